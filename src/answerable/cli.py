@@ -1,0 +1,258 @@
+"""The ``answerable`` command: parse, call the public API, render. Nothing else lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+
+from answerable.control import Controller, scope_from_text
+from answerable.errors import (
+    AnswerableError,
+    LedgerTampered,
+    NotAuthorized,
+    ProofInvalid,
+    SignatureInvalid,
+)
+from answerable.keys import KeyPair
+from answerable.ledger import SQLiteLedger
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+ledger_app = typer.Typer(no_args_is_help=True, help="Inspect, export and prove a ledger.")
+demo_app = typer.Typer(no_args_is_help=True, help="Run the demonstrations.")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(demo_app, name="demo")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+T = TypeVar("T")
+_NO = (LedgerTampered, ProofInvalid, NotAuthorized, SignatureInvalid)
+"""Errors that mean "it ran and the answer is no" (exit 1); every other AnswerableError exits 2."""
+
+LedgerArg = typer.Argument(..., help="Path of the ledger (an SQLite file).")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+
+
+def _fail(exc: AnswerableError) -> NoReturn:
+    err.print(f"answerable: error: {exc}", markup=False)
+    raise typer.Exit(1 if isinstance(exc, _NO) else 2)
+
+
+def _run(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except AnswerableError as exc:
+        _fail(exc)
+
+
+def _open(path: Path) -> SQLiteLedger:
+    return _run(lambda: SQLiteLedger.open(path))
+
+
+def _json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode() + "\n")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+@app.command()
+def verify(
+    ledger: Path = LedgerArg,
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="An earlier checkpoint the ledger must still be consistent with."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Recompute every entry, tree node and checkpoint; exit 1 naming the first bad entry."""
+    with _open(ledger) as store:
+        cp_text = checkpoint.read_text(encoding="utf-8") if checkpoint else None
+        try:
+            report = store.verify(cp_text)
+        except LedgerTampered as exc:
+            if as_json:
+                _json({"ok": False, "error": str(exc), "index": exc.index, "id": exc.entry_id})
+            _fail(exc)
+        except AnswerableError as exc:
+            _fail(exc)
+    if as_json:
+        _json(
+            {
+                "ok": True,
+                "size": report.size,
+                "root": _b64(report.root),
+                "checkpoints": report.checkpoints_checked,
+            }
+        )
+    else:
+        out.print(
+            f"ok: {report.size} entries, root {_b64(report.root)}, "
+            f"{report.checkpoints_checked} stored checkpoint(s) verified"
+            + (f", consistent with {checkpoint}" if checkpoint else "")
+        )
+
+
+@ledger_app.command("checkpoint")
+def ledger_checkpoint(
+    ledger: Path = LedgerArg,
+    out_file: Path | None = typer.Option(None, "--out", help="Also write the checkpoint to this file."),
+) -> None:
+    """Sign a checkpoint of the ledger as it is now and print it (C2SP tlog-checkpoint)."""
+    with _open(ledger) as store:
+        note = _run(store.checkpoint)
+    if out_file:
+        out_file.write_text(note, encoding="utf-8")
+    sys.stdout.write(note)
+
+
+@ledger_app.command("key")
+def ledger_key(ledger: Path = LedgerArg) -> None:
+    """Print the ledger's verifier key (name+hash+base64) for checking its checkpoints."""
+    with _open(ledger) as store:
+        sys.stdout.write(store.verifier_key() + "\n")
+
+
+@ledger_app.command("export")
+def ledger_export(
+    ledger: Path = LedgerArg,
+    out_file: Path = typer.Option(..., "--out", help="Where to write the JSON Lines."),
+) -> None:
+    """Write every entry, in index order, as the exact canonical bytes hashed as its leaf."""
+    with _open(ledger) as store, out_file.open("wb") as handle:
+        size, batch = store.size(), 10_000
+        for start in range(0, size, batch):
+            for entry in store.entries(start, min(size, start + batch)):
+                handle.write(entry.data + b"\n")
+    err.print(f"wrote {size} entries to {out_file}")
+
+
+@ledger_app.command("prove")
+def ledger_prove(
+    ledger: Path = LedgerArg,
+    index: int = typer.Option(..., "--index", help="Leaf index to prove."),
+    size: int | None = typer.Option(None, "--size", help="Tree size (default: the current size)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Print an inclusion proof of entry INDEX in the tree of SIZE entries."""
+    with _open(ledger) as store:
+        n = size if size is not None else store.size()
+        proof = _run(lambda: store.inclusion_proof(index, n))
+        leaf = _run(lambda: store.entry(index))
+        doc = {
+            "leaf_index": index,
+            "tree_size": n,
+            "leaf_hash": _b64(_leaf_hash(leaf.data)),
+            "proof": [_b64(p) for p in proof],
+            "root": _b64(store.root(n)),
+        }
+    _print_doc(doc, as_json)
+
+
+@ledger_app.command("prove-consistency")
+def ledger_prove_consistency(
+    ledger: Path = LedgerArg,
+    size1: int = typer.Option(..., "--from", help="The older tree size."),
+    size2: int = typer.Option(..., "--to", help="The newer tree size."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Print a consistency proof that the first SIZE1 entries are a prefix of the first SIZE2."""
+    with _open(ledger) as store:
+        proof = _run(lambda: store.consistency_proof(size1, size2))
+        doc = {
+            "size1": size1,
+            "size2": size2,
+            "proof": [_b64(p) for p in proof],
+            "root1": _b64(_run(lambda: store.root(size1))),
+            "root2": _b64(_run(lambda: store.root(size2))),
+        }
+    _print_doc(doc, as_json)
+
+
+def _print_doc(doc: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _json(doc)
+        return
+    for key, value in doc.items():
+        out.print(f"{key}: {value}")
+
+
+def _leaf_hash(data: bytes) -> bytes:
+    from answerable.ledger import leaf_hash
+
+    return leaf_hash(data)
+
+
+ByOpt = typer.Option(..., "--by", help="Who you are (recorded as given).")
+ReasonOpt = typer.Option(..., "--reason", help="Why (recorded).")
+ScopeOpt = typer.Option(
+    "system", "--scope", help="system, agent:NAME, operation:NAME or resource_class:NAME."
+)
+
+
+@app.command()
+def halt(ledger: Path = LedgerArg, by: str = ByOpt, reason: str = ReasonOpt, scope: str = ScopeOpt) -> None:
+    """Halt at once; no intent recorded after this runs. Only the RI can resume a halt."""
+    _control(ledger, "halt", by, reason, scope, None)
+
+
+@app.command()
+def pause(ledger: Path = LedgerArg, by: str = ByOpt, reason: str = ReasonOpt, scope: str = ScopeOpt) -> None:
+    """Pause at once; an operator or the RI can resume."""
+    _control(ledger, "pause", by, reason, scope, None)
+
+
+@app.command()
+def resume(
+    ledger: Path = LedgerArg,
+    by: str = ByOpt,
+    reason: str = ReasonOpt,
+    scope: str = ScopeOpt,
+    key: Path = typer.Option(..., "--key", help="Your key file: resuming must be proven."),
+) -> None:
+    """Resume a scope; needs a person the charter authorizes, signing with their key."""
+    _control(ledger, "resume", by, reason, scope, key)
+
+
+def _control(ledger: Path, action: str, by: str, reason: str, scope_text: str, key_file: Path | None) -> None:
+    scope = _run(lambda: scope_from_text(scope_text))
+    with _open(ledger) as store:
+        controller = Controller(store)
+
+        async def act() -> Any:
+            if action == "resume":
+                assert key_file is not None
+                key = KeyPair.load(key_file)
+                if key.identity != by:
+                    raise NotAuthorized(f"--by {by!r} but the key file belongs to {key.identity!r}", who=by)
+                return await controller.resume(key=key, reason=reason, scope=scope)
+            if action == "halt":
+                return await controller.halt(by=by, reason=reason, scope=scope)
+            return await controller.pause(by=by, reason=reason, scope=scope)
+
+        control = _run(lambda: asyncio.run(act()))
+    out.print(f"{control.action} recorded: {control.id} on {control.scope.label()} by {control.by}")
+
+
+@demo_app.command("quickstart")
+def demo_quickstart(
+    out_dir: Path = typer.Option(Path("out/quickstart"), "--out", help="Output folder."),
+) -> None:
+    """A small governed system end to end: allow, review, deny, halt, resume, verify."""
+    from answerable.quickstart import run
+
+    _run(lambda: run(out_dir, out))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,172 @@
+"""The one error tree of answerable.
+
+Every error a caller can catch derives from :class:`AnswerableError` and carries the offending
+thing as attributes, so code can react without parsing text::
+
+    AnswerableError
+    ├── ConfigError                  bad configuration, charter or key file
+    ├── RecordInvalid                a record or message that does not validate
+    ├── PolicyInvalid                Cedar policies or schema that do not parse or validate
+    ├── UnknownAgent                 an intent or message from an agent not in the charter
+    ├── UnknownOperation             an intent for an operation that is not registered
+    ├── ArgumentsInvalid             arguments that do not match an operation's schema
+    ├── NotAuthorized                a person the charter does not authorize for this act
+    ├── SignatureInvalid             a signature that does not verify
+    ├── LedgerError                  anything wrong with a ledger
+    │   ├── NotALedger               a file that is not an answerable ledger
+    │   ├── LedgerTampered           stored entries, hashes or checkpoints that do not add up
+    │   ├── EntryNotFound            an id or index the ledger does not hold
+    │   ├── ProofInvalid             an inclusion or consistency proof that does not verify
+    │   └── ProofRequestInvalid      a proof asked for past the tree size
+    └── ExecutionError               an operation failed or its outcome is unknown
+        └── OutcomeAmbiguous         a crash left an intent whose effect cannot be established
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AnswerableError",
+    "ArgumentsInvalid",
+    "ConfigError",
+    "EntryNotFound",
+    "ExecutionError",
+    "LedgerError",
+    "LedgerTampered",
+    "NotALedger",
+    "NotAuthorized",
+    "OutcomeAmbiguous",
+    "PolicyInvalid",
+    "ProofInvalid",
+    "ProofRequestInvalid",
+    "RecordInvalid",
+    "SignatureInvalid",
+    "UnknownAgent",
+    "UnknownOperation",
+]
+
+
+class AnswerableError(Exception):
+    """Base of every error answerable raises on purpose."""
+
+
+class ConfigError(AnswerableError):
+    """A configuration, charter or key file is missing or malformed."""
+
+
+class RecordInvalid(AnswerableError):
+    """A record or message failed validation.
+
+    Attributes:
+        record: the record type that was being built (``"Intent"``, ``"Message"`` ...).
+    """
+
+    def __init__(self, message: str, *, record: str = "") -> None:
+        super().__init__(message)
+        self.record = record
+
+
+class PolicyInvalid(AnswerableError):
+    """Cedar policies or schema do not parse, or do not validate against the schema."""
+
+    def __init__(self, message: str, *, errors: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
+class UnknownAgent(AnswerableError):
+    """An agent that the system charter does not name."""
+
+    def __init__(self, agent: str) -> None:
+        super().__init__(
+            f"unknown agent {agent!r}: it is not in the system charter; add it to the charter's agents"
+        )
+        self.agent = agent
+
+
+class UnknownOperation(AnswerableError):
+    """An operation that is not registered with the gateway."""
+
+    def __init__(self, operation: str, known: tuple[str, ...] = ()) -> None:
+        hint = f"; registered: {', '.join(known)}" if known else ""
+        super().__init__(f"unknown operation {operation!r}{hint}")
+        self.operation = operation
+
+
+class ArgumentsInvalid(AnswerableError):
+    """Arguments that do not match the operation's schema."""
+
+    def __init__(self, operation: str, problems: tuple[str, ...]) -> None:
+        super().__init__(f"arguments for {operation!r} do not match its schema: {'; '.join(problems)}")
+        self.operation = operation
+        self.problems = problems
+
+
+class NotAuthorized(AnswerableError):
+    """A person acting outside what the charter authorizes them to do."""
+
+    def __init__(self, message: str, *, who: str = "", reason_code: str = "") -> None:
+        super().__init__(message)
+        self.who = who
+        self.reason_code = reason_code
+
+
+class SignatureInvalid(AnswerableError):
+    """A signature that is missing, malformed or does not verify."""
+
+
+class LedgerError(AnswerableError):
+    """Anything wrong with a ledger."""
+
+
+class NotALedger(LedgerError):
+    """A file that is not an answerable ledger."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"{path} is not an answerable ledger: {why}")
+        self.path = path
+
+
+class LedgerTampered(LedgerError):
+    """Stored entries, hashes or checkpoints that do not add up.
+
+    Attributes:
+        index: the first bad leaf index, or None when the damage is not in one entry.
+        entry_id: the id recorded for that entry, when it could be read.
+    """
+
+    def __init__(self, message: str, *, index: int | None = None, entry_id: str | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+        self.entry_id = entry_id
+
+
+class EntryNotFound(LedgerError):
+    """An entry id or index that the ledger does not hold."""
+
+    def __init__(self, key: str | int) -> None:
+        super().__init__(f"ledger has no entry {key!r}")
+        self.key = key
+
+
+class ProofInvalid(LedgerError):
+    """An inclusion or consistency proof that does not verify."""
+
+
+class ProofRequestInvalid(LedgerError):
+    """A proof asked for sizes or indexes the tree does not have."""
+
+
+class ExecutionError(AnswerableError):
+    """An operation failed."""
+
+
+class OutcomeAmbiguous(ExecutionError):
+    """A crash left an intent whose effect on the world cannot be established."""
+
+    def __init__(self, intent_id: str, operation: str) -> None:
+        super().__init__(
+            f"intent {intent_id} ({operation}) was recorded but its outcome is unknown; "
+            f"operation {operation!r} is paused until a person reconciles it"
+        )
+        self.intent_id = intent_id
+        self.operation = operation

@@ -1,0 +1,513 @@
+"""The action gateway: the one place that holds credentials and calls out to the world.
+
+For every intent, in this order: validate it, check control, decide under the approved rules,
+commit Intent and Decision durably, check control again against the ledger, execute with the
+intent's idempotency key, commit the Execution. Nothing runs unwritten, and a halt committed
+before an intent was recorded always stops it: the second control check reads the ledger after
+the intent's own commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+import orjson
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from answerable._canonical import canonical_bytes
+from answerable.clock import Clock, IdSource, SystemClock, rfc3339
+from answerable.control import Controller, charter_of
+from answerable.errors import (
+    ArgumentsInvalid,
+    ConfigError,
+    ExecutionError,
+    UnknownAgent,
+    UnknownOperation,
+)
+from answerable.ledger.base import LedgerStore
+from answerable.policy import CedarRequest, Ruleset, Verdict, decide, load_ruleset
+from answerable.records import (
+    Authority,
+    Control,
+    Decision,
+    Execution,
+    Intent,
+    RulesetVersion,
+    Scope,
+    SystemCharter,
+    decode_entry,
+    digest,
+)
+from answerable.signing import verify_charter, verify_ruleset
+
+__all__ = ["Gateway", "Operation", "Outcome", "Resource", "http_operation"]
+
+GATEWAY_IDENTITY = "answerable.gateway"
+"""Who the gateway says it is when it pauses an operation on its own (an ambiguous crash)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """The Cedar resource an operation changes: its entity type, id and attributes."""
+
+    type: str
+    id: str
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """A registered world-changing operation and everything the gateway needs to govern it.
+
+    Attributes:
+        call: receives the validated arguments as keywords, plus ``idempotency_key`` when its
+            signature names it. May be sync or async; a sync call runs on the event loop.
+        resource: builds the Cedar resource from the arguments (one function per operation).
+        context: builds the Cedar context from the arguments.
+        idempotent: the operation honours idempotency keys, so after a crash it is safe to call
+            again with the same key.
+        lookup: finds the effect of an earlier call by idempotency key (None if there was none);
+            used after a crash when the operation is not idempotent.
+    """
+
+    name: str
+    resource_class: str
+    args: type[BaseModel]
+    call: Callable[..., Any]
+    resource: Callable[[BaseModel], Resource]
+    context: Callable[[BaseModel], Mapping[str, Any]]
+    idempotent: bool = False
+    lookup: Callable[[str], Awaitable[Any | None]] | None = None
+    wants_key: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one intent."""
+
+    status: Literal["succeeded", "failed", "denied", "review", "not_executed", "ambiguous"]
+    intent: Intent
+    decision: Decision
+    execution: Execution | None = None
+    result: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+
+Fault = Callable[[str, Intent], None]
+"""A test hook called at named points (``"recorded"``: after the Intent and Decision commit)."""
+
+
+class Gateway:
+    """Governs every call to a registered operation; see the module docstring for the sequence."""
+
+    def __init__(
+        self,
+        ledger: LedgerStore,
+        *,
+        clock: Clock | None = None,
+        ids: IdSource | None = None,
+        fault: Fault | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.clock = clock or SystemClock()
+        self.ids = ids or IdSource(self.clock)
+        self.control = Controller(ledger, clock=self.clock, ids=self.ids)
+        self._operations: dict[str, Operation] = {}
+        self._fault = fault
+        self._charter: SystemCharter | None = None
+        self._ruleset: Ruleset | None = None
+        self._ruleset_record: RulesetVersion | None = None
+
+    # --- set-up ---------------------------------------------------------------------------------
+
+    async def install(self, charter: SystemCharter, ruleset: RulesetVersion) -> None:
+        """Put the signed charter and ruleset in force, recording them if the ledger lacks them.
+
+        Raises:
+            SignatureInvalid, NotAuthorized: the charter or ruleset is not signed by the RI.
+            PolicyInvalid: the ruleset does not parse or validate.
+        """
+        verify_charter(charter)
+        verify_ruleset(ruleset, charter)
+        parsed = load_ruleset(ruleset.policies, ruleset.schema_text)
+        if parsed.ruleset_hash != ruleset.ruleset_hash or parsed.schema_hash != ruleset.schema_hash:
+            raise ConfigError(f"ruleset v{ruleset.version}: its recorded hashes do not match its text")
+        missing = [r for r in (charter, ruleset) if not _has(self.ledger, r.id)]
+        if missing:
+            await self.ledger.append(missing)
+        self._charter, self._ruleset, self._ruleset_record = charter, parsed, ruleset
+
+    async def resume_from_ledger(self) -> None:
+        """Load the charter and ruleset in force from the ledger (a restart)."""
+        charter = charter_of(self.ledger)
+        rulesets = self.ledger.of_kind("RulesetVersion")
+        if not rulesets:
+            raise ConfigError(f"ledger {self.ledger.origin} has no RulesetVersion")
+        ruleset = decode_entry(rulesets[-1].data)
+        assert isinstance(ruleset, RulesetVersion)
+        await self.install(charter, ruleset)
+
+    def register(
+        self,
+        name: str,
+        call: Callable[..., Any],
+        *,
+        resource_class: str,
+        args: type[BaseModel] | None = None,
+        resource: Callable[[BaseModel], Resource] | None = None,
+        context: Callable[[BaseModel], Mapping[str, Any]] | None = None,
+        idempotent: bool = False,
+        lookup: Callable[[str], Awaitable[Any | None]] | None = None,
+    ) -> Operation:
+        """Register an operation; its argument schema comes from ``args`` or from ``call``'s signature."""
+        if name in self._operations:
+            raise ConfigError(f"operation {name!r} is already registered")
+        wants_key = "idempotency_key" in inspect.signature(call).parameters
+        op = Operation(
+            name=name,
+            resource_class=resource_class,
+            args=args or _args_model(name, call),
+            call=call,
+            resource=resource or (lambda _a: Resource("Resource", name, {"class": resource_class})),
+            context=context or (lambda _a: {}),
+            idempotent=idempotent,
+            lookup=lookup,
+            wants_key=wants_key,
+        )
+        self._operations[name] = op
+        return op
+
+    @property
+    def operations(self) -> Mapping[str, Operation]:
+        return self._operations
+
+    @property
+    def charter(self) -> SystemCharter:
+        if self._charter is None:
+            raise ConfigError("the gateway has no charter: call install() or resume_from_ledger() first")
+        return self._charter
+
+    # --- the governed call ----------------------------------------------------------------------
+
+    def intent(
+        self,
+        agent: str,
+        operation: str,
+        arguments: Mapping[str, Any],
+        *,
+        causes: tuple[str, ...] = (),
+        idempotency_key: str | None = None,
+        trace_id: str | None = None,
+    ) -> Intent:
+        """Build an Intent stamped with this gateway's clock and ids."""
+        intent_id = self.ids.new()
+        return Intent(
+            id=intent_id,
+            at=rfc3339(self.clock.now_ns()),
+            causes=causes,
+            agent=agent,
+            operation=operation,
+            arguments=dict(arguments),
+            idempotency_key=idempotency_key or intent_id,
+            trace_id=trace_id,
+        )
+
+    async def submit(self, intent: Intent) -> Outcome:
+        """Govern one intent end to end.
+
+        Raises:
+            UnknownAgent, UnknownOperation, ArgumentsInvalid: before anything is recorded.
+        """
+        charter = self.charter
+        if intent.agent not in charter.agent_names():
+            raise UnknownAgent(intent.agent)
+        op = self._operations.get(intent.operation)
+        if op is None:
+            raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
+        args = _validate(op, intent.arguments)
+
+        request, verdict = self._judge(op, intent, args)
+        stop = self.control.state().blocking(
+            agent=intent.agent, operation=op.name, resource_class=op.resource_class
+        )
+        decision = self._decision(intent, request, verdict, stop)
+        await self.ledger.append([intent, decision])
+        if decision.effect == "review":
+            return Outcome("review", intent, decision)
+        if decision.effect == "deny":
+            return Outcome("denied", intent, decision)
+        if self._fault is not None:
+            self._fault("recorded", intent)
+        return await self._execute(op, intent, decision, args, recovered=False)
+
+    def _judge(self, op: Operation, intent: Intent, args: BaseModel) -> tuple[CedarRequest, Verdict]:
+        assert self._ruleset is not None
+        try:
+            res = op.resource(args)
+            context = dict(op.context(args))
+        except Exception as exc:  # a broken entity builder denies, it does not crash the gateway
+            empty = CedarRequest(("Agent", intent.agent), op.name, ("Resource", op.name), {}, ())
+            return empty, Verdict("deny", (), (f"building the Cedar request for {op.name} failed: {exc!r}",))
+        entities = (
+            {"uid": {"type": "Agent", "id": intent.agent}, "attrs": {}, "parents": []},
+            {"uid": {"type": res.type, "id": res.id}, "attrs": dict(res.attrs), "parents": []},
+        )
+        request = CedarRequest(("Agent", intent.agent), op.name, (res.type, res.id), context, entities)
+        return request, decide(request, self._ruleset)
+
+    def _decision(
+        self, intent: Intent, request: CedarRequest, verdict: Verdict, stop: Control | None
+    ) -> Decision:
+        assert self._ruleset is not None
+        assert self._ruleset_record is not None
+        effect, errors = verdict.effect, verdict.errors
+        if stop is not None:
+            effect = "deny"
+            errors = (*errors, f"{stop.action} in force on {stop.scope.label()} by {stop.by}: {stop.reason}")
+        return Decision(
+            id=self.ids.new(),
+            at=rfc3339(self.clock.now_ns()),
+            causes=(intent.id,) if stop is None else (intent.id, stop.id),
+            intent_id=intent.id,
+            effect=effect,
+            policy_ids=verdict.policy_ids,
+            ruleset_id=self._ruleset_record.id,
+            ruleset_hash=self._ruleset.ruleset_hash,
+            schema_hash=self._ruleset.schema_hash,
+            request=request.to_json(),
+            entities=request.entities,
+            errors=errors,
+            control_id=None if stop is None else stop.id,
+        )
+
+    async def _execute(
+        self, op: Operation, intent: Intent, decision: Decision, args: BaseModel, *, recovered: bool
+    ) -> Outcome:
+        stop = self.control.state().blocking(
+            agent=intent.agent, operation=op.name, resource_class=op.resource_class
+        )
+        if stop is not None:
+            execution = self._execution(
+                op,
+                intent,
+                decision,
+                "not_executed",
+                error=f"{stop.action} {stop.id} by {stop.by}: {stop.reason}",
+                causes=(stop.id,),
+                recovered=recovered,
+            )
+            await self.ledger.append([execution])
+            return Outcome("not_executed", intent, decision, execution)
+        started = time.perf_counter_ns()
+        try:
+            result = await _call(op, args, intent.idempotency_key)
+        except Exception as exc:  # the world said no: a value to record, not a crash
+            latency = (time.perf_counter_ns() - started) // 1000
+            execution = self._execution(
+                op,
+                intent,
+                decision,
+                "failed",
+                error=f"{type(exc).__name__}: {exc}",
+                latency_us=latency,
+                recovered=recovered,
+            )
+            await self.ledger.append([execution])
+            return Outcome("failed", intent, decision, execution)
+        latency = (time.perf_counter_ns() - started) // 1000
+        execution = self._execution(
+            op, intent, decision, "succeeded", response=result, latency_us=latency, recovered=recovered
+        )
+        await self.ledger.append([execution])
+        return Outcome("succeeded", intent, decision, execution, result)
+
+    def _execution(
+        self,
+        op: Operation,
+        intent: Intent,
+        decision: Decision,
+        status: Literal["succeeded", "failed", "not_executed", "ambiguous"],
+        *,
+        response: Any = None,
+        error: str | None = None,
+        latency_us: int = 0,
+        causes: tuple[str, ...] = (),
+        recovered: bool = False,
+    ) -> Execution:
+        executed = status in ("succeeded", "failed")
+        return Execution(
+            id=self.ids.new(),
+            at=rfc3339(self.clock.now_ns()),
+            causes=(intent.id, decision.id, *causes),
+            intent_id=intent.id,
+            decision_id=decision.id,
+            operation=op.name,
+            status=status,
+            authority=Authority(
+                responsible=self.charter.ri,
+                via="policy",
+                ids=decision.policy_ids,
+                ruleset_hash=decision.ruleset_hash,
+            ),
+            response_digest=_response_digest(response) if executed and status == "succeeded" else None,
+            latency_us=latency_us,
+            error=error,
+            recovered=recovered,
+        )
+
+    # --- after a crash --------------------------------------------------------------------------
+
+    async def reconcile(self) -> list[Outcome]:
+        """Settle every allowed intent that has no Execution, never calling anything twice blindly.
+
+        An idempotent operation is called again with the same key (the world deduplicates); else
+        the effect is looked up by key and recorded if found, or the call made if it never
+        happened; else the intent is marked ambiguous and its operation paused for a person.
+        """
+        outcomes = []
+        for intent, decision in _open_intents(self.ledger):
+            op = self._operations.get(intent.operation)
+            if op is None:
+                raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
+            args = _validate(op, intent.arguments)
+            if op.idempotent:
+                outcomes.append(await self._execute(op, intent, decision, args, recovered=True))
+                continue
+            if op.lookup is not None:
+                found = await op.lookup(intent.idempotency_key)
+                if found is None:
+                    outcomes.append(await self._execute(op, intent, decision, args, recovered=True))
+                else:
+                    execution = self._execution(
+                        op, intent, decision, "succeeded", response=found, recovered=True
+                    )
+                    await self.ledger.append([execution])
+                    outcomes.append(Outcome("succeeded", intent, decision, execution, found))
+                continue
+            execution = self._execution(
+                op,
+                intent,
+                decision,
+                "ambiguous",
+                recovered=True,
+                error="recorded before a crash; the operation honours no idempotency key and has no lookup",
+            )
+            pause = Control(
+                id=self.ids.new(),
+                at=rfc3339(self.clock.now_ns()),
+                causes=(intent.id, execution.id),
+                action="pause",
+                scope=Scope(kind="operation", value=op.name),
+                by=GATEWAY_IDENTITY,
+                reason=f"outcome of intent {intent.id} unknown after a crash; reconcile it, then resume",
+            )
+            await self.ledger.append([execution, pause])
+            outcomes.append(Outcome("ambiguous", intent, decision, execution))
+        return outcomes
+
+
+def http_operation(
+    url: str, *, client: httpx.AsyncClient, method: str = "POST", headers: Mapping[str, str] | None = None
+) -> Callable[..., Awaitable[Any]]:
+    """An operation that is an HTTP endpoint: JSON arguments in, JSON out, the key as a header.
+
+    The credentials live in ``headers`` inside the gateway; agents never see them.
+    """
+
+    async def call(idempotency_key: str, **arguments: Any) -> Any:
+        response = await client.request(
+            method,
+            url,
+            content=orjson.dumps(arguments),
+            headers={
+                **(headers or {}),
+                "Idempotency-Key": idempotency_key,
+                "Content-Type": "application/json",
+            },
+        )
+        if response.status_code >= 400:
+            raise ExecutionError(f"{method} {url} answered {response.status_code}: {response.text[:200]}")
+        return response.json() if response.content else None
+
+    return call
+
+
+def _args_model(name: str, call: Callable[..., Any]) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for param in inspect.signature(call).parameters.values():
+        if param.name == "idempotency_key" or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+            continue
+        annotation = Any if param.annotation is inspect.Parameter.empty else param.annotation
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (annotation, default)
+    model: type[BaseModel] = create_model(
+        f"{name}.args", __config__=ConfigDict(extra="forbid", frozen=True), **fields
+    )
+    return model
+
+
+def _validate(op: Operation, arguments: Mapping[str, Any]) -> BaseModel:
+    try:
+        return op.args.model_validate(arguments)
+    except ValidationError as exc:
+        problems = tuple(
+            f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ArgumentsInvalid(op.name, problems) from exc
+
+
+async def _call(op: Operation, args: BaseModel, key: str) -> Any:
+    kwargs = {name: getattr(args, name) for name in type(args).model_fields}
+    if op.wants_key:
+        kwargs["idempotency_key"] = key
+    result = op.call(**kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _response_digest(response: Any) -> str:
+    try:
+        data = canonical_bytes(response)
+    except (TypeError, ValueError):
+        data = repr(response).encode()
+    return digest(data)
+
+
+def _has(ledger: LedgerStore, entry_id: str) -> bool:
+    from answerable.errors import EntryNotFound
+
+    try:
+        ledger.find(entry_id)
+    except EntryNotFound:
+        return False
+    return True
+
+
+def _open_intents(ledger: LedgerStore) -> list[tuple[Intent, Decision]]:
+    """Allowed intents with no Execution: what a crash may have left between record and call."""
+    out = []
+    for stored in ledger.of_kind("Intent"):
+        intent = decode_entry(stored.data)
+        assert isinstance(intent, Intent)
+        followers = [decode_entry(e.data) for e in ledger.caused_by(intent.id)]
+        if any(isinstance(f, Execution) for f in followers):
+            continue
+        decision = next((f for f in followers if isinstance(f, Decision) and f.intent_id == intent.id), None)
+        if decision is not None and decision.effect == "allow":
+            out.append((intent, decision))
+    return out
+
+
+async def gather_outcomes(gateway: Gateway, intents: list[Intent]) -> list[Outcome]:
+    """Submit intents concurrently, so that their records share group commits."""
+    return list(await asyncio.gather(*(gateway.submit(i) for i in intents)))

@@ -1,0 +1,76 @@
+"""Ed25519 keys of people and systems: generate, store, sign, verify."""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from answerable.errors import ConfigError, SignatureInvalid
+
+__all__ = ["KeyPair", "verify_signature"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPair:
+    """A named Ed25519 key pair. The key file holds ``identity`` and the raw private key."""
+
+    identity: str
+    private: Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls, identity: str) -> KeyPair:
+        return cls(identity, Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_seed(cls, identity: str, seed: bytes) -> KeyPair:
+        """A deterministic key, for reproducible demos and tests only."""
+        return cls(identity, Ed25519PrivateKey.from_private_bytes(seed))
+
+    @property
+    def public_b64(self) -> str:
+        raw = self.private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return base64.b64encode(raw).decode("ascii")
+
+    def sign(self, data: bytes) -> str:
+        return base64.b64encode(self.private.sign(data)).decode("ascii")
+
+    def save(self, path: Path) -> None:
+        """Write the key file, readable by its owner only."""
+        raw = self.private.private_bytes_raw()
+        text = f"{self.identity}\n{base64.b64encode(raw).decode('ascii')}\n"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+
+    @classmethod
+    def load(cls, path: Path) -> KeyPair:
+        try:
+            identity, encoded = path.read_text(encoding="utf-8").split()
+            raw = base64.b64decode(encoded, validate=True)
+            return cls(identity, Ed25519PrivateKey.from_private_bytes(raw))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"key file {path} does not exist") from exc
+        except ValueError as exc:
+            raise ConfigError(
+                f"key file {path} is not an answerable key file (expected two lines: identity, "
+                "base64 of a 32-byte Ed25519 private key)"
+            ) from exc
+
+
+def verify_signature(public_b64: str, signature_b64: str | None, data: bytes, *, who: str) -> None:
+    """Raise SignatureInvalid unless ``signature_b64`` is ``who``'s Ed25519 signature over ``data``."""
+    if not signature_b64:
+        raise SignatureInvalid(f"missing signature by {who}")
+    try:
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_b64, validate=True))
+        key.verify(base64.b64decode(signature_b64, validate=True), data)
+    except (InvalidSignature, ValueError) as exc:
+        raise SignatureInvalid(
+            f"signature by {who} does not verify against their key in the charter"
+        ) from exc

@@ -1,0 +1,456 @@
+"""The embedded ledger backend: one SQLite file in WAL mode, durable group commit.
+
+Layout: ``entries`` holds each leaf's exact canonical bytes and leaf hash; ``nodes`` the hash of
+every complete subtree above the leaves, so that a proof reads O(log n) rows; ``causes`` indexes
+who-cites-whom for provenance; ``checkpoints`` the signed tree heads; ``blobs`` payloads too big
+for an entry. The signing key sits beside the file (``LEDGER.key``), not in it, so that whoever
+can write the database cannot also sign a rewritten history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+from answerable._canonical import canonical_bytes
+from answerable.errors import (
+    ConfigError,
+    EntryNotFound,
+    LedgerError,
+    NotALedger,
+    ProofRequestInvalid,
+    RecordInvalid,
+)
+from answerable.ledger import _verify, merkle, note
+from answerable.ledger.base import MAX_ENTRY_BYTES, StoredEntry, VerifyReport
+from answerable.records import Record
+
+__all__ = ["SQLiteLedger"]
+
+_FORMAT = "answerable-ledger"
+_FORMAT_VERSION = "1"
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE entries (
+    idx INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    data BLOB NOT NULL,
+    leaf_hash BLOB NOT NULL
+);
+CREATE INDEX entries_by_kind ON entries (kind, idx);
+CREATE TABLE nodes (level INTEGER NOT NULL, i INTEGER NOT NULL, hash BLOB NOT NULL,
+                    PRIMARY KEY (level, i)) WITHOUT ROWID;
+CREATE TABLE causes (cause TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (cause, idx)) WITHOUT ROWID;
+CREATE TABLE checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT NULL);
+CREATE TABLE blobs (digest TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+"""
+_OFFLOADABLE = ("payload", "arguments")
+
+T = TypeVar("T")
+_Row = tuple[str, str, bytes, bytes, tuple[str, ...]]
+
+
+def _key_path(path: Path) -> Path:
+    return path.with_name(path.name + ".key")
+
+
+class SQLiteLedger:
+    """An answerable ledger in one SQLite file.
+
+    Appends from any thread or coroutine are handed to one writer thread, which commits
+    everything that arrived while the previous commit was in flight in one transaction with
+    ``synchronous=FULL`` (group commit) and only then resolves the callers' futures.
+    """
+
+    def __init__(self, path: Path, *, signer: note.Signer | None, origin: str, verifier: str) -> None:
+        self.path = path
+        self.origin = origin
+        self._signer = signer
+        self._verifier = verifier
+        self._read_lock = threading.Lock()
+        self._reader = _connect(path)
+        self._pending: list[tuple[list[_Row], Future[list[int]]]] = []
+        self._cv = threading.Condition()
+        self._closing = False
+        self._writer = threading.Thread(
+            target=self._write_loop, name=f"ledger-writer:{path.name}", daemon=True
+        )
+        self._writer.start()
+
+    # --- opening --------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], *, create: bool = False, origin: str | None = None
+    ) -> SQLiteLedger:
+        """Open a ledger, creating it (and its signing key) when ``create`` is set and it is absent.
+
+        Raises:
+            NotALedger: the file exists but is not an answerable ledger, or does not exist and
+                ``create`` is false.
+        """
+        p = Path(path)
+        if not p.exists():
+            if not create:
+                raise NotALedger(str(p), "no such file")
+            return cls._create(p, origin)
+        try:
+            with open(p, "rb") as handle:
+                magic = handle.read(16)
+        except OSError as exc:
+            raise NotALedger(str(p), str(exc)) from exc
+        if magic != b"SQLite format 3\x00":
+            raise NotALedger(str(p), "it is not an SQLite database")
+        conn = _connect(p)
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise NotALedger(str(p), f"it has no answerable metadata ({exc})") from exc
+        finally:
+            conn.close()
+        if meta.get("format") != _FORMAT:
+            raise NotALedger(str(p), "its metadata does not name the answerable ledger format")
+        if meta.get("version") != _FORMAT_VERSION:
+            raise NotALedger(str(p), f"format version {meta.get('version')!r} is not {_FORMAT_VERSION}")
+        signer = None
+        key_file = _key_path(p)
+        if key_file.exists():
+            raw = key_file.read_bytes()
+            try:
+                signer = note.Signer.from_private_bytes(meta["origin"], bytes.fromhex(raw.decode().strip()))
+            except ValueError as exc:
+                raise ConfigError(f"ledger key file {key_file} is damaged: {exc}") from exc
+        return cls(p, signer=signer, origin=meta["origin"], verifier=meta["verifier_key"])
+
+    @classmethod
+    def _create(cls, path: Path, origin: str | None) -> SQLiteLedger:
+        origin = origin or f"answerable.local/{uuid.uuid4().hex[:16]}"
+        signer = note.Signer.generate(origin)
+        key_file = _key_path(path)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(signer.private_bytes().hex() + "\n")
+        conn = _connect(path)
+        try:
+            with conn:
+                conn.executescript(_SCHEMA)
+                conn.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [
+                        ("format", _FORMAT),
+                        ("version", _FORMAT_VERSION),
+                        ("origin", origin),
+                        ("verifier_key", signer.verifier_key()),
+                    ],
+                )
+        finally:
+            conn.close()
+        return cls(path, signer=signer, origin=origin, verifier=signer.verifier_key())
+
+    # --- appending ------------------------------------------------------------------------------
+
+    def append_nowait(self, records: Sequence[Record]) -> Future[list[int]]:
+        """Queue records for the next group commit; the future resolves to their indexes."""
+        rows = [self._row(r) for r in records]
+        future: Future[list[int]] = Future()
+        with self._cv:
+            if self._closing:
+                raise LedgerError(f"ledger {self.path} is closed")
+            self._pending.append((rows, future))
+            self._cv.notify()
+        return future
+
+    async def append(self, records: Sequence[Record]) -> list[int]:
+        return await asyncio.wrap_future(self.append_nowait(records))
+
+    def append_sync(self, records: Sequence[Record]) -> list[int]:
+        return self.append_nowait(records).result()
+
+    def _row(self, record: Record) -> _Row:
+        body = record.model_dump(mode="json")
+        data = canonical_bytes(body)
+        if len(data) > MAX_ENTRY_BYTES:
+            data = canonical_bytes(self._offload(body))
+            if len(data) > MAX_ENTRY_BYTES:
+                raise RecordInvalid(
+                    f"{body['kind']} {body['id']} is {len(data)} bytes after moving its payload to a blob; "
+                    f"an entry must stay under {MAX_ENTRY_BYTES + 1} bytes",
+                    record=body["kind"],
+                )
+        return body["id"], body["kind"], data, merkle.leaf_hash(data), tuple(body.get("causes", ()))
+
+    def _offload(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace the free-form payload of an oversized entry by a reference to its digest."""
+        for field in _OFFLOADABLE:
+            if field in body:
+                blob = canonical_bytes(body[field])
+                body = {**body, field: {"$blob": self.put_blob(blob), "bytes": len(blob)}}
+        return body
+
+    def _write_loop(self) -> None:
+        conn = _connect(self.path)
+        try:
+            while True:
+                with self._cv:
+                    while not self._pending and not self._closing:
+                        self._cv.wait()
+                    batch, self._pending = self._pending, []
+                if not batch:
+                    return
+                try:
+                    indexes = self._commit(conn, [rows for rows, _ in batch])
+                except Exception as exc:  # every waiter must learn of the failure
+                    for _, future in batch:
+                        future.set_exception(_translate(exc, self.path))
+                    continue
+                for (_, future), idx in zip(batch, indexes, strict=True):
+                    future.set_result(idx)
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, groups: list[list[_Row]]) -> list[list[int]]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            size = conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()[0]
+            flat = [row for rows in groups for row in rows]
+            entry_rows = [(size + n, r[0], r[1], r[2], r[3]) for n, r in enumerate(flat)]
+            nodes = merkle.append_leaves(size, (r[3] for r in flat), _getter(conn))
+            conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", entry_rows)
+            conn.executemany("INSERT INTO nodes VALUES (?, ?, ?)", [n for n in nodes if n[0] > 0])
+            conn.executemany(
+                "INSERT OR IGNORE INTO causes VALUES (?, ?)",
+                [(cause, size + n) for n, r in enumerate(flat) for cause in r[4]],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        out, start = [], size
+        for rows in groups:
+            out.append(list(range(start, start + len(rows))))
+            start += len(rows)
+        return out
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._read_lock:
+            try:
+                return fn(self._reader)
+            except sqlite3.DatabaseError as exc:
+                raise _translate(exc, self.path) from exc
+
+    def size(self) -> int:
+        return int(
+            self._read(lambda c: c.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()[0])
+        )
+
+    def entry(self, index: int) -> StoredEntry:
+        row = self._read(
+            lambda c: c.execute("SELECT idx, id, kind, data FROM entries WHERE idx = ?", (index,)).fetchone()
+        )
+        if row is None:
+            raise EntryNotFound(index)
+        return StoredEntry(*row)
+
+    def find(self, entry_id: str) -> StoredEntry:
+        row = self._read(
+            lambda c: c.execute(
+                "SELECT idx, id, kind, data FROM entries WHERE id = ?", (entry_id,)
+            ).fetchone()
+        )
+        if row is None:
+            raise EntryNotFound(entry_id)
+        return StoredEntry(*row)
+
+    def entries(self, start: int = 0, stop: int | None = None) -> list[StoredEntry]:
+        stop = self.size() if stop is None else stop
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT idx, id, kind, data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+                (start, stop),
+            ).fetchall()
+        )
+        return [StoredEntry(*r) for r in rows]
+
+    def of_kind(self, kind: str, after: int = -1) -> list[StoredEntry]:
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT idx, id, kind, data FROM entries WHERE kind = ? AND idx > ? ORDER BY idx",
+                (kind, after),
+            ).fetchall()
+        )
+        return [StoredEntry(*r) for r in rows]
+
+    def caused_by(self, entry_id: str) -> list[StoredEntry]:
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT e.idx, e.id, e.kind, e.data FROM causes k JOIN entries e ON e.idx = k.idx "
+                "WHERE k.cause = ? ORDER BY e.idx",
+                (entry_id,),
+            ).fetchall()
+        )
+        return [StoredEntry(*r) for r in rows]
+
+    def put_blob(self, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        conn = _connect(self.path)
+        try:
+            with conn:
+                conn.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?)", (digest, data))
+        finally:
+            conn.close()
+        return digest
+
+    def get_blob(self, digest: str) -> bytes:
+        row = self._read(lambda c: c.execute("SELECT data FROM blobs WHERE digest = ?", (digest,)).fetchone())
+        if row is None:
+            raise EntryNotFound(digest)
+        return bytes(row[0])
+
+    # --- proofs and checkpoints -----------------------------------------------------------------
+
+    def root(self, size: int | None = None) -> bytes:
+        with self._read_lock:
+            n, get = self._with_size_locked(size)
+            return merkle.root_hash(n, get)
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        with self._read_lock:
+            n, get = self._with_size_locked(size)
+            return merkle.inclusion_proof(index, n, get)
+
+    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        with self._read_lock:
+            n, get = self._with_size_locked(size2)
+            return merkle.consistency_proof(size1, n, get)
+
+    def _with_size_locked(self, size: int | None) -> tuple[int, merkle.GetNode]:
+        current = self._reader.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()[0]
+        n = current if size is None else size
+        if n < 0 or n > current:
+            raise ProofRequestInvalid(f"tree size {n} is past the ledger's size {current}")
+        return n, _getter(self._reader)
+
+    def checkpoint(self) -> str:
+        """Sign and store a checkpoint of the ledger as it is now."""
+        if self._signer is None:
+            raise ConfigError(f"cannot sign a checkpoint: the ledger key {_key_path(self.path)} is missing")
+        with self._read_lock:
+            size, get = self._with_size_locked(None)
+            cp = note.Checkpoint(origin=self.origin, size=size, root_hash=merkle.root_hash(size, get))
+        signed = note.sign_checkpoint(cp, self._signer)
+        conn = _connect(self.path)
+        try:
+            with conn:
+                conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?)", (size, signed))
+        finally:
+            conn.close()
+        return signed
+
+    def latest_checkpoint(self) -> str | None:
+        row = self._read(
+            lambda c: c.execute("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def verifier_key(self) -> str:
+        return self._verifier
+
+    # --- verification ---------------------------------------------------------------------------
+
+    def verify(self, checkpoint: str | None = None) -> VerifyReport:
+        """Recompute every leaf, node, root and stored checkpoint; raise LedgerTampered at the first fault.
+
+        Args:
+            checkpoint: a checkpoint saved earlier (outside the ledger); the ledger must still be
+                consistent with it, which catches truncation and rollback.
+        """
+        conn = _connect(self.path)
+        try:
+            return _verify.verify(_SQLiteView(conn, self._verifier, self.origin), checkpoint)
+        except sqlite3.DatabaseError as exc:
+            raise _translate(exc, self.path) from exc
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        with self._cv:
+            self._closing = True
+            self._cv.notify()
+        self._writer.join()
+        self._reader.close()
+
+    def __enter__(self) -> SQLiteLedger:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class _SQLiteView:
+    """The raw rows verification needs, read in index order."""
+
+    def __init__(self, conn: sqlite3.Connection, verifier: str, origin: str) -> None:
+        self.conn = conn
+        self.verifier = verifier
+        self.origin = origin
+
+    def leaves(self) -> Iterator[tuple[int, str, str, bytes, bytes]]:
+        cur = self.conn.execute("SELECT idx, id, kind, data, leaf_hash FROM entries ORDER BY idx")
+        while rows := cur.fetchmany(4096):
+            yield from rows
+
+    def level(self, level: int) -> list[tuple[int, bytes]]:
+        return self.conn.execute("SELECT i, hash FROM nodes WHERE level = ? ORDER BY i", (level,)).fetchall()
+
+    def max_level(self) -> int:
+        return int(self.conn.execute("SELECT COALESCE(MAX(level), 0) FROM nodes").fetchone()[0])
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        return self.conn.execute("SELECT size, note FROM checkpoints ORDER BY size").fetchall()
+
+    def id_at(self, index: int) -> str | None:
+        row = self.conn.execute("SELECT id FROM entries WHERE idx = ?", (index,)).fetchone()
+        return None if row is None else str(row[0])
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN ourselves, so a group commit is exactly one transaction.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def _getter(conn: sqlite3.Connection) -> merkle.GetNode:
+    def get_node(level: int, index: int) -> bytes:
+        if level == 0:
+            row = conn.execute("SELECT leaf_hash FROM entries WHERE idx = ?", (index,)).fetchone()
+        else:
+            row = conn.execute("SELECT hash FROM nodes WHERE level = ? AND i = ?", (level, index)).fetchone()
+        if row is None:
+            raise LedgerError(
+                f"ledger is missing tree node (level {level}, index {index}); run `answerable verify`"
+            )
+        return bytes(row[0])
+
+    return get_node
+
+
+def _translate(exc: BaseException, path: Path) -> BaseException:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return RecordInvalid(f"ledger {path} refused an entry: {exc} (an entry id is used twice?)")
+    if isinstance(exc, sqlite3.DatabaseError):
+        return LedgerError(f"ledger {path}: {exc}")
+    return exc

@@ -1,0 +1,176 @@
+"""Cedar policy: load a ruleset once, then decide allow, deny or review for each request.
+
+Review is expressed in Cedar itself: a ``forbid`` policy annotated ``@review("why")`` does not
+refuse, it sends the intent to a person. So all rules stay in one language, one file, one hash.
+The effect is ``review`` only when review policies alone stand between the request and an Allow
+(the request is evaluated again without them); any plain forbid, no matching permit, or any
+evaluation error is a ``deny``: a person can lift a review, never a refusal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import cedarpy
+import orjson
+
+from answerable.errors import PolicyInvalid
+
+__all__ = ["CedarRequest", "Ruleset", "Verdict", "decide", "load_ruleset"]
+
+Effect = Literal["allow", "deny", "review"]
+
+
+@dataclass(frozen=True, slots=True)
+class CedarRequest:
+    """One complete Cedar question: who, what, on which resource, in which context, with which entities."""
+
+    principal: tuple[str, str]
+    action: str
+    resource: tuple[str, str]
+    context: Mapping[str, Any]
+    entities: tuple[Mapping[str, Any], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The request as recorded in a Decision, enough to evaluate it again later."""
+        return {
+            "principal": {"type": self.principal[0], "id": self.principal[1]},
+            "action": {"type": "Action", "id": self.action},
+            "resource": {"type": self.resource[0], "id": self.resource[1]},
+            "context": dict(self.context),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What Cedar decided and why."""
+
+    effect: Effect
+    policy_ids: tuple[str, ...]
+    errors: tuple[str, ...] = ()
+    review_reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Ruleset:
+    """Policies and schema, parsed and validated once."""
+
+    policies: str
+    schema_text: str
+    ruleset_hash: str
+    schema_hash: str
+    policy_set: Any = field(repr=False)
+    without_review: Any = field(repr=False)
+    """The same policies less the review forbids: would the request be allowed but for review?"""
+    schema: Any = field(repr=False)
+    names: Mapping[str, str] = field(repr=False)
+    """Cedar's internal policy id (``policy3``) to the stable ``@id`` annotation, when given."""
+    review: Mapping[str, str] = field(repr=False)
+    """Stable policy id to the reason of its ``@review`` annotation."""
+    annotations: Mapping[str, Mapping[str, str]] = field(repr=False)
+
+
+def load_ruleset(policies: str, schema_text: str) -> Ruleset:
+    """Parse and validate policies against their schema.
+
+    Raises:
+        PolicyInvalid: naming each parse or validation error.
+    """
+    try:
+        schema = cedarpy.Schema.from_str(schema_text)
+    except ValueError as exc:
+        raise PolicyInvalid(f"Cedar schema does not parse: {exc}", errors=(str(exc),)) from exc
+    try:
+        policy_set = cedarpy.PolicySet.from_str(policies)
+        parsed = orjson.loads(cedarpy.policies_to_json_str(policies))
+    except ValueError as exc:
+        raise PolicyInvalid(f"Cedar policies do not parse: {exc}", errors=(str(exc),)) from exc
+    result = cedarpy.validate_policies(policies, schema)
+    if not result.validation_passed:
+        errors = tuple(str(e) for e in result.errors)
+        raise PolicyInvalid(
+            "Cedar policies do not validate against the schema: " + "; ".join(errors), errors=errors
+        )
+    names: dict[str, str] = {}
+    review: dict[str, str] = {}
+    annotations: dict[str, dict[str, str]] = {}
+    for internal_id, body in parsed.get("staticPolicies", {}).items():
+        notes = dict(body.get("annotations") or {})
+        name = notes.get("id", internal_id)
+        if name in annotations:
+            raise PolicyInvalid(
+                f"two policies share the id {name!r}; each @id must be unique", errors=(name,)
+            )
+        names[internal_id] = name
+        annotations[name] = notes
+        if "review" in notes:
+            if body.get("effect") != "forbid":
+                raise PolicyInvalid(
+                    f"policy {name!r} has @review but is a permit; only a forbid can route to review",
+                    errors=(name,),
+                )
+            review[name] = notes["review"] or name
+    plain = dict(parsed)
+    plain["staticPolicies"] = {
+        k: v for k, v in parsed.get("staticPolicies", {}).items() if names[k] not in review
+    }
+    return Ruleset(
+        policies=policies,
+        schema_text=schema_text,
+        ruleset_hash=hashlib.sha256(policies.encode()).hexdigest(),
+        schema_hash=hashlib.sha256(schema_text.encode()).hexdigest(),
+        policy_set=policy_set,
+        without_review=cedarpy.PolicySet.from_json_str(orjson.dumps(plain).decode()),
+        schema=schema,
+        names=names,
+        review=review,
+        annotations=annotations,
+    )
+
+
+def decide(request: CedarRequest, ruleset: Ruleset) -> Verdict:
+    """Decide one request under a ruleset; pure apart from calling Cedar.
+
+    Never raises on a bad request: a request Cedar cannot evaluate is a deny carrying the error,
+    so the refusal is recorded like any other decision.
+    """
+    cedar_request = {
+        "principal": {"type": request.principal[0], "id": request.principal[1]},
+        "action": {"type": "Action", "id": request.action},
+        "resource": {"type": request.resource[0], "id": request.resource[1]},
+        # Cedar's wrapper would json.dumps these; orjson is several times faster.
+        "context": orjson.dumps(request.context).decode(),
+    }
+    entities = orjson.dumps(request.entities).decode()
+    verdict, ids = _evaluate(cedar_request, entities, ruleset.policy_set, ruleset)
+    if verdict is not None or not ids or not all(i in ruleset.review for i in ids):
+        return verdict or Verdict("deny", ids)
+    plain, permit_ids = _evaluate(cedar_request, entities, ruleset.without_review, ruleset)
+    if plain is not None and plain.effect == "allow":
+        return Verdict("review", ids + permit_ids, review_reasons=tuple(ruleset.review[i] for i in ids))
+    return plain or Verdict("deny", ids)
+
+
+def _evaluate(
+    request: dict[str, Any], entities: str, policy_set: Any, ruleset: Ruleset
+) -> tuple[Verdict | None, tuple[str, ...]]:
+    """Allow, an error or no decision as a final Verdict; a plain Deny as None plus its policy ids."""
+    try:
+        result = cedarpy.is_authorized(request, policy_set, entities, ruleset.schema)
+    except (ValueError, RuntimeError) as exc:
+        return Verdict("deny", (), (f"Cedar could not evaluate the request: {exc}",)), ()
+    diagnostics = result.diagnostics
+    ids = tuple(ruleset.names.get(r, r) for r in diagnostics.reasons)
+    errors = tuple(str(e) for e in diagnostics.errors)
+    if errors:
+        return Verdict("deny", ids, errors), ids
+    if result.decision == cedarpy.Decision.Allow:
+        return Verdict("allow", ids), ids
+    if result.decision != cedarpy.Decision.Deny:
+        return Verdict("deny", ids, ("Cedar reached no decision",)), ids
+    if not ids:
+        return Verdict("deny", (), ("no policy permits this request",)), ()
+    return None, ids

@@ -1,0 +1,258 @@
+"""The records answerable writes to its ledger: frozen, validated, canonically serialized.
+
+Every record is a ledger entry with an ``id`` that sorts by time, a ``kind`` naming its type, the
+time it was made (``at``, UTC RFC 3339) and ``causes``, the ids of the entries it was derived from.
+``causes`` is what provenance walks, so every record that reacts to something cites it.
+Hashed fields hold no floats: money is integer cents, durations integer microseconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from answerable._canonical import canonical_bytes
+from answerable.errors import RecordInvalid
+
+__all__ = [
+    "AgentIdentity",
+    "Authority",
+    "Control",
+    "Decision",
+    "Entry",
+    "Execution",
+    "ExternalEvent",
+    "Intent",
+    "Message",
+    "Person",
+    "Record",
+    "RulesetVersion",
+    "Scope",
+    "SystemCharter",
+    "canonical_bytes",
+    "decode_entry",
+    "digest",
+    "entry_bytes",
+]
+
+_ID = Annotated[str, Field(min_length=1, max_length=128)]
+_TIME = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")]
+_NAME = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s]+$")]
+_B64 = Annotated[str, Field(pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
+
+
+class Record(BaseModel):
+    """Base of every ledger entry."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: _ID
+    at: _TIME
+    causes: tuple[_ID, ...] = ()
+
+
+class Person(BaseModel):
+    """Someone the charter names, with the key that proves it is them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    identity: _NAME
+    public_key: _B64
+    """Raw Ed25519 public key, base64."""
+    roles: tuple[Literal["ri", "reviewer", "operator"], ...]
+    """``ri`` answers for the system; ``reviewer`` may approve; ``operator`` may resume."""
+
+
+class AgentIdentity(BaseModel):
+    """An agent the system runs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: _NAME
+    public_key: _B64 | None = None
+
+
+class SystemCharter(Record):
+    """Who the system is, who answers for it, who may review and resume; signed by the RI."""
+
+    kind: Literal["SystemCharter"] = "SystemCharter"
+    system: _NAME
+    version: int = Field(ge=1)
+    ri: _NAME
+    """Identity of the Responsible Individual; must be one of ``people`` with role ``ri``."""
+    people: tuple[Person, ...]
+    agents: tuple[AgentIdentity, ...]
+    separation_of_duties: bool = True
+    supersedes: _ID | None = None
+    signature: _B64 = ""
+    """The RI's Ed25519 signature over the canonical charter without this field."""
+
+    def person(self, identity: str) -> Person | None:
+        return next((p for p in self.people if p.identity == identity), None)
+
+    def agent_names(self) -> frozenset[str]:
+        return frozenset(a.name for a in self.agents)
+
+
+class RulesetVersion(Record):
+    """The Cedar policies and schema in force, approved and signed by the RI."""
+
+    kind: Literal["RulesetVersion"] = "RulesetVersion"
+    version: int = Field(ge=1)
+    policies: str
+    schema_text: str
+    ruleset_hash: str
+    """SHA-256 hex of the policy text."""
+    schema_hash: str
+    approved_by: _NAME
+    signature: _B64 = ""
+
+
+class Message(Record):
+    """One agent telling others something; ``causes`` says what it was derived from."""
+
+    kind: Literal["Message"] = "Message"
+    sender: _NAME
+    topic: _NAME
+    recipients: tuple[_NAME, ...] = ()
+    type: _NAME
+    payload: dict[str, Any]
+    trace_id: _ID
+    signature: _B64 | None = None
+
+
+class ExternalEvent(Record):
+    """Something that came from outside the system: an order, a weather alert, a webhook."""
+
+    kind: Literal["ExternalEvent"] = "ExternalEvent"
+    source: _NAME
+    type: _NAME
+    payload: dict[str, Any]
+
+
+class Intent(Record):
+    """An agent's request to call an operation that changes the world."""
+
+    kind: Literal["Intent"] = "Intent"
+    agent: _NAME
+    operation: _NAME
+    arguments: dict[str, Any]
+    idempotency_key: _ID
+    trace_id: _ID | None = None
+
+
+class Decision(Record):
+    """The gateway's verdict on an intent and everything needed to reach it again.
+
+    ``request`` and ``entities`` are the exact Cedar inputs, so a recorded run can be replayed
+    under another ruleset. A control that blocked the intent is named in ``control_id``.
+    """
+
+    kind: Literal["Decision"] = "Decision"
+    intent_id: _ID
+    effect: Literal["allow", "deny", "review"]
+    policy_ids: tuple[str, ...]
+    ruleset_id: _ID | None
+    ruleset_hash: str
+    schema_hash: str
+    request: dict[str, Any]
+    entities: tuple[dict[str, Any], ...]
+    errors: tuple[str, ...] = ()
+    control_id: _ID | None = None
+
+
+class Authority(BaseModel):
+    """What allowed an execution: approved rules or a human approval, and the RI behind them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    responsible: _NAME
+    """The Responsible Individual who answers for this execution."""
+    via: Literal["policy", "approval", "recovery"]
+    ids: tuple[str, ...]
+    """Policy ids, or the approval's entry id."""
+    ruleset_hash: str
+
+
+class Execution(Record):
+    """What happened when the gateway called (or declined to call) an operation."""
+
+    kind: Literal["Execution"] = "Execution"
+    intent_id: _ID
+    decision_id: _ID
+    operation: _NAME
+    status: Literal["succeeded", "failed", "not_executed", "ambiguous"]
+    """``not_executed``: stopped by a control after it was recorded; ``ambiguous``: a crash left
+    its effect unknown and a person must reconcile it."""
+    authority: Authority | None
+    response_digest: str | None = None
+    latency_us: int = Field(ge=0, default=0)
+    error: str | None = None
+    recovered: bool = False
+    """Written while reconciling after a crash rather than right after the call."""
+
+
+class Scope(BaseModel):
+    """What a control applies to."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["system", "agent", "operation", "resource_class"]
+    value: str | None = None
+
+    def model_post_init(self, _context: Any) -> None:
+        if (self.kind == "system") != (self.value is None):
+            raise ValueError("scope 'system' takes no value; every other scope needs one")
+
+    def label(self) -> str:
+        return self.kind if self.value is None else f"{self.kind}:{self.value}"
+
+
+class Control(Record):
+    """Halt, pause or resume: who, when, why; resumes carry the resumer's signature."""
+
+    kind: Literal["Control"] = "Control"
+    action: Literal["halt", "pause", "resume"]
+    scope: Scope
+    by: _NAME
+    reason: Annotated[str, Field(min_length=1)]
+    signature: _B64 | None = None
+
+
+Entry = Annotated[
+    SystemCharter | RulesetVersion | Message | ExternalEvent | Intent | Decision | Execution | Control,
+    Field(discriminator="kind"),
+]
+_ENTRY: TypeAdapter[Entry] = TypeAdapter(Entry)
+
+
+def entry_bytes(record: Record) -> bytes:
+    """The canonical bytes of a record: the exact bytes hashed as its ledger leaf."""
+    return canonical_bytes(record.model_dump(mode="json"))
+
+
+def signing_bytes(record: Record) -> bytes:
+    """The bytes a signature on ``record`` covers: the record without its signature."""
+    return canonical_bytes(record.model_dump(mode="json", exclude={"signature"}))
+
+
+def decode_entry(data: bytes) -> Entry:
+    """Parse canonical bytes back into the record they encode."""
+    try:
+        return _ENTRY.validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "entry"
+        raise RecordInvalid(f"not a valid ledger entry: {where}: {first['msg']}") from exc
+
+
+def digest(data: bytes) -> str:
+    """SHA-256 hex, used for response digests and rule hashes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
