@@ -103,7 +103,8 @@ class Outcome:
 
 
 Fault = Callable[[str, Intent], None]
-"""A test hook called at named points (``"recorded"``: after the Intent and Decision commit)."""
+"""A hook for crash tests, called at named points: ``"recorded"`` after the Intent and Decision
+commit, ``"executed"`` after the call returned and before its Execution is recorded."""
 
 
 class Gateway:
@@ -324,6 +325,8 @@ class Gateway:
             await self.ledger.append([execution])
             return Outcome("failed", intent, decision, execution)
         latency = (time.perf_counter_ns() - started) // 1000
+        if self._fault is not None:
+            self._fault("executed", intent)
         execution = self._execution(
             op, intent, decision, "succeeded", response=result, latency_us=latency, recovered=recovered
         )

@@ -1,0 +1,106 @@
+"""What the benchmark scripts share: pinning, percentiles, the machine line and output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sqlite3
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "describe_machine",
+    "emit",
+    "filesystem_of",
+    "fmt_rate",
+    "fmt_us",
+    "pin_to_one_core",
+    "summarize_ns",
+]
+
+
+def pin_to_one_core(cpu: int = 0) -> dict[str, Any]:
+    """Pin this process to one CPU before any thread starts, so every later thread inherits it.
+
+    One core is the honest setting for a throughput figure: the ledger writer thread and the
+    event loop then compete for the same CPU, as they would on a small VM.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return {"pinned": False, "cpus": None, "note": "os.sched_setaffinity is not available here"}
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError as exc:
+        return {"pinned": False, "cpus": None, "note": f"sched_setaffinity failed: {exc}"}
+    return {"pinned": True, "cpus": sorted(os.sched_getaffinity(0)), "note": f"pinned to CPU {cpu}"}
+
+
+def summarize_ns(samples: Sequence[int]) -> dict[str, float]:
+    """p50, p99, max and mean of latency samples in nanoseconds, reported in microseconds."""
+    if not samples:
+        return {"n": 0, "p50_us": 0.0, "p99_us": 0.0, "max_us": 0.0, "mean_us": 0.0}
+    ordered = sorted(samples)
+    n = len(ordered)
+    return {
+        "n": n,
+        "p50_us": ordered[n // 2] / 1000,
+        "p99_us": ordered[min(n - 1, int(n * 0.99))] / 1000,
+        "max_us": ordered[-1] / 1000,
+        "mean_us": sum(ordered) / n / 1000,
+    }
+
+
+def filesystem_of(path: Path) -> str:
+    """The filesystem type under ``path`` (tmpfs would make fsync free and the figures lie)."""
+    best, kind = "", "unknown"
+    try:
+        resolved = str(path.resolve())
+        with open("/proc/mounts", encoding="utf-8") as mounts:
+            for line in mounts:
+                parts = line.split()
+                if len(parts) >= 3 and resolved.startswith(parts[1]) and len(parts[1]) > len(best):
+                    best, kind = parts[1], parts[2]
+    except OSError:
+        pass
+    return kind
+
+
+def describe_machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpus_online": os.cpu_count(),
+        "sqlite": sqlite3.sqlite_version,
+    }
+
+
+def fmt_us(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 10_000:
+        return f"{value / 1000:,.1f} ms"
+    return f"{value:,.1f} µs" if value >= 10 else f"{value:,.2f} µs"
+
+
+def fmt_rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def emit(doc: dict[str, Any], as_json: bool) -> bool:
+    """Print ``doc`` as one JSON document when asked; True when it did, so the caller skips tables."""
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+        return True
+    return False

@@ -1,0 +1,377 @@
+"""Governed call: answerable's gateway vs the bare no-op vs Microsoft AGT ``govern()``.
+
+Run: ``python bench/governed_call.py`` (``--quick`` for a smoke run, ``--json`` for one JSON
+document). The process pins itself to one CPU first, so the ledger writer thread, the event loop
+and the peer all share one core.
+
+What one governed action costs in answerable: validate the arguments, decide under Cedar, check
+control, commit Intent + Decision durably (SQLite WAL, ``synchronous=FULL``: an fsync per group
+commit), call the operation, commit the Execution. AGT's ``govern()`` evaluates its YAML policy
+and appends one entry to an in-memory audit log; see ``_agt_peer.py`` for exactly what it does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from answerable.charter import new_charter, new_ruleset, schema_for
+from answerable.gateway import Gateway
+from answerable.keys import KeyPair
+from answerable.ledger import SQLiteLedger
+
+
+def _sibling(name: str) -> ModuleType:
+    """Import a helper next to this file, however the script was started."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    return importlib.import_module(name)
+
+
+common = _sibling("_common")
+peer = _sibling("_agt_peer")
+
+FLOOR_ACTIONS_PER_S = 2_000
+AGENT = "bench-agent"
+OPERATION = "noop"
+POLICY = f'@id("permit-noop")\npermit(principal, action == Action::"{OPERATION}", resource);\n'
+INSTALL_HINT = "pip install -e '.[bench]'"
+OURS_AUDIT = "durable: SQLite WAL, synchronous=FULL (fsync per group commit), Merkle tree"
+SETUP_ENTRIES = 2
+"""The SystemCharter and RulesetVersion that ``Gateway.install`` records."""
+
+
+# --- the baseline ---------------------------------------------------------------------------------
+
+
+def measure_direct(n: int) -> dict[str, Any]:
+    """The same no-op both governors wrap, called directly."""
+    fn = peer.noop_tool
+    clock = time.perf_counter_ns
+    for _ in range(min(n, 1_000)):
+        fn()
+    samples = []
+    started = clock()
+    for _ in range(n):
+        t0 = clock()
+        fn()
+        samples.append(clock() - t0)
+    wall = (clock() - started) / 1e9
+    return {"latency": common.summarize_ns(samples), "actions_per_s": n / wall}
+
+
+# --- answerable -----------------------------------------------------------------------------------
+
+
+async def _setup(directory: Path) -> tuple[SQLiteLedger, Gateway]:
+    ledger = SQLiteLedger.open(directory / "bench.db", create=True, origin="bench.example/governed-call")
+    ri = KeyPair.generate("ri@bench.example")
+    gateway = Gateway(ledger)
+    gateway.register(OPERATION, peer.noop_tool, resource_class="bench")
+    charter = new_charter("bench", ri, agents=[AGENT])
+    ruleset = new_ruleset(POLICY, schema_for([OPERATION]), ri)
+    await gateway.install(charter, ruleset)
+    return ledger, gateway
+
+
+async def _sequential(gateway: Gateway, n: int) -> tuple[list[int], float, int]:
+    clock = time.perf_counter_ns
+    samples = []
+    failed = 0
+    started = clock()
+    for _ in range(n):
+        t0 = clock()
+        outcome = await gateway.submit(gateway.intent(AGENT, OPERATION, {}))
+        samples.append(clock() - t0)
+        failed += not outcome.ok
+    return samples, (clock() - started) / 1e9, failed
+
+
+async def _concurrent(gateway: Gateway, n: int, tasks: int) -> tuple[list[int], float, int]:
+    clock = time.perf_counter_ns
+    samples: list[int] = []
+    failed = 0
+    remaining = n
+
+    async def submitter() -> None:
+        nonlocal remaining, failed
+        while remaining > 0:
+            remaining -= 1
+            t0 = clock()
+            outcome = await gateway.submit(gateway.intent(AGENT, OPERATION, {}))
+            samples.append(clock() - t0)
+            failed += not outcome.ok
+
+    started = clock()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(tasks):
+            group.create_task(submitter())
+    return samples, (clock() - started) / 1e9, failed
+
+
+async def _answerable(directory: Path, seq_n: int, conc_n: int, tasks: int, warmup: int) -> dict[str, Any]:
+    ledger, gateway = await _setup(directory)
+    try:
+        await _sequential(gateway, warmup)
+        seq, seq_wall, seq_failed = await _sequential(gateway, seq_n)
+        conc, conc_wall, conc_failed = await _concurrent(gateway, conc_n, tasks)
+        governed = warmup + seq_n + conc_n
+        t0 = time.perf_counter()
+        report = ledger.verify()
+        verify_s = time.perf_counter() - t0
+        counts = {kind: len(ledger.of_kind(kind)) for kind in ("Intent", "Decision", "Execution")}
+        size = ledger.size()
+    finally:
+        ledger.close()
+    expected = SETUP_ENTRIES + 3 * governed
+    return {
+        "audit": OURS_AUDIT,
+        "ledger_filesystem": common.filesystem_of(directory),
+        "sequential": {
+            "actions": seq_n,
+            "latency": common.summarize_ns(seq),
+            "actions_per_s": seq_n / seq_wall,
+            "failed": seq_failed,
+        },
+        "concurrent": {
+            "actions": conc_n,
+            "submitters": tasks,
+            "latency": common.summarize_ns(conc),
+            "actions_per_s": conc_n / conc_wall,
+            "failed": conc_failed,
+        },
+        "ledger_check": {
+            "governed_actions": governed,
+            "setup_entries": SETUP_ENTRIES,
+            "expected_entries": expected,
+            "ledger_size": size,
+            "by_kind": counts,
+            "ok": size == expected and all(c == governed for c in counts.values()),
+            "verify_s": verify_s,
+            "verified_size": report.size,
+        },
+    }
+
+
+# --- AGT ------------------------------------------------------------------------------------------
+
+
+def _agt_run(n: int, warmup: int, durable_path: str | None) -> dict[str, Any]:
+    call = peer.make_agt_governed_noop(durable_path=durable_path)
+    features = peer.agt_features(call)
+    for _ in range(warmup):
+        call()
+    clock = time.perf_counter_ns
+    samples = []
+    started = clock()
+    for _ in range(n):
+        t0 = clock()
+        call()
+        samples.append(clock() - t0)
+    wall = (clock() - started) / 1e9
+    expected = n + warmup + 1  # +1: the smoke call make_agt_governed_noop makes
+    counted = peer.agt_audit_entries(call)
+    return {
+        "audit": features["audit_durable"] if durable_path else features["audit_log"] + ", process memory only",
+        "features": features,
+        "sequential": {"actions": n, "latency": common.summarize_ns(samples), "actions_per_s": n / wall},
+        "audit_check": {
+            "expected_entries": expected,
+            "audit_entries": counted,
+            "chain_verifies": peer.agt_audit_verify(call),
+            "ok": counted == expected,
+        },
+    }
+
+
+def measure_agt(n: int, warmup: int, directory: Path) -> dict[str, Any]:
+    try:
+        version = peer.agt_version()
+        peer._import_agt()
+    except Exception as exc:  # any import failure means the peer is simply not there
+        return {
+            "available": False,
+            "reason": f"{type(exc).__name__}: {exc}",
+            "install": INSTALL_HINT,
+        }
+    return {
+        "available": True,
+        "version": version,
+        "in_memory": _agt_run(n, warmup, None),
+        "file_sink": _agt_run(n, warmup, str(directory / "agt-audit.jsonl")),
+    }
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+def _added(latency: dict[str, float], direct: dict[str, float]) -> dict[str, float]:
+    return {
+        "p50_us": latency["p50_us"] - direct["p50_us"],
+        "p99_us": latency["p99_us"] - direct["p99_us"],
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    pinning = common.pin_to_one_core(0)
+    base = Path(args.dir) if args.dir else None
+    with tempfile.TemporaryDirectory(prefix="answerable-bench-", dir=base) as tmp:
+        directory = Path(tmp)
+        direct = measure_direct(args.direct)
+        ours = asyncio.run(
+            _answerable(directory, args.sequential, args.concurrent, args.tasks, args.warmup)
+        )
+        agt = measure_agt(args.agt, args.warmup, directory)
+    for mode in ("sequential", "concurrent"):
+        ours[mode]["added"] = _added(ours[mode]["latency"], direct["latency"])
+    if agt["available"]:
+        for variant in ("in_memory", "file_sink"):
+            seq = agt[variant]["sequential"]
+            seq["added"] = _added(seq["latency"], direct["latency"])
+    best = max(ours["sequential"]["actions_per_s"], ours["concurrent"]["actions_per_s"])
+    return {
+        "benchmark": "governed_call",
+        "quick": args.quick,
+        "machine": {**common.describe_machine(), **pinning},
+        "floor": {
+            "actions_per_s": FLOOR_ACTIONS_PER_S,
+            "what": "durable governed actions/s",
+            "met_by_concurrent": ours["concurrent"]["actions_per_s"] >= FLOOR_ACTIONS_PER_S,
+            "best_actions_per_s": best,
+        },
+        "direct": {"what": "bench/_agt_peer.noop_tool() called directly", **direct},
+        "answerable": ours,
+        "agt": agt,
+    }
+
+
+def render(doc: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    m = doc["machine"]
+    console.print(
+        f"[bold]governed call[/bold]  {m['cpu']}, Python {m['python']}, SQLite {m['sqlite']}; "
+        f"{'pinned to ONE core: CPU ' + str(m['cpus']) if m['pinned'] else 'NOT pinned: ' + m['note']}"
+    )
+    us = common.fmt_us
+    table = Table(title="one governed no-op, side by side (latency per action)")
+    for col in ("what", "audit", "p50", "p99", "max", "added p50", "added p99", "actions/s"):
+        table.add_column(col, justify="left" if col in ("what", "audit") else "right")
+    d = doc["direct"]
+    table.add_row(
+        "direct call (no governance)",
+        "none",
+        us(d["latency"]["p50_us"]),
+        us(d["latency"]["p99_us"]),
+        us(d["latency"]["max_us"]),
+        "-",
+        "-",
+        common.fmt_rate(d["actions_per_s"]),
+    )
+    ours = doc["answerable"]
+    for mode, label in (
+        ("sequential", "answerable, sequential (1 at a time)"),
+        ("concurrent", f"answerable, {ours['concurrent']['submitters']} concurrent submitters"),
+    ):
+        r = ours[mode]
+        table.add_row(
+            label,
+            "SQLite WAL + fsync (durable)",
+            us(r["latency"]["p50_us"]),
+            us(r["latency"]["p99_us"]),
+            us(r["latency"]["max_us"]),
+            us(r["added"]["p50_us"]),
+            us(r["added"]["p99_us"]),
+            common.fmt_rate(r["actions_per_s"]),
+        )
+    agt = doc["agt"]
+    if agt["available"]:
+        for variant, label, audit in (
+            ("in_memory", f"AGT {agt['version']} govern(), sequential", "in-memory hash chain"),
+            ("file_sink", "AGT govern() + FileAuditSink, seq.", "JSONL file, no fsync"),
+        ):
+            r = agt[variant]["sequential"]
+            table.add_row(
+                label,
+                audit,
+                us(r["latency"]["p50_us"]),
+                us(r["latency"]["p99_us"]),
+                us(r["latency"]["max_us"]),
+                us(r["added"]["p50_us"]),
+                us(r["added"]["p99_us"]),
+                common.fmt_rate(r["actions_per_s"]),
+            )
+    console.print(table)
+
+    floor = doc["floor"]
+    conc = ours["concurrent"]["actions_per_s"]
+    verdict = "[green]meets[/green]" if floor["met_by_concurrent"] else "[red]BELOW[/red]"
+    console.print(
+        f"floor: {floor['actions_per_s']:,} durable governed actions/s; "
+        f"answerable concurrent = {conc:,.0f}/s ({verdict} the floor)"
+    )
+    console.print(f"answerable audit: {ours['audit']} (ledger on {ours['ledger_filesystem']})")
+    check = ours["ledger_check"]
+    mark = "[green]ok[/green]" if check["ok"] else "[red]MISMATCH[/red]"
+    console.print(
+        f"ledger check: {check['governed_actions']:,} governed actions x 3 + {check['setup_entries']} setup "
+        f"= {check['expected_entries']:,} expected, {check['ledger_size']:,} in the ledger "
+        f"(by kind {check['by_kind']}) {mark}; full verify of {check['verified_size']:,} entries "
+        f"took {check['verify_s']:.2f} s"
+    )
+    if ours["sequential"]["failed"] or ours["concurrent"]["failed"]:
+        console.print("[red]some governed actions did not succeed[/red]")
+    if agt["available"]:
+        for variant in ("in_memory", "file_sink"):
+            a = agt[variant]
+            c = a["audit_check"]
+            mark = "[green]ok[/green]" if c["ok"] and c["chain_verifies"] else "[red]MISMATCH[/red]"
+            console.print(
+                f"AGT audit ({variant}): {a['audit']}; counted {c['audit_entries']:,} policy_evaluation "
+                f"entries, expected {c['expected_entries']:,}, chain verifies: {c['chain_verifies']} {mark}"
+            )
+        console.print(
+            "AGT govern() is synchronous and its AuditLog is not thread-safe, so it has no concurrent "
+            "row; on one core its sequential rate is its ceiling. Its audit entry records the policy "
+            "decision only, not the tool's outcome."
+        )
+    else:
+        console.print(
+            f"[yellow]AGT peer not importable ({agt['reason']}); install it with: "
+            f"{agt['install']}[/yellow]"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--sequential", type=int, default=2_000, help="sequential governed actions")
+    parser.add_argument("--concurrent", type=int, default=20_000, help="concurrent governed actions")
+    parser.add_argument("--tasks", type=int, default=64, help="concurrent asyncio submitters")
+    parser.add_argument("--agt", type=int, default=20_000, help="AGT governed calls per variant")
+    parser.add_argument("--direct", type=int, default=100_000, help="direct calls")
+    parser.add_argument("--warmup", type=int, default=200, help="warm-up actions before measuring")
+    parser.add_argument("--dir", help="where to put the ledger (default: the system temp dir)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sequential, args.concurrent, args.agt, args.direct, args.warmup = 100, 1_000, 1_000, 10_000, 20
+        args.tasks = min(args.tasks, 16)
+    doc = run(args)
+    if not common.emit(doc, args.json):
+        render(doc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Shared fixtures: a fresh ledger, people with keys, and a gateway governing a small world."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import People, World, make_gateway
+
+from answerable import FakeClock, Gateway, KeyPair, SQLiteLedger
+
+
+@pytest.fixture
+def people() -> People:
+    seeds = {name: bytes([i + 1]) * 32 for i, name in enumerate(["ri", "operator", "reviewer", "stranger"])}
+    return People(
+        ri=KeyPair.from_seed("ri@logistics.example", seeds["ri"]),
+        operator=KeyPair.from_seed("ops@logistics.example", seeds["operator"]),
+        reviewer=KeyPair.from_seed("reviewer@logistics.example", seeds["reviewer"]),
+        stranger=KeyPair.from_seed("mallory@elsewhere.example", seeds["stranger"]),
+    )
+
+
+@pytest.fixture
+def ledger_path(tmp_path: Path) -> Path:
+    return tmp_path / "ledger.db"
+
+
+@pytest.fixture
+def ledger(ledger_path: Path) -> Iterator[SQLiteLedger]:
+    store = SQLiteLedger.open(ledger_path, create=True, origin="test.example/ledger")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+@pytest.fixture
+async def gateway(ledger: SQLiteLedger, people: People, clock: FakeClock, world: World) -> Gateway:
+    return await make_gateway(ledger, people, clock, world)

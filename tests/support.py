@@ -1,0 +1,93 @@
+"""Helpers the tests share: the test world, its Cedar rules, people with fixed keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from answerable import FakeClock, Gateway, IdSource, KeyPair, Resource, SQLiteLedger, new_charter, new_ruleset
+from answerable.gateway import Fault
+
+SCHEMA = """
+entity Agent;
+entity Shipment { class: String, region: String };
+entity Resource { class: String };
+action "carrier.book" appliesTo { principal: [Agent], resource: [Shipment], context: { disruption: Bool } };
+action "noop" appliesTo { principal: [Agent], resource: [Resource], context: {} };
+action "carrier.fail" appliesTo { principal: [Agent], resource: [Resource], context: {} };
+action "carrier.http" appliesTo { principal: [Agent], resource: [Resource], context: {} };
+"""
+
+POLICIES = """
+@id("routine-bookings")
+permit(principal, action == Action::"carrier.book", resource) when { resource.region != "closed" };
+
+@id("medical-under-disruption-needs-review")
+@review("a medical booking during a disruption needs a person")
+forbid(principal, action == Action::"carrier.book", resource)
+  when { resource.class == "medical" && context.disruption };
+
+@id("noop-allowed")
+permit(principal, action in [Action::"noop", Action::"carrier.fail", Action::"carrier.http"], resource);
+"""
+
+
+@dataclass
+class World:
+    """What the outside world saw: bookings by idempotency key, as a carrier would keep them."""
+
+    bookings: dict[str, dict[str, object]] = field(default_factory=dict)
+    calls: int = 0
+
+    def book(
+        self, shipment: str, cls: str, region: str, disruption: bool, idempotency_key: str
+    ) -> dict[str, object]:
+        self.calls += 1
+        return self.bookings.setdefault(
+            idempotency_key, {"shipment": shipment, "booking": f"B-{len(self.bookings)}"}
+        )
+
+
+@dataclass(frozen=True)
+class People:
+    ri: KeyPair
+    operator: KeyPair
+    reviewer: KeyPair
+    stranger: KeyPair
+
+
+def register_world(gateway: Gateway, world: World) -> None:
+    gateway.register(
+        "carrier.book",
+        world.book,
+        resource_class="shipment",
+        resource=lambda a: Resource("Shipment", a.shipment, {"class": a.cls, "region": a.region}),  # type: ignore[attr-defined]
+        context=lambda a: {"disruption": a.disruption},  # type: ignore[attr-defined]
+        idempotent=True,
+    )
+    gateway.register("noop", lambda: None, resource_class="bench")
+
+
+def booking(
+    shipment: str = "S-1", cls: str = "retail", region: str = "north", disruption: bool = False
+) -> dict[str, object]:
+    return {"shipment": shipment, "cls": cls, "region": region, "disruption": disruption}
+
+
+async def make_gateway(
+    ledger: SQLiteLedger, people: People, clock: FakeClock, world: World, fault: Fault | None = None
+) -> Gateway:
+    """A gateway over the test world, with the test charter and rules installed."""
+    ids = IdSource(clock)
+    gw = Gateway(ledger, clock=clock, ids=ids, fault=fault)
+    register_world(gw, world)
+    charter = new_charter(
+        "logistics",
+        people.ri,
+        agents=["executor", "router"],
+        reviewers=[people.reviewer],
+        operators=[people.operator],
+        clock=clock,
+        ids=ids,
+    )
+    await gw.install(charter, new_ruleset(POLICIES, SCHEMA, people.ri, clock=clock, ids=ids))
+    return gw

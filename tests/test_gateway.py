@@ -1,0 +1,265 @@
+"""The gateway: nothing runs unwritten, every execution names the RI, bad input changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from fastapi import FastAPI, Header
+from pydantic import BaseModel
+from support import World, booking, make_gateway
+
+from answerable import (
+    ArgumentsInvalid,
+    Controller,
+    Execution,
+    Gateway,
+    Intent,
+    Scope,
+    SQLiteLedger,
+    UnknownAgent,
+    UnknownOperation,
+    http_operation,
+)
+from answerable.records import Decision, decode_entry
+
+
+def kinds(ledger: SQLiteLedger) -> list[str]:
+    return [e.kind for e in ledger.entries()]
+
+
+async def test_allowed_intent_executes_after_it_is_recorded(
+    gateway: Gateway, ledger: SQLiteLedger, world: World
+):
+    """Intent and Decision are in the ledger before the call; the Execution follows it."""
+    seen_at_call: list[list[str]] = []
+    original = world.book
+
+    def spying_book(**kwargs):  # type: ignore[no-untyped-def]
+        seen_at_call.append(kinds(ledger))
+        return original(**kwargs)
+
+    object.__setattr__(gateway.operations["carrier.book"], "call", spying_book)
+    outcome = await gateway.submit(gateway.intent("executor", "carrier.book", booking()))
+
+    assert outcome.status == "succeeded"
+    assert seen_at_call == [["SystemCharter", "RulesetVersion", "Intent", "Decision"]]
+    assert kinds(ledger)[-3:] == ["Intent", "Decision", "Execution"]
+
+
+async def test_execution_names_the_ri_and_the_policy_that_allowed_it(gateway: Gateway, ledger: SQLiteLedger):
+    """Every Execution is attributed: responsible RI, the permitting policy, the ruleset hash."""
+    outcome = await gateway.submit(gateway.intent("executor", "carrier.book", booking()))
+    execution = decode_entry(ledger.entries()[-1].data)
+    assert isinstance(execution, Execution)
+    assert execution.authority is not None
+    assert execution.authority.responsible == "ri@logistics.example"
+    assert execution.authority.via == "policy"
+    assert execution.authority.ids == ("routine-bookings",)
+    assert execution.authority.ruleset_hash == outcome.decision.ruleset_hash
+    assert execution.causes[:2] == (outcome.intent.id, outcome.decision.id)
+    assert execution.response_digest is not None
+
+
+async def test_decision_records_the_full_cedar_request(gateway: Gateway, ledger: SQLiteLedger):
+    """A Decision holds principal, action, resource, context and entities, to evaluate it again later."""
+    await gateway.submit(gateway.intent("executor", "carrier.book", booking(cls="medical", disruption=True)))
+    decision = next(decode_entry(e.data) for e in ledger.of_kind("Decision"))
+    assert isinstance(decision, Decision)
+    assert decision.request == {
+        "principal": {"type": "Agent", "id": "executor"},
+        "action": {"type": "Action", "id": "carrier.book"},
+        "resource": {"type": "Shipment", "id": "S-1"},
+        "context": {"disruption": True},
+    }
+    assert {
+        "uid": {"type": "Shipment", "id": "S-1"},
+        "attrs": {"class": "medical", "region": "north"},
+        "parents": [],
+    } in (decision.entities)
+    assert decision.effect == "review"
+    assert len(decision.ruleset_hash) == 64
+    assert len(decision.schema_hash) == 64
+
+
+async def test_review_and_deny_do_not_execute(gateway: Gateway, ledger: SQLiteLedger, world: World):
+    """A review waits and a deny refuses; neither reaches the world, both are recorded."""
+    review = await gateway.submit(
+        gateway.intent("executor", "carrier.book", booking(cls="medical", disruption=True))
+    )
+    deny = await gateway.submit(gateway.intent("executor", "carrier.book", booking(region="closed")))
+    assert (review.status, deny.status) == ("review", "denied")
+    assert review.decision.policy_ids == ("medical-under-disruption-needs-review", "routine-bookings")
+    assert deny.decision.errors == ("no policy permits this request",)
+    assert world.calls == 0
+    assert "Execution" not in kinds(ledger)
+
+
+@pytest.mark.parametrize(
+    ("agent", "operation", "arguments", "error"),
+    [
+        ("intruder", "carrier.book", booking(), UnknownAgent),
+        ("executor", "carrier.teleport", booking(), UnknownOperation),
+        ("executor", "carrier.book", {"shipment": "S-1"}, ArgumentsInvalid),
+        ("executor", "carrier.book", {**booking(), "disruption": "maybe"}, ArgumentsInvalid),
+        ("executor", "carrier.book", {**booking(), "surprise": 1}, ArgumentsInvalid),
+    ],
+)
+async def test_bad_intent_is_refused_with_a_precise_error_and_changes_nothing(
+    gateway: Gateway, ledger: SQLiteLedger, world: World, agent, operation, arguments, error
+):
+    """Unknown agents, unknown operations and bad arguments raise before anything is recorded."""
+    before = ledger.size()
+    with pytest.raises(error) as caught:
+        await gateway.submit(gateway.intent(agent, operation, arguments))
+    assert ledger.size() == before
+    assert world.calls == 0
+    assert agent in str(caught.value) or operation in str(caught.value)
+    ledger.verify()
+
+
+async def test_arguments_error_names_the_field(gateway: Gateway):
+    """The error says which argument is wrong and how."""
+    with pytest.raises(ArgumentsInvalid) as caught:
+        await gateway.submit(gateway.intent("executor", "carrier.book", {**booking(), "disruption": "maybe"}))
+    assert caught.value.operation == "carrier.book"
+    assert any(p.startswith("disruption:") for p in caught.value.problems)
+
+
+async def test_halt_stops_every_later_intent(gateway: Gateway, ledger: SQLiteLedger, world: World):
+    """After a halt entry, intents are recorded as denied by that control and never reach the world."""
+    halt = await gateway.control.halt(by="anyone@logistics.example", reason="storm coordination looks wrong")
+    outcome = await gateway.submit(gateway.intent("executor", "carrier.book", booking()))
+    assert outcome.status == "denied"
+    assert outcome.decision.control_id == halt.id
+    assert halt.id in outcome.decision.causes
+    assert world.calls == 0
+
+
+async def test_halt_from_another_process_is_seen_before_execution(
+    gateway: Gateway, ledger_path, world: World
+):
+    """A halt written through a second connection (as the CLI does) stops the running gateway."""
+    other = SQLiteLedger.open(ledger_path)
+    try:
+        await Controller(other).halt(by="cli-user", reason="stop now")
+    finally:
+        other.close()
+    outcome = await gateway.submit(gateway.intent("executor", "carrier.book", booking()))
+    assert outcome.status == "denied"
+    assert world.calls == 0
+
+
+async def test_halt_committed_between_record_and_call_stops_the_call(
+    ledger: SQLiteLedger, people, clock, world: World
+):
+    """The gateway checks control again after its own commit, immediately before calling out."""
+    halter = Controller(ledger)
+
+    def halt_now(point: str, intent: Intent) -> None:
+        # The halt lands after the intent's commit: it was dispatched before the halt, so only
+        # the second check stands between it and the world.
+        ledger.append_sync([halter._make("halt", Scope(kind="system"), "pager", "stop now")])
+
+    gw = await make_gateway(ledger, people, clock, world, fault=halt_now)
+    outcome = await gw.submit(gw.intent("executor", "carrier.book", booking()))
+    assert outcome.status == "not_executed"
+    assert outcome.execution is not None
+    assert outcome.execution.status == "not_executed"
+    assert world.calls == 0
+
+
+async def test_no_intent_recorded_after_a_halt_executes_under_concurrency(
+    gateway: Gateway, ledger: SQLiteLedger, world: World
+):
+    """With hundreds of intents in flight, every executed one was recorded before the halt entry."""
+
+    done = 0
+    halfway = asyncio.Event()
+
+    async def worker(w: int) -> None:
+        nonlocal done
+        for n in range(15):
+            await gateway.submit(gateway.intent("executor", "carrier.book", booking(shipment=f"S-{w}-{n}")))
+            done += 1
+            if done == 60:
+                halfway.set()
+
+    async def halter() -> None:
+        await halfway.wait()
+        await gateway.control.halt(by="pager", reason="stop")
+
+    await asyncio.gather(*(worker(w) for w in range(20)), halter())
+    halt_index = ledger.of_kind("Control")[0].index
+    index_of = {e.id: e.index for e in ledger.of_kind("Intent")}
+    executed = [decode_entry(e.data) for e in ledger.of_kind("Execution")]
+    succeeded = [x for x in executed if isinstance(x, Execution) and x.status == "succeeded"]
+    assert all(index_of[x.intent_id] < halt_index for x in succeeded)
+    assert len(world.bookings) == len(succeeded)
+    after = [i for i, idx in index_of.items() if idx > halt_index]
+    assert after, "the halt should land while intents are still arriving"
+
+
+async def test_pause_scoped_to_an_operation_leaves_others_running(gateway: Gateway, world: World):
+    """A pause on one operation blocks only that operation."""
+    await gateway.control.pause(
+        by="ops", reason="carrier API flaky", scope=Scope(kind="operation", value="carrier.book")
+    )
+    blocked = await gateway.submit(gateway.intent("executor", "carrier.book", booking()))
+    other = await gateway.submit(gateway.intent("executor", "noop", {}))
+    assert (blocked.status, other.status) == ("denied", "succeeded")
+
+
+async def test_failing_operation_is_recorded_as_failed(gateway: Gateway, ledger: SQLiteLedger):
+    """An operation that raises is an outcome to record, not a crash of the gateway."""
+
+    def refuse() -> None:
+        raise RuntimeError("carrier capacity exhausted")
+
+    gateway.register("carrier.fail", refuse, resource_class="shipment")
+    outcome = await gateway.submit(gateway.intent("executor", "carrier.fail", {}))
+    assert outcome.status == "failed"
+    assert outcome.execution is not None
+    assert outcome.execution.error == "RuntimeError: carrier capacity exhausted"
+    assert kinds(ledger)[-1] == "Execution"
+
+
+async def test_entity_builder_crash_is_a_recorded_deny(gateway: Gateway, ledger: SQLiteLedger):
+    """A broken entity builder denies the intent with the error recorded; the gateway keeps going."""
+
+    def broken(_args):  # type: ignore[no-untyped-def]
+        raise KeyError("region")
+
+    gateway.register("carrier.book2", lambda shipment: None, resource_class="shipment", resource=broken)
+    outcome = await gateway.submit(gateway.intent("executor", "carrier.book2", {"shipment": "S"}))
+    assert outcome.status == "denied"
+    assert "building the Cedar request for carrier.book2 failed" in outcome.decision.errors[0]
+
+
+async def test_http_operation_is_called_with_the_idempotency_key(gateway: Gateway):
+    """An HTTP endpoint is an operation too; the key travels as a header, the credential stays inside."""
+    app = FastAPI()
+    seen: list[tuple[str, str, dict[str, object]]] = []
+
+    @app.post("/book")
+    async def book(
+        body: dict[str, object], idempotency_key: str = Header(), authorization: str = Header()
+    ) -> dict[str, str]:
+        seen.append((idempotency_key, authorization, body))
+        return {"booking": "HTTP-1"}
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as client:
+        call = http_operation(
+            "http://carrier/book", client=client, headers={"Authorization": "Bearer secret"}
+        )
+
+        class Args(BaseModel):
+            shipment: str
+
+        gateway.register("carrier.http", call, resource_class="shipment", args=Args)
+        intent = gateway.intent("executor", "carrier.http", {"shipment": "S-9"}, idempotency_key="key-9")
+        outcome = await gateway.submit(intent)
+    assert outcome.status == "succeeded"
+    assert outcome.result == {"booking": "HTTP-1"}
+    assert seen == [("key-9", "Bearer secret", {"shipment": "S-9"})]
