@@ -7,7 +7,11 @@ from typing import Any
 import orjson
 import rfc8785
 
+from answerable.errors import RecordInvalid
+
 __all__ = ["canonical_bytes"]
+
+_SAFE_INT = 2**53 - 1
 
 
 def _needs_full_jcs(value: Any) -> bool:
@@ -21,6 +25,8 @@ def _needs_full_jcs(value: Any) -> bool:
         return any(not key.isascii() or _needs_full_jcs(item) for key, item in value.items())
     if isinstance(value, list | tuple):
         return any(_needs_full_jcs(item) for item in value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return not -_SAFE_INT <= value <= _SAFE_INT  # let rfc8785 refuse it, as I-JSON requires
     return isinstance(value, float)
 
 
@@ -31,5 +37,8 @@ def canonical_bytes(value: Any) -> bytes:
     the common case, so it is the fast path; anything else goes through ``rfc8785`` itself.
     """
     if _needs_full_jcs(value):
-        return bytes(rfc8785.dumps(value))
+        try:
+            return bytes(rfc8785.dumps(value))
+        except rfc8785.CanonicalizationError as exc:
+            raise RecordInvalid(f"value has no canonical JSON form (RFC 8785): {exc}") from exc
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)

@@ -117,7 +117,13 @@ def _leaves(view: RawView) -> list[bytes]:
 def _compare_level(view: RawView, level: int, computed: list[bytes]) -> None:
     stored = view.level(level)
     for k, node in enumerate(computed):
-        if k >= len(stored) or stored[k] != (k, node):
+        if k >= len(stored) or stored[k][0] != k:
+            raise LedgerTampered(
+                f"the stored tree node (level {level}, index {k}) is missing: the tree was edited",
+                index=k << level,
+                entry_id=view.id_at(k << level),
+            )
+        if stored[k][1] != node:
             first = k << level
             raise LedgerTampered(
                 f"ledger entries {first}..{first + (1 << level) - 1} do not match the stored tree node "

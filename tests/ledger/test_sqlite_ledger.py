@@ -1,0 +1,247 @@
+"""The SQLite ledger: durable appends, cheap proofs, and verification that names what was altered."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from answerable import (
+    EntryNotFound,
+    ExternalEvent,
+    LedgerTampered,
+    NotALedger,
+    ProofRequestInvalid,
+    RecordInvalid,
+    SQLiteLedger,
+)
+from answerable.clock import FakeClock, IdSource, rfc3339
+from answerable.ledger import (
+    MAX_ENTRY_BYTES,
+    Verifier,
+    leaf_hash,
+    open_checkpoint,
+    verify_consistency,
+    verify_inclusion,
+)
+from answerable.records import decode_entry, entry_bytes
+
+
+def events(n: int, ids: IdSource | None = None, size: int = 0) -> list[ExternalEvent]:
+    ids = ids or IdSource(FakeClock())
+    return [
+        ExternalEvent(
+            id=ids.new(),
+            at=rfc3339(1_767_225_600_000_000_000 + k),
+            source="orders",
+            type="order.created",
+            payload={"order": f"O-{k}", "pad": "x" * size},
+        )
+        for k in range(n)
+    ]
+
+
+@pytest.fixture
+def filled(ledger: SQLiteLedger) -> SQLiteLedger:
+    ledger.append_sync(events(13))
+    ledger.checkpoint()
+    return ledger
+
+
+def test_entries_are_stored_as_the_exact_bytes_hashed(ledger: SQLiteLedger):
+    """What is stored is the canonical serialization, and it decodes back to the same record."""
+    [record] = events(1)
+    [index] = ledger.append_sync([record])
+    stored = ledger.entry(index)
+    assert stored.data == entry_bytes(record)
+    assert decode_entry(stored.data) == record
+    assert ledger.find(record.id) == stored
+
+
+def test_every_inclusion_and_consistency_proof_verifies(filled: SQLiteLedger):
+    """Proofs for every leaf at every size verify against the stored roots."""
+    n = filled.size()
+    for size in range(1, n + 1):
+        root = filled.root(size)
+        for index in range(size):
+            proof = filled.inclusion_proof(index, size)
+            verify_inclusion(index, size, leaf_hash(filled.entry(index).data), proof, root)
+        for old in range(1, size + 1):
+            verify_consistency(old, size, filled.consistency_proof(old, size), filled.root(old), root)
+
+
+def test_checkpoint_is_a_signed_note_for_the_ledger_key(filled: SQLiteLedger):
+    """The checkpoint opens with the printed verifier key and commits to the current root."""
+    note = filled.checkpoint()
+    checkpoint = open_checkpoint(note, Verifier.from_key(filled.verifier_key()), origin=filled.origin)
+    assert checkpoint.size == filled.size()
+    assert checkpoint.root_hash == filled.root()
+    assert note.splitlines()[0] == "test.example/ledger"
+
+
+def test_concurrent_appends_share_commits_and_lose_nothing(ledger: SQLiteLedger):
+    """Appends from many threads all land, each batch contiguous, none lost or duplicated."""
+    ids = IdSource(FakeClock())
+    batches = [events(5, ids) for _ in range(40)]
+    results: list[list[int]] = [[] for _ in batches]
+
+    def append(k: int) -> None:
+        results[k] = ledger.append_sync(batches[k])
+
+    threads = [threading.Thread(target=append, args=(k,)) for k in range(len(batches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(i for r in results for i in r) == list(range(200))
+    assert all(r == list(range(r[0], r[0] + 5)) for r in results)
+    ledger.verify()
+
+
+def test_oversized_payload_is_stored_by_digest(ledger: SQLiteLedger):
+    """An entry stays under 64 KiB; the payload moves to a blob named by its digest."""
+    [big] = events(1, size=100_000)
+    [index] = ledger.append_sync([big])
+    stored = ledger.entry(index)
+    assert len(stored.data) <= MAX_ENTRY_BYTES
+    ref = decode_entry(stored.data).payload  # type: ignore[union-attr]
+    assert ref["$blob"].startswith("sha256:")
+    assert len(ledger.get_blob(ref["$blob"])) == ref["bytes"]
+    ledger.verify()
+
+
+def test_duplicate_id_is_refused_and_the_ledger_stays_consistent(ledger: SQLiteLedger):
+    """An id used twice is a precise error; the batch is not written, the ledger still verifies."""
+    [record] = events(1)
+    ledger.append_sync([record])
+    with pytest.raises(RecordInvalid, match="used twice"):
+        ledger.append_sync([*events(2), record])
+    assert ledger.size() == 1
+    ledger.append_sync(events(1, IdSource(FakeClock(ns=2_000_000_000_000_000_000))))
+    assert ledger.verify().size == 2
+
+
+def test_proof_past_the_tree_size_is_refused(filled: SQLiteLedger):
+    """Asking for a size or index the tree does not have names the numbers."""
+    with pytest.raises(ProofRequestInvalid, match="past the ledger's size 13"):
+        filled.inclusion_proof(0, 14)
+    with pytest.raises(ProofRequestInvalid):
+        filled.inclusion_proof(13, 13)
+    with pytest.raises(ProofRequestInvalid):
+        filled.consistency_proof(5, 20)
+    with pytest.raises(EntryNotFound):
+        filled.entry(13)
+
+
+def test_a_file_that_is_not_a_ledger_is_named(tmp_path: Path):
+    """Text files, foreign SQLite databases and missing files are refused as not a ledger."""
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    foreign = tmp_path / "other.db"
+    sqlite3.connect(foreign).execute("CREATE TABLE t (x)").connection.close()
+    for path in (text, foreign, tmp_path / "missing.db"):
+        with pytest.raises(NotALedger, match=str(path.name)):
+            SQLiteLedger.open(path)
+
+
+def raw(path: Path, sql: str, *args: object) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(sql, args)
+    conn.close()
+
+
+def test_flipping_one_byte_names_the_entry(filled: SQLiteLedger, ledger_path: Path):
+    """A changed byte in an entry is reported by index and id."""
+    victim = filled.entry(6)
+    data = bytearray(victim.data)
+    data[20] ^= 0x01
+    raw(ledger_path, "UPDATE entries SET data = ? WHERE idx = 6", bytes(data))
+    with pytest.raises(LedgerTampered) as caught:
+        filled.verify()
+    assert (caught.value.index, caught.value.entry_id) == (6, victim.id)
+
+
+def test_rewritten_leaf_hash_is_caught_by_the_tree(filled: SQLiteLedger, ledger_path: Path):
+    """Changing the bytes and their leaf hash together still fails against the stored tree."""
+    victim = filled.entry(4)
+    forged = victim.data.replace(b"O-4", b"O-9")
+    raw(ledger_path, "UPDATE entries SET data = ?, leaf_hash = ? WHERE idx = 4", forged, leaf_hash(forged))
+    with pytest.raises(LedgerTampered) as caught:
+        filled.verify()
+    assert caught.value.index == 4
+
+
+def test_deleting_the_last_entry_is_caught(filled: SQLiteLedger, ledger_path: Path):
+    """Truncation is caught by the stored checkpoint (and by an external one)."""
+    raw(ledger_path, "DELETE FROM entries WHERE idx = 12")
+    with pytest.raises(LedgerTampered, match="removed"):
+        filled.verify()
+
+
+def test_truncation_with_tree_rewritten_is_caught_by_an_external_checkpoint(
+    filled: SQLiteLedger, ledger_path: Path
+):
+    """Even a truncation that also deletes the stored tree and checkpoints fails an earlier checkpoint."""
+    saved = filled.checkpoint()
+    raw(ledger_path, "DELETE FROM entries WHERE idx = 12")
+    raw(ledger_path, "DELETE FROM nodes WHERE (i + 1) * (1 << level) > 12")
+    raw(ledger_path, "DELETE FROM checkpoints")
+    filled.verify()  # without outside evidence, a clean prefix looks like a ledger
+    with pytest.raises(LedgerTampered, match="commits to 13 entries but the ledger holds 12"):
+        filled.verify(saved)
+
+
+def test_reordering_two_entries_is_caught(filled: SQLiteLedger, ledger_path: Path):
+    """Swapping two whole rows (bytes, hash and id) breaks the tree at the first swapped entry."""
+    raw(ledger_path, "UPDATE entries SET idx = -1 WHERE idx = 2")
+    raw(ledger_path, "UPDATE entries SET idx = 2 WHERE idx = 9")
+    raw(ledger_path, "UPDATE entries SET idx = 9 WHERE idx = -1")
+    with pytest.raises(LedgerTampered) as caught:
+        filled.verify()
+    assert caught.value.index == 2
+
+
+def test_altered_checkpoint_is_caught(filled: SQLiteLedger, ledger_path: Path):
+    """A stored checkpoint whose text was edited no longer verifies with the ledger key."""
+    conn = sqlite3.connect(ledger_path, isolation_level=None)
+    size, note = conn.execute("SELECT size, note FROM checkpoints").fetchone()
+    lines = note.split("\n")
+    lines[1] = str(size - 1)
+    conn.execute("UPDATE checkpoints SET note = ?", ("\n".join(lines),))
+    conn.close()
+    with pytest.raises(LedgerTampered, match="stored checkpoint"):
+        filled.verify()
+
+
+def test_checkpoint_of_another_history_is_caught(filled: SQLiteLedger, tmp_path: Path):
+    """A checkpoint from a ledger with other content does not match this one."""
+    other = SQLiteLedger.open(tmp_path / "other.db", create=True, origin="test.example/other")
+    other.append_sync(events(3))
+    foreign = other.checkpoint()
+    other.close()
+    with pytest.raises(LedgerTampered, match="does not verify"):
+        filled.verify(foreign)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=6), data=st.data())
+def test_any_appends_give_verifiable_proofs(tmp_path_factory, batches: list[int], data) -> None:  # type: ignore[no-untyped-def]
+    """For any sequence of batch appends, random inclusion and consistency proofs verify."""
+    path = tmp_path_factory.mktemp("prop") / "ledger.db"
+    with SQLiteLedger.open(path, create=True) as store:
+        ids = IdSource(FakeClock())
+        for n in batches:
+            store.append_sync(events(n, ids))
+        size = store.size()
+        assert size == sum(batches)
+        index = data.draw(st.integers(0, size - 1))
+        verify_inclusion(
+            index, size, leaf_hash(store.entry(index).data), store.inclusion_proof(index), store.root()
+        )
+        old = data.draw(st.integers(1, size))
+        verify_consistency(old, size, store.consistency_proof(old, size), store.root(old), store.root())
+        assert store.verify().size == size

@@ -1,0 +1,196 @@
+"""The CLI: exit codes, JSON documents others script against, and errors on stderr."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from support import booking
+from typer.testing import CliRunner
+
+from answerable import Gateway, SQLiteLedger
+from answerable.cli import app
+from answerable.ledger import leaf_hash, verify_consistency, verify_inclusion
+
+runner = CliRunner()
+
+
+@pytest.fixture
+async def used(gateway: Gateway, ledger: SQLiteLedger, ledger_path: Path) -> Path:
+    for n in range(5):
+        await gateway.submit(gateway.intent("executor", "carrier.book", booking(shipment=f"S-{n}")))
+    ledger.close()
+    return ledger_path
+
+
+def run(*args: str):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def b64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def test_verify_passes_on_an_untouched_ledger(used: Path):
+    """verify exits 0 and reports size and root."""
+    result = run("verify", used, "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is True
+    assert doc["size"] == 2 + 5 * 3
+
+
+def test_verify_names_the_first_bad_entry_and_exits_1(used: Path):
+    """A flipped byte makes verify exit 1 naming the entry's index and id."""
+    conn = sqlite3.connect(used, isolation_level=None)
+    entry_id, data = conn.execute("SELECT id, data FROM entries WHERE idx = 7").fetchone()
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x01
+    conn.execute("UPDATE entries SET data = ? WHERE idx = 7", (bytes(flipped),))
+    conn.close()
+    result = run("verify", used)
+    assert result.exit_code == 1
+    assert "ledger entry 7" in result.stderr
+    assert entry_id in result.stderr
+
+
+def test_verify_against_an_earlier_checkpoint_catches_rollback(used: Path, tmp_path: Path):
+    """With --checkpoint, a ledger rolled back behind that checkpoint fails."""
+    cp = tmp_path / "cp.txt"
+    assert run("ledger", "checkpoint", used, "--out", cp).exit_code == 0
+    assert run("verify", used, "--checkpoint", cp).exit_code == 0
+    conn = sqlite3.connect(used, isolation_level=None)
+    conn.execute("DELETE FROM entries WHERE idx >= 10")
+    conn.execute("DELETE FROM nodes WHERE (i + 1) * (1 << level) > 10")
+    conn.execute("DELETE FROM checkpoints")
+    conn.close()
+    assert run("verify", used).exit_code == 0  # a clean prefix, on its own, looks like a ledger
+    result = run("verify", used, "--checkpoint", cp)
+    assert result.exit_code == 1
+    assert "removed" in result.stderr
+
+
+def test_export_writes_the_exact_leaf_bytes_in_order(used: Path, tmp_path: Path):
+    """Each exported line is the canonical JSON hashed as that leaf, with id, kind and causes."""
+    out = tmp_path / "ledger.jsonl"
+    assert run("ledger", "export", used, "--out", out).exit_code == 0
+    lines = out.read_bytes().split(b"\n")[:-1]
+    proof = json.loads(run("ledger", "prove", used, "--index", "3", "--json").stdout)
+    assert leaf_hash(lines[3]) == b64(proof["leaf_hash"])
+    docs = [json.loads(line) for line in lines]
+    assert [d["kind"] for d in docs[:5]] == [
+        "SystemCharter",
+        "RulesetVersion",
+        "Intent",
+        "Decision",
+        "Execution",
+    ]
+    assert all({"id", "kind", "causes"} <= d.keys() for d in docs)
+
+
+def test_prove_prints_a_proof_that_verifies(used: Path):
+    """prove --json gives leaf_index, tree_size, leaf_hash, proof and root in base64."""
+    doc = json.loads(run("ledger", "prove", used, "--index", "4", "--size", "9", "--json").stdout)
+    assert set(doc) == {"leaf_index", "tree_size", "leaf_hash", "proof", "root"}
+    verify_inclusion(
+        doc["leaf_index"],
+        doc["tree_size"],
+        b64(doc["leaf_hash"]),
+        [b64(p) for p in doc["proof"]],
+        b64(doc["root"]),
+    )
+
+
+def test_prove_consistency_prints_a_proof_that_verifies(used: Path):
+    """prove-consistency --json gives size1, size2, proof, root1 and root2 in base64."""
+    doc = json.loads(run("ledger", "prove-consistency", used, "--from", "5", "--to", "17", "--json").stdout)
+    assert set(doc) == {"size1", "size2", "proof", "root1", "root2"}
+    verify_consistency(
+        doc["size1"], doc["size2"], [b64(p) for p in doc["proof"]], b64(doc["root1"]), b64(doc["root2"])
+    )
+
+
+def test_proof_past_the_tree_size_exits_2(used: Path):
+    """A proof for a leaf or size the ledger does not have is a usage error."""
+    result = run("ledger", "prove", used, "--index", "99", "--json")
+    assert result.exit_code == 2
+    assert "leaf 99 in a tree of size 17" in result.stderr
+    assert run("ledger", "prove-consistency", used, "--from", "3", "--to", "99").exit_code == 2
+
+
+def test_key_prints_the_verifier_key(used: Path):
+    """ledger key prints name+hash+base64."""
+    key = run("ledger", "key", used).stdout.strip()
+    name, key_hash, material = key.split("+", 2)
+    assert name == "test.example/ledger"
+    assert len(key_hash) == 8
+    assert len(base64.b64decode(material)) == 33
+
+
+def test_not_a_ledger_exits_2(tmp_path: Path):
+    """A file that is not a ledger is named on stderr."""
+    bogus = tmp_path / "bogus.db"
+    bogus.write_text("not a database")
+    result = run("verify", bogus)
+    assert result.exit_code == 2
+    assert "bogus.db is not an answerable ledger" in result.stderr
+
+
+def test_anyone_may_halt_but_only_the_charter_may_resume(used: Path, tmp_path: Path, people):
+    """halt is recorded with who and why; resume needs an authorized key; a halt needs the RI."""
+    assert run("halt", used, "--by", "night-shift", "--reason", "medical orders slipping").exit_code == 0
+    stranger_key, ops_key, ri_key = tmp_path / "m.key", tmp_path / "o.key", tmp_path / "r.key"
+    people.stranger.save(stranger_key)
+    people.operator.save(ops_key)
+    people.ri.save(ri_key)
+    refused = run("resume", used, "--by", people.stranger.identity, "--reason", "x", "--key", stranger_key)
+    assert refused.exit_code == 1
+    assert "not a person in the charter" in refused.stderr or "may not" in refused.stderr
+    operator = run("resume", used, "--by", people.operator.identity, "--reason", "x", "--key", ops_key)
+    assert operator.exit_code == 1
+    assert "ri" in operator.stderr
+    assert (
+        run("resume", used, "--by", people.ri.identity, "--reason", "checked", "--key", ri_key).exit_code == 0
+    )
+    assert (
+        run(
+            "pause", used, "--by", "ops", "--reason", "flaky API", "--scope", "operation:carrier.book"
+        ).exit_code
+        == 0
+    )
+    result = run(
+        "resume",
+        used,
+        "--by",
+        people.operator.identity,
+        "--reason",
+        "ok",
+        "--key",
+        ops_key,
+        "--scope",
+        "operation:carrier.book",
+    )
+    assert result.exit_code == 0, result.stderr
+
+
+def test_bad_scope_exits_2(used: Path):
+    """A scope that is not system, agent:, operation: or resource_class: is a usage error."""
+    result = run("pause", used, "--by", "x", "--reason", "y", "--scope", "planet:mars")
+    assert result.exit_code == 2
+    assert "planet:mars" in result.stderr
+
+
+def test_quickstart_demo_runs_end_to_end(tmp_path: Path):
+    """The quickstart governs refunds: allow, review, deny, halt, resume, and verifies its ledger."""
+    result = run("demo", "quickstart", "--out", tmp_path / "qs")
+    assert result.exit_code == 0, result.output
+    assert "verified" in result.stdout
+    assert (
+        run(
+            "verify", tmp_path / "qs" / "ledger.db", "--checkpoint", tmp_path / "qs" / "checkpoint.txt"
+        ).exit_code
+        == 0
+    )

@@ -1,0 +1,85 @@
+"""Records: frozen, validated, with one canonical serialization that matches RFC 8785."""
+
+from __future__ import annotations
+
+import pydantic
+import pytest
+import rfc8785
+from hypothesis import given
+from hypothesis import strategies as st
+
+from answerable import ExternalEvent, IdSource, RecordInvalid
+from answerable._canonical import canonical_bytes
+from answerable.clock import FakeClock, rfc3339
+from answerable.records import decode_entry, entry_bytes
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@pytest.mark.property
+@given(json_values)
+def test_canonical_bytes_are_rfc8785(value):
+    """The fast path and the reference encoder agree on every JSON value, refusals included."""
+    try:
+        expected = rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError:
+        with pytest.raises(RecordInvalid, match="no canonical JSON form"):
+            canonical_bytes(value)
+        return
+    assert canonical_bytes(value) == expected
+
+
+def event(**overrides: object) -> ExternalEvent:
+    fields = {
+        "id": "e-1",
+        "at": rfc3339(0),
+        "source": "weather",
+        "type": "storm.alert",
+        "payload": {"region": "north"},
+    }
+    return ExternalEvent.model_validate({**fields, **overrides})
+
+
+def test_records_are_frozen():
+    """A record cannot be changed after it is made."""
+    record = event()
+    with pytest.raises(pydantic.ValidationError):
+        record.source = "other"  # type: ignore[misc]
+
+
+def test_unknown_fields_are_refused():
+    """Extra fields are an error, not silently kept."""
+    with pytest.raises(pydantic.ValidationError, match="extra"):
+        event(colour="red")
+
+
+def test_decode_round_trips_and_names_bad_fields():
+    """Decoding canonical bytes gives the same record; a malformed entry names the field."""
+    record = event()
+    assert decode_entry(entry_bytes(record)) == record
+    with pytest.raises(RecordInvalid, match=r"ExternalEvent\.at"):
+        decode_entry(entry_bytes(record).replace(b"1970", b"19x0"))
+    with pytest.raises(RecordInvalid, match="kind"):
+        decode_entry(b'{"kind": "Gossip", "id": "x"}')
+
+
+def test_ids_sort_by_time_and_never_repeat():
+    """UUIDv7 ids from one source increase strictly, even within one millisecond."""
+    clock = FakeClock()
+    ids = IdSource(clock)
+    made = [ids.new() for _ in range(1000)]
+    clock.advance(0.001)
+    made += [ids.new() for _ in range(10)]
+    assert made == sorted(made)
+    assert len(set(made)) == len(made)
+    assert all(i[14] == "7" for i in made)
