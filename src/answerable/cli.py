@@ -256,3 +256,7 @@ def demo_quickstart(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
