@@ -194,3 +194,28 @@ def test_quickstart_demo_runs_end_to_end(tmp_path: Path):
         ).exit_code
         == 0
     )
+
+
+def test_rules_check_accepts_valid_rules_and_names_errors(tmp_path: Path):
+    """A policy file that does not parse or validate exits 2 with the error; a good one exits 0."""
+    from support import POLICIES, SCHEMA
+
+    schema, good, bad, broken = (
+        tmp_path / n for n in ("s.cedarschema", "ok.cedar", "bad.cedar", "broken.cedar")
+    )
+    schema.write_text(SCHEMA)
+    good.write_text(POLICIES)
+    bad.write_text(POLICIES.replace("resource.region", "resource.regoin"))
+    broken.write_text("permit(principal,")
+    ok = run("rules", "check", good, "--schema", schema)
+    assert ok.exit_code == 0, ok.stderr
+    assert "1 route to review" in ok.stdout
+    invalid = run("rules", "check", bad, "--schema", schema)
+    assert invalid.exit_code == 2
+    assert "regoin" in invalid.stderr
+    unparsable = run("rules", "check", broken, "--schema", schema)
+    assert unparsable.exit_code == 2
+    assert "do not parse" in unparsable.stderr
+    missing = run("rules", "check", tmp_path / "nope.cedar", "--schema", schema)
+    assert missing.exit_code == 2
+    assert "nope.cedar" in missing.stderr

@@ -118,3 +118,18 @@ def test_ruleset_hashes_are_of_the_exact_text(rules):
 
     assert rules.ruleset_hash == hashlib.sha256(POLICIES.encode()).hexdigest()
     assert rules.schema_hash == hashlib.sha256(SCHEMA.encode()).hexdigest()
+
+
+async def test_recorded_decision_replays_under_other_rules(gateway, ledger):
+    """A Decision carries the whole Cedar request: same verdict again, a different one under new rules."""
+    from support import booking
+
+    from answerable.records import Decision, decode_entry
+
+    await gateway.submit(gateway.intent("executor", "carrier.book", booking(cls="medical", disruption=True)))
+    decision = next(decode_entry(e.data) for e in ledger.of_kind("Decision"))
+    assert isinstance(decision, Decision)
+    replayed = CedarRequest.from_record(decision.request, decision.entities)
+    assert decide(replayed, load_ruleset(POLICIES, SCHEMA)).effect == decision.effect == "review"
+    stricter = POLICIES.replace('@review("a medical booking during a disruption needs a person")\n', "")
+    assert decide(replayed, load_ruleset(stricter, SCHEMA)).effect == "deny"

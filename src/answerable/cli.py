@@ -16,6 +16,7 @@ from rich.console import Console
 from answerable.control import Controller, scope_from_text
 from answerable.errors import (
     AnswerableError,
+    ConfigError,
     LedgerTampered,
     NotAuthorized,
     ProofInvalid,
@@ -23,13 +24,16 @@ from answerable.errors import (
 )
 from answerable.keys import KeyPair
 from answerable.ledger import SQLiteLedger
+from answerable.policy import load_ruleset
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 ledger_app = typer.Typer(no_args_is_help=True, help="Inspect, export and prove a ledger.")
 demo_app = typer.Typer(no_args_is_help=True, help="Run the demonstrations.")
+rules_app = typer.Typer(no_args_is_help=True, help="Check Cedar rulesets.")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(rules_app, name="rules")
 app.add_typer(demo_app, name="demo")
 
 out = Console(highlight=False, soft_wrap=True)
@@ -242,6 +246,26 @@ def _control(ledger: Path, action: str, by: str, reason: str, scope_text: str, k
 
         control = _run(lambda: asyncio.run(act()))
     out.print(f"{control.action} recorded: {control.id} on {control.scope.label()} by {control.by}")
+
+
+@rules_app.command("check")
+def rules_check(
+    policies: Path = typer.Argument(..., help="Cedar policies file."),
+    schema: Path = typer.Option(..., "--schema", help="Cedar schema file (human-readable format)."),
+) -> None:
+    """Parse the policies and validate them against the schema; exit 2 naming each error."""
+    ruleset = _run(lambda: load_ruleset(_read(policies), _read(schema)))
+    out.print(
+        f"ok: {len(ruleset.annotations)} policies ({len(ruleset.review)} route to review), "
+        f"ruleset hash {ruleset.ruleset_hash}"
+    )
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        _fail(ConfigError(f"cannot read {path}: {exc.strerror}"))
 
 
 @demo_app.command("quickstart")

@@ -10,7 +10,7 @@ evaluation error is a ``deny``: a person can lift a review, never a refusal.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,6 +33,17 @@ class CedarRequest:
     resource: tuple[str, str]
     context: Mapping[str, Any]
     entities: tuple[Mapping[str, Any], ...]
+
+    @classmethod
+    def from_record(cls, request: Mapping[str, Any], entities: Sequence[Mapping[str, Any]]) -> CedarRequest:
+        """Rebuild a request from a recorded Decision, to evaluate it again under other rules."""
+        return cls(
+            principal=(request["principal"]["type"], request["principal"]["id"]),
+            action=request["action"]["id"],
+            resource=(request["resource"]["type"], request["resource"]["id"]),
+            context=request["context"],
+            entities=tuple(entities),
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The request as recorded in a Decision, enough to evaluate it again later."""
