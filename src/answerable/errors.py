@@ -11,6 +11,7 @@ thing as attributes, so code can react without parsing text::
     ├── UnknownOperation             an intent for an operation that is not registered
     ├── ArgumentsInvalid             arguments that do not match an operation's schema
     ├── NotAuthorized                a person the charter does not authorize for this act
+    │   └── ApprovalRefused          an approval that cannot be used, with a stable reason code
     ├── SignatureInvalid             a signature that does not verify
     ├── LedgerError                  anything wrong with a ledger
     │   ├── NotALedger               a file that is not an answerable ledger
@@ -19,6 +20,7 @@ thing as attributes, so code can react without parsing text::
     │   ├── ProofInvalid             an inclusion or consistency proof that does not verify
     │   └── ProofRequestInvalid      a proof asked for past the tree size
     └── ExecutionError               an operation failed or its outcome is unknown
+        ├── TransientError           a timeout or overload: the same call with the same key may work
         └── OutcomeAmbiguous         a crash left an intent whose effect cannot be established
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 __all__ = [
     "AnswerableError",
+    "ApprovalRefused",
     "ArgumentsInvalid",
     "ConfigError",
     "EntryNotFound",
@@ -40,6 +43,7 @@ __all__ = [
     "ProofRequestInvalid",
     "RecordInvalid",
     "SignatureInvalid",
+    "TransientError",
     "UnknownAgent",
     "UnknownOperation",
 ]
@@ -110,6 +114,19 @@ class NotAuthorized(AnswerableError):
         self.reason_code = reason_code
 
 
+class ApprovalRefused(NotAuthorized):
+    """An approval or denial that cannot be accepted.
+
+    ``reason_code`` is stable for scripts: ``unknown_review``, ``not_a_reviewer``,
+    ``own_proposal``, ``bad_signature``, ``args_mismatch``, ``already_used``, ``already_answered``,
+    ``expired``, ``missing_reason``.
+    """
+
+    def __init__(self, message: str, *, reason_code: str, review_id: str = "", who: str = "") -> None:
+        super().__init__(message, who=who, reason_code=reason_code)
+        self.review_id = review_id
+
+
 class SignatureInvalid(AnswerableError):
     """A signature that is missing, malformed or does not verify."""
 
@@ -158,6 +175,10 @@ class ProofRequestInvalid(LedgerError):
 
 class ExecutionError(AnswerableError):
     """An operation failed."""
+
+
+class TransientError(ExecutionError):
+    """A timeout or an overloaded partner: trying again with the same idempotency key may work."""
 
 
 class OutcomeAmbiguous(ExecutionError):

@@ -24,27 +24,34 @@ from answerable._canonical import canonical_bytes
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
 from answerable.control import Controller, charter_of
 from answerable.errors import (
+    ApprovalRefused,
     ArgumentsInvalid,
     ConfigError,
+    EntryNotFound,
     ExecutionError,
+    TransientError,
     UnknownAgent,
     UnknownOperation,
 )
+from answerable.keys import KeyPair
 from answerable.ledger.base import LedgerStore
 from answerable.policy import CedarRequest, Ruleset, Verdict, decide, load_ruleset
 from answerable.records import (
+    Approval,
     Authority,
     Control,
     Decision,
     Execution,
     Intent,
+    Review,
     RulesetVersion,
     Scope,
     SystemCharter,
     decode_entry,
     digest,
 )
-from answerable.signing import verify_charter, verify_ruleset
+from answerable.review import binding_of, check_approval
+from answerable.signing import sign, verify_charter, verify_ruleset
 
 __all__ = ["Gateway", "Operation", "Outcome", "Resource", "http_operation"]
 
@@ -85,6 +92,8 @@ class Operation:
     idempotent: bool = False
     lookup: Callable[[str], Awaitable[Any | None]] | None = None
     wants_key: bool = False
+    retries: int = 2
+    """How often a transient failure is retried, with the same key; only for idempotent operations."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +105,8 @@ class Outcome:
     decision: Decision
     execution: Execution | None = None
     result: Any = None
+    review: Review | None = None
+    approval: Approval | None = None
 
     @property
     def ok(self) -> bool:
@@ -241,9 +252,11 @@ class Gateway:
             agent=intent.agent, operation=op.name, resource_class=op.resource_class
         )
         decision = self._decision(intent, request, verdict, stop)
-        await self.ledger.append([intent, decision])
         if decision.effect == "review":
-            return Outcome("review", intent, decision)
+            review = self._review(intent, decision, verdict)
+            await self.ledger.append([intent, decision, review])
+            return Outcome("review", intent, decision, review=review)
+        await self.ledger.append([intent, decision])
         if decision.effect == "deny":
             return Outcome("denied", intent, decision)
         if self._fault is not None:
@@ -291,7 +304,14 @@ class Gateway:
         )
 
     async def _execute(
-        self, op: Operation, intent: Intent, decision: Decision, args: BaseModel, *, recovered: bool
+        self,
+        op: Operation,
+        intent: Intent,
+        decision: Decision,
+        args: BaseModel,
+        *,
+        recovered: bool,
+        approval: Approval | None = None,
     ) -> Outcome:
         stop = self.control.state().blocking(
             agent=intent.agent, operation=op.name, resource_class=op.resource_class
@@ -305,33 +325,53 @@ class Gateway:
                 error=f"{stop.action} {stop.id} by {stop.by}: {stop.reason}",
                 causes=(stop.id,),
                 recovered=recovered,
+                approval=approval,
             )
             await self.ledger.append([execution])
-            return Outcome("not_executed", intent, decision, execution)
+            return Outcome("not_executed", intent, decision, execution, approval=approval)
         started = time.perf_counter_ns()
-        try:
-            result = await _call(op, args, intent.idempotency_key)
-        except Exception as exc:  # the world said no: a value to record, not a crash
-            latency = (time.perf_counter_ns() - started) // 1000
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                result = await _call(op, args, intent.idempotency_key)
+                break
+            except TransientError as exc:
+                # Safe to try again only where the world deduplicates by key.
+                if op.idempotent and attempts <= op.retries:
+                    continue
+                failure: Exception = exc
+            except Exception as exc:  # the world said no: a value to record, not a crash
+                failure = exc
             execution = self._execution(
                 op,
                 intent,
                 decision,
                 "failed",
-                error=f"{type(exc).__name__}: {exc}",
-                latency_us=latency,
+                error=f"{type(failure).__name__}: {failure}",
+                latency_us=(time.perf_counter_ns() - started) // 1000,
                 recovered=recovered,
+                approval=approval,
+                attempts=attempts,
             )
             await self.ledger.append([execution])
-            return Outcome("failed", intent, decision, execution)
+            return Outcome("failed", intent, decision, execution, approval=approval)
         latency = (time.perf_counter_ns() - started) // 1000
         if self._fault is not None:
             self._fault("executed", intent)
         execution = self._execution(
-            op, intent, decision, "succeeded", response=result, latency_us=latency, recovered=recovered
+            op,
+            intent,
+            decision,
+            "succeeded",
+            response=result,
+            latency_us=latency,
+            recovered=recovered,
+            approval=approval,
+            attempts=attempts,
         )
         await self.ledger.append([execution])
-        return Outcome("succeeded", intent, decision, execution, result)
+        return Outcome("succeeded", intent, decision, execution, result, approval=approval)
 
     def _execution(
         self,
@@ -345,27 +385,128 @@ class Gateway:
         latency_us: int = 0,
         causes: tuple[str, ...] = (),
         recovered: bool = False,
+        approval: Approval | None = None,
+        attempts: int = 1,
     ) -> Execution:
-        executed = status in ("succeeded", "failed")
-        return Execution(
-            id=self.ids.new(),
-            at=rfc3339(self.clock.now_ns()),
-            causes=(intent.id, decision.id, *causes),
-            intent_id=intent.id,
-            decision_id=decision.id,
-            operation=op.name,
-            status=status,
-            authority=Authority(
+        if approval is None:
+            authority = Authority(
                 responsible=self.charter.ri,
                 via="policy",
                 ids=decision.policy_ids,
                 ruleset_hash=decision.ruleset_hash,
-            ),
-            response_digest=_response_digest(response) if executed and status == "succeeded" else None,
+            )
+            causes = (intent.id, decision.id, *causes)
+        else:
+            authority = Authority(
+                responsible=self.charter.ri,
+                via="approval",
+                ids=(approval.id,),
+                ruleset_hash=decision.ruleset_hash,
+            )
+            causes = (intent.id, decision.id, approval.id, *causes)
+        return Execution(
+            id=self.ids.new(),
+            at=rfc3339(self.clock.now_ns()),
+            causes=causes,
+            intent_id=intent.id,
+            decision_id=decision.id,
+            operation=op.name,
+            status=status,
+            authority=authority,
+            response_digest=_response_digest(response) if status == "succeeded" else None,
             latency_us=latency_us,
             error=error,
             recovered=recovered,
+            attempts=attempts,
         )
+
+    # --- review ---------------------------------------------------------------------------------
+
+    def _review(self, intent: Intent, decision: Decision, verdict: Verdict) -> Review:
+        return Review(
+            id=self.ids.new(),
+            at=rfc3339(self.clock.now_ns()),
+            causes=(intent.id, decision.id),
+            intent_id=intent.id,
+            decision_id=decision.id,
+            operation=intent.operation,
+            reasons=verdict.review_reasons,
+            policy_ids=decision.policy_ids,
+            binding=binding_of(intent, decision.ruleset_hash),
+        )
+
+    async def answer(
+        self,
+        review_id: str,
+        *,
+        key: KeyPair,
+        verdict: Literal["approve", "deny"],
+        reason: str,
+        valid_for_seconds: int = 3600,
+    ) -> Outcome:
+        """Answer a review as the key's owner: sign the verdict over the exact intent, then settle it."""
+        review, intent, _decision = self._pending(review_id)
+        approval = Approval(
+            id=self.ids.new(),
+            at=rfc3339(self.clock.now_ns()),
+            causes=(review.id,),
+            review_id=review.id,
+            intent_id=intent.id,
+            verdict=verdict,
+            by=key.identity,
+            reason=reason,
+            binding=review.binding,
+            expires_at=rfc3339(self.clock.now_ns() + valid_for_seconds * 1_000_000_000),
+        )
+        return await self.settle(sign(approval, key))
+
+    async def settle(self, approval: Approval) -> Outcome:
+        """Accept a signed answer to a review: record it, then execute the intent if approved.
+
+        Raises:
+            ApprovalRefused: with a stable reason code; nothing is recorded.
+        """
+        review, intent, decision = self._pending(approval.review_id)
+        answered = any(e.kind == "Approval" for e in self.ledger.caused_by(review.id))
+        check_approval(
+            approval,
+            review,
+            intent,
+            decision.ruleset_hash,
+            self.charter,
+            now=rfc3339(self.clock.now_ns()),
+            answered=answered,
+        )
+        await self.ledger.append([approval])
+        if approval.verdict == "deny":
+            return Outcome("denied", intent, decision, review=review, approval=approval)
+        op = self._operations.get(intent.operation)
+        if op is None:
+            raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
+        args = _validate(op, intent.arguments)
+        outcome = await self._execute(op, intent, decision, args, recovered=False, approval=approval)
+        return Outcome(outcome.status, intent, decision, outcome.execution, outcome.result, review, approval)
+
+    def _pending(self, review_id: str) -> tuple[Review, Intent, Decision]:
+        try:
+            review = decode_entry(self.ledger.find(review_id).data)
+        except EntryNotFound as exc:
+            raise ApprovalRefused(
+                f"there is no review {review_id!r} in this ledger",
+                reason_code="unknown_review",
+                review_id=review_id,
+            ) from exc
+        if not isinstance(review, Review):
+            raise ApprovalRefused(
+                f"entry {review_id} is a {review.kind}, not a Review",
+                reason_code="unknown_review",
+                review_id=review_id,
+            )
+        intent = decode_entry(self.ledger.find(review.intent_id).data)
+        decision = decode_entry(self.ledger.find(review.decision_id).data)
+        assert isinstance(intent, Intent)
+        assert isinstance(decision, Decision)
+        return review, intent, decision
 
     # --- after a crash --------------------------------------------------------------------------
 
@@ -377,24 +518,30 @@ class Gateway:
         happened; else the intent is marked ambiguous and its operation paused for a person.
         """
         outcomes = []
-        for intent, decision in _open_intents(self.ledger):
+        for intent, decision, approval in _open_intents(self.ledger):
             op = self._operations.get(intent.operation)
             if op is None:
                 raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
             args = _validate(op, intent.arguments)
             if op.idempotent:
-                outcomes.append(await self._execute(op, intent, decision, args, recovered=True))
+                outcomes.append(
+                    await self._execute(op, intent, decision, args, recovered=True, approval=approval)
+                )
                 continue
             if op.lookup is not None:
                 found = await op.lookup(intent.idempotency_key)
                 if found is None:
-                    outcomes.append(await self._execute(op, intent, decision, args, recovered=True))
+                    outcomes.append(
+                        await self._execute(op, intent, decision, args, recovered=True, approval=approval)
+                    )
                 else:
                     execution = self._execution(
-                        op, intent, decision, "succeeded", response=found, recovered=True
+                        op, intent, decision, "succeeded", response=found, recovered=True, approval=approval
                     )
                     await self.ledger.append([execution])
-                    outcomes.append(Outcome("succeeded", intent, decision, execution, found))
+                    outcomes.append(
+                        Outcome("succeeded", intent, decision, execution, found, approval=approval)
+                    )
                 continue
             execution = self._execution(
                 op,
@@ -402,6 +549,7 @@ class Gateway:
                 decision,
                 "ambiguous",
                 recovered=True,
+                approval=approval,
                 error="recorded before a crash; the operation honours no idempotency key and has no lookup",
             )
             pause = Control(
@@ -442,6 +590,10 @@ def http_operation(
         return response.json() if response.content else None
 
     return call
+
+
+_TRANSIENT_STATUS = frozenset({502, 503, 504})
+"""Answers after which the same request with the same key may succeed."""
 
 
 def _args_model(name: str, call: Callable[..., Any]) -> type[BaseModel]:
@@ -487,8 +639,6 @@ def _response_digest(response: Any) -> str:
 
 
 def _has(ledger: LedgerStore, entry_id: str) -> bool:
-    from answerable.errors import EntryNotFound
-
     try:
         ledger.find(entry_id)
     except EntryNotFound:
@@ -496,9 +646,9 @@ def _has(ledger: LedgerStore, entry_id: str) -> bool:
     return True
 
 
-def _open_intents(ledger: LedgerStore) -> list[tuple[Intent, Decision]]:
-    """Allowed intents with no Execution: what a crash may have left between record and call."""
-    out = []
+def _open_intents(ledger: LedgerStore) -> list[tuple[Intent, Decision, Approval | None]]:
+    """Allowed or approved intents with no Execution: what a crash may have left behind."""
+    out: list[tuple[Intent, Decision, Approval | None]] = []
     for stored in ledger.of_kind("Intent"):
         intent = decode_entry(stored.data)
         assert isinstance(intent, Intent)
@@ -506,8 +656,18 @@ def _open_intents(ledger: LedgerStore) -> list[tuple[Intent, Decision]]:
         if any(isinstance(f, Execution) for f in followers):
             continue
         decision = next((f for f in followers if isinstance(f, Decision) and f.intent_id == intent.id), None)
-        if decision is not None and decision.effect == "allow":
-            out.append((intent, decision))
+        if decision is None:
+            continue
+        if decision.effect == "allow":
+            out.append((intent, decision, None))
+            continue
+        review = next((f for f in followers if isinstance(f, Review)), None)
+        if review is None:
+            continue
+        answers = [decode_entry(e.data) for e in ledger.caused_by(review.id)]
+        approval = next((a for a in answers if isinstance(a, Approval)), None)
+        if approval is not None and approval.verdict == "approve":
+            out.append((intent, decision, approval))
     return out
 
 

@@ -19,6 +19,7 @@ from answerable.errors import RecordInvalid
 
 __all__ = [
     "AgentIdentity",
+    "Approval",
     "Authority",
     "Control",
     "Decision",
@@ -29,6 +30,7 @@ __all__ = [
     "Message",
     "Person",
     "Record",
+    "Review",
     "RulesetVersion",
     "Scope",
     "SystemCharter",
@@ -171,7 +173,7 @@ class Authority(BaseModel):
 
     responsible: _NAME
     """The Responsible Individual who answers for this execution."""
-    via: Literal["policy", "approval", "recovery"]
+    via: Literal["policy", "approval"]
     ids: tuple[str, ...]
     """Policy ids, or the approval's entry id."""
     ruleset_hash: str
@@ -193,6 +195,8 @@ class Execution(Record):
     error: str | None = None
     recovered: bool = False
     """Written while reconciling after a crash rather than right after the call."""
+    attempts: int = Field(ge=1, default=1)
+    """Calls made with the same idempotency key (transient failures are retried)."""
 
 
 class Scope(BaseModel):
@@ -222,8 +226,46 @@ class Control(Record):
     signature: _B64 | None = None
 
 
+class Review(Record):
+    """An intent waiting for a person: why it was sent to review and what an answer must bind to."""
+
+    kind: Literal["Review"] = "Review"
+    intent_id: _ID
+    decision_id: _ID
+    operation: _NAME
+    reasons: tuple[str, ...]
+    policy_ids: tuple[str, ...]
+    binding: str
+    """SHA-256 hex over the exact intent (operation, canonical arguments, idempotency key, ruleset
+    hash). An approval signs this, so it is valid for this intent and nothing else."""
+    on_expiry: Literal["deny", "approve"] = "deny"
+
+
+class Approval(Record):
+    """A person's signed verdict on a review: who, when, why, for exactly which intent, until when."""
+
+    kind: Literal["Approval"] = "Approval"
+    review_id: _ID
+    intent_id: _ID
+    verdict: Literal["approve", "deny"]
+    by: _NAME
+    reason: Annotated[str, Field(min_length=1)]
+    binding: str
+    expires_at: _TIME
+    signature: _B64 = ""
+
+
 Entry = Annotated[
-    SystemCharter | RulesetVersion | Message | ExternalEvent | Intent | Decision | Execution | Control,
+    SystemCharter
+    | RulesetVersion
+    | Message
+    | ExternalEvent
+    | Intent
+    | Decision
+    | Review
+    | Approval
+    | Execution
+    | Control,
     Field(discriminator="kind"),
 ]
 _ENTRY: TypeAdapter[Entry] = TypeAdapter(Entry)

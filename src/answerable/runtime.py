@@ -1,0 +1,191 @@
+"""Agents and the System that wires them to the bus, the ledger and the gateway.
+
+An agent never calls the world itself: it sends messages (recorded, then published) and proposes
+intents (submitted to the actuator, normally the gateway). Every message cites the records it
+was derived from, so the chain from any execution back to the outside events can be walked.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from answerable.bus import Bus, MemoryBus
+from answerable.clock import Clock, IdSource, SystemClock, rfc3339
+from answerable.errors import RecordInvalid, UnknownAgent
+from answerable.gateway import Outcome
+from answerable.ledger.base import LedgerStore
+from answerable.records import ExternalEvent, Intent, Message
+
+__all__ = ["Actuator", "Agent", "Context", "System"]
+
+
+class Actuator(Protocol):
+    """What turns an agent's proposal into a governed call: the gateway, or a baseline without rules."""
+
+    def intent(
+        self,
+        agent: str,
+        operation: str,
+        arguments: Mapping[str, Any],
+        *,
+        causes: tuple[str, ...] = (),
+        idempotency_key: str | None = None,
+        trace_id: str | None = None,
+    ) -> Intent: ...
+
+    async def submit(self, intent: Intent) -> Outcome: ...
+
+
+class Agent(ABC):
+    """Base class: name the topics to hear, react in :meth:`handle`."""
+
+    name: str = ""
+    subscriptions: tuple[str, ...] = ()
+
+    @abstractmethod
+    async def handle(self, record: Message | ExternalEvent, ctx: Context) -> None:
+        """React to one record: send messages, propose intents."""
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What an agent may do while handling one record."""
+
+    system: System
+    agent: str
+    trace_id: str
+
+    async def send(
+        self,
+        topic: str,
+        type: str,
+        payload: Mapping[str, Any],
+        *,
+        causes: Sequence[str],
+        recipients: Sequence[str] = (),
+    ) -> Message:
+        """Record a message citing its causes, then publish it."""
+        return await self.system.send(self.agent, topic, type, payload, causes, recipients, self.trace_id)
+
+    async def propose(
+        self,
+        operation: str,
+        arguments: Mapping[str, Any],
+        *,
+        causes: Sequence[str],
+        idempotency_key: str | None = None,
+    ) -> Outcome:
+        """Ask the actuator to call an operation on this agent's behalf."""
+        actuator = self.system.actuator
+        intent = actuator.intent(
+            self.agent,
+            operation,
+            arguments,
+            causes=tuple(causes),
+            idempotency_key=idempotency_key,
+            trace_id=self.trace_id,
+        )
+        return await actuator.submit(intent)
+
+
+class System:
+    """Agents, their bus, the ledger all records go to, and the actuator all intents go through."""
+
+    def __init__(
+        self,
+        ledger: LedgerStore,
+        actuator: Actuator,
+        *,
+        agents: Iterable[str],
+        bus: Bus | None = None,
+        clock: Clock | None = None,
+        ids: IdSource | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.actuator = actuator
+        self.bus = bus or MemoryBus()
+        self.clock = clock or SystemClock()
+        self.ids = ids or IdSource(self.clock)
+        self.known = frozenset(agents)
+        self.agents: dict[str, Agent] = {}
+
+    def add(self, agent: Agent) -> None:
+        """Subscribe an agent the charter knows to its topics."""
+        if agent.name not in self.known:
+            raise UnknownAgent(agent.name)
+        self.agents[agent.name] = agent
+        for topic in agent.subscriptions:
+            self.bus.subscribe(topic, self._deliver_to(agent))
+
+    def _deliver_to(self, agent: Agent):  # type: ignore[no-untyped-def]
+        async def deliver(record: Message | ExternalEvent) -> None:
+            trace = record.trace_id if isinstance(record, Message) else record.id
+            await agent.handle(record, Context(self, agent.name, trace))
+
+        return deliver
+
+    async def ingest(self, events: Sequence[tuple[str, str, str, Mapping[str, Any]]]) -> list[ExternalEvent]:
+        """Record outside events (topic, source, type, payload) in one commit, then publish them."""
+        made = [
+            ExternalEvent(
+                id=self.ids.new(),
+                at=rfc3339(self.clock.now_ns()),
+                source=source,
+                type=type,
+                payload=dict(payload),
+            )
+            for _topic, source, type, payload in events
+        ]
+        await self.ledger.append(made)
+        for (topic, *_), event in zip(events, made, strict=True):
+            await self.bus.publish(topic, event)
+        return made
+
+    async def send(
+        self,
+        sender: str,
+        topic: str,
+        type: str,
+        payload: Mapping[str, Any],
+        causes: Sequence[str],
+        recipients: Sequence[str],
+        trace_id: str,
+    ) -> Message:
+        """Record a message from a chartered agent and publish it.
+
+        Raises:
+            UnknownAgent: the sender is not in the charter.
+            RecordInvalid: the message does not validate (naming the field).
+        """
+        if sender not in self.known:
+            raise UnknownAgent(sender)
+        try:
+            message = Message(
+                id=self.ids.new(),
+                at=rfc3339(self.clock.now_ns()),
+                causes=tuple(causes),
+                sender=sender,
+                topic=topic,
+                recipients=tuple(recipients),
+                type=type,
+                payload=dict(payload),
+                trace_id=trace_id,
+            )
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "message"
+            raise RecordInvalid(
+                f"message from {sender} on {topic}: {where}: {first['msg']}", record="Message"
+            ) from exc
+        await self.ledger.append([message])
+        await self.bus.publish(topic, message)
+        return message
+
+    async def run_until_idle(self) -> None:
+        """Deliver until no agent has anything left to say."""
+        await self.bus.drain()
