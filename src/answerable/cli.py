@@ -12,6 +12,7 @@ from typing import Any, NoReturn, TypeVar
 import orjson
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from answerable.control import Controller, scope_from_text
 from answerable.errors import (
@@ -276,6 +277,67 @@ def demo_quickstart(
     from answerable.quickstart import run
 
     _run(lambda: run(out_dir, out))
+
+
+@demo_app.command("storm")
+def demo_storm(
+    seed: int = typer.Option(7, "--seed", help="Seed of the world: orders, customers, storm draws."),
+    out_dir: Path = typer.Option(Path("out/storm"), "--out", help="Where ledgers and result.json go."),
+    mode: str = typer.Option("both", "--mode", help="both, governed or ungoverned."),
+    days: int | None = typer.Option(None, "--days", help="Simulated days (default: the scenario's)."),
+    scenario: Path | None = typer.Option(None, "--scenario", help="A JSON scenario file."),
+) -> None:
+    """The storm, run ungoverned and governed from one seed; prints the outcome table."""
+    from rich.progress import Progress, TaskID
+
+    from answerable.logistics.demo import METRICS, price_of_accountability, storm
+    from answerable.logistics.scenario import Mode, check_scenario_file
+    from answerable.logistics.world import ScenarioConfig
+
+    modes: dict[str, tuple[Mode, ...]] = {
+        "both": ("ungoverned", "governed"),
+        "governed": ("governed",),
+        "ungoverned": ("ungoverned",),
+    }
+    if mode not in modes:
+        _fail(ConfigError(f"--mode {mode!r} is not one of both, governed, ungoverned"))
+    if seed < 0:
+        _fail(ConfigError(f"--seed {seed} must be zero or positive"))
+    config = check_scenario_file(scenario) if scenario else ScenarioConfig()
+    if days is not None:
+        config = _run(lambda: ScenarioConfig.model_validate({**config.model_dump(), "days": days}))
+    with Progress(console=err, transient=True) as progress:
+        tasks: dict[str, TaskID] = {m: progress.add_task(f"{m:>10}", total=config.days) for m in modes[mode]}
+
+        def tick(m: str, _day: int) -> None:
+            progress.advance(tasks[m])
+
+        results = _run(
+            lambda: asyncio.run(storm(seed, out_dir, modes=modes[mode], config=config, on_day=tick))
+        )
+    table = Table(title=f"storm, seed {seed}, {config.days} days")
+    table.add_column("")
+    for m in results:
+        table.add_column(m, justify="right")
+    for metric in METRICS:
+        table.add_row(metric, *(_cell(metric, r.metrics[metric]) for r in results.values()))
+    out.print(table)
+    if len(results) == 2:
+        price = price_of_accountability(results)
+        out.print(f"price of accountability: {price:+.2f}% total cost (transport and handling)")
+    for m, result in results.items():
+        with _open(result.ledger) as store:
+            report = _run(store.verify)
+        out.print(f"{m:>10} ledger: {result.ledger} ({report.size} entries, verified)")
+    out.print(f"    result: {out_dir / 'result.json'}")
+
+
+def _cell(metric: str, value: Any) -> str:
+    if metric.endswith("_rate"):
+        return f"{value:.3f}"
+    if metric in ("total_cost", "penalties", "margin"):
+        return f"{value / 100:,.0f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def main() -> None:

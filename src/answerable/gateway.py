@@ -53,7 +53,7 @@ from answerable.records import (
 from answerable.review import binding_of, check_approval
 from answerable.signing import sign, verify_charter, verify_ruleset
 
-__all__ = ["Gateway", "Operation", "Outcome", "Resource", "http_operation"]
+__all__ = ["Gateway", "Operation", "Outcome", "Resource", "http_operation", "invoke"]
 
 GATEWAY_IDENTITY = "answerable.gateway"
 """Who the gateway says it is when it pauses an operation on its own (an ambiguous crash)."""
@@ -102,7 +102,8 @@ class Outcome:
 
     status: Literal["succeeded", "failed", "denied", "review", "not_executed", "ambiguous"]
     intent: Intent
-    decision: Decision
+    decision: Decision | None
+    """None only from an actuator that decides nothing (the ungoverned baseline)."""
     execution: Execution | None = None
     result: Any = None
     review: Review | None = None
@@ -334,20 +335,22 @@ class Gateway:
         while True:
             attempts += 1
             try:
-                result = await _call(op, args, intent.idempotency_key)
+                result = await invoke(op, args, intent.idempotency_key)
                 break
             except TransientError as exc:
                 # Safe to try again only where the world deduplicates by key.
                 if op.idempotent and attempts <= op.retries:
                     continue
                 failure: Exception = exc
+                # A lost answer is not a refusal: the effect may have happened. Say so.
+                status: Literal["failed", "ambiguous"] = "ambiguous"
             except Exception as exc:  # the world said no: a value to record, not a crash
-                failure = exc
+                failure, status = exc, "failed"
             execution = self._execution(
                 op,
                 intent,
                 decision,
-                "failed",
+                status,
                 error=f"{type(failure).__name__}: {failure}",
                 latency_us=(time.perf_counter_ns() - started) // 1000,
                 recovered=recovered,
@@ -355,7 +358,7 @@ class Gateway:
                 attempts=attempts,
             )
             await self.ledger.append([execution])
-            return Outcome("failed", intent, decision, execution, approval=approval)
+            return Outcome(status, intent, decision, execution, approval=approval)
         latency = (time.perf_counter_ns() - started) // 1000
         if self._fault is not None:
             self._fault("executed", intent)
@@ -578,7 +581,7 @@ def http_operation(
         response = await client.request(
             method,
             url,
-            content=orjson.dumps(arguments),
+            content=orjson.dumps(arguments, default=_jsonable),
             headers={
                 **(headers or {}),
                 "Idempotency-Key": idempotency_key,
@@ -590,6 +593,12 @@ def http_operation(
         return response.json() if response.content else None
 
     return call
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 _TRANSIENT_STATUS = frozenset({502, 503, 504})
@@ -620,7 +629,8 @@ def _validate(op: Operation, arguments: Mapping[str, Any]) -> BaseModel:
         raise ArgumentsInvalid(op.name, problems) from exc
 
 
-async def _call(op: Operation, args: BaseModel, key: str) -> Any:
+async def invoke(op: Operation, args: BaseModel, key: str) -> Any:
+    """Call an operation with validated arguments and its idempotency key; nothing is recorded."""
     kwargs = {name: getattr(args, name) for name in type(args).model_fields}
     if op.wants_key:
         kwargs["idempotency_key"] = key

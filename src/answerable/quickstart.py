@@ -50,6 +50,7 @@ def run(out_dir: Path, console: Console) -> None:
         table.add_column(column)
     for step, cents, outcome in outcomes:
         decision = outcome.decision
+        assert decision is not None  # the gateway always decides
         by = (
             "; ".join(decision.errors)
             if decision.effect == "deny" and decision.errors

@@ -184,7 +184,8 @@ class Execution(Record):
 
     kind: Literal["Execution"] = "Execution"
     intent_id: _ID
-    decision_id: _ID
+    decision_id: _ID | None
+    """None only where no governance decided anything (the ungoverned baseline)."""
     operation: _NAME
     status: Literal["succeeded", "failed", "not_executed", "ambiguous"]
     """``not_executed``: stopped by a control after it was recorded; ``ambiguous``: a crash left

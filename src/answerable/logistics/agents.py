@@ -1,0 +1,406 @@
+"""The four agents of the reference system, each optimizing its own local objective.
+
+Nothing here ranks medical below retail. The forecaster predicts units; the allocator moves
+stock for margin net of moving cost under delivery capacity (a linear program, HiGHS); the router
+collects the most margin per kilometre under trucks and time windows (prize-collecting VRPTW,
+PyVRP); the executor turns plans into intents. When a storm makes capacity scarce, the solvers
+drop what earns least, and medical lines earn least: the deprioritization emerges. Governance
+reaches them the same way everything else does, as messages: a denied review becomes a
+constraint they re-plan with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import highspy
+import numpy as np
+from statsmodels.tsa.holtwinters import SimpleExpSmoothing
+
+from answerable.gateway import Outcome
+from answerable.logistics.routing import Fleet, RoutingProblem, Stop, arc_distance, solve
+from answerable.logistics.world import SERVICE_MINUTES, SKU, Customer
+from answerable.records import ExternalEvent, Message
+from answerable.runtime import Agent, Context
+
+__all__ = ["AGENTS", "Allocator", "Executor", "Forecaster", "Router"]
+
+AGENTS = ("forecaster", "allocator", "router", "executor")
+TRANSFER_CENTS_PER_UNIT = 150
+PLAN_DAYS = 2
+
+Desk = Callable[[Outcome], Awaitable[Outcome]]
+"""Where a review waits for a person; returns the settled outcome."""
+
+
+def _payload(record: Message | ExternalEvent) -> dict[str, Any]:
+    return record.payload
+
+
+def _evidence(outcome: Outcome) -> str:
+    """The entry that shows why an intent did not run: the human answer, else the decision."""
+    if outcome.approval is not None:
+        return outcome.approval.id
+    return outcome.decision.id if outcome.decision is not None else outcome.intent.id
+
+
+class Forecaster(Agent):
+    """Predicts units per region and SKU for the next days by exponential smoothing."""
+
+    name = "forecaster"
+    subscriptions = ("history", "orders", "clock")
+
+    def __init__(self) -> None:
+        self.history: dict[tuple[str, str], list[int]] = {}
+        self.today: dict[tuple[str, str], int] = defaultdict(int)
+        self.batches: list[str] = []
+
+    async def handle(self, record: Message | ExternalEvent, ctx: Context) -> None:
+        body = _payload(record)
+        if record.type == "orders.history":
+            self.history = {tuple(k.split("/", 1)): list(v) for k, v in body["units"].items()}
+            return
+        if record.type == "orders.batch":
+            for _order_id, _customer, sku, qty, _due in body["orders"]:
+                self.today[(body["region"], sku)] += qty
+            self.batches.append(record.id)
+            return
+        if record.type != "day.plan":
+            return
+        forecast: dict[str, dict[str, int]] = defaultdict(dict)
+        for key, series in sorted(self.history.items()):
+            series.append(self.today.get(key, 0))
+            fit = SimpleExpSmoothing(
+                np.asarray(series, dtype=float), initialization_method="known", initial_level=float(series[0])
+            ).fit(smoothing_level=0.3, optimized=False)
+            forecast[key[0]][key[1]] = round(float(fit.forecast(PLAN_DAYS).sum()))
+        await ctx.send(
+            "forecast", "forecast", {"day": body["day"], "units": forecast}, causes=[*self.batches, record.id]
+        )
+        self.today.clear()
+        self.batches = []
+
+
+class Allocator(Agent):
+    """Moves stock between warehouses to maximize forecast margin net of moving cost (an LP)."""
+
+    name = "allocator"
+    subscriptions = ("stock", "fleet", "alerts", "forecast", "constraints")
+
+    def __init__(self, regions: tuple[str, ...], truck_capacity: int) -> None:
+        self.regions = regions
+        self.truck_capacity = truck_capacity
+        self.stock: dict[str, dict[str, int]] = {}
+        self.trucks: dict[str, int] = {}
+        self.travel_pct: dict[str, int] = {}
+        self.keep: dict[tuple[str, str], int] = {}
+        self.inputs: list[str] = []
+        self.constraints: list[str] = []
+
+    async def handle(self, record: Message | ExternalEvent, ctx: Context) -> None:
+        body = _payload(record)
+        if record.type == "stock.snapshot":
+            self.stock, self.inputs = body["stock"], [record.id]
+        elif record.type == "fleet.status":
+            self.trucks[body["region"]] = body["trucks"]
+            self.travel_pct[body["region"]] = body["travel_pct"]
+            self.inputs.append(record.id)
+        elif record.type == "storm.alert":
+            self.inputs.append(record.id)
+        elif record.type == "keep_stock":
+            for region, sku, units in body["keep"]:
+                self.keep[(region, sku)] = max(self.keep.get((region, sku), 0), units)
+            self.constraints.append(record.id)
+        elif record.type == "forecast":
+            transfers = self.plan(body["units"])
+            await ctx.send(
+                "allocation",
+                "allocation.plan",
+                {"day": body["day"], "transfers": transfers},
+                causes=[record.id, *self.inputs, *self.constraints],
+            )
+
+    def plan(self, forecast: dict[str, dict[str, int]]) -> list[list[Any]]:
+        """Solve the allocation LP; transfers as [from_region, to_region, sku, units]."""
+        regions, skus = self.regions, sorted(SKU)
+        h = highspy.Highs()  # type: ignore[no-untyped-call]
+        h.silent()
+        sold, moved = {}, {}
+        for r in regions:
+            for s in skus:
+                sold[r, s] = h.addVariable(lb=0, ub=forecast.get(r, {}).get(s, 0), obj=SKU[s].margin)
+            for r2 in regions:
+                if r2 != r:
+                    for s in skus:
+                        moved[r, r2, s] = h.addVariable(lb=0, obj=-TRANSFER_CENTS_PER_UNIT)
+        for r in regions:
+            capacity = (
+                self.trucks.get(r, 0) * self.truck_capacity * PLAN_DAYS * 100 // self.travel_pct.get(r, 100)
+            )
+            h.addConstr(sum(sold[r, s] for s in skus) <= capacity)
+            for s in skus:
+                have = self.stock.get(f"wh-{r}", {}).get(s, 0)
+                inflow = sum(moved[r2, r, s] for r2 in regions if r2 != r)
+                outflow = sum(moved[r, r2, s] for r2 in regions if r2 != r)
+                h.addConstr(sold[r, s] - inflow + outflow <= have)
+                h.addConstr(outflow <= max(0, have - self.keep.get((r, s), 0)))
+        h.changeObjectiveSense(highspy.ObjSense.kMaximize)
+        h.run()
+        out = []
+        for (r, r2, s), var in moved.items():
+            units = int(h.val(var))
+            if units >= 5:
+                out.append([r, r2, s, units])
+        return out
+
+
+class Router(Agent):
+    """Plans each region's routes for the day: most margin collected per cost, under trucks and windows."""
+
+    name = "router"
+    subscriptions = ("orders", "deliveries", "fleet", "stock", "routes-in", "constraints")
+
+    def __init__(
+        self, customers: dict[str, Customer], depots: dict[str, tuple[int, int]], config: Any, seed: int
+    ) -> None:
+        self.customers = customers
+        self.depots = depots
+        self.config = config
+        self.seed = seed
+        self.open: dict[str, list[Any]] = {}
+        """Open order lines by id: [id, customer, sku, qty, due, batch event id]."""
+        self.fleet: dict[str, tuple[int, int, str]] = {}
+        self.stock: dict[str, dict[str, int]] = {}
+        self.stock_from: list[str] = []
+        self.must: dict[tuple[str, int], set[str]] = defaultdict(set)
+        self.must_from: dict[tuple[str, int], list[str]] = defaultdict(list)
+        self.version: dict[tuple[str, int], int] = defaultdict(int)
+
+    async def handle(self, record: Message | ExternalEvent, ctx: Context) -> None:
+        body = _payload(record)
+        if record.type == "orders.batch":
+            for line in body["orders"]:
+                self.open[line[0]] = [*line, record.id]
+        elif record.type == "delivery":
+            for order_id in body["orders"]:
+                self.open.pop(order_id, None)
+        elif record.type == "fleet.status":
+            self.fleet[body["region"]] = (body["trucks"], body["travel_pct"], record.id)
+        elif record.type == "allocation.done":
+            self.stock, self.stock_from = body["stock"], [record.id]
+            for region in sorted(self.fleet):
+                await self._plan(region, body["day"], ctx, [record.id])
+        elif record.type == "must_serve":
+            key = (body["region"], body["day"])
+            self.must[key].update(body["customers"])
+            self.must_from[key].append(record.id)
+            await self._plan(body["region"], body["day"], ctx, [record.id])
+
+    async def _plan(self, region: str, day: int, ctx: Context, trigger: list[str]) -> None:
+        trucks, travel_pct, fleet_event = self.fleet[region]
+        stock = dict(self.stock.get(f"wh-{region}", {}))
+        lines: dict[str, list[list[Any]]] = defaultdict(list)
+        causes: set[str] = set()
+        # Stock is promised first come, first served: oldest due date first, whatever the class.
+        for line in sorted(self.open.values(), key=lambda x: (x[4], x[0])):
+            order_id, customer, sku, qty, _due, batch = line
+            if self.customers[customer].region != region or stock.get(sku, 0) < qty:
+                continue
+            stock[sku] -= qty
+            lines[customer].append([order_id, sku, qty])
+            causes.add(batch)
+        must = self.must[(region, day)]
+        stops = tuple(
+            Stop(
+                id=c,
+                x=self.customers[c].x,
+                y=self.customers[c].y,
+                demand=sum(q for _, _, q in ls),
+                ready=self.customers[c].ready,
+                due=self.customers[c].due,
+                service=SERVICE_MINUTES,
+                prize=sum(SKU[s].margin * q for _, s, q in ls),
+                required=c in must,
+            )
+            for c, ls in sorted(lines.items())
+        )
+        x, y = self.depots[region]
+        problem = RoutingProblem(
+            depot_x=x,
+            depot_y=y,
+            horizon=self.config.horizon,
+            stops=stops,
+            fleet=Fleet(
+                vehicles=trucks, capacity=self.config.truck_capacity, fixed_cost=0, unit_distance_cost=120
+            ),
+            travel_factor_pct=travel_pct,
+        )
+        plan = await asyncio.to_thread(
+            solve, problem, seed=self.seed, iterations=self.config.router_iterations
+        )
+        self.version[(region, day)] += 1
+        await ctx.send(
+            "routes",
+            "route.plan",
+            {
+                "region": region,
+                "day": day,
+                "version": self.version[(region, day)],
+                "routes": [
+                    [f"{region}-T{k}", list(route), self._distance(region, route)]
+                    for k, route in enumerate(plan.routes)
+                ],
+                "lines": {c: lines[c] for route in plan.routes for c in route},
+                "dropped": [[c, [o for o, _, _ in lines[c]]] for c in plan.dropped],
+                "distance": plan.distance,
+                "feasible": plan.feasible,
+            },
+            causes=[*trigger, fleet_event, *self.stock_from, *self.must_from[(region, day)], *sorted(causes)],
+        )
+
+    def _distance(self, region: str, route: tuple[str, ...]) -> int:
+        points = [
+            self.depots[region],
+            *((self.customers[c].x, self.customers[c].y) for c in route),
+            self.depots[region],
+        ]
+        return sum(arc_distance(*a, *b) for a, b in itertools.pairwise(points))
+
+
+class Executor(Agent):
+    """Turns plans into intents; reports back what governance refused, so the planners adapt."""
+
+    name = "executor"
+    subscriptions = ("allocation", "routes", "stock")
+
+    def __init__(self, desk: Desk | None, regions: tuple[str, ...]) -> None:
+        self.desk = desk
+        self.regions = regions
+        self.stock: dict[str, dict[str, int]] = {}
+        self.postponed: set[tuple[str, int]] = set()
+        self.refused: set[tuple[str, int]] = set()
+
+    async def _settle(self, outcome: Outcome) -> Outcome:
+        if outcome.status == "review" and self.desk is not None:
+            return await self.desk(outcome)
+        return outcome
+
+    async def handle(self, record: Message | ExternalEvent, ctx: Context) -> None:
+        body = _payload(record)
+        if record.type == "stock.snapshot":
+            self.stock = {w: dict(v) for w, v in body["stock"].items()}
+        elif record.type == "allocation.plan":
+            await self._reallocate(record, body, ctx)
+        elif record.type == "route.plan":
+            await self._route(record, body, ctx)
+
+    async def _reallocate(self, record: Message | ExternalEvent, body: dict[str, Any], ctx: Context) -> None:
+        day = body["day"]
+
+        async def move(source: str, target: str, sku: str, units: int) -> Outcome:
+            outcome = await ctx.propose(
+                "inventory.reallocate",
+                {
+                    "transfer_id": f"T-d{day}-{source}-{target}-{sku}",
+                    "source": f"wh-{source}",
+                    "to": f"wh-{target}",
+                    "sku": sku,
+                    "qty": units,
+                },
+                causes=[record.id],
+                idempotency_key=f"transfer:d{day}:{source}:{target}:{sku}",
+            )
+            return await self._settle(outcome)
+
+        outcomes = await asyncio.gather(*(move(*t) for t in body["transfers"]))
+        keep, refusals = [], []
+        for (source, target, sku, units), outcome in zip(body["transfers"], outcomes, strict=True):
+            if outcome.ok:
+                self.stock[f"wh-{source}"][sku] -= units
+                self.stock[f"wh-{target}"][sku] = self.stock[f"wh-{target}"].get(sku, 0) + units
+            elif outcome.approval is not None and outcome.approval.verdict == "deny":
+                keep.append([source, sku, self.stock[f"wh-{source}"].get(sku, 0)])
+                refusals.append(outcome.approval.id)
+        if keep:
+            await ctx.send(
+                "constraints", "keep_stock", {"day": day, "keep": keep}, causes=[record.id, *refusals]
+            )
+        await ctx.send("routes-in", "allocation.done", {"day": day, "stock": self.stock}, causes=[record.id])
+
+    async def _route(self, record: Message | ExternalEvent, body: dict[str, Any], ctx: Context) -> None:
+        region, day = body["region"], body["day"]
+
+        async def postpone(customer: str, orders: list[str]) -> tuple[str, Outcome]:
+            outcome = await ctx.propose(
+                "shipment.reprioritize",
+                {"shipment": f"{customer}@d{day}", "orders": orders, "to_day": day + 1},
+                causes=[record.id],
+                idempotency_key=f"reprioritize:{customer}:d{day}:{len(orders)}",
+            )
+            return customer, await self._settle(outcome)
+
+        pending = [
+            (c, o)
+            for c, o in body["dropped"]
+            if (c, day) not in self.postponed and (c, day) not in self.refused
+        ]
+        results = await asyncio.gather(*(postpone(c, o) for c, o in pending))
+        refused = []
+        for customer, outcome in results:
+            if outcome.ok:
+                self.postponed.add((customer, day))
+            elif outcome.status in ("denied", "review"):
+                self.refused.add((customer, day))
+                refused.append((customer, outcome))
+        if refused:
+            await ctx.send(
+                "constraints",
+                "must_serve",
+                {"region": region, "day": day, "customers": sorted(c for c, _ in refused)},
+                causes=[record.id, *(_evidence(o) for _, o in refused)],
+            )
+            return
+        await asyncio.gather(*(self._run_route(record, body, route, ctx) for route in body["routes"]))
+
+    async def _run_route(
+        self, record: Message | ExternalEvent, body: dict[str, Any], route: list[Any], ctx: Context
+    ) -> None:
+        truck, stops, distance = route
+        region, day, version = body["region"], body["day"], body["version"]
+        route_id = f"R-{region}-d{day}-v{version}-{truck}"
+        booked = await ctx.propose(
+            "carrier.book",
+            {
+                "route_id": route_id,
+                "region": region,
+                "day": day,
+                "truck": truck,
+                "stops": stops,
+                "distance": distance,
+            },
+            causes=[record.id],
+            idempotency_key=f"book:{route_id}",
+        )
+        booked = await self._settle(booked)
+        if not booked.ok:
+            return
+        units: dict[tuple[str, str], int] = defaultdict(int)
+        for customer in stops:
+            for _order, sku, qty in body["lines"][customer]:
+                units[(sku, customer)] += qty
+        lines = [{"sku": sku, "qty": qty, "to": customer} for (sku, customer), qty in sorted(units.items())]
+        causes = [record.id]
+        if booked.execution is not None:
+            causes.append(booked.execution.id)
+        await self._settle(
+            await ctx.propose(
+                "warehouse.dispatch",
+                {"dispatch_id": f"D-{route_id}", "warehouse": f"wh-{region}", "day": day, "lines": lines},
+                causes=causes,
+                idempotency_key=f"dispatch:{route_id}",
+            )
+        )

@@ -1,0 +1,70 @@
+"""``answerable demo storm``: run the storm both ways, write the ledgers and ``result.json``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from answerable.logistics.scenario import Mode, RunResult, run
+from answerable.logistics.world import ScenarioConfig
+
+__all__ = ["METRICS", "price_of_accountability", "storm"]
+
+METRICS = (
+    "medical_orders",
+    "medical_on_time_rate",
+    "retail_orders",
+    "retail_on_time_rate",
+    "total_cost",
+    "penalties",
+    "margin",
+    "actions_executed",
+    "actions_attributed",
+    "actions_denied",
+    "reviews_raised",
+    "reviews_approved",
+    "reviews_denied",
+    "ledger_entries",
+    "wall_seconds",
+)
+
+
+async def storm(
+    seed: int,
+    out_dir: Path,
+    *,
+    modes: tuple[Mode, ...] = ("ungoverned", "governed"),
+    config: ScenarioConfig | None = None,
+    on_day: Callable[[Mode, int], None] | None = None,
+) -> dict[Mode, RunResult]:
+    """Run each mode from the same seed; write ``result.json`` beside the ledgers."""
+    config = config or ScenarioConfig()
+    await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
+    results: dict[Mode, RunResult] = {}
+    for mode in modes:
+
+        def tick(day: int, mode: Mode = mode) -> None:
+            if on_day is not None:
+                on_day(mode, day)
+
+        results[mode] = await run(mode, seed, config, out_dir, on_day=tick)
+    document: dict[str, Any] = {
+        "seed": seed,
+        "days": config.days,
+        "runs": {mode: result.metrics for mode, result in results.items()},
+    }
+    if len(results) == 2:
+        document["price_of_accountability_pct"] = price_of_accountability(results)
+    text = json.dumps(document, indent=2) + "\n"
+    await asyncio.to_thread((out_dir / "result.json").write_text, text, encoding="utf-8")
+    return results
+
+
+def price_of_accountability(results: dict[Mode, RunResult]) -> float:
+    """How much more the governed run spent on transport and handling, in percent."""
+    base = results["ungoverned"].metrics["total_cost"]
+    governed = results["governed"].metrics["total_cost"]
+    return round(100 * (governed - base) / base, 2) if base else 0.0

@@ -1,0 +1,119 @@
+"""How the logistics system is governed: the charter, the Cedar rules, the scripted reviewer.
+
+The rules read like the RI's intent. Routine bookings, dispatches and reallocations pass on
+approved rules; the prioritization decisions that the storm story turns on go to a person:
+a medical shipment delayed past its due time, any reprioritization during a disruption, and
+medical stock leaving its region while that region is disrupted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from answerable.charter import new_charter, new_ruleset
+from answerable.clock import Clock, IdSource
+from answerable.gateway import Gateway, Outcome
+from answerable.keys import KeyPair
+from answerable.records import RulesetVersion, SystemCharter
+
+__all__ = ["POLICIES", "SCHEMA", "ScriptedReviewer", "charter", "people", "ruleset"]
+
+SCHEMA = """
+entity Agent;
+entity Route { region: String, stops: Long };
+entity Dispatch { region: String, units: Long };
+entity StockLot { class: String, sku: String, from_region: String, to_region: String };
+entity Shipment { class: String, region: String };
+
+action "carrier.book" appliesTo {
+  principal: [Agent], resource: [Route], context: { disruption: Bool }
+};
+action "warehouse.dispatch" appliesTo {
+  principal: [Agent], resource: [Dispatch], context: { disruption: Bool }
+};
+action "inventory.reallocate" appliesTo {
+  principal: [Agent], resource: [StockLot], context: { source_disrupted: Bool }
+};
+action "shipment.reprioritize" appliesTo {
+  principal: [Agent], resource: [Shipment], context: { disruption: Bool, past_due: Bool }
+};
+"""
+
+POLICIES = """
+@id("executor-books-and-dispatches")
+permit(principal == Agent::"executor",
+       action in [Action::"carrier.book", Action::"warehouse.dispatch"], resource);
+
+@id("executor-reallocates-stock")
+permit(principal == Agent::"executor", action == Action::"inventory.reallocate", resource);
+
+@id("executor-reprioritizes-shipments")
+permit(principal == Agent::"executor", action == Action::"shipment.reprioritize", resource);
+
+@id("medical-delay-past-due-needs-review")
+@review("a medical shipment would be delivered after its clinical due time")
+forbid(principal, action == Action::"shipment.reprioritize", resource)
+  when { resource.class == "medical" && context.past_due };
+
+@id("reprioritization-during-disruption-needs-review")
+@review("shipments are being reprioritized while a disruption is active")
+forbid(principal, action == Action::"shipment.reprioritize", resource)
+  when { context.disruption };
+
+@id("medical-stock-leaving-disrupted-region-needs-review")
+@review("medical stock would leave its hospitals' region during a disruption")
+forbid(principal, action == Action::"inventory.reallocate", resource)
+  when { resource.class == "medical" && context.source_disrupted };
+"""
+
+RI = "ri@logistics.example"
+REVIEWER = "storm-desk@logistics.example"
+
+
+def people() -> tuple[KeyPair, KeyPair]:
+    """The RI and the scripted storm-desk reviewer, with keys fixed for a reproducible demo."""
+    return KeyPair.from_seed(RI, b"\x52" * 32), KeyPair.from_seed(REVIEWER, b"\x53" * 32)
+
+
+def charter(agents: tuple[str, ...], clock: Clock, ids: IdSource) -> SystemCharter:
+    ri, reviewer = people()
+    return new_charter("national-logistics", ri, agents=agents, reviewers=[reviewer], clock=clock, ids=ids)
+
+
+def ruleset(clock: Clock, ids: IdSource) -> RulesetVersion:
+    ri, _ = people()
+    return new_ruleset(POLICIES, SCHEMA, ri, clock=clock, ids=ids)
+
+
+@dataclass
+class ScriptedReviewer:
+    """The demo's storm desk, answering reviews for the RI by a written rule, recorded as itself.
+
+    Its rule: clinical priority first. Medical shipments are never postponed and medical stock
+    does not leave a disrupted region; retail may wait during a storm.
+    """
+
+    gateway: Gateway
+    key: KeyPair = field(default_factory=lambda: people()[1])
+    answered: int = 0
+
+    async def __call__(self, outcome: Outcome) -> Outcome:
+        assert outcome.review is not None
+        assert outcome.decision is not None
+        entities = {e["uid"]["type"]: e["attrs"] for e in outcome.decision.entities}
+        resource = entities.get("Shipment") or entities.get("StockLot") or {}
+        medical = resource.get("class") == "medical"
+        self.answered += 1
+        if medical:
+            return await self.gateway.answer(
+                outcome.review.id,
+                key=self.key,
+                verdict="deny",
+                reason=f"acting for {RI}: clinical priority, medical supply is not postponed or moved out",
+            )
+        return await self.gateway.answer(
+            outcome.review.id,
+            key=self.key,
+            verdict="approve",
+            reason=f"acting for {RI}: retail may wait while the storm lasts",
+        )

@@ -1,0 +1,415 @@
+"""The storm scenario: the same agents, the same seed, run ungoverned and governed, measured."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from answerable.clock import FakeClock, IdSource, rfc3339
+from answerable.errors import ConfigError, UnknownAgent, UnknownOperation
+from answerable.gateway import Gateway, Outcome, Resource, http_operation, invoke
+from answerable.ledger import SQLiteLedger
+from answerable.logistics.agents import (
+    AGENTS,
+    TRANSFER_CENTS_PER_UNIT,
+    Allocator,
+    Executor,
+    Forecaster,
+    Router,
+)
+from answerable.logistics.governance import ScriptedReviewer, charter, ruleset
+from answerable.logistics.services import (
+    Booking,
+    DispatchRequest,
+    TransferRequest,
+    make_carrier_app,
+    make_warehouse_app,
+)
+from answerable.logistics.world import HANDLING_CENTS_PER_UNIT, SKU, ScenarioConfig, World, load_scenario
+from answerable.records import Approval, Decision, Execution, Intent, decode_entry, digest
+from answerable.runtime import System
+
+__all__ = ["Mode", "RunResult", "run"]
+
+Mode = Literal["ungoverned", "governed"]
+DAY0_NS = 1_772_431_200_000_000_000  # 2026-03-02T06:00:00Z, the morning the demo starts
+
+
+class _Line(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    sku: str
+    qty: int
+    to: str
+
+
+class BookArgs(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    route_id: str
+    region: str
+    day: int
+    truck: str
+    stops: list[str]
+    distance: int
+
+
+class DispatchArgs(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    dispatch_id: str
+    warehouse: str
+    day: int
+    lines: list[_Line]
+
+
+class TransferArgs(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    transfer_id: str
+    source: str
+    to: str
+    sku: str
+    qty: int
+
+
+class ReprioritizeArgs(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    shipment: str
+    orders: list[str]
+    to_day: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """One mode's outcome: the figures of ``result.json`` and where its ledger is."""
+
+    mode: Mode
+    metrics: dict[str, Any]
+    ledger: Path
+    world: World
+
+
+class Ungoverned(Gateway):
+    """The baseline: the same operations and credentials, no rules, no RI, no stop button.
+
+    It records intents and outcomes (observability is not what governance adds), but nothing
+    decides them and no one answers for them: every Execution's authority is empty.
+    """
+
+    def __init__(self, *args: Any, agents: tuple[str, ...], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.agents = frozenset(agents)
+
+    async def submit(self, intent: Intent) -> Outcome:
+        if intent.agent not in self.agents:
+            raise UnknownAgent(intent.agent)
+        op = self.operations.get(intent.operation)
+        if op is None:
+            raise UnknownOperation(intent.operation, tuple(sorted(self.operations)))
+        args = op.args.model_validate(intent.arguments)
+        await self.ledger.append([intent])
+        started = time.perf_counter_ns()
+        try:
+            result = await invoke(op, args, intent.idempotency_key)
+            status: Literal["succeeded", "failed"] = "succeeded"
+            error = None
+        except Exception as exc:  # recorded as it happened, like any outcome
+            result, status, error = None, "failed", f"{type(exc).__name__}: {exc}"
+        execution = Execution(
+            id=self.ids.new(),
+            at=rfc3339(self.clock.now_ns()),
+            causes=(intent.id,),
+            intent_id=intent.id,
+            decision_id=None,
+            operation=op.name,
+            status=status,
+            authority=None,
+            response_digest=digest(repr(result).encode()) if status == "succeeded" else None,
+            latency_us=(time.perf_counter_ns() - started) // 1000,
+            error=error,
+        )
+        await self.ledger.append([execution])
+        return Outcome(status, intent, None, execution, result)
+
+
+def register_operations(
+    gateway: Gateway, world: World, carrier: httpx.AsyncClient, warehouse: httpx.AsyncClient
+) -> None:
+    """The four world-changing operations, with one Cedar entity builder each.
+
+    Context (is there a disruption, would a postponement be late) comes from the world's own
+    records, never from the agent's arguments: an agent cannot talk its way past a rule.
+    """
+    book = http_operation("http://carrier.local/bookings", client=carrier)
+    dispatch = http_operation("http://warehouse.local/dispatches", client=warehouse)
+    transfer_http = http_operation("http://warehouse.local/transfers", client=warehouse)
+
+    async def transfer(idempotency_key: str, source: str, **rest: Any) -> Any:
+        return await transfer_http(idempotency_key=idempotency_key, **{"from": source}, **rest)
+
+    def region_of(warehouse_name: str) -> str:
+        return warehouse_name.removeprefix("wh-")
+
+    def route(a: Any) -> Resource:
+        return Resource("Route", a.route_id, {"region": a.region, "stops": len(a.stops)})
+
+    def route_context(a: Any) -> Mapping[str, Any]:
+        return {"disruption": world.disrupted(a.region, a.day)}
+
+    def load(a: Any) -> Resource:
+        units = sum(line.qty for line in a.lines)
+        return Resource("Dispatch", a.dispatch_id, {"region": region_of(a.warehouse), "units": units})
+
+    def load_context(a: Any) -> Mapping[str, Any]:
+        return {"disruption": world.disrupted(region_of(a.warehouse), a.day)}
+
+    def lot(a: Any) -> Resource:
+        attrs = {
+            "class": SKU[a.sku].cls,
+            "sku": a.sku,
+            "from_region": region_of(a.source),
+            "to_region": region_of(a.to),
+        }
+        return Resource("StockLot", a.transfer_id, attrs)
+
+    def lot_context(a: Any) -> Mapping[str, Any]:
+        return {"source_disrupted": world.disrupted(region_of(a.source), world.today)}
+
+    gateway.register(
+        "carrier.book",
+        book,
+        resource_class="route",
+        args=BookArgs,
+        resource=route,
+        context=route_context,
+        idempotent=True,
+    )
+    gateway.register(
+        "warehouse.dispatch",
+        dispatch,
+        resource_class="stock",
+        args=DispatchArgs,
+        resource=load,
+        context=load_context,
+        idempotent=True,
+    )
+    gateway.register(
+        "inventory.reallocate",
+        transfer,
+        resource_class="stock",
+        args=TransferArgs,
+        resource=lot,
+        context=lot_context,
+        idempotent=True,
+    )
+
+    def shipment(a: Any) -> Resource:
+        cls, _late = world.shipment_facts(a.orders, a.to_day - 1)
+        customer = a.shipment.split("@")[0]
+        return Resource("Shipment", a.shipment, {"class": cls, "region": world.customers[customer].region})
+
+    def shipment_context(a: Any) -> Mapping[str, Any]:
+        _cls, late = world.shipment_facts(a.orders, a.to_day - 1)
+        customer = a.shipment.split("@")[0]
+        return {
+            "disruption": world.disrupted(world.customers[customer].region, a.to_day - 1),
+            "past_due": late,
+        }
+
+    gateway.register(
+        "shipment.reprioritize",
+        world.reprioritize,
+        resource_class="shipment",
+        args=ReprioritizeArgs,
+        resource=shipment,
+        context=shipment_context,
+        idempotent=True,
+    )
+
+
+async def run(
+    mode: Mode,
+    seed: int,
+    config: ScenarioConfig,
+    out_dir: Path,
+    *,
+    on_day: Callable[[int], None] | None = None,
+) -> RunResult:
+    """Run the storm in one mode and measure it; the ledger is written to ``out_dir/{mode}.db``."""
+    started = time.perf_counter()
+    path = out_dir / f"{mode}.db"
+    for stale in (
+        path,
+        path.with_name(path.name + ".key"),
+        path.with_name(path.name + "-wal"),
+        path.with_name(path.name + "-shm"),
+    ):
+        stale.unlink(missing_ok=True)
+    world = World(config, seed)
+    clock = FakeClock(ns=DAY0_NS)
+    ids = IdSource(clock, rng=random.Random(f"ids:{seed}:{mode}"))
+    ledger = SQLiteLedger.open(path, create=True, origin=f"logistics.example/storm/{mode}")
+    carrier = httpx.AsyncClient(transport=httpx.ASGITransport(app=make_carrier_app(world.carrier)))
+    warehouse = httpx.AsyncClient(transport=httpx.ASGITransport(app=make_warehouse_app(world.warehouse)))
+    try:
+        gateway: Gateway
+        if mode == "governed":
+            gateway = Gateway(ledger, clock=clock, ids=ids)
+        else:
+            gateway = Ungoverned(ledger, clock=clock, ids=ids, agents=AGENTS)
+        register_operations(gateway, world, carrier, warehouse)
+        reviewer = None
+        if mode == "governed":
+            await gateway.install(charter(AGENTS, clock, ids), ruleset(clock, ids))
+            reviewer = ScriptedReviewer(gateway)
+        system = System(ledger, gateway, agents=AGENTS, clock=clock, ids=ids)
+        system.add(Forecaster())
+        system.add(Allocator(config.regions, config.truck_capacity))
+        system.add(Router(world.customers, world.depots, config, seed))
+        system.add(Executor(reviewer, config.regions))
+        await system.ingest(
+            [
+                (
+                    "history",
+                    "order-system",
+                    "orders.history",
+                    {"units": {f"{r}/{s}": v for (r, s), v in sorted(world.history.items())}},
+                )
+            ]
+        )
+        for day in range(config.days):
+            clock.ns = DAY0_NS + day * 86_400_000_000_000
+            world.today = day
+            world.replenish()
+            await system.ingest(_morning(world, day))
+            await system.run_until_idle()
+            clock.ns += 12 * 3_600_000_000_000
+            deliveries = world.deliver(day)
+            await system.ingest(
+                [
+                    (
+                        "deliveries",
+                        "carrier",
+                        "delivery",
+                        {
+                            "customer": d.customer,
+                            "region": d.region,
+                            "day": d.day,
+                            "orders": list(d.orders),
+                            "on_time": list(d.on_time),
+                        },
+                    )
+                    for d in deliveries
+                ]
+            )
+            await system.run_until_idle()
+            if on_day is not None:
+                on_day(day)
+        ledger.checkpoint()
+        metrics = measure(world, ledger, config)
+        metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
+        return RunResult(mode, metrics, path, world)
+    finally:
+        await carrier.aclose()
+        await warehouse.aclose()
+        ledger.close()
+
+
+def _morning(world: World, day: int) -> list[tuple[str, str, str, Mapping[str, Any]]]:
+    """What the outside world tells the system at the start of a day."""
+    cfg = world.config
+    events: list[tuple[str, str, str, Mapping[str, Any]]] = []
+    for region in cfg.regions:
+        if world.disrupted(region, day):
+            events.append(
+                (
+                    "alerts",
+                    "weather-service",
+                    "storm.alert",
+                    {
+                        "region": region,
+                        "day": day,
+                        "trucks_pct": cfg.storm.trucks_pct,
+                        "travel_pct": cfg.storm.travel_pct,
+                    },
+                )
+            )
+    for region in cfg.regions:
+        events.append(
+            (
+                "fleet",
+                "carrier",
+                "fleet.status",
+                {
+                    "region": region,
+                    "day": day,
+                    "trucks": world.trucks(region, day),
+                    "travel_pct": world.travel_pct(region, day),
+                },
+            )
+        )
+    events.append(("stock", "warehouse", "stock.snapshot", {"day": day, "stock": world.stock_snapshot()}))
+    orders = world.new_orders(day)
+    for region in cfg.regions:
+        batch = [[o.id, o.customer, o.sku, o.qty, o.due_day] for o in orders if o.region == region]
+        events.append(
+            ("orders", "order-system", "orders.batch", {"region": region, "day": day, "orders": batch})
+        )
+    events.append(("clock", "scheduler", "day.plan", {"day": day}))
+    return events
+
+
+def measure(world: World, ledger: SQLiteLedger, config: ScenarioConfig) -> dict[str, Any]:
+    """The outcome table: service to hospitals and stores, money, and what the ledger can attribute."""
+    judged = [o for o in world.orders.values() if o.due_day < config.days]
+    out: dict[str, Any] = {}
+    for cls in ("medical", "retail"):
+        mine = [o for o in judged if o.cls == cls]
+        on_time = sum(1 for o in mine if o.delivered_day is not None and o.delivered_day <= o.due_day)
+        out[f"{cls}_orders"] = len(mine)
+        out[f"{cls}_on_time_rate"] = round(on_time / len(mine), 4) if mine else 1.0
+    transport = handling = moving = 0
+    for record in world.carrier.records:
+        if isinstance(record.response, Booking):
+            transport += record.response.cost
+    for record in world.warehouse.records:
+        if isinstance(record.body, DispatchRequest):
+            handling += HANDLING_CENTS_PER_UNIT * sum(line.qty for line in record.body.lines)
+        elif isinstance(record.body, TransferRequest):
+            moving += TRANSFER_CENTS_PER_UNIT * record.body.qty
+    penalties = 0
+    for o in judged:
+        late = (o.delivered_day if o.delivered_day is not None else config.days) - o.due_day
+        if late > 0:
+            penalties += late * o.qty * SKU[o.sku].penalty
+    out["total_cost"] = transport + handling + moving
+    out["penalties"] = penalties
+    out["margin"] = sum(o.margin for o in world.orders.values() if o.delivered_day is not None)
+    executions = [decode_entry(e.data) for e in ledger.of_kind("Execution")]
+    done = [x for x in executions if isinstance(x, Execution) and x.status == "succeeded"]
+    out["actions_executed"] = len(done)
+    out["actions_attributed"] = sum(1 for x in done if x.authority is not None and x.authority.responsible)
+    decisions = [decode_entry(e.data) for e in ledger.of_kind("Decision")]
+    answers = [decode_entry(e.data) for e in ledger.of_kind("Approval")]
+    denied_reviews = sum(1 for a in answers if isinstance(a, Approval) and a.verdict == "deny")
+    out["actions_denied"] = (
+        sum(1 for d in decisions if isinstance(d, Decision) and d.effect == "deny") + denied_reviews
+    )
+    out["reviews_raised"] = len(ledger.of_kind("Review"))
+    out["reviews_approved"] = sum(1 for a in answers if isinstance(a, Approval) and a.verdict == "approve")
+    out["reviews_denied"] = denied_reviews
+    out["ledger_entries"] = ledger.size()
+    return out
+
+
+def check_scenario_file(path: Path) -> ScenarioConfig:
+    """Load a JSON scenario file, naming the file and the first bad field."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read scenario file {path}: {exc.strerror}") from exc
+    return load_scenario(text, source=str(path))
