@@ -8,6 +8,7 @@ thing as attributes, so code can react without parsing text::
     ├── RecordInvalid                a record or message that does not validate
     ├── PolicyInvalid                Cedar policies or schema that do not parse or validate
     ├── UnknownAgent                 an intent or message from an agent not in the charter
+    ├── AgentFailed                  an agent raised while handling a record
     ├── UnknownOperation             an intent for an operation that is not registered
     ├── ArgumentsInvalid             arguments that do not match an operation's schema
     ├── NotAuthorized                a person the charter does not authorize for this act
@@ -27,6 +28,7 @@ thing as attributes, so code can react without parsing text::
 from __future__ import annotations
 
 __all__ = [
+    "AgentFailed",
     "AnswerableError",
     "ApprovalRefused",
     "ArgumentsInvalid",
@@ -85,6 +87,24 @@ class UnknownAgent(AnswerableError):
             f"unknown agent {agent!r}: it is not in the system charter; add it to the charter's agents"
         )
         self.agent = agent
+
+
+class AgentFailed(AnswerableError):
+    """An agent raised while handling a record; what it received is in the ledger to replay.
+
+    Attributes:
+        agent: the agent's name.
+        record_id: the id of the record it was handling.
+    """
+
+    def __init__(self, agent: str, record_id: str, record_type: str, cause: BaseException) -> None:
+        super().__init__(
+            f"agent {agent!r} failed while handling {record_type} {record_id}: "
+            f"{type(cause).__name__}: {cause}; what it received is in the ledger: restart it and "
+            "deliver that record again (its intents carry the same idempotency keys, so nothing runs twice)"
+        )
+        self.agent = agent
+        self.record_id = record_id
 
 
 class UnknownOperation(AnswerableError):

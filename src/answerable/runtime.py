@@ -8,7 +8,7 @@ was derived from, so the chain from any execution back to the outside events can
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from answerable.bus import Bus, MemoryBus
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
-from answerable.errors import RecordInvalid, UnknownAgent
+from answerable.errors import AgentFailed, RecordInvalid, UnknownAgent
 from answerable.gateway import Outcome
 from answerable.ledger.base import LedgerStore
 from answerable.records import ExternalEvent, Intent, Message
@@ -122,10 +122,15 @@ class System:
         for topic in agent.subscriptions:
             self.bus.subscribe(topic, self._deliver_to(agent))
 
-    def _deliver_to(self, agent: Agent):  # type: ignore[no-untyped-def]
+    def _deliver_to(self, agent: Agent) -> Callable[[Message | ExternalEvent], Awaitable[None]]:
         async def deliver(record: Message | ExternalEvent) -> None:
             trace = record.trace_id if isinstance(record, Message) else record.id
-            await agent.handle(record, Context(self, agent.name, trace))
+            try:
+                await agent.handle(record, Context(self, agent.name, trace))
+            except AgentFailed:
+                raise
+            except Exception as exc:  # an agent bug: name the agent and the record, keep the cause
+                raise AgentFailed(agent.name, record.id, record.type, exc) from exc
 
         return deliver
 

@@ -53,6 +53,19 @@ class Outage(BaseModel):
     failed_requests: int = Field(default=2, ge=1)
 
 
+class OrderSpec(BaseModel):
+    """An order placed by hand in a scenario file, on top of the seeded stream."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1)
+    customer: str
+    sku: str
+    qty: int = Field(ge=1)
+    day: int = Field(ge=0)
+    due_day: int = Field(ge=0)
+
+
 class ScenarioConfig(BaseModel):
     """Everything that shapes a run besides the seed; loadable from a JSON scenario file."""
 
@@ -73,6 +86,7 @@ class ScenarioConfig(BaseModel):
     short_medical_region: str = "west"
     """The region whose medical supply runs below demand, so that stock must be moved there."""
     router_iterations: int = Field(default=1500, ge=10)
+    extra_orders: tuple[OrderSpec, ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> ScenarioConfig:
@@ -82,6 +96,13 @@ class ScenarioConfig(BaseModel):
             raise ValueError(f"storm region {self.storm.region!r} is not one of {list(self.regions)}")
         if self.short_medical_region not in self.regions:
             raise ValueError(f"short_medical_region {self.short_medical_region!r} is not a region")
+        for order in self.extra_orders:
+            if order.sku not in SKU:
+                raise ValueError(
+                    f"order {order.id}: unknown SKU {order.sku!r}; the catalogue is {sorted(SKU)}"
+                )
+            if order.due_day < order.day:
+                raise ValueError(f"order {order.id}: due_day {order.due_day} is before its day {order.day}")
         for outage in self.outages:
             if outage.warehouse not in {f"wh-{r}" for r in self.regions}:
                 raise ValueError(f"outage warehouse {outage.warehouse!r} is not a warehouse of this scenario")
@@ -217,6 +238,12 @@ class World:
                 short = sku.cls == "medical" and region == cfg.short_medical_region
                 self.supply[(region, sku.name)] = int(mean * (0.75 if short else 1.12))
                 self.warehouse.stock[(f"wh-{region}", sku.name)] = int(mean * 2.5)
+        for spec in cfg.extra_orders:
+            if spec.customer not in self.customers:
+                raise ConfigError(
+                    f"order {spec.id}: unknown customer {spec.customer!r} "
+                    f"(customers look like H-{cfg.regions[0]}-000 or S-{cfg.regions[0]}-000)"
+                )
         self.warehouse.warehouses |= {f"wh-{r}" for r in cfg.regions}
         self.warehouse.skus |= set(SKU)
         self.carrier.default_capacity = cfg.trucks_per_region
@@ -259,6 +286,12 @@ class World:
             order = Order(f"O{day:02d}-{n:05d}", customer.id, region, sku.name, rng.randint(1, 4), day, due)
             made.append(order)
             self.orders[order.id] = order
+        for spec in cfg.extra_orders:
+            if spec.day == day:
+                region = self.customers[spec.customer].region
+                order = Order(spec.id, spec.customer, region, spec.sku, spec.qty, day, spec.due_day)
+                made.append(order)
+                self.orders[order.id] = order
         return made
 
     # --- disruptions ---------------------------------------------------------------------------
