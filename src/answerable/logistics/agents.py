@@ -98,30 +98,33 @@ class Allocator(Agent):
         self.trucks: dict[str, int] = {}
         self.travel_pct: dict[str, int] = {}
         self.keep: dict[tuple[str, str], int] = {}
-        self.inputs: list[str] = []
+        self.inputs: dict[str, str] = {}
+        self.alerts: dict[tuple[str, int], str] = {}
         self.constraints: list[str] = []
 
     async def handle(self, record: Message | ExternalEvent, ctx: Context) -> None:
         body = _payload(record)
         if record.type == "stock.snapshot":
-            self.stock, self.inputs = body["stock"], [record.id]
+            self.stock, self.inputs["stock"] = body["stock"], record.id
         elif record.type == "fleet.status":
             self.trucks[body["region"]] = body["trucks"]
             self.travel_pct[body["region"]] = body["travel_pct"]
-            self.inputs.append(record.id)
+            self.inputs[f"fleet:{body['region']}"] = record.id
         elif record.type == "storm.alert":
-            self.inputs.append(record.id)
+            self.alerts[(body["region"], body["day"])] = record.id
         elif record.type == "keep_stock":
             for region, sku, units in body["keep"]:
                 self.keep[(region, sku)] = max(self.keep.get((region, sku), 0), units)
             self.constraints.append(record.id)
         elif record.type == "forecast":
+            day = body["day"]
             transfers = self.plan(body["units"])
+            alerts = [event for (_region, d), event in sorted(self.alerts.items()) if d == day]
             await ctx.send(
                 "allocation",
                 "allocation.plan",
-                {"day": body["day"], "transfers": transfers},
-                causes=[record.id, *self.inputs, *self.constraints],
+                {"day": day, "transfers": transfers},
+                causes=[record.id, *self.inputs.values(), *alerts, *self.constraints],
             )
 
     def plan(self, forecast: dict[str, dict[str, int]]) -> list[list[Any]]:
@@ -162,7 +165,7 @@ class Router(Agent):
     """Plans each region's routes for the day: most margin collected per cost, under trucks and windows."""
 
     name = "router"
-    subscriptions = ("orders", "deliveries", "fleet", "stock", "routes-in", "constraints")
+    subscriptions = ("orders", "deliveries", "fleet", "alerts", "routes-in", "constraints")
 
     def __init__(
         self, customers: dict[str, Customer], depots: dict[str, tuple[int, int]], config: Any, seed: int
@@ -179,6 +182,7 @@ class Router(Agent):
         self.must: dict[tuple[str, int], set[str]] = defaultdict(set)
         self.must_from: dict[tuple[str, int], list[str]] = defaultdict(list)
         self.version: dict[tuple[str, int], int] = defaultdict(int)
+        self.alerts: dict[tuple[str, int], str] = {}
 
     async def handle(self, record: Message | ExternalEvent, ctx: Context) -> None:
         body = _payload(record)
@@ -190,6 +194,8 @@ class Router(Agent):
                 self.open.pop(order_id, None)
         elif record.type == "fleet.status":
             self.fleet[body["region"]] = (body["trucks"], body["travel_pct"], record.id)
+        elif record.type == "storm.alert":
+            self.alerts[(body["region"], body["day"])] = record.id
         elif record.type == "allocation.done":
             self.stock, self.stock_from = body["stock"], [record.id]
             for region in sorted(self.fleet):
@@ -259,7 +265,14 @@ class Router(Agent):
                 "distance": plan.distance,
                 "feasible": plan.feasible,
             },
-            causes=[*trigger, fleet_event, *self.stock_from, *self.must_from[(region, day)], *sorted(causes)],
+            causes=[
+                *trigger,
+                fleet_event,
+                *([self.alerts[(region, day)]] if (region, day) in self.alerts else []),
+                *self.stock_from,
+                *self.must_from[(region, day)],
+                *sorted(causes),
+            ],
         )
 
     def _distance(self, region: str, route: tuple[str, ...]) -> int:

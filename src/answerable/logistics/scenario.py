@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -20,6 +21,7 @@ from answerable.logistics.agents import (
     AGENTS,
     TRANSFER_CENTS_PER_UNIT,
     Allocator,
+    Desk,
     Executor,
     Forecaster,
     Router,
@@ -36,7 +38,7 @@ from answerable.logistics.world import HANDLING_CENTS_PER_UNIT, SKU, ScenarioCon
 from answerable.records import Approval, Decision, Execution, Intent, decode_entry, digest
 from answerable.runtime import System
 
-__all__ = ["Mode", "RunResult", "run"]
+__all__ = ["Mode", "RunResult", "StormRun", "run"]
 
 Mode = Literal["ungoverned", "governed"]
 DAY0_NS = 1_772_431_200_000_000_000  # 2026-03-02T06:00:00Z, the morning the demo starts
@@ -231,6 +233,90 @@ def register_operations(
     )
 
 
+class StormRun:
+    """One mode of the storm, built and torn down as an async context; days are stepped one by one.
+
+    Tests use it to step a day at a time, or to swap in an agent (a crashing executor, say).
+    """
+
+    def __init__(
+        self,
+        mode: Mode,
+        seed: int,
+        config: ScenarioConfig,
+        out_dir: Path,
+        *,
+        executor: Callable[[Desk | None, tuple[str, ...]], Executor] = Executor,
+    ) -> None:
+        self.mode, self.seed, self.config = mode, seed, config
+        self.path = out_dir / f"{mode}.db"
+        self.world = World(config, seed)
+        self.clock = FakeClock(ns=DAY0_NS)
+        self.ids = IdSource(self.clock, rng=random.Random(f"ids:{seed}:{mode}"))
+        self._executor = executor
+
+    async def __aenter__(self) -> StormRun:
+        for stale in (
+            self.path,
+            *(self.path.with_name(self.path.name + x) for x in (".key", "-wal", "-shm")),
+        ):
+            await asyncio.to_thread(stale.unlink, missing_ok=True)
+        world, clock, ids = self.world, self.clock, self.ids
+        self.ledger = SQLiteLedger.open(self.path, create=True, origin=f"logistics.example/storm/{self.mode}")
+        self.carrier = httpx.AsyncClient(transport=httpx.ASGITransport(app=make_carrier_app(world.carrier)))
+        self.warehouse = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=make_warehouse_app(world.warehouse))
+        )
+        if self.mode == "governed":
+            self.gateway: Gateway = Gateway(self.ledger, clock=clock, ids=ids)
+        else:
+            self.gateway = Ungoverned(self.ledger, clock=clock, ids=ids, agents=AGENTS)
+        register_operations(self.gateway, world, self.carrier, self.warehouse)
+        self.reviewer = None
+        if self.mode == "governed":
+            await self.gateway.install(charter(AGENTS, clock, ids), ruleset(clock, ids))
+            self.reviewer = ScriptedReviewer(self.gateway)
+        self.system = System(self.ledger, self.gateway, agents=AGENTS, clock=clock, ids=ids)
+        self.system.add(Forecaster())
+        self.system.add(Allocator(self.config.regions, self.config.truck_capacity))
+        self.system.add(Router(world.customers, world.depots, self.config, self.seed))
+        self.system.add(self._executor(self.reviewer, self.config.regions))
+        history = {f"{r}/{s}": v for (r, s), v in sorted(world.history.items())}
+        await self.system.ingest([("history", "order-system", "orders.history", {"units": history})])
+        return self
+
+    async def day(self, day: int) -> None:
+        """Morning events, planning and execution, then the day's deliveries."""
+        self.clock.ns = DAY0_NS + day * 86_400_000_000_000
+        self.world.today = day
+        self.world.replenish()
+        await self.system.ingest(_morning(self.world, day))
+        await self.system.run_until_idle()
+        self.clock.ns += 12 * 3_600_000_000_000
+        delivered = [
+            (
+                "deliveries",
+                "carrier",
+                "delivery",
+                {
+                    "customer": d.customer,
+                    "region": d.region,
+                    "day": d.day,
+                    "orders": list(d.orders),
+                    "on_time": list(d.on_time),
+                },
+            )
+            for d in self.world.deliver(day)
+        ]
+        await self.system.ingest(delivered)
+        await self.system.run_until_idle()
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.carrier.aclose()
+        await self.warehouse.aclose()
+        self.ledger.close()
+
+
 async def run(
     mode: Mode,
     seed: int,
@@ -241,82 +327,15 @@ async def run(
 ) -> RunResult:
     """Run the storm in one mode and measure it; the ledger is written to ``out_dir/{mode}.db``."""
     started = time.perf_counter()
-    path = out_dir / f"{mode}.db"
-    for stale in (
-        path,
-        path.with_name(path.name + ".key"),
-        path.with_name(path.name + "-wal"),
-        path.with_name(path.name + "-shm"),
-    ):
-        stale.unlink(missing_ok=True)
-    world = World(config, seed)
-    clock = FakeClock(ns=DAY0_NS)
-    ids = IdSource(clock, rng=random.Random(f"ids:{seed}:{mode}"))
-    ledger = SQLiteLedger.open(path, create=True, origin=f"logistics.example/storm/{mode}")
-    carrier = httpx.AsyncClient(transport=httpx.ASGITransport(app=make_carrier_app(world.carrier)))
-    warehouse = httpx.AsyncClient(transport=httpx.ASGITransport(app=make_warehouse_app(world.warehouse)))
-    try:
-        gateway: Gateway
-        if mode == "governed":
-            gateway = Gateway(ledger, clock=clock, ids=ids)
-        else:
-            gateway = Ungoverned(ledger, clock=clock, ids=ids, agents=AGENTS)
-        register_operations(gateway, world, carrier, warehouse)
-        reviewer = None
-        if mode == "governed":
-            await gateway.install(charter(AGENTS, clock, ids), ruleset(clock, ids))
-            reviewer = ScriptedReviewer(gateway)
-        system = System(ledger, gateway, agents=AGENTS, clock=clock, ids=ids)
-        system.add(Forecaster())
-        system.add(Allocator(config.regions, config.truck_capacity))
-        system.add(Router(world.customers, world.depots, config, seed))
-        system.add(Executor(reviewer, config.regions))
-        await system.ingest(
-            [
-                (
-                    "history",
-                    "order-system",
-                    "orders.history",
-                    {"units": {f"{r}/{s}": v for (r, s), v in sorted(world.history.items())}},
-                )
-            ]
-        )
+    async with StormRun(mode, seed, config, out_dir) as storm:
         for day in range(config.days):
-            clock.ns = DAY0_NS + day * 86_400_000_000_000
-            world.today = day
-            world.replenish()
-            await system.ingest(_morning(world, day))
-            await system.run_until_idle()
-            clock.ns += 12 * 3_600_000_000_000
-            deliveries = world.deliver(day)
-            await system.ingest(
-                [
-                    (
-                        "deliveries",
-                        "carrier",
-                        "delivery",
-                        {
-                            "customer": d.customer,
-                            "region": d.region,
-                            "day": d.day,
-                            "orders": list(d.orders),
-                            "on_time": list(d.on_time),
-                        },
-                    )
-                    for d in deliveries
-                ]
-            )
-            await system.run_until_idle()
+            await storm.day(day)
             if on_day is not None:
                 on_day(day)
-        ledger.checkpoint()
-        metrics = measure(world, ledger, config)
-        metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
-        return RunResult(mode, metrics, path, world)
-    finally:
-        await carrier.aclose()
-        await warehouse.aclose()
-        ledger.close()
+        storm.ledger.checkpoint()
+        metrics = measure(storm.world, storm.ledger, config)
+    metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
+    return RunResult(mode, metrics, storm.path, storm.world)
 
 
 def _morning(world: World, day: int) -> list[tuple[str, str, str, Mapping[str, Any]]]:

@@ -1,0 +1,195 @@
+"""The storm, run both ways from the same seeds: the failure emerges, governance prevents it."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import inspect
+from collections import Counter
+
+import pytest
+
+from answerable import SQLiteLedger
+from answerable.logistics import agents
+from answerable.logistics.demo import price_of_accountability, storm
+from answerable.logistics.governance import RI
+from answerable.logistics.scenario import RunResult
+from answerable.logistics.services import Booking, DispatchRequest, TransferRequest
+from answerable.records import Approval, Execution, ExternalEvent, Intent, Message, decode_entry
+
+pytestmark = pytest.mark.slow
+SEEDS = (7, 3)
+
+
+@pytest.fixture(scope="module", params=SEEDS, ids=lambda s: f"seed{s}")
+def runs(request, tmp_path_factory) -> dict[str, RunResult]:  # type: ignore[no-untyped-def]
+    out = tmp_path_factory.mktemp(f"storm{request.param}")
+    return asyncio.run(storm(request.param, out))  # type: ignore[return-value]
+
+
+def entries(result: RunResult, kind: str) -> list:  # type: ignore[type-arg]
+    with SQLiteLedger.open(result.ledger) as ledger:
+        return [decode_entry(e.data) for e in ledger.of_kind(kind)]
+
+
+def test_ungoverned_run_lets_medical_fall_behind_retail(runs):
+    """Without governance, hospitals are served clearly worse than stores."""
+    m = runs["ungoverned"].metrics
+    assert m["medical_on_time_rate"] < m["retail_on_time_rate"] - 0.05
+
+
+def test_governed_run_keeps_hospitals_supplied(runs):
+    """With governance, medical on-time is at least 0.95 and above retail's."""
+    m = runs["governed"].metrics
+    assert m["medical_on_time_rate"] >= 0.95
+    assert m["medical_on_time_rate"] > m["retail_on_time_rate"]
+
+
+def test_price_of_accountability_is_within_three_percent(runs):
+    """Governed transport and handling cost no more than 3% above the ungoverned run's."""
+    assert price_of_accountability(runs) <= 3.0
+
+
+def test_failure_is_where_the_storm_is(runs):
+    """The ungoverned medical lateness sits in the storm region; elsewhere hospitals are served."""
+    world = runs["ungoverned"].world
+    judged = [o for o in world.orders.values() if o.cls == "medical" and o.due_day < world.config.days]
+    on_time: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    for order in judged:
+        total[order.region] += 1
+        on_time[order.region] += order.delivered_day is not None and order.delivered_day <= order.due_day
+    rates = {r: on_time[r] / total[r] for r in total}
+    storm_region = world.config.storm.region
+    assert rates[storm_region] < 0.8
+    assert all(rate >= 0.9 for region, rate in rates.items() if region != storm_region)
+
+
+def test_no_agent_ranks_by_class():
+    """Nothing in the agents' code (docstrings aside) names a class of goods: the ranking must emerge."""
+    tree = ast.parse(inspect.getsource(agents))
+    prose = {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    }
+    words = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose:
+            words.append(node.value)
+        elif isinstance(node, ast.Name):
+            words.append(node.id)
+        elif isinstance(node, ast.Attribute):
+            words.append(node.attr)
+    for banned in ("medical", "retail", "hospital", "store", "cls", "clinical", "penalty"):
+        assert not [w for w in words if banned in w.lower()], banned
+
+
+def test_every_governed_execution_is_attributed_to_the_ri(runs):
+    """actions_attributed == actions_executed, and each names the RI through a policy or an approval."""
+    m = runs["governed"].metrics
+    assert m["actions_attributed"] == m["actions_executed"] > 0
+    for execution in entries(runs["governed"], "Execution"):
+        assert execution.authority is not None
+        assert execution.authority.responsible == RI
+        assert execution.authority.via in ("policy", "approval")
+
+
+def test_ungoverned_executions_have_no_one_to_answer(runs):
+    """In the baseline nothing decided the actions and no one answers for them."""
+    m = runs["ungoverned"].metrics
+    assert m["actions_executed"] > 0
+    assert m["actions_attributed"] == 0
+
+
+@pytest.mark.parametrize("mode", ["ungoverned", "governed"])
+def test_every_execution_reaches_back_to_external_events(runs, mode):
+    """The causal chain of every execution reaches the orders, and during the storm the storm alert."""
+    result = runs[mode]
+    with SQLiteLedger.open(result.ledger) as ledger:
+        memo: dict[str, frozenset[str]] = {}
+
+        def reach(entry_id: str) -> frozenset[str]:
+            if entry_id in memo:
+                return memo[entry_id]
+            record = decode_entry(ledger.find(entry_id).data)
+            found: set[str] = {record.type} if isinstance(record, ExternalEvent) else set()
+            for cause in record.causes:
+                found |= reach(cause)
+            memo[entry_id] = frozenset(found)
+            return memo[entry_id]
+
+        executions = [decode_entry(e.data) for e in ledger.of_kind("Execution")]
+        storm = result.world.config.storm
+        for execution in executions:
+            assert isinstance(execution, Execution)
+            origins = reach(execution.id)
+            assert "orders.batch" in origins or "delivery" in origins, execution.id
+            intent = decode_entry(ledger.find(execution.intent_id).data)
+            assert isinstance(intent, Intent)
+            day = intent.arguments.get("day")
+            if day is not None and storm.start_day <= day < storm.start_day + storm.days:
+                assert "storm.alert" in origins, execution.id
+
+
+@pytest.mark.parametrize("mode", ["ungoverned", "governed"])
+def test_both_ledgers_verify(runs, mode):
+    """answerable verify passes on both ledgers."""
+    with SQLiteLedger.open(runs[mode].ledger) as ledger:
+        assert ledger.verify().size == runs[mode].metrics["ledger_entries"]
+
+
+@pytest.mark.parametrize("mode", ["ungoverned", "governed"])
+def test_partner_records_match_the_ledger_one_to_one(runs, mode):
+    """Each booking, dispatch and transfer a partner made has exactly one succeeded Execution, and back."""
+    result = runs[mode]
+    intents = {i.id: i for i in entries(result, "Intent")}
+    succeeded = [x for x in entries(result, "Execution") if x.status == "succeeded"]
+    by_operation: dict[str, list[str]] = {}
+    for execution in succeeded:
+        by_operation.setdefault(execution.operation, []).append(intents[execution.intent_id].idempotency_key)
+    world = result.world
+    carrier = [r.key for r in world.carrier.records if isinstance(r.response, Booking)]
+    dispatches = [r.key for r in world.warehouse.records if isinstance(r.body, DispatchRequest)]
+    transfers = [r.key for r in world.warehouse.records if isinstance(r.body, TransferRequest)]
+    assert sorted(carrier) == sorted(by_operation.get("carrier.book", []))
+    assert sorted(dispatches) == sorted(by_operation.get("warehouse.dispatch", []))
+    assert sorted(transfers) == sorted(by_operation.get("inventory.reallocate", []))
+    assert len(set(carrier)) == len(carrier)
+    assert len(world.promises) == len(by_operation.get("shipment.reprioritize", []))
+
+
+def test_denied_reviews_become_constraints_the_router_replans_with(runs):
+    """A denial is told to the planners as a message, and a new route plan cites it."""
+    result = runs["governed"]
+    messages = entries(result, "Message")
+    approvals = {a.id: a for a in entries(result, "Approval") if isinstance(a, Approval)}
+    must = [m for m in messages if isinstance(m, Message) and m.type == "must_serve"]
+    assert must
+    for message in must:
+        assert any(approvals.get(c) is not None and approvals[c].verdict == "deny" for c in message.causes)
+    replans = [
+        m for m in messages if m.type == "route.plan" and any(c in {x.id for x in must} for c in m.causes)
+    ]
+    assert len(replans) == len(must)
+    assert all(m.payload["version"] >= 2 for m in replans)
+    assert runs["governed"].metrics["reviews_denied"] > 0
+    assert runs["governed"].metrics["reviews_approved"] > 0
+
+
+def test_result_json_has_the_contract_keys(runs):
+    """result.json carries seed and, per run, every figure the issue names."""
+    import json
+
+    document = json.loads((runs["governed"].ledger.parent / "result.json").read_text())
+    assert set(document["runs"]) == {"ungoverned", "governed"}
+    required = {
+        "medical_orders", "medical_on_time_rate", "retail_orders", "retail_on_time_rate", "total_cost",
+        "penalties", "margin", "actions_executed", "actions_attributed", "actions_denied", "reviews_raised",
+        "reviews_approved", "reviews_denied", "ledger_entries", "wall_seconds",
+    }  # fmt: skip
+    for metrics in document["runs"].values():
+        assert required <= set(metrics)
+    assert document["seed"] in SEEDS
