@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/answerable demo quickstart --out out/quickstart
+	$(BIN)/answerable demo storm --seed 7 --out out/storm
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,7 +10,9 @@ def test_top_level_exports_are_pinned():
     """Adding or removing a public name is a deliberate change to this list."""
     assert sorted(answerable.__all__) == sorted(
         [
-            "AgentIdentity", "AnswerableError", "ArgumentsInvalid", "Clock", "ConfigError", "Control",
+            "Actuator", "Agent", "AgentFailed", "AgentIdentity", "AnswerableError", "Approval",
+            "ApprovalRefused", "ArgumentsInvalid", "Context", "Review", "System", "TransientError", "Clock",
+            "ConfigError", "Control",
             "ControlState", "Controller", "Decision", "EntryNotFound", "Execution", "ExecutionError",
             "ExternalEvent", "FakeClock", "Gateway", "IdSource", "Intent", "KeyPair", "LedgerError",
             "LedgerTampered", "Message", "NotALedger", "NotAuthorized", "Operation", "Outcome",

@@ -4,7 +4,9 @@ from answerable.charter import new_charter, new_ruleset, schema_for
 from answerable.clock import Clock, FakeClock, IdSource, SystemClock
 from answerable.control import Controller, ControlState
 from answerable.errors import (
+    AgentFailed,
     AnswerableError,
+    ApprovalRefused,
     ArgumentsInvalid,
     ConfigError,
     EntryNotFound,
@@ -19,6 +21,7 @@ from answerable.errors import (
     ProofRequestInvalid,
     RecordInvalid,
     SignatureInvalid,
+    TransientError,
     UnknownAgent,
     UnknownOperation,
 )
@@ -28,6 +31,7 @@ from answerable.ledger import SQLiteLedger
 from answerable.policy import load_ruleset
 from answerable.records import (
     AgentIdentity,
+    Approval,
     Control,
     Decision,
     Execution,
@@ -35,17 +39,25 @@ from answerable.records import (
     Intent,
     Message,
     Person,
+    Review,
     RulesetVersion,
     Scope,
     SystemCharter,
 )
+from answerable.runtime import Actuator, Agent, Context, System
 
 __all__ = [
+    "Actuator",
+    "Agent",
+    "AgentFailed",
     "AgentIdentity",
     "AnswerableError",
+    "Approval",
+    "ApprovalRefused",
     "ArgumentsInvalid",
     "Clock",
     "ConfigError",
+    "Context",
     "Control",
     "ControlState",
     "Controller",
@@ -73,12 +85,15 @@ __all__ = [
     "ProofRequestInvalid",
     "RecordInvalid",
     "Resource",
+    "Review",
     "RulesetVersion",
     "SQLiteLedger",
     "Scope",
     "SignatureInvalid",
+    "System",
     "SystemCharter",
     "SystemClock",
+    "TransientError",
     "UnknownAgent",
     "UnknownOperation",
     "http_operation",

@@ -303,7 +303,7 @@ def demo_storm(
         _fail(ConfigError(f"--mode {mode!r} is not one of both, governed, ungoverned"))
     if seed < 0:
         _fail(ConfigError(f"--seed {seed} must be zero or positive"))
-    config = check_scenario_file(scenario) if scenario else ScenarioConfig()
+    config = _run(lambda: check_scenario_file(scenario)) if scenario else ScenarioConfig()
     if days is not None:
         config = _run(lambda: ScenarioConfig.model_validate({**config.model_dump(), "days": days}))
     with Progress(console=err, transient=True) as progress:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -330,7 +329,9 @@ class Gateway:
             )
             await self.ledger.append([execution])
             return Outcome("not_executed", intent, decision, execution, approval=approval)
-        started = time.perf_counter_ns()
+        # Latency is read from the injected clock like every other time, so a replayed run with a
+        # fake clock produces the same bytes; with the system clock it is the real latency.
+        started = self.clock.now_ns()
         attempts = 0
         while True:
             attempts += 1
@@ -352,14 +353,14 @@ class Gateway:
                 decision,
                 status,
                 error=f"{type(failure).__name__}: {failure}",
-                latency_us=(time.perf_counter_ns() - started) // 1000,
+                latency_us=(self.clock.now_ns() - started) // 1000,
                 recovered=recovered,
                 approval=approval,
                 attempts=attempts,
             )
             await self.ledger.append([execution])
             return Outcome(status, intent, decision, execution, approval=approval)
-        latency = (time.perf_counter_ns() - started) // 1000
+        latency = (self.clock.now_ns() - started) // 1000
         if self._fault is not None:
             self._fault("executed", intent)
         execution = self._execution(
@@ -578,16 +579,21 @@ def http_operation(
     """
 
     async def call(idempotency_key: str, **arguments: Any) -> Any:
-        response = await client.request(
-            method,
-            url,
-            content=orjson.dumps(arguments, default=_jsonable),
-            headers={
-                **(headers or {}),
-                "Idempotency-Key": idempotency_key,
-                "Content-Type": "application/json",
-            },
-        )
+        try:
+            response = await client.request(
+                method,
+                url,
+                content=orjson.dumps(arguments, default=_jsonable),
+                headers={
+                    **(headers or {}),
+                    "Idempotency-Key": idempotency_key,
+                    "Content-Type": "application/json",
+                },
+            )
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"{method} {url} timed out: {exc}") from exc
+        if response.status_code in _TRANSIENT_STATUS:
+            raise TransientError(f"{method} {url} answered {response.status_code}: {response.text[:200]}")
         if response.status_code >= 400:
             raise ExecutionError(f"{method} {url} answered {response.status_code}: {response.text[:200]}")
         return response.json() if response.content else None

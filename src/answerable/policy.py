@@ -174,7 +174,8 @@ def _evaluate(
     except (ValueError, RuntimeError) as exc:
         return Verdict("deny", (), (f"Cedar could not evaluate the request: {exc}",)), ()
     diagnostics = result.diagnostics
-    ids = tuple(ruleset.names.get(r, r) for r in diagnostics.reasons)
+    # Cedar reports reasons in no fixed order; sorted, the same request always records the same bytes.
+    ids = tuple(sorted(ruleset.names.get(r, r) for r in diagnostics.reasons))
     errors = tuple(str(e) for e in diagnostics.errors)
     if errors:
         return Verdict("deny", ids, errors), ids

@@ -245,3 +245,18 @@ def test_any_appends_give_verifiable_proofs(tmp_path_factory, batches: list[int]
         old = data.draw(st.integers(1, size))
         verify_consistency(old, size, store.consistency_proof(old, size), store.root(old), store.root())
         assert store.verify().size == size
+
+
+async def test_cancelled_append_is_still_committed_and_the_writer_survives(ledger: SQLiteLedger):
+    """A caller that gives up while waiting (its task crashed) does not stop the writer; its records land."""
+    import asyncio
+
+    first, second = events(2)
+    task = asyncio.create_task(ledger.append([first]))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await ledger.append([second]) == [1]
+    assert ledger.find(first.id).index == 0
+    assert ledger.verify().size == 2

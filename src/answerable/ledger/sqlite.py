@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -210,10 +210,12 @@ class SQLiteLedger:
                     indexes = self._commit(conn, [rows for rows, _ in batch])
                 except Exception as exc:  # every waiter must learn of the failure
                     for _, future in batch:
-                        future.set_exception(_translate(exc, self.path))
+                        _settle(future, error=_translate(exc, self.path))
                     continue
+                # A caller that was cancelled while waiting (its task crashed) still had its records
+                # committed: they are in the ledger, and Gateway.reconcile finishes what they began.
                 for (_, future), idx in zip(batch, indexes, strict=True):
-                    future.set_result(idx)
+                    _settle(future, result=idx)
         finally:
             conn.close()
 
@@ -422,6 +424,19 @@ class _SQLiteView:
     def id_at(self, index: int) -> str | None:
         row = self.conn.execute("SELECT id FROM entries WHERE idx = ?", (index,)).fetchone()
         return None if row is None else str(row[0])
+
+
+def _settle(
+    future: Future[list[int]], *, result: list[int] | None = None, error: BaseException | None = None
+) -> None:
+    """Resolve a waiter unless it gave up; its loop may cancel it at any moment, hence the guard."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result or [])
+    except InvalidStateError:
+        pass
 
 
 def _connect(path: Path) -> sqlite3.Connection:

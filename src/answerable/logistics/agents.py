@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import highspy
 import numpy as np
@@ -39,6 +39,17 @@ Desk = Callable[[Outcome], Awaitable[Outcome]]
 
 def _payload(record: Message | ExternalEvent) -> dict[str, Any]:
     return record.payload
+
+
+T = TypeVar("T")
+
+
+async def _together(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run calls concurrently, so their records share group commits; one failure cancels the rest,
+    as a crash of the agent's process would."""
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(call) for call in calls]
+    return [task.result() for task in tasks]
 
 
 def _evidence(outcome: Outcome) -> str:
@@ -329,7 +340,7 @@ class Executor(Agent):
             )
             return await self._settle(outcome)
 
-        outcomes = await asyncio.gather(*(move(*t) for t in body["transfers"]))
+        outcomes = await _together([move(*t) for t in body["transfers"]])
         keep, refusals = [], []
         for (source, target, sku, units), outcome in zip(body["transfers"], outcomes, strict=True):
             if outcome.ok:
@@ -361,7 +372,7 @@ class Executor(Agent):
             for c, o in body["dropped"]
             if (c, day) not in self.postponed and (c, day) not in self.refused
         ]
-        results = await asyncio.gather(*(postpone(c, o) for c, o in pending))
+        results = await _together([postpone(c, o) for c, o in pending])
         refused = []
         for customer, outcome in results:
             if outcome.ok:
@@ -377,7 +388,7 @@ class Executor(Agent):
                 causes=[record.id, *(_evidence(o) for _, o in refused)],
             )
             return
-        await asyncio.gather(*(self._run_route(record, body, route, ctx) for route in body["routes"]))
+        await _together([self._run_route(record, body, route, ctx) for route in body["routes"]])
 
     async def _run_route(
         self, record: Message | ExternalEvent, body: dict[str, Any], route: list[Any], ctx: Context

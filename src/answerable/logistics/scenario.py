@@ -114,7 +114,7 @@ class Ungoverned(Gateway):
             raise UnknownOperation(intent.operation, tuple(sorted(self.operations)))
         args = op.args.model_validate(intent.arguments)
         await self.ledger.append([intent])
-        started = time.perf_counter_ns()
+        started = self.clock.now_ns()
         try:
             result = await invoke(op, args, intent.idempotency_key)
             status: Literal["succeeded", "failed"] = "succeeded"
@@ -131,7 +131,7 @@ class Ungoverned(Gateway):
             status=status,
             authority=None,
             response_digest=digest(repr(result).encode()) if status == "succeeded" else None,
-            latency_us=(time.perf_counter_ns() - started) // 1000,
+            latency_us=(self.clock.now_ns() - started) // 1000,
             error=error,
         )
         await self.ledger.append([execution])
@@ -256,6 +256,7 @@ class StormRun:
         self._executor = executor
 
     async def __aenter__(self) -> StormRun:
+        await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
         for stale in (
             self.path,
             *(self.path.with_name(self.path.name + x) for x in (".key", "-wal", "-shm")),
