@@ -180,7 +180,9 @@ def _agt_run(n: int, warmup: int, durable_path: str | None) -> dict[str, Any]:
     expected = n + warmup + 1  # +1: the smoke call make_agt_governed_noop makes
     counted = peer.agt_audit_entries(call)
     return {
-        "audit": features["audit_durable"] if durable_path else features["audit_log"] + ", process memory only",
+        "audit": features["audit_durable"]
+        if durable_path
+        else features["audit_log"] + ", process memory only",
         "features": features,
         "sequential": {"actions": n, "latency": common.summarize_ns(samples), "actions_per_s": n / wall},
         "audit_check": {
@@ -226,9 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="answerable-bench-", dir=base) as tmp:
         directory = Path(tmp)
         direct = measure_direct(args.direct)
-        ours = asyncio.run(
-            _answerable(directory, args.sequential, args.concurrent, args.tasks, args.warmup)
-        )
+        ours = asyncio.run(_answerable(directory, args.sequential, args.concurrent, args.tasks, args.warmup))
         agt = measure_agt(args.agt, args.warmup, directory)
     for mode in ("sequential", "concurrent"):
         ours[mode]["added"] = _added(ours[mode]["latency"], direct["latency"])
@@ -255,9 +255,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def render(doc: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 150)
     m = doc["machine"]
     console.print(
         f"[bold]governed call[/bold]  {m['cpu']}, Python {m['python']}, SQLite {m['sqlite']}; "
@@ -347,8 +348,8 @@ def render(doc: dict[str, Any]) -> None:
         )
     else:
         console.print(
-            f"[yellow]AGT peer not importable ({agt['reason']}); install it with: "
-            f"{agt['install']}[/yellow]"
+            f"[yellow]AGT peer not importable ({escape(agt['reason'])}); "
+            f"install it with: {escape(agt['install'])}[/yellow]"
         )
 
 
