@@ -17,17 +17,39 @@ _SAFE_INT = 2**53 - 1
 def _needs_full_jcs(value: Any) -> bool:
     """True when orjson's sorted output could differ from RFC 8785.
 
-    The two agree on every document whose numbers are integers and whose object keys are ASCII
-    (ASCII sorts the same by UTF-16 code unit and by code point). Floats (ECMAScript number
-    formatting) and non-ASCII keys take the slow, exact path. A hypothesis test pins the agreement.
+    The two agree on every document whose numbers are integers in the I-JSON safe range and whose
+    object keys are ASCII (ASCII sorts the same by UTF-16 code unit and by code point). Floats
+    (ECMAScript number formatting), non-ASCII keys and unsafe integers take the slow, exact path.
+    A hypothesis test pins the agreement. Iterative, with exact type checks first: this runs on
+    every record the ledger writes.
     """
-    if isinstance(value, dict):
-        return any(not key.isascii() or _needs_full_jcs(item) for key, item in value.items())
-    if isinstance(value, list | tuple):
-        return any(_needs_full_jcs(item) for item in value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return not -_SAFE_INT <= value <= _SAFE_INT  # let rfc8785 refuse it, as I-JSON requires
-    return isinstance(value, float)
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is dict:
+            for key, child in item.items():
+                if not key.isascii():
+                    return True
+                stack.append(child)
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+        elif kind is int:
+            if not -_SAFE_INT <= item <= _SAFE_INT:
+                return True
+        elif kind is float:
+            return True
+        elif isinstance(item, dict):
+            stack.append(dict(item))
+        elif isinstance(item, list | tuple):
+            stack.append(list(item))
+        elif isinstance(item, int) and not isinstance(item, bool):
+            stack.append(int(item))
+        elif isinstance(item, float):
+            return True
+    return False
 
 
 def canonical_bytes(value: Any) -> bytes:

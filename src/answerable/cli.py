@@ -340,6 +340,100 @@ def _cell(metric: str, value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+@app.command("why")
+def why_command(
+    ledger: Path = LedgerArg,
+    entry_id: str = typer.Argument(..., help="Id of the entry to explain."),
+    as_json: bool = JsonOpt,
+    as_dot: bool = typer.Option(False, "--dot", help="Print the graph as Graphviz DOT text."),
+    max_nodes: int = typer.Option(10_000, "--max-nodes", min=1, help="Stop the walk after this many nodes."),
+) -> None:
+    """Why an entry is in the ledger: what led to it, back to outside events, and who answers for it."""
+    from rich.text import Text
+    from rich.tree import Tree
+
+    from answerable.provenance import Provenance, why
+
+    if as_json and as_dot:
+        _fail(ConfigError("--json and --dot are exclusive: pick one"))
+    with _open(ledger) as store:
+        graph = _run(lambda: why(store, entry_id, max_nodes=max_nodes))
+    if graph.truncated:
+        err.print(f"answerable: warning: stopped after {max_nodes} nodes; raise --max-nodes to see them all")
+    if as_json:
+        _json(graph.to_json())
+        return
+    if as_dot:
+        sys.stdout.write(graph.to_dot())
+        return
+
+    def tree_of(p: Provenance) -> Tree:
+        # A DAG shown as a tree: each node is expanded once, later mentions point back to it.
+        nodes = {n.id: n for n in p.nodes}
+        out_edges: dict[str, list[tuple[str, str]]] = {}
+        for e in p.edges:
+            out_edges.setdefault(e.source, []).append((e.target, e.relation))
+
+        def label(node_id: str, relation: str, seen: bool) -> Text:
+            n = nodes[node_id]
+            text = Text()
+            if relation != "caused_by":
+                text.append(f"{relation} → ", style="cyan")
+            text.append(n.summary, style="dim" if seen else "bold" if n.kind == "ExternalEvent" else "")
+            text.append(f"  {node_id}" + ("  (shown above)" if seen else ""), style="dim")
+            return text
+
+        root = Tree(label(p.root, "caused_by", False))
+        shown = {p.root}
+        stack = [(root, p.root)]
+        while stack:
+            branch, node_id = stack.pop()
+            children = []
+            for target, relation in out_edges.get(node_id, []):
+                child = branch.add(label(target, relation, target in shown))
+                if target not in shown:
+                    shown.add(target)
+                    children.append((child, target))
+            stack.extend(reversed(children))
+        return root
+
+    out.print(tree_of(graph), soft_wrap=False)  # wrap long lines rather than crop them
+    out.print(Text(f"accountable: {graph.accountable.line()}"))
+
+
+@app.command("report")
+def report_command(
+    ledger: Path = LedgerArg,
+    out_file: Path | None = typer.Option(
+        None, "--out", help="Where to write the HTML page (default: the ledger's path with .html)."
+    ),
+) -> None:
+    """Write the incident report of a run: one self-contained HTML page made from the ledger alone."""
+    from answerable.report import write
+
+    target = out_file or ledger.with_suffix(".html")
+    try:
+        written = _run(lambda: write(ledger, target))
+    except OSError as exc:
+        _fail(ConfigError(f"cannot write the report to {target}: {exc.strerror}"))
+    err.print(f"wrote {written}")
+
+
+@app.command("report-compare")
+def report_compare_command(
+    ledgers: list[Path] = typer.Argument(..., help="Ledgers of the runs to compare."),
+    out_file: Path = typer.Option(..., "--out", help="Where to write the HTML page."),
+) -> None:
+    """Write one page comparing runs: outcome tables side by side, on-time rates overlaid."""
+    from answerable.report import compare
+
+    try:
+        written = _run(lambda: compare(ledgers, out_file))
+    except OSError as exc:
+        _fail(ConfigError(f"cannot write the comparison to {out_file}: {exc.strerror}"))
+    err.print(f"wrote {written}")
+
+
 def main() -> None:
     app()
 

@@ -10,6 +10,7 @@ can write the database cannot also sign a rewritten history.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -17,6 +18,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -78,7 +80,10 @@ class SQLiteLedger:
         self._verifier = verifier
         self._read_lock = threading.Lock()
         self._reader = _connect(path)
-        self._pending: list[tuple[list[_Row], Future[list[int]]]] = []
+        self._pending: list[tuple[list[_Row], _Waiter]] = []
+        self._turn: dict[asyncio.AbstractEventLoop, list[tuple[list[_Row], _Waiter]]] = {}
+        self._frontier: dict[tuple[int, int], bytes] = {}
+        """The right edge of the tree after the last commit: the next commit's left siblings."""
         self._cv = threading.Condition()
         self._closing = False
         self._writer = threading.Thread(
@@ -160,17 +165,40 @@ class SQLiteLedger:
 
     def append_nowait(self, records: Sequence[Record]) -> Future[list[int]]:
         """Queue records for the next group commit; the future resolves to their indexes."""
-        rows = [self._row(r) for r in records]
         future: Future[list[int]] = Future()
-        with self._cv:
-            if self._closing:
-                raise LedgerError(f"ledger {self.path} is closed")
-            self._pending.append((rows, future))
-            self._cv.notify()
+        self._enqueue([([self._row(r) for r in records], future)])
         return future
 
     async def append(self, records: Sequence[Record]) -> list[int]:
-        return await asyncio.wrap_future(self.append_nowait(records))
+        """Append and wait until the records are durably committed.
+
+        Appends made in the same turn of the event loop travel to the writer together, and the
+        writer wakes the loop once per commit, not once per caller: with many concurrent callers
+        that is what keeps one core busy with work rather than with thread hand-offs.
+        """
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[list[int]] = loop.create_future()
+        rows = [self._row(r) for r in records]
+        batch = self._turn.get(loop)
+        if batch is None:
+            batch = self._turn[loop] = []
+            loop.call_soon(self._end_of_turn, loop)
+        batch.append((rows, _LoopWaiter(loop, waiter)))
+        return await waiter
+
+    def _end_of_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        items = self._turn.pop(loop, [])
+        try:
+            self._enqueue(items)
+        except LedgerError as exc:
+            _resolve_on_loop([(w.future, (None, exc)) for _, w in items if isinstance(w, _LoopWaiter)])
+
+    def _enqueue(self, items: list[tuple[list[_Row], _Waiter]]) -> None:
+        with self._cv:
+            if self._closing:
+                raise LedgerError(f"ledger {self.path} is closed")
+            self._pending.extend(items)
+            self._cv.notify()
 
     def append_sync(self, records: Sequence[Record]) -> list[int]:
         return self.append_nowait(records).result()
@@ -209,13 +237,12 @@ class SQLiteLedger:
                 try:
                     indexes = self._commit(conn, [rows for rows, _ in batch])
                 except Exception as exc:  # every waiter must learn of the failure
-                    for _, future in batch:
-                        _settle(future, error=_translate(exc, self.path))
+                    error = _translate(exc, self.path)
+                    _settle_all([(waiter, None, error) for _, waiter in batch])
                     continue
                 # A caller that was cancelled while waiting (its task crashed) still had its records
                 # committed: they are in the ledger, and Gateway.reconcile finishes what they began.
-                for (_, future), idx in zip(batch, indexes, strict=True):
-                    _settle(future, result=idx)
+                _settle_all([(waiter, idx, None) for (_, waiter), idx in zip(batch, indexes, strict=True)])
         finally:
             conn.close()
 
@@ -225,7 +252,15 @@ class SQLiteLedger:
             size = conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()[0]
             flat = [row for rows in groups for row in rows]
             entry_rows = [(size + n, r[0], r[1], r[2], r[3]) for n, r in enumerate(flat)]
-            nodes = merkle.append_leaves(size, (r[3] for r in flat), _getter(conn))
+            stored = _getter(conn)
+            cache = self._frontier
+
+            def get_node(level: int, index: int) -> bytes:
+                # Complete subtrees never change in an append-only tree, so a cached one is never stale.
+                node = cache.get((level, index))
+                return node if node is not None else stored(level, index)
+
+            nodes = merkle.append_leaves(size, (r[3] for r in flat), get_node)
             conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", entry_rows)
             conn.executemany("INSERT INTO nodes VALUES (?, ?, ?)", [n for n in nodes if n[0] > 0])
             conn.executemany(
@@ -236,6 +271,13 @@ class SQLiteLedger:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        made = {(level, index): h for level, index, h in nodes}
+        self._frontier = {
+            (level, index): h
+            for level, index, h in merkle.roots_for_size(
+                size + len(flat), lambda lv, i: made.get((lv, i)) or get_node(lv, i)
+            )
+        }
         out, start = [], size
         for rows in groups:
             out.append(list(range(start, start + len(rows))))
@@ -426,17 +468,45 @@ class _SQLiteView:
         return None if row is None else str(row[0])
 
 
-def _settle(
-    future: Future[list[int]], *, result: list[int] | None = None, error: BaseException | None = None
-) -> None:
-    """Resolve a waiter unless it gave up; its loop may cancel it at any moment, hence the guard."""
-    try:
+@dataclass(frozen=True, slots=True)
+class _LoopWaiter:
+    """An asyncio future and the loop it belongs to: it may only be resolved on that loop."""
+
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[list[int]]
+
+
+_Waiter = Future[list[int]] | _LoopWaiter
+_Outcome = tuple[list[int] | None, BaseException | None]
+
+
+def _settle_all(settlements: list[tuple[_Waiter, list[int] | None, BaseException | None]]) -> None:
+    """Resolve thread waiters directly and each loop's waiters with one wake-up of that loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[int]], _Outcome]]] = {}
+    for waiter, result, error in settlements:
+        if isinstance(waiter, _LoopWaiter):
+            by_loop.setdefault(waiter.loop, []).append((waiter.future, (result, error)))
+            continue
+        try:  # the caller may have given up at any moment, hence the guard
+            if error is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(result or [])
+        except InvalidStateError:
+            pass
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_resolve_on_loop, items)
+
+
+def _resolve_on_loop(items: list[tuple[asyncio.Future[list[int]], _Outcome]]) -> None:
+    for future, (result, error) in items:
+        if future.done():  # cancelled: its task gave up (the records are committed all the same)
+            continue
         if error is not None:
             future.set_exception(error)
         else:
             future.set_result(result or [])
-    except InvalidStateError:
-        pass
 
 
 def _connect(path: Path) -> sqlite3.Connection:

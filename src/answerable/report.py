@@ -1,0 +1,908 @@
+"""Incident report: one self-contained HTML page about a run, computed from its ledger alone.
+
+Everything on the page is read from the ledger (and, when there is one, the ``result.json`` written
+beside it), never from the objects that ran, so a report can be made from a ledger someone hands
+you. Rendering only reads: it never appends, checkpoints or repairs. The same ledger renders to the
+same bytes: the page holds no time of its own, and plots are SVG with fixed ids and no dates.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import shlex
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from answerable.errors import ConfigError, EntryNotFound, RecordInvalid
+from answerable.ledger import SQLiteLedger
+from answerable.records import (
+    Approval,
+    Control,
+    Decision,
+    Execution,
+    ExternalEvent,
+    Intent,
+    Review,
+    decode_entry,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["compare", "render", "write"]
+
+_KNOWN = frozenset(
+    {
+        "SystemCharter",
+        "RulesetVersion",
+        "Message",
+        "ExternalEvent",
+        "Intent",
+        "Decision",
+        "Review",
+        "Approval",
+        "Execution",
+        "Control",
+    }
+)
+_CLASSES = {"H": "medical", "S": "retail"}
+"""Customer id prefix to order class, as the logistics demo names its customers."""
+_CENTS = frozenset({"total_cost", "penalties", "margin"})
+_ORDER = (
+    "medical_orders",
+    "medical_on_time_rate",
+    "retail_orders",
+    "retail_on_time_rate",
+    "total_cost",
+    "penalties",
+    "margin",
+    "actions_executed",
+    "actions_attributed",
+    "actions_denied",
+    "reviews_raised",
+    "reviews_approved",
+    "reviews_denied",
+    "ledger_entries",
+)
+_LONG = 160
+"""Values longer than this many characters are folded into a ``<details>``."""
+
+
+# --- what the ledger says -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Reviewed:
+    """One decision that went to a person, with the answer if there was one."""
+
+    review: Review
+    intent: Intent | None
+    approval: Approval | None
+
+    @property
+    def waited_s(self) -> float | None:
+        if self.approval is None:
+            return None
+        return (_instant(self.approval.at) - _instant(self.review.at)).total_seconds()
+
+
+@dataclass(slots=True)
+class _Facts:
+    """Everything the page shows, gathered in one pass over the ledger."""
+
+    path: Path
+    origin: str
+    size: int
+    root: str
+    verifier: str
+    checkpoint: str | None
+    kinds: Counter[str] = field(default_factory=Counter)
+    event_types: Counter[tuple[str, str]] = field(default_factory=Counter)
+    first_at: str | None = None
+    last_at: str | None = None
+    days: list[str] = field(default_factory=list)
+    derived: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    result_note: str = ""
+    on_time: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
+    """Class -> day -> (orders on time, orders due)."""
+    executed: dict[str, Counter[str]] = field(default_factory=dict)
+    """Operation -> day -> succeeded executions."""
+    statuses: Counter[str] = field(default_factory=Counter)
+    reviewed: list[_Reviewed] = field(default_factory=list)
+    controls: list[Control] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    outside_alerts: list[ExternalEvent] = field(default_factory=list)
+    undecodable: list[tuple[int, str, str]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.path.stem
+
+    def outcome(self) -> dict[str, Any]:
+        """The outcome table: result.json's figures when there are some, else the ledger's."""
+        return dict(self.result) if self.result is not None else dict(self.derived)
+
+
+def _gather(ledger_path: Path) -> _Facts:
+    ledger_path = Path(ledger_path)
+    with SQLiteLedger.open(ledger_path) as ledger:
+        entries = ledger.entries()
+        facts = _Facts(
+            path=ledger_path,
+            origin=ledger.origin,
+            size=len(entries),
+            root=base64.b64encode(ledger.root(len(entries))).decode("ascii"),
+            verifier=ledger.verifier_key(),
+            checkpoint=ledger.latest_checkpoint(),
+        )
+        intents: dict[str, Intent] = {}
+        reviews: list[Review] = []
+        approvals: dict[str, Approval] = {}
+        decisions: list[Decision] = []
+        executions: list[Execution] = []
+        batches: list[tuple[str, dict[str, Any]]] = []
+        deliveries: list[dict[str, Any]] = []
+        for stored in entries:
+            facts.kinds[stored.kind] += 1
+            record: Any = None
+            if stored.kind in _KNOWN:
+                try:
+                    record = decode_entry(stored.data)
+                except RecordInvalid as exc:
+                    facts.undecodable.append((stored.index, stored.kind, str(exc)))
+            else:
+                try:
+                    record = orjson.loads(stored.data)
+                except orjson.JSONDecodeError as exc:
+                    facts.undecodable.append((stored.index, stored.kind, f"not JSON: {exc}"))
+            if record is None:
+                continue
+            at = record.get("at") if isinstance(record, dict) else record.at
+            if isinstance(at, str):
+                facts.first_at = at if facts.first_at is None else min(facts.first_at, at)
+                facts.last_at = at if facts.last_at is None else max(facts.last_at, at)
+            if isinstance(record, dict):
+                if stored.kind == "Alert":
+                    facts.alerts.append(record)
+            elif isinstance(record, Intent):
+                intents[record.id] = record
+            elif isinstance(record, Decision):
+                decisions.append(record)
+            elif isinstance(record, Execution):
+                executions.append(record)
+            elif isinstance(record, Review):
+                reviews.append(record)
+            elif isinstance(record, Approval):
+                approvals.setdefault(record.review_id, record)
+            elif isinstance(record, Control):
+                facts.controls.append(record)
+            elif isinstance(record, ExternalEvent):
+                facts.event_types[(record.type, record.source)] += 1
+                if record.type == "orders.batch":
+                    batches.append((record.at[:10], _payload(ledger, record)))
+                elif record.type == "delivery":
+                    deliveries.append(_payload(ledger, record))
+                elif record.type.endswith(".alert"):
+                    facts.outside_alerts.append(record)
+    if facts.first_at is not None and facts.last_at is not None:
+        facts.days = _days_between(facts.first_at[:10], facts.last_at[:10])
+    facts.reviewed = [_Reviewed(r, intents.get(r.intent_id), approvals.get(r.id)) for r in reviews]
+    for x in executions:
+        facts.statuses[x.status] += 1
+        if x.status == "succeeded":
+            facts.executed.setdefault(x.operation, Counter())[x.at[:10]] += 1
+    facts.on_time, per_class = _service(batches, deliveries)
+    facts.derived = _derived(facts, per_class, decisions, executions, approvals)
+    facts.result, facts.result_note = _result_json(ledger_path)
+    return facts
+
+
+def _payload(ledger: SQLiteLedger, event: ExternalEvent) -> dict[str, Any]:
+    """The event's payload, fetched from its blob when it was too big to stay in the entry."""
+    body = event.payload
+    ref = body.get("$blob")
+    if isinstance(ref, str) and set(body) == {"$blob", "bytes"}:
+        try:
+            loaded = orjson.loads(ledger.get_blob(ref))
+        except (EntryNotFound, orjson.JSONDecodeError):
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+    return body
+
+
+def _service(
+    batches: Sequence[tuple[str, dict[str, Any]]], deliveries: Sequence[dict[str, Any]]
+) -> tuple[dict[str, dict[str, tuple[int, int]]], dict[str, tuple[int, int]]]:
+    """On-time orders per class per due day, judged the way the scenario measures them.
+
+    An order is judged once its due day has been run (it is at most the last ordering day); it
+    is on time if a delivery on or before its due day carried it. A day is named by the date of
+    that day's order batch. Without order batches, deliveries are counted by their own flags.
+    """
+    due: dict[str, tuple[str, int]] = {}
+    day_dates: dict[int, str] = {}
+    for date, batch in batches:
+        day = batch.get("day")
+        orders = batch.get("orders")
+        if not isinstance(day, int) or not isinstance(orders, list):
+            continue
+        day_dates.setdefault(day, date)
+        for row in orders:
+            if isinstance(row, list) and len(row) >= 5 and isinstance(row[4], int):
+                due[str(row[0])] = (_class_of(str(row[1])), row[4])
+    delivered: dict[str, int] = {}
+    flagged: dict[tuple[str, int], list[bool]] = defaultdict(list)
+    for d in deliveries:
+        day = d.get("day")
+        orders = d.get("orders")
+        flags = d.get("on_time")
+        if not isinstance(day, int) or not isinstance(orders, list):
+            continue
+        for n, order in enumerate(orders):
+            key = str(order)
+            delivered[key] = min(day, delivered.get(key, day))
+            if isinstance(flags, list) and n < len(flags):
+                flagged[(_class_of(str(d.get("customer", ""))), day)].append(bool(flags[n]))
+    per_day: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    if due:
+        last = max(day_dates)
+        for order, (cls, due_day) in due.items():
+            if due_day > last:
+                continue
+            cell = per_day[cls][day_dates.get(due_day, f"day {due_day}")]
+            got = delivered.get(order)
+            cell[0] += got is not None and got <= due_day
+            cell[1] += 1
+    else:
+        for (cls, day), values in flagged.items():
+            cell = per_day[cls][f"day {day}"]
+            cell[0] += sum(values)
+            cell[1] += len(values)
+    table = {cls: {day: (c[0], c[1]) for day, c in sorted(days.items())} for cls, days in per_day.items()}
+    totals = {
+        cls: (sum(c[0] for c in days.values()), sum(c[1] for c in days.values())) for cls, days in table.items()
+    }
+    return dict(sorted(table.items(), key=lambda kv: _class_rank(kv[0]))), totals
+
+
+def _class_of(customer: str) -> str:
+    return _CLASSES.get(customer.split("-", 1)[0], "other")
+
+
+def _class_rank(cls: str) -> tuple[int, str]:
+    ranks = list(_CLASSES.values())
+    return (ranks.index(cls) if cls in ranks else len(ranks), cls)
+
+
+def _derived(
+    facts: _Facts,
+    per_class: dict[str, tuple[int, int]],
+    decisions: Sequence[Decision],
+    executions: Sequence[Execution],
+    approvals: dict[str, Approval],
+) -> dict[str, Any]:
+    """The outcome figures that the ledger alone supports, named as result.json names them."""
+    out: dict[str, Any] = {}
+    for cls, (on_time, total) in sorted(per_class.items(), key=lambda kv: _class_rank(kv[0])):
+        out[f"{cls}_orders"] = total
+        out[f"{cls}_on_time_rate"] = round(on_time / total, 4) if total else 1.0
+    done = [x for x in executions if x.status == "succeeded"]
+    denied_reviews = sum(1 for a in approvals.values() if a.verdict == "deny")
+    out["actions_executed"] = len(done)
+    out["actions_attributed"] = sum(1 for x in done if x.authority is not None and x.authority.responsible)
+    out["actions_denied"] = sum(1 for d in decisions if d.effect == "deny") + denied_reviews
+    out["reviews_raised"] = len(facts.reviewed)
+    out["reviews_approved"] = sum(1 for a in approvals.values() if a.verdict == "approve")
+    out["reviews_denied"] = denied_reviews
+    out["ledger_entries"] = facts.size
+    return out
+
+
+def _result_json(ledger_path: Path) -> tuple[dict[str, Any] | None, str]:
+    """This run's figures from ``result.json`` beside the ledger, keyed by the ledger's stem."""
+    path = ledger_path.parent / "result.json"
+    if not path.exists():
+        return None, "no result.json beside the ledger; figures are recomputed from the ledger"
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return None, f"{path.name} beside the ledger could not be read ({exc}); figures are from the ledger"
+    runs = document.get("runs") if isinstance(document, dict) else None
+    run = runs.get(ledger_path.stem) if isinstance(runs, dict) else None
+    if not isinstance(run, dict):
+        return None, f"{path.name} has no run named {ledger_path.stem!r}; figures are from the ledger"
+    return run, f"figures from {path.name} (run {ledger_path.stem!r}), checked against the ledger"
+
+
+def _instant(at: str) -> datetime:
+    """An RFC 3339 UTC time as the ledger writes it; nanoseconds are cut to microseconds."""
+    stamp, _, fraction = at.rstrip("Z").partition(".")
+    parsed = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    return parsed.replace(microsecond=int((fraction + "000000")[:6])) if fraction else parsed
+
+
+def _days_between(first: str, last: str) -> list[str]:
+    start = datetime.strptime(first, "%Y-%m-%d").replace(tzinfo=UTC).toordinal()
+    stop = datetime.strptime(last, "%Y-%m-%d").replace(tzinfo=UTC).toordinal()
+    return [datetime.fromordinal(n).strftime("%Y-%m-%d") for n in range(start, stop + 1)]
+
+
+# --- plots --------------------------------------------------------------------------------------
+
+
+def _figure(width: float = 7.5, height: float = 2.8) -> Figure:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ConfigError(
+            "the report draws its plots with matplotlib, which is not installed; "
+            "run `pip install matplotlib` in this environment"
+        ) from exc
+    # A bare Figure never touches pyplot, so no display backend is chosen and the caller's is kept.
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _svg(fig: Figure, name: str) -> str:
+    """Inline SVG with ids salted by the plot's name (unique on the page) and no creation date."""
+    import io
+
+    import matplotlib
+
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": f"answerable-{name}", "svg.fonttype": "none"}):
+        fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
+
+
+def _style(ax: Axes, title: str, ylabel: str) -> None:
+    ax.set_title(title, fontsize=10, loc="left")
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _plot_on_time(runs: Sequence[_Facts], name: str) -> str | None:
+    series = [(f, cls, days) for f in runs for cls, days in f.on_time.items() if days]
+    if not series:
+        return None
+    labels = sorted({day for _, _, days in series for day in days})
+    fig = _figure()
+    ax = fig.add_subplot()
+    styles = ("-", "--", ":", "-.")
+    markers = ("o", "s", "^", "D")
+    classes = sorted({cls for _, cls, _ in series}, key=_class_rank)
+    for n, f in enumerate(runs):
+        for cls in classes:
+            days = f.on_time.get(cls)
+            if not days:
+                continue
+            xs = [labels.index(d) for d in days]
+            ys = [ok / total if total else 1.0 for ok, total in days.values()]
+            label = cls if len(runs) == 1 else f"{f.label} {cls}"
+            ax.plot(
+                xs,
+                ys,
+                linestyle=styles[classes.index(cls) % len(styles)] if len(runs) > 1 else "-",
+                marker=markers[classes.index(cls) % len(markers)],
+                color=f"C{n}" if len(runs) > 1 else f"C{classes.index(cls)}",
+                label=label,
+            )
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_ylim(0, 1.05)
+    _style(ax, "On-time rate of orders due each day, by class", "on time")
+    ax.legend(fontsize=8, frameon=False)
+    return _svg(fig, name)
+
+
+def _plot_actions(f: _Facts) -> str | None:
+    if not f.executed:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    bottom = [0] * len(f.days)
+    for n, (operation, per_day) in enumerate(sorted(f.executed.items())):
+        heights = [per_day.get(d, 0) for d in f.days]
+        ax.bar(range(len(f.days)), heights, bottom=bottom, label=operation, color=f"C{n}")
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    ax.set_xticks(range(len(f.days)), f.days, rotation=30, ha="right")
+    _style(ax, "Actions executed per day, by operation", "executions")
+    ax.legend(fontsize=8, frameon=False)
+    return _svg(fig, "actions")
+
+
+def _plot_reviews(f: _Facts) -> str | None:
+    if not f.reviewed:
+        return None
+    counts: dict[str, Counter[str]] = {k: Counter() for k in ("approve", "deny", "pending")}
+    for r in f.reviewed:
+        counts[r.approval.verdict if r.approval else "pending"][r.review.at[:10]] += 1
+    fig = _figure()
+    ax = fig.add_subplot()
+    bottom = [0] * len(f.days)
+    colours = {"approve": "#3a7d44", "deny": "#b23a48", "pending": "#9a9a9a"}
+    for verdict, per_day in counts.items():
+        if not per_day:
+            continue
+        heights = [per_day.get(d, 0) for d in f.days]
+        ax.bar(range(len(f.days)), heights, bottom=bottom, label=verdict, color=colours[verdict])
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    ax.set_xticks(range(len(f.days)), f.days, rotation=30, ha="right")
+    _style(ax, "Decisions sent to review per day, by verdict", "reviews")
+    ax.legend(fontsize=8, frameon=False)
+    return _svg(fig, "reviews")
+
+
+def _plot_waits(f: _Facts) -> str | None:
+    answered = [r for r in f.reviewed if r.approval is not None]
+    if not answered:
+        return None
+    import matplotlib.dates as mdates
+
+    fig = _figure()
+    ax = fig.add_subplot()
+    for verdict, colour in (("approve", "#3a7d44"), ("deny", "#b23a48")):
+        mine = [r for r in answered if r.approval is not None and r.approval.verdict == verdict]
+        if mine:
+            ax.scatter(
+                [_instant(r.review.at) for r in mine],
+                [r.waited_s or 0.0 for r in mine],
+                s=12,
+                alpha=0.7,
+                color=colour,
+                label=verdict,
+            )
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M", tz=UTC))
+    ax.tick_params(axis="x", labelrotation=30)
+    ax.set_ylim(bottom=0)
+    _style(ax, "Time each review waited for its answer (approval time − review time)", "seconds")
+    ax.legend(fontsize=8, frameon=False)
+    return _svg(fig, "waits")
+
+
+def _plot_timeline(f: _Facts) -> str | None:
+    rows: list[tuple[str, list[datetime], str, str]] = [
+        ("outside alerts", [_instant(e.at) for e in f.outside_alerts], "v", "#d08c00"),
+        ("alerts", [_instant(str(a.get("at"))) for a in f.alerts if _is_time(a.get("at"))], "X", "#b23a48"),
+        ("halt", [_instant(c.at) for c in f.controls if c.action == "halt"], "s", "#000000"),
+        ("pause", [_instant(c.at) for c in f.controls if c.action == "pause"], "D", "#555555"),
+        ("resume", [_instant(c.at) for c in f.controls if c.action == "resume"], "^", "#3a7d44"),
+        ("reviews", [_instant(r.review.at) for r in f.reviewed], "|", "#4a6fa5"),
+    ]
+    rows = [row for row in rows if row[1]]
+    if not rows or not (f.outside_alerts or f.alerts or f.controls):
+        return None
+    import matplotlib.dates as mdates
+
+    fig = _figure(height=0.6 + 0.45 * len(rows))
+    ax = fig.add_subplot()
+    for y, (_, times, marker, colour) in enumerate(rows):
+        ax.scatter(times, [y] * len(times), marker=marker, color=colour, s=40, alpha=0.8)
+    ax.set_yticks(range(len(rows)), [row[0] for row in rows])
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    if f.first_at is not None and f.last_at is not None:
+        ax.set_xlim(_instant(f.first_at), _instant(f.last_at))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M", tz=UTC))
+    ax.tick_params(axis="x", labelrotation=30)
+    _style(ax, "Alerts, controls and reviews on the timeline (UTC)", "")
+    ax.grid(axis="x", alpha=0.3)
+    return _svg(fig, "timeline")
+
+
+def _is_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        _instant(value)
+    except ValueError:
+        return False
+    return True
+
+
+# --- HTML ---------------------------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1100px;
+padding:0 1rem;color:#1d1d1f}
+h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}
+h3{font-size:1rem}table{border-collapse:collapse;margin:.5rem 0;font-size:13px}
+th,td{border:1px solid #ddd;padding:.25rem .5rem;vertical-align:top;text-align:left}
+th{background:#f4f4f6}td.n{text-align:right;font-variant-numeric:tabular-nums}
+code,pre{font:12px ui-monospace,SFMono-Regular,Menlo,monospace}
+pre{background:#f4f4f6;padding:.6rem;overflow-x:auto}.muted{color:#666}
+.none{color:#666;font-style:italic}figure{margin:1rem 0}svg{max-width:100%;height:auto}
+.deny{color:#b23a48;font-weight:600}.approve{color:#3a7d44;font-weight:600}
+.pending{color:#666;font-weight:600}dl{display:grid;grid-template-columns:max-content 1fr;gap:.1rem 1rem}
+dt{font-weight:600}dd{margin:0}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _page(title: str, body: Iterable[str]) -> str:
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
+
+
+def _none(text: str) -> str:
+    return f'<p class="none">{_e(text)}</p>'
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[str]], *, numeric: Sequence[int] = ()) -> str:
+    """A table whose cells are already HTML; only the header is escaped here."""
+    parts = ["<table><thead><tr>", *(f"<th>{_e(h)}</th>" for h in head), "</tr></thead><tbody>"]
+    for row in rows:
+        cells = (f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(row))
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</tbody></table>")
+    return "".join(parts)
+
+
+def _value(value: object) -> str:
+    """A free-form ledger value as escaped HTML, long ones folded."""
+    text = value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    if len(text) <= _LONG:
+        return f"<code>{_e(text)}</code>"
+    return f"<details><summary><code>{_e(text[:_LONG])}…</code></summary><pre>{_e(text)}</pre></details>"
+
+
+def _cell(metric: str, value: object) -> str:
+    if value is None:
+        return '<span class="muted">—</span>'
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return _e(value)
+    if metric.endswith("_rate"):
+        return f"{value:.3f}"
+    if metric in _CENTS:
+        return f"{value / 100:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return _e(value)
+
+
+def _metric_names(outcomes: Iterable[dict[str, Any]]) -> list[str]:
+    names: list[str] = []
+    for outcome in outcomes:
+        names.extend(k for k in outcome if k not in names)
+    known = [m for m in _ORDER if m in names]
+    return known + [m for m in names if m not in known]
+
+
+def _outcome_section(f: _Facts) -> str:
+    parts = ["<h2 id=outcome>Outcome</h2>", f'<p class="muted">{_e(f.result_note)}</p>']
+    if f.result is None:
+        rows = [(_e(m), _cell(m, f.derived.get(m))) for m in _metric_names([f.derived])]
+        parts.append(_table(["metric", "from the ledger"], rows, numeric=[1]))
+        return "\n".join(parts)
+    names = _metric_names([f.result, f.derived])
+    rows = []
+    for m in names:
+        ours, theirs = f.derived.get(m), f.result.get(m)
+        mark = " ≠" if m in f.derived and m in f.result and ours != theirs else ""
+        rows.append((_e(m), _cell(m, theirs), _cell(m, ours) + mark))
+    parts.append(_table(["metric", "result.json", "recomputed from the ledger"], rows, numeric=[1, 2]))
+    parts.append(
+        '<p class="muted">Money is in whole currency units (result.json holds cents). '
+        "Only result.json knows costs: the ledger holds response digests, not prices.</p>"
+    )
+    return "\n".join(parts)
+
+
+def _figure_block(svg: str | None, missing: str) -> str:
+    return f"<figure>{svg}</figure>" if svg is not None else _none(missing)
+
+
+def _plots_section(f: _Facts) -> str:
+    cost = ""
+    if f.result is not None:
+        known = [m for m in ("total_cost", "penalties", "margin") if m in f.result]
+        if known:
+            cost = (
+                "<p>Totals from result.json: "
+                + ", ".join(f"{_e(m)} <b>{_cell(m, f.result[m])}</b>" for m in known)
+                + ".</p>"
+            )
+    statuses = ", ".join(f"{_e(s)}: {n:,}" for s, n in sorted(f.statuses.items()))
+    return "\n".join(
+        [
+            "<h2 id=plots>Plots</h2>",
+            "<h3>Service</h3>",
+            _figure_block(
+                _plot_on_time([f], "on-time"), "No orders or deliveries in this ledger: no on-time rates."
+            ),
+            "<h3>Cost: actions executed</h3>",
+            cost,
+            f'<p class="muted">Executions by status: {statuses or "none"}.</p>',
+            _figure_block(_plot_actions(f), "No executed actions in this ledger."),
+            "<h3>Reviews</h3>",
+            _figure_block(_plot_reviews(f), "No decision in this ledger went to review."),
+            _waits_summary(f),
+            _figure_block(_plot_waits(f), "No review in this ledger was answered: no waiting times."),
+            "<h3>Timeline</h3>",
+            _figure_block(_plot_timeline(f), "No alerts or controls in this ledger."),
+        ]
+    )
+
+
+def _waits_summary(f: _Facts) -> str:
+    waits = sorted(w for w in (r.waited_s for r in f.reviewed) if w is not None)
+    if not waits:
+        return ""
+    median = waits[len(waits) // 2]
+    return (
+        f"<p>{len(waits):,} answered; waiting time median {median:,.1f} s, "
+        f"longest {waits[-1]:,.1f} s (times as the ledger recorded them).</p>"
+    )
+
+
+def _reviews_section(f: _Facts) -> str:
+    head = "<h2 id=reviews>Decisions that went to review</h2>"
+    if not f.reviewed:
+        return head + _none("No decision in this ledger went to review.")
+    rows = []
+    for r in f.reviewed:
+        a, i = r.approval, r.intent
+        verdict = a.verdict if a else "pending"
+        waited = r.waited_s
+        rows.append(
+            (
+                f"<code>{_e(r.review.at)}</code>",
+                _e(r.review.operation),
+                _e(i.agent) if i else '<span class="muted">?</span>',
+                _value(i.arguments) if i else _e(r.review.intent_id),
+                "<br>".join(_e(x) for x in r.review.reasons),
+                "<br>".join(f"<code>{_e(p)}</code>" for p in r.review.policy_ids),
+                f'<span class="{verdict}">{_e(verdict)}</span>',
+                _e(a.by) if a else "",
+                _e(a.reason) if a else "",
+                "" if waited is None else f"{waited:,.1f} s",
+            )
+        )
+    return "\n".join(
+        [
+            head,
+            f"<p>{len(f.reviewed):,} review(s), "
+            f"{sum(1 for r in f.reviewed if r.approval is None):,} without an answer.</p>",
+            _table(
+                [
+                    "sent at",
+                    "operation",
+                    "agent",
+                    "arguments",
+                    "why it went to review",
+                    "policies",
+                    "verdict",
+                    "answered by",
+                    "their reason",
+                    "waited",
+                ],
+                rows,
+                numeric=[9],
+            ),
+        ]
+    )
+
+
+def _alerts_section(f: _Facts) -> str:
+    parts = ["<h2 id=alerts>Alerts</h2>"]
+    if f.alerts:
+        rows = []
+        for a in f.alerts:
+            fields = "".join(
+                f"<dt>{_e(k)}</dt><dd>{_value(v)}</dd>"
+                for k, v in sorted(a.items())
+                if k not in ("id", "at", "kind")
+            )
+            rows.append((f"<code>{_e(a.get('id', ''))}</code>", f"<code>{_e(a.get('at', ''))}</code>", f"<dl>{fields}</dl>"))
+        parts.append(_table(["id", "at", "fields"], rows))
+    else:
+        parts.append(_none("No Alert entries in this ledger."))
+    parts.append("<h3>Alerts from outside (external events of type <code>*.alert</code>)</h3>")
+    if f.outside_alerts:
+        rows = [
+            (
+                f"<code>{_e(e.at)}</code>",
+                _e(e.source),
+                _e(e.type),
+                "<dl>"
+                + "".join(f"<dt>{_e(k)}</dt><dd>{_value(v)}</dd>" for k, v in sorted(e.payload.items()))
+                + "</dl>",
+            )
+            for e in f.outside_alerts
+        ]
+        parts.append(_table(["at", "source", "type", "payload"], rows))
+    else:
+        parts.append(_none("No external alerts in this ledger."))
+    parts.append("<h3>Controls (halt, pause, resume)</h3>")
+    if f.controls:
+        rows = [
+            (
+                f"<code>{_e(c.at)}</code>",
+                _e(c.action),
+                _e(c.scope.label()),
+                _e(c.by),
+                _e(c.reason),
+                "signed" if c.signature else "",
+            )
+            for c in f.controls
+        ]
+        parts.append(_table(["at", "action", "scope", "by", "reason", "signature"], rows))
+    else:
+        parts.append(_none("No halt, pause or resume in this ledger."))
+    return "\n".join(parts)
+
+
+def _entries_section(f: _Facts) -> str:
+    parts = ["<h2 id=entries>Entries</h2>"]
+    parts.append(
+        _table(["kind", "entries"], [(_e(k), f"{n:,}") for k, n in sorted(f.kinds.items())], numeric=[1])
+    )
+    if f.event_types:
+        rows = [(_e(t), _e(s), f"{n:,}") for (t, s), n in sorted(f.event_types.items())]
+        parts.append("<h3>External events by type</h3>")
+        parts.append(_table(["type", "source", "events"], rows, numeric=[2]))
+    if f.undecodable:
+        rows = [(str(i), _e(k), _e(why)) for i, k, why in f.undecodable]
+        parts.append("<h3>Entries that could not be decoded</h3>")
+        parts.append(_table(["index", "kind", "why"], rows, numeric=[0]))
+    return "\n".join(parts)
+
+
+def _checkpoint_section(f: _Facts) -> str:
+    ledger = shlex.quote(str(f.path))
+    parts = ["<h2 id=checkpoint>Checkpoint and verification</h2>"]
+    if f.checkpoint is None:
+        parts.append(_none("The ledger holds no stored checkpoint. Sign one (this writes to the ledger):"))
+        parts.append(f"<pre>answerable ledger checkpoint {_e(ledger)} --out checkpoint.txt</pre>")
+    else:
+        lines = f.checkpoint.splitlines()
+        size = lines[1] if len(lines) > 1 else "?"
+        covered = (
+            "it covers the whole ledger"
+            if size == str(f.size)
+            else f"{f.size:,} entries now, so entries after {_e(size)} are not covered by it"
+        )
+        parts.append(
+            f"<p>Latest stored checkpoint, signed by the ledger's key: size {_e(size)} ({covered}).</p>"
+        )
+        parts.append(f"<pre>{_e(f.checkpoint)}</pre>")
+        parts.append(
+            "<p>Save it as <code>checkpoint.txt</code> (outside the ledger's folder), then at any "
+            "later time prove the ledger still holds exactly these entries, nothing rewritten, "
+            "truncated or rolled back:</p>"
+        )
+    parts.append(f"<pre>answerable verify {_e(ledger)} --checkpoint checkpoint.txt</pre>")
+    parts.append(
+        _table(
+            ["", ""],
+            [
+                ("verifier key", f"<code>{_e(f.verifier)}</code>"),
+                ("entries now", f"{f.size:,}"),
+                ("root now (base64)", f"<code>{_e(f.root)}</code>"),
+            ],
+        )
+    )
+    return "\n".join(parts)
+
+
+def _summary(f: _Facts) -> str:
+    span = (
+        f"{_e(f.first_at)} – {_e(f.last_at)}"
+        if f.first_at is not None
+        else '<span class="muted">no entries</span>'
+    )
+    return "\n".join(
+        [
+            f"<h1>Incident report: {_e(f.label)}</h1>",
+            "<dl>",
+            f"<dt>ledger</dt><dd><code>{_e(f.path)}</code></dd>",
+            f"<dt>origin</dt><dd><code>{_e(f.origin)}</code></dd>",
+            f"<dt>entries</dt><dd>{f.size:,}</dd>",
+            f"<dt>recorded</dt><dd>{span} (UTC, from the ledger)</dd>",
+            "</dl>",
+            '<p class="muted">Computed from the ledger alone; rendering does not write to it. '
+            '<a href="#outcome">outcome</a> · <a href="#plots">plots</a> · '
+            '<a href="#reviews">reviews</a> · <a href="#alerts">alerts</a> · '
+            '<a href="#entries">entries</a> · <a href="#checkpoint">checkpoint</a></p>',
+        ]
+    )
+
+
+# --- public API ---------------------------------------------------------------------------------
+
+
+def render(ledger_path: Path) -> str:
+    """The incident report of one ledger, as one self-contained HTML page.
+
+    Raises:
+        NotALedger: the path is not an answerable ledger.
+        ConfigError: matplotlib is not installed.
+    """
+    f = _gather(Path(ledger_path))
+    return _page(
+        f"Incident report: {f.label}",
+        [
+            _summary(f),
+            _outcome_section(f),
+            _plots_section(f),
+            _reviews_section(f),
+            _alerts_section(f),
+            _entries_section(f),
+            _checkpoint_section(f),
+        ],
+    )
+
+
+def write(ledger_path: Path, out: Path) -> Path:
+    """Render the report of ``ledger_path`` and write it to ``out``; return ``out``."""
+    out = Path(out)
+    text = render(ledger_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+def compare(paths: list[Path], out: Path) -> Path:
+    """Write a page comparing runs: their outcome tables side by side and on-time rates overlaid.
+
+    Each run links to its own report when one sits beside its ledger (``LEDGER`` with ``.html``).
+    """
+    out = Path(out)
+    runs = [_gather(Path(p)) for p in paths]
+    labels = _unique_labels(runs)
+    outcomes = [r.outcome() for r in runs]
+    names = _metric_names(outcomes)
+    head = ["metric", *labels]
+    rows = [(_e(m), *(_cell(m, o.get(m)) for o in outcomes)) for m in names]
+    links = []
+    for label, r in zip(labels, runs, strict=True):
+        report = r.path.with_suffix(".html")
+        source = "result.json" if r.result is not None else "the ledger"
+        if report.exists():
+            href = Path(os.path.relpath(report.resolve(), out.resolve().parent)).as_posix()
+            what = f'<a href="{_e(href)}">{_e(label)}</a>'
+        else:
+            what = _e(label)
+        links.append(
+            f"<li>{what}: <code>{_e(r.path)}</code>, {r.size:,} entries, figures from {_e(source)}</li>"
+        )
+    svg = _plot_on_time(runs, "compare-on-time")
+    body = [
+        "<h1>Comparison of runs</h1>",
+        "<ul>" + "".join(links) + "</ul>",
+        "<h2>Outcome</h2>",
+        _table(head, rows, numeric=range(1, len(head))),
+        '<p class="muted">Money is in whole currency units.</p>',
+        "<h2>On-time rates</h2>",
+        _figure_block(svg, "None of these ledgers holds orders or deliveries."),
+    ]
+    text = _page("Comparison of runs: " + ", ".join(labels), body)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+def _unique_labels(runs: Sequence[_Facts]) -> list[str]:
+    stems = Counter(r.label for r in runs)
+    return [r.label if stems[r.label] == 1 else f"{r.path.parent.name}/{r.label}" for r in runs]
