@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
+from answerable.errors import ConfigError
 from answerable.keys import KeyPair
+from answerable.ledger.base import LedgerStore
 from answerable.policy import load_ruleset
-from answerable.records import AgentIdentity, Person, RulesetVersion, SystemCharter
+from answerable.records import AgentIdentity, Person, RulesetVersion, SystemCharter, decode_entry
 from answerable.signing import sign
 
-__all__ = ["new_charter", "new_ruleset", "schema_for"]
+__all__ = ["charter_of", "new_charter", "new_ruleset", "schema_for"]
 
 
 def new_charter(
@@ -95,3 +97,13 @@ def schema_for(operations: Mapping[str, str] | Iterable[str]) -> str:
         for name in names
     )
     return f"entity Agent;\nentity Resource {{ class: String }};\n{actions}\n"
+
+
+def charter_of(ledger: LedgerStore) -> SystemCharter:
+    """The charter in force: the last SystemCharter entry in the ledger."""
+    charters = ledger.of_kind("SystemCharter")
+    if not charters:
+        raise ConfigError(f"ledger {ledger.origin} has no SystemCharter: it was never set up with one")
+    record = decode_entry(charters[-1].data)
+    assert isinstance(record, SystemCharter)
+    return record

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from answerable.clock import IdSource, SystemClock
 from answerable.control import Controller, scope_from_text
 from answerable.errors import (
     AnswerableError,
@@ -25,7 +26,9 @@ from answerable.errors import (
 )
 from answerable.keys import KeyPair
 from answerable.ledger import SQLiteLedger
-from answerable.policy import load_ruleset
+from answerable.policy import diff_policies, load_ruleset
+from answerable.records import RulesetVersion, decode_entry
+from answerable.review import ReviewQueue
 
 __all__ = ["app", "main"]
 
@@ -247,6 +250,126 @@ def _control(ledger: Path, action: str, by: str, reason: str, scope_text: str, k
 
         control = _run(lambda: asyncio.run(act()))
     out.print(f"{control.action} recorded: {control.id} on {control.scope.label()} by {control.by}")
+
+
+@app.command()
+def reviews(
+    ledger: Path = LedgerArg,
+    everything: bool = typer.Option(False, "--all", help="Also list settled reviews."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """List reviews waiting for a person: what, why, who is asked, until when."""
+    with _open(ledger) as store:
+        queue = ReviewQueue(store, clock=SystemClock(), ids=IdSource())
+        states = _run(queue.all if everything else queue.open)
+    rows = [
+        {
+            "review_id": s.review.id,
+            "operation": s.review.operation,
+            "arguments": s.intent.arguments,
+            "agent": s.intent.agent,
+            "reasons": list(s.review.reasons),
+            "policy_ids": list(s.review.policy_ids),
+            "assignee": s.assignee,
+            "approvals": f"{sum(a.verdict == 'approve' for a in s.approvals)}/{s.review.approvals_required}",
+            "expires_at": s.review.expires_at,
+            "resolution": s.resolution,
+        }
+        for s in states
+    ]
+    if as_json:
+        _json(rows)
+        return
+    columns = (
+        "review_id",
+        "operation",
+        "agent",
+        "reasons",
+        "assignee",
+        "approvals",
+        "expires_at",
+        "resolution",
+    )
+    table = Table(title=f"{len(rows)} review(s)")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(_text(row[c]) for c in columns))
+    out.print(table)
+
+
+def _text(value: Any) -> str:
+    return "; ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+@app.command()
+def approve(
+    ledger: Path = LedgerArg,
+    review_id: str = typer.Argument(..., help="The review to answer."),
+    by: str = ByOpt,
+    reason: str = ReasonOpt,
+    key: Path = typer.Option(..., "--key", help="Your key file: the answer is signed with it."),
+) -> None:
+    """Approve a review, signed; the running system executes the intent once the review is settled."""
+    _answer(ledger, review_id, "approve", by, reason, key)
+
+
+@app.command()
+def deny(
+    ledger: Path = LedgerArg,
+    review_id: str = typer.Argument(..., help="The review to answer."),
+    by: str = ByOpt,
+    reason: str = ReasonOpt,
+    key: Path = typer.Option(..., "--key", help="Your key file: the answer is signed with it."),
+) -> None:
+    """Deny a review, signed; the intent will not run."""
+    _answer(ledger, review_id, "deny", by, reason, key)
+
+
+def _answer(ledger: Path, review_id: str, verdict: str, by: str, reason: str, key_file: Path) -> None:
+    key = _run(lambda: KeyPair.load(key_file))
+    if key.identity != by:
+        _fail(NotAuthorized(f"--by {by!r} but the key file belongs to {key.identity!r}", who=by))
+    with _open(ledger) as store:
+        queue = ReviewQueue(store, clock=SystemClock(), ids=IdSource())
+        approval = _run(lambda: queue.approval(review_id, key=key, verdict=verdict, reason=reason))
+        state = _run(lambda: asyncio.run(queue.submit(approval)))
+    status = state.resolution or "open"
+    out.print(f"{verdict} recorded: {approval.id} on review {review_id} by {by}; review is {status}")
+
+
+@rules_app.command("diff")
+def rules_diff(
+    old: str = typer.Argument(..., help="Old policies file, or a ruleset version number with --ledger."),
+    new: str = typer.Argument(..., help="New policies file, or a ruleset version number with --ledger."),
+    ledger: Path | None = typer.Option(None, "--ledger", help="Read the two versions from this ledger."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Show which policies were added, removed or changed between two ruleset versions."""
+    if ledger is not None:
+        with _open(ledger) as store:
+            versions = {}
+            for stored in store.of_kind("RulesetVersion"):
+                record = decode_entry(stored.data)
+                assert isinstance(record, RulesetVersion)
+                versions[str(record.version)] = record.policies
+        missing = [v for v in (old, new) if v not in versions]
+        if missing:
+            _fail(ConfigError(f"ledger has no ruleset version {missing[0]}; it has {sorted(versions)}"))
+        before, after = versions[old], versions[new]
+    else:
+        before, after = _read(Path(old)), _read(Path(new))
+    changes = _run(lambda: diff_policies(before, after))
+    if as_json:
+        _json(changes)
+        return
+    for kind in ("added", "removed", "changed"):
+        for item in changes[kind]:
+            out.print(f"[bold]{kind}[/bold] {item['id']}", markup=True)
+            for line in item.get("diff", []):
+                out.print(f"  {line}", markup=False)
+    if not any(changes.values()):
+        out.print("no change")
 
 
 @rules_app.command("check")

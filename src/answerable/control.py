@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from answerable.charter import charter_of
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
 from answerable.errors import AnswerableError, ConfigError
 from answerable.keys import KeyPair
@@ -57,16 +58,6 @@ def scope_from_text(text: str) -> Scope:
         raise ConfigError(
             f"scope {text!r} is not one of system, agent:NAME, operation:NAME, resource_class:NAME"
         ) from exc
-
-
-def charter_of(ledger: LedgerStore) -> SystemCharter:
-    """The charter in force: the last SystemCharter entry in the ledger."""
-    charters = ledger.of_kind("SystemCharter")
-    if not charters:
-        raise ConfigError(f"ledger {ledger.origin} has no SystemCharter: it was never set up with one")
-    record = decode_entry(charters[-1].data)
-    assert isinstance(record, SystemCharter)
-    return record
 
 
 class Controller:

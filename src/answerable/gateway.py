@@ -20,10 +20,10 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from answerable._canonical import canonical_bytes
+from answerable.charter import charter_of
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
-from answerable.control import Controller, charter_of
+from answerable.control import Controller
 from answerable.errors import (
-    ApprovalRefused,
     ArgumentsInvalid,
     ConfigError,
     EntryNotFound,
@@ -34,7 +34,7 @@ from answerable.errors import (
 )
 from answerable.keys import KeyPair
 from answerable.ledger.base import LedgerStore
-from answerable.policy import CedarRequest, Ruleset, Verdict, decide, load_ruleset
+from answerable.policy import CedarRequest, ReviewTerms, Ruleset, Verdict, decide, load_ruleset
 from answerable.records import (
     Approval,
     Authority,
@@ -49,8 +49,8 @@ from answerable.records import (
     decode_entry,
     digest,
 )
-from answerable.review import binding_of, check_approval
-from answerable.signing import sign, verify_charter, verify_ruleset
+from answerable.review import ReviewQueue, ReviewState, binding_of
+from answerable.signing import verify_charter, verify_ruleset
 
 __all__ = ["Gateway", "Operation", "Outcome", "Resource", "http_operation", "invoke"]
 
@@ -133,6 +133,8 @@ class Gateway:
         self.clock = clock or SystemClock()
         self.ids = ids or IdSource(self.clock)
         self.control = Controller(ledger, clock=self.clock, ids=self.ids)
+        self.reviews = ReviewQueue(ledger, clock=self.clock, ids=self.ids)
+        self._concluded: set[str] = set()
         self._operations: dict[str, Operation] = {}
         self._fault = fault
         self._charter: SystemCharter | None = None
@@ -311,8 +313,9 @@ class Gateway:
         args: BaseModel,
         *,
         recovered: bool,
-        approval: Approval | None = None,
+        approvals: tuple[Approval, ...] = (),
     ) -> Outcome:
+        approval = approvals[-1] if approvals else None
         stop = self.control.state().blocking(
             agent=intent.agent, operation=op.name, resource_class=op.resource_class
         )
@@ -325,7 +328,7 @@ class Gateway:
                 error=f"{stop.action} {stop.id} by {stop.by}: {stop.reason}",
                 causes=(stop.id,),
                 recovered=recovered,
-                approval=approval,
+                approvals=approvals,
             )
             await self.ledger.append([execution])
             return Outcome("not_executed", intent, decision, execution, approval=approval)
@@ -355,7 +358,7 @@ class Gateway:
                 error=f"{type(failure).__name__}: {failure}",
                 latency_us=(self.clock.now_ns() - started) // 1000,
                 recovered=recovered,
-                approval=approval,
+                approvals=approvals,
                 attempts=attempts,
             )
             await self.ledger.append([execution])
@@ -371,7 +374,7 @@ class Gateway:
             response=result,
             latency_us=latency,
             recovered=recovered,
-            approval=approval,
+            approvals=approvals,
             attempts=attempts,
         )
         await self.ledger.append([execution])
@@ -389,10 +392,10 @@ class Gateway:
         latency_us: int = 0,
         causes: tuple[str, ...] = (),
         recovered: bool = False,
-        approval: Approval | None = None,
+        approvals: tuple[Approval, ...] = (),
         attempts: int = 1,
     ) -> Execution:
-        if approval is None:
+        if not approvals:
             authority = Authority(
                 responsible=self.charter.ri,
                 via="policy",
@@ -401,13 +404,11 @@ class Gateway:
             )
             causes = (intent.id, decision.id, *causes)
         else:
+            ids = tuple(a.id for a in approvals)
             authority = Authority(
-                responsible=self.charter.ri,
-                via="approval",
-                ids=(approval.id,),
-                ruleset_hash=decision.ruleset_hash,
+                responsible=self.charter.ri, via="approval", ids=ids, ruleset_hash=decision.ruleset_hash
             )
-            causes = (intent.id, decision.id, approval.id, *causes)
+            causes = (intent.id, decision.id, *ids, *causes)
         return Execution(
             id=self.ids.new(),
             at=rfc3339(self.clock.now_ns()),
@@ -427,9 +428,15 @@ class Gateway:
     # --- review ---------------------------------------------------------------------------------
 
     def _review(self, intent: Intent, decision: Decision, verdict: Verdict) -> Review:
+        terms = verdict.review or ReviewTerms()
+        now = self.clock.now_ns()
+        charter = self.charter
+        reviewers = sorted(
+            p.identity for p in charter.people if "reviewer" in p.roles and p.identity != charter.ri
+        )
         return Review(
             id=self.ids.new(),
-            at=rfc3339(self.clock.now_ns()),
+            at=rfc3339(now),
             causes=(intent.id, decision.id),
             intent_id=intent.id,
             decision_id=decision.id,
@@ -437,6 +444,12 @@ class Gateway:
             reasons=verdict.review_reasons,
             policy_ids=decision.policy_ids,
             binding=binding_of(intent, decision.ruleset_hash),
+            approvals_required=terms.approvals,
+            assignees=(*reviewers, charter.ri),
+            deadline=rfc3339(now + terms.deadline_minutes * 60_000_000_000),
+            escalate_every_seconds=terms.deadline_minutes * 60,
+            expires_at=rfc3339(now + terms.expires_minutes * 60_000_000_000),
+            on_expiry=terms.on_expiry,
         )
 
     async def answer(
@@ -449,68 +462,53 @@ class Gateway:
         valid_for_seconds: int = 3600,
     ) -> Outcome:
         """Answer a review as the key's owner: sign the verdict over the exact intent, then settle it."""
-        review, intent, _decision = self._pending(review_id)
-        approval = Approval(
-            id=self.ids.new(),
-            at=rfc3339(self.clock.now_ns()),
-            causes=(review.id,),
-            review_id=review.id,
-            intent_id=intent.id,
-            verdict=verdict,
-            by=key.identity,
-            reason=reason,
-            binding=review.binding,
-            expires_at=rfc3339(self.clock.now_ns() + valid_for_seconds * 1_000_000_000),
+        approval = self.reviews.approval(
+            review_id, key=key, verdict=verdict, reason=reason, valid_for_seconds=valid_for_seconds
         )
-        return await self.settle(sign(approval, key))
+        return await self.settle(approval)
 
     async def settle(self, approval: Approval) -> Outcome:
-        """Accept a signed answer to a review: record it, then execute the intent if approved.
+        """Accept a signed answer to a review; once the review is settled, act on it.
 
         Raises:
             ApprovalRefused: with a stable reason code; nothing is recorded.
         """
-        review, intent, decision = self._pending(approval.review_id)
-        answered = any(e.kind == "Approval" for e in self.ledger.caused_by(review.id))
-        check_approval(
-            approval,
-            review,
-            intent,
-            decision.ruleset_hash,
-            self.charter,
-            now=rfc3339(self.clock.now_ns()),
-            answered=answered,
-        )
-        await self.ledger.append([approval])
-        if approval.verdict == "deny":
-            return Outcome("denied", intent, decision, review=review, approval=approval)
+        state = await self.reviews.submit(approval)
+        return await self._conclude(state)
+
+    async def settle_reviews(self) -> list[Outcome]:
+        """Escalate and expire on the clock, then act on reviews settled since the last call.
+
+        Answers given from another process (``answerable approve``) are found here.
+        """
+        await self.reviews.tick()
+        outcomes = []
+        for stored in self.ledger.of_kind("Review"):
+            if stored.id in self._concluded:
+                continue
+            state = self.reviews.state(stored.id)
+            if state.resolution is not None:
+                outcomes.append(await self._conclude(state))
+        return outcomes
+
+    async def _conclude(self, state: ReviewState) -> Outcome:
+        review, intent, decision = state.review, state.intent, state.decision
+        last = state.approvals[-1] if state.approvals else None
+        resolution = state.resolution
+        if resolution is None:
+            return Outcome("review", intent, decision, review=review, approval=last)
+        self._concluded.add(review.id)
+        if resolution in ("denied", "expired:deny"):
+            return Outcome("denied", intent, decision, review=review, approval=last)
+        if any(e.kind == "Execution" for e in self.ledger.caused_by(intent.id)):
+            return Outcome("succeeded", intent, decision, review=review, approval=last)
         op = self._operations.get(intent.operation)
         if op is None:
             raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
         args = _validate(op, intent.arguments)
-        outcome = await self._execute(op, intent, decision, args, recovered=False, approval=approval)
-        return Outcome(outcome.status, intent, decision, outcome.execution, outcome.result, review, approval)
-
-    def _pending(self, review_id: str) -> tuple[Review, Intent, Decision]:
-        try:
-            review = decode_entry(self.ledger.find(review_id).data)
-        except EntryNotFound as exc:
-            raise ApprovalRefused(
-                f"there is no review {review_id!r} in this ledger",
-                reason_code="unknown_review",
-                review_id=review_id,
-            ) from exc
-        if not isinstance(review, Review):
-            raise ApprovalRefused(
-                f"entry {review_id} is a {review.kind}, not a Review",
-                reason_code="unknown_review",
-                review_id=review_id,
-            )
-        intent = decode_entry(self.ledger.find(review.intent_id).data)
-        decision = decode_entry(self.ledger.find(review.decision_id).data)
-        assert isinstance(intent, Intent)
-        assert isinstance(decision, Decision)
-        return review, intent, decision
+        approvals = tuple(a for a in state.approvals if a.verdict == "approve")
+        outcome = await self._execute(op, intent, decision, args, recovered=False, approvals=approvals)
+        return Outcome(outcome.status, intent, decision, outcome.execution, outcome.result, review, last)
 
     # --- after a crash --------------------------------------------------------------------------
 
@@ -522,25 +520,26 @@ class Gateway:
         happened; else the intent is marked ambiguous and its operation paused for a person.
         """
         outcomes = []
-        for intent, decision, approval in _open_intents(self.ledger):
+        for intent, decision, approvals in _open_intents(self.ledger):
+            approval = approvals[-1] if approvals else None
             op = self._operations.get(intent.operation)
             if op is None:
                 raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
             args = _validate(op, intent.arguments)
             if op.idempotent:
                 outcomes.append(
-                    await self._execute(op, intent, decision, args, recovered=True, approval=approval)
+                    await self._execute(op, intent, decision, args, recovered=True, approvals=approvals)
                 )
                 continue
             if op.lookup is not None:
                 found = await op.lookup(intent.idempotency_key)
                 if found is None:
                     outcomes.append(
-                        await self._execute(op, intent, decision, args, recovered=True, approval=approval)
+                        await self._execute(op, intent, decision, args, recovered=True, approvals=approvals)
                     )
                 else:
                     execution = self._execution(
-                        op, intent, decision, "succeeded", response=found, recovered=True, approval=approval
+                        op, intent, decision, "succeeded", response=found, recovered=True, approvals=approvals
                     )
                     await self.ledger.append([execution])
                     outcomes.append(
@@ -553,7 +552,7 @@ class Gateway:
                 decision,
                 "ambiguous",
                 recovered=True,
-                approval=approval,
+                approvals=approvals,
                 error="recorded before a crash; the operation honours no idempotency key and has no lookup",
             )
             pause = Control(
@@ -662,9 +661,9 @@ def _has(ledger: LedgerStore, entry_id: str) -> bool:
     return True
 
 
-def _open_intents(ledger: LedgerStore) -> list[tuple[Intent, Decision, Approval | None]]:
+def _open_intents(ledger: LedgerStore) -> list[tuple[Intent, Decision, tuple[Approval, ...]]]:
     """Allowed or approved intents with no Execution: what a crash may have left behind."""
-    out: list[tuple[Intent, Decision, Approval | None]] = []
+    out: list[tuple[Intent, Decision, tuple[Approval, ...]]] = []
     for stored in ledger.of_kind("Intent"):
         intent = decode_entry(stored.data)
         assert isinstance(intent, Intent)
@@ -675,15 +674,16 @@ def _open_intents(ledger: LedgerStore) -> list[tuple[Intent, Decision, Approval 
         if decision is None:
             continue
         if decision.effect == "allow":
-            out.append((intent, decision, None))
+            out.append((intent, decision, ()))
             continue
         review = next((f for f in followers if isinstance(f, Review)), None)
         if review is None:
             continue
         answers = [decode_entry(e.data) for e in ledger.caused_by(review.id)]
-        approval = next((a for a in answers if isinstance(a, Approval)), None)
-        if approval is not None and approval.verdict == "approve":
-            out.append((intent, decision, approval))
+        approvals = tuple(a for a in answers if isinstance(a, Approval))
+        enough = len({a.by for a in approvals if a.verdict == "approve"}) >= review.approvals_required
+        if enough and not any(a.verdict == "deny" for a in approvals):
+            out.append((intent, decision, tuple(a for a in approvals if a.verdict == "approve")))
     return out
 
 

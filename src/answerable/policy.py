@@ -9,6 +9,7 @@ evaluation error is a ``deny``: a person can lift a review, never a refusal.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import orjson
 
 from answerable.errors import PolicyInvalid
 
-__all__ = ["CedarRequest", "Ruleset", "Verdict", "decide", "load_ruleset"]
+__all__ = ["CedarRequest", "ReviewTerms", "Ruleset", "Verdict", "decide", "diff_policies", "load_ruleset"]
 
 Effect = Literal["allow", "deny", "review"]
 
@@ -56,6 +57,54 @@ class CedarRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ReviewTerms:
+    """What the review policies that matched ask of the people answering.
+
+    Set per policy by annotations next to ``@review``: ``@approvals("2")`` distinct approvers,
+    ``@deadline_minutes("30")`` before escalating to the next reviewer (finally the RI),
+    ``@expires_minutes("240")`` before the review closes, and ``@on_expiry("approve")`` if the
+    safe default is to proceed (deny unless stated). When several match, the strictest wins.
+    """
+
+    approvals: int = 1
+    deadline_minutes: int = 60
+    expires_minutes: int = 240
+    on_expiry: Literal["deny", "approve"] = "deny"
+
+    @classmethod
+    def from_annotations(cls, name: str, notes: Mapping[str, str]) -> ReviewTerms:
+        try:
+            terms = cls(
+                approvals=int(notes.get("approvals", "1")),
+                deadline_minutes=int(notes.get("deadline_minutes", "60")),
+                expires_minutes=int(notes.get("expires_minutes", "240")),
+                on_expiry="approve" if notes.get("on_expiry", "deny") == "approve" else "deny",
+            )
+        except ValueError as exc:
+            raise PolicyInvalid(f"policy {name!r}: a review annotation is not a whole number: {exc}") from exc
+        if notes.get("on_expiry", "deny") not in ("deny", "approve"):
+            raise PolicyInvalid(f'policy {name!r}: @on_expiry must be "deny" or "approve"')
+        if (
+            terms.approvals < 1
+            or terms.deadline_minutes < 1
+            or terms.expires_minutes < terms.deadline_minutes
+        ):
+            raise PolicyInvalid(
+                f"policy {name!r}: needs approvals >= 1, deadline_minutes >= 1 and "
+                "expires_minutes >= deadline_minutes"
+            )
+        return terms
+
+    def strictest(self, other: ReviewTerms) -> ReviewTerms:
+        return ReviewTerms(
+            approvals=max(self.approvals, other.approvals),
+            deadline_minutes=min(self.deadline_minutes, other.deadline_minutes),
+            expires_minutes=min(self.expires_minutes, other.expires_minutes),
+            on_expiry="deny" if "deny" in (self.on_expiry, other.on_expiry) else "approve",
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """What Cedar decided and why."""
 
@@ -63,6 +112,8 @@ class Verdict:
     policy_ids: tuple[str, ...]
     errors: tuple[str, ...] = ()
     review_reasons: tuple[str, ...] = ()
+    review: ReviewTerms | None = None
+    """How the review must be answered, when the effect is ``review``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +132,8 @@ class Ruleset:
     """Cedar's internal policy id (``policy3``) to the stable ``@id`` annotation, when given."""
     review: Mapping[str, str] = field(repr=False)
     """Stable policy id to the reason of its ``@review`` annotation."""
+    terms: Mapping[str, ReviewTerms] = field(repr=False)
+    """Stable policy id of each review policy to how its reviews are answered."""
     annotations: Mapping[str, Mapping[str, str]] = field(repr=False)
 
 
@@ -107,6 +160,7 @@ def load_ruleset(policies: str, schema_text: str) -> Ruleset:
         )
     names: dict[str, str] = {}
     review: dict[str, str] = {}
+    terms: dict[str, ReviewTerms] = {}
     annotations: dict[str, dict[str, str]] = {}
     for internal_id, body in parsed.get("staticPolicies", {}).items():
         notes = dict(body.get("annotations") or {})
@@ -124,6 +178,7 @@ def load_ruleset(policies: str, schema_text: str) -> Ruleset:
                     errors=(name,),
                 )
             review[name] = notes["review"] or name
+            terms[name] = ReviewTerms.from_annotations(name, notes)
     plain = dict(parsed)
     plain["staticPolicies"] = {
         k: v for k, v in parsed.get("staticPolicies", {}).items() if names[k] not in review
@@ -138,6 +193,7 @@ def load_ruleset(policies: str, schema_text: str) -> Ruleset:
         schema=schema,
         names=names,
         review=review,
+        terms=terms,
         annotations=annotations,
     )
 
@@ -161,7 +217,13 @@ def decide(request: CedarRequest, ruleset: Ruleset) -> Verdict:
         return verdict or Verdict("deny", ids)
     plain, permit_ids = _evaluate(cedar_request, entities, ruleset.without_review, ruleset)
     if plain is not None and plain.effect == "allow":
-        return Verdict("review", ids + permit_ids, review_reasons=tuple(ruleset.review[i] for i in ids))
+        matched = [ruleset.terms[i] for i in ids]
+        strictest = matched[0]
+        for other in matched[1:]:
+            strictest = strictest.strictest(other)
+        return Verdict(
+            "review", ids + permit_ids, review_reasons=tuple(ruleset.review[i] for i in ids), review=strictest
+        )
     return plain or Verdict("deny", ids)
 
 
@@ -195,3 +257,37 @@ def _evaluate(
     if not ids:
         return Verdict("deny", (), ("no policy permits this request",)), ()
     return None, ids
+
+
+def diff_policies(old: str, new: str) -> dict[str, list[dict[str, Any]]]:
+    """Policies added, removed and changed between two policy texts, matched by their stable id.
+
+    Compares Cedar's own parsed form, so reformatting a policy is not a change; a changed
+    policy carries a unified diff of its text.
+    """
+    before, after = _policies_by_id(old), _policies_by_id(new)
+    changed = []
+    for name in sorted(before.keys() & after.keys()):
+        if before[name][0] != after[name][0]:
+            lines = difflib.unified_diff(
+                before[name][1].splitlines(), after[name][1].splitlines(), "old", "new", lineterm="", n=1
+            )
+            changed.append({"id": name, "diff": list(lines)[2:]})
+    return {
+        "added": [{"id": n, "text": after[n][1]} for n in sorted(after.keys() - before.keys())],
+        "removed": [{"id": n, "text": before[n][1]} for n in sorted(before.keys() - after.keys())],
+        "changed": changed,
+    }
+
+
+def _policies_by_id(text: str) -> dict[str, tuple[Any, str]]:
+    try:
+        parsed = orjson.loads(cedarpy.policies_to_json_str(text))
+    except ValueError as exc:
+        raise PolicyInvalid(f"Cedar policies do not parse: {exc}", errors=(str(exc),)) from exc
+    out: dict[str, tuple[Any, str]] = {}
+    for internal, body in parsed.get("staticPolicies", {}).items():
+        name = (body.get("annotations") or {}).get("id", internal)
+        alone = {"staticPolicies": {internal: body}, "templates": {}, "templateLinks": []}
+        out[name] = (body, str(cedarpy.PolicySet.from_json_str(orjson.dumps(alone).decode())).strip())
+    return out

@@ -24,6 +24,7 @@ __all__ = [
     "Control",
     "Decision",
     "Entry",
+    "Escalation",
     "Execution",
     "ExternalEvent",
     "Intent",
@@ -31,6 +32,7 @@ __all__ = [
     "Person",
     "Record",
     "Review",
+    "ReviewClosed",
     "RulesetVersion",
     "Scope",
     "SystemCharter",
@@ -144,6 +146,8 @@ class Intent(Record):
     arguments: dict[str, Any]
     idempotency_key: _ID
     trace_id: _ID | None = None
+    on_behalf_of: _NAME | None = None
+    """The person who asked the agent for this, if one did: they may not approve it themselves."""
 
 
 class Decision(Record):
@@ -239,7 +243,33 @@ class Review(Record):
     binding: str
     """SHA-256 hex over the exact intent (operation, canonical arguments, idempotency key, ruleset
     hash). An approval signs this, so it is valid for this intent and nothing else."""
+    approvals_required: int = Field(ge=1, default=1)
+    assignees: tuple[_NAME, ...] = ()
+    """Who is asked, in escalation order: the reviewers, and last the RI."""
+    deadline: _TIME | None = None
+    """When an unanswered review escalates to the next assignee (and again each period after)."""
+    escalate_every_seconds: int = Field(ge=1, default=3600)
+    expires_at: _TIME | None = None
+    """When an unanswered review closes with ``on_expiry``."""
     on_expiry: Literal["deny", "approve"] = "deny"
+
+
+class Escalation(Record):
+    """An unanswered review handed to the next person in line."""
+
+    kind: Literal["Escalation"] = "Escalation"
+    review_id: _ID
+    to: _NAME
+    reason: str
+
+
+class ReviewClosed(Record):
+    """A review that expired unanswered, resolved to the safe default its rule names."""
+
+    kind: Literal["ReviewClosed"] = "ReviewClosed"
+    review_id: _ID
+    resolution: Literal["deny", "approve"]
+    reason: str
 
 
 class Approval(Record):
@@ -265,6 +295,8 @@ Entry = Annotated[
     | Decision
     | Review
     | Approval
+    | Escalation
+    | ReviewClosed
     | Execution
     | Control,
     Field(discriminator="kind"),
