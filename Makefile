@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,logistics]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,logistics,report]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -29,10 +29,13 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,logistics,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,logistics,report,bench]'
 	$(BIN)/python bench/governed_call.py
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/policy.py
+	$(BIN)/python bench/provenance.py
+	$(BIN)/python bench/monitors.py
+	$(BIN)/python bench/routing.py tests/data/vrp/solomon/C101.txt tests/data/vrp/solomon/R101.txt tests/data/vrp/solomon/RC101.txt tests/data/vrp/cvrp/A-n32-k5.vrp tests/data/vrp/cvrp/X-n101-k25.vrp --seconds 10
 
 clean:
 	rm -rf $(VENV) out .mypy_cache .pytest_cache .ruff_cache

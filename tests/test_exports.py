@@ -19,7 +19,7 @@ def test_top_level_exports_are_pinned():
             "OutcomeAmbiguous", "Person", "PolicyInvalid", "ProofInvalid", "ProofRequestInvalid",
             "RecordInvalid", "Resource", "RulesetVersion", "SQLiteLedger", "Scope", "SignatureInvalid",
             "SystemCharter", "SystemClock", "UnknownAgent", "UnknownOperation", "http_operation",
-            "load_ruleset", "new_charter", "new_ruleset", "schema_for",
+            "load_ruleset", "new_charter", "new_ruleset", "schema_for", "Provenance", "why",
         ]
     )  # fmt: skip
     for name in answerable.__all__:

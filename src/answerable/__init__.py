@@ -29,6 +29,7 @@ from answerable.gateway import Gateway, Operation, Outcome, Resource, http_opera
 from answerable.keys import KeyPair
 from answerable.ledger import SQLiteLedger
 from answerable.policy import load_ruleset
+from answerable.provenance import Provenance, why
 from answerable.records import (
     AgentIdentity,
     Approval,
@@ -83,6 +84,7 @@ __all__ = [
     "PolicyInvalid",
     "ProofInvalid",
     "ProofRequestInvalid",
+    "Provenance",
     "RecordInvalid",
     "Resource",
     "Review",
@@ -101,4 +103,5 @@ __all__ = [
     "new_charter",
     "new_ruleset",
     "schema_for",
+    "why",
 ]

@@ -406,7 +406,9 @@ def demo_quickstart(
 def demo_storm(
     seed: int = typer.Option(7, "--seed", help="Seed of the world: orders, customers, storm draws."),
     out_dir: Path = typer.Option(Path("out/storm"), "--out", help="Where ledgers and result.json go."),
-    mode: str = typer.Option("both", "--mode", help="both, governed or ungoverned."),
+    mode: str = typer.Option(
+        "both", "--mode", help="both, governed, ungoverned, monitored (old rules + monitors) or all three."
+    ),
     days: int | None = typer.Option(None, "--days", help="Simulated days (default: the scenario's)."),
     scenario: Path | None = typer.Option(None, "--scenario", help="A JSON scenario file."),
 ) -> None:
@@ -421,9 +423,11 @@ def demo_storm(
         "both": ("ungoverned", "governed"),
         "governed": ("governed",),
         "ungoverned": ("ungoverned",),
+        "monitored": ("monitored",),
+        "all": ("ungoverned", "governed", "monitored"),
     }
     if mode not in modes:
-        _fail(ConfigError(f"--mode {mode!r} is not one of both, governed, ungoverned"))
+        _fail(ConfigError(f"--mode {mode!r} is not one of {', '.join(modes)}"))
     if seed < 0:
         _fail(ConfigError(f"--seed {seed} must be zero or positive"))
     config = _run(lambda: check_scenario_file(scenario)) if scenario else ScenarioConfig()
@@ -444,8 +448,19 @@ def demo_storm(
         table.add_column(m, justify="right")
     for metric in METRICS:
         table.add_row(metric, *(_cell(metric, r.metrics[metric]) for r in results.values()))
+    for metric in ("alerts", "medical_late_before_alert", "medical_late_after_alert"):
+        table.add_row(metric, *(_cell(metric, r.metrics.get(metric, "-")) for r in results.values()))
     out.print(table)
-    if len(results) == 2:
+    for m, result in results.items():
+        first = result.metrics.get("first_alert")
+        if first:
+            out.print(
+                f"{m:>10}: monitor {first['monitor']} fired on day {first['day']} "
+                f"(ledger entry {first['index']}); "
+                f"medical orders late before it {result.metrics['medical_late_before_alert']}, "
+                f"after it {result.metrics['medical_late_after_alert']}"
+            )
+    if {"ungoverned", "governed"} <= results.keys():
         price = price_of_accountability(results)
         out.print(f"price of accountability: {price:+.2f}% total cost (transport and handling)")
     for m, result in results.items():

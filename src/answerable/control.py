@@ -29,15 +29,22 @@ class ControlState:
 
     stops: tuple[Control, ...] = ()
 
-    def blocking(self, *, agent: str, operation: str, resource_class: str) -> Control | None:
-        """The first stop that applies to this action, or None if it may run."""
+    def blocking(
+        self, *, agent: str, operation: str, resource_class: str, resource_classes: tuple[str, ...] = ()
+    ) -> Control | None:
+        """The first stop that applies to this action, or None if it may run.
+
+        ``resource_classes`` adds classes the resource itself carries (its Cedar ``class``
+        attribute, say ``medical``), so one pause can stop every operation on that class.
+        """
+        classes = {resource_class, *resource_classes}
         for stop in self.stops:
             scope = stop.scope
             if (
                 scope.kind == "system"
                 or (scope.kind == "agent" and scope.value == agent)
                 or (scope.kind == "operation" and scope.value == operation)
-                or (scope.kind == "resource_class" and scope.value == resource_class)
+                or (scope.kind == "resource_class" and scope.value in classes)
             ):
                 return stop
         return None

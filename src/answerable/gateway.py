@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -251,7 +251,10 @@ class Gateway:
 
         request, verdict = self._judge(op, intent, args)
         stop = self.control.state().blocking(
-            agent=intent.agent, operation=op.name, resource_class=op.resource_class
+            agent=intent.agent,
+            operation=op.name,
+            resource_class=op.resource_class,
+            resource_classes=_resource_classes(request.to_json(), request.entities),
         )
         decision = self._decision(intent, request, verdict, stop)
         if decision.effect == "review":
@@ -317,7 +320,10 @@ class Gateway:
     ) -> Outcome:
         approval = approvals[-1] if approvals else None
         stop = self.control.state().blocking(
-            agent=intent.agent, operation=op.name, resource_class=op.resource_class
+            agent=intent.agent,
+            operation=op.name,
+            resource_class=op.resource_class,
+            resource_classes=_resource_classes(decision.request, decision.entities),
         )
         if stop is not None:
             execution = self._execution(
@@ -651,6 +657,16 @@ def _response_digest(response: Any) -> str:
     except (TypeError, ValueError):
         data = repr(response).encode()
     return digest(data)
+
+
+def _resource_classes(request: Mapping[str, Any], entities: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The ``class`` attribute of the request's resource entity, if it has one."""
+    resource = request.get("resource", {})
+    for entity in entities:
+        if entity.get("uid") == resource:
+            value = entity.get("attrs", {}).get("class")
+            return (value,) if isinstance(value, str) else ()
+    return ()
 
 
 def _has(ledger: LedgerStore, entry_id: str) -> bool:

@@ -26,6 +26,7 @@ from answerable.records import (
     ExternalEvent,
     Intent,
     Message,
+    Record,
     Review,
     RulesetVersion,
     SystemCharter,
@@ -73,8 +74,8 @@ class Accountable:
     """Policy ids, or the approval's entry id."""
     ruleset_version: int | None = None
     ruleset_hash: str | None = None
-    approver: str | None = None
-    """Who signed the approval, when ``via`` is ``approval``."""
+    approvers: tuple[str, ...] = ()
+    """Who signed the approvals, when ``via`` is ``approval``."""
     derived_from: str | None = None
     """The Execution, Decision or Approval this was read from; None for the charter fallback."""
 
@@ -85,7 +86,7 @@ class Accountable:
             "ids": list(self.ids),
             "ruleset_version": self.ruleset_version,
             "ruleset_hash": self.ruleset_hash,
-            "approver": self.approver,
+            "approvers": list(self.approvers),
             "derived_from": self.derived_from,
         }
 
@@ -96,8 +97,8 @@ class Accountable:
         if self.via is None:
             return f"{self.ri} answers for the system (charter); no decision governs this entry"
         what = ", ".join(self.ids) or "no matching policy (default deny)"
-        if self.via == "approval" and self.approver:
-            what = f"{what} by {self.approver}"
+        if self.via == "approval" and self.approvers:
+            what = f"{what} by {', '.join(self.approvers)}"
         version = f" (ruleset v{self.ruleset_version})" if self.ruleset_version is not None else ""
         return f"{self.ri} answers via {self.via} {what}{version}"
 
@@ -136,7 +137,7 @@ class Provenance:
         ]
         for i, n in enumerate(self.nodes):
             style = ', style="bold"' if i == 0 else _STYLE.get(n.kind, "")
-            lines.append(f"  {_dot(n.id)} [label={_dot(n.kind + chr(10) + n.summary)}{style}];")
+            lines.append(f"  {_dot(n.id)} [label={_dot(n.summary + chr(10) + n.id)}{style}];")
         for e in self.edges:
             lines.append(f"  {_dot(e.source)} -> {_dot(e.target)} [label={_dot(e.relation)}];")
         lines.append("}")
@@ -176,7 +177,7 @@ def why(ledger: LedgerStore, entry_id: str, *, max_nodes: int | None = DEFAULT_M
     root = walk.load(entry_id)
     if root is None:
         raise EntryNotFound(entry_id)
-    nodes: dict[str, Node] = {entry_id: Node(entry_id, root.kind, _summary(root.record))}
+    nodes: dict[str, Node] = {entry_id: Node(entry_id, root.kind, _summary(root.kind, root.record))}
     edges: dict[tuple[str, str, Relation], Edge] = {}
     queue: deque[str] = deque([entry_id])
     truncated = False
@@ -215,25 +216,18 @@ class _Opaque:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-_Known = (
-    SystemCharter
-    | RulesetVersion
-    | Message
-    | ExternalEvent
-    | Intent
-    | Decision
-    | Review
-    | Approval
-    | Execution
-    | Control
-)
+_Any = Record | _Opaque
+_LINK_FIELDS = ("intent_id", "decision_id", "review_id", "approval_id", "execution_id", "control_id")
+"""Fields that name the entry a record answers to; walked like causes when causes omit them."""
+_ANSWERS = ("Approval", "ReviewClosed")
+"""Kinds that answer a Review: a person's verdict, or its expiry resolved to the rule's default."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Item:
     index: int
     kind: str
-    record: _Known | _Opaque
+    record: _Any
 
 
 class _Walk:
@@ -263,36 +257,29 @@ class _Walk:
         item = self.load(node_id)
         if item is None:
             return Node(node_id, "Missing", "cited, but not in this ledger"), False
-        return Node(node_id, item.kind, _summary(item.record)), True
+        return Node(node_id, item.kind, _summary(item.kind, item.record)), True
 
     def links(self, item: _Item) -> Iterator[tuple[str, Relation]]:
         """Causes first, then the links accountability needs that ``causes`` may not hold."""
         r = item.record
         causes = r.causes
         yield from ((c, "caused_by") for c in causes)
-        extra: tuple[str | None, ...] = ()
-        if isinstance(r, Execution):
-            via_approval = r.authority.ids if r.authority and r.authority.via == "approval" else ()
-            extra = (r.intent_id, r.decision_id, *via_approval)
-        elif isinstance(r, Decision):
-            extra = (r.intent_id, r.control_id)
-        elif isinstance(r, Review):
-            extra = (r.intent_id, r.decision_id)
-        elif isinstance(r, Approval):
-            extra = (r.review_id,)
-        yield from ((c, "caused_by") for c in extra if c is not None and c not in causes)
+        extra = [v for v in (_field(r, f) for f in _LINK_FIELDS) if isinstance(v, str)]
+        if isinstance(r, Execution) and r.authority is not None and r.authority.via == "approval":
+            extra.extend(r.authority.ids)
+        yield from ((c, "caused_by") for c in dict.fromkeys(extra) if c not in causes)
         if isinstance(r, Decision):
             if r.ruleset_id is not None:
                 yield r.ruleset_id, "under_ruleset"
             yield from ((f"policy:{p}", "decided_by") for p in r.policy_ids)
         elif isinstance(r, Review):
-            yield from ((a.id, "answered_by") for a in self.citing(r.id, "Approval"))
+            yield from ((a.id, "answered_by") for a in self.citing(r.id, *_ANSWERS))
 
-    def citing(self, entry_id: str, kind: str) -> list[_Known | _Opaque]:
-        """Records of ``kind`` that cite ``entry_id``, in ledger order, decoded and cached."""
+    def citing(self, entry_id: str, *kinds: str) -> list[_Any]:
+        """Records of these kinds that cite ``entry_id``, in ledger order, decoded and cached."""
         found = []
         for stored in self.ledger.caused_by(entry_id):
-            if stored.kind != kind:
+            if stored.kind not in kinds:
                 continue
             item = self.cache.get(stored.id)
             if item is None:
@@ -309,7 +296,7 @@ class _Walk:
         if isinstance(r, Execution):
             return self._from_execution(r, root.index)
         if isinstance(r, Approval):
-            return self._settled(r.intent_id) or self._from_approval(r)
+            return self._settled(r.intent_id) or self._from_approvals([r])
         if isinstance(r, Intent | Decision | Review):
             settled = self._settled(r.id if isinstance(r, Intent) else r.intent_id)
             if settled is not None:
@@ -317,7 +304,7 @@ class _Walk:
             if isinstance(r, Review):
                 answers = [a for a in self.citing(r.id, "Approval") if isinstance(a, Approval)]
                 if answers:
-                    return self._from_approval(answers[-1])
+                    return self._from_approvals(answers)
             decision = self._decision_of(r)
             if decision is not None:
                 return self._from_decision(decision)
@@ -358,17 +345,14 @@ class _Walk:
             return Accountable(ri=self._ri_at(index), via=None, derived_from=e.id)
         a = e.authority
         decision = self._get(e.decision_id)
-        approver = None
-        if a.via == "approval" and a.ids:
-            approval = self._get(a.ids[0])
-            approver = approval.by if isinstance(approval, Approval) else None
+        approvals = [self._get(i) for i in a.ids] if a.via == "approval" else []
         return Accountable(
             ri=a.responsible,
             via=a.via,
             ids=a.ids,
             ruleset_version=self._version(decision),
             ruleset_hash=a.ruleset_hash,
-            approver=approver,
+            approvers=tuple(x.by for x in approvals if isinstance(x, Approval)),
             derived_from=e.id,
         )
 
@@ -382,20 +366,22 @@ class _Walk:
             derived_from=d.id,
         )
 
-    def _from_approval(self, a: Approval) -> Accountable:
+    def _from_approvals(self, answers: list[Approval]) -> Accountable:
+        """Through the answers given so far to one review (a denial, or approvals short of enough)."""
+        a = answers[-1]
         review = self._get(a.review_id)
         decision = self._get(review.decision_id) if isinstance(review, Review) else None
         return Accountable(
             ri=self._ri_at(self._index(a.id)),
             via="approval",
-            ids=(a.id,),
+            ids=tuple(x.id for x in answers),
             ruleset_version=self._version(decision),
             ruleset_hash=decision.ruleset_hash if isinstance(decision, Decision) else None,
-            approver=a.by,
+            approvers=tuple(x.by for x in answers),
             derived_from=a.id,
         )
 
-    def _get(self, entry_id: str | None) -> _Known | _Opaque | None:
+    def _get(self, entry_id: str | None) -> _Any | None:
         item = None if entry_id is None else self.load(entry_id)
         return None if item is None else item.record
 
@@ -422,7 +408,7 @@ class _Walk:
         return charter.ri if isinstance(charter, SystemCharter) else None
 
 
-def _decode(entry_id: str, kind: str, data: bytes) -> _Known | _Opaque:
+def _decode(entry_id: str, kind: str, data: bytes) -> _Any:
     try:
         return decode_entry(data)
     except RecordInvalid:
@@ -436,11 +422,11 @@ def _decode(entry_id: str, kind: str, data: bytes) -> _Known | _Opaque:
 # --- summaries -----------------------------------------------------------------------------------
 
 
-def _summary(r: _Known | _Opaque) -> str:
-    return _short(_describe(r))
+def _summary(kind: str, r: _Any) -> str:
+    return _short(_describe(kind, r))
 
 
-def _describe(r: _Known | _Opaque) -> str:
+def _describe(kind: str, r: _Any) -> str:
     if isinstance(r, Intent):
         return f"Intent {r.operation} by {r.agent}"
     if isinstance(r, ExternalEvent):
@@ -448,9 +434,11 @@ def _describe(r: _Known | _Opaque) -> str:
     if isinstance(r, Message):
         return f"Message {r.type} from {r.sender} on {r.topic}"
     if isinstance(r, Decision):
-        by = ", ".join(r.policy_ids) or "no matching policy"
+        by = (
+            f" by {', '.join(r.policy_ids)}" if r.policy_ids else "" if r.errors else " by no matching policy"
+        )
         tail = f": {r.errors[0]}" if r.errors else ""
-        return f"Decision {r.effect} by {by}{tail}"
+        return f"Decision {r.effect}{by}{tail}"
     if isinstance(r, Execution):
         tail = f": {r.error}" if r.error else ""
         return f"Execution {r.operation} {r.status}{tail}"
@@ -465,8 +453,14 @@ def _describe(r: _Known | _Opaque) -> str:
         return f"RulesetVersion v{r.version} approved by {r.approved_by} ({r.ruleset_hash[:12]})"
     if isinstance(r, SystemCharter):
         return f"SystemCharter {r.system} v{r.version}, RI {r.ri}"
-    detail = next((str(r.fields[k]) for k in ("type", "rule", "reason", "message") if k in r.fields), "")
-    return f"{r.kind} {detail}".rstrip()
+    # A kind without a line of its own (an escalation, an alert): its kind, a word or two, its reason.
+    words = [kind, *(str(v) for v in (_field(r, k) for k in ("type", "rule", "resolution", "to")) if v)]
+    reason = _field(r, "reason")
+    return " ".join(words) + (f": {reason}" if reason else "")
+
+
+def _field(r: _Any, name: str) -> Any:
+    return r.fields.get(name) if isinstance(r, _Opaque) else getattr(r, name, None)
 
 
 def _short(text: str) -> str:

@@ -19,6 +19,7 @@ from answerable.errors import RecordInvalid
 
 __all__ = [
     "AgentIdentity",
+    "Alert",
     "Approval",
     "Authority",
     "Control",
@@ -286,6 +287,23 @@ class Approval(Record):
     signature: _B64 = ""
 
 
+class Alert(Record):
+    """A monitor's finding: which invariant broke, the evidence, and what was done about it."""
+
+    kind: Literal["Alert"] = "Alert"
+    monitor: _NAME
+    invariant: str
+    evidence: tuple[_ID, ...]
+    """The entries that show the breach (the latest samples in the window)."""
+    observed: dict[str, int | str]
+    """What the monitor measured; rates in permille, so no floats are hashed."""
+    paused: str | None
+    """The scope paused in response (``resource_class:medical``), if any."""
+    control_id: _ID | None
+    escalated_to: _NAME | None
+    """The person called: the RI, from the charter in force."""
+
+
 Entry = Annotated[
     SystemCharter
     | RulesetVersion
@@ -298,7 +316,8 @@ Entry = Annotated[
     | Escalation
     | ReviewClosed
     | Execution
-    | Control,
+    | Control
+    | Alert,
     Field(discriminator="kind"),
 ]
 _ENTRY: TypeAdapter[Entry] = TypeAdapter(Entry)

@@ -16,7 +16,7 @@ import shlex
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -166,6 +166,9 @@ def _gather(ledger_path: Path) -> _Facts:
                     record = orjson.loads(stored.data)
                 except orjson.JSONDecodeError as exc:
                     facts.undecodable.append((stored.index, stored.kind, f"not JSON: {exc}"))
+                if record is not None and not isinstance(record, dict):
+                    facts.undecodable.append((stored.index, stored.kind, "not a JSON object"))
+                    record = None
             if record is None:
                 continue
             at = record.get("at") if isinstance(record, dict) else record.at
@@ -271,7 +274,8 @@ def _service(
             cell[1] += len(values)
     table = {cls: {day: (c[0], c[1]) for day, c in sorted(days.items())} for cls, days in per_day.items()}
     totals = {
-        cls: (sum(c[0] for c in days.values()), sum(c[1] for c in days.values())) for cls, days in table.items()
+        cls: (sum(c[0] for c in days.values()), sum(c[1] for c in days.values()))
+        for cls, days in table.items()
     }
     return dict(sorted(table.items(), key=lambda kv: _class_rank(kv[0]))), totals
 
@@ -450,23 +454,21 @@ def _plot_waits(f: _Facts) -> str | None:
     answered = [r for r in f.reviewed if r.approval is not None]
     if not answered:
         return None
-    import matplotlib.dates as mdates
-
+    origin, span = _origin(f)
     fig = _figure()
     ax = fig.add_subplot()
     for verdict, colour in (("approve", "#3a7d44"), ("deny", "#b23a48")):
         mine = [r for r in answered if r.approval is not None and r.approval.verdict == verdict]
         if mine:
             ax.scatter(
-                [_instant(r.review.at) for r in mine],
+                [_seconds(r.review.at, origin) for r in mine],
                 [r.waited_s or 0.0 for r in mine],
                 s=12,
                 alpha=0.7,
                 color=colour,
                 label=verdict,
             )
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M", tz=UTC))
-    ax.tick_params(axis="x", labelrotation=30)
+    _time_axis(ax, origin, span)
     ax.set_ylim(bottom=0)
     _style(ax, "Time each review waited for its answer (approval time − review time)", "seconds")
     ax.legend(fontsize=8, frameon=False)
@@ -474,32 +476,74 @@ def _plot_waits(f: _Facts) -> str | None:
 
 
 def _plot_timeline(f: _Facts) -> str | None:
-    rows: list[tuple[str, list[datetime], str, str]] = [
-        ("outside alerts", [_instant(e.at) for e in f.outside_alerts], "v", "#d08c00"),
-        ("alerts", [_instant(str(a.get("at"))) for a in f.alerts if _is_time(a.get("at"))], "X", "#b23a48"),
-        ("halt", [_instant(c.at) for c in f.controls if c.action == "halt"], "s", "#000000"),
-        ("pause", [_instant(c.at) for c in f.controls if c.action == "pause"], "D", "#555555"),
-        ("resume", [_instant(c.at) for c in f.controls if c.action == "resume"], "^", "#3a7d44"),
-        ("reviews", [_instant(r.review.at) for r in f.reviewed], "|", "#4a6fa5"),
+    if not (f.outside_alerts or f.alerts or f.controls):
+        return None
+    origin, span = _origin(f)
+
+    def at(times: Iterable[str]) -> list[float]:
+        return [_seconds(t, origin) for t in times]
+
+    rows: list[tuple[str, list[float], str, str]] = [
+        ("outside alerts", at(e.at for e in f.outside_alerts), "v", "#d08c00"),
+        ("alerts", at(str(a["at"]) for a in f.alerts if _is_time(a.get("at"))), "X", "#b23a48"),
+        ("halt", at(c.at for c in f.controls if c.action == "halt"), "s", "#000000"),
+        ("pause", at(c.at for c in f.controls if c.action == "pause"), "D", "#555555"),
+        ("resume", at(c.at for c in f.controls if c.action == "resume"), "^", "#3a7d44"),
+        ("reviews", at(r.review.at for r in f.reviewed), "|", "#4a6fa5"),
     ]
     rows = [row for row in rows if row[1]]
-    if not rows or not (f.outside_alerts or f.alerts or f.controls):
-        return None
-    import matplotlib.dates as mdates
-
     fig = _figure(height=0.6 + 0.45 * len(rows))
     ax = fig.add_subplot()
     for y, (_, times, marker, colour) in enumerate(rows):
         ax.scatter(times, [y] * len(times), marker=marker, color=colour, s=40, alpha=0.8)
     ax.set_yticks(range(len(rows)), [row[0] for row in rows])
     ax.set_ylim(-0.6, len(rows) - 0.4)
-    if f.first_at is not None and f.last_at is not None:
-        ax.set_xlim(_instant(f.first_at), _instant(f.last_at))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M", tz=UTC))
-    ax.tick_params(axis="x", labelrotation=30)
+    _time_axis(ax, origin, span)
     _style(ax, "Alerts, controls and reviews on the timeline (UTC)", "")
     ax.grid(axis="x", alpha=0.3)
     return _svg(fig, "timeline")
+
+
+_STEPS = (
+    *(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800),
+    *(3600 * h for h in (1, 2, 3, 6, 12)),
+    *(86_400 * d for d in (1, 2, 7, 14, 28)),
+)
+"""Tick spacings in seconds; a time axis takes the finest that gives at most eight ticks."""
+
+
+def _origin(f: _Facts) -> tuple[datetime, tuple[float, float]]:
+    """Midnight UTC before the first entry, and the span of the ledger in seconds after it.
+
+    Times are plotted as seconds after that midnight, so ticks at whole hours and days fall on the
+    clock's hours and days, and microseconds survive (days since 1970 as a float would lose them).
+    """
+    first = _instant(f.first_at or "1970-01-01T00:00:00Z")
+    last = _instant(f.last_at or "1970-01-01T00:00:00Z")
+    origin = first.replace(hour=0, minute=0, second=0, microsecond=0)
+    return origin, ((first - origin).total_seconds(), (last - origin).total_seconds())
+
+
+def _seconds(at: str, origin: datetime) -> float:
+    return (_instant(at) - origin).total_seconds()
+
+
+def _time_axis(ax: Axes, origin: datetime, span: tuple[float, float]) -> None:
+    from matplotlib.ticker import FuncFormatter, MultipleLocator
+
+    start, stop = span
+    pad = max((stop - start) * 0.03, 0.001)
+    step = next((s for s in _STEPS if (stop - start) / s <= 8), _STEPS[-1])
+    fmt = "%m-%d" if step >= 86_400 else "%m-%d %H:%M" if step >= 60 else "%H:%M:%S.%f"
+
+    def label(x: float, _pos: int | None) -> str:
+        return (origin + timedelta(seconds=x)).strftime(fmt)
+
+    ax.set_xlim(start - pad, stop + pad)
+    ax.xaxis.set_major_locator(MultipleLocator(step))
+    ax.xaxis.set_major_formatter(FuncFormatter(label))
+    ax.tick_params(axis="x", labelrotation=30)
+    ax.set_xlabel("UTC", fontsize=8)
 
 
 def _is_time(value: object) -> bool:
@@ -591,6 +635,7 @@ def _metric_names(outcomes: Iterable[dict[str, Any]]) -> list[str]:
 
 def _outcome_section(f: _Facts) -> str:
     parts = ["<h2 id=outcome>Outcome</h2>", f'<p class="muted">{_e(f.result_note)}</p>']
+    rows: list[tuple[str, ...]]
     if f.result is None:
         rows = [(_e(m), _cell(m, f.derived.get(m))) for m in _metric_names([f.derived])]
         parts.append(_table(["metric", "from the ledger"], rows, numeric=[1]))
@@ -660,7 +705,7 @@ def _reviews_section(f: _Facts) -> str:
     head = "<h2 id=reviews>Decisions that went to review</h2>"
     if not f.reviewed:
         return head + _none("No decision in this ledger went to review.")
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for r in f.reviewed:
         a, i = r.approval, r.intent
         verdict = a.verdict if a else "pending"
@@ -706,6 +751,7 @@ def _reviews_section(f: _Facts) -> str:
 
 def _alerts_section(f: _Facts) -> str:
     parts = ["<h2 id=alerts>Alerts</h2>"]
+    rows: list[tuple[str, ...]]
     if f.alerts:
         rows = []
         for a in f.alerts:
@@ -714,7 +760,13 @@ def _alerts_section(f: _Facts) -> str:
                 for k, v in sorted(a.items())
                 if k not in ("id", "at", "kind")
             )
-            rows.append((f"<code>{_e(a.get('id', ''))}</code>", f"<code>{_e(a.get('at', ''))}</code>", f"<dl>{fields}</dl>"))
+            rows.append(
+                (
+                    f"<code>{_e(a.get('id', ''))}</code>",
+                    f"<code>{_e(a.get('at', ''))}</code>",
+                    f"<dl>{fields}</dl>",
+                )
+            )
         parts.append(_table(["id", "at", "fields"], rows))
     else:
         parts.append(_none("No Alert entries in this ledger."))
@@ -787,8 +839,10 @@ def _checkpoint_section(f: _Facts) -> str:
             f"<p>Latest stored checkpoint, signed by the ledger's key: size {_e(size)} ({covered}).</p>"
         )
         parts.append(f"<pre>{_e(f.checkpoint)}</pre>")
+        data = base64.b64encode(f.checkpoint.encode()).decode("ascii")
         parts.append(
-            "<p>Save it as <code>checkpoint.txt</code> (outside the ledger's folder), then at any "
+            f'<p>Save it as <a download="checkpoint.txt" href="data:text/plain;base64,{data}">'
+            "<code>checkpoint.txt</code></a> (keep it outside the ledger's folder), then at any "
             "later time prove the ledger still holds exactly these entries, nothing rewritten, "
             "truncated or rolled back:</p>"
         )

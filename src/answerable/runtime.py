@@ -21,7 +21,7 @@ from answerable.gateway import Outcome
 from answerable.ledger.base import LedgerStore
 from answerable.records import ExternalEvent, Intent, Message
 
-__all__ = ["Actuator", "Agent", "Context", "System"]
+__all__ = ["Actuator", "Agent", "Context", "System", "Watcher"]
 
 
 class Actuator(Protocol):
@@ -39,6 +39,12 @@ class Actuator(Protocol):
     ) -> Intent: ...
 
     async def submit(self, intent: Intent) -> Outcome: ...
+
+
+class Watcher(Protocol):
+    """Something that reads the ledger as it grows (the monitors) and may respond."""
+
+    async def poll(self) -> Sequence[object]: ...
 
 
 class Agent(ABC):
@@ -105,8 +111,10 @@ class System:
         bus: Bus | None = None,
         clock: Clock | None = None,
         ids: IdSource | None = None,
+        watcher: Watcher | None = None,
     ) -> None:
         self.ledger = ledger
+        self.watcher = watcher
         self.actuator = actuator
         self.bus = bus or MemoryBus()
         self.clock = clock or SystemClock()
@@ -147,6 +155,8 @@ class System:
             for _topic, source, type, payload in events
         ]
         await self.ledger.append(made)
+        if self.watcher is not None:
+            await self.watcher.poll()
         for (topic, *_), event in zip(events, made, strict=True):
             await self.bus.publish(topic, event)
         return made
@@ -192,5 +202,7 @@ class System:
         return message
 
     async def run_until_idle(self) -> None:
-        """Deliver until no agent has anything left to say."""
+        """Deliver until no agent has anything left to say, then let the watcher catch up."""
         await self.bus.drain()
+        if self.watcher is not None:
+            await self.watcher.poll()

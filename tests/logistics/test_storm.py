@@ -162,14 +162,15 @@ def test_partner_records_match_the_ledger_one_to_one(runs, mode):
 
 
 def test_denied_reviews_become_constraints_the_router_replans_with(runs):
-    """A denial is told to the planners as a message, and a new route plan cites it."""
+    """A refusal (a person's denial, or a monitor's pause) is told to the planners; a new plan cites it."""
     result = runs["governed"]
     messages = entries(result, "Message")
     approvals = {a.id: a for a in entries(result, "Approval") if isinstance(a, Approval)}
+    paused = {d.id for d in entries(result, "Decision") if d.effect == "deny" and d.control_id}
     must = [m for m in messages if isinstance(m, Message) and m.type == "must_serve"]
     assert must
     for message in must:
-        assert any(approvals.get(c) is not None and approvals[c].verdict == "deny" for c in message.causes)
+        assert any((c in approvals and approvals[c].verdict == "deny") or c in paused for c in message.causes)
     replans = [
         m for m in messages if m.type == "route.plan" and any(c in {x.id for x in must} for c in m.causes)
     ]

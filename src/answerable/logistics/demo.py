@@ -56,7 +56,7 @@ async def storm(
         "days": config.days,
         "runs": {mode: result.metrics for mode, result in results.items()},
     }
-    if len(results) == 2:
+    if {"ungoverned", "governed"} <= results.keys():
         document["price_of_accountability_pct"] = price_of_accountability(results)
     text = json.dumps(document, indent=2) + "\n"
     await asyncio.to_thread((out_dir / "result.json").write_text, text, encoding="utf-8")

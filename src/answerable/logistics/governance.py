@@ -80,9 +80,21 @@ def charter(agents: tuple[str, ...], clock: Clock, ids: IdSource) -> SystemChart
     return new_charter("national-logistics", ri, agents=agents, reviewers=[reviewer], clock=clock, ids=ids)
 
 
-def ruleset(clock: Clock, ids: IdSource) -> RulesetVersion:
+STORM_RULES = ("medical-delay-past-due-needs-review", "reprioritization-during-disruption-needs-review")
+"""The rules written once the storm failure was understood; version 1 did not have them."""
+
+
+def ruleset(clock: Clock, ids: IdSource, *, foresaw_the_storm: bool = True) -> RulesetVersion:
+    """The signed rules: version 2 with the storm rules, or version 1 as first approved without them."""
     ri, _ = people()
-    return new_ruleset(POLICIES, SCHEMA, ri, clock=clock, ids=ids)
+    if foresaw_the_storm:
+        return new_ruleset(POLICIES, SCHEMA, ri, version=2, clock=clock, ids=ids)
+    kept = [
+        chunk
+        for chunk in POLICIES.split("\n\n")
+        if not any(f'@id("{rule}")' in chunk for rule in STORM_RULES)
+    ]
+    return new_ruleset("\n\n".join(kept), SCHEMA, ri, version=1, clock=clock, ids=ids)
 
 
 @dataclass

@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,12 +36,16 @@ from answerable.logistics.services import (
     make_warehouse_app,
 )
 from answerable.logistics.world import HANDLING_CENTS_PER_UNIT, SKU, ScenarioConfig, World, load_scenario
-from answerable.records import Approval, Decision, Execution, Intent, decode_entry, digest
+from answerable.monitors import Monitors, load_monitors
+from answerable.records import Alert, Approval, Decision, Execution, Intent, decode_entry, digest
 from answerable.runtime import System
 
 __all__ = ["Mode", "RunResult", "StormRun", "run"]
 
-Mode = Literal["ungoverned", "governed"]
+Mode = Literal["ungoverned", "governed", "monitored"]
+"""``monitored``: the rules as first approved, before anyone foresaw the storm (no review of
+reprioritizations), with the system-level monitors as the only safeguard against emergence."""
+MONITORS = Path(__file__).with_name("monitors.json")
 DAY0_NS = 1_772_431_200_000_000_000  # 2026-03-02T06:00:00Z, the morning the demo starts
 
 
@@ -268,16 +273,27 @@ class StormRun:
         self.warehouse = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=make_warehouse_app(world.warehouse))
         )
-        if self.mode == "governed":
-            self.gateway: Gateway = Gateway(self.ledger, clock=clock, ids=ids)
-        else:
-            self.gateway = Ungoverned(self.ledger, clock=clock, ids=ids, agents=AGENTS)
+        self.gateway: Gateway = (
+            Ungoverned(self.ledger, clock=clock, ids=ids, agents=AGENTS)
+            if self.mode == "ungoverned"
+            else Gateway(self.ledger, clock=clock, ids=ids)
+        )
         register_operations(self.gateway, world, self.carrier, self.warehouse)
         self.reviewer = None
-        if self.mode == "governed":
-            await self.gateway.install(charter(AGENTS, clock, ids), ruleset(clock, ids))
+        self.monitors = None
+        if self.mode != "ungoverned":
+            rules = ruleset(clock, ids, foresaw_the_storm=self.mode == "governed")
+            await self.gateway.install(charter(AGENTS, clock, ids), rules)
             self.reviewer = ScriptedReviewer(self.gateway)
-        self.system = System(self.ledger, self.gateway, agents=AGENTS, clock=clock, ids=ids)
+            known = {f"operation:{o}" for o in self.gateway.operations} | {
+                f"resource_class:{c}" for c in ("medical", "retail", "route", "stock", "shipment")
+            }
+            self.monitors = Monitors(
+                load_monitors(MONITORS, known_scopes=known), self.ledger, clock=clock, ids=ids
+            )
+        self.system = System(
+            self.ledger, self.gateway, agents=AGENTS, clock=clock, ids=ids, watcher=self.monitors
+        )
         self.system.add(Forecaster())
         self.system.add(Allocator(self.config.regions, self.config.truck_capacity))
         self.system.add(Router(world.customers, world.depots, self.config, self.seed))
@@ -298,16 +314,21 @@ class StormRun:
             (
                 "deliveries",
                 "carrier",
-                "delivery",
+                kind,
                 {
                     "customer": d.customer,
                     "region": d.region,
+                    "class": d.cls,
                     "day": d.day,
                     "orders": list(d.orders),
                     "on_time": list(d.on_time),
                 },
             )
-            for d in self.world.deliver(day)
+            for kind, batch in (
+                ("delivery", self.world.deliver(day)),
+                ("delivery.missed", self.world.missed(day)),
+            )
+            for d in batch
         ]
         await self.system.ingest(delivered)
         await self.system.run_until_idle()
@@ -335,6 +356,8 @@ async def run(
                 on_day(day)
         storm.ledger.checkpoint()
         metrics = measure(storm.world, storm.ledger, config)
+        if storm.monitors is not None:
+            metrics.update(monitor_report(storm.world, storm.ledger, storm.monitors.alerts))
     metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
     return RunResult(mode, metrics, storm.path, storm.world)
 
@@ -424,6 +447,35 @@ def measure(world: World, ledger: SQLiteLedger, config: ScenarioConfig) -> dict[
     out["reviews_denied"] = denied_reviews
     out["ledger_entries"] = ledger.size()
     return out
+
+
+def monitor_report(world: World, ledger: SQLiteLedger, alerts: list[Alert]) -> dict[str, Any]:
+    """When the monitors fired, and how many medical orders were late before and after."""
+    first = alerts[0] if alerts else None
+    day = None if first is None else (_parse_day(first.at))
+    late = [
+        o
+        for o in world.orders.values()
+        if o.cls == "medical"
+        and o.due_day < world.config.days
+        and (o.delivered_day is None or o.delivered_day > o.due_day)
+    ]
+    return {
+        "alerts": len(alerts),
+        "first_alert": None
+        if first is None
+        else {"monitor": first.monitor, "day": day, "entry": first.id, "index": ledger.find(first.id).index},
+        "medical_late_before_alert": len(late) if day is None else sum(1 for o in late if o.due_day <= day),
+        "medical_late_after_alert": 0 if day is None else sum(1 for o in late if o.due_day > day),
+    }
+
+
+def _parse_day(at: str) -> int:
+    seconds = (
+        datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+        - DAY0_NS / 1_000_000_000
+    )
+    return int(seconds // 86_400)
 
 
 def check_scenario_file(path: Path) -> ScenarioConfig:

@@ -182,8 +182,11 @@ class Order:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
+    """What the carrier reports at the end of a day: a stop served, or orders that missed their day."""
+
     customer: str
     region: str
+    cls: Cls
     day: int
     orders: tuple[str, ...]
     on_time: tuple[bool, ...]
@@ -384,9 +387,27 @@ class World:
                 ids = self._unload(stop, loaded[stop], day)
                 if ids:
                     deliveries.append(
-                        Delivery(stop, region, day, ids, tuple(self.orders[o].due_day >= day for o in ids))
+                        Delivery(
+                            stop,
+                            region,
+                            customer.cls,
+                            day,
+                            ids,
+                            tuple(self.orders[o].due_day >= day for o in ids),
+                        )
                     )
         return deliveries
+
+    def missed(self, day: int) -> list[Delivery]:
+        """Orders due today that were not delivered: late from now on, reported per customer."""
+        late: dict[str, list[str]] = defaultdict(list)
+        for order in self.orders.values():
+            if order.due_day == day and order.delivered_day is None:
+                late[order.customer].append(order.id)
+        return [
+            Delivery(c, self.customers[c].region, self.customers[c].cls, day, tuple(ids), (False,) * len(ids))
+            for c, ids in sorted(late.items())
+        ]
 
     def _unload(self, customer: str, units: Counter[str], day: int) -> tuple[str, ...]:
         """Hand over the loaded units against the customer's open orders, oldest first."""

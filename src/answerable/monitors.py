@@ -1,0 +1,331 @@
+"""System-level invariants, declared in configuration and evaluated over the ledger stream.
+
+Emergent behaviour is a design risk, so it is watched where it shows: in outcomes across the
+whole system, not in any one agent. Three common shapes cover most invariants: the rate of one
+class of outcome against another over a sliding window (``rate_gap``), a running total
+(``budget``) and a count per time (``count``). Each entry is seen once, in ledger order, and
+updates running figures: nothing is ever rescanned. A breach writes an Alert with its evidence,
+pauses the action class the monitor names, and calls the RI; the monitor stays quiet until a
+person resumes that scope.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from answerable.charter import charter_of
+from answerable.clock import Clock, IdSource, rfc3339
+from answerable.control import scope_from_text
+from answerable.errors import AnswerableError, ConfigError
+from answerable.ledger.base import LedgerStore
+from answerable.records import Alert, Control, Entry, Scope
+
+__all__ = ["Breach", "MonitorConfig", "Monitors", "load_monitors"]
+
+_KINDS: dict[str, type[BaseModel]] = {
+    record.model_fields["kind"].default: record for record in get_args(get_args(Entry)[0])
+}
+_MISSING = object()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Source(_Strict):
+    """Which entries a monitor reads: a record kind, narrowed by event or message type."""
+
+    kind: str
+    types: tuple[str, ...] = ()
+    """For ExternalEvent and Message: the ``type`` values to read (all if empty)."""
+
+
+class Response(_Strict):
+    """What a breach does besides writing the Alert."""
+
+    pause: str | None = None
+    """A scope: ``operation:NAME``, ``resource_class:NAME``, ``agent:NAME`` or ``system``."""
+    escalate_to: Literal["ri"] = "ri"
+
+
+class _Monitor(_Strict):
+    name: str = Field(min_length=1, pattern=r"^\S+$")
+    invariant: str = Field(min_length=1)
+    """The rule in words, as the RI would state it."""
+    source: Source
+    where: dict[str, Any] = {}
+    """Dotted paths into the entry (``payload.region``) and the value each must equal."""
+    respond: Response = Response()
+
+
+class RateGap(_Monitor):
+    """``watch``'s rate of ``outcome`` may not fall more than ``max_gap_permille`` below ``versus``'s."""
+
+    shape: Literal["rate_gap"]
+    outcome: str
+    """Path to a bool, or a list of bools (one sample each)."""
+    group: str
+    """Path to the class of the sample."""
+    watch: str
+    versus: str
+    max_gap_permille: int = Field(ge=0, le=1000)
+    window: int = Field(default=200, ge=1)
+    """Samples kept per class."""
+    min_samples: int = Field(default=30, ge=1)
+
+
+class Budget(_Monitor):
+    """The total of ``amount`` over matching entries may not exceed ``limit``."""
+
+    shape: Literal["budget"]
+    amount: str
+    limit: int
+
+
+class Count(_Monitor):
+    """At most ``max`` matching entries within any ``window_seconds``."""
+
+    shape: Literal["count"]
+    max: int = Field(ge=0)
+    window_seconds: int = Field(default=86_400, ge=1)
+
+
+MonitorSpec = Annotated[RateGap | Budget | Count, Field(discriminator="shape")]
+
+
+class MonitorConfig(_Strict):
+    monitors: tuple[MonitorSpec, ...]
+
+
+def load_monitors(source: str | Path | dict[str, Any], *, known_scopes: Iterable[str]) -> MonitorConfig:
+    """Parse and check a monitor configuration.
+
+    Raises:
+        ConfigError: naming the monitor and the unknown field, record kind or action class.
+    """
+    label = str(source) if isinstance(source, Path) else "monitor configuration"
+    try:
+        raw = json.loads(source.read_text(encoding="utf-8")) if isinstance(source, Path) else source
+        if isinstance(raw, str):
+            raw = json.loads(raw)
+        config = MonitorConfig.model_validate(raw)
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"{label}: {where}: {first['msg']}") from exc
+        raise ConfigError(f"{label}: {exc}") from exc
+    known = set(known_scopes)
+    for monitor in config.monitors:
+        record = _KINDS.get(monitor.source.kind)
+        if record is None:
+            raise ConfigError(
+                f"monitor {monitor.name!r}: unknown record kind {monitor.source.kind!r}; "
+                f"one of {sorted(_KINDS)}"
+                f"one of {sorted(_KINDS)}"
+            )
+        paths = [*monitor.where]
+        if isinstance(monitor, RateGap):
+            paths += [monitor.outcome, monitor.group]
+        if isinstance(monitor, Budget):
+            paths.append(monitor.amount)
+        for path in paths:
+            head = path.split(".", 1)[0]
+            if head not in record.model_fields:
+                raise ConfigError(
+                    f"monitor {monitor.name!r}: {monitor.source.kind} has no field {head!r} (in {path!r}); "
+                    f"its fields are {sorted(record.model_fields)}"
+                )
+        if monitor.respond.pause is not None:
+            scope = scope_from_text(monitor.respond.pause)
+            if scope.kind != "system" and scope.label() not in known:
+                raise ConfigError(
+                    f"monitor {monitor.name!r}: cannot pause unknown action class {scope.label()!r}; "
+                    f"known: {sorted(known)}"
+                )
+    return config
+
+
+@dataclass(frozen=True, slots=True)
+class Breach:
+    """A monitor found its invariant broken."""
+
+    monitor: RateGap | Budget | Count
+    evidence: tuple[str, ...]
+    observed: dict[str, int | str]
+
+
+@dataclass
+class _State:
+    samples: dict[str, deque[tuple[bool, str]]] = field(default_factory=dict)
+    total: int = 0
+    times: deque[tuple[int, str]] = field(default_factory=deque)
+    latched: bool = False
+
+
+class Monitors:
+    """Evaluates a configuration over a ledger's entries, incrementally, and responds to breaches."""
+
+    def __init__(self, config: MonitorConfig, ledger: LedgerStore, *, clock: Clock, ids: IdSource) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.clock = clock
+        self.ids = ids
+        self._next = 0
+        self._state = {m.name: _State() for m in config.monitors}
+        self.alerts: list[Alert] = []
+
+    async def poll(self) -> list[Alert]:
+        """Read the entries appended since the last poll and respond to any breach."""
+        size = self.ledger.size()
+        breaches: list[Breach] = []
+        while self._next < size:
+            stop = min(size, self._next + 2048)
+            for stored in self.ledger.entries(self._next, stop):
+                breaches += self.observe(orjson.loads(stored.data))
+            self._next = stop
+        written = [await self._respond(b) for b in breaches]
+        return written
+
+    def observe(self, entry: dict[str, Any]) -> list[Breach]:
+        """Update every monitor with one entry; pure apart from the monitors' running figures."""
+        if entry.get("kind") == "Control" and entry.get("action") == "resume":
+            self._unlatch(entry)
+        found = []
+        for monitor in self.config.monitors:
+            state = self._state[monitor.name]
+            if state.latched or not _matches(monitor, entry):
+                continue
+            breach = _update(monitor, state, entry)
+            if breach is not None:
+                state.latched = True
+                found.append(breach)
+        return found
+
+    def _unlatch(self, entry: dict[str, Any]) -> None:
+        label = Scope.model_validate(entry["scope"]).label()
+        for monitor in self.config.monitors:
+            pause = monitor.respond.pause
+            if pause is not None and scope_from_text(pause).label() == label:
+                self._state[monitor.name] = _State()
+
+    async def _respond(self, breach: Breach) -> Alert:
+        monitor = breach.monitor
+        now = rfc3339(self.clock.now_ns())
+        try:
+            ri: str | None = charter_of(self.ledger).ri
+        except AnswerableError:
+            ri = None
+        alert_id = self.ids.new()
+        records: list[Alert | Control] = []
+        control_id = None
+        if monitor.respond.pause is not None:
+            control = Control(
+                id=self.ids.new(),
+                at=now,
+                causes=(alert_id,),
+                action="pause",
+                scope=scope_from_text(monitor.respond.pause),
+                by=f"answerable.monitor:{monitor.name}",
+                reason=f"{monitor.invariant} (alert {alert_id}); resuming needs an authorized person",
+            )
+            control_id = control.id
+            records.append(control)
+        alert = Alert(
+            id=alert_id,
+            at=now,
+            causes=breach.evidence,
+            monitor=monitor.name,
+            invariant=monitor.invariant,
+            evidence=breach.evidence,
+            observed=breach.observed,
+            paused=monitor.respond.pause,
+            control_id=control_id,
+            escalated_to=ri,
+        )
+        await self.ledger.append([alert, *records])
+        self.alerts.append(alert)
+        return alert
+
+
+def _value(entry: dict[str, Any], path: str) -> Any:
+    current: Any = entry
+    for part in path.split("."):
+        if isinstance(current, dict):
+            current = current.get(part, _MISSING)
+        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
+            current = current[int(part)]
+        else:
+            return _MISSING
+        if current is _MISSING:
+            return _MISSING
+    return current
+
+
+def _matches(monitor: RateGap | Budget | Count, entry: dict[str, Any]) -> bool:
+    source = monitor.source
+    if entry.get("kind") != source.kind:
+        return False
+    if source.types and entry.get("type") not in source.types:
+        return False
+    return all(_value(entry, path) == wanted for path, wanted in monitor.where.items())
+
+
+def _update(monitor: RateGap | Budget | Count, state: _State, entry: dict[str, Any]) -> Breach | None:
+    entry_id = entry["id"]
+    if isinstance(monitor, RateGap):
+        group = _value(entry, monitor.group)
+        outcome = _value(entry, monitor.outcome)
+        if group not in (monitor.watch, monitor.versus) or outcome is _MISSING:
+            return None
+        window = state.samples.setdefault(group, deque(maxlen=monitor.window))
+        for sample in outcome if isinstance(outcome, list) else [outcome]:
+            window.append((bool(sample), entry_id))
+        watched, versus = state.samples.get(monitor.watch), state.samples.get(monitor.versus)
+        if not watched or not versus or min(len(watched), len(versus)) < monitor.min_samples:
+            return None
+        rate_w = 1000 * sum(ok for ok, _ in watched) // len(watched)
+        rate_v = 1000 * sum(ok for ok, _ in versus) // len(versus)
+        if rate_v - rate_w <= monitor.max_gap_permille:
+            return None
+        evidence = tuple(dict.fromkeys(e for ok, e in watched if not ok))[-20:]
+        return Breach(
+            monitor,
+            evidence,
+            {
+                f"{monitor.watch}_rate_permille": rate_w,
+                f"{monitor.versus}_rate_permille": rate_v,
+                "samples": len(watched) + len(versus),
+                "last_entry": entry_id,
+            },
+        )
+    if isinstance(monitor, Budget):
+        amount = _value(entry, monitor.amount)
+        if not isinstance(amount, int):
+            return None
+        state.total += amount
+        if state.total <= monitor.limit:
+            return None
+        return Breach(monitor, (entry_id,), {"total": state.total, "limit": monitor.limit})
+    at = _seconds(entry["at"])
+    state.times.append((at, entry_id))
+    while state.times and state.times[0][0] <= at - monitor.window_seconds:
+        state.times.popleft()
+    if len(state.times) <= monitor.max:
+        return None
+    return Breach(
+        monitor, tuple(e for _, e in state.times)[-20:], {"count": len(state.times), "max": monitor.max}
+    )
+
+
+def _seconds(stamp: str) -> int:
+    return int(datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp())

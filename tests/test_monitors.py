@@ -1,0 +1,211 @@
+"""Monitors: invariants from configuration, evaluated incrementally; a breach pauses exactly its class."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from support import booking
+
+from answerable import ConfigError, Gateway, SQLiteLedger
+from answerable.monitors import Monitors, load_monitors
+from answerable.records import Alert, Control, ExternalEvent, decode_entry
+
+KNOWN = {"resource_class:medical", "resource_class:retail", "operation:carrier.book", "operation:noop"}
+RATE_GAP = {
+    "monitors": [
+        {
+            "name": "medical-vs-retail",
+            "shape": "rate_gap",
+            "invariant": "medical on-time may not fall more than 5 points below retail",
+            "source": {"kind": "ExternalEvent", "types": ["delivery"]},
+            "outcome": "payload.on_time",
+            "group": "payload.class",
+            "watch": "medical",
+            "versus": "retail",
+            "max_gap_permille": 50,
+            "window": 20,
+            "min_samples": 10,
+            "respond": {"pause": "resource_class:medical"},
+        }
+    ]
+}
+
+
+def deliveries(gateway: Gateway, cls: str, on_time: list[bool]) -> list[ExternalEvent]:
+    return [
+        ExternalEvent(
+            id=gateway.ids.new(),
+            at="2026-01-01T00:00:00.000000Z",
+            source="carrier",
+            type="delivery",
+            payload={"class": cls, "on_time": [ok]},
+        )
+        for ok in on_time
+    ]
+
+
+@pytest.fixture
+def monitors(gateway: Gateway, ledger: SQLiteLedger) -> Monitors:
+    return Monitors(load_monitors(RATE_GAP, known_scopes=KNOWN), ledger, clock=gateway.clock, ids=gateway.ids)
+
+
+async def test_breach_writes_an_alert_with_evidence_and_calls_the_ri(gateway, ledger, monitors, people):
+    """When medical falls behind retail, an Alert names the invariant, the evidence and the RI."""
+    ledger.append_sync(
+        deliveries(gateway, "retail", [True] * 15) + deliveries(gateway, "medical", [True] * 8)
+    )
+    assert await monitors.poll() == []
+    late = deliveries(gateway, "medical", [False] * 3)
+    ledger.append_sync(late)
+    [alert] = await monitors.poll()
+    assert alert.monitor == "medical-vs-retail"
+    assert alert.escalated_to == people.ri.identity
+    assert alert.evidence
+    assert set(alert.evidence) <= {e.id for e in late}
+    assert alert.observed["medical_rate_permille"] < alert.observed["retail_rate_permille"] - 50
+    stored = decode_entry(ledger.find(alert.id).data)
+    assert isinstance(stored, Alert)
+
+
+async def test_breach_pauses_exactly_its_action_class_until_resumed(gateway, ledger, monitors, people, world):
+    """Nothing medical runs after the breach; retail still runs; an authorized resume lifts it."""
+    ledger.append_sync(
+        deliveries(gateway, "retail", [True] * 15) + deliveries(gateway, "medical", [False] * 11)
+    )
+    [alert] = await monitors.poll()
+    assert alert.paused == "resource_class:medical"
+    pause = decode_entry(ledger.find(alert.control_id).data)  # type: ignore[arg-type]
+    assert isinstance(pause, Control)
+    assert pause.by == "answerable.monitor:medical-vs-retail"
+    medical = await gateway.submit(
+        gateway.intent("executor", "carrier.book", booking(shipment="M", cls="medical"))
+    )
+    retail = await gateway.submit(
+        gateway.intent("executor", "carrier.book", booking(shipment="R", cls="retail"))
+    )
+    assert (medical.status, retail.status) == ("denied", "succeeded")
+    assert world.calls == 1
+    from answerable import Scope
+
+    await gateway.control.resume(
+        key=people.operator,
+        reason="checked the storm plan",
+        scope=Scope(kind="resource_class", value="medical"),
+    )
+    again = await gateway.submit(
+        gateway.intent("executor", "carrier.book", booking(shipment="M2", cls="medical"))
+    )
+    assert again.status == "succeeded"
+    assert await monitors.poll() == []
+
+
+async def test_monitor_fires_once_until_resumed(gateway, ledger, monitors):
+    """A breach latches: later bad samples write no second alert while the pause stands."""
+    ledger.append_sync(
+        deliveries(gateway, "retail", [True] * 15) + deliveries(gateway, "medical", [False] * 11)
+    )
+    assert len(await monitors.poll()) == 1
+    ledger.append_sync(deliveries(gateway, "medical", [False] * 30))
+    assert await monitors.poll() == []
+    assert len(ledger.of_kind("Alert")) == 1
+
+
+async def test_count_and_budget_shapes(gateway, ledger):
+    """A count per time and a running budget each fire when crossed."""
+    config = {
+        "monitors": [
+            {
+                "name": "too-many-bookings",
+                "shape": "count",
+                "invariant": "at most 2 bookings a day",
+                "source": {"kind": "Intent"},
+                "where": {"operation": "carrier.book"},
+                "max": 2,
+                "window_seconds": 86400,
+            },
+            {
+                "name": "spend",
+                "shape": "budget",
+                "invariant": "spend at most 100",
+                "source": {"kind": "ExternalEvent", "types": ["invoice"]},
+                "amount": "payload.cents",
+                "limit": 100,
+            },
+        ]
+    }
+    watch = Monitors(load_monitors(config, known_scopes=KNOWN), ledger, clock=gateway.clock, ids=gateway.ids)
+    for n in range(3):
+        await gateway.submit(gateway.intent("executor", "carrier.book", booking(shipment=f"S{n}")))
+    invoices = [
+        ExternalEvent(
+            id=gateway.ids.new(),
+            at="2026-01-01T00:00:00.000000Z",
+            source="x",
+            type="invoice",
+            payload={"cents": 60},
+        )
+        for _ in range(2)
+    ]
+    ledger.append_sync(invoices)
+    assert sorted(a.monitor for a in await watch.poll()) == ["spend", "too-many-bookings"]
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"outcome": "payload.on_time", "group": "colour.tone"}, r"no field 'colour'"),
+        ({"source": {"kind": "Gossip"}}, "unknown record kind 'Gossip'"),
+        ({"respond": {"pause": "operation:teleport"}}, "unknown action class 'operation:teleport'"),
+        ({"respond": {"pause": "planet:mars"}}, "planet:mars"),
+        ({"max_gap_permille": 5000}, "max_gap_permille"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_bad_configuration_is_refused_naming_the_problem(change, named):
+    """Unknown fields, record kinds and action classes are named; nothing is evaluated."""
+    config = {"monitors": [{**RATE_GAP["monitors"][0], **change}]}
+    with pytest.raises(ConfigError, match=named):
+        load_monitors(config, known_scopes=KNOWN)
+
+
+def test_configuration_file_that_is_not_json_is_refused(tmp_path: Path):
+    """A broken file is named."""
+    path = tmp_path / "monitors.json"
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match=r"monitors\.json"):
+        load_monitors(path, known_scopes=KNOWN)
+
+
+def test_reference_configuration_loads():
+    """The logistics system's monitors, declared in JSON, validate against its operations and classes."""
+    from answerable.logistics.scenario import MONITORS
+
+    names = {
+        m.name
+        for m in load_monitors(
+            MONITORS, known_scopes={"resource_class:medical", "operation:inventory.reallocate"}
+        ).monitors
+    }
+    assert "medical-on-time-vs-retail" in names
+    assert json.loads(MONITORS.read_text())
+
+
+@pytest.mark.slow
+def test_monitor_catches_the_storm_where_the_rules_did_not_foresee_it(tmp_path: Path):
+    """With the first rules (no storm reviews), the monitor fires during the storm and stops the damage."""
+    import asyncio
+
+    from answerable.logistics.demo import storm
+
+    results = asyncio.run(storm(7, tmp_path, modes=("ungoverned", "monitored")))
+    monitored, ungoverned = results["monitored"].metrics, results["ungoverned"].metrics
+    first = monitored["first_alert"]
+    assert first is not None
+    assert first["monitor"] == "medical-on-time-vs-retail"
+    storm_cfg = results["monitored"].world.config.storm
+    assert storm_cfg.start_day <= first["day"] < storm_cfg.start_day + storm_cfg.days
+    assert monitored["medical_late_after_alert"] < monitored["medical_late_before_alert"]
+    assert monitored["medical_on_time_rate"] > ungoverned["medical_on_time_rate"]
+    assert monitored["actions_attributed"] == monitored["actions_executed"]
