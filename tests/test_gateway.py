@@ -263,3 +263,39 @@ async def test_http_operation_is_called_with_the_idempotency_key(gateway: Gatewa
     assert outcome.status == "succeeded"
     assert outcome.result == {"booking": "HTTP-1"}
     assert seen == [("key-9", "Bearer secret", {"shipment": "S-9"})]
+
+
+async def test_a_ruleset_takes_effect_only_when_signed_by_the_ri(
+    gateway: Gateway, ledger: SQLiteLedger, people
+):
+    """A new version signed by the RI replaces the rules; one signed by another or edited after, does not."""
+    from support import POLICIES, SCHEMA
+
+    from answerable import NotAuthorized, SignatureInvalid, new_ruleset
+    from answerable.signing import sign
+
+    charter = gateway.charter
+    stricter = POLICIES.replace(
+        'resource.region != "closed"', 'resource.region != "closed" && resource.region != "north"'
+    )
+    by_reviewer = sign(
+        new_ruleset(stricter, SCHEMA, people.ri, version=2).model_copy(
+            update={"approved_by": people.reviewer.identity}
+        ),
+        people.reviewer,
+    )
+    with pytest.raises(NotAuthorized):
+        await gateway.install(charter, by_reviewer)
+    edited = new_ruleset(POLICIES, SCHEMA, people.ri, version=2).model_copy(update={"policies": stricter})
+    with pytest.raises(SignatureInvalid):
+        await gateway.install(charter, edited)
+    assert len(ledger.of_kind("RulesetVersion")) == 1
+    still = await gateway.submit(gateway.intent("executor", "carrier.book", booking(region="north")))
+    assert still.status == "succeeded"
+
+    v2 = new_ruleset(stricter, SCHEMA, people.ri, version=2)
+    await gateway.install(charter, v2)
+    refused = await gateway.submit(gateway.intent("executor", "carrier.book", booking(region="north")))
+    assert refused.status == "denied"
+    assert refused.decision is not None
+    assert refused.decision.ruleset_id == v2.id

@@ -194,3 +194,15 @@ def test_result_json_has_the_contract_keys(runs):
     for metrics in document["runs"].values():
         assert required <= set(metrics)
     assert document["seed"] in SEEDS
+
+
+def test_why_of_every_governed_execution_reaches_an_event_and_names_the_ri(runs):
+    """provenance.why() of each governed execution reaches an external event and names the RI."""
+    from answerable.provenance import why
+
+    with SQLiteLedger.open(runs["governed"].ledger) as ledger:
+        for stored in ledger.of_kind("Execution"):
+            graph = why(ledger, stored.id).to_json()
+            assert any(node["kind"] == "ExternalEvent" for node in graph["nodes"]), stored.id
+            assert graph["accountable"]["ri"] == RI
+            assert graph["accountable"]["via"] in ("policy", "approval")
