@@ -232,3 +232,26 @@ def test_storm_run_is_deterministic_for_a_seed(tmp_path: Path):
     assert a.metrics == b.metrics
     with SQLiteLedger.open(a.ledger) as first, SQLiteLedger.open(b.ledger) as second:
         assert first.root() == second.root()
+
+
+async def test_warehouse_outage_is_ridden_out_with_retries_under_the_same_key(tmp_path: Path):
+    """A warehouse down for its first requests: 503s, retried with the same key, each effect once."""
+    from answerable.logistics.services import DispatchRequest
+
+    config = ScenarioConfig.model_validate(
+        {**SMALL, "outages": [{"warehouse": "wh-north", "day": 0, "failed_requests": 2}]}
+    )
+    async with StormRun("governed", 5, config, tmp_path) as run:
+        await run.day(0)
+        refused = [r for r in run.world.warehouse.requests if r.status == 503]
+        assert len(refused) == 2
+        executions = [decode_entry(e.data) for e in run.ledger.of_kind("Execution")]
+        north = [
+            x
+            for x in executions
+            if isinstance(x, Execution) and x.operation == "warehouse.dispatch" and x.attempts > 1
+        ]
+        assert north
+        assert all(x.status == "succeeded" for x in north)
+        keys = [r.key for r in run.world.warehouse.records if isinstance(r.body, DispatchRequest)]
+        assert len(keys) == len(set(keys))

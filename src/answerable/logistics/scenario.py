@@ -307,6 +307,8 @@ class StormRun:
         self.clock.ns = DAY0_NS + day * 86_400_000_000_000
         self.world.today = day
         self.world.replenish()
+        with self.world.warehouse.lock:
+            self.world.warehouse.outages.update(self.world.outage(day))
         await self.system.ingest(_morning(self.world, day))
         await self.system.run_until_idle()
         self.clock.ns += 12 * 3_600_000_000_000

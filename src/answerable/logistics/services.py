@@ -259,6 +259,8 @@ class WarehouseState(_ServiceState):
     skus: set[str] = field(default_factory=set)
     """The catalogue; every SKU named in ``stock`` is added."""
     offline: set[str] = field(default_factory=set)
+    outages: dict[str, int] = field(default_factory=dict)
+    """Warehouses whose systems are down for their next N requests (503 each), then back."""
 
     def __post_init__(self) -> None:
         self.warehouses |= {w for w, _ in self.stock}
@@ -493,6 +495,11 @@ def make_warehouse_app(state: WarehouseState) -> FastAPI:
 
     def online(*names: str) -> _Refusal | None:
         for name in names:
+            if state.outages.get(name, 0) > 0:
+                state.outages[name] -= 1
+                return _Refusal(
+                    503, "offline", f"warehouse {name} is offline; retry later", {"warehouse": name}
+                )
             if name in state.offline:
                 return _Refusal(
                     503, "offline", f"warehouse {name} is offline; retry later", {"warehouse": name}
