@@ -66,6 +66,7 @@ def test_verify_against_an_earlier_checkpoint_catches_rollback(used: Path, tmp_p
     conn.execute("DELETE FROM entries WHERE idx >= 10")
     conn.execute("DELETE FROM nodes WHERE (i + 1) * (1 << level) > 10")
     conn.execute("DELETE FROM checkpoints")
+    conn.execute("DELETE FROM causes WHERE idx >= 10")
     conn.close()
     assert run("verify", used).exit_code == 0  # a clean prefix, on its own, looks like a ledger
     result = run("verify", used, "--checkpoint", cp)

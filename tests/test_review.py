@@ -147,8 +147,8 @@ async def test_bad_signature_unknown_review_and_missing_reason_are_refused(gatew
 
 async def test_reviewer_cannot_approve_their_own_proposal(gateway, people, world):
     """With separation of duties, the person an intent was made for may not approve it."""
-    intent = gateway.intent("executor", "carrier.book", booking(**MEDICAL)).model_copy(
-        update={"on_behalf_of": people.reviewer.identity}
+    intent = gateway.intent(
+        "executor", "carrier.book", booking(**MEDICAL), on_behalf_of=people.reviewer.identity
     )
     pending = await gateway.submit(intent)
     with pytest.raises(ApprovalRefused) as caught:

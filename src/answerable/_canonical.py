@@ -63,4 +63,7 @@ def canonical_bytes(value: Any) -> bytes:
             return bytes(rfc8785.dumps(value))
         except rfc8785.CanonicalizationError as exc:
             raise RecordInvalid(f"value has no canonical JSON form (RFC 8785): {exc}") from exc
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate in a string
+        raise RecordInvalid(f"value has no canonical JSON form: {exc}") from exc

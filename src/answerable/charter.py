@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
-from answerable.errors import ConfigError
+from answerable.errors import AnswerableError, ConfigError
 from answerable.keys import KeyPair
 from answerable.ledger.base import LedgerStore
 from answerable.policy import load_ruleset
 from answerable.records import AgentIdentity, Person, RulesetVersion, SystemCharter, decode_entry
-from answerable.signing import sign
+from answerable.signing import sign, verify_charter
 
 __all__ = ["charter_of", "new_charter", "new_ruleset", "schema_for"]
 
@@ -24,10 +24,12 @@ def new_charter(
     operators: Iterable[KeyPair] = (),
     version: int = 1,
     supersedes: str | None = None,
+    handed_over_by: KeyPair | None = None,
     clock: Clock | None = None,
     ids: IdSource | None = None,
 ) -> SystemCharter:
-    """A charter naming ``ri`` as Responsible Individual, signed by them."""
+    """A charter naming ``ri`` as Responsible Individual, signed by them or, when it supersedes
+    another, by the RI of that charter (``handed_over_by``)."""
     clock = clock or SystemClock()
     ids = ids or IdSource(clock)
     roles: dict[str, set[str]] = {ri.identity: {"ri"}}
@@ -52,7 +54,7 @@ def new_charter(
         agents=tuple(AgentIdentity(name=a) for a in agents),
         supersedes=supersedes,
     )
-    return sign(charter, ri)
+    return sign(charter, handed_over_by or ri)
 
 
 def new_ruleset(
@@ -100,10 +102,20 @@ def schema_for(operations: Mapping[str, str] | Iterable[str]) -> str:
 
 
 def charter_of(ledger: LedgerStore) -> SystemCharter:
-    """The charter in force: the last SystemCharter entry in the ledger."""
-    charters = ledger.of_kind("SystemCharter")
-    if not charters:
-        raise ConfigError(f"ledger {ledger.origin} has no SystemCharter: it was never set up with one")
-    record = decode_entry(charters[-1].data)
-    assert isinstance(record, SystemCharter)
-    return record
+    """The charter in force: the end of the chain of charters, each signed by the RI before it.
+
+    A SystemCharter entry that does not chain (signed by someone else, superseding nothing in
+    force) is ignored, wherever it came from.
+    """
+    in_force: SystemCharter | None = None
+    for stored in ledger.of_kind("SystemCharter"):
+        record = decode_entry(stored.data)
+        assert isinstance(record, SystemCharter)
+        try:
+            verify_charter(record, in_force)
+        except AnswerableError:
+            continue
+        in_force = record
+    if in_force is None:
+        raise ConfigError(f"ledger {ledger.origin} has no valid SystemCharter: it was never set up with one")
+    return in_force

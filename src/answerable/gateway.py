@@ -24,6 +24,7 @@ from answerable.charter import charter_of
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
 from answerable.control import Controller
 from answerable.errors import (
+    AnswerableError,
     ArgumentsInvalid,
     ConfigError,
     EntryNotFound,
@@ -43,6 +44,7 @@ from answerable.records import (
     Execution,
     Intent,
     Review,
+    ReviewClosed,
     RulesetVersion,
     Scope,
     SystemCharter,
@@ -135,6 +137,9 @@ class Gateway:
         self.control = Controller(ledger, clock=self.clock, ids=self.ids)
         self.reviews = ReviewQueue(ledger, clock=self.clock, ids=self.ids)
         self._concluded: set[str] = set()
+        self._review_locks: dict[str, asyncio.Lock] = {}
+        self._in_flight: set[str] = set()
+        """Intents between their record and their Execution in this process: not crash leftovers."""
         self._operations: dict[str, Operation] = {}
         self._fault = fault
         self._charter: SystemCharter | None = None
@@ -150,7 +155,14 @@ class Gateway:
             SignatureInvalid, NotAuthorized: the charter or ruleset is not signed by the RI.
             PolicyInvalid: the ruleset does not parse or validate.
         """
-        verify_charter(charter)
+        try:
+            in_force: SystemCharter | None = charter_of(self.ledger)
+        except ConfigError:
+            in_force = None
+        if in_force is not None and in_force.id == charter.id:
+            in_force = None  # re-installing the charter in force: it chains to itself
+            charter = charter_of(self.ledger)
+        verify_charter(charter, in_force)
         verify_ruleset(ruleset, charter)
         parsed = load_ruleset(ruleset.policies, ruleset.schema_text)
         if parsed.ruleset_hash != ruleset.ruleset_hash or parsed.schema_hash != ruleset.schema_hash:
@@ -161,14 +173,22 @@ class Gateway:
         self._charter, self._ruleset, self._ruleset_record = charter, parsed, ruleset
 
     async def resume_from_ledger(self) -> None:
-        """Load the charter and ruleset in force from the ledger (a restart)."""
+        """Load the charter and the last ruleset its RI signed from the ledger (a restart)."""
         charter = charter_of(self.ledger)
-        rulesets = self.ledger.of_kind("RulesetVersion")
-        if not rulesets:
-            raise ConfigError(f"ledger {self.ledger.origin} has no RulesetVersion")
-        ruleset = decode_entry(rulesets[-1].data)
-        assert isinstance(ruleset, RulesetVersion)
-        await self.install(charter, ruleset)
+        signed = []
+        for stored in self.ledger.of_kind("RulesetVersion"):
+            ruleset = decode_entry(stored.data)
+            assert isinstance(ruleset, RulesetVersion)
+            try:
+                verify_ruleset(ruleset, charter)
+            except AnswerableError:
+                continue  # not signed by the RI in force: it never took effect
+            signed.append(ruleset)
+        if not signed:
+            raise ConfigError(
+                f"ledger {self.ledger.origin} has no RulesetVersion signed by the RI {charter.ri}"
+            )
+        await self.install(charter, signed[-1])
 
     def register(
         self,
@@ -221,8 +241,13 @@ class Gateway:
         causes: tuple[str, ...] = (),
         idempotency_key: str | None = None,
         trace_id: str | None = None,
+        on_behalf_of: str | None = None,
     ) -> Intent:
-        """Build an Intent stamped with this gateway's clock and ids."""
+        """Build an Intent stamped with this gateway's clock and ids.
+
+        ``on_behalf_of`` names the person who asked the agent for this, if one did; with
+        separation of duties in the charter, they may not approve it themselves.
+        """
         intent_id = self.ids.new()
         return Intent(
             id=intent_id,
@@ -233,6 +258,7 @@ class Gateway:
             arguments=dict(arguments),
             idempotency_key=idempotency_key or intent_id,
             trace_id=trace_id,
+            on_behalf_of=on_behalf_of,
         )
 
     async def submit(self, intent: Intent) -> Outcome:
@@ -261,12 +287,16 @@ class Gateway:
             review = self._review(intent, decision, verdict)
             await self.ledger.append([intent, decision, review])
             return Outcome("review", intent, decision, review=review)
-        await self.ledger.append([intent, decision])
-        if decision.effect == "deny":
-            return Outcome("denied", intent, decision)
-        if self._fault is not None:
-            self._fault("recorded", intent)
-        return await self._execute(op, intent, decision, args, recovered=False)
+        self._in_flight.add(intent.id)
+        try:
+            await self.ledger.append([intent, decision])
+            if decision.effect == "deny":
+                return Outcome("denied", intent, decision)
+            if self._fault is not None:
+                self._fault("recorded", intent)
+            return await self._execute(op, intent, decision, args, recovered=False)
+        finally:
+            self._in_flight.discard(intent.id)
 
     def _judge(self, op: Operation, intent: Intent, args: BaseModel) -> tuple[CedarRequest, Verdict]:
         assert self._ruleset is not None
@@ -317,6 +347,7 @@ class Gateway:
         *,
         recovered: bool,
         approvals: tuple[Approval, ...] = (),
+        expiry: ReviewClosed | None = None,
     ) -> Outcome:
         approval = approvals[-1] if approvals else None
         stop = self.control.state().blocking(
@@ -325,9 +356,13 @@ class Gateway:
             resource_class=op.resource_class,
             resource_classes=_resource_classes(decision.request, decision.entities),
         )
+        if stop is not None and recovered:
+            # Whether the crashed call happened is not known yet: record nothing, so the intent stays
+            # open and is reconciled again once the stop is lifted.
+            return Outcome("not_executed", intent, decision, approval=approval)
         if stop is not None:
             execution = self._execution(
-                op,
+                op.name,
                 intent,
                 decision,
                 "not_executed",
@@ -335,6 +370,7 @@ class Gateway:
                 causes=(stop.id,),
                 recovered=recovered,
                 approvals=approvals,
+                expiry=expiry,
             )
             await self.ledger.append([execution])
             return Outcome("not_executed", intent, decision, execution, approval=approval)
@@ -357,7 +393,7 @@ class Gateway:
             except Exception as exc:  # the world said no: a value to record, not a crash
                 failure, status = exc, "failed"
             execution = self._execution(
-                op,
+                op.name,
                 intent,
                 decision,
                 status,
@@ -365,6 +401,7 @@ class Gateway:
                 latency_us=(self.clock.now_ns() - started) // 1000,
                 recovered=recovered,
                 approvals=approvals,
+                expiry=expiry,
                 attempts=attempts,
             )
             await self.ledger.append([execution])
@@ -373,7 +410,7 @@ class Gateway:
         if self._fault is not None:
             self._fault("executed", intent)
         execution = self._execution(
-            op,
+            op.name,
             intent,
             decision,
             "succeeded",
@@ -381,6 +418,7 @@ class Gateway:
             latency_us=latency,
             recovered=recovered,
             approvals=approvals,
+            expiry=expiry,
             attempts=attempts,
         )
         await self.ledger.append([execution])
@@ -388,7 +426,7 @@ class Gateway:
 
     def _execution(
         self,
-        op: Operation,
+        operation: str,
         intent: Intent,
         decision: Decision,
         status: Literal["succeeded", "failed", "not_executed", "ambiguous"],
@@ -400,8 +438,17 @@ class Gateway:
         recovered: bool = False,
         approvals: tuple[Approval, ...] = (),
         attempts: int = 1,
+        expiry: ReviewClosed | None = None,
     ) -> Execution:
-        if not approvals:
+        if expiry is not None:
+            authority = Authority(
+                responsible=self.charter.ri,
+                via="expiry",
+                ids=(expiry.id,),
+                ruleset_hash=decision.ruleset_hash,
+            )
+            causes = (intent.id, decision.id, expiry.id, *causes)
+        elif not approvals:
             authority = Authority(
                 responsible=self.charter.ri,
                 via="policy",
@@ -421,7 +468,7 @@ class Gateway:
             causes=causes,
             intent_id=intent.id,
             decision_id=decision.id,
-            operation=op.name,
+            operation=operation,
             status=status,
             authority=authority,
             response_digest=_response_digest(response) if status == "succeeded" else None,
@@ -479,8 +526,14 @@ class Gateway:
         Raises:
             ApprovalRefused: with a stable reason code; nothing is recorded.
         """
-        state = await self.reviews.submit(approval)
-        return await self._conclude(state)
+        async with self._lock_for(approval.review_id):
+            state = await self.reviews.submit(approval)
+            return await self._conclude(state)
+
+    def _lock_for(self, review_id: str) -> asyncio.Lock:
+        """One review is settled by one coroutine at a time: two answers racing could otherwise both
+        pass their checks before either is recorded, and run the intent twice."""
+        return self._review_locks.setdefault(review_id, asyncio.Lock())
 
     async def settle_reviews(self) -> list[Outcome]:
         """Escalate and expire on the clock, then act on reviews settled since the last call.
@@ -492,9 +545,10 @@ class Gateway:
         for stored in self.ledger.of_kind("Review"):
             if stored.id in self._concluded:
                 continue
-            state = self.reviews.state(stored.id)
-            if state.resolution is not None:
-                outcomes.append(await self._conclude(state))
+            async with self._lock_for(stored.id):
+                state = self.reviews.state(stored.id)
+                if state.resolution is not None and stored.id not in self._concluded:
+                    outcomes.append(await self._conclude(state))
         return outcomes
 
     async def _conclude(self, state: ReviewState) -> Outcome:
@@ -506,73 +560,117 @@ class Gateway:
         self._concluded.add(review.id)
         if resolution in ("denied", "expired:deny"):
             return Outcome("denied", intent, decision, review=review, approval=last)
-        if any(e.kind == "Execution" for e in self.ledger.caused_by(intent.id)):
-            return Outcome("succeeded", intent, decision, review=review, approval=last)
+        done = [
+            x
+            for x in (decode_entry(e.data) for e in self.ledger.caused_by(intent.id))
+            if isinstance(x, Execution)
+        ]
+        if done:
+            return Outcome(done[-1].status, intent, decision, done[-1], review=review, approval=last)
         op = self._operations.get(intent.operation)
         if op is None:
             raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
         args = _validate(op, intent.arguments)
-        approvals = tuple(a for a in state.approvals if a.verdict == "approve")
-        outcome = await self._execute(op, intent, decision, args, recovered=False, approvals=approvals)
+        approvals = state.live_approvals
+        self._in_flight.add(intent.id)
+        try:
+            outcome = await self._execute(
+                op, intent, decision, args, recovered=False, approvals=approvals, expiry=state.closed
+            )
+        finally:
+            self._in_flight.discard(intent.id)
         return Outcome(outcome.status, intent, decision, outcome.execution, outcome.result, review, last)
+
+    def _open_intents(self) -> list[tuple[Intent, Decision, tuple[Approval, ...]]]:
+        """Allowed or approved intents with no Execution that this process is not running now:
+        what a crash may have left behind. Approvals count only if they verify and are live."""
+        out: list[tuple[Intent, Decision, tuple[Approval, ...]]] = []
+        for stored in self.ledger.of_kind("Intent"):
+            if stored.id in self._in_flight:
+                continue
+            followers = [decode_entry(e.data) for e in self.ledger.caused_by(stored.id)]
+            if any(isinstance(f, Execution) for f in followers):
+                continue
+            intent = decode_entry(stored.data)
+            decision = next(
+                (f for f in followers if isinstance(f, Decision) and f.intent_id == stored.id), None
+            )
+            if not isinstance(intent, Intent) or decision is None:
+                continue
+            if decision.effect == "allow":
+                out.append((intent, decision, ()))
+                continue
+            review = next((f for f in followers if isinstance(f, Review)), None)
+            if review is not None:
+                state = self.reviews.state(review.id)
+                if state.resolution == "approved":
+                    out.append((intent, decision, state.live_approvals))
+        return out
 
     # --- after a crash --------------------------------------------------------------------------
 
     async def reconcile(self) -> list[Outcome]:
         """Settle every allowed intent that has no Execution, never calling anything twice blindly.
 
-        An idempotent operation is called again with the same key (the world deduplicates); else
-        the effect is looked up by key and recorded if found, or the call made if it never
-        happened; else the intent is marked ambiguous and its operation paused for a person.
+        Run it at start-up, after :meth:`resume_from_ledger`. An idempotent operation is called
+        again with the same key (the world deduplicates); else the effect is looked up by key and
+        recorded if found, or the call made if it never happened; else the intent is marked
+        ambiguous and its operation paused for a person. An intent that cannot be settled at all
+        (its operation is no longer registered, its arguments no longer validate) is marked
+        ambiguous the same way, and the others are still settled.
         """
         outcomes = []
-        for intent, decision, approvals in _open_intents(self.ledger):
-            approval = approvals[-1] if approvals else None
-            op = self._operations.get(intent.operation)
-            if op is None:
-                raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
-            args = _validate(op, intent.arguments)
-            if op.idempotent:
+        for intent, decision, approvals in self._open_intents():
+            try:
+                outcomes.append(await self._recover(intent, decision, approvals))
+            except AnswerableError as exc:
                 outcomes.append(
-                    await self._execute(op, intent, decision, args, recovered=True, approvals=approvals)
+                    await self._ambiguous(intent, decision, approvals, f"could not reconcile: {exc}")
                 )
-                continue
-            if op.lookup is not None:
-                found = await op.lookup(intent.idempotency_key)
-                if found is None:
-                    outcomes.append(
-                        await self._execute(op, intent, decision, args, recovered=True, approvals=approvals)
-                    )
-                else:
-                    execution = self._execution(
-                        op, intent, decision, "succeeded", response=found, recovered=True, approvals=approvals
-                    )
-                    await self.ledger.append([execution])
-                    outcomes.append(
-                        Outcome("succeeded", intent, decision, execution, found, approval=approval)
-                    )
-                continue
-            execution = self._execution(
-                op,
-                intent,
-                decision,
-                "ambiguous",
-                recovered=True,
-                approvals=approvals,
-                error="recorded before a crash; the operation honours no idempotency key and has no lookup",
-            )
-            pause = Control(
-                id=self.ids.new(),
-                at=rfc3339(self.clock.now_ns()),
-                causes=(intent.id, execution.id),
-                action="pause",
-                scope=Scope(kind="operation", value=op.name),
-                by=GATEWAY_IDENTITY,
-                reason=f"outcome of intent {intent.id} unknown after a crash; reconcile it, then resume",
-            )
-            await self.ledger.append([execution, pause])
-            outcomes.append(Outcome("ambiguous", intent, decision, execution))
         return outcomes
+
+    async def _recover(self, intent: Intent, decision: Decision, approvals: tuple[Approval, ...]) -> Outcome:
+        op = self._operations.get(intent.operation)
+        if op is None:
+            raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
+        args = _validate(op, intent.arguments)
+        if op.idempotent:
+            return await self._execute(op, intent, decision, args, recovered=True, approvals=approvals)
+        if op.lookup is not None:
+            found = await op.lookup(intent.idempotency_key)
+            if found is None:
+                return await self._execute(op, intent, decision, args, recovered=True, approvals=approvals)
+            execution = self._execution(
+                op.name, intent, decision, "succeeded", response=found, recovered=True, approvals=approvals
+            )
+            await self.ledger.append([execution])
+            return Outcome(
+                "succeeded", intent, decision, execution, found, approval=approvals[-1] if approvals else None
+            )
+        return await self._ambiguous(
+            intent,
+            decision,
+            approvals,
+            "recorded before a crash; the operation honours no idempotency key and has no lookup",
+        )
+
+    async def _ambiguous(
+        self, intent: Intent, decision: Decision, approvals: tuple[Approval, ...], why: str
+    ) -> Outcome:
+        execution = self._execution(
+            intent.operation, intent, decision, "ambiguous", recovered=True, approvals=approvals, error=why
+        )
+        pause = Control(
+            id=self.ids.new(),
+            at=rfc3339(self.clock.now_ns()),
+            causes=(intent.id, execution.id),
+            action="pause",
+            scope=Scope(kind="operation", value=intent.operation),
+            by=GATEWAY_IDENTITY,
+            reason=f"outcome of intent {intent.id} unknown after a crash; reconcile it, then resume",
+        )
+        await self.ledger.append([execution, pause])
+        return Outcome("ambiguous", intent, decision, execution)
 
 
 def http_operation(
@@ -675,34 +773,3 @@ def _has(ledger: LedgerStore, entry_id: str) -> bool:
     except EntryNotFound:
         return False
     return True
-
-
-def _open_intents(ledger: LedgerStore) -> list[tuple[Intent, Decision, tuple[Approval, ...]]]:
-    """Allowed or approved intents with no Execution: what a crash may have left behind."""
-    out: list[tuple[Intent, Decision, tuple[Approval, ...]]] = []
-    for stored in ledger.of_kind("Intent"):
-        intent = decode_entry(stored.data)
-        assert isinstance(intent, Intent)
-        followers = [decode_entry(e.data) for e in ledger.caused_by(intent.id)]
-        if any(isinstance(f, Execution) for f in followers):
-            continue
-        decision = next((f for f in followers if isinstance(f, Decision) and f.intent_id == intent.id), None)
-        if decision is None:
-            continue
-        if decision.effect == "allow":
-            out.append((intent, decision, ()))
-            continue
-        review = next((f for f in followers if isinstance(f, Review)), None)
-        if review is None:
-            continue
-        answers = [decode_entry(e.data) for e in ledger.caused_by(review.id)]
-        approvals = tuple(a for a in answers if isinstance(a, Approval))
-        enough = len({a.by for a in approvals if a.verdict == "approve"}) >= review.approvals_required
-        if enough and not any(a.verdict == "deny" for a in approvals):
-            out.append((intent, decision, tuple(a for a in approvals if a.verdict == "approve")))
-    return out
-
-
-async def gather_outcomes(gateway: Gateway, intents: list[Intent]) -> list[Outcome]:
-    """Submit intents concurrently, so that their records share group commits."""
-    return list(await asyncio.gather(*(gateway.submit(i) for i in intents)))

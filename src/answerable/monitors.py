@@ -27,7 +27,8 @@ from answerable.clock import Clock, IdSource, rfc3339
 from answerable.control import scope_from_text
 from answerable.errors import AnswerableError, ConfigError
 from answerable.ledger.base import LedgerStore
-from answerable.records import Alert, Control, Entry, Scope
+from answerable.records import Alert, Control, Entry
+from answerable.signing import require_role, verify_signed_by
 
 __all__ = ["Breach", "MonitorConfig", "Monitors", "load_monitors"]
 
@@ -131,7 +132,6 @@ def load_monitors(source: str | Path | dict[str, Any], *, known_scopes: Iterable
             raise ConfigError(
                 f"monitor {monitor.name!r}: unknown record kind {monitor.source.kind!r}; "
                 f"one of {sorted(_KINDS)}"
-                f"one of {sorted(_KINDS)}"
             )
         paths = [*monitor.where]
         if isinstance(monitor, RateGap):
@@ -212,7 +212,14 @@ class Monitors:
         return found
 
     def _unlatch(self, entry: dict[str, Any]) -> None:
-        label = Scope.model_validate(entry["scope"]).label()
+        """A resume re-arms the monitors pausing that scope, if a person the charter allows signed it."""
+        control = Control.model_validate(entry)
+        try:
+            require_role(charter_of(self.ledger), control.by, "ri", "operator")
+            verify_signed_by(control, charter_of(self.ledger), control.by)
+        except AnswerableError:
+            return
+        label = control.scope.label()
         for monitor in self.config.monitors:
             pause = monitor.respond.pause
             if pause is not None and scope_from_text(pause).label() == label:

@@ -204,14 +204,17 @@ def decide(request: CedarRequest, ruleset: Ruleset) -> Verdict:
     Never raises on a bad request: a request Cedar cannot evaluate is a deny carrying the error,
     so the refusal is recorded like any other decision.
     """
-    cedar_request = {
-        "principal": {"type": request.principal[0], "id": request.principal[1]},
-        "action": {"type": "Action", "id": request.action},
-        "resource": {"type": request.resource[0], "id": request.resource[1]},
-        # Cedar's wrapper would json.dumps these; orjson is several times faster.
-        "context": orjson.dumps(request.context).decode(),
-    }
-    entities = orjson.dumps(request.entities).decode()
+    try:
+        cedar_request = {
+            "principal": {"type": request.principal[0], "id": request.principal[1]},
+            "action": {"type": "Action", "id": request.action},
+            "resource": {"type": request.resource[0], "id": request.resource[1]},
+            # Cedar's wrapper would json.dumps these; orjson is several times faster.
+            "context": orjson.dumps(request.context).decode(),
+        }
+        entities = orjson.dumps(request.entities).decode()
+    except TypeError as exc:  # orjson.JSONEncodeError: a context or entity that is not JSON
+        return Verdict("deny", (), (f"the Cedar request is not JSON: {exc}",))
     verdict, ids = _evaluate(cedar_request, entities, ruleset.policy_set, ruleset)
     if verdict is not None or not ids or not all(i in ruleset.review for i in ids):
         return verdict or Verdict("deny", ids)

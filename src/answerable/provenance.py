@@ -68,7 +68,7 @@ class Accountable:
 
     ri: str | None
     """The Responsible Individual; None where no charter was in force ("nobody answers")."""
-    via: Literal["policy", "approval"] | None
+    via: Literal["policy", "approval", "expiry"] | None
     """None when the entry belongs to no decision: the RI answers for the system as a whole."""
     ids: tuple[str, ...] = ()
     """Policy ids, or the approval's entry id."""

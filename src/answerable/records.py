@@ -178,9 +178,9 @@ class Authority(BaseModel):
 
     responsible: _NAME
     """The Responsible Individual who answers for this execution."""
-    via: Literal["policy", "approval"]
+    via: Literal["policy", "approval", "expiry"]
     ids: tuple[str, ...]
-    """Policy ids, or the approval's entry id."""
+    """Policy ids; the approvals' entry ids; or the ReviewClosed entry whose rule said proceed."""
     ruleset_hash: str
 
 

@@ -34,7 +34,7 @@ from answerable.records import (
 )
 from answerable.signing import sign, verify_signed_by
 
-__all__ = ["ReviewQueue", "ReviewState", "binding_of", "check_approval"]
+__all__ = ["ReviewQueue", "ReviewState", "authenticate", "binding_of", "check_approval"]
 
 
 def binding_of(intent: Intent, ruleset_hash: str) -> str:
@@ -60,8 +60,16 @@ class ReviewState:
     intent: Intent
     decision: Decision
     approvals: tuple[Approval, ...]
+    """The answers that verify (signature, role, binding, separation of duties), one per person;
+    anything else appended to the ledger under this review is ignored."""
     escalations: tuple[Escalation, ...]
     closed: ReviewClosed | None
+    now: str
+    """When this state was read: approvals count only until they expire."""
+
+    @property
+    def live_approvals(self) -> tuple[Approval, ...]:
+        return tuple(a for a in self.approvals if a.verdict == "approve" and a.expires_at > self.now)
 
     @property
     def resolution(self) -> str | None:
@@ -70,7 +78,7 @@ class ReviewState:
             return f"expired:{self.closed.resolution}"
         if any(a.verdict == "deny" for a in self.approvals):
             return "denied"
-        if len({a.by for a in self.approvals if a.verdict == "approve"}) >= self.review.approvals_required:
+        if len(self.live_approvals) >= self.review.approvals_required:
             return "approved"
         return None
 
@@ -82,15 +90,10 @@ class ReviewState:
         return self.review.assignees[0] if self.review.assignees else None
 
 
-def check_approval(
-    approval: Approval,
-    state: ReviewState,
-    charter: SystemCharter,
-    *,
-    now: str,
+def authenticate(
+    approval: Approval, review: Review, intent: Intent, decision: Decision, charter: SystemCharter
 ) -> None:
-    """Raise ApprovalRefused unless ``approval`` may be added to ``state`` now."""
-    review, intent = state.review, state.intent
+    """Raise ApprovalRefused unless ``approval`` is a chartered reviewer's signed answer to this intent."""
 
     def refuse(code: str, message: str) -> ApprovalRefused:
         return ApprovalRefused(
@@ -110,19 +113,31 @@ def check_approval(
         verify_signed_by(approval, charter, approval.by)
     except (SignatureInvalid, NotAuthorized) as exc:
         raise refuse("bad_signature", str(exc)) from exc
-    if approval.intent_id != intent.id or approval.binding != binding_of(intent, state.decision.ruleset_hash):
+    if approval.intent_id != intent.id or approval.binding != binding_of(intent, decision.ruleset_hash):
         raise refuse(
             "args_mismatch",
             "it was signed for another intent or other arguments; a changed intent needs a new review",
         )
     if review.binding != approval.binding:
         raise refuse("args_mismatch", "the approval does not bind to what was sent to review")
+    if charter.separation_of_duties and intent.on_behalf_of == approval.by:
+        raise refuse("own_proposal", f"{approval.by!r} asked for this intent and may not approve it")
+
+
+def check_approval(approval: Approval, state: ReviewState, charter: SystemCharter, *, now: str) -> None:
+    """Raise ApprovalRefused unless ``approval`` may be added to ``state`` now."""
+    review = state.review
+
+    def refuse(code: str, message: str) -> ApprovalRefused:
+        return ApprovalRefused(
+            f"review {review.id}: {message}", reason_code=code, review_id=review.id, who=approval.by
+        )
+
+    authenticate(approval, review, state.intent, state.decision, charter)
     if any(a.id == approval.id for a in state.approvals):
         raise refuse("already_used", "this approval was already used; an approval is valid once")
     if state.resolution is not None:
         raise refuse("already_answered", f"the review is already settled ({state.resolution})")
-    if charter.separation_of_duties and intent.on_behalf_of == approval.by:
-        raise refuse("own_proposal", f"{approval.by!r} asked for this intent and may not approve it")
     if any(a.by == approval.by for a in state.approvals):
         raise refuse(
             "already_used", f"{approval.by!r} already answered this review; a stage needs another person"
@@ -166,13 +181,23 @@ class ReviewQueue:
         assert isinstance(intent, Intent)
         assert isinstance(decision, Decision)
         followers = [decode_entry(e.data) for e in self.ledger.caused_by(review.id)]
+        charter = charter_of(self.ledger)
+        approvals: dict[str, Approval] = {}
+        for follower in followers:
+            if isinstance(follower, Approval) and follower.by not in approvals:
+                try:
+                    authenticate(follower, review, intent, decision, charter)
+                except ApprovalRefused:
+                    continue  # appended by someone who could not have given it: it does not count
+                approvals[follower.by] = follower
         return ReviewState(
             review=review,
             intent=intent,
             decision=decision,
-            approvals=tuple(f for f in followers if isinstance(f, Approval)),
+            approvals=tuple(approvals.values()),
             escalations=tuple(f for f in followers if isinstance(f, Escalation)),
             closed=next((f for f in followers if isinstance(f, ReviewClosed)), None),
+            now=rfc3339(self.clock.now_ns()),
         )
 
     def all(self) -> list[ReviewState]:

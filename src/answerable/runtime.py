@@ -36,6 +36,7 @@ class Actuator(Protocol):
         causes: tuple[str, ...] = (),
         idempotency_key: str | None = None,
         trace_id: str | None = None,
+        on_behalf_of: str | None = None,
     ) -> Intent: ...
 
     async def submit(self, intent: Intent) -> Outcome: ...
@@ -85,8 +86,9 @@ class Context:
         *,
         causes: Sequence[str],
         idempotency_key: str | None = None,
+        on_behalf_of: str | None = None,
     ) -> Outcome:
-        """Ask the actuator to call an operation on this agent's behalf."""
+        """Ask the actuator to call an operation on this agent's behalf (and a person's, if one asked)."""
         actuator = self.system.actuator
         intent = actuator.intent(
             self.agent,
@@ -95,6 +97,7 @@ class Context:
             causes=tuple(causes),
             idempotency_key=idempotency_key,
             trace_id=self.trace_id,
+            on_behalf_of=on_behalf_of,
         )
         return await actuator.submit(intent)
 

@@ -44,13 +44,27 @@ def require_role(charter: SystemCharter, identity: str, *roles: str) -> None:
         )
 
 
-def verify_charter(charter: SystemCharter) -> None:
-    """A charter is valid when its RI holds the ``ri`` role and signed it."""
+def verify_charter(charter: SystemCharter, in_force: SystemCharter | None = None) -> None:
+    """A first charter is valid when its RI holds the ``ri`` role and signed it; a later one only
+    when it supersedes the charter in force and that charter's RI signed it (a handover).
+
+    Without the second rule, anyone able to append to the ledger could name themselves RI.
+    """
     require_role(charter, charter.ri, "ri")
+    signer = charter if in_force is None else in_force
+    if in_force is not None and charter.supersedes != in_force.id:
+        raise NotAuthorized(
+            f"charter {charter.id} does not supersede the charter in force {in_force.id}",
+            who=charter.ri,
+            reason_code="not_in_chain",
+        )
     try:
-        verify_signed_by(charter, charter, charter.ri)
+        verify_signed_by(charter, signer, signer.ri)
     except SignatureInvalid as exc:
-        raise SignatureInvalid(f"charter {charter.id} of {charter.system!r}: {exc}") from exc
+        raise SignatureInvalid(
+            f"charter {charter.id} of {charter.system!r} must be signed by the RI in force, "
+            f"{signer.ri}: {exc}"
+        ) from exc
 
 
 def verify_ruleset(ruleset: RulesetVersion, charter: SystemCharter) -> None:

@@ -118,7 +118,7 @@ def test_duplicate_id_is_refused_and_the_ledger_stays_consistent(ledger: SQLiteL
     """An id used twice is a precise error; the batch is not written, the ledger still verifies."""
     [record] = events(1)
     ledger.append_sync([record])
-    with pytest.raises(RecordInvalid, match="used twice"):
+    with pytest.raises(RecordInvalid, match="already holds an entry with id"):
         ledger.append_sync([*events(2), record])
     assert ledger.size() == 1
     ledger.append_sync(events(1, IdSource(FakeClock(ns=2_000_000_000_000_000_000))))
@@ -260,3 +260,14 @@ async def test_cancelled_append_is_still_committed_and_the_writer_survives(ledge
     assert await ledger.append([second]) == [1]
     assert ledger.find(first.id).index == 0
     assert ledger.verify().size == 2
+
+
+def test_an_edited_causes_index_is_caught(ledger: SQLiteLedger, ledger_path: Path):
+    """The causes index is rebuilt from the entries on verify: a forged link fails it."""
+    ids = IdSource(FakeClock())
+    first, second = events(2, ids)
+    ledger.append_sync([first, second.model_copy(update={"causes": (first.id,)})])
+    ledger.verify()
+    raw(ledger_path, "INSERT INTO causes VALUES (?, ?)", second.id, 0)
+    with pytest.raises(LedgerTampered, match="causes index"):
+        ledger.verify()

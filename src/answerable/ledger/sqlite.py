@@ -55,7 +55,9 @@ CREATE TABLE causes (cause TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (cau
 CREATE TABLE checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT NULL);
 CREATE TABLE blobs (digest TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
 """
-_OFFLOADABLE = ("payload", "arguments")
+_OFFLOADABLE = ("payload",)
+"""Only what agents and the world say may move to a blob; an Intent's arguments are what was
+judged and approved, so they stay in the entry (an oversized intent is refused instead)."""
 
 T = TypeVar("T")
 _Row = tuple[str, str, bytes, bytes, tuple[str, ...]]
@@ -210,8 +212,8 @@ class SQLiteLedger:
             data = canonical_bytes(self._offload(body))
             if len(data) > MAX_ENTRY_BYTES:
                 raise RecordInvalid(
-                    f"{body['kind']} {body['id']} is {len(data)} bytes after moving its payload to a blob; "
-                    f"an entry must stay under {MAX_ENTRY_BYTES + 1} bytes",
+                    f"{body['kind']} {body['id']} is {len(data)} bytes; an entry must stay under "
+                    f"{MAX_ENTRY_BYTES + 1} bytes (only the payload of an event or message moves to a blob)",
                     record=body["kind"],
                 )
         return body["id"], body["kind"], data, merkle.leaf_hash(data), tuple(body.get("causes", ()))
@@ -234,6 +236,9 @@ class SQLiteLedger:
                     batch, self._pending = self._pending, []
                 if not batch:
                     return
+                batch = self._refuse_duplicates(conn, batch)
+                if not batch:
+                    continue
                 try:
                     indexes = self._commit(conn, [rows for rows, _ in batch])
                 except Exception as exc:  # every waiter must learn of the failure
@@ -245,6 +250,34 @@ class SQLiteLedger:
                 _settle_all([(waiter, idx, None) for (_, waiter), idx in zip(batch, indexes, strict=True)])
         finally:
             conn.close()
+
+    def _refuse_duplicates(
+        self, conn: sqlite3.Connection, batch: list[tuple[list[_Row], _Waiter]]
+    ) -> list[tuple[list[_Row], _Waiter]]:
+        """Fail only the callers whose entry ids are already used, not everyone sharing the commit."""
+        ids = [row[0] for rows, _ in batch for row in rows]
+        taken: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            taken.update(r[0] for r in conn.execute(f"SELECT id FROM entries WHERE id IN ({marks})", chunk))
+        keep: list[tuple[list[_Row], _Waiter]] = []
+        refused: list[tuple[_Waiter, list[int] | None, BaseException | None]] = []
+        seen = set(taken)
+        for rows, waiter in batch:
+            mine = [row[0] for row in rows]
+            clash = [i for i in mine if i in seen] or [i for i in set(mine) if mine.count(i) > 1]
+            if clash:
+                error = RecordInvalid(
+                    f"ledger {self.path} already holds an entry with id {clash[0]}; ids are used once"
+                )
+                refused.append((waiter, None, error))
+                continue
+            seen.update(mine)
+            keep.append((rows, waiter))
+        if refused:
+            _settle_all(refused)
+        return keep
 
     def _commit(self, conn: sqlite3.Connection, groups: list[list[_Row]]) -> list[list[int]]:
         conn.execute("BEGIN IMMEDIATE")
@@ -462,6 +495,11 @@ class _SQLiteView:
 
     def checkpoints(self) -> list[tuple[int, str]]:
         return self.conn.execute("SELECT size, note FROM checkpoints ORDER BY size").fetchall()
+
+    def causes(self) -> Iterator[tuple[str, int]]:
+        cur = self.conn.execute("SELECT cause, idx FROM causes")
+        while rows := cur.fetchmany(8192):
+            yield from rows
 
     def id_at(self, index: int) -> str | None:
         row = self.conn.execute("SELECT id FROM entries WHERE idx = ?", (index,)).fetchone()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,8 +15,9 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict
 
+from answerable.charter import charter_of
 from answerable.clock import FakeClock, IdSource, rfc3339
-from answerable.errors import ConfigError, UnknownAgent, UnknownOperation
+from answerable.errors import AnswerableError, ConfigError, UnknownAgent, UnknownOperation
 from answerable.gateway import Gateway, Outcome, Resource, http_operation, invoke
 from answerable.ledger import SQLiteLedger
 from answerable.logistics.agents import (
@@ -37,7 +39,16 @@ from answerable.logistics.services import (
 )
 from answerable.logistics.world import HANDLING_CENTS_PER_UNIT, SKU, ScenarioConfig, World, load_scenario
 from answerable.monitors import Monitors, load_monitors
-from answerable.records import Alert, Approval, Decision, Execution, Intent, decode_entry, digest
+from answerable.records import (
+    Alert,
+    Approval,
+    Decision,
+    Execution,
+    Intent,
+    ReviewClosed,
+    decode_entry,
+    digest,
+)
 from answerable.runtime import System
 
 __all__ = ["Mode", "RunResult", "StormRun", "run"]
@@ -437,18 +448,63 @@ def measure(world: World, ledger: SQLiteLedger, config: ScenarioConfig) -> dict[
     executions = [decode_entry(e.data) for e in ledger.of_kind("Execution")]
     done = [x for x in executions if isinstance(x, Execution) and x.status == "succeeded"]
     out["actions_executed"] = len(done)
-    out["actions_attributed"] = sum(1 for x in done if x.authority is not None and x.authority.responsible)
-    decisions = [decode_entry(e.data) for e in ledger.of_kind("Decision")]
-    answers = [decode_entry(e.data) for e in ledger.of_kind("Approval")]
-    denied_reviews = sum(1 for a in answers if isinstance(a, Approval) and a.verdict == "deny")
-    out["actions_denied"] = (
-        sum(1 for d in decisions if isinstance(d, Decision) and d.effect == "deny") + denied_reviews
-    )
-    out["reviews_raised"] = len(ledger.of_kind("Review"))
-    out["reviews_approved"] = sum(1 for a in answers if isinstance(a, Approval) and a.verdict == "approve")
-    out["reviews_denied"] = denied_reviews
+    out["actions_attributed"] = sum(1 for x in done if attributed(ledger, x))
+    decisions = [
+        d for d in (decode_entry(e.data) for e in ledger.of_kind("Decision")) if isinstance(d, Decision)
+    ]
+    reviews = ledger.of_kind("Review")
+    outcomes = Counter(_review_outcome(ledger, r.id) for r in reviews)
+    out["actions_denied"] = sum(1 for d in decisions if d.effect == "deny") + outcomes["denied"]
+    out["reviews_raised"] = len(reviews)
+    out["reviews_approved"] = outcomes["approved"]
+    out["reviews_denied"] = outcomes["denied"]
     out["ledger_entries"] = ledger.size()
     return out
+
+
+def attributed(ledger: SQLiteLedger, execution: Execution) -> bool:
+    """Does the ledger itself show who answers for this execution, and through what?
+
+    Not just a filled-in field: the RI named must be the charter's, and the authority's ids must
+    resolve to entries that allowed exactly this intent (the allowing Decision and its policies,
+    the approvals of its review, or the review's closing by a rule that said proceed).
+    """
+    authority = execution.authority
+    if authority is None or execution.decision_id is None:
+        return False
+    try:
+        if authority.responsible != charter_of(ledger).ri:
+            return False
+        decision = decode_entry(ledger.find(execution.decision_id).data)
+        if not isinstance(decision, Decision) or decision.intent_id != execution.intent_id:
+            return False
+        if authority.via == "policy":
+            return decision.effect == "allow" and set(authority.ids) <= set(decision.policy_ids)
+        answers = [decode_entry(ledger.find(i).data) for i in authority.ids]
+    except AnswerableError:
+        return False
+    if authority.via == "approval":
+        return bool(answers) and all(
+            isinstance(a, Approval) and a.verdict == "approve" and a.intent_id == execution.intent_id
+            for a in answers
+        )
+    return all(isinstance(a, ReviewClosed) and a.resolution == "approve" for a in answers)
+
+
+def _review_outcome(ledger: SQLiteLedger, review_id: str) -> str:
+    """``approved``, ``denied`` or ``open``, counted once per review whatever the number of approvers."""
+    followers = [decode_entry(e.data) for e in ledger.caused_by(review_id)]
+    if any(isinstance(f, Approval) and f.verdict == "deny" for f in followers) or any(
+        isinstance(f, ReviewClosed) and f.resolution == "deny" for f in followers
+    ):
+        return "denied"
+    review = decode_entry(ledger.find(review_id).data)
+    executed = [decode_entry(e.data) for e in ledger.caused_by(review.intent_id)]  # type: ignore[union-attr]
+    if any(
+        isinstance(x, Execution) and x.authority is not None and x.authority.via != "policy" for x in executed
+    ):
+        return "approved"
+    return "open"
 
 
 def monitor_report(world: World, ledger: SQLiteLedger, alerts: list[Alert]) -> dict[str, Any]:
@@ -468,7 +524,7 @@ def monitor_report(world: World, ledger: SQLiteLedger, alerts: list[Alert]) -> d
         if first is None
         else {"monitor": first.monitor, "day": day, "entry": first.id, "index": ledger.find(first.id).index},
         "medical_late_before_alert": len(late) if day is None else sum(1 for o in late if o.due_day <= day),
-        "medical_late_after_alert": 0 if day is None else sum(1 for o in late if o.due_day > day),
+        "medical_late_after_alert": None if day is None else sum(1 for o in late if o.due_day > day),
     }
 
 
