@@ -58,22 +58,6 @@ _KNOWN = frozenset(
 _CLASSES = {"H": "medical", "S": "retail"}
 """Customer id prefix to order class, as the logistics demo names its customers."""
 _CENTS = frozenset({"total_cost", "penalties", "margin"})
-_ORDER = (
-    "medical_orders",
-    "medical_on_time_rate",
-    "retail_orders",
-    "retail_on_time_rate",
-    "total_cost",
-    "penalties",
-    "margin",
-    "actions_executed",
-    "actions_attributed",
-    "actions_denied",
-    "reviews_raised",
-    "reviews_approved",
-    "reviews_denied",
-    "ledger_entries",
-)
 _LONG = 160
 """Values longer than this many characters are folded into a ``<details>``."""
 
@@ -626,11 +610,11 @@ def _cell(metric: str, value: object) -> str:
 
 
 def _metric_names(outcomes: Iterable[dict[str, Any]]) -> list[str]:
+    # First-seen order: result.json lists its figures in the order the scenario defines them.
     names: list[str] = []
     for outcome in outcomes:
         names.extend(k for k in outcome if k not in names)
-    known = [m for m in _ORDER if m in names]
-    return known + [m for m in names if m not in known]
+    return names
 
 
 def _outcome_section(f: _Facts) -> str:
