@@ -236,11 +236,14 @@ class SQLiteLedger:
                     batch, self._pending = self._pending, []
                 if not batch:
                     return
-                batch = self._refuse_duplicates(conn, batch)
-                if not batch:
-                    continue
                 try:
-                    indexes = self._commit(conn, [rows for rows, _ in batch])
+                    try:
+                        indexes = self._commit(conn, [rows for rows, _ in batch])
+                    except sqlite3.IntegrityError:
+                        # Rare: an id used twice. Fail only its callers and commit everyone else;
+                        # the common path pays nothing for this check.
+                        batch = self._refuse_duplicates(conn, batch)
+                        indexes = self._commit(conn, [rows for rows, _ in batch]) if batch else []
                 except Exception as exc:  # every waiter must learn of the failure
                     error = _translate(exc, self.path)
                     _settle_all([(waiter, None, error) for _, waiter in batch])
