@@ -12,12 +12,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
-import httpx
-import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel
 
 from answerable._canonical import canonical_bytes
 from answerable.charter import charter_of
@@ -25,16 +23,22 @@ from answerable.clock import Clock, IdSource, SystemClock, rfc3339
 from answerable.control import Controller
 from answerable.errors import (
     AnswerableError,
-    ArgumentsInvalid,
     ConfigError,
     EntryNotFound,
-    ExecutionError,
     TransientError,
     UnknownAgent,
     UnknownOperation,
 )
 from answerable.keys import KeyPair
 from answerable.ledger.base import LedgerStore
+from answerable.operations import (
+    Operation,
+    Resource,
+    args_model,
+    http_operation,
+    invoke,
+    validate_arguments,
+)
 from answerable.policy import CedarRequest, ReviewTerms, Ruleset, Verdict, decide, load_ruleset
 from answerable.records import (
     Approval,
@@ -56,45 +60,9 @@ from answerable.signing import verify_charter, verify_ruleset
 
 __all__ = ["Gateway", "Operation", "Outcome", "Resource", "http_operation", "invoke"]
 
+
 GATEWAY_IDENTITY = "answerable.gateway"
 """Who the gateway says it is when it pauses an operation on its own (an ambiguous crash)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Resource:
-    """The Cedar resource an operation changes: its entity type, id and attributes."""
-
-    type: str
-    id: str
-    attrs: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """A registered world-changing operation and everything the gateway needs to govern it.
-
-    Attributes:
-        call: receives the validated arguments as keywords, plus ``idempotency_key`` when its
-            signature names it. May be sync or async; a sync call runs on the event loop.
-        resource: builds the Cedar resource from the arguments (one function per operation).
-        context: builds the Cedar context from the arguments.
-        idempotent: the operation honours idempotency keys, so after a crash it is safe to call
-            again with the same key.
-        lookup: finds the effect of an earlier call by idempotency key (None if there was none);
-            used after a crash when the operation is not idempotent.
-    """
-
-    name: str
-    resource_class: str
-    args: type[BaseModel]
-    call: Callable[..., Any]
-    resource: Callable[[BaseModel], Resource]
-    context: Callable[[BaseModel], Mapping[str, Any]]
-    idempotent: bool = False
-    lookup: Callable[[str], Awaitable[Any | None]] | None = None
-    wants_key: bool = False
-    retries: int = 2
-    """How often a transient failure is retried, with the same key; only for idempotent operations."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +177,7 @@ class Gateway:
         op = Operation(
             name=name,
             resource_class=resource_class,
-            args=args or _args_model(name, call),
+            args=args or args_model(name, call),
             call=call,
             resource=resource or (lambda _a: Resource("Resource", name, {"class": resource_class})),
             context=context or (lambda _a: {}),
@@ -273,7 +241,7 @@ class Gateway:
         op = self._operations.get(intent.operation)
         if op is None:
             raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
-        args = _validate(op, intent.arguments)
+        args = validate_arguments(op, intent.arguments)
 
         request, verdict = self._judge(op, intent, args)
         stop = self.control.state().blocking(
@@ -570,7 +538,7 @@ class Gateway:
         op = self._operations.get(intent.operation)
         if op is None:
             raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
-        args = _validate(op, intent.arguments)
+        args = validate_arguments(op, intent.arguments)
         approvals = state.live_approvals
         self._in_flight.add(intent.id)
         try:
@@ -633,7 +601,7 @@ class Gateway:
         op = self._operations.get(intent.operation)
         if op is None:
             raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
-        args = _validate(op, intent.arguments)
+        args = validate_arguments(op, intent.arguments)
         if op.idempotent:
             return await self._execute(op, intent, decision, args, recovered=True, approvals=approvals)
         if op.lookup is not None:
@@ -671,82 +639,6 @@ class Gateway:
         )
         await self.ledger.append([execution, pause])
         return Outcome("ambiguous", intent, decision, execution)
-
-
-def http_operation(
-    url: str, *, client: httpx.AsyncClient, method: str = "POST", headers: Mapping[str, str] | None = None
-) -> Callable[..., Awaitable[Any]]:
-    """An operation that is an HTTP endpoint: JSON arguments in, JSON out, the key as a header.
-
-    The credentials live in ``headers`` inside the gateway; agents never see them.
-    """
-
-    async def call(idempotency_key: str, **arguments: Any) -> Any:
-        try:
-            response = await client.request(
-                method,
-                url,
-                content=orjson.dumps(arguments, default=_jsonable),
-                headers={
-                    **(headers or {}),
-                    "Idempotency-Key": idempotency_key,
-                    "Content-Type": "application/json",
-                },
-            )
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"{method} {url} timed out: {exc}") from exc
-        if response.status_code in _TRANSIENT_STATUS:
-            raise TransientError(f"{method} {url} answered {response.status_code}: {response.text[:200]}")
-        if response.status_code >= 400:
-            raise ExecutionError(f"{method} {url} answered {response.status_code}: {response.text[:200]}")
-        return response.json() if response.content else None
-
-    return call
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", by_alias=True)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-_TRANSIENT_STATUS = frozenset({502, 503, 504})
-"""Answers after which the same request with the same key may succeed."""
-
-
-def _args_model(name: str, call: Callable[..., Any]) -> type[BaseModel]:
-    fields: dict[str, Any] = {}
-    for param in inspect.signature(call).parameters.values():
-        if param.name == "idempotency_key" or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
-            continue
-        annotation = Any if param.annotation is inspect.Parameter.empty else param.annotation
-        default = ... if param.default is inspect.Parameter.empty else param.default
-        fields[param.name] = (annotation, default)
-    model: type[BaseModel] = create_model(
-        f"{name}.args", __config__=ConfigDict(extra="forbid", frozen=True), **fields
-    )
-    return model
-
-
-def _validate(op: Operation, arguments: Mapping[str, Any]) -> BaseModel:
-    try:
-        return op.args.model_validate(arguments)
-    except ValidationError as exc:
-        problems = tuple(
-            f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ArgumentsInvalid(op.name, problems) from exc
-
-
-async def invoke(op: Operation, args: BaseModel, key: str) -> Any:
-    """Call an operation with validated arguments and its idempotency key; nothing is recorded."""
-    kwargs = {name: getattr(args, name) for name in type(args).model_fields}
-    if op.wants_key:
-        kwargs["idempotency_key"] = key
-    result = op.call(**kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
 
 
 def _response_digest(response: Any) -> str:
