@@ -11,7 +11,6 @@ from support import People, World, make_gateway
 
 from answerable import FakeClock, Gateway, KeyPair, SQLiteLedger
 
-
 # Speed is measured in bench/, never in tests: no per-example deadline, so a busy CI machine
 # cannot turn a slow example into a failure.
 settings.register_profile("answerable", deadline=None)
