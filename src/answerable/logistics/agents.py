@@ -12,7 +12,10 @@ constraint they re-plan with.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
+import os
+import sys
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -42,6 +45,21 @@ def _payload(record: Message | ExternalEvent) -> dict[str, Any]:
 
 
 T = TypeVar("T")
+
+
+@functools.cache
+def _silence_highs_banner() -> None:
+    """HiGHS prints a banner to stdout from C on its first instance in a process; the outcome table
+    is what people read there, so that first instance is made with stdout sent to /dev/null."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            highspy.Highs()  # type: ignore[no-untyped-call]
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 async def _together(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
@@ -141,6 +159,7 @@ class Allocator(Agent):
     def plan(self, forecast: dict[str, dict[str, int]]) -> list[list[Any]]:
         """Solve the allocation LP; transfers as [from_region, to_region, sku, units]."""
         regions, skus = self.regions, sorted(SKU)
+        _silence_highs_banner()
         h = highspy.Highs()  # type: ignore[no-untyped-call]
         h.silent()
         sold, moved = {}, {}
