@@ -14,30 +14,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+import _agt_peer as peer
+import _common as common
 
 from answerable.charter import new_charter, new_ruleset, schema_for
 from answerable.gateway import Gateway
 from answerable.keys import KeyPair
 from answerable.ledger import SQLiteLedger
-
-
-def _sibling(name: str) -> ModuleType:
-    """Import a helper next to this file, however the script was started."""
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    return importlib.import_module(name)
-
-
-common = _sibling("_common")
-peer = _sibling("_agt_peer")
 
 FLOOR_ACTIONS_PER_S = 2_000
 AGENT = "bench-agent"

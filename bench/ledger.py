@@ -21,30 +21,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import importlib
 import random
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+import _common as common
 
 from answerable.clock import FakeClock, IdSource, rfc3339
 from answerable.ledger import SQLiteLedger, leaf_hash, verify_consistency, verify_inclusion
 from answerable.records import Intent, entry_bytes
-
-
-def _sibling(name: str) -> ModuleType:
-    """Import a helper next to this file, however the script was started."""
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    return importlib.import_module(name)
-
-
-common = _sibling("_common")
 
 GOAL_APPENDS_PER_S = 20_000
 GOAL_VERIFY_1M_S = 10.0

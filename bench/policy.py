@@ -20,30 +20,17 @@ through each contender:
 from __future__ import annotations
 
 import argparse
-import importlib
 import random
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import _common as common
 import cedarpy
 import orjson
 
 from answerable.policy import CedarRequest, decide, load_ruleset
-
-
-def _sibling(name: str) -> ModuleType:
-    """Import a helper next to this file, however the script was started."""
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    return importlib.import_module(name)
-
-
-common = _sibling("_common")
 
 GOAL_P99_US = 100.0
 

@@ -19,15 +19,15 @@ cache warm, as it is on a server answering these. Goal printed: p99 under 50 ms.
 from __future__ import annotations
 
 import argparse
-import importlib
 import random
 import sqlite3
 import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+import _common as common
 
 from answerable.charter import new_charter, new_ruleset
 from answerable.clock import FakeClock, IdSource, rfc3339
@@ -46,17 +46,6 @@ from answerable.records import (
     Review,
     digest,
 )
-
-
-def _sibling(name: str) -> ModuleType:
-    """Import a helper next to this file, however the script was started."""
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    return importlib.import_module(name)
-
-
-common = _sibling("_common")
 
 GOAL_P99_MS = 50.0
 SCHEMA = """
