@@ -27,7 +27,7 @@ from answerable.clock import Clock, IdSource, rfc3339
 from answerable.control import scope_from_text
 from answerable.errors import AnswerableError, ConfigError
 from answerable.ledger.base import LedgerStore
-from answerable.records import Alert, Control, Entry
+from answerable.records import Alert, Control, Entry, problems
 from answerable.signing import require_role, verify_signed_by
 
 __all__ = ["Breach", "MonitorConfig", "Monitors", "load_monitors"]
@@ -121,9 +121,7 @@ def load_monitors(source: str | Path | dict[str, Any], *, known_scopes: Iterable
         config = MonitorConfig.model_validate(raw)
     except (OSError, ValueError) as exc:
         if isinstance(exc, ValidationError):
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(f"{label}: {where}: {first['msg']}") from exc
+            raise ConfigError(f"{label}: {problems(exc, 'monitors')[0]}") from exc
         raise ConfigError(f"{label}: {exc}") from exc
     known = set(known_scopes)
     for monitor in config.monitors:

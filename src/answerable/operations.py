@@ -17,6 +17,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from answerable.errors import ArgumentsInvalid, ExecutionError, TransientError
+from answerable.records import problems
 
 __all__ = ["Operation", "Resource", "args_model", "http_operation", "invoke", "validate_arguments"]
 
@@ -117,10 +118,7 @@ def validate_arguments(op: Operation, arguments: Mapping[str, Any]) -> BaseModel
     try:
         return op.args.model_validate(arguments)
     except ValidationError as exc:
-        problems = tuple(
-            f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ArgumentsInvalid(op.name, problems) from exc
+        raise ArgumentsInvalid(op.name, problems(exc, "arguments")) from exc
 
 
 async def invoke(op: Operation, args: BaseModel, key: str) -> Any:

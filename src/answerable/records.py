@@ -41,6 +41,7 @@ __all__ = [
     "decode_entry",
     "digest",
     "entry_bytes",
+    "problems",
 ]
 
 _ID = Annotated[str, Field(min_length=1, max_length=128)]
@@ -338,9 +339,12 @@ def decode_entry(data: bytes) -> Entry:
     try:
         return _ENTRY.validate_json(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "entry"
-        raise RecordInvalid(f"not a valid ledger entry: {where}: {first['msg']}") from exc
+        raise RecordInvalid(f"not a valid ledger entry: {problems(exc, 'entry')[0]}") from exc
+
+
+def problems(exc: ValidationError, whole: str) -> tuple[str, ...]:
+    """Each validation failure as ``field.path: what is wrong``; ``whole`` names a top-level one."""
+    return tuple(f"{'.'.join(str(p) for p in e['loc']) or whole}: {e['msg']}" for e in exc.errors())
 
 
 def digest(data: bytes) -> str:

@@ -19,7 +19,7 @@ from answerable.clock import Clock, IdSource, SystemClock, rfc3339
 from answerable.errors import AgentFailed, RecordInvalid, UnknownAgent
 from answerable.gateway import Outcome
 from answerable.ledger.base import LedgerStore
-from answerable.records import ExternalEvent, Intent, Message
+from answerable.records import ExternalEvent, Intent, Message, problems
 
 __all__ = ["Actuator", "Agent", "Context", "System", "Watcher"]
 
@@ -195,10 +195,8 @@ class System:
                 trace_id=trace_id,
             )
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "message"
             raise RecordInvalid(
-                f"message from {sender} on {topic}: {where}: {first['msg']}", record="Message"
+                f"message from {sender} on {topic}: {problems(exc, 'message')[0]}", record="Message"
             ) from exc
         await self.ledger.append([message])
         await self.bus.publish(topic, message)

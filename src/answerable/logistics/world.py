@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from answerable.errors import ConfigError
 from answerable.logistics.routing import arc_distance, arc_travel_time
 from answerable.logistics.services import CarrierState, WarehouseState
+from answerable.records import problems
 
 __all__ = ["Customer", "Delivery", "Order", "ScenarioConfig", "Sku", "Storm", "World", "load_scenario"]
 
@@ -114,9 +115,7 @@ def load_scenario(text: str, *, source: str = "scenario") -> ScenarioConfig:
     try:
         return ScenarioConfig.model_validate_json(text)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "scenario"
-        raise ConfigError(f"{source}: {where}: {first['msg']}") from exc
+        raise ConfigError(f"{source}: {problems(exc, 'scenario')[0]}") from exc
 
 
 @dataclass(frozen=True, slots=True)
