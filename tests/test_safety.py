@@ -117,3 +117,27 @@ async def test_reconcile_leaves_intents_in_flight_alone(gateway: Gateway, ledger
     executions = [decode_entry(e.data) for e in ledger.of_kind("Execution")]
     assert [x.status for x in executions if isinstance(x, Execution)] == ["succeeded"]
     assert gateway.control.state().stops == ()
+
+
+async def test_after_a_handover_the_system_restarts_under_the_new_ri(
+    gateway: Gateway, ledger: SQLiteLedger, people
+):
+    """A successor charter signed by the outgoing RI, with rules the new RI signed, loads on restart."""
+    from support import POLICIES, SCHEMA
+
+    from answerable import new_ruleset
+
+    successor = KeyPair.from_seed("new-ri@logistics.example", b"\x21" * 32)
+    handover = new_charter(
+        "logistics",
+        successor,
+        agents=["executor"],
+        version=2,
+        supersedes=gateway.charter.id,
+        handed_over_by=people.ri,
+    )
+    await gateway.install(handover, new_ruleset(POLICIES, SCHEMA, successor, version=2))
+    restarted = Gateway(ledger)
+    restarted.register("carrier.book", lambda **_: None, resource_class="shipment")
+    await restarted.resume_from_ledger()
+    assert restarted.charter.ri == successor.identity

@@ -20,7 +20,7 @@ from answerable.ledger.base import LedgerStore
 from answerable.records import Control, Scope, SystemCharter, decode_entry
 from answerable.signing import require_role, sign, verify_signed_by
 
-__all__ = ["ControlState", "Controller", "charter_of", "scope_from_text"]
+__all__ = ["ControlState", "Controller", "scope_from_text"]
 
 
 @dataclass(frozen=True, slots=True)

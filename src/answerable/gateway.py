@@ -127,10 +127,9 @@ class Gateway:
             in_force: SystemCharter | None = charter_of(self.ledger)
         except ConfigError:
             in_force = None
-        if in_force is not None and in_force.id == charter.id:
-            in_force = None  # re-installing the charter in force: it chains to itself
-            charter = charter_of(self.ledger)
-        verify_charter(charter, in_force)
+        if in_force is None or in_force.id != charter.id:
+            # The charter in force was verified along its chain; a new one must extend it.
+            verify_charter(charter, in_force)
         verify_ruleset(ruleset, charter)
         parsed = load_ruleset(ruleset.policies, ruleset.schema_text)
         if parsed.ruleset_hash != ruleset.ruleset_hash or parsed.schema_hash != ruleset.schema_hash:

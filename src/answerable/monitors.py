@@ -213,8 +213,9 @@ class Monitors:
         """A resume re-arms the monitors pausing that scope, if a person the charter allows signed it."""
         control = Control.model_validate(entry)
         try:
-            require_role(charter_of(self.ledger), control.by, "ri", "operator")
-            verify_signed_by(control, charter_of(self.ledger), control.by)
+            charter = charter_of(self.ledger)
+            require_role(charter, control.by, "ri", "operator")
+            verify_signed_by(control, charter, control.by)
         except AnswerableError:
             return
         label = control.scope.label()

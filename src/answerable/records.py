@@ -8,7 +8,6 @@ Hashed fields hold no floats: money is integer cents, durations integer microsec
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from typing import Annotated, Any, Literal
 
@@ -350,7 +349,3 @@ def problems(exc: ValidationError, whole: str) -> tuple[str, ...]:
 def digest(data: bytes) -> str:
     """SHA-256 hex, used for response digests and rule hashes."""
     return hashlib.sha256(data).hexdigest()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")

@@ -448,7 +448,11 @@ def measure(world: World, ledger: SQLiteLedger, config: ScenarioConfig) -> dict[
     executions = [decode_entry(e.data) for e in ledger.of_kind("Execution")]
     done = [x for x in executions if isinstance(x, Execution) and x.status == "succeeded"]
     out["actions_executed"] = len(done)
-    out["actions_attributed"] = sum(1 for x in done if attributed(ledger, x))
+    try:
+        ri: str | None = charter_of(ledger).ri
+    except AnswerableError:
+        ri = None  # the ungoverned baseline has no charter: nobody answers
+    out["actions_attributed"] = sum(1 for x in done if attributed(ledger, x, ri))
     decisions = [
         d for d in (decode_entry(e.data) for e in ledger.of_kind("Decision")) if isinstance(d, Decision)
     ]
@@ -462,7 +466,7 @@ def measure(world: World, ledger: SQLiteLedger, config: ScenarioConfig) -> dict[
     return out
 
 
-def attributed(ledger: SQLiteLedger, execution: Execution) -> bool:
+def attributed(ledger: SQLiteLedger, execution: Execution, ri: str | None) -> bool:
     """Does the ledger itself show who answers for this execution, and through what?
 
     Not just a filled-in field: the RI named must be the charter's, and the authority's ids must
@@ -473,7 +477,7 @@ def attributed(ledger: SQLiteLedger, execution: Execution) -> bool:
     if authority is None or execution.decision_id is None:
         return False
     try:
-        if authority.responsible != charter_of(ledger).ri:
+        if ri is None or authority.responsible != ri:
             return False
         decision = decode_entry(ledger.find(execution.decision_id).data)
         if not isinstance(decision, Decision) or decision.intent_id != execution.intent_id:
