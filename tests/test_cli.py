@@ -40,7 +40,7 @@ def test_verify_passes_on_an_untouched_ledger(used: Path):
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["ok"] is True
-    assert doc["size"] == 2 + 5 * 3
+    assert doc["size"] == 2 + 5 * 4  # charter, rules; intent, decision, claim, execution each
 
 
 def test_verify_names_the_first_bad_entry_and_exits_1(used: Path):
@@ -82,11 +82,12 @@ def test_export_writes_the_exact_leaf_bytes_in_order(used: Path, tmp_path: Path)
     proof = json.loads(run("ledger", "prove", used, "--index", "3", "--json").stdout)
     assert leaf_hash(lines[3]) == b64(proof["leaf_hash"])
     docs = [json.loads(line) for line in lines]
-    assert [d["kind"] for d in docs[:5]] == [
+    assert [d["kind"] for d in docs[:6]] == [
         "SystemCharter",
         "RulesetVersion",
         "Intent",
         "Decision",
+        "Claim",
         "Execution",
     ]
     assert all({"id", "kind", "causes"} <= d.keys() for d in docs)

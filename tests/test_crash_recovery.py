@@ -60,17 +60,32 @@ async def test_idempotent_operation_is_replayed_with_the_same_key(tmp_path: Path
         ledger.close()
 
 
-@pytest.mark.parametrize(("point", "found"), [("recorded", False), ("executed", True)])
-async def test_effect_is_looked_up_when_the_operation_ignores_keys(tmp_path: Path, point: str, found: bool):
-    """With a lookup, an effect that happened is recorded, and one that did not is made once."""
-    ledger_path, world_path = crash(tmp_path, "lookup", point)
+async def test_an_effect_found_by_key_is_recorded_without_calling_again(tmp_path: Path):
+    """With a lookup, an effect that happened is recorded as recovered; nothing is called."""
+    ledger_path, world_path = crash(tmp_path, "lookup", "executed")
     world = CarrierWorld(world_path)
-    assert world.count() == int(found)
+    assert world.count() == 1
     ledger, _gateway, outcomes = await restart(ledger_path, world, "lookup")
     try:
         assert [o.status for o in outcomes] == ["succeeded"]
         assert world.count("book-S-1") == 1
         assert [x.recovered for x in executions(ledger)] == [True]
+    finally:
+        ledger.close()
+
+
+async def test_a_negative_lookup_is_not_proof_and_leaves_the_intent_ambiguous(tmp_path: Path):
+    """Nothing found by key: the old holder might still call, so no new call; a person decides."""
+    ledger_path, world_path = crash(tmp_path, "lookup", "recorded")
+    world = CarrierWorld(world_path)
+    assert world.count() == 0
+    ledger, _gateway, outcomes = await restart(ledger_path, world, "lookup")
+    try:
+        assert [o.status for o in outcomes] == ["ambiguous"]
+        assert world.count() == 0
+        [pause] = [decode_entry(e.data) for e in ledger.of_kind("Control")]
+        assert isinstance(pause, Control)
+        assert pause.scope.label() == "operation:carrier.book"
     finally:
         ledger.close()
 

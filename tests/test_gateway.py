@@ -32,7 +32,7 @@ def kinds(ledger: SQLiteLedger) -> list[str]:
 async def test_allowed_intent_executes_after_it_is_recorded(
     gateway: Gateway, ledger: SQLiteLedger, world: World
 ):
-    """Intent and Decision are in the ledger before the call; the Execution follows it."""
+    """Intent, Decision and Claim are in the ledger before the call; the Execution follows it."""
     seen_at_call: list[list[str]] = []
     original = world.book
 
@@ -44,8 +44,8 @@ async def test_allowed_intent_executes_after_it_is_recorded(
     outcome = await gateway.submit(gateway.intent("executor", "carrier.book", booking()))
 
     assert outcome.status == "succeeded"
-    assert seen_at_call == [["SystemCharter", "RulesetVersion", "Intent", "Decision"]]
-    assert kinds(ledger)[-3:] == ["Intent", "Decision", "Execution"]
+    assert seen_at_call == [["SystemCharter", "RulesetVersion", "Intent", "Decision", "Claim"]]
+    assert kinds(ledger)[-4:] == ["Intent", "Decision", "Claim", "Execution"]
 
 
 async def test_execution_names_the_ri_and_the_policy_that_allowed_it(gateway: Gateway, ledger: SQLiteLedger):

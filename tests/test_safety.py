@@ -137,6 +137,7 @@ async def test_after_a_handover_the_system_restarts_under_the_new_ri(
         handed_over_by=people.ri,
     )
     await gateway.install(handover, new_ruleset(POLICIES, SCHEMA, successor, version=2))
+    gateway.close()  # the process stops: its lease is released
     restarted = Gateway(ledger)
     restarted.register("carrier.book", lambda **_: None, resource_class="shipment")
     await restarted.resume_from_ledger()

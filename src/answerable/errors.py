@@ -11,6 +11,7 @@ thing as attributes, so code can react without parsing text::
     ├── AgentFailed                  an agent raised while handling a record
     ├── UnknownOperation             an intent for an operation that is not registered
     ├── ArgumentsInvalid             arguments that do not match an operation's schema
+    ├── RequestBuildFailed           an operation's Cedar resource or context builder failed
     ├── NotAuthorized                a person the charter does not authorize for this act
     │   └── ApprovalRefused          an approval that cannot be used, with a stable reason code
     ├── SignatureInvalid             a signature that does not verify
@@ -19,7 +20,10 @@ thing as attributes, so code can react without parsing text::
     │   ├── LedgerTampered           stored entries, hashes or checkpoints that do not add up
     │   ├── EntryNotFound            an id or index the ledger does not hold
     │   ├── ProofInvalid             an inclusion or consistency proof that does not verify
-    │   └── ProofRequestInvalid      a proof asked for past the tree size
+    │   ├── ProofRequestInvalid      a proof asked for past the tree size
+    │   ├── LeaseHeld                another gateway is the active one on this ledger
+    │   ├── LeaseLost                this gateway's epoch was taken over: it may not append or call
+    │   └── Conflict                 a guarded append lost a race: read again and decide again
     └── ExecutionError               an operation failed or its outcome is unknown
         ├── TransientError           a timeout or overload: the same call with the same key may work
         └── OutcomeAmbiguous         a crash left an intent whose effect cannot be established
@@ -33,9 +37,12 @@ __all__ = [
     "ApprovalRefused",
     "ArgumentsInvalid",
     "ConfigError",
+    "Conflict",
     "EntryNotFound",
     "ExecutionError",
     "LedgerError",
+    "LeaseHeld",
+    "LeaseLost",
     "LedgerTampered",
     "NotALedger",
     "NotAuthorized",
@@ -44,6 +51,7 @@ __all__ = [
     "ProofInvalid",
     "ProofRequestInvalid",
     "RecordInvalid",
+    "RequestBuildFailed",
     "SignatureInvalid",
     "TransientError",
     "UnknownAgent",
@@ -193,6 +201,50 @@ class ProofRequestInvalid(LedgerError):
     """A proof asked for sizes or indexes the tree does not have."""
 
 
+class LeaseHeld(LedgerError):
+    """Another gateway holds the ledger's lease: one active gateway per ledger.
+
+    Attributes:
+        holder, pid, host, since: who holds it, as the lease row records them.
+    """
+
+    def __init__(self, path: str, *, holder: str, pid: int, host: str, since: str) -> None:
+        super().__init__(
+            f"ledger {path} is served by another gateway: {holder} (pid {pid} on {host}, since {since}); "
+            "stop that one, or start this one with standby=True to take over when its lease expires"
+        )
+        self.holder = holder
+        self.pid = pid
+        self.host = host
+        self.since = since
+
+
+class LeaseLost(LedgerError):
+    """This gateway's lease epoch is no longer in force: a standby took over.
+
+    Nothing it appends is committed and no call it makes counts; it must stop.
+    """
+
+    def __init__(self, epoch: int, current: int | None) -> None:
+        now = "released" if current is None else f"epoch {current}"
+        super().__init__(
+            f"this gateway's lease (epoch {epoch}) was taken over ({now} is in force): it may no longer "
+            "append or call out; restart it as a standby"
+        )
+        self.epoch = epoch
+        self.current = current
+
+
+class Conflict(LedgerError):
+    """A guarded append found its head moved: someone else wrote first. Read again, decide again."""
+
+    def __init__(self, key: str, expected: int | None, found: int | None) -> None:
+        super().__init__(f"{key} changed while this was decided (expected head {expected}, found {found})")
+        self.key = key
+        self.expected = expected
+        self.found = found
+
+
 class ExecutionError(AnswerableError):
     """An operation failed."""
 
@@ -211,3 +263,22 @@ class OutcomeAmbiguous(ExecutionError):
         )
         self.intent_id = intent_id
         self.operation = operation
+
+
+class RequestBuildFailed(AnswerableError):
+    """An operation's resource or context builder raised, or returned something that is not JSON.
+
+    The gateway records this as a deny: a broken builder refuses, it never crashes the gateway.
+
+    Attributes:
+        operation: the operation whose builder failed.
+        reason: what went wrong, without the operation's name.
+    """
+
+    def __init__(self, operation: str, reason: str) -> None:
+        super().__init__(
+            f"building the Cedar request for {operation!r} failed: {reason}; fix the operation's "
+            "resource or context builder (they must return JSON values)"
+        )
+        self.operation = operation
+        self.reason = reason

@@ -1,19 +1,25 @@
 """The action gateway: the one place that holds credentials and calls out to the world.
 
-For every intent, in this order: validate it, check control, decide under the approved rules,
-commit Intent and Decision durably, check control again against the ledger, execute with the
-intent's idempotency key, commit the Execution. Nothing runs unwritten, and a halt committed
-before an intent was recorded always stops it: the second control check reads the ledger after
-the intent's own commit.
+For every intent, in this order: validate it into the exact canonical arguments that will be
+recorded and run, check control, decide under the approved rules, commit Intent, Decision and
+(when allowed) the Claim in one durable transaction, check control again against the ledger,
+execute with the intent's idempotency key and the lease's fencing token, commit the Execution.
+
+What makes this hold across processes lives in the ledger store, not in this object: one
+active gateway per ledger holds the lease and fences every append with its epoch; a claim per
+intent is a guarded head the store lets through once; a review's state is a fold over its
+entries, each change guarded by the review's head. So a second gateway, a CLI answering from
+another shell, a restart or a standby taking over after kill -9 all see the same truth.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -24,14 +30,19 @@ from answerable.control import Controller
 from answerable.errors import (
     AnswerableError,
     ConfigError,
+    Conflict,
     EntryNotFound,
+    LeaseLost,
+    RecordInvalid,
     TransientError,
     UnknownAgent,
     UnknownOperation,
 )
 from answerable.keys import KeyPair
-from answerable.ledger.base import LedgerStore
+from answerable.lease import Lease
+from answerable.ledger.base import Guard, LedgerStore
 from answerable.operations import (
+    FencingToken,
     Operation,
     Resource,
     args_model,
@@ -43,6 +54,7 @@ from answerable.policy import CedarRequest, ReviewTerms, Ruleset, Verdict, decid
 from answerable.records import (
     Approval,
     Authority,
+    Claim,
     Control,
     Decision,
     Execution,
@@ -55,14 +67,21 @@ from answerable.records import (
     decode_entry,
     digest,
 )
-from answerable.review import ReviewQueue, ReviewState, binding_of
+from answerable.review import ReviewQueue, ReviewState, binding_of, review_key
 from answerable.signing import verify_charter, verify_ruleset
 
-__all__ = ["Gateway", "Operation", "Outcome", "Resource", "http_operation", "invoke"]
+__all__ = ["Gateway", "Operation", "Outcome", "Resource", "claim_key", "http_operation", "invoke"]
 
+
+_T = TypeVar("_T")
 
 GATEWAY_IDENTITY = "answerable.gateway"
 """Who the gateway says it is when it pauses an operation on its own (an ambiguous crash)."""
+
+
+def claim_key(intent_id: str) -> str:
+    """The guarded head of an intent's claims: the store lets one claim through per head value."""
+    return f"claim:{intent_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +103,33 @@ class Outcome:
 
 
 Fault = Callable[[str, Intent], None]
-"""A hook for crash tests, called at named points: ``"recorded"`` after the Intent and Decision
-commit, ``"executed"`` after the call returned and before its Execution is recorded."""
+"""A hook for crash tests, called at the named points of the call path: ``"before_record"``
+(before the Intent is committed), ``"recorded"`` (after it), ``"claimed"`` (after the Claim,
+before the call), ``"executed"`` (after the call returned, before its Execution is recorded)
+and ``"finished"`` (after the Execution)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Open:
+    """An intent whose claim belongs to a dead epoch (or, in a ledger from before claims, an
+    allowed intent with no Execution): what a crash or a takeover left behind."""
+
+    intent: Intent
+    decision: Decision
+    claim: Claim | None
+    claim_index: int | None
+    approvals: tuple[Approval, ...]
+    expiry: ReviewClosed | None
 
 
 class Gateway:
-    """Governs every call to a registered operation; see the module docstring for the sequence."""
+    """Governs every call to a registered operation; see the module docstring for the sequence.
+
+    Args:
+        standby: when another live gateway holds the ledger's lease, wait and take over once its
+            heartbeat stops for ``lease_ttl`` seconds, instead of refusing with LeaseHeld.
+        lease_ttl: seconds of silence after which a holder counts as dead.
+    """
 
     def __init__(
         self,
@@ -98,31 +138,65 @@ class Gateway:
         clock: Clock | None = None,
         ids: IdSource | None = None,
         fault: Fault | None = None,
+        standby: bool = False,
+        lease_ttl: float = 10.0,
+        holder: str | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ledger = ledger
         self.clock = clock or SystemClock()
         self.ids = ids or IdSource(self.clock)
         self.control = Controller(ledger, clock=self.clock, ids=self.ids)
         self.reviews = ReviewQueue(ledger, clock=self.clock, ids=self.ids)
-        self._concluded: set[str] = set()
+        self.lease = Lease(ledger, ttl=lease_ttl, holder=holder, monotonic=monotonic)
+        self._standby = standby
+        self._settled: set[str] = set()
+        """Reviews that are final in the ledger (claimed, denied, closed with deny): a cache that
+        only grows with the log, never a second source of truth."""
         self._review_locks: dict[str, asyncio.Lock] = {}
-        self._in_flight: set[str] = set()
-        """Intents between their record and their Execution in this process: not crash leftovers."""
         self._operations: dict[str, Operation] = {}
         self._fault = fault
         self._charter: SystemCharter | None = None
         self._ruleset: Ruleset | None = None
         self._ruleset_record: RulesetVersion | None = None
 
+    # --- the lease ------------------------------------------------------------------------------
+
+    async def acquire(self, *, standby: bool | None = None, wait_seconds: float | None = None) -> int:
+        """Become the ledger's active gateway; returns the lease epoch.
+
+        Raises:
+            LeaseHeld: another live gateway holds the lease (and this one is not a standby, or
+                ``wait_seconds`` ran out).
+        """
+        if self.lease.held:
+            return self.lease.epoch
+        wait = self._standby if standby is None else standby
+        return await asyncio.to_thread(self.lease.acquire, standby=wait, timeout=wait_seconds)
+
+    async def start(self, *, standby: bool | None = None, wait_seconds: float | None = None) -> list[Outcome]:
+        """Take the lease (or wait for it), load charter and rules from the ledger, reconcile."""
+        await self.acquire(standby=standby, wait_seconds=wait_seconds)
+        await self.resume_from_ledger()
+        return await self.reconcile()
+
+    def close(self) -> None:
+        """Give up the lease so that a successor takes over at once."""
+        self.lease.release()
+
     # --- set-up ---------------------------------------------------------------------------------
 
     async def install(self, charter: SystemCharter, ruleset: RulesetVersion) -> None:
         """Put the signed charter and ruleset in force, recording them if the ledger lacks them.
 
+        Takes the lease first if this gateway does not hold it yet.
+
         Raises:
             SignatureInvalid, NotAuthorized: the charter or ruleset is not signed by the RI.
             PolicyInvalid: the ruleset does not parse or validate.
+            LeaseHeld: another gateway is active on this ledger.
         """
+        epoch = await self.acquire()
         try:
             in_force: SystemCharter | None = charter_of(self.ledger)
         except ConfigError:
@@ -136,16 +210,18 @@ class Gateway:
             raise ConfigError(f"ruleset v{ruleset.version}: its recorded hashes do not match its text")
         missing = [r for r in (charter, ruleset) if not _has(self.ledger, r.id)]
         if missing:
-            await self.ledger.append(missing)
+            await self.ledger.append(missing, fence=epoch)
         self._charter, self._ruleset, self._ruleset_record = charter, parsed, ruleset
 
     async def resume_from_ledger(self) -> None:
         """Load the charter and the last ruleset its RI signed from the ledger (a restart)."""
+        await self.acquire()
         charter = charter_of(self.ledger)
         signed = []
         for stored in self.ledger.of_kind("RulesetVersion"):
             ruleset = decode_entry(stored.data)
-            assert isinstance(ruleset, RulesetVersion)
+            if not isinstance(ruleset, RulesetVersion):
+                continue
             try:
                 verify_ruleset(ruleset, charter)
             except AnswerableError:
@@ -167,12 +243,18 @@ class Gateway:
         resource: Callable[[BaseModel], Resource] | None = None,
         context: Callable[[BaseModel], Mapping[str, Any]] | None = None,
         idempotent: bool = False,
+        fenced: bool = False,
         lookup: Callable[[str], Awaitable[Any | None]] | None = None,
     ) -> Operation:
-        """Register an operation; its argument schema comes from ``args`` or from ``call``'s signature."""
+        """Register an operation; its argument schema comes from ``args`` or from ``call``'s signature.
+
+        ``call`` receives ``idempotency_key`` and ``fencing_token`` (a FencingToken) when its
+        signature names them. ``fenced``: the partner refuses stale fencing tokens, so after a
+        takeover the call may be replayed under the new epoch.
+        """
         if name in self._operations:
             raise ConfigError(f"operation {name!r} is already registered")
-        wants_key = "idempotency_key" in inspect.signature(call).parameters
+        parameters = inspect.signature(call).parameters
         op = Operation(
             name=name,
             resource_class=resource_class,
@@ -182,7 +264,9 @@ class Gateway:
             context=context or (lambda _a: {}),
             idempotent=idempotent,
             lookup=lookup,
-            wants_key=wants_key,
+            wants_key="idempotency_key" in parameters,
+            fenced=fenced,
+            wants_token="fencing_token" in parameters,
         )
         self._operations[name] = op
         return op
@@ -196,6 +280,11 @@ class Gateway:
         if self._charter is None:
             raise ConfigError("the gateway has no charter: call install() or resume_from_ledger() first")
         return self._charter
+
+    def _rules(self) -> tuple[Ruleset, RulesetVersion]:
+        if self._ruleset is None or self._ruleset_record is None:
+            raise ConfigError("the gateway has no ruleset: call install() or resume_from_ledger() first")
+        return self._ruleset, self._ruleset_record
 
     # --- the governed call ----------------------------------------------------------------------
 
@@ -233,14 +322,16 @@ class Gateway:
 
         Raises:
             UnknownAgent, UnknownOperation, ArgumentsInvalid: before anything is recorded.
+            LeaseLost: this gateway was deposed; nothing was recorded or called.
         """
         charter = self.charter
+        epoch = self.lease.epoch
         if intent.agent not in charter.agent_names():
             raise UnknownAgent(intent.agent)
         op = self._operations.get(intent.operation)
         if op is None:
             raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
-        args = validate_arguments(op, intent.arguments)
+        intent, args = _canonical_intent(op, intent)
 
         request, verdict = self._judge(op, intent, args)
         stop = self.control.state().blocking(
@@ -250,41 +341,76 @@ class Gateway:
             resource_classes=_resource_classes(request.to_json(), request.entities),
         )
         decision = self._decision(intent, request, verdict, stop)
+        self._at("before_record", intent)
         if decision.effect == "review":
             review = self._review(intent, decision, verdict)
-            await self.ledger.append([intent, decision, review])
+            await self.ledger.append(
+                [intent, decision, review], fence=epoch, guards=[Guard(review_key(review.id), None)]
+            )
+            self._at("recorded", intent)
             return Outcome("review", intent, decision, review=review)
-        self._in_flight.add(intent.id)
-        try:
-            await self.ledger.append([intent, decision])
-            if decision.effect == "deny":
-                return Outcome("denied", intent, decision)
-            if self._fault is not None:
-                self._fault("recorded", intent)
-            return await self._execute(op, intent, decision, args, recovered=False)
-        finally:
-            self._in_flight.discard(intent.id)
+        if decision.effect == "deny":
+            await self.ledger.append([intent, decision], fence=epoch)
+            self._at("recorded", intent)
+            return Outcome("denied", intent, decision)
+        claim = self._claim(intent, epoch, "policy", (intent.id, decision.id))
+        await self.ledger.append(
+            [intent, decision, claim], fence=epoch, guards=[Guard(claim_key(intent.id), None)]
+        )
+        self._at("recorded", intent)
+        self._at("claimed", intent)
+        return await self._execute(op, intent, decision, args, claim, recovered=False)
+
+    def _at(self, point: str, intent: Intent) -> None:
+        if self._fault is not None:
+            self._fault(point, intent)
+
+    def _claim(
+        self,
+        intent: Intent,
+        epoch: int,
+        via: str,
+        causes: tuple[str, ...],
+        *,
+        at: str | None = None,
+        **extra: Any,
+    ) -> Claim:
+        return Claim.model_validate(
+            {
+                "id": self.ids.new(),
+                "at": at or rfc3339(self.clock.now_ns()),
+                "causes": causes,
+                "intent_id": intent.id,
+                "epoch": epoch,
+                "holder": self.lease.holder,
+                "via": via,
+                **extra,
+            }
+        )
 
     def _judge(self, op: Operation, intent: Intent, args: BaseModel) -> tuple[CedarRequest, Verdict]:
-        assert self._ruleset is not None
+        ruleset, _ = self._rules()
         try:
             res = op.resource(args)
             context = dict(op.context(args))
-        except Exception as exc:  # a broken entity builder denies, it does not crash the gateway
+            entities = (
+                {"uid": {"type": "Agent", "id": intent.agent}, "attrs": {}, "parents": []},
+                {"uid": {"type": res.type, "id": res.id}, "attrs": dict(res.attrs), "parents": []},
+            )
+            request = CedarRequest(("Agent", intent.agent), op.name, (res.type, res.id), context, entities)
+            canonical_bytes({"request": request.to_json(), "entities": list(entities)})
+        except (
+            Exception
+        ) as exc:  # a broken builder denies, recorded with the error; it never crashes the gateway
             empty = CedarRequest(("Agent", intent.agent), op.name, ("Resource", op.name), {}, ())
-            return empty, Verdict("deny", (), (f"building the Cedar request for {op.name} failed: {exc!r}",))
-        entities = (
-            {"uid": {"type": "Agent", "id": intent.agent}, "attrs": {}, "parents": []},
-            {"uid": {"type": res.type, "id": res.id}, "attrs": dict(res.attrs), "parents": []},
-        )
-        request = CedarRequest(("Agent", intent.agent), op.name, (res.type, res.id), context, entities)
-        return request, decide(request, self._ruleset)
+            why = f"building the Cedar request for {op.name} failed: {type(exc).__name__}: {exc}"
+            return empty, Verdict("deny", (), (why,))
+        return request, decide(request, ruleset)
 
     def _decision(
         self, intent: Intent, request: CedarRequest, verdict: Verdict, stop: Control | None
     ) -> Decision:
-        assert self._ruleset is not None
-        assert self._ruleset_record is not None
+        ruleset, record = self._rules()
         effect, errors = verdict.effect, verdict.errors
         if stop is not None:
             effect = "deny"
@@ -296,9 +422,9 @@ class Gateway:
             intent_id=intent.id,
             effect=effect,
             policy_ids=verdict.policy_ids,
-            ruleset_id=self._ruleset_record.id,
-            ruleset_hash=self._ruleset.ruleset_hash,
-            schema_hash=self._ruleset.schema_hash,
+            ruleset_id=record.id,
+            ruleset_hash=ruleset.ruleset_hash,
+            schema_hash=ruleset.schema_hash,
             request=request.to_json(),
             entities=request.entities,
             errors=errors,
@@ -311,6 +437,7 @@ class Gateway:
         intent: Intent,
         decision: Decision,
         args: BaseModel,
+        claim: Claim,
         *,
         recovered: bool,
         approvals: tuple[Approval, ...] = (),
@@ -324,14 +451,15 @@ class Gateway:
             resource_classes=_resource_classes(decision.request, decision.entities),
         )
         if stop is not None and recovered:
-            # Whether the crashed call happened is not known yet: record nothing, so the intent stays
-            # open and is reconciled again once the stop is lifted.
+            # Whether the crashed call happened is not known yet: record nothing, so the claim
+            # stays open and is reconciled again (by a later epoch) once the stop is lifted.
             return Outcome("not_executed", intent, decision, approval=approval)
         if stop is not None:
             execution = self._execution(
                 op.name,
                 intent,
                 decision,
+                claim,
                 "not_executed",
                 error=f"{stop.action} {stop.id} by {stop.by}: {stop.reason}",
                 causes=(stop.id,),
@@ -339,8 +467,10 @@ class Gateway:
                 approvals=approvals,
                 expiry=expiry,
             )
-            await self.ledger.append([execution])
+            await self.ledger.append([execution], fence=claim.epoch)
+            self._at("finished", intent)
             return Outcome("not_executed", intent, decision, execution, approval=approval)
+        token = FencingToken(claim.epoch, intent.idempotency_key)
         # Latency is read from the injected clock like every other time, so a replayed run with a
         # fake clock produces the same bytes; with the system clock it is the real latency.
         started = self.clock.now_ns()
@@ -348,7 +478,7 @@ class Gateway:
         while True:
             attempts += 1
             try:
-                result = await invoke(op, args, intent.idempotency_key)
+                result = await invoke(op, args, intent.idempotency_key, token)
                 break
             except TransientError as exc:
                 # Safe to try again only where the world deduplicates by key.
@@ -363,6 +493,7 @@ class Gateway:
                 op.name,
                 intent,
                 decision,
+                claim,
                 status,
                 error=f"{type(failure).__name__}: {failure}",
                 latency_us=(self.clock.now_ns() - started) // 1000,
@@ -371,15 +502,16 @@ class Gateway:
                 expiry=expiry,
                 attempts=attempts,
             )
-            await self.ledger.append([execution])
+            await self.ledger.append([execution], fence=claim.epoch)
+            self._at("finished", intent)
             return Outcome(status, intent, decision, execution, approval=approval)
         latency = (self.clock.now_ns() - started) // 1000
-        if self._fault is not None:
-            self._fault("executed", intent)
+        self._at("executed", intent)
         execution = self._execution(
             op.name,
             intent,
             decision,
+            claim,
             "succeeded",
             response=result,
             latency_us=latency,
@@ -388,7 +520,8 @@ class Gateway:
             expiry=expiry,
             attempts=attempts,
         )
-        await self.ledger.append([execution])
+        await self.ledger.append([execution], fence=claim.epoch)
+        self._at("finished", intent)
         return Outcome("succeeded", intent, decision, execution, result, approval=approval)
 
     def _execution(
@@ -396,6 +529,7 @@ class Gateway:
         operation: str,
         intent: Intent,
         decision: Decision,
+        claim: Claim | None,
         status: Literal["succeeded", "failed", "not_executed", "ambiguous"],
         *,
         response: Any = None,
@@ -407,6 +541,8 @@ class Gateway:
         attempts: int = 1,
         expiry: ReviewClosed | None = None,
     ) -> Execution:
+        if claim is not None:
+            causes = (claim.id, *causes)
         if expiry is not None:
             authority = Authority(
                 responsible=self.charter.ri,
@@ -495,137 +631,250 @@ class Gateway:
         """
         async with self._lock_for(approval.review_id):
             state = await self.reviews.submit(approval)
-            return await self._conclude(state)
+            outcome = await self._conclude(state)
+            if outcome is not None:
+                return outcome
+            return self._as_recorded(self.reviews.state(approval.review_id))
+
+    def _as_recorded(self, state: ReviewState) -> Outcome:
+        """The outcome a review has in the ledger now, for a caller who did not act on it."""
+        review, intent, decision = state.review, state.intent, state.decision
+        last = state.approvals[-1] if state.approvals else None
+        done = _executions_of(self.ledger, intent.id)
+        if done:
+            return Outcome(done[-1].status, intent, decision, done[-1], review=review, approval=last)
+        if state.resolution in ("denied", "expired:deny"):
+            return Outcome("denied", intent, decision, review=review, approval=last)
+        return Outcome("review", intent, decision, review=review, approval=last)
 
     def _lock_for(self, review_id: str) -> asyncio.Lock:
-        """One review is settled by one coroutine at a time: two answers racing could otherwise both
-        pass their checks before either is recorded, and run the intent twice."""
+        """Within this process, one coroutine settles a review at a time (the store's guards
+        settle races between processes)."""
         return self._review_locks.setdefault(review_id, asyncio.Lock())
 
     async def settle_reviews(self) -> list[Outcome]:
         """Escalate and expire on the clock, then act on reviews settled since the last call.
 
-        Answers given from another process (``answerable approve``) are found here.
+        Answers given from another process (``answerable approve``) are found here. A review
+        is acted on once across every process and restart: its claim is a guarded head.
         """
-        await self.reviews.tick()
+        await self.reviews.tick(fence=self.lease.epoch)
         outcomes = []
         for stored in self.ledger.of_kind("Review"):
-            if stored.id in self._concluded:
+            if stored.id in self._settled:
                 continue
             async with self._lock_for(stored.id):
-                state = self.reviews.state(stored.id)
-                if state.resolution is not None and stored.id not in self._concluded:
-                    outcomes.append(await self._conclude(state))
+                if stored.id in self._settled:
+                    continue
+                outcome = await self._conclude(self.reviews.state(stored.id))
+                if outcome is not None:
+                    outcomes.append(outcome)
         return outcomes
 
-    async def _conclude(self, state: ReviewState) -> Outcome:
+    async def _conclude(self, state: ReviewState) -> Outcome | None:
+        """Act on a settled review exactly once: claim it (guarded), then run it. None when there
+        is nothing for this gateway to do (still open, or already claimed by someone)."""
         review, intent, decision = state.review, state.intent, state.decision
         last = state.approvals[-1] if state.approvals else None
         resolution = state.resolution
+        if state.claim is not None:
+            self._settled.add(review.id)
+            return None
         if resolution is None:
-            return Outcome("review", intent, decision, review=review, approval=last)
-        self._concluded.add(review.id)
+            return None
         if resolution in ("denied", "expired:deny"):
+            self._settled.add(review.id)
             return Outcome("denied", intent, decision, review=review, approval=last)
-        done = [
-            x
-            for x in (decode_entry(e.data) for e in self.ledger.caused_by(intent.id))
-            if isinstance(x, Execution)
-        ]
-        if done:
-            return Outcome(done[-1].status, intent, decision, done[-1], review=review, approval=last)
+        if _executions_of(self.ledger, intent.id):
+            self._settled.add(review.id)  # executed before claims existed (an older ledger)
+            return None
+        epoch = self.lease.epoch
         op = self._operations.get(intent.operation)
         if op is None:
             raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
-        args = validate_arguments(op, intent.arguments)
-        approvals = state.live_approvals
-        self._in_flight.add(intent.id)
+        _, args = _canonical_intent(op, intent)
+        approvals = state.live_approvals if state.closed is None else ()
+        expiry = state.closed
+        used = (expiry.id,) if expiry is not None else tuple(a.id for a in approvals)
+        claim = self._claim(
+            intent,
+            epoch,
+            "expiry" if expiry is not None else "approval",
+            (intent.id, decision.id, review.id, *used),
+            at=state.now,
+        )
         try:
-            outcome = await self._execute(
-                op, intent, decision, args, recovered=False, approvals=approvals, expiry=state.closed
+            await self.ledger.append(
+                [claim],
+                fence=epoch,
+                guards=[Guard(claim_key(intent.id), None), Guard(review_key(review.id), state.head)],
             )
-        finally:
-            self._in_flight.discard(intent.id)
+        except Conflict:
+            return None  # the review changed or was claimed meanwhile: the next round decides again
+        self._settled.add(review.id)
+        self._at("claimed", intent)
+        outcome = await self._execute(
+            op, intent, decision, args, claim, recovered=False, approvals=approvals, expiry=expiry
+        )
         return Outcome(outcome.status, intent, decision, outcome.execution, outcome.result, review, last)
 
-    def _open_intents(self) -> list[tuple[Intent, Decision, tuple[Approval, ...]]]:
-        """Allowed or approved intents with no Execution that this process is not running now:
-        what a crash may have left behind. Approvals count only if they verify and are live."""
-        out: list[tuple[Intent, Decision, tuple[Approval, ...]]] = []
-        for stored in self.ledger.of_kind("Intent"):
-            if stored.id in self._in_flight:
+    # --- after a crash or a takeover ------------------------------------------------------------
+
+    def _dead_claims(self, epoch: int) -> list[_Open]:
+        """Claims of earlier epochs that nothing followed (no Execution, no recovery claim), and
+        allowed intents with no claim and no Execution (written before claims existed)."""
+        out: list[_Open] = []
+        claimed: set[str] = set()
+        for stored in self.ledger.of_kind("Claim"):
+            claim = decode_entry(stored.data)
+            if not isinstance(claim, Claim):
                 continue
-            followers = [decode_entry(e.data) for e in self.ledger.caused_by(stored.id)]
-            if any(isinstance(f, Execution) for f in followers):
+            claimed.add(claim.intent_id)
+            if claim.epoch >= epoch or self.ledger.caused_by(claim.id):
+                continue  # a live epoch's, or already followed by an Execution or a recovery
+            intent, decision = _entry(self.ledger, claim.intent_id, Intent), None
+            for follower in self.ledger.caused_by(claim.intent_id):
+                record = decode_entry(follower.data)
+                if isinstance(record, Decision) and record.intent_id == claim.intent_id:
+                    decision = record
+            if decision is None:
+                raise RecordInvalid(f"claim {claim.id} names intent {claim.intent_id}, which has no Decision")
+            approvals, expiry = self._authority_of(claim)
+            out.append(_Open(intent, decision, claim, stored.index, approvals, expiry))
+        for stored in self.ledger.of_kind("Decision"):
+            allowed = decode_entry(stored.data)
+            if not isinstance(allowed, Decision) or allowed.effect != "allow":
                 continue
-            intent = decode_entry(stored.data)
-            decision = next(
-                (f for f in followers if isinstance(f, Decision) and f.intent_id == stored.id), None
-            )
-            if not isinstance(intent, Intent) or decision is None:
+            if allowed.intent_id in claimed or _executions_of(self.ledger, allowed.intent_id):
                 continue
-            if decision.effect == "allow":
-                out.append((intent, decision, ()))
-                continue
-            review = next((f for f in followers if isinstance(f, Review)), None)
-            if review is not None:
-                state = self.reviews.state(review.id)
-                if state.resolution == "approved":
-                    out.append((intent, decision, state.live_approvals))
+            out.append(_Open(_entry(self.ledger, allowed.intent_id, Intent), allowed, None, None, (), None))
         return out
 
-    # --- after a crash --------------------------------------------------------------------------
+    def _authority_of(self, claim: Claim) -> tuple[tuple[Approval, ...], ReviewClosed | None]:
+        """The approvals or the expiry a claim was made under, so a recovered Execution names them."""
+        approvals: list[Approval] = []
+        expiry = None
+        for cause in claim.causes:
+            try:
+                record = decode_entry(self.ledger.find(cause).data)
+            except EntryNotFound:
+                continue
+            if isinstance(record, Approval):
+                approvals.append(record)
+            elif isinstance(record, ReviewClosed):
+                expiry = record
+            elif isinstance(record, Claim):
+                return self._authority_of(record)
+        return tuple(approvals), expiry
 
     async def reconcile(self) -> list[Outcome]:
-        """Settle every allowed intent that has no Execution, never calling anything twice blindly.
+        """Settle what a dead epoch (a crash, a deposed holder) claimed and never finished.
 
-        Run it at start-up, after :meth:`resume_from_ledger`. An idempotent operation is called
-        again with the same key (the world deduplicates); else the effect is looked up by key and
-        recorded if found, or the call made if it never happened; else the intent is marked
-        ambiguous and its operation paused for a person. An intent that cannot be settled at all
-        (its operation is no longer registered, its arguments no longer validate) is marked
-        ambiguous the same way, and the others are still settled.
+        Only claims of earlier epochs are touched, never one of this gateway's own (those are
+        in flight here). For each, a recovery claim is committed first (guarded, so two
+        recoveries cannot both run), then: an idempotent or fenced operation is called again
+        with the same key under this epoch; else the effect is looked up by key and recorded
+        if found; a lookup that finds nothing, or fails, or no lookup at all, marks the intent
+        ambiguous and pauses its operation for a person: a negative lookup does not prove that
+        the old holder will not still call. Run it at start-up (``start()`` does).
         """
+        epoch = self.lease.epoch
         outcomes = []
-        for intent, decision, approvals in self._open_intents():
+        for left in self._dead_claims(epoch):
             try:
-                outcomes.append(await self._recover(intent, decision, approvals))
+                outcome = await self._recover(left, epoch)
+            except (LeaseLost, Conflict):
+                raise
             except AnswerableError as exc:
-                outcomes.append(
-                    await self._ambiguous(intent, decision, approvals, f"could not reconcile: {exc}")
-                )
+                outcome = await self._ambiguous(left, left.claim, f"could not reconcile: {exc}")
+            if outcome is not None:
+                outcomes.append(outcome)
         return outcomes
 
-    async def _recover(self, intent: Intent, decision: Decision, approvals: tuple[Approval, ...]) -> Outcome:
+    async def _recover(self, left: _Open, epoch: int) -> Outcome | None:
+        intent, decision = left.intent, left.decision
         op = self._operations.get(intent.operation)
         if op is None:
             raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
-        args = validate_arguments(op, intent.arguments)
-        if op.idempotent:
-            return await self._execute(op, intent, decision, args, recovered=True, approvals=approvals)
-        if op.lookup is not None:
+        _, args = _canonical_intent(op, intent)
+        stop = self.control.state().blocking(
+            agent=intent.agent,
+            operation=op.name,
+            resource_class=op.resource_class,
+            resource_classes=_resource_classes(decision.request, decision.entities),
+        )
+        if stop is not None:
+            # Whether the old call happened is unknown: leave the claim open until the stop is lifted.
+            return Outcome("not_executed", intent, decision)
+        old = () if left.claim is None else (left.claim.id,)
+        claim = self._claim(
+            intent,
+            epoch,
+            "recovery",
+            (intent.id, decision.id, *old),
+            takes_over=None if left.claim is None else left.claim.id,
+        )
+        try:
+            await self.ledger.append(
+                [claim], fence=epoch, guards=[Guard(claim_key(intent.id), left.claim_index)]
+            )
+        except Conflict:
+            return None  # recovered by someone else meanwhile
+        self._at("claimed", intent)
+        if op.idempotent or op.fenced:
+            return await self._execute(
+                op,
+                intent,
+                decision,
+                args,
+                claim,
+                recovered=True,
+                approvals=left.approvals,
+                expiry=left.expiry,
+            )
+        if op.lookup is None:
+            return await self._ambiguous(
+                left,
+                claim,
+                "claimed before a crash; the operation honours no key, has no fencing and no lookup",
+            )
+        try:
             found = await op.lookup(intent.idempotency_key)
-            if found is None:
-                return await self._execute(op, intent, decision, args, recovered=True, approvals=approvals)
-            execution = self._execution(
-                op.name, intent, decision, "succeeded", response=found, recovered=True, approvals=approvals
+        except Exception as exc:  # a failing lookup settles nothing: this intent needs a person
+            return await self._ambiguous(left, claim, f"lookup by key failed: {type(exc).__name__}: {exc}")
+        if found is None:
+            return await self._ambiguous(
+                left,
+                claim,
+                "no effect found by key, but the old holder may still call: a negative lookup is no proof",
             )
-            await self.ledger.append([execution])
-            return Outcome(
-                "succeeded", intent, decision, execution, found, approval=approvals[-1] if approvals else None
-            )
-        return await self._ambiguous(
+        execution = self._execution(
+            op.name,
             intent,
             decision,
-            approvals,
-            "recorded before a crash; the operation honours no idempotency key and has no lookup",
+            claim,
+            "succeeded",
+            response=found,
+            recovered=True,
+            approvals=left.approvals,
+            expiry=left.expiry,
         )
+        await self.ledger.append([execution], fence=epoch)
+        last = left.approvals[-1] if left.approvals else None
+        return Outcome("succeeded", intent, decision, execution, found, approval=last)
 
-    async def _ambiguous(
-        self, intent: Intent, decision: Decision, approvals: tuple[Approval, ...], why: str
-    ) -> Outcome:
+    async def _ambiguous(self, left: _Open, claim: Claim | None, why: str) -> Outcome:
+        intent, decision = left.intent, left.decision
         execution = self._execution(
-            intent.operation, intent, decision, "ambiguous", recovered=True, approvals=approvals, error=why
+            intent.operation,
+            intent,
+            decision,
+            claim,
+            "ambiguous",
+            recovered=True,
+            approvals=left.approvals,
+            expiry=left.expiry,
+            error=why,
         )
         pause = Control(
             id=self.ids.new(),
@@ -636,8 +885,35 @@ class Gateway:
             by=GATEWAY_IDENTITY,
             reason=f"outcome of intent {intent.id} unknown after a crash; reconcile it, then resume",
         )
-        await self.ledger.append([execution, pause])
+        await self.ledger.append([execution, pause], fence=self.lease.epoch)
         return Outcome("ambiguous", intent, decision, execution)
+
+
+def _canonical_intent(op: Operation, intent: Intent) -> tuple[Intent, BaseModel]:
+    """The intent with exactly the canonical arguments that are recorded, and the values the
+    operation will receive, decoded from those same bytes."""
+    args = validate_arguments(op, intent.arguments)
+    arguments = args.model_dump(mode="json")
+    if arguments == intent.arguments:
+        return intent, args
+    return intent.model_copy(update={"arguments": arguments}), args
+
+
+def _executions_of(ledger: LedgerStore, intent_id: str) -> list[Execution]:
+    out = []
+    for stored in ledger.caused_by(intent_id):
+        if stored.kind == "Execution":
+            record = decode_entry(stored.data)
+            if isinstance(record, Execution) and record.intent_id == intent_id:
+                out.append(record)
+    return out
+
+
+def _entry(ledger: LedgerStore, entry_id: str, kind: type[_T]) -> _T:
+    record = decode_entry(ledger.find(entry_id).data)
+    if not isinstance(record, kind):
+        raise RecordInvalid(f"entry {entry_id} is a {type(record).__name__}, not a {kind.__name__}")
+    return record
 
 
 def _response_digest(response: Any) -> str:

@@ -16,10 +16,29 @@ import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from answerable.errors import ArgumentsInvalid, ExecutionError, TransientError
+from answerable._canonical import canonical_bytes, json_problems
+from answerable.errors import (
+    ArgumentsInvalid,
+    ConfigError,
+    ExecutionError,
+    RecordInvalid,
+    RequestBuildFailed,
+    TransientError,
+)
 from answerable.records import problems
 
-__all__ = ["Operation", "Resource", "args_model", "http_operation", "invoke", "validate_arguments"]
+__all__ = [
+    "MAX_DEPTH",
+    "FencingToken",
+    "Operation",
+    "Resource",
+    "args_model",
+    "canonical_arguments",
+    "cedar_inputs",
+    "http_operation",
+    "invoke",
+    "validate_arguments",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +74,10 @@ class Operation:
     idempotent: bool = False
     lookup: Callable[[str], Awaitable[Any | None]] | None = None
     wants_key: bool = False
+    fenced: bool = False
+    """The partner checks fencing tokens: it refuses a call whose lease epoch is older than one it
+    has already seen, so after a takeover a replay under the new epoch is safe."""
+    wants_token: bool = False
     retries: int = 2
     """How often a transient failure is retried, with the same key; only for idempotent operations."""
 
@@ -67,7 +90,8 @@ def http_operation(
     The credentials live in ``headers`` inside the gateway; agents never see them.
     """
 
-    async def call(idempotency_key: str, **arguments: Any) -> Any:
+    async def call(idempotency_key: str, fencing_token: FencingToken | None = None, **arguments: Any) -> Any:
+        fence = {} if fencing_token is None else {"Fencing-Token": fencing_token.header()}
         try:
             response = await client.request(
                 method,
@@ -75,6 +99,7 @@ def http_operation(
                 content=orjson.dumps(arguments, default=_jsonable),
                 headers={
                     **(headers or {}),
+                    **fence,
                     "Idempotency-Key": idempotency_key,
                     "Content-Type": "application/json",
                 },
@@ -101,31 +126,179 @@ _TRANSIENT_STATUS = frozenset({502, 503, 504})
 
 
 def args_model(name: str, call: Callable[..., Any]) -> type[BaseModel]:
+    """An argument schema from ``call``'s signature: one field per parameter, extras refused.
+
+    Raises:
+        ConfigError: ``call`` has no signature to read, or a parameter's annotation is not a type
+            pydantic can check.
+    """
+    try:
+        parameters = inspect.signature(call).parameters.values()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"operation {name!r}: cannot read the signature of its callable: {exc}") from exc
     fields: dict[str, Any] = {}
-    for param in inspect.signature(call).parameters.values():
-        if param.name == "idempotency_key" or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+    for param in parameters:
+        if param.name in ("idempotency_key", "fencing_token") or param.kind in (
+            param.VAR_KEYWORD,
+            param.VAR_POSITIONAL,
+        ):
             continue
         annotation = Any if param.annotation is inspect.Parameter.empty else param.annotation
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (annotation, default)
-    model: type[BaseModel] = create_model(
-        f"{name}.args", __config__=ConfigDict(extra="forbid", frozen=True), **fields
-    )
+    try:
+        model: type[BaseModel] = create_model(
+            f"{name}.args", __config__=ConfigDict(extra="forbid", frozen=True), **fields
+        )
+    except (TypeError, ValueError, NameError) as exc:  # PydanticSchemaGenerationError is a TypeError
+        raise ConfigError(
+            f"operation {name!r}: its parameters cannot make an argument schema: {exc}; "
+            "annotate them with JSON-able types or pass args=<a pydantic model>"
+        ) from exc
     return model
 
 
 def validate_arguments(op: Operation, arguments: Mapping[str, Any]) -> BaseModel:
+    """Arguments checked against the operation's schema (not yet canonical: see
+    :func:`canonical_arguments`, which the gateway uses).
+
+    Raises:
+        ArgumentsInvalid: naming each field that does not match.
+    """
     try:
         return op.args.model_validate(arguments)
     except ValidationError as exc:
         raise ArgumentsInvalid(op.name, problems(exc, "arguments")) from exc
 
 
-async def invoke(op: Operation, args: BaseModel, key: str) -> Any:
+MAX_DEPTH = 32
+"""The deepest nesting of objects and arrays allowed in arguments, the arguments object itself
+counting as one, and in a Cedar context or resource's attributes. Real arguments are a few levels
+deep; this bounds the work of validating, hashing and storing what an agent sends."""
+
+
+def canonical_arguments(op: Operation, arguments: Mapping[str, Any]) -> tuple[dict[str, Any], BaseModel]:
+    """The arguments as they will be recorded, and the same arguments as the operation receives them.
+
+    Validated by the operation's schema, then reduced to canonical JSON (RFC 8785), and the
+    schema's model validated again *from those bytes*: so what Cedar judges, what the Intent
+    records and what the operation is called with are the same values, and a replay of the ledger
+    sees what ran. Refused rather than silently changed: NaN and infinities (which JSON writers
+    turn into ``null``), strings or keys with a lone surrogate, integers outside the I-JSON range
+    ±(2**53-1), nesting deeper than :data:`MAX_DEPTH`, and a schema whose values do not survive
+    their own JSON form.
+
+    Returns:
+        ``(recorded, args)``: the dict decoded from the canonical bytes, for the Intent, and the
+        model the operation's fields are read from.
+
+    Raises:
+        ArgumentsInvalid: naming each field path that is wrong.
+    """
+    found = _json_problems(arguments, max_depth=MAX_DEPTH, strict=False)
+    if found:
+        raise ArgumentsInvalid(op.name, found)
+    model = validate_arguments(op, arguments)
+    try:
+        dumped = model.model_dump(mode="json", by_alias=True)
+        # The JSON dump writes a non-finite float in an untyped field as null: look before it does.
+        found = _json_problems(model.model_dump(by_alias=True), max_depth=MAX_DEPTH, strict=False)
+    except (ValueError, TypeError) as exc:  # pydantic's PydanticSerializationError is a ValueError
+        raise ArgumentsInvalid(op.name, (f"(root): the arguments have no JSON form: {exc}",)) from exc
+    found = found or _json_problems(dumped, max_depth=MAX_DEPTH, strict=True)
+    if found:
+        raise ArgumentsInvalid(op.name, found)
+    try:
+        data = canonical_bytes(dumped)
+    except RecordInvalid as exc:
+        raise ArgumentsInvalid(op.name, (f"(root): {exc}",)) from exc
+    try:
+        args = op.args.model_validate_json(data)
+    except ValidationError as exc:
+        raise ArgumentsInvalid(
+            op.name, tuple(f"{p} (after reducing the arguments to JSON)" for p in problems(exc, "arguments"))
+        ) from exc
+    if canonical_bytes(args.model_dump(mode="json", by_alias=True)) != data:
+        raise ArgumentsInvalid(
+            op.name,
+            (
+                "(root): the schema does not give back what it was given when its JSON form is "
+                "validated again (a validator that changes values on each pass?); make it idempotent",
+            ),
+        )
+    recorded: dict[str, Any] = orjson.loads(data)
+    return recorded, args
+
+
+def _json_problems(value: Any, *, max_depth: int, strict: bool) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(json_problems(value, max_depth=max_depth, strict=strict)))
+
+
+def cedar_inputs(op: Operation, args: BaseModel) -> tuple[Resource, dict[str, Any]]:
+    """The Cedar resource and context an operation's builders make from its arguments, as JSON.
+
+    The returned attributes and context are decoded from their canonical JSON, so Cedar sees
+    exactly what the Decision records (tuples become lists, subclasses plain values).
+
+    Raises:
+        RequestBuildFailed: a builder raised, or returned something that is not a Resource with
+            string type and id, or not JSON (a NaN, a set, a non-string key, an object ...).
+    """
+    try:
+        resource = op.resource(args)
+    except Exception as exc:  # a builder is the operation author's code: any failure refuses
+        raise RequestBuildFailed(op.name, f"the resource builder raised {type(exc).__name__}: {exc}") from exc
+    try:
+        context = op.context(args)
+    except Exception as exc:
+        raise RequestBuildFailed(op.name, f"the context builder raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(resource, Resource):
+        raise RequestBuildFailed(
+            op.name, f"the resource builder returned a {type(resource).__name__}, not a Resource"
+        )
+    if not isinstance(resource.type, str) or not isinstance(resource.id, str):
+        raise RequestBuildFailed(op.name, "the resource's type and id must be strings")
+    attrs = _json_object(op.name, "resource attributes", resource.attrs)
+    return Resource(resource.type, resource.id, attrs), _json_object(op.name, "context", context)
+
+
+def _json_object(operation: str, what: str, value: object) -> dict[str, Any]:
+    """``value`` as a plain JSON object decoded from its canonical bytes."""
+    if not isinstance(value, Mapping):
+        raise RequestBuildFailed(operation, f"the {what} are a {type(value).__name__}, not a mapping")
+    plain = dict(value)
+    found = json_problems(plain, max_depth=MAX_DEPTH, limit=3)
+    if found:
+        raise RequestBuildFailed(operation, f"the {what} are not JSON: {'; '.join(found)}")
+    try:
+        decoded: dict[str, Any] = orjson.loads(canonical_bytes(plain))
+    except RecordInvalid as exc:
+        raise RequestBuildFailed(operation, f"the {what} are not JSON: {exc}") from exc
+    return decoded
+
+
+@dataclass(frozen=True, slots=True)
+class FencingToken:
+    """(lease epoch, idempotency key): what a partner needs to refuse a deposed gateway's call.
+
+    A partner that checks fencing keeps the highest epoch it has seen and refuses anything
+    older, so a gateway that was paused past its lease and woke up cannot make an effect.
+    """
+
+    epoch: int
+    key: str
+
+    def header(self) -> str:
+        return f"{self.epoch}"
+
+
+async def invoke(op: Operation, args: BaseModel, key: str, token: FencingToken | None = None) -> Any:
     """Call an operation with validated arguments and its idempotency key; nothing is recorded."""
     kwargs = {name: getattr(args, name) for name in type(args).model_fields}
     if op.wants_key:
         kwargs["idempotency_key"] = key
+    if op.wants_token:
+        kwargs["fencing_token"] = token
     result = op.call(**kwargs)
     if inspect.isawaitable(result):
         result = await result

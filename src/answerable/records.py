@@ -21,6 +21,7 @@ __all__ = [
     "Alert",
     "Approval",
     "Authority",
+    "Claim",
     "Control",
     "Decision",
     "Entry",
@@ -171,6 +172,24 @@ class Decision(Record):
     control_id: _ID | None = None
 
 
+class Claim(Record):
+    """The gateway's durable promise to make the one call an intent was allowed: committed before it.
+
+    The store lets one claim per intent through (a guarded head, ``claim:INTENT``), so an intent
+    with a claim is never started again, by this process, another, or a restart. Only the
+    recovery of a dead epoch's claim writes a second one, which names the claim it takes over.
+    ``epoch`` is the lease the claiming gateway held: claims of earlier epochs with no Execution
+    are what a crash or a takeover left behind.
+    """
+
+    kind: Literal["Claim"] = "Claim"
+    intent_id: _ID
+    epoch: int = Field(ge=0)
+    holder: _NAME
+    via: Literal["policy", "approval", "expiry", "recovery"]
+    takes_over: _ID | None = None
+
+
 class Authority(BaseModel):
     """What allowed an execution: approved rules or a human approval, and the RI behind them."""
 
@@ -315,6 +334,7 @@ Entry = Annotated[
     | Approval
     | Escalation
     | ReviewClosed
+    | Claim
     | Execution
     | Control
     | Alert,

@@ -8,6 +8,14 @@ distinct people approved, and any one denial refuses it. Unanswered reviews esca
 assignees (finally to the RI) and, when they expire, close with the safe default their rule
 names. Each refusal carries a stable reason code. The queue lives in the ledger, so a person can
 answer from another process (the CLI) and the running gateway finds the answer there.
+
+A review's lifecycle is a fold over ledger events, the same in every process: open; approved
+(enough approvals still valid now); approved-and-claimed (the gateway's Claim, written while
+those approvals were valid, after which nothing changes it); denied; expired (closed with its
+safe default, which is claimed once if it is ``approve``); reopened (approvals that expired
+before anyone used them no longer count, and their reviewers may answer again). Every entry
+that changes a review is appended under a guard on the review's head (``review:ID``), so two
+answers racing from two processes cannot both count: the loser reads again and gets a reason.
 """
 
 from __future__ import annotations
@@ -18,11 +26,19 @@ from datetime import UTC, datetime, timedelta
 from answerable._canonical import canonical_bytes
 from answerable.charter import charter_of
 from answerable.clock import Clock, IdSource, rfc3339
-from answerable.errors import ApprovalRefused, EntryNotFound, NotAuthorized, SignatureInvalid
+from answerable.errors import (
+    ApprovalRefused,
+    Conflict,
+    EntryNotFound,
+    NotAuthorized,
+    RecordInvalid,
+    SignatureInvalid,
+)
 from answerable.keys import KeyPair
-from answerable.ledger.base import LedgerStore
+from answerable.ledger.base import Guard, LedgerStore
 from answerable.records import (
     Approval,
+    Claim,
     Decision,
     Escalation,
     Intent,
@@ -34,7 +50,15 @@ from answerable.records import (
 )
 from answerable.signing import sign, verify_signed_by
 
-__all__ = ["ReviewQueue", "ReviewState", "authenticate", "binding_of", "check_approval"]
+__all__ = ["ReviewQueue", "ReviewState", "authenticate", "binding_of", "check_approval", "review_key"]
+
+_RACE_RETRIES = 50
+"""How often an answer is re-checked after losing a race on the review's head."""
+
+
+def review_key(review_id: str) -> str:
+    """The guarded head every entry that changes a review is appended under."""
+    return f"review:{review_id}"
 
 
 def binding_of(intent: Intent, ruleset_hash: str) -> str:
@@ -60,15 +84,24 @@ class ReviewState:
     intent: Intent
     decision: Decision
     approvals: tuple[Approval, ...]
-    """The answers that verify (signature, role, binding, separation of duties), one per person;
-    anything else appended to the ledger under this review is ignored."""
+    """The answers that count: every valid denial, and per person their latest approval that is
+    still valid now, or, once claimed, the approvals the claim used. An answer that does not
+    verify (signature, role, binding, separation of duties) never counts."""
     escalations: tuple[Escalation, ...]
     closed: ReviewClosed | None
     now: str
-    """When this state was read: approvals count only until they expire."""
+    """When this state was read: an approval can be used (claimed) only until it expires."""
+    claim: Claim | None = None
+    """The gateway's claim to run the intent: once there, the review is settled for good."""
+    head: int | None = None
+    """The review's guarded head when this state was read: a write about it must expect this."""
+    lapsed: tuple[Approval, ...] = ()
+    """Approvals that expired before anyone used them: they reopened the review."""
 
     @property
     def live_approvals(self) -> tuple[Approval, ...]:
+        if self.claim is not None:
+            return tuple(a for a in self.approvals if a.verdict == "approve")
         return tuple(a for a in self.approvals if a.verdict == "approve" and a.expires_at > self.now)
 
     @property
@@ -78,9 +111,19 @@ class ReviewState:
             return f"expired:{self.closed.resolution}"
         if any(a.verdict == "deny" for a in self.approvals):
             return "denied"
-        if len(self.live_approvals) >= self.review.approvals_required:
+        if self.claim is not None or len(self.live_approvals) >= self.review.approvals_required:
             return "approved"
         return None
+
+    @property
+    def status(self) -> str:
+        """``open``, ``reopened``, ``approved`` (not yet claimed), ``claimed``, ``denied`` or ``expired``."""
+        if self.claim is not None:
+            return "claimed"
+        resolution = self.resolution
+        if resolution is None:
+            return "reopened" if self.lapsed else "open"
+        return "expired" if resolution.startswith("expired") else resolution
 
     @property
     def assignee(self) -> str | None:
@@ -134,8 +177,13 @@ def check_approval(approval: Approval, state: ReviewState, charter: SystemCharte
         )
 
     authenticate(approval, review, state.intent, state.decision, charter)
-    if any(a.id == approval.id for a in state.approvals):
+    if any(a.id == approval.id for a in (*state.approvals, *state.lapsed)):
         raise refuse("already_used", "this approval was already used; an approval is valid once")
+    if state.claim is not None:
+        raise refuse(
+            "already_claimed",
+            f"the intent was already claimed for execution ({state.claim.id}); nothing can change that",
+        )
     if state.resolution is not None:
         raise refuse("already_answered", f"the review is already settled ({state.resolution})")
     if any(a.by == approval.by for a in state.approvals):
@@ -162,6 +210,7 @@ class ReviewQueue:
         Raises:
             ApprovalRefused: ``unknown_review`` when the id is not a review in this ledger.
         """
+        head = self.ledger.head(review_key(review_id))  # read first: a later write moves it
         try:
             review = decode_entry(self.ledger.find(review_id).data)
         except EntryNotFound as exc:
@@ -178,26 +227,43 @@ class ReviewQueue:
             )
         intent = decode_entry(self.ledger.find(review.intent_id).data)
         decision = decode_entry(self.ledger.find(review.decision_id).data)
-        assert isinstance(intent, Intent)
-        assert isinstance(decision, Decision)
+        if not isinstance(intent, Intent) or not isinstance(decision, Decision):
+            raise RecordInvalid(f"review {review_id} does not point at an Intent and its Decision")
+        now = rfc3339(self.clock.now_ns())
         followers = [decode_entry(e.data) for e in self.ledger.caused_by(review.id)]
+        claim = next((f for f in followers if isinstance(f, Claim) and f.intent_id == intent.id), None)
         charter = charter_of(self.ledger)
-        approvals: dict[str, Approval] = {}
+        valid: list[Approval] = []
         for follower in followers:
-            if isinstance(follower, Approval) and follower.by not in approvals:
+            if isinstance(follower, Approval):
                 try:
                     authenticate(follower, review, intent, decision, charter)
                 except ApprovalRefused:
                     continue  # appended by someone who could not have given it: it does not count
-                approvals[follower.by] = follower
+                valid.append(follower)
+        denials = [a for a in valid if a.verdict == "deny"]
+        if claim is not None:
+            used = set(claim.causes)
+            counted = [a for a in valid if a.id in used or a.verdict == "deny"]
+            lapsed = [a for a in valid if a.verdict == "approve" and a.id not in used]
+        else:
+            latest: dict[str, Approval] = {}
+            for a in valid:
+                if a.verdict == "approve" and a.expires_at > now:
+                    latest.setdefault(a.by, a)
+            counted = [*denials, *(a for a in latest.values() if not any(d.by == a.by for d in denials))]
+            lapsed = [a for a in valid if a.verdict == "approve" and a.expires_at <= now]
         return ReviewState(
             review=review,
             intent=intent,
             decision=decision,
-            approvals=tuple(approvals.values()),
+            approvals=tuple(counted),
             escalations=tuple(f for f in followers if isinstance(f, Escalation)),
             closed=next((f for f in followers if isinstance(f, ReviewClosed)), None),
-            now=rfc3339(self.clock.now_ns()),
+            now=now,
+            claim=claim,
+            head=head,
+            lapsed=tuple(lapsed),
         )
 
     def all(self) -> list[ReviewState]:
@@ -237,17 +303,36 @@ class ReviewQueue:
         )
 
     async def submit(self, approval: Approval) -> ReviewState:
-        """Record a signed answer after checking it; nothing is written if it is refused."""
-        state = self.state(approval.review_id)
-        check_approval(approval, state, charter_of(self.ledger), now=rfc3339(self.clock.now_ns()))
-        await self.ledger.append([approval])
-        return self.state(approval.review_id)
+        """Record a signed answer after checking it; nothing is written if it is refused.
 
-    async def tick(self) -> list[Escalation | ReviewClosed]:
-        """Escalate overdue reviews one step, and close expired ones with their safe default."""
+        The answer is appended only if nothing about the review was written since it was
+        checked; when another answer won that race, it is checked again against the new state,
+        which then refuses it with a precise reason (or accepts it, for a second stage).
+        """
+        for _ in range(_RACE_RETRIES):
+            state = self.state(approval.review_id)
+            check_approval(approval, state, charter_of(self.ledger), now=rfc3339(self.clock.now_ns()))
+            try:
+                await self.ledger.append([approval], guards=[Guard(review_key(state.review.id), state.head)])
+            except Conflict:
+                continue
+            return self.state(approval.review_id)
+        raise ApprovalRefused(
+            f"review {approval.review_id}: it kept changing while this answer was checked; try again",
+            reason_code="busy",
+            review_id=approval.review_id,
+            who=approval.by,
+        )
+
+    async def tick(self, *, fence: int | None = None) -> list[Escalation | ReviewClosed]:
+        """Escalate overdue reviews one step, and close expired ones with their safe default.
+
+        Each write is guarded by its review's head: one that lost a race to an answer is dropped
+        (the next tick sees the answer). ``fence`` is the gateway's lease epoch.
+        """
         now_ns = self.clock.now_ns()
         now = rfc3339(now_ns)
-        written: list[Escalation | ReviewClosed] = []
+        planned: list[tuple[ReviewState, Escalation | ReviewClosed]] = []
         for state in self.open():
             review = state.review
             if review.expires_at is not None and review.expires_at <= now:
@@ -259,25 +344,35 @@ class ReviewQueue:
                     resolution=review.on_expiry,
                     reason=f"unanswered at {review.expires_at}; the safe default is {review.on_expiry}",
                 )
-                written.append(closed)
+                planned.append((state, closed))
                 continue
             if review.deadline is None or not review.assignees:
                 continue
             due = _add_seconds(review.deadline, review.escalate_every_seconds * len(state.escalations))
             position = review.assignees.index(state.assignee) if state.assignee in review.assignees else 0
             if due <= now and position + 1 < len(review.assignees):
-                written.append(
-                    Escalation(
-                        id=self.ids.new(),
-                        at=now,
-                        causes=(review.id,),
-                        review_id=review.id,
-                        to=review.assignees[position + 1],
-                        reason=f"{state.assignee} did not answer by {due}",
+                planned.append(
+                    (
+                        state,
+                        Escalation(
+                            id=self.ids.new(),
+                            at=now,
+                            causes=(review.id,),
+                            review_id=review.id,
+                            to=review.assignees[position + 1],
+                            reason=f"{state.assignee} did not answer by {due}",
+                        ),
                     )
                 )
-        if written:
-            await self.ledger.append(written)
+        written: list[Escalation | ReviewClosed] = []
+        for state, record in planned:
+            try:
+                await self.ledger.append(
+                    [record], fence=fence, guards=[Guard(review_key(state.review.id), state.head)]
+                )
+            except Conflict:
+                continue
+            written.append(record)
         return written
 
 

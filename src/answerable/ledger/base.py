@@ -8,7 +8,7 @@ from typing import Protocol
 
 from answerable.records import Record
 
-__all__ = ["MAX_ENTRY_BYTES", "LedgerStore", "StoredEntry", "VerifyReport"]
+__all__ = ["MAX_ENTRY_BYTES", "Guard", "LeaseRow", "LedgerStore", "StoredEntry", "VerifyReport"]
 
 MAX_ENTRY_BYTES = 65_535
 """An entry stays under 64 KiB, the C2SP tlog-tiles limit; larger payloads go by digest."""
@@ -33,6 +33,40 @@ class VerifyReport:
     checkpoints_checked: int
 
 
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """A compare-and-set on a named head, checked inside the append's own transaction.
+
+    The append commits only if the head ``key`` still points where the writer last saw it
+    (``expect``: the index of the last entry written under that key, None if none was); it then
+    points at the append's last entry. Two processes answering one review, or claiming one
+    intent, cannot both pass: that uniqueness lives in the store, not in any process.
+    """
+
+    key: str
+    expect: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRow:
+    """Who may sequence the ledger now: the one active gateway, fenced by its epoch.
+
+    ``beat`` is a counter the holder advances; a standby judges it dead when the counter stops
+    moving for long enough on the standby's own monotonic clock, so no wall clock is trusted.
+    """
+
+    holder: str
+    epoch: int
+    beat: int
+    pid: int
+    host: str
+    since: str
+    process: str
+    """Identifies the holder process beyond its pid (boot id and start time), so a reused pid
+    is not mistaken for the holder."""
+    released: bool = False
+
+
 class LedgerStore(Protocol):
     """What the gateway, control and the CLI need from a ledger backend.
 
@@ -42,7 +76,33 @@ class LedgerStore(Protocol):
 
     origin: str
 
-    async def append(self, records: Sequence[Record]) -> list[int]: ...
+    async def append(
+        self, records: Sequence[Record], *, fence: int | None = None, guards: Sequence[Guard] = ()
+    ) -> list[int]:
+        """Commit ``records`` durably, or none of them.
+
+        ``fence``: the writer's lease epoch; refused with LeaseLost unless it is the epoch in force
+        (writers that are not gateways, such as the CLI, pass None). ``guards``: refused with
+        Conflict unless every head is where the writer expects it.
+        """
+        ...
+
+    def head(self, key: str) -> int | None:
+        """Where a guarded head points: the index of the last entry appended under ``key``."""
+        ...
+
+    def lease(self) -> LeaseRow | None: ...
+
+    def take_lease(self, row: LeaseRow, *, expect: tuple[int, int] | None) -> int | None:
+        """Atomically take the lease when it is still as seen (``expect`` = (epoch, beat), None
+        when there was none); returns the new epoch, or None when someone else changed it first."""
+        ...
+
+    def beat_lease(self, epoch: int) -> bool:
+        """Advance the heartbeat; False when ``epoch`` is no longer the lease in force."""
+        ...
+
+    def release_lease(self, epoch: int) -> None: ...
 
     def size(self) -> int: ...
 

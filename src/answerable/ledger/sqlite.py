@@ -25,21 +25,34 @@ from typing import Any, TypeVar
 from answerable._canonical import canonical_bytes
 from answerable.errors import (
     ConfigError,
+    Conflict,
     EntryNotFound,
+    LeaseLost,
     LedgerError,
     NotALedger,
     ProofRequestInvalid,
     RecordInvalid,
 )
 from answerable.ledger import _verify, merkle, note
-from answerable.ledger.base import MAX_ENTRY_BYTES, StoredEntry, VerifyReport
+from answerable.ledger.base import MAX_ENTRY_BYTES, Guard, LeaseRow, StoredEntry, VerifyReport
 from answerable.records import Record
 
 __all__ = ["SQLiteLedger"]
 
 _FORMAT = "answerable-ledger"
-_FORMAT_VERSION = "1"
-_SCHEMA = """
+_FORMAT_VERSION = "2"
+_READABLE_VERSIONS = ("1", "2")
+"""Version 1 (before leases and claims) is migrated in place on open; see :func:`_migrate`."""
+_V2_TABLES = """
+CREATE TABLE IF NOT EXISTS lease (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    holder TEXT NOT NULL, epoch INTEGER NOT NULL, beat INTEGER NOT NULL, pid INTEGER NOT NULL,
+    host TEXT NOT NULL, since TEXT NOT NULL, process TEXT NOT NULL, released INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS guards (key TEXT PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID;
+"""
+_SCHEMA = (
+    """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE entries (
     idx INTEGER PRIMARY KEY,
@@ -55,12 +68,24 @@ CREATE TABLE causes (cause TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (cau
 CREATE TABLE checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT NULL);
 CREATE TABLE blobs (digest TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
 """
+    + _V2_TABLES
+)
 _OFFLOADABLE = ("payload",)
 """Only what agents and the world say may move to a blob; an Intent's arguments are what was
 judged and approved, so they stay in the entry (an oversized intent is refused instead)."""
 
 T = TypeVar("T")
 _Row = tuple[str, str, bytes, bytes, tuple[str, ...]]
+
+
+@dataclass(slots=True)
+class _Item:
+    """One caller's append: its rows, who waits for it, and the conditions it commits under."""
+
+    rows: list[_Row]
+    waiter: _Waiter
+    fence: int | None = None
+    guards: tuple[Guard, ...] = ()
 
 
 def _key_path(path: Path) -> Path:
@@ -75,15 +100,24 @@ class SQLiteLedger:
     ``synchronous=FULL`` (group commit) and only then resolves the callers' futures.
     """
 
-    def __init__(self, path: Path, *, signer: note.Signer | None, origin: str, verifier: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        signer: note.Signer | None,
+        origin: str,
+        verifier: str,
+        key_path: Path | None = None,
+    ) -> None:
         self.path = path
+        self.key_path = key_path or _key_path(path)
         self.origin = origin
         self._signer = signer
         self._verifier = verifier
         self._read_lock = threading.Lock()
         self._reader = _connect(path)
-        self._pending: list[tuple[list[_Row], _Waiter]] = []
-        self._turn: dict[asyncio.AbstractEventLoop, list[tuple[list[_Row], _Waiter]]] = {}
+        self._pending: list[_Item] = []
+        self._turn: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
         self._frontier: dict[tuple[int, int], bytes] = {}
         """The right edge of the tree after the last commit: the next commit's left siblings."""
         self._cv = threading.Condition()
@@ -97,9 +131,21 @@ class SQLiteLedger:
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str], *, create: bool = False, origin: str | None = None
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = False,
+        origin: str | None = None,
+        signing_key: str | os.PathLike[str] | None = None,
     ) -> SQLiteLedger:
         """Open a ledger, creating it (and its signing key) when ``create`` is set and it is absent.
+
+        ``signing_key`` is where the checkpoint signing key lives (created with mode 0600); by
+        default beside the database as ``LEDGER.key``. It need not sit beside the database, and
+        should not where whoever can write the database must not also be able to sign.
+
+        A ledger of format version 1 is migrated in place to version 2 (two tables added, nothing
+        in the Merkle log changes) and the migration is recorded in its metadata.
 
         Raises:
             NotALedger: the file exists but is not an answerable ledger, or does not exist and
@@ -109,7 +155,7 @@ class SQLiteLedger:
         if not p.exists():
             if not create:
                 raise NotALedger(str(p), "no such file")
-            return cls._create(p, origin)
+            return cls._create(p, origin, Path(signing_key) if signing_key else _key_path(p))
         try:
             with open(p, "rb") as handle:
                 magic = handle.read(16)
@@ -126,24 +172,30 @@ class SQLiteLedger:
             conn.close()
         if meta.get("format") != _FORMAT:
             raise NotALedger(str(p), "its metadata does not name the answerable ledger format")
-        if meta.get("version") != _FORMAT_VERSION:
-            raise NotALedger(str(p), f"format version {meta.get('version')!r} is not {_FORMAT_VERSION}")
+        if meta.get("version") not in _READABLE_VERSIONS:
+            known = ", ".join(_READABLE_VERSIONS)
+            raise NotALedger(str(p), f"format version {meta.get('version')!r} is not one of {known}")
+        if meta["version"] != _FORMAT_VERSION:
+            _migrate(p, meta["version"])
         signer = None
-        key_file = _key_path(p)
+        key_file = Path(signing_key) if signing_key else _key_path(p)
         if key_file.exists():
             raw = key_file.read_bytes()
             try:
                 signer = note.Signer.from_private_bytes(meta["origin"], bytes.fromhex(raw.decode().strip()))
             except ValueError as exc:
                 raise ConfigError(f"ledger key file {key_file} is damaged: {exc}") from exc
-        return cls(p, signer=signer, origin=meta["origin"], verifier=meta["verifier_key"])
+        return cls(p, signer=signer, origin=meta["origin"], verifier=meta["verifier_key"], key_path=key_file)
 
     @classmethod
-    def _create(cls, path: Path, origin: str | None) -> SQLiteLedger:
+    def _create(cls, path: Path, origin: str | None, key_file: Path) -> SQLiteLedger:
         origin = origin or f"answerable.local/{uuid.uuid4().hex[:16]}"
         signer = note.Signer.generate(origin)
-        key_file = _key_path(path)
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: set it
+        except OSError as exc:
+            raise ConfigError(f"cannot create the signing key {key_file}: {exc.strerror}") from exc
         with os.fdopen(fd, "w") as handle:
             handle.write(signer.private_bytes().hex() + "\n")
         conn = _connect(path)
@@ -161,22 +213,30 @@ class SQLiteLedger:
                 )
         finally:
             conn.close()
-        return cls(path, signer=signer, origin=origin, verifier=signer.verifier_key())
+        return cls(path, signer=signer, origin=origin, verifier=signer.verifier_key(), key_path=key_file)
 
     # --- appending ------------------------------------------------------------------------------
 
-    def append_nowait(self, records: Sequence[Record]) -> Future[list[int]]:
+    def append_nowait(
+        self, records: Sequence[Record], *, fence: int | None = None, guards: Sequence[Guard] = ()
+    ) -> Future[list[int]]:
         """Queue records for the next group commit; the future resolves to their indexes."""
         future: Future[list[int]] = Future()
-        self._enqueue([([self._row(r) for r in records], future)])
+        self._enqueue([_Item([self._row(r) for r in records], future, fence, tuple(guards))])
         return future
 
-    async def append(self, records: Sequence[Record]) -> list[int]:
-        """Append and wait until the records are durably committed.
+    async def append(
+        self, records: Sequence[Record], *, fence: int | None = None, guards: Sequence[Guard] = ()
+    ) -> list[int]:
+        """Append and wait until the records are durably committed (or refused, all of them).
 
         Appends made in the same turn of the event loop travel to the writer together, and the
         writer wakes the loop once per commit, not once per caller: with many concurrent callers
         that is what keeps one core busy with work rather than with thread hand-offs.
+
+        Raises:
+            LeaseLost: ``fence`` is not the lease epoch in force when the commit runs.
+            Conflict: a guarded head moved since the caller read it.
         """
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[list[int]] = loop.create_future()
@@ -185,7 +245,7 @@ class SQLiteLedger:
         if batch is None:
             batch = self._turn[loop] = []
             loop.call_soon(self._end_of_turn, loop)
-        batch.append((rows, _LoopWaiter(loop, waiter)))
+        batch.append(_Item(rows, _LoopWaiter(loop, waiter), fence, tuple(guards)))
         return await waiter
 
     def _end_of_turn(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -193,17 +253,21 @@ class SQLiteLedger:
         try:
             self._enqueue(items)
         except LedgerError as exc:
-            _resolve_on_loop([(w.future, (None, exc)) for _, w in items if isinstance(w, _LoopWaiter)])
+            _resolve_on_loop(
+                [(i.waiter.future, (None, exc)) for i in items if isinstance(i.waiter, _LoopWaiter)]
+            )
 
-    def _enqueue(self, items: list[tuple[list[_Row], _Waiter]]) -> None:
+    def _enqueue(self, items: list[_Item]) -> None:
         with self._cv:
             if self._closing:
                 raise LedgerError(f"ledger {self.path} is closed")
             self._pending.extend(items)
             self._cv.notify()
 
-    def append_sync(self, records: Sequence[Record]) -> list[int]:
-        return self.append_nowait(records).result()
+    def append_sync(
+        self, records: Sequence[Record], *, fence: int | None = None, guards: Sequence[Guard] = ()
+    ) -> list[int]:
+        return self.append_nowait(records, fence=fence, guards=guards).result()
 
     def _row(self, record: Record) -> _Row:
         body = record.model_dump(mode="json")
@@ -238,55 +302,97 @@ class SQLiteLedger:
                     return
                 try:
                     try:
-                        indexes = self._commit(conn, [rows for rows, _ in batch])
+                        settlements = self._commit(conn, batch)
                     except sqlite3.IntegrityError:
                         # Rare: an id used twice. Fail only its callers and commit everyone else;
                         # the common path pays nothing for this check.
                         batch = self._refuse_duplicates(conn, batch)
-                        indexes = self._commit(conn, [rows for rows, _ in batch]) if batch else []
+                        settlements = self._commit(conn, batch) if batch else []
                 except Exception as exc:  # every waiter must learn of the failure
                     error = _translate(exc, self.path)
-                    _settle_all([(waiter, None, error) for _, waiter in batch])
+                    _settle_all([(item.waiter, None, error) for item in batch])
                     continue
                 # A caller that was cancelled while waiting (its task crashed) still had its records
                 # committed: they are in the ledger, and Gateway.reconcile finishes what they began.
-                _settle_all([(waiter, idx, None) for (_, waiter), idx in zip(batch, indexes, strict=True)])
+                _settle_all(settlements)
         finally:
             conn.close()
 
-    def _refuse_duplicates(
-        self, conn: sqlite3.Connection, batch: list[tuple[list[_Row], _Waiter]]
-    ) -> list[tuple[list[_Row], _Waiter]]:
+    def _refuse_duplicates(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[_Item]:
         """Fail only the callers whose entry ids are already used, not everyone sharing the commit."""
-        ids = [row[0] for rows, _ in batch for row in rows]
+        ids = [row[0] for item in batch for row in item.rows]
         taken: set[str] = set()
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             taken.update(r[0] for r in conn.execute(f"SELECT id FROM entries WHERE id IN ({marks})", chunk))
-        keep: list[tuple[list[_Row], _Waiter]] = []
+        keep: list[_Item] = []
         refused: list[tuple[_Waiter, list[int] | None, BaseException | None]] = []
         seen = set(taken)
-        for rows, waiter in batch:
-            mine = [row[0] for row in rows]
+        for item in batch:
+            mine = [row[0] for row in item.rows]
             clash = [i for i in mine if i in seen] or [i for i in set(mine) if mine.count(i) > 1]
             if clash:
                 error = RecordInvalid(
                     f"ledger {self.path} already holds an entry with id {clash[0]}; ids are used once"
                 )
-                refused.append((waiter, None, error))
+                refused.append((item.waiter, None, error))
                 continue
             seen.update(mine)
-            keep.append((rows, waiter))
+            keep.append(item)
         if refused:
             _settle_all(refused)
         return keep
 
-    def _commit(self, conn: sqlite3.Connection, groups: list[list[_Row]]) -> list[list[int]]:
+    def _admit(
+        self, conn: sqlite3.Connection, batch: list[_Item], size: int
+    ) -> tuple[list[_Item], dict[str, int], list[tuple[_Waiter, list[int] | None, BaseException | None]]]:
+        """Check each item's fence and guards in order, inside the commit's transaction.
+
+        Items are judged one after another as if each were its own transaction, so two items
+        of one group commit guarding the same head cannot both pass.
+        """
+        admitted: list[_Item] = []
+        heads: dict[str, int | None] = {}
+        moved: dict[str, int] = {}
+        refused: list[tuple[_Waiter, list[int] | None, BaseException | None]] = []
+        epoch: int | None = None
+        lease_read = False
+        at = size
+        for item in batch:
+            if item.fence is not None:
+                if not lease_read:
+                    row = conn.execute("SELECT epoch, released FROM lease").fetchone()
+                    epoch = None if row is None or row[1] else int(row[0])
+                    lease_read = True
+                if epoch != item.fence:
+                    refused.append((item.waiter, None, LeaseLost(item.fence, epoch)))
+                    continue
+            conflict = None
+            for guard in item.guards:
+                if guard.key not in heads:
+                    found = conn.execute("SELECT idx FROM guards WHERE key = ?", (guard.key,)).fetchone()
+                    heads[guard.key] = None if found is None else int(found[0])
+                if heads[guard.key] != guard.expect:
+                    conflict = Conflict(guard.key, guard.expect, heads[guard.key])
+                    break
+            if conflict is not None:
+                refused.append((item.waiter, None, conflict))
+                continue
+            at += len(item.rows)
+            for guard in item.guards:
+                heads[guard.key] = moved[guard.key] = at - 1
+            admitted.append(item)
+        return admitted, moved, refused
+
+    def _commit(
+        self, conn: sqlite3.Connection, batch: list[_Item]
+    ) -> list[tuple[_Waiter, list[int] | None, BaseException | None]]:
         conn.execute("BEGIN IMMEDIATE")
         try:
             size = conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()[0]
-            flat = [row for rows in groups for row in rows]
+            admitted, moved, settlements = self._admit(conn, batch, size)
+            flat = [row for item in admitted for row in item.rows]
             entry_rows = [(size + n, r[0], r[1], r[2], r[3]) for n, r in enumerate(flat)]
             stored = _getter(conn)
             cache = self._frontier
@@ -303,6 +409,8 @@ class SQLiteLedger:
                 "INSERT OR IGNORE INTO causes VALUES (?, ?)",
                 [(cause, size + n) for n, r in enumerate(flat) for cause in r[4]],
             )
+            if moved:
+                conn.executemany("INSERT OR REPLACE INTO guards VALUES (?, ?)", list(moved.items()))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -314,11 +422,71 @@ class SQLiteLedger:
                 size + len(flat), lambda lv, i: made.get((lv, i)) or get_node(lv, i)
             )
         }
-        out, start = [], size
-        for rows in groups:
-            out.append(list(range(start, start + len(rows))))
-            start += len(rows)
-        return out
+        start = size
+        for item in admitted:
+            settlements.append((item.waiter, list(range(start, start + len(item.rows))), None))
+            start += len(item.rows)
+        return settlements
+
+    # --- guards and the lease -------------------------------------------------------------------
+
+    def head(self, key: str) -> int | None:
+        row = self._read(lambda c: c.execute("SELECT idx FROM guards WHERE key = ?", (key,)).fetchone())
+        return None if row is None else int(row[0])
+
+    def lease(self) -> LeaseRow | None:
+        row = self._read(
+            lambda c: c.execute(
+                "SELECT holder, epoch, beat, pid, host, since, process, released FROM lease"
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        holder, epoch, beat, pid, host, since, process, released = row
+        return LeaseRow(holder, epoch, beat, pid, host, since, process, released=bool(released))
+
+    def take_lease(self, row: LeaseRow, *, expect: tuple[int, int] | None) -> int | None:
+        def take(conn: sqlite3.Connection) -> int | None:
+            current = conn.execute("SELECT epoch, beat FROM lease").fetchone()
+            if (None if current is None else (int(current[0]), int(current[1]))) != expect:
+                return None
+            epoch = 1 if current is None else int(current[0]) + 1
+            conn.execute(
+                "INSERT OR REPLACE INTO lease VALUES (1, ?, ?, 0, ?, ?, ?, ?, 0)",
+                (row.holder, epoch, row.pid, row.host, row.since, row.process),
+            )
+            return epoch
+
+        return self._short_write(take)
+
+    def beat_lease(self, epoch: int) -> bool:
+        def beat(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute("UPDATE lease SET beat = beat + 1 WHERE epoch = ? AND released = 0", (epoch,))
+            return cur.rowcount == 1
+
+        return self._short_write(beat)
+
+    def release_lease(self, epoch: int) -> None:
+        self._short_write(
+            lambda c: c.execute("UPDATE lease SET released = 1 WHERE epoch = ?", (epoch,)).rowcount
+        )
+
+    def _short_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """One small write transaction on its own connection (the writer thread may be busy)."""
+        conn = _connect(self.path)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return result
+        except sqlite3.DatabaseError as exc:
+            raise _translate(exc, self.path) from exc
+        finally:
+            conn.close()
 
     # --- reading --------------------------------------------------------------------------------
 
@@ -382,20 +550,48 @@ class SQLiteLedger:
         return [StoredEntry(*r) for r in rows]
 
     def put_blob(self, data: bytes) -> str:
+        """Store ``data`` under its digest (see ``_verify.blob_digest``) and return the digest.
+
+        A blob already stored under that digest is reused only if it still holds these bytes: an
+        entry about to cite it must not cite an altered one.
+
+        Raises:
+            LedgerTampered: the blob stored under this digest was altered.
+        """
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         conn = _connect(self.path)
         try:
-            with conn:
-                conn.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?)", (digest, data))
+            added = conn.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?)", (digest, data)).rowcount
+            if not added:
+                row = conn.execute("SELECT data FROM blobs WHERE digest = ?", (digest,)).fetchone()
+                if row is not None and bytes(row[0]) != data:
+                    raise _verify.altered_blob(digest, bytes(row[0]), None)
+        except sqlite3.DatabaseError as exc:
+            raise _translate(exc, self.path) from exc
         finally:
             conn.close()
         return digest
 
     def get_blob(self, digest: str) -> bytes:
+        """The bytes stored under ``digest``, checked against it on every read.
+
+        Raises:
+            EntryNotFound: no blob is stored under ``digest``.
+            LedgerTampered: the stored bytes no longer hash to ``digest``; names the entry citing it.
+        """
         row = self._read(lambda c: c.execute("SELECT data FROM blobs WHERE digest = ?", (digest,)).fetchone())
         if row is None:
             raise EntryNotFound(digest)
-        return bytes(row[0])
+        data = bytes(row[0])
+        if _verify.blob_digest(data) != digest:
+            citing = self._read(
+                lambda c: c.execute(
+                    "SELECT idx, id FROM entries WHERE instr(data, ?) > 0 ORDER BY idx LIMIT 1",
+                    (digest.encode(),),
+                ).fetchone()
+            )
+            raise _verify.altered_blob(digest, data, None if citing is None else (int(citing[0]), citing[1]))
+        return data
 
     # --- proofs and checkpoints -----------------------------------------------------------------
 
@@ -424,7 +620,7 @@ class SQLiteLedger:
     def checkpoint(self) -> str:
         """Sign and store a checkpoint of the ledger as it is now."""
         if self._signer is None:
-            raise ConfigError(f"cannot sign a checkpoint: the ledger key {_key_path(self.path)} is missing")
+            raise ConfigError(f"cannot sign a checkpoint: the ledger key {self.key_path} is missing")
         with self._read_lock:
             size, get = self._with_size_locked(None)
             cp = note.Checkpoint(origin=self.origin, size=size, root_hash=merkle.root_hash(size, get))
@@ -448,16 +644,27 @@ class SQLiteLedger:
 
     # --- verification ---------------------------------------------------------------------------
 
-    def verify(self, checkpoint: str | None = None) -> VerifyReport:
-        """Recompute every leaf, node, root and stored checkpoint; raise LedgerTampered at the first fault.
+    def verify(self, checkpoint: str | None = None, *, key: str | None = None) -> VerifyReport:
+        """Recompute every leaf, blob, node, root and checkpoint; raise LedgerTampered at the first fault.
+
+        Without ``checkpoint`` or ``key`` this proves self-consistency only: a history rewritten
+        with a rebuilt tree and a fresh key agrees with itself too.
 
         Args:
             checkpoint: a checkpoint saved earlier (outside the ledger); the ledger must still be
                 consistent with it, which catches truncation and rollback.
+            key: the verifier key as ``answerable ledger key`` printed it, kept outside the ledger.
+                The key the database records must be this one, every stored checkpoint must be
+                signed with it, and one of them (or ``checkpoint``) must cover every entry.
+
+        Raises:
+            LedgerTampered: naming the entry by index and id as precisely as the evidence allows.
+            ConfigError: ``key`` or ``checkpoint`` is malformed.
         """
         conn = _connect(self.path)
         try:
-            return _verify.verify(_SQLiteView(conn, self._verifier, self.origin), checkpoint)
+            conn.execute("BEGIN")  # one snapshot: a commit landing meanwhile is not seen half-way
+            return _verify.verify(_SQLiteView(conn), checkpoint, key=key)
         except sqlite3.DatabaseError as exc:
             raise _translate(exc, self.path) from exc
         finally:
@@ -478,16 +685,40 @@ class SQLiteLedger:
 
 
 class _SQLiteView:
-    """The raw rows verification needs, read in index order."""
+    """The raw rows verification needs, read in index order inside the caller's read transaction.
 
-    def __init__(self, conn: sqlite3.Connection, verifier: str, origin: str) -> None:
+    The key and origin are read from the database as it is now, not as it was when the ledger was
+    opened: a key replaced since must be seen by the next verification.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
-        self.verifier = verifier
-        self.origin = origin
+        meta = dict(
+            conn.execute("SELECT key, value FROM meta WHERE key IN ('verifier_key', 'origin')").fetchall()
+        )
+        self.verifier = str(meta.get("verifier_key", ""))
+        self.origin = str(meta.get("origin", ""))
 
     def leaves(self) -> Iterator[tuple[int, str, str, bytes, bytes]]:
         cur = self.conn.execute("SELECT idx, id, kind, data, leaf_hash FROM entries ORDER BY idx")
         while rows := cur.fetchmany(4096):
+            yield from rows
+
+    def rows(self, start: int, stop: int) -> Iterator[tuple[int, str, bytes]]:
+        cur = self.conn.execute(
+            "SELECT idx, id, data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, stop)
+        )
+        while rows := cur.fetchmany(4096):
+            yield from rows
+
+    def causes_by_index(self) -> Iterator[tuple[int, str]]:
+        cur = self.conn.execute("SELECT idx, cause FROM causes ORDER BY idx")
+        while rows := cur.fetchmany(8192):
+            yield from rows
+
+    def blobs(self) -> Iterator[tuple[str, bytes]]:
+        cur = self.conn.execute("SELECT digest, data FROM blobs")
+        while rows := cur.fetchmany(64):
             yield from rows
 
     def level(self, level: int) -> list[tuple[int, bytes]]:
@@ -548,6 +779,37 @@ def _resolve_on_loop(items: list[tuple[asyncio.Future[list[int]], _Outcome]]) ->
             future.set_exception(error)
         else:
             future.set_result(result or [])
+
+
+def _migrate(path: Path, version: str) -> None:
+    """Bring an earlier format up to this one in place, and record that it was done.
+
+    1 -> 2 adds the ``lease`` and ``guards`` tables; entries, nodes and checkpoints are untouched,
+    so roots and old checkpoints stay valid. ``v2_from`` records the size at migration: entries
+    before it were written without claims, which reconcile takes into account.
+    """
+    conn = _connect(path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = conn.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0]
+            if current == version == "1":
+                size = conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()[0]
+                for statement in filter(str.strip, _V2_TABLES.split(";")):
+                    conn.execute(statement)  # executescript would commit the open transaction
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'version'", (_FORMAT_VERSION,))
+                conn.executemany(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                    [("v2_from", str(size)), ("migrated", f"1 -> 2 at size {size}")],
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    except sqlite3.DatabaseError as exc:
+        raise LedgerError(f"ledger {path}: migrating format {version} failed: {exc}") from exc
+    finally:
+        conn.close()
 
 
 def _connect(path: Path) -> sqlite3.Connection:

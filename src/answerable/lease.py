@@ -1,0 +1,201 @@
+"""One active gateway per ledger: a lease in the store, with an epoch that fences the old holder.
+
+The holder advances a heartbeat counter in the lease row from a thread of its own. A standby
+watches that counter and takes over only when it has not moved for ``ttl`` seconds measured on
+the standby's own monotonic clock: no wall clock is compared with another, so a clock that jumps
+changes nothing. Taking over bumps the epoch in one conditional write; from then on the store
+refuses every append fenced with the old epoch, and partners that check fencing tokens refuse
+its calls, so a holder that was only paused (SIGSTOP, a long GC, a hung VM) can do no harm when
+it wakes. A holder on this host whose process is gone is replaced at once: waiting out the lease
+of a process known to be dead helps nobody.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from answerable.clock import rfc3339
+from answerable.errors import AnswerableError, ConfigError, LeaseHeld, LeaseLost
+from answerable.ledger.base import LeaseRow, LedgerStore
+
+__all__ = ["Lease", "process_alive", "process_token"]
+
+Monotonic = Callable[[], float]
+
+
+def process_token(pid: int) -> str:
+    """Boot id and start time of a process: what tells it apart from a later one with its pid.
+
+    Empty where /proc does not say (then only the pid is compared).
+    """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat.rsplit(")", 1)[-1].split()
+    return f"{boot}:{fields[19]}" if len(fields) > 19 else ""
+
+
+def process_alive(pid: int, token: str) -> bool:
+    """Whether the process that took the lease still runs (on this host)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return not token  # no /proc to ask: trust the pid alone
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        return False  # killed, not yet reaped by its parent
+    return not token or process_token(pid) == token
+
+
+class Lease:
+    """This process's claim to be the ledger's one active gateway.
+
+    Args:
+        ledger: the store holding the lease row.
+        ttl: seconds without a heartbeat after which a standby may take over.
+        holder: a name for logs and errors; by default ``gateway@HOST:PID``.
+        monotonic: the clock a standby measures silence with (injected in tests).
+    """
+
+    def __init__(
+        self,
+        ledger: LedgerStore,
+        *,
+        ttl: float = 10.0,
+        holder: str | None = None,
+        monotonic: Monotonic = time.monotonic,
+        poll: float | None = None,
+    ) -> None:
+        if ttl <= 0:
+            raise ConfigError(f"a lease ttl must be a positive number of seconds, not {ttl}")
+        self.ledger = ledger
+        self.ttl = ttl
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.holder = holder or f"gateway@{self.host}:{self.pid}"
+        self._monotonic = monotonic
+        self._poll = poll if poll is not None else min(ttl / 4, 0.5)
+        self._epoch: int | None = None
+        self._lost: LeaseLost | None = None
+        self._stop = threading.Event()
+        self._beater: threading.Thread | None = None
+
+    @property
+    def epoch(self) -> int:
+        """The epoch this gateway holds.
+
+        Raises:
+            LeaseLost: it never held one, or another gateway took over.
+        """
+        if self._lost is not None:
+            raise self._lost
+        if self._epoch is None:
+            raise LeaseLost(0, None)
+        return self._epoch
+
+    @property
+    def held(self) -> bool:
+        return self._epoch is not None and self._lost is None
+
+    def acquire(self, *, standby: bool = False, timeout: float | None = None) -> int:
+        """Take the lease, or wait for it as a standby; returns the epoch now held.
+
+        Raises:
+            LeaseHeld: another live gateway holds it (``standby`` false), or it still did when
+                ``timeout`` ran out.
+        """
+        if self.held:
+            return self.epoch
+        deadline = None if timeout is None else self._monotonic() + timeout
+        seen: tuple[int, int] | None = None
+        quiet_since = self._monotonic()
+        while True:
+            row = self.ledger.lease()
+            if row is None or row.released or self._dead_here(row):
+                if (epoch := self._take(row)) is not None:
+                    return epoch
+                continue  # someone else changed it first: look again
+            now = self._monotonic()
+            if (row.epoch, row.beat) != seen:
+                seen, quiet_since = (row.epoch, row.beat), now
+            elif now - quiet_since >= self.ttl:
+                if (epoch := self._take(row)) is not None:
+                    return epoch
+                continue
+            if not standby or (deadline is not None and now >= deadline):
+                raise LeaseHeld(
+                    self.ledger.origin, holder=row.holder, pid=row.pid, host=row.host, since=row.since
+                )
+            time.sleep(self._poll)
+
+    def _dead_here(self, row: LeaseRow) -> bool:
+        return row.host == self.host and row.pid != self.pid and not process_alive(row.pid, row.process)
+
+    def _take(self, row: LeaseRow | None) -> int | None:
+        mine = LeaseRow(
+            holder=self.holder,
+            epoch=0,
+            beat=0,
+            pid=self.pid,
+            host=self.host,
+            since=rfc3339(time.time_ns()),
+            process=process_token(self.pid),
+        )
+        epoch = self.ledger.take_lease(mine, expect=None if row is None else (row.epoch, row.beat))
+        if epoch is None:
+            return None
+        self._epoch, self._lost = epoch, None
+        self._stop.clear()
+        self._beater = threading.Thread(target=self._beat, name=f"lease:{self.holder}", daemon=True)
+        self._beater.start()
+        return epoch
+
+    def _beat(self) -> None:
+        epoch = self._epoch
+        if epoch is None:
+            return
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                if not self.ledger.beat_lease(epoch):
+                    current = self.ledger.lease()
+                    self._lost = LeaseLost(epoch, None if current is None else current.epoch)
+                    return
+            except AnswerableError:
+                continue  # a busy or briefly unreadable store: try again next beat
+
+    def check(self) -> int:
+        """The epoch, confirmed against the store just now (a read, no write).
+
+        Raises:
+            LeaseLost: the store says another epoch is in force.
+        """
+        epoch = self.epoch
+        row = self.ledger.lease()
+        if row is None or row.released or row.epoch != epoch:
+            self._lost = LeaseLost(epoch, None if row is None or row.released else row.epoch)
+            raise self._lost
+        return epoch
+
+    def release(self) -> None:
+        """Give the lease up so a successor need not wait out the ttl."""
+        self._stop.set()
+        if self._beater is not None:
+            self._beater.join()
+            self._beater = None
+        if self._epoch is not None and self._lost is None:
+            with contextlib.suppress(AnswerableError):
+                self.ledger.release_lease(self._epoch)
+        self._epoch = None
