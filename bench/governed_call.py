@@ -5,8 +5,12 @@ document). The process pins itself to one CPU first, so the ledger writer thread
 and the peer all share one core.
 
 What one governed action costs in answerable: validate the arguments, decide under Cedar, check
-control, commit Intent + Decision durably (SQLite WAL, ``synchronous=FULL``: an fsync per group
-commit), call the operation, commit the Execution. AGT's ``govern()`` evaluates its YAML policy
+control, commit Intent + Decision + Claim durably under the lease's fence (SQLite WAL,
+``synchronous=FULL``: an fsync per group commit), call the operation, commit the Execution.
+
+The cost of the lease and the claims is measured in the same run: the same loop runs, in a
+subprocess, against the source tree of ``--baseline-rev`` (the last commit before them, taken
+from git), pinned to the same core. AGT's ``govern()`` evaluates its YAML policy
 and appends one entry to an in-memory audit log; see ``_agt_peer.py`` for exactly what it does.
 """
 
@@ -14,6 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +43,16 @@ INSTALL_HINT = "pip install -e '.[bench]'"
 OURS_AUDIT = "durable: SQLite WAL, synchronous=FULL (fsync per group commit), Merkle tree"
 SETUP_ENTRIES = 2
 """The SystemCharter and RulesetVersion that ``Gateway.install`` records."""
+BASELINE_REV = "1eddc26"
+"""The last commit before leases and claims: the "before" of their cost."""
+
+
+def _per_action() -> tuple[str, ...]:
+    """The entries one allowed action writes in the answerable being measured."""
+    from answerable import records
+
+    claims = hasattr(records, "Claim")
+    return ("Intent", "Decision", "Claim", "Execution") if claims else ("Intent", "Decision", "Execution")
 
 
 # --- the baseline ---------------------------------------------------------------------------------
@@ -116,11 +133,14 @@ async def _answerable(directory: Path, seq_n: int, conc_n: int, tasks: int, warm
         t0 = time.perf_counter()
         report = ledger.verify()
         verify_s = time.perf_counter() - t0
-        counts = {kind: len(ledger.of_kind(kind)) for kind in ("Intent", "Decision", "Execution")}
+        kinds = _per_action()
+        counts = {kind: len(ledger.of_kind(kind)) for kind in kinds}
         size = ledger.size()
     finally:
+        if hasattr(gateway, "close"):
+            gateway.close()
         ledger.close()
-    expected = SETUP_ENTRIES + 3 * governed
+    expected = SETUP_ENTRIES + len(kinds) * governed
     return {
         "audit": OURS_AUDIT,
         "ledger_filesystem": common.filesystem_of(directory),
@@ -140,6 +160,7 @@ async def _answerable(directory: Path, seq_n: int, conc_n: int, tasks: int, warm
         "ledger_check": {
             "governed_actions": governed,
             "setup_entries": SETUP_ENTRIES,
+            "entries_per_action": len(kinds),
             "expected_entries": expected,
             "ledger_size": size,
             "by_kind": counts,
@@ -211,13 +232,50 @@ def _added(latency: dict[str, float], direct: dict[str, float]) -> dict[str, flo
     }
 
 
+def measure_baseline(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
+    """The same answerable loop on the source tree of ``args.baseline_rev``, in a subprocess."""
+    root = Path(__file__).resolve().parent.parent
+    tree = directory / "baseline"
+    tree.mkdir()
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(root), "archive", args.baseline_rev, "src/answerable"],
+            capture_output=True,
+            check=True,
+        )
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return {"available": False, "rev": args.baseline_rev, "reason": f"{type(exc).__name__}: {exc}"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree / "src"), str(Path(__file__).parent)])}
+    command = [
+        sys.executable,
+        __file__,
+        "--answerable-only",
+        "--json",
+        f"--sequential={args.sequential}",
+        f"--concurrent={args.concurrent}",
+        f"--tasks={args.tasks}",
+        f"--warmup={args.warmup}",
+        f"--dir={directory}",
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return {"available": False, "rev": args.baseline_rev, "reason": done.stderr.strip()[-400:]}
+    return {"available": True, "rev": args.baseline_rev, **json.loads(done.stdout)}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     pinning = common.pin_to_one_core(0)
     base = Path(args.dir) if args.dir else None
     with tempfile.TemporaryDirectory(prefix="answerable-bench-", dir=base) as tmp:
         directory = Path(tmp)
+        if args.answerable_only:
+            return asyncio.run(
+                _answerable(directory, args.sequential, args.concurrent, args.tasks, args.warmup)
+            )
         direct = measure_direct(args.direct)
         ours = asyncio.run(_answerable(directory, args.sequential, args.concurrent, args.tasks, args.warmup))
+        baseline = measure_baseline(args, directory) if args.baseline_rev else {"available": False}
         agt = measure_agt(args.agt, args.warmup, directory)
     for mode in ("sequential", "concurrent"):
         ours[mode]["added"] = _added(ours[mode]["latency"], direct["latency"])
@@ -238,8 +296,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "direct": {"what": "bench/_agt_peer.noop_tool() called directly", **direct},
         "answerable": ours,
+        "baseline": baseline,
+        "lease_and_claims_cost": _cost(ours, baseline),
         "agt": agt,
     }
+
+
+def _cost(ours: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """Throughput lost to the lease and claims, per mode: 1 - after / before."""
+    if not baseline.get("available"):
+        return {"available": False}
+    out: dict[str, Any] = {"available": True, "goal": "under 10%"}
+    for mode in ("sequential", "concurrent"):
+        before = baseline[mode]["actions_per_s"]
+        after = ours[mode]["actions_per_s"]
+        out[mode] = {"before_per_s": before, "after_per_s": after, "cost": 1 - after / before}
+    return out
 
 
 def render(doc: dict[str, Any]) -> None:
@@ -303,6 +375,17 @@ def render(doc: dict[str, Any]) -> None:
             )
     console.print(table)
 
+    cost = doc["lease_and_claims_cost"]
+    if cost["available"]:
+        for mode in ("sequential", "concurrent"):
+            c = cost[mode]
+            console.print(
+                f"lease + claims, {mode}: {c['before_per_s']:,.0f}/s at {doc['baseline']['rev']} (before) -> "
+                f"{c['after_per_s']:,.0f}/s now: cost {c['cost']:.1%} of throughput (goal {cost['goal']})"
+            )
+    else:
+        console.print(f"[yellow]baseline not measured: {escape(str(doc['baseline'].get('reason')))}[/yellow]")
+
     floor = doc["floor"]
     conc = ours["concurrent"]["actions_per_s"]
     verdict = "[green]meets[/green]" if floor["met_by_concurrent"] else "[red]BELOW[/red]"
@@ -314,7 +397,8 @@ def render(doc: dict[str, Any]) -> None:
     check = ours["ledger_check"]
     mark = "[green]ok[/green]" if check["ok"] else "[red]MISMATCH[/red]"
     console.print(
-        f"ledger check: {check['governed_actions']:,} governed actions x 3 + {check['setup_entries']} setup "
+        f"ledger check: {check['governed_actions']:,} governed actions x {check['entries_per_action']} "
+        f"+ {check['setup_entries']} setup "
         f"= {check['expected_entries']:,} expected, {check['ledger_size']:,} in the ledger "
         f"(by kind {check['by_kind']}) {mark}; full verify of {check['verified_size']:,} entries "
         f"took {check['verify_s']:.2f} s"
@@ -353,6 +437,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--direct", type=int, default=100_000, help="direct calls")
     parser.add_argument("--warmup", type=int, default=200, help="warm-up actions before measuring")
     parser.add_argument("--dir", help="where to put the ledger (default: the system temp dir)")
+    parser.add_argument(
+        "--baseline-rev",
+        default=BASELINE_REV,
+        help="git revision measured as 'before' the lease and claims ('' to skip)",
+    )
+    parser.add_argument("--answerable-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.sequential, args.concurrent, args.agt, args.direct, args.warmup = 100, 1_000, 1_000, 10_000, 20

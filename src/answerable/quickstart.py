@@ -50,12 +50,12 @@ def run(out_dir: Path, console: Console) -> None:
         table.add_column(column)
     for step, cents, outcome in outcomes:
         decision = outcome.decision
-        assert decision is not None  # the gateway always decides
-        by = (
-            "; ".join(decision.errors)
-            if decision.effect == "deny" and decision.errors
-            else ", ".join(decision.policy_ids)
-        )
+        if decision is None:  # the gateway always decides; only the ungoverned baseline does not
+            by = "nobody"
+        elif decision.effect == "deny" and decision.errors:
+            by = "; ".join(decision.errors)
+        else:
+            by = ", ".join(decision.policy_ids)
         table.add_row(step, f"{cents / 100:.2f}", outcome.status, by)
     console.print(table)
     console.print(f"ledger: {out_dir / 'ledger.db'} ({report.size} entries, verified)")

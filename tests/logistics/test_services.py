@@ -565,3 +565,29 @@ async def test_carrier_records_match_the_ledgers_successful_executions_one_to_on
     assert len({key for key, _ in world}) == len(world)
     assert sum(r.applied for r in carrier.requests) == len(carrier.records)
     assert BookingRequest.model_validate(plans[0]) == carrier.records[0].body
+
+
+async def test_a_stale_fencing_token_is_refused_before_anything_happens(
+    carrier: CarrierState, carrier_http: httpx.AsyncClient
+):
+    """After a newer gateway epoch was seen, a deposed gateway's call makes no effect, even with a new key."""
+    fresh = await carrier_http.post(
+        "/bookings", json=booking(), headers={"Idempotency-Key": "k-new", "Fencing-Token": "2"}
+    )
+    assert fresh.status_code == 201
+    stale = await carrier_http.post(
+        "/bookings",
+        json=booking(route="R-2", truck="T-2"),
+        headers={"Idempotency-Key": "k-old", "Fencing-Token": "1"},
+    )
+    assert stale.status_code == 409
+    assert stale.json()["error"] == "stale_fencing_token"
+    assert [r.key for r in carrier.records] == ["k-new"]
+    same = await carrier_http.post(
+        "/bookings", json=booking(), headers={"Idempotency-Key": "k-new", "Fencing-Token": "2"}
+    )
+    assert same.status_code == 200  # the current epoch replays as before
+    bad = await carrier_http.post(
+        "/bookings", json=booking(), headers={"Idempotency-Key": "k-x", "Fencing-Token": "two"}
+    )
+    assert bad.status_code == 400

@@ -39,6 +39,7 @@ from answerable.logistics.services import (
 )
 from answerable.logistics.world import HANDLING_CENTS_PER_UNIT, SKU, ScenarioConfig, World, load_scenario
 from answerable.monitors import Monitors, load_monitors
+from answerable.operations import FencingToken
 from answerable.records import (
     Alert,
     Approval,
@@ -166,8 +167,12 @@ def register_operations(
     dispatch = http_operation("http://warehouse.local/dispatches", client=warehouse)
     transfer_http = http_operation("http://warehouse.local/transfers", client=warehouse)
 
-    async def transfer(idempotency_key: str, source: str, **rest: Any) -> Any:
-        return await transfer_http(idempotency_key=idempotency_key, **{"from": source}, **rest)
+    async def transfer(
+        idempotency_key: str, source: str, fencing_token: FencingToken | None = None, **rest: Any
+    ) -> Any:
+        return await transfer_http(
+            idempotency_key=idempotency_key, fencing_token=fencing_token, **{"from": source}, **rest
+        )
 
     def region_of(warehouse_name: str) -> str:
         return warehouse_name.removeprefix("wh-")
@@ -205,6 +210,7 @@ def register_operations(
         resource=route,
         context=route_context,
         idempotent=True,
+        fenced=True,
     )
     gateway.register(
         "warehouse.dispatch",
@@ -214,6 +220,7 @@ def register_operations(
         resource=load,
         context=load_context,
         idempotent=True,
+        fenced=True,
     )
     gateway.register(
         "inventory.reallocate",
@@ -223,6 +230,7 @@ def register_operations(
         resource=lot,
         context=lot_context,
         idempotent=True,
+        fenced=True,
     )
 
     def shipment(a: Any) -> Resource:

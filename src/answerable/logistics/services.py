@@ -227,6 +227,9 @@ class _ServiceState:
     on uvicorn's loop in another thread while a simulator changes capacity or stock from this one.
     Handlers hold it only around synchronous code, so it never blocks a loop for long."""
     _by_key: dict[str, EffectRecord] = field(default_factory=dict, init=False, repr=False)
+    fence: int = 0
+    """The highest gateway lease epoch seen in a ``Fencing-Token`` header: an older one is a
+    deposed gateway that woke up, and its request is refused before anything else."""
 
     def effect(self, key: str) -> EffectRecord | None:
         """The effect made under ``key``, if any."""
@@ -321,6 +324,26 @@ def _timeout_body(collection: str, key: str) -> dict[str, Any]:
     }
 
 
+def _stale_fence(state: _ServiceState, header: str | None) -> _Refusal | None:
+    """Refuse a token older than the newest seen; remember a newer one. Called under the lock."""
+    if header is None:
+        return None
+    try:
+        epoch = int(header)
+    except ValueError:
+        why = f"Fencing-Token {header[:40]!r} is not an integer epoch"
+        return _Refusal(400, "invalid_fencing_token", why)
+    if epoch < state.fence:
+        return _Refusal(
+            409,
+            "stale_fencing_token",
+            f"Fencing-Token {epoch} is older than {state.fence}: another gateway has taken over",
+            {"fence": state.fence},
+        )
+    state.fence = epoch
+    return None
+
+
 async def _post(
     state: _ServiceState,
     request: Request,
@@ -341,6 +364,9 @@ async def _post(
                 "request and the same key on every retry of it",
             )
             return _respond(state, request, None, refusal.status, refusal.body())
+        stale = _stale_fence(state, request.headers.get("fencing-token"))
+        if stale is not None:
+            return _respond(state, request, key, stale.status, stale.body())
         try:
             body = model.model_validate_json(raw)
         except ValidationError as exc:
