@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -51,5 +51,9 @@ def world() -> World:
 
 
 @pytest.fixture
-async def gateway(ledger: SQLiteLedger, people: People, clock: FakeClock, world: World) -> Gateway:
-    return await make_gateway(ledger, people, clock, world)
+async def gateway(
+    ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+) -> AsyncIterator[Gateway]:
+    gw = await make_gateway(ledger, people, clock, world)
+    yield gw
+    gw.close()

@@ -91,6 +91,8 @@ class Lease:
         self._epoch: int | None = None
         self._lost: LeaseLost | None = None
         self._stop = threading.Event()
+        self._seen: tuple[int, int] | None = None
+        self._quiet_since = 0.0
         self._beater: threading.Thread | None = None
 
     @property
@@ -120,8 +122,6 @@ class Lease:
         if self.held:
             return self.epoch
         deadline = None if timeout is None else self._monotonic() + timeout
-        seen: tuple[int, int] | None = None
-        quiet_since = self._monotonic()
         while True:
             row = self.ledger.lease()
             if row is None or row.released or self._dead_here(row):
@@ -129,9 +129,11 @@ class Lease:
                     return epoch
                 continue  # someone else changed it first: look again
             now = self._monotonic()
-            if (row.epoch, row.beat) != seen:
-                seen, quiet_since = (row.epoch, row.beat), now
-            elif now - quiet_since >= self.ttl:
+            if (row.epoch, row.beat) != self._seen:
+                # It moved: the silence starts again. Kept across calls, so a standby that asks
+                # now and then (timeout=0) counts the silence as well as one that waits.
+                self._seen, self._quiet_since = (row.epoch, row.beat), now
+            elif now - self._quiet_since >= self.ttl:
                 if (epoch := self._take(row)) is not None:
                     return epoch
                 continue
@@ -167,14 +169,21 @@ class Lease:
         epoch = self._epoch
         if epoch is None:
             return
+        failures = 0
         while not self._stop.wait(self.ttl / 3):
             try:
                 if not self.ledger.beat_lease(epoch):
                     current = self.ledger.lease()
                     self._lost = LeaseLost(epoch, None if current is None else current.epoch)
                     return
+                failures = 0
             except AnswerableError:
-                continue  # a busy or briefly unreadable store: try again next beat
+                # A busy store: try again next beat. A store gone for a whole ttl (closed, deleted)
+                # cannot be held any more: a standby may already have taken over.
+                failures += 1
+                if failures >= 3:
+                    self._lost = LeaseLost(epoch, None)
+                    return
 
     def check(self) -> int:
         """The epoch, confirmed against the store just now (a read, no write).

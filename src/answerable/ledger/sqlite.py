@@ -473,6 +473,8 @@ class SQLiteLedger:
 
     def _short_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """One small write transaction on its own connection (the writer thread may be busy)."""
+        if self._closing or not self.path.exists():
+            raise LedgerError(f"ledger {self.path} is closed or gone")
         conn = _connect(self.path)
         try:
             conn.execute("BEGIN IMMEDIATE")

@@ -357,6 +357,7 @@ class StormRun:
     async def __aexit__(self, *_: object) -> None:
         await self.carrier.aclose()
         await self.warehouse.aclose()
+        self.gateway.close()
         self.ledger.close()
 
 

@@ -1,0 +1,168 @@
+"""A review's lifecycle is a fold over ledger events, the same in every process and after restarts.
+
+open -> approved -> claimed (for good); denied; expired (its safe default applied once);
+reopened (an approval that expired unused no longer counts, and its reviewer may answer again).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from support import POLICIES, SCHEMA, People, World, booking, register_world
+
+from answerable import ApprovalRefused, FakeClock, Gateway, IdSource, SQLiteLedger, new_charter, new_ruleset
+from answerable.records import Claim, Execution, decode_entry
+from answerable.review import ReviewQueue
+
+MEDICAL = {"cls": "medical", "disruption": True}
+APPROVE_ON_EXPIRY = POLICIES.replace(
+    '@review("a medical booking during a disruption needs a person")',
+    '@review("a medical booking during a disruption needs a person")\n'
+    '@deadline_minutes("10")\n@expires_minutes("30")\n@on_expiry("approve")',
+)
+
+
+def records(ledger: SQLiteLedger, kind: str) -> list[object]:
+    return [decode_entry(e.data) for e in ledger.of_kind(kind)]
+
+
+async def gateway_with(
+    ledger: SQLiteLedger, people: People, clock: FakeClock, world: World, policies: str = POLICIES
+) -> Gateway:
+    ids = IdSource(clock)
+    gw = Gateway(ledger, clock=clock, ids=ids)
+    register_world(gw, world)
+    charter = new_charter(
+        "logistics", people.ri, agents=["executor"], reviewers=[people.reviewer], clock=clock, ids=ids
+    )
+    await gw.install(charter, new_ruleset(policies, SCHEMA, people.ri, clock=clock, ids=ids))
+    return gw
+
+
+async def pending_review(gw: Gateway) -> str:
+    outcome = await gw.submit(gw.intent("executor", "carrier.book", booking(**MEDICAL)))
+    assert outcome.review is not None
+    return outcome.review.id
+
+
+async def test_an_approval_that_expires_unused_reopens_the_review(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+):
+    """Validity bounds when an approval may be used; unused, it lapses and its reviewer may answer again."""
+    review_id = await pending_review(gateway)
+    queue = ReviewQueue(ledger, clock=clock, ids=gateway.ids)
+    await queue.submit(
+        queue.approval(review_id, key=people.reviewer, verdict="approve", reason="ok", valid_for_seconds=60)
+    )
+    clock.advance(120)  # the gateway polled only after the approval's validity ended
+    assert await gateway.settle_reviews() == []
+    assert world.calls == 0
+    state = gateway.reviews.state(review_id)
+    assert (state.status, state.resolution, len(state.lapsed)) == ("reopened", None, 1)
+    assert [s.review.id for s in gateway.reviews.open()] == [review_id]
+    done = await gateway.answer(review_id, key=people.reviewer, verdict="approve", reason="still ok")
+    assert done.status == "succeeded"
+    assert world.calls == 1
+    assert done.execution is not None
+    assert done.execution.authority is not None
+    assert done.execution.authority.ids == (done.approval.id,)  # type: ignore[union-attr]
+    assert gateway.reviews.state(review_id).status == "claimed"
+
+
+async def test_a_claimed_review_stays_settled_after_its_approval_expires(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+):
+    """Once claimed, nothing reopens it: not the approval's expiry, not a second reviewer, not a poll."""
+    review_id = await pending_review(gateway)
+    await gateway.answer(review_id, key=people.reviewer, verdict="approve", reason="ok", valid_for_seconds=60)
+    clock.advance(3600)
+    state = gateway.reviews.state(review_id)
+    assert (state.status, state.resolution) == ("claimed", "approved")
+    assert gateway.reviews.open() == []
+    assert await gateway.settle_reviews() == []
+    with pytest.raises(ApprovalRefused) as refused:
+        await gateway.answer(review_id, key=people.ri, verdict="approve", reason="me too")
+    assert refused.value.reason_code == "already_claimed"
+    assert world.calls == 1
+    assert len(records(ledger, "Execution")) == 1
+
+
+async def test_an_approved_claim_left_by_a_crash_is_recovered_not_run_again_on_a_new_approval(
+    ledger: SQLiteLedger, ledger_path: Path, people: People, clock: FakeClock, world: World
+):
+    """Crash after the claim, restart after the approval's validity ended: reconcile settles it once."""
+
+    class Crash(BaseException):
+        pass
+
+    def crash(point: str, _intent: object) -> None:
+        if point == "claimed":
+            raise Crash
+
+    gw = await gateway_with(ledger, people, clock, world)
+    review_id = await pending_review(gw)
+    object.__setattr__(gw, "_fault", crash)
+    with pytest.raises(Crash):
+        await gw.answer(review_id, key=people.reviewer, verdict="approve", reason="ok", valid_for_seconds=60)
+    gw.lease.release()  # the process is gone; its claim of epoch 1 is left without an Execution
+    clock.advance(3600)
+    with SQLiteLedger.open(ledger_path) as store:
+        restarted = Gateway(store, clock=clock, ids=IdSource(clock))
+        register_world(restarted, world)
+        [outcome] = await restarted.start()
+        assert outcome.status == "succeeded"
+        assert outcome.execution is not None
+        assert outcome.execution.recovered
+        assert outcome.execution.authority is not None
+        assert outcome.execution.authority.via == "approval"
+        with pytest.raises(ApprovalRefused) as refused:
+            await restarted.answer(review_id, key=people.ri, verdict="approve", reason="again")
+        assert refused.value.reason_code == "already_claimed"
+        assert await restarted.settle_reviews() == []
+        assert await restarted.reconcile() == []
+        restarted.close()
+    assert world.calls == 1
+    claims = [c for c in records(ledger, "Claim") if isinstance(c, Claim)]
+    assert [c.via for c in claims] == ["approval", "recovery"]
+    assert claims[1].takes_over == claims[0].id
+
+
+async def test_approve_on_expiry_runs_exactly_once_across_restarts(
+    ledger: SQLiteLedger, ledger_path: Path, people: People, clock: FakeClock, world: World
+):
+    """The safe default 'approve' is claimed once; a restarted gateway polling again runs nothing."""
+    gw = await gateway_with(ledger, people, clock, world, APPROVE_ON_EXPIRY)
+    review_id = await pending_review(gw)
+    clock.advance(31 * 60)
+    [outcome] = await gw.settle_reviews()
+    assert outcome.status == "succeeded"
+    assert outcome.execution is not None
+    assert outcome.execution.authority is not None
+    assert outcome.execution.authority.via == "expiry"
+    gw.close()
+    with SQLiteLedger.open(ledger_path) as store:
+        again = Gateway(store, clock=clock, ids=IdSource(clock))
+        register_world(again, world)
+        assert await again.start() == []
+        assert await again.settle_reviews() == []
+        assert again.reviews.state(review_id).status == "claimed"
+        again.close()
+    assert world.calls == 1
+    executions = [x for x in records(ledger, "Execution") if isinstance(x, Execution)]
+    assert len(executions) == 1
+
+
+async def test_reviews_lists_open_ones_and_all_with_their_state(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+):
+    """After approvals ran, `reviews` shows none waiting; --all shows each review's state."""
+    approved = await pending_review(gateway)
+    denied = await pending_review(gateway)
+    waiting = await pending_review(gateway)
+    await gateway.answer(approved, key=people.reviewer, verdict="approve", reason="ok", valid_for_seconds=1)
+    await gateway.answer(denied, key=people.reviewer, verdict="deny", reason="no")
+    clock.advance(10)
+    assert [s.review.id for s in gateway.reviews.open()] == [waiting]
+    states = {s.review.id: s.status for s in gateway.reviews.all()}
+    assert states == {approved: "claimed", denied: "denied", waiting: "open"}
