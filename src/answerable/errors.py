@@ -40,9 +40,9 @@ __all__ = [
     "Conflict",
     "EntryNotFound",
     "ExecutionError",
-    "LedgerError",
     "LeaseHeld",
     "LeaseLost",
+    "LedgerError",
     "LedgerTampered",
     "NotALedger",
     "NotAuthorized",
@@ -227,10 +227,17 @@ class LeaseLost(LedgerError):
 
     def __init__(self, epoch: int, current: int | None) -> None:
         now = "released" if current is None else f"epoch {current}"
-        super().__init__(
-            f"this gateway's lease (epoch {epoch}) was taken over ({now} is in force): it may no longer "
-            "append or call out; restart it as a standby"
-        )
+        if epoch == 0:
+            message = (
+                "this gateway does not hold the ledger's lease: call start(), install() or "
+                "resume_from_ledger() first"
+            )
+        else:
+            message = (
+                f"this gateway's lease (epoch {epoch}) is no longer in force ({now} is): it may no "
+                "longer append or call out; restart it as a standby"
+            )
+        super().__init__(message)
         self.epoch = epoch
         self.current = current
 
