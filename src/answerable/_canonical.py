@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -9,19 +10,27 @@ import rfc8785
 
 from answerable.errors import RecordInvalid
 
-__all__ = ["canonical_bytes"]
+__all__ = ["MAX_NESTING", "SAFE_INT", "canonical_bytes", "is_simple_json", "json_problems"]
 
-_SAFE_INT = 2**53 - 1
+SAFE_INT = 2**53 - 1
+"""The I-JSON (RFC 7493) integer range: every JSON reader, JavaScript included, holds it exactly."""
+
+MAX_NESTING = 254
+"""The deepest nesting of objects and arrays canonical JSON accepts: orjson's own limit, applied
+to the exact path too, so a value never has canonical bytes on one path and none on the other."""
 
 
 def _needs_full_jcs(value: Any) -> bool:
-    """True when orjson's sorted output could differ from RFC 8785.
+    """True when orjson's sorted output could differ from RFC 8785, or orjson would accept a value
+    that has no JSON form.
 
     The two agree on every document whose numbers are integers in the I-JSON safe range and whose
-    object keys are ASCII (ASCII sorts the same by UTF-16 code unit and by code point). Floats
-    (ECMAScript number formatting), non-ASCII keys and unsafe integers take the slow, exact path.
-    A hypothesis test pins the agreement. Iterative, with exact type checks first: this runs on
-    every record the ledger writes.
+    object keys are ASCII strings (ASCII sorts the same by UTF-16 code unit and by code point).
+    Floats (ECMAScript number formatting, and NaN, which orjson writes as ``null``), non-ASCII or
+    non-string keys, unsafe integers and anything that is not a JSON value at all (orjson would
+    write a datetime, a dataclass or an enum its own way) take the slow, exact path, which names
+    the problem. A hypothesis test pins the agreement. Iterative, with exact type checks first:
+    this runs on every record the ledger writes.
     """
     stack = [value]
     while stack:
@@ -30,40 +39,131 @@ def _needs_full_jcs(value: Any) -> bool:
         if kind is str or kind is bool or item is None:
             continue
         if kind is dict:
-            for key, child in item.items():
-                if not key.isascii():
-                    return True
-                stack.append(child)
+            try:
+                for key, child in item.items():
+                    if not key.isascii():
+                        return True
+                    stack.append(child)
+            except AttributeError:  # a key that is not a string (bytes keys orjson refuses itself)
+                return True
         elif kind is list or kind is tuple:
             stack.extend(item)
         elif kind is int:
-            if not -_SAFE_INT <= item <= _SAFE_INT:
+            if not -SAFE_INT <= item <= SAFE_INT:
                 return True
         elif kind is float:
             return True
+        elif isinstance(item, str):
+            continue
         elif isinstance(item, dict):
             stack.append(dict(item))
         elif isinstance(item, list | tuple):
             stack.append(list(item))
         elif isinstance(item, int) and not isinstance(item, bool):
             stack.append(int(item))
-        elif isinstance(item, float):
+        else:  # a float subclass, or not a JSON value at all
             return True
     return False
 
 
+def is_simple_json(value: Any) -> bool:
+    """True when ``value`` is JSON beyond doubt and cheap to check: objects with ASCII string keys,
+    arrays, strings, booleans, null and I-JSON integers. Not looked for, because orjson refuses
+    them itself: lone surrogates, bytes keys, nesting past :data:`MAX_NESTING`. False means look
+    closer with :func:`json_problems`; floats, for one, are JSON unless NaN or infinite."""
+    return not _needs_full_jcs(value)
+
+
+def json_problems(
+    value: Any, *, max_depth: int = MAX_NESTING, strict: bool = True, limit: int = 10
+) -> list[str]:
+    """Why ``value`` has no canonical JSON form, each as ``path: what is wrong`` (empty if it has one).
+
+    Checked: NaN and infinities (JSON has neither; orjson would write ``null``), strings and keys
+    holding a lone surrogate (no UTF-8 form), nesting deeper than ``max_depth`` objects and
+    arrays, and with ``strict`` also integers outside the I-JSON range, keys that are not strings
+    and values that are not JSON (sets, bytes, datetimes, objects). ``strict=False`` looks only
+    at what no JSON form can carry, for Python values still to be converted by a schema. Paths
+    are dotted like pydantic's (``items.3.weight``); the value itself is ``(root)``. Stops after
+    ``limit`` problems. Iterative, so a deep value cannot exhaust the stack.
+    """
+    found: list[str] = []
+    stack: list[tuple[Any, tuple[str, ...], int]] = [(value, (), 0)]
+    while stack and len(found) < limit:
+        item, path, depth = stack.pop()
+        problem: str | None = None
+        if isinstance(item, bool) or item is None:
+            continue
+        if isinstance(item, str):
+            problem = _surrogate(item, "string")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                problem = f"{item!r} is not a JSON number; JSON has no NaN or Infinity"
+        elif isinstance(item, int):
+            if strict and not -SAFE_INT <= item <= SAFE_INT:
+                problem = f"integer {item} is outside the I-JSON range ±(2**53-1); send it as a string"
+        elif isinstance(item, dict | list | tuple):
+            if depth + 1 > max_depth:
+                problem = f"nested deeper than {max_depth} objects and arrays"
+            elif isinstance(item, dict):
+                for key, child in reversed(item.items()):
+                    if not isinstance(key, str):
+                        if strict:
+                            found.append(f"{_path(path)}: key {key!r} is not a string")
+                        continue
+                    bad_key = _surrogate(key, f"key {key!r}")
+                    if bad_key is not None:
+                        found.append(f"{_path(path)}: {bad_key}")
+                        continue
+                    stack.append((child, (*path, key), depth + 1))
+            else:
+                stack.extend(
+                    (child, (*path, str(i)), depth + 1) for i, child in reversed(list(enumerate(item)))
+                )
+        elif strict:
+            name = type(item).__name__
+            problem = f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name} is not a JSON value"
+        if problem is not None:
+            found.append(f"{_path(path)}: {problem}")
+    return found[:limit]
+
+
+def _surrogate(text: str, what: str) -> str | None:
+    """The complaint about a lone surrogate in ``text``, which has no UTF-8 (so no JSON) form."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"{what} holds a lone surrogate at position {exc.start}, which has no UTF-8 form"
+    return None
+
+
+def _path(path: tuple[str, ...]) -> str:
+    if len(path) > 8:  # a deep path: its ends say where, the middle only how deep
+        return ".".join((*path[:3], f"…{len(path) - 6} levels…", *path[-3:]))
+    return ".".join(path) or "(root)"
+
+
 def canonical_bytes(value: Any) -> bytes:
-    """Serialize a JSON-compatible value to its RFC 8785 canonical form.
+    """Serialize a JSON value to its RFC 8785 canonical form.
 
     orjson is about fifty times faster than the pure-Python encoder and yields the same bytes on
-    the common case, so it is the fast path; anything else goes through ``rfc8785`` itself.
+    the common case, so it is the fast path; anything else is checked (naming where it is not
+    JSON) and goes through ``rfc8785`` itself.
+
+    Raises:
+        RecordInvalid: the value has no canonical JSON form (NaN, a lone surrogate, a set ...).
     """
     if _needs_full_jcs(value):
+        problems = json_problems(value, limit=3)
+        if problems:
+            raise RecordInvalid(f"value has no canonical JSON form: {'; '.join(problems)}")
         try:
             return bytes(rfc8785.dumps(value))
-        except rfc8785.CanonicalizationError as exc:
+        except (rfc8785.CanonicalizationError, ValueError, TypeError, RecursionError) as exc:
             raise RecordInvalid(f"value has no canonical JSON form (RFC 8785): {exc}") from exc
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate in a string
+    except orjson.JSONEncodeError as exc:  # a lone surrogate in a string, or nesting too deep
         raise RecordInvalid(f"value has no canonical JSON form: {exc}") from exc

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import bisect
+import threading
 from collections.abc import Iterable, Mapping
 
+from pydantic import ValidationError
+
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
-from answerable.errors import AnswerableError, ConfigError
+from answerable.errors import AnswerableError, ConfigError, RecordInvalid
 from answerable.keys import KeyPair
 from answerable.ledger.base import LedgerStore
 from answerable.policy import load_ruleset
-from answerable.records import AgentIdentity, Person, RulesetVersion, SystemCharter, decode_entry
+from answerable.records import RulesetVersion, SystemCharter, decode_entry, problems
 from answerable.signing import sign, verify_charter
 
-__all__ = ["charter_of", "new_charter", "new_ruleset", "schema_for"]
+__all__ = ["CharterHistory", "charter_at", "charter_of", "new_charter", "new_ruleset", "schema_for"]
 
 
 def new_charter(
@@ -29,7 +33,11 @@ def new_charter(
     ids: IdSource | None = None,
 ) -> SystemCharter:
     """A charter naming ``ri`` as Responsible Individual, signed by them or, when it supersedes
-    another, by the RI of that charter (``handed_over_by``)."""
+    another, by the RI of that charter (``handed_over_by``).
+
+    Raises:
+        ConfigError: a name is empty or holds whitespace, or ``version`` is below 1.
+    """
     clock = clock or SystemClock()
     ids = ids or IdSource(clock)
     roles: dict[str, set[str]] = {ri.identity: {"ri"}}
@@ -38,22 +46,24 @@ def new_charter(
         for person in people:
             roles.setdefault(person.identity, set()).add(role)
             keys[person.identity] = person
-    people_records = tuple(
-        Person.model_validate(
-            {"identity": name, "public_key": keys[name].public_b64, "roles": sorted(roles[name])}
+    try:
+        charter = SystemCharter.model_validate(
+            {
+                "id": ids.new(),
+                "at": rfc3339(clock.now_ns()),
+                "system": system,
+                "version": version,
+                "ri": ri.identity,
+                "people": [
+                    {"identity": name, "public_key": keys[name].public_b64, "roles": sorted(roles[name])}
+                    for name in sorted(roles)
+                ],
+                "agents": [{"name": a} for a in agents],
+                "supersedes": supersedes,
+            }
         )
-        for name in sorted(roles)
-    )
-    charter = SystemCharter(
-        id=ids.new(),
-        at=rfc3339(clock.now_ns()),
-        system=system,
-        version=version,
-        ri=ri.identity,
-        people=people_records,
-        agents=tuple(AgentIdentity(name=a) for a in agents),
-        supersedes=supersedes,
-    )
+    except ValidationError as exc:
+        raise ConfigError(f"charter of {system!r}: {'; '.join(problems(exc, 'charter'))}") from exc
     return sign(charter, handed_over_by or ri)
 
 
@@ -70,20 +80,26 @@ def new_ruleset(
 
     Raises:
         PolicyInvalid: the policies do not parse or do not validate against the schema.
+        ConfigError: ``version`` is below 1, or the RI's identity is not a name.
     """
     clock = clock or SystemClock()
     ids = ids or IdSource(clock)
     parsed = load_ruleset(policies, schema_text)
-    record = RulesetVersion(
-        id=ids.new(),
-        at=rfc3339(clock.now_ns()),
-        version=version,
-        policies=policies,
-        schema_text=schema_text,
-        ruleset_hash=parsed.ruleset_hash,
-        schema_hash=parsed.schema_hash,
-        approved_by=ri.identity,
-    )
+    try:
+        record = RulesetVersion.model_validate(
+            {
+                "id": ids.new(),
+                "at": rfc3339(clock.now_ns()),
+                "version": version,
+                "policies": policies,
+                "schema_text": schema_text,
+                "ruleset_hash": parsed.ruleset_hash,
+                "schema_hash": parsed.schema_hash,
+                "approved_by": ri.identity,
+            }
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"ruleset v{version}: {'; '.join(problems(exc, 'ruleset'))}") from exc
     return sign(record, ri)
 
 
@@ -101,21 +117,101 @@ def schema_for(operations: Mapping[str, str] | Iterable[str]) -> str:
     return f"entity Agent;\nentity Resource {{ class: String }};\n{actions}\n"
 
 
+class CharterHistory:
+    """The chain of charters of one ledger by ledger position, folded incrementally.
+
+    Whatever depends on who held which role (a resume, an approval, who answers for an entry)
+    must be judged by the charter in force where that entry stands in the ledger, not by the one
+    in force when someone happens to look: otherwise a process started after a handover reads
+    the same ledger differently from one that was running through it. Each SystemCharter entry
+    is checked once, against the charter in force just before it; one that does not chain
+    (signed by someone else, superseding nothing in force, or not a charter at all) is ignored,
+    wherever it came from. Safe to share between threads.
+    """
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        """Ledger index of each charter that took effect, ascending."""
+        self._charters: list[SystemCharter] = []
+        self._seen = -1
+        self._lock = threading.Lock()
+
+    def advance(self, ledger: LedgerStore) -> CharterHistory:
+        """Fold the SystemCharter entries appended since the last call; one indexed query.
+
+        To judge an entry at index ``i``, call this after reading that entry: every charter
+        before ``i`` was committed before it, so it is seen.
+        """
+        with self._lock:
+            for stored in ledger.of_kind("SystemCharter", after=self._seen):
+                self._seen = stored.index
+                record = _charter_in(stored.data)
+                if record is None:
+                    continue
+                try:
+                    verify_charter(record, self._charters[-1] if self._charters else None)
+                except AnswerableError:
+                    continue
+                self._starts.append(stored.index)
+                self._charters.append(record)
+        return self
+
+    def at(self, index: int) -> SystemCharter:
+        """The charter in force at ledger position ``index``: the last one that took effect at or
+        before it, as far as :meth:`advance` has read.
+
+        Raises:
+            ConfigError: no charter had taken effect by then.
+        """
+        found = self.in_force_at(index)
+        if found is None:
+            raise ConfigError(
+                f"no valid SystemCharter was in force at ledger entry {index}: the ledger was set up "
+                "without one, or the entry comes before it"
+            )
+        return found
+
+    def in_force_at(self, index: int) -> SystemCharter | None:
+        """Like :meth:`at`, but None where no charter was in force (nobody answers there)."""
+        with self._lock:
+            position = bisect.bisect_right(self._starts, index)
+            return self._charters[position - 1] if position else None
+
+    def latest(self) -> SystemCharter | None:
+        """The charter in force after the last entry :meth:`advance` read, if any."""
+        with self._lock:
+            return self._charters[-1] if self._charters else None
+
+
+def _charter_in(data: bytes) -> SystemCharter | None:
+    """The charter a SystemCharter entry holds, or None when its bytes are not one (never a link)."""
+    try:
+        record = decode_entry(data)
+    except RecordInvalid:
+        return None
+    return record if isinstance(record, SystemCharter) else None
+
+
+def charter_at(ledger: LedgerStore, index: int) -> SystemCharter:
+    """The charter in force at ledger position ``index`` (a one-off read; keep a
+    :class:`CharterHistory` to ask often).
+
+    Raises:
+        ConfigError: no charter had taken effect by then.
+    """
+    return CharterHistory().advance(ledger).at(index)
+
+
 def charter_of(ledger: LedgerStore) -> SystemCharter:
-    """The charter in force: the end of the chain of charters, each signed by the RI before it.
+    """The charter in force now: the end of the chain of charters, each signed by the RI before it.
 
     A SystemCharter entry that does not chain (signed by someone else, superseding nothing in
     force) is ignored, wherever it came from.
+
+    Raises:
+        ConfigError: the ledger holds no valid charter.
     """
-    in_force: SystemCharter | None = None
-    for stored in ledger.of_kind("SystemCharter"):
-        record = decode_entry(stored.data)
-        assert isinstance(record, SystemCharter)
-        try:
-            verify_charter(record, in_force)
-        except AnswerableError:
-            continue
-        in_force = record
+    in_force = CharterHistory().advance(ledger).latest()
     if in_force is None:
         raise ConfigError(f"ledger {ledger.origin} has no valid SystemCharter: it was never set up with one")
     return in_force

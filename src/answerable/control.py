@@ -4,7 +4,8 @@ Anyone with access to the system may halt or pause it; the entry records who the
 and why. Resuming needs a person the charter authorizes (``operator`` or the RI; a halt only the
 RI) proven by their signature. The state lives in the ledger itself, so another process (the CLI)
 stops a running system by appending one entry, and a resume whose signature does not verify
-against the charter is ignored when the state is folded, wherever it came from.
+against the charter in force at its ledger position is ignored when the state is folded,
+wherever it came from: every process, and every restart, agrees on the state at every position.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from answerable.charter import charter_of
+from pydantic import ValidationError
+
+from answerable.charter import CharterHistory
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
-from answerable.errors import AnswerableError, ConfigError
+from answerable.errors import AnswerableError, ConfigError, LedgerTampered, RecordInvalid
 from answerable.keys import KeyPair
-from answerable.ledger.base import LedgerStore
-from answerable.records import Control, Scope, SystemCharter, decode_entry
+from answerable.ledger.base import LedgerStore, StoredEntry
+from answerable.records import Control, Scope, SystemCharter, decode_entry, problems
 from answerable.signing import require_role, sign, verify_signed_by
 
-__all__ = ["ControlState", "Controller", "scope_from_text"]
+__all__ = ["ControlFold", "ControlState", "Controller", "scope_from_text"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,7 @@ class ControlState:
         return None
 
     def apply(self, control: Control) -> ControlState:
+        """The state after ``control`` takes effect: a stop adds, a resume lifts all on its scope."""
         label = control.scope.label()
         if control.action == "resume":
             return ControlState(tuple(s for s in self.stops if s.scope.label() != label))
@@ -67,60 +71,113 @@ def scope_from_text(text: str) -> Scope:
         ) from exc
 
 
+class ControlFold:
+    """Control entries folded in ledger order, each resume judged where it stands in the ledger.
+
+    A resume is honoured when its signer held the role it needs (the RI for a halt, else an
+    operator or the RI) in the charter in force at the resume's own ledger position, and the
+    signature verifies against that charter. Judging by the charter in force at the time of
+    reading instead would let a process started after a handover honour a resume that a process
+    running through it ignored; folded this way, every reader agrees at every position.
+    """
+
+    def __init__(self, charters: CharterHistory) -> None:
+        self.charters = charters
+        """Must have read the ledger at least up to the entries folded (see :meth:`add`)."""
+        self.state = ControlState()
+
+    def add(self, index: int | None, control: Control) -> bool:
+        """Fold one Control entry at ledger position ``index``; True if it took effect.
+
+        ``index`` None judges a resume by the latest charter read, for entries not (yet) in a
+        ledger. Halts and pauses always take effect.
+        """
+        if control.action == "resume":
+            charter = self.charters.latest() if index is None else self.charters.in_force_at(index)
+            if charter is None or not _resume_is_valid(control, self.state, charter):
+                return False
+        self.state = self.state.apply(control)
+        return True
+
+
 class Controller:
-    """Reads and writes control entries of one ledger, folding them incrementally."""
+    """Reads and writes control entries of one ledger, folding them incrementally.
+
+    ``charters`` may be shared with other readers of the same ledger (the review queue, say), so
+    the charter chain is read once.
+    """
 
     def __init__(
-        self, ledger: LedgerStore, *, clock: Clock | None = None, ids: IdSource | None = None
+        self,
+        ledger: LedgerStore,
+        *,
+        clock: Clock | None = None,
+        ids: IdSource | None = None,
+        charters: CharterHistory | None = None,
     ) -> None:
         self.ledger = ledger
         self.clock = clock or SystemClock()
         self.ids = ids or IdSource(self.clock)
-        self._state = ControlState()
+        self.charters = charters or CharterHistory()
+        self._fold = ControlFold(self.charters)
         self._seen = -1
         self._lock = threading.Lock()
 
     def state(self) -> ControlState:
         """The current state, including entries other processes appended since the last call.
 
-        One indexed query for control entries after the last one seen: cheap enough to run
-        immediately before every execution, which is where the gateway calls it.
+        One indexed query for control entries after the last one seen (and one for charters when
+        there are any): cheap enough to run immediately before every execution, which is where
+        the gateway calls it.
+
+        Raises:
+            LedgerTampered: an entry stored as a Control is not one; no stop may be dropped
+                silently, so nothing runs until the ledger is repaired.
         """
         with self._lock:
             fresh = self.ledger.of_kind("Control", after=self._seen)
             if fresh:
-                charter = charter_of(self.ledger)
-                state = self._state
+                # Read after the controls: every charter before them was committed before them.
+                self.charters.advance(self.ledger)
                 for stored in fresh:
-                    control = decode_entry(stored.data)
-                    assert isinstance(control, Control)
-                    if control.action != "resume" or _resume_is_valid(control, state, charter):
-                        state = state.apply(control)
+                    self._fold.add(stored.index, _control_in(stored))
                     self._seen = stored.index
-                self._state = state
-            return self._state
+            return self._fold.state
 
     def _make(self, action: str, scope: Scope, by: str, reason: str) -> Control:
-        return Control.model_validate(
-            {
-                "id": self.ids.new(),
-                "at": rfc3339(self.clock.now_ns()),
-                "action": action,
-                "scope": scope.model_dump(),
-                "by": by,
-                "reason": reason,
-                "causes": [s.id for s in self.state().stops if s.scope.label() == scope.label()],
-            }
-        )
+        try:
+            return Control.model_validate(
+                {
+                    "id": self.ids.new(),
+                    "at": rfc3339(self.clock.now_ns()),
+                    "action": action,
+                    "scope": scope.model_dump(),
+                    "by": by,
+                    "reason": reason,
+                    "causes": [s.id for s in self.state().stops if s.scope.label() == scope.label()],
+                }
+            )
+        except ValidationError as exc:
+            raise RecordInvalid(
+                f"{action} by {by!r}: {'; '.join(problems(exc, 'control'))}", record="Control"
+            ) from exc
 
     async def halt(self, *, by: str, reason: str, scope: Scope | None = None) -> Control:
-        """Stop everything in scope at once; only the RI can lift it."""
+        """Stop everything in scope at once; only the RI can lift it.
+
+        Raises:
+            RecordInvalid: ``by`` is empty or holds whitespace, or ``reason`` is empty.
+        """
         control = self._make("halt", scope or Scope(kind="system"), by, reason)
         await self.ledger.append([control])
         return control
 
     async def pause(self, *, by: str, reason: str, scope: Scope | None = None) -> Control:
-        """Stop everything in scope until an operator or the RI resumes it."""
+        """Stop everything in scope until an operator or the RI resumes it.
+
+        Raises:
+            RecordInvalid: ``by`` is empty or holds whitespace, or ``reason`` is empty.
+        """
         control = self._make("pause", scope or Scope(kind="system"), by, reason)
         await self.ledger.append([control])
         return control
@@ -128,15 +185,46 @@ class Controller:
     async def resume(self, *, key: KeyPair, reason: str, scope: Scope | None = None) -> Control:
         """Lift the stops on ``scope``, signed by a person the charter authorizes.
 
+        Checked here against the charter in force now; like every resume, it is folded against
+        the charter in force where it lands in the ledger.
+
         Raises:
             NotAuthorized: the key's owner is not in the charter or lacks the role.
             SignatureInvalid: the key is not the one the charter holds for them.
+            ConfigError: the ledger has no charter, so nobody may resume.
+            RecordInvalid: ``reason`` is empty.
         """
         control = sign(self._make("resume", scope or Scope(kind="system"), key.identity, reason), key)
-        charter = charter_of(self.ledger)
+        charter = self.charters.advance(self.ledger).latest()
+        if charter is None:
+            raise ConfigError(
+                f"ledger {self.ledger.origin} has no valid SystemCharter, so nobody may resume; "
+                "install a charter first"
+            )
         _check_resume(control, self.state(), charter)
         await self.ledger.append([control])
         return control
+
+
+def _control_in(stored: StoredEntry) -> Control:
+    """The Control a ledger entry of that kind holds."""
+    try:
+        record = decode_entry(stored.data)
+    except RecordInvalid as exc:
+        raise LedgerTampered(
+            f"ledger entry {stored.index} is stored as a Control but does not decode: {exc}; "
+            "run `answerable verify` on this ledger",
+            index=stored.index,
+            entry_id=stored.id,
+        ) from exc
+    if not isinstance(record, Control):
+        raise LedgerTampered(
+            f"ledger entry {stored.index} is stored as a Control but holds a {record.kind}; "
+            "run `answerable verify` on this ledger",
+            index=stored.index,
+            entry_id=stored.id,
+        )
+    return record
 
 
 def _check_resume(control: Control, state: ControlState, charter: SystemCharter) -> None:

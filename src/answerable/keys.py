@@ -29,8 +29,15 @@ class KeyPair:
 
     @classmethod
     def from_seed(cls, identity: str, seed: bytes) -> KeyPair:
-        """A deterministic key, for reproducible demos and tests only."""
-        return cls(identity, Ed25519PrivateKey.from_private_bytes(seed))
+        """A deterministic key, for reproducible demos and tests only.
+
+        Raises:
+            ConfigError: ``seed`` is not 32 bytes.
+        """
+        try:
+            return cls(identity, Ed25519PrivateKey.from_private_bytes(seed))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"key seed for {identity!r} must be 32 raw bytes: {exc}") from exc
 
     @property
     def public_b64(self) -> str:
@@ -41,21 +48,35 @@ class KeyPair:
         return base64.b64encode(self.private.sign(data)).decode("ascii")
 
     def save(self, path: Path) -> None:
-        """Write the key file, readable by its owner only."""
+        """Write the key file, readable by its owner only.
+
+        Raises:
+            ConfigError: the file cannot be written (no such directory, no permission).
+        """
         raw = self.private.private_bytes_raw()
         text = f"{self.identity}\n{base64.b64encode(raw).decode('ascii')}\n"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as exc:
+            raise ConfigError(f"cannot write key file {path}: {exc.strerror or exc}") from exc
 
     @classmethod
     def load(cls, path: Path) -> KeyPair:
+        """Read a key file written by :meth:`save`.
+
+        Raises:
+            ConfigError: the file is missing, unreadable or not an answerable key file.
+        """
         try:
             identity, encoded = path.read_text(encoding="utf-8").split()
             raw = base64.b64decode(encoded, validate=True)
             return cls(identity, Ed25519PrivateKey.from_private_bytes(raw))
         except FileNotFoundError as exc:
             raise ConfigError(f"key file {path} does not exist") from exc
+        except OSError as exc:  # a directory, no permission
+            raise ConfigError(f"cannot read key file {path}: {exc.strerror or exc}") from exc
         except ValueError as exc:
             raise ConfigError(
                 f"key file {path} is not an answerable key file (expected two lines: identity, "
@@ -70,7 +91,7 @@ def verify_signature(public_b64: str, signature_b64: str | None, data: bytes, *,
     try:
         key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_b64, validate=True))
         key.verify(base64.b64decode(signature_b64, validate=True), data)
-    except (InvalidSignature, ValueError) as exc:
+    except (InvalidSignature, ValueError, TypeError) as exc:
         raise SignatureInvalid(
             f"signature by {who} does not verify against their key in the charter"
         ) from exc

@@ -15,20 +15,19 @@ import json
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from answerable.charter import charter_of
+from answerable.charter import CharterHistory
 from answerable.clock import Clock, IdSource, rfc3339
-from answerable.control import scope_from_text
-from answerable.errors import AnswerableError, ConfigError
+from answerable.control import ControlFold, scope_from_text
+from answerable.errors import ConfigError
 from answerable.ledger.base import LedgerStore
 from answerable.records import Alert, Control, Entry, problems
-from answerable.signing import require_role, verify_signed_by
 
 __all__ = ["Breach", "MonitorConfig", "Monitors", "load_monitors"]
 
@@ -119,7 +118,7 @@ def load_monitors(source: str | Path | dict[str, Any], *, known_scopes: Iterable
         if isinstance(raw, str):
             raw = json.loads(raw)
         config = MonitorConfig.model_validate(raw)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested absurdly deep
         if isinstance(exc, ValidationError):
             raise ConfigError(f"{label}: {problems(exc, 'monitors')[0]}") from exc
         raise ConfigError(f"{label}: {exc}") from exc
@@ -180,6 +179,8 @@ class Monitors:
         self.ids = ids
         self._next = 0
         self._state = {m.name: _State() for m in config.monitors}
+        self._controls = ControlFold(CharterHistory())
+        """The stops as the Controller folds them, so a resume re-arms exactly when it lifts."""
         self.alerts: list[Alert] = []
 
     async def poll(self) -> list[Alert]:
@@ -188,16 +189,28 @@ class Monitors:
         breaches: list[Breach] = []
         while self._next < size:
             stop = min(size, self._next + 2048)
-            for stored in self.ledger.entries(self._next, stop):
-                breaches += self.observe(orjson.loads(stored.data))
+            batch = self.ledger.entries(self._next, stop)
+            # After reading the batch: every charter before its entries was committed before them.
+            self._controls.charters.advance(self.ledger)
+            for stored in batch:
+                breaches += self.observe(orjson.loads(stored.data), index=stored.index)
             self._next = stop
         written = [await self._respond(b) for b in breaches]
         return written
 
-    def observe(self, entry: dict[str, Any]) -> list[Breach]:
-        """Update every monitor with one entry; pure apart from the monitors' running figures."""
-        if entry.get("kind") == "Control" and entry.get("action") == "resume":
-            self._unlatch(entry)
+    def observe(self, entry: dict[str, Any], *, index: int | None = None) -> list[Breach]:
+        """Update every monitor with one entry at ledger position ``index``; pure apart from the
+        monitors' running figures.
+
+        A Control entry also updates the stops in force; a resume that lifts a stop re-arms the
+        monitors that paused its scope. ``index`` None judges a resume by the latest charter read.
+        An entry that is not a valid record of its kind is skipped: monitors watch, the ledger
+        and the gateway validate.
+        """
+        if not isinstance(entry.get("id"), str):
+            return []
+        if entry.get("kind") == "Control":
+            self._control(entry, index)
         found = []
         for monitor in self.config.monitors:
             state = self._state[monitor.name]
@@ -209,14 +222,13 @@ class Monitors:
                 found.append(breach)
         return found
 
-    def _unlatch(self, entry: dict[str, Any]) -> None:
-        """A resume re-arms the monitors pausing that scope, if a person the charter allows signed it."""
-        control = Control.model_validate(entry)
+    def _control(self, entry: dict[str, Any], index: int | None) -> None:
+        """Fold a control; a resume honoured by the charter at its position re-arms its monitors."""
         try:
-            charter = charter_of(self.ledger)
-            require_role(charter, control.by, "ri", "operator")
-            verify_signed_by(control, charter, control.by)
-        except AnswerableError:
+            control = Control.model_validate(entry)
+        except ValueError:  # pydantic's ValidationError: not a Control, so it changes nothing
+            return
+        if not self._controls.add(index, control) or control.action != "resume":
             return
         label = control.scope.label()
         for monitor in self.config.monitors:
@@ -227,10 +239,8 @@ class Monitors:
     async def _respond(self, breach: Breach) -> Alert:
         monitor = breach.monitor
         now = rfc3339(self.clock.now_ns())
-        try:
-            ri: str | None = charter_of(self.ledger).ri
-        except AnswerableError:
-            ri = None
+        latest = self._controls.charters.advance(self.ledger).latest()
+        ri = latest.ri if latest is not None else None
         alert_id = self.ids.new()
         records: list[Alert | Control] = []
         control_id = None
@@ -316,13 +326,15 @@ def _update(monitor: RateGap | Budget | Count, state: _State, entry: dict[str, A
         )
     if isinstance(monitor, Budget):
         amount = _value(entry, monitor.amount)
-        if not isinstance(amount, int):
+        if isinstance(amount, bool) or not isinstance(amount, int):
             return None
         state.total += amount
         if state.total <= monitor.limit:
             return None
         return Breach(monitor, (entry_id,), {"total": state.total, "limit": monitor.limit})
-    at = _seconds(entry["at"])
+    at = _seconds(entry.get("at"))
+    if at is None:
+        return None
     state.times.append((at, entry_id))
     while state.times and state.times[0][0] <= at - monitor.window_seconds:
         state.times.popleft()
@@ -333,5 +345,17 @@ def _update(monitor: RateGap | Budget | Count, state: _State, entry: dict[str, A
     )
 
 
-def _seconds(stamp: str) -> int:
-    return int(datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp())
+def _seconds(stamp: object) -> int | None:
+    """Whole seconds since the epoch of a record's ``at``, with or without a fraction; None if it
+    is not a record time.
+
+    Records allow up to nine fractional digits, which ``datetime`` cannot hold; whole seconds
+    are all a count window needs.
+    """
+    if not isinstance(stamp, str) or not stamp.endswith("Z"):
+        return None
+    try:
+        moment = datetime.strptime(stamp.partition(".")[0].removesuffix("Z") + "+0000", "%Y-%m-%dT%H:%M:%S%z")
+    except ValueError:
+        return None
+    return int(moment.timestamp())

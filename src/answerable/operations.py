@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, PydanticUserError, ValidationError, create_model
 
 from answerable._canonical import canonical_bytes, json_problems
 from answerable.errors import (
@@ -133,7 +133,13 @@ def args_model(name: str, call: Callable[..., Any]) -> type[BaseModel]:
             pydantic can check.
     """
     try:
-        parameters = inspect.signature(call).parameters.values()
+        # eval_str: a module with ``from __future__ import annotations`` annotates with text,
+        # which only the callable's own globals can resolve.
+        parameters = inspect.signature(call, eval_str=True).parameters.values()
+    except NameError as exc:
+        raise ConfigError(
+            f"operation {name!r}: an annotation of its callable names something undefined: {exc}"
+        ) from exc
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"operation {name!r}: cannot read the signature of its callable: {exc}") from exc
     fields: dict[str, Any] = {}
@@ -150,7 +156,7 @@ def args_model(name: str, call: Callable[..., Any]) -> type[BaseModel]:
         model: type[BaseModel] = create_model(
             f"{name}.args", __config__=ConfigDict(extra="forbid", frozen=True), **fields
         )
-    except (TypeError, ValueError, NameError) as exc:  # PydanticSchemaGenerationError is a TypeError
+    except (PydanticUserError, TypeError, ValueError, NameError) as exc:  # a type pydantic cannot check
         raise ConfigError(
             f"operation {name!r}: its parameters cannot make an argument schema: {exc}; "
             "annotate them with JSON-able types or pass args=<a pydantic model>"
@@ -164,11 +170,14 @@ def validate_arguments(op: Operation, arguments: Mapping[str, Any]) -> BaseModel
 
     Raises:
         ArgumentsInvalid: naming each field that does not match.
+        ConfigError: the operation's schema itself is broken.
     """
     try:
         return op.args.model_validate(arguments)
     except ValidationError as exc:
         raise ArgumentsInvalid(op.name, problems(exc, "arguments")) from exc
+    except PydanticUserError as exc:  # e.g. a model naming a type that was never defined
+        raise ConfigError(f"operation {op.name!r}: its argument schema cannot be used: {exc}") from exc
 
 
 MAX_DEPTH = 32

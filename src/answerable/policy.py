@@ -18,7 +18,8 @@ from typing import Any, Literal
 import cedarpy
 import orjson
 
-from answerable.errors import PolicyInvalid
+from answerable._canonical import is_simple_json, json_problems
+from answerable.errors import PolicyInvalid, RecordInvalid
 
 __all__ = ["CedarRequest", "ReviewTerms", "Ruleset", "Verdict", "decide", "diff_policies", "load_ruleset"]
 
@@ -37,14 +38,25 @@ class CedarRequest:
 
     @classmethod
     def from_record(cls, request: Mapping[str, Any], entities: Sequence[Mapping[str, Any]]) -> CedarRequest:
-        """Rebuild a request from a recorded Decision, to evaluate it again under other rules."""
-        return cls(
-            principal=(request["principal"]["type"], request["principal"]["id"]),
-            action=request["action"]["id"],
-            resource=(request["resource"]["type"], request["resource"]["id"]),
-            context=request["context"],
-            entities=tuple(entities),
-        )
+        """Rebuild a request from a recorded Decision, to evaluate it again under other rules.
+
+        Raises:
+            RecordInvalid: the recorded request lacks a principal, action, resource or context.
+        """
+        try:
+            return cls(
+                principal=(request["principal"]["type"], request["principal"]["id"]),
+                action=request["action"]["id"],
+                resource=(request["resource"]["type"], request["resource"]["id"]),
+                context=request["context"],
+                entities=tuple(entities),
+            )
+        except (KeyError, TypeError) as exc:
+            raise RecordInvalid(
+                f"a recorded Cedar request needs principal, action and resource (each with type and "
+                f"id) and a context; this one has no {exc}",
+                record="Decision",
+            ) from exc
 
     def to_json(self) -> dict[str, Any]:
         """The request as recorded in a Decision, enough to evaluate it again later."""
@@ -143,6 +155,9 @@ def load_ruleset(policies: str, schema_text: str) -> Ruleset:
     Raises:
         PolicyInvalid: naming each parse or validation error.
     """
+    if not isinstance(policies, str) or not isinstance(schema_text, str):
+        kinds = f"{type(policies).__name__} and {type(schema_text).__name__}"
+        raise PolicyInvalid(f"policies and schema must be text, not {kinds}")
     try:
         schema = cedarpy.Schema.from_str(schema_text)
     except ValueError as exc:
@@ -201,9 +216,13 @@ def load_ruleset(policies: str, schema_text: str) -> Ruleset:
 def decide(request: CedarRequest, ruleset: Ruleset) -> Verdict:
     """Decide one request under a ruleset; pure apart from calling Cedar.
 
-    Never raises on a bad request: a request Cedar cannot evaluate is a deny carrying the error,
-    so the refusal is recorded like any other decision.
+    Never raises on a bad request: a request Cedar cannot evaluate, or that is not JSON (a NaN,
+    a set, a non-string key), is a deny carrying the error, so the refusal is recorded like any
+    other decision, and a request that cannot be recorded is never allowed.
     """
+    malformed = _malformed(request)
+    if malformed is not None:
+        return Verdict("deny", (), (malformed,))
     try:
         cedar_request = {
             "principal": {"type": request.principal[0], "id": request.principal[1]},
@@ -230,6 +249,27 @@ def decide(request: CedarRequest, ruleset: Ruleset) -> Verdict:
     return plain or Verdict("deny", ids)
 
 
+def _malformed(request: CedarRequest) -> str | None:
+    """Why a request cannot be put to Cedar and recorded as it is, or None if it can."""
+    if not (_is_uid(request.principal) and _is_uid(request.resource)):
+        return "the Cedar request is malformed: principal and resource must each be (type, id) strings"
+    if not isinstance(request.action, str):
+        return "the Cedar request is malformed: the action must be a string"
+    if not isinstance(request.context, Mapping) or not isinstance(request.entities, tuple | list):
+        return "the Cedar request is malformed: context must be a mapping and entities a sequence"
+    # The exact check only when the cheap one has doubts: this runs before every decision.
+    payload = {"context": request.context, "entities": request.entities}
+    found = [] if is_simple_json(payload) else json_problems(payload, limit=3)
+    if found:
+        return f"the Cedar request is not JSON: {'; '.join(found)}"
+    return None
+
+
+def _is_uid(pair: object) -> bool:
+    """A Cedar entity uid as a request holds it: (type, id), both strings."""
+    return isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)
+
+
 def _evaluate(
     request: dict[str, Any], entities: str, policy_set: Any, ruleset: Ruleset
 ) -> tuple[Verdict | None, tuple[str, ...]]:
@@ -244,8 +284,10 @@ def _evaluate(
             [request], policy_set, entities, ruleset.schema, False
         )
         result = orjson.loads(answer)
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, TypeError) as exc:
         return Verdict("deny", (), (f"Cedar could not evaluate the request: {exc}",)), ()
+    if not isinstance(result, dict):
+        return Verdict("deny", (), ("Cedar answered something that is not a decision",)), ()
     diagnostics = result.get("diagnostics", {})
     # Cedar reports reasons in no fixed order; sorted, the same request always records the same bytes.
     ids = tuple(sorted(ruleset.names.get(r, r) for r in diagnostics.get("reason", ())))

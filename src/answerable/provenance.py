@@ -16,8 +16,9 @@ from typing import Any, Literal
 
 import orjson
 
-from answerable.errors import EntryNotFound, RecordInvalid
-from answerable.ledger.base import LedgerStore
+from answerable.charter import CharterHistory
+from answerable.errors import ConfigError, EntryNotFound, LedgerTampered, RecordInvalid
+from answerable.ledger.base import LedgerStore, StoredEntry
 from answerable.records import (
     Approval,
     Control,
@@ -170,30 +171,30 @@ def why(ledger: LedgerStore, entry_id: str, *, max_nodes: int | None = DEFAULT_M
 
     Raises:
         EntryNotFound: the ledger holds no entry ``entry_id``.
+        ConfigError: ``max_nodes`` is below 1.
+        LedgerTampered: an entry on the walk is not JSON.
     """
     if max_nodes is not None and max_nodes < 1:
-        raise ValueError(f"max_nodes must be at least 1, not {max_nodes}")
+        raise ConfigError(f"max_nodes must be at least 1 (or None for no limit), not {max_nodes}")
     walk = _Walk(ledger)
     root = walk.load(entry_id)
     if root is None:
         raise EntryNotFound(entry_id)
     nodes: dict[str, Node] = {entry_id: Node(entry_id, root.kind, _summary(root.kind, root.record))}
     edges: dict[tuple[str, str, Relation], Edge] = {}
-    queue: deque[str] = deque([entry_id])
+    queue: deque[tuple[str, _Item]] = deque([(entry_id, root)])
     truncated = False
     while queue:
-        source = queue.popleft()
-        item = walk.cache[source]
-        assert item is not None
+        source, item = queue.popleft()
         for target, relation in walk.links(item):
             if target not in nodes:
                 if max_nodes is not None and len(nodes) >= max_nodes:
                     truncated = True
                     continue
-                node, expand = walk.node(target)
+                node, found = walk.node(target)
                 nodes[target] = node
-                if expand:
-                    queue.append(target)
+                if found is not None:
+                    queue.append((target, found))
             edges.setdefault((source, target, relation), Edge(source, target, relation))
     return Provenance(
         nodes=tuple(nodes.values()),
@@ -236,7 +237,7 @@ class _Walk:
     def __init__(self, ledger: LedgerStore) -> None:
         self.ledger = ledger
         self.cache: dict[str, _Item | None] = {}
-        self._charters: list[tuple[int, bytes]] | None = None
+        self._charters: CharterHistory | None = None
 
     def load(self, entry_id: str) -> _Item | None:
         if entry_id in self.cache:
@@ -246,18 +247,18 @@ class _Walk:
         except EntryNotFound:
             self.cache[entry_id] = None
             return None
-        item = _Item(stored.index, stored.kind, _decode(stored.id, stored.kind, stored.data))
+        item = _Item(stored.index, stored.kind, _decode(stored))
         self.cache[entry_id] = item
         return item
 
-    def node(self, node_id: str) -> tuple[Node, bool]:
-        """The node for an id, and whether the walk goes on from it."""
+    def node(self, node_id: str) -> tuple[Node, _Item | None]:
+        """The node for an id, and the entry the walk goes on from (None for a leaf)."""
         if node_id.startswith("policy:"):
-            return Node(node_id, "Policy", f"Policy {node_id.removeprefix('policy:')}"), False
+            return Node(node_id, "Policy", f"Policy {node_id.removeprefix('policy:')}"), None
         item = self.load(node_id)
         if item is None:
-            return Node(node_id, "Missing", "cited, but not in this ledger"), False
-        return Node(node_id, item.kind, _summary(item.kind, item.record)), True
+            return Node(node_id, "Missing", "cited, but not in this ledger"), None
+        return Node(node_id, item.kind, _summary(item.kind, item.record)), item
 
     def links(self, item: _Item) -> Iterator[tuple[str, Relation]]:
         """Causes first, then the links accountability needs that ``causes`` may not hold."""
@@ -283,7 +284,7 @@ class _Walk:
                 continue
             item = self.cache.get(stored.id)
             if item is None:
-                item = _Item(stored.index, stored.kind, _decode(stored.id, stored.kind, stored.data))
+                item = _Item(stored.index, stored.kind, _decode(stored))
                 self.cache[stored.id] = item
             found.append(item.record)
         return found
@@ -386,8 +387,10 @@ class _Walk:
         return None if item is None else item.record
 
     def _index(self, entry_id: str) -> int:
+        """The ledger position of an entry the walk has read (so it is cached)."""
         item = self.load(entry_id)
-        assert item is not None  # only called for records already read
+        if item is None:
+            raise EntryNotFound(entry_id)
         return item.index
 
     def _version(self, decision: object) -> int | None:
@@ -397,26 +400,36 @@ class _Walk:
         return ruleset.version if isinstance(ruleset, RulesetVersion) else None
 
     def _ri_at(self, index: int) -> str | None:
-        """The RI of the charter in force when entry ``index`` was written; None if there was none."""
+        """The RI of the charter in force when entry ``index`` was written; None if there was none.
+
+        Only charters that chain count, as for control: a SystemCharter entry someone appended
+        without the RI's signature names nobody.
+        """
         if self._charters is None:
             # Charters are few and indexed by kind: this reads them, never the ledger.
-            self._charters = [(e.index, e.data) for e in self.ledger.of_kind("SystemCharter")]
-        in_force = [data for i, data in self._charters if i <= index]
-        if not in_force:
-            return None
-        charter = decode_entry(in_force[-1])
-        return charter.ri if isinstance(charter, SystemCharter) else None
+            self._charters = CharterHistory().advance(self.ledger)
+        charter = self._charters.in_force_at(index)
+        return charter.ri if charter is not None else None
 
 
-def _decode(entry_id: str, kind: str, data: bytes) -> _Any:
+def _decode(stored: StoredEntry) -> _Any:
     try:
-        return decode_entry(data)
+        return decode_entry(stored.data)
     except RecordInvalid:
         # A kind added after this module was written: keep walking through it by its causes.
-        body = orjson.loads(data)
-        causes = body.get("causes", []) if isinstance(body, dict) else []
+        try:
+            body = orjson.loads(stored.data)
+        except orjson.JSONDecodeError as exc:
+            raise LedgerTampered(
+                f"ledger entry {stored.index} ({stored.kind} {stored.id}) is not JSON; "
+                "run `answerable verify` on this ledger",
+                index=stored.index,
+                entry_id=stored.id,
+            ) from exc
         fields = body if isinstance(body, dict) else {}
-        return _Opaque(entry_id, kind, tuple(str(c) for c in causes), fields)
+        causes = fields.get("causes", [])
+        causes = causes if isinstance(causes, list) else []
+        return _Opaque(stored.id, stored.kind, tuple(str(c) for c in causes), fields)
 
 
 # --- summaries -----------------------------------------------------------------------------------

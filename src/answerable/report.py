@@ -156,6 +156,8 @@ def _gather(ledger_path: Path) -> _Facts:
             if record is None:
                 continue
             at = record.get("at") if isinstance(record, dict) else record.at
+            if isinstance(record, dict) and not _is_time(at):
+                at = None  # known kinds validated their time; an entry of another kind may hold anything
             if isinstance(at, str):
                 facts.first_at = at if facts.first_at is None else min(facts.first_at, at)
                 facts.last_at = at if facts.last_at is None else max(facts.last_at, at)
@@ -893,18 +895,34 @@ def render(ledger_path: Path) -> str:
 
 
 def write(ledger_path: Path, out: Path) -> Path:
-    """Render the report of ``ledger_path`` and write it to ``out``; return ``out``."""
+    """Render the report of ``ledger_path`` and write it to ``out``; return ``out``.
+
+    Raises:
+        NotALedger: the path is not an answerable ledger.
+        ConfigError: matplotlib is not installed, or ``out`` cannot be written.
+    """
     out = Path(out)
-    text = render(ledger_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    _write(out, render(ledger_path))
     return out
+
+
+def _write(out: Path, text: str) -> None:
+    """Write a page, creating its directory; a path that cannot be written is the caller's to fix."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report to {out}: {exc.strerror or exc}") from exc
 
 
 def compare(paths: list[Path], out: Path) -> Path:
     """Write a page comparing runs: their outcome tables side by side and on-time rates overlaid.
 
     Each run links to its own report when one sits beside its ledger (``LEDGER`` with ``.html``).
+
+    Raises:
+        NotALedger: a path is not an answerable ledger.
+        ConfigError: matplotlib is not installed, or ``out`` cannot be written.
     """
     out = Path(out)
     runs = [_gather(Path(p)) for p in paths]
@@ -935,9 +953,7 @@ def compare(paths: list[Path], out: Path) -> Path:
         "<h2>On-time rates</h2>",
         _figure_block(svg, "None of these ledgers holds orders or deliveries."),
     ]
-    text = _page("Comparison of runs: " + ", ".join(labels), body)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    _write(out, _page("Comparison of runs: " + ", ".join(labels), body))
     return out
 
 

@@ -146,17 +146,28 @@ class System:
         return deliver
 
     async def ingest(self, events: Sequence[tuple[str, str, str, Mapping[str, Any]]]) -> list[ExternalEvent]:
-        """Record outside events (topic, source, type, payload) in one commit, then publish them."""
-        made = [
-            ExternalEvent(
-                id=self.ids.new(),
-                at=rfc3339(self.clock.now_ns()),
-                source=source,
-                type=type,
-                payload=dict(payload),
-            )
-            for _topic, source, type, payload in events
-        ]
+        """Record outside events (topic, source, type, payload) in one commit, then publish them.
+
+        Raises:
+            RecordInvalid: an event does not validate (naming it and the field); none is recorded.
+        """
+        made = []
+        for topic, source, type, payload in events:
+            try:
+                made.append(
+                    ExternalEvent(
+                        id=self.ids.new(),
+                        at=rfc3339(self.clock.now_ns()),
+                        source=source,
+                        type=type,
+                        payload=dict(payload),
+                    )
+                )
+            except (ValidationError, TypeError, ValueError) as exc:  # ValueError: payload not a mapping
+                why = problems(exc, "event")[0] if isinstance(exc, ValidationError) else str(exc)
+                raise RecordInvalid(
+                    f"event {type!r} from {source!r} on {topic!r}: {why}", record="ExternalEvent"
+                ) from exc
         await self.ledger.append(made)
         if self.watcher is not None:
             await self.watcher.poll()
@@ -194,10 +205,9 @@ class System:
                 payload=dict(payload),
                 trace_id=trace_id,
             )
-        except ValidationError as exc:
-            raise RecordInvalid(
-                f"message from {sender} on {topic}: {problems(exc, 'message')[0]}", record="Message"
-            ) from exc
+        except (ValidationError, TypeError, ValueError) as exc:  # ValueError: payload not a mapping
+            why = problems(exc, "message")[0] if isinstance(exc, ValidationError) else str(exc)
+            raise RecordInvalid(f"message from {sender} on {topic}: {why}", record="Message") from exc
         await self.ledger.append([message])
         await self.bus.publish(topic, message)
         return message

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from answerable.charter import new_charter, new_ruleset
 from answerable.clock import Clock, IdSource
+from answerable.errors import ConfigError
 from answerable.gateway import Gateway, Outcome
 from answerable.keys import KeyPair
 from answerable.records import RulesetVersion, SystemCharter
@@ -110,8 +111,16 @@ class ScriptedReviewer:
     answered: int = 0
 
     async def __call__(self, outcome: Outcome) -> Outcome:
-        assert outcome.review is not None
-        assert outcome.decision is not None
+        """Answer one outcome that went to review.
+
+        Raises:
+            ConfigError: the outcome is not a review (the desk is wired to the wrong hook).
+        """
+        if outcome.review is None or outcome.decision is None:
+            raise ConfigError(
+                f"the storm desk answers reviews only, not a {outcome.status!r} outcome of intent "
+                f"{outcome.intent.id}; hand it outcomes whose status is 'review'"
+            )
         entities = {e["uid"]["type"]: e["attrs"] for e in outcome.decision.entities}
         resource = entities.get("Shipment") or entities.get("StockLot") or {}
         medical = resource.get("class") == "medical"

@@ -1,0 +1,330 @@
+"""Errors at the boundary: bad input gets a typed AnswerableError saying what to do, never a raw one."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import People
+
+from answerable import (
+    ConfigError,
+    Controller,
+    ExternalEvent,
+    FakeClock,
+    IdSource,
+    KeyPair,
+    PolicyInvalid,
+    RecordInvalid,
+    SQLiteLedger,
+    System,
+)
+from answerable._canonical import canonical_bytes
+from answerable.charter import new_charter, new_ruleset, schema_for
+from answerable.clock import rfc3339
+from answerable.gateway import Outcome
+from answerable.logistics.governance import ScriptedReviewer
+from answerable.monitors import Monitors, load_monitors
+from answerable.operations import args_model
+from answerable.policy import CedarRequest, decide, load_ruleset
+from answerable.provenance import why
+from answerable.records import Intent
+from answerable.report import write
+
+# --- canonical JSON ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Reading:
+    value: float
+
+
+def test_canonical_bytes_refuse_nan_hidden_where_orjson_would_write_null():
+    """A NaN inside a value orjson serializes natively (a dataclass) is refused, not written as null."""
+    with pytest.raises(RecordInvalid, match="no canonical JSON form"):
+        canonical_bytes({"reading": Reading(math.nan)})
+
+
+def test_canonical_bytes_refuse_values_that_are_not_json():
+    """A datetime is not JSON: hashing orjson's own rendering of it would not be RFC 8785."""
+    with pytest.raises(RecordInvalid, match="at: a datetime is not a JSON value"):
+        canonical_bytes({"at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)})
+
+
+def test_canonical_bytes_refuse_keys_that_are_not_strings():
+    """A non-string key is RecordInvalid naming it, not an AttributeError."""
+    with pytest.raises(RecordInvalid, match="key 1 is not a string"):
+        canonical_bytes({"a": {1: "x"}})
+
+
+def test_canonical_bytes_refuse_a_lone_surrogate_in_a_non_ascii_key():
+    """The exact path names the key instead of leaking a UnicodeEncodeError."""
+    with pytest.raises(RecordInvalid, match="holds a lone surrogate"):
+        canonical_bytes({"é\ud800": 1})
+
+
+def test_canonical_bytes_refuse_deep_nesting_on_the_exact_path_too():
+    """Past orjson's nesting limit a value with a float is refused, not a RecursionError."""
+    value: Any = 1.5
+    for _ in range(2_000):
+        value = [value]
+    with pytest.raises(RecordInvalid, match="nested deeper than 254"):
+        canonical_bytes(value)
+
+
+# --- policy -------------------------------------------------------------------------------------------
+
+SCHEMA = """
+entity Agent;
+entity Resource { class: String };
+action "op" appliesTo { principal: [Agent], resource: [Resource], context: { since: String, n: Long } };
+"""
+
+
+def request(**overrides: Any) -> CedarRequest:
+    fields: dict[str, Any] = {
+        "principal": ("Agent", "a"),
+        "action": "op",
+        "resource": ("Resource", "r"),
+        "context": {"since": "2026-01-01", "n": 1},
+        "entities": ({"uid": {"type": "Resource", "id": "r"}, "attrs": {"class": "x"}, "parents": []},),
+    }
+    return CedarRequest(**{**fields, **overrides})
+
+
+@pytest.fixture(scope="module")
+def permissive() -> Any:
+    return load_ruleset("permit(principal, action, resource);", SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("context", "complaint"),
+    [
+        ({"since": dt.datetime(2026, 1, 1, tzinfo=dt.UTC), "n": 1}, "context.since: a datetime"),
+        ({"since": "x", "n": 2**60}, "context.n: integer 1152921504606846976 is outside the I-JSON"),
+        ({"since": "x", "n": math.nan}, "context.n: nan is not a JSON number"),
+    ],
+)
+def test_decide_denies_a_request_that_cannot_be_recorded(permissive, context, complaint):
+    """orjson would hand Cedar a string for the datetime, a Long for 2**60 and null for NaN; Cedar
+    would allow the first two, and none could be recorded. Each is a deny naming the field."""
+    assert decide(request(), permissive).effect == "allow", "the request itself is fine"
+    verdict = decide(request(context=context), permissive)
+    assert verdict.effect == "deny"
+    assert complaint in verdict.errors[0]
+
+
+@pytest.mark.parametrize("overrides", [{"principal": ("Agent", 5)}, {"principal": ("Agent",)}, {"action": 5}])
+def test_decide_denies_malformed_requests_instead_of_raising(permissive, overrides):
+    """A request Cedar cannot take is a recorded deny with a reason, never a TypeError or IndexError."""
+    verdict = decide(request(**overrides), permissive)
+    assert verdict.effect == "deny"
+    assert verdict.errors[0].startswith("the Cedar request is malformed")
+
+
+def test_a_recorded_request_missing_a_part_is_record_invalid():
+    """Rebuilding a request from a damaged Decision names what is missing, not a KeyError."""
+    with pytest.raises(RecordInvalid, match="'principal'"):
+        CedarRequest.from_record({"action": {"id": "op"}}, [])
+
+
+def test_load_ruleset_refuses_policies_that_are_not_text():
+    """load_ruleset's errors are PolicyInvalid, even for a wrong type."""
+    with pytest.raises(PolicyInvalid, match="must be text"):
+        load_ruleset(None, SCHEMA)  # type: ignore[arg-type]
+
+
+# --- charter, control, keys ---------------------------------------------------------------------------
+
+
+def test_new_charter_with_a_bad_agent_name_is_config_error(people: People):
+    """A name with whitespace is named as a config problem, not a pydantic ValidationError."""
+    with pytest.raises(ConfigError, match=r"agents\.0\.name"):
+        new_charter("logistics", people.ri, agents=["two words"])
+
+
+def test_new_ruleset_with_version_zero_is_config_error(people: People):
+    """Versions start at 1."""
+    with pytest.raises(ConfigError, match="version"):
+        new_ruleset("permit(principal, action, resource);", schema_for(["op"]), people.ri, version=0)
+
+
+async def test_a_halt_without_a_reason_is_record_invalid(ledger: SQLiteLedger):
+    """Every stop records why; an empty reason is RecordInvalid naming the field."""
+    with pytest.raises(RecordInvalid, match="reason"):
+        await Controller(ledger).halt(by="driver-42", reason="")
+
+
+def test_a_key_seed_of_the_wrong_length_is_config_error():
+    """Ed25519 seeds are 32 bytes."""
+    with pytest.raises(ConfigError, match="32 raw bytes"):
+        KeyPair.from_seed("ri@example", b"short")
+
+
+def test_loading_a_directory_as_a_key_file_is_config_error(tmp_path: Path):
+    """Any unreadable key file is ConfigError, not IsADirectoryError."""
+    with pytest.raises(ConfigError, match="cannot read key file"):
+        KeyPair.load(tmp_path)
+
+
+def test_saving_a_key_where_it_cannot_be_written_is_config_error(tmp_path: Path):
+    """A missing directory is ConfigError, not FileNotFoundError."""
+    with pytest.raises(ConfigError, match="cannot write key file"):
+        KeyPair.generate("ri@example").save(tmp_path / "no" / "such" / "dir" / "ri.key")
+
+
+# --- operations -----------------------------------------------------------------------------------------
+
+
+class Opaque:
+    """A type pydantic cannot build a schema for."""
+
+
+def test_an_operation_whose_parameters_pydantic_cannot_check_is_config_error():
+    """Registering such a callable says how to fix it instead of raising pydantic's own error."""
+
+    def call(thing: Opaque) -> None: ...
+
+    with pytest.raises(ConfigError, match="pass args=<a pydantic model>"):
+        args_model("odd", call)
+
+
+# --- monitors -------------------------------------------------------------------------------------------
+
+COUNT = {
+    "monitors": [
+        {
+            "name": "storms",
+            "shape": "count",
+            "invariant": "at most one storm alert a minute",
+            "source": {"kind": "ExternalEvent"},
+            "max": 1,
+            "window_seconds": 60,
+        }
+    ]
+}
+
+
+def watch(config: dict[str, Any]) -> Monitors:
+    return Monitors(load_monitors(config, known_scopes=()), None, clock=FakeClock(), ids=IdSource())  # type: ignore[arg-type]
+
+
+def event(at: str) -> dict[str, Any]:
+    return ExternalEvent(
+        id=IdSource().new(), at=at, source="weather", type="storm.alert", payload={}
+    ).model_dump(mode="json")
+
+
+def test_a_count_monitor_reads_times_without_a_fraction():
+    """Record times may omit the fraction (or carry nine digits); both count, neither raises."""
+    monitors = watch(COUNT)
+    assert monitors.observe(event("2026-01-01T00:00:00Z")) == []
+    [breach] = monitors.observe(event("2026-01-01T00:00:01.123456789Z"))
+    assert breach.observed == {"count": 2, "max": 1}
+
+
+def test_observing_a_control_that_does_not_validate_changes_nothing():
+    """A malformed Control entry is skipped by the monitors, not a pydantic ValidationError."""
+    assert watch(COUNT).observe({"kind": "Control", "id": "c-1", "action": "resume"}) == []
+
+
+def test_a_budget_does_not_count_booleans_as_amounts():
+    """True is not one unit of money."""
+    config = {
+        "monitors": [
+            {
+                "name": "spend",
+                "shape": "budget",
+                "invariant": "spend at most 0",
+                "source": {"kind": "ExternalEvent"},
+                "amount": "payload.cents",
+                "limit": 0,
+            }
+        ]
+    }
+    entry = event("2026-01-01T00:00:00Z") | {"payload": {"cents": True}}
+    assert watch(config).observe(entry) == []
+
+
+def test_a_monitor_configuration_nested_absurdly_deep_is_config_error():
+    """Even JSON too deep for the parser is a ConfigError."""
+    with pytest.raises(ConfigError):
+        load_monitors("[" * 100_000, known_scopes=())
+
+
+# --- provenance, report, runtime, logistics ---------------------------------------------------------
+
+
+async def test_why_with_max_nodes_below_one_is_config_error(ledger: SQLiteLedger):
+    """A useless limit is a ConfigError saying what is allowed."""
+    [stored] = await ledger.append([ExternalEvent.model_validate(event("2026-01-01T00:00:00Z"))])
+    with pytest.raises(ConfigError, match="at least 1"):
+        why(ledger, ledger.entry(stored).id, max_nodes=0)
+
+
+async def test_why_names_the_ri_of_the_charter_chain_not_a_usurper(
+    ledger: SQLiteLedger, people: People, clock: FakeClock
+):
+    """A SystemCharter entry that does not chain names nobody, in provenance as in control."""
+    ids = IdSource(clock)
+    await ledger.append([new_charter("logistics", people.ri, agents=["executor"], clock=clock, ids=ids)])
+    await ledger.append(
+        [new_charter("logistics", people.stranger, agents=["executor"], clock=clock, ids=ids)]
+    )
+    outside = ExternalEvent(
+        id=ids.new(), at=rfc3339(clock.now_ns()), source="weather", type="storm", payload={}
+    )
+    await ledger.append([outside])
+    assert why(ledger, outside.id).accountable.ri == people.ri.identity
+
+
+def test_writing_a_report_where_it_cannot_be_written_is_config_error(
+    ledger: SQLiteLedger, ledger_path: Path, tmp_path: Path
+):
+    """An output path that is a directory is ConfigError, not IsADirectoryError."""
+    pytest.importorskip("matplotlib")
+    ledger.close()
+    with pytest.raises(ConfigError, match="cannot write the report"):
+        write(ledger_path, tmp_path)
+
+
+class NoActuator:
+    def intent(self, *args: Any, **kwargs: Any) -> Intent:
+        raise AssertionError("not used")
+
+    async def submit(self, intent: Intent) -> Outcome:
+        raise AssertionError("not used")
+
+
+async def test_ingesting_an_event_that_does_not_validate_is_record_invalid(ledger: SQLiteLedger):
+    """An outside event with a bad source is RecordInvalid naming the field; nothing is recorded."""
+    system = System(ledger, NoActuator(), agents=["router"])
+    with pytest.raises(RecordInvalid, match="source"):
+        await system.ingest([("weather", "two words", "storm", {})])
+    assert ledger.size() == 0
+
+
+async def test_sending_a_payload_that_is_not_a_mapping_is_record_invalid(ledger: SQLiteLedger):
+    """A message payload must be a mapping; anything else is RecordInvalid, not a TypeError."""
+    system = System(ledger, NoActuator(), agents=["router"])
+    with pytest.raises(RecordInvalid, match="message from router"):
+        await system.send("router", "plans", "plan", 5, (), (), "t-1")  # type: ignore[arg-type]
+
+
+async def test_the_storm_desk_handed_a_non_review_is_config_error():
+    """The scripted reviewer says it was wired to the wrong hook instead of failing an assert."""
+    intent = Intent(
+        id="i-1",
+        at="2026-01-01T00:00:00Z",
+        agent="executor",
+        operation="noop",
+        arguments={},
+        idempotency_key="k",
+    )
+    desk = ScriptedReviewer(gateway=None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="answers reviews only"):
+        await desk(Outcome("denied", intent, None))
