@@ -1,27 +1,63 @@
-"""Full verification of a stored ledger: every leaf, every stored node, every checkpoint."""
+"""Full verification of a stored ledger: every leaf, blob, stored node and checkpoint, and whose key.
+
+What verification proves depends on what it is given from outside the database. On its own it
+proves self-consistency only: entries, blobs, tree and checkpoints agree with each other. Whoever
+can write the database can also rewrite history, rebuild the tree and sign fresh checkpoints with a
+fresh key, and that ledger agrees with itself too. A verifier key kept elsewhere (``key``) ties the
+ledger to its signer: the key the database records must be it, every stored checkpoint must be
+signed with it, and one of them must cover every entry. A checkpoint kept elsewhere
+(``external_checkpoint``) ties the entries it covers to what was signed then.
+
+How a changed entry is named. A leaf whose bytes do not hash to its stored leaf hash, or whose bytes
+name another id than its row, is named at once. A forger who rewrites an entry *and* its leaf hash
+is caught by the stored complete-subtree hashes (table ``nodes``), which pin each pair of leaves:
+the lowest mismatching node says which two (level 1) entries hold the change, never more. Inside
+that pair:
+
+1. a move is proven, not guessed: if the stored pair hash is the hash of two leaves that stand
+   elsewhere now, those entries were swapped or moved, and both are named;
+2. a checkpoint signed at the size that ends between the two says which one it still vouches for;
+3. the ledger writes only canonical JSON, so non-canonical bytes betray a hand edit.
+
+If none of these applies, the pair hash cannot tell the two apart (SHA-256 cannot be inverted and
+no leaf hash is stored twice), and both are named. A stored node that alone disagrees while its
+parent still matches the entries is the node's own edit, and no entry is blamed. When the tree was
+rebuilt to match, only checkpoints remain: the latest one that still matches and the first that
+does not bracket the change, and the same byte and id-order evidence narrows it inside.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import orjson
 
-from answerable.errors import LedgerTampered, SignatureInvalid
+from answerable._canonical import canonical_bytes
+from answerable.errors import ConfigError, LedgerTampered, RecordInvalid, SignatureInvalid
 from answerable.ledger import merkle, note
 from answerable.ledger.base import VerifyReport
 
-__all__ = ["verify"]
+__all__ = ["altered_blob", "blob_digest", "verify"]
+
+_MAX_PAIRS = 16
+"""Mismatching leaf pairs searched for a move; more than this is no longer a swap to explain."""
+_MAX_SCAN = 65_536
+"""Largest range of entries re-read to find a hand-edited one when only checkpoints bracket it."""
 
 
 class RawView(Protocol):
-    """The rows a backend exposes for verification, in index order."""
+    """The rows a backend exposes for verification, in index order, from one snapshot."""
 
     verifier: str
+    """The verifier key the database records."""
     origin: str
 
     def leaves(self) -> Iterator[tuple[int, str, str, bytes, bytes]]: ...
+
+    def rows(self, start: int, stop: int) -> Iterator[tuple[int, str, bytes]]: ...
 
     def level(self, level: int) -> list[tuple[int, bytes]]: ...
 
@@ -33,57 +69,275 @@ class RawView(Protocol):
 
     def causes(self) -> Iterator[tuple[str, int]]: ...
 
+    def causes_by_index(self) -> Iterator[tuple[int, str]]: ...
 
-def verify(view: RawView, external_checkpoint: str | None = None) -> VerifyReport:
+    def blobs(self) -> Iterator[tuple[str, bytes]]: ...
+
+
+def blob_digest(data: bytes) -> str:
+    """The name a blob is stored and cited under: ``sha256:`` and the hex digest of its bytes."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def altered_blob(digest: str, data: bytes, citing: tuple[int, str] | None) -> LedgerTampered:
+    """The fault for a blob whose stored bytes no longer hash to the digest it is stored under."""
+    by = "" if citing is None else f"; ledger entry {citing[0]} (id {citing[1]}) cites it"
+    return LedgerTampered(
+        f"blob {digest} was altered: its stored bytes hash to {blob_digest(data)}{by}",
+        index=None if citing is None else citing[0],
+        entry_id=None if citing is None else citing[1],
+    )
+
+
+def verify(view: RawView, external_checkpoint: str | None = None, *, key: str | None = None) -> VerifyReport:
     """Recompute the ledger from its stored bytes and compare with everything stored about it.
 
+    Args:
+        external_checkpoint: a checkpoint kept outside the ledger; the ledger must extend it.
+        key: the verifier key pinned from outside; the database's own key must be it, every
+            checkpoint must verify with it, and one must cover every entry.
+
     Raises:
-        LedgerTampered: naming the first bad entry by index and id where the damage is in one
-            entry, or the checkpoint that no longer matches.
+        ConfigError: ``key`` is not a verifier key, or ``external_checkpoint`` is not a checkpoint.
+        LedgerTampered: at the first fault, naming the entry by index and id as precisely as the
+            stored evidence allows (see the module docstring).
     """
-    tree = [_leaves(view)]
-    size = len(tree[0])
-    level = 1
-    while len(tree[-1]) >= 2:
-        below = tree[-1]
-        sha256 = hashlib.sha256
-        computed = [sha256(b"\x01" + below[k] + below[k + 1]).digest() for k in range(0, len(below) - 1, 2)]
-        _compare_level(view, level, computed)
-        tree.append(computed)
-        level += 1
-    if view.max_level() >= level and view.level(view.max_level()):
-        raise LedgerTampered(
-            f"the stored tree has nodes at level {view.max_level()}, more than {size} entries need: "
-            "entries were removed from the end"
+    pinned = _pinned(key)
+    recorded, key_fault = _recorded(view, pinned)
+    trusted = pinned or recorded
+    opened, signature_faults = _open_all(view, external_checkpoint, trusted, pinned is not None)
+    evidence = [cp for _, _, cp in opened]
+    blobs = _Blobs.read(view)
+    leaves, cited = _leaves(view, blobs)
+    levels = _tree(view, leaves, evidence)
+    blobs.check_uncited()
+    _check_causes(view, cited)
+    if key_fault is not None:
+        raise key_fault
+    if signature_faults:
+        raise signature_faults[0]
+    size = len(leaves)
+    for what, filed, cp in opened:
+        _check_against(view, levels, what, filed, cp, evidence)
+    if pinned is not None:
+        _check_covered(view, pinned, size, max((cp.size for cp in evidence), default=0))
+    return VerifyReport(
+        size=size,
+        root=merkle.root_hash(size, _node_of(levels)),
+        checkpoints_checked=sum(1 for _, filed, _ in opened if filed is not None),
+    )
+
+
+# --- keys and checkpoints ---------------------------------------------------------------------------
+
+
+def _pinned(key: str | None) -> note.Verifier | None:
+    if key is None:
+        return None
+    try:
+        return note.Verifier.from_key(key.strip())
+    except SignatureInvalid as exc:
+        raise ConfigError(
+            f"the pinned key is not a verifier key ({exc}); give the line `answerable ledger key` printed"
+        ) from exc
+
+
+def _recorded(
+    view: RawView, pinned: note.Verifier | None
+) -> tuple[note.Verifier | None, LedgerTampered | None]:
+    """The key the database records, and the fault to raise once the entries are checked, if any."""
+    try:
+        recorded = note.Verifier.from_key(view.verifier)
+    except SignatureInvalid as exc:
+        return None, LedgerTampered(f"the ledger's verifier key is malformed: {exc}")
+    if pinned is not None and recorded.key() != pinned.key():
+        return recorded, LedgerTampered(
+            f"the ledger records verifier key {recorded.key()}, not the pinned key {pinned.key()}: "
+            "its key was replaced (a rewritten history comes with a fresh key) or this is another ledger"
         )
-
-    def get_node(lvl: int, index: int) -> bytes:
-        return tree[lvl][index]
-
-    verifier = _verifier(view)
-    stored = view.checkpoints()
-    for cp_size, text in stored:
-        cp = _open(text, verifier, view.origin, f"stored checkpoint at size {cp_size}")
-        if cp.size != cp_size:
-            raise LedgerTampered(f"stored checkpoint filed under size {cp_size} says size {cp.size}")
-        _check_against(cp, size, get_node, "stored checkpoint")
-    if external_checkpoint is not None:
-        # Recomputing the root at the checkpoint's size from the verified leaves is the consistency
-        # check: the first cp.size leaves of this ledger hash to the root that was signed then.
-        cp = _open(external_checkpoint, verifier, view.origin, "the given checkpoint")
-        _check_against(cp, size, get_node, "the given checkpoint")
-    return VerifyReport(size=size, root=merkle.root_hash(size, get_node), checkpoints_checked=len(stored))
+    return recorded, None
 
 
-def _leaves(view: RawView) -> list[bytes]:
+def _open_all(
+    view: RawView, external: str | None, trusted: note.Verifier | None, is_pinned: bool
+) -> tuple[list[tuple[str, int | None, note.Checkpoint]], list[LedgerTampered]]:
+    """Every checkpoint that verifies with the trusted key, and a fault for each that does not.
+
+    Faults are raised only after the entries are checked, so a tampered entry is named first; the
+    checkpoints that do verify serve meanwhile as evidence of where a change lies.
+    """
+    if external is not None and not _is_checkpoint_note(external):
+        raise ConfigError(
+            "the given checkpoint is not a signed checkpoint note (origin, size and root lines, a blank "
+            "line, signature lines); give a file `answerable ledger checkpoint --out` wrote"
+        )
+    opened: list[tuple[str, int | None, note.Checkpoint]] = []
+    faults: list[LedgerTampered] = []
+    if trusted is None:
+        return opened, faults
+    whose = f"the pinned key {trusted.key()}" if is_pinned else "the ledger's key"
+    texts: list[tuple[str, int | None, str]] = [
+        (f"stored checkpoint at size {filed}", filed, text) for filed, text in view.checkpoints()
+    ]
+    if external is not None:
+        texts.append(("the given checkpoint", None, external))
+    for what, filed, text in texts:
+        try:
+            opened.append((what, filed, note.open_checkpoint(text, trusted, origin=view.origin)))
+        except SignatureInvalid as exc:
+            faults.append(LedgerTampered(f"{what} does not verify with {whose}: {exc}"))
+    return opened, faults
+
+
+def _is_checkpoint_note(text: str) -> bool:
+    split = text.rfind("\n\n")
+    if split < 0:
+        return False
+    try:
+        note.Checkpoint.parse(text[: split + 1])
+    except SignatureInvalid:
+        return False
+    return True
+
+
+def _check_against(
+    view: RawView,
+    levels: list[list[bytes]],
+    what: str,
+    filed: int | None,
+    cp: note.Checkpoint,
+    evidence: Sequence[note.Checkpoint],
+) -> None:
+    size = len(levels[0])
+    if filed is not None and cp.size != filed:
+        raise LedgerTampered(f"stored checkpoint filed under size {filed} says size {cp.size}")
+    if cp.size > size:
+        raise LedgerTampered(
+            f"{what} commits to {cp.size} entries but the ledger holds {size}: "
+            "entries were removed (truncation or rollback)",
+            index=size,
+        )
+    if merkle.root_hash(cp.size, _node_of(levels)) == cp.root_hash:
+        return
+    suspect = _locate(view, levels, 0, cp.size, evidence)
+    if not suspect.exact and cp.size == size and size % 2 == 1:
+        suspect = _Suspect(
+            size - 1,
+            size - 1,
+            "it is the one entry no stored tree node covers, so the only one that could change without "
+            "the tree noticing (unless the tree was rebuilt as well)",
+        )
+    named = what if filed is not None else f"{what} at size {cp.size}"
+    raise LedgerTampered(
+        f"{named} does not match the ledger: its history was rewritten since (and the stored tree "
+        f"agrees with the rewrite); {_describe(view, suspect)}",
+        index=suspect.first,
+        entry_id=view.id_at(suspect.first),
+    )
+
+
+def _check_covered(view: RawView, pinned: note.Verifier, size: int, covered: int) -> None:
+    """With a pinned key, every entry must lie under a checkpoint that key signed."""
+    if covered >= size:
+        return
+    missing = size - covered
+    noun = "entry" if missing == 1 else "entries"
+    raise LedgerTampered(
+        f"{missing} trailing {noun} ({covered}..{size - 1}) are covered by no checkpoint signed with the "
+        f"pinned key {pinned.key()}: nothing outside the database vouches for them yet; if they are "
+        "what you expect, sign one with `answerable ledger checkpoint` and verify again",
+        index=covered,
+        entry_id=view.id_at(covered),
+    )
+
+
+# --- leaves, blobs and the causes index ---------------------------------------------------------
+
+
+class _Blobs:
+    """Every stored blob hashed once, then each ``$blob`` reference checked against the result."""
+
+    __slots__ = ("altered", "cited", "sizes")
+
+    def __init__(self, sizes: dict[str, int], altered: dict[str, str]) -> None:
+        self.sizes = sizes
+        """Length of each blob whose bytes hash to its digest."""
+        self.altered = altered
+        """What each other blob's bytes hash to now."""
+        self.cited: set[str] = set()
+
+    @classmethod
+    def read(cls, view: RawView) -> _Blobs:
+        sizes: dict[str, int] = {}
+        altered: dict[str, str] = {}
+        for digest, data in view.blobs():
+            actual = blob_digest(bytes(data))
+            if actual == digest:
+                sizes[digest] = len(data)
+            else:
+                altered[digest] = actual
+        return cls(sizes, altered)
+
+    def check(self, index: int, entry_id: str, body: dict[str, Any]) -> None:
+        """Each field an entry moved to a blob must name a stored blob that still hashes to it."""
+        for field, value in body.items():
+            ref = _blob_ref(value)
+            if ref is None:
+                continue
+            digest, length = ref
+            where = f"ledger entry {index} (id {entry_id}): its {field} is stored as blob {digest}"
+            if digest in self.altered:
+                raise LedgerTampered(
+                    f"{where}, which was altered: the stored bytes hash to {self.altered[digest]}",
+                    index=index,
+                    entry_id=entry_id,
+                )
+            if digest not in self.sizes:
+                raise LedgerTampered(
+                    f"{where}, which the ledger no longer holds", index=index, entry_id=entry_id
+                )
+            if self.sizes[digest] != length:
+                raise LedgerTampered(
+                    f"{where} of {length} bytes, but that blob holds {self.sizes[digest]}",
+                    index=index,
+                    entry_id=entry_id,
+                )
+            self.cited.add(digest)
+
+    def check_uncited(self) -> None:
+        for digest, actual in sorted(self.altered.items()):
+            if digest not in self.cited:
+                raise LedgerTampered(
+                    f"stored blob {digest} was altered: its bytes hash to {actual} (no entry cites it)"
+                )
+
+
+def _blob_ref(value: object) -> tuple[str, int] | None:
+    """``(digest, bytes)`` when ``value`` is the reference the ledger writes for an offloaded field."""
+    if type(value) is not dict or "$blob" not in value or len(value) != 2:
+        return None
+    digest, length = value.get("$blob"), value.get("bytes")
+    if not isinstance(digest, str) or type(length) is not int:
+        return None
+    return digest, length
+
+
+def _leaves(view: RawView, blobs: _Blobs) -> tuple[list[bytes], _Multiset]:
     hashes: list[bytes] = []
     sha256 = hashlib.sha256
     cited = _Multiset()
     for expected, (index, entry_id, kind, data, stored_hash) in enumerate(view.leaves()):
-        if index != expected:
+        if index > expected:
             raise LedgerTampered(
                 f"ledger entry {expected} is missing (the next stored entry is {index}, id {entry_id})",
                 index=expected,
+            )
+        if index < expected:
+            raise LedgerTampered(
+                f"an entry row is filed under index {index}, outside the ledger (id {entry_id}): "
+                "entry rows were renumbered",
+                index=expected,
+                entry_id=entry_id,
             )
         if sha256(b"\x00" + data).digest() != stored_hash:
             raise LedgerTampered(
@@ -107,18 +361,42 @@ def _leaves(view: RawView) -> list[bytes]:
                 index=index,
                 entry_id=entry_id,
             )
+        if b'"$blob"' in data:  # a C-speed scan spares the per-field walk on nearly every entry
+            blobs.check(index, entry_id, body)
         for cause in set(body.get("causes") or ()):
             cited.add((cause, index))
         hashes.append(stored_hash)
+    return hashes, cited
+
+
+def _check_causes(view: RawView, cited: _Multiset) -> None:
+    """The causes index must hold exactly the links the entries write; name the first entry it misstates."""
     stored = _Multiset()
     for pair in view.causes():
         stored.add(pair)
-    if stored != cited:
-        raise LedgerTampered(
-            f"the causes index ({stored.count} links) does not match the causes written in the entries "
-            f"({cited.count} links): it was edited, and provenance and recovery would read it wrong"
-        )
-    return hashes
+    if stored == cited:
+        return
+    # Only now, with a fault to explain, is the index grouped per entry to find which one.
+    index: dict[int, set[str]] = {}
+    for idx, cause in view.causes_by_index():
+        index.setdefault(idx, set()).add(cause)
+    for idx, entry_id, data in view.rows(0, 1 << 62):
+        written = set(orjson.loads(data).get("causes") or ())
+        listed = index.pop(idx, set())
+        if listed != written:
+            raise LedgerTampered(
+                f"the causes index does not match ledger entry {idx} (id {entry_id}): it lists "
+                f"{sorted(listed)} as its causes, the entry cites {sorted(written)}; the index was edited, "
+                "and provenance and recovery would read it wrong",
+                index=idx,
+                entry_id=entry_id,
+            )
+    stray = min(index, default=None)
+    raise LedgerTampered(
+        f"the causes index ({stored.count} links) does not match the causes written in the entries "
+        f"({cited.count} links): it lists causes for entry {stray}, which the ledger does not hold",
+        index=stray,
+    )
 
 
 class _Multiset:
@@ -144,53 +422,228 @@ class _Multiset:
     __hash__ = None  # type: ignore[assignment]
 
 
-def _compare_level(view: RawView, level: int, computed: list[bytes]) -> None:
-    stored = view.level(level)
+# --- the tree -------------------------------------------------------------------------------------
+
+
+def _tree(view: RawView, leaves: list[bytes], evidence: Sequence[note.Checkpoint]) -> list[list[bytes]]:
+    """Every complete subtree hash recomputed from the leaves, compared level by level, lowest first."""
+    levels = [leaves]
+    sha256 = hashlib.sha256
+    while len(levels[-1]) >= 2:
+        below = levels[-1]
+        levels.append(
+            [sha256(b"\x01" + below[k] + below[k + 1]).digest() for k in range(0, len(below) - 1, 2)]
+        )
+    for level in range(1, len(levels)):
+        stored = dict(view.level(level))
+        bad = _compare_level(view, level, levels[level], stored)
+        if bad:
+            raise _tree_fault(view, levels, level, bad, stored, evidence)
+    top = view.max_level()
+    if top >= len(levels) and view.level(top):
+        raise LedgerTampered(
+            f"the stored tree has nodes at level {top}, more than {len(leaves)} entries need: "
+            "entries were removed from the end"
+        )
+    return levels
+
+
+def _compare_level(view: RawView, level: int, computed: list[bytes], stored: dict[int, bytes]) -> list[int]:
+    """The indexes of stored nodes that differ from the recomputed ones (raises for missing or extra)."""
+    bad: list[int] = []
     for k, node in enumerate(computed):
-        if k >= len(stored) or stored[k][0] != k:
+        got = stored.get(k)
+        if got is None:
             raise LedgerTampered(
                 f"the stored tree node (level {level}, index {k}) is missing: the tree was edited",
                 index=k << level,
                 entry_id=view.id_at(k << level),
             )
-        if stored[k][1] != node:
-            first = k << level
-            raise LedgerTampered(
-                f"ledger entries {first}..{first + (1 << level) - 1} do not match the stored tree node "
-                f"(level {level}, index {k}): an entry in that range was changed or reordered; "
-                f"the first is {first} (id {view.id_at(first)})",
-                index=first,
-                entry_id=view.id_at(first),
-            )
-    if len(stored) > len(computed):
-        first = len(computed) << level
+        if got != node:
+            bad.append(k)
+    extra = [k for k in stored if k >= len(computed)]
+    if extra:
+        first = min(extra) << level
         raise LedgerTampered(
             f"the stored tree covers entries from {first} that the ledger no longer holds: "
             "entries were removed from the end",
             index=first,
         )
+    return bad
 
 
-def _verifier(view: RawView) -> note.Verifier:
-    try:
-        return note.Verifier.from_key(view.verifier)
-    except SignatureInvalid as exc:
-        raise LedgerTampered(f"the ledger's verifier key is malformed: {exc}") from exc
-
-
-def _open(text: str, verifier: note.Verifier, origin: str, what: str) -> note.Checkpoint:
-    try:
-        return note.open_checkpoint(text, verifier, origin=origin)
-    except SignatureInvalid as exc:
-        raise LedgerTampered(f"{what} does not verify with the ledger's key: {exc}") from exc
-
-
-def _check_against(cp: note.Checkpoint, size: int, get_node: merkle.GetNode, what: str) -> None:
-    if cp.size > size:
-        raise LedgerTampered(
-            f"{what} commits to {cp.size} entries but the ledger holds {size}: "
-            "entries were removed (truncation or rollback)",
-            index=size,
+def _tree_fault(
+    view: RawView,
+    levels: list[list[bytes]],
+    level: int,
+    bad: list[int],
+    stored: dict[int, bytes],
+    evidence: Sequence[note.Checkpoint],
+) -> LedgerTampered:
+    k = bad[0]
+    first, last = k << level, ((k + 1) << level) - 1
+    node = f"the stored tree node (level {level}, index {k})"
+    if _node_alone_edited(view, levels, level, k):
+        return LedgerTampered(
+            f"{node} was edited: it no longer hashes entries {first}..{last}, which still match the node "
+            "above it; the entries are intact, the tree is not"
         )
-    if merkle.root_hash(cp.size, get_node) != cp.root_hash:
-        raise LedgerTampered(f"{what} at size {cp.size} does not match the ledger: its history was rewritten")
+    if level == 1:
+        return _pair_fault(view, levels, bad, stored, evidence)
+    suspect = _locate(view, levels, first, last + 1, evidence)
+    return LedgerTampered(
+        f"{node} does not match entries {first}..{last}, though the nodes below it do (they were rebuilt "
+        f"to match); {_describe(view, suspect)}",
+        index=suspect.first,
+        entry_id=view.id_at(suspect.first),
+    )
+
+
+def _node_alone_edited(view: RawView, levels: list[list[bytes]], level: int, k: int) -> bool:
+    """True when the stored parent still hashes the recomputed children: only this node changed."""
+    if level + 1 >= len(levels) or k // 2 >= len(levels[level + 1]):
+        return False
+    parent = dict(view.level(level + 1)).get(k // 2)
+    return parent is not None and parent == levels[level + 1][k // 2]
+
+
+def _pair_fault(
+    view: RawView,
+    levels: list[list[bytes]],
+    bad: list[int],
+    stored: dict[int, bytes],
+    evidence: Sequence[note.Checkpoint],
+) -> LedgerTampered:
+    """Name the entry behind the first mismatching pair hash: moved (proven) or edited (narrowed)."""
+    leaves = levels[0]
+    pairs = bad[:_MAX_PAIRS]
+    candidates = [i for k in pairs for i in (2 * k, 2 * k + 1)]
+    if len(leaves) % 2:
+        candidates.append(len(leaves) - 1)  # the last leaf of an odd tree is under no pair node
+    k = pairs[0]
+    a, b = 2 * k, 2 * k + 1
+    found = _explain(leaves, stored[k], candidates)
+    if found is not None:
+        x, y = found
+        p, q = (a, x) if x != a else (b, y)
+        back = _explain(leaves, stored[q // 2], candidates) if q // 2 in stored else None
+        swapped = back is not None and back[q % 2] == p
+        id_p, id_q = view.id_at(p), view.id_at(q)
+        hashed = f"the stored tree node over entries {a}..{b} is the hash of the entries now at {x} and {y}"
+        if swapped:
+            text = f"ledger entries {p} (id {id_p}) and {q} (id {id_q}) were swapped: {hashed}"
+        else:
+            text = (
+                f"ledger entry {p} (id {id_p}) is out of place: {hashed}, "
+                f"so entry {q} (id {id_q}) stood at {p}"
+            )
+        return LedgerTampered(text, index=p, entry_id=id_p)
+    suspect = _locate(view, levels, a, b + 1, evidence)
+    if suspect.exact:
+        entry_id = view.id_at(suspect.first)
+        return LedgerTampered(
+            f"ledger entry {suspect.first} (id {entry_id}) was changed and its leaf hash recomputed to "
+            f"match: the stored tree node over entries {a}..{b} no longer matches them, and {suspect.why}",
+            index=suspect.first,
+            entry_id=entry_id,
+        )
+    id_a, id_b = view.id_at(a), view.id_at(b)
+    return LedgerTampered(
+        f"ledger entry {a} (id {id_a}) or {b} (id {id_b}) was changed and its leaf hash recomputed to "
+        f"match (or the stored node itself was edited): the stored tree node over the two (level 1, index "
+        f"{k}) no longer matches them, and nothing stored tells which (no checkpoint ends between them, "
+        "both are canonical JSON)",
+        index=a,
+        entry_id=id_a,
+    )
+
+
+def _explain(leaves: list[bytes], target: bytes, candidates: list[int]) -> tuple[int, int] | None:
+    """Two leaves, as they stand now, whose pair hash is ``target``: where a moved pair went."""
+    for x in candidates:
+        for y in candidates:
+            if x != y and merkle.node_hash(leaves[x], leaves[y]) == target:
+                return x, y
+    return None
+
+
+# --- narrowing a range ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Suspect:
+    """Where the evidence puts a change: entries ``first..last``, and why."""
+
+    first: int
+    last: int
+    why: str
+
+    @property
+    def exact(self) -> bool:
+        return self.first == self.last
+
+
+def _locate(
+    view: RawView, levels: list[list[bytes]], lo: int, hi: int, evidence: Sequence[note.Checkpoint]
+) -> _Suspect:
+    """Narrow ``[lo, hi)``, known to hold a changed entry, as far as the stored evidence allows.
+
+    First by trusted checkpoints whose size falls inside: the root at that size, recomputed from the
+    entries as they stand, still matches (everything before it is as signed) or does not (the
+    change is before it). Then by bytes the ledger would never write (it writes canonical JSON
+    only). Last, as a hint only, by ids: they are UUIDv7 and sort by time, so an entry whose id sorts
+    outside its two neighbours, themselves in order, was likely moved there (concurrent writers
+    can interleave ids, which is why this ranks last and says "likely").
+    """
+    get = _node_of(levels)
+    why: list[str] = []
+    for cp in sorted(evidence, key=lambda c: c.size):
+        if not lo < cp.size < hi:
+            continue
+        if merkle.root_hash(cp.size, get) == cp.root_hash:
+            lo = cp.size
+            why.append(f"the checkpoint at size {cp.size} still matches every entry before it")
+        else:
+            hi = cp.size
+            why.append(f"the checkpoint at size {cp.size} no longer matches")
+            break
+    if hi - lo == 1:
+        return _Suspect(lo, lo, "; ".join(why) or "it is the only entry the evidence leaves")
+    if hi - lo <= _MAX_SCAN:
+        rows = list(view.rows(max(lo - 1, 0), hi + 1))
+        for idx, _, data in rows:
+            if lo <= idx < hi and not _is_canonical(data):
+                return _Suspect(
+                    idx, idx, "its bytes are not the canonical JSON the ledger writes: it was edited by hand"
+                )
+        ids = {idx: entry_id for idx, entry_id, _ in rows}
+        for p in range(lo, hi):
+            before, here, after = ids.get(p - 1), ids.get(p), ids.get(p + 1)
+            if before and here and after and before < after and not before < here < after:
+                return _Suspect(
+                    p, p, "its id sorts out of time order with its neighbours: it was likely moved here"
+                )
+    return _Suspect(lo, hi - 1, "; ".join(why) or "nothing stored tells which")
+
+
+def _is_canonical(data: bytes) -> bool:
+    try:
+        return canonical_bytes(orjson.loads(data)) == data
+    except (orjson.JSONDecodeError, RecordInvalid):
+        return False
+
+
+def _describe(view: RawView, suspect: _Suspect) -> str:
+    if suspect.exact:
+        return f"the change is ledger entry {suspect.first} (id {view.id_at(suspect.first)}): {suspect.why}"
+    return (
+        f"the change lies in entries {suspect.first}..{suspect.last} ({suspect.why}); nothing stored "
+        f"narrows it further, the first of them is entry {suspect.first} (id {view.id_at(suspect.first)})"
+    )
+
+
+def _node_of(levels: list[list[bytes]]) -> merkle.GetNode:
+    def get_node(level: int, index: int) -> bytes:
+        return levels[level][index]
+
+    return get_node
