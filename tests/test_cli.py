@@ -119,7 +119,7 @@ def test_proof_past_the_tree_size_exits_2(used: Path):
     """A proof for a leaf or size the ledger does not have is a usage error."""
     result = run("ledger", "prove", used, "--index", "99", "--json")
     assert result.exit_code == 2
-    assert "leaf 99 in a tree of size 17" in result.stderr
+    assert "leaf 99 in a tree of size 22" in result.stderr
     assert run("ledger", "prove-consistency", used, "--from", "3", "--to", "99").exit_code == 2
 
 

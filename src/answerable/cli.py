@@ -81,16 +81,30 @@ def verify(
     checkpoint: Path | None = typer.Option(
         None, "--checkpoint", help="An earlier checkpoint the ledger must still be consistent with."
     ),
+    key: str | None = typer.Option(
+        None,
+        "--key",
+        metavar="VKEY",
+        help="The verifier key `answerable ledger key` printed, kept outside the ledger: the ledger's "
+        "key must be it, and a checkpoint it signed must cover every entry.",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Recompute every entry, tree node and checkpoint; exit 1 naming the first bad entry."""
+    """Recompute every entry, blob, tree node and checkpoint; exit 1 naming the first bad entry.
+
+    Without --key or --checkpoint the answer is self-consistency only: a history rewritten with a
+    rebuilt tree and a fresh key passes too.
+    """
+    cp_text = _read_checkpoint(checkpoint) if checkpoint else None
+    trust, note = _trust(key, checkpoint)
     with _open(ledger) as store:
-        cp_text = checkpoint.read_text(encoding="utf-8") if checkpoint else None
         try:
-            report = store.verify(cp_text)
+            report = store.verify(cp_text, key=key)
         except LedgerTampered as exc:
             if as_json:
-                _json({"ok": False, "error": str(exc), "index": exc.index, "id": exc.entry_id})
+                _json(
+                    {"ok": False, "error": str(exc), "index": exc.index, "id": exc.entry_id, "trust": trust}
+                )
             _fail(exc)
         except AnswerableError as exc:
             _fail(exc)
@@ -101,6 +115,9 @@ def verify(
                 "size": report.size,
                 "root": _b64(report.root),
                 "checkpoints": report.checkpoints_checked,
+                "trust": trust,
+                "trust_note": note,
+                "key": key.strip() if key else None,
             }
         )
     else:
@@ -109,6 +126,34 @@ def verify(
             f"{report.checkpoints_checked} stored checkpoint(s) verified"
             + (f", consistent with {checkpoint}" if checkpoint else "")
         )
+        out.print(f"trust: {note}", markup=False)
+
+
+def _trust(key: str | None, checkpoint: Path | None) -> tuple[str, str]:
+    """What a passing verify vouches for, given what came from outside the ledger: label and sentence."""
+    if key:
+        return "pinned-key", "every entry is covered by a checkpoint signed with the pinned key"
+    if checkpoint:
+        return (
+            "checkpoint",
+            f"the entries {checkpoint} covers are the ones signed then; later entries are "
+            "self-consistent only (pin the key with --key to cover them)",
+        )
+    return (
+        "self-consistency-only",
+        "self-consistency only: nothing outside the database vouches for it, and a history rewritten "
+        "with a rebuilt tree and a fresh key would pass too; pin the key with --key VKEY (as "
+        "`answerable ledger key` printed it, kept elsewhere) or give an earlier --checkpoint",
+    )
+
+
+def _read_checkpoint(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        _fail(ConfigError(f"cannot read checkpoint {path}: {exc.strerror}"))
+    except UnicodeDecodeError:
+        _fail(ConfigError(f"checkpoint {path} is not text: give a file `answerable ledger checkpoint` wrote"))
 
 
 @ledger_app.command("checkpoint")
@@ -239,7 +284,8 @@ def _control(ledger: Path, action: str, by: str, reason: str, scope_text: str, k
 
         async def act() -> Any:
             if action == "resume":
-                assert key_file is not None
+                if key_file is None:
+                    raise ConfigError("resume needs --key: starting again must be proven")
                 key = KeyPair.load(key_file)
                 if key.identity != by:
                     raise NotAuthorized(f"--by {by!r} but the key file belongs to {key.identity!r}", who=by)
@@ -258,7 +304,11 @@ def reviews(
     everything: bool = typer.Option(False, "--all", help="Also list settled reviews."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """List reviews waiting for a person: what, why, who is asked, until when."""
+    """List open reviews (waiting for a person): what, why, who is asked, until when.
+
+    ``--all`` lists every review with its state: open, reopened (an approval expired unused),
+    approved (not yet claimed), claimed, denied or expired.
+    """
     with _open(ledger) as store:
         queue = ReviewQueue(store, clock=SystemClock(), ids=IdSource())
         states = _run(queue.all if everything else queue.open)
@@ -274,6 +324,8 @@ def reviews(
             "approvals": f"{sum(a.verdict == 'approve' for a in s.approvals)}/{s.review.approvals_required}",
             "expires_at": s.review.expires_at,
             "resolution": s.resolution,
+            "state": s.status,
+            "claim_id": None if s.claim is None else s.claim.id,
         }
         for s in states
     ]
@@ -288,7 +340,7 @@ def reviews(
         "assignee",
         "approvals",
         "expires_at",
-        "resolution",
+        "state",
     )
     table = Table(title=f"{len(rows)} review(s)")
     for column in columns:
@@ -334,7 +386,7 @@ def _answer(ledger: Path, review_id: str, verdict: str, by: str, reason: str, ke
         queue = ReviewQueue(store, clock=SystemClock(), ids=IdSource())
         approval = _run(lambda: queue.approval(review_id, key=key, verdict=verdict, reason=reason))
         state = _run(lambda: asyncio.run(queue.submit(approval)))
-    status = state.resolution or "open"
+    status = state.status
     out.print(f"{verdict} recorded: {approval.id} on review {review_id} by {by}; review is {status}")
 
 
@@ -351,8 +403,8 @@ def rules_diff(
             versions = {}
             for stored in store.of_kind("RulesetVersion"):
                 record = decode_entry(stored.data)
-                assert isinstance(record, RulesetVersion)
-                versions[str(record.version)] = record.policies
+                if isinstance(record, RulesetVersion):
+                    versions[str(record.version)] = record.policies
         missing = [v for v in (old, new) if v not in versions]
         if missing:
             _fail(ConfigError(f"ledger has no ruleset version {missing[0]}; it has {sorted(versions)}"))

@@ -34,6 +34,7 @@ from answerable.errors import (
     EntryNotFound,
     LeaseLost,
     RecordInvalid,
+    RequestBuildFailed,
     TransientError,
     UnknownAgent,
     UnknownOperation,
@@ -46,9 +47,10 @@ from answerable.operations import (
     Operation,
     Resource,
     args_model,
+    canonical_arguments,
+    cedar_inputs,
     http_operation,
     invoke,
-    validate_arguments,
 )
 from answerable.policy import CedarRequest, ReviewTerms, Ruleset, Verdict, decide, load_ruleset
 from answerable.records import (
@@ -391,20 +393,16 @@ class Gateway:
     def _judge(self, op: Operation, intent: Intent, args: BaseModel) -> tuple[CedarRequest, Verdict]:
         ruleset, _ = self._rules()
         try:
-            res = op.resource(args)
-            context = dict(op.context(args))
-            entities = (
-                {"uid": {"type": "Agent", "id": intent.agent}, "attrs": {}, "parents": []},
-                {"uid": {"type": res.type, "id": res.id}, "attrs": dict(res.attrs), "parents": []},
-            )
-            request = CedarRequest(("Agent", intent.agent), op.name, (res.type, res.id), context, entities)
-            canonical_bytes({"request": request.to_json(), "entities": list(entities)})
-        except (
-            Exception
-        ) as exc:  # a broken builder denies, recorded with the error; it never crashes the gateway
+            res, context = cedar_inputs(op, args)
+        except RequestBuildFailed as exc:  # a broken builder denies, recorded with the error
             empty = CedarRequest(("Agent", intent.agent), op.name, ("Resource", op.name), {}, ())
-            why = f"building the Cedar request for {op.name} failed: {type(exc).__name__}: {exc}"
+            why = f"building the Cedar request for {op.name} failed: {exc.reason}"
             return empty, Verdict("deny", (), (why,))
+        entities = (
+            {"uid": {"type": "Agent", "id": intent.agent}, "attrs": {}, "parents": []},
+            {"uid": {"type": res.type, "id": res.id}, "attrs": dict(res.attrs), "parents": []},
+        )
+        request = CedarRequest(("Agent", intent.agent), op.name, (res.type, res.id), context, entities)
         return request, decide(request, ruleset)
 
     def _decision(
@@ -892,11 +890,10 @@ class Gateway:
 def _canonical_intent(op: Operation, intent: Intent) -> tuple[Intent, BaseModel]:
     """The intent with exactly the canonical arguments that are recorded, and the values the
     operation will receive, decoded from those same bytes."""
-    args = validate_arguments(op, intent.arguments)
-    arguments = args.model_dump(mode="json")
-    if arguments == intent.arguments:
+    recorded, args = canonical_arguments(op, intent.arguments)
+    if recorded == intent.arguments:
         return intent, args
-    return intent.model_copy(update={"arguments": arguments}), args
+    return intent.model_copy(update={"arguments": recorded}), args
 
 
 def _executions_of(ledger: LedgerStore, intent_id: str) -> list[Execution]:
@@ -919,7 +916,7 @@ def _entry(ledger: LedgerStore, entry_id: str, kind: type[_T]) -> _T:
 def _response_digest(response: Any) -> str:
     try:
         data = canonical_bytes(response)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecordInvalid):  # a response that is not JSON: digest its repr
         data = repr(response).encode()
     return digest(data)
 

@@ -275,24 +275,20 @@ def _evaluate(
 ) -> tuple[Verdict | None, tuple[str, ...]]:
     """Allow, an error or no decision as a final Verdict; a plain Deny as None plus its policy ids.
 
-    Calls cedarpy's Rust entry point directly and parses its JSON answer with orjson: the public
-    wrapper would re-encode our already encoded context and decode with the standard library,
-    which costs about a third of each decision (see bench/policy.py). cedarpy is pinned below 5.
+    Through cedarpy's public ``is_authorized_batch`` with pre-parsed PolicySet and Schema
+    handles, the context and entities handed over already encoded (the wrapper passes strings
+    through untouched), so no private module of cedarpy is relied on.
     """
     try:
-        [answer] = cedarpy._internal.is_authorized_batch(
-            [request], policy_set, entities, ruleset.schema, False
-        )
-        result = orjson.loads(answer)
-    except (ValueError, RuntimeError, TypeError) as exc:
+        [answer] = cedarpy.is_authorized_batch([request], policy_set, entities, ruleset.schema)
+        decision_name = answer.decision.name
+        reasons, raw_errors = answer.diagnostics.reasons, answer.diagnostics.errors
+    except (ValueError, RuntimeError, TypeError, KeyError) as exc:
         return Verdict("deny", (), (f"Cedar could not evaluate the request: {exc}",)), ()
-    if not isinstance(result, dict):
-        return Verdict("deny", (), ("Cedar answered something that is not a decision",)), ()
-    diagnostics = result.get("diagnostics", {})
     # Cedar reports reasons in no fixed order; sorted, the same request always records the same bytes.
-    ids = tuple(sorted(ruleset.names.get(r, r) for r in diagnostics.get("reason", ())))
-    errors = tuple(str(e) for e in diagnostics.get("errors", ()))
-    decision = result.get("decision")
+    ids = tuple(sorted(ruleset.names.get(r, r) for r in reasons))
+    errors = tuple(str(e) for e in raw_errors)
+    decision = decision_name
     if errors:
         return Verdict("deny", ids, errors), ids
     if decision == "Allow":

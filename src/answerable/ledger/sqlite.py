@@ -175,8 +175,9 @@ class SQLiteLedger:
         if meta.get("version") not in _READABLE_VERSIONS:
             known = ", ".join(_READABLE_VERSIONS)
             raise NotALedger(str(p), f"format version {meta.get('version')!r} is not one of {known}")
-        if meta["version"] != _FORMAT_VERSION:
+        if meta["version"] != _FORMAT_VERSION and os.access(p, os.W_OK) and os.access(p.parent, os.W_OK):
             _migrate(p, meta["version"])
+        # A read-only older ledger is read as it is: verify, export and proofs need nothing new.
         signer = None
         key_file = Path(signing_key) if signing_key else _key_path(p)
         if key_file.exists():
@@ -431,14 +432,12 @@ class SQLiteLedger:
     # --- guards and the lease -------------------------------------------------------------------
 
     def head(self, key: str) -> int | None:
-        row = self._read(lambda c: c.execute("SELECT idx FROM guards WHERE key = ?", (key,)).fetchone())
+        row = self._read(lambda c: _v2_row(c, "SELECT idx FROM guards WHERE key = ?", (key,)))
         return None if row is None else int(row[0])
 
     def lease(self) -> LeaseRow | None:
         row = self._read(
-            lambda c: c.execute(
-                "SELECT holder, epoch, beat, pid, host, since, process, released FROM lease"
-            ).fetchone()
+            lambda c: _v2_row(c, "SELECT holder, epoch, beat, pid, host, since, process, released FROM lease")
         )
         if row is None:
             return None
@@ -781,6 +780,16 @@ def _resolve_on_loop(items: list[tuple[asyncio.Future[list[int]], _Outcome]]) ->
             future.set_exception(error)
         else:
             future.set_result(result or [])
+
+
+def _v2_row(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> Any:
+    """One row of a table format 2 added; None in a format-1 ledger opened read-only."""
+    try:
+        return conn.execute(sql, args).fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
 
 
 def _migrate(path: Path, version: str) -> None:
