@@ -166,3 +166,34 @@ async def test_reviews_lists_open_ones_and_all_with_their_state(
     assert [s.review.id for s in gateway.reviews.open()] == [waiting]
     states = {s.review.id: s.status for s in gateway.reviews.all()}
     assert states == {approved: "claimed", denied: "denied", waiting: "open"}
+
+
+async def test_an_answer_is_judged_by_the_charter_in_force_where_it_was_written(
+    ledger: SQLiteLedger, ledger_path: Path, people: People, clock: FakeClock, world: World
+):
+    """A reviewer dropped by a later charter still approved validly before it; a fresh process agrees."""
+    gw = await gateway_with(ledger, people, clock, world)
+    review_id = await pending_review(gw)
+    queue = ReviewQueue(ledger, clock=clock, ids=gw.ids)
+    await queue.submit(queue.approval(review_id, key=people.reviewer, verdict="approve", reason="ok"))
+    ruleset = gw._rules()[1]
+    without_reviewer = new_charter(
+        "logistics",
+        people.ri,
+        agents=["executor"],
+        version=2,
+        supersedes=gw.charter.id,
+        clock=clock,
+        ids=gw.ids,
+    )
+    await gw.install(without_reviewer, ruleset)
+    gw.close()
+    with SQLiteLedger.open(ledger_path) as store:
+        fresh = Gateway(store, clock=clock, ids=IdSource(clock))
+        register_world(fresh, world)
+        await fresh.start()
+        assert fresh.reviews.state(review_id).resolution == "approved"
+        [outcome] = await fresh.settle_reviews()
+        assert outcome.status == "succeeded"
+        fresh.close()
+    assert world.calls == 1

@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel
 
 from answerable._canonical import canonical_bytes
-from answerable.charter import charter_of
+from answerable.charter import CharterHistory, charter_of
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
 from answerable.control import Controller
 from answerable.errors import (
@@ -148,8 +148,10 @@ class Gateway:
         self.ledger = ledger
         self.clock = clock or SystemClock()
         self.ids = ids or IdSource(self.clock)
-        self.control = Controller(ledger, clock=self.clock, ids=self.ids)
-        self.reviews = ReviewQueue(ledger, clock=self.clock, ids=self.ids)
+        self.charters = CharterHistory()
+        """One fold of the charter chain by position, shared by control and review."""
+        self.control = Controller(ledger, clock=self.clock, ids=self.ids, charters=self.charters)
+        self.reviews = ReviewQueue(ledger, clock=self.clock, ids=self.ids, charters=self.charters)
         self.lease = Lease(ledger, ttl=lease_ttl, holder=holder, monotonic=monotonic)
         self._standby = standby
         self._settled: set[str] = set()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from answerable._canonical import canonical_bytes
-from answerable.charter import charter_of
+from answerable.charter import CharterHistory, charter_of
 from answerable.clock import Clock, IdSource, rfc3339
 from answerable.errors import (
     ApprovalRefused,
@@ -199,10 +199,15 @@ def check_approval(approval: Approval, state: ReviewState, charter: SystemCharte
 class ReviewQueue:
     """Reviews as the ledger holds them: read, answer, escalate and expire on the given clock."""
 
-    def __init__(self, ledger: LedgerStore, *, clock: Clock, ids: IdSource) -> None:
+    def __init__(
+        self, ledger: LedgerStore, *, clock: Clock, ids: IdSource, charters: CharterHistory | None = None
+    ) -> None:
         self.ledger = ledger
         self.clock = clock
         self.ids = ids
+        self.charters = charters or CharterHistory()
+        """Each answer is judged by the charter in force where it stands in the ledger, so every
+        process and every restart count the same answers."""
 
     def state(self, review_id: str) -> ReviewState:
         """Everything recorded about one review.
@@ -230,12 +235,16 @@ class ReviewQueue:
         if not isinstance(intent, Intent) or not isinstance(decision, Decision):
             raise RecordInvalid(f"review {review_id} does not point at an Intent and its Decision")
         now = rfc3339(self.clock.now_ns())
-        followers = [decode_entry(e.data) for e in self.ledger.caused_by(review.id)]
+        stored = self.ledger.caused_by(review.id)
+        history = self.charters.advance(self.ledger)
+        followers = [decode_entry(e.data) for e in stored]
         claim = next((f for f in followers if isinstance(f, Claim) and f.intent_id == intent.id), None)
-        charter = charter_of(self.ledger)
         valid: list[Approval] = []
-        for follower in followers:
+        for entry, follower in zip(stored, followers, strict=True):
             if isinstance(follower, Approval):
+                charter = history.in_force_at(entry.index)
+                if charter is None:
+                    continue
                 try:
                     authenticate(follower, review, intent, decision, charter)
                 except ApprovalRefused:
@@ -311,7 +320,7 @@ class ReviewQueue:
         """
         for _ in range(_RACE_RETRIES):
             state = self.state(approval.review_id)
-            check_approval(approval, state, charter_of(self.ledger), now=rfc3339(self.clock.now_ns()))
+            check_approval(approval, state, self._charter_now(), now=rfc3339(self.clock.now_ns()))
             try:
                 await self.ledger.append([approval], guards=[Guard(review_key(state.review.id), state.head)])
             except Conflict:
@@ -323,6 +332,12 @@ class ReviewQueue:
             review_id=approval.review_id,
             who=approval.by,
         )
+
+    def _charter_now(self) -> SystemCharter:
+        in_force = self.charters.advance(self.ledger).latest()
+        if in_force is None:
+            return charter_of(self.ledger)  # raises the precise ConfigError
+        return in_force
 
     async def tick(self, *, fence: int | None = None) -> list[Escalation | ReviewClosed]:
         """Escalate overdue reviews one step, and close expired ones with their safe default.
