@@ -147,7 +147,8 @@ class ApprovalRefused(NotAuthorized):
 
     ``reason_code`` is stable for scripts: ``unknown_review``, ``not_a_reviewer``,
     ``own_proposal``, ``bad_signature``, ``args_mismatch``, ``already_used``, ``already_answered``,
-    ``expired``, ``missing_reason``.
+    ``expired``, ``missing_reason``, ``already_claimed`` (the intent was claimed for
+    execution: nothing can change that), ``bad_verdict``, ``busy`` (the review kept changing).
     """
 
     def __init__(self, message: str, *, reason_code: str, review_id: str = "", who: str = "") -> None:

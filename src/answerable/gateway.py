@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from answerable._canonical import canonical_bytes
 from answerable.charter import CharterHistory, charter_of
@@ -68,6 +68,7 @@ from answerable.records import (
     SystemCharter,
     decode_entry,
     digest,
+    problems,
 )
 from answerable.review import ReviewQueue, ReviewState, binding_of, review_key
 from answerable.signing import verify_charter, verify_ruleset
@@ -309,17 +310,20 @@ class Gateway:
         separation of duties in the charter, they may not approve it themselves.
         """
         intent_id = self.ids.new()
-        return Intent(
-            id=intent_id,
-            at=rfc3339(self.clock.now_ns()),
-            causes=causes,
-            agent=agent,
-            operation=operation,
-            arguments=dict(arguments),
-            idempotency_key=idempotency_key or intent_id,
-            trace_id=trace_id,
-            on_behalf_of=on_behalf_of,
-        )
+        try:
+            return Intent(
+                id=intent_id,
+                at=rfc3339(self.clock.now_ns()),
+                causes=causes,
+                agent=agent,
+                operation=operation,
+                arguments=dict(arguments),
+                idempotency_key=idempotency_key or intent_id,
+                trace_id=trace_id,
+                on_behalf_of=on_behalf_of,
+            )
+        except ValidationError as exc:
+            raise RecordInvalid(f"intent: {'; '.join(problems(exc, 'intent'))}", record="Intent") from exc
 
     async def submit(self, intent: Intent) -> Outcome:
         """Govern one intent end to end.

@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from pydantic import ValidationError
+
 from answerable._canonical import canonical_bytes
 from answerable.charter import CharterHistory, charter_of
 from answerable.clock import Clock, IdSource, rfc3339
@@ -47,6 +49,7 @@ from answerable.records import (
     SystemCharter,
     decode_entry,
     digest,
+    problems,
 )
 from answerable.signing import sign, verify_signed_by
 
@@ -293,8 +296,20 @@ class ReviewQueue:
                 review_id=review_id,
             )
         now = self.clock.now_ns()
-        return sign(
-            Approval.model_validate(
+        if verdict not in ("approve", "deny"):
+            raise ApprovalRefused(
+                f"review {review_id}: the verdict must be approve or deny, not {verdict!r}",
+                reason_code="bad_verdict",
+                review_id=review_id,
+            )
+        if not isinstance(valid_for_seconds, int) or valid_for_seconds < 1:
+            raise ApprovalRefused(
+                f"review {review_id}: an approval must be valid for at least one whole second",
+                reason_code="expired",
+                review_id=review_id,
+            )
+        try:
+            record = Approval.model_validate(
                 {
                     "id": self.ids.new(),
                     "at": rfc3339(now),
@@ -307,9 +322,12 @@ class ReviewQueue:
                     "binding": state.review.binding,
                     "expires_at": rfc3339(now + valid_for_seconds * 1_000_000_000),
                 }
-            ),
-            key,
-        )
+            )
+        except ValidationError as exc:
+            raise RecordInvalid(
+                f"approval: {'; '.join(problems(exc, 'approval'))}", record="Approval"
+            ) from exc
+        return sign(record, key)
 
     async def submit(self, approval: Approval) -> ReviewState:
         """Record a signed answer after checking it; nothing is written if it is refused.

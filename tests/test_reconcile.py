@@ -1,0 +1,120 @@
+"""Reconcile settles only what a dead epoch left, never blindly, and one bad intent stops nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import People, World, make_gateway
+
+from answerable import FakeClock, Gateway, IdSource, RecordInvalid, SQLiteLedger
+from answerable.records import Claim, Control, Execution, decode_entry
+
+
+class Crash(BaseException):
+    """Stands in for the process dying at a point of the call path."""
+
+
+async def leave_claims_behind(
+    ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+) -> list[str]:
+    """Two claimed intents whose calls never ran, as a crash after the claim leaves them."""
+
+    def crash(point: str, _intent: object) -> None:
+        if point == "claimed":
+            raise Crash
+
+    gw = await make_gateway(ledger, people, clock, world, fault=crash)
+    gw.register("carrier.fail", lambda shipment: {"booked": shipment}, resource_class="shipment")
+    gw.register("carrier.http", lambda shipment: {"booked": shipment}, resource_class="shipment")
+    ids = []
+    for operation in ("carrier.fail", "carrier.http"):
+        intent = gw.intent("executor", operation, {"shipment": operation})
+        with pytest.raises(Crash):
+            await gw.submit(intent)
+        ids.append(intent.id)
+    gw.lease.release()  # the process is gone; its epoch is dead
+    return ids
+
+
+async def test_a_failing_lookup_makes_that_intent_ambiguous_and_reconcile_goes_on(
+    ledger: SQLiteLedger, ledger_path: Path, people: People, clock: FakeClock, world: World
+):
+    """The lookup of one intent raises; it is ambiguous and paused; the other is still settled."""
+    failing, found = await leave_claims_behind(ledger, people, clock, world)
+
+    async def broken(_key: str) -> Any:
+        raise ConnectionError("partner unreachable")
+
+    async def finds(key: str) -> Any:
+        return {"booked": "earlier", "key": key}
+
+    with SQLiteLedger.open(ledger_path) as store:
+        gw = Gateway(store, clock=clock, ids=IdSource(clock))
+        gw.register("carrier.book", lambda **_: None, resource_class="shipment")
+        gw.register("noop", lambda: None, resource_class="bench")
+        gw.register("carrier.fail", lambda shipment: None, resource_class="shipment", lookup=broken)
+        gw.register("carrier.http", lambda shipment: None, resource_class="shipment", lookup=finds)
+        outcomes = {o.intent.id: o for o in await gw.start()}
+        assert outcomes[failing].status == "ambiguous"
+        assert outcomes[failing].execution is not None
+        assert "partner unreachable" in (outcomes[failing].execution.error or "")
+        assert outcomes[found].status == "succeeded"
+        assert await gw.reconcile() == []
+        gw.close()
+    pauses = [
+        c for c in map(decode_entry, (e.data for e in ledger.of_kind("Control"))) if isinstance(c, Control)
+    ]
+    assert [p.scope.label() for p in pauses] == ["operation:carrier.fail"]
+
+
+async def test_an_operation_no_longer_registered_is_ambiguous_not_fatal(
+    ledger: SQLiteLedger, ledger_path: Path, people: People, clock: FakeClock, world: World
+):
+    """Reconcile cannot call what it does not know: a person decides, and the rest goes on."""
+    await leave_claims_behind(ledger, people, clock, world)
+    with SQLiteLedger.open(ledger_path) as store:
+        gw = Gateway(store, clock=clock, ids=IdSource(clock))
+        gw.register("carrier.book", lambda **_: None, resource_class="shipment")
+        outcomes = await gw.start()
+        assert sorted(o.status for o in outcomes) == ["ambiguous", "ambiguous"]
+        gw.close()
+    executions = [
+        x
+        for x in map(decode_entry, (e.data for e in ledger.of_kind("Execution")))
+        if isinstance(x, Execution)
+    ]
+    assert all(x.recovered for x in executions)
+    assert len(executions) == 2
+
+
+async def test_reconcile_leaves_the_claims_of_its_own_epoch_alone(
+    gateway: Gateway, ledger: SQLiteLedger, world: World
+):
+    """A claim of the live epoch is a call in flight here, not a leftover: reconcile does not touch it."""
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(shipment: str) -> dict[str, str]:
+        started.set()
+        await release.wait()
+        return {"booked": shipment}
+
+    gateway.register("carrier.fail", slow, resource_class="shipment", idempotent=True)
+    task = asyncio.create_task(gateway.submit(gateway.intent("executor", "carrier.fail", {"shipment": "S"})))
+    await started.wait()
+    assert await gateway.reconcile() == []
+    release.set()
+    outcome = await task
+    assert outcome.status == "succeeded"
+    claims = [c for c in map(decode_entry, (e.data for e in ledger.of_kind("Claim"))) if isinstance(c, Claim)]
+    assert [c.via for c in claims] == ["policy"]
+
+
+async def test_bad_input_to_the_public_api_is_a_typed_error(gateway: Gateway):
+    """An intent that does not validate is refused as RecordInvalid, not a raw pydantic error."""
+    with pytest.raises(RecordInvalid) as refused:
+        gateway.intent("two words", "noop", {})
+    assert "agent" in str(refused.value)
