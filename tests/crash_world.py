@@ -74,9 +74,10 @@ forbid(principal, action == Action::"carrier.book", resource) when { resource.ki
 
 MODES = ("idempotent", "fenced", "lookup", "plain")
 """How the carrier's booking behaves and what the gateway is told about it: ``idempotent``
-deduplicates by key (registered idempotent); ``fenced`` books every accepted call (registered
-fenced); ``lookup`` books every call and can be asked by key (registered with a lookup);
-``plain`` books every call (registered with nothing). The carrier checks fencing tokens in all."""
+deduplicates by key (registered idempotent); ``fenced`` books every accepted call and answers a
+lookup that carries a fencing token (registered fenced, with that lookup); ``lookup`` books every
+call and can be asked by key (registered with a plain lookup); ``plain`` books every call
+(registered with nothing). The carrier checks fencing tokens in all."""
 
 FLOWS = ("allowed", "approved", "expiry", "expired_approval")
 """How an intent reaches its call: allowed by policy; sent to review and approved; sent to a
@@ -177,6 +178,32 @@ class Carrier:
 
     async def notify(self, note: str, idempotency_key: str, fencing_token: FencingToken) -> dict[str, Any]:
         return self._effect("notify", idempotency_key, fencing_token, dedupe=True)
+
+    async def fenced_lookup(self, key: str, fencing_token: FencingToken) -> dict[str, Any] | None:
+        """A lookup that carries the caller's fencing token, as a fenced partner's does: once it has
+        answered, no call under an older epoch can land, so "not found" stays true."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = self.conn.execute("SELECT epoch FROM fence").fetchone()
+            highest = 0 if row is None else int(row[0])
+            if fencing_token.epoch < highest:
+                self.conn.execute("ROLLBACK")
+                raise StaleEpoch(
+                    f"fencing token epoch {fencing_token.epoch} is older than {highest}: refused"
+                )
+            self.conn.execute(
+                "INSERT OR REPLACE INTO fence VALUES (1, ?)", (max(highest, fencing_token.epoch),)
+            )
+            found = self.conn.execute(
+                "SELECT n FROM effects WHERE op = 'book' AND key = ?", (key,)
+            ).fetchone()
+            self.conn.execute("COMMIT")
+        except StaleEpoch:
+            raise
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return None if found is None else {"booking": f"B-{found[0]}"}
 
     async def lookup(self, key: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT n FROM effects WHERE op = 'book' AND key = ?", (key,)).fetchone()
@@ -299,7 +326,7 @@ def build_gateway(
         resource=lambda a: Resource("Shipment", a.shipment, {"kind": a.kind, "class": "shipment"}),  # type: ignore[attr-defined]
         idempotent=mode == "idempotent",
         fenced=mode == "fenced",
-        lookup=carrier.lookup if mode == "lookup" else None,
+        lookup={"lookup": carrier.lookup, "fenced": carrier.fenced_lookup}.get(mode),
     )
     gateway.register(
         "carrier.notify",

@@ -238,11 +238,6 @@ async def test_two_reviewers_answering_at_once_from_the_cli_count_once(
     assert not result.problems, f"{where}; {result}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src/answerable/cli.py _fail prints only str(exc); ApprovalRefused.reason_code "
-    "(stable for scripts, errors.py) never reaches the CLI's output",
-)
 def test_a_refused_cli_answer_names_its_reason_code(tmp_path: Path) -> None:
     """A second answer to a settled review exits 1 and names the stable reason code already_answered."""
     ledger_path, world_path = paths(tmp_path)

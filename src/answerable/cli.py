@@ -52,7 +52,8 @@ JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout.
 
 
 def _fail(exc: AnswerableError) -> NoReturn:
-    err.print(f"answerable: error: {exc}", markup=False)
+    code = getattr(exc, "reason_code", "")  # stable for scripts: printed where a script can grep it
+    err.print(f"answerable: error: {f'[{code}] ' if code else ''}{exc}", markup=False)
     raise typer.Exit(1 if isinstance(exc, _NO) else 2)
 
 

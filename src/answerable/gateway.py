@@ -254,8 +254,9 @@ class Gateway:
         """Register an operation; its argument schema comes from ``args`` or from ``call``'s signature.
 
         ``call`` receives ``idempotency_key`` and ``fencing_token`` (a FencingToken) when its
-        signature names them. ``fenced``: the partner refuses stale fencing tokens, so after a
-        takeover the call may be replayed under the new epoch.
+        signature names them, and so does ``lookup``. ``fenced``: the partner refuses stale
+        fencing tokens; after a crash, a lookup that carries the new token and finds nothing is
+        then proof that the old call never landed and never will, so the call is made again.
         """
         if name in self._operations:
             raise ConfigError(f"operation {name!r} is already registered")
@@ -272,6 +273,7 @@ class Gateway:
             wants_key="idempotency_key" in parameters,
             fenced=fenced,
             wants_token="fencing_token" in parameters,
+            lookup_wants_token=lookup is not None and "fencing_token" in inspect.signature(lookup).parameters,
         )
         self._operations[name] = op
         return op
@@ -474,6 +476,8 @@ class Gateway:
             await self.ledger.append([execution], fence=claim.epoch)
             self._at("finished", intent)
             return Outcome("not_executed", intent, decision, execution, approval=approval)
+        if not self.lease.held:  # deposed meanwhile (the heartbeat saw it): do not even try
+            raise self.lease.lost_error()
         token = FencingToken(claim.epoch, intent.idempotency_key)
         # Latency is read from the injected clock like every other time, so a replayed run with a
         # fake clock produces the same bytes; with the system clock it is the real latency.
@@ -776,11 +780,12 @@ class Gateway:
 
         Only claims of earlier epochs are touched, never one of this gateway's own (those are
         in flight here). For each, a recovery claim is committed first (guarded, so two
-        recoveries cannot both run), then: an idempotent or fenced operation is called again
-        with the same key under this epoch; else the effect is looked up by key and recorded
-        if found; a lookup that finds nothing, or fails, or no lookup at all, marks the intent
-        ambiguous and pauses its operation for a person: a negative lookup does not prove that
-        the old holder will not still call. Run it at start-up (``start()`` does).
+        recoveries cannot both run), then: an idempotent operation is called again with the same
+        key under this epoch; else the effect is looked up by key and recorded if found; where
+        the partner is fenced and the lookup carried this epoch's token, "not found" is proof
+        (the old holder can no longer land its call) and the call is made; any other negative
+        or failing lookup, or no lookup at all, marks the intent ambiguous and pauses its
+        operation for a person. Run it at start-up (``start()`` does).
         """
         epoch = self.lease.epoch
         outcomes = []
@@ -825,27 +830,25 @@ class Gateway:
         except Conflict:
             return None  # recovered by someone else meanwhile
         self._at("claimed", intent)
-        if op.idempotent or op.fenced:
-            return await self._execute(
-                op,
-                intent,
-                decision,
-                args,
-                claim,
-                recovered=True,
-                approvals=left.approvals,
-                expiry=left.expiry,
-            )
+        if op.idempotent:
+            return await self._replay(op, left, args, claim)
         if op.lookup is None:
             return await self._ambiguous(
-                left,
-                claim,
-                "claimed before a crash; the operation honours no key, has no fencing and no lookup",
+                left, claim, "claimed before a crash; the operation honours no key and has no lookup"
             )
+        fenced_lookup = op.fenced and op.lookup_wants_token
         try:
-            found = await op.lookup(intent.idempotency_key)
+            if fenced_lookup:
+                token = FencingToken(epoch, intent.idempotency_key)
+                found = await op.lookup(intent.idempotency_key, fencing_token=token)  # type: ignore[call-arg]
+            else:
+                found = await op.lookup(intent.idempotency_key)
         except Exception as exc:  # a failing lookup settles nothing: this intent needs a person
             return await self._ambiguous(left, claim, f"lookup by key failed: {type(exc).__name__}: {exc}")
+        if found is None and fenced_lookup:
+            # The partner has seen this epoch: the old holder's call can no longer land, and it
+            # has not landed. Making it now is the one call.
+            return await self._replay(op, left, args, claim)
         if found is None:
             return await self._ambiguous(
                 left,
@@ -866,6 +869,18 @@ class Gateway:
         await self.ledger.append([execution], fence=epoch)
         last = left.approvals[-1] if left.approvals else None
         return Outcome("succeeded", intent, decision, execution, found, approval=last)
+
+    async def _replay(self, op: Operation, left: _Open, args: BaseModel, claim: Claim) -> Outcome:
+        return await self._execute(
+            op,
+            left.intent,
+            left.decision,
+            args,
+            claim,
+            recovered=True,
+            approvals=left.approvals,
+            expiry=left.expiry,
+        )
 
     async def _ambiguous(self, left: _Open, claim: Claim | None, why: str) -> Outcome:
         intent, decision = left.intent, left.decision

@@ -108,6 +108,10 @@ class Lease:
             raise LeaseLost(0, None)
         return self._epoch
 
+    def lost_error(self) -> LeaseLost:
+        """The error to raise once the lease is gone."""
+        return self._lost if self._lost is not None else LeaseLost(self._epoch or 0, None)
+
     @property
     def held(self) -> bool:
         return self._epoch is not None and self._lost is None
