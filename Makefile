@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit soak bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,6 +34,12 @@ unit: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# The full crash matrix (192 cells: kill -9 and SIGSTOP x 4 flows x 6 points x 4 partner modes) and
+# every multi-process scenario under 5 seeds; `make test` runs a small seeded sample of the same.
+# ANSWERABLE_SEED=N replays one seed.
+soak: $(STAMP)
+	ANSWERABLE_SOAK=1 $(BIN)/pytest -m crash -p no:randomly
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,logistics,report,bench]'

@@ -10,8 +10,8 @@ import asyncio
 from pathlib import Path
 
 from answerable import FakeClock, Gateway, IdSource, KeyPair, Resource, SQLiteLedger, new_charter, new_ruleset
-from answerable.records import ExternalEvent
 from answerable.quickstart import POLICIES, SCHEMA
+from answerable.records import ExternalEvent
 
 HERE = Path(__file__).parent
 RI = KeyPair.from_seed("ri@shop.example", b"\x11" * 32)
@@ -34,12 +34,20 @@ async def main() -> None:
         new_charter("shop", RI, agents=["support-bot"], reviewers=[REVIEWER], clock=clock, ids=ids),
         new_ruleset(POLICIES, SCHEMA, RI, clock=clock, ids=ids),
     )
-    event = ExternalEvent(id=ids.new(), at="2026-11-30T10:00:00Z", source="crm", type="bulk",
-                          payload={"rows": ["x" * 100] * 1000})
+    event = ExternalEvent(
+        id=ids.new(),
+        at="2026-11-30T10:00:00Z",
+        source="crm",
+        type="bulk",
+        payload={"rows": ["x" * 100] * 1000},
+    )
     await ledger.append([event])
     for order, cents in (("A-1", 2_500), ("A-2", 45_000), ("A-3", 900_000)):
-        out = await gateway.submit(gateway.intent("support-bot", "payments.refund",
-                                                  {"order": order, "cents": cents}, causes=(event.id,)))
+        out = await gateway.submit(
+            gateway.intent(
+                "support-bot", "payments.refund", {"order": order, "cents": cents}, causes=(event.id,)
+            )
+        )
         if out.review is not None:
             await gateway.answer(out.review.id, key=REVIEWER, verdict="approve", reason="known customer")
     await gateway.control.halt(by="on-call@shop.example", reason="refunds look wrong")
