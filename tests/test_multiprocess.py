@@ -85,7 +85,8 @@ async def test_a_holder_stopped_past_its_lease_can_neither_append_nor_call_when_
     assert called["called"] == ["succeeded", "succeeded"], where
     assert woke["error"] == "LeaseLost", where  # its Execution for x was refused by the ledger
     assert woke["probe"] == "LeaseLost", where  # and so is anything new it tries
-    assert result.refused == [("book", x, old, new)], where  # its call was refused by the carrier
+    # Its call was refused by the carrier, or never left: its heartbeat may see the takeover first.
+    assert result.refused in ([], [("book", x, old, new)]), where
     assert [e.epoch for e in result.effects_of(x)] == [new], where
     assert [(x.status, x.recovered) for x in result.executions_of(x)] == [("succeeded", True)], where
     assert [e.epoch for e in result.effects_of(f"{y}-after")] == [new], where
