@@ -161,6 +161,7 @@ class Gateway:
         self._review_locks: dict[str, asyncio.Lock] = {}
         self._operations: dict[str, Operation] = {}
         self._fault = fault
+        self._agent_names: tuple[SystemCharter | None, frozenset[str]] = (None, frozenset())
         self._charter: SystemCharter | None = None
         self._ruleset: Ruleset | None = None
         self._ruleset_record: RulesetVersion | None = None
@@ -336,7 +337,7 @@ class Gateway:
         """
         charter = self.charter
         epoch = self.lease.epoch
-        if intent.agent not in charter.agent_names():
+        if intent.agent not in self._agents(charter):
             raise UnknownAgent(intent.agent)
         op = self._operations.get(intent.operation)
         if op is None:
@@ -370,6 +371,12 @@ class Gateway:
         self._at("recorded", intent)
         self._at("claimed", intent)
         return await self._execute(op, intent, decision, args, claim, recovered=False)
+
+    def _agents(self, charter: SystemCharter) -> frozenset[str]:
+        """The charter's agent names, computed once per charter, not once per intent."""
+        if self._agent_names[0] is not charter:
+            self._agent_names = (charter, charter.agent_names())
+        return self._agent_names[1]
 
     def _at(self, point: str, intent: Intent) -> None:
         if self._fault is not None:

@@ -277,10 +277,11 @@ def _deeper_than(value: Any, limit: int) -> bool:
             return True
         nested: list[Any] = []
         for item in level:
-            if type(item) is dict:
-                nested.extend(v for v in item.values() if type(v) is dict or type(v) is list)
-            elif type(item) is list:
-                nested.extend(v for v in item if type(v) is dict or type(v) is list)
+            children = item.values() if type(item) is dict else item
+            for child in children:
+                kind = type(child)
+                if kind is dict or kind is list:
+                    nested.append(child)
         level = nested
     return False
 
