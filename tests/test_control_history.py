@@ -31,11 +31,13 @@ def _charter(people: People, clock: FakeClock, ids: IdSource) -> SystemCharter:
     )
 
 
-def _resume_by(key_owner: str, clock: FakeClock, ids: IdSource) -> Control:
-    """A system resume as a person would write it straight to the ledger (no checks on the way)."""
+def _resume_by(key_owner: str, clock: FakeClock, ids: IdSource, lifts: tuple[str, ...] = ()) -> Control:
+    """A system resume as a person would write it straight to the ledger (no checks on the way),
+    naming the stops it lifts (the ones its signer saw)."""
     return Control(
         id=ids.new(),
         at=rfc3339(clock.now_ns()),
+        causes=lifts,
         action="resume",
         scope=Scope(kind="system"),
         by=key_owner,
@@ -73,7 +75,7 @@ async def test_a_resume_ignored_when_written_stays_ignored_after_a_handover(
     assert _fresh_states(ledger_path) == (running.state(), running.state())
 
     # The operator may not lift a halt, so the running gateway ignores their signed resume.
-    await step(sign(_resume_by(people.operator.identity, clock, ids), people.operator))
+    await step(sign(_resume_by(people.operator.identity, clock, ids, (halt.id,)), people.operator))
     assert running.state().stops == (halt,)
 
     # The RI hands the system over to the operator.
@@ -92,7 +94,7 @@ async def test_a_resume_ignored_when_written_stays_ignored_after_a_handover(
     assert running.state().stops == (halt,), "an old resume must not start honouring itself"
 
     # A resume the new RI signs now does lift the halt, for everyone.
-    await step(sign(_resume_by(people.operator.identity, clock, ids), people.operator))
+    await step(sign(_resume_by(people.operator.identity, clock, ids, (halt.id,)), people.operator))
     assert running.state().stops == ()
     assert [len(s.stops) for s in states] == [0, 1, 1, 0]
 
@@ -117,7 +119,7 @@ async def test_a_resume_by_the_old_ri_after_a_handover_is_ignored_by_every_reade
         ids=ids,
     )
     await ledger.append([second])
-    await ledger.append([sign(_resume_by(people.ri.identity, clock, ids), people.ri)])
+    await ledger.append([sign(_resume_by(people.ri.identity, clock, ids, (halt.id,)), people.ri)])
     assert running.state().stops == (halt,)
     assert _fresh_states(ledger_path) == (running.state(), running.state())
 
@@ -133,7 +135,7 @@ async def test_a_charter_that_does_not_chain_changes_nobody_s_role(
     halt = await running.halt(by="driver-42", reason="roads closed")
     usurper = new_charter("logistics", people.stranger, agents=["executor"], clock=clock, ids=ids)
     await ledger.append([usurper])
-    await ledger.append([sign(_resume_by(people.stranger.identity, clock, ids), people.stranger)])
+    await ledger.append([sign(_resume_by(people.stranger.identity, clock, ids, (halt.id,)), people.stranger)])
     assert charter_of(ledger).id == first.id
     assert running.state().stops == (halt,)
     assert _fresh_states(ledger_path) == (running.state(), running.state())
@@ -197,7 +199,9 @@ async def test_no_charter_in_force_is_a_config_error_and_resumes_before_it_are_i
     ids = IdSource(clock)
     running = Controller(ledger, clock=clock, ids=ids)
     halt = await running.halt(by="x", reason="before set-up")
-    [at_resume] = await ledger.append([sign(_resume_by(people.ri.identity, clock, ids), people.ri)])
+    [at_resume] = await ledger.append(
+        [sign(_resume_by(people.ri.identity, clock, ids, (halt.id,)), people.ri)]
+    )
     await ledger.append([_charter(people, clock, ids)])
     assert running.state().stops == (halt,)
     with pytest.raises(ConfigError, match="no valid SystemCharter was in force at ledger entry"):
@@ -242,7 +246,10 @@ async def test_monitors_re_arm_only_when_the_resume_lifts_the_stop(
 
     assert len(await storms(2)) == 1  # breach: alert and pause
     await controller.halt(by="driver-42", reason="bridge out", scope=noop)
-    operator_resume = _resume_by(people.operator.identity, clock, ids).model_copy(update={"scope": noop})
+    seen = tuple(stop.id for stop in controller.state().stops)
+    operator_resume = _resume_by(people.operator.identity, clock, ids, seen).model_copy(
+        update={"scope": noop}
+    )
     await ledger.append([sign(operator_resume, people.operator)])
     assert len(controller.state().stops) == 2
     assert await storms(2) == [], "the operator's resume lifted nothing, so nothing re-armed"
@@ -250,3 +257,18 @@ async def test_monitors_re_arm_only_when_the_resume_lifts_the_stop(
     await controller.resume(key=people.ri, reason="bridge repaired", scope=noop)
     assert controller.state().stops == ()
     assert len(await storms(2)) == 1
+
+
+async def test_a_resume_lifts_only_the_stops_its_signer_saw(
+    ledger: SQLiteLedger, ledger_path: Path, people: People, clock: FakeClock
+):
+    """A pause that lands between a resume's signing and its append stays in force, for every reader."""
+    ids = IdSource(clock)
+    await ledger.append([_charter(people, clock, ids)])
+    running = Controller(ledger, clock=clock, ids=ids)
+    seen = await running.pause(by="ops", reason="checking")
+    resume = sign(_resume_by(people.operator.identity, clock, ids, (seen.id,)), people.operator)
+    unseen = await running.pause(by="answerable.gateway", reason="outcome unknown after a crash")
+    await ledger.append([resume])
+    assert running.state().stops == (unseen,)
+    assert _fresh_states(ledger_path) == (running.state(), running.state())

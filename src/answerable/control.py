@@ -53,10 +53,15 @@ class ControlState:
         return None
 
     def apply(self, control: Control) -> ControlState:
-        """The state after ``control`` takes effect: a stop adds, a resume lifts all on its scope."""
-        label = control.scope.label()
+        """The state after ``control`` takes effect: a stop adds; a resume lifts the stops on its
+        scope that it names in ``causes``, the ones its signer saw, and no stop written after
+        them (a gateway's "outcome unknown" pause that landed meanwhile stays until someone who
+        has seen it resumes it)."""
         if control.action == "resume":
-            return ControlState(tuple(s for s in self.stops if s.scope.label() != label))
+            label, seen = control.scope.label(), set(control.causes)
+            return ControlState(
+                tuple(s for s in self.stops if not (s.scope.label() == label and s.id in seen))
+            )
         return ControlState((*self.stops, control))
 
 

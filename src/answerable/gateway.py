@@ -372,6 +372,14 @@ class Gateway:
         self._at("claimed", intent)
         return await self._execute(op, intent, decision, args, claim, recovered=False)
 
+    def _still_holding(self, claim: Claim) -> None:
+        """Refuse to call out unless the lease held now is the one the claim was made under.
+
+        The partner's fencing is the guard that holds; this spares it a call that must fail.
+        """
+        if not self.lease.held or self.lease.epoch != claim.epoch:
+            raise self.lease.lost_error() if not self.lease.held else LeaseLost(claim.epoch, self.lease.epoch)
+
     def _agents(self, charter: SystemCharter) -> frozenset[str]:
         """The charter's agent names, computed once per charter, not once per intent."""
         if self._agent_names[0] is not charter:
@@ -483,8 +491,7 @@ class Gateway:
             await self.ledger.append([execution], fence=claim.epoch)
             self._at("finished", intent)
             return Outcome("not_executed", intent, decision, execution, approval=approval)
-        if not self.lease.held:  # deposed meanwhile (the heartbeat saw it): do not even try
-            raise self.lease.lost_error()
+        self._still_holding(claim)
         token = FencingToken(claim.epoch, intent.idempotency_key)
         # Latency is read from the injected clock like every other time, so a replayed run with a
         # fake clock produces the same bytes; with the system clock it is the real latency.
@@ -496,12 +503,24 @@ class Gateway:
                 result = await invoke(op, args, intent.idempotency_key, token)
                 break
             except TransientError as exc:
-                # Safe to try again only where the world deduplicates by key.
-                if op.idempotent and attempts <= op.retries:
-                    continue
                 failure: Exception = exc
                 # A lost answer is not a refusal: the effect may have happened. Say so.
                 status: Literal["failed", "ambiguous"] = "ambiguous"
+                # Safe to try again only where the world deduplicates by key, and only while
+                # nothing was stopped and the lease is still this claim's: a retry is a new call.
+                if op.idempotent and attempts <= op.retries:
+                    self._still_holding(claim)
+                    halted = self.control.state().blocking(
+                        agent=intent.agent,
+                        operation=op.name,
+                        resource_class=op.resource_class,
+                        resource_classes=_resource_classes(decision.request, decision.entities),
+                    )
+                    if halted is None:
+                        continue
+                    failure = TransientError(
+                        f"{exc}; not retried: {halted.action} {halted.id} by {halted.by} came first"
+                    )
             except Exception as exc:  # the world said no: a value to record, not a crash
                 failure, status = exc, "failed"
             execution = self._execution(
