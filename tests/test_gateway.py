@@ -299,3 +299,25 @@ async def test_a_ruleset_takes_effect_only_when_signed_by_the_ri(
     assert refused.status == "denied"
     assert refused.decision is not None
     assert refused.decision.ruleset_id == v2.id
+
+
+async def test_a_halt_committed_during_a_failed_attempt_stops_the_retry(
+    gateway: Gateway, ledger: SQLiteLedger
+):
+    """A retry is a new call: after a halt it is not made; the unknown first attempt is recorded so."""
+    from answerable import TransientError
+
+    calls: list[int] = []
+
+    async def flaky(idempotency_key: str) -> None:
+        calls.append(1)
+        await gateway.control.halt(by="ops", reason="stop now")
+        raise TransientError("timed out")
+
+    gateway.register("carrier.fail", flaky, resource_class="bench", idempotent=True)
+    outcome = await gateway.submit(gateway.intent("executor", "carrier.fail", {}))
+    assert outcome.status == "ambiguous"
+    assert calls == [1]
+    assert outcome.execution is not None
+    assert outcome.execution.attempts == 1
+    assert "not retried" in (outcome.execution.error or "")
