@@ -7,6 +7,7 @@ second SQLiteLedger on the same file, or a real child process.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sqlite3
 import stat
@@ -249,3 +250,25 @@ async def test_a_control_needs_no_lease(gateway: Gateway, ledger_path: Path):
         other.close()
     outcome = await gateway.submit(gateway.intent("executor", "noop", {}))
     assert outcome.status == "denied"
+
+
+def test_a_holder_in_another_pid_namespace_is_not_judged_dead_by_its_pid(ledger: SQLiteLedger):
+    """Same host name, other container: its pid means nothing here, so only silence deposes it."""
+    import socket
+
+    from answerable.lease import process_token
+    from answerable.ledger.base import LeaseRow
+
+    boot, start, _namespace = process_token(os.getpid()).split("|")
+    elsewhere = LeaseRow(
+        holder="gateway@container-b",
+        epoch=0,
+        beat=0,
+        pid=4_000_000,  # no such process in this namespace
+        host=socket.gethostname(),
+        since="2026-12-01T00:00:00Z",
+        process=f"{boot}|{start}|pid:[1]",
+    )
+    assert ledger.take_lease(elsewhere, expect=None) == 1
+    with pytest.raises(LeaseHeld):
+        Lease(ledger, ttl=3600).acquire()

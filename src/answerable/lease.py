@@ -30,21 +30,34 @@ Monotonic = Callable[[], float]
 
 
 def process_token(pid: int) -> str:
-    """Boot id and start time of a process: what tells it apart from a later one with its pid.
+    """Boot id, start time and PID namespace of a process: what tells it apart from a later one
+    with its pid, and says whether a pid means the same process to another reader at all.
 
     Empty where /proc does not say (then only the pid is compared).
     """
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
         stat = Path(f"/proc/{pid}/stat").read_text()
+        namespace = os.readlink(f"/proc/{pid}/ns/pid")
     except OSError:
         return ""
     fields = stat.rsplit(")", 1)[-1].split()
-    return f"{boot}:{fields[19]}" if len(fields) > 19 else ""
+    return f"{boot}|{fields[19]}|{namespace}" if len(fields) > 19 else ""
+
+
+def same_pid_namespace(token: str) -> bool:
+    """Whether a holder's pid can be judged from here: same boot, same PID namespace.
+
+    A holder in another container on the same host name has pids this process cannot see;
+    judging them would depose a live gateway.
+    """
+    mine = process_token(os.getpid()).split("|")
+    theirs = token.split("|")
+    return len(mine) == 3 and len(theirs) == 3 and mine[0] == theirs[0] and mine[2] == theirs[2]
 
 
 def process_alive(pid: int, token: str) -> bool:
-    """Whether the process that took the lease still runs (on this host)."""
+    """Whether the process that took the lease still runs (on this host, in this PID namespace)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -148,7 +161,10 @@ class Lease:
             time.sleep(self._poll)
 
     def _dead_here(self, row: LeaseRow) -> bool:
-        return row.host == self.host and row.pid != self.pid and not process_alive(row.pid, row.process)
+        """A holder whose death this process can see for itself: same host, same PID namespace."""
+        if row.host != self.host or row.pid == self.pid or not same_pid_namespace(row.process):
+            return False
+        return not process_alive(row.pid, row.process)
 
     def _take(self, row: LeaseRow | None) -> int | None:
         mine = LeaseRow(
