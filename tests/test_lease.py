@@ -13,6 +13,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -272,3 +273,17 @@ def test_a_holder_in_another_pid_namespace_is_not_judged_dead_by_its_pid(ledger:
     assert ledger.take_lease(elsewhere, expect=None) == 1
     with pytest.raises(LeaseHeld):
         Lease(ledger, ttl=3600).acquire()
+
+
+def test_a_heartbeat_of_an_old_epoch_never_marks_a_new_one_lost(ledger: SQLiteLedger):
+    """check() found the lease gone; acquiring again starts a fresh heartbeat the old one cannot spoil."""
+    lease = Lease(ledger, ttl=0.3)
+    assert lease.acquire() == 1
+    ledger.release_lease(1)
+    with pytest.raises(LeaseLost):
+        lease.check()
+    assert lease.acquire() == 2
+    time.sleep(0.5)  # several beats of the new epoch; the old thread is stopped, not racing it
+    assert lease.held
+    assert lease.check() == 2
+    lease.release()

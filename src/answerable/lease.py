@@ -179,22 +179,22 @@ class Lease:
         epoch = self.ledger.take_lease(mine, expect=None if row is None else (row.epoch, row.beat))
         if epoch is None:
             return None
+        self._stop_beating()
         self._epoch, self._lost = epoch, None
-        self._stop.clear()
-        self._beater = threading.Thread(target=self._beat, name=f"lease:{self.holder}", daemon=True)
+        self._stop = threading.Event()  # each heartbeat thread has its own: an old one never revives
+        self._beater = threading.Thread(
+            target=self._beat, args=(epoch, self._stop), name=f"lease:{self.holder}", daemon=True
+        )
         self._beater.start()
         return epoch
 
-    def _beat(self) -> None:
-        epoch = self._epoch
-        if epoch is None:
-            return
+    def _beat(self, epoch: int, stop: threading.Event) -> None:
         failures = 0
-        while not self._stop.wait(self.ttl / 3):
+        while not stop.wait(self.ttl / 3):
             try:
                 if not self.ledger.beat_lease(epoch):
                     current = self.ledger.lease()
-                    self._lost = LeaseLost(epoch, None if current is None else current.epoch)
+                    self._lose(epoch, LeaseLost(epoch, None if current is None else current.epoch))
                     return
                 failures = 0
             except AnswerableError:
@@ -202,8 +202,22 @@ class Lease:
                 # cannot be held any more: a standby may already have taken over.
                 failures += 1
                 if failures >= 3:
-                    self._lost = LeaseLost(epoch, None)
+                    self._lose(epoch, LeaseLost(epoch, None))
                     return
+            except Exception:  # never die silently: a holder that cannot beat must stop acting
+                self._lose(epoch, LeaseLost(epoch, None))
+                return
+
+    def _lose(self, epoch: int, error: LeaseLost) -> None:
+        """Mark the lease lost, but only if it is still the epoch this heartbeat was beating."""
+        if self._epoch == epoch:
+            self._lost = error
+
+    def _stop_beating(self) -> None:
+        self._stop.set()
+        beater, self._beater = self._beater, None
+        if beater is not None and beater is not threading.current_thread():
+            beater.join()
 
     def check(self) -> int:
         """The epoch, confirmed against the store just now (a read, no write).
@@ -214,16 +228,15 @@ class Lease:
         epoch = self.epoch
         row = self.ledger.lease()
         if row is None or row.released or row.epoch != epoch:
-            self._lost = LeaseLost(epoch, None if row is None or row.released else row.epoch)
-            raise self._lost
+            lost = LeaseLost(epoch, None if row is None or row.released else row.epoch)
+            self._lost = lost
+            self._stop_beating()
+            raise lost
         return epoch
 
     def release(self) -> None:
         """Give the lease up so a successor need not wait out the ttl."""
-        self._stop.set()
-        if self._beater is not None:
-            self._beater.join()
-            self._beater = None
+        self._stop_beating()
         if self._epoch is not None and self._lost is None:
             with contextlib.suppress(AnswerableError):
                 self.ledger.release_lease(self._epoch)
