@@ -623,13 +623,18 @@ class SQLiteLedger:
         if self._signer is None:
             raise ConfigError(f"cannot sign a checkpoint: the ledger key {self.key_path} is missing")
         with self._read_lock:
-            size, get = self._with_size_locked(None)
-            cp = note.Checkpoint(origin=self.origin, size=size, root_hash=merkle.root_hash(size, get))
+            try:
+                size, get = self._with_size_locked(None)
+                cp = note.Checkpoint(origin=self.origin, size=size, root_hash=merkle.root_hash(size, get))
+            except sqlite3.DatabaseError as exc:
+                raise _translate(exc, self.path) from exc
         signed = note.sign_checkpoint(cp, self._signer)
         conn = _connect(self.path)
         try:
             with conn:
                 conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?)", (size, signed))
+        except sqlite3.DatabaseError as exc:  # locked past the busy timeout, disk full ...
+            raise _translate(exc, self.path) from exc
         finally:
             conn.close()
         return signed
@@ -824,11 +829,19 @@ def _migrate(path: Path, version: str) -> None:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    # isolation_level=None: we issue BEGIN ourselves, so a group commit is exactly one transaction.
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=30000")
+    """A connection in WAL mode with durable commits; a failure is a LedgerError, never raw sqlite3."""
+    try:
+        # isolation_level=None: we issue BEGIN ourselves, so a group commit is exactly one transaction.
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+        except BaseException:
+            conn.close()
+            raise
+    except sqlite3.Error as exc:
+        raise LedgerError(f"ledger {path}: cannot open it: {exc}") from exc
     return conn
 
 
