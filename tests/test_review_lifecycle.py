@@ -197,3 +197,42 @@ async def test_an_answer_is_judged_by_the_charter_in_force_where_it_was_written(
         assert outcome.status == "succeeded"
         fresh.close()
     assert world.calls == 1
+
+
+async def test_a_review_executed_before_claims_existed_stays_settled(tmp_path: Path):
+    """A format-1 ledger's approved and executed review does not reopen when its approval lapses."""
+    import shutil
+
+    from answerable import KeyPair
+
+    source = Path(__file__).with_name("data") / "ledger-v1"
+    for name in ("ledger.db", "ledger.db.key"):
+        shutil.copy(source / name, tmp_path / name)
+    reviewer = KeyPair.from_seed("reviewer@shop.example", b"\x22" * 32)  # as in make.py there
+    with SQLiteLedger.open(tmp_path / "ledger.db") as ledger:
+        queue = ReviewQueue(ledger, clock=FakeClock(ns=2_000_000_000_000_000_000), ids=IdSource())
+        [state] = queue.all()
+        assert (state.status, state.resolution) == ("claimed", "approved")
+        assert state.executed is not None
+        assert queue.open() == []
+        with pytest.raises(ApprovalRefused) as refused:
+            await queue.submit(queue.approval(state.review.id, key=reviewer, verdict="deny", reason="late"))
+        assert refused.value.reason_code == "already_claimed"
+
+
+async def test_a_lapsed_approval_does_not_come_back_when_the_clock_steps_back(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+):
+    """The wall clock jumps backwards after an approval lapsed: the review stays reopened, nothing runs."""
+    review_id = await pending_review(gateway)
+    await gateway.reviews.submit(
+        gateway.reviews.approval(
+            review_id, key=people.reviewer, verdict="approve", reason="ok", valid_for_seconds=60
+        )
+    )
+    clock.advance(120)
+    assert gateway.reviews.state(review_id).status == "reopened"
+    clock.advance(-100)
+    assert await gateway.settle_reviews() == []
+    assert gateway.reviews.state(review_id).status == "reopened"
+    assert world.calls == 0

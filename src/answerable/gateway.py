@@ -159,6 +159,8 @@ class Gateway:
         """Reviews that are final in the ledger (claimed, denied, closed with deny): a cache that
         only grows with the log, never a second source of truth."""
         self._review_locks: dict[str, asyncio.Lock] = {}
+        self._recovery_claims: dict[str, Claim] = {}
+        """Recovery claims written by the reconcile running now, until it settles their intents."""
         self._operations: dict[str, Operation] = {}
         self._fault = fault
         self._agent_names: tuple[SystemCharter | None, frozenset[str]] = (None, frozenset())
@@ -711,7 +713,7 @@ class Gateway:
         review, intent, decision = state.review, state.intent, state.decision
         last = state.approvals[-1] if state.approvals else None
         resolution = state.resolution
-        if state.claim is not None:
+        if state.final:  # claimed (or executed before claims existed): for good
             self._settled.add(review.id)
             return None
         if resolution is None:
@@ -719,9 +721,6 @@ class Gateway:
         if resolution in ("denied", "expired:deny"):
             self._settled.add(review.id)
             return Outcome("denied", intent, decision, review=review, approval=last)
-        if _executions_of(self.ledger, intent.id):
-            self._settled.add(review.id)  # executed before claims existed (an older ledger)
-            return None
         epoch = self.lease.epoch
         op = self._operations.get(intent.operation)
         if op is None:
@@ -821,7 +820,12 @@ class Gateway:
             except (LeaseLost, Conflict):
                 raise
             except AnswerableError as exc:
-                outcome = await self._ambiguous(left, left.claim, f"could not reconcile: {exc}")
+                # Cite the newest claim: the recovery claim, if it was written, so that claim is
+                # closed by this Execution and no later epoch recovers the intent a second time.
+                newest = self._recovery_claims.get(left.intent.id, left.claim)
+                outcome = await self._ambiguous(left, newest, f"could not reconcile: {exc}")
+            finally:
+                self._recovery_claims.pop(left.intent.id, None)
             if outcome is not None:
                 outcomes.append(outcome)
         return outcomes
@@ -855,6 +859,7 @@ class Gateway:
             )
         except Conflict:
             return None  # recovered by someone else meanwhile
+        self._recovery_claims[intent.id] = claim
         self._at("claimed", intent)
         if op.idempotent:
             return await self._replay(op, left, args, claim)

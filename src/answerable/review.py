@@ -43,6 +43,7 @@ from answerable.records import (
     Claim,
     Decision,
     Escalation,
+    Execution,
     Intent,
     Review,
     ReviewClosed,
@@ -100,10 +101,17 @@ class ReviewState:
     """The review's guarded head when this state was read: a write about it must expect this."""
     lapsed: tuple[Approval, ...] = ()
     """Approvals that expired before anyone used them: they reopened the review."""
+    executed: Execution | None = None
+    """In a ledger written before claims existed: the Execution that settled the review instead."""
+
+    @property
+    def final(self) -> bool:
+        """Acted on for good: claimed (or, before claims existed, executed). Nothing changes it."""
+        return self.claim is not None or self.executed is not None
 
     @property
     def live_approvals(self) -> tuple[Approval, ...]:
-        if self.claim is not None:
+        if self.final:
             return tuple(a for a in self.approvals if a.verdict == "approve")
         return tuple(a for a in self.approvals if a.verdict == "approve" and a.expires_at > self.now)
 
@@ -114,14 +122,14 @@ class ReviewState:
             return f"expired:{self.closed.resolution}"
         if any(a.verdict == "deny" for a in self.approvals):
             return "denied"
-        if self.claim is not None or len(self.live_approvals) >= self.review.approvals_required:
+        if self.final or len(self.live_approvals) >= self.review.approvals_required:
             return "approved"
         return None
 
     @property
     def status(self) -> str:
         """``open``, ``reopened``, ``approved`` (not yet claimed), ``claimed``, ``denied`` or ``expired``."""
-        if self.claim is not None:
+        if self.final:
             return "claimed"
         resolution = self.resolution
         if resolution is None:
@@ -182,10 +190,11 @@ def check_approval(approval: Approval, state: ReviewState, charter: SystemCharte
     authenticate(approval, review, state.intent, state.decision, charter)
     if any(a.id == approval.id for a in (*state.approvals, *state.lapsed)):
         raise refuse("already_used", "this approval was already used; an approval is valid once")
-    if state.claim is not None:
+    if state.final:
+        done = state.claim.id if state.claim is not None else state.executed.id if state.executed else ""
         raise refuse(
             "already_claimed",
-            f"the intent was already claimed for execution ({state.claim.id}); nothing can change that",
+            f"the intent was already claimed for execution ({done}); nothing can change that",
         )
     if state.resolution is not None:
         raise refuse("already_answered", f"the review is already settled ({state.resolution})")
@@ -209,6 +218,7 @@ class ReviewQueue:
         self.clock = clock
         self.ids = ids
         self.charters = charters or CharterHistory()
+        self._latest_ns = 0
         """Each answer is judged by the charter in force where it stands in the ledger, so every
         process and every restart count the same answers."""
 
@@ -237,11 +247,12 @@ class ReviewQueue:
         decision = decode_entry(self.ledger.find(review.decision_id).data)
         if not isinstance(intent, Intent) or not isinstance(decision, Decision):
             raise RecordInvalid(f"review {review_id} does not point at an Intent and its Decision")
-        now = rfc3339(self.clock.now_ns())
+        now = rfc3339(self._now_ns())
         stored = self.ledger.caused_by(review.id)
         history = self.charters.advance(self.ledger)
         followers = [decode_entry(e.data) for e in stored]
         claim = next((f for f in followers if isinstance(f, Claim) and f.intent_id == intent.id), None)
+        executed = None if claim is not None else _executed_before_claims(self.ledger, intent.id)
         valid: list[Approval] = []
         for entry, follower in zip(stored, followers, strict=True):
             if isinstance(follower, Approval):
@@ -254,8 +265,8 @@ class ReviewQueue:
                     continue  # appended by someone who could not have given it: it does not count
                 valid.append(follower)
         denials = [a for a in valid if a.verdict == "deny"]
-        if claim is not None:
-            used = set(claim.causes)
+        if claim is not None or executed is not None:
+            used = set(claim.causes if claim is not None else executed.causes if executed is not None else ())
             counted = [a for a in valid if a.id in used or a.verdict == "deny"]
             lapsed = [a for a in valid if a.verdict == "approve" and a.id not in used]
         else:
@@ -274,6 +285,7 @@ class ReviewQueue:
             closed=next((f for f in followers if isinstance(f, ReviewClosed)), None),
             now=now,
             claim=claim,
+            executed=executed,
             head=head,
             lapsed=tuple(lapsed),
         )
@@ -295,7 +307,7 @@ class ReviewQueue:
                 reason_code="missing_reason",
                 review_id=review_id,
             )
-        now = self.clock.now_ns()
+        now = self._now_ns()
         if verdict not in ("approve", "deny"):
             raise ApprovalRefused(
                 f"review {review_id}: the verdict must be approve or deny, not {verdict!r}",
@@ -338,7 +350,7 @@ class ReviewQueue:
         """
         for _ in range(_RACE_RETRIES):
             state = self.state(approval.review_id)
-            check_approval(approval, state, self._charter_now(), now=rfc3339(self.clock.now_ns()))
+            check_approval(approval, state, self._charter_now(), now=rfc3339(self._now_ns()))
             try:
                 await self.ledger.append([approval], guards=[Guard(review_key(state.review.id), state.head)])
             except Conflict:
@@ -350,6 +362,12 @@ class ReviewQueue:
             review_id=approval.review_id,
             who=approval.by,
         )
+
+    def _now_ns(self) -> int:
+        """The clock, never earlier than it already said in this process: an approval that lapsed
+        does not come back when the wall clock steps backwards."""
+        self._latest_ns = max(self._latest_ns, self.clock.now_ns())
+        return self._latest_ns
 
     def _charter_now(self) -> SystemCharter:
         in_force = self.charters.advance(self.ledger).latest()
@@ -363,7 +381,7 @@ class ReviewQueue:
         Each write is guarded by its review's head: one that lost a race to an answer is dropped
         (the next tick sees the answer). ``fence`` is the gateway's lease epoch.
         """
-        now_ns = self.clock.now_ns()
+        now_ns = self._now_ns()
         now = rfc3339(now_ns)
         planned: list[tuple[ReviewState, Escalation | ReviewClosed]] = []
         for state in self.open():
@@ -407,6 +425,16 @@ class ReviewQueue:
                 continue
             written.append(record)
         return written
+
+
+def _executed_before_claims(ledger: LedgerStore, intent_id: str) -> Execution | None:
+    """The Execution of an intent that has no claim: only a ledger written before claims has one."""
+    for stored in ledger.caused_by(intent_id):
+        if stored.kind == "Execution":
+            record = decode_entry(stored.data)
+            if isinstance(record, Execution) and record.intent_id == intent_id:
+                return record
+    return None
 
 
 def _add_seconds(stamp: str, seconds: int) -> str:
