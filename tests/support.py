@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from answerable import FakeClock, Gateway, IdSource, KeyPair, Resource, SQLiteLedger, new_charter, new_ruleset
+from answerable.clock import rfc3339
 from answerable.gateway import Fault
+from answerable.records import ExternalEvent
 
 SCHEMA = """
 entity Agent;
@@ -91,3 +93,18 @@ async def make_gateway(
     )
     await gw.install(charter, new_ruleset(POLICIES, SCHEMA, people.ri, clock=clock, ids=ids))
     return gw
+
+
+def order_events(n: int, ids: IdSource | None = None, size: int = 0) -> list[ExternalEvent]:
+    """``n`` order events a microsecond apart, each padded with ``size`` bytes (a big one goes to a blob)."""
+    ids = ids or IdSource(FakeClock())
+    return [
+        ExternalEvent(
+            id=ids.new(),
+            at=rfc3339(1_767_225_600_000_000_000 + k),
+            source="orders",
+            type="order.created",
+            payload={"order": f"O-{k}", "pad": "x" * size},
+        )
+        for k in range(n)
+    ]

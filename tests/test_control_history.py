@@ -45,6 +45,20 @@ def _resume_by(key_owner: str, clock: FakeClock, ids: IdSource, lifts: tuple[str
     )
 
 
+def _handover(first: SystemCharter, people: People, clock: FakeClock, ids: IdSource) -> SystemCharter:
+    """The RI hands the system over to the operator: charter version 2, signed by the outgoing RI."""
+    return new_charter(
+        "logistics",
+        people.operator,
+        agents=["executor"],
+        version=2,
+        supersedes=first.id,
+        handed_over_by=people.ri,
+        clock=clock,
+        ids=ids,
+    )
+
+
 def _fresh_states(path: Path) -> tuple[ControlState, ControlState]:
     """What a gateway started now would fold: in this process, and through another connection."""
     with SQLiteLedger.open(path) as other:
@@ -79,16 +93,7 @@ async def test_a_resume_ignored_when_written_stays_ignored_after_a_handover(
     assert running.state().stops == (halt,)
 
     # The RI hands the system over to the operator.
-    second = new_charter(
-        "logistics",
-        people.operator,
-        agents=["executor"],
-        version=2,
-        supersedes=first.id,
-        handed_over_by=people.ri,
-        clock=clock,
-        ids=ids,
-    )
+    second = _handover(first, people, clock, ids)
     await step(second)
     assert charter_of(ledger).id == second.id
     assert running.state().stops == (halt,), "an old resume must not start honouring itself"
@@ -108,16 +113,7 @@ async def test_a_resume_by_the_old_ri_after_a_handover_is_ignored_by_every_reade
     await ledger.append([first])
     running = Controller(ledger, clock=clock, ids=ids)
     halt = await running.halt(by="driver-42", reason="roads closed")
-    second = new_charter(
-        "logistics",
-        people.operator,
-        agents=["executor"],
-        version=2,
-        supersedes=first.id,
-        handed_over_by=people.ri,
-        clock=clock,
-        ids=ids,
-    )
+    second = _handover(first, people, clock, ids)
     await ledger.append([second])
     await ledger.append([sign(_resume_by(people.ri.identity, clock, ids, (halt.id,)), people.ri)])
     assert running.state().stops == (halt,)
@@ -151,16 +147,7 @@ async def test_charter_history_names_the_charter_in_force_at_each_position(
     [at_halt] = await ledger.append(
         [Controller(ledger, clock=clock, ids=ids)._make("halt", Scope(kind="system"), "x", "y")]
     )
-    second = new_charter(
-        "logistics",
-        people.operator,
-        agents=["executor"],
-        version=2,
-        supersedes=first.id,
-        handed_over_by=people.ri,
-        clock=clock,
-        ids=ids,
-    )
+    second = _handover(first, people, clock, ids)
     [at_second] = await ledger.append([second])
     history = CharterHistory().advance(ledger)
     assert history.at(at_first).id == first.id
@@ -177,16 +164,7 @@ async def test_charter_history_advances_incrementally(ledger: SQLiteLedger, peop
     first = _charter(people, clock, ids)
     await ledger.append([first])
     history = CharterHistory().advance(ledger)
-    second = new_charter(
-        "logistics",
-        people.operator,
-        agents=["executor"],
-        version=2,
-        supersedes=first.id,
-        handed_over_by=people.ri,
-        clock=clock,
-        ids=ids,
-    )
+    second = _handover(first, people, clock, ids)
     [at_second] = await ledger.append([second])
     assert history.in_force_at(at_second) == first, "not read yet"
     assert history.advance(ledger).at(at_second) == second

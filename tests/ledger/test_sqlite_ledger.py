@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import order_events
 
 from answerable import (
     EntryNotFound,
-    ExternalEvent,
     LedgerTampered,
     NotALedger,
     ProofRequestInvalid,
     RecordInvalid,
     SQLiteLedger,
 )
-from answerable.clock import FakeClock, IdSource, rfc3339
+from answerable.clock import FakeClock, IdSource
 from answerable.ledger import (
     MAX_ENTRY_BYTES,
     Verifier,
@@ -31,30 +31,16 @@ from answerable.ledger import (
 from answerable.records import decode_entry, entry_bytes
 
 
-def events(n: int, ids: IdSource | None = None, size: int = 0) -> list[ExternalEvent]:
-    ids = ids or IdSource(FakeClock())
-    return [
-        ExternalEvent(
-            id=ids.new(),
-            at=rfc3339(1_767_225_600_000_000_000 + k),
-            source="orders",
-            type="order.created",
-            payload={"order": f"O-{k}", "pad": "x" * size},
-        )
-        for k in range(n)
-    ]
-
-
 @pytest.fixture
 def filled(ledger: SQLiteLedger) -> SQLiteLedger:
-    ledger.append_sync(events(13))
+    ledger.append_sync(order_events(13))
     ledger.checkpoint()
     return ledger
 
 
 def test_entries_are_stored_as_the_exact_bytes_hashed(ledger: SQLiteLedger):
     """What is stored is the canonical serialization, and it decodes back to the same record."""
-    [record] = events(1)
+    [record] = order_events(1)
     [index] = ledger.append_sync([record])
     stored = ledger.entry(index)
     assert stored.data == entry_bytes(record)
@@ -86,7 +72,7 @@ def test_checkpoint_is_a_signed_note_for_the_ledger_key(filled: SQLiteLedger):
 def test_concurrent_appends_share_commits_and_lose_nothing(ledger: SQLiteLedger):
     """Appends from many threads all land, each batch contiguous, none lost or duplicated."""
     ids = IdSource(FakeClock())
-    batches = [events(5, ids) for _ in range(40)]
+    batches = [order_events(5, ids) for _ in range(40)]
     results: list[list[int]] = [[] for _ in batches]
 
     def append(k: int) -> None:
@@ -104,7 +90,7 @@ def test_concurrent_appends_share_commits_and_lose_nothing(ledger: SQLiteLedger)
 
 def test_oversized_payload_is_stored_by_digest(ledger: SQLiteLedger):
     """An entry stays under 64 KiB; the payload moves to a blob named by its digest."""
-    [big] = events(1, size=100_000)
+    [big] = order_events(1, size=100_000)
     [index] = ledger.append_sync([big])
     stored = ledger.entry(index)
     assert len(stored.data) <= MAX_ENTRY_BYTES
@@ -116,12 +102,12 @@ def test_oversized_payload_is_stored_by_digest(ledger: SQLiteLedger):
 
 def test_duplicate_id_is_refused_and_the_ledger_stays_consistent(ledger: SQLiteLedger):
     """An id used twice is a precise error; the batch is not written, the ledger still verifies."""
-    [record] = events(1)
+    [record] = order_events(1)
     ledger.append_sync([record])
     with pytest.raises(RecordInvalid, match="already holds an entry with id"):
-        ledger.append_sync([*events(2), record])
+        ledger.append_sync([*order_events(2), record])
     assert ledger.size() == 1
-    ledger.append_sync(events(1, IdSource(FakeClock(ns=2_000_000_000_000_000_000))))
+    ledger.append_sync(order_events(1, IdSource(FakeClock(ns=2_000_000_000_000_000_000))))
     assert ledger.verify().size == 2
 
 
@@ -220,7 +206,7 @@ def test_altered_checkpoint_is_caught(filled: SQLiteLedger, ledger_path: Path):
 def test_checkpoint_of_another_history_is_caught(filled: SQLiteLedger, tmp_path: Path):
     """A checkpoint from a ledger with other content does not match this one."""
     other = SQLiteLedger.open(tmp_path / "other.db", create=True, origin="test.example/other")
-    other.append_sync(events(3))
+    other.append_sync(order_events(3))
     foreign = other.checkpoint()
     other.close()
     with pytest.raises(LedgerTampered, match="does not verify"):
@@ -235,7 +221,7 @@ def test_any_appends_give_verifiable_proofs(tmp_path_factory, batches: list[int]
     with SQLiteLedger.open(path, create=True) as store:
         ids = IdSource(FakeClock())
         for n in batches:
-            store.append_sync(events(n, ids))
+            store.append_sync(order_events(n, ids))
         size = store.size()
         assert size == sum(batches)
         index = data.draw(st.integers(0, size - 1))
@@ -251,7 +237,7 @@ async def test_cancelled_append_is_still_committed_and_the_writer_survives(ledge
     """A caller that gives up while waiting (its task crashed) does not stop the writer; its records land."""
     import asyncio
 
-    first, second = events(2)
+    first, second = order_events(2)
     task = asyncio.create_task(ledger.append([first]))
     await asyncio.sleep(0)
     task.cancel()
@@ -265,7 +251,7 @@ async def test_cancelled_append_is_still_committed_and_the_writer_survives(ledge
 def test_an_edited_causes_index_is_caught(ledger: SQLiteLedger, ledger_path: Path):
     """The causes index is rebuilt from the entries on verify: a forged link fails it."""
     ids = IdSource(FakeClock())
-    first, second = events(2, ids)
+    first, second = order_events(2, ids)
     ledger.append_sync([first, second.model_copy(update={"causes": (first.id,)})])
     ledger.verify()
     raw(ledger_path, "INSERT INTO causes VALUES (?, ?)", second.id, 0)

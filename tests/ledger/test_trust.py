@@ -9,29 +9,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support import order_events
 from typer.testing import CliRunner
 
-from answerable import ExternalEvent, LedgerTampered, SQLiteLedger
+from answerable import LedgerTampered, SQLiteLedger
 from answerable.cli import app
-from answerable.clock import FakeClock, IdSource, rfc3339
+from answerable.clock import FakeClock, IdSource
 from answerable.ledger import leaf_hash, merkle
 from answerable.records import decode_entry
 
 ORIGIN = "test.example/trust"
 runner = CliRunner()
-
-
-def events(ids: IdSource, n: int, size: int = 0) -> list[ExternalEvent]:
-    return [
-        ExternalEvent(
-            id=ids.new(),
-            at=rfc3339(1_767_225_600_000_000_000 + k),
-            source="orders",
-            type="order.created",
-            payload={"order": f"O-{k}", "pad": "x" * size},
-        )
-        for k in range(n)
-    ]
 
 
 @pytest.fixture
@@ -54,7 +42,7 @@ def filled(store: SQLiteLedger, ids: IdSource, *batches: int) -> list[str]:
     """Append batches of events, signing a checkpoint after each; return the ids in index order."""
     written: list[str] = []
     for n in batches:
-        batch = events(ids, n)
+        batch = order_events(n, ids)
         store.append_sync(batch)
         store.checkpoint()
         written += [e.id for e in batch]
@@ -104,10 +92,10 @@ def test_an_edited_blob_names_its_entry_and_is_refused_on_read(
     store: SQLiteLedger, ids: IdSource, path: Path
 ) -> None:
     """Bytes moved to the blobs table are as bound as the entry: verify names the citing entry."""
-    store.append_sync(events(ids, 3))
-    [big] = events(ids, 1, size=100_000)
+    store.append_sync(order_events(3, ids))
+    [big] = order_events(1, ids, size=100_000)
     [index] = store.append_sync([big])
-    store.append_sync(events(ids, 2))
+    store.append_sync(order_events(2, ids))
     ref = decode_entry(store.entry(index).data).payload  # type: ignore[union-attr]
     digest = ref["$blob"]
     original = store.get_blob(digest)
@@ -126,8 +114,8 @@ def test_an_edited_blob_names_its_entry_and_is_refused_on_read(
 
 def test_a_deleted_blob_names_its_entry(store: SQLiteLedger, ids: IdSource, path: Path) -> None:
     """A reference to a blob the ledger no longer holds is named by the entry that makes it."""
-    [big] = events(ids, 1, size=100_000)
-    store.append_sync([*events(ids, 2), big])
+    [big] = order_events(1, ids, size=100_000)
+    store.append_sync([*order_events(2, ids), big])
     sql(path, "DELETE FROM blobs")
     with pytest.raises(LedgerTampered, match="no longer holds") as caught:
         store.verify()
@@ -167,7 +155,7 @@ def test_trailing_entries_no_checkpoint_covers_fail_with_their_count(
 ) -> None:
     """With a pinned key, entries appended after the last checkpoint are not yet vouched for."""
     written = filled(store, ids, 13)
-    later = events(ids, 4)
+    later = order_events(4, ids)
     store.append_sync(later)
     store.verify()  # self-consistent
     with pytest.raises(LedgerTampered, match=r"4 trailing entries \(13\.\.16\)") as caught:
@@ -184,13 +172,13 @@ def test_a_rewritten_history_with_a_fresh_key_passes_alone_but_not_with_the_pinn
     """Rebuilt tree, fresh key, fresh checkpoint: self-consistent, and refused once the key is pinned."""
     ids = IdSource(FakeClock())
     with SQLiteLedger.open(path, create=True, origin=ORIGIN) as honest:
-        honest.append_sync(events(ids, 9))
+        honest.append_sync(order_events(9, ids))
         honest.checkpoint()
         pinned = honest.verifier_key()
     for leftover in path.parent.glob(path.name + "*"):
         leftover.unlink()
     with SQLiteLedger.open(path, create=True, origin=ORIGIN) as forged:
-        forged.append_sync(events(IdSource(FakeClock()), 9))
+        forged.append_sync(order_events(9))
         forged.checkpoint()
         fresh = forged.verifier_key()
 
@@ -337,7 +325,7 @@ def test_an_edited_tree_node_alone_blames_no_entry(store: SQLiteLedger, ids: IdS
 
 def test_an_edited_causes_index_names_the_entry(store: SQLiteLedger, ids: IdSource, path: Path) -> None:
     """The causes index is compared entry by entry once it is known not to match."""
-    first, second, third = events(ids, 3)
+    first, second, third = order_events(3, ids)
     store.append_sync([first, second.model_copy(update={"causes": (first.id,)}), third])
     sql(path, "INSERT INTO causes VALUES (?, ?)", second.id, 2)
     with pytest.raises(LedgerTampered, match="causes index") as caught:
