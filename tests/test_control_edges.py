@@ -1,0 +1,199 @@
+"""Control edges: what each scope blocks, scope parsing, the fold's verdict, and the clock and ids used."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import sqlite3
+
+import pytest
+from support import order_events
+
+from answerable import (
+    ConfigError,
+    Controller,
+    FakeClock,
+    Gateway,
+    IdSource,
+    LedgerTampered,
+    RecordInvalid,
+    Scope,
+    SQLiteLedger,
+)
+from answerable.charter import CharterHistory
+from answerable.clock import rfc3339
+from answerable.control import ControlFold, ControlState, scope_from_text
+from answerable.keys import KeyPair
+from answerable.records import Control, decode_entry
+from answerable.signing import sign
+
+
+def stop(scope: str, action: str = "pause", control_id: str = "c-1") -> Control:
+    return Control(
+        id=control_id,
+        at="2026-01-01T00:00:00.000000Z",
+        action=action,  # type: ignore[arg-type]
+        scope=scope_from_text(scope),
+        by="driver-42",
+        reason="roads closed",
+    )
+
+
+def blocked(state: ControlState, *, agent: str = "executor", operation: str = "noop") -> Control | None:
+    return state.blocking(agent=agent, operation=operation, resource_class="bench")
+
+
+def test_an_operation_pause_blocks_that_operation_and_nothing_else() -> None:
+    """``operation:NAME`` stops that operation for every agent, and no other operation."""
+    pause = stop("operation:carrier.book")
+    state = ControlState((pause,))
+    assert blocked(state, operation="carrier.book") == pause
+    assert blocked(state, agent="router", operation="carrier.book") == pause
+    assert blocked(state, operation="noop") is None
+
+
+def test_a_scope_value_matches_only_under_its_own_kind() -> None:
+    """An agent named like an operation (or a class) stops that agent, not the operation or the class."""
+    state = ControlState((stop("agent:noop"),))
+    assert blocked(state, agent="executor", operation="noop") is None
+    assert blocked(state, agent="noop", operation="carrier.book") is not None
+    by_operation = ControlState((stop("operation:executor"),))
+    assert blocked(by_operation, agent="executor", operation="noop") is None
+    by_class = ControlState((stop("resource_class:noop"),))
+    assert blocked(by_class, operation="noop") is None
+    assert by_class.blocking(agent="a", operation="x", resource_class="y", resource_classes=("noop",))
+
+
+@pytest.mark.parametrize("text", ["planet:mars", "agent", "system:all", ""])
+def test_a_scope_that_is_none_of_the_four_is_a_config_error(text: str) -> None:
+    with pytest.raises(ConfigError):
+        scope_from_text(text)
+
+
+def test_scope_from_text_parses_each_kind() -> None:
+    assert scope_from_text("system") == Scope(kind="system")
+    assert scope_from_text("resource_class:medical") == Scope(kind="resource_class", value="medical")
+
+
+async def test_the_fold_says_whether_a_control_took_effect(gateway: Gateway, people) -> None:  # type: ignore[no-untyped-def]
+    """``add`` is True for a stop and an authorized resume, False (not merely falsy) for one it ignores."""
+    fold = ControlFold(CharterHistory().advance(gateway.ledger))
+    halt = stop("system", action="halt", control_id="h-1")
+    assert fold.add(None, halt) is True
+    resume = Control(
+        id="r-1",
+        at="2026-01-01T00:00:01.000000Z",
+        action="resume",
+        scope=Scope(kind="system"),
+        by=people.operator.identity,
+        reason="looks fine",
+        causes=("h-1",),
+    )
+    assert fold.add(None, sign(resume, people.operator)) is False  # an operator cannot lift a halt
+    assert fold.state.stops == (halt,)
+    by_ri = resume.model_copy(update={"id": "r-2", "by": people.ri.identity})
+    assert fold.add(None, sign(by_ri, people.ri)) is True
+    assert fold.state.stops == ()
+
+
+async def test_a_controller_writes_with_the_clock_and_ids_it_is_given(ledger: SQLiteLedger) -> None:
+    clock = FakeClock()
+    clock.advance(42)
+    controller = Controller(ledger, clock=clock, ids=IdSource(clock, random.Random(7)))
+    pause = await controller.pause(by="driver-42", reason="roads closed")
+    assert pause.at == rfc3339(clock.ns)
+    assert pause.id == IdSource(FakeClock(clock.ns), random.Random(7)).new()
+
+
+async def test_a_controller_without_a_clock_or_ids_uses_the_system_clock(ledger: SQLiteLedger) -> None:
+    import time
+
+    before = rfc3339(time.time_ns())
+    pause = await Controller(ledger).pause(by="driver-42", reason="roads closed")
+    assert before <= pause.at <= rfc3339(time.time_ns())
+    assert Controller(ledger).state().stops == (pause,)
+
+
+async def test_a_resume_by_someone_outside_the_charter_is_not_folded(
+    gateway: Gateway, ledger: SQLiteLedger
+) -> None:
+    """Written straight to the ledger, a resume signed by a key the charter does not know changes nothing."""
+    pause = await gateway.control.pause(by="x", reason="y")
+    stranger = KeyPair.generate("nobody@elsewhere.example")
+    forged = sign(gateway.control._make("resume", Scope(kind="system"), stranger.identity, "me"), stranger)
+    ledger.append_sync([forged])
+    assert Controller(ledger).state().stops == (pause,)
+
+
+@pytest.mark.parametrize(("by", "reason"), [("", "roads closed"), ("two words", "roads closed"), ("x", "")])
+async def test_a_stop_without_who_or_why_is_refused_and_nothing_is_written(
+    ledger: SQLiteLedger, by: str, reason: str
+) -> None:
+    controller = Controller(ledger, clock=FakeClock())
+    for act in (controller.halt, controller.pause):
+        with pytest.raises(RecordInvalid) as caught:
+            await act(by=by, reason=reason)
+        assert caught.value.record == "Control"
+    assert ledger.size() == 0
+
+
+async def test_nobody_may_resume_a_ledger_without_a_charter(ledger: SQLiteLedger, people) -> None:  # type: ignore[no-untyped-def]
+    controller = Controller(ledger, clock=FakeClock())
+    pause = await controller.pause(by="x", reason="y")
+    with pytest.raises(ConfigError):
+        await controller.resume(key=people.ri, reason="all clear")
+    assert ledger.size() == 1
+    assert controller.state().stops == (pause,)
+
+
+async def test_resume_returns_the_signed_entry_it_wrote(
+    gateway: Gateway, ledger: SQLiteLedger, people
+) -> None:  # type: ignore[no-untyped-def]
+    pause = await gateway.control.pause(by="x", reason="y")
+    resume = await gateway.control.resume(key=people.operator, reason="all clear")
+    assert isinstance(resume, Control)
+    assert (resume.action, resume.by, resume.causes) == ("resume", people.operator.identity, (pause.id,))
+    assert resume.signature
+    assert decode_entry(ledger.find(resume.id).data) == resume
+
+
+@pytest.mark.parametrize("garbage", [b'{"id": "ID", "kind": "Control"}', b"not json"])
+async def test_a_control_entry_that_does_not_decode_stops_the_fold_naming_it(
+    ledger: SQLiteLedger, ledger_path, garbage: bytes
+) -> None:  # type: ignore[no-untyped-def]
+    """No stop may be dropped silently: an undecodable Control is LedgerTampered, naming index and id."""
+    controller = Controller(ledger, clock=FakeClock())
+    await controller.pause(by="x", reason="y")
+    pause = await controller.pause(by="x", reason="z", scope=Scope(kind="operation", value="noop"))
+    index = ledger.find(pause.id).index
+    conn = sqlite3.connect(ledger_path, isolation_level=None)
+    conn.execute(
+        "UPDATE entries SET data = ? WHERE idx = ?", (garbage.replace(b"ID", pause.id.encode()), index)
+    )
+    conn.close()
+    with pytest.raises(LedgerTampered) as caught:
+        Controller(ledger).state()
+    assert (caught.value.index, caught.value.entry_id) == (index, pause.id)
+
+
+async def test_an_entry_filed_as_a_control_that_holds_another_record_stops_the_fold(
+    ledger: SQLiteLedger, ledger_path
+) -> None:  # type: ignore[no-untyped-def]
+    controller = Controller(ledger, clock=FakeClock())
+    await controller.pause(by="x", reason="y")
+    [event] = order_events(1)
+    [index] = ledger.append_sync([event])
+    conn = sqlite3.connect(ledger_path, isolation_level=None)
+    conn.execute("UPDATE entries SET kind = 'Control' WHERE idx = ?", (index,))
+    conn.close()
+    with pytest.raises(LedgerTampered) as caught:
+        Controller(ledger).state()
+    assert (caught.value.index, caught.value.entry_id) == (index, event.id)
+
+
+def test_a_control_state_cannot_be_changed_in_place() -> None:
+    """Readers share the state a Controller returns: it is a value, never edited under them."""
+    state = ControlState((stop("system"),))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        state.stops = ()  # type: ignore[misc]
+    assert hash(state) == hash(ControlState((stop("system"),)))
