@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import random
 import sqlite3
+from pathlib import Path
 
 import pytest
-from support import order_events
+from support import People, order_events
 
 from answerable import (
     ConfigError,
@@ -32,7 +33,7 @@ def stop(scope: str, action: str = "pause", control_id: str = "c-1") -> Control:
     return Control(
         id=control_id,
         at="2026-01-01T00:00:00.000000Z",
-        action=action,  # type: ignore[arg-type]
+        action=action,
         scope=scope_from_text(scope),
         by="driver-42",
         reason="roads closed",
@@ -75,7 +76,7 @@ def test_scope_from_text_parses_each_kind() -> None:
     assert scope_from_text("resource_class:medical") == Scope(kind="resource_class", value="medical")
 
 
-async def test_the_fold_says_whether_a_control_took_effect(gateway: Gateway, people) -> None:  # type: ignore[no-untyped-def]
+async def test_the_fold_says_whether_a_control_took_effect(gateway: Gateway, people: People) -> None:
     """``add`` is True for a stop and an authorized resume, False (not merely falsy) for one it ignores."""
     fold = ControlFold(CharterHistory().advance(gateway.ledger))
     halt = stop("system", action="halt", control_id="h-1")
@@ -93,7 +94,7 @@ async def test_the_fold_says_whether_a_control_took_effect(gateway: Gateway, peo
     assert fold.state.stops == (halt,)
     by_ri = resume.model_copy(update={"id": "r-2", "by": people.ri.identity})
     assert fold.add(None, sign(by_ri, people.ri)) is True
-    assert fold.state.stops == ()
+    assert fold.state.stops == ()  # type: ignore[comparison-overlap]
 
 
 async def test_a_controller_writes_with_the_clock_and_ids_it_is_given(ledger: SQLiteLedger) -> None:
@@ -137,7 +138,7 @@ async def test_a_stop_without_who_or_why_is_refused_and_nothing_is_written(
     assert ledger.size() == 0
 
 
-async def test_nobody_may_resume_a_ledger_without_a_charter(ledger: SQLiteLedger, people) -> None:  # type: ignore[no-untyped-def]
+async def test_nobody_may_resume_a_ledger_without_a_charter(ledger: SQLiteLedger, people: People) -> None:
     controller = Controller(ledger, clock=FakeClock())
     pause = await controller.pause(by="x", reason="y")
     with pytest.raises(ConfigError):
@@ -147,8 +148,8 @@ async def test_nobody_may_resume_a_ledger_without_a_charter(ledger: SQLiteLedger
 
 
 async def test_resume_returns_the_signed_entry_it_wrote(
-    gateway: Gateway, ledger: SQLiteLedger, people
-) -> None:  # type: ignore[no-untyped-def]
+    gateway: Gateway, ledger: SQLiteLedger, people: People
+) -> None:
     pause = await gateway.control.pause(by="x", reason="y")
     resume = await gateway.control.resume(key=people.operator, reason="all clear")
     assert isinstance(resume, Control)
@@ -159,8 +160,8 @@ async def test_resume_returns_the_signed_entry_it_wrote(
 
 @pytest.mark.parametrize("garbage", [b'{"id": "ID", "kind": "Control"}', b"not json"])
 async def test_a_control_entry_that_does_not_decode_stops_the_fold_naming_it(
-    ledger: SQLiteLedger, ledger_path, garbage: bytes
-) -> None:  # type: ignore[no-untyped-def]
+    ledger: SQLiteLedger, ledger_path: Path, garbage: bytes
+) -> None:
     """No stop may be dropped silently: an undecodable Control is LedgerTampered, naming index and id."""
     controller = Controller(ledger, clock=FakeClock())
     await controller.pause(by="x", reason="y")
@@ -177,8 +178,8 @@ async def test_a_control_entry_that_does_not_decode_stops_the_fold_naming_it(
 
 
 async def test_an_entry_filed_as_a_control_that_holds_another_record_stops_the_fold(
-    ledger: SQLiteLedger, ledger_path
-) -> None:  # type: ignore[no-untyped-def]
+    ledger: SQLiteLedger, ledger_path: Path
+) -> None:
     controller = Controller(ledger, clock=FakeClock())
     await controller.pause(by="x", reason="y")
     [event] = order_events(1)
