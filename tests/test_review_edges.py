@@ -1,0 +1,289 @@
+"""Review edges: each refusal's reason code, answers that never count, escalation's end, expiry."""
+
+from __future__ import annotations
+
+import pytest
+from support import POLICIES, SCHEMA, People, World, booking, register_world
+
+from answerable import (
+    ApprovalRefused,
+    Conflict,
+    FakeClock,
+    Gateway,
+    IdSource,
+    SQLiteLedger,
+    new_charter,
+    new_ruleset,
+)
+from answerable.clock import rfc3339
+from answerable.records import Approval, Escalation, ReviewClosed, decode_entry
+from answerable.review import ReviewQueue, authenticate, check_approval
+from answerable.signing import sign
+
+SLOW_EXPIRY = POLICIES.replace(
+    '@review("a medical booking during a disruption needs a person")',
+    '@review("a medical booking during a disruption needs a person")\n'
+    '@deadline_minutes("10")\n@expires_minutes("60")',
+)
+
+
+async def gateway_with(
+    ledger: SQLiteLedger, people: People, clock: FakeClock, world: World, policies: str = POLICIES
+) -> Gateway:
+    ids = IdSource(clock)
+    gw = Gateway(ledger, clock=clock, ids=ids)
+    register_world(gw, world)
+    charter = new_charter(
+        "logistics", people.ri, agents=["executor"], reviewers=[people.reviewer], clock=clock, ids=ids
+    )
+    await gw.install(charter, new_ruleset(policies, SCHEMA, people.ri, clock=clock, ids=ids))
+    return gw
+
+
+async def pending_review(gw: Gateway, shipment: str = "S-1") -> str:
+    outcome = await gw.submit(
+        gw.intent("executor", "carrier.book", booking(shipment=shipment, cls="medical", disruption=True))
+    )
+    assert outcome.review is not None
+    return outcome.review.id
+
+
+def resigned(approval: Approval, key, **changes: object) -> Approval:  # type: ignore[no-untyped-def]
+    """The approval with ``changes``, signed again by ``key`` as its (honest) author would."""
+    return sign(approval.model_copy(update={**changes, "signature": ""}), key)
+
+
+async def test_a_signed_answer_without_a_reason_is_refused_and_never_counts(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, world: World
+) -> None:
+    """A blank reason is missing_reason even when the approval is well signed, and one written to
+    the ledger anyway does not settle the review."""
+    review_id = await pending_review(gateway)
+    good = gateway.reviews.approval(review_id, key=people.reviewer, verdict="approve", reason="ok")
+    blank = resigned(good, people.reviewer, reason="   ")
+    before = ledger.size()
+    with pytest.raises(ApprovalRefused) as caught:
+        await gateway.settle(blank)
+    assert caught.value.reason_code == "missing_reason"
+    assert ledger.size() == before
+    ledger.append_sync([blank])
+    state = gateway.reviews.state(review_id)
+    assert (state.status, state.approvals) == ("open", ())
+    assert await gateway.settle_reviews() == []
+    assert world.calls == 0
+
+
+async def test_escalation_stops_at_the_last_assignee_until_the_review_expires(
+    ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+) -> None:
+    """After the RI nobody is left to escalate to: later ticks write nothing until expiry closes it."""
+    gw = await gateway_with(ledger, people, clock, world, SLOW_EXPIRY)
+    review_id = await pending_review(gw)
+    clock.advance(10 * 60)
+    [escalated] = await gw.reviews.tick()
+    assert isinstance(escalated, Escalation)
+    assert escalated.to == people.ri.identity
+    for _ in range(4):  # 20, 30, 40 and 50 minutes: each period is overdue, and nobody is next
+        clock.advance(10 * 60)
+        assert await gw.reviews.tick() == []
+        assert gw.reviews.state(review_id).assignee == people.ri.identity
+    clock.advance(10 * 60)
+    [closed] = await gw.reviews.tick()
+    assert isinstance(closed, ReviewClosed)
+    assert [e.to for e in (decode_entry(s.data) for s in ledger.of_kind("Escalation"))] == [  # type: ignore[union-attr]
+        people.ri.identity
+    ]
+
+
+async def test_a_review_escalates_only_once_its_period_is_due(
+    ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+) -> None:
+    gw = await gateway_with(ledger, people, clock, world, SLOW_EXPIRY)
+    review_id = await pending_review(gw)
+    clock.advance(10 * 60 - 1)
+    assert await gw.reviews.tick() == []
+    assert gw.reviews.state(review_id).assignee == people.reviewer.identity
+    clock.advance(1)
+    [escalation] = await gw.reviews.tick()
+    assert isinstance(escalation, Escalation)
+    assert escalation.causes == (review_id,)
+    assert escalation.review_id == review_id
+    assert gw.reviews.state(review_id).escalations == (escalation,)
+
+
+async def test_an_answer_after_the_review_expired_is_expired_even_before_it_is_closed(
+    ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+) -> None:
+    """Between the review's expiry and the tick that closes it, a fresh approval is refused as expired."""
+    gw = await gateway_with(ledger, people, clock, world, SLOW_EXPIRY)
+    review_id = await pending_review(gw)
+    clock.advance(60 * 60)
+    assert gw.reviews.state(review_id).status == "open"  # nobody closed it yet
+    before = ledger.size()
+    with pytest.raises(ApprovalRefused) as caught:
+        await gw.answer(review_id, key=people.reviewer, verdict="approve", reason="ok")
+    assert caught.value.reason_code == "expired"
+    assert ledger.size() == before
+    assert world.calls == 0
+
+
+async def test_an_answer_one_second_before_the_review_expires_counts(
+    ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+) -> None:
+    gw = await gateway_with(ledger, people, clock, world, SLOW_EXPIRY)
+    review_id = await pending_review(gw)
+    clock.advance(60 * 60 - 1)
+    done = await gw.answer(review_id, key=people.reviewer, verdict="approve", reason="ok")
+    assert done.status == "succeeded"
+
+
+@pytest.mark.parametrize("seconds", [0, -5, 1.5])
+async def test_an_approval_must_be_valid_for_a_whole_second(
+    gateway: Gateway, people: People, seconds: object
+) -> None:
+    review_id = await pending_review(gateway)
+    with pytest.raises(ApprovalRefused) as caught:
+        gateway.reviews.approval(
+            review_id,
+            key=people.reviewer,
+            verdict="approve",
+            reason="ok",
+            valid_for_seconds=seconds,  # type: ignore[arg-type]
+        )
+    assert caught.value.reason_code == "expired"
+    one = gateway.reviews.approval(
+        review_id, key=people.reviewer, verdict="approve", reason="ok", valid_for_seconds=1
+    )
+    assert one.expires_at > one.at
+
+
+async def test_a_verdict_other_than_approve_or_deny_is_refused(gateway: Gateway, people: People) -> None:
+    review_id = await pending_review(gateway)
+    with pytest.raises(ApprovalRefused) as caught:
+        gateway.reviews.approval(review_id, key=people.reviewer, verdict="maybe", reason="ok")
+    assert caught.value.reason_code == "bad_verdict"
+
+
+async def test_an_id_that_is_not_a_review_is_unknown_review(gateway: Gateway, people: People) -> None:
+    """The id of another entry (here the intent under review) is not a review: unknown_review."""
+    review_id = await pending_review(gateway)
+    intent_id = gateway.reviews.state(review_id).intent.id
+    for missing in (intent_id, "no-such-review"):
+        with pytest.raises(ApprovalRefused) as caught:
+            gateway.reviews.state(missing)
+        assert (caught.value.reason_code, caught.value.review_id) == ("unknown_review", missing)
+
+
+async def test_an_approval_for_another_review_is_unknown_review(gateway: Gateway, people: People) -> None:
+    """Authenticated against a review it does not name, an approval is unknown_review, however valid."""
+    first = await pending_review(gateway, "S-1")
+    second = await pending_review(gateway, "S-2")
+    approval = gateway.reviews.approval(second, key=people.reviewer, verdict="approve", reason="ok")
+    state = gateway.reviews.state(first)
+    charter = gateway.charters.latest()
+    assert charter is not None
+    with pytest.raises(ApprovalRefused) as caught:
+        authenticate(approval, state.review, state.intent, state.decision, charter)
+    assert caught.value.reason_code == "unknown_review"
+    with pytest.raises(ApprovalRefused) as checked:
+        check_approval(approval, state, charter, now=state.now)
+    assert checked.value.reason_code == "unknown_review"
+    other = gateway.reviews.state(second)
+    authenticate(approval, other.review, other.intent, other.decision, charter)  # its own review: fine
+
+
+async def test_a_lapsed_approval_presented_again_is_already_used(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, clock: FakeClock
+) -> None:
+    """An approval that lapsed unused is still spent: presenting it again is already_used, not expired."""
+    review_id = await pending_review(gateway)
+    queue = ReviewQueue(ledger, clock=clock, ids=gateway.ids)
+    approval = queue.approval(
+        review_id, key=people.reviewer, verdict="approve", reason="ok", valid_for_seconds=60
+    )
+    await queue.submit(approval)
+    clock.advance(120)
+    with pytest.raises(ApprovalRefused) as caught:
+        await queue.submit(approval)
+    assert caught.value.reason_code == "already_used"
+
+
+async def test_an_approval_lapses_at_the_instant_it_expires(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, clock: FakeClock
+) -> None:
+    """Valid for 60 seconds means usable before second 60 and not at it: the review reopens then."""
+    review_id = await pending_review(gateway)
+    queue = ReviewQueue(ledger, clock=clock, ids=gateway.ids)
+    approval = queue.approval(
+        review_id, key=people.reviewer, verdict="approve", reason="ok", valid_for_seconds=60
+    )
+    assert approval.expires_at == rfc3339(clock.ns + 60 * 1_000_000_000)
+    await queue.submit(approval)  # recorded, not acted on: nobody claimed it
+    clock.advance(59)
+    just_before = queue.state(review_id)
+    assert (just_before.status, just_before.resolution, just_before.live_approvals) == (
+        "approved",
+        "approved",
+        (approval,),
+    )
+    clock.advance(1)
+    at_expiry = queue.state(review_id)
+    assert (at_expiry.status, at_expiry.resolution, at_expiry.approvals) == ("reopened", None, ())
+    assert at_expiry.lapsed == (approval,)
+    assert at_expiry.live_approvals == ()
+
+
+async def test_an_approval_presented_at_the_instant_it_expires_is_expired(
+    gateway: Gateway, people: People, clock: FakeClock, world: World
+) -> None:
+    review_id = await pending_review(gateway)
+    approval = gateway.reviews.approval(
+        review_id, key=people.reviewer, verdict="approve", reason="ok", valid_for_seconds=60
+    )
+    clock.advance(60)
+    with pytest.raises(ApprovalRefused) as caught:
+        await gateway.settle(approval)
+    assert caught.value.reason_code == "expired"
+    assert world.calls == 0
+
+
+class _AlwaysRaced:
+    """A ledger on which every guarded append loses the race to another writer."""
+
+    def __init__(self, ledger: SQLiteLedger) -> None:
+        self._ledger = ledger
+        self.attempts = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._ledger, name)
+
+    async def append(self, records, *, fence=None, guards=()):  # type: ignore[no-untyped-def]
+        self.attempts += 1
+        raise Conflict(guards[0].key, guards[0].expect, None)
+
+
+async def test_an_answer_that_keeps_losing_the_race_is_busy_and_writes_nothing(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, clock: FakeClock
+) -> None:
+    review_id = await pending_review(gateway)
+    raced = _AlwaysRaced(ledger)
+    queue = ReviewQueue(raced, clock=clock, ids=gateway.ids)  # type: ignore[arg-type]
+    approval = queue.approval(review_id, key=people.reviewer, verdict="approve", reason="ok")
+    before = ledger.size()
+    with pytest.raises(ApprovalRefused) as caught:
+        await queue.submit(approval)
+    assert (caught.value.reason_code, caught.value.review_id) == ("busy", review_id)
+    assert raced.attempts > 1
+    assert ledger.size() == before
+    assert queue.state(review_id).status == "open"
+
+
+async def test_a_tick_that_loses_the_race_writes_nothing_and_returns_nothing(
+    ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+) -> None:
+    gw = await gateway_with(ledger, people, clock, world, SLOW_EXPIRY)
+    review_id = await pending_review(gw)
+    clock.advance(10 * 60)
+    queue = ReviewQueue(_AlwaysRaced(ledger), clock=clock, ids=gw.ids)  # type: ignore[arg-type]
+    assert await queue.tick() == []
+    assert gw.reviews.state(review_id).escalations == ()
