@@ -1,0 +1,222 @@
+"""Verification edges: which entry each fault names (index and id), and faults a weaker check would miss."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from support import order_events
+
+from answerable import LedgerTampered, SQLiteLedger
+from answerable.clock import FakeClock, IdSource
+from answerable.ledger import leaf_hash, merkle
+
+ORIGIN = "test.example/verify-edges"
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "ledger.db"
+
+
+@pytest.fixture
+def ids() -> IdSource:
+    return IdSource(FakeClock())
+
+
+@pytest.fixture
+def store(path: Path) -> Iterator[SQLiteLedger]:
+    with SQLiteLedger.open(path, create=True, origin=ORIGIN) as ledger:
+        yield ledger
+
+
+def filled(store: SQLiteLedger, ids: IdSource, *batches: int) -> list[str]:
+    """Append batches of events, signing a checkpoint after each; return the ids in index order."""
+    written: list[str] = []
+    for n in batches:
+        batch = order_events(n, ids)
+        store.append_sync(batch)
+        store.checkpoint()
+        written += [e.id for e in batch]
+    return written
+
+
+def sql(path: Path, statement: str, *args: object) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        return conn.execute(statement, args).fetchall()
+    finally:
+        conn.close()
+
+
+def forge(path: Path, index: int, edit: Callable[[bytes], bytes]) -> None:
+    """Rewrite one entry's bytes and its leaf hash together, as a careful forger would."""
+    [(data,)] = sql(path, "SELECT data FROM entries WHERE idx = ?", index)
+    assert isinstance(data, bytes)
+    forged = edit(data)
+    sql(path, "UPDATE entries SET data = ?, leaf_hash = ? WHERE idx = ?", forged, leaf_hash(forged), index)
+
+
+def rebuild_tree(path: Path) -> None:
+    """Recompute every stored subtree hash from the entries as they stand."""
+    leaves = [bytes(h) for (h,) in sql(path, "SELECT leaf_hash FROM entries ORDER BY idx")]  # type: ignore[call-overload]
+    nodes = merkle.append_leaves(0, leaves, lambda level, index: b"")
+    sql(path, "DELETE FROM nodes")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executemany("INSERT INTO nodes VALUES (?, ?, ?)", [n for n in nodes if n[0] > 0])
+    conn.close()
+
+
+def fault(store: SQLiteLedger, *args: object, **kwargs: object) -> LedgerTampered:
+    with pytest.raises(LedgerTampered) as caught:
+        store.verify(*args, **kwargs)  # type: ignore[arg-type]
+    return caught.value
+
+
+# --- deleted rows -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("level", "i"), [(1, 3), (2, 1), (3, 0)])
+def test_a_deleted_tree_node_names_the_first_entry_it_covered(
+    store: SQLiteLedger, ids: IdSource, path: Path, level: int, i: int
+) -> None:
+    written = filled(store, ids, 13)
+    sql(path, "DELETE FROM nodes WHERE level = ? AND i = ?", level, i)
+    caught = fault(store)
+    first = i << level
+    assert (caught.index, caught.entry_id) == (first, written[first])
+    assert f"(level {level}, index {i}) is missing" in str(caught)
+
+
+def test_a_deleted_entry_in_the_middle_is_named_by_its_index(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    filled(store, ids, 13)
+    sql(path, "DELETE FROM entries WHERE idx = 6")
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (6, None)
+    assert "ledger entry 6 is missing" in str(caught)
+
+
+def test_a_renumbered_entry_row_is_named(store: SQLiteLedger, ids: IdSource, path: Path) -> None:
+    """A row filed under a negative index sorts first: it is named by the position it took and its id."""
+    written = filled(store, ids, 5)
+    sql(path, "UPDATE entries SET idx = -1 WHERE idx = 3")
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (0, written[3])
+
+
+def test_tree_nodes_beyond_the_entries_mean_entries_were_removed(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """Entries and their own nodes removed from the end: the higher nodes left behind give it away."""
+    filled(store, ids, 16)
+    sql(path, "DELETE FROM entries WHERE idx >= 12")
+    sql(path, "DELETE FROM nodes WHERE level = 1 AND i >= 6")
+    sql(path, "DELETE FROM nodes WHERE level = 2 AND i >= 3")
+    sql(path, "DELETE FROM checkpoints")
+    caught = fault(store)
+    assert "removed from the end" in str(caught)
+
+
+# --- checkpoints ------------------------------------------------------------------------------------
+
+
+def test_a_stored_checkpoint_that_no_longer_matches_is_a_rewritten_history(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """The only checkpoint disagrees with entries and a tree rebuilt to match them: that is a fault."""
+    written = filled(store, ids, 8)
+    forge(path, 2, lambda data: data.replace(b"O-2", b"O-9"))
+    rebuild_tree(path)
+    caught = fault(store)
+    assert "stored checkpoint at size 8 does not match" in str(caught)
+    assert caught.index is not None
+    assert caught.index <= 2
+    assert caught.entry_id == written[caught.index]
+
+
+def test_a_given_checkpoint_that_no_longer_matches_names_its_size(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    written = filled(store, ids, 6)
+    saved = store.checkpoint()
+    forge(path, 5, lambda data: data.replace(b"O-5", b"O-9"))
+    rebuild_tree(path)
+    sql(path, "DELETE FROM checkpoints")
+    store.verify()  # alone, the rewritten ledger agrees with itself
+    caught = fault(store, saved)
+    assert "the given checkpoint at size 6 does not match" in str(caught)
+    assert "entries 0..5" in str(caught)  # an even ledger: nothing stored narrows it
+    assert (caught.index, caught.entry_id) == (0, written[0])
+
+
+def test_an_odd_ledger_whose_last_entry_changed_names_it(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """The last entry of an odd ledger is under no stored node: a checkpoint over it names it alone."""
+    written = filled(store, ids, 7)
+    forge(path, 6, lambda data: data.replace(b"O-6", b"O-9"))
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (6, written[6])
+
+
+def test_a_checkpoint_filed_under_another_size_is_caught(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    filled(store, ids, 4)
+    sql(path, "UPDATE checkpoints SET size = 3")
+    assert "filed under size 3 says size 4" in str(fault(store))
+
+
+# --- the causes index -------------------------------------------------------------------------------
+
+
+def test_a_causes_link_moved_to_another_entry_is_caught_though_the_count_is_the_same(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """Same number of links, one pointing elsewhere: the fingerprint is more than a count."""
+    first, second, third, fourth = order_events(4, ids)
+    store.append_sync([first, second.model_copy(update={"causes": (first.id,)}), third, fourth])
+    store.verify()
+    sql(path, "UPDATE causes SET idx = 3 WHERE idx = 1")
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (1, second.id)
+    assert "causes index" in str(caught)
+
+
+def test_a_causes_link_renamed_is_caught_though_the_count_is_the_same(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    first, second, third = order_events(3, ids)
+    store.append_sync([first, second.model_copy(update={"causes": (first.id,)}), third])
+    sql(path, "UPDATE causes SET cause = ? WHERE idx = 1", third.id)
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (1, second.id)
+
+
+def test_causes_listed_for_an_entry_the_ledger_does_not_hold_name_that_index(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    first, second = order_events(2, ids)
+    store.append_sync([first, second.model_copy(update={"causes": (first.id,)})])
+    sql(path, "INSERT INTO causes VALUES (?, ?)", first.id, 7)
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (7, None)
+    assert "entry 7, which the ledger does not hold" in str(caught)
+
+
+# --- the report -------------------------------------------------------------------------------------
+
+
+def test_the_report_counts_the_stored_checkpoints_it_checked(store: SQLiteLedger, ids: IdSource) -> None:
+    """Each stored checkpoint counts once; a given one is checked too but is not a stored one."""
+    assert store.verify().checkpoints_checked == 0
+    filled(store, ids, 5, 8)
+    report = store.verify()
+    assert (report.size, report.checkpoints_checked, report.root) == (13, 2, store.root())
+    given = store.checkpoint()
+    assert store.verify(given).checkpoints_checked == 2
+    assert store.verify(given, key=store.verifier_key()).checkpoints_checked == 2
