@@ -155,6 +155,8 @@ async def test_an_approval_must_be_valid_for_a_whole_second(
         review_id, key=people.reviewer, verdict="approve", reason="ok", valid_for_seconds=1
     )
     assert one.expires_at > one.at
+    hour = gateway.reviews.approval(review_id, key=people.reviewer, verdict="approve", reason="ok")
+    assert hour.expires_at == rfc3339(gateway.clock.now_ns() + 3600 * 1_000_000_000)
 
 
 async def test_a_verdict_other_than_approve_or_deny_is_refused(gateway: Gateway, people: People) -> None:
