@@ -116,9 +116,11 @@ def test_tree_nodes_beyond_the_entries_mean_entries_were_removed(
     sql(path, "DELETE FROM entries WHERE idx >= 12")
     sql(path, "DELETE FROM nodes WHERE level = 1 AND i >= 6")
     sql(path, "DELETE FROM nodes WHERE level = 2 AND i >= 3")
+    sql(path, "DELETE FROM nodes WHERE level = 3 AND i >= 1")
     sql(path, "DELETE FROM checkpoints")
-    caught = fault(store)
+    caught = fault(store)  # every level 12 entries need still matches; the old root at level 4 is left
     assert "removed from the end" in str(caught)
+    assert caught.index is None
 
 
 # --- checkpoints ------------------------------------------------------------------------------------
@@ -157,10 +159,18 @@ def test_an_odd_ledger_whose_last_entry_changed_names_it(
     store: SQLiteLedger, ids: IdSource, path: Path
 ) -> None:
     """The last entry of an odd ledger is under no stored node: a checkpoint over it names it alone."""
-    written = filled(store, ids, 7)
-    forge(path, 6, lambda data: data.replace(b"O-6", b"O-9"))
-    caught = fault(store)
-    assert (caught.index, caught.entry_id) == (6, written[6])
+    for n in (5, 7):
+        written = filled(store, ids, n)
+        last = len(written) - 1
+        forge(path, last, lambda data: data.replace(b'"order":"O-', b'"order":"X-'))
+        caught = fault(store)
+        assert (caught.index, caught.entry_id) == (last, written[last])
+        assert f"the change is ledger entry {last} (id {written[last]})" in str(caught)
+        store.close()
+        for leftover in path.parent.glob(path.name + "*"):
+            leftover.unlink()
+        store = SQLiteLedger.open(path, create=True, origin=ORIGIN)
+    store.close()
 
 
 def test_a_checkpoint_filed_under_another_size_is_caught(
@@ -220,3 +230,28 @@ def test_the_report_counts_the_stored_checkpoints_it_checked(store: SQLiteLedger
     given = store.checkpoint()
     assert store.verify(given).checkpoints_checked == 2
     assert store.verify(given, key=store.verifier_key()).checkpoints_checked == 2
+
+
+def test_causes_listed_for_the_first_entry_name_it(store: SQLiteLedger, ids: IdSource, path: Path) -> None:
+    first, second = order_events(2, ids)
+    store.append_sync([first, second.model_copy(update={"causes": (first.id,)})])
+    sql(path, "INSERT INTO causes VALUES (?, ?)", second.id, 0)
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (0, first.id)
+
+
+def test_every_same_count_edit_of_the_causes_index_is_caught(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """Two dozen edits that keep the number of links: a fingerprint of little more than a count
+    would let about half of them through."""
+    events = order_events(26, ids)
+    linked = [events[0], *(e.model_copy(update={"causes": (events[0].id,)}) for e in events[1:])]
+    store.append_sync(linked)
+    store.verify()
+    for k in range(1, 25):
+        sql(path, "UPDATE causes SET idx = ? WHERE idx = ?", 1000 + k, k)
+        caught = fault(store)
+        assert (caught.index, caught.entry_id) == (k, linked[k].id)
+        sql(path, "UPDATE causes SET idx = ? WHERE idx = ?", k, 1000 + k)
+    store.verify()
