@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+from pathlib import Path
+
 import pytest
 from support import POLICIES, SCHEMA, People, World, booking, register_world
 
 from answerable import (
     ApprovalRefused,
+    ConfigError,
     Conflict,
     FakeClock,
     Gateway,
     IdSource,
+    KeyPair,
+    RecordInvalid,
     SQLiteLedger,
     new_charter,
     new_ruleset,
 )
 from answerable.clock import rfc3339
-from answerable.records import Approval, Escalation, ReviewClosed, decode_entry
-from answerable.review import ReviewQueue, authenticate, check_approval
+from answerable.records import (
+    Approval,
+    Claim,
+    Escalation,
+    Execution,
+    ReviewClosed,
+    SystemCharter,
+    decode_entry,
+)
+from answerable.review import ReviewQueue, authenticate, binding_of, check_approval
 from answerable.signing import sign
 
 SLOW_EXPIRY = POLICIES.replace(
@@ -289,3 +304,290 @@ async def test_a_tick_that_loses_the_race_writes_nothing_and_returns_nothing(
     queue = ReviewQueue(_AlwaysRaced(ledger), clock=clock, ids=gw.ids)  # type: ignore[arg-type]
     assert await queue.tick() == []
     assert gw.reviews.state(review_id).escalations == ()
+
+
+# --- What a review's state counts, pinned for each branch of the fold ------------------------
+
+
+def charter_of_gateway(gw: Gateway) -> SystemCharter:
+    charter = gw.charters.latest()
+    assert charter is not None
+    return charter
+
+
+async def test_a_claimed_review_counts_its_claims_approvals_and_any_denial_after_they_expire(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+) -> None:
+    """Once claimed: the approvals the claim used count for good, a denial written after the claim
+    is still counted (but is never a live approval), and nothing is lapsed; the claim is the
+    gateway's Claim, not a pre-claims Execution."""
+    review_id = await pending_review(gateway)
+    approval = gateway.reviews.approval(
+        review_id, key=people.reviewer, verdict="approve", reason="ok", valid_for_seconds=60
+    )
+    late_denial = gateway.reviews.approval(review_id, key=people.reviewer, verdict="deny", reason="no")
+    assert (await gateway.settle(approval)).status == "succeeded"
+    ledger.append_sync([late_denial])  # straight to the ledger: submit would refuse it
+    clock.advance(3600)  # both answers expired
+    state = gateway.reviews.state(review_id)
+    assert state.status == "claimed"
+    assert isinstance(state.claim, Claim)
+    assert state.claim.intent_id == state.intent.id
+    assert state.executed is None
+    assert state.approvals == (approval, late_denial)
+    assert state.live_approvals == (approval,)
+    assert state.lapsed == ()
+    assert world.calls == 1
+
+
+async def test_an_approval_that_lapsed_before_the_claim_stays_lapsed_and_the_used_one_counts(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+) -> None:
+    review_id = await pending_review(gateway)
+    queue = ReviewQueue(ledger, clock=clock, ids=gateway.ids)
+    first = queue.approval(
+        review_id, key=people.reviewer, verdict="approve", reason="ok", valid_for_seconds=60
+    )
+    await queue.submit(first)
+    clock.advance(120)
+    second = gateway.reviews.approval(review_id, key=people.reviewer, verdict="approve", reason="again")
+    assert (await gateway.settle(second)).status == "succeeded"
+    state = gateway.reviews.state(review_id)
+    assert (state.status, state.approvals, state.lapsed) == ("claimed", (second,), (first,))
+    assert world.calls == 1
+
+
+async def test_a_review_executed_before_claims_counts_the_approval_its_execution_used(tmp_path: Path) -> None:
+    source = Path(__file__).with_name("data") / "ledger-v1"
+    for name in ("ledger.db", "ledger.db.key"):
+        shutil.copy(source / name, tmp_path / name)
+    with SQLiteLedger.open(tmp_path / "ledger.db") as ledger:
+        queue = ReviewQueue(ledger, clock=FakeClock(ns=2_000_000_000_000_000_000), ids=IdSource())
+        [state] = queue.all()
+        assert state.claim is None
+        assert state.executed is not None
+        [approval] = state.approvals
+        assert approval.verdict == "approve"
+        assert approval.id in state.executed.causes
+        assert state.lapsed == ()
+        assert state.live_approvals == (approval,)
+
+
+async def test_an_execution_of_another_intent_does_not_settle_a_review(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, clock: FakeClock
+) -> None:
+    """Only an Execution of the very intent under review settles it, though another names it as a cause."""
+    review_id = await pending_review(gateway)
+    intent = gateway.reviews.state(review_id).intent
+    stray = Execution(
+        id=gateway.ids.new(),
+        at=rfc3339(clock.ns),
+        causes=(intent.id,),
+        intent_id="some-other-intent",
+        decision_id=None,
+        operation="carrier.book",
+        status="succeeded",
+        authority=None,
+    )
+    ledger.append_sync([stray])
+    state = gateway.reviews.state(review_id)
+    assert (state.status, state.executed, state.claim) == ("open", None, None)
+
+
+async def test_a_denial_overrides_the_same_persons_earlier_approval(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+) -> None:
+    """Per person, a denial wins over their approval: only the denial counts, and it is no live approval."""
+    review_id = await pending_review(gateway)
+    queue = ReviewQueue(ledger, clock=clock, ids=gateway.ids)
+    approval = queue.approval(review_id, key=people.reviewer, verdict="approve", reason="ok")
+    await queue.submit(approval)
+    denial = queue.approval(review_id, key=people.reviewer, verdict="deny", reason="changed my mind")
+    ledger.append_sync([denial])  # submit would refuse it: the review is already answered
+    state = queue.state(review_id)
+    assert (state.status, state.resolution) == ("denied", "denied")
+    assert state.approvals == (denial,)
+    assert state.live_approvals == ()
+    assert state.lapsed == ()
+    await gateway.settle_reviews()
+    assert world.calls == 0
+
+
+async def test_a_denial_that_expired_still_counts_and_never_lapses(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, clock: FakeClock
+) -> None:
+    review_id = await pending_review(gateway)
+    queue = ReviewQueue(ledger, clock=clock, ids=gateway.ids)
+    denial = queue.approval(review_id, key=people.reviewer, verdict="deny", reason="no", valid_for_seconds=60)
+    await queue.submit(denial)
+    clock.advance(120)
+    state = queue.state(review_id)
+    assert (state.status, state.approvals, state.lapsed, state.live_approvals) == (
+        "denied",
+        (denial,),
+        (),
+        (),
+    )
+
+
+async def test_a_state_seen_at_the_instant_its_approval_expires_has_no_live_approval(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, clock: FakeClock
+) -> None:
+    """live_approvals is judged at the state's own ``now``, strictly before expiry; a state is immutable."""
+    review_id = await pending_review(gateway)
+    queue = ReviewQueue(ledger, clock=clock, ids=gateway.ids)
+    approval = queue.approval(
+        review_id, key=people.reviewer, verdict="approve", reason="ok", valid_for_seconds=60
+    )
+    state = await queue.submit(approval)
+    assert (state.live_approvals, state.resolution) == ((approval,), "approved")
+    at_expiry = dataclasses.replace(state, now=approval.expires_at)
+    assert (at_expiry.live_approvals, at_expiry.resolution, at_expiry.status) == ((), None, "open")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        state.now = approval.expires_at  # type: ignore[misc]
+
+
+async def test_a_closed_review_is_expired(
+    ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+) -> None:
+    gw = await gateway_with(ledger, people, clock, world, SLOW_EXPIRY)
+    review_id = await pending_review(gw)
+    clock.advance(60 * 60)
+    [closed] = await gw.reviews.tick()
+    assert isinstance(closed, ReviewClosed)
+    state = gw.reviews.state(review_id)
+    assert (state.status, state.resolution) == ("expired", "expired:deny")
+
+
+# --- authenticate: each binding check on its own --------------------------------------------
+
+
+async def test_an_approval_naming_another_intent_is_args_mismatch_even_with_the_right_binding(
+    gateway: Gateway, people: People, world: World
+) -> None:
+    review_id = await pending_review(gateway)
+    good = gateway.reviews.approval(review_id, key=people.reviewer, verdict="approve", reason="ok")
+    other = resigned(good, people.reviewer, intent_id="some-other-intent")
+    state = gateway.reviews.state(review_id)
+    assert other.binding == state.review.binding == binding_of(state.intent, state.decision.ruleset_hash)
+    with pytest.raises(ApprovalRefused) as caught:
+        authenticate(other, state.review, state.intent, state.decision, charter_of_gateway(gateway))
+    assert caught.value.reason_code == "args_mismatch"
+    with pytest.raises(ApprovalRefused) as settled:
+        await gateway.settle(other)
+    assert settled.value.reason_code == "args_mismatch"
+    assert world.calls == 0
+
+
+async def test_an_approval_is_refused_for_a_review_whose_binding_is_not_the_intents(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+) -> None:
+    """A Review written straight to the ledger with a binding of its own: an approval that binds the
+    intent exactly still does not bind to what was sent to review, so it is args_mismatch."""
+    review_id = await pending_review(gateway)
+    real = gateway.reviews.state(review_id)
+    forged = real.review.model_copy(
+        update={"id": gateway.ids.new(), "binding": binding_of(real.intent, "another-ruleset")}
+    )
+    ledger.append_sync([forged])
+    good = gateway.reviews.approval(review_id, key=people.reviewer, verdict="approve", reason="ok")
+    redirected = resigned(good, people.reviewer, review_id=forged.id, causes=(forged.id,))
+    assert redirected.binding == binding_of(real.intent, real.decision.ruleset_hash)
+    with pytest.raises(ApprovalRefused) as caught:
+        authenticate(redirected, forged, real.intent, real.decision, charter_of_gateway(gateway))
+    assert caught.value.reason_code == "args_mismatch"
+    before = ledger.size()
+    with pytest.raises(ApprovalRefused) as settled:
+        await gateway.settle(redirected)
+    assert settled.value.reason_code == "args_mismatch"
+    assert ledger.size() == before
+    assert world.calls == 0
+
+
+async def test_a_review_that_does_not_point_at_an_intent_and_its_decision_is_record_invalid(
+    gateway: Gateway, ledger: SQLiteLedger
+) -> None:
+    review_id = await pending_review(gateway)
+    real = gateway.reviews.state(review_id)
+    wrong_intent = real.review.model_copy(update={"id": gateway.ids.new(), "intent_id": real.decision.id})
+    wrong_decision = real.review.model_copy(update={"id": gateway.ids.new(), "decision_id": real.intent.id})
+    ledger.append_sync([wrong_intent, wrong_decision])
+    for forged in (wrong_intent, wrong_decision):
+        with pytest.raises(RecordInvalid):
+            gateway.reviews.state(forged.id)
+
+
+# --- ReviewQueue.approval refusals ----------------------------------------------------------
+
+
+async def test_building_an_answer_without_a_reason_is_missing_reason(
+    gateway: Gateway, people: People
+) -> None:
+    review_id = await pending_review(gateway)
+    for blank in ("", "   "):
+        with pytest.raises(ApprovalRefused) as caught:
+            gateway.reviews.approval(review_id, key=people.reviewer, verdict="approve", reason=blank)
+        assert (caught.value.reason_code, caught.value.review_id) == ("missing_reason", review_id)
+
+
+async def test_an_answer_by_a_key_whose_identity_is_not_a_name_is_record_invalid(
+    gateway: Gateway, people: People
+) -> None:
+    review_id = await pending_review(gateway)
+    spaced = KeyPair.from_seed("not a name", b"\x09" * 32)
+    with pytest.raises(RecordInvalid) as caught:
+        gateway.reviews.approval(review_id, key=spaced, verdict="approve", reason="ok")
+    assert caught.value.record == "Approval"
+
+
+async def test_an_answer_in_a_ledger_without_a_charter_is_a_config_error(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Submitting needs the charter in force; a ledger that never had one says so precisely."""
+    review_id = await pending_review(gateway)
+    real = gateway.reviews.state(review_id)
+    with SQLiteLedger.open(tmp_path / "bare.db", create=True, origin="test.example/bare") as bare:
+        bare.append_sync([real.intent, real.decision, real.review])
+        queue = ReviewQueue(bare, clock=clock, ids=gateway.ids)
+        approval = queue.approval(review_id, key=people.reviewer, verdict="approve", reason="ok")
+        with pytest.raises(ConfigError):
+            await queue.submit(approval)
+        assert bare.size() == 3
+
+
+# --- tick -----------------------------------------------------------------------------------
+
+
+async def test_tick_skips_a_review_without_a_deadline(
+    gateway: Gateway, ledger: SQLiteLedger, clock: FakeClock
+) -> None:
+    review_id = await pending_review(gateway)
+    real = gateway.reviews.state(review_id).review
+    undated = real.model_copy(update={"id": gateway.ids.new(), "deadline": None, "expires_at": None})
+    ledger.append_sync([undated])
+    assert await gateway.reviews.tick() == []
+    assert gateway.reviews.state(undated.id).escalations == ()
+
+
+async def test_an_escalation_to_someone_off_the_list_escalates_next_from_the_first_assignee(
+    ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+) -> None:
+    """A review escalated (by an entry written straight to the ledger) to someone who is not an
+    assignee is treated as still with the first one: the next due tick hands it to the second."""
+    gw = await gateway_with(ledger, people, clock, world, SLOW_EXPIRY)
+    review_id = await pending_review(gw)
+    review = gw.reviews.state(review_id).review
+    assert review.assignees == (people.reviewer.identity, people.ri.identity)
+    stray = Escalation(
+        id=gw.ids.new(),
+        at=rfc3339(clock.ns),
+        causes=(review_id,),
+        review_id=review_id,
+        to="someone@elsewhere.example",
+        reason="written by hand",
+    )
+    ledger.append_sync([stray])
+    clock.advance(20 * 60)  # the deadline plus one period: due again after one escalation
+    [escalation] = await gw.reviews.tick()
+    assert isinstance(escalation, Escalation)
+    assert escalation.to == people.ri.identity
