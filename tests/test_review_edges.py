@@ -331,6 +331,7 @@ async def test_a_claimed_review_counts_its_claims_approvals_and_any_denial_after
     clock.advance(3600)  # both answers expired
     state = gateway.reviews.state(review_id)
     assert state.status == "claimed"
+    assert state.resolution == "approved"  # what ran stays what was decided
     assert isinstance(state.claim, Claim)
     assert state.claim.intent_id == state.intent.id
     assert state.executed is None

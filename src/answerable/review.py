@@ -120,9 +120,11 @@ class ReviewState:
         """``approved``, ``denied``, ``expired:deny``, ``expired:approve`` or None while open."""
         if self.closed is not None:
             return f"expired:{self.closed.resolution}"
+        if self.final:  # acted on: an answer written after that (bypassing the guards) changes nothing
+            return "approved"
         if any(a.verdict == "deny" for a in self.approvals):
             return "denied"
-        if self.final or len(self.live_approvals) >= self.review.approvals_required:
+        if len(self.live_approvals) >= self.review.approvals_required:
             return "approved"
         return None
 
