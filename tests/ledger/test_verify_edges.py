@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,6 +13,7 @@ from support import order_events
 
 from answerable import LedgerTampered, SQLiteLedger
 from answerable.clock import FakeClock, IdSource
+from answerable.errors import ConfigError
 from answerable.ledger import leaf_hash, merkle
 
 ORIGIN = "test.example/verify-edges"
@@ -255,3 +258,187 @@ def test_every_same_count_edit_of_the_causes_index_is_caught(
         assert (caught.index, caught.entry_id) == (k, linked[k].id)
         sql(path, "UPDATE causes SET idx = ? WHERE idx = ?", k, 1000 + k)
     store.verify()
+
+
+# --- the index row against the bytes -----------------------------------------------------------------
+
+
+def rebuild_levels(path: Path, *levels: int) -> None:
+    """Recompute the stored subtree hashes of the given levels only; the others keep what they hold."""
+    leaves = [bytes(h) for (h,) in sql(path, "SELECT leaf_hash FROM entries ORDER BY idx")]  # type: ignore[call-overload]
+    nodes = merkle.append_leaves(0, leaves, lambda level, index: b"")
+    conn = sqlite3.connect(path, isolation_level=None)
+    for level in levels:
+        conn.execute("DELETE FROM nodes WHERE level = ?", (level,))
+        conn.executemany("INSERT INTO nodes VALUES (?, ?, ?)", [n for n in nodes if n[0] == level])
+    conn.close()
+
+
+@pytest.mark.parametrize(("column", "value"), [("kind", "intent"), ("id", "forged-id")])
+def test_an_index_row_whose_kind_or_id_disagrees_with_its_bytes_is_named(
+    store: SQLiteLedger, ids: IdSource, path: Path, column: str, value: str
+) -> None:
+    """Only the row changed, not the bytes, leaf hash or tree: the row/bytes comparison alone sees it,
+    and either field disagreeing is enough."""
+    written = filled(store, ids, 5)
+    sql(path, f"UPDATE entries SET {column} = ? WHERE idx = 3", value)
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (3, value if column == "id" else written[3])
+
+
+@pytest.mark.parametrize("forged", [b"not json", b"[1, 2]", b'{"kind": "event"}', b'{"id": "x"}'])
+def test_a_first_entry_that_is_no_json_record_with_id_and_kind_is_named(
+    store: SQLiteLedger, ids: IdSource, path: Path, forged: bytes
+) -> None:
+    written = filled(store, ids, 3)
+    forge(path, 0, lambda data: forged)
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (0, written[0])
+
+
+# --- blobs --------------------------------------------------------------------------------------------
+
+
+def with_blob(store: SQLiteLedger, ids: IdSource) -> tuple[str, str]:
+    """Entries 0..4 with entry 3 offloading its payload to a blob; return its id and the blob digest."""
+    [big] = order_events(1, ids, size=100_000)
+    store.append_sync([*order_events(3, ids), big, *order_events(1, ids)])
+    [(data,)] = sql(store.path, "SELECT data FROM entries WHERE idx = 3")
+    digest = json.loads(data)["payload"]["$blob"]  # type: ignore[arg-type]
+    store.verify()
+    return big.id, digest
+
+
+def test_an_altered_cited_blob_is_reported_as_altered_not_missing(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    big, digest = with_blob(store, ids)
+    [(data,)] = sql(path, "SELECT data FROM blobs WHERE digest = ?", digest)
+    sql(path, "UPDATE blobs SET data = ? WHERE digest = ?", bytes(data) + b" ", digest)  # type: ignore[arg-type]
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (3, big)
+    assert "which was altered" in str(caught)  # the blob is still held: it is not "no longer held"
+
+
+def test_a_blob_reference_whose_length_was_changed_is_named(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """The entry's bytes, leaf hash and tree all rewritten to claim another length: still caught."""
+    big, _ = with_blob(store, ids)
+    forge(path, 3, lambda data: re.sub(rb'"bytes":(\d+)', lambda m: b'"bytes":%d' % (int(m[1]) + 1), data))
+    rebuild_tree(path)
+    sql(path, "DELETE FROM checkpoints")
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (3, big)
+
+
+def test_an_altered_blob_no_entry_cites_is_caught(store: SQLiteLedger, ids: IdSource, path: Path) -> None:
+    filled(store, ids, 3)
+    sql(path, "INSERT INTO blobs VALUES (?, ?)", "sha256:" + "ab" * 32, b"not these bytes")
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"$blob": "sha256:" + "0" * 64, "bytes": 3, "note": "a third key"},
+        {"$blob": 5, "bytes": 3},
+        {"$blob": "sha256:" + "0" * 64, "bytes": "3"},
+    ],
+)
+def test_a_payload_that_only_resembles_a_blob_reference_is_not_one(
+    store: SQLiteLedger, ids: IdSource, payload: dict[str, object]
+) -> None:
+    """Only ``{"$blob": <str>, "bytes": <int>}`` is a reference; anything else is the event's own data."""
+    [event] = order_events(1, ids)
+    store.append_sync([*order_events(2, ids), event.model_copy(update={"payload": payload})])
+    assert store.verify().size == 3
+
+
+# --- the verifier key and the given checkpoint --------------------------------------------------------
+
+
+def test_a_malformed_recorded_verifier_key_is_a_fault(store: SQLiteLedger, ids: IdSource, path: Path) -> None:
+    filled(store, ids, 3)
+    sql(path, "UPDATE meta SET value = 'not a key' WHERE key = 'verifier_key'")
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (None, None)
+
+
+def test_a_given_text_with_a_blank_line_that_is_no_checkpoint_is_a_config_error(
+    store: SQLiteLedger, ids: IdSource
+) -> None:
+    filled(store, ids, 3)
+    with pytest.raises(ConfigError):
+        store.verify("not a checkpoint\n\n— someone sig\n")
+
+
+# --- tree nodes above the pairs -----------------------------------------------------------------------
+
+
+def test_a_stray_tree_node_just_past_the_entries_names_where_they_end(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    filled(store, ids, 13)  # level 1 holds nodes 0..5
+    sql(path, "INSERT INTO nodes VALUES (1, 6, ?)", b"\x00" * 32)
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (12, None)
+
+
+def test_a_level_two_mismatch_is_narrowed_inside_the_four_entries_it_covers(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """Entry 7 hand-edited, level 1 rebuilt to match: node (2, 1) over 4..7 is the first to disagree,
+    and entry 7, the last it covers, is the one whose bytes are not canonical."""
+    written = filled(store, ids, 13)
+    forge(path, 7, lambda data: data + b" ")
+    rebuild_levels(path, 1)
+    caught = fault(store)
+    assert "(level 2, index 1) does not match entries 4..7" in str(caught)
+    assert (caught.index, caught.entry_id) == (7, written[7])
+
+
+def test_a_level_two_mismatch_looks_no_further_than_the_entries_it_covers(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """Entries 5 (canonically) and 8 (by hand) edited: node (2, 1) is narrowed within 4..7 only, so
+    the non-canonical entry 8 just past it must not be blamed for it."""
+    written = filled(store, ids, 13)
+    forge(path, 5, lambda data: data.replace(b"O-5", b"O-9"))
+    forge(path, 8, lambda data: data + b" ")
+    rebuild_levels(path, 1)
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (4, written[4])
+
+
+def test_an_edited_root_node_of_a_full_tree_names_the_range_it_covers(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """The top node has no parent to show it alone was edited: the entries under it are suspects."""
+    written = filled(store, ids, 8)
+    sql(path, "UPDATE nodes SET hash = ? WHERE level = 3 AND i = 0", b"\x00" * 32)
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (0, written[0])
+
+
+def test_an_edited_node_just_below_the_root_blames_no_entry(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    filled(store, ids, 8)
+    sql(path, "UPDATE nodes SET hash = ? WHERE level = 2 AND i = 0", b"\x00" * 32)
+    caught = fault(store)
+    assert "(level 2, index 0) was edited" in str(caught)
+    assert (caught.index, caught.entry_id) == (None, None)
+
+
+def test_an_edited_node_with_no_parent_is_not_compared_with_a_stray_one(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """12 entries: node (2, 2) over 8..11 has no parent. A stray stored node where one would be must
+    not be read as its parent; the node's entries are the suspects."""
+    written = filled(store, ids, 12)
+    sql(path, "UPDATE nodes SET hash = ? WHERE level = 2 AND i = 2", b"\x00" * 32)
+    sql(path, "INSERT INTO nodes VALUES (3, 1, ?)", b"\x00" * 32)
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (8, written[8])
