@@ -442,3 +442,49 @@ def test_an_edited_node_with_no_parent_is_not_compared_with_a_stray_one(
     sql(path, "INSERT INTO nodes VALUES (3, 1, ?)", b"\x00" * 32)
     caught = fault(store)
     assert (caught.index, caught.entry_id) == (8, written[8])
+
+
+def swap_rows(path: Path, i: int, j: int) -> None:
+    """Exchange two entries wholesale (bytes, leaf hash, id, kind), leaving the tree as it was."""
+    rows = {idx: rest for idx, *rest in sql(path, "SELECT idx, id, kind, data, leaf_hash FROM entries")}
+    sql(path, "UPDATE entries SET idx = -1 - idx WHERE idx IN (?, ?)", i, j)
+    for idx, other in ((i, j), (j, i)):
+        sql(path, "UPDATE entries SET idx = ? WHERE idx = ?", idx, -1 - other)
+    assert rows[i] != rows[j]
+
+
+def test_a_move_from_the_unpaired_last_entry_of_an_odd_ledger_is_proven(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """9 entries: entry 8 is under no pair node, yet the pair (0, 1) hashes the entry now at 8."""
+    written = filled(store, ids, 9)
+    swap_rows(path, 0, 8)
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (0, written[8])
+    assert "out of place" in str(caught)
+
+
+def test_a_checkpoint_at_the_start_of_a_range_does_not_narrow_it(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """Entry 1 changed with the nodes over 0..3 rebuilt, entry 6 hand-edited with level 1 rebuilt: the
+    range 4..7 of node (2, 1) is narrowed to 6, not cut short by the (failing) checkpoint at size 4."""
+    written = filled(store, ids, 4, 9)
+    [(old,)] = sql(path, "SELECT hash FROM nodes WHERE level = 2 AND i = 1")
+    forge(path, 1, lambda data: data.replace(b"O-1", b"O-9"))
+    forge(path, 6, lambda data: data + b" ")
+    rebuild_levels(path, 1, 2)
+    sql(path, "UPDATE nodes SET hash = ? WHERE level = 2 AND i = 1", old)
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (6, written[6])
+
+
+def test_a_checkpoint_at_the_end_of_a_range_does_not_narrow_it(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """Nodes (2, 1) and (3, 0) edited: node (2, 1) is not alone, and the checkpoint at size 8, which
+    ends the range 4..7 and still matches, does not push the suspect past it."""
+    written = filled(store, ids, 8, 5)
+    sql(path, "UPDATE nodes SET hash = ? WHERE (level, i) IN ((2, 1), (3, 0))", b"\x00" * 32)
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (4, written[4])
