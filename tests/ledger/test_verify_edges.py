@@ -488,3 +488,68 @@ def test_a_checkpoint_at_the_end_of_a_range_does_not_narrow_it(
     sql(path, "UPDATE nodes SET hash = ? WHERE (level, i) IN ((2, 1), (3, 0))", b"\x00" * 32)
     caught = fault(store)
     assert (caught.index, caught.entry_id) == (4, written[4])
+
+
+# --- narrowing a pair by bytes and by id order --------------------------------------------------------
+
+
+def forge_id(path: Path, index: int, new: str) -> None:
+    """Give an entry another id in its row and its bytes, leaf hash recomputed: a forged move."""
+    [(old,)] = sql(path, "SELECT id FROM entries WHERE idx = ?", index)
+    assert isinstance(old, str)
+    forge(path, index, lambda data: data.replace(old.encode(), new.encode()))
+    sql(path, "UPDATE entries SET id = ? WHERE idx = ?", new, index)
+
+
+def test_the_second_of_a_pair_whose_id_sorts_out_of_order_is_named(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """Entry 3 given an id older than every other: its neighbours 2 and 4, in order, do not bracket it."""
+    filled(store, ids, 8)
+    forge_id(path, 3, "00000000-0000-7000-8000-000000000000")
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (3, "00000000-0000-7000-8000-000000000000")
+
+
+def test_an_id_is_judged_by_its_next_neighbour_not_the_one_after(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """Entry 3's id made to sort just after entry 4's: out of order with 2 and 4, though not with 2 and 5."""
+    written = filled(store, ids, 8)
+    forge_id(path, 3, written[4] + "0")
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (3, written[4] + "0")
+
+
+def test_an_id_at_the_start_of_a_pair_is_judged_by_the_entry_before_it(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """Entry 2's id made to sort just after entry 0's: out of order with 1 and 3 (not with 0 and 3), so
+    entry 2 alone is named, not the pair."""
+    written = filled(store, ids, 8)
+    forge_id(path, 2, written[0] + "0")
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (2, written[0] + "0")
+    assert f"ledger entry 2 (id {written[0]}0) was changed" in str(caught)
+
+
+def test_a_hand_edit_of_the_first_entry_is_named_alone(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    written = filled(store, ids, 8)
+    forge(path, 0, lambda data: data + b" ")
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (0, written[0])
+    assert f"ledger entry 0 (id {written[0]}) was changed" in str(caught)
+
+
+def test_a_hand_edit_just_past_a_pair_is_not_blamed_for_it(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """Entry 2 changed canonically, entry 4 by hand: the pair (2, 3) is the first fault, and nothing
+    inside it is non-canonical, so the pair is named from its first entry, not entry 4."""
+    written = filled(store, ids, 8)
+    forge(path, 2, lambda data: data.replace(b"O-2", b"O-9"))
+    forge(path, 4, lambda data: data + b" ")
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (2, written[2])
