@@ -553,3 +553,11 @@ def test_a_hand_edit_just_past_a_pair_is_not_blamed_for_it(
     forge(path, 4, lambda data: data + b" ")
     caught = fault(store)
     assert (caught.index, caught.entry_id) == (2, written[2])
+
+
+def test_bytes_with_no_canonical_form_are_a_hand_edit(store: SQLiteLedger, ids: IdSource, path: Path) -> None:
+    """An integer past the I-JSON range parses but has no canonical form: only a hand could write it."""
+    written = filled(store, ids, 8)
+    forge(path, 1, lambda data: data.replace(b'{"order":', b'{"n":9007199254740993,"order":'))
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (1, written[1])
