@@ -12,7 +12,7 @@ import pytest
 from support import order_events
 from typer.testing import CliRunner
 
-from answerable import LedgerTampered, SQLiteLedger
+from answerable import LedgerTampered, RecordInvalid, SQLiteLedger
 from answerable.cli import app
 from answerable.clock import FakeClock, IdSource
 from answerable.ledger import leaf_hash, merkle
@@ -344,3 +344,26 @@ def test_a_ledger_of_the_first_format_verifies_with_its_key(tmp_path: Path) -> N
         [(data,)] = [(e.data,) for e in old.entries() if b'"$blob"' in e.data]
         digest = json.loads(data)["payload"]["$blob"]
         assert old.get_blob(digest)
+
+
+def test_a_payload_shaped_like_a_blob_reference_is_refused_not_misread(path: Path):
+    """The ledger's own reference shape is reserved: written, it would read as a missing blob."""
+    with SQLiteLedger.open(path, create=True, origin=ORIGIN) as ledger:
+        lookalike = order_events(1)[0].model_copy(update={"payload": {"$blob": "sha256:00", "bytes": 2}})
+        with pytest.raises(RecordInvalid):
+            ledger.append_sync([lookalike])
+        assert ledger.size() == 0
+        ledger.verify()
+
+
+def test_a_blob_rewritten_as_text_is_named_not_a_crash(path: Path):
+    """A blob's bytes turned into TEXT by hand are an altered blob, reported like any other."""
+    with SQLiteLedger.open(path, create=True, origin=ORIGIN) as ledger:
+        ledger.append_sync(order_events(2, size=100_000))
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE blobs SET data = CAST(data AS TEXT) || ' '")
+    conn.close()
+    with SQLiteLedger.open(path) as ledger, pytest.raises(LedgerTampered) as found:
+        ledger.verify()
+    assert found.value.index == 0

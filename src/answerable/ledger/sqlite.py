@@ -272,6 +272,16 @@ class SQLiteLedger:
 
     def _row(self, record: Record) -> _Row:
         body = record.model_dump(mode="json")
+        for field in _OFFLOADABLE:
+            value = body.get(field)
+            if type(value) is dict and value.keys() == {"$blob", "bytes"}:
+                # The ledger's own reference to a blob has this shape: a payload written with it
+                # would read as one, and verify could not tell the two apart.
+                raise RecordInvalid(
+                    f"{body['kind']} {body['id']}: a {field} of exactly $blob and bytes is reserved for "
+                    "the ledger's blob references; add or rename a key",
+                    record=body["kind"],
+                )
         data = canonical_bytes(body)
         if len(data) > MAX_ENTRY_BYTES:
             data = canonical_bytes(self._offload(body))
