@@ -274,7 +274,12 @@ class SQLiteLedger:
         body = record.model_dump(mode="json")
         for field in _OFFLOADABLE:
             value = body.get(field)
-            if type(value) is dict and value.keys() == {"$blob", "bytes"}:
+            if (
+                type(value) is dict
+                and value.keys() == {"$blob", "bytes"}
+                and type(value["$blob"]) is str
+                and type(value["bytes"]) is int
+            ):
                 # The ledger's own reference to a blob has this shape: a payload written with it
                 # would read as one, and verify could not tell the two apart.
                 raise RecordInvalid(
