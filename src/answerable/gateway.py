@@ -347,12 +347,7 @@ class Gateway:
         intent, args = _canonical_intent(op, intent)
 
         request, verdict = self._judge(op, intent, args)
-        stop = self.control.state().blocking(
-            agent=intent.agent,
-            operation=op.name,
-            resource_class=op.resource_class,
-            resource_classes=_resource_classes(request.to_json(), request.entities),
-        )
+        stop = self._stop_for(op, intent, request.to_json(), request.entities)
         decision = self._decision(intent, request, verdict, stop)
         self._at("before_record", intent)
         if decision.effect == "review":
@@ -373,6 +368,22 @@ class Gateway:
         self._at("recorded", intent)
         self._at("claimed", intent)
         return await self._execute(op, intent, decision, args, claim, recovered=False)
+
+    def _stop_for(
+        self,
+        op: Operation,
+        intent: Intent,
+        request: Mapping[str, Any],
+        entities: Sequence[Mapping[str, Any]],
+    ) -> Control | None:
+        """The stop in force now that applies to this intent (its agent, operation, operation
+        class or its resource's class), read from the ledger; None when it may run."""
+        return self.control.state().blocking(
+            agent=intent.agent,
+            operation=op.name,
+            resource_class=op.resource_class,
+            resource_classes=_resource_classes(request, entities),
+        )
 
     def _still_holding(self, claim: Claim) -> None:
         """Refuse to call out unless the lease held now is the one the claim was made under.
@@ -467,12 +478,7 @@ class Gateway:
         expiry: ReviewClosed | None = None,
     ) -> Outcome:
         approval = approvals[-1] if approvals else None
-        stop = self.control.state().blocking(
-            agent=intent.agent,
-            operation=op.name,
-            resource_class=op.resource_class,
-            resource_classes=_resource_classes(decision.request, decision.entities),
-        )
+        stop = self._stop_for(op, intent, decision.request, decision.entities)
         if stop is not None and recovered:
             # Whether the crashed call happened is not known yet: record nothing, so the claim
             # stays open and is reconciled again (by a later epoch) once the stop is lifted.
@@ -512,12 +518,7 @@ class Gateway:
                 # nothing was stopped and the lease is still this claim's: a retry is a new call.
                 if op.idempotent and attempts <= op.retries:
                     self._still_holding(claim)
-                    halted = self.control.state().blocking(
-                        agent=intent.agent,
-                        operation=op.name,
-                        resource_class=op.resource_class,
-                        resource_classes=_resource_classes(decision.request, decision.entities),
-                    )
+                    halted = self._stop_for(op, intent, decision.request, decision.entities)
                     if halted is None:
                         continue
                     failure = TransientError(
@@ -836,12 +837,7 @@ class Gateway:
         if op is None:
             raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
         _, args = _canonical_intent(op, intent)
-        stop = self.control.state().blocking(
-            agent=intent.agent,
-            operation=op.name,
-            resource_class=op.resource_class,
-            resource_classes=_resource_classes(decision.request, decision.entities),
-        )
+        stop = self._stop_for(op, intent, decision.request, decision.entities)
         if stop is not None:
             # Whether the old call happened is unknown: leave the claim open until the stop is lifted.
             return Outcome("not_executed", intent, decision)
