@@ -16,6 +16,7 @@ which is where the test kills it (SIGKILL), stops it (SIGSTOP) or lets it go.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import sqlite3
@@ -614,10 +615,9 @@ def _role_cli(cfg: dict[str, Any]) -> None:
     released together answer at the same moment, with no interpreter start-up between them."""
     from answerable.cli import main
 
-    go = Path(cfg["go"])
-    say(ready=True)
-    while not go.exists():
-        time.sleep(0.001)
+    with open(cfg["go"]) as gate:  # the test holds an exclusive lock on it until both are ready
+        say(ready=True)
+        fcntl.flock(gate, fcntl.LOCK_SH)  # blocks until the test lets go: no polling
     sys.argv = ["answerable", *cfg["argv"]]
     main()
 

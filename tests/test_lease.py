@@ -13,7 +13,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -279,11 +278,15 @@ def test_a_heartbeat_of_an_old_epoch_never_marks_a_new_one_lost(ledger: SQLiteLe
     """check() found the lease gone; acquiring again starts a fresh heartbeat the old one cannot spoil."""
     lease = Lease(ledger, ttl=0.3)
     assert lease.acquire() == 1
+    old_beater = lease._beater
+    assert old_beater is not None
     ledger.release_lease(1)
     with pytest.raises(LeaseLost):
         lease.check()
+    assert not old_beater.is_alive()  # stopped and joined by check(): it cannot race the next epoch
     assert lease.acquire() == 2
-    time.sleep(0.5)  # several beats of the new epoch; the old thread is stopped, not racing it
+    assert lease._beater is not old_beater
+    lease._lose(1, LeaseLost(1, 2))  # what a late word from the old epoch would do: nothing
     assert lease.held
     assert lease.check() == 2
     lease.release()

@@ -7,6 +7,7 @@ more seeds); the seed picks the choices a scenario makes and is named in every f
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import random
 import signal
 from pathlib import Path
@@ -210,6 +211,8 @@ async def test_two_reviewers_answering_at_once_from_the_cli_count_once(
     go = tmp_path / "go"
     people = [REVIEWER, REVIEWER2]
     random.Random(seed).shuffle(people)  # which of them starts first
+    gate = go.open("w")
+    fcntl.flock(gate, fcntl.LOCK_EX)  # both children block on this lock, then start together
     async with Children(tmp_path) as kids:
         answering = [
             await kids.spawn("cli", go=str(go), argv=approve_argv(ledger_path, review_id, tmp_path, who))
@@ -217,7 +220,8 @@ async def test_two_reviewers_answering_at_once_from_the_cli_count_once(
         ]
         for child in answering:
             await child.expect("ready")
-        go.touch()
+        fcntl.flock(gate, fcntl.LOCK_UN)
+        gate.close()
         printed = [await rest(child) for child in answering]
     codes = [child.proc.returncode or 0 for child in answering]
     where = f"seed {seed}: codes {codes}, stdout {printed}, stderr {[c.stderr() for c in answering]}"
