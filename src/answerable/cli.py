@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import sys
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -455,82 +457,6 @@ def demo_quickstart(
     _run(lambda: run(out_dir, out))
 
 
-@demo_app.command("storm")
-def demo_storm(
-    seed: int = typer.Option(7, "--seed", help="Seed of the world: orders, customers, storm draws."),
-    out_dir: Path = typer.Option(Path("out/storm"), "--out", help="Where ledgers and result.json go."),
-    mode: str = typer.Option(
-        "both", "--mode", help="both, governed, ungoverned, monitored (old rules + monitors) or all three."
-    ),
-    days: int | None = typer.Option(None, "--days", help="Simulated days (default: the scenario's)."),
-    scenario: Path | None = typer.Option(None, "--scenario", help="A JSON scenario file."),
-) -> None:
-    """The storm, run ungoverned and governed from one seed; prints the outcome table."""
-    from rich.progress import Progress, TaskID
-
-    from answerable.logistics.demo import METRICS, price_of_accountability, storm
-    from answerable.logistics.scenario import Mode, check_scenario_file
-    from answerable.logistics.world import ScenarioConfig
-
-    modes: dict[str, tuple[Mode, ...]] = {
-        "both": ("ungoverned", "governed"),
-        "governed": ("governed",),
-        "ungoverned": ("ungoverned",),
-        "monitored": ("monitored",),
-        "all": ("ungoverned", "governed", "monitored"),
-    }
-    if mode not in modes:
-        _fail(ConfigError(f"--mode {mode!r} is not one of {', '.join(modes)}"))
-    if seed < 0:
-        _fail(ConfigError(f"--seed {seed} must be zero or positive"))
-    config = _run(lambda: check_scenario_file(scenario)) if scenario else ScenarioConfig()
-    if days is not None:
-        config = _run(lambda: ScenarioConfig.model_validate({**config.model_dump(), "days": days}))
-    with Progress(console=err, transient=True) as progress:
-        tasks: dict[str, TaskID] = {m: progress.add_task(f"{m:>10}", total=config.days) for m in modes[mode]}
-
-        def tick(m: str, _day: int) -> None:
-            progress.advance(tasks[m])
-
-        results = _run(
-            lambda: asyncio.run(storm(seed, out_dir, modes=modes[mode], config=config, on_day=tick))
-        )
-    table = Table(title=f"storm, seed {seed}, {config.days} days")
-    table.add_column("")
-    for m in results:
-        table.add_column(m, justify="right")
-    for metric in METRICS:
-        table.add_row(metric, *(_cell(metric, r.metrics[metric]) for r in results.values()))
-    for metric in ("alerts", "medical_late_before_alert", "medical_late_after_alert"):
-        table.add_row(metric, *(_cell(metric, r.metrics.get(metric, "-")) for r in results.values()))
-    out.print(table)
-    for m, result in results.items():
-        first = result.metrics.get("first_alert")
-        if first:
-            out.print(
-                f"{m:>10}: monitor {first['monitor']} fired on day {first['day']} "
-                f"(ledger entry {first['index']}); "
-                f"medical orders late before it {result.metrics['medical_late_before_alert']}, "
-                f"after it {result.metrics['medical_late_after_alert']}"
-            )
-    if {"ungoverned", "governed"} <= results.keys():
-        price = price_of_accountability(results)
-        out.print(f"price of accountability: {price:+.2f}% total cost (transport and handling)")
-    for m, result in results.items():
-        with _open(result.ledger) as store:
-            report = _run(store.verify)
-        out.print(f"{m:>10} ledger: {result.ledger} ({report.size} entries, verified)")
-    out.print(f"    result: {out_dir / 'result.json'}")
-
-
-def _cell(metric: str, value: Any) -> str:
-    if metric.endswith("_rate"):
-        return f"{value:.3f}"
-    if metric in ("total_cost", "penalties", "margin"):
-        return f"{value / 100:,.0f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
-
-
 @app.command("why")
 def why_command(
     ledger: Path = LedgerArg,
@@ -623,6 +549,26 @@ def report_compare_command(
     except OSError as exc:
         _fail(ConfigError(f"cannot write the comparison to {out_file}: {exc.strerror}"))
     err.print(f"wrote {written}")
+
+
+def _guarded(command: Callable[..., None]) -> Callable[..., None]:
+    """A plugin's command with the CLI's error contract: one line, exit 1 or 2, no traceback."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except AnswerableError as exc:
+            _fail(exc)
+
+    return run
+
+
+# Domains plug in through entry points (a reference system adds its demo); the core names none.
+for _plugin in entry_points(group="answerable.plugins"):
+    _register = getattr(_plugin.load(), "register_cli", None)
+    if callable(_register):
+        _register(demo_app, _guarded)
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ class ControlState:
         """The first stop that applies to this action, or None if it may run.
 
         ``resource_classes`` adds classes the resource itself carries (its Cedar ``class``
-        attribute, say ``medical``), so one pause can stop every operation on that class.
+        attribute, say ``high-risk``), so one pause can stop every operation on that class.
         """
         classes = {resource_class, *resource_classes}
         for stop in self.stops:

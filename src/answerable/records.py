@@ -317,7 +317,7 @@ class Alert(Record):
     observed: dict[str, int | str]
     """What the monitor measured; rates in permille, so no floats are hashed."""
     paused: str | None
-    """The scope paused in response (``resource_class:medical``), if any."""
+    """The scope paused in response (``resource_class:NAME``), if any."""
     control_id: _ID | None
     escalated_to: _NAME | None
     """The person called: the RI, from the charter in force."""

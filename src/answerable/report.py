@@ -9,16 +9,18 @@ same bytes: the page holds no time of its own, and plots are SVG with fixed ids 
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 import os
 import shlex
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -55,8 +57,36 @@ _KNOWN = frozenset(
         "Control",
     }
 )
-_CLASSES = {"H": "medical", "S": "retail"}
-"""Customer id prefix to order class, as the logistics demo names its customers."""
+
+
+class ServiceView(Protocol):
+    """How a domain's outside events say whether its service was on time, per class and day.
+
+    The report is generic; a domain plugs one in through
+    the ``answerable.plugins`` entry point group, as a module-level ``service_view()`` factory.
+    """
+
+    event_types: frozenset[str]
+    classes: tuple[str, ...]
+    """Its classes in the order they are reported (the ones that matter most first)."""
+
+    def observe(self, event_type: str, date: str, payload: dict[str, Any]) -> None: ...
+
+    def result(self) -> tuple[dict[str, dict[str, tuple[int, int]]], dict[str, tuple[int, int]]]:
+        """On-time and total per class per day, and per class overall."""
+        ...
+
+
+def _views() -> list[ServiceView]:
+    """A fresh service view from every installed plugin that offers one."""
+    views = []
+    for plugin in entry_points(group="answerable.plugins"):
+        factory = getattr(plugin.load(), "service_view", None)
+        if callable(factory):
+            views.append(factory())
+    return views
+
+
 _CENTS = frozenset({"total_cost", "penalties", "margin"})
 _LONG = 160
 """Values longer than this many characters are folded into a ``<details>``."""
@@ -135,8 +165,7 @@ def _gather(ledger_path: Path) -> _Facts:
         approvals: dict[str, Approval] = {}
         decisions: list[Decision] = []
         executions: list[Execution] = []
-        batches: list[tuple[str, dict[str, Any]]] = []
-        deliveries: list[dict[str, Any]] = []
+        views = _views()
         for stored in entries:
             facts.kinds[stored.kind] += 1
             record: Any = None
@@ -178,10 +207,11 @@ def _gather(ledger_path: Path) -> _Facts:
                 facts.controls.append(record)
             elif isinstance(record, ExternalEvent):
                 facts.event_types[(record.type, record.source)] += 1
-                if record.type == "orders.batch":
-                    batches.append((record.at[:10], _payload(ledger, record)))
-                elif record.type == "delivery":
-                    deliveries.append(_payload(ledger, record))
+                watching = [v for v in views if record.type in v.event_types]
+                if watching:
+                    payload = _payload(ledger, record)
+                    for view in watching:
+                        view.observe(record.type, record.at[:10], payload)
                 elif record.type.endswith(".alert"):
                     facts.outside_alerts.append(record)
     if facts.first_at is not None and facts.last_at is not None:
@@ -191,7 +221,11 @@ def _gather(ledger_path: Path) -> _Facts:
         facts.statuses[x.status] += 1
         if x.status == "succeeded":
             facts.executed.setdefault(x.operation, Counter())[x.at[:10]] += 1
-    facts.on_time, per_class = _service(batches, deliveries)
+    facts.on_time, per_class = {}, {}
+    for view in views:
+        table, totals = view.result()
+        facts.on_time.update(table)
+        per_class.update(totals)
     facts.derived = _derived(facts, per_class, decisions, executions, approvals)
     facts.result, facts.result_note = _result_json(ledger_path)
     return facts
@@ -210,69 +244,16 @@ def _payload(ledger: SQLiteLedger, event: ExternalEvent) -> dict[str, Any]:
     return body
 
 
-def _service(
-    batches: Sequence[tuple[str, dict[str, Any]]], deliveries: Sequence[dict[str, Any]]
-) -> tuple[dict[str, dict[str, tuple[int, int]]], dict[str, tuple[int, int]]]:
-    """On-time orders per class per due day, judged the way the scenario measures them.
-
-    An order is judged once its due day has been run (it is at most the last ordering day); it
-    is on time if a delivery on or before its due day carried it. A day is named by the date of
-    that day's order batch. Without order batches, deliveries are counted by their own flags.
-    """
-    due: dict[str, tuple[str, int]] = {}
-    day_dates: dict[int, str] = {}
-    for date, batch in batches:
-        day = batch.get("day")
-        orders = batch.get("orders")
-        if not isinstance(day, int) or not isinstance(orders, list):
-            continue
-        day_dates.setdefault(day, date)
-        for row in orders:
-            if isinstance(row, list) and len(row) >= 5 and isinstance(row[4], int):
-                due[str(row[0])] = (_class_of(str(row[1])), row[4])
-    delivered: dict[str, int] = {}
-    flagged: dict[tuple[str, int], list[bool]] = defaultdict(list)
-    for d in deliveries:
-        day = d.get("day")
-        orders = d.get("orders")
-        flags = d.get("on_time")
-        if not isinstance(day, int) or not isinstance(orders, list):
-            continue
-        for n, order in enumerate(orders):
-            key = str(order)
-            delivered[key] = min(day, delivered.get(key, day))
-            if isinstance(flags, list) and n < len(flags):
-                flagged[(_class_of(str(d.get("customer", ""))), day)].append(bool(flags[n]))
-    per_day: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-    if due:
-        last = max(day_dates)
-        for order, (cls, due_day) in due.items():
-            if due_day > last:
-                continue
-            cell = per_day[cls][day_dates.get(due_day, f"day {due_day}")]
-            got = delivered.get(order)
-            cell[0] += got is not None and got <= due_day
-            cell[1] += 1
-    else:
-        for (cls, day), values in flagged.items():
-            cell = per_day[cls][f"day {day}"]
-            cell[0] += sum(values)
-            cell[1] += len(values)
-    table = {cls: {day: (c[0], c[1]) for day, c in sorted(days.items())} for cls, days in per_day.items()}
-    totals = {
-        cls: (sum(c[0] for c in days.values()), sum(c[1] for c in days.values()))
-        for cls, days in table.items()
-    }
-    return dict(sorted(table.items(), key=lambda kv: _class_rank(kv[0]))), totals
-
-
-def _class_of(customer: str) -> str:
-    return _CLASSES.get(customer.split("-", 1)[0], "other")
-
-
 def _class_rank(cls: str) -> tuple[int, str]:
-    ranks = list(_CLASSES.values())
-    return (ranks.index(cls) if cls in ranks else len(ranks), cls)
+    """Classes in the order the installed service views name them, then the rest by name."""
+    order = _class_order()
+    return (order.index(cls) if cls in order else len(order), cls)
+
+
+@functools.cache
+def _class_order() -> tuple[str, ...]:
+    """Read once: the installed plugins do not change while a process runs."""
+    return tuple(c for view in _views() for c in view.classes)
 
 
 def _derived(

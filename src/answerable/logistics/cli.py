@@ -1,0 +1,108 @@
+"""The logistics reference system's command line: `answerable demo storm`, plugged into the CLI.
+
+The core CLI names no domain; it loads this module through the ``answerable.plugins`` entry point
+and registers :func:`demo_storm` with its own error handling (one line, exit 1 or 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from answerable.errors import ConfigError
+from answerable.ledger import SQLiteLedger
+from answerable.logistics.service_view import service_view
+from answerable.records import problems
+
+__all__ = ["demo_storm", "register_cli", "service_view"]
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def register_cli(demo: typer.Typer, guard: Callable[[Callable[..., None]], Callable[..., None]]) -> None:
+    """Add ``storm`` to ``answerable demo``, wrapped by the CLI's error handling."""
+    demo.command("storm")(guard(demo_storm))
+
+
+def demo_storm(
+    seed: int = typer.Option(7, "--seed", help="Seed of the world: orders, customers, storm draws."),
+    out_dir: Path = typer.Option(Path("out/storm"), "--out", help="Where ledgers and result.json go."),
+    mode: str = typer.Option(
+        "both", "--mode", help="both, governed, ungoverned, monitored (old rules + monitors) or all three."
+    ),
+    days: int | None = typer.Option(None, "--days", help="Simulated days (default: the scenario's)."),
+    scenario: Path | None = typer.Option(None, "--scenario", help="A JSON scenario file."),
+) -> None:
+    """The storm, run ungoverned and governed from one seed; prints the outcome table."""
+    from rich.progress import Progress, TaskID
+
+    from answerable.logistics.demo import METRICS, price_of_accountability, storm
+    from answerable.logistics.scenario import Mode, check_scenario_file
+    from answerable.logistics.world import ScenarioConfig
+
+    modes: dict[str, tuple[Mode, ...]] = {
+        "both": ("ungoverned", "governed"),
+        "governed": ("governed",),
+        "ungoverned": ("ungoverned",),
+        "monitored": ("monitored",),
+        "all": ("ungoverned", "governed", "monitored"),
+    }
+    if mode not in modes:
+        raise ConfigError(f"--mode {mode!r} is not one of {', '.join(modes)}")
+    if seed < 0:
+        raise ConfigError(f"--seed {seed} must be zero or positive")
+    config = check_scenario_file(scenario) if scenario else ScenarioConfig()
+    if days is not None:
+        try:
+            config = ScenarioConfig.model_validate({**config.model_dump(), "days": days})
+        except ValidationError as exc:
+            raise ConfigError(f"--days {days}: {'; '.join(problems(exc, 'days'))}") from exc
+    with Progress(console=err, transient=True) as progress:
+        tasks: dict[str, TaskID] = {m: progress.add_task(f"{m:>10}", total=config.days) for m in modes[mode]}
+
+        def tick(m: str, _day: int) -> None:
+            progress.advance(tasks[m])
+
+        results = asyncio.run(storm(seed, out_dir, modes=modes[mode], config=config, on_day=tick))
+    table = Table(title=f"storm, seed {seed}, {config.days} days")
+    table.add_column("")
+    for m in results:
+        table.add_column(m, justify="right")
+    for metric in METRICS:
+        table.add_row(metric, *(_cell(metric, r.metrics[metric]) for r in results.values()))
+    for metric in ("alerts", "medical_late_before_alert", "medical_late_after_alert"):
+        table.add_row(metric, *(_cell(metric, r.metrics.get(metric, "-")) for r in results.values()))
+    out.print(table)
+    for m, result in results.items():
+        first = result.metrics.get("first_alert")
+        if first:
+            out.print(
+                f"{m:>10}: monitor {first['monitor']} fired on day {first['day']} "
+                f"(ledger entry {first['index']}); "
+                f"medical orders late before it {result.metrics['medical_late_before_alert']}, "
+                f"after it {result.metrics['medical_late_after_alert']}"
+            )
+    if {"ungoverned", "governed"} <= results.keys():
+        price = price_of_accountability(results)
+        out.print(f"price of accountability: {price:+.2f}% total cost (transport and handling)")
+    for m, result in results.items():
+        with SQLiteLedger.open(result.ledger) as store:
+            report = store.verify()
+        out.print(f"{m:>10} ledger: {result.ledger} ({report.size} entries, verified)")
+    out.print(f"    result: {out_dir / 'result.json'}")
+
+
+def _cell(metric: str, value: Any) -> str:
+    if metric.endswith("_rate"):
+        return f"{value:.3f}"
+    if metric in ("total_cost", "penalties", "margin"):
+        return f"{value / 100:,.0f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)

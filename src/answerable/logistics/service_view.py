@@ -1,0 +1,106 @@
+"""On-time service per order class, read from the storm's own events, for the generic report.
+
+The report knows no domain: it asks each installed plugin's ``service_view()`` which outside
+events say whether service was on time. Here that is the logistics world's ``orders.batch`` and
+``delivery`` events, and the classes are named by the customer id prefix (H: hospitals, S: stores).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["OrderService", "service_view"]
+
+_CLASSES = {"H": "medical", "S": "retail"}
+"""Customer id prefix to order class, as the logistics world names its customers."""
+
+
+class OrderService:
+    """Collects order batches and deliveries as the report meets them, then judges on-time."""
+
+    event_types = frozenset({"orders.batch", "delivery"})
+    classes = tuple(_CLASSES.values())
+
+    def __init__(self) -> None:
+        self._batches: list[tuple[str, dict[str, Any]]] = []
+        self._deliveries: list[dict[str, Any]] = []
+
+    def observe(self, event_type: str, date: str, payload: dict[str, Any]) -> None:
+        if event_type == "orders.batch":
+            self._batches.append((date, payload))
+        elif event_type == "delivery":
+            self._deliveries.append(payload)
+
+    def result(self) -> tuple[dict[str, dict[str, tuple[int, int]]], dict[str, tuple[int, int]]]:
+        return _service(self._batches, self._deliveries)
+
+
+def service_view() -> OrderService:
+    return OrderService()
+
+
+def _service(
+    batches: Sequence[tuple[str, dict[str, Any]]], deliveries: Sequence[dict[str, Any]]
+) -> tuple[dict[str, dict[str, tuple[int, int]]], dict[str, tuple[int, int]]]:
+    """On-time orders per class per due day, judged the way the scenario measures them.
+
+    An order is judged once its due day has been run (it is at most the last ordering day); it
+    is on time if a delivery on or before its due day carried it. A day is named by the date of
+    that day's order batch. Without order batches, deliveries are counted by their own flags.
+    """
+    due: dict[str, tuple[str, int]] = {}
+    day_dates: dict[int, str] = {}
+    for date, batch in batches:
+        day = batch.get("day")
+        orders = batch.get("orders")
+        if not isinstance(day, int) or not isinstance(orders, list):
+            continue
+        day_dates.setdefault(day, date)
+        for row in orders:
+            if isinstance(row, list) and len(row) >= 5 and isinstance(row[4], int):
+                due[str(row[0])] = (_class_of(str(row[1])), row[4])
+    delivered: dict[str, int] = {}
+    flagged: dict[tuple[str, int], list[bool]] = defaultdict(list)
+    for d in deliveries:
+        day = d.get("day")
+        orders = d.get("orders")
+        flags = d.get("on_time")
+        if not isinstance(day, int) or not isinstance(orders, list):
+            continue
+        for n, order in enumerate(orders):
+            key = str(order)
+            delivered[key] = min(day, delivered.get(key, day))
+            if isinstance(flags, list) and n < len(flags):
+                flagged[(_class_of(str(d.get("customer", ""))), day)].append(bool(flags[n]))
+    per_day: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    if due:
+        last = max(day_dates)
+        for order, (cls, due_day) in due.items():
+            if due_day > last:
+                continue
+            cell = per_day[cls][day_dates.get(due_day, f"day {due_day}")]
+            got = delivered.get(order)
+            cell[0] += got is not None and got <= due_day
+            cell[1] += 1
+    else:
+        for (cls, day), values in flagged.items():
+            cell = per_day[cls][f"day {day}"]
+            cell[0] += sum(values)
+            cell[1] += len(values)
+    table = {cls: {day: (c[0], c[1]) for day, c in sorted(days.items())} for cls, days in per_day.items()}
+    totals = {
+        cls: (sum(c[0] for c in days.values()), sum(c[1] for c in days.values()))
+        for cls, days in table.items()
+    }
+    return dict(sorted(table.items(), key=lambda kv: _class_rank(kv[0]))), totals
+
+
+def _class_of(customer: str) -> str:
+    return _CLASSES.get(customer.split("-", 1)[0], "other")
+
+
+def _class_rank(cls: str) -> tuple[int, str]:
+    ranks = list(_CLASSES.values())
+    return (ranks.index(cls) if cls in ranks else len(ranks), cls)
