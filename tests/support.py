@@ -108,3 +108,27 @@ def order_events(n: int, ids: IdSource | None = None, size: int = 0) -> list[Ext
         )
         for k in range(n)
     ]
+
+
+async def reviewing_gateway(
+    ledger: SQLiteLedger, people: People, clock: FakeClock, world: World, policies: str = POLICIES
+) -> Gateway:
+    """A gateway over the test world whose charter names the RI and one reviewer, under ``policies``."""
+    ids = IdSource(clock)
+    gw = Gateway(ledger, clock=clock, ids=ids)
+    register_world(gw, world)
+    charter = new_charter(
+        "logistics", people.ri, agents=["executor"], reviewers=[people.reviewer], clock=clock, ids=ids
+    )
+    await gw.install(charter, new_ruleset(policies, SCHEMA, people.ri, clock=clock, ids=ids))
+    return gw
+
+
+async def pending_review(gw: Gateway, shipment: str = "S-1") -> str:
+    """Submit a medical booking during a disruption, which the test rules send to review; its id."""
+    outcome = await gw.submit(
+        gw.intent("executor", "carrier.book", booking(shipment=shipment, cls="medical", disruption=True))
+    )
+    if outcome.review is None:
+        raise AssertionError(f"expected a review, got {outcome.status}")
+    return outcome.review.id

@@ -7,7 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support import POLICIES, SCHEMA, People, World, booking, register_world
+from support import (
+    POLICIES,
+    People,
+    World,
+    pending_review,
+    reviewing_gateway,
+)
 
 from answerable import (
     ApprovalRefused,
@@ -19,8 +25,6 @@ from answerable import (
     KeyPair,
     RecordInvalid,
     SQLiteLedger,
-    new_charter,
-    new_ruleset,
 )
 from answerable.clock import rfc3339
 from answerable.records import (
@@ -40,27 +44,6 @@ SLOW_EXPIRY = POLICIES.replace(
     '@review("a medical booking during a disruption needs a person")\n'
     '@deadline_minutes("10")\n@expires_minutes("60")',
 )
-
-
-async def gateway_with(
-    ledger: SQLiteLedger, people: People, clock: FakeClock, world: World, policies: str = POLICIES
-) -> Gateway:
-    ids = IdSource(clock)
-    gw = Gateway(ledger, clock=clock, ids=ids)
-    register_world(gw, world)
-    charter = new_charter(
-        "logistics", people.ri, agents=["executor"], reviewers=[people.reviewer], clock=clock, ids=ids
-    )
-    await gw.install(charter, new_ruleset(policies, SCHEMA, people.ri, clock=clock, ids=ids))
-    return gw
-
-
-async def pending_review(gw: Gateway, shipment: str = "S-1") -> str:
-    outcome = await gw.submit(
-        gw.intent("executor", "carrier.book", booking(shipment=shipment, cls="medical", disruption=True))
-    )
-    assert outcome.review is not None
-    return outcome.review.id
 
 
 def resigned(approval: Approval, key, **changes: object) -> Approval:  # type: ignore[no-untyped-def]
@@ -92,7 +75,7 @@ async def test_escalation_stops_at_the_last_assignee_until_the_review_expires(
     ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
 ) -> None:
     """After the RI nobody is left to escalate to: later ticks write nothing until expiry closes it."""
-    gw = await gateway_with(ledger, people, clock, world, SLOW_EXPIRY)
+    gw = await reviewing_gateway(ledger, people, clock, world, SLOW_EXPIRY)
     review_id = await pending_review(gw)
     clock.advance(10 * 60)
     [escalated] = await gw.reviews.tick()
@@ -113,7 +96,7 @@ async def test_escalation_stops_at_the_last_assignee_until_the_review_expires(
 async def test_a_review_escalates_only_once_its_period_is_due(
     ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
 ) -> None:
-    gw = await gateway_with(ledger, people, clock, world, SLOW_EXPIRY)
+    gw = await reviewing_gateway(ledger, people, clock, world, SLOW_EXPIRY)
     review_id = await pending_review(gw)
     clock.advance(10 * 60 - 1)
     assert await gw.reviews.tick() == []
@@ -130,7 +113,7 @@ async def test_an_answer_after_the_review_expired_is_expired_even_before_it_is_c
     ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
 ) -> None:
     """Between the review's expiry and the tick that closes it, a fresh approval is refused as expired."""
-    gw = await gateway_with(ledger, people, clock, world, SLOW_EXPIRY)
+    gw = await reviewing_gateway(ledger, people, clock, world, SLOW_EXPIRY)
     review_id = await pending_review(gw)
     clock.advance(60 * 60)
     assert gw.reviews.state(review_id).status == "open"  # nobody closed it yet
@@ -145,7 +128,7 @@ async def test_an_answer_after_the_review_expired_is_expired_even_before_it_is_c
 async def test_an_answer_one_second_before_the_review_expires_counts(
     ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
 ) -> None:
-    gw = await gateway_with(ledger, people, clock, world, SLOW_EXPIRY)
+    gw = await reviewing_gateway(ledger, people, clock, world, SLOW_EXPIRY)
     review_id = await pending_review(gw)
     clock.advance(60 * 60 - 1)
     done = await gw.answer(review_id, key=people.reviewer, verdict="approve", reason="ok")
@@ -298,7 +281,7 @@ async def test_an_answer_that_keeps_losing_the_race_is_busy_and_writes_nothing(
 async def test_a_tick_that_loses_the_race_writes_nothing_and_returns_nothing(
     ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
 ) -> None:
-    gw = await gateway_with(ledger, people, clock, world, SLOW_EXPIRY)
+    gw = await reviewing_gateway(ledger, people, clock, world, SLOW_EXPIRY)
     review_id = await pending_review(gw)
     clock.advance(10 * 60)
     queue = ReviewQueue(_AlwaysRaced(ledger), clock=clock, ids=gw.ids)  # type: ignore[arg-type]
@@ -451,7 +434,7 @@ async def test_a_state_seen_at_the_instant_its_approval_expires_has_no_live_appr
 async def test_a_closed_review_is_expired(
     ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
 ) -> None:
-    gw = await gateway_with(ledger, people, clock, world, SLOW_EXPIRY)
+    gw = await reviewing_gateway(ledger, people, clock, world, SLOW_EXPIRY)
     review_id = await pending_review(gw)
     clock.advance(60 * 60)
     [closed] = await gw.reviews.tick()
@@ -575,7 +558,7 @@ async def test_an_escalation_to_someone_off_the_list_escalates_next_from_the_fir
 ) -> None:
     """A review escalated (by an entry written straight to the ledger) to someone who is not an
     assignee is treated as still with the first one: the next due tick hands it to the second."""
-    gw = await gateway_with(ledger, people, clock, world, SLOW_EXPIRY)
+    gw = await reviewing_gateway(ledger, people, clock, world, SLOW_EXPIRY)
     review_id = await pending_review(gw)
     review = gw.reviews.state(review_id).review
     assert review.assignees == (people.reviewer.identity, people.ri.identity)

@@ -9,9 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support import POLICIES, SCHEMA, People, World, booking, register_world
+from support import (
+    POLICIES,
+    People,
+    World,
+    pending_review,
+    register_world,
+    reviewing_gateway,
+)
 
-from answerable import ApprovalRefused, FakeClock, Gateway, IdSource, SQLiteLedger, new_charter, new_ruleset
+from answerable import ApprovalRefused, FakeClock, Gateway, IdSource, SQLiteLedger, new_charter
 from answerable.records import Claim, Execution, decode_entry
 from answerable.review import ReviewQueue
 
@@ -25,25 +32,6 @@ APPROVE_ON_EXPIRY = POLICIES.replace(
 
 def records(ledger: SQLiteLedger, kind: str) -> list[object]:
     return [decode_entry(e.data) for e in ledger.of_kind(kind)]
-
-
-async def gateway_with(
-    ledger: SQLiteLedger, people: People, clock: FakeClock, world: World, policies: str = POLICIES
-) -> Gateway:
-    ids = IdSource(clock)
-    gw = Gateway(ledger, clock=clock, ids=ids)
-    register_world(gw, world)
-    charter = new_charter(
-        "logistics", people.ri, agents=["executor"], reviewers=[people.reviewer], clock=clock, ids=ids
-    )
-    await gw.install(charter, new_ruleset(policies, SCHEMA, people.ri, clock=clock, ids=ids))
-    return gw
-
-
-async def pending_review(gw: Gateway) -> str:
-    outcome = await gw.submit(gw.intent("executor", "carrier.book", booking(**MEDICAL)))
-    assert outcome.review is not None
-    return outcome.review.id
 
 
 async def test_an_approval_that_expires_unused_reopens_the_review(
@@ -100,7 +88,7 @@ async def test_an_approved_claim_left_by_a_crash_is_recovered_not_run_again_on_a
         if point == "claimed":
             raise Crash
 
-    gw = await gateway_with(ledger, people, clock, world)
+    gw = await reviewing_gateway(ledger, people, clock, world)
     review_id = await pending_review(gw)
     object.__setattr__(gw, "_fault", crash)
     with pytest.raises(Crash):
@@ -132,7 +120,7 @@ async def test_approve_on_expiry_runs_exactly_once_across_restarts(
     ledger: SQLiteLedger, ledger_path: Path, people: People, clock: FakeClock, world: World
 ):
     """The safe default 'approve' is claimed once; a restarted gateway polling again runs nothing."""
-    gw = await gateway_with(ledger, people, clock, world, APPROVE_ON_EXPIRY)
+    gw = await reviewing_gateway(ledger, people, clock, world, APPROVE_ON_EXPIRY)
     review_id = await pending_review(gw)
     clock.advance(31 * 60)
     [outcome] = await gw.settle_reviews()
@@ -172,7 +160,7 @@ async def test_an_answer_is_judged_by_the_charter_in_force_where_it_was_written(
     ledger: SQLiteLedger, ledger_path: Path, people: People, clock: FakeClock, world: World
 ):
     """A reviewer dropped by a later charter still approved validly before it; a fresh process agrees."""
-    gw = await gateway_with(ledger, people, clock, world)
+    gw = await reviewing_gateway(ledger, people, clock, world)
     review_id = await pending_review(gw)
     queue = ReviewQueue(ledger, clock=clock, ids=gw.ids)
     await queue.submit(queue.approval(review_id, key=people.reviewer, verdict="approve", reason="ok"))
