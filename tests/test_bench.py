@@ -22,10 +22,14 @@ def bench(*args: str) -> object:
 
 @pytest.mark.slow
 def test_governed_call_bench_checks_its_own_ledger():
-    """The governed-call bench runs and confirms three ledger entries per governed action."""
+    """The governed-call bench runs, confirms four ledger entries per governed action, and its
+    ablation of the lease and claims still applies to the gateway as it is."""
     doc = bench("bench/governed_call.py", "--quick", "--json")
     assert isinstance(doc, dict)
     assert doc["answerable"]["ledger_check"]["ok"] is True
+    cost = doc["lease_and_claims_cost"]
+    assert cost["without"]["available"] is True, cost["without"]
+    assert set(cost["without"]) >= {"sequential", "concurrent"}
 
 
 @pytest.mark.slow

@@ -10,7 +10,14 @@ import rfc8785
 
 from answerable.errors import RecordInvalid
 
-__all__ = ["MAX_NESTING", "SAFE_INT", "canonical_bytes", "is_simple_json", "json_problems"]
+__all__ = [
+    "MAX_NESTING",
+    "SAFE_INT",
+    "canonical_bytes",
+    "is_simple_json",
+    "json_problems",
+    "simple_json_containers",
+]
 
 SAFE_INT = 2**53 - 1
 """The I-JSON (RFC 7493) integer range: every JSON reader, JavaScript included, holds it exactly."""
@@ -20,9 +27,10 @@ MAX_NESTING = 254
 to the exact path too, so a value never has canonical bytes on one path and none on the other."""
 
 
-def _needs_full_jcs(value: Any) -> bool:
-    """True when orjson's sorted output could differ from RFC 8785, or orjson would accept a value
-    that has no JSON form.
+def _simple_containers(value: Any) -> int:
+    """-1 when orjson's sorted output could differ from RFC 8785, or orjson would accept a value
+    that has no JSON form; otherwise how many objects and arrays ``value`` holds (itself
+    included), an upper bound of its nesting depth that costs nothing extra to count.
 
     The two agree on every document whose numbers are integers in the I-JSON safe range and whose
     object keys are ASCII strings (ASCII sorts the same by UTF-16 code unit and by code point).
@@ -33,26 +41,29 @@ def _needs_full_jcs(value: Any) -> bool:
     this runs on every record the ledger writes.
     """
     stack = [value]
+    containers = 0
     while stack:
         item = stack.pop()
         kind = type(item)
         if kind is str or kind is bool or item is None:
             continue
         if kind is dict:
+            containers += 1
             try:
                 for key, child in item.items():
                     if not key.isascii():
-                        return True
+                        return -1
                     stack.append(child)
             except AttributeError:  # a key that is not a string (bytes keys orjson refuses itself)
-                return True
+                return -1
         elif kind is list or kind is tuple:
+            containers += 1
             stack.extend(item)
         elif kind is int:
             if not -SAFE_INT <= item <= SAFE_INT:
-                return True
+                return -1
         elif kind is float:
-            return True
+            return -1
         elif isinstance(item, str):
             continue
         elif isinstance(item, dict):
@@ -62,8 +73,20 @@ def _needs_full_jcs(value: Any) -> bool:
         elif isinstance(item, int) and not isinstance(item, bool):
             stack.append(int(item))
         else:  # a float subclass, or not a JSON value at all
-            return True
-    return False
+            return -1
+    return containers
+
+
+def _needs_full_jcs(value: Any) -> bool:
+    return _simple_containers(value) < 0
+
+
+def simple_json_containers(value: Any) -> int | None:
+    """How many objects and arrays a value that :func:`is_simple_json` holds (an upper bound of
+    its depth: a caller with a depth limit above it need not measure the depth); None when the
+    value is not simple JSON."""
+    found = _simple_containers(value)
+    return None if found < 0 else found
 
 
 def is_simple_json(value: Any) -> bool:

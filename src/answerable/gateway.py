@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from answerable._canonical import canonical_bytes
+from answerable._turns import PerTurn
 from answerable.charter import CharterHistory, charter_of
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
 from answerable.control import Controller
@@ -52,7 +53,7 @@ from answerable.operations import (
     http_operation,
     invoke,
 )
-from answerable.policy import CedarRequest, ReviewTerms, Ruleset, Verdict, decide, load_ruleset
+from answerable.policy import CedarRequest, ReviewTerms, Ruleset, Verdict, decide_many, load_ruleset
 from answerable.records import (
     Approval,
     Authority,
@@ -163,6 +164,8 @@ class Gateway:
         """Recovery claims written by the reconcile running now, until it settles their intents."""
         self._operations: dict[str, Operation] = {}
         self._fault = fault
+        self._decide: PerTurn[tuple[CedarRequest, Ruleset], Verdict] = PerTurn(_decide_all)
+        """Cedar decisions of the intents submitted in one loop turn, made in one call per ruleset."""
         self._agent_names: tuple[SystemCharter | None, frozenset[str]] = (None, frozenset())
         self._charter: SystemCharter | None = None
         self._ruleset: Ruleset | None = None
@@ -345,8 +348,7 @@ class Gateway:
         if op is None:
             raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
         intent, args = _canonical_intent(op, intent)
-
-        request, verdict = self._judge(op, intent, args)
+        request, verdict = await self._judge(op, intent, args)
         stop = self._stop_for(op, intent, request.to_json(), request.entities)
         decision = self._decision(intent, request, verdict, stop)
         self._at("before_record", intent)
@@ -426,7 +428,7 @@ class Gateway:
             }
         )
 
-    def _judge(self, op: Operation, intent: Intent, args: BaseModel) -> tuple[CedarRequest, Verdict]:
+    async def _judge(self, op: Operation, intent: Intent, args: BaseModel) -> tuple[CedarRequest, Verdict]:
         ruleset, _ = self._rules()
         try:
             res, context = cedar_inputs(op, args)
@@ -439,7 +441,7 @@ class Gateway:
             {"uid": {"type": res.type, "id": res.id}, "attrs": dict(res.attrs), "parents": []},
         )
         request = CedarRequest(("Agent", intent.agent), op.name, (res.type, res.id), context, entities)
-        return request, decide(request, ruleset)
+        return request, await self._decide((request, ruleset))
 
     def _decision(
         self, intent: Intent, request: CedarRequest, verdict: Verdict, stop: Control | None
@@ -933,6 +935,24 @@ class Gateway:
         )
         await self.ledger.append([execution, pause], fence=self.lease.epoch)
         return Outcome("ambiguous", intent, decision, execution)
+
+
+def _decide_all(items: Sequence[tuple[CedarRequest, Ruleset]]) -> list[Verdict]:
+    """Each request decided under the ruleset it was judged with (one per turn but for a rules change).
+
+    Every context and entity was built by cedar_inputs from canonical JSON: ``json_checked``.
+    """
+    if len(items) == 1:
+        return decide_many([items[0][0]], items[0][1], json_checked=True)
+    by_ruleset: dict[int, tuple[Ruleset, list[int]]] = {}
+    for i, (_, ruleset) in enumerate(items):
+        by_ruleset.setdefault(id(ruleset), (ruleset, []))[1].append(i)
+    verdicts: list[Verdict] = [Verdict("deny", ())] * len(items)
+    for ruleset, members in by_ruleset.values():
+        decided = decide_many([items[i][0] for i in members], ruleset, json_checked=True)
+        for i, verdict in zip(members, decided, strict=True):
+            verdicts[i] = verdict
+    return verdicts
 
 
 def _canonical_intent(op: Operation, intent: Intent) -> tuple[Intent, BaseModel]:

@@ -16,7 +16,7 @@ import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, PydanticUserError, ValidationError, create_model
 
-from answerable._canonical import canonical_bytes, is_simple_json, json_problems
+from answerable._canonical import canonical_bytes, json_problems, simple_json_containers
 from answerable.errors import (
     ArgumentsInvalid,
     ConfigError,
@@ -252,7 +252,7 @@ def _already_canonical(
     """The common case, at a fraction of the cost: arguments that are plain JSON already (so
     orjson's sorted bytes are their canonical bytes), validated from a copy decoded from those
     bytes, which the schema gives back byte for byte. None means: take the exact path."""
-    if type(arguments) is not dict or not is_simple_json(arguments) or _deeper_than(arguments, MAX_DEPTH):
+    if type(arguments) is not dict or not _simple_within(arguments, MAX_DEPTH):
         return None
     try:
         data = orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)  # refuses lone surrogates
@@ -265,6 +265,13 @@ def _already_canonical(
     except (ValidationError, ValueError, TypeError):
         return None  # the exact path says precisely what is wrong
     return (recorded, args) if again == data else None
+
+
+def _simple_within(value: Any, limit: int) -> bool:
+    """Simple JSON (see ``is_simple_json``) nested at most ``limit`` deep; the depth is walked
+    only when the value holds more objects and arrays than ``limit``."""
+    containers = simple_json_containers(value)
+    return containers is not None and (containers <= limit or not _deeper_than(value, limit))
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
@@ -323,7 +330,7 @@ def _json_object(operation: str, what: str, value: object) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise RequestBuildFailed(operation, f"the {what} are a {type(value).__name__}, not a mapping")
     plain = dict(value)
-    if is_simple_json(plain) and not _deeper_than(plain, MAX_DEPTH):
+    if _simple_within(plain, MAX_DEPTH):
         # Plain JSON already: orjson's bytes are canonical, and a decoded copy is what is recorded.
         try:
             simple: dict[str, Any] = orjson.loads(orjson.dumps(plain))

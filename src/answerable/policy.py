@@ -21,7 +21,16 @@ import orjson
 from answerable._canonical import is_simple_json, json_problems
 from answerable.errors import PolicyInvalid, RecordInvalid
 
-__all__ = ["CedarRequest", "ReviewTerms", "Ruleset", "Verdict", "decide", "diff_policies", "load_ruleset"]
+__all__ = [
+    "CedarRequest",
+    "ReviewTerms",
+    "Ruleset",
+    "Verdict",
+    "decide",
+    "decide_many",
+    "diff_policies",
+    "load_ruleset",
+]
 
 Effect = Literal["allow", "deny", "review"]
 
@@ -220,7 +229,48 @@ def decide(request: CedarRequest, ruleset: Ruleset) -> Verdict:
     a set, a non-string key), is a deny carrying the error, so the refusal is recorded like any
     other decision, and a request that cannot be recorded is never allowed.
     """
-    malformed = _malformed(request)
+    return decide_many([request], ruleset)[0]
+
+
+def decide_many(
+    requests: Sequence[CedarRequest], ruleset: Ruleset, *, json_checked: bool = False
+) -> list[Verdict]:
+    """Decide several requests under one ruleset, each exactly as :func:`decide` would.
+
+    Cedar is called once for all requests that carry the same entities (one call costs about
+    what four single decisions cost in the bindings' conversions); requests whose entities
+    differ never share a call, so no request sees an entity it did not bring. If a shared call
+    fails as a whole (an entity the schema refuses, say), each of its requests is decided alone,
+    so one bad request cannot deny its neighbours.
+
+    ``json_checked`` says the caller built every context and entity from canonical JSON
+    already, so the walk that looks for values with no JSON form is skipped; the shapes are
+    still checked, and a value with no JSON form would still fail when its Decision is recorded.
+    """
+    prepared = [_prepare(r, json_checked) for r in requests]
+    if len(prepared) == 1:  # the lone caller: no grouping
+        [one] = prepared
+        if isinstance(one, Verdict):
+            return [one]
+        [(verdict, ids)] = _evaluate([one[0]], one[1], ruleset.policy_set, ruleset)
+        return [_settle(one[0], one[1], verdict, ids, ruleset)]
+    verdicts: list[Verdict | None] = [None] * len(requests)
+    groups: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for i, item in enumerate(prepared):
+        if isinstance(item, Verdict):
+            verdicts[i] = item
+        else:
+            groups.setdefault(item[1], []).append((i, item[0]))
+    for entities, members in groups.items():
+        answers = _evaluate([r for _, r in members], entities, ruleset.policy_set, ruleset)
+        for (i, cedar_request), (verdict, ids) in zip(members, answers, strict=True):
+            verdicts[i] = _settle(cedar_request, entities, verdict, ids, ruleset)
+    return [v if v is not None else Verdict("deny", (), ("no decision was reached",)) for v in verdicts]
+
+
+def _prepare(request: CedarRequest, json_checked: bool) -> Verdict | tuple[dict[str, Any], str]:
+    """The request and its entities as Cedar takes them, or the deny for a request it cannot take."""
+    malformed = _malformed(request, json_checked)
     if malformed is not None:
         return Verdict("deny", (), (malformed,))
     try:
@@ -234,10 +284,20 @@ def decide(request: CedarRequest, ruleset: Ruleset) -> Verdict:
         entities = orjson.dumps(request.entities).decode()
     except TypeError as exc:  # orjson.JSONEncodeError: a context or entity that is not JSON
         return Verdict("deny", (), (f"the Cedar request is not JSON: {exc}",))
-    verdict, ids = _evaluate(cedar_request, entities, ruleset.policy_set, ruleset)
+    return cedar_request, entities
+
+
+def _settle(
+    cedar_request: dict[str, Any],
+    entities: str,
+    verdict: Verdict | None,
+    ids: tuple[str, ...],
+    ruleset: Ruleset,
+) -> Verdict:
+    """The final verdict: a plain deny stays one unless review policies alone made it."""
     if verdict is not None or not ids or not all(i in ruleset.review for i in ids):
         return verdict or Verdict("deny", ids)
-    plain, permit_ids = _evaluate(cedar_request, entities, ruleset.without_review, ruleset)
+    [(plain, permit_ids)] = _evaluate([cedar_request], entities, ruleset.without_review, ruleset)
     if plain is not None and plain.effect == "allow":
         matched = [ruleset.terms[i] for i in ids]
         strictest = matched[0]
@@ -249,7 +309,7 @@ def decide(request: CedarRequest, ruleset: Ruleset) -> Verdict:
     return plain or Verdict("deny", ids)
 
 
-def _malformed(request: CedarRequest) -> str | None:
+def _malformed(request: CedarRequest, json_checked: bool = False) -> str | None:
     """Why a request cannot be put to Cedar and recorded as it is, or None if it can."""
     if not (_is_uid(request.principal) and _is_uid(request.resource)):
         return "the Cedar request is malformed: principal and resource must each be (type, id) strings"
@@ -257,6 +317,8 @@ def _malformed(request: CedarRequest) -> str | None:
         return "the Cedar request is malformed: the action must be a string"
     if not isinstance(request.context, Mapping) or not isinstance(request.entities, tuple | list):
         return "the Cedar request is malformed: context must be a mapping and entities a sequence"
+    if json_checked:
+        return None
     # The exact check only when the cheap one has doubts: this runs before every decision.
     payload = {"context": request.context, "entities": request.entities}
     found = [] if is_simple_json(payload) else json_problems(payload, limit=3)
@@ -271,24 +333,35 @@ def _is_uid(pair: object) -> bool:
 
 
 def _evaluate(
-    request: dict[str, Any], entities: str, policy_set: Any, ruleset: Ruleset
-) -> tuple[Verdict | None, tuple[str, ...]]:
-    """Allow, an error or no decision as a final Verdict; a plain Deny as None plus its policy ids.
+    requests: list[dict[str, Any]], entities: str, policy_set: Any, ruleset: Ruleset
+) -> list[tuple[Verdict | None, tuple[str, ...]]]:
+    """Per request: allow, an error or no decision as a final Verdict; a plain Deny as None plus
+    its policy ids.
 
     Through cedarpy's public ``is_authorized_batch`` with pre-parsed PolicySet and Schema
     handles, the context and entities handed over already encoded (the wrapper passes strings
     through untouched), so no private module of cedarpy is relied on.
     """
     try:
-        [answer] = cedarpy.is_authorized_batch([request], policy_set, entities, ruleset.schema)
-        decision_name = answer.decision.name
-        reasons, raw_errors = answer.diagnostics.reasons, answer.diagnostics.errors
-    except (ValueError, RuntimeError, TypeError, KeyError) as exc:
-        return Verdict("deny", (), (f"Cedar could not evaluate the request: {exc}",)), ()
+        answers = cedarpy.is_authorized_batch(requests, policy_set, entities, ruleset.schema)
+        if len(answers) != len(requests):
+            raise ValueError(f"Cedar answered {len(answers)} of {len(requests)} requests")
+        return [
+            _verdict_of(a.decision.name, a.diagnostics.reasons, a.diagnostics.errors, ruleset)
+            for a in answers
+        ]
+    except (ValueError, RuntimeError, TypeError, KeyError, AttributeError) as exc:
+        if len(requests) > 1:
+            return [_evaluate([r], entities, policy_set, ruleset)[0] for r in requests]
+        return [(Verdict("deny", (), (f"Cedar could not evaluate the request: {exc}",)), ())]
+
+
+def _verdict_of(
+    decision: str, reasons: Sequence[str], raw_errors: Sequence[object], ruleset: Ruleset
+) -> tuple[Verdict | None, tuple[str, ...]]:
     # Cedar reports reasons in no fixed order; sorted, the same request always records the same bytes.
     ids = tuple(sorted(ruleset.names.get(r, r) for r in reasons))
     errors = tuple(str(e) for e in raw_errors)
-    decision = decision_name
     if errors:
         return Verdict("deny", ids, errors), ids
     if decision == "Allow":
