@@ -34,7 +34,12 @@ from answerable.review import ReviewQueue
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Run multi-agent systems that stay attributable, observable and interruptible: "
+    "verify and prove the ledger, halt, pause and resume, answer reviews, ask why.",
+)
 ledger_app = typer.Typer(no_args_is_help=True, help="Inspect, export and prove a ledger.")
 demo_app = typer.Typer(no_args_is_help=True, help="Run the demonstrations.")
 rules_app = typer.Typer(no_args_is_help=True, help="Check Cedar rulesets.")
@@ -51,6 +56,7 @@ _NO = (LedgerTampered, ProofInvalid, NotAuthorized, SignatureInvalid)
 
 LedgerArg = typer.Argument(..., help="Path of the ledger (an SQLite file).")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+ForceOpt = typer.Option(False, "--force", help="Replace the --out file if it exists.")
 
 
 def _fail(exc: AnswerableError) -> NoReturn:
@@ -163,12 +169,15 @@ def _read_checkpoint(path: Path) -> str:
 def ledger_checkpoint(
     ledger: Path = LedgerArg,
     out_file: Path | None = typer.Option(None, "--out", help="Also write the checkpoint to this file."),
+    force: bool = ForceOpt,
 ) -> None:
     """Sign a checkpoint of the ledger as it is now and print it (C2SP tlog-checkpoint)."""
+    if out_file:
+        _out_file(out_file, force)  # before signing: a refused --out stores no checkpoint
     with _open(ledger) as store:
         note = _run(store.checkpoint)
     if out_file:
-        out_file.write_text(note, encoding="utf-8")
+        _write(out_file, note.encode("utf-8"))
     sys.stdout.write(note)
 
 
@@ -183,13 +192,19 @@ def ledger_key(ledger: Path = LedgerArg) -> None:
 def ledger_export(
     ledger: Path = LedgerArg,
     out_file: Path = typer.Option(..., "--out", help="Where to write the JSON Lines."),
+    force: bool = ForceOpt,
 ) -> None:
     """Write every entry, in index order, as the exact canonical bytes hashed as its leaf."""
-    with _open(ledger) as store, out_file.open("wb") as handle:
-        size, batch = store.size(), 10_000
-        for start in range(0, size, batch):
-            for entry in store.entries(start, min(size, start + batch)):
-                handle.write(entry.data + b"\n")
+    _out_file(out_file, force)
+    with _open(ledger) as store:
+        try:
+            with out_file.open("wb") as handle:
+                size, batch = store.size(), 10_000
+                for start in range(0, size, batch):
+                    for entry in store.entries(start, min(size, start + batch)):
+                        handle.write(entry.data + b"\n")
+        except OSError as exc:
+            _fail(ConfigError(f"cannot write {out_file}: {exc.strerror}"))
     err.print(f"wrote {size} entries to {out_file}")
 
 
@@ -445,6 +460,27 @@ def _read(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except OSError as exc:
         _fail(ConfigError(f"cannot read {path}: {exc.strerror}"))
+    except UnicodeDecodeError as exc:
+        _fail(ConfigError(f"{path} is not UTF-8 text (byte {exc.start}): give a Cedar text file"))
+
+
+def _out_file(path: Path, force: bool, *, makes_folder: bool = False) -> Path:
+    """``path`` as a file to write, checked before anything is done: its folder exists (unless
+    the command makes it), and it is not there already unless ``force`` says to replace it."""
+    if path.is_dir():
+        _fail(ConfigError(f"--out {path} is a folder; give a file name"))
+    if not makes_folder and not path.parent.is_dir():
+        _fail(ConfigError(f"--out {path}: the folder {path.parent} does not exist"))
+    if path.exists() and not force:
+        _fail(ConfigError(f"--out {path} exists already; pass --force to replace it"))
+    return path
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        _fail(ConfigError(f"cannot write {path}: {exc.strerror}"))
 
 
 @demo_app.command("quickstart")
@@ -524,11 +560,12 @@ def report_command(
     out_file: Path | None = typer.Option(
         None, "--out", help="Where to write the HTML page (default: the ledger's path with .html)."
     ),
+    force: bool = ForceOpt,
 ) -> None:
     """Write the incident report of a run: one self-contained HTML page made from the ledger alone."""
     from answerable.report import write
 
-    target = out_file or ledger.with_suffix(".html")
+    target = _out_file(out_file, force, makes_folder=True) if out_file else ledger.with_suffix(".html")
     try:
         written = _run(lambda: write(ledger, target))
     except OSError as exc:
@@ -540,10 +577,12 @@ def report_command(
 def report_compare_command(
     ledgers: list[Path] = typer.Argument(..., help="Ledgers of the runs to compare."),
     out_file: Path = typer.Option(..., "--out", help="Where to write the HTML page."),
+    force: bool = ForceOpt,
 ) -> None:
     """Write one page comparing runs: outcome tables side by side, on-time rates overlaid."""
     from answerable.report import compare
 
+    _out_file(out_file, force, makes_folder=True)
     try:
         written = _run(lambda: compare(ledgers, out_file))
     except OSError as exc:
@@ -569,6 +608,26 @@ for _plugin in entry_points(group="answerable.plugins"):
     _register = getattr(_plugin.load(), "register_cli", None)
     if callable(_register):
         _register(demo_app, _guarded)
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            sys.stdout.write(f"answerable {version('answerable')}\n")
+        except PackageNotFoundError:
+            sys.stdout.write("answerable (not installed: running from a source tree)\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_version, is_eager=True
+    ),
+) -> None:
+    """Run multi-agent systems that stay attributable, observable and interruptible."""
 
 
 def main() -> None:

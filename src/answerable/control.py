@@ -150,6 +150,11 @@ class Controller:
             return self._fold.state
 
     def _make(self, action: str, scope: Scope, by: str, reason: str) -> Control:
+        if not reason.strip():
+            # Checked here, not in the record: a Control written before this check still reads.
+            raise RecordInvalid(
+                f"{action} by {by!r}: give a reason; a blank one says nothing", record="Control"
+            )
         try:
             return Control.model_validate(
                 {
@@ -171,7 +176,7 @@ class Controller:
         """Stop everything in scope at once; only the RI can lift it.
 
         Raises:
-            RecordInvalid: ``by`` is empty or holds whitespace, or ``reason`` is empty.
+            RecordInvalid: ``by`` is empty or holds whitespace, or ``reason`` is empty or blank.
         """
         control = self._make("halt", scope or Scope(kind="system"), by, reason)
         await self.ledger.append([control])
@@ -181,7 +186,7 @@ class Controller:
         """Stop everything in scope until an operator or the RI resumes it.
 
         Raises:
-            RecordInvalid: ``by`` is empty or holds whitespace, or ``reason`` is empty.
+            RecordInvalid: ``by`` is empty or holds whitespace, or ``reason`` is empty or blank.
         """
         control = self._make("pause", scope or Scope(kind="system"), by, reason)
         await self.ledger.append([control])

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from answerable.charter import new_charter, new_ruleset
+from answerable.errors import ConfigError
 from answerable.gateway import Gateway, Outcome, Resource
 from answerable.keys import KeyPair
 from answerable.ledger import SQLiteLedger
@@ -32,11 +33,30 @@ forbid(principal, action == Action::"payments.refund", resource) when { resource
 """
 
 
+MARK = ".answerable-quickstart"
+"""Left in the folder the quickstart made: only a folder holding it is ever emptied again."""
+
+
+def _fresh(out_dir: Path) -> None:
+    """An empty ``out_dir``: made now, or made by an earlier quickstart and emptied.
+
+    Raises:
+        ConfigError: ``out_dir`` is a file, or a folder with files that no quickstart made.
+    """
+    try:
+        if out_dir.is_dir() and (out_dir / MARK).is_file():
+            shutil.rmtree(out_dir)
+        elif out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+            raise ConfigError(f"--out {out_dir} exists and was not made by the quickstart; give a new folder")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / MARK).write_text("made by `answerable demo quickstart`; emptied when it runs again\n")
+    except OSError as exc:
+        raise ConfigError(f"--out {out_dir}: {exc.strerror}") from exc
+
+
 def run(out_dir: Path, console: Console) -> None:
     """Write ``out_dir/ledger.db`` and the RI's key, govern a few refunds, halt, resume, verify."""
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
+    _fresh(out_dir)
     ri = KeyPair.generate("ri@shop.example")
     ri.save(out_dir / "ri.key")
     with SQLiteLedger.open(out_dir / "ledger.db", create=True, origin="shop.example/refunds") as ledger:

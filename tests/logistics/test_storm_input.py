@@ -92,6 +92,12 @@ def test_cli_refuses_bad_scenario_seed_and_mode(tmp_path: Path):
     missing = runner.invoke(app, ["demo", "storm", "--scenario", str(tmp_path / "none.json")])
     assert missing.exit_code == 2
     assert "none.json" in missing.stderr
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\xff\xfe{}")
+    not_text = runner.invoke(app, ["demo", "storm", "--scenario", str(binary), "--out", str(tmp_path / "b")])
+    assert not_text.exit_code == 2
+    assert "not UTF-8" in not_text.stderr
+    assert not (tmp_path / "b").exists()
 
 
 def test_cli_runs_a_small_storm_and_writes_result_json(tmp_path: Path):

@@ -163,18 +163,15 @@ class SQLiteLedger:
             raise NotALedger(str(p), str(exc)) from exc
         if magic != b"SQLite format 3\x00":
             raise NotALedger(str(p), "it is not an SQLite database")
-        conn = _connect(p)
-        try:
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.DatabaseError as exc:
-            raise NotALedger(str(p), f"it has no answerable metadata ({exc})") from exc
-        finally:
-            conn.close()
+        meta = _probe_meta(p)
         if meta.get("format") != _FORMAT:
             raise NotALedger(str(p), "its metadata does not name the answerable ledger format")
         if meta.get("version") not in _READABLE_VERSIONS:
             known = ", ".join(_READABLE_VERSIONS)
             raise NotALedger(str(p), f"format version {meta.get('version')!r} is not one of {known}")
+        missing = [k for k in ("origin", "verifier_key") if not meta.get(k)]
+        if missing:
+            raise NotALedger(str(p), f"its metadata lacks {' and '.join(missing)}")
         if meta["version"] != _FORMAT_VERSION and os.access(p, os.W_OK) and os.access(p.parent, os.W_OK):
             _migrate(p, meta["version"])
         # A read-only older ledger is read as it is: verify, export and proofs need nothing new.
@@ -841,6 +838,27 @@ def _migrate(path: Path, version: str) -> None:
         raise LedgerError(f"ledger {path}: migrating format {version} failed: {exc}") from exc
     finally:
         conn.close()
+
+
+def _probe_meta(path: Path) -> dict[str, str]:
+    """The ``meta`` table of a file that may not be a ledger, read without changing the file.
+
+    Read-only and without the WAL pragma: opening another program's database to look at it must
+    not switch its journal mode or leave files beside it.
+
+    Raises:
+        NotALedger: the file has no readable ``meta`` table (not a ledger, or truncated).
+    """
+    conn = None
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        rows = conn.execute("SELECT key, value FROM meta").fetchall()
+    except sqlite3.Error as exc:
+        raise NotALedger(str(path), f"it has no answerable metadata ({exc})") from exc
+    finally:
+        if conn is not None:
+            conn.close()
+    return {str(k): str(v) for k, v in rows}
 
 
 def _connect(path: Path) -> sqlite3.Connection:

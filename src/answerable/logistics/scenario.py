@@ -555,4 +555,8 @@ def check_scenario_file(path: Path) -> ScenarioConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read scenario file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"scenario file {path} is not UTF-8 text (byte {exc.start}): give a JSON file"
+        ) from exc
     return load_scenario(text, source=str(path))

@@ -1,0 +1,153 @@
+"""Every bad input a user can type at the CLI: one line on stderr, exit 2, and nothing changed."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+from support import booking
+from typer.testing import CliRunner
+
+from answerable import Gateway, SQLiteLedger
+from answerable.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: object):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def refused(result, *words: str) -> None:  # type: ignore[no-untyped-def]
+    """Exit 2 with exactly one line on stderr, naming each of ``words``, and no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("answerable: error: ")
+    for word in words:
+        assert word in lines[0]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+async def used(gateway: Gateway, ledger: SQLiteLedger, ledger_path: Path) -> Path:
+    await gateway.submit(gateway.intent("executor", "carrier.book", booking()))
+    ledger.close()
+    return ledger_path
+
+
+def stored_checkpoints(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0])
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("command", ["checkpoint", "export"])
+def test_out_into_a_missing_folder_is_refused_and_no_checkpoint_is_stored(
+    used: Path, tmp_path: Path, command: str
+) -> None:
+    before = stored_checkpoints(used)
+    refused(run("ledger", command, used, "--out", tmp_path / "nowhere" / "x"), "does not exist")
+    assert stored_checkpoints(used) == before
+
+
+@pytest.mark.parametrize("command", ["checkpoint", "export"])
+def test_out_on_an_existing_file_is_refused_unless_forced(used: Path, tmp_path: Path, command: str) -> None:
+    target = tmp_path / "there.txt"
+    target.write_text("keep me")
+    refused(run("ledger", command, used, "--out", target), "exists already", "--force")
+    assert target.read_text() == "keep me"
+    assert run("ledger", command, used, "--out", target, "--force").exit_code == 0
+    assert target.read_text() != "keep me"
+
+
+def test_out_on_a_folder_is_refused(used: Path, tmp_path: Path) -> None:
+    refused(run("ledger", "export", used, "--out", tmp_path), "is a folder")
+
+
+def test_report_out_on_an_existing_file_is_refused(used: Path, tmp_path: Path) -> None:
+    target = tmp_path / "r.html"
+    target.write_text("keep me")
+    refused(run("report", used, "--out", target), "exists already")
+    refused(run("report-compare", used, "--out", target), "exists already")
+    assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "words"),
+    [("--reason", "   ", ("give a reason",)), ("--reason", "", ("reason",)), ("--by", "  ", ("by",))],
+)
+@pytest.mark.parametrize("action", ["halt", "pause"])
+def test_halt_and_pause_refuse_an_empty_or_blank_reason_or_by(
+    used: Path, action: str, flag: str, value: str, words: tuple[str, ...]
+) -> None:
+    args = {"--by": "ri@example.com", "--reason": "storm", flag: value}
+    before = digest(used)
+    refused(run(action, used, *[x for pair in args.items() for x in pair]), *words)
+    assert digest(used) == before
+
+
+def test_files_that_are_not_utf8_are_refused(tmp_path: Path) -> None:
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe\x00")
+    schema = tmp_path / "schema.cedarschema"
+    schema.write_text("entity Agent;")
+    refused(run("rules", "check", binary, "--schema", schema), "not UTF-8")
+    refused(run("rules", "check", schema, "--schema", binary), "not UTF-8")
+    refused(run("verify", tmp_path / "none.db", "--checkpoint", binary), "not text")
+
+
+def test_a_ledger_whose_metadata_lacks_a_field_is_refused(used: Path) -> None:
+    conn = sqlite3.connect(used, isolation_level=None)
+    conn.execute("DELETE FROM meta WHERE key = 'origin'")
+    conn.close()
+    refused(run("verify", used), "lacks origin")
+
+
+def test_a_truncated_ledger_is_refused(used: Path) -> None:
+    data = used.read_bytes()
+    used.write_bytes(data[: len(data) // 2])
+    for wal in used.parent.glob(used.name + "-*"):
+        wal.unlink()
+    refused(run("verify", used), "not an answerable ledger")
+
+
+def test_opening_a_database_that_is_not_a_ledger_changes_nothing_in_it(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other, isolation_level=None)
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.close()
+    before = digest(other)
+    refused(run("verify", other), "not an answerable ledger")
+    assert digest(other) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
+    conn = sqlite3.connect(other)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    conn.close()
+
+
+def test_quickstart_refuses_a_folder_it_did_not_make_and_reuses_its_own(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "precious.txt").write_text("do not delete")
+    refused(run("demo", "quickstart", "--out", mine), "not made by the quickstart")
+    assert (mine / "precious.txt").read_text() == "do not delete"
+    made = tmp_path / "made"
+    assert run("demo", "quickstart", "--out", made).exit_code == 0
+    first = digest(made / "ledger.db")
+    assert run("demo", "quickstart", "--out", made).exit_code == 0
+    assert digest(made / "ledger.db") != first  # made again, in its own folder
+
+
+def test_version_is_printed() -> None:
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("answerable ")
