@@ -355,3 +355,15 @@ def test_policy_diff_of_text_that_does_not_parse_is_refused() -> None:
     """A diff against broken policies is a PolicyInvalid, not a crash."""
     with pytest.raises(PolicyInvalid):
         diff_policies(POLICIES, "permit(principal, action, resource")
+
+
+def test_the_policy_values_are_frozen_and_slotted() -> None:
+    """One is made per decision: frozen so a recorded verdict cannot change, slotted to stay small."""
+    from answerable.policy import Verdict
+
+    for kind in (CedarRequest, ReviewTerms, Verdict, Ruleset):
+        assert "__slots__" in vars(kind), kind
+        assert getattr(kind, "__dataclass_params__").frozen, kind  # noqa: B009
+    verdict = Verdict("allow", ())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        verdict.effect = "deny"  # type: ignore[misc]

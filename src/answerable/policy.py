@@ -99,7 +99,7 @@ class ReviewTerms:
                 approvals=int(notes.get("approvals", "1")),
                 deadline_minutes=int(notes.get("deadline_minutes", "60")),
                 expires_minutes=int(notes.get("expires_minutes", "240")),
-                on_expiry="approve" if notes.get("on_expiry", "deny") == "approve" else "deny",
+                on_expiry="approve" if notes.get("on_expiry") == "approve" else "deny",
             )
         except ValueError as exc:
             raise PolicyInvalid(f"policy {name!r}: a review annotation is not a whole number: {exc}") from exc
@@ -248,24 +248,17 @@ def decide_many(
     still checked, and a value with no JSON form would still fail when its Decision is recorded.
     """
     prepared = [_prepare(r, json_checked) for r in requests]
-    if len(prepared) == 1:  # the lone caller: no grouping
-        [one] = prepared
-        if isinstance(one, Verdict):
-            return [one]
-        [(verdict, ids)] = _evaluate([one[0]], one[1], ruleset.policy_set, ruleset)
-        return [_settle(one[0], one[1], verdict, ids, ruleset)]
-    verdicts: list[Verdict | None] = [None] * len(requests)
     groups: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for i, item in enumerate(prepared):
-        if isinstance(item, Verdict):
-            verdicts[i] = item
-        else:
+        if not isinstance(item, Verdict):
             groups.setdefault(item[1], []).append((i, item[0]))
+    decided: dict[int, Verdict] = {}
     for entities, members in groups.items():
         answers = _evaluate([r for _, r in members], entities, ruleset.policy_set, ruleset)
-        for (i, cedar_request), (verdict, ids) in zip(members, answers, strict=True):
-            verdicts[i] = _settle(cedar_request, entities, verdict, ids, ruleset)
-    return [v if v is not None else Verdict("deny", (), ("no decision was reached",)) for v in verdicts]
+        for k, (verdict, ids) in enumerate(answers):
+            i, cedar_request = members[k]
+            decided[i] = _settle(cedar_request, entities, verdict, ids, ruleset)
+    return [item if isinstance(item, Verdict) else decided[i] for i, item in enumerate(prepared)]
 
 
 def _prepare(request: CedarRequest, json_checked: bool) -> Verdict | tuple[dict[str, Any], str]:
