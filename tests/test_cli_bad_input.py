@@ -151,3 +151,31 @@ def test_version_is_printed() -> None:
     result = run("--version")
     assert result.exit_code == 0
     assert result.stdout.startswith("answerable ")
+
+
+def test_keys_new_makes_a_private_file_and_never_writes_over_one(tmp_path: Path) -> None:
+    key_file = tmp_path / "ri.key"
+    made = run("keys", "new", "ri@example.com", "--out", key_file, "--json")
+    assert made.exit_code == 0, made.output
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    shown = run("keys", "show", key_file, "--json")
+    assert shown.exit_code == 0
+    assert shown.stdout == made.stdout
+    private = key_file.read_text().split()[1]
+    assert private not in made.stdout + shown.stdout
+    before = key_file.read_bytes()
+    refused(run("keys", "new", "ri@example.com", "--out", key_file), "never written over")
+    assert key_file.read_bytes() == before
+
+
+@pytest.mark.parametrize("identity", ["", "two words", "x" * 201])
+def test_keys_new_refuses_an_identity_the_charter_could_not_hold(tmp_path: Path, identity: str) -> None:
+    refused(run("keys", "new", identity, "--out", tmp_path / "k"), "identity")
+    assert not (tmp_path / "k").exists()
+
+
+def test_keys_show_refuses_a_file_that_is_not_a_key(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus"
+    bogus.write_bytes(b"\xff\xfe")
+    refused(run("keys", "show", bogus), "not an answerable key file")
+    refused(run("keys", "show", tmp_path / "none"), "does not exist")

@@ -43,9 +43,13 @@ app = typer.Typer(
 ledger_app = typer.Typer(no_args_is_help=True, help="Inspect, export and prove a ledger.")
 demo_app = typer.Typer(no_args_is_help=True, help="Run the demonstrations.")
 rules_app = typer.Typer(no_args_is_help=True, help="Check Cedar rulesets.")
+keys_app = typer.Typer(
+    no_args_is_help=True, help="Make and inspect the key files people and agents sign with."
+)
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(rules_app, name="rules")
 app.add_typer(demo_app, name="demo")
+app.add_typer(keys_app, name="keys")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -481,6 +485,43 @@ def _write(path: Path, data: bytes) -> None:
         path.write_bytes(data)
     except OSError as exc:
         _fail(ConfigError(f"cannot write {path}: {exc.strerror}"))
+
+
+@keys_app.command("new")
+def keys_new(
+    identity: str = typer.Argument(
+        ..., help="Who the key is for, as the charter names them (ri@example.com)."
+    ),
+    out_file: Path = typer.Option(
+        ..., "--out", help="The key file to create (mode 0600; never written over)."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Make a new Ed25519 key file and print its public key, which the charter lists."""
+    if not identity or any(c.isspace() for c in identity) or len(identity) > 200:
+        _fail(ConfigError(f"identity {identity!r} must be 1 to 200 characters with no spaces"))
+    if out_file.exists():
+        _fail(ConfigError(f"--out {out_file} exists already; a key file is never written over"))
+    _out_file(out_file, force=False)
+    key = KeyPair.generate(identity)
+    _run(lambda: key.save(out_file, replace=False))
+    _print_key(key, out_file, as_json)
+
+
+@keys_app.command("show")
+def keys_show(
+    key_file: Path = typer.Argument(..., help="A key file made by `answerable keys new`."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Print whose key a file holds and its public key (never the private key)."""
+    _print_key(_run(lambda: KeyPair.load(key_file)), key_file, as_json)
+
+
+def _print_key(key: KeyPair, path: Path, as_json: bool) -> None:
+    if as_json:
+        _json({"identity": key.identity, "public_key": key.public_b64, "file": str(path)})
+    else:
+        out.print(f"{key.identity} {key.public_b64} ({path})", markup=False)
 
 
 @demo_app.command("quickstart")

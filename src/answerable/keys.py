@@ -47,18 +47,25 @@ class KeyPair:
     def sign(self, data: bytes) -> str:
         return base64.b64encode(self.private.sign(data)).decode("ascii")
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, *, replace: bool = True) -> None:
         """Write the key file, readable by its owner only.
 
+        ``replace=False`` refuses a file that exists: a private key written over is gone for good.
+
         Raises:
-            ConfigError: the file cannot be written (no such directory, no permission).
+            ConfigError: the file cannot be written (no such directory, no permission), or it
+                exists and ``replace`` is false.
         """
         raw = self.private.private_bytes_raw()
         text = f"{self.identity}\n{base64.b64encode(raw).decode('ascii')}\n"
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = os.open(path, flags, 0o600)
+            os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: set it
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
+        except FileExistsError as exc:
+            raise ConfigError(f"key file {path} exists already; a key is never written over") from exc
         except OSError as exc:
             raise ConfigError(f"cannot write key file {path}: {exc.strerror or exc}") from exc
 
