@@ -660,6 +660,34 @@ class SQLiteLedger:
     def verifier_key(self) -> str:
         return self._verifier
 
+    def backup(self, target: str | os.PathLike[str]) -> int:
+        """Copy the ledger, consistent as of one moment, into a new file; return its size.
+
+        SQLite's online backup API copies a snapshot while this ledger keeps committing, so a
+        live gateway need not stop. The copy opens and verifies with the same roots; the
+        signing key is not copied (it stays wherever it is kept).
+
+        Raises:
+            ConfigError: ``target`` exists already or cannot be written.
+        """
+        path = Path(target)
+        if path.exists():
+            raise ConfigError(f"backup target {path} exists already; give a new file")
+        try:
+            copy = sqlite3.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot create backup {path}: {exc}") from exc
+        try:
+            with self._read_lock:
+                self._reader.backup(copy)
+            size = int(copy.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()[0])
+        except sqlite3.Error as exc:
+            copy.close()
+            path.unlink(missing_ok=True)
+            raise ConfigError(f"cannot write backup {path}: {exc}") from exc
+        copy.close()
+        return size
+
     # --- verification ---------------------------------------------------------------------------
 
     def verify(self, checkpoint: str | None = None, *, key: str | None = None) -> VerifyReport:
