@@ -4,7 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit soak bench clean
+.PHONY: demo test lint typecheck unit soak bench clean gotools
+
+# Go and golang.org/x/mod from Debian's packages, offline: the independent auditor of published
+# tiles (tests/tlogcheck) is built against them by the tests.
+gotools:
+	@test -d /usr/share/gocode/src/golang.org/x/mod/sumdb/tlog && command -v go >/dev/null || \
+		(apt-get install -y -q golang-go golang-golang-x-mod-dev || \
+		 (apt-get update -q && apt-get install -y -q golang-go golang-golang-x-mod-dev))
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,7 +37,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) gotools
 	$(BIN)/pytest
 
 test: lint typecheck unit

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
-from support import People, World, make_gateway
+from support import People, World, build_tlogcheck, make_gateway
 
 from answerable import FakeClock, Gateway, KeyPair, SQLiteLedger
 
@@ -15,6 +15,12 @@ from answerable import FakeClock, Gateway, KeyPair, SQLiteLedger
 # cannot turn a slow example into a failure.
 settings.register_profile("answerable", deadline=None)
 settings.load_profile("answerable")
+
+
+@pytest.fixture(scope="session")
+def tlogcheck(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Go auditor of published tlog tiles (golang.org/x/mod/sumdb/tlog), built once."""
+    return build_tlogcheck(tmp_path_factory.mktemp("tlogcheck"))
 
 
 @pytest.fixture

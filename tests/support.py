@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from answerable import FakeClock, Gateway, IdSource, KeyPair, Resource, SQLiteLedger, new_charter, new_ruleset
 from answerable.clock import rfc3339
@@ -132,3 +135,38 @@ async def pending_review(gw: Gateway, shipment: str = "S-1") -> str:
     if outcome.review is None:
         raise AssertionError(f"expected a review, got {outcome.status}")
     return outcome.review.id
+
+
+GO_SOURCE = "/usr/share/gocode"
+"""Where Debian's golang-golang-x-mod-dev puts golang.org/x/mod (``make test`` installs it)."""
+
+
+def build_tlogcheck(into: Path) -> Path:
+    """Build tests/tlogcheck, the Go auditor of published tiles, offline against Debian's x/mod."""
+    source = Path(__file__).parent / "tlogcheck" / "main.go"
+    binary = into / "tlogcheck"
+    env = {
+        **os.environ,
+        "GO111MODULE": "off",
+        "GOPATH": GO_SOURCE,
+        "GOCACHE": str(into / "gocache"),
+        "GOFLAGS": "",
+    }
+    done = subprocess.run(
+        ["go", "build", "-o", str(binary), str(source)], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"cannot build tests/tlogcheck (make test installs golang-go and golang-golang-x-mod-dev): "
+            f"{done.stderr.strip()}"
+        )
+    return binary
+
+
+def tlog_audit(binary: Path, folder: Path, verifier_key: str, *, hashes_only: bool = False) -> str:
+    """Run the Go auditor on a published folder: its output, or AssertionError with its complaint."""
+    args = [str(binary), str(folder), verifier_key, *(["--hashes-only"] if hashes_only else [])]
+    done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=300)
+    if done.returncode != 0:
+        raise AssertionError(f"tlogcheck refused {folder}: {done.stderr.strip()}")
+    return done.stdout.strip()

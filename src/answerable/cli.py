@@ -212,6 +212,44 @@ def ledger_export(
     err.print(f"wrote {size} entries to {out_file}")
 
 
+@ledger_app.command("publish")
+def ledger_publish(
+    ledger: Path = LedgerArg,
+    out_dir: Path = typer.Option(..., "--out", help="The folder of the published log (made if absent)."),
+    hashes_only: bool = typer.Option(
+        False, "--hashes-only", help="Publish the checkpoint and hash tiles only, not the entries."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Sign a checkpoint and publish the log as a static C2SP tlog-tiles tree any tlog client audits.
+
+    Entry bundles carry every call's arguments: with --hashes-only only the checkpoint and
+    the hash tiles are written, which prove inclusion of entries held elsewhere.
+    """
+    from answerable.ledger.tiles import publish
+
+    if out_dir.exists() and not out_dir.is_dir():
+        _fail(ConfigError(f"--out {out_dir} is a file; give a folder"))
+    with _open(ledger) as store:
+        done = _run(lambda: publish(store, out_dir, hashes_only=hashes_only))
+        key = store.verifier_key()
+    doc = {
+        "size": done.size,
+        "root": _b64(done.root),
+        "written": done.written,
+        "removed": done.removed,
+        "entries": done.entries,
+        "verifier_key": key,
+        "out": str(out_dir),
+    }
+    if as_json:
+        _json(doc)
+    else:
+        what = "checkpoint, hash tiles and entry bundles" if done.entries else "checkpoint and hash tiles"
+        out.print(f"published {done.size} entries to {out_dir} ({what}; {done.written} files written)")
+        out.print(f"audit with the verifier key {key}", markup=False)
+
+
 @ledger_app.command("backup")
 def ledger_backup(
     ledger: Path = LedgerArg,

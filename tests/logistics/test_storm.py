@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import base64
 import inspect
 from collections import Counter
 
@@ -206,3 +207,17 @@ def test_why_of_every_governed_execution_reaches_an_event_and_names_the_ri(runs)
             assert any(node["kind"] == "ExternalEvent" for node in graph["nodes"]), stored.id
             assert graph["accountable"]["ri"] == RI
             assert graph["accountable"]["via"] in ("policy", "approval")
+
+
+def test_the_published_storm_ledger_audits_with_an_independent_tlog_client(runs, tmp_path, tlogcheck):  # type: ignore[no-untyped-def]
+    """The governed storm's ledger, published as tlog tiles, passes Go's sumdb/tlog audit."""
+    from support import tlog_audit
+
+    from answerable.ledger.tiles import publish
+
+    with SQLiteLedger.open(runs["governed"].ledger) as ledger:
+        done = publish(ledger, tmp_path / "log")
+        key, root = ledger.verifier_key(), ledger.root(done.size)
+    assert done.size > 256  # more than one tile
+    report = tlog_audit(tlogcheck, tmp_path / "log", key)
+    assert report == f"ok {done.size} {base64.b64encode(root).decode()}"

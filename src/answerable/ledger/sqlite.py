@@ -613,6 +613,20 @@ class SQLiteLedger:
             n, get = self._with_size_locked(size)
             return merkle.root_hash(n, get)
 
+    def hashes(self, height: int, start: int, stop: int) -> list[bytes]:
+        if height == 0:
+            sql, args = "SELECT leaf_hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, stop)
+        else:
+            sql = "SELECT hash FROM nodes WHERE level = ? AND i >= ? AND i < ? ORDER BY i"
+            args = (height, start, stop)  # type: ignore[assignment]
+        rows = self._read(lambda c: c.execute(sql, args).fetchall())
+        if len(rows) != stop - start:
+            raise LedgerError(
+                f"ledger {self.path} holds {len(rows)} of the {stop - start} hashes of height {height} "
+                f"from {start}; run `answerable verify`"
+            )
+        return [bytes(r[0]) for r in rows]
+
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         with self._read_lock:
             n, get = self._with_size_locked(size)

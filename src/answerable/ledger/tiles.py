@@ -1,0 +1,143 @@
+"""The ledger published as a C2SP tlog-tiles tree: static files any tlog client can audit.
+
+Layout (c2sp.org/tlog-tiles), under one folder:
+
+- ``checkpoint``: the signed checkpoint the tiles belong to, written last;
+- ``tile/<L>/<N>[.p/<W>]``: hash tiles of height 8, the 256 (or, at the right edge, ``W``)
+  hashes of the complete subtrees of ``2**(8L)`` leaves numbered ``256N`` on;
+- ``tile/entries/<N>[.p/<W>]``: the entries themselves, each a big-endian uint16 length then
+  the exact leaf bytes (which is why an entry stays under 64 KiB).
+
+``N`` is written in groups of three digits, all but the last prefixed with ``x``
+(``1234067`` is ``x001/x234/067``). A full tile never changes, so publishing again writes only
+the new right edge; a partial tile is replaced by its wider successor and then removed. Every
+file is written to a temporary name and renamed, so a reader never sees half a tile.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from answerable.errors import ConfigError
+from answerable.ledger.base import LedgerStore
+from answerable.ledger.note import Checkpoint, Verifier, open_checkpoint
+
+__all__ = ["TILE_HEIGHT", "TILE_WIDTH", "Publication", "entry_bundle", "publish", "tile_path"]
+
+TILE_HEIGHT = 8
+TILE_WIDTH = 1 << TILE_HEIGHT
+
+
+def tile_path(level: int | str, index: int, width: int = TILE_WIDTH) -> str:
+    """The path of a tile (``level`` ``"entries"`` for an entry bundle), relative to the log's root."""
+    groups = []
+    n = index
+    while True:
+        groups.append(f"{n % 1000:03d}")
+        n //= 1000
+        if n == 0:
+            break
+    groups.reverse()
+    name = "/".join([*(f"x{g}" for g in groups[:-1]), groups[-1]])
+    partial = f".p/{width}" if width < TILE_WIDTH else ""
+    return f"tile/{level}/{name}{partial}"
+
+
+def entry_bundle(entries: list[bytes]) -> bytes:
+    """Entries as a tlog-tiles entry bundle: each a big-endian uint16 length, then its bytes."""
+    out = bytearray()
+    for data in entries:
+        if len(data) > 0xFFFF:
+            raise ConfigError(f"an entry of {len(data)} bytes does not fit a tlog-tiles entry bundle")
+        out += len(data).to_bytes(2, "big") + data
+    return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """What one publication wrote."""
+
+    size: int
+    root: bytes
+    written: int
+    """Files written now (full tiles already there are left as they are)."""
+    removed: int
+    """Partial tiles removed because a wider one replaced them."""
+    entries: bool
+    """Whether entry bundles were published (not with ``hashes_only``)."""
+
+
+def publish(store: LedgerStore, out_dir: Path, *, hashes_only: bool = False) -> Publication:
+    """Sign a checkpoint of the ledger now and publish it with every tile it needs.
+
+    Raises:
+        ConfigError: ``out_dir`` cannot be written, or the ledger cannot sign (no key).
+    """
+    signed = store.checkpoint()
+    checkpoint = open_checkpoint(signed, Verifier.from_key(store.verifier_key()), store.origin)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written, removed = _tiles(store, out_dir, checkpoint, hashes_only)
+        _write(out_dir / "checkpoint", signed.encode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot publish into {out_dir}: {exc.strerror or exc}") from exc
+    return Publication(checkpoint.size, checkpoint.root_hash, written + 1, removed, not hashes_only)
+
+
+def _tiles(store: LedgerStore, out_dir: Path, checkpoint: Checkpoint, hashes_only: bool) -> tuple[int, int]:
+    written = removed = 0
+    size = checkpoint.size
+    level = 0
+    while True:
+        height = TILE_HEIGHT * level
+        count = size >> height  # complete subtrees of 2**height leaves
+        if count == 0:
+            break
+        for index in range((count + TILE_WIDTH - 1) // TILE_WIDTH):
+            start = index * TILE_WIDTH
+            width = min(TILE_WIDTH, count - start)
+            kinds = [str(level)] if level or hashes_only else [str(level), "entries"]
+            for kind in kinds:
+                target = out_dir / tile_path(kind, index, width)
+                if width < TILE_WIDTH or not target.exists():  # a full tile never changes
+                    if kind == "entries":
+                        data = entry_bundle([e.data for e in store.entries(start, start + width)])
+                    else:
+                        data = b"".join(store.hashes(height, start, start + width))
+                    _write(target, data)
+                    written += 1
+                removed += _drop_narrower(out_dir, kind, index, width)
+        level += 1
+    return written, removed
+
+
+def _drop_narrower(out_dir: Path, kind: str, index: int, width: int) -> int:
+    """Remove the partial tiles of ``index`` narrower than ``width`` (a full tile replaces all)."""
+    folder = (out_dir / tile_path(kind, index, 1)).parent
+    if not folder.is_dir():
+        return 0
+    gone = 0
+    for old in folder.iterdir():
+        if old.name.isdigit() and int(old.name) < width:
+            old.unlink()
+            gone += 1
+    if width == TILE_WIDTH and not any(folder.iterdir()):
+        folder.rmdir()
+    return gone
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a reader sees the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

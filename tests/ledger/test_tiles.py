@@ -1,0 +1,135 @@
+"""The ledger published as C2SP tlog-tiles, audited by an independent implementation (Go's
+golang.org/x/mod/sumdb/tlog, tests/tlogcheck), not by the code that wrote it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from support import order_events, tlog_audit
+from typer.testing import CliRunner
+
+from answerable import SQLiteLedger
+from answerable.cli import app
+from answerable.clock import IdSource
+from answerable.errors import ConfigError
+from answerable.ledger.tiles import entry_bundle, publish, tile_path
+
+ORIGIN = "tiles.example/log"
+
+
+@pytest.mark.parametrize(
+    ("level", "index", "width", "path"),
+    [
+        (0, 0, 256, "tile/0/000"),
+        (0, 7, 256, "tile/0/007"),
+        (1, 1000, 256, "tile/1/x001/000"),
+        (2, 1234067, 256, "tile/2/x001/x234/067"),
+        (0, 3, 5, "tile/0/003.p/5"),
+        ("entries", 1234067, 255, "tile/entries/x001/x234/067.p/255"),
+    ],
+)
+def test_tile_paths_follow_the_spec(level: int | str, index: int, width: int, path: str) -> None:
+    assert tile_path(level, index, width) == path
+
+
+def test_an_entry_bundle_is_uint16_length_prefixed() -> None:
+    assert entry_bundle([b"ab", b"", b"c" * 300]) == b"\x00\x02ab\x00\x00\x01\x2c" + b"c" * 300
+    with pytest.raises(ConfigError, match="does not fit"):
+        entry_bundle([b"x" * 65_536])
+
+
+async def fill(store: SQLiteLedger, ids: IdSource, n: int) -> None:
+    for start in range(0, n, 2_000):
+        await store.append(order_events(min(2_000, n - start), ids))
+
+
+def files(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_ino for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+async def test_a_log_of_three_tile_levels_audits_with_go(
+    store: SQLiteLedger, ids: IdSource, tmp_path: Path, tlogcheck: Path
+) -> None:
+    """65,800 entries: full and partial tiles at levels 0 and 1, a partial one at level 2."""
+    await fill(store, ids, 65_800)
+    out = tmp_path / "log"
+    done = publish(store, out)
+    assert done.size == 65_800
+    names = files(out)
+    assert "tile/0/257" not in names
+    assert {
+        "tile/0/000",
+        "tile/0/255",
+        "tile/0/257.p/8",
+        "tile/1/000",
+        "tile/1/001.p/1",
+        "tile/2/000.p/1",
+    } <= set(names)
+    assert "tile/entries/257.p/8" in names
+    report = tlog_audit(tlogcheck, out, store.verifier_key())
+    assert report.split()[1] == "65800"
+
+
+async def test_publishing_again_writes_only_the_right_edge(
+    store: SQLiteLedger, ids: IdSource, tmp_path: Path, tlogcheck: Path
+) -> None:
+    await fill(store, ids, 300)
+    out = tmp_path / "log"
+    publish(store, out)
+    first = files(out)
+    assert "tile/0/001.p/44" in first
+    await fill(store, ids, 230)  # 530: tile 1 fills up, tile 2 starts
+    again = publish(store, out)
+    second = files(out)
+    assert second["tile/0/000"] == first["tile/0/000"]  # a full tile is never rewritten
+    assert "tile/0/001.p/44" not in second
+    assert "tile/0/001" in second
+    assert "tile/entries/001.p/44" not in second
+    assert "tile/entries/001" in second
+    assert "tile/0/002.p/18" in second
+    assert again.removed >= 2
+    assert not [n for n in second if ".tmp-" in n]
+    assert tlog_audit(tlogcheck, out, store.verifier_key()).split()[1] == "530"
+
+
+async def test_hashes_only_publishes_no_entries(
+    store: SQLiteLedger, ids: IdSource, tmp_path: Path, tlogcheck: Path
+) -> None:
+    await fill(store, ids, 40)
+    out = tmp_path / "log"
+    assert publish(store, out, hashes_only=True).entries is False
+    assert not (out / "tile" / "entries").exists()
+    tlog_audit(tlogcheck, out, store.verifier_key(), hashes_only=True)
+
+
+@pytest.mark.parametrize("target", ["tile/0/001.p/44", "tile/entries/000", "checkpoint"])
+async def test_the_auditor_catches_a_changed_byte(
+    store: SQLiteLedger, ids: IdSource, tmp_path: Path, tlogcheck: Path, target: str
+) -> None:
+    """The Go auditor is not a rubber stamp: one flipped byte anywhere is refused."""
+    await fill(store, ids, 300)
+    out = tmp_path / "log"
+    publish(store, out)
+    data = bytearray((out / target).read_bytes())
+    data[len(data) // 3] ^= 0x01
+    (out / target).write_bytes(bytes(data))
+    with pytest.raises(AssertionError, match="tlogcheck refused"):
+        tlog_audit(tlogcheck, out, store.verifier_key())
+
+
+async def test_the_cli_publishes_and_refuses_a_file_as_folder(
+    store: SQLiteLedger, ids: IdSource, path: Path, tmp_path: Path, tlogcheck: Path
+) -> None:
+    await fill(store, ids, 10)
+    runner = CliRunner()
+    out = tmp_path / "pub"
+    result = runner.invoke(app, ["ledger", "publish", str(path), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"size":10' in result.stdout
+    tlog_audit(tlogcheck, out, store.verifier_key())
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    refused = runner.invoke(app, ["ledger", "publish", str(path), "--out", str(a_file)])
+    assert refused.exit_code == 2
+    assert "is a file" in refused.stderr
