@@ -182,3 +182,49 @@ async def test_concurrent_submits_record_what_each_would_record_alone(
         again = decide(CedarRequest.from_record(recorded.request, recorded.entities), rules)
         assert (recorded.effect, recorded.policy_ids) == (again.effect, again.policy_ids)
     assert world.calls == 2
+
+
+class _Answer:
+    """What cedarpy's AuthzResult offers the policy module: a decision and its diagnostics."""
+
+    def __init__(self, decision: str) -> None:
+        self.decision = cedarpy.Decision(decision)
+        self.diagnostics = type("Diagnostics", (), {"reasons": [], "errors": []})()
+
+
+def test_a_shared_call_that_raises_is_made_again_one_request_at_a_time(
+    rules: Ruleset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = cedarpy.is_authorized_batch
+    sizes: list[int] = []
+
+    def refuses_batches(requests: list[dict[str, object]], *args: object) -> object:
+        sizes.append(len(requests))
+        if len(requests) > 1:
+            raise RuntimeError("the bindings failed")
+        return real(requests, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cedarpy, "is_authorized_batch", refuses_batches)
+    medical = shipment("S-1", cls="medical")
+    urgent = CedarRequest(
+        medical.principal, medical.action, medical.resource, {"disruption": True}, medical.entities
+    )
+    verdicts = decide_many([medical, urgent], rules)  # one entity set: one shared call, refused
+    assert sizes[:3] == [2, 1, 1]
+    assert [v.effect for v in verdicts] == ["allow", "review"]
+    assert verdicts[0].policy_ids == ("routine-bookings",)
+
+
+def test_cedar_answering_the_wrong_number_of_requests_is_a_deny_naming_it(
+    rules: Ruleset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cedarpy, "is_authorized_batch", lambda requests, *args: [])
+    [verdict] = decide_many([shipment("S-1")], rules)
+    assert verdict.effect == "deny"
+    assert verdict.errors == ("Cedar could not evaluate the request: Cedar answered 0 of 1 requests",)
+
+
+def test_no_decision_from_cedar_is_a_deny_saying_so(rules: Ruleset, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cedarpy, "is_authorized_batch", lambda requests, *args: [_Answer("NoDecision")])
+    [verdict] = decide_many([shipment("S-1")], rules)
+    assert (verdict.effect, verdict.errors) == ("deny", ("Cedar reached no decision",))

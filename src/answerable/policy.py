@@ -10,6 +10,7 @@ evaluation error is a ``deny``: a person can lift a review, never a refusal.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -289,20 +290,22 @@ def _settle(
 ) -> Verdict:
     """The final verdict: a plain deny stays one unless review policies alone made it."""
     if verdict is not None or not ids or not all(i in ruleset.review for i in ids):
-        return verdict or Verdict("deny", ids)
+        return _final(verdict, ids)
     [(plain, permit_ids)] = _evaluate([cedar_request], entities, ruleset.without_review, ruleset)
     if plain is not None and plain.effect == "allow":
-        matched = [ruleset.terms[i] for i in ids]
-        strictest = matched[0]
-        for other in matched[1:]:
-            strictest = strictest.strictest(other)
+        strictest = functools.reduce(ReviewTerms.strictest, (ruleset.terms[i] for i in ids))
         return Verdict(
             "review", ids + permit_ids, review_reasons=tuple(ruleset.review[i] for i in ids), review=strictest
         )
-    return plain or Verdict("deny", ids)
+    return _final(plain, ids)
 
 
-def _malformed(request: CedarRequest, json_checked: bool = False) -> str | None:
+def _final(verdict: Verdict | None, ids: tuple[str, ...]) -> Verdict:
+    """A verdict from :func:`_evaluate`, where None stands for a Deny by the forbids ``ids``."""
+    return verdict if verdict is not None else Verdict("deny", ids)
+
+
+def _malformed(request: CedarRequest, json_checked: bool) -> str | None:
     """Why a request cannot be put to Cedar and recorded as it is, or None if it can."""
     if not (_is_uid(request.principal) and _is_uid(request.resource)):
         return "the Cedar request is malformed: principal and resource must each be (type, id) strings"
@@ -377,9 +380,9 @@ def diff_policies(old: str, new: str) -> dict[str, list[dict[str, Any]]]:
     for name in sorted(before.keys() & after.keys()):
         if before[name][0] != after[name][0]:
             lines = difflib.unified_diff(
-                before[name][1].splitlines(), after[name][1].splitlines(), "old", "new", lineterm="", n=1
+                before[name][1].splitlines(), after[name][1].splitlines(), lineterm="", n=1
             )
-            changed.append({"id": name, "diff": list(lines)[2:]})
+            changed.append({"id": name, "diff": list(lines)[2:]})  # past the two file-name lines
     return {
         "added": [{"id": n, "text": after[n][1]} for n in sorted(after.keys() - before.keys())],
         "removed": [{"id": n, "text": before[n][1]} for n in sorted(before.keys() - after.keys())],
