@@ -101,6 +101,13 @@ def verify(
         help="The verifier key `answerable ledger key` printed, kept outside the ledger: the ledger's "
         "key must be it, and a checkpoint it signed must cover every entry.",
     ),
+    witness: Path | None = typer.Option(
+        None,
+        "--witness",
+        metavar="DIR",
+        help="A folder of witnessed checkpoints (a witness's --state): the ledger must still have "
+        "the root each one witnessed, which catches a rewrite even by whoever holds the signing key.",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Recompute every entry, blob, tree node and checkpoint; exit 1 naming the first bad entry.
@@ -110,9 +117,15 @@ def verify(
     """
     cp_text = _read_checkpoint(checkpoint) if checkpoint else None
     trust, note = _trust(key, checkpoint)
+    witnessed = 0
     with _open(ledger) as store:
         try:
             report = store.verify(cp_text, key=key)
+            if witness is not None:
+                from answerable.ledger.note import Verifier
+                from answerable.ledger.witness import check_witnessed
+
+                witnessed = check_witnessed(store, witness, Verifier.from_key(key or store.verifier_key()))
         except LedgerTampered as exc:
             if as_json:
                 _json(
@@ -131,6 +144,7 @@ def verify(
                 "trust": trust,
                 "trust_note": note,
                 "key": key.strip() if key else None,
+                "witnessed": witnessed,
             }
         )
     else:
@@ -138,6 +152,7 @@ def verify(
             f"ok: {report.size} entries, root {_b64(report.root)}, "
             f"{report.checkpoints_checked} stored checkpoint(s) verified"
             + (f", consistent with {checkpoint}" if checkpoint else "")
+            + (f", {witnessed} witnessed checkpoint(s) in {witness} hold" if witness is not None else "")
         )
         out.print(f"trust: {note}", markup=False)
 
@@ -248,6 +263,35 @@ def ledger_publish(
         what = "checkpoint, hash tiles and entry bundles" if done.entries else "checkpoint and hash tiles"
         out.print(f"published {done.size} entries to {out_dir} ({what}; {done.written} files written)")
         out.print(f"audit with the verifier key {key}", markup=False)
+
+
+@ledger_app.command("witness")
+def ledger_witness(
+    ledger: Path = LedgerArg,
+    url: str = typer.Option(..., "--url", help="The witness's submission prefix (http://127.0.0.1:7380)."),
+    witness_key: str = typer.Option(..., "--witness", metavar="VKEY", help="The witness's verifier key."),
+    out_file: Path | None = typer.Option(None, "--out", help="Also write the cosigned checkpoint here."),
+    force: bool = ForceOpt,
+) -> None:
+    """Sign a checkpoint and have a C2SP tlog-witness cosign it; print the cosigned checkpoint.
+
+    The witness cosigns only if the ledger extends the last checkpoint it cosigned for this log,
+    so a rewritten history is refused (exit 1) whoever holds the ledger's signing key.
+    """
+    from answerable.ledger.witness import CosignatureVerifier, request_cosignature
+
+    if out_file:
+        _out_file(out_file, force)
+    verifier = _run(lambda: CosignatureVerifier.from_key(witness_key))
+    with _open(ledger) as store:
+        signed = _run(store.checkpoint)
+        size = int(signed.split("\n")[1])
+        cosigned = _run(
+            lambda: request_cosignature(signed, url, verifier, lambda old: store.consistency_proof(old, size))
+        )
+    if out_file:
+        _write(out_file, cosigned.encode("utf-8"))
+    sys.stdout.write(cosigned)
 
 
 @ledger_app.command("backup")
@@ -536,6 +580,73 @@ def _write(path: Path, data: bytes) -> None:
         path.write_bytes(data)
     except OSError as exc:
         _fail(ConfigError(f"cannot write {path}: {exc.strerror}"))
+
+
+@app.command("witness")
+def witness_command(
+    key_file: Path = typer.Option(..., "--key", help="The witness's key file (`answerable keys new`)."),
+    state: Path = typer.Option(..., "--state", help="Folder where the witness keeps what it cosigned."),
+    logs: list[str] = typer.Option(..., "--log", metavar="VKEY", help="Verifier key of a log it witnesses."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback only)."),
+    port: int = typer.Option(7380, "--port", help="Port to listen on."),
+) -> None:
+    """Run a C2SP tlog-witness: POST /add-checkpoint cosigns a checkpoint of a known log only
+    after a valid consistency proof from the last one it cosigned for that log."""
+    import signal
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from answerable.ledger.note import Verifier
+    from answerable.ledger.witness import Cosigner, Witness
+
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        _fail(ConfigError(f"--host {host}: the witness listens on loopback only (put a TLS proxy in front)"))
+    key = _run(lambda: KeyPair.load(key_file))
+    verifiers = [_run(lambda v=v: Verifier.from_key(v)) for v in logs]  # type: ignore[misc]
+    witness = _run(lambda: Witness(Cosigner(key.identity, key.private), verifiers, state))
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            if self.path.rstrip("/") != "/add-checkpoint":
+                self._reply(404, "text/plain; charset=utf-8", "POST /add-checkpoint\n")
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > 1 << 16:
+                self._reply(413, "text/plain; charset=utf-8", "request too large\n")
+                return
+            reply = witness.add_checkpoint(self.rfile.read(length), int(time.time()))
+            self._reply(reply.status, reply.content_type, reply.body)
+
+        def _reply(self, status: int, content_type: str, body: str) -> None:
+            data = body.encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            err.print(f"witness: {self.address_string()} {format % args}", markup=False)
+
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError as exc:
+        _fail(ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}"))
+    err.print(
+        f"witness {key.identity} listening on http://{host}:{server.server_address[1]}/ for "
+        f"{len(verifiers)} log(s); its key: {witness.cosigner.vkey()}",
+        markup=False,
+    )
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 @keys_app.command("new")
