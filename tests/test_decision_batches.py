@@ -228,3 +228,17 @@ def test_no_decision_from_cedar_is_a_deny_saying_so(rules: Ruleset, monkeypatch:
     monkeypatch.setattr(cedarpy, "is_authorized_batch", lambda requests, *args: [_Answer("NoDecision")])
     [verdict] = decide_many([shipment("S-1")], rules)
     assert (verdict.effect, verdict.errors) == ("deny", ("Cedar reached no decision",))
+
+
+@pytest.mark.parametrize(
+    ("context", "entities"),
+    [(["not", "a", "mapping"], ()), ({}, "not a sequence"), ({}, {"uid": "a mapping"})],
+)
+def test_a_context_that_is_no_mapping_or_entities_that_are_no_sequence_are_named(
+    rules: Ruleset, context: object, entities: object
+) -> None:
+    request = CedarRequest(("Agent", "executor"), "carrier.book", ("Shipment", "S"), context, entities)  # type: ignore[arg-type]
+    [verdict] = decide_many([request], rules, json_checked=True)
+    assert verdict.errors == (
+        "the Cedar request is malformed: context must be a mapping and entities a sequence",
+    )

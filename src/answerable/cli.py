@@ -637,6 +637,7 @@ def witness_command(
         f"{len(verifiers)} log(s); its key: {witness.cosigner.vkey()}",
         markup=False,
     )
+
     def stop(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
