@@ -221,3 +221,41 @@ def test_rules_check_accepts_valid_rules_and_names_errors(tmp_path: Path):
     missing = run("rules", "check", tmp_path / "nope.cedar", "--schema", schema)
     assert missing.exit_code == 2
     assert "nope.cedar" in missing.stderr
+
+
+async def test_reviews_print_whole_ids_and_arguments_at_any_width_and_one_review_by_id(
+    ledger: SQLiteLedger,
+    ledger_path: Path,
+    people,
+    clock,
+    world,  # type: ignore[no-untyped-def]
+):
+    from support import pending_review, reviewing_gateway
+
+    gw = await reviewing_gateway(ledger, people, clock, world)
+    review_id = await pending_review(gw, shipment="S-with-a-long-shipment-name-0000000000000000")
+    gw.close()
+    ledger.close()
+    narrow = CliRunner().invoke(app, ["reviews", str(ledger_path), "--all"], env={"COLUMNS": "30"})
+    assert narrow.exit_code == 0, narrow.output
+    assert review_id in narrow.stdout
+    assert "S-with-a-long-shipment-name-0000000000000000" in narrow.stdout
+    one = run("reviews", ledger_path, "--id", review_id, "--json")
+    assert one.exit_code == 0
+    doc = json.loads(one.stdout)
+    assert doc["review_id"] == review_id
+    assert doc["arguments"]["cls"] == "medical"
+    unknown = run("reviews", ledger_path, "--id", "no-such-review")
+    assert unknown.exit_code == 2
+    assert "[unknown_review]" in unknown.stderr
+
+
+def test_halt_and_pause_print_json_when_asked(used: Path):
+    halted = run("halt", used, "--by", "ri@logistics.example", "--reason", "storm", "--json")
+    assert halted.exit_code == 0, halted.output
+    doc = json.loads(halted.stdout)
+    assert (doc["action"], doc["scope"], doc["by"]) == ("halt", "system", "ri@logistics.example")
+    paused = json.loads(
+        run("pause", used, "--by", "ops", "--reason", "x", "--scope", "agent:router", "--json").stdout
+    )
+    assert (paused["action"], paused["scope"]) == ("pause", "agent:router")

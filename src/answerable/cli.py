@@ -14,7 +14,6 @@ from typing import Any, NoReturn, TypeVar
 import orjson
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from answerable.clock import IdSource, SystemClock
 from answerable.control import Controller, scope_from_text
@@ -371,15 +370,27 @@ ScopeOpt = typer.Option(
 
 
 @app.command()
-def halt(ledger: Path = LedgerArg, by: str = ByOpt, reason: str = ReasonOpt, scope: str = ScopeOpt) -> None:
+def halt(
+    ledger: Path = LedgerArg,
+    by: str = ByOpt,
+    reason: str = ReasonOpt,
+    scope: str = ScopeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
     """Halt at once; no intent recorded after this runs. Only the RI can resume a halt."""
-    _control(ledger, "halt", by, reason, scope, None)
+    _control(ledger, "halt", by, reason, scope, None, as_json)
 
 
 @app.command()
-def pause(ledger: Path = LedgerArg, by: str = ByOpt, reason: str = ReasonOpt, scope: str = ScopeOpt) -> None:
+def pause(
+    ledger: Path = LedgerArg,
+    by: str = ByOpt,
+    reason: str = ReasonOpt,
+    scope: str = ScopeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
     """Pause at once; an operator or the RI can resume."""
-    _control(ledger, "pause", by, reason, scope, None)
+    _control(ledger, "pause", by, reason, scope, None, as_json)
 
 
 @app.command()
@@ -389,12 +400,15 @@ def resume(
     reason: str = ReasonOpt,
     scope: str = ScopeOpt,
     key: Path = typer.Option(..., "--key", help="Your key file: resuming must be proven."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Resume a scope; needs a person the charter authorizes, signing with their key."""
-    _control(ledger, "resume", by, reason, scope, key)
+    _control(ledger, "resume", by, reason, scope, key, as_json)
 
 
-def _control(ledger: Path, action: str, by: str, reason: str, scope_text: str, key_file: Path | None) -> None:
+def _control(
+    ledger: Path, action: str, by: str, reason: str, scope_text: str, key_file: Path | None, as_json: bool
+) -> None:
     scope = _run(lambda: scope_from_text(scope_text))
     with _open(ledger) as store:
         controller = Controller(store)
@@ -412,6 +426,9 @@ def _control(ledger: Path, action: str, by: str, reason: str, scope_text: str, k
             return await controller.pause(by=by, reason=reason, scope=scope)
 
         control = _run(lambda: asyncio.run(act()))
+    if as_json:
+        _json({"id": control.id, "action": control.action, "scope": control.scope.label(), "by": control.by})
+        return
     out.print(f"{control.action} recorded: {control.id} on {control.scope.label()} by {control.by}")
 
 
@@ -419,19 +436,22 @@ def _control(ledger: Path, action: str, by: str, reason: str, scope_text: str, k
 def reviews(
     ledger: Path = LedgerArg,
     everything: bool = typer.Option(False, "--all", help="Also list settled reviews."),
+    review_id: str | None = typer.Option(None, "--id", help="Show this one review whole."),
     as_json: bool = JsonOpt,
 ) -> None:
     """List open reviews (waiting for a person): what, why, who is asked, until when.
 
-    ``--all`` lists every review with its state: open, reopened (an approval expired unused),
-    approved (not yet claimed), claimed, denied or expired.
+    --all lists every review with its state: open, reopened (an approval expired unused),
+    approved (not yet claimed), claimed, denied or expired. Ids and arguments are printed
+    whole, whatever the width of the terminal.
     """
     with _open(ledger) as store:
         queue = ReviewQueue(store, clock=SystemClock(), ids=IdSource())
-        states = _run(queue.all if everything else queue.open)
-    rows = [
+        states = _run(queue.all if everything or review_id else queue.open)
+    rows: list[dict[str, Any]] = [
         {
             "review_id": s.review.id,
+            "intent_id": s.intent.id,
             "operation": s.review.operation,
             "arguments": s.intent.arguments,
             "agent": s.intent.agent,
@@ -439,6 +459,9 @@ def reviews(
             "policy_ids": list(s.review.policy_ids),
             "assignee": s.assignee,
             "approvals": f"{sum(a.verdict == 'approve' for a in s.approvals)}/{s.review.approvals_required}",
+            "answers": [
+                {"by": a.by, "verdict": a.verdict, "reason": a.reason, "at": a.at} for a in s.approvals
+            ],
             "expires_at": s.review.expires_at,
             "resolution": s.resolution,
             "state": s.status,
@@ -446,25 +469,34 @@ def reviews(
         }
         for s in states
     ]
+    if review_id is not None:
+        rows = [r for r in rows if r["review_id"] == review_id]
+        if not rows:
+            _fail(ConfigError(f"[unknown_review] the ledger holds no review {review_id}"))
     if as_json:
-        _json(rows)
+        _json(rows[0] if review_id is not None else rows)
         return
-    columns = (
-        "review_id",
-        "operation",
-        "agent",
-        "reasons",
-        "assignee",
-        "approvals",
-        "expires_at",
-        "state",
-    )
-    table = Table(title=f"{len(rows)} review(s)")
-    for column in columns:
-        table.add_column(column)
+    if review_id is None:
+        out.print(f"{len(rows)} review(s)")
     for row in rows:
-        table.add_row(*(_text(row[c]) for c in columns))
-    out.print(table)
+        out.print(f"review {row['review_id']} [{row['state']}]", markup=False)
+        out.print(f"  {row['agent']} proposes {row['operation']} {_compact(row['arguments'])}", markup=False)
+        out.print(f"  why: {_text(row['reasons'])} (policies: {_text(row['policy_ids'])})", markup=False)
+        out.print(
+            f"  asked: {row['assignee']}; approvals {row['approvals']}; expires {row['expires_at']}",
+            markup=False,
+        )
+        if review_id is not None:
+            out.print(f"  intent: {row['intent_id']}; resolution: {row['resolution']}", markup=False)
+            for answer in row["answers"]:
+                out.print(
+                    f"  {answer['verdict']} by {answer['by']} at {answer['at']}: {answer['reason']}",
+                    markup=False,
+                )
+
+
+def _compact(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _text(value: Any) -> str:
@@ -478,9 +510,10 @@ def approve(
     by: str = ByOpt,
     reason: str = ReasonOpt,
     key: Path = typer.Option(..., "--key", help="Your key file: the answer is signed with it."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Approve a review, signed; the running system executes the intent once the review is settled."""
-    _answer(ledger, review_id, "approve", by, reason, key)
+    _answer(ledger, review_id, "approve", by, reason, key, as_json)
 
 
 @app.command()
@@ -490,12 +523,15 @@ def deny(
     by: str = ByOpt,
     reason: str = ReasonOpt,
     key: Path = typer.Option(..., "--key", help="Your key file: the answer is signed with it."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Deny a review, signed; the intent will not run."""
-    _answer(ledger, review_id, "deny", by, reason, key)
+    _answer(ledger, review_id, "deny", by, reason, key, as_json)
 
 
-def _answer(ledger: Path, review_id: str, verdict: str, by: str, reason: str, key_file: Path) -> None:
+def _answer(
+    ledger: Path, review_id: str, verdict: str, by: str, reason: str, key_file: Path, as_json: bool
+) -> None:
     key = _run(lambda: KeyPair.load(key_file))
     if key.identity != by:
         _fail(NotAuthorized(f"--by {by!r} but the key file belongs to {key.identity!r}", who=by))
@@ -504,6 +540,9 @@ def _answer(ledger: Path, review_id: str, verdict: str, by: str, reason: str, ke
         approval = _run(lambda: queue.approval(review_id, key=key, verdict=verdict, reason=reason))
         state = _run(lambda: asyncio.run(queue.submit(approval)))
     status = state.status
+    if as_json:
+        _json({"id": approval.id, "verdict": verdict, "review_id": review_id, "by": by, "state": status})
+        return
     out.print(f"{verdict} recorded: {approval.id} on review {review_id} by {by}; review is {status}")
 
 
