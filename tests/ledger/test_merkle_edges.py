@@ -18,6 +18,7 @@ from answerable.ledger.merkle import (
     new_nodes_after_append,
     node_hash,
     range_hash,
+    root_hash,
     verify_consistency,
     verify_inclusion,
 )
@@ -166,3 +167,9 @@ def test_consistency_names_the_root_that_is_not_a_hash(which: str) -> None:
     roots[which] = roots[which][:31]
     with pytest.raises(ProofInvalid, match=rf"\b{which}\b"):
         verify_consistency(4, 8, proof, roots["root1"], roots["root2"])
+
+
+def test_a_negative_tree_size_is_named_as_negative() -> None:
+    """The root of a tree of -1 leaves is refused as such, before the empty tree is considered."""
+    with pytest.raises(ProofRequestInvalid, match="tree size -1 is negative"):
+        root_hash(-1, lambda level, index: b"")

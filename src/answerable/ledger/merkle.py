@@ -77,7 +77,8 @@ def subtree_nodes_for_range(begin: int, end: int) -> list[tuple[int, int]]:
     nodes: list[tuple[int, int]] = []
     while begin < end:
         # The largest aligned subtree starting at `begin`, shrunk until it fits before `end`.
-        level = (begin & -begin).bit_length() - 1 if begin else (end - begin).bit_length() - 1
+        # (From 0, any level will do: the loop below shrinks it to the largest that fits.)
+        level = (begin & -begin).bit_length() - 1 if begin else end.bit_length()
         while begin + (1 << level) > end:
             level -= 1
         nodes.append((level, begin >> level))
@@ -119,10 +120,8 @@ def range_hash(begin: int, end: int, get_node: GetNode) -> bytes:
 def _subtree_hash(level: int, index: int, tree_size: int, get_node: GetNode) -> bytes:
     """Hash of node ``(level, index)`` in a tree of ``tree_size`` leaves, complete or on the right edge."""
     begin = index << level
-    end = begin + (1 << level)
-    if end <= tree_size:
-        return get_node(level, index)
-    return range_hash(begin, tree_size, get_node)
+    # A complete node's compact range is the node itself: range_hash asks get_node for it.
+    return range_hash(begin, min(begin + (1 << level), tree_size), get_node)
 
 
 def roots_for_size(tree_size: int, get_node: GetNode) -> list[tuple[int, int, bytes]]:
@@ -143,10 +142,10 @@ def root_hash(tree_size: int, get_node: GetNode) -> bytes:
     Raises:
         ProofRequestInvalid: when ``tree_size`` is negative.
     """
-    if tree_size == 0:
-        return EMPTY_ROOT
     if tree_size < 0:
         raise ProofRequestInvalid(f"tree size {tree_size} is negative")
+    if tree_size == 0:
+        return EMPTY_ROOT
     return range_hash(0, tree_size, get_node)
 
 
