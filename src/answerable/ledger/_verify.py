@@ -190,9 +190,7 @@ def _open_all(
 
 
 def _is_checkpoint_note(text: str) -> bool:
-    split = text.rfind("\n\n")
-    if split < 0:
-        return False
+    split = text.rfind("\n\n")  # -1 when absent: the empty text before it is no checkpoint
     try:
         note.Checkpoint.parse(text[: split + 1])
     except SignatureInvalid:
