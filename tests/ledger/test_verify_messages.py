@@ -68,3 +68,13 @@ def test_an_altered_blob_no_entry_cites_says_only_that() -> None:
     cited = altered_blob("sha256:abc", b"bytes", (7, "id-7"))
     assert str(cited).endswith("; ledger entry 7 (id id-7) cites it")
     assert blob_digest(b"") == "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def test_only_a_signed_checkpoint_note_counts_as_one() -> None:
+    from answerable.ledger._verify import _is_checkpoint_note
+
+    signer = Signer.generate(ORIGIN)
+    good = signer.sign(f"{ORIGIN}\n3\n{'A' * 43}=\n")
+    assert _is_checkpoint_note(good) is True
+    assert _is_checkpoint_note("no blank line") is False
+    assert _is_checkpoint_note("not a checkpoint\n\n— sig AAAA\n") is False
