@@ -173,3 +173,12 @@ def test_a_negative_tree_size_is_named_as_negative() -> None:
     """The root of a tree of -1 leaves is refused as such, before the empty tree is considered."""
     with pytest.raises(ProofRequestInvalid, match="tree size -1 is negative"):
         root_hash(-1, lambda level, index: b"")
+
+
+def test_a_proof_element_of_the_wrong_length_is_named_by_its_proof_and_place() -> None:
+    """Which proof and which element: the first thing a person checking a proof by hand needs."""
+    root = LEAVES[0]
+    with pytest.raises(ProofInvalid, match=r"^inclusion proof element 1 is 3 bytes, want 32$"):
+        verify_inclusion(0, 4, LEAVES[0], [LEAVES[1], b"abc"], root)
+    with pytest.raises(ProofInvalid, match=r"^consistency proof element 0 is 2 bytes, want 32$"):
+        verify_consistency(3, 4, [b"ab"], root, root)

@@ -369,7 +369,9 @@ def verify_consistency(size1: int, size2: int, proof: Sequence[bytes], root1: by
     # `shift`; the proof is that subtree's hash (the seed) and its audit path in the new tree.
     shift = (size1 & -size1).bit_length() - 1
     inner = ((size1 - 1) ^ (size2 - 1)).bit_length() - shift
-    border = ((size1 - 1) >> (inner + shift)).bit_count()
+    # (transparency-dev shifts size1 - 1; the bits at inner + shift and up are the same in size1,
+    # whose lowest set bit is `shift`.)
+    border = (size1 >> (inner + shift)).bit_count()
     if size1 == 1 << shift:
         seed, rest = root1, proof
     else:
