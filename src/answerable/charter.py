@@ -26,6 +26,7 @@ def new_charter(
     agents: Iterable[str],
     reviewers: Iterable[KeyPair] = (),
     operators: Iterable[KeyPair] = (),
+    agent_keys: Mapping[str, str] | None = None,
     version: int = 1,
     supersedes: str | None = None,
     handed_over_by: KeyPair | None = None,
@@ -33,7 +34,8 @@ def new_charter(
     ids: IdSource | None = None,
 ) -> SystemCharter:
     """A charter naming ``ri`` as Responsible Individual, signed by them or, when it supersedes
-    another, by the RI of that charter (``handed_over_by``).
+    another, by the RI of that charter (``handed_over_by``). ``agent_keys`` gives agents that
+    sign their own requests (to the service) their Ed25519 public key, base64.
 
     Raises:
         ConfigError: a name is empty or holds whitespace, or ``version`` is below 1.
@@ -58,7 +60,10 @@ def new_charter(
                     {"identity": name, "public_key": keys[name].public_b64, "roles": sorted(roles[name])}
                     for name in sorted(roles)
                 ],
-                "agents": [{"name": a} for a in agents],
+                "agents": [
+                    {"name": a, **({"public_key": agent_keys[a]} if agent_keys and a in agent_keys else {})}
+                    for a in agents
+                ],
                 "supersedes": supersedes,
             }
         )

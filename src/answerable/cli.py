@@ -621,6 +621,73 @@ def _write(path: Path, data: bytes) -> None:
         _fail(ConfigError(f"cannot write {path}: {exc.strerror}"))
 
 
+@app.command("init")
+def init_command(folder: Path = typer.Argument(..., help="A new (or empty) folder for the system.")) -> None:
+    """Write a small working system to edit: config, keys (mode 0600), a charter and ruleset
+    signed by the RI, Cedar rules and schema, and an operations module; then serve it."""
+    from answerable.scaffold import init
+
+    written = _run(lambda: init(folder))
+    out.print(f"wrote {len(written)} files to {folder}", markup=False)
+    out.print(f"next:  answerable serve {folder / 'answerable.toml'}", markup=False)
+
+
+@app.command("serve")
+def serve_command(
+    config_file: Path = typer.Argument(..., help="The system's answerable.toml."),
+    host: str | None = typer.Option(None, "--host", help="Listen here instead of [server] host."),
+    port: int | None = typer.Option(None, "--port", help="Listen on this port instead of [server] port."),
+) -> None:
+    """Run the gateway as a service: the HTTP API under /v1, reviews settled as they are
+    answered (from the CLI too), checkpoints signed on an interval and at SIGTERM."""
+    import dataclasses
+    import socket
+
+    import uvicorn
+
+    from answerable.config import LOOPBACK, load_config
+    from answerable.service import Service, build_app
+
+    config = _run(lambda: load_config(config_file))
+    if host is not None or port is not None:
+        config = dataclasses.replace(
+            config, host=host or config.host, port=config.port if port is None else port
+        )
+    if config.host not in LOOPBACK and (config.tls_cert is None or config.tls_key is None):
+        _fail(
+            ConfigError(
+                f"--host {config.host}: listening beyond loopback needs [server] tls_cert and tls_key"
+            )
+        )
+    try:
+        probe = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((config.host, config.port))
+        probe.close()
+    except OSError as exc:
+        _fail(ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}"))
+    service = Service(config)
+    app_ = build_app(service)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app_,
+            host=config.host,
+            port=config.port,
+            log_level="warning",
+            ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
+            ssl_keyfile=str(config.tls_key) if config.tls_key else None,
+            lifespan="on",
+        )
+    )
+    err.print(f"answerable serving {config.source} on {config.host}:{config.port}", markup=False)
+    try:
+        server.run()
+    except AnswerableError as exc:
+        _fail(exc)
+    if not server.started:
+        _fail(ConfigError(f"the service did not start ({config.source}); see the line above"))
+
+
 @app.command("witness")
 def witness_command(
     key_file: Path = typer.Option(..., "--key", help="The witness's key file (`answerable keys new`)."),

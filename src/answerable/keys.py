@@ -47,7 +47,7 @@ class KeyPair:
     def sign(self, data: bytes) -> str:
         return base64.b64encode(self.private.sign(data)).decode("ascii")
 
-    def save(self, path: Path, *, replace: bool = True) -> None:
+    def save(self, path: str | os.PathLike[str], *, replace: bool = True) -> None:
         """Write the key file, readable by its owner only.
 
         ``replace=False`` refuses a file that exists: a private key written over is gone for good.
@@ -70,12 +70,13 @@ class KeyPair:
             raise ConfigError(f"cannot write key file {path}: {exc.strerror or exc}") from exc
 
     @classmethod
-    def load(cls, path: Path) -> KeyPair:
+    def load(cls, path: str | os.PathLike[str]) -> KeyPair:
         """Read a key file written by :meth:`save`.
 
         Raises:
             ConfigError: the file is missing, unreadable or not an answerable key file.
         """
+        path = Path(path)
         try:
             identity, encoded = path.read_text(encoding="utf-8").split()
             raw = base64.b64decode(encoded, validate=True)

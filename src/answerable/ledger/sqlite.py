@@ -116,6 +116,8 @@ class SQLiteLedger:
         self._verifier = verifier
         self._read_lock = threading.Lock()
         self._reader = _connect(path)
+        self._nonces: sqlite3.Connection | None = None
+        self._nonce_lock = threading.Lock()
         self._pending: list[_Item] = []
         self._turn: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
         self._frontier: dict[tuple[int, int], bytes] = {}
@@ -674,6 +676,27 @@ class SQLiteLedger:
     def verifier_key(self) -> str:
         return self._verifier
 
+    def use_nonce(self, key: str, created: int) -> bool:
+        """Record a request nonce durably; False when it was recorded before (a replay).
+
+        Kept in the ledger's database (a table beside the log, not in it), so a request replayed
+        after a restart is still refused.
+        """
+        with self._nonce_lock:
+            try:
+                if self._nonces is None:
+                    self._nonces = _connect(self.path)
+                    self._nonces.execute(
+                        "CREATE TABLE IF NOT EXISTS nonces (key TEXT PRIMARY KEY, created INTEGER NOT NULL) "
+                        "WITHOUT ROWID"
+                    )
+                self._nonces.execute("INSERT INTO nonces VALUES (?, ?)", (key, created))
+            except sqlite3.IntegrityError:
+                return False
+            except sqlite3.DatabaseError as exc:
+                raise _translate(exc, self.path) from exc
+            return True
+
     def backup(self, target: str | os.PathLike[str]) -> int:
         """Copy the ledger, consistent as of one moment, into a new file; return its size.
 
@@ -736,6 +759,8 @@ class SQLiteLedger:
             self._cv.notify()
         self._writer.join()
         self._reader.close()
+        if self._nonces is not None:
+            self._nonces.close()
 
     def __enter__(self) -> SQLiteLedger:
         return self

@@ -1,0 +1,165 @@
+"""A client of ``answerable serve``, for agents in other processes: sync and async.
+
+    from answerable.client import Client
+    from answerable.keys import KeyPair
+
+    agent = Client("http://127.0.0.1:8470", KeyPair.load("agent.key"))
+    outcome = agent.submit("refund", {"order": "O-1", "amount_cents": 2500}, idempotency_key="refund-O-1")
+    if not outcome["done"]:                      # waiting for a person
+        outcome = agent.wait(outcome["intent_id"], seconds=30)
+
+Every request is signed (RFC 9421) with the key, whose identity must be the agent's name (or a
+person's, for ``halt`` and ``pause``) in the charter. A refused request raises
+:class:`ServiceRefused` with the service's reason code.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import orjson
+
+from answerable.errors import AnswerableError
+from answerable.httpsig import sign_request
+from answerable.keys import KeyPair
+
+__all__ = ["AsyncClient", "Client", "ServiceRefused"]
+
+
+class ServiceRefused(AnswerableError):
+    """The service said no: ``status`` is the HTTP status, ``reason_code`` its stable code."""
+
+    def __init__(self, status: int, reason_code: str, message: str) -> None:
+        super().__init__(f"[{reason_code}] {message}")
+        self.status = status
+        self.reason_code = reason_code
+
+
+def _submit_body(
+    operation: str, arguments: dict[str, Any], idempotency_key: str | None, causes: tuple[str, ...]
+) -> bytes:
+    return orjson.dumps(
+        {
+            "operation": operation,
+            "arguments": arguments,
+            "idempotency_key": idempotency_key,
+            "causes": list(causes),
+        }
+    )
+
+
+def _answer(response: httpx.Response) -> Any:
+    try:
+        doc = response.json()
+    except ValueError:
+        doc = {"error": response.text, "reason_code": "not_json"}
+    if response.status_code >= 400:
+        raise ServiceRefused(response.status_code, str(doc.get("reason_code", "")), str(doc.get("error", "")))
+    return doc
+
+
+class Client:
+    """A synchronous client; one per agent (or person) key."""
+
+    def __init__(self, url: str, key: KeyPair, *, timeout: float = 90.0) -> None:
+        self.url = url.rstrip("/")
+        self.key = key
+        self._http = httpx.Client(timeout=timeout)
+
+    def _post(self, path: str, body: bytes) -> Any:
+        target = f"{self.url}{path}"
+        headers = sign_request(self.key, "POST", target, body, created=int(time.time()))
+        return _answer(
+            self._http.post(target, content=body, headers={**headers, "Content-Type": "application/json"})
+        )
+
+    def submit(
+        self,
+        operation: str,
+        arguments: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        causes: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """Propose an intent; its outcome, or ``done: false`` while it waits for a review."""
+        result: dict[str, Any] = self._post(
+            "/v1/intents", _submit_body(operation, arguments, idempotency_key, causes)
+        )
+        return result
+
+    def wait(self, intent_id: str, *, seconds: float = 30.0) -> dict[str, Any]:
+        """The intent's status once final, or as it stands after ``seconds`` (the service long-polls)."""
+        result: dict[str, Any] = _answer(
+            self._http.get(f"{self.url}/v1/intents/{intent_id}", params={"wait": seconds})
+        )
+        return result
+
+    def reviews(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = _answer(self._http.get(f"{self.url}/v1/reviews"))
+        return result
+
+    def halt(self, reason: str, *, scope: str = "system") -> dict[str, Any]:
+        """Halt (signed by a person the charter names: this client's key)."""
+        result: dict[str, Any] = self._post(
+            "/v1/control", orjson.dumps({"action": "halt", "reason": reason, "scope": scope})
+        )
+        return result
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """The same calls for asyncio code (a framework's callback, an agent's event loop)."""
+
+    def __init__(self, url: str, key: KeyPair, *, timeout: float = 90.0) -> None:
+        self.url = url.rstrip("/")
+        self.key = key
+        self._http = httpx.AsyncClient(timeout=timeout)
+
+    async def _post(self, path: str, body: bytes) -> Any:
+        target = f"{self.url}{path}"
+        headers = sign_request(self.key, "POST", target, body, created=int(time.time()))
+        response = await self._http.post(
+            target, content=body, headers={**headers, "Content-Type": "application/json"}
+        )
+        return _answer(response)
+
+    async def submit(
+        self,
+        operation: str,
+        arguments: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        causes: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self._post(
+            "/v1/intents", _submit_body(operation, arguments, idempotency_key, causes)
+        )
+        return result
+
+    async def wait(self, intent_id: str, *, seconds: float = 30.0) -> dict[str, Any]:
+        response = await self._http.get(f"{self.url}/v1/intents/{intent_id}", params={"wait": seconds})
+        result: dict[str, Any] = _answer(response)
+        return result
+
+    async def reviews(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = _answer(await self._http.get(f"{self.url}/v1/reviews"))
+        return result
+
+    async def halt(self, reason: str, *, scope: str = "system") -> dict[str, Any]:
+        result: dict[str, Any] = await self._post(
+            "/v1/control", orjson.dumps({"action": "halt", "reason": reason, "scope": scope})
+        )
+        return result
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

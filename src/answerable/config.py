@@ -1,0 +1,220 @@
+"""The service's configuration: one TOML file, read and checked whole before anything starts.
+
+Relative paths are read from the folder the file is in. Every problem is one precise line
+naming the table and key (``answerable.toml: [server] port: ...``), raised as ConfigError.
+Secrets are never in the file: it names key files, which stay readable by their owner only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from answerable.errors import ConfigError
+
+__all__ = ["OperationConfig", "ServiceConfig", "load_config", "resolve_target"]
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@dataclass(frozen=True, slots=True)
+class OperationConfig:
+    """One ``[[operations]]`` entry: a function the service governs."""
+
+    name: str
+    target: str
+    """``module:function``, imported from the config's folder first."""
+    resource_class: str
+    idempotent: bool = False
+    lookup: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """What ``answerable serve`` runs."""
+
+    source: Path
+    folder: Path
+    ledger: Path
+    signing_key: Path | None
+    origin: str
+    charter: Path
+    ruleset: Path
+    policies: Path
+    schema: Path
+    operations: tuple[OperationConfig, ...]
+    checkpoint_every: float = 60.0
+    publish_dir: Path | None = None
+    public_entries: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8470
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    settle_every: float = 0.5
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Tables this version does not read (``[postgres]``, ``[nats]`` ...), kept for later issues."""
+
+
+_KNOWN = {"ledger", "charter", "rules", "operations", "monitors", "checkpoints", "notify", "server"}
+
+
+def load_config(path: Path) -> ServiceConfig:
+    """Read and check ``path``.
+
+    Raises:
+        ConfigError: the file is missing, not TOML, or a key is missing, of the wrong type or
+            names a file that is not there; one line naming where.
+    """
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not TOML: {exc}") from exc
+    folder = path.resolve().parent
+    read = _Reader(path.name, folder, doc)
+    operations = doc.get("operations", [])
+    if not isinstance(operations, list) or not operations:
+        raise ConfigError(f"{path.name}: [[operations]]: name at least one operation (name, target)")
+    ops = tuple(read.operation(i, op) for i, op in enumerate(operations))
+    names = [op.name for op in ops]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path.name}: [[operations]]: an operation name appears twice")
+    host = read.text("server", "host", "127.0.0.1")
+    tls_cert = read.maybe_path("server", "tls_cert", None, must_exist=True)
+    tls_key = read.maybe_path("server", "tls_key", None, must_exist=True)
+    if host not in LOOPBACK and (tls_cert is None or tls_key is None):
+        raise ConfigError(
+            f"{path.name}: [server] host: listening on {host} beyond loopback needs tls_cert and tls_key"
+        )
+    publish = read.maybe_path("checkpoints", "publish_dir", None, must_exist=False)
+    return ServiceConfig(
+        source=path,
+        folder=folder,
+        ledger=read.path("ledger", "path", "ledger.db", must_exist=False),
+        signing_key=read.maybe_path("ledger", "signing_key", None, must_exist=False),
+        origin=read.text("ledger", "origin", f"answerable.local/{folder.name}"),
+        charter=read.path("charter", "file", "charter.json", must_exist=True),
+        ruleset=read.path("rules", "signed", "ruleset.json", must_exist=True),
+        policies=read.path("rules", "policies", "policies.cedar", must_exist=True),
+        schema=read.path("rules", "schema", "schema.cedarschema", must_exist=True),
+        operations=ops,
+        checkpoint_every=read.number("checkpoints", "every_seconds", 60.0),
+        publish_dir=publish,
+        public_entries=read.flag("checkpoints", "public_entries", False),
+        host=host,
+        port=read.port(),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        extra={k: v for k, v in doc.items() if k not in _KNOWN},
+    )
+
+
+class _Reader:
+    def __init__(self, name: str, folder: Path, doc: dict[str, Any]) -> None:
+        self.name, self.folder, self.doc = name, folder, doc
+
+    def _table(self, table: str) -> dict[str, Any]:
+        value = self.doc.get(table, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"{self.name}: [{table}] must be a table")
+        return value
+
+    def _get(self, table: str, key: str, default: Any) -> Any:
+        return self._table(table).get(key, default)
+
+    def text(self, table: str, key: str, default: str) -> str:
+        value = self._get(table, key, default)
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{self.name}: [{table}] {key}: want a non-empty string, got {value!r}")
+        return value
+
+    def flag(self, table: str, key: str, default: bool) -> bool:
+        value = self._get(table, key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.name}: [{table}] {key}: want true or false, got {value!r}")
+        return value
+
+    def number(self, table: str, key: str, default: float) -> float:
+        value = self._get(table, key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 86_400:
+            raise ConfigError(
+                f"{self.name}: [{table}] {key}: want seconds between 0 and 86400, got {value!r}"
+            )
+        return float(value)
+
+    def port(self) -> int:
+        value = self._get("server", "port", 8470)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65_535:
+            raise ConfigError(f"{self.name}: [server] port: want 0 to 65535, got {value!r}")
+        return value
+
+    def path(self, table: str, key: str, default: str, *, must_exist: bool) -> Path:
+        found = self.maybe_path(table, key, default, must_exist=must_exist)
+        if found is None:
+            raise ConfigError(f"{self.name}: [{table}] {key}: want a path")
+        return found
+
+    def maybe_path(self, table: str, key: str, default: str | None, *, must_exist: bool) -> Path | None:
+        value = self._get(table, key, default)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{self.name}: [{table}] {key}: want a path, got {value!r}")
+        resolved = (self.folder / value).resolve()
+        if must_exist and not resolved.exists():
+            raise ConfigError(f"{self.name}: [{table}] {key}: {value} does not exist")
+        return resolved
+
+    def operation(self, i: int, entry: object) -> OperationConfig:
+        where = f"{self.name}: [[operations]] #{i + 1}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: want a table with name and target")
+        name, target = entry.get("name"), entry.get("target")
+        if not isinstance(name, str) or not name or any(c.isspace() for c in name):
+            raise ConfigError(f"{where}: name: want a name without spaces, got {name!r}")
+        if not isinstance(target, str) or target.count(":") != 1:
+            raise ConfigError(f"{where} ({name}): target: want module:function, got {target!r}")
+        lookup = entry.get("lookup")
+        if lookup is not None and (not isinstance(lookup, str) or lookup.count(":") != 1):
+            raise ConfigError(f"{where} ({name}): lookup: want module:function, got {lookup!r}")
+        idempotent = entry.get("idempotent", False)
+        if not isinstance(idempotent, bool):
+            raise ConfigError(f"{where} ({name}): idempotent: want true or false")
+        resource_class = entry.get("resource_class", name)
+        if not isinstance(resource_class, str) or not resource_class:
+            raise ConfigError(f"{where} ({name}): resource_class: want a name")
+        unknown = set(entry) - {"name", "target", "lookup", "idempotent", "resource_class"}
+        if unknown:
+            raise ConfigError(f"{where} ({name}): unknown key {sorted(unknown)[0]!r}")
+        resolve_target(target, self.folder, f"{where} ({name}): target")
+        if lookup is not None:
+            resolve_target(lookup, self.folder, f"{where} ({name}): lookup")
+        return OperationConfig(name, target, resource_class, idempotent, lookup)
+
+
+def resolve_target(target: str, folder: Path, where: str) -> Callable[..., Any]:
+    """Import ``module:function``, looking in ``folder`` first.
+
+    Raises:
+        ConfigError: the module cannot be imported or has no such callable.
+    """
+    import sys
+
+    module_name, _, function = target.partition(":")
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # the operator's module: any failure to import is a config error
+        raise ConfigError(f"{where}: cannot import {module_name}: {type(exc).__name__}: {exc}") from exc
+    found = getattr(module, function, None)
+    if not callable(found):
+        raise ConfigError(f"{where}: {module_name} has no function {function!r}")
+    return found  # type: ignore[no-any-return]

@@ -1,0 +1,129 @@
+"""``answerable init DIR``: a small working system a person can read, edit and serve as it is.
+
+It governs one example operation, ``refund``: small refunds run, larger ones wait for the
+reviewer, very large ones are refused. The RI's key signs the charter and the ruleset here,
+once; ``answerable serve`` never needs it (it only reads what the RI signed).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+
+from answerable.charter import new_charter, new_ruleset
+from answerable.errors import ConfigError
+from answerable.keys import KeyPair
+
+__all__ = ["POLICIES", "SCHEMA", "init"]
+
+SCHEMA = """\
+entity Agent;
+entity Resource { class: String };
+action "refund" appliesTo {
+  principal: [Agent],
+  resource: [Resource],
+  context: { order: String, amount_cents: Long }
+};
+"""
+
+POLICIES = """\
+@id("refunds-up-to-1000-eur")
+permit(principal, action == Action::"refund", resource) when { context.amount_cents <= 100000 };
+
+@id("refunds-over-100-eur-need-a-person")
+@review("a refund over 100 EUR needs a person")
+@deadline_minutes("60")
+forbid(principal, action == Action::"refund", resource) when { context.amount_cents > 10000 };
+"""
+
+OPERATIONS = '''\
+"""The operations this system governs. Each is a plain function; the service records the
+intent, asks Cedar (which sees the arguments as its context), waits for a person where the
+rules say so, and only then calls it, once."""
+
+import json
+from pathlib import Path
+
+EFFECTS = Path(__file__).with_name("effects.jsonl")
+
+
+def refund(order: str, amount_cents: int, idempotency_key: str) -> dict:
+    """Refund an order. A real one calls the payment provider with the idempotency key."""
+    with EFFECTS.open("a", encoding="utf-8") as out:
+        out.write(json.dumps({"order": order, "amount_cents": amount_cents, "key": idempotency_key}) + "\\n")
+    return {"refunded": amount_cents, "order": order}
+'''
+
+CONFIG = """\
+# answerable serve {folder}/answerable.toml
+[ledger]
+path = "ledger.db"
+origin = "answerable.local/{name}"
+
+[charter]
+file = "charter.json"          # signed by the RI ({ri}); keys of people and agents
+
+[rules]
+policies = "policies.cedar"
+schema = "schema.cedarschema"
+signed = "ruleset.json"        # the RI's signature over exactly these two files
+
+[[operations]]
+name = "refund"
+target = "operations:refund"
+idempotent = true
+
+[checkpoints]
+every_seconds = 10
+publish_dir = "log"             # the C2SP tlog-tiles tree, also served under /log/
+
+[server]
+host = "127.0.0.1"
+port = 8470
+"""
+
+
+def init(folder: Path, *, system: str | None = None) -> list[Path]:
+    """Write the example system into ``folder`` (new, or empty); the files written.
+
+    Raises:
+        ConfigError: ``folder`` exists and is not empty, or cannot be written.
+    """
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ConfigError(f"{folder} exists and is not an empty folder; init writes a new system")
+    name = system or folder.resolve().name or "system"
+    ri = KeyPair.generate(f"ri@{name}.example")
+    reviewer = KeyPair.generate(f"reviewer@{name}.example")
+    agent = KeyPair.generate("refunds-agent")
+    charter = new_charter(
+        name, ri, agents=[agent.identity], reviewers=[reviewer], agent_keys={agent.identity: agent.public_b64}
+    )
+    ruleset = new_ruleset(POLICIES, SCHEMA, ri)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for key, file in ((ri, "ri.key"), (reviewer, "reviewer.key"), (agent, "agent.key")):
+            key.save(folder / file, replace=False)
+            written.append(folder / file)
+        files = {
+            "answerable.toml": CONFIG.format(folder=folder, name=name, ri=ri.identity),
+            "charter.json": orjson.dumps(
+                charter.model_dump(mode="json"), option=orjson.OPT_INDENT_2
+            ).decode(),
+            "ruleset.json": orjson.dumps(
+                ruleset.model_dump(mode="json"), option=orjson.OPT_INDENT_2
+            ).decode(),
+            "policies.cedar": POLICIES,
+            "schema.cedarschema": SCHEMA,
+            "monitors.json": '{"monitors": []}\n',
+            "operations.py": OPERATIONS,
+        }
+        for file, text in files.items():
+            (folder / file).write_text(text, encoding="utf-8")
+            written.append(folder / file)
+        os.chmod(folder, 0o700)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {folder}: {exc.strerror}") from exc
+    return written

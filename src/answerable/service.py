@@ -1,0 +1,474 @@
+"""``answerable serve``: the gateway as a long-running service other processes call over HTTP.
+
+At start it takes the ledger's lease, installs (or resumes) the charter and ruleset the RI
+signed, and reconciles what a crash left open. While it runs it settles reviews answered from
+anywhere (``answerable approve`` included) within ``settle_every`` seconds, ticks deadlines and
+expiry, and signs (and publishes) a checkpoint every ``[checkpoints] every_seconds``. On SIGTERM
+uvicorn stops accepting, lets requests in flight finish, and the shutdown signs a last
+checkpoint and releases the lease.
+
+Agents sign their requests (RFC 9421, :mod:`answerable.httpsig`) with the key the charter lists
+for them; people (the RI, operators) sign halts and pauses the same way with their own keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ValidationError
+
+from answerable._canonical import canonical_bytes
+from answerable.config import ServiceConfig, resolve_target
+from answerable.control import scope_from_text
+from answerable.errors import (
+    AnswerableError,
+    ArgumentsInvalid,
+    ConfigError,
+    LeaseLost,
+    NotAuthorized,
+    RecordInvalid,
+    UnknownOperation,
+)
+from answerable.gateway import Gateway, Outcome
+from answerable.httpsig import verify_request
+from answerable.ledger import SQLiteLedger
+from answerable.ledger.tiles import publish
+from answerable.policy import load_ruleset
+from answerable.records import (
+    Decision,
+    Execution,
+    Intent,
+    Review,
+    RulesetVersion,
+    SystemCharter,
+    decode_entry,
+)
+
+__all__ = ["MAX_BODY", "Service", "build_app"]
+
+MAX_BODY = 64 * 1024
+"""Largest request body accepted; an intent's arguments are far smaller."""
+
+
+class SubmitBody(BaseModel):
+    operation: str
+    arguments: dict[str, Any]
+    idempotency_key: str | None = None
+    causes: tuple[str, ...] = ()
+
+
+class ControlBody(BaseModel):
+    action: str
+    reason: str
+    scope: str = "system"
+
+
+class Service:
+    """The gateway, its ledger and its background duties, for one config."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.ledger: SQLiteLedger | None = None
+        self.gateway: Gateway | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._by_key: dict[tuple[str, str], str] = {}
+        """(agent, idempotency key) -> intent id, rebuilt from the ledger at start."""
+        self._key_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._checkpointed = -1
+
+    # --- life ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the ledger, take the lease, install or resume, reconcile, start the duties.
+
+        Raises:
+            ConfigError: the signed charter or ruleset does not match the files, an operation
+                cannot be imported; LeaseHeld: another live gateway holds the ledger.
+        """
+        config = self.config
+        charter = _record(config.charter, SystemCharter)
+        ruleset = _record(config.ruleset, RulesetVersion)
+        parsed = load_ruleset(_text(config.policies), _text(config.schema))
+        if (parsed.ruleset_hash, parsed.schema_hash) != (ruleset.ruleset_hash, ruleset.schema_hash):
+            raise ConfigError(
+                f"{config.policies.name} or {config.schema.name} changed since the RI signed "
+                f"{config.ruleset.name}: have the RI sign the new version"
+            )
+        ledger = SQLiteLedger.open(
+            config.ledger, create=True, origin=config.origin, signing_key=config.signing_key
+        )
+        self.ledger = ledger
+        gateway = Gateway(ledger)
+        self.gateway = gateway
+        for op in config.operations:
+            gateway.register(
+                op.name,
+                resolve_target(op.target, config.folder, f"operation {op.name}"),
+                resource_class=op.resource_class,
+                idempotent=op.idempotent,
+                lookup=resolve_target(op.lookup, config.folder, f"operation {op.name}")
+                if op.lookup
+                else None,
+                context=lambda args: args.model_dump(mode="json"),
+            )
+        if ledger.of_kind("SystemCharter"):
+            await gateway.resume_from_ledger()
+        await gateway.install(charter, ruleset)
+        await gateway.reconcile()
+        for stored in ledger.of_kind("Intent"):
+            intent = decode_entry(stored.data)
+            if isinstance(intent, Intent):
+                self._by_key.setdefault((intent.agent, intent.idempotency_key), intent.id)
+        self._tasks = [
+            asyncio.create_task(self._every(config.settle_every, self._settle)),
+            asyncio.create_task(self._every(config.checkpoint_every, self._checkpoint)),
+        ]
+
+    async def stop(self) -> None:
+        """Stop the duties, sign a last checkpoint, release the lease, close the ledger."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.ledger is not None:
+            with contextlib.suppress(AnswerableError):
+                await self._checkpoint()
+        if self.gateway is not None:
+            self.gateway.close()
+        if self.ledger is not None:
+            self.ledger.close()
+
+    async def _every(self, seconds: float, duty: Any) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await duty()
+            except LeaseLost:
+                return  # deposed: a standby holds the ledger now
+            except AnswerableError:
+                continue  # recorded where it matters; try again on the next round
+
+    async def _settle(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.settle_reviews()
+
+    async def _checkpoint(self) -> None:
+        ledger = self.ledger
+        if ledger is None or ledger.size() == self._checkpointed:
+            return
+        if self.config.publish_dir is not None:
+            done = await asyncio.to_thread(
+                publish, ledger, self.config.publish_dir, hashes_only=not self.config.public_entries
+            )
+            self._checkpointed = done.size
+        else:
+            note = await asyncio.to_thread(ledger.checkpoint)
+            self._checkpointed = int(note.split("\n")[1])
+
+    # --- reading -------------------------------------------------------------------------------------
+
+    def _running(self) -> tuple[SQLiteLedger, Gateway]:
+        if self.ledger is None or self.gateway is None:
+            raise ConfigError("the service is not running")
+        return self.ledger, self.gateway
+
+    def status_of(self, intent_id: str) -> dict[str, Any]:
+        """Where an intent stands, read from the ledger: its decision, review and execution."""
+        ledger, gateway = self._running()
+        intent = decode_entry(ledger.find(intent_id).data)
+        if not isinstance(intent, Intent):
+            raise ConfigError(f"{intent_id} is not an intent")
+        decision: Decision | None = None
+        review: Review | None = None
+        execution: Execution | None = None
+        for stored in ledger.caused_by(intent_id):
+            record = decode_entry(stored.data)
+            if isinstance(record, Decision) and record.intent_id == intent_id:
+                decision = record
+            elif isinstance(record, Review) and record.intent_id == intent_id:
+                review = record
+            elif isinstance(record, Execution) and record.intent_id == intent_id:
+                execution = record
+        status, done = "recorded", False
+        if execution is not None:
+            status, done = execution.status, True
+        elif decision is not None and decision.effect == "deny":
+            status, done = "denied", True
+        elif review is not None:
+            state = gateway.reviews.state(review.id)
+            status = {"denied": "denied", "expired": "expired"}.get(state.status, "review")
+            done = status != "review"
+        return {
+            "intent_id": intent_id,
+            "agent": intent.agent,
+            "operation": intent.operation,
+            "arguments": intent.arguments,
+            "idempotency_key": intent.idempotency_key,
+            "status": status,
+            "done": done,
+            "decision": None
+            if decision is None
+            else {
+                "id": decision.id,
+                "effect": decision.effect,
+                "policy_ids": list(decision.policy_ids),
+                "errors": list(decision.errors),
+            },
+            "review_id": None if review is None else review.id,
+            "execution": None
+            if execution is None
+            else {
+                "id": execution.id,
+                "status": execution.status,
+                "error": execution.error,
+                "response_digest": execution.response_digest,
+            },
+        }
+
+    # --- acting ------------------------------------------------------------------------------------
+
+    async def submit(self, agent: str, body: SubmitBody) -> tuple[int, dict[str, Any]]:
+        """Govern one intent for ``agent``; (HTTP status, document)."""
+        _, gateway = self._running()
+        if body.idempotency_key is None:
+            return 200, _outcome_doc(await gateway.submit(self._intent(agent, body)))
+        slot = (agent, body.idempotency_key)
+        async with self._key_locks.setdefault(slot, asyncio.Lock()):
+            existing = self._by_key.get(slot)
+            if existing is not None:
+                doc = self.status_of(existing)
+                if _same(doc["arguments"], body.arguments) and doc["operation"] == body.operation:
+                    return 200, {**doc, "existing": True}
+                return 409, {
+                    "error": f"idempotency key {body.idempotency_key!r} was used by intent {existing} "
+                    "with other arguments",
+                    "reason_code": "idempotency_conflict",
+                    "intent_id": existing,
+                }
+            intent = self._intent(agent, body)
+            self._by_key[slot] = intent.id
+            try:
+                outcome = await gateway.submit(intent)
+            except AnswerableError:
+                if not self._recorded(intent.id):
+                    del self._by_key[slot]
+                raise
+        return 200, _outcome_doc(outcome)
+
+    def _recorded(self, intent_id: str) -> bool:
+        ledger, _ = self._running()
+        try:
+            ledger.find(intent_id)
+        except AnswerableError:
+            return False
+        return True
+
+    def _intent(self, agent: str, body: SubmitBody) -> Intent:
+        _, gateway = self._running()
+        return gateway.intent(
+            agent, body.operation, body.arguments, causes=body.causes, idempotency_key=body.idempotency_key
+        )
+
+    async def wait(self, intent_id: str, seconds: float) -> dict[str, Any]:
+        """The intent's status once it is final, or as it is when ``seconds`` (at most 60) run out."""
+        deadline = time.monotonic() + min(max(seconds, 0.0), 60.0)
+        while True:
+            doc = self.status_of(intent_id)
+            if doc["done"] or time.monotonic() >= deadline:
+                return doc
+            await asyncio.sleep(0.1)
+
+    def agent_keys(self) -> dict[str, str]:
+        _, gateway = self._running()
+        return {a.name: a.public_key for a in gateway.charter.agents if a.public_key}
+
+    def people_keys(self) -> dict[str, str]:
+        _, gateway = self._running()
+        return {p.identity: p.public_key for p in gateway.charter.people}
+
+
+def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    try:
+        return canonical_bytes(dict(a)) == canonical_bytes(dict(b))
+    except RecordInvalid:
+        return False
+
+
+def _outcome_doc(outcome: Outcome) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "intent_id": outcome.intent.id,
+        "status": outcome.status,
+        "done": outcome.status != "review",
+        "decision": None
+        if outcome.decision is None
+        else {
+            "id": outcome.decision.id,
+            "effect": outcome.decision.effect,
+            "policy_ids": list(outcome.decision.policy_ids),
+            "errors": list(outcome.decision.errors),
+        },
+        "review_id": None if outcome.review is None else outcome.review.id,
+        "execution": None
+        if outcome.execution is None
+        else {
+            "id": outcome.execution.id,
+            "status": outcome.execution.status,
+            "error": outcome.execution.error,
+        },
+    }
+    try:
+        doc["result"] = orjson.loads(orjson.dumps(outcome.result))
+    except (TypeError, orjson.JSONDecodeError):
+        doc["result"] = None
+    return doc
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+
+
+def _record(path: Path, kind: type[SystemCharter] | type[RulesetVersion]) -> Any:
+    try:
+        return kind.model_validate_json(_text(path))
+    except ValidationError as exc:
+        raise ConfigError(f"{path.name} is not a signed {kind.__name__}: {exc.errors()[0]['msg']}") from exc
+
+
+def build_app(service: Service) -> FastAPI:
+    """The HTTP API, versioned under ``/v1``, and ``/healthz``."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(title="answerable", version="1", lifespan=lifespan)
+
+    async def signed(request: Request, keys: Mapping[str, str]) -> tuple[str, bytes]:
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            raise _HTTPError(413, "body_too_large", f"the body is over {MAX_BODY} bytes")
+        try:
+            who = verify_request(
+                request.method, str(request.url), dict(request.headers), body, keys, now=int(time.time())
+            )
+        except NotAuthorized as exc:
+            raise _HTTPError(401, exc.reason_code, str(exc)) from exc
+        ledger, _ = service._running()
+        if not await asyncio.to_thread(ledger.use_nonce, f"{who.keyid}:{who.nonce}", who.created):
+            raise _HTTPError(401, "replayed", "this request was made before (its nonce is used)")
+        return who.keyid, body
+
+    @app.exception_handler(AnswerableError)
+    async def refused(_request: Request, exc: AnswerableError) -> JSONResponse:
+        status = 422 if isinstance(exc, ArgumentsInvalid | UnknownOperation | RecordInvalid) else 400
+        if isinstance(exc, _HTTPError):
+            status = exc.status
+        elif isinstance(exc, LeaseLost):
+            status = 503
+        elif isinstance(exc, NotAuthorized):
+            status = 403
+        code = getattr(exc, "reason_code", "") or type(exc).__name__
+        return JSONResponse({"error": str(exc), "reason_code": code}, status_code=status)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        ledger, gateway = service.ledger, service.gateway
+        holds = gateway is not None and gateway.lease.held
+        try:
+            reachable = ledger is not None and ledger.size() >= 0
+        except AnswerableError:
+            reachable = False
+        return JSONResponse(
+            {"lease": holds, "store": reachable}, status_code=200 if holds and reachable else 503
+        )
+
+    @app.post("/v1/intents")
+    async def submit(request: Request) -> JSONResponse:
+        agent, raw = await signed(request, service.agent_keys())
+        body = _parse(SubmitBody, raw)
+        status, doc = await service.submit(agent, body)
+        return JSONResponse(doc, status_code=status)
+
+    @app.get("/v1/intents/{intent_id}")
+    async def get_intent(intent_id: str, wait: float = 0.0) -> JSONResponse:
+        return JSONResponse(await service.wait(intent_id, wait) if wait else service.status_of(intent_id))
+
+    @app.get("/v1/reviews")
+    async def reviews() -> JSONResponse:
+        _, gateway = service._running()
+        return JSONResponse(
+            [
+                {
+                    "review_id": s.review.id,
+                    "intent_id": s.intent.id,
+                    "operation": s.review.operation,
+                    "arguments": s.intent.arguments,
+                    "agent": s.intent.agent,
+                    "reasons": list(s.review.reasons),
+                    "assignee": s.assignee,
+                    "expires_at": s.review.expires_at,
+                    "state": s.status,
+                }
+                for s in gateway.reviews.open()
+            ]
+        )
+
+    @app.post("/v1/control")
+    async def control(request: Request) -> JSONResponse:
+        person, raw = await signed(request, service.people_keys())
+        body = _parse(ControlBody, raw)
+        _, gateway = service._running()
+        scope = scope_from_text(body.scope)
+        if body.action == "halt":
+            made = await gateway.control.halt(by=person, reason=body.reason, scope=scope)
+        elif body.action == "pause":
+            made = await gateway.control.pause(by=person, reason=body.reason, scope=scope)
+        else:
+            raise _HTTPError(
+                422, "bad_action", f"action {body.action!r}: halt or pause (a resume is signed, use the CLI)"
+            )
+        return JSONResponse(
+            {"id": made.id, "action": made.action, "scope": made.scope.label(), "by": made.by}
+        )
+
+    @app.get("/v1/checkpoint")
+    async def checkpoint() -> PlainTextResponse:
+        ledger, _ = service._running()
+        note = ledger.latest_checkpoint() or await asyncio.to_thread(ledger.checkpoint)
+        return PlainTextResponse(note)
+
+    return app
+
+
+def _parse(model: type[Any], raw: bytes) -> Any:
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(body)"
+        raise _HTTPError(422, "bad_body", f"{where}: {first['msg']}") from exc
+
+
+class _HTTPError(AnswerableError):
+    """A refusal with its HTTP status and stable reason code."""
+
+    def __init__(self, status: int, reason_code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason_code = reason_code
