@@ -641,6 +641,7 @@ def serve_command(
     """Run the gateway as a service: the HTTP API under /v1, reviews settled as they are
     answered (from the CLI too), checkpoints signed on an interval and at SIGTERM."""
     import dataclasses
+    import signal
     import socket
 
     import uvicorn
@@ -667,25 +668,36 @@ def serve_command(
     except OSError as exc:
         _fail(ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}"))
     service = Service(config)
-    app_ = build_app(service)
     server = uvicorn.Server(
         uvicorn.Config(
-            app_,
+            build_app(service, lifespan=False),
             host=config.host,
             port=config.port,
             log_level="warning",
             ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
             ssl_keyfile=str(config.tls_key) if config.tls_key else None,
-            lifespan="on",
+            lifespan="off",
         )
     )
+
+    async def main() -> None:
+        # Started before uvicorn: a ledger held by another gateway or a charter that does not
+        # match is one line and exit 2, with nothing listening yet.
+        try:
+            await service.start()
+        except BaseException:
+            await service.stop()
+            raise
+        try:
+            await server.serve()
+        finally:
+            await service.stop()
+
     err.print(f"answerable serving {config.source} on {config.host}:{config.port}", markup=False)
-    try:
-        server.run()
-    except AnswerableError as exc:
-        _fail(exc)
-    if not server.started:
-        _fail(ConfigError(f"the service did not start ({config.source}); see the line above"))
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler it
+    # found installed: this one, so a clean shutdown exits 0 instead of dying of the signal.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
+    _run(lambda: asyncio.run(main()))
 
 
 @app.command("witness")

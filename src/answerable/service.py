@@ -346,18 +346,19 @@ def _record(path: Path, kind: type[SystemCharter] | type[RulesetVersion]) -> Any
         raise ConfigError(f"{path.name} is not a signed {kind.__name__}: {exc.errors()[0]['msg']}") from exc
 
 
-def build_app(service: Service) -> FastAPI:
-    """The HTTP API, versioned under ``/v1``, and ``/healthz``."""
+def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
+    """The HTTP API, versioned under ``/v1``, and ``/healthz``. With ``lifespan`` the app starts
+    and stops the service itself; ``answerable serve`` starts it first, to refuse with one line."""
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def running(_app: FastAPI) -> AsyncIterator[None]:
         await service.start()
         try:
             yield
         finally:
             await service.stop()
 
-    app = FastAPI(title="answerable", version="1", lifespan=lifespan)
+    app = FastAPI(title="answerable", version="1", lifespan=running if lifespan else None)
 
     async def signed(request: Request, keys: Mapping[str, str]) -> tuple[str, bytes]:
         body = await request.body()

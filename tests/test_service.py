@@ -1,0 +1,317 @@
+"""``answerable serve`` as a real process, called by agents in other processes over HTTP.
+
+The service, the agents and the reviewer are separate OS processes; the only thing they share
+is the system's folder (the ledger in it) and HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from answerable import KeyPair
+from answerable.httpsig import sign_request
+from answerable.scaffold import init
+
+pytestmark = pytest.mark.slow
+CLI = [sys.executable, "-m", "answerable.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Running:
+    folder: Path
+    url: str
+    proc: subprocess.Popen[str]
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=60)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        return code
+
+
+def start(folder: Path, port: int) -> Running:
+    proc = subprocess.Popen(
+        [*CLI, "serve", str(folder / "answerable.toml"), "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=folder,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"serve exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}"
+            )
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return Running(folder, url, proc)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("serve did not become healthy in 60 s")
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> Iterator[Running]:
+    folder = tmp_path / "shop"
+    init(folder)
+    running = start(folder, free_port())
+    try:
+        yield running
+    finally:
+        if running.proc.poll() is None:
+            running.stop(signal.SIGKILL)
+
+
+AGENT = """
+import json, sys
+from answerable.client import Client, ServiceRefused
+from answerable.keys import KeyPair
+client = Client(sys.argv[1], KeyPair.load("agent.key"))
+done = []
+for line in sys.stdin:
+    ask = json.loads(line)
+    try:
+        if ask.get("wait"):
+            done.append(client.wait(ask["wait"], seconds=20))
+        else:
+            done.append(client.submit("refund", ask["arguments"], idempotency_key=ask.get("key")))
+    except ServiceRefused as exc:
+        done.append({"refused": exc.status, "reason_code": exc.reason_code})
+print(json.dumps(done))
+"""
+
+
+def agent(running: Running, *asks: dict[str, object]) -> list[dict[str, object]]:
+    """Run an agent process that makes ``asks`` in order; what it got back."""
+    done = subprocess.run(
+        [sys.executable, "-c", AGENT, running.url],
+        input="".join(json.dumps(a) + "\n" for a in asks),
+        capture_output=True,
+        text=True,
+        cwd=running.folder,
+        timeout=120,
+        check=True,
+    )
+    result: list[dict[str, object]] = json.loads(done.stdout)
+    return result
+
+
+def cli(running: Running, *args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=running.folder, timeout=60, check=False
+    )
+
+
+def effects(running: Running) -> list[dict[str, object]]:
+    path = running.folder / "effects.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def executions(folder: Path) -> list[dict[str, object]]:
+    conn = sqlite3.connect(folder / "ledger.db")
+    try:
+        return [json.loads(d) for (d,) in conn.execute("SELECT data FROM entries WHERE kind = 'Execution'")]
+    finally:
+        conn.close()
+
+
+def test_an_agent_submits_a_reviewer_approves_from_the_cli_and_it_runs_with_no_host_code(
+    system: Running,
+) -> None:
+    small, large = agent(
+        system,
+        {"arguments": {"order": "O-1", "amount_cents": 2500}, "key": "refund-O-1"},
+        {"arguments": {"order": "O-2", "amount_cents": 50000}, "key": "refund-O-2"},
+    )
+    assert (small["status"], large["status"]) == ("succeeded", "review")
+    reviewer = KeyPair.load(system.folder / "reviewer.key")
+    approved = cli(
+        system,
+        "approve",
+        "ledger.db",
+        large["review_id"],
+        "--by",
+        reviewer.identity,
+        "--reason",
+        "checked",
+        "--key",
+        "reviewer.key",
+    )
+    assert approved.returncode == 0, approved.stderr
+    [waited] = agent(system, {"wait": large["intent_id"]})
+    assert waited["status"] == "succeeded"
+    assert [e["order"] for e in effects(system)] == ["O-1", "O-2"]
+    again, conflict = agent(
+        system,
+        {"arguments": {"order": "O-2", "amount_cents": 50000}, "key": "refund-O-2"},
+        {"arguments": {"order": "O-2", "amount_cents": 1}, "key": "refund-O-2"},
+    )
+    assert (again["intent_id"], again["existing"]) == (large["intent_id"], True)
+    assert conflict == {"refused": 409, "reason_code": "idempotency_conflict"}
+    assert len(effects(system)) == 2
+
+
+def test_a_halt_from_the_cli_stops_the_next_call(system: Running) -> None:
+    ri = KeyPair.load(system.folder / "ri.key")
+    assert cli(system, "halt", "ledger.db", "--by", ri.identity, "--reason", "storm").returncode == 0
+    [after] = agent(system, {"arguments": {"order": "O-9", "amount_cents": 100}})
+    assert after["status"] == "denied"
+    assert "halt" in str(after["decision"])
+    assert effects(system) == []
+
+
+def post(running: Running, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    return httpx.post(f"{running.url}/v1/intents", content=body, headers=headers, timeout=30)
+
+
+def test_unsigned_wrongly_signed_and_replayed_requests_are_refused_even_after_a_restart(
+    system: Running,
+) -> None:
+    body = json.dumps({"operation": "refund", "arguments": {"order": "O-5", "amount_cents": 100}}).encode()
+    url = f"{system.url}/v1/intents"
+    unsigned = post(system, body, {})
+    assert (unsigned.status_code, unsigned.json()["reason_code"]) == (401, "unsigned")
+    impostor = KeyPair.generate("refunds-agent")  # the agent's name, another key
+    forged = post(system, body, sign_request(impostor, "POST", url, body, created=int(time.time())))
+    assert (forged.status_code, forged.json()["reason_code"]) == (401, "bad_signature")
+    agent_key = KeyPair.load(system.folder / "agent.key")
+    stale = post(system, body, sign_request(agent_key, "POST", url, body, created=int(time.time()) - 3600))
+    assert (stale.status_code, stale.json()["reason_code"]) == (401, "clock_skew")
+    headers = sign_request(agent_key, "POST", url, body, created=int(time.time()))
+    assert post(system, body, headers).status_code == 200
+    replayed = post(system, body, headers)
+    assert (replayed.status_code, replayed.json()["reason_code"]) == (401, "replayed")
+    tampered = post(system, body.replace(b"100", b"999"), headers)
+    assert tampered.json()["reason_code"] == "bad_digest"
+    port = int(system.url.rsplit(":", 1)[1])
+    assert system.stop() == 0
+    restarted = start(system.folder, port)
+    try:
+        again = post(restarted, body, headers)
+        assert (again.status_code, again.json()["reason_code"]) == (401, "replayed")
+    finally:
+        restarted.stop()
+    assert len(effects(system)) == 1
+
+
+def test_sigterm_signs_a_final_checkpoint_and_releases_the_lease(system: Running) -> None:
+    agent(system, *({"arguments": {"order": f"O-{n}", "amount_cents": 100}} for n in range(5)))
+    assert system.stop() == 0
+    conn = sqlite3.connect(system.folder / "ledger.db")
+    try:
+        size = conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+        latest = conn.execute("SELECT MAX(size) FROM checkpoints").fetchone()[0]
+        released = conn.execute("SELECT released FROM lease").fetchone()[0]
+    finally:
+        conn.close()
+    assert latest == size
+    assert released == 1
+    published = (system.folder / "log" / "checkpoint").read_text()
+    assert published.split("\n")[1] == str(size)
+    assert cli(system, "verify", "ledger.db").returncode == 0
+
+
+def test_kill_9_under_load_and_a_restart_lose_nothing_and_run_nothing_twice(system: Running) -> None:
+    asks = [
+        {"arguments": {"order": f"O-{n}", "amount_cents": 100 + n}, "key": f"refund-{n}"} for n in range(40)
+    ]
+    loader = subprocess.Popen(
+        [sys.executable, "-c", AGENT, system.url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=system.folder,
+    )
+    assert loader.stdin is not None
+    for ask in asks:
+        loader.stdin.write(json.dumps(ask) + "\n")
+    loader.stdin.close()
+    deadline = time.monotonic() + 60
+    while len(effects(system)) < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    port = int(system.url.rsplit(":", 1)[1])
+    system.stop(signal.SIGKILL)
+    loader.wait(timeout=120)  # it fails once the service is gone: what it had sent is in the ledger or not
+    for stream in (loader.stdout, loader.stderr):
+        if stream is not None:
+            stream.close()
+    restarted = start(system.folder, port)
+    try:
+        results = agent(restarted, *asks)  # every ask again, same keys: nothing runs twice
+    finally:
+        assert restarted.stop() == 0
+    keys = [e["key"] for e in effects(system)]
+    assert len(keys) == len(set(keys))
+    by_intent: dict[object, int] = {}
+    for execution in executions(system.folder):
+        by_intent[execution["intent_id"]] = by_intent.get(execution["intent_id"], 0) + 1
+    assert all(n == 1 for n in by_intent.values())
+    for ask, result in zip(asks, results, strict=True):
+        assert result.get("status") in ("succeeded", "ambiguous"), (ask, result)
+    assert cli(system, "verify", "ledger.db").returncode == 0
+
+
+def test_configuration_errors_are_one_line_and_start_nothing(tmp_path: Path, system: Running) -> None:
+    missing = subprocess.run(
+        [*CLI, "serve", str(tmp_path / "nope.toml")], capture_output=True, text=True, check=False
+    )
+    assert missing.returncode == 2
+    assert len(missing.stderr.strip().splitlines()) == 1
+    port = int(system.url.rsplit(":", 1)[1])
+    busy = subprocess.run(
+        [*CLI, "serve", str(system.folder / "answerable.toml"), "--port", str(port)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert busy.returncode == 2
+    assert "cannot listen" in busy.stderr
+    held = subprocess.run(
+        [*CLI, "serve", str(system.folder / "answerable.toml"), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert held.returncode == 2
+    assert "lease" in held.stderr.lower() or "held" in held.stderr.lower()
+    broken = tmp_path / "broken"
+    init(broken)
+    config = (
+        (broken / "answerable.toml")
+        .read_text()
+        .replace('target = "operations:refund"', 'target = "nowhere:refund"')
+    )
+    (broken / "answerable.toml").write_text(config)
+    bad_target = subprocess.run(
+        [*CLI, "serve", str(broken / "answerable.toml")], capture_output=True, text=True, check=False
+    )
+    assert bad_target.returncode == 2
+    assert "cannot import nowhere" in bad_target.stderr
+    assert not (broken / "ledger.db").exists()
+    assert os.stat(broken / "ri.key").st_mode & 0o777 == 0o600
