@@ -344,3 +344,97 @@ def test_the_readme_service_example_runs_as_written(tmp_path: Path) -> None:
         assert ran.stdout.strip() == "succeeded review True"
     finally:
         assert running.stop() == 0
+
+
+def test_the_service_notifies_a_webhook_has_its_checkpoints_witnessed_and_serves_log_and_why(
+    tmp_path: Path,
+) -> None:
+    import re
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from answerable.ledger.tiles import tile_path
+    from answerable.ledger.witness import CosignatureVerifier
+
+    events: list[dict[str, object]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            events.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    folder = tmp_path / "shop"
+    init(folder)
+    log_key = None
+    KeyPair.generate("witness.example/w9").save(tmp_path / "w.key")
+    # The log's key is made when the ledger is; serve once to learn it, as an operator would.
+    first = start(folder, free_port())
+    assert first.stop() == 0
+    log_key = cli(first, "ledger", "key", "ledger.db").stdout.strip()
+    witness = subprocess.Popen(
+        [
+            *CLI,
+            "witness",
+            "--key",
+            str(tmp_path / "w.key"),
+            "--state",
+            str(tmp_path / "wstate"),
+            "--log",
+            log_key,
+            "--port",
+            "0",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert witness.stderr is not None
+    found = re.search(r"listening on (http://\S+/) .* its key: (\S+)", witness.stderr.readline())
+    assert found
+    config = (folder / "answerable.toml").read_text()
+    config = config.replace(
+        "every_seconds = 10",
+        f'every_seconds = 0.5\nwitnesses = [{{ url = "{found.group(1)}", key = "{found.group(2)}" }}]',
+    )
+    config += f'\n[notify]\nwebhook = "http://127.0.0.1:{hook.server_address[1]}/events"\n'
+    (folder / "answerable.toml").write_text(config)
+    running = start(folder, free_port())
+    try:
+        [large] = agent(running, {"arguments": {"order": "O-7", "amount_cents": 50000}})
+        ri = KeyPair.load(folder / "ri.key")
+        assert cli(running, "halt", "ledger.db", "--by", ri.identity, "--reason", "storm").returncode == 0
+        deadline = time.monotonic() + 30
+        cosigned = ""
+        while time.monotonic() < deadline:
+            cosigned = httpx.get(f"{running.url}/log/checkpoint").text
+            kinds = {e["kind"] for e in events}
+            if {"Review", "Control"} <= kinds and CosignatureVerifier.from_key(found.group(2)).timestamp(
+                cosigned
+            ):
+                break
+            time.sleep(0.05)
+        assert {"Review", "Control"} <= {e["kind"] for e in events}, events
+        halt = next(e for e in events if e["kind"] == "Control")
+        assert (halt["action"], halt["by"], halt["reason"]) == ("halt", ri.identity, "storm")
+        assert CosignatureVerifier.from_key(found.group(2)).timestamp(cosigned) is not None
+        size = int(cosigned.split("\n")[1])
+        tile = httpx.get(f"{running.url}/log/{tile_path(0, 0, min(size, 256))}")
+        assert (tile.status_code, len(tile.content)) == (200, 32 * min(size, 256))
+        hidden = httpx.get(f"{running.url}/log/{tile_path('entries', 0, min(size, 256))}")
+        assert hidden.status_code == 404  # entry bundles carry arguments: not public unless configured
+        graph = httpx.get(f"{running.url}/v1/why/{large['intent_id']}").json()
+        assert graph["accountable"]["ri"] == ri.identity
+        assert httpx.get(f"{running.url}/v1/why/no-such-entry").status_code == 404
+    finally:
+        assert running.stop() == 0
+        witness.terminate()
+        witness.wait(timeout=30)
+        witness.stderr.close()
+        hook.shutdown()
+        hook.server_close()
+    assert cli(running, "verify", "ledger.db", "--witness", tmp_path / "wstate").returncode == 0

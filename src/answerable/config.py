@@ -55,6 +55,10 @@ class ServiceConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     settle_every: float = 0.5
+    witnesses: tuple[tuple[str, str], ...] = ()
+    """``[checkpoints] witnesses``: (url, verifier key) of each witness asked to cosign."""
+    webhook: str | None = None
+    """``[notify] webhook``: called on reviews opened, escalated or expired, halts, pauses and alerts."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Tables this version does not read (``[postgres]``, ``[nats]`` ...), kept for later issues."""
 
@@ -112,6 +116,8 @@ def load_config(path: Path) -> ServiceConfig:
         port=read.port(),
         tls_cert=tls_cert,
         tls_key=tls_key,
+        witnesses=read.witnesses(),
+        webhook=read.url("notify", "webhook"),
         extra={k: v for k, v in doc.items() if k not in _KNOWN},
     )
 
@@ -148,6 +154,29 @@ class _Reader:
                 f"{self.name}: [{table}] {key}: want seconds between 0 and 86400, got {value!r}"
             )
         return float(value)
+
+    def url(self, table: str, key: str) -> str | None:
+        value = self._get(table, key, None)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+            raise ConfigError(f"{self.name}: [{table}] {key}: want an http(s) URL, got {value!r}")
+        return value
+
+    def witnesses(self) -> tuple[tuple[str, str], ...]:
+        value = self._get("checkpoints", "witnesses", [])
+        found = []
+        for i, entry in enumerate(value if isinstance(value, list) else [None]):
+            if (
+                not isinstance(entry, dict)
+                or not isinstance(entry.get("url"), str)
+                or not isinstance(entry.get("key"), str)
+            ):
+                raise ConfigError(
+                    f"{self.name}: [checkpoints] witnesses #{i + 1}: want {{ url = ..., key = ... }}"
+                )
+            found.append((entry["url"], entry["key"]))
+        return tuple(found)
 
     def port(self) -> int:
         value = self._get("server", "port", 8470)

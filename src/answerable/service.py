@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -32,6 +34,7 @@ from answerable.errors import (
     AnswerableError,
     ArgumentsInvalid,
     ConfigError,
+    EntryNotFound,
     LeaseLost,
     NotAuthorized,
     RecordInvalid,
@@ -41,6 +44,7 @@ from answerable.gateway import Gateway, Outcome
 from answerable.httpsig import verify_request
 from answerable.ledger import SQLiteLedger
 from answerable.ledger.tiles import publish
+from answerable.ledger.witness import CosignatureVerifier, request_cosignature
 from answerable.policy import load_ruleset
 from answerable.records import (
     Decision,
@@ -53,6 +57,8 @@ from answerable.records import (
 )
 
 __all__ = ["MAX_BODY", "Service", "build_app"]
+
+_NOTIFY = frozenset({"Review", "Escalation", "ReviewClosed", "Control", "Alert"})
 
 MAX_BODY = 64 * 1024
 """Largest request body accepted; an intent's arguments are far smaller."""
@@ -83,6 +89,10 @@ class Service:
         """(agent, idempotency key) -> intent id, rebuilt from the ledger at start."""
         self._key_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._checkpointed = -1
+        self._seen = 0
+        self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10_000)
+        self.dropped_events = 0
+        """Events not queued for the webhook because it fell 10,000 behind (said, not hidden)."""
 
     # --- life ------------------------------------------------------------------------------------
 
@@ -127,10 +137,14 @@ class Service:
             intent = decode_entry(stored.data)
             if isinstance(intent, Intent):
                 self._by_key.setdefault((intent.agent, intent.idempotency_key), intent.id)
+        self._seen = ledger.size()
         self._tasks = [
             asyncio.create_task(self._every(config.settle_every, self._settle)),
             asyncio.create_task(self._every(config.checkpoint_every, self._checkpoint)),
         ]
+        if config.webhook is not None:
+            self._tasks.append(asyncio.create_task(self._every(config.settle_every, self._watch)))
+            self._tasks.append(asyncio.create_task(self._notify(config.webhook)))
 
     async def stop(self) -> None:
         """Stop the duties, sign a last checkpoint, release the lease, close the ledger."""
@@ -170,9 +184,58 @@ class Service:
                 publish, ledger, self.config.publish_dir, hashes_only=not self.config.public_entries
             )
             self._checkpointed = done.size
+            note = (self.config.publish_dir / "checkpoint").read_text(encoding="utf-8")
         else:
             note = await asyncio.to_thread(ledger.checkpoint)
             self._checkpointed = int(note.split("\n")[1])
+        for url, key in self.config.witnesses:
+            note = await asyncio.to_thread(self._cosigned, note, url, key)
+        if self.config.witnesses and self.config.publish_dir is not None:
+            (self.config.publish_dir / "checkpoint").write_text(note, encoding="utf-8")
+
+    def _cosigned(self, note: str, url: str, key: str) -> str:
+        """``note`` with the witness's cosignature added, or as it was if the witness is away
+        (the next checkpoint asks again; a refusal is said on stderr: it means a rewrite)."""
+        ledger, _ = self._running()
+        size = int(note.split("\n")[1])
+        try:
+            return request_cosignature(
+                note, url, CosignatureVerifier.from_key(key), lambda old: ledger.consistency_proof(old, size)
+            )
+        except AnswerableError as exc:
+            print(f"answerable serve: witness {url}: {exc}", file=sys.stderr, flush=True)
+            return note
+
+    async def _watch(self) -> None:
+        """Queue a webhook event for each review opened, escalated or closed, halt, pause and alert."""
+        ledger, _ = self._running()
+        size = ledger.size()
+        for stored in ledger.entries(self._seen, size):
+            if stored.kind in _NOTIFY:
+                record = orjson.loads(stored.data)
+                event = {"kind": stored.kind, "id": stored.id, "index": stored.index, "at": record.get("at")}
+                for field_name in ("action", "scope", "by", "reason", "operation", "review_id", "monitor"):
+                    if field_name in record:
+                        event[field_name] = record[field_name]
+                try:
+                    self._events.put_nowait(event)
+                except asyncio.QueueFull:
+                    self.dropped_events += 1
+        self._seen = size
+
+    async def _notify(self, url: str) -> None:
+        """Post each event to the webhook, retrying with back-off; the gateway never waits for it."""
+        async with httpx.AsyncClient(timeout=10) as http:
+            while True:
+                event = await self._events.get()
+                for attempt in range(6):
+                    try:
+                        answer = await http.post(url, json=event)
+                        if answer.status_code < 500:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
 
     # --- reading -------------------------------------------------------------------------------------
 
@@ -380,6 +443,8 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
         status = 422 if isinstance(exc, ArgumentsInvalid | UnknownOperation | RecordInvalid) else 400
         if isinstance(exc, _HTTPError):
             status = exc.status
+        elif isinstance(exc, EntryNotFound):
+            status = 404
         elif isinstance(exc, LeaseLost):
             status = 503
         elif isinstance(exc, NotAuthorized):
@@ -447,6 +512,19 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
         return JSONResponse(
             {"id": made.id, "action": made.action, "scope": made.scope.label(), "by": made.by}
         )
+
+    @app.get("/v1/why/{entry_id}")
+    async def why_of(entry_id: str) -> JSONResponse:
+        from answerable.provenance import why
+
+        ledger, _ = service._running()
+        return JSONResponse(why(ledger, entry_id).to_json())
+
+    if service.config.publish_dir is not None:
+        from fastapi.staticfiles import StaticFiles
+
+        service.config.publish_dir.mkdir(parents=True, exist_ok=True)
+        app.mount("/log", StaticFiles(directory=service.config.publish_dir), name="log")
 
     @app.get("/v1/checkpoint")
     async def checkpoint() -> PlainTextResponse:
