@@ -438,3 +438,29 @@ def test_the_service_notifies_a_webhook_has_its_checkpoints_witnessed_and_serves
         hook.shutdown()
         hook.server_close()
     assert cli(running, "verify", "ledger.db", "--witness", tmp_path / "wstate").returncode == 0
+
+
+def test_a_reviewer_answers_over_http_signed_as_the_cli_signs_and_the_intent_runs(system: Running) -> None:
+    from answerable.client import Client, ServiceRefused
+    from answerable.errors import ApprovalRefused
+
+    [large] = agent(system, {"arguments": {"order": "O-4", "amount_cents": 50000}, "key": "refund-O-4"})
+    review_id = str(large["review_id"])
+    as_agent = Client(system.url, KeyPair.load(system.folder / "agent.key"))
+    with pytest.raises(ServiceRefused) as refused:
+        as_agent.answer(review_id, "approve", "I approve myself")  # an agent is no reviewer
+    assert (refused.value.status, refused.value.reason_code) == (401, "unknown_agent")
+    reviewer = Client(system.url, KeyPair.load(system.folder / "reviewer.key"))
+    with pytest.raises(ApprovalRefused) as blank:  # refused before anything is sent
+        reviewer.answer(review_id, "approve", "   ")
+    assert blank.value.reason_code == "missing_reason"
+    answered = reviewer.answer(review_id, "approve", "order checked")
+    assert answered["verdict"] == "approve"
+    [waited] = agent(system, {"wait": large["intent_id"]})
+    assert waited["status"] == "succeeded"
+    assert [e["order"] for e in effects(system)] == ["O-4"]
+    with pytest.raises(ServiceRefused) as twice:
+        reviewer.answer(review_id, "approve", "again")
+    assert twice.value.reason_code in ("already_claimed", "already_answered")
+    reviewer.close()
+    as_agent.close()

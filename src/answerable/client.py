@@ -21,9 +21,12 @@ from typing import Any
 import httpx
 import orjson
 
+from answerable.clock import IdSource, SystemClock
 from answerable.errors import AnswerableError
 from answerable.httpsig import sign_request
 from answerable.keys import KeyPair
+from answerable.review import unsigned_approval
+from answerable.signing import sign
 
 __all__ = ["AsyncClient", "Client", "ServiceRefused"]
 
@@ -58,6 +61,24 @@ def _answer(response: httpx.Response) -> Any:
     if response.status_code >= 400:
         raise ServiceRefused(response.status_code, str(doc.get("reason_code", "")), str(doc.get("error", "")))
     return doc
+
+
+def _approval(
+    key: KeyPair, review: dict[str, Any], verdict: str, reason: str, valid_for_seconds: int
+) -> bytes:
+    clock = SystemClock()
+    record = unsigned_approval(
+        review_id=str(review["review_id"]),
+        intent_id=str(review["intent_id"]),
+        binding=str(review["binding"]),
+        by=key.identity,
+        verdict=verdict,
+        reason=reason,
+        approval_id=IdSource(clock).new(),
+        at_ns=clock.now_ns(),
+        valid_for_seconds=valid_for_seconds,
+    )
+    return orjson.dumps(sign(record, key).model_dump(mode="json"))
 
 
 class Client:
@@ -98,6 +119,16 @@ class Client:
 
     def reviews(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = _answer(self._http.get(f"{self.url}/v1/reviews"))
+        return result
+
+    def answer(
+        self, review_id: str, verdict: str, reason: str, *, valid_for_seconds: int = 3600
+    ) -> dict[str, Any]:
+        """Approve or deny a review as this client's key's owner (a reviewer), signed here exactly
+        as ``answerable approve`` signs it; the service checks it and acts within a second."""
+        review = _answer(self._http.get(f"{self.url}/v1/reviews/{review_id}"))
+        approval = _approval(self.key, review, verdict, reason, valid_for_seconds)
+        result: dict[str, Any] = self._post(f"/v1/reviews/{review_id}/answer", approval)
         return result
 
     def halt(self, reason: str, *, scope: str = "system") -> dict[str, Any]:
@@ -153,6 +184,14 @@ class AsyncClient:
 
     async def reviews(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = _answer(await self._http.get(f"{self.url}/v1/reviews"))
+        return result
+
+    async def answer(
+        self, review_id: str, verdict: str, reason: str, *, valid_for_seconds: int = 3600
+    ) -> dict[str, Any]:
+        review = _answer(await self._http.get(f"{self.url}/v1/reviews/{review_id}"))
+        approval = _approval(self.key, review, verdict, reason, valid_for_seconds)
+        result: dict[str, Any] = await self._post(f"/v1/reviews/{review_id}/answer", approval)
         return result
 
     async def halt(self, reason: str, *, scope: str = "system") -> dict[str, Any]:

@@ -54,7 +54,15 @@ from answerable.records import (
 )
 from answerable.signing import sign, verify_signed_by
 
-__all__ = ["ReviewQueue", "ReviewState", "authenticate", "binding_of", "check_approval", "review_key"]
+__all__ = [
+    "ReviewQueue",
+    "ReviewState",
+    "authenticate",
+    "binding_of",
+    "check_approval",
+    "review_key",
+    "unsigned_approval",
+]
 
 _RACE_RETRIES = 50
 """How often an answer is re-checked after losing a race on the review's head."""
@@ -303,44 +311,17 @@ class ReviewQueue:
     ) -> Approval:
         """A signed answer by the key's owner, bound to the exact intent under review."""
         state = self.state(review_id)
-        if not reason.strip():
-            raise ApprovalRefused(
-                f"review {review_id}: an answer needs a reason",
-                reason_code="missing_reason",
-                review_id=review_id,
-            )
-        now = self._now_ns()
-        if verdict not in ("approve", "deny"):
-            raise ApprovalRefused(
-                f"review {review_id}: the verdict must be approve or deny, not {verdict!r}",
-                reason_code="bad_verdict",
-                review_id=review_id,
-            )
-        if not isinstance(valid_for_seconds, int) or valid_for_seconds < 1:
-            raise ApprovalRefused(
-                f"review {review_id}: an approval must be valid for at least one whole second",
-                reason_code="expired",
-                review_id=review_id,
-            )
-        try:
-            record = Approval.model_validate(
-                {
-                    "id": self.ids.new(),
-                    "at": rfc3339(now),
-                    "causes": [state.review.id],
-                    "review_id": state.review.id,
-                    "intent_id": state.intent.id,
-                    "verdict": verdict,
-                    "by": key.identity,
-                    "reason": reason,
-                    "binding": state.review.binding,
-                    "expires_at": rfc3339(now + valid_for_seconds * 1_000_000_000),
-                }
-            )
-        except ValidationError as exc:
-            raise RecordInvalid(
-                f"approval: {'; '.join(problems(exc, 'approval'))}", record="Approval"
-            ) from exc
+        record = unsigned_approval(
+            review_id=state.review.id,
+            intent_id=state.intent.id,
+            binding=state.review.binding,
+            by=key.identity,
+            verdict=verdict,
+            reason=reason,
+            approval_id=self.ids.new(),
+            at_ns=self._now_ns(),
+            valid_for_seconds=valid_for_seconds,
+        )
         return sign(record, key)
 
     async def submit(self, approval: Approval) -> ReviewState:
@@ -444,3 +425,58 @@ def _add_seconds(stamp: str, seconds: int) -> str:
         seconds=seconds
     )
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def unsigned_approval(
+    *,
+    review_id: str,
+    intent_id: str,
+    binding: str,
+    by: str,
+    verdict: str,
+    reason: str,
+    approval_id: str,
+    at_ns: int,
+    valid_for_seconds: int = 3600,
+) -> Approval:
+    """An answer to a review, ready for its author to sign: the CLI, the service's clients and the
+    console all make answers here, so they are signed over exactly the same bytes.
+
+    Raises:
+        ApprovalRefused: no reason, a verdict that is not approve or deny, or a validity under
+            one second (``missing_reason``, ``bad_verdict``, ``expired``).
+        RecordInvalid: a field does not validate (a name with spaces, say).
+    """
+    if not reason.strip():
+        raise ApprovalRefused(
+            f"review {review_id}: an answer needs a reason", reason_code="missing_reason", review_id=review_id
+        )
+    if verdict not in ("approve", "deny"):
+        raise ApprovalRefused(
+            f"review {review_id}: the verdict must be approve or deny, not {verdict!r}",
+            reason_code="bad_verdict",
+            review_id=review_id,
+        )
+    if not isinstance(valid_for_seconds, int) or valid_for_seconds < 1:
+        raise ApprovalRefused(
+            f"review {review_id}: an approval must be valid for at least one whole second",
+            reason_code="expired",
+            review_id=review_id,
+        )
+    try:
+        return Approval.model_validate(
+            {
+                "id": approval_id,
+                "at": rfc3339(at_ns),
+                "causes": [review_id],
+                "review_id": review_id,
+                "intent_id": intent_id,
+                "verdict": verdict,
+                "by": by,
+                "reason": reason,
+                "binding": binding,
+                "expires_at": rfc3339(at_ns + valid_for_seconds * 1_000_000_000),
+            }
+        )
+    except ValidationError as exc:
+        raise RecordInvalid(f"approval: {'; '.join(problems(exc, 'approval'))}", record="Approval") from exc

@@ -47,6 +47,7 @@ from answerable.ledger.tiles import publish
 from answerable.ledger.witness import CosignatureVerifier, request_cosignature
 from answerable.policy import load_ruleset
 from answerable.records import (
+    Approval,
     Decision,
     Execution,
     Intent,
@@ -174,6 +175,11 @@ class Service:
     async def _settle(self) -> None:
         if self.gateway is not None:
             await self.gateway.settle_reviews()
+
+    async def _settle_now(self) -> None:
+        """Settle at once after an answer over HTTP (the loop would within ``settle_every``)."""
+        with contextlib.suppress(AnswerableError):
+            await self._settle()
 
     async def _checkpoint(self) -> None:
         ledger = self.ledger
@@ -493,6 +499,44 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
                 }
                 for s in gateway.reviews.open()
             ]
+        )
+
+    @app.get("/v1/reviews/{review_id}")
+    async def review(review_id: str) -> JSONResponse:
+        _, gateway = service._running()
+        state = gateway.reviews.state(review_id)
+        return JSONResponse(
+            {
+                "review_id": state.review.id,
+                "intent_id": state.intent.id,
+                "binding": state.review.binding,
+                "operation": state.review.operation,
+                "arguments": state.intent.arguments,
+                "agent": state.intent.agent,
+                "reasons": list(state.review.reasons),
+                "assignee": state.assignee,
+                "expires_at": state.review.expires_at,
+                "state": state.status,
+            }
+        )
+
+    @app.post("/v1/reviews/{review_id}/answer")
+    async def answer(review_id: str, request: Request) -> JSONResponse:
+        """A person's Approval, signed by them as the CLI signs it, sent in a signed request."""
+        person, raw = await signed(request, service.people_keys())
+        try:
+            approval = Approval.model_validate_json(raw)
+        except ValidationError as exc:
+            raise _HTTPError(422, "bad_body", f"not a signed Approval: {exc.errors()[0]['msg']}") from exc
+        if approval.by != person or approval.review_id != review_id:
+            raise _HTTPError(
+                403, "not_yours", "the Approval must be by the request's signer, for this review"
+            )
+        _, gateway = service._running()
+        state = await gateway.reviews.submit(approval)
+        asyncio.get_running_loop().create_task(service._settle_now())
+        return JSONResponse(
+            {"id": approval.id, "verdict": approval.verdict, "review_id": review_id, "state": state.status}
         )
 
     @app.post("/v1/control")
