@@ -179,3 +179,21 @@ def test_keys_show_refuses_a_file_that_is_not_a_key(tmp_path: Path) -> None:
     bogus.write_bytes(b"\xff\xfe")
     refused(run("keys", "show", bogus), "not an answerable key file")
     refused(run("keys", "show", tmp_path / "none"), "does not exist")
+
+
+def test_rules_check_and_ledger_key_print_json_when_asked(used: Path, tmp_path: Path) -> None:
+    import json
+
+    from support import POLICIES, SCHEMA
+
+    (tmp_path / "p.cedar").write_text(POLICIES)
+    (tmp_path / "s.cedarschema").write_text(SCHEMA)
+    checked = json.loads(
+        run("rules", "check", tmp_path / "p.cedar", "--schema", tmp_path / "s.cedarschema", "--json").stdout
+    )
+    assert checked["ok"] is True
+    assert "routine-bookings" in checked["policies"]
+    assert checked["review"] == ["medical-under-disruption-needs-review"]
+    key = json.loads(run("ledger", "key", used, "--json").stdout)
+    assert key["origin"] == "test.example/ledger"
+    assert key["verifier_key"].startswith("test.example/ledger+")

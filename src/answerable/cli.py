@@ -200,10 +200,14 @@ def ledger_checkpoint(
 
 
 @ledger_app.command("key")
-def ledger_key(ledger: Path = LedgerArg) -> None:
+def ledger_key(ledger: Path = LedgerArg, as_json: bool = JsonOpt) -> None:
     """Print the ledger's verifier key (name+hash+base64) for checking its checkpoints."""
     with _open(ledger) as store:
-        sys.stdout.write(store.verifier_key() + "\n")
+        key, origin = store.verifier_key(), store.origin
+    if as_json:
+        _json({"verifier_key": key, "origin": origin})
+    else:
+        sys.stdout.write(key + "\n")
 
 
 @ledger_app.command("export")
@@ -584,9 +588,21 @@ def rules_diff(
 def rules_check(
     policies: Path = typer.Argument(..., help="Cedar policies file."),
     schema: Path = typer.Option(..., "--schema", help="Cedar schema file (human-readable format)."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Parse the policies and validate them against the schema; exit 2 naming each error."""
     ruleset = _run(lambda: load_ruleset(_read(policies), _read(schema)))
+    if as_json:
+        _json(
+            {
+                "ok": True,
+                "policies": sorted(ruleset.annotations),
+                "review": sorted(ruleset.review),
+                "ruleset_hash": ruleset.ruleset_hash,
+                "schema_hash": ruleset.schema_hash,
+            }
+        )
+        return
     out.print(
         f"ok: {len(ruleset.annotations)} policies ({len(ruleset.review)} route to review), "
         f"ruleset hash {ruleset.ruleset_hash}"
