@@ -198,3 +198,19 @@ def test_a_control_state_cannot_be_changed_in_place() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         state.stops = ()  # type: ignore[misc]
     assert hash(state) == hash(ControlState((stop("system"),)))
+
+
+@pytest.mark.parametrize("reason", [" ", "\t\n  "])
+async def test_a_blank_reason_is_refused_and_nothing_is_recorded(ledger: SQLiteLedger, reason: str) -> None:
+    controller = Controller(ledger)
+    with pytest.raises(RecordInvalid, match="give a reason; a blank one says nothing"):
+        await controller.halt(by="ri@example.com", reason=reason)
+    assert ledger.size() == 0
+
+
+def test_the_control_state_is_frozen_and_slotted() -> None:
+    from answerable.control import ControlState
+
+    assert "__slots__" in vars(ControlState)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ControlState().stops = ()  # type: ignore[misc]
