@@ -575,3 +575,10 @@ async def test_an_escalation_to_someone_off_the_list_escalates_next_from_the_fir
     [escalation] = await gw.reviews.tick()
     assert isinstance(escalation, Escalation)
     assert escalation.to == people.ri.identity
+
+
+def test_the_review_state_is_frozen_and_slotted() -> None:
+    from answerable.review import ReviewState
+
+    assert "__slots__" in vars(ReviewState)
+    assert getattr(ReviewState, "__dataclass_params__").frozen  # noqa: B009

@@ -437,7 +437,7 @@ def unsigned_approval(
     reason: str,
     approval_id: str,
     at_ns: int,
-    valid_for_seconds: int = 3600,
+    valid_for_seconds: int,
 ) -> Approval:
     """An answer to a review, ready for its author to sign: the CLI, the service's clients and the
     console all make answers here, so they are signed over exactly the same bytes.
