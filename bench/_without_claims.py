@@ -15,7 +15,8 @@ from pathlib import Path
 
 EDITS: tuple[tuple[str, str, int], ...] = (
     (
-        '        claim = self._claim(intent, epoch, "policy", (intent.id, decision.id))\n'
+        "        # Made in the instant the decision was: one clock reading serves both.\n"
+        '        claim = self._claim(intent, epoch, "policy", (intent.id, decision.id), at=decision.at)\n'
         "        await self.ledger.append(\n"
         "            [intent, decision, claim], fence=epoch, guards=[Guard(claim_key(intent.id), None)]\n"
         "        )\n",

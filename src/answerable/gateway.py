@@ -363,7 +363,8 @@ class Gateway:
             await self.ledger.append([intent, decision], fence=epoch)
             self._at("recorded", intent)
             return Outcome("denied", intent, decision)
-        claim = self._claim(intent, epoch, "policy", (intent.id, decision.id))
+        # Made in the instant the decision was: one clock reading serves both.
+        claim = self._claim(intent, epoch, "policy", (intent.id, decision.id), at=decision.at)
         await self.ledger.append(
             [intent, decision, claim], fence=epoch, guards=[Guard(claim_key(intent.id), None)]
         )
