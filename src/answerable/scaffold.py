@@ -50,7 +50,13 @@ EFFECTS = Path(__file__).with_name("effects.jsonl")
 
 
 def refund(order: str, amount_cents: int, idempotency_key: str) -> dict:
-    """Refund an order. A real one calls the payment provider with the idempotency key."""
+    """Refund an order, once per idempotency key, as a payment provider does: the config says
+    ``idempotent = true``, so after a crash the service may call it again with the same key."""
+    if EFFECTS.exists():
+        for line in EFFECTS.read_text(encoding="utf-8").splitlines():
+            done = json.loads(line)
+            if done["key"] == idempotency_key:
+                return {"refunded": done["amount_cents"], "order": done["order"]}
     with EFFECTS.open("a", encoding="utf-8") as out:
         out.write(json.dumps({"order": order, "amount_cents": amount_cents, "key": idempotency_key}) + "\\n")
     return {"refunded": amount_cents, "order": order}
