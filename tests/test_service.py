@@ -24,6 +24,7 @@ import pytest
 from answerable import KeyPair
 from answerable.httpsig import sign_request
 from answerable.scaffold import init
+from answerable.service import MAX_BODY
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "answerable.cli"]
@@ -464,3 +465,78 @@ def test_a_reviewer_answers_over_http_signed_as_the_cli_signs_and_the_intent_run
     assert twice.value.reason_code in ("already_claimed", "already_answered")
     reviewer.close()
     as_agent.close()
+
+
+def test_what_a_sceptical_reviewer_tried_is_refused_cleanly(system: Running, tmp_path: Path) -> None:
+    """Found in review: a NaN wait, a huge body, the system folder over /log, a made-up cause."""
+    for wait in ("nan", "inf", "-1", "61"):
+        answer = httpx.get(f"{system.url}/v1/intents/x", params={"wait": wait}, timeout=10)
+        assert (answer.status_code, answer.json()["reason_code"]) == (422, "bad_wait"), wait
+    huge = httpx.post(f"{system.url}/v1/intents", content=b"x" * (MAX_BODY + 1), timeout=30)
+    assert (huge.status_code, huge.json()["reason_code"]) == (413, "body_too_large")
+    for path in ("ri.key", "ledger.db", "ledger.db.key", "tile/../ri.key", "answerable.toml"):
+        assert httpx.get(f"{system.url}/log/{path}", timeout=10).status_code == 404, path
+    agent_key = KeyPair.load(system.folder / "agent.key")
+    body = json.dumps(
+        {"operation": "refund", "arguments": {"order": "O-1", "amount_cents": 1}, "causes": ["made-up"]}
+    ).encode()
+    url = f"{system.url}/v1/intents"
+    made_up = post(system, body, sign_request(agent_key, "POST", url, body, created=int(time.time())))
+    assert (made_up.status_code, made_up.json()["reason_code"]) == (422, "unknown_cause")
+    shouted = url.replace("http://127.0.0.1", "HTTP://127.0.0.1")  # same URI, written otherwise
+    fine = json.dumps({"operation": "refund", "arguments": {"order": "O-2", "amount_cents": 1}}).encode()
+    assert (
+        post(
+            system, fine, sign_request(agent_key, "POST", shouted, fine, created=int(time.time()))
+        ).status_code
+        == 200
+    )
+    assert effects(system) == [{"order": "O-2", "amount_cents": 1, "key": effects(system)[0]["key"]}]
+    toml = system.folder / "answerable.toml"
+    mine = tmp_path / "other.toml"
+    mine.write_text(toml.read_text().replace('publish_dir = "log"', 'publish_dir = "."'))
+    shutil_copy_folder = subprocess.run(
+        [*CLI, "serve", str(mine)], capture_output=True, text=True, check=False
+    )
+    assert shutil_copy_folder.returncode == 2
+
+
+def test_the_witness_refuses_a_length_it_cannot_trust(tmp_path: Path) -> None:
+    import re
+
+    from answerable.ledger.note import Signer
+
+    KeyPair.generate("witness.example/w3").save(tmp_path / "w.key")
+    proc = subprocess.Popen(
+        [
+            *CLI,
+            "witness",
+            "--key",
+            str(tmp_path / "w.key"),
+            "--state",
+            str(tmp_path / "s"),
+            "--log",
+            Signer.generate("log.example/x").verifier_key(),
+            "--port",
+            "0",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    found = re.search(r"listening on (http://\S+/)", line)
+    try:
+        assert found, line
+        for length in ("-1", "abc", "70000"):
+            with socket.create_connection(
+                ("127.0.0.1", int(found.group(1).rsplit(":", 1)[1].strip("/")))
+            ) as conn:
+                conn.sendall(
+                    f"POST /add-checkpoint HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode()
+                )
+                assert conn.recv(100).startswith(b"HTTP/1.0 411"), length
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc.stderr.close()

@@ -693,6 +693,7 @@ def serve_command(
             ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
             ssl_keyfile=str(config.tls_key) if config.tls_key else None,
             lifespan="off",
+            timeout_graceful_shutdown=30,
         )
     )
 
@@ -744,11 +745,15 @@ def witness_command(
             if self.path.rstrip("/") != "/add-checkpoint":
                 self._reply(404, "text/plain; charset=utf-8", "POST /add-checkpoint\n")
                 return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > 1 << 16:
-                self._reply(413, "text/plain; charset=utf-8", "request too large\n")
+            declared = self.headers.get("Content-Length") or ""
+            if not declared.isdigit() or int(declared) > 1 << 16:
+                self._reply(411, "text/plain; charset=utf-8", "want a Content-Length from 0 to 65536\n")
                 return
-            reply = witness.add_checkpoint(self.rfile.read(length), int(time.time()))
+            try:
+                reply = witness.add_checkpoint(self.rfile.read(int(declared)), int(time.time()))
+            except Exception as exc:  # answer, never drop the connection with a traceback
+                self._reply(500, "text/plain; charset=utf-8", f"{type(exc).__name__}\n")
+                return
             self._reply(reply.status, reply.content_type, reply.body)
 
         def _reply(self, status: int, content_type: str, body: str) -> None:

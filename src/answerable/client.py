@@ -57,10 +57,30 @@ def _answer(response: httpx.Response) -> Any:
     try:
         doc = response.json()
     except ValueError:
-        doc = {"error": response.text, "reason_code": "not_json"}
+        doc = {"error": response.text[:200], "reason_code": "not_json"}
     if response.status_code >= 400:
+        if not isinstance(doc, dict):
+            doc = {"error": str(doc)[:200], "reason_code": "not_json"}
         raise ServiceRefused(response.status_code, str(doc.get("reason_code", "")), str(doc.get("error", "")))
     return doc
+
+
+class _Transport(httpx.HTTPTransport):
+    """httpx's transport, its connection failures said as ServiceRefused (status 0), not raw."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return super().handle_request(request)
+        except httpx.TransportError as exc:
+            raise ServiceRefused(0, "unreachable", f"{request.url.host}: {exc}") from exc
+
+
+class _AsyncTransport(httpx.AsyncHTTPTransport):
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except httpx.TransportError as exc:
+            raise ServiceRefused(0, "unreachable", f"{request.url.host}: {exc}") from exc
 
 
 def _approval(
@@ -87,7 +107,7 @@ class Client:
     def __init__(self, url: str, key: KeyPair, *, timeout: float = 90.0) -> None:
         self.url = url.rstrip("/")
         self.key = key
-        self._http = httpx.Client(timeout=timeout)
+        self._http = httpx.Client(timeout=timeout, transport=_Transport())
 
     def _post(self, path: str, body: bytes) -> Any:
         target = f"{self.url}{path}"
@@ -154,7 +174,7 @@ class AsyncClient:
     def __init__(self, url: str, key: KeyPair, *, timeout: float = 90.0) -> None:
         self.url = url.rstrip("/")
         self.key = key
-        self._http = httpx.AsyncClient(timeout=timeout)
+        self._http = httpx.AsyncClient(timeout=timeout, transport=_AsyncTransport())
 
     async def _post(self, path: str, body: bytes) -> Any:
         target = f"{self.url}{path}"

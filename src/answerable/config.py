@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from answerable.errors import ConfigError
+from answerable.errors import AnswerableError, ConfigError
 
 __all__ = ["OperationConfig", "ServiceConfig", "load_config", "resolve_target"]
 
@@ -55,6 +55,8 @@ class ServiceConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     settle_every: float = 0.5
+    public_url: str | None = None
+    """``[server] public_url``: the base URL agents call (behind a TLS proxy); signatures cover it."""
     witnesses: tuple[tuple[str, str], ...] = ()
     """``[checkpoints] witnesses``: (url, verifier key) of each witness asked to cosign."""
     webhook: str | None = None
@@ -98,6 +100,11 @@ def load_config(path: Path) -> ServiceConfig:
             f"{path.name}: [server] host: listening on {host} beyond loopback needs tls_cert and tls_key"
         )
     publish = read.maybe_path("checkpoints", "publish_dir", None, must_exist=False)
+    if publish is not None and (publish == folder or publish in folder.parents):
+        raise ConfigError(
+            f"{path.name}: [checkpoints] publish_dir: {publish} holds the system's folder (its keys): "
+            'give a folder of its own, like "log"'
+        )
     return ServiceConfig(
         source=path,
         folder=folder,
@@ -116,6 +123,7 @@ def load_config(path: Path) -> ServiceConfig:
         port=read.port(),
         tls_cert=tls_cert,
         tls_key=tls_key,
+        public_url=read.url("server", "public_url"),
         witnesses=read.witnesses(),
         webhook=read.url("notify", "webhook"),
         extra={k: v for k, v in doc.items() if k not in _KNOWN},
@@ -175,6 +183,12 @@ class _Reader:
                 raise ConfigError(
                     f"{self.name}: [checkpoints] witnesses #{i + 1}: want {{ url = ..., key = ... }}"
                 )
+            try:
+                from answerable.ledger.witness import CosignatureVerifier
+
+                CosignatureVerifier.from_key(entry["key"])
+            except AnswerableError as exc:
+                raise ConfigError(f"{self.name}: [checkpoints] witnesses #{i + 1}: key: {exc}") from exc
             found.append((entry["url"], entry["key"]))
         return tuple(found)
 

@@ -16,6 +16,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from answerable.errors import NotAuthorized
 from answerable.keys import KeyPair
 
-__all__ = ["COVERED", "SignedRequest", "content_digest", "sign_request", "verify_request"]
+__all__ = ["COVERED", "SignedRequest", "content_digest", "normalized_uri", "sign_request", "verify_request"]
 
 COVERED = ("@method", "@target-uri", "content-digest")
 LABEL = "sig1"
@@ -44,7 +45,20 @@ def _params(created: int, keyid: str, nonce: str) -> str:
     return f'({covered});created={created};keyid="{keyid}";nonce="{nonce}";alg="ed25519"'
 
 
+def normalized_uri(uri: str) -> str:
+    """The target URI as both sides sign it: scheme and host lower-case, a default port dropped."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    netloc = host if port is None or (scheme, port) in (("http", 80), ("https", 443)) else f"{host}:{port}"
+    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+
+
 def _base(method: str, target_uri: str, digest: str, params: str) -> bytes:
+    target_uri = normalized_uri(target_uri)
     lines = [
         f'"@method": {method.upper()}',
         f'"@target-uri": {target_uri}',

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -24,7 +25,7 @@ from typing import Any
 import httpx
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from answerable._canonical import canonical_bytes
@@ -43,7 +44,7 @@ from answerable.errors import (
 from answerable.gateway import Gateway, Outcome
 from answerable.httpsig import verify_request
 from answerable.ledger import SQLiteLedger
-from answerable.ledger.tiles import publish
+from answerable.ledger.tiles import publish, write_atomically
 from answerable.ledger.witness import CosignatureVerifier, request_cosignature
 from answerable.policy import load_ruleset
 from answerable.records import (
@@ -197,7 +198,7 @@ class Service:
         for url, key in self.config.witnesses:
             note = await asyncio.to_thread(self._cosigned, note, url, key)
         if self.config.witnesses and self.config.publish_dir is not None:
-            (self.config.publish_dir / "checkpoint").write_text(note, encoding="utf-8")
+            write_atomically(self.config.publish_dir / "checkpoint", note.encode("utf-8"))
 
     def _cosigned(self, note: str, url: str, key: str) -> str:
         """``note`` with the witness's cosignature added, or as it was if the witness is away
@@ -307,7 +308,15 @@ class Service:
 
     async def submit(self, agent: str, body: SubmitBody) -> tuple[int, dict[str, Any]]:
         """Govern one intent for ``agent``; (HTTP status, document)."""
-        _, gateway = self._running()
+        ledger, gateway = self._running()
+        for cause in body.causes:  # an agent cites what is in the ledger, nothing else
+            try:
+                ledger.find(cause)
+            except EntryNotFound:
+                return 422, {
+                    "error": f"cause {cause!r} is no entry of the ledger",
+                    "reason_code": "unknown_cause",
+                }
         if body.idempotency_key is None:
             return 200, _outcome_doc(await gateway.submit(self._intent(agent, body)))
         slot = (agent, body.idempotency_key)
@@ -430,12 +439,29 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
     app = FastAPI(title="answerable", version="1", lifespan=running if lifespan else None)
 
     async def signed(request: Request, keys: Mapping[str, str]) -> tuple[str, bytes]:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise _HTTPError(413, "body_too_large", f"the body is over {MAX_BODY} bytes")
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+            raise _HTTPError(
+                413, "body_too_large", f"the body is over {MAX_BODY} bytes (or its length is not a number)"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():  # read no further than the limit, whatever was declared
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise _HTTPError(413, "body_too_large", f"the body is over {MAX_BODY} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        target = (
+            service.config.public_url.rstrip("/")
+            + request.url.path
+            + (f"?{request.url.query}" if request.url.query else "")
+            if service.config.public_url
+            else str(request.url)
+        )
         try:
             who = verify_request(
-                request.method, str(request.url), dict(request.headers), body, keys, now=int(time.time())
+                request.method, target, dict(request.headers), body, keys, now=int(time.time())
             )
         except NotAuthorized as exc:
             raise _HTTPError(401, exc.reason_code, str(exc)) from exc
@@ -479,6 +505,8 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
 
     @app.get("/v1/intents/{intent_id}")
     async def get_intent(intent_id: str, wait: float = 0.0) -> JSONResponse:
+        if not math.isfinite(wait) or not 0 <= wait <= 60:
+            raise _HTTPError(422, "bad_wait", f"wait={wait}: give seconds from 0 to 60")
         return JSONResponse(await service.wait(intent_id, wait) if wait else service.status_of(intent_id))
 
     @app.get("/v1/reviews")
@@ -564,11 +592,23 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
         ledger, _ = service._running()
         return JSONResponse(why(ledger, entry_id).to_json())
 
-    if service.config.publish_dir is not None:
-        from fastapi.staticfiles import StaticFiles
-
-        service.config.publish_dir.mkdir(parents=True, exist_ok=True)
-        app.mount("/log", StaticFiles(directory=service.config.publish_dir), name="log")
+    @app.get("/log/{path:path}")
+    async def log(path: str) -> Response:
+        """The published log: its ``checkpoint`` and ``tile/...`` files, nothing else in that folder."""
+        folder = service.config.publish_dir
+        parts = path.split("/")
+        allowed = path == "checkpoint" or (
+            parts[0] == "tile" and all(p and p not in (".", "..") for p in parts)
+        )
+        if folder is None or not allowed:
+            raise _HTTPError(404, "not_published", f"/log/{path} is not part of the published log")
+        target = folder / path
+        if not target.is_file():
+            raise _HTTPError(404, "not_published", f"/log/{path} is not published")
+        return Response(
+            target.read_bytes(),
+            media_type="text/plain" if path == "checkpoint" else "application/octet-stream",
+        )
 
     @app.get("/v1/checkpoint")
     async def checkpoint() -> PlainTextResponse:

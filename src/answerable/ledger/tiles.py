@@ -25,7 +25,15 @@ from answerable.errors import ConfigError
 from answerable.ledger.base import LedgerStore
 from answerable.ledger.note import Checkpoint, Verifier, open_checkpoint
 
-__all__ = ["TILE_HEIGHT", "TILE_WIDTH", "Publication", "entry_bundle", "publish", "tile_path"]
+__all__ = [
+    "TILE_HEIGHT",
+    "TILE_WIDTH",
+    "Publication",
+    "entry_bundle",
+    "publish",
+    "tile_path",
+    "write_atomically",
+]
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
@@ -81,7 +89,7 @@ def publish(store: LedgerStore, out_dir: Path, *, hashes_only: bool = False) -> 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         written, removed = _tiles(store, out_dir, checkpoint, hashes_only)
-        _write(out_dir / "checkpoint", signed.encode("utf-8"))
+        write_atomically(out_dir / "checkpoint", signed.encode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot publish into {out_dir}: {exc.strerror or exc}") from exc
     return Publication(checkpoint.size, checkpoint.root_hash, written + 1, removed, not hashes_only)
@@ -107,7 +115,7 @@ def _tiles(store: LedgerStore, out_dir: Path, checkpoint: Checkpoint, hashes_onl
                         data = entry_bundle([e.data for e in store.entries(start, start + width)])
                     else:
                         data = b"".join(store.hashes(height, start, start + width))
-                    _write(target, data)
+                    write_atomically(target, data)
                     written += 1
                 removed += _drop_narrower(out_dir, kind, index, width)
         level += 1
@@ -129,7 +137,7 @@ def _drop_narrower(out_dir: Path, kind: str, index: int, width: int) -> int:
     return gone
 
 
-def _write(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: a reader sees the old file or the new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")

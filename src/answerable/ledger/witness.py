@@ -292,10 +292,11 @@ def request_cosignature(
             raise ProofInvalid(f"witness {witness.name} refused the checkpoint: {answer.text.strip()}")
         if answer.status_code != 200:
             raise ConfigError(f"witness {url} answered {answer.status_code}: {answer.text.strip()}")
-        cosigned = checkpoint + answer.text
-        if witness.timestamp(cosigned) is None:
-            raise SignatureInvalid(f"witness {url} answered without a valid cosignature by {witness.name}")
-        return cosigned
+        # Only this witness's verified line is kept: a faulty one cannot add others to the note.
+        for line in answer.text.splitlines(keepends=True):
+            if witness.timestamp(checkpoint + line) is not None:
+                return checkpoint + line
+        raise SignatureInvalid(f"witness {url} answered without a valid cosignature by {witness.name}")
     raise ConfigError(f"witness {url} keeps changing its size; try again")
 
 
