@@ -133,3 +133,19 @@ async def test_the_cli_publishes_and_refuses_a_file_as_folder(
     refused = runner.invoke(app, ["ledger", "publish", str(path), "--out", str(a_file)])
     assert refused.exit_code == 2
     assert "is a file" in refused.stderr
+
+
+async def test_partial_tiles_of_earlier_checkpoints_stay_until_the_full_tile_exists(
+    store: SQLiteLedger, ids: IdSource, tmp_path: Path, tlogcheck: Path
+) -> None:
+    """c2sp.org/tlog-tiles: partial tiles must be served for every checkpoint produced."""
+    out = tmp_path / "log"
+    await fill(store, ids, 10)
+    publish(store, out)
+    old_checkpoint = (out / "checkpoint").read_text()
+    await fill(store, ids, 10)
+    publish(store, out)
+    names = set(files(out))
+    assert {"tile/0/000.p/10", "tile/0/000.p/20", "tile/entries/000.p/10", "tile/entries/000.p/20"} <= names
+    (out / "checkpoint").write_text(old_checkpoint)  # a client still holding the older checkpoint
+    assert tlog_audit(tlogcheck, out, store.verifier_key()).split()[1] == "10"

@@ -10,7 +10,8 @@ Layout (c2sp.org/tlog-tiles), under one folder:
 
 ``N`` is written in groups of three digits, all but the last prefixed with ``x``
 (``1234067`` is ``x001/x234/067``). A full tile never changes, so publishing again writes only
-the new right edge; a partial tile is replaced by its wider successor and then removed. Every
+the new right edge; the partial tiles of earlier checkpoints stay until their full tile exists
+(the spec requires them for every checkpoint produced), then they are removed. Every
 file is written to a temporary name and renamed, so a reader never sees half a tile.
 """
 
@@ -73,7 +74,7 @@ class Publication:
     written: int
     """Files written now (full tiles already there are left as they are)."""
     removed: int
-    """Partial tiles removed because a wider one replaced them."""
+    """Partial tiles removed because their full tile now exists."""
     entries: bool
     """Whether entry bundles were published (not with ``hashes_only``)."""
 
@@ -117,13 +118,16 @@ def _tiles(store: LedgerStore, out_dir: Path, checkpoint: Checkpoint, hashes_onl
                         data = b"".join(store.hashes(height, start, start + width))
                     write_atomically(target, data)
                     written += 1
-                removed += _drop_narrower(out_dir, kind, index, width)
+                if width == TILE_WIDTH:
+                    # Every partial tile of a published checkpoint stays servable until the full
+                    # tile exists (c2sp.org/tlog-tiles): a client holding an older checkpoint asks for it.
+                    removed += _drop_narrower(out_dir, kind, index, width)
         level += 1
     return written, removed
 
 
 def _drop_narrower(out_dir: Path, kind: str, index: int, width: int) -> int:
-    """Remove the partial tiles of ``index`` narrower than ``width`` (a full tile replaces all)."""
+    """Remove the partial tiles of ``index``, once its full tile is written."""
     folder = (out_dir / tile_path(kind, index, 1)).parent
     if not folder.is_dir():
         return 0
