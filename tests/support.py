@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,3 +174,29 @@ def tlog_audit(binary: Path, folder: Path, verifier_key: str, *, hashes_only: bo
     if done.returncode != 0:
         raise AssertionError(f"tlogcheck refused {folder}: {done.stderr.strip()}")
     return done.stdout.strip()
+
+
+@contextlib.contextmanager
+def witness_process(key_file: Path, state: Path, *logs: str) -> Iterator[tuple[str, str]]:
+    """An ``answerable witness`` process on a free loopback port: (its URL, its verifier key).
+
+    Stopped with SIGTERM on exit, which must end it cleanly (exit 0).
+    """
+    args = [sys.executable, "-m", "answerable.cli", "witness", "--key", str(key_file), "--state", str(state)]
+    for log in logs:
+        args += ["--log", log]
+    proc = subprocess.Popen([*args, "--port", "0"], stderr=subprocess.PIPE, text=True)
+    if proc.stderr is None:
+        raise AssertionError("no stderr pipe")
+    line = proc.stderr.readline()
+    found = re.search(r"listening on (http://\S+/) .* its key: (\S+)", line)
+    try:
+        if found is None:
+            raise AssertionError(f"the witness did not start: {line}")
+        yield found.group(1), found.group(2)
+    finally:
+        proc.terminate()
+        code = proc.wait(timeout=30)
+        proc.stderr.close()
+        if code != 0:
+            raise AssertionError(f"the witness exited {code} on SIGTERM")

@@ -6,6 +6,7 @@ is the system's folder (the ledger in it) and HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support import witness_process
 
 from answerable import KeyPair
 from answerable.httpsig import sign_request
@@ -350,7 +352,6 @@ def test_the_readme_service_example_runs_as_written(tmp_path: Path) -> None:
 def test_the_service_notifies_a_webhook_has_its_checkpoints_witnessed_and_serves_log_and_why(
     tmp_path: Path,
 ) -> None:
-    import re
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -378,29 +379,12 @@ def test_the_service_notifies_a_webhook_has_its_checkpoints_witnessed_and_serves
     first = start(folder, free_port())
     assert first.stop() == 0
     log_key = cli(first, "ledger", "key", "ledger.db").stdout.strip()
-    witness = subprocess.Popen(
-        [
-            *CLI,
-            "witness",
-            "--key",
-            str(tmp_path / "w.key"),
-            "--state",
-            str(tmp_path / "wstate"),
-            "--log",
-            log_key,
-            "--port",
-            "0",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert witness.stderr is not None
-    found = re.search(r"listening on (http://\S+/) .* its key: (\S+)", witness.stderr.readline())
-    assert found
+    stack = contextlib.ExitStack()
+    url, vkey = stack.enter_context(witness_process(tmp_path / "w.key", tmp_path / "wstate", log_key))
     config = (folder / "answerable.toml").read_text()
     config = config.replace(
         "every_seconds = 10",
-        f'every_seconds = 0.5\nwitnesses = [{{ url = "{found.group(1)}", key = "{found.group(2)}" }}]',
+        f'every_seconds = 0.5\nwitnesses = [{{ url = "{url}", key = "{vkey}" }}]',
     )
     config += f'\n[notify]\nwebhook = "http://127.0.0.1:{hook.server_address[1]}/events"\n'
     (folder / "answerable.toml").write_text(config)
@@ -414,15 +398,13 @@ def test_the_service_notifies_a_webhook_has_its_checkpoints_witnessed_and_serves
         while time.monotonic() < deadline:
             cosigned = httpx.get(f"{running.url}/log/checkpoint").text
             kinds = {e["kind"] for e in events}
-            if {"Review", "Control"} <= kinds and CosignatureVerifier.from_key(found.group(2)).timestamp(
-                cosigned
-            ):
+            if {"Review", "Control"} <= kinds and CosignatureVerifier.from_key(vkey).timestamp(cosigned):
                 break
             time.sleep(0.05)
         assert {"Review", "Control"} <= {e["kind"] for e in events}, events
         halt = next(e for e in events if e["kind"] == "Control")
         assert (halt["action"], halt["by"], halt["reason"]) == ("halt", ri.identity, "storm")
-        assert CosignatureVerifier.from_key(found.group(2)).timestamp(cosigned) is not None
+        assert CosignatureVerifier.from_key(vkey).timestamp(cosigned) is not None
         size = int(cosigned.split("\n")[1])
         tile = httpx.get(f"{running.url}/log/{tile_path(0, 0, min(size, 256))}")
         assert (tile.status_code, len(tile.content)) == (200, 32 * min(size, 256))
@@ -433,9 +415,7 @@ def test_the_service_notifies_a_webhook_has_its_checkpoints_witnessed_and_serves
         assert httpx.get(f"{running.url}/v1/why/no-such-entry").status_code == 404
     finally:
         assert running.stop() == 0
-        witness.terminate()
-        witness.wait(timeout=30)
-        witness.stderr.close()
+        stack.close()
         hook.shutdown()
         hook.server_close()
     assert cli(running, "verify", "ledger.db", "--witness", tmp_path / "wstate").returncode == 0
@@ -502,41 +482,16 @@ def test_what_a_sceptical_reviewer_tried_is_refused_cleanly(system: Running, tmp
 
 
 def test_the_witness_refuses_a_length_it_cannot_trust(tmp_path: Path) -> None:
-    import re
 
     from answerable.ledger.note import Signer
 
     KeyPair.generate("witness.example/w3").save(tmp_path / "w.key")
-    proc = subprocess.Popen(
-        [
-            *CLI,
-            "witness",
-            "--key",
-            str(tmp_path / "w.key"),
-            "--state",
-            str(tmp_path / "s"),
-            "--log",
-            Signer.generate("log.example/x").verifier_key(),
-            "--port",
-            "0",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    line = proc.stderr.readline()
-    found = re.search(r"listening on (http://\S+/)", line)
-    try:
-        assert found, line
+    log = Signer.generate("log.example/x").verifier_key()
+    with witness_process(tmp_path / "w.key", tmp_path / "s", log) as (url, _):
+        port = int(url.rsplit(":", 1)[1].strip("/"))
         for length in ("-1", "abc", "70000"):
-            with socket.create_connection(
-                ("127.0.0.1", int(found.group(1).rsplit(":", 1)[1].strip("/")))
-            ) as conn:
+            with socket.create_connection(("127.0.0.1", port)) as conn:
                 conn.sendall(
                     f"POST /add-checkpoint HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode()
                 )
                 assert conn.recv(100).startswith(b"HTTP/1.0 411"), length
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        proc.stderr.close()

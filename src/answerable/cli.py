@@ -452,27 +452,7 @@ def reviews(
     with _open(ledger) as store:
         queue = ReviewQueue(store, clock=SystemClock(), ids=IdSource())
         states = _run(queue.all if everything or review_id else queue.open)
-    rows: list[dict[str, Any]] = [
-        {
-            "review_id": s.review.id,
-            "intent_id": s.intent.id,
-            "operation": s.review.operation,
-            "arguments": s.intent.arguments,
-            "agent": s.intent.agent,
-            "reasons": list(s.review.reasons),
-            "policy_ids": list(s.review.policy_ids),
-            "assignee": s.assignee,
-            "approvals": f"{sum(a.verdict == 'approve' for a in s.approvals)}/{s.review.approvals_required}",
-            "answers": [
-                {"by": a.by, "verdict": a.verdict, "reason": a.reason, "at": a.at} for a in s.approvals
-            ],
-            "expires_at": s.review.expires_at,
-            "resolution": s.resolution,
-            "state": s.status,
-            "claim_id": None if s.claim is None else s.claim.id,
-        }
-        for s in states
-    ]
+    rows: list[dict[str, Any]] = [s.to_json() for s in states]
     if review_id is not None:
         rows = [r for r in rows if r["review_id"] == review_id]
         if not rows:

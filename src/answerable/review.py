@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -152,6 +153,29 @@ class ReviewState:
         if self.escalations:
             return self.escalations[-1].to
         return self.review.assignees[0] if self.review.assignees else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The review as the CLI (``reviews --json``) and the service (``/v1/reviews``) show it."""
+        review, intent = self.review, self.intent
+        return {
+            "review_id": review.id,
+            "intent_id": intent.id,
+            "binding": review.binding,
+            "operation": review.operation,
+            "arguments": intent.arguments,
+            "agent": intent.agent,
+            "reasons": list(review.reasons),
+            "policy_ids": list(review.policy_ids),
+            "assignee": self.assignee,
+            "approvals": f"{sum(a.verdict == 'approve' for a in self.approvals)}/{review.approvals_required}",
+            "answers": [
+                {"by": a.by, "verdict": a.verdict, "reason": a.reason, "at": a.at} for a in self.approvals
+            ],
+            "expires_at": review.expires_at,
+            "resolution": self.resolution,
+            "state": self.status,
+            "claim_id": None if self.claim is None else self.claim.id,
+        }
 
 
 def authenticate(

@@ -512,41 +512,12 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
     @app.get("/v1/reviews")
     async def reviews() -> JSONResponse:
         _, gateway = service._running()
-        return JSONResponse(
-            [
-                {
-                    "review_id": s.review.id,
-                    "intent_id": s.intent.id,
-                    "operation": s.review.operation,
-                    "arguments": s.intent.arguments,
-                    "agent": s.intent.agent,
-                    "reasons": list(s.review.reasons),
-                    "assignee": s.assignee,
-                    "expires_at": s.review.expires_at,
-                    "state": s.status,
-                }
-                for s in gateway.reviews.open()
-            ]
-        )
+        return JSONResponse([s.to_json() for s in gateway.reviews.open()])
 
     @app.get("/v1/reviews/{review_id}")
     async def review(review_id: str) -> JSONResponse:
         _, gateway = service._running()
-        state = gateway.reviews.state(review_id)
-        return JSONResponse(
-            {
-                "review_id": state.review.id,
-                "intent_id": state.intent.id,
-                "binding": state.review.binding,
-                "operation": state.review.operation,
-                "arguments": state.intent.arguments,
-                "agent": state.intent.agent,
-                "reasons": list(state.review.reasons),
-                "assignee": state.assignee,
-                "expires_at": state.review.expires_at,
-                "state": state.status,
-            }
-        )
+        return JSONResponse(gateway.reviews.state(review_id).to_json())
 
     @app.post("/v1/reviews/{review_id}/answer")
     async def answer(review_id: str, request: Request) -> JSONResponse:

@@ -3,7 +3,6 @@ cosigned last, and what it kept catches a rewritten history, whoever holds the s
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import order_events
+from support import order_events, witness_process
 
 from answerable import KeyPair, SQLiteLedger
 from answerable.clock import IdSource
@@ -39,33 +38,8 @@ def witness_key(tmp_path: Path) -> Path:
 def witness(tmp_path: Path, witness_key: Path, store: SQLiteLedger) -> Iterator[tuple[str, str, Path]]:
     """A witness process for the test ledger's log: (url, its verifier key, its state folder)."""
     state = tmp_path / "state"
-    proc = subprocess.Popen(
-        [
-            *CLI,
-            "witness",
-            "--key",
-            str(witness_key),
-            "--state",
-            str(state),
-            "--log",
-            store.verifier_key(),
-            "--port",
-            "0",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    line = proc.stderr.readline()
-    found = re.search(r"listening on (http://\S+/) .* its key: (\S+)", line)
-    assert found, line
-    try:
-        yield found.group(1), found.group(2), state
-    finally:
-        proc.terminate()
-        code = proc.wait(timeout=30)
-        proc.stderr.close()
-        assert code == 0  # SIGTERM: a clean stop
+    with witness_process(witness_key, state, store.verifier_key()) as (url, vkey):
+        yield url, vkey, state
 
 
 async def test_a_witness_cosigns_a_growing_log_and_refuses_a_rewritten_one(
