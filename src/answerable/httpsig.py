@@ -24,9 +24,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from answerable.errors import NotAuthorized
 from answerable.keys import KeyPair
 
-__all__ = ["COVERED", "SignedRequest", "content_digest", "normalized_uri", "sign_request", "verify_request"]
+__all__ = [
+    "COVERED",
+    "SKEW",
+    "SignedRequest",
+    "content_digest",
+    "normalized_uri",
+    "sign_request",
+    "verify_request",
+]
 
 COVERED = ("@method", "@target-uri", "content-digest")
+SKEW = 300
+"""Seconds a request's ``created`` may differ from the server's clock."""
 LABEL = "sig1"
 _PARAMS = re.compile(
     r'^sig1=\("@method" "@target-uri" "content-digest"\);created=(\d{1,12});keyid="([^"\\]{1,200})";'
@@ -98,7 +108,7 @@ def verify_request(
     keys: Mapping[str, str],
     *,
     now: int,
-    skew: int = 300,
+    skew: int = SKEW,
 ) -> SignedRequest:
     """Check a request's signature against the public keys (base64, by name) in ``keys``.
 

@@ -66,3 +66,15 @@ async def test_the_cli_backs_up_and_refuses_an_existing_target(
     again = runner.invoke(app, ["ledger", "backup", str(path), "--out", str(target)])
     assert again.exit_code == 2
     assert "exists already" in again.stderr
+
+
+def test_nonces_are_refused_twice_and_old_ones_are_forgotten(store: SQLiteLedger, path: Path) -> None:
+    """A replayed nonce is refused across reopenings; nonces older than the window are pruned."""
+    assert store.use_nonce("agent:n-0", 100) is True
+    assert store.use_nonce("agent:n-0", 100) is False
+    for n in range(1, 1100):
+        assert store.use_nonce(f"agent:n-{n}", 100 + n, forget_before=600)
+    store.close()
+    with SQLiteLedger.open(path) as again:
+        assert again.use_nonce("agent:n-1000", 1) is False  # kept: created after the cut
+        assert again.use_nonce("agent:n-5", 1) is True  # forgotten at the 1,024th call

@@ -104,8 +104,9 @@ class LedgerStore(Protocol):
 
     def release_lease(self, epoch: int) -> None: ...
 
-    def use_nonce(self, key: str, created: int) -> bool:
-        """Record a signed request's nonce durably; False when it was seen before (a replay)."""
+    def use_nonce(self, key: str, created: int, *, forget_before: int | None = None) -> bool:
+        """Record a signed request's nonce durably; False when it was seen before (a replay).
+        Nonces created before ``forget_before`` may be dropped: requests that old are refused."""
         ...
 
     def size(self) -> int: ...

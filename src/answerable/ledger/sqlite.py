@@ -118,6 +118,7 @@ class SQLiteLedger:
         self._reader = _connect(path)
         self._nonces: sqlite3.Connection | None = None
         self._nonce_lock = threading.Lock()
+        self._nonce_calls = 0
         self._pending: list[_Item] = []
         self._turn: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
         self._frontier: dict[tuple[int, int], bytes] = {}
@@ -676,11 +677,12 @@ class SQLiteLedger:
     def verifier_key(self) -> str:
         return self._verifier
 
-    def use_nonce(self, key: str, created: int) -> bool:
+    def use_nonce(self, key: str, created: int, *, forget_before: int | None = None) -> bool:
         """Record a request nonce durably; False when it was recorded before (a replay).
 
         Kept in the ledger's database (a table beside the log, not in it), so a request replayed
-        after a restart is still refused.
+        after a restart is still refused. ``forget_before``: nonces created before it may be
+        dropped (the caller refuses requests that old anyway); done once every 1,024 calls.
         """
         with self._nonce_lock:
             try:
@@ -690,6 +692,9 @@ class SQLiteLedger:
                         "CREATE TABLE IF NOT EXISTS nonces (key TEXT PRIMARY KEY, created INTEGER NOT NULL) "
                         "WITHOUT ROWID"
                     )
+                self._nonce_calls += 1
+                if forget_before is not None and self._nonce_calls % 1024 == 0:
+                    self._nonces.execute("DELETE FROM nonces WHERE created < ?", (forget_before,))
                 self._nonces.execute("INSERT INTO nonces VALUES (?, ?)", (key, created))
             except sqlite3.IntegrityError:
                 return False
