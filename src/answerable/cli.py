@@ -664,7 +664,14 @@ def serve_command(
     except OSError as exc:
         _fail(ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}"))
     service = Service(config)
-    server = uvicorn.Server(
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:  # said once listening: what scripts and tests wait for
+                err.print(f"answerable ready on {config.host}:{config.port}", markup=False)
+
+    server = Server(
         uvicorn.Config(
             build_app(service, lifespan=False),
             host=config.host,

@@ -156,9 +156,9 @@ class Service:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self.ledger is not None:
+        if self._tasks:  # it started: it held the lease, so it signs the last word
             with contextlib.suppress(AnswerableError):
-                await self._checkpoint()
+                await self._checkpoint(final=True)
         if self.gateway is not None:
             self.gateway.close()
         if self.ledger is not None:
@@ -183,9 +183,11 @@ class Service:
         with contextlib.suppress(AnswerableError):
             await self._settle()
 
-    async def _checkpoint(self) -> None:
+    async def _checkpoint(self, *, final: bool = False) -> None:
+        """Sign (and publish, and have witnessed) a checkpoint if the ledger grew; ``final`` signs
+        one even if not, since an interval's checkpoint may have been cut short by the stop."""
         ledger = self.ledger
-        if ledger is None or ledger.size() == self._checkpointed:
+        if ledger is None or (ledger.size() == self._checkpointed and not final):
             return
         if self.config.publish_dir is not None:
             done = await asyncio.to_thread(
