@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import _common as common
-import httpx
 
 CLIENT = """
 import json, sys, time
@@ -66,21 +65,14 @@ def _over_http(folder: Path, clients: int, actions: int) -> dict[str, Any]:
             "--port",
             str(port),
         ],
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         cwd=folder,
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("serve did not start")
-            time.sleep(0.05)
+        if server.stderr is None or not any(line.startswith("answerable ready") for line in server.stderr):
+            raise RuntimeError("serve did not start")
         share = actions // clients
         base = int(time.time() * 1000) * 1000  # unique orders per run of this folder
         procs = [
@@ -114,6 +106,8 @@ def _over_http(folder: Path, clients: int, actions: int) -> dict[str, Any]:
     finally:
         server.terminate()
         server.wait(timeout=60)
+        if server.stderr is not None:
+            server.stderr.close()
     return {
         "clients": clients,
         "actions": len(samples),

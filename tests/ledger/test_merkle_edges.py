@@ -6,17 +6,16 @@ through (``python tools/mutate.py src/answerable/ledger/merkle.py --tests tests/
 
 from __future__ import annotations
 
+import merkle_oracle
 import pytest
 
 from answerable.errors import ProofInvalid, ProofRequestInvalid
 from answerable.ledger.merkle import (
-    EMPTY_ROOT,
     append_leaves,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
     new_nodes_after_append,
-    node_hash,
     range_hash,
     root_hash,
     verify_consistency,
@@ -27,21 +26,11 @@ LEAVES = [leaf_hash(i.to_bytes(4, "big")) for i in range(300)]
 
 
 def _mth(hashes: list[bytes]) -> bytes:
-    """RFC 9162 MTH written naively from its definition, as the oracle."""
-    if not hashes:
-        return EMPTY_ROOT
-    if len(hashes) == 1:
-        return hashes[0]
-    k = 1 << ((len(hashes) - 1).bit_length() - 1)
-    return node_hash(_mth(hashes[:k]), _mth(hashes[k:]))
+    return merkle_oracle.mth(hashes)
 
 
 def _store(n: int) -> dict[tuple[int, int], bytes]:
-    store: dict[tuple[int, int], bytes] = {}
-    for i in range(n):
-        for level, index, h in new_nodes_after_append(i, LEAVES[i], lambda lv, ix: store[lv, ix]):
-            store[level, index] = h
-    return store
+    return merkle_oracle.build(LEAVES, n)
 
 
 STORE = _store(len(LEAVES))

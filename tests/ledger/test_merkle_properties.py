@@ -5,19 +5,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import merkle_oracle
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from answerable.errors import ProofInvalid, ProofRequestInvalid
 from answerable.ledger.merkle import (
-    EMPTY_ROOT,
     append_leaves,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
     new_nodes_after_append,
-    node_hash,
     root_hash,
     subtree_nodes_for_range,
     verify_consistency,
@@ -31,21 +30,11 @@ LEAVES = [leaf_hash(i.to_bytes(4, "big")) for i in range(MAX_LEAVES)]
 
 
 def _mth(hashes: list[bytes]) -> bytes:
-    """RFC 9162 MTH written naively from its definition, as the oracle."""
-    if not hashes:
-        return EMPTY_ROOT
-    if len(hashes) == 1:
-        return hashes[0]
-    k = 1 << ((len(hashes) - 1).bit_length() - 1)
-    return node_hash(_mth(hashes[:k]), _mth(hashes[k:]))
+    return merkle_oracle.mth(hashes)
 
 
 def _build(n: int) -> dict[tuple[int, int], bytes]:
-    store: dict[tuple[int, int], bytes] = {}
-    for i in range(n):
-        for level, index, h in new_nodes_after_append(i, LEAVES[i], lambda lv, ix: store[lv, ix]):
-            store[level, index] = h
-    return store
+    return merkle_oracle.build(LEAVES, n)
 
 
 STORE = _build(MAX_LEAVES)
