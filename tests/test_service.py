@@ -15,136 +15,21 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from served import CLI, STREAMING_AGENT, Running, agent, cli, effects, entries_of, free_port, start, system
 from support import witness_process
 
 from answerable import KeyPair
+from answerable.client import Client, ServiceRefused
 from answerable.httpsig import sign_request
 from answerable.scaffold import init
 from answerable.service import MAX_BODY
 
 pytestmark = pytest.mark.slow
-CLI = [sys.executable, "-m", "answerable.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Running:
-    folder: Path
-    url: str
-    proc: subprocess.Popen[str]
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=60)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-        return code
-
-
-def start(folder: Path, port: int) -> Running:
-    proc = subprocess.Popen(
-        [*CLI, "serve", str(folder / "answerable.toml"), "--port", str(port)],
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=folder,
-    )
-    url = f"http://127.0.0.1:{port}"
-    said = []
-    assert proc.stderr is not None
-    for line in proc.stderr:  # blocks until serve says it is listening, or exits
-        said.append(line)
-        if line.startswith("answerable ready on"):
-            return Running(folder, url, proc)
-    proc.wait(timeout=60)
-    raise AssertionError(f"serve exited {proc.returncode} before it was ready: {''.join(said)}")
-
-
-@pytest.fixture
-def system(tmp_path: Path) -> Iterator[Running]:
-    folder = tmp_path / "shop"
-    init(folder)
-    running = start(folder, free_port())
-    try:
-        yield running
-    finally:
-        if running.proc.poll() is None:
-            running.stop(signal.SIGKILL)
-
-
-AGENT = """
-import json, sys
-from answerable.client import Client, ServiceRefused
-from answerable.keys import KeyPair
-client = Client(sys.argv[1], KeyPair.load("agent.key"))
-done = []
-for line in sys.stdin:
-    ask = json.loads(line)
-    try:
-        if ask.get("wait"):
-            done.append(client.wait(ask["wait"], seconds=20))
-        else:
-            done.append(client.submit("refund", ask["arguments"], idempotency_key=ask.get("key")))
-    except ServiceRefused as exc:
-        done.append({"refused": exc.status, "reason_code": exc.reason_code})
-print(json.dumps(done))
-"""
-
-
-STREAMING_AGENT = """
-import json, sys
-from answerable.client import Client
-from answerable.keys import KeyPair
-client = Client(sys.argv[1], KeyPair.load("agent.key"))
-for line in sys.stdin.read().splitlines():
-    ask = json.loads(line)
-    print(json.dumps(client.submit("refund", ask["arguments"], idempotency_key=ask.get("key"))), flush=True)
-"""
-"""An agent that says each answer as soon as it has it."""
-
-
-def agent(running: Running, *asks: dict[str, object]) -> list[dict[str, object]]:
-    """Run an agent process that makes ``asks`` in order; what it got back."""
-    done = subprocess.run(
-        [sys.executable, "-c", AGENT, running.url],
-        input="".join(json.dumps(a) + "\n" for a in asks),
-        capture_output=True,
-        text=True,
-        cwd=running.folder,
-        timeout=120,
-        check=True,
-    )
-    result: list[dict[str, object]] = json.loads(done.stdout)
-    return result
-
-
-def cli(running: Running, *args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=running.folder, timeout=60, check=False
-    )
-
-
-def effects(running: Running) -> list[dict[str, object]]:
-    path = running.folder / "effects.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def entries_of(folder: Path) -> list[str]:
-    conn = sqlite3.connect(folder / "ledger.db")
-    try:
-        return [str(i) for (i,) in conn.execute("SELECT id FROM entries")]
-    finally:
-        conn.close()
+__all__ = ["system"]  # the fixture, used by name
 
 
 def executions(folder: Path) -> list[dict[str, object]]:
@@ -419,9 +304,13 @@ def test_the_service_notifies_a_webhook_has_its_checkpoints_witnessed_and_serves
         assert (tile.status_code, len(tile.content)) == (200, 32 * min(size, 256))
         hidden = httpx.get(f"{running.url}/log/{tile_path('entries', 0, min(size, 256))}")
         assert hidden.status_code == 404  # entry bundles carry arguments: not public unless configured
-        graph = httpx.get(f"{running.url}/v1/why/{large['intent_id']}").json()
+        assert httpx.get(f"{running.url}/v1/why/{large['intent_id']}").status_code == 401  # reads are signed
+        with Client(running.url, ri) as as_ri:
+            graph = as_ri.why(str(large["intent_id"]))
+            with pytest.raises(ServiceRefused) as missing:
+                as_ri.why("no-such-entry")
+            assert missing.value.status == 404
         assert graph["accountable"]["ri"] == ri.identity
-        assert httpx.get(f"{running.url}/v1/why/no-such-entry").status_code == 404
         assert running.stop() == 0  # its last checkpoint is signed, published and witnessed
         cosigned = (folder / "log" / "checkpoint").read_text()
         assert cosigned.split("\n")[1] == str(len(entries_of(folder)))
@@ -436,7 +325,6 @@ def test_the_service_notifies_a_webhook_has_its_checkpoints_witnessed_and_serves
 
 
 def test_a_reviewer_answers_over_http_signed_as_the_cli_signs_and_the_intent_runs(system: Running) -> None:
-    from answerable.client import Client, ServiceRefused
     from answerable.errors import ApprovalRefused
 
     [large] = agent(system, {"arguments": {"order": "O-4", "amount_cents": 50000}, "key": "refund-O-4"})
@@ -463,8 +351,11 @@ def test_a_reviewer_answers_over_http_signed_as_the_cli_signs_and_the_intent_run
 
 def test_what_a_sceptical_reviewer_tried_is_refused_cleanly(system: Running, tmp_path: Path) -> None:
     """Found in review: a NaN wait, a huge body, the system folder over /log, a made-up cause."""
+    agent_key = KeyPair.load(system.folder / "agent.key")
     for wait in ("nan", "inf", "-1", "61"):
-        answer = httpx.get(f"{system.url}/v1/intents/x", params={"wait": wait}, timeout=10)
+        target = f"{system.url}/v1/intents/x?wait={wait}"
+        headers = sign_request(agent_key, "GET", target, b"", created=int(time.time()))
+        answer = httpx.get(target, headers=headers, timeout=10)
         assert (answer.status_code, answer.json()["reason_code"]) == (422, "bad_wait"), wait
     huge = httpx.post(f"{system.url}/v1/intents", content=b"x" * (MAX_BODY + 1), timeout=30)
     assert (huge.status_code, huge.json()["reason_code"]) == (413, "body_too_large")

@@ -9,14 +9,22 @@ from collections.abc import Iterable, Mapping
 from pydantic import ValidationError
 
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
-from answerable.errors import AnswerableError, ConfigError, RecordInvalid
+from answerable.errors import AnswerableError, ConfigError, NotAuthorized, RecordInvalid
 from answerable.keys import KeyPair
 from answerable.ledger.base import LedgerStore
 from answerable.policy import load_ruleset
 from answerable.records import RulesetVersion, SystemCharter, decode_entry, problems
 from answerable.signing import sign, verify_charter
 
-__all__ = ["CharterHistory", "charter_at", "charter_of", "new_charter", "new_ruleset", "schema_for"]
+__all__ = [
+    "CharterHistory",
+    "amend_charter",
+    "charter_at",
+    "charter_of",
+    "new_charter",
+    "new_ruleset",
+    "schema_for",
+]
 
 
 def new_charter(
@@ -70,6 +78,83 @@ def new_charter(
     except ValidationError as exc:
         raise ConfigError(f"charter of {system!r}: {'; '.join(problems(exc, 'charter'))}") from exc
     return sign(charter, handed_over_by or ri)
+
+
+def amend_charter(
+    charter: SystemCharter,
+    ri: KeyPair,
+    *,
+    agents: Mapping[str, str | None] | None = None,
+    people: Mapping[str, tuple[str, Iterable[str]]] | None = None,
+    revoke: Iterable[str] = (),
+    clock: Clock | None = None,
+    ids: IdSource | None = None,
+) -> SystemCharter:
+    """The next version of ``charter``, signed by its RI: keys added, rotated or revoked.
+
+    ``agents``: name -> public key (base64), or None for an agent that signs nothing; an agent
+    already named gets the new key. ``people``: identity -> (public key, roles), added or
+    replaced (roles ``reviewer`` and ``operator``). ``revoke``: agents lose their key (they stay
+    in the charter and can no longer sign requests), people leave the charter. Anything signed
+    with a removed key after the new version stands in the ledger is refused, as everything is
+    judged by the charter in force at its position. The RI's own key changes only by a handover.
+
+    Raises:
+        NotAuthorized: ``ri`` is not the charter's RI, or a change would touch the RI.
+        ConfigError: a revoked name is in neither list, a role is unknown, a key is not base64.
+    """
+    if ri.identity != charter.ri:
+        raise NotAuthorized(
+            f"only the RI {charter.ri} amends the charter, not {ri.identity}",
+            who=ri.identity,
+            reason_code="not_the_ri",
+        )
+    agent_keys = {a.name: a.public_key for a in charter.agents}
+    persons: dict[str, tuple[str, tuple[str, ...]]] = {
+        p.identity: (p.public_key, tuple(p.roles)) for p in charter.people
+    }
+    for name in (*(people or {}), *revoke):
+        if name == charter.ri:
+            raise NotAuthorized(
+                f"{name} is the RI: the RI's key changes by a handover, not an amendment",
+                who=ri.identity,
+                reason_code="not_the_ri",
+            )
+    for name in revoke:
+        if name in persons:
+            del persons[name]
+        elif name in agent_keys:
+            agent_keys[name] = None
+        else:
+            raise ConfigError(f"cannot revoke {name!r}: it is neither an agent nor a person in the charter")
+    agent_keys.update(agents or {})
+    for identity, (public_key, roles) in (people or {}).items():
+        wanted = tuple(sorted(set(roles)))
+        if not wanted or not set(wanted) <= {"reviewer", "operator"}:
+            raise ConfigError(f"{identity}: roles must be reviewer and/or operator, not {list(roles)}")
+        persons[identity] = (public_key, wanted)
+    clock = clock or SystemClock()
+    ids = ids or IdSource(clock)
+    try:
+        amended = SystemCharter.model_validate(
+            {
+                **charter.model_dump(mode="json", exclude={"signature"}),
+                "id": ids.new(),
+                "at": rfc3339(clock.now_ns()),
+                "version": charter.version + 1,
+                "supersedes": charter.id,
+                "people": [
+                    {"identity": name, "public_key": key, "roles": list(roles)}
+                    for name, (key, roles) in sorted(persons.items())
+                ],
+                "agents": [
+                    {"name": name, **({"public_key": key} if key else {})} for name, key in agent_keys.items()
+                ],
+            }
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"charter of {charter.system!r}: {'; '.join(problems(exc, 'charter'))}") from exc
+    return sign(amended, ri)
 
 
 def new_ruleset(

@@ -49,6 +49,8 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(rules_app, name="rules")
 app.add_typer(demo_app, name="demo")
 app.add_typer(keys_app, name="keys")
+charter_app = typer.Typer(no_args_is_help=True, help="Amend the charter: add, rotate or revoke keys.")
+app.add_typer(charter_app, name="charter")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -811,6 +813,92 @@ def _print_key(key: KeyPair, path: Path, as_json: bool) -> None:
         _json({"identity": key.identity, "public_key": key.public_b64, "file": str(path)})
     else:
         out.print(f"{key.identity} {key.public_b64} ({path})", markup=False)
+
+
+def _public_key(text: str, where: str) -> str:
+    """A public key given as base64, or as a key file of which only the public half is read."""
+    candidate = Path(text)
+    if candidate.is_file():
+        return _run(lambda: KeyPair.load(candidate)).public_b64
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        _fail(ConfigError(f"{where}: {text!r} is neither a key file nor a base64 Ed25519 public key"))
+    return text
+
+
+def _pairs(values: list[str], option: str) -> dict[str, str]:
+    found = {}
+    for value in values:
+        name, sep, key = value.partition("=")
+        if not sep or not name or not key:
+            _fail(ConfigError(f"{option} {value!r}: want NAME=KEY (a key file or a base64 public key)"))
+        found[name] = _public_key(key, f"{option} {name}")
+    return found
+
+
+@charter_app.command("amend")
+def charter_amend(
+    charter_file: Path = typer.Argument(..., help="The signed charter in force (charter.json)."),
+    key_file: Path = typer.Option(..., "--key", help="The RI's key file: the RI signs the new version."),
+    out_file: Path = typer.Option(..., "--out", help="Where to write the new version."),
+    agent: list[str] = typer.Option(
+        [], "--agent", metavar="NAME=KEY", help="Add an agent or give it a new key (repeatable)."
+    ),
+    reviewer: list[str] = typer.Option(
+        [], "--reviewer", metavar="IDENTITY=KEY", help="Add a reviewer or rotate their key (repeatable)."
+    ),
+    operator: list[str] = typer.Option(
+        [], "--operator", metavar="IDENTITY=KEY", help="Add an operator or rotate their key (repeatable)."
+    ),
+    revoke: list[str] = typer.Option(
+        [], "--revoke", metavar="NAME", help="Revoke an agent's key or remove a person (repeatable)."
+    ),
+    force: bool = ForceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write the charter's next version, signed by the RI. KEY is a key file (only its public
+    key is read) or a base64 public key. A running service puts it in force within a second
+    when --out is its [charter] file; from then on, whatever a revoked key signs is refused."""
+    from answerable.charter import amend_charter
+    from answerable.ledger.tiles import write_atomically
+    from answerable.records import SystemCharter
+
+    _out_file(out_file, force)
+    text = _read(charter_file)
+    try:
+        charter = SystemCharter.model_validate_json(text)
+    except ValueError as exc:
+        _fail(ConfigError(f"{charter_file} is not a signed SystemCharter: {str(exc).splitlines()[0]}"))
+    ri = _run(lambda: KeyPair.load(key_file))
+    people: dict[str, tuple[str, list[str]]] = {}
+    for role, values, option in (("reviewer", reviewer, "--reviewer"), ("operator", operator, "--operator")):
+        for identity, key in _pairs(values, option).items():
+            roles = people.get(identity, (key, []))[1]
+            people[identity] = (key, [*roles, role])
+    amended = _run(
+        lambda: amend_charter(charter, ri, agents=_pairs(agent, "--agent"), people=people, revoke=revoke)
+    )
+    try:  # whole or not at all: a running service reads this file as soon as it changes
+        write_atomically(out_file, orjson.dumps(amended.model_dump(mode="json"), option=orjson.OPT_INDENT_2))
+    except OSError as exc:
+        _fail(ConfigError(f"cannot write {out_file}: {exc.strerror}"))
+    if as_json:
+        _json(
+            {
+                "id": amended.id,
+                "version": amended.version,
+                "supersedes": amended.supersedes,
+                "file": str(out_file),
+            }
+        )
+        return
+    out.print(
+        f"charter v{amended.version} ({amended.id}) written to {out_file}, superseding {amended.supersedes}",
+        markup=False,
+    )
 
 
 @demo_app.command("quickstart")

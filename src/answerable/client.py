@@ -8,9 +8,9 @@
     if not outcome["done"]:                      # waiting for a person
         outcome = agent.wait(outcome["intent_id"], seconds=30)
 
-Every request is signed (RFC 9421) with the key, whose identity must be the agent's name (or a
-person's, for ``halt`` and ``pause``) in the charter. A refused request raises
-:class:`ServiceRefused` with the service's reason code.
+Every request, reads included, is signed (RFC 9421) with the key, whose identity must be the
+agent's name (or a person's, for ``answer``, ``halt``, ``pause`` and ``resume``) in the charter.
+A refused request raises :class:`ServiceRefused` with the service's reason code.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import httpx
 import orjson
 
 from answerable.clock import IdSource, SystemClock
+from answerable.control import scope_from_text, unsigned_control
 from answerable.errors import AnswerableError
 from answerable.httpsig import sign_request
 from answerable.keys import KeyPair
@@ -51,6 +52,16 @@ def _submit_body(
             "causes": list(causes),
         }
     )
+
+
+def _sign(key: KeyPair, request: httpx.Request) -> None:
+    """Add the RFC 9421 signature headers over the request as it will be sent."""
+    body = request.content
+    request.headers.update(
+        sign_request(key, request.method, str(request.url), body, created=int(time.time()))
+    )
+    if body:
+        request.headers["Content-Type"] = "application/json"
 
 
 def _answer(response: httpx.Response) -> Any:
@@ -101,6 +112,27 @@ def _approval(
     return orjson.dumps(sign(record, key).model_dump(mode="json"))
 
 
+def _resume(key: KeyPair, stops: dict[str, Any], scope: str, reason: str) -> bytes:
+    """A resume of ``scope`` naming the stops on it the service reported, signed by ``key``."""
+    parsed = scope_from_text(scope)
+    clock = SystemClock()
+    lifted = [stop["id"] for stop in stops.get("stops", []) if stop.get("scope") == parsed.label()]
+    record = unsigned_control(
+        "resume",
+        parsed,
+        key.identity,
+        reason,
+        causes=lifted,
+        control_id=IdSource(clock).new(),
+        at_ns=clock.now_ns(),
+    )
+    return orjson.dumps(sign(record, key).model_dump(mode="json"))
+
+
+def _stop(action: str, reason: str, scope: str) -> bytes:
+    return orjson.dumps({"action": action, "reason": reason, "scope": scope})
+
+
 class Client:
     """A synchronous client; one per agent (or person) key."""
 
@@ -109,12 +141,10 @@ class Client:
         self.key = key
         self._http = httpx.Client(timeout=timeout, transport=_Transport())
 
-    def _post(self, path: str, body: bytes) -> Any:
-        target = f"{self.url}{path}"
-        headers = sign_request(self.key, "POST", target, body, created=int(time.time()))
-        return _answer(
-            self._http.post(target, content=body, headers={**headers, "Content-Type": "application/json"})
-        )
+    def _call(self, method: str, path: str, body: bytes = b"", **params: Any) -> Any:
+        request = self._http.build_request(method, f"{self.url}{path}", params=params or None, content=body)
+        _sign(self.key, request)
+        return _answer(self._http.send(request))
 
     def submit(
         self,
@@ -125,20 +155,19 @@ class Client:
         causes: tuple[str, ...] = (),
     ) -> dict[str, Any]:
         """Propose an intent; its outcome, or ``done: false`` while it waits for a review."""
-        result: dict[str, Any] = self._post(
-            "/v1/intents", _submit_body(operation, arguments, idempotency_key, causes)
+        result: dict[str, Any] = self._call(
+            "POST", "/v1/intents", _submit_body(operation, arguments, idempotency_key, causes)
         )
         return result
 
     def wait(self, intent_id: str, *, seconds: float = 30.0) -> dict[str, Any]:
         """The intent's status once final, or as it stands after ``seconds`` (the service long-polls)."""
-        result: dict[str, Any] = _answer(
-            self._http.get(f"{self.url}/v1/intents/{intent_id}", params={"wait": seconds})
-        )
+        result: dict[str, Any] = self._call("GET", f"/v1/intents/{intent_id}", wait=seconds)
         return result
 
     def reviews(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = _answer(self._http.get(f"{self.url}/v1/reviews"))
+        """The open reviews, each whole (``answerable reviews --json`` shows the same)."""
+        result: list[dict[str, Any]] = self._call("GET", "/v1/reviews")
         return result
 
     def answer(
@@ -146,16 +175,31 @@ class Client:
     ) -> dict[str, Any]:
         """Approve or deny a review as this client's key's owner (a reviewer), signed here exactly
         as ``answerable approve`` signs it; the service checks it and acts within a second."""
-        review = _answer(self._http.get(f"{self.url}/v1/reviews/{review_id}"))
+        review = self._call("GET", f"/v1/reviews/{review_id}")
         approval = _approval(self.key, review, verdict, reason, valid_for_seconds)
-        result: dict[str, Any] = self._post(f"/v1/reviews/{review_id}/answer", approval)
+        result: dict[str, Any] = self._call("POST", f"/v1/reviews/{review_id}/answer", approval)
+        return result
+
+    def why(self, entry_id: str) -> dict[str, Any]:
+        """The causal chain of a ledger entry (``answerable why --json`` shows the same)."""
+        result: dict[str, Any] = self._call("GET", f"/v1/why/{entry_id}")
         return result
 
     def halt(self, reason: str, *, scope: str = "system") -> dict[str, Any]:
-        """Halt (signed by a person the charter names: this client's key)."""
-        result: dict[str, Any] = self._post(
-            "/v1/control", orjson.dumps({"action": "halt", "reason": reason, "scope": scope})
-        )
+        """Halt (signed by a person the charter names: this client's key); only the RI resumes it."""
+        result: dict[str, Any] = self._call("POST", "/v1/control", _stop("halt", reason, scope))
+        return result
+
+    def pause(self, reason: str, *, scope: str = "system") -> dict[str, Any]:
+        """Pause a scope (signed by a person the charter names); an operator or the RI resumes it."""
+        result: dict[str, Any] = self._call("POST", "/v1/control", _stop("pause", reason, scope))
+        return result
+
+    def resume(self, reason: str, *, scope: str = "system") -> dict[str, Any]:
+        """Lift the stops on ``scope`` now in force, signed here exactly as ``answerable resume``
+        signs it (the charter must let this key's owner lift them)."""
+        body = _resume(self.key, self._call("GET", "/v1/control"), scope, reason)
+        result: dict[str, Any] = self._call("POST", "/v1/control/resume", body)
         return result
 
     def close(self) -> None:
@@ -176,13 +220,10 @@ class AsyncClient:
         self.key = key
         self._http = httpx.AsyncClient(timeout=timeout, transport=_AsyncTransport())
 
-    async def _post(self, path: str, body: bytes) -> Any:
-        target = f"{self.url}{path}"
-        headers = sign_request(self.key, "POST", target, body, created=int(time.time()))
-        response = await self._http.post(
-            target, content=body, headers={**headers, "Content-Type": "application/json"}
-        )
-        return _answer(response)
+    async def _call(self, method: str, path: str, body: bytes = b"", **params: Any) -> Any:
+        request = self._http.build_request(method, f"{self.url}{path}", params=params or None, content=body)
+        _sign(self.key, request)
+        return _answer(await self._http.send(request))
 
     async def submit(
         self,
@@ -192,33 +233,49 @@ class AsyncClient:
         idempotency_key: str | None = None,
         causes: tuple[str, ...] = (),
     ) -> dict[str, Any]:
-        result: dict[str, Any] = await self._post(
-            "/v1/intents", _submit_body(operation, arguments, idempotency_key, causes)
+        result: dict[str, Any] = await self._call(
+            "POST", "/v1/intents", _submit_body(operation, arguments, idempotency_key, causes)
         )
         return result
 
     async def wait(self, intent_id: str, *, seconds: float = 30.0) -> dict[str, Any]:
-        response = await self._http.get(f"{self.url}/v1/intents/{intent_id}", params={"wait": seconds})
-        result: dict[str, Any] = _answer(response)
+        result: dict[str, Any] = await self._call("GET", f"/v1/intents/{intent_id}", wait=seconds)
         return result
 
     async def reviews(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = _answer(await self._http.get(f"{self.url}/v1/reviews"))
+        result: list[dict[str, Any]] = await self._call("GET", "/v1/reviews")
         return result
 
     async def answer(
         self, review_id: str, verdict: str, reason: str, *, valid_for_seconds: int = 3600
     ) -> dict[str, Any]:
-        review = _answer(await self._http.get(f"{self.url}/v1/reviews/{review_id}"))
+        review = await self._call("GET", f"/v1/reviews/{review_id}")
         approval = _approval(self.key, review, verdict, reason, valid_for_seconds)
-        result: dict[str, Any] = await self._post(f"/v1/reviews/{review_id}/answer", approval)
+        result: dict[str, Any] = await self._call("POST", f"/v1/reviews/{review_id}/answer", approval)
+        return result
+
+    async def why(self, entry_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", f"/v1/why/{entry_id}")
         return result
 
     async def halt(self, reason: str, *, scope: str = "system") -> dict[str, Any]:
-        result: dict[str, Any] = await self._post(
-            "/v1/control", orjson.dumps({"action": "halt", "reason": reason, "scope": scope})
-        )
+        result: dict[str, Any] = await self._call("POST", "/v1/control", _stop("halt", reason, scope))
+        return result
+
+    async def pause(self, reason: str, *, scope: str = "system") -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("POST", "/v1/control", _stop("pause", reason, scope))
+        return result
+
+    async def resume(self, reason: str, *, scope: str = "system") -> dict[str, Any]:
+        body = _resume(self.key, await self._call("GET", "/v1/control"), scope, reason)
+        result: dict[str, Any] = await self._call("POST", "/v1/control/resume", body)
         return result
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()

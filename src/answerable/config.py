@@ -59,6 +59,8 @@ class ServiceConfig:
     """``[server] public_url``: the base URL agents call (behind a TLS proxy); signatures cover it."""
     witnesses: tuple[tuple[str, str], ...] = ()
     """``[checkpoints] witnesses``: (url, verifier key) of each witness asked to cosign."""
+    monitors: Path | None = None
+    """``[monitors] file``: the system-level invariants evaluated on every new entry."""
     webhook: str | None = None
     """``[notify] webhook``: called on reviews opened, escalated or expired, halts, pauses and alerts."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -125,6 +127,7 @@ def load_config(path: Path) -> ServiceConfig:
         tls_key=tls_key,
         public_url=read.url("server", "public_url"),
         witnesses=read.witnesses(),
+        monitors=read.maybe_path("monitors", "file", None, must_exist=True),
         webhook=read.url("notify", "webhook"),
         extra={k: v for k, v in doc.items() if k not in _KNOWN},
     )

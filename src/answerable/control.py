@@ -11,6 +11,7 @@ wherever it came from: every process, and every restart, agrees on the state at 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -23,7 +24,7 @@ from answerable.ledger.base import LedgerStore, StoredEntry
 from answerable.records import Control, Scope, SystemCharter, decode_entry, problems
 from answerable.signing import require_role, sign, verify_signed_by
 
-__all__ = ["ControlFold", "ControlState", "Controller", "scope_from_text"]
+__all__ = ["ControlFold", "ControlState", "Controller", "scope_from_text", "unsigned_control"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,27 +151,15 @@ class Controller:
             return self._fold.state
 
     def _make(self, action: str, scope: Scope, by: str, reason: str) -> Control:
-        if not reason.strip():
-            # Checked here, not in the record: a Control written before this check still reads.
-            raise RecordInvalid(
-                f"{action} by {by!r}: give a reason; a blank one says nothing", record="Control"
-            )
-        try:
-            return Control.model_validate(
-                {
-                    "id": self.ids.new(),
-                    "at": rfc3339(self.clock.now_ns()),
-                    "action": action,
-                    "scope": scope.model_dump(),
-                    "by": by,
-                    "reason": reason,
-                    "causes": [s.id for s in self.state().stops if s.scope.label() == scope.label()],
-                }
-            )
-        except ValidationError as exc:
-            raise RecordInvalid(
-                f"{action} by {by!r}: {'; '.join(problems(exc, 'control'))}", record="Control"
-            ) from exc
+        return unsigned_control(
+            action,
+            scope,
+            by,
+            reason,
+            causes=[s.id for s in self.state().stops if s.scope.label() == scope.label()],
+            control_id=self.ids.new(),
+            at_ns=self.clock.now_ns(),
+        )
 
     async def halt(self, *, by: str, reason: str, scope: Scope | None = None) -> Control:
         """Stop everything in scope at once; only the RI can lift it.
@@ -204,7 +193,20 @@ class Controller:
             ConfigError: the ledger has no charter, so nobody may resume.
             RecordInvalid: ``reason`` is empty.
         """
-        control = sign(self._make("resume", scope or Scope(kind="system"), key.identity, reason), key)
+        return await self.record_resume(
+            sign(self._make("resume", scope or Scope(kind="system"), key.identity, reason), key)
+        )
+
+    async def record_resume(self, control: Control) -> Control:
+        """Record a resume its author signed elsewhere (a client of the service, the console),
+        after the same checks :meth:`resume` makes.
+
+        Raises:
+            NotAuthorized, SignatureInvalid, ConfigError: as for :meth:`resume`.
+            RecordInvalid: ``control`` is not a resume.
+        """
+        if control.action != "resume":
+            raise RecordInvalid(f"control {control.id} is a {control.action}, not a resume", record="Control")
         charter = self.charters.advance(self.ledger).latest()
         if charter is None:
             raise ConfigError(
@@ -214,6 +216,45 @@ class Controller:
         _check_resume(control, self.state(), charter)
         await self.ledger.append([control])
         return control
+
+
+def unsigned_control(
+    action: str,
+    scope: Scope,
+    by: str,
+    reason: str,
+    *,
+    causes: Sequence[str],
+    control_id: str,
+    at_ns: int,
+) -> Control:
+    """A halt, pause or resume record; a resume is then signed by its author. The CLI, the
+    service's clients and the console all make them here, so they sign the same bytes.
+
+    ``causes``: the stops on ``scope`` a resume lifts (or a halt or pause extends).
+
+    Raises:
+        RecordInvalid: a blank reason, a name with spaces, an unknown action.
+    """
+    if not reason.strip():
+        # Checked here, not in the record: a Control written before this check still reads.
+        raise RecordInvalid(f"{action} by {by!r}: give a reason; a blank one says nothing", record="Control")
+    try:
+        return Control.model_validate(
+            {
+                "id": control_id,
+                "at": rfc3339(at_ns),
+                "action": action,
+                "scope": scope.model_dump(),
+                "by": by,
+                "reason": reason,
+                "causes": list(causes),
+            }
+        )
+    except ValidationError as exc:
+        raise RecordInvalid(
+            f"{action} by {by!r}: {'; '.join(problems(exc, 'control'))}", record="Control"
+        ) from exc
 
 
 def _control_in(stored: StoredEntry) -> Control:

@@ -28,6 +28,7 @@ __all__ = [
     "COVERED",
     "SKEW",
     "SignedRequest",
+    "claimed_keyid",
     "content_digest",
     "normalized_uri",
     "sign_request",
@@ -135,20 +136,31 @@ def verify_request(
         raise _refuse("unknown_agent", f"keyid {keyid!r} is no agent with a key in the charter")
     if abs(now - created) > skew:
         raise _refuse(
-            "clock_skew", f"created {created} is {now - created} s from the server's clock (window {skew} s)"
+            "clock_skew",
+            f"created {created} is {now - created} s from the server's clock (window {skew} s)",
+            keyid,
         )
     digest = content_digest(body)
     if lowered.get("content-digest", "").strip() != digest:
-        raise _refuse("bad_digest", "Content-Digest is not the SHA-256 of the body")
+        raise _refuse("bad_digest", "Content-Digest is not the SHA-256 of the body", keyid)
     params = signature_input.strip()[len(LABEL) + 1 :]
     try:
         Ed25519PublicKey.from_public_bytes(base64.b64decode(public)).verify(
             base64.b64decode(sig.group(1)), _base(method, target_uri, digest, params)
         )
     except (InvalidSignature, ValueError) as exc:
-        raise _refuse("bad_signature", f"the signature of {keyid!r} does not verify") from exc
+        raise _refuse("bad_signature", f"the signature of {keyid!r} does not verify", keyid) from exc
     return SignedRequest(keyid, nonce, created)
 
 
-def _refuse(code: str, message: str) -> NotAuthorized:
-    return NotAuthorized(message, reason_code=code)
+def claimed_keyid(headers: Mapping[str, str]) -> str | None:
+    """The ``keyid`` a request's Signature-Input names, before anything is verified (who it
+    claims to be, for the record of a refusal), or None."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    found = _PARAMS.match(lowered.get("signature-input", "").strip())
+    return None if found is None else found.group(2)
+
+
+def _refuse(code: str, message: str, keyid: str = "") -> NotAuthorized:
+    """A refusal; ``keyid`` names who the request claimed to be once that is known."""
+    return NotAuthorized(message, who=keyid, reason_code=code)

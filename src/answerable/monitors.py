@@ -184,18 +184,30 @@ class Monitors:
         self.alerts: list[Alert] = []
 
     async def poll(self) -> list[Alert]:
-        """Read the entries appended since the last poll and respond to any breach."""
+        """Read the entries appended since the last poll and respond to any breach.
+
+        A breach whose Alert is further on in the ledger was answered already (a restarted
+        service reads the whole ledger again), so it is not alerted twice.
+        """
         size = self.ledger.size()
-        breaches: list[Breach] = []
+        pending: dict[str, Breach] = {}
         while self._next < size:
             stop = min(size, self._next + 2048)
             batch = self.ledger.entries(self._next, stop)
             # After reading the batch: every charter before its entries was committed before them.
             self._controls.charters.advance(self.ledger)
             for stored in batch:
-                breaches += self.observe(orjson.loads(stored.data), index=stored.index)
+                entry = orjson.loads(stored.data)
+                if entry.get("kind") == "Alert" and isinstance(entry.get("monitor"), str):
+                    # Already answered (by this process before a restart, or another reader):
+                    # the breach it answers is not alerted twice.
+                    pending.pop(entry["monitor"], None)
+                    if entry["monitor"] in self._state:
+                        self._state[entry["monitor"]].latched = True
+                for breach in self.observe(entry, index=stored.index):
+                    pending[breach.monitor.name] = breach
             self._next = stop
-        written = [await self._respond(b) for b in breaches]
+        written = [await self._respond(b) for b in pending.values()]
         return written
 
     def observe(self, entry: dict[str, Any], *, index: int | None = None) -> list[Breach]:

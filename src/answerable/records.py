@@ -32,6 +32,7 @@ __all__ = [
     "Message",
     "Person",
     "Record",
+    "Refusal",
     "Review",
     "ReviewClosed",
     "RulesetVersion",
@@ -323,6 +324,29 @@ class Alert(Record):
     """The person called: the RI, from the charter in force."""
 
 
+class Refusal(Record):
+    """A request refused at the door that claimed to come from someone the charter names.
+
+    Kept so a forged, replayed or malformed call in someone's name is seen, not only answered.
+    Only claims of chartered identities are recorded, at most one per identity per interval
+    (``suppressed`` counts the ones folded into the next), so nobody grows the ledger by sending
+    garbage. ``verified``: the claim was proven by its signature (a bad body from a real agent),
+    or not (a forged or replayed request in its name).
+    """
+
+    kind: Literal["Refusal"] = "Refusal"
+    claimed: _NAME
+    verified: bool
+    channel: Literal["http"]
+    target: Annotated[str, Field(max_length=300)]
+    """What was asked: ``POST /v1/intents``."""
+    reason_code: Annotated[str, Field(min_length=1, max_length=64)]
+    detail: Annotated[str, Field(max_length=500)]
+    body_digest: str | None = None
+    """SHA-256 hex of the refused body, when it was read: matches a copy the sender kept."""
+    suppressed: int = Field(ge=0, default=0)
+
+
 Entry = Annotated[
     SystemCharter
     | RulesetVersion
@@ -337,7 +361,8 @@ Entry = Annotated[
     | Claim
     | Execution
     | Control
-    | Alert,
+    | Alert
+    | Refusal,
     Field(discriminator="kind"),
 ]
 _ENTRY: TypeAdapter[Entry] = TypeAdapter(Entry)

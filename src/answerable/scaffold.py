@@ -81,6 +81,9 @@ name = "refund"
 target = "operations:refund"
 idempotent = true
 
+[monitors]
+file = "monitors.json"          # system-level invariants, checked on every new entry
+
 [checkpoints]
 every_seconds = 10
 publish_dir = "log"             # the C2SP tlog-tiles tree, also served under /log/

@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from answerable._canonical import canonical_bytes
+from answerable.clock import rfc3339
 from answerable.config import ServiceConfig, resolve_target
 from answerable.control import scope_from_text
 from answerable.errors import (
@@ -43,20 +44,24 @@ from answerable.errors import (
     UnknownOperation,
 )
 from answerable.gateway import Gateway, Outcome
-from answerable.httpsig import SKEW, verify_request
+from answerable.httpsig import SKEW, claimed_keyid, verify_request
 from answerable.ledger import SQLiteLedger
 from answerable.ledger.tiles import publish, write_atomically
 from answerable.ledger.witness import CosignatureVerifier, request_cosignature
+from answerable.monitors import Monitors, load_monitors
 from answerable.policy import load_ruleset
 from answerable.records import (
     Approval,
+    Control,
     Decision,
     Execution,
     Intent,
+    Refusal,
     Review,
     RulesetVersion,
     SystemCharter,
     decode_entry,
+    digest,
 )
 
 __all__ = ["MAX_BODY", "Service", "build_app"]
@@ -65,6 +70,9 @@ _NOTIFY = frozenset({"Review", "Escalation", "ReviewClosed", "Control", "Alert"}
 
 MAX_BODY = 64 * 1024
 """Largest request body accepted; an intent's arguments are far smaller."""
+
+REFUSALS_EVERY = 10.0
+"""At most one Refusal recorded per claimed identity in this many seconds; the rest are counted."""
 
 
 class SubmitBody(BaseModel):
@@ -87,13 +95,20 @@ class Service:
         self.config = config
         self.ledger: SQLiteLedger | None = None
         self.gateway: Gateway | None = None
+        self.monitors: Monitors | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._by_key: dict[tuple[str, str], str] = {}
         """(agent, idempotency key) -> intent id, rebuilt from the ledger at start."""
-        self._key_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._key_locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+        """Per (agent, idempotency key): its lock and how many requests hold or wait for it."""
         self._checkpointed = -1
+        self._ruleset: RulesetVersion | None = None
+        self._charter_seen: tuple[int, int] | None = None
+        """(mtime, size) of the charter file when it was last read."""
         self._seen = 0
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10_000)
+        self._refusals: dict[str, tuple[float, int]] = {}
+        """Claimed identity -> (when its last Refusal was recorded, refusals since not recorded)."""
         self.dropped_events = 0
         """Events not queued for the webhook because it fell 10,000 behind (said, not hidden)."""
 
@@ -135,12 +150,27 @@ class Service:
         if ledger.of_kind("SystemCharter"):
             await gateway.resume_from_ledger()
         await gateway.install(charter, ruleset)
+        self._ruleset = ruleset
+        self._charter_seen = _stamp(config.charter)
         await gateway.reconcile()
         for stored in ledger.of_kind("Intent"):
             intent = decode_entry(stored.data)
             if isinstance(intent, Intent):
                 self._by_key.setdefault((intent.agent, intent.idempotency_key), intent.id)
         self._seen = ledger.size()
+        if config.monitors is not None:
+            known = (
+                {f"operation:{op.name}" for op in config.operations}
+                | {f"resource_class:{op.resource_class}" for op in config.operations}
+                | {f"agent:{a.name}" for a in charter.agents}
+            )
+            self.monitors = Monitors(
+                load_monitors(config.monitors, known_scopes=known),
+                ledger,
+                clock=gateway.clock,
+                ids=gateway.ids,
+            )
+            await self.monitors.poll()  # the whole ledger once: a breach left unanswered is answered now
         self._tasks = [
             asyncio.create_task(self._every(config.settle_every, self._settle)),
             asyncio.create_task(self._every(config.checkpoint_every, self._checkpoint)),
@@ -175,8 +205,42 @@ class Service:
                 continue  # recorded where it matters; try again on the next round
 
     async def _settle(self) -> None:
+        await self._follow_charter()
         if self.gateway is not None:
             await self.gateway.settle_reviews()
+        await self._watch_invariants()
+
+    async def _follow_charter(self) -> None:
+        """Put a new charter version in force when the RI writes one to the ``[charter]`` file
+        (``answerable charter amend``): keys added, rotated or revoked take effect at once. One
+        that does not chain from the charter in force is said on stderr and changes nothing."""
+        stamp = _stamp(self.config.charter)
+        if stamp == self._charter_seen or self.gateway is None or self._ruleset is None:
+            return
+        self._charter_seen = stamp
+        try:
+            charter = _record(self.config.charter, SystemCharter)
+            if charter.id != self.gateway.charter.id:
+                await self.gateway.install(charter, self._ruleset)
+                print(
+                    f"answerable serve: charter v{charter.version} ({charter.id}) is in force",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        except LeaseLost:
+            raise
+        except AnswerableError as exc:
+            print(
+                f"answerable serve: {self.config.charter.name} not put in force: {exc}; "
+                f"charter v{self.gateway.charter.version} stays",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    async def _watch_invariants(self) -> None:
+        """Evaluate the monitors on the entries appended since they last looked (by anyone)."""
+        if self.monitors is not None:
+            await self.monitors.poll()
 
     async def _settle_now(self) -> None:
         """Settle at once after an answer over HTTP (the loop would within ``settle_every``)."""
@@ -310,7 +374,15 @@ class Service:
     # --- acting ------------------------------------------------------------------------------------
 
     async def submit(self, agent: str, body: SubmitBody) -> tuple[int, dict[str, Any]]:
-        """Govern one intent for ``agent``; (HTTP status, document)."""
+        """Govern one intent for ``agent``; (HTTP status, document). The monitors then read what
+        it added before the answer goes back, so a breach pauses its class before the next call."""
+        try:
+            return await self._submit(agent, body)
+        finally:
+            with contextlib.suppress(AnswerableError):
+                await self._watch_invariants()
+
+    async def _submit(self, agent: str, body: SubmitBody) -> tuple[int, dict[str, Any]]:
         ledger, gateway = self._running()
         for cause in body.causes:  # an agent cites what is in the ledger, nothing else
             try:
@@ -323,27 +395,72 @@ class Service:
         if body.idempotency_key is None:
             return 200, _outcome_doc(await gateway.submit(self._intent(agent, body)))
         slot = (agent, body.idempotency_key)
-        async with self._key_locks.setdefault(slot, asyncio.Lock()):
-            existing = self._by_key.get(slot)
-            if existing is not None:
-                doc = self.status_of(existing)
-                if _same(doc["arguments"], body.arguments) and doc["operation"] == body.operation:
-                    return 200, {**doc, "existing": True}
-                return 409, {
-                    "error": f"idempotency key {body.idempotency_key!r} was used by intent {existing} "
-                    "with other arguments",
-                    "reason_code": "idempotency_conflict",
-                    "intent_id": existing,
-                }
-            intent = self._intent(agent, body)
-            self._by_key[slot] = intent.id
-            try:
-                outcome = await gateway.submit(intent)
-            except AnswerableError:
-                if not self._recorded(intent.id):
-                    del self._by_key[slot]
-                raise
+        lock, users = self._key_locks.get(slot, (asyncio.Lock(), 0))
+        self._key_locks[slot] = (lock, users + 1)
+        try:
+            async with lock:
+                return await self._submit_once(slot, agent, body)
+        finally:
+            lock, users = self._key_locks[slot]
+            if users == 1:
+                del self._key_locks[slot]  # nobody else holds or waits for it: no lock per key forever
+            else:
+                self._key_locks[slot] = (lock, users - 1)
+
+    async def _submit_once(
+        self, slot: tuple[str, str], agent: str, body: SubmitBody
+    ) -> tuple[int, dict[str, Any]]:
+        """Submit under the idempotency key's lock: the same key and arguments give the intent
+        already made, other arguments a 409."""
+        _, gateway = self._running()
+        existing = self._by_key.get(slot)
+        if existing is not None:
+            doc = self.status_of(existing)
+            if _same(doc["arguments"], body.arguments) and doc["operation"] == body.operation:
+                return 200, {**doc, "existing": True}
+            return 409, {
+                "error": f"idempotency key {body.idempotency_key!r} was used by intent {existing} "
+                "with other arguments",
+                "reason_code": "idempotency_conflict",
+                "intent_id": existing,
+            }
+        intent = self._intent(agent, body)
+        self._by_key[slot] = intent.id
+        try:
+            outcome = await gateway.submit(intent)
+        except AnswerableError:
+            if not self._recorded(intent.id):
+                del self._by_key[slot]
+            raise
         return 200, _outcome_doc(outcome)
+
+    async def record_refusal(
+        self, claimed: str, *, verified: bool, target: str, reason_code: str, detail: str, body: bytes | None
+    ) -> Refusal | None:
+        """Record a refused request made in the name of ``claimed`` (a chartered identity),
+        unless one was recorded for them within :data:`REFUSALS_EVERY` seconds: then it is only
+        counted, and the count goes into the next one recorded."""
+        ledger, gateway = self._running()
+        now = time.monotonic()
+        last, suppressed = self._refusals.get(claimed, (-math.inf, 0))
+        if now - last < REFUSALS_EVERY:
+            self._refusals[claimed] = (last, suppressed + 1)
+            return None
+        self._refusals[claimed] = (now, 0)
+        refusal = Refusal(
+            id=gateway.ids.new(),
+            at=rfc3339(gateway.clock.now_ns()),
+            claimed=claimed,
+            verified=verified,
+            channel="http",
+            target=target[:300],
+            reason_code=reason_code[:64] or "refused",
+            detail=detail[:500],
+            body_digest=None if body is None else digest(body),
+            suppressed=suppressed,
+        )
+        await ledger.append([refusal])
+        return refusal
 
     def _recorded(self, intent_id: str) -> bool:
         ledger, _ = self._running()
@@ -413,6 +530,14 @@ def _outcome_doc(outcome: Outcome) -> dict[str, Any]:
     return doc
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_mtime_ns, found.st_size
+
+
 def _text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -441,7 +566,13 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
 
     app = FastAPI(title="answerable", version="1", lifespan=running if lifespan else None)
 
-    async def signed(request: Request, keys: Mapping[str, str]) -> tuple[str, bytes]:
+    async def signed(request: Request, keys: Mapping[str, str], *, once: bool = True) -> tuple[str, bytes]:
+        """The signer and body of a request signed (RFC 9421) by one of ``keys``. ``once``: its
+        nonce is spent in the store, so it is refused if sent again, even after a restart (reads
+        are not: a read sent again within the clock window reads again, which changes nothing)."""
+        claimed = claimed_keyid(request.headers)
+        if claimed is not None and claimed in keys:
+            request.state.claimed = claimed  # who it says it is: a refusal is recorded in their name
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
             raise _HTTPError(
@@ -455,6 +586,7 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
                 raise _HTTPError(413, "body_too_large", f"the body is over {MAX_BODY} bytes")
             chunks.append(chunk)
         body = b"".join(chunks)
+        request.state.body = body
         target = (
             service.config.public_url.rstrip("/")
             + request.url.path
@@ -468,16 +600,35 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
             )
         except NotAuthorized as exc:
             raise _HTTPError(401, exc.reason_code, str(exc)) from exc
+        if not once:
+            request.state.verified = True
+            return who.keyid, body
         ledger, _ = service._running()
         forget = int(time.time()) - 2 * SKEW  # older requests fail the clock check before this
         if not await asyncio.to_thread(
             functools.partial(ledger.use_nonce, forget_before=forget), f"{who.keyid}:{who.nonce}", who.created
         ):
             raise _HTTPError(401, "replayed", "this request was made before (its nonce is used)")
+        request.state.verified = True  # signed by them, and never sent before
         return who.keyid, body
 
+    async def remember(request: Request, status: int, code: str, message: str) -> None:
+        """Record a refused write made in a chartered identity's name (rate-limited)."""
+        claimed = getattr(request.state, "claimed", None)
+        if request.method != "POST" or claimed is None or status < 400:
+            return
+        with contextlib.suppress(AnswerableError):
+            await service.record_refusal(
+                claimed,
+                verified=getattr(request.state, "verified", False),
+                target=f"{request.method} {request.url.path}",
+                reason_code=code,
+                detail=message,
+                body=getattr(request.state, "body", None),
+            )
+
     @app.exception_handler(AnswerableError)
-    async def refused(_request: Request, exc: AnswerableError) -> JSONResponse:
+    async def refused(request: Request, exc: AnswerableError) -> JSONResponse:
         status = 422 if isinstance(exc, ArgumentsInvalid | UnknownOperation | RecordInvalid) else 400
         if isinstance(exc, _HTTPError):
             status = exc.status
@@ -488,6 +639,7 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
         elif isinstance(exc, NotAuthorized):
             status = 403
         code = getattr(exc, "reason_code", "") or type(exc).__name__
+        await remember(request, status, code, str(exc))
         return JSONResponse({"error": str(exc), "reason_code": code}, status_code=status)
 
     @app.get("/healthz")
@@ -507,23 +659,69 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
         agent, raw = await signed(request, service.agent_keys())
         body = _parse(SubmitBody, raw)
         status, doc = await service.submit(agent, body)
+        await remember(request, status, str(doc.get("reason_code", "")), str(doc.get("error", "")))
         return JSONResponse(doc, status_code=status)
 
+    async def reader(request: Request) -> str:
+        """Reads show arguments (addresses, orders): only the charter's agents and people read."""
+        who, _ = await signed(request, {**service.agent_keys(), **service.people_keys()}, once=False)
+        return who
+
     @app.get("/v1/intents/{intent_id}")
-    async def get_intent(intent_id: str, wait: float = 0.0) -> JSONResponse:
+    async def get_intent(intent_id: str, request: Request, wait: float = 0.0) -> JSONResponse:
+        await reader(request)
         if not math.isfinite(wait) or not 0 <= wait <= 60:
             raise _HTTPError(422, "bad_wait", f"wait={wait}: give seconds from 0 to 60")
         return JSONResponse(await service.wait(intent_id, wait) if wait else service.status_of(intent_id))
 
     @app.get("/v1/reviews")
-    async def reviews() -> JSONResponse:
+    async def reviews(request: Request) -> JSONResponse:
+        await reader(request)
         _, gateway = service._running()
         return JSONResponse([s.to_json() for s in gateway.reviews.open()])
 
     @app.get("/v1/reviews/{review_id}")
-    async def review(review_id: str) -> JSONResponse:
+    async def review(review_id: str, request: Request) -> JSONResponse:
+        await reader(request)
         _, gateway = service._running()
         return JSONResponse(gateway.reviews.state(review_id).to_json())
+
+    @app.get("/v1/control")
+    async def control_state(request: Request) -> JSONResponse:
+        """The stops in force: what a resume must name in its causes to lift them."""
+        await reader(request)
+        _, gateway = service._running()
+        return JSONResponse(
+            {
+                "stops": [
+                    {
+                        "id": stop.id,
+                        "action": stop.action,
+                        "scope": stop.scope.label(),
+                        "by": stop.by,
+                        "reason": stop.reason,
+                        "at": stop.at,
+                    }
+                    for stop in gateway.control.state().stops
+                ]
+            }
+        )
+
+    @app.post("/v1/control/resume")
+    async def resume(request: Request) -> JSONResponse:
+        """A person's resume, signed by them as the CLI signs it, sent in a signed request."""
+        person, raw = await signed(request, service.people_keys())
+        try:
+            made = Control.model_validate_json(raw)
+        except ValidationError as exc:
+            raise _HTTPError(422, "bad_body", f"not a signed Control: {exc.errors()[0]['msg']}") from exc
+        if made.by != person:
+            raise _HTTPError(403, "not_yours", "the resume must be by the request's signer")
+        _, gateway = service._running()
+        made = await gateway.control.record_resume(made)
+        return JSONResponse(
+            {"id": made.id, "action": made.action, "scope": made.scope.label(), "by": made.by}
+        )
 
     @app.post("/v1/reviews/{review_id}/answer")
     async def answer(review_id: str, request: Request) -> JSONResponse:
@@ -556,16 +754,19 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
             made = await gateway.control.pause(by=person, reason=body.reason, scope=scope)
         else:
             raise _HTTPError(
-                422, "bad_action", f"action {body.action!r}: halt or pause (a resume is signed, use the CLI)"
+                422,
+                "bad_action",
+                f"action {body.action!r}: halt or pause (a resume is signed: POST /v1/control/resume)",
             )
         return JSONResponse(
             {"id": made.id, "action": made.action, "scope": made.scope.label(), "by": made.by}
         )
 
     @app.get("/v1/why/{entry_id}")
-    async def why_of(entry_id: str) -> JSONResponse:
+    async def why_of(entry_id: str, request: Request) -> JSONResponse:
         from answerable.provenance import why
 
+        await reader(request)
         ledger, _ = service._running()
         return JSONResponse(why(ledger, entry_id).to_json())
 

@@ -1,0 +1,133 @@
+"""A real ``answerable serve`` process for the service tests, and agents and the CLI beside it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from answerable.scaffold import init
+
+CLI = [sys.executable, "-m", "answerable.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Running:
+    folder: Path
+    url: str
+    proc: subprocess.Popen[str]
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=60)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        return code
+
+
+def start(folder: Path, port: int | None = None) -> Running:
+    proc = subprocess.Popen(
+        [*CLI, "serve", str(folder / "answerable.toml"), "--port", str(port or free_port())],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=folder,
+    )
+    said = []
+    assert proc.stderr is not None
+    for line in proc.stderr:  # blocks until serve says it is listening, or exits
+        said.append(line)
+        if line.startswith("answerable ready on"):
+            return Running(folder, "http://" + line.split()[-1], proc)
+    proc.wait(timeout=60)
+    raise AssertionError(f"serve exited {proc.returncode} before it was ready: {''.join(said)}")
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> Iterator[Running]:
+    folder = tmp_path / "shop"
+    init(folder)
+    running = start(folder, free_port())
+    try:
+        yield running
+    finally:
+        if running.proc.poll() is None:
+            running.stop(signal.SIGKILL)
+
+
+AGENT = """
+import json, sys
+from answerable.client import Client, ServiceRefused
+from answerable.keys import KeyPair
+client = Client(sys.argv[1], KeyPair.load("agent.key"))
+done = []
+for line in sys.stdin:
+    ask = json.loads(line)
+    try:
+        if ask.get("wait"):
+            done.append(client.wait(ask["wait"], seconds=20))
+        else:
+            done.append(client.submit("refund", ask["arguments"], idempotency_key=ask.get("key")))
+    except ServiceRefused as exc:
+        done.append({"refused": exc.status, "reason_code": exc.reason_code})
+print(json.dumps(done))
+"""
+
+
+STREAMING_AGENT = """
+import json, sys
+from answerable.client import Client
+from answerable.keys import KeyPair
+client = Client(sys.argv[1], KeyPair.load("agent.key"))
+for line in sys.stdin.read().splitlines():
+    ask = json.loads(line)
+    print(json.dumps(client.submit("refund", ask["arguments"], idempotency_key=ask.get("key"))), flush=True)
+"""
+"""An agent that says each answer as soon as it has it."""
+
+
+def agent(running: Running, *asks: dict[str, object]) -> list[dict[str, object]]:
+    """Run an agent process that makes ``asks`` in order; what it got back."""
+    done = subprocess.run(
+        [sys.executable, "-c", AGENT, running.url],
+        input="".join(json.dumps(a) + "\n" for a in asks),
+        capture_output=True,
+        text=True,
+        cwd=running.folder,
+        timeout=120,
+        check=True,
+    )
+    result: list[dict[str, object]] = json.loads(done.stdout)
+    return result
+
+
+def cli(running: Running, *args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=running.folder, timeout=60, check=False
+    )
+
+
+def effects(running: Running) -> list[dict[str, object]]:
+    path = running.folder / "effects.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def entries_of(folder: Path) -> list[str]:
+    conn = sqlite3.connect(folder / "ledger.db")
+    try:
+        return [str(i) for (i,) in conn.execute("SELECT id FROM entries")]
+    finally:
+        conn.close()
