@@ -1,0 +1,228 @@
+"""What people do to a running service: rotate and revoke keys, pause and resume over HTTP,
+and what the service does by itself: monitors that pause a class, refusals that are recorded.
+
+Each test runs ``answerable serve`` as a real process; agents, reviewers and the RI act from
+other processes (the CLI) or through the client, never through the service's objects.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from served import Running, agent, cli, effects, start, system
+
+from answerable import KeyPair
+from answerable.client import Client, ServiceRefused
+from answerable.httpsig import sign_request
+from answerable.scaffold import init
+
+pytestmark = pytest.mark.slow
+__all__ = ["system"]  # the fixture, used by name
+
+
+def kinds(folder: Path, kind: str) -> list[dict[str, object]]:
+    conn = sqlite3.connect(folder / "ledger.db")
+    try:
+        return [json.loads(d) for (d,) in conn.execute("SELECT data FROM entries WHERE kind = ?", (kind,))]
+    finally:
+        conn.close()
+
+
+def heard(running: Running, start_of_line: str) -> str:
+    """Read the service's stderr until it says a line starting so (it says nothing else here)."""
+    assert running.proc.stderr is not None
+    for line in running.proc.stderr:
+        if line.startswith(start_of_line):
+            return line
+    raise AssertionError(f"serve exited ({running.proc.poll()}) without saying {start_of_line!r}")
+
+
+def test_a_new_charter_version_rotates_and_revokes_keys_and_the_running_service_follows(
+    system: Running,
+) -> None:
+    folder = system.folder
+    [large] = agent(system, {"arguments": {"order": "O-1", "amount_cents": 50000}, "key": "refund-O-1"})
+    old_agent = KeyPair.load(folder / "agent.key")
+    old_reviewer = KeyPair.load(folder / "reviewer.key")
+    new_agent = KeyPair.generate(old_agent.identity)
+    new_agent.save(folder / "agent-2.key")
+    newcomer = KeyPair.generate("second-reviewer@shop.example")
+    newcomer.save(folder / "reviewer-2.key")
+    amended = cli(
+        system,
+        "charter",
+        "amend",
+        "charter.json",
+        "--key",
+        "ri.key",
+        "--out",
+        "charter.json",
+        "--force",
+        "--agent",
+        f"{old_agent.identity}=agent-2.key",
+        "--reviewer",
+        f"{newcomer.identity}={newcomer.public_b64}",
+        "--revoke",
+        old_reviewer.identity,
+        "--json",
+    )
+    assert amended.returncode == 0, amended.stderr
+    assert json.loads(amended.stdout)["version"] == 2
+    assert "charter v2" in heard(system, "answerable serve: charter v2")
+
+    with Client(system.url, old_agent) as stale, pytest.raises(ServiceRefused) as refused:
+        stale.submit("refund", {"order": "O-2", "amount_cents": 100})
+    assert (refused.value.status, refused.value.reason_code) == (401, "bad_signature")
+    with Client(system.url, new_agent) as rotated:
+        assert rotated.submit("refund", {"order": "O-3", "amount_cents": 100})["status"] == "succeeded"
+
+    revoked = cli(
+        system, "approve", "ledger.db", large["review_id"], "--by", old_reviewer.identity,
+        "--reason", "looks fine", "--key", "reviewer.key",
+    )  # fmt: skip
+    assert revoked.returncode == 1, revoked.stderr
+    assert "not_a_reviewer" in revoked.stderr, revoked.stderr
+    with Client(system.url, newcomer) as second:
+        second.answer(str(large["review_id"]), "approve", "order checked")
+        assert second.wait(str(large["intent_id"]), seconds=20)["status"] == "succeeded"
+    assert [e["order"] for e in effects(system)] == ["O-3", "O-1"]
+    [refusal] = kinds(folder, "Refusal")
+    assert (refusal["claimed"], refusal["verified"], refusal["reason_code"]) == (
+        old_agent.identity,
+        False,
+        "bad_signature",
+    )
+    approvals = kinds(folder, "Approval")
+    assert [a["by"] for a in approvals] == [newcomer.identity]
+    verified = cli(system, "verify", "ledger.db")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_an_amendment_the_ri_did_not_sign_is_refused_and_the_charter_in_force_stays(system: Running) -> None:
+    folder = system.folder
+    not_ri = cli(
+        system, "charter", "amend", "charter.json", "--key", "reviewer.key", "--out", "charter.json",
+        "--force", "--revoke", "refunds-agent",
+    )  # fmt: skip
+    assert (not_ri.returncode, "[not_the_ri]" in not_ri.stderr) == (1, True), not_ri.stderr
+    bad = cli(
+        system,
+        "charter",
+        "amend",
+        "charter.json",
+        "--key",
+        "ri.key",
+        "--out",
+        "c2.json",
+        "--agent",
+        "x=nokey",
+    )
+    assert (bad.returncode, len(bad.stderr.strip().splitlines())) == (2, 1), bad.stderr
+    # A charter written over the file that does not chain (signed afresh, superseding nothing).
+    from answerable.charter import new_charter
+
+    rogue = new_charter("shop", KeyPair.generate("mallory@shop.example"), agents=["refunds-agent"])
+    (folder / "charter.json").write_text(rogue.model_dump_json())
+    assert "not put in force" in heard(system, "answerable serve: charter.json not put in force")
+    [done] = agent(system, {"arguments": {"order": "O-1", "amount_cents": 100}})
+    assert done["status"] == "succeeded"  # the agent's key of the charter in force still works
+    assert len(kinds(folder, "SystemCharter")) == 1
+
+
+def test_a_person_pauses_and_resumes_over_http_signed_as_the_cli_signs(system: Running) -> None:
+    folder = system.folder
+    ri = Client(system.url, KeyPair.load(folder / "ri.key"))
+    reviewer = Client(system.url, KeyPair.load(folder / "reviewer.key"))
+    try:
+        paused = ri.pause("chargeback wave", scope="operation:refund")
+        assert paused["scope"] == "operation:refund"
+        [stopped] = agent(system, {"arguments": {"order": "O-1", "amount_cents": 100}})
+        assert stopped["status"] == "denied"
+        with pytest.raises(ServiceRefused) as not_allowed:  # a reviewer is no operator
+            reviewer.resume("I want refunds back", scope="operation:refund")
+        assert not_allowed.value.status == 403
+        resumed = ri.resume("wave over", scope="operation:refund")
+        assert (resumed["action"], resumed["by"]) == ("resume", ri.key.identity)
+        [again] = agent(system, {"arguments": {"order": "O-2", "amount_cents": 100}})
+        assert again["status"] == "succeeded"
+    finally:
+        ri.close()
+        reviewer.close()
+    [resume] = [c for c in kinds(folder, "Control") if c["action"] == "resume"]
+    assert resume["signature"]
+    assert resume["causes"] == [paused["id"]]
+    assert [e["order"] for e in effects(system)] == ["O-2"]
+    assert cli(system, "verify", "ledger.db").returncode == 0
+
+
+MONITORS = {
+    "monitors": [
+        {
+            "name": "refund-burst",
+            "invariant": "at most two refunds an hour",
+            "shape": "count",
+            "source": {"kind": "Execution"},
+            "where": {"operation": "refund", "status": "succeeded"},
+            "max": 2,
+            "window_seconds": 3600,
+            "respond": {"pause": "operation:refund"},
+        }
+    ]
+}
+
+
+def test_a_monitor_pauses_its_class_at_the_breach_and_a_restart_does_not_alert_twice(tmp_path: Path) -> None:
+    folder = tmp_path / "shop"
+    init(folder)
+    (folder / "monitors.json").write_text(json.dumps(MONITORS))
+    running = start(folder)
+    try:
+        done = agent(running, *({"arguments": {"order": f"O-{i}", "amount_cents": 100}} for i in range(4)))
+        assert [d["status"] for d in done] == ["succeeded"] * 3 + ["denied"]
+        [alert] = kinds(folder, "Alert")
+        assert (alert["monitor"], alert["paused"], alert["observed"]) == (
+            "refund-burst",
+            "operation:refund",
+            {"count": 3, "max": 2},
+        )
+        assert running.stop() == 0
+        running = start(folder)
+        [after] = agent(running, {"arguments": {"order": "O-9", "amount_cents": 100}})
+        assert after["status"] == "denied"  # still paused: a person must resume
+        assert len(kinds(folder, "Alert")) == 1
+    finally:
+        if running.proc.poll() is None:
+            running.stop(signal.SIGKILL)
+    assert len(effects(running)) == 3
+
+
+def test_refusals_in_a_chartered_name_are_recorded_once_per_interval_and_strangers_never(
+    system: Running,
+) -> None:
+    url = f"{system.url}/v1/intents"
+    body = json.dumps({"operation": "refund", "arguments": {"order": "O-1", "amount_cents": 100}}).encode()
+    impostor = KeyPair.generate("refunds-agent")
+    stranger = KeyPair.generate("nobody")
+    for key in (impostor,) * 5 + (stranger,) * 5:
+        answer = httpx.post(
+            url, content=body, headers=sign_request(key, "POST", url, body, created=int(time.time()))
+        )
+        assert answer.status_code == 401
+    real = KeyPair.load(system.folder / "agent.key")
+    garbage = b'{"operation": "refund"'
+    answer = httpx.post(
+        url, content=garbage, headers=sign_request(real, "POST", url, garbage, created=int(time.time()))
+    )
+    assert (answer.status_code, answer.json()["reason_code"]) == (422, "bad_body")
+    refusals = kinds(system.folder, "Refusal")
+    assert [(r["claimed"], r["reason_code"], r["suppressed"]) for r in refusals] == [
+        ("refunds-agent", "bad_signature", 0)
+    ]  # the five forgeries are one record; the stranger's none; the real agent's bad body is
+    # within the same ten seconds for the same name, so it is counted, not recorded
+    assert cli(system, "verify", "ledger.db").returncode == 0
