@@ -328,3 +328,37 @@ def test_rules_diff_shows_added_removed_and_changed_policies(tmp_path):
     assert [c["id"] for c in changes["removed"]] == ["noop-allowed"]
     assert [c["id"] for c in changes["changed"]] == ["routine-bookings"]
     assert any("flooded" in line for line in changes["changed"][0]["diff"])
+
+
+async def test_a_program_awaits_a_reviewed_intent_answered_from_another_process(
+    ledger, ledger_path, people, world, tmp_path
+):
+    """``await gateway.outcome(id)``: no loop in user code; the CLI's answer (another OS process)
+    is settled by the wait itself, and the intent runs once."""
+    import sys
+
+    from support import make_gateway
+
+    from answerable import SystemClock
+
+    gateway = await make_gateway(ledger, people, SystemClock(), world)  # the CLI answers on real time
+    pending = await reviewed(gateway)
+    waiting = asyncio.create_task(gateway.outcome(pending.intent.id, every=0.05))
+    people.reviewer.save(tmp_path / "reviewer.key")
+    answer = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "answerable.cli", "approve", str(ledger_path), pending.review.id,
+        "--by", people.reviewer.identity, "--reason", "clinic needs it",
+        "--key", str(tmp_path / "reviewer.key"),
+    )  # fmt: skip
+    assert await answer.wait() == 0
+    async with asyncio.timeout(30):
+        done = await waiting
+    assert (done.status, world.calls) == ("succeeded", 1)
+    assert done.execution is not None
+    assert done.execution.authority.via == "approval"  # type: ignore[union-attr]
+    again = await gateway.outcome(pending.intent.id)  # final already: at once, and nothing runs again
+    assert (again.status, again.execution, world.calls) == ("succeeded", done.execution, 1)
+    with pytest.raises(TimeoutError):  # one still waiting for a person: bounded by the caller
+        async with asyncio.timeout(0.2):
+            await gateway.outcome((await reviewed(gateway, "S-2")).intent.id, every=0.05)
+    gateway.close()

@@ -687,6 +687,45 @@ class Gateway:
             return Outcome("denied", intent, decision, review=review, approval=last)
         return Outcome("review", intent, decision, review=review, approval=last)
 
+    async def outcome(self, intent_id: str, *, every: float = 0.2) -> Outcome:
+        """Wait for an intent's final outcome and return it: the awaitable way for a program to
+        wait for a review, with no loop of its own (bound the wait with ``asyncio.timeout``).
+
+        While it waits it settles reviews every ``every`` seconds, so an answer given anywhere
+        (``answerable approve`` in another terminal, a client of the service) is acted on here,
+        once, as :meth:`settle_reviews` acts on it. An intent already final returns at once.
+
+        Raises:
+            EntryNotFound: no intent has this id.
+        """
+        intent = _entry(self.ledger, intent_id, Intent)
+        while True:
+            await self.settle_reviews()
+            found = self.recorded_outcome(intent)
+            if found is not None:
+                return found
+            await asyncio.sleep(every)
+
+    def recorded_outcome(self, intent: Intent) -> Outcome | None:
+        """The intent's final outcome as the ledger has it, or None while it still waits."""
+        decision: Decision | None = None
+        review: Review | None = None
+        for stored in self.ledger.caused_by(intent.id):
+            record = decode_entry(stored.data)
+            if isinstance(record, Decision) and record.intent_id == intent.id:
+                decision = record
+            elif isinstance(record, Review) and record.intent_id == intent.id:
+                review = record
+        if review is not None:
+            settled = self._as_recorded(self.reviews.state(review.id))
+            return None if settled.status == "review" else settled
+        done = _executions_of(self.ledger, intent.id)
+        if done:
+            return Outcome(done[-1].status, intent, decision, done[-1])
+        if decision is not None and decision.effect == "deny":
+            return Outcome("denied", intent, decision)
+        return None  # recorded, its call in flight (or left for reconcile)
+
     def _lock_for(self, review_id: str) -> asyncio.Lock:
         """Within this process, one coroutine settles a review at a time (the store's guards
         settle races between processes)."""
