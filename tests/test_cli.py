@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import booking
@@ -259,3 +261,22 @@ def test_halt_and_pause_print_json_when_asked(used: Path):
         run("pause", used, "--by", "ops", "--reason", "x", "--scope", "agent:router", "--json").stdout
     )
     assert (paused["action"], paused["scope"]) == ("pause", "agent:router")
+
+
+def test_help_names_values_as_users_write_them_never_by_python_type() -> None:
+    """Every command's help, as ``answerable`` prints it: ``LEDGER``, ``--out FILE``, no ``<path>``."""
+    import re
+
+    from answerable.cli import command
+
+    def walk(cmd: Any, name: str) -> Iterator[tuple[str, Any]]:
+        yield name, cmd
+        for sub_name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, f"{name} {sub_name}")
+
+    seen = 0
+    for name, cmd in walk(command(), "answerable"):
+        text = cmd.get_help(cmd.context_class(cmd, info_name=name))
+        assert not re.search(r"<(path|str|int|float|bool|list\[)", text), (name, text)
+        seen += 1
+    assert seen > 25

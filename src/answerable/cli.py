@@ -13,6 +13,7 @@ from typing import Any, NoReturn, TypeVar
 
 import orjson
 import typer
+from typer.core import TyperArgument, TyperOption
 from rich.console import Console
 
 from answerable.clock import IdSource, SystemClock
@@ -34,22 +35,29 @@ from answerable.review import ReviewQueue
 __all__ = ["app", "main"]
 
 app = typer.Typer(
+    rich_markup_mode=None,
     no_args_is_help=True,
     add_completion=False,
     help="Run multi-agent systems that stay attributable, observable and interruptible: "
     "verify and prove the ledger, halt, pause and resume, answer reviews, ask why.",
 )
-ledger_app = typer.Typer(no_args_is_help=True, help="Inspect, export and prove a ledger.")
-demo_app = typer.Typer(no_args_is_help=True, help="Run the demonstrations.")
-rules_app = typer.Typer(no_args_is_help=True, help="Check Cedar rulesets.")
+ledger_app = typer.Typer(
+    rich_markup_mode=None, no_args_is_help=True, help="Inspect, export and prove a ledger."
+)
+demo_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True, help="Run the demonstrations.")
+rules_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True, help="Check Cedar rulesets.")
 keys_app = typer.Typer(
-    no_args_is_help=True, help="Make and inspect the key files people and agents sign with."
+    rich_markup_mode=None,
+    no_args_is_help=True,
+    help="Make and inspect the key files people and agents sign with.",
 )
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(rules_app, name="rules")
 app.add_typer(demo_app, name="demo")
 app.add_typer(keys_app, name="keys")
-charter_app = typer.Typer(no_args_is_help=True, help="Amend the charter: add, rotate or revoke keys.")
+charter_app = typer.Typer(
+    rich_markup_mode=None, no_args_is_help=True, help="Amend the charter: add, rotate or revoke keys."
+)
 app.add_typer(charter_app, name="charter")
 
 out = Console(highlight=False, soft_wrap=True)
@@ -235,7 +243,9 @@ def ledger_export(
 @ledger_app.command("publish")
 def ledger_publish(
     ledger: Path = LedgerArg,
-    out_dir: Path = typer.Option(..., "--out", help="The folder of the published log (made if absent)."),
+    out_dir: Path = typer.Option(
+        ..., "--out", metavar="DIR", help="The folder of the published log (made if absent)."
+    ),
     hashes_only: bool = typer.Option(
         False, "--hashes-only", help="Publish the checkpoint and hash tiles only, not the entries."
     ),
@@ -709,7 +719,9 @@ def serve_command(
 @app.command("witness")
 def witness_command(
     key_file: Path = typer.Option(..., "--key", help="The witness's key file (`answerable keys new`)."),
-    state: Path = typer.Option(..., "--state", help="Folder where the witness keeps what it cosigned."),
+    state: Path = typer.Option(
+        ..., "--state", metavar="DIR", help="Folder where the witness keeps what it cosigned."
+    ),
     logs: list[str] = typer.Option(..., "--log", metavar="VKEY", help="Verifier key of a log it witnesses."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback only)."),
     port: int = typer.Option(7380, "--port", help="Port to listen on."),
@@ -1048,8 +1060,36 @@ def _root(
     """Run multi-agent systems that stay attributable, observable and interruptible."""
 
 
+class _PlainArgument(TyperArgument):
+    """An argument shown by its name alone (``LEDGER``), without typer's ``<path>`` beside it."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
+def _plain_metavars(command: Any) -> None:
+    """Name every value in help as users write it (``LEDGER``, ``--out FILE``), never by its
+    Python type (``<path>``, ``<list[Path]>``), in every subcommand."""
+    for param in command.params:
+        if isinstance(param, TyperArgument):
+            param.metavar = param.metavar or (param.name or "value").upper()
+            param.__class__ = _PlainArgument
+        elif isinstance(param, TyperOption) and not param.is_flag and param.metavar is None:
+            plain = {"int": "N", "float": "SECONDS", "path": "FILE", "list[path]": "FILE"}
+            param.metavar = plain.get(param.bare_type().lower(), (param.name or "value").upper())
+    for sub in getattr(command, "commands", {}).values():
+        _plain_metavars(sub)
+
+
+def command() -> Any:
+    """The CLI as click runs it, its help written for people."""
+    built = typer.main.get_command(app)
+    _plain_metavars(built)
+    return built
+
+
 def main() -> None:
-    app()
+    command()()
 
 
 if __name__ == "__main__":
