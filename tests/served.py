@@ -39,7 +39,7 @@ class Running:
         return code
 
 
-def start(folder: Path, port: int | None = None) -> Running:
+def start(folder: Path, port: int | None = None, *, scheme: str = "http") -> Running:
     proc = subprocess.Popen(
         [*CLI, "serve", str(folder / "answerable.toml"), "--port", str(port or free_port())],
         stderr=subprocess.PIPE,
@@ -51,7 +51,7 @@ def start(folder: Path, port: int | None = None) -> Running:
     for line in proc.stderr:  # blocks until serve says it is listening, or exits
         said.append(line)
         if line.startswith("answerable ready on"):
-            return Running(folder, "http://" + line.split()[-1], proc)
+            return Running(folder, f"{scheme}://{line.split()[-1]}", proc)
     proc.wait(timeout=60)
     raise AssertionError(f"serve exited {proc.returncode} before it was ready: {''.join(said)}")
 

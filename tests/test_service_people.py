@@ -226,3 +226,92 @@ def test_refusals_in_a_chartered_name_are_recorded_once_per_interval_and_strange
     ]  # the five forgeries are one record; the stranger's none; the real agent's bad body is
     # within the same ten seconds for the same name, so it is counted, not recorded
     assert cli(system, "verify", "ledger.db").returncode == 0
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as an operator would make for a test bed."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "tls.crt", folder / "tls.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    key_file.chmod(0o600)
+    return cert_file, key_file
+
+
+def test_the_service_speaks_tls_and_refuses_to_listen_beyond_loopback_without_it(tmp_path: Path) -> None:
+    import ssl
+    import subprocess
+    import sys
+
+    folder = tmp_path / "shop"
+    init(folder)
+    config = (folder / "answerable.toml").read_text()
+    wide = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "answerable.cli",
+            "serve",
+            str(folder / "answerable.toml"),
+            "--host",
+            "0.0.0.0",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert (wide.returncode, len(wide.stderr.strip().splitlines())) == (2, 1), wide.stderr
+    assert "beyond loopback needs" in wide.stderr
+    assert not (folder / "ledger.db").exists()
+    cert, _ = self_signed(folder)
+    (folder / "answerable.toml").write_text(
+        config.replace('host = "127.0.0.1"', 'host = "127.0.0.1"\ntls_cert = "tls.crt"\ntls_key = "tls.key"')
+    )
+    running = start(folder, scheme="https")
+    try:
+        trusted = ssl.create_default_context(cafile=str(cert))
+        with Client(running.url, KeyPair.load(folder / "agent.key"), verify=trusted) as over_tls:
+            assert over_tls.submit("refund", {"order": "O-1", "amount_cents": 100})["status"] == "succeeded"
+        with (
+            Client(running.url, KeyPair.load(folder / "agent.key")) as untrusting,
+            pytest.raises(ServiceRefused) as unknown_ca,
+        ):
+            untrusting.submit("refund", {"order": "O-2", "amount_cents": 100})
+        assert unknown_ca.value.reason_code == "unreachable"  # the system's CAs do not know this cert
+        plain = running.url.replace("https://", "http://")
+        with Client(plain, KeyPair.load(folder / "agent.key")) as cleartext, pytest.raises(ServiceRefused):
+            cleartext.submit("refund", {"order": "O-3", "amount_cents": 100})
+        assert running.stop() == 0
+    finally:
+        if running.proc.poll() is None:
+            running.stop(signal.SIGKILL)
+    assert [e["order"] for e in effects(running)] == ["O-1"]

@@ -15,6 +15,7 @@ A refused request raises :class:`ServiceRefused` with the service's reason code.
 
 from __future__ import annotations
 
+import ssl
 import time
 from typing import Any
 
@@ -136,10 +137,14 @@ def _stop(action: str, reason: str, scope: str) -> bytes:
 class Client:
     """A synchronous client; one per agent (or person) key."""
 
-    def __init__(self, url: str, key: KeyPair, *, timeout: float = 90.0) -> None:
+    def __init__(
+        self, url: str, key: KeyPair, *, timeout: float = 90.0, verify: ssl.SSLContext | bool = True
+    ) -> None:
+        """``verify``: for an https URL, the TLS context that trusts the service's certificate
+        (``ssl.create_default_context(cafile=...)`` for one of your own); the system's by default."""
         self.url = url.rstrip("/")
         self.key = key
-        self._http = httpx.Client(timeout=timeout, transport=_Transport())
+        self._http = httpx.Client(timeout=timeout, transport=_Transport(verify=verify))
 
     def _call(self, method: str, path: str, body: bytes = b"", **params: Any) -> Any:
         request = self._http.build_request(method, f"{self.url}{path}", params=params or None, content=body)
@@ -215,10 +220,12 @@ class Client:
 class AsyncClient:
     """The same calls for asyncio code (a framework's callback, an agent's event loop)."""
 
-    def __init__(self, url: str, key: KeyPair, *, timeout: float = 90.0) -> None:
+    def __init__(
+        self, url: str, key: KeyPair, *, timeout: float = 90.0, verify: ssl.SSLContext | bool = True
+    ) -> None:
         self.url = url.rstrip("/")
         self.key = key
-        self._http = httpx.AsyncClient(timeout=timeout, transport=_AsyncTransport())
+        self._http = httpx.AsyncClient(timeout=timeout, transport=_AsyncTransport(verify=verify))
 
     async def _call(self, method: str, path: str, body: bytes = b"", **params: Any) -> Any:
         request = self._http.build_request(method, f"{self.url}{path}", params=params or None, content=body)
