@@ -1,34 +1,179 @@
-"""The README's example runs as written."""
+"""Every code block of the README runs as written, and what the README says it prints, it prints.
+
+Each block is tagged after its language (```python example, ```sh keys ...): the tag says which
+test runs it, and the first test fails if a block has no test. Shell blocks run line by line in
+bash with this venv's ``answerable`` on the PATH, in a fresh folder, as a reader would type them.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from served import start
+
 README = Path(__file__).parents[1] / "README.md"
+BLOCK = re.compile(r"^```(\w+)(?: ([\w-]+))?\n(.*?)^```", re.S | re.M)
+RUN = {"quickstart", "storm", "example", "after-example", "review", "serve", "agent", "keys", "publish"}
+"""The tags of the blocks these tests run; ``text`` blocks are listings, not code."""
 
 
-def test_readme_example_governs_a_function(tmp_path: Path):
-    """The ten-line example succeeds and names the RI, and its ledger verifies."""
-    code = re.search(r"```python\n(.*?)```", README.read_text(), re.S)
-    assert code is not None
-    result = subprocess.run(
-        [sys.executable, "-c", code.group(1)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+def blocks() -> dict[str, str]:
+    found = {}
+    for language, tag, body in BLOCK.findall(README.read_text()):
+        assert language == "text" or tag, f"a ```{language} block has no tag: say which test runs it"
+        if language != "text":
+            assert tag not in found, f"two README blocks are tagged {tag!r}"
+            found[tag] = body
+    return found
+
+
+def shell(block: str, cwd: Path) -> list[subprocess.CompletedProcess[str]]:
+    """Run each command of a shell block (a trailing backslash continues it) in ``cwd``."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    commands = block.replace("\\\n", " ").strip().splitlines()
+    done = []
+    for command in commands:
+        ran = subprocess.run(
+            ["bash", "-c", command],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert ran.returncode == 0, (command, ran.stdout, ran.stderr)
+        done.append(ran)
+    return done
+
+
+def python(block: str, cwd: Path) -> str:
+    ran = subprocess.run(
+        [sys.executable, "-c", block], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "succeeded invoiced ACME 1200 you@example.com"
-    verify = subprocess.run(
-        [sys.executable, "-m", "answerable.cli", "verify", "ledger.db"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
+    assert ran.returncode == 0, ran.stderr
+    return ran.stdout
+
+
+def test_every_code_block_is_run_by_a_test() -> None:
+    assert set(blocks()) == RUN
+
+
+def test_the_quick_start_commands_are_what_ci_runs() -> None:
+    """``make test`` is this run itself (``.ci/run`` calls it) and ``make demo`` is the storm block
+    below plus the reports; a test cannot run the suite it is part of, so it checks they exist."""
+    commands = [line.split("#")[0].strip() for line in blocks()["quickstart"].strip().splitlines()]
+    assert commands == ["make demo", "make test"]
+    makefile = (README.parent / "Makefile").read_text()
+    assert re.search(r"^demo:", makefile, re.M)
+    assert re.search(r"^test:", makefile, re.M)
+    assert "answerable demo storm --seed 7 --mode all --out out/storm" in makefile
+    assert "make test" in (README.parent / ".ci" / "run").read_text()
+
+
+@pytest.mark.slow
+def test_the_storm_block_runs_and_the_readme_table_is_what_it_measured(tmp_path: Path) -> None:
+    shell(blocks()["storm"], tmp_path)
+    runs = json.loads((tmp_path / "out" / "storm" / "result.json").read_text())["runs"]
+    table = README.read_text().split("| seed 7, 7 days |", 1)[1].split("\n\n", 1)[0]
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]]
+        for line in table.splitlines()[2:]
+        if line.startswith("|")
+    }
+    modes = ("ungoverned", "governed", "monitored")
+    for row, key in (
+        ("medical on-time rate", "medical_on_time_rate"),
+        ("retail on-time rate", "retail_on_time_rate"),
+    ):
+        assert [float(v) for v in rows[row]] == [round(runs[m][key], 3) for m in modes], row
+    for row, key in (
+        ("total cost (transport + handling)", "total_cost"),
+        ("lateness penalties", "penalties"),
+    ):
+        said = [int(v.split()[0].replace(",", "")) for v in rows[row]]
+        assert said == [round(runs[m][key] / 100) for m in modes], row
+    executed = [v.split(" / ") for v in rows["actions executed / attributed to the RI"]]
+    assert executed == [[str(runs[m]["actions_executed"]), str(runs[m]["actions_attributed"])] for m in modes]
+    governed = runs["governed"]
+    assert rows["reviews raised / approved / denied"][1] == (
+        f"{governed['reviews_raised']} / {governed['reviews_approved']} / {governed['reviews_denied']}"
     )
-    assert verify.returncode == 0, verify.stderr
+
+
+def test_the_example_runs_twice_and_the_commands_after_it_work(tmp_path: Path) -> None:
+    """Run twice: the second run resumes from the ledger instead of installing a second charter."""
+    example = blocks()["example"]
+    for _ in range(2):
+        assert python(example, tmp_path).strip() == "succeeded invoiced ACME 1200 you@example.com"
+    verified, _, halted = shell(blocks()["after-example"], tmp_path)
+    assert "verified" in verified.stdout.lower() or "ok" in verified.stdout.lower(), verified.stdout
+    assert (tmp_path / "cp.txt").read_text().count("\n") >= 3
+    assert "halt recorded" in halted.stdout
+    after = subprocess.run(
+        [sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert after.stdout.split()[0] == "denied", (
+        after.stdout + after.stderr
+    )  # the halt stops the next run's call
+
+
+def test_the_review_example_waits_for_an_answer_given_from_another_shell(tmp_path: Path) -> None:
+    program = subprocess.Popen(
+        [sys.executable, "-c", blocks()["review"]], cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert program.stdout is not None
+        status, review_id = program.stdout.readline().split()
+        assert status == "review"
+        answer = (
+            f"answerable approve review.db {review_id} --by clerk@example.com"
+            ' --reason "ACME confirmed" --key clerk.key'
+        )
+        assert answer in README.read_text().replace("\n", " ").replace("REVIEW_ID", review_id).replace(
+            "`", ""
+        )
+        shell(answer, tmp_path)
+        assert program.stdout.read().strip() == "succeeded invoiced ACME 250000"
+        assert program.wait(timeout=60) == 0
+    finally:
+        if program.poll() is None:
+            program.kill()
+            program.wait(timeout=60)
+        if program.stdout is not None:
+            program.stdout.close()
+
+
+@pytest.mark.slow
+def test_the_service_blocks_run_as_written(tmp_path: Path) -> None:
+    """init and serve, the agent in ten lines, a key rotation the running service follows, and
+    publishing the log and checking the ledger against it."""
+    [init_line, serve_line] = [line.split("#")[0].strip() for line in blocks()["serve"].strip().splitlines()]
+    assert (init_line, serve_line) == ("answerable init shop", "answerable serve shop/answerable.toml &")
+    shell(init_line, tmp_path)
+    running = start(tmp_path / "shop", 8470)  # the port the README's config names
+    try:
+        assert python(blocks()["agent"], tmp_path).strip() == "succeeded review True"
+        shell(blocks()["keys"], tmp_path)
+        assert running.proc.stderr is not None
+        for line in running.proc.stderr:  # the running service puts the amended charter in force
+            if line.startswith("answerable serve: charter v2"):
+                break
+        else:
+            raise AssertionError("serve never put charter v2 in force")
+        _, verified = shell(blocks()["publish"], tmp_path)
+        assert (tmp_path / "public-log" / "checkpoint").is_file()
+        assert not (tmp_path / "public-log" / "tile" / "entries").exists()  # --hashes-only
+        assert "consistent" in verified.stdout.lower() or "verified" in verified.stdout.lower(), (
+            verified.stdout
+        )
+        assert running.stop() == 0
+    finally:
+        if running.proc.poll() is None:
+            running.stop()

@@ -219,35 +219,6 @@ def test_configuration_errors_are_one_line_and_start_nothing(tmp_path: Path, sys
     assert os.stat(broken / "ri.key").st_mode & 0o777 == 0o600
 
 
-def test_the_readme_service_example_runs_as_written(tmp_path: Path) -> None:
-    import re
-
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    section = readme.split("## Run it as a service", 1)[1].split("\n## ", 1)[0]
-    shell = re.search(r"```sh\n(.*?)```", section, re.S)
-    code = re.search(r"```python service\n(.*?)```", section, re.S)
-    assert shell is not None
-    assert code is not None
-    [init_line, serve_line] = [line.split("#")[0].strip() for line in shell.group(1).strip().splitlines()]
-    assert init_line == "answerable init shop"
-    assert serve_line == "answerable serve shop/answerable.toml &"
-    subprocess.run([*CLI, "init", "shop"], cwd=tmp_path, check=True, capture_output=True)
-    running = start(tmp_path / "shop", 8470)  # the port the README's config names
-    try:
-        ran = subprocess.run(
-            [sys.executable, "-c", code.group(1)],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert ran.returncode == 0, ran.stderr
-        assert ran.stdout.strip() == "succeeded review True"
-    finally:
-        assert running.stop() == 0
-
-
 def test_the_service_notifies_a_webhook_has_its_checkpoints_witnessed_and_serves_log_and_why(
     tmp_path: Path,
 ) -> None:

@@ -1,6 +1,6 @@
 """answerable: multi-agent systems that stay observable, attributable and interruptible."""
 
-from answerable.charter import new_charter, new_ruleset, schema_for
+from answerable.charter import amend_charter, new_charter, new_ruleset, schema_for
 from answerable.clock import Clock, FakeClock, IdSource, SystemClock
 from answerable.control import Controller, ControlState
 from answerable.errors import (
@@ -31,6 +31,7 @@ from answerable.errors import (
 from answerable.gateway import Gateway, Operation, Outcome, Resource, http_operation
 from answerable.keys import KeyPair
 from answerable.ledger import SQLiteLedger
+from answerable.operations import arguments_as_context
 from answerable.policy import load_ruleset
 from answerable.provenance import Provenance, why
 from answerable.records import (
@@ -106,6 +107,8 @@ __all__ = [
     "TransientError",
     "UnknownAgent",
     "UnknownOperation",
+    "amend_charter",
+    "arguments_as_context",
     "http_operation",
     "load_ruleset",
     "new_charter",

@@ -193,18 +193,33 @@ def new_ruleset(
     return sign(record, ri)
 
 
-def schema_for(operations: Mapping[str, str] | Iterable[str]) -> str:
+def schema_for(operations: Mapping[str, Mapping[str, str]] | Iterable[str]) -> str:
     """A Cedar schema for operations on the default resource (``Resource`` with a ``class``).
 
-    Enough to govern plain functions with a few lines; real systems write their own schema with
-    typed resources and context.
+    Given names only, rules see who calls what. Given each operation's arguments and their Cedar
+    types, ``{"billing.invoice": {"customer": "String", "cents": "Long"}}``, rules also see the
+    argument values as the request's context (``when { context.cents > 100000 }``): register the
+    operation with ``context=arguments_as_context`` so the gateway hands them over. Enough to
+    govern plain functions in a few lines; real systems write their own schema.
+
+    Raises:
+        ConfigError: a name or type that would not make a valid schema.
     """
-    names = list(operations)
-    actions = "\n".join(
-        f'action "{name}" appliesTo {{ principal: [Agent], resource: [Resource], context: {{}} }};'
-        for name in names
-    )
-    return f"entity Agent;\nentity Resource {{ class: String }};\n{actions}\n"
+    typed = dict(operations) if isinstance(operations, Mapping) else {name: {} for name in operations}
+    actions = []
+    for name, arguments in typed.items():
+        if not isinstance(arguments, Mapping) or '"' in name or "\\" in name:
+            raise ConfigError(f"schema_for: operation {name!r}: give its arguments as {{name: Cedar type}}")
+        fields = []
+        for argument, cedar_type in arguments.items():
+            if not argument.isidentifier() or not str(cedar_type).replace("<", "").replace(">", "").isalnum():
+                raise ConfigError(f"schema_for: {name}.{argument}: {cedar_type!r} is not a Cedar type name")
+            fields.append(f"{argument}: {cedar_type}")
+        context = "{ " + ", ".join(fields) + " }" if fields else "{}"
+        actions.append(
+            f'action "{name}" appliesTo {{ principal: [Agent], resource: [Resource], context: {context} }};'
+        )
+    return "entity Agent;\nentity Resource { class: String };\n" + "\n".join(actions) + "\n"
 
 
 class CharterHistory:

@@ -13,8 +13,8 @@ from typing import Any, NoReturn, TypeVar
 
 import orjson
 import typer
-from typer.core import TyperArgument, TyperOption
 from rich.console import Console
+from typer.core import TyperArgument, TyperOption
 
 from answerable.clock import IdSource, SystemClock
 from answerable.control import Controller, scope_from_text

@@ -694,20 +694,26 @@ class Gateway:
         While it waits it settles reviews every ``every`` seconds, so an answer given anywhere
         (``answerable approve`` in another terminal, a client of the service) is acted on here,
         once, as :meth:`settle_reviews` acts on it. An intent already final returns at once.
+        ``result`` is the operation's return value when this wait ran it; an outcome reached
+        before (by another caller's settle) has the Execution, whose response digest the ledger
+        keeps, and no result.
 
         Raises:
             EntryNotFound: no intent has this id.
         """
         intent = _entry(self.ledger, intent_id, Intent)
         while True:
-            await self.settle_reviews()
+            for settled in await self.settle_reviews():
+                if settled.intent.id == intent_id:
+                    return settled  # run by this wait: with the operation's result
             found = self.recorded_outcome(intent)
             if found is not None:
                 return found
             await asyncio.sleep(every)
 
     def recorded_outcome(self, intent: Intent) -> Outcome | None:
-        """The intent's final outcome as the ledger has it, or None while it still waits."""
+        """The intent's final outcome as the ledger has it, or None while it still waits. The
+        ledger keeps a result's digest, not the result: ``result`` is None here."""
         decision: Decision | None = None
         review: Review | None = None
         for stored in self.ledger.caused_by(intent.id):

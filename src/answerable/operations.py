@@ -33,6 +33,7 @@ __all__ = [
     "Operation",
     "Resource",
     "args_model",
+    "arguments_as_context",
     "canonical_arguments",
     "cedar_inputs",
     "http_operation",
@@ -127,6 +128,14 @@ def _jsonable(value: Any) -> Any:
 
 _TRANSIENT_STATUS = frozenset({502, 503, 504})
 """Answers after which the same request with the same key may succeed."""
+
+
+def arguments_as_context(args: BaseModel) -> dict[str, Any]:
+    """An operation's validated arguments as its Cedar context, so rules can read their values
+    (``register(..., context=arguments_as_context)``, with a schema that types them:
+    :func:`answerable.charter.schema_for` with argument types, or your own)."""
+    dumped: dict[str, Any] = args.model_dump(mode="json")
+    return dumped
 
 
 def args_model(name: str, call: Callable[..., Any]) -> type[BaseModel]:

@@ -49,6 +49,7 @@ from answerable.ledger import SQLiteLedger
 from answerable.ledger.tiles import publish, write_atomically
 from answerable.ledger.witness import CosignatureVerifier, request_cosignature
 from answerable.monitors import Monitors, load_monitors
+from answerable.operations import arguments_as_context
 from answerable.policy import load_ruleset
 from answerable.records import (
     Approval,
@@ -145,7 +146,7 @@ class Service:
                 lookup=resolve_target(op.lookup, config.folder, f"operation {op.name}")
                 if op.lookup
                 else None,
-                context=lambda args: args.model_dump(mode="json"),
+                context=arguments_as_context,
             )
         if ledger.of_kind("SystemCharter"):
             await gateway.resume_from_ledger()
