@@ -315,3 +315,42 @@ def test_the_service_speaks_tls_and_refuses_to_listen_beyond_loopback_without_it
         if running.proc.poll() is None:
             running.stop(signal.SIGKILL)
     assert [e["order"] for e in effects(running)] == ["O-1"]
+
+
+def test_no_private_key_reaches_the_ledger_the_published_log_or_the_logs(tmp_path: Path) -> None:
+    """Keys, in every encoding a leak would take (base64, hex, raw), are nowhere the service
+    writes or says: its ledger (and WAL), its published tiles (entries public here), its stderr."""
+    import base64
+
+    folder = tmp_path / "shop"
+    init(folder)
+    config = (folder / "answerable.toml").read_text()
+    (folder / "answerable.toml").write_text(
+        config.replace("[checkpoints]", "[checkpoints]\npublic_entries = true")
+    )
+    running = start(folder)
+    agent(
+        running,
+        {"arguments": {"order": "O-1", "amount_cents": 100}},
+        {"arguments": {"order": "O-2", "amount_cents": 50000}},
+    )
+    with Client(running.url, KeyPair.generate("refunds-agent")) as forger, pytest.raises(ServiceRefused):
+        forger.submit("refund", {"order": "O-3", "amount_cents": 1})
+    running.proc.send_signal(signal.SIGTERM)
+    assert running.proc.stderr is not None
+    said = running.proc.stderr.read()
+    running.proc.stderr.close()
+    assert running.proc.wait(timeout=60) == 0
+    secrets = []
+    for key_file in folder.glob("*.key"):  # ri, reviewer, agent, and the ledger's signing key
+        raw = base64.b64decode(key_file.read_text().split()[-1])
+        secrets += [base64.b64encode(raw), raw.hex().encode(), raw]
+    assert len(secrets) >= 12
+    written = [p for p in folder.rglob("*") if p.is_file() and p.suffix != ".key"]
+    assert any("tile/entries" in str(p) for p in written)  # entries were published: they are checked
+    for path in written:
+        data = path.read_bytes()
+        for secret in secrets:
+            assert secret not in data, path
+    for secret in secrets:
+        assert secret.decode("latin-1") not in said
