@@ -179,6 +179,8 @@ class Monitors:
         self.ids = ids
         self._next = 0
         self._state = {m.name: _State() for m in config.monitors}
+        self._read = frozenset({m.source.kind for m in config.monitors} | {"Control", "Alert"})
+        """The record kinds any monitor reads, and the ones that arm and disarm them."""
         self._controls = ControlFold(CharterHistory())
         """The stops as the Controller folds them, so a resume re-arms exactly when it lifts."""
         self.alerts: list[Alert] = []
@@ -190,6 +192,9 @@ class Monitors:
         service reads the whole ledger again), so it is not alerted twice.
         """
         size = self.ledger.size()
+        if not self.config.monitors:
+            self._next = size
+            return []
         pending: dict[str, Breach] = {}
         while self._next < size:
             stop = min(size, self._next + 2048)
@@ -197,6 +202,8 @@ class Monitors:
             # After reading the batch: every charter before its entries was committed before them.
             self._controls.charters.advance(self.ledger)
             for stored in batch:
+                if stored.kind not in self._read:
+                    continue  # no monitor reads it: not even decoded
                 entry = orjson.loads(stored.data)
                 if entry.get("kind") == "Alert" and isinstance(entry.get("monitor"), str):
                     # Already answered (by this process before a restart, or another reader):
