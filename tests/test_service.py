@@ -321,13 +321,19 @@ def test_a_reviewer_answers_over_http_signed_as_the_cli_signs_and_the_intent_run
 
 
 def test_what_a_sceptical_reviewer_tried_is_refused_cleanly(system: Running, tmp_path: Path) -> None:
-    """Found in review: a NaN wait, a huge body, the system folder over /log, a made-up cause."""
+    """Found in review: a NaN wait, a huge body, the system folder over /log, a made-up cause, an
+    id with percent-encoded characters."""
     agent_key = KeyPair.load(system.folder / "agent.key")
     for wait in ("nan", "inf", "-1", "61"):
         target = f"{system.url}/v1/intents/x?wait={wait}"
         headers = sign_request(agent_key, "GET", target, b"", created=int(time.time()))
         answer = httpx.get(target, headers=headers, timeout=10)
         assert (answer.status_code, answer.json()["reason_code"]) == (422, "bad_wait"), wait
+    for encoded in ("a%20b", "%C3%97", "x%2Fy"):  # found by schemathesis: signed as sent, verified as sent
+        target = f"{system.url}/v1/intents/{encoded}"
+        headers = sign_request(agent_key, "GET", target, b"", created=int(time.time()))
+        answer = httpx.get(httpx.URL(target), headers=headers, timeout=10)
+        assert answer.status_code == 404, (encoded, answer.text)  # no such intent (or route): not 401
     huge = httpx.post(f"{system.url}/v1/intents", content=b"x" * (MAX_BODY + 1), timeout=30)
     assert (huge.status_code, huge.json()["reason_code"]) == (413, "body_too_large")
     for path in ("ri.key", "ledger.db", "ledger.db.key", "tile/../ri.key", "answerable.toml"):

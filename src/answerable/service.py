@@ -588,12 +588,13 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
             chunks.append(chunk)
         body = b"".join(chunks)
         request.state.body = body
+        # The target as sent: the raw path, percent-encodings and all (a decoded path is not
+        # what the client signed), behind the public URL when a proxy terminates TLS.
+        raw_path = request.scope.get("raw_path") or request.url.path.encode("utf-8")
+        query = request.scope.get("query_string") or b""
+        base = service.config.public_url or f"{request.url.scheme}://{request.url.netloc}"
         target = (
-            service.config.public_url.rstrip("/")
-            + request.url.path
-            + (f"?{request.url.query}" if request.url.query else "")
-            if service.config.public_url
-            else str(request.url)
+            base.rstrip("/") + raw_path.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
         )
         try:
             who = verify_request(
@@ -655,7 +656,7 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
             {"lease": holds, "store": reachable}, status_code=200 if holds and reachable else 503
         )
 
-    @app.post("/v1/intents")
+    @app.post("/v1/intents", openapi_extra=_body(SubmitBody, "An intent, in a request the agent signed."))
     async def submit(request: Request) -> JSONResponse:
         agent, raw = await signed(request, service.agent_keys())
         body = _parse(SubmitBody, raw)
@@ -708,7 +709,10 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
             }
         )
 
-    @app.post("/v1/control/resume")
+    @app.post(
+        "/v1/control/resume",
+        openapi_extra=_body(Control, "A resume the person signed, in a request they signed."),
+    )
     async def resume(request: Request) -> JSONResponse:
         """A person's resume, signed by them as the CLI signs it, sent in a signed request."""
         person, raw = await signed(request, service.people_keys())
@@ -724,7 +728,10 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
             {"id": made.id, "action": made.action, "scope": made.scope.label(), "by": made.by}
         )
 
-    @app.post("/v1/reviews/{review_id}/answer")
+    @app.post(
+        "/v1/reviews/{review_id}/answer",
+        openapi_extra=_body(Approval, "An Approval the reviewer signed, in a request they signed."),
+    )
     async def answer(review_id: str, request: Request) -> JSONResponse:
         """A person's Approval, signed by them as the CLI signs it, sent in a signed request."""
         person, raw = await signed(request, service.people_keys())
@@ -743,7 +750,9 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
             {"id": approval.id, "verdict": approval.verdict, "review_id": review_id, "state": state.status}
         )
 
-    @app.post("/v1/control")
+    @app.post(
+        "/v1/control", openapi_extra=_body(ControlBody, "A halt or pause, in a request a person signed.")
+    )
     async def control(request: Request) -> JSONResponse:
         person, raw = await signed(request, service.people_keys())
         body = _parse(ControlBody, raw)
@@ -796,6 +805,31 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
         return PlainTextResponse(note)
 
     return app
+
+
+def _body(model: type[BaseModel], what: str) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of a route that reads its (signed) body itself, so the schema
+    says what to send; ``$defs`` inlined, as the schema has no components for them."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    return {
+        "requestBody": {
+            "required": True,
+            "description": what,
+            "content": {"application/json": {"schema": inline(schema)}},
+        }
+    }
 
 
 def _parse(model: type[Any], raw: bytes) -> Any:
