@@ -209,3 +209,14 @@ def test_monitor_catches_the_storm_where_the_rules_did_not_foresee_it(tmp_path: 
     assert monitored["medical_late_after_alert"] < monitored["medical_late_before_alert"]
     assert monitored["medical_on_time_rate"] > ungoverned["medical_on_time_rate"]
     assert monitored["actions_attributed"] == monitored["actions_executed"]
+
+
+def test_a_monitor_name_too_long_for_the_pause_it_would_sign_is_a_config_error() -> None:
+    """Found in review: a 190-character name passed, then its pause (``by`` at most 200) failed
+    to be made at the breach, after the call had run."""
+    from answerable.errors import ConfigError
+    from answerable.monitors import load_monitors
+
+    spec = {"name": "m" * 101, "invariant": "x", "shape": "count", "source": {"kind": "Execution"}, "max": 1}
+    with pytest.raises(ConfigError, match="name"):
+        load_monitors({"monitors": [spec]}, known_scopes=[])

@@ -92,12 +92,14 @@ def test_a_new_charter_version_rotates_and_revokes_keys_and_the_running_service_
         second.answer(str(large["review_id"]), "approve", "order checked")
         assert second.wait(str(large["intent_id"]), seconds=20)["status"] == "succeeded"
     assert [e["order"] for e in effects(system)] == ["O-3", "O-1"]
-    [refusal] = kinds(folder, "Refusal")
-    assert (refusal["claimed"], refusal["verified"], refusal["reason_code"]) == (
-        old_agent.identity,
-        False,
-        "bad_signature",
-    )
+    with Client(system.url, old_reviewer) as removed, pytest.raises(ServiceRefused) as gone:
+        removed.halt("I am still here")  # a person no longer in the charter: refused, and recorded
+    assert (gone.value.status, gone.value.reason_code) == (401, "unknown_agent")
+    refusals = [(r["claimed"], r["verified"], r["reason_code"]) for r in kinds(folder, "Refusal")]
+    assert refusals == [
+        (old_agent.identity, False, "bad_signature"),
+        (old_reviewer.identity, False, "unknown_agent"),
+    ]
     approvals = kinds(folder, "Approval")
     assert [a["by"] for a in approvals] == [newcomer.identity]
     verified = cli(system, "verify", "ledger.db")
@@ -111,6 +113,14 @@ def test_an_amendment_the_ri_did_not_sign_is_refused_and_the_charter_in_force_st
         "--force", "--revoke", "refunds-agent",
     )  # fmt: skip
     assert (not_ri.returncode, "[not_the_ri]" in not_ri.stderr) == (1, True), not_ri.stderr
+    KeyPair.generate(KeyPair.load(folder / "ri.key").identity).save(folder / "fake-ri.key")
+    fake = cli(
+        system, "charter", "amend", "charter.json", "--key", "fake-ri.key", "--out", "c3.json",
+        "--revoke", "refunds-agent",
+    )  # fmt: skip
+    assert (fake.returncode, (folder / "c3.json").exists()) == (1, False), (
+        fake.stderr
+    )  # the RI's name, not key
     bad = cli(
         system,
         "charter",
@@ -202,7 +212,7 @@ def test_a_monitor_pauses_its_class_at_the_breach_and_a_restart_does_not_alert_t
     assert len(effects(running)) == 3
 
 
-def test_refusals_in_a_chartered_name_are_recorded_once_per_interval_and_strangers_never(
+def test_refusals_in_a_chartered_name_are_recorded_once_per_interval_per_kind_and_strangers_never(
     system: Running,
 ) -> None:
     url = f"{system.url}/v1/intents"
@@ -221,10 +231,16 @@ def test_refusals_in_a_chartered_name_are_recorded_once_per_interval_and_strange
     )
     assert (answer.status_code, answer.json()["reason_code"]) == (422, "bad_body")
     refusals = kinds(system.folder, "Refusal")
-    assert [(r["claimed"], r["reason_code"], r["suppressed"]) for r in refusals] == [
-        ("refunds-agent", "bad_signature", 0)
-    ]  # the five forgeries are one record; the stranger's none; the real agent's bad body is
-    # within the same ten seconds for the same name, so it is counted, not recorded
+    assert [(r["claimed"], r["verified"], r["reason_code"], r["suppressed"]) for r in refusals] == [
+        ("refunds-agent", False, "bad_signature", 0),
+        ("refunds-agent", True, "bad_body", 0),
+    ]  # five forgeries, one record (the forger cannot hide the agent's own); the stranger's, none
+    assert refusals[1]["target"] == "POST /v1/intents"
+    assert system.stop() == 0
+    held_back = kinds(system.folder, "Refusal")[2:]
+    assert [(r["verified"], r["reason_code"], r["suppressed"]) for r in held_back] == [
+        (False, "bad_signature", 3)
+    ]
     assert cli(system, "verify", "ledger.db").returncode == 0
 
 

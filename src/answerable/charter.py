@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import bisect
 import threading
 from collections.abc import Iterable, Mapping
@@ -101,7 +102,9 @@ def amend_charter(
 
     Raises:
         NotAuthorized: ``ri`` is not the charter's RI, or a change would touch the RI.
-        ConfigError: a revoked name is in neither list, a role is unknown, a key is not base64.
+        SignatureInvalid: ``ri`` bears the RI's name but not the RI's key.
+        ConfigError: a revoked name is in neither list, a role is unknown, a key is not a
+            public key, or a name would be both an agent and a person.
     """
     if ri.identity != charter.ri:
         raise NotAuthorized(
@@ -129,10 +132,17 @@ def amend_charter(
             raise ConfigError(f"cannot revoke {name!r}: it is neither an agent nor a person in the charter")
     agent_keys.update(agents or {})
     for identity, (public_key, roles) in (people or {}).items():
-        wanted = tuple(sorted(set(roles)))
-        if not wanted or not set(wanted) <= {"reviewer", "operator"}:
+        given = set(roles)
+        if not given or not given <= {"reviewer", "operator"}:
             raise ConfigError(f"{identity}: roles must be reviewer and/or operator, not {list(roles)}")
-        persons[identity] = (public_key, wanted)
+        kept = set(persons.get(identity, ("", ()))[1])  # a rotated key keeps the roles it had
+        persons[identity] = (public_key, tuple(sorted(kept | given)))
+    for name, key in [*agent_keys.items(), *((n, k) for n, (k, _) in persons.items())]:
+        if key is not None and not _is_public_key(key):
+            raise ConfigError(f"{name}: {key!r} is not a base64 Ed25519 public key (32 bytes)")
+    both = set(agent_keys) & set(persons)
+    if both:
+        raise ConfigError(f"{sorted(both)[0]!r} would be both an agent and a person; give them two names")
     clock = clock or SystemClock()
     ids = ids or IdSource(clock)
     try:
@@ -154,7 +164,16 @@ def amend_charter(
         )
     except ValidationError as exc:
         raise ConfigError(f"charter of {charter.system!r}: {'; '.join(problems(exc, 'charter'))}") from exc
-    return sign(amended, ri)
+    signed = sign(amended, ri)
+    verify_charter(signed, charter)  # a key file that only claims the RI's name is refused here
+    return signed
+
+
+def _is_public_key(text: str) -> bool:
+    try:
+        return len(base64.b64decode(text, validate=True)) == 32
+    except ValueError:
+        return False
 
 
 def new_ruleset(

@@ -853,7 +853,9 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
 
 @charter_app.command("amend")
 def charter_amend(
-    charter_file: Path = typer.Argument(..., help="The signed charter in force (charter.json)."),
+    charter_file: Path = typer.Argument(
+        ..., metavar="CHARTER", help="The signed charter in force (charter.json)."
+    ),
     key_file: Path = typer.Option(..., "--key", help="The RI's key file: the RI signs the new version."),
     out_file: Path = typer.Option(..., "--out", help="Where to write the new version."),
     agent: list[str] = typer.Option(

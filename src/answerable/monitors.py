@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -58,7 +58,7 @@ class Response(_Strict):
 
 
 class _Monitor(_Strict):
-    name: str = Field(min_length=1, pattern=r"^\S+$")
+    name: str = Field(min_length=1, max_length=100, pattern=r"^\S+$")
     invariant: str = Field(min_length=1)
     """The rule in words, as the RI would state it."""
     source: Source
@@ -172,8 +172,19 @@ class _State:
 class Monitors:
     """Evaluates a configuration over a ledger's entries, incrementally, and responds to breaches."""
 
-    def __init__(self, config: MonitorConfig, ledger: LedgerStore, *, clock: Clock, ids: IdSource) -> None:
+    def __init__(
+        self,
+        config: MonitorConfig,
+        ledger: LedgerStore,
+        *,
+        clock: Clock,
+        ids: IdSource,
+        fence: Callable[[], int] | None = None,
+    ) -> None:
+        """``fence``: the lease epoch to write under, when a gateway's process runs the monitors
+        (a deposed one then writes no alert or pause); None for a reader without a lease."""
         self.config = config
+        self._fence = fence
         self.ledger = ledger
         self.clock = clock
         self.ids = ids
@@ -287,7 +298,7 @@ class Monitors:
             control_id=control_id,
             escalated_to=ri,
         )
-        await self.ledger.append([alert, *records])
+        await self.ledger.append([alert, *records], fence=None if self._fence is None else self._fence())
         self.alerts.append(alert)
         return alert
 

@@ -20,6 +20,7 @@ import math
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from answerable.errors import (
     LeaseLost,
     NotAuthorized,
     RecordInvalid,
+    SignatureInvalid,
     UnknownOperation,
 )
 from answerable.gateway import Gateway, Outcome
@@ -108,8 +110,10 @@ class Service:
         """(mtime, size) of the charter file when it was last read."""
         self._seen = 0
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10_000)
-        self._refusals: dict[str, tuple[float, int]] = {}
-        """Claimed identity -> (when its last Refusal was recorded, refusals since not recorded)."""
+        self._refusals: dict[tuple[str, bool], _Bucket] = {}
+        """(claimed identity, verified) -> the rate limit of its Refusal entries."""
+        self._names: set[str] = set()
+        """Every agent and person named by a charter this service had in force."""
         self.dropped_events = 0
         """Events not queued for the webhook because it fell 10,000 behind (said, not hidden)."""
 
@@ -123,6 +127,7 @@ class Service:
                 cannot be imported; LeaseHeld: another live gateway holds the ledger.
         """
         config = self.config
+        self._charter_seen = _stamp(config.charter)  # before reading: a later write is followed
         charter = _record(config.charter, SystemCharter)
         ruleset = _record(config.ruleset, RulesetVersion)
         parsed = load_ruleset(_text(config.policies), _text(config.schema))
@@ -151,8 +156,11 @@ class Service:
         if ledger.of_kind("SystemCharter"):
             await gateway.resume_from_ledger()
         await gateway.install(charter, ruleset)
+        for stored in ledger.of_kind("SystemCharter"):
+            named = decode_entry(stored.data)
+            if isinstance(named, SystemCharter):
+                self._learn_names(named)
         self._ruleset = ruleset
-        self._charter_seen = _stamp(config.charter)
         await gateway.reconcile()
         for stored in ledger.of_kind("Intent"):
             intent = decode_entry(stored.data)
@@ -170,6 +178,7 @@ class Service:
                 ledger,
                 clock=gateway.clock,
                 ids=gateway.ids,
+                fence=lambda: gateway.lease.epoch,
             )
             await self.monitors.poll()  # the whole ledger once: a breach left unanswered is answered now
         self._tasks = [
@@ -187,7 +196,8 @@ class Service:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._tasks:  # it started: it held the lease, so it signs the last word
+        if self._tasks:  # it started: it held the lease, so it records and signs the last word
+            await self._flush_refusals()
             with contextlib.suppress(AnswerableError):
                 await self._checkpoint(final=True)
         if self.gateway is not None:
@@ -204,6 +214,12 @@ class Service:
                 return  # deposed: a standby holds the ledger now
             except AnswerableError:
                 continue  # recorded where it matters; try again on the next round
+            except Exception as exc:  # a bug must not stop reviews, monitors and checkpoints for good
+                print(
+                    f"answerable serve: {duty.__name__}: {type(exc).__name__}: {exc}",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     async def _settle(self) -> None:
         await self._follow_charter()
@@ -223,6 +239,7 @@ class Service:
             charter = _record(self.config.charter, SystemCharter)
             if charter.id != self.gateway.charter.id:
                 await self.gateway.install(charter, self._ruleset)
+                self._learn_names(charter)
                 print(
                     f"answerable serve: charter v{charter.version} ({charter.id}) is in force",
                     file=sys.stderr,
@@ -231,6 +248,8 @@ class Service:
         except LeaseLost:
             raise
         except AnswerableError as exc:
+            if not isinstance(exc, NotAuthorized | SignatureInvalid | ConfigError | RecordInvalid):
+                self._charter_seen = None  # the store was busy, say: try again next round
             print(
                 f"answerable serve: {self.config.charter.name} not put in force: {exc}; "
                 f"charter v{self.gateway.charter.version} stays",
@@ -324,7 +343,7 @@ class Service:
         ledger, gateway = self._running()
         intent = decode_entry(ledger.find(intent_id).data)
         if not isinstance(intent, Intent):
-            raise ConfigError(f"{intent_id} is not an intent")
+            raise _HTTPError(404, "not_an_intent", f"entry {intent_id} is a {intent.kind}, not an intent")
         decision: Decision | None = None
         review: Review | None = None
         execution: Execution | None = None
@@ -380,8 +399,10 @@ class Service:
         try:
             return await self._submit(agent, body)
         finally:
-            with contextlib.suppress(AnswerableError):
+            try:
                 await self._watch_invariants()
+            except Exception as exc:  # the call is done: its answer must not turn into a 500
+                print(f"answerable serve: monitors: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
     async def _submit(self, agent: str, body: SubmitBody) -> tuple[int, dict[str, Any]]:
         ledger, gateway = self._running()
@@ -435,33 +456,58 @@ class Service:
             raise
         return 200, _outcome_doc(outcome)
 
+    def chartered(self, name: str) -> bool:
+        """Whether any charter this service has had in force names ``name`` (a revoked agent or a
+        removed person included: a request in their name is still worth recording)."""
+        return name in self._names
+
+    def _learn_names(self, charter: SystemCharter) -> None:
+        self._names |= charter.agent_names() | {p.identity for p in charter.people}
+
     async def record_refusal(
         self, claimed: str, *, verified: bool, target: str, reason_code: str, detail: str, body: bytes | None
     ) -> Refusal | None:
         """Record a refused request made in the name of ``claimed`` (a chartered identity),
-        unless one was recorded for them within :data:`REFUSALS_EVERY` seconds: then it is only
-        counted, and the count goes into the next one recorded."""
-        ledger, gateway = self._running()
-        now = time.monotonic()
-        last, suppressed = self._refusals.get(claimed, (-math.inf, 0))
-        if now - last < REFUSALS_EVERY:
-            self._refusals[claimed] = (last, suppressed + 1)
-            return None
-        self._refusals[claimed] = (now, 0)
+        unless one of the same kind (verified or not) was recorded for them within
+        :data:`REFUSALS_EVERY` seconds: then it is counted, the count goes into the next one
+        recorded, and :meth:`stop` records the last one counted. Verified and unverified
+        refusals are limited apart, so a forger in an agent's name cannot hide the agent's own."""
+        _, gateway = self._running()
         refusal = Refusal(
             id=gateway.ids.new(),
             at=rfc3339(gateway.clock.now_ns()),
             claimed=claimed,
             verified=verified,
             channel="http",
-            target=target[:300],
-            reason_code=reason_code[:64] or "refused",
-            detail=detail[:500],
+            target=_printable(target, 300),
+            reason_code=_printable(reason_code, 64) or "refused",
+            detail=_printable(detail, 500),
             body_digest=None if body is None else digest(body),
-            suppressed=suppressed,
         )
-        await ledger.append([refusal])
+        now = time.monotonic()
+        bucket = self._refusals.setdefault((claimed, verified), _Bucket())
+        if now - bucket.last < REFUSALS_EVERY:
+            bucket.suppressed += 1
+            bucket.latest = refusal
+            return None
+        refusal = refusal.model_copy(update={"suppressed": bucket.suppressed})
+        self._refusals[claimed, verified] = _Bucket(last=now)
+        await self._append_refusal(refusal)
         return refusal
+
+    async def _append_refusal(self, refusal: Refusal) -> None:
+        ledger, gateway = self._running()
+        await ledger.append([refusal], fence=gateway.lease.epoch)
+
+    async def _flush_refusals(self) -> None:
+        """At stop: record the last refusal each limit held back, with the count before it."""
+        for bucket in self._refusals.values():
+            if bucket.latest is not None:
+                with contextlib.suppress(AnswerableError):
+                    await self._append_refusal(
+                        bucket.latest.model_copy(update={"suppressed": bucket.suppressed - 1})
+                    )
+        self._refusals.clear()
 
     def _recorded(self, intent_id: str) -> bool:
         ledger, _ = self._running()
@@ -531,6 +577,20 @@ def _outcome_doc(outcome: Outcome) -> dict[str, Any]:
     return doc
 
 
+@dataclass
+class _Bucket:
+    """One rate limit of Refusal entries: when one was last recorded, and what was held back."""
+
+    last: float = -math.inf
+    suppressed: int = 0
+    latest: Refusal | None = None
+
+
+def _printable(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` with anything unprintable (a NUL, a newline) shown as ``?``."""
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
 def _stamp(path: Path) -> tuple[int, int] | None:
     try:
         found = path.stat()
@@ -572,7 +632,7 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
         nonce is spent in the store, so it is refused if sent again, even after a restart (reads
         are not: a read sent again within the clock window reads again, which changes nothing)."""
         claimed = claimed_keyid(request.headers)
-        if claimed is not None and claimed in keys:
+        if claimed is not None and service.chartered(claimed):
             request.state.claimed = claimed  # who it says it is: a refusal is recorded in their name
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
@@ -623,7 +683,7 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
             await service.record_refusal(
                 claimed,
                 verified=getattr(request.state, "verified", False),
-                target=f"{request.method} {request.url.path}",
+                target=f"{request.method} {getattr(request.scope.get('route'), 'path', '?')}",
                 reason_code=code,
                 detail=message,
                 body=getattr(request.state, "body", None),
