@@ -32,6 +32,15 @@ pytestmark = pytest.mark.slow
 __all__ = ["system"]  # the fixture, used by name
 
 
+def leaves_of(folder: Path) -> list[str]:
+    """Each entry's exact bytes, hex, in index order."""
+    conn = sqlite3.connect(folder / "ledger.db")
+    try:
+        return [bytes(d).hex() for (d,) in conn.execute("SELECT data FROM entries ORDER BY idx")]
+    finally:
+        conn.close()
+
+
 def executions(folder: Path) -> list[dict[str, object]]:
     conn = sqlite3.connect(folder / "ledger.db")
     try:
@@ -225,7 +234,7 @@ def test_the_service_notifies_a_webhook_has_its_checkpoints_witnessed_and_serves
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from answerable.ledger.tiles import tile_path
+    from answerable.ledger.tiles import entry_bundle, tile_path
     from answerable.ledger.witness import CosignatureVerifier
 
     events: list[dict[str, object]] = []
@@ -273,8 +282,15 @@ def test_the_service_notifies_a_webhook_has_its_checkpoints_witnessed_and_serves
         size = int(served.split("\n")[1])  # its partial tiles stay published, whatever comes after
         tile = httpx.get(f"{running.url}/log/{tile_path(0, 0, min(size, 256))}")
         assert (tile.status_code, len(tile.content)) == (200, 32 * min(size, 256))
-        hidden = httpx.get(f"{running.url}/log/{tile_path('entries', 0, min(size, 256))}")
-        assert hidden.status_code == 404  # entry bundles carry arguments: not public unless configured
+        bundle_url = f"{running.url}/log/{tile_path('entries', 0, min(size, 256))}"
+        assert httpx.get(bundle_url).status_code == 401  # entry bundles carry arguments: readers sign
+        assert not (folder / "log" / "tile" / "entries").exists()  # and they are not in the folder
+        signed = sign_request(ri, "GET", bundle_url, b"", created=int(time.time()))
+        bundle = httpx.get(bundle_url, headers=signed).content
+        assert bundle == entry_bundle([bytes.fromhex(h) for h in leaves_of(folder)[: min(size, 256)]])
+        beyond = f"{running.url}/log/{tile_path('entries', 999)}"  # past any checkpoint signed here
+        signed = sign_request(ri, "GET", beyond, b"", created=int(time.time()))
+        assert httpx.get(beyond, headers=signed).status_code == 404
         assert httpx.get(f"{running.url}/v1/why/{large['intent_id']}").status_code == 401  # reads are signed
         with Client(running.url, ri) as as_ri:
             graph = as_ri.why(str(large["intent_id"]))

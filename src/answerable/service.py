@@ -48,7 +48,7 @@ from answerable.errors import (
 from answerable.gateway import Gateway, Outcome
 from answerable.httpsig import SKEW, claimed_keyid, verify_request
 from answerable.ledger import SQLiteLedger
-from answerable.ledger.tiles import publish, write_atomically
+from answerable.ledger.tiles import TILE_WIDTH, entry_bundle, parse_tile_path, publish, write_atomically
 from answerable.ledger.witness import CosignatureVerifier, request_cosignature
 from answerable.monitors import Monitors, load_monitors
 from answerable.operations import arguments_as_context
@@ -841,9 +841,32 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
         return JSONResponse(why(ledger, entry_id).to_json())
 
     @app.get("/log/{path:path}")
-    async def log(path: str) -> Response:
-        """The published log: its ``checkpoint`` and ``tile/...`` files, nothing else in that folder."""
+    async def log(path: str, request: Request) -> Response:
+        """The published log: its ``checkpoint`` and ``tile/...`` files, nothing else in that
+        folder. Entry bundles carry every call's arguments: unless the config makes them public
+        they are not in the folder, and are made from the ledger for signed readers only."""
         folder = service.config.publish_dir
+        tile = parse_tile_path(path)
+        if (
+            folder is not None
+            and tile is not None
+            and tile[0] == "entries"
+            and not service.config.public_entries
+        ):
+            await reader(request)
+            _, index, width = tile
+            published = (
+                (folder / "checkpoint").read_text(encoding="utf-8")
+                if (folder / "checkpoint").is_file()
+                else ""
+            )
+            size = int(published.split("\n")[1]) if published.count("\n") > 2 else 0
+            start = index * TILE_WIDTH
+            if start + width > size:  # entries never change: any tile within the checkpoint is served
+                raise _HTTPError(404, "not_published", f"/log/{path} is not part of the published checkpoint")
+            ledger, _ = service._running()
+            bundle = entry_bundle([e.data for e in ledger.entries(start, start + width)])
+            return Response(bundle, media_type="application/octet-stream")
         parts = path.split("/")
         allowed = path == "checkpoint" or (
             parts[0] == "tile" and all(p and p not in (".", "..") for p in parts)

@@ -149,3 +149,24 @@ async def test_partial_tiles_of_earlier_checkpoints_stay_until_the_full_tile_exi
     assert {"tile/0/000.p/10", "tile/0/000.p/20", "tile/entries/000.p/10", "tile/entries/000.p/20"} <= names
     (out / "checkpoint").write_text(old_checkpoint)  # a client still holding the older checkpoint
     assert tlog_audit(tlogcheck, out, store.verifier_key()).split()[1] == "10"
+
+
+@pytest.mark.parametrize(
+    ("index", "width", "level"),
+    [(0, 256, 0), (0, 7, "entries"), (1234067, 256, 1), (1234067, 255, "entries"), (999, 1, 2)],
+)
+def test_a_tile_path_parses_back(index: int, width: int, level: int | str) -> None:
+    from answerable.ledger.tiles import parse_tile_path
+
+    assert parse_tile_path(tile_path(level, index, width)) == (str(level), index, width)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["tile/0/1", "tile/0/0001", "tile/0/x000/001", "tile/entries/000.p/0", "tile/entries/000.p/256",
+     "tile/0/000.p/x", "tile/0", "checkpoint", "tile/0/x001"],
+)  # fmt: skip
+def test_what_is_not_a_tile_path_is_none(path: str) -> None:
+    from answerable.ledger.tiles import parse_tile_path
+
+    assert parse_tile_path(path) is None

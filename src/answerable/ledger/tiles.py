@@ -31,6 +31,7 @@ __all__ = [
     "TILE_WIDTH",
     "Publication",
     "entry_bundle",
+    "parse_tile_path",
     "publish",
     "tile_path",
     "write_atomically",
@@ -53,6 +54,28 @@ def tile_path(level: int | str, index: int, width: int = TILE_WIDTH) -> str:
     name = "/".join([*(f"x{g}" for g in groups[:-1]), groups[-1]])
     partial = f".p/{width}" if width < TILE_WIDTH else ""
     return f"tile/{level}/{name}{partial}"
+
+
+def parse_tile_path(path: str) -> tuple[str, int, int] | None:
+    """``(level, index, width)`` of a tile path as :func:`tile_path` writes it, or None when
+    ``path`` is not one (``tile/entries/x001/234.p/7`` is ``("entries", 1234, 7)``)."""
+    parts = path.split("/")
+    if len(parts) < 3 or parts[0] != "tile":
+        return None
+    level, rest = parts[1], parts[2:]
+    width = TILE_WIDTH
+    if len(rest) >= 2 and rest[-2].endswith(".p"):
+        if not rest[-1].isdigit() or not 1 <= int(rest[-1]) < TILE_WIDTH:
+            return None
+        width = int(rest[-1])
+        rest = [*rest[:-2], rest[-2].removesuffix(".p")]
+    groups = [g.removeprefix("x") for g in rest[:-1]] + [rest[-1]]
+    if any(len(g) != 3 or not g.isdigit() for g in groups) or any(not g.startswith("x") for g in rest[:-1]):
+        return None
+    index = int("".join(groups))
+    if tile_path(level, index, width) != path:
+        return None  # not the one spelling the standard allows (leading zero groups, say)
+    return level, index, width
 
 
 def entry_bundle(entries: list[bytes]) -> bytes:
