@@ -21,13 +21,12 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/answerable demo storm --seed 7 --mode all --out out/storm
-	$(BIN)/answerable report out/storm/ungoverned.db --out out/storm/ungoverned.html --force
-	$(BIN)/answerable report out/storm/governed.db --out out/storm/governed.html --force
-	$(BIN)/answerable report out/storm/monitored.db --out out/storm/monitored.html --force
-	$(BIN)/answerable report-compare out/storm/ungoverned.db out/storm/governed.db out/storm/monitored.db \
-		--out out/storm/compare.html --force
-	@echo "outputs in out/storm: ungoverned.db governed.db monitored.db (ledgers), result.json,"
-	@echo "  reports ungoverned.html governed.html monitored.html and compare.html"
+	for mode in ungoverned rules governed monitored; do \
+		$(BIN)/answerable report out/storm/$$mode.db --out out/storm/$$mode.html --force || exit 1; done
+	$(BIN)/answerable report-compare out/storm/ungoverned.db out/storm/rules.db out/storm/governed.db \
+		out/storm/monitored.db --out out/storm/compare.html --force
+	@echo "outputs in out/storm: ungoverned.db rules.db governed.db monitored.db (ledgers), result.json,"
+	@echo "  a report per ledger (ungoverned.html ...) and compare.html"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -83,28 +83,40 @@ def test_the_storm_block_runs_and_the_readme_table_is_what_it_measured(tmp_path:
     runs = json.loads((tmp_path / "out" / "storm" / "result.json").read_text())["runs"]
     table = README.read_text().split("| seed 7, 7 days |", 1)[1].split("\n\n", 1)[0]
     rows = {
-        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]]
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:6]]
         for line in table.splitlines()[2:]
         if line.startswith("|")
     }
-    modes = ("ungoverned", "governed", "monitored")
+    modes = ("ungoverned", "rules", "governed", "monitored")
+    assert table.splitlines()[0].split("|")[:4] == [f" {m} " for m in modes]
     for row, key in (
         ("medical on-time rate", "medical_on_time_rate"),
         ("retail on-time rate", "retail_on_time_rate"),
     ):
         assert [float(v) for v in rows[row]] == [round(runs[m][key], 3) for m in modes], row
-    for row, key in (
-        ("total cost (transport + handling)", "total_cost"),
-        ("lateness penalties", "penalties"),
-    ):
+    money = (
+        ("total cost: transport + handling + moving stock", "total_cost", "total_cost_change_pct"),
+        ("margin (retail and medical units handled)", "margin", "margin_change_pct"),
+        ("lateness penalties", "penalties", None),
+    )
+    for row, key, change in money:
         said = [int(v.split()[0].replace(",", "")) for v in rows[row]]
         assert said == [round(runs[m][key] / 100) for m in modes], row
+        if change is not None:  # the change against ungoverned, as result.json has it
+            changes = [v.split("(")[1].rstrip("%)") for v in rows[row][1:]]
+            assert changes == [f"{runs[m][change]:+.2f}" for m in modes[1:]], row
     executed = [v.split(" / ") for v in rows["actions executed / attributed to the RI"]]
     assert executed == [[str(runs[m]["actions_executed"]), str(runs[m]["actions_attributed"])] for m in modes]
-    governed = runs["governed"]
-    assert rows["reviews raised / approved / denied"][1] == (
-        f"{governed['reviews_raised']} / {governed['reviews_approved']} / {governed['reviews_denied']}"
-    )
+    reviews = rows["reviews raised / approved / denied"]
+    for m, said in zip(modes, reviews, strict=True):
+        r = runs[m]
+        assert said == (
+            f"{r['reviews_raised']} / {r['reviews_approved']} / {r['reviews_denied']}"
+            if r["reviews_raised"]
+            else "0"
+        )
+    penalties = [runs[m]["penalties"] for m in ("ungoverned", "governed")]
+    assert f"{round(100 * (1 - penalties[1] / penalties[0]))}% fewer" in README.read_text().replace("\n", " ")
 
 
 def test_the_example_runs_twice_and_the_commands_after_it_work(tmp_path: Path) -> None:

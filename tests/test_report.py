@@ -187,7 +187,7 @@ def test_quickstart_ledger_renders_without_delivery_data(tmp_path: Path) -> None
     with (tmp_path / "log.txt").open("w") as log:
         quickstart(tmp_path / "qs", Console(file=log))
     page = render(tmp_path / "qs" / "ledger.db")
-    assert "No orders or deliveries in this ledger" in page
+    assert "No installed plugin reads this ledger" in page
     assert "no result.json beside the ledger" in page
     assert "<td>halt</td>" in page
     assert "<td>resume</td>" in page

@@ -362,3 +362,40 @@ async def test_a_program_awaits_a_reviewed_intent_answered_from_another_process(
         async with asyncio.timeout(0.2):
             await gateway.outcome((await reviewed(gateway, "S-2")).intent.id, every=0.05)
     gateway.close()
+
+
+async def test_a_modelled_reviewer_must_say_so_on_every_answer_and_a_person_may_not_pretend(
+    ledger, people, clock, world
+):
+    """The charter marks a modelled reviewer simulated; their answers must carry the mark, and a
+    real reviewer's may not (so no reader of the ledger mistakes one for the other)."""
+    from support import POLICIES, SCHEMA, register_world
+
+    from answerable import IdSource, new_charter, new_ruleset
+
+    ids = IdSource(clock)
+    gw = Gateway(ledger, clock=clock, ids=ids)
+    register_world(gw, world)
+    charter = new_charter(
+        "logistics", people.ri, agents=["executor"], reviewers=[people.reviewer, people.operator],
+        simulated=[people.reviewer.identity], clock=clock, ids=ids,
+    )  # fmt: skip
+    await gw.install(charter, new_ruleset(POLICIES, SCHEMA, people.ri, clock=clock, ids=ids))
+    first, second = await reviewed(gw, "S-1"), await reviewed(gw, "S-2")
+    with pytest.raises(ApprovalRefused) as unmarked:
+        await gw.answer(first.review.id, key=people.reviewer, verdict="approve", reason="ok")
+    assert unmarked.value.reason_code == "simulated_mark"
+    with pytest.raises(ApprovalRefused) as pretending:
+        await gw.answer(first.review.id, key=people.operator, verdict="approve", reason="ok", simulated=True)
+    assert pretending.value.reason_code == "simulated_mark"
+    done = await gw.answer(
+        first.review.id, key=people.reviewer, verdict="approve", reason="ok", simulated=True
+    )
+    assert done.status == "succeeded"
+    assert done.approval is not None
+    assert done.approval.simulated
+    real = await gw.answer(second.review.id, key=people.operator, verdict="deny", reason="no")
+    assert real.approval is not None
+    assert not real.approval.simulated
+    assert b'"simulated"' not in ledger.find(real.approval.id).data  # a real answer's bytes are as before
+    gw.close()

@@ -36,6 +36,7 @@ def new_charter(
     reviewers: Iterable[KeyPair] = (),
     operators: Iterable[KeyPair] = (),
     agent_keys: Mapping[str, str] | None = None,
+    simulated: Iterable[str] = (),
     version: int = 1,
     supersedes: str | None = None,
     handed_over_by: KeyPair | None = None,
@@ -44,13 +45,18 @@ def new_charter(
 ) -> SystemCharter:
     """A charter naming ``ri`` as Responsible Individual, signed by them or, when it supersedes
     another, by the RI of that charter (``handed_over_by``). ``agent_keys`` gives agents that
-    sign their own requests (to the service) their Ed25519 public key, base64.
+    sign their own requests (to the service) their Ed25519 public key, base64. ``simulated``
+    names the reviewers or operators who are modelled people (a scenario's desk), not humans:
+    the charter marks them, and every answer they give must say so.
 
     Raises:
         ConfigError: a name is empty or holds whitespace, or ``version`` is below 1.
     """
     clock = clock or SystemClock()
     ids = ids or IdSource(clock)
+    modelled = set(simulated)
+    if ri.identity in modelled:
+        raise ConfigError(f"the RI {ri.identity} answers for the system: a real person, never simulated")
     roles: dict[str, set[str]] = {ri.identity: {"ri"}}
     keys = {ri.identity: ri}
     for role, people in (("reviewer", reviewers), ("operator", operators)):
@@ -66,7 +72,12 @@ def new_charter(
                 "version": version,
                 "ri": ri.identity,
                 "people": [
-                    {"identity": name, "public_key": keys[name].public_b64, "roles": sorted(roles[name])}
+                    {
+                        "identity": name,
+                        "public_key": keys[name].public_b64,
+                        "roles": sorted(roles[name]),
+                        **({"simulated": True} if name in modelled else {}),
+                    }
                     for name in sorted(roles)
                 ],
                 "agents": [
@@ -113,6 +124,7 @@ def amend_charter(
             reason_code="not_the_ri",
         )
     agent_keys = {a.name: a.public_key for a in charter.agents}
+    modelled = {p.identity for p in charter.people if p.simulated}  # a modelled person stays one
     persons: dict[str, tuple[str, tuple[str, ...]]] = {
         p.identity: (p.public_key, tuple(p.roles)) for p in charter.people
     }
@@ -154,7 +166,12 @@ def amend_charter(
                 "version": charter.version + 1,
                 "supersedes": charter.id,
                 "people": [
-                    {"identity": name, "public_key": key, "roles": list(roles)}
+                    {
+                        "identity": name,
+                        "public_key": key,
+                        "roles": list(roles),
+                        **({"simulated": True} if name in modelled else {}),
+                    }
                     for name, (key, roles) in sorted(persons.items())
                 ],
                 "agents": [

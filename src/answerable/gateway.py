@@ -656,10 +656,17 @@ class Gateway:
         verdict: Literal["approve", "deny"],
         reason: str,
         valid_for_seconds: int = 3600,
+        simulated: bool = False,
     ) -> Outcome:
-        """Answer a review as the key's owner: sign the verdict over the exact intent, then settle it."""
+        """Answer a review as the key's owner: sign the verdict over the exact intent, then settle
+        it. ``simulated``: the owner is a modelled person, as the charter marks them."""
         approval = self.reviews.approval(
-            review_id, key=key, verdict=verdict, reason=reason, valid_for_seconds=valid_for_seconds
+            review_id,
+            key=key,
+            verdict=verdict,
+            reason=reason,
+            valid_for_seconds=valid_for_seconds,
+            simulated=simulated,
         )
         return await self.settle(approval)
 

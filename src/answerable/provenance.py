@@ -51,7 +51,7 @@ class Node:
     id: str
     kind: str
     summary: str
-    """One short human line, e.g. ``Intent carrier.book by executor``."""
+    """One short human line, e.g. ``Intent billing.invoice by billing-bot``."""
 
 
 @dataclass(frozen=True, slots=True)

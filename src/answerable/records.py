@@ -71,6 +71,9 @@ class Person(BaseModel):
     """Raw Ed25519 public key, base64."""
     roles: tuple[Literal["ri", "reviewer", "operator"], ...]
     """``ri`` answers for the system; ``reviewer`` may approve; ``operator`` may resume."""
+    simulated: bool = Field(default=False, exclude_if=lambda v: v is False)
+    """A modelled person (a scenario's reviewer), not a human: every answer they give says so.
+    Left out of the bytes when false, so charters written before it keep their signatures."""
 
 
 class AgentIdentity(BaseModel):
@@ -305,6 +308,9 @@ class Approval(Record):
     binding: str
     expires_at: _TIME
     signature: _B64 = ""
+    simulated: bool = Field(default=False, exclude_if=lambda v: v is False)
+    """Given by a modelled person, not a human (it must match the charter's mark on them); left
+    out of the bytes when false, so answers written before it keep their signatures."""
 
 
 class Alert(Record):

@@ -87,7 +87,6 @@ def _views() -> list[ServiceView]:
     return views
 
 
-_CENTS = frozenset({"total_cost", "penalties", "margin"})
 _LONG = 160
 """Values longer than this many characters are folded into a ``<details>``."""
 
@@ -128,8 +127,10 @@ class _Facts:
     derived: dict[str, Any] = field(default_factory=dict)
     result: dict[str, Any] | None = None
     result_note: str = ""
+    cents: frozenset[str] = frozenset()
+    """Figures result.json says are money in cents (its ``units``); keys ending ``_cents`` too."""
     on_time: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
-    """Class -> day -> (orders on time, orders due)."""
+    """Class -> day -> (on time, due), as the installed plugins' service views judge them."""
     executed: dict[str, Counter[str]] = field(default_factory=dict)
     """Operation -> day -> succeeded executions."""
     statuses: Counter[str] = field(default_factory=Counter)
@@ -228,7 +229,18 @@ def _gather(ledger_path: Path) -> _Facts:
         per_class.update(totals)
     facts.derived = _derived(facts, per_class, decisions, executions, approvals)
     facts.result, facts.result_note = _result_json(ledger_path)
+    facts.cents = _cents_of(ledger_path, facts.result)
     return facts
+
+
+def _cents_of(ledger_path: Path, run: dict[str, Any] | None) -> frozenset[str]:
+    """The figures that are money in cents: result.json's ``units`` says so, or the key's name."""
+    try:
+        units = json.loads((ledger_path.parent / "result.json").read_text(encoding="utf-8")).get("units")
+    except (OSError, ValueError, AttributeError):
+        units = None
+    named = {k for k, v in units.items() if v == "cents"} if isinstance(units, dict) else set()
+    return frozenset(named | {k for k in run or {} if k.endswith("_cents")})
 
 
 def _payload(ledger: SQLiteLedger, event: ExternalEvent) -> dict[str, Any]:
@@ -374,7 +386,7 @@ def _plot_on_time(runs: Sequence[_Facts], name: str) -> str | None:
             )
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     ax.set_ylim(0, 1.05)
-    _style(ax, "On-time rate of orders due each day, by class", "on time")
+    _style(ax, "On-time rate of what was due each day, by class", "on time")
     ax.legend(fontsize=8, frameon=False)
     return _svg(fig, name)
 
@@ -578,14 +590,16 @@ def _value(value: object) -> str:
     return f"<details><summary><code>{_e(text[:_LONG])}…</code></summary><pre>{_e(text)}</pre></details>"
 
 
-def _cell(metric: str, value: object) -> str:
+def _cell(metric: str, value: object, cents: frozenset[str] = frozenset()) -> str:
     if value is None:
         return '<span class="muted">—</span>'
     if isinstance(value, bool) or not isinstance(value, int | float):
         return _e(value)
     if metric.endswith("_rate"):
         return f"{value:.3f}"
-    if metric in _CENTS:
+    if metric.endswith("_pct"):
+        return f"{value:+.2f}%"
+    if metric in cents or metric.endswith("_cents"):
         return f"{value / 100:,.0f}"
     if isinstance(value, int):
         return f"{value:,}"
@@ -604,7 +618,7 @@ def _outcome_section(f: _Facts) -> str:
     parts = ["<h2 id=outcome>Outcome</h2>", f'<p class="muted">{_e(f.result_note)}</p>']
     rows: list[tuple[str, ...]]
     if f.result is None:
-        rows = [(_e(m), _cell(m, f.derived.get(m))) for m in _metric_names([f.derived])]
+        rows = [(_e(m), _cell(m, f.derived.get(m), f.cents)) for m in _metric_names([f.derived])]
         parts.append(_table(["metric", "from the ledger"], rows, numeric=[1]))
         return "\n".join(parts)
     names = _metric_names([f.result, f.derived])
@@ -612,7 +626,7 @@ def _outcome_section(f: _Facts) -> str:
     for m in names:
         ours, theirs = f.derived.get(m), f.result.get(m)
         mark = " ≠" if m in f.derived and m in f.result and ours != theirs else ""
-        rows.append((_e(m), _cell(m, theirs), _cell(m, ours) + mark))
+        rows.append((_e(m), _cell(m, theirs, f.cents), _cell(m, ours, f.cents) + mark))
     parts.append(_table(["metric", "result.json", "recomputed from the ledger"], rows, numeric=[1, 2]))
     parts.append(
         '<p class="muted">Money is in whole currency units (result.json holds cents). '
@@ -628,11 +642,11 @@ def _figure_block(svg: str | None, missing: str) -> str:
 def _plots_section(f: _Facts) -> str:
     cost = ""
     if f.result is not None:
-        known = [m for m in ("total_cost", "penalties", "margin") if m in f.result]
+        known = [m for m in f.result if m in f.cents]
         if known:
             cost = (
                 "<p>Totals from result.json: "
-                + ", ".join(f"{_e(m)} <b>{_cell(m, f.result[m])}</b>" for m in known)
+                + ", ".join(f"{_e(m)} <b>{_cell(m, f.result[m], f.cents)}</b>" for m in known)
                 + ".</p>"
             )
     statuses = ", ".join(f"{_e(s)}: {n:,}" for s, n in sorted(f.statuses.items()))
@@ -641,7 +655,8 @@ def _plots_section(f: _Facts) -> str:
             "<h2 id=plots>Plots</h2>",
             "<h3>Service</h3>",
             _figure_block(
-                _plot_on_time([f], "on-time"), "No orders or deliveries in this ledger: no on-time rates."
+                _plot_on_time([f], "on-time"),
+                "No installed plugin reads this ledger's outside events as service: no on-time rates.",
             ),
             "<h3>Cost: actions executed</h3>",
             cost,
@@ -911,7 +926,8 @@ def compare(paths: list[Path], out: Path) -> Path:
     outcomes = [r.outcome() for r in runs]
     names = _metric_names(outcomes)
     head = ["metric", *labels]
-    rows = [(_e(m), *(_cell(m, o.get(m)) for o in outcomes)) for m in names]
+    cents = frozenset().union(*(r.cents for r in runs))
+    rows = [(_e(m), *(_cell(m, o.get(m), cents) for o in outcomes)) for m in names]
     links = []
     for label, r in zip(labels, runs, strict=True):
         report = r.path.with_suffix(".html")
@@ -932,7 +948,7 @@ def compare(paths: list[Path], out: Path) -> Path:
         _table(head, rows, numeric=range(1, len(head))),
         '<p class="muted">Money is in whole currency units.</p>',
         "<h2>On-time rates</h2>",
-        _figure_block(svg, "None of these ledgers holds orders or deliveries."),
+        _figure_block(svg, "No installed plugin reads these ledgers' outside events as service."),
     ]
     _write(out, _page("Comparison of runs: " + ", ".join(labels), body))
     return out

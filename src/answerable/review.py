@@ -197,6 +197,12 @@ def authenticate(
         raise refuse(
             "not_a_reviewer", f"{approval.by!r} is not a reviewer in the charter of {charter.system!r}"
         )
+    if approval.simulated != person.simulated:
+        raise refuse(
+            "simulated_mark",
+            f"{approval.by!r} is {'a modelled' if person.simulated else 'a real'} person in the charter: "
+            f"their answers must say simulated={str(person.simulated).lower()}",
+        )
     try:
         verify_signed_by(approval, charter, approval.by)
     except (SignatureInvalid, NotAuthorized) as exc:
@@ -331,9 +337,17 @@ class ReviewQueue:
         return [s for s in self.all() if s.resolution is None]
 
     def approval(
-        self, review_id: str, *, key: KeyPair, verdict: str, reason: str, valid_for_seconds: int = 3600
+        self,
+        review_id: str,
+        *,
+        key: KeyPair,
+        verdict: str,
+        reason: str,
+        valid_for_seconds: int = 3600,
+        simulated: bool = False,
     ) -> Approval:
-        """A signed answer by the key's owner, bound to the exact intent under review."""
+        """A signed answer by the key's owner, bound to the exact intent under review
+        (``simulated``: given by a modelled person, as the charter marks them)."""
         state = self.state(review_id)
         record = unsigned_approval(
             review_id=state.review.id,
@@ -346,6 +360,8 @@ class ReviewQueue:
             at_ns=self._now_ns(),
             valid_for_seconds=valid_for_seconds,
         )
+        if simulated:
+            record = record.model_copy(update={"simulated": True})
         return sign(record, key)
 
     async def submit(self, approval: Approval) -> ReviewState:

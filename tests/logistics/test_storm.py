@@ -25,7 +25,7 @@ SEEDS = (7, 3)
 @pytest.fixture(scope="module", params=SEEDS, ids=lambda s: f"seed{s}")
 def runs(request, tmp_path_factory) -> dict[str, RunResult]:  # type: ignore[no-untyped-def]
     out = tmp_path_factory.mktemp(f"storm{request.param}")
-    return asyncio.run(storm(request.param, out))  # type: ignore[return-value]
+    return asyncio.run(storm(request.param, out, modes=("ungoverned", "rules", "governed")))  # type: ignore[return-value]
 
 
 def entries(result: RunResult, kind: str) -> list:  # type: ignore[type-arg]
@@ -186,15 +186,58 @@ def test_result_json_has_the_contract_keys(runs):
     import json
 
     document = json.loads((runs["governed"].ledger.parent / "result.json").read_text())
-    assert set(document["runs"]) == {"ungoverned", "governed"}
+    assert set(document["runs"]) == {"ungoverned", "rules", "governed"}
     required = {
         "medical_orders", "medical_on_time_rate", "retail_orders", "retail_on_time_rate", "total_cost",
         "penalties", "margin", "actions_executed", "actions_attributed", "actions_denied", "reviews_raised",
         "reviews_approved", "reviews_denied", "ledger_entries", "wall_seconds",
+        # the whole price: costs split, changes against ungoverned, what review cost and waited
+        "transport_cost_cents", "handling_cost_cents", "moving_cost_cents", "total_cost_change_pct",
+        "margin_change_pct", "review_wait_p50_minutes", "review_wait_p95_minutes", "reviewer_hours",
+        "reviewers",
     }  # fmt: skip
     for metrics in document["runs"].values():
         assert required <= set(metrics)
+        split = (
+            metrics["transport_cost_cents"] + metrics["handling_cost_cents"] + metrics["moving_cost_cents"]
+        )
+        assert split == metrics["total_cost"]
+    governed, base = document["runs"]["governed"], document["runs"]["ungoverned"]
+    assert governed["margin_change_pct"] == round(
+        100 * (governed["margin"] - base["margin"]) / base["margin"], 2
+    )
+    assert document["price_of_accountability_pct"] == governed["total_cost_change_pct"]
     assert document["seed"] in SEEDS
+
+
+def test_rules_alone_keep_hospitals_supplied_with_no_person_asked(runs):
+    """The desk's written guidance compiled to Cedar: what review decided, rules decide."""
+    rules = runs["rules"].metrics
+    assert rules["medical_on_time_rate"] >= 0.95
+    assert rules["medical_on_time_rate"] >= rules["retail_on_time_rate"]
+    assert (rules["reviews_raised"], rules["reviewers"]) == (0, "none")
+    assert rules["actions_attributed"] == rules["actions_executed"]
+    executions = [x for x in entries(runs["rules"], "Execution") if x.status == "succeeded"]
+    assert {x.authority.via for x in executions} == {"policy"}
+    decisions = entries(runs["rules"], "Decision")
+    assert any("clinical-priority-medical-shipments-are-not-postponed" in d.policy_ids for d in decisions)
+
+
+def test_the_scripted_desk_is_marked_simulated_in_the_charter_and_on_every_answer(runs):
+    from answerable.charter import charter_of
+    from answerable.logistics.governance import REVIEWER
+
+    with SQLiteLedger.open(runs["governed"].ledger) as ledger:
+        desk = charter_of(ledger).person(REVIEWER)
+    assert desk is not None
+    assert desk.simulated
+    answers = entries(runs["governed"], "Approval")
+    assert answers
+    assert all(a.simulated and "a program, not a person" in a.reason for a in answers)
+    assert runs["governed"].metrics["reviewers"] == "scripted desk (a program, answers at once)"
+    assert (
+        runs["governed"].metrics["review_wait_p95_minutes"] == 0.0
+    )  # said, not hidden: it waits for nothing
 
 
 def test_why_of_every_governed_execution_reaches_an_event_and_names_the_ri(runs):

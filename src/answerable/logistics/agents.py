@@ -365,9 +365,9 @@ class Executor(Agent):
             if outcome.ok:
                 self.stock[f"wh-{source}"][sku] -= units
                 self.stock[f"wh-{target}"][sku] = self.stock[f"wh-{target}"].get(sku, 0) + units
-            elif outcome.approval is not None and outcome.approval.verdict == "deny":
+            elif outcome.status == "denied":  # by a person's answer or by a rule: keep it there
                 keep.append([source, sku, self.stock[f"wh-{source}"].get(sku, 0)])
-                refusals.append(outcome.approval.id)
+                refusals.append(_evidence(outcome))
         if keep:
             await ctx.send(
                 "constraints", "keep_stock", {"day": day, "keep": keep}, causes=[record.id, *refusals]

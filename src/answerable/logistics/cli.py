@@ -36,7 +36,10 @@ def demo_storm(
     seed: int = typer.Option(7, "--seed", help="Seed of the world: orders, customers, storm draws."),
     out_dir: Path = typer.Option(Path("out/storm"), "--out", help="Where ledgers and result.json go."),
     mode: str = typer.Option(
-        "both", "--mode", help="both, governed, ungoverned, monitored (old rules + monitors) or all three."
+        "both",
+        "--mode",
+        help="both (ungoverned and governed), ungoverned, rules (the desk's guidance as Cedar, no "
+        "review), governed, monitored (old rules + monitors) or all four.",
     ),
     days: int | None = typer.Option(None, "--days", help="Simulated days (default: the scenario's)."),
     scenario: Path | None = typer.Option(None, "--scenario", help="A JSON scenario file."),
@@ -53,7 +56,8 @@ def demo_storm(
         "governed": ("governed",),
         "ungoverned": ("ungoverned",),
         "monitored": ("monitored",),
-        "all": ("ungoverned", "governed", "monitored"),
+        "rules": ("rules",),
+        "all": ("ungoverned", "rules", "governed", "monitored"),
     }
     if mode not in modes:
         raise ConfigError(f"--mode {mode!r} is not one of {', '.join(modes)}")
@@ -77,7 +81,7 @@ def demo_storm(
     for m in results:
         table.add_column(m, justify="right")
     for metric in METRICS:
-        table.add_row(metric, *(_cell(metric, r.metrics[metric]) for r in results.values()))
+        table.add_row(metric, *(_cell(metric, r.metrics.get(metric)) for r in results.values()))
     for metric in ("alerts", "medical_late_before_alert", "medical_late_after_alert"):
         table.add_row(metric, *(_cell(metric, r.metrics.get(metric, "-")) for r in results.values()))
     out.print(table)
@@ -92,7 +96,11 @@ def demo_storm(
             )
     if {"ungoverned", "governed"} <= results.keys():
         price = price_of_accountability(results)
-        out.print(f"price of accountability: {price:+.2f}% total cost (transport and handling)")
+        margin = results["governed"].metrics["margin_change_pct"]
+        out.print(
+            f"price of accountability: {price:+.2f}% total cost (transport, handling, moving stock), "
+            f"{margin:+.2f}% margin"
+        )
     for m, result in results.items():
         with SQLiteLedger.open(result.ledger) as store:
             report = store.verify()
@@ -101,8 +109,12 @@ def demo_storm(
 
 
 def _cell(metric: str, value: Any) -> str:
+    if value is None:
+        return "-"
     if metric.endswith("_rate"):
         return f"{value:.3f}"
-    if metric in ("total_cost", "penalties", "margin"):
+    if metric.endswith("_pct"):
+        return f"{value:+.2f}%"
+    if metric in ("total_cost", "penalties", "margin") or metric.endswith("_cents"):
         return f"{value / 100:,.0f}"
     return f"{value:,}" if isinstance(value, int) else str(value)

@@ -11,7 +11,17 @@ from typing import Any
 from answerable.logistics.scenario import Mode, RunResult, run
 from answerable.logistics.world import ScenarioConfig
 
-__all__ = ["METRICS", "price_of_accountability", "storm"]
+__all__ = ["METRICS", "MONEY", "price_of_accountability", "storm"]
+
+MONEY = (
+    "total_cost",
+    "transport_cost_cents",
+    "handling_cost_cents",
+    "moving_cost_cents",
+    "penalties",
+    "margin",
+)
+"""The figures that are money, in cents (``result.json`` says so in ``units``, for the report)."""
 
 METRICS = (
     "medical_orders",
@@ -19,14 +29,23 @@ METRICS = (
     "retail_orders",
     "retail_on_time_rate",
     "total_cost",
+    "transport_cost_cents",
+    "handling_cost_cents",
+    "moving_cost_cents",
+    "total_cost_change_pct",
     "penalties",
     "margin",
+    "margin_change_pct",
     "actions_executed",
     "actions_attributed",
     "actions_denied",
     "reviews_raised",
     "reviews_approved",
     "reviews_denied",
+    "review_wait_p50_minutes",
+    "review_wait_p95_minutes",
+    "reviewer_hours",
+    "reviewers",
     "ledger_entries",
     "wall_seconds",
 )
@@ -54,8 +73,16 @@ async def storm(
     document: dict[str, Any] = {
         "seed": seed,
         "days": config.days,
+        "units": dict.fromkeys(MONEY, "cents"),
         "runs": {mode: result.metrics for mode, result in results.items()},
     }
+    if "ungoverned" in results:
+        base = results["ungoverned"].metrics
+        for result in results.values():
+            result.metrics["total_cost_change_pct"] = _change(
+                result.metrics["total_cost"], base["total_cost"]
+            )
+            result.metrics["margin_change_pct"] = _change(result.metrics["margin"], base["margin"])
     if {"ungoverned", "governed"} <= results.keys():
         document["price_of_accountability_pct"] = price_of_accountability(results)
     text = json.dumps(document, indent=2) + "\n"
@@ -63,8 +90,13 @@ async def storm(
     return results
 
 
+def _change(value: int, base: int) -> float:
+    return round(100 * (value - base) / base, 2) if base else 0.0
+
+
 def price_of_accountability(results: dict[Mode, RunResult]) -> float:
-    """How much more the governed run spent on transport and handling, in percent."""
+    """How much more the governed run spent on transport, handling and moving stock, in percent
+    (its margin change, ``margin_change_pct``, is the other half of the price)."""
     base = results["ungoverned"].metrics["total_cost"]
     governed = results["governed"].metrics["total_cost"]
     return round(100 * (governed - base) / base, 2) if base else 0.0

@@ -17,7 +17,7 @@ from answerable.gateway import Gateway, Outcome
 from answerable.keys import KeyPair
 from answerable.records import RulesetVersion, SystemCharter
 
-__all__ = ["POLICIES", "SCHEMA", "ScriptedReviewer", "charter", "people", "ruleset"]
+__all__ = ["GUIDANCE", "POLICIES", "SCHEMA", "ScriptedReviewer", "charter", "people", "ruleset"]
 
 SCHEMA = """
 entity Agent;
@@ -77,17 +77,48 @@ def people() -> tuple[KeyPair, KeyPair]:
 
 
 def charter(agents: tuple[str, ...], clock: Clock, ids: IdSource) -> SystemCharter:
+    """The system's charter; the storm desk is a program, so the charter marks it simulated."""
     ri, reviewer = people()
-    return new_charter("national-logistics", ri, agents=agents, reviewers=[reviewer], clock=clock, ids=ids)
+    return new_charter(
+        "national-logistics",
+        ri,
+        agents=agents,
+        reviewers=[reviewer],
+        simulated=[reviewer.identity],
+        clock=clock,
+        ids=ids,
+    )
 
 
 STORM_RULES = ("medical-delay-past-due-needs-review", "reprioritization-during-disruption-needs-review")
 """The rules written once the storm failure was understood; version 1 did not have them."""
 
 
-def ruleset(clock: Clock, ids: IdSource, *, foresaw_the_storm: bool = True) -> RulesetVersion:
-    """The signed rules: version 2 with the storm rules, or version 1 as first approved without them."""
+GUIDANCE = """
+@id("clinical-priority-medical-shipments-are-not-postponed")
+forbid(principal, action == Action::"shipment.reprioritize", resource)
+  when { resource.class == "medical" };
+
+@id("clinical-priority-medical-stock-stays-in-a-disrupted-region")
+forbid(principal, action == Action::"inventory.reallocate", resource)
+  when { resource.class == "medical" && context.source_disrupted };
+"""
+"""The storm desk's written guidance ("clinical priority first: medical shipments are never
+postponed and medical stock does not leave a disrupted region; retail may wait while the storm
+lasts"), compiled to plain Cedar rules: every condition it uses is in the request, so nothing of
+it was left out. In ``rules`` mode these replace the review rules, and no person is asked."""
+
+
+def ruleset(
+    clock: Clock, ids: IdSource, *, foresaw_the_storm: bool = True, review: bool = True
+) -> RulesetVersion:
+    """The signed rules: version 2 with the storm rules (sending the critical decisions to review,
+    or, without ``review``, deciding them by the desk's guidance compiled to Cedar), or version 1
+    as first approved without them."""
     ri, _ = people()
+    if foresaw_the_storm and not review:
+        base = "\n\n".join(chunk for chunk in POLICIES.split("\n\n") if "@review(" not in chunk)
+        return new_ruleset(base + "\n" + GUIDANCE, SCHEMA, ri, version=2, clock=clock, ids=ids)
     if foresaw_the_storm:
         return new_ruleset(POLICIES, SCHEMA, ri, version=2, clock=clock, ids=ids)
     kept = [
@@ -100,7 +131,8 @@ def ruleset(clock: Clock, ids: IdSource, *, foresaw_the_storm: bool = True) -> R
 
 @dataclass
 class ScriptedReviewer:
-    """The demo's storm desk, answering reviews for the RI by a written rule, recorded as itself.
+    """The demo's storm desk: a program answering reviews by a written rule, at once, recorded as
+    itself and marked simulated (in the charter and on every answer).
 
     Its rule: clinical priority first. Medical shipments are never postponed and medical stock
     does not leave a disrupted region; retail may wait during a storm.
@@ -130,11 +162,14 @@ class ScriptedReviewer:
                 outcome.review.id,
                 key=self.key,
                 verdict="deny",
-                reason=f"acting for {RI}: clinical priority, medical supply is not postponed or moved out",
+                reason="scripted storm desk (a program, not a person): clinical priority, medical "
+                "supply is not postponed or moved out",
+                simulated=True,
             )
         return await self.gateway.answer(
             outcome.review.id,
             key=self.key,
             verdict="approve",
-            reason=f"acting for {RI}: retail may wait while the storm lasts",
+            reason="scripted storm desk (a program, not a person): retail may wait while the storm lasts",
+            simulated=True,
         )

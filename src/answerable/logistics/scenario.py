@@ -52,11 +52,15 @@ from answerable.records import (
 )
 from answerable.runtime import System
 
-__all__ = ["Mode", "RunResult", "StormRun", "run"]
+__all__ = ["MODES", "Mode", "RunResult", "StormRun", "run"]
 
-Mode = Literal["ungoverned", "governed", "monitored"]
-"""``monitored``: the rules as first approved, before anyone foresaw the storm (no review of
-reprioritizations), with the system-level monitors as the only safeguard against emergence."""
+Mode = Literal["ungoverned", "rules", "governed", "monitored"]
+"""``rules``: the storm rules, with the storm desk's written guidance compiled to Cedar in place
+of review (explicitly approved rules only, no person asked); ``governed``: the storm rules sending
+critical prioritization decisions to the desk; ``monitored``: the rules as first approved, before
+anyone foresaw the storm (no review of reprioritizations), with the system-level monitors as the
+only safeguard against emergence."""
+MODES: tuple[Mode, ...] = ("ungoverned", "rules", "governed", "monitored")
 MONITORS = Path(__file__).with_name("monitors.json")
 DAY0_NS = 1_772_431_200_000_000_000  # 2026-03-02T06:00:00Z, the morning the demo starts
 
@@ -301,9 +305,11 @@ class StormRun:
         self.reviewer = None
         self.monitors = None
         if self.mode != "ungoverned":
-            rules = ruleset(clock, ids, foresaw_the_storm=self.mode == "governed")
+            rules = ruleset(
+                clock, ids, foresaw_the_storm=self.mode in ("rules", "governed"), review=self.mode != "rules"
+            )
             await self.gateway.install(charter(AGENTS, clock, ids), rules)
-            self.reviewer = ScriptedReviewer(self.gateway)
+            self.reviewer = None if self.mode == "rules" else ScriptedReviewer(self.gateway)
             known = {f"operation:{o}" for o in self.gateway.operations} | {
                 f"resource_class:{c}" for c in ("medical", "retail", "route", "stock", "shipment")
             }
@@ -452,6 +458,9 @@ def measure(world: World, ledger: SQLiteLedger, config: ScenarioConfig) -> dict[
         if late > 0:
             penalties += late * o.qty * SKU[o.sku].penalty
     out["total_cost"] = transport + handling + moving
+    out["transport_cost_cents"] = transport
+    out["handling_cost_cents"] = handling
+    out["moving_cost_cents"] = moving
     out["penalties"] = penalties
     out["margin"] = sum(o.margin for o in world.orders.values() if o.delivered_day is not None)
     executions = [decode_entry(e.data) for e in ledger.of_kind("Execution")]
@@ -471,8 +480,50 @@ def measure(world: World, ledger: SQLiteLedger, config: ScenarioConfig) -> dict[
     out["reviews_raised"] = len(reviews)
     out["reviews_approved"] = outcomes["approved"]
     out["reviews_denied"] = outcomes["denied"]
+    waits = sorted(_waits_minutes(ledger))
+    out["review_wait_p50_minutes"] = _quantile(waits, 0.50)
+    out["review_wait_p95_minutes"] = _quantile(waits, 0.95)
+    simulated = any(p.simulated for p in _people(ledger))
+    out["reviewers"] = (
+        "none" if not reviews else "scripted desk (a program, answers at once)" if simulated else "people"
+    )
+    out["reviewer_hours"] = 0.0 if simulated or not reviews else None
     out["ledger_entries"] = ledger.size()
     return out
+
+
+def _waits_minutes(ledger: SQLiteLedger) -> list[float]:
+    """Minutes from each review opening to its first answer, in the ledger's own times."""
+    opened = {}
+    for stored in ledger.of_kind("Review"):
+        record = decode_entry(stored.data)
+        opened[record.id] = record.at
+    waits = {}
+    for stored in ledger.of_kind("Approval"):
+        answer = decode_entry(stored.data)
+        if isinstance(answer, Approval) and answer.review_id in opened and answer.review_id not in waits:
+            waits[answer.review_id] = (_ns(answer.at) - _ns(opened[answer.review_id])) / 60e9
+    return list(waits.values())
+
+
+def _ns(at: str) -> int:
+    stamp, _, fraction = at.rstrip("Z").partition(".")
+    whole = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+    return int(whole) * 1_000_000_000 + int((fraction + "000000000")[:9])
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    """The nearest-rank quantile of sorted ``values``, rounded to 0.1; None for none."""
+    if not values:
+        return None
+    return round(values[min(len(values) - 1, max(0, int(q * len(values) + 0.5) - 1))], 1)
+
+
+def _people(ledger: SQLiteLedger) -> list[Any]:
+    try:
+        return list(charter_of(ledger).people)
+    except AnswerableError:
+        return []
 
 
 def attributed(ledger: SQLiteLedger, execution: Execution, ri: str | None) -> bool:
