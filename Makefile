@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit soak bench clean gotools
+.PHONY: demo test lint typecheck unit soak bench clean gotools browser
 
 # Go and golang.org/x/mod from Debian's packages, offline: the independent auditor of published
 # tiles (tests/tlogcheck) is built against them by the tests.
@@ -12,6 +12,12 @@ gotools:
 	@test -d /usr/share/gocode/src/golang.org/x/mod/sumdb/tlog && command -v go >/dev/null || \
 		(apt-get install -y -q golang-go golang-golang-x-mod-dev || \
 		 (apt-get update -q && apt-get install -y -q golang-go golang-golang-x-mod-dev))
+
+# Debian's chromium for the browser tests, driven through Playwright's executable path (Playwright
+# never downloads a browser here).
+browser:
+	@command -v chromium >/dev/null || (apt-get install -y -q chromium || \
+		(apt-get update -q && apt-get install -y -q chromium))
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,7 +42,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) gotools
+unit: $(STAMP) gotools browser
 	$(BIN)/pytest
 
 test: lint typecheck unit

@@ -81,7 +81,7 @@ def test_report_shows_the_outcome_table_from_result_json(runs: Path, governed_ht
     metrics = json.loads((runs / "result.json").read_text())["runs"]["governed"]
     assert metrics["reviews_raised"] > 0, "the small storm must send something to review"
     for name in ("actions_executed", "actions_attributed", "reviews_raised", "ledger_entries"):
-        assert re.search(rf"<td>{name}</td><td class=\"n\">{metrics[name]:,}</td>", governed_html), name
+        assert re.search(_row(name, metrics[name]), governed_html), name
     assert f"{metrics['medical_on_time_rate']:.3f}" in governed_html
     assert f"{metrics['total_cost'] / 100:,.0f}" in governed_html
     assert "≠" not in governed_html, "figures recomputed from the ledger disagree with result.json"
@@ -93,7 +93,7 @@ def test_report_falls_back_to_figures_from_the_ledger(copy: Path, runs: Path) ->
     page = render(copy)
     assert "figures are recomputed from the ledger" in page
     for name in ("medical_orders", "retail_orders", "actions_executed", "actions_denied", "reviews_approved"):
-        assert re.search(rf"<td>{name}</td><td class=\"n\">{metrics[name]:,}</td>", page), name
+        assert re.search(_row(name, metrics[name]), page), name
     assert f"{metrics['retail_on_time_rate']:.3f}" in page
 
 
@@ -175,7 +175,10 @@ def test_comparison_page_holds_both_runs_and_links_their_reports(runs: Path) -> 
     header = re.search(r"<thead>.*?</thead>", page)
     assert header is not None
     assert "<th>ungoverned</th><th>governed</th>" in header.group(0)
-    row = rf"<td>actions_executed</td><td class=\"n\">{metrics['ungoverned']['actions_executed']:,}</td>"
+    row = (
+        r"<td><span title=\"actions_executed\">Actions executed</span></td>"
+        rf"<td class=\"n\">{metrics['ungoverned']['actions_executed']:,}</td>"
+    )
     assert re.search(row + rf"<td class=\"n\">{metrics['governed']['actions_executed']:,}</td>", page)
     assert '<a href="governed.html">governed</a>' in page
     assert '<a href="ungoverned.html">' not in page  # no report written beside it
@@ -247,3 +250,8 @@ def _state(path: Path) -> tuple[int, str, str]:
     with SQLiteLedger.open(path) as ledger:
         size, root = ledger.size(), base64.b64encode(ledger.root()).decode()
     return size, root, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _row(name: str, value: int) -> str:
+    """The outcome table's row for a figure: its label (key as tooltip), then its value."""
+    return rf"<td><span title=\"{name}\">[^<]+</span></td><td class=\"n\">{value:,}</td>"

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from answerable.charter import charter_of
 from answerable.errors import ConfigError, EntryNotFound, RecordInvalid
 from answerable.ledger import SQLiteLedger
 from answerable.records import (
@@ -129,6 +130,10 @@ class _Facts:
     result_note: str = ""
     cents: frozenset[str] = frozenset()
     """Figures result.json says are money in cents (its ``units``); keys ending ``_cents`` too."""
+    baseline: tuple[str, dict[str, Any]] | None = None
+    """The run result.json names as its ``baseline`` (the one without governance), to compare to."""
+    ri: str | None = None
+    simulated_answers: int = 0
     on_time: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
     """Class -> day -> (on time, due), as the installed plugins' service views judge them."""
     executed: dict[str, Counter[str]] = field(default_factory=dict)
@@ -161,6 +166,10 @@ def _gather(ledger_path: Path) -> _Facts:
             verifier=ledger.verifier_key(),
             checkpoint=ledger.latest_checkpoint(),
         )
+        try:
+            facts.ri = charter_of(ledger).ri
+        except ConfigError:
+            facts.ri = None  # no charter: nobody answers for this system
         intents: dict[str, Intent] = {}
         reviews: list[Review] = []
         approvals: dict[str, Approval] = {}
@@ -230,7 +239,20 @@ def _gather(ledger_path: Path) -> _Facts:
     facts.derived = _derived(facts, per_class, decisions, executions, approvals)
     facts.result, facts.result_note = _result_json(ledger_path)
     facts.cents = _cents_of(ledger_path, facts.result)
+    facts.baseline = _baseline_of(ledger_path)
+    facts.simulated_answers = sum(1 for a in approvals.values() if a.simulated)
     return facts
+
+
+def _baseline_of(ledger_path: Path) -> tuple[str, dict[str, Any]] | None:
+    """The run result.json names as ``baseline``, unless it is this ledger's own run."""
+    try:
+        document = json.loads((ledger_path.parent / "result.json").read_text(encoding="utf-8"))
+        name, runs = document["baseline"], document["runs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    run = runs.get(name) if isinstance(runs, dict) and isinstance(name, str) else None
+    return (name, run) if isinstance(run, dict) and name != ledger_path.stem else None
 
 
 def _cents_of(ledger_path: Path, run: dict[str, Any] | None) -> frozenset[str]:
@@ -358,6 +380,32 @@ def _style(ax: Axes, title: str, ylabel: str) -> None:
         ax.spines[side].set_visible(False)
 
 
+_ALERT_COLOUR = "#d08c00"
+
+
+def _alert_days(runs: Iterable[_Facts]) -> set[str]:
+    """The dates on which an outside alert (an event of type ``*.alert``) was recorded."""
+    return {e.at[:10] for f in runs for e in f.outside_alerts}
+
+
+def _mark_days(ax: Axes, labels: Sequence[str], days: set[str]) -> None:
+    """Shade the categories of a per-day axis that fall on an outside alert's day."""
+    first = True
+    for i, day in enumerate(labels):
+        if day in days:
+            legend = "outside alert that day" if first else None
+            ax.axvspan(i - 0.5, i + 0.5, color=_ALERT_COLOUR, alpha=0.13, lw=0, label=legend)
+            first = False
+
+
+def _mark_span(ax: Axes, origin: datetime, days: set[str]) -> None:
+    """Shade whole UTC days with an outside alert on a time axis measured from ``origin``."""
+    for n, day in enumerate(sorted(days)):
+        start = (datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC) - origin).total_seconds()
+        label = None if n else "outside alert that day"
+        ax.axvspan(start, start + 86_400, color=_ALERT_COLOUR, alpha=0.13, lw=0, label=label)
+
+
 def _plot_on_time(runs: Sequence[_Facts], name: str) -> str | None:
     series = [(f, cls, days) for f in runs for cls, days in f.on_time.items() if days]
     if not series:
@@ -384,6 +432,7 @@ def _plot_on_time(runs: Sequence[_Facts], name: str) -> str | None:
                 color=f"C{n}" if len(runs) > 1 else f"C{classes.index(cls)}",
                 label=label,
             )
+    _mark_days(ax, labels, _alert_days(runs))
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     ax.set_ylim(0, 1.05)
     _style(ax, "On-time rate of what was due each day, by class", "on time")
@@ -401,6 +450,7 @@ def _plot_actions(f: _Facts) -> str | None:
         heights = [per_day.get(d, 0) for d in f.days]
         ax.bar(range(len(f.days)), heights, bottom=bottom, label=operation, color=f"C{n}")
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    _mark_days(ax, f.days, _alert_days([f]))
     ax.set_xticks(range(len(f.days)), f.days, rotation=30, ha="right")
     _style(ax, "Actions executed per day, by operation", "executions")
     ax.legend(fontsize=8, frameon=False)
@@ -423,6 +473,7 @@ def _plot_reviews(f: _Facts) -> str | None:
         heights = [per_day.get(d, 0) for d in f.days]
         ax.bar(range(len(f.days)), heights, bottom=bottom, label=verdict, color=colours[verdict])
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    _mark_days(ax, f.days, _alert_days([f]))
     ax.set_xticks(range(len(f.days)), f.days, rotation=30, ha="right")
     _style(ax, "Decisions sent to review per day, by verdict", "reviews")
     ax.legend(fontsize=8, frameon=False)
@@ -447,6 +498,7 @@ def _plot_waits(f: _Facts) -> str | None:
                 color=colour,
                 label=verdict,
             )
+    _mark_span(ax, origin, _alert_days([f]))
     _time_axis(ax, origin, span)
     ax.set_ylim(bottom=0)
     _style(ax, "Time each review waited for its answer (approval time − review time)", "seconds")
@@ -477,9 +529,12 @@ def _plot_timeline(f: _Facts) -> str | None:
         ax.scatter(times, [y] * len(times), marker=marker, color=colour, s=40, alpha=0.8)
     ax.set_yticks(range(len(rows)), [row[0] for row in rows])
     ax.set_ylim(-0.6, len(rows) - 0.4)
+    _mark_span(ax, origin, _alert_days([f]))
     _time_axis(ax, origin, span)
     _style(ax, "Alerts, controls and reviews on the timeline (UTC)", "")
     ax.grid(axis="x", alpha=0.3)
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(fontsize=8, frameon=False, loc="upper right")
     return _svg(fig, "timeline")
 
 
@@ -542,14 +597,15 @@ body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem au
 padding:0 1rem;color:#1d1d1f}
 h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}
 h3{font-size:1rem}table{border-collapse:collapse;margin:.5rem 0;font-size:13px}
-th,td{border:1px solid #ddd;padding:.25rem .5rem;vertical-align:top;text-align:left}
+th,td{border:1px solid #ddd;padding:.25rem .5rem;vertical-align:top;text-align:left;overflow-wrap:anywhere}
+table{max-width:100%}td code{white-space:pre-wrap;overflow-wrap:anywhere}
 th{background:#f4f4f6}td.n{text-align:right;font-variant-numeric:tabular-nums}
 code,pre{font:12px ui-monospace,SFMono-Regular,Menlo,monospace}
-pre{background:#f4f4f6;padding:.6rem;overflow-x:auto}.muted{color:#666}
+pre{background:#f4f4f6;padding:.6rem;white-space:pre-wrap;overflow-wrap:anywhere}.muted{color:#666}
 .none{color:#666;font-style:italic}figure{margin:1rem 0}svg{max-width:100%;height:auto}
 .deny{color:#b23a48;font-weight:600}.approve{color:#3a7d44;font-weight:600}
 .pending{color:#666;font-weight:600}dl{display:grid;grid-template-columns:max-content 1fr;gap:.1rem 1rem}
-dt{font-weight:600}dd{margin:0}
+dt{font-weight:600}dd{margin:0}.conclusion{font-size:15px;max-width:75ch}
 """
 
 
@@ -593,7 +649,11 @@ def _value(value: object) -> str:
 def _cell(metric: str, value: object, cents: frozenset[str] = frozenset()) -> str:
     if value is None:
         return '<span class="muted">—</span>'
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict | list):
+        return _value(value)
+    if not isinstance(value, int | float):
         return _e(value)
     if metric.endswith("_rate"):
         return f"{value:.3f}"
@@ -604,6 +664,18 @@ def _cell(metric: str, value: object, cents: frozenset[str] = frozenset()) -> st
     if isinstance(value, int):
         return f"{value:,}"
     return _e(value)
+
+
+def _label(metric: str) -> str:
+    """A figure's key as a person reads it (``pickup_on_time_rate``: "Pickup on-time rate"),
+    its key kept as the tooltip for whoever scripts against result.json."""
+    words = metric.replace("on_time", "on-time").split("_")
+    if words[-1] == "pct":
+        words = [*words[:-1], "(%)"]
+    elif words[-1] == "cents":
+        words = words[:-1]
+    text = " ".join(words)
+    return f'<span title="{_e(metric)}">{_e(text[:1].upper() + text[1:])}</span>'
 
 
 def _metric_names(outcomes: Iterable[dict[str, Any]]) -> list[str]:
@@ -618,7 +690,7 @@ def _outcome_section(f: _Facts) -> str:
     parts = ["<h2 id=outcome>Outcome</h2>", f'<p class="muted">{_e(f.result_note)}</p>']
     rows: list[tuple[str, ...]]
     if f.result is None:
-        rows = [(_e(m), _cell(m, f.derived.get(m), f.cents)) for m in _metric_names([f.derived])]
+        rows = [(_label(m), _cell(m, f.derived.get(m), f.cents)) for m in _metric_names([f.derived])]
         parts.append(_table(["metric", "from the ledger"], rows, numeric=[1]))
         return "\n".join(parts)
     names = _metric_names([f.result, f.derived])
@@ -626,7 +698,7 @@ def _outcome_section(f: _Facts) -> str:
     for m in names:
         ours, theirs = f.derived.get(m), f.result.get(m)
         mark = " ≠" if m in f.derived and m in f.result and ours != theirs else ""
-        rows.append((_e(m), _cell(m, theirs, f.cents), _cell(m, ours, f.cents) + mark))
+        rows.append((_label(m), _cell(m, theirs, f.cents), _cell(m, ours, f.cents) + mark))
     parts.append(_table(["metric", "result.json", "recomputed from the ledger"], rows, numeric=[1, 2]))
     parts.append(
         '<p class="muted">Money is in whole currency units (result.json holds cents). '
@@ -646,7 +718,7 @@ def _plots_section(f: _Facts) -> str:
         if known:
             cost = (
                 "<p>Totals from result.json: "
-                + ", ".join(f"{_e(m)} <b>{_cell(m, f.result[m], f.cents)}</b>" for m in known)
+                + ", ".join(f"{_label(m)} <b>{_cell(m, f.result[m], f.cents)}</b>" for m in known)
                 + ".</p>"
             )
     statuses = ", ".join(f"{_e(s)}: {n:,}" for s, n in sorted(f.statuses.items()))
@@ -842,6 +914,65 @@ def _checkpoint_section(f: _Facts) -> str:
     return "\n".join(parts)
 
 
+def _conclusion(f: _Facts) -> str:
+    """The page in one paragraph: who answers for what ran, how service went against the
+    baseline run, what it cost, what people were asked and what stopped the system."""
+    o = f.outcome()
+    said: list[str] = []
+    executed, attributed = o.get("actions_executed"), o.get("actions_attributed")
+    if isinstance(executed, int):
+        if not executed:
+            said.append("No action was executed")
+        elif attributed == executed and f.ri:
+            said.append(f"{executed:,} actions executed, all attributed to the RI {_e(f.ri)}")
+        elif attributed and f.ri:
+            said.append(
+                f"{executed:,} actions executed, {attributed:,} of them attributed to the RI {_e(f.ri)}"
+            )
+        else:
+            why = ": the ledger has no charter, so nobody answers for them" if f.ri is None else ""
+            said.append(f"{executed:,} actions executed, none attributed to anyone{why}")
+    base_name, base = f.baseline if f.baseline is not None else ("", {})
+    rates = []
+    for key in (k for k in o if k.endswith("_on_time_rate") and isinstance(o[k], int | float)):
+        than = f" against {base[key]:.3f} {_e(base_name)}" if isinstance(base.get(key), int | float) else ""
+        rates.append(f"{_e(key.removesuffix('_on_time_rate'))} {o[key]:.3f}{than}")
+    if rates:
+        said.append("on time: " + ", ".join(rates))
+    changes = [
+        f"{_e(_plain(k.removesuffix('_change_pct')))} {o[k]:+.2f}%"
+        for k in o
+        if k.endswith("_change_pct") and isinstance(o[k], int | float)
+    ]
+    if changes and base_name:
+        said.append(", ".join(changes) + f" against {_e(base_name)}")
+    reviews = len(f.reviewed)
+    if reviews:
+        answered = [r for r in f.reviewed if r.approval is not None]
+        approved = sum(1 for r in answered if r.approval is not None and r.approval.verdict == "approve")
+        who = ""
+        if answered and f.simulated_answers == len(answered):
+            who = ", every answer by a simulated reviewer, marked so in the ledger"
+        elif f.simulated_answers:
+            who = f", {f.simulated_answers:,} of the answers by simulated reviewers"
+        said.append(
+            f"{reviews:,} decisions went to review ({approved:,} approved, "
+            f"{len(answered) - approved:,} denied, {reviews - len(answered):,} unanswered{who})"
+        )
+    if f.alerts:
+        said.append(f"{len(f.alerts):,} monitor alert(s), the first at {_e(f.alerts[0].get('at'))}")
+    stops = Counter(c.action for c in f.controls)
+    if stops:
+        said.append(", ".join(f"{n:,} {action}(s)" for action, n in sorted(stops.items())))
+    if not said:
+        return ""
+    return f'<p class="conclusion">{"; ".join(said)}.</p>'
+
+
+def _plain(key: str) -> str:
+    return key.replace("_", " ")
+
+
 def _summary(f: _Facts) -> str:
     span = (
         f"{_e(f.first_at)} – {_e(f.last_at)}"
@@ -851,6 +982,7 @@ def _summary(f: _Facts) -> str:
     return "\n".join(
         [
             f"<h1>Incident report: {_e(f.label)}</h1>",
+            _conclusion(f),
             "<dl>",
             f"<dt>ledger</dt><dd><code>{_e(f.path)}</code></dd>",
             f"<dt>origin</dt><dd><code>{_e(f.origin)}</code></dd>",
@@ -927,7 +1059,7 @@ def compare(paths: list[Path], out: Path) -> Path:
     names = _metric_names(outcomes)
     head = ["metric", *labels]
     cents = frozenset().union(*(r.cents for r in runs))
-    rows = [(_e(m), *(_cell(m, o.get(m), cents) for o in outcomes)) for m in names]
+    rows = [(_label(m), *(_cell(m, o.get(m), cents) for o in outcomes)) for m in names]
     links = []
     for label, r in zip(labels, runs, strict=True):
         report = r.path.with_suffix(".html")

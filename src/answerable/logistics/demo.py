@@ -74,6 +74,7 @@ async def storm(
         "seed": seed,
         "days": config.days,
         "units": dict.fromkeys(MONEY, "cents"),
+        "baseline": "ungoverned",
         "runs": {mode: result.metrics for mode, result in results.items()},
     }
     if "ungoverned" in results:

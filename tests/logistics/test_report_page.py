@@ -1,0 +1,63 @@
+"""The storm's incident report as a person sees it: in a real browser (Debian's chromium through
+Playwright), on a laptop screen 1280 px wide, nothing runs off the page and nothing reads as Python."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from answerable.logistics.demo import storm
+from answerable.report import compare, write
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("storm")
+    asyncio.run(storm(7, out, modes=("ungoverned", "governed")))
+    made = {mode: write(out / f"{mode}.db", out / f"{mode}.html") for mode in ("ungoverned", "governed")}
+    made["compare"] = compare([out / "ungoverned.db", out / "governed.db"], out / "compare.html")
+    return made
+
+
+def test_every_page_fits_1280_px_and_reads_as_prose_not_python(pages: dict[str, Path]) -> None:
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            for name, path in pages.items():
+                page.goto(path.as_uri())
+                overflow = page.evaluate(
+                    "() => [document.documentElement.scrollWidth,"
+                    " [...document.querySelectorAll('table, pre, figure, p, dl')]"
+                    "  .filter(e => e.getBoundingClientRect().right > 1280).length]"
+                )
+                assert overflow == [1280, 0], (name, overflow)
+                text = page.inner_text("body")
+                for python in ("None", "True", "False", "{'", "('", "_on_time_rate"):
+                    assert python not in text, (name, python)
+        finally:
+            browser.close()
+
+
+def test_the_report_opens_with_a_conclusion_and_marks_the_storm_days(pages: dict[str, Path]) -> None:
+    governed = pages["governed"].read_text()
+    conclusion = re.search(r'<p class="conclusion">(.*?)</p>', governed)
+    assert conclusion is not None
+    said = conclusion.group(1)
+    assert "all attributed to the RI ri@logistics.example" in said
+    assert re.search(r"medical 1\.000 against 0\.\d{3} ungoverned", said), said
+    assert "every answer by a simulated reviewer" in said
+    ungoverned = pages["ungoverned"].read_text()
+    assert "none attributed to anyone: the ledger has no charter" in ungoverned
+    # each time plot shades the storm's days (the outside alerts) and says so in its legend: on
+    # time, actions, timeline, and for the governed run reviews per day and their waits too
+    assert ungoverned.count("outside alert that day") == 3
+    assert governed.count("outside alert that day") == 5
