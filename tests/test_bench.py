@@ -56,3 +56,26 @@ def test_routing_bench_prints_routes_as_in_the_file():
     assert doc["instance"] == "E-n13-k4"
     visited = sorted(c for route in doc["routes"] for c in route)
     assert visited == list(range(1, 13))
+
+
+def test_routing_bench_compares_the_planner_with_the_defaults_at_the_same_cpu_time():
+    """--versus-defaults: the planner's configuration, its CPU time, and the defaults given that time."""
+    rows = bench(
+        "bench/routing.py", "tests/data/vrp/cvrp/E-n13-k4.vrp", "tests/data/vrp/solomon/C101.txt",
+        "--versus-defaults", "--seeds", "1", "--json",
+    )  # fmt: skip
+    assert [row["instance"] for row in rows] == ["E-n13-k4", "C101"]  # type: ignore[index]
+    for row in rows:  # type: ignore[union-attr]
+        assert row["planner_cpu_s"] > 0
+        expected = round(
+            100 * (row["planner_distance"] - row["defaults_distance"]) / row["defaults_distance"], 2
+        )
+        assert row["loss_pct"] == expected
+
+
+def test_solve_instance_replays_from_its_seed_with_the_planners_configuration():
+    from answerable.logistics.routing import solve_instance
+
+    path = "tests/data/vrp/solomon/C101.txt"
+    first, again = (solve_instance(path, iterations=300, seed=4) for _ in range(2))
+    assert (first.routes, first.distance) == (again.routes, again.distance)
