@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
@@ -34,6 +35,11 @@ def kinds(folder: Path, kind: str) -> list[dict[str, object]]:
         conn.close()
 
 
+def amend(running: Running, key: str, out: str, *changes: str) -> subprocess.CompletedProcess[str]:
+    """``answerable charter amend charter.json --key KEY --out OUT CHANGES...`` in the system's folder."""
+    return cli(running, "charter", "amend", "charter.json", "--key", key, "--out", out, *changes)
+
+
 def heard(running: Running, start_of_line: str) -> str:
     """Read the service's stderr until it says a line starting so (it says nothing else here)."""
     assert running.proc.stderr is not None
@@ -54,24 +60,12 @@ def test_a_new_charter_version_rotates_and_revokes_keys_and_the_running_service_
     new_agent.save(folder / "agent-2.key")
     newcomer = KeyPair.generate("second-reviewer@shop.example")
     newcomer.save(folder / "reviewer-2.key")
-    amended = cli(
-        system,
-        "charter",
-        "amend",
-        "charter.json",
-        "--key",
-        "ri.key",
-        "--out",
-        "charter.json",
-        "--force",
-        "--agent",
-        f"{old_agent.identity}=agent-2.key",
-        "--reviewer",
-        f"{newcomer.identity}={newcomer.public_b64}",
-        "--revoke",
-        old_reviewer.identity,
-        "--json",
-    )
+    amended = amend(
+        system, "ri.key", "charter.json", "--force",
+        "--agent", f"{old_agent.identity}=agent-2.key",
+        "--reviewer", f"{newcomer.identity}={newcomer.public_b64}",
+        "--revoke", old_reviewer.identity, "--json",
+    )  # fmt: skip
     assert amended.returncode == 0, amended.stderr
     assert json.loads(amended.stdout)["version"] == 2
     assert "charter v2" in heard(system, "answerable serve: charter v2")
@@ -108,31 +102,12 @@ def test_a_new_charter_version_rotates_and_revokes_keys_and_the_running_service_
 
 def test_an_amendment_the_ri_did_not_sign_is_refused_and_the_charter_in_force_stays(system: Running) -> None:
     folder = system.folder
-    not_ri = cli(
-        system, "charter", "amend", "charter.json", "--key", "reviewer.key", "--out", "charter.json",
-        "--force", "--revoke", "refunds-agent",
-    )  # fmt: skip
+    not_ri = amend(system, "reviewer.key", "charter.json", "--force", "--revoke", "refunds-agent")
     assert (not_ri.returncode, "[not_the_ri]" in not_ri.stderr) == (1, True), not_ri.stderr
     KeyPair.generate(KeyPair.load(folder / "ri.key").identity).save(folder / "fake-ri.key")
-    fake = cli(
-        system, "charter", "amend", "charter.json", "--key", "fake-ri.key", "--out", "c3.json",
-        "--revoke", "refunds-agent",
-    )  # fmt: skip
-    assert (fake.returncode, (folder / "c3.json").exists()) == (1, False), (
-        fake.stderr
-    )  # the RI's name, not key
-    bad = cli(
-        system,
-        "charter",
-        "amend",
-        "charter.json",
-        "--key",
-        "ri.key",
-        "--out",
-        "c2.json",
-        "--agent",
-        "x=nokey",
-    )
+    fake = amend(system, "fake-ri.key", "c3.json", "--revoke", "refunds-agent")
+    assert (fake.returncode, (folder / "c3.json").exists()) == (1, False), fake.stderr  # name, not key
+    bad = amend(system, "ri.key", "c2.json", "--agent", "x=nokey")
     assert (bad.returncode, len(bad.stderr.strip().splitlines())) == (2, 1), bad.stderr
     # A charter written over the file that does not chain (signed afresh, superseding nothing).
     from answerable.charter import new_charter
@@ -284,7 +259,6 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
 
 def test_the_service_speaks_tls_and_refuses_to_listen_beyond_loopback_without_it(tmp_path: Path) -> None:
     import ssl
-    import subprocess
     import sys
 
     folder = tmp_path / "shop"
