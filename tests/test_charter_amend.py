@@ -56,3 +56,17 @@ def test_only_the_ri_key_signs_an_amendment_not_a_key_that_bears_the_ris_name() 
         amend_charter(charter(), CLERK, revoke=["bot"])
     with pytest.raises(SignatureInvalid):
         amend_charter(charter(), KeyPair.generate(RI.identity), revoke=["bot"])
+
+
+def test_only_a_reviewer_or_operator_can_be_marked_simulated_and_never_the_ri() -> None:
+    with pytest.raises(ConfigError, match="no reviewer or operator"):
+        new_charter("shop", RI, agents=["bot"], reviewers=[CLERK], simulated=["nobody@shop.example"])
+    with pytest.raises(ConfigError, match="never simulated"):
+        new_charter("shop", RI, agents=["bot"], simulated=[RI.identity])
+    marked = new_charter("shop", RI, agents=["bot"], reviewers=[CLERK], simulated=[CLERK.identity])
+    amended = amend_charter(
+        marked, RI, people={CLERK.identity: (KeyPair.generate("x").public_b64, ["reviewer"])}
+    )
+    clerk = amended.person(CLERK.identity)
+    assert clerk is not None
+    assert clerk.simulated  # an amendment keeps the mark

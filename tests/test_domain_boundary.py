@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).parents[1] / "src" / "answerable"
 DOMAIN = re.compile(
     r"\b(medical|retail|hospitals?|shipments?|carrier|warehouses?|penalties|total_cost|storm desk)\b"
-    r"|orders\.batch|\"delivery\"|\"margin\"|logistics\.(?!example)",
+    r"|orders\.batch|_orders\b|\"delivery\"|\"margin\"|logistics\.(?!example)",
     re.IGNORECASE,
 )
 """The logistics world's classes, payload fields and metrics, as a core module would name them."""
@@ -28,4 +28,5 @@ def test_no_module_outside_logistics_names_a_logistics_class_payload_field_or_me
 def test_the_check_would_see_a_leak() -> None:
     assert DOMAIN.search('_CLASSES = {"H": "medical", "S": "retail"}')
     assert DOMAIN.search('if record.type == "orders.batch":')
+    assert DOMAIN.search('out[f"{cls}_orders"] = total')
     assert not DOMAIN.search("margin:0 auto; the ledger's origin, logistics.example/storm")

@@ -63,6 +63,9 @@ def new_charter(
         for person in people:
             roles.setdefault(person.identity, set()).add(role)
             keys[person.identity] = person
+    unknown = modelled - set(roles)
+    if unknown:
+        raise ConfigError(f"simulated {sorted(unknown)[0]!r} is no reviewer or operator of this charter")
     try:
         charter = SystemCharter.model_validate(
             {

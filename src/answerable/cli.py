@@ -499,6 +499,11 @@ def _text(value: Any) -> str:
     return "; ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
+SimulatedOpt = typer.Option(
+    False, "--simulated", help="The answer is a modelled person's, as the charter marks them (a scenario)."
+)
+
+
 @app.command()
 def approve(
     ledger: Path = LedgerArg,
@@ -506,10 +511,11 @@ def approve(
     by: str = ByOpt,
     reason: str = ReasonOpt,
     key: Path = typer.Option(..., "--key", help="Your key file: the answer is signed with it."),
+    simulated: bool = SimulatedOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Approve a review, signed; the running system executes the intent once the review is settled."""
-    _answer(ledger, review_id, "approve", by, reason, key, as_json)
+    _answer(ledger, review_id, "approve", by, reason, key, as_json, simulated=simulated)
 
 
 @app.command()
@@ -519,21 +525,32 @@ def deny(
     by: str = ByOpt,
     reason: str = ReasonOpt,
     key: Path = typer.Option(..., "--key", help="Your key file: the answer is signed with it."),
+    simulated: bool = SimulatedOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Deny a review, signed; the intent will not run."""
-    _answer(ledger, review_id, "deny", by, reason, key, as_json)
+    _answer(ledger, review_id, "deny", by, reason, key, as_json, simulated=simulated)
 
 
 def _answer(
-    ledger: Path, review_id: str, verdict: str, by: str, reason: str, key_file: Path, as_json: bool
+    ledger: Path,
+    review_id: str,
+    verdict: str,
+    by: str,
+    reason: str,
+    key_file: Path,
+    as_json: bool,
+    *,
+    simulated: bool = False,
 ) -> None:
     key = _run(lambda: KeyPair.load(key_file))
     if key.identity != by:
         _fail(NotAuthorized(f"--by {by!r} but the key file belongs to {key.identity!r}", who=by))
     with _open(ledger) as store:
         queue = ReviewQueue(store, clock=SystemClock(), ids=IdSource())
-        approval = _run(lambda: queue.approval(review_id, key=key, verdict=verdict, reason=reason))
+        approval = _run(
+            lambda: queue.approval(review_id, key=key, verdict=verdict, reason=reason, simulated=simulated)
+        )
         state = _run(lambda: asyncio.run(queue.submit(approval)))
     status = state.status
     if as_json:

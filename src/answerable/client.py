@@ -96,7 +96,7 @@ class _AsyncTransport(httpx.AsyncHTTPTransport):
 
 
 def _approval(
-    key: KeyPair, review: dict[str, Any], verdict: str, reason: str, valid_for_seconds: int
+    key: KeyPair, review: dict[str, Any], verdict: str, reason: str, valid_for_seconds: int, simulated: bool
 ) -> bytes:
     clock = SystemClock()
     record = unsigned_approval(
@@ -110,6 +110,8 @@ def _approval(
         at_ns=clock.now_ns(),
         valid_for_seconds=valid_for_seconds,
     )
+    if simulated:
+        record = record.model_copy(update={"simulated": True})
     return orjson.dumps(sign(record, key).model_dump(mode="json"))
 
 
@@ -176,12 +178,19 @@ class Client:
         return result
 
     def answer(
-        self, review_id: str, verdict: str, reason: str, *, valid_for_seconds: int = 3600
+        self,
+        review_id: str,
+        verdict: str,
+        reason: str,
+        *,
+        valid_for_seconds: int = 3600,
+        simulated: bool = False,
     ) -> dict[str, Any]:
         """Approve or deny a review as this client's key's owner (a reviewer), signed here exactly
-        as ``answerable approve`` signs it; the service checks it and acts within a second."""
+        as ``answerable approve`` signs it; the service checks it and acts within a second.
+        ``simulated``: the owner is a modelled person, as the charter marks them."""
         review = self._call("GET", f"/v1/reviews/{review_id}")
-        approval = _approval(self.key, review, verdict, reason, valid_for_seconds)
+        approval = _approval(self.key, review, verdict, reason, valid_for_seconds, simulated)
         result: dict[str, Any] = self._call("POST", f"/v1/reviews/{review_id}/answer", approval)
         return result
 
@@ -254,10 +263,16 @@ class AsyncClient:
         return result
 
     async def answer(
-        self, review_id: str, verdict: str, reason: str, *, valid_for_seconds: int = 3600
+        self,
+        review_id: str,
+        verdict: str,
+        reason: str,
+        *,
+        valid_for_seconds: int = 3600,
+        simulated: bool = False,
     ) -> dict[str, Any]:
         review = await self._call("GET", f"/v1/reviews/{review_id}")
-        approval = _approval(self.key, review, verdict, reason, valid_for_seconds)
+        approval = _approval(self.key, review, verdict, reason, valid_for_seconds, simulated)
         result: dict[str, Any] = await self._call("POST", f"/v1/reviews/{review_id}/answer", approval)
         return result
 

@@ -70,6 +70,8 @@ class ServiceView(Protocol):
     event_types: frozenset[str]
     classes: tuple[str, ...]
     """Its classes in the order they are reported (the ones that matter most first)."""
+    counted: str
+    """What it counts, as result.json names the totals (``{class}_{counted}``)."""
 
     def observe(self, event_type: str, date: str, payload: dict[str, Any]) -> None: ...
 
@@ -299,8 +301,9 @@ def _derived(
 ) -> dict[str, Any]:
     """The outcome figures that the ledger alone supports, named as result.json names them."""
     out: dict[str, Any] = {}
+    counted = next((view.counted for view in _views()), "due")
     for cls, (on_time, total) in sorted(per_class.items(), key=lambda kv: _class_rank(kv[0])):
-        out[f"{cls}_orders"] = total
+        out[f"{cls}_{counted}"] = total
         out[f"{cls}_on_time_rate"] = round(on_time / total, 4) if total else 1.0
     done = [x for x in executions if x.status == "succeeded"]
     denied_reviews = sum(1 for a in approvals.values() if a.verdict == "deny")
@@ -703,6 +706,9 @@ def _outcome_section(f: _Facts) -> str:
     parts.append(
         '<p class="muted">Money is in whole currency units (result.json holds cents). '
         "Only result.json knows costs: the ledger holds response digests, not prices.</p>"
+        if f.cents
+        else '<p class="muted">result.json names no units (an older one): figures are shown as '
+        "written. Only result.json knows costs: the ledger holds response digests, not prices.</p>"
     )
     return "\n".join(parts)
 
@@ -956,7 +962,7 @@ def _conclusion(f: _Facts) -> str:
         elif f.simulated_answers:
             who = f", {f.simulated_answers:,} of the answers by simulated reviewers"
         said.append(
-            f"{reviews:,} decisions went to review ({approved:,} approved, "
+            f"{reviews:,} decision{'s' if reviews != 1 else ''} went to review ({approved:,} approved, "
             f"{len(answered) - approved:,} denied, {reviews - len(answered):,} unanswered{who})"
         )
     if f.alerts:

@@ -169,7 +169,8 @@ class ReviewState:
             "assignee": self.assignee,
             "approvals": f"{sum(a.verdict == 'approve' for a in self.approvals)}/{review.approvals_required}",
             "answers": [
-                {"by": a.by, "verdict": a.verdict, "reason": a.reason, "at": a.at} for a in self.approvals
+                {"by": a.by, "verdict": a.verdict, "reason": a.reason, "at": a.at, "simulated": a.simulated}
+                for a in self.approvals
             ],
             "expires_at": review.expires_at,
             "resolution": self.resolution,

@@ -96,10 +96,10 @@ def demo_storm(
             )
     if {"ungoverned", "governed"} <= results.keys():
         price = price_of_accountability(results)
-        margin = results["governed"].metrics["margin_change_pct"]
+        margin = _cell("margin_change_pct", results["governed"].metrics["margin_change_pct"])
         out.print(
             f"price of accountability: {price:+.2f}% total cost (transport, handling, moving stock), "
-            f"{margin:+.2f}% margin"
+            f"{margin} margin"
         )
     for m, result in results.items():
         with SQLiteLedger.open(result.ledger) as store:

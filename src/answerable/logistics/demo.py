@@ -91,8 +91,9 @@ async def storm(
     return results
 
 
-def _change(value: int, base: int) -> float:
-    return round(100 * (value - base) / base, 2) if base else 0.0
+def _change(value: int, base: int) -> float | None:
+    """Percent change against ``base``; None when the base is zero (no change is a percent of it)."""
+    return round(100 * (value - base) / base, 2) if base else None
 
 
 def price_of_accountability(results: dict[Mode, RunResult]) -> float:

@@ -97,7 +97,7 @@ STORM_RULES = ("medical-delay-past-due-needs-review", "reprioritization-during-d
 GUIDANCE = """
 @id("clinical-priority-medical-shipments-are-not-postponed")
 forbid(principal, action == Action::"shipment.reprioritize", resource)
-  when { resource.class == "medical" };
+  when { resource.class == "medical" && (context.past_due || context.disruption) };
 
 @id("clinical-priority-medical-stock-stays-in-a-disrupted-region")
 forbid(principal, action == Action::"inventory.reallocate", resource)
@@ -105,8 +105,10 @@ forbid(principal, action == Action::"inventory.reallocate", resource)
 """
 """The storm desk's written guidance ("clinical priority first: medical shipments are never
 postponed and medical stock does not leave a disrupted region; retail may wait while the storm
-lasts"), compiled to plain Cedar rules: every condition it uses is in the request, so nothing of
-it was left out. In ``rules`` mode these replace the review rules, and no person is asked."""
+lasts"), compiled to plain Cedar rules over exactly the decisions the review rules send to the
+desk (a medical delay past due or during a disruption; medical stock leaving a disrupted region):
+every condition it uses is in the request, so nothing of it was left out. In ``rules`` mode these
+replace the review rules, and no person is asked."""
 
 
 def ruleset(

@@ -60,8 +60,9 @@ _Matrix = npt.NDArray[np.int64]
 # best) spend 1.5-3.7 s of CPU on that. 20 neighbours and at most 15 perturbed clients, without
 # the exhaustive search, stop on iterations (so a seed replays) and, given the same CPU time as
 # the defaults get, lose nothing on average over all 56 Solomon and 6 CVRP instances of
-# tests/data/vrp (mean -0.38%, worst instance +0.45%, three seeds); at most 3 perturbed clients
-# (the earlier setting) was faster but lost 1.8% on average and 7.6% on C105.
+# tests/data/vrp (mean -0.37%, worst instance +0.45%, three seeds) and cost 0.27 / 0.38 s CPU on
+# 70 / 150-stop planner days; at most 3 perturbed clients (the earlier setting) took a third of
+# that but lost 1.8% on average and 7.6% on C105.
 # ``bench/routing.py --versus-defaults`` re-measures it, ``--planner`` times it on planner days.
 _PLANNER_PARAMS: Final = SolveParams(
     ils=IteratedLocalSearchParams(exhaustive_on_best=False),

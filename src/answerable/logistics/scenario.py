@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections import Counter
@@ -483,11 +484,21 @@ def measure(world: World, ledger: SQLiteLedger, config: ScenarioConfig) -> dict[
     waits = sorted(_waits_minutes(ledger))
     out["review_wait_p50_minutes"] = _quantile(waits, 0.50)
     out["review_wait_p95_minutes"] = _quantile(waits, 0.95)
-    simulated = any(p.simulated for p in _people(ledger))
+    answers = [
+        a for a in (decode_entry(e.data) for e in ledger.of_kind("Approval")) if isinstance(a, Approval)
+    ]
+    simulated = sum(1 for a in answers if a.simulated)
     out["reviewers"] = (
-        "none" if not reviews else "scripted desk (a program, answers at once)" if simulated else "people"
+        "none"
+        if not answers
+        else "scripted desk (a program, answers at once)"
+        if simulated == len(answers)
+        else "people"
+        if not simulated
+        else f"people and a scripted desk ({simulated} of {len(answers)} answers simulated)"
     )
-    out["reviewer_hours"] = 0.0 if simulated or not reviews else None
+    out["reviewer_hours"] = None
+    """Not modelled yet: the scripted desk spends no time, and no person's time is measured."""
     out["ledger_entries"] = ledger.size()
     return out
 
@@ -513,17 +524,11 @@ def _ns(at: str) -> int:
 
 
 def _quantile(values: list[float], q: float) -> float | None:
-    """The nearest-rank quantile of sorted ``values``, rounded to 0.1; None for none."""
+    """The nearest-rank quantile of sorted ``values`` (rank ``ceil(q·n)``), rounded to 0.1; None
+    for none."""
     if not values:
         return None
-    return round(values[min(len(values) - 1, max(0, int(q * len(values) + 0.5) - 1))], 1)
-
-
-def _people(ledger: SQLiteLedger) -> list[Any]:
-    try:
-        return list(charter_of(ledger).people)
-    except AnswerableError:
-        return []
+    return round(values[max(0, math.ceil(q * len(values)) - 1)], 1)
 
 
 def attributed(ledger: SQLiteLedger, execution: Execution, ri: str | None) -> bool:

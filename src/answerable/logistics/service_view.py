@@ -22,6 +22,7 @@ class OrderService:
 
     event_types = frozenset({"orders.batch", "delivery"})
     classes = tuple(_CLASSES.values())
+    counted = "orders"
 
     def __init__(self) -> None:
         self._batches: list[tuple[str, dict[str, Any]]] = []
