@@ -140,6 +140,15 @@ def test_a_person_pauses_and_resumes_over_http_signed_as_the_cli_signs(system: R
         ri.close()
         reviewer.close()
     [resume] = [c for c in kinds(folder, "Control") if c["action"] == "resume"]
+    again = json.dumps(resume).encode()  # the same signed resume, in a fresh request: its id is taken
+    url = f"{system.url}/v1/control/resume"
+    ri_key = KeyPair.load(folder / "ri.key")
+    twice = httpx.post(
+        url, content=again, headers=sign_request(ri_key, "POST", url, again, created=int(time.time()))
+    )
+    assert twice.status_code == 422
+    assert str(folder) not in twice.text  # the store's file paths are not the caller's to know
+    assert "answerable.local/shop" in twice.text
     assert resume["signature"]
     assert resume["causes"] == [paused["id"]]
     assert [e["order"] for e in effects(system)] == ["O-2"]

@@ -701,8 +701,12 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
         elif isinstance(exc, NotAuthorized):
             status = 403
         code = getattr(exc, "reason_code", "") or type(exc).__name__
-        await remember(request, status, code, str(exc))
-        return JSONResponse({"error": str(exc), "reason_code": code}, status_code=status)
+        # The store's messages name its files for the operator; a caller over HTTP learns the
+        # origin instead (the folder layout is not theirs to know).
+        message = str(exc).replace(str(service.config.ledger), service.config.origin)
+        message = message.replace(str(service.config.folder), "the system's folder")
+        await remember(request, status, code, message)
+        return JSONResponse({"error": message, "reason_code": code}, status_code=status)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
