@@ -27,7 +27,7 @@ from answerable._canonical import canonical_bytes
 from answerable.charter import new_charter, new_ruleset, schema_for
 from answerable.clock import rfc3339
 from answerable.gateway import Outcome
-from answerable.logistics.governance import ScriptedReviewer
+from answerable.logistics.desk import DEFAULT_DESK, ModelledDesk
 from answerable.monitors import Monitors, load_monitors
 from answerable.operations import args_model
 from answerable.policy import CedarRequest, decide, load_ruleset
@@ -316,7 +316,7 @@ async def test_sending_a_payload_that_is_not_a_mapping_is_record_invalid(ledger:
 
 
 async def test_the_storm_desk_handed_a_non_review_is_config_error():
-    """The scripted reviewer says it was wired to the wrong hook instead of failing an assert."""
+    """The modelled desk says it was wired to the wrong hook instead of failing an assert."""
     intent = Intent(
         id="i-1",
         at="2026-01-01T00:00:00Z",
@@ -325,6 +325,6 @@ async def test_the_storm_desk_handed_a_non_review_is_config_error():
         arguments={},
         idempotency_key="k",
     )
-    desk = ScriptedReviewer(gateway=None)  # type: ignore[arg-type]
+    desk = ModelledDesk(gateway=None, clock=None, config=DEFAULT_DESK, seed=0)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="answers reviews only"):
         await desk(Outcome("denied", intent, None))

@@ -115,7 +115,16 @@ def test_the_storm_block_runs_and_the_readme_table_is_what_it_measured(tmp_path:
             if r["reviews_raised"]
             else "0"
         )
-    penalties = [runs[m]["penalties"] for m in ("ungoverned", "governed")]
+    waits = rows["review wait p50 / p95 (simulated minutes), reviewer-hours"]
+    for m, said in zip(modes, waits, strict=True):
+        r = runs[m]
+        wanted = f"{r['review_wait_p50_minutes']} / {r['review_wait_p95_minutes']}, {r['reviewer_hours']}"
+        assert said == (wanted if r["reviews_raised"] else "-"), m
+    prose = README.read_text().replace("\n", " ")
+    governed = runs["governed"]
+    assert f"({governed['reviews_too_late']} of {governed['reviews_raised']} here)" in prose
+    assert f"{governed['answers_against_guidance']} answers go against the guidance" in prose
+    penalties = [runs[m]["penalties"] for m in ("ungoverned", "rules")]
     assert f"{round(100 * (1 - penalties[1] / penalties[0]))}% fewer" in README.read_text().replace("\n", " ")
 
 

@@ -223,21 +223,47 @@ def test_rules_alone_keep_hospitals_supplied_with_no_person_asked(runs):
     assert any("clinical-priority-medical-shipments-are-not-postponed" in d.policy_ids for d in decisions)
 
 
-def test_the_scripted_desk_is_marked_simulated_in_the_charter_and_on_every_answer(runs):
+def test_the_desk_is_modelled_people_marked_simulated_who_take_time_and_follow_their_guidance(runs):
+    """Every answer is by a reviewer the charter marks simulated, carries the mark, took
+    simulated minutes, and follows the written guidance on what the review shows, except the
+    answers the model drew as errors, which say so."""
     from answerable.charter import charter_of
-    from answerable.logistics.governance import REVIEWER
+    from answerable.logistics.desk import DEFAULT_DESK, ModelledDesk, facts_of
 
-    with SQLiteLedger.open(runs["governed"].ledger) as ledger:
-        desk = charter_of(ledger).person(REVIEWER)
-    assert desk is not None
-    assert desk.simulated
-    answers = entries(runs["governed"], "Approval")
+    governed = runs["governed"]
+    with SQLiteLedger.open(governed.ledger) as ledger:
+        charter = charter_of(ledger)
+        reviews = {r.id: decode_entry(r.data) for r in ledger.of_kind("Review")}
+        decisions = {d.id: decode_entry(d.data) for d in ledger.of_kind("Decision")}
+        closed = [decode_entry(c.data) for c in ledger.of_kind("ReviewClosed")]
+    answers = entries(governed, "Approval")
     assert answers
-    assert all(a.simulated and "a program, not a person" in a.reason for a in answers)
-    assert runs["governed"].metrics["reviewers"] == "scripted desk (a program, answers at once)"
-    assert (
-        runs["governed"].metrics["review_wait_p95_minutes"] == 0.0
-    )  # said, not hidden: it waits for nothing
+    desk = {r.name for r in DEFAULT_DESK.reviewers}
+    decide = ModelledDesk(None, None, DEFAULT_DESK, 0)._decide  # type: ignore[arg-type]
+    errors = 0
+    for answer in answers:
+        person = charter.person(answer.by)
+        assert person is not None
+        assert (answer.by in desk, person.simulated, answer.simulated) == (True, True, True)
+        assert "simulated" in answer.reason
+        review = reviews[answer.review_id]
+        verdict, _ = decide(facts_of(decisions[review.decision_id], review.operation))
+        if "against the guidance" in answer.reason:
+            errors += 1
+            assert answer.verdict != verdict
+        else:
+            assert answer.verdict == verdict
+    metrics = governed.metrics
+    assert errors == metrics["answers_against_guidance"]
+    assert metrics["review_wait_p50_minutes"] > 0  # waiting is real: answers come minutes later
+    assert metrics["reviewer_hours"] > 0
+    assert metrics["reviewers"] == "modelled people (simulated)"
+    # a review nobody reached before it expired closed with its rule's safe default, and its
+    # intent never ran
+    assert len(closed) == metrics["reviews_too_late"]
+    assert {c.resolution for c in closed} <= {"deny"}
+    executed = {x.intent_id for x in entries(governed, "Execution")}
+    assert not {reviews[c.review_id].intent_id for c in closed} & executed
 
 
 def test_why_of_every_governed_execution_reaches_an_event_and_names_the_ri(runs):

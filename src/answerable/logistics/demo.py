@@ -45,6 +45,8 @@ METRICS = (
     "review_wait_p50_minutes",
     "review_wait_p95_minutes",
     "reviewer_hours",
+    "reviews_too_late",
+    "answers_against_guidance",
     "reviewers",
     "ledger_entries",
     "wall_seconds",

@@ -1,4 +1,5 @@
-"""How the logistics system is governed: the charter, the Cedar rules, the scripted reviewer.
+"""How the logistics system is governed: the charter and the Cedar rules (the desk that answers
+reviews is modelled in :mod:`answerable.logistics.desk`).
 
 The rules read like the RI's intent. Routine bookings, dispatches and reallocations pass on
 approved rules; the prioritization decisions that the storm story turns on go to a person:
@@ -8,16 +9,13 @@ medical stock leaving its region while that region is disrupted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from answerable.charter import new_charter, new_ruleset
 from answerable.clock import Clock, IdSource
-from answerable.errors import ConfigError
-from answerable.gateway import Gateway, Outcome
 from answerable.keys import KeyPair
+from answerable.logistics.desk import DeskConfig, desk_key
 from answerable.records import RulesetVersion, SystemCharter
 
-__all__ = ["GUIDANCE", "POLICIES", "SCHEMA", "ScriptedReviewer", "charter", "people", "ruleset"]
+__all__ = ["GUIDANCE", "POLICIES", "RI", "SCHEMA", "charter", "ri_key", "ruleset"]
 
 SCHEMA = """
 entity Agent;
@@ -68,23 +66,23 @@ forbid(principal, action == Action::"inventory.reallocate", resource)
 """
 
 RI = "ri@logistics.example"
-REVIEWER = "storm-desk@logistics.example"
 
 
-def people() -> tuple[KeyPair, KeyPair]:
-    """The RI and the scripted storm-desk reviewer, with keys fixed for a reproducible demo."""
-    return KeyPair.from_seed(RI, b"\x52" * 32), KeyPair.from_seed(REVIEWER, b"\x53" * 32)
+def ri_key() -> KeyPair:
+    """The RI's key, fixed for a reproducible demo."""
+    return KeyPair.from_seed(RI, b"\x52" * 32)
 
 
-def charter(agents: tuple[str, ...], clock: Clock, ids: IdSource) -> SystemCharter:
-    """The system's charter; the storm desk is a program, so the charter marks it simulated."""
-    ri, reviewer = people()
+def charter(agents: tuple[str, ...], clock: Clock, ids: IdSource, desk: DeskConfig) -> SystemCharter:
+    """The system's charter: the RI, the agents, and the storm desk's reviewers, each marked
+    simulated (they are modelled people, and every answer they give says so)."""
+    reviewers = [desk_key(r.name) for r in desk.reviewers]
     return new_charter(
         "national-logistics",
-        ri,
+        ri_key(),
         agents=agents,
-        reviewers=[reviewer],
-        simulated=[reviewer.identity],
+        reviewers=reviewers,
+        simulated=[r.identity for r in reviewers],
         clock=clock,
         ids=ids,
     )
@@ -117,7 +115,7 @@ def ruleset(
     """The signed rules: version 2 with the storm rules (sending the critical decisions to review,
     or, without ``review``, deciding them by the desk's guidance compiled to Cedar), or version 1
     as first approved without them."""
-    ri, _ = people()
+    ri = ri_key()
     if foresaw_the_storm and not review:
         base = "\n\n".join(chunk for chunk in POLICIES.split("\n\n") if "@review(" not in chunk)
         return new_ruleset(base + "\n" + GUIDANCE, SCHEMA, ri, version=2, clock=clock, ids=ids)
@@ -129,49 +127,3 @@ def ruleset(
         if not any(f'@id("{rule}")' in chunk for rule in STORM_RULES)
     ]
     return new_ruleset("\n\n".join(kept), SCHEMA, ri, version=1, clock=clock, ids=ids)
-
-
-@dataclass
-class ScriptedReviewer:
-    """The demo's storm desk: a program answering reviews by a written rule, at once, recorded as
-    itself and marked simulated (in the charter and on every answer).
-
-    Its rule: clinical priority first. Medical shipments are never postponed and medical stock
-    does not leave a disrupted region; retail may wait during a storm.
-    """
-
-    gateway: Gateway
-    key: KeyPair = field(default_factory=lambda: people()[1])
-    answered: int = 0
-
-    async def __call__(self, outcome: Outcome) -> Outcome:
-        """Answer one outcome that went to review.
-
-        Raises:
-            ConfigError: the outcome is not a review (the desk is wired to the wrong hook).
-        """
-        if outcome.review is None or outcome.decision is None:
-            raise ConfigError(
-                f"the storm desk answers reviews only, not a {outcome.status!r} outcome of intent "
-                f"{outcome.intent.id}; hand it outcomes whose status is 'review'"
-            )
-        entities = {e["uid"]["type"]: e["attrs"] for e in outcome.decision.entities}
-        resource = entities.get("Shipment") or entities.get("StockLot") or {}
-        medical = resource.get("class") == "medical"
-        self.answered += 1
-        if medical:
-            return await self.gateway.answer(
-                outcome.review.id,
-                key=self.key,
-                verdict="deny",
-                reason="scripted storm desk (a program, not a person): clinical priority, medical "
-                "supply is not postponed or moved out",
-                simulated=True,
-            )
-        return await self.gateway.answer(
-            outcome.review.id,
-            key=self.key,
-            verdict="approve",
-            reason="scripted storm desk (a program, not a person): retail may wait while the storm lasts",
-            simulated=True,
-        )

@@ -30,7 +30,8 @@ from answerable.logistics.agents import (
     Forecaster,
     Router,
 )
-from answerable.logistics.governance import ScriptedReviewer, charter, ruleset
+from answerable.logistics.desk import ModelledDesk
+from answerable.logistics.governance import charter, ruleset
 from answerable.logistics.services import (
     Booking,
     DispatchRequest,
@@ -309,8 +310,9 @@ class StormRun:
             rules = ruleset(
                 clock, ids, foresaw_the_storm=self.mode in ("rules", "governed"), review=self.mode != "rules"
             )
-            await self.gateway.install(charter(AGENTS, clock, ids), rules)
-            self.reviewer = None if self.mode == "rules" else ScriptedReviewer(self.gateway)
+            await self.gateway.install(charter(AGENTS, clock, ids, self.config.desk), rules)
+            desk = ModelledDesk(self.gateway, clock, self.config.desk, self.seed)
+            self.reviewer = None if self.mode == "rules" else desk
             known = {f"operation:{o}" for o in self.gateway.operations} | {
                 f"resource_class:{c}" for c in ("medical", "retail", "route", "stock", "shipment")
             }
@@ -337,7 +339,11 @@ class StormRun:
             self.world.warehouse.outages.update(self.world.outage(day))
         await self.system.ingest(_morning(self.world, day))
         await self.system.run_until_idle()
-        self.clock.ns += 12 * 3_600_000_000_000
+        # Evening, whatever the desk's answers moved the clock to; reviews nobody answered in
+        # time escalate and close with their rules' safe default now, as the gateway's own tick.
+        self.clock.ns = max(self.clock.ns, DAY0_NS + day * 86_400_000_000_000 + 12 * 3_600_000_000_000)
+        if self.reviewer is not None:
+            await self.gateway.settle_reviews()
         delivered = [
             (
                 "deliveries",
@@ -385,6 +391,10 @@ async def run(
                 on_day(day)
         storm.ledger.checkpoint()
         metrics = measure(storm.world, storm.ledger, config)
+        if storm.reviewer is not None:
+            metrics["reviewer_hours"] = round(storm.reviewer.minutes_spent / 60, 1)
+            metrics["reviews_too_late"] = storm.reviewer.too_late
+            metrics["answers_against_guidance"] = storm.reviewer.against_guidance
         if storm.monitors is not None:
             metrics.update(monitor_report(storm.world, storm.ledger, storm.monitors.alerts))
     metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
@@ -491,14 +501,14 @@ def measure(world: World, ledger: SQLiteLedger, config: ScenarioConfig) -> dict[
     out["reviewers"] = (
         "none"
         if not answers
-        else "scripted desk (a program, answers at once)"
+        else "modelled people (simulated)"
         if simulated == len(answers)
         else "people"
         if not simulated
-        else f"people and a scripted desk ({simulated} of {len(answers)} answers simulated)"
+        else f"people and modelled people ({simulated} of {len(answers)} answers simulated)"
     )
     out["reviewer_hours"] = None
-    """Not modelled yet: the scripted desk spends no time, and no person's time is measured."""
+    """Time the reviewers spent answering: the desk's model says it (the run fills it in)."""
     out["ledger_entries"] = ledger.size()
     return out
 

@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from answerable.errors import ConfigError
+from answerable.logistics.desk import DEFAULT_DESK, DeskConfig
 from answerable.logistics.routing import arc_distance, arc_travel_time
 from answerable.logistics.services import CarrierState, WarehouseState
 from answerable.records import problems
@@ -88,6 +89,8 @@ class ScenarioConfig(BaseModel):
     """The region whose medical supply runs below demand, so that stock must be moved there."""
     router_iterations: int = Field(default=1500, ge=10)
     extra_orders: tuple[OrderSpec, ...] = ()
+    desk: DeskConfig = DEFAULT_DESK
+    """The modelled people who answer reviews in the governed run, and their written guidance."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ScenarioConfig:

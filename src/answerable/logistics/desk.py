@@ -1,0 +1,253 @@
+"""The storm desk as modelled people: reviewers with shifts, a capacity, a time to answer and a
+rate of error, deciding each review from what it shows by written guidance.
+
+Nothing here is a person, and the ledger says so: the charter marks each desk reviewer
+``simulated`` and every answer carries the mark. Waiting is real in the simulation: an answer
+is recorded at the simulated minute it is given, the intent runs only then, and an answer that
+would come after the review expires is never given (the review closes with its rule's safe
+default, and the day's plan goes on without it).
+
+The desk sees what the review shows: the operation, the resource's class and the request's
+context (``disruption``, ``past_due``, ``source_disrupted``), all in the Decision the review
+cites. The guidance is the scenario's, in order; the first rule whose ``when`` matches decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from answerable.clock import FakeClock
+from answerable.errors import ConfigError
+from answerable.gateway import Gateway, Outcome
+from answerable.keys import KeyPair
+
+__all__ = ["FACTS", "DeskConfig", "GuidanceRule", "ModelledDesk", "ModelledReviewer"]
+
+FACTS = ("operation", "class", "disruption", "past_due", "source_disrupted")
+"""What a review shows the desk: the fields guidance may name."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelledReviewer(_Strict):
+    """One modelled person at the desk."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^\S+$")
+    shift_start_hour: int = Field(ge=0, le=23)
+    shift_end_hour: int = Field(ge=1, le=24)
+    reviews_per_hour: float = Field(gt=0, le=600)
+    """Capacity: they start at most this many reviews an hour; the rest queue."""
+    answer_minutes_median: float = Field(gt=0, le=1440)
+    answer_minutes_sigma: float = Field(ge=0, le=3)
+    """Minutes to answer one review are log-normal with this median and shape."""
+    error_rate: float = Field(ge=0, le=1)
+    """The chance, drawn per answer, that they decide against the guidance."""
+
+    @model_validator(mode="after")
+    def _shift(self) -> ModelledReviewer:
+        if self.shift_end_hour <= self.shift_start_hour:
+            raise ValueError(f"reviewer {self.name}: shift_end_hour must be after shift_start_hour")
+        return self
+
+
+class GuidanceRule(_Strict):
+    """One line of the desk's written guidance: when the review shows this, answer so."""
+
+    when: dict[str, str | bool]
+    verdict: Literal["approve", "deny"]
+    why: str = Field(min_length=1)
+
+    @field_validator("when")
+    @classmethod
+    def _known_facts(cls, when: dict[str, str | bool]) -> dict[str, str | bool]:
+        unknown = sorted(set(when) - set(FACTS))
+        if unknown:
+            raise ValueError(
+                f"guidance names {unknown[0]!r}, which no review shows; it may name {list(FACTS)}"
+            )
+        return when
+
+
+class DeskConfig(_Strict):
+    """Who sits at the storm desk and the guidance they follow (``desk`` in a scenario file)."""
+
+    reviewers: tuple[ModelledReviewer, ...] = Field(min_length=1)
+    guidance: tuple[GuidanceRule, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> DeskConfig:
+        names = [r.name for r in self.reviewers]
+        if len(set(names)) != len(names):
+            raise ValueError("desk reviewers must have distinct names")
+        return self
+
+
+DEFAULT_DESK = DeskConfig(
+    reviewers=(
+        ModelledReviewer(
+            name="desk-early@logistics.example",
+            shift_start_hour=5,
+            shift_end_hour=13,
+            reviews_per_hour=30,
+            answer_minutes_median=6,
+            answer_minutes_sigma=0.7,
+            error_rate=0.02,
+        ),
+        ModelledReviewer(
+            name="desk-late@logistics.example",
+            shift_start_hour=12,
+            shift_end_hour=21,
+            reviews_per_hour=30,
+            answer_minutes_median=6,
+            answer_minutes_sigma=0.7,
+            error_rate=0.02,
+        ),
+    ),
+    guidance=(
+        GuidanceRule(
+            when={"class": "medical"},
+            verdict="deny",
+            why="clinical priority: medical supply is not postponed or moved out",
+        ),
+        GuidanceRule(when={}, verdict="approve", why="retail may wait while the storm lasts"),
+    ),
+)
+"""Two modelled people over the day (early and late shift), answering in about six minutes,
+thirty reviews an hour each, wrong about one answer in fifty; the guidance is the clinical
+priority that an earlier, scripted desk applied at the instant a review opened."""
+
+
+def desk_key(name: str) -> KeyPair:
+    """A modelled reviewer's key, fixed by their name so a run replays."""
+    return KeyPair.from_seed(name, hashlib.sha256(f"answerable-desk:{name}".encode()).digest())
+
+
+@dataclass
+class _Seat:
+    reviewer: ModelledReviewer
+    key: KeyPair
+    free_ns: int = 0
+    """When they can start their next review."""
+
+
+@dataclass
+class ModelledDesk:
+    """Answers reviews as the modelled reviewers would, on the simulation's clock."""
+
+    gateway: Gateway
+    clock: FakeClock
+    config: DeskConfig
+    seed: int
+    seats: list[_Seat] = field(default_factory=list)
+    answered: int = 0
+    too_late: int = 0
+    against_guidance: int = 0
+    minutes_spent: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(f"desk:{self.seed}")
+        self._lock = asyncio.Lock()
+        self.seats = [_Seat(r, desk_key(r.name)) for r in self.config.reviewers]
+
+    async def __call__(self, outcome: Outcome) -> Outcome:
+        """Answer one review when the modelled desk would, or leave it (too late) to expire.
+
+        One answer at a time, each settled before the next: the simulation's clock moves to each
+        answer's minute, so an answer given later may not overtake one still being acted on.
+        """
+        async with self._lock:
+            return await self._answer(outcome)
+
+    async def _answer(self, outcome: Outcome) -> Outcome:
+        review, decision = outcome.review, outcome.decision
+        if review is None or decision is None:
+            raise ConfigError(
+                f"the desk answers reviews only, not a {outcome.status!r} outcome of intent "
+                f"{outcome.intent.id}; hand it outcomes whose status is 'review'"
+            )
+        opened = _ns(review.at)
+        seat, start = self._seat(opened)
+        minutes = self.rng.lognormvariate(
+            math.log(seat.reviewer.answer_minutes_median), seat.reviewer.answer_minutes_sigma
+        )
+        answer_at = start + int(minutes * 60e9)
+        expires = _ns(review.expires_at) if review.expires_at else answer_at + 1
+        if answer_at >= expires:
+            self.too_late += 1  # nobody gets to it in time: it expires with its rule's safe default
+            return outcome
+        seat.free_ns = start + int(max(minutes, 60 / seat.reviewer.reviews_per_hour) * 60e9)
+        self.minutes_spent += minutes
+        verdict, why = self._decide(facts_of(decision, review.operation))
+        if self.rng.random() < seat.reviewer.error_rate:
+            verdict = "approve" if verdict == "deny" else "deny"
+            why = f"{why} -- answered against the guidance (a modelled error)"
+            self.against_guidance += 1
+        self.clock.ns = max(self.clock.ns, answer_at)
+        self.answered += 1
+        return await self.gateway.answer(
+            review.id,
+            key=seat.key,
+            verdict=verdict,
+            reason=f"{why} (modelled reviewer {seat.reviewer.name}, simulated)",
+            valid_for_seconds=4 * 3600,
+            simulated=True,
+        )
+
+    def _seat(self, opened: int) -> tuple[_Seat, int]:
+        """The reviewer who can start soonest on shift, and when."""
+        best: tuple[int, int] | None = None
+        for n, seat in enumerate(self.seats):
+            start = _on_shift(max(opened, seat.free_ns, self.clock.ns), seat.reviewer)
+            if best is None or start < best[0]:
+                best = (start, n)
+        if best is None:  # the config requires a reviewer; this keeps mypy and a reader sure
+            raise ValueError("the desk has no reviewer")
+        return self.seats[best[1]], best[0]
+
+    def _decide(self, facts: dict[str, Any]) -> tuple[Literal["approve", "deny"], str]:
+        for rule in self.config.guidance:
+            if all(facts.get(name) == wanted for name, wanted in rule.when.items()):
+                return rule.verdict, rule.why
+        return "deny", "no guidance covers this; the safe answer is no"
+
+
+def facts_of(decision: Any, operation: str) -> dict[str, Any]:
+    """What the review shows: its operation, the resource's class and the request's context."""
+    facts: dict[str, Any] = {"operation": operation}
+    for entity in decision.entities:
+        attrs = entity.get("attrs", {})
+        if "class" in attrs and entity.get("uid", {}).get("type") not in ("Agent",):
+            facts["class"] = attrs["class"]
+    context = decision.request.get("context", {})
+    if isinstance(context, dict):
+        facts.update({k: v for k, v in context.items() if k in FACTS})
+    return facts
+
+
+def _on_shift(at: int, reviewer: ModelledReviewer) -> int:
+    """The first instant at or after ``at`` within the reviewer's daily shift (UTC hours)."""
+    moment = datetime.fromtimestamp(at / 1e9, tz=UTC)
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    start = day.replace(hour=reviewer.shift_start_hour)
+    end_ns = int(day.timestamp() * 1e9) + reviewer.shift_end_hour * 3_600_000_000_000
+    if at < int(start.timestamp() * 1e9):
+        return int(start.timestamp() * 1e9)
+    if at < end_ns:
+        return at
+    return int(start.timestamp() * 1e9) + 86_400_000_000_000  # the next day's shift
+
+
+def _ns(at: str) -> int:
+    stamp, _, fraction = at.rstrip("Z").partition(".")
+    whole = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+    return int(whole) * 1_000_000_000 + int((fraction + "000000000")[:9])
