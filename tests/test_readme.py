@@ -123,7 +123,7 @@ def test_the_storm_block_runs_and_the_readme_table_is_what_it_measured(tmp_path:
     prose = README.read_text().replace("\n", " ")
     governed = runs["governed"]
     assert f"({governed['reviews_too_late']} of {governed['reviews_raised']} here)" in prose
-    assert f"{governed['answers_against_guidance']} answers go against the guidance" in prose
+    assert f"{governed['answers_against_guidance']} answers against the guidance" in prose
     penalties = [runs[m]["penalties"] for m in ("ungoverned", "rules")]
     assert f"{round(100 * (1 - penalties[1] / penalties[0]))}% fewer" in README.read_text().replace("\n", " ")
 

@@ -52,3 +52,32 @@ def test_a_bad_desk_in_a_scenario_file_is_one_line_and_exit_2(tmp_path: Path) ->
     assert "error_rate" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_reviewers_work_in_parallel_within_their_capacity_and_shifts() -> None:
+    """Two reviewers free at 06:00 both start at once; the third review waits for the first free
+    one, by capacity (2 an hour: 30 minutes apart); a review after every shift waits for the
+    next morning's."""
+    from answerable.clock import FakeClock
+    from answerable.logistics.desk import DeskConfig, GuidanceRule, ModelledDesk, ModelledReviewer
+
+    def reviewer(name: str) -> ModelledReviewer:
+        return ModelledReviewer(
+            name=name, shift_start_hour=5, shift_end_hour=13, reviews_per_hour=2,
+            answer_minutes_median=1, answer_minutes_sigma=0, error_rate=0,
+        )  # fmt: skip
+
+    six = 1_772_431_200_000_000_000  # 2026-03-02T06:00:00Z
+    config = DeskConfig(
+        reviewers=(reviewer("a@x"), reviewer("b@x")),
+        guidance=(GuidanceRule(when={}, verdict="approve", why="ok"),),
+    )
+    desk = ModelledDesk(None, FakeClock(ns=six + 3_600_000_000_000), config, 0)  # type: ignore[arg-type]
+    starts = []
+    for _ in range(3):
+        seat, start = desk._seat(six)
+        seat.free_ns = start + 30 * 60_000_000_000  # what answering does: capacity 2 an hour
+        starts.append((seat.reviewer.name, (start - six) // 60_000_000_000))
+    assert starts == [("a@x", 0), ("b@x", 0), ("a@x", 30)]  # not held back by the clock (07:00)
+    _, next_morning = desk._seat(six + 8 * 3_600_000_000_000)  # 14:00, after both shifts
+    assert (next_morning - six) // 3_600_000_000_000 == 23  # 05:00 the next day

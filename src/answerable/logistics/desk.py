@@ -33,10 +33,18 @@ __all__ = ["FACTS", "DeskConfig", "GuidanceRule", "ModelledDesk", "ModelledRevie
 
 FACTS = ("operation", "class", "disruption", "past_due", "source_disrupted")
 """What a review shows the desk: the fields guidance may name."""
+_VALUES: dict[str, tuple[object, ...]] = {
+    "operation": ("shipment.reprioritize", "inventory.reallocate", "carrier.book", "warehouse.dispatch"),
+    "class": ("medical", "retail"),
+    "disruption": (True, False),
+    "past_due": (True, False),
+    "source_disrupted": (True, False),
+}
+"""What each fact can be, so that guidance naming a value no review shows is refused, not silent."""
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class ModelledReviewer(_Strict):
@@ -45,6 +53,7 @@ class ModelledReviewer(_Strict):
     name: str = Field(min_length=1, max_length=200, pattern=r"^\S+$")
     shift_start_hour: int = Field(ge=0, le=23)
     shift_end_hour: int = Field(ge=1, le=24)
+    """UTC hours; a shift stays within one day (a night desk is two reviewers, say 0-6 and 18-24)."""
     reviews_per_hour: float = Field(gt=0, le=600)
     """Capacity: they start at most this many reviews an hour; the rest queue."""
     answer_minutes_median: float = Field(gt=0, le=1440)
@@ -75,6 +84,11 @@ class GuidanceRule(_Strict):
             raise ValueError(
                 f"guidance names {unknown[0]!r}, which no review shows; it may name {list(FACTS)}"
             )
+        for name, value in when.items():
+            if value not in _VALUES[name] or type(value) is not type(_VALUES[name][0]):
+                raise ValueError(
+                    f"{name} is {value!r}, which no review shows; it is one of {list(_VALUES[name])}"
+                )
         return when
 
 
@@ -89,29 +103,32 @@ class DeskConfig(_Strict):
         names = [r.name for r in self.reviewers]
         if len(set(names)) != len(names):
             raise ValueError("desk reviewers must have distinct names")
+        for n, rule in enumerate(self.guidance[:-1]):
+            if not rule.when:
+                raise ValueError(
+                    f"guidance rule {n + 1} matches every review, so the rules after it never apply; "
+                    "put it last"
+                )
         return self
+
+
+def _reviewer(name: str, start: int, end: int) -> ModelledReviewer:
+    return ModelledReviewer(
+        name=name,
+        shift_start_hour=start,
+        shift_end_hour=end,
+        reviews_per_hour=30,
+        answer_minutes_median=6,
+        answer_minutes_sigma=0.7,
+        error_rate=0.02,
+    )
 
 
 DEFAULT_DESK = DeskConfig(
     reviewers=(
-        ModelledReviewer(
-            name="desk-early@logistics.example",
-            shift_start_hour=5,
-            shift_end_hour=13,
-            reviews_per_hour=30,
-            answer_minutes_median=6,
-            answer_minutes_sigma=0.7,
-            error_rate=0.02,
-        ),
-        ModelledReviewer(
-            name="desk-late@logistics.example",
-            shift_start_hour=12,
-            shift_end_hour=21,
-            reviews_per_hour=30,
-            answer_minutes_median=6,
-            answer_minutes_sigma=0.7,
-            error_rate=0.02,
-        ),
+        _reviewer("desk-early-1@logistics.example", 5, 13),
+        _reviewer("desk-early-2@logistics.example", 5, 13),
+        _reviewer("desk-late@logistics.example", 12, 21),
     ),
     guidance=(
         GuidanceRule(
@@ -122,9 +139,10 @@ DEFAULT_DESK = DeskConfig(
         GuidanceRule(when={}, verdict="approve", why="retail may wait while the storm lasts"),
     ),
 )
-"""Two modelled people over the day (early and late shift), answering in about six minutes,
-thirty reviews an hour each, wrong about one answer in fifty; the guidance is the clinical
-priority that an earlier, scripted desk applied at the instant a review opened."""
+"""Three modelled people: two on the early shift, when the day's plans are made and most reviews
+open, one on the late shift; each answers in about six minutes, at most thirty reviews an hour,
+and is wrong about one answer in fifty. The guidance is the clinical priority that an earlier,
+scripted desk applied at the instant a review opened."""
 
 
 def desk_key(name: str) -> KeyPair:
@@ -153,10 +171,12 @@ class ModelledDesk:
     too_late: int = 0
     against_guidance: int = 0
     minutes_spent: float = 0.0
+    """Minutes spent answering (not the hours staffed)."""
 
     def __post_init__(self) -> None:
         self.rng = random.Random(f"desk:{self.seed}")
         self._lock = asyncio.Lock()
+        self._ticked = -1
         self.seats = [_Seat(r, desk_key(r.name)) for r in self.config.reviewers]
 
     async def __call__(self, outcome: Outcome) -> Outcome:
@@ -165,16 +185,27 @@ class ModelledDesk:
         One answer at a time, each settled before the next: the simulation's clock moves to each
         answer's minute, so an answer given later may not overtake one still being acted on.
         """
-        async with self._lock:
-            return await self._answer(outcome)
-
-    async def _answer(self, outcome: Outcome) -> Outcome:
-        review, decision = outcome.review, outcome.decision
-        if review is None or decision is None:
+        if outcome.review is None or outcome.decision is None:
             raise ConfigError(
                 f"the desk answers reviews only, not a {outcome.status!r} outcome of intent "
                 f"{outcome.intent.id}; hand it outcomes whose status is 'review'"
             )
+        async with self._lock:
+            await self._tick()
+            return await self._answer(outcome)
+
+    async def _tick(self) -> None:
+        """Once per simulated hour, the gateway's own review clock: unanswered reviews escalate
+        at their deadline and close at their expiry, as they would in a running service."""
+        hour = self.clock.ns // 3_600_000_000_000
+        if hour != self._ticked:
+            self._ticked = hour
+            await self.gateway.settle_reviews()
+
+    async def _answer(self, outcome: Outcome) -> Outcome:
+        review, decision = outcome.review, outcome.decision
+        if review is None or decision is None:  # checked by the caller; kept for the type checker
+            return outcome
         opened = _ns(review.at)
         seat, start = self._seat(opened)
         minutes = self.rng.lognormvariate(
@@ -192,6 +223,8 @@ class ModelledDesk:
             verdict = "approve" if verdict == "deny" else "deny"
             why = f"{why} -- answered against the guidance (a modelled error)"
             self.against_guidance += 1
+        # Recorded at its minute, or a little later when an answer given earlier by another
+        # reviewer was recorded first (answers are recorded in the order reviews reached the desk).
         self.clock.ns = max(self.clock.ns, answer_at)
         self.answered += 1
         return await self.gateway.answer(
@@ -204,10 +237,12 @@ class ModelledDesk:
         )
 
     def _seat(self, opened: int) -> tuple[_Seat, int]:
-        """The reviewer who can start soonest on shift, and when."""
+        """The reviewer who can start soonest on shift, and when: each works their own queue, in
+        parallel with the others (the simulation's clock says when answers are recorded, not
+        when a reviewer may start)."""
         best: tuple[int, int] | None = None
         for n, seat in enumerate(self.seats):
-            start = _on_shift(max(opened, seat.free_ns, self.clock.ns), seat.reviewer)
+            start = _on_shift(max(opened, seat.free_ns), seat.reviewer)
             if best is None or start < best[0]:
                 best = (start, n)
         if best is None:  # the config requires a reviewer; this keeps mypy and a reader sure

@@ -312,7 +312,7 @@ class StormRun:
             )
             await self.gateway.install(charter(AGENTS, clock, ids, self.config.desk), rules)
             desk = ModelledDesk(self.gateway, clock, self.config.desk, self.seed)
-            self.reviewer = None if self.mode == "rules" else desk
+            self.reviewer = desk if self.mode == "governed" else None  # the only mode with review rules
             known = {f"operation:{o}" for o in self.gateway.operations} | {
                 f"resource_class:{c}" for c in ("medical", "retail", "route", "stock", "shipment")
             }
@@ -332,7 +332,7 @@ class StormRun:
 
     async def day(self, day: int) -> None:
         """Morning events, planning and execution, then the day's deliveries."""
-        self.clock.ns = DAY0_NS + day * 86_400_000_000_000
+        self.clock.ns = max(self.clock.ns, DAY0_NS + day * 86_400_000_000_000)
         self.world.today = day
         self.world.replenish()
         with self.world.warehouse.lock:

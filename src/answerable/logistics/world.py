@@ -107,6 +107,12 @@ class ScenarioConfig(BaseModel):
                 )
             if order.due_day < order.day:
                 raise ValueError(f"order {order.id}: due_day {order.due_day} is before its day {order.day}")
+        from answerable.logistics.governance import RI
+
+        if any(r.name == RI for r in self.desk.reviewers):
+            raise ValueError(
+                f"desk reviewer {RI!r} is the RI, a real person: give the modelled reviewer another name"
+            )
         for outage in self.outages:
             if outage.warehouse not in {f"wh-{r}" for r in self.regions}:
                 raise ValueError(f"outage warehouse {outage.warehouse!r} is not a warehouse of this scenario")
