@@ -12,6 +12,7 @@ import base64
 import functools
 import html
 import json
+import math
 import os
 import shlex
 from collections import Counter
@@ -77,6 +78,11 @@ class ServiceView(Protocol):
 
     def result(self) -> tuple[dict[str, dict[str, tuple[int, int]]], dict[str, tuple[int, int]]]:
         """On-time and total per class per day, and per class overall."""
+        ...
+
+    def figures(self, ledger_path: Path) -> dict[str, int]:
+        """The domain's own figures, recomputed from what it observed and from files beside the
+        ledger (its partners' records, say), named as result.json names them."""
         ...
 
 
@@ -234,11 +240,14 @@ def _gather(ledger_path: Path) -> _Facts:
         if x.status == "succeeded":
             facts.executed.setdefault(x.operation, Counter())[x.at[:10]] += 1
     facts.on_time, per_class = {}, {}
+    domain: dict[str, int] = {}
     for view in views:
         table, totals = view.result()
         facts.on_time.update(table)
         per_class.update(totals)
+        domain.update(view.figures(ledger_path))
     facts.derived = _derived(facts, per_class, decisions, executions, approvals)
+    facts.derived.update(domain)
     facts.result, facts.result_note = _result_json(ledger_path)
     facts.cents = _cents_of(ledger_path, facts.result)
     facts.baseline = _baseline_of(ledger_path)
@@ -313,8 +322,21 @@ def _derived(
     out["reviews_raised"] = len(facts.reviewed)
     out["reviews_approved"] = sum(1 for a in approvals.values() if a.verdict == "approve")
     out["reviews_denied"] = denied_reviews
+    waits = sorted(r.waited_s / 60 for r in facts.reviewed if r.waited_s is not None)
+    out["review_wait_p50_minutes"] = _quantile(waits, 0.50)
+    out["review_wait_p95_minutes"] = _quantile(waits, 0.95)
+    if facts.reviewed:
+        out["reviews_too_late"] = facts.kinds["ReviewClosed"]
+    out["alerts"] = len(facts.alerts)
     out["ledger_entries"] = facts.size
     return out
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    """Nearest rank (``ceil(q·n)``) of sorted ``values``, rounded to 0.1; None for none."""
+    if not values:
+        return None
+    return round(values[max(0, math.ceil(q * len(values)) - 1)], 1)
 
 
 def _result_json(ledger_path: Path) -> tuple[dict[str, Any] | None, str]:
@@ -704,11 +726,12 @@ def _outcome_section(f: _Facts) -> str:
         rows.append((_label(m), _cell(m, theirs, f.cents), _cell(m, ours, f.cents) + mark))
     parts.append(_table(["metric", "result.json", "recomputed from the ledger"], rows, numeric=[1, 2]))
     parts.append(
-        '<p class="muted">Money is in whole currency units (result.json holds cents). '
-        "Only result.json knows costs: the ledger holds response digests, not prices.</p>"
+        '<p class="muted">Money is in whole currency units (result.json holds cents). The ledger '
+        "holds response digests, not prices: costs are recomputed from the partners' own records "
+        "beside it when the domain's plugin finds them; a figure that differs is marked.</p>"
         if f.cents
         else '<p class="muted">result.json names no units (an older one): figures are shown as '
-        "written. Only result.json knows costs: the ledger holds response digests, not prices.</p>"
+        "written. The ledger holds response digests, not prices.</p>"
     )
     return "\n".join(parts)
 

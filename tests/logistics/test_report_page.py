@@ -61,3 +61,29 @@ def test_the_report_opens_with_a_conclusion_and_marks_the_storm_days(pages: dict
     # time, actions, timeline, and for the governed run reviews per day and their waits too
     assert ungoverned.count("outside alert that day") == 3
     assert governed.count("outside alert that day") == 5
+
+
+def test_every_figure_of_result_json_is_recomputed_from_the_ledger_and_the_partners_records(
+    pages: dict[str, Path],
+) -> None:
+    """The report recomputes what result.json says, from the ledger and the carrier's and
+    warehouse's own records; only what a model alone knows is taken on trust, and it says so."""
+    import json
+
+    from answerable.report import _gather
+
+    model_only = {
+        "wall_seconds", "reviewer_hours", "answers_against_guidance", "reviewers", "first_alert",
+        "medical_late_before_alert", "medical_late_after_alert", "total_cost_change_pct", "margin_change_pct",
+    }  # fmt: skip
+    for mode in ("ungoverned", "governed"):
+        ledger = pages[mode].with_suffix(".db")
+        claimed = json.loads(ledger.with_name("result.json").read_text())["runs"][mode]
+        recomputed = _gather(ledger).derived
+        missing = sorted(set(claimed) - set(recomputed) - model_only)
+        assert not missing, (mode, missing)
+        differ = {
+            k: (claimed[k], recomputed[k]) for k in claimed if k in recomputed and claimed[k] != recomputed[k]
+        }
+        assert not differ, (mode, differ)
+        assert " ≠" not in pages[mode].read_text()

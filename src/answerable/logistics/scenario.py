@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 import time
@@ -289,6 +290,7 @@ class StormRun:
         await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
         for stale in (
             self.path,
+            partner_records_path(self.path),
             *(self.path.with_name(self.path.name + x) for x in (".key", "-wal", "-shm")),
         ):
             await asyncio.to_thread(stale.unlink, missing_ok=True)
@@ -391,6 +393,7 @@ async def run(
                 on_day(day)
         storm.ledger.checkpoint()
         metrics = measure(storm.world, storm.ledger, config)
+        await asyncio.to_thread(write_partner_records, storm.world, partner_records_path(storm.path))
         if storm.reviewer is not None:
             metrics["reviewer_hours"] = round(storm.reviewer.minutes_spent / 60, 1)
             metrics["reviews_too_late"] = storm.reviewer.too_late
@@ -443,6 +446,32 @@ def _morning(world: World, day: int) -> list[tuple[str, str, str, Mapping[str, A
         )
     events.append(("clock", "scheduler", "day.plan", {"day": day}))
     return events
+
+
+def partner_records_path(ledger: Path) -> Path:
+    """Where a run keeps its partners' own records: beside its ledger, ``MODE.partners.jsonl``."""
+    return ledger.with_name(f"{ledger.stem}.partners.jsonl")
+
+
+def write_partner_records(world: World, path: Path) -> None:
+    """The carrier's and the warehouse's records of what they did, one JSON line each: the
+    ledger holds response digests, not prices, so the report recomputes costs from these."""
+    lines = []
+    for service, state in (("carrier", world.carrier), ("warehouse", world.warehouse)):
+        for record in state.records:
+            lines.append(
+                json.dumps(
+                    {
+                        "service": service,
+                        "kind": record.kind,
+                        "key": record.key,
+                        "body": record.body.model_dump(mode="json", by_alias=True),
+                        "response": record.response.model_dump(mode="json", by_alias=True),
+                    },
+                    sort_keys=True,
+                )
+            )
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
 def measure(world: World, ledger: SQLiteLedger, config: ScenarioConfig) -> dict[str, Any]:

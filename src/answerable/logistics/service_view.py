@@ -7,9 +7,14 @@ events say whether service was on time. Here that is the logistics world's ``ord
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from answerable.logistics.agents import TRANSFER_CENTS_PER_UNIT
+from answerable.logistics.world import HANDLING_CENTS_PER_UNIT, SKU
 
 __all__ = ["OrderService", "service_view"]
 
@@ -36,6 +41,36 @@ class OrderService:
 
     def result(self) -> tuple[dict[str, dict[str, tuple[int, int]]], dict[str, tuple[int, int]]]:
         return _service(self._batches, self._deliveries)
+
+    def figures(self, ledger_path: Path) -> dict[str, int]:
+        """The run's money, recomputed: margin and lateness penalties from the ledger's order and
+        delivery events, costs from the partners' own records beside the ledger (when there)."""
+        out = _margin_and_penalties(self._batches, self._deliveries)
+        partners = ledger_path.with_name(f"{ledger_path.stem}.partners.jsonl")
+        try:
+            lines = partners.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return out
+        transport = handling = moving = 0
+        for line in lines:
+            try:
+                record = json.loads(line)
+                kind, body, response = record["kind"], record["body"], record["response"]
+                if kind == "booking":
+                    transport += int(response["cost"])
+                elif kind == "dispatch":
+                    handling += HANDLING_CENTS_PER_UNIT * sum(int(x["qty"]) for x in body["lines"])
+                elif kind == "transfer":
+                    moving += TRANSFER_CENTS_PER_UNIT * int(body["qty"])
+            except (ValueError, KeyError, TypeError):
+                return out  # not a partners' file this view can read: no costs rather than wrong ones
+        out.update(
+            total_cost=transport + handling + moving,
+            transport_cost_cents=transport,
+            handling_cost_cents=handling,
+            moving_cost_cents=moving,
+        )
+        return out
 
 
 def service_view() -> OrderService:
@@ -96,6 +131,38 @@ def _service(
         for cls, days in table.items()
     }
     return dict(sorted(table.items(), key=lambda kv: _class_rank(kv[0]))), totals
+
+
+def _margin_and_penalties(
+    batches: Sequence[tuple[str, dict[str, Any]]], deliveries: Sequence[dict[str, Any]]
+) -> dict[str, int]:
+    """Margin of every order delivered, and penalties for every order judged late (due by the
+    last day run; late days to its delivery, or to the end of the run), as the scenario measures."""
+    orders: dict[str, tuple[str, int, int]] = {}
+    last = -1
+    for _date, batch in batches:
+        day = batch.get("day")
+        if isinstance(day, int):
+            last = max(last, day)
+        for row in batch.get("orders") or []:
+            if isinstance(row, list) and len(row) >= 5 and row[2] in SKU:
+                orders[str(row[0])] = (str(row[2]), int(row[3]), int(row[4]))
+    delivered: dict[str, int] = {}
+    for d in deliveries:
+        day = d.get("day")
+        if isinstance(day, int):
+            for order in d.get("orders") or []:
+                delivered[str(order)] = min(day, delivered.get(str(order), day))
+    margin = penalties = 0
+    for order, (sku, qty, due) in orders.items():
+        got = delivered.get(order)
+        if got is not None:
+            margin += SKU[sku].margin * qty
+        if due <= last:
+            late = (got if got is not None else last + 1) - due
+            if late > 0:
+                penalties += late * qty * SKU[sku].penalty
+    return {"penalties": penalties, "margin": margin}
 
 
 def _class_of(customer: str) -> str:
