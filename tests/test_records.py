@@ -83,3 +83,17 @@ def test_ids_sort_by_time_and_never_repeat():
     assert made == sorted(made)
     assert len(set(made)) == len(made)
     assert all(i[14] == "7" for i in made)
+
+
+def test_record_times_parse_back_to_the_nanoseconds_they_were_written_from() -> None:
+    import pytest
+
+    from answerable.clock import parse_rfc3339, rfc3339
+
+    for ns in (0, 1_772_431_200_000_000_000, 1_772_431_200_123_456_000):
+        assert parse_rfc3339(rfc3339(ns)) == ns
+    assert parse_rfc3339("2026-03-02T06:00:00.000000001Z") == 1_772_431_200_000_000_001
+    assert parse_rfc3339("2026-03-02T06:00:00Z") == 1_772_431_200_000_000_000
+    for bad in ("2026-03-02T06:00:00", "2026-03-02T06:00:00.x1Z", "yesterday"):
+        with pytest.raises(ValueError, match="not a UTC record time"):
+            parse_rfc3339(bad)

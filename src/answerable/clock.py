@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import os
 import random
 import threading
@@ -10,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["Clock", "FakeClock", "IdSource", "SystemClock", "rfc3339"]
+__all__ = ["Clock", "FakeClock", "IdSource", "SystemClock", "parse_rfc3339", "rfc3339"]
 
 
 class Clock(Protocol):
@@ -56,6 +57,23 @@ def rfc3339(ns: int) -> str:
         t.tm_sec,
         rest // 1000,
     )
+
+
+def parse_rfc3339(at: str) -> int:
+    """Nanoseconds since the epoch of a record time (``…Z``, up to nine fractional digits): the
+    inverse of :func:`rfc3339`, in integers, so no nanosecond is rounded away.
+
+    Raises:
+        ValueError: ``at`` is not such a time.
+    """
+    stamp, _, fraction = at.removesuffix("Z").partition(".")
+    if not at.endswith("Z") or (not fraction.isdigit() and fraction):
+        raise ValueError(f"{at!r} is not a UTC record time")
+    try:
+        whole = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError as exc:
+        raise ValueError(f"{at!r} is not a UTC record time") from exc
+    return whole * 1_000_000_000 + int((fraction + "000000000")[:9])
 
 
 @dataclass

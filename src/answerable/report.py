@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["compare", "render", "write"]
+__all__ = ["compare", "nearest_rank", "render", "write"]
 
 _KNOWN = frozenset(
     {
@@ -323,8 +323,8 @@ def _derived(
     out["reviews_approved"] = sum(1 for a in approvals.values() if a.verdict == "approve")
     out["reviews_denied"] = denied_reviews
     waits = sorted(r.waited_s / 60 for r in facts.reviewed if r.waited_s is not None)
-    out["review_wait_p50_minutes"] = _quantile(waits, 0.50)
-    out["review_wait_p95_minutes"] = _quantile(waits, 0.95)
+    out["review_wait_p50_minutes"] = nearest_rank(waits, 0.50)
+    out["review_wait_p95_minutes"] = nearest_rank(waits, 0.95)
     if facts.reviewed:
         out["reviews_too_late"] = facts.kinds["ReviewClosed"]
     out["alerts"] = len(facts.alerts)
@@ -332,8 +332,9 @@ def _derived(
     return out
 
 
-def _quantile(values: list[float], q: float) -> float | None:
-    """Nearest rank (``ceil(q·n)``) of sorted ``values``, rounded to 0.1; None for none."""
+def nearest_rank(values: list[float], q: float) -> float | None:
+    """The nearest-rank quantile (rank ``ceil(q·n)``) of sorted ``values``, rounded to 0.1; None
+    for none. The review waits of result.json and of this report are both taken so."""
     if not values:
         return None
     return round(values[max(0, math.ceil(q * len(values)) - 1)], 1)

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from answerable.clock import FakeClock
+from answerable.clock import FakeClock, parse_rfc3339
 from answerable.errors import ConfigError
 from answerable.gateway import Gateway, Outcome
 from answerable.keys import KeyPair
@@ -206,13 +206,13 @@ class ModelledDesk:
         review, decision = outcome.review, outcome.decision
         if review is None or decision is None:  # checked by the caller; kept for the type checker
             return outcome
-        opened = _ns(review.at)
+        opened = parse_rfc3339(review.at)
         seat, start = self._seat(opened)
         minutes = self.rng.lognormvariate(
             math.log(seat.reviewer.answer_minutes_median), seat.reviewer.answer_minutes_sigma
         )
         answer_at = start + int(minutes * 60e9)
-        expires = _ns(review.expires_at) if review.expires_at else answer_at + 1
+        expires = parse_rfc3339(review.expires_at) if review.expires_at else answer_at + 1
         if answer_at >= expires:
             self.too_late += 1  # nobody gets to it in time: it expires with its rule's safe default
             return outcome
@@ -280,9 +280,3 @@ def _on_shift(at: int, reviewer: ModelledReviewer) -> int:
     if at < end_ns:
         return at
     return int(start.timestamp() * 1e9) + 86_400_000_000_000  # the next day's shift
-
-
-def _ns(at: str) -> int:
-    stamp, _, fraction = at.rstrip("Z").partition(".")
-    whole = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
-    return int(whole) * 1_000_000_000 + int((fraction + "000000000")[:9])

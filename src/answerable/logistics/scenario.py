@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +16,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from answerable.charter import charter_of
-from answerable.clock import FakeClock, IdSource, rfc3339
+from answerable.clock import FakeClock, IdSource, parse_rfc3339, rfc3339
 from answerable.errors import AnswerableError, ConfigError, UnknownAgent, UnknownOperation
 from answerable.gateway import Gateway, Outcome, Resource, http_operation, invoke
 from answerable.ledger import SQLiteLedger
@@ -53,6 +51,7 @@ from answerable.records import (
     decode_entry,
     digest,
 )
+from answerable.report import nearest_rank
 from answerable.runtime import System
 
 __all__ = ["MODES", "Mode", "RunResult", "StormRun", "run"]
@@ -521,8 +520,8 @@ def measure(world: World, ledger: SQLiteLedger, config: ScenarioConfig) -> dict[
     out["reviews_approved"] = outcomes["approved"]
     out["reviews_denied"] = outcomes["denied"]
     waits = sorted(_waits_minutes(ledger))
-    out["review_wait_p50_minutes"] = _quantile(waits, 0.50)
-    out["review_wait_p95_minutes"] = _quantile(waits, 0.95)
+    out["review_wait_p50_minutes"] = nearest_rank(waits, 0.50)
+    out["review_wait_p95_minutes"] = nearest_rank(waits, 0.95)
     answers = [
         a for a in (decode_entry(e.data) for e in ledger.of_kind("Approval")) if isinstance(a, Approval)
     ]
@@ -552,22 +551,10 @@ def _waits_minutes(ledger: SQLiteLedger) -> list[float]:
     for stored in ledger.of_kind("Approval"):
         answer = decode_entry(stored.data)
         if isinstance(answer, Approval) and answer.review_id in opened and answer.review_id not in waits:
-            waits[answer.review_id] = (_ns(answer.at) - _ns(opened[answer.review_id])) / 60e9
+            waits[answer.review_id] = (
+                parse_rfc3339(answer.at) - parse_rfc3339(opened[answer.review_id])
+            ) / 60e9
     return list(waits.values())
-
-
-def _ns(at: str) -> int:
-    stamp, _, fraction = at.rstrip("Z").partition(".")
-    whole = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
-    return int(whole) * 1_000_000_000 + int((fraction + "000000000")[:9])
-
-
-def _quantile(values: list[float], q: float) -> float | None:
-    """The nearest-rank quantile of sorted ``values`` (rank ``ceil(q·n)``), rounded to 0.1; None
-    for none."""
-    if not values:
-        return None
-    return round(values[max(0, math.ceil(q * len(values)) - 1)], 1)
 
 
 def attributed(ledger: SQLiteLedger, execution: Execution, ri: str | None) -> bool:
@@ -637,11 +624,7 @@ def monitor_report(world: World, ledger: SQLiteLedger, alerts: list[Alert]) -> d
 
 
 def _parse_day(at: str) -> int:
-    seconds = (
-        datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
-        - DAY0_NS / 1_000_000_000
-    )
-    return int(seconds // 86_400)
+    return (parse_rfc3339(at) - DAY0_NS) // 86_400_000_000_000
 
 
 def check_scenario_file(path: Path) -> ScenarioConfig:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from answerable.logistics.agents import TRANSFER_CENTS_PER_UNIT
+from answerable.logistics.scenario import partner_records_path
 from answerable.logistics.world import HANDLING_CENTS_PER_UNIT, SKU
 
 __all__ = ["OrderService", "service_view"]
@@ -46,7 +47,7 @@ class OrderService:
         """The run's money, recomputed: margin and lateness penalties from the ledger's order and
         delivery events, costs from the partners' own records beside the ledger (when there)."""
         out = _margin_and_penalties(self._batches, self._deliveries)
-        partners = ledger_path.with_name(f"{ledger_path.stem}.partners.jsonl")
+        partners = partner_records_path(ledger_path)
         try:
             lines = partners.read_text(encoding="utf-8").splitlines()
         except OSError:
