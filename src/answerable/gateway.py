@@ -721,23 +721,31 @@ class Gateway:
     def recorded_outcome(self, intent: Intent) -> Outcome | None:
         """The intent's final outcome as the ledger has it, or None while it still waits. The
         ledger keeps a result's digest, not the result: ``result`` is None here."""
-        decision: Decision | None = None
-        review: Review | None = None
-        for stored in self.ledger.caused_by(intent.id):
-            record = decode_entry(stored.data)
-            if isinstance(record, Decision) and record.intent_id == intent.id:
-                decision = record
-            elif isinstance(record, Review) and record.intent_id == intent.id:
-                review = record
+        decision, review, execution = self.records_of(intent.id)
         if review is not None:
             settled = self._as_recorded(self.reviews.state(review.id))
             return None if settled.status == "review" else settled
-        done = _executions_of(self.ledger, intent.id)
-        if done:
-            return Outcome(done[-1].status, intent, decision, done[-1])
+        if execution is not None:
+            return Outcome(execution.status, intent, decision, execution)
         if decision is not None and decision.effect == "deny":
             return Outcome("denied", intent, decision)
         return None  # recorded, its call in flight (or left for reconcile)
+
+    def records_of(self, intent_id: str) -> tuple[Decision | None, Review | None, Execution | None]:
+        """The intent's Decision, Review and last Execution in the ledger (None where there is
+        none yet), in one read of the entries that cite it."""
+        decision: Decision | None = None
+        review: Review | None = None
+        execution: Execution | None = None
+        for stored in self.ledger.caused_by(intent_id):
+            record = decode_entry(stored.data)
+            if isinstance(record, Decision) and record.intent_id == intent_id:
+                decision = record
+            elif isinstance(record, Review) and record.intent_id == intent_id:
+                review = record
+            elif isinstance(record, Execution) and record.intent_id == intent_id:
+                execution = record
+        return decision, review, execution
 
     def _lock_for(self, review_id: str) -> asyncio.Lock:
         """Within this process, one coroutine settles a review at a time (the store's guards

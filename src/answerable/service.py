@@ -60,7 +60,6 @@ from answerable.records import (
     Execution,
     Intent,
     Refusal,
-    Review,
     RulesetVersion,
     SystemCharter,
     decode_entry,
@@ -344,17 +343,7 @@ class Service:
         intent = decode_entry(ledger.find(intent_id).data)
         if not isinstance(intent, Intent):
             raise _HTTPError(404, "not_an_intent", f"entry {intent_id} is a {intent.kind}, not an intent")
-        decision: Decision | None = None
-        review: Review | None = None
-        execution: Execution | None = None
-        for stored in ledger.caused_by(intent_id):
-            record = decode_entry(stored.data)
-            if isinstance(record, Decision) and record.intent_id == intent_id:
-                decision = record
-            elif isinstance(record, Review) and record.intent_id == intent_id:
-                review = record
-            elif isinstance(record, Execution) and record.intent_id == intent_id:
-                execution = record
+        decision, review, execution = gateway.records_of(intent_id)
         status, done = "recorded", False
         if execution is not None:
             status, done = execution.status, True
@@ -372,23 +361,11 @@ class Service:
             "idempotency_key": intent.idempotency_key,
             "status": status,
             "done": done,
-            "decision": None
-            if decision is None
-            else {
-                "id": decision.id,
-                "effect": decision.effect,
-                "policy_ids": list(decision.policy_ids),
-                "errors": list(decision.errors),
-            },
+            "decision": _decision_doc(decision),
             "review_id": None if review is None else review.id,
             "execution": None
             if execution is None
-            else {
-                "id": execution.id,
-                "status": execution.status,
-                "error": execution.error,
-                "response_digest": execution.response_digest,
-            },
+            else {**_execution_doc(execution), "response_digest": execution.response_digest},
         }
 
     # --- acting ------------------------------------------------------------------------------------
@@ -548,27 +525,29 @@ def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
         return False
 
 
+def _decision_doc(decision: Decision | None) -> dict[str, Any] | None:
+    if decision is None:
+        return None
+    return {
+        "id": decision.id,
+        "effect": decision.effect,
+        "policy_ids": list(decision.policy_ids),
+        "errors": list(decision.errors),
+    }
+
+
+def _execution_doc(execution: Execution) -> dict[str, Any]:
+    return {"id": execution.id, "status": execution.status, "error": execution.error}
+
+
 def _outcome_doc(outcome: Outcome) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "intent_id": outcome.intent.id,
         "status": outcome.status,
         "done": outcome.status != "review",
-        "decision": None
-        if outcome.decision is None
-        else {
-            "id": outcome.decision.id,
-            "effect": outcome.decision.effect,
-            "policy_ids": list(outcome.decision.policy_ids),
-            "errors": list(outcome.decision.errors),
-        },
+        "decision": _decision_doc(outcome.decision),
         "review_id": None if outcome.review is None else outcome.review.id,
-        "execution": None
-        if outcome.execution is None
-        else {
-            "id": outcome.execution.id,
-            "status": outcome.execution.status,
-            "error": outcome.execution.error,
-        },
+        "execution": None if outcome.execution is None else _execution_doc(outcome.execution),
     }
     try:
         doc["result"] = orjson.loads(orjson.dumps(outcome.result))
