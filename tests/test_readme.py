@@ -92,8 +92,14 @@ def test_the_storm_block_runs_and_the_readme_table_is_what_it_measured(tmp_path:
     for row, key in (
         ("medical on-time rate", "medical_on_time_rate"),
         ("retail on-time rate", "retail_on_time_rate"),
+        ("time-critical retail on-time rate", "time_critical_on_time_rate"),
     ):
         assert [float(v) for v in rows[row]] == [round(runs[m][key], 3) for m in modes], row
+    assert rows["hospital stock-out days"] == [str(runs[m]["hospital_stockout_days"]) for m in modes]
+    assert rows["shipments postponed: to a hospital / with a time-critical line"] == [
+        f"{runs[m]['medical_shipments_postponed']} / {runs[m]['time_critical_shipments_postponed']}"
+        for m in modes
+    ]
     money = (
         ("total cost: transport + handling + moving stock", "total_cost", "total_cost_change_pct"),
         ("margin (retail and medical units handled)", "margin", "margin_change_pct"),

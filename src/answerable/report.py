@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from answerable.charter import charter_of
-from answerable.errors import ConfigError, EntryNotFound, RecordInvalid
-from answerable.ledger import SQLiteLedger
+from answerable.errors import ConfigError, RecordInvalid
+from answerable.ledger import SQLiteLedger, payload_of
 from answerable.records import (
     Approval,
     Control,
@@ -80,7 +80,7 @@ class ServiceView(Protocol):
         """On-time and total per class per day, and per class overall."""
         ...
 
-    def figures(self, ledger_path: Path) -> dict[str, int]:
+    def figures(self, ledger_path: Path) -> dict[str, int | float]:
         """The domain's own figures, recomputed from what it observed and from files beside the
         ledger (its partners' records, say), named as result.json names them."""
         ...
@@ -240,7 +240,7 @@ def _gather(ledger_path: Path) -> _Facts:
         if x.status == "succeeded":
             facts.executed.setdefault(x.operation, Counter())[x.at[:10]] += 1
     facts.on_time, per_class = {}, {}
-    domain: dict[str, int] = {}
+    domain: dict[str, int | float] = {}
     for view in views:
         table, totals = view.result()
         facts.on_time.update(table)
@@ -277,16 +277,7 @@ def _cents_of(ledger_path: Path, run: dict[str, Any] | None) -> frozenset[str]:
 
 
 def _payload(ledger: SQLiteLedger, event: ExternalEvent) -> dict[str, Any]:
-    """The event's payload, fetched from its blob when it was too big to stay in the entry."""
-    body = event.payload
-    ref = body.get("$blob")
-    if isinstance(ref, str) and set(body) == {"$blob", "bytes"}:
-        try:
-            loaded = orjson.loads(ledger.get_blob(ref))
-        except (EntryNotFound, orjson.JSONDecodeError):
-            return {}
-        return loaded if isinstance(loaded, dict) else {}
-    return body
+    return payload_of(ledger, event.payload)
 
 
 def _class_rank(cls: str) -> tuple[int, str]:

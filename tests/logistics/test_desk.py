@@ -29,6 +29,16 @@ def desk(**change: object) -> dict[str, object]:
         ({"shift_start_hour": 18, "shift_end_hour": 6}, "shift_end_hour"),
         ({"guidance": []}, "guidance"),
         ({"guidance": [{"when": {"hospital_stock": 3}, "verdict": "deny", "why": "x"}]}, "hospital_stock"),
+        ({"guidance": [{"when": {"cover_days": 3}, "verdict": "deny", "why": "x"}]}, "cover_days"),
+        (
+            {"guidance": [{"when": {"cover_days_at_least": -1}, "verdict": "deny", "why": "x"}]},
+            "cover_days_at_least",
+        ),
+        (
+            {"guidance": [{"when": {"cover_days_at_least": True}, "verdict": "deny", "why": "x"}]},
+            "cover_days_at_least",
+        ),
+        ({"guidance": [{"when": {"time_critical": "yes"}, "verdict": "deny", "why": "x"}]}, "time_critical"),
         ({"guidance": [{"when": {}, "verdict": "maybe", "why": "x"}]}, "verdict"),
         ({"guidance": [{"when": {}, "verdict": "deny", "why": ""}]}, "why"),
     ],

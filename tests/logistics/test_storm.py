@@ -228,7 +228,7 @@ def test_the_desk_is_modelled_people_marked_simulated_who_take_time_and_follow_t
     simulated minutes, and follows the written guidance on what the review shows, except the
     answers the model drew as errors, which say so."""
     from answerable.charter import charter_of
-    from answerable.logistics.desk import DEFAULT_DESK, ModelledDesk, facts_of
+    from answerable.logistics.desk import DEFAULT_DESK, ModelledDesk, cited, facts_of
 
     governed = runs["governed"]
     with SQLiteLedger.open(governed.ledger) as ledger:
@@ -236,6 +236,8 @@ def test_the_desk_is_modelled_people_marked_simulated_who_take_time_and_follow_t
         reviews = {r.id: decode_entry(r.data) for r in ledger.of_kind("Review")}
         decisions = {d.id: decode_entry(d.data) for d in ledger.of_kind("Decision")}
         closed = [decode_entry(c.data) for c in ledger.of_kind("ReviewClosed")]
+        intents = {i.id: decode_entry(i.data) for i in ledger.of_kind("Intent")}
+        shown = {r: cited(ledger, intents[review.intent_id]) for r, review in reviews.items()}
     answers = entries(governed, "Approval")
     assert answers
     desk = {r.name for r in DEFAULT_DESK.reviewers}
@@ -247,7 +249,10 @@ def test_the_desk_is_modelled_people_marked_simulated_who_take_time_and_follow_t
         assert (answer.by in desk, person.simulated, answer.simulated) == (True, True, True)
         assert "simulated" in answer.reason
         review = reviews[answer.review_id]
-        verdict, _ = decide(facts_of(decisions[review.decision_id], review.operation))
+        intent = intents[review.intent_id]
+        verdict, _ = decide(
+            facts_of(decisions[review.decision_id], review.operation, intent, shown[review.id])
+        )
         if "against the guidance" in answer.reason:
             errors += 1
             assert answer.verdict != verdict
@@ -290,3 +295,56 @@ def test_the_published_storm_ledger_audits_with_an_independent_tlog_client(runs,
     assert done.size > 256  # more than one tile
     report = tlog_audit(tlogcheck, tmp_path / "log", key)
     assert report == f"ok {done.size} {base64.b64encode(root).decode()}"
+
+
+def _postponements(result: RunResult) -> list[tuple[dict[str, object], str]]:
+    """Each proposed postponement during the storm: what its review would show, and what came of it
+    ("executed", "executed in error" when a modelled error approved it, or the effect that
+    stopped it)."""
+    from answerable.logistics.desk import cited, facts_of
+
+    with SQLiteLedger.open(result.ledger) as ledger:
+        intents = {i.id: decode_entry(i.data) for i in ledger.of_kind("Intent")}
+        decisions = {d.intent_id: d for d in (decode_entry(e.data) for e in ledger.of_kind("Decision"))}
+        done = {x.intent_id for x in (decode_entry(e.data) for e in ledger.of_kind("Execution"))}
+        reviews = {r.id: decode_entry(r.data) for r in ledger.of_kind("Review")}
+        erred = {
+            reviews[a.review_id].intent_id
+            for a in (decode_entry(e.data) for e in ledger.of_kind("Approval"))
+            if "against the guidance" in a.reason
+        }
+        out = []
+        for intent in intents.values():
+            decision = decisions.get(intent.id)
+            if intent.operation != "shipment.reprioritize" or decision is None:
+                continue
+            facts = facts_of(decision, intent.operation, intent, cited(ledger, intent))
+            if facts.get("disruption"):
+                done_as = "executed in error" if intent.id in erred else "executed"
+                out.append((facts, done_as if intent.id in done else decision.effect))
+    return out
+
+
+def test_review_decides_the_cases_rules_cannot_see_and_the_table_shows_the_difference(runs):
+    """The hospitals' reported stock and the stores' time-critical marks are in the reports a
+    postponement cites, not in the request: the rules refuse every medical postponement in the
+    storm and let every retail one through; the desk lets a well-stocked hospital wait and keeps
+    a time-critical line on the truck. The outcome table differs where those cases say."""
+    rules, governed = _postponements(runs["rules"]), _postponements(runs["governed"])
+    covered = [(f, o) for f, o in rules if f.get("class") == "medical" and f.get("cover_days", 0) >= 3]
+    critical = [(f, o) for f, o in rules if f.get("class") == "retail" and f.get("time_critical")]
+    assert covered  # the rules met both cases ...
+    assert critical
+    assert {o for _, o in covered} == {"deny"}  # ... and refused every well-stocked hospital's wait
+    assert {o for _, o in critical} == {"executed"}  # ... and postponed every time-critical line
+    waited = [f for f, o in governed if o == "executed" and f.get("class") == "medical"]
+    assert waited
+    assert all(f.get("cover_days", 0) >= 3 for f in waited)
+    kept = [o for f, o in governed if f.get("class") == "retail" and f.get("time_critical")]
+    assert kept
+    assert "executed" not in kept  # only the desk's modelled errors let one wait
+    r, g = runs["rules"].metrics, runs["governed"].metrics
+    assert g["time_critical_on_time_rate"] > r["time_critical_on_time_rate"]
+    assert g["time_critical_shipments_postponed"] < r["time_critical_shipments_postponed"]
+    assert g["medical_on_time_rate"] >= 0.95
+    assert g["medical_on_time_rate"] >= g["retail_on_time_rate"]

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+import orjson
+
+from answerable.errors import EntryNotFound
 from answerable.records import Record
 
-__all__ = ["MAX_ENTRY_BYTES", "Guard", "LeaseRow", "LedgerStore", "StoredEntry", "VerifyReport"]
+__all__ = [
+    "MAX_ENTRY_BYTES",
+    "Guard",
+    "LeaseRow",
+    "LedgerStore",
+    "StoredEntry",
+    "VerifyReport",
+    "payload_of",
+]
 
 MAX_ENTRY_BYTES = 65_535
 """An entry stays under 64 KiB, the C2SP tlog-tiles limit; larger payloads go by digest."""
@@ -148,3 +159,16 @@ class LedgerStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def payload_of(ledger: LedgerStore, payload: dict[str, Any]) -> dict[str, Any]:
+    """An event's or message's payload as written: fetched from its blob when it was too big to
+    stay in the entry; empty when the blob is missing or is not a JSON object."""
+    ref = payload.get("$blob")
+    if isinstance(ref, str) and set(payload) == {"$blob", "bytes"}:
+        try:
+            loaded = orjson.loads(ledger.get_blob(ref))
+        except (EntryNotFound, orjson.JSONDecodeError):
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+    return payload

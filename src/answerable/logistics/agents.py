@@ -318,12 +318,15 @@ class Executor(Agent):
     """Turns plans into intents; reports back what governance refused, so the planners adapt."""
 
     name = "executor"
-    subscriptions = ("allocation", "routes", "stock")
+    subscriptions = ("allocation", "routes", "stock", "reports")
 
     def __init__(self, desk: Desk | None, regions: tuple[str, ...]) -> None:
         self.desk = desk
         self.regions = regions
         self.stock: dict[str, dict[str, int]] = {}
+        self.reports: dict[str, str] = {}
+        """The latest outside report naming a customer or an order line: a postponement cites
+        what was said about its customer and lines, so whoever reviews it can read that too."""
         self.postponed: set[tuple[str, int]] = set()
         self.refused: set[tuple[str, int]] = set()
 
@@ -336,6 +339,10 @@ class Executor(Agent):
         body = _payload(record)
         if record.type == "stock.snapshot":
             self.stock = {w: dict(v) for w, v in body["stock"].items()}
+        elif record.type == "stock.cover":
+            self.reports.update(dict.fromkeys(body["cover_days"], record.id))
+        elif record.type == "orders.time_critical":
+            self.reports.update(dict.fromkeys(body["orders"], record.id))
         elif record.type == "allocation.plan":
             await self._reallocate(record, body, ctx)
         elif record.type == "route.plan":
@@ -378,10 +385,11 @@ class Executor(Agent):
         region, day = body["region"], body["day"]
 
         async def postpone(customer: str, orders: list[str]) -> tuple[str, Outcome]:
+            said = sorted({self.reports[name] for name in (customer, *orders) if name in self.reports})
             outcome = await ctx.propose(
                 "shipment.reprioritize",
                 {"shipment": f"{customer}@d{day}", "orders": orders, "to_day": day + 1},
-                causes=[record.id],
+                causes=[record.id, *said],
                 idempotency_key=f"reprioritize:{customer}:d{day}:{len(orders)}",
             )
             return customer, await self._settle(outcome)

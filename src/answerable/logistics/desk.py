@@ -9,7 +9,10 @@ default, and the day's plan goes on without it).
 
 The desk sees what the review shows: the operation, the resource's class and the request's
 context (``disruption``, ``past_due``, ``source_disrupted``), all in the Decision the review
-cites. The guidance is the scenario's, in order; the first rule whose ``when`` matches decides.
+cites, and what the customers' own reports that the proposal cites say (``cover_days``, the
+hospital's stock on hand; ``time_critical``, a store's mark on one of the lines). The rules see
+only the first group: the second is why a person is asked. The guidance is the scenario's, in
+order; the first rule whose ``when`` matches decides.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import asyncio
 import hashlib
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -28,10 +32,20 @@ from answerable.clock import FakeClock, parse_rfc3339
 from answerable.errors import ConfigError
 from answerable.gateway import Gateway, Outcome
 from answerable.keys import KeyPair
+from answerable.ledger import LedgerStore, payload_of
+from answerable.records import ExternalEvent, Intent, decode_entry
 
-__all__ = ["FACTS", "DeskConfig", "GuidanceRule", "ModelledDesk", "ModelledReviewer"]
+__all__ = ["FACTS", "DeskConfig", "GuidanceRule", "ModelledDesk", "ModelledReviewer", "cited", "facts_of"]
 
-FACTS = ("operation", "class", "disruption", "past_due", "source_disrupted")
+FACTS = (
+    "operation",
+    "class",
+    "disruption",
+    "past_due",
+    "source_disrupted",
+    "time_critical",
+    "cover_days",
+)
 """What a review shows the desk: the fields guidance may name."""
 _VALUES: dict[str, tuple[object, ...]] = {
     "operation": ("shipment.reprioritize", "inventory.reallocate", "carrier.book", "warehouse.dispatch"),
@@ -39,8 +53,12 @@ _VALUES: dict[str, tuple[object, ...]] = {
     "disruption": (True, False),
     "past_due": (True, False),
     "source_disrupted": (True, False),
+    "time_critical": (True, False),
 }
 """What each fact can be, so that guidance naming a value no review shows is refused, not silent."""
+AT_LEAST = "_at_least"
+_COUNTS = ("cover_days",)
+"""Facts that are counts: guidance names them as ``cover_days_at_least``, never by equality."""
 
 
 class _Strict(BaseModel):
@@ -72,24 +90,36 @@ class ModelledReviewer(_Strict):
 class GuidanceRule(_Strict):
     """One line of the desk's written guidance: when the review shows this, answer so."""
 
-    when: dict[str, str | bool]
+    when: dict[str, str | bool | int]
     verdict: Literal["approve", "deny"]
     why: str = Field(min_length=1)
 
     @field_validator("when")
     @classmethod
-    def _known_facts(cls, when: dict[str, str | bool]) -> dict[str, str | bool]:
-        unknown = sorted(set(when) - set(FACTS))
+    def _known_facts(cls, when: dict[str, str | bool | int]) -> dict[str, str | bool | int]:
+        named = [*(f for f in FACTS if f not in _COUNTS), *(f + AT_LEAST for f in _COUNTS)]
+        unknown = sorted(set(when) - set(named))
         if unknown:
-            raise ValueError(
-                f"guidance names {unknown[0]!r}, which no review shows; it may name {list(FACTS)}"
-            )
+            raise ValueError(f"guidance names {unknown[0]!r}, which no review shows; it may name {named}")
         for name, value in when.items():
-            if value not in _VALUES[name] or type(value) is not type(_VALUES[name][0]):
+            if name.endswith(AT_LEAST):
+                if type(value) is not int or not 0 <= value <= 365:
+                    raise ValueError(f"{name} is {value!r}; it is a whole number of days from 0 to 365")
+            elif value not in _VALUES[name] or type(value) is not type(_VALUES[name][0]):
                 raise ValueError(
                     f"{name} is {value!r}, which no review shows; it is one of {list(_VALUES[name])}"
                 )
         return when
+
+    def matches(self, facts: dict[str, Any]) -> bool:
+        for name, wanted in self.when.items():
+            if name.endswith(AT_LEAST):
+                have = facts.get(name.removesuffix(AT_LEAST))
+                if type(have) is not int or type(wanted) is not int or have < wanted:
+                    return False
+            elif facts.get(name) != wanted:
+                return False
+        return True
 
 
 class DeskConfig(_Strict):
@@ -132,17 +162,34 @@ DEFAULT_DESK = DeskConfig(
     ),
     guidance=(
         GuidanceRule(
+            when={"class": "medical", "past_due": True},
+            verdict="deny",
+            why="clinical priority: a medical order is not made late",
+        ),
+        GuidanceRule(
+            when={"operation": "shipment.reprioritize", "class": "medical", "cover_days_at_least": 3},
+            verdict="approve",
+            why="the hospital reports three days of stock or more: it can wait out a day, or the "
+            "storm, and the truck can carry what cannot wait",
+        ),
+        GuidanceRule(
             when={"class": "medical"},
             verdict="deny",
             why="clinical priority: medical supply is not postponed or moved out",
+        ),
+        GuidanceRule(
+            when={"time_critical": True},
+            verdict="deny",
+            why="the store marked a line time-critical: it cannot wait either",
         ),
         GuidanceRule(when={}, verdict="approve", why="retail may wait while the storm lasts"),
     ),
 )
 """Three modelled people: two on the early shift, when the day's plans are made and most reviews
 open, one on the late shift; each answers in about six minutes, at most thirty reviews an hour,
-and is wrong about one answer in fifty. The guidance is the clinical priority that an earlier,
-scripted desk applied at the instant a review opened."""
+and is wrong about one answer in fifty. The guidance is clinical priority with the two
+exceptions a person with the facts makes: a hospital with stock on hand can wait a day, and a
+store's time-critical line cannot."""
 
 
 def desk_key(name: str) -> KeyPair:
@@ -218,7 +265,10 @@ class ModelledDesk:
             return outcome
         seat.free_ns = start + int(max(minutes, 60 / seat.reviewer.reviews_per_hour) * 60e9)
         self.minutes_spent += minutes
-        verdict, why = self._decide(facts_of(decision, review.operation))
+        facts = facts_of(
+            decision, review.operation, outcome.intent, cited(self.gateway.ledger, outcome.intent)
+        )
+        verdict, why = self._decide(facts)
         if self.rng.random() < seat.reviewer.error_rate:
             verdict = "approve" if verdict == "deny" else "deny"
             why = f"{why} -- answered against the guidance (a modelled error)"
@@ -251,13 +301,16 @@ class ModelledDesk:
 
     def _decide(self, facts: dict[str, Any]) -> tuple[Literal["approve", "deny"], str]:
         for rule in self.config.guidance:
-            if all(facts.get(name) == wanted for name, wanted in rule.when.items()):
+            if rule.matches(facts):
                 return rule.verdict, rule.why
         return "deny", "no guidance covers this; the safe answer is no"
 
 
-def facts_of(decision: Any, operation: str) -> dict[str, Any]:
-    """What the review shows: its operation, the resource's class and the request's context."""
+def facts_of(
+    decision: Any, operation: str, intent: Intent | None = None, reports: Sequence[ExternalEvent] = ()
+) -> dict[str, Any]:
+    """What the review shows: its operation, the resource's class and the request's context (the
+    Decision), and what the customers' reports the proposal cites say about its shipment."""
     facts: dict[str, Any] = {"operation": operation}
     for entity in decision.entities:
         attrs = entity.get("attrs", {})
@@ -266,7 +319,32 @@ def facts_of(decision: Any, operation: str) -> dict[str, Any]:
     context = decision.request.get("context", {})
     if isinstance(context, dict):
         facts.update({k: v for k, v in context.items() if k in FACTS})
+    if intent is not None and operation == "shipment.reprioritize":
+        customer = str(intent.arguments.get("shipment", "")).split("@", 1)[0]
+        lines = set(intent.arguments.get("orders") or ())
+        for report in reports:
+            body = report.payload
+            if (report.source, report.type) == ("hospitals", "stock.cover"):
+                cover = (body.get("cover_days") or {}).get(customer)
+                if type(cover) is int:
+                    facts["cover_days"] = cover
+            elif (report.source, report.type) == ("stores", "orders.time_critical"):
+                marked = lines & set(body.get("orders") or ())
+                facts["time_critical"] = facts.get("time_critical", False) or bool(marked)
     return facts
+
+
+def cited(ledger: LedgerStore, intent: Intent) -> list[ExternalEvent]:
+    """The outside reports an intent cites, as the ledger holds them (a proposal can point at a
+    report; only the outside can have written it)."""
+    out = []
+    for cause in intent.causes:
+        stored = ledger.find(cause)
+        if stored.kind == "ExternalEvent":
+            event = decode_entry(stored.data)
+            if isinstance(event, ExternalEvent):
+                out.append(event.model_copy(update={"payload": payload_of(ledger, event.payload)}))
+    return out
 
 
 def _on_shift(at: int, reviewer: ModelledReviewer) -> int:

@@ -101,12 +101,15 @@ forbid(principal, action == Action::"shipment.reprioritize", resource)
 forbid(principal, action == Action::"inventory.reallocate", resource)
   when { resource.class == "medical" && context.source_disrupted };
 """
-"""The storm desk's written guidance ("clinical priority first: medical shipments are never
-postponed and medical stock does not leave a disrupted region; retail may wait while the storm
-lasts"), compiled to plain Cedar rules over exactly the decisions the review rules send to the
-desk (a medical delay past due or during a disruption; medical stock leaving a disrupted region):
-every condition it uses is in the request, so nothing of it was left out. In ``rules`` mode these
-replace the review rules, and no person is asked."""
+"""The storm desk's written guidance compiled to plain Cedar rules, wherever it uses only what
+the request carries: "clinical priority: a medical shipment is not postponed, in a storm or past
+its due day, and medical stock does not leave a disrupted region". Two lines of the guidance
+could not be compiled, because they read the customers' own reports (cited by the proposal, in
+the ledger) and not the request, which carries what the order system says: "a hospital that
+reports three days of stock or more may wait a day" (so the rule refuses every medical
+postponement in a storm) and "a store's time-critical line may not wait" (so the rule lets every
+retail postponement through). In ``rules`` mode these replace the review rules, and no person is
+asked."""
 
 
 def ruleset(

@@ -438,10 +438,21 @@ def _morning(world: World, day: int) -> list[tuple[str, str, str, Mapping[str, A
         )
     events.append(("stock", "warehouse", "stock.snapshot", {"day": day, "stock": world.stock_snapshot()}))
     orders = world.new_orders(day)
+    cover = world.report_cover(day)
     for region in cfg.regions:
         batch = [[o.id, o.customer, o.sku, o.qty, o.due_day] for o in orders if o.region == region]
         events.append(
             ("orders", "order-system", "orders.batch", {"region": region, "day": day, "orders": batch})
+        )
+        # What customers tell the desk, not the order system: the stores' time-critical lines and
+        # the hospitals' stock on hand. The rules never see these; a reviewer reads them.
+        critical = [o.id for o in orders if o.region == region and o.time_critical]
+        events.append(
+            ("reports", "stores", "orders.time_critical", {"region": region, "day": day, "orders": critical})
+        )
+        mine = {c: n for c, n in cover.items() if world.customers[c].region == region}
+        events.append(
+            ("reports", "hospitals", "stock.cover", {"region": region, "day": day, "cover_days": mine})
         )
     events.append(("clock", "scheduler", "day.plan", {"day": day}))
     return events
@@ -453,8 +464,9 @@ def partner_records_path(ledger: Path) -> Path:
 
 
 def write_partner_records(world: World, path: Path) -> None:
-    """The carrier's and the warehouse's records of what they did, one JSON line each: the
-    ledger holds response digests, not prices, so the report recomputes costs from these."""
+    """The carrier's, the warehouse's and the order system's records of what they did, one JSON
+    line each: the ledger holds response digests, not prices, so the report recomputes costs and
+    postponements from these."""
     lines = []
     for service, state in (("carrier", world.carrier), ("warehouse", world.warehouse)):
         for record in state.records:
@@ -470,6 +482,14 @@ def write_partner_records(world: World, path: Path) -> None:
                     sort_keys=True,
                 )
             )
+    for shipment, first, to_day, orders, key in world.promises:
+        body = {"shipment": shipment, "orders": list(orders), "from_day": first, "to_day": to_day}
+        lines.append(
+            json.dumps(
+                {"service": "order-system", "kind": "promise", "key": key, "body": body, "response": body},
+                sort_keys=True,
+            )
+        )
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
@@ -482,6 +502,14 @@ def measure(world: World, ledger: SQLiteLedger, config: ScenarioConfig) -> dict[
         on_time = sum(1 for o in mine if o.delivered_day is not None and o.delivered_day <= o.due_day)
         out[f"{cls}_orders"] = len(mine)
         out[f"{cls}_on_time_rate"] = round(on_time / len(mine), 4) if mine else 1.0
+    critical = [o for o in judged if o.time_critical]
+    on_time = sum(1 for o in critical if o.delivered_day is not None and o.delivered_day <= o.due_day)
+    out["time_critical_orders"] = len(critical)
+    out["time_critical_on_time_rate"] = round(on_time / len(critical), 4) if critical else 1.0
+    postponed = [[world.orders[o] for o in orders] for _s, _f, _t, orders, _k in world.promises]
+    out["medical_shipments_postponed"] = sum(any(o.cls == "medical" for o in p) for p in postponed)
+    out["time_critical_shipments_postponed"] = sum(any(o.time_critical for o in p) for p in postponed)
+    out["hospital_stockout_days"] = world.stockouts
     transport = handling = moving = 0
     for record in world.carrier.records:
         if isinstance(record.response, Booking):
@@ -495,7 +523,7 @@ def measure(world: World, ledger: SQLiteLedger, config: ScenarioConfig) -> dict[
     for o in judged:
         late = (o.delivered_day if o.delivered_day is not None else config.days) - o.due_day
         if late > 0:
-            penalties += late * o.qty * SKU[o.sku].penalty
+            penalties += late * o.qty * o.penalty
     out["total_cost"] = transport + handling + moving
     out["transport_cost_cents"] = transport
     out["handling_cost_cents"] = handling

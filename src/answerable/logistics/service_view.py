@@ -15,7 +15,7 @@ from typing import Any
 
 from answerable.logistics.agents import TRANSFER_CENTS_PER_UNIT
 from answerable.logistics.scenario import partner_records_path
-from answerable.logistics.world import HANDLING_CENTS_PER_UNIT, SKU
+from answerable.logistics.world import HANDLING_CENTS_PER_UNIT, SKU, TIME_CRITICAL_PENALTY
 
 __all__ = ["OrderService", "service_view"]
 
@@ -26,33 +26,43 @@ _CLASSES = {"H": "medical", "S": "retail"}
 class OrderService:
     """Collects order batches and deliveries as the report meets them, then judges on-time."""
 
-    event_types = frozenset({"orders.batch", "delivery"})
+    event_types = frozenset({"orders.batch", "delivery", "orders.time_critical", "stock.cover"})
     classes = tuple(_CLASSES.values())
     counted = "orders"
 
     def __init__(self) -> None:
         self._batches: list[tuple[str, dict[str, Any]]] = []
         self._deliveries: list[dict[str, Any]] = []
+        self._critical: set[str] = set()
+        self._stockouts = 0
 
     def observe(self, event_type: str, date: str, payload: dict[str, Any]) -> None:
         if event_type == "orders.batch":
             self._batches.append((date, payload))
         elif event_type == "delivery":
             self._deliveries.append(payload)
+        elif event_type == "orders.time_critical":
+            self._critical.update(str(o) for o in payload.get("orders") or ())
+        elif event_type == "stock.cover":
+            cover = payload.get("cover_days")
+            if isinstance(cover, dict):
+                self._stockouts += sum(1 for left in cover.values() if left == 0)
 
     def result(self) -> tuple[dict[str, dict[str, tuple[int, int]]], dict[str, tuple[int, int]]]:
         return _service(self._batches, self._deliveries)
 
-    def figures(self, ledger_path: Path) -> dict[str, int]:
-        """The run's money, recomputed: margin and lateness penalties from the ledger's order and
-        delivery events, costs from the partners' own records beside the ledger (when there)."""
-        out = _margin_and_penalties(self._batches, self._deliveries)
+    def figures(self, ledger_path: Path) -> dict[str, int | float]:
+        """The run's money and service, recomputed: margin, lateness penalties and time-critical
+        service from the ledger's order, report and delivery events; costs and postponements
+        from the partners' own records beside the ledger (when there)."""
+        out = _margin_and_penalties(self._batches, self._deliveries, self._critical)
+        out["hospital_stockout_days"] = self._stockouts
         partners = partner_records_path(ledger_path)
         try:
             lines = partners.read_text(encoding="utf-8").splitlines()
         except OSError:
             return out
-        transport = handling = moving = 0
+        transport = handling = moving = medical = critical = 0
         for line in lines:
             try:
                 record = json.loads(line)
@@ -63,6 +73,10 @@ class OrderService:
                     handling += HANDLING_CENTS_PER_UNIT * sum(int(x["qty"]) for x in body["lines"])
                 elif kind == "transfer":
                     moving += TRANSFER_CENTS_PER_UNIT * int(body["qty"])
+                elif kind == "promise":
+                    customer = str(body["shipment"]).split("@", 1)[0]
+                    medical += _class_of(customer) == "medical"
+                    critical += bool(self._critical & {str(o) for o in body["orders"]})
             except (ValueError, KeyError, TypeError):
                 return out  # not a partners' file this view can read: no costs rather than wrong ones
         out.update(
@@ -70,6 +84,8 @@ class OrderService:
             transport_cost_cents=transport,
             handling_cost_cents=handling,
             moving_cost_cents=moving,
+            medical_shipments_postponed=medical,
+            time_critical_shipments_postponed=critical,
         )
         return out
 
@@ -135,10 +151,11 @@ def _service(
 
 
 def _margin_and_penalties(
-    batches: Sequence[tuple[str, dict[str, Any]]], deliveries: Sequence[dict[str, Any]]
-) -> dict[str, int]:
-    """Margin of every order delivered, and penalties for every order judged late (due by the
-    last day run; late days to its delivery, or to the end of the run), as the scenario measures."""
+    batches: Sequence[tuple[str, dict[str, Any]]], deliveries: Sequence[dict[str, Any]], critical: set[str]
+) -> dict[str, int | float]:
+    """Margin of every order delivered, penalties for every order judged late (due by the last
+    day run; late days to its delivery, or to the end of the run), and how the time-critical
+    lines fared, as the scenario measures them."""
     orders: dict[str, tuple[str, int, int]] = {}
     last = -1
     for _date, batch in batches:
@@ -154,16 +171,27 @@ def _margin_and_penalties(
         if isinstance(day, int):
             for order in d.get("orders") or []:
                 delivered[str(order)] = min(day, delivered.get(str(order), day))
-    margin = penalties = 0
+    margin = penalties = critical_judged = critical_on_time = 0
     for order, (sku, qty, due) in orders.items():
         got = delivered.get(order)
         if got is not None:
             margin += SKU[sku].margin * qty
         if due <= last:
             late = (got if got is not None else last + 1) - due
+            penalty = TIME_CRITICAL_PENALTY if order in critical else SKU[sku].penalty
             if late > 0:
-                penalties += late * qty * SKU[sku].penalty
-    return {"penalties": penalties, "margin": margin}
+                penalties += late * qty * penalty
+            if order in critical:
+                critical_judged += 1
+                critical_on_time += late <= 0
+    return {
+        "penalties": penalties,
+        "margin": margin,
+        "time_critical_orders": critical_judged,
+        "time_critical_on_time_rate": round(critical_on_time / critical_judged, 4)
+        if critical_judged
+        else 1.0,
+    }
 
 
 def _class_of(customer: str) -> str:

@@ -88,6 +88,9 @@ class ScenarioConfig(BaseModel):
     short_medical_region: str = "west"
     """The region whose medical supply runs below demand, so that stock must be moved there."""
     router_iterations: int = Field(default=1500, ge=10)
+    time_critical_share_pct: int = Field(default=4, ge=0, le=100)
+    """Share of retail order lines a store marks time-critical: due the next day, like medical
+    ones, with the store's contractual penalty (``TIME_CRITICAL_PENALTY``) for each day late."""
     extra_orders: tuple[OrderSpec, ...] = ()
     desk: DeskConfig = DEFAULT_DESK
     """The modelled people who answer reviews in the governed run, and their written guidance."""
@@ -149,6 +152,12 @@ SKUS = (
 )
 SKU = {s.name: s for s in SKUS}
 HANDLING_CENTS_PER_UNIT = 40
+TIME_CRITICAL_PENALTY = 5_000
+"""Cents per unit per day late on a line the store marked time-critical (its contract says so)."""
+COVER_DAYS = (1, 2, 3, 4, 5)
+"""How many days of stock a hospital keeps after a delivery, drawn once per hospital. Each day
+without a delivery uses one up; a morning with none left is a stock-out day (a stated model:
+hospital stock is not simulated by SKU, only as days of cover)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +187,8 @@ class Order:
     day: int
     due_day: int
     delivered_day: int | None = None
+    time_critical: bool = False
+    """The store marked it time-critical: due the next day, with a higher penalty."""
 
     @property
     def cls(self) -> Cls:
@@ -186,6 +197,11 @@ class Order:
     @property
     def margin(self) -> int:
         return SKU[self.sku].margin * self.qty
+
+    @property
+    def penalty(self) -> int:
+        """Cents per unit per day late."""
+        return TIME_CRITICAL_PENALTY if self.time_critical else SKU[self.sku].penalty
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,9 +230,14 @@ class World:
     history: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     """Units ordered per (region, SKU) per day, for the days before the run (forecasting input)."""
     supply: dict[tuple[str, str], int] = field(default_factory=dict)
-    promises: list[tuple[str, int, int]] = field(default_factory=list)
-    """The order system's own record of reprioritizations: (shipment, from day, to day)."""
+    promises: list[tuple[str, int, int, tuple[str, ...], str]] = field(default_factory=list)
+    """The order system's own record of reprioritizations: (shipment, from day, to day, order
+    lines, idempotency key)."""
     today: int = 0
+    last_delivered: dict[str, int] = field(default_factory=dict)
+    """The last day each customer received a delivery (-1: the day before the run)."""
+    stockouts: int = 0
+    """Hospital mornings with no stock left: the harm that late medical orders can do."""
     _reprioritized: dict[str, dict[str, object]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -282,6 +303,7 @@ class World:
     def new_orders(self, day: int) -> list[Order]:
         """The day's order lines: drawn from the seed and the day only, never from what agents did."""
         rng = random.Random(f"orders:{self.seed}:{day}")
+        marks = random.Random(f"time-critical:{self.seed}:{day}")  # apart, so other draws stay
         cfg = self.config
         by_region: dict[str, list[Customer]] = defaultdict(list)
         for c in self.customers.values():
@@ -293,8 +315,10 @@ class World:
             pool = [c for c in by_region[region] if (c.kind == "hospital") == medical]
             customer = rng.choice(pool)
             sku = rng.choice([s for s in SKUS if s.cls == customer.cls])
-            due = day + (1 if medical else 2)
-            order = Order(f"O{day:02d}-{n:05d}", customer.id, region, sku.name, rng.randint(1, 4), day, due)
+            critical = not medical and marks.random() < cfg.time_critical_share_pct / 100
+            due = day + (1 if medical or critical else 2)
+            qty = rng.randint(1, 4)
+            order = Order(f"O{day:02d}-{n:05d}", customer.id, region, sku.name, qty, day, due, None, critical)
             made.append(order)
             self.orders[order.id] = order
         for spec in cfg.extra_orders:
@@ -304,6 +328,18 @@ class World:
                 made.append(order)
                 self.orders[order.id] = order
         return made
+
+    def report_cover(self, day: int) -> dict[str, int]:
+        """Each hospital's days of stock on hand this morning, as it reports them: its cover
+        (``COVER_DAYS``) less the days gone by since its last delivery. Call once a morning:
+        a hospital with none left counts as a stock-out."""
+        out = {}
+        for c in sorted(self.customers.values(), key=lambda c: c.id):
+            if c.kind == "hospital":
+                full = random.Random(f"cover:{self.seed}:{c.id}").choice(COVER_DAYS)
+                out[c.id] = max(0, full - (day - self.last_delivered.get(c.id, -1) - 1))
+        self.stockouts += sum(1 for left in out.values() if left == 0)
+        return out
 
     # --- disruptions ---------------------------------------------------------------------------
 
@@ -351,7 +387,8 @@ class World:
         if unknown:
             raise ValueError(f"unknown orders {unknown[:3]}")
         if idempotency_key not in self._reprioritized:
-            self.promises.append((shipment, min(self.orders[o].day for o in orders), to_day))
+            first = min(self.orders[o].day for o in orders)
+            self.promises.append((shipment, first, to_day, tuple(orders), idempotency_key))
             self._reprioritized[idempotency_key] = {
                 "shipment": shipment,
                 "orders": len(orders),
@@ -394,6 +431,7 @@ class World:
                 t += SERVICE_MINUTES
                 ids = self._unload(stop, loaded[stop], day)
                 if ids:
+                    self.last_delivered[stop] = day
                     deliveries.append(
                         Delivery(
                             stop,
