@@ -41,6 +41,7 @@ def test_governed_call_bench_checks_its_own_ledger():
         ("bench/provenance.py", "--quick", "--json"),
         ("bench/monitors.py", "--entries", "5000", "--json"),
         ("bench/service.py", "--quick", "--json"),
+        ("bench/coordination.py", "--quick", "--json"),
     ],
     ids=lambda a: a[0] if isinstance(a, tuple) else str(a),
 )

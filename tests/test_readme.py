@@ -19,7 +19,18 @@ from served import start
 
 README = Path(__file__).parents[1] / "README.md"
 BLOCK = re.compile(r"^```(\w+)(?: ([\w-]+))?\n(.*?)^```", re.S | re.M)
-RUN = {"quickstart", "storm", "example", "after-example", "review", "serve", "agent", "keys", "publish"}
+RUN = {
+    "quickstart",
+    "storm",
+    "hints",
+    "example",
+    "after-example",
+    "review",
+    "serve",
+    "agent",
+    "keys",
+    "publish",
+}
 """The tags of the blocks these tests run; ``text`` blocks are listings, not code."""
 
 
@@ -132,6 +143,16 @@ def test_the_storm_block_runs_and_the_readme_table_is_what_it_measured(tmp_path:
     assert f"{governed['answers_against_guidance']} answers against the guidance" in prose
     penalties = [runs[m]["penalties"] for m in ("ungoverned", "rules")]
     assert f"{round(100 * (1 - penalties[1] / penalties[0]))}% fewer" in README.read_text().replace("\n", " ")
+
+
+@pytest.mark.slow
+def test_the_hints_block_shows_the_side_channel_ungoverned_and_refused_governed(tmp_path: Path) -> None:
+    """Each coordination command prints what its comment says it prints."""
+    ran = shell(blocks()["hints"], tmp_path)
+    for command, result in zip(blocks()["hints"].strip().splitlines(), ran, strict=True):
+        said = command.partition("# ")[2].strip()
+        if said:
+            assert said in result.stdout, (said, result.stdout)
 
 
 def test_the_example_runs_twice_and_the_commands_after_it_work(tmp_path: Path) -> None:

@@ -6,15 +6,17 @@ import base64
 import bisect
 import threading
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from pydantic import ValidationError
 
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
+from answerable.contract import check_contract
 from answerable.errors import AnswerableError, ConfigError, NotAuthorized, RecordInvalid
 from answerable.keys import KeyPair
 from answerable.ledger.base import LedgerStore
 from answerable.policy import load_ruleset
-from answerable.records import RulesetVersion, SystemCharter, decode_entry, problems
+from answerable.records import Coordination, RulesetVersion, SystemCharter, decode_entry, problems
 from answerable.signing import sign, verify_charter
 
 __all__ = [
@@ -37,6 +39,7 @@ def new_charter(
     operators: Iterable[KeyPair] = (),
     agent_keys: Mapping[str, str] | None = None,
     simulated: Iterable[str] = (),
+    coordination: Coordination | Mapping[str, Any] | None = None,
     version: int = 1,
     supersedes: str | None = None,
     handed_over_by: KeyPair | None = None,
@@ -47,10 +50,13 @@ def new_charter(
     another, by the RI of that charter (``handed_over_by``). ``agent_keys`` gives agents that
     sign their own requests (to the service) their Ed25519 public key, base64. ``simulated``
     names the reviewers or operators who are modelled people (a scenario's desk), not humans:
-    the charter marks them, and every answer they give must say so.
+    the charter marks them, and every answer they give must say so. ``coordination`` is the
+    contract of the channels the agents may use (see :mod:`answerable.contract`); without one,
+    agents may talk freely and every message is still recorded.
 
     Raises:
-        ConfigError: a name is empty or holds whitespace, or ``version`` is below 1.
+        ConfigError: a name is empty or holds whitespace, ``version`` is below 1, or the
+            contract names an unknown agent or holds a bad schema (naming the field).
     """
     clock = clock or SystemClock()
     ids = ids or IdSource(clock)
@@ -88,11 +94,22 @@ def new_charter(
                     for a in agents
                 ],
                 "supersedes": supersedes,
+                **_contract(coordination),
             }
         )
     except ValidationError as exc:
         raise ConfigError(f"charter of {system!r}: {'; '.join(problems(exc, 'charter'))}") from exc
+    if charter.coordination is not None:
+        check_contract(charter.coordination, charter.agent_names())
     return sign(charter, handed_over_by or ri)
+
+
+def _contract(coordination: Coordination | Mapping[str, Any] | None) -> dict[str, Any]:
+    if coordination is None:
+        return {}
+    if isinstance(coordination, Coordination):
+        return {"coordination": coordination.model_dump(mode="json")}
+    return {"coordination": dict(coordination)}
 
 
 def amend_charter(
@@ -102,10 +119,12 @@ def amend_charter(
     agents: Mapping[str, str | None] | None = None,
     people: Mapping[str, tuple[str, Iterable[str]]] | None = None,
     revoke: Iterable[str] = (),
+    coordination: Coordination | Mapping[str, Any] | None = None,
     clock: Clock | None = None,
     ids: IdSource | None = None,
 ) -> SystemCharter:
-    """The next version of ``charter``, signed by its RI: keys added, rotated or revoked.
+    """The next version of ``charter``, signed by its RI: keys added, rotated or revoked, or a
+    new coordination contract (``coordination``; the one in force is kept when None).
 
     ``agents``: name -> public key (base64), or None for an agent that signs nothing; an agent
     already named gets the new key. ``people``: identity -> (public key, roles), added or
@@ -180,10 +199,13 @@ def amend_charter(
                 "agents": [
                     {"name": name, **({"public_key": key} if key else {})} for name, key in agent_keys.items()
                 ],
+                **_contract(coordination),
             }
         )
     except ValidationError as exc:
         raise ConfigError(f"charter of {charter.system!r}: {'; '.join(problems(exc, 'charter'))}") from exc
+    if amended.coordination is not None:
+        check_contract(amended.coordination, amended.agent_names())
     signed = sign(amended, ri)
     verify_charter(signed, charter)  # a key file that only claims the RI's name is refused here
     return signed

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import calendar
 import functools
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -940,6 +942,63 @@ def demo_quickstart(
     from answerable.quickstart import run
 
     _run(lambda: run(out_dir, out))
+
+
+def _instant(text: str | None, flag: str) -> int | None:
+    """An RFC 3339 time a person typed, with its offset, as nanoseconds since the epoch."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        _fail(ConfigError(f"{flag} {text!r} is not an RFC 3339 time, like 2026-12-01T09:30:00Z"))
+    if moment.tzinfo is None:
+        _fail(ConfigError(f"{flag} {text!r} has no UTC offset; end it with Z or +HH:MM"))
+    return calendar.timegm(moment.utctimetuple()) * 1_000_000_000 + moment.microsecond * 1000
+
+
+@app.command("coordination")
+def coordination_command(
+    ledger: Path = LedgerArg,
+    since: str | None = typer.Option(
+        None, "--since", metavar="T", help="Only messages sent at or after T (RFC 3339)."
+    ),
+    until: str | None = typer.Option(
+        None, "--until", metavar="T", help="Only messages sent at or before T (RFC 3339)."
+    ),
+    as_json: bool = JsonOpt,
+    as_dot: bool = typer.Option(False, "--dot", help="Print the graph as Graphviz DOT text."),
+) -> None:
+    """How the agents actually coordinated: one edge per (sender, topic, type) with its receivers,
+    message count, first and last time, and the intents and executions its messages caused;
+    undeclared channels and refused messages beside them."""
+    from answerable.coordination import observe, to_dot
+
+    if as_json and as_dot:
+        _fail(ConfigError("--json and --dot are exclusive: pick one"))
+    start, stop = _instant(since, "--since"), _instant(until, "--until")
+    if start is not None and stop is not None and stop < start:
+        _fail(ConfigError(f"--until {until} is before --since {since}"))
+    with _open(ledger) as store:
+        graph = _run(lambda: observe(store, since=start, until=stop))
+    if as_json:
+        _json(graph.as_json())
+        return
+    if as_dot:
+        sys.stdout.write(to_dot(graph))
+        return
+    for e in graph.edges:
+        mark = "  UNDECLARED" if e.declared is False else ""
+        out.print(
+            f"{e.sender} -> {', '.join(sorted(e.receivers)) or '?'}  {e.topic} / {e.type}{mark}: "
+            f"{e.messages} messages, {e.caused_intents} intents, {e.caused_executions} executions "
+            f"({e.first} .. {e.last})",
+            markup=False,
+        )
+    for (sender, topic, type_, code), count in sorted(graph.refusals.items()):
+        out.print(f"refused: {count} from {sender} on {topic} / {type_} ({code})", markup=False)
+    if not graph.contract:
+        out.print("no coordination contract in this ledger: every channel was open, none is undeclared")
 
 
 @app.command("why")

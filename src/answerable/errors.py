@@ -9,6 +9,7 @@ thing as attributes, so code can react without parsing text::
     ├── PolicyInvalid                Cedar policies or schema that do not parse or validate
     ├── UnknownAgent                 an intent or message from an agent not in the charter
     ├── AgentFailed                  an agent raised while handling a record
+    ├── MessageRefused               a message outside the coordination contract (recorded)
     ├── UnknownOperation             an intent for an operation that is not registered
     ├── ArgumentsInvalid             arguments that do not match an operation's schema
     ├── RequestBuildFailed           an operation's Cedar resource or context builder failed
@@ -44,6 +45,7 @@ __all__ = [
     "LeaseLost",
     "LedgerError",
     "LedgerTampered",
+    "MessageRefused",
     "NotALedger",
     "NotAuthorized",
     "OutcomeAmbiguous",
@@ -113,6 +115,29 @@ class AgentFailed(AnswerableError):
         )
         self.agent = agent
         self.record_id = record_id
+
+
+class MessageRefused(AnswerableError):
+    """A message outside the coordination contract: not published, and the refusal recorded.
+
+    Attributes:
+        sender, topic, type: the edge it tried.
+        reason_code: ``undeclared_topic``, ``undeclared_sender``, ``undeclared_type``,
+            ``undeclared_recipient`` or ``payload_schema``.
+        refusal_id: the Refusal entry that records it, so the sender can cite it.
+    """
+
+    def __init__(
+        self, sender: str, topic: str, type: str, reason_code: str, detail: str, refusal_id: str
+    ) -> None:
+        super().__init__(
+            f"message {type!r} from {sender} on {topic!r} refused ({reason_code}): {detail}; "
+            f"recorded as {refusal_id}. The charter's coordination contract declares the channels: "
+            "the RI signs a new version to add one"
+        )
+        self.sender, self.topic, self.type = sender, topic, type
+        self.reason_code = reason_code
+        self.refusal_id = refusal_id
 
 
 class UnknownOperation(AnswerableError):

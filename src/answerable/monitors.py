@@ -3,7 +3,9 @@
 Emergent behaviour is a design risk, so it is watched where it shows: in outcomes across the
 whole system, not in any one agent. Three common shapes cover most invariants: the rate of one
 class of outcome against another over a sliding window (``rate_gap``), a running total
-(``budget``) and a count per time (``count``). Each entry is seen once, in ledger order, and
+(``budget``) and a count per time (``count``); a fourth watches coordination itself
+(``new_edge``: agents start talking over a channel nobody declared or saw at first). Each entry
+is seen once, in ledger order, and
 updates running figures: nothing is ever rescanned. A breach writes an Alert with its evidence,
 pauses the action class the monitor names, and calls the RI; the monitor stays quiet until a
 person resumes that scope.
@@ -99,7 +101,18 @@ class Count(_Monitor):
     window_seconds: int = Field(default=86_400, ge=1)
 
 
-MonitorSpec = Annotated[RateGap | Budget | Count, Field(discriminator="shape")]
+class NewEdge(_Monitor):
+    """Agents talk only over the channels the charter's contract declares, or, without one, that
+    they used in the first ``learn_seconds``: a message, or a refused attempt, on another
+    (sender, topic, type) is drift. Reads Message and bus Refusal entries (``source.kind`` is
+    ``Message``)."""
+
+    shape: Literal["new_edge"]
+    learn_seconds: int = Field(default=0, ge=0)
+
+
+_Shape = RateGap | Budget | Count | NewEdge
+MonitorSpec = Annotated[_Shape, Field(discriminator="shape")]
 
 
 class MonitorConfig(_Strict):
@@ -130,6 +143,10 @@ def load_monitors(source: str | Path | dict[str, Any], *, known_scopes: Iterable
                 f"monitor {monitor.name!r}: unknown record kind {monitor.source.kind!r}; "
                 f"one of {sorted(_KINDS)}"
             )
+        if isinstance(monitor, NewEdge) and monitor.source.kind != "Message":
+            raise ConfigError(
+                f"monitor {monitor.name!r}: a new_edge monitor reads messages; its source.kind is Message"
+            )
         paths = [*monitor.where]
         if isinstance(monitor, RateGap):
             paths += [monitor.outcome, monitor.group]
@@ -156,7 +173,7 @@ def load_monitors(source: str | Path | dict[str, Any], *, known_scopes: Iterable
 class Breach:
     """A monitor found its invariant broken."""
 
-    monitor: RateGap | Budget | Count
+    monitor: _Shape
     evidence: tuple[str, ...]
     observed: dict[str, int | str]
 
@@ -167,6 +184,10 @@ class _State:
     total: int = 0
     times: deque[tuple[int, str]] = field(default_factory=deque)
     latched: bool = False
+    edges: set[tuple[str, str, str]] = field(default_factory=set)
+    """For new_edge: the channels seen while learning."""
+    since: int | None = None
+    """For new_edge: when the first message was seen."""
 
 
 class Monitors:
@@ -190,7 +211,11 @@ class Monitors:
         self.ids = ids
         self._next = 0
         self._state = {m.name: _State() for m in config.monitors}
-        self._read = frozenset({m.source.kind for m in config.monitors} | {"Control", "Alert"})
+        self._read = frozenset(
+            {m.source.kind for m in config.monitors}
+            | {"Control", "Alert"}
+            | ({"Refusal"} if any(isinstance(m, NewEdge) for m in config.monitors) else set())
+        )
         """The record kinds any monitor reads, and the ones that arm and disarm them."""
         self._controls = ControlFold(CharterHistory())
         """The stops as the Controller folds them, so a resume re-arms exactly when it lifts."""
@@ -244,13 +269,55 @@ class Monitors:
         found = []
         for monitor in self.config.monitors:
             state = self._state[monitor.name]
-            if state.latched or not _matches(monitor, entry):
+            if state.latched:
                 continue
-            breach = _update(monitor, state, entry)
+            if isinstance(monitor, NewEdge):
+                breach = self._new_edge(monitor, state, entry, index)
+            elif not _matches(monitor, entry):
+                continue
+            else:
+                breach = _update(monitor, state, entry)
             if breach is not None:
                 state.latched = True
                 found.append(breach)
         return found
+
+    def _new_edge(
+        self, monitor: NewEdge, state: _State, entry: dict[str, Any], index: int | None
+    ) -> Breach | None:
+        """A message or a refused attempt on a channel neither declared nor seen while learning."""
+        edge = _edge(entry)
+        if edge is None or not all(_value(entry, p) == w for p, w in monitor.where.items()):
+            return None
+        charters = self._controls.charters
+        charter = charters.in_force_at(index) if index is not None else charters.latest()
+        contract = charter.coordination if charter is not None else None
+        if contract is not None and any(
+            c.topic == edge[1] and edge[0] in c.publishers and any(k.type == edge[2] for k in c.messages)
+            for c in contract.channels
+        ):
+            return None
+        at = _seconds(entry.get("at"))
+        if entry.get("kind") == "Message" and at is not None:
+            if state.since is None:
+                state.since = at
+            if at < state.since + monitor.learn_seconds:
+                state.edges.add(edge)
+                return None
+        if edge in state.edges:
+            return None
+        sender, topic, type_ = edge
+        return Breach(
+            monitor,
+            (entry["id"],),
+            {
+                "from": sender,
+                "topic": topic,
+                "type": type_,
+                "entry_kind": str(entry.get("kind")),
+                "declared": "no" if contract is not None else "no contract",
+            },
+        )
 
     def _control(self, entry: dict[str, Any], index: int | None) -> None:
         """Fold a control; a resume honoured by the charter at its position re-arms its monitors."""
@@ -315,6 +382,20 @@ def _value(entry: dict[str, Any], path: str) -> Any:
         if current is _MISSING:
             return _MISSING
     return current
+
+
+def _edge(entry: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(sender, topic, type) of a message, or of a message refused on the bus; else None."""
+    kind = entry.get("kind")
+    if kind == "Message":
+        parts = (entry.get("sender"), entry.get("topic"), entry.get("type"))
+    elif kind == "Refusal" and entry.get("channel") == "bus":
+        parts = (entry.get("claimed"), entry.get("topic"), entry.get("type"))
+    else:
+        return None
+    if not all(isinstance(p, str) for p in parts):
+        return None
+    return (str(parts[0]), str(parts[1]), str(parts[2]))
 
 
 def _matches(monitor: RateGap | Budget | Count, entry: dict[str, Any]) -> bool:

@@ -21,8 +21,10 @@ __all__ = [
     "Alert",
     "Approval",
     "Authority",
+    "Channel",
     "Claim",
     "Control",
+    "Coordination",
     "Decision",
     "Entry",
     "Escalation",
@@ -30,6 +32,7 @@ __all__ = [
     "ExternalEvent",
     "Intent",
     "Message",
+    "MessageKind",
     "Person",
     "Record",
     "Refusal",
@@ -85,6 +88,35 @@ class AgentIdentity(BaseModel):
     public_key: _B64 | None = None
 
 
+class MessageKind(BaseModel):
+    """One type of message a channel carries, and the JSON Schema its payload must meet."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: _NAME
+    payload_schema: dict[str, Any]
+    """A JSON Schema (2020-12); only local ``$ref`` (``#...``), so a check never fetches anything."""
+
+
+class Channel(BaseModel):
+    """A topic, the agents that may publish and subscribe on it, and the messages it carries."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    topic: _NAME
+    publishers: tuple[_NAME, ...] = Field(min_length=1)
+    subscribers: tuple[_NAME, ...] = ()
+    messages: tuple[MessageKind, ...] = Field(min_length=1)
+
+
+class Coordination(BaseModel):
+    """How the agents may talk: every channel there is. A message outside it is refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    channels: tuple[Channel, ...] = Field(min_length=1)
+
+
 class SystemCharter(Record):
     """Who the system is, who answers for it, who may review and resume; signed by the RI."""
 
@@ -97,6 +129,10 @@ class SystemCharter(Record):
     agents: tuple[AgentIdentity, ...]
     separation_of_duties: bool = True
     supersedes: _ID | None = None
+    coordination: Coordination | None = Field(default=None, exclude_if=lambda v: v is None)
+    """The coordination contract the RI signs with the charter; None: agents may talk freely
+    (every message is still recorded). Left out of the bytes when None, so charters written
+    before it keep their signatures."""
     signature: _B64 = ""
     """The RI's Ed25519 signature over the canonical charter without this field."""
 
@@ -343,14 +379,18 @@ class Refusal(Record):
     kind: Literal["Refusal"] = "Refusal"
     claimed: _NAME
     verified: bool
-    channel: Literal["http"]
+    channel: Literal["http", "bus"]
+    """``http``: a request to the service; ``bus``: a message outside the coordination contract."""
     target: Annotated[str, Field(max_length=300)]
-    """What was asked: ``POST /v1/intents``."""
+    """What was asked: ``POST /v1/intents``, or ``publish TOPIC TYPE``."""
     reason_code: Annotated[str, Field(min_length=1, max_length=64)]
     detail: Annotated[str, Field(max_length=500)]
     body_digest: str | None = None
     """SHA-256 hex of the refused body, when it was read: matches a copy the sender kept."""
     suppressed: int = Field(ge=0, default=0)
+    topic: _NAME | None = Field(default=None, exclude_if=lambda v: v is None)
+    type: _NAME | None = Field(default=None, exclude_if=lambda v: v is None)
+    """For a refused message: its topic and type (the edge it tried), beside ``claimed``, its sender."""
 
 
 Entry = Annotated[

@@ -319,6 +319,11 @@ def _derived(
     if facts.reviewed:
         out["reviews_too_late"] = facts.kinds["ReviewClosed"]
     out["alerts"] = len(facts.alerts)
+    out["coordination_alerts"] = [
+        {"monitor": a.get("monitor"), **a["observed"]}
+        for a in facts.alerts
+        if isinstance(a.get("observed"), dict) and "topic" in a["observed"]
+    ]
     out["ledger_entries"] = facts.size
     return out
 

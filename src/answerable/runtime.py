@@ -14,12 +14,14 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from answerable._canonical import canonical_bytes
 from answerable.bus import Bus, MemoryBus
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
-from answerable.errors import AgentFailed, RecordInvalid, UnknownAgent
-from answerable.gateway import Outcome
+from answerable.contract import ContractCheck
+from answerable.errors import AgentFailed, AnswerableError, MessageRefused, RecordInvalid, UnknownAgent
+from answerable.gateway import Gateway, Outcome
 from answerable.ledger.base import LedgerStore
-from answerable.records import ExternalEvent, Intent, Message, problems
+from answerable.records import Coordination, ExternalEvent, Intent, Message, Refusal, digest, problems
 
 __all__ = ["Actuator", "Agent", "Context", "System", "Watcher"]
 
@@ -115,8 +117,13 @@ class System:
         clock: Clock | None = None,
         ids: IdSource | None = None,
         watcher: Watcher | None = None,
+        contract: Callable[[], Coordination | None] | None = None,
     ) -> None:
+        """``contract``: the coordination contract in force, asked on every message; by default
+        the one in the gateway's charter (none for an actuator without a charter)."""
         self.ledger = ledger
+        self._contract = contract or _charter_contract(actuator)
+        self._check: ContractCheck | None = None
         self.watcher = watcher
         self.actuator = actuator
         self.bus = bus or MemoryBus()
@@ -189,7 +196,10 @@ class System:
 
         Raises:
             UnknownAgent: the sender is not in the charter.
-            RecordInvalid: the message does not validate (naming the field).
+            RecordInvalid: the message does not validate or its payload is not JSON (naming the
+                field); nothing is recorded.
+            MessageRefused: the message is outside the coordination contract in force; the
+                refusal is recorded, the message is not, and nobody receives it.
         """
         if sender not in self.known:
             raise UnknownAgent(sender)
@@ -208,6 +218,35 @@ class System:
         except (ValidationError, TypeError, ValueError) as exc:  # ValueError: payload not a mapping
             why = problems(exc, "message")[0] if isinstance(exc, ValidationError) else str(exc)
             raise RecordInvalid(f"message from {sender} on {topic}: {why}", record="Message") from exc
+        try:
+            body = canonical_bytes(message.payload)
+        except (RecordInvalid, TypeError, ValueError, OverflowError) as exc:
+            raise RecordInvalid(
+                f"message from {sender} on {topic}: payload is not JSON ({exc}); nothing was recorded",
+                record="Message",
+            ) from exc
+        contract = self._contract()
+        if contract is not None:
+            if self._check is None or self._check.contract is not contract:
+                self._check = ContractCheck(contract)
+            refused = self._check.judge(sender, topic, type, message.payload, message.recipients)
+            if refused is not None:
+                refusal = Refusal(
+                    id=self.ids.new(),
+                    at=message.at,
+                    causes=message.causes,
+                    claimed=sender,
+                    verified=True,
+                    channel="bus",
+                    target=f"publish {topic} {type}"[:300],
+                    reason_code=refused.code,
+                    detail=refused.detail[:500],
+                    body_digest=digest(body),
+                    topic=topic,
+                    type=type,
+                )
+                await self.ledger.append([refusal])
+                raise MessageRefused(sender, topic, type, refused.code, refused.detail, refusal.id)
         await self.ledger.append([message])
         await self.bus.publish(topic, message)
         return message
@@ -217,3 +256,18 @@ class System:
         await self.bus.drain()
         if self.watcher is not None:
             await self.watcher.poll()
+
+
+def _charter_contract(actuator: Actuator) -> Callable[[], Coordination | None]:
+    """The contract of the charter the gateway holds now, so a new charter version applies to the
+    next message; an actuator that is not a gateway (a baseline without rules) has none."""
+    if not isinstance(actuator, Gateway):
+        return lambda: None
+
+    def contract() -> Coordination | None:
+        try:
+            return actuator.charter.coordination
+        except AnswerableError:  # no charter installed yet: nothing is declared, nothing refused
+            return None
+
+    return contract

@@ -29,7 +29,22 @@ def desk(**change: object) -> dict[str, object]:
         ({"shift_start_hour": 18, "shift_end_hour": 6}, "shift_end_hour"),
         ({"guidance": []}, "guidance"),
         ({"guidance": [{"when": {"hospital_stock": 3}, "verdict": "deny", "why": "x"}]}, "hospital_stock"),
-        ({"guidance": [{"when": {"cover_days": 3}, "verdict": "deny", "why": "x"}]}, "cover_days"),
+        (
+            {"guidance": [{"when": {"cover_days": 3}, "verdict": "deny", "why": "x"}]},
+            "name it 'cover_days_at_least'",
+        ),
+        (
+            {
+                "guidance": [
+                    {
+                        "when": {"operation": "carrier.book", "time_critical": True},
+                        "verdict": "deny",
+                        "why": "x",
+                    }
+                ]
+            },
+            "could never match",
+        ),
         (
             {"guidance": [{"when": {"cover_days_at_least": -1}, "verdict": "deny", "why": "x"}]},
             "cover_days_at_least",

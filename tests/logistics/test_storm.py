@@ -319,6 +319,11 @@ def _postponements(result: RunResult) -> list[tuple[dict[str, object], str]]:
             if intent.operation != "shipment.reprioritize" or decision is None:
                 continue
             facts = facts_of(decision, intent.operation, intent, cited(ledger, intent))
+            # what the review showed is what the world held: the store's marks, the hospital's stock
+            world, orders = result.world, intent.arguments["orders"]
+            assert facts["time_critical"] == any(world.orders[o].time_critical for o in orders)
+            customer, day = intent.arguments["shipment"].split("@")[0], intent.arguments["to_day"] - 1
+            assert facts.get("cover_days") == world.cover_reported[day].get(customer)
             if facts.get("disruption"):
                 done_as = "executed in error" if intent.id in erred else "executed"
                 out.append((facts, done_as if intent.id in done else decision.effect))
@@ -328,8 +333,8 @@ def _postponements(result: RunResult) -> list[tuple[dict[str, object], str]]:
 def test_review_decides_the_cases_rules_cannot_see_and_the_table_shows_the_difference(runs):
     """The hospitals' reported stock and the stores' time-critical marks are in the reports a
     postponement cites, not in the request: the rules refuse every medical postponement in the
-    storm and let every retail one through; the desk lets a well-stocked hospital wait and keeps
-    a time-critical line on the truck. The outcome table differs where those cases say."""
+    storm and let every retail one through; the desk lets a well-stocked hospital wait and
+    refuses to postpone a time-critical line. The outcome table differs where those cases say."""
     rules, governed = _postponements(runs["rules"]), _postponements(runs["governed"])
     covered = [(f, o) for f, o in rules if f.get("class") == "medical" and f.get("cover_days", 0) >= 3]
     critical = [(f, o) for f, o in rules if f.get("class") == "retail" and f.get("time_critical")]
@@ -348,3 +353,21 @@ def test_review_decides_the_cases_rules_cannot_see_and_the_table_shows_the_diffe
     assert g["time_critical_shipments_postponed"] < r["time_critical_shipments_postponed"]
     assert g["medical_on_time_rate"] >= 0.95
     assert g["medical_on_time_rate"] >= g["retail_on_time_rate"]
+
+
+@pytest.mark.parametrize("mode", ["ungoverned", "rules", "governed"])
+def test_the_coordination_graph_holds_every_message_once_and_the_governed_storm_stays_in_its_contract(
+    runs, mode
+):
+    """Every Message entry is in exactly one edge; the governed runs use only declared channels,
+    refuse nothing, and the drift monitor stays quiet through the storm's own shifts."""
+    from answerable.coordination import observe
+
+    with SQLiteLedger.open(runs[mode].ledger) as ledger:
+        graph = observe(ledger).as_json()
+        messages = len(ledger.of_kind("Message"))
+    assert sum(e["messages"] for e in graph["edges"]) == messages > 0
+    assert len({(e["from"], e["topic"], e["type"]) for e in graph["edges"]}) == len(graph["edges"])
+    if mode != "ungoverned":
+        assert (graph["contract"], graph["undeclared"], graph["refused"]) == (True, [], 0)
+        assert runs[mode].metrics["coordination_alerts"] == []

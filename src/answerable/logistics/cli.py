@@ -94,6 +94,11 @@ def demo_storm(
                 f"medical orders late before it {result.metrics['medical_late_before_alert']}, "
                 f"after it {result.metrics['medical_late_after_alert']}"
             )
+        for alert in result.metrics.get("coordination_alerts") or ():
+            out.print(
+                f"{m:>10}: monitor {alert['monitor']} fired: {alert.get('from')} tried "
+                f"{alert.get('topic')} / {alert.get('type')}, a channel the charter does not declare"
+            )
     if {"ungoverned", "governed"} <= results.keys():
         price = price_of_accountability(results)
         margin = _cell("margin_change_pct", results["governed"].metrics["margin_change_pct"])

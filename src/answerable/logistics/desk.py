@@ -99,8 +99,18 @@ class GuidanceRule(_Strict):
     def _known_facts(cls, when: dict[str, str | bool | int]) -> dict[str, str | bool | int]:
         named = [*(f for f in FACTS if f not in _COUNTS), *(f + AT_LEAST for f in _COUNTS)]
         unknown = sorted(set(when) - set(named))
+        for name in unknown:
+            if name in _COUNTS:
+                raise ValueError(f"{name} is a count: name it {name + AT_LEAST!r} (at least so many)")
         if unknown:
             raise ValueError(f"guidance names {unknown[0]!r}, which no review shows; it may name {named}")
+        operation = when.get("operation")
+        for name in ("time_critical", "cover_days" + AT_LEAST):
+            if name in when and operation not in (None, "shipment.reprioritize"):
+                raise ValueError(
+                    f"{name} is shown only on reviews of shipment.reprioritize, not {operation!r}: "
+                    "this rule could never match"
+                )
         for name, value in when.items():
             if name.endswith(AT_LEAST):
                 if type(value) is not int or not 0 <= value <= 365:
@@ -322,6 +332,7 @@ def facts_of(
     if intent is not None and operation == "shipment.reprioritize":
         customer = str(intent.arguments.get("shipment", "")).split("@", 1)[0]
         lines = set(intent.arguments.get("orders") or ())
+        facts["time_critical"] = False  # unless a store's cited report marks one of its lines
         for report in reports:
             body = report.payload
             if (report.source, report.type) == ("hospitals", "stock.cover"):
@@ -330,7 +341,7 @@ def facts_of(
                     facts["cover_days"] = cover
             elif (report.source, report.type) == ("stores", "orders.time_critical"):
                 marked = lines & set(body.get("orders") or ())
-                facts["time_critical"] = facts.get("time_critical", False) or bool(marked)
+                facts["time_critical"] = facts["time_critical"] or bool(marked)
     return facts
 
 

@@ -9,13 +9,15 @@ medical stock leaving its region while that region is disrupted.
 
 from __future__ import annotations
 
+from typing import Any
+
 from answerable.charter import new_charter, new_ruleset
 from answerable.clock import Clock, IdSource
 from answerable.keys import KeyPair
 from answerable.logistics.desk import DeskConfig, desk_key
 from answerable.records import RulesetVersion, SystemCharter
 
-__all__ = ["GUIDANCE", "POLICIES", "RI", "SCHEMA", "charter", "ri_key", "ruleset"]
+__all__ = ["COORDINATION", "GUIDANCE", "POLICIES", "RI", "SCHEMA", "charter", "ri_key", "ruleset"]
 
 SCHEMA = """
 entity Agent;
@@ -73,9 +75,115 @@ def ri_key() -> KeyPair:
     return KeyPair.from_seed(RI, b"\x52" * 32)
 
 
+def _object(required: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": sorted(required),
+        "properties": required,
+        "additionalProperties": False,
+    }
+
+
+_DAY = {"type": "integer", "minimum": 0}
+_COUNTS = {"type": "object", "additionalProperties": {"type": "integer"}}
+_NAMES = {"type": "array", "items": {"type": "string"}}
+
+COORDINATION: dict[str, Any] = {
+    "channels": [
+        {
+            "topic": "forecast",
+            "publishers": ["forecaster"],
+            "subscribers": ["allocator"],
+            "messages": [
+                {
+                    "type": "forecast",
+                    "payload_schema": _object(
+                        {"day": _DAY, "units": {"type": "object", "additionalProperties": _COUNTS}}
+                    ),
+                }
+            ],
+        },
+        {
+            "topic": "allocation",
+            "publishers": ["allocator"],
+            "subscribers": ["executor"],
+            "messages": [
+                {
+                    "type": "allocation.plan",
+                    "payload_schema": _object(
+                        {
+                            "day": _DAY,
+                            "transfers": {
+                                "type": "array",
+                                "items": {"type": "array", "minItems": 4, "maxItems": 4},
+                            },
+                        }
+                    ),
+                }
+            ],
+        },
+        {
+            "topic": "routes",
+            "publishers": ["router"],
+            "subscribers": ["executor"],
+            "messages": [
+                {
+                    "type": "route.plan",
+                    "payload_schema": _object(
+                        {
+                            "region": {"type": "string"},
+                            "day": _DAY,
+                            "version": {"type": "integer", "minimum": 1},
+                            "routes": {"type": "array"},
+                            "lines": {"type": "object"},
+                            "dropped": {"type": "array"},
+                            "distance": {"type": "integer"},
+                            "feasible": {"type": "boolean"},
+                        }
+                    ),
+                }
+            ],
+        },
+        {
+            "topic": "routes-in",
+            "publishers": ["executor"],
+            "subscribers": ["router"],
+            "messages": [
+                {
+                    "type": "allocation.done",
+                    "payload_schema": _object(
+                        {"day": _DAY, "stock": {"type": "object", "additionalProperties": _COUNTS}}
+                    ),
+                }
+            ],
+        },
+        {
+            "topic": "constraints",
+            "publishers": ["executor"],
+            "subscribers": ["allocator", "router"],
+            "messages": [
+                {
+                    "type": "keep_stock",
+                    "payload_schema": _object({"day": _DAY, "keep": {"type": "array"}}),
+                },
+                {
+                    "type": "must_serve",
+                    "payload_schema": _object(
+                        {"region": {"type": "string"}, "day": _DAY, "customers": _NAMES}
+                    ),
+                },
+            ],
+        },
+    ]
+}
+"""How the four agents may talk, signed with the charter: forecasts to the allocator, plans to
+the executor, and the executor's refusals and stock back to the planners. Nothing else."""
+
+
 def charter(agents: tuple[str, ...], clock: Clock, ids: IdSource, desk: DeskConfig) -> SystemCharter:
-    """The system's charter: the RI, the agents, and the storm desk's reviewers, each marked
-    simulated (they are modelled people, and every answer they give says so)."""
+    """The system's charter: the RI, the agents, the storm desk's reviewers, each marked
+    simulated (they are modelled people, and every answer they give says so), and the
+    coordination contract the agents talk under."""
     reviewers = [desk_key(r.name) for r in desk.reviewers]
     return new_charter(
         "national-logistics",
@@ -83,6 +191,7 @@ def charter(agents: tuple[str, ...], clock: Clock, ids: IdSource, desk: DeskConf
         agents=agents,
         reviewers=reviewers,
         simulated=[r.identity for r in reviewers],
+        coordination=COORDINATION,
         clock=clock,
         ids=ids,
     )
@@ -103,13 +212,14 @@ forbid(principal, action == Action::"inventory.reallocate", resource)
 """
 """The storm desk's written guidance compiled to plain Cedar rules, wherever it uses only what
 the request carries: "clinical priority: a medical shipment is not postponed, in a storm or past
-its due day, and medical stock does not leave a disrupted region". Two lines of the guidance
-could not be compiled, because they read the customers' own reports (cited by the proposal, in
-the ledger) and not the request, which carries what the order system says: "a hospital that
-reports three days of stock or more may wait a day" (so the rule refuses every medical
-postponement in a storm) and "a store's time-critical line may not wait" (so the rule lets every
-retail postponement through). In ``rules`` mode these replace the review rules, and no person is
-asked."""
+its due day, and medical stock does not leave a disrupted region". Two lines of the guidance are
+left out, because they read the customers' own reports (cited by the proposal, in the ledger),
+which the request does not carry: "a hospital that reports three days of stock or more may wait
+a day" (so the rule refuses every medical postponement in a storm) and "a store's time-critical
+line may not wait" (so the rule lets every retail postponement through). Neither is beyond
+Cedar: a request carrying the reported stock, or the days until a line is due, would let a rule
+decide them; this schema carries ``past_due`` only. In ``rules`` mode these replace the review
+rules, and no person is asked."""
 
 
 def ruleset(

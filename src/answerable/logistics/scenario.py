@@ -509,7 +509,9 @@ def measure(world: World, ledger: SQLiteLedger, config: ScenarioConfig) -> dict[
     postponed = [[world.orders[o] for o in orders] for _s, _f, _t, orders, _k in world.promises]
     out["medical_shipments_postponed"] = sum(any(o.cls == "medical" for o in p) for p in postponed)
     out["time_critical_shipments_postponed"] = sum(any(o.time_critical for o in p) for p in postponed)
-    out["hospital_stockout_days"] = world.stockouts
+    out["hospital_stockout_days"] = sum(
+        1 for report in world.cover_reported.values() for left in report.values() if left == 0
+    )
     transport = handling = moving = 0
     for record in world.carrier.records:
         if isinstance(record.response, Booking):
@@ -631,8 +633,10 @@ def _review_outcome(ledger: SQLiteLedger, review_id: str) -> str:
 
 
 def monitor_report(world: World, ledger: SQLiteLedger, alerts: list[Alert]) -> dict[str, Any]:
-    """When the monitors fired, and how many medical orders were late before and after."""
-    first = alerts[0] if alerts else None
+    """When the monitor that guards hospitals (the first to pause the medical class) fired, and
+    how many medical orders were late before and after; every alert is counted in ``alerts``."""
+    guards = [a for a in alerts if a.paused == "resource_class:medical"]
+    first = guards[0] if guards else None
     day = None if first is None else (_parse_day(first.at))
     late = [
         o
@@ -648,6 +652,9 @@ def monitor_report(world: World, ledger: SQLiteLedger, alerts: list[Alert]) -> d
         else {"monitor": first.monitor, "day": day, "entry": first.id, "index": ledger.find(first.id).index},
         "medical_late_before_alert": len(late) if day is None else sum(1 for o in late if o.due_day <= day),
         "medical_late_after_alert": None if day is None else sum(1 for o in late if o.due_day > day),
+        "coordination_alerts": [
+            {"monitor": a.monitor, **a.observed} for a in alerts if "topic" in a.observed
+        ],
     }
 
 

@@ -34,7 +34,7 @@ class OrderService:
         self._batches: list[tuple[str, dict[str, Any]]] = []
         self._deliveries: list[dict[str, Any]] = []
         self._critical: set[str] = set()
-        self._stockouts = 0
+        self._cover: dict[int, dict[str, int]] = {}
 
     def observe(self, event_type: str, date: str, payload: dict[str, Any]) -> None:
         if event_type == "orders.batch":
@@ -44,9 +44,11 @@ class OrderService:
         elif event_type == "orders.time_critical":
             self._critical.update(str(o) for o in payload.get("orders") or ())
         elif event_type == "stock.cover":
-            cover = payload.get("cover_days")
-            if isinstance(cover, dict):
-                self._stockouts += sum(1 for left in cover.values() if left == 0)
+            cover, day = payload.get("cover_days"), payload.get("day")
+            if isinstance(cover, dict) and isinstance(day, int):
+                self._cover.setdefault(day, {}).update(
+                    {str(h): n for h, n in cover.items() if isinstance(n, int)}
+                )
 
     def result(self) -> tuple[dict[str, dict[str, tuple[int, int]]], dict[str, tuple[int, int]]]:
         return _service(self._batches, self._deliveries)
@@ -56,7 +58,7 @@ class OrderService:
         service from the ledger's order, report and delivery events; costs and postponements
         from the partners' own records beside the ledger (when there)."""
         out = _margin_and_penalties(self._batches, self._deliveries, self._critical)
-        out["hospital_stockout_days"] = self._stockouts
+        out["hospital_stockout_days"] = _stockouts(self._cover, self._deliveries)
         partners = partner_records_path(ledger_path)
         try:
             lines = partners.read_text(encoding="utf-8").splitlines()
@@ -192,6 +194,26 @@ def _margin_and_penalties(
         if critical_judged
         else 1.0,
     }
+
+
+def _stockouts(cover: dict[int, dict[str, int]], deliveries: Sequence[dict[str, Any]]) -> int:
+    """Hospital mornings with no stock left, recomputed from the deliveries, not read off the
+    reports: each hospital's full cover is what it reported on the first morning (nothing used
+    yet), and each day without a delivery uses one up, as the world's stated model says."""
+    if not cover:
+        return 0
+    first = min(cover)
+    full = cover[first]
+    served: dict[str, set[int]] = {}
+    for d in deliveries:
+        if isinstance(d.get("day"), int):
+            served.setdefault(str(d.get("customer")), set()).add(d["day"])
+    out = 0
+    for day in sorted(cover):
+        for hospital, stock in full.items():
+            last = max((x for x in served.get(hospital, ()) if x < day), default=first - 1)
+            out += max(0, stock - (day - last - 1)) == 0
+    return out
 
 
 def _class_of(customer: str) -> str:

@@ -94,6 +94,9 @@ class ScenarioConfig(BaseModel):
     extra_orders: tuple[OrderSpec, ...] = ()
     desk: DeskConfig = DEFAULT_DESK
     """The modelled people who answer reviews in the governed run, and their written guidance."""
+    priority_hints: bool = False
+    """The router starts sending priority hints straight to the allocator, to save a step: a
+    channel the charter's coordination contract does not declare."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ScenarioConfig:
@@ -236,8 +239,8 @@ class World:
     today: int = 0
     last_delivered: dict[str, int] = field(default_factory=dict)
     """The last day each customer received a delivery (-1: the day before the run)."""
-    stockouts: int = 0
-    """Hospital mornings with no stock left: the harm that late medical orders can do."""
+    cover_reported: dict[int, dict[str, int]] = field(default_factory=dict)
+    """Each morning's stock report, by day: a hospital at 0 is a stock-out day."""
     _reprioritized: dict[str, dict[str, object]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -331,14 +334,13 @@ class World:
 
     def report_cover(self, day: int) -> dict[str, int]:
         """Each hospital's days of stock on hand this morning, as it reports them: its cover
-        (``COVER_DAYS``) less the days gone by since its last delivery. Call once a morning:
-        a hospital with none left counts as a stock-out."""
+        (``COVER_DAYS``) less the days gone by since its last delivery (kept by day)."""
         out = {}
         for c in sorted(self.customers.values(), key=lambda c: c.id):
             if c.kind == "hospital":
                 full = random.Random(f"cover:{self.seed}:{c.id}").choice(COVER_DAYS)
                 out[c.id] = max(0, full - (day - self.last_delivered.get(c.id, -1) - 1))
-        self.stockouts += sum(1 for left in out.values() if left == 0)
+        self.cover_reported[day] = out
         return out
 
     # --- disruptions ---------------------------------------------------------------------------

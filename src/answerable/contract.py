@@ -1,0 +1,145 @@
+"""The coordination contract, checked: which agent may say what, on which topic, to whom.
+
+The failure answerable exists for came from how agents coordinated, not from one bad call. So the
+channels are the RI's to sign, like the rules: a message on a topic the charter does not declare,
+from an agent not among its publishers, of a type it does not carry, to an agent not among its
+subscribers, or with a payload its schema refuses, is refused before it is recorded or published.
+The contract is checked once when a charter is made (a bad schema is the RI's error, found then)
+and compiled once per charter for the checks on every message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+
+from answerable.errors import ConfigError
+from answerable.records import Coordination
+
+__all__ = ["ContractCheck", "Refused", "check_contract"]
+
+
+def check_contract(contract: Coordination, agents: Iterable[str]) -> None:
+    """Check a contract against the charter's agents before anyone signs it.
+
+    Raises:
+        ConfigError: naming the field: an unknown agent, a topic or type declared twice, a schema
+            that is not valid JSON Schema or that refers outside itself.
+    """
+    known = set(agents)
+    topics: set[str] = set()
+    for n, channel in enumerate(contract.channels):
+        where = f"coordination.channels.{n}"
+        if channel.topic in topics:
+            raise ConfigError(f"{where}.topic: {channel.topic!r} is declared twice; one channel per topic")
+        topics.add(channel.topic)
+        for role in ("publishers", "subscribers"):
+            for name in getattr(channel, role):
+                if name not in known:
+                    raise ConfigError(
+                        f"{where}.{role}: {name!r} is not an agent of this charter; "
+                        f"its agents are {sorted(known)}"
+                    )
+        types: set[str] = set()
+        for m, kind in enumerate(channel.messages):
+            at = f"{where}.messages.{m}"
+            if kind.type in types:
+                raise ConfigError(f"{at}.type: {kind.type!r} is declared twice on topic {channel.topic!r}")
+            types.add(kind.type)
+            remote = _remote_ref(kind.payload_schema)
+            if remote is not None:
+                raise ConfigError(
+                    f"{at}.payload_schema: $ref {remote!r} points outside the schema; only local "
+                    "references (#...) are allowed, so a check never fetches anything"
+                )
+            try:
+                jsonschema.Draft202012Validator.check_schema(kind.payload_schema)
+            except jsonschema.SchemaError as exc:
+                path = ".".join(str(p) for p in exc.absolute_path)
+                raise ConfigError(
+                    f"{at}.payload_schema{'.' + path if path else ''}: not valid JSON Schema: {exc.message}"
+                ) from exc
+
+
+def _remote_ref(schema: object) -> str | None:
+    """The first ``$ref`` that does not point within the schema itself, if any."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and not ref.startswith("#"):
+            return ref
+        for value in schema.values():
+            found = _remote_ref(value)
+            if found is not None:
+                return found
+    elif isinstance(schema, list):
+        for value in schema:
+            found = _remote_ref(value)
+            if found is not None:
+                return found
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Why a message is outside the contract: a stable code and the words for a person."""
+
+    code: str
+    """``undeclared_topic``, ``undeclared_sender``, ``undeclared_type``, ``undeclared_recipient``
+    or ``payload_schema``."""
+    detail: str
+
+
+class ContractCheck:
+    """One contract compiled for checking: a validator per (topic, type), built once."""
+
+    def __init__(self, contract: Coordination) -> None:
+        self.contract = contract
+        self._channels = {c.topic: c for c in contract.channels}
+        self._validators = {
+            (c.topic, k.type): jsonschema.Draft202012Validator(k.payload_schema)
+            for c in contract.channels
+            for k in c.messages
+        }
+
+    def declares(self, sender: str, topic: str, type: str) -> bool:
+        """Whether the edge (sender, topic, type) is a channel of the contract."""
+        channel = self._channels.get(topic)
+        return channel is not None and sender in channel.publishers and (topic, type) in self._validators
+
+    def subscribers(self, topic: str) -> tuple[str, ...]:
+        channel = self._channels.get(topic)
+        return channel.subscribers if channel is not None else ()
+
+    def judge(
+        self, sender: str, topic: str, type: str, payload: Mapping[str, Any], recipients: Sequence[str] = ()
+    ) -> Refused | None:
+        """None when the message is within the contract, else why it is not."""
+        channel = self._channels.get(topic)
+        if channel is None:
+            return Refused("undeclared_topic", f"topic {topic!r} is not a channel of the contract")
+        if sender not in channel.publishers:
+            return Refused(
+                "undeclared_sender",
+                f"{sender} may not publish on {topic!r}; its publishers are {list(channel.publishers)}",
+            )
+        validator = self._validators.get((topic, type))
+        if validator is None:
+            return Refused(
+                "undeclared_type",
+                f"{topic!r} carries {[k.type for k in channel.messages]}, not {type!r}",
+            )
+        strangers = [r for r in recipients if r not in channel.subscribers]
+        if strangers:
+            return Refused(
+                "undeclared_recipient",
+                f"{strangers[0]} does not subscribe to {topic!r}; "
+                f"its subscribers are {list(channel.subscribers)}",
+            )
+        error = jsonschema.exceptions.best_match(validator.iter_errors(dict(payload)))
+        if error is not None:
+            path = ".".join(str(p) for p in error.absolute_path)
+            return Refused("payload_schema", f"payload{'.' + path if path else ''}: {error.message}"[:480])
+        return None

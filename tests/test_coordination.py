@@ -1,0 +1,349 @@
+"""The coordination contract: declared channels pass, everything else is refused and recorded;
+the observed graph counts every message once; drift on a channel nobody declared is alerted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import POLICIES, SCHEMA
+from typer.testing import CliRunner
+
+from answerable import (
+    Agent,
+    Context,
+    FakeClock,
+    Gateway,
+    IdSource,
+    KeyPair,
+    MessageRefused,
+    SQLiteLedger,
+    System,
+    amend_charter,
+    new_charter,
+    new_ruleset,
+)
+from answerable.charter import charter_of
+from answerable.cli import app
+from answerable.coordination import observe
+from answerable.errors import ConfigError, NotAuthorized, RecordInvalid, SignatureInvalid
+from answerable.monitors import Monitors, load_monitors
+from answerable.records import ExternalEvent, Message, Refusal, SystemCharter, decode_entry
+from answerable.signing import sign
+
+AGENTS = ("router", "executor", "allocator")
+PLAN = {
+    "type": "object",
+    "required": ["shipment", "day"],
+    "properties": {"shipment": {"type": "string"}, "day": {"type": "integer", "minimum": 0}},
+    "additionalProperties": False,
+}
+CONTRACT: dict[str, Any] = {
+    "channels": [
+        {
+            "topic": "plans",
+            "publishers": ["router"],
+            "subscribers": ["executor"],
+            "messages": [{"type": "route.plan", "payload_schema": PLAN}],
+        }
+    ]
+}
+RI = KeyPair.from_seed("ri@example.com", b"\x01" * 32)
+
+
+def charter(contract: dict[str, Any] | None = CONTRACT, **kw: Any) -> SystemCharter:
+    clock = FakeClock()
+    return new_charter(
+        "sys", RI, agents=AGENTS, coordination=contract, clock=clock, ids=IdSource(clock), **kw
+    )
+
+
+class Heard(Agent):
+    """Subscribes to every topic the tests use and keeps what reached it."""
+
+    subscriptions = ("plans", "hints")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.heard: list[Message | ExternalEvent] = []
+
+    async def handle(self, record: Message | ExternalEvent, ctx: Context) -> None:
+        self.heard.append(record)
+
+
+@pytest.fixture
+async def system(tmp_path: Path) -> Any:
+    clock = FakeClock()
+    ids = IdSource(clock)
+    ledger = SQLiteLedger.open(tmp_path / "c.db", create=True)
+    gateway = Gateway(ledger, clock=clock, ids=ids)
+    gateway.register("noop", lambda: None, resource_class="bench")
+    chartered = charter()
+    await gateway.install(chartered, new_ruleset(POLICIES, SCHEMA, RI, clock=clock, ids=ids))
+    system = System(ledger, gateway, agents=AGENTS, clock=clock, ids=ids)
+    heard = {name: Heard(name) for name in AGENTS}
+    for agent in heard.values():
+        system.add(agent)
+    yield system, gateway, heard
+    gateway.close()
+    ledger.close()
+
+
+def kinds(ledger: SQLiteLedger, kind: str) -> list[Any]:
+    return [decode_entry(e.data) for e in ledger.of_kind(kind)]
+
+
+async def test_a_declared_message_is_recorded_and_delivered_to_its_subscribers(system: Any) -> None:
+    sys_, _gateway, heard = system
+    message = await sys_.send("router", "plans", "route.plan", {"shipment": "S-1", "day": 2}, (), (), "t")
+    await sys_.run_until_idle()
+    assert [m.id for m in kinds(sys_.ledger, "Message")] == [message.id]
+    assert [r.id for r in heard["executor"].heard] == [message.id]
+
+
+@pytest.mark.parametrize(
+    ("sender", "topic", "type_", "payload", "recipients", "code", "named"),
+    [
+        ("router", "hints", "priority.hint", {"x": 1}, (), "undeclared_topic", "hints"),
+        ("executor", "plans", "route.plan", {"shipment": "S", "day": 1}, (), "undeclared_sender", "executor"),
+        ("router", "plans", "route.hint", {"shipment": "S", "day": 1}, (), "undeclared_type", "route.hint"),
+        (
+            "router",
+            "plans",
+            "route.plan",
+            {"shipment": "S", "day": 1},
+            ("allocator",),
+            "undeclared_recipient",
+            "allocator",
+        ),
+        ("router", "plans", "route.plan", {"shipment": "S", "day": -1}, (), "payload_schema", "payload.day"),
+        ("router", "plans", "route.plan", {"shipment": "S", "day": 1, "x": 2}, (), "payload_schema", "'x'"),
+    ],
+)
+async def test_each_kind_of_violation_is_refused_recorded_with_its_reason_and_never_delivered(
+    system: Any,
+    sender: str,
+    topic: str,
+    type_: str,
+    payload: dict[str, Any],
+    recipients: tuple[str, ...],
+    code: str,
+    named: str,
+) -> None:
+    sys_, _gateway, heard = system
+    cause = (await sys_.ingest([("orders", "order-system", "orders.batch", {"n": 1})]))[0]
+    with pytest.raises(MessageRefused) as refused:
+        await sys_.send(sender, topic, type_, payload, (cause.id,), recipients, "t")
+    await sys_.run_until_idle()
+    assert refused.value.reason_code == code
+    assert named in str(refused.value)
+    assert kinds(sys_.ledger, "Message") == []
+    assert not any(isinstance(r, Message) for agent in heard.values() for r in agent.heard)
+    (refusal,) = kinds(sys_.ledger, "Refusal")
+    assert isinstance(refusal, Refusal)
+    assert (refusal.channel, refusal.claimed, refusal.topic, refusal.type) == ("bus", sender, topic, type_)
+    assert (refusal.reason_code, refusal.id, refusal.causes) == (code, refused.value.refusal_id, (cause.id,))
+    assert named in refusal.detail
+
+
+async def test_a_payload_that_is_not_json_is_refused_before_anything_is_recorded(system: Any) -> None:
+    sys_, *_ = system
+    before = sys_.ledger.size()
+    for payload in ({"shipment": {1, 2}, "day": 1}, {"shipment": "S", "day": float("nan")}):
+        with pytest.raises(RecordInvalid, match="not JSON"):
+            await sys_.send("router", "plans", "route.plan", payload, (), (), "t")
+    assert sys_.ledger.size() == before
+
+
+async def test_a_new_contract_takes_effect_at_once_and_only_from_the_ri(system: Any) -> None:
+    sys_, gateway, _heard = system
+    hint = {"type": "object"}
+    wider = {
+        "channels": [
+            *CONTRACT["channels"],
+            {
+                "topic": "hints",
+                "publishers": ["router"],
+                "subscribers": ["allocator"],
+                "messages": [{"type": "priority.hint", "payload_schema": hint}],
+            },
+        ]
+    }
+    with pytest.raises(MessageRefused):
+        await sys_.send("router", "hints", "priority.hint", {"a": 1}, (), (), "t")
+    stranger = KeyPair.from_seed("mallory@example.com", b"\x07" * 32)
+    with pytest.raises(NotAuthorized):
+        amend_charter(gateway.charter, stranger, coordination=wider)
+    forged = sign(amend_charter(gateway.charter, RI, coordination=wider), stranger)
+    ruleset = new_ruleset(POLICIES, SCHEMA, RI)
+    with pytest.raises((SignatureInvalid, NotAuthorized)):
+        await gateway.install(forged, ruleset)
+    with pytest.raises(MessageRefused):  # a forged contract changed nothing
+        await sys_.send("router", "hints", "priority.hint", {"a": 1}, (), (), "t")
+    await gateway.install(amend_charter(gateway.charter, RI, coordination=wider), ruleset)
+    await sys_.send("router", "hints", "priority.hint", {"a": 1}, (), (), "t")
+    assert charter_of(sys_.ledger).coordination is not None
+    assert [m.topic for m in kinds(sys_.ledger, "Message")] == ["hints"]
+
+
+def test_a_charter_without_a_contract_keeps_its_bytes() -> None:
+    """Charters written before contracts existed sign and verify as they did: no key at all."""
+    assert "coordination" not in charter(None).model_dump(mode="json")
+    assert "coordination" in charter().model_dump(mode="json")
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"publishers": ["ghost"]}, "coordination.channels.0.publishers"),
+        ({"subscribers": ["ghost"]}, "coordination.channels.0.subscribers"),
+        ({"publishers": []}, "publishers"),
+        (
+            {"messages": [{"type": "t", "payload_schema": {"type": "nope"}}]},
+            "coordination.channels.0.messages.0.payload_schema",
+        ),
+        (
+            {"messages": [{"type": "t", "payload_schema": {"$ref": "https://example.com/s.json"}}]},
+            "https://example.com/s.json",
+        ),
+        (
+            {"messages": [{"type": "t", "payload_schema": {"$defs": {"a": {"$ref": "other.json#/x"}}}}]},
+            "other.json",
+        ),
+        (
+            {"messages": [{"type": "t", "payload_schema": {}}, {"type": "t", "payload_schema": {}}]},
+            "declared twice",
+        ),
+    ],
+)
+def test_a_bad_contract_is_refused_naming_the_field(change: dict[str, Any], named: str) -> None:
+    contract = {"channels": [{**CONTRACT["channels"][0], **change}]}
+    with pytest.raises(ConfigError) as refused:
+        charter(contract)
+    assert named in str(refused.value)
+
+
+def test_a_topic_declared_twice_is_refused() -> None:
+    with pytest.raises(ConfigError, match="declared twice"):
+        charter({"channels": [CONTRACT["channels"][0], CONTRACT["channels"][0]]})
+
+
+async def test_the_graph_counts_every_message_once_with_what_it_caused(system: Any, tmp_path: Path) -> None:
+    sys_, gateway, _heard = system
+    for day in range(3):
+        await sys_.send("router", "plans", "route.plan", {"shipment": f"S-{day}", "day": day}, (), (), "t")
+    with pytest.raises(MessageRefused):
+        await sys_.send("router", "hints", "priority.hint", {}, (), (), "t")
+    plans = kinds(sys_.ledger, "Message")
+    intent = gateway.intent("executor", "noop", {}, causes=(plans[0].id,))
+    await gateway.submit(intent)
+    graph = observe(sys_.ledger).as_json()
+    (edge,) = graph["edges"]
+    assert (edge["from"], edge["to"], edge["topic"], edge["type"]) == (
+        "router",
+        ["executor"],
+        "plans",
+        "route.plan",
+    )
+    assert (edge["messages"], edge["caused_intents"], edge["caused_executions"]) == (3, 1, 1)
+    assert (edge["first"], edge["last"]) == (plans[0].at, plans[-1].at)
+    assert (graph["undeclared"], graph["refused"], graph["contract"]) == ([], 1, True)
+    assert graph["refusals"] == [
+        {
+            "from": "router",
+            "topic": "hints",
+            "type": "priority.hint",
+            "reason_code": "undeclared_topic",
+            "messages": 1,
+        }
+    ]
+    # the CLI prints the same document; --since after the last message leaves no edge
+    runner = CliRunner()
+    path = str(sys_.ledger.path)
+    printed = runner.invoke(app, ["coordination", path, "--json"])
+    assert printed.exit_code == 0, printed.output
+    assert json.loads(printed.output) == graph
+    later = runner.invoke(app, ["coordination", path, "--json", "--since", "2100-01-01T00:00:00+01:00"])
+    assert json.loads(later.output)["edges"] == []
+    dot = runner.invoke(app, ["coordination", path, "--dot"])
+    assert '"router" -> "executor"' in dot.output
+    assert "refused" in dot.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--since", "yesterday"],
+        ["--since", "2026-12-01T10:00:00"],
+        ["--since", "2026-12-02T00:00:00Z", "--until", "2026-12-01T00:00:00Z"],
+        ["--json", "--dot"],
+    ],
+)
+def test_bad_coordination_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str]) -> None:
+    path = tmp_path / "l.db"
+    SQLiteLedger.open(path, create=True).close()
+    result = CliRunner().invoke(app, ["coordination", str(path), *args])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+NEW_EDGE = {
+    "monitors": [
+        {
+            "name": "no-new-channel",
+            "shape": "new_edge",
+            "invariant": "agents talk only over declared channels",
+            "source": {"kind": "Message"},
+        }
+    ]
+}
+
+
+async def test_the_drift_monitor_alerts_a_refused_channel_and_not_a_declared_one(system: Any) -> None:
+    sys_, gateway, _heard = system
+    monitors = Monitors(
+        load_monitors(NEW_EDGE, known_scopes=()), sys_.ledger, clock=gateway.clock, ids=gateway.ids
+    )
+    for day in range(5):
+        await sys_.send("router", "plans", "route.plan", {"shipment": "S", "day": day}, (), (), "t")
+    assert await monitors.poll() == []
+    with pytest.raises(MessageRefused):
+        await sys_.send("router", "hints", "priority.hint", {}, (), (), "t")
+    (alert,) = await monitors.poll()
+    (refusal,) = kinds(sys_.ledger, "Refusal")
+    assert alert.evidence == (refusal.id,)
+    assert (alert.observed["from"], alert.observed["topic"], alert.escalated_to) == (
+        "router",
+        "hints",
+        RI.identity,
+    )
+
+
+async def test_without_a_contract_the_drift_monitor_learns_the_first_channels(tmp_path: Path) -> None:
+    """No contract: the channels used while learning are the usual ones; a later new one is drift."""
+    clock = FakeClock()
+    ids = IdSource(clock)
+    with SQLiteLedger.open(tmp_path / "n.db", create=True) as ledger:
+        gateway = Gateway(ledger, clock=clock, ids=ids)
+        await gateway.install(charter(None), new_ruleset(POLICIES, SCHEMA, RI, clock=clock, ids=ids))
+        sys_ = System(ledger, gateway, agents=AGENTS, clock=clock, ids=ids)
+        spec = {"monitors": [{**NEW_EDGE["monitors"][0], "learn_seconds": 3600}]}
+        monitors = Monitors(load_monitors(spec, known_scopes=()), ledger, clock=clock, ids=ids)
+        await sys_.send("router", "plans", "route.plan", {}, (), (), "t")
+        clock.advance(7200)
+        await sys_.send("router", "plans", "route.plan", {}, (), (), "t")
+        assert await monitors.poll() == []
+        hint = await sys_.send("router", "hints", "priority.hint", {}, (), (), "t")  # no contract: it goes
+        (alert,) = await monitors.poll()
+        assert alert.evidence == (hint.id,)
+        assert alert.observed["declared"] == "no contract"
+        gateway.close()
+
+
+def test_a_new_edge_monitor_reads_messages() -> None:
+    spec = {"monitors": [{**NEW_EDGE["monitors"][0], "source": {"kind": "Intent"}}]}
+    with pytest.raises(ConfigError, match="new_edge"):
+        load_monitors(spec, known_scopes=())
