@@ -18,6 +18,7 @@ from answerable import (
     Gateway,
     IdSource,
     KeyPair,
+    MessageHeld,
     MessageRefused,
     SQLiteLedger,
     System,
@@ -347,3 +348,125 @@ def test_a_new_edge_monitor_reads_messages() -> None:
     spec = {"monitors": [{**NEW_EDGE["monitors"][0], "source": {"kind": "Intent"}}]}
     with pytest.raises(ConfigError, match="new_edge"):
         load_monitors(spec, known_scopes=())
+
+
+REVIEWER = KeyPair.from_seed("desk@example.com", b"\x09" * 32)
+SEND_SCHEMA = (
+    SCHEMA
+    + """
+entity Message { topic: String, type: String };
+action "send:plans/route.plan" appliesTo {
+  principal: [Agent], resource: [Message], context: { urgent: Bool, blocked: Bool }
+};
+"""
+)
+SEND_POLICIES = (
+    POLICIES
+    + """
+@id("router-sends-plans")
+permit(principal == Agent::"router", action == Action::"send:plans/route.plan", resource);
+
+@id("urgent-plans-need-the-desk")
+@review("an urgent priority change goes to the desk before the executor acts on it")
+forbid(principal, action == Action::"send:plans/route.plan", resource) when { context.urgent };
+
+@id("blocked-plans-never-go")
+forbid(principal, action == Action::"send:plans/route.plan", resource) when { context.blocked };
+"""
+)
+
+
+class Sender(Heard):
+    """The router: keeps the refusals it is told of."""
+
+    def __init__(self) -> None:
+        super().__init__("router")
+        self.refusals: list[MessageRefused] = []
+
+    async def on_refusal(self, refusal: MessageRefused, ctx: Context) -> None:
+        self.refusals.append(refusal)
+
+
+@pytest.fixture
+async def decided(tmp_path: Path) -> Any:
+    """A system whose contract lets the rules decide route plans."""
+    clock = FakeClock()
+    ids = IdSource(clock)
+    ledger = SQLiteLedger.open(tmp_path / "d.db", create=True)
+    gateway = Gateway(ledger, clock=clock, ids=ids)
+    kinds_ = [{"type": "route.plan", "payload_schema": {"type": "object"}, "decide": True}]
+    contract = {"channels": [{**CONTRACT["channels"][0], "messages": kinds_}]}
+    chartered = new_charter(
+        "sys", RI, agents=AGENTS, reviewers=[REVIEWER], coordination=contract, clock=clock, ids=ids
+    )
+    await gateway.install(chartered, new_ruleset(SEND_POLICIES, SEND_SCHEMA, RI, clock=clock, ids=ids))
+    system = System(ledger, gateway, agents=AGENTS, clock=clock, ids=ids)
+    system.message_context(
+        "plans",
+        "route.plan",
+        lambda p: {"urgent": bool(p.get("urgent")), "blocked": bool(p.get("blocked"))},
+    )
+    router, executor = Sender(), Heard("executor")
+    system.add(router)
+    system.add(executor)
+    yield system, gateway, router, executor
+    gateway.close()
+    ledger.close()
+
+
+def plans_of(ledger: SQLiteLedger) -> list[Message]:
+    return [m for m in kinds(ledger, "Message") if m.type == "route.plan"]
+
+
+async def test_a_rule_on_messages_lets_one_through_as_a_decided_call(decided: Any) -> None:
+    system, _gateway, _router, executor = decided
+    message = await system.send("router", "plans", "route.plan", {"n": 1}, (), (), "t")
+    await system.run_until_idle()
+    (intent,) = kinds(system.ledger, "Intent")
+    assert intent.operation == "send:plans/route.plan"
+    (decision,) = kinds(system.ledger, "Decision")
+    assert (decision.effect, decision.policy_ids) == ("allow", ("router-sends-plans",))
+    assert [m.id for m in plans_of(system.ledger)] == [message.id]
+    assert intent.id in message.causes
+    assert [r.id for r in executor.heard] == [message.id]
+
+
+async def test_a_rule_on_messages_holds_one_for_review_and_delivers_it_once_approved(decided: Any) -> None:
+    system, gateway, router, executor = decided
+    with pytest.raises(MessageHeld) as held:
+        await system.send("router", "plans", "route.plan", {"n": 2, "urgent": True}, (), (), "t")
+    await system.run_until_idle()
+    assert plans_of(system.ledger) == []
+    assert executor.heard == []
+    outcome = await gateway.answer(
+        held.value.review_id, key=REVIEWER, verdict="approve", reason="the desk agrees: it is urgent"
+    )
+    assert outcome.ok
+    await system.run_until_idle()
+    await gateway.settle_reviews()  # acting on the settled review again delivers nothing more
+    await system.run_until_idle()
+    (message,) = plans_of(system.ledger)
+    assert message.payload == {"n": 2, "urgent": True}
+    assert held.value.intent_id in message.causes
+    assert [r.id for r in executor.heard] == [message.id]
+    assert router.refusals == []
+    assert system.held == {}
+
+
+async def test_a_denied_message_never_arrives_and_its_sender_hears_why(decided: Any) -> None:
+    system, gateway, router, executor = decided
+    with pytest.raises(MessageHeld) as held:
+        await system.send("router", "plans", "route.plan", {"n": 3, "urgent": True}, (), (), "t")
+    denied = await gateway.answer(held.value.review_id, key=REVIEWER, verdict="deny", reason="not urgent")
+    await system.run_until_idle()
+    assert plans_of(system.ledger) == []
+    assert executor.heard == []
+    (refusal,) = router.refusals
+    assert denied.approval is not None
+    assert (refusal.reason_code, refusal.refusal_id) == ("denied", denied.approval.id)
+    assert "not urgent" in str(refusal)
+    with pytest.raises(MessageRefused) as refused:  # a rule that refuses outright says so at once
+        await system.send("router", "plans", "route.plan", {"n": 4, "blocked": True}, (), (), "t")
+    assert refused.value.reason_code == "denied"
+    assert "blocked-plans-never-go" in str(refused.value)
+    assert plans_of(system.ledger) == []

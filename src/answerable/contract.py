@@ -109,6 +109,11 @@ class ContractCheck:
         channel = self._channels.get(topic)
         return channel is not None and sender in channel.publishers and (topic, type) in self._validators
 
+    def decided(self, topic: str, type: str) -> bool:
+        """Whether the rules decide messages of this type (the contract marks it ``decide``)."""
+        channel = self._channels.get(topic)
+        return channel is not None and any(k.type == type and k.decide for k in channel.messages)
+
     def subscribers(self, topic: str) -> tuple[str, ...]:
         channel = self._channels.get(topic)
         return channel.subscribers if channel is not None else ()

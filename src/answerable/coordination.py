@@ -9,7 +9,7 @@ one of its messages directly, and ``caused_executions`` the executions of those 
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +42,8 @@ class Edge:
     last: str = ""
     declared: bool | None = None
     """Whether the contract in force declared it when its last message was sent; None: no contract."""
+    days: Counter[str] = field(default_factory=Counter)
+    """Messages per UTC day (``YYYY-MM-DD``), to see coordination change over a run."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +67,8 @@ class Observed:
     edges: list[Edge]
     refusals: dict[tuple[str, str, str, str], int]
     """(sender, topic, type, reason code) -> refused messages."""
+    refused_days: dict[tuple[str, str, str], Counter[str]]
+    """(sender, topic, type) -> refused messages per UTC day."""
     contract: bool
     """Whether any charter in the range declared a contract."""
 
@@ -94,6 +98,7 @@ def observe(ledger: LedgerStore, *, since: int | None = None, until: int | None 
     edge_of: dict[str, tuple[str, str, str]] = {}
     intents_of: dict[str, set[tuple[str, str, str]]] = {}
     refusals: dict[tuple[str, str, str, str], int] = defaultdict(int)
+    refused_days: dict[tuple[str, str, str], Counter[str]] = {}
     checks: dict[int, ContractCheck] = {}
     agents: set[str] = set()
     contract_seen = False
@@ -124,6 +129,7 @@ def observe(ledger: LedgerStore, *, since: int | None = None, until: int | None 
             key = (str(entry["sender"]), str(entry["topic"]), str(entry["type"]))
             edge = edges.get(key) or edges.setdefault(key, Edge(*key, first=at))
             edge.messages += 1
+            edge.days[at[:10]] += 1
             edge.last = at
             edge.receivers.update(str(r) for r in entry.get("recipients") or ())
             contract = _contract_at(charters, index)
@@ -148,14 +154,14 @@ def observe(ledger: LedgerStore, *, since: int | None = None, until: int | None 
             for key in intents_of.get(str(entry.get("intent_id")), ()):
                 edges[key].caused_executions += 1
         elif kind == "Refusal" and entry.get("channel") == "bus" and within(at):
-            refusals[
-                (str(entry["claimed"]), str(entry["topic"]), str(entry["type"]), str(entry["reason_code"]))
-            ] += 1
+            tried = (str(entry["claimed"]), str(entry["topic"]), str(entry["type"]))
+            refusals[(*tried, str(entry["reason_code"]))] += 1
+            refused_days.setdefault(tried, Counter())[at[:10]] += 1
     latest = charters.latest()
     if latest is not None:
         contract_seen = contract_seen or latest.coordination is not None
     ordered = sorted(edges.values(), key=lambda e: (e.first, e.sender, e.topic, e.type))
-    return Observed(sorted(agents), ordered, dict(refusals), contract_seen)
+    return Observed(sorted(agents), ordered, dict(refusals), refused_days, contract_seen)
 
 
 def _contract_at(charters: CharterHistory, index: int) -> Coordination | None:

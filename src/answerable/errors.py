@@ -9,7 +9,8 @@ thing as attributes, so code can react without parsing text::
     ├── PolicyInvalid                Cedar policies or schema that do not parse or validate
     ├── UnknownAgent                 an intent or message from an agent not in the charter
     ├── AgentFailed                  an agent raised while handling a record
-    ├── MessageRefused               a message outside the coordination contract (recorded)
+    ├── MessageRefused               a message outside the coordination contract, or one the rules refused
+    ├── MessageHeld                  a message the rules sent to review: delivered once if approved
     ├── UnknownOperation             an intent for an operation that is not registered
     ├── ArgumentsInvalid             arguments that do not match an operation's schema
     ├── RequestBuildFailed           an operation's Cedar resource or context builder failed
@@ -45,6 +46,7 @@ __all__ = [
     "LeaseLost",
     "LedgerError",
     "LedgerTampered",
+    "MessageHeld",
     "MessageRefused",
     "NotALedger",
     "NotAuthorized",
@@ -138,6 +140,24 @@ class MessageRefused(AnswerableError):
         self.sender, self.topic, self.type = sender, topic, type
         self.reason_code = reason_code
         self.refusal_id = refusal_id
+
+
+class MessageHeld(AnswerableError):
+    """A message the rules sent to a person: not recorded or delivered yet. Approved, it is
+    recorded and delivered once; denied, its sender's :meth:`Agent.on_refusal` hears of it.
+
+    Attributes:
+        intent_id: the intent the message waits under; review_id: the review a person answers.
+    """
+
+    def __init__(self, sender: str, topic: str, type: str, intent_id: str, review_id: str) -> None:
+        super().__init__(
+            f"message {type!r} from {sender} on {topic!r} is held for review {review_id}: "
+            "it is delivered once a reviewer approves it, and never if they deny it"
+        )
+        self.sender, self.topic, self.type = sender, topic, type
+        self.intent_id = intent_id
+        self.review_id = review_id
 
 
 class UnknownOperation(AnswerableError):

@@ -96,6 +96,9 @@ class MessageKind(BaseModel):
     type: _NAME
     payload_schema: dict[str, Any]
     """A JSON Schema (2020-12); only local ``$ref`` (``#...``), so a check never fetches anything."""
+    decide: bool = Field(default=False, exclude_if=lambda v: v is False)
+    """The RI's Cedar rules decide each message of this type as they decide a tool call (action
+    ``send:TOPIC/TYPE``): allowed, refused, or held for review and delivered once if approved."""
 
 
 class Channel(BaseModel):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from answerable.charter import charter_of
+from answerable.coordination import Observed, observe
 from answerable.errors import ConfigError, RecordInvalid
 from answerable.ledger import SQLiteLedger, payload_of
 from answerable.records import (
@@ -152,6 +153,8 @@ class _Facts:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     outside_alerts: list[ExternalEvent] = field(default_factory=list)
     undecodable: list[tuple[int, str, str]] = field(default_factory=list)
+    coordination: Observed | None = None
+    """How the agents coordinated: edges with their messages per day, refused channels."""
 
     @property
     def label(self) -> str:
@@ -232,6 +235,7 @@ def _gather(ledger_path: Path) -> _Facts:
                         view.observe(record.type, record.at[:10], payload)
                 elif record.type.endswith(".alert"):
                     facts.outside_alerts.append(record)
+        facts.coordination = observe(ledger)
     if facts.first_at is not None and facts.last_at is not None:
         facts.days = _days_between(facts.first_at[:10], facts.last_at[:10])
     facts.reviewed = [_Reviewed(r, intents.get(r.intent_id), approvals.get(r.id)) for r in reviews]
@@ -459,6 +463,89 @@ def _plot_on_time(runs: Sequence[_Facts], name: str) -> str | None:
     ax.set_ylim(0, 1.05)
     _style(ax, "On-time rate of what was due each day, by class", "on time")
     ax.legend(fontsize=8, frameon=False)
+    return _svg(fig, name)
+
+
+def _coordination_rows(runs: Sequence[_Facts]) -> list[tuple[str, str, tuple[str, str, str]]]:
+    """Rows of the coordination picture across runs: (label, kind, edge), kind ``declared``,
+    ``undeclared``, ``open`` (no contract) or ``refused``."""
+    rows: dict[tuple[str, tuple[str, str, str]], str] = {}
+    for f in runs:
+        graph = f.coordination
+        if graph is None:
+            continue
+        for e in graph.edges:
+            kind = "open" if e.declared is None else "declared" if e.declared else "undeclared"
+            key = ("sent", (e.sender, e.topic, e.type))
+            rows[key] = "undeclared" if rows.get(key) == "undeclared" else kind
+        for edge in graph.refused_days:
+            rows[("refused", edge)] = "refused"
+    out = []
+    for (what, (sender, topic, type_)), kind in sorted(
+        rows.items(), key=lambda kv: (kv[0][0] == "refused", kv[0][1])
+    ):
+        prefix = "refused: " if what == "refused" else ""
+        out.append((f"{prefix}{sender} → {topic} / {type_}", kind, (sender, topic, type_)))
+    return out
+
+
+def _plot_coordination(runs: Sequence[_Facts], name: str) -> str | None:
+    """Messages per day on each (sender, topic, type), one panel per run side by side: a person
+    sees a channel open, grow or fall silent during the run, and refused attempts in grey."""
+    rows = _coordination_rows(runs)
+    shown = [
+        f
+        for f in runs
+        if f.coordination is not None and (f.coordination.edges or f.coordination.refused_days)
+    ]
+    if not rows or not shown:
+        return None
+    import numpy as np
+
+    fig = _figure(width=min(12.5, 3.0 + 2.6 * len(shown)), height=0.9 + 0.32 * len(rows))
+    axes = fig.subplots(1, len(shown), sharey=True, squeeze=False)[0]
+    colours = {"declared": "#1f3b57", "open": "#1f3b57", "undeclared": "#b23a48", "refused": "#8a8a8a"}
+    for ax, f in zip(axes, shown, strict=True):
+        graph = f.coordination
+        if graph is None:  # filtered above; kept for the type checker
+            continue
+        sent = {(e.sender, e.topic, e.type): e.days for e in graph.edges}
+        grid = np.zeros((len(rows), len(f.days)))
+        for r, (_label, kind, edge) in enumerate(rows):
+            days = (graph.refused_days.get(edge) if kind == "refused" else sent.get(edge)) or Counter()
+            for c, day in enumerate(f.days):
+                grid[r, c] = days[day]
+        ax.imshow(np.log1p(grid), aspect="auto", cmap="Blues", vmin=0)
+        for r, (_label, kind, _edge) in enumerate(rows):
+            for c in range(len(f.days)):
+                if grid[r, c]:
+                    ax.text(
+                        c,
+                        r,
+                        f"{int(grid[r, c]):,}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if grid[r, c] > grid.max() / 3 else colours[kind],
+                    )
+        _mark_days(ax, f.days, _alert_days([f]))
+        ax.set_xticks(range(len(f.days)), [d[5:] for d in f.days], rotation=30, ha="right")
+        ax.tick_params(labelsize=8)
+        ax.set_title(
+            f.label if len(shown) > 1 else "Messages per day on each channel", fontsize=10, loc="left"
+        )
+    first = axes[0]
+    first.set_yticks(range(len(rows)), [label for label, _, _ in rows])
+    for tick, (_label, kind, _edge) in zip(first.get_yticklabels(), rows, strict=True):
+        tick.set_color(colours[kind])
+    notes = ["numbers: messages that day"]
+    if any(kind == "undeclared" for _, kind, _ in rows):
+        notes.append("red: a channel the contract does not declare")
+    if any(kind == "refused" for _, kind, _ in rows):
+        notes.append("grey: messages refused")
+    if _alert_days(shown):
+        notes.append("shaded: a day with an outside alert")
+    fig.supxlabel("; ".join(notes), fontsize=8)
     return _svg(fig, name)
 
 
@@ -766,8 +853,28 @@ def _plots_section(f: _Facts) -> str:
             _figure_block(_plot_waits(f), "No review in this ledger was answered: no waiting times."),
             "<h3>Timeline</h3>",
             _figure_block(_plot_timeline(f), "No alerts or controls in this ledger."),
+            "<h3>Coordination</h3>",
+            _coordination_summary(f),
+            _figure_block(_plot_coordination([f], "coordination"), "No agent sent a message in this ledger."),
         ]
     )
+
+
+def _coordination_summary(f: _Facts) -> str:
+    graph = f.coordination
+    if graph is None or not (graph.edges or graph.refusals):
+        return ""
+    undeclared = [e for e in graph.edges if e.declared is False]
+    said = [
+        f"{sum(e.messages for e in graph.edges):,} messages on {len(graph.edges)} channel(s)",
+        "under the charter's coordination contract" if graph.contract else "with no coordination contract",
+    ]
+    if undeclared:
+        said.append(f"{len(undeclared)} channel(s) it does not declare")
+    refused = sum(graph.refusals.values())
+    if refused:
+        said.append(f"{refused:,} message(s) refused")
+    return f"<p>{_e(', '.join(said))} (<code>answerable coordination</code> lists them).</p>"
 
 
 def _waits_summary(f: _Facts) -> str:
@@ -1070,7 +1177,8 @@ def _write(out: Path, text: str) -> None:
 
 
 def compare(paths: list[Path], out: Path) -> Path:
-    """Write a page comparing runs: their outcome tables side by side and on-time rates overlaid.
+    """Write a page comparing runs: their outcome tables side by side, on-time rates overlaid,
+    and how their agents coordinated, day by day, side by side.
 
     Each run links to its own report when one sits beside its ledger (``LEDGER`` with ``.html``).
 
@@ -1107,6 +1215,10 @@ def compare(paths: list[Path], out: Path) -> Path:
         '<p class="muted">Money is in whole currency units.</p>',
         "<h2>On-time rates</h2>",
         _figure_block(svg, "No installed plugin reads these ledgers' outside events as service."),
+        "<h2>Coordination</h2>",
+        _figure_block(
+            _plot_coordination(runs, "compare-coordination"), "No agent sent a message in these ledgers."
+        ),
     ]
     _write(out, _page("Comparison of runs: " + ", ".join(labels), body))
     return out

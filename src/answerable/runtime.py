@@ -12,16 +12,33 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from answerable._canonical import canonical_bytes
 from answerable.bus import Bus, MemoryBus
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
 from answerable.contract import ContractCheck
-from answerable.errors import AgentFailed, AnswerableError, MessageRefused, RecordInvalid, UnknownAgent
-from answerable.gateway import Gateway, Outcome
+from answerable.errors import (
+    AgentFailed,
+    AnswerableError,
+    ConfigError,
+    MessageHeld,
+    MessageRefused,
+    RecordInvalid,
+    UnknownAgent,
+)
+from answerable.gateway import Gateway, Outcome, Resource
 from answerable.ledger.base import LedgerStore
-from answerable.records import Coordination, ExternalEvent, Intent, Message, Refusal, digest, problems
+from answerable.records import (
+    Coordination,
+    ExternalEvent,
+    Intent,
+    Message,
+    Refusal,
+    decode_entry,
+    digest,
+    problems,
+)
 
 __all__ = ["Actuator", "Agent", "Context", "System", "Watcher"]
 
@@ -59,6 +76,10 @@ class Agent(ABC):
     @abstractmethod
     async def handle(self, record: Message | ExternalEvent, ctx: Context) -> None:
         """React to one record: send messages, propose intents."""
+
+    async def on_refusal(self, refusal: MessageRefused, ctx: Context) -> None:  # noqa: B027 - optional hook
+        """A message this agent sent that was held for review has been denied: react (re-plan,
+        tell someone). By default nothing happens; the denial is in the ledger either way."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +145,9 @@ class System:
         self.ledger = ledger
         self._contract = contract or _charter_contract(actuator)
         self._check: ContractCheck | None = None
+        self._contexts: dict[tuple[str, str], Callable[[Mapping[str, Any]], Mapping[str, Any]]] = {}
+        self.held: dict[str, tuple[str, str, str]] = {}
+        """Intents of messages waiting for review -> (sender, topic, type), until settled."""
         self.watcher = watcher
         self.actuator = actuator
         self.bus = bus or MemoryBus()
@@ -247,12 +271,120 @@ class System:
                 )
                 await self.ledger.append([refusal])
                 raise MessageRefused(sender, topic, type, refused.code, refused.detail, refusal.id)
+            if self._check.decided(topic, type):
+                return await self._decided(message)
         await self.ledger.append([message])
         await self.bus.publish(topic, message)
         return message
 
+    def message_context(
+        self, topic: str, type: str, context: Callable[[Mapping[str, Any]], Mapping[str, Any]]
+    ) -> None:
+        """How to build the Cedar context of a decided message from its payload (default: none)."""
+        self._contexts[(topic, type)] = context
+
+    async def _decided(self, message: Message) -> Message:
+        """A message the rules decide goes the way of a tool call: an Intent for ``send:TOPIC/TYPE``,
+        decided by Cedar, recorded, and executed (the message recorded and published) exactly once,
+        now or when a reviewer approves it.
+
+        Raises:
+            ConfigError: the actuator is not a gateway, which alone can decide.
+            MessageRefused: the rules refused it (``reason_code`` ``denied``).
+            MessageHeld: a rule sent it to review.
+        """
+        gateway = self.actuator
+        if not isinstance(gateway, Gateway):
+            raise ConfigError("messages the rules decide need a Gateway as the system's actuator")
+        operation = self._send_operation(gateway, message.topic, message.type)
+        intent = gateway.intent(
+            message.sender,
+            operation,
+            {
+                "payload": message.payload,
+                "recipients": list(message.recipients),
+                "trace_id": message.trace_id,
+            },
+            causes=message.causes,
+            trace_id=message.trace_id,
+        )
+        outcome = await gateway.submit(intent)
+        if outcome.ok and isinstance(outcome.result, Message):
+            return outcome.result
+        if outcome.status == "review" and outcome.review is not None:
+            self.held[intent.id] = (message.sender, message.topic, message.type)
+            raise MessageHeld(message.sender, message.topic, message.type, intent.id, outcome.review.id)
+        raise _refusal(message.sender, message.topic, message.type, outcome)
+
+    def _send_operation(self, gateway: Gateway, topic: str, type: str) -> str:
+        """The gateway operation that records and publishes a decided message, registered once."""
+        name = f"send:{topic}/{type}"
+        if name in gateway.operations:
+            return name
+        builder = self._contexts.get((topic, type))
+
+        def context(args: BaseModel) -> Mapping[str, Any]:
+            return {} if builder is None or not isinstance(args, _SendArgs) else builder(args.payload)
+
+        async def publish(
+            payload: dict[str, Any], recipients: list[str], trace_id: str, idempotency_key: str
+        ) -> Message:
+            # Idempotent by key: a replay after a crash finds the message already recorded.
+            for stored in self.ledger.caused_by(idempotency_key):
+                if stored.kind == "Message":
+                    found = decode_entry(stored.data)
+                    if isinstance(found, Message):
+                        return found
+            intent = decode_entry(self.ledger.find(idempotency_key).data)
+            sender = intent.agent if isinstance(intent, Intent) else "unknown"
+            message = Message(
+                id=self.ids.new(),
+                at=rfc3339(self.clock.now_ns()),
+                causes=(*intent.causes, idempotency_key),
+                sender=sender,
+                topic=topic,
+                recipients=tuple(recipients),
+                type=type,
+                payload=payload,
+                trace_id=trace_id,
+            )
+            await self.ledger.append([message])
+            await self.bus.publish(topic, message)
+            return message
+
+        gateway.register(
+            name,
+            publish,
+            resource_class="message",
+            args=_SendArgs,
+            resource=lambda a: Resource("Message", f"{topic}/{type}", {"topic": topic, "type": type}),
+            context=context,
+            idempotent=True,
+        )
+        return name
+
+    async def settle_held(self) -> None:
+        """Tell the senders of held messages that were denied (approved ones were delivered when
+        the approval was acted on); run by :meth:`run_until_idle`."""
+        gateway = self.actuator
+        if not self.held or not isinstance(gateway, Gateway):
+            return
+        for intent_id, (sender, topic, type_) in list(self.held.items()):
+            intent = decode_entry(self.ledger.find(intent_id).data)
+            if not isinstance(intent, Intent):
+                continue
+            outcome = gateway.recorded_outcome(intent)
+            if outcome is None:
+                continue
+            del self.held[intent_id]
+            agent = self.agents.get(sender)
+            if not outcome.ok and agent is not None:
+                trace = intent.trace_id or intent.id
+                await agent.on_refusal(_refusal(sender, topic, type_, outcome), Context(self, sender, trace))
+
     async def run_until_idle(self) -> None:
         """Deliver until no agent has anything left to say, then let the watcher catch up."""
+        await self.settle_held()
         await self.bus.drain()
         if self.watcher is not None:
             await self.watcher.poll()
@@ -271,3 +403,33 @@ def _charter_contract(actuator: Actuator) -> Callable[[], Coordination | None]:
             return None
 
     return contract
+
+
+class _SendArgs(BaseModel):
+    """The arguments of a decided message's intent: exactly what will be recorded and published."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    payload: dict[str, Any]
+    recipients: list[str]
+    trace_id: str
+
+
+def _refusal(sender: str, topic: str, type: str, outcome: Outcome) -> MessageRefused:
+    """A decided message that will not be delivered, naming the entry that refused it."""
+    evidence = outcome.approval or outcome.execution or outcome.decision
+    by = (
+        f"a reviewer ({outcome.approval.by}: {outcome.approval.reason})"
+        if outcome.approval is not None
+        else f"the rules ({', '.join(outcome.decision.policy_ids) or 'no rule permits it'})"
+        if outcome.decision is not None
+        else "the gateway"
+    )
+    return MessageRefused(
+        sender,
+        topic,
+        type,
+        "denied" if outcome.status in ("denied", "review") else outcome.status,
+        f"refused by {by}",
+        evidence.id if evidence is not None else outcome.intent.id,
+    )

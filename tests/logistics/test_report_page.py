@@ -87,3 +87,19 @@ def test_every_figure_of_result_json_is_recomputed_from_the_ledger_and_the_partn
         }
         assert not differ, (mode, differ)
         assert " ≠" not in pages[mode].read_text()
+
+
+def test_the_pages_show_how_the_agents_coordinated_day_by_day(pages: dict[str, Path]) -> None:
+    """Each report draws its messages per channel per day; the comparison draws the runs side by side."""
+    governed, ungoverned = pages["governed"].read_text(), pages["ungoverned"].read_text()
+    assert "under the charter&#x27;s coordination contract" in governed
+    assert "with no coordination contract" in ungoverned
+    for page in (governed, ungoverned):
+        section = page.split("<h3>Coordination</h3>", 1)[1]
+        assert section.lstrip().startswith("<p>")
+        assert "router → routes / route.plan" in section.split("</figure>", 1)[0]
+    compare_page = pages["compare"].read_text()
+    section = compare_page.split("<h2>Coordination</h2>", 1)[1]
+    assert "<svg" in section
+    assert ">ungoverned</text>" in section  # one panel per run, titled with its name
+    assert ">governed</text>" in section
