@@ -102,6 +102,9 @@ async def test_a_declared_message_is_recorded_and_delivered_to_its_subscribers(s
     await sys_.run_until_idle()
     assert [m.id for m in kinds(sys_.ledger, "Message")] == [message.id]
     assert [r.id for r in heard["executor"].heard] == [message.id]
+    # the allocator subscribed to "plans" too, but the contract does not let it listen in
+    assert heard["allocator"].heard == []
+    assert heard["router"].heard == []
 
 
 @pytest.mark.parametrize(
@@ -470,3 +473,146 @@ async def test_a_denied_message_never_arrives_and_its_sender_hears_why(decided: 
     assert refused.value.reason_code == "denied"
     assert "blocked-plans-never-go" in str(refused.value)
     assert plans_of(system.ledger) == []
+
+
+def _monitor(spec: dict[str, Any]) -> Monitors:
+    config = load_monitors({"monitors": [{"name": "m", "invariant": "i", **spec}]}, known_scopes=())
+    return Monitors(config, ledger=None, clock=FakeClock(), ids=IdSource())  # type: ignore[arg-type]
+
+
+def _at(seconds: int) -> str:
+    from answerable.clock import rfc3339
+
+    return rfc3339(1_700_000_000_000_000_000 + seconds * 1_000_000_000)
+
+
+def _message(n: int, at: int, sender: str = "router", topic: str = "plans") -> dict[str, Any]:
+    return {"kind": "Message", "id": f"m{n}", "at": _at(at), "sender": sender, "topic": topic, "type": "t"}
+
+
+def test_a_channel_whose_rate_leaves_its_band_is_drift_and_a_storm_sized_rise_is_not() -> None:
+    """Learned: at most 4 a day. Seven a day (the storm's re-plans) stays in a band of 3x; thirteen
+    does not."""
+    monitor = _monitor(
+        {"shape": "rate_band", "source": {"kind": "Message"}, "learn_seconds": 86_400, "max_factor": 3}
+    )
+    day = 86_400
+    seen = [monitor.observe(_message(n, n * 3600)) for n in range(4)]  # day 0: 4 messages
+    seen += [monitor.observe(_message(10 + n, day + n * 600)) for n in range(7)]  # day 1: 7
+    assert not any(seen)
+    breaches = [b for n in range(13) for b in monitor.observe(_message(30 + n, 2 * day + n * 600))]
+    (breach,) = breaches
+    assert breach.observed["messages_in_window"] == 13
+    assert (breach.observed["usual_most"], breach.observed["topic"]) == (4, "plans")
+    assert breach.evidence == ("m42",)
+
+
+def test_an_agent_that_comes_to_drive_another_is_drift() -> None:
+    """While learning, a third of the executor's intents cite the router; later nearly all do."""
+    monitor = _monitor(
+        {
+            "shape": "influence",
+            "source": {"kind": "Intent"},
+            "learn_seconds": 86_400,
+            "window": 30,
+            "min_samples": 30,
+            "max_rise_permille": 300,
+        }
+    )
+    monitor.observe(_message(0, 0))
+    monitor.observe(_message(1, 0, sender="allocator", topic="allocation"))
+
+    def intent(n: int, at: int, cause: str) -> dict[str, Any]:
+        return {"kind": "Intent", "id": f"i{n}", "at": _at(at), "agent": "executor", "causes": [cause]}
+
+    seen = [monitor.observe(intent(n, n * 60, "m0" if n % 3 == 0 else "m1")) for n in range(60)]
+    assert not any(seen)
+    found = [b for n in range(60) for b in monitor.observe(intent(100 + n, 90_000 + n * 60, "m0"))]
+    assert found  # latched after the first breach
+    (breach, *_) = found
+    assert (breach.observed["from"], breach.observed["to"]) == ("router", "executor")
+    assert int(breach.observed["share_permille"]) - int(breach.observed["learned_permille"]) > 300
+
+
+@pytest.mark.parametrize(("shape", "kind"), [("rate_band", "Intent"), ("influence", "Message")])
+def test_a_coordination_monitor_on_the_wrong_records_is_refused(shape: str, kind: str) -> None:
+    with pytest.raises(ConfigError, match=shape):
+        _monitor({"shape": shape, "source": {"kind": kind}, "learn_seconds": 60})
+
+
+async def test_a_hand_signed_charter_with_a_schema_that_cannot_judge_is_refused_at_install(
+    tmp_path: Path,
+) -> None:
+    """A charter signed outside new_charter still has its contract checked before it is in force."""
+    clock = FakeClock()
+    ids = IdSource(clock)
+    good = charter()
+    document = good.model_dump(mode="json", exclude={"signature"})
+    document["coordination"]["channels"][0]["messages"][0]["payload_schema"] = {"type": "nope"}
+    forged = sign(SystemCharter.model_validate(document), RI)
+    with SQLiteLedger.open(tmp_path / "x.db", create=True) as ledger:
+        gateway = Gateway(ledger, clock=clock, ids=ids)
+        with pytest.raises(ConfigError, match="payload_schema"):
+            await gateway.install(forged, new_ruleset(POLICIES, SCHEMA, RI, clock=clock, ids=ids))
+        assert ledger.size() == 0
+        gateway.close()
+
+
+async def test_the_send_operation_is_not_a_way_around_the_contract(decided: Any) -> None:
+    """Only System.send makes send: intents: an agent cannot propose one, and an intent keyed to
+    another intent (to borrow its sender) records no message."""
+    system, gateway, _router, _executor = decided
+    await system.send("router", "plans", "route.plan", {"n": 1}, (), (), "t")
+    from answerable.runtime import Context as Ctx
+
+    with pytest.raises(ConfigError, match=r"ctx\.send"):
+        await Ctx(system, "allocator", "t").propose("send:plans/route.plan", {}, causes=[])
+    (first,) = kinds(system.ledger, "Intent")
+    borrowed = gateway.intent(
+        "allocator",
+        "send:plans/route.plan",
+        {"payload": {"n": 9}, "recipients": [], "trace_id": "t"},
+        idempotency_key=first.id,
+    )
+    outcome = await gateway.submit(borrowed)
+    assert not outcome.ok
+    await system.run_until_idle()
+    assert [m.payload for m in plans_of(system.ledger)] == [{"n": 1}]
+    assert all(m.sender == "router" for m in kinds(system.ledger, "Message"))
+
+
+async def test_an_answer_recorded_elsewhere_is_acted_on_and_delivered_once(decided: Any) -> None:
+    """A reviewer answers in another process (the approval is recorded, nobody here acted on it):
+    the system's next run delivers the message, once."""
+    system, gateway, _router, executor = decided
+    with pytest.raises(MessageHeld) as held:
+        await system.send("router", "plans", "route.plan", {"n": 5, "urgent": True}, (), (), "t")
+    approval = gateway.reviews.approval(
+        held.value.review_id, key=REVIEWER, verdict="approve", reason="approved from the CLI"
+    )
+    await gateway.reviews.submit(approval)  # recorded, not acted on: as `answerable approve` does
+    assert plans_of(system.ledger) == []
+    await system.run_until_idle()
+    await system.run_until_idle()
+    (message,) = plans_of(system.ledger)
+    assert [r.id for r in executor.heard] == [message.id]
+
+
+async def test_each_new_channel_alerts_once_even_across_a_restart(system: Any) -> None:
+    sys_, gateway, _heard = system
+
+    def monitors() -> Monitors:
+        config = load_monitors(NEW_EDGE, known_scopes=())
+        return Monitors(config, sys_.ledger, clock=gateway.clock, ids=gateway.ids)
+
+    first = monitors()
+    for topic in ("hints", "side", "hints"):
+        with pytest.raises(MessageRefused):
+            await sys_.send("router", topic, "priority.hint", {}, (), (), "t")
+    alerts = await first.poll()
+    assert sorted(a.observed["topic"] for a in alerts) == ["hints", "side"]
+    assert await monitors().poll() == []  # a restarted reader finds both answered
+    with pytest.raises(MessageRefused):
+        await sys_.send("router", "other", "priority.hint", {}, (), (), "t")
+    (later,) = await first.poll()
+    assert later.observed["topic"] == "other"

@@ -107,7 +107,7 @@ def test_the_storm_block_runs_and_the_readme_table_is_what_it_measured(tmp_path:
     ):
         assert [float(v) for v in rows[row]] == [round(runs[m][key], 3) for m in modes], row
     assert rows["hospital stock-out days"] == [str(runs[m]["hospital_stockout_days"]) for m in modes]
-    assert rows["shipments postponed: to a hospital / with a time-critical line"] == [
+    assert rows["postponements run (per customer and day): to a hospital / with a time-critical line"] == [
         f"{runs[m]['medical_shipments_postponed']} / {runs[m]['time_critical_shipments_postponed']}"
         for m in modes
     ]

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import calendar
 import functools
+import re
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -944,17 +945,23 @@ def demo_quickstart(
     _run(lambda: run(out_dir, out))
 
 
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+
+
 def _instant(text: str | None, flag: str) -> int | None:
     """An RFC 3339 time a person typed, with its offset, as nanoseconds since the epoch."""
     if text is None:
         return None
+    shape = _RFC3339.fullmatch(text.strip())
+    if shape is None:
+        _fail(
+            ConfigError(f"{flag} {text!r} is not an RFC 3339 time with its offset, like 2026-12-01T09:30:00Z")
+        )
     try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        _fail(ConfigError(f"{flag} {text!r} is not an RFC 3339 time, like 2026-12-01T09:30:00Z"))
-    if moment.tzinfo is None:
-        _fail(ConfigError(f"{flag} {text!r} has no UTC offset; end it with Z or +HH:MM"))
-    return calendar.timegm(moment.utctimetuple()) * 1_000_000_000 + moment.microsecond * 1000
+        moment = datetime.fromisoformat(text.strip().replace("z", "Z"))
+        return calendar.timegm(moment.utctimetuple()) * 1_000_000_000 + moment.microsecond * 1000
+    except (ValueError, OverflowError):
+        _fail(ConfigError(f"{flag} {text!r} is not a time this can read (out of range)"))
 
 
 @app.command("coordination")

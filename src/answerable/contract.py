@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
+import referencing.exceptions
 
 from answerable.errors import ConfigError
 from answerable.records import Coordination
@@ -53,7 +54,7 @@ def check_contract(contract: Coordination, agents: Iterable[str]) -> None:
             if remote is not None:
                 raise ConfigError(
                     f"{at}.payload_schema: $ref {remote!r} points outside the schema; only local "
-                    "references (#...) are allowed, so a check never fetches anything"
+                    "references (#/...) are allowed, so a check never fetches anything"
                 )
             try:
                 jsonschema.Draft202012Validator.check_schema(kind.payload_schema)
@@ -62,14 +63,23 @@ def check_contract(contract: Coordination, agents: Iterable[str]) -> None:
                 raise ConfigError(
                     f"{at}.payload_schema{'.' + path if path else ''}: not valid JSON Schema: {exc.message}"
                 ) from exc
+            dangling = _dangling_ref(kind.payload_schema, kind.payload_schema)
+            if dangling is not None:
+                raise ConfigError(f"{at}.payload_schema: $ref {dangling!r} points at nothing in the schema")
+
+
+_REFS = ("$ref", "$dynamicRef")
 
 
 def _remote_ref(schema: object) -> str | None:
-    """The first ``$ref`` that does not point within the schema itself, if any."""
+    """The first ``$ref`` or ``$dynamicRef`` that is not a JSON pointer into the schema itself
+    (``#/...`` or ``#``), if any: anchors and URIs are refused, so nothing is ever resolved
+    from outside and every reference can be checked here."""
     if isinstance(schema, dict):
-        ref = schema.get("$ref")
-        if isinstance(ref, str) and not ref.startswith("#"):
-            return ref
+        for key in _REFS:
+            ref = schema.get(key)
+            if isinstance(ref, str) and not (ref == "#" or ref.startswith("#/")):
+                return ref
         for value in schema.values():
             found = _remote_ref(value)
             if found is not None:
@@ -80,6 +90,38 @@ def _remote_ref(schema: object) -> str | None:
             if found is not None:
                 return found
     return None
+
+
+def _dangling_ref(schema: object, root: object) -> str | None:
+    """The first local reference whose JSON pointer leads nowhere in ``root``, if any."""
+    if isinstance(schema, dict):
+        for key in _REFS:
+            ref = schema.get(key)
+            if isinstance(ref, str) and not _resolves(ref, root):
+                return ref
+        values: list[object] = list(schema.values())
+    elif isinstance(schema, list):
+        values = list(schema)
+    else:
+        return None
+    for value in values:
+        found = _dangling_ref(value, root)
+        if found is not None:
+            return found
+    return None
+
+
+def _resolves(ref: str, root: object) -> bool:
+    node = root
+    for raw in ref.removeprefix("#").split("/")[1:]:
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +185,16 @@ class ContractCheck:
                 f"{strangers[0]} does not subscribe to {topic!r}; "
                 f"its subscribers are {list(channel.subscribers)}",
             )
-        error = jsonschema.exceptions.best_match(validator.iter_errors(dict(payload)))
+        try:
+            error = jsonschema.exceptions.best_match(validator.iter_errors(dict(payload)))
+        except (
+            jsonschema.exceptions.SchemaError,
+            jsonschema.exceptions.UnknownType,
+            referencing.exceptions.Unresolvable,
+        ) as exc:
+            # A schema that got past check_contract and still cannot judge (a charter signed
+            # elsewhere): the message is refused, never waved through, and never a traceback.
+            return Refused("payload_schema", f"its schema cannot judge this payload: {exc}"[:480])
         if error is not None:
             path = ".".join(str(p) for p in error.absolute_path)
             return Refused("payload_schema", f"payload{'.' + path if path else ''}: {error.message}"[:480])

@@ -27,6 +27,7 @@ from answerable._canonical import canonical_bytes
 from answerable._turns import PerTurn
 from answerable.charter import CharterHistory, charter_of
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
+from answerable.contract import check_contract
 from answerable.control import Controller
 from answerable.errors import (
     AnswerableError,
@@ -205,6 +206,8 @@ class Gateway:
         Raises:
             SignatureInvalid, NotAuthorized: the charter or ruleset is not signed by the RI.
             PolicyInvalid: the ruleset does not parse or validate.
+            ConfigError: the charter's coordination contract names an unknown agent or holds a
+                schema that cannot judge a payload.
             LeaseHeld: another gateway is active on this ledger.
         """
         epoch = await self.acquire()
@@ -216,6 +219,8 @@ class Gateway:
             # The charter in force was verified along its chain; a new one must extend it.
             verify_charter(charter, in_force)
         verify_ruleset(ruleset, charter)
+        if charter.coordination is not None:  # signed elsewhere, perhaps: a bad schema is refused here
+            check_contract(charter.coordination, charter.agent_names())
         parsed = load_ruleset(ruleset.policies, ruleset.schema_text)
         if parsed.ruleset_hash != ruleset.ruleset_hash or parsed.schema_hash != ruleset.schema_hash:
             raise ConfigError(f"ruleset v{ruleset.version}: its recorded hashes do not match its text")

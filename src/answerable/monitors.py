@@ -3,9 +3,11 @@
 Emergent behaviour is a design risk, so it is watched where it shows: in outcomes across the
 whole system, not in any one agent. Three common shapes cover most invariants: the rate of one
 class of outcome against another over a sliding window (``rate_gap``), a running total
-(``budget``) and a count per time (``count``); a fourth watches coordination itself
-(``new_edge``: agents start talking over a channel nobody declared or saw at first). Each entry
-is seen once, in ledger order, and
+(``budget``) and a count per time (``count``). Three more watch coordination itself, against
+what was declared or learned at first: ``new_edge`` (agents talk over a channel nobody declared
+or saw), ``rate_band`` (a channel's message rate rises far above its usual band) and
+``influence`` (one agent's messages come to cause far more of another's intents than they did).
+Each entry is seen once, in ledger order, and
 updates running figures: nothing is ever rescanned. A breach writes an Alert with its evidence,
 pauses the action class the monitor names, and calls the RI; the monitor stays quiet until a
 person resumes that scope.
@@ -111,7 +113,30 @@ class NewEdge(_Monitor):
     learn_seconds: int = Field(default=0, ge=0)
 
 
-_Shape = RateGap | Budget | Count | NewEdge
+class RateBand(_Monitor):
+    """No channel's messages per ``window_seconds`` rise above ``max_factor`` times its busiest
+    window while learning (the first ``learn_seconds`` after the first message). Reads Message
+    entries; a channel first used after learning is ``new_edge``'s to flag, not this one's."""
+
+    shape: Literal["rate_band"]
+    learn_seconds: int = Field(ge=1)
+    window_seconds: int = Field(default=86_400, ge=1)
+    max_factor: int = Field(default=3, ge=2)
+
+
+class Influence(_Monitor):
+    """No agent's messages come to cause ``max_rise_permille`` more of another agent's intents
+    (among its last ``window``) than they did when learning ended. Reads Intent entries and the
+    messages they cite (``source.kind`` is ``Intent``)."""
+
+    shape: Literal["influence"]
+    learn_seconds: int = Field(ge=1)
+    window: int = Field(default=100, ge=1)
+    min_samples: int = Field(default=30, ge=1)
+    max_rise_permille: int = Field(default=300, ge=1, le=1000)
+
+
+_Shape = RateGap | Budget | Count | NewEdge | RateBand | Influence
 MonitorSpec = Annotated[_Shape, Field(discriminator="shape")]
 
 
@@ -143,9 +168,11 @@ def load_monitors(source: str | Path | dict[str, Any], *, known_scopes: Iterable
                 f"monitor {monitor.name!r}: unknown record kind {monitor.source.kind!r}; "
                 f"one of {sorted(_KINDS)}"
             )
-        if isinstance(monitor, NewEdge) and monitor.source.kind != "Message":
+        wanted = {NewEdge: "Message", RateBand: "Message", Influence: "Intent"}.get(type(monitor))
+        if wanted is not None and monitor.source.kind != wanted:
             raise ConfigError(
-                f"monitor {monitor.name!r}: a new_edge monitor reads messages; its source.kind is Message"
+                f"monitor {monitor.name!r}: a {monitor.shape} monitor reads {wanted} entries; "
+                f"its source.kind is {wanted}"
             )
         paths = [*monitor.where]
         if isinstance(monitor, RateGap):
@@ -187,7 +214,17 @@ class _State:
     edges: set[tuple[str, str, str]] = field(default_factory=set)
     """For new_edge: the channels seen while learning."""
     since: int | None = None
-    """For new_edge: when the first message was seen."""
+    """For the coordination shapes: when the first entry they read was made."""
+    band: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    """For rate_band: each channel's busiest learned window."""
+    window_of: dict[tuple[str, str, str], tuple[int, int]] = field(default_factory=dict)
+    """For rate_band: each channel's current window (its number, messages in it)."""
+    senders: dict[str, str] = field(default_factory=dict)
+    """For influence: the sender of each message seen."""
+    caused: dict[str, deque[frozenset[str]]] = field(default_factory=dict)
+    """For influence: per agent, the senders cited by each of its last intents."""
+    learned: dict[tuple[str, str], int] | None = None
+    """For influence: each (sender, agent) share in permille when learning ended."""
 
 
 class Monitors:
@@ -215,6 +252,7 @@ class Monitors:
             {m.source.kind for m in config.monitors}
             | {"Control", "Alert"}
             | ({"Refusal"} if any(isinstance(m, NewEdge) for m in config.monitors) else set())
+            | ({"Message"} if any(isinstance(m, Influence) for m in config.monitors) else set())
         )
         """The record kinds any monitor reads, and the ones that arm and disarm them."""
         self._controls = ControlFold(CharterHistory())
@@ -231,7 +269,7 @@ class Monitors:
         if not self.config.monitors:
             self._next = size
             return []
-        pending: dict[str, Breach] = {}
+        pending: dict[tuple[str, str], Breach] = {}
         while self._next < size:
             stop = min(size, self._next + 2048)
             batch = self.ledger.entries(self._next, stop)
@@ -244,11 +282,11 @@ class Monitors:
                 if entry.get("kind") == "Alert" and isinstance(entry.get("monitor"), str):
                     # Already answered (by this process before a restart, or another reader):
                     # the breach it answers is not alerted twice.
-                    pending.pop(entry["monitor"], None)
+                    pending.pop(self._key(entry["monitor"], entry.get("observed")), None)
                     if entry["monitor"] in self._state:
-                        self._state[entry["monitor"]].latched = True
+                        self._answered(entry["monitor"], entry.get("observed"))
                 for breach in self.observe(entry, index=stored.index):
-                    pending[breach.monitor.name] = breach
+                    pending[self._key(breach.monitor.name, breach.observed)] = breach
             self._next = stop
         written = [await self._respond(b) for b in pending.values()]
         return written
@@ -273,14 +311,38 @@ class Monitors:
                 continue
             if isinstance(monitor, NewEdge):
                 breach = self._new_edge(monitor, state, entry, index)
+            elif isinstance(monitor, RateBand):
+                breach = _rate_band(monitor, state, entry)
+            elif isinstance(monitor, Influence):
+                breach = _influence(monitor, state, entry)
             elif not _matches(monitor, entry):
                 continue
             else:
                 breach = _update(monitor, state, entry)
             if breach is not None:
-                state.latched = True
+                if isinstance(monitor, NewEdge):  # one alert per channel, not one per monitor
+                    self._answered(monitor.name, breach.observed)
+                else:
+                    state.latched = True
                 found.append(breach)
         return found
+
+    def _key(self, name: str, observed: object) -> tuple[str, str]:
+        """What one alert answers: a monitor, or for new_edge a monitor and one channel."""
+        monitor = next((m for m in self.config.monitors if m.name == name), None)
+        return (name, _which(observed) if isinstance(monitor, NewEdge) else "")
+
+    def _answered(self, name: str, observed: object) -> None:
+        """An Alert of this monitor is in the ledger: latch it, or, for new_edge, which watches
+        each channel on its own, count that channel as known so a different one still alerts."""
+        state = self._state[name]
+        monitor = next(m for m in self.config.monitors if m.name == name)
+        if isinstance(monitor, NewEdge) and isinstance(observed, dict):
+            edge = (observed.get("from"), observed.get("topic"), observed.get("type"))
+            if all(isinstance(part, str) for part in edge):
+                state.edges.add((str(edge[0]), str(edge[1]), str(edge[2])))
+                return
+        state.latched = True
 
     def _new_edge(
         self, monitor: NewEdge, state: _State, entry: dict[str, Any], index: int | None
@@ -382,6 +444,97 @@ def _value(entry: dict[str, Any], path: str) -> Any:
         if current is _MISSING:
             return _MISSING
     return current
+
+
+def _which(observed: object) -> str:
+    """The channel a new_edge alert is about ("" for any other alert): one alert per channel."""
+    if isinstance(observed, dict) and "topic" in observed and "from" in observed:
+        return f"{observed.get('from')} {observed.get('topic')} {observed.get('type')}"
+    return ""
+
+
+def _rate_band(monitor: RateBand, state: _State, entry: dict[str, Any]) -> Breach | None:
+    """Count a message in its channel's window; past learning, a window above the band is drift."""
+    edge = _edge(entry)
+    at = _seconds(entry.get("at"))
+    if entry.get("kind") != "Message" or edge is None or at is None:
+        return None
+    if not all(_value(entry, p) == w for p, w in monitor.where.items()):
+        return None
+    if state.since is None:
+        state.since = at
+    number = (at - state.since) // monitor.window_seconds
+    current, count = state.window_of.get(edge, (number, 0))
+    count = count + 1 if current == number else 1
+    state.window_of[edge] = (number, count)
+    if at < state.since + monitor.learn_seconds:
+        state.band[edge] = max(state.band.get(edge, 0), count)
+        return None
+    usual = state.band.get(edge)
+    if usual is None or count <= usual * monitor.max_factor:
+        return None
+    return Breach(
+        monitor,
+        (entry["id"],),
+        {
+            "from": edge[0],
+            "topic": edge[1],
+            "type": edge[2],
+            "messages_in_window": count,
+            "usual_most": usual,
+            "window_seconds": monitor.window_seconds,
+        },
+    )
+
+
+def _influence(monitor: Influence, state: _State, entry: dict[str, Any]) -> Breach | None:
+    """Track which agents' messages an agent's intents cite; past learning, a share that rose by
+    more than the monitor allows is drift."""
+    kind, at = entry.get("kind"), _seconds(entry.get("at"))
+    if kind == "Message" and isinstance(entry.get("sender"), str):
+        state.senders[str(entry["id"])] = str(entry["sender"])
+        return None
+    if kind != "Intent" or at is None or not isinstance(entry.get("agent"), str):
+        return None
+    if not all(_value(entry, p) == w for p, w in monitor.where.items()):
+        return None
+    if state.since is None:
+        state.since = at
+    agent = str(entry["agent"])
+    cited = frozenset(state.senders[c] for c in entry.get("causes") or () if c in state.senders)
+    window = state.caused.setdefault(agent, deque(maxlen=monitor.window))
+    window.append(cited)
+    learning = at < state.since + monitor.learn_seconds
+    if not learning and state.learned is None:
+        state.learned = {
+            (sender, who): _share(sender, intents)
+            for who, intents in state.caused.items()
+            for sender in set().union(*intents)
+        }
+    if learning or len(window) < monitor.min_samples or state.learned is None:
+        return None
+    for sender in sorted(cited):
+        share = _share(sender, window)
+        before = state.learned.get((sender, agent), 0)
+        if share - before > monitor.max_rise_permille:
+            return Breach(
+                monitor,
+                (entry["id"],),
+                {
+                    "from": sender,
+                    "to": agent,
+                    "share_permille": share,
+                    "learned_permille": before,
+                    "intents": len(window),
+                },
+            )
+    return None
+
+
+def _share(sender: str, intents: Iterable[frozenset[str]]) -> int:
+    """Permille of ``intents`` that cite a message from ``sender``."""
+    seen = list(intents)
+    return 1000 * sum(sender in cited for cited in seen) // len(seen) if seen else 0
 
 
 def _edge(entry: dict[str, Any]) -> tuple[str, str, str] | None:

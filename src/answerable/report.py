@@ -326,7 +326,7 @@ def _derived(
     out["coordination_alerts"] = [
         {"monitor": a.get("monitor"), **a["observed"]}
         for a in facts.alerts
-        if isinstance(a.get("observed"), dict) and "topic" in a["observed"]
+        if isinstance(a.get("observed"), dict) and "from" in a["observed"]
     ]
     out["ledger_entries"] = facts.size
     return out

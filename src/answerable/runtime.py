@@ -22,13 +22,16 @@ from answerable.errors import (
     AgentFailed,
     AnswerableError,
     ConfigError,
+    Conflict,
+    EntryNotFound,
     MessageHeld,
     MessageRefused,
     RecordInvalid,
     UnknownAgent,
 )
 from answerable.gateway import Gateway, Outcome, Resource
-from answerable.ledger.base import LedgerStore
+from answerable.ledger.base import Guard, LedgerStore
+from answerable.operations import FencingToken
 from answerable.records import (
     Coordination,
     ExternalEvent,
@@ -40,7 +43,10 @@ from answerable.records import (
     problems,
 )
 
-__all__ = ["Actuator", "Agent", "Context", "System", "Watcher"]
+__all__ = ["SEND_PREFIX", "Actuator", "Agent", "Context", "System", "Watcher"]
+
+SEND_PREFIX = "send:"
+"""Gateway operations named ``send:TOPIC/TYPE`` record and publish a message the rules decided."""
 
 
 class Actuator(Protocol):
@@ -111,7 +117,13 @@ class Context:
         idempotency_key: str | None = None,
         on_behalf_of: str | None = None,
     ) -> Outcome:
-        """Ask the actuator to call an operation on this agent's behalf (and a person's, if one asked)."""
+        """Ask the actuator to call an operation on this agent's behalf (and a person's, if one asked).
+
+        Raises:
+            ConfigError: ``operation`` is a ``send:`` operation, which only :meth:`send` uses.
+        """
+        if operation.startswith(SEND_PREFIX):
+            raise ConfigError(f"{operation!r} is how the system sends decided messages: use ctx.send")
         actuator = self.system.actuator
         intent = actuator.intent(
             self.agent,
@@ -155,6 +167,7 @@ class System:
         self.ids = ids or IdSource(self.clock)
         self.known = frozenset(agents)
         self.agents: dict[str, Agent] = {}
+        self._contract_check()  # a charter already in force: its decided messages' operations now
 
     def add(self, agent: Agent) -> None:
         """Subscribe an agent the charter knows to its topics."""
@@ -166,6 +179,8 @@ class System:
 
     def _deliver_to(self, agent: Agent) -> Callable[[Message | ExternalEvent], Awaitable[None]]:
         async def deliver(record: Message | ExternalEvent) -> None:
+            if isinstance(record, Message) and not self._may_receive(agent.name, record):
+                return
             trace = record.trace_id if isinstance(record, Message) else record.id
             try:
                 await agent.handle(record, Context(self, agent.name, trace))
@@ -175,6 +190,31 @@ class System:
                 raise AgentFailed(agent.name, record.id, record.type, exc) from exc
 
         return deliver
+
+    def _may_receive(self, agent: str, message: Message) -> bool:
+        """Under a contract, a message reaches only the topic's declared subscribers, and of those
+        only its named recipients when it names some: subscribing is not enough to listen in."""
+        check = self._contract_check()
+        if check is None:
+            return True
+        if agent not in check.subscribers(message.topic):
+            return False
+        return not message.recipients or agent in message.recipients
+
+    def _contract_check(self) -> ContractCheck | None:
+        """The contract in force, compiled once per charter; its decided messages' operations
+        registered on the gateway before anything needs them (a restart's reconcile, an approval)."""
+        contract = self._contract()
+        if contract is None:
+            return None
+        if self._check is None or self._check.contract is not contract:
+            self._check = ContractCheck(contract)
+            if isinstance(self.actuator, Gateway):
+                for channel in contract.channels:
+                    for kind in channel.messages:
+                        if kind.decide:
+                            self._send_operation(self.actuator, channel.topic, kind.type)
+        return self._check
 
     async def ingest(self, events: Sequence[tuple[str, str, str, Mapping[str, Any]]]) -> list[ExternalEvent]:
         """Record outside events (topic, source, type, payload) in one commit, then publish them.
@@ -249,11 +289,9 @@ class System:
                 f"message from {sender} on {topic}: payload is not JSON ({exc}); nothing was recorded",
                 record="Message",
             ) from exc
-        contract = self._contract()
-        if contract is not None:
-            if self._check is None or self._check.contract is not contract:
-                self._check = ContractCheck(contract)
-            refused = self._check.judge(sender, topic, type, message.payload, message.recipients)
+        check = self._contract_check()
+        if check is not None:
+            refused = check.judge(sender, topic, type, message.payload, message.recipients)
             if refused is not None:
                 refusal = Refusal(
                     id=self.ids.new(),
@@ -271,7 +309,7 @@ class System:
                 )
                 await self.ledger.append([refusal])
                 raise MessageRefused(sender, topic, type, refused.code, refused.detail, refusal.id)
-            if self._check.decided(topic, type):
+            if check.decided(topic, type):
                 return await self._decided(message)
         await self.ledger.append([message])
         await self.bus.publish(topic, message)
@@ -318,37 +356,56 @@ class System:
 
     def _send_operation(self, gateway: Gateway, topic: str, type: str) -> str:
         """The gateway operation that records and publishes a decided message, registered once."""
-        name = f"send:{topic}/{type}"
+        name = f"{SEND_PREFIX}{topic}/{type}"
         if name in gateway.operations:
             return name
-        builder = self._contexts.get((topic, type))
-
         def context(args: BaseModel) -> Mapping[str, Any]:
+            builder = self._contexts.get((topic, type))  # read when deciding: set any time before
             return {} if builder is None or not isinstance(args, _SendArgs) else builder(args.payload)
 
         async def publish(
-            payload: dict[str, Any], recipients: list[str], trace_id: str, idempotency_key: str
+            payload: dict[str, Any],
+            recipients: list[str],
+            trace_id: str,
+            idempotency_key: str,
+            fencing_token: FencingToken,
         ) -> Message:
-            # Idempotent by key: a replay after a crash finds the message already recorded.
-            for stored in self.ledger.caused_by(idempotency_key):
-                if stored.kind == "Message":
-                    found = decode_entry(stored.data)
-                    if isinstance(found, Message):
-                        return found
-            intent = decode_entry(self.ledger.find(idempotency_key).data)
-            sender = intent.agent if isinstance(intent, Intent) else "unknown"
+            # The key is the intent's own id (System.send never sets another), so the intent is
+            # found by it, and a second intent cannot borrow the first one's message.
+            try:
+                intent = decode_entry(self.ledger.find(idempotency_key).data)
+            except EntryNotFound as exc:
+                raise ConfigError(f"{name} runs only for intents System.send made") from exc
+            if not isinstance(intent, Intent) or intent.operation != name or intent.id != idempotency_key:
+                raise ConfigError(f"{name} runs only for intents System.send made, keyed by their own id")
+            found = self._message_of(intent.id)
+            if found is not None:  # a replay after a crash: recorded once, published again
+                await self.bus.publish(topic, found)
+                return found
+            check = self._contract_check()
+            refused = None if check is None else check.judge(intent.agent, topic, type, payload, recipients)
+            if refused is not None:  # the contract changed while it waited for review
+                raise ConfigError(f"no longer within the contract ({refused.code}): {refused.detail}")
             message = Message(
                 id=self.ids.new(),
                 at=rfc3339(self.clock.now_ns()),
-                causes=(*intent.causes, idempotency_key),
-                sender=sender,
+                causes=(*intent.causes, intent.id),
+                sender=intent.agent,
                 topic=topic,
                 recipients=tuple(recipients),
                 type=type,
                 payload=payload,
                 trace_id=trace_id,
             )
-            await self.ledger.append([message])
+            try:
+                await self.ledger.append(
+                    [message], fence=fencing_token.epoch, guards=[Guard(f"message:{intent.id}", None)]
+                )
+            except Conflict:  # another process recorded it first: that one is the message
+                found = self._message_of(intent.id)
+                if found is None:
+                    raise
+                message = found
             await self.bus.publish(topic, message)
             return message
 
@@ -362,6 +419,14 @@ class System:
             idempotent=True,
         )
         return name
+
+    def _message_of(self, intent_id: str) -> Message | None:
+        for stored in self.ledger.caused_by(intent_id):
+            if stored.kind == "Message":
+                found = decode_entry(stored.data)
+                if isinstance(found, Message) and intent_id in found.causes:
+                    return found
+        return None
 
     async def settle_held(self) -> None:
         """Tell the senders of held messages that were denied (approved ones were delivered when
@@ -383,7 +448,12 @@ class System:
                 await agent.on_refusal(_refusal(sender, topic, type_, outcome), Context(self, sender, trace))
 
     async def run_until_idle(self) -> None:
-        """Deliver until no agent has anything left to say, then let the watcher catch up."""
+        """Deliver until no agent has anything left to say, then let the watcher catch up.
+
+        With messages waiting for review, answers given anywhere (``answerable approve`` in
+        another process) are acted on first: an approved message is delivered now."""
+        if self.held and isinstance(self.actuator, Gateway):
+            await self.actuator.settle_reviews()
         await self.settle_held()
         await self.bus.drain()
         if self.watcher is not None:

@@ -95,10 +95,8 @@ def demo_storm(
                 f"after it {result.metrics['medical_late_after_alert']}"
             )
         for alert in result.metrics.get("coordination_alerts") or ():
-            out.print(
-                f"{m:>10}: monitor {alert['monitor']} fired: {alert.get('from')} tried "
-                f"{alert.get('topic')} / {alert.get('type')}, a channel the charter does not declare"
-            )
+            what = ", ".join(f"{k} {v}" for k, v in alert.items() if k != "monitor")
+            out.print(f"{m:>10}: monitor {alert['monitor']} fired: {what}", markup=False)
     if {"ungoverned", "governed"} <= results.keys():
         price = price_of_accountability(results)
         margin = _cell("margin_change_pct", results["governed"].metrics["margin_change_pct"])
