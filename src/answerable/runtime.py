@@ -359,6 +359,7 @@ class System:
         name = f"{SEND_PREFIX}{topic}/{type}"
         if name in gateway.operations:
             return name
+
         def context(args: BaseModel) -> Mapping[str, Any]:
             builder = self._contexts.get((topic, type))  # read when deciding: set any time before
             return {} if builder is None or not isinstance(args, _SendArgs) else builder(args.payload)
