@@ -370,13 +370,16 @@ class Alert(Record):
 
 
 class Refusal(Record):
-    """A request refused at the door that claimed to come from someone the charter names.
+    """A request refused at the door that claimed to come from someone the charter names, or a
+    message refused because the coordination contract does not allow it.
 
-    Kept so a forged, replayed or malformed call in someone's name is seen, not only answered.
-    Only claims of chartered identities are recorded, at most one per identity per interval
-    (``suppressed`` counts the ones folded into the next), so nobody grows the ledger by sending
-    garbage. ``verified``: the claim was proven by its signature (a bad body from a real agent),
-    or not (a forged or replayed request in its name).
+    Kept so a forged, replayed or malformed call in someone's name, or a side channel between
+    agents, is seen, not only answered. Over HTTP only claims of chartered identities are
+    recorded, at most one per identity per interval (``suppressed`` counts the ones folded into
+    the next), so nobody grows the ledger by sending garbage. ``verified``: the claim was proven
+    by its signature (a bad body from a real agent), or not (a forged or replayed request in its
+    name). On the bus (``channel`` ``bus``) every refused message is one entry, from a chartered
+    agent of this system, with its ``topic`` and ``type``.
     """
 
     kind: Literal["Refusal"] = "Refusal"
