@@ -616,3 +616,35 @@ async def test_each_new_channel_alerts_once_even_across_a_restart(system: Any) -
         await sys_.send("router", "other", "priority.hint", {}, (), (), "t")
     (later,) = await first.poll()
     assert later.observed["topic"] == "other"
+
+
+async def test_a_halt_or_a_paused_channel_stops_messages_until_resumed(system: Any) -> None:
+    """Nothing slips through after a halt, messages included; a pause of one channel stops only it."""
+    from answerable.records import Scope
+
+    sys_, gateway, heard = system
+    plan = {"shipment": "S", "day": 1}
+    pause = await gateway.control.pause(
+        by="ops", reason="plans look odd", scope=Scope(kind="channel", value="plans")
+    )
+    with pytest.raises(MessageRefused) as refused:
+        await sys_.send("router", "plans", "route.plan", plan, (), (), "t")
+    assert refused.value.reason_code == "pause"
+    (refusal,) = kinds(sys_.ledger, "Refusal")
+    assert pause.id in refusal.causes
+    outcome = await gateway.submit(gateway.intent("executor", "noop", {}))  # tool calls go on
+    assert outcome.ok
+    await gateway.control.resume(key=RI, reason="checked", scope=Scope(kind="channel", value="plans"))
+    await sys_.send("router", "plans", "route.plan", plan, (), (), "t")
+    await gateway.control.halt(by="ops", reason="stop everything")
+    with pytest.raises(MessageRefused) as halted:
+        await sys_.send("router", "plans", "route.plan", plan, (), (), "t")
+    assert halted.value.reason_code == "halt"
+    await sys_.run_until_idle()
+    assert len(heard["executor"].heard) == 1
+
+
+def test_a_monitor_may_pause_a_channel() -> None:
+    spec = {**NEW_EDGE["monitors"][0], "respond": {"pause": "channel:hints"}}
+    (monitor,) = load_monitors({"monitors": [spec]}, known_scopes=()).monitors
+    assert monitor.respond.pause == "channel:hints"

@@ -53,6 +53,18 @@ class ControlState:
                 return stop
         return None
 
+    def blocking_message(self, *, sender: str, topic: str) -> Control | None:
+        """The first stop that applies to a message: the system's, its sender's, or its channel's."""
+        for stop in self.stops:
+            scope = stop.scope
+            if (
+                scope.kind == "system"
+                or (scope.kind == "agent" and scope.value == sender)
+                or (scope.kind == "channel" and scope.value == topic)
+            ):
+                return stop
+        return None
+
     def apply(self, control: Control) -> ControlState:
         """The state after ``control`` takes effect: a stop adds; a resume lifts the stops on its
         scope that it names in ``causes``, the ones its signer saw, and no stop written after
@@ -67,13 +79,15 @@ class ControlState:
 
 
 def scope_from_text(text: str) -> Scope:
-    """Parse ``system``, ``agent:NAME``, ``operation:NAME`` or ``resource_class:NAME``."""
+    """Parse ``system``, ``agent:NAME``, ``operation:NAME``, ``resource_class:NAME`` or
+    ``channel:TOPIC``."""
     kind, _, value = text.partition(":")
     try:
         return Scope.model_validate({"kind": kind, "value": value or None})
     except ValueError as exc:
         raise ConfigError(
-            f"scope {text!r} is not one of system, agent:NAME, operation:NAME, resource_class:NAME"
+            f"scope {text!r} is not one of system, agent:NAME, operation:NAME, resource_class:NAME, "
+            "channel:TOPIC"
         ) from exc
 
 

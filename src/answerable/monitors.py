@@ -57,7 +57,8 @@ class Response(_Strict):
     """What a breach does besides writing the Alert."""
 
     pause: str | None = None
-    """A scope: ``operation:NAME``, ``resource_class:NAME``, ``agent:NAME`` or ``system``."""
+    """A scope: ``operation:NAME``, ``resource_class:NAME``, ``agent:NAME``, ``channel:TOPIC``
+    (its messages stop) or ``system``."""
     escalate_to: Literal["ri"] = "ri"
 
 
@@ -188,7 +189,7 @@ def load_monitors(source: str | Path | dict[str, Any], *, known_scopes: Iterable
                 )
         if monitor.respond.pause is not None:
             scope = scope_from_text(monitor.respond.pause)
-            if scope.kind != "system" and scope.label() not in known:
+            if scope.kind not in ("system", "channel") and scope.label() not in known:
                 raise ConfigError(
                     f"monitor {monitor.name!r}: cannot pause unknown action class {scope.label()!r}; "
                     f"known: {sorted(known)}"

@@ -272,8 +272,10 @@ class Scope(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["system", "agent", "operation", "resource_class"]
+    kind: Literal["system", "agent", "operation", "resource_class", "channel"]
     value: str | None = None
+    """The agent, operation, resource class, or channel (a topic of the coordination contract:
+    its messages stop, no tool call does)."""
 
     def model_post_init(self, _context: Any) -> None:
         if (self.kind == "system") != (self.value is None):

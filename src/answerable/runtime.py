@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from answerable._canonical import canonical_bytes
 from answerable.bus import Bus, MemoryBus
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
-from answerable.contract import ContractCheck
+from answerable.contract import ContractCheck, Refused
 from answerable.errors import (
     AgentFailed,
     AnswerableError,
@@ -33,6 +33,7 @@ from answerable.gateway import Gateway, Outcome, Resource
 from answerable.ledger.base import Guard, LedgerStore
 from answerable.operations import FencingToken
 from answerable.records import (
+    Control,
     Coordination,
     ExternalEvent,
     Intent,
@@ -191,6 +192,12 @@ class System:
 
         return deliver
 
+    def _stop_for(self, sender: str, topic: str) -> Control | None:
+        """A halt, or a pause of the sender or of the channel, in force now: the message stops."""
+        if not isinstance(self.actuator, Gateway):
+            return None
+        return self.actuator.control.state().blocking_message(sender=sender, topic=topic)
+
     def _may_receive(self, agent: str, message: Message) -> bool:
         """Under a contract, a message reaches only the topic's declared subscribers, and of those
         only its named recipients when it names some: subscribing is not enough to listen in."""
@@ -262,8 +269,10 @@ class System:
             UnknownAgent: the sender is not in the charter.
             RecordInvalid: the message does not validate or its payload is not JSON (naming the
                 field); nothing is recorded.
-            MessageRefused: the message is outside the coordination contract in force; the
-                refusal is recorded, the message is not, and nobody receives it.
+            MessageRefused: the message is outside the coordination contract in force, or the
+                system is halted, or its sender or channel paused (``reason_code`` ``halt`` or
+                ``pause``); the refusal is recorded, the message is not, and nobody receives it.
+            MessageHeld: the rules sent it to review (a type the contract marks ``decide``).
         """
         if sender not in self.known:
             raise UnknownAgent(sender)
@@ -290,27 +299,36 @@ class System:
                 record="Message",
             ) from exc
         check = self._contract_check()
-        if check is not None:
-            refused = check.judge(sender, topic, type, message.payload, message.recipients)
-            if refused is not None:
-                refusal = Refusal(
-                    id=self.ids.new(),
-                    at=message.at,
-                    causes=message.causes,
-                    claimed=sender,
-                    verified=True,
-                    channel="bus",
-                    target=f"publish {topic} {type}"[:300],
-                    reason_code=refused.code,
-                    detail=refused.detail[:500],
-                    body_digest=digest(body),
-                    topic=topic,
-                    type=type,
-                )
-                await self.ledger.append([refusal])
-                raise MessageRefused(sender, topic, type, refused.code, refused.detail, refusal.id)
-            if check.decided(topic, type):
-                return await self._decided(message)
+        stop = self._stop_for(sender, topic)
+        if stop is not None:
+            refused: Refused | None = Refused(
+                stop.action, f"{stop.action} {stop.id} by {stop.by}: {stop.reason}"
+            )
+        else:
+            refused = (
+                None
+                if check is None
+                else check.judge(sender, topic, type, message.payload, message.recipients)
+            )
+        if refused is not None:
+            refusal = Refusal(
+                id=self.ids.new(),
+                at=message.at,
+                causes=(*message.causes, *((stop.id,) if stop is not None else ())),
+                claimed=sender,
+                verified=True,
+                channel="bus",
+                target=f"publish {topic} {type}"[:300],
+                reason_code=refused.code,
+                detail=refused.detail[:500],
+                body_digest=digest(body),
+                topic=topic,
+                type=type,
+            )
+            await self.ledger.append([refusal])
+            raise MessageRefused(sender, topic, type, refused.code, refused.detail, refusal.id)
+        if check is not None and check.decided(topic, type):
+            return await self._decided(message)
         await self.ledger.append([message])
         await self.bus.publish(topic, message)
         return message
