@@ -384,7 +384,9 @@ def _leaf_hash(data: bytes) -> bytes:
 ByOpt = typer.Option(..., "--by", help="Who you are (recorded as given).")
 ReasonOpt = typer.Option(..., "--reason", help="Why (recorded).")
 ScopeOpt = typer.Option(
-    "system", "--scope", help="system, agent:NAME, operation:NAME, resource_class:NAME or channel:TOPIC (its messages)."
+    "system",
+    "--scope",
+    help="system, agent:NAME, operation:NAME, resource_class:NAME or channel:TOPIC (its messages).",
 )
 
 
