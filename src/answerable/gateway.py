@@ -165,6 +165,7 @@ class Gateway:
         """Recovery claims written by the reconcile running now, until it settles their intents."""
         self._operations: dict[str, Operation] = {}
         self._fault = fault
+        self._on_install: list[Callable[[SystemCharter], None]] = []
         self._decide: PerTurn[tuple[CedarRequest, Ruleset], Verdict] = PerTurn(_decide_all)
         """Cedar decisions of the intents submitted in one loop turn, made in one call per ruleset."""
         self._agent_names: tuple[SystemCharter | None, frozenset[str]] = (None, frozenset())
@@ -228,6 +229,8 @@ class Gateway:
         if missing:
             await self.ledger.append(missing, fence=epoch)
         self._charter, self._ruleset, self._ruleset_record = charter, parsed, ruleset
+        for hook in self._on_install:
+            hook(charter)
 
     async def resume_from_ledger(self) -> None:
         """Load the charter and the last ruleset its RI signed from the ledger (a restart)."""
@@ -248,6 +251,14 @@ class Gateway:
                 f"ledger {self.ledger.origin} has no RulesetVersion signed by the RI {charter.ri}"
             )
         await self.install(charter, signed[-1])
+
+    def on_install(self, hook: Callable[[SystemCharter], None]) -> None:
+        """Call ``hook`` with each charter put in force from now on (and the one in force now):
+        what registers operations a charter implies does it here, before a start's reconcile
+        needs them."""
+        self._on_install.append(hook)
+        if self._charter is not None:
+            hook(self._charter)
 
     def register(
         self,

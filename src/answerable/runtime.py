@@ -39,6 +39,7 @@ from answerable.records import (
     Intent,
     Message,
     Refusal,
+    SystemCharter,
     decode_entry,
     digest,
     problems,
@@ -168,7 +169,8 @@ class System:
         self.ids = ids or IdSource(self.clock)
         self.known = frozenset(agents)
         self.agents: dict[str, Agent] = {}
-        self._contract_check()  # a charter already in force: its decided messages' operations now
+        if isinstance(actuator, Gateway):  # every charter put in force: its decided messages' operations
+            actuator.on_install(self._charter_installed)
 
     def add(self, agent: Agent) -> None:
         """Subscribe an agent the charter knows to its topics."""
@@ -191,6 +193,9 @@ class System:
                 raise AgentFailed(agent.name, record.id, record.type, exc) from exc
 
         return deliver
+
+    def _charter_installed(self, _charter: SystemCharter) -> None:
+        self._contract_check()
 
     def _stop_for(self, sender: str, topic: str) -> Control | None:
         """A halt, or a pause of the sender or of the channel, in force now: the message stops."""

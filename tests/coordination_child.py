@@ -1,0 +1,154 @@
+"""A system whose rules decide route plans, run as its own OS process by tests/test_coordination_procs.py.
+
+``python coordination_child.py LEDGER ROLE [POINT]``:
+
+- ``hold``: send an urgent plan (held for review), print the review's id, then run the system
+  until the plan is delivered (an answer given in another process, by the CLI), keep running a
+  while to show it is not delivered twice, and print how many times the executor heard it;
+- ``send POINT``: send a plan the rules allow, and kill this process with SIGKILL at the
+  gateway's named point (``claimed``: before the message is recorded; ``executed``: after it
+  is recorded and published, before its Execution);
+- ``recover``: start a gateway on the ledger (its reconcile settles what the dead one left) and
+  print each recovered outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from answerable import (
+    Agent,
+    Context,
+    Gateway,
+    KeyPair,
+    MessageHeld,
+    SQLiteLedger,
+    System,
+    new_charter,
+    new_ruleset,
+)
+from answerable.records import ExternalEvent, Intent, Message
+
+RI = KeyPair.from_seed("ri@example.com", b"\x01" * 32)
+REVIEWER = KeyPair.from_seed("desk@example.com", b"\x09" * 32)
+AGENTS = ("router", "executor")
+SCHEMA = """
+entity Agent;
+entity Message { topic: String, type: String };
+action "send:plans/route.plan" appliesTo {
+  principal: [Agent], resource: [Message], context: { urgent: Bool }
+};
+"""
+POLICIES = """
+@id("router-sends-plans")
+permit(principal == Agent::"router", action == Action::"send:plans/route.plan", resource);
+
+@id("urgent-plans-need-the-desk")
+@review("an urgent plan goes to the desk first")
+forbid(principal, action == Action::"send:plans/route.plan", resource) when { context.urgent };
+"""
+CONTRACT: dict[str, Any] = {
+    "channels": [
+        {
+            "topic": "plans",
+            "publishers": ["router"],
+            "subscribers": ["executor"],
+            "messages": [{"type": "route.plan", "payload_schema": {"type": "object"}, "decide": True}],
+        }
+    ]
+}
+
+
+class Executor(Agent):
+    name = "executor"
+    subscriptions = ("plans",)
+
+    def __init__(self) -> None:
+        self.heard: list[str] = []
+
+    async def handle(self, record: Message | ExternalEvent, ctx: Context) -> None:
+        self.heard.append(record.id)
+
+
+def say(**what: Any) -> None:
+    sys.stdout.write(json.dumps(what) + "\n")
+    sys.stdout.flush()
+
+
+async def build(path: Path, *, fault: Any = None) -> tuple[SQLiteLedger, Gateway, System, Executor]:
+    ledger = SQLiteLedger.open(path, create=True)
+    gateway = Gateway(ledger, fault=fault, lease_ttl=1.0)
+    system = System(ledger, gateway, agents=AGENTS)
+    system.message_context("plans", "route.plan", lambda p: {"urgent": bool(p.get("urgent"))})
+    executor = Executor()
+    system.add(executor)
+    if not ledger.of_kind("SystemCharter"):
+        charter = new_charter("sys", RI, agents=AGENTS, reviewers=[REVIEWER], coordination=CONTRACT)
+        await gateway.install(charter, new_ruleset(POLICIES, SCHEMA, RI))
+    return ledger, gateway, system, executor
+
+
+async def hold(path: Path) -> None:
+    ledger, gateway, system, executor = await build(path)
+    try:
+        await system.send("router", "plans", "route.plan", {"urgent": True}, (), (), "t")
+    except MessageHeld as held:
+        say(review=held.review_id, intent=held.intent_id)
+    for _ in range(4000):  # a guard, not a pace: the test answers within seconds
+        await system.run_until_idle()
+        if executor.heard:
+            break
+        await asyncio.sleep(0.02)
+    for _ in range(20):  # keep running: an answer acted on once is not delivered again
+        await system.run_until_idle()
+        await gateway.settle_reviews()
+    say(delivered=len(executor.heard))
+    gateway.close()
+    ledger.close()
+
+
+async def send(path: Path, point: str) -> None:
+    def fault(at: str, intent: Intent) -> None:
+        if at == point and intent.operation.startswith("send:"):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    _ledger, _gateway, system, _executor = await build(path, fault=fault)
+    say(ready=True)
+    await system.send("router", "plans", "route.plan", {"urgent": False}, (), (), "t")
+    say(survived=True)  # never printed: the fault kills the process first
+
+
+async def recover(path: Path) -> None:
+    ledger = SQLiteLedger.open(path)
+    gateway = Gateway(ledger, lease_ttl=1.0, standby=True)
+    system = System(ledger, gateway, agents=AGENTS)
+    system.message_context("plans", "route.plan", lambda p: {"urgent": bool(p.get("urgent"))})
+    executor = Executor()
+    system.add(executor)
+    outcomes = await gateway.start(wait_seconds=30)
+    await system.run_until_idle()
+    say(recovered=[o.status for o in outcomes], heard=len(executor.heard))
+    gateway.close()
+    ledger.close()
+
+
+def main() -> None:
+    path, role = Path(sys.argv[1]), sys.argv[2]
+    if role == "hold":
+        asyncio.run(hold(path))
+    elif role == "send":
+        asyncio.run(send(path, sys.argv[3]))
+    elif role == "recover":
+        asyncio.run(recover(path))
+    else:
+        raise SystemExit(f"unknown role {role!r}")
+
+
+if __name__ == "__main__":
+    main()
