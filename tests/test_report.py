@@ -167,7 +167,8 @@ def test_ledger_text_is_escaped(copy: Path) -> None:
 
 
 def test_comparison_page_holds_both_runs_and_links_their_reports(runs: Path) -> None:
-    """Both runs side by side, one overlaid plot, each linked to its report by relative path."""
+    """Both runs side by side, the on-time plot overlaid and the coordination drawn side by side,
+    each linked to its report by relative path."""
     write(runs / "governed.db", runs / "governed.html")
     page_path = compare([runs / "ungoverned.db", runs / "governed.db"], runs / "compare.html")
     page = page_path.read_text()
@@ -182,7 +183,8 @@ def test_comparison_page_holds_both_runs_and_links_their_reports(runs: Path) -> 
     assert re.search(row + rf"<td class=\"n\">{metrics['governed']['actions_executed']:,}</td>", page)
     assert '<a href="governed.html">governed</a>' in page
     assert '<a href="ungoverned.html">' not in page  # no report written beside it
-    assert page.count("<svg") == 1
+    assert page.count("<svg") == 2
+    assert "<svg" in page.split("<h2>Coordination</h2>", 1)[1]
 
 
 def test_quickstart_ledger_renders_without_delivery_data(tmp_path: Path) -> None:
