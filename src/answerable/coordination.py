@@ -169,13 +169,37 @@ def _contract_at(charters: CharterHistory, index: int) -> Coordination | None:
     return charter.coordination if charter is not None else None
 
 
+_NEEDS = {
+    "Message": ("id", "at", "sender", "topic", "type"),
+    "Intent": ("id", "at", "agent"),
+    "Execution": ("intent_id",),
+    "Refusal": ("at", "claimed", "channel", "reason_code"),
+    "SystemCharter": (),
+}
+"""The string fields each kind must have to be read; a malformed entry is skipped, not a crash
+(``answerable verify`` is what says a ledger was tampered with)."""
+
+
 def _entries(ledger: LedgerStore) -> Iterator[tuple[int, dict[str, Any]]]:
     """The entries a graph needs, decoded, in ledger order; the rest are not even parsed."""
     size = ledger.size()
     for start in range(0, size, 2048):
         for stored in ledger.entries(start, min(size, start + 2048)):
-            if stored.kind in _READ:
-                yield stored.index, orjson.loads(stored.data)
+            if stored.kind not in _READ:
+                continue
+            try:
+                entry = orjson.loads(stored.data)
+            except orjson.JSONDecodeError:
+                continue
+            if _readable(stored.kind, entry):
+                yield stored.index, entry
+
+
+def _readable(kind: str, entry: object) -> bool:
+    if not isinstance(entry, dict) or not all(isinstance(entry.get(f), str) for f in _NEEDS[kind]):
+        return False
+    bus = kind == "Refusal" and entry.get("channel") == "bus"
+    return not bus or (isinstance(entry.get("topic"), str) and isinstance(entry.get("type"), str))
 
 
 def to_dot(graph: Observed) -> str:
