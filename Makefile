@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/policy.py
 	$(BIN)/python bench/provenance.py
 	$(BIN)/python bench/monitors.py
+	$(BIN)/python bench/coordination.py
 	$(BIN)/python bench/service.py
 	$(BIN)/python bench/routing.py tests/data/vrp/solomon/C101.txt tests/data/vrp/solomon/R101.txt tests/data/vrp/solomon/RC101.txt tests/data/vrp/cvrp/A-n32-k5.vrp tests/data/vrp/cvrp/X-n101-k25.vrp --seconds 10
 

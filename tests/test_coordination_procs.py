@@ -15,6 +15,7 @@ from coordination_child import REVIEWER
 from answerable import SQLiteLedger
 from answerable.records import Execution, Intent, Message, decode_entry
 
+pytestmark = pytest.mark.crash
 CHILD = Path(__file__).with_name("coordination_child.py")
 CLI = Path(sys.executable).with_name("answerable")
 TIMEOUT = 60
