@@ -220,3 +220,40 @@ def test_a_monitor_name_too_long_for_the_pause_it_would_sign_is_a_config_error()
     spec = {"name": "m" * 101, "invariant": "x", "shape": "count", "source": {"kind": "Execution"}, "max": 1}
     with pytest.raises(ConfigError, match="name"):
         load_monitors({"monitors": [spec]}, known_scopes=[])
+
+
+def test_rate_gap_keeps_its_running_counts_equal_to_its_windows() -> None:
+    """The ok-count of each window is kept as samples enter and leave, never rescanned: after any
+    seeded stream it equals a recount of the window."""
+    import random
+
+    from answerable.clock import FakeClock, IdSource
+    from answerable.monitors import Monitors, load_monitors
+
+    spec = {
+        "name": "gap",
+        "shape": "rate_gap",
+        "invariant": "i",
+        "source": {"kind": "ExternalEvent", "types": ["delivery"]},
+        "outcome": "payload.on_time",
+        "group": "payload.class",
+        "watch": "a",
+        "versus": "b",
+        "max_gap_permille": 1000,
+        "window": 7,
+        "min_samples": 1,
+    }
+    monitors = Monitors(
+        load_monitors({"monitors": [spec]}, known_scopes=()), None, clock=FakeClock(), ids=IdSource()
+    )  # type: ignore[arg-type]
+    rng = random.Random(1729)
+    for n in range(500):
+        flags = [rng.random() < 0.7 for _ in range(rng.randint(1, 3))]
+        entry = {
+            "kind": "ExternalEvent", "id": f"e{n}", "at": "2026-01-01T00:00:00Z", "type": "delivery",
+            "payload": {"class": rng.choice("ab"), "on_time": flags},
+        }  # fmt: skip
+        monitors.observe(entry)
+        state = monitors._state["gap"]
+        for group, window in state.samples.items():
+            assert state.ok[group] == sum(ok for ok, _ in window), (n, group)

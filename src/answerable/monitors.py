@@ -15,11 +15,11 @@ person resumes that scope.
 
 from __future__ import annotations
 
+import calendar
 import json
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -209,6 +209,8 @@ class Breach:
 @dataclass
 class _State:
     samples: dict[str, deque[tuple[bool, str]]] = field(default_factory=dict)
+    ok: dict[str, int] = field(default_factory=dict)
+    """For rate_gap: samples that were ok in each group's window, kept as the window moves."""
     total: int = 0
     times: deque[tuple[int, str]] = field(default_factory=deque)
     latched: bool = False
@@ -456,11 +458,11 @@ def _which(observed: object) -> str:
 
 def _rate_band(monitor: RateBand, state: _State, entry: dict[str, Any]) -> Breach | None:
     """Count a message in its channel's window; past learning, a window above the band is drift."""
+    if entry.get("kind") != "Message":
+        return None
     edge = _edge(entry)
     at = _seconds(entry.get("at"))
-    if entry.get("kind") != "Message" or edge is None or at is None:
-        return None
-    if not all(_value(entry, p) == w for p, w in monitor.where.items()):
+    if edge is None or at is None or not all(_value(entry, p) == w for p, w in monitor.where.items()):
         return None
     if state.since is None:
         state.since = at
@@ -491,11 +493,14 @@ def _rate_band(monitor: RateBand, state: _State, entry: dict[str, Any]) -> Breac
 def _influence(monitor: Influence, state: _State, entry: dict[str, Any]) -> Breach | None:
     """Track which agents' messages an agent's intents cite; past learning, a share that rose by
     more than the monitor allows is drift."""
-    kind, at = entry.get("kind"), _seconds(entry.get("at"))
+    kind = entry.get("kind")
     if kind == "Message" and isinstance(entry.get("sender"), str):
         state.senders[str(entry["id"])] = str(entry["sender"])
         return None
-    if kind != "Intent" or at is None or not isinstance(entry.get("agent"), str):
+    if kind != "Intent" or not isinstance(entry.get("agent"), str):
+        return None
+    at = _seconds(entry.get("at"))
+    if at is None:
         return None
     if not all(_value(entry, p) == w for p, w in monitor.where.items()):
         return None
@@ -570,12 +575,15 @@ def _update(monitor: RateGap | Budget | Count, state: _State, entry: dict[str, A
             return None
         window = state.samples.setdefault(group, deque(maxlen=monitor.window))
         for sample in outcome if isinstance(outcome, list) else [outcome]:
+            if len(window) == window.maxlen:  # the oldest sample leaves the window's running count
+                state.ok[group] -= window[0][0]
             window.append((bool(sample), entry_id))
+            state.ok[group] = state.ok.get(group, 0) + bool(sample)
         watched, versus = state.samples.get(monitor.watch), state.samples.get(monitor.versus)
         if not watched or not versus or min(len(watched), len(versus)) < monitor.min_samples:
             return None
-        rate_w = 1000 * sum(ok for ok, _ in watched) // len(watched)
-        rate_v = 1000 * sum(ok for ok, _ in versus) // len(versus)
+        rate_w = 1000 * state.ok[monitor.watch] // len(watched)
+        rate_v = 1000 * state.ok[monitor.versus] // len(versus)
         if rate_v - rate_w <= monitor.max_gap_permille:
             return None
         evidence = tuple(dict.fromkeys(e for ok, e in watched if not ok))[-20:]
@@ -615,12 +623,27 @@ def _seconds(stamp: object) -> int | None:
     is not a record time.
 
     Records allow up to nine fractional digits, which ``datetime`` cannot hold; whole seconds
-    are all a count window needs.
+    are all a window needs. Read by slicing, not ``strptime``: it runs for every entry a time
+    window reads, and a parse ten times cheaper keeps monitoring off the write path's back.
     """
-    if not isinstance(stamp, str) or not stamp.endswith("Z"):
+    if not isinstance(stamp, str) or len(stamp) < 20 or not stamp.endswith("Z"):
         return None
-    try:
-        moment = datetime.strptime(stamp.partition(".")[0].removesuffix("Z") + "+0000", "%Y-%m-%dT%H:%M:%S%z")
-    except ValueError:
+    head = stamp[:19]
+    if head[4] != "-" or head[7] != "-" or head[10] != "T" or head[13] != ":" or head[16] != ":":
         return None
-    return int(moment.timestamp())
+    digits = head[:4] + head[5:7] + head[8:10] + head[11:13] + head[14:16] + head[17:19]
+    if not digits.isdigit() or not (len(stamp) == 20 or stamp[19] == "."):
+        return None
+    fields = (
+        int(head[:4]),
+        int(head[5:7]),
+        int(head[8:10]),
+        int(head[11:13]),
+        int(head[14:16]),
+        int(head[17:19]),
+    )
+    if not (
+        1 <= fields[1] <= 12 and 1 <= fields[2] <= 31 and fields[3] < 24 and fields[4] < 60 and fields[5] < 61
+    ):
+        return None
+    return calendar.timegm((*fields, 0, 0, 0))
