@@ -27,8 +27,8 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/answerable demo storm --seed 7 --mode all --out out/storm
-	for mode in ungoverned rules governed monitored; do \
-		$(BIN)/answerable report out/storm/$$mode.db --out out/storm/$$mode.html --force || exit 1; done
+	printf '%s\n' ungoverned rules governed monitored | xargs -P 2 -I{} \
+		$(BIN)/answerable report out/storm/{}.db --out out/storm/{}.html --force
 	$(BIN)/answerable report-compare out/storm/ungoverned.db out/storm/rules.db out/storm/governed.db \
 		out/storm/monitored.db --out out/storm/compare.html --force
 	@echo "outputs in out/storm: ungoverned.db rules.db governed.db monitored.db (ledgers), result.json,"

@@ -7,6 +7,7 @@ and registers :func:`demo_storm` with its own error handling (one line, exit 1 o
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,10 @@ def demo_storm(
         def tick(m: str, _day: int) -> None:
             progress.advance(tasks[m])
 
-        results = asyncio.run(storm(seed, out_dir, modes=modes[mode], config=config, on_day=tick))
+        workers = min(len(modes[mode]), os.cpu_count() or 1)
+        results = asyncio.run(
+            storm(seed, out_dir, modes=modes[mode], config=config, on_day=tick, workers=workers)
+        )
     table = Table(title=f"storm, seed {seed}, {config.days} days")
     table.add_column("")
     for m in results:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +67,33 @@ async def storm(
     modes: tuple[Mode, ...] = ("ungoverned", "governed"),
     config: ScenarioConfig | None = None,
     on_day: Callable[[Mode, int], None] | None = None,
+    workers: int = 1,
 ) -> dict[Mode, RunResult]:
-    """Run each mode from the same seed; write ``result.json`` beside the ledgers."""
+    """Run each mode from the same seed; write ``result.json`` beside the ledgers.
+
+    ``workers`` above 1 runs the modes in that many processes at once: each mode is its own world,
+    seeded alone, so the figures are the same as one after another; their results come back
+    without the simulated ``world`` (None), and ``on_day`` hears each mode's days when it ends.
+    """
     config = config or ScenarioConfig()
     await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
     results: dict[Mode, RunResult] = {}
+    if workers > 1 and len(modes) > 1:
+        loop = asyncio.get_running_loop()
+        # Spawned, not forked: a fork would copy whatever locks the caller's threads hold.
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(modes)), mp_context=spawn) as pool:
+            done = await asyncio.gather(
+                *(loop.run_in_executor(pool, _run_alone, mode, seed, config, out_dir) for mode in modes)
+            )
+        for mode, (metrics, ledger) in zip(modes, done, strict=True):
+            results[mode] = RunResult(mode, metrics, ledger, None)
+            for day in range(config.days):
+                if on_day is not None:
+                    on_day(mode, day)
     for mode in modes:
+        if mode in results:
+            continue
 
         def tick(day: int, mode: Mode = mode) -> None:
             if on_day is not None:
@@ -96,6 +119,12 @@ async def storm(
     text = json.dumps(document, indent=2) + "\n"
     await asyncio.to_thread((out_dir / "result.json").write_text, text, encoding="utf-8")
     return results
+
+
+def _run_alone(mode: Mode, seed: int, config: ScenarioConfig, out_dir: Path) -> tuple[dict[str, Any], Path]:
+    """One mode in a worker process: its figures and its ledger (the world stays behind)."""
+    result = asyncio.run(run(mode, seed, config, out_dir))
+    return result.metrics, result.ledger
 
 
 def _change(value: int, base: int) -> float | None:

@@ -115,7 +115,8 @@ class RunResult:
     mode: Mode
     metrics: dict[str, Any]
     ledger: Path
-    world: World
+    world: World | None
+    """The simulated world after the run; None when the run was made in another process."""
 
 
 class Ungoverned(Gateway):
