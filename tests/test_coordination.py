@@ -220,6 +220,17 @@ def test_a_charter_without_a_contract_keeps_its_bytes() -> None:
             {"messages": [{"type": "t", "payload_schema": {}}, {"type": "t", "payload_schema": {}}]},
             "declared twice",
         ),
+        ({"messages": [{"type": "t", "payload_schema": {"$ref": "#/$defs/missing"}}]}, "#/$defs/missing"),
+        ({"messages": [{"type": "t", "payload_schema": {"$ref": "#anchor"}}]}, "#anchor"),
+        (
+            {"messages": [{"type": "t", "payload_schema": {"$dynamicRef": "https://x.example/s"}}]},
+            "x.example",
+        ),
+        ({"messages": [{"type": "t", "payload_schema": {"$ref": "#"}}]}, "cannot judge"),
+        (
+            {"messages": [{"type": "t", "payload_schema": {"required": ["a"], "$ref": "#/required"}}]},
+            "#/required",
+        ),
     ],
 )
 def test_a_bad_contract_is_refused_naming_the_field(change: dict[str, Any], named: str) -> None:
@@ -648,3 +659,20 @@ def test_a_monitor_may_pause_a_channel() -> None:
     spec = {**NEW_EDGE["monitors"][0], "respond": {"pause": "channel:hints"}}
     (monitor,) = load_monitors({"monitors": [spec]}, known_scopes=()).monitors
     assert monitor.respond.pause == "channel:hints"
+
+
+async def test_a_held_message_approved_while_its_channel_is_paused_is_not_delivered(decided: Any) -> None:
+    from answerable.records import Scope
+
+    system, gateway, _router, executor = decided
+    with pytest.raises(MessageHeld) as held:
+        await system.send("router", "plans", "route.plan", {"n": 6, "urgent": True}, (), (), "t")
+    channel = Scope(kind="channel", value="plans")
+    pause = await gateway.control.pause(by="ops", reason="hold the plans", scope=channel)
+    outcome = await gateway.answer(held.value.review_id, key=REVIEWER, verdict="approve", reason="fine")
+    await system.run_until_idle()
+    assert outcome.status == "not_executed"
+    assert outcome.execution is not None
+    assert pause.id in outcome.execution.causes
+    assert plans_of(system.ledger) == []
+    assert executor.heard == []

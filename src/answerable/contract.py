@@ -65,10 +65,28 @@ def check_contract(contract: Coordination, agents: Iterable[str]) -> None:
                 ) from exc
             dangling = _dangling_ref(kind.payload_schema, kind.payload_schema)
             if dangling is not None:
-                raise ConfigError(f"{at}.payload_schema: $ref {dangling!r} points at nothing in the schema")
+                raise ConfigError(f"{at}.payload_schema: $ref {dangling!r} points at no schema in it")
+            for probe in _PROBES:  # a schema that cannot judge these (a reference cycle) never will
+                try:
+                    jsonschema.Draft202012Validator(kind.payload_schema).is_valid(probe)
+                except _CANNOT_JUDGE as exc:
+                    raise ConfigError(
+                        f"{at}.payload_schema: cannot judge a payload ({type(exc).__name__}): "
+                        "a reference that leads back to itself?"
+                    ) from exc
 
 
 _REFS = ("$ref", "$dynamicRef")
+_PROBES: tuple[object, ...] = ({}, {"a": [1, "b", None]}, [], "x", 0)
+_CANNOT_JUDGE = (
+    jsonschema.exceptions.SchemaError,
+    jsonschema.exceptions.UnknownType,
+    referencing.exceptions.Unresolvable,
+    RecursionError,
+    TypeError,
+    AttributeError,
+)
+"""What a schema that got past the checks can still raise on a payload: refused, never raised."""
 
 
 def _remote_ref(schema: object) -> str | None:
@@ -121,7 +139,7 @@ def _resolves(ref: str, root: object) -> bool:
             node = node[int(part)]
         else:
             return False
-    return True
+    return isinstance(node, dict | bool)  # a reference must reach a schema, not a keyword's value
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,11 +205,7 @@ class ContractCheck:
             )
         try:
             error = jsonschema.exceptions.best_match(validator.iter_errors(dict(payload)))
-        except (
-            jsonschema.exceptions.SchemaError,
-            jsonschema.exceptions.UnknownType,
-            referencing.exceptions.Unresolvable,
-        ) as exc:
+        except _CANNOT_JUDGE as exc:
             # A schema that got past check_contract and still cannot judge (a charter signed
             # elsewhere): the message is refused, never waved through, and never a traceback.
             return Refused("payload_schema", f"its schema cannot judge this payload: {exc}"[:480])

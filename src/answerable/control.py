@@ -34,12 +34,19 @@ class ControlState:
     stops: tuple[Control, ...] = ()
 
     def blocking(
-        self, *, agent: str, operation: str, resource_class: str, resource_classes: tuple[str, ...] = ()
+        self,
+        *,
+        agent: str,
+        operation: str,
+        resource_class: str,
+        resource_classes: tuple[str, ...] = (),
+        channel: str | None = None,
     ) -> Control | None:
         """The first stop that applies to this action, or None if it may run.
 
         ``resource_classes`` adds classes the resource itself carries (its Cedar ``class``
-        attribute, say ``high-risk``), so one pause can stop every operation on that class.
+        attribute, say ``high-risk``), so one pause can stop every operation on that class;
+        ``channel`` is the topic of a message being sent (a decided message's operation).
         """
         classes = {resource_class, *resource_classes}
         for stop in self.stops:
@@ -49,6 +56,7 @@ class ControlState:
                 or (scope.kind == "agent" and scope.value == agent)
                 or (scope.kind == "operation" and scope.value == operation)
                 or (scope.kind == "resource_class" and scope.value in classes)
+                or (scope.kind == "channel" and channel is not None and scope.value == channel)
             ):
                 return stop
         return None

@@ -77,6 +77,10 @@ from answerable.signing import verify_charter, verify_ruleset
 
 __all__ = ["Gateway", "Operation", "Outcome", "Resource", "claim_key", "http_operation", "invoke"]
 
+SEND_PREFIX = "send:"
+"""Operations named ``send:TOPIC/TYPE`` record and publish a message the rules decided (the
+runtime registers them); a pause of the channel ``TOPIC`` stops them as it stops the message."""
+
 
 _T = TypeVar("_T")
 
@@ -397,11 +401,15 @@ class Gateway:
     ) -> Control | None:
         """The stop in force now that applies to this intent (its agent, operation, operation
         class or its resource's class), read from the ledger; None when it may run."""
+        topic = (
+            op.name.removeprefix(SEND_PREFIX).rpartition("/")[0] if op.name.startswith(SEND_PREFIX) else None
+        )
         return self.control.state().blocking(
             agent=intent.agent,
             operation=op.name,
             resource_class=op.resource_class,
             resource_classes=_resource_classes(request, entities),
+            channel=topic,
         )
 
     def _still_holding(self, claim: Claim) -> None:

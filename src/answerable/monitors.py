@@ -496,6 +496,8 @@ def _influence(monitor: Influence, state: _State, entry: dict[str, Any]) -> Brea
     kind = entry.get("kind")
     if kind == "Message" and isinstance(entry.get("sender"), str):
         state.senders[str(entry["id"])] = str(entry["sender"])
+        if len(state.senders) > _SENDERS_KEPT:  # intents cite recent messages: forget the oldest
+            del state.senders[next(iter(state.senders))]
         return None
     if kind != "Intent" or not isinstance(entry.get("agent"), str):
         return None
@@ -535,6 +537,10 @@ def _influence(monitor: Influence, state: _State, entry: dict[str, Any]) -> Brea
                 },
             )
     return None
+
+
+_SENDERS_KEPT = 100_000
+"""How many messages' senders ``influence`` remembers, so a long-running service stays bounded."""
 
 
 def _share(sender: str, intents: Iterable[frozenset[str]]) -> int:
@@ -632,18 +638,12 @@ def _seconds(stamp: object) -> int | None:
     if head[4] != "-" or head[7] != "-" or head[10] != "T" or head[13] != ":" or head[16] != ":":
         return None
     digits = head[:4] + head[5:7] + head[8:10] + head[11:13] + head[14:16] + head[17:19]
-    if not digits.isdigit() or not (len(stamp) == 20 or stamp[19] == "."):
+    if not (digits.isascii() and digits.isdigit()) or not (len(stamp) == 20 or stamp[19] == "."):
         return None
-    fields = (
-        int(head[:4]),
-        int(head[5:7]),
-        int(head[8:10]),
-        int(head[11:13]),
-        int(head[14:16]),
-        int(head[17:19]),
-    )
-    if not (
-        1 <= fields[1] <= 12 and 1 <= fields[2] <= 31 and fields[3] < 24 and fields[4] < 60 and fields[5] < 61
-    ):
+    year, month, day = int(head[:4]), int(head[5:7]), int(head[8:10])
+    hour, minute, second = int(head[11:13]), int(head[14:16]), int(head[17:19])
+    if not (year >= 1 and 1 <= month <= 12 and hour < 24 and minute < 60 and second < 60):
         return None
-    return calendar.timegm((*fields, 0, 0, 0))
+    if not 1 <= day <= calendar.monthrange(year, month)[1]:
+        return None
+    return calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))

@@ -29,7 +29,7 @@ from answerable.errors import (
     RecordInvalid,
     UnknownAgent,
 )
-from answerable.gateway import Gateway, Outcome, Resource
+from answerable.gateway import SEND_PREFIX, Gateway, Outcome, Resource
 from answerable.ledger.base import Guard, LedgerStore
 from answerable.operations import FencingToken
 from answerable.records import (
@@ -46,9 +46,6 @@ from answerable.records import (
 )
 
 __all__ = ["SEND_PREFIX", "Actuator", "Agent", "Context", "System", "Watcher"]
-
-SEND_PREFIX = "send:"
-"""Gateway operations named ``send:TOPIC/TYPE`` record and publish a message the rules decided."""
 
 
 class Actuator(Protocol):

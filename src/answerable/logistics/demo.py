@@ -10,6 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from answerable.errors import AnswerableError, ConfigError
 from answerable.logistics.scenario import Mode, RunResult, run
 from answerable.logistics.world import ScenarioConfig
 
@@ -122,8 +123,13 @@ async def storm(
 
 
 def _run_alone(mode: Mode, seed: int, config: ScenarioConfig, out_dir: Path) -> tuple[dict[str, Any], Path]:
-    """One mode in a worker process: its figures and its ledger (the world stays behind)."""
-    result = asyncio.run(run(mode, seed, config, out_dir))
+    """One mode in a worker process: its figures and its ledger (the world stays behind). An
+    error crosses back as a ConfigError with its words: not every error can be rebuilt from a
+    pickle, and a broken pool would hide what went wrong."""
+    try:
+        result = asyncio.run(run(mode, seed, config, out_dir))
+    except AnswerableError as exc:
+        raise ConfigError(f"the {mode} run: {exc}") from None
     return result.metrics, result.ledger
 
 
