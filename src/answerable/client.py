@@ -109,9 +109,8 @@ def _approval(
         approval_id=IdSource(clock).new(),
         at_ns=clock.now_ns(),
         valid_for_seconds=valid_for_seconds,
+        simulated=simulated,
     )
-    if simulated:
-        record = record.model_copy(update={"simulated": True})
     return orjson.dumps(sign(record, key).model_dump(mode="json"))
 
 

@@ -360,9 +360,8 @@ class ReviewQueue:
             approval_id=self.ids.new(),
             at_ns=self._now_ns(),
             valid_for_seconds=valid_for_seconds,
+            simulated=simulated,
         )
-        if simulated:
-            record = record.model_copy(update={"simulated": True})
         return sign(record, key)
 
     async def submit(self, approval: Approval) -> ReviewState:
@@ -479,9 +478,11 @@ def unsigned_approval(
     approval_id: str,
     at_ns: int,
     valid_for_seconds: int,
+    simulated: bool = False,
 ) -> Approval:
     """An answer to a review, ready for its author to sign: the CLI, the service's clients and the
-    console all make answers here, so they are signed over exactly the same bytes.
+    console all make answers here, so they are signed over exactly the same bytes (``simulated``:
+    its author is a modelled person, as the charter marks them).
 
     Raises:
         ApprovalRefused: no reason, a verdict that is not approve or deny, or a validity under
@@ -517,6 +518,7 @@ def unsigned_approval(
                 "reason": reason,
                 "binding": binding,
                 "expires_at": rfc3339(at_ns + valid_for_seconds * 1_000_000_000),
+                "simulated": simulated,
             }
         )
     except ValidationError as exc:
