@@ -20,7 +20,6 @@ from answerable.clock import Clock, IdSource, SystemClock, rfc3339
 from answerable.contract import ContractCheck, Refused
 from answerable.errors import (
     AgentFailed,
-    AnswerableError,
     ConfigError,
     Conflict,
     EntryNotFound,
@@ -34,7 +33,6 @@ from answerable.ledger.base import Guard, LedgerStore
 from answerable.operations import FencingToken
 from answerable.records import (
     Control,
-    Coordination,
     ExternalEvent,
     Intent,
     Message,
@@ -149,12 +147,8 @@ class System:
         clock: Clock | None = None,
         ids: IdSource | None = None,
         watcher: Watcher | None = None,
-        contract: Callable[[], Coordination | None] | None = None,
     ) -> None:
-        """``contract``: the coordination contract in force, asked on every message; by default
-        the one in the gateway's charter (none for an actuator without a charter)."""
         self.ledger = ledger
-        self._contract = contract or _charter_contract(actuator)
         self._check: ContractCheck | None = None
         self._contexts: dict[tuple[str, str], Callable[[Mapping[str, Any]], Mapping[str, Any]]] = {}
         self.held: dict[str, tuple[str, str, str]] = {}
@@ -212,17 +206,25 @@ class System:
 
     def _contract_check(self) -> ContractCheck | None:
         """The contract in force, compiled once per charter; its decided messages' operations
-        registered on the gateway before anything needs them (a restart's reconcile, an approval)."""
-        contract = self._contract()
+        registered on the gateway before anything needs them (a restart's reconcile, an approval).
+        Read from the charter the gateway holds now, so a new version applies to the next message;
+        an actuator that is not a gateway (a baseline without rules), or one with no charter yet,
+        has none."""
+        gateway = self.actuator
+        if not isinstance(gateway, Gateway):
+            return None
+        try:
+            contract = gateway.charter.coordination
+        except ConfigError:  # no charter installed yet: nothing is declared, nothing refused
+            return None
         if contract is None:
             return None
         if self._check is None or self._check.contract is not contract:
             self._check = ContractCheck(contract)
-            if isinstance(self.actuator, Gateway):
-                for channel in contract.channels:
-                    for kind in channel.messages:
-                        if kind.decide:
-                            self._send_operation(self.actuator, channel.topic, kind.type)
+            for channel in contract.channels:
+                for kind in channel.messages:
+                    if kind.decide:
+                        self._send_operation(gateway, channel.topic, kind.type)
         return self._check
 
     async def ingest(self, events: Sequence[tuple[str, str, str, Mapping[str, Any]]]) -> list[ExternalEvent]:
@@ -479,21 +481,6 @@ class System:
         await self.bus.drain()
         if self.watcher is not None:
             await self.watcher.poll()
-
-
-def _charter_contract(actuator: Actuator) -> Callable[[], Coordination | None]:
-    """The contract of the charter the gateway holds now, so a new charter version applies to the
-    next message; an actuator that is not a gateway (a baseline without rules) has none."""
-    if not isinstance(actuator, Gateway):
-        return lambda: None
-
-    def contract() -> Coordination | None:
-        try:
-            return actuator.charter.coordination
-        except AnswerableError:  # no charter installed yet: nothing is declared, nothing refused
-            return None
-
-    return contract
 
 
 class _SendArgs(BaseModel):
