@@ -116,19 +116,16 @@ def _service(
         for row in orders:
             if isinstance(row, list) and len(row) >= 5 and isinstance(row[4], int):
                 due[str(row[0])] = (_class_of(str(row[1])), row[4])
-    delivered: dict[str, int] = {}
+    delivered = _first_delivery(deliveries)
     flagged: dict[tuple[str, int], list[bool]] = defaultdict(list)
     for d in deliveries:
         day = d.get("day")
         orders = d.get("orders")
         flags = d.get("on_time")
-        if not isinstance(day, int) or not isinstance(orders, list):
+        if not isinstance(day, int) or not isinstance(orders, list) or not isinstance(flags, list):
             continue
-        for n, order in enumerate(orders):
-            key = str(order)
-            delivered[key] = min(day, delivered.get(key, day))
-            if isinstance(flags, list) and n < len(flags):
-                flagged[(_class_of(str(d.get("customer", ""))), day)].append(bool(flags[n]))
+        for flag in flags[: len(orders)]:
+            flagged[(_class_of(str(d.get("customer", ""))), day)].append(bool(flag))
     per_day: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     if due:
         last = max(day_dates)
@@ -167,12 +164,7 @@ def _margin_and_penalties(
         for row in batch.get("orders") or []:
             if isinstance(row, list) and len(row) >= 5 and row[2] in SKU:
                 orders[str(row[0])] = (str(row[2]), int(row[3]), int(row[4]))
-    delivered: dict[str, int] = {}
-    for d in deliveries:
-        day = d.get("day")
-        if isinstance(day, int):
-            for order in d.get("orders") or []:
-                delivered[str(order)] = min(day, delivered.get(str(order), day))
+    delivered = _first_delivery(deliveries)
     margin = penalties = critical_judged = critical_on_time = 0
     for order, (sku, qty, due) in orders.items():
         got = delivered.get(order)
@@ -194,6 +186,17 @@ def _margin_and_penalties(
         if critical_judged
         else 1.0,
     }
+
+
+def _first_delivery(deliveries: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """The first day each order was delivered, from the carrier's delivery events."""
+    delivered: dict[str, int] = {}
+    for d in deliveries:
+        day, orders = d.get("day"), d.get("orders")
+        if isinstance(day, int) and isinstance(orders, list):
+            for order in orders:
+                delivered[str(order)] = min(day, delivered.get(str(order), day))
+    return delivered
 
 
 def _stockouts(cover: dict[int, dict[str, int]], deliveries: Sequence[dict[str, Any]]) -> int:
