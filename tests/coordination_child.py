@@ -1,13 +1,14 @@
 """A system whose rules decide route plans, run as its own OS process by tests/test_coordination_procs.py.
 
-``python coordination_child.py LEDGER ROLE [POINT]``:
+``python coordination_child.py LEDGER ROLE SEED [POINT]``; the seed draws how many messages
+go, so a failure replays with the same seed:
 
-- ``hold``: send an urgent plan (held for review), print the review's id, then run the system
-  until the plan is delivered (an answer given in another process, by the CLI), keep running a
-  while to show it is not delivered twice, and print how many times the executor heard it;
-- ``send POINT``: send a plan the rules allow, and kill this process with SIGKILL at the
-  gateway's named point (``claimed``: before the message is recorded; ``executed``: after it
-  is recorded and published, before its Execution);
+- ``hold``: send 1 to 3 urgent plans (each held for review), print the reviews' ids, then run the
+  system until every plan is delivered (answers given in another process, by the CLI), keep
+  running a while to show none is delivered twice, and print how many the executor heard;
+- ``send POINT``: send 0 to 3 plans the rules allow, then one more, and kill this process with
+  SIGKILL at the gateway's named point of that last one (``claimed``: before its message is
+  recorded; ``executed``: after it is recorded and published, before its Execution);
 - ``recover``: start a gateway on the ledger (its reconcile settles what the dead one left) and
   print each recovered outcome.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import sys
 from pathlib import Path
@@ -94,15 +96,19 @@ async def build(path: Path, *, fault: Any = None) -> tuple[SQLiteLedger, Gateway
     return ledger, gateway, system, executor
 
 
-async def hold(path: Path) -> None:
+async def hold(path: Path, seed: int) -> None:
     ledger, gateway, system, executor = await build(path)
-    try:
-        await system.send("router", "plans", "route.plan", {"urgent": True}, (), (), "t")
-    except MessageHeld as held:
-        say(review=held.review_id, intent=held.intent_id)
+    count = random.Random(f"hold:{seed}").randint(1, 3)
+    reviews = []
+    for n in range(count):
+        try:
+            await system.send("router", "plans", "route.plan", {"urgent": True, "n": n}, (), (), "t")
+        except MessageHeld as held:
+            reviews.append(held.review_id)
+    say(reviews=reviews)
     for _ in range(4000):  # a guard, not a pace: the test answers within seconds
         await system.run_until_idle()
-        if executor.heard:
+        if len(executor.heard) >= count:
             break
         await asyncio.sleep(0.02)
     for _ in range(20):  # keep running: an answer acted on once is not delivered again
@@ -113,14 +119,19 @@ async def hold(path: Path) -> None:
     ledger.close()
 
 
-async def send(path: Path, point: str) -> None:
+async def send(path: Path, point: str, seed: int) -> None:
+    before = random.Random(f"send:{seed}").randint(0, 3)
+    sends = 0
+
     def fault(at: str, intent: Intent) -> None:
-        if at == point and intent.operation.startswith("send:"):
+        if at == point and intent.operation.startswith("send:") and sends > before:
             os.kill(os.getpid(), signal.SIGKILL)
 
     _ledger, _gateway, system, _executor = await build(path, fault=fault)
-    say(ready=True)
-    await system.send("router", "plans", "route.plan", {"urgent": False}, (), (), "t")
+    say(ready=True, before=before)
+    for n in range(before + 1):
+        sends += 1
+        await system.send("router", "plans", "route.plan", {"urgent": False, "n": n}, (), (), "t")
     say(survived=True)  # never printed: the fault kills the process first
 
 
@@ -139,11 +150,11 @@ async def recover(path: Path) -> None:
 
 
 def main() -> None:
-    path, role = Path(sys.argv[1]), sys.argv[2]
+    path, role, seed = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     if role == "hold":
-        asyncio.run(hold(path))
+        asyncio.run(hold(path, seed))
     elif role == "send":
-        asyncio.run(send(path, sys.argv[3]))
+        asyncio.run(send(path, sys.argv[4], seed))
     elif role == "recover":
         asyncio.run(recover(path))
     else:

@@ -1,6 +1,7 @@
-"""Decided messages across real OS processes: an answer given by the CLI in another process
-delivers a held message exactly once, and a kill -9 at a named point of its delivery leaves it
-recorded exactly once after a restart."""
+"""Decided messages across real OS processes: answers given by the CLI in another process deliver
+held messages exactly once, and a kill -9 at a named point of a delivery leaves every message
+recorded exactly once after a restart. The seed draws how many messages go (``ANSWERABLE_SEED=N``
+replays one; ``make soak`` runs more seeds)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from coordination_child import REVIEWER
+from procs import seeds
 
 from answerable import SQLiteLedger
 from answerable.records import Execution, Intent, Message, decode_entry
@@ -33,56 +35,64 @@ def messages_for(ledger_path: Path) -> tuple[list[Intent], list[Message], list[E
     return intents, messages, executions  # type: ignore[return-value]
 
 
-def test_an_approval_from_another_process_delivers_a_held_message_exactly_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("seed", seeds())
+def test_approvals_from_another_process_deliver_held_messages_exactly_once(tmp_path: Path, seed: int) -> None:
     ledger = tmp_path / "held.db"
     key = tmp_path / "desk.key"
     REVIEWER.save(key)
     child = subprocess.Popen(
-        [sys.executable, str(CHILD), str(ledger), "hold"],
+        [sys.executable, str(CHILD), str(ledger), "hold", str(seed)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     assert child.stdout is not None
-    first = json.loads(child.stdout.readline())
-    answered = subprocess.run(
-        [str(CLI), "approve", str(ledger), str(first["review"]), "--by", REVIEWER.identity,
-         "--reason", "the desk agrees", "--key", str(key)],
-        capture_output=True, text=True, timeout=TIMEOUT, check=False,
-    )  # fmt: skip
-    assert answered.returncode == 0, answered.stderr
+    reviews = json.loads(child.stdout.readline())["reviews"]
+    for review in reviews:
+        answered = subprocess.run(
+            [str(CLI), "approve", str(ledger), str(review), "--by", REVIEWER.identity,
+             "--reason", "the desk agrees", "--key", str(key)],
+            capture_output=True, text=True, timeout=TIMEOUT, check=False,
+        )  # fmt: skip
+        assert answered.returncode == 0, (seed, answered.stderr)
     out, err = child.communicate(timeout=TIMEOUT)
-    assert child.returncode == 0, err
-    assert lines(out)[-1] == {"delivered": 1}
-    _intents, messages, executions = messages_for(ledger)
-    (message,) = [m for m in messages if first["intent"] in m.causes]
-    assert message.payload == {"urgent": True}
-    assert [x.status for x in executions if x.intent_id == first["intent"]] == ["succeeded"]
+    assert child.returncode == 0, (seed, err)
+    assert lines(out)[-1] == {"delivered": len(reviews)}, seed
+    intents, messages, executions = messages_for(ledger)
+    sends = [i for i in intents if i.operation == "send:plans/route.plan"]
+    assert len(sends) == len(reviews) == len(messages), seed
+    for send in sends:
+        assert len([m for m in messages if send.id in m.causes]) == 1, seed
+        assert [x.status for x in executions if x.intent_id == send.id] == ["succeeded"], seed
 
 
+@pytest.mark.parametrize("seed", seeds())
 @pytest.mark.parametrize("point", ["claimed", "executed"])
-def test_a_kill_at_a_named_point_of_delivery_leaves_the_message_recorded_once(
-    tmp_path: Path, point: str
+def test_a_kill_at_a_named_point_of_delivery_leaves_every_message_recorded_once(
+    tmp_path: Path, point: str, seed: int
 ) -> None:
-    """``claimed``: killed before the message was recorded, the restart records it; ``executed``:
-    killed after, the restart finds it and does not record it again."""
+    """``claimed``: killed before the last message was recorded, the restart records it;
+    ``executed``: killed after, the restart finds it and does not record it again."""
     ledger = tmp_path / "crash.db"
     killed = subprocess.run(
-        [sys.executable, str(CHILD), str(ledger), "send", point],
+        [sys.executable, str(CHILD), str(ledger), "send", str(seed), point],
         capture_output=True, text=True, timeout=TIMEOUT, check=False,
     )  # fmt: skip
-    assert killed.returncode == -9, killed.stderr
-    assert {"survived": True} not in lines(killed.stdout)
-    _intents, before, _ = messages_for(ledger)
-    assert len(before) == (1 if point == "executed" else 0)
+    assert killed.returncode == -9, (seed, killed.stderr)
+    said = lines(killed.stdout)
+    assert {"survived": True} not in said, seed
+    before = int(said[0]["before"])  # type: ignore[call-overload]
+    _intents, recorded, _ = messages_for(ledger)
+    assert len(recorded) == before + (1 if point == "executed" else 0), seed
     recovered = subprocess.run(
-        [sys.executable, str(CHILD), str(ledger), "recover"],
+        [sys.executable, str(CHILD), str(ledger), "recover", str(seed)],
         capture_output=True, text=True, timeout=TIMEOUT, check=False,
     )  # fmt: skip
-    assert recovered.returncode == 0, recovered.stderr
-    assert lines(recovered.stdout)[-1]["recovered"] == ["succeeded"]
+    assert recovered.returncode == 0, (seed, recovered.stderr)
+    assert lines(recovered.stdout)[-1]["recovered"] == ["succeeded"], seed
     intents, messages, executions = messages_for(ledger)
-    (send,) = [i for i in intents if i.operation == "send:plans/route.plan"]
-    assert [m for m in messages if send.id in m.causes] == messages
-    assert len(messages) == 1
-    assert [x.status for x in executions if x.intent_id == send.id] == ["succeeded"]
+    sends = [i for i in intents if i.operation == "send:plans/route.plan"]
+    assert len(sends) == before + 1 == len(messages), seed
+    for send in sends:
+        assert len([m for m in messages if send.id in m.causes]) == 1, seed
+        assert [x.status for x in executions if x.intent_id == send.id] == ["succeeded"], seed
