@@ -8,10 +8,10 @@ import rfc8785
 from hypothesis import given
 from hypothesis import strategies as st
 
-from answerable import ExternalEvent, IdSource, RecordInvalid
+from answerable import ExternalEvent, IdSource, RecordInvalid, records
 from answerable._canonical import canonical_bytes
 from answerable.clock import FakeClock, rfc3339
-from answerable.records import decode_entry, entry_bytes
+from answerable.records import Decision, Execution, Intent, Record, decode_entry, entry_bytes
 
 json_values = st.recursive(
     st.none()
@@ -97,3 +97,72 @@ def test_record_times_parse_back_to_the_nanoseconds_they_were_written_from() -> 
     for bad in ("2026-03-02T06:00:00", "2026-03-02T06:00:00.x1Z", "yesterday"):
         with pytest.raises(ValueError, match="not a UTC record time"):
             parse_rfc3339(bad)
+
+
+json_objects = st.dictionaries(st.text(max_size=8), json_values, max_size=4)
+
+
+@pytest.mark.property
+@given(json_objects, json_objects)
+def test_record_bytes_walking_only_free_form_fields_are_rfc8785(arguments, context):
+    """A record's bytes walk only its free-form fields; with floats, non-ASCII keys and unsafe
+    integers in them, the bytes are still RFC 8785's, or refused as it refuses them."""
+    intent = Intent(
+        id="i-1", at=rfc3339(0), agent="a", operation="op", arguments=arguments, idempotency_key="k"
+    )
+    decision = Decision(
+        id="d-1",
+        at=rfc3339(0),
+        intent_id="i-1",
+        effect="allow",
+        policy_ids=("p",),
+        ruleset_id=None,
+        ruleset_hash="h",
+        schema_hash="s",
+        request={"context": context},
+        entities=({"attrs": context},),
+    )
+    for record in (intent, decision):
+        body = record.model_dump(mode="json")
+        try:
+            expected = rfc8785.dumps(body)
+        except rfc8785.CanonicalizationError:
+            with pytest.raises(RecordInvalid, match="no canonical JSON form"):
+                entry_bytes(record)
+            continue
+        assert entry_bytes(record) == expected
+
+
+def test_an_unsafe_integer_in_a_typed_field_is_refused_as_before():
+    """Typed fields are not walked; orjson itself refuses an integer past I-JSON, and the exact
+    path names it."""
+    execution = Execution(
+        id="x-1",
+        at=rfc3339(0),
+        intent_id="i-1",
+        decision_id=None,
+        operation="op",
+        status="succeeded",
+        authority=None,
+        latency_us=2**60,
+    )
+    with pytest.raises(RecordInvalid, match=r"latency_us: integer .* outside the I-JSON range"):
+        entry_bytes(execution)
+
+
+def _loose(annotation: object) -> bool:
+    """Whether an annotation admits a dict, Any or a float anywhere inside it."""
+    text = repr(annotation)
+    return any(word in text for word in ("dict", "Any", "float", "Coordination"))
+
+
+def test_free_form_fields_are_every_field_a_person_or_agent_fills_freely():
+    """The walk's exemption is derived from the annotations: a record's free-form fields are
+    exactly those whose type admits a dict, Any or a float (read here from its text)."""
+    kinds = [
+        c for c in vars(records).values() if isinstance(c, type) and issubclass(c, Record) and c is not Record
+    ]
+    assert len(kinds) >= 15
+    for kind in kinds:
+        loose = {name for name, f in kind.model_fields.items() if _loose(f.annotation)}
+        assert kind.free_form == loose, kind.__name__

@@ -9,7 +9,9 @@ Hashed fields hold no floats: money is integer cents, durations integer microsec
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any, Literal
+import types
+import typing
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -54,14 +56,44 @@ _NAME = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s]+$")]
 _B64 = Annotated[str, Field(pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
 
 
+def _typed_json(annotation: Any) -> bool:
+    """True when every value a field so annotated holds dumps (``mode="json"``) as simple JSON
+    by construction: strings, integers, booleans, null, and arrays and models of them. False
+    for what a person or an agent fills in freely (``dict``, ``Any``) and for floats."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _typed_json(typing.get_args(annotation)[0])
+    if origin is Literal:
+        return all(type(v) in (str, int, bool) or v is None for v in typing.get_args(annotation))
+    if origin in (tuple, list, typing.Union, types.UnionType):
+        return all(a is Ellipsis or _typed_json(a) for a in typing.get_args(annotation))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return all(
+            name.isascii() and _typed_json(f.annotation) for name, f in annotation.model_fields.items()
+        )
+    return annotation in (str, int, bool, type(None))
+
+
 class Record(BaseModel):
     """Base of every ledger entry."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    free_form: ClassVar[frozenset[str]] = frozenset()
+    """The fields whose values are not simple JSON by their type (payloads, arguments, Cedar
+    inputs): the only ones the canonical encoder walks. Derived from the annotations, so a new
+    field cannot be forgotten."""
+
     id: _ID
     at: _TIME
     causes: tuple[_ID, ...] = ()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls.free_form = frozenset(
+            name for name, f in cls.model_fields.items() if not (name.isascii() and _typed_json(f.annotation))
+        )
 
 
 class Person(BaseModel):
@@ -424,12 +456,12 @@ _ENTRY: TypeAdapter[Entry] = TypeAdapter(Entry)
 
 def entry_bytes(record: Record) -> bytes:
     """The canonical bytes of a record: the exact bytes hashed as its ledger leaf."""
-    return canonical_bytes(record.model_dump(mode="json"))
+    return canonical_bytes(record.model_dump(mode="json"), walk=record.free_form)
 
 
 def signing_bytes(record: Record) -> bytes:
     """The bytes a signature on ``record`` covers: the record without its signature."""
-    return canonical_bytes(record.model_dump(mode="json", exclude={"signature"}))
+    return canonical_bytes(record.model_dump(mode="json", exclude={"signature"}), walk=record.free_form)
 
 
 def decode_entry(data: bytes) -> Entry:

@@ -257,3 +257,21 @@ def test_an_edited_causes_index_is_caught(ledger: SQLiteLedger, ledger_path: Pat
     raw(ledger_path, "INSERT INTO causes VALUES (?, ?)", second.id, 0)
     with pytest.raises(LedgerTampered, match="causes index"):
         ledger.verify()
+
+
+def test_data_version_stands_until_anyone_commits(ledger: SQLiteLedger, ledger_path: Path):
+    """The data version a control fold trusts: unchanged while nothing is committed, moved by a
+    commit through another connection and by this store's own writer thread alike."""
+    first = ledger.data_version()
+    assert ledger.data_version() == first
+    ledger.size()  # reads change nothing
+    assert ledger.data_version() == first
+    other = SQLiteLedger.open(ledger_path)
+    try:
+        other.append_sync(order_events(1))
+    finally:
+        other.close()
+    second = ledger.data_version()
+    assert second != first
+    ledger.append_sync(order_events(1))
+    assert ledger.data_version() != second

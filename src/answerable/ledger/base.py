@@ -122,6 +122,13 @@ class LedgerStore(Protocol):
 
     def size(self) -> int: ...
 
+    def data_version(self) -> int:
+        """A number that two calls return alike only if nothing was committed to the ledger in
+        between, by this process or any other: what lets a reader keep a fold of the ledger in
+        memory and re-read only after a change. A store that cannot tell cheaply returns a new
+        number on every call."""
+        ...
+
     def entry(self, index: int) -> StoredEntry: ...
 
     def find(self, entry_id: str) -> StoredEntry: ...

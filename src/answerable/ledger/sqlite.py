@@ -287,7 +287,7 @@ class SQLiteLedger:
                     "the ledger's blob references; add or rename a key",
                     record=body["kind"],
                 )
-        data = canonical_bytes(body)
+        data = canonical_bytes(body, walk=record.free_form)
         if len(data) > MAX_ENTRY_BYTES:
             data = canonical_bytes(self._offload(body))
             if len(data) > MAX_ENTRY_BYTES:
@@ -517,6 +517,11 @@ class SQLiteLedger:
         return int(
             self._read(lambda c: c.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()[0])
         )
+
+    def data_version(self) -> int:
+        """SQLite's ``data_version`` of the reading connection, which never writes: it moves with
+        every commit by another connection, this store's own writer thread included."""
+        return int(self._read(lambda c: c.execute("PRAGMA data_version").fetchone()[0]))
 
     def entry(self, index: int) -> StoredEntry:
         row = self._read(
