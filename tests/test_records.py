@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pydantic
 import pytest
 import rfc8785
@@ -83,6 +85,9 @@ def test_ids_sort_by_time_and_never_repeat():
     assert made == sorted(made)
     assert len(set(made)) == len(made)
     assert all(i[14] == "7" for i in made)
+    for made_id in made:  # the text uuid.UUID would print, of a version 7, RFC 9562 variant UUID
+        parsed = uuid.UUID(made_id)
+        assert (str(parsed), parsed.version, parsed.variant) == (made_id, 7, uuid.RFC_4122)
 
 
 def test_record_times_parse_back_to_the_nanoseconds_they_were_written_from() -> None:

@@ -7,7 +7,6 @@ import os
 import random
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,23 +39,32 @@ class FakeClock:
         self.ns += int(seconds * 1_000_000_000)
 
 
+_SECOND: tuple[int, str] = (-1, "")
+"""The last whole second formatted, and its text: records made within one second share it."""
+
+
 def rfc3339(ns: int) -> str:
     """UTC RFC 3339 with microseconds, the one time format in hashed records.
 
-    Integer arithmetic throughout: no float rounding of nanoseconds, and three times faster than
-    formatting a datetime, which matters at three records per governed action.
+    Integer arithmetic throughout: no float rounding of nanoseconds, and several times faster
+    than formatting a datetime, which matters at four records per governed action; the date and
+    time of day are formatted once per second.
     """
+    global _SECOND
     seconds, rest = divmod(ns, 1_000_000_000)
-    t = time.gmtime(seconds)
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 - measurably faster than f-strings here
-        t.tm_year,
-        t.tm_mon,
-        t.tm_mday,
-        t.tm_hour,
-        t.tm_min,
-        t.tm_sec,
-        rest // 1000,
-    )
+    second = _SECOND
+    if second[0] != seconds:
+        t = time.gmtime(seconds)
+        text = "%04d-%02d-%02dT%02d:%02d:%02d" % (  # noqa: UP031 - measurably faster than f-strings here
+            t.tm_year,
+            t.tm_mon,
+            t.tm_mday,
+            t.tm_hour,
+            t.tm_min,
+            t.tm_sec,
+        )
+        second = _SECOND = (seconds, text)
+    return f"{second[1]}.{rest // 1000:06d}Z"
 
 
 def parse_rfc3339(at: str) -> int:
@@ -112,4 +120,6 @@ class IdSource:
         rand_a = (tail >> 62) & 0xFFF
         rand_b = tail & ((1 << 62) - 1)
         value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
-        return str(uuid.UUID(int=value))
+        # str(uuid.UUID(int=value)) spelled out: the same text at a third of the cost.
+        h = f"{value:032x}"
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
