@@ -170,6 +170,30 @@ async def test_halt_committed_between_record_and_call_stops_the_call(
     assert world.calls == 0
 
 
+async def test_halt_from_another_connection_after_the_decision_is_seen_before_the_call(
+    ledger: SQLiteLedger, ledger_path, people, clock, world: World
+):
+    """A halt another process commits after the intent was decided but before its claim's commit
+    is found by the claim's own commit (the store looks at what others wrote since its previous
+    commit), so the check after the commit stops the call without a read of its own."""
+
+    def halt_elsewhere(point: str, intent: Intent) -> None:
+        if point != "before_record":
+            return
+        other = SQLiteLedger.open(ledger_path)
+        try:
+            other.append_sync([Controller(other)._make("halt", Scope(kind="system"), "pager", "stop now")])
+        finally:
+            other.close()
+
+    gw = await make_gateway(ledger, people, clock, world, fault=halt_elsewhere)
+    outcome = await gw.submit(gw.intent("executor", "carrier.book", booking()))
+    assert outcome.decision is not None
+    assert outcome.decision.effect == "allow"
+    assert outcome.status == "not_executed"
+    assert world.calls == 0
+
+
 async def test_no_intent_recorded_after_a_halt_executes_under_concurrency(
     gateway: Gateway, ledger: SQLiteLedger, world: World
 ):

@@ -181,6 +181,18 @@ class Controller:
             self._version = version  # only once all of it folded: a damaged entry raises again
             return self._fold.state
 
+    def state_as_of_commit(self) -> ControlState:
+        """The state with every stop committed before this store's latest append finished: the
+        check between an intent's claim and its call, right after the claim's own commit. The
+        store keeps the newest control's index from inside each commit, so this reads the ledger
+        only when a stop came in; a stop committed after the claim may or may not be seen, as
+        with any check made a moment earlier.
+        """
+        with self._lock:
+            if self.ledger.newest("Control") <= self._seen:
+                return self._fold.state
+        return self.state()
+
     def _make(self, action: str, scope: Scope, by: str, reason: str) -> Control:
         return unsigned_control(
             action,

@@ -28,7 +28,7 @@ from answerable._turns import PerTurn
 from answerable.charter import CharterHistory, charter_of
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
 from answerable.contract import check_contract
-from answerable.control import Controller
+from answerable.control import Controller, ControlState
 from answerable.errors import (
     AnswerableError,
     ConfigError,
@@ -170,8 +170,11 @@ class Gateway:
         self._operations: dict[str, Operation] = {}
         self._fault = fault
         self._on_install: list[Callable[[SystemCharter], None]] = []
-        self._decide: PerTurn[tuple[CedarRequest, Ruleset], Verdict] = PerTurn(_decide_all)
-        """Cedar decisions of the intents submitted in one loop turn, made in one call per ruleset."""
+        self._decide: PerTurn[tuple[CedarRequest, Ruleset], tuple[Verdict, ControlState]] = PerTurn(
+            self._judge_turn
+        )
+        """Cedar decisions of the intents submitted in one loop turn, made in one call per ruleset,
+        and the control state read once for all of them."""
         self._agent_names: tuple[SystemCharter | None, frozenset[str]] = (None, frozenset())
         self._charter: SystemCharter | None = None
         self._ruleset: Ruleset | None = None
@@ -368,8 +371,8 @@ class Gateway:
         if op is None:
             raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
         intent, args = _canonical_intent(op, intent)
-        request, verdict = await self._judge(op, intent, args)
-        stop = self._stop_for(op, intent, request.to_json(), request.entities)
+        request, verdict, state = await self._judge(op, intent, args)
+        stop = self._stop_for(op, intent, request.to_json(), request.entities, state)
         decision = self._decision(intent, request, verdict, stop)
         self._at("before_record", intent)
         if decision.effect == "review":
@@ -390,7 +393,7 @@ class Gateway:
         )
         self._at("recorded", intent)
         self._at("claimed", intent)
-        return await self._execute(op, intent, decision, args, claim, recovered=False)
+        return await self._execute(op, intent, decision, args, claim, recovered=False, just_claimed=True)
 
     def _stop_for(
         self,
@@ -398,13 +401,15 @@ class Gateway:
         intent: Intent,
         request: Mapping[str, Any],
         entities: Sequence[Mapping[str, Any]],
+        state: ControlState | None = None,
     ) -> Control | None:
-        """The stop in force now that applies to this intent (its agent, operation, operation
-        class or its resource's class), read from the ledger; None when it may run."""
+        """The stop that applies to this intent (its agent, operation, operation class or its
+        resource's class) in ``state``, by default the state in force now, read from the ledger;
+        None when it may run."""
         topic = (
             op.name.removeprefix(SEND_PREFIX).rpartition("/")[0] if op.name.startswith(SEND_PREFIX) else None
         )
-        return self.control.state().blocking(
+        return (state or self.control.state()).blocking(
             agent=intent.agent,
             operation=op.name,
             resource_class=op.resource_class,
@@ -453,20 +458,33 @@ class Gateway:
             }
         )
 
-    async def _judge(self, op: Operation, intent: Intent, args: BaseModel) -> tuple[CedarRequest, Verdict]:
+    async def _judge(
+        self, op: Operation, intent: Intent, args: BaseModel
+    ) -> tuple[CedarRequest, Verdict, ControlState]:
+        """The Cedar request, its verdict and the control state in force when it was decided."""
         ruleset, _ = self._rules()
         try:
             res, context = cedar_inputs(op, args)
         except RequestBuildFailed as exc:  # a broken builder denies, recorded with the error
             empty = CedarRequest(("Agent", intent.agent), op.name, ("Resource", op.name), {}, ())
             why = f"building the Cedar request for {op.name} failed: {exc.reason}"
-            return empty, Verdict("deny", (), (why,))
+            return empty, Verdict("deny", (), (why,)), self.control.state()
         entities = (
             {"uid": {"type": "Agent", "id": intent.agent}, "attrs": {}, "parents": []},
             {"uid": {"type": res.type, "id": res.id}, "attrs": dict(res.attrs), "parents": []},
         )
         request = CedarRequest(("Agent", intent.agent), op.name, (res.type, res.id), context, entities)
-        return request, await self._decide((request, ruleset))
+        verdict, state = await self._decide((request, ruleset))
+        return request, verdict, state
+
+    def _judge_turn(
+        self, items: Sequence[tuple[CedarRequest, Ruleset]]
+    ) -> list[tuple[Verdict, ControlState]]:
+        """The decisions of one loop turn's intents, and the control state read once for all of
+        them, after Cedar: as fresh for each as a read of its own at that moment."""
+        verdicts = _decide_all(items)
+        state = self.control.state()
+        return [(verdict, state) for verdict in verdicts]
 
     def _decision(
         self, intent: Intent, request: CedarRequest, verdict: Verdict, stop: Control | None
@@ -503,9 +521,14 @@ class Gateway:
         recovered: bool,
         approvals: tuple[Approval, ...] = (),
         expiry: ReviewClosed | None = None,
+        just_claimed: bool = False,
     ) -> Outcome:
+        """Check control, call, record the Execution. ``just_claimed``: the claim was committed
+        by this store's latest append, so every stop committed before it is known without a read
+        (see Controller.state_as_of_commit); otherwise the state is read now."""
         approval = approvals[-1] if approvals else None
-        stop = self._stop_for(op, intent, decision.request, decision.entities)
+        state = self.control.state_as_of_commit() if just_claimed else None
+        stop = self._stop_for(op, intent, decision.request, decision.entities, state)
         if stop is not None and recovered:
             # Whether the crashed call happened is not known yet: record nothing, so the claim
             # stays open and is reconciled again (by a later epoch) once the stop is lifted.
@@ -835,7 +858,15 @@ class Gateway:
         self._settled.add(review.id)
         self._at("claimed", intent)
         outcome = await self._execute(
-            op, intent, decision, args, claim, recovered=False, approvals=approvals, expiry=expiry
+            op,
+            intent,
+            decision,
+            args,
+            claim,
+            recovered=False,
+            approvals=approvals,
+            expiry=expiry,
+            just_claimed=True,
         )
         return Outcome(outcome.status, intent, decision, outcome.execution, outcome.result, review, last)
 
