@@ -14,9 +14,10 @@ from support import booking
 from typer.testing import CliRunner
 
 from answerable import Gateway, SQLiteLedger
-from answerable.cli import app
+from answerable.cli import app, load_plugins
 from answerable.ledger import leaf_hash, verify_consistency, verify_inclusion
 
+load_plugins()  # `demo storm` comes from the logistics plugin
 runner = CliRunner()
 
 
@@ -280,3 +281,21 @@ def test_help_names_values_as_users_write_them_never_by_python_type() -> None:
         assert not re.search(r"<(path|str|int|float|bool|list\[)", text), (name, text)
         seen += 1
     assert seen > 25
+
+
+def test_the_command_line_imports_no_domain_and_no_heavy_dependency_until_a_command_needs_it():
+    """`answerable halt` must start fast (bench/cli_latency.py): importing the CLI loads neither
+    the logistics plugin nor the gateway, Cedar, JSON Schema, httpx or FastAPI."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, answerable.cli; "
+        "print(' '.join(sorted({m.split('.')[0] if not m.startswith('answerable') else m for m in sys.modules})))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    loaded = set(done.stdout.split())
+    assert "answerable.control" in loaded  # the probe sees what it should
+    heavy = {"answerable.logistics", "answerable.gateway", "answerable.runtime", "cedarpy", "jsonschema"}
+    heavy |= {"httpx", "fastapi", "numpy", "pandas", "statsmodels"}
+    assert not heavy & loaded, sorted(heavy & loaded)

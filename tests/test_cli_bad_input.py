@@ -11,8 +11,9 @@ from support import booking
 from typer.testing import CliRunner
 
 from answerable import Gateway, SQLiteLedger
-from answerable.cli import app
+from answerable.cli import app, load_plugins
 
+load_plugins()  # `demo storm` comes from the logistics plugin
 runner = CliRunner()
 
 

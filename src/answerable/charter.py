@@ -15,7 +15,6 @@ from answerable.contract import check_contract
 from answerable.errors import AnswerableError, ConfigError, NotAuthorized, RecordInvalid
 from answerable.keys import KeyPair
 from answerable.ledger.base import LedgerStore
-from answerable.policy import load_ruleset
 from answerable.records import Coordination, RulesetVersion, SystemCharter, decode_entry, problems
 from answerable.signing import sign, verify_charter
 
@@ -235,6 +234,8 @@ def new_ruleset(
     """
     clock = clock or SystemClock()
     ids = ids or IdSource(clock)
+    from answerable.policy import load_ruleset  # Cedar, only where a ruleset is made
+
     parsed = load_ruleset(policies, schema_text)
     try:
         record = RulesetVersion.model_validate(

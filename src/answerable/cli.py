@@ -10,7 +10,6 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -31,11 +30,10 @@ from answerable.errors import (
 )
 from answerable.keys import KeyPair
 from answerable.ledger import SQLiteLedger
-from answerable.policy import diff_policies, load_ruleset
 from answerable.records import RulesetVersion, decode_entry
 from answerable.review import ReviewQueue
 
-__all__ = ["app", "main"]
+__all__ = ["app", "command", "load_plugins", "main"]
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -585,6 +583,8 @@ def rules_diff(
         before, after = versions[old], versions[new]
     else:
         before, after = _read(Path(old)), _read(Path(new))
+    from answerable.policy import diff_policies  # Cedar: imported by the commands that use it
+
     changes = _run(lambda: diff_policies(before, after))
     if as_json:
         _json(changes)
@@ -605,6 +605,8 @@ def rules_check(
     as_json: bool = JsonOpt,
 ) -> None:
     """Parse the policies and validate them against the schema; exit 2 naming each error."""
+    from answerable.policy import load_ruleset
+
     ruleset = _run(lambda: load_ruleset(_read(policies), _read(schema)))
     if as_json:
         _json(
@@ -1120,11 +1122,23 @@ def _guarded(command: Callable[..., None]) -> Callable[..., None]:
     return run
 
 
-# Domains plug in through entry points (a reference system adds its demo); the core names none.
-for _plugin in entry_points(group="answerable.plugins"):
-    _register = getattr(_plugin.load(), "register_cli", None)
-    if callable(_register):
-        _register(demo_app, _guarded)
+_PLUGINS_LOADED: list[bool] = []
+
+
+def load_plugins() -> None:
+    """Add the domains' commands to ``demo`` (once). Domains plug in through entry points (a
+    reference system adds its demo); the core names none. The command line loads them for
+    ``demo`` only: scanning the installed packages and importing a domain would slow every
+    other command, ``halt`` first. Whoever drives :data:`app` directly calls this first."""
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED.append(True)
+    from importlib.metadata import entry_points
+
+    for plugin in entry_points(group="answerable.plugins"):
+        register = getattr(plugin.load(), "register_cli", None)
+        if callable(register):
+            register(demo_app, _guarded)
 
 
 def _version(show: bool) -> None:
@@ -1168,8 +1182,12 @@ def _plain_metavars(command: Any) -> None:
         _plain_metavars(sub)
 
 
-def command() -> Any:
-    """The CLI as click runs it, its help written for people."""
+def command(argv: list[str] | None = None) -> Any:
+    """The CLI as click runs it, its help written for people. ``argv`` (default: this process's
+    arguments) says whether the plugins' commands are needed."""
+    words = sys.argv[1:] if argv is None else argv
+    if not words or words[0] == "demo":
+        load_plugins()
     built = typer.main.get_command(app)
     _plain_metavars(built)
     return built

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
-
-import jsonschema
-import referencing.exceptions
 
 from answerable.errors import ConfigError
 from answerable.records import Coordination
@@ -56,6 +54,7 @@ def check_contract(contract: Coordination, agents: Iterable[str]) -> None:
                     f"{at}.payload_schema: $ref {remote!r} points outside the schema; only local "
                     "references (#/...) are allowed, so a check never fetches anything"
                 )
+            jsonschema = _jsonschema()
             try:
                 jsonschema.Draft202012Validator.check_schema(kind.payload_schema)
             except jsonschema.SchemaError as exc:
@@ -69,7 +68,7 @@ def check_contract(contract: Coordination, agents: Iterable[str]) -> None:
             for probe in _PROBES:  # a schema that cannot judge these (a reference cycle) never will
                 try:
                     jsonschema.Draft202012Validator(kind.payload_schema).is_valid(probe)
-                except _CANNOT_JUDGE as exc:
+                except _cannot_judge() as exc:
                     raise ConfigError(
                         f"{at}.payload_schema: cannot judge a payload ({type(exc).__name__}): "
                         "a reference that leads back to itself?"
@@ -78,15 +77,29 @@ def check_contract(contract: Coordination, agents: Iterable[str]) -> None:
 
 _REFS = ("$ref", "$dynamicRef")
 _PROBES: tuple[object, ...] = ({}, {"a": [1, "b", None]}, [], "x", 0)
-_CANNOT_JUDGE = (
-    jsonschema.exceptions.SchemaError,
-    jsonschema.exceptions.UnknownType,
-    referencing.exceptions.Unresolvable,
-    RecursionError,
-    TypeError,
-    AttributeError,
-)
-"""What a schema that got past the checks can still raise on a payload: refused, never raised."""
+
+
+def _jsonschema() -> ModuleType:
+    """jsonschema, imported when a contract is first checked: it costs a tenth of a second, and
+    a command such as ``answerable halt`` never needs it."""
+    import jsonschema
+
+    return jsonschema
+
+
+def _cannot_judge() -> tuple[type[BaseException], ...]:
+    """What a schema that got past the checks can still raise on a payload: refused, never raised."""
+    import referencing.exceptions
+
+    jsonschema = _jsonschema()
+    return (
+        jsonschema.exceptions.SchemaError,
+        jsonschema.exceptions.UnknownType,
+        referencing.exceptions.Unresolvable,
+        RecursionError,
+        TypeError,
+        AttributeError,
+    )
 
 
 def _remote_ref(schema: object) -> str | None:
@@ -158,8 +171,10 @@ class ContractCheck:
     def __init__(self, contract: Coordination) -> None:
         self.contract = contract
         self._channels = {c.topic: c for c in contract.channels}
+        self._cannot_judge = _cannot_judge()
+        self._best_match = _jsonschema().exceptions.best_match
         self._validators = {
-            (c.topic, k.type): jsonschema.Draft202012Validator(k.payload_schema)
+            (c.topic, k.type): _jsonschema().Draft202012Validator(k.payload_schema)
             for c in contract.channels
             for k in c.messages
         }
@@ -204,8 +219,8 @@ class ContractCheck:
                 f"its subscribers are {list(channel.subscribers)}",
             )
         try:
-            error = jsonschema.exceptions.best_match(validator.iter_errors(dict(payload)))
-        except _CANNOT_JUDGE as exc:
+            error = self._best_match(validator.iter_errors(dict(payload)))
+        except self._cannot_judge as exc:
             # A schema that got past check_contract and still cannot judge (a charter signed
             # elsewhere): the message is refused, never waved through, and never a traceback.
             return Refused("payload_schema", f"its schema cannot judge this payload: {exc}"[:480])

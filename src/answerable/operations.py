@@ -10,9 +10,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, PydanticUserError, ValidationError, create_model
 
@@ -26,6 +25,9 @@ from answerable.errors import (
     TransientError,
 )
 from answerable.records import problems
+
+if TYPE_CHECKING:  # httpx costs a tenth of a second to import; only HTTP operations need it
+    import httpx
 
 __all__ = [
     "MAX_DEPTH",
@@ -94,6 +96,8 @@ def http_operation(
 
     The credentials live in ``headers`` inside the gateway; agents never see them.
     """
+
+    import httpx
 
     async def call(idempotency_key: str, fencing_token: FencingToken | None = None, **arguments: Any) -> Any:
         fence = {} if fencing_token is None else {"Fencing-Token": fencing_token.header()}

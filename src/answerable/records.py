@@ -77,7 +77,7 @@ def _typed_json(annotation: Any) -> bool:
 class Record(BaseModel):
     """Base of every ledger entry."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     free_form: ClassVar[frozenset[str]] = frozenset()
     """The fields whose values are not simple JSON by their type (payloads, arguments, Cedar
@@ -99,7 +99,7 @@ class Record(BaseModel):
 class Person(BaseModel):
     """Someone the charter names, with the key that proves it is them."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     identity: _NAME
     public_key: _B64
@@ -114,7 +114,7 @@ class Person(BaseModel):
 class AgentIdentity(BaseModel):
     """An agent the system runs."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     name: _NAME
     public_key: _B64 | None = None
@@ -123,7 +123,7 @@ class AgentIdentity(BaseModel):
 class MessageKind(BaseModel):
     """One type of message a channel carries, and the JSON Schema its payload must meet."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     type: _NAME
     payload_schema: dict[str, Any]
@@ -136,7 +136,7 @@ class MessageKind(BaseModel):
 class Channel(BaseModel):
     """A topic, the agents that may publish and subscribe on it, and the messages it carries."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     topic: _NAME
     publishers: tuple[_NAME, ...] = Field(min_length=1)
@@ -147,7 +147,7 @@ class Channel(BaseModel):
 class Coordination(BaseModel):
     """How the agents may talk: every channel there is. A message outside it is refused."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     channels: tuple[Channel, ...] = Field(min_length=1)
 
@@ -268,7 +268,7 @@ class Claim(Record):
 class Authority(BaseModel):
     """What allowed an execution: approved rules or a human approval, and the RI behind them."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     responsible: _NAME
     """The Responsible Individual who answers for this execution."""
@@ -302,7 +302,7 @@ class Execution(Record):
 class Scope(BaseModel):
     """What a control applies to."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     kind: Literal["system", "agent", "operation", "resource_class", "channel"]
     value: str | None = None
@@ -451,7 +451,10 @@ Entry = Annotated[
     | Refusal,
     Field(discriminator="kind"),
 ]
-_ENTRY: TypeAdapter[Entry] = TypeAdapter(Entry)
+_ENTRY: list[TypeAdapter[Entry]] = []
+"""The decoder of every kind, built on first use: building it builds every record's validator,
+which a short command (``answerable halt``) never needs. Models build on first use too
+(``defer_build``)."""
 
 
 def entry_bytes(record: Record) -> bytes:
@@ -467,7 +470,9 @@ def signing_bytes(record: Record) -> bytes:
 def decode_entry(data: bytes) -> Entry:
     """Parse canonical bytes back into the record they encode."""
     try:
-        return _ENTRY.validate_json(data)
+        if not _ENTRY:
+            _ENTRY.append(TypeAdapter(Entry))
+        return _ENTRY[0].validate_json(data)
     except ValidationError as exc:
         raise RecordInvalid(f"not a valid ledger entry: {problems(exc, 'entry')[0]}") from exc
 

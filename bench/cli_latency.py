@@ -1,0 +1,126 @@
+"""How long ``answerable halt`` takes, from process start to a committed halt entry.
+
+A person pressing halt from a shell waits for the process to start, import, open the ledger,
+commit the Control entry durably (fsync) and exit; the halt is committed before the process exits,
+so the time to exit is an upper bound of the time to the commit. Measured here, in one run, as
+wall time from ``subprocess`` spawn to exit: ``python -c pass`` (the interpreter alone), ``answerable
+--help`` (imports and the command tree) and ``answerable halt`` on a ledger of a governed system.
+Each halt is checked in the ledger afterwards. Goal printed: halt under 200 ms.
+
+Run: ``python bench/cli_latency.py`` (``--runs N``, ``--quick``, ``--json``, ``--dir PATH``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import describe_machine, emit, filesystem_of, fmt_us, summarize_ns
+
+from answerable import Gateway, KeyPair, SQLiteLedger, new_charter, new_ruleset, schema_for
+
+GOAL_MS = 200
+POLICY = '@id("permit-noop")\npermit(principal, action == Action::"noop", resource);\n'
+
+
+async def _system(path: Path) -> None:
+    """A ledger holding a charter and a ruleset, as `answerable halt` finds it in real use."""
+    with SQLiteLedger.open(path, create=True, origin="bench.example/cli") as ledger:
+        ri = KeyPair.generate("ri@bench.example")
+        gateway = Gateway(ledger)
+        gateway.register("noop", lambda: None, resource_class="bench")
+        await gateway.install(
+            new_charter("bench", ri, agents=["a"]), new_ruleset(POLICY, schema_for(["noop"]), ri)
+        )
+        gateway.close()
+
+
+def _timed(argv: list[str], runs: int) -> list[int]:
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter_ns()
+        done = subprocess.run(argv, capture_output=True, check=False)
+        samples.append(time.perf_counter_ns() - started)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.decode()[-300:]}")
+    return samples
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    cli = shutil.which("answerable", path=str(Path(sys.executable).parent)) or "answerable"
+    with tempfile.TemporaryDirectory(prefix="answerable-cli-", dir=args.dir) as tmp:
+        ledger = Path(tmp) / "system.db"
+        asyncio.run(_system(ledger))
+        halt = [cli, "halt", str(ledger), "--by", "pager@bench.example", "--reason", "bench"]
+        rows = {
+            "python -c pass": _timed([sys.executable, "-c", "pass"], args.runs),
+            "answerable --help": _timed([cli, "--help"], args.runs),
+            "answerable halt": _timed(halt, args.runs),
+        }
+        with SQLiteLedger.open(ledger) as store:
+            halts = len(store.of_kind("Control"))
+        fs = filesystem_of(ledger)
+    summary = {what: summarize_ns(samples) for what, samples in rows.items()}
+    halt_p50_ms = summary["answerable halt"]["p50_us"] / 1000
+    return {
+        "benchmark": "cli_latency",
+        "machine": describe_machine(),
+        "ledger_filesystem": fs,
+        "runs": args.runs,
+        "latency": summary,
+        "halts_committed": halts,
+        "halts_ok": halts == args.runs,
+        "goal_ms": GOAL_MS,
+        "halt_p50_ms": halt_p50_ms,
+        "meets_goal": halt_p50_ms < GOAL_MS,
+    }
+
+
+def render(doc: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    m = doc["machine"]
+    console.print(
+        f"[bold]CLI latency[/bold]  {m['cpu']}, Python {m['python']}; ledger on {doc['ledger_filesystem']}"
+    )
+    table = Table(title=f"process start to exit, {doc['runs']} runs each (not pinned)")
+    for col in ("command", "p50", "p99", "max"):
+        table.add_column(col, justify="left" if col == "command" else "right")
+    for what, s in doc["latency"].items():
+        table.add_row(what, fmt_us(s["p50_us"]), fmt_us(s["p99_us"]), fmt_us(s["max_us"]))
+    console.print(table)
+    verdict = "meets" if doc["meets_goal"] else "MISSES"
+    console.print(
+        f"goal: halt committed under {doc['goal_ms']} ms from process start; p50 {doc['halt_p50_ms']:.0f} ms "
+        f"({verdict} it). {doc['halts_committed']} halts in the ledger for {doc['runs']} runs "
+        f"({'ok' if doc['halts_ok'] else 'MISMATCH'})."
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="3 runs of each")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--dir", default=None, help="where the ledger goes (default: the temp dir)")
+    args = parser.parse_args()
+    if args.quick:
+        args.runs = 3
+    os.environ.pop("PYTHONPROFILEIMPORTTIME", None)
+    doc = run(args)
+    if not emit(doc, args.json):
+        render(doc)
+
+
+if __name__ == "__main__":
+    main()
