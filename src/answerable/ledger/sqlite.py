@@ -830,10 +830,10 @@ class _SQLiteView:
         self.verifier = str(meta.get("verifier_key", ""))
         self.origin = str(meta.get("origin", ""))
 
-    def leaves(self) -> Iterator[tuple[int, str, str, bytes, bytes]]:
+    def leaves(self) -> Iterator[list[tuple[int, str, str, bytes, bytes]]]:
         cur = self.conn.execute("SELECT idx, id, kind, data, leaf_hash FROM entries ORDER BY idx")
-        while rows := cur.fetchmany(4096):
-            yield from rows
+        while rows := cur.fetchmany(8192):
+            yield rows
 
     def rows(self, start: int, stop: int) -> Iterator[tuple[int, str, bytes]]:
         cur = self.conn.execute(
@@ -861,10 +861,10 @@ class _SQLiteView:
     def checkpoints(self) -> list[tuple[int, str]]:
         return self.conn.execute("SELECT size, note FROM checkpoints ORDER BY size").fetchall()
 
-    def causes(self) -> Iterator[tuple[str, int]]:
+    def causes(self) -> Iterator[list[tuple[str, int]]]:
         cur = self.conn.execute("SELECT cause, idx FROM causes")
-        while rows := cur.fetchmany(8192):
-            yield from rows
+        while rows := cur.fetchmany(16384):
+            yield rows
 
     def id_at(self, index: int) -> str | None:
         row = self.conn.execute("SELECT id FROM entries WHERE idx = ?", (index,)).fetchone()
