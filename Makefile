@@ -53,16 +53,19 @@ test: lint typecheck unit
 soak: $(STAMP)
 	ANSWERABLE_SOAK=1 $(BIN)/pytest -m crash -p no:randomly
 
+# Every benchmark, each recorded in bench/README.md with the command that printed it (bench/record.py).
+RECORD := $(BIN)/python bench/record.py
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,logistics,report,bench]'
-	$(BIN)/python bench/governed_call.py
-	$(BIN)/python bench/ledger.py
-	$(BIN)/python bench/policy.py
-	$(BIN)/python bench/provenance.py
-	$(BIN)/python bench/monitors.py
-	$(BIN)/python bench/coordination.py
-	$(BIN)/python bench/service.py
-	$(BIN)/python bench/routing.py tests/data/vrp/solomon/C101.txt tests/data/vrp/solomon/R101.txt tests/data/vrp/solomon/RC101.txt tests/data/vrp/cvrp/A-n32-k5.vrp tests/data/vrp/cvrp/X-n101-k25.vrp --seconds 10
+	$(RECORD) governed_call -- $(BIN)/python bench/governed_call.py
+	$(RECORD) cli_latency -- $(BIN)/python bench/cli_latency.py
+	$(RECORD) ledger -- $(BIN)/python bench/ledger.py
+	$(RECORD) policy -- $(BIN)/python bench/policy.py
+	$(RECORD) provenance -- $(BIN)/python bench/provenance.py
+	$(RECORD) monitors -- $(BIN)/python bench/monitors.py
+	$(RECORD) coordination -- $(BIN)/python bench/coordination.py
+	$(RECORD) service -- $(BIN)/python bench/service.py
+	$(RECORD) routing -- $(BIN)/python bench/routing.py tests/data/vrp/solomon/C101.txt tests/data/vrp/solomon/R101.txt tests/data/vrp/solomon/RC101.txt tests/data/vrp/cvrp/A-n32-k5.vrp tests/data/vrp/cvrp/X-n101-k25.vrp --seconds 10
 
 clean:
 	rm -rf $(VENV) out .mypy_cache .pytest_cache .ruff_cache

@@ -41,6 +41,12 @@ from answerable.keys import KeyPair
 from answerable.ledger import SQLiteLedger
 
 FLOOR_ACTIONS_PER_S = 2_000
+GOAL_RATIO = 2.0
+"""Issue 13: at least twice AGT's in-memory govern() rate, measured in the same run."""
+FLOOR_RATIO = 1.0
+SEQUENTIAL_SLACK_US = 300
+"""Issue 13: a sequential caller's added p50 at most two fsyncs plus this."""
+FSYNCS = 500
 AGENT = "bench-agent"
 OPERATION = "noop"
 POLICY = f'@id("permit-noop")\npermit(principal, action == Action::"{OPERATION}", resource);\n'
@@ -174,6 +180,62 @@ async def _answerable(directory: Path, seq_n: int, conc_n: int, tasks: int, warm
             "verified_size": report.size,
         },
     }
+
+
+def measure_fsync(directory: Path, n: int) -> dict[str, Any]:
+    """This filesystem's fsync latency where the ledger lives: append 4 KiB, fsync, ``n`` times.
+
+    The sequential goal is stated in fsyncs because a durable action commits twice (its Intent,
+    Decision and Claim before the call; its Execution after), so no code can go below two.
+    """
+    path = directory / "fsync.probe"
+    samples = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        block = b"x" * 4096
+        for _ in range(n):
+            os.write(fd, block)
+            t0 = time.perf_counter_ns()
+            os.fsync(fd)
+            samples.append(time.perf_counter_ns() - t0)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return common.summarize_ns(samples)
+
+
+def compare(ours: dict[str, Any], agt: dict[str, Any], fsync: dict[str, float]) -> dict[str, Any]:
+    """answerable's rates over AGT's, from this one run, and the sequential latency goal."""
+    out: dict[str, Any] = {
+        "goal": f"{GOAL_RATIO:g}x AGT in-memory govern(), concurrent, on one core, every entry durable",
+        "floor": f"{FLOOR_RATIO:g}x",
+    }
+    if agt["available"]:
+        for mode in ("concurrent", "sequential"):
+            rate = ours[mode]["actions_per_s"]
+            out[mode] = {
+                variant: {
+                    "agt_per_s": agt[variant]["sequential"]["actions_per_s"],
+                    "answerable_per_s": rate,
+                    "ratio": rate / agt[variant]["sequential"]["actions_per_s"],
+                }
+                for variant in ("in_memory", "file_sink")
+            }
+        ratio = out["concurrent"]["in_memory"]["ratio"]
+        out["meets_goal"] = ratio >= GOAL_RATIO
+        out["meets_floor"] = ratio >= FLOOR_RATIO
+    bound = 2 * fsync["p50_us"] + SEQUENTIAL_SLACK_US
+    added = ours["sequential"]["added"]["p50_us"]
+    out["sequential_latency"] = {
+        "goal": f"added p50 <= 2 fsyncs + {SEQUENTIAL_SLACK_US} us",
+        "fsync_p50_us": fsync["p50_us"],
+        "fsync_p99_us": fsync["p99_us"],
+        "bound_us": bound,
+        "added_p50_us": added,
+        "over_two_fsyncs_us": added - 2 * fsync["p50_us"],
+        "meets": added <= bound,
+    }
+    return out
 
 
 # --- AGT ------------------------------------------------------------------------------------------
@@ -323,6 +385,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 _answerable(directory, args.sequential, args.concurrent, args.tasks, args.warmup)
             )
         direct = measure_direct(args.direct)
+        fsync = measure_fsync(directory, FSYNCS if not args.quick else 50)
         ours = asyncio.run(_answerable(directory, args.sequential, args.concurrent, args.tasks, args.warmup))
         baseline = measure_baseline(args, directory) if args.baseline_rev else {"available": False}
         agt = measure_agt(args.agt, args.warmup, directory)
@@ -348,6 +411,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "baseline": baseline,
         "lease_and_claims_cost": _cost(baseline),
         "agt": agt,
+        "fsync": fsync,
+        "comparison": compare(ours, agt, fsync),
     }
 
 
@@ -464,6 +529,26 @@ def render(doc: dict[str, Any]) -> None:
     else:
         console.print(f"[yellow]baseline not measured: {escape(str(doc['baseline'].get('reason')))}[/yellow]")
 
+    comp = doc["comparison"]
+    if "concurrent" in comp:
+        for mode in ("concurrent", "sequential"):
+            parts = [
+                f"{c['ratio']:.2f}x AGT {variant.replace('_', ' ')} ({c['answerable_per_s']:,.0f} vs "
+                f"{c['agt_per_s']:,.0f}/s)"
+                for variant, c in comp[mode].items()
+            ]
+            console.print(f"answerable {mode}: " + "; ".join(parts))
+        console.print(
+            f"goal: {comp['goal']} ({_verdict(comp['meets_goal'])}); floor {comp['floor']} "
+            f"({_verdict(comp['meets_floor'])})"
+        )
+    lat = comp["sequential_latency"]
+    console.print(
+        f"sequential: added p50 {us(lat['added_p50_us'])}; fsync here p50 {us(lat['fsync_p50_us'])} "
+        f"(p99 {us(lat['fsync_p99_us'])}), so 2 fsyncs + {SEQUENTIAL_SLACK_US} µs = {us(lat['bound_us'])}: "
+        f"{_verdict(lat['meets'])} "
+        f"({us(lat['over_two_fsyncs_us'])} above two fsyncs)"
+    )
     floor = doc["floor"]
     conc = ours["concurrent"]["actions_per_s"]
     verdict = "[green]meets[/green]" if floor["met_by_concurrent"] else "[red]BELOW[/red]"
@@ -502,6 +587,10 @@ def render(doc: dict[str, Any]) -> None:
             f"[yellow]AGT peer not importable ({escape(agt['reason'])}); "
             f"install it with: {escape(agt['install'])}[/yellow]"
         )
+
+
+def _verdict(met: bool) -> str:
+    return "[green]meets[/green]" if met else "[red]MISSES[/red]"
 
 
 def main(argv: list[str] | None = None) -> int:

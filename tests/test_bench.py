@@ -30,6 +30,9 @@ def test_governed_call_bench_checks_its_own_ledger():
     cost = doc["lease_and_claims_cost"]
     assert cost["without"]["available"] is True, cost["without"]
     assert set(cost["without"]) >= {"sequential", "concurrent"}
+    comparison = doc["comparison"]
+    assert comparison["sequential_latency"]["fsync_p50_us"] > 0
+    assert set(comparison["concurrent"]) == {"in_memory", "file_sink"}  # the peer is installed here
 
 
 @pytest.mark.slow
@@ -80,3 +83,26 @@ def test_solve_instance_replays_from_its_seed_with_the_planners_configuration():
     path = "tests/data/vrp/solomon/C101.txt"
     first, again = (solve_instance(path, iterations=300, seed=4) for _ in range(2))
     assert (first.routes, first.distance) == (again.routes, again.distance)
+
+
+def test_record_replaces_its_section_and_records_nothing_from_a_failed_run(tmp_path: Path):
+    """bench/record.py writes what a benchmark printed under its name, replaces it on the next
+    run, and leaves the README alone when the command fails."""
+    readme = tmp_path / "README.md"
+    readme.write_text("# Benchmarks\n\nprose\n", encoding="utf-8")
+
+    def record(*command: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "bench/record.py", "demo", "--readme", str(readme), "--", *command]
+        return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+
+    assert record(sys.executable, "-c", "print('first figures')").returncode == 0
+    assert record(sys.executable, "-c", "print('second figures')").returncode == 0
+    text = readme.read_text(encoding="utf-8")
+    assert text.startswith("# Benchmarks\n\nprose\n")
+    assert text.count("<!-- figures:demo -->") == 1
+    assert "second figures" in text
+    assert "first figures" not in text
+    assert "-c 'print('\"'\"'second figures'\"'\"')'" in text  # the command that printed them
+    failed = record(sys.executable, "-c", "print('third'); raise SystemExit(3)")
+    assert failed.returncode == 3
+    assert readme.read_text(encoding="utf-8") == text
