@@ -12,10 +12,10 @@ from pydantic import ValidationError
 
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
 from answerable.contract import check_contract
-from answerable.errors import AnswerableError, ConfigError, NotAuthorized, RecordInvalid
+from answerable.errors import AnswerableError, ConfigError, NotAuthorized
 from answerable.keys import KeyPair
 from answerable.ledger.base import LedgerStore
-from answerable.records import Coordination, RulesetVersion, SystemCharter, decode_entry, problems
+from answerable.records import Coordination, RulesetVersion, SystemCharter, decode_as, problems
 from answerable.signing import sign, verify_charter
 
 __all__ = [
@@ -352,11 +352,7 @@ class CharterHistory:
 
 def _charter_in(data: bytes) -> SystemCharter | None:
     """The charter a SystemCharter entry holds, or None when its bytes are not one (never a link)."""
-    try:
-        record = decode_entry(data)
-    except RecordInvalid:
-        return None
-    return record if isinstance(record, SystemCharter) else None
+    return decode_as(data, SystemCharter)
 
 
 def charter_at(ledger: LedgerStore, index: int) -> SystemCharter:

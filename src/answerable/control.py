@@ -21,7 +21,7 @@ from answerable.clock import Clock, IdSource, SystemClock, rfc3339
 from answerable.errors import AnswerableError, ConfigError, LedgerTampered, RecordInvalid
 from answerable.keys import KeyPair
 from answerable.ledger.base import LedgerStore, StoredEntry
-from answerable.records import Control, Scope, SystemCharter, decode_entry, problems
+from answerable.records import Control, Scope, SystemCharter, decode_as, decode_entry, problems
 from answerable.signing import require_role, sign, verify_signed_by
 
 __all__ = ["ControlFold", "ControlState", "Controller", "scope_from_text", "unsigned_control"]
@@ -302,6 +302,9 @@ def unsigned_control(
 
 def _control_in(stored: StoredEntry) -> Control:
     """The Control a ledger entry of that kind holds."""
+    control = decode_as(stored.data, Control)
+    if control is not None:
+        return control
     try:
         record = decode_entry(stored.data)
     except RecordInvalid as exc:

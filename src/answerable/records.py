@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import types
 import typing
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -44,12 +44,14 @@ __all__ = [
     "Scope",
     "SystemCharter",
     "canonical_bytes",
+    "decode_as",
     "decode_entry",
     "digest",
     "entry_bytes",
     "problems",
 ]
 
+_R = TypeVar("_R", bound="Record")
 _ID = Annotated[str, Field(min_length=1, max_length=128)]
 _TIME = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")]
 _NAME = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s]+$")]
@@ -475,6 +477,16 @@ def decode_entry(data: bytes) -> Entry:
         return _ENTRY[0].validate_json(data)
     except ValidationError as exc:
         raise RecordInvalid(f"not a valid ledger entry: {problems(exc, 'entry')[0]}") from exc
+
+
+def decode_as(data: bytes, kind: type[_R]) -> _R | None:
+    """The ``kind`` record these bytes hold, or None when they hold anything else (decode them
+    with :func:`decode_entry` to say what). Builds only that kind's validator: a short command
+    reading its controls need not build every record's."""
+    try:
+        return kind.model_validate_json(data)
+    except ValidationError:
+        return None
 
 
 def problems(exc: ValidationError, whole: str) -> tuple[str, ...]:
