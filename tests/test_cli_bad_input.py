@@ -11,9 +11,8 @@ from support import booking
 from typer.testing import CliRunner
 
 from answerable import Gateway, SQLiteLedger
-from answerable.cli import app, load_plugins
+from answerable.cli import app
 
-load_plugins()  # `demo storm` comes from the logistics plugin
 runner = CliRunner()
 
 

@@ -170,15 +170,17 @@ async def test_halt_committed_between_record_and_call_stops_the_call(
     assert world.calls == 0
 
 
-async def test_halt_from_another_connection_after_the_decision_is_seen_before_the_call(
-    ledger: SQLiteLedger, ledger_path, people, clock, world: World
+@pytest.mark.parametrize("point", ["before_record", "claimed"])
+async def test_halt_from_another_process_before_the_call_stops_it(
+    ledger: SQLiteLedger, ledger_path, people, clock, world: World, point: str
 ):
-    """A halt another process commits after the intent was decided but before its claim's commit
-    is found by the claim's own commit (the store looks at what others wrote since its previous
-    commit), so the check after the commit stops the call without a read of its own."""
+    """A halt `answerable halt` commits from another shell after an intent was decided, before
+    its claim's commit or after it, is read before the call and stops it; the gateway has run
+    an intent before, so a state it read earlier would be stale."""
+    armed: list[bool] = []
 
-    def halt_elsewhere(point: str, intent: Intent) -> None:
-        if point != "before_record":
+    def halt_elsewhere(at: str, intent: Intent) -> None:
+        if at != point or not armed:
             return
         other = SQLiteLedger.open(ledger_path)
         try:
@@ -187,11 +189,13 @@ async def test_halt_from_another_connection_after_the_decision_is_seen_before_th
             other.close()
 
     gw = await make_gateway(ledger, people, clock, world, fault=halt_elsewhere)
+    assert (await gw.submit(gw.intent("executor", "carrier.book", booking()))).ok
+    armed.append(True)
     outcome = await gw.submit(gw.intent("executor", "carrier.book", booking()))
     assert outcome.decision is not None
     assert outcome.decision.effect == "allow"
     assert outcome.status == "not_executed"
-    assert world.calls == 0
+    assert world.calls == 1
 
 
 async def test_no_intent_recorded_after_a_halt_executes_under_concurrency(

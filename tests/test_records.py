@@ -171,3 +171,42 @@ def test_free_form_fields_are_every_field_a_person_or_agent_fills_freely():
     for kind in kinds:
         loose = {name for name, f in kind.model_fields.items() if _loose(f.annotation)}
         assert kind.free_form == loose, kind.__name__
+
+
+def test_a_record_whose_dump_code_could_write_anything_is_walked_whole():
+    """A serializer on a typed field, or a computed field, can put a float or NaN into a record's
+    dump: such a field, or such a record, is walked, so its bytes stay RFC 8785's or are refused."""
+    from typing import Annotated, Literal
+
+    from pydantic import PlainSerializer, computed_field
+
+    class Served(Record):
+        kind: Literal["Served"] = "Served"
+        amount: Annotated[int, PlainSerializer(lambda v: v / 1.0)]
+
+    class Computed(Record):
+        kind: Literal["Computed"] = "Computed"
+        amount: int
+
+        @computed_field  # type: ignore[prop-decorator]
+        @property
+        def ratio(self) -> float:
+            return float("nan") if self.amount < 0 else self.amount / 1.0
+
+    assert Served.free_form == {"amount"}
+    assert Computed.free_form is None
+    big = Served(id="s-1", at=rfc3339(0), amount=10**16)
+    assert entry_bytes(big) == rfc8785.dumps(big.model_dump(mode="json"))
+    assert b'"amount":10000000000000000' in entry_bytes(big)
+    with pytest.raises(RecordInvalid, match="no canonical JSON form"):
+        entry_bytes(Computed(id="c-1", at=rfc3339(0), amount=-1))
+
+
+def test_times_before_the_epoch_are_formatted_whole():
+    """The per-second cache of rfc3339 has no second that a real time could collide with."""
+    import subprocess
+    import sys
+
+    code = "from answerable.clock import rfc3339; print(rfc3339(-1), rfc3339(-1_000_000_000))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["1969-12-31T23:59:59.999999Z", "1969-12-31T23:59:59.000000Z"]

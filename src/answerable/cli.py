@@ -33,7 +33,7 @@ from answerable.ledger import SQLiteLedger
 from answerable.records import RulesetVersion, decode_entry
 from answerable.review import ReviewQueue
 
-__all__ = ["app", "command", "load_plugins", "main"]
+__all__ = ["app", "main"]
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -1122,23 +1122,18 @@ def _guarded(command: Callable[..., None]) -> Callable[..., None]:
     return run
 
 
-_PLUGINS_LOADED: list[bool] = []
-
-
-def load_plugins() -> None:
-    """Add the domains' commands to ``demo`` (once). Domains plug in through entry points (a
-    reference system adds its demo); the core names none. The command line loads them for
-    ``demo`` only: scanning the installed packages and importing a domain would slow every
-    other command, ``halt`` first. Whoever drives :data:`app` directly calls this first."""
-    if _PLUGINS_LOADED:
-        return
-    _PLUGINS_LOADED.append(True)
+def _load_plugins() -> None:
+    """Domains plug in through entry points (a reference system adds its demo); the core names
+    none. A plugin module must import lightly: it is loaded on every start of the command."""
     from importlib.metadata import entry_points
 
     for plugin in entry_points(group="answerable.plugins"):
         register = getattr(plugin.load(), "register_cli", None)
         if callable(register):
             register(demo_app, _guarded)
+
+
+_load_plugins()
 
 
 def _version(show: bool) -> None:
@@ -1182,12 +1177,8 @@ def _plain_metavars(command: Any) -> None:
         _plain_metavars(sub)
 
 
-def command(argv: list[str] | None = None) -> Any:
-    """The CLI as click runs it, its help written for people. ``argv`` (default: this process's
-    arguments) says whether the plugins' commands are needed."""
-    words = sys.argv[1:] if argv is None else argv
-    if not words or words[0] == "demo":
-        load_plugins()
+def command() -> Any:
+    """The CLI as click runs it, its help written for people."""
     built = typer.main.get_command(app)
     _plain_metavars(built)
     return built

@@ -39,7 +39,7 @@ class FakeClock:
         self.ns += int(seconds * 1_000_000_000)
 
 
-_SECOND: tuple[int, str] = (-1, "")
+_SECOND: tuple[int | None, str] = (None, "")
 """The last whole second formatted, and its text: records made within one second share it."""
 
 

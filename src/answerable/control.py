@@ -161,7 +161,7 @@ class Controller:
         is read first, and only when it moved since the last query (a commit by anyone came in
         between) are the control entries after the last one seen read, with one indexed query.
         Under a load of concurrent intents that is one query per group commit, not two per
-        intent; the check after an intent's own commit still sees every stop committed before it.
+        intent, and every check still sees every stop committed before it began.
 
         Raises:
             LedgerTampered: an entry stored as a Control is not one; no stop may be dropped
@@ -180,18 +180,6 @@ class Controller:
                     self._seen = stored.index
             self._version = version  # only once all of it folded: a damaged entry raises again
             return self._fold.state
-
-    def state_as_of_commit(self) -> ControlState:
-        """The state with every stop committed before this store's latest append finished: the
-        check between an intent's claim and its call, right after the claim's own commit. The
-        store keeps the newest control's index from inside each commit, so this reads the ledger
-        only when a stop came in; a stop committed after the claim may or may not be seen, as
-        with any check made a moment earlier.
-        """
-        with self._lock:
-            if self.ledger.newest("Control") <= self._seen:
-                return self._fold.state
-        return self.state()
 
     def _make(self, action: str, scope: Scope, by: str, reason: str) -> Control:
         return unsigned_control(

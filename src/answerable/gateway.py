@@ -393,7 +393,7 @@ class Gateway:
         )
         self._at("recorded", intent)
         self._at("claimed", intent)
-        return await self._execute(op, intent, decision, args, claim, recovered=False, just_claimed=True)
+        return await self._execute(op, intent, decision, args, claim, recovered=False)
 
     def _stop_for(
         self,
@@ -521,14 +521,11 @@ class Gateway:
         recovered: bool,
         approvals: tuple[Approval, ...] = (),
         expiry: ReviewClosed | None = None,
-        just_claimed: bool = False,
     ) -> Outcome:
-        """Check control, call, record the Execution. ``just_claimed``: the claim was committed
-        by this store's latest append, so every stop committed before it is known without a read
-        (see Controller.state_as_of_commit); otherwise the state is read now."""
+        """Check control immediately before the call (read now: a stop committed by anyone after
+        the claim still stops it), call, record the Execution."""
         approval = approvals[-1] if approvals else None
-        state = self.control.state_as_of_commit() if just_claimed else None
-        stop = self._stop_for(op, intent, decision.request, decision.entities, state)
+        stop = self._stop_for(op, intent, decision.request, decision.entities)
         if stop is not None and recovered:
             # Whether the crashed call happened is not known yet: record nothing, so the claim
             # stays open and is reconciled again (by a later epoch) once the stop is lifted.
@@ -866,7 +863,6 @@ class Gateway:
             recovered=False,
             approvals=approvals,
             expiry=expiry,
-            just_claimed=True,
         )
         return Outcome(outcome.status, intent, decision, outcome.execution, outcome.result, review, last)
 

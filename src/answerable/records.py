@@ -11,9 +11,18 @@ from __future__ import annotations
 import hashlib
 import types
 import typing
+from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+    WrapSerializer,
+)
 
 from answerable._canonical import canonical_bytes
 from answerable.errors import RecordInvalid
@@ -61,19 +70,38 @@ _B64 = Annotated[str, Field(pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
 def _typed_json(annotation: Any) -> bool:
     """True when every value a field so annotated holds dumps (``mode="json"``) as simple JSON
     by construction: strings, integers, booleans, null, and arrays and models of them. False
-    for what a person or an agent fills in freely (``dict``, ``Any``) and for floats."""
+    for what a person or an agent fills in freely (``dict``, ``Any``), for floats, and for
+    anything whose dump code could change (a serializer, a computed field, extra fields)."""
     origin = typing.get_origin(annotation)
     if origin is Annotated:
-        return _typed_json(typing.get_args(annotation)[0])
+        inner, *metadata = typing.get_args(annotation)
+        return _plain(metadata) and _typed_json(inner)
     if origin is Literal:
         return all(type(v) in (str, int, bool) or v is None for v in typing.get_args(annotation))
     if origin in (tuple, list, typing.Union, types.UnionType):
         return all(a is Ellipsis or _typed_json(a) for a in typing.get_args(annotation))
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return all(
-            name.isascii() and _typed_json(f.annotation) for name, f in annotation.model_fields.items()
+        return _typed_model(annotation) and all(
+            name.isascii() and _plain(f.metadata) and _typed_json(f.annotation)
+            for name, f in annotation.model_fields.items()
         )
     return annotation in (str, int, bool, type(None))
+
+
+def _plain(metadata: Iterable[object]) -> bool:
+    """No serializer among a field's metadata: its dump is its value's."""
+    return not any(isinstance(m, PlainSerializer | WrapSerializer) for m in metadata)
+
+
+def _typed_model(model: type[BaseModel]) -> bool:
+    """A model whose dump is its fields' values: no serializers, no computed fields, no extras."""
+    decorators = model.__pydantic_decorators__
+    return (
+        model.model_config.get("extra") == "forbid"
+        and not model.model_computed_fields
+        and not decorators.field_serializers
+        and not decorators.model_serializers
+    )
 
 
 class Record(BaseModel):
@@ -81,10 +109,11 @@ class Record(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
-    free_form: ClassVar[frozenset[str]] = frozenset()
+    free_form: ClassVar[frozenset[str] | None] = frozenset()
     """The fields whose values are not simple JSON by their type (payloads, arguments, Cedar
-    inputs): the only ones the canonical encoder walks. Derived from the annotations, so a new
-    field cannot be forgotten."""
+    inputs): the only ones the canonical encoder walks; None (walk it all) for a record whose
+    dump code could produce anything. Derived from the annotations, so a new field cannot be
+    forgotten."""
 
     id: _ID
     at: _TIME
@@ -93,8 +122,14 @@ class Record(BaseModel):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
-        cls.free_form = frozenset(
-            name for name, f in cls.model_fields.items() if not (name.isascii() and _typed_json(f.annotation))
+        cls.free_form = (
+            frozenset(
+                name
+                for name, f in cls.model_fields.items()
+                if not (name.isascii() and _plain(f.metadata) and _typed_json(f.annotation))
+            )
+            if _typed_model(cls)
+            else None
         )
 
 

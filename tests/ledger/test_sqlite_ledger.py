@@ -20,7 +20,6 @@ from answerable import (
     SQLiteLedger,
 )
 from answerable.clock import FakeClock, IdSource
-from answerable.control import unsigned_control
 from answerable.ledger import (
     MAX_ENTRY_BYTES,
     Verifier,
@@ -29,7 +28,7 @@ from answerable.ledger import (
     verify_consistency,
     verify_inclusion,
 )
-from answerable.records import Scope, decode_entry, entry_bytes
+from answerable.records import decode_entry, entry_bytes
 
 
 @pytest.fixture
@@ -276,28 +275,3 @@ def test_data_version_stands_until_anyone_commits(ledger: SQLiteLedger, ledger_p
     assert second != first
     ledger.append_sync(order_events(1))
     assert ledger.data_version() != second
-
-
-def test_newest_covers_what_any_process_committed_before_the_last_append(
-    ledger: SQLiteLedger, ledger_path: Path
-):
-    """newest(kind) after an append returns: at or past every entry of that kind committed
-    before it, whoever wrote it; another process's entries are found in the range between this
-    store's commits."""
-    assert ledger.newest("ExternalEvent") == -1
-    other = SQLiteLedger.open(ledger_path)
-    try:
-        [before_any] = other.append_sync(order_events(1))
-        assert ledger.newest("ExternalEvent") == before_any  # looked up: no commit of its own yet
-        [own] = ledger.append_sync(order_events(1))
-        assert ledger.newest("ExternalEvent") == own
-        assert ledger.newest("Control") == -1
-        halt = unsigned_control(
-            "halt", Scope(kind="system"), "pager", "stop", causes=[], control_id="c-1", at_ns=0
-        )
-        [theirs] = other.append_sync([halt, *order_events(1)])[:1]
-        assert ledger.newest("Control") == -1  # as of this store's latest commit, which came before
-        ledger.append_sync(order_events(1))  # commits no Control of its own
-        assert ledger.newest("Control") == theirs
-    finally:
-        other.close()

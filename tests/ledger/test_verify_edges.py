@@ -52,6 +52,34 @@ def test_a_renumbered_entry_row_is_named(store: SQLiteLedger, ids: IdSource, pat
     assert (caught.index, caught.entry_id) == (0, written[3])
 
 
+def test_a_tree_node_moved_to_a_fractional_index_is_missing_where_it_was(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """A node filed under 1.5 still sorts between 1 and 2: the level is compared index by index,
+    not by its ends, so the node at 1 is missing (proofs would need it)."""
+    written = filled(store, ids, 8)
+    sql(path, "UPDATE nodes SET i = 1.5 WHERE level = 1 AND i = 1")
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (2, written[2])
+    assert "(level 1, index 1) is missing" in str(caught)
+
+
+def test_an_entry_row_moved_to_a_fractional_index_is_named(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """Entries whose table was rebuilt without an integer key, one row filed under 2.5: every
+    index of a batch is checked, not its first and last alone."""
+    written = filled(store, ids, 5)
+    sql(path, "CREATE TABLE e2 (idx REAL, id TEXT, kind TEXT, data BLOB, leaf_hash BLOB)")
+    sql(path, "INSERT INTO e2 SELECT * FROM entries ORDER BY idx")
+    sql(path, "DROP TABLE entries")
+    sql(path, "ALTER TABLE e2 RENAME TO entries")
+    sql(path, "UPDATE entries SET idx = 2.5 WHERE idx = 3")
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (3, written[3])
+    assert "renumbered" in str(caught) or "is missing" in str(caught)
+
+
 def test_tree_nodes_beyond_the_entries_mean_entries_were_removed(
     store: SQLiteLedger, ids: IdSource, path: Path
 ) -> None:
@@ -502,3 +530,27 @@ def test_bytes_with_no_canonical_form_are_a_hand_edit(store: SQLiteLedger, ids: 
     forge(path, 1, lambda data: data.replace(b'{"order":', b'{"n":9007199254740993,"order":'))
     caught = fault(store)
     assert (caught.index, caught.entry_id) == (1, written[1])
+
+
+def test_the_first_faulty_entry_is_named_when_a_later_one_is_faulty_too(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """Entry 3's blob deleted and entry 4's bytes changed: the first fault in ledger order is
+    named, as the row-by-row check always did, though the batch first fails on entry 4's hash."""
+    entry_id, _ = with_blob(store, ids)
+    sql(path, "DELETE FROM blobs")
+    sql(path, "UPDATE entries SET data = CAST(data || x'20' AS BLOB) WHERE idx = 4")
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (3, entry_id)
+    assert "no longer holds" in str(caught)
+
+
+def test_entry_bytes_rewritten_as_text_are_named_not_a_crash(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """SQL that turns an entry's bytes into TEXT (concatenation does) gets the entry named."""
+    written = filled(store, ids, 5)
+    sql(path, "UPDATE entries SET data = data || ' ' WHERE idx = 2")
+    caught = fault(store)
+    assert (caught.index, caught.entry_id) == (2, written[2])
+    assert "do not hash to its leaf hash" in str(caught)

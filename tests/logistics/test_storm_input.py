@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from answerable import AgentFailed, ConfigError, SQLiteLedger
-from answerable.cli import app, load_plugins
+from answerable.cli import app
 from answerable.logistics.agents import Executor
 from answerable.logistics.scenario import StormRun, check_scenario_file
 from answerable.logistics.services import Booking, FaultPlan
@@ -24,7 +24,6 @@ SMALL = {
     "orders_per_day": 300,
     "trucks_per_region": 2,
 }
-load_plugins()  # `demo storm` comes from the logistics plugin
 runner = CliRunner()
 
 

@@ -129,13 +129,6 @@ class LedgerStore(Protocol):
         number on every call."""
         ...
 
-    def newest(self, kind: str) -> int:
-        """An index at or past the last ``kind`` entry committed before this store's latest
-        append finished, by this process or any other; -1 when there is none. Read after an
-        append returns, it covers everything committed before that append: what the gateway's
-        check between its claim and its call needs, without a query per call."""
-        ...
-
     def entry(self, index: int) -> StoredEntry: ...
 
     def find(self, entry_id: str) -> StoredEntry: ...

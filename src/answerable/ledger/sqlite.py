@@ -123,12 +123,6 @@ class SQLiteLedger:
         self._turn: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
         self._frontier: dict[tuple[int, int], bytes] = {}
         """The right edge of the tree after the last commit: the next commit's left siblings."""
-        self._end: int | None = None
-        """The size after this store's last commit; entries found before it at the next commit
-        were written by another process."""
-        self._newest: dict[str, int] = {}
-        """Per kind, an index at or past its last entry as of the latest commit (see newest())."""
-        self._newest_lock = threading.Lock()
         self._cv = threading.Condition()
         self._closing = False
         self._writer = threading.Thread(
@@ -433,21 +427,10 @@ class SQLiteLedger:
             )
             if moved:
                 conn.executemany("INSERT OR REPLACE INTO guards VALUES (?, ?)", list(moved.items()))
-            seen = {r[1]: size + n for n, r in enumerate(flat)}
-            if self._end is not None and size != self._end:  # others wrote since: what kinds?
-                for kind, last in conn.execute(
-                    "SELECT kind, MAX(idx) FROM entries WHERE idx >= ? AND idx < ? GROUP BY kind",
-                    (self._end, size),
-                ):
-                    seen.setdefault(kind, int(last))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        with self._newest_lock:
-            for kind, last in seen.items():
-                self._newest[kind] = max(self._newest.get(kind, -1), last)
-            self._end = size + len(flat)
         made = {(level, index): h for level, index, h in nodes}
         self._frontier = {
             (level, index): h
@@ -534,25 +517,6 @@ class SQLiteLedger:
         return int(
             self._read(lambda c: c.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()[0])
         )
-
-    def newest(self, kind: str) -> int:
-        """Kept by the writer inside each commit: the kinds it wrote, and those another process
-        wrote since its previous commit (found in that range only). A kind not seen since the
-        first commit is looked up once; looked up before any commit, it is not kept, since what
-        others write before then is in no range."""
-        with self._newest_lock:
-            tracking = self._end is not None
-            known = self._newest.get(kind)
-        if tracking and known is not None:
-            return known
-        row = self._read(
-            lambda c: c.execute("SELECT MAX(idx) FROM entries WHERE kind = ?", (kind,)).fetchone()
-        )
-        found = -1 if row is None or row[0] is None else int(row[0])
-        if tracking:
-            with self._newest_lock:
-                found = self._newest[kind] = max(self._newest.get(kind, -1), found)
-        return found
 
     def data_version(self) -> int:
         """SQLite's ``data_version`` of the reading connection, which never writes: it moves with

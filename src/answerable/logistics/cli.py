@@ -29,7 +29,8 @@ err = Console(stderr=True, highlight=False)
 
 def service_view() -> Any:
     """The report's view of on-time service (see answerable.report), imported when a report
-    asks: the CLI loads this module on every start, and the view needs the whole world model."""
+    asks: the CLI loads this module on every start (``answerable halt`` included), and the view
+    needs the whole world model."""
     from answerable.logistics.service_view import service_view as view
 
     return view()
