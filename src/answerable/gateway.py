@@ -409,7 +409,7 @@ class Gateway:
         topic = (
             op.name.removeprefix(SEND_PREFIX).rpartition("/")[0] if op.name.startswith(SEND_PREFIX) else None
         )
-        return (state or self.control.state()).blocking(
+        return (state if state is not None else self.control.state()).blocking(
             agent=intent.agent,
             operation=op.name,
             resource_class=op.resource_class,
