@@ -285,7 +285,7 @@ def test_help_names_values_as_users_write_them_never_by_python_type() -> None:
 def test_the_command_line_imports_no_world_model_and_no_heavy_dependency_until_a_command_needs_it():
     """`answerable halt` must start fast (bench/cli_latency.py): importing the CLI loads the
     logistics plugin's command module only, not its world model, nor the gateway, Cedar, JSON
-    Schema, httpx or FastAPI."""
+    Schema, httpx, FastAPI or asyncio (a halt appends and waits for its commit with no loop)."""
     import subprocess
     import sys
 
@@ -298,5 +298,5 @@ def test_the_command_line_imports_no_world_model_and_no_heavy_dependency_until_a
     assert {"answerable.control", "answerable.logistics.cli"} <= loaded  # the probe sees what it should
     heavy = {"answerable.logistics.world", "answerable.logistics.agents", "answerable.logistics.service_view"}
     heavy |= {"answerable.gateway", "answerable.runtime", "cedarpy", "jsonschema"}
-    heavy |= {"httpx", "fastapi", "numpy", "pandas", "statsmodels"}
+    heavy |= {"httpx", "fastapi", "numpy", "pandas", "statsmodels", "asyncio", "ssl"}
     assert not heavy & loaded, sorted(heavy & loaded)

@@ -49,7 +49,7 @@ async def test_forged_resume_written_straight_to_the_ledger_is_ignored(
     """A resume appended without a valid signature does not lift the stop."""
     halt = await gateway.control.halt(by="x", reason="y")
     forged = sign(
-        gateway.control._make("resume", Scope(kind="system"), people.ri.identity, "sneaky"),
+        gateway.control.make("resume", Scope(kind="system"), people.ri.identity, "sneaky"),
         KeyPair.generate("someone"),
     )
     ledger.append_sync([forged])

@@ -121,7 +121,7 @@ async def test_a_resume_by_someone_outside_the_charter_is_not_folded(
     """Written straight to the ledger, a resume signed by a key the charter does not know changes nothing."""
     pause = await gateway.control.pause(by="x", reason="y")
     stranger = KeyPair.generate("nobody@elsewhere.example")
-    forged = sign(gateway.control._make("resume", Scope(kind="system"), stranger.identity, "me"), stranger)
+    forged = sign(gateway.control.make("resume", Scope(kind="system"), stranger.identity, "me"), stranger)
     ledger.append_sync([forged])
     assert Controller(ledger).state().stops == (pause,)
 

@@ -145,7 +145,7 @@ async def test_charter_history_names_the_charter_in_force_at_each_position(
     first = _charter(people, clock, ids)
     [at_first] = await ledger.append([first])
     [at_halt] = await ledger.append(
-        [Controller(ledger, clock=clock, ids=ids)._make("halt", Scope(kind="system"), "x", "y")]
+        [Controller(ledger, clock=clock, ids=ids).make("halt", Scope(kind="system"), "x", "y")]
     )
     second = _handover(first, people, clock, ids)
     [at_second] = await ledger.append([second])

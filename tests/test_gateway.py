@@ -160,7 +160,7 @@ async def test_halt_committed_between_record_and_call_stops_the_call(
     def halt_now(point: str, intent: Intent) -> None:
         # The halt lands after the intent's commit: it was dispatched before the halt, so only
         # the second check stands between it and the world.
-        ledger.append_sync([halter._make("halt", Scope(kind="system"), "pager", "stop now")])
+        ledger.append_sync([halter.make("halt", Scope(kind="system"), "pager", "stop now")])
 
     gw = await make_gateway(ledger, people, clock, world, fault=halt_now)
     outcome = await gw.submit(gw.intent("executor", "carrier.book", booking()))
@@ -184,7 +184,7 @@ async def test_halt_from_another_process_before_the_call_stops_it(
             return
         other = SQLiteLedger.open(ledger_path)
         try:
-            other.append_sync([Controller(other)._make("halt", Scope(kind="system"), "pager", "stop now")])
+            other.append_sync([Controller(other).make("halt", Scope(kind="system"), "pager", "stop now")])
         finally:
             other.close()
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import calendar
 import functools
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -30,7 +29,7 @@ from answerable.errors import (
 )
 from answerable.keys import KeyPair
 from answerable.ledger import SQLiteLedger
-from answerable.records import RulesetVersion, decode_entry
+from answerable.records import Control, RulesetVersion, decode_entry
 from answerable.review import ReviewQueue
 
 __all__ = ["app", "main"]
@@ -84,6 +83,13 @@ def _run(fn: Callable[[], T]) -> T:
         return fn()
     except AnswerableError as exc:
         _fail(exc)
+
+
+def _async(work: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to its end; asyncio is imported here, not at start-up, which a halt pays."""
+    import asyncio
+
+    return asyncio.run(work)
 
 
 def _open(path: Path) -> SQLiteLedger:
@@ -432,19 +438,19 @@ def _control(
     with _open(ledger) as store:
         controller = Controller(store)
 
-        async def act() -> Any:
-            if action == "resume":
-                if key_file is None:
-                    raise ConfigError("resume needs --key: starting again must be proven")
-                key = KeyPair.load(key_file)
-                if key.identity != by:
-                    raise NotAuthorized(f"--by {by!r} but the key file belongs to {key.identity!r}", who=by)
-                return await controller.resume(key=key, reason=reason, scope=scope)
-            if action == "halt":
-                return await controller.halt(by=by, reason=reason, scope=scope)
-            return await controller.pause(by=by, reason=reason, scope=scope)
+        def act() -> Control:
+            if action != "resume":  # committed before this returns, with no event loop to start
+                stop = controller.make(action, scope, by, reason)
+                store.append_sync([stop])
+                return stop
+            if key_file is None:
+                raise ConfigError("resume needs --key: starting again must be proven")
+            key = KeyPair.load(key_file)
+            if key.identity != by:
+                raise NotAuthorized(f"--by {by!r} but the key file belongs to {key.identity!r}", who=by)
+            return _async(controller.resume(key=key, reason=reason, scope=scope))
 
-        control = _run(lambda: asyncio.run(act()))
+        control = _run(act)
     if as_json:
         _json({"id": control.id, "action": control.action, "scope": control.scope.label(), "by": control.by})
         return
@@ -554,7 +560,7 @@ def _answer(
         approval = _run(
             lambda: queue.approval(review_id, key=key, verdict=verdict, reason=reason, simulated=simulated)
         )
-        state = _run(lambda: asyncio.run(queue.submit(approval)))
+        state = _run(lambda: _async(queue.submit(approval)))
     status = state.status
     if as_json:
         _json({"id": approval.id, "verdict": verdict, "review_id": review_id, "by": by, "state": status})
@@ -737,7 +743,7 @@ def serve_command(
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler it
     # found installed: this one, so a clean shutdown exits 0 instead of dying of the signal.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
-    _run(lambda: asyncio.run(main()))
+    _run(lambda: _async(main()))
 
 
 @app.command("witness")

@@ -181,7 +181,10 @@ class Controller:
             self._version = version  # only once all of it folded: a damaged entry raises again
             return self._fold.state
 
-    def _make(self, action: str, scope: Scope, by: str, reason: str) -> Control:
+    def make(self, action: str, scope: Scope, by: str, reason: str) -> Control:
+        """The control entry an action would append now, unsigned; its causes are the stops in
+        force on that scope (what a resume lifts). For a caller that appends it itself: the
+        command line halts without starting an event loop, which would cost it start-up time."""
         return unsigned_control(
             action,
             scope,
@@ -198,7 +201,7 @@ class Controller:
         Raises:
             RecordInvalid: ``by`` is empty or holds whitespace, or ``reason`` is empty or blank.
         """
-        control = self._make("halt", scope or Scope(kind="system"), by, reason)
+        control = self.make("halt", scope or Scope(kind="system"), by, reason)
         await self.ledger.append([control])
         return control
 
@@ -208,7 +211,7 @@ class Controller:
         Raises:
             RecordInvalid: ``by`` is empty or holds whitespace, or ``reason`` is empty or blank.
         """
-        control = self._make("pause", scope or Scope(kind="system"), by, reason)
+        control = self.make("pause", scope or Scope(kind="system"), by, reason)
         await self.ledger.append([control])
         return control
 
@@ -225,7 +228,7 @@ class Controller:
             RecordInvalid: ``reason`` is empty.
         """
         return await self.record_resume(
-            sign(self._make("resume", scope or Scope(kind="system"), key.identity, reason), key)
+            sign(self.make("resume", scope or Scope(kind="system"), key.identity, reason), key)
         )
 
     async def record_resume(self, control: Control) -> Control:

@@ -9,7 +9,6 @@ can write the database cannot also sign a rewritten history.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import os
@@ -20,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from answerable._canonical import canonical_bytes
 from answerable.errors import (
@@ -36,6 +35,9 @@ from answerable.errors import (
 from answerable.ledger import _verify, merkle, note
 from answerable.ledger.base import MAX_ENTRY_BYTES, Guard, LeaseRow, StoredEntry, VerifyReport
 from answerable.records import Record
+
+if TYPE_CHECKING:  # at run time asyncio is imported by append, the one coroutine: a CLI halt never is
+    import asyncio
 
 __all__ = ["SQLiteLedger"]
 
@@ -239,6 +241,8 @@ class SQLiteLedger:
             LeaseLost: ``fence`` is not the lease epoch in force when the commit runs.
             Conflict: a guarded head moved since the caller read it.
         """
+        import asyncio  # loaded already: this is a coroutine
+
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[list[int]] = loop.create_future()
         rows = [self._row(r) for r in records]

@@ -6,7 +6,6 @@ and registers :func:`demo_storm` with its own error handling (one line, exit 1 o
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -85,6 +84,8 @@ def demo_storm(
             progress.advance(tasks[m])
 
         workers = min(len(modes[mode]), os.cpu_count() or 1)
+        import asyncio  # here, not at start-up: every command (halt first) loads this module
+
         results = asyncio.run(
             storm(seed, out_dir, modes=modes[mode], config=config, on_day=tick, workers=workers)
         )
