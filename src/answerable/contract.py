@@ -10,6 +10,7 @@ and compiled once per charter for the checks on every message.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -87,6 +88,7 @@ def _jsonschema() -> ModuleType:
     return jsonschema
 
 
+@functools.cache
 def _cannot_judge() -> tuple[type[BaseException], ...]:
     """What a schema that got past the checks can still raise on a payload: refused, never raised."""
     import referencing.exceptions
@@ -171,8 +173,6 @@ class ContractCheck:
     def __init__(self, contract: Coordination) -> None:
         self.contract = contract
         self._channels = {c.topic: c for c in contract.channels}
-        self._cannot_judge = _cannot_judge()
-        self._best_match = _jsonschema().exceptions.best_match
         self._validators = {
             (c.topic, k.type): _jsonschema().Draft202012Validator(k.payload_schema)
             for c in contract.channels
@@ -219,8 +219,8 @@ class ContractCheck:
                 f"its subscribers are {list(channel.subscribers)}",
             )
         try:
-            error = self._best_match(validator.iter_errors(dict(payload)))
-        except self._cannot_judge as exc:
+            error = _jsonschema().exceptions.best_match(validator.iter_errors(dict(payload)))
+        except _cannot_judge() as exc:
             # A schema that got past check_contract and still cannot judge (a charter signed
             # elsewhere): the message is refused, never waved through, and never a traceback.
             return Refused("payload_schema", f"its schema cannot judge this payload: {exc}"[:480])

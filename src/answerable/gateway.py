@@ -372,8 +372,7 @@ class Gateway:
             raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
         intent, args = _canonical_intent(op, intent)
         request, verdict, state = await self._judge(op, intent, args)
-        stop = self._stop_for(op, intent, request.to_json(), request.entities, state)
-        decision = self._decision(intent, request, verdict, stop)
+        decision = self._decision(op, intent, request, verdict, state)
         self._at("before_record", intent)
         if decision.effect == "review":
             review = self._review(intent, decision, verdict)
@@ -487,9 +486,12 @@ class Gateway:
         return [(verdict, state) for verdict in verdicts]
 
     def _decision(
-        self, intent: Intent, request: CedarRequest, verdict: Verdict, stop: Control | None
+        self, op: Operation, intent: Intent, request: CedarRequest, verdict: Verdict, state: ControlState
     ) -> Decision:
+        """The Decision on an intent: Cedar's verdict, unless a stop in ``state`` applies to it."""
         ruleset, record = self._rules()
+        recorded = request.to_json()
+        stop = self._stop_for(op, intent, recorded, request.entities, state)
         effect, errors = verdict.effect, verdict.errors
         if stop is not None:
             effect = "deny"
@@ -504,7 +506,7 @@ class Gateway:
             ruleset_id=record.id,
             ruleset_hash=ruleset.ruleset_hash,
             schema_hash=ruleset.schema_hash,
-            request=request.to_json(),
+            request=recorded,
             entities=request.entities,
             errors=errors,
             control_id=None if stop is None else stop.id,

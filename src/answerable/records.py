@@ -8,6 +8,7 @@ Hashed fields hold no floats: money is integer cents, durations integer microsec
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import types
 import typing
@@ -23,6 +24,7 @@ from pydantic import (
     ValidationError,
     WrapSerializer,
 )
+from pydantic.fields import FieldInfo
 
 from answerable._canonical import canonical_bytes
 from answerable.errors import RecordInvalid
@@ -82,10 +84,14 @@ def _typed_json(annotation: Any) -> bool:
         return all(a is Ellipsis or _typed_json(a) for a in typing.get_args(annotation))
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return _typed_model(annotation) and all(
-            name.isascii() and _plain(f.metadata) and _typed_json(f.annotation)
-            for name, f in annotation.model_fields.items()
+            _typed_field(name, f) for name, f in annotation.model_fields.items()
         )
     return annotation in (str, int, bool, type(None))
+
+
+def _typed_field(name: str, field: FieldInfo) -> bool:
+    """A field that dumps as simple JSON under an ASCII key (see :func:`_typed_json`)."""
+    return name.isascii() and _plain(field.metadata) and _typed_json(field.annotation)
 
 
 def _plain(metadata: Iterable[object]) -> bool:
@@ -122,15 +128,9 @@ class Record(BaseModel):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
-        cls.free_form = (
-            frozenset(
-                name
-                for name, f in cls.model_fields.items()
-                if not (name.isascii() and _plain(f.metadata) and _typed_json(f.annotation))
-            )
-            if _typed_model(cls)
-            else None
-        )
+        fields = cls.model_fields.items()
+        typed = _typed_model(cls)
+        cls.free_form = frozenset(n for n, f in fields if not _typed_field(n, f)) if typed else None
 
 
 class Person(BaseModel):
@@ -488,10 +488,14 @@ Entry = Annotated[
     | Refusal,
     Field(discriminator="kind"),
 ]
-_ENTRY: list[TypeAdapter[Entry]] = []
-"""The decoder of every kind, built on first use: building it builds every record's validator,
-which a short command (``answerable halt``) never needs. Models build on first use too
-(``defer_build``)."""
+
+
+@functools.cache
+def _entries() -> TypeAdapter[Entry]:
+    """The decoder of every kind, built on first use: building it builds every record's
+    validator, which a short command (``answerable halt``) never needs. Models build on first
+    use too (``defer_build``)."""
+    return TypeAdapter(Entry)
 
 
 def entry_bytes(record: Record) -> bytes:
@@ -507,9 +511,7 @@ def signing_bytes(record: Record) -> bytes:
 def decode_entry(data: bytes) -> Entry:
     """Parse canonical bytes back into the record they encode."""
     try:
-        if not _ENTRY:
-            _ENTRY.append(TypeAdapter(Entry))
-        return _ENTRY[0].validate_json(data)
+        return _entries().validate_json(data)
     except ValidationError as exc:
         raise RecordInvalid(f"not a valid ledger entry: {problems(exc, 'entry')[0]}") from exc
 

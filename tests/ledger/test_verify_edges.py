@@ -554,3 +554,12 @@ def test_entry_bytes_rewritten_as_text_are_named_not_a_crash(
     caught = fault(store)
     assert (caught.index, caught.entry_id) == (2, written[2])
     assert "do not hash to its leaf hash" in str(caught)
+
+
+def test_entry_bytes_stored_as_text_but_unchanged_verify(
+    store: SQLiteLedger, ids: IdSource, path: Path
+) -> None:
+    """Judged as their UTF-8 bytes, as blobs are: the same bytes as TEXT are the same entry."""
+    filled(store, ids, 5)
+    sql(path, "UPDATE entries SET data = CAST(data AS TEXT) WHERE idx = 2")
+    assert store.verify().size == 5
