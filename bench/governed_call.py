@@ -224,6 +224,8 @@ def compare(ours: dict[str, Any], agt: dict[str, Any], fsync: dict[str, float]) 
         ratio = out["concurrent"]["in_memory"]["ratio"]
         out["meets_goal"] = ratio >= GOAL_RATIO
         out["meets_floor"] = ratio >= FLOOR_RATIO
+    else:
+        out["peer_missing"] = agt["reason"]
     bound = 2 * fsync["p50_us"] + SEQUENTIAL_SLACK_US
     added = ours["sequential"]["added"]["p50_us"]
     out["sequential_latency"] = {

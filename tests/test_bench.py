@@ -32,7 +32,11 @@ def test_governed_call_bench_checks_its_own_ledger():
     assert set(cost["without"]) >= {"sequential", "concurrent"}
     comparison = doc["comparison"]
     assert comparison["sequential_latency"]["fsync_p50_us"] > 0
-    assert set(comparison["concurrent"]) == {"in_memory", "file_sink"}  # the peer is installed here
+    if doc["agt"]["available"]:  # `make bench` installs the peer; `make test` need not
+        assert set(comparison["concurrent"]) == {"in_memory", "file_sink"}
+    else:
+        assert "concurrent" not in comparison, comparison
+        assert comparison["peer_missing"]
 
 
 @pytest.mark.slow
