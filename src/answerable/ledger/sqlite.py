@@ -9,35 +9,25 @@ can write the database cannot also sign a rewritten history.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from answerable._canonical import canonical_bytes
 from answerable.errors import (
     ConfigError,
-    Conflict,
     EntryNotFound,
-    LeaseLost,
     LedgerError,
     NotALedger,
-    ProofRequestInvalid,
     RecordInvalid,
 )
-from answerable.ledger import _verify, merkle, note
-from answerable.ledger.base import MAX_ENTRY_BYTES, Guard, LeaseRow, StoredEntry, VerifyReport
-from answerable.records import Record
-
-if TYPE_CHECKING:  # at run time asyncio is imported by append, the one coroutine: a CLI halt never is
-    import asyncio
+from answerable.ledger import _verify, note
+from answerable.ledger._sql import SQLLedger, SQLView
+from answerable.ledger.base import LeaseRow, VerifyReport
 
 __all__ = ["SQLiteLedger"]
 
@@ -72,34 +62,20 @@ CREATE TABLE blobs (digest TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
 """
     + _V2_TABLES
 )
-_OFFLOADABLE = ("payload",)
-"""Only what agents and the world say may move to a blob; an Intent's arguments are what was
-judged and approved, so they stay in the entry (an oversized intent is refused instead)."""
-
 T = TypeVar("T")
-_Row = tuple[str, str, bytes, bytes, tuple[str, ...]]
-
-
-@dataclass(slots=True)
-class _Item:
-    """One caller's append: its rows, who waits for it, and the conditions it commits under."""
-
-    rows: list[_Row]
-    waiter: _Waiter
-    fence: int | None = None
-    guards: tuple[Guard, ...] = ()
 
 
 def _key_path(path: Path) -> Path:
     return path.with_name(path.name + ".key")
 
 
-class SQLiteLedger:
+class SQLiteLedger(SQLLedger):
     """An answerable ledger in one SQLite file.
 
     Appends from any thread or coroutine are handed to one writer thread, which commits
     everything that arrived while the previous commit was in flight in one transaction with
-    ``synchronous=FULL`` (group commit) and only then resolves the callers' futures.
+    ``synchronous=FULL`` (group commit) and only then resolves the callers' futures. SQLite's
+    ``BEGIN IMMEDIATE`` keeps every other writer, of any process, out while it commits.
     """
 
     def __init__(
@@ -111,6 +87,7 @@ class SQLiteLedger:
         verifier: str,
         key_path: Path | None = None,
     ) -> None:
+        super().__init__(path.name)
         self.path = path
         self.key_path = key_path or _key_path(path)
         self.origin = origin
@@ -121,16 +98,7 @@ class SQLiteLedger:
         self._nonces: sqlite3.Connection | None = None
         self._nonce_lock = threading.Lock()
         self._nonce_calls = 0
-        self._pending: list[_Item] = []
-        self._turn: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
-        self._frontier: dict[tuple[int, int], bytes] = {}
-        """The right edge of the tree after the last commit: the next commit's left siblings."""
-        self._cv = threading.Condition()
-        self._closing = False
-        self._writer = threading.Thread(
-            target=self._write_loop, name=f"ledger-writer:{path.name}", daemon=True
-        )
-        self._writer.start()
+        self._start()
 
     # --- opening --------------------------------------------------------------------------------
 
@@ -218,235 +186,27 @@ class SQLiteLedger:
             conn.close()
         return cls(path, signer=signer, origin=origin, verifier=signer.verifier_key(), key_path=key_file)
 
-    # --- appending ------------------------------------------------------------------------------
+    # --- the sequencer's hooks -----------------------------------------------------------------
 
-    def append_nowait(
-        self, records: Sequence[Record], *, fence: int | None = None, guards: Sequence[Guard] = ()
-    ) -> Future[list[int]]:
-        """Queue records for the next group commit; the future resolves to their indexes."""
-        future: Future[list[int]] = Future()
-        self._enqueue([_Item([self._row(r) for r in records], future, fence, tuple(guards))])
-        return future
+    def _writer_connection(self) -> sqlite3.Connection:
+        return _connect(self.path)
 
-    async def append(
-        self, records: Sequence[Record], *, fence: int | None = None, guards: Sequence[Guard] = ()
-    ) -> list[int]:
-        """Append and wait until the records are durably committed (or refused, all of them).
-
-        Appends made in the same turn of the event loop travel to the writer together, and the
-        writer wakes the loop once per commit, not once per caller: with many concurrent callers
-        that is what keeps one core busy with work rather than with thread hand-offs.
-
-        Raises:
-            LeaseLost: ``fence`` is not the lease epoch in force when the commit runs.
-            Conflict: a guarded head moved since the caller read it.
-        """
-        import asyncio  # loaded already: this is a coroutine
-
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[list[int]] = loop.create_future()
-        rows = [self._row(r) for r in records]
-        batch = self._turn.get(loop)
-        if batch is None:
-            batch = self._turn[loop] = []
-            loop.call_soon(self._end_of_turn, loop)
-        batch.append(_Item(rows, _LoopWaiter(loop, waiter), fence, tuple(guards)))
-        return await waiter
-
-    def _end_of_turn(self, loop: asyncio.AbstractEventLoop) -> None:
-        items = self._turn.pop(loop, [])
-        try:
-            self._enqueue(items)
-        except LedgerError as exc:
-            _resolve_on_loop(
-                [(i.waiter.future, (None, exc)) for i in items if isinstance(i.waiter, _LoopWaiter)]
-            )
-
-    def _enqueue(self, items: list[_Item]) -> None:
-        with self._cv:
-            if self._closing:
-                raise LedgerError(f"ledger {self.path} is closed")
-            self._pending.extend(items)
-            self._cv.notify()
-
-    def append_sync(
-        self, records: Sequence[Record], *, fence: int | None = None, guards: Sequence[Guard] = ()
-    ) -> list[int]:
-        return self.append_nowait(records, fence=fence, guards=guards).result()
-
-    def _row(self, record: Record) -> _Row:
-        body = record.model_dump(mode="json")
-        for field in _OFFLOADABLE:
-            value = body.get(field)
-            if (
-                type(value) is dict
-                and value.keys() == {"$blob", "bytes"}
-                and type(value["$blob"]) is str
-                and type(value["bytes"]) is int
-            ):
-                # The ledger's own reference to a blob has this shape: a payload written with it
-                # would read as one, and verify could not tell the two apart.
-                raise RecordInvalid(
-                    f"{body['kind']} {body['id']}: a {field} of exactly $blob and bytes is reserved for "
-                    "the ledger's blob references; add or rename a key",
-                    record=body["kind"],
-                )
-        data = canonical_bytes(body, walk=record.free_form)
-        if len(data) > MAX_ENTRY_BYTES:
-            data = canonical_bytes(self._offload(body))
-            if len(data) > MAX_ENTRY_BYTES:
-                raise RecordInvalid(
-                    f"{body['kind']} {body['id']} is {len(data)} bytes; an entry must stay under "
-                    f"{MAX_ENTRY_BYTES + 1} bytes (only the payload of an event or message moves to a blob)",
-                    record=body["kind"],
-                )
-        return body["id"], body["kind"], data, merkle.leaf_hash(data), tuple(body.get("causes", ()))
-
-    def _offload(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Replace the free-form payload of an oversized entry by a reference to its digest."""
-        for field in _OFFLOADABLE:
-            if field in body:
-                blob = canonical_bytes(body[field])
-                body = {**body, field: {"$blob": self.put_blob(blob), "bytes": len(blob)}}
-        return body
-
-    def _write_loop(self) -> None:
-        conn = _connect(self.path)
-        try:
-            while True:
-                with self._cv:
-                    while not self._pending and not self._closing:
-                        self._cv.wait()
-                    batch, self._pending = self._pending, []
-                if not batch:
-                    return
-                try:
-                    try:
-                        settlements = self._commit(conn, batch)
-                    except sqlite3.IntegrityError:
-                        # Rare: an id used twice. Fail only its callers and commit everyone else;
-                        # the common path pays nothing for this check.
-                        batch = self._refuse_duplicates(conn, batch)
-                        settlements = self._commit(conn, batch) if batch else []
-                except Exception as exc:  # every waiter must learn of the failure
-                    error = _translate(exc, self.path)
-                    _settle_all([(item.waiter, None, error) for item in batch])
-                    continue
-                # A caller that was cancelled while waiting (its task crashed) still had its records
-                # committed: they are in the ledger, and Gateway.reconcile finishes what they began.
-                _settle_all(settlements)
-        finally:
-            conn.close()
-
-    def _refuse_duplicates(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[_Item]:
-        """Fail only the callers whose entry ids are already used, not everyone sharing the commit."""
-        ids = [row[0] for item in batch for row in item.rows]
-        taken: set[str] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            taken.update(r[0] for r in conn.execute(f"SELECT id FROM entries WHERE id IN ({marks})", chunk))
-        keep: list[_Item] = []
-        refused: list[tuple[_Waiter, list[int] | None, BaseException | None]] = []
-        seen = set(taken)
-        for item in batch:
-            mine = [row[0] for row in item.rows]
-            clash = [i for i in mine if i in seen] or [i for i in set(mine) if mine.count(i) > 1]
-            if clash:
-                error = RecordInvalid(
-                    f"ledger {self.path} already holds an entry with id {clash[0]}; ids are used once"
-                )
-                refused.append((item.waiter, None, error))
-                continue
-            seen.update(mine)
-            keep.append(item)
-        if refused:
-            _settle_all(refused)
-        return keep
-
-    def _admit(
-        self, conn: sqlite3.Connection, batch: list[_Item], size: int
-    ) -> tuple[list[_Item], dict[str, int], list[tuple[_Waiter, list[int] | None, BaseException | None]]]:
-        """Check each item's fence and guards in order, inside the commit's transaction.
-
-        Items are judged one after another as if each were its own transaction, so two items
-        of one group commit guarding the same head cannot both pass.
-        """
-        admitted: list[_Item] = []
-        heads: dict[str, int | None] = {}
-        moved: dict[str, int] = {}
-        refused: list[tuple[_Waiter, list[int] | None, BaseException | None]] = []
-        epoch: int | None = None
-        lease_read = False
-        at = size
-        for item in batch:
-            if item.fence is not None:
-                if not lease_read:
-                    row = conn.execute("SELECT epoch, released FROM lease").fetchone()
-                    epoch = None if row is None or row[1] else int(row[0])
-                    lease_read = True
-                if epoch != item.fence:
-                    refused.append((item.waiter, None, LeaseLost(item.fence, epoch)))
-                    continue
-            conflict = None
-            for guard in item.guards:
-                if guard.key not in heads:
-                    found = conn.execute("SELECT idx FROM guards WHERE key = ?", (guard.key,)).fetchone()
-                    heads[guard.key] = None if found is None else int(found[0])
-                if heads[guard.key] != guard.expect:
-                    conflict = Conflict(guard.key, guard.expect, heads[guard.key])
-                    break
-            if conflict is not None:
-                refused.append((item.waiter, None, conflict))
-                continue
-            at += len(item.rows)
-            for guard in item.guards:
-                heads[guard.key] = moved[guard.key] = at - 1
-            admitted.append(item)
-        return admitted, moved, refused
-
-    def _commit(
-        self, conn: sqlite3.Connection, batch: list[_Item]
-    ) -> list[tuple[_Waiter, list[int] | None, BaseException | None]]:
+    def _begin_append(self, conn: sqlite3.Connection) -> int:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            size = conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()[0]
-            admitted, moved, settlements = self._admit(conn, batch, size)
-            flat = [row for item in admitted for row in item.rows]
-            entry_rows = [(size + n, r[0], r[1], r[2], r[3]) for n, r in enumerate(flat)]
-            stored = _getter(conn)
-            cache = self._frontier
-
-            def get_node(level: int, index: int) -> bytes:
-                # Complete subtrees never change in an append-only tree, so a cached one is never stale.
-                node = cache.get((level, index))
-                return node if node is not None else stored(level, index)
-
-            nodes = merkle.append_leaves(size, (r[3] for r in flat), get_node)
-            conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", entry_rows)
-            conn.executemany("INSERT INTO nodes VALUES (?, ?, ?)", [n for n in nodes if n[0] > 0])
-            conn.executemany(
-                "INSERT OR IGNORE INTO causes VALUES (?, ?)",
-                [(cause, size + n) for n, r in enumerate(flat) for cause in r[4]],
-            )
-            if moved:
-                conn.executemany("INSERT OR REPLACE INTO guards VALUES (?, ?)", list(moved.items()))
-            conn.execute("COMMIT")
+            return int(conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()[0])
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        made = {(level, index): h for level, index, h in nodes}
-        self._frontier = {
-            (level, index): h
-            for level, index, h in merkle.roots_for_size(
-                size + len(flat), lambda lv, i: made.get((lv, i)) or get_node(lv, i)
-            )
-        }
-        start = size
-        for item in admitted:
-            settlements.append((item.waiter, list(range(start, start + len(item.rows))), None))
-            start += len(item.rows)
-        return settlements
+
+    def _end_append(self, conn: sqlite3.Connection, size: int) -> None:
+        """Nothing: SQLite's size is its entries', read under ``BEGIN IMMEDIATE``."""
+
+    def _is_duplicate(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.IntegrityError)
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        return _translate(exc, self.path)
 
     # --- guards and the lease -------------------------------------------------------------------
 
@@ -517,62 +277,10 @@ class SQLiteLedger:
             except sqlite3.DatabaseError as exc:
                 raise _translate(exc, self.path) from exc
 
-    def size(self) -> int:
-        return int(
-            self._read(lambda c: c.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()[0])
-        )
-
     def data_version(self) -> int:
         """SQLite's ``data_version`` of the reading connection, which never writes: it moves with
         every commit by another connection, this store's own writer thread included."""
         return int(self._read(lambda c: c.execute("PRAGMA data_version").fetchone()[0]))
-
-    def entry(self, index: int) -> StoredEntry:
-        row = self._read(
-            lambda c: c.execute("SELECT idx, id, kind, data FROM entries WHERE idx = ?", (index,)).fetchone()
-        )
-        if row is None:
-            raise EntryNotFound(index)
-        return StoredEntry(*row)
-
-    def find(self, entry_id: str) -> StoredEntry:
-        row = self._read(
-            lambda c: c.execute(
-                "SELECT idx, id, kind, data FROM entries WHERE id = ?", (entry_id,)
-            ).fetchone()
-        )
-        if row is None:
-            raise EntryNotFound(entry_id)
-        return StoredEntry(*row)
-
-    def entries(self, start: int = 0, stop: int | None = None) -> list[StoredEntry]:
-        stop = self.size() if stop is None else stop
-        rows = self._read(
-            lambda c: c.execute(
-                "SELECT idx, id, kind, data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
-                (start, stop),
-            ).fetchall()
-        )
-        return [StoredEntry(*r) for r in rows]
-
-    def of_kind(self, kind: str, after: int = -1) -> list[StoredEntry]:
-        rows = self._read(
-            lambda c: c.execute(
-                "SELECT idx, id, kind, data FROM entries WHERE kind = ? AND idx > ? ORDER BY idx",
-                (kind, after),
-            ).fetchall()
-        )
-        return [StoredEntry(*r) for r in rows]
-
-    def caused_by(self, entry_id: str) -> list[StoredEntry]:
-        rows = self._read(
-            lambda c: c.execute(
-                "SELECT e.idx, e.id, e.kind, e.data FROM causes k JOIN entries e ON e.idx = k.idx "
-                "WHERE k.cause = ? ORDER BY e.idx",
-                (entry_id,),
-            ).fetchall()
-        )
-        return [StoredEntry(*r) for r in rows]
 
     def put_blob(self, data: bytes) -> str:
         """Store ``data`` under its digest (see ``_verify.blob_digest``) and return the digest.
@@ -620,68 +328,21 @@ class SQLiteLedger:
 
     # --- proofs and checkpoints -----------------------------------------------------------------
 
-    def root(self, size: int | None = None) -> bytes:
-        with self._read_lock:
-            n, get = self._with_size_locked(size)
-            return merkle.root_hash(n, get)
-
-    def hashes(self, height: int, start: int, stop: int) -> list[bytes]:
-        if height == 0:
-            sql, args = "SELECT leaf_hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, stop)
-        else:
-            sql = "SELECT hash FROM nodes WHERE level = ? AND i >= ? AND i < ? ORDER BY i"
-            args = (height, start, stop)  # type: ignore[assignment]
-        rows = self._read(lambda c: c.execute(sql, args).fetchall())
-        if len(rows) != stop - start:
-            raise LedgerError(
-                f"ledger {self.path} holds {len(rows)} of the {stop - start} hashes of height {height} "
-                f"from {start}; run `answerable verify`"
-            )
-        return [bytes(r[0]) for r in rows]
-
-    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
-        with self._read_lock:
-            n, get = self._with_size_locked(size)
-            return merkle.inclusion_proof(index, n, get)
-
-    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
-        with self._read_lock:
-            n, get = self._with_size_locked(size2)
-            return merkle.consistency_proof(size1, n, get)
-
-    def _with_size_locked(self, size: int | None) -> tuple[int, merkle.GetNode]:
-        current = self._reader.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()[0]
-        n = current if size is None else size
-        if n < 0 or n > current:
-            raise ProofRequestInvalid(f"tree size {n} is past the ledger's size {current}")
-        return n, _getter(self._reader)
-
     def checkpoint(self) -> str:
         """Sign and store a checkpoint of the ledger as it is now."""
         if self._signer is None:
             raise ConfigError(f"cannot sign a checkpoint: the ledger key {self.key_path} is missing")
-        with self._read_lock:
-            try:
-                size, get = self._with_size_locked(None)
-                cp = note.Checkpoint(origin=self.origin, size=size, root_hash=merkle.root_hash(size, get))
-            except sqlite3.DatabaseError as exc:
-                raise _translate(exc, self.path) from exc
+        cp = self._head_now()
         signed = note.sign_checkpoint(cp, self._signer)
         conn = _connect(self.path)
         try:
             with conn:
-                conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?)", (size, signed))
+                conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?)", (cp.size, signed))
         except sqlite3.DatabaseError as exc:  # locked past the busy timeout, disk full ...
             raise _translate(exc, self.path) from exc
         finally:
             conn.close()
         return signed
-
-    def latest_checkpoint(self) -> str | None:
-        row = self._read(
-            lambda c: c.execute("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
-        )
-        return None if row is None else str(row[0])
 
     def verifier_key(self) -> str:
         return self._verifier
@@ -761,17 +422,14 @@ class SQLiteLedger:
         conn = _connect(self.path)
         try:
             conn.execute("BEGIN")  # one snapshot: a commit landing meanwhile is not seen half-way
-            return _verify.verify(_SQLiteView(conn), checkpoint, key=key)
+            return _verify.verify(SQLView(conn, self._sql), checkpoint, key=key)
         except sqlite3.DatabaseError as exc:
             raise _translate(exc, self.path) from exc
         finally:
             conn.close()
 
     def close(self) -> None:
-        with self._cv:
-            self._closing = True
-            self._cv.notify()
-        self._writer.join()
+        self._stop_writer()
         self._reader.close()
         if self._nonces is not None:
             self._nonces.close()
@@ -781,103 +439,6 @@ class SQLiteLedger:
 
     def __exit__(self, *_: object) -> None:
         self.close()
-
-
-class _SQLiteView:
-    """The raw rows verification needs, read in index order inside the caller's read transaction.
-
-    The key and origin are read from the database as it is now, not as it was when the ledger was
-    opened: a key replaced since must be seen by the next verification.
-    """
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        meta = dict(
-            conn.execute("SELECT key, value FROM meta WHERE key IN ('verifier_key', 'origin')").fetchall()
-        )
-        self.verifier = str(meta.get("verifier_key", ""))
-        self.origin = str(meta.get("origin", ""))
-
-    def leaves(self) -> Iterator[list[tuple[int, str, str, bytes, bytes]]]:
-        cur = self.conn.execute("SELECT idx, id, kind, data, leaf_hash FROM entries ORDER BY idx")
-        while rows := cur.fetchmany(8192):
-            yield rows
-
-    def rows(self, start: int, stop: int) -> Iterator[tuple[int, str, bytes]]:
-        cur = self.conn.execute(
-            "SELECT idx, id, data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, stop)
-        )
-        while rows := cur.fetchmany(4096):
-            yield from rows
-
-    def causes_by_index(self) -> Iterator[tuple[int, str]]:
-        cur = self.conn.execute("SELECT idx, cause FROM causes ORDER BY idx")
-        while rows := cur.fetchmany(8192):
-            yield from rows
-
-    def blobs(self) -> Iterator[tuple[str, bytes]]:
-        cur = self.conn.execute("SELECT digest, data FROM blobs")
-        while rows := cur.fetchmany(64):
-            yield from rows
-
-    def level(self, level: int) -> list[tuple[int, bytes]]:
-        return self.conn.execute("SELECT i, hash FROM nodes WHERE level = ? ORDER BY i", (level,)).fetchall()
-
-    def max_level(self) -> int:
-        return int(self.conn.execute("SELECT COALESCE(MAX(level), 0) FROM nodes").fetchone()[0])
-
-    def checkpoints(self) -> list[tuple[int, str]]:
-        return self.conn.execute("SELECT size, note FROM checkpoints ORDER BY size").fetchall()
-
-    def causes(self) -> Iterator[list[tuple[str, int]]]:
-        cur = self.conn.execute("SELECT cause, idx FROM causes")
-        while rows := cur.fetchmany(16384):
-            yield rows
-
-    def id_at(self, index: int) -> str | None:
-        row = self.conn.execute("SELECT id FROM entries WHERE idx = ?", (index,)).fetchone()
-        return None if row is None else str(row[0])
-
-
-@dataclass(frozen=True, slots=True)
-class _LoopWaiter:
-    """An asyncio future and the loop it belongs to: it may only be resolved on that loop."""
-
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[list[int]]
-
-
-_Waiter = Future[list[int]] | _LoopWaiter
-_Outcome = tuple[list[int] | None, BaseException | None]
-
-
-def _settle_all(settlements: list[tuple[_Waiter, list[int] | None, BaseException | None]]) -> None:
-    """Resolve thread waiters directly and each loop's waiters with one wake-up of that loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[int]], _Outcome]]] = {}
-    for waiter, result, error in settlements:
-        if isinstance(waiter, _LoopWaiter):
-            by_loop.setdefault(waiter.loop, []).append((waiter.future, (result, error)))
-            continue
-        try:  # the caller may have given up at any moment, hence the guard
-            if error is not None:
-                waiter.set_exception(error)
-            else:
-                waiter.set_result(result or [])
-        except InvalidStateError:
-            pass
-    for loop, items in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
-            loop.call_soon_threadsafe(_resolve_on_loop, items)
-
-
-def _resolve_on_loop(items: list[tuple[asyncio.Future[list[int]], _Outcome]]) -> None:
-    for future, (result, error) in items:
-        if future.done():  # cancelled: its task gave up (the records are committed all the same)
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result or [])
 
 
 def _v2_row(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> Any:
@@ -957,21 +518,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise LedgerError(f"ledger {path}: cannot open it: {exc}") from exc
     return conn
-
-
-def _getter(conn: sqlite3.Connection) -> merkle.GetNode:
-    def get_node(level: int, index: int) -> bytes:
-        if level == 0:
-            row = conn.execute("SELECT leaf_hash FROM entries WHERE idx = ?", (index,)).fetchone()
-        else:
-            row = conn.execute("SELECT hash FROM nodes WHERE level = ? AND i = ?", (level, index)).fetchone()
-        if row is None:
-            raise LedgerError(
-                f"ledger is missing tree node (level {level}, index {index}); run `answerable verify`"
-            )
-        return bytes(row[0])
-
-    return get_node
 
 
 def _translate(exc: BaseException, path: Path) -> BaseException:

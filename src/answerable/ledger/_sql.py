@@ -1,0 +1,618 @@
+"""What the SQL ledger backends share: the sequencer (one writer, group commit, fences and guards
+judged inside the commit) and the reads, written once in the SQL that SQLite and PostgreSQL both
+speak.
+
+A backend says how to open its connections, how to start a commit's transaction so that no other
+writer runs beside it (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: the head row locked), and how to
+translate its driver's errors. Everything that decides what is written, in which order, under which
+epoch and guards, is here, so the two backends cannot drift apart on a guarantee.
+
+SQL here uses ``?`` for parameters; :meth:`SQLLedger._sql` turns them into the driver's marks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from answerable._canonical import canonical_bytes
+from answerable.errors import (
+    Conflict,
+    EntryNotFound,
+    LeaseLost,
+    LedgerError,
+    ProofRequestInvalid,
+    RecordInvalid,
+)
+from answerable.ledger import merkle, note
+from answerable.ledger.base import MAX_ENTRY_BYTES, Guard, LeaseRow, StoredEntry
+from answerable.records import Record
+
+if TYPE_CHECKING:  # at run time asyncio is imported by append, the one coroutine: a CLI halt never is
+    import asyncio
+
+__all__ = ["Row", "SQLLedger", "SQLView"]
+
+_OFFLOADABLE = ("payload",)
+"""Only what agents and the world say may move to a blob; an Intent's arguments are what was
+judged and approved, so they stay in the entry (an oversized intent is refused instead)."""
+
+T = TypeVar("T")
+Row = tuple[str, str, bytes, bytes, tuple[str, ...]]
+"""One entry on its way in: id, kind, the exact bytes, their leaf hash, the ids it cites."""
+Conn = Any
+"""A DB-API connection of either driver: both have ``execute(sql, args)`` returning a cursor."""
+
+
+@dataclass(slots=True)
+class _Item:
+    """One caller's append: its rows, who waits for it, and the conditions it commits under."""
+
+    rows: list[Row]
+    waiter: _Waiter
+    fence: int | None = None
+    guards: tuple[Guard, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _LoopWaiter:
+    """An asyncio future and the loop it belongs to: it may only be resolved on that loop."""
+
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[list[int]]
+
+
+_Waiter = Future[list[int]] | _LoopWaiter
+_Outcome = tuple[list[int] | None, BaseException | None]
+_Settlement = tuple[_Waiter, list[int] | None, BaseException | None]
+
+
+class SQLLedger(ABC):
+    """An answerable ledger in SQL tables, sequenced by one writer thread of this process.
+
+    Appends from any thread or coroutine are handed to the writer, which commits everything that
+    arrived while the previous commit was in flight in one durable transaction (group commit) and
+    only then resolves the callers' futures.
+    """
+
+    origin: str
+    _MARK = "?"
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._pending: list[_Item] = []
+        self._turn: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
+        self._frontier: dict[tuple[int, int], bytes] = {}
+        """The right edge of the tree after the last commit: the next commit's left siblings."""
+        self._cv = threading.Condition()
+        self._closing = False
+        self._writer = threading.Thread(target=self._write_loop, name=f"ledger-writer:{name}", daemon=True)
+
+    def _start(self) -> None:
+        self._writer.start()
+
+    # --- what a backend supplies ----------------------------------------------------------------
+
+    @abstractmethod
+    def _writer_connection(self) -> Conn:
+        """The writer thread's own connection, opened on that thread."""
+
+    @abstractmethod
+    def _begin_append(self, conn: Conn) -> int:
+        """Open the commit's transaction so that no other writer of any process runs beside it,
+        and return the ledger's size as of that moment."""
+
+    @abstractmethod
+    def _end_append(self, conn: Conn, size: int) -> None:
+        """Anything the backend records beside the rows before the commit (its head, say)."""
+
+    @abstractmethod
+    def _is_duplicate(self, exc: BaseException) -> bool:
+        """The driver's unique-constraint violation: an entry id used twice."""
+
+    @abstractmethod
+    def _translate(self, exc: BaseException) -> BaseException:
+        """The driver's error as one of answerable's."""
+
+    @abstractmethod
+    def _read(self, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn`` on a reading connection; driver errors come out translated."""
+
+    @abstractmethod
+    def put_blob(self, data: bytes) -> str: ...
+
+    def _sql(self, sql: str) -> str:
+        return sql if self._MARK == "?" else sql.replace("?", self._MARK)
+
+    # --- appending ------------------------------------------------------------------------------
+
+    def append_nowait(
+        self, records: Sequence[Record], *, fence: int | None = None, guards: Sequence[Guard] = ()
+    ) -> Future[list[int]]:
+        """Queue records for the next group commit; the future resolves to their indexes."""
+        future: Future[list[int]] = Future()
+        self._enqueue([_Item([self._row(r) for r in records], future, fence, tuple(guards))])
+        return future
+
+    async def append(
+        self, records: Sequence[Record], *, fence: int | None = None, guards: Sequence[Guard] = ()
+    ) -> list[int]:
+        """Append and wait until the records are durably committed (or refused, all of them).
+
+        Appends made in the same turn of the event loop travel to the writer together, and the
+        writer wakes the loop once per commit, not once per caller: with many concurrent callers
+        that is what keeps one core busy with work rather than with thread hand-offs.
+
+        Raises:
+            LeaseLost: ``fence`` is not the lease epoch in force when the commit runs.
+            Conflict: a guarded head moved since the caller read it.
+        """
+        import asyncio  # loaded already: this is a coroutine
+
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[list[int]] = loop.create_future()
+        rows = [self._row(r) for r in records]
+        batch = self._turn.get(loop)
+        if batch is None:
+            batch = self._turn[loop] = []
+            loop.call_soon(self._end_of_turn, loop)
+        batch.append(_Item(rows, _LoopWaiter(loop, waiter), fence, tuple(guards)))
+        return await waiter
+
+    def append_sync(
+        self, records: Sequence[Record], *, fence: int | None = None, guards: Sequence[Guard] = ()
+    ) -> list[int]:
+        return self.append_nowait(records, fence=fence, guards=guards).result()
+
+    def append_rows(self, rows: Sequence[Row]) -> list[int]:
+        """Append entries whose exact bytes are given (a ledger being copied): no fence, no guard.
+
+        The bytes are stored as they are, so the copy's leaves, tree and roots equal the source's.
+        """
+        for row in rows:
+            if len(row[2]) > MAX_ENTRY_BYTES:
+                raise RecordInvalid(f"{row[1]} {row[0]} is {len(row[2])} bytes; too big for an entry")
+        future: Future[list[int]] = Future()
+        self._enqueue([_Item(list(rows), future)])
+        return future.result()
+
+    def _end_of_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        items = self._turn.pop(loop, [])
+        try:
+            self._enqueue(items)
+        except LedgerError as exc:
+            _resolve_on_loop(
+                [(i.waiter.future, (None, exc)) for i in items if isinstance(i.waiter, _LoopWaiter)]
+            )
+
+    def _enqueue(self, items: list[_Item]) -> None:
+        with self._cv:
+            if self._closing:
+                raise LedgerError(f"ledger {self._name} is closed")
+            self._pending.extend(items)
+            self._cv.notify()
+
+    def _row(self, record: Record) -> Row:
+        body = record.model_dump(mode="json")
+        for field in _OFFLOADABLE:
+            value = body.get(field)
+            if (
+                type(value) is dict
+                and value.keys() == {"$blob", "bytes"}
+                and type(value["$blob"]) is str
+                and type(value["bytes"]) is int
+            ):
+                # The ledger's own reference to a blob has this shape: a payload written with it
+                # would read as one, and verify could not tell the two apart.
+                raise RecordInvalid(
+                    f"{body['kind']} {body['id']}: a {field} of exactly $blob and bytes is reserved for "
+                    "the ledger's blob references; add or rename a key",
+                    record=body["kind"],
+                )
+        data = canonical_bytes(body, walk=record.free_form)
+        if len(data) > MAX_ENTRY_BYTES:
+            data = canonical_bytes(self._offload(body))
+            if len(data) > MAX_ENTRY_BYTES:
+                raise RecordInvalid(
+                    f"{body['kind']} {body['id']} is {len(data)} bytes; an entry must stay under "
+                    f"{MAX_ENTRY_BYTES + 1} bytes (only the payload of an event or message moves to a blob)",
+                    record=body["kind"],
+                )
+        return body["id"], body["kind"], data, merkle.leaf_hash(data), tuple(body.get("causes", ()))
+
+    def _offload(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace the free-form payload of an oversized entry by a reference to its digest."""
+        for field in _OFFLOADABLE:
+            if field in body:
+                blob = canonical_bytes(body[field])
+                body = {**body, field: {"$blob": self.put_blob(blob), "bytes": len(blob)}}
+        return body
+
+    def _write_loop(self) -> None:
+        conn: Conn = None
+        try:
+            while True:
+                with self._cv:
+                    while not self._pending and not self._closing:
+                        self._cv.wait()
+                    batch, self._pending = self._pending, []
+                if not batch:
+                    return
+                try:
+                    if conn is None:
+                        conn = self._writer_connection()
+                    try:
+                        settlements = self._commit(conn, batch)
+                    except Exception as exc:
+                        if not self._is_duplicate(exc):
+                            raise
+                        # Rare: an id used twice. Fail only its callers and commit everyone else;
+                        # the common path pays nothing for this check.
+                        batch = self._refuse_duplicates(conn, batch)
+                        settlements = self._commit(conn, batch) if batch else []
+                except Exception as exc:  # every waiter must learn of the failure
+                    error = self._translate(exc)
+                    _settle_all([(item.waiter, None, error) for item in batch])
+                    conn = self._after_failure(conn)
+                    continue
+                # A caller that was cancelled while waiting (its task crashed) still had its records
+                # committed: they are in the ledger, and Gateway.reconcile finishes what they began.
+                _settle_all(settlements)
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    def _after_failure(self, conn: Conn) -> Conn:
+        """The writer's connection after a failed commit: kept by default; a backend whose
+        connection may have died returns None to have a new one opened for the next batch."""
+        return conn
+
+    def _refuse_duplicates(self, conn: Conn, batch: list[_Item]) -> list[_Item]:
+        """Fail only the callers whose entry ids are already used, not everyone sharing the commit."""
+        ids = [row[0] for item in batch for row in item.rows]
+        taken: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            taken.update(
+                r[0] for r in conn.execute(self._sql(f"SELECT id FROM entries WHERE id IN ({marks})"), chunk)
+            )
+        keep: list[_Item] = []
+        refused: list[_Settlement] = []
+        seen = set(taken)
+        for item in batch:
+            mine = [row[0] for row in item.rows]
+            clash = [i for i in mine if i in seen] or [i for i in set(mine) if mine.count(i) > 1]
+            if clash:
+                error = RecordInvalid(
+                    f"ledger {self._name} already holds an entry with id {clash[0]}; ids are used once"
+                )
+                refused.append((item.waiter, None, error))
+                continue
+            seen.update(mine)
+            keep.append(item)
+        if refused:
+            _settle_all(refused)
+        return keep
+
+    def _admit(
+        self, conn: Conn, batch: list[_Item], size: int
+    ) -> tuple[list[_Item], dict[str, int], list[_Settlement]]:
+        """Check each item's fence and guards in order, inside the commit's transaction.
+
+        Items are judged one after another as if each were its own transaction, so two items
+        of one group commit guarding the same head cannot both pass.
+        """
+        admitted: list[_Item] = []
+        heads: dict[str, int | None] = {}
+        moved: dict[str, int] = {}
+        refused: list[_Settlement] = []
+        epoch: int | None = None
+        lease_read = False
+        at = size
+        for item in batch:
+            if item.fence is not None:
+                if not lease_read:
+                    row = conn.execute("SELECT epoch, released FROM lease").fetchone()
+                    epoch = None if row is None or row[1] else int(row[0])
+                    lease_read = True
+                if epoch != item.fence:
+                    refused.append((item.waiter, None, LeaseLost(item.fence, epoch)))
+                    continue
+            conflict = None
+            for guard in item.guards:
+                if guard.key not in heads:
+                    found = conn.execute(
+                        self._sql("SELECT idx FROM guards WHERE key = ?"), (guard.key,)
+                    ).fetchone()
+                    heads[guard.key] = None if found is None else int(found[0])
+                if heads[guard.key] != guard.expect:
+                    conflict = Conflict(guard.key, guard.expect, heads[guard.key])
+                    break
+            if conflict is not None:
+                refused.append((item.waiter, None, conflict))
+                continue
+            at += len(item.rows)
+            for guard in item.guards:
+                heads[guard.key] = moved[guard.key] = at - 1
+            admitted.append(item)
+        return admitted, moved, refused
+
+    def _commit(self, conn: Conn, batch: list[_Item]) -> list[_Settlement]:
+        size = self._begin_append(conn)
+        try:
+            admitted, moved, settlements = self._admit(conn, batch, size)
+            flat = [row for item in admitted for row in item.rows]
+            stored = self._getter(conn)
+            cache = self._frontier
+
+            def get_node(level: int, index: int) -> bytes:
+                # Complete subtrees never change in an append-only tree, so a cached one is never stale.
+                node = cache.get((level, index))
+                return node if node is not None else stored(level, index)
+
+            nodes = merkle.append_leaves(size, (r[3] for r in flat), get_node)
+            if flat:
+                conn.executemany(
+                    self._sql("INSERT INTO entries VALUES (?, ?, ?, ?, ?)"),
+                    [(size + n, r[0], r[1], r[2], r[3]) for n, r in enumerate(flat)],
+                )
+            inner = [n for n in nodes if n[0] > 0]
+            if inner:
+                conn.executemany(self._sql("INSERT INTO nodes VALUES (?, ?, ?)"), inner)
+            causes = [(cause, size + n) for n, r in enumerate(flat) for cause in r[4]]
+            if causes:
+                conn.executemany(self._sql("INSERT INTO causes VALUES (?, ?) ON CONFLICT DO NOTHING"), causes)
+            if moved:
+                conn.executemany(
+                    self._sql(
+                        "INSERT INTO guards VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET idx = excluded.idx"
+                    ),
+                    list(moved.items()),
+                )
+            self._end_append(conn, size + len(flat))
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):  # a dead connection has nothing to roll back
+                conn.execute("ROLLBACK")
+            raise
+        made = {(level, index): h for level, index, h in nodes}
+        self._frontier = {
+            (level, index): h
+            for level, index, h in merkle.roots_for_size(
+                size + len(flat), lambda lv, i: made.get((lv, i)) or get_node(lv, i)
+            )
+        }
+        start = size
+        for item in admitted:
+            settlements.append((item.waiter, list(range(start, start + len(item.rows))), None))
+            start += len(item.rows)
+        return settlements
+
+    def _getter(self, conn: Conn) -> merkle.GetNode:
+        leaf = self._sql("SELECT leaf_hash FROM entries WHERE idx = ?")
+        node = self._sql("SELECT hash FROM nodes WHERE level = ? AND i = ?")
+
+        def get_node(level: int, index: int) -> bytes:
+            if level == 0:
+                row = conn.execute(leaf, (index,)).fetchone()
+            else:
+                row = conn.execute(node, (level, index)).fetchone()
+            if row is None:
+                raise LedgerError(
+                    f"ledger is missing tree node (level {level}, index {index}); run `answerable verify`"
+                )
+            return bytes(row[0])
+
+        return get_node
+
+    # --- guards and the lease -------------------------------------------------------------------
+
+    def head(self, key: str) -> int | None:
+        sql = self._sql("SELECT idx FROM guards WHERE key = ?")
+        row = self._read(lambda c: c.execute(sql, (key,)).fetchone())
+        return None if row is None else int(row[0])
+
+    def lease(self) -> LeaseRow | None:
+        row = self._read(
+            lambda c: c.execute(
+                "SELECT holder, epoch, beat, pid, host, since, process, released FROM lease"
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        holder, epoch, beat, pid, host, since, process, released = row
+        return LeaseRow(holder, epoch, beat, pid, host, since, process, released=bool(released))
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def size(self) -> int:
+        return int(
+            self._read(lambda c: c.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()[0])
+        )
+
+    def entry(self, index: int) -> StoredEntry:
+        sql = self._sql("SELECT idx, id, kind, data FROM entries WHERE idx = ?")
+        row = self._read(lambda c: c.execute(sql, (index,)).fetchone())
+        if row is None:
+            raise EntryNotFound(index)
+        return _stored(row)
+
+    def find(self, entry_id: str) -> StoredEntry:
+        sql = self._sql("SELECT idx, id, kind, data FROM entries WHERE id = ?")
+        row = self._read(lambda c: c.execute(sql, (entry_id,)).fetchone())
+        if row is None:
+            raise EntryNotFound(entry_id)
+        return _stored(row)
+
+    def entries(self, start: int = 0, stop: int | None = None) -> list[StoredEntry]:
+        stop = self.size() if stop is None else stop
+        sql = self._sql("SELECT idx, id, kind, data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx")
+        rows = self._read(lambda c: c.execute(sql, (start, stop)).fetchall())
+        return [_stored(r) for r in rows]
+
+    def of_kind(self, kind: str, after: int = -1) -> list[StoredEntry]:
+        sql = self._sql("SELECT idx, id, kind, data FROM entries WHERE kind = ? AND idx > ? ORDER BY idx")
+        rows = self._read(lambda c: c.execute(sql, (kind, after)).fetchall())
+        return [_stored(r) for r in rows]
+
+    def caused_by(self, entry_id: str) -> list[StoredEntry]:
+        sql = self._sql(
+            "SELECT e.idx, e.id, e.kind, e.data FROM causes k JOIN entries e ON e.idx = k.idx "
+            "WHERE k.cause = ? ORDER BY e.idx"
+        )
+        rows = self._read(lambda c: c.execute(sql, (entry_id,)).fetchall())
+        return [_stored(r) for r in rows]
+
+    # --- proofs ---------------------------------------------------------------------------------
+
+    def root(self, size: int | None = None) -> bytes:
+        return self._read(lambda c: merkle.root_hash(*self._sized(c, size)))
+
+    def hashes(self, height: int, start: int, stop: int) -> list[bytes]:
+        if height == 0:
+            sql, args = "SELECT leaf_hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, stop)
+        else:
+            sql = "SELECT hash FROM nodes WHERE level = ? AND i >= ? AND i < ? ORDER BY i"
+            args = (height, start, stop)  # type: ignore[assignment]
+        rows = self._read(lambda c: c.execute(self._sql(sql), args).fetchall())
+        if len(rows) != stop - start:
+            raise LedgerError(
+                f"ledger {self._name} holds {len(rows)} of the {stop - start} hashes of height {height} "
+                f"from {start}; run `answerable verify`"
+            )
+        return [bytes(r[0]) for r in rows]
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        return self._read(lambda c: merkle.inclusion_proof(index, *self._sized(c, size)))
+
+    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        return self._read(lambda c: merkle.consistency_proof(size1, *self._sized(c, size2)))
+
+    def _sized(self, conn: Conn, size: int | None) -> tuple[int, merkle.GetNode]:
+        """A tree size no larger than the ledger, and a reader of its nodes on ``conn``.
+
+        Complete subtrees never change, so reading nodes after the size was read is consistent."""
+        current = int(conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()[0])
+        n = current if size is None else size
+        if n < 0 or n > current:
+            raise ProofRequestInvalid(f"tree size {n} is past the ledger's size {current}")
+        return n, self._getter(conn)
+
+    def _head_now(self) -> note.Checkpoint:
+        """The unsigned checkpoint of the ledger as it is now."""
+
+        def head(conn: Conn) -> note.Checkpoint:
+            size, get = self._sized(conn, None)
+            return note.Checkpoint(origin=self.origin, size=size, root_hash=merkle.root_hash(size, get))
+
+        return self._read(head)
+
+    def latest_checkpoint(self) -> str | None:
+        row = self._read(
+            lambda c: c.execute("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def _stop_writer(self) -> None:
+        with self._cv:
+            self._closing = True
+            self._cv.notify()
+        if self._writer.is_alive():
+            self._writer.join()
+
+
+def _stored(row: tuple[Any, ...]) -> StoredEntry:
+    return StoredEntry(*row)
+
+
+class SQLView:
+    """The raw rows verification needs, read in index order inside the caller's read transaction.
+
+    The key and origin are read from the database as it is now, not as it was when the ledger was
+    opened: a key replaced since must be seen by the next verification. A backend whose driver
+    loads a whole result at once overrides :meth:`_batches` to stream it.
+    """
+
+    def __init__(self, conn: Conn, sql: Callable[[str], str]) -> None:
+        self.conn = conn
+        self._sql = sql
+        meta = dict(
+            conn.execute("SELECT key, value FROM meta WHERE key IN ('verifier_key', 'origin')").fetchall()
+        )
+        self.verifier = str(meta.get("verifier_key", ""))
+        self.origin = str(meta.get("origin", ""))
+
+    def _batches(self, sql: str, args: tuple[Any, ...], size: int) -> Iterator[list[Any]]:
+        cur = self.conn.execute(self._sql(sql), args)
+        while rows := cur.fetchmany(size):
+            yield rows
+
+    def leaves(self) -> Iterator[list[tuple[int, str, str, bytes, bytes]]]:
+        sql = "SELECT idx, id, kind, data, leaf_hash FROM entries ORDER BY idx"
+        yield from self._batches(sql, (), 8192)
+
+    def rows(self, start: int, stop: int) -> Iterator[tuple[int, str, bytes]]:
+        sql = "SELECT idx, id, data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx"
+        for rows in self._batches(sql, (start, stop), 4096):
+            yield from rows
+
+    def causes_by_index(self) -> Iterator[tuple[int, str]]:
+        for rows in self._batches("SELECT idx, cause FROM causes ORDER BY idx", (), 8192):
+            yield from rows
+
+    def blobs(self) -> Iterator[tuple[str, bytes]]:
+        for rows in self._batches("SELECT digest, data FROM blobs ORDER BY digest", (), 64):
+            yield from rows
+
+    def level(self, level: int) -> list[tuple[int, bytes]]:
+        sql = self._sql("SELECT i, hash FROM nodes WHERE level = ? ORDER BY i")
+        return list(self.conn.execute(sql, (level,)).fetchall())
+
+    def max_level(self) -> int:
+        return int(self.conn.execute("SELECT COALESCE(MAX(level), 0) FROM nodes").fetchone()[0])
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        return list(self.conn.execute("SELECT size, note FROM checkpoints ORDER BY size").fetchall())
+
+    def causes(self) -> Iterator[list[tuple[str, int]]]:
+        yield from self._batches("SELECT cause, idx FROM causes", (), 16384)
+
+    def id_at(self, index: int) -> str | None:
+        row = self.conn.execute(self._sql("SELECT id FROM entries WHERE idx = ?"), (index,)).fetchone()
+        return None if row is None else str(row[0])
+
+
+def _settle_all(settlements: list[_Settlement]) -> None:
+    """Resolve thread waiters directly and each loop's waiters with one wake-up of that loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[int]], _Outcome]]] = {}
+    for waiter, result, error in settlements:
+        if isinstance(waiter, _LoopWaiter):
+            by_loop.setdefault(waiter.loop, []).append((waiter.future, (result, error)))
+            continue
+        try:  # the caller may have given up at any moment, hence the guard
+            if error is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(result or [])
+        except InvalidStateError:
+            pass
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_resolve_on_loop, items)
+
+
+def _resolve_on_loop(items: list[tuple[asyncio.Future[list[int]], _Outcome]]) -> None:
+    for future, (result, error) in items:
+        if future.done():  # cancelled: its task gave up (the records are committed all the same)
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result or [])
