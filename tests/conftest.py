@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from backends import Backend, make_backend
 from hypothesis import settings
 from support import People, World, build_tlogcheck, make_gateway
 
@@ -32,6 +33,17 @@ def people() -> People:
         reviewer=KeyPair.from_seed("reviewer@logistics.example", seeds["reviewer"]),
         stranger=KeyPair.from_seed("mallory@elsewhere.example", seeds["stranger"]),
     )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Backend]:
+    """Each ledger backend in turn: the contract tests run on both."""
+    made = make_backend(request.param, tmp_path)
+    monkeypatch.setenv("ANSWERABLE_KEY_DIR", str(made.key_dir))
+    yield made
+    made.close()
 
 
 @pytest.fixture

@@ -35,11 +35,11 @@ from answerable import (
     Intent,
     KeyPair,
     Resource,
-    SQLiteLedger,
     new_charter,
     new_ruleset,
 )
 from answerable.errors import LeaseHeld
+from answerable.ledger import SQLLedger, open_ledger
 from answerable.operations import FencingToken
 
 CRASH_EXIT = 137
@@ -134,7 +134,9 @@ class Effect:
 class Carrier:
     """The partner's own books, in a file the gateway does not own."""
 
-    def __init__(self, path: Path, *, ledger_path: Path | None = None, mode: str = "idempotent") -> None:
+    def __init__(
+        self, path: Path, *, ledger_path: Path | str | None = None, mode: str = "idempotent"
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown carrier mode {mode!r}")
         self.mode = mode
@@ -248,14 +250,13 @@ class Carrier:
         """What the ledger held at the moment of the effect: lease epoch, Intent, Claim, halt."""
         if self.ledger_path is None:
             return None, None, None, None
-        ledger = sqlite3.connect(f"file:{self.ledger_path}?mode=ro", uri=True, timeout=30)
+        ledger, contains = snapshot(self.ledger_path)
         try:
-            ledger.execute("BEGIN")
-            lease = ledger.execute("SELECT epoch FROM lease WHERE released = 0").fetchone()
+            lease = ledger.execute("SELECT epoch FROM lease WHERE NOT released").fetchone()
             intent_index, intent_id = None, None
             needle = json.dumps({"idempotency_key": key}, separators=(",", ":"))[1:-1].encode()
             for idx, data in ledger.execute(
-                "SELECT idx, data FROM entries WHERE kind = 'Intent' AND instr(data, ?) > 0 ORDER BY idx",
+                f"SELECT idx, data FROM entries WHERE kind = 'Intent' AND {contains} ORDER BY idx",
                 (needle,),
             ):
                 body = json.loads(data)
@@ -265,7 +266,7 @@ class Carrier:
             claim_index = None
             if intent_id is not None:
                 for idx, data in ledger.execute(
-                    "SELECT idx, data FROM entries WHERE kind = 'Claim' AND instr(data, ?) > 0 ORDER BY idx",
+                    f"SELECT idx, data FROM entries WHERE kind = 'Claim' AND {contains} ORDER BY idx",
                     (intent_id.encode(),),
                 ):
                     body = json.loads(data)
@@ -305,7 +306,7 @@ class Carrier:
 
 
 def build_gateway(
-    ledger: SQLiteLedger,
+    ledger: SQLLedger,
     carrier: Carrier,
     *,
     clock: ShiftedClock | None = None,
@@ -340,11 +341,26 @@ def build_gateway(
     return gateway
 
 
-async def install(ledger_path: Path) -> None:
+def snapshot(target: Path | str) -> tuple[Any, str]:
+    """A read-only connection to the ledger's store holding one snapshot, and the SQL test for
+    "the entry's bytes contain the parameter" in its dialect (this reads behind the ledger's back,
+    as a partner auditing it would)."""
+    if str(target).startswith("postgresql://"):
+        import psycopg
+
+        conn = psycopg.connect(str(target), autocommit=False)
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        return conn, "position(%s in data) > 0"
+    conn = sqlite3.connect(f"file:{target}?mode=ro", uri=True, timeout=30)
+    conn.execute("BEGIN")
+    return conn, "instr(data, ?) > 0"
+
+
+async def install(ledger_path: Path | str) -> None:
     """Create the ledger with the charter and rules in force, then let go of its lease."""
     clock = ShiftedClock()
     ids = IdSource(clock)
-    with SQLiteLedger.open(ledger_path, create=True) as ledger:
+    with open_ledger(ledger_path, create=True) as ledger:
         gateway = Gateway(ledger, clock=clock, ids=ids)
         charter = new_charter(
             "logistics", RI, agents=["executor"], reviewers=[REVIEWER, REVIEWER2], clock=clock, ids=ids
@@ -462,10 +478,10 @@ def _error(exc: BaseException) -> str:
     return type(exc).__name__ + (f":{code}" if code else "")
 
 
-def _open(cfg: dict[str, Any]) -> tuple[SQLiteLedger, Carrier, ShiftedClock]:
-    ledger_path = Path(cfg["ledger"])
-    ledger = SQLiteLedger.open(ledger_path)
-    carrier = Carrier(Path(cfg["world"]), ledger_path=ledger_path, mode=cfg.get("mode", "idempotent"))
+def _open(cfg: dict[str, Any]) -> tuple[SQLLedger, Carrier, ShiftedClock]:
+    target = cfg["ledger"]
+    ledger = open_ledger(target)
+    carrier = Carrier(Path(cfg["world"]), ledger_path=target, mode=cfg.get("mode", "idempotent"))
     return ledger, carrier, ShiftedClock()
 
 

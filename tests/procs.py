@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from crash_world import Carrier, Effect, ShiftedClock
 
-from answerable import IdSource, SQLiteLedger
+from answerable import IdSource
+from answerable.ledger import open_ledger
 from answerable.records import (
     Approval,
     Claim,
@@ -263,7 +264,7 @@ class Audit:
         return f"seed {self.seed}: counts {self.counts()}; problems: {self.problems}"
 
 
-def audit(ledger_path: Path, world_path: Path, *, seed: int = SEED) -> Audit:
+def audit(ledger_path: Path | str, world_path: Path, *, seed: int = SEED) -> Audit:
     """Read back a ledger and the carrier's books and check the promises that must survive any crash.
 
     * the ledger verifies;
@@ -275,7 +276,7 @@ def audit(ledger_path: Path, world_path: Path, *, seed: int = SEED) -> Audit:
     * a claim made under approvals made it while every one of them was still valid;
     * an ambiguous Execution pauses its operation.
     """
-    ledger = SQLiteLedger.open(ledger_path)
+    ledger = open_ledger(ledger_path)
     carrier = Carrier(world_path)
     problems: list[str] = []
     try:

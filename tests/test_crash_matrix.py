@@ -6,7 +6,9 @@ lease over. The successor reconciles and finishes what is open; a stopped holder
 continued. What must hold afterwards, read from the ledger and the carrier's own books, is
 :func:`procs.audit`'s list of promises, plus the exact outcome each cell must have.
 
-The normal run takes one seeded cell per point; ``ANSWERABLE_SOAK=1`` runs all 192.
+Every cell runs on each ledger backend (a SQLite file, a PostgreSQL schema): the guarantees live
+in the store, so they must hold in both. The normal run takes one seeded cell per point on each;
+``ANSWERABLE_SOAK=1`` runs all 192 on each.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backends import make_backend
 from crash_world import FLOWS, MODES, Carrier, ShiftedClock, build_gateway, finish_all, install, notice
 from procs import SEED, SOAK, TIMEOUT, Audit, Children, Tally, audit, tally
 
-from answerable import SQLiteLedger
+from answerable.ledger import open_ledger
 
 pytestmark = [pytest.mark.crash, pytest.mark.slow]
 
@@ -81,25 +84,39 @@ def sample(seed: int) -> list[Cell]:
     return chosen
 
 
+BACKENDS = ("sqlite", "postgres")
+
+
 def params() -> list[Any]:
-    if not SOAK:
-        return sample(SEED)
-    return list(CELLS)
+    cells = list(CELLS) if SOAK else sample(SEED)
+    return [pytest.param(cell, backend, id=f"{cell}-{backend}") for backend in BACKENDS for cell in cells]
 
 
 ran = tally("crash matrix")
 
 
-async def run_cell(cell: Cell, tmp_path: Path, seed: int) -> tuple[Audit, dict[str, Any], list[str]]:
+async def run_cell(
+    cell: Cell, tmp_path: Path, seed: int, backend: str = "sqlite"
+) -> tuple[Audit, dict[str, Any], list[str]]:
     """Run one cell; returns the audit, the holder's epoch and last report, and what the successor ran."""
-    ledger_path, world_path = tmp_path / "ledger.db", tmp_path / "world.db"
+    store = make_backend(backend, tmp_path)
+    try:
+        return await _run_cell(cell, tmp_path, seed, store.target)
+    finally:
+        store.close()
+
+
+async def _run_cell(
+    cell: Cell, tmp_path: Path, seed: int, ledger_path: str
+) -> tuple[Audit, dict[str, Any], list[str]]:
+    world_path = tmp_path / "world.db"
     await install(ledger_path)
     key = f"{cell}-{seed}"
     report: dict[str, Any] = {}
     async with Children(tmp_path) as kids:
         holder = await kids.spawn(
             "holder",
-            ledger=str(ledger_path),
+            ledger=ledger_path,
             world=str(world_path),
             mode=cell.mode,
             flow=cell.flow,
@@ -110,7 +127,7 @@ async def run_cell(cell: Cell, tmp_path: Path, seed: int) -> tuple[Audit, dict[s
         )
         report["epoch"] = (await holder.expect("started"))["started"]
         await holder.expect("at")
-        ledger = SQLiteLedger.open(ledger_path)
+        ledger = open_ledger(ledger_path)
         carrier = Carrier(world_path, ledger_path=ledger_path, mode=cell.mode)
         clock = ShiftedClock()
         try:
@@ -163,13 +180,14 @@ def check_cell(cell: Cell, result: Audit, report: dict[str, Any], statuses: list
         assert result.refused == [], where
 
 
-@pytest.mark.parametrize("cell", params(), ids=str)
+@pytest.mark.parametrize(("cell", "backend"), params())
 async def test_a_crash_at_any_point_leaves_one_outcome_per_intent_and_one_effect_per_key(
-    cell: Cell, tmp_path: Path, ran: Tally
+    cell: Cell, backend: str, tmp_path: Path, ran: Tally, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Killed or frozen at any point, every intent ends with one outcome and the world sees each key once."""
-    result, report, statuses = await run_cell(cell, tmp_path, SEED)
-    ran.add(str(cell), result)
+    monkeypatch.setenv("ANSWERABLE_KEY_DIR", str(tmp_path / "keys"))
+    result, report, statuses = await run_cell(cell, tmp_path, SEED, backend)
+    ran.add(f"{cell}-{backend}", result)
     check_cell(cell, result, report, statuses)
 
 

@@ -28,7 +28,8 @@ from answerable.errors import (
     SignatureInvalid,
 )
 from answerable.keys import KeyPair
-from answerable.ledger import SQLiteLedger
+from answerable.ledger import SQLiteLedger, SQLLedger, open_ledger
+from answerable.ledger.location import is_postgres_url
 from answerable.records import Control, RulesetVersion, decode_entry
 from answerable.review import ReviewQueue
 
@@ -67,7 +68,9 @@ T = TypeVar("T")
 _NO = (LedgerTampered, ProofInvalid, NotAuthorized, SignatureInvalid)
 """Errors that mean "it ran and the answer is no" (exit 1); every other AnswerableError exits 2."""
 
-LedgerArg = typer.Argument(..., help="Path of the ledger (an SQLite file).")
+LedgerArg = typer.Argument(
+    ..., help="The ledger: an SQLite file, or a postgresql:// URL naming its schema (no password)."
+)
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 ForceOpt = typer.Option(False, "--force", help="Replace the --out file if it exists.")
 
@@ -92,8 +95,9 @@ def _async(work: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(work)
 
 
-def _open(path: Path) -> SQLiteLedger:
-    return _run(lambda: SQLiteLedger.open(path))
+def _open(target: str) -> SQLLedger:
+    """The ledger a user named: a file or a postgresql:// URL; every failure is one line."""
+    return _run(lambda: open_ledger(target))
 
 
 def _json(value: Any) -> None:
@@ -106,7 +110,7 @@ def _b64(data: bytes) -> str:
 
 @app.command()
 def verify(
-    ledger: Path = LedgerArg,
+    ledger: str = LedgerArg,
     checkpoint: Path | None = typer.Option(
         None, "--checkpoint", help="An earlier checkpoint the ledger must still be consistent with."
     ),
@@ -202,7 +206,7 @@ def _read_checkpoint(path: Path) -> str:
 
 @ledger_app.command("checkpoint")
 def ledger_checkpoint(
-    ledger: Path = LedgerArg,
+    ledger: str = LedgerArg,
     out_file: Path | None = typer.Option(None, "--out", help="Also write the checkpoint to this file."),
     force: bool = ForceOpt,
 ) -> None:
@@ -217,7 +221,7 @@ def ledger_checkpoint(
 
 
 @ledger_app.command("key")
-def ledger_key(ledger: Path = LedgerArg, as_json: bool = JsonOpt) -> None:
+def ledger_key(ledger: str = LedgerArg, as_json: bool = JsonOpt) -> None:
     """Print the ledger's verifier key (name+hash+base64) for checking its checkpoints."""
     with _open(ledger) as store:
         key, origin = store.verifier_key(), store.origin
@@ -229,7 +233,7 @@ def ledger_key(ledger: Path = LedgerArg, as_json: bool = JsonOpt) -> None:
 
 @ledger_app.command("export")
 def ledger_export(
-    ledger: Path = LedgerArg,
+    ledger: str = LedgerArg,
     out_file: Path = typer.Option(..., "--out", help="Where to write the JSON Lines."),
     force: bool = ForceOpt,
 ) -> None:
@@ -249,7 +253,7 @@ def ledger_export(
 
 @ledger_app.command("publish")
 def ledger_publish(
-    ledger: Path = LedgerArg,
+    ledger: str = LedgerArg,
     out_dir: Path = typer.Option(
         ..., "--out", metavar="DIR", help="The folder of the published log (made if absent)."
     ),
@@ -289,7 +293,7 @@ def ledger_publish(
 
 @ledger_app.command("witness")
 def ledger_witness(
-    ledger: Path = LedgerArg,
+    ledger: str = LedgerArg,
     url: str = typer.Option(..., "--url", help="The witness's submission prefix (http://127.0.0.1:7380)."),
     witness_key: str = typer.Option(..., "--witness", metavar="VKEY", help="The witness's verifier key."),
     out_file: Path | None = typer.Option(None, "--out", help="Also write the cosigned checkpoint here."),
@@ -318,20 +322,59 @@ def ledger_witness(
 
 @ledger_app.command("backup")
 def ledger_backup(
-    ledger: Path = LedgerArg,
+    ledger: str = LedgerArg,
     out_file: Path = typer.Option(..., "--out", help="The copy to create (a new file)."),
 ) -> None:
     """Copy a live ledger consistently (SQLite's backup API); the copy verifies with the same root."""
     _out_file(out_file, force=False)
     with _open(ledger) as store:
+        if not isinstance(store, SQLiteLedger):
+            _fail(ConfigError("ledger backup copies an SQLite file; use `answerable ledger copy SRC DST`"))
         size = _run(lambda: store.backup(out_file))
         root = _b64(store.root(size))
     err.print(f"copied {size} entries to {out_file} (root {root}); its signing key stays where it is")
 
 
+@ledger_app.command("copy")
+def ledger_copy(
+    source: str = typer.Argument(..., help="The ledger to copy: a file or a postgresql:// URL."),
+    target: str = typer.Argument(
+        ..., help="Where the copy goes: a new file, or a postgresql:// URL whose schema holds no ledger."
+    ),
+    signing_key: Path | None = typer.Option(
+        None, "--signing-key", help="Where to keep the copy's signing key (default: the backend's place)."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Move a ledger between backends: the same bytes, roots, checkpoints and verifier key."""
+    from answerable.ledger.copy import copy_ledger
+
+    with _open(source) as store:
+        report = _run(lambda: copy_ledger(store, target, signing_key=signing_key))
+    doc = {
+        "size": report.size,
+        "root": _b64(report.root),
+        "checkpoints": report.checkpoints,
+        "target": report.target,
+        "signing_key": report.key_path,
+    }
+    if as_json:
+        _json(doc)
+        return
+    key = (
+        f"its signing key is {report.key_path}"
+        if report.key_path
+        else "the source had no signing key to carry"
+    )
+    err.print(
+        f"copied {report.size} entries and {report.checkpoints} checkpoints to {report.target}; "
+        f"root {doc['root']} on both; {key}"
+    )
+
+
 @ledger_app.command("prove")
 def ledger_prove(
-    ledger: Path = LedgerArg,
+    ledger: str = LedgerArg,
     index: int = typer.Option(..., "--index", help="Leaf index to prove."),
     size: int | None = typer.Option(None, "--size", help="Tree size (default: the current size)."),
     as_json: bool = JsonOpt,
@@ -353,7 +396,7 @@ def ledger_prove(
 
 @ledger_app.command("prove-consistency")
 def ledger_prove_consistency(
-    ledger: Path = LedgerArg,
+    ledger: str = LedgerArg,
     size1: int = typer.Option(..., "--from", help="The older tree size."),
     size2: int = typer.Option(..., "--to", help="The newer tree size."),
     as_json: bool = JsonOpt,
@@ -396,7 +439,7 @@ ScopeOpt = typer.Option(
 
 @app.command()
 def halt(
-    ledger: Path = LedgerArg,
+    ledger: str = LedgerArg,
     by: str = ByOpt,
     reason: str = ReasonOpt,
     scope: str = ScopeOpt,
@@ -408,7 +451,7 @@ def halt(
 
 @app.command()
 def pause(
-    ledger: Path = LedgerArg,
+    ledger: str = LedgerArg,
     by: str = ByOpt,
     reason: str = ReasonOpt,
     scope: str = ScopeOpt,
@@ -420,7 +463,7 @@ def pause(
 
 @app.command()
 def resume(
-    ledger: Path = LedgerArg,
+    ledger: str = LedgerArg,
     by: str = ByOpt,
     reason: str = ReasonOpt,
     scope: str = ScopeOpt,
@@ -432,7 +475,7 @@ def resume(
 
 
 def _control(
-    ledger: Path, action: str, by: str, reason: str, scope_text: str, key_file: Path | None, as_json: bool
+    ledger: str, action: str, by: str, reason: str, scope_text: str, key_file: Path | None, as_json: bool
 ) -> None:
     scope = _run(lambda: scope_from_text(scope_text))
     with _open(ledger) as store:
@@ -459,7 +502,7 @@ def _control(
 
 @app.command()
 def reviews(
-    ledger: Path = LedgerArg,
+    ledger: str = LedgerArg,
     everything: bool = typer.Option(False, "--all", help="Also list settled reviews."),
     review_id: str | None = typer.Option(None, "--id", help="Show this one review whole."),
     as_json: bool = JsonOpt,
@@ -515,7 +558,7 @@ SimulatedOpt = typer.Option(
 
 @app.command()
 def approve(
-    ledger: Path = LedgerArg,
+    ledger: str = LedgerArg,
     review_id: str = typer.Argument(..., help="The review to answer."),
     by: str = ByOpt,
     reason: str = ReasonOpt,
@@ -529,7 +572,7 @@ def approve(
 
 @app.command()
 def deny(
-    ledger: Path = LedgerArg,
+    ledger: str = LedgerArg,
     review_id: str = typer.Argument(..., help="The review to answer."),
     by: str = ByOpt,
     reason: str = ReasonOpt,
@@ -542,7 +585,7 @@ def deny(
 
 
 def _answer(
-    ledger: Path,
+    ledger: str,
     review_id: str,
     verdict: str,
     by: str,
@@ -572,7 +615,9 @@ def _answer(
 def rules_diff(
     old: str = typer.Argument(..., help="Old policies file, or a ruleset version number with --ledger."),
     new: str = typer.Argument(..., help="New policies file, or a ruleset version number with --ledger."),
-    ledger: Path | None = typer.Option(None, "--ledger", help="Read the two versions from this ledger."),
+    ledger: str | None = typer.Option(
+        None, "--ledger", help="Read the two versions from this ledger (a file or a postgresql:// URL)."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Show which policies were added, removed or changed between two ruleset versions."""
@@ -976,7 +1021,7 @@ def _instant(text: str | None, flag: str) -> int | None:
 
 @app.command("coordination")
 def coordination_command(
-    ledger: Path = LedgerArg,
+    ledger: str = LedgerArg,
     since: str | None = typer.Option(
         None, "--since", metavar="T", help="Only messages sent at or after T (RFC 3339)."
     ),
@@ -1020,7 +1065,7 @@ def coordination_command(
 
 @app.command("why")
 def why_command(
-    ledger: Path = LedgerArg,
+    ledger: str = LedgerArg,
     entry_id: str = typer.Argument(..., help="Id of the entry to explain."),
     as_json: bool = JsonOpt,
     as_dot: bool = typer.Option(False, "--dot", help="Print the graph as Graphviz DOT text."),
@@ -1081,7 +1126,7 @@ def why_command(
 
 @app.command("report")
 def report_command(
-    ledger: Path = LedgerArg,
+    ledger: str = LedgerArg,
     out_file: Path | None = typer.Option(
         None, "--out", help="Where to write the HTML page (default: the ledger's path with .html)."
     ),
@@ -1090,7 +1135,9 @@ def report_command(
     """Write the incident report of a run: one self-contained HTML page made from the ledger alone."""
     from answerable.report import write
 
-    target = _out_file(out_file, force, makes_folder=True) if out_file else ledger.with_suffix(".html")
+    if out_file is None and is_postgres_url(ledger):
+        _fail(ConfigError("a ledger in PostgreSQL has no path to put the report beside: give --out FILE"))
+    target = _out_file(out_file, force, makes_folder=True) if out_file else Path(ledger).with_suffix(".html")
     try:
         written = _run(lambda: write(ledger, target))
     except OSError as exc:

@@ -40,6 +40,7 @@ class ServiceConfig:
     source: Path
     folder: Path
     ledger: Path
+    """``[ledger] path``: the SQLite file (unused when ``ledger_url`` is given)."""
     signing_key: Path | None
     origin: str
     charter: Path
@@ -63,6 +64,8 @@ class ServiceConfig:
     """``[monitors] file``: the system-level invariants evaluated on every new entry."""
     webhook: str | None = None
     """``[notify] webhook``: called on reviews opened, escalated or expired, halts, pauses and alerts."""
+    ledger_url: str | None = None
+    """``[ledger] url``: a ``postgresql://`` URL naming a schema (never a password), instead of a file."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Tables this version does not read (``[postgres]``, ``[nats]`` ...), kept for later issues."""
 
@@ -107,7 +110,9 @@ def load_config(path: Path) -> ServiceConfig:
             f"{path.name}: [checkpoints] publish_dir: {publish} holds the system's folder (its keys): "
             'give a folder of its own, like "log"'
         )
+    ledger_url = read.ledger_url()
     return ServiceConfig(
+        ledger_url=ledger_url,
         source=path,
         folder=folder,
         ledger=read.path("ledger", "path", "ledger.db", must_exist=False),
@@ -141,6 +146,23 @@ class _Reader:
         value = self.doc.get(table, {})
         if not isinstance(value, dict):
             raise ConfigError(f"{self.name}: [{table}] must be a table")
+        return value
+
+    def ledger_url(self) -> str | None:
+        """``[ledger] url``, checked: a postgresql:// URL without a password, and not beside ``path``."""
+        value = self._get("ledger", "url", None)
+        if value is None:
+            return None
+        if self._get("ledger", "path", None) is not None:
+            raise ConfigError(f"{self.name}: [ledger]: give path (SQLite) or url (PostgreSQL), not both")
+        if not isinstance(value, str) or not value.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"{self.name}: [ledger] url: want a postgresql:// URL, got {value!r}")
+        from answerable.ledger.postgres import parse_url
+
+        try:
+            parse_url(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.name}: [ledger] url: {exc}") from exc
         return value
 
     def _get(self, table: str, key: str, default: Any) -> Any:

@@ -28,7 +28,8 @@ import orjson
 from answerable.charter import charter_of
 from answerable.coordination import Observed, observe
 from answerable.errors import ConfigError, RecordInvalid
-from answerable.ledger import SQLiteLedger, payload_of
+from answerable.ledger import SQLLedger, open_ledger, payload_of
+from answerable.ledger.location import is_postgres_url
 from answerable.records import (
     Approval,
     Control,
@@ -81,9 +82,10 @@ class ServiceView(Protocol):
         """On-time and total per class per day, and per class overall."""
         ...
 
-    def figures(self, ledger_path: Path) -> dict[str, int | float]:
+    def figures(self, ledger_path: Path | None) -> dict[str, int | float]:
         """The domain's own figures, recomputed from what it observed and from files beside the
-        ledger (its partners' records, say), named as result.json names them."""
+        ledger (its partners' records, say), named as result.json names them. ``ledger_path`` is
+        None for a ledger that is not a file (in PostgreSQL): nothing lies beside it."""
         ...
 
 
@@ -124,6 +126,10 @@ class _Facts:
     """Everything the page shows, gathered in one pass over the ledger."""
 
     path: Path
+    """The ledger's file; for a ledger in PostgreSQL, its schema's name (no file lies beside it)."""
+    where: str
+    """How the ledger is named to the reader: the path or the URL."""
+    file: bool
     origin: str
     size: int
     root: str
@@ -165,12 +171,16 @@ class _Facts:
         return dict(self.result) if self.result is not None else dict(self.derived)
 
 
-def _gather(ledger_path: Path) -> _Facts:
-    ledger_path = Path(ledger_path)
-    with SQLiteLedger.open(ledger_path) as ledger:
+def _gather(target: str | Path) -> _Facts:
+    where = str(target)
+    file = not is_postgres_url(where)
+    with open_ledger(where) as ledger:
+        ledger_path = Path(where) if file else Path(getattr(ledger, "schema", "ledger"))
         entries = ledger.entries()
         facts = _Facts(
             path=ledger_path,
+            where=where,
+            file=file,
             origin=ledger.origin,
             size=len(entries),
             root=base64.b64encode(ledger.root(len(entries))).decode("ascii"),
@@ -249,12 +259,16 @@ def _gather(ledger_path: Path) -> _Facts:
         table, totals = view.result()
         facts.on_time.update(table)
         per_class.update(totals)
-        domain.update(view.figures(ledger_path))
+        domain.update(view.figures(ledger_path if file else None))
     facts.derived = _derived(facts, per_class, decisions, executions, approvals)
     facts.derived.update(domain)
-    facts.result, facts.result_note = _result_json(ledger_path)
-    facts.cents = _cents_of(ledger_path, facts.result)
-    facts.baseline = _baseline_of(ledger_path)
+    if file:
+        facts.result, facts.result_note = _result_json(ledger_path)
+        facts.cents = _cents_of(ledger_path, facts.result)
+        facts.baseline = _baseline_of(ledger_path)
+    else:
+        facts.result_note = "a ledger in PostgreSQL has no result.json beside it; figures are from the ledger"
+        facts.cents = _cents_of(None, None)
     facts.simulated_answers = sum(1 for a in approvals.values() if a.simulated)
     return facts
 
@@ -270,17 +284,21 @@ def _baseline_of(ledger_path: Path) -> tuple[str, dict[str, Any]] | None:
     return (name, run) if isinstance(run, dict) and name != ledger_path.stem else None
 
 
-def _cents_of(ledger_path: Path, run: dict[str, Any] | None) -> frozenset[str]:
+def _cents_of(ledger_path: Path | None, run: dict[str, Any] | None) -> frozenset[str]:
     """The figures that are money in cents: result.json's ``units`` says so, or the key's name."""
     try:
-        units = json.loads((ledger_path.parent / "result.json").read_text(encoding="utf-8")).get("units")
+        units = (
+            None
+            if ledger_path is None
+            else json.loads((ledger_path.parent / "result.json").read_text(encoding="utf-8")).get("units")
+        )
     except (OSError, ValueError, AttributeError):
         units = None
     named = {k for k, v in units.items() if v == "cents"} if isinstance(units, dict) else set()
     return frozenset(named | {k for k in run or {} if k.endswith("_cents")})
 
 
-def _payload(ledger: SQLiteLedger, event: ExternalEvent) -> dict[str, Any]:
+def _payload(ledger: SQLLedger, event: ExternalEvent) -> dict[str, Any]:
     return payload_of(ledger, event.payload)
 
 
@@ -1009,7 +1027,7 @@ def _entries_section(f: _Facts) -> str:
 
 
 def _checkpoint_section(f: _Facts) -> str:
-    ledger = shlex.quote(str(f.path))
+    ledger = shlex.quote(f.where)
     parts = ["<h2 id=checkpoint>Checkpoint and verification</h2>"]
     if f.checkpoint is None:
         parts.append(_none("The ledger holds no stored checkpoint. Sign one (this writes to the ledger):"))
@@ -1117,7 +1135,7 @@ def _summary(f: _Facts) -> str:
             f"<h1>Incident report: {_e(f.label)}</h1>",
             _conclusion(f),
             "<dl>",
-            f"<dt>ledger</dt><dd><code>{_e(f.path)}</code></dd>",
+            f"<dt>ledger</dt><dd><code>{_e(f.where)}</code></dd>",
             f"<dt>origin</dt><dd><code>{_e(f.origin)}</code></dd>",
             f"<dt>entries</dt><dd>{f.size:,}</dd>",
             f"<dt>recorded</dt><dd>{span} (UTC, from the ledger)</dd>",
@@ -1133,14 +1151,14 @@ def _summary(f: _Facts) -> str:
 # --- public API ---------------------------------------------------------------------------------
 
 
-def render(ledger_path: Path) -> str:
+def render(ledger_path: str | Path) -> str:
     """The incident report of one ledger, as one self-contained HTML page.
 
     Raises:
         NotALedger: the path is not an answerable ledger.
         ConfigError: matplotlib is not installed.
     """
-    f = _gather(Path(ledger_path))
+    f = _gather(ledger_path)
     return _page(
         f"Incident report: {f.label}",
         [
@@ -1155,7 +1173,7 @@ def render(ledger_path: Path) -> str:
     )
 
 
-def write(ledger_path: Path, out: Path) -> Path:
+def write(ledger_path: str | Path, out: Path) -> Path:
     """Render the report of ``ledger_path`` and write it to ``out``; return ``out``.
 
     Raises:

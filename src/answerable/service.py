@@ -47,7 +47,7 @@ from answerable.errors import (
 )
 from answerable.gateway import Gateway, Outcome
 from answerable.httpsig import SKEW, claimed_keyid, verify_request
-from answerable.ledger import SQLiteLedger
+from answerable.ledger import SQLLedger, open_ledger
 from answerable.ledger.tiles import TILE_WIDTH, entry_bundle, parse_tile_path, publish, write_atomically
 from answerable.ledger.witness import CosignatureVerifier, request_cosignature
 from answerable.monitors import Monitors, load_monitors
@@ -95,7 +95,7 @@ class Service:
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
-        self.ledger: SQLiteLedger | None = None
+        self.ledger: SQLLedger | None = None
         self.gateway: Gateway | None = None
         self.monitors: Monitors | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -135,8 +135,11 @@ class Service:
                 f"{config.policies.name} or {config.schema.name} changed since the RI signed "
                 f"{config.ruleset.name}: have the RI sign the new version"
             )
-        ledger = SQLiteLedger.open(
-            config.ledger, create=True, origin=config.origin, signing_key=config.signing_key
+        ledger = open_ledger(
+            config.ledger_url or config.ledger,
+            create=True,
+            origin=config.origin,
+            signing_key=config.signing_key,
         )
         self.ledger = ledger
         gateway = Gateway(ledger)
@@ -332,7 +335,7 @@ class Service:
 
     # --- reading -------------------------------------------------------------------------------------
 
-    def _running(self) -> tuple[SQLiteLedger, Gateway]:
+    def _running(self) -> tuple[SQLLedger, Gateway]:
         if self.ledger is None or self.gateway is None:
             raise ConfigError("the service is not running")
         return self.ledger, self.gateway
@@ -683,6 +686,8 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
         # The store's messages name its files for the operator; a caller over HTTP learns the
         # origin instead (the folder layout is not theirs to know).
         message = str(exc).replace(str(service.config.ledger), service.config.origin)
+        if service.ledger is not None:  # nor where its database is
+            message = message.replace(service.ledger.name, service.config.origin)
         message = message.replace(str(service.config.folder), "the system's folder")
         await remember(request, status, code, message)
         return JSONResponse({"error": message, "reason_code": code}, status_code=status)

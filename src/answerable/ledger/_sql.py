@@ -18,7 +18,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from answerable._canonical import canonical_bytes
 from answerable.errors import (
@@ -30,13 +31,13 @@ from answerable.errors import (
     RecordInvalid,
 )
 from answerable.ledger import merkle, note
-from answerable.ledger.base import MAX_ENTRY_BYTES, Guard, LeaseRow, StoredEntry
+from answerable.ledger.base import MAX_ENTRY_BYTES, Guard, LeaseRow, StoredEntry, VerifyReport
 from answerable.records import Record
 
 if TYPE_CHECKING:  # at run time asyncio is imported by append, the one coroutine: a CLI halt never is
     import asyncio
 
-__all__ = ["Row", "SQLLedger", "SQLView"]
+__all__ = ["Row", "SQLLedger", "SQLView", "SideTables", "fresh_identity"]
 
 _OFFLOADABLE = ("payload",)
 """Only what agents and the world say may move to a blob; an Intent's arguments are what was
@@ -81,6 +82,10 @@ class SQLLedger(ABC):
     """
 
     origin: str
+    key_path: Path
+    """Where the checkpoint signing key is kept, outside the database."""
+    _signer: note.Signer | None
+    _verifier: str
     _MARK = "?"
 
     def __init__(self, name: str) -> None:
@@ -92,6 +97,11 @@ class SQLLedger(ABC):
         self._cv = threading.Condition()
         self._closing = False
         self._writer = threading.Thread(target=self._write_loop, name=f"ledger-writer:{name}", daemon=True)
+
+    @property
+    def name(self) -> str:
+        """How messages name this ledger: its file, or its server and schema (never a password)."""
+        return self._name
 
     def _start(self) -> None:
         self._writer.start()
@@ -124,7 +134,47 @@ class SQLLedger(ABC):
         """Run ``fn`` on a reading connection; driver errors come out translated."""
 
     @abstractmethod
+    def _short_write(self, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn`` in a small write transaction that no append runs beside."""
+
+    @abstractmethod
     def put_blob(self, data: bytes) -> str: ...
+
+    @abstractmethod
+    def get_blob(self, digest: str) -> bytes: ...
+
+    @abstractmethod
+    def data_version(self) -> int: ...
+
+    @abstractmethod
+    def take_lease(self, row: LeaseRow, *, expect: tuple[int, int] | None) -> int | None: ...
+
+    @abstractmethod
+    def beat_lease(self, epoch: int) -> bool: ...
+
+    @abstractmethod
+    def release_lease(self, epoch: int) -> None: ...
+
+    @abstractmethod
+    def use_nonce(self, key: str, created: int, *, forget_before: int | None = None) -> bool: ...
+
+    @abstractmethod
+    def checkpoint(self) -> str: ...
+
+    @abstractmethod
+    def verifier_key(self) -> str: ...
+
+    @abstractmethod
+    def verify(self, checkpoint: str | None = None, *, key: str | None = None) -> VerifyReport: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def _sql(self, sql: str) -> str:
         return sql if self._MARK == "?" else sql.replace("?", self._MARK)
@@ -358,19 +408,20 @@ class SQLLedger(ABC):
                 return node if node is not None else stored(level, index)
 
             nodes = merkle.append_leaves(size, (r[3] for r in flat), get_node)
+            cur = conn.cursor()  # both drivers' cursors have executemany
             if flat:
-                conn.executemany(
+                cur.executemany(
                     self._sql("INSERT INTO entries VALUES (?, ?, ?, ?, ?)"),
                     [(size + n, r[0], r[1], r[2], r[3]) for n, r in enumerate(flat)],
                 )
             inner = [n for n in nodes if n[0] > 0]
             if inner:
-                conn.executemany(self._sql("INSERT INTO nodes VALUES (?, ?, ?)"), inner)
+                cur.executemany(self._sql("INSERT INTO nodes VALUES (?, ?, ?)"), inner)
             causes = [(cause, size + n) for n, r in enumerate(flat) for cause in r[4]]
             if causes:
-                conn.executemany(self._sql("INSERT INTO causes VALUES (?, ?) ON CONFLICT DO NOTHING"), causes)
+                cur.executemany(self._sql("INSERT INTO causes VALUES (?, ?) ON CONFLICT DO NOTHING"), causes)
             if moved:
-                conn.executemany(
+                cur.executemany(
                     self._sql(
                         "INSERT INTO guards VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET idx = excluded.idx"
                     ),
@@ -520,12 +571,94 @@ class SQLLedger(ABC):
         )
         return None if row is None else str(row[0])
 
+    # --- copying --------------------------------------------------------------------------------
+
+    def identity(self) -> tuple[note.Signer | None, str]:
+        """The checkpoint signer (None when its key file is absent) and the verifier key."""
+        return self._signer, self._verifier
+
+    def side_tables(self, size: int) -> SideTables:
+        """What a copy of the first ``size`` entries needs beside them: blobs, checkpoints that
+        cover no more, guarded heads inside them, the lease (to be copied as released, so its
+        epoch keeps counting up), nonces and the metadata a migration left."""
+
+        def read(conn: Conn) -> SideTables:
+            def rows(statement: str, *args: object) -> list[tuple[Any, ...]]:
+                return [tuple(r) for r in conn.execute(self._sql(statement), args).fetchall()]
+
+            lease = rows("SELECT holder, epoch, beat, pid, host, since, process FROM lease")
+            return SideTables(
+                blobs=rows("SELECT digest, data FROM blobs ORDER BY digest"),
+                checkpoints=rows("SELECT size, note FROM checkpoints WHERE size <= ? ORDER BY size", size),
+                guards=rows("SELECT key, idx FROM guards WHERE idx < ? ORDER BY key", size),
+                lease=lease[0] if lease else None,
+                nonces=self._nonce_rows(conn),
+                meta=rows(
+                    "SELECT key, value FROM meta WHERE key NOT IN "
+                    "('format', 'version', 'origin', 'verifier_key') ORDER BY key"
+                ),
+            )
+
+        return self._read(read)
+
+    def _nonce_rows(self, conn: Conn) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in conn.execute("SELECT key, created FROM nonces ORDER BY key").fetchall()]
+
+    def put_side_tables(self, side: SideTables) -> None:
+        """Write what :meth:`side_tables` read into this (new) ledger, in one transaction."""
+
+        def put(conn: Conn) -> None:
+            cur = conn.cursor()
+            for table, rows in (
+                ("blobs", side.blobs),
+                ("checkpoints", side.checkpoints),
+                ("guards", side.guards),
+                ("meta", side.meta),
+            ):
+                if rows:
+                    cur.executemany(
+                        self._sql(f"INSERT INTO {table} VALUES (?, ?) ON CONFLICT DO NOTHING"), rows
+                    )
+            if side.nonces:
+                self._prepare_nonces(conn)
+                cur.executemany(
+                    self._sql("INSERT INTO nonces VALUES (?, ?) ON CONFLICT DO NOTHING"), side.nonces
+                )
+            if side.lease is not None:
+                conn.execute(
+                    self._sql("INSERT INTO lease VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)"), (*side.lease, True)
+                )
+
+        self._short_write(put)
+
+    @abstractmethod
+    def _prepare_nonces(self, conn: Conn) -> None:
+        """Make sure the nonce table exists (SQLite creates it on first use)."""
+
     def _stop_writer(self) -> None:
         with self._cv:
             self._closing = True
             self._cv.notify()
         if self._writer.is_alive():
             self._writer.join()
+
+
+@dataclass(frozen=True, slots=True)
+class SideTables:
+    """The rows beside the log that a copy carries over (see :meth:`SQLLedger.side_tables`)."""
+
+    blobs: list[tuple[Any, ...]]
+    checkpoints: list[tuple[Any, ...]]
+    guards: list[tuple[Any, ...]]
+    lease: tuple[Any, ...] | None
+    nonces: list[tuple[Any, ...]]
+    meta: list[tuple[Any, ...]]
+
+
+def fresh_identity(origin: str) -> tuple[note.Signer | None, str]:
+    """A new checkpoint signing key for a new ledger, and its verifier key."""
+    signer = note.Signer.generate(origin)
+    return signer, signer.verifier_key()
 
 
 def _stored(row: tuple[Any, ...]) -> StoredEntry:

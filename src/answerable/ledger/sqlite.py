@@ -26,7 +26,7 @@ from answerable.errors import (
     RecordInvalid,
 )
 from answerable.ledger import _verify, note
-from answerable.ledger._sql import SQLLedger, SQLView
+from answerable.ledger._sql import SQLLedger, SQLView, fresh_identity
 from answerable.ledger.base import LeaseRow, VerifyReport
 
 __all__ = ["SQLiteLedger"]
@@ -62,6 +62,7 @@ CREATE TABLE blobs (digest TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
 """
     + _V2_TABLES
 )
+_NONCES = "CREATE TABLE IF NOT EXISTS nonces (key TEXT PRIMARY KEY, created INTEGER NOT NULL) WITHOUT ROWID"
 T = TypeVar("T")
 
 
@@ -87,7 +88,7 @@ class SQLiteLedger(SQLLedger):
         verifier: str,
         key_path: Path | None = None,
     ) -> None:
-        super().__init__(path.name)
+        super().__init__(str(path))
         self.path = path
         self.key_path = key_path or _key_path(path)
         self.origin = origin
@@ -110,8 +111,12 @@ class SQLiteLedger(SQLLedger):
         create: bool = False,
         origin: str | None = None,
         signing_key: str | os.PathLike[str] | None = None,
+        identity: tuple[note.Signer | None, str] | None = None,
     ) -> SQLiteLedger:
         """Open a ledger, creating it (and its signing key) when ``create`` is set and it is absent.
+
+        ``identity``: the signer and verifier key of a ledger being copied here, instead of a
+        fresh key (see :func:`answerable.ledger.copy.copy_ledger`).
 
         ``signing_key`` is where the checkpoint signing key lives (created with mode 0600); by
         default beside the database as ``LEDGER.key``. It need not sit beside the database, and
@@ -128,7 +133,7 @@ class SQLiteLedger(SQLLedger):
         if not p.exists():
             if not create:
                 raise NotALedger(str(p), "no such file")
-            return cls._create(p, origin, Path(signing_key) if signing_key else _key_path(p))
+            return cls._create(p, origin, Path(signing_key) if signing_key else _key_path(p), identity)
         try:
             with open(p, "rb") as handle:
                 magic = handle.read(16)
@@ -159,16 +164,23 @@ class SQLiteLedger(SQLLedger):
         return cls(p, signer=signer, origin=meta["origin"], verifier=meta["verifier_key"], key_path=key_file)
 
     @classmethod
-    def _create(cls, path: Path, origin: str | None, key_file: Path) -> SQLiteLedger:
+    def _create(
+        cls,
+        path: Path,
+        origin: str | None,
+        key_file: Path,
+        identity: tuple[note.Signer | None, str] | None = None,
+    ) -> SQLiteLedger:
         origin = origin or f"answerable.local/{uuid.uuid4().hex[:16]}"
-        signer = note.Signer.generate(origin)
-        try:
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: set it
-        except OSError as exc:
-            raise ConfigError(f"cannot create the signing key {key_file}: {exc.strerror}") from exc
-        with os.fdopen(fd, "w") as handle:
-            handle.write(signer.private_bytes().hex() + "\n")
+        signer, verifier = identity or fresh_identity(origin)
+        if signer is not None:
+            try:
+                fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: set it
+            except OSError as exc:
+                raise ConfigError(f"cannot create the signing key {key_file}: {exc.strerror}") from exc
+            with os.fdopen(fd, "w") as handle:
+                handle.write(signer.private_bytes().hex() + "\n")
         conn = _connect(path)
         try:
             with conn:
@@ -179,12 +191,12 @@ class SQLiteLedger(SQLLedger):
                         ("format", _FORMAT),
                         ("version", _FORMAT_VERSION),
                         ("origin", origin),
-                        ("verifier_key", signer.verifier_key()),
+                        ("verifier_key", verifier),
                     ],
                 )
         finally:
             conn.close()
-        return cls(path, signer=signer, origin=origin, verifier=signer.verifier_key(), key_path=key_file)
+        return cls(path, signer=signer, origin=origin, verifier=verifier, key_path=key_file)
 
     # --- the sequencer's hooks -----------------------------------------------------------------
 
@@ -267,6 +279,14 @@ class SQLiteLedger(SQLLedger):
             raise _translate(exc, self.path) from exc
         finally:
             conn.close()
+
+    def _nonce_rows(self, conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+        if _v2_row(conn, "SELECT name FROM sqlite_master WHERE name = 'nonces'") is None:
+            return []
+        return super()._nonce_rows(conn)
+
+    def _prepare_nonces(self, conn: sqlite3.Connection) -> None:
+        conn.execute(_NONCES)
 
     # --- reading --------------------------------------------------------------------------------
 
@@ -358,10 +378,7 @@ class SQLiteLedger(SQLLedger):
             try:
                 if self._nonces is None:
                     self._nonces = _connect(self.path)
-                    self._nonces.execute(
-                        "CREATE TABLE IF NOT EXISTS nonces (key TEXT PRIMARY KEY, created INTEGER NOT NULL) "
-                        "WITHOUT ROWID"
-                    )
+                    self._nonces.execute(_NONCES)
                 self._nonce_calls += 1
                 if forget_before is not None and self._nonce_calls % 1024 == 0:
                     self._nonces.execute("DELETE FROM nonces WHERE created < ?", (forget_before,))
@@ -433,12 +450,6 @@ class SQLiteLedger(SQLLedger):
         self._reader.close()
         if self._nonces is not None:
             self._nonces.close()
-
-    def __enter__(self) -> SQLiteLedger:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
 
 def _v2_row(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> Any:

@@ -53,12 +53,14 @@ class OrderService:
     def result(self) -> tuple[dict[str, dict[str, tuple[int, int]]], dict[str, tuple[int, int]]]:
         return _service(self._batches, self._deliveries)
 
-    def figures(self, ledger_path: Path) -> dict[str, int | float]:
+    def figures(self, ledger_path: Path | None) -> dict[str, int | float]:
         """The run's money and service, recomputed: margin, lateness penalties and time-critical
         service from the ledger's order, report and delivery events; costs and postponements
         from the partners' own records beside the ledger (when there)."""
         out = _margin_and_penalties(self._batches, self._deliveries, self._critical)
         out["hospital_stockout_days"] = _stockouts(self._cover, self._deliveries)
+        if ledger_path is None:
+            return out  # a ledger in PostgreSQL: no partners' records lie beside it
         partners = partner_records_path(ledger_path)
         try:
             lines = partners.read_text(encoding="utf-8").splitlines()

@@ -1,0 +1,86 @@
+"""Move a ledger between places and backends (a file, a PostgreSQL schema) with identical roots.
+
+The copy holds the very bytes of every entry, so its leaves, tree and roots are the source's and
+every checkpoint the source signed verifies on the copy with the same key. Nothing is copied from
+a source that does not verify: a copy must not launder a tampered history into a fresh store.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import orjson
+
+from answerable.errors import ConfigError, LedgerError, NotALedger
+from answerable.ledger import merkle
+from answerable.ledger._sql import Row, SQLLedger
+from answerable.ledger.location import describe, open_ledger
+
+__all__ = ["CopyReport", "copy_ledger"]
+
+_BATCH = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class CopyReport:
+    size: int
+    root: bytes
+    checkpoints: int
+    target: str
+    key_path: str | None
+    """Where the copy's signing key is (None when the source had none to carry over)."""
+
+
+def copy_ledger(
+    source: SQLLedger, target: str | os.PathLike[str], *, signing_key: str | os.PathLike[str] | None = None
+) -> CopyReport:
+    """Copy ``source`` as it is now into ``target``, a place that holds no ledger yet.
+
+    The source's signing key, when present, is written for the copy (mode 0600) at ``signing_key``
+    or the target backend's default place, so the copy can go on signing as the same log.
+
+    Raises:
+        LedgerTampered: the source does not verify (nothing is written).
+        ConfigError: the target holds a ledger already.
+        LedgerError: the copy came out with another root (it is left for inspection).
+    """
+    where = describe(target)
+    try:
+        open_ledger(target).close()
+    except NotALedger:
+        pass
+    else:
+        raise ConfigError(f"{where} holds a ledger already; copy into a new file or an empty schema")
+    size = source.verify().size
+    root = source.root(size)
+    copy = open_ledger(
+        target, create=True, origin=source.origin, signing_key=signing_key, identity=source.identity()
+    )
+    try:
+        for start in range(0, size, _BATCH):
+            copy.append_rows(
+                [_row_of(e.id, e.kind, e.data) for e in source.entries(start, min(size, start + _BATCH))]
+            )
+        side = source.side_tables(size)
+        copy.put_side_tables(side)
+        if copy.root(size) != root:
+            raise LedgerError(
+                f"the copy at {where} has another root than the source; it was left there to inspect"
+            )
+        copy.verify()
+        key_path = copy.key_path if copy.identity()[0] is not None else None
+    finally:
+        copy.close()
+    return CopyReport(
+        size=size,
+        root=root,
+        checkpoints=len(side.checkpoints),
+        target=where,
+        key_path=None if key_path is None else str(key_path),
+    )
+
+
+def _row_of(entry_id: str, kind: str, data: bytes) -> Row:
+    causes = orjson.loads(data).get("causes") or ()
+    return entry_id, kind, data, merkle.leaf_hash(data), tuple(causes)

@@ -1,0 +1,486 @@
+"""The ledger on PostgreSQL: the same tables and the same sequencer as the SQLite ledger, for many
+readers on many machines.
+
+The gateway holding the lease is the single sequencer: a commit locks the one ``head`` row, reads
+the size there, writes ``size + i`` for its entries, moves the head and commits, so two writers of
+any process serialize on that row (the CLI appending a halt beside a running gateway, say). The
+lease epoch, the guards (a claim, a review's answer) and the entry ids are read or constrained
+inside that same transaction: what stops a second execution is a UNIQUE row in the database, never
+a message acknowledgement.
+
+A ledger lives in one schema, named by the URL's ``options=-csearch_path=NAME``, so runs never
+collide. A URL never carries a password: libpq takes it from ``PGPASSWORD`` or a password file.
+The checkpoint signing key is a file outside the database (by default under
+``$ANSWERABLE_KEY_DIR``, else ``~/.local/share/answerable/ledger-keys``, named after the origin),
+so that whoever can write the database cannot also sign a rewritten history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import conninfo, errors, sql
+from psycopg_pool import ConnectionPool
+
+from answerable.errors import ConfigError, EntryNotFound, LedgerError, NotALedger, RecordInvalid
+from answerable.ledger import _verify, note
+from answerable.ledger._sql import SQLLedger, SQLView, fresh_identity
+from answerable.ledger.base import LeaseRow, VerifyReport
+from answerable.ledger.location import is_postgres_url
+
+__all__ = ["PostgresLedger", "drop_schema", "is_postgres_url", "key_dir"]
+
+_FORMAT = "answerable-ledger"
+_FORMAT_VERSION = "2"
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE head (one INTEGER PRIMARY KEY CHECK (one = 1), size BIGINT NOT NULL);
+INSERT INTO head VALUES (1, 0);
+CREATE TABLE entries (
+    idx BIGINT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    data BYTEA NOT NULL,
+    leaf_hash BYTEA NOT NULL
+);
+CREATE INDEX entries_by_kind ON entries (kind, idx);
+CREATE TABLE nodes (level INTEGER NOT NULL, i BIGINT NOT NULL, hash BYTEA NOT NULL, PRIMARY KEY (level, i));
+CREATE TABLE causes (cause TEXT NOT NULL, idx BIGINT NOT NULL, PRIMARY KEY (cause, idx));
+CREATE TABLE checkpoints (size BIGINT PRIMARY KEY, note TEXT NOT NULL);
+CREATE TABLE blobs (digest TEXT PRIMARY KEY, data BYTEA NOT NULL);
+CREATE TABLE lease (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    holder TEXT NOT NULL, epoch BIGINT NOT NULL, beat BIGINT NOT NULL, pid INTEGER NOT NULL,
+    host TEXT NOT NULL, since TEXT NOT NULL, process TEXT NOT NULL, released BOOLEAN NOT NULL
+);
+CREATE TABLE guards (key TEXT PRIMARY KEY, idx BIGINT NOT NULL);
+CREATE TABLE nonces (key TEXT PRIMARY KEY, created BIGINT NOT NULL);
+"""
+_SEARCH_PATH = re.compile(r"-c\s*search_path=([^\s,]+)")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_CONNECT_TIMEOUT_S = 5
+T = TypeVar("T")
+
+
+def key_dir() -> Path:
+    """Where the signing keys of ledgers in PostgreSQL live unless a path is given."""
+    chosen = os.environ.get("ANSWERABLE_KEY_DIR")
+    if chosen:
+        return Path(chosen)
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "answerable" / "ledger-keys"
+
+
+def _default_key(origin: str) -> Path:
+    return key_dir() / (re.sub(r"[^A-Za-z0-9._-]", "_", origin) + ".key")
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """The URL checked, and the schema it names (``public`` when it names none).
+
+    Raises:
+        ConfigError: it is not a PostgreSQL URL, carries a password, or names a schema that is
+            not a plain identifier.
+    """
+    if not is_postgres_url(url):
+        raise ConfigError(f"{url!r} is not a postgresql:// URL")
+    try:
+        parts = conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"the PostgreSQL URL is malformed: {exc}") from exc
+    if parts.get("password"):
+        raise ConfigError(
+            "a ledger URL never carries a password (it would be printed and logged): "
+            "put it in PGPASSWORD or a password file (PGPASSFILE, ~/.pgpass)"
+        )
+    found = _SEARCH_PATH.search(str(parts.get("options", "")))
+    schema = found.group(1) if found else "public"
+    if not _IDENTIFIER.fullmatch(schema):
+        raise ConfigError(f"the schema {schema!r} in the URL is not a plain identifier (letters, digits, _)")
+    return url, schema
+
+
+def _where(url: str) -> str:
+    parts = conninfo.conninfo_to_dict(url)
+    host = parts.get("host", "localhost")
+    port = parts.get("port", "5432")
+    return f"PostgreSQL at {host}:{port}/{parts.get('dbname', '')}"
+
+
+def _connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(url, autocommit=autocommit, connect_timeout=_CONNECT_TIMEOUT_S)
+    except psycopg.Error as exc:
+        raise LedgerError(f"{_where(url)}: cannot connect: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def drop_schema(url: str) -> None:
+    """Drop the schema a URL names, with everything in it (tests and throw-away runs)."""
+    url, schema = parse_url(url)
+    if schema == "public":
+        raise ConfigError("refusing to drop the public schema")
+    with _connect(url) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+class PostgresLedger(SQLLedger):
+    """An answerable ledger in one PostgreSQL schema (see the module's docstring)."""
+
+    _MARK = "%s"
+
+    def __init__(
+        self,
+        url: str,
+        schema: str,
+        *,
+        signer: note.Signer | None,
+        origin: str,
+        verifier: str,
+        key_path: Path,
+    ) -> None:
+        super().__init__(f"{_where(url)} schema {schema}")
+        self.url = url
+        self.schema = schema
+        self.key_path = key_path
+        self.origin = origin
+        self._signer = signer
+        self._verifier = verifier
+        self._nonce_calls = 0
+        try:
+            self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=4,
+                kwargs={"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT_S},
+                timeout=10,
+                name=f"ledger:{schema}",
+                open=True,
+            )
+        except psycopg.Error as exc:
+            raise LedgerError(f"{self._name}: cannot open a connection pool: {_first_line(exc)}") from exc
+        self._start()
+
+    # --- opening --------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        *,
+        create: bool = False,
+        origin: str | None = None,
+        signing_key: str | os.PathLike[str] | None = None,
+        identity: tuple[note.Signer | None, str] | None = None,
+    ) -> PostgresLedger:
+        """Open the ledger in the schema ``url`` names, creating it when ``create`` is set.
+
+        ``identity``: the signer and verifier key of a ledger being copied here, instead of a
+        fresh key (see :func:`answerable.ledger.copy.copy_ledger`).
+
+        Raises:
+            ConfigError: the URL is malformed or carries a password; the key file is damaged.
+            LedgerError: the server cannot be reached (named, with where).
+            NotALedger: the schema holds no answerable ledger and ``create`` is false.
+        """
+        url, schema = parse_url(url)
+        where = f"{_where(url)} schema {schema}"
+        with _connect(url) as conn:
+            meta = _probe_meta(conn, schema, where)
+            if meta is None:
+                if not create:
+                    raise NotALedger(where, "the schema holds no answerable ledger")
+                return cls._create(conn, url, schema, origin, signing_key, identity)
+        if meta.get("format") != _FORMAT:
+            raise NotALedger(where, "its metadata does not name the ledger format")
+        if meta.get("version") != _FORMAT_VERSION:
+            raise NotALedger(where, f"format version {meta.get('version')!r} is not {_FORMAT_VERSION}")
+        key_file = Path(signing_key) if signing_key else _default_key(meta["origin"])
+        signer = None
+        if key_file.exists():
+            try:
+                raw = bytes.fromhex(key_file.read_text().strip())
+                signer = note.Signer.from_private_bytes(meta["origin"], raw)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"ledger key file {key_file} is damaged: {exc}") from exc
+        origin, verifier = meta["origin"], meta["verifier_key"]
+        return cls(url, schema, signer=signer, origin=origin, verifier=verifier, key_path=key_file)
+
+    @classmethod
+    def _create(
+        cls,
+        conn: psycopg.Connection[Any],
+        url: str,
+        schema: str,
+        origin: str | None,
+        signing_key: str | os.PathLike[str] | None,
+        identity: tuple[note.Signer | None, str] | None,
+    ) -> PostgresLedger:
+        origin = origin or f"answerable.local/{uuid.uuid4().hex[:16]}"
+        signer, verifier = identity or fresh_identity(origin)
+        key_file = Path(signing_key) if signing_key else _default_key(origin)
+        if signer is not None:
+            _write_key(key_file, signer)
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+                conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(statement.encode())
+                conn.cursor().executemany(
+                    "INSERT INTO meta VALUES (%s, %s)",
+                    [
+                        ("format", _FORMAT),
+                        ("version", _FORMAT_VERSION),
+                        ("origin", origin),
+                        ("verifier_key", verifier),
+                    ],
+                )
+        except errors.DuplicateTable as exc:
+            raise LedgerError(
+                f"{_where(url)} schema {schema}: another process created a ledger here at the same "
+                "moment; open it instead"
+            ) from exc
+        except psycopg.Error as exc:
+            raise LedgerError(f"{_where(url)} schema {schema}: cannot create it: {_first_line(exc)}") from exc
+        return cls(url, schema, signer=signer, origin=origin, verifier=verifier, key_path=key_file)
+
+    # --- the sequencer's hooks ------------------------------------------------------------------
+
+    def _writer_connection(self) -> psycopg.Connection[Any]:
+        return _connect(self.url)
+
+    def _begin_append(self, conn: psycopg.Connection[Any]) -> int:
+        conn.execute("BEGIN")
+        try:
+            row = conn.execute("SELECT size FROM head FOR UPDATE").fetchone()
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if row is None:
+            conn.execute("ROLLBACK")
+            raise LedgerError(f"{self._name}: the head row is missing; run `answerable verify`")
+        return int(row[0])
+
+    def _end_append(self, conn: psycopg.Connection[Any], size: int) -> None:
+        conn.execute("UPDATE head SET size = %s", (size,))
+
+    def _is_duplicate(self, exc: BaseException) -> bool:
+        return isinstance(exc, errors.UniqueViolation)
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, errors.UniqueViolation):
+            return RecordInvalid(f"ledger {self._name} refused an entry: {_first_line(exc)}")
+        if isinstance(exc, psycopg.Error):
+            return LedgerError(f"{self._name}: {_first_line(exc)}")
+        return exc
+
+    def _after_failure(self, conn: psycopg.Connection[Any]) -> psycopg.Connection[Any] | None:
+        if conn.closed or conn.broken:
+            return None  # the server went away: the next batch opens a new connection
+        return conn
+
+    def _read(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+        try:
+            with self._pool.connection() as conn:
+                return fn(conn)
+        except psycopg.Error as exc:
+            raise self._translate(exc) from exc
+
+    def _short_write(self, fn: Callable[[psycopg.Connection[Any]], T], *, serialize: bool = True) -> T:
+        """One small transaction, after the head row when ``serialize``: it then runs between two
+        appends, never beside one."""
+        if self._closing:
+            raise LedgerError(f"ledger {self._name} is closed")
+
+        def run(conn: psycopg.Connection[Any]) -> T:
+            with conn.transaction():
+                if serialize:
+                    conn.execute("SELECT size FROM head FOR UPDATE")
+                return fn(conn)
+
+        return self._read(run)
+
+    def _prepare_nonces(self, conn: psycopg.Connection[Any]) -> None:
+        """Nothing: the table is made with the schema."""
+
+    # --- the lease ------------------------------------------------------------------------------
+
+    def take_lease(self, row: LeaseRow, *, expect: tuple[int, int] | None) -> int | None:
+        def take(conn: psycopg.Connection[Any]) -> int | None:
+            current = conn.execute("SELECT epoch, beat FROM lease").fetchone()
+            if (None if current is None else (int(current[0]), int(current[1]))) != expect:
+                return None
+            epoch = 1 if current is None else int(current[0]) + 1
+            conn.execute(
+                "INSERT INTO lease VALUES (1, %s, %s, 0, %s, %s, %s, %s, FALSE) ON CONFLICT (one) DO UPDATE "
+                "SET holder = excluded.holder, epoch = excluded.epoch, beat = 0, pid = excluded.pid, "
+                "host = excluded.host, since = excluded.since, process = excluded.process, released = FALSE",
+                (row.holder, epoch, row.pid, row.host, row.since, row.process),
+            )
+            return epoch
+
+        return self._short_write(take)
+
+    def beat_lease(self, epoch: int) -> bool:
+        def beat(conn: psycopg.Connection[Any]) -> bool:
+            cur = conn.execute("UPDATE lease SET beat = beat + 1 WHERE epoch = %s AND NOT released", (epoch,))
+            return cur.rowcount == 1
+
+        return self._short_write(beat, serialize=False)
+
+    def release_lease(self, epoch: int) -> None:
+        self._short_write(
+            lambda c: c.execute("UPDATE lease SET released = TRUE WHERE epoch = %s", (epoch,)).rowcount
+        )
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def data_version(self) -> int:
+        """The head's size: every append moves it, by any process, in the append's own commit."""
+        row = self._read(lambda c: c.execute("SELECT size FROM head").fetchone())
+        return -1 if row is None else int(row[0])
+
+    def put_blob(self, data: bytes) -> str:
+        """Store ``data`` under its digest and return the digest (see SQLiteLedger.put_blob).
+
+        Raises:
+            LedgerTampered: the blob stored under this digest was altered.
+        """
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+
+        def put(conn: psycopg.Connection[Any]) -> None:
+            added = conn.execute(
+                "INSERT INTO blobs VALUES (%s, %s) ON CONFLICT DO NOTHING", (digest, data)
+            ).rowcount
+            if not added:
+                row = conn.execute("SELECT data FROM blobs WHERE digest = %s", (digest,)).fetchone()
+                if row is not None and bytes(row[0]) != data:
+                    raise _verify.altered_blob(digest, bytes(row[0]), None)
+
+        self._read(put)
+        return digest
+
+    def get_blob(self, digest: str) -> bytes:
+        sql_ = "SELECT data FROM blobs WHERE digest = %s"
+        row = self._read(lambda c: c.execute(sql_, (digest,)).fetchone())
+        if row is None:
+            raise EntryNotFound(digest)
+        data = bytes(row[0])
+        if _verify.blob_digest(data) != digest:
+            citing = self._read(
+                lambda c: c.execute(
+                    "SELECT idx, id FROM entries WHERE position(%s in data) > 0 ORDER BY idx LIMIT 1",
+                    (digest.encode(),),
+                ).fetchone()
+            )
+            raise _verify.altered_blob(digest, data, None if citing is None else (int(citing[0]), citing[1]))
+        return data
+
+    # --- checkpoints, nonces, verification ------------------------------------------------------
+
+    def checkpoint(self) -> str:
+        """Sign and store a checkpoint of the ledger as it is now."""
+        if self._signer is None:
+            raise ConfigError(f"cannot sign a checkpoint: the ledger key {self.key_path} is missing")
+        cp = self._head_now()
+        signed = note.sign_checkpoint(cp, self._signer)
+        self._read(
+            lambda c: c.execute(
+                "INSERT INTO checkpoints VALUES (%s, %s) "
+                "ON CONFLICT (size) DO UPDATE SET note = excluded.note",
+                (cp.size, signed),
+            )
+        )
+        return signed
+
+    def verifier_key(self) -> str:
+        return self._verifier
+
+    def use_nonce(self, key: str, created: int, *, forget_before: int | None = None) -> bool:
+        """Record a request nonce durably; False when it was recorded before (a replay)."""
+
+        self._nonce_calls += 1
+        forget = forget_before is not None and self._nonce_calls % 1024 == 0
+
+        def use(conn: psycopg.Connection[Any]) -> bool:
+            if forget:
+                conn.execute("DELETE FROM nonces WHERE created < %s", (forget_before,))
+            cur = conn.execute("INSERT INTO nonces VALUES (%s, %s) ON CONFLICT DO NOTHING", (key, created))
+            return cur.rowcount == 1
+
+        return self._read(use)
+
+    def verify(self, checkpoint: str | None = None, *, key: str | None = None) -> VerifyReport:
+        """Recompute every leaf, blob, node, root and checkpoint from one snapshot; see
+        SQLiteLedger.verify for what it proves with and without ``key`` and ``checkpoint``."""
+        conn = _connect(self.url, autocommit=False)
+        try:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            return _verify.verify(_StreamingView(conn, self._sql), checkpoint, key=key)
+        except psycopg.Error as exc:
+            raise self._translate(exc) from exc
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._stop_writer()
+        self._pool.close()
+
+
+class _StreamingView(SQLView):
+    """Verification's rows through server-side cursors, so a million entries never sit in memory."""
+
+    _names = itertools.count()
+
+    def _batches(self, sql: str, args: tuple[Any, ...], size: int) -> Iterator[list[Any]]:
+        with self.conn.cursor(name=f"verify_{next(self._names)}") as cur:
+            cur.itersize = size
+            cur.execute(self._sql(sql), args)
+            while rows := cur.fetchmany(size):
+                yield rows
+
+
+def _probe_meta(conn: psycopg.Connection[Any], schema: str, where: str) -> dict[str, str] | None:
+    """The ``meta`` table of ``schema``, or None when the schema holds none."""
+    try:
+        found = conn.execute(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = 'meta'",
+            (schema,),
+        ).fetchone()
+        if found is None:
+            return None
+        rows = conn.execute(
+            sql.SQL("SELECT key, value FROM {}.meta").format(sql.Identifier(schema))
+        ).fetchall()
+    except psycopg.Error as exc:
+        raise LedgerError(f"{where}: cannot read it: {_first_line(exc)}") from exc
+    return {str(k): str(v) for k, v in rows}
+
+
+def _write_key(key_file: Path, signer: note.Signer) -> None:
+    """Write the signing key (mode 0600); an existing file must hold this very key."""
+    text = signer.private_bytes().hex() + "\n"
+    if key_file.exists():
+        if key_file.read_text() != text:
+            raise ConfigError(f"{key_file} holds another ledger key; give another --signing-key path")
+        return
+    try:
+        key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the signing key {key_file}: {exc.strerror}") from exc
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)

@@ -1,0 +1,285 @@
+"""The LedgerStore contract, one suite for every backend: SQLite and PostgreSQL pass the same tests.
+
+What makes a guarantee true lives in the store (the lease epoch, the guards, unique ids, the
+order of indexes), so several tests open the same ledger a second time, or from other OS
+processes, as another gateway or a CLI would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from backends import Backend
+from support import order_events
+
+from answerable.clock import FakeClock, IdSource
+from answerable.errors import (
+    Conflict,
+    EntryNotFound,
+    LeaseLost,
+    LedgerTampered,
+    NotALedger,
+    ProofRequestInvalid,
+    RecordInvalid,
+)
+from answerable.lease import Lease
+from answerable.ledger import (
+    MAX_ENTRY_BYTES,
+    Verifier,
+    leaf_hash,
+    open_checkpoint,
+    verify_consistency,
+    verify_inclusion,
+)
+from answerable.ledger._sql import SQLLedger
+from answerable.ledger.base import Guard
+from answerable.records import decode_entry, entry_bytes
+
+ORIGIN = "test.example/contract"
+
+
+@pytest.fixture
+def store(backend: Backend) -> SQLLedger:
+    return backend.open(create=True, origin=ORIGIN)
+
+
+def later_ids(k: int = 1) -> IdSource:
+    """Ids that sort after order_events' default ones, for a second batch of fresh records."""
+    return IdSource(FakeClock(ns=k * 1_000_000_000_000_000_000))
+
+
+def test_entries_are_the_exact_bytes_hashed_and_found_every_way(store: SQLLedger):
+    """Stored bytes are the canonical serialization; by index, id, kind and cause alike."""
+    first, second = order_events(2)
+    second = second.model_copy(update={"causes": (first.id,)})
+    assert store.append_sync([first, second]) == [0, 1]
+    stored = store.entry(1)
+    assert stored.data == entry_bytes(second)
+    assert decode_entry(stored.data) == second
+    assert store.find(second.id) == stored
+    assert [e.id for e in store.of_kind("ExternalEvent")] == [first.id, second.id]
+    assert [e.id for e in store.of_kind("ExternalEvent", after=0)] == [second.id]
+    assert [e.id for e in store.caused_by(first.id)] == [second.id]
+    assert [e.index for e in store.entries(1)] == [1]
+    with pytest.raises(EntryNotFound):
+        store.entry(2)
+    with pytest.raises(EntryNotFound):
+        store.find("no-such-id")
+
+
+def test_every_proof_verifies_and_a_proof_past_the_size_is_refused(store: SQLLedger):
+    store.append_sync(order_events(13))
+    n = store.size()
+    for size in range(1, n + 1):
+        root = store.root(size)
+        for index in range(size):
+            verify_inclusion(
+                index, size, leaf_hash(store.entry(index).data), store.inclusion_proof(index, size), root
+            )
+        for old in range(1, size + 1):
+            verify_consistency(old, size, store.consistency_proof(old, size), store.root(old), root)
+    assert store.hashes(0, 0, 13) == [leaf_hash(e.data) for e in store.entries()]
+    assert len(store.hashes(2, 0, 3)) == 3
+    with pytest.raises(ProofRequestInvalid, match="past the ledger's size 13"):
+        store.inclusion_proof(0, 14)
+    with pytest.raises(ProofRequestInvalid):
+        store.consistency_proof(5, 20)
+
+
+def test_a_checkpoint_is_signed_stored_and_verifiable_after_reopening(backend: Backend, store: SQLLedger):
+    """The checkpoint opens with the verifier key; another opening finds the same key and history."""
+    store.append_sync(order_events(5))
+    signed = store.checkpoint()
+    checkpoint = open_checkpoint(signed, Verifier.from_key(store.verifier_key()), origin=ORIGIN)
+    assert (checkpoint.size, checkpoint.root_hash) == (5, store.root())
+    assert store.latest_checkpoint() == signed
+    again = backend.open()
+    assert (again.origin, again.verifier_key(), again.root()) == (ORIGIN, store.verifier_key(), store.root())
+    again.append_sync(order_events(1, later_ids()))
+    again.checkpoint()  # the key was found where it was created
+    report = store.verify(signed, key=store.verifier_key())
+    assert (report.size, report.checkpoints_checked) == (6, 2)
+
+
+def test_appends_from_many_threads_share_commits_and_lose_nothing(store: SQLLedger):
+    ids = IdSource(FakeClock())
+    batches = [order_events(5, ids) for _ in range(40)]
+    results: list[list[int]] = [[] for _ in batches]
+
+    def append(k: int) -> None:
+        results[k] = store.append_sync(batches[k])
+
+    threads = [threading.Thread(target=append, args=(k,)) for k in range(len(batches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(i for r in results for i in r) == list(range(200))
+    assert all(r == list(range(r[0], r[0] + 5)) for r in results)
+    assert store.verify().size == 200
+
+
+async def test_appends_from_64_tasks_each_get_their_own_indexes(store: SQLLedger):
+    events = order_events(64)
+    indexes = await asyncio.gather(*(store.append([e]) for e in events))
+    assert sorted(i for [i] in indexes) == list(range(64))
+    assert [store.entry(i).id for [i] in indexes] == [e.id for e in events]
+
+
+def test_a_payload_too_big_for_an_entry_moves_to_a_blob(store: SQLLedger):
+    [big] = order_events(1, size=100_000)
+    [index] = store.append_sync([big])
+    stored = store.entry(index)
+    assert len(stored.data) <= MAX_ENTRY_BYTES
+    ref = decode_entry(stored.data).payload  # type: ignore[union-attr]
+    assert len(store.get_blob(ref["$blob"])) == ref["bytes"]
+    assert store.verify().size == 1
+
+
+def test_an_id_used_twice_fails_only_its_caller(store: SQLLedger):
+    """Everyone else in the same group commit lands; the ledger still verifies."""
+    [record] = order_events(1)
+    store.append_sync([record])
+    clash = store.append_nowait([record])
+    fresh = store.append_nowait(order_events(2, later_ids()))
+    with pytest.raises(RecordInvalid, match="already holds an entry with id"):
+        clash.result()
+    assert fresh.result() == [1, 2]
+    assert store.verify().size == 3
+
+
+async def test_a_cancelled_append_is_still_committed(store: SQLLedger):
+    first, second = order_events(2)
+    task = asyncio.create_task(store.append([first]))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await store.append([second]) == [1]
+    assert store.find(first.id).index == 0
+
+
+def test_data_version_stands_until_anyone_commits(backend: Backend, store: SQLLedger):
+    first = store.data_version()
+    store.size()
+    assert store.data_version() == first
+    backend.open().append_sync(order_events(1))  # another connection, as another process
+    second = store.data_version()
+    assert second != first
+    store.append_sync(order_events(1, later_ids()))
+    assert store.data_version() != second
+
+
+async def test_a_deposed_epoch_can_append_nothing(backend: Backend, store: SQLLedger):
+    """Fencing is judged inside the commit: after a takeover the old holder's appends are refused."""
+    old = Lease(store, ttl=5.0)
+    assert old.acquire() == 1
+    store.release_lease(1)
+    other = backend.open()  # the new holder is another connection
+    assert Lease(other, ttl=5.0, holder="new").acquire() == 2
+    assert not store.beat_lease(1)
+    assert other.beat_lease(2)
+    refused, landed = await asyncio.gather(
+        store.append(order_events(1), fence=1),
+        store.append(order_events(1, later_ids()), fence=2),
+        return_exceptions=True,
+    )
+    assert isinstance(refused, LeaseLost)
+    assert refused.current == 2
+    assert landed == [0]
+    lease = store.lease()
+    assert lease is not None
+    assert (lease.holder, lease.epoch, lease.released) == ("new", 2, False)
+    other.release_lease(2)
+    with pytest.raises(LeaseLost):
+        await store.append(order_events(1, later_ids(2)), fence=2)
+    assert await store.append(order_events(1, later_ids(3))) == [1]  # writers without a lease
+
+
+async def test_a_guard_lets_one_of_two_writers_through(backend: Backend, store: SQLLedger):
+    """Two answers to one review, from two connections: one lands, the other gets Conflict."""
+    other = backend.open()
+    first, second = await asyncio.gather(
+        store.append(order_events(1), guards=[Guard("review:R", None)]),
+        asyncio.to_thread(other.append_sync, order_events(1, later_ids()), guards=[Guard("review:R", None)]),
+        return_exceptions=True,
+    )
+    outcomes = [first, second]
+    assert sum(isinstance(o, Conflict) for o in outcomes) == 1, outcomes
+    assert [0] in outcomes
+    assert store.head("review:R") == other.head("review:R") == 0
+    assert await store.append(order_events(1, later_ids(2)), guards=[Guard("review:R", 0)]) == [1]
+
+
+def test_a_nonce_is_accepted_once_even_through_another_connection(backend: Backend, store: SQLLedger):
+    assert store.use_nonce("k1", 100)
+    assert not store.use_nonce("k1", 100)
+    assert not backend.open().use_nonce("k1", 100)
+
+
+def test_a_place_without_a_ledger_is_named(backend: Backend):
+    with pytest.raises(NotALedger):
+        backend.open()
+
+
+def test_one_changed_byte_is_named_by_verify(backend: Backend, store: SQLLedger):
+    store.append_sync(order_events(4))
+    store.checkpoint()
+    target = store.entry(2)
+    changed = target.data.replace(b"O-2", b"O-9")
+    backend_sql(backend, "UPDATE entries SET data = ? WHERE idx = 2", changed)
+    with pytest.raises(LedgerTampered, match=f"ledger entry 2 \\(id {target.id}\\)"):
+        store.verify()
+
+
+WRITER = """
+import sys, threading
+sys.path.insert(0, {tests!r})
+from support import order_events
+from answerable.clock import FakeClock, IdSource
+from answerable.ledger import open_ledger
+
+store = open_ledger({target!r})
+ids = IdSource(FakeClock(ns={start}))
+batches = [order_events(5, ids) for _ in range(8)]
+threads = [threading.Thread(target=store.append_sync, args=(b,)) for b in batches]
+for t in threads: t.start()
+for t in threads: t.join()
+store.close()
+"""
+
+
+@pytest.mark.slow
+def test_writers_in_three_processes_interleave_without_a_gap(backend: Backend, store: SQLLedger):
+    """Three OS processes append at once: every index once, each batch contiguous, the tree whole."""
+    tests = str(Path(__file__).parents[1])
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER.format(tests=tests, target=backend.target, start=(k + 1) * 10**18)]
+        )
+        for k in range(3)
+    ]
+    assert [c.wait(timeout=120) for c in children] == [0, 0, 0]
+    entries = store.entries()
+    assert [e.index for e in entries] == list(range(120))
+    assert len({e.id for e in entries}) == 120
+    assert store.verify().size == 120
+
+
+def backend_sql(backend: Backend, statement: str, *args: object) -> None:
+    """Change the store behind the ledger's back, as whoever can write the database could."""
+    if backend.name == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(backend.target) as conn:
+            conn.execute(statement, args)
+        return
+    import psycopg
+
+    with psycopg.connect(backend.target, autocommit=True) as conn:
+        conn.execute(statement.replace("?", "%s"), args)
