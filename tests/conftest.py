@@ -47,6 +47,15 @@ def backend(
 
 
 @pytest.fixture
+def pg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    """A PostgreSQL schema of the test's own (for what only a ledger on a server can do)."""
+    made = make_backend("postgres", tmp_path)
+    monkeypatch.setenv("ANSWERABLE_KEY_DIR", str(made.key_dir))
+    yield made
+    made.close()
+
+
+@pytest.fixture
 def ledger_path(tmp_path: Path) -> Path:
     return tmp_path / "ledger.db"
 

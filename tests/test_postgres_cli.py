@@ -6,11 +6,11 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from backends import Backend, make_backend, pg_url
+from backends import Backend, pg_url
 from procs import CLI
 from support import People, World, booking, make_gateway
 from typer.testing import CliRunner
@@ -30,14 +30,6 @@ def run(*args: object):  # type: ignore[no-untyped-def]
 
 def b64(text: str) -> bytes:
     return base64.b64decode(text)
-
-
-@pytest.fixture
-def pg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
-    made = make_backend("postgres", tmp_path)
-    monkeypatch.setenv("ANSWERABLE_KEY_DIR", str(made.key_dir))
-    yield made
-    made.close()
 
 
 @pytest.fixture

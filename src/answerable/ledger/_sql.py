@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
@@ -296,20 +297,18 @@ class SQLLedger(ABC):
                 try:
                     if conn is None:
                         conn = self._writer_connection()
-                    try:
-                        settlements = self._commit(conn, batch)
-                    except Exception as exc:
-                        if not self._is_duplicate(exc):
-                            raise
-                        # Rare: an id used twice. Fail only its callers and commit everyone else;
-                        # the common path pays nothing for this check.
-                        batch = self._refuse_duplicates(conn, batch)
-                        settlements = self._commit(conn, batch) if batch else []
-                except Exception as exc:  # every waiter must learn of the failure
-                    error = self._translate(exc)
-                    _settle_all([(item.waiter, None, error) for item in batch])
-                    conn = self._after_failure(conn)
-                    continue
+                    settlements = self._commit_all(conn, batch)
+                except Exception as exc:
+                    if conn is None or not self._connection_lost(conn, exc):
+                        _settle_all([(item.waiter, None, self._translate(exc)) for item in batch])
+                        conn = None if conn is None else self._after_failure(conn)
+                        continue
+                    # The connection died during the commit: it may or may not have committed.
+                    # A new connection tells which items are stored; the rest go again.
+                    conn, recovered = self._recover(batch)
+                    if recovered is None:
+                        continue
+                    settlements = recovered
                 # A caller that was cancelled while waiting (its task crashed) still had its records
                 # committed: they are in the ledger, and Gateway.reconcile finishes what they began.
                 _settle_all(settlements)
@@ -317,6 +316,72 @@ class SQLLedger(ABC):
             if conn is not None:
                 with contextlib.suppress(Exception):
                     conn.close()
+
+    _RETRIES = (0.1, 0.3, 1.0)
+    """Back-off between attempts to reach the store again after a commit was cut."""
+
+    def _recover(self, batch: list[_Item]) -> tuple[Conn, list[_Settlement] | None]:
+        """After a commit was cut: reconnect (with back-off), settle the items it stored and commit
+        the others. When the store stays out of reach, every caller learns that the outcome is
+        unknown (never that nothing was written), and None is returned."""
+        last: BaseException | None = None
+        for pause in (0.0, *self._RETRIES):
+            time.sleep(pause)
+            conn: Conn = None
+            try:
+                conn = self._writer_connection()
+                stored, again = self._stored_already(conn, batch)
+                return conn, stored + (self._commit_all(conn, again) if again else [])
+            except Exception as exc:
+                last = exc
+                if conn is not None and not self._connection_lost(conn, exc):
+                    _settle_all([(item.waiter, None, self._translate(exc)) for item in batch])
+                    return conn, None
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+        error = LedgerError(
+            f"ledger {self._name}: the connection was lost during a commit and the store stayed out "
+            f"of reach ({self._translate(last) if last else 'no answer'}); whether these entries were "
+            "stored is unknown until the ledger is read again"
+        )
+        _settle_all([(item.waiter, None, error) for item in batch])
+        return None, None
+
+    def _commit_all(self, conn: Conn, batch: list[_Item]) -> list[_Settlement]:
+        try:
+            return self._commit(conn, batch)
+        except Exception as exc:
+            if not self._is_duplicate(exc):
+                raise
+        # Rare: an id used twice. Fail only its callers and commit everyone else; the common
+        # path pays nothing for this check.
+        batch = self._refuse_duplicates(conn, batch)
+        return self._commit(conn, batch) if batch else []
+
+    def _connection_lost(self, conn: Conn, exc: BaseException) -> bool:
+        """Whether ``exc`` cut the writer's connection, so that a commit in flight has an
+        unknown outcome. An embedded database never loses its connection."""
+        return False
+
+    def _stored_already(self, conn: Conn, batch: list[_Item]) -> tuple[list[_Settlement], list[_Item]]:
+        """Which items of a commit with an unknown outcome are stored (their first entry is there,
+        byte for byte), and which are not. A commit is all or nothing, so the stored ones hold
+        all their entries, from that index on."""
+        sql = self._sql("SELECT idx, data FROM entries WHERE id = ?")
+        stored: list[_Settlement] = []
+        again: list[_Item] = []
+        for item in batch:
+            if not item.rows:
+                again.append(item)
+                continue
+            first_id, _, data, _, _ = item.rows[0]
+            row = conn.execute(sql, (first_id,)).fetchone()
+            if row is None or bytes(row[1]) != data:
+                again.append(item)
+            else:
+                stored.append((item.waiter, list(range(int(row[0]), int(row[0]) + len(item.rows))), None))
+        return stored, again
 
     def _after_failure(self, conn: Conn) -> Conn:
         """The writer's connection after a failed commit: kept by default; a backend whose
@@ -409,17 +474,12 @@ class SQLLedger(ABC):
 
             nodes = merkle.append_leaves(size, (r[3] for r in flat), get_node)
             cur = conn.cursor()  # both drivers' cursors have executemany
-            if flat:
-                cur.executemany(
-                    self._sql("INSERT INTO entries VALUES (?, ?, ?, ?, ?)"),
-                    [(size + n, r[0], r[1], r[2], r[3]) for n, r in enumerate(flat)],
-                )
-            inner = [n for n in nodes if n[0] > 0]
-            if inner:
-                cur.executemany(self._sql("INSERT INTO nodes VALUES (?, ?, ?)"), inner)
-            causes = [(cause, size + n) for n, r in enumerate(flat) for cause in r[4]]
-            if causes:
-                cur.executemany(self._sql("INSERT INTO causes VALUES (?, ?) ON CONFLICT DO NOTHING"), causes)
+            self._insert(cur, "entries", [(size + n, r[0], r[1], r[2], r[3]) for n, r in enumerate(flat)])
+            self._insert(cur, "nodes", [n for n in nodes if n[0] > 0])
+            # An entry may cite one id twice; the index holds the pair once.
+            self._insert(
+                cur, "causes", list(dict.fromkeys((c, size + n) for n, r in enumerate(flat) for c in r[4]))
+            )
             if moved:
                 cur.executemany(
                     self._sql(
@@ -445,6 +505,12 @@ class SQLLedger(ABC):
             settlements.append((item.waiter, list(range(start, start + len(item.rows))), None))
             start += len(item.rows)
         return settlements
+
+    def _insert(self, cur: Any, table: str, rows: list[tuple[Any, ...]]) -> None:
+        """Insert new rows into one of the log's tables (a backend may stream them instead)."""
+        if rows:
+            marks = ", ".join("?" * len(rows[0]))
+            cur.executemany(self._sql(f"INSERT INTO {table} VALUES ({marks})"), rows)
 
     def _getter(self, conn: Conn) -> merkle.GetNode:
         leaf = self._sql("SELECT leaf_hash FROM entries WHERE idx = ?")
@@ -524,7 +590,7 @@ class SQLLedger(ABC):
     # --- proofs ---------------------------------------------------------------------------------
 
     def root(self, size: int | None = None) -> bytes:
-        return self._read(lambda c: merkle.root_hash(*self._sized(c, size)))
+        return self._read(lambda c: self._tree(c, size, merkle.root_hash))
 
     def hashes(self, height: int, start: int, stop: int) -> list[bytes]:
         if height == 0:
@@ -541,10 +607,16 @@ class SQLLedger(ABC):
         return [bytes(r[0]) for r in rows]
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
-        return self._read(lambda c: merkle.inclusion_proof(index, *self._sized(c, size)))
+        return self._read(lambda c: self._tree(c, size, lambda n, get: merkle.inclusion_proof(index, n, get)))
 
     def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
-        return self._read(lambda c: merkle.consistency_proof(size1, *self._sized(c, size2)))
+        return self._read(
+            lambda c: self._tree(c, size2, lambda n, get: merkle.consistency_proof(size1, n, get))
+        )
+
+    def _tree(self, conn: Conn, size: int | None, compute: Callable[[int, merkle.GetNode], T]) -> T:
+        """``compute(n, get_node)`` over the tree of ``size`` entries (None: all of them)."""
+        return compute(*self._sized(conn, size))
 
     def _sized(self, conn: Conn, size: int | None) -> tuple[int, merkle.GetNode]:
         """A tree size no larger than the ledger, and a reader of its nodes on ``conn``.
@@ -560,8 +632,8 @@ class SQLLedger(ABC):
         """The unsigned checkpoint of the ledger as it is now."""
 
         def head(conn: Conn) -> note.Checkpoint:
-            size, get = self._sized(conn, None)
-            return note.Checkpoint(origin=self.origin, size=size, root_hash=merkle.root_hash(size, get))
+            size, root = self._tree(conn, None, lambda n, get: (n, merkle.root_hash(n, get)))
+            return note.Checkpoint(origin=self.origin, size=size, root_hash=root)
 
         return self._read(head)
 

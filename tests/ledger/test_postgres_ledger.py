@@ -1,0 +1,94 @@
+"""What only a ledger on a server can suffer: its connection cut in the middle of a commit.
+
+The writer's backend is terminated on the server (``pg_terminate_backend``, as a failover or an
+operator would) while appends keep arriving from many threads. A commit is all or nothing; the
+writer reconnects, reads back which items of the cut commit are stored, and sends the rest again,
+so every caller learns the truth and the head is re-derived from the database, not from memory.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import psycopg
+import pytest
+from backends import Backend
+from procs import SEED
+from support import order_events
+
+from answerable.clock import FakeClock, IdSource
+from answerable.errors import LedgerError
+
+pytestmark = pytest.mark.slow
+
+THREADS, BATCHES, PER_BATCH = 6, 25, 3
+
+
+def ids_for(n: int) -> IdSource:
+    return IdSource(FakeClock(ns=(n + 1) * 10**15))
+
+
+def test_a_commit_cut_by_the_server_is_all_or_nothing_and_every_caller_learns_which(pg: Backend):
+    store = pg.open(create=True)
+    rng = random.Random(SEED)
+    batches = [
+        [
+            order_events(PER_BATCH, IdSource(FakeClock(ns=(t * BATCHES + b + 1) * 10**15)))
+            for b in range(BATCHES)
+        ]
+        for t in range(THREADS)
+    ]
+    results: dict[tuple[int, int], list[int] | LedgerError] = {}
+    done = threading.Event()
+
+    def append(t: int) -> None:
+        for b, batch in enumerate(batches[t]):
+            try:
+                results[(t, b)] = store.append_sync(batch)
+            except LedgerError as exc:
+                results[(t, b)] = exc
+
+    kills = 0
+
+    def killer() -> None:
+        nonlocal kills
+        with psycopg.connect(pg.target, autocommit=True) as admin:
+            while not done.is_set() and kills < 8:
+                if rng.random() < 0.5:
+                    continue
+                row = admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'answerable-ledger-writer' AND state <> 'idle' LIMIT 1"
+                ).fetchone()
+                kills += bool(row and row[0])
+
+    threads = [threading.Thread(target=append, args=(t,)) for t in range(THREADS)]
+    cutter = threading.Thread(target=killer)
+    cutter.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    cutter.join()
+    assert kills > 0, f"seed {SEED}: the writer was never caught mid-commit"
+    unknown = sum(isinstance(o, LedgerError) for o in results.values())
+    print(
+        f"seed {SEED}: the writer was cut {kills} times; {unknown} callers were told the outcome is unknown"
+    )
+
+    fresh = pg.open()  # read from a new connection: what the database holds, nothing cached
+    entries = fresh.entries()
+    assert [e.index for e in entries] == list(range(len(entries)))
+    where = {e.id: e.index for e in entries}
+    for (t, b), outcome in results.items():
+        ids = [e.id for e in batches[t][b]]
+        if isinstance(outcome, LedgerError):
+            assert "is unknown" in str(outcome), f"seed {SEED}: {outcome}"
+            present = [i in where for i in ids]
+            assert present in ([True] * PER_BATCH, [False] * PER_BATCH), f"seed {SEED}: half a batch"
+        else:
+            assert [where[i] for i in ids] == outcome, f"seed {SEED}: batch {t}/{b} not where it was told"
+    assert fresh.verify().size == len(entries)
+    assert len(entries) >= PER_BATCH * sum(not isinstance(o, LedgerError) for o in results.values())
