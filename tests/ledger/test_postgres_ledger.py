@@ -50,6 +50,7 @@ def test_a_commit_cut_by_the_server_is_all_or_nothing_and_every_caller_learns_wh
                 results[(t, b)] = exc
 
     kills = 0
+    writer = f"answerable-writer {store.schema}"[:63]  # type: ignore[attr-defined]
 
     def killer() -> None:
         nonlocal kills
@@ -57,9 +58,10 @@ def test_a_commit_cut_by_the_server_is_all_or_nothing_and_every_caller_learns_wh
             while not done.is_set() and kills < 8:
                 if rng.random() < 0.5:
                     continue
-                row = admin.execute(
+                row = admin.execute(  # this ledger's writer only: other tests may share the server
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name = 'answerable-ledger-writer' AND state <> 'idle' LIMIT 1"
+                    "WHERE application_name = %s AND state <> 'idle' LIMIT 1",
+                    (writer,),
                 ).fetchone()
                 kills += bool(row and row[0])
 
@@ -92,3 +94,21 @@ def test_a_commit_cut_by_the_server_is_all_or_nothing_and_every_caller_learns_wh
             assert [where[i] for i in ids] == outcome, f"seed {SEED}: batch {t}/{b} not where it was told"
     assert fresh.verify().size == len(entries)
     assert len(entries) >= PER_BATCH * sum(not isinstance(o, LedgerError) for o in results.values())
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced_on_the_next_read(pg: Backend):
+    """A server restart or an administrator closes idle connections; the next read still answers."""
+    store = pg.open(create=True)
+    store.append_sync(order_events(3))
+    assert store.size() == 3
+    readers = f"answerable {store.schema}"[:63]  # type: ignore[attr-defined]
+    with psycopg.connect(pg.target, autocommit=True) as admin:
+        [(closed,)] = admin.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = %s",
+            (readers,),
+        ).fetchall()
+    assert closed >= 1
+    assert store.size() == 3
+    assert store.entry(2).index == 2
+    assert store.append_sync(order_events(1, ids_for(999))) == [3]

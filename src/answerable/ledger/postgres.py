@@ -17,6 +17,7 @@ so that whoever can write the database cannot also sign a rewritten history.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
@@ -178,7 +179,7 @@ class PostgresLedger(SQLLedger):
                 url,
                 min_size=1,
                 max_size=4,
-                kwargs={"autocommit": True, "application_name": "answerable", **_LIVENESS},
+                kwargs={"autocommit": True, "application_name": f"answerable {schema}"[:63], **_LIVENESS},
                 timeout=2.0,
                 name=f"ledger:{schema}",
                 open=True,
@@ -274,14 +275,15 @@ class PostgresLedger(SQLLedger):
     # --- the sequencer's hooks ------------------------------------------------------------------
 
     def _writer_connection(self) -> psycopg.Connection[Any]:
-        return _connect(self.url, application_name="answerable-ledger-writer")
+        return _connect(self.url, application_name=f"answerable-writer {self.schema}"[:63])
 
     def _begin_append(self, conn: psycopg.Connection[Any]) -> int:
         conn.execute("BEGIN")
         try:
             row = conn.execute("SELECT size FROM head FOR UPDATE").fetchone()
         except BaseException:
-            conn.execute("ROLLBACK")
+            with contextlib.suppress(psycopg.Error):  # a dead connection has nothing to roll back
+                conn.execute("ROLLBACK")
             raise
         if row is None:
             conn.execute("ROLLBACK")
@@ -310,7 +312,9 @@ class PostgresLedger(SQLLedger):
                     copy.write_row(row)
 
     def _connection_lost(self, conn: psycopg.Connection[Any], exc: BaseException) -> bool:
-        return isinstance(exc, psycopg.OperationalError) and (conn.closed or conn.broken)
+        """Whatever the driver raised (an admin shutdown, a closed socket in the middle of a COPY),
+        a connection that is dead afterwards leaves the commit's outcome unknown."""
+        return conn.closed or conn.broken
 
     def _after_failure(self, conn: psycopg.Connection[Any]) -> psycopg.Connection[Any] | None:
         if conn.closed or conn.broken:
@@ -318,11 +322,19 @@ class PostgresLedger(SQLLedger):
         return conn
 
     def _read(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
-        try:
-            with self._pool.connection() as conn:
-                return fn(conn)
-        except psycopg.Error as exc:
-            raise self._translate(exc) from exc
+        """Run ``fn`` on a pooled connection. A pooled connection the server has closed since
+        (a restart, an administrator) fails its first use; ``fn`` then runs once more on a fresh
+        one, which is safe for the reads and single-statement writes that come here."""
+        for attempt in (1, 2):
+            conn = None
+            try:
+                with self._pool.connection() as conn:
+                    return fn(conn)
+            except psycopg.Error as exc:
+                if attempt == 1 and conn is not None and (conn.closed or conn.broken):
+                    continue  # the pool drops the dead connection as it takes it back
+                raise self._translate(exc) from exc
+        raise LedgerError(f"{self._name}: unreachable")  # the loop returns or raises first
 
     def _short_write(self, fn: Callable[[psycopg.Connection[Any]], T], *, serialize: bool = True) -> T:
         """One small transaction, after the head row when ``serialize``: it then runs between two
