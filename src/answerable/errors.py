@@ -17,6 +17,7 @@ thing as attributes, so code can react without parsing text::
     ├── NotAuthorized                a person the charter does not authorize for this act
     │   └── ApprovalRefused          an approval that cannot be used, with a stable reason code
     ├── SignatureInvalid             a signature that does not verify
+    ├── BusError                     the message bus (NATS) cannot be reached or refused a publish
     ├── LedgerError                  anything wrong with a ledger
     │   ├── NotALedger               a file that is not an answerable ledger
     │   ├── LedgerTampered           stored entries, hashes or checkpoints that do not add up
@@ -38,6 +39,7 @@ __all__ = [
     "AnswerableError",
     "ApprovalRefused",
     "ArgumentsInvalid",
+    "BusError",
     "ConfigError",
     "Conflict",
     "EntryNotFound",
@@ -203,6 +205,10 @@ class ApprovalRefused(NotAuthorized):
 
 class SignatureInvalid(AnswerableError):
     """A signature that is missing, malformed or does not verify."""
+
+
+class BusError(AnswerableError):
+    """The message bus cannot be reached, or did not take a publish; names the server and what."""
 
 
 class LedgerError(AnswerableError):

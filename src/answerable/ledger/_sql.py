@@ -159,6 +159,13 @@ class SQLLedger(ABC):
     @abstractmethod
     def use_nonce(self, key: str, created: int, *, forget_before: int | None = None) -> bool: ...
 
+    def nonce_seen(self, key: str) -> bool:
+        """Whether ``use_nonce`` recorded ``key`` (and it was not forgotten since)."""
+        return self._read(lambda c: self._nonce_seen(c, key))
+
+    def _nonce_seen(self, conn: Conn, key: str) -> bool:
+        return conn.execute(self._sql("SELECT 1 FROM nonces WHERE key = ?"), (key,)).fetchone() is not None
+
     @abstractmethod
     def checkpoint(self) -> str: ...
 

@@ -120,6 +120,10 @@ class LedgerStore(Protocol):
         Nonces created before ``forget_before`` may be dropped: requests that old are refused."""
         ...
 
+    def nonce_seen(self, key: str) -> bool:
+        """Whether ``use_nonce`` recorded ``key``: a subscriber group's handled marks are nonces."""
+        ...
+
     def size(self) -> int: ...
 
     def data_version(self) -> int:

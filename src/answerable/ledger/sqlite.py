@@ -285,6 +285,9 @@ class SQLiteLedger(SQLLedger):
             return []
         return super()._nonce_rows(conn)
 
+    def _nonce_seen(self, conn: sqlite3.Connection, key: str) -> bool:
+        return _v2_row(conn, "SELECT 1 FROM nonces WHERE key = ?", (key,)) is not None
+
     def _prepare_nonces(self, conn: sqlite3.Connection) -> None:
         conn.execute(_NONCES)
 

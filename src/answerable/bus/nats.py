@@ -1,0 +1,305 @@
+"""The bus on NATS JetStream, for agents in separate processes or on other machines.
+
+One durable stream per system (``answerable_SYSTEM``), one subject per topic
+(``answerable.SYSTEM.TOPIC``). A record goes over the wire as the exact bytes the ledger holds,
+with its id as the ``Nats-Msg-Id`` header, so JetStream drops a second publish of it inside the
+stream's duplicate window. Each subscriber group (an agent; its replicas share the group) has one
+durable pull consumer per topic: replicas pull from it in turn, and a record is acknowledged only
+after the handler returned, that is after everything it wrote is durable in the ledger. A handler
+that fails or a process that dies leaves the record unacknowledged, and JetStream delivers it
+again after ``ack_wait``.
+
+NATS delivers; the ledger decides. Before a handler sees a record, ``admit`` (given by whoever
+wires the bus, normally a check against the ledger and the charter) says whether it is the record
+the ledger holds and whether a message carries its sender's valid signature; a record it refuses
+is acknowledged, never handled, and reported to ``on_refused``. A record the group already handled
+(a redelivery after a lost acknowledgement, or beyond the duplicate window) is dropped silently:
+the group's handled marks live in the ledger's store (``use_nonce``), not in any process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import nats
+from nats.errors import Error as NatsError
+from nats.js import api
+from nats.js.errors import Error as JetStreamError
+from nats.js.errors import NotFoundError
+
+from answerable.bus.base import Handler
+from answerable.errors import BusError, RecordInvalid
+from answerable.records import ExternalEvent, Message, decode_entry, entry_bytes
+
+__all__ = ["Marks", "NatsBus", "stream_name", "subject_of"]
+
+Admit = Callable[[Message | ExternalEvent, bytes], Awaitable[str | None]]
+"""Given a delivered record and its bytes: None to handle it, or why it is refused."""
+Refused = Callable[[Message | ExternalEvent | None, bytes, str], Awaitable[None]]
+
+
+class Marks(Protocol):
+    """Durable handled marks of subscriber groups, kept where every replica and restart sees them."""
+
+    async def seen(self, mark: str) -> bool: ...
+
+    async def mark(self, mark: str) -> None: ...
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+
+
+def stream_name(system: str) -> str:
+    return "answerable_" + re.sub(r"[^A-Za-z0-9_-]", "_", system)[:100]
+
+
+def subject_of(system: str, topic: str) -> str:
+    """A topic's subject: as named when it is plain NATS tokens, else hex (no wildcards leak in)."""
+    sys_token = system if _TOKEN.fullmatch(system) and "." not in system else "x" + system.encode().hex()
+    token = topic if _TOKEN.fullmatch(topic) else "x" + topic.encode().hex()
+    return f"answerable.{sys_token}.{token}"
+
+
+def _decode(data: bytes) -> tuple[Message | ExternalEvent | None, str | None]:
+    """The record a delivery carries, or why it is none the bus carries."""
+    try:
+        record = decode_entry(data)
+    except RecordInvalid as exc:
+        return None, f"not a record: {exc}"
+    if not isinstance(record, Message | ExternalEvent):
+        return None, f"a {record.kind} is not sent on the bus"
+    return record, None
+
+
+def _durable(group: str, topic: str) -> str:
+    plain = re.sub(r"[^A-Za-z0-9_-]", "_", group)[:40]
+    digest = hashlib.sha256(group.encode() + b"\0" + topic.encode()).hexdigest()[:16]
+    return f"{plain}-{digest}"
+
+
+@dataclass
+class _Subscription:
+    topic: str
+    handler: Handler
+    group: str
+    sub: Any = None
+    task: asyncio.Task[None] | None = None
+    busy: int = 0
+
+
+@dataclass
+class NatsBus:
+    """The Bus contract on JetStream (see the module's docstring)."""
+
+    nc: Any
+    system: str
+    admit: Admit | None = None
+    on_refused: Refused | None = None
+    marks: Marks | None = None
+    ack_wait: float = 30.0
+    _subs: list[_Subscription] = field(default_factory=list)
+    _js: Any = None
+    delivered: int = 0
+    dropped: int = 0
+    failures: list[Exception] = field(default_factory=list)
+    """Handlers' exceptions since the last drain(), which raises the first of them."""
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        system: str,
+        *,
+        duplicate_window: float = 120.0,
+        ack_wait: float = 30.0,
+        admit: Admit | None = None,
+        on_refused: Refused | None = None,
+        marks: Marks | None = None,
+        name: str = "answerable",
+        connect_wait: float = 5.0,
+    ) -> NatsBus:
+        """Connect and make sure the stream exists. The first connection is tried again (every
+        half second) for ``connect_wait`` seconds; once connected, reconnects never give up.
+
+        Raises:
+            BusError: the server cannot be reached, or has no JetStream; naming where.
+        """
+        try:
+            nc = await asyncio.wait_for(
+                nats.connect(
+                    url,
+                    name=name,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=2,
+                    allow_reconnect=True,
+                ),
+                timeout=connect_wait,
+            )
+        except (NatsError, OSError, TimeoutError) as exc:
+            why = str(exc) or f"no answer within {connect_wait:g} s"
+            raise BusError(f"NATS at {url}: cannot connect: {why}") from exc
+        bus = cls(nc, system, admit=admit, on_refused=on_refused, marks=marks, ack_wait=ack_wait)
+        bus._js = nc.jetstream()
+        config = api.StreamConfig(
+            name=stream_name(system),
+            subjects=[subject_of(system, "*").rsplit(".", 1)[0] + ".>"],
+            storage=api.StorageType.FILE,
+            duplicate_window=duplicate_window,
+        )
+        try:
+            try:
+                await bus._js.stream_info(config.name)
+            except NotFoundError:
+                await bus._js.add_stream(config)
+        except (NatsError, JetStreamError, TimeoutError) as exc:
+            await nc.close()
+            raise BusError(f"NATS at {url}: cannot make stream {config.name} (JetStream on?): {exc}") from exc
+        return bus
+
+    @property
+    def max_payload(self) -> int:
+        return int(self.nc.max_payload)
+
+    # --- the Bus contract -----------------------------------------------------------------------
+
+    def subscribe(self, topic: str, handler: Handler, *, group: str = "") -> None:
+        """Deliver ``topic`` to ``handler``; replicas subscribing with one ``group`` share the work."""
+        self._subs.append(_Subscription(topic, handler, group or "default"))
+
+    async def publish(self, topic: str, record: Message | ExternalEvent) -> None:
+        """Publish the record's ledger bytes, once per id (JetStream drops a repeat in its window).
+
+        Raises:
+            RecordInvalid: the record is larger than the server takes; nothing is cut.
+            BusError: the stream did not acknowledge it.
+        """
+        data = entry_bytes(record)
+        if len(data) > self.max_payload:
+            raise RecordInvalid(
+                f"{record.kind} {record.id} is {len(data)} bytes; the NATS server takes at most "
+                f"{self.max_payload} (max_payload): it was not published",
+                record=record.kind,
+            )
+        try:
+            await self._js.publish(
+                subject_of(self.system, topic),
+                data,
+                headers={"Nats-Msg-Id": record.id, "Answerable-Topic": topic},
+                stream=stream_name(self.system),
+            )
+        except (NatsError, JetStreamError, TimeoutError) as exc:
+            raise BusError(f"NATS: publishing {record.kind} {record.id} on {topic!r} failed: {exc}") from exc
+
+    async def start(self) -> None:
+        """Create each subscription's durable consumer and start pulling."""
+        for s in self._subs:
+            if s.task is not None:
+                continue
+            durable = _durable(s.group, s.topic)
+            config = api.ConsumerConfig(
+                durable_name=durable,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=self.ack_wait,
+                deliver_policy=api.DeliverPolicy.ALL,
+                max_deliver=-1,
+            )
+            try:
+                s.sub = await self._js.pull_subscribe(
+                    subject_of(self.system, s.topic),
+                    durable=durable,
+                    stream=stream_name(self.system),
+                    config=config,
+                )
+            except (NatsError, JetStreamError, TimeoutError) as exc:
+                raise BusError(f"NATS: cannot subscribe to {s.topic!r} as {s.group!r}: {exc}") from exc
+            s.task = asyncio.create_task(self._pull(s), name=f"bus:{s.group}:{s.topic}")
+
+    async def _pull(self, s: _Subscription) -> None:
+        while True:
+            try:
+                msgs = await s.sub.fetch(batch=16, timeout=1.0)
+            except TimeoutError:
+                continue
+            except NatsError:
+                await asyncio.sleep(0.2)  # reconnecting: the consumer keeps our place
+                continue
+            for msg in msgs:
+                s.busy += 1
+                try:
+                    await self._deliver(s, msg)
+                except Exception as exc:  # a handler's failure: kept for drain(), the record redelivered
+                    self.failures.append(exc)
+                finally:
+                    s.busy -= 1
+
+    async def _deliver(self, s: _Subscription, msg: Any) -> None:
+        data = bytes(msg.data)
+        record, why = _decode(data)
+        if record is not None and why is None and self.admit is not None:
+            why = await self.admit(record, data)
+        if why is not None:
+            if self.on_refused is not None:
+                await self.on_refused(record, data, why)
+            await msg.term()  # never again: it is refused, and the refusal is recorded
+            self.dropped += 1
+            return
+        if record is None:  # _decode gives a reason whenever it gives no record
+            return
+        mark = f"handled:{s.group}:{record.id}"
+        if self.marks is not None and await self.marks.seen(mark):
+            await msg.ack()  # a redelivery of what this group handled: dropped silently
+            self.dropped += 1
+            return
+        try:
+            await s.handler(record)
+        except Exception:
+            await msg.nak(delay=1.0)  # again later, here or in another replica
+            raise
+        if self.marks is not None:
+            await self.marks.mark(mark)
+        with contextlib.suppress(NatsError, TimeoutError):  # lost: redelivered, then dropped as handled
+            await msg.ack_sync(timeout=5.0)
+        self.delivered += 1
+
+    async def drain(self) -> None:
+        """Return once every record published so far was handled by every subscription here.
+
+        Raises:
+            Exception: the first a handler raised meanwhile (its record is delivered again).
+        """
+        while True:
+            if self.failures:
+                first, self.failures = self.failures[0], []
+                raise first
+            idle = True
+            for s in self._subs:
+                if s.sub is None:
+                    continue
+                info = await s.sub.consumer_info()
+                if info.num_pending or info.num_ack_pending or s.busy:
+                    idle = False
+                    break
+            if idle:
+                return
+            await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        for s in self._subs:
+            if s.task is not None:
+                s.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await s.task
+        with contextlib.suppress(Exception):
+            await self.nc.close()
+
+    async def delete_stream(self) -> None:
+        """Drop this system's stream (tests and throw-away runs)."""
+        with contextlib.suppress(NotFoundError):
+            await self._js.delete_stream(stream_name(self.system))
