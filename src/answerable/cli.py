@@ -791,6 +791,21 @@ def serve_command(
     _run(lambda: _async(main()))
 
 
+@app.command("agent")
+def agent_command(
+    config_file: Path = typer.Argument(..., help="The system's answerable.toml."),
+    name: str = typer.Argument(..., help="The agent to run: its [agents.NAME] table."),
+) -> None:
+    """Run one agent as its own process: it hears its topics on NATS ([nats] url) and speaks
+    through the service (answerable serve) with its own key. Several may run with one NAME:
+    they share the work. SIGTERM stops it; what it was handling comes again elsewhere."""
+    from answerable.config import load_config
+    from answerable.remote import run_agent
+
+    config = _run(lambda: load_config(config_file))
+    _run(lambda: _async(run_agent(config, name)))
+
+
 @app.command("witness")
 def witness_command(
     key_file: Path = typer.Option(..., "--key", help="The witness's key file (`answerable keys new`)."),

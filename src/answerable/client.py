@@ -2,6 +2,7 @@
 
     from answerable.client import Client
     from answerable.keys import KeyPair
+from answerable.records import Message, entry_bytes
 
     agent = Client("http://127.0.0.1:8470", KeyPair.load("agent.key"))
     outcome = agent.submit("refund", {"order": "O-1", "amount_cents": 2500}, idempotency_key="refund-O-1")
@@ -27,6 +28,7 @@ from answerable.control import scope_from_text, unsigned_control
 from answerable.errors import AnswerableError
 from answerable.httpsig import sign_request
 from answerable.keys import KeyPair
+from answerable.records import Message, entry_bytes
 from answerable.review import unsigned_approval
 from answerable.signing import sign
 
@@ -255,6 +257,19 @@ class AsyncClient:
 
     async def wait(self, intent_id: str, *, seconds: float = 30.0) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("GET", f"/v1/intents/{intent_id}", wait=seconds)
+        return result
+
+    async def send(self, message: Message) -> dict[str, Any]:
+        """Have the service record and publish a message this agent built; it is signed here
+        (the receivers check that signature against the charter), then sent in a signed request.
+        Sending the same message again is safe: it is recorded once."""
+        signed_message = message if message.signature else sign(message, self.key)
+        result: dict[str, Any] = await self._call("POST", "/v1/messages", entry_bytes(signed_message))
+        return result
+
+    async def ingest(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """Record outside events (each ``topic``, ``source``, ``type``, ``payload``) and publish them."""
+        result: dict[str, Any] = await self._call("POST", "/v1/events", orjson.dumps({"events": events}))
         return result
 
     async def reviews(self) -> list[dict[str, Any]]:

@@ -34,6 +34,17 @@ class OperationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """``[agents.NAME]``: how ``answerable agent CONFIG NAME`` runs one agent in its own process."""
+
+    name: str
+    target: str
+    """``class``: ``module:Class``, an Agent, imported from the config's folder first."""
+    key: Path
+    """``key``: the agent's key file (``answerable keys new``); its identity is the agent's name."""
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceConfig:
     """What ``answerable serve`` runs."""
 
@@ -64,13 +75,31 @@ class ServiceConfig:
     """``[monitors] file``: the system-level invariants evaluated on every new entry."""
     webhook: str | None = None
     """``[notify] webhook``: called on reviews opened, escalated or expired, halts, pauses and alerts."""
+    nats_url: str | None = None
+    """``[nats] url``: the NATS JetStream server the service publishes recorded events and
+    messages on, for agents in other processes (``answerable agent``); none: nothing is published."""
+    agents: tuple[AgentConfig, ...] = ()
+    nats_ack_wait: float = 30.0
+    """``[nats] ack_wait_seconds``: how long a record an agent took stays unacknowledged before
+    JetStream gives it to another replica (or the same agent restarted): longer than a handler runs."""
     ledger_url: str | None = None
     """``[ledger] url``: a ``postgresql://`` URL naming a schema (never a password), instead of a file."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Tables this version does not read (``[postgres]``, ``[nats]`` ...), kept for later issues."""
 
 
-_KNOWN = {"ledger", "charter", "rules", "operations", "monitors", "checkpoints", "notify", "server"}
+_KNOWN = {
+    "ledger",
+    "charter",
+    "rules",
+    "operations",
+    "monitors",
+    "checkpoints",
+    "notify",
+    "server",
+    "nats",
+    "agents",
+}
 
 
 def load_config(path: Path) -> ServiceConfig:
@@ -111,8 +140,16 @@ def load_config(path: Path) -> ServiceConfig:
             'give a folder of its own, like "log"'
         )
     ledger_url = read.ledger_url()
+    nats_url = read._get("nats", "url", None)
+    if nats_url is not None and (
+        not isinstance(nats_url, str) or not nats_url.startswith(("nats://", "tls://"))
+    ):
+        raise ConfigError(f"{path.name}: [nats] url: want a nats:// URL, got {nats_url!r}")
     return ServiceConfig(
+        nats_ack_wait=read.number("nats", "ack_wait_seconds", 30.0),
+        agents=read.agents(),
         ledger_url=ledger_url,
+        nats_url=nats_url,
         source=path,
         folder=folder,
         ledger=read.path("ledger", "path", "ledger.db", must_exist=False),
@@ -147,6 +184,21 @@ class _Reader:
         if not isinstance(value, dict):
             raise ConfigError(f"{self.name}: [{table}] must be a table")
         return value
+
+    def agents(self) -> tuple[AgentConfig, ...]:
+        """``[agents.NAME]`` tables: ``class`` and ``key`` of each agent run as its own process."""
+        made = []
+        for name, table in self._table("agents").items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"{self.name}: [agents.{name}] must be a table")
+            target = table.get("class")
+            if not isinstance(target, str) or ":" not in target:
+                raise ConfigError(f"{self.name}: [agents.{name}] class: want module:Class, got {target!r}")
+            key = table.get("key", f"keys/{name}.key")
+            if not isinstance(key, str) or not key:
+                raise ConfigError(f"{self.name}: [agents.{name}] key: want a path, got {key!r}")
+            made.append(AgentConfig(name=name, target=target, key=(self.folder / key).resolve()))
+        return tuple(made)
 
     def ledger_url(self) -> str | None:
         """``[ledger] url``, checked: a postgresql:// URL without a password, and not beside ``path``."""

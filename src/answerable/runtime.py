@@ -295,6 +295,21 @@ class System:
         except (ValidationError, TypeError, ValueError) as exc:  # ValueError: payload not a mapping
             why = problems(exc, "message")[0] if isinstance(exc, ValidationError) else str(exc)
             raise RecordInvalid(f"message from {sender} on {topic}: {why}", record="Message") from exc
+        return await self.publish_message(message)
+
+    async def publish_message(self, message: Message, *, decided: bool = True) -> Message:
+        """Judge a message built elsewhere (an agent in another process signed it), record it,
+        publish it: the same checks, refusals and records as :meth:`send`.
+
+        ``decided``: False where a message the rules decide cannot be carried (its delivered
+        copy would be made here, unsigned by its sender): such a message is refused then.
+
+        Raises:
+            as :meth:`send`.
+        """
+        sender, topic, type = message.sender, message.topic, message.type
+        if sender not in self.known:
+            raise UnknownAgent(sender)
         try:
             body = canonical_bytes(message.payload)
         except (RecordInvalid, TypeError, ValueError, OverflowError) as exc:
@@ -332,6 +347,12 @@ class System:
             await self.ledger.append([refusal])
             raise MessageRefused(sender, topic, type, refused.code, refused.detail, refusal.id)
         if check is not None and check.decided(topic, type):
+            if not decided:
+                raise ConfigError(
+                    f"message {type!r} on {topic!r}: the rules decide this type, and a decided message "
+                    "is delivered as the gateway records it, which its sender did not sign; between "
+                    "processes only undecided types are carried (nothing was recorded)"
+                )
             return await self._decided(message)
         await self.ledger.append([message])
         await self.bus.publish(topic, message)

@@ -22,15 +22,16 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from answerable._canonical import canonical_bytes
+from answerable.bus import MemoryBus
 from answerable.clock import rfc3339
 from answerable.config import ServiceConfig, resolve_target
 from answerable.control import scope_from_text
@@ -40,6 +41,7 @@ from answerable.errors import (
     ConfigError,
     EntryNotFound,
     LeaseLost,
+    MessageRefused,
     NotAuthorized,
     RecordInvalid,
     SignatureInvalid,
@@ -47,6 +49,7 @@ from answerable.errors import (
 )
 from answerable.gateway import Gateway, Outcome
 from answerable.httpsig import SKEW, claimed_keyid, verify_request
+from answerable.keys import verify_signature
 from answerable.ledger import SQLLedger, open_ledger
 from answerable.ledger.tiles import TILE_WIDTH, entry_bundle, parse_tile_path, publish, write_atomically
 from answerable.ledger.witness import CosignatureVerifier, request_cosignature
@@ -59,12 +62,19 @@ from answerable.records import (
     Decision,
     Execution,
     Intent,
+    Message,
     Refusal,
     RulesetVersion,
     SystemCharter,
     decode_entry,
     digest,
+    entry_bytes,
+    signing_bytes,
 )
+from answerable.runtime import System
+
+if TYPE_CHECKING:
+    from answerable.bus.nats import NatsBus
 
 __all__ = ["MAX_BODY", "Service", "build_app"]
 
@@ -84,6 +94,17 @@ class SubmitBody(BaseModel):
     causes: tuple[str, ...] = ()
 
 
+class EventBody(BaseModel):
+    topic: str
+    source: str
+    type: str
+    payload: dict[str, Any]
+
+
+class EventsBody(BaseModel):
+    events: list[EventBody] = Field(min_length=1, max_length=1000)
+
+
 class ControlBody(BaseModel):
     action: str
     reason: str
@@ -98,6 +119,9 @@ class Service:
         self.ledger: SQLLedger | None = None
         self.gateway: Gateway | None = None
         self.monitors: Monitors | None = None
+        self.system: System | None = None
+        """Records and publishes what agents in other processes say (``POST /v1/messages``)."""
+        self.bus: NatsBus | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._by_key: dict[tuple[str, str], str] = {}
         """(agent, idempotency key) -> intent id, rebuilt from the ledger at start."""
@@ -169,6 +193,20 @@ class Service:
             if isinstance(intent, Intent):
                 self._by_key.setdefault((intent.agent, intent.idempotency_key), intent.id)
         self._seen = ledger.size()
+        if config.nats_url is not None:
+            from answerable.bus.nats import NatsBus  # nats-py only where a system runs on NATS
+
+            self.bus = await NatsBus.connect(
+                config.nats_url, charter.system, name=f"answerable serve {charter.system}"
+            )
+        self.system = System(
+            ledger,
+            gateway,
+            agents=[a.name for a in charter.agents],
+            bus=self.bus or MemoryBus(),
+            clock=gateway.clock,
+            ids=gateway.ids,
+        )
         if config.monitors is not None:
             known = (
                 {f"operation:{op.name}" for op in config.operations}
@@ -202,6 +240,8 @@ class Service:
             await self._flush_refusals()
             with contextlib.suppress(AnswerableError):
                 await self._checkpoint(final=True)
+        if self.bus is not None:
+            await self.bus.close()
         if self.gateway is not None:
             self.gateway.close()
         if self.ledger is not None:
@@ -443,6 +483,59 @@ class Service:
 
     def _learn_names(self, charter: SystemCharter) -> None:
         self._names |= charter.agent_names() | {p.identity for p in charter.people}
+        if self.system is not None:  # the charter in force says who may send
+            self.system.known = frozenset(a.name for a in charter.agents)
+
+    async def message(self, agent: str, raw: bytes) -> tuple[int, dict[str, Any]]:
+        """Record and publish a message ``agent`` built and signed; (HTTP status, document).
+
+        The same message sent again (a retry after a lost answer) is published again and
+        answered as recorded: JetStream drops the second copy inside its duplicate window."""
+        ledger, _ = self._running()
+        if self.system is None:
+            raise _HTTPError(503, "starting", "the service is starting")
+        try:
+            message = decode_entry(raw)
+        except RecordInvalid as exc:
+            raise _HTTPError(422, "bad_body", str(exc)) from exc
+        if not isinstance(message, Message):
+            raise _HTTPError(422, "bad_body", f"want a Message record, got a {message.kind}")
+        if message.sender != agent:
+            raise _HTTPError(
+                403, "not_sender", f"{agent} signed the request; the message names {message.sender}"
+            )
+        key = self.agent_keys().get(agent)
+        try:
+            verify_signature(key or "", message.signature, signing_bytes(message), who=agent)
+        except SignatureInvalid as exc:
+            raise _HTTPError(401, "bad_signature", str(exc)) from exc
+        for cause in message.causes:  # a message cites what is in the ledger, nothing else
+            try:
+                ledger.find(cause)
+            except EntryNotFound:
+                raise _HTTPError(422, "unknown_cause", f"cause {cause!r} is no entry of the ledger") from None
+        try:
+            stored = ledger.find(message.id)
+        except EntryNotFound:
+            stored = None
+        if stored is not None:
+            if stored.data != entry_bytes(message):
+                raise _HTTPError(409, "id_used", f"message id {message.id} is used by another entry")
+            await self.system.bus.publish(message.topic, message)
+            return 200, {"message_id": message.id, "index": stored.index, "duplicate": True}
+        try:
+            await self.system.publish_message(message, decided=False)
+        except MessageRefused as exc:
+            return 409, {"error": str(exc), "reason_code": exc.reason_code, "refusal_id": exc.refusal_id}
+        return 200, {"message_id": message.id, "index": ledger.find(message.id).index, "duplicate": False}
+
+    async def ingest(self, agent: str, body: EventsBody) -> tuple[int, dict[str, Any]]:
+        """Record outside events brought by ``agent`` (a driver, a connector) and publish them."""
+        self._running()
+        if self.system is None:
+            raise _HTTPError(503, "starting", "the service is starting")
+        made = await self.system.ingest([(e.topic, e.source, e.type, e.payload) for e in body.events])
+        return 200, {"event_ids": [e.id for e in made], "by": agent}
 
     async def record_refusal(
         self, claimed: str, *, verified: bool, target: str, reason_code: str, detail: str, body: bytes | None
@@ -716,6 +809,22 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
         """Reads show arguments (addresses, orders): only the charter's agents and people read."""
         who, _ = await signed(request, {**service.agent_keys(), **service.people_keys()}, once=False)
         return who
+
+    @app.post(
+        "/v1/messages",
+        openapi_extra=_body(Message, "A Message record its sender built and signed, in a request it signed."),
+    )
+    async def message(request: Request) -> JSONResponse:
+        agent, raw = await signed(request, service.agent_keys())
+        status, doc = await service.message(agent, raw)
+        await remember(request, status, str(doc.get("reason_code", "")), str(doc.get("error", "")))
+        return JSONResponse(doc, status_code=status)
+
+    @app.post("/v1/events", openapi_extra=_body(EventsBody, "Outside events, in a request an agent signed."))
+    async def events(request: Request) -> JSONResponse:
+        agent, raw = await signed(request, service.agent_keys())
+        status, doc = await service.ingest(agent, _parse(EventsBody, raw))
+        return JSONResponse(doc, status_code=status)
 
     @app.get("/v1/intents/{intent_id}")
     async def get_intent(intent_id: str, request: Request, wait: float = 0.0) -> JSONResponse:

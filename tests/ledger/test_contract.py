@@ -283,3 +283,15 @@ def backend_sql(backend: Backend, statement: str, *args: object) -> None:
 
     with psycopg.connect(backend.target, autocommit=True) as conn:
         conn.execute(statement.replace("?", "%s"), args)
+
+
+def test_old_request_nonces_are_forgotten_but_handled_marks_are_kept(store: SQLLedger):
+    """A subscriber group's handled marks outlive the request window: a record delivered again
+    long after is still dropped."""
+    assert store.use_nonce("handled:planner:m1", 1)
+    assert store.use_nonce("agent:n1", 1)
+    for n in range(2, 1100):  # the store forgets once every 1,024 calls
+        store.use_nonce(f"agent:n{n}", 10_000, forget_before=5_000)
+    assert store.nonce_seen("handled:planner:m1")
+    assert not store.nonce_seen("agent:n1")
+    assert store.nonce_seen("agent:n2")

@@ -38,13 +38,16 @@ from answerable.records import Record
 if TYPE_CHECKING:  # at run time asyncio is imported by append, the one coroutine: a CLI halt never is
     import asyncio
 
-__all__ = ["Row", "SQLLedger", "SQLView", "SideTables", "fresh_identity"]
+__all__ = ["FORGET_NONCES", "Row", "SQLLedger", "SQLView", "SideTables", "fresh_identity"]
 
 _OFFLOADABLE = ("payload",)
 """Only what agents and the world say may move to a blob; an Intent's arguments are what was
 judged and approved, so they stay in the entry (an oversized intent is refused instead)."""
 
 T = TypeVar("T")
+FORGET_NONCES = "DELETE FROM nonces WHERE created < ? AND key NOT LIKE 'handled:%'"
+"""Request nonces too old to matter are forgotten; a subscriber group's handled marks never are
+(a record can be delivered again long after, when its agent comes back)."""
 Row = tuple[str, str, bytes, bytes, tuple[str, ...]]
 """One entry on its way in: id, kind, the exact bytes, their leaf hash, the ids it cites."""
 Conn = Any

@@ -33,7 +33,7 @@ from psycopg_pool import ConnectionPool
 
 from answerable.errors import ConfigError, EntryNotFound, LedgerError, NotALedger, RecordInvalid
 from answerable.ledger import _verify, merkle, note
-from answerable.ledger._sql import SQLLedger, SQLView, fresh_identity
+from answerable.ledger._sql import FORGET_NONCES, SQLLedger, SQLView, fresh_identity
 from answerable.ledger.base import LeaseRow, VerifyReport
 from answerable.ledger.location import is_postgres_url
 
@@ -493,7 +493,7 @@ class PostgresLedger(SQLLedger):
 
         def use(conn: psycopg.Connection[Any]) -> bool:
             if forget:
-                conn.execute("DELETE FROM nonces WHERE created < %s", (forget_before,))
+                conn.execute(FORGET_NONCES.replace("%", "%%").replace("?", "%s"), (forget_before,))
             cur = conn.execute("INSERT INTO nonces VALUES (%s, %s) ON CONFLICT DO NOTHING", (key, created))
             return cur.rowcount == 1
 

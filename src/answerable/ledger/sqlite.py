@@ -26,7 +26,7 @@ from answerable.errors import (
     RecordInvalid,
 )
 from answerable.ledger import _verify, note
-from answerable.ledger._sql import SQLLedger, SQLView, fresh_identity
+from answerable.ledger._sql import FORGET_NONCES, SQLLedger, SQLView, fresh_identity
 from answerable.ledger.base import LeaseRow, VerifyReport
 
 __all__ = ["SQLiteLedger"]
@@ -384,7 +384,7 @@ class SQLiteLedger(SQLLedger):
                     self._nonces.execute(_NONCES)
                 self._nonce_calls += 1
                 if forget_before is not None and self._nonce_calls % 1024 == 0:
-                    self._nonces.execute("DELETE FROM nonces WHERE created < ?", (forget_before,))
+                    self._nonces.execute(FORGET_NONCES, (forget_before,))
                 self._nonces.execute("INSERT INTO nonces VALUES (?, ?)", (key, created))
             except sqlite3.IntegrityError:
                 return False

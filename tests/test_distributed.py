@@ -1,0 +1,293 @@
+"""Agents as separate OS processes on NATS JetStream, the gateway as a service, the ledger on
+PostgreSQL: what they do together, and what a kill -9 of an agent at a named point leaves.
+
+``intake`` hears order events and asks for a refund on topic ``refunds``; ``refunder`` hears that
+message and proposes the ``refund`` operation with an idempotency key made from the message that
+caused it. The refunder is killed once (kill -9 on itself) at each named point of its handler,
+for an order the seed picks:
+
+- ``before_propose``: nothing of its work reached the service; the message comes again;
+- ``after_propose``: the refund went through, the message was neither marked nor acknowledged;
+  it comes again, the service answers the repeated key with the first intent: one refund.
+
+A second refunder process, started after the kill, takes over the redelivery. Afterwards: one
+effect per order, every refund traceable in the ledger back to its order event across three
+processes, every message signed by its sender, the ledger verifies. A message published straight
+onto NATS in intake's name is refused and recorded, and refunds nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+from backends import pg_url
+from procs import seeds
+from served import Running, free_port, start
+
+from answerable.bus.nats import NatsBus
+from answerable.charter import new_charter
+from answerable.client import AsyncClient
+from answerable.clock import IdSource, rfc3339
+from answerable.keys import KeyPair
+from answerable.ledger import open_ledger
+from answerable.ledger.postgres import drop_schema
+from answerable.provenance import why
+from answerable.records import Execution, Message, Refusal, decode_entry, entry_bytes
+from answerable.scaffold import init
+
+pytestmark = [pytest.mark.crash, pytest.mark.slow]
+
+NATS = os.environ.get("ANSWERABLE_TEST_NATS", "nats://127.0.0.1:4222")
+CLI = [sys.executable, "-m", "answerable.cli"]
+POINTS = ("before_propose", "after_propose")
+
+AGENTS = '''
+import os
+from pathlib import Path
+from answerable.runtime import Agent
+
+
+class Intake(Agent):
+    name = "intake"
+    subscriptions = ("orders",)
+
+    async def handle(self, record, ctx):
+        p = record.payload
+        await ctx.send("refunds", "refund.request", {"order": p["order"], "amount_cents": p["amount_cents"]},
+                       causes=[record.id])
+
+
+def die_here(point, order):
+    """kill -9 on itself, once, at the named point for the chosen order."""
+    marker = Path("died")
+    if os.environ.get("DIE_AT") == f"{point}:{order}" and not marker.exists():
+        marker.write_text(point)
+        os.kill(os.getpid(), 9)
+
+
+class Refunder(Agent):
+    name = "refunder"
+    subscriptions = ("refunds",)
+
+    async def handle(self, record, ctx):
+        order = record.payload["order"]
+        die_here("before_propose", order)
+        await ctx.propose("refund", {"order": order, "amount_cents": record.payload["amount_cents"]},
+                          causes=[record.id], idempotency_key=f"refund-{record.id}")
+        die_here("after_propose", order)
+'''
+
+
+TABLES = """
+[nats]
+url = "{nats}"
+ack_wait_seconds = 2     # a killed agent's record goes to the replacement after 2 s
+
+[agents.intake]
+class = "agents:Intake"
+key = "keys/intake.key"
+
+[agents.refunder]
+class = "agents:Refunder"
+key = "keys/refunder.key"
+"""
+
+
+@dataclass
+class Distributed:
+    folder: Path
+    service: Running
+    ledger_url: str
+    system: str
+    intake: KeyPair
+    procs: list[subprocess.Popen[str]]
+
+    def agent(self, name: str, **env: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [*CLI, "agent", str(self.folder / "answerable.toml"), name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=self.folder,
+            env={**os.environ, **env},
+        )
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "listening on ..." once subscribed, or nothing if it died
+        assert "listening" in line, (
+            f"agent {name} did not start: {line}{proc.stderr.read() if proc.stderr else ''}"
+        )
+        self.procs.append(proc)
+        return proc
+
+
+@pytest.fixture
+def distributed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Distributed]:
+    folder = tmp_path / "shop"
+    init(folder)
+    monkeypatch.setenv("ANSWERABLE_KEY_DIR", str(tmp_path / "ledger-keys"))
+    ri, reviewer = KeyPair.load(folder / "ri.key"), KeyPair.load(folder / "reviewer.key")
+    keys = {name: KeyPair.generate(name) for name in ("intake", "refunder")}
+    (folder / "keys").mkdir()
+    for name, key in keys.items():
+        key.save(folder / "keys" / f"{name}.key")
+    system = f"shop-{uuid.uuid4().hex[:8]}"
+    charter = new_charter(
+        system,
+        ri,
+        agents=list(keys),
+        reviewers=[reviewer],
+        agent_keys={n: k.public_b64 for n, k in keys.items()},
+    )
+    (folder / "charter.json").write_text(orjson.dumps(charter.model_dump(mode="json")).decode())
+    (folder / "agents.py").write_text(AGENTS)
+    ledger_url = pg_url(f"answerable_t_{uuid.uuid4().hex[:12]}")
+    port = free_port()
+    config = (folder / "answerable.toml").read_text()
+    config = config.replace('path = "ledger.db"', f'url = "{ledger_url}"').replace(
+        "port = 8470", f"port = {port}"
+    )
+    config += TABLES.format(nats=NATS)
+    (folder / "answerable.toml").write_text(config)
+    service = start(folder, port)
+    run = Distributed(folder, service, ledger_url, system, keys["intake"], [])
+    try:
+        yield run
+    finally:
+        for proc in run.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in run.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+        if service.proc.poll() is None:
+            service.stop()
+        asyncio.run(_drop_stream(system))
+        drop_schema(ledger_url)
+
+
+async def _drop_stream(system: str) -> None:
+    bus = await NatsBus.connect(NATS, system)
+    await bus.delete_stream()
+    await bus.close()
+
+
+def effects(folder: Path) -> list[dict[str, object]]:
+    path = folder / "effects.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_until(what: str, check, seconds: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {seconds:g} s for {what}")
+        time.sleep(0.05)
+
+
+def scenario(run: Distributed, seed: int, point: str) -> None:
+    rng = random.Random(seed)
+    orders = [f"O-{seed}-{n}" for n in range(6)]
+    victim = rng.choice(orders)
+    run.agent("intake")
+    first = run.agent("refunder", DIE_AT=f"{point}:{victim}")
+
+    async def bring() -> None:
+        async with AsyncClient(run.service.url, run.intake) as client:
+            events = [
+                {
+                    "topic": "orders",
+                    "source": "shop",
+                    "type": "order.returned",
+                    "payload": {"order": o, "amount_cents": 1000 + 100 * n},
+                }
+                for n, o in enumerate(orders)
+            ]
+            await client.ingest(events)
+
+    asyncio.run(bring())
+    assert first.wait(timeout=60) == -signal.SIGKILL, f"seed {seed}: the refunder was to die at {point}"
+    run.agent("refunder")  # the replacement: the record comes again to it
+    wait_until(f"seed {seed}: six refunds", lambda: len({e["order"] for e in effects(run.folder)}) == 6)
+    forged(run)
+    check(run, seed, orders, point)
+
+
+def forged(run: Distributed) -> None:
+    """A refund request published straight onto NATS in intake's name, signed by intake even:
+    it is not in the ledger, so it is refused and recorded, and refunds nothing."""
+    ids = IdSource()
+    message = Message(
+        id=ids.new(),
+        at=rfc3339(ids.clock.now_ns()),
+        sender="intake",
+        topic="refunds",
+        type="refund.request",
+        payload={"order": "O-forged", "amount_cents": 99},
+        trace_id="forged",
+    )
+    from answerable.signing import sign
+
+    message = sign(message, run.intake)
+
+    async def publish() -> None:
+        bus = await NatsBus.connect(NATS, run.system)
+        await bus.publish("refunds", message)
+        await bus.close()
+
+    asyncio.run(publish())
+
+    def refused() -> bool:
+        with open_ledger(run.ledger_url) as ledger:
+            return any(
+                isinstance(r := decode_entry(e.data), Refusal) and r.reason_code == "not_recorded"
+                for e in ledger.of_kind("Refusal")
+            )
+
+    wait_until("the forged message's refusal", refused)
+
+
+def check(run: Distributed, seed: int, orders: list[str], point: str) -> None:
+    where = f"seed {seed} ({point})"
+    done = effects(run.folder)
+    assert sorted(e["order"] for e in done) == sorted(orders), where  # once each, the forged none
+    with open_ledger(run.ledger_url) as ledger:
+        assert ledger.verify().size == ledger.size(), where
+        executions = [
+            x for e in ledger.of_kind("Execution") if isinstance(x := decode_entry(e.data), Execution)
+        ]
+        assert sorted(x.status for x in executions) == ["succeeded"] * 6, where
+        for x in executions:
+            graph = why(ledger, x.id)
+            kinds = {n.kind for n in graph.nodes}
+            assert {"Intent", "Message", "ExternalEvent"} <= kinds, f"{where}: {kinds}"
+        for e in ledger.of_kind("Message"):
+            message = decode_entry(e.data)
+            assert isinstance(message, Message), where
+            assert message.signature, where
+        assert ledger.entry(ledger.find(executions[0].id).index).data == entry_bytes(executions[0]), where
+
+
+@pytest.mark.parametrize("seed", seeds())
+def test_agents_in_their_own_processes_refund_each_order_once_across_a_kill(
+    distributed: Distributed, seed: int
+):
+    scenario(distributed, seed)
