@@ -8,7 +8,9 @@ for an order the seed picks:
 
 - ``before_propose``: nothing of its work reached the service; the message comes again;
 - ``after_propose``: the refund went through, the message was neither marked nor acknowledged;
-  it comes again, the service answers the repeated key with the first intent: one refund.
+  it comes again, the service answers the repeated key with the first intent: one refund;
+- ``slower_than_ack_wait``: no kill; two replicas pull, one holds the record past ack_wait, the
+  other is given it too: both propose with one key, the service makes one intent of them.
 
 A second refunder process, started after the kill, takes over the redelivery. Afterwards: one
 effect per order, every refund traceable in the ledger back to its order event across three
@@ -52,7 +54,7 @@ pytestmark = [pytest.mark.crash, pytest.mark.slow]
 
 NATS = os.environ.get("ANSWERABLE_TEST_NATS", "nats://127.0.0.1:4222")
 CLI = [sys.executable, "-m", "answerable.cli"]
-POINTS = ("before_propose", "after_propose")
+POINTS = ("before_propose", "after_propose", "slower_than_ack_wait")
 
 AGENTS = '''
 import os
@@ -84,6 +86,13 @@ class Refunder(Agent):
 
     async def handle(self, record, ctx):
         order = record.payload["order"]
+        with open("handled.log", "a") as log:
+            log.write(f"{order} {os.getpid()}\\n")
+        slowed = Path(f"slowed-{order}")
+        if os.environ.get("SLOW_AT") == order and not slowed.exists():
+            slowed.write_text("")  # the first to take it holds it past ack_wait; it goes to the other
+            import asyncio
+            await asyncio.sleep(3.5)
         die_here("before_propose", order)
         await ctx.propose("refund", {"order": order, "amount_cents": record.payload["amount_cents"]},
                           causes=[record.id], idempotency_key=f"refund-{record.id}")
@@ -124,6 +133,7 @@ class Distributed:
             cwd=self.folder,
             env={**os.environ, **env},
         )
+        self.procs.append(proc)  # stopped and its pipes closed after, whatever happens
         assert proc.stdout is not None
         line = proc.stdout.readline()  # "listening on ..." once subscribed, or nothing if it died
         assert "listening" in line, (
@@ -195,6 +205,13 @@ def effects(folder: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def handlers(folder: Path, order: str) -> set[str]:
+    """The processes that handled the request for ``order`` (each write one line as they start)."""
+    path = folder / "handled.log"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return {pid for line in lines for o, pid in [line.split()] if o == order}
+
+
 def wait_until(what: str, check, seconds: float = 60.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + seconds
     while not check():
@@ -208,7 +225,11 @@ def scenario(run: Distributed, seed: int, point: str) -> None:
     orders = [f"O-{seed}-{n}" for n in range(6)]
     victim = rng.choice(orders)
     run.agent("intake")
-    first = run.agent("refunder", DIE_AT=f"{point}:{victim}")
+    if point == "slower_than_ack_wait":  # two replicas pulling; one holds the record past ack_wait
+        first = run.agent("refunder", SLOW_AT=victim)
+        run.agent("refunder", SLOW_AT=victim)
+    else:
+        first = run.agent("refunder", DIE_AT=f"{point}:{victim}")
 
     async def bring() -> None:
         async with AsyncClient(run.service.url, run.intake) as client:
@@ -224,9 +245,12 @@ def scenario(run: Distributed, seed: int, point: str) -> None:
             await client.ingest(events)
 
     asyncio.run(bring())
-    assert first.wait(timeout=60) == -signal.SIGKILL, f"seed {seed}: the refunder was to die at {point}"
-    run.agent("refunder")  # the replacement: the record comes again to it
+    if point != "slower_than_ack_wait":
+        assert first.wait(timeout=60) == -signal.SIGKILL, f"seed {seed}: the refunder was to die at {point}"
+        run.agent("refunder")  # the replacement: the record comes again to it
     wait_until(f"seed {seed}: six refunds", lambda: len({e["order"] for e in effects(run.folder)}) == 6)
+    if point == "slower_than_ack_wait":
+        wait_until(f"seed {seed}: the slow replica's answer", lambda: len(handlers(run.folder, victim)) == 2)
     forged(run)
     check(run, seed, orders, point)
 
@@ -286,8 +310,9 @@ def check(run: Distributed, seed: int, orders: list[str], point: str) -> None:
         assert ledger.entry(ledger.find(executions[0].id).index).data == entry_bytes(executions[0]), where
 
 
+@pytest.mark.parametrize("point", POINTS)
 @pytest.mark.parametrize("seed", seeds())
 def test_agents_in_their_own_processes_refund_each_order_once_across_a_kill(
-    distributed: Distributed, seed: int
-):
-    scenario(distributed, seed)
+    distributed: Distributed, seed: int, point: str
+) -> None:
+    scenario(distributed, seed, point)
