@@ -49,6 +49,8 @@ def test_governed_call_bench_checks_its_own_ledger():
         ("bench/monitors.py", "--entries", "5000", "--json"),
         ("bench/service.py", "--quick", "--json"),
         ("bench/coordination.py", "--quick", "--json"),
+        ("bench/postgres.py", "--quick", "--json"),
+        ("bench/bus.py", "--quick", "--json"),
     ],
     ids=lambda a: a[0] if isinstance(a, tuple) else str(a),
 )

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import re
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -130,6 +131,17 @@ class NatsBus:
         Raises:
             BusError: the server cannot be reached, or has no JetStream; naming where.
         """
+        errors: list[BaseException] = []
+        connected = False
+
+        async def said(exc: Exception) -> None:
+            # nats-py prints a traceback for every failed attempt by default; one line here, and
+            # none while the first connection is still being tried (its failure is raised below).
+            if connected:
+                print(f"answerable: NATS at {url}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            elif not errors:
+                errors.append(exc)
+
         try:
             nc = await asyncio.wait_for(
                 nats.connect(
@@ -139,12 +151,15 @@ class NatsBus:
                     reconnect_time_wait=0.5,
                     connect_timeout=2,
                     allow_reconnect=True,
+                    error_cb=said,
                 ),
                 timeout=connect_wait,
             )
         except (NatsError, OSError, TimeoutError) as exc:
-            why = str(exc) or f"no answer within {connect_wait:g} s"
+            seen = errors[0] if errors else exc
+            why = str(seen) or f"no answer within {connect_wait:g} s"
             raise BusError(f"NATS at {url}: cannot connect: {why}") from exc
+        connected = True  # from now on, errors are said as they come
         bus = cls(nc, system, admit=admit, on_refused=on_refused, marks=marks, ack_wait=ack_wait)
         bus._js = nc.jetstream()
         config = api.StreamConfig(
