@@ -806,6 +806,37 @@ def agent_command(
     _run(lambda: _async(run_agent(config, name)))
 
 
+@app.command("nats-config")
+def nats_config_command(
+    config_file: Path = typer.Argument(..., help="The system's answerable.toml, with [nats] key set."),
+    out_file: Path | None = typer.Option(None, "--out", help="Also write the block to this file."),
+    force: bool = ForceOpt,
+) -> None:
+    """Print the nats-server authorization block for this system: the service and each agent log
+    in with their own keys (NKEY); an agent may pull only the topics the charter's coordination
+    contract lets it hear, and publish on none. Creates the service's key ([nats] key) if absent."""
+    from answerable.bus.auth import authorization
+    from answerable.config import load_config
+    from answerable.records import SystemCharter
+
+    config = _run(lambda: load_config(config_file))
+    if config.nats_key is None:
+        _fail(ConfigError(f"{config.source.name}: set [nats] key (the service's key file) first"))
+    key_file = config.nats_key
+    if not key_file.exists():
+        _run(lambda: KeyPair.generate("answerable-service").save(key_file, replace=False))
+        err.print(f"made the service's NATS key {key_file} (mode 0600)", markup=False)
+    service = _run(lambda: KeyPair.load(key_file))
+    try:
+        charter = SystemCharter.model_validate_json(config.charter.read_bytes())
+    except (OSError, ValueError) as exc:
+        _fail(ConfigError(f"{config.charter}: not a charter: {str(exc).splitlines()[0]}"))
+    text = _run(lambda: authorization(charter, service.public_b64))
+    if out_file is not None:
+        _write(_out_file(out_file, force), text.encode("utf-8"))
+    sys.stdout.write(text)
+
+
 @app.command("witness")
 def witness_command(
     key_file: Path = typer.Option(..., "--key", help="The witness's key file (`answerable keys new`)."),

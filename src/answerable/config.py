@@ -79,6 +79,10 @@ class ServiceConfig:
     """``[nats] url``: the NATS JetStream server the service publishes recorded events and
     messages on, for agents in other processes (``answerable agent``); none: nothing is published."""
     agents: tuple[AgentConfig, ...] = ()
+    nats_key: Path | None = None
+    """``[nats] key``: the service's own key: with it set, the service and every agent log in to
+    NATS as NKEY users (agents with their own keys) and hold only the rights ``answerable
+    nats-config`` gives them; without it, NATS is used without logins."""
     nats_ack_wait: float = 30.0
     """``[nats] ack_wait_seconds``: how long a record an agent took stays unacknowledged before
     JetStream gives it to another replica (or the same agent restarted): longer than a handler runs."""
@@ -147,6 +151,7 @@ def load_config(path: Path) -> ServiceConfig:
         raise ConfigError(f"{path.name}: [nats] url: want a nats:// URL, got {nats_url!r}")
     return ServiceConfig(
         nats_ack_wait=read.number("nats", "ack_wait_seconds", 30.0),
+        nats_key=read.maybe_path("nats", "key", None, must_exist=False),
         agents=read.agents(),
         ledger_url=ledger_url,
         nats_url=nats_url,

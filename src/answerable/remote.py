@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from answerable.bus.auth import nkey_seed
 from answerable.bus.nats import NatsBus
 from answerable.client import AsyncClient
 from answerable.clock import IdSource, SystemClock, rfc3339
@@ -163,6 +164,7 @@ async def run_agent(config: ServiceConfig, name: str, *, stop: asyncio.Event | N
         marks=LedgerMarks(ledger, clock),
         ack_wait=config.nats_ack_wait,
         name=f"answerable agent {name}",
+        nkey_seed=None if config.nats_key is None else nkey_seed(key),
     )
 
     async def deliver(record: Message | ExternalEvent) -> None:

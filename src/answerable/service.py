@@ -49,7 +49,7 @@ from answerable.errors import (
 )
 from answerable.gateway import Gateway, Outcome
 from answerable.httpsig import SKEW, claimed_keyid, verify_request
-from answerable.keys import verify_signature
+from answerable.keys import KeyPair, verify_signature
 from answerable.ledger import SQLLedger, open_ledger
 from answerable.ledger.tiles import TILE_WIDTH, entry_bundle, parse_tile_path, publish, write_atomically
 from answerable.ledger.witness import CosignatureVerifier, request_cosignature
@@ -196,8 +196,13 @@ class Service:
         if config.nats_url is not None:
             from answerable.bus.nats import NatsBus  # nats-py only where a system runs on NATS
 
+            seed = None
+            if config.nats_key is not None:  # logins on: the service has rights no agent has
+                from answerable.bus.auth import nkey_seed
+
+                seed = nkey_seed(KeyPair.load(config.nats_key))
             self.bus = await NatsBus.connect(
-                config.nats_url, charter.system, name=f"answerable serve {charter.system}"
+                config.nats_url, charter.system, name=f"answerable serve {charter.system}", nkey_seed=seed
             )
         self.system = System(
             ledger,

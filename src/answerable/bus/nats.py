@@ -38,7 +38,7 @@ from answerable.bus.base import Handler
 from answerable.errors import BusError, RecordInvalid
 from answerable.records import ExternalEvent, Message, decode_entry, entry_bytes
 
-__all__ = ["Marks", "NatsBus", "stream_name", "subject_of"]
+__all__ = ["Marks", "NatsBus", "durable_name", "stream_name", "subject_of"]
 
 Admit = Callable[[Message | ExternalEvent, bytes], Awaitable[str | None]]
 """Given a delivered record and its bytes: None to handle it, or why it is refused."""
@@ -78,7 +78,8 @@ def _decode(data: bytes) -> tuple[Message | ExternalEvent | None, str | None]:
     return record, None
 
 
-def _durable(group: str, topic: str) -> str:
+def durable_name(group: str, topic: str) -> str:
+    """The durable consumer of a subscriber group on a topic (its NATS permissions name it)."""
     plain = re.sub(r"[^A-Za-z0-9_-]", "_", group)[:40]
     digest = hashlib.sha256(group.encode() + b"\0" + topic.encode()).hexdigest()[:16]
     return f"{plain}-{digest}"
@@ -124,12 +125,16 @@ class NatsBus:
         marks: Marks | None = None,
         name: str = "answerable",
         connect_wait: float = 5.0,
+        nkey_seed: str | None = None,
+        request_timeout: float = 5.0,
     ) -> NatsBus:
         """Connect and make sure the stream exists. The first connection is tried again (every
         half second) for ``connect_wait`` seconds; once connected, reconnects never give up.
 
+        ``nkey_seed``: log in as this NKEY user (see :mod:`answerable.bus.auth`).
+
         Raises:
-            BusError: the server cannot be reached, or has no JetStream; naming where.
+            BusError: the server cannot be reached, refused the login, or has no JetStream.
         """
         errors: list[BaseException] = []
         connected = False
@@ -152,6 +157,7 @@ class NatsBus:
                     connect_timeout=2,
                     allow_reconnect=True,
                     error_cb=said,
+                    nkeys_seed_str=nkey_seed,
                 ),
                 timeout=connect_wait,
             )
@@ -161,7 +167,7 @@ class NatsBus:
             raise BusError(f"NATS at {url}: cannot connect: {why}") from exc
         connected = True  # from now on, errors are said as they come
         bus = cls(nc, system, admit=admit, on_refused=on_refused, marks=marks, ack_wait=ack_wait)
-        bus._js = nc.jetstream()
+        bus._js = nc.jetstream(timeout=request_timeout)
         config = api.StreamConfig(
             name=stream_name(system),
             subjects=[subject_of(system, "*").rsplit(".", 1)[0] + ".>"],
@@ -217,7 +223,7 @@ class NatsBus:
         for s in self._subs:
             if s.task is not None:
                 continue
-            durable = _durable(s.group, s.topic)
+            durable = durable_name(s.group, s.topic)
             config = api.ConsumerConfig(
                 durable_name=durable,
                 ack_policy=api.AckPolicy.EXPLICIT,
