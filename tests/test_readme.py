@@ -30,6 +30,7 @@ RUN = {
     "agent",
     "keys",
     "publish",
+    "postgres",
 }
 """The tags of the blocks these tests run; ``text`` blocks are listings, not code."""
 
@@ -225,3 +226,25 @@ def test_the_service_blocks_run_as_written(tmp_path: Path) -> None:
     finally:
         if running.proc.poll() is None:
             running.stop()
+
+
+@pytest.mark.slow
+def test_the_postgres_block_moves_a_ledger_there_and_back_with_one_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from uuid import uuid4
+
+    from backends import pg_url
+
+    from answerable.ledger.postgres import drop_schema
+
+    schema = f"answerable_t_{uuid4().hex[:12]}"
+    monkeypatch.setenv("SCHEMA", schema)
+    monkeypatch.setenv("ANSWERABLE_KEY_DIR", str(tmp_path / "keys"))
+    try:
+        ran = shell(blocks()["postgres"], tmp_path)
+    finally:
+        drop_schema(pg_url(schema))
+    assert "verified" in ran[2].stdout.lower(), ran[2].stdout
+    roots = {r.stderr.split("root ")[1].split(" ")[0] for r in (ran[1], ran[3])}
+    assert len(roots) == 1, roots
