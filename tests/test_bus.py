@@ -221,3 +221,64 @@ async def test_only_recorded_messages_signed_by_their_sender_reach_an_agent(nats
         assert {r.channel for r in refusals if isinstance(r, Refusal)} == {"bus"}
     finally:
         ledger.close()
+
+
+async def test_a_record_the_ledger_keeps_by_digest_is_delivered_whole_and_admitted(nats_bus: Open, tmp_path):
+    """Over 64 KiB the ledger moves the payload to a blob; the bus carries the record whole, and
+    admission recognises it as the entry the ledger holds."""
+    ledger = SQLiteLedger.open(tmp_path / "ledger.db", create=True)
+    try:
+        admission = Admission(ledger)
+        inbox = Inbox()
+        bus = await nats_bus(admit=admission, on_refused=admission.refuse)
+        bus.subscribe("orders", inbox, group="planner")
+        await bus.start()
+        [big] = order_events(1, size=100_000)
+        ledger.append_sync([big])
+        assert len(ledger.find(big.id).data) < 65_536  # stored by digest
+        await bus.publish("orders", big)
+        await bus.drain()
+        assert inbox.got == [big.id]
+        assert admission.refused == 0
+    finally:
+        ledger.close()
+
+
+async def test_a_recorded_message_replayed_onto_another_topic_is_refused(nats_bus: Open, tmp_path):
+    clock = FakeClock()
+    ri, router = KeyPair.generate("ri@x.example"), KeyPair.generate("router")
+    ledger = SQLiteLedger.open(tmp_path / "ledger.db", create=True)
+    try:
+        keys = {"router": router.public_b64}
+        ledger.append_sync(
+            [new_charter("t", ri, agents=["router", "executor"], agent_keys=keys, clock=clock)]
+        )
+        admission = Admission(ledger, clock=clock)
+        inbox = Inbox()
+        bus = await nats_bus(admit=admission, on_refused=admission.refuse)
+        bus.subscribe("audit", inbox, group="executor")
+        await bus.start()
+        ids = IdSource(clock)
+        plan = sign(
+            Message(
+                id=ids.new(),
+                at=rfc3339(0),
+                sender="router",
+                topic="plans",
+                type="route",
+                payload={},
+                trace_id="t",
+            ),
+            router,
+        )
+        ledger.append_sync([plan])
+        await bus._js.publish(
+            subject_of(bus.system, "audit"), entry_bytes(plan), headers={"Nats-Msg-Id": "x"}
+        )
+        await bus.drain()
+        assert inbox.got == []
+        [refusal] = [decode_entry(e.data) for e in ledger.of_kind("Refusal")]
+        assert isinstance(refusal, Refusal)
+        assert refusal.reason_code == "wrong_topic"
+    finally:
+        ledger.close()

@@ -57,10 +57,17 @@ def one_line(done: subprocess.CompletedProcess[str], says: str) -> None:
             "PostgreSQL at 127.0.0.1:1/test: cannot connect",
         ),
         ("", "", '\n[nats]\nurl = "nats://127.0.0.1:1"\n', "NATS at nats://127.0.0.1:1: cannot connect"),
-        ("", "", '\n[nats]\nurl = "amqp://127.0.0.1"\n', "[nats] url: want a nats:// URL"),
+        ("", "", '\n[nats]\nurl = "amqp://hunter2@127.0.0.1"\n', "[nats] url: want a nats:// URL"),
+        (
+            "",
+            "",
+            '\n[nats]\nurl = "nats://bob:hunter2@127.0.0.1:1"\n',
+            "NATS at nats://127.0.0.1:1: cannot connect",
+        ),
+        ('path = "ledger.db"', 'url = "mysql://bob:hunter2@h/db"', "", "want a postgresql:// URL"),
         ('path = "ledger.db"', 'path = "ledger.db"\nurl = "postgresql://h/db"', "", "not both"),
     ],
-    ids=["password", "postgres-down", "nats-down", "not-nats", "path-and-url"],
+    ids=["password", "postgres-down", "nats-down", "not-nats", "nats-user", "not-postgres", "path-and-url"],
 )
 def test_serve_refuses_a_bad_backend_before_anything_starts(
     folder: Path, old: str, new: str, extra: str, says: str
@@ -78,3 +85,9 @@ def test_an_agent_needs_its_table_and_nats(folder: Path):
     one_line(run(folder, "agent", str(config), "ghost"), "no [agents.ghost] table")
     edit(folder, "", "", '\n[agents.ghost]\nclass = "operations:refund"\n')
     one_line(run(folder, "agent", str(config), "ghost"), "is not an Agent")
+
+
+def test_a_url_of_another_scheme_is_no_ledger_and_its_password_is_not_echoed(folder: Path):
+    done = run(folder, "verify", "postgresql+psycopg://bob:hunter2@127.0.0.1/db")
+    one_line(done, "names no ledger")
+    assert "hunter2" not in done.stderr + done.stdout

@@ -148,7 +148,8 @@ def load_config(path: Path) -> ServiceConfig:
     if nats_url is not None and (
         not isinstance(nats_url, str) or not nats_url.startswith(("nats://", "tls://"))
     ):
-        raise ConfigError(f"{path.name}: [nats] url: want a nats:// URL, got {nats_url!r}")
+        scheme = nats_url.split("://")[0] if isinstance(nats_url, str) else type(nats_url).__name__
+        raise ConfigError(f"{path.name}: [nats] url: want a nats:// URL, got one of {scheme!r}")
     return ServiceConfig(
         nats_ack_wait=read.number("nats", "ack_wait_seconds", 30.0),
         nats_key=read.maybe_path("nats", "key", None, must_exist=False),
@@ -213,7 +214,8 @@ class _Reader:
         if self._get("ledger", "path", None) is not None:
             raise ConfigError(f"{self.name}: [ledger]: give path (SQLite) or url (PostgreSQL), not both")
         if not isinstance(value, str) or not value.startswith(("postgresql://", "postgres://")):
-            raise ConfigError(f"{self.name}: [ledger] url: want a postgresql:// URL, got {value!r}")
+            scheme = value.split("://")[0] if isinstance(value, str) else type(value).__name__
+            raise ConfigError(f"{self.name}: [ledger] url: want a postgresql:// URL, got one of {scheme!r}")
         from answerable.ledger.postgres import parse_url
 
         try:

@@ -17,9 +17,10 @@ import hashlib
 
 from answerable.charter import CharterHistory
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
+from answerable.contract import ContractCheck
 from answerable.errors import Conflict, EntryNotFound, SignatureInvalid
 from answerable.keys import verify_signature
-from answerable.ledger.base import Guard, LedgerStore
+from answerable.ledger.base import Guard, LedgerStore, holds
 from answerable.records import ExternalEvent, Message, Refusal, signing_bytes
 
 __all__ = ["Admission", "LedgerMarks"]
@@ -43,27 +44,46 @@ class Admission:
     """Judges deliveries against the ledger and the charter in force (see the module)."""
 
     def __init__(
-        self, ledger: LedgerStore, *, clock: Clock | None = None, ids: IdSource | None = None
+        self,
+        ledger: LedgerStore,
+        *,
+        agent: str | None = None,
+        clock: Clock | None = None,
+        ids: IdSource | None = None,
     ) -> None:
         self.ledger = ledger
+        self.agent = agent
+        """The agent receiving (None: any subscriber): under a contract it hears only its topics."""
         self.clock = clock or SystemClock()
         self.ids = ids or IdSource(self.clock)
         self._charters = CharterHistory()
         self.refused = 0
 
-    async def __call__(self, record: Message | ExternalEvent, data: bytes) -> str | None:
-        return await asyncio.to_thread(self.judge, record, data)
+    async def __call__(self, record: Message | ExternalEvent, data: bytes, topic: str) -> str | None:
+        return await asyncio.to_thread(self.judge, record, data, topic)
 
-    def judge(self, record: Message | ExternalEvent, data: bytes) -> str | None:
-        """None when the record may be handled, else why not (one line)."""
+    def judge(self, record: Message | ExternalEvent, data: bytes, topic: str) -> str | None:
+        """None when the record may be handled, delivered on ``topic``, else why not (one line).
+
+        An event carries no topic of its own, so one recorded event delivered again on another
+        topic is not caught here; a message is."""
         try:
             stored = self.ledger.find(record.id)
         except EntryNotFound:
             return "not_recorded: the ledger holds no entry with this id (recorded before published)"
-        if stored.data != data:
+        if not holds(stored.data, data):
             return "altered: the bytes delivered differ from the entry the ledger holds"
         if isinstance(record, Message):
+            if record.topic != topic:
+                return f"wrong_topic: a message of {record.topic!r} delivered on {topic!r}"
             charter = self._charters.advance(self.ledger).latest()
+            contract = None if charter is None else charter.coordination
+            if (
+                contract is not None
+                and self.agent is not None
+                and self.agent not in ContractCheck(contract).subscribers(topic)
+            ):
+                return f"not_subscriber: the contract does not let {self.agent} hear {topic!r}"
             agent = (
                 None
                 if charter is None

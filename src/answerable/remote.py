@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -148,7 +149,7 @@ async def run_agent(config: ServiceConfig, name: str, *, stop: asyncio.Event | N
     ledger = open_ledger(config.ledger_url or config.ledger)
     clock = SystemClock()
     ids = IdSource(clock)
-    admission = Admission(ledger, clock=clock, ids=ids)
+    admission = Admission(ledger, agent=name, clock=clock, ids=ids)
     client = AsyncClient(_service_url(config), key)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -174,6 +175,14 @@ async def run_agent(config: ServiceConfig, name: str, *, stop: asyncio.Event | N
         ctx = RemoteContext(system=None, agent=name, trace_id=trace, client=client, ids=ids)  # type: ignore[arg-type]
         await agent.handle(record, ctx)
 
+    def failed(exc: Exception) -> None:
+        print(
+            f"answerable agent {name}: {type(exc).__name__}: {exc} (the record comes again)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    bus.on_failure = failed
     try:
         for topic in agent.subscriptions:
             bus.subscribe(topic, deliver, group=name)

@@ -51,6 +51,7 @@ from answerable.gateway import Gateway, Outcome
 from answerable.httpsig import SKEW, claimed_keyid, verify_request
 from answerable.keys import KeyPair, verify_signature
 from answerable.ledger import SQLLedger, open_ledger
+from answerable.ledger.base import holds
 from answerable.ledger.tiles import TILE_WIDTH, entry_bundle, parse_tile_path, publish, write_atomically
 from answerable.ledger.witness import CosignatureVerifier, request_cosignature
 from answerable.monitors import Monitors, load_monitors
@@ -524,7 +525,7 @@ class Service:
         except EntryNotFound:
             stored = None
         if stored is not None:
-            if stored.data != entry_bytes(message):
+            if not holds(stored.data, entry_bytes(message)):
                 raise _HTTPError(409, "id_used", f"message id {message.id} is used by another entry")
             await self.system.bus.publish(message.topic, message)
             return 200, {"message_id": message.id, "index": stored.index, "duplicate": True}

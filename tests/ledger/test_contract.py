@@ -295,3 +295,27 @@ def test_old_request_nonces_are_forgotten_but_handled_marks_are_kept(store: SQLL
     assert store.nonce_seen("handled:planner:m1")
     assert not store.nonce_seen("agent:n1")
     assert store.nonce_seen("agent:n2")
+
+
+async def test_a_copy_carries_guards_lease_epoch_and_nonces(
+    backend: Backend, store: SQLLedger, tmp_path: Path
+):
+    """What makes exactly-once true beside the log moves with it: a claimed intent stays claimed,
+    the next lease epoch counts on, a spent nonce stays spent."""
+    from answerable.ledger.copy import copy_ledger
+
+    await store.append(order_events(2), guards=[Guard("claim:I-1", None)])
+    assert Lease(store, ttl=5.0).acquire() == 1
+    store.release_lease(1)
+    assert store.use_nonce("agent:n1", 100)
+    report = copy_ledger(store, tmp_path / "copy.db", signing_key=tmp_path / "copy.key")
+    assert report.size == 2
+    from answerable.ledger import open_ledger
+
+    with open_ledger(tmp_path / "copy.db", signing_key=tmp_path / "copy.key") as moved:
+        assert moved.head("claim:I-1") == 1
+        with pytest.raises(Conflict):
+            await moved.append(order_events(1, later_ids()), guards=[Guard("claim:I-1", None)])
+        assert Lease(moved, ttl=5.0).acquire() == 2
+        assert moved.nonce_seen("agent:n1")
+        assert moved.root() == store.root()

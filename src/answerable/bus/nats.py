@@ -40,8 +40,8 @@ from answerable.records import ExternalEvent, Message, decode_entry, entry_bytes
 
 __all__ = ["Marks", "NatsBus", "durable_name", "stream_name", "subject_of"]
 
-Admit = Callable[[Message | ExternalEvent, bytes], Awaitable[str | None]]
-"""Given a delivered record and its bytes: None to handle it, or why it is refused."""
+Admit = Callable[[Message | ExternalEvent, bytes, str], Awaitable[str | None]]
+"""Given a delivered record, its bytes and the topic it came on: None to handle it, or why not."""
 Refused = Callable[[Message | ExternalEvent | None, bytes, str], Awaitable[None]]
 
 
@@ -54,6 +54,11 @@ class Marks(Protocol):
 
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+
+
+def shown(url: str) -> str:
+    """A server URL as messages may show it: any user and password taken out."""
+    return re.sub(r"//[^@/]*@", "//", url)
 
 
 def stream_name(system: str) -> str:
@@ -104,6 +109,8 @@ class NatsBus:
     admit: Admit | None = None
     on_refused: Refused | None = None
     marks: Marks | None = None
+    on_failure: Callable[[Exception], None] | None = None
+    """Told of each handler's failure (a long-running agent says it); else drain() raises it."""
     ack_wait: float = 30.0
     _subs: list[_Subscription] = field(default_factory=list)
     _js: Any = None
@@ -143,7 +150,11 @@ class NatsBus:
             # nats-py prints a traceback for every failed attempt by default; one line here, and
             # none while the first connection is still being tried (its failure is raised below).
             if connected:
-                print(f"answerable: NATS at {url}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                print(
+                    f"answerable: NATS at {shown(url)}: {type(exc).__name__}: {exc}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             elif not errors:
                 errors.append(exc)
 
@@ -164,7 +175,7 @@ class NatsBus:
         except (NatsError, OSError, TimeoutError) as exc:
             seen = errors[0] if errors else exc
             why = str(seen) or f"no answer within {connect_wait:g} s"
-            raise BusError(f"NATS at {url}: cannot connect: {why}") from exc
+            raise BusError(f"NATS at {shown(url)}: cannot connect: {why}") from exc
         connected = True  # from now on, errors are said as they come
         bus = cls(nc, system, admit=admit, on_refused=on_refused, marks=marks, ack_wait=ack_wait)
         bus._js = nc.jetstream(timeout=request_timeout)
@@ -181,7 +192,9 @@ class NatsBus:
                 await bus._js.add_stream(config)
         except (NatsError, JetStreamError, TimeoutError) as exc:
             await nc.close()
-            raise BusError(f"NATS at {url}: cannot make stream {config.name} (JetStream on?): {exc}") from exc
+            raise BusError(
+                f"NATS at {shown(url)}: cannot make stream {config.name} (JetStream on?): {exc}"
+            ) from exc
         return bus
 
     @property
@@ -228,7 +241,9 @@ class NatsBus:
                 durable_name=durable,
                 ack_policy=api.AckPolicy.EXPLICIT,
                 ack_wait=self.ack_wait,
-                deliver_policy=api.DeliverPolicy.ALL,
+                # A group that subscribes for the first time hears what is published from then on,
+                # as on the in-process bus; a group that was here before resumes where it was.
+                deliver_policy=api.DeliverPolicy.NEW,
                 max_deliver=-1,
             )
             try:
@@ -255,8 +270,11 @@ class NatsBus:
                 s.busy += 1
                 try:
                     await self._deliver(s, msg)
-                except Exception as exc:  # a handler's failure: kept for drain(), the record redelivered
-                    self.failures.append(exc)
+                except Exception as exc:  # a handler's failure: the record is delivered again
+                    if self.on_failure is not None:
+                        self.on_failure(exc)
+                    else:
+                        self.failures.append(exc)  # raised by the next drain()
                 finally:
                     s.busy -= 1
 
@@ -264,7 +282,7 @@ class NatsBus:
         data = bytes(msg.data)
         record, why = _decode(data)
         if record is not None and why is None and self.admit is not None:
-            why = await self.admit(record, data)
+            why = await self.admit(record, data, s.topic)
         if why is not None:
             if self.on_refused is not None:
                 await self.on_refused(record, data, why)

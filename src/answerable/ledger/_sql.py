@@ -306,7 +306,7 @@ class SQLLedger(ABC):
                     return
                 try:
                     if conn is None:
-                        conn = self._writer_connection()
+                        conn = self._reconnect()
                     settlements = self._commit_all(conn, batch)
                 except Exception as exc:
                     if conn is None or not self._connection_lost(conn, exc):
@@ -330,6 +330,16 @@ class SQLLedger(ABC):
     _RETRIES = (0.1, 0.3, 1.0)
     """Back-off between attempts to reach the store again after a commit was cut."""
 
+    def _reconnect(self) -> Conn:
+        """The writer's connection, tried again with back-off: a store restarting is not a failure
+        of the batch waiting for it (nothing of that batch was sent yet)."""
+        for pause in self._RETRIES:
+            try:
+                return self._writer_connection()
+            except LedgerError:
+                time.sleep(pause)
+        return self._writer_connection()
+
     def _recover(self, batch: list[_Item]) -> tuple[Conn, list[_Settlement] | None]:
         """After a commit was cut: reconnect (with back-off), settle the items it stored and commit
         the others. When the store stays out of reach, every caller learns that the outcome is
@@ -340,8 +350,7 @@ class SQLLedger(ABC):
             conn: Conn = None
             try:
                 conn = self._writer_connection()
-                stored, again = self._stored_already(conn, batch)
-                return conn, stored + (self._commit_all(conn, again) if again else [])
+                return conn, self._commit_all(conn, batch, recovering=True)
             except Exception as exc:
                 last = exc
                 if conn is not None and not self._connection_lost(conn, exc):
@@ -358,39 +367,47 @@ class SQLLedger(ABC):
         _settle_all([(item.waiter, None, error) for item in batch])
         return None, None
 
-    def _commit_all(self, conn: Conn, batch: list[_Item]) -> list[_Settlement]:
+    def _commit_all(self, conn: Conn, batch: list[_Item], *, recovering: bool = False) -> list[_Settlement]:
         try:
-            return self._commit(conn, batch)
+            return self._commit(conn, batch, recovering=recovering)
         except Exception as exc:
             if not self._is_duplicate(exc):
                 raise
         # Rare: an id used twice. Fail only its callers and commit everyone else; the common
         # path pays nothing for this check.
         batch = self._refuse_duplicates(conn, batch)
-        return self._commit(conn, batch) if batch else []
+        return self._commit(conn, batch, recovering=recovering) if batch else []
 
     def _connection_lost(self, conn: Conn, exc: BaseException) -> bool:
         """Whether ``exc`` cut the writer's connection, so that a commit in flight has an
         unknown outcome. An embedded database never loses its connection."""
         return False
 
-    def _stored_already(self, conn: Conn, batch: list[_Item]) -> tuple[list[_Settlement], list[_Item]]:
-        """Which items of a commit with an unknown outcome are stored (their first entry is there,
-        byte for byte), and which are not. A commit is all or nothing, so the stored ones hold
-        all their entries, from that index on."""
+    def _split_stored(self, conn: Conn, batch: list[_Item]) -> tuple[list[_Settlement], list[_Item]]:
+        """Inside the commit that follows a cut one (the head row held): the items that cut commit
+        stored (every entry there, byte for byte, in order) are settled with their indexes; the
+        others go on. A commit is all or nothing, so an item stored in part means the store was
+        changed by hand: its caller is told so."""
         sql = self._sql("SELECT idx, data FROM entries WHERE id = ?")
         stored: list[_Settlement] = []
         again: list[_Item] = []
         for item in batch:
-            if not item.rows:
+            found = [conn.execute(sql, (row[0],)).fetchone() for row in item.rows]
+            if not item.rows or all(f is None for f in found):
                 again.append(item)
                 continue
-            first_id, _, data, _, _ = item.rows[0]
-            row = conn.execute(sql, (first_id,)).fetchone()
-            if row is None or bytes(row[1]) != data:
-                again.append(item)
+            indexes = [None if f is None else int(f[0]) for f in found]
+            whole = all(
+                f is not None and bytes(f[1]) == row[2] for f, row in zip(found, item.rows, strict=True)
+            )
+            if whole and indexes == list(range(indexes[0] or 0, (indexes[0] or 0) + len(item.rows))):
+                stored.append((item.waiter, [int(i or 0) for i in indexes], None))
             else:
-                stored.append((item.waiter, list(range(int(row[0]), int(row[0]) + len(item.rows))), None))
+                error = LedgerError(
+                    f"ledger {self._name}: after a cut commit, {item.rows[0][1]} {item.rows[0][0]} is "
+                    "stored in part or elsewhere; run `answerable verify`"
+                )
+                stored.append((item.waiter, None, error))
         return stored, again
 
     def _after_failure(self, conn: Conn) -> Conn:
@@ -469,10 +486,14 @@ class SQLLedger(ABC):
             admitted.append(item)
         return admitted, moved, refused
 
-    def _commit(self, conn: Conn, batch: list[_Item]) -> list[_Settlement]:
+    def _commit(self, conn: Conn, batch: list[_Item], *, recovering: bool = False) -> list[_Settlement]:
         size = self._begin_append(conn)
         try:
+            known: list[_Settlement] = []
+            if recovering:  # read under the head row: a late COMMIT of the cut one is seen or waited for
+                known, batch = self._split_stored(conn, batch)
             admitted, moved, settlements = self._admit(conn, batch, size)
+            settlements = known + settlements
             flat = [row for item in admitted for row in item.rows]
             stored = self._getter(conn)
             cache = self._frontier

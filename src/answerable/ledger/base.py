@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
+from answerable._canonical import canonical_bytes
 from answerable.errors import EntryNotFound
 from answerable.records import Record
 
@@ -18,6 +20,7 @@ __all__ = [
     "LedgerStore",
     "StoredEntry",
     "VerifyReport",
+    "holds",
     "payload_of",
 ]
 
@@ -170,6 +173,23 @@ class LedgerStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def holds(stored: bytes, data: bytes) -> bool:
+    """Whether an entry the ledger stored is the record whose bytes are ``data``: the same bytes,
+    or the same with the payload moved to a blob, as the ledger stores an entry over 64 KiB (a
+    bus carries such a record whole)."""
+    if stored == data:
+        return True
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(body, dict) or not isinstance(body.get("payload"), dict):
+        return False
+    blob = canonical_bytes(body["payload"])
+    body["payload"] = {"$blob": "sha256:" + hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+    return canonical_bytes(body) == stored
 
 
 def payload_of(ledger: LedgerStore, payload: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from answerable.ledger.location import describe, open_ledger
 __all__ = ["CopyReport", "copy_ledger"]
 
 _BATCH = 4096
+_ATTEMPTS = 5
+_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,16 +55,29 @@ def copy_ledger(
     else:
         raise ConfigError(f"{where} holds a ledger already; copy into a new file or an empty schema")
     size = source.verify().size
-    root = source.root(size)
     copy = open_ledger(
         target, create=True, origin=source.origin, signing_key=signing_key, identity=source.identity()
     )
     try:
-        for start in range(0, size, _BATCH):
-            copy.append_rows(
-                [_row_of(e.id, e.kind, e.data) for e in source.entries(start, min(size, start + _BATCH))]
+        copied = 0
+        for _ in range(_ATTEMPTS):
+            for start in range(copied, size, _BATCH):
+                stop = min(size, start + _BATCH)
+                copy.append_rows([_row_of(e.id, e.kind, e.data) for e in source.entries(start, stop)])
+            copied = size
+            # Guards move only in a commit that appends, so side tables read while the size stands
+            # still are those of exactly these entries; a live gateway may append meanwhile.
+            side = source.side_tables(size)
+            grown = source.size()
+            if grown == size:
+                break
+            size = source.verify().size  # what was appended since must verify before it is copied
+        else:
+            raise LedgerError(
+                f"{source.name} kept growing while it was copied ({_ATTEMPTS} tries): stop its gateway "
+                f"and copy into a new place (the partial copy at {where} is not for use)"
             )
-        side = source.side_tables(size)
+        root = source.root(size)
         copy.put_side_tables(side)
         if copy.root(size) != root:
             raise LedgerError(

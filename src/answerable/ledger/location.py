@@ -42,6 +42,11 @@ def open_ledger(
         NotALedger, LedgerError, ConfigError: as the backend's ``open`` documents.
     """
     text = os.fspath(target)
+    if "://" in text and not is_postgres_url(text):  # say the scheme, never the rest (a password)
+        from answerable.errors import ConfigError
+
+        scheme = text.split("://", 1)[0]
+        raise ConfigError(f"a {scheme}:// URL names no ledger: give a file or a postgresql:// URL")
     if is_postgres_url(text):
         from answerable.ledger.postgres import PostgresLedger
 

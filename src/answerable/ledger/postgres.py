@@ -128,11 +128,21 @@ instead of the minutes TCP would wait: a gateway that cannot reach the store mus
 since it starts no call without it."""
 
 
+def _session(conn: psycopg.Connection[Any]) -> None:
+    """Server-side limits: a client that died inside a transaction (its socket not yet seen to
+    close) lets go of the head row after 10 s, and a writer waits at most 15 s for it."""
+    conn.execute("SET idle_in_transaction_session_timeout = '10s'")
+    conn.execute("SET lock_timeout = '15s'")
+
+
 def _connect(
     url: str, *, autocommit: bool = True, application_name: str = "answerable"
 ) -> psycopg.Connection[Any]:
     try:
-        return psycopg.connect(url, autocommit=autocommit, application_name=application_name, **_LIVENESS)
+        conn = psycopg.connect(url, autocommit=autocommit, application_name=application_name, **_LIVENESS)
+        if autocommit:  # (a read-only snapshot needs its isolation level set first, and no limits)
+            _session(conn)
+        return conn
     except psycopg.Error as exc:
         raise LedgerError(f"{_where(url)}: cannot connect: {_first_line(exc)}") from exc
 
@@ -181,6 +191,7 @@ class PostgresLedger(SQLLedger):
                 max_size=4,
                 kwargs={"autocommit": True, "application_name": f"answerable {schema}"[:63], **_LIVENESS},
                 timeout=2.0,
+                configure=_session,
                 name=f"ledger:{schema}",
                 open=True,
             )
@@ -321,18 +332,21 @@ class PostgresLedger(SQLLedger):
             return None  # the server went away: the next batch opens a new connection
         return conn
 
-    def _read(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+    def _read(self, fn: Callable[[psycopg.Connection[Any]], T], *, again: bool = True) -> T:
         """Run ``fn`` on a pooled connection. A pooled connection the server has closed since
-        (a restart, an administrator) fails its first use; ``fn`` then runs once more on a fresh
-        one, which is safe for the reads and single-statement writes that come here."""
+        (a restart, an administrator) fails its first use; with ``again``, ``fn`` then runs once
+        more on a fresh one: right for reads and idempotent writes, not for a write whose answer
+        depends on whether it ran before (a nonce, a lease taken)."""
         for attempt in (1, 2):
             conn = None
             try:
                 with self._pool.connection() as conn:
                     return fn(conn)
+            except psycopg.OperationalError as exc:
+                if again and attempt == 1:
+                    continue  # the pool checks the connection as it takes it back, dropping it if dead
+                raise self._translate(exc) from exc
             except psycopg.Error as exc:
-                if attempt == 1 and conn is not None and (conn.closed or conn.broken):
-                    continue  # the pool drops the dead connection as it takes it back
                 raise self._translate(exc) from exc
         raise LedgerError(f"{self._name}: unreachable")  # the loop returns or raises first
 
@@ -348,7 +362,7 @@ class PostgresLedger(SQLLedger):
                     conn.execute("SELECT size FROM head FOR UPDATE")
                 return fn(conn)
 
-        return self._read(run)
+        return self._read(run, again=False)
 
     def _prepare_nonces(self, conn: psycopg.Connection[Any]) -> None:
         """Nothing: the table is made with the schema."""
@@ -396,7 +410,9 @@ class PostgresLedger(SQLLedger):
 
     def take_lease(self, row: LeaseRow, *, expect: tuple[int, int] | None) -> int | None:
         def take(conn: psycopg.Connection[Any]) -> int | None:
-            current = conn.execute("SELECT epoch, beat FROM lease").fetchone()
+            # FOR UPDATE: a heartbeat of the holder landing now waits, so (epoch, beat) is compared
+            # and swapped as one step, as SQLite's BEGIN IMMEDIATE makes it there.
+            current = conn.execute("SELECT epoch, beat FROM lease FOR UPDATE").fetchone()
             if (None if current is None else (int(current[0]), int(current[1]))) != expect:
                 return None
             epoch = 1 if current is None else int(current[0]) + 1
@@ -497,7 +513,7 @@ class PostgresLedger(SQLLedger):
             cur = conn.execute("INSERT INTO nonces VALUES (%s, %s) ON CONFLICT DO NOTHING", (key, created))
             return cur.rowcount == 1
 
-        return self._read(use)
+        return self._read(use, again=False)
 
     def verify(self, checkpoint: str | None = None, *, key: str | None = None) -> VerifyReport:
         """Recompute every leaf, blob, node, root and checkpoint from one snapshot; see

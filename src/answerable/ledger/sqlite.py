@@ -174,6 +174,11 @@ class SQLiteLedger(SQLLedger):
         origin = origin or f"answerable.local/{uuid.uuid4().hex[:16]}"
         signer, verifier = identity or fresh_identity(origin)
         if signer is not None:
+            # A copy's key (identity given) never replaces a key file that exists: it may be
+            # another ledger's. A new ledger's key replaces what a deleted ledger left behind.
+            taken = identity is not None and key_file.exists()
+            if taken and key_file.read_text().strip() != signer.private_bytes().hex():
+                raise ConfigError(f"{key_file} holds another ledger key; give another --signing-key path")
             try:
                 fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: set it
