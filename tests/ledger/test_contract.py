@@ -319,3 +319,12 @@ async def test_a_copy_carries_guards_lease_epoch_and_nonces(
         assert Lease(moved, ttl=5.0).acquire() == 2
         assert moved.nonce_seen("agent:n1")
         assert moved.root() == store.root()
+
+
+def test_an_altered_blob_is_named_with_the_entry_citing_it(backend: Backend, store: SQLLedger):
+    [big] = order_events(1, size=100_000)
+    store.append_sync([big])
+    ref = decode_entry(store.entry(0).data).payload["$blob"]  # type: ignore[union-attr]
+    backend_sql(backend, "UPDATE blobs SET data = ? WHERE digest = ?", b'{"pad":"forged"}', ref)
+    with pytest.raises(LedgerTampered, match=big.id):
+        store.get_blob(ref)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from answerable._canonical import canonical_bytes
 from answerable.errors import (
+    ConfigError,
     Conflict,
     EntryNotFound,
     LeaseLost,
@@ -31,7 +32,7 @@ from answerable.errors import (
     ProofRequestInvalid,
     RecordInvalid,
 )
-from answerable.ledger import merkle, note
+from answerable.ledger import _verify, merkle, note
 from answerable.ledger.base import MAX_ENTRY_BYTES, Guard, LeaseRow, StoredEntry, VerifyReport
 from answerable.records import Record
 
@@ -91,6 +92,8 @@ class SQLLedger(ABC):
     _signer: note.Signer | None
     _verifier: str
     _MARK = "?"
+    _CONTAINS = "instr(data, ?) > 0"
+    """SQL true when an entry's bytes contain the parameter."""
 
     def __init__(self, name: str) -> None:
         self._name = name
@@ -144,8 +147,23 @@ class SQLLedger(ABC):
     @abstractmethod
     def put_blob(self, data: bytes) -> str: ...
 
-    @abstractmethod
-    def get_blob(self, digest: str) -> bytes: ...
+    def get_blob(self, digest: str) -> bytes:
+        """The bytes stored under ``digest``, checked against it on every read.
+
+        Raises:
+            EntryNotFound: no blob is stored under ``digest``.
+            LedgerTampered: the stored bytes no longer hash to ``digest``; names the entry citing it.
+        """
+        sql = self._sql("SELECT data FROM blobs WHERE digest = ?")
+        row = self._read(lambda c: c.execute(sql, (digest,)).fetchone())
+        if row is None:
+            raise EntryNotFound(digest)
+        data = bytes(row[0])
+        if _verify.blob_digest(data) != digest:
+            citing_sql = self._sql(f"SELECT idx, id FROM entries WHERE {self._CONTAINS} ORDER BY idx LIMIT 1")
+            citing = self._read(lambda c: c.execute(citing_sql, (digest.encode(),)).fetchone())
+            raise _verify.altered_blob(digest, data, None if citing is None else (int(citing[0]), citing[1]))
+        return data
 
     @abstractmethod
     def data_version(self) -> int: ...
@@ -169,11 +187,24 @@ class SQLLedger(ABC):
     def _nonce_seen(self, conn: Conn, key: str) -> bool:
         return conn.execute(self._sql("SELECT 1 FROM nonces WHERE key = ?"), (key,)).fetchone() is not None
 
-    @abstractmethod
-    def checkpoint(self) -> str: ...
+    def checkpoint(self) -> str:
+        """Sign and store a checkpoint of the ledger as it is now.
 
-    @abstractmethod
-    def verifier_key(self) -> str: ...
+        Raises:
+            ConfigError: the signing key file is missing (only the verifier key is known).
+        """
+        if self._signer is None:
+            raise ConfigError(f"cannot sign a checkpoint: the ledger key {self.key_path} is missing")
+        cp = self._head_now()
+        signed = note.sign_checkpoint(cp, self._signer)
+        sql = self._sql(
+            "INSERT INTO checkpoints VALUES (?, ?) ON CONFLICT (size) DO UPDATE SET note = excluded.note"
+        )
+        self._short_write(lambda c: c.execute(sql, (cp.size, signed)))
+        return signed
+
+    def verifier_key(self) -> str:
+        return self._verifier
 
     @abstractmethod
     def verify(self, checkpoint: str | None = None, *, key: str | None = None) -> VerifyReport: ...

@@ -31,7 +31,7 @@ import psycopg
 from psycopg import conninfo, errors, sql
 from psycopg_pool import ConnectionPool
 
-from answerable.errors import ConfigError, EntryNotFound, LedgerError, NotALedger, RecordInvalid
+from answerable.errors import ConfigError, LedgerError, NotALedger, RecordInvalid
 from answerable.ledger import _verify, merkle, note
 from answerable.ledger._sql import FORGET_NONCES, SQLLedger, SQLView, fresh_identity
 from answerable.ledger.base import LeaseRow, VerifyReport
@@ -165,6 +165,7 @@ class PostgresLedger(SQLLedger):
     """An answerable ledger in one PostgreSQL schema (see the module's docstring)."""
 
     _MARK = "%s"
+    _CONTAINS = "position(? in data) > 0"
 
     def __init__(
         self,
@@ -465,41 +466,7 @@ class PostgresLedger(SQLLedger):
         self._read(put)
         return digest
 
-    def get_blob(self, digest: str) -> bytes:
-        sql_ = "SELECT data FROM blobs WHERE digest = %s"
-        row = self._read(lambda c: c.execute(sql_, (digest,)).fetchone())
-        if row is None:
-            raise EntryNotFound(digest)
-        data = bytes(row[0])
-        if _verify.blob_digest(data) != digest:
-            citing = self._read(
-                lambda c: c.execute(
-                    "SELECT idx, id FROM entries WHERE position(%s in data) > 0 ORDER BY idx LIMIT 1",
-                    (digest.encode(),),
-                ).fetchone()
-            )
-            raise _verify.altered_blob(digest, data, None if citing is None else (int(citing[0]), citing[1]))
-        return data
-
     # --- checkpoints, nonces, verification ------------------------------------------------------
-
-    def checkpoint(self) -> str:
-        """Sign and store a checkpoint of the ledger as it is now."""
-        if self._signer is None:
-            raise ConfigError(f"cannot sign a checkpoint: the ledger key {self.key_path} is missing")
-        cp = self._head_now()
-        signed = note.sign_checkpoint(cp, self._signer)
-        self._read(
-            lambda c: c.execute(
-                "INSERT INTO checkpoints VALUES (%s, %s) "
-                "ON CONFLICT (size) DO UPDATE SET note = excluded.note",
-                (cp.size, signed),
-            )
-        )
-        return signed
-
-    def verifier_key(self) -> str:
-        return self._verifier
 
     def use_nonce(self, key: str, created: int, *, forget_before: int | None = None) -> bool:
         """Record a request nonce durably; False when it was recorded before (a replay)."""

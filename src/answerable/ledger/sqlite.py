@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 from answerable.errors import (
     ConfigError,
-    EntryNotFound,
     LedgerError,
     NotALedger,
     RecordInvalid,
@@ -333,47 +332,7 @@ class SQLiteLedger(SQLLedger):
             conn.close()
         return digest
 
-    def get_blob(self, digest: str) -> bytes:
-        """The bytes stored under ``digest``, checked against it on every read.
-
-        Raises:
-            EntryNotFound: no blob is stored under ``digest``.
-            LedgerTampered: the stored bytes no longer hash to ``digest``; names the entry citing it.
-        """
-        row = self._read(lambda c: c.execute("SELECT data FROM blobs WHERE digest = ?", (digest,)).fetchone())
-        if row is None:
-            raise EntryNotFound(digest)
-        data = bytes(row[0])
-        if _verify.blob_digest(data) != digest:
-            citing = self._read(
-                lambda c: c.execute(
-                    "SELECT idx, id FROM entries WHERE instr(data, ?) > 0 ORDER BY idx LIMIT 1",
-                    (digest.encode(),),
-                ).fetchone()
-            )
-            raise _verify.altered_blob(digest, data, None if citing is None else (int(citing[0]), citing[1]))
-        return data
-
     # --- proofs and checkpoints -----------------------------------------------------------------
-
-    def checkpoint(self) -> str:
-        """Sign and store a checkpoint of the ledger as it is now."""
-        if self._signer is None:
-            raise ConfigError(f"cannot sign a checkpoint: the ledger key {self.key_path} is missing")
-        cp = self._head_now()
-        signed = note.sign_checkpoint(cp, self._signer)
-        conn = _connect(self.path)
-        try:
-            with conn:
-                conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?)", (cp.size, signed))
-        except sqlite3.DatabaseError as exc:  # locked past the busy timeout, disk full ...
-            raise _translate(exc, self.path) from exc
-        finally:
-            conn.close()
-        return signed
-
-    def verifier_key(self) -> str:
-        return self._verifier
 
     def use_nonce(self, key: str, created: int, *, forget_before: int | None = None) -> bool:
         """Record a request nonce durably; False when it was recorded before (a replay).
