@@ -58,7 +58,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
 def shown(url: str) -> str:
     """A server URL as messages may show it: any user and password taken out."""
-    return re.sub(r"//[^@/]*@", "//", url)
+    return re.sub(r"//[^/?#]*@", "//", url)
 
 
 def stream_name(system: str) -> str:

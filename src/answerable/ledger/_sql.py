@@ -99,6 +99,8 @@ class SQLLedger(ABC):
         self._name = name
         self._pending: list[_Item] = []
         self._turn: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
+        self._cut_at = 0
+        """The size at the start of the last commit tried: a commit cut after it wrote from here."""
         self._frontier: dict[tuple[int, int], bytes] = {}
         """The right edge of the tree after the last commit: the next commit's left siblings."""
         self._cv = threading.Condition()
@@ -414,7 +416,9 @@ class SQLLedger(ABC):
         unknown outcome. An embedded database never loses its connection."""
         return False
 
-    def _split_stored(self, conn: Conn, batch: list[_Item]) -> tuple[list[_Settlement], list[_Item]]:
+    def _split_stored(
+        self, conn: Conn, batch: list[_Item], since: int
+    ) -> tuple[list[_Settlement], list[_Item]]:
         """Inside the commit that follows a cut one (the head row held): the items that cut commit
         stored (every entry there, byte for byte, in order) are settled with their indexes; the
         others go on. A commit is all or nothing, so an item stored in part means the store was
@@ -424,7 +428,9 @@ class SQLLedger(ABC):
         again: list[_Item] = []
         for item in batch:
             found = [conn.execute(sql, (row[0],)).fetchone() for row in item.rows]
-            if not item.rows or all(f is None for f in found):
+            # Only what the cut commit could have written counts: rows from before it (an id used
+            # twice) go on, to be refused as duplicates there.
+            if not item.rows or all(f is None or int(f[0]) < since for f in found):
                 again.append(item)
                 continue
             indexes = [None if f is None else int(f[0]) for f in found]
@@ -519,12 +525,13 @@ class SQLLedger(ABC):
 
     def _commit(self, conn: Conn, batch: list[_Item], *, recovering: bool = False) -> list[_Settlement]:
         size = self._begin_append(conn)
+        if not recovering:
+            self._cut_at = size  # where this commit's rows go, should its answer be lost
         try:
-            known: list[_Settlement] = []
             if recovering:  # read under the head row: a late COMMIT of the cut one is seen or waited for
-                known, batch = self._split_stored(conn, batch)
+                known, batch = self._split_stored(conn, batch, self._cut_at)
+                _settle_all(known)  # told now: whatever becomes of the rest, these are stored
             admitted, moved, settlements = self._admit(conn, batch, size)
-            settlements = known + settlements
             flat = [row for item in admitted for row in item.rows]
             stored = self._getter(conn)
             cache = self._frontier

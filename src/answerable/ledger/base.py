@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import orjson
 
 from answerable._canonical import canonical_bytes
-from answerable.errors import EntryNotFound
+from answerable.errors import EntryNotFound, RecordInvalid
 from answerable.records import Record
 
 __all__ = [
@@ -181,15 +181,19 @@ def holds(stored: bytes, data: bytes) -> bool:
     bus carries such a record whole)."""
     if stored == data:
         return True
+    if b'"$blob"' not in stored:
+        return False
     try:
         body = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return False
-    if not isinstance(body, dict) or not isinstance(body.get("payload"), dict):
-        return False
-    blob = canonical_bytes(body["payload"])
-    body["payload"] = {"$blob": "sha256:" + hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
-    return canonical_bytes(body) == stored
+        if not isinstance(body, dict) or not isinstance(body.get("payload"), dict):
+            return False
+        if canonical_bytes(body) != data:  # the very bytes the ledger wrote, not an equal value
+            return False
+        blob = canonical_bytes(body["payload"])
+        body["payload"] = {"$blob": "sha256:" + hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+        return canonical_bytes(body) == stored
+    except (orjson.JSONDecodeError, RecordInvalid, TypeError, ValueError, OverflowError):
+        return False  # bytes no ledger could have written: not what it holds
 
 
 def payload_of(ledger: LedgerStore, payload: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,6 @@ __all__ = ["CopyReport", "copy_ledger"]
 
 _BATCH = 4096
 _ATTEMPTS = 5
-_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,10 +129,18 @@ since it starts no call without it."""
 
 
 def _session(conn: psycopg.Connection[Any]) -> None:
-    """Server-side limits: a client that died inside a transaction (its socket not yet seen to
-    close) lets go of the head row after 10 s, and a writer waits at most 15 s for it."""
-    conn.execute("SET idle_in_transaction_session_timeout = '10s'")
-    conn.execute("SET lock_timeout = '15s'")
+    """Server-side limits, so a client that died holding the head row (between statements, or in
+    the middle of a COPY, its socket not yet seen to close) lets go of it within seconds: the
+    server probes the silent client and gives up on it, and a writer waits at most 15 s."""
+    for setting in (
+        "idle_in_transaction_session_timeout = '10s'",
+        "lock_timeout = '15s'",
+        "tcp_keepalives_idle = 2",
+        "tcp_keepalives_interval = 1",
+        "tcp_keepalives_count = 3",
+        "tcp_user_timeout = 5000",
+    ):
+        conn.execute(f"SET {setting}")
 
 
 def _connect(
@@ -140,11 +148,15 @@ def _connect(
 ) -> psycopg.Connection[Any]:
     try:
         conn = psycopg.connect(url, autocommit=autocommit, application_name=application_name, **_LIVENESS)
+    except psycopg.Error as exc:
+        raise LedgerError(f"{_where(url)}: cannot connect: {_first_line(exc)}") from exc
+    try:
         if autocommit:  # (a read-only snapshot needs its isolation level set first, and no limits)
             _session(conn)
         return conn
     except psycopg.Error as exc:
-        raise LedgerError(f"{_where(url)}: cannot connect: {_first_line(exc)}") from exc
+        conn.close()
+        raise LedgerError(f"{_where(url)}: cannot set up the session: {_first_line(exc)}") from exc
 
 
 def _first_line(exc: BaseException) -> str:
