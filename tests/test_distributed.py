@@ -21,6 +21,7 @@ onto NATS in intake's name is refused and recorded, and refunds nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -36,6 +37,7 @@ from pathlib import Path
 import orjson
 import pytest
 from backends import pg_url
+from natsd import NatsServer
 from procs import seeds
 from served import Running, free_port, start
 
@@ -43,6 +45,7 @@ from answerable.bus.nats import NatsBus
 from answerable.charter import new_charter
 from answerable.client import AsyncClient
 from answerable.clock import IdSource, rfc3339
+from answerable.errors import BusError
 from answerable.keys import KeyPair
 from answerable.ledger import open_ledger
 from answerable.ledger.postgres import drop_schema
@@ -123,6 +126,7 @@ class Distributed:
     system: str
     intake: KeyPair
     procs: list[subprocess.Popen[str]]
+    nats: str = NATS
 
     def agent(self, name: str, **env: str) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
@@ -144,7 +148,13 @@ class Distributed:
 
 
 @pytest.fixture
-def distributed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Distributed]:
+def nats_url() -> str:
+    """The machine's nats-server; a test that must kill one overrides this with its own."""
+    return NATS
+
+
+@pytest.fixture
+def distributed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nats_url: str) -> Iterator[Distributed]:
     folder = tmp_path / "shop"
     init(folder)
     monkeypatch.setenv("ANSWERABLE_KEY_DIR", str(tmp_path / "ledger-keys"))
@@ -169,10 +179,10 @@ def distributed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Dis
     config = config.replace('path = "ledger.db"', f'url = "{ledger_url}"').replace(
         "port = 8470", f"port = {port}"
     )
-    config += TABLES.format(nats=NATS)
+    config += TABLES.format(nats=nats_url)
     (folder / "answerable.toml").write_text(config)
     service = start(folder, port)
-    run = Distributed(folder, service, ledger_url, system, keys["intake"], [])
+    run = Distributed(folder, service, ledger_url, system, keys["intake"], [], nats_url)
     try:
         yield run
     finally:
@@ -190,12 +200,13 @@ def distributed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Dis
                     pipe.close()
         if service.proc.poll() is None:
             service.stop()
-        asyncio.run(_drop_stream(system))
+        with contextlib.suppress(BusError):  # an own server may be gone with its stream
+            asyncio.run(_drop_stream(nats_url, system))
         drop_schema(ledger_url)
 
 
-async def _drop_stream(system: str) -> None:
-    bus = await NatsBus.connect(NATS, system)
+async def _drop_stream(url: str, system: str) -> None:
+    bus = await NatsBus.connect(url, system, connect_wait=2.0)
     await bus.delete_stream()
     await bus.close()
 
@@ -231,6 +242,20 @@ def scenario(run: Distributed, seed: int, point: str) -> None:
     else:
         first = run.agent("refunder", DIE_AT=f"{point}:{victim}")
 
+    bring_orders(run, orders)
+    if point != "slower_than_ack_wait":
+        assert first.wait(timeout=60) == -signal.SIGKILL, f"seed {seed}: the refunder was to die at {point}"
+        run.agent("refunder")  # the replacement: the record comes again to it
+    wait_until(f"seed {seed}: six refunds", lambda: len({e["order"] for e in effects(run.folder)}) == 6)
+    if point == "slower_than_ack_wait":
+        wait_until(f"seed {seed}: the slow replica's answer", lambda: len(handlers(run.folder, victim)) == 2)
+    forged(run)
+    check(run, seed, orders, point)
+
+
+def bring_orders(run: Distributed, orders: list[str]) -> None:
+    """The shop's events through the service (intake's key: it brings them in)."""
+
     async def bring() -> None:
         async with AsyncClient(run.service.url, run.intake) as client:
             events = [
@@ -245,14 +270,6 @@ def scenario(run: Distributed, seed: int, point: str) -> None:
             await client.ingest(events)
 
     asyncio.run(bring())
-    if point != "slower_than_ack_wait":
-        assert first.wait(timeout=60) == -signal.SIGKILL, f"seed {seed}: the refunder was to die at {point}"
-        run.agent("refunder")  # the replacement: the record comes again to it
-    wait_until(f"seed {seed}: six refunds", lambda: len({e["order"] for e in effects(run.folder)}) == 6)
-    if point == "slower_than_ack_wait":
-        wait_until(f"seed {seed}: the slow replica's answer", lambda: len(handlers(run.folder, victim)) == 2)
-    forged(run)
-    check(run, seed, orders, point)
 
 
 def forged(run: Distributed) -> None:
@@ -273,7 +290,7 @@ def forged(run: Distributed) -> None:
     message = sign(message, run.intake)
 
     async def publish() -> None:
-        bus = await NatsBus.connect(NATS, run.system)
+        bus = await NatsBus.connect(run.nats, run.system)
         await bus.publish("refunds", message)
         await bus.close()
 
@@ -316,3 +333,34 @@ def test_agents_in_their_own_processes_refund_each_order_once_across_a_kill(
     distributed: Distributed, seed: int, point: str
 ) -> None:
     scenario(distributed, seed, point)
+
+
+class TestNatsKilled:
+    """kill -9 of nats-server mid-run (a server of the test's own), then a restart on the same
+    store: the service keeps what it records in an outbox while NATS is gone, the agents
+    reconnect, and every order is refunded once."""
+
+    @pytest.fixture
+    def nats_url(self, tmp_path: Path) -> Iterator[str]:
+        self.server = NatsServer(tmp_path / "nats", free_port())
+        self.server.folder.mkdir()
+        self.server.start()
+        try:
+            yield self.server.url
+        finally:
+            self.server.stop()
+
+    @pytest.mark.parametrize("seed", seeds())
+    def test_a_killed_nats_server_loses_nothing(self, distributed: Distributed, seed: int) -> None:
+        orders = [f"O-{seed}-{n}" for n in range(6)]
+        split = random.Random(seed).randrange(1, 6)
+        run = distributed
+        run.agent("intake")
+        run.agent("refunder")
+        bring_orders(run, orders[:split])
+        wait_until(f"seed {seed}: refunds before the kill", lambda: len(effects(run.folder)) == split)
+        self.server.kill()
+        bring_orders(run, orders[split:])  # recorded now; published when NATS is back
+        self.server.start()
+        wait_until(f"seed {seed}: six refunds after the restart", lambda: len(effects(run.folder)) == 6)
+        check(run, seed, orders, f"nats killed after {split}")

@@ -8,12 +8,11 @@ before any subscriber could see it. A key the charter does not name cannot log i
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from natsd import NatsServer, free_port
 
 from answerable import FakeClock, KeyPair
 from answerable.bus.auth import authorization, nkey_seed
@@ -43,12 +42,6 @@ CONTRACT = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 KEYS = {name: KeyPair.generate(name) for name in ("ri@x.example", "intake", "refunder", "service", "mallory")}
 CHARTER = new_charter(
     "perm-test",
@@ -62,28 +55,11 @@ CHARTER = new_charter(
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     """nats-server 2.9 from Debian, JetStream on, with the generated authorization block."""
-    port = free_port()
-    conf = tmp_path / "nats.conf"
-    conf.write_text(
-        f'listen: "127.0.0.1:{port}"\njetstream {{ store_dir: "{tmp_path / "js"}" }}\n'
-        + authorization(CHARTER, KEYS["service"].public_b64)
-    )
-    proc = subprocess.Popen(
-        ["nats-server", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    own = NatsServer(tmp_path, free_port(), authorization(CHARTER, KEYS["service"].public_b64)).start()
     try:
-        for _ in range(500):  # until it listens (each try is a refused connect, no sleep needed)
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if proc.poll() is not None:
-                raise AssertionError(f"nats-server exited: {proc.stderr.read() if proc.stderr else ''}")
-        yield f"nats://127.0.0.1:{port}"
+        yield own.url
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        if proc.stderr is not None:
-            proc.stderr.close()
+        own.stop()
 
 
 def test_permissions_need_a_contract():

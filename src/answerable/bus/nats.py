@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import re
 import sys
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -116,6 +117,8 @@ class NatsBus:
     _js: Any = None
     delivered: int = 0
     dropped: int = 0
+    _outbox: deque[tuple[str, Message | ExternalEvent, bytes]] = field(default_factory=deque)
+    _flusher: asyncio.Task[None] | None = None
     failures: list[Exception] = field(default_factory=list)
     """Handlers' exceptions since the last drain(), which raises the first of them."""
 
@@ -210,9 +213,12 @@ class NatsBus:
     async def publish(self, topic: str, record: Message | ExternalEvent) -> None:
         """Publish the record's ledger bytes, once per id (JetStream drops a repeat in its window).
 
+        The record is in the ledger already. While the stream does not acknowledge (NATS down or
+        restarting), it waits in order in an outbox that a task publishes again with back-off;
+        what comes later queues behind it, so each topic keeps its order.
+
         Raises:
             RecordInvalid: the record is larger than the server takes; nothing is cut.
-            BusError: the stream did not acknowledge it.
         """
         data = entry_bytes(record)
         if len(data) > self.max_payload:
@@ -221,6 +227,12 @@ class NatsBus:
                 f"{self.max_payload} (max_payload): it was not published",
                 record=record.kind,
             )
+        if self._outbox or not await self._send(topic, record, data):
+            self._outbox.append((topic, record, data))
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush(), name=f"bus-outbox:{self.system}")
+
+    async def _send(self, topic: str, record: Message | ExternalEvent, data: bytes) -> bool:
         try:
             await self._js.publish(
                 subject_of(self.system, topic),
@@ -229,7 +241,26 @@ class NatsBus:
                 stream=stream_name(self.system),
             )
         except (NatsError, JetStreamError, TimeoutError) as exc:
-            raise BusError(f"NATS: publishing {record.kind} {record.id} on {topic!r} failed: {exc}") from exc
+            said = f"answerable: NATS: {record.kind} {record.id} on {topic!r} waits to be published: {exc}"
+            print(said, file=sys.stderr, flush=True)
+            return False
+        return True
+
+    async def _flush(self) -> None:
+        pause = 0.2
+        while self._outbox:
+            topic, record, data = self._outbox[0]
+            if await self._send(topic, record, data):
+                self._outbox.popleft()
+                pause = 0.2
+            else:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    @property
+    def waiting(self) -> int:
+        """Records recorded but not yet acknowledged by the stream (the outbox)."""
+        return len(self._outbox)
 
     async def start(self) -> None:
         """Create each subscription's durable consumer and start pulling."""
@@ -313,6 +344,8 @@ class NatsBus:
         Raises:
             Exception: the first a handler raised meanwhile (its record is delivered again).
         """
+        if self._flusher is not None and not self._flusher.done():
+            await self._flusher  # published first: what waits in the outbox is not on the stream yet
         while True:
             if self.failures:
                 first, self.failures = self.failures[0], []
@@ -330,6 +363,15 @@ class NatsBus:
             await asyncio.sleep(0.01)
 
     async def close(self) -> None:
+        if self._outbox:
+            print(
+                f"answerable: NATS: closing with {len(self._outbox)} recorded records not published; "
+                "they are in the ledger",
+                file=sys.stderr,
+                flush=True,
+            )
+        if self._flusher is not None:
+            self._flusher.cancel()
         for s in self._subs:
             if s.task is not None:
                 s.task.cancel()
