@@ -50,7 +50,7 @@ from answerable.keys import KeyPair
 from answerable.ledger import open_ledger
 from answerable.ledger.postgres import drop_schema
 from answerable.provenance import why
-from answerable.records import Execution, Message, Refusal, decode_entry, entry_bytes
+from answerable.records import Execution, ExternalEvent, Message, Refusal, decode_entry, entry_bytes
 from answerable.scaffold import init
 
 pytestmark = [pytest.mark.crash, pytest.mark.slow]
@@ -320,6 +320,10 @@ def check(run: Distributed, seed: int, orders: list[str], point: str) -> None:
             graph = why(ledger, x.id)
             kinds = {n.kind for n in graph.nodes}
             assert {"Intent", "Message", "ExternalEvent"} <= kinds, f"{where}: {kinds}"
+        for e in ledger.of_kind("ExternalEvent"):
+            event = decode_entry(e.data)
+            assert isinstance(event, ExternalEvent), where
+            assert (event.brought_by, event.topic) == ("intake", "orders"), where  # who brought it, where to
         for e in ledger.of_kind("Message"):
             message = decode_entry(e.data)
             assert isinstance(message, Message), where

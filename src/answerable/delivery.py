@@ -65,14 +65,16 @@ class Admission:
     def judge(self, record: Message | ExternalEvent, data: bytes, topic: str) -> str | None:
         """None when the record may be handled, delivered on ``topic``, else why not (one line).
 
-        An event carries no topic of its own, so one recorded event delivered again on another
-        topic is not caught here; a message is."""
+        An event recorded in process carries no topic, so one delivered again on another topic
+        is not caught here; an event brought in through the service, and a message, are."""
         try:
             stored = self.ledger.find(record.id)
         except EntryNotFound:
             return "not_recorded: the ledger holds no entry with this id (recorded before published)"
         if not holds(stored.data, data):
             return "altered: the bytes delivered differ from the entry the ledger holds"
+        if isinstance(record, ExternalEvent) and record.topic is not None and record.topic != topic:
+            return f"wrong_topic: an event of {record.topic!r} delivered on {topic!r}"
         if isinstance(record, Message):
             if record.topic != topic:
                 return f"wrong_topic: a message of {record.topic!r} delivered on {topic!r}"

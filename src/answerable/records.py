@@ -249,6 +249,11 @@ class ExternalEvent(Record):
     source: _NAME
     type: _NAME
     payload: dict[str, Any]
+    topic: _NAME | None = Field(default=None, exclude_if=lambda v: v is None)
+    """The topic it was published on, when it came in through the service: a delivery of it on
+    another topic is refused. (Events recorded in process carry none; older ledgers neither.)"""
+    brought_by: _NAME | None = Field(default=None, exclude_if=lambda v: v is None)
+    """The chartered agent that brought it in over the service's API, whose signed request it was."""
 
 
 class Intent(Record):

@@ -227,8 +227,13 @@ class System:
                         self._send_operation(gateway, channel.topic, kind.type)
         return self._check
 
-    async def ingest(self, events: Sequence[tuple[str, str, str, Mapping[str, Any]]]) -> list[ExternalEvent]:
+    async def ingest(
+        self, events: Sequence[tuple[str, str, str, Mapping[str, Any]]], *, brought_by: str | None = None
+    ) -> list[ExternalEvent]:
         """Record outside events (topic, source, type, payload) in one commit, then publish them.
+
+        ``brought_by``: the agent whose signed request brought them (the service's API); the
+        events then also record their topic, which a delivery between processes is checked by.
 
         Raises:
             RecordInvalid: an event does not validate (naming it and the field); none is recorded.
@@ -243,6 +248,8 @@ class System:
                         source=source,
                         type=type,
                         payload=dict(payload),
+                        topic=None if brought_by is None else topic,
+                        brought_by=brought_by,
                     )
                 )
             except (ValidationError, TypeError, ValueError) as exc:  # ValueError: payload not a mapping

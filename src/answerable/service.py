@@ -540,7 +540,9 @@ class Service:
         self._running()
         if self.system is None:
             raise _HTTPError(503, "starting", "the service is starting")
-        made = await self.system.ingest([(e.topic, e.source, e.type, e.payload) for e in body.events])
+        made = await self.system.ingest(
+            [(e.topic, e.source, e.type, e.payload) for e in body.events], brought_by=agent
+        )
         return 200, {"event_ids": [e.id for e in made], "by": agent}
 
     async def record_refusal(
