@@ -44,6 +44,9 @@ class SetMarks:
     async def mark(self, mark: str) -> None:
         self.marks.add(mark)
 
+    async def mark_many(self, marks: list[str]) -> None:
+        self.marks.update(marks)
+
 
 @pytest.fixture
 async def nats_bus() -> AsyncIterator[Open]:

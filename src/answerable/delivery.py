@@ -37,7 +37,10 @@ class LedgerMarks:
         return await asyncio.to_thread(self.ledger.nonce_seen, mark)
 
     async def mark(self, mark: str) -> None:
-        await asyncio.to_thread(self.ledger.use_nonce, mark, self.clock.now_ns() // 1_000_000_000)
+        await self.mark_many([mark])
+
+    async def mark_many(self, marks: list[str]) -> None:
+        await asyncio.to_thread(self.ledger.mark_nonces, marks, self.clock.now_ns() // 1_000_000_000)
 
 
 class Admission:

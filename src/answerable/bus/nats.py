@@ -53,6 +53,10 @@ class Marks(Protocol):
 
     async def mark(self, mark: str) -> None: ...
 
+    async def mark_many(self, marks: list[str]) -> None:
+        """All of them in one durable step (one commit for a fetched batch)."""
+        ...
+
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
@@ -297,19 +301,48 @@ class NatsBus:
             except NatsError:
                 await asyncio.sleep(0.2)  # reconnecting: the consumer keeps our place
                 continue
-            for msg in msgs:
-                s.busy += 1
-                try:
-                    await self._deliver(s, msg)
-                except Exception as exc:  # a handler's failure: the record is delivered again
-                    if self.on_failure is not None:
-                        self.on_failure(exc)
-                    else:
-                        self.failures.append(exc)  # raised by the next drain()
-                finally:
-                    s.busy -= 1
+            s.busy += 1
+            try:
+                await self._batch(s, msgs)
+            finally:
+                s.busy -= 1
 
-    async def _deliver(self, s: _Subscription, msg: Any) -> None:
+    async def _batch(self, s: _Subscription, msgs: list[Any]) -> None:
+        """Handle a fetched batch in order, then mark what was handled in one durable step and
+        acknowledge it: a crash before the marks means those records come again (handlers must
+        bear that, as after any crash); a lost acknowledgement, that they come and are dropped."""
+        handled: list[tuple[Any, str]] = []
+        for msg in msgs:
+            try:
+                mark = await self._deliver(s, msg, {m for _, m in handled})
+            except Exception as exc:  # a handler's failure: the record is delivered again
+                if self.on_failure is not None:
+                    self.on_failure(exc)
+                else:
+                    self.failures.append(exc)  # raised by the next drain()
+                continue
+            if mark is not None:
+                handled.append((msg, mark))
+        if not handled:
+            return
+        if self.marks is not None:
+            try:
+                await self.marks.mark_many([mark for _, mark in handled])
+            except Exception as exc:  # unmarked and unacknowledged: they come again
+                if self.on_failure is not None:
+                    self.on_failure(exc)
+                else:
+                    self.failures.append(exc)
+                return
+        with contextlib.suppress(NatsError, TimeoutError):  # lost: redelivered, then dropped as handled
+            for msg, _ in handled:
+                await msg.ack()
+            await self.nc.flush(timeout=5)
+        self.delivered += len(handled)
+
+    async def _deliver(self, s: _Subscription, msg: Any, batch: set[str]) -> str | None:
+        """Admit and handle one delivery; the handled mark to write, or None when it was refused
+        or dropped (acknowledged here already)."""
         data = bytes(msg.data)
         record, why = _decode(data)
         if record is not None and why is None and self.admit is not None:
@@ -319,24 +352,20 @@ class NatsBus:
                 await self.on_refused(record, data, why)
             await msg.term()  # never again: it is refused, and the refusal is recorded
             self.dropped += 1
-            return
+            return None
         if record is None:  # _decode gives a reason whenever it gives no record
-            return
+            return None
         mark = f"handled:{s.group}:{record.id}"
-        if self.marks is not None and await self.marks.seen(mark):
+        if mark in batch or (self.marks is not None and await self.marks.seen(mark)):
             await msg.ack()  # a redelivery of what this group handled: dropped silently
             self.dropped += 1
-            return
+            return None
         try:
             await s.handler(record)
         except Exception:
             await msg.nak(delay=1.0)  # again later, here or in another replica
             raise
-        if self.marks is not None:
-            await self.marks.mark(mark)
-        with contextlib.suppress(NatsError, TimeoutError):  # lost: redelivered, then dropped as handled
-            await msg.ack_sync(timeout=5.0)
-        self.delivered += 1
+        return mark
 
     async def drain(self) -> None:
         """Return once every record published so far was handled by every subscription here.

@@ -182,6 +182,23 @@ class SQLLedger(ABC):
     @abstractmethod
     def use_nonce(self, key: str, created: int, *, forget_before: int | None = None) -> bool: ...
 
+    def mark_nonces(self, keys: Sequence[str], created: int) -> None:
+        """Record many nonces in one durable transaction; ones recorded before stay as they are.
+        What a subscriber group's handled marks of one fetched batch cost: one commit, not one each."""
+        if not keys:
+            return
+        sql = self._sql("INSERT INTO nonces VALUES (?, ?) ON CONFLICT DO NOTHING")
+        rows = [(key, created) for key in keys]
+
+        def mark(conn: Conn) -> None:
+            self._prepare_nonces(conn)
+            conn.cursor().executemany(sql, rows)
+
+        self._write_nonces(mark)
+
+    def _write_nonces(self, fn: Callable[[Conn], None]) -> None:
+        self._short_write(fn)
+
     def nonce_seen(self, key: str) -> bool:
         """Whether ``use_nonce`` recorded ``key`` (and it was not forgotten since)."""
         return self._read(lambda c: self._nonce_seen(c, key))

@@ -123,6 +123,10 @@ class LedgerStore(Protocol):
         Nonces created before ``forget_before`` may be dropped: requests that old are refused."""
         ...
 
+    def mark_nonces(self, keys: Sequence[str], created: int) -> None:
+        """Record many nonces in one durable commit (a subscriber group's handled marks)."""
+        ...
+
     def nonce_seen(self, key: str) -> bool:
         """Whether ``use_nonce`` recorded ``key``: a subscriber group's handled marks are nonces."""
         ...

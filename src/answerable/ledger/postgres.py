@@ -377,6 +377,9 @@ class PostgresLedger(SQLLedger):
 
         return self._read(run, again=False)
 
+    def _write_nonces(self, fn: Callable[[psycopg.Connection[Any]], None]) -> None:
+        self._short_write(fn, serialize=False)  # nonces are beside the log: appends need not wait
+
     def _prepare_nonces(self, conn: psycopg.Connection[Any]) -> None:
         """Nothing: the table is made with the schema."""
 
