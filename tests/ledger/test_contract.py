@@ -328,3 +328,13 @@ def test_an_altered_blob_is_named_with_the_entry_citing_it(backend: Backend, sto
     backend_sql(backend, "UPDATE blobs SET data = ? WHERE digest = ?", b'{"pad":"forged"}', ref)
     with pytest.raises(LedgerTampered, match=big.id):
         store.get_blob(ref)
+
+
+def test_many_marks_go_in_one_commit_and_again_change_nothing(backend: Backend, store: SQLLedger):
+    """A subscriber group's handled marks of one fetched batch; marking one again is harmless."""
+    store.mark_nonces(["handled:g:a", "handled:g:b"], 100)
+    store.mark_nonces(["handled:g:b", "handled:g:c"], 200)
+    other = backend.open()
+    assert all(other.nonce_seen(f"handled:g:{k}") for k in "abc")
+    assert not other.nonce_seen("handled:g:d")
+    assert not store.use_nonce("handled:g:a", 300)  # the same store's nonces, one table
