@@ -25,13 +25,14 @@ import contextlib
 import json
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -100,6 +101,7 @@ class Refunder(Agent):
         await ctx.propose("refund", {"order": order, "amount_cents": record.payload["amount_cents"]},
                           causes=[record.id], idempotency_key=f"refund-{record.id}")
         die_here("after_propose", order)
+        print(f"refunded {order}", flush=True)  # what the test waits on: no polling
 '''
 
 
@@ -127,6 +129,27 @@ class Distributed:
     intake: KeyPair
     procs: list[subprocess.Popen[str]]
     nats: str = NATS
+    ended: set[int] = field(default_factory=set)
+    """Pipes of agents that ended (read to their end): nothing more can wake a wait from them."""
+
+    def wait_until(self, what: str, check: Callable[[], bool], seconds: float = 60.0) -> None:
+        """Look again each time an agent says something (a refund made, a delivery refused),
+        never on a timer; ``seconds`` is a guard, not a pace."""
+        deadline = time.monotonic() + seconds
+        while not check():
+            left = deadline - time.monotonic()
+            pipes = [
+                p.fileno()
+                for proc in self.procs
+                for p in (proc.stdout, proc.stderr)
+                if p is not None and not p.closed and p.fileno() not in self.ended
+            ]
+            if left <= 0 or not pipes:
+                raise AssertionError(f"waited {seconds:g} s for {what}")
+            ready, _, _ = select.select(pipes, [], [], left)
+            for fd in ready:
+                if not os.read(fd, 65536):
+                    self.ended.add(fd)
 
     def agent(self, name: str, **env: str) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
@@ -139,11 +162,16 @@ class Distributed:
         )
         self.procs.append(proc)  # stopped and its pipes closed after, whatever happens
         assert proc.stdout is not None
-        line = proc.stdout.readline()  # "listening on ..." once subscribed, or nothing if it died
+        # "listening on ..." once subscribed, or nothing if it died. Read a byte at a time from
+        # the pipe itself: a buffered readline could swallow what the agent says next, which
+        # wait_until must see.
+        said = b""
+        while not said.endswith(b"\n") and (byte := os.read(proc.stdout.fileno(), 1)):
+            said += byte
+        line = said.decode()
         assert "listening" in line, (
             f"agent {name} did not start: {line}{proc.stderr.read() if proc.stderr else ''}"
         )
-        self.procs.append(proc)
         return proc
 
 
@@ -223,14 +251,6 @@ def handlers(folder: Path, order: str) -> set[str]:
     return {pid for line in lines for o, pid in [line.split()] if o == order}
 
 
-def wait_until(what: str, check, seconds: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {seconds:g} s for {what}")
-        time.sleep(0.05)
-
-
 def scenario(run: Distributed, seed: int, point: str) -> None:
     rng = random.Random(seed)
     orders = [f"O-{seed}-{n}" for n in range(6)]
@@ -246,9 +266,11 @@ def scenario(run: Distributed, seed: int, point: str) -> None:
     if point != "slower_than_ack_wait":
         assert first.wait(timeout=60) == -signal.SIGKILL, f"seed {seed}: the refunder was to die at {point}"
         run.agent("refunder")  # the replacement: the record comes again to it
-    wait_until(f"seed {seed}: six refunds", lambda: len({e["order"] for e in effects(run.folder)}) == 6)
+    run.wait_until(f"seed {seed}: six refunds", lambda: len({e["order"] for e in effects(run.folder)}) == 6)
     if point == "slower_than_ack_wait":
-        wait_until(f"seed {seed}: the slow replica's answer", lambda: len(handlers(run.folder, victim)) == 2)
+        run.wait_until(
+            f"seed {seed}: the slow replica's answer", lambda: len(handlers(run.folder, victim)) == 2
+        )
     forged(run)
     check(run, seed, orders, point)
 
@@ -303,7 +325,7 @@ def forged(run: Distributed) -> None:
                 for e in ledger.of_kind("Refusal")
             )
 
-    wait_until("the forged message's refusal", refused)
+    run.wait_until("the forged message's refusal", refused)
 
 
 def check(run: Distributed, seed: int, orders: list[str], point: str) -> None:
@@ -362,9 +384,9 @@ class TestNatsKilled:
         run.agent("intake")
         run.agent("refunder")
         bring_orders(run, orders[:split])
-        wait_until(f"seed {seed}: refunds before the kill", lambda: len(effects(run.folder)) == split)
+        run.wait_until(f"seed {seed}: refunds before the kill", lambda: len(effects(run.folder)) == split)
         self.server.kill()
         bring_orders(run, orders[split:])  # recorded now; published when NATS is back
         self.server.start()
-        wait_until(f"seed {seed}: six refunds after the restart", lambda: len(effects(run.folder)) == 6)
+        run.wait_until(f"seed {seed}: six refunds after the restart", lambda: len(effects(run.folder)) == 6)
         check(run, seed, orders, f"nats killed after {split}")

@@ -157,11 +157,17 @@ async def run_agent(config: ServiceConfig, name: str, *, stop: asyncio.Event | N
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     charter_system = _system_of(ledger)
+
+    async def refused(record: Message | ExternalEvent | None, data: bytes, why: str) -> None:
+        await admission.refuse(record, data, why)
+        code = why.partition(":")[0]
+        print(f"answerable agent {name}: refused a delivery ({code}); recorded", file=sys.stderr, flush=True)
+
     bus = await NatsBus.connect(
         config.nats_url,
         charter_system,
         admit=admission,
-        on_refused=admission.refuse,
+        on_refused=refused,
         marks=LedgerMarks(ledger, clock),
         ack_wait=config.nats_ack_wait,
         name=f"answerable agent {name}",
