@@ -24,6 +24,7 @@ from typing import Any
 
 from answerable.bus.auth import nkey_seed
 from answerable.bus.nats import NatsBus
+from answerable.charter import charter_of
 from answerable.client import AsyncClient
 from answerable.clock import IdSource, SystemClock, rfc3339
 from answerable.config import ServiceConfig, resolve_target
@@ -156,7 +157,7 @@ async def run_agent(config: ServiceConfig, name: str, *, stop: asyncio.Event | N
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    charter_system = _system_of(ledger)
+    charter_system = charter_of(ledger).system
 
     async def refused(record: Message | ExternalEvent | None, data: bytes, why: str) -> None:
         await admission.refuse(record, data, why)
@@ -199,12 +200,6 @@ async def run_agent(config: ServiceConfig, name: str, *, stop: asyncio.Event | N
         await bus.close()
         await client.aclose()
         ledger.close()
-
-
-def _system_of(ledger: Any) -> str:
-    from answerable.charter import charter_of
-
-    return charter_of(ledger).system
 
 
 def _service_url(config: ServiceConfig) -> str:

@@ -15,7 +15,7 @@ import orjson
 from answerable.errors import ConfigError, LedgerError, NotALedger
 from answerable.ledger import merkle
 from answerable.ledger._sql import Row, SQLLedger
-from answerable.ledger.location import describe, open_ledger
+from answerable.ledger.location import open_ledger
 
 __all__ = ["CopyReport", "copy_ledger"]
 
@@ -46,7 +46,7 @@ def copy_ledger(
         ConfigError: the target holds a ledger already.
         LedgerError: the copy came out with another root (it is left for inspection).
     """
-    where = describe(target)
+    where = os.fspath(target)  # a URL names no password: it may be shown as it is
     try:
         open_ledger(target).close()
     except NotALedger:

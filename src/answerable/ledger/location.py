@@ -13,16 +13,11 @@ if TYPE_CHECKING:
     from answerable.ledger._sql import SQLLedger
     from answerable.ledger.note import Signer
 
-__all__ = ["describe", "is_postgres_url", "open_ledger"]
+__all__ = ["is_postgres_url", "open_ledger"]
 
 
 def is_postgres_url(target: str) -> bool:
     return target.startswith(("postgresql://", "postgres://"))
-
-
-def describe(target: str | os.PathLike[str]) -> str:
-    """How to name a ledger in a message: the URL (it never holds a password) or the path."""
-    return os.fspath(target)
 
 
 def open_ledger(
