@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ssl
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -38,10 +39,14 @@ __all__ = ["AsyncClient", "Client", "ServiceRefused"]
 class ServiceRefused(AnswerableError):
     """The service said no: ``status`` is the HTTP status, ``reason_code`` its stable code."""
 
-    def __init__(self, status: int, reason_code: str, message: str) -> None:
+    def __init__(
+        self, status: int, reason_code: str, message: str, doc: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(f"[{reason_code}] {message}")
         self.status = status
         self.reason_code = reason_code
+        self.doc: Mapping[str, Any] = doc or {}
+        """The service's whole answer (a refused message's ``refusal_id``, say)."""
 
 
 def _submit_body(
@@ -75,7 +80,9 @@ def _answer(response: httpx.Response) -> Any:
     if response.status_code >= 400:
         if not isinstance(doc, dict):
             doc = {"error": str(doc)[:200], "reason_code": "not_json"}
-        raise ServiceRefused(response.status_code, str(doc.get("reason_code", "")), str(doc.get("error", "")))
+        raise ServiceRefused(
+            response.status_code, str(doc.get("reason_code", "")), str(doc.get("error", "")), doc
+        )
     return doc
 
 
@@ -258,6 +265,11 @@ class AsyncClient:
     async def wait(self, intent_id: str, *, seconds: float = 30.0) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("GET", f"/v1/intents/{intent_id}", wait=seconds)
         return result
+
+    async def post(self, path: str, doc: Mapping[str, Any]) -> Any:
+        """A signed POST of a JSON document to a route the service's host added beside the API
+        (a scenario's, a plug-in's); its answer, or ServiceRefused."""
+        return await self._call("POST", path, orjson.dumps(dict(doc)))
 
     async def send(self, message: Message) -> dict[str, Any]:
         """Have the service record and publish a message this agent built; it is signed here

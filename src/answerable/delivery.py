@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Mapping
 
 from answerable.charter import CharterHistory
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
@@ -53,8 +54,12 @@ class Admission:
         agent: str | None = None,
         clock: Clock | None = None,
         ids: IdSource | None = None,
+        keys: Mapping[str, str] | None = None,
     ) -> None:
         self.ledger = ledger
+        self.keys = dict(keys or {})
+        """Senders' public keys for a ledger that holds no charter (an ungoverned baseline run
+        between processes); a charter in force always decides instead."""
         self.agent = agent
         """The agent receiving (None: any subscriber): under a contract it hears only its topics."""
         self.clock = clock or SystemClock()
@@ -89,15 +94,15 @@ class Admission:
                 and self.agent not in ContractCheck(contract).subscribers(topic)
             ):
                 return f"not_subscriber: the contract does not let {self.agent} hear {topic!r}"
-            agent = (
-                None
-                if charter is None
-                else next((a for a in charter.agents if a.name == record.sender), None)
-            )
-            if agent is None or agent.public_key is None:
+            if charter is None:
+                public_key = self.keys.get(record.sender)
+            else:
+                agent = next((a for a in charter.agents if a.name == record.sender), None)
+                public_key = None if agent is None else agent.public_key
+            if public_key is None:
                 return f"unsigned: the charter in force gives {record.sender!r} no key to check a message by"
             try:
-                verify_signature(agent.public_key, record.signature, signing_bytes(record), who=record.sender)
+                verify_signature(public_key, record.signature, signing_bytes(record), who=record.sender)
             except SignatureInvalid as exc:
                 return f"bad_signature: {exc}"
         return None

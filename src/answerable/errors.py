@@ -36,6 +36,7 @@ from __future__ import annotations
 
 __all__ = [
     "AgentFailed",
+    "AgentLost",
     "AnswerableError",
     "ApprovalRefused",
     "ArgumentsInvalid",
@@ -119,6 +120,18 @@ class AgentFailed(AnswerableError):
         )
         self.agent = agent
         self.record_id = record_id
+
+
+class AgentLost(AnswerableError):
+    """An agent's process exited, or stopped making progress, while a run needed it.
+
+    Attributes:
+        agent: the agent's name (``agents`` when it is not known which).
+    """
+
+    def __init__(self, agent: str, detail: str) -> None:
+        super().__init__(f"agent {agent}: {detail}")
+        self.agent = agent
 
 
 class MessageRefused(AnswerableError):

@@ -311,6 +311,10 @@ class Gateway:
     def operations(self) -> Mapping[str, Operation]:
         return self._operations
 
+    def has_charter(self) -> bool:
+        """Whether a charter is in force (a baseline without rules never has one)."""
+        return self._charter is not None
+
     @property
     def charter(self) -> SystemCharter:
         if self._charter is None:

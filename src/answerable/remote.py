@@ -25,22 +25,30 @@ from typing import Any
 from answerable.bus.auth import nkey_seed
 from answerable.bus.nats import NatsBus
 from answerable.charter import charter_of
-from answerable.client import AsyncClient
-from answerable.clock import IdSource, SystemClock, rfc3339
+from answerable.client import AsyncClient, ServiceRefused
+from answerable.clock import Clock, FakeClock, IdSource, SystemClock, parse_rfc3339, rfc3339
 from answerable.config import ServiceConfig, resolve_target
 from answerable.delivery import Admission, LedgerMarks
-from answerable.errors import ConfigError
+from answerable.errors import ConfigError, MessageRefused
 from answerable.keys import KeyPair
-from answerable.ledger import open_ledger
+from answerable.ledger import LedgerStore, open_ledger
 from answerable.records import ExternalEvent, Message
 from answerable.runtime import Agent, Context
 
-__all__ = ["RemoteContext", "RemoteOutcome", "run_agent"]
+__all__ = ["Ref", "RemoteContext", "RemoteOutcome", "run_agent", "serve_agent"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """An entry named by its id (what an agent cites)."""
+
+    id: str
 
 
 @dataclass(frozen=True, slots=True)
 class RemoteOutcome:
-    """What the service answered for a proposed intent (its ``/v1/intents`` document)."""
+    """What the service answered for a proposed intent (its ``/v1/intents`` document), with the
+    entries an agent cites by the names an in-process :class:`answerable.gateway.Outcome` has."""
 
     doc: Mapping[str, Any]
 
@@ -59,6 +67,26 @@ class RemoteOutcome:
     @property
     def result(self) -> Any:
         return self.doc.get("result")
+
+    @property
+    def intent(self) -> Ref:
+        return Ref(self.intent_id)
+
+    @property
+    def decision(self) -> Ref | None:
+        return self._ref("decision")
+
+    @property
+    def execution(self) -> Ref | None:
+        return self._ref("execution")
+
+    @property
+    def approval(self) -> Ref | None:
+        return self._ref("approval")
+
+    def _ref(self, name: str) -> Ref | None:
+        found = self.doc.get(name)
+        return Ref(str(found["id"])) if isinstance(found, Mapping) and "id" in found else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +118,19 @@ class RemoteContext(Context):
             payload=dict(payload),
             trace_id=self.trace_id,
         )
-        await self.client.send(message)
+        try:
+            await self.client.send(message)
+        except ServiceRefused as exc:
+            if exc.status == 409 and "refusal_id" in exc.doc:  # refused and recorded, as in process
+                raise MessageRefused(
+                    self.agent,
+                    topic,
+                    type,
+                    exc.reason_code,
+                    str(exc.doc.get("error", "")),
+                    str(exc.doc["refusal_id"]),
+                ) from None
+            raise
         return message
 
     async def propose(  # type: ignore[override]
@@ -148,16 +188,54 @@ async def run_agent(config: ServiceConfig, name: str, *, stop: asyncio.Event | N
         raise ConfigError(f"{config.source.name}: [nats] url is needed to run an agent in its own process")
     agent, key = load_agent(config, name)
     ledger = open_ledger(config.ledger_url or config.ledger)
-    clock = SystemClock()
+    try:
+        await serve_agent(
+            agent,
+            key,
+            ledger=ledger,
+            nats_url=config.nats_url,
+            service_url=_service_url(config),
+            ack_wait=config.nats_ack_wait,
+            nkey=config.nats_key is not None,
+            stop=stop,
+        )
+    finally:
+        ledger.close()
+
+
+async def serve_agent(
+    agent: Agent,
+    key: KeyPair,
+    *,
+    ledger: LedgerStore,
+    nats_url: str,
+    service_url: str,
+    system: str | None = None,
+    ack_wait: float = 30.0,
+    nkey: bool = False,
+    clock: Clock | None = None,
+    keys: Mapping[str, str] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve one agent: hear its topics on NATS, speak through the service, until ``stop``.
+
+    It handles one record at a time, whatever topic it came on, as the in-process bus hands
+    them over: an agent's state is never touched by two handlers at once. ``system``: the
+    stream (default: the charter's system). ``clock``: a simulated clock (a scenario's) is moved
+    to each record's time as it arrives, so nothing the agent says is stamped before what it
+    heard. ``keys``: senders' keys where the ledger holds no charter (an ungoverned baseline).
+    """
+    name = agent.name
+    clock = clock or SystemClock()
     ids = IdSource(clock)
-    admission = Admission(ledger, agent=name, clock=clock, ids=ids)
-    client = AsyncClient(_service_url(config), key)
+    admission = Admission(ledger, agent=name, clock=clock, ids=ids, keys=keys)
+    client = AsyncClient(service_url, key)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    charter_system = charter_of(ledger).system
+    system = system or charter_of(ledger).system
 
     async def refused(record: Message | ExternalEvent | None, data: bytes, why: str) -> None:
         await admission.refuse(record, data, why)
@@ -165,22 +243,26 @@ async def run_agent(config: ServiceConfig, name: str, *, stop: asyncio.Event | N
         print(f"answerable agent {name}: refused a delivery ({code}); recorded", file=sys.stderr, flush=True)
 
     bus = await NatsBus.connect(
-        config.nats_url,
-        charter_system,
+        nats_url,
+        system,
         admit=admission,
         on_refused=refused,
         marks=LedgerMarks(ledger, clock),
-        ack_wait=config.nats_ack_wait,
+        ack_wait=ack_wait,
         name=f"answerable agent {name}",
-        nkey_seed=None if config.nats_key is None else nkey_seed(key),
+        nkey_seed=nkey_seed(key) if nkey else None,
     )
+    one_at_a_time = asyncio.Lock()
 
     async def deliver(record: Message | ExternalEvent) -> None:
         if isinstance(record, Message) and record.recipients and name not in record.recipients:
             return
         trace = record.trace_id if isinstance(record, Message) else record.id
         ctx = RemoteContext(system=None, agent=name, trace_id=trace, client=client, ids=ids)  # type: ignore[arg-type]
-        await agent.handle(record, ctx)
+        async with one_at_a_time:
+            if isinstance(clock, FakeClock):
+                clock.ns = max(clock.ns, parse_rfc3339(record.at))
+            await agent.handle(record, ctx)
 
     def failed(exc: Exception) -> None:
         print(
@@ -199,7 +281,6 @@ async def run_agent(config: ServiceConfig, name: str, *, stop: asyncio.Event | N
     finally:
         await bus.close()
         await client.aclose()
-        ledger.close()
 
 
 def _service_url(config: ServiceConfig) -> str:

@@ -281,7 +281,7 @@ def _baseline_of(ledger_path: Path) -> tuple[str, dict[str, Any]] | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     run = runs.get(name) if isinstance(runs, dict) and isinstance(name, str) else None
-    return (name, run) if isinstance(run, dict) and name != ledger_path.stem else None
+    return (name, _figures(run)) if isinstance(run, dict) and name != ledger_path.stem else None
 
 
 def _cents_of(ledger_path: Path | None, run: dict[str, Any] | None) -> frozenset[str]:
@@ -371,7 +371,12 @@ def _result_json(ledger_path: Path) -> tuple[dict[str, Any] | None, str]:
     run = runs.get(ledger_path.stem) if isinstance(runs, dict) else None
     if not isinstance(run, dict):
         return None, f"{path.name} has no run named {ledger_path.stem!r}; figures are from the ledger"
-    return run, f"figures from {path.name} (run {ledger_path.stem!r}), checked against the ledger"
+    return _figures(run), f"figures from {path.name} (run {ledger_path.stem!r}), checked against the ledger"
+
+
+def _figures(run: dict[str, Any]) -> dict[str, Any]:
+    """A run of result.json without ``ledger``: where the run's ledger is, not a figure of it."""
+    return {k: v for k, v in run.items() if k != "ledger"}
 
 
 def _instant(at: str) -> datetime:

@@ -77,7 +77,7 @@ from answerable.runtime import System
 if TYPE_CHECKING:
     from answerable.bus.nats import NatsBus
 
-__all__ = ["MAX_BODY", "Service", "build_app"]
+__all__ = ["MAX_BODY", "Service", "build_app", "outcome_doc"]
 
 _NOTIFY = frozenset({"Review", "Escalation", "ReviewClosed", "Control", "Alert"})
 
@@ -140,6 +140,47 @@ class Service:
         """Every agent and person named by a charter this service had in force."""
         self.dropped_events = 0
         """Events not queued for the webhook because it fell 10,000 behind (said, not hidden)."""
+        self._hosted = False
+        self._agent_keys: dict[str, str] | None = None
+
+    @classmethod
+    def hosting(
+        cls,
+        ledger: SQLLedger,
+        gateway: Gateway,
+        system: System,
+        *,
+        folder: Path,
+        origin: str,
+        public_url: str | None = None,
+        agent_keys: Mapping[str, str] | None = None,
+    ) -> Service:
+        """The HTTP API over a gateway built in this process: a scenario driver's, whose
+        operations are closures over its simulated world. Nothing is read from charter, rules
+        or operations files and no duty runs: the host settles reviews and signs checkpoints
+        on its own clock, and :meth:`stop` leaves the ledger, gateway and bus to it.
+        ``agent_keys``: who may sign requests when the gateway has no charter (a baseline)."""
+        config = ServiceConfig(
+            source=folder / "hosted",
+            folder=folder,
+            ledger=folder / "hosted.db",
+            signing_key=None,
+            origin=origin,
+            charter=folder / "charter.json",
+            ruleset=folder / "ruleset.json",
+            policies=folder / "policies.cedar",
+            schema=folder / "schema.cedarschema",
+            operations=(),
+            public_url=public_url,
+        )
+        service = cls(config)
+        service._hosted = True
+        service.ledger, service.gateway, service.system = ledger, gateway, system
+        service._agent_keys = None if agent_keys is None else dict(agent_keys)
+        service._names = set(agent_keys or ()) | set(system.known)
+        if gateway.has_charter():
+            service._learn_names(gateway.charter)
+        return service
 
     # --- life ------------------------------------------------------------------------------------
 
@@ -150,6 +191,8 @@ class Service:
             ConfigError: the signed charter or ruleset does not match the files, an operation
                 cannot be imported; LeaseHeld: another live gateway holds the ledger.
         """
+        if self._hosted:
+            return
         config = self.config
         self._charter_seen = _stamp(config.charter)  # before reading: a later write is followed
         charter = _record(config.charter, SystemCharter)
@@ -237,6 +280,9 @@ class Service:
 
     async def stop(self) -> None:
         """Stop the duties, sign a last checkpoint, release the lease, close the ledger."""
+        if self._hosted:
+            await self._flush_refusals()
+            return
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -441,7 +487,7 @@ class Service:
                     "reason_code": "unknown_cause",
                 }
         if body.idempotency_key is None:
-            return 200, _outcome_doc(await gateway.submit(self._intent(agent, body)))
+            return 200, outcome_doc(await gateway.submit(self._intent(agent, body)))
         slot = (agent, body.idempotency_key)
         lock, users = self._key_locks.get(slot, (asyncio.Lock(), 0))
         self._key_locks[slot] = (lock, users + 1)
@@ -480,7 +526,7 @@ class Service:
             if not self._recorded(intent.id):
                 del self._by_key[slot]
             raise
-        return 200, _outcome_doc(outcome)
+        return 200, outcome_doc(outcome)
 
     def chartered(self, name: str) -> bool:
         """Whether any charter this service has had in force names ``name`` (a revoked agent or a
@@ -615,6 +661,8 @@ class Service:
 
     def agent_keys(self) -> dict[str, str]:
         _, gateway = self._running()
+        if self._agent_keys is not None and not gateway.has_charter():
+            return dict(self._agent_keys)
         return {a.name: a.public_key for a in gateway.charter.agents if a.public_key}
 
     def people_keys(self) -> dict[str, str]:
@@ -644,7 +692,7 @@ def _execution_doc(execution: Execution) -> dict[str, Any]:
     return {"id": execution.id, "status": execution.status, "error": execution.error}
 
 
-def _outcome_doc(outcome: Outcome) -> dict[str, Any]:
+def outcome_doc(outcome: Outcome) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "intent_id": outcome.intent.id,
         "status": outcome.status,
@@ -653,6 +701,9 @@ def _outcome_doc(outcome: Outcome) -> dict[str, Any]:
         "review_id": None if outcome.review is None else outcome.review.id,
         "execution": None if outcome.execution is None else _execution_doc(outcome.execution),
     }
+    if outcome.approval is not None:
+        approval = outcome.approval
+        doc["approval"] = {"id": approval.id, "by": approval.by, "verdict": approval.verdict}
     try:
         doc["result"] = orjson.loads(orjson.dumps(outcome.result))
     except (TypeError, orjson.JSONDecodeError):

@@ -368,10 +368,15 @@ class NatsBus:
         return mark
 
     async def drain(self) -> None:
-        """Return once every record published so far was handled by every subscription here.
+        """Return once every record published so far was handled by every subscription here;
+        on a bus that only publishes (the service's), by every subscriber of the stream,
+        wherever it runs: each consumer has nothing left to deliver and nothing unacknowledged,
+        and a record is acknowledged only after its handler returned, so what a handler said
+        is on the stream (and counted) before the record it answered is done.
 
         Raises:
             Exception: the first a handler raised meanwhile (its record is delivered again).
+            BusError: the stream's consumers cannot be read (NATS away).
         """
         if self._flusher is not None and not self._flusher.done():
             await self._flusher  # published first: what waits in the outbox is not on the stream yet
@@ -379,17 +384,25 @@ class NatsBus:
             if self.failures:
                 first, self.failures = self.failures[0], []
                 raise first
-            idle = True
-            for s in self._subs:
-                if s.sub is None:
-                    continue
-                info = await s.sub.consumer_info()
-                if info.num_pending or info.num_ack_pending or s.busy:
-                    idle = False
-                    break
-            if idle:
+            if await (self._idle() if self._subs else self._stream_idle()):
                 return
             await asyncio.sleep(0.01)
+
+    async def _idle(self) -> bool:
+        for s in self._subs:
+            if s.sub is None:
+                continue
+            info = await s.sub.consumer_info()
+            if info.num_pending or info.num_ack_pending or s.busy:
+                return False
+        return True
+
+    async def _stream_idle(self) -> bool:
+        try:
+            infos = await self._js.consumers_info(stream_name(self.system))
+        except (NatsError, JetStreamError, TimeoutError) as exc:
+            raise BusError(f"NATS: cannot read the consumers of {stream_name(self.system)}: {exc}") from exc
+        return not any(info.num_pending or info.num_ack_pending for info in infos)
 
     async def close(self) -> None:
         if self._outbox:

@@ -17,8 +17,7 @@ import itertools
 import os
 import sys
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Protocol
 
 import highspy
 import numpy as np
@@ -37,15 +36,18 @@ AGENTS = ("forecaster", "allocator", "router", "executor")
 TRANSFER_CENTS_PER_UNIT = 150
 PLAN_DAYS = 2
 
-Desk = Callable[[Outcome], Awaitable[Outcome]]
-"""Where a review waits for a person; returns the settled outcome."""
+
+class Desk(Protocol):
+    """Where reviews wait for a person: the outcomes handed over, settled, in the same order.
+
+    The executor hands over every review one plan opened, in the order it proposed them, so
+    the desk answers them in one order whether it sits in this process or across the network."""
+
+    async def settle(self, outcomes: list[Any], ctx: Context) -> list[Any]: ...
 
 
 def _payload(record: Message | ExternalEvent) -> dict[str, Any]:
     return record.payload
-
-
-T = TypeVar("T")
 
 
 @functools.cache
@@ -61,14 +63,6 @@ def _silence_highs_banner() -> None:
     finally:
         os.dup2(saved, 1)
         os.close(saved)
-
-
-async def _together(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
-    """Run calls concurrently, so their records share group commits; one failure cancels the rest,
-    as a crash of the agent's process would."""
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(call) for call in calls]
-    return [task.result() for task in tasks]
 
 
 def _evidence(outcome: Outcome) -> str:
@@ -341,7 +335,14 @@ class Router(Agent):
 
 
 class Executor(Agent):
-    """Turns plans into intents; reports back what governance refused, so the planners adapt."""
+    """Turns plans into intents; reports back what governance refused, so the planners adapt.
+
+    It proposes one intent at a time, in the plan's order, and hands the reviews a plan opened
+    to the desk together, in that order. One at a time, not all at once: a warehouse's outage or
+    a region's last truck goes to whichever request reaches it first, so concurrent requests
+    would let timing decide the outcome, and the storm with its agents in separate processes
+    must come out as the run in one process does.
+    """
 
     name = "executor"
     subscriptions = ("allocation", "routes", "stock", "reports")
@@ -356,10 +357,16 @@ class Executor(Agent):
         self.postponed: set[tuple[str, int]] = set()
         self.refused: set[tuple[str, int]] = set()
 
-    async def _settle(self, outcome: Outcome) -> Outcome:
-        if outcome.status == "review" and self.desk is not None:
-            return await self.desk(outcome)
-        return outcome
+    async def _settle(self, outcomes: list[Outcome], ctx: Context) -> list[Outcome]:
+        """The outcomes with every review among them settled by the desk (if there is one)."""
+        waiting = [n for n, o in enumerate(outcomes) if o.status == "review"]
+        if not waiting or self.desk is None:
+            return outcomes
+        settled = await self.desk.settle([outcomes[n] for n in waiting], ctx)
+        out = list(outcomes)
+        for n, outcome in zip(waiting, settled, strict=True):
+            out[n] = outcome
+        return out
 
     async def handle(self, record: Message | ExternalEvent, ctx: Context) -> None:
         body = _payload(record)
@@ -376,23 +383,23 @@ class Executor(Agent):
 
     async def _reallocate(self, record: Message | ExternalEvent, body: dict[str, Any], ctx: Context) -> None:
         day = body["day"]
-
-        async def move(source: str, target: str, sku: str, units: int) -> Outcome:
-            outcome = await ctx.propose(
-                "inventory.reallocate",
-                {
-                    "transfer_id": f"T-d{day}-{source}-{target}-{sku}",
-                    "source": f"wh-{source}",
-                    "to": f"wh-{target}",
-                    "sku": sku,
-                    "qty": units,
-                },
-                causes=[record.id],
-                idempotency_key=f"transfer:d{day}:{source}:{target}:{sku}",
+        proposed = []
+        for source, target, sku, units in body["transfers"]:
+            proposed.append(
+                await ctx.propose(
+                    "inventory.reallocate",
+                    {
+                        "transfer_id": f"T-d{day}-{source}-{target}-{sku}",
+                        "source": f"wh-{source}",
+                        "to": f"wh-{target}",
+                        "sku": sku,
+                        "qty": units,
+                    },
+                    causes=[record.id],
+                    idempotency_key=f"transfer:d{day}:{source}:{target}:{sku}",
+                )
             )
-            return await self._settle(outcome)
-
-        outcomes = await _together([move(*t) for t in body["transfers"]])
+        outcomes = await self._settle(proposed, ctx)
         keep, refusals = [], []
         for (source, target, sku, units), outcome in zip(body["transfers"], outcomes, strict=True):
             if outcome.ok:
@@ -409,25 +416,24 @@ class Executor(Agent):
 
     async def _route(self, record: Message | ExternalEvent, body: dict[str, Any], ctx: Context) -> None:
         region, day = body["region"], body["day"]
-
-        async def postpone(customer: str, orders: list[str]) -> tuple[str, Outcome]:
-            said = sorted({self.reports[name] for name in (customer, *orders) if name in self.reports})
-            outcome = await ctx.propose(
-                "shipment.reprioritize",
-                {"shipment": f"{customer}@d{day}", "orders": orders, "to_day": day + 1},
-                causes=[record.id, *said],
-                idempotency_key=f"reprioritize:{customer}:d{day}:{len(orders)}",
-            )
-            return customer, await self._settle(outcome)
-
         pending = [
             (c, o)
             for c, o in body["dropped"]
             if (c, day) not in self.postponed and (c, day) not in self.refused
         ]
-        results = await _together([postpone(c, o) for c, o in pending])
+        proposed = []
+        for customer, orders in pending:
+            said = sorted({self.reports[name] for name in (customer, *orders) if name in self.reports})
+            proposed.append(
+                await ctx.propose(
+                    "shipment.reprioritize",
+                    {"shipment": f"{customer}@d{day}", "orders": orders, "to_day": day + 1},
+                    causes=[record.id, *said],
+                    idempotency_key=f"reprioritize:{customer}:d{day}:{len(orders)}",
+                )
+            )
         refused = []
-        for customer, outcome in results:
+        for (customer, _), outcome in zip(pending, await self._settle(proposed, ctx), strict=True):
             if outcome.ok:
                 self.postponed.add((customer, day))
             elif outcome.status in ("denied", "review"):
@@ -441,7 +447,8 @@ class Executor(Agent):
                 causes=[record.id, *(_evidence(o) for _, o in refused)],
             )
             return
-        await _together([self._run_route(record, body, route, ctx) for route in body["routes"]])
+        for route in body["routes"]:
+            await self._run_route(record, body, route, ctx)
 
     async def _run_route(
         self, record: Message | ExternalEvent, body: dict[str, Any], route: list[Any], ctx: Context
@@ -462,7 +469,7 @@ class Executor(Agent):
             causes=[record.id],
             idempotency_key=f"book:{route_id}",
         )
-        booked = await self._settle(booked)
+        [booked] = await self._settle([booked], ctx)
         if not booked.ok:
             return
         units: dict[tuple[str, str], int] = defaultdict(int)
@@ -473,11 +480,10 @@ class Executor(Agent):
         causes = [record.id]
         if booked.execution is not None:
             causes.append(booked.execution.id)
-        await self._settle(
-            await ctx.propose(
-                "warehouse.dispatch",
-                {"dispatch_id": f"D-{route_id}", "warehouse": f"wh-{region}", "day": day, "lines": lines},
-                causes=causes,
-                idempotency_key=f"dispatch:{route_id}",
-            )
+        dispatched = await ctx.propose(
+            "warehouse.dispatch",
+            {"dispatch_id": f"D-{route_id}", "warehouse": f"wh-{region}", "day": day, "lines": lines},
+            causes=causes,
+            idempotency_key=f"dispatch:{route_id}",
         )
+        await self._settle([dispatched], ctx)

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from answerable.errors import ConfigError
-from answerable.ledger import SQLiteLedger
+from answerable.ledger import open_ledger
 from answerable.records import problems
 
 __all__ = ["demo_storm", "register_cli", "service_view"]
@@ -51,6 +51,21 @@ def demo_storm(
     ),
     days: int | None = typer.Option(None, "--days", help="Simulated days (default: the scenario's)."),
     scenario: Path | None = typer.Option(None, "--scenario", help="A JSON scenario file."),
+    distributed: bool = typer.Option(
+        False,
+        "--distributed",
+        help="Each agent in a process of its own, on NATS JetStream, the ledger in PostgreSQL "
+        "(a schema per run); the outcome table is the same as in one process.",
+    ),
+    nats: str = typer.Option(
+        "nats://127.0.0.1:4222", "--nats", help="With --distributed: the NATS JetStream server."
+    ),
+    postgres: str = typer.Option(
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+        "--postgres",
+        help="With --distributed: the PostgreSQL database (no schema, no password: each run makes "
+        "a schema of its own; a password goes in PGPASSWORD or ~/.pgpass).",
+    ),
 ) -> None:
     """The storm, run ungoverned and governed from one seed; prints the outcome table."""
     from rich.progress import Progress, TaskID
@@ -71,6 +86,14 @@ def demo_storm(
         raise ConfigError(f"--mode {mode!r} is not one of {', '.join(modes)}")
     if seed < 0:
         raise ConfigError(f"--seed {seed} must be zero or positive")
+    backends = None
+    if distributed:
+        from answerable.logistics.distributed import run_schema_url
+
+        if not nats.startswith(("nats://", "tls://")):
+            raise ConfigError(f"--nats: want a nats:// URL, got one of {nats.split('://')[0]!r}")
+        run_schema_url(postgres, "probe")  # a URL with a password or a schema: refused now
+        backends = (nats, postgres)
     config = check_scenario_file(scenario) if scenario else ScenarioConfig()
     if days is not None:
         try:
@@ -87,7 +110,15 @@ def demo_storm(
         import asyncio  # here, not at start-up: every command (halt first) loads this module
 
         results = asyncio.run(
-            storm(seed, out_dir, modes=modes[mode], config=config, on_day=tick, workers=workers)
+            storm(
+                seed,
+                out_dir,
+                modes=modes[mode],
+                config=config,
+                on_day=tick,
+                workers=workers,
+                distributed=backends,
+            )
         )
     table = Table(title=f"storm, seed {seed}, {config.days} days")
     table.add_column("")
@@ -118,10 +149,11 @@ def demo_storm(
             f"{margin} margin"
         )
     for m, result in results.items():
-        with SQLiteLedger.open(result.ledger) as store:
+        with open_ledger(result.ledger) as store:
             report = store.verify()
-        out.print(f"{m:>10} ledger: {result.ledger} ({report.size} entries, verified)")
-    out.print(f"    result: {out_dir / 'result.json'}")
+        where = f"{m:>10} ledger: {result.ledger} ({report.size} entries, verified)"
+        out.print(where, markup=False, soft_wrap=True)  # one line, whatever the width: scripts read it
+    out.print(f"    result: {out_dir / 'result.json'}", markup=False, soft_wrap=True)
 
 
 def _cell(metric: str, value: Any) -> str:

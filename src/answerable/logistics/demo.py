@@ -69,17 +69,36 @@ async def storm(
     config: ScenarioConfig | None = None,
     on_day: Callable[[Mode, int], None] | None = None,
     workers: int = 1,
+    distributed: tuple[str, str] | None = None,
 ) -> dict[Mode, RunResult]:
     """Run each mode from the same seed; write ``result.json`` beside the ledgers.
 
     ``workers`` above 1 runs the modes in that many processes at once: each mode is its own world,
     seeded alone, so the figures are the same as one after another; their results come back
     without the simulated ``world`` (None), and ``on_day`` hears each mode's days when it ends.
+
+    ``distributed``: (NATS URL, PostgreSQL URL): each mode runs with its agents in processes of
+    their own (:mod:`answerable.logistics.distributed`), one mode after another, each on a
+    schema and a stream of its own; ``runs.MODE.ledger`` names the schema's URL.
     """
     config = config or ScenarioConfig()
     await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
     results: dict[Mode, RunResult] = {}
-    if workers > 1 and len(modes) > 1:
+    if distributed is not None:
+        from answerable.logistics.distributed import DistributedStormRun
+
+        nats_url, postgres_url = distributed
+        for mode in modes:
+
+            def heard(day: int, mode: Mode = mode) -> None:
+                if on_day is not None:
+                    on_day(mode, day)
+
+            storm_run = DistributedStormRun(
+                mode, seed, config, out_dir, nats_url=nats_url, postgres_url=postgres_url
+            )
+            results[mode] = await run(mode, seed, config, out_dir, on_day=heard, storm_run=storm_run)
+    elif workers > 1 and len(modes) > 1:
         loop = asyncio.get_running_loop()
         # Spawned, not forked: a fork would copy whatever locks the caller's threads hold.
         spawn = multiprocessing.get_context("spawn")
@@ -122,7 +141,9 @@ async def storm(
     return results
 
 
-def _run_alone(mode: Mode, seed: int, config: ScenarioConfig, out_dir: Path) -> tuple[dict[str, Any], Path]:
+def _run_alone(
+    mode: Mode, seed: int, config: ScenarioConfig, out_dir: Path
+) -> tuple[dict[str, Any], Path | str]:
     """One mode in a worker process: its figures and its ledger (the world stays behind). An
     error crosses back as a ConfigError with its words: not every error can be rebuilt from a
     pickle, and a broken pool would hide what went wrong."""

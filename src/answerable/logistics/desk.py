@@ -251,6 +251,10 @@ class ModelledDesk:
             await self._tick()
             return await self._answer(outcome)
 
+    async def settle(self, outcomes: list[Outcome], _ctx: object = None) -> list[Outcome]:
+        """Answer each review, in the order given (see :class:`answerable.logistics.agents.Desk`)."""
+        return [await self(outcome) for outcome in outcomes]
+
     async def _tick(self) -> None:
         """Once per simulated hour, the gateway's own review clock: unanswered reviews escalate
         at their deadline and close at their expiry, as they would in a running service."""

@@ -180,15 +180,24 @@ COORDINATION: dict[str, Any] = {
 the executor, and the executor's refusals and stock back to the planners. Nothing else."""
 
 
-def charter(agents: tuple[str, ...], clock: Clock, ids: IdSource, desk: DeskConfig) -> SystemCharter:
+def charter(
+    agents: tuple[str, ...],
+    clock: Clock,
+    ids: IdSource,
+    desk: DeskConfig,
+    *,
+    agent_keys: dict[str, str] | None = None,
+) -> SystemCharter:
     """The system's charter: the RI, the agents, the storm desk's reviewers, each marked
     simulated (they are modelled people, and every answer they give says so), and the
-    coordination contract the agents talk under."""
+    coordination contract the agents talk under. ``agent_keys``: the agents' public keys, when
+    they run in processes of their own and sign what they say."""
     reviewers = [desk_key(r.name) for r in desk.reviewers]
     return new_charter(
         "national-logistics",
         ri_key(),
         agents=agents,
+        agent_keys=agent_keys,
         reviewers=reviewers,
         simulated=[r.identity for r in reviewers],
         coordination=COORDINATION,

@@ -15,11 +15,12 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict
 
+from answerable.bus import Bus
 from answerable.charter import charter_of
 from answerable.clock import FakeClock, IdSource, parse_rfc3339, rfc3339
 from answerable.errors import AnswerableError, ConfigError, UnknownAgent, UnknownOperation
 from answerable.gateway import Gateway, Outcome, Resource, http_operation, invoke
-from answerable.ledger import SQLiteLedger
+from answerable.ledger import SQLiteLedger, SQLLedger
 from answerable.logistics.agents import (
     AGENTS,
     TRANSFER_CENTS_PER_UNIT,
@@ -114,7 +115,8 @@ class RunResult:
 
     mode: Mode
     metrics: dict[str, Any]
-    ledger: Path
+    ledger: Path | str
+    """The ledger's file, or its ``postgresql://`` URL."""
     world: World | None
     """The simulated world after the run; None when the run was made in another process."""
 
@@ -268,6 +270,8 @@ class StormRun:
     """One mode of the storm, built and torn down as an async context; days are stepped one by one.
 
     Tests use it to step a day at a time, or to swap in an agent (a crashing executor, say).
+    The agents live in this process, on the in-process bus; :class:`answerable.logistics.
+    distributed.DistributedStormRun` runs the same days with each agent in a process of its own.
     """
 
     def __init__(
@@ -280,22 +284,46 @@ class StormRun:
         executor: Callable[[Desk | None, tuple[str, ...]], Executor] = Executor,
     ) -> None:
         self.mode, self.seed, self.config = mode, seed, config
+        self.out_dir = out_dir
         self.path = out_dir / f"{mode}.db"
         self.world = World(config, seed)
         self.clock = FakeClock(ns=DAY0_NS)
         self.ids = IdSource(self.clock, rng=random.Random(f"ids:{seed}:{mode}"))
         self._executor = executor
+        self.agent_keys: dict[str, str] | None = None
+        """Agents' public keys for the charter, when they sign what they say (other processes)."""
 
-    async def __aenter__(self) -> StormRun:
-        await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
+    @property
+    def location(self) -> Path | str:
+        """Where the ledger is: a file here, a URL for a ledger on a server."""
+        return self.path
+
+    async def _open_ledger(self) -> SQLLedger:
         for stale in (
             self.path,
             partner_records_path(self.path),
             *(self.path.with_name(self.path.name + x) for x in (".key", "-wal", "-shm")),
         ):
             await asyncio.to_thread(stale.unlink, missing_ok=True)
+        return SQLiteLedger.open(self.path, create=True, origin=f"logistics.example/storm/{self.mode}")
+
+    async def _bus(self) -> Bus | None:
+        return None  # the in-process bus
+
+    async def _start_agents(self) -> None:
+        self.system.add(Forecaster())
+        self.system.add(Allocator(self.config.regions, self.config.truck_capacity))
+        self.system.add(Router(self.world.customers, self.world.depots, self.config, self.seed))
+        self.system.add(self._executor(self.reviewer, self.config.regions))
+
+    async def settled(self) -> None:
+        """Until every agent has handled everything said so far (the reviews they wait on answered)."""
+        await self.system.run_until_idle()
+
+    async def __aenter__(self) -> StormRun:
+        await asyncio.to_thread(self.out_dir.mkdir, parents=True, exist_ok=True)
         world, clock, ids = self.world, self.clock, self.ids
-        self.ledger = SQLiteLedger.open(self.path, create=True, origin=f"logistics.example/storm/{self.mode}")
+        self.ledger = await self._open_ledger()
         self.carrier = httpx.AsyncClient(transport=httpx.ASGITransport(app=make_carrier_app(world.carrier)))
         self.warehouse = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=make_warehouse_app(world.warehouse))
@@ -306,13 +334,15 @@ class StormRun:
             else Gateway(self.ledger, clock=clock, ids=ids)
         )
         register_operations(self.gateway, world, self.carrier, self.warehouse)
-        self.reviewer = None
+        self.reviewer: ModelledDesk | None = None
         self.monitors = None
         if self.mode != "ungoverned":
             rules = ruleset(
                 clock, ids, foresaw_the_storm=self.mode in ("rules", "governed"), review=self.mode != "rules"
             )
-            await self.gateway.install(charter(AGENTS, clock, ids, self.config.desk), rules)
+            await self.gateway.install(
+                charter(AGENTS, clock, ids, self.config.desk, agent_keys=self.agent_keys), rules
+            )
             desk = ModelledDesk(self.gateway, clock, self.config.desk, self.seed)
             self.reviewer = desk if self.mode == "governed" else None  # the only mode with review rules
             known = {f"operation:{o}" for o in self.gateway.operations} | {
@@ -322,25 +352,35 @@ class StormRun:
                 load_monitors(MONITORS, known_scopes=known), self.ledger, clock=clock, ids=ids
             )
         self.system = System(
-            self.ledger, self.gateway, agents=AGENTS, clock=clock, ids=ids, watcher=self.monitors
+            self.ledger,
+            self.gateway,
+            agents=AGENTS,
+            bus=await self._bus(),
+            clock=clock,
+            ids=ids,
+            watcher=self.monitors,
         )
-        self.system.add(Forecaster())
-        self.system.add(Allocator(self.config.regions, self.config.truck_capacity))
-        self.system.add(Router(world.customers, world.depots, self.config, self.seed))
-        self.system.add(self._executor(self.reviewer, self.config.regions))
+        await self._start_agents()
         history = {f"{r}/{s}": v for (r, s), v in sorted(world.history.items())}
         await self.system.ingest([("history", "order-system", "orders.history", {"units": history})])
         return self
 
     async def day(self, day: int) -> None:
-        """Morning events, planning and execution, then the day's deliveries."""
+        """Morning events, planning and execution, then the day's deliveries.
+
+        The morning's news is heard by every agent before the day's plan is asked for, and each
+        step ends when every agent is done: the in-process bus delivers in that order by itself,
+        and agents in other processes, each hearing several topics at once, are made to."""
         self.clock.ns = max(self.clock.ns, DAY0_NS + day * 86_400_000_000_000)
         self.world.today = day
         self.world.replenish()
         with self.world.warehouse.lock:
             self.world.warehouse.outages.update(self.world.outage(day))
-        await self.system.ingest(_morning(self.world, day))
-        await self.system.run_until_idle()
+        *news, plan = _morning(self.world, day)
+        await self.system.ingest(news)
+        await self.settled()
+        await self.system.ingest([plan])
+        await self.settled()
         # Evening, whatever the desk's answers moved the clock to; reviews nobody answered in
         # time escalate and close with their rules' safe default now, as the gateway's own tick.
         self.clock.ns = max(self.clock.ns, DAY0_NS + day * 86_400_000_000_000 + 12 * 3_600_000_000_000)
@@ -367,13 +407,17 @@ class StormRun:
             for d in batch
         ]
         await self.system.ingest(delivered)
-        await self.system.run_until_idle()
+        await self.settled()
 
     async def __aexit__(self, *_: object) -> None:
-        await self.carrier.aclose()
-        await self.warehouse.aclose()
-        self.gateway.close()
-        self.ledger.close()
+        """Close what was opened (all of it, or what a failed start got to)."""
+        for client in (getattr(self, "carrier", None), getattr(self, "warehouse", None)):
+            if client is not None:
+                await client.aclose()
+        if hasattr(self, "gateway"):
+            self.gateway.close()
+        if hasattr(self, "ledger"):
+            self.ledger.close()
 
 
 async def run(
@@ -383,10 +427,12 @@ async def run(
     out_dir: Path,
     *,
     on_day: Callable[[int], None] | None = None,
+    storm_run: StormRun | None = None,
 ) -> RunResult:
-    """Run the storm in one mode and measure it; the ledger is written to ``out_dir/{mode}.db``."""
+    """Run the storm in one mode and measure it; the ledger is written to ``out_dir/{mode}.db``
+    (or where ``storm_run``, a run built elsewhere, keeps it)."""
     started = time.perf_counter()
-    async with StormRun(mode, seed, config, out_dir) as storm:
+    async with storm_run or StormRun(mode, seed, config, out_dir) as storm:
         for day in range(config.days):
             await storm.day(day)
             if on_day is not None:
@@ -401,7 +447,8 @@ async def run(
         if storm.monitors is not None:
             metrics.update(monitor_report(storm.world, storm.ledger, storm.monitors.alerts))
     metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
-    return RunResult(mode, metrics, storm.path, storm.world)
+    metrics["ledger"] = str(storm.location)
+    return RunResult(mode, metrics, storm.location, storm.world)
 
 
 def _morning(world: World, day: int) -> list[tuple[str, str, str, Mapping[str, Any]]]:
@@ -494,7 +541,7 @@ def write_partner_records(world: World, path: Path) -> None:
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
-def measure(world: World, ledger: SQLiteLedger, config: ScenarioConfig) -> dict[str, Any]:
+def measure(world: World, ledger: SQLLedger, config: ScenarioConfig) -> dict[str, Any]:
     """The outcome table: service to hospitals and stores, money, and what the ledger can attribute."""
     judged = [o for o in world.orders.values() if o.due_day < config.days]
     out: dict[str, Any] = {}
@@ -572,7 +619,7 @@ def measure(world: World, ledger: SQLiteLedger, config: ScenarioConfig) -> dict[
     return out
 
 
-def _waits_minutes(ledger: SQLiteLedger) -> list[float]:
+def _waits_minutes(ledger: SQLLedger) -> list[float]:
     """Minutes from each review opening to its first answer, in the ledger's own times."""
     opened = {}
     for stored in ledger.of_kind("Review"):
@@ -588,7 +635,7 @@ def _waits_minutes(ledger: SQLiteLedger) -> list[float]:
     return list(waits.values())
 
 
-def attributed(ledger: SQLiteLedger, execution: Execution, ri: str | None) -> bool:
+def attributed(ledger: SQLLedger, execution: Execution, ri: str | None) -> bool:
     """Does the ledger itself show who answers for this execution, and through what?
 
     Not just a filled-in field: the RI named must be the charter's, and the authority's ids must
@@ -617,7 +664,7 @@ def attributed(ledger: SQLiteLedger, execution: Execution, ri: str | None) -> bo
     return all(isinstance(a, ReviewClosed) and a.resolution == "approve" for a in answers)
 
 
-def _review_outcome(ledger: SQLiteLedger, review_id: str) -> str:
+def _review_outcome(ledger: SQLLedger, review_id: str) -> str:
     """``approved``, ``denied`` or ``open``, counted once per review whatever the number of approvers."""
     followers = [decode_entry(e.data) for e in ledger.caused_by(review_id)]
     if any(isinstance(f, Approval) and f.verdict == "deny" for f in followers) or any(
@@ -633,7 +680,7 @@ def _review_outcome(ledger: SQLiteLedger, review_id: str) -> str:
     return "open"
 
 
-def monitor_report(world: World, ledger: SQLiteLedger, alerts: list[Alert]) -> dict[str, Any]:
+def monitor_report(world: World, ledger: SQLLedger, alerts: list[Alert]) -> dict[str, Any]:
     """When the monitor that guards hospitals (the first to pause the medical class) fired, and
     how many medical orders were late before and after; every alert is counted in ``alerts``."""
     guards = [a for a in alerts if a.paused == "resource_class:medical"]

@@ -1,0 +1,330 @@
+"""The storm with each agent in a process of its own: NATS JetStream between them, the ledger in
+PostgreSQL, the gateway served over HTTP.
+
+The scenario driver (this module, in the ``answerable demo storm --distributed`` process) keeps
+what is simulated: the world (carrier, warehouses, customers), its clock and the storm desk's
+modelled people. It runs the gateway on the run's own schema and serves it with the service's
+HTTP API; the four agents run as ``python -m answerable.logistics.process`` children, each with a
+key the run's charter lists, hearing their topics on the run's own stream and speaking only
+through that API. The operations stay closures over the simulated world, so they run here.
+
+A day's steps end when every consumer of the stream has nothing left to deliver and nothing
+unacknowledged: an agent acknowledges a record only after its handler returned, and what the
+handler said was recorded and published before that, so an empty stream means every agent is
+done. The executor hands the reviews a plan opened to the desk here, in the order it proposed
+them (``POST /storm/desk``, signed with its key), as it hands them to the desk in process. So
+the same seed gives the same outcome table as the run in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from answerable.bus import Bus
+from answerable.errors import AgentLost, AnswerableError, ConfigError, NotAuthorized
+from answerable.gateway import Outcome
+from answerable.httpsig import verify_request
+from answerable.keys import KeyPair
+from answerable.ledger import SQLLedger, open_ledger
+from answerable.ledger.postgres import parse_url
+from answerable.logistics.agents import AGENTS
+from answerable.logistics.scenario import Mode, StormRun
+from answerable.logistics.world import ScenarioConfig
+from answerable.records import Intent, decode_entry
+from answerable.service import Service, build_app, outcome_doc
+
+__all__ = ["DEFAULT_NATS", "DEFAULT_POSTGRES", "DistributedStormRun", "run_schema_url"]
+
+DEFAULT_NATS = "nats://127.0.0.1:4222"
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+STARTUP_SECONDS = 60.0
+"""How long an agent process may take to import, connect and subscribe."""
+
+
+def run_schema_url(base: str, schema: str) -> str:
+    """``base`` (a ``postgresql://`` URL naming no schema) naming ``schema`` instead.
+
+    Raises:
+        ConfigError: ``base`` is not a PostgreSQL URL, carries a password, or names options of
+            its own (each run makes its schema, so none may be given).
+    """
+    parse_url(base)
+    parts = urlsplit(base)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k == "options" for k, _ in query):
+        raise ConfigError(
+            "--postgres: give a URL without options: each run makes a schema of its own and names it"
+        )
+    query.append(("options", f"-csearch_path={schema}"))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class DistributedStormRun(StormRun):
+    """One mode of the storm with the agents in processes of their own (see the module)."""
+
+    def __init__(
+        self,
+        mode: Mode,
+        seed: int,
+        config: ScenarioConfig,
+        out_dir: Path,
+        *,
+        nats_url: str = DEFAULT_NATS,
+        postgres_url: str = DEFAULT_POSTGRES,
+        stall_seconds: float = 300.0,
+    ) -> None:
+        super().__init__(mode, seed, config, out_dir)
+        self.run_id = f"{mode}_{seed}_{secrets.token_hex(4)}"
+        self.schema = f"storm_{self.run_id}"
+        self.ledger_url = run_schema_url(postgres_url, self.schema)
+        self.nats_url = nats_url
+        self.stream = f"storm-{self.run_id}"
+        self.stall_seconds = stall_seconds
+        self.keys = {name: KeyPair.generate(name) for name in AGENTS}
+        self.agent_keys = {name: key.public_b64 for name, key in self.keys.items()}
+        self.folder = out_dir / "agents" / self.run_id
+        self.processes: dict[str, asyncio.subprocess.Process] = {}
+        self._lost: asyncio.Future[tuple[str, int]] | None = None
+        self._watchers: list[asyncio.Task[None]] = []
+        self._server: Any = None
+        self._serving: asyncio.Task[None] | None = None
+        self._nats: Any = None
+
+    @property
+    def location(self) -> str:
+        return self.ledger_url
+
+    async def _open_ledger(self) -> SQLLedger:
+        return await asyncio.to_thread(
+            open_ledger,
+            self.ledger_url,
+            create=True,
+            origin=f"logistics.example/storm/{self.mode}/{self.run_id}",
+        )
+
+    async def __aenter__(self) -> DistributedStormRun:
+        """NATS first, then PostgreSQL: either one away is one error naming it, and what the run
+        made before (the stream, the schema) is taken down again or left empty."""
+        from answerable.bus.nats import NatsBus
+
+        self._nats = await NatsBus.connect(self.nats_url, self.stream, name=f"answerable storm {self.run_id}")
+        try:
+            await super().__aenter__()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def _bus(self) -> Bus:
+        return self._nats  # type: ignore[no-any-return]
+
+    async def _start_agents(self) -> None:
+        port = await self._serve()
+        await asyncio.to_thread(self.folder.mkdir, parents=True, exist_ok=True)
+        spec: dict[str, Any] = {
+            "mode": self.mode,
+            "seed": self.seed,
+            "scenario": self.config.model_dump(mode="json"),
+            "ledger": self.ledger_url,
+            "nats": self.nats_url,
+            "stream": self.stream,
+            "service": f"http://127.0.0.1:{port}",
+            "public_keys": self.agent_keys,
+            "keys": {},
+        }
+        for name, key in self.keys.items():
+            path = self.folder / f"{name}.key"
+            await asyncio.to_thread(key.save, path)
+            spec["keys"][name] = str(path)
+        spec_path = self.folder / "run.json"
+        await asyncio.to_thread(spec_path.write_text, json.dumps(spec, indent=1), encoding="utf-8")
+        loop = asyncio.get_running_loop()
+        self._lost = loop.create_future()
+        for name in AGENTS:
+            log = await asyncio.to_thread(open, self.folder / f"{name}.log", "ab")
+            try:
+                self.processes[name] = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "answerable.logistics.process",
+                    str(spec_path),
+                    name,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=log,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+            finally:
+                log.close()
+        for name, process in self.processes.items():
+            await self._listening(name, process)
+            self._watchers.append(asyncio.create_task(self._watch(name, process)))
+
+    async def _listening(self, name: str, process: asyncio.subprocess.Process) -> None:
+        """Wait for the agent to say it listens: its consumers exist, so it hears what comes next."""
+        if process.stdout is None:
+            raise AgentLost(name, "its output is not a pipe")
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(), STARTUP_SECONDS)
+        except TimeoutError:
+            raise AgentLost(name, f"not listening after {STARTUP_SECONDS:g} s; {self._tail(name)}") from None
+        if b"listening" not in line:
+            await process.wait()
+            raise AgentLost(name, f"exited with {process.returncode} at start; {self._tail(name)}")
+
+    async def _watch(self, name: str, process: asyncio.subprocess.Process) -> None:
+        if process.stdout is not None:
+            while await process.stdout.readline():  # its pipe kept empty, or it would block
+                pass
+        code = await process.wait()
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result((name, code))
+
+    def _tail(self, name: str) -> str:
+        path = self.folder / f"{name}.log"
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        except OSError:
+            lines = []
+        return f"its last words: {lines[-1]}" if lines else f"it said nothing (see {path})"
+
+    async def settled(self) -> None:
+        drained = asyncio.ensure_future(self.system.run_until_idle())
+        lost = self._lost
+        waiting: set[asyncio.Future[Any]] = {drained} if lost is None else {drained, lost}
+        done, _ = await asyncio.wait(waiting, timeout=self.stall_seconds, return_when=asyncio.FIRST_COMPLETED)
+        if drained in done:
+            drained.result()
+            return
+        drained.cancel()
+        with contextlib.suppress(asyncio.CancelledError, AnswerableError):
+            await drained
+        if lost is not None and lost.done():
+            name, code = lost.result()
+            raise AgentLost(
+                name, f"its process exited with {code} in the middle of the run; {self._tail(name)}"
+            )
+        raise AgentLost(
+            "agents",
+            f"not done within {self.stall_seconds:g} s (a record keeps failing?); see {self.folder}",
+        )
+
+    # --- the service and the desk ---------------------------------------------------------------
+
+    async def _serve(self) -> int:
+        """Serve the gateway's API (and the desk) on a free loopback port; the port."""
+        import uvicorn
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
+        service = Service.hosting(
+            self.ledger,
+            self.gateway,
+            self.system,
+            folder=self.out_dir,
+            origin=self.ledger.origin,
+            public_url=base,
+            agent_keys=self.agent_keys,
+        )
+        app = build_app(service, lifespan=False)
+        self._desk_route(app, base)
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5)
+        )
+        self._serving = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._serving.done():
+                self._serving.result()
+                raise ConfigError(f"the run's service did not start on {base}")
+            await asyncio.sleep(0.01)
+        return port
+
+    def _desk_route(self, app: FastAPI, base: str) -> None:
+        executor = self.keys["executor"].public_b64
+
+        @app.post("/storm/desk", include_in_schema=False)
+        async def desk(request: Request) -> JSONResponse:
+            body = await request.body()
+            try:
+                who = verify_request(
+                    "POST",
+                    base + request.url.path,
+                    dict(request.headers),
+                    body,
+                    {"executor": executor},
+                    now=int(time.time()),
+                )
+            except NotAuthorized as exc:
+                return JSONResponse({"error": str(exc), "reason_code": exc.reason_code}, status_code=401)
+            if not await asyncio.to_thread(self.ledger.use_nonce, f"{who.keyid}:{who.nonce}", who.created):
+                return JSONResponse({"error": "replayed", "reason_code": "replayed"}, status_code=401)
+            try:
+                wanted = orjson.loads(body)["intents"]
+                if not isinstance(wanted, list) or not all(isinstance(i, str) for i in wanted):
+                    raise TypeError(wanted)
+                outcomes = [self._waiting(intent_id) for intent_id in wanted]
+            except (orjson.JSONDecodeError, KeyError, TypeError, AnswerableError) as exc:
+                return JSONResponse({"error": f"not a desk request: {exc}", "reason_code": "bad_body"}, 422)
+            open_ones = [o for o in outcomes if o.status == "review"]
+            answered = iter(await self.reviewer.settle(open_ones) if self.reviewer is not None else open_ones)
+            settled = [next(answered) if o.status == "review" else o for o in outcomes]
+            return JSONResponse({"outcomes": [outcome_doc(o) for o in settled]})
+
+    def _waiting(self, intent_id: str) -> Outcome:
+        """The intent's outcome as it stands: waiting for review, or settled (asked again)."""
+        intent = decode_entry(self.ledger.find(intent_id).data)
+        if not isinstance(intent, Intent):
+            raise ConfigError(f"{intent_id} is no intent")
+        settled = self.gateway.recorded_outcome(intent)
+        if settled is not None:
+            return settled
+        decision, review, _ = self.gateway.records_of(intent_id)
+        if review is None:
+            raise ConfigError(f"intent {intent_id} waits for no review")
+        return Outcome("review", intent, decision, review=review)
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            for process in self.processes.values():
+                if process.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        process.send_signal(signal.SIGTERM)
+            for name, process in self.processes.items():
+                try:
+                    await asyncio.wait_for(process.wait(), 15)
+                except TimeoutError:
+                    print(f"answerable storm: agent {name} did not stop on SIGTERM; killed", file=sys.stderr)
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                    await process.wait()
+            for task in self._watchers:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if self._server is not None and self._serving is not None:
+                self._server.should_exit = True
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._serving
+            if self._nats is not None:
+                with contextlib.suppress(AnswerableError, Exception):
+                    await self._nats.delete_stream()  # the ledger holds every record it carried
+                await self._nats.close()
+        finally:
+            await super().__aexit__(*exc)

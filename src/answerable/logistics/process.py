@@ -1,0 +1,92 @@
+"""One storm agent in a process of its own: ``python -m answerable.logistics.process RUN.json NAME``.
+
+The scenario driver (:mod:`answerable.logistics.distributed`) writes ``RUN.json`` (the seed, the
+scenario, where the ledger, NATS and the service are, each agent's key file) and starts one of
+these per agent. The agent is made exactly as in the run in one process, and served by
+:func:`answerable.remote.serve_agent`: it hears its topics on NATS and speaks through the
+service. Its clock follows what it hears (the world's clock is the driver's). The executor hands
+reviews to the driver's desk with a signed request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from answerable.clock import FakeClock
+from answerable.errors import AnswerableError, ConfigError
+from answerable.keys import KeyPair
+from answerable.ledger import open_ledger
+from answerable.logistics.agents import Allocator, Executor, Forecaster, Router
+from answerable.logistics.world import ScenarioConfig, World
+from answerable.remote import RemoteContext, RemoteOutcome, serve_agent
+from answerable.runtime import Agent, Context
+
+__all__ = ["RemoteDesk", "main", "make_agent"]
+
+
+class RemoteDesk:
+    """The storm desk in the scenario driver, asked over the service's connection."""
+
+    async def settle(self, outcomes: list[Any], ctx: Context) -> list[Any]:
+        if not isinstance(ctx, RemoteContext) or ctx.client is None:
+            raise ConfigError("the remote desk answers only agents served through the service")
+        answer = await ctx.client.post("/storm/desk", {"intents": [o.intent_id for o in outcomes]})
+        return [RemoteOutcome(doc) for doc in answer["outcomes"]]
+
+
+def make_agent(name: str, mode: str, seed: int, config: ScenarioConfig) -> Agent:
+    """The agent ``name`` as the run in one process makes it."""
+    if name == "forecaster":
+        return Forecaster()
+    if name == "allocator":
+        return Allocator(config.regions, config.truck_capacity)
+    if name == "router":
+        world = World(config, seed)  # the customers and depots a seed makes: the same map
+        return Router(world.customers, world.depots, config, seed)
+    if name == "executor":
+        return Executor(RemoteDesk() if mode == "governed" else None, config.regions)
+    raise ConfigError(f"no storm agent is called {name!r}")
+
+
+async def _serve(spec: dict[str, Any], name: str) -> None:
+    config = ScenarioConfig.model_validate_json(json.dumps(spec["scenario"]))
+    agent = make_agent(name, spec["mode"], int(spec["seed"]), config)
+    key = KeyPair.load(spec["keys"][name])
+    ledger = open_ledger(spec["ledger"])
+    try:
+        await serve_agent(
+            agent,
+            key,
+            ledger=ledger,
+            nats_url=spec["nats"],
+            service_url=spec["service"],
+            system=spec["stream"],
+            clock=FakeClock(ns=0),
+            keys=spec["public_keys"],
+        )
+    finally:
+        ledger.close()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m answerable.logistics.process RUN.json NAME", file=sys.stderr)
+        return 2
+    try:
+        spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+        asyncio.run(_serve(spec, argv[1]))
+    except AnswerableError as exc:
+        print(f"answerable storm agent {argv[1]}: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"answerable storm agent {argv[1]}: bad run file {argv[0]}: {exc}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
