@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import signal
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from answerable.bus.auth import nkey_seed
-from answerable.bus.nats import NatsBus
+from answerable.bus.nats import NatsBus, handled_mark
 from answerable.charter import charter_of
 from answerable.client import AsyncClient, ServiceRefused
 from answerable.clock import Clock, FakeClock, IdSource, SystemClock, parse_rfc3339, rfc3339
@@ -95,6 +96,17 @@ class RemoteContext(Context):
 
     client: AsyncClient | None = None
     ids: IdSource | None = None
+    cause: str | None = None
+    """The record being handled: the messages its handling sends get ids derived from it and
+    their order, so handling it again (after a crash) sends the very messages already sent."""
+    sent: Iterator[int] = field(default_factory=itertools.count)
+    fault: Callable[[str], None] | None = None
+    """A hook for crash tests, called at ``before_send``, ``after_send``, ``before_propose``
+    and ``after_propose`` (after the service answered)."""
+
+    def _at(self, point: str) -> None:
+        if self.fault is not None:
+            self.fault(point)
 
     async def send(
         self,
@@ -107,9 +119,12 @@ class RemoteContext(Context):
     ) -> Message:
         if self.client is None or self.ids is None:
             raise ConfigError("a remote context needs its client")
+        now = self.ids.clock.now_ns()
         message = Message(
-            id=self.ids.new(),
-            at=rfc3339(self.ids.clock.now_ns()),
+            id=self.ids.new()
+            if self.cause is None
+            else IdSource.derived(now, f"{self.agent}:{self.cause}:{next(self.sent)}"),
+            at=rfc3339(now),
             causes=tuple(causes),
             sender=self.agent,
             topic=topic,
@@ -118,6 +133,7 @@ class RemoteContext(Context):
             payload=dict(payload),
             trace_id=self.trace_id,
         )
+        self._at("before_send")
         try:
             await self.client.send(message)
         except ServiceRefused as exc:
@@ -131,6 +147,7 @@ class RemoteContext(Context):
                     str(exc.doc["refusal_id"]),
                 ) from None
             raise
+        self._at("after_send")
         return message
 
     async def propose(  # type: ignore[override]
@@ -144,9 +161,11 @@ class RemoteContext(Context):
     ) -> RemoteOutcome:
         if self.client is None:
             raise ConfigError("a remote context needs its client")
+        self._at("before_propose")
         doc = await self.client.submit(
             operation, dict(arguments), idempotency_key=idempotency_key, causes=tuple(causes)
         )
+        self._at("after_propose")
         return RemoteOutcome(doc)
 
 
@@ -216,6 +235,7 @@ async def serve_agent(
     clock: Clock | None = None,
     keys: Mapping[str, str] | None = None,
     stop: asyncio.Event | None = None,
+    fault: Callable[[str], None] | None = None,
 ) -> None:
     """Serve one agent: hear its topics on NATS, speak through the service, until ``stop``.
 
@@ -224,6 +244,7 @@ async def serve_agent(
     stream (default: the charter's system). ``clock``: a simulated clock (a scenario's) is moved
     to each record's time as it arrives, so nothing the agent says is stamped before what it
     heard. ``keys``: senders' keys where the ledger holds no charter (an ungoverned baseline).
+    ``fault``: see :attr:`RemoteContext.fault`.
     """
     name = agent.name
     clock = clock or SystemClock()
@@ -242,12 +263,13 @@ async def serve_agent(
         code = why.partition(":")[0]
         print(f"answerable agent {name}: refused a delivery ({code}); recorded", file=sys.stderr, flush=True)
 
+    marks = LedgerMarks(ledger, clock)
     bus = await NatsBus.connect(
         nats_url,
         system,
         admit=admission,
         on_refused=refused,
-        marks=LedgerMarks(ledger, clock),
+        marks=marks,
         ack_wait=ack_wait,
         name=f"answerable agent {name}",
         nkey_seed=nkey_seed(key) if nkey else None,
@@ -258,7 +280,15 @@ async def serve_agent(
         if isinstance(record, Message) and record.recipients and name not in record.recipients:
             return
         trace = record.trace_id if isinstance(record, Message) else record.id
-        ctx = RemoteContext(system=None, agent=name, trace_id=trace, client=client, ids=ids)  # type: ignore[arg-type]
+        ctx = RemoteContext(
+            system=None,  # type: ignore[arg-type]
+            agent=name,
+            trace_id=trace,
+            client=client,
+            ids=ids,
+            cause=record.id,
+            fault=fault,
+        )
         async with one_at_a_time:
             if isinstance(clock, FakeClock):
                 clock.ns = max(clock.ns, parse_rfc3339(record.at))
@@ -273,6 +303,8 @@ async def serve_agent(
 
     bus.on_failure = failed
     try:
+        if agent.replayable:
+            await _rebuild(agent, bus, ledger, marks, deliver)
         for topic in agent.subscriptions:
             bus.subscribe(topic, deliver, group=name)
         await bus.start()
@@ -281,6 +313,32 @@ async def serve_agent(
     finally:
         await bus.close()
         await client.aclose()
+
+
+async def _rebuild(
+    agent: Agent,
+    bus: NatsBus,
+    ledger: LedgerStore,
+    marks: LedgerMarks,
+    deliver: Callable[[Message | ExternalEvent], Awaitable[None]],
+) -> None:
+    """Handle again, in the ledger's order, every record the stream holds that this agent's
+    group marked handled: a replayable agent's state is what it heard (see ``Agent.replayable``).
+    What is still unhandled comes afterwards, live, from its durable consumers."""
+    heard: dict[str, Message | ExternalEvent] = {}
+    for topic in agent.subscriptions:
+        for record in await bus.history(topic):
+            heard.setdefault(record.id, record)
+    handled = [r for r in heard.values() if await marks.seen(handled_mark(agent.name, r.id))]
+    at = {r.id: (await asyncio.to_thread(ledger.find, r.id)).index for r in handled}
+    for record in sorted(handled, key=lambda r: at[r.id]):
+        await deliver(record)
+    if handled:
+        print(
+            f"answerable agent {agent.name}: handled again the {len(handled)} records it had handled",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _service_url(config: ServiceConfig) -> str:

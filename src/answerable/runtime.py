@@ -75,6 +75,12 @@ class Agent(ABC):
 
     name: str = ""
     subscriptions: tuple[str, ...] = ()
+    replayable: bool = False
+    """Its state is what it heard, and handling a record again changes nothing outside: every
+    intent it proposes carries an idempotency key made from its cause, and what it sends
+    depends only on what it heard. An agent run in its own process that says so rebuilds its
+    state at start by handling again, in the ledger's order, what it handled before (its
+    messages come out with the ids already recorded; its intents meet their keys)."""
 
     @abstractmethod
     async def handle(self, record: Message | ExternalEvent, ctx: Context) -> None:

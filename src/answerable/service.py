@@ -572,7 +572,10 @@ class Service:
             stored = None
         if stored is not None:
             if not holds(stored.data, entry_bytes(message)):
-                raise _HTTPError(409, "id_used", f"message id {message.id} is used by another entry")
+                first = decode_entry(stored.data)
+                if not (isinstance(first, Message) and _same_message(first, message)):
+                    raise _HTTPError(409, "id_used", f"message id {message.id} is used by another entry")
+                message = first  # made again by a handler run again: the one recorded is the message
             await self.system.bus.publish(message.topic, message)
             return 200, {"message_id": message.id, "index": stored.index, "duplicate": True}
         try:
@@ -675,6 +678,17 @@ def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
         return canonical_bytes(dict(a)) == canonical_bytes(dict(b))
     except RecordInvalid:
         return False
+
+
+def _same_message(first: Message, again: Message) -> bool:
+    """The same message made again by its sender: all but its time (and so its signature) and
+    the order it listed its causes in (what it heard, heard in another order)."""
+    fields = ("sender", "topic", "type", "recipients", "trace_id")
+    return (
+        all(getattr(first, f) == getattr(again, f) for f in fields)
+        and sorted(first.causes) == sorted(again.causes)
+        and _same(first.payload, again.payload)
+    )
 
 
 def _decision_doc(decision: Decision | None) -> dict[str, Any] | None:

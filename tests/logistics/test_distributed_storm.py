@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +23,8 @@ import nats
 import psycopg
 import pytest
 from backends import PG_BASE
-from procs import SOAK
+from natsd import NatsServer, free_port
+from procs import SOAK, seeds
 
 from answerable.ledger import open_ledger
 from answerable.ledger.postgres import drop_schema
@@ -104,6 +107,107 @@ async def test_the_storm_in_processes_gives_the_outcome_table_of_the_storm_in_on
     assert await storm_streams() == streams_before  # the run took its stream down
 
 
+def kill_plan(seed: int) -> tuple[str, str]:
+    """Which agent dies (kill -9 on itself) and where, drawn from the seed: a point of its
+    work within the two days (each agent does at least this much in any seed's first two)."""
+    rng = random.Random(f"storm-kill:{seed}")
+    agent = rng.choice(["forecaster", "allocator", "router", "executor", "executor"])  # effects: twice
+    if agent == "executor":
+        point = rng.choice(["before_propose", "after_propose", "before_send", "after_send"])
+        most = 30 if point.endswith("propose") else 3
+    else:
+        point = rng.choice(["before_send", "after_send"])
+        most = 4 if agent == "router" else 2
+    return agent, f"{point}:{rng.randint(1, most)}"
+
+
+@pytest.mark.crash
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("seed", seeds())
+async def test_an_agent_killed_mid_storm_is_started_again_and_the_storm_comes_out_the_same(
+    seed: int, tmp_path: Path, clean: None
+) -> None:
+    """kill -9 of one agent at a seeded point of its work: the driver starts it again, it
+    handles again what it had handled (its messages come out as the ones recorded, its intents
+    meet their keys), the record it held comes to it again; no effect twice, none the ledger does
+    not show, and the outcome table is the one of the storm in one process."""
+    config = ScenarioConfig.model_validate({**ScenarioConfig().model_dump(), "days": 2})
+    agent, plan = kill_plan(seed)
+    here = await run("governed", seed, config, tmp_path / "one")
+    spread = DistributedStormRun(
+        "governed", seed, config, tmp_path / "many", nats_url=NATS, postgres_url=PG_BASE, die=(agent, plan)
+    )
+    there = await run("governed", seed, config, tmp_path / "many", storm_run=spread)
+
+    assert spread.restarted == [(agent, -9)], (agent, plan)
+    differ = {
+        key: (here.metrics[key], there.metrics.get(key))
+        for key in here.metrics
+        if key not in ("wall_seconds", "ledger") and here.metrics[key] != there.metrics.get(key)
+    }
+    assert differ == {}, (agent, plan)
+    world = there.world
+    assert world is not None
+    keys = [r.key for r in world.carrier.records] + [r.key for r in world.warehouse.records]
+    assert len(keys) == len(set(keys))  # no effect twice
+    with open_ledger(there.metrics["ledger"]) as ledger:
+        assert ledger.verify().size == there.metrics["ledger_entries"]
+        executed = {
+            json.loads(ledger.find(json.loads(e.data)["intent_id"]).data)["idempotency_key"]
+            for e in ledger.of_kind("Execution")
+            if json.loads(e.data)["status"] == "succeeded"
+        }
+        messages = [json.loads(e.data) for e in ledger.of_kind("Message")]
+    assert set(keys) <= executed  # no effect the ledger does not show
+    said = [(m["sender"], m["topic"], m["type"], sorted(m["causes"])) for m in messages]
+    assert len(said) == len(set(map(repr, said)))  # nothing said twice by the agent started again
+
+
+@pytest.mark.crash
+@pytest.mark.timeout(300)
+async def test_nats_server_killed_mid_day_and_back_the_storm_comes_out_the_same(
+    tmp_path: Path, clean: None
+) -> None:
+    """kill -9 of nats-server as day 1's plan is asked for, started again six seconds later on its
+    store: the service keeps recording and holds what it could not publish, the agents reconnect
+    and hear it, and the storm comes out as in one process."""
+    (tmp_path / "nats").mkdir()
+    server = NatsServer(tmp_path / "nats", free_port()).start()
+    config = ScenarioConfig.model_validate({**ScenarioConfig().model_dump(), "days": 2})
+    back: list[threading.Thread] = []
+
+    class NatsDies(DistributedStormRun):
+        steps = 0
+
+        async def settled(self) -> None:
+            self.steps += 1
+            await super().settled()
+            if self.steps == 4:  # day 1's news heard; its plan is asked for next, into the outage
+                server.kill()
+                back.append(threading.Timer(6.0, server.start))  # past a publish's 5 s wait
+                back[0].start()
+
+    try:
+        here = await run("governed", 7, config, tmp_path / "one")
+        spread = NatsDies("governed", 7, config, tmp_path / "many", nats_url=server.url, postgres_url=PG_BASE)
+        there = await run("governed", 7, config, tmp_path / "many", storm_run=spread)
+    finally:
+        for thread in back:
+            thread.join()
+        server.stop()
+    assert back, "nats-server was never killed"
+    assert spread._nats.held_back >= 1  # the day's plan waited in the outbox, then went out
+    assert spread.restarted == []
+    differ = {
+        key: (here.metrics[key], there.metrics.get(key))
+        for key in here.metrics
+        if key not in ("wall_seconds", "ledger") and here.metrics[key] != there.metrics.get(key)
+    }
+    assert differ == {}
+    with open_ledger(there.metrics["ledger"]) as ledger:
+        assert ledger.verify().size == there.metrics["ledger_entries"]
+
+
 def test_demo_storm_distributed_writes_the_ledger_url_into_result_json(tmp_path: Path, clean: None) -> None:
     env = {**os.environ, "ANSWERABLE_KEY_DIR": str(tmp_path / "keys")}
     done = subprocess.run(
@@ -155,10 +259,21 @@ def test_demo_storm_distributed_writes_the_ledger_url_into_result_json(tmp_path:
 def test_bad_backends_are_one_line_and_leave_nothing_behind(
     flags: list[str], said: str, tmp_path: Path, clean: None
 ) -> None:
-    schemas = storm_schemas()
-    streams = asyncio.run(storm_streams())
+    seed = 900_000 + os.getpid() % 10_000  # a run of this test names its schema and stream with it
     done = subprocess.run(
-        [*CLI, "demo", "storm", "--days", "1", "--out", str(tmp_path / "out"), "--distributed", *flags],
+        [
+            *CLI,
+            "demo",
+            "storm",
+            "--seed",
+            str(seed),
+            "--days",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+            "--distributed",
+            *flags,
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -169,6 +284,6 @@ def test_bad_backends_are_one_line_and_leave_nothing_behind(
     assert said in lines[0]
     assert "Traceback" not in done.stderr
     assert "hunter2" not in done.stderr + done.stdout
-    assert storm_schemas() == schemas
-    assert asyncio.run(storm_streams()) == streams
+    assert not [s for s in storm_schemas() if f"_{seed}_" in s]
+    assert not [s for s in asyncio.run(storm_streams()) if f"_{seed}_" in s]
     assert not (tmp_path / "out" / "result.json").exists()

@@ -39,7 +39,7 @@ from answerable.bus.base import Handler
 from answerable.errors import BusError, RecordInvalid
 from answerable.records import ExternalEvent, Message, decode_entry, entry_bytes
 
-__all__ = ["Marks", "NatsBus", "durable_name", "stream_name", "subject_of"]
+__all__ = ["Marks", "NatsBus", "durable_name", "handled_mark", "stream_name", "subject_of"]
 
 Admit = Callable[[Message | ExternalEvent, bytes, str], Awaitable[str | None]]
 """Given a delivered record, its bytes and the topic it came on: None to handle it, or why not."""
@@ -88,6 +88,11 @@ def _decode(data: bytes) -> tuple[Message | ExternalEvent | None, str | None]:
     return record, None
 
 
+def handled_mark(group: str, record_id: str) -> str:
+    """The mark a subscriber group leaves in the store for a record it handled."""
+    return f"handled:{group}:{record_id}"
+
+
 def durable_name(group: str, topic: str) -> str:
     """The durable consumer of a subscriber group on a topic (its NATS permissions name it)."""
     plain = re.sub(r"[^A-Za-z0-9_-]", "_", group)[:40]
@@ -125,6 +130,8 @@ class NatsBus:
     _flusher: asyncio.Task[None] | None = None
     failures: list[Exception] = field(default_factory=list)
     """Handlers' exceptions since the last drain(), which raises the first of them."""
+    held_back: int = 0
+    """Records that waited in the outbox because the stream did not take them at once."""
 
     @classmethod
     async def connect(
@@ -233,6 +240,7 @@ class NatsBus:
             )
         if self._outbox or not await self._send(topic, record, data):
             self._outbox.append((topic, record, data))
+            self.held_back += 1
             if self._flusher is None or self._flusher.done():
                 self._flusher = asyncio.create_task(self._flush(), name=f"bus-outbox:{self.system}")
 
@@ -291,6 +299,40 @@ class NatsBus:
             except (NatsError, JetStreamError, TimeoutError) as exc:
                 raise BusError(f"NATS: cannot subscribe to {s.topic!r} as {s.group!r}: {exc}") from exc
             s.task = asyncio.create_task(self._pull(s), name=f"bus:{s.group}:{s.topic}")
+
+    async def history(self, topic: str) -> list[Message | ExternalEvent]:
+        """Every record the stream holds on ``topic``, oldest first (an ephemeral consumer that
+        reads and acknowledges nothing; deleted after). Undecodable deliveries are skipped:
+        they were refused when they came.
+
+        Raises:
+            BusError: the stream cannot be read.
+        """
+        config = api.ConsumerConfig(
+            ack_policy=api.AckPolicy.NONE,
+            deliver_policy=api.DeliverPolicy.ALL,
+            inactive_threshold=30.0,
+        )
+        out: list[Message | ExternalEvent] = []
+        try:
+            sub = await self._js.pull_subscribe(
+                subject_of(self.system, topic), stream=stream_name(self.system), config=config
+            )
+            try:
+                while (await sub.consumer_info()).num_pending:
+                    with contextlib.suppress(TimeoutError):
+                        for msg in await sub.fetch(batch=256, timeout=1.0):
+                            record, _ = _decode(bytes(msg.data))
+                            if record is not None:
+                                out.append(record)
+            finally:
+                name = (await sub.consumer_info()).name
+                with contextlib.suppress(NatsError, JetStreamError, TimeoutError):
+                    await sub.unsubscribe()
+                    await self._js.delete_consumer(stream_name(self.system), name)
+        except (NatsError, JetStreamError, TimeoutError) as exc:
+            raise BusError(f"NATS: cannot read what {topic!r} carried: {exc}") from exc
+        return out
 
     async def _pull(self, s: _Subscription) -> None:
         while True:
@@ -355,7 +397,7 @@ class NatsBus:
             return None
         if record is None:  # _decode gives a reason whenever it gives no record
             return None
-        mark = f"handled:{s.group}:{record.id}"
+        mark = handled_mark(s.group, record.id)
         if mark in batch or (self.marks is not None and await self.marks.seen(mark)):
             await msg.ack()  # a redelivery of what this group handled: dropped silently
             self.dropped += 1
@@ -376,7 +418,6 @@ class NatsBus:
 
         Raises:
             Exception: the first a handler raised meanwhile (its record is delivered again).
-            BusError: the stream's consumers cannot be read (NATS away).
         """
         if self._flusher is not None and not self._flusher.done():
             await self._flusher  # published first: what waits in the outbox is not on the stream yet
@@ -398,10 +439,15 @@ class NatsBus:
         return True
 
     async def _stream_idle(self) -> bool:
+        """Whether every consumer of the stream is done; not while NATS is away (asked again:
+        whoever waits bounds the wait)."""
         try:
             infos = await self._js.consumers_info(stream_name(self.system))
-        except (NatsError, JetStreamError, TimeoutError) as exc:
-            raise BusError(f"NATS: cannot read the consumers of {stream_name(self.system)}: {exc}") from exc
+        except (NatsError, JetStreamError, TimeoutError, AttributeError):
+            # AttributeError: nats-py cannot parse a consumer listed while it is being deleted
+            # (an agent's reading of the stream's history, say); the next look sees it gone.
+            await asyncio.sleep(0.2)
+            return False
         return not any(info.num_pending or info.num_ack_pending for info in infos)
 
     async def close(self) -> None:

@@ -77,6 +77,7 @@ class Forecaster(Agent):
 
     name = "forecaster"
     subscriptions = ("history", "orders", "clock")
+    replayable = True
 
     def __init__(self) -> None:
         self.history: dict[tuple[str, str], list[int]] = {}
@@ -114,6 +115,7 @@ class Allocator(Agent):
 
     name = "allocator"
     subscriptions = ("stock", "fleet", "alerts", "forecast", "constraints", "hints")
+    replayable = True
 
     def __init__(self, regions: tuple[str, ...], truck_capacity: int) -> None:
         self.regions = regions
@@ -193,6 +195,7 @@ class Router(Agent):
 
     name = "router"
     subscriptions = ("orders", "deliveries", "fleet", "alerts", "routes-in", "constraints")
+    replayable = True
 
     def __init__(
         self, customers: dict[str, Customer], depots: dict[str, tuple[int, int]], config: Any, seed: int
@@ -346,6 +349,7 @@ class Executor(Agent):
 
     name = "executor"
     subscriptions = ("allocation", "routes", "stock", "reports")
+    replayable = True
 
     def __init__(self, desk: Desk | None, regions: tuple[str, ...]) -> None:
         self.desk = desk

@@ -87,7 +87,14 @@ class DistributedStormRun(StormRun):
         nats_url: str = DEFAULT_NATS,
         postgres_url: str = DEFAULT_POSTGRES,
         stall_seconds: float = 300.0,
+        ack_wait: float = 10.0,
+        restarts: int = 3,
+        die: tuple[str, str] | None = None,
     ) -> None:
+        """``ack_wait``: how long a record a dead agent held waits before it comes again (to the
+        agent restarted). ``restarts``: how often an agent's process that died is started again
+        before the run gives up. ``die``: a crash test's plan, (agent, ``POINT:N``), for that
+        agent's first process only (see :func:`answerable.logistics.process.die_at`)."""
         super().__init__(mode, seed, config, out_dir)
         self.run_id = f"{mode}_{seed}_{secrets.token_hex(4)}"
         self.schema = f"storm_{self.run_id}"
@@ -104,6 +111,13 @@ class DistributedStormRun(StormRun):
         self._server: Any = None
         self._serving: asyncio.Task[None] | None = None
         self._nats: Any = None
+        self.ack_wait = ack_wait
+        self.restarts = dict.fromkeys(AGENTS, restarts)
+        self.restarted: list[tuple[str, int]] = []
+        """(agent, exit code) of each process that died and was started again."""
+        self._die = die
+        self._spec: Path | None = None
+        self._closing = False
 
     @property
     def location(self) -> str:
@@ -145,54 +159,82 @@ class DistributedStormRun(StormRun):
             "stream": self.stream,
             "service": f"http://127.0.0.1:{port}",
             "public_keys": self.agent_keys,
+            "ack_wait": self.ack_wait,
             "keys": {},
         }
         for name, key in self.keys.items():
             path = self.folder / f"{name}.key"
             await asyncio.to_thread(key.save, path)
             spec["keys"][name] = str(path)
-        spec_path = self.folder / "run.json"
-        await asyncio.to_thread(spec_path.write_text, json.dumps(spec, indent=1), encoding="utf-8")
+        self._spec = self.folder / "run.json"
+        await asyncio.to_thread(self._spec.write_text, json.dumps(spec, indent=1), encoding="utf-8")
         loop = asyncio.get_running_loop()
         self._lost = loop.create_future()
         for name in AGENTS:
-            log = await asyncio.to_thread(open, self.folder / f"{name}.log", "ab")
-            try:
-                self.processes[name] = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "answerable.logistics.process",
-                    str(spec_path),
-                    name,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=log,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                )
-            finally:
-                log.close()
+            self.processes[name] = await self._spawn(name, first=True)
         for name, process in self.processes.items():
             await self._listening(name, process)
             self._watchers.append(asyncio.create_task(self._watch(name, process)))
 
-    async def _listening(self, name: str, process: asyncio.subprocess.Process) -> None:
-        """Wait for the agent to say it listens: its consumers exist, so it hears what comes next."""
+    async def _spawn(self, name: str, *, first: bool) -> asyncio.subprocess.Process:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("ANSWERABLE_STORM_DIE", None)
+        if first and self._die is not None and self._die[0] == name:
+            env["ANSWERABLE_STORM_DIE"] = self._die[1]
+        log = await asyncio.to_thread(open, self.folder / f"{name}.log", "ab")
+        try:
+            return await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "answerable.logistics.process",
+                str(self._spec),
+                name,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+                env=env,
+            )
+        finally:
+            log.close()
+
+    async def _listening(
+        self, name: str, process: asyncio.subprocess.Process, seconds: float = STARTUP_SECONDS
+    ) -> None:
+        """Wait for the agent to say it listens: its consumers exist, so it hears what comes next
+        (an agent started again says so after it handled again what it had handled)."""
         if process.stdout is None:
             raise AgentLost(name, "its output is not a pipe")
         try:
-            line = await asyncio.wait_for(process.stdout.readline(), STARTUP_SECONDS)
+            line = await asyncio.wait_for(process.stdout.readline(), seconds)
         except TimeoutError:
-            raise AgentLost(name, f"not listening after {STARTUP_SECONDS:g} s; {self._tail(name)}") from None
+            raise AgentLost(name, f"not listening after {seconds:g} s; {self._tail(name)}") from None
         if b"listening" not in line:
             await process.wait()
             raise AgentLost(name, f"exited with {process.returncode} at start; {self._tail(name)}")
 
     async def _watch(self, name: str, process: asyncio.subprocess.Process) -> None:
-        if process.stdout is not None:
-            while await process.stdout.readline():  # its pipe kept empty, or it would block
-                pass
-        code = await process.wait()
-        if self._lost is not None and not self._lost.done():
-            self._lost.set_result((name, code))
+        """Keep the agent running: a process that dies is started again (it rebuilds its state
+        from what it handled, and what it held comes to it again), up to ``restarts`` times."""
+        while True:
+            if process.stdout is not None:
+                while await process.stdout.readline():  # its pipe kept empty, or it would block
+                    pass
+            code = await process.wait()
+            if self._closing:
+                return
+            if self.restarts[name] <= 0:
+                if self._lost is not None and not self._lost.done():
+                    self._lost.set_result((name, code))
+                return
+            self.restarts[name] -= 1
+            self.restarted.append((name, code))
+            print(f"answerable storm: agent {name} exited with {code}; started again", file=sys.stderr)
+            try:
+                process = self.processes[name] = await self._spawn(name, first=False)
+                await self._listening(name, process, self.stall_seconds)
+            except AgentLost:
+                if self._lost is not None and not self._lost.done():
+                    self._lost.set_result((name, process.returncode or -1))
+                return
 
     def _tail(self, name: str) -> str:
         path = self.folder / f"{name}.log"
@@ -301,6 +343,7 @@ class DistributedStormRun(StormRun):
         return Outcome("review", intent, decision, review=review)
 
     async def __aexit__(self, *exc: object) -> None:
+        self._closing = True
         try:
             for process in self.processes.values():
                 if process.returncode is None:

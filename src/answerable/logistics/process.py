@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,23 @@ def make_agent(name: str, mode: str, seed: int, config: ScenarioConfig) -> Agent
     raise ConfigError(f"no storm agent is called {name!r}")
 
 
+def die_at(plan: str | None) -> Callable[[str], None] | None:
+    """A crash test's plan, ``POINT:N``: kill -9 this process the N-th time it reaches POINT
+    (``before_send``, ``after_send``, ``before_propose``, ``after_propose``)."""
+    if not plan:
+        return None
+    point, _, count = plan.partition(":")
+    left = [int(count)]
+
+    def reached(here: str) -> None:
+        if here == point:
+            left[0] -= 1
+            if left[0] == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return reached
+
+
 async def _serve(spec: dict[str, Any], name: str) -> None:
     config = ScenarioConfig.model_validate_json(json.dumps(spec["scenario"]))
     agent = make_agent(name, spec["mode"], int(spec["seed"]), config)
@@ -67,6 +87,8 @@ async def _serve(spec: dict[str, Any], name: str) -> None:
             system=spec["stream"],
             clock=FakeClock(ns=0),
             keys=spec["public_keys"],
+            ack_wait=float(spec.get("ack_wait", 30.0)),
+            fault=die_at(os.environ.get("ANSWERABLE_STORM_DIE")),
         )
     finally:
         ledger.close()
