@@ -99,6 +99,8 @@ class RemoteContext(Context):
     cause: str | None = None
     """The record being handled: the messages its handling sends get ids derived from it and
     their order, so handling it again (after a crash) sends the very messages already sent."""
+    cause_ns: int = 0
+    """The record's time: the time part of those ids (not the clock's, which moves on)."""
     sent: Iterator[int] = field(default_factory=itertools.count)
     fault: Callable[[str], None] | None = None
     """A hook for crash tests, called at ``before_send``, ``after_send``, ``before_propose``
@@ -123,7 +125,7 @@ class RemoteContext(Context):
         message = Message(
             id=self.ids.new()
             if self.cause is None
-            else IdSource.derived(now, f"{self.agent}:{self.cause}:{next(self.sent)}"),
+            else IdSource.derived(self.cause_ns, f"{self.agent}:{self.cause}:{next(self.sent)}"),
             at=rfc3339(now),
             causes=tuple(causes),
             sender=self.agent,
@@ -287,6 +289,7 @@ async def serve_agent(
             client=client,
             ids=ids,
             cause=record.id,
+            cause_ns=parse_rfc3339(record.at),
             fault=fault,
         )
         async with one_at_a_time:
