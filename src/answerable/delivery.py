@@ -100,7 +100,8 @@ class Admission:
                 agent = next((a for a in charter.agents if a.name == record.sender), None)
                 public_key = None if agent is None else agent.public_key
             if public_key is None:
-                return f"unsigned: the charter in force gives {record.sender!r} no key to check a message by"
+                whose = "the charter in force" if charter is not None else "no charter, and the keys given,"
+                return f"unsigned: {whose} gives {record.sender!r} no key to check a message by"
             try:
                 verify_signature(public_key, record.signature, signing_bytes(record), who=record.sender)
             except SignatureInvalid as exc:

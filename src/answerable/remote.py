@@ -85,6 +85,11 @@ class RemoteOutcome:
     def approval(self) -> Ref | None:
         return self._ref("approval")
 
+    @property
+    def review(self) -> Ref | None:
+        found = self.doc.get("review_id")
+        return Ref(str(found)) if isinstance(found, str) and found else None
+
     def _ref(self, name: str) -> Ref | None:
         found = self.doc.get(name)
         return Ref(str(found["id"])) if isinstance(found, Mapping) and "id" in found else None
@@ -97,14 +102,23 @@ class RemoteContext(Context):
     client: AsyncClient | None = None
     ids: IdSource | None = None
     cause: str | None = None
-    """The record being handled: the messages its handling sends get ids derived from it and
-    their order, so handling it again (after a crash) sends the very messages already sent."""
+    """The record being handled by a replayable agent: the messages its handling sends get ids
+    derived from it and their order, so handling it again (after a crash) sends the very
+    messages already sent. None: fresh ids."""
     cause_ns: int = 0
     """The record's time: the time part of those ids (not the clock's, which moves on)."""
+    key: KeyPair | None = None
+    """The agent's key: the ids are derived through its signature, so no one else can know
+    one in advance and take it first."""
     sent: Iterator[int] = field(default_factory=itertools.count)
     fault: Callable[[str], None] | None = None
     """A hook for crash tests, called at ``before_send``, ``after_send``, ``before_propose``
     and ``after_propose`` (after the service answered)."""
+
+    def _derived_id(self) -> str:
+        place = f"answerable message id:{self.agent}:{self.cause}:{next(self.sent)}".encode()
+        secret = place.decode() if self.key is None else self.key.sign(place)
+        return IdSource.derived(self.cause_ns, secret)
 
     def _at(self, point: str) -> None:
         if self.fault is not None:
@@ -123,9 +137,7 @@ class RemoteContext(Context):
             raise ConfigError("a remote context needs its client")
         now = self.ids.clock.now_ns()
         message = Message(
-            id=self.ids.new()
-            if self.cause is None
-            else IdSource.derived(self.cause_ns, f"{self.agent}:{self.cause}:{next(self.sent)}"),
+            id=self.ids.new() if self.cause is None else self._derived_id(),
             at=rfc3339(now),
             causes=tuple(causes),
             sender=self.agent,
@@ -288,8 +300,9 @@ async def serve_agent(
             trace_id=trace,
             client=client,
             ids=ids,
-            cause=record.id,
+            cause=record.id if agent.replayable else None,
             cause_ns=parse_rfc3339(record.at),
+            key=key,
             fault=fault,
         )
         async with one_at_a_time:

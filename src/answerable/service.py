@@ -683,9 +683,9 @@ def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 def _same_message(first: Message, again: Message) -> bool:
     """The same message made again by its sender: all but its time (and so its signature) and
     the order it listed its causes in (what it heard, heard in another order)."""
-    fields = ("sender", "topic", "type", "recipients", "trace_id")
+    apart = {"at", "signature", "causes", "payload"}
     return (
-        all(getattr(first, f) == getattr(again, f) for f in fields)
+        first.model_dump(exclude=apart) == again.model_dump(exclude=apart)
         and sorted(first.causes) == sorted(again.causes)
         and _same(first.payload, again.payload)
     )

@@ -36,12 +36,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.soak]
 
 NATS = os.environ.get("ANSWERABLE_TEST_NATS", "nats://127.0.0.1:4222")
 CLI = [sys.executable, "-m", "answerable.cli"]
-DAYS = None if SOAK else 2
-"""The whole storm under soak; two days (a calm one and the storm's first) in ``make test``."""
+DAYS = None if SOAK else 3
+"""The whole storm under soak; in ``make test`` three days: two calm ones and the storm's first,
+the day the desk is asked (about seventy reviews)."""
 CASES: list[tuple[int, Mode]] = (
     [(seed, mode) for seed in (7, 11) for mode in ("ungoverned", "rules", "governed", "monitored")]
     if SOAK
-    else [(7, "governed"), (11, "governed"), (11, "ungoverned")]
+    else [(11, "governed"), (7, "ungoverned")]  # governed under seed 7: the nats-server test
 )
 
 
@@ -96,7 +97,7 @@ async def test_the_storm_in_processes_gives_the_outcome_table_of_the_storm_in_on
     assert set(here.metrics) == set(there.metrics)
     # The agents really were elsewhere: four processes, each said something into the ledger.
     assert set(spread.processes) == {"forecaster", "allocator", "router", "executor"}
-    assert all(p.returncode is not None for p in spread.processes.values())
+    assert [p.returncode for p in spread.processes.values()] == [0, 0, 0, 0]  # stopped, not killed
     with open_ledger(there.metrics["ledger"]) as ledger:
         assert ledger.verify().size == there.metrics["ledger_entries"]
         senders = {json.loads(e.data)["sender"] for e in ledger.of_kind("Message")}
@@ -108,17 +109,17 @@ async def test_the_storm_in_processes_gives_the_outcome_table_of_the_storm_in_on
 
 
 def kill_plan(seed: int) -> tuple[str, str]:
-    """Which agent dies (kill -9 on itself) and where, drawn from the seed: a point of its
-    work within the two days (each agent does at least this much in any seed's first two)."""
+    """Which agent dies (kill -9 on itself) and where, drawn from the seed: a point of its work
+    within the three days (each agent does at least this much in any seed's first three). The
+    executor dies on the storm's first day (it proposes about 80 intents on the two calm days),
+    between the desk's answers and what follows them."""
     rng = random.Random(f"storm-kill:{seed}")
     agent = rng.choice(["forecaster", "allocator", "router", "executor", "executor"])  # effects: twice
     if agent == "executor":
-        point = rng.choice(["before_propose", "after_propose", "before_send", "after_send"])
-        most = 30 if point.endswith("propose") else 3
+        point, first, last = rng.choice(["before_propose", "after_propose"]), 85, 150
     else:
-        point = rng.choice(["before_send", "after_send"])
-        most = 4 if agent == "router" else 2
-    return agent, f"{point}:{rng.randint(1, most)}"
+        point, first, last = rng.choice(["before_send", "after_send"]), 1, 8 if agent == "router" else 3
+    return agent, f"{point}:{rng.randint(first, last)}"
 
 
 @pytest.mark.crash
@@ -131,7 +132,7 @@ async def test_an_agent_killed_mid_storm_is_started_again_and_the_storm_comes_ou
     handles again what it had handled (its messages come out as the ones recorded, its intents
     meet their keys), the record it held comes to it again; no effect twice, none the ledger does
     not show, and the outcome table is the one of the storm in one process."""
-    config = ScenarioConfig.model_validate({**ScenarioConfig().model_dump(), "days": 2})
+    config = ScenarioConfig.model_validate({**ScenarioConfig().model_dump(), "days": 3})
     agent, plan = kill_plan(seed)
     here = await run("governed", seed, config, tmp_path / "one")
     spread = DistributedStormRun(
@@ -146,10 +147,17 @@ async def test_an_agent_killed_mid_storm_is_started_again_and_the_storm_comes_ou
         if key not in ("wall_seconds", "ledger") and here.metrics[key] != there.metrics.get(key)
     }
     assert differ == {}, (agent, plan)
-    world = there.world
+    world, alone = there.world, here.world
     assert world is not None
+    assert alone is not None
+    # No effect twice: the partners did as much as in the run without a kill, once per business
+    # id (a second effect under another idempotency key would show in both).
+    assert len(world.carrier.records) == len(alone.carrier.records)
+    assert len(world.warehouse.records) == len(alone.warehouse.records)
+    assert len(world.promises) == len(alone.promises)
+    booked = [r.body.route_id for r in world.carrier.records]  # type: ignore[union-attr]
+    assert len(booked) == len(set(booked))
     keys = [r.key for r in world.carrier.records] + [r.key for r in world.warehouse.records]
-    assert len(keys) == len(set(keys))  # no effect twice
     with open_ledger(there.metrics["ledger"]) as ledger:
         assert ledger.verify().size == there.metrics["ledger_entries"]
         executed = {
@@ -168,12 +176,12 @@ async def test_an_agent_killed_mid_storm_is_started_again_and_the_storm_comes_ou
 async def test_nats_server_killed_mid_day_and_back_the_storm_comes_out_the_same(
     tmp_path: Path, clean: None
 ) -> None:
-    """kill -9 of nats-server as day 1's plan is asked for, started again six seconds later on its
-    store: the service keeps recording and holds what it could not publish, the agents reconnect
-    and hear it, and the storm comes out as in one process."""
+    """kill -9 of nats-server as day 2's plan (the storm's first) is asked for, started again
+    six seconds later on its store: the service keeps recording and holds what it could not
+    publish, the agents reconnect and hear it, and the storm comes out as in one process."""
     (tmp_path / "nats").mkdir()
     server = NatsServer(tmp_path / "nats", free_port()).start()
-    config = ScenarioConfig.model_validate({**ScenarioConfig().model_dump(), "days": 2})
+    config = ScenarioConfig.model_validate({**ScenarioConfig().model_dump(), "days": 3})
     back: list[threading.Thread] = []
 
     class NatsDies(DistributedStormRun):
@@ -182,7 +190,7 @@ async def test_nats_server_killed_mid_day_and_back_the_storm_comes_out_the_same(
         async def settled(self) -> None:
             self.steps += 1
             await super().settled()
-            if self.steps == 4:  # day 1's news heard; its plan is asked for next, into the outage
+            if self.steps == 7:  # day 2's news heard; its plan is asked for next, into the outage
                 server.kill()
                 back.append(threading.Timer(6.0, server.start))  # past a publish's 5 s wait
                 back[0].start()
@@ -253,7 +261,7 @@ def test_demo_storm_distributed_writes_the_ledger_url_into_result_json(tmp_path:
         (["--postgres", PG_BASE + "?options=-csearch_path%3Dmine"], "without options"),
         (["--postgres", "mysql://127.0.0.1/x"], "not a postgresql:// URL"),
         (["--nats", "nats://127.0.0.1:1"], "NATS at nats://127.0.0.1:1: cannot connect"),
-        (["--postgres", "postgresql://postgres@127.0.0.1:1/test"], "127.0.0.1:1"),
+        (["--postgres", "postgresql://postgres@127.0.0.1:1/test"], "PostgreSQL at 127.0.0.1:1/test: cannot"),
     ],
 )
 def test_bad_backends_are_one_line_and_leave_nothing_behind(
@@ -278,7 +286,7 @@ def test_bad_backends_are_one_line_and_leave_nothing_behind(
         text=True,
         timeout=120,
     )
-    assert done.returncode in (1, 2)
+    assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert said in lines[0]

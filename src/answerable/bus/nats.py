@@ -419,13 +419,14 @@ class NatsBus:
         Raises:
             Exception: the first a handler raised meanwhile (its record is delivered again).
         """
-        if self._flusher is not None and not self._flusher.done():
-            await self._flusher  # published first: what waits in the outbox is not on the stream yet
         while True:
             if self.failures:
                 first, self.failures = self.failures[0], []
                 raise first
-            if await (self._idle() if self._subs else self._stream_idle()):
+            if self._flusher is not None and not self._flusher.done():
+                await self._flusher  # what waits in the outbox is not on the stream yet
+                continue  # (and more may have joined it meanwhile)
+            if await (self._idle() if self._subs else self._stream_idle()) and not self._outbox:
                 return
             await asyncio.sleep(0.01)
 

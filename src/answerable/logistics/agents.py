@@ -362,8 +362,11 @@ class Executor(Agent):
         self.refused: set[tuple[str, int]] = set()
 
     async def _settle(self, outcomes: list[Outcome], ctx: Context) -> list[Outcome]:
-        """The outcomes with every review among them settled by the desk (if there is one)."""
-        waiting = [n for n, o in enumerate(outcomes) if o.status == "review"]
+        """The outcomes with every review among them settled by the desk (if there is one).
+
+        Every outcome that went to review goes to the desk, settled since or not: a plan
+        handled again after a crash asks the desk again, and hears the answer it heard then."""
+        waiting = [n for n, o in enumerate(outcomes) if o.review is not None]
         if not waiting or self.desk is None:
             return outcomes
         settled = await self.desk.settle([outcomes[n] for n in waiting], ctx)

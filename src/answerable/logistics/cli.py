@@ -57,14 +57,15 @@ def demo_storm(
         help="Each agent in a process of its own, on NATS JetStream, the ledger in PostgreSQL "
         "(a schema per run); the outcome table is the same as in one process.",
     ),
-    nats: str = typer.Option(
-        "nats://127.0.0.1:4222", "--nats", help="With --distributed: the NATS JetStream server."
+    nats: str | None = typer.Option(
+        None, "--nats", help="With --distributed: the NATS JetStream server (nats://127.0.0.1:4222)."
     ),
-    postgres: str = typer.Option(
-        "postgresql://postgres@127.0.0.1:5432/postgres",
+    postgres: str | None = typer.Option(
+        None,
         "--postgres",
-        help="With --distributed: the PostgreSQL database (no schema, no password: each run makes "
-        "a schema of its own; a password goes in PGPASSWORD or ~/.pgpass).",
+        help="With --distributed: the PostgreSQL database (postgresql://postgres@127.0.0.1:5432/"
+        "postgres; no schema, no password: each run makes a schema of its own; a password goes "
+        "in PGPASSWORD or ~/.pgpass).",
     ),
 ) -> None:
     """The storm, run ungoverned and governed from one seed; prints the outcome table."""
@@ -87,9 +88,12 @@ def demo_storm(
     if seed < 0:
         raise ConfigError(f"--seed {seed} must be zero or positive")
     backends = None
+    if not distributed and (nats is not None or postgres is not None):
+        raise ConfigError(f"{'--nats' if nats is not None else '--postgres'} is for --distributed runs")
     if distributed:
-        from answerable.logistics.distributed import run_schema_url
+        from answerable.logistics.distributed import DEFAULT_NATS, DEFAULT_POSTGRES, run_schema_url
 
+        nats, postgres = nats or DEFAULT_NATS, postgres or DEFAULT_POSTGRES
         if not nats.startswith(("nats://", "tls://")):
             raise ConfigError(f"--nats: want a nats:// URL, got one of {nats.split('://')[0]!r}")
         run_schema_url(postgres, "probe")  # a URL with a password or a schema: refused now

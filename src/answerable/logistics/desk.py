@@ -252,8 +252,9 @@ class ModelledDesk:
             return await self._answer(outcome)
 
     async def settle(self, outcomes: list[Outcome], _ctx: object = None) -> list[Outcome]:
-        """Answer each review, in the order given (see :class:`answerable.logistics.agents.Desk`)."""
-        return [await self(outcome) for outcome in outcomes]
+        """Answer each review still waiting, in the order given (see
+        :class:`answerable.logistics.agents.Desk`); the rest stay as they are."""
+        return [await self(o) if o.status == "review" else o for o in outcomes]
 
     async def _tick(self) -> None:
         """Once per simulated hour, the gateway's own review clock: unanswered reviews escalate

@@ -27,6 +27,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -109,6 +110,7 @@ class DistributedStormRun(StormRun):
         self._lost: asyncio.Future[tuple[str, int]] | None = None
         self._watchers: list[asyncio.Task[None]] = []
         self._server: Any = None
+        self._service: Service | None = None
         self._serving: asyncio.Task[None] | None = None
         self._nats: Any = None
         self.ack_wait = ack_wait
@@ -118,6 +120,9 @@ class DistributedStormRun(StormRun):
         self._die = die
         self._spec: Path | None = None
         self._closing = False
+        self._answered: dict[str, dict[str, Any]] = {}
+        """The desk's answer to each intent it was asked about, as the executor heard it."""
+        self._desk_lock = asyncio.Lock()
 
     @property
     def location(self) -> str:
@@ -132,8 +137,9 @@ class DistributedStormRun(StormRun):
         )
 
     async def __aenter__(self) -> DistributedStormRun:
-        """NATS first, then PostgreSQL: either one away is one error naming it, and what the run
-        made before (the stream, the schema) is taken down again or left empty."""
+        """NATS first, then PostgreSQL: either one away is one error naming it, before anything
+        is made in the other. A start that fails later (an agent that does not come up) takes
+        the run's stream down and leaves its schema holding what was recorded until then."""
         from answerable.bus.nats import NatsBus
 
         self._nats = await NatsBus.connect(self.nats_url, self.stream, name=f"answerable storm {self.run_id}")
@@ -167,7 +173,7 @@ class DistributedStormRun(StormRun):
             await asyncio.to_thread(key.save, path)
             spec["keys"][name] = str(path)
         self._spec = self.folder / "run.json"
-        await asyncio.to_thread(self._spec.write_text, json.dumps(spec, indent=1), encoding="utf-8")
+        await asyncio.to_thread(_write_private, self._spec, json.dumps(spec, indent=1))
         loop = asyncio.get_running_loop()
         self._lost = loop.create_future()
         for name in AGENTS:
@@ -189,6 +195,7 @@ class DistributedStormRun(StormRun):
                 "answerable.logistics.process",
                 str(self._spec),
                 name,
+                stdin=asyncio.subprocess.PIPE,  # closed when this process ends: the agent stops
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 env=env,
@@ -221,7 +228,7 @@ class DistributedStormRun(StormRun):
             code = await process.wait()
             if self._closing:
                 return
-            if self.restarts[name] <= 0:
+            if code == 0 or self.restarts[name] <= 0:  # it stopped, or it keeps dying
                 if self._lost is not None and not self._lost.done():
                     self._lost.set_result((name, code))
                 return
@@ -287,7 +294,14 @@ class DistributedStormRun(StormRun):
         )
         app = build_app(service, lifespan=False)
         self._desk_route(app, base)
-        self._server = uvicorn.Server(
+        self._service = service
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield  # SIGINT and SIGTERM stay the driver's: it stops the agents, then this
+
+        self._server = Server(
             uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5)
         )
         self._serving = asyncio.create_task(self._server.serve(sockets=[sock]))
@@ -321,35 +335,50 @@ class DistributedStormRun(StormRun):
                 wanted = orjson.loads(body)["intents"]
                 if not isinstance(wanted, list) or not all(isinstance(i, str) for i in wanted):
                     raise TypeError(wanted)
-                outcomes = [self._waiting(intent_id) for intent_id in wanted]
-            except (orjson.JSONDecodeError, KeyError, TypeError, AnswerableError) as exc:
+            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
                 return JSONResponse({"error": f"not a desk request: {exc}", "reason_code": "bad_body"}, 422)
-            open_ones = [o for o in outcomes if o.status == "review"]
-            answered = iter(await self.reviewer.settle(open_ones) if self.reviewer is not None else open_ones)
-            settled = [next(answered) if o.status == "review" else o for o in outcomes]
-            return JSONResponse({"outcomes": [outcome_doc(o) for o in settled]})
+            async with self._desk_lock:  # one plan's reviews at a time, as at the desk in process
+                try:
+                    docs = await self._at_desk(wanted)
+                except AnswerableError as exc:
+                    return JSONResponse({"error": str(exc), "reason_code": "not_at_desk"}, 422)
+            return JSONResponse({"outcomes": docs})
+
+    async def _at_desk(self, intent_ids: list[str]) -> list[dict[str, Any]]:
+        """The desk's answer for each intent, in order: the one it gave, if it was asked before
+        (a plan handled again after a crash hears what it heard then, however the review has
+        gone since), else its answer now to a review still waiting."""
+        fresh = [i for i in dict.fromkeys(intent_ids) if i not in self._answered]
+        waiting = [await asyncio.to_thread(self._waiting, i) for i in fresh]
+        answered = await self.reviewer.settle(waiting) if self.reviewer is not None else waiting
+        for intent_id, outcome in zip(fresh, answered, strict=True):
+            self._answered[intent_id] = outcome_doc(outcome)
+        return [self._answered[i] for i in intent_ids]
 
     def _waiting(self, intent_id: str) -> Outcome:
-        """The intent's outcome as it stands: waiting for review, or settled (asked again)."""
+        """An intent the desk was not asked about before: its review, which must be waiting."""
         intent = decode_entry(self.ledger.find(intent_id).data)
         if not isinstance(intent, Intent):
             raise ConfigError(f"{intent_id} is no intent")
-        settled = self.gateway.recorded_outcome(intent)
-        if settled is not None:
-            return settled
         decision, review, _ = self.gateway.records_of(intent_id)
-        if review is None:
-            raise ConfigError(f"intent {intent_id} waits for no review")
+        if review is None or self.gateway.recorded_outcome(intent) is not None:
+            raise ConfigError(f"intent {intent_id} has no review waiting for the desk")
         return Outcome("review", intent, decision, review=review)
 
     async def __aexit__(self, *exc: object) -> None:
         self._closing = True
         try:
+            for task in self._watchers:  # no agent started again from here on
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             for process in self.processes.values():
                 if process.returncode is None:
                     with contextlib.suppress(ProcessLookupError):
                         process.send_signal(signal.SIGTERM)
             for name, process in self.processes.items():
+                if process.stdin is not None:
+                    process.stdin.close()
                 try:
                     await asyncio.wait_for(process.wait(), 15)
                 except TimeoutError:
@@ -357,10 +386,8 @@ class DistributedStormRun(StormRun):
                     with contextlib.suppress(ProcessLookupError):
                         process.kill()
                     await process.wait()
-            for task in self._watchers:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            if self._service is not None:
+                await self._service.stop()  # the refusals it counted are recorded
             if self._server is not None and self._serving is not None:
                 self._server.should_exit = True
                 with contextlib.suppress(asyncio.CancelledError):
@@ -371,3 +398,10 @@ class DistributedStormRun(StormRun):
                 await self._nats.close()
         finally:
             await super().__aexit__(*exc)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read (a run file names where the servers are)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)

@@ -72,11 +72,24 @@ def die_at(plan: str | None) -> Callable[[str], None] | None:
     return reached
 
 
+async def _orphaned(stop: asyncio.Event) -> None:
+    """Set ``stop`` when standard input closes: the driver holds its end, so it closes when the
+    driver exits, however it exits (kill -9 included), and no agent outlives its run."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while await reader.read(4096):
+        pass
+    stop.set()
+
+
 async def _serve(spec: dict[str, Any], name: str) -> None:
     config = ScenarioConfig.model_validate_json(json.dumps(spec["scenario"]))
     agent = make_agent(name, spec["mode"], int(spec["seed"]), config)
     key = KeyPair.load(spec["keys"][name])
     ledger = open_ledger(spec["ledger"])
+    stop = asyncio.Event()
+    watch = asyncio.create_task(_orphaned(stop))
     try:
         await serve_agent(
             agent,
@@ -89,24 +102,30 @@ async def _serve(spec: dict[str, Any], name: str) -> None:
             keys=spec["public_keys"],
             ack_wait=float(spec.get("ack_wait", 30.0)),
             fault=die_at(os.environ.get("ANSWERABLE_STORM_DIE")),
+            stop=stop,
         )
     finally:
+        watch.cancel()
         ledger.close()
 
 
 def main(argv: list[str]) -> int:
+    """Exit 0 when stopped, 2 for a bad command line or run file, 1 when the agent failed."""
     if len(argv) != 2:
         print("usage: python -m answerable.logistics.process RUN.json NAME", file=sys.stderr)
         return 2
     try:
         spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+        if not isinstance(spec, dict) or not {"scenario", "keys", "ledger", "nats"} <= spec.keys():
+            raise ValueError("not a run file of answerable.logistics.distributed")
+    except (OSError, ValueError) as exc:
+        print(f"answerable storm agent {argv[1]}: bad run file {argv[0]}: {exc}", file=sys.stderr, flush=True)
+        return 2
+    try:
         asyncio.run(_serve(spec, argv[1]))
     except AnswerableError as exc:
         print(f"answerable storm agent {argv[1]}: {exc}", file=sys.stderr, flush=True)
-        return 2
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"answerable storm agent {argv[1]}: bad run file {argv[0]}: {exc}", file=sys.stderr, flush=True)
-        return 2
+        return 1
     return 0
 
 
