@@ -101,6 +101,8 @@ class SQLLedger(ABC):
         self._turn: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
         self._cut_at = 0
         """The size at the start of the last commit tried: a commit cut after it wrote from here."""
+        self.recoveries = 0
+        """Commits whose connection was lost, settled again on a new one (seen, not hidden)."""
         self._frontier: dict[tuple[int, int], bytes] = {}
         """The right edge of the tree after the last commit: the next commit's left siblings."""
         self._cv = threading.Condition()
@@ -394,6 +396,7 @@ class SQLLedger(ABC):
         """After a commit was cut: reconnect (with back-off), settle the items it stored and commit
         the others. When the store stays out of reach, every caller learns that the outcome is
         unknown (never that nothing was written), and None is returned."""
+        self.recoveries += 1
         last: BaseException | None = None
         for pause in (0.0, *self._RETRIES):
             time.sleep(pause)

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import conninfo, errors, sql
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from answerable.errors import ConfigError, LedgerError, NotALedger, RecordInvalid
 from answerable.ledger import _verify, merkle, note
@@ -357,7 +357,11 @@ class PostgresLedger(SQLLedger):
                     return fn(conn)
             except psycopg.OperationalError as exc:
                 if again and attempt == 1:
-                    continue  # the pool checks the connection as it takes it back, dropping it if dead
+                    # The pool drops this one as it takes it back; the others may be as dead (a
+                    # server restarted): the idle ones are checked before the next attempt.
+                    with contextlib.suppress(psycopg.Error, PoolTimeout):
+                        self._pool.check()
+                    continue
                 raise self._translate(exc) from exc
             except psycopg.Error as exc:
                 raise self._translate(exc) from exc
