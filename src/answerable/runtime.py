@@ -80,7 +80,10 @@ class Agent(ABC):
     intent it proposes carries an idempotency key made from its cause, and what it sends
     depends only on what it heard. An agent run in its own process that says so rebuilds its
     state at start by handling again, in the ledger's order, what it handled before (its
-    messages come out with the ids already recorded; its intents meet their keys)."""
+    messages come out with the ids already recorded; its intents meet their keys). The ledger's
+    order is the order it heard them in when what it hears on one topic never races what it
+    hears on another (the storm's driver steps its days so); where it may, its state must not
+    depend on that order."""
 
     @abstractmethod
     async def handle(self, record: Message | ExternalEvent, ctx: Context) -> None:

@@ -397,6 +397,8 @@ class DistributedStormRun(StormRun):
                     await self._nats.delete_stream()  # the ledger holds every record it carried
                 await self._nats.close()
         finally:
+            for name in self.keys:  # minted for this run: nobody speaks as its agents once it is over
+                (self.folder / f"{name}.key").unlink(missing_ok=True)
             await super().__aexit__(*exc)
 
 
