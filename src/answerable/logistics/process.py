@@ -23,7 +23,7 @@ from answerable.clock import FakeClock
 from answerable.errors import AnswerableError, ConfigError
 from answerable.keys import KeyPair
 from answerable.ledger import open_ledger
-from answerable.logistics.agents import Allocator, Executor, Forecaster, Router
+from answerable.logistics.scenario import storm_agents
 from answerable.logistics.world import ScenarioConfig, World
 from answerable.remote import RemoteContext, RemoteOutcome, serve_agent
 from answerable.runtime import Agent, Context
@@ -42,16 +42,11 @@ class RemoteDesk:
 
 
 def make_agent(name: str, mode: str, seed: int, config: ScenarioConfig) -> Agent:
-    """The agent ``name`` as the run in one process makes it."""
-    if name == "forecaster":
-        return Forecaster()
-    if name == "allocator":
-        return Allocator(config.regions, config.truck_capacity)
-    if name == "router":
-        world = World(config, seed)  # the customers and depots a seed makes: the same map
-        return Router(world.customers, world.depots, config, seed)
-    if name == "executor":
-        return Executor(RemoteDesk() if mode == "governed" else None, config.regions)
+    """The agent ``name`` as the run in one process makes it (the same seed, the same map)."""
+    desk = RemoteDesk() if mode == "governed" else None
+    for agent in storm_agents(World(config, seed), seed, desk):
+        if agent.name == name:
+            return agent
     raise ConfigError(f"no storm agent is called {name!r}")
 
 

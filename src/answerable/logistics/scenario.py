@@ -53,7 +53,7 @@ from answerable.records import (
     digest,
 )
 from answerable.report import nearest_rank
-from answerable.runtime import System
+from answerable.runtime import Agent, System
 
 __all__ = ["MODES", "Mode", "RunResult", "StormRun", "run"]
 
@@ -266,6 +266,22 @@ def register_operations(
     )
 
 
+def storm_agents(
+    world: World,
+    seed: int,
+    desk: Desk | None,
+    executor: Callable[[Desk | None, tuple[str, ...]], Executor] = Executor,
+) -> tuple[Agent, ...]:
+    """The four agents as every run of the storm makes them, in one process or each in its own."""
+    config = world.config
+    return (
+        Forecaster(),
+        Allocator(config.regions, config.truck_capacity),
+        Router(world.customers, world.depots, config, seed),
+        executor(desk, config.regions),
+    )
+
+
 class StormRun:
     """One mode of the storm, built and torn down as an async context; days are stepped one by one.
 
@@ -311,10 +327,8 @@ class StormRun:
         return None  # the in-process bus
 
     async def _start_agents(self) -> None:
-        self.system.add(Forecaster())
-        self.system.add(Allocator(self.config.regions, self.config.truck_capacity))
-        self.system.add(Router(self.world.customers, self.world.depots, self.config, self.seed))
-        self.system.add(self._executor(self.reviewer, self.config.regions))
+        for agent in storm_agents(self.world, self.seed, self.reviewer, self._executor):
+            self.system.add(agent)
 
     async def settled(self) -> None:
         """Until every agent has handled everything said so far (the reviews they wait on answered)."""
