@@ -210,3 +210,21 @@ def test_times_before_the_epoch_are_formatted_whole():
     code = "from answerable.clock import rfc3339; print(rfc3339(-1), rfc3339(-1_000_000_000))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["1969-12-31T23:59:59.999999Z", "1969-12-31T23:59:59.000000Z"]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_nan_or_infinity_in_a_payload_is_refused_not_written_as_null(tmp_path, bad: float) -> None:
+    """pydantic dumps NaN as null by default; a record holding one must be refused by name, or
+    the ledger would hold other bytes than the value it was given. Nothing is appended."""
+    from answerable.ledger import SQLiteLedger
+
+    record = event(payload={"readings": [1, bad]})
+    with pytest.raises(RecordInvalid, match=r"payload\.readings\.1: .* not a JSON number"):
+        entry_bytes(record)
+    ledger = SQLiteLedger.open(tmp_path / "l.db", create=True, origin="test.example/nan")
+    try:
+        with pytest.raises(RecordInvalid, match="not a JSON number"):
+            ledger.append_sync([record])
+        assert ledger.size() == 0
+    finally:
+        ledger.close()

@@ -113,7 +113,10 @@ def _typed_model(model: type[BaseModel]) -> bool:
 class Record(BaseModel):
     """Base of every ledger entry."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    # A NaN or an infinity in a free-form field stays a float when dumped, so the canonical
+    # encoder refuses the record by name; pydantic's default would write it as null, and the
+    # entry would hold other bytes than the value it was given.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True, ser_json_inf_nan="constants")
 
     free_form: ClassVar[frozenset[str] | None] = frozenset()
     """The fields whose values are not simple JSON by their type (payloads, arguments, Cedar
