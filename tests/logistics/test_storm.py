@@ -371,3 +371,62 @@ def test_the_coordination_graph_holds_every_message_once_and_the_governed_storm_
     if mode != "ungoverned":
         assert (graph["contract"], graph["undeclared"], graph["refused"]) == (True, [], 0)
         assert runs[mode].metrics["coordination_alerts"] == []
+
+
+STRICTER_STORM_RULE = """
+@id("no-medical-reprioritization")
+forbid(principal, action == Action::"shipment.reprioritize", resource) when { resource.class == "medical" };
+"""
+
+
+@pytest.mark.parametrize("mode", ["rules", "governed"])
+def test_a_storm_ledger_replays_under_its_own_rules_unchanged_and_under_a_stricter_one_as_expected(
+    runs, mode, tmp_path
+):  # type: ignore[no-untyped-def]
+    """Issue 11's replay on a real run: its exported rules decide every intent as recorded; a
+    rule forbidding every medical reprioritization denies exactly the recorded ones that were
+    not denied, found here from the Decisions' own resource entities."""
+    from answerable.policy import load_ruleset
+    from answerable.records import Decision
+    from answerable.replay import recorded_ruleset, replay, write_ruleset
+
+    with SQLiteLedger.open(runs[mode].ledger) as ledger:
+        policies, schema = write_ruleset(recorded_ruleset(ledger), tmp_path / "rules")
+        own = replay(ledger, load_ruleset(policies.read_text(), schema.read_text()))
+        stricter = replay(
+            ledger, load_ruleset(policies.read_text() + STRICTER_STORM_RULE, schema.read_text())
+        )
+        first: dict[str, Decision] = {}
+        for stored in ledger.of_kind("Decision"):
+            decision = decode_entry(stored.data)
+            assert isinstance(decision, Decision)
+            first.setdefault(decision.intent_id, decision)
+        intents = len(ledger.of_kind("Intent"))
+    assert (own.intents, own.replayed, own.unchanged, own.changed, own.not_replayable) == (
+        intents, intents, intents, (), ()
+    )  # fmt: skip
+
+    def medical(d: Decision) -> bool:
+        resource = d.request["resource"]
+        return any(e["uid"] == resource and e["attrs"].get("class") == "medical" for e in d.entities)
+
+    expected = {
+        i for i, d in first.items()
+        if d.request["action"]["id"] == "shipment.reprioritize" and medical(d) and d.effect != "deny"
+        and d.control_id is None
+    }  # fmt: skip
+    assert expected, "the storm reprioritized medical shipments"
+    assert {c.intent for c in stricter.changed} == expected
+    assert all(c.replayed == "deny" and "no-medical-reprioritization" in c.policies for c in stricter.changed)
+
+
+def test_an_ungoverned_storm_ledger_has_nothing_to_replay(runs):  # type: ignore[no-untyped-def]
+    """The baseline decided nothing: every intent is named as not replayable, none is invented."""
+    from answerable.logistics.governance import POLICIES, SCHEMA
+    from answerable.policy import load_ruleset
+    from answerable.replay import replay
+
+    with SQLiteLedger.open(runs["ungoverned"].ledger) as ledger:
+        report = replay(ledger, load_ruleset(POLICIES, SCHEMA))
+        intents = len(ledger.of_kind("Intent"))
+    assert (report.intents, report.replayed, len(report.not_replayable)) == (intents, 0, intents)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import multiprocessing
 from collections.abc import Callable
@@ -136,6 +137,11 @@ async def storm(
             result.metrics["margin_change_pct"] = _change(result.metrics["margin"], base["margin"])
     if {"ungoverned", "governed"} <= results.keys():
         document["price_of_accountability_pct"] = price_of_accountability(results)
+    if config.rules is not None:  # run under other rules than the storm's own: say which
+        document["rules"] = {
+            "source": config.rules.source,
+            "ruleset_hash": hashlib.sha256(config.rules.policies.encode()).hexdigest(),
+        }
     text = json.dumps(document, indent=2) + "\n"
     await asyncio.to_thread((out_dir / "result.json").write_text, text, encoding="utf-8")
     return results

@@ -16,7 +16,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from answerable.bus import Bus
-from answerable.charter import charter_of
+from answerable.charter import charter_of, new_ruleset
 from answerable.clock import FakeClock, IdSource, parse_rfc3339, rfc3339
 from answerable.errors import AnswerableError, ConfigError, UnknownAgent, UnknownOperation
 from answerable.gateway import Gateway, Outcome, Resource, http_operation, invoke
@@ -31,7 +31,7 @@ from answerable.logistics.agents import (
     Router,
 )
 from answerable.logistics.desk import ModelledDesk
-from answerable.logistics.governance import charter, ruleset
+from answerable.logistics.governance import charter, ri_key, ruleset
 from answerable.logistics.services import (
     Booking,
     DispatchRequest,
@@ -351,8 +351,16 @@ class StormRun:
         self.reviewer: ModelledDesk | None = None
         self.monitors = None
         if self.mode != "ungoverned":
-            rules = ruleset(
-                clock, ids, foresaw_the_storm=self.mode in ("rules", "governed"), review=self.mode != "rules"
+            other = self.config.rules
+            rules = (
+                ruleset(
+                    clock,
+                    ids,
+                    foresaw_the_storm=self.mode in ("rules", "governed"),
+                    review=self.mode != "rules",
+                )
+                if other is None
+                else new_ruleset(other.policies, other.schema_text, ri_key(), version=2, clock=clock, ids=ids)
             )
             await self.gateway.install(
                 charter(AGENTS, clock, ids, self.config.desk, agent_keys=self.agent_keys), rules

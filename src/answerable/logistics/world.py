@@ -68,6 +68,18 @@ class OrderSpec(BaseModel):
     due_day: int = Field(ge=0)
 
 
+class OtherRules(BaseModel):
+    """Rules to run the storm under in place of its own (``demo storm --rules DIR``): what
+    ``answerable rules export`` writes, signed by the demo's RI when the run starts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str
+    """Where they were read from, for result.json."""
+    policies: str
+    schema_text: str
+
+
 class ScenarioConfig(BaseModel):
     """Everything that shapes a run besides the seed; loadable from a JSON scenario file."""
 
@@ -97,6 +109,9 @@ class ScenarioConfig(BaseModel):
     priority_hints: bool = False
     """The router starts sending priority hints straight to the allocator, to save a step: a
     channel the charter's coordination contract does not declare."""
+    rules: OtherRules | None = None
+    """Other rules for every mode that has rules (all but ``ungoverned``), in place of the
+    storm's own, so one seed can be run under both and the outcome tables compared."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ScenarioConfig:
