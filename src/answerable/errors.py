@@ -18,6 +18,7 @@ thing as attributes, so code can react without parsing text::
     │   └── ApprovalRefused          an approval that cannot be used, with a stable reason code
     ├── SignatureInvalid             a signature that does not verify
     ├── BusError                     the message bus (NATS) cannot be reached or refused a publish
+    ├── ExportFailed                 a telemetry endpoint (OTLP) did not take the spans sent to it
     ├── LedgerError                  anything wrong with a ledger
     │   ├── NotALedger               a file that is not an answerable ledger
     │   ├── LedgerTampered           stored entries, hashes or checkpoints that do not add up
@@ -45,6 +46,7 @@ __all__ = [
     "Conflict",
     "EntryNotFound",
     "ExecutionError",
+    "ExportFailed",
     "LeaseHeld",
     "LeaseLost",
     "LedgerError",
@@ -222,6 +224,11 @@ class SignatureInvalid(AnswerableError):
 
 class BusError(AnswerableError):
     """The message bus cannot be reached, or did not take a publish; names the server and what."""
+
+
+class ExportFailed(AnswerableError):
+    """A telemetry endpoint did not take the spans sent to it; names the endpoint. Nothing is
+    lost: spans are made from the ledger, so the same export can run again."""
 
 
 class LedgerError(AnswerableError):
