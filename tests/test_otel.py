@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -140,12 +141,14 @@ class _Receiver(BaseHTTPRequestHandler):
     """An OTLP/HTTP trace receiver: decodes each request as the protocol defines it."""
 
     received: list[ExportTraceServiceRequest]
+    arrived: threading.Event
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
         self.received.append(request)
+        self.arrived.set()
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
         self.end_headers()
@@ -154,10 +157,14 @@ class _Receiver(BaseHTTPRequestHandler):
         pass
 
 
+ARRIVED = threading.Event()
+"""Set by the receiver on each request it decodes."""
+
+
 @pytest.fixture
 def receiver() -> Iterator[tuple[str, list[ExportTraceServiceRequest]]]:
     received: list[ExportTraceServiceRequest] = []
-    handler = type("Receiver", (_Receiver,), {"received": received})
+    handler = type("Receiver", (_Receiver,), {"received": received, "arrived": ARRIVED})
     server = HTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -209,3 +216,53 @@ async def test_an_endpoint_that_is_down_is_named_and_nothing_is_lost(
     assert ledger.size() == size
     memory = InMemorySpanExporter()
     assert export_ledger(ledger, memory) == size
+
+
+def test_the_service_exports_each_new_entry_live_and_a_dead_endpoint_never_holds_a_call(
+    tmp_path: Path, receiver: tuple[str, list[ExportTraceServiceRequest]]
+) -> None:
+    """``[otel] endpoint``: a refund made through the service arrives at the receiver as an
+    ``execute_tool refund`` span linked to its intent, within a few settle rounds; with the
+    endpoint down the same refund runs all the same, and the service says why once."""
+    from served import agent, free_port, start
+
+    from answerable.scaffold import init
+
+    endpoint, received = receiver
+
+    def serve_with(folder: Path, url: str):  # type: ignore[no-untyped-def]
+        init(folder)
+        config = folder / "answerable.toml"
+        config.write_text(config.read_text() + f'\n[otel]\nendpoint = "{url}"\n')
+        return start(folder, free_port())
+
+    running = serve_with(tmp_path / "shop", endpoint)
+    try:
+        [done] = agent(running, {"arguments": {"order": "O-1", "amount_cents": 500}})
+        assert done["status"] == "succeeded"
+        names: set[str] = set()
+        while "execute_tool refund" not in names:
+            assert ARRIVED.wait(timeout=30), f"no spans for 30 s; heard {names}"
+            ARRIVED.clear()
+            names = {
+                s.name
+                for r in list(received)
+                for rs in r.resource_spans
+                for ss in rs.scope_spans
+                for s in ss.spans
+            }
+        assert "execute_tool refund" in names, names
+        assert "answerable.intent refund" in names
+        assert "answerable.SystemCharter" not in names  # what came before the start: otel-export
+    finally:
+        assert running.stop() == 0
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}/v1/traces"
+    running = serve_with(tmp_path / "other", dead)
+    try:
+        [done] = agent(running, {"arguments": {"order": "O-2", "amount_cents": 500}})
+        assert done["status"] == "succeeded"
+    finally:
+        assert running.stop() == 0

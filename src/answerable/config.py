@@ -88,6 +88,9 @@ class ServiceConfig:
     JetStream gives it to another replica (or the same agent restarted): longer than a handler runs."""
     ledger_url: str | None = None
     """``[ledger] url``: a ``postgresql://`` URL naming a schema (never a password), instead of a file."""
+    otel_endpoint: str | None = None
+    """``[otel] endpoint``: an OTLP/HTTP traces URL; each entry appended while the service runs
+    is exported as a span (``answerable otel-export`` exports a whole ledger after the fact)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Tables this version does not read (``[postgres]``, ``[nats]`` ...), kept for later issues."""
 
@@ -103,6 +106,7 @@ _KNOWN = {
     "server",
     "nats",
     "agents",
+    "otel",
 }
 
 
@@ -177,6 +181,7 @@ def load_config(path: Path) -> ServiceConfig:
         witnesses=read.witnesses(),
         monitors=read.maybe_path("monitors", "file", None, must_exist=True),
         webhook=read.url("notify", "webhook"),
+        otel_endpoint=read.url("otel", "endpoint"),
         extra={k: v for k, v in doc.items() if k not in _KNOWN},
     )
 

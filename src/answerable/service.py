@@ -40,6 +40,7 @@ from answerable.errors import (
     ArgumentsInvalid,
     ConfigError,
     EntryNotFound,
+    ExportFailed,
     LeaseLost,
     MessageRefused,
     NotAuthorized,
@@ -75,6 +76,8 @@ from answerable.records import (
 from answerable.runtime import System
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
     from answerable.bus.nats import NatsBus
 
 __all__ = ["MAX_BODY", "Service", "build_app", "outcome_doc"]
@@ -124,6 +127,10 @@ class Service:
         """Records and publishes what agents in other processes say (``POST /v1/messages``)."""
         self.bus: NatsBus | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._traced = 0
+        """``[otel]``: entries before this index are exported as spans."""
+        self._span_exporter: SpanExporter | None = None
+        self._trace_failing = False
         self._by_key: dict[tuple[str, str], str] = {}
         """(agent, idempotency key) -> intent id, rebuilt from the ledger at start."""
         self._key_locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
@@ -277,6 +284,35 @@ class Service:
         if config.webhook is not None:
             self._tasks.append(asyncio.create_task(self._every(config.settle_every, self._watch)))
             self._tasks.append(asyncio.create_task(self._notify(config.webhook)))
+        if config.otel_endpoint is not None:
+            self._traced = ledger.size()  # what came before: `answerable otel-export`
+            self._tasks.append(asyncio.create_task(self._every(config.settle_every, self._trace)))
+
+    async def _trace(self) -> None:
+        """Export the entries appended since the last round as spans, on a thread of its own:
+        the gateway never waits for the endpoint. A round the endpoint refuses is tried again
+        from the same entry on the next (the spans are made from the ledger, so none is lost);
+        each refusal is said once on stderr."""
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        from answerable.otel import export_ledger
+
+        ledger, _ = self._running()
+        endpoint = self.config.otel_endpoint
+        size = ledger.size()
+        if endpoint is None or size <= self._traced:
+            return
+        if self._span_exporter is None:
+            self._span_exporter = OTLPSpanExporter(endpoint=endpoint, timeout=5)
+        exporter, start = self._span_exporter, self._traced
+        try:
+            await asyncio.to_thread(export_ledger, ledger, exporter, start=start, stop=size, where=endpoint)
+        except ExportFailed as exc:
+            if not self._trace_failing:
+                print(f"answerable serve: otel: {exc}", file=sys.stderr, flush=True)
+            self._trace_failing = True
+            return
+        self._traced, self._trace_failing = size, False
 
     async def stop(self) -> None:
         """Stop the duties, sign a last checkpoint, release the lease, close the ledger."""
@@ -290,6 +326,9 @@ class Service:
                 await task
         if self._tasks:  # it started: it held the lease, so it records and signs the last word
             await self._flush_refusals()
+            if self.config.otel_endpoint is not None and not self._trace_failing:
+                with contextlib.suppress(AnswerableError):  # a last round, unless it is down
+                    await self._trace()
             with contextlib.suppress(AnswerableError):
                 await self._checkpoint(final=True)
         if self.bus is not None:
