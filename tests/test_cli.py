@@ -365,3 +365,48 @@ def test_a_plain_line_prints_as_rich_prints_it(
     )
     cli._say(line)
     assert capsys.readouterr().out == expected.getvalue()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["halt", "--help"],
+        ["halt"],
+        ["halt", "x.db", "--by"],
+        ["halt", "x.db", "--by", "a", "--reason", "r", "--nope"],
+        ["resume", "--help"],
+        ["ledger", "--help"],
+        ["ledger", "prove", "--help"],
+        ["ledger", "nope"],
+        ["demo", "--help"],
+        ["keys"],
+        ["hlat", "x.db"],
+        ["--help"],
+        [],
+    ],
+    ids=" ".join,
+)
+def test_the_tree_built_for_one_command_says_what_the_whole_tree_says(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """main() builds only the command named first; its help, usage errors and exit codes are the
+    whole tree's, byte for byte."""
+    from answerable import cli
+
+    monkeypatch.setattr("sys.argv", ["answerable", *argv])
+    with pytest.raises(SystemExit) as whole:
+        cli.command()()
+    expected = capsys.readouterr()
+    with pytest.raises(SystemExit) as one:
+        cli.main()
+    got = capsys.readouterr()
+    assert (got.out, got.err, one.value.code) == (expected.out, expected.err, whole.value.code)
+    assert expected.out or expected.err
+
+
+def test_main_builds_only_the_command_named_first() -> None:
+    from answerable import cli
+
+    assert list(cli.command("halt").commands) == ["halt"]
+    assert list(cli.command("ledger").commands) == ["ledger"]
+    assert len(cli.command("hlat").commands) == len(cli.command().commands) > 20

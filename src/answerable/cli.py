@@ -9,6 +9,7 @@ would print it unchanged.
 from __future__ import annotations
 
 import base64
+import copy
 import functools
 import re
 import sys
@@ -32,6 +33,7 @@ from answerable.ledger.location import is_postgres_url, open_ledger
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from typer.models import CommandInfo
 
     from answerable.keys import KeyPair
     from answerable.ledger import SQLLedger
@@ -1349,15 +1351,35 @@ def _plain_metavars(command: Any) -> None:
         _plain_metavars(sub)
 
 
-def command() -> Any:
-    """The CLI as click runs it, its help written for people."""
-    built = typer.main.get_command(app)
+def command(first: str | None = None) -> Any:
+    """The CLI as click runs it, its help written for people.
+
+    ``first``: the first word of the command line. When it names a top-level command or group,
+    the tree holds that one alone: typer makes each click command by reading its function's
+    signature and type hints, which for all of them costs a halt about a tenth of its start-up,
+    and nothing a command parses, prints or refuses depends on its siblings. Any other word
+    (an option, a typo, nothing) gets the whole tree, so ``--help`` lists every command and a
+    misspelt one is suggested as before.
+    """
+    source = app
+    if first is not None:
+        commands = [c for c in app.registered_commands if _name_of(c) == first]
+        groups = [g for g in app.registered_groups if g.name == first]
+        if commands or groups:
+            source = copy.copy(app)  # app itself stays whole: tests and plugins build it again
+            source.registered_commands, source.registered_groups = commands, groups
+    built = typer.main.get_command(source)
     _plain_metavars(built)
     return built
 
 
+def _name_of(info: CommandInfo) -> str:
+    """A command's name as typer gives it: the one declared, else its function's, dashed."""
+    return info.name or typer.main.get_command_name(info.callback.__name__ if info.callback else "")
+
+
 def main() -> None:
-    command()()
+    command(sys.argv[1] if len(sys.argv) > 1 else None)()
 
 
 if __name__ == "__main__":
