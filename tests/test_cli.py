@@ -308,7 +308,8 @@ def test_the_command_line_imports_no_world_model_and_no_heavy_dependency_until_a
 
 def test_a_halt_loads_no_rich_no_cedar_and_no_event_loop(used: Path) -> None:
     """What `answerable halt` loads, start to exit: the ledger, control and the records, not
-    Rich (its one line is plain), Cedar, JSON Schema, the gateway or asyncio."""
+    Rich (its one line is plain), Cedar, JSON Schema, the gateway or asyncio, nor cryptography's
+    serialization package (every cipher and key format: Ed25519 raw keys need none of it)."""
     import subprocess
     import sys
 
@@ -316,16 +317,18 @@ def test_a_halt_loads_no_rich_no_cedar_and_no_event_loop(used: Path) -> None:
         "import sys, answerable.cli as cli\n"
         f"sys.argv = ['answerable', 'halt', {str(used)!r}, '--by', 'pager', '--reason', 'probe']\n"
         "try:\n    cli.main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
-        "print(' '.join({m if m.startswith('answerable') else m.split('.')[0] for m in sys.modules}))"
+        "print(' '.join(sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     printed, modules = done.stdout.splitlines()
     assert printed.startswith("halt recorded: ")
     assert printed.endswith(" on system by pager")
-    loaded = set(modules.split())
+    everything = set(modules.split())
+    loaded = {m if m.startswith("answerable") else m.split(".")[0] for m in everything}
     assert {"answerable.control", "answerable.ledger.sqlite", "answerable.records"} <= loaded
     heavy = {"rich", "cedarpy", "jsonschema", "answerable.gateway", "answerable.review", "asyncio"}
     assert not heavy & loaded, sorted(heavy & loaded)
+    assert "cryptography.hazmat.primitives.serialization" not in everything
 
 
 @pytest.mark.parametrize(
