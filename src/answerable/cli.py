@@ -2,8 +2,8 @@
 
 It starts on every command, and ``answerable halt`` is pressed when something must stop now, so
 it imports only what parsing needs; each command imports what it uses (the ledger, control,
-keys, Rich) when it runs, and ``halt`` prints its one line without loading Rich at all when Rich
-would print it unchanged.
+keys, Rich) when it runs, and the writers (halt, pause, resume, approve, deny) print their one
+line without loading Rich at all when Rich would print it unchanged.
 """
 
 from __future__ import annotations
@@ -666,7 +666,7 @@ def _answer(
     if as_json:
         _json({"id": approval.id, "verdict": verdict, "review_id": review_id, "by": by, "state": status})
         return
-    _out().print(f"{verdict} recorded: {approval.id} on review {review_id} by {by}; review is {status}")
+    _say(f"{verdict} recorded: {approval.id} on review {review_id} by {by}; review is {status}")
 
 
 @rules_app.command("diff")
