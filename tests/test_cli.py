@@ -285,7 +285,9 @@ def test_help_names_values_as_users_write_them_never_by_python_type() -> None:
 def test_the_command_line_imports_no_world_model_and_no_heavy_dependency_until_a_command_needs_it():
     """`answerable halt` must start fast (bench/cli_latency.py): importing the CLI loads the
     logistics plugin's command module only, not its world model, nor the gateway, Cedar, JSON
-    Schema, httpx, FastAPI or asyncio (a halt appends and waits for its commit with no loop)."""
+    Schema, httpx, FastAPI or asyncio (a halt appends and waits for its commit with no loop);
+    nor the ledger, the records (pydantic), keys (cryptography) or Rich, which the commands
+    that use them import (`answerable --help` needs none of them)."""
     import subprocess
     import sys
 
@@ -295,8 +297,119 @@ def test_the_command_line_imports_no_world_model_and_no_heavy_dependency_until_a
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     loaded = set(done.stdout.split())
-    assert {"answerable.control", "answerable.logistics.cli"} <= loaded  # the probe sees what it should
+    assert {"answerable.errors", "typer", "answerable.logistics.cli"} <= loaded  # the probe sees
     heavy = {"answerable.logistics.world", "answerable.logistics.agents", "answerable.logistics.service_view"}
     heavy |= {"answerable.gateway", "answerable.runtime", "cedarpy", "jsonschema"}
     heavy |= {"httpx", "fastapi", "numpy", "pandas", "statsmodels", "asyncio", "ssl"}
+    heavy |= {"answerable.control", "answerable.records", "answerable.ledger.sqlite", "answerable.keys"}
+    heavy |= {"pydantic", "cryptography", "rich"}
     assert not heavy & loaded, sorted(heavy & loaded)
+
+
+def test_a_halt_loads_no_rich_no_cedar_and_no_event_loop(used: Path) -> None:
+    """What `answerable halt` loads, start to exit: the ledger, control and the records, not
+    Rich (its one line is plain), Cedar, JSON Schema, the gateway or asyncio, nor cryptography's
+    serialization package (every cipher and key format: Ed25519 raw keys need none of it)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, answerable.cli as cli\n"
+        f"sys.argv = ['answerable', 'halt', {str(used)!r}, '--by', 'pager', '--reason', 'probe']\n"
+        "try:\n    cli.main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print(' '.join(sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    printed, modules = done.stdout.splitlines()
+    assert printed.startswith("halt recorded: ")
+    assert printed.endswith(" on system by pager")
+    everything = set(modules.split())
+    loaded = {m if m.startswith("answerable") else m.split(".")[0] for m in everything}
+    assert {"answerable.control", "answerable.ledger.sqlite", "answerable.records"} <= loaded
+    heavy = {"rich", "cedarpy", "jsonschema", "answerable.gateway", "answerable.review", "asyncio"}
+    assert not heavy & loaded, sorted(heavy & loaded)
+    assert "cryptography.hazmat.primitives.serialization" not in everything
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "halt recorded: 01a2-x on system by ri@logistics.example",
+        "pause recorded: id on agent:router by ops",
+        "on channel:a:b by x",  # `:a:` could be an emoji code: Rich prints it
+        "by :smile: here",
+        "by :no-such-code: here",
+        "by a[bold]b[/bold] c",
+        "by a[b] c",
+        "by a\\[b] c",
+        "by a]b",
+        "tab\there",
+        "bell\x07 and cr\r",
+        "wide ａｂ and é",
+        "",
+        " lead and trail ",
+    ],
+)
+@pytest.mark.parametrize("terminal", [False, True])
+def test_a_plain_line_prints_as_rich_prints_it(
+    line: str, terminal: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`_say` skips Rich for plain lines; whichever path prints, the bytes are Rich's own."""
+    import io
+
+    from rich.console import Console
+
+    from answerable import cli
+
+    expected = io.StringIO()
+    Console(file=expected, highlight=False, soft_wrap=True, force_terminal=terminal).print(line)
+    monkeypatch.setattr(
+        cli, "_consoles", {False: Console(highlight=False, soft_wrap=True, force_terminal=terminal)}
+    )
+    cli._say(line)
+    assert capsys.readouterr().out == expected.getvalue()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["halt", "--help"],
+        ["halt"],
+        ["halt", "x.db", "--by"],
+        ["halt", "x.db", "--by", "a", "--reason", "r", "--nope"],
+        ["resume", "--help"],
+        ["ledger", "--help"],
+        ["ledger", "prove", "--help"],
+        ["ledger", "nope"],
+        ["demo", "--help"],
+        ["keys"],
+        ["hlat", "x.db"],
+        ["--help"],
+        [],
+    ],
+    ids=" ".join,
+)
+def test_the_tree_built_for_one_command_says_what_the_whole_tree_says(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """main() builds only the command named first; its help, usage errors and exit codes are the
+    whole tree's, byte for byte."""
+    from answerable import cli
+
+    monkeypatch.setattr("sys.argv", ["answerable", *argv])
+    with pytest.raises(SystemExit) as whole:
+        cli.command()()
+    expected = capsys.readouterr()
+    with pytest.raises(SystemExit) as one:
+        cli.main()
+    got = capsys.readouterr()
+    assert (got.out, got.err, one.value.code) == (expected.out, expected.err, whole.value.code)
+    assert expected.out or expected.err
+
+
+def test_main_builds_only_the_command_named_first() -> None:
+    from answerable import cli
+
+    assert list(cli.command("halt").commands) == ["halt"]
+    assert list(cli.command("ledger").commands) == ["ledger"]
+    assert len(cli.command("hlat").commands) == len(cli.command().commands) > 20

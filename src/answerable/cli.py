@@ -1,24 +1,26 @@
-"""The ``answerable`` command: parse, call the public API, render. Nothing else lives here."""
+"""The ``answerable`` command: parse, call the public API, render. Nothing else lives here.
+
+It starts on every command, and ``answerable halt`` is pressed when something must stop now, so
+it imports only what parsing needs; each command imports what it uses (the ledger, control,
+keys, Rich) when it runs, and the writers (halt, pause, resume, approve, deny) print their one
+line without loading Rich at all when Rich would print it unchanged.
+"""
 
 from __future__ import annotations
 
 import base64
-import calendar
+import copy
 import functools
 import re
 import sys
 from collections.abc import Callable, Coroutine
-from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import orjson
 import typer
-from rich.console import Console
 from typer.core import TyperArgument, TyperOption
 
-from answerable.clock import IdSource, SystemClock
-from answerable.control import Controller, scope_from_text
 from answerable.errors import (
     AnswerableError,
     ConfigError,
@@ -27,11 +29,15 @@ from answerable.errors import (
     ProofInvalid,
     SignatureInvalid,
 )
-from answerable.keys import KeyPair
-from answerable.ledger import SQLiteLedger, SQLLedger, open_ledger
-from answerable.ledger.location import is_postgres_url
-from answerable.records import Control, RulesetVersion, decode_entry
-from answerable.review import ReviewQueue
+from answerable.ledger.location import is_postgres_url, open_ledger
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from typer.models import CommandInfo
+
+    from answerable.keys import KeyPair
+    from answerable.ledger import SQLLedger
+    from answerable.records import Control
 
 __all__ = ["app", "main"]
 
@@ -61,8 +67,45 @@ charter_app = typer.Typer(
 )
 app.add_typer(charter_app, name="charter")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+_consoles: dict[bool, Console] = {}
+
+
+def _console(stderr: bool) -> Console:
+    """The Rich console for stdout or stderr, made on first use in each invocation (see
+    :func:`_root`): importing Rich costs a command that prints nothing through it."""
+    console = _consoles.get(stderr)
+    if console is None:
+        from rich.console import Console
+
+        console = _consoles[stderr] = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    return console
+
+
+def _out() -> Console:
+    return _console(stderr=False)
+
+
+def _err() -> Console:
+    return _console(stderr=True)
+
+
+_PLAIN = re.compile(r"[ -Z\\^-~]*")
+"""Printable ASCII without ``[`` and ``]``: no markup, no control code, no tab, no wide character."""
+_EMOJI = re.compile(r":\S*:")
+"""What could be an emoji code (``:smile:``), which Rich replaces."""
+
+
+def _say(line: str) -> None:
+    """Print ``line`` exactly as ``_out().print(line)`` does (markup and emoji codes on), without
+    importing Rich when it would print the line unchanged: plain printable ASCII holding no ``[``
+    and no ``:word:``. Anything else (a name with a bracket, a tab, a non-ASCII character) goes
+    through Rich, so the output never depends on which path printed it."""
+    if _PLAIN.fullmatch(line) and not _EMOJI.search(line):
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    else:
+        _out().print(line)
+
 
 T = TypeVar("T")
 _NO = (LedgerTampered, ProofInvalid, NotAuthorized, SignatureInvalid)
@@ -77,7 +120,7 @@ ForceOpt = typer.Option(False, "--force", help="Replace the --out file if it exi
 
 def _fail(exc: AnswerableError) -> NoReturn:
     code = getattr(exc, "reason_code", "")  # stable for scripts: printed where a script can grep it
-    err.print(f"answerable: error: {f'[{code}] ' if code else ''}{exc}", markup=False)
+    _err().print(f"answerable: error: {f'[{code}] ' if code else ''}{exc}", markup=False)
     raise typer.Exit(1 if isinstance(exc, _NO) else 2)
 
 
@@ -168,13 +211,13 @@ def verify(
             }
         )
     else:
-        out.print(
+        _out().print(
             f"ok: {report.size} entries, root {_b64(report.root)}, "
             f"{report.checkpoints_checked} stored checkpoint(s) verified"
             + (f", consistent with {checkpoint}" if checkpoint else "")
             + (f", {witnessed} witnessed checkpoint(s) in {witness} hold" if witness is not None else "")
         )
-        out.print(f"trust: {note}", markup=False)
+        _out().print(f"trust: {note}", markup=False)
 
 
 def _trust(key: str | None, checkpoint: Path | None) -> tuple[str, str]:
@@ -248,7 +291,7 @@ def ledger_export(
                         handle.write(entry.data + b"\n")
         except OSError as exc:
             _fail(ConfigError(f"cannot write {out_file}: {exc.strerror}"))
-    err.print(f"wrote {size} entries to {out_file}")
+    _err().print(f"wrote {size} entries to {out_file}")
 
 
 @ledger_app.command("publish")
@@ -287,8 +330,8 @@ def ledger_publish(
         _json(doc)
     else:
         what = "checkpoint, hash tiles and entry bundles" if done.entries else "checkpoint and hash tiles"
-        out.print(f"published {done.size} entries to {out_dir} ({what}; {done.written} files written)")
-        out.print(f"audit with the verifier key {key}", markup=False)
+        _out().print(f"published {done.size} entries to {out_dir} ({what}; {done.written} files written)")
+        _out().print(f"audit with the verifier key {key}", markup=False)
 
 
 @ledger_app.command("witness")
@@ -326,13 +369,15 @@ def ledger_backup(
     out_file: Path = typer.Option(..., "--out", help="The copy to create (a new file)."),
 ) -> None:
     """Copy a live ledger consistently (SQLite's backup API); the copy verifies with the same root."""
+    from answerable.ledger import SQLiteLedger
+
     _out_file(out_file, force=False)
     with _open(ledger) as store:
         if not isinstance(store, SQLiteLedger):
             _fail(ConfigError("ledger backup copies an SQLite file; use `answerable ledger copy SRC DST`"))
         size = _run(lambda: store.backup(out_file))
         root = _b64(store.root(size))
-    err.print(f"copied {size} entries to {out_file} (root {root}); its signing key stays where it is")
+    _err().print(f"copied {size} entries to {out_file} (root {root}); its signing key stays where it is")
 
 
 @ledger_app.command("copy")
@@ -366,7 +411,7 @@ def ledger_copy(
         if report.key_path
         else "the source had no signing key to carry"
     )
-    err.print(
+    _err().print(
         f"copied {report.size} entries and {report.checkpoints} checkpoints to {report.target}; "
         f"root {doc['root']} on both; {key}"
     )
@@ -419,7 +464,7 @@ def _print_doc(doc: dict[str, Any], as_json: bool) -> None:
         _json(doc)
         return
     for key, value in doc.items():
-        out.print(f"{key}: {value}")
+        _out().print(f"{key}: {value}")
 
 
 def _leaf_hash(data: bytes) -> bytes:
@@ -477,6 +522,8 @@ def resume(
 def _control(
     ledger: str, action: str, by: str, reason: str, scope_text: str, key_file: Path | None, as_json: bool
 ) -> None:
+    from answerable.control import Controller, scope_from_text
+
     scope = _run(lambda: scope_from_text(scope_text))
     with _open(ledger) as store:
         controller = Controller(store)
@@ -488,6 +535,8 @@ def _control(
                 return stop
             if key_file is None:
                 raise ConfigError("resume needs --key: starting again must be proven")
+            from answerable.keys import KeyPair
+
             key = KeyPair.load(key_file)
             if key.identity != by:
                 raise NotAuthorized(f"--by {by!r} but the key file belongs to {key.identity!r}", who=by)
@@ -497,7 +546,7 @@ def _control(
     if as_json:
         _json({"id": control.id, "action": control.action, "scope": control.scope.label(), "by": control.by})
         return
-    out.print(f"{control.action} recorded: {control.id} on {control.scope.label()} by {control.by}")
+    _say(f"{control.action} recorded: {control.id} on {control.scope.label()} by {control.by}")
 
 
 @app.command()
@@ -513,6 +562,9 @@ def reviews(
     approved (not yet claimed), claimed, denied or expired. Ids and arguments are printed
     whole, whatever the width of the terminal.
     """
+    from answerable.clock import IdSource, SystemClock
+    from answerable.review import ReviewQueue
+
     with _open(ledger) as store:
         queue = ReviewQueue(store, clock=SystemClock(), ids=IdSource())
         states = _run(queue.all if everything or review_id else queue.open)
@@ -525,19 +577,21 @@ def reviews(
         _json(rows[0] if review_id is not None else rows)
         return
     if review_id is None:
-        out.print(f"{len(rows)} review(s)")
+        _out().print(f"{len(rows)} review(s)")
     for row in rows:
-        out.print(f"review {row['review_id']} [{row['state']}]", markup=False)
-        out.print(f"  {row['agent']} proposes {row['operation']} {_compact(row['arguments'])}", markup=False)
-        out.print(f"  why: {_text(row['reasons'])} (policies: {_text(row['policy_ids'])})", markup=False)
-        out.print(
+        _out().print(f"review {row['review_id']} [{row['state']}]", markup=False)
+        _out().print(
+            f"  {row['agent']} proposes {row['operation']} {_compact(row['arguments'])}", markup=False
+        )
+        _out().print(f"  why: {_text(row['reasons'])} (policies: {_text(row['policy_ids'])})", markup=False)
+        _out().print(
             f"  asked: {row['assignee']}; approvals {row['approvals']}; expires {row['expires_at']}",
             markup=False,
         )
         if review_id is not None:
-            out.print(f"  intent: {row['intent_id']}; resolution: {row['resolution']}", markup=False)
+            _out().print(f"  intent: {row['intent_id']}; resolution: {row['resolution']}", markup=False)
             for answer in row["answers"]:
-                out.print(
+                _out().print(
                     f"  {answer['verdict']} by {answer['by']} at {answer['at']}: {answer['reason']}",
                     markup=False,
                 )
@@ -595,6 +649,10 @@ def _answer(
     *,
     simulated: bool = False,
 ) -> None:
+    from answerable.clock import IdSource, SystemClock
+    from answerable.keys import KeyPair
+    from answerable.review import ReviewQueue
+
     key = _run(lambda: KeyPair.load(key_file))
     if key.identity != by:
         _fail(NotAuthorized(f"--by {by!r} but the key file belongs to {key.identity!r}", who=by))
@@ -608,7 +666,7 @@ def _answer(
     if as_json:
         _json({"id": approval.id, "verdict": verdict, "review_id": review_id, "by": by, "state": status})
         return
-    out.print(f"{verdict} recorded: {approval.id} on review {review_id} by {by}; review is {status}")
+    _say(f"{verdict} recorded: {approval.id} on review {review_id} by {by}; review is {status}")
 
 
 @rules_app.command("diff")
@@ -622,6 +680,8 @@ def rules_diff(
 ) -> None:
     """Show which policies were added, removed or changed between two ruleset versions."""
     if ledger is not None:
+        from answerable.records import RulesetVersion, decode_entry
+
         with _open(ledger) as store:
             versions = {}
             for stored in store.of_kind("RulesetVersion"):
@@ -642,11 +702,11 @@ def rules_diff(
         return
     for kind in ("added", "removed", "changed"):
         for item in changes[kind]:
-            out.print(f"[bold]{kind}[/bold] {item['id']}", markup=True)
+            _out().print(f"[bold]{kind}[/bold] {item['id']}", markup=True)
             for line in item.get("diff", []):
-                out.print(f"  {line}", markup=False)
+                _out().print(f"  {line}", markup=False)
     if not any(changes.values()):
-        out.print("no change")
+        _out().print("no change")
 
 
 @rules_app.command("check")
@@ -670,7 +730,7 @@ def rules_check(
             }
         )
         return
-    out.print(
+    _out().print(
         f"ok: {len(ruleset.annotations)} policies ({len(ruleset.review)} route to review), "
         f"ruleset hash {ruleset.ruleset_hash}"
     )
@@ -711,8 +771,8 @@ def init_command(folder: Path = typer.Argument(..., help="A new (or empty) folde
     from answerable.scaffold import init
 
     written = _run(lambda: init(folder))
-    out.print(f"wrote {len(written)} files to {folder}", markup=False)
-    out.print(f"next:  answerable serve {folder / 'answerable.toml'}", markup=False)
+    _out().print(f"wrote {len(written)} files to {folder}", markup=False)
+    _out().print(f"next:  answerable serve {folder / 'answerable.toml'}", markup=False)
 
 
 @app.command("serve")
@@ -756,7 +816,7 @@ def serve_command(
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
             if self.started:  # said once listening: what scripts and tests wait for
-                err.print(f"answerable ready on {config.host}:{config.port}", markup=False)
+                _err().print(f"answerable ready on {config.host}:{config.port}", markup=False)
 
     server = Server(
         uvicorn.Config(
@@ -784,7 +844,7 @@ def serve_command(
         finally:
             await service.stop()
 
-    err.print(f"answerable serving {config.source} on {config.host}:{config.port}", markup=False)
+    _err().print(f"answerable serving {config.source} on {config.host}:{config.port}", markup=False)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler it
     # found installed: this one, so a clean shutdown exits 0 instead of dying of the signal.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
@@ -817,6 +877,7 @@ def nats_config_command(
     contract lets it hear, and publish on none. Creates the service's key ([nats] key) if absent."""
     from answerable.bus.auth import authorization
     from answerable.config import load_config
+    from answerable.keys import KeyPair
     from answerable.records import SystemCharter
 
     config = _run(lambda: load_config(config_file))
@@ -825,7 +886,7 @@ def nats_config_command(
     key_file = config.nats_key
     if not key_file.exists():
         _run(lambda: KeyPair.generate("answerable-service").save(key_file, replace=False))
-        err.print(f"made the service's NATS key {key_file} (mode 0600)", markup=False)
+        _err().print(f"made the service's NATS key {key_file} (mode 0600)", markup=False)
     service = _run(lambda: KeyPair.load(key_file))
     try:
         charter = SystemCharter.model_validate_json(config.charter.read_bytes())
@@ -853,6 +914,7 @@ def witness_command(
     import time
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+    from answerable.keys import KeyPair
     from answerable.ledger.note import Verifier
     from answerable.ledger.witness import Cosigner, Witness
 
@@ -887,13 +949,13 @@ def witness_command(
             self.wfile.write(data)
 
         def log_message(self, format: str, *args: Any) -> None:
-            err.print(f"witness: {self.address_string()} {format % args}", markup=False)
+            _err().print(f"witness: {self.address_string()} {format % args}", markup=False)
 
     try:
         server = ThreadingHTTPServer((host, port), Handler)
     except OSError as exc:
         _fail(ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}"))
-    err.print(
+    _err().print(
         f"witness {key.identity} listening on http://{host}:{server.server_address[1]}/ for "
         f"{len(verifiers)} log(s); its key: {witness.cosigner.vkey()}",
         markup=False,
@@ -922,6 +984,8 @@ def keys_new(
     as_json: bool = JsonOpt,
 ) -> None:
     """Make a new Ed25519 key file and print its public key, which the charter lists."""
+    from answerable.keys import KeyPair
+
     if not identity or any(c.isspace() for c in identity) or len(identity) > 200:
         _fail(ConfigError(f"identity {identity!r} must be 1 to 200 characters with no spaces"))
     if out_file.exists():
@@ -938,6 +1002,8 @@ def keys_show(
     as_json: bool = JsonOpt,
 ) -> None:
     """Print whose key a file holds and its public key (never the private key)."""
+    from answerable.keys import KeyPair
+
     _print_key(_run(lambda: KeyPair.load(key_file)), key_file, as_json)
 
 
@@ -945,11 +1011,13 @@ def _print_key(key: KeyPair, path: Path, as_json: bool) -> None:
     if as_json:
         _json({"identity": key.identity, "public_key": key.public_b64, "file": str(path)})
     else:
-        out.print(f"{key.identity} {key.public_b64} ({path})", markup=False)
+        _out().print(f"{key.identity} {key.public_b64} ({path})", markup=False)
 
 
 def _public_key(text: str, where: str) -> str:
     """A public key given as base64, or as a key file of which only the public half is read."""
+    from answerable.keys import KeyPair
+
     candidate = Path(text)
     if candidate.is_file():
         return _run(lambda: KeyPair.load(candidate)).public_b64
@@ -998,6 +1066,7 @@ def charter_amend(
     key is read) or a base64 public key. A running service puts it in force within a second
     when --out is its [charter] file; from then on, whatever a revoked key signs is refused."""
     from answerable.charter import amend_charter
+    from answerable.keys import KeyPair
     from answerable.ledger.tiles import write_atomically
     from answerable.records import SystemCharter
 
@@ -1030,7 +1099,7 @@ def charter_amend(
             }
         )
         return
-    out.print(
+    _out().print(
         f"charter v{amended.version} ({amended.id}) written to {out_file}, superseding {amended.supersedes}",
         markup=False,
     )
@@ -1043,7 +1112,7 @@ def demo_quickstart(
     """A small governed system end to end: allow, review, deny, halt, resume, verify."""
     from answerable.quickstart import run
 
-    _run(lambda: run(out_dir, out))
+    _run(lambda: run(out_dir, _out()))
 
 
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
@@ -1051,6 +1120,9 @@ _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|
 
 def _instant(text: str | None, flag: str) -> int | None:
     """An RFC 3339 time a person typed, with its offset, as nanoseconds since the epoch."""
+    import calendar
+    from datetime import datetime
+
     if text is None:
         return None
     shape = _RFC3339.fullmatch(text.strip())
@@ -1097,16 +1169,16 @@ def coordination_command(
         return
     for e in graph.edges:
         mark = "  UNDECLARED" if e.declared is False else ""
-        out.print(
+        _out().print(
             f"{e.sender} -> {', '.join(sorted(e.receivers)) or '?'}  {e.topic} / {e.type}{mark}: "
             f"{e.messages} messages, {e.caused_intents} intents, {e.caused_executions} executions "
             f"({e.first} .. {e.last})",
             markup=False,
         )
     for (sender, topic, type_, code), count in sorted(graph.refusals.items()):
-        out.print(f"refused: {count} from {sender} on {topic} / {type_} ({code})", markup=False)
+        _out().print(f"refused: {count} from {sender} on {topic} / {type_} ({code})", markup=False)
     if not graph.contract:
-        out.print("no coordination contract in this ledger: every channel was open, none is undeclared")
+        _out().print("no coordination contract in this ledger: every channel was open, none is undeclared")
 
 
 @app.command("why")
@@ -1128,7 +1200,9 @@ def why_command(
     with _open(ledger) as store:
         graph = _run(lambda: why(store, entry_id, max_nodes=max_nodes))
     if graph.truncated:
-        err.print(f"answerable: warning: stopped after {max_nodes} nodes; raise --max-nodes to see them all")
+        _err().print(
+            f"answerable: warning: stopped after {max_nodes} nodes; raise --max-nodes to see them all"
+        )
     if as_json:
         _json(graph.to_json())
         return
@@ -1166,8 +1240,8 @@ def why_command(
             stack.extend(reversed(children))
         return root
 
-    out.print(tree_of(graph), soft_wrap=False)  # wrap long lines rather than crop them
-    out.print(Text(f"accountable: {graph.accountable.line()}"))
+    _out().print(tree_of(graph), soft_wrap=False)  # wrap long lines rather than crop them
+    _out().print(Text(f"accountable: {graph.accountable.line()}"))
 
 
 @app.command("report")
@@ -1188,7 +1262,7 @@ def report_command(
         written = _run(lambda: write(ledger, target))
     except OSError as exc:
         _fail(ConfigError(f"cannot write the report to {target}: {exc.strerror}"))
-    err.print(f"wrote {written}")
+    _err().print(f"wrote {written}")
 
 
 @app.command("report-compare")
@@ -1205,7 +1279,7 @@ def report_compare_command(
         written = _run(lambda: compare(ledgers, out_file))
     except OSError as exc:
         _fail(ConfigError(f"cannot write the comparison to {out_file}: {exc.strerror}"))
-    err.print(f"wrote {written}")
+    _err().print(f"wrote {written}")
 
 
 def _guarded(command: Callable[..., None]) -> Callable[..., None]:
@@ -1253,6 +1327,7 @@ def _root(
     ),
 ) -> None:
     """Run multi-agent systems that stay attributable, observable and interruptible."""
+    _consoles.clear()  # made again from this invocation's environment (an in-process runner sets it)
 
 
 class _PlainArgument(TyperArgument):
@@ -1276,15 +1351,35 @@ def _plain_metavars(command: Any) -> None:
         _plain_metavars(sub)
 
 
-def command() -> Any:
-    """The CLI as click runs it, its help written for people."""
-    built = typer.main.get_command(app)
+def command(first: str | None = None) -> Any:
+    """The CLI as click runs it, its help written for people.
+
+    ``first``: the first word of the command line. When it names a top-level command or group,
+    the tree holds that one alone: typer makes each click command by reading its function's
+    signature and type hints, which for all of them costs a halt about a tenth of its start-up,
+    and nothing a command parses, prints or refuses depends on its siblings. Any other word
+    (an option, a typo, nothing) gets the whole tree, so ``--help`` lists every command and a
+    misspelt one is suggested as before.
+    """
+    source = app
+    if first is not None:
+        commands = [c for c in app.registered_commands if _name_of(c) == first]
+        groups = [g for g in app.registered_groups if g.name == first]
+        if commands or groups:
+            source = copy.copy(app)  # app itself stays whole: tests and plugins build it again
+            source.registered_commands, source.registered_groups = commands, groups
+    built = typer.main.get_command(source)
     _plain_metavars(built)
     return built
 
 
+def _name_of(info: CommandInfo) -> str:
+    """A command's name as typer gives it: the one declared, else its function's, dashed."""
+    return info.name or typer.main.get_command_name(info.callback.__name__ if info.callback else "")
+
+
 def main() -> None:
-    command()()
+    command(sys.argv[1] if len(sys.argv) > 1 else None)()
 
 
 if __name__ == "__main__":

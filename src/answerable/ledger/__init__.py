@@ -1,11 +1,57 @@
-"""Append-only, tamper-evident ledger: RFC 9162 Merkle tree, signed C2SP checkpoints, proofs."""
+"""Append-only, tamper-evident ledger: RFC 9162 Merkle tree, signed C2SP checkpoints, proofs.
 
-from answerable.ledger._sql import SQLLedger
-from answerable.ledger.base import MAX_ENTRY_BYTES, LedgerStore, StoredEntry, VerifyReport, payload_of
-from answerable.ledger.location import open_ledger
-from answerable.ledger.merkle import leaf_hash, node_hash, verify_consistency, verify_inclusion
-from answerable.ledger.note import Checkpoint, Signer, Verifier, open_checkpoint, sign_checkpoint
-from answerable.ledger.sqlite import SQLiteLedger
+The names below are imported when first used (PEP 562), not when the package is: importing one
+light module of it (``answerable.ledger.location``, which the command line needs to parse a
+ledger's name) must not load the SQL store, the verifier and their dependencies.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from answerable.ledger._sql import SQLLedger
+    from answerable.ledger.base import MAX_ENTRY_BYTES, LedgerStore, StoredEntry, VerifyReport, payload_of
+    from answerable.ledger.location import open_ledger
+    from answerable.ledger.merkle import leaf_hash, node_hash, verify_consistency, verify_inclusion
+    from answerable.ledger.note import Checkpoint, Signer, Verifier, open_checkpoint, sign_checkpoint
+    from answerable.ledger.sqlite import SQLiteLedger
+
+_HOME = {
+    "MAX_ENTRY_BYTES": "answerable.ledger.base",
+    "Checkpoint": "answerable.ledger.note",
+    "LedgerStore": "answerable.ledger.base",
+    "SQLLedger": "answerable.ledger._sql",
+    "SQLiteLedger": "answerable.ledger.sqlite",
+    "Signer": "answerable.ledger.note",
+    "StoredEntry": "answerable.ledger.base",
+    "Verifier": "answerable.ledger.note",
+    "VerifyReport": "answerable.ledger.base",
+    "leaf_hash": "answerable.ledger.merkle",
+    "node_hash": "answerable.ledger.merkle",
+    "open_checkpoint": "answerable.ledger.note",
+    "open_ledger": "answerable.ledger.location",
+    "payload_of": "answerable.ledger.base",
+    "sign_checkpoint": "answerable.ledger.note",
+    "verify_consistency": "answerable.ledger.merkle",
+    "verify_inclusion": "answerable.ledger.merkle",
+}
+"""Where each public name lives."""
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'answerable.ledger' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # the next look-up is a plain one
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOME])
+
 
 __all__ = [
     "MAX_ENTRY_BYTES",

@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from answerable.errors import ConfigError, SignatureInvalid
@@ -82,7 +81,7 @@ def _key_id(name: str, typed_key: bytes) -> int:
 
 def _typed_public(public_key: Ed25519PublicKey) -> bytes:
     """``0x01 || public key``: the form key IDs and verifier key strings use."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    raw = public_key.public_bytes_raw()
     return bytes([ALG_ED25519]) + raw
 
 
@@ -196,6 +195,8 @@ class Signer:
             ConfigError: when the bytes are neither, or the PEM holds a key that is not Ed25519.
         """
         if data.lstrip().startswith(b"-----BEGIN"):
+            from cryptography.hazmat.primitives import serialization  # see private_pem
+
             try:
                 key = serialization.load_pem_private_key(data, password=None)
             except (ValueError, TypeError) as exc:
@@ -240,12 +241,17 @@ class Signer:
 
     def private_bytes(self) -> bytes:
         """The raw 32-byte Ed25519 seed, for a key file."""
-        return self.private_key.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-        )
+        return self.private_key.private_bytes_raw()
 
     def private_pem(self) -> bytes:
-        """The key as unencrypted PKCS#8 PEM, for a key file other tools can read."""
+        """The key as unencrypted PKCS#8 PEM, for a key file other tools can read.
+
+        ``serialization`` is imported here and where a PEM is read, not with the module: it loads
+        every cipher and key format cryptography knows, which every command opening a ledger
+        (``answerable halt`` first) would pay for a raw key it reads without it.
+        """
+        from cryptography.hazmat.primitives import serialization
+
         return self.private_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )

@@ -1,7 +1,9 @@
 """The logistics reference system's command line: `answerable demo storm`, plugged into the CLI.
 
 The core CLI names no domain; it loads this module through the ``answerable.plugins`` entry point
-and registers :func:`demo_storm` with its own error handling (one line, exit 1 or 2).
+and registers :func:`demo_storm` with its own error handling (one line, exit 1 or 2). It is loaded
+on every start of the command (``answerable halt`` included), so it imports typer and nothing
+else heavy: Rich, pydantic and the records come in when the storm runs.
 """
 
 from __future__ import annotations
@@ -12,18 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
-from rich.table import Table
 
 from answerable.errors import ConfigError
-from answerable.ledger import open_ledger
-from answerable.records import problems
 
 __all__ = ["demo_storm", "register_cli", "service_view"]
-
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
 
 
 def service_view() -> Any:
@@ -69,11 +63,19 @@ def demo_storm(
     ),
 ) -> None:
     """The storm, run ungoverned and governed from one seed; prints the outcome table."""
+    from pydantic import ValidationError
+    from rich.console import Console
     from rich.progress import Progress, TaskID
+    from rich.table import Table
 
+    from answerable.ledger import open_ledger
     from answerable.logistics.demo import METRICS, price_of_accountability, storm
     from answerable.logistics.scenario import Mode, check_scenario_file
     from answerable.logistics.world import ScenarioConfig
+    from answerable.records import problems
+
+    out = Console(highlight=False)
+    err = Console(stderr=True, highlight=False)
 
     modes: dict[str, tuple[Mode, ...]] = {
         "both": ("ungoverned", "governed"),
