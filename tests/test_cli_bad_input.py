@@ -197,3 +197,49 @@ def test_rules_check_and_ledger_key_print_json_when_asked(used: Path, tmp_path: 
     key = json.loads(run("ledger", "key", used, "--json").stdout)
     assert key["origin"] == "test.example/ledger"
     assert key["verifier_key"].startswith("test.example/ledger+")
+
+
+def test_replay_and_rules_export_refuse_bad_input_in_one_line_and_write_nothing(
+    used: Path, tmp_path: Path
+) -> None:
+    """A version not recorded, files already there, a policy that does not parse or does not
+    fit its schema, a schema that does not fit what was recorded, a missing file."""
+    rules = tmp_path / "rules"
+    refused(run("rules", "export", used, "--version", 7, "--out", rules), "no ruleset version 7", "holds 1")
+    assert not rules.exists()
+    assert run("rules", "export", used, "--out", rules).exit_code == 0
+    policies, schema = rules / "policies.cedar", rules / "schema.cedarschema"
+    kept = policies.read_text()
+    policies.write_text("edited")
+    refused(run("rules", "export", used, "--out", rules), "already holds policies.cedar", "--force")
+    assert policies.read_text() == "edited"
+    refused(run("replay", used, "--policies", policies, "--schema", schema), "do not parse")
+    policies.write_text(kept + "\npermit(principal, action, resource) when { context.nothing };\n")
+    refused(run("replay", used, "--policies", policies, "--schema", schema), "do not validate")
+    narrow = tmp_path / "narrow.cedarschema"
+    narrow.write_text(schema.read_text().replace("context: { disruption: Bool }", "context: { storm: Bool }"))
+    policies.write_text(kept.replace("context.disruption", "context.storm"))
+    refused(
+        run("replay", used, "--policies", policies, "--schema", narrow),
+        "does not match what was recorded",
+        "(carrier.book)",
+    )
+    refused(run("replay", used, "--policies", tmp_path / "none.cedar", "--schema", schema), "none.cedar")
+
+
+def test_otel_export_refuses_a_bad_endpoint_and_names_one_that_is_down(used: Path) -> None:
+    import socket
+
+    refused(run("otel-export", used, "--endpoint", "ftp://collector"), "http:// or https://")
+    with_password = run("otel-export", used, "--endpoint", "http://me:secret@127.0.0.1:4318/v1/traces")
+    refused(with_password, "OTEL_EXPORTER_OTLP_HEADERS")
+    assert "secret" not in with_password.output
+    refused(run("otel-export", used, "--endpoint", "http://127.0.0.1:4318/v1/traces", "--start", 99), "past")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{probe.getsockname()[1]}/v1/traces"
+    refused(
+        run("otel-export", used, "--endpoint", down, "--timeout", 1),
+        down,
+        "run the export again from --start 0",
+    )

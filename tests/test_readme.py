@@ -31,6 +31,7 @@ RUN = {
     "keys",
     "publish",
     "postgres",
+    "replay",
 }
 """The tags of the blocks these tests run; ``text`` blocks are listings, not code."""
 
@@ -248,3 +249,17 @@ def test_the_postgres_block_moves_a_ledger_there_and_back_with_one_root(
     assert "verified" in ran[2].stdout.lower(), ran[2].stdout
     roots = {r.stderr.split("root ")[1].split(" ")[0] for r in (ran[1], ran[3])}
     assert len(roots) == 1, roots
+
+
+def test_the_replay_block_changes_nothing_under_its_own_rules_and_names_what_a_stricter_one_refuses(
+    tmp_path: Path,
+) -> None:
+    ran = shell(blocks()["replay"], tmp_path)
+    assert ran[2].stdout.strip() == "5 intents, 5 replayed: 5 unchanged, 0 changed, 0 not replayable"
+    report = json.loads(ran[4].stdout)
+    assert (report["intents"], report["unchanged"], len(report["changed"])) == (5, 3, 2)
+    assert sorted((c["recorded"], c["replayed"]) for c in report["changed"]) == [
+        ("allow", "deny"),
+        ("review", "deny"),
+    ]
+    assert all("refunds-over-20-eur-refused" in c["policies"] for c in report["changed"])

@@ -709,6 +709,36 @@ def rules_diff(
         _out().print("no change")
 
 
+@rules_app.command("export")
+def rules_export(
+    ledger: str = LedgerArg,
+    version: int | None = typer.Option(
+        None, "--version", min=1, help="The recorded version number (default: the one in force at the end)."
+    ),
+    out_dir: Path = typer.Option(..., "--out", help="Folder to write policies.cedar and the schema into."),
+    force: bool = typer.Option(False, "--force", help="Replace the files if the folder holds them."),
+) -> None:
+    """Write a ruleset the ledger records, byte for byte as the RI signed it: policies.cedar and
+    schema.cedarschema (schema.json for a JSON schema), to edit and judge with `answerable replay`."""
+    from answerable.replay import recorded_ruleset, write_ruleset
+
+    with _open(ledger) as store:
+        record = _run(lambda: recorded_ruleset(store, version))
+    if out_dir.exists() and not out_dir.is_dir():
+        _fail(ConfigError(f"--out {out_dir} is a file; name a folder"))
+    there = [
+        p.name for p in (out_dir / "policies.cedar", out_dir / "schema.cedarschema", out_dir / "schema.json")
+    ]
+    held = [name for name in there if (out_dir / name).exists()]
+    if held and not force:
+        _fail(ConfigError(f"{out_dir} already holds {', '.join(held)}; pass --force to replace"))
+    policies, schema = _run(lambda: write_ruleset(record, out_dir))
+    _out().print(
+        f"wrote ruleset version {record.version}, signed by {record.approved_by}, to {policies} and {schema}",
+        markup=False,
+    )
+
+
 @rules_app.command("check")
 def rules_check(
     policies: Path = typer.Argument(..., help="Cedar policies file."),
@@ -1242,6 +1272,70 @@ def why_command(
 
     _out().print(tree_of(graph), soft_wrap=False)  # wrap long lines rather than crop them
     _out().print(Text(f"accountable: {graph.accountable.line()}"))
+
+
+@app.command("replay")
+def replay_command(
+    ledger: str = LedgerArg,
+    policies: Path = typer.Option(
+        ..., "--policies", help="Cedar policies to decide every recorded intent under."
+    ),
+    schema: Path = typer.Option(..., "--schema", help="Their Cedar schema (Cedar schema text or JSON)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Decide every recorded intent again under other rules, from the Cedar request its Decision
+    holds, and list each whose decision would change: judge a rule before the RI signs it.
+    Nothing runs and nothing is written; a halted intent stays denied."""
+    from answerable.policy import load_ruleset
+    from answerable.replay import replay, summary
+
+    text = _read(policies), _read(schema)
+    ruleset = _run(lambda: load_ruleset(*text))
+    with _open(ledger) as store:
+        report = _run(lambda: replay(store, ruleset))
+    if as_json:
+        _json(report.to_json())
+        return
+    for line in summary(report):
+        _out().print(line, markup=False)
+
+
+@app.command("otel-export")
+def otel_export(
+    ledger: str = LedgerArg,
+    endpoint: str = typer.Option(
+        ..., "--endpoint", metavar="URL", help="OTLP/HTTP traces URL, like http://127.0.0.1:4318/v1/traces."
+    ),
+    start: int = typer.Option(
+        0, "--start", min=0, help="First entry to export (a failed export says where)."
+    ),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to keep retrying each batch."),
+) -> None:
+    """Export the ledger as OpenTelemetry spans over OTLP/HTTP: one span per entry, its causes as
+    links, GenAI names (execute_tool, invoke_agent) where they apply. Credentials go in
+    OTEL_EXPORTER_OTLP_HEADERS, never in the URL."""
+    from answerable.config import endpoint_problem
+    from answerable.otel import export_ledger
+
+    problem = endpoint_problem(endpoint)
+    if problem is not None:
+        _fail(ConfigError(f"--endpoint: {problem}"))
+    import logging
+
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    # The exporter logs each failed attempt; the one line below says what failed and where to go on.
+    logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)
+    with _open(ledger) as store:
+        size = store.size()
+        if start > size:
+            _fail(ConfigError(f"--start {start} is past the ledger's {size} entries"))
+        exporter = OTLPSpanExporter(endpoint=endpoint, timeout=timeout)
+        try:
+            count = _run(lambda: export_ledger(store, exporter, start=start, where=endpoint))
+        finally:
+            exporter.shutdown()  # type: ignore[no-untyped-call]
+    _out().print(f"exported {count} spans (entries {start} to {size - 1}) to {endpoint}", markup=False)
 
 
 @app.command("report")

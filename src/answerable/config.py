@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from answerable.errors import AnswerableError, ConfigError
 
-__all__ = ["OperationConfig", "ServiceConfig", "load_config", "resolve_target"]
+__all__ = ["OperationConfig", "ServiceConfig", "endpoint_problem", "load_config", "resolve_target"]
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -181,9 +182,21 @@ def load_config(path: Path) -> ServiceConfig:
         witnesses=read.witnesses(),
         monitors=read.maybe_path("monitors", "file", None, must_exist=True),
         webhook=read.url("notify", "webhook"),
-        otel_endpoint=read.url("otel", "endpoint"),
+        otel_endpoint=read.otel_endpoint(),
         extra={k: v for k, v in doc.items() if k not in _KNOWN},
     )
+
+
+def endpoint_problem(url: str) -> str | None:
+    """Why ``url`` cannot be an OTLP/HTTP endpoint here, or None. A URL carrying a user or a
+    password is refused: it would be printed and logged; the exporter reads credentials from
+    ``OTEL_EXPORTER_OTLP_HEADERS`` instead."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"want an http:// or https:// URL, got {url.split('://')[0]!r}"
+    if parts.username or parts.password:
+        return "holds a user or password; put credentials in OTEL_EXPORTER_OTLP_HEADERS, not in the URL"
+    return None
 
 
 class _Reader:
@@ -259,6 +272,14 @@ class _Reader:
         if not isinstance(value, str) or not value.startswith(("http://", "https://")):
             raise ConfigError(f"{self.name}: [{table}] {key}: want an http(s) URL, got {value!r}")
         return value
+
+    def otel_endpoint(self) -> str | None:
+        url = self.url("otel", "endpoint")
+        if url is not None:
+            problem = endpoint_problem(url)
+            if problem is not None:
+                raise ConfigError(f"{self.name}: [otel] endpoint: {problem}")
+        return url
 
     def witnesses(self) -> tuple[tuple[str, str], ...]:
         value = self._get("checkpoints", "witnesses", [])

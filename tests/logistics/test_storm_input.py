@@ -262,3 +262,53 @@ async def test_warehouse_outage_is_ridden_out_with_retries_under_the_same_key(tm
         assert all(x.status == "succeeded" for x in north)
         keys = [r.key for r in run.world.warehouse.records if isinstance(r.body, DispatchRequest)]
         assert len(keys) == len(set(keys))
+
+
+def test_demo_storm_runs_under_other_rules_given_as_a_folder_and_refuses_bad_ones(tmp_path: Path):
+    """--rules DIR: every mode with rules decides under DIR's rules (here governed), signed by the
+    demo's RI; result.json names them. A folder without them, or rules that do not validate:
+    one line, exit 2, no run."""
+    import hashlib
+
+    from answerable.logistics.governance import POLICIES, SCHEMA
+    from answerable.records import Decision, RulesetVersion
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    stricter = POLICIES + (
+        '\n@id("no-medical-reprioritization")\n'
+        'forbid(principal, action == Action::"shipment.reprioritize", resource)\n'
+        '  when { resource.class == "medical" };\n'
+    )
+    (rules / "policies.cedar").write_text(stricter)
+    (rules / "schema.cedarschema").write_text(SCHEMA)
+    out = tmp_path / "out"
+    base = ["demo", "storm", "--seed", "5", "--scenario", str(scenario_file(tmp_path)), "--days", "2"]
+    result = runner.invoke(app, [*base, "--mode", "governed", "--out", str(out), "--rules", str(rules)])
+    assert result.exit_code == 0, result.output
+    digest = hashlib.sha256(stricter.encode()).hexdigest()
+    assert json.loads((out / "result.json").read_text())["rules"] == {
+        "source": str(rules),
+        "ruleset_hash": digest,
+    }
+    for mode in ("governed",):  # every mode with rules takes them alike (StormRun.__aenter__)
+        with SQLiteLedger.open(out / f"{mode}.db") as ledger:
+            [recorded] = [decode_entry(e.data) for e in ledger.of_kind("RulesetVersion")]
+            decisions = [decode_entry(e.data) for e in ledger.of_kind("Decision")]
+        assert isinstance(recorded, RulesetVersion)
+        assert (recorded.policies, recorded.schema_text) == (stricter, SCHEMA)
+        assert decisions
+        assert all(isinstance(d, Decision) and d.ruleset_hash == digest for d in decisions), mode
+
+    (rules / "policies.cedar").write_text(stricter.replace("resource.class", "resource.colour"))
+    bad = runner.invoke(app, [*base, "--out", str(tmp_path / "bad"), "--rules", str(rules)])
+    assert bad.exit_code == 2
+    assert "do not validate" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    missing = runner.invoke(
+        app, [*base, "--out", str(tmp_path / "none"), "--rules", str(tmp_path / "nowhere")]
+    )
+    assert missing.exit_code == 2
+    assert "must hold policies.cedar" in missing.stderr
+    assert not (tmp_path / "bad").exists()
+    assert not (tmp_path / "none").exists()

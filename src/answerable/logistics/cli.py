@@ -61,6 +61,14 @@ def demo_storm(
         "postgres; no schema, no password: each run makes a schema of its own; a password goes "
         "in PGPASSWORD or ~/.pgpass).",
     ),
+    rules: Path | None = typer.Option(
+        None,
+        "--rules",
+        metavar="DIR",
+        help="Run every mode with rules (all but ungoverned) under these instead of the storm's own: "
+        "policies.cedar and schema.cedarschema or schema.json, as `answerable rules export` writes "
+        "them, signed by the demo's RI. Compare with a run without, by `answerable report-compare`.",
+    ),
 ) -> None:
     """The storm, run ungoverned and governed from one seed; prints the outcome table."""
     from pydantic import ValidationError
@@ -106,6 +114,16 @@ def demo_storm(
             config = ScenarioConfig.model_validate({**config.model_dump(), "days": days})
         except ValidationError as exc:
             raise ConfigError(f"--days {days}: {'; '.join(problems(exc, 'days'))}") from exc
+    if rules is not None:
+        from answerable.logistics.world import OtherRules
+        from answerable.policy import load_ruleset
+        from answerable.replay import read_ruleset
+
+        policies, schema_text = read_ruleset(rules)
+        load_ruleset(policies, schema_text)  # refused now, in one line, if it does not parse or validate
+        config = config.model_copy(
+            update={"rules": OtherRules(source=str(rules), policies=policies, schema_text=schema_text)}
+        )
     with Progress(console=err, transient=True) as progress:
         tasks: dict[str, TaskID] = {m: progress.add_task(f"{m:>10}", total=config.days) for m in modes[mode]}
 
