@@ -194,7 +194,10 @@ def test_cites_pairs_each_cause_once_per_entry(causes: object) -> None:
         for body, index in zip(bodies, indexes, strict=True)
         for cause in set(body.get("causes") or ())  # type: ignore[call-overload]
     ]
-    assert sorted(_cites(bodies, indexes), key=repr) == sorted(expected, key=repr)
+    pairs, count = _cites(bodies, indexes)
+    got = list(pairs)
+    assert sorted(got, key=repr) == sorted(expected, key=repr)
+    assert count == len(got)
 
 
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 7, 8, 9, 1025])
