@@ -850,7 +850,8 @@ class SQLView:
 
     def leaves(self) -> Iterator[list[tuple[int, str, str, bytes, bytes]]]:
         # Small batches: what one batch allocates stays in the CPU's caches and the allocator's
-        # free lists while it is checked (8192 rows at a time verified about a third slower).
+        # free lists while it is checked (reading and hashing 200,000 entries took 0.86 s 8,192
+        # rows at a time, 0.50 s 256 at a time).
         sql = "SELECT idx, id, kind, data, leaf_hash FROM entries ORDER BY idx"
         yield from self._batches(sql, (), 256)
 

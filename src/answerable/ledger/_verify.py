@@ -64,7 +64,8 @@ class RawView(Protocol):
     origin: str
 
     def leaves(self) -> Iterator[list[tuple[int, str, str, bytes, bytes]]]:
-        """Every entry row (index, id, kind, data, leaf hash) in index order, in large batches."""
+        """Every entry row (index, id, kind, data, leaf hash) in index order, in batches (one
+        query: the batches are what is checked at a time)."""
         ...
 
     def rows(self, start: int, stop: int) -> Iterator[tuple[int, str, bytes]]: ...
@@ -344,9 +345,9 @@ def _leaves(view: RawView, blobs: _Blobs) -> tuple[list[bytes], _Multiset]:
 
     A batch at a time, in passes that run in C (``map`` over C functions, tuple comparisons): leaf
     hashes straight from the stored bytes, indexes, JSON, and the id and kind of the index rows.
-    Python code runs per batch, not per entry, so what a batch costs is mostly the hashing and the
-    parse. Only a batch where a pass fails is walked row by row, to name the first faulty entry
-    exactly as before.
+    Nearly all Python code runs per batch, not per entry, so what a batch costs is mostly reading
+    its rows, hashing and parsing. Only a batch where a pass fails is walked row by row, to name
+    the first faulty entry exactly as before.
     """
     hashes: list[bytes] = []
     cited = _Multiset()
