@@ -29,8 +29,10 @@ does not bracket the change, and the same byte and id-order evidence narrows it 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain, compress, repeat
+from operator import itemgetter
 from typing import Any, Protocol
 
 import orjson
@@ -47,6 +49,12 @@ _MAX_PAIRS = 16
 _MAX_SCAN = 65_536
 """Largest range of entries re-read to find a hand-edited one when only checkpoints bracket it."""
 
+_loads = orjson.loads
+_DIGEST = type(hashlib.sha256()).digest
+"""``HASH.digest`` unbound, to map over hash objects without a Python frame per entry."""
+_ID = itemgetter("id")
+_KIND = itemgetter("kind")
+
 
 class RawView(Protocol):
     """The rows a backend exposes for verification, in index order, from one snapshot."""
@@ -56,12 +64,17 @@ class RawView(Protocol):
     origin: str
 
     def leaves(self) -> Iterator[list[tuple[int, str, str, bytes, bytes]]]:
-        """Every entry row (index, id, kind, data, leaf hash) in index order, in large batches."""
+        """Every entry row (index, id, kind, data, leaf hash) in index order, in batches (one
+        query: the batches are what is checked at a time)."""
         ...
 
     def rows(self, start: int, stop: int) -> Iterator[tuple[int, str, bytes]]: ...
 
     def level(self, level: int) -> list[tuple[int, bytes]]: ...
+
+    def nodes(self, level: int) -> Iterator[list[tuple[int, bytes]]]:
+        """The stored nodes (index, hash) of one level, in index order, in batches."""
+        ...
 
     def max_level(self) -> int: ...
 
@@ -330,46 +343,72 @@ def _blob_ref(value: object) -> tuple[str, int] | None:
 def _leaves(view: RawView, blobs: _Blobs) -> tuple[list[bytes], _Multiset]:
     """The stored leaf hashes, checked against the entries' bytes, and the causes the entries cite.
 
-    A batch at a time: its indexes, leaf hashes, JSON and index rows are checked in a few passes
-    of list comprehensions (hashing straight from the stored bytes), and only a batch where one
-    of them fails is walked row by row, to name the first faulty entry exactly as before.
+    A batch at a time, in passes that run in C (``map`` over C functions, tuple comparisons): leaf
+    hashes straight from the stored bytes, indexes, JSON, and the id and kind of the index rows.
+    Nearly all Python code runs per batch, not per entry, so what a batch costs is mostly reading
+    its rows, hashing and parsing. Only a batch where a pass fails is walked row by row, to name
+    the first faulty entry exactly as before.
     """
     hashes: list[bytes] = []
-    sha256 = hashlib.sha256
-    loads = orjson.loads
     cited = _Multiset()
     expected = 0
     for batch in view.leaves():
-        stored = [row[4] for row in batch]
+        indexes, ids, kinds, datas, stored = zip(*batch, strict=True)
+        size = len(batch)
         try:
-            bodies = [loads(row[3]) for row in batch]
+            bodies = list(map(_loads, datas))
             sound = (
                 # Every index, not the ends alone: a hand-made table can hold 1.5 or a duplicate.
-                [row[0] for row in batch] == list(range(expected, expected + len(batch)))
-                and [sha256(b"\x00" + row[3]).digest() for row in batch] == stored
-                and all(
-                    type(body) is dict and body.get("id") == row[1] and body.get("kind") == row[2]
-                    for body, row in zip(bodies, batch, strict=True)
-                )
+                indexes == tuple(range(expected, expected + size))
+                and _leaf_hashes(datas) == stored
+                # A string subscript takes only a dict (orjson's one mapping): a list, string, number
+                # or null raises TypeError, a record without its id or kind KeyError.
+                and tuple(map(_ID, bodies)) == ids
+                and tuple(map(_KIND, bodies)) == kinds
             )
-        except (orjson.JSONDecodeError, TypeError):  # TypeError: data rewritten as TEXT by hand
+        except (orjson.JSONDecodeError, TypeError, KeyError):  # TypeError too: data rewritten as TEXT
             sound = False
         if sound:
-            for row, body in zip(batch, bodies, strict=True):
-                if b'"$blob"' in row[3]:  # a C-speed scan spares the per-field walk on nearly every entry
-                    blobs.check(row[0], row[1], body)
+            # A blob reference holds a "$": one memchr over the batch spares the field walk on
+            # nearly all (joined, since a method called per entry costs more than the copy).
+            if b"$" in b"".join(datas):
+                for index, entry_id, data, body in zip(indexes, ids, datas, bodies, strict=True):
+                    if b'"$blob"' in data:
+                        blobs.check(index, entry_id, body)
         else:  # row by row, each row's checks in order, to name the first fault
             bodies = [_check_leaf(expected + offset, row, blobs) for offset, row in enumerate(batch)]
-        cited.add_all(
-            [
-                (cause, row[0])
-                for row, body in zip(batch, bodies, strict=True)
-                for cause in set(body.get("causes") or ())
-            ]
-        )
+        cited.add_all(*_cites(bodies, indexes))
         hashes.extend(stored)
-        expected += len(batch)
+        expected += size
     return hashes, cited
+
+
+def _leaf_hashes(datas: Sequence[bytes]) -> tuple[bytes, ...]:
+    """Each entry's leaf hash (see ``merkle.leaf_hash``), in one pass of C calls, no Python frame."""
+    return tuple(map(_DIGEST, map(hashlib.sha256, map(b"\x00".__add__, datas))))
+
+
+def _cites(bodies: list[dict[str, Any]], indexes: Sequence[int]) -> tuple[Iterable[tuple[Any, int]], int]:
+    """Each ``(cause, index)`` pair the entries write, each cause once per entry (as the index holds
+    it), and how many there are.
+
+    Most entries cite one cause or none: when no entry cites more, each entry's index is paired
+    with its one cause in C (``compress`` keeps the indexes of the entries that cite one), with no
+    set to drop a cause cited twice and no list of pairs, since they are only hashed. Anything else
+    (two causes, ``causes`` null, a number in a hand-edited entry) takes the general path, which
+    reads ``causes`` as it always has.
+    """
+    causes: list[Any] = list(map(dict.get, bodies, repeat("causes")))
+    try:
+        lengths = list(map(len, causes))
+    except TypeError:  # null, or not a list at all
+        lengths = [2]
+    if max(lengths, default=0) < 2:
+        return zip(chain.from_iterable(causes), compress(indexes, lengths), strict=True), sum(lengths)
+    pairs = [
+        (cause, index) for listed, index in zip(causes, indexes, strict=True) for cause in set(listed or ())
+    ]
+    return pairs, len(pairs)
 
 
 def _check_leaf(expected: int, row: tuple[int, str, str, bytes, bytes], blobs: _Blobs) -> Any:
@@ -421,7 +460,7 @@ def _check_causes(view: RawView, cited: _Multiset) -> None:
     """The causes index must hold exactly the links the entries write; name the first entry it misstates."""
     stored = _Multiset()
     for batch in view.causes():
-        stored.add_all(batch)
+        stored.add_all(batch, len(batch))
     if stored == cited:
         return
     # Only now, with a fault to explain, is the index grouped per entry to find which one.
@@ -460,8 +499,9 @@ class _Multiset:
         self.count = 0
         self.total = 0
 
-    def add_all(self, pairs: list[tuple[str, int]]) -> None:
-        self.count += len(pairs)
+    def add_all(self, pairs: Iterable[tuple[Any, int]], count: int) -> None:
+        """Add ``count`` pairs (an iterator is hashed as it goes: no list of pairs is built)."""
+        self.count += count
         self.total = (self.total + sum(map(hash, pairs))) & 0xFFFFFFFFFFFFFFFF
 
     def __eq__(self, other: object) -> bool:
@@ -476,19 +516,14 @@ class _Multiset:
 def _tree(view: RawView, leaves: list[bytes], evidence: Sequence[note.Checkpoint]) -> list[list[bytes]]:
     """Every complete subtree hash recomputed from the leaves, compared level by level, lowest first."""
     levels = [leaves]
-    sha256 = hashlib.sha256
     while len(levels[-1]) >= 2:
-        below = levels[-1]
-        levels.append(
-            [sha256(b"\x01" + below[k] + below[k + 1]).digest() for k in range(0, len(below) - 1, 2)]
-        )
+        levels.append(merkle.parent_level(levels[-1]))
     for level in range(1, len(levels)):
-        rows = view.level(level)
-        computed = levels[level]
-        if rows == list(enumerate(computed)):  # every node in place, compared as one list
+        if _level_in_place(view, level, levels[level]):
             continue
+        rows = view.level(level)
         stored = dict(rows)
-        bad = _compare_level(view, level, computed, stored)
+        bad = _compare_level(view, level, levels[level], stored)
         if bad:
             raise _tree_fault(view, levels, level, bad, stored, evidence)
     top = view.max_level()
@@ -498,6 +533,18 @@ def _tree(view: RawView, leaves: list[bytes], evidence: Sequence[note.Checkpoint
             "entries were removed from the end"
         )
     return levels
+
+
+def _level_in_place(view: RawView, level: int, computed: list[bytes]) -> bool:
+    """True when the stored level is exactly the computed one, every node at its index, read in
+    batches; on False the caller reads the level whole to say what is wrong."""
+    start = 0
+    for rows in view.nodes(level):
+        stop = start + len(rows)
+        if rows != list(zip(range(start, stop), computed[start:stop], strict=False)):
+            return False
+        start = stop
+    return start == len(computed)
 
 
 def _compare_level(view: RawView, level: int, computed: list[bytes], stored: dict[int, bytes]) -> list[int]:

@@ -30,6 +30,7 @@ __all__ = [
     "leaf_hash",
     "new_nodes_after_append",
     "node_hash",
+    "parent_level",
     "range_hash",
     "root_hash",
     "roots_for_size",
@@ -58,6 +59,27 @@ def leaf_hash(data: bytes) -> bytes:
 def node_hash(left: bytes, right: bytes) -> bytes:
     """Hash two children with the 0x01 domain prefix (RFC 9162 §2.1.1)."""
     return _sha256(b"\x01" + left + right).digest()
+
+
+_NODE_PREFIX = _sha256(b"\x01")
+
+
+def parent_level(level: Sequence[bytes]) -> list[bytes]:
+    """The node hash of each complete pair of ``level`` (an odd last hash has no parent here).
+
+    ``node_hash`` of every pair, computed as verification recomputes a whole tree: the prefix is
+    hashed once and its state copied, so no 65-byte input is built per node.
+    """
+    parents: list[bytes] = []
+    append = parents.append
+    prefix = _NODE_PREFIX
+    pairs = iter(level)
+    for left, right in zip(pairs, pairs, strict=False):
+        state = prefix.copy()
+        state.update(left)
+        state.update(right)
+        append(state.digest())
+    return parents
 
 
 # --- decomposition of leaf ranges into complete subtrees -------------------------------------------

@@ -522,13 +522,20 @@ class _StreamingView(SQLView):
     """Verification's rows through server-side cursors, so a million entries never sit in memory."""
 
     _names = itertools.count()
+    _FETCH = 16_384
+    """Rows fetched from the server at a time; each round trip costs more than its rows (verify
+    of 200,000 entries: 4.4 s fetching 256 at a time, 3.8 s at 16,384)."""
 
     def _batches(self, sql: str, args: tuple[Any, ...], size: int) -> Iterator[list[Any]]:
+        """Rows in batches of ``size``, the size verification checks at a time, sliced from
+        larger fetches."""
+        fetch = max(size, self._FETCH)
         with self.conn.cursor(name=f"verify_{next(self._names)}") as cur:
-            cur.itersize = size
+            cur.itersize = fetch
             cur.execute(self._sql(sql), args)
-            while rows := cur.fetchmany(size):
-                yield rows
+            while rows := cur.fetchmany(fetch):
+                for start in range(0, len(rows), size):
+                    yield rows[start : start + size]
 
 
 def _probe_meta(conn: psycopg.Connection[Any], schema: str, where: str) -> dict[str, str] | None:
