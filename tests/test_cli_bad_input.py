@@ -234,7 +234,10 @@ def test_otel_export_refuses_a_bad_endpoint_and_names_one_that_is_down(used: Pat
     with_password = run("otel-export", used, "--endpoint", "http://me:secret@127.0.0.1:4318/v1/traces")
     refused(with_password, "OTEL_EXPORTER_OTLP_HEADERS")
     assert "secret" not in with_password.output
-    refused(run("otel-export", used, "--endpoint", "http://127.0.0.1:4318/v1/traces", "--start", 99), "past")
+    refused(
+        run("otel-export", used, "--endpoint", "http://127.0.0.1:4318/v1/traces", "--start", 99),
+        "nothing to export",
+    )
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         down = f"http://127.0.0.1:{probe.getsockname()[1]}/v1/traces"

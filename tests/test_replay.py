@@ -74,7 +74,7 @@ async def test_a_stricter_rule_changes_exactly_the_intents_it_matches(
     assert report.unchanged == report.replayed - 3 == 4
     doc = report.to_json()
     assert set(doc) == {"intents", "replayed", "unchanged", "changed", "not_replayable"}
-    assert set(doc["changed"][0]) == {"intent", "operation", "recorded", "replayed", "policies"}
+    assert set(doc["changed"][0]) >= {"intent", "operation", "recorded", "replayed", "policies"}
 
 
 async def test_an_intent_a_halt_denied_stays_denied_under_any_rules(
@@ -100,22 +100,64 @@ async def test_an_intent_a_halt_denied_stays_denied_under_any_rules(
 async def test_a_ruleset_that_does_not_fit_the_recorded_requests_is_named_not_replayed(
     gateway: Gateway, ledger: SQLiteLedger
 ) -> None:
-    """A schema without the recorded action, or with other context: one precise error, naming
-    the first intent it cannot ask about; a policy that does not parse: Cedar's error."""
-    await traffic(gateway)
+    """A schema that lacks a recorded action, types a context otherwise or wants an entity
+    attribute the recorded entities lack: the intents it cannot ask about are named as not
+    replayable with Cedar's reason; when it fits none of them, one precise error. A policy that
+    does not parse: Cedar's error."""
+    regions = await traffic(gateway)
     narrower = SCHEMA.replace(
         'action "noop" appliesTo { principal: [Agent], resource: [Resource], context: {} };\n', ""
     )
-    no_noop = POLICIES.replace('Action::"noop", ', "")
-    with pytest.raises(
-        ConfigError, match=r"does not match what was recorded: intent \S+ \(noop\): failed to build"
-    ):
-        replay(ledger, load_ruleset(no_noop, narrower))
+    partial = replay(ledger, load_ruleset(POLICIES.replace('Action::"noop", ', ""), narrower))
+    [noop] = partial.not_replayable
+    assert noop.intent not in regions
+    assert "does not fit its request: failed to build request" in noop.why
+    assert (partial.replayed, partial.unchanged, partial.changed) == (6, 6, ())
+    wider_shipment = SCHEMA.replace(
+        "entity Shipment { class: String, region: String };",
+        "entity Shipment { class: String, region: String, weight: Long };",
+    )
+    entities = replay(ledger, load_ruleset(POLICIES, wider_shipment))
+    assert {n.intent for n in entities.not_replayable} == set(regions)
+    assert all("failed to parse entities: entity does not conform" in n.why for n in entities.not_replayable)
+    assert all("bench-agent" not in n.why and "[{" not in n.why for n in entities.not_replayable)
+    assert (entities.replayed, entities.changed) == (1, ())
+
+
+async def test_a_schema_that_fits_no_recorded_request_is_one_precise_error(
+    gateway: Gateway, ledger: SQLiteLedger
+) -> None:
+    for args in (booking("S-1"), booking("S-2", "medical", disruption=True)):
+        await gateway.submit(gateway.intent("executor", "carrier.book", args))
     other_context = SCHEMA.replace("context: { disruption: Bool }", "context: { storm: Bool }")
-    with pytest.raises(ConfigError, match=r"\(carrier\.book\): failed to build request"):
+    with pytest.raises(
+        ConfigError,
+        match=r"does not match what was recorded: intent \S+ \(carrier\.book\): failed to build request",
+    ):
         replay(ledger, load_ruleset(POLICIES.replace("context.disruption", "context.storm"), other_context))
+    renamed = SCHEMA.replace("Shipment", "Parcel")
+    with pytest.raises(
+        ConfigError, match=r"\(carrier\.book\): failed to parse entities: error during entity deserialization"
+    ):
+        replay(ledger, load_ruleset(POLICIES, renamed))
     with pytest.raises(PolicyInvalid, match="do not parse"):
         load_ruleset("permit(principal, action, resource", SCHEMA)
+
+
+async def test_an_intent_the_schema_never_described_replays_unchanged_under_its_own_rules(
+    ledger: SQLiteLedger, gateway: Gateway, tmp_path: Path
+) -> None:
+    """An operation registered at the gateway but missing from the Cedar schema was denied with
+    Cedar's error when recorded; under the same rules it is denied again: no change, no error."""
+    gateway.register("carrier.track", lambda: None, resource_class="bench")
+    denied = await gateway.submit(gateway.intent("executor", "carrier.track", {}))
+    assert denied.decision is not None
+    assert denied.decision.effect == "deny"
+    assert any("failed to build request" in e for e in denied.decision.errors)
+    await gateway.submit(gateway.intent("executor", "noop", {}))
+    policies, schema = write_ruleset(recorded_ruleset(ledger), tmp_path / "rules")
+    report = replay(ledger, load_ruleset(policies.read_text(), schema.read_text()))
+    assert (report.replayed, report.unchanged, report.changed, report.not_replayable) == (2, 2, (), ())
 
 
 async def test_export_names_its_version_and_refuses_one_not_recorded(

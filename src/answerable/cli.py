@@ -1328,8 +1328,12 @@ def otel_export(
     logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)
     with _open(ledger) as store:
         size = store.size()
-        if start > size:
-            _fail(ConfigError(f"--start {start} is past the ledger's {size} entries"))
+        if start >= size:
+            _fail(
+                ConfigError(
+                    f"--start {start}: the ledger holds {size} entries (0 to {size - 1}); nothing to export"
+                )
+            )
         exporter = OTLPSpanExporter(endpoint=endpoint, timeout=timeout)
         try:
             count = _run(lambda: export_ledger(store, exporter, start=start, where=endpoint))

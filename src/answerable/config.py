@@ -188,14 +188,24 @@ def load_config(path: Path) -> ServiceConfig:
 
 
 def endpoint_problem(url: str) -> str | None:
-    """Why ``url`` cannot be an OTLP/HTTP endpoint here, or None. A URL carrying a user or a
-    password is refused: it would be printed and logged; the exporter reads credentials from
-    ``OTEL_EXPORTER_OTLP_HEADERS`` instead."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    """Why ``url`` cannot be an OTLP/HTTP endpoint here, or None. A URL carrying a user, a
+    password or a query (where API keys hide) is refused: it would be printed and logged; the
+    exporter reads credentials from ``OTEL_EXPORTER_OTLP_HEADERS`` instead."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a URL: {exc}"
+    if parts.scheme not in ("http", "https"):
         return f"want an http:// or https:// URL, got {url.split('://')[0]!r}"
-    if parts.username or parts.password:
-        return "holds a user or password; put credentials in OTEL_EXPORTER_OTLP_HEADERS, not in the URL"
+    if not parts.hostname:
+        return "names no host"
+    if parts.username or parts.password or parts.query or parts.fragment:
+        return (
+            "holds a user, password or query; put credentials in OTEL_EXPORTER_OTLP_HEADERS, not in the URL"
+        )
+    if port == 0:
+        return "names port 0"
     return None
 
 

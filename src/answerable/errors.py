@@ -228,7 +228,12 @@ class BusError(AnswerableError):
 
 class ExportFailed(AnswerableError):
     """A telemetry endpoint did not take the spans sent to it; names the endpoint. Nothing is
-    lost: spans are made from the ledger, so the same export can run again."""
+    lost: spans are made from the ledger, so the same export can run again from ``start``, the
+    first entry whose span was not taken (those before it were)."""
+
+    def __init__(self, message: str, *, start: int) -> None:
+        super().__init__(message)
+        self.start = start
 
 
 class LedgerError(AnswerableError):

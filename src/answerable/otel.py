@@ -59,6 +59,8 @@ class SpanMaker:
         self.resource = Resource.create({"service.name": "answerable", "answerable.ledger": ledger.origin})
         self._trace: dict[str, int] = {}
         self._kind: dict[str, str] = {}
+        self._last_ns = 0
+        """The last entry time read: the stand-in for an entry whose time does not parse."""
 
     def spans(self, entries: Iterable[StoredEntry]) -> Iterator[ReadableSpan]:
         for stored in entries:
@@ -79,9 +81,15 @@ class SpanMaker:
             )
             for c in causes
         ]
-        parent = SpanContext(trace, span_id_of(causes[0]), False, _SAMPLED) if causes else None
+        # A first cause the ledger does not hold would be a parent no viewer can find: link only.
+        known = bool(causes) and self._kind.get(causes[0], "unknown") != "unknown"
+        parent = SpanContext(trace, span_id_of(causes[0]), False, _SAMPLED) if known else None
         name, attributes, status, duration_ns = _describe(record)
-        end = parse_rfc3339(record.at)
+        try:
+            end = self._last_ns = parse_rfc3339(record.at)
+        except ValueError:  # a time the schema lets through but no calendar holds: kept as said
+            end = self._last_ns
+            attributes = {**attributes, "answerable.at": record.at, "answerable.at_invalid": True}
         return ReadableSpan(
             name=name,
             context=SpanContext(trace, span_id_of(record.id), False, _SAMPLED),
@@ -110,6 +118,7 @@ class SpanMaker:
         """The trace of an entry made into a span before, or found up its first causes in the
         ledger (an export that starts past the beginning); an id the ledger lacks starts its own."""
         walked: list[str] = []
+        seen: set[str] = set()
         current = entry_id
         trace: int | None = None
         while trace is None:
@@ -117,18 +126,19 @@ class SpanMaker:
             if trace is not None:
                 break
             walked.append(current)
+            seen.add(current)
             try:
                 record = decode_entry(self.ledger.find(current).data)
             except (EntryNotFound, RecordInvalid):
                 trace = trace_id_of(current)
                 break
             self._kind[current] = _kind(record)
-            if not record.causes or len(walked) > 10_000:
+            if not record.causes or record.causes[0] in seen:  # a root, or a cycle a forger made
                 trace = trace_id_of(current)
                 break
             current = record.causes[0]
-        for seen in walked:
-            self._trace[seen] = trace
+        for each in walked:
+            self._trace[each] = trace
         return trace
 
     def _kind_of(self, entry_id: str) -> str:
@@ -210,16 +220,18 @@ def export_ledger(
     start: int = 0,
     stop: int | None = None,
     where: str = "the exporter",
+    maker: SpanMaker | None = None,
 ) -> int:
     """Export the entries ``[start, stop)`` (by default all) as spans, in batches; returns how
-    many spans were exported.
+    many spans were exported. ``maker``: one kept across calls (the service's rounds) remembers
+    the traces it has seen.
 
     Raises:
         ExportFailed: the exporter refused a batch (after its own retries); names ``where``
             and how far the export got, so it can run again from there.
     """
     end = ledger.size() if stop is None else stop
-    maker = SpanMaker(ledger)
+    maker = maker or SpanMaker(ledger)
     exported = 0
     for first in range(start, end, _BATCH):
         last = min(first + _BATCH, end)
@@ -227,7 +239,8 @@ def export_ledger(
         if spans and exporter.export(spans) is not SpanExportResult.SUCCESS:
             raise ExportFailed(
                 f"{where} did not take the spans of entries {first} to {last - 1} "
-                f"({exported} spans exported before them); run the export again from --start {first}"
+                f"({exported} spans exported before them); run the export again from --start {first}",
+                start=first,
             )
         exported += len(spans)
     return exported

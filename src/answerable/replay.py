@@ -38,9 +38,10 @@ __all__ = [
 
 _NOT_BUILT = "building the Cedar request for"
 """How the gateway's Decision begins the error when an operation could not build its request."""
-_SCHEMA_MISMATCH = ("failed to build request", "entity does not conform", "error deserializing entities")
-"""How Cedar begins an error about a request or entity its schema does not describe: under the
-replayed schema the recorded requests cannot even be asked."""
+_REQUEST_MISFIT = "failed to build request"
+_ENTITIES_MISFIT = "failed to parse entities from:"
+"""How Cedar begins an error about a request or an entity its schema does not describe (an
+action, a context attribute, an entity type or attribute it lacks or types otherwise)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,8 @@ class Changed:
     replayed: str
     policies: tuple[str, ...]
     """The policies that make the replayed decision (a deny with none: no permit matched)."""
+    errors: tuple[str, ...] = ()
+    """Cedar's errors, when an evaluation error made the replayed deny (as it would at the gateway)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,7 @@ class ReplayReport:
                     "recorded": c.recorded,
                     "replayed": c.replayed,
                     "policies": list(c.policies),
+                    "errors": list(c.errors),
                 }
                 for c in self.changed
             ],
@@ -132,10 +136,12 @@ def write_ruleset(ruleset: RulesetVersion, out: Path) -> tuple[Path, Path]:
     except orjson.JSONDecodeError:
         schema_name = "schema.cedarschema"
     policies, schema = out / "policies.cedar", out / schema_name
+    other = out / ("schema.cedarschema" if schema_name == "schema.json" else "schema.json")
     try:
         out.mkdir(parents=True, exist_ok=True)
         policies.write_text(ruleset.policies, encoding="utf-8")
         schema.write_text(ruleset.schema_text, encoding="utf-8")
+        other.unlink(missing_ok=True)  # a folder holds one schema, or `read_ruleset` refuses it
     except OSError as exc:
         raise ConfigError(f"cannot write the ruleset to {out}: {exc.strerror or exc}") from exc
     return policies, schema
@@ -163,10 +169,14 @@ def read_ruleset(folder: Path) -> tuple[str, str]:
 def replay(ledger: LedgerStore, ruleset: Ruleset) -> ReplayReport:
     """Decide every recorded intent again under ``ruleset`` and compare with what was recorded.
 
+    An intent whose recorded request or entities the replayed schema does not describe cannot
+    be asked: it is listed as not replayable with Cedar's reason (a ledger that spans a schema
+    change, say). One that already could not be asked when it was recorded (an operation the
+    schema never declared) is compared as any other: it was denied then and is denied now.
+
     Raises:
-        ConfigError: the replayed schema does not describe a request that was recorded (an
-            action, a context attribute or an entity it lacks): replaying under it would only
-            say so for every intent, so the first is named instead.
+        ConfigError: the replayed schema describes none of the recorded requests it is asked
+            about: it is the wrong schema, and the first intent says how.
     """
     intents: dict[str, Intent] = {}
     for stored in ledger.of_kind("Intent"):
@@ -192,25 +202,45 @@ def replay(ledger: LedgerStore, ruleset: Ruleset) -> ReplayReport:
         askable.append((intent, decision, CedarRequest.from_record(decision.request, decision.entities)))
     verdicts = decide_many([request for _, _, request in askable], ruleset)
     changed: list[Changed] = []
+    misfits: list[NotReplayable] = []
     for (intent, decision, _), verdict in zip(askable, verdicts, strict=True):
-        mismatch = next((e for e in verdict.errors if e.startswith(_SCHEMA_MISMATCH)), None)
-        if mismatch is not None:
-            raise ConfigError(
-                f"the replayed schema does not match what was recorded: intent {intent.id} "
-                f"({intent.operation}): {mismatch}"
+        misfit = _misfit(verdict.errors)
+        if misfit is not None and _misfit(decision.errors) is None:
+            misfits.append(
+                NotReplayable(intent.id, f"the replayed schema does not fit its request: {misfit}")
             )
+            continue
         replayed = "deny" if decision.control_id is not None else verdict.effect
         if replayed != decision.effect:
+            errors = verdict.errors if replayed == "deny" and decision.control_id is None else ()
             changed.append(
-                Changed(intent.id, intent.operation, decision.effect, replayed, verdict.policy_ids)
+                Changed(intent.id, intent.operation, decision.effect, replayed, verdict.policy_ids, errors)
             )
+    if misfits and len(misfits) == len(askable):
+        first = next(i for i, _, _ in askable if i.id == misfits[0].intent)
+        raise ConfigError(
+            f"the replayed schema does not match what was recorded: intent {first.id} "
+            f"({first.operation}): {misfits[0].why.partition(': ')[2]}"
+        )
+    asked = len(askable) - len(misfits)
     return ReplayReport(
         intents=len(intents),
-        replayed=len(askable),
-        unchanged=len(askable) - len(changed),
+        replayed=asked,
+        unchanged=asked - len(changed),
         changed=tuple(changed),
-        not_replayable=tuple(skipped),
+        not_replayable=(*skipped, *misfits),
     )
+
+
+def _misfit(errors: Sequence[str]) -> str | None:
+    """Cedar's complaint that a request or its entities do not fit the schema, shortened (the
+    entities' own JSON, which Cedar repeats, left out), or None."""
+    for error in errors:
+        if error.startswith(_REQUEST_MISFIT):
+            return error
+        if error.startswith(_ENTITIES_MISFIT):
+            return "failed to parse entities: " + error.rpartition("]: ")[2]
+    return None
 
 
 def _unaskable(decision: Decision) -> str | None:

@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
     from answerable.bus.nats import NatsBus
+    from answerable.otel import SpanMaker
 
 __all__ = ["MAX_BODY", "Service", "build_app", "outcome_doc"]
 
@@ -130,6 +131,9 @@ class Service:
         self._traced = 0
         """``[otel]``: entries before this index are exported as spans."""
         self._span_exporter: SpanExporter | None = None
+        self._span_maker: SpanMaker | None = None
+        self._trace_round: asyncio.Future[int] | None = None
+        """The export running on its thread, kept so that stopping waits for it."""
         self._trace_failing = False
         self._by_key: dict[tuple[str, str], str] = {}
         """(agent, idempotency key) -> intent id, rebuilt from the ledger at start."""
@@ -285,34 +289,81 @@ class Service:
             self._tasks.append(asyncio.create_task(self._every(config.settle_every, self._watch)))
             self._tasks.append(asyncio.create_task(self._notify(config.webhook)))
         if config.otel_endpoint is not None:
-            self._traced = ledger.size()  # what came before: `answerable otel-export`
+            import logging
+
+            # The exporter logs each attempt it retries, and a malformed OTEL_EXPORTER_OTLP_HEADERS
+            # element verbatim (a token, say): the service says what failed in its own words.
+            logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)
+            self._traced = ledger.size()
+            print(
+                f"answerable serve: otel: exporting live from entry {self._traced} to {config.otel_endpoint} "
+                f"(earlier entries: answerable otel-export --start 0)",
+                file=sys.stderr,
+                flush=True,
+            )
             self._tasks.append(asyncio.create_task(self._every(config.settle_every, self._trace)))
 
     async def _trace(self) -> None:
         """Export the entries appended since the last round as spans, on a thread of its own:
-        the gateway never waits for the endpoint. A round the endpoint refuses is tried again
-        from the same entry on the next (the spans are made from the ledger, so none is lost);
-        each refusal is said once on stderr."""
+        the gateway never waits for the endpoint. What the endpoint refuses is tried again from
+        the first entry it did not take on the next round (the spans are made from the ledger,
+        so none is lost and none is sent twice); a refusal is said once on stderr, and so is the
+        recovery."""
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        from answerable.otel import export_ledger
+        from answerable.otel import SpanMaker, export_ledger
 
         ledger, _ = self._running()
         endpoint = self.config.otel_endpoint
         size = ledger.size()
         if endpoint is None or size <= self._traced:
             return
-        if self._span_exporter is None:
+        if self._span_exporter is None or self._span_maker is None:
             self._span_exporter = OTLPSpanExporter(endpoint=endpoint, timeout=5)
-        exporter, start = self._span_exporter, self._traced
+            self._span_maker = SpanMaker(ledger)
+        exporter, maker, start = self._span_exporter, self._span_maker, self._traced
+
+        def one_round() -> int:
+            export_ledger(ledger, exporter, start=start, stop=size, where=endpoint, maker=maker)
+            return size
+
+        self._trace_round = asyncio.ensure_future(asyncio.to_thread(one_round))
         try:
-            await asyncio.to_thread(export_ledger, ledger, exporter, start=start, stop=size, where=endpoint)
+            # Shielded: a stop that cancels this duty waits for the round instead of sending
+            # the same spans again beside it.
+            await asyncio.shield(self._trace_round)
         except ExportFailed as exc:
+            self._traced = exc.start
             if not self._trace_failing:
-                print(f"answerable serve: otel: {exc}", file=sys.stderr, flush=True)
+                print(
+                    f"answerable serve: otel: {endpoint} did not take the spans from entry {exc.start}; "
+                    "trying again every round (nothing is lost: spans are made from the ledger)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             self._trace_failing = True
             return
+        if self._trace_failing:
+            print(f"answerable serve: otel: {endpoint} takes spans again", file=sys.stderr, flush=True)
         self._traced, self._trace_failing = size, False
+
+    async def _stop_tracing(self) -> None:
+        """Let a round in flight finish, send a last one unless the endpoint is down, close."""
+        last = self._trace_round
+        if last is not None:
+            await asyncio.wait([last], timeout=15)
+            if not last.done():
+                return  # still sending: a last round beside it would send its spans twice
+            failure = last.exception()
+            if isinstance(failure, ExportFailed):
+                self._traced, self._trace_failing = failure.start, True
+            elif failure is None:
+                self._traced = max(self._traced, last.result())
+        if not self._trace_failing:
+            with contextlib.suppress(AnswerableError):
+                await self._trace()
+        if self._span_exporter is not None:
+            await asyncio.to_thread(self._span_exporter.shutdown)
 
     async def stop(self) -> None:
         """Stop the duties, sign a last checkpoint, release the lease, close the ledger."""
@@ -326,9 +377,8 @@ class Service:
                 await task
         if self._tasks:  # it started: it held the lease, so it records and signs the last word
             await self._flush_refusals()
-            if self.config.otel_endpoint is not None and not self._trace_failing:
-                with contextlib.suppress(AnswerableError):  # a last round, unless it is down
-                    await self._trace()
+            if self.config.otel_endpoint is not None:
+                await self._stop_tracing()
             with contextlib.suppress(AnswerableError):
                 await self._checkpoint(final=True)
         if self.bus is not None:

@@ -310,5 +310,10 @@ def test_demo_storm_runs_under_other_rules_given_as_a_folder_and_refuses_bad_one
     )
     assert missing.exit_code == 2
     assert "must hold policies.cedar" in missing.stderr
-    assert not (tmp_path / "bad").exists()
-    assert not (tmp_path / "none").exists()
+    in_file = scenario_file(tmp_path, rules={"source": "x", "policies": "permit(", "schema_text": SCHEMA})
+    from_file = runner.invoke(app, [*base[:4], "--scenario", str(in_file), "--out", str(tmp_path / "file")])
+    assert from_file.exit_code == 2
+    assert "do not parse" in from_file.stderr
+    assert len(from_file.stderr.strip().splitlines()) == 1
+    for never in ("bad", "none", "file"):
+        assert not (tmp_path / never).exists()

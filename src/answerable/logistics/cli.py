@@ -121,9 +121,10 @@ def demo_storm(
 
         policies, schema_text = read_ruleset(rules)
         load_ruleset(policies, schema_text)  # refused now, in one line, if it does not parse or validate
-        config = config.model_copy(
-            update={"rules": OtherRules(source=str(rules), policies=policies, schema_text=schema_text)}
+        other = OtherRules.model_validate(
+            {"source": str(rules), "policies": policies, "schema_text": schema_text}
         )
+        config = config.model_copy(update={"rules": other})
     with Progress(console=err, transient=True) as progress:
         tasks: dict[str, TaskID] = {m: progress.add_task(f"{m:>10}", total=config.days) for m in modes[mode]}
 

@@ -137,7 +137,7 @@ async def storm(
             result.metrics["margin_change_pct"] = _change(result.metrics["margin"], base["margin"])
     if {"ungoverned", "governed"} <= results.keys():
         document["price_of_accountability_pct"] = price_of_accountability(results)
-    if config.rules is not None:  # run under other rules than the storm's own: say which
+    if config.rules is not None and set(results) - {"ungoverned"}:  # other rules were used: say which
         document["rules"] = {
             "source": config.rules.source,
             "ruleset_hash": hashlib.sha256(config.rules.policies.encode()).hexdigest(),

@@ -79,6 +79,18 @@ class OtherRules(BaseModel):
     policies: str
     schema_text: str
 
+    @model_validator(mode="after")
+    def _compiles(self) -> OtherRules:
+        """Checked where they are given (a scenario file too), before any run starts."""
+        from answerable.errors import PolicyInvalid
+        from answerable.policy import load_ruleset
+
+        try:
+            load_ruleset(self.policies, self.schema_text)
+        except PolicyInvalid as exc:
+            raise ValueError(str(exc)) from exc
+        return self
+
 
 class ScenarioConfig(BaseModel):
     """Everything that shapes a run besides the seed; loadable from a JSON scenario file."""
