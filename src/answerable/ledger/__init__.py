@@ -7,8 +7,9 @@ ledger's name) must not load the SQL store, the verifier and their dependencies.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from answerable._lazy import lazy_names
 
 if TYPE_CHECKING:
     from answerable.ledger._sql import SQLLedger
@@ -40,17 +41,7 @@ _HOME = {
 """Where each public name lives."""
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module 'answerable.ledger' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # the next look-up is a plain one
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOME])
+__getattr__, __dir__ = lazy_names(__name__, _HOME, globals())
 
 
 __all__ = [
