@@ -188,3 +188,16 @@ async def test_an_ungoverned_intent_is_listed_as_not_replayable(
     ]
     assert report.intents == 1
     assert report.replayed == 0
+
+
+async def test_the_default_export_is_the_ruleset_a_restarted_gateway_would_load(
+    gateway: Gateway, ledger: SQLiteLedger, people: People
+) -> None:
+    """A RulesetVersion appended by someone who is not the RI never took effect: the default
+    export skips it, as a gateway restarted on this ledger would; --version still finds it."""
+    from answerable.charter import new_ruleset
+
+    forged = new_ruleset(STRICTER, SCHEMA, people.stranger, version=2)
+    await ledger.append([forged])
+    assert recorded_ruleset(ledger).version == 1
+    assert recorded_ruleset(ledger, 2).policies == STRICTER

@@ -713,7 +713,10 @@ def rules_diff(
 def rules_export(
     ledger: str = LedgerArg,
     version: int | None = typer.Option(
-        None, "--version", min=1, help="The recorded version number (default: the one in force at the end)."
+        None,
+        "--version",
+        min=1,
+        help="The recorded version number (default: the one in force at the end, the last the RI signed).",
     ),
     out_dir: Path = typer.Option(..., "--out", help="Folder to write policies.cedar and the schema into."),
     force: bool = typer.Option(False, "--force", help="Replace the files if the folder holds them."),

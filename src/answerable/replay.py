@@ -20,10 +20,12 @@ from typing import Any
 
 import orjson
 
-from answerable.errors import ConfigError, RecordInvalid
+from answerable.charter import charter_of
+from answerable.errors import AnswerableError, ConfigError, RecordInvalid
 from answerable.ledger.base import LedgerStore
 from answerable.policy import CedarRequest, Ruleset, decide_many
-from answerable.records import Decision, Intent, RulesetVersion, decode_as
+from answerable.records import Decision, Intent, RulesetVersion, SystemCharter, decode_as
+from answerable.signing import verify_ruleset
 
 __all__ = [
     "Changed",
@@ -95,12 +97,13 @@ class ReplayReport:
 
 
 def recorded_ruleset(ledger: LedgerStore, version: int | None = None) -> RulesetVersion:
-    """The RulesetVersion recorded as ``version``, or by default the one in force at the end
-    (the last recorded).
+    """The RulesetVersion recorded as ``version``, or by default the one in force at the end:
+    the last one the RI in force signed, as a gateway restarted on this ledger would load it
+    (an entry signed by anyone else never took effect).
 
     Raises:
-        ConfigError: the ledger records no ruleset, or none with that version number (the
-            versions it holds are named).
+        ConfigError: the ledger records no ruleset, none with that version number (the versions
+            it holds are named), or, by default, none the RI signed.
     """
     found: list[RulesetVersion] = []
     for stored in ledger.of_kind("RulesetVersion"):
@@ -115,12 +118,24 @@ def recorded_ruleset(ledger: LedgerStore, version: int | None = None) -> Ruleset
     if not found:
         raise ConfigError(f"ledger {ledger.origin} records no ruleset")
     if version is None:
-        return found[-1]
+        charter = charter_of(ledger)
+        signed = [r for r in found if _signed_by_ri(r, charter)]
+        if not signed:
+            raise ConfigError(f"ledger {ledger.origin} records no ruleset signed by the RI {charter.ri}")
+        return signed[-1]
     for record in found:
         if record.version == version:
             return record
     held = ", ".join(str(r.version) for r in found)
     raise ConfigError(f"ledger {ledger.origin} records no ruleset version {version}; it holds {held}")
+
+
+def _signed_by_ri(ruleset: RulesetVersion, charter: SystemCharter) -> bool:
+    try:
+        verify_ruleset(ruleset, charter)
+    except AnswerableError:
+        return False
+    return True
 
 
 def write_ruleset(ruleset: RulesetVersion, out: Path) -> tuple[Path, Path]:
