@@ -47,14 +47,14 @@ def test_governed_call_bench_checks_its_own_ledger():
         ("bench/policy.py", "--quick", "--json", "--no-pin"),
         ("bench/provenance.py", "--quick", "--json"),
         ("bench/monitors.py", "--entries", "5000", "--json"),
-        ("bench/service.py", "--quick", "--json"),
-        ("bench/coordination.py", "--quick", "--json"),
+        pytest.param(("bench/service.py", "--quick", "--json"), marks=pytest.mark.full),
+        pytest.param(("bench/coordination.py", "--quick", "--json"), marks=pytest.mark.full),
         ("bench/postgres.py", "--quick", "--json"),
         ("bench/bus.py", "--quick", "--json"),
-        ("bench/distributed.py", "--quick", "--json"),
+        pytest.param(("bench/distributed.py", "--quick", "--json"), marks=pytest.mark.full),
         ("bench/cli_latency.py", "--quick", "--json"),
     ],
-    ids=lambda a: a[0] if isinstance(a, tuple) else str(a),
+    ids=lambda a: a[0] if isinstance(a, tuple) else str(a),  # the costliest three run in make soak
 )
 def test_bench_prints_a_json_document(args):
     """Each bench prints one JSON document in quick mode."""

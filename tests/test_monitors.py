@@ -193,6 +193,7 @@ def test_reference_configuration_loads():
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_monitor_catches_the_storm_where_the_rules_did_not_foresee_it(tmp_path: Path):
     """With the first rules (no storm reviews), the monitor fires during the storm and stops the damage."""
     import asyncio

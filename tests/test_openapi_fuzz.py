@@ -27,6 +27,7 @@ import hypothesis
 import pytest
 import requests
 import schemathesis
+from procs import SOAK
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
@@ -37,10 +38,10 @@ from answerable.httpsig import sign_request
 from answerable.keys import KeyPair
 from answerable.scaffold import init
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.soak]
 
-MAX_EXAMPLES = 150
-"""Per operation (valid and invalid inputs together): about 10 s for the whole run on 2 cores."""
+MAX_EXAMPLES = 150 if SOAK else 40
+"""Per operation (valid and invalid inputs together); 150 under ``make soak``."""
 
 BODIES = (
     ("post", "/v1/intents"),

@@ -14,7 +14,7 @@ from playwright.sync_api import sync_playwright
 from answerable.logistics.demo import storm
 from answerable.report import compare, write
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.full]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 

@@ -9,6 +9,7 @@ import inspect
 from collections import Counter
 
 import pytest
+from procs import SOAK
 
 from answerable import SQLiteLedger
 from answerable.logistics import agents
@@ -18,8 +19,9 @@ from answerable.logistics.scenario import RunResult
 from answerable.logistics.services import Booking, DispatchRequest, TransferRequest
 from answerable.records import Approval, Execution, ExternalEvent, Intent, Message, decode_entry
 
-pytestmark = pytest.mark.slow
-SEEDS = (7, 3)
+pytestmark = [pytest.mark.slow, pytest.mark.soak]
+SEEDS = (7, 3) if SOAK else (7,)
+"""Seed 7 in ``make test``; seed 3 too under ``make soak``."""
 
 
 @pytest.fixture(scope="module", params=SEEDS, ids=lambda s: f"seed{s}")
