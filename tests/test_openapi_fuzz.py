@@ -199,6 +199,6 @@ def test_no_request_from_a_chartered_caller_is_a_server_error(
         passed_the_door[operation.label] = sum(status != 401 for status in statuses)
     assert not failed, "\n\n".join(f"{label}:\n{exc}" for label, exc in failed.items())
     # The signing works: every operation was reached past the signature check (one without
-    # parameters has one distinct request to send), a thousand times in all.
+    # parameters has one distinct request to send), a thousand times in all under make soak.
     assert min(passed_the_door.values()) >= 1, passed_the_door
-    assert sum(passed_the_door.values()) >= 1000, passed_the_door
+    assert sum(passed_the_door.values()) >= (1000 if SOAK else 250), passed_the_door
