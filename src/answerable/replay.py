@@ -210,11 +210,11 @@ def replay(ledger: LedgerStore, ruleset: Ruleset) -> ReplayReport:
         if decision is None:
             skipped.append(NotReplayable(intent_id, "no Decision was recorded for it (ungoverned)"))
             continue
-        why = _unaskable(decision)
-        if why is not None:
-            skipped.append(NotReplayable(intent_id, why))
+        request = _request_of(decision)
+        if isinstance(request, str):
+            skipped.append(NotReplayable(intent_id, request))
             continue
-        askable.append((intent, decision, CedarRequest.from_record(decision.request, decision.entities)))
+        askable.append((intent, decision, request))
     verdicts = decide_many([request for _, _, request in askable], ruleset)
     changed: list[Changed] = []
     misfits: list[NotReplayable] = []
@@ -258,16 +258,16 @@ def _misfit(errors: Sequence[str]) -> str | None:
     return None
 
 
-def _unaskable(decision: Decision) -> str | None:
-    """Why a recorded Decision holds no request Cedar could be asked again, or None."""
+def _request_of(decision: Decision) -> CedarRequest | str:
+    """The Cedar request a recorded Decision holds, or why it holds none Cedar could be asked again."""
     try:
-        CedarRequest.from_record(decision.request, decision.entities)
+        request = CedarRequest.from_record(decision.request, decision.entities)
     except RecordInvalid as exc:
         return f"its Decision {decision.id} holds no complete Cedar request: {exc}"
     built = [e for e in decision.errors if e.startswith(_NOT_BUILT)]
     if built:  # the gateway then records a stand-in request: Cedar was never asked the real one
         return f"its Decision {decision.id} was made without asking Cedar: {built[0]}"
-    return None
+    return request
 
 
 def summary(report: ReplayReport) -> Sequence[str]:
