@@ -66,6 +66,10 @@ charter_app = typer.Typer(
     rich_markup_mode=None, no_args_is_help=True, help="Amend the charter: add, rotate or revoke keys."
 )
 app.add_typer(charter_app, name="charter")
+receipt_app = typer.Typer(
+    rich_markup_mode=None, no_args_is_help=True, help="Check the receipts governed calls carry."
+)
+app.add_typer(receipt_app, name="receipt")
 
 _consoles: dict[bool, Console] = {}
 
@@ -769,6 +773,53 @@ def rules_check(
     )
 
 
+@rules_app.command("sign")
+def rules_sign(
+    config_file: Path = typer.Argument(..., help="The system's answerable.toml: its [rules] files."),
+    key_file: Path = typer.Option(..., "--key", help="The RI's key file."),
+) -> None:
+    """Sign the config's Cedar policies and schema as the RI: the next version of [rules] signed,
+    which answerable serve puts in force when it starts (and records in the ledger)."""
+    from answerable.charter import new_ruleset
+    from answerable.config import load_config
+    from answerable.keys import KeyPair
+
+    config = _run(lambda: load_config(config_file))
+    key = _run(lambda: KeyPair.load(key_file))
+    charter_doc = _run(lambda: _json_file(config.charter))
+    if charter_doc.get("ri") != key.identity:
+        _fail(
+            ConfigError(
+                f"--key: {key.identity!r} is not the RI the charter names ({charter_doc.get('ri')!r})"
+            )
+        )
+    version = 1
+    if config.ruleset.exists():
+        old = _run(lambda: _json_file(config.ruleset)).get("version")
+        if not isinstance(old, int) or isinstance(old, bool) or old < 1:
+            _fail(ConfigError(f"{config.ruleset.name}: its version is {old!r}, not a number from 1"))
+        version = old + 1
+    signed = _run(lambda: new_ruleset(_read(config.policies), _read(config.schema), key, version=version))
+    _write(config.ruleset, orjson.dumps(signed.model_dump(mode="json"), option=orjson.OPT_INDENT_2) + b"\n")
+    _out().print(
+        f"signed ruleset v{version} as {key.identity}: {config.ruleset.name} "
+        f"(restart answerable serve to put it in force)",
+        markup=False,
+    )
+
+
+def _json_file(path: Path) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: want a JSON object")
+    return doc
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -1343,6 +1394,117 @@ def otel_export(
         finally:
             exporter.shutdown()  # type: ignore[no-untyped-call]
     _out().print(f"exported {count} spans (entries {start} to {size - 1}) to {endpoint}", markup=False)
+
+
+@app.command("mcp-proxy")
+def mcp_proxy_command(
+    config_file: Path = typer.Argument(..., help="The system's answerable.toml, with an [mcp] table."),
+    http: bool = typer.Option(False, "--http", help="Serve streamable HTTP instead of stdio."),
+    port: int = typer.Option(8471, "--port", min=1, max=65535, help="With --http: the port (on 127.0.0.1)."),
+) -> None:
+    """Stand between an MCP client and the governed tools: every tools/call becomes an intent the
+    service (answerable serve) decides, records and runs once; results carry receipts. Speaks
+    MCP on stdio (a client launches it), or on streamable HTTP at /mcp with --http."""
+    from answerable.config import load_config
+    from answerable.mcp_proxy import McpProxy
+
+    config = _run(lambda: load_config(config_file))
+    proxy = _run(lambda: McpProxy(config))
+    server = proxy.server()
+    if http:
+        import uvicorn
+
+        app_ = server.streamable_http_app(host="127.0.0.1")
+        _err().print(f"answerable mcp-proxy on http://127.0.0.1:{port}/mcp -> {proxy.url}", markup=False)
+        uvicorn.run(app_, host="127.0.0.1", port=port, log_level="warning")
+        return
+    from mcp.server.stdio import stdio_server
+
+    async def main() -> None:
+        async with stdio_server() as (read, write):
+            await server.run(read, write, server.create_initialization_options())
+        await proxy.aclose()
+
+    _run(lambda: _async(main()))
+
+
+@app.command("mcp-schema")
+def mcp_schema_command(
+    config_file: Path = typer.Argument(..., help="The system's answerable.toml, with [mcp.servers.*]."),
+) -> None:
+    """Print the Cedar declaration of every tool the [mcp.servers.*] list now, each pinned to its
+    name, description and input schema, for the RI to review, add to the schema and sign; a
+    tool whose schema the rules cannot see is named with the reason instead."""
+    from answerable.config import load_config
+    from answerable.upstream import Upstreams
+
+    config = _run(lambda: load_config(config_file))
+    if config.mcp is None or not config.mcp.servers:
+        _fail(ConfigError(f"{config_file.name}: no [mcp.servers.NAME] table"))
+
+    async def listed() -> list[str]:
+        async def nothing() -> None:
+            return None
+
+        upstreams = Upstreams(config.mcp, {}, nothing)  # type: ignore[arg-type]
+        try:
+            await upstreams.start()
+            lines = []
+            for _, offer in sorted(upstreams.offers().items()):
+                if offer.unsupported is not None:
+                    lines.append(f"// {offer.operation}: not declared: {offer.unsupported}\n")
+                else:
+                    lines.append(offer.declaration())
+            return lines
+        finally:
+            await upstreams.stop()
+
+    for text in _run(lambda: _async(listed())):
+        _out().print(text, markup=False, end="\n")
+
+
+@receipt_app.command("verify")
+def receipt_verify(
+    receipt_file: Path = typer.Argument(..., help="A receipt (JSON), as a governed call returned it."),
+    key: str = typer.Option(
+        ..., "--key", metavar="VKEY", help="The ledger's key, as answerable ledger key prints it."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Check a receipt offline: each entry's inclusion proof against the one checkpoint, that
+    checkpoint's signature by KEY, the links between intent, decision, approvals and execution,
+    and the result against the digest the execution recorded."""
+    from answerable.receipt import verify_receipt
+
+    try:
+        raw = receipt_file.read_bytes()
+    except OSError as exc:
+        _fail(ConfigError(f"cannot read {receipt_file}: {exc.strerror}"))
+    proven = _run(lambda: verify_receipt(raw, key))
+    doc = {
+        "ok": True,
+        "origin": proven.checkpoint.origin,
+        "tree_size": proven.checkpoint.size,
+        "intent": proven.intent.id,
+        "agent": proven.intent.agent,
+        "operation": proven.intent.operation,
+        "decision": proven.decision.effect,
+        "approvals": [{"id": a.id, "by": a.by, "reason": a.reason} for a in proven.approvals],
+        "execution": None if proven.execution is None else proven.execution.status,
+        "result_checked": proven.result_checked,
+    }
+    if as_json:
+        _json(doc)
+        return
+    ran = "did not run" if proven.execution is None else proven.execution.status
+    by = "".join(f"; approved by {a.by}" for a in proven.approvals)
+    _out().print(
+        f"receipt ok: {proven.intent.operation} by {proven.intent.agent}, "
+        f"{proven.decision.effect}{by}, {ran}; "
+        f"in {proven.checkpoint.origin} at size {proven.checkpoint.size}"
+        + ("; result matches" if proven.result_checked else ""),
+        markup=False,
+    )
 
 
 @app.command("report")

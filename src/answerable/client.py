@@ -180,6 +180,17 @@ class Client:
         result: dict[str, Any] = self._call("GET", f"/v1/intents/{intent_id}", wait=seconds)
         return result
 
+    def receipt(self, intent_id: str, *, seconds: float = 0.0) -> dict[str, Any]:
+        """The receipt of a final intent's call (``answerable receipt verify`` checks it offline),
+        waiting up to ``seconds`` for the intent to be final."""
+        result: dict[str, Any] = self._call("GET", f"/v1/receipts/{intent_id}", wait=seconds)
+        return result
+
+    def operations(self) -> list[dict[str, Any]]:
+        """The operations agents may propose; an MCP tool with its input schema and standing."""
+        result: list[dict[str, Any]] = self._call("GET", "/v1/operations")
+        return result
+
     def reviews(self) -> list[dict[str, Any]]:
         """The open reviews, each whole (``answerable reviews --json`` shows the same)."""
         result: list[dict[str, Any]] = self._call("GET", "/v1/reviews")
@@ -282,6 +293,14 @@ class AsyncClient:
     async def ingest(self, events: list[dict[str, Any]]) -> dict[str, Any]:
         """Record outside events (each ``topic``, ``source``, ``type``, ``payload``) and publish them."""
         result: dict[str, Any] = await self._call("POST", "/v1/events", orjson.dumps({"events": events}))
+        return result
+
+    async def receipt(self, intent_id: str, *, seconds: float = 0.0) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", f"/v1/receipts/{intent_id}", wait=seconds)
+        return result
+
+    async def operations(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call("GET", "/v1/operations")
         return result
 
     async def reviews(self) -> list[dict[str, Any]]:

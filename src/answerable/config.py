@@ -17,7 +17,15 @@ from urllib.parse import urlsplit
 
 from answerable.errors import AnswerableError, ConfigError
 
-__all__ = ["OperationConfig", "ServiceConfig", "endpoint_problem", "load_config", "resolve_target"]
+__all__ = [
+    "McpConfig",
+    "McpServerConfig",
+    "OperationConfig",
+    "ServiceConfig",
+    "endpoint_problem",
+    "load_config",
+    "resolve_target",
+]
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -43,6 +51,40 @@ class AgentConfig:
     """``class``: ``module:Class``, an Agent, imported from the config's folder first."""
     key: Path
     """``key``: the agent's key file (``answerable keys new``); its identity is the agent's name."""
+
+
+@dataclass(frozen=True, slots=True)
+class McpServerConfig:
+    """``[mcp.servers.NAME]``: one upstream MCP server, on stdio (``command``) or HTTP (``url``)."""
+
+    name: str
+    command: tuple[str, ...] = ()
+    url: str | None = None
+    cwd: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class McpConfig:
+    """``[mcp]``: the upstream MCP servers the service governs and how ``answerable mcp-proxy``
+    answers its clients."""
+
+    servers: tuple[McpServerConfig, ...]
+    agent: str | None = None
+    """``agent``: the charter agent the proxy acts as; its requests are signed with ``key``."""
+    key: Path | None = None
+    service: str | None = None
+    """``service``: the URL of ``answerable serve`` (default: this config's own server)."""
+    pending: str = "hold"
+    """``pending``: ``hold`` keeps a call that waits for a review open (up to ``hold_seconds``);
+    ``answer`` answers it at once as pending, with the intent id to ask about later."""
+    hold_seconds: float = 300.0
+    receipt: str = "wait"
+    """``receipt``: ``wait`` returns a result once a checkpoint covers it, with its receipt;
+    ``handle`` returns it at once, with the path to fetch the receipt from."""
+    receipt_seconds: float = 30.0
+    call_timeout: float = 30.0
+    """``call_timeout_seconds``: a tool that has not answered by then is recorded ambiguous."""
+    connect_timeout: float = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +134,8 @@ class ServiceConfig:
     otel_endpoint: str | None = None
     """``[otel] endpoint``: an OTLP/HTTP traces URL; each entry appended while the service runs
     is exported as a span (``answerable otel-export`` exports a whole ledger after the fact)."""
+    mcp: McpConfig | None = None
+    """``[mcp]``: upstream MCP servers whose tools are governed operations, and the proxy's settings."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Tables this version does not read (``[postgres]``, ``[nats]`` ...), kept for later issues."""
 
@@ -108,6 +152,7 @@ _KNOWN = {
     "nats",
     "agents",
     "otel",
+    "mcp",
 }
 
 
@@ -129,8 +174,12 @@ def load_config(path: Path) -> ServiceConfig:
     folder = path.resolve().parent
     read = _Reader(path.name, folder, doc)
     operations = doc.get("operations", [])
-    if not isinstance(operations, list) or not operations:
-        raise ConfigError(f"{path.name}: [[operations]]: name at least one operation (name, target)")
+    if not isinstance(operations, list) or not (
+        operations or (isinstance(doc.get("mcp"), dict) and doc["mcp"].get("servers"))
+    ):
+        raise ConfigError(
+            f"{path.name}: [[operations]]: name at least one operation (name, target) or [mcp.servers.NAME]"
+        )
     ops = tuple(read.operation(i, op) for i, op in enumerate(operations))
     names = [op.name for op in ops]
     if len(set(names)) != len(names):
@@ -183,6 +232,7 @@ def load_config(path: Path) -> ServiceConfig:
         monitors=read.maybe_path("monitors", "file", None, must_exist=True),
         webhook=read.url("notify", "webhook"),
         otel_endpoint=read.otel_endpoint(),
+        mcp=read.mcp(),
         extra={k: v for k, v in doc.items() if k not in _KNOWN},
     )
 
@@ -334,6 +384,68 @@ class _Reader:
         if must_exist and not resolved.exists():
             raise ConfigError(f"{self.name}: [{table}] {key}: {value} does not exist")
         return resolved
+
+    def mcp(self) -> McpConfig | None:
+        table = self._table("mcp")
+        if not table:
+            return None
+        where = f"{self.name}: [mcp]"
+        known = {
+            "servers", "agent", "key", "service", "pending", "hold_seconds", "receipt",
+            "receipt_seconds", "call_timeout_seconds", "connect_timeout_seconds",
+        }  # fmt: skip
+        unknown = set(table) - known
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+        servers = table.get("servers", {})
+        if not isinstance(servers, dict):
+            raise ConfigError(f"{where} servers: want [mcp.servers.NAME] tables")
+        for choice, allowed in (("pending", ("hold", "answer")), ("receipt", ("wait", "handle"))):
+            if table.get(choice, allowed[0]) not in allowed:
+                raise ConfigError(
+                    f"{where} {choice}: want one of {', '.join(allowed)}, got {table[choice]!r}"
+                )
+        agent = table.get("agent")
+        if agent is not None and (not isinstance(agent, str) or not agent):
+            raise ConfigError(f"{where} agent: want the name of a charter agent")
+        return McpConfig(
+            servers=tuple(self.mcp_server(name, entry) for name, entry in servers.items()),
+            agent=agent,
+            key=self.maybe_path("mcp", "key", None, must_exist=False),
+            service=self.url("mcp", "service"),
+            pending=str(table.get("pending", "hold")),
+            hold_seconds=self.number("mcp", "hold_seconds", 300.0),
+            receipt=str(table.get("receipt", "wait")),
+            receipt_seconds=self.number("mcp", "receipt_seconds", 30.0),
+            call_timeout=self.number("mcp", "call_timeout_seconds", 30.0),
+            connect_timeout=self.number("mcp", "connect_timeout_seconds", 20.0),
+        )
+
+    def mcp_server(self, name: str, entry: object) -> McpServerConfig:
+        where = f"{self.name}: [mcp.servers.{name}]"
+        if not name or "." in name or any(c.isspace() for c in name):
+            raise ConfigError(f"{where}: want a name without dots or spaces")
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: want a table with command or url")
+        unknown = set(entry) - {"command", "url", "cwd"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+        command, url = entry.get("command"), entry.get("url")
+        if (command is None) == (url is None):
+            raise ConfigError(f"{where}: give exactly one of command (stdio) and url (streamable HTTP)")
+        if command is not None and (
+            not isinstance(command, list) or not command or not all(isinstance(c, str) and c for c in command)
+        ):
+            raise ConfigError(f"{where} command: want a list of strings, the program first")
+        if url is not None and (not isinstance(url, str) or endpoint_problem(url) is not None):
+            problem = endpoint_problem(url) if isinstance(url, str) else "not text"
+            if problem and "credentials" in problem:
+                problem = "holds a user, password or query: credentials never go in this file"
+            raise ConfigError(f"{where} url: {problem}")
+        cwd = entry.get("cwd", ".")
+        if not isinstance(cwd, str):
+            raise ConfigError(f"{where} cwd: want a path")
+        return McpServerConfig(name, tuple(command or ()), url, (self.folder / cwd).resolve())
 
     def operation(self, i: int, entry: object) -> OperationConfig:
         where = f"{self.name}: [[operations]] #{i + 1}"

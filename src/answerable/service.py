@@ -80,6 +80,7 @@ if TYPE_CHECKING:
 
     from answerable.bus.nats import NatsBus
     from answerable.otel import SpanMaker
+    from answerable.upstream import Upstreams
 
 __all__ = ["MAX_BODY", "Service", "build_app", "outcome_doc"]
 
@@ -153,6 +154,14 @@ class Service:
         """Events not queued for the webhook because it fell 10,000 behind (said, not hidden)."""
         self._hosted = False
         self._agent_keys: dict[str, str] | None = None
+        self.upstreams: Upstreams | None = None
+        """``[mcp.servers.*]``: the MCP servers whose signed tools are operations here."""
+        self._tools: set[str] = set()
+        """The MCP tools registered with the gateway so far (a tool is registered once)."""
+        self._results: dict[str, Any] = {}
+        """Intent id -> the result its execution returned here, newest last, so a caller that
+        waited (for a review, say) gets it; the ledger keeps only its digest. Bounded."""
+        self._checkpointing = asyncio.Lock()
 
     @classmethod
     def hosting(
@@ -234,6 +243,12 @@ class Service:
                 else None,
                 context=arguments_as_context,
             )
+        if config.mcp is not None and config.mcp.servers:
+            from answerable.toolschema import signed_pins
+            from answerable.upstream import Upstreams  # the mcp SDK only where a config names servers
+
+            self.upstreams = Upstreams(config.mcp, signed_pins(ruleset.schema_text), self._offer_tools)
+            await self.upstreams.start()
         if ledger.of_kind("SystemCharter"):
             await gateway.resume_from_ledger()
         await gateway.install(charter, ruleset)
@@ -383,10 +398,107 @@ class Service:
                 await self._checkpoint(final=True)
         if self.bus is not None:
             await self.bus.close()
+        if self.upstreams is not None:
+            await self.upstreams.stop()
         if self.gateway is not None:
             self.gateway.close()
         if self.ledger is not None:
             self.ledger.close()
+
+    async def _offer_tools(self) -> None:
+        """Register each upstream tool the signed rules let out, once (called again whenever a
+        server's list changes; a tool withheld later stays registered and refuses to run)."""
+        upstreams, gateway = self.upstreams, self.gateway
+        if upstreams is None or gateway is None:
+            return
+        from answerable.toolschema import args_from_schema
+
+        for operation, offer in upstreams.offers().items():
+            if operation in self._tools or upstreams.standing(operation) is not None:
+                continue
+
+            async def call(_operation: str = operation, **arguments: Any) -> Any:
+                return await upstreams.call(_operation, arguments)
+
+            gateway.register(
+                operation,
+                call,
+                resource_class=operation,
+                args=args_from_schema(operation, offer.input_schema),
+                context=arguments_as_context,
+            )
+            self._tools.add(operation)
+
+    def _keep_result(self, intent_id: str, result: Any) -> None:
+        if result is None:
+            return
+        self._results[intent_id] = result
+        while len(self._results) > 10_000:
+            del self._results[next(iter(self._results))]
+
+    async def receipt(self, intent_id: str, seconds: float) -> tuple[int, dict[str, Any]]:
+        """The receipt of an intent's call (see :mod:`answerable.receipt`), once the intent is
+        final; a checkpoint is signed at once when none covers it yet."""
+        from answerable.receipt import build_receipt
+
+        ledger, gateway = self._running()
+        doc = await self.wait(intent_id, seconds) if seconds else self.status_of(intent_id)
+        if not doc["done"]:
+            return 409, {
+                "error": f"intent {intent_id} is not final ({doc['status']}): its receipt comes after",
+                "reason_code": "not_final",
+                "status": doc["status"],
+            }
+        decision, _, execution = gateway.records_of(intent_id)
+        if decision is None:  # refused before any decision (a halt): nothing to prove yet
+            return 409, {"error": f"intent {intent_id} has no decision", "reason_code": "not_final"}
+        approvals: tuple[str, ...] = ()
+        if (
+            execution is not None
+            and execution.authority is not None
+            and execution.authority.via == "approval"
+        ):
+            approvals = execution.authority.ids
+        ids = {
+            "intent": intent_id,
+            "decision": decision.id,
+            "execution": None if execution is None else execution.id,
+        }
+        result = self._results.get(intent_id)
+        built = build_receipt(ledger, ids, approvals=approvals, result=result)
+        if built is None:
+            async with self._checkpointing:  # one signing for every caller that found none
+                built = build_receipt(ledger, ids, approvals=approvals, result=result)
+                if built is None:
+                    await self._checkpoint()
+                    built = build_receipt(ledger, ids, approvals=approvals, result=result)
+        if built is None:
+            return 503, {"error": "no checkpoint covers the call yet", "reason_code": "no_checkpoint"}
+        return 200, built
+
+    def operations(self) -> list[dict[str, Any]]:
+        """What agents may propose: each operation, and for an MCP tool its description, input
+        schema and whether it is withheld now (and why)."""
+        _, gateway = self._running()
+        listed: list[dict[str, Any]] = [
+            {"name": op.name, "kind": "function", "resource_class": op.resource_class}
+            for op in self.config.operations
+        ]
+        if self.upstreams is not None:
+            for operation, offer in sorted(self.upstreams.offers().items()):
+                listed.append(
+                    {
+                        "name": operation,
+                        "kind": "mcp",
+                        "server": offer.server,
+                        "tool": offer.tool,
+                        "description": offer.description,
+                        "input_schema": dict(offer.input_schema),
+                        "withheld": self.upstreams.standing(operation),
+                    }
+                )
+        del gateway
+        return listed
 
     async def _every(self, seconds: float, duty: Any) -> None:
         while True:
@@ -407,7 +519,8 @@ class Service:
     async def _settle(self) -> None:
         await self._follow_charter()
         if self.gateway is not None:
-            await self.gateway.settle_reviews()
+            for outcome in await self.gateway.settle_reviews():
+                self._keep_result(outcome.intent.id, outcome.result)
         await self._watch_invariants()
 
     async def _follow_charter(self) -> None:
@@ -550,6 +663,7 @@ class Service:
             "execution": None
             if execution is None
             else {**_execution_doc(execution), "response_digest": execution.response_digest},
+            **({"result": self._results[intent_id]} if intent_id in self._results else {}),
         }
 
     # --- acting ------------------------------------------------------------------------------------
@@ -575,8 +689,14 @@ class Service:
                     "error": f"cause {cause!r} is no entry of the ledger",
                     "reason_code": "unknown_cause",
                 }
+        if self.upstreams is not None and body.operation.split(".", 1)[0] in self.upstreams.servers:
+            why = self.upstreams.standing(body.operation)
+            if why is not None:  # refused before it is an intent: the tool is not one the RI signed
+                raise _HTTPError(409, "tool_withheld", why)
         if body.idempotency_key is None:
-            return 200, outcome_doc(await gateway.submit(self._intent(agent, body)))
+            outcome = await gateway.submit(self._intent(agent, body))
+            self._keep_result(outcome.intent.id, outcome.result)
+            return 200, outcome_doc(outcome)
         slot = (agent, body.idempotency_key)
         lock, users = self._key_locks.get(slot, (asyncio.Lock(), 0))
         self._key_locks[slot] = (lock, users + 1)
@@ -615,6 +735,7 @@ class Service:
             if not self._recorded(intent.id):
                 del self._by_key[slot]
             raise
+        self._keep_result(intent.id, outcome.result)
         return 200, outcome_doc(outcome)
 
     def chartered(self, name: str) -> bool:
@@ -994,6 +1115,19 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
         if not math.isfinite(wait) or not 0 <= wait <= 60:
             raise _HTTPError(422, "bad_wait", f"wait={wait}: give seconds from 0 to 60")
         return JSONResponse(await service.wait(intent_id, wait) if wait else service.status_of(intent_id))
+
+    @app.get("/v1/receipts/{intent_id}")
+    async def receipt(intent_id: str, request: Request, wait: float = 0.0) -> JSONResponse:
+        await reader(request)
+        if not math.isfinite(wait) or not 0 <= wait <= 60:
+            raise _HTTPError(422, "bad_wait", f"wait={wait}: give seconds from 0 to 60")
+        status, doc = await service.receipt(intent_id, wait)
+        return JSONResponse(doc, status_code=status)
+
+    @app.get("/v1/operations")
+    async def operations(request: Request) -> JSONResponse:
+        await reader(request)
+        return JSONResponse(service.operations())
 
     @app.get("/v1/reviews")
     async def reviews(request: Request) -> JSONResponse:
