@@ -1,0 +1,329 @@
+"""The MCP gateway end to end: an MCP client of the official SDK calls a real MCP server through
+``answerable mcp-proxy`` (stdio and streamable HTTP) in front of a real ``answerable serve``.
+
+What the world saw is counted from the shop server's own effects file, not from what anyone
+answered; receipts are verified offline against the ledger's key, and refused with one byte changed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+from mcp import Client, StdioServerParameters
+
+from answerable.client import Client as Answerable
+from answerable.errors import ProofInvalid
+from answerable.keys import KeyPair
+from answerable.ledger import open_ledger
+from answerable.receipt import verify_receipt
+from tests.served import CLI, Running, free_port, start
+
+SHOP = Path(__file__).parent / "data" / "mcp_shop_server.py"
+
+POLICIES = """
+@id("shop-lookup")
+permit(principal, action == Action::"shop.lookup", resource);
+
+@id("shop-notes")
+permit(principal, action in [Action::"shop.note", Action::"shop.evolve"], resource);
+
+@id("shop-refunds-up-to-1000-eur")
+permit(principal, action == Action::"shop.refund", resource) when { context.amount_cents <= 100000 };
+
+@id("shop-refunds-over-100-eur-need-a-person")
+@review("a refund over 100 EUR needs a person")
+forbid(principal, action == Action::"shop.refund", resource) when { context.amount_cents > 10000 };
+"""
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def make_system(folder: Path, *, pending: str = "hold", receipt: str = "wait") -> None:
+    """``answerable init``, an [mcp] table naming the shop server, its tools declared as
+    ``answerable mcp-schema`` prints them, policies for them, signed by the RI."""
+    done = _cli("init", str(folder), cwd=folder.parent)
+    assert done.returncode == 0, done.stderr
+    (folder / "shop_server.py").write_text(SHOP.read_text())
+    agent = json.loads((folder / "charter.json").read_text())["agents"][0]["name"]
+    with (folder / "answerable.toml").open("a") as toml:
+        toml.write(
+            f'\n[mcp]\nagent = "{agent}"\nkey = "agent.key"\npending = "{pending}"\nreceipt = "{receipt}"\n'
+            "hold_seconds = 60\ncall_timeout_seconds = 3\n\n"
+            f'[mcp.servers.shop]\ncommand = ["{sys.executable}", "shop_server.py"]\n'
+        )
+    printed = _cli("mcp-schema", "answerable.toml", cwd=folder)
+    assert printed.returncode == 0, printed.stderr
+    assert "// shop.pick: not declared: tool pick: input schema #/properties/choice: anyOf" in printed.stdout
+    with (folder / "schema.cedarschema").open("a") as schema:
+        schema.write("\n" + printed.stdout)
+    with (folder / "policies.cedar").open("a") as policies:
+        policies.write(POLICIES)
+    signed = _cli("rules", "sign", "answerable.toml", "--key", "ri.key", cwd=folder)
+    assert signed.returncode == 0, signed.stderr
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    folder = tmp_path_factory.mktemp("mcp") / "shop"
+    folder.parent.mkdir(exist_ok=True)
+    make_system(folder)
+    running = start(folder)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def effects(folder: Path) -> list[str]:
+    path = folder / "effects.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def vkey(folder: Path) -> str:
+    return _cli("ledger", "key", "ledger.db", cwd=folder).stdout.strip()
+
+
+def proxy_params(system: Running) -> StdioServerParameters:
+    port = system.url.rsplit(":", 1)[1]
+    # The proxy reads [mcp] service from the config; the test's serve listens on its own port.
+    toml = system.folder / "answerable.toml"
+    text = toml.read_text()
+    if "service = " not in text:
+        toml.write_text(text.replace("[mcp]\n", f'[mcp]\nservice = "http://127.0.0.1:{port}"\n', 1))
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "answerable.cli", "mcp-proxy", "answerable.toml"],
+        cwd=str(system.folder),
+    )
+
+
+def call(target: Any, calls: list[tuple[str, dict[str, Any]]]) -> tuple[list[str], list[dict[str, Any]]]:
+    async def main() -> tuple[list[str], list[dict[str, Any]]]:
+        async with Client(target, cache=None) as client:
+            listed = [t.name for t in (await client.list_tools()).tools]
+            results = []
+            for name, arguments in calls:
+                result = await client.call_tool(name, arguments)
+                results.append(result.model_dump(mode="json", by_alias=True, exclude_none=True))
+            return listed, results
+
+    return anyio.run(main)
+
+
+def test_stdio_allowed_denied_and_refused_calls_with_receipts(shop: Running) -> None:
+    before = effects(shop.folder)
+    listed, (allowed, denied, bad) = call(
+        proxy_params(shop),
+        [
+            ("shop.refund", {"order": "O-1", "amount_cents": 500}),
+            ("shop.wipe", {"order": "O-1"}),
+            ("shop.refund", {"order": "O-1"}),
+        ],
+    )
+    # Signed tools only: pick (anyOf) cannot be declared; the others were signed (note may be
+    # withheld here, if the test that changes it upstream ran first).
+    assert {"shop.evolve", "shop.lookup", "shop.refund", "shop.wipe"} <= set(listed)
+    assert "shop.pick" not in listed
+    assert allowed["isError"] is False
+    assert allowed["structuredContent"] == {"result": "refunded 500 on O-1"}
+    assert denied["isError"] is True
+    assert "denied by the rules" in denied["content"][0]["text"]
+    assert bad["isError"] is True
+    assert "'amount_cents' is a required property" in bad["content"][0]["text"]
+    assert effects(shop.folder)[len(before) :] == ["refund O-1 500"]  # the wipe never reached the shop
+
+    key = vkey(shop.folder)
+    ran = verify_receipt(allowed["_meta"]["answerable/receipt"], key)
+    assert ran.execution is not None
+    assert ran.execution.status == "succeeded"
+    assert ran.result_checked
+    assert ran.intent.arguments == {"order": "O-1", "amount_cents": 500}
+    refused = verify_receipt(denied["_meta"]["answerable/receipt"], key)
+    assert refused.execution is None
+    assert refused.decision.effect == "deny"
+    # The refused arguments made no intent: nothing to prove, and nothing recorded as run.
+    assert "answerable/receipt" not in bad["_meta"]
+
+    # The CLI checks the same receipt offline, and one changed byte anywhere in it is refused.
+    receipt = shop.folder / "receipt.json"
+    receipt.write_text(json.dumps(allowed["_meta"]["answerable/receipt"]))
+    ok = _cli("receipt", "verify", str(receipt), "--key", key, cwd=shop.folder)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("receipt ok: shop.refund by ")
+
+
+def _flip(text: str, line_prefix: str) -> str:
+    """``text`` with one byte changed in the base64 payload of its first line starting ``line_prefix``."""
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith(line_prefix):
+            head, _, payload = line.rpartition(" ")
+            raw = bytearray(base64.b64decode(payload))
+            raw[len(raw) // 2] ^= 0x01
+            lines[i] = (
+                f"{head} {base64.b64encode(bytes(raw)).decode()}" if head else base64.b64encode(raw).decode()
+            )
+            return "\n".join(lines)
+    raise AssertionError(f"no line starting {line_prefix!r}")
+
+
+@pytest.mark.parametrize("where", ["entry bytes", "proof hash", "checkpoint signature", "result"])
+def test_a_receipt_with_one_byte_changed_is_refused(shop: Running, where: str) -> None:
+    _, (result,) = call(proxy_params(shop), [("shop.lookup", {"order": "O-2"})])
+    doc = result["_meta"]["answerable/receipt"]
+    key = vkey(shop.folder)
+    verify_receipt(doc, key)
+    proof = doc["proofs"]["execution"]
+    if where == "entry bytes":
+        doc["proofs"]["execution"] = _flip(proof, "extra ")
+    elif where == "proof hash":
+        head, _, tail = proof.partition("\n\n")
+        lines = head.split("\n")
+        lines[3] = _flip(lines[3], "")
+        doc["proofs"]["execution"] = "\n".join(lines) + "\n\n" + tail
+    elif where == "checkpoint signature":
+        doc["proofs"]["execution"] = _flip(proof, "— ")
+    else:
+        doc["result"]["structuredContent"]["status"] = "refunded"
+    with pytest.raises((ProofInvalid, Exception)) as refused:
+        verify_receipt(doc, key)
+    assert refused.type.__module__.startswith("answerable"), refused.type
+    bad = shop.folder / f"bad-{where.replace(' ', '-')}.json"
+    bad.write_bytes(orjson.dumps(doc))
+    said = _cli("receipt", "verify", str(bad), "--key", key, cwd=shop.folder)
+    # Exit 1, as answerable verify says a ledger was tampered with (2 is for input it cannot use).
+    assert said.returncode == 1, said
+    assert said.stdout == ""
+    assert len(said.stderr.strip().splitlines()) == 1, said.stderr
+
+
+def test_a_reviewed_call_is_held_until_a_reviewer_approves_it_from_the_cli(shop: Running) -> None:
+    before = effects(shop.folder)
+    reviewer = KeyPair.load(shop.folder / "reviewer.key")
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with Client(proxy_params(shop), cache=None) as client, anyio.create_task_group() as group:
+
+            async def held() -> None:
+                seen["result"] = (
+                    await client.call_tool("shop.refund", {"order": "O-3", "amount_cents": 20000})
+                ).model_dump(mode="json", by_alias=True, exclude_none=True)
+
+            group.start_soon(held)
+            with Answerable(shop.url, reviewer) as people:
+                # The call reaches the service from the proxy's process: ask until its review is open.
+                with anyio.fail_after(30):
+                    while not (open_ := [r for r in people.reviews() if r["operation"] == "shop.refund"]):  # noqa: ASYNC110
+                        await anyio.sleep(0.05)
+                review = open_[0]
+                # Held: nothing ran, and nothing the MCP side could answer would run it.
+                assert effects(shop.folder) == before
+                approved = await anyio.to_thread.run_sync(
+                        lambda: _cli(
+                            "approve", "ledger.db", review["review_id"], "--by", reviewer.identity,
+                            "--reason", "customer called; refund agreed", "--key", "reviewer.key",
+                            cwd=shop.folder,
+                        )
+                    )  # fmt: skip
+                assert approved.returncode == 0, approved.stderr
+
+    anyio.run(main)
+    result = seen["result"]
+    assert result["isError"] is False
+    assert result["structuredContent"] == {"result": "refunded 20000 on O-3"}
+    assert effects(shop.folder)[len(before) :] == ["refund O-3 20000"]
+    proven = verify_receipt(result["_meta"]["answerable/receipt"], vkey(shop.folder))
+    assert proven.decision.effect == "review"
+    assert [(a.by, a.reason) for a in proven.approvals] == [
+        (reviewer.identity, "customer called; refund agreed")
+    ]
+    assert proven.result_checked
+
+
+def test_streamable_http(shop: Running) -> None:
+    proxy_params(shop)  # the config names the service
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CLI, "mcp-proxy", "answerable.toml", "--http", "--port", str(port)],
+        cwd=shop.folder,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "answerable mcp-proxy on http://127.0.0.1:" in line, line
+        before = effects(shop.folder)
+        listed, (allowed, denied) = call(
+            f"http://127.0.0.1:{port}/mcp",
+            [("shop.refund", {"order": "H-1", "amount_cents": 700}), ("shop.wipe", {"order": "H-1"})],
+        )
+        assert "shop.refund" in listed
+        assert "shop.pick" not in listed
+        assert allowed["isError"] is False
+        assert denied["isError"] is True
+        assert effects(shop.folder)[len(before) :] == ["refund H-1 700"]
+        verify_receipt(allowed["_meta"]["answerable/receipt"], vkey(shop.folder))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def test_a_tool_changed_upstream_is_withheld_until_the_ri_signs_it(shop: Running) -> None:
+    before = effects(shop.folder)
+    _, (noted, evolved) = call(proxy_params(shop), [("shop.note", {"text": "a"}), ("shop.evolve", {})])
+    assert noted["isError"] is False
+    assert evolved["isError"] is False
+    listed, (refused,) = call(
+        proxy_params(shop), [("shop.note", {"text": "b", "also_email": "x@example.com"})]
+    )
+    assert "shop.note" not in listed
+    assert refused["isError"] is True
+    assert refused["_meta"]["answerable/refused"] == "tool_withheld"
+    assert "changed upstream since the RI signed it" in refused["content"][0]["text"]
+    assert effects(shop.folder)[len(before) :] == ["note a"]
+
+
+def test_an_upstream_that_hangs_or_dies_leaves_a_recorded_ambiguous_call(shop: Running) -> None:
+    before = effects(shop.folder)
+    _, (hung, died, after) = call(
+        proxy_params(shop),
+        [
+            ("shop.refund", {"order": "HANG", "amount_cents": 100}),
+            ("shop.refund", {"order": "CRASH", "amount_cents": 100}),
+            ("shop.lookup", {"order": "O-9"}),
+        ],
+    )
+    for result in (hung, died):
+        assert result["isError"] is True, result
+        assert result["_meta"]["answerable/status"] == "ambiguous", result
+    assert effects(shop.folder)[len(before) :] == ["refund CRASH 100"]
+    # The crashed server is started again; the next call works (or says the server is away).
+    assert after["_meta"]["answerable/status"] in ("succeeded", "failed")
+    with open_ledger(shop.folder / "ledger.db", create=False) as ledger:
+        statuses = [
+            orjson.loads(e.data)["status"] for e in ledger.of_kind("Execution")
+            if orjson.loads(e.data)["operation"] == "shop.refund"
+        ]  # fmt: skip
+    assert statuses.count("ambiguous") >= 2
+    # The service starts the shop again on its own: wait for it, so later tests find it there.
+    with Answerable(shop.url, KeyPair.load(shop.folder / "agent.key")) as agent:
+        deadline = time.monotonic() + 30
+        while any(op.get("withheld") for op in agent.operations() if op["name"] == "shop.lookup"):
+            assert time.monotonic() < deadline, "the shop server was not reconnected"
+            time.sleep(0.05)
