@@ -82,8 +82,14 @@ class GovernedToolNode:
         return ToolMessage(invalid_text(exc), tool_call_id=exc.call_id, name=exc.tool, status="error")
 
     def _answer(self, tool: str, call_id: str, args: Mapping[str, Any]) -> ToolMessage:
-        """One call's outcome. Every call that went to review interrupts on every run of this
-        node, in the same order, so LangGraph hands each resume value back to the same ask."""
+        """One call's outcome, asking (``interrupt()``) for each intent of it that went to review.
+
+        It asks on every run of this node, even once the review is answered (the ask then says
+        so in ``status``), because LangGraph hands resume values back by position: asking only
+        while a review is open would shift every later value when a reviewer answers between
+        two runs, and an edit would be lost. A call still waiting asks again after each resume,
+        which can still shift a value onto a later ask: harmless, since a value approves nothing
+        and an edit applies only to the intent it names."""
         operation = self.operations.get(tool)
         if operation is None:
             return self._invalid(
@@ -109,7 +115,7 @@ class GovernedToolNode:
             pending = PendingReview(
                 outcome.review_id, outcome.intent_id, operation, arguments, call_id, supersedes
             )
-            answer = interrupt(pending.as_dict())
+            answer = interrupt({**pending.as_dict(), "status": outcome.status})
             edited = _edit_of(answer, pending)
             # An edit applies whatever the first intent's state, so every later run of this node
             # takes the same path to the same new intent. It does not withdraw the first one
