@@ -22,7 +22,7 @@ browser:
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,logistics,report]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,logistics,report,integrations]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -56,7 +56,7 @@ soak: $(STAMP)
 # Every benchmark, each recorded in bench/README.md with the command that printed it (bench/record.py).
 RECORD := $(BIN)/python bench/record.py
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,logistics,report,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,logistics,report,bench,integrations]'
 	$(RECORD) governed_call -- $(BIN)/python bench/governed_call.py
 	$(RECORD) cli_latency -- $(BIN)/python bench/cli_latency.py
 	$(RECORD) ledger -- $(BIN)/python bench/ledger.py
