@@ -67,7 +67,11 @@ def _system(folder: Path, port: int) -> str:
 
 
 def _run(target: Any, n: int, receipts: Answerable | None) -> dict[str, list[int]]:
-    name = "lookup" if isinstance(target, StdioServerParameters) and "shop_server" in " ".join(target.args) else "shop.lookup"
+    name = (
+        "lookup"
+        if isinstance(target, StdioServerParameters) and "shop_server" in " ".join(target.args)
+        else "shop.lookup"
+    )
 
     async def main() -> dict[str, list[int]]:
         samples: dict[str, list[int]] = {"call": [], "receipt": []}
@@ -80,7 +84,8 @@ def _run(target: Any, n: int, receipts: Answerable | None) -> dict[str, list[int
                     raise SystemExit(f"call {i}: {result.content}")
                 meta = result.meta or {}
                 if receipts is not None and "answerable/receipt_url" in meta:
-                    await anyio.to_thread.run_sync(lambda: receipts.receipt(str(meta["answerable/intent"])))
+                    intent = str(meta["answerable/intent"])
+                    await anyio.to_thread.run_sync(receipts.receipt, intent)
                     samples["receipt"].append(time.perf_counter_ns() - t1)
                 elif receipts is not None and "answerable/receipt" not in meta:
                     raise SystemExit(f"call {i}: no receipt: {meta}")
@@ -118,18 +123,24 @@ def main() -> None:
         agent = _system(folder, port)
         env = {**os.environ, "SHOP_EFFECTS": str(folder / "effects.log")}
         direct = _run(
-            StdioServerParameters(command=sys.executable, args=[str(folder / "shop_server.py")], env=env, cwd=str(folder)),
+            StdioServerParameters(
+                command=sys.executable, args=[str(folder / "shop_server.py")], env=env, cwd=str(folder)
+            ),
             n,
             None,
         )
-        serve = subprocess.Popen([*CLI, "serve", "answerable.toml"], cwd=folder, stderr=subprocess.PIPE, text=True)
+        serve = subprocess.Popen(
+            [*CLI, "serve", "answerable.toml"], cwd=folder, stderr=subprocess.PIPE, text=True
+        )
         try:
             assert serve.stderr is not None
             for line in serve.stderr:
                 if line.startswith("answerable ready on"):
                     break
             proxy = StdioServerParameters(
-                command=sys.executable, args=["-m", "answerable.cli", "mcp-proxy", "answerable.toml"], cwd=str(folder)
+                command=sys.executable,
+                args=["-m", "answerable.cli", "mcp-proxy", "answerable.toml"],
+                cwd=str(folder),
             )
             with Answerable(f"http://127.0.0.1:{port}", KeyPair.load(folder / "agent.key")) as reader:
                 handle = _run(proxy, n, reader)
@@ -157,12 +168,17 @@ def main() -> None:
     if args.json:
         print(json.dumps(figures))
         return
+    rows = [
+        ("direct to the server (stdio)", "direct"),
+        ("through mcp-proxy + serve (handle)", "proxy"),
+        ("receipt fetched after the answer", "receipt_fetch"),
+        ("through the proxy, receipt inline", "proxy_with_receipt"),
+    ]
     print(f"MCP tool call, {n} sequential calls each, one run (python bench/mcp_proxy.py)")
-    print(f"  direct to the server (stdio)        p50 {figures['direct_p50_ms']:7.2f} ms  p95 {figures['direct_p95_ms']:7.2f} ms")
-    print(f"  through mcp-proxy + serve (handle)  p50 {figures['proxy_p50_ms']:7.2f} ms  p95 {figures['proxy_p95_ms']:7.2f} ms"
-          f"  (added p50 {figures['added_p50_ms']:.2f} ms)")
-    print(f"  receipt fetched after the answer    p50 {figures['receipt_fetch_p50_ms']:7.2f} ms  p95 {figures['receipt_fetch_p95_ms']:7.2f} ms")
-    print(f"  through the proxy, receipt inline   p50 {figures['proxy_with_receipt_p50_ms']:7.2f} ms  p95 {figures['proxy_with_receipt_p95_ms']:7.2f} ms")
+    for label, key in rows:
+        p50, p95 = figures[f"{key}_p50_ms"], figures[f"{key}_p95_ms"]
+        print(f"  {label:36s} p50 {p50:7.2f} ms  p95 {p95:7.2f} ms")
+    print(f"  added by governing the call         p50 {figures['added_p50_ms']:7.2f} ms")
 
 
 if __name__ == "__main__":

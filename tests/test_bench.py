@@ -52,6 +52,7 @@ def test_governed_call_bench_checks_its_own_ledger():
         ("bench/postgres.py", "--quick", "--json"),
         ("bench/bus.py", "--quick", "--json"),
         pytest.param(("bench/distributed.py", "--quick", "--json"), marks=pytest.mark.full),
+        pytest.param(("bench/mcp_proxy.py", "--quick", "--json"), marks=pytest.mark.full),
         ("bench/cli_latency.py", "--quick", "--json"),
     ],
     ids=lambda a: a[0] if isinstance(a, tuple) else str(a),  # the costliest three run in make soak
