@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import time
@@ -20,13 +21,13 @@ import anyio
 import orjson
 import pytest
 from mcp import Client, StdioServerParameters
+from served import CLI, Running, free_port, start
 
 from answerable.client import Client as Answerable
 from answerable.errors import ProofInvalid
 from answerable.keys import KeyPair
 from answerable.ledger import open_ledger
 from answerable.receipt import verify_receipt
-from tests.served import CLI, Running, free_port, start
 
 SHOP = Path(__file__).parent / "data" / "mcp_shop_server.py"
 
@@ -36,6 +37,10 @@ permit(principal, action == Action::"shop.lookup", resource);
 
 @id("shop-notes")
 permit(principal, action in [Action::"shop.note", Action::"shop.evolve"], resource);
+
+@id("shop-wipe-after-a-lookup-of-that-order")
+permit(principal, action == Action::"shop.wipe", resource)
+  when { context.prerequisites.contains("shop.lookup") };
 
 @id("shop-refunds-up-to-1000-eur")
 permit(principal, action == Action::"shop.refund", resource) when { context.amount_cents <= 100000 };
@@ -61,7 +66,8 @@ def make_system(folder: Path, *, pending: str = "hold", receipt: str = "wait") -
         toml.write(
             f'\n[mcp]\nagent = "{agent}"\nkey = "agent.key"\npending = "{pending}"\nreceipt = "{receipt}"\n'
             "hold_seconds = 60\ncall_timeout_seconds = 3\n\n"
-            f'[mcp.servers.shop]\ncommand = ["{sys.executable}", "shop_server.py"]\n'
+            f'[mcp.servers.shop]\ncommand = ["{sys.executable}", "shop_server.py"]\n\n'
+            '[[prerequisites]]\noperation = "shop.wipe"\nafter = "shop.lookup"\nsame = ["order"]\n'
         )
     printed = _cli("mcp-schema", "answerable.toml", cwd=folder)
     assert printed.returncode == 0, printed.stderr
@@ -333,7 +339,6 @@ def test_the_guides_example_runs_as_written(tmp_path: Path) -> None:
     """docs/mcp.md's example, on a port of its own: two tools listed, the small refund done,
     the large one denied, and the receipt checked by the CLI."""
     import os
-    import re
 
     guide = (Path(__file__).parents[1] / "docs" / "mcp.md").read_text()
     [script] = re.findall(r"^```sh example\n(.*?)^```", guide, re.S | re.M)
@@ -360,3 +365,39 @@ def test_the_guides_example_runs_as_written(tmp_path: Path) -> None:
         "receipt ok: shop.refund by refunds-agent, allow, succeeded; in answerable.local/shop"
     )
     assert lines[-1].endswith("; result matches")
+
+
+def test_a_prerequisite_is_read_from_the_ledger_and_survives_a_restart(shop: Running) -> None:
+    """shop.wipe is allowed only after a lookup of the same order succeeded: the service reads
+    that from the ledger (never from the call) and hands it to the rules; a restart reads it again."""
+    before = effects(shop.folder)
+    _, results = call(
+        proxy_params(shop),
+        [
+            ("shop.wipe", {"order": "P-1"}),  # no lookup yet: denied
+            ("shop.lookup", {"order": "P-2"}),
+            ("shop.wipe", {"order": "P-1"}),  # a lookup of another order does not count
+            ("shop.lookup", {"order": "P-1"}),
+            ("shop.wipe", {"order": "P-1"}),  # now allowed
+            ("shop.lookup", {"order": "P-3"}),
+        ],
+    )
+    assert [r["_meta"]["answerable/status"] for r in results] == [
+        "denied", "succeeded", "denied", "succeeded", "succeeded", "succeeded",
+    ]  # fmt: skip
+    assert effects(shop.folder)[len(before) :] == ["wipe P-1"]
+    proven = verify_receipt(results[4]["_meta"]["answerable/receipt"], vkey(shop.folder))
+    assert proven.decision.request["context"]["prerequisites"] == ["shop.lookup"]
+    assert proven.decision.policy_ids == ("shop-wipe-after-a-lookup-of-that-order",)
+
+    shop.stop()
+    again = start(shop.folder)
+    shop.url, shop.proc = again.url, again.proc
+    toml = shop.folder / "answerable.toml"
+    toml.write_text(re.sub(r'service = "[^"]*"\n', "", toml.read_text()))
+    _, (wiped, refused) = call(
+        proxy_params(shop), [("shop.wipe", {"order": "P-3"}), ("shop.wipe", {"order": "P-4"})]
+    )
+    assert wiped["_meta"]["answerable/status"] == "succeeded"
+    assert refused["_meta"]["answerable/status"] == "denied"
+    assert effects(shop.folder)[len(before) :] == ["wipe P-1", "wipe P-3"]

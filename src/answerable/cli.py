@@ -1439,22 +1439,31 @@ def mcp_schema_command(
     from answerable.upstream import Upstreams
 
     config = _run(lambda: load_config(config_file))
-    if config.mcp is None or not config.mcp.servers:
+    mcp = config.mcp
+    if mcp is None or not mcp.servers:
         _fail(ConfigError(f"{config_file.name}: no [mcp.servers.NAME] table"))
 
     async def listed() -> list[str]:
         async def nothing() -> None:
             return None
 
-        upstreams = Upstreams(config.mcp, {}, nothing)  # type: ignore[arg-type]
+        extra = {p.operation: {"prerequisites": "Set<String>"} for p in config.prerequisites}
+        upstreams = Upstreams(mcp, {}, nothing, extra_context=extra)
         try:
             await upstreams.start()
             lines = []
             for _, offer in sorted(upstreams.offers().items()):
                 if offer.unsupported is not None:
                     lines.append(f"// {offer.operation}: not declared: {offer.unsupported}\n")
-                else:
-                    lines.append(offer.declaration())
+                    continue
+                lines.append(offer.declaration())
+                for p in config.prerequisites:
+                    if p.operation == offer.operation:
+                        lines.append(
+                            f"// [[prerequisites]]: a policy that holds {p.operation} to its prerequisite:\n"
+                            f'// forbid(principal, action == Action::"{p.operation}", resource)\n'
+                            f'//   unless {{ context.prerequisites.contains("{p.after}") }};\n'
+                        )
             return lines
         finally:
             await upstreams.stop()

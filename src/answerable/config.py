@@ -21,6 +21,7 @@ __all__ = [
     "McpConfig",
     "McpServerConfig",
     "OperationConfig",
+    "Prerequisite",
     "ServiceConfig",
     "endpoint_problem",
     "load_config",
@@ -51,6 +52,21 @@ class AgentConfig:
     """``class``: ``module:Class``, an Agent, imported from the config's folder first."""
     key: Path
     """``key``: the agent's key file (``answerable keys new``); its identity is the agent's name."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prerequisite:
+    """``[[prerequisites]]``: ``operation`` is judged knowing whether ``after`` already succeeded
+    with the same values of the ``same`` arguments (a refund after a lookup of that order).
+
+    The service reads it from the ledger, never from the call, and hands it to the rules as the
+    Cedar context attribute ``prerequisites``: the set of ``after`` operations met. A signed
+    policy decides what that means (``forbid ... unless { context.prerequisites.contains(...) }``).
+    """
+
+    operation: str
+    after: str
+    same: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +150,7 @@ class ServiceConfig:
     otel_endpoint: str | None = None
     """``[otel] endpoint``: an OTLP/HTTP traces URL; each entry appended while the service runs
     is exported as a span (``answerable otel-export`` exports a whole ledger after the fact)."""
+    prerequisites: tuple[Prerequisite, ...] = ()
     mcp: McpConfig | None = None
     """``[mcp]``: upstream MCP servers whose tools are governed operations, and the proxy's settings."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -153,6 +170,7 @@ _KNOWN = {
     "agents",
     "otel",
     "mcp",
+    "prerequisites",
 }
 
 
@@ -233,6 +251,7 @@ def load_config(path: Path) -> ServiceConfig:
         webhook=read.url("notify", "webhook"),
         otel_endpoint=read.otel_endpoint(),
         mcp=read.mcp(),
+        prerequisites=read.prerequisites(),
         extra={k: v for k, v in doc.items() if k not in _KNOWN},
     )
 
@@ -384,6 +403,29 @@ class _Reader:
         if must_exist and not resolved.exists():
             raise ConfigError(f"{self.name}: [{table}] {key}: {value} does not exist")
         return resolved
+
+    def prerequisites(self) -> tuple[Prerequisite, ...]:
+        entries = self.doc.get("prerequisites", [])
+        if not isinstance(entries, list):
+            raise ConfigError(f"{self.name}: [[prerequisites]]: want an array of tables")
+        found = []
+        for i, entry in enumerate(entries):
+            where = f"{self.name}: [[prerequisites]] #{i + 1}"
+            if not isinstance(entry, dict):
+                raise ConfigError(f"{where}: want a table with operation, after and same")
+            unknown = set(entry) - {"operation", "after", "same"}
+            if unknown:
+                raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+            operation, after, same = entry.get("operation"), entry.get("after"), entry.get("same", [])
+            for key, value in (("operation", operation), ("after", after)):
+                if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+                    raise ConfigError(f"{where}: {key}: want an operation name, got {value!r}")
+            if operation == after:
+                raise ConfigError(f"{where}: after: an operation cannot be its own prerequisite")
+            if not isinstance(same, list) or not all(isinstance(s, str) and s for s in same):
+                raise ConfigError(f"{where}: same: want a list of argument names")
+            found.append(Prerequisite(str(operation), str(after), tuple(same)))
+        return tuple(found)
 
     def mcp(self) -> McpConfig | None:
         table = self._table("mcp")

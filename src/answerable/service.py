@@ -52,7 +52,7 @@ from answerable.gateway import Gateway, Outcome
 from answerable.httpsig import SKEW, claimed_keyid, verify_request
 from answerable.keys import KeyPair, verify_signature
 from answerable.ledger import SQLLedger, open_ledger
-from answerable.ledger.base import holds
+from answerable.ledger.base import StoredEntry, holds
 from answerable.ledger.tiles import TILE_WIDTH, entry_bundle, parse_tile_path, publish, write_atomically
 from answerable.ledger.witness import CosignatureVerifier, request_cosignature
 from answerable.monitors import Monitors, load_monitors
@@ -162,6 +162,10 @@ class Service:
         """Intent id -> the result its execution returned here, newest last, so a caller that
         waited (for a review, say) gets it; the ledger keeps only its digest. Bounded."""
         self._checkpointing = asyncio.Lock()
+        self._succeeded: set[tuple[str, bytes]] = set()
+        """(operation, canonical bytes of its ``same`` arguments) of every call that succeeded,
+        for the operations a ``[[prerequisites]]`` names as ``after``: read from the ledger at
+        start, then kept as this gateway (the one writer) records more."""
 
     @classmethod
     def hosting(
@@ -241,14 +245,28 @@ class Service:
                 lookup=resolve_target(op.lookup, config.folder, f"operation {op.name}")
                 if op.lookup
                 else None,
-                context=arguments_as_context,
+                context=self._context_of(op.name),
             )
+        self._learn_successes(ledger.of_kind("Execution"))
         if config.mcp is not None and config.mcp.servers:
             from answerable.toolschema import signed_pins
             from answerable.upstream import Upstreams  # the mcp SDK only where a config names servers
 
-            self.upstreams = Upstreams(config.mcp, signed_pins(ruleset.schema_text), self._offer_tools)
+            extra = {p.operation: {"prerequisites": "Set<String>"} for p in config.prerequisites}
+            self.upstreams = Upstreams(
+                config.mcp, signed_pins(ruleset.schema_text), self._offer_tools, extra_context=extra
+            )
             await self.upstreams.start()
+        known = {op.name for op in config.operations} | (
+            set(self.upstreams.pins) if self.upstreams else set()
+        )
+        for p in config.prerequisites:
+            for name in (p.operation, p.after):
+                if name not in known:
+                    raise ConfigError(
+                        f"{config.source.name}: [[prerequisites]]: {name!r} is neither an [[operations]] "
+                        "name nor a tool the signed rules declare"
+                    )
         if ledger.of_kind("SystemCharter"):
             await gateway.resume_from_ledger()
         await gateway.install(charter, ruleset)
@@ -283,9 +301,12 @@ class Service:
             ids=gateway.ids,
         )
         if config.monitors is not None:
+            tools = set(self.upstreams.pins) if self.upstreams is not None else set()
             known = (
                 {f"operation:{op.name}" for op in config.operations}
                 | {f"resource_class:{op.resource_class}" for op in config.operations}
+                | {f"operation:{t}" for t in tools}
+                | {f"resource_class:{t}" for t in tools}
                 | {f"agent:{a.name}" for a in charter.agents}
             )
             self.monitors = Monitors(
@@ -425,9 +446,50 @@ class Service:
                 call,
                 resource_class=operation,
                 args=args_from_schema(operation, offer.input_schema),
-                context=arguments_as_context,
+                context=self._context_of(operation),
             )
             self._tools.add(operation)
+
+    def _context_of(self, operation: str) -> Any:
+        """The Cedar context builder of ``operation``: its arguments, and for one a
+        ``[[prerequisites]]`` names, ``prerequisites``: the ``after`` operations that already
+        succeeded with the same ``same`` arguments, as the ledger shows."""
+        rules = [p for p in self.config.prerequisites if p.operation == operation]
+        if not rules:
+            return arguments_as_context
+
+        def context(args: BaseModel) -> dict[str, Any]:
+            values = arguments_as_context(args)
+            met = [p.after for p in rules if (p.after, _key_of(values, p.same)) in self._succeeded]
+            return {**values, "prerequisites": sorted(set(met))}
+
+        return context
+
+    def _learn_successes(self, executions: list[StoredEntry]) -> None:
+        """Remember the succeeded calls of every prerequisite's ``after`` operation."""
+        ledger = self.ledger
+        wanted: dict[str, list[tuple[str, ...]]] = {}
+        for p in self.config.prerequisites:
+            wanted.setdefault(p.after, []).append(p.same)
+        if ledger is None or not wanted:
+            return
+        for stored in executions:
+            execution = decode_entry(stored.data)
+            if not isinstance(execution, Execution) or execution.status != "succeeded":
+                continue
+            if execution.operation not in wanted:
+                continue
+            intent = decode_entry(ledger.find(execution.intent_id).data)
+            if isinstance(intent, Intent):
+                for same in wanted[execution.operation]:
+                    self._succeeded.add((execution.operation, _key_of(intent.arguments, same)))
+
+    def _learn_outcome(self, outcome: Outcome) -> None:
+        if outcome.execution is None or outcome.execution.status != "succeeded":
+            return
+        for p in self.config.prerequisites:
+            if p.after == outcome.intent.operation:
+                self._succeeded.add((p.after, _key_of(outcome.intent.arguments, p.same)))
 
     def _keep_result(self, intent_id: str, result: Any) -> None:
         if result is None:
@@ -520,6 +582,7 @@ class Service:
         await self._follow_charter()
         if self.gateway is not None:
             for outcome in await self.gateway.settle_reviews():
+                self._learn_outcome(outcome)
                 self._keep_result(outcome.intent.id, outcome.result)
         await self._watch_invariants()
 
@@ -695,6 +758,7 @@ class Service:
                 raise _HTTPError(409, "tool_withheld", why)
         if body.idempotency_key is None:
             outcome = await gateway.submit(self._intent(agent, body))
+            self._learn_outcome(outcome)
             self._keep_result(outcome.intent.id, outcome.result)
             return 200, outcome_doc(outcome)
         slot = (agent, body.idempotency_key)
@@ -735,6 +799,7 @@ class Service:
             if not self._recorded(intent.id):
                 del self._by_key[slot]
             raise
+        self._learn_outcome(outcome)
         self._keep_result(intent.id, outcome.result)
         return 200, outcome_doc(outcome)
 
@@ -881,6 +946,11 @@ class Service:
     def people_keys(self) -> dict[str, str]:
         _, gateway = self._running()
         return {p.identity: p.public_key for p in gateway.charter.people}
+
+
+def _key_of(arguments: Mapping[str, Any], same: tuple[str, ...]) -> bytes:
+    """The values of the ``same`` arguments, as canonical bytes (absent ones as absent)."""
+    return canonical_bytes({name: arguments[name] for name in same if name in arguments})
 
 
 def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

@@ -103,7 +103,9 @@ def cedar_type(tool: str, schema: Mapping[str, Any], path: str = "#") -> str:
     raise ToolSchemaUnsupported(tool, path, f"type {kind!r}", "the rules cannot see such a value")
 
 
-def _record(tool: str, schema: Mapping[str, Any], path: str) -> str:
+def _record(tool: str, schema: Mapping[str, Any], path: str, extra: Mapping[str, str] | None = None) -> str:
+    """A Cedar record type of an object schema; ``extra``: attributes answerable adds (what it
+    reads from the ledger), which no argument may be named."""
     properties = schema.get("properties")
     if not isinstance(properties, Mapping):
         raise ToolSchemaUnsupported(
@@ -121,10 +123,26 @@ def _record(tool: str, schema: Mapping[str, Any], path: str) -> str:
         label = name if _IDENT.fullmatch(name) else '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
         optional = "" if name in required else "?"
         fields.append(f"{label}{optional}: {cedar_type(tool, properties[name], f'{path}/properties/{name}')}")
+    for name, cedar in sorted((extra or {}).items()):
+        if name in properties:
+            raise ToolSchemaUnsupported(
+                tool,
+                f"{path}/properties/{name}",
+                name,
+                "answerable gives this name what it reads from the ledger",
+            )
+        fields.append(f"{name}: {cedar}")
     return "{ " + ", ".join(fields) + " }" if fields else "{}"
 
 
-def cedar_action(action: str, tool: str, description: str | None, input_schema: Mapping[str, Any]) -> str:
+def cedar_action(
+    action: str,
+    tool: str,
+    description: str | None,
+    input_schema: Mapping[str, Any],
+    *,
+    extra_context: Mapping[str, str] | None = None,
+) -> str:
     """The Cedar schema declaration of one tool's action, pinned, for the RI to review and sign.
 
     Raises:
@@ -132,7 +150,7 @@ def cedar_action(action: str, tool: str, description: str | None, input_schema: 
     """
     if input_schema.get("type") != "object":
         raise ToolSchemaUnsupported(tool, "#", "type", "a tool's input must be an object")
-    context = _record(tool, input_schema, "#")
+    context = _record(tool, input_schema, "#", extra_context or {})
     pin = tool_pin(tool, description, input_schema)
     quoted = action.replace("\\", "\\\\").replace('"', '\\"')
     return (

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from answerable.config import McpConfig, McpServerConfig
@@ -43,6 +43,8 @@ class Offer:
     pin: str
     unsupported: str | None
     """Why the rules cannot see this tool's arguments (a precise refusal), or None."""
+    extra_context: Mapping[str, str] = field(default_factory=dict)
+    """Context attributes answerable adds for this tool (``prerequisites``), with Cedar types."""
 
     @property
     def operation(self) -> str:
@@ -50,14 +52,22 @@ class Offer:
 
     def declaration(self) -> str:
         """The pinned Cedar action to paste into the schema (raises ToolSchemaUnsupported)."""
-        return cedar_action(self.operation, self.tool, self.description, self.input_schema)
+        return cedar_action(
+            self.operation, self.tool, self.description, self.input_schema, extra_context=self.extra_context
+        )
 
 
 class Upstream:
     """One MCP server, kept connected by a task of its own."""
 
-    def __init__(self, config: McpServerConfig, on_change: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        config: McpServerConfig,
+        on_change: Callable[[], Awaitable[None]],
+        extra_context: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
         self.config = config
+        self.extra_context = dict(extra_context or {})
         self.offers: dict[str, Offer] = {}
         self._on_change = on_change
         self._client: Client | None = None
@@ -98,7 +108,7 @@ class Upstream:
             self._lost.clear()
             try:
                 async with Client(target, cache=None, message_handler=heard, mode="legacy") as client:
-                    self.offers = await _listed(config.name, client)
+                    self.offers = await _listed(config.name, client, self.extra_context)
                     self._client, self.error, delay = client, None, 0.2
                     self._ready.set()
                     await self._on_change()
@@ -106,7 +116,7 @@ class Upstream:
                         await _first(self._stop.wait(), self._lost.wait(), self._changed.wait())
                         if self._changed.is_set():
                             self._changed.clear()
-                            self.offers = await _listed(config.name, client)
+                            self.offers = await _listed(config.name, client, self.extra_context)
                             await self._on_change()
             except Exception as exc:  # the server's process died or answered nonsense: reconnect
                 self.error = f"{type(exc).__name__}: {exc}"[:300]
@@ -169,26 +179,24 @@ async def _first(*waits: Awaitable[Any]) -> None:
             task.cancel()
 
 
-async def _listed(server: str, client: Client) -> dict[str, Offer]:
+async def _listed(
+    server: str, client: Client, extra_context: Mapping[str, Mapping[str, str]]
+) -> dict[str, Offer]:
     offers: dict[str, Offer] = {}
     cursor: str | None = None
     while True:
         page = await client.list_tools(cursor=cursor)
         for tool in page.tools:
             schema = dict(tool.input_schema)
+            operation = f"{server}.{tool.name}"
+            extra = extra_context.get(operation, {})
             unsupported = None
             try:
-                cedar_action(f"{server}.{tool.name}", tool.name, tool.description, schema)
+                cedar_action(operation, tool.name, tool.description, schema, extra_context=extra)
             except ToolSchemaUnsupported as exc:
                 unsupported = str(exc)
-            offer = Offer(
-                server,
-                tool.name,
-                tool.description,
-                schema,
-                tool_pin(tool.name, tool.description, schema),
-                unsupported,
-            )
+            pin = tool_pin(tool.name, tool.description, schema)
+            offer = Offer(server, tool.name, tool.description, schema, pin, unsupported, extra)
             offers[offer.operation] = offer
         cursor = page.next_cursor
         if cursor is None:
@@ -199,12 +207,16 @@ class Upstreams:
     """Every ``[mcp.servers.*]`` of a config, and which of their tools the signed rules let out."""
 
     def __init__(
-        self, config: McpConfig, pins: Mapping[str, str], on_change: Callable[[], Awaitable[None]]
+        self,
+        config: McpConfig,
+        pins: Mapping[str, str],
+        on_change: Callable[[], Awaitable[None]],
+        extra_context: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.config = config
         self.pins = dict(pins)
         """Action -> the pin the RI signed (``@mcp_tool``), from the ruleset in force."""
-        self.servers = {s.name: Upstream(s, on_change) for s in config.servers}
+        self.servers = {s.name: Upstream(s, on_change, extra_context) for s in config.servers}
 
     async def start(self) -> None:
         for server in self.servers.values():
