@@ -76,6 +76,18 @@ def make_system(folder: Path, *, pending: str = "hold", receipt: str = "wait") -
         schema.write("\n" + printed.stdout)
     with (folder / "policies.cedar").open("a") as policies:
         policies.write(POLICIES)
+    # A budget over the tool's calls, pausing the tool itself: the service knows tools as scopes.
+    budget = {
+        "name": "refund-budget",
+        "invariant": "refunds through the shop stay under 10,000 EUR in all",
+        "shape": "budget",
+        "source": {"kind": "Intent"},
+        "where": {"operation": "shop.refund"},
+        "amount": "arguments.amount_cents",
+        "limit": 1_000_000,
+        "respond": {"pause": "operation:shop.refund"},
+    }
+    (folder / "monitors.json").write_text(json.dumps({"monitors": [budget]}))
     signed = _cli("rules", "sign", "answerable.toml", "--key", "ri.key", cwd=folder)
     assert signed.returncode == 0, signed.stderr
 
