@@ -30,10 +30,11 @@ from answerable.ledger import open_ledger
 from answerable.receipt import verify_receipt
 
 SHOP = Path(__file__).parent / "data" / "mcp_shop_server.py"
+BAD = Path(__file__).parent / "data" / "mcp_bad_server.py"
 
 POLICIES = """
 @id("shop-lookup")
-permit(principal, action == Action::"shop.lookup", resource);
+permit(principal, action in [Action::"shop.lookup", Action::"bad.count", Action::"bad.tag"], resource);
 
 @id("shop-notes")
 permit(principal, action in [Action::"shop.note", Action::"shop.evolve"], resource);
@@ -61,12 +62,14 @@ def make_system(folder: Path, *, pending: str = "hold", receipt: str = "wait") -
     done = _cli("init", str(folder), cwd=folder.parent)
     assert done.returncode == 0, done.stderr
     (folder / "shop_server.py").write_text(SHOP.read_text())
+    (folder / "bad_server.py").write_text(BAD.read_text())
     agent = json.loads((folder / "charter.json").read_text())["agents"][0]["name"]
     with (folder / "answerable.toml").open("a") as toml:
         toml.write(
             f'\n[mcp]\nagent = "{agent}"\nkey = "agent.key"\npending = "{pending}"\nreceipt = "{receipt}"\n'
             "hold_seconds = 60\ncall_timeout_seconds = 3\n\n"
             f'[mcp.servers.shop]\ncommand = ["{sys.executable}", "shop_server.py"]\n\n'
+            f'[mcp.servers.bad]\ncommand = ["{sys.executable}", "bad_server.py"]\n\n'
             '[[prerequisites]]\noperation = "shop.wipe"\nafter = "shop.lookup"\nsame = ["order"]\n'
         )
     printed = _cli("mcp-schema", "answerable.toml", cwd=folder)
@@ -125,6 +128,29 @@ def proxy_params(system: Running) -> StdioServerParameters:
         args=["-m", "answerable.cli", "mcp-proxy", "answerable.toml"],
         cwd=str(system.folder),
     )
+
+
+@pytest.fixture(scope="module")
+def http_proxy(shop: Running) -> Iterator[str]:
+    """``answerable mcp-proxy --http`` beside the service: the URL of its streamable HTTP endpoint."""
+    proxy_params(shop)  # the config names the service
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CLI, "mcp-proxy", "answerable.toml", "--http", "--port", str(port)],
+        cwd=shop.folder,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "answerable mcp-proxy on http://127.0.0.1:" in line, line
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 def call(target: Any, calls: list[tuple[str, dict[str, Any]]]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -197,7 +223,9 @@ def _flip(text: str, line_prefix: str) -> str:
     raise AssertionError(f"no line starting {line_prefix!r}")
 
 
-@pytest.mark.parametrize("where", ["entry bytes", "proof hash", "checkpoint signature", "result"])
+@pytest.mark.parametrize(
+    "where", ["entry bytes", "proof hash", "checkpoint signature", "result", "execution left out"]
+)
 def test_a_receipt_with_one_byte_changed_is_refused(shop: Running, where: str) -> None:
     _, (result,) = call(proxy_params(shop), [("shop.lookup", {"order": "O-2"})])
     doc = result["_meta"]["answerable/receipt"]
@@ -213,8 +241,11 @@ def test_a_receipt_with_one_byte_changed_is_refused(shop: Running, where: str) -
         doc["proofs"]["execution"] = "\n".join(lines) + "\n\n" + tail
     elif where == "checkpoint signature":
         doc["proofs"]["execution"] = _flip(proof, "— ")
-    else:
+    elif where == "result":
         doc["result"]["structuredContent"]["status"] = "refunded"
+    else:  # a receipt that hides that an allowed call ran is no receipt
+        del doc["proofs"]["execution"]
+        doc.pop("result")
     with pytest.raises((ProofInvalid, Exception)) as refused:
         verify_receipt(doc, key)
     assert refused.type.__module__.startswith("answerable"), refused.type
@@ -227,26 +258,33 @@ def test_a_receipt_with_one_byte_changed_is_refused(shop: Running, where: str) -
     assert len(said.stderr.strip().splitlines()) == 1, said.stderr
 
 
-def test_a_reviewed_call_is_held_until_a_reviewer_approves_it_from_the_cli(shop: Running) -> None:
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+def test_a_reviewed_call_is_held_until_a_reviewer_approves_it_from_the_cli(
+    shop: Running, transport: str, request: pytest.FixtureRequest
+) -> None:
+    target = proxy_params(shop) if transport == "stdio" else request.getfixturevalue("http_proxy")
+    order = f"R-{transport}"
     before = effects(shop.folder)
     reviewer = KeyPair.load(shop.folder / "reviewer.key")
     seen: dict[str, Any] = {}
 
     async def main() -> None:
-        async with Client(proxy_params(shop), cache=None) as client, anyio.create_task_group() as group:
+        async with Client(target, cache=None) as client, anyio.create_task_group() as group:
 
             async def held() -> None:
                 seen["result"] = (
-                    await client.call_tool("shop.refund", {"order": "O-3", "amount_cents": 20000})
+                    await client.call_tool("shop.refund", {"order": order, "amount_cents": 20000})
                 ).model_dump(mode="json", by_alias=True, exclude_none=True)
 
             group.start_soon(held)
             with Answerable(shop.url, reviewer) as people:
                 # The call reaches the service from the proxy's process: ask until its review is open.
                 with anyio.fail_after(30):
-                    while not (open_ := [r for r in people.reviews() if r["operation"] == "shop.refund"]):  # noqa: ASYNC110
+                    mine = [r for r in people.reviews() if r["arguments"].get("order") == order]
+                    while not mine:
                         await anyio.sleep(0.05)
-                review = open_[0]
+                        mine = [r for r in people.reviews() if r["arguments"].get("order") == order]
+                review = mine[0]
                 # Held: nothing ran, and nothing the MCP side could answer would run it.
                 assert effects(shop.folder) == before
                 approved = await anyio.to_thread.run_sync(
@@ -261,8 +299,8 @@ def test_a_reviewed_call_is_held_until_a_reviewer_approves_it_from_the_cli(shop:
     anyio.run(main)
     result = seen["result"]
     assert result["isError"] is False
-    assert result["structuredContent"] == {"result": "refunded 20000 on O-3"}
-    assert effects(shop.folder)[len(before) :] == ["refund O-3 20000"]
+    assert result["structuredContent"] == {"result": f"refunded 20000 on {order}"}
+    assert effects(shop.folder)[len(before) :] == [f"refund {order} 20000"]
     proven = verify_receipt(result["_meta"]["answerable/receipt"], vkey(shop.folder))
     assert proven.decision.effect == "review"
     assert [(a.by, a.reason) for a in proven.approvals] == [
@@ -271,35 +309,18 @@ def test_a_reviewed_call_is_held_until_a_reviewer_approves_it_from_the_cli(shop:
     assert proven.result_checked
 
 
-def test_streamable_http(shop: Running) -> None:
-    proxy_params(shop)  # the config names the service
-    port = free_port()
-    proc = subprocess.Popen(
-        [*CLI, "mcp-proxy", "answerable.toml", "--http", "--port", str(port)],
-        cwd=shop.folder,
-        stderr=subprocess.PIPE,
-        text=True,
+def test_streamable_http(shop: Running, http_proxy: str) -> None:
+    before = effects(shop.folder)
+    listed, (allowed, denied) = call(
+        http_proxy, [("shop.refund", {"order": "H-1", "amount_cents": 700}), ("shop.wipe", {"order": "H-1"})]
     )
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        assert "answerable mcp-proxy on http://127.0.0.1:" in line, line
-        before = effects(shop.folder)
-        listed, (allowed, denied) = call(
-            f"http://127.0.0.1:{port}/mcp",
-            [("shop.refund", {"order": "H-1", "amount_cents": 700}), ("shop.wipe", {"order": "H-1"})],
-        )
-        assert "shop.refund" in listed
-        assert "shop.pick" not in listed
-        assert allowed["isError"] is False
-        assert denied["isError"] is True
-        assert effects(shop.folder)[len(before) :] == ["refund H-1 700"]
-        verify_receipt(allowed["_meta"]["answerable/receipt"], vkey(shop.folder))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        if proc.stderr is not None:
-            proc.stderr.close()
+    assert "shop.refund" in listed
+    assert "shop.pick" not in listed
+    assert allowed["isError"] is False
+    assert denied["isError"] is True
+    assert effects(shop.folder)[len(before) :] == ["refund H-1 700"]
+    verify_receipt(allowed["_meta"]["answerable/receipt"], vkey(shop.folder))
+    verify_receipt(denied["_meta"]["answerable/receipt"], vkey(shop.folder))
 
 
 def test_a_tool_changed_upstream_is_withheld_until_the_ri_signs_it(shop: Running) -> None:
@@ -331,20 +352,28 @@ def test_an_upstream_that_hangs_or_dies_leaves_a_recorded_ambiguous_call(shop: R
         assert result["isError"] is True, result
         assert result["_meta"]["answerable/status"] == "ambiguous", result
     assert effects(shop.folder)[len(before) :] == ["refund CRASH 100"]
-    # The crashed server is started again; the next call works (or says the server is away).
-    assert after["_meta"]["answerable/status"] in ("succeeded", "failed")
+    # A call right after the crash is refused while the server is away (nothing offered, no
+    # intent), or meets the dead link (not run, or not known whether sent).
+    refused = after["_meta"].get("answerable/refused") == "tool_withheld"
+    assert refused or after["_meta"]["answerable/status"] in ("succeeded", "failed", "ambiguous")
     with open_ledger(shop.folder / "ledger.db", create=False) as ledger:
         statuses = [
             orjson.loads(e.data)["status"] for e in ledger.of_kind("Execution")
             if orjson.loads(e.data)["operation"] == "shop.refund"
         ]  # fmt: skip
     assert statuses.count("ambiguous") >= 2
+    # A result that breaks the tool's own output schema is not passed on as if it were valid.
+    _, (malformed,) = call(proxy_params(shop), [("bad.count", {})])
+    assert malformed["_meta"]["answerable/status"] == "ambiguous"
+    assert "Invalid structured content returned by tool count" in malformed["content"][0]["text"]
     # The service starts the shop again on its own: wait for it, so later tests find it there.
     with Answerable(shop.url, KeyPair.load(shop.folder / "agent.key")) as agent:
         deadline = time.monotonic() + 30
-        while any(op.get("withheld") for op in agent.operations() if op["name"] == "shop.lookup"):
+        while not any(not op["withheld"] for op in agent.operations() if op["name"] == "shop.lookup"):
             assert time.monotonic() < deadline, "the shop server was not reconnected"
             time.sleep(0.05)
+    _, (again,) = call(proxy_params(shop), [("shop.lookup", {"order": "O-10"})])
+    assert again["_meta"]["answerable/status"] == "succeeded"
 
 
 def test_the_guides_example_runs_as_written(tmp_path: Path) -> None:
@@ -403,13 +432,88 @@ def test_a_prerequisite_is_read_from_the_ledger_and_survives_a_restart(shop: Run
     assert proven.decision.policy_ids == ("shop-wipe-after-a-lookup-of-that-order",)
 
     shop.stop()
-    again = start(shop.folder)
+    again = start(shop.folder, int(shop.url.rsplit(":", 1)[1]))  # the same port: proxies keep their config
     shop.url, shop.proc = again.url, again.proc
-    toml = shop.folder / "answerable.toml"
-    toml.write_text(re.sub(r'service = "[^"]*"\n', "", toml.read_text()))
     _, (wiped, refused) = call(
         proxy_params(shop), [("shop.wipe", {"order": "P-3"}), ("shop.wipe", {"order": "P-4"})]
     )
     assert wiped["_meta"]["answerable/status"] == "succeeded"
     assert refused["_meta"]["answerable/status"] == "denied"
     assert effects(shop.folder)[len(before) :] == ["wipe P-1", "wipe P-3"]
+
+
+def test_arguments_named_like_the_gateways_words_are_arguments(shop: Running) -> None:
+    """A tool's argument called ``_operation`` reaches the tool; it never chooses which tool runs."""
+    _, (tagged,) = call(
+        proxy_params(shop), [("bad.tag", {"_operation": "bad.count", "operation": "shop.wipe"})]
+    )
+    assert tagged["_meta"]["answerable/status"] == "succeeded"
+    assert tagged["structuredContent"] == {"tag": {"_operation": "bad.count", "operation": "shop.wipe"}}
+
+
+def test_a_denied_review_is_in_the_receipt_and_bad_receipts_are_one_line(
+    shop: Running, tmp_path: Path
+) -> None:
+    reviewer = KeyPair.load(shop.folder / "reviewer.key")
+    toml = shop.folder / "answerable.toml"
+    answer_mode = shop.folder / "answer.toml"  # the same system, its proxy answering pending at once
+    answer_mode.write_text(toml.read_text().replace('pending = "hold"', 'pending = "answer"'))
+    params = proxy_params(shop)
+    params = StdioServerParameters(
+        command=params.command, args=[*params.args[:-1], str(answer_mode)], cwd=params.cwd
+    )
+    before = effects(shop.folder)
+    _, (pending,) = call(params, [("shop.refund", {"order": "D-1", "amount_cents": 30000})])
+    assert pending["isError"] is False
+    assert pending["_meta"]["answerable/status"] == "review"
+    assert "this call has not run" in pending["content"][0]["text"]
+    intent = pending["_meta"]["answerable/intent"]
+    denied = _cli(
+        "deny", "ledger.db", pending["_meta"]["answerable/review"], "--by", reviewer.identity,
+        "--reason", "no such return", "--key", "reviewer.key", cwd=shop.folder,
+    )  # fmt: skip
+    assert denied.returncode == 0, denied.stderr
+    with Answerable(shop.url, KeyPair.load(shop.folder / "agent.key")) as agent:
+        receipt = agent.receipt(intent, seconds=30)
+    proven = verify_receipt(receipt, vkey(shop.folder))
+    assert proven.execution is None
+    assert [(a.by, a.verdict, a.reason) for a in proven.approvals] == [
+        (reviewer.identity, "deny", "no such return")
+    ]
+    saved = tmp_path / "denied.json"
+    saved.write_text(json.dumps(receipt))
+    said = _cli("receipt", "verify", str(saved), "--key", vkey(shop.folder), cwd=shop.folder)
+    assert said.returncode == 0, said.stderr
+    assert f"review; denied by {reviewer.identity}, did not run;" in said.stdout
+    assert effects(shop.folder) == before
+
+    # Input the command cannot use: exit 2, one line; a proof that does not hold: exit 1, one line.
+    junk = tmp_path / "junk.json"
+    for content, key, code in [
+        (b"[]", vkey(shop.folder), 2),
+        (b"\xff\xfe", vkey(shop.folder), 2),
+        (saved.read_bytes(), "not-a-key", 2),
+        (saved.read_bytes().replace(b"index ", b"index " + b"9" * 5000, 1), vkey(shop.folder), 1),
+    ]:
+        junk.write_bytes(content)
+        said = _cli("receipt", "verify", str(junk), "--key", key, cwd=shop.folder)
+        assert said.returncode == code, said
+        assert said.stdout == ""
+        assert len(said.stderr.strip().splitlines()) == 1, said.stderr
+
+
+def test_a_server_named_like_an_operation_prefix_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "clash"
+    done = _cli("init", str(folder), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    toml = folder / "answerable.toml"
+    toml.write_text(
+        toml.read_text().replace('name = "refund"', 'name = "shop.refund"')
+        + f'\n[mcp.servers.shop]\ncommand = ["{sys.executable}", "shop_server.py"]\n'
+    )
+    said = _cli("mcp-schema", "answerable.toml", cwd=folder)
+    assert said.returncode == 2
+    assert said.stderr.strip().splitlines() == [
+        "answerable: error: answerable.toml: [mcp.servers.shop]: its tools are named shop.TOOL, "
+        "as is operation 'shop.refund'; rename one"
+    ]

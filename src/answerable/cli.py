@@ -1421,9 +1421,11 @@ def mcp_proxy_command(
     from mcp.server.stdio import stdio_server
 
     async def main() -> None:
-        async with stdio_server() as (read, write):
-            await server.run(read, write, server.create_initialization_options())
-        await proxy.aclose()
+        try:
+            async with stdio_server() as (read, write):
+                await server.run(read, write, server.create_initialization_options())
+        finally:
+            await proxy.aclose()
 
     _run(lambda: _async(main()))
 
@@ -1498,15 +1500,20 @@ def receipt_verify(
         "agent": proven.intent.agent,
         "operation": proven.intent.operation,
         "decision": proven.decision.effect,
-        "approvals": [{"id": a.id, "by": a.by, "reason": a.reason} for a in proven.approvals],
+        "approvals": [
+            {"id": a.id, "by": a.by, "verdict": a.verdict, "reason": a.reason} for a in proven.approvals
+        ],
         "execution": None if proven.execution is None else proven.execution.status,
         "result_checked": proven.result_checked,
     }
     if as_json:
         _json(doc)
         return
-    ran = "did not run" if proven.execution is None else proven.execution.status
-    by = "".join(f"; approved by {a.by}" for a in proven.approvals)
+    denied = proven.decision.effect == "deny" or any(a.verdict == "deny" for a in proven.approvals)
+    ran = proven.execution.status if proven.execution else "did not run" if denied else "execution not shown"
+    by = "".join(
+        f"; {'approved' if a.verdict == 'approve' else 'denied'} by {a.by}" for a in proven.approvals
+    )
     _out().print(
         f"receipt ok: {proven.intent.operation} by {proven.intent.agent}, "
         f"{proven.decision.effect}{by}, {ran}; "

@@ -77,6 +77,9 @@ class McpServerConfig:
     command: tuple[str, ...] = ()
     url: str | None = None
     cwd: Path | None = None
+    env: tuple[str, ...] = ()
+    """``env``: names of environment variables passed from the service's environment to a stdio
+    server (its credentials, say): the values are never in this file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +218,14 @@ def load_config(path: Path) -> ServiceConfig:
             f"{path.name}: [checkpoints] publish_dir: {publish} holds the system's folder (its keys): "
             'give a folder of its own, like "log"'
         )
+    mcp = read.mcp()
+    for server in mcp.servers if mcp is not None else ():
+        for op in ops:
+            if op.name.startswith(f"{server.name}."):
+                raise ConfigError(
+                    f"{path.name}: [mcp.servers.{server.name}]: its tools are named {server.name}.TOOL, "
+                    f"as is operation {op.name!r}; rename one"
+                )
     ledger_url = read.ledger_url()
     nats_url = read._get("nats", "url", None)
     if nats_url is not None and (
@@ -250,7 +261,7 @@ def load_config(path: Path) -> ServiceConfig:
         monitors=read.maybe_path("monitors", "file", None, must_exist=True),
         webhook=read.url("notify", "webhook"),
         otel_endpoint=read.otel_endpoint(),
-        mcp=read.mcp(),
+        mcp=mcp,
         prerequisites=read.prerequisites(),
         extra={k: v for k, v in doc.items() if k not in _KNOWN},
     )
@@ -469,7 +480,7 @@ class _Reader:
             raise ConfigError(f"{where}: want a name without dots or spaces")
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: want a table with command or url")
-        unknown = set(entry) - {"command", "url", "cwd"}
+        unknown = set(entry) - {"command", "url", "cwd", "env"}
         if unknown:
             raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
         command, url = entry.get("command"), entry.get("url")
@@ -487,7 +498,10 @@ class _Reader:
         cwd = entry.get("cwd", ".")
         if not isinstance(cwd, str):
             raise ConfigError(f"{where} cwd: want a path")
-        return McpServerConfig(name, tuple(command or ()), url, (self.folder / cwd).resolve())
+        env = entry.get("env", [])
+        if not isinstance(env, list) or not all(isinstance(e, str) and e and "=" not in e for e in env):
+            raise ConfigError(f"{where} env: want a list of environment variable names (no values)")
+        return McpServerConfig(name, tuple(command or ()), url, (self.folder / cwd).resolve(), tuple(env))
 
     def operation(self, i: int, entry: object) -> OperationConfig:
         where = f"{self.name}: [[operations]] #{i + 1}"

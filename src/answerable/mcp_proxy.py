@@ -56,11 +56,14 @@ class McpProxy:
             )
         self.mcp: McpConfig = mcp
         self.url = url or service_url(config)
-        self.client = AsyncClient(self.url, key, timeout=max(90.0, mcp.hold_seconds + 30))
+        # A submit waits for the call itself: longer than the tool may take, and than a hold.
+        self.client = AsyncClient(
+            self.url, key, timeout=max(90.0, mcp.call_timeout + 30, mcp.hold_seconds + 30)
+        )
 
     def server(self) -> Any:
         """The SDK's low-level MCP server with this proxy's handlers."""
-        import mcp_types as types
+        from mcp import types
         from mcp.server import Server
 
         async def list_tools(_ctx: Any, _params: Any) -> types.ListToolsResult:
@@ -93,8 +96,19 @@ class McpProxy:
             return _text(f"refused by answerable: {exc}", True, {"answerable/refused": exc.reason_code})
         intent_id = str(doc["intent_id"])
         deadline = time.monotonic() + self.mcp.hold_seconds
-        while not doc.get("done") and self.mcp.pending == "hold" and time.monotonic() < deadline:
-            doc = await self.client.wait(intent_id, seconds=min(60.0, max(0.0, deadline - time.monotonic())))
+        try:
+            while not doc.get("done") and self.mcp.pending == "hold" and time.monotonic() < deadline:
+                doc = await self.client.wait(
+                    intent_id, seconds=min(60.0, max(0.0, deadline - time.monotonic()))
+                )
+        except ServiceRefused as exc:  # the intent exists: say which, so nobody proposes it again
+            return _text(
+                f"intent {intent_id} is recorded ({doc.get('status')}); the service stopped answering "
+                f"while it waited: {exc}. Ask GET /v1/intents/{intent_id} where it stands; do not call again",
+                True,
+                {"answerable/intent": intent_id, "answerable/status": doc.get("status"),
+                 "answerable/review": doc.get("review_id")},
+            )  # fmt: skip
         meta: dict[str, Any] = {"answerable/intent": intent_id, "answerable/status": doc.get("status")}
         if not doc.get("done"):
             meta["answerable/review"] = doc.get("review_id")

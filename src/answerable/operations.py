@@ -379,7 +379,8 @@ class FencingToken:
 async def invoke(op: Operation, args: BaseModel, key: str, token: FencingToken | None = None) -> Any:
     """Call an operation with validated arguments and its idempotency key; nothing is recorded."""
     kwargs = {name: getattr(args, name) for name in type(args).model_fields}
-    kwargs.update(args.model_extra or {})  # a model open to extra names (a tool's JSON Schema) passes them on
+    if getattr(type(args), "passes_extra", False):  # a tool's JSON Schema: the names are the tool's
+        kwargs.update(args.model_extra or {})
     if op.wants_key:
         kwargs["idempotency_key"] = key
     if op.wants_token:

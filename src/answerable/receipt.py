@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from answerable._canonical import canonical_bytes
-from answerable.errors import ProofInvalid, RecordInvalid
+from answerable.errors import ConfigError, ProofInvalid, RecordInvalid, SignatureInvalid
 from answerable.ledger.base import LedgerStore, StoredEntry
 from answerable.ledger.merkle import HASH_SIZE, leaf_hash, verify_inclusion
 from answerable.ledger.note import Checkpoint, Verifier, open_checkpoint
@@ -78,7 +78,12 @@ class TlogProof:
         if not rest or not rest[0].startswith("index "):
             raise ProofInvalid("tlog-proof: no 'index N' line")
         number = rest[0][len("index ") :]
-        if not number.isascii() or not number.isdigit() or (number != "0" and number.startswith("0")):
+        if (
+            not number.isascii()
+            or not number.isdigit()
+            or len(number) > 20  # a leaf index is below 2**64
+            or (number != "0" and number.startswith("0"))
+        ):
             raise ProofInvalid(f"tlog-proof: index {number[:30]!r} is not a decimal without leading zeros")
         hashes = tuple(_b64(line, "proof hash") for line in rest[1:])
         if any(len(h) != HASH_SIZE for h in hashes):
@@ -152,6 +157,7 @@ class VerifiedReceipt:
     decision: Decision
     execution: Execution | None
     approvals: tuple[Approval, ...]
+    """Every answer proven, approvals and denials (each has its ``verdict``)."""
     result_checked: bool
     """The receipt carried the call's result and it matches the digest the execution recorded."""
 
@@ -207,7 +213,11 @@ def verify_receipt(raw: bytes | str | Mapping[str, Any], vkey: str) -> VerifiedR
         SignatureInvalid: the checkpoint is not signed by ``vkey``, or ``vkey`` is malformed.
     """
     doc = _document(raw)
-    proven = _Proven(Verifier.from_key(vkey))
+    try:
+        verifier = Verifier.from_key(vkey)
+    except SignatureInvalid as exc:
+        raise ConfigError(f"--key: not a verifier key (answerable ledger key prints one): {exc}") from exc
+    proven = _Proven(verifier)
     proofs = doc.get("proofs")
     if not isinstance(proofs, Mapping) or "intent" not in proofs or "decision" not in proofs:
         raise ProofInvalid("receipt: 'proofs' must hold at least an intent and a decision")
@@ -235,11 +245,17 @@ def verify_receipt(raw: bytes | str | Mapping[str, Any], vkey: str) -> VerifiedR
     for approval in approvals:
         if not isinstance(approval, Approval) or approval.intent_id != intent.id:
             raise ProofInvalid("receipt: a proven approval is not an approval of this intent")
+    if decision.effect == "allow" and execution is None:
+        raise ProofInvalid(
+            "receipt: an allowed call's receipt must prove its execution (a final allow has one)"
+        )
+    if decision.effect != "review" and approvals:
+        raise ProofInvalid(f"receipt: approvals of a call the rules decided {decision.effect!r} directly")
     authority = None if execution is None else execution.authority
     if (
         authority is not None
         and authority.via == "approval"
-        and sorted(authority.ids) != sorted(a.id for a in approvals)
+        and sorted(authority.ids) != sorted(a.id for a in approvals if a.verdict == "approve")
     ):
         raise ProofInvalid("receipt: the approvals do not match those the execution names as its authority")
     checked = False
@@ -259,7 +275,7 @@ def _document(raw: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise ProofInvalid(f"receipt: not JSON: {exc}") from exc
+            raise RecordInvalid(f"receipt: not JSON (UTF-8): {exc}") from exc
     if not isinstance(doc, Mapping) or doc.get("receipt") != RECEIPT_FORMAT:
-        raise ProofInvalid(f"receipt: not an {RECEIPT_FORMAT} document")
+        raise RecordInvalid(f"receipt: not an {RECEIPT_FORMAT} document")
     return doc

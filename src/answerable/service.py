@@ -437,17 +437,18 @@ class Service:
         for operation, offer in upstreams.offers().items():
             if operation in self._tools or upstreams.standing(operation) is not None:
                 continue
-
-            async def call(_operation: str = operation, **arguments: Any) -> Any:
-                return await upstreams.call(_operation, arguments)
-
-            gateway.register(
-                operation,
-                call,
-                resource_class=operation,
-                args=args_from_schema(operation, offer.input_schema),
-                context=self._context_of(operation),
-            )
+            try:
+                gateway.register(
+                    operation,
+                    _tool_call(upstreams, operation),
+                    resource_class=operation,
+                    args=args_from_schema(operation, offer.input_schema),
+                    context=self._context_of(operation),
+                )
+            except ConfigError as exc:  # this tool only: the server's other tools stay offered
+                upstreams.refuse(operation, str(exc))
+                print(f"answerable serve: {exc}", file=sys.stderr, flush=True)
+                continue
             self._tools.add(operation)
 
     def _context_of(self, operation: str) -> Any:
@@ -511,16 +512,11 @@ class Service:
                 "reason_code": "not_final",
                 "status": doc["status"],
             }
-        decision, _, execution = gateway.records_of(intent_id)
+        decision, review, execution = gateway.records_of(intent_id)
         if decision is None:  # refused before any decision (a halt): nothing to prove yet
             return 409, {"error": f"intent {intent_id} has no decision", "reason_code": "not_final"}
-        approvals: tuple[str, ...] = ()
-        if (
-            execution is not None
-            and execution.authority is not None
-            and execution.authority.via == "approval"
-        ):
-            approvals = execution.authority.ids
+        # Every answer a person gave, approvals and denials: a receipt of a denied call shows who.
+        approvals = () if review is None else tuple(a.id for a in gateway.reviews.state(review.id).approvals)
         ids = {
             "intent": intent_id,
             "decision": decision.id,
@@ -528,12 +524,9 @@ class Service:
         }
         result = self._results.get(intent_id)
         built = build_receipt(ledger, ids, approvals=approvals, result=result)
-        if built is None:
-            async with self._checkpointing:  # one signing for every caller that found none
-                built = build_receipt(ledger, ids, approvals=approvals, result=result)
-                if built is None:
-                    await self._checkpoint()
-                    built = build_receipt(ledger, ids, approvals=approvals, result=result)
+        if built is None:  # no checkpoint covers it yet: sign one (callers waiting share it)
+            await self._checkpoint()
+            built = build_receipt(ledger, ids, approvals=approvals, result=result)
         if built is None:
             return 503, {"error": "no checkpoint covers the call yet", "reason_code": "no_checkpoint"}
         return 200, built
@@ -628,7 +621,12 @@ class Service:
 
     async def _checkpoint(self, *, final: bool = False) -> None:
         """Sign (and publish, and have witnessed) a checkpoint if the ledger grew; ``final`` signs
-        one even if not, since an interval's checkpoint may have been cut short by the stop."""
+        one even if not, since an interval's checkpoint may have been cut short by the stop. One
+        at a time (the interval's and a receipt's), so the published tree only ever grows."""
+        async with self._checkpointing:
+            await self._checkpoint_now(final=final)
+
+    async def _checkpoint_now(self, *, final: bool) -> None:
         ledger = self.ledger
         if ledger is None or (ledger.size() == self._checkpointed and not final):
             return
@@ -752,7 +750,11 @@ class Service:
                     "error": f"cause {cause!r} is no entry of the ledger",
                     "reason_code": "unknown_cause",
                 }
-        if self.upstreams is not None and body.operation.split(".", 1)[0] in self.upstreams.servers:
+        if (
+            self.upstreams is not None
+            and "." in body.operation
+            and body.operation.split(".", 1)[0] in self.upstreams.servers
+        ):
             why = self.upstreams.standing(body.operation)
             if why is not None:  # refused before it is an intent: the tool is not one the RI signed
                 raise _HTTPError(409, "tool_withheld", why)
@@ -946,6 +948,16 @@ class Service:
     def people_keys(self) -> dict[str, str]:
         _, gateway = self._running()
         return {p.identity: p.public_key for p in gateway.charter.people}
+
+
+def _tool_call(upstreams: Upstreams, operation: str) -> Any:
+    """The call the gateway makes for one MCP tool: the operation is bound here, never read from
+    the arguments, which reach the tool whole as one mapping (whatever their names)."""
+
+    async def call(**arguments: Any) -> Any:
+        return await upstreams.call(operation, arguments)
+
+    return call
 
 
 def _key_of(arguments: Mapping[str, Any], same: tuple[str, ...]) -> bytes:

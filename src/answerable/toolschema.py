@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import cedarpy
 import jsonschema
@@ -203,6 +203,8 @@ def args_from_schema(operation: str, input_schema: Mapping[str, Any]) -> type[Ba
 
     class ToolArguments(BaseModel):
         model_config = ConfigDict(extra="allow", frozen=True)
+        passes_extra: ClassVar[bool] = True
+        """The arguments are the extra names (checked above): :func:`invoke` passes them on."""
 
         @model_validator(mode="before")
         @classmethod

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from answerable.config import McpConfig, McpServerConfig
 from answerable.errors import ConfigError, ExecutionError, TransientError
-from answerable.toolschema import ToolSchemaUnsupported, cedar_action, tool_pin
+from answerable.toolschema import args_from_schema, cedar_action, tool_pin
 
 if TYPE_CHECKING:
     from mcp import Client
@@ -91,7 +92,7 @@ class Upstream:
 
     async def _run(self) -> None:
         from mcp import Client, StdioServerParameters
-        from mcp_types import ToolListChangedNotification
+        from mcp.types import ToolListChangedNotification
 
         async def heard(message: Any) -> None:
             if isinstance(message, ToolListChangedNotification):
@@ -100,8 +101,12 @@ class Upstream:
         config = self.config
         target: Any = config.url
         if config.command:
+            passed = {name: os.environ[name] for name in config.env if name in os.environ}
             target = StdioServerParameters(
-                command=config.command[0], args=list(config.command[1:]), cwd=str(config.cwd), env=None
+                command=config.command[0],
+                args=list(config.command[1:]),
+                cwd=str(config.cwd),
+                env=passed or None,
             )
         delay = 0.2
         while not self._stop.is_set():
@@ -111,24 +116,29 @@ class Upstream:
                     self.offers = await _listed(config.name, client, self.extra_context)
                     self._client, self.error, delay = client, None, 0.2
                     self._ready.set()
-                    await self._on_change()
+                    await self._changes()
                     while not (self._stop.is_set() or self._lost.is_set()):
                         await _first(self._stop.wait(), self._lost.wait(), self._changed.wait())
                         if self._changed.is_set():
                             self._changed.clear()
                             self.offers = await _listed(config.name, client, self.extra_context)
-                            await self._on_change()
+                            await self._changes()
             except Exception as exc:  # the server's process died or answered nonsense: reconnect
-                self.error = f"{type(exc).__name__}: {exc}"[:300]
-                print(
-                    f"answerable serve: mcp server {config.name}: {self.error}", file=sys.stderr, flush=True
-                )
+                self.error = _reason(exc)
+                print(f"answerable: mcp server {config.name}: {self.error}", file=sys.stderr, flush=True)
             finally:
-                self._client = None
+                self._client, self.offers = None, {}  # nothing is offered while it is away
             self._ready.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
             delay = min(delay * 2, 5.0)
+
+    async def _changes(self) -> None:
+        """Tell the owner the offers changed; its failure is its own, not a lost connection."""
+        try:
+            await self._on_change()
+        except Exception as exc:
+            print(f"answerable: mcp server {self.config.name}: {_reason(exc)}", file=sys.stderr, flush=True)
 
     async def call(self, tool: str, arguments: Mapping[str, Any], within: float) -> dict[str, Any]:
         """Call ``tool``; its result as JSON (``content``, ``structuredContent``).
@@ -149,9 +159,10 @@ class Upstream:
                 f"mcp server {self.config.name}: {tool} did not answer in {within:g} s"
             ) from exc
         except Exception as exc:  # the SDK raises its own and pydantic's errors on a bad answer
-            self._lost.set()
+            if not isinstance(exc, RuntimeError | ValueError):  # not a result it refused: the link
+                self._lost.set()
             raise TransientError(
-                f"mcp server {self.config.name}: {tool}: no valid answer: {type(exc).__name__}: {exc}"[:400]
+                f"mcp server {self.config.name}: {tool}: no valid answer: {_reason(exc)}"
             ) from exc
         doc: dict[str, Any] = result.model_dump(mode="json", by_alias=True, exclude_none=True)
         doc.pop("_meta", None)
@@ -161,6 +172,10 @@ class Upstream:
             raise ExecutionError(f"{self.config.name}.{tool} failed: {text[:300]}")
         return doc
 
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
     async def stop(self) -> None:
         self._stop.set()
         if self._task is not None:
@@ -168,6 +183,13 @@ class Upstream:
                 await asyncio.wait_for(self._task, 10)
             if not self._task.done():
                 self._task.cancel()
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for what went wrong, from inside the task groups the SDK wraps errors in."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
 
 
 async def _first(*waits: Awaitable[Any]) -> None:
@@ -193,7 +215,8 @@ async def _listed(
             unsupported = None
             try:
                 cedar_action(operation, tool.name, tool.description, schema, extra_context=extra)
-            except ToolSchemaUnsupported as exc:
+                args_from_schema(operation, schema)  # a schema jsonschema refuses cannot check calls
+            except ConfigError as exc:
                 unsupported = str(exc)
             pin = tool_pin(tool.name, tool.description, schema)
             offer = Offer(server, tool.name, tool.description, schema, pin, unsupported, extra)
@@ -217,8 +240,19 @@ class Upstreams:
         self.pins = dict(pins)
         """Action -> the pin the RI signed (``@mcp_tool``), from the ruleset in force."""
         self.servers = {s.name: Upstream(s, on_change, extra_context) for s in config.servers}
+        self._refused: dict[str, str] = {}
+        """Tool -> why the service could not take it (its schema failed when registered)."""
+
+    def refuse(self, operation: str, why: str) -> None:
+        """Withhold ``operation`` until restart: the service could not register it."""
+        self._refused[operation] = why
 
     async def start(self) -> None:
+        import logging
+
+        # The SDK logs a server's malformed output with whole tracebacks; each failure is said
+        # here in one line instead (and recorded, for a call).
+        logging.getLogger("mcp").setLevel(logging.CRITICAL)
         for server in self.servers.values():
             await server.start(self.config.connect_timeout)
 
@@ -235,11 +269,13 @@ class Upstreams:
         signed = self.pins.get(operation)
         if offer is None:
             server = self.servers.get(operation.split(".", 1)[0])
-            if server is not None and server._client is None:
+            if server is not None and not server.connected:
                 return f"mcp server {server.config.name} is not connected"
             return f"no upstream server lists {operation} now"
         if offer.unsupported is not None:
             return offer.unsupported
+        if operation in self._refused:
+            return self._refused[operation]
         if signed is None:
             return (
                 f"the signed rules do not declare {operation} (answerable mcp-schema prints its declaration)"

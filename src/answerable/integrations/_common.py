@@ -56,7 +56,9 @@ def call_key(operation: str, call_id: str, arguments: Mapping[str, Any]) -> str:
     """
     canonical = json.dumps([operation, arguments], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:24]
-    return f"{call_id[:96]}:{digest}"  # the service takes keys up to 128 characters
+    if len(call_id) > 96:  # the service takes keys up to 128 characters: a long id by its digest
+        call_id = "sha256-" + hashlib.sha256(call_id.encode()).hexdigest()[:64]
+    return f"{call_id}:{digest}"
 
 
 def _no_constant(name: str) -> Any:
