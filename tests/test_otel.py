@@ -15,6 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from otlp import ARRIVED, otlp_receiver
 from support import booking
 
 from answerable import Gateway, SQLiteLedger
@@ -137,40 +138,10 @@ async def test_the_same_ledger_exports_the_same_spans_and_a_late_start_keeps_the
     assert ids["execution"] in contexts(tail)
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    """An OTLP/HTTP trace receiver: decodes each request as the protocol defines it."""
-
-    received: list[ExportTraceServiceRequest]
-    arrived: threading.Event
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        request = ExportTraceServiceRequest()
-        request.ParseFromString(body)
-        self.received.append(request)
-        self.arrived.set()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.end_headers()
-
-    def log_message(self, *_: object) -> None:
-        pass
-
-
-ARRIVED = threading.Event()
-"""Set by the receiver on each request it decodes."""
-
-
 @pytest.fixture
 def receiver() -> Iterator[tuple[str, list[ExportTraceServiceRequest]]]:
-    received: list[ExportTraceServiceRequest] = []
-    handler = type("Receiver", (_Receiver,), {"received": received, "arrived": ARRIVED})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces", received
-    server.shutdown()
-    server.server_close()
+    with otlp_receiver() as found:
+        yield found
 
 
 async def test_an_otlp_receiver_on_loopback_gets_every_span_with_its_links(
