@@ -245,7 +245,7 @@ def console_router(service: Service) -> APIRouter:
         try:
             graph = await asyncio.to_thread(why, ledger, entry_id, max_nodes=10_000)
         except EntryNotFound as exc:
-            raise ConsoleRefused(404, "unknown_entry", f"the ledger holds no entry {entry_id!r}") from exc
+            raise ConsoleRefused(404, "unknown_entry", _no_entry(entry_id)) from exc
         return JSONResponse(why_doc(graph))
 
     @router.get("/console/api/rules")
@@ -449,7 +449,7 @@ class _Console:
         try:
             return await asyncio.to_thread(gateway.reviews.state, review_id)
         except ApprovalRefused as exc:
-            raise ConsoleRefused(404, "unknown_review", f"the ledger holds no review {review_id!r}") from exc
+            raise ConsoleRefused(404, "unknown_review", _no_entry(review_id, "review")) from exc
 
     def review(self, state: ReviewState, session: Session) -> dict[str, Any]:
         _, gateway = self.running()
@@ -572,7 +572,7 @@ class _Console:
         try:
             stored = await asyncio.to_thread(ledger.find, entry_id)
         except EntryNotFound as exc:
-            raise ConsoleRefused(404, "unknown_entry", f"the ledger holds no entry {entry_id!r}") from exc
+            raise ConsoleRefused(404, "unknown_entry", _no_entry(entry_id)) from exc
         try:
             note = await self.service.checkpoint()
         except AnswerableError as exc:
@@ -670,6 +670,10 @@ class _ConsoleHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+def _no_entry(entry_id: str, what: str = "entry") -> str:
+    return f"the ledger holds no {what} {entry_id[:80]!r}"
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
