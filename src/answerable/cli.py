@@ -70,6 +70,10 @@ receipt_app = typer.Typer(
     rich_markup_mode=None, no_args_is_help=True, help="Check the receipts governed calls carry."
 )
 app.add_typer(receipt_app, name="receipt")
+users_app = typer.Typer(
+    rich_markup_mode=None, no_args_is_help=True, help="Accounts of the web console ([console] users)."
+)
+app.add_typer(users_app, name="users")
 
 _consoles: dict[bool, Console] = {}
 
@@ -902,9 +906,14 @@ def serve_command(
             if self.started:  # said once listening: what scripts and tests wait for
                 _err().print(f"answerable ready on {config.host}:{config.port}", markup=False)
 
+    served = build_app(service, lifespan=False)
+    if config.console is not None:
+        from answerable.console import mount_console
+
+        mount_console(served, service)
     server = Server(
         uvicorn.Config(
-            build_app(service, lifespan=False),
+            served,
             host=config.host,
             port=config.port,
             log_level="warning",
@@ -933,6 +942,54 @@ def serve_command(
     # found installed: this one, so a clean shutdown exits 0 instead of dying of the signal.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     _run(lambda: _async(main()))
+
+
+@users_app.command("set-password")
+def users_set_password(
+    config_file: Path = typer.Argument(..., help="The system's answerable.toml: its [console] users file."),
+    identity: str = typer.Argument(..., help="A person of the charter, or a [console] viewer."),
+    key_file: Path | None = typer.Option(
+        None, "--key", help="Their key file: stored sealed under the password, to sign in the console."
+    ),
+) -> None:
+    """Set a console password, read from the first line of standard input (never an argument).
+    With --key, the person's signing key is stored encrypted under it: they can answer reviews
+    and resume in the console. The accounts file is written with mode 0600."""
+    from answerable.config import ConsoleConfig, load_config
+    from answerable.console.accounts import MIN_PASSWORD, set_password
+    from answerable.keys import KeyPair
+    from answerable.records import SystemCharter
+
+    config = _run(lambda: load_config(config_file))
+    console = config.console or ConsoleConfig(users=config.folder / "console-users.json")
+    text = _read(config.charter)
+    try:
+        charter = SystemCharter.model_validate_json(text)
+    except ValueError as exc:
+        _fail(ConfigError(f"{config.charter.name} is not a signed SystemCharter: {str(exc).splitlines()[0]}"))
+    person = charter.person(identity)
+    if person is None and identity not in console.viewers:
+        _fail(
+            ConfigError(
+                f"{identity!r} is neither a person of the charter "
+                f"nor a [console] viewer of {config_file.name}"
+            )
+        )
+    key = None
+    if key_file is not None:
+        key = _run(lambda: KeyPair.load(key_file))
+        if key.identity != identity:
+            _fail(ConfigError(f"--key: the key file belongs to {key.identity!r}, not {identity!r}"))
+        if person is None or person.public_key != key.public_b64:
+            _fail(ConfigError(f"--key: the charter holds another key for {identity!r} (or none)"))
+    line = sys.stdin.readline().rstrip("\r\n")
+    if not line:
+        _fail(ConfigError("give the password on the first line of standard input"))
+    if len(line) < MIN_PASSWORD:
+        _fail(ConfigError(f"the password must have at least {MIN_PASSWORD} characters"))
+    _run(lambda: set_password(console.users, identity, line, key))
+    held = "and their signing key, sealed under it" if key is not None else "(no signing key: reads only)"
+    _say(f"password set for {identity} {held} in {console.users.name}")
 
 
 @app.command("agent")

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from answerable.errors import AnswerableError, ConfigError
 
 __all__ = [
+    "ConsoleConfig",
     "McpConfig",
     "McpServerConfig",
     "OperationConfig",
@@ -107,6 +108,18 @@ class McpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    """``[console]``: the web console served under ``/console/`` beside the API."""
+
+    users: Path
+    """``users``: the accounts file (``answerable users set-password``), mode 0600."""
+    viewers: tuple[str, ...] = ()
+    """``viewers``: identities that are not in the charter and may only read."""
+    session_minutes: int = 480
+    """``session_minutes``: how long a log-in lasts."""
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceConfig:
     """What ``answerable serve`` runs."""
 
@@ -156,6 +169,8 @@ class ServiceConfig:
     prerequisites: tuple[Prerequisite, ...] = ()
     mcp: McpConfig | None = None
     """``[mcp]``: upstream MCP servers whose tools are governed operations, and the proxy's settings."""
+    console: ConsoleConfig | None = None
+    """``[console]``: the web console; None: ``answerable serve`` serves no console."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Tables this version does not read (``[postgres]``, ``[nats]`` ...), kept for later issues."""
 
@@ -174,6 +189,7 @@ _KNOWN = {
     "otel",
     "mcp",
     "prerequisites",
+    "console",
 }
 
 
@@ -263,6 +279,7 @@ def load_config(path: Path) -> ServiceConfig:
         otel_endpoint=read.otel_endpoint(),
         mcp=mcp,
         prerequisites=read.prerequisites(),
+        console=read.console(),
         extra={k: v for k, v in doc.items() if k not in _KNOWN},
     )
 
@@ -414,6 +431,27 @@ class _Reader:
         if must_exist and not resolved.exists():
             raise ConfigError(f"{self.name}: [{table}] {key}: {value} does not exist")
         return resolved
+
+    def console(self) -> ConsoleConfig | None:
+        if "console" not in self.doc:
+            return None
+        table = self._table("console")
+        where = f"{self.name}: [console]"
+        unknown = set(table) - {"users", "viewers", "session_minutes"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+        users = self.path("console", "users", "console-users.json", must_exist=False)
+        viewers = table.get("viewers", [])
+        if not isinstance(viewers, list) or not all(
+            isinstance(v, str) and v and not any(c.isspace() for c in v) for v in viewers
+        ):
+            raise ConfigError(f"{where} viewers: want a list of identities without spaces")
+        if len(set(viewers)) != len(viewers):
+            raise ConfigError(f"{where} viewers: an identity appears twice")
+        minutes = table.get("session_minutes", 480)
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 10_080:
+            raise ConfigError(f"{where} session_minutes: want whole minutes from 1 to 10080, got {minutes!r}")
+        return ConsoleConfig(users=users, viewers=tuple(viewers), session_minutes=minutes)
 
     def prerequisites(self) -> tuple[Prerequisite, ...]:
         entries = self.doc.get("prerequisites", [])

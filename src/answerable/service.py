@@ -805,6 +805,65 @@ class Service:
         self._keep_result(intent.id, outcome.result)
         return 200, outcome_doc(outcome)
 
+    async def answer(self, person: str, review_id: str, approval: Approval) -> dict[str, Any]:
+        """Record ``person``'s signed answer to a review (from ``/v1`` or the console), then settle
+        at once. The queue checks everything else (role, signature, binding, state).
+
+        Raises:
+            ApprovalRefused: the queue refuses the answer, with its reason code.
+        """
+        if approval.by != person or approval.review_id != review_id:
+            raise _HTTPError(
+                403, "not_yours", "the Approval must be by the request's signer, for this review"
+            )
+        _, gateway = self._running()
+        state = await gateway.reviews.submit(approval)
+        asyncio.get_running_loop().create_task(self._settle_now())
+        return {"id": approval.id, "verdict": approval.verdict, "review_id": review_id, "state": state.status}
+
+    async def stop_scope(self, person: str, action: str, scope_text: str, reason: str) -> dict[str, Any]:
+        """Record ``person``'s halt or pause of a scope (from ``/v1`` or the console).
+
+        Raises:
+            ConfigError: the scope does not parse; RecordInvalid: a blank reason.
+        """
+        _, gateway = self._running()
+        scope = scope_from_text(scope_text)
+        if action == "halt":
+            made = await gateway.control.halt(by=person, reason=reason, scope=scope)
+        elif action == "pause":
+            made = await gateway.control.pause(by=person, reason=reason, scope=scope)
+        else:
+            raise _HTTPError(
+                422,
+                "bad_action",
+                f"action {action!r}: halt or pause (a resume is signed: POST /v1/control/resume)",
+            )
+        return {"id": made.id, "action": made.action, "scope": made.scope.label(), "by": made.by}
+
+    async def resume(self, person: str, made: Control) -> dict[str, Any]:
+        """Record a resume ``person`` signed (from ``/v1`` or the console).
+
+        Raises:
+            NotAuthorized, SignatureInvalid: the charter does not let its signer lift these stops.
+        """
+        if made.by != person:
+            raise _HTTPError(403, "not_yours", "the resume must be by the request's signer")
+        _, gateway = self._running()
+        made = await gateway.control.record_resume(made)
+        return {"id": made.id, "action": made.action, "scope": made.scope.label(), "by": made.by}
+
+    async def checkpoint(self) -> str:
+        """The latest signed checkpoint note, signing one first if none covers the whole ledger."""
+        ledger, _ = self._running()
+        note = ledger.latest_checkpoint()
+        if note is None or int(note.split("\n")[1]) < ledger.size():
+            await self._checkpoint()
+            note = ledger.latest_checkpoint()
+        if note is None:
+            raise _HTTPError(409, "no_checkpoint", "no checkpoint is signed yet")
+        return note
+
     def chartered(self, name: str) -> bool:
         """Whether any charter this service has had in force names ``name`` (a revoked agent or a
         removed person included: a request in their name is still worth recording)."""
@@ -1255,13 +1314,7 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
             made = Control.model_validate_json(raw)
         except ValidationError as exc:
             raise _HTTPError(422, "bad_body", f"not a signed Control: {exc.errors()[0]['msg']}") from exc
-        if made.by != person:
-            raise _HTTPError(403, "not_yours", "the resume must be by the request's signer")
-        _, gateway = service._running()
-        made = await gateway.control.record_resume(made)
-        return JSONResponse(
-            {"id": made.id, "action": made.action, "scope": made.scope.label(), "by": made.by}
-        )
+        return JSONResponse(await service.resume(person, made))
 
     @app.post(
         "/v1/reviews/{review_id}/answer",
@@ -1274,16 +1327,7 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
             approval = Approval.model_validate_json(raw)
         except ValidationError as exc:
             raise _HTTPError(422, "bad_body", f"not a signed Approval: {exc.errors()[0]['msg']}") from exc
-        if approval.by != person or approval.review_id != review_id:
-            raise _HTTPError(
-                403, "not_yours", "the Approval must be by the request's signer, for this review"
-            )
-        _, gateway = service._running()
-        state = await gateway.reviews.submit(approval)
-        asyncio.get_running_loop().create_task(service._settle_now())
-        return JSONResponse(
-            {"id": approval.id, "verdict": approval.verdict, "review_id": review_id, "state": state.status}
-        )
+        return JSONResponse(await service.answer(person, review_id, approval))
 
     @app.post(
         "/v1/control", openapi_extra=_body(ControlBody, "A halt or pause, in a request a person signed.")
@@ -1291,21 +1335,7 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
     async def control(request: Request) -> JSONResponse:
         person, raw = await signed(request, service.people_keys())
         body = _parse(ControlBody, raw)
-        _, gateway = service._running()
-        scope = scope_from_text(body.scope)
-        if body.action == "halt":
-            made = await gateway.control.halt(by=person, reason=body.reason, scope=scope)
-        elif body.action == "pause":
-            made = await gateway.control.pause(by=person, reason=body.reason, scope=scope)
-        else:
-            raise _HTTPError(
-                422,
-                "bad_action",
-                f"action {body.action!r}: halt or pause (a resume is signed: POST /v1/control/resume)",
-            )
-        return JSONResponse(
-            {"id": made.id, "action": made.action, "scope": made.scope.label(), "by": made.by}
-        )
+        return JSONResponse(await service.stop_scope(person, body.action, body.scope, body.reason))
 
     @app.get("/v1/why/{entry_id}")
     async def why_of(entry_id: str, request: Request) -> JSONResponse:

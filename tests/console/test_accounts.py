@@ -1,0 +1,79 @@
+"""``answerable users set-password``: argon2id hashes and sealed keys in a 0600 file; bad input, one line."""
+
+from __future__ import annotations
+
+import base64
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from consoled import VIEWER, console_system, set_password
+
+from answerable.console.accounts import load_accounts, unlock, verify_password
+from answerable.errors import ConfigError
+from answerable.keys import KeyPair
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    made = tmp_path_factory.mktemp("accounts") / "shop"
+    console_system(made)
+    return made
+
+
+def test_the_accounts_file_is_0600_with_argon2id_hashes_and_keys_only_sealed(folder: Path) -> None:
+    """Only the owner reads the file; passwords are argon2id hashes; a private key is never there in clear."""
+    users = folder / "console-users.json"
+    assert stat.S_IMODE(users.stat().st_mode) == 0o600
+    text = users.read_text()
+    doc = json.loads(text)
+    reviewer = KeyPair.load(folder / "reviewer.key")
+    entry = doc["users"][reviewer.identity]
+    assert entry["password"].startswith("$argon2id$")
+    assert (entry["key"]["kdf"], entry["key"]["cipher"]) == ("argon2id", "AES-256-GCM")
+    raw = reviewer.private.private_bytes_raw()
+    assert base64.b64encode(raw).decode() not in text
+    assert raw.hex() not in text
+    assert raw not in users.read_bytes()
+    assert "reviewer-password-1" not in text
+    assert doc["users"][VIEWER]["key"] is None
+    account = load_accounts(users)[reviewer.identity]
+    assert verify_password(account, "reviewer-password-1")
+    assert not verify_password(account, "reviewer-password-2")
+    opened = unlock(account, "reviewer-password-1")
+    assert opened is not None
+    assert opened.public_b64 == reviewer.public_b64
+    assert unlock(account, "reviewer-password-2") is None
+
+
+@pytest.mark.parametrize(
+    ("identity", "password", "key", "says"),
+    [
+        ("reviewer", "short", "reviewer.key", "at least 12 characters"),
+        ("reviewer", "", "reviewer.key", "first line of standard input"),
+        ("nobody@example.org", "a-long-enough-password", None, "neither a person of the charter"),
+        ("reviewer", "a-long-enough-password", "ri.key", "belongs to"),
+    ],
+)
+def test_set_password_refuses_bad_input_in_one_line_exit_2(
+    folder: Path, identity: str, password: str, key: str | None, says: str
+) -> None:
+    """A short or empty password, a stranger, another person's key: exit 2, one line, file unchanged."""
+    before = (folder / "console-users.json").read_bytes()
+    name = KeyPair.load(folder / "reviewer.key").identity if identity == "reviewer" else identity
+    done = set_password(folder, name, password, *((key,) if key else ()))
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert (folder / "console-users.json").read_bytes() == before
+
+
+def test_an_accounts_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    """A users file open to group or others is not used: one line says how to fix it."""
+    users = tmp_path / "users.json"
+    users.write_text('{"version": 1, "users": {}}')
+    users.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_accounts(users)

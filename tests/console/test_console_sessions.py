@@ -1,0 +1,49 @@
+"""Sessions that end on their own: the log-in limit, and a charter that no longer names the person."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from consoled import PASSWORDS, Console
+from served import cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_five_failed_logins_block_the_identity_and_the_address_for_the_window(own_console: Console) -> None:
+    """After five failures within 60 s, even the right password gets 429 too_many_logins."""
+    tab = own_console.browser()
+    reviewer = own_console.who["reviewer"]
+    for _ in range(5):
+        assert tab.login(reviewer, "not-the-password").status_code == 401
+    blocked = tab.login(reviewer, PASSWORDS["reviewer"])
+    assert (blocked.status_code, blocked.json()["reason_code"]) == (429, "too_many_logins")
+    other = own_console.browser().login(own_console.who["ri"], PASSWORDS["ri"])  # the same address
+    assert (other.status_code, other.json()["reason_code"]) == (429, "too_many_logins")
+
+
+def test_a_charter_that_removes_the_reviewer_ends_their_session(own_console: Console) -> None:
+    """The running service follows the amendment, and the reviewer's next request is 401 session_ended."""
+    reviewer = own_console.browser("reviewer")
+    ri = own_console.browser("ri")
+    assert reviewer.get("me").status_code == 200
+    amended = cli(
+        own_console.running, "charter", "amend", "charter.json", "--key", "ri.key", "--out", "charter.json",
+        "--force", "--revoke", own_console.who["reviewer"], "--json",
+    )  # fmt: skip
+    assert amended.returncode == 0, amended.stderr
+    assert json.loads(amended.stdout)["version"] == 2
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        answer = reviewer.get("me")
+        if answer.status_code != 200:
+            break
+        time.sleep(0.1)  # polling a condition under a deadline, not waiting a guessed time
+    assert (answer.status_code, answer.json()["reason_code"]) == (401, "session_ended")
+    again = reviewer.get("reviews")
+    assert (again.status_code, again.json()["reason_code"]) == (401, "no_session")
+    relog = own_console.browser().login(own_console.who["reviewer"], PASSWORDS["reviewer"])
+    assert (relog.status_code, relog.json()["reason_code"]) == (401, "bad_login")
+    assert ri.get("me").status_code == 200  # the RI's session stands
