@@ -82,7 +82,7 @@ if TYPE_CHECKING:
     from answerable.otel import SpanMaker
     from answerable.upstream import Upstreams
 
-__all__ = ["MAX_BODY", "Service", "build_app", "outcome_doc"]
+__all__ = ["MAX_BODY", "Service", "build_app", "control_doc", "outcome_doc"]
 
 _NOTIFY = frozenset({"Review", "Escalation", "ReviewClosed", "Control", "Alert"})
 
@@ -530,6 +530,11 @@ class Service:
         if built is None:
             return 503, {"error": "no checkpoint covers the call yet", "reason_code": "no_checkpoint"}
         return 200, built
+
+    def control_doc(self) -> dict[str, Any]:
+        """The stops in force (``GET /v1/control``): what a resume must name to lift them."""
+        _, gateway = self._running()
+        return control_doc(gateway)
 
     def operations(self) -> list[dict[str, Any]]:
         """What agents may propose: each operation, and for an MCP tool its description, input
@@ -1009,6 +1014,23 @@ class Service:
         return {p.identity: p.public_key for p in gateway.charter.people}
 
 
+def control_doc(gateway: Gateway) -> dict[str, Any]:
+    """The stops in force, as ``GET /v1/control`` and the console show them."""
+    return {
+        "stops": [
+            {
+                "id": stop.id,
+                "action": stop.action,
+                "scope": stop.scope.label(),
+                "by": stop.by,
+                "reason": stop.reason,
+                "at": stop.at,
+            }
+            for stop in gateway.control.state().stops
+        ]
+    }
+
+
 def _tool_call(upstreams: Upstreams, operation: str) -> Any:
     """The call the gateway makes for one MCP tool: the operation is bound here, never read from
     the arguments, which reach the tool whole as one mapping (whatever their names)."""
@@ -1286,22 +1308,7 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
     async def control_state(request: Request) -> JSONResponse:
         """The stops in force: what a resume must name in its causes to lift them."""
         await reader(request)
-        _, gateway = service._running()
-        return JSONResponse(
-            {
-                "stops": [
-                    {
-                        "id": stop.id,
-                        "action": stop.action,
-                        "scope": stop.scope.label(),
-                        "by": stop.by,
-                        "reason": stop.reason,
-                        "at": stop.at,
-                    }
-                    for stop in gateway.control.state().stops
-                ]
-            }
-        )
+        return JSONResponse(service.control_doc())
 
     @app.post(
         "/v1/control/resume",

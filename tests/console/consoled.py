@@ -126,6 +126,14 @@ class Console:
             assert answer.status_code == 200, answer.text
         return tab
 
+    def indexed(self) -> dict[str, int]:
+        """Every entry's id -> its index in the ledger."""
+        conn = sqlite3.connect(self.folder / "ledger.db")
+        try:
+            return dict(conn.execute("SELECT id, idx FROM entries").fetchall())
+        finally:
+            conn.close()
+
     def kinds(self, kind: str) -> list[dict[str, Any]]:
         conn = sqlite3.connect(self.folder / "ledger.db")
         try:

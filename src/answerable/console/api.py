@@ -195,6 +195,11 @@ def console_router(service: Service) -> APIRouter:
             raise ConsoleRefused(422, "bad_body", str(exc)) from exc
         return JSONResponse(done)
 
+    @router.get("/console/api/control")
+    async def control_state(request: Request) -> JSONResponse:
+        await console.reading(request)
+        return JSONResponse(console.service.control_doc())
+
     @router.post("/console/api/resume", openapi_extra=_schema(ResumeBody, "The scope to resume, and why."))
     async def resume(request: Request) -> JSONResponse:
         return JSONResponse(await console.resume(request))

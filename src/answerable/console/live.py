@@ -16,6 +16,7 @@ import orjson
 from answerable.clock import parse_rfc3339
 from answerable.gateway import Gateway
 from answerable.ledger.base import LedgerStore
+from answerable.service import control_doc
 
 __all__ = ["LiveView"]
 
@@ -56,19 +57,7 @@ class LiveView:
             "ledger_size": self._seen,
             "agents": [{"name": n, "messages_last_minute": rates.get(n, 0)} for n in names],
             "executed": dict(sorted(self._executed.items())),
-            "control": {
-                "stops": [
-                    {
-                        "id": s.id,
-                        "action": s.action,
-                        "scope": s.scope.label(),
-                        "by": s.by,
-                        "reason": s.reason,
-                        "at": s.at,
-                    }
-                    for s in stops
-                ]
-            },
+            "control": control_doc(gateway),
             # An alert is open while the pause it made is in force; one that paused nothing
             # stays listed (the latest fifty): nothing in the ledger closes it.
             "alerts": [a for a in self._alerts if a.get("control_id") is None or a["control_id"] in in_force],
