@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -322,7 +324,7 @@ def console_router(service: Service) -> APIRouter:
             page = await asyncio.to_thread(render, service.config.ledger)
         except AnswerableError as exc:
             raise ConsoleRefused(404, "no_report", str(exc).replace(str(service.config.folder), "")) from exc
-        return HTMLResponse(page)
+        return HTMLResponse(page, headers={"Content-Security-Policy": _allowing_its_styles(page)})
 
     return router
 
@@ -669,12 +671,28 @@ class _ConsoleHeaders:
 
         async def with_headers(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
+                own = [
+                    (n, v) for n, v in message.get("headers", []) if n.lower() == b"content-security-policy"
+                ]
                 names = {name for name, _ in _HEADERS}
                 kept = [(n, v) for n, v in message.get("headers", []) if n.lower() not in names]
-                message["headers"] = kept + _HEADERS
+                # A route's own policy stays (the report allows its one inline style by hash).
+                message["headers"] = (
+                    kept + [(n, v) for n, v in _HEADERS if not (own and n == _HEADERS[0][0])] + own
+                )
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+def _allowing_its_styles(page: str) -> str:
+    """The console's policy with the page's own ``<style>`` blocks allowed by their SHA-256 (the
+    report is one self-contained file; nothing else inline is allowed)."""
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()}'"
+        for style in re.findall(r"<style>(.*?)</style>", page, re.S)
+    )
+    return CSP.replace("style-src 'self'", f"style-src 'self' {hashes}" if hashes else "style-src 'self'")
 
 
 def _no_entry(entry_id: str, what: str = "entry") -> str:
