@@ -117,6 +117,9 @@ class ConsoleConfig:
     """``viewers``: identities that are not in the charter and may only read."""
     session_minutes: int = 480
     """``session_minutes``: how long a log-in lasts."""
+    compare: tuple[Path, ...] = ()
+    """``compare``: other ledger files (runs of the same system) the comparison page sets beside
+    this service's own ledger."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,7 +440,7 @@ class _Reader:
             return None
         table = self._table("console")
         where = f"{self.name}: [console]"
-        unknown = set(table) - {"users", "viewers", "session_minutes"}
+        unknown = set(table) - {"users", "viewers", "session_minutes", "compare"}
         if unknown:
             raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
         users = self.path("console", "users", "console-users.json", must_exist=False)
@@ -451,7 +454,18 @@ class _Reader:
         minutes = table.get("session_minutes", 480)
         if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 10_080:
             raise ConfigError(f"{where} session_minutes: want whole minutes from 1 to 10080, got {minutes!r}")
-        return ConsoleConfig(users=users, viewers=tuple(viewers), session_minutes=minutes)
+        compare = table.get("compare", [])
+        if not isinstance(compare, list) or not all(isinstance(c, str) and c for c in compare):
+            raise ConfigError(f"{where} compare: want a list of ledger files")
+        others = []
+        for given in compare:
+            other = (self.folder / given).resolve()
+            if not other.is_file():
+                raise ConfigError(f"{where} compare: {given} is not a file")
+            others.append(other)
+        return ConsoleConfig(
+            users=users, viewers=tuple(viewers), session_minutes=minutes, compare=tuple(others)
+        )
 
     def prerequisites(self) -> tuple[Prerequisite, ...]:
         entries = self.doc.get("prerequisites", [])

@@ -1210,6 +1210,18 @@ def compare(paths: list[Path], out: Path) -> Path:
         ConfigError: matplotlib is not installed, or ``out`` cannot be written.
     """
     out = Path(out)
+    _write(out, render_compare(paths, links_from=out.resolve().parent))
+    return out
+
+
+def render_compare(paths: list[Path], *, links_from: Path | None = None) -> str:
+    """The comparison page of ``paths`` as one self-contained HTML page; with ``links_from``,
+    each run links to its own report found beside its ledger, relative to that folder.
+
+    Raises:
+        NotALedger: a path is not an answerable ledger.
+        ConfigError: matplotlib is not installed.
+    """
     runs = [_gather(Path(p)) for p in paths]
     labels = _unique_labels(runs)
     outcomes = [r.outcome() for r in runs]
@@ -1221,8 +1233,8 @@ def compare(paths: list[Path], out: Path) -> Path:
     for label, r in zip(labels, runs, strict=True):
         report = r.path.with_suffix(".html")
         source = "result.json" if r.result is not None else "the ledger"
-        if report.exists():
-            href = Path(os.path.relpath(report.resolve(), out.resolve().parent)).as_posix()
+        if links_from is not None and report.exists():
+            href = Path(os.path.relpath(report.resolve(), links_from)).as_posix()
             what = f'<a href="{_e(href)}">{_e(label)}</a>'
         else:
             what = _e(label)
@@ -1243,8 +1255,7 @@ def compare(paths: list[Path], out: Path) -> Path:
             _plot_coordination(runs, "compare-coordination"), "No agent sent a message in these ledgers."
         ),
     ]
-    _write(out, _page("Comparison of runs: " + ", ".join(labels), body))
-    return out
+    return _page("Comparison of runs: " + ", ".join(labels), body)
 
 
 def _unique_labels(runs: Sequence[_Facts]) -> list[str]:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
-from consoled import PASSWORDS, Console
+from consoled import PASSWORDS, VIEWER, Console, console_system
+from served import CLI, free_port, start
 
 from answerable.client import Client
 from answerable.console.api import CSP
@@ -287,3 +290,29 @@ def test_logout_ends_the_session(console: Console) -> None:
     gone = tab.get("me")
     assert (gone.status_code, gone.json()["reason_code"]) == (401, "no_session")
     assert isinstance(gone, httpx.Response)
+
+
+def test_the_comparison_page_sets_the_runs_the_config_names_beside_this_one(tmp_path: Path) -> None:
+    folder = tmp_path / "shop"
+    console_system(folder)
+    other = subprocess.run(
+        [*CLI, "demo", "quickstart", "--out", "earlier"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert other.returncode == 0, other.stderr
+    with (folder / "answerable.toml").open("a", encoding="utf-8") as config:
+        config.write('compare = ["earlier/ledger.db"]\n')  # [console] is the file's last table
+    running = start(folder, free_port())
+    try:
+        tab = Console(running, {"viewer": VIEWER}).browser()
+        assert tab.login(VIEWER, PASSWORDS["viewer"]).status_code == 200
+        page = tab.http.get(f"{running.url}/console/api/report/compare", headers=tab.headers(origin=None))
+        assert page.status_code == 200, page.text
+        assert "Comparison of runs" in page.text
+        assert "style-src 'self' 'sha256-" in page.headers["content-security-policy"]
+        tab.http.close()
+    finally:
+        running.stop()

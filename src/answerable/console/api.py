@@ -326,6 +326,26 @@ def console_router(service: Service) -> APIRouter:
             raise ConsoleRefused(404, "no_report", str(exc).replace(str(service.config.folder), "")) from exc
         return HTMLResponse(page, headers={"Content-Security-Policy": _allowing_its_styles(page)})
 
+    @router.get("/console/api/report/compare", response_class=HTMLResponse)
+    async def report_compare(request: Request) -> HTMLResponse:
+        from answerable.report import render_compare
+
+        await console.reading(request)
+        others = config.compare
+        if service.config.ledger_url is not None or not others:
+            raise ConsoleRefused(
+                404,
+                "no_comparison",
+                "no [console] compare ledgers are set beside this service's own ledger file",
+            )
+        try:
+            page = await asyncio.to_thread(render_compare, [service.config.ledger, *others])
+        except AnswerableError as exc:
+            raise ConsoleRefused(
+                404, "no_comparison", str(exc).replace(str(service.config.folder), "")
+            ) from exc
+        return HTMLResponse(page, headers={"Content-Security-Policy": _allowing_its_styles(page)})
+
     return router
 
 

@@ -260,7 +260,9 @@ const views = {
   async reports(view) {
     view.append(el("h1", { text: "Reports" }),
       el("p", {}, el("a", { href: `${API}/report`, target: "_blank", rel: "noopener", id: "report-link",
-        text: "Incident report of this ledger" })));
+        text: "Incident report of this ledger" })),
+      el("p", {}, el("a", { href: `${API}/report/compare`, target: "_blank", rel: "noopener", id: "compare-link",
+        text: "Comparison with the other runs the config names" })));
   },
 };
 
