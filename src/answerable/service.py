@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field, ValidationError
 from answerable._canonical import canonical_bytes
 from answerable.bus import MemoryBus
 from answerable.clock import rfc3339
-from answerable.config import ServiceConfig, resolve_target
+from answerable.config import ConsoleConfig, ServiceConfig, resolve_target
 from answerable.control import scope_from_text
 from answerable.errors import (
     AnswerableError,
@@ -178,6 +178,7 @@ class Service:
         origin: str,
         public_url: str | None = None,
         agent_keys: Mapping[str, str] | None = None,
+        console: ConsoleConfig | None = None,
     ) -> Service:
         """The HTTP API over a gateway built in this process: a scenario driver's, whose
         operations are closures over its simulated world. Nothing is read from charter, rules
@@ -196,6 +197,7 @@ class Service:
             schema=folder / "schema.cedarschema",
             operations=(),
             public_url=public_url,
+            console=console,
         )
         service = cls(config)
         service._hosted = True

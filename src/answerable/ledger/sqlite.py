@@ -133,13 +133,9 @@ class SQLiteLedger(SQLLedger):
             if not create:
                 raise NotALedger(str(p), "no such file")
             return cls._create(p, origin, Path(signing_key) if signing_key else _key_path(p), identity)
-        try:
-            with open(p, "rb") as handle:
-                magic = handle.read(16)
-        except OSError as exc:
-            raise NotALedger(str(p), str(exc)) from exc
-        if magic != b"SQLite format 3\x00":
-            raise NotALedger(str(p), "it is not an SQLite database")
+        # Never open(2) the file outside SQLite: closing any descriptor of it drops every POSIX
+        # lock this process holds on it, so a second look at a ledger the process is serving (a
+        # report rendered by the console) would let another program delete its live WAL.
         meta = _probe_meta(p)
         if meta.get("format") != _FORMAT:
             raise NotALedger(str(p), "its metadata does not name the answerable ledger format")
@@ -471,7 +467,19 @@ def _probe_meta(path: Path) -> dict[str, str]:
     """
     conn = None
     try:
+        if path.is_dir():
+            raise NotALedger(str(path), "Is a directory")
+        if not os.access(path, os.R_OK):
+            raise NotALedger(str(path), "Permission denied")
+        if path.stat().st_size < 100:  # shorter than SQLite's own header: what open(2) would show
+            raise NotALedger(str(path), "it is not an SQLite database")
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        conn.execute("PRAGMA schema_version").fetchone()
+    except OSError as exc:
+        raise NotALedger(str(path), exc.strerror or str(exc)) from exc
+    except sqlite3.DatabaseError as exc:
+        raise NotALedger(str(path), "it is not an SQLite database") from exc
+    try:
         rows = conn.execute("SELECT key, value FROM meta").fetchall()
     except sqlite3.Error as exc:
         raise NotALedger(str(path), f"it has no answerable metadata ({exc})") from exc

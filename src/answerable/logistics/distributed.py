@@ -37,6 +37,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from answerable.bus import Bus
+from answerable.config import ConsoleConfig
 from answerable.errors import AgentLost, AnswerableError, ConfigError, NotAuthorized
 from answerable.gateway import Outcome
 from answerable.httpsig import verify_request
@@ -91,6 +92,7 @@ class DistributedStormRun(StormRun):
         ack_wait: float = 10.0,
         restarts: int = 3,
         die: tuple[str, str] | None = None,
+        console_users: Path | None = None,
     ) -> None:
         """``ack_wait``: how long a record a dead agent held waits before it comes again (to the
         agent restarted). ``restarts``: how often an agent's process that died is started again
@@ -123,6 +125,10 @@ class DistributedStormRun(StormRun):
         self._answered: dict[str, dict[str, Any]] = {}
         """The desk's answer to each intent it was asked about, as the executor heard it."""
         self._desk_lock = asyncio.Lock()
+        self.console_users = console_users
+        """An accounts file (``answerable.console.accounts``): the run's service then serves the
+        console too, so the storm's people (the RI) can watch and halt it in a browser."""
+        self.console_url: str | None = None
 
     @property
     def location(self) -> str:
@@ -291,8 +297,15 @@ class DistributedStormRun(StormRun):
             origin=self.ledger.origin,
             public_url=base,
             agent_keys=self.agent_keys,
+            console=None if self.console_users is None else ConsoleConfig(users=self.console_users),
         )
         app = build_app(service, lifespan=False)
+        if self.console_users is not None:
+            from answerable.console.api import mount_console
+
+            mount_console(app, service)
+            self.console_url = f"{base}/console/"
+            print(f"answerable console on {self.console_url}", file=sys.stderr, flush=True)
         self._desk_route(app, base)
         self._service = service
 
