@@ -982,11 +982,25 @@ def users_set_password(
             _fail(ConfigError(f"--key: the key file belongs to {key.identity!r}, not {identity!r}"))
         if person is None or person.public_key != key.public_b64:
             _fail(ConfigError(f"--key: the charter holds another key for {identity!r} (or none)"))
-    line = sys.stdin.readline().rstrip("\r\n")
+    if sys.stdin.isatty():  # typed at a terminal: not echoed
+        import getpass
+
+        line = getpass.getpass("password: ")
+    else:
+        try:
+            line = sys.stdin.readline().rstrip("\r\n")
+        except UnicodeDecodeError:
+            line = "\udcff"  # said below, as for undecodable bytes passed through
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        _fail(ConfigError("the password is not UTF-8 text"))
     if not line:
         _fail(ConfigError("give the password on the first line of standard input"))
     if len(line) < MIN_PASSWORD:
         _fail(ConfigError(f"the password must have at least {MIN_PASSWORD} characters"))
+    if len(line) > 1024:  # the log-in takes no longer ones
+        _fail(ConfigError("the password must have at most 1024 characters"))
     _run(lambda: set_password(console.users, identity, line, key))
     held = "and their signing key, sealed under it" if key is not None else "(no signing key: reads only)"
     _say(f"password set for {identity} {held} in {console.users.name}")

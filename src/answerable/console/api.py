@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
+import html
 import re
+import sys
 import time
+import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from answerable.clock import IdSource, SystemClock, parse_rfc3339, rfc3339
 from answerable.config import ConsoleConfig
-from answerable.console.accounts import load_accounts, unlock, verify_password
+from answerable.console.accounts import Account, load_accounts, unlock, verify_password
 from answerable.console.live import LiveView
 from answerable.console.sessions import COOKIE, LoginLimit, Session, Sessions, csrf_matches
 from answerable.console.views import EntryFilter, entries_page, review_doc, rules_history, why_doc
@@ -61,6 +63,8 @@ _HEADERS = [
     (b"cache-control", b"no-store"),
 ]
 _STATIC = Path(__file__).with_name("static")
+_DIGITS = re.compile(r"[0-9]+")
+"""ASCII digits only: ``str.isdigit`` also takes ² and ①, which ``int`` refuses."""
 _MAX_BODY = 16 * 1024
 _POLL = 0.5
 """Seconds between two looks at the ledger's size in a live stream."""
@@ -321,7 +325,7 @@ def console_router(service: Service) -> APIRouter:
                 404, "no_report", "the report reads a ledger file; this ledger is in PostgreSQL"
             )
         try:
-            page = await asyncio.to_thread(render, service.config.ledger)
+            page = _plots_as_images(await asyncio.to_thread(render, service.config.ledger))
         except AnswerableError as exc:
             raise ConsoleRefused(404, "no_report", str(exc).replace(str(service.config.folder), "")) from exc
         return HTMLResponse(page, headers={"Content-Security-Policy": _allowing_its_styles(page)})
@@ -339,7 +343,7 @@ def console_router(service: Service) -> APIRouter:
                 "no [console] compare ledgers are set beside this service's own ledger file",
             )
         try:
-            page = await asyncio.to_thread(render_compare, [service.config.ledger, *others])
+            page = _plots_as_images(await asyncio.to_thread(render_compare, [service.config.ledger, *others]))
         except AnswerableError as exc:
             raise ConsoleRefused(
                 404, "no_comparison", str(exc).replace(str(service.config.folder), "")
@@ -358,6 +362,23 @@ class _Console:
         self.sessions = Sessions(config.session_minutes)
         self.limit = LoginLimit()
         self._live: LiveView | None = None
+        self._checking = asyncio.Semaphore(2)
+        self._accounts: tuple[tuple[int, int, int], dict[str, Account]] | None = None
+        """Password checks running at once: each is argon2id, 64 MiB and a core for a moment."""
+
+    def accounts(self) -> dict[str, Account]:
+        """The accounts file as it is now, read again only when it changed."""
+        try:
+            stat = self.config.users.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        except OSError:
+            return {}
+        if self._accounts is None or self._accounts[0] != stamp:
+            try:
+                self._accounts = (stamp, load_accounts(self.config.users))
+            except ConfigError:
+                return {}  # unreadable now: no session stands on it
+        return self._accounts[1]
 
     def running(self) -> tuple[SQLLedger, Gateway]:
         ledger, gateway = self.service.ledger, self.service.gateway
@@ -401,6 +422,9 @@ class _Console:
         now = self.roles_of(session.identity)
         if not now or any(r not in now for r in session.roles):
             return False
+        account = self.accounts().get(session.identity)
+        if account is None or _digest(account.password_hash) != session.account:
+            return False  # a new password (or none) since this log-in
         if session.key is not None:
             _, gateway = self.running()
             person = gateway.charter.person(session.identity)
@@ -438,25 +462,33 @@ class _Console:
             raise ConsoleRefused(
                 429, "too_many_logins", f"too many failed log-ins; try again in {max(1, round(wait))} s"
             )
+        # Counted at once (no await between the look and the count) and forgiven after a success,
+        # so a burst of guesses sent together meets the limit as a sequence would.
+        self.limit.failed(body.identity, address)
         roles = self.roles_of(body.identity)
         try:
             accounts = await asyncio.to_thread(load_accounts, self.config.users)
         except ConfigError as exc:
+            print(f"answerable serve: console: {exc}", file=sys.stderr, flush=True)  # the path stays here
             raise ConsoleRefused(
-                503, "accounts_unreadable", f"the console's accounts file cannot be used: {exc}"
+                503,
+                "accounts_unreadable",
+                "the console's accounts cannot be read; the service's log says why",
             ) from exc
         account = accounts.get(body.identity) if roles else None
-        if not await asyncio.to_thread(verify_password, account, body.password):
-            self.limit.failed(body.identity, address)
+        async with self._checking:  # argon2id costs 64 MiB and a core: a few at a time
+            known = await asyncio.to_thread(verify_password, account, body.password)
+        if not known:
             raise ConsoleRefused(401, "bad_login", "wrong identity or password")
         if account is None:  # verify_password is False for no account; kept for the type checker
             raise ConsoleRefused(401, "bad_login", "wrong identity or password")
+        self.limit.forgive(body.identity, address)
         key = await asyncio.to_thread(unlock, account, body.password)
         _, gateway = self.running()
         person = gateway.charter.person(body.identity) if gateway.has_charter() else None
         if key is not None and (person is None or person.public_key != key.public_b64):
             key = None  # a key the charter no longer holds for them signs nothing here
-        token, session = self.sessions.open(body.identity, roles, key)
+        token, session = self.sessions.open(body.identity, roles, key, _digest(account.password_hash))
         response = JSONResponse(_me(session))
         response.set_cookie(
             COOKIE,
@@ -630,7 +662,7 @@ class _Console:
         chosen: str | None = None
         graph = whole
         if day:
-            if day.isdigit() and len(day) < 6:
+            if _DIGITS.fullmatch(day) and len(day) < 6:
                 if int(day) >= len(days):
                     raise ConsoleRefused(
                         404, "unknown_day", f"day={day}: the ledger has {len(days)} day(s) of messages"
@@ -705,6 +737,21 @@ class _ConsoleHeaders:
         await self.app(scope, receive, with_headers)
 
 
+def _plots_as_images(page: str) -> str:
+    """The report with each inline SVG plot turned into an image of itself (a ``data:`` URL): a
+    plot's own ``style`` attributes then stay inside the image, and the page needs no inline
+    style beyond its one stylesheet."""
+
+    def image(match: re.Match[str]) -> str:
+        svg = match.group(0)
+        title = re.search(r"<title>(.*?)</title>", svg, re.S)
+        alt = title.group(1).strip() if title else "plot"
+        data = base64.b64encode(svg.encode()).decode()
+        return f'<img alt="{html.escape(alt, quote=True)}" src="data:image/svg+xml;base64,{data}">'
+
+    return re.sub(r"<svg\b.*?</svg>", image, page, flags=re.S)
+
+
 def _allowing_its_styles(page: str) -> str:
     """The console's policy with the page's own ``<style>`` blocks allowed by their SHA-256 (the
     report is one self-contained file; nothing else inline is allowed)."""
@@ -738,10 +785,9 @@ def _same_origin(request: Request, public_url: str | None) -> None:
     or, when a browser sends none, ``Sec-Fetch-Site`` must say same-origin."""
     origin = request.headers.get("origin")
     own = {f"{request.url.scheme}://{request.headers.get('host', '')}"}
-    if public_url is not None:
-        with contextlib.suppress(ValueError):
-            parts = public_url.split("/")
-            own.add(f"{parts[0]}//{parts[2]}")
+    if public_url is not None:  # the one origin people use: a Host header can be anything
+        parts = public_url.split("/")
+        own = {f"{parts[0]}//{parts[2]}"} if len(parts) > 2 else own
     if origin is not None:
         if origin not in own:
             raise ConsoleRefused(
@@ -758,7 +804,7 @@ def _same_origin(request: Request, public_url: str | None) -> None:
 
 async def _read(request: Request) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > _MAX_BODY):
+    if declared is not None and (not _DIGITS.fullmatch(declared) or int(declared) > _MAX_BODY):
         raise ConsoleRefused(413, "body_too_large", f"the body is over {_MAX_BODY} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -778,15 +824,20 @@ def _parse(model: type[Any], raw: bytes) -> Any:
         raise ConsoleRefused(422, "bad_body", f"{where}: {first['msg']}") from exc
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _reason(reason: str) -> None:
-    if not reason.strip():
+    """A reason says something: at least one letter or digit (not only spaces or invisible marks)."""
+    if not any(unicodedata.category(c)[0] in "LN" for c in reason):
         raise ConsoleRefused(422, "reason_required", "give a reason: a blank one says nothing")
 
 
 def _whole(text: str | None, name: str, low: int, high: int) -> int | None:
     if text is None or text == "":
         return None
-    if not text.isdigit() or len(text) > 19 or not low <= int(text) <= high:
+    if not _DIGITS.fullmatch(text) or len(text) > 19 or not low <= int(text) <= high:
         raise ConsoleRefused(
             422, f"bad_{name}", f"{name}={text[:40]!r}: want a whole number from {low} to {high}"
         )

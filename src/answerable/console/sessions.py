@@ -35,6 +35,8 @@ class Session:
     """Their signing key, unlocked by their password; None for a viewer or a person without one."""
     expires_at: float
     """Seconds since the epoch."""
+    account: str = ""
+    """A digest of the password hash they logged in with: a new password ends the session."""
 
 
 class Sessions:
@@ -45,7 +47,9 @@ class Sessions:
         self.clock = clock
         self._by_hash: dict[bytes, Session] = {}
 
-    def open(self, identity: str, roles: tuple[str, ...], key: KeyPair | None) -> tuple[str, Session]:
+    def open(
+        self, identity: str, roles: tuple[str, ...], key: KeyPair | None, account: str = ""
+    ) -> tuple[str, Session]:
         """A new session; (the token for the cookie, the session)."""
         self._forget_expired()
         token = secrets.token_urlsafe(32)
@@ -55,6 +59,7 @@ class Sessions:
             csrf_token=secrets.token_urlsafe(32),
             key=key,
             expires_at=self.clock() + self.minutes * 60,
+            account=account,
         )
         self._by_hash[_hash(token)] = session
         return token, session
@@ -111,8 +116,8 @@ class LoginLimit:
         waits = []
         for key in (f"id:{identity}", f"ip:{address}"):
             times = self._recent(key, now)
-            if len(times) >= self.failures:
-                waits.append(times[0] + self.window - now)
+            if len(times) >= self.failures:  # heard again once enough have left the window
+                waits.append(times[len(times) - self.failures] + self.window - now)
         return max(waits) if waits else None
 
     def failed(self, identity: str, address: str) -> None:
@@ -122,6 +127,13 @@ class LoginLimit:
         if len(self._seen) > 100_000:  # a flood of names: drop the idle ones, not the memory
             for key in [k for k, t in self._seen.items() if not t or t[-1] <= now - self.window]:
                 del self._seen[key]
+
+    def forgive(self, identity: str, address: str) -> None:
+        """Take back the attempt counted for a log-in that then succeeded."""
+        for key in (f"id:{identity}", f"ip:{address}"):
+            times = self._seen.get(key)
+            if times:
+                times.pop()
 
     def _recent(self, key: str, now: float) -> deque[float]:
         times = self._seen.setdefault(key, deque())

@@ -294,7 +294,7 @@ function reviewCard(review) {
 }
 
 function renderLive(board, state) {
-  const halted = JSON.stringify(state.control || {}).includes('"halt"');
+  const halted = ((state.control || {}).stops || []).some((stop) => stop.action === "halt");
   board.replaceChildren(
     el("div", { class: "card" }, el("h3", { text: "Ledger" }), el("p", { id: "live-size", text: `${state.ledger_size} entries` }),
       el("p", { text: `${state.reviews_open} reviews open` })),

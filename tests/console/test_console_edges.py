@@ -1,0 +1,75 @@
+"""The console's edges a sceptical review found: log-in bursts, a new password, digits that are
+not ASCII, reasons that say nothing, a password that is not text."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+from consoled import PASSWORDS, Console, set_password
+
+
+def test_a_burst_of_wrong_passwords_meets_the_limit_as_a_sequence_would(own_console: Console) -> None:
+    console = own_console
+    identity = console.who["ri"]
+
+    def guess(n: int) -> int:
+        with httpx.Client(timeout=60) as http:
+            answer = http.post(
+                f"{console.url}/console/api/login",
+                json={"identity": identity, "password": f"wrong-guess-{n:04d}"},
+                headers={"Origin": console.url},
+            )
+            return answer.status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = list(pool.map(guess, range(24)))
+    assert statuses.count(401) <= 5, statuses
+    assert statuses.count(429) >= 19, statuses
+
+
+def test_a_new_password_ends_the_sessions_of_the_old_one(own_console: Console) -> None:
+    console = own_console
+    tab = console.browser("reviewer")
+    assert tab.get("me").status_code == 200
+    done = set_password(console.folder, console.who["reviewer"], "a-brand-new-password-9", "reviewer.key")
+    assert done.returncode == 0, done.stderr
+    ended = tab.get("me")
+    assert ended.status_code == 401
+    assert ended.json()["reason_code"] == "session_ended"
+
+
+def test_digits_that_are_not_ascii_and_reasons_that_say_nothing_are_refused(console: Console) -> None:
+    ri = console.browser("ri")
+    for path, params in (
+        ("entries", {"limit": "²"}),
+        ("entries", {"before": "①"}),
+        ("coordination", {"day": "①"}),
+    ):
+        answer = ri.get(path, **params)
+        assert 400 <= answer.status_code < 500, (path, params, answer.status_code, answer.text)
+    before = len(console.kinds("Control"))
+    for reason in ("\u200b", " \u00a0\u200b", "   "):
+        answer = ri.post("control", {"action": "pause", "scope": "agent:refunds-agent", "reason": reason})
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["reason_code"] == "reason_required"
+    assert len(console.kinds("Control")) == before
+
+
+def test_set_password_refuses_bytes_that_are_not_text_in_one_line(own_console: Console) -> None:
+    import subprocess
+
+    from served import CLI
+
+    done = subprocess.run(
+        [*CLI, "users", "set-password", "answerable.toml", own_console.who["viewer"]],
+        input=b"\xff\xfe-not-text-at-all-really\n",
+        capture_output=True,
+        cwd=own_console.folder,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.decode().strip().splitlines() == ["answerable: error: the password is not UTF-8 text"]
+    assert PASSWORDS["viewer"]  # the old one still logs in
+    assert own_console.browser().login(own_console.who["viewer"], PASSWORDS["viewer"]).status_code == 200
