@@ -45,6 +45,7 @@ from answerable.errors import (
     SignatureInvalid,
 )
 from answerable.gateway import Gateway
+from answerable.keys import KeyPair
 from answerable.ledger import SQLLedger
 from answerable.review import ReviewState, unsigned_approval
 from answerable.service import Service
@@ -518,13 +519,7 @@ class _Console:
         session = await self.acting(request, "reviewer", "ri")
         body = _parse(AnswerBody, await _read(request))
         _reason(body.reason)
-        if session.key is None:
-            raise ConsoleRefused(
-                403,
-                "no_key",
-                f"no signing key is stored for {session.identity}: "
-                "answerable users set-password CONFIG IDENTITY --key KEYFILE",
-            )
+        key = _key_of(session)
         state = await self.state(review_id)
         _, gateway = self.running()
         person = gateway.charter.person(session.identity)
@@ -544,7 +539,7 @@ class _Console:
                     valid_for_seconds=3600,
                     simulated=person is not None and person.simulated,
                 ),
-                session.key,
+                key,
             )
             return await self.service.answer(session.identity, review_id, approval)
         except ApprovalRefused as exc:
@@ -562,13 +557,7 @@ class _Console:
             scope = scope_from_text(body.scope)
         except ConfigError as exc:
             raise ConsoleRefused(422, "bad_scope", str(exc)) from exc
-        if session.key is None:
-            raise ConsoleRefused(
-                403,
-                "no_key",
-                f"no signing key is stored for {session.identity}: "
-                "answerable users set-password CONFIG IDENTITY --key KEYFILE",
-            )
+        key = _key_of(session)
         _, gateway = self.running()
         lifted = [s.id for s in gateway.control.state().stops if s.scope.label() == scope.label()]
         if not lifted:
@@ -585,7 +574,7 @@ class _Console:
                     control_id=IdSource(clock).new(),
                     at_ns=clock.now_ns(),
                 ),
-                session.key,
+                key,
             )
             return await self.service.resume(session.identity, made)
         except (NotAuthorized, SignatureInvalid) as exc:
@@ -822,6 +811,18 @@ def _parse(model: type[Any], raw: bytes) -> Any:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(body)"
         raise ConsoleRefused(422, "bad_body", f"{where}: {first['msg']}") from exc
+
+
+def _key_of(session: Session) -> KeyPair:
+    """The person's unlocked key; refused when none is stored (a viewer's, say)."""
+    if session.key is None:
+        raise ConsoleRefused(
+            403,
+            "no_key",
+            f"no signing key is stored for {session.identity}: "
+            "answerable users set-password CONFIG IDENTITY --key KEYFILE",
+        )
+    return session.key
 
 
 def _digest(text: str) -> str:
