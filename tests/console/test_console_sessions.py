@@ -47,3 +47,21 @@ def test_a_charter_that_removes_the_reviewer_ends_their_session(own_console: Con
     relog = own_console.browser().login(own_console.who["reviewer"], PASSWORDS["reviewer"])
     assert (relog.status_code, relog.json()["reason_code"]) == (401, "bad_login")
     assert ri.get("me").status_code == 200  # the RI's session stands
+
+
+def test_a_session_past_its_minutes_is_gone_and_its_key_with_it() -> None:
+    from answerable.console.sessions import Sessions
+    from answerable.keys import KeyPair
+
+    now = [1_000.0]
+    sessions = Sessions(30, clock=lambda: now[0])
+    key = KeyPair.generate("reviewer@shop.example")
+    token, _ = sessions.open("reviewer@shop.example", ("reviewer",), key)
+    now[0] += 30 * 60 - 1
+    assert sessions.get(token) is not None
+    now[0] += 1
+    assert sessions.get(token) is None  # expired: the route answers 401 no_session
+    assert sessions.get(token) is None
+    other, _ = sessions.open("ri@shop.example", ("ri",), None)
+    assert sessions.get(other) is not None
+    assert len(sessions._by_hash) == 1  # the expired one, with its unlocked key, is forgotten

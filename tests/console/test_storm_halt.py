@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import threading
 import time
@@ -94,7 +95,11 @@ def test_halt_in_the_console_mid_storm_stops_every_later_call(tmp_path: Path, cl
             finished["result"] = loop.run_until_complete(scenario)
         except BaseException as exc:  # the test reads it below
             finished["error"] = exc
-        finally:
+        finally:  # what the cancelled run left pending (its agents' watchers) goes too
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
             loop.close()
 
     thread = threading.Thread(target=driver, daemon=True)
@@ -117,6 +122,15 @@ def test_halt_in_the_console_mid_storm_stops_every_later_call(tmp_path: Path, cl
             page.fill("#login-password", PASSWORD)
             page.click("#login-form button[type=submit]")
             expect(page.locator("#who")).to_contain_text(RI)
+            # The provenance graph of a storm execution, drawn from the PostgreSQL ledger.
+            while not kinds(storm.ledger_url, "Execution"):
+                assert time.monotonic() < deadline, f"the storm ran nothing: {finished}"
+                time.sleep(0.1)
+            execution = str(kinds(storm.ledger_url, "Execution")[0][1]["id"])
+            page.goto(f"{storm.console_url}#/why/{execution}")
+            graph = page.locator("#why-graph")
+            expect(graph).to_have_attribute("data-nodes", re.compile(r"^[1-9][0-9]*$"))
+            assert int(graph.get_attribute("data-nodes") or 0) >= 5  # event, messages, intent, decision...
             page.click("#halt")
             page.fill("#halt-reason", "medical deliveries are being pushed behind retail")
             # Pressed while the executor is proposing: two looks at the ledger a moment apart

@@ -294,17 +294,21 @@ function reviewCard(review) {
 }
 
 function renderLive(board, state) {
-  const halted = ((state.control || {}).stops || []).some((stop) => stop.action === "halt");
+  const stops = (state.control || {}).stops || [];
+  const halted = stops.some((stop) => stop.action === "halt");
+  const lines = (items, empty) => (items.length ? items : [el("p", { class: "muted", text: empty })]);
   board.replaceChildren(
     el("div", { class: "card" }, el("h3", { text: "Ledger" }), el("p", { id: "live-size", text: `${state.ledger_size} entries` }),
       el("p", { text: `${state.reviews_open} reviews open` })),
     el("div", { class: "card" }, el("h3", { text: "Control" }),
-      el("p", { class: halted ? "state-halted" : "", id: "live-control", text: halted ? "HALTED" : "running" }),
-      pretty(state.control)),
+      el("p", { class: halted ? "state-halted" : "", id: "live-control", text: halted ? "HALTED" : stops.length ? "paused in part" : "running" }),
+      ...lines(stops.map((stop) => el("p", { text: `${stop.action} of ${stop.scope} by ${stop.by} at ${stop.at}: ${stop.reason}` })), "No stops in force.")),
     el("div", { class: "card" }, el("h3", { text: "Agents (messages, last minute)" }),
-      ...(state.agents || []).map((a) => el("p", { text: `${a.name}: ${a.messages_last_minute}` }))),
-    el("div", { class: "card" }, el("h3", { text: "Executed per class" }), pretty(state.executed || {})),
-    el("div", { class: "card" }, el("h3", { text: "Open alerts" }), pretty(state.alerts || [])));
+      ...lines((state.agents || []).map((a) => el("p", { text: `${a.name}: ${a.messages_last_minute}` })), "No agents.")),
+    el("div", { class: "card" }, el("h3", { text: "Executed per class" }),
+      ...lines(Object.entries(state.executed || {}).map(([cls, n]) => el("p", { text: `${cls}: ${n}` })), "Nothing executed yet.")),
+    el("div", { class: "card" }, el("h3", { text: "Open alerts" }),
+      ...lines((state.alerts || []).map((a) => el("p", { text: `${a.monitor || a.name || "alert"}: ${a.invariant || a.summary || JSON.stringify(a)}` })), "No open alerts.")));
 }
 
 function draw(box, nodes, edges, layout) {
