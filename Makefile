@@ -68,6 +68,7 @@ bench: $(STAMP)
 	$(RECORD) postgres -- $(BIN)/python bench/postgres.py
 	$(RECORD) bus -- $(BIN)/python bench/bus.py
 	$(RECORD) distributed -- $(BIN)/python bench/distributed.py
+	$(RECORD) mcp_proxy -- $(BIN)/python bench/mcp_proxy.py
 	$(RECORD) storm -- $(BIN)/python bench/storm.py
 	$(RECORD) routing -- $(BIN)/python bench/routing.py tests/data/vrp/solomon/C101.txt tests/data/vrp/solomon/R101.txt tests/data/vrp/solomon/RC101.txt tests/data/vrp/cvrp/A-n32-k5.vrp tests/data/vrp/cvrp/X-n101-k25.vrp --seconds 10
 
