@@ -762,6 +762,7 @@ class Service:
             and "." in body.operation
             and body.operation.split(".", 1)[0] in self.upstreams.servers
         ):
+            await self.upstreams.awaiting(body.operation)
             why = self.upstreams.standing(body.operation)
             if why is not None:  # refused before it is an intent: the tool is not one the RI signed
                 raise _HTTPError(409, "tool_withheld", why)

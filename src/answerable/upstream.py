@@ -73,6 +73,8 @@ class Upstream:
         self._on_change = on_change
         self._client: Client | None = None
         self._ready = asyncio.Event()
+        self._up = asyncio.Event()
+        """Set while connected: what a call waiting for a server being started again waits on."""
         self._lost = asyncio.Event()
         self._changed = asyncio.Event()
         self._stop = asyncio.Event()
@@ -116,6 +118,7 @@ class Upstream:
                     self.offers = await _listed(config.name, client, self.extra_context)
                     self._client, self.error, delay = client, None, 0.2
                     self._ready.set()
+                    self._up.set()
                     await self._changes()
                     while not (self._stop.is_set() or self._lost.is_set()):
                         await _first(self._stop.wait(), self._lost.wait(), self._changed.wait())
@@ -128,6 +131,7 @@ class Upstream:
                 print(f"answerable: mcp server {config.name}: {self.error}", file=sys.stderr, flush=True)
             finally:
                 self._client, self.offers = None, {}  # nothing is offered while it is away
+                self._up.clear()
             self._ready.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
@@ -175,6 +179,12 @@ class Upstream:
     @property
     def connected(self) -> bool:
         return self._client is not None
+
+    async def connected_within(self, seconds: float) -> bool:
+        """Whether it is connected, waiting up to ``seconds`` for a reconnection under way."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._up.wait(), seconds)
+        return self.connected
 
     async def stop(self) -> None:
         self._stop.set()
@@ -262,6 +272,13 @@ class Upstreams:
 
     def offers(self) -> dict[str, Offer]:
         return {op: offer for server in self.servers.values() for op, offer in server.offers.items()}
+
+    async def awaiting(self, operation: str) -> None:
+        """Let a call to a server that is being started again (it died) wait for it, up to
+        ``connect_timeout_seconds``, instead of being refused in the moment it is away."""
+        server = self.servers.get(operation.split(".", 1)[0])
+        if server is not None and not server.connected:
+            await server.connected_within(self.config.connect_timeout)
 
     def standing(self, operation: str) -> str | None:
         """Why ``operation`` is withheld now, or None when it is exposed."""

@@ -9,7 +9,7 @@ argument and description, as a "rug pull" would) and says the tool list changed.
 from __future__ import annotations
 
 import os
-import time
+import threading
 from pathlib import Path
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -32,8 +32,8 @@ def lookup(order: str) -> dict[str, object]:
 @app.tool()
 def refund(order: str, amount_cents: int) -> str:
     """Refund part or all of an order."""
-    if order == "HANG":
-        time.sleep(3600)
+    if order == "HANG":  # never answers: nothing ever sets this event
+        threading.Event().wait()
     _effect(f"refund {order} {amount_cents}")
     if order == "CRASH":
         os._exit(9)

@@ -34,6 +34,7 @@ class LiveView:
         self._messages: deque[tuple[int, str]] = deque()
         """(sent at, sender) of the messages of the last minute, oldest first."""
         self._executed: Counter[str] = Counter()
+        self._intents = 0
         self._alerts: deque[dict[str, Any]] = deque(maxlen=_ALERTS_KEPT)
         self._lock = asyncio.Lock()
 
@@ -56,6 +57,7 @@ class LiveView:
         return {
             "ledger_size": self._seen,
             "agents": [{"name": n, "messages_last_minute": rates.get(n, 0)} for n in names],
+            "intents": self._intents,
             "executed": dict(sorted(self._executed.items())),
             "control": control_doc(gateway),
             # An alert is open while the pause it made is in force; one that paused nothing
@@ -68,6 +70,8 @@ class LiveView:
         operations = self.gateway.operations
         for first in range(start, stop, 1024):
             for stored in self.ledger.entries(first, min(first + 1024, stop)):
+                if stored.kind == "Intent":  # proposed, whatever became of it
+                    self._intents += 1
                 if stored.kind not in ("Message", "Execution", "Alert"):
                     continue
                 try:

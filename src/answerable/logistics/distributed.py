@@ -129,6 +129,8 @@ class DistributedStormRun(StormRun):
         """An accounts file (``answerable.console.accounts``): the run's service then serves the
         console too, so the storm's people (the RI) can watch and halt it in a browser."""
         self.console_url: str | None = None
+        self.serving = asyncio.Event()
+        """Set once the run's service listens (with ``console_url`` set when it serves one)."""
 
     @property
     def location(self) -> str:
@@ -323,6 +325,7 @@ class DistributedStormRun(StormRun):
                 self._serving.result()
                 raise ConfigError(f"the run's service did not start on {base}")
             await asyncio.sleep(0.01)
+        self.serving.set()
         return port
 
     def _desk_route(self, app: FastAPI, base: str) -> None:

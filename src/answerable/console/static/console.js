@@ -299,13 +299,15 @@ function renderLive(board, state) {
   const lines = (items, empty) => (items.length ? items : [el("p", { class: "muted", text: empty })]);
   board.replaceChildren(
     el("div", { class: "card" }, el("h3", { text: "Ledger" }), el("p", { id: "live-size", text: `${state.ledger_size} entries` }),
+      el("p", { id: "live-intents", "data-n": state.intents, text: `${state.intents} intents proposed` }),
       el("p", { text: `${state.reviews_open} reviews open` })),
     el("div", { class: "card" }, el("h3", { text: "Control" }),
       el("p", { class: halted ? "state-halted" : "", id: "live-control", text: halted ? "HALTED" : stops.length ? "paused in part" : "running" }),
       ...lines(stops.map((stop) => el("p", { text: `${stop.action} of ${stop.scope} by ${stop.by} at ${stop.at}: ${stop.reason}` })), "No stops in force.")),
     el("div", { class: "card" }, el("h3", { text: "Agents (messages, last minute)" }),
       ...lines((state.agents || []).map((a) => el("p", { text: `${a.name}: ${a.messages_last_minute}` })), "No agents.")),
-    el("div", { class: "card" }, el("h3", { text: "Executed per class" }),
+    el("div", { class: "card", id: "live-executed",
+      "data-n": Object.values(state.executed || {}).reduce((sum, n) => sum + n, 0) }, el("h3", { text: "Executed per class" }),
       ...lines(Object.entries(state.executed || {}).map(([cls, n]) => el("p", { text: `${cls}: ${n}` })), "Nothing executed yet.")),
     el("div", { class: "card" }, el("h3", { text: "Open alerts" }),
       ...lines((state.alerts || []).map((a) => el("p", { text: `${a.monitor || a.name || "alert"}: ${a.invariant || a.summary || JSON.stringify(a)}` })), "No open alerts.")));
