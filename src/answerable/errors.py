@@ -136,27 +136,44 @@ class AgentLost(AnswerableError):
         self.agent = agent
 
 
+STOP_CODES = frozenset({"halt", "pause"})
+"""The reason codes of a refusal by a stop in force (the control plane), not by a rule."""
+
+
 class MessageRefused(AnswerableError):
     """A message outside the coordination contract: not published, and the refusal recorded.
 
     Attributes:
         sender, topic, type: the edge it tried.
         reason_code: ``undeclared_topic``, ``undeclared_sender``, ``undeclared_type``,
-            ``undeclared_recipient`` or ``payload_schema``.
+            ``undeclared_recipient`` or ``payload_schema``; ``halt`` or ``pause`` for a stop in
+            force (:attr:`stopped`); ``denied`` for a decided message the rules refused.
         refusal_id: the Refusal entry that records it, so the sender can cite it.
     """
 
     def __init__(
         self, sender: str, topic: str, type: str, reason_code: str, detail: str, refusal_id: str
     ) -> None:
+        remedy = (
+            "a stop is in force on its sender or channel: the RI resumes it"
+            if reason_code in STOP_CODES
+            else "the charter's coordination contract declares the channels: the RI signs a new "
+            "version to add one"
+        )
         super().__init__(
             f"message {type!r} from {sender} on {topic!r} refused ({reason_code}): {detail}; "
-            f"recorded as {refusal_id}. The charter's coordination contract declares the channels: "
-            "the RI signs a new version to add one"
+            f"recorded as {refusal_id}. {remedy[0].upper()}{remedy[1:]}"
         )
         self.sender, self.topic, self.type = sender, topic, type
         self.reason_code = reason_code
         self.refusal_id = refusal_id
+
+    @property
+    def stopped(self) -> bool:
+        """Refused by a halt or pause in force, not by the contract: the sender did nothing wrong,
+        and saying it again changes nothing until a person resumes. A handler that meets this has
+        done what it may; its record is handled (see :meth:`answerable.runtime.Agent.handle`)."""
+        return self.reason_code in STOP_CODES
 
 
 class MessageHeld(AnswerableError):

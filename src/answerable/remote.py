@@ -34,7 +34,7 @@ from answerable.errors import ConfigError, MessageRefused
 from answerable.keys import KeyPair
 from answerable.ledger import LedgerStore, open_ledger
 from answerable.records import ExternalEvent, Message
-from answerable.runtime import Agent, Context
+from answerable.runtime import Agent, Context, handle_record
 
 __all__ = ["Ref", "RemoteContext", "RemoteOutcome", "run_agent", "serve_agent"]
 
@@ -308,7 +308,7 @@ async def serve_agent(
         async with one_at_a_time:
             if isinstance(clock, FakeClock):
                 clock.ns = max(clock.ns, parse_rfc3339(record.at))
-            await agent.handle(record, ctx)
+            await handle_record(agent, record, ctx)
 
     def failed(exc: Exception) -> None:
         print(

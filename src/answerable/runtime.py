@@ -43,7 +43,7 @@ from answerable.records import (
     problems,
 )
 
-__all__ = ["SEND_PREFIX", "Actuator", "Agent", "Context", "System", "Watcher"]
+__all__ = ["SEND_PREFIX", "Actuator", "Agent", "Context", "System", "Watcher", "handle_record"]
 
 
 class Actuator(Protocol):
@@ -87,11 +87,28 @@ class Agent(ABC):
 
     @abstractmethod
     async def handle(self, record: Message | ExternalEvent, ctx: Context) -> None:
-        """React to one record: send messages, propose intents."""
+        """React to one record: send messages, propose intents.
+
+        A message refused by a halt or pause in force (:attr:`MessageRefused.stopped`) that the
+        handler does not catch ends its handling, and the record counts as handled: the refusal
+        is recorded, and handling it again would only be refused again (a handler that must
+        react catches it). Any other exception is the agent's failure."""
 
     async def on_refusal(self, refusal: MessageRefused, ctx: Context) -> None:  # noqa: B027 - optional hook
         """A message this agent sent that was held for review has been denied: react (re-plan,
         tell someone). By default nothing happens; the denial is in the ledger either way."""
+
+
+async def handle_record(agent: Agent, record: Message | ExternalEvent, ctx: Context) -> None:
+    """``agent.handle``, ended where a stop in force refused what it said (see :meth:`Agent.handle`).
+
+    Every runner of agents calls this, in one process or in their own, so an agent meets a halt
+    the same way in both: the run goes on, and nothing it says is carried while the stop holds."""
+    try:
+        await agent.handle(record, ctx)
+    except MessageRefused as exc:
+        if not exc.stopped:
+            raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +203,7 @@ class System:
                 return
             trace = record.trace_id if isinstance(record, Message) else record.id
             try:
-                await agent.handle(record, Context(self, agent.name, trace))
+                await handle_record(agent, record, Context(self, agent.name, trace))
             except AgentFailed:
                 raise
             except Exception as exc:  # an agent bug: name the agent and the record, keep the cause

@@ -2,11 +2,13 @@
 in processes of their own on NATS JetStream, the executor submitting through the service's API,
 the ledger in PostgreSQL. Read back from that ledger: nothing claimed after the halt ran, no
 intent recorded after it ran, and the executor's dispatch through the API after it was refused.
+The run then goes on to its last day, everything its agents say refused, and ends by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import re
 import shutil
@@ -26,7 +28,7 @@ from answerable.ledger import open_ledger
 from answerable.ledger.postgres import drop_schema
 from answerable.logistics.distributed import DistributedStormRun
 from answerable.logistics.governance import RI
-from answerable.logistics.scenario import run
+from answerable.logistics.scenario import RunResult, run
 from answerable.logistics.world import ScenarioConfig
 
 pytestmark = [pytest.mark.slow]
@@ -88,7 +90,15 @@ def test_halt_in_the_console_mid_storm_stops_every_later_call(tmp_path: Path, cl
     )
     finished: dict[str, object] = {}
     loop = asyncio.new_event_loop()
-    scenario = loop.create_task(run("governed", 11, config, tmp_path / "run", storm_run=storm))
+    done_asking = concurrent.futures.Future[None]()
+
+    def last_day_held(day: int) -> asyncio.Future[None] | None:
+        """The run waits after its last day, its service still up, until the test has asked it."""
+        return asyncio.wrap_future(done_asking) if day == config.days - 1 else None
+
+    scenario = loop.create_task(
+        run("governed", 11, config, tmp_path / "run", storm_run=storm, on_day=last_day_held)
+    )
 
     def driver() -> None:
         asyncio.set_event_loop(loop)
@@ -96,7 +106,7 @@ def test_halt_in_the_console_mid_storm_stops_every_later_call(tmp_path: Path, cl
             finished["result"] = loop.run_until_complete(scenario)
         except BaseException as exc:  # the test reads it below
             finished["error"] = exc
-        finally:  # what the cancelled run left pending (its agents' watchers) goes too
+        finally:  # anything a failed run left pending goes too
             left = asyncio.all_tasks(loop)
             for task in left:
                 task.cancel()
@@ -153,9 +163,15 @@ def test_halt_in_the_console_mid_storm_stops_every_later_call(tmp_path: Path, cl
         again = f"after-halt-{last['id']}"
         after = executor.submit(last["operation"], last["arguments"], idempotency_key=again)
     assert after["status"] != "succeeded", after
-    loop.call_soon_threadsafe(scenario.cancel)  # the run stops its agents and service as it unwinds
-    thread.join(timeout=120)
-    assert not thread.is_alive(), "the storm's driver did not stop when cancelled"
+    done_asking.set_result(None)
+    thread.join(timeout=120)  # the halted run goes to its last day and ends by itself
+    assert not thread.is_alive(), "the halted storm did not end by itself"
+    assert "error" not in finished, finished["error"]
+    result = finished["result"]
+    assert isinstance(result, RunResult)
+    assert result.metrics["halted"]["by"] == RI
+    assert result.metrics["halted"]["reason"] == "medical deliveries are being pushed behind retail"
+    assert [p.returncode for p in storm.processes.values()] == [0, 0, 0, 0]  # stopped, not killed
 
     [(halted_at, halt)] = [(i, c) for i, c in kinds(storm.ledger_url, "Control") if c["action"] == "halt"]
     assert halt["by"] == RI

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +14,11 @@ from typer.testing import CliRunner
 from answerable import AgentFailed, ConfigError, SQLiteLedger
 from answerable.cli import app
 from answerable.logistics.agents import Executor
+from answerable.logistics.governance import RI
 from answerable.logistics.scenario import StormRun, check_scenario_file
 from answerable.logistics.services import Booking, FaultPlan
 from answerable.logistics.world import ScenarioConfig
-from answerable.records import Execution, Intent, decode_entry
+from answerable.records import Claim, Control, Execution, ExternalEvent, Intent, Refusal, decode_entry
 
 SMALL = {
     "days": 3,
@@ -317,3 +320,58 @@ def test_demo_storm_runs_under_other_rules_given_as_a_folder_and_refuses_bad_one
     assert len(from_file.stderr.strip().splitlines()) == 1
     for never in ("bad", "none", "file"):
         assert not (tmp_path / never).exists()
+
+
+class HaltingExecutor(Executor):
+    """An executor during whose second plan the RI halts the system from another process (the
+    command line), then carries on with its plan as if nothing happened."""
+
+    ledger: Path | None = None
+    routes = 0
+
+    async def _run_route(self, record, body, route, ctx):  # type: ignore[no-untyped-def]
+        HaltingExecutor.routes += 1
+        if HaltingExecutor.routes == 6 and HaltingExecutor.ledger is not None:
+            halt = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "answerable.cli", "halt", str(HaltingExecutor.ledger),
+                "--by", RI, "--reason", "medical deliveries are slipping", stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            _, said = await halt.communicate()
+            assert halt.returncode == 0, said
+        await super()._run_route(record, body, route, ctx)
+
+
+def test_a_halt_from_another_process_mid_storm_refuses_all_that_follows_and_the_run_ends_by_itself(
+    tmp_path: Path,
+) -> None:
+    """The run does not stop because a person halted it (the world goes on) and does not fail
+    either: the rest of the plan, and every later day's messages and calls, are refused and
+    recorded, and the result says who halted and why."""
+    from answerable.logistics.scenario import run
+
+    config = ScenarioConfig.model_validate(SMALL)
+    HaltingExecutor.ledger, HaltingExecutor.routes = tmp_path / "governed.db", 0
+    storm = StormRun("governed", 5, config, tmp_path, executor=HaltingExecutor)
+    result = asyncio.run(run("governed", 5, config, tmp_path, storm_run=storm))
+
+    halted = result.metrics["halted"]
+    assert halted is not None
+    assert (halted["by"], halted["reason"]) == (RI, "medical deliveries are slipping")
+    with SQLiteLedger.open(result.ledger) as ledger:
+        ledger.verify()
+        records = [(e.index, decode_entry(e.data)) for e in ledger.entries()]
+    [at] = [i for i, r in records if isinstance(r, Control) and r.action == "halt"]
+    index = {r.id: i for i, r in records if isinstance(r, Intent)}
+    ran = [r for _, r in records if isinstance(r, Execution) and r.status == "succeeded"]
+    assert ran
+    assert all(index[r.intent_id] < at for r in ran)  # nothing proposed after the halt ran
+    claimed = [i for i, r in records if isinstance(r, Claim)]
+    assert claimed
+    assert max(claimed) < at  # nor was anything claimed after it
+    later = [r for i, r in records if isinstance(r, Intent) and i > at]
+    assert later, "the executor proposed nothing after the halt: the test did not test it"
+    refused = [r for i, r in records if isinstance(r, Refusal) and i > at and r.reason_code == "halt"]
+    assert {r.claimed for r in refused} >= {"forecaster"}, "later days' messages were not refused"
+    last_plan = [i for i, r in records if isinstance(r, ExternalEvent) and r.type == "day.plan"][-1]
+    assert last_plan > at
+    assert records[last_plan][1].payload["day"] == config.days - 1  # type: ignore[union-attr]

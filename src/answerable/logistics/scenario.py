@@ -7,7 +7,7 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -431,6 +431,16 @@ class StormRun:
         await self.system.ingest(delivered)
         await self.settled()
 
+    def halted(self) -> dict[str, str] | None:
+        """The halt in force on the whole system, if a person halted it (from the console, the
+        command line, in any process): who, when, why. A halted storm runs to its last day all
+        the same, since the world does not stop; every call and message after it is refused and
+        recorded, so the outcome table shows what the halt cost."""
+        for stop in self.gateway.control.state().stops:
+            if stop.action == "halt" and stop.scope.kind == "system":
+                return {"control": stop.id, "by": stop.by, "at": stop.at, "reason": stop.reason}
+        return None
+
     async def __aexit__(self, *_: object) -> None:
         """Close what was opened (all of it, or what a failed start got to)."""
         for client in (getattr(self, "carrier", None), getattr(self, "warehouse", None)):
@@ -448,17 +458,23 @@ async def run(
     config: ScenarioConfig,
     out_dir: Path,
     *,
-    on_day: Callable[[int], None] | None = None,
+    on_day: Callable[[int], Awaitable[None] | None] | None = None,
     storm_run: StormRun | None = None,
 ) -> RunResult:
     """Run the storm in one mode and measure it; the ledger is written to ``out_dir/{mode}.db``
-    (or where ``storm_run``, a run built elsewhere, keeps it)."""
+    (or where ``storm_run``, a run built elsewhere, keeps it).
+
+    ``on_day`` hears each day when it ends; what it returns, if awaitable, is awaited before the
+    next day (or, after the last, before the run is measured and closed): a caller watching the
+    run, a test or a person at the console, can hold it there while its service still answers."""
     started = time.perf_counter()
     async with storm_run or StormRun(mode, seed, config, out_dir) as storm:
         for day in range(config.days):
             await storm.day(day)
             if on_day is not None:
-                on_day(day)
+                held = on_day(day)
+                if held is not None:
+                    await held
         storm.ledger.checkpoint()
         metrics = measure(storm.world, storm.ledger, config)
         await asyncio.to_thread(write_partner_records, storm.world, partner_records_path(storm.path))
@@ -468,6 +484,7 @@ async def run(
             metrics["answers_against_guidance"] = storm.reviewer.against_guidance
         if storm.monitors is not None:
             metrics.update(monitor_report(storm.world, storm.ledger, storm.monitors.alerts))
+        metrics["halted"] = storm.halted()
     metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
     metrics["ledger"] = str(storm.location)
     return RunResult(mode, metrics, storm.location, storm.world)
