@@ -19,9 +19,10 @@ import contextlib
 import itertools
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from answerable.bus.auth import nkey_seed
 from answerable.bus.nats import NatsBus, handled_mark
@@ -35,6 +36,8 @@ from answerable.keys import KeyPair
 from answerable.ledger import LedgerStore, open_ledger
 from answerable.records import ExternalEvent, Message
 from answerable.runtime import Agent, Context, handle_record
+
+T = TypeVar("T")
 
 __all__ = ["Ref", "RemoteContext", "RemoteOutcome", "run_agent", "serve_agent"]
 
@@ -115,6 +118,25 @@ class RemoteContext(Context):
     """A hook for crash tests, called at ``before_send``, ``after_send``, ``before_propose``
     and ``after_propose`` (after the service answered)."""
 
+    patience: float = 120.0
+    """How long a request the service could not take (unreachable: killed, starting again) is
+    made again before the handling fails. Only requests that are safe to repeat are: a message
+    (its id makes it once) and an intent with an idempotency key (the service gives back the
+    intent the key made). A handler that failed halfway would leave its agent's state halfway
+    too, and the record handled again would not say what it said the first time."""
+
+    async def _patiently(self, request: Callable[[], Awaitable[T]]) -> T:
+        deadline = time.monotonic() + self.patience
+        pause = 0.1
+        while True:
+            try:
+                return await request()
+            except ServiceRefused as exc:
+                if exc.status not in (0, 503) or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 2.0)
+
     def _derived_id(self) -> str:
         place = f"answerable message id:{self.agent}:{self.cause}:{next(self.sent)}".encode()
         secret = place.decode() if self.key is None else self.key.sign(place)
@@ -148,8 +170,9 @@ class RemoteContext(Context):
             trace_id=self.trace_id,
         )
         self._at("before_send")
+        client = self.client
         try:
-            await self.client.send(message)
+            await self._patiently(lambda: client.send(message))
         except ServiceRefused as exc:
             if exc.status == 409 and "refusal_id" in exc.doc:  # refused and recorded, as in process
                 raise MessageRefused(
@@ -176,9 +199,14 @@ class RemoteContext(Context):
         if self.client is None:
             raise ConfigError("a remote context needs its client")
         self._at("before_propose")
-        doc = await self.client.submit(
-            operation, dict(arguments), idempotency_key=idempotency_key, causes=tuple(causes)
-        )
+        client = self.client
+
+        async def submit() -> dict[str, Any]:
+            return await client.submit(
+                operation, dict(arguments), idempotency_key=idempotency_key, causes=tuple(causes)
+            )
+
+        doc = await (submit() if idempotency_key is None else self._patiently(submit))
         self._at("after_propose")
         return RemoteOutcome(doc)
 

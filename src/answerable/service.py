@@ -206,7 +206,17 @@ class Service:
         service._names = set(agent_keys or ()) | set(system.known)
         if gateway.has_charter():
             service._learn_names(gateway.charter)
+        service._learn_keys()  # a host started again on its ledger: a key used before stays used
         return service
+
+    def _learn_keys(self) -> None:
+        """Every (agent, idempotency key) the ledger's intents used, so that a request repeated
+        after a restart meets the intent it made, not a second one."""
+        ledger, _ = self._running()
+        for stored in ledger.of_kind("Intent"):
+            intent = decode_entry(stored.data)
+            if isinstance(intent, Intent):
+                self._by_key.setdefault((intent.agent, intent.idempotency_key), intent.id)
 
     # --- life ------------------------------------------------------------------------------------
 
@@ -278,10 +288,7 @@ class Service:
                 self._learn_names(named)
         self._ruleset = ruleset
         await gateway.reconcile()
-        for stored in ledger.of_kind("Intent"):
-            intent = decode_entry(stored.data)
-            if isinstance(intent, Intent):
-                self._by_key.setdefault((intent.agent, intent.idempotency_key), intent.id)
+        self._learn_keys()
         self._seen = ledger.size()
         if config.nats_url is not None:
             from answerable.bus.nats import NatsBus  # nats-py only where a system runs on NATS

@@ -97,15 +97,20 @@ async def test_the_storm_in_processes_gives_the_outcome_table_of_the_storm_in_on
     assert differ == {}
     assert here.metrics["actions_executed"] > 0
     assert set(here.metrics) == set(there.metrics)
-    # The agents really were elsewhere: four processes, each said something into the ledger.
+    # The agents really were elsewhere: four processes, each said something into the ledger;
+    # the gateway too, its claims made under a lease of its own, not the driver's.
     assert set(spread.processes) == {"forecaster", "allocator", "router", "executor"}
     assert [p.returncode for p in spread.processes.values()] == [0, 0, 0, 0]  # stopped, not killed
+    assert spread.gateway_process is not None
+    assert spread.gateway_process.returncode == 0
     with open_ledger(there.metrics["ledger"]) as ledger:
         assert ledger.verify().size == there.metrics["ledger_entries"]
         senders = {json.loads(e.data)["sender"] for e in ledger.of_kind("Message")}
         assert senders == {"forecaster", "allocator", "router", "executor"}
         signed = [json.loads(e.data).get("signature") for e in ledger.of_kind("Message")]
         assert all(signed)  # each signed by its sender in its own process
+        epochs = {json.loads(e.data)["epoch"] for e in ledger.of_kind("Claim")}
+    assert epochs == ({2} if mode != "ungoverned" else epochs)  # the driver's install held the 1st
     assert there.metrics["ledger"].startswith(PG_BASE + "?options=-csearch_path%3Dstorm_")
     assert await storm_streams() == streams_before  # the run took its stream down
 
@@ -172,6 +177,72 @@ async def test_an_agent_killed_mid_storm_is_started_again_and_the_storm_comes_ou
     assert set(keys) <= executed  # no effect the ledger does not show
     said = [(m["sender"], m["topic"], m["type"], sorted(m["causes"])) for m in messages]
     assert len(said) == len(set(map(repr, said)))  # nothing said twice by the agent started again
+
+
+def gateway_kill_plan(seed: int) -> str:
+    """Where the gateway's process dies (kill -9 on itself), drawn from the seed: before its
+    N-th partner call (the claim durable, the partner not asked) or after it (the partner did
+    it, nothing recorded yet); N within the three days' 200-odd calls, the storm's first day
+    included."""
+    rng = random.Random(f"storm-gateway-kill:{seed}")
+    return f"{rng.choice(['before_call', 'after_call'])}:{rng.randint(5, 180)}"
+
+
+@pytest.mark.crash
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("seed", seeds())
+async def test_the_gateway_killed_mid_storm_is_started_again_and_the_storm_comes_out_the_same(
+    seed: int, tmp_path: Path, clean: None
+) -> None:
+    """kill -9 of the gateway's process at a seeded partner call: the driver starts it again on
+    its port; it takes the lease over once the dead one's lapses and settles the call left open
+    (the partner finds the effect by its key, or is asked again with it); the agents' requests
+    that failed meanwhile come again. No effect twice, none the ledger does not show, a ledger
+    that verifies, and the outcome table of the storm in one process."""
+    config = ScenarioConfig.model_validate({**ScenarioConfig().model_dump(), "days": 3})
+    plan = gateway_kill_plan(seed)
+    here = await run("governed", seed, config, tmp_path / "one")
+    spread = DistributedStormRun(
+        "governed",
+        seed,
+        config,
+        tmp_path / "many",
+        nats_url=NATS,
+        postgres_url=PG_BASE,
+        die=("gateway", plan),
+    )
+    there = await run("governed", seed, config, tmp_path / "many", storm_run=spread)
+
+    assert spread.restarted == [("gateway", -9)], plan
+    differ = {
+        key: (here.metrics[key], there.metrics.get(key))
+        for key in here.metrics
+        if key not in ("wall_seconds", "ledger", "ledger_entries")
+        and here.metrics[key] != there.metrics.get(key)
+    }
+    assert differ == {}, plan
+    world, alone = there.world, here.world
+    assert world is not None
+    assert alone is not None
+    assert len(world.carrier.records) == len(alone.carrier.records)  # no effect twice
+    assert len(world.warehouse.records) == len(alone.warehouse.records)
+    assert len(world.promises) == len(alone.promises)
+    keys = [r.key for r in world.carrier.records] + [r.key for r in world.warehouse.records]
+    keys += [p[4] for p in world.promises]
+    assert len(keys) == len(set(keys))
+    with open_ledger(there.metrics["ledger"]) as ledger:
+        assert ledger.verify().size == there.metrics["ledger_entries"]
+        records = [json.loads(e.data) for e in ledger.entries()]
+    intents = {r["id"]: r for r in records if r["kind"] == "Intent"}
+    executed = [
+        intents[r["intent_id"]]["idempotency_key"]
+        for r in records
+        if r["kind"] == "Execution" and r["status"] == "succeeded"
+    ]
+    assert set(keys) == set(executed)  # every effect in the ledger, and every success an effect
+    assert len(executed) == len(set(executed))  # one success per key
+    epochs = {r["epoch"] for r in records if r["kind"] == "Claim"}
+    assert len(epochs) == 2, epochs  # claims made by the gateway before its death and after it
 
 
 @pytest.mark.crash

@@ -24,13 +24,13 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from answerable.clock import FakeClock, parse_rfc3339
 from answerable.errors import ConfigError
-from answerable.gateway import Gateway, Outcome
+from answerable.gateway import Outcome
 from answerable.keys import KeyPair
 from answerable.ledger import LedgerStore, payload_of
 from answerable.records import ExternalEvent, Intent, decode_entry
@@ -215,11 +215,32 @@ class _Seat:
     """When they can start their next review."""
 
 
+class Reviews(Protocol):
+    """What the desk answers reviews through: a gateway in this process, or the gateway's
+    process asked over HTTP (the storm across processes)."""
+
+    @property
+    def ledger(self) -> LedgerStore: ...
+
+    async def answer(
+        self,
+        review_id: str,
+        *,
+        key: KeyPair,
+        verdict: Literal["approve", "deny"],
+        reason: str,
+        valid_for_seconds: int = 3600,
+        simulated: bool = False,
+    ) -> Outcome: ...
+
+    async def settle_reviews(self) -> Any: ...
+
+
 @dataclass
 class ModelledDesk:
     """Answers reviews as the modelled reviewers would, on the simulation's clock."""
 
-    gateway: Gateway
+    gateway: Reviews
     clock: FakeClock
     config: DeskConfig
     seed: int

@@ -4,8 +4,8 @@ The scenario driver (:mod:`answerable.logistics.distributed`) writes ``RUN.json`
 scenario, where the ledger, NATS and the service are, each agent's key file) and starts one of
 these per agent. The agent is made exactly as in the run in one process, and served by
 :func:`answerable.remote.serve_agent`: it hears its topics on NATS and speaks through the
-service. Its clock follows what it hears (the world's clock is the driver's). The executor hands
-reviews to the driver's desk with a signed request.
+service (the gateway's process). Its clock follows what it hears (the world's clock is the
+driver's). The executor hands reviews to the driver's desk with a signed request.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from answerable.client import AsyncClient
 from answerable.clock import FakeClock
 from answerable.errors import AnswerableError, ConfigError
 from answerable.keys import KeyPair
@@ -32,19 +33,25 @@ __all__ = ["RemoteDesk", "main", "make_agent"]
 
 
 class RemoteDesk:
-    """The storm desk in the scenario driver, asked over the service's connection."""
+    """The storm desk in the scenario driver, asked in a request the agent signs."""
+
+    def __init__(self, client: AsyncClient | None) -> None:
+        self.client = client
 
     async def settle(self, outcomes: list[Any], ctx: Context) -> list[Any]:
-        if not isinstance(ctx, RemoteContext) or ctx.client is None:
+        if not isinstance(ctx, RemoteContext) or self.client is None:
             raise ConfigError("the remote desk answers only agents served through the service")
-        answer = await ctx.client.post("/storm/desk", {"intents": [o.intent_id for o in outcomes]})
+        answer = await self.client.post("/storm/desk", {"intents": [o.intent_id for o in outcomes]})
         return [RemoteOutcome(doc) for doc in answer["outcomes"]]
 
 
-def make_agent(name: str, mode: str, seed: int, config: ScenarioConfig) -> Agent:
-    """The agent ``name`` as the run in one process makes it (the same seed, the same map)."""
-    desk = RemoteDesk() if mode == "governed" else None
-    for agent in storm_agents(World(config, seed), seed, desk):
+def make_agent(
+    name: str, mode: str, seed: int, config: ScenarioConfig, desk: AsyncClient | None = None
+) -> Agent:
+    """The agent ``name`` as the run in one process makes it (the same seed, the same map);
+    ``desk``: a client of the driver, where the executor hands its reviews."""
+    remote = RemoteDesk(desk) if mode == "governed" else None
+    for agent in storm_agents(World(config, seed), seed, remote):
         if agent.name == name:
             return agent
     raise ConfigError(f"no storm agent is called {name!r}")
@@ -80,8 +87,9 @@ async def _orphaned(stop: asyncio.Event) -> None:
 
 async def _serve(spec: dict[str, Any], name: str) -> None:
     config = ScenarioConfig.model_validate_json(json.dumps(spec["scenario"]))
-    agent = make_agent(name, spec["mode"], int(spec["seed"]), config)
     key = KeyPair.load(spec["keys"][name])
+    desk = AsyncClient(spec["desk"], key) if "desk" in spec else None
+    agent = make_agent(name, spec["mode"], int(spec["seed"]), config, desk)
     ledger = open_ledger(spec["ledger"])
     stop = asyncio.Event()
     watch = asyncio.create_task(_orphaned(stop))
@@ -101,6 +109,8 @@ async def _serve(spec: dict[str, Any], name: str) -> None:
         )
     finally:
         watch.cancel()
+        if desk is not None:
+            await desk.aclose()
         ledger.close()
 
 

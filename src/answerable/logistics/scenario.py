@@ -7,10 +7,10 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx
 from pydantic import BaseModel, ConfigDict
@@ -30,7 +30,7 @@ from answerable.logistics.agents import (
     Forecaster,
     Router,
 )
-from answerable.logistics.desk import ModelledDesk
+from answerable.logistics.desk import ModelledDesk, Reviews
 from answerable.logistics.governance import charter, ri_key, ruleset
 from answerable.logistics.services import (
     Booking,
@@ -39,7 +39,15 @@ from answerable.logistics.services import (
     make_carrier_app,
     make_warehouse_app,
 )
-from answerable.logistics.world import HANDLING_CENTS_PER_UNIT, SKU, ScenarioConfig, World, load_scenario
+from answerable.logistics.world import (
+    HANDLING_CENTS_PER_UNIT,
+    SKU,
+    Cls,
+    Customer,
+    ScenarioConfig,
+    World,
+    load_scenario,
+)
 from answerable.monitors import Monitors, load_monitors
 from answerable.operations import FencingToken
 from answerable.records import (
@@ -164,17 +172,40 @@ class Ungoverned(Gateway):
         return Outcome(status, intent, None, execution, result)
 
 
+class WorldFacts(Protocol):
+    """What the gateway reads of the world to build a rule's context: the :class:`World` itself
+    in one process, its records asked over HTTP from the gateway's own process."""
+
+    @property
+    def today(self) -> int: ...
+
+    @property
+    def customers(self) -> Mapping[str, Customer]: ...
+
+    def disrupted(self, region: str, day: int) -> bool: ...
+
+    def shipment_facts(self, orders: Iterable[str], day: int) -> tuple[Cls, bool]: ...
+
+
 def register_operations(
-    gateway: Gateway, world: World, carrier: httpx.AsyncClient, warehouse: httpx.AsyncClient
+    gateway: Gateway,
+    world: WorldFacts,
+    carrier: httpx.AsyncClient,
+    warehouse: httpx.AsyncClient,
+    *,
+    reprioritize: Callable[..., Any],
+    carrier_url: str = "http://carrier.local",
+    warehouse_url: str = "http://warehouse.local",
 ) -> None:
     """The four world-changing operations, with one Cedar entity builder each.
 
     Context (is there a disruption, would a postponement be late) comes from the world's own
     records, never from the agent's arguments: an agent cannot talk its way past a rule.
+    ``reprioritize`` is the order system's operation (the world's method in one process).
     """
-    book = http_operation("http://carrier.local/bookings", client=carrier)
-    dispatch = http_operation("http://warehouse.local/dispatches", client=warehouse)
-    transfer_http = http_operation("http://warehouse.local/transfers", client=warehouse)
+    book = http_operation(f"{carrier_url}/bookings", client=carrier)
+    dispatch = http_operation(f"{warehouse_url}/dispatches", client=warehouse)
+    transfer_http = http_operation(f"{warehouse_url}/transfers", client=warehouse)
 
     async def transfer(
         idempotency_key: str, source: str, fencing_token: FencingToken | None = None, **rest: Any
@@ -257,7 +288,7 @@ def register_operations(
 
     gateway.register(
         "shipment.reprioritize",
-        world.reprioritize,
+        reprioritize,
         resource_class="shipment",
         args=ReprioritizeArgs,
         resource=shipment,
@@ -330,6 +361,10 @@ class StormRun:
         for agent in storm_agents(self.world, self.seed, self.reviewer, self._executor):
             self.system.add(agent)
 
+    def _reviews(self) -> Reviews:
+        """Where the desk answers reviews and the review clock ticks: the gateway in this process."""
+        return self.gateway
+
     async def settled(self) -> None:
         """Until every agent has handled everything said so far (the reviews they wait on answered)."""
         await self.system.run_until_idle()
@@ -347,7 +382,9 @@ class StormRun:
             if self.mode == "ungoverned"
             else Gateway(self.ledger, clock=clock, ids=ids)
         )
-        register_operations(self.gateway, world, self.carrier, self.warehouse)
+        register_operations(
+            self.gateway, world, self.carrier, self.warehouse, reprioritize=world.reprioritize
+        )
         self.reviewer: ModelledDesk | None = None
         self.monitors = None
         if self.mode != "ungoverned":
@@ -365,7 +402,7 @@ class StormRun:
             await self.gateway.install(
                 charter(AGENTS, clock, ids, self.config.desk, agent_keys=self.agent_keys), rules
             )
-            desk = ModelledDesk(self.gateway, clock, self.config.desk, self.seed)
+            desk = ModelledDesk(self._reviews(), clock, self.config.desk, self.seed)
             self.reviewer = desk if self.mode == "governed" else None  # the only mode with review rules
             known = {f"operation:{o}" for o in self.gateway.operations} | {
                 f"resource_class:{c}" for c in ("medical", "retail", "route", "stock", "shipment")
@@ -407,7 +444,7 @@ class StormRun:
         # time escalate and close with their rules' safe default now, as the gateway's own tick.
         self.clock.ns = max(self.clock.ns, DAY0_NS + day * 86_400_000_000_000 + 12 * 3_600_000_000_000)
         if self.reviewer is not None:
-            await self.gateway.settle_reviews()
+            await self._reviews().settle_reviews()
         delivered = [
             (
                 "deliveries",
