@@ -226,8 +226,8 @@ def distributed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nats_url: str) 
             for pipe in (proc.stdout, proc.stderr):
                 if pipe is not None:
                     pipe.close()
-        if service.proc.poll() is None:
-            service.stop()
+        if run.service.proc.poll() is None:  # the one running now (a test may have started another)
+            run.service.stop()
         with contextlib.suppress(BusError):  # an own server may be gone with its stream
             asyncio.run(_drop_stream(nats_url, system))
         drop_schema(ledger_url)
@@ -390,3 +390,27 @@ class TestNatsKilled:
         self.server.start()
         run.wait_until(f"seed {seed}: six refunds after the restart", lambda: len(effects(run.folder)) == 6)
         check(run, seed, orders, f"nats killed after {split}")
+
+    @pytest.mark.crash
+    @pytest.mark.parametrize("seed", seeds())
+    def test_what_waited_in_the_outbox_is_published_by_the_next_service_after_a_kill(
+        self, distributed: Distributed, seed: int
+    ) -> None:
+        """NATS away, the service records orders and holds them in its outbox; then the service
+        itself is killed (kill -9), so the outbox is gone. The service started again publishes
+        what was recorded after the size it last noted as all taken: every order refunded once."""
+        orders = [f"O-{seed}-{n}" for n in range(6)]
+        split = random.Random(seed).randrange(1, 6)
+        run = distributed
+        run.agent("intake")
+        run.agent("refunder")
+        bring_orders(run, orders[:split])
+        run.wait_until(f"seed {seed}: refunds before the kill", lambda: len(effects(run.folder)) == split)
+        self.server.kill()
+        bring_orders(run, orders[split:])  # recorded, answered, held in the outbox
+        assert run.service.stop(signal.SIGKILL) == -signal.SIGKILL
+        self.server.start()
+        port = int(run.service.url.rsplit(":", 1)[1])
+        run.service = start(run.folder, port)
+        run.wait_until(f"seed {seed}: six refunds after both restarts", lambda: len(effects(run.folder)) == 6)
+        check(run, seed, orders, f"nats and the service killed after {split}")

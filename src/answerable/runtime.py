@@ -180,6 +180,9 @@ class System:
         self.held: dict[str, tuple[str, str, str]] = {}
         """Intents of messages waiting for review -> (sender, topic, type), until settled."""
         self.watcher = watcher
+        self.unpublished = 0
+        """Records this system is appending whose publish has not returned yet: while none is,
+        every record it appended so far is on the bus or in the bus's outbox."""
         self.actuator = actuator
         self.bus = bus or MemoryBus()
         self.clock = clock or SystemClock()
@@ -283,11 +286,15 @@ class System:
                 raise RecordInvalid(
                     f"event {type!r} from {source!r} on {topic!r}: {why}", record="ExternalEvent"
                 ) from exc
-        await self.ledger.append(made)
-        if self.watcher is not None:
-            await self.watcher.poll()
-        for (topic, *_), event in zip(events, made, strict=True):
-            await self.bus.publish(topic, event)
+        self.unpublished += 1
+        try:
+            await self.ledger.append(made)
+            if self.watcher is not None:
+                await self.watcher.poll()
+            for (topic, *_), event in zip(events, made, strict=True):
+                await self.bus.publish(topic, event)
+        finally:
+            self.unpublished -= 1
         return made
 
     async def send(
@@ -387,8 +394,12 @@ class System:
                     "processes only undecided types are carried (nothing was recorded)"
                 )
             return await self._decided(message)
-        await self.ledger.append([message])
-        await self.bus.publish(topic, message)
+        self.unpublished += 1
+        try:
+            await self.ledger.append([message])
+            await self.bus.publish(topic, message)
+        finally:
+            self.unpublished -= 1
         return message
 
     def message_context(
@@ -474,16 +485,20 @@ class System:
                 payload=payload,
                 trace_id=trace_id,
             )
+            self.unpublished += 1
             try:
-                await self.ledger.append(
-                    [message], fence=fencing_token.epoch, guards=[Guard(f"message:{intent.id}", None)]
-                )
-            except Conflict:  # another process recorded it first: that one is the message
-                found = self._message_of(intent.id)
-                if found is None:
-                    raise
-                message = found
-            await self.bus.publish(topic, message)
+                try:
+                    await self.ledger.append(
+                        [message], fence=fencing_token.epoch, guards=[Guard(f"message:{intent.id}", None)]
+                    )
+                except Conflict:  # another process recorded it first: that one is the message
+                    found = self._message_of(intent.id)
+                    if found is None:
+                        raise
+                    message = found
+                await self.bus.publish(topic, message)
+            finally:
+                self.unpublished -= 1
             return message
 
         gateway.register(

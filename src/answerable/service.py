@@ -63,6 +63,7 @@ from answerable.records import (
     Control,
     Decision,
     Execution,
+    ExternalEvent,
     Intent,
     Message,
     Refusal,
@@ -145,6 +146,9 @@ class Service:
         self._charter_seen: tuple[int, int] | None = None
         """(mtime, size) of the charter file when it was last read."""
         self._seen = 0
+        self._published = 0
+        """The ledger size the stream is known to have taken all of (see :meth:`_publish_again`)."""
+        self._published_key = ""
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10_000)
         self._refusals: dict[tuple[str, bool], _Bucket] = {}
         """(claimed identity, verified) -> the rate limit of its Refusal entries."""
@@ -309,6 +313,8 @@ class Service:
             clock=gateway.clock,
             ids=gateway.ids,
         )
+        if self.bus is not None:
+            await self._publish_again(ledger, self.bus, charter.system)
         if config.monitors is not None:
             tools = set(self.upstreams.pins) if self.upstreams is not None else set()
             known = (
@@ -330,6 +336,8 @@ class Service:
             asyncio.create_task(self._every(config.settle_every, self._settle)),
             asyncio.create_task(self._every(config.checkpoint_every, self._checkpoint)),
         ]
+        if self.bus is not None:
+            self._tasks.append(asyncio.create_task(self._every(1.0, self._note_published)))
         if config.webhook is not None:
             self._tasks.append(asyncio.create_task(self._every(config.settle_every, self._watch)))
             self._tasks.append(asyncio.create_task(self._notify(config.webhook)))
@@ -347,6 +355,49 @@ class Service:
                 flush=True,
             )
             self._tasks.append(asyncio.create_task(self._every(config.settle_every, self._trace)))
+
+    async def _publish_again(self, ledger: SQLLedger, bus: Any, system: str) -> None:
+        """Publish again what a service before this one recorded and may not have got onto the
+        stream: it waited in that one's outbox (NATS away) when it died. Everything after the
+        last size noted as all taken goes again, in the ledger's order; the stream drops a repeat
+        within its duplicate window, and the subscribers' handled marks drop an older one. A
+        ledger with no note yet (new, or kept by an earlier version) starts one at its size."""
+        key = f"published:{system}"
+        noted = await asyncio.to_thread(ledger.get_note, key)
+        size = await asyncio.to_thread(ledger.size)
+        self._published = size if noted is None else int(noted)
+        again = 0
+        for start in range(self._published, size, 1024):
+            for stored in await asyncio.to_thread(ledger.entries, start, min(start + 1024, size)):
+                if stored.kind not in ("Message", "ExternalEvent"):
+                    continue
+                record = decode_entry(stored.data)
+                topic = record.topic if isinstance(record, Message | ExternalEvent) else None
+                if topic is not None and isinstance(record, Message | ExternalEvent):
+                    await bus.publish(topic, record)
+                    again += 1
+        if again:
+            print(
+                f"answerable serve: published again {again} records recorded after entry "
+                f"{self._published} (a service before this one may not have)",
+                file=sys.stderr,
+                flush=True,
+            )
+        self._published_key = key
+        await asyncio.to_thread(ledger.put_note, key, str(size))
+        self._published = size
+
+    async def _note_published(self) -> None:
+        """Note how far the stream has taken the ledger: the size read while nothing this
+        service recorded waits to be published (none in flight, the outbox empty)."""
+        ledger, system = self.ledger, self.system
+        if ledger is None or system is None or self.bus is None:
+            return
+        size = ledger.size()  # read before the two checks, with no await between them
+        if system.unpublished or self.bus.waiting or size <= self._published:
+            return
+        await asyncio.to_thread(ledger.put_note, self._published_key, str(size))
+        self._published = size
 
     async def _trace(self) -> None:
         """Export the entries appended since the last round as spans, on a thread of its own:

@@ -222,6 +222,17 @@ def test_a_nonce_is_accepted_once_even_through_another_connection(backend: Backe
     assert not backend.open().use_nonce("k1", 100)
 
 
+def test_a_note_is_kept_replaced_and_read_through_another_connection(backend: Backend, store: SQLLedger):
+    """What a component remembers of its own progress (the bus's published size) outlives it,
+    and is not an entry: the tree does not change."""
+    assert store.get_note("published:shop") is None
+    store.put_note("published:shop", "12")
+    store.put_note("published:shop", "40")
+    assert backend.open().get_note("published:shop") == "40"
+    assert store.size() == 0
+    assert store.get_note("origin") is None  # notes live apart from the ledger's own metadata
+
+
 def test_a_place_without_a_ledger_is_named(backend: Backend):
     with pytest.raises(NotALedger):
         backend.open()

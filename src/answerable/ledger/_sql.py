@@ -201,6 +201,22 @@ class SQLLedger(ABC):
     def _write_nonces(self, fn: Callable[[Conn], None]) -> None:
         self._short_write(fn)
 
+    def put_note(self, key: str, value: str) -> None:
+        """Keep a small durable note beside the entries (not an entry: neither hashed nor
+        signed), replacing the one under ``key``. What a component must remember across its
+        restarts about its own progress, such as how far the bus has taken the ledger."""
+        sql = self._sql(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
+        self._short_write(lambda c: c.execute(sql, (f"note:{key}", value)))
+
+    def get_note(self, key: str) -> str | None:
+        """The note kept under ``key``, or None."""
+        sql = self._sql("SELECT value FROM meta WHERE key = ?")
+        row = self._read(lambda c: c.execute(sql, (f"note:{key}",)).fetchone())
+        return None if row is None else str(row[0])
+
     def nonce_seen(self, key: str) -> bool:
         """Whether ``use_nonce`` recorded ``key`` (and it was not forgotten since)."""
         return self._read(lambda c: self._nonce_seen(c, key))

@@ -127,6 +127,14 @@ class LedgerStore(Protocol):
         """Record many nonces in one durable commit (a subscriber group's handled marks)."""
         ...
 
+    def put_note(self, key: str, value: str) -> None:
+        """Keep a small durable note beside the entries (neither hashed nor signed)."""
+        ...
+
+    def get_note(self, key: str) -> str | None:
+        """The note kept under ``key``, or None."""
+        ...
+
     def nonce_seen(self, key: str) -> bool:
         """Whether ``use_nonce`` recorded ``key``: a subscriber group's handled marks are nonces."""
         ...
