@@ -5,9 +5,10 @@ Run: ``python bench/storm.py [--seed 11] [--mode governed] [--days 7] [--json]``
 
 The distributed run uses the machine's NATS (127.0.0.1:4222) and PostgreSQL (127.0.0.1:5432, the
 ``test`` database): a schema and a stream of its own, the stream deleted after, the schema
-dropped after. Not pinned: five processes (driver and four agents) and the servers share the
-machine's cores, as in use. What the difference buys: the agents' isolation (one process, one
-key, one NATS login each) and a ledger any process can read; what it costs is here.
+dropped after. Not pinned: six processes (driver, gateway and four agents) and the servers share
+the machine's cores, as in use. What the difference buys: the agents' isolation (one process, one
+key, one NATS login each), a gateway that can be killed and started again, and a ledger any
+process can read; what it costs is here.
 """
 
 from __future__ import annotations

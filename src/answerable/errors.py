@@ -169,11 +169,14 @@ class MessageRefused(AnswerableError):
         self.refusal_id = refusal_id
 
     @property
-    def stopped(self) -> bool:
-        """Refused by a halt or pause in force, not by the contract: the sender did nothing wrong,
-        and saying it again changes nothing until a person resumes. A handler that meets this has
-        done what it may; its record is handled (see :meth:`answerable.runtime.Agent.handle`)."""
-        return self.reason_code in STOP_CODES
+    def ends_handling(self) -> bool:
+        """Refused by a halt in force (only the RI lifts it; the work it cut is dropped and the
+        refusal recorded), or not said when the record was first handled (``not_said_then``: an
+        agent handling records again to rebuild its state stops where it stopped then). A
+        handler that meets this has done what it may: its record counts as handled (see
+        :meth:`answerable.runtime.Agent.handle`). A pause does not end it: the handling fails,
+        and between processes the record comes again, after the pause is lifted."""
+        return self.reason_code in ("halt", "not_said_then")
 
 
 class MessageHeld(AnswerableError):

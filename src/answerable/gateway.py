@@ -821,6 +821,19 @@ class Gateway:
                     outcomes.append(outcome)
         return outcomes
 
+    async def settle_review(self, review_id: str) -> Outcome | None:
+        """Act on one review already answered (here, in another process, or before a restart)
+        without moving the review clock: what :meth:`settle_reviews` does for it, and only for
+        it. None when there is nothing left to do.
+
+        Raises:
+            ApprovalRefused: ``unknown_review``, no such review.
+        """
+        async with self._lock_for(review_id):
+            if review_id in self._settled:
+                return None
+            return await self._conclude(self.reviews.state(review_id))
+
     async def _conclude(self, state: ReviewState) -> Outcome | None:
         """Act on a settled review exactly once: claim it (guarded), then run it. None when there
         is nothing for this gateway to do (still open, or already claimed by someone)."""

@@ -31,7 +31,7 @@ from answerable.client import AsyncClient, ServiceRefused
 from answerable.clock import Clock, FakeClock, IdSource, SystemClock, parse_rfc3339, rfc3339
 from answerable.config import ServiceConfig, resolve_target
 from answerable.delivery import Admission, LedgerMarks
-from answerable.errors import ConfigError, MessageRefused
+from answerable.errors import ConfigError, EntryNotFound, MessageRefused
 from answerable.keys import KeyPair
 from answerable.ledger import LedgerStore, open_ledger
 from answerable.records import ExternalEvent, Message
@@ -137,6 +137,11 @@ class RemoteContext(Context):
             await asyncio.sleep(pause)
             pause = min(2 * pause, 2.0)
 
+    recorded: Callable[[str], bool] | None = None
+    """Set while the agent handles again what it handled before, to rebuild its state: whether
+    the ledger holds an entry. A message it did not say then (a halt cut the first handling
+    short) is not said now: the handling ends there, as it ended then."""
+
     def _derived_id(self) -> str:
         place = f"answerable message id:{self.agent}:{self.cause}:{next(self.sent)}".encode()
         secret = place.decode() if self.key is None else self.key.sign(place)
@@ -169,6 +174,15 @@ class RemoteContext(Context):
             payload=dict(payload),
             trace_id=self.trace_id,
         )
+        if self.recorded is not None and not await asyncio.to_thread(self.recorded, message.id):
+            raise MessageRefused(
+                self.agent,
+                topic,
+                type,
+                "not_said_then",
+                "handled again to rebuild state, and not recorded when first handled",
+                "",
+            )
         self._at("before_send")
         client = self.client
         try:
@@ -318,7 +332,15 @@ async def serve_agent(
     )
     one_at_a_time = asyncio.Lock()
 
-    async def deliver(record: Message | ExternalEvent) -> None:
+    def recorded(entry_id: str) -> bool:
+        try:
+            ledger.find(entry_id)
+        except EntryNotFound:
+            return False
+        return True
+
+    async def deliver(record: Message | ExternalEvent, *, again: bool = False) -> None:
+        """Handle one record (``again``: one handled before, to rebuild the agent's state)."""
         if isinstance(record, Message) and record.recipients and name not in record.recipients:
             return
         trace = record.trace_id if isinstance(record, Message) else record.id
@@ -332,6 +354,7 @@ async def serve_agent(
             cause_ns=parse_rfc3339(record.at),
             key=key,
             fault=fault,
+            recorded=recorded if again else None,
         )
         async with one_at_a_time:
             if isinstance(clock, FakeClock):
@@ -364,7 +387,7 @@ async def _rebuild(
     bus: NatsBus,
     ledger: LedgerStore,
     marks: LedgerMarks,
-    deliver: Callable[[Message | ExternalEvent], Awaitable[None]],
+    deliver: Callable[..., Awaitable[None]],
 ) -> None:
     """Handle again, in the ledger's order, every record the stream holds that this agent's
     group marked handled: a replayable agent's state is what it heard (see ``Agent.replayable``).
@@ -376,7 +399,7 @@ async def _rebuild(
     handled = [r for r in heard.values() if await marks.seen(handled_mark(agent.name, r.id))]
     at = {r.id: (await asyncio.to_thread(ledger.find, r.id)).index for r in handled}
     for record in sorted(handled, key=lambda r: at[r.id]):
-        await deliver(record)
+        await deliver(record, again=True)
     if handled:
         print(
             f"answerable agent {agent.name}: handled again the {len(handled)} records it had handled",

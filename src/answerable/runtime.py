@@ -89,10 +89,11 @@ class Agent(ABC):
     async def handle(self, record: Message | ExternalEvent, ctx: Context) -> None:
         """React to one record: send messages, propose intents.
 
-        A message refused by a halt or pause in force (:attr:`MessageRefused.stopped`) that the
+        A message refused by a halt in force (:attr:`MessageRefused.ends_handling`) that the
         handler does not catch ends its handling, and the record counts as handled: the refusal
-        is recorded, and handling it again would only be refused again (a handler that must
-        react catches it). Any other exception is the agent's failure."""
+        is recorded, and the work a halt cut is dropped, not resumed (a handler that must react
+        catches it). Any other exception, a pause's refusal included, is the handling's failure:
+        between processes the record comes again."""
 
     async def on_refusal(self, refusal: MessageRefused, ctx: Context) -> None:  # noqa: B027 - optional hook
         """A message this agent sent that was held for review has been denied: react (re-plan,
@@ -100,14 +101,14 @@ class Agent(ABC):
 
 
 async def handle_record(agent: Agent, record: Message | ExternalEvent, ctx: Context) -> None:
-    """``agent.handle``, ended where a stop in force refused what it said (see :meth:`Agent.handle`).
+    """``agent.handle``, ended where a halt refused what it said (see :meth:`Agent.handle`).
 
     Every runner of agents calls this, in one process or in their own, so an agent meets a halt
-    the same way in both: the run goes on, and nothing it says is carried while the stop holds."""
+    the same way in both: the run goes on, and nothing it says is carried while the halt holds."""
     try:
         await agent.handle(record, ctx)
     except MessageRefused as exc:
-        if not exc.stopped:
+        if not exc.ends_handling:
             raise
 
 
@@ -537,7 +538,13 @@ class System:
             agent = self.agents.get(sender)
             if not outcome.ok and agent is not None:
                 trace = intent.trace_id or intent.id
-                await agent.on_refusal(_refusal(sender, topic, type_, outcome), Context(self, sender, trace))
+                try:
+                    await agent.on_refusal(
+                        _refusal(sender, topic, type_, outcome), Context(self, sender, trace)
+                    )
+                except MessageRefused as exc:  # what it said in answer met a halt: as in a handler
+                    if not exc.ends_handling:
+                        raise
 
     async def run_until_idle(self) -> None:
         """Deliver until no agent has anything left to say, then let the watcher catch up.

@@ -2,7 +2,8 @@
 in processes of their own on NATS JetStream, the executor submitting through the service's API,
 the ledger in PostgreSQL. Read back from that ledger: nothing claimed after the halt ran, no
 intent recorded after it ran, and the executor's dispatch through the API after it was refused.
-The run then goes on to its last day, everything its agents say refused, and ends by itself.
+The run is held after its second-to-last day until the halt is in; its last day runs under it,
+everything its agents say refused, and it ends by itself.
 """
 
 from __future__ import annotations
@@ -90,15 +91,17 @@ def test_halt_in_the_console_mid_storm_stops_every_later_call(tmp_path: Path, cl
     )
     finished: dict[str, object] = {}
     loop = asyncio.new_event_loop()
-    done_asking = concurrent.futures.Future[None]()
+    halted, done_asking = concurrent.futures.Future[None](), concurrent.futures.Future[None]()
 
-    def last_day_held(day: int) -> asyncio.Future[None] | None:
-        """The run waits after its last day, its service still up, until the test has asked it."""
+    def held(day: int) -> asyncio.Future[None] | None:
+        """The run waits after its second-to-last day until the RI has halted it (so its last
+        day runs under the halt), and after its last, its service still up, until the test has
+        asked it what it asks below."""
+        if day == config.days - 2:
+            return asyncio.wrap_future(halted)
         return asyncio.wrap_future(done_asking) if day == config.days - 1 else None
 
-    scenario = loop.create_task(
-        run("governed", 11, config, tmp_path / "run", storm_run=storm, on_day=last_day_held)
-    )
+    scenario = loop.create_task(run("governed", 11, config, tmp_path / "run", storm_run=storm, on_day=held))
 
     def driver() -> None:
         asyncio.set_event_loop(loop)
@@ -148,6 +151,7 @@ def test_halt_in_the_console_mid_storm_stops_every_later_call(tmp_path: Path, cl
             expect(page.locator("#message")).to_contain_text("Halted")
             page.goto(f"{storm.console_url}#/live")
             expect(page.locator("#live-control")).to_have_text("HALTED", timeout=30_000)
+            halted.set_result(None)  # the last day now runs under the halt
             # The executor dispatches again through the service's API, as it does in the storm:
             # its last proposal, once more (the storm's own executor may or may not be mid-plan).
             last = page.evaluate(
@@ -181,6 +185,12 @@ def test_halt_in_the_console_mid_storm_stops_every_later_call(tmp_path: Path, cl
     assert ran, "nothing ran before the halt"
     assert all(intents[e["intent_id"]] < halted_at for e in ran), "an intent recorded after the halt ran"
     assert all(claims[e["intent_id"]] < halted_at for e in ran), "a call claimed after the halt ran"
-    later = [i for i in intents.values() if i > halted_at]
-    assert later, "the executor proposed nothing after the halt: the test did not test the halt"
+    assert [i for i in intents.values() if i > halted_at], "the test's dispatch after the halt is missing"
     assert all(claims.get(intent, -1) < halted_at for intent in intents)  # nothing claimed after it
+    # The run went on to its last day under the halt, and what its agents said then was refused.
+    plans = [i for i, e in kinds(storm.ledger_url, "ExternalEvent") if e["type"] == "day.plan"]
+    assert max(plans) > halted_at
+    refused = [
+        r for i, r in kinds(storm.ledger_url, "Refusal") if i > halted_at and r["reason_code"] == "halt"
+    ]
+    assert {r["claimed"] for r in refused} & {"forecaster", "allocator", "router", "executor"}

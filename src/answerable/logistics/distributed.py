@@ -147,6 +147,7 @@ class DistributedStormRun(StormRun):
         self._gateway_url = ""
         self._gateway_port = 0
         self._gateway_client: AsyncClient | None = None
+        self._gateway_sock: socket.socket | None = None
 
     @property
     def location(self) -> str:
@@ -171,7 +172,14 @@ class DistributedStormRun(StormRun):
             await asyncio.to_thread(self.folder.mkdir, parents=True, exist_ok=True)
             self.clock = SharedClock(self.folder / "clock", ns=self.clock.ns)
             self.ids = IdSource(self.clock, rng=random.Random(f"ids:{self.seed}:{self.mode}"))
-            self._gateway_port = _free_port()
+            # The gateway's port is held here for the whole run and handed to each of its
+            # processes: while one is dead, requests wait in the backlog for the next one,
+            # and the port cannot go to anyone else meanwhile.
+            self._gateway_sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._gateway_sock.bind(("127.0.0.1", 0))
+            self._gateway_sock.listen(512)
+            self._gateway_sock.set_inheritable(True)
+            self._gateway_port = int(self._gateway_sock.getsockname()[1])
             self._gateway_url = f"http://127.0.0.1:{self._gateway_port}"
             self._gateway_client = AsyncClient(self._gateway_url, self.driver_key)
             await super().__aenter__()
@@ -200,6 +208,7 @@ class DistributedStormRun(StormRun):
             "keys": {},
             "gateway": {
                 "port": self._gateway_port,
+                "fd": self._gateway_sock.fileno() if self._gateway_sock is not None else -1,
                 "driver": f"http://127.0.0.1:{port}",
                 "clock": str(self.folder / "clock"),
                 "driver_key": self.driver_key.public_b64,
@@ -265,6 +274,7 @@ class DistributedStormRun(StormRun):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 env=env,
+                pass_fds=() if self._gateway_sock is None else (self._gateway_sock.fileno(),),
             )
         finally:
             log.close()
@@ -423,6 +433,8 @@ class DistributedStormRun(StormRun):
         @app.post("/orders/reprioritize", include_in_schema=False)
         async def reprioritize(request: Request) -> JSONResponse:
             key = request.headers.get("Idempotency-Key", "")
+            if not key:
+                return JSONResponse({"error": "an Idempotency-Key header is required"}, status_code=422)
             doc = orjson.loads(await request.body())
             try:
                 done = world.reprioritize(
@@ -511,6 +523,10 @@ class DistributedStormRun(StormRun):
                     await gateway.wait()
             if self._gateway_client is not None:
                 await self._gateway_client.aclose()
+            if self._gateway_sock is not None:
+                self._gateway_sock.close()
+            if isinstance(self.clock, SharedClock):
+                self.clock.close()
             if self._server is not None and self._serving is not None:
                 self._server.should_exit = True
                 with contextlib.suppress(asyncio.CancelledError):
@@ -530,13 +546,6 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(text)
-
-
-def _free_port() -> int:
-    """A loopback port free now, for the gateway's process to bind (again, once restarted)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServiceReviews:
@@ -559,7 +568,7 @@ class ServiceReviews:
             try:
                 return await self._client.post(path, doc)
             except ServiceRefused as exc:
-                if exc.status != 0 or time.monotonic() > deadline:
+                if exc.status not in (0, 503) or time.monotonic() > deadline:
                     raise
             await asyncio.sleep(pause)  # the gateway is starting again: it listens within seconds
             pause = min(pause * 2, 2.0)

@@ -7,12 +7,13 @@ is the gateway on the run's PostgreSQL schema, served with the service's HTTP AP
 propose and send through it, and it alone calls the partners, once per intent, after its claim
 is durable. So it can be killed at any moment and started again: it takes the lease over when
 the dead one's heartbeat stops, reconciles what the dead one left open (a partner found the
-effect by its key, or is asked again with the same key), and serves again on the same port.
+effect by its key, or is asked again with the same key), and serves again on the same socket.
 
 Two routes beside the API serve the driver, each in a request it signs with the run's key: the
 modelled desk's answer to a review (``/storm/answer``: its reviewers are simulated, their keys
 derived from their names, so it is signed here as the desk in one process signs it) and the
-review clock's tick (``/storm/settle``).
+review clock's tick (``/storm/settle``). The listening socket is the driver's, inherited (its
+number in the run file), so a request made while this process was dead waits in its backlog.
 """
 
 from __future__ import annotations
@@ -161,6 +162,9 @@ def _storm_routes(
                 simulated=bool(doc["simulated"]),
             )
         except ApprovalRefused as exc:  # answered already (by this desk, before a kill), or not the desk's
+            if exc.reason_code == "already_answered":  # a gateway that died may not have acted on it
+                with contextlib.suppress(AnswerableError):
+                    await gateway.settle_review(str(doc["review_id"]))
             return JSONResponse({"error": str(exc), "reason_code": exc.reason_code}, status_code=409)
         except (NotAuthorized, ValueError, KeyError, TypeError) as exc:
             return _refused(exc)
@@ -256,9 +260,7 @@ async def _serve(spec: dict[str, Any]) -> None:
             def capture_signals(self) -> Any:
                 yield  # SIGTERM is this process's own: it stops serving, then closes the rest
 
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
+        sock = socket.socket(fileno=int(here["fd"]))  # the driver's, listening: see the module
         server = Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5))
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started:

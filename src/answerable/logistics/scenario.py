@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import random
 import time
@@ -510,7 +511,7 @@ async def run(
             await storm.day(day)
             if on_day is not None:
                 held = on_day(day)
-                if held is not None:
+                if inspect.isawaitable(held):
                     await held
         storm.ledger.checkpoint()
         metrics = measure(storm.world, storm.ledger, config)
