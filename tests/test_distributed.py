@@ -69,6 +69,7 @@ from answerable.runtime import Agent
 class Intake(Agent):
     name = "intake"
     subscriptions = ("orders",)
+    replayable = os.environ.get("REPLAYABLE") == "1"
 
     async def handle(self, record, ctx):
         p = record.payload
@@ -359,6 +360,48 @@ def test_agents_in_their_own_processes_refund_each_order_once_across_a_kill(
     distributed: Distributed, seed: int, point: str
 ) -> None:
     scenario(distributed, seed, point)
+
+
+def test_work_a_halt_cut_is_not_done_after_the_resume_when_the_agent_rebuilds_its_state(
+    distributed: Distributed,
+) -> None:
+    """A halt refuses what intake says about O-1: the handling ends there, and the record counts
+    as handled. After the RI resumes, intake is killed and started again; rebuilding its state,
+    it handles O-1 again and says nothing it did not say then: O-1 is never refunded, its
+    refusal recorded once. O-2 (after the resume) and O-3 (after the restart) are refunded."""
+    run = distributed
+    ri = KeyPair.load(run.folder / "ri.key")
+    intake = run.agent("intake", REPLAYABLE="1")
+    run.agent("refunder")
+    halt = [*CLI, "halt", run.ledger_url, "--by", ri.identity, "--reason", "stop"]
+    subprocess.run(halt, check=True, capture_output=True, timeout=60)
+    bring_orders(run, ["O-1"])
+    resume = [
+        *CLI,
+        "resume",
+        run.ledger_url,
+        "--by",
+        ri.identity,
+        "--reason",
+        "go",
+        "--key",
+        str(run.folder / "ri.key"),
+    ]
+    subprocess.run(resume, check=True, capture_output=True, timeout=60)
+    bring_orders(run, ["O-2"])  # heard after O-1's handling ended and was marked
+    run.wait_until("O-2 refunded", lambda: {e["order"] for e in effects(run.folder)} == {"O-2"})
+    intake.kill()
+    intake.wait(timeout=30)
+    run.agent("intake", REPLAYABLE="1")  # says "listening" once it has handled O-1 and O-2 again
+    bring_orders(run, ["O-3"])
+    run.wait_until("O-3 refunded", lambda: "O-3" in {e["order"] for e in effects(run.folder)})
+    assert sorted(e["order"] for e in effects(run.folder)) == ["O-2", "O-3"]
+    with open_ledger(run.ledger_url) as ledger:
+        refusals = [r for e in ledger.of_kind("Refusal") if isinstance(r := decode_entry(e.data), Refusal)]
+        messages = [m for e in ledger.of_kind("Message") if isinstance(m := decode_entry(e.data), Message)]
+    intake_refused = sorted((r.channel, r.reason_code) for r in refusals if r.claimed == "intake")
+    assert intake_refused == [("bus", "halt"), ("http", "halt")]  # once: the message, and its request
+    assert sorted(m.payload["order"] for m in messages) == ["O-2", "O-3"]
 
 
 class TestNatsKilled:
