@@ -43,6 +43,7 @@ from answerable.httpsig import verify_request
 from answerable.ledger import SQLLedger, open_ledger
 from answerable.logistics.agents import AGENTS
 from answerable.logistics.desk import desk_key
+from answerable.logistics.process import orphaned, run_file
 from answerable.logistics.scenario import Ungoverned, register_operations
 from answerable.logistics.simclock import SharedClock
 from answerable.logistics.world import Cls, Customer, ScenarioConfig, World
@@ -182,16 +183,6 @@ def _storm_routes(
         return JSONResponse({"settled": True})
 
 
-async def _orphaned(stop: asyncio.Event) -> None:
-    """Set ``stop`` when standard input closes (the driver is gone, however it went)."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while await reader.read(4096):
-        pass
-    stop.set()
-
-
 async def _serve(spec: dict[str, Any]) -> None:
     import uvicorn
 
@@ -225,7 +216,7 @@ async def _serve(spec: dict[str, Any]) -> None:
         warehouse_url=f"{driver}/warehouse",
     )
     stop = asyncio.Event()
-    watch = asyncio.create_task(_orphaned(stop))
+    watch = asyncio.create_task(orphaned(stop))  # the driver is gone, however it went
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -290,12 +281,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m answerable.logistics.gateway_process RUN.json", file=sys.stderr)
         return 2
-    try:
-        spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-        if not isinstance(spec, dict) or not {"scenario", "gateway", "ledger", "nats"} <= spec.keys():
-            raise ValueError("not a run file of answerable.logistics.distributed")
-    except (OSError, ValueError) as exc:
-        print(f"answerable storm gateway: bad run file {argv[0]}: {exc}", file=sys.stderr, flush=True)
+    spec = run_file(argv[0], {"scenario", "gateway", "ledger", "nats"}, "answerable storm gateway")
+    if spec is None:
         return 2
     try:
         asyncio.run(_serve(spec))

@@ -29,7 +29,7 @@ from answerable.logistics.world import ScenarioConfig, World
 from answerable.remote import RemoteContext, RemoteOutcome, serve_agent
 from answerable.runtime import Agent, Context
 
-__all__ = ["RemoteDesk", "main", "make_agent"]
+__all__ = ["RemoteDesk", "main", "make_agent", "orphaned", "run_file"]
 
 
 class RemoteDesk:
@@ -74,7 +74,7 @@ def die_at(plan: str | None) -> Callable[[str], None] | None:
     return reached
 
 
-async def _orphaned(stop: asyncio.Event) -> None:
+async def orphaned(stop: asyncio.Event) -> None:
     """Set ``stop`` when standard input closes: the driver holds its end, so it closes when the
     driver exits, however it exits (kill -9 included), and no agent outlives its run."""
     loop = asyncio.get_running_loop()
@@ -92,7 +92,7 @@ async def _serve(spec: dict[str, Any], name: str) -> None:
     agent = make_agent(name, spec["mode"], int(spec["seed"]), config, desk)
     ledger = open_ledger(spec["ledger"])
     stop = asyncio.Event()
-    watch = asyncio.create_task(_orphaned(stop))
+    watch = asyncio.create_task(orphaned(stop))
     try:
         await serve_agent(
             agent,
@@ -114,17 +114,25 @@ async def _serve(spec: dict[str, Any], name: str) -> None:
         ledger.close()
 
 
+def run_file(path: str, needed: set[str], who: str) -> dict[str, Any] | None:
+    """The run file the driver wrote, or None once ``who`` said in one line why it is unusable."""
+    try:
+        spec = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(spec, dict) or not needed <= spec.keys():
+            raise ValueError("not a run file of answerable.logistics.distributed")
+    except (OSError, ValueError) as exc:
+        print(f"{who}: bad run file {path}: {exc}", file=sys.stderr, flush=True)
+        return None
+    return spec
+
+
 def main(argv: list[str]) -> int:
     """Exit 0 when stopped, 2 for a bad command line or run file, 1 when the agent failed."""
     if len(argv) != 2:
         print("usage: python -m answerable.logistics.process RUN.json NAME", file=sys.stderr)
         return 2
-    try:
-        spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-        if not isinstance(spec, dict) or not {"scenario", "keys", "ledger", "nats"} <= spec.keys():
-            raise ValueError("not a run file of answerable.logistics.distributed")
-    except (OSError, ValueError) as exc:
-        print(f"answerable storm agent {argv[1]}: bad run file {argv[0]}: {exc}", file=sys.stderr, flush=True)
+    spec = run_file(argv[0], {"scenario", "keys", "ledger", "nats"}, f"answerable storm agent {argv[1]}")
+    if spec is None:
         return 2
     try:
         asyncio.run(_serve(spec, argv[1]))
