@@ -147,22 +147,28 @@ class MessageRefused(AnswerableError):
         sender, topic, type: the edge it tried.
         reason_code: ``undeclared_topic``, ``undeclared_sender``, ``undeclared_type``,
             ``undeclared_recipient`` or ``payload_schema``; ``halt`` or ``pause`` for a stop in
-            force (:attr:`stopped`); ``denied`` for a decided message the rules refused.
-        refusal_id: the Refusal entry that records it, so the sender can cite it.
+            force; ``denied`` for a decided message the rules refused; ``not_said_then`` for one
+            an agent rebuilding its state did not say the first time (see :attr:`ends_handling`).
+        refusal_id: the Refusal entry that records it, so the sender can cite it ("" for
+            ``not_said_then``: nothing is recorded).
     """
 
     def __init__(
         self, sender: str, topic: str, type: str, reason_code: str, detail: str, refusal_id: str
     ) -> None:
-        remedy = (
-            "a stop is in force on its sender or channel: the RI resumes it"
-            if reason_code in STOP_CODES
-            else "the charter's coordination contract declares the channels: the RI signs a new "
-            "version to add one"
-        )
+        if reason_code == "not_said_then":
+            remedy = "nothing was recorded"
+        elif reason_code in STOP_CODES:
+            remedy = (
+                f"recorded as {refusal_id}. A stop is in force on its sender or channel: the RI resumes it"
+            )
+        else:
+            remedy = (
+                f"recorded as {refusal_id}. The charter's coordination contract declares the channels: "
+                "the RI signs a new version to add one"
+            )
         super().__init__(
-            f"message {type!r} from {sender} on {topic!r} refused ({reason_code}): {detail}; "
-            f"recorded as {refusal_id}. {remedy[0].upper()}{remedy[1:]}"
+            f"message {type!r} from {sender} on {topic!r} refused ({reason_code}): {detail}; {remedy}"
         )
         self.sender, self.topic, self.type = sender, topic, type
         self.reason_code = reason_code

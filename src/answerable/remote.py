@@ -118,6 +118,11 @@ class RemoteContext(Context):
     """A hook for crash tests, called at ``before_send``, ``after_send``, ``before_propose``
     and ``after_propose`` (after the service answered)."""
 
+    recorded: Callable[[str], bool] | None = None
+    """Set while the agent handles again what it handled before, to rebuild its state: whether
+    the ledger holds an entry. A message it did not say then (a halt cut the first handling
+    short) is not said now: the handling ends there, as it ended then."""
+
     patience: float = 120.0
     """How long a request the service could not take (unreachable: killed, starting again) is
     made again before the handling fails. Only requests that are safe to repeat are: a message
@@ -136,11 +141,6 @@ class RemoteContext(Context):
                     raise
             await asyncio.sleep(pause)
             pause = min(2 * pause, 2.0)
-
-    recorded: Callable[[str], bool] | None = None
-    """Set while the agent handles again what it handled before, to rebuild its state: whether
-    the ledger holds an entry. A message it did not say then (a halt cut the first handling
-    short) is not said now: the handling ends there, as it ended then."""
 
     def _derived_id(self) -> str:
         place = f"answerable message id:{self.agent}:{self.cause}:{next(self.sent)}".encode()

@@ -51,7 +51,7 @@ from answerable.errors import (
 from answerable.gateway import Gateway, Outcome
 from answerable.httpsig import SKEW, claimed_keyid, verify_request
 from answerable.keys import KeyPair, verify_signature
-from answerable.ledger import SQLLedger, open_ledger
+from answerable.ledger import SQLLedger, open_ledger, payload_of
 from answerable.ledger.base import StoredEntry, holds
 from answerable.ledger.tiles import TILE_WIDTH, entry_bundle, parse_tile_path, publish, write_atomically
 from answerable.ledger.witness import CosignatureVerifier, request_cosignature
@@ -374,6 +374,8 @@ class Service:
                 record = decode_entry(stored.data)
                 if not isinstance(record, Message | ExternalEvent) or record.topic is None:
                     continue  # an event recorded in process: no service published it
+                # As it was published: a payload too big for the entry went to a blob.
+                record = record.model_copy(update={"payload": payload_of(ledger, record.payload)})
                 try:
                     await bus.publish(record.topic, record)
                 except RecordInvalid as exc:  # larger than this server takes: said, not fatal

@@ -280,9 +280,10 @@ class DistributedStormRun(StormRun):
             log.close()
 
     async def _watch_gateway(self, process: asyncio.subprocess.Process) -> None:
-        """Keep the gateway running: one that dies is started again on the same port. It takes
-        the lease over once the dead one's lapses and settles what that one left open; until it
-        listens, the agents' requests fail and what they were handling comes to them again."""
+        """Keep the gateway running: one that dies is started again on the same socket. It sees
+        the dead one's lease is dead and settles what that one left open; until it listens, new
+        requests wait in the socket's backlog, and ones the dead process had taken are made
+        again by their senders (those safe to repeat)."""
         while True:
             if process.stdout is not None:
                 while await process.stdout.readline():
@@ -477,7 +478,8 @@ class DistributedStormRun(StormRun):
         return [self._answered[i] for i in intent_ids]
 
     def _waiting(self, intent_id: str) -> Outcome:
-        """An intent the desk was not asked about before: its review, which must be waiting."""
+        """An intent the desk was not asked about before, with its review (waiting, or answered
+        through a gateway that died before it could say so)."""
         intent = decode_entry(self.ledger.find(intent_id).data)
         if not isinstance(intent, Intent):
             raise ConfigError(f"{intent_id} is no intent")
