@@ -226,7 +226,11 @@ async def _serve(spec: dict[str, Any]) -> None:
     )
     try:
         # The dead one's lease lapses after its ttl; what it left open is settled before serving.
-        await gateway.start(standby=True, wait_seconds=max(30.0, 4 * ttl))
+        # The ungoverned baseline has no charter to load and no claims to settle: only the lease.
+        if mode == "ungoverned":
+            await gateway.acquire(standby=True, wait_seconds=max(30.0, 4 * ttl))
+        else:
+            await gateway.start(standby=True, wait_seconds=max(30.0, 4 * ttl))
         system = System(ledger, gateway, agents=AGENTS, bus=bus, clock=clock, ids=ids)
         users = here.get("console_users")
         service = Service.hosting(

@@ -408,8 +408,11 @@ class StormRun:
             known = {f"operation:{o}" for o in self.gateway.operations} | {
                 f"resource_class:{c}" for c in ("medical", "retail", "route", "stock", "shipment")
             }
+            # Ids of their own, drawn in the order they act: the alerts' ids are the same whether
+            # the gateway draws its ids in this process or in its own (result.json names one).
+            watch_ids = IdSource(clock, rng=random.Random(f"ids:{self.seed}:{self.mode}:monitors"))
             self.monitors = Monitors(
-                load_monitors(MONITORS, known_scopes=known), self.ledger, clock=clock, ids=ids
+                load_monitors(MONITORS, known_scopes=known), self.ledger, clock=clock, ids=watch_ids
             )
         self.system = System(
             self.ledger,
