@@ -346,8 +346,19 @@ def _derived(
         for a in facts.alerts
         if isinstance(a.get("observed"), dict) and "from" in a["observed"]
     ]
+    out["halted"] = _halted(facts.controls)
     out["ledger_entries"] = facts.size
     return out
+
+
+def _halted(controls: Sequence[Control]) -> dict[str, str] | None:
+    """The earliest halt of the whole system that no later resume lifted (a resume names the
+    stops it lifts as its causes): who, when, why; None when nothing halts it at the end."""
+    lifted = {cause for c in controls if c.action == "resume" for cause in c.causes}
+    for c in controls:
+        if c.action == "halt" and c.scope.kind == "system" and c.id not in lifted:
+            return {"control": c.id, "by": c.by, "at": c.at, "reason": c.reason}
+    return None
 
 
 def nearest_rank(values: list[float], q: float) -> float | None:
