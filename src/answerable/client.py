@@ -16,10 +16,11 @@ A refused request raises :class:`ServiceRefused` with the service's reason code.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -33,7 +34,9 @@ from answerable.records import Message, entry_bytes
 from answerable.review import unsigned_approval
 from answerable.signing import sign
 
-__all__ = ["AsyncClient", "Client", "ServiceRefused"]
+__all__ = ["AsyncClient", "Client", "ServiceRefused", "patiently"]
+
+T = TypeVar("T")
 
 
 class ServiceRefused(AnswerableError):
@@ -243,6 +246,26 @@ class Client:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+async def patiently(request: Callable[[], Awaitable[T]], patience: float) -> T:
+    """``request()``, made again with back-off while the service cannot take it (unreachable:
+    killed, starting again; or 503), for up to ``patience`` seconds. Only for a request that is
+    safe to repeat: one the service recognises when it comes twice.
+
+    Raises:
+        ServiceRefused: any other refusal, or the last one once ``patience`` is spent.
+    """
+    deadline = time.monotonic() + patience
+    pause = 0.1
+    while True:
+        try:
+            return await request()
+        except ServiceRefused as exc:
+            if exc.status not in (0, 503) or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(2 * pause, 2.0)
 
 
 class AsyncClient:

@@ -813,12 +813,9 @@ class Gateway:
         for stored in self.ledger.of_kind("Review"):
             if stored.id in self._settled:
                 continue
-            async with self._lock_for(stored.id):
-                if stored.id in self._settled:
-                    continue
-                outcome = await self._conclude(self.reviews.state(stored.id))
-                if outcome is not None:
-                    outcomes.append(outcome)
+            outcome = await self.settle_review(stored.id)
+            if outcome is not None:
+                outcomes.append(outcome)
         return outcomes
 
     async def settle_review(self, review_id: str) -> Outcome | None:

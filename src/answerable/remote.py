@@ -19,15 +19,14 @@ import contextlib
 import itertools
 import signal
 import sys
-import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from answerable.bus.auth import nkey_seed
 from answerable.bus.nats import NatsBus, handled_mark
 from answerable.charter import charter_of
-from answerable.client import AsyncClient, ServiceRefused
+from answerable.client import AsyncClient, ServiceRefused, patiently
 from answerable.clock import Clock, FakeClock, IdSource, SystemClock, parse_rfc3339, rfc3339
 from answerable.config import ServiceConfig, resolve_target
 from answerable.delivery import Admission, LedgerMarks
@@ -36,8 +35,6 @@ from answerable.keys import KeyPair
 from answerable.ledger import LedgerStore, open_ledger
 from answerable.records import ExternalEvent, Message
 from answerable.runtime import Agent, Context, handle_record
-
-T = TypeVar("T")
 
 __all__ = ["Ref", "RemoteContext", "RemoteOutcome", "run_agent", "serve_agent"]
 
@@ -130,18 +127,6 @@ class RemoteContext(Context):
     intent the key made). A handler that failed halfway would leave its agent's state halfway
     too, and the record handled again would not say what it said the first time."""
 
-    async def _patiently(self, request: Callable[[], Awaitable[T]]) -> T:
-        deadline = time.monotonic() + self.patience
-        pause = 0.1
-        while True:
-            try:
-                return await request()
-            except ServiceRefused as exc:
-                if exc.status not in (0, 503) or time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(pause)
-            pause = min(2 * pause, 2.0)
-
     def _derived_id(self) -> str:
         place = f"answerable message id:{self.agent}:{self.cause}:{next(self.sent)}".encode()
         secret = place.decode() if self.key is None else self.key.sign(place)
@@ -186,7 +171,7 @@ class RemoteContext(Context):
         self._at("before_send")
         client = self.client
         try:
-            await self._patiently(lambda: client.send(message))
+            await patiently(lambda: client.send(message), self.patience)
         except ServiceRefused as exc:
             if exc.status == 409 and "refusal_id" in exc.doc:  # refused and recorded, as in process
                 raise MessageRefused(
@@ -220,7 +205,7 @@ class RemoteContext(Context):
                 operation, dict(arguments), idempotency_key=idempotency_key, causes=tuple(causes)
             )
 
-        doc = await (submit() if idempotency_key is None else self._patiently(submit))
+        doc = await (submit() if idempotency_key is None else patiently(submit, self.patience))
         self._at("after_propose")
         return RemoteOutcome(doc)
 

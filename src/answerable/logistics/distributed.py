@@ -32,7 +32,6 @@ import secrets
 import signal
 import socket
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -43,7 +42,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from answerable.bus import Bus
-from answerable.client import AsyncClient, ServiceRefused
+from answerable.client import AsyncClient, ServiceRefused, patiently
 from answerable.clock import IdSource
 from answerable.errors import AgentLost, AnswerableError, ConfigError, NotAuthorized
 from answerable.gateway import Gateway, Outcome
@@ -105,9 +104,10 @@ class DistributedStormRun(StormRun):
         console_users: Path | None = None,
     ) -> None:
         """``ack_wait``: how long a record a dead agent held waits before it comes again (to the
-        agent restarted). ``restarts``: how often an agent's process that died is started again
-        before the run gives up. ``die``: a crash test's plan, (agent, ``POINT:N``), for that
-        agent's first process only (see :func:`answerable.logistics.process.die_at`)."""
+        agent restarted). ``restarts``: how often an agent's process (or the gateway's) that
+        died is started again before the run gives up. ``die``: a crash test's plan, (agent or
+        ``gateway``, ``POINT:N``), for its first process only (see the ``die_at`` of
+        :mod:`answerable.logistics.process` and :mod:`answerable.logistics.gateway_process`)."""
         super().__init__(mode, seed, config, out_dir)
         self.run_id = f"{mode}_{seed}_{secrets.token_hex(4)}"
         self.schema = f"storm_{self.run_id}"
@@ -125,7 +125,7 @@ class DistributedStormRun(StormRun):
         self._serving: asyncio.Task[None] | None = None
         self._nats: Any = None
         self.ack_wait = ack_wait
-        self.restarts = dict.fromkeys(AGENTS, restarts)
+        self.restarts = dict.fromkeys((*AGENTS, "gateway"), restarts)
         self.restarted: list[tuple[str, int]] = []
         """(agent, exit code) of each process that died and was started again."""
         self._die = die
@@ -143,9 +143,7 @@ class DistributedStormRun(StormRun):
         self.driver_key = KeyPair.generate("driver")
         """Signs what the driver asks of the gateway (the desk's answers, the review clock)."""
         self.gateway_process: asyncio.subprocess.Process | None = None
-        self.gateway_restarts = restarts
         self._gateway_url = ""
-        self._gateway_port = 0
         self._gateway_client: AsyncClient | None = None
         self._gateway_sock: socket.socket | None = None
 
@@ -179,8 +177,7 @@ class DistributedStormRun(StormRun):
             self._gateway_sock.bind(("127.0.0.1", 0))
             self._gateway_sock.listen(512)
             self._gateway_sock.set_inheritable(True)
-            self._gateway_port = int(self._gateway_sock.getsockname()[1])
-            self._gateway_url = f"http://127.0.0.1:{self._gateway_port}"
+            self._gateway_url = f"http://127.0.0.1:{self._gateway_sock.getsockname()[1]}"
             self._gateway_client = AsyncClient(self._gateway_url, self.driver_key)
             await super().__aenter__()
         except BaseException:
@@ -207,7 +204,7 @@ class DistributedStormRun(StormRun):
             "ack_wait": self.ack_wait,
             "keys": {},
             "gateway": {
-                "port": self._gateway_port,
+                "port": int(self._gateway_url.rsplit(":", 1)[1]),
                 "fd": self._gateway_sock.fileno() if self._gateway_sock is not None else -1,
                 "driver": f"http://127.0.0.1:{port}",
                 "clock": str(self.folder / "clock"),
@@ -224,9 +221,9 @@ class DistributedStormRun(StormRun):
         await asyncio.to_thread(_write_private, self._spec, json.dumps(spec, indent=1))
         loop = asyncio.get_running_loop()
         self._lost = loop.create_future()
-        self.gateway_process = await self._spawn_gateway(first=True)
+        self.gateway_process = await self._spawn("gateway", first=True)
         await self._listening("gateway", self.gateway_process)
-        self._watchers.append(asyncio.create_task(self._watch_gateway(self.gateway_process)))
+        self._watchers.append(asyncio.create_task(self._watch("gateway", self.gateway_process)))
         if self.console_users is not None:
             self.console_url = f"{self._gateway_url}/console/"
             print(f"answerable console on {self.console_url}", file=sys.stderr, flush=True)
@@ -238,73 +235,32 @@ class DistributedStormRun(StormRun):
             self._watchers.append(asyncio.create_task(self._watch(name, process)))
 
     async def _spawn(self, name: str, *, first: bool) -> asyncio.subprocess.Process:
+        """Start ``name``'s process: an agent, or the gateway (handed the driver's socket)."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("ANSWERABLE_STORM_DIE", None)
         if first and self._die is not None and self._die[0] == name:
             env["ANSWERABLE_STORM_DIE"] = self._die[1]
+        gateway = name == "gateway"
+        command = (
+            ("answerable.logistics.gateway_process", str(self._spec))
+            if gateway
+            else ("answerable.logistics.process", str(self._spec), name)
+        )
+        sock = self._gateway_sock if gateway else None
         log = await asyncio.to_thread(open, self.folder / f"{name}.log", "ab")
         try:
             return await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "answerable.logistics.process",
-                str(self._spec),
-                name,
-                stdin=asyncio.subprocess.PIPE,  # closed when this process ends: the agent stops
+                *command,
+                stdin=asyncio.subprocess.PIPE,  # closed when this process ends: it stops
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 env=env,
+                pass_fds=() if sock is None else (sock.fileno(),),
             )
         finally:
             log.close()
-
-    async def _spawn_gateway(self, *, first: bool) -> asyncio.subprocess.Process:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("ANSWERABLE_STORM_DIE", None)
-        if first and self._die is not None and self._die[0] == "gateway":
-            env["ANSWERABLE_STORM_DIE"] = self._die[1]
-        log = await asyncio.to_thread(open, self.folder / "gateway.log", "ab")
-        try:
-            return await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "answerable.logistics.gateway_process",
-                str(self._spec),
-                stdin=asyncio.subprocess.PIPE,  # closed when this process ends: the gateway stops
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log,
-                env=env,
-                pass_fds=() if self._gateway_sock is None else (self._gateway_sock.fileno(),),
-            )
-        finally:
-            log.close()
-
-    async def _watch_gateway(self, process: asyncio.subprocess.Process) -> None:
-        """Keep the gateway running: one that dies is started again on the same socket. It sees
-        the dead one's lease is dead and settles what that one left open; until it listens, new
-        requests wait in the socket's backlog, and ones the dead process had taken are made
-        again by their senders (those safe to repeat)."""
-        while True:
-            if process.stdout is not None:
-                while await process.stdout.readline():
-                    pass
-            code = await process.wait()
-            if self._closing:
-                return
-            if code == 0 or self.gateway_restarts <= 0:
-                if self._lost is not None and not self._lost.done():
-                    self._lost.set_result(("gateway", code))
-                return
-            self.gateway_restarts -= 1
-            self.restarted.append(("gateway", code))
-            print(f"answerable storm: the gateway exited with {code}; started again", file=sys.stderr)
-            try:
-                process = self.gateway_process = await self._spawn_gateway(first=False)
-                await self._listening("gateway", process, self.stall_seconds)
-            except AgentLost:
-                if self._lost is not None and not self._lost.done():
-                    self._lost.set_result(("gateway", process.returncode or -1))
-                return
 
     async def day(self, day: int) -> None:
         if isinstance(self.clock, SharedClock):
@@ -332,8 +288,12 @@ class DistributedStormRun(StormRun):
             raise AgentLost(name, f"exited with {process.returncode} at start; {self._tail(name)}")
 
     async def _watch(self, name: str, process: asyncio.subprocess.Process) -> None:
-        """Keep the agent running: a process that dies is started again (it rebuilds its state
-        from what it handled, and what it held comes to it again), up to ``restarts`` times."""
+        """Keep an agent or the gateway running: a process that dies is started again, up to
+        ``restarts`` times. An agent rebuilds its state from what it handled, and what it held
+        comes to it again. The gateway gets the same socket: it sees the dead one's lease is
+        dead and settles what that one left open; until it listens, new requests wait in the
+        socket's backlog, and ones the dead process had taken are made again by their senders
+        (those safe to repeat)."""
         while True:
             if process.stdout is not None:
                 while await process.stdout.readline():  # its pipe kept empty, or it would block
@@ -347,9 +307,14 @@ class DistributedStormRun(StormRun):
                 return
             self.restarts[name] -= 1
             self.restarted.append((name, code))
-            print(f"answerable storm: agent {name} exited with {code}; started again", file=sys.stderr)
+            what = "the gateway" if name == "gateway" else f"agent {name}"
+            print(f"answerable storm: {what} exited with {code}; started again", file=sys.stderr)
             try:
-                process = self.processes[name] = await self._spawn(name, first=False)
+                process = await self._spawn(name, first=False)
+                if name == "gateway":
+                    self.gateway_process = process
+                else:
+                    self.processes[name] = process
                 await self._listening(name, process, self.stall_seconds)
             except AgentLost:
                 if self._lost is not None and not self._lost.done():
@@ -564,16 +529,7 @@ class ServiceReviews:
         return self._ledger
 
     async def _post(self, path: str, doc: dict[str, Any]) -> Any:
-        deadline = time.monotonic() + self._patience
-        pause = 0.1
-        while True:
-            try:
-                return await self._client.post(path, doc)
-            except ServiceRefused as exc:
-                if exc.status not in (0, 503) or time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(pause)  # the gateway is starting again: it listens within seconds
-            pause = min(pause * 2, 2.0)
+        return await patiently(lambda: self._client.post(path, doc), self._patience)
 
     async def answer(
         self,
