@@ -62,6 +62,7 @@ __all__ = [
     "RecordInvalid",
     "RequestBuildFailed",
     "SignatureInvalid",
+    "StoreUnavailable",
     "TransientError",
     "UnknownAgent",
     "UnknownOperation",
@@ -264,6 +265,14 @@ class ExportFailed(AnswerableError):
 
 class LedgerError(AnswerableError):
     """Anything wrong with a ledger."""
+
+
+class StoreUnavailable(LedgerError):
+    """The store did not answer: its server is down, restarting or out of reach, or the
+    connection broke during a commit (whose outcome is then unknown until the ledger is read
+    again). Transient: whoever can wait tries again later; nothing was lost."""
+
+    reason_code = "store_unavailable"
 
 
 class NotALedger(LedgerError):

@@ -46,6 +46,7 @@ from answerable.errors import (
     NotAuthorized,
     RecordInvalid,
     SignatureInvalid,
+    StoreUnavailable,
     UnknownOperation,
 )
 from answerable.gateway import Gateway, Outcome
@@ -1268,8 +1269,8 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
     async def remember(request: Request, status: int, code: str, message: str) -> None:
         """Record a refused write made in a chartered identity's name (rate-limited)."""
         claimed = getattr(request.state, "claimed", None)
-        if request.method != "POST" or claimed is None or status < 400:
-            return
+        if request.method != "POST" or claimed is None or status < 400 or status == 503:
+            return  # (503: the service could not take it, which says nothing of the caller)
         with contextlib.suppress(AnswerableError):
             await service.record_refusal(
                 claimed,
@@ -1287,8 +1288,8 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
             status = exc.status
         elif isinstance(exc, EntryNotFound):
             status = 404
-        elif isinstance(exc, LeaseLost):
-            status = 503
+        elif isinstance(exc, LeaseLost | StoreUnavailable):
+            status = 503  # not the caller's doing, and passing: a request safe to repeat comes again
         elif isinstance(exc, NotAuthorized):
             status = 403
         code = getattr(exc, "reason_code", "") or type(exc).__name__

@@ -36,7 +36,7 @@ from nats.js.errors import Error as JetStreamError
 from nats.js.errors import NotFoundError
 
 from answerable.bus.base import Handler
-from answerable.errors import BusError, RecordInvalid
+from answerable.errors import BusError, RecordInvalid, StoreUnavailable
 from answerable.records import ExternalEvent, Message, decode_entry, entry_bytes
 
 __all__ = ["Marks", "NatsBus", "durable_name", "handled_mark", "stream_name", "subject_of"]
@@ -369,7 +369,7 @@ class NatsBus:
             return
         if self.marks is not None:
             try:
-                await self.marks.mark_many([mark for _, mark in handled])
+                await self._mark([mark for _, mark in handled])
             except Exception as exc:  # unmarked and unacknowledged: they come again
                 if self.on_failure is not None:
                     self.on_failure(exc)
@@ -381,6 +381,24 @@ class NatsBus:
                 await msg.ack()
             await self.nc.flush(timeout=5)
         self.delivered += len(handled)
+
+    async def _mark(self, marks: list[str]) -> None:
+        """Write the handled marks of records whose handlers returned, waiting out a store that
+        does not answer: those handlers changed their agents' state, so handling the records
+        again here (as an unmarked record would be) would count them twice; only a restart,
+        which rebuilds the state from the marks, may hand them over again."""
+        if self.marks is None:
+            return
+        pause = 0.1
+        while True:
+            try:
+                await self.marks.mark_many(marks)
+                return
+            except StoreUnavailable as exc:
+                if pause == 0.1 and self.on_failure is not None:
+                    self.on_failure(exc)
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 2.0)
 
     async def _deliver(self, s: _Subscription, msg: Any, batch: set[str]) -> str | None:
         """Admit and handle one delivery; the handled mark to write, or None when it was refused

@@ -13,6 +13,7 @@ SQL here uses ``?`` for parameters; :meth:`SQLLedger._sql` turns them into the d
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -31,6 +32,7 @@ from answerable.errors import (
     LedgerError,
     ProofRequestInvalid,
     RecordInvalid,
+    StoreUnavailable,
 )
 from answerable.ledger import _verify, merkle, note
 from answerable.ledger.base import MAX_ENTRY_BYTES, Guard, LeaseRow, StoredEntry, VerifyReport
@@ -103,6 +105,11 @@ class SQLLedger(ABC):
         """The size at the start of the last commit tried: a commit cut after it wrote from here."""
         self.recoveries = 0
         """Commits whose connection was lost, settled again on a new one (seen, not hidden)."""
+        self.patience = 0.0
+        """Seconds a read or an append waits, trying again with back-off, for a server that does
+        not answer (restarting, say) before it fails with StoreUnavailable. None by default, so
+        a command fails at once and says where; a long-running process (a service, an agent)
+        sets it to wait out a restart of its database server. Never used for the lease."""
         self._frontier: dict[tuple[int, int], bytes] = {}
         """The right edge of the tree after the last commit: the next commit's left siblings."""
         self._cv = threading.Condition()
@@ -396,12 +403,21 @@ class SQLLedger(ABC):
                     conn.close()
 
     _RETRIES = (0.1, 0.3, 1.0)
-    """Back-off between attempts to reach the store again after a commit was cut."""
+    """Back-off between attempts to reach the store again after a commit was cut, or before one
+    (and then on, up to :attr:`patience` seconds in all)."""
+
+    def _pauses(self) -> Iterator[float]:
+        """The back-off before each further attempt to reach the store: ``_RETRIES``, then more
+        until :attr:`patience` runs out."""
+        deadline = time.monotonic() + self.patience
+        yield from self._RETRIES
+        while time.monotonic() < deadline:
+            yield 1.0
 
     def _reconnect(self) -> Conn:
         """The writer's connection, tried again with back-off: a store restarting is not a failure
         of the batch waiting for it (nothing of that batch was sent yet)."""
-        for pause in self._RETRIES:
+        for pause in self._pauses():
             try:
                 return self._writer_connection()
             except LedgerError:
@@ -414,7 +430,7 @@ class SQLLedger(ABC):
         unknown (never that nothing was written), and None is returned."""
         self.recoveries += 1
         last: BaseException | None = None
-        for pause in (0.0, *self._RETRIES):
+        for pause in itertools.chain((0.0,), self._pauses()):
             time.sleep(pause)
             conn: Conn = None
             try:
@@ -428,7 +444,7 @@ class SQLLedger(ABC):
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         conn.close()
-        error = LedgerError(
+        error = StoreUnavailable(
             f"ledger {self._name}: the connection was lost during a commit and the store stayed out "
             f"of reach ({self._translate(last) if last else 'no answer'}); whether these entries were "
             "stored is unknown until the ledger is read again"

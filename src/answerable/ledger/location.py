@@ -7,7 +7,10 @@ names it, so a command on a file starts as fast as before.
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING
+
+from answerable.errors import StoreUnavailable
 
 if TYPE_CHECKING:
     from answerable.ledger._sql import SQLLedger
@@ -27,15 +30,43 @@ def open_ledger(
     origin: str | None = None,
     signing_key: str | os.PathLike[str] | None = None,
     identity: tuple[Signer | None, str] | None = None,
+    patience: float = 0.0,
 ) -> SQLLedger:
     """Open (or with ``create``, create) the ledger at ``target``.
 
     ``identity``: the signer and verifier key to create it with instead of a fresh key, for a
-    ledger being copied (:func:`answerable.ledger.copy.copy_ledger`).
+    ledger being copied (:func:`answerable.ledger.copy.copy_ledger`). ``patience``: seconds to
+    wait, trying again with back-off, for a database server that does not answer, now and for
+    every read and append afterwards (``SQLLedger.patience``): for a long-running process, which
+    outlives a restart of its server; a command fails at once instead (the default).
 
     Raises:
         NotALedger, LedgerError, ConfigError: as the backend's ``open`` documents.
+        StoreUnavailable: the server did not answer within ``patience`` seconds.
     """
+    deadline = time.monotonic() + patience
+    pause = 0.1
+    while True:
+        try:
+            ledger = _open(target, create=create, origin=origin, signing_key=signing_key, identity=identity)
+        except StoreUnavailable:
+            if time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(2 * pause, 2.0)
+            continue
+        ledger.patience = patience
+        return ledger
+
+
+def _open(
+    target: str | os.PathLike[str],
+    *,
+    create: bool,
+    origin: str | None,
+    signing_key: str | os.PathLike[str] | None,
+    identity: tuple[Signer | None, str] | None,
+) -> SQLLedger:
     text = os.fspath(target)
     if "://" in text and not is_postgres_url(text):  # say the scheme, never the rest (a password)
         from answerable.errors import ConfigError

@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import os
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,7 +32,7 @@ import psycopg
 from psycopg import conninfo, errors, sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from answerable.errors import ConfigError, LedgerError, NotALedger, RecordInvalid
+from answerable.errors import ConfigError, LedgerError, NotALedger, RecordInvalid, StoreUnavailable
 from answerable.ledger import _verify, merkle, note
 from answerable.ledger._sql import FORGET_NONCES, SQLLedger, SQLView, fresh_identity
 from answerable.ledger.base import LeaseRow, VerifyReport
@@ -149,14 +150,15 @@ def _connect(
     try:
         conn = psycopg.connect(url, autocommit=autocommit, application_name=application_name, **_LIVENESS)
     except psycopg.Error as exc:
-        raise LedgerError(f"{_where(url)}: cannot connect: {_first_line(exc)}") from exc
+        raise StoreUnavailable(f"{_where(url)}: cannot connect: {_first_line(exc)}") from exc
     try:
         if autocommit:  # (a read-only snapshot needs its isolation level set first, and no limits)
             _session(conn)
         return conn
     except psycopg.Error as exc:
         conn.close()
-        raise LedgerError(f"{_where(url)}: cannot set up the session: {_first_line(exc)}") from exc
+        unreached = StoreUnavailable if isinstance(exc, psycopg.OperationalError) else LedgerError
+        raise unreached(f"{_where(url)}: cannot set up the session: {_first_line(exc)}") from exc
 
 
 def _first_line(exc: BaseException) -> str:
@@ -323,6 +325,8 @@ class PostgresLedger(SQLLedger):
     def _translate(self, exc: BaseException) -> BaseException:
         if isinstance(exc, errors.UniqueViolation):
             return RecordInvalid(f"ledger {self._name} refused an entry: {_first_line(exc)}")
+        if isinstance(exc, psycopg.OperationalError):  # the server away, or the pool waiting for it
+            return StoreUnavailable(f"{self._name}: {_first_line(exc)}")
         if isinstance(exc, psycopg.Error):
             return LedgerError(f"{self._name}: {_first_line(exc)}")
         return exc
@@ -345,31 +349,52 @@ class PostgresLedger(SQLLedger):
             return None  # the server went away: the next batch opens a new connection
         return conn
 
-    def _read(self, fn: Callable[[psycopg.Connection[Any]], T], *, again: bool = True) -> T:
+    def _read(
+        self, fn: Callable[[psycopg.Connection[Any]], T], *, again: bool = True, patient: bool = True
+    ) -> T:
         """Run ``fn`` on a pooled connection. A pooled connection the server has closed since
         (a restart, an administrator) fails its first use; with ``again``, ``fn`` then runs once
         more on a fresh one: right for reads and idempotent writes, not for a write whose answer
-        depends on whether it ran before (a nonce, a lease taken)."""
-        for attempt in (1, 2):
-            conn = None
+        depends on whether it ran before (a nonce, a lease taken). While the server does not
+        answer at all, ``fn`` is tried again with back-off for up to :attr:`patience` seconds
+        when ``patient`` (and ``again``, or it never began): a restart of the server is waited
+        out, not reported to every caller."""
+        deadline = time.monotonic() + (self.patience if patient else 0.0)
+        pause = 0.05
+        for attempt in itertools.count(1):
+            began = False
             try:
                 with self._pool.connection() as conn:
+                    began = True
                     return fn(conn)
             except psycopg.OperationalError as exc:
-                if again and attempt == 1:
-                    # The pool drops this one as it takes it back; the others may be as dead (a
-                    # server restarted): the idle ones are checked before the next attempt.
-                    with contextlib.suppress(psycopg.Error, PoolTimeout):
-                        self._pool.check()
-                    continue
-                raise self._translate(exc) from exc
+                if began and not again:
+                    raise self._translate(exc) from exc
+                if attempt > 1:
+                    if time.monotonic() >= deadline:
+                        raise self._translate(exc) from exc
+                    time.sleep(pause)
+                    pause = min(2 * pause, 1.0)
+                # The pool drops this one as it takes it back; the others may be as dead (a
+                # server restarted): the idle ones are checked before the next attempt.
+                with contextlib.suppress(psycopg.Error, PoolTimeout):
+                    self._pool.check()
             except psycopg.Error as exc:
                 raise self._translate(exc) from exc
         raise LedgerError(f"{self._name}: unreachable")  # the loop returns or raises first
 
-    def _short_write(self, fn: Callable[[psycopg.Connection[Any]], T], *, serialize: bool = True) -> T:
+    def _short_write(
+        self,
+        fn: Callable[[psycopg.Connection[Any]], T],
+        *,
+        serialize: bool = True,
+        patient: bool = True,
+        again: bool = False,
+    ) -> T:
         """One small transaction, after the head row when ``serialize``: it then runs between two
-        appends, never beside one."""
+        appends, never beside one. ``again`` and ``patient``: see :meth:`_read` (``again`` only
+        for a write that may run twice; never ``patient`` for the lease, whose holder must learn
+        at once that it cannot beat)."""
         if self._closing:
             raise LedgerError(f"ledger {self._name} is closed")
 
@@ -379,10 +404,11 @@ class PostgresLedger(SQLLedger):
                     conn.execute("SELECT size FROM head FOR UPDATE")
                 return fn(conn)
 
-        return self._read(run, again=False)
+        return self._read(run, again=again, patient=patient)
 
     def _write_nonces(self, fn: Callable[[psycopg.Connection[Any]], None]) -> None:
-        self._short_write(fn, serialize=False)  # nonces are beside the log: appends need not wait
+        # Beside the log, so appends need not wait; marks written twice are written once.
+        self._short_write(fn, serialize=False, again=True)
 
     def _prepare_nonces(self, conn: psycopg.Connection[Any]) -> None:
         """Nothing: the table is made with the schema."""
@@ -444,18 +470,19 @@ class PostgresLedger(SQLLedger):
             )
             return epoch
 
-        return self._short_write(take)
+        return self._short_write(take, patient=False)
 
     def beat_lease(self, epoch: int) -> bool:
         def beat(conn: psycopg.Connection[Any]) -> bool:
             cur = conn.execute("UPDATE lease SET beat = beat + 1 WHERE epoch = %s AND NOT released", (epoch,))
             return cur.rowcount == 1
 
-        return self._short_write(beat, serialize=False)
+        return self._short_write(beat, serialize=False, patient=False)
 
     def release_lease(self, epoch: int) -> None:
         self._short_write(
-            lambda c: c.execute("UPDATE lease SET released = TRUE WHERE epoch = %s", (epoch,)).rowcount
+            lambda c: c.execute("UPDATE lease SET released = TRUE WHERE epoch = %s", (epoch,)).rowcount,
+            patient=False,
         )
 
     # --- reading --------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ from answerable.ledger.postgres import parse_url
 from answerable.logistics.agents import AGENTS
 from answerable.logistics.desk import Reviews
 from answerable.logistics.gateway_process import signed_json
+from answerable.logistics.process import STORE_PATIENCE
 from answerable.logistics.scenario import Mode, StormRun
 from answerable.logistics.services import make_carrier_app, make_warehouse_app
 from answerable.logistics.simclock import SharedClock
@@ -157,6 +158,7 @@ class DistributedStormRun(StormRun):
             self.ledger_url,
             create=True,
             origin=f"logistics.example/storm/{self.mode}/{self.run_id}",
+            patience=STORE_PATIENCE,
         )
 
     async def __aenter__(self) -> DistributedStormRun:

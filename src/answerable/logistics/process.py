@@ -29,7 +29,13 @@ from answerable.logistics.world import ScenarioConfig, World
 from answerable.remote import RemoteContext, RemoteOutcome, serve_agent
 from answerable.runtime import Agent, Context
 
-__all__ = ["RemoteDesk", "main", "make_agent", "orphaned", "run_file"]
+__all__ = ["STORE_PATIENCE", "RemoteDesk", "main", "make_agent", "orphaned", "run_file"]
+
+STORE_PATIENCE = 60.0
+"""Seconds a read or an append of a storm process (an agent, the gateway, the driver) waits for
+a PostgreSQL server that does not answer (restarting after a crash, say) before it fails. The
+gateway's lease, which it cannot beat meanwhile, runs out long before: it exits and is started
+again (see :mod:`answerable.logistics.gateway_process`)."""
 
 
 class RemoteDesk:
@@ -90,7 +96,7 @@ async def _serve(spec: dict[str, Any], name: str) -> None:
     key = KeyPair.load(spec["keys"][name])
     desk = AsyncClient(spec["desk"], key) if "desk" in spec else None
     agent = make_agent(name, spec["mode"], int(spec["seed"]), config, desk)
-    ledger = open_ledger(spec["ledger"])
+    ledger = open_ledger(spec["ledger"], patience=STORE_PATIENCE)
     stop = asyncio.Event()
     watch = asyncio.create_task(orphaned(stop))
     try:
