@@ -10,10 +10,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from glob import glob
 from pathlib import Path
 
+import psycopg
 from natsd import free_port
 
 BIN = Path(sorted(glob("/usr/lib/postgresql/*/bin"))[-1])
@@ -76,6 +78,19 @@ class PgServer:
         (self.data / "postmaster.pid").unlink()
         for lock in self.folder.glob(".s.PGSQL.*"):  # the socket and its lock file, as stale
             lock.unlink()
+
+    def kill_backend(self, pick: Callable[[list[int]], int]) -> int:
+        """kill -9 of one backend serving a client named ``answerable...``, the one ``pick``
+        chooses among their pids (sorted); the postmaster then ends every other backend and
+        recovers by itself, as it does when one of its processes crashes. The pid killed."""
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres") as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                "AND application_name LIKE 'answerable%' AND pid <> pg_backend_pid()"
+            ).fetchall()
+        pid = pick(sorted(int(r[0]) for r in rows))
+        os.kill(pid, signal.SIGKILL)
+        return pid
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():

@@ -373,17 +373,18 @@ def test_bad_backends_are_one_line_and_leave_nothing_behind(
     assert not (tmp_path / "out" / "result.json").exists()
 
 
-def postgres_kill_plan(seed: int) -> tuple[str, int, float]:
-    """When PostgreSQL dies (kill -9 of its postmaster and every backend), drawn from the seed:
-    as the gateway's N-th partner call arrives at the partner or as its answer leaves (the claim
-    durable, the effect done or doing, nothing after it recorded), and how long the server stays
-    down before it is started again on its data (crash recovery): a short outage, which every
+def postgres_kill_plan(seed: int) -> tuple[str, str, int, float]:
+    """How PostgreSQL dies, drawn from the seed: the whole server (kill -9 of its postmaster and
+    every backend), started again on its data (crash recovery) after a short outage, which every
     process waits out, or one longer than the gateway's lease can outlast (it exits and is
-    started again)."""
+    started again); or one backend (kill -9), after which the postmaster ends the others and
+    recovers by itself. When: as the gateway's N-th partner call arrives at the partner or as
+    its answer leaves (the claim durable, the effect done or doing, nothing after it recorded)."""
     rng = random.Random(f"storm-postgres-kill:{seed}")
     when, nth = rng.choice(["before", "after"]), rng.randint(5, 180)
     down = rng.uniform(0.5, 3.0) if rng.random() < 0.5 else rng.uniform(8.0, 15.0)
-    return when, nth, round(down, 2)
+    what = "backend" if rng.random() > 2 / 3 else "server"
+    return what, when, nth, round(down, 2)
 
 
 @pytest.mark.crash
@@ -393,16 +394,18 @@ async def test_postgresql_killed_mid_storm_and_started_again_the_storm_comes_out
     seed: int, tmp_path: Path, clean: None
 ) -> None:
     """kill -9 of the whole PostgreSQL server (a server of the test's own) at a seeded partner
-    call, started again a seeded while later: every process that touches the store (the gateway,
-    the agents, the driver's desk and monitors) waits for it and goes on; no ledger entry lost,
+    call, started again a seeded while later, or of one of its backends: every process that
+    touches the store (the gateway, the agents, the driver's desk and monitors) waits for it and
+    goes on, the gateway started again if its lease ran out meanwhile; no ledger entry lost,
     no effect twice, none the ledger does not show, a ledger that verifies, and the outcome table
     of the storm in one process."""
     from fastapi import FastAPI, Request
     from pgd import PgServer
 
     config = ScenarioConfig.model_validate({**ScenarioConfig().model_dump(), "days": 3})
-    when, nth, down = postgres_kill_plan(seed)
+    what, when, nth, down = postgres_kill_plan(seed)
     server = PgServer().start()
+    pick = random.Random(f"storm-postgres-backend:{seed}").choice
     back: list[threading.Thread] = []
 
     class PostgresDies(DistributedStormRun):
@@ -426,8 +429,12 @@ async def test_postgresql_killed_mid_storm_and_started_again_the_storm_comes_out
                 return response
 
     def die() -> None:
-        server.kill()
-        back.append(threading.Timer(down, server.start))
+        if what == "backend":
+            server.kill_backend(pick)
+            back.append(threading.Thread())  # nothing to start again: the postmaster recovers
+        else:
+            server.kill()
+            back.append(threading.Timer(down, server.start))
         back[0].start()
 
     try:
@@ -444,11 +451,15 @@ async def test_postgresql_killed_mid_storm_and_started_again_the_storm_comes_out
         with open_ledger(there.metrics["ledger"]) as ledger:
             assert ledger.verify().size == there.metrics["ledger_entries"]
             records = [json.loads(e.data) for e in ledger.entries()]
+        said = (server.folder / "log").read_text()
     finally:
         for thread in back:
             thread.join()
         server.stop()
-    plan = (when, nth, down)
+    if what == "backend":  # it died, and the postmaster ended the others and recovered
+        assert "was terminated by signal 9" in said
+        assert "all server processes terminated; reinitializing" in said
+    plan = (what, when, nth, down)
     assert back, f"PostgreSQL was never killed: {plan}"
     # Only the gateway may have gone, by itself, when its lease ran out before the server was
     # back (its ttl is 2 s): no agent died, and the driver waited the outage out.

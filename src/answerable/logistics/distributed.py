@@ -44,14 +44,14 @@ from fastapi.responses import JSONResponse
 from answerable.bus import Bus
 from answerable.client import AsyncClient, ServiceRefused, patiently
 from answerable.clock import IdSource
-from answerable.errors import AgentLost, AnswerableError, ConfigError, NotAuthorized
+from answerable.errors import AgentLost, AnswerableError, ConfigError, NotAuthorized, StoreUnavailable
 from answerable.gateway import Gateway, Outcome
 from answerable.keys import KeyPair
 from answerable.ledger import SQLLedger, open_ledger
 from answerable.ledger.postgres import parse_url
 from answerable.logistics.agents import AGENTS
 from answerable.logistics.desk import Reviews
-from answerable.logistics.gateway_process import signed_json
+from answerable.logistics.gateway_process import signed_json, unavailable
 from answerable.logistics.process import STORE_PATIENCE
 from answerable.logistics.scenario import Mode, StormRun
 from answerable.logistics.services import make_carrier_app, make_warehouse_app
@@ -424,11 +424,15 @@ class DistributedStormRun(StormRun):
                     raise TypeError(wanted)
             except NotAuthorized as exc:
                 return JSONResponse({"error": str(exc), "reason_code": exc.reason_code}, status_code=401)
+            except StoreUnavailable as exc:
+                return unavailable(exc)
             except (ValueError, KeyError, TypeError) as exc:
                 return JSONResponse({"error": f"not a desk request: {exc}", "reason_code": "bad_body"}, 422)
             async with self._desk_lock:  # one plan's reviews at a time, as at the desk in process
                 try:
                     docs = await self._at_desk(wanted)
+                except StoreUnavailable as exc:
+                    return unavailable(exc)
                 except AnswerableError as exc:
                     return JSONResponse({"error": str(exc), "reason_code": "not_at_desk"}, 422)
             return JSONResponse({"outcomes": docs})

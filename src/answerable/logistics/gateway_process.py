@@ -37,7 +37,14 @@ from fastapi.responses import JSONResponse
 
 from answerable.clock import IdSource
 from answerable.config import ConsoleConfig
-from answerable.errors import AnswerableError, ApprovalRefused, ConfigError, NotAuthorized
+from answerable.errors import (
+    AnswerableError,
+    ApprovalRefused,
+    ConfigError,
+    LeaseLost,
+    NotAuthorized,
+    StoreUnavailable,
+)
 from answerable.gateway import Gateway, http_operation
 from answerable.httpsig import verify_request
 from answerable.ledger import SQLLedger, open_ledger
@@ -50,7 +57,7 @@ from answerable.logistics.world import Cls, Customer, ScenarioConfig, World
 from answerable.runtime import System
 from answerable.service import Service, build_app, outcome_doc
 
-__all__ = ["DEPOSED", "DriverFacts", "main", "signed_json"]
+__all__ = ["DEPOSED", "DriverFacts", "main", "signed_json", "unavailable"]
 
 DEPOSED = 75
 """The exit code of a gateway that lost its lease (EX_TEMPFAIL): started again, it recovers."""
@@ -107,6 +114,12 @@ async def signed_json(
     if not isinstance(doc, dict):
         raise ValueError("want a JSON object")
     return doc
+
+
+def unavailable(exc: LeaseLost | StoreUnavailable) -> JSONResponse:
+    """503 for what passes (the store restarting, a gateway about to be started again): the
+    driver's and the agents' requests to these routes are safe to repeat, and are repeated."""
+    return JSONResponse({"error": str(exc), "reason_code": "store_unavailable"}, status_code=503)
 
 
 def _refused(exc: Exception) -> JSONResponse:
@@ -172,6 +185,8 @@ def _storm_routes(
             return JSONResponse({"error": str(exc), "reason_code": exc.reason_code}, status_code=409)
         except (NotAuthorized, ValueError, KeyError, TypeError) as exc:
             return _refused(exc)
+        except (LeaseLost, StoreUnavailable) as exc:
+            return unavailable(exc)
         except AnswerableError as exc:
             return JSONResponse({"error": str(exc), "reason_code": "refused"}, status_code=409)
         return JSONResponse(outcome_doc(outcome))
@@ -180,9 +195,11 @@ def _storm_routes(
     async def settle(request: Request) -> JSONResponse:
         try:
             await signed_json(request, base, keys, ledger)
+            await gateway.settle_reviews()
         except (NotAuthorized, ValueError) as exc:
             return _refused(exc)
-        await gateway.settle_reviews()
+        except (LeaseLost, StoreUnavailable) as exc:
+            return unavailable(exc)
         return JSONResponse({"settled": True})
 
 

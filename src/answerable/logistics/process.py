@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from answerable.client import AsyncClient
+from answerable.client import AsyncClient, patiently
 from answerable.clock import FakeClock
 from answerable.errors import AnswerableError, ConfigError
 from answerable.keys import KeyPair
@@ -39,7 +39,9 @@ again (see :mod:`answerable.logistics.gateway_process`)."""
 
 
 class RemoteDesk:
-    """The storm desk in the scenario driver, asked in a request the agent signs."""
+    """The storm desk in the scenario driver, asked in a request the agent signs; asked again
+    while the driver cannot take it (the store restarting): it answers each intent once and
+    then gives the same answer however often it is asked."""
 
     def __init__(self, client: AsyncClient | None) -> None:
         self.client = client
@@ -47,7 +49,8 @@ class RemoteDesk:
     async def settle(self, outcomes: list[Any], ctx: Context) -> list[Any]:
         if not isinstance(ctx, RemoteContext) or self.client is None:
             raise ConfigError("the remote desk answers only agents served through the service")
-        answer = await self.client.post("/storm/desk", {"intents": [o.intent_id for o in outcomes]})
+        client, wanted = self.client, {"intents": [o.intent_id for o in outcomes]}
+        answer = await patiently(lambda: client.post("/storm/desk", wanted), ctx.patience)
         return [RemoteOutcome(doc) for doc in answer["outcomes"]]
 
 
