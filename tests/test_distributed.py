@@ -29,6 +29,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,8 +38,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from backends import pg_url
+from backends import PG_BASE
 from natsd import NatsServer
+from pgd import PgServer
 from procs import seeds
 from served import Running, free_port, start
 
@@ -46,7 +48,7 @@ from answerable.bus.nats import NatsBus
 from answerable.charter import new_charter
 from answerable.client import AsyncClient
 from answerable.clock import IdSource, rfc3339
-from answerable.errors import BusError
+from answerable.errors import BusError, LedgerError
 from answerable.keys import KeyPair
 from answerable.ledger import open_ledger
 from answerable.ledger.postgres import drop_schema
@@ -183,7 +185,15 @@ def nats_url() -> str:
 
 
 @pytest.fixture
-def distributed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nats_url: str) -> Iterator[Distributed]:
+def pg_base() -> str:
+    """The machine's PostgreSQL; a test that must kill one overrides this with its own."""
+    return PG_BASE
+
+
+@pytest.fixture
+def distributed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nats_url: str, pg_base: str
+) -> Iterator[Distributed]:
     folder = tmp_path / "shop"
     init(folder)
     monkeypatch.setenv("ANSWERABLE_KEY_DIR", str(tmp_path / "ledger-keys"))
@@ -202,7 +212,7 @@ def distributed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nats_url: str) 
     )
     (folder / "charter.json").write_text(orjson.dumps(charter.model_dump(mode="json")).decode())
     (folder / "agents.py").write_text(AGENTS)
-    ledger_url = pg_url(f"answerable_t_{uuid.uuid4().hex[:12]}")
+    ledger_url = f"{pg_base}?options=-csearch_path%3Danswerable_t_{uuid.uuid4().hex[:12]}"
     port = free_port()
     config = (folder / "answerable.toml").read_text()
     config = config.replace('path = "ledger.db"', f'url = "{ledger_url}"').replace(
@@ -231,7 +241,8 @@ def distributed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nats_url: str) 
             run.service.stop()
         with contextlib.suppress(BusError):  # an own server may be gone with its stream
             asyncio.run(_drop_stream(nats_url, system))
-        drop_schema(ledger_url)
+        with contextlib.suppress(LedgerError):  # an own server may be gone with its schema
+            drop_schema(ledger_url)
 
 
 async def _drop_stream(url: str, system: str) -> None:
@@ -457,3 +468,59 @@ class TestNatsKilled:
         run.service = start(run.folder, port)
         run.wait_until(f"seed {seed}: six refunds after both restarts", lambda: len(effects(run.folder)) == 6)
         check(run, seed, orders, f"nats and the service killed after {split}")
+
+
+class TestPostgresKilled:
+    """kill -9 of PostgreSQL (a server of the test's own: postmaster and every backend) while
+    refunds are in flight under ``answerable serve``, then a restart on its data: the service and
+    the agents wait the outage out, or, when it outlasts the service's lease, the service exits
+    75 and is started again (the test acts as its supervisor). Every order is refunded once."""
+
+    @pytest.fixture
+    def pg_base(self, tmp_path: Path) -> Iterator[str]:
+        self.server = PgServer().start()
+        try:
+            yield f"postgresql://postgres@127.0.0.1:{self.server.port}/postgres"
+        finally:
+            self.server.stop()
+
+    @pytest.mark.parametrize("seed", seeds())
+    def test_postgresql_killed_with_refunds_in_flight_loses_nothing_and_does_nothing_twice(
+        self, distributed: Distributed, seed: int
+    ) -> None:
+        rng = random.Random(f"serve-postgres-kill:{seed}")
+        orders = [f"O-{seed}-{n}" for n in range(8)]
+        at, long = rng.randrange(1, 6), rng.random() < 0.5
+        where = f"seed {seed}: killed at the refund {at}, {'past' if long else 'within'} the lease"
+        run = distributed
+        run.agent("intake")
+        run.agent("refunder")
+        bring_orders(run, orders)
+        run.wait_until(f"{where}: refunds before the kill", lambda: len(effects(run.folder)) >= at)
+        self.server.kill()
+        if long:  # the lease cannot be beaten: the service stops, to be started again
+            assert run.service.proc.wait(timeout=60) == 75, where
+            assert run.service.proc.stderr is not None
+            said = run.service.proc.stderr.read()
+            run.service.proc.stderr.close()
+            assert "stopped (exit 75) to be started again" in said, said
+            self.server.start()
+            port = int(run.service.url.rsplit(":", 1)[1])
+            run.service = start(run.folder, port)
+        else:  # back within the lease's ttl: waited out by everyone
+            back = threading.Timer(rng.uniform(1.0, 4.0), self.server.start)
+            back.start()
+            back.join()
+        run.wait_until(f"{where}: every refund", lambda: len(effects(run.folder)) == len(orders), 120)
+        assert run.service.proc.poll() is None, where
+        done = effects(run.folder)
+        assert sorted(e["order"] for e in done) == sorted(orders), where  # once each
+        with open_ledger(run.ledger_url) as ledger:
+            assert ledger.verify().size == ledger.size(), where
+            executions = [
+                x for e in ledger.of_kind("Execution") if isinstance(x := decode_entry(e.data), Execution)
+            ]
+        keys = [e["key"] for e in done]
+        assert sorted(x.status for x in executions) == ["succeeded"] * len(orders), where
+        assert len({x.intent_id for x in executions}) == len(orders), where  # one per intent
+        assert len(set(keys)) == len(orders), where

@@ -878,6 +878,7 @@ def serve_command(
     import uvicorn
 
     from answerable.config import LOOPBACK, load_config
+    from answerable.lease import exit_when_lost
     from answerable.service import Service, build_app
 
     config = _run(lambda: load_config(config_file))
@@ -932,6 +933,8 @@ def serve_command(
         except BaseException:
             await service.stop()
             raise
+        if service.gateway is not None:
+            exit_when_lost(service.gateway.lease, "answerable serve")
         try:
             await server.serve()
         finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +25,11 @@ from answerable.clock import rfc3339
 from answerable.errors import AnswerableError, ConfigError, LeaseHeld, LeaseLost
 from answerable.ledger.base import LeaseRow, LedgerStore
 
-__all__ = ["Lease", "process_alive", "process_token"]
+__all__ = ["DEPOSED", "Lease", "exit_when_lost", "process_alive", "process_token"]
+
+DEPOSED = 75
+"""The exit code of a serving process whose lease was lost (EX_TEMPFAIL): started again, it
+takes the lease back and settles what was left open."""
 
 Monotonic = Callable[[], float]
 
@@ -107,6 +112,7 @@ class Lease:
         self._seen: tuple[int, int] | None = None
         self._quiet_since = 0.0
         self._beater: threading.Thread | None = None
+        self._gone = threading.Event()
 
     @property
     def epoch(self) -> int:
@@ -120,6 +126,11 @@ class Lease:
         if self._epoch is None:
             raise LeaseLost(0, None)
         return self._epoch
+
+    def wait_lost(self, timeout: float | None = None) -> bool:
+        """Block until the lease held is lost (True), or ``timeout`` passes (False): what a
+        process's own thread waits on, whatever its event loop is doing (waiting on the store)."""
+        return self._gone.wait(timeout)
 
     def lost_error(self) -> LeaseLost:
         """The error to raise once the lease is gone."""
@@ -181,6 +192,7 @@ class Lease:
             return None
         self._stop_beating()
         self._epoch, self._lost = epoch, None
+        self._gone.clear()
         self._stop = threading.Event()  # each heartbeat thread has its own: an old one never revives
         self._beater = threading.Thread(
             target=self._beat, args=(epoch, self._stop), name=f"lease:{self.holder}", daemon=True
@@ -212,6 +224,7 @@ class Lease:
         """Mark the lease lost, but only if it is still the epoch this heartbeat was beating."""
         if self._epoch == epoch:
             self._lost = error
+            self._gone.set()
 
     def _stop_beating(self) -> None:
         self._stop.set()
@@ -230,6 +243,7 @@ class Lease:
         if row is None or row.released or row.epoch != epoch:
             lost = LeaseLost(epoch, None if row is None or row.released else row.epoch)
             self._lost = lost
+            self._gone.set()
             self._stop_beating()
             raise lost
         return epoch
@@ -241,3 +255,23 @@ class Lease:
             with contextlib.suppress(AnswerableError):
                 self.ledger.release_lease(self._epoch)
         self._epoch = None
+
+
+def exit_when_lost(lease: Lease, who: str) -> threading.Thread:
+    """Watch ``lease`` from a thread of its own and end the process (exit :data:`DEPOSED`) the
+    moment it is lost: the store was out of reach for longer than its ttl, or another gateway
+    took over. For a process's entry point (``answerable serve``, a storm's gateway), never a
+    library caller. A holder without its lease may neither call out nor append, so there is
+    nothing left to stop gently (the last checkpoint could not be appended); a process started
+    again in its place takes the lease and settles from the ledger what this one left open, as
+    after a kill -9. A thread, not a task: the event loop may be waiting on the store."""
+
+    def watch() -> None:
+        lease.wait_lost()
+        print(f"{who}: {lease.lost_error()}; stopped (exit {DEPOSED}) to be started again", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(DEPOSED)
+
+    thread = threading.Thread(target=watch, name=f"deposed:{lease.holder}", daemon=True)
+    thread.start()
+    return thread

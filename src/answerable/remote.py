@@ -32,7 +32,7 @@ from answerable.config import ServiceConfig, resolve_target
 from answerable.delivery import Admission, LedgerMarks
 from answerable.errors import ConfigError, EntryNotFound, MessageRefused
 from answerable.keys import KeyPair
-from answerable.ledger import LedgerStore, open_ledger
+from answerable.ledger import SERVING_PATIENCE, LedgerStore, open_ledger
 from answerable.records import ExternalEvent, Message
 from answerable.runtime import Agent, Context, handle_record
 
@@ -248,6 +248,7 @@ async def run_agent(config: ServiceConfig, name: str, *, stop: asyncio.Event | N
         raise ConfigError(f"{config.source.name}: [nats] url is needed to run an agent in its own process")
     agent, key = load_agent(config, name)
     ledger = open_ledger(config.ledger_url or config.ledger)
+    ledger.patience = SERVING_PATIENCE  # a wrong address said at once; a server restarting waited out
     try:
         await serve_agent(
             agent,

@@ -52,7 +52,7 @@ from answerable.errors import (
 from answerable.gateway import Gateway, Outcome
 from answerable.httpsig import SKEW, claimed_keyid, verify_request
 from answerable.keys import KeyPair, verify_signature
-from answerable.ledger import SQLLedger, open_ledger, payload_of
+from answerable.ledger import SERVING_PATIENCE, SQLLedger, open_ledger, payload_of
 from answerable.ledger.base import StoredEntry, holds
 from answerable.ledger.tiles import TILE_WIDTH, entry_bundle, parse_tile_path, publish, write_atomically
 from answerable.ledger.witness import CosignatureVerifier, request_cosignature
@@ -250,6 +250,9 @@ class Service:
             origin=config.origin,
             signing_key=config.signing_key,
         )
+        # Opened at once or not at all (a wrong address is said before anything starts); from
+        # here on, a restart of the database server is waited out rather than refused.
+        ledger.patience = SERVING_PATIENCE
         self.ledger = ledger
         gateway = Gateway(ledger)
         self.gateway = gateway

@@ -26,10 +26,10 @@ from backends import PG_BASE
 from natsd import NatsServer, free_port
 from procs import SOAK, seeds
 
+from answerable.lease import DEPOSED
 from answerable.ledger import open_ledger
 from answerable.ledger.postgres import drop_schema
 from answerable.logistics.distributed import DistributedStormRun
-from answerable.logistics.gateway_process import DEPOSED
 from answerable.logistics.scenario import Mode, run
 from answerable.logistics.world import ScenarioConfig
 

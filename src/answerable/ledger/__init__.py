@@ -14,7 +14,7 @@ from answerable._lazy import lazy_names
 if TYPE_CHECKING:
     from answerable.ledger._sql import SQLLedger
     from answerable.ledger.base import MAX_ENTRY_BYTES, LedgerStore, StoredEntry, VerifyReport, payload_of
-    from answerable.ledger.location import open_ledger
+    from answerable.ledger.location import SERVING_PATIENCE, open_ledger
     from answerable.ledger.merkle import leaf_hash, node_hash, verify_consistency, verify_inclusion
     from answerable.ledger.note import Checkpoint, Signer, Verifier, open_checkpoint, sign_checkpoint
     from answerable.ledger.sqlite import SQLiteLedger
@@ -24,6 +24,7 @@ _HOME = {
     "Checkpoint": "answerable.ledger.note",
     "LedgerStore": "answerable.ledger.base",
     "SQLLedger": "answerable.ledger._sql",
+    "SERVING_PATIENCE": "answerable.ledger.location",
     "SQLiteLedger": "answerable.ledger.sqlite",
     "Signer": "answerable.ledger.note",
     "StoredEntry": "answerable.ledger.base",
@@ -46,6 +47,7 @@ __getattr__, __dir__ = lazy_names(__name__, _HOME, globals())
 
 __all__ = [
     "MAX_ENTRY_BYTES",
+    "SERVING_PATIENCE",
     "Checkpoint",
     "LedgerStore",
     "SQLLedger",

@@ -16,7 +16,14 @@ if TYPE_CHECKING:
     from answerable.ledger._sql import SQLLedger
     from answerable.ledger.note import Signer
 
-__all__ = ["is_postgres_url", "open_ledger"]
+__all__ = ["SERVING_PATIENCE", "is_postgres_url", "open_ledger"]
+
+SERVING_PATIENCE = 30.0
+"""Seconds a long-running process (``answerable serve``, ``answerable agent``) waits, once its
+ledger is open, for a database server that stops answering (``SQLLedger.patience``): a call the
+gateway made is recorded once the server is back, not left open, and a handled mark is written.
+The gateway's lease, which cannot be beaten meanwhile, lapses sooner: ``serve`` then exits 75,
+to be started again."""
 
 
 def is_postgres_url(target: str) -> bool:

@@ -47,6 +47,7 @@ from answerable.errors import (
 )
 from answerable.gateway import Gateway, http_operation
 from answerable.httpsig import verify_request
+from answerable.lease import exit_when_lost
 from answerable.ledger import SQLLedger, open_ledger
 from answerable.logistics.agents import AGENTS
 from answerable.logistics.desk import desk_key
@@ -57,10 +58,7 @@ from answerable.logistics.world import Cls, Customer, ScenarioConfig, World
 from answerable.runtime import System
 from answerable.service import Service, build_app, outcome_doc
 
-__all__ = ["DEPOSED", "DriverFacts", "main", "signed_json", "unavailable"]
-
-DEPOSED = 75
-"""The exit code of a gateway that lost its lease (EX_TEMPFAIL): started again, it recovers."""
+__all__ = ["DriverFacts", "main", "signed_json", "unavailable"]
 
 
 class DriverFacts:
@@ -284,9 +282,8 @@ async def _serve(spec: dict[str, Any]) -> None:
                 raise ConfigError(f"the gateway did not start serving on {base}")
             await asyncio.sleep(0.01)
         print(f"answerable storm gateway: listening on {base}", flush=True)
-        deposed = asyncio.create_task(_exit_when_deposed(gateway))
+        exit_when_lost(gateway.lease, "answerable storm gateway")
         await stop.wait()
-        deposed.cancel()
         await service.stop()  # the refusals it counted are recorded
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
@@ -300,21 +297,6 @@ async def _serve(spec: dict[str, Any]) -> None:
         gateway.close()
         ledger.close()
         clock.close()
-
-
-async def _exit_when_deposed(gateway: Gateway) -> None:
-    """Exit at once (75) when the lease is lost: the store was out of reach for longer than its
-    ttl, or another gateway took over. A holder without its lease must neither call out nor
-    append, and holds nothing worth a tidy stop: the process started again in its place takes
-    the lease and settles from the ledger whatever this one left open, as after a kill -9."""
-    while gateway.lease.held:  # noqa: ASYNC110 (set by the lease's heartbeat thread, not a task)
-        await asyncio.sleep(0.1)
-    print(
-        f"answerable storm gateway: {gateway.lease.lost_error()}; exiting to be started again",
-        file=sys.stderr,
-        flush=True,
-    )
-    os._exit(DEPOSED)
 
 
 def main(argv: list[str]) -> int:
