@@ -107,7 +107,7 @@ class SQLLedger(ABC):
         """Commits whose connection was lost, settled again on a new one (seen, not hidden)."""
         self.patience = 0.0
         """Seconds a read or an append waits, trying again with back-off, for a server that does
-        not answer (restarting, say) before it fails with StoreUnavailable. None by default, so
+        not answer (restarting, say) before it fails with StoreUnavailable. 0 by default, so
         a command fails at once and says where; a long-running process (a service, an agent)
         sets it to wait out a restart of its database server. Never used for the lease."""
         self._frontier: dict[tuple[int, int], bytes] = {}

@@ -370,7 +370,7 @@ class PostgresLedger(SQLLedger):
             except psycopg.OperationalError as exc:
                 if began and not again:
                     raise self._translate(exc) from exc
-                if attempt > 1:
+                if not (began and attempt == 1):  # not a stale pooled connection: the server is away
                     if time.monotonic() >= deadline:
                         raise self._translate(exc) from exc
                     time.sleep(pause)

@@ -117,7 +117,8 @@ async def signed_json(
 def unavailable(exc: LeaseLost | StoreUnavailable) -> JSONResponse:
     """503 for what passes (the store restarting, a gateway about to be started again): the
     driver's and the agents' requests to these routes are safe to repeat, and are repeated."""
-    return JSONResponse({"error": str(exc), "reason_code": "store_unavailable"}, status_code=503)
+    code = "lease_lost" if isinstance(exc, LeaseLost) else exc.reason_code
+    return JSONResponse({"error": str(exc), "reason_code": code}, status_code=503)
 
 
 def _refused(exc: Exception) -> JSONResponse:
