@@ -39,9 +39,9 @@ class Running:
         return code
 
 
-def start(folder: Path, port: int | None = None, *, scheme: str = "http") -> Running:
+def start(folder: Path, port: int | None = None, *extra: str, scheme: str = "http") -> Running:
     proc = subprocess.Popen(
-        [*CLI, "serve", str(folder / "answerable.toml"), "--port", str(port or free_port())],
+        [*CLI, "serve", str(folder / "answerable.toml"), "--port", str(port or free_port()), *extra],
         stderr=subprocess.PIPE,
         text=True,
         cwd=folder,

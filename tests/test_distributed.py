@@ -471,10 +471,11 @@ class TestNatsKilled:
 
 
 class TestPostgresKilled:
-    """kill -9 of PostgreSQL (a server of the test's own: postmaster and every backend) while
-    refunds are in flight under ``answerable serve``, then a restart on its data: the service and
-    the agents wait the outage out, or, when it outlasts the service's lease, the service exits
-    75 and is started again (the test acts as its supervisor). Every order is refunded once."""
+    """kill -9 of PostgreSQL (a server of the test's own: postmaster and every backend) once the
+    seeded n-th of eight refunds is made (the others in flight or waiting), then a restart on
+    its data: the service and the agents wait the outage out, or, when it outlasts the service's
+    lease, the service exits 75 and the test, as its supervisor, starts it again at once (it
+    waits for the server). Every order is refunded once."""
 
     @pytest.fixture
     def pg_base(self, tmp_path: Path) -> Iterator[str]:
@@ -504,9 +505,13 @@ class TestPostgresKilled:
             said = run.service.proc.stderr.read()
             run.service.proc.stderr.close()
             assert "stopped (exit 75) to be started again" in said, said
-            self.server.start()
+            # Started again at once, as a supervisor would, while the server is still down: it
+            # waits for it (--wait-for-store), takes the lease back and settles what was open.
+            back = threading.Timer(rng.uniform(1.0, 4.0), self.server.start)
+            back.start()
             port = int(run.service.url.rsplit(":", 1)[1])
-            run.service = start(run.folder, port)
+            run.service = start(run.folder, port, "--wait-for-store", "60")
+            back.join()
         else:  # back within the lease's ttl: waited out by everyone
             back = threading.Timer(rng.uniform(1.0, 4.0), self.server.start)
             back.start()

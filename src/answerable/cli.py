@@ -868,9 +868,18 @@ def serve_command(
     config_file: Path = typer.Argument(..., help="The system's answerable.toml."),
     host: str | None = typer.Option(None, "--host", help="Listen here instead of [server] host."),
     port: int | None = typer.Option(None, "--port", help="Listen on this port instead of [server] port."),
+    wait_for_store: float = typer.Option(
+        0.0,
+        "--wait-for-store",
+        min=0.0,
+        help="Seconds to wait at start for a ledger database server that does not answer yet "
+        "(a supervisor starting the service again after exit 75); by default say so at once.",
+    ),
 ) -> None:
     """Run the gateway as a service: the HTTP API under /v1, reviews settled as they are
-    answered (from the CLI too), checkpoints signed on an interval and at SIGTERM."""
+    answered (from the CLI too), checkpoints signed on an interval and at SIGTERM. Exits 75
+    when it loses the ledger's lease (the database away for longer than the lease's ttl, or
+    another gateway took over), to be started again."""
     import dataclasses
     import signal
     import socket
@@ -899,7 +908,7 @@ def serve_command(
         probe.close()
     except OSError as exc:
         _fail(ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}"))
-    service = Service(config)
+    service = Service(config, wait_for_store=wait_for_store)
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:

@@ -37,6 +37,7 @@ from answerable.errors import (
     LeaseLost,
     RecordInvalid,
     RequestBuildFailed,
+    StoreUnavailable,
     TransientError,
     UnknownAgent,
     UnknownOperation,
@@ -948,8 +949,8 @@ class Gateway:
         for left in self._dead_claims(epoch):
             try:
                 outcome = await self._recover(left, epoch)
-            except (LeaseLost, Conflict):
-                raise
+            except (LeaseLost, Conflict, StoreUnavailable):
+                raise  # (a store away is no verdict on the call: it is settled on a later try)
             except AnswerableError as exc:
                 # Cite the newest claim: the recovery claim, if it was written, so that claim is
                 # closed by this Execution and no later epoch recovers the intent a second time.

@@ -122,8 +122,11 @@ class ControlBody(BaseModel):
 class Service:
     """The gateway, its ledger and its background duties, for one config."""
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig, *, wait_for_store: float = 0.0) -> None:
+        """``wait_for_store``: seconds :meth:`start` waits for a ledger database server that does
+        not answer yet; by default it fails at once, naming it."""
         self.config = config
+        self.wait_for_store = wait_for_store
         self.ledger: SQLLedger | None = None
         self.gateway: Gateway | None = None
         self.monitors: Monitors | None = None
@@ -249,9 +252,10 @@ class Service:
             create=True,
             origin=config.origin,
             signing_key=config.signing_key,
+            patience=self.wait_for_store,
         )
-        # Opened at once or not at all (a wrong address is said before anything starts); from
-        # here on, a restart of the database server is waited out rather than refused.
+        # Opened within wait_for_store or not at all (by default a wrong address is said before
+        # anything starts); from here on, a restart of the database server is waited out.
         ledger.patience = SERVING_PATIENCE
         self.ledger = ledger
         gateway = Gateway(ledger)

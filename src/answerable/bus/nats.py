@@ -384,9 +384,11 @@ class NatsBus:
 
     async def _mark(self, marks: list[str]) -> None:
         """Write the handled marks of records whose handlers returned, waiting out a store that
-        does not answer: those handlers changed their agents' state, so handling the records
-        again here (as an unmarked record would be) would count them twice; only a restart,
-        which rebuilds the state from the marks, may hand them over again."""
+        does not answer: those handlers changed their agents' state, so this process must not be
+        handed the records again (it would count them twice). Past ``ack_wait`` JetStream may
+        give them to another replica of the group meanwhile, which handles them once more: what
+        they said and proposed is made again under the same ids and keys, so nothing is done
+        twice, as after a crash."""
         if self.marks is None:
             return
         pause = 0.1

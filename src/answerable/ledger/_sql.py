@@ -109,7 +109,8 @@ class SQLLedger(ABC):
         """Seconds a read or an append waits, trying again with back-off, for a server that does
         not answer (restarting, say) before it fails with StoreUnavailable. 0 by default, so
         a command fails at once and says where; a long-running process (a service, an agent)
-        sets it to wait out a restart of its database server. Never used for the lease."""
+        sets it to wait out a restart of its database server. Never for the lease, whose holder
+        must learn at once that it cannot beat."""
         self._frontier: dict[tuple[int, int], bytes] = {}
         """The right edge of the tree after the last commit: the next commit's left siblings."""
         self._cv = threading.Condition()
@@ -657,8 +658,12 @@ class SQLLedger(ABC):
         row = self._read(lambda c: c.execute(sql, (key,)).fetchone())
         return None if row is None else int(row[0])
 
+    def _lease_read(self, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn`` where the lease is read (a backend may keep a connection for it)."""
+        return self._read(fn)
+
     def lease(self) -> LeaseRow | None:
-        row = self._read(
+        row = self._lease_read(
             lambda c: c.execute(
                 "SELECT holder, epoch, beat, pid, host, since, process, released FROM lease"
             ).fetchone()

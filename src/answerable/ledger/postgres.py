@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import conninfo, errors, sql
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from answerable.errors import ConfigError, LedgerError, NotALedger, RecordInvalid, StoreUnavailable
 from answerable.ledger import _verify, merkle, note
@@ -150,15 +151,28 @@ def _connect(
     try:
         conn = psycopg.connect(url, autocommit=autocommit, application_name=application_name, **_LIVENESS)
     except psycopg.Error as exc:
-        raise StoreUnavailable(f"{_where(url)}: cannot connect: {_first_line(exc)}") from exc
+        unreached = StoreUnavailable if _unreachable(exc) else LedgerError
+        raise unreached(f"{_where(url)}: cannot connect: {_first_line(exc)}") from exc
     try:
         if autocommit:  # (a read-only snapshot needs its isolation level set first, and no limits)
             _session(conn)
         return conn
     except psycopg.Error as exc:
         conn.close()
-        unreached = StoreUnavailable if isinstance(exc, psycopg.OperationalError) else LedgerError
+        unreached = StoreUnavailable if _unreachable(exc) else LedgerError
         raise unreached(f"{_where(url)}: cannot set up the session: {_first_line(exc)}") from exc
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the server could not be reached or the connection broke (it is down,
+    restarting, or out of the network's reach), as opposed to a refusal by a server that
+    answered (a lock timeout, a full disk, a query cancelled): only the first is waited out."""
+    if isinstance(exc, PoolClosed) or not isinstance(exc, psycopg.OperationalError):
+        return False
+    if isinstance(exc, PoolTimeout):
+        return True
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -199,6 +213,8 @@ class PostgresLedger(SQLLedger):
         self._signer = signer
         self._verifier = verifier
         self._nonce_calls = 0
+        self._lease_lock = threading.Lock()
+        self._lease_conn: psycopg.Connection[Any] | None = None
         try:
             self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
                 url,
@@ -325,7 +341,9 @@ class PostgresLedger(SQLLedger):
     def _translate(self, exc: BaseException) -> BaseException:
         if isinstance(exc, errors.UniqueViolation):
             return RecordInvalid(f"ledger {self._name} refused an entry: {_first_line(exc)}")
-        if isinstance(exc, psycopg.OperationalError):  # the server away, or the pool waiting for it
+        if isinstance(exc, PoolClosed):
+            return LedgerError(f"ledger {self._name} is closed")
+        if _unreachable(exc):  # the server away, or the pool waiting for it
             return StoreUnavailable(f"{self._name}: {_first_line(exc)}")
         if isinstance(exc, psycopg.Error):
             return LedgerError(f"{self._name}: {_first_line(exc)}")
@@ -368,7 +386,7 @@ class PostgresLedger(SQLLedger):
                     began = True
                     return fn(conn)
             except psycopg.OperationalError as exc:
-                if began and not again:
+                if (began and not again) or not _unreachable(exc):
                     raise self._translate(exc) from exc
                 if not (began and attempt == 1):  # not a stale pooled connection: the server is away
                     if time.monotonic() >= deadline:
@@ -454,6 +472,39 @@ class PostgresLedger(SQLLedger):
 
     # --- the lease ------------------------------------------------------------------------------
 
+    def _on_lease_connection(
+        self, fn: Callable[[psycopg.Connection[Any]], T], *, again: bool = True, serialize: bool = False
+    ) -> T:
+        """Run ``fn`` in a transaction on the lease's own connection, outside the pool: its holder
+        learns at once that the server is away (no pool timeout to wait out) and is heard at
+        once when it is back (no pool reconnection back-off), so the lease lapses after its ttl
+        and no later. Never waits with :attr:`patience`. A connection the server closed since
+        (a restart) is replaced once, where ``again`` says ``fn`` may run twice. ``serialize``:
+        after the head row, as :meth:`_short_write`: a takeover then lands between two appends,
+        never beside one whose fence was read before it (and which would commit after it)."""
+        with self._lease_lock:
+            for attempt in (1, 2):
+                conn, fresh = self._lease_conn, self._lease_conn is None
+                try:
+                    if conn is None:
+                        conn = self._lease_conn = _connect(
+                            self.url, application_name=f"answerable-lease {self.schema}"[:63]
+                        )
+                    with conn.transaction():
+                        if serialize:
+                            conn.execute("SELECT size FROM head FOR UPDATE")
+                        return fn(conn)
+                except psycopg.Error as exc:
+                    self._lease_conn = None
+                    with contextlib.suppress(psycopg.Error):
+                        conn.close()  # type: ignore[union-attr]
+                    if fresh or not again or attempt == 2 or not _unreachable(exc):
+                        raise self._translate(exc) from exc
+            raise LedgerError(f"{self._name}: unreachable")  # the loop returns or raises first
+
+    def _lease_read(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+        return self._on_lease_connection(fn)
+
     def take_lease(self, row: LeaseRow, *, expect: tuple[int, int] | None) -> int | None:
         def take(conn: psycopg.Connection[Any]) -> int | None:
             # FOR UPDATE: a heartbeat of the holder landing now waits, so (epoch, beat) is compared
@@ -470,19 +521,19 @@ class PostgresLedger(SQLLedger):
             )
             return epoch
 
-        return self._short_write(take, patient=False)
+        return self._on_lease_connection(take, again=False, serialize=True)
 
     def beat_lease(self, epoch: int) -> bool:
         def beat(conn: psycopg.Connection[Any]) -> bool:
             cur = conn.execute("UPDATE lease SET beat = beat + 1 WHERE epoch = %s AND NOT released", (epoch,))
             return cur.rowcount == 1
 
-        return self._short_write(beat, serialize=False, patient=False)
+        return self._on_lease_connection(beat)
 
     def release_lease(self, epoch: int) -> None:
-        self._short_write(
+        self._on_lease_connection(
             lambda c: c.execute("UPDATE lease SET released = TRUE WHERE epoch = %s", (epoch,)).rowcount,
-            patient=False,
+            serialize=True,
         )
 
     # --- reading --------------------------------------------------------------------------------
@@ -543,6 +594,11 @@ class PostgresLedger(SQLLedger):
     def close(self) -> None:
         self._stop_writer()
         self._pool.close()
+        with self._lease_lock:
+            if self._lease_conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self._lease_conn.close()
+                self._lease_conn = None
 
 
 class _StreamingView(SQLView):
@@ -578,7 +634,8 @@ def _probe_meta(conn: psycopg.Connection[Any], schema: str, where: str) -> dict[
             sql.SQL("SELECT key, value FROM {}.meta").format(sql.Identifier(schema))
         ).fetchall()
     except psycopg.Error as exc:
-        raise LedgerError(f"{where}: cannot read it: {_first_line(exc)}") from exc
+        unreached = StoreUnavailable if _unreachable(exc) else LedgerError
+        raise unreached(f"{where}: cannot read it: {_first_line(exc)}") from exc
     return {str(k): str(v) for k, v in rows}
 
 
