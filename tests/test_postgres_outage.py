@@ -22,6 +22,7 @@ from support import People, World, booking, make_gateway
 
 from answerable.clock import FakeClock
 from answerable.errors import AnswerableError
+from answerable.lease import Lease
 from answerable.ledger import open_ledger
 
 pytestmark = [pytest.mark.slow, pytest.mark.crash]
@@ -140,3 +141,27 @@ async def test_postgresql_killed_mid_run_and_restarted_loses_nothing_and_does_no
     done = {x["intent_id"] for x in executions if x["status"] == "succeeded"}
     assert set(succeeded.values()) <= done  # every effect a caller was told of is in the ledger
     assert len(world.bookings) == 40  # each booking made once, whatever was tried again
+
+
+@pytest.mark.timeout(120)
+def test_a_lease_whose_server_stops_answering_counts_as_lost_after_its_ttl(server: PgServer) -> None:
+    """A server that accepts and never answers (SIGSTOP) hangs the heartbeat's UPDATE for good:
+    no beat fails, so no failure is ever counted. The holder's watcher counts the lease lost
+    once a ttl passed without a beat that landed, as a standby would see it: ``serve`` exits 75
+    on exactly this."""
+    ledger = open_ledger(server.url("stopped"), create=True, origin="test.example/stopped")
+    lease = Lease(ledger, ttl=2.0)
+    lease.acquire()
+    try:
+        assert not lease.wait_lost(timeout=3.0)  # beats land: held past its ttl
+        assert lease.held
+        server.signal_all(signal.SIGSTOP)
+        try:
+            assert lease.wait_lost(timeout=30.0)
+            assert not lease.held
+            assert "no longer in force" in str(lease.lost_error())
+        finally:
+            server.signal_all(signal.SIGCONT)
+    finally:
+        lease.release()
+        ledger.close()

@@ -113,6 +113,8 @@ class Lease:
         self._quiet_since = 0.0
         self._beater: threading.Thread | None = None
         self._gone = threading.Event()
+        self._last_beat = 0.0
+        """When a beat last landed (or the lease was taken), on ``monotonic``."""
 
     @property
     def epoch(self) -> int:
@@ -129,8 +131,22 @@ class Lease:
 
     def wait_lost(self, timeout: float | None = None) -> bool:
         """Block until the lease held is lost (True), or ``timeout`` passes (False): what a
-        process's own thread waits on, whatever its event loop is doing (waiting on the store)."""
-        return self._gone.wait(timeout)
+        process's own thread waits on, whatever its event loop is doing (waiting on the store).
+
+        A lease that went ``ttl`` seconds without a beat that landed counts as lost here too,
+        even while a beat still hangs on a server that accepts and never answers (stopped): a
+        standby may take over from then on, so this holder must stop."""
+        deadline = None if timeout is None else self._monotonic() + timeout
+        while True:
+            wait = self._poll if deadline is None else min(self._poll, max(0.0, deadline - self._monotonic()))
+            if self._gone.wait(wait):
+                return True
+            epoch, beat = self._epoch, self._last_beat
+            if epoch is not None and self._lost is None and self._monotonic() - beat > self.ttl:
+                self._lose(epoch, LeaseLost(epoch, None))
+                return True
+            if deadline is not None and self._monotonic() >= deadline:
+                return False
 
     def lost_error(self) -> LeaseLost:
         """The error to raise once the lease is gone."""
@@ -192,6 +208,7 @@ class Lease:
             return None
         self._stop_beating()
         self._epoch, self._lost = epoch, None
+        self._last_beat = self._monotonic()
         self._gone.clear()
         self._stop = threading.Event()  # each heartbeat thread has its own: an old one never revives
         self._beater = threading.Thread(
@@ -209,6 +226,7 @@ class Lease:
                     self._lose(epoch, LeaseLost(epoch, None if current is None else current.epoch))
                     return
                 failures = 0
+                self._last_beat = self._monotonic()
             except AnswerableError:
                 # A busy store: try again next beat. A store gone for a whole ttl (closed, deleted)
                 # cannot be held any more: a standby may already have taken over.

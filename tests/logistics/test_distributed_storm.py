@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import nats
 import psycopg
@@ -30,7 +31,7 @@ from answerable.lease import DEPOSED
 from answerable.ledger import open_ledger
 from answerable.ledger.postgres import drop_schema
 from answerable.logistics.distributed import DistributedStormRun
-from answerable.logistics.scenario import Mode, run
+from answerable.logistics.scenario import Mode, RunResult, run
 from answerable.logistics.world import ScenarioConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.soak]
@@ -180,6 +181,38 @@ async def test_an_agent_killed_mid_storm_is_started_again_and_the_storm_comes_ou
     assert len(said) == len(set(map(repr, said)))  # nothing said twice by the agent started again
 
 
+def same_storm_each_effect_once(
+    here: RunResult, there: RunResult, records: list[dict[str, Any]], plan: object
+) -> None:
+    """After a kill: the metrics of the storm in one process (but its ledger's size: a restarted
+    gateway records its recovery), the partners' effects as many as there and each once, every
+    effect in the ledger (``records``, its entries) and every success an effect, one per key."""
+    differ = {
+        key: (here.metrics[key], there.metrics.get(key))
+        for key in here.metrics
+        if key not in ("wall_seconds", "ledger", "ledger_entries")
+        and here.metrics[key] != there.metrics.get(key)
+    }
+    assert differ == {}, plan
+    world, alone = there.world, here.world
+    assert world is not None
+    assert alone is not None
+    assert len(world.carrier.records) == len(alone.carrier.records), plan  # no effect twice
+    assert len(world.warehouse.records) == len(alone.warehouse.records), plan
+    assert len(world.promises) == len(alone.promises), plan
+    keys = [r.key for r in world.carrier.records] + [r.key for r in world.warehouse.records]
+    keys += [p[4] for p in world.promises]
+    assert len(keys) == len(set(keys)), plan
+    intents = {r["id"]: r for r in records if r["kind"] == "Intent"}
+    executed = [
+        intents[r["intent_id"]]["idempotency_key"]
+        for r in records
+        if r["kind"] == "Execution" and r["status"] == "succeeded"
+    ]
+    assert set(keys) == set(executed), plan  # every effect in the ledger, every success an effect
+    assert len(executed) == len(set(executed)), plan  # one success per key
+
+
 def gateway_kill_plan(seed: int) -> str:
     """Where the gateway's process dies (kill -9 on itself), drawn from the seed: before its
     N-th partner call (the claim durable, the partner not asked) or after it (the partner did
@@ -215,33 +248,10 @@ async def test_the_gateway_killed_mid_storm_is_started_again_and_the_storm_comes
     there = await run("governed", seed, config, tmp_path / "many", storm_run=spread)
 
     assert spread.restarted == [("gateway", -9)], plan
-    differ = {
-        key: (here.metrics[key], there.metrics.get(key))
-        for key in here.metrics
-        if key not in ("wall_seconds", "ledger", "ledger_entries")
-        and here.metrics[key] != there.metrics.get(key)
-    }
-    assert differ == {}, plan
-    world, alone = there.world, here.world
-    assert world is not None
-    assert alone is not None
-    assert len(world.carrier.records) == len(alone.carrier.records)  # no effect twice
-    assert len(world.warehouse.records) == len(alone.warehouse.records)
-    assert len(world.promises) == len(alone.promises)
-    keys = [r.key for r in world.carrier.records] + [r.key for r in world.warehouse.records]
-    keys += [p[4] for p in world.promises]
-    assert len(keys) == len(set(keys))
     with open_ledger(there.metrics["ledger"]) as ledger:
         assert ledger.verify().size == there.metrics["ledger_entries"]
         records = [json.loads(e.data) for e in ledger.entries()]
-    intents = {r["id"]: r for r in records if r["kind"] == "Intent"}
-    executed = [
-        intents[r["intent_id"]]["idempotency_key"]
-        for r in records
-        if r["kind"] == "Execution" and r["status"] == "succeeded"
-    ]
-    assert set(keys) == set(executed)  # every effect in the ledger, and every success an effect
-    assert len(executed) == len(set(executed))  # one success per key
+    same_storm_each_effect_once(here, there, records, plan)
     epochs = {r["epoch"] for r in records if r["kind"] == "Claim"}
     assert len(epochs) == 2, epochs  # claims made by the gateway before its death and after it
 
@@ -465,27 +475,4 @@ async def test_postgresql_killed_mid_storm_and_started_again_the_storm_comes_out
     # back (its ttl is 2 s): no agent died, and the driver waited the outage out.
     assert set(spread.restarted) <= {("gateway", DEPOSED)}, (plan, spread.restarted)
     print(f"PostgreSQL killed at {plan}: restarted {spread.restarted}")
-    differ = {
-        key: (here.metrics[key], there.metrics.get(key))
-        for key in here.metrics
-        if key not in ("wall_seconds", "ledger", "ledger_entries")
-        and here.metrics[key] != there.metrics.get(key)
-    }
-    assert differ == {}, plan
-    world, alone = there.world, here.world
-    assert world is not None
-    assert alone is not None
-    assert len(world.carrier.records) == len(alone.carrier.records)  # no effect twice
-    assert len(world.warehouse.records) == len(alone.warehouse.records)
-    assert len(world.promises) == len(alone.promises)
-    keys = [r.key for r in world.carrier.records] + [r.key for r in world.warehouse.records]
-    keys += [p[4] for p in world.promises]
-    assert len(keys) == len(set(keys))
-    intents = {r["id"]: r for r in records if r["kind"] == "Intent"}
-    executed = [
-        intents[r["intent_id"]]["idempotency_key"]
-        for r in records
-        if r["kind"] == "Execution" and r["status"] == "succeeded"
-    ]
-    assert set(keys) == set(executed), plan  # every effect in the ledger, every success an effect
-    assert len(executed) == len(set(executed)), plan  # one success per key
+    same_storm_each_effect_once(here, there, records, plan)

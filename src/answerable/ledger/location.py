@@ -22,11 +22,12 @@ SERVING_PATIENCE = 30.0
 """Seconds a long-running process (``answerable serve``, ``answerable agent``) waits, once its
 ledger is open, for a database server that stops answering (``SQLLedger.patience``): a call the
 gateway made is recorded once the server is back, not left open, and a handled mark is written.
-The gateway's lease, which cannot be beaten meanwhile, lapses sooner (its ttl of 10 s, plus a
-connect timeout of 5 s per failed beat at worst): ``serve`` then exits 75, to be started again,
-and the next epoch settles what was left open. That order matters: a gateway whose Execution
-could not be recorded while it still held its lease would leave its claim open, since only a
-later epoch reconciles; so this stays above the lease's worst lapse."""
+The gateway's lease, which cannot be beaten meanwhile, lapses sooner: ``Lease.wait_lost``
+counts it lost after its ttl (10 s) without a beat that landed, however long a hung beat
+waits, and ``serve`` then exits 75, to be started again, and the next epoch settles what was
+left open. That order matters: a gateway whose Execution could not be recorded while it still
+held its lease would leave its claim open, since only a later epoch reconciles; so this stays
+well above the ttl."""
 
 
 def is_postgres_url(target: str) -> bool:

@@ -172,7 +172,22 @@ def _unreachable(exc: BaseException) -> bool:
     if isinstance(exc, PoolTimeout):
         return True
     state = exc.sqlstate
-    return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+    if state is None:  # said by libpq, not by a server: at connect, a server's refusal is text
+        text = str(exc)
+        return "FATAL:" not in text or any(passing in text for passing in _PASSING)
+    return (state.startswith("08") and state != "08P01") or state in ("57P01", "57P02", "57P03")
+
+
+_PASSING = (
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "too many clients",
+    "sorry, too many clients",
+)
+"""What a server says at connect while it cannot take the connection yet; any other FATAL there
+(a password refused, no such database or role, no pg_hba entry) stays until someone acts."""
 
 
 def _first_line(exc: BaseException) -> str:
@@ -483,6 +498,8 @@ class PostgresLedger(SQLLedger):
         after the head row, as :meth:`_short_write`: a takeover then lands between two appends,
         never beside one whose fence was read before it (and which would commit after it)."""
         with self._lease_lock:
+            if self._closing:
+                raise LedgerError(f"ledger {self._name} is closed")
             for attempt in (1, 2):
                 conn, fresh = self._lease_conn, self._lease_conn is None
                 try:
