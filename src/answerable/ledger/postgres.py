@@ -382,17 +382,15 @@ class PostgresLedger(SQLLedger):
             return None  # the server went away: the next batch opens a new connection
         return conn
 
-    def _read(
-        self, fn: Callable[[psycopg.Connection[Any]], T], *, again: bool = True, patient: bool = True
-    ) -> T:
+    def _read(self, fn: Callable[[psycopg.Connection[Any]], T], *, again: bool = True) -> T:
         """Run ``fn`` on a pooled connection. A pooled connection the server has closed since
         (a restart, an administrator) fails its first use; with ``again``, ``fn`` then runs once
         more on a fresh one: right for reads and idempotent writes, not for a write whose answer
         depends on whether it ran before (a nonce, a lease taken). While the server does not
         answer at all, ``fn`` is tried again with back-off for up to :attr:`patience` seconds
-        when ``patient`` (and ``again``, or it never began): a restart of the server is waited
-        out, not reported to every caller."""
-        deadline = time.monotonic() + (self.patience if patient else 0.0)
+        (when ``again``, or when it never began): a restart of the server is waited out, not
+        reported to every caller."""
+        deadline = time.monotonic() + self.patience
         pause = 0.05
         for attempt in itertools.count(1):
             began = False
@@ -417,17 +415,11 @@ class PostgresLedger(SQLLedger):
         raise LedgerError(f"{self._name}: unreachable")  # the loop returns or raises first
 
     def _short_write(
-        self,
-        fn: Callable[[psycopg.Connection[Any]], T],
-        *,
-        serialize: bool = True,
-        patient: bool = True,
-        again: bool = False,
+        self, fn: Callable[[psycopg.Connection[Any]], T], *, serialize: bool = True, again: bool = False
     ) -> T:
         """One small transaction, after the head row when ``serialize``: it then runs between two
-        appends, never beside one. ``again`` and ``patient``: see :meth:`_read` (``again`` only
-        for a write that may run twice; never ``patient`` for the lease, whose holder must learn
-        at once that it cannot beat)."""
+        appends, never beside one. ``again``: see :meth:`_read` (only for a write that may run
+        twice)."""
         if self._closing:
             raise LedgerError(f"ledger {self._name} is closed")
 
@@ -437,7 +429,7 @@ class PostgresLedger(SQLLedger):
                     conn.execute("SELECT size FROM head FOR UPDATE")
                 return fn(conn)
 
-        return self._read(run, again=again, patient=patient)
+        return self._read(run, again=again)
 
     def _write_nonces(self, fn: Callable[[psycopg.Connection[Any]], None]) -> None:
         # Beside the log, so appends need not wait; marks written twice are written once.
