@@ -117,6 +117,19 @@ async def test_the_storm_in_processes_gives_the_outcome_table_of_the_storm_in_on
     assert await storm_streams() == streams_before  # the run took its stream down
 
 
+_ALONE: dict[tuple[int, str], RunResult] = {}
+
+
+async def in_one_process(seed: int, config: ScenarioConfig, folder: Path) -> RunResult:
+    """The governed storm in one process for ``seed`` and ``config``, run once per test session:
+    each kill test compares its run with it, and a seed's in-process run is the same run every
+    time (the first caller's folder keeps its ledger)."""
+    key = (seed, config.model_dump_json())
+    if key not in _ALONE:
+        _ALONE[key] = await run("governed", seed, config, folder)
+    return _ALONE[key]
+
+
 def kill_plan(seed: int) -> tuple[str, str]:
     """Which agent dies (kill -9 on itself) and where, drawn from the seed: a point of its work
     within the three days (each agent does at least this much in any seed's first three). The
@@ -144,7 +157,7 @@ async def test_an_agent_killed_mid_storm_is_started_again_and_the_storm_comes_ou
     not show, and the outcome table is the one of the storm in one process."""
     config = ScenarioConfig.model_validate({**ScenarioConfig().model_dump(), "days": 3})
     agent, plan = kill_plan(seed)
-    here = await run("governed", seed, config, tmp_path / "one")
+    here = await in_one_process(seed, config, tmp_path / "one")
     spread = DistributedStormRun(
         "governed", seed, config, tmp_path / "many", nats_url=NATS, postgres_url=PG_BASE, die=(agent, plan)
     )
@@ -235,7 +248,7 @@ async def test_the_gateway_killed_mid_storm_is_started_again_and_the_storm_comes
     that verifies, and the outcome table of the storm in one process."""
     config = ScenarioConfig.model_validate({**ScenarioConfig().model_dump(), "days": 3})
     plan = gateway_kill_plan(seed)
-    here = await run("governed", seed, config, tmp_path / "one")
+    here = await in_one_process(seed, config, tmp_path / "one")
     spread = DistributedStormRun(
         "governed",
         seed,
@@ -448,7 +461,7 @@ async def test_postgresql_killed_mid_storm_and_started_again_the_storm_comes_out
         back[0].start()
 
     try:
-        here = await run("governed", seed, config, tmp_path / "one")
+        here = await in_one_process(seed, config, tmp_path / "one")
         spread = PostgresDies(
             "governed",
             seed,
