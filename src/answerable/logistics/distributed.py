@@ -153,13 +153,16 @@ class DistributedStormRun(StormRun):
         return self.ledger_url
 
     async def _open_ledger(self) -> SQLLedger:
-        return await asyncio.to_thread(
+        """Opened at once or refused at once (a server away when the run starts is a mistake in
+        the command, said in one line); once open, the run waits out a restart of the server."""
+        ledger = await asyncio.to_thread(
             open_ledger,
             self.ledger_url,
             create=True,
             origin=f"logistics.example/storm/{self.mode}/{self.run_id}",
-            patience=STORE_PATIENCE,
         )
+        ledger.patience = STORE_PATIENCE
+        return ledger
 
     async def __aenter__(self) -> DistributedStormRun:
         """NATS first, then PostgreSQL: either one away is one error naming it, before anything
