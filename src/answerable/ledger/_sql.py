@@ -103,6 +103,7 @@ class SQLLedger(ABC):
         self._turn: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
         self._cut_at = 0
         """The size at the start of the last commit tried: a commit cut after it wrote from here."""
+        self._commits = 0
         self.recoveries = 0
         """Commits whose connection was lost, settled again on a new one (seen, not hidden)."""
         self.patience = 0.0
@@ -116,6 +117,10 @@ class SQLLedger(ABC):
         self._cv = threading.Condition()
         self._closing = False
         self._writer = threading.Thread(target=self._write_loop, name=f"ledger-writer:{name}", daemon=True)
+
+    @property
+    def commits(self) -> int:
+        return self._commits
 
     @property
     def name(self) -> str:
@@ -583,6 +588,7 @@ class SQLLedger(ABC):
         try:
             if recovering:  # read under the head row: a late COMMIT of the cut one is seen or waited for
                 known, batch = self._split_stored(conn, batch, self._cut_at)
+                self._commits += 1  # the cut commit's, ended before its callers are told
                 _settle_all(known)  # told now: whatever becomes of the rest, these are stored
             admitted, moved, settlements = self._admit(conn, batch, size)
             flat = [row for item in admitted for row in item.rows]
@@ -611,6 +617,7 @@ class SQLLedger(ABC):
                 )
             self._end_append(conn, size + len(flat))
             conn.execute("COMMIT")
+            self._commits += 1
         except BaseException:
             with contextlib.suppress(Exception):  # a dead connection has nothing to roll back
                 conn.execute("ROLLBACK")
