@@ -39,9 +39,9 @@ if TYPE_CHECKING:
     from answerable.ledger import SQLLedger
     from answerable.records import Control
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main"]  # noqa: F822 (app is served by the module's __getattr__, plugins loaded)
 
-app = typer.Typer(
+_app = typer.Typer(
     rich_markup_mode=None,
     no_args_is_help=True,
     add_completion=False,
@@ -58,22 +58,22 @@ keys_app = typer.Typer(
     no_args_is_help=True,
     help="Make and inspect the key files people and agents sign with.",
 )
-app.add_typer(ledger_app, name="ledger")
-app.add_typer(rules_app, name="rules")
-app.add_typer(demo_app, name="demo")
-app.add_typer(keys_app, name="keys")
+_app.add_typer(ledger_app, name="ledger")
+_app.add_typer(rules_app, name="rules")
+_app.add_typer(demo_app, name="demo")
+_app.add_typer(keys_app, name="keys")
 charter_app = typer.Typer(
     rich_markup_mode=None, no_args_is_help=True, help="Amend the charter: add, rotate or revoke keys."
 )
-app.add_typer(charter_app, name="charter")
+_app.add_typer(charter_app, name="charter")
 receipt_app = typer.Typer(
     rich_markup_mode=None, no_args_is_help=True, help="Check the receipts governed calls carry."
 )
-app.add_typer(receipt_app, name="receipt")
+_app.add_typer(receipt_app, name="receipt")
 users_app = typer.Typer(
     rich_markup_mode=None, no_args_is_help=True, help="Accounts of the web console ([console] users)."
 )
-app.add_typer(users_app, name="users")
+_app.add_typer(users_app, name="users")
 
 _consoles: dict[bool, Console] = {}
 
@@ -159,7 +159,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-@app.command()
+@_app.command()
 def verify(
     ledger: str = LedgerArg,
     checkpoint: Path | None = typer.Option(
@@ -490,7 +490,7 @@ ScopeOpt = typer.Option(
 )
 
 
-@app.command()
+@_app.command()
 def halt(
     ledger: str = LedgerArg,
     by: str = ByOpt,
@@ -502,7 +502,7 @@ def halt(
     _control(ledger, "halt", by, reason, scope, None, as_json)
 
 
-@app.command()
+@_app.command()
 def pause(
     ledger: str = LedgerArg,
     by: str = ByOpt,
@@ -514,7 +514,7 @@ def pause(
     _control(ledger, "pause", by, reason, scope, None, as_json)
 
 
-@app.command()
+@_app.command()
 def resume(
     ledger: str = LedgerArg,
     by: str = ByOpt,
@@ -557,7 +557,7 @@ def _control(
     _say(f"{control.action} recorded: {control.id} on {control.scope.label()} by {control.by}")
 
 
-@app.command()
+@_app.command()
 def reviews(
     ledger: str = LedgerArg,
     everything: bool = typer.Option(False, "--all", help="Also list settled reviews."),
@@ -618,7 +618,7 @@ SimulatedOpt = typer.Option(
 )
 
 
-@app.command()
+@_app.command()
 def approve(
     ledger: str = LedgerArg,
     review_id: str = typer.Argument(..., help="The review to answer."),
@@ -632,7 +632,7 @@ def approve(
     _answer(ledger, review_id, "approve", by, reason, key, as_json, simulated=simulated)
 
 
-@app.command()
+@_app.command()
 def deny(
     ledger: str = LedgerArg,
     review_id: str = typer.Argument(..., help="The review to answer."),
@@ -852,7 +852,7 @@ def _write(path: Path, data: bytes) -> None:
         _fail(ConfigError(f"cannot write {path}: {exc.strerror}"))
 
 
-@app.command("init")
+@_app.command("init")
 def init_command(folder: Path = typer.Argument(..., help="A new (or empty) folder for the system.")) -> None:
     """Write a small working system to edit: config, keys (mode 0600), a charter and ruleset
     signed by the RI, Cedar rules and schema, and an operations module; then serve it."""
@@ -863,7 +863,7 @@ def init_command(folder: Path = typer.Argument(..., help="A new (or empty) folde
     _out().print(f"next:  answerable serve {folder / 'answerable.toml'}", markup=False)
 
 
-@app.command("serve")
+@_app.command("serve")
 def serve_command(
     config_file: Path = typer.Argument(..., help="The system's answerable.toml."),
     host: str | None = typer.Option(None, "--host", help="Listen here instead of [server] host."),
@@ -1018,7 +1018,7 @@ def users_set_password(
     _say(f"password set for {identity} {held} in {console.users.name}")
 
 
-@app.command("agent")
+@_app.command("agent")
 def agent_command(
     config_file: Path = typer.Argument(..., help="The system's answerable.toml."),
     name: str = typer.Argument(..., help="The agent to run: its [agents.NAME] table."),
@@ -1033,7 +1033,7 @@ def agent_command(
     _run(lambda: _async(run_agent(config, name)))
 
 
-@app.command("nats-config")
+@_app.command("nats-config")
 def nats_config_command(
     config_file: Path = typer.Argument(..., help="The system's answerable.toml, with [nats] key set."),
     out_file: Path | None = typer.Option(None, "--out", help="Also write the block to this file."),
@@ -1065,7 +1065,7 @@ def nats_config_command(
     sys.stdout.write(text)
 
 
-@app.command("witness")
+@_app.command("witness")
 def witness_command(
     key_file: Path = typer.Option(..., "--key", help="The witness's key file (`answerable keys new`)."),
     state: Path = typer.Option(
@@ -1304,7 +1304,7 @@ def _instant(text: str | None, flag: str) -> int | None:
         _fail(ConfigError(f"{flag} {text!r} is not a time this can read (out of range)"))
 
 
-@app.command("coordination")
+@_app.command("coordination")
 def coordination_command(
     ledger: str = LedgerArg,
     since: str | None = typer.Option(
@@ -1348,7 +1348,7 @@ def coordination_command(
         _out().print("no coordination contract in this ledger: every channel was open, none is undeclared")
 
 
-@app.command("why")
+@_app.command("why")
 def why_command(
     ledger: str = LedgerArg,
     entry_id: str = typer.Argument(..., help="Id of the entry to explain."),
@@ -1411,7 +1411,7 @@ def why_command(
     _out().print(Text(f"accountable: {graph.accountable.line()}"))
 
 
-@app.command("replay")
+@_app.command("replay")
 def replay_command(
     ledger: str = LedgerArg,
     policies: Path = typer.Option(
@@ -1437,7 +1437,7 @@ def replay_command(
         _out().print(line, markup=False)
 
 
-@app.command("otel-export")
+@_app.command("otel-export")
 def otel_export(
     ledger: str = LedgerArg,
     endpoint: str = typer.Option(
@@ -1479,7 +1479,7 @@ def otel_export(
     _out().print(f"exported {count} spans (entries {start} to {size - 1}) to {endpoint}", markup=False)
 
 
-@app.command("mcp-proxy")
+@_app.command("mcp-proxy")
 def mcp_proxy_command(
     config_file: Path = typer.Argument(..., help="The system's answerable.toml, with an [mcp] table."),
     http: bool = typer.Option(False, "--http", help="Serve streamable HTTP instead of stdio."),
@@ -1513,7 +1513,7 @@ def mcp_proxy_command(
     _run(lambda: _async(main()))
 
 
-@app.command("mcp-schema")
+@_app.command("mcp-schema")
 def mcp_schema_command(
     config_file: Path = typer.Argument(..., help="The system's answerable.toml, with [mcp.servers.*]."),
 ) -> None:
@@ -1606,7 +1606,7 @@ def receipt_verify(
     )
 
 
-@app.command("report")
+@_app.command("report")
 def report_command(
     ledger: str = LedgerArg,
     out_file: Path | None = typer.Option(
@@ -1627,7 +1627,7 @@ def report_command(
     _err().print(f"wrote {written}")
 
 
-@app.command("report-compare")
+@_app.command("report-compare")
 def report_compare_command(
     ledgers: list[Path] = typer.Argument(..., help="Ledgers of the runs to compare."),
     out_file: Path = typer.Option(..., "--out", help="Where to write the HTML page."),
@@ -1657,9 +1657,16 @@ def _guarded(command: Callable[..., None]) -> Callable[..., None]:
     return run
 
 
+_plugged: list[bool] = []
+
+
 def _load_plugins() -> None:
     """Domains plug in through entry points (a reference system adds its demo); the core names
-    none. A plugin module must import lightly: it is loaded on every start of the command."""
+    none. Loaded once, and only for a command line that may need them: a command of the core
+    (``answerable halt``) starts without reading every installed package's entry points."""
+    if _plugged:
+        return
+    _plugged.append(True)
     from importlib.metadata import entry_points
 
     for plugin in entry_points(group="answerable.plugins"):
@@ -1668,7 +1675,13 @@ def _load_plugins() -> None:
             register(demo_app, _guarded)
 
 
-_load_plugins()
+def __getattr__(name: str) -> Any:
+    """``app``: the whole command line, the plugins' commands included, for a caller that runs
+    it itself (a test's CliRunner, say)."""
+    if name == "app":
+        _load_plugins()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _version(show: bool) -> None:
@@ -1682,7 +1695,7 @@ def _version(show: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
+@_app.callback()
 def _root(
     show_version: bool = typer.Option(
         False, "--version", help="Print the version and exit.", callback=_version, is_eager=True
@@ -1721,15 +1734,16 @@ def command(first: str | None = None) -> Any:
     signature and type hints, which for all of them costs a halt about a tenth of its start-up,
     and nothing a command parses, prints or refuses depends on its siblings. Any other word
     (an option, a typo, nothing) gets the whole tree, so ``--help`` lists every command and a
-    misspelt one is suggested as before.
+    misspelt one is suggested as before. Only the whole tree and ``demo`` load the plugins.
     """
-    source = app
-    if first is not None:
-        commands = [c for c in app.registered_commands if _name_of(c) == first]
-        groups = [g for g in app.registered_groups if g.name == first]
-        if commands or groups:
-            source = copy.copy(app)  # app itself stays whole: tests and plugins build it again
-            source.registered_commands, source.registered_groups = commands, groups
+    source = _app
+    commands = [c for c in _app.registered_commands if _name_of(c) == first]
+    groups = [g for g in _app.registered_groups if g.name == first]
+    if not commands and not any(g.typer_instance is not demo_app for g in groups):
+        _load_plugins()  # the whole tree (help, a typo) or the demos: the plugins' commands too
+    if commands or groups:
+        source = copy.copy(_app)  # _app itself stays whole: tests and plugins build it again
+        source.registered_commands, source.registered_groups = commands, groups
     built = typer.main.get_command(source)
     _plain_metavars(built)
     return built
