@@ -7,6 +7,7 @@ function each. Calling one is :func:`invoke`; recording and governing the call i
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -376,10 +377,18 @@ class FencingToken:
         return f"{self.epoch}"
 
 
+@functools.lru_cache(maxsize=1024)
+def _parameters(model: type[BaseModel]) -> tuple[tuple[str, ...], bool]:
+    """An arguments model's field names, and whether its extra fields are passed on too: read
+    once per model, not on every call (pydantic's class attributes are slow to reach)."""
+    return tuple(model.model_fields), bool(getattr(model, "passes_extra", False))
+
+
 async def invoke(op: Operation, args: BaseModel, key: str, token: FencingToken | None = None) -> Any:
     """Call an operation with validated arguments and its idempotency key; nothing is recorded."""
-    kwargs = {name: getattr(args, name) for name in type(args).model_fields}
-    if getattr(type(args), "passes_extra", False):  # a tool's JSON Schema: the names are the tool's
+    names, extra = _parameters(type(args))
+    kwargs = {name: getattr(args, name) for name in names}
+    if extra:  # a tool's JSON Schema: the names are the tool's
         kwargs.update(args.model_extra or {})
     if op.wants_key:
         kwargs["idempotency_key"] = key
