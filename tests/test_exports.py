@@ -21,7 +21,7 @@ def test_top_level_exports_are_pinned():
             "SystemCharter", "SystemClock", "UnknownAgent", "UnknownOperation", "http_operation",
             "load_ruleset", "new_charter", "new_ruleset", "schema_for", "Provenance", "why",
             "Claim", "Conflict", "LeaseHeld", "LeaseLost", "amend_charter", "arguments_as_context",
-            "Channel", "Coordination", "MessageKind", "MessageRefused", "MessageHeld",
+            "Channel", "Coordination", "MessageKind", "MessageRefused", "MessageHeld", "StoreUnavailable",
         ]
     )  # fmt: skip
     for name in answerable.__all__:

@@ -13,9 +13,11 @@ from hypothesis import strategies as st
 from support import order_events
 
 from answerable import (
+    LedgerError,
     LedgerTampered,
     NotALedger,
     SQLiteLedger,
+    StoreUnavailable,
 )
 from answerable.clock import FakeClock, IdSource
 from answerable.ledger import (
@@ -162,3 +164,20 @@ def test_an_edited_causes_index_is_caught(ledger: SQLiteLedger, ledger_path: Pat
     raw(ledger_path, "INSERT INTO causes VALUES (?, ?)", second.id, 0)
     with pytest.raises(LedgerTampered, match="causes index"):
         ledger.verify()
+
+
+@pytest.mark.timeout(60)
+def test_a_store_that_refuses_is_not_waited_for_like_one_out_of_reach(tmp_path: Path):
+    """Patience is for a server restarting: a writer that cannot open its file at all (here its
+    folder is gone) fails its append after the few quick retries, however long the patience."""
+    folder = tmp_path / "here"
+    folder.mkdir()
+    ledger = SQLiteLedger.open(folder / "l.db", create=True, origin="test.example/refuses")
+    ledger.patience = 3600.0  # waited out, this test would time out
+    try:
+        folder.rename(tmp_path / "gone")
+        with pytest.raises(LedgerError, match="cannot open it") as raised:
+            ledger.append_sync(order_events(1))
+        assert not isinstance(raised.value, StoreUnavailable)
+    finally:
+        ledger.close()

@@ -422,11 +422,17 @@ class SQLLedger(ABC):
 
     def _reconnect(self) -> Conn:
         """The writer's connection, tried again with back-off: a store restarting is not a failure
-        of the batch waiting for it (nothing of that batch was sent yet)."""
-        for pause in self._pauses():
+        of the batch waiting for it (nothing of that batch was sent yet). Only a store out of
+        reach is waited for up to :attr:`patience`; any other refusal (a wrong password, no such
+        database) is tried the few ``_RETRIES`` times and then raised."""
+        for attempt, pause in enumerate(self._pauses()):
             try:
                 return self._writer_connection()
+            except StoreUnavailable:
+                time.sleep(pause)
             except LedgerError:
+                if attempt >= len(self._RETRIES):
+                    raise
                 time.sleep(pause)
         return self._writer_connection()
 
