@@ -377,6 +377,48 @@ def measure_baseline(args: argparse.Namespace, directory: Path) -> dict[str, Any
     return out
 
 
+def measure_paired(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
+    """answerable (this tree, a fresh subprocess on the same core) and AGT in-memory ``govern()``
+    measured back to back, ``args.paired`` times, the order alternated; the ratio of each pair
+    and their median.
+
+    On a shared VM the machine's speed drifts by half within minutes (seen here: AGT's p50 from
+    80 to 160 µs between runs), so one answerable figure over one AGT figure taken a minute
+    apart says as much about the drift as about either; a pair measured seconds apart says less
+    about it, and the median of several pairs less still.
+    """
+    if args.paired <= 0 or not peer_available():
+        return {"available": False}
+    here = Path(__file__).resolve().parent.parent / "src"
+    small = argparse.Namespace(**{**vars(args), "sequential": 200, "concurrent": args.paired_actions})
+    pairs = []
+    for round_ in range(args.paired):
+        steps = ["answerable", "agt"] if round_ % 2 == 0 else ["agt", "answerable"]
+        rates: dict[str, float] = {}
+        for step in steps:
+            if step == "answerable":
+                rates[step] = _loop_in_subprocess(here, small, directory)["concurrent"]["actions_per_s"]
+            else:
+                agt = _agt_run(args.paired_actions, args.warmup, None)
+                rates[step] = agt["sequential"]["actions_per_s"]
+        pairs.append({**rates, "ratio": rates["answerable"] / rates["agt"]})
+    return {
+        "available": True,
+        "rounds": args.paired,
+        "actions": args.paired_actions,
+        "pairs": pairs,
+        "median_ratio": statistics.median(p["ratio"] for p in pairs),
+    }
+
+
+def peer_available() -> bool:
+    try:
+        peer._import_agt()
+    except Exception:  # any import failure means the peer is simply not there
+        return False
+    return True
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     pinning = common.pin_to_one_core(0)
     base = Path(args.dir) if args.dir else None
@@ -391,6 +433,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ours = asyncio.run(_answerable(directory, args.sequential, args.concurrent, args.tasks, args.warmup))
         baseline = measure_baseline(args, directory) if args.baseline_rev else {"available": False}
         agt = measure_agt(args.agt, args.warmup, directory)
+        paired = measure_paired(args, directory)
     for mode in ("sequential", "concurrent"):
         ours[mode]["added"] = _added(ours[mode]["latency"], direct["latency"])
     if agt["available"]:
@@ -414,7 +457,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "lease_and_claims_cost": _cost(baseline),
         "agt": agt,
         "fsync": fsync,
-        "comparison": compare(ours, agt, fsync),
+        "comparison": {**compare(ours, agt, fsync), "paired": paired},
     }
 
 
@@ -544,6 +587,17 @@ def render(doc: dict[str, Any]) -> None:
             f"goal: {comp['goal']} ({_verdict(comp['meets_goal'])}); floor {comp['floor']} "
             f"({_verdict(comp['meets_floor'])})"
         )
+    paired = comp.get("paired", {})
+    if paired.get("available"):
+        each = ", ".join(
+            f"{p['ratio']:.2f}x ({p['answerable']:,.0f} vs {p['agt']:,.0f}/s)" for p in paired["pairs"]
+        )
+        console.print(
+            f"paired, {paired['rounds']} rounds of {paired['actions']:,} actions each side, measured back "
+            f"to back (order alternated): answerable concurrent over AGT in memory, median "
+            f"{paired['median_ratio']:.2f}x ({_verdict(paired['median_ratio'] >= FLOOR_RATIO)} the floor); "
+            f"each {each}"
+        )
     lat = comp["sequential_latency"]
     console.print(
         f"sequential: added p50 {us(lat['added_p50_us'])}; fsync here p50 {us(lat['fsync_p50_us'])} "
@@ -612,12 +666,17 @@ def main(argv: list[str] | None = None) -> int:
         help="git revision measured as 'before' the lease and claims ('' to skip)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="alternating before/after rounds")
+    parser.add_argument(
+        "--paired", type=int, default=5, help="rounds of answerable and AGT back to back (0 to skip)"
+    )
+    parser.add_argument("--paired-actions", type=int, default=5_000, help="actions per side per pair")
     parser.add_argument("--answerable-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.sequential, args.concurrent, args.agt, args.direct, args.warmup = 100, 1_000, 1_000, 10_000, 20
         args.tasks = min(args.tasks, 16)
         args.rounds = 1
+        args.paired, args.paired_actions = 1, 500
     doc = run(args)
     if not common.emit(doc, args.json):
         render(doc)

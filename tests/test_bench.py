@@ -34,9 +34,12 @@ def test_governed_call_bench_checks_its_own_ledger():
     assert comparison["sequential_latency"]["fsync_p50_us"] > 0
     if doc["agt"]["available"]:  # `make bench` installs the peer; `make test` need not
         assert set(comparison["concurrent"]) == {"in_memory", "file_sink"}
+        [pair] = comparison["paired"]["pairs"]  # --quick: one pair, measured back to back
+        assert pair["ratio"] == pytest.approx(pair["answerable"] / pair["agt"])
     else:
         assert "concurrent" not in comparison, comparison
         assert comparison["peer_missing"]
+        assert comparison["paired"] == {"available": False}
 
 
 @pytest.mark.slow
