@@ -198,6 +198,42 @@ async def test_halt_from_another_process_before_the_call_stops_it(
     assert world.calls == 1
 
 
+async def test_a_halt_committed_by_another_process_during_a_blocking_call_stops_its_neighbour(
+    ledger: SQLiteLedger, ledger_path, people, clock, world: World
+):
+    """Two intents claimed in one group commit: the first to run calls a tool that blocks the
+    event loop while `answerable halt` (a real OS process) commits a halt. The second's check
+    comes after that halt and must see it; a control reading shared since the common commit
+    would let it through."""
+    import subprocess
+    import sys
+
+    gw = await make_gateway(ledger, people, clock, world)
+    original = world.book
+    calls: list[int] = []
+
+    def book_and_halt_elsewhere(**kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 1:
+            halt = ["halt", str(ledger_path), "--by", "pager", "--reason", "stop"]
+            halted = subprocess.run(
+                [sys.executable, "-m", "answerable.cli", *halt],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert halted.returncode == 0, halted.stderr
+        return original(**kwargs)
+
+    object.__setattr__(gw.operations["carrier.book"], "call", book_and_halt_elsewhere)
+    outcomes = await asyncio.gather(
+        *(gw.submit(gw.intent("executor", "carrier.book", booking(shipment=f"S-{n}"))) for n in range(2))
+    )
+    assert sorted(o.status for o in outcomes) == ["not_executed", "succeeded"]
+    assert len(calls) == 1
+    assert world.calls == 1
+
+
 async def test_no_intent_recorded_after_a_halt_executes_under_concurrency(
     gateway: Gateway, ledger: SQLiteLedger, world: World
 ):

@@ -1657,22 +1657,30 @@ def _guarded(command: Callable[..., None]) -> Callable[..., None]:
     return run
 
 
-_plugged: list[bool] = []
+_plugged: list[BaseException | None] = []
 
 
 def _load_plugins() -> None:
     """Domains plug in through entry points (a reference system adds its demo); the core names
     none. Loaded once, and only for a command line that may need them: a command of the core
-    (``answerable halt``) starts without reading every installed package's entry points."""
+    (``answerable halt``) starts without reading every installed package's entry points. A
+    plugin that failed to load fails every later use the same way, never leaving a command
+    tree without it (or with another plugin's commands registered twice)."""
     if _plugged:
+        if _plugged[0] is not None:
+            raise _plugged[0]
         return
-    _plugged.append(True)
     from importlib.metadata import entry_points
 
-    for plugin in entry_points(group="answerable.plugins"):
-        register = getattr(plugin.load(), "register_cli", None)
-        if callable(register):
-            register(demo_app, _guarded)
+    try:
+        for plugin in entry_points(group="answerable.plugins"):
+            register = getattr(plugin.load(), "register_cli", None)
+            if callable(register):
+                register(demo_app, _guarded)
+    except BaseException as exc:
+        _plugged.append(exc)
+        raise
+    _plugged.append(None)
 
 
 def __getattr__(name: str) -> Any:

@@ -152,11 +152,9 @@ class Controller:
         self._version: int | None = None
         """The ledger's data version read just before the last query: while it stands, nothing
         has been committed since, so the fold is current without a query."""
-        self._commits: int | None = None
-        """The ledger's count of its own commits, read before the last read of its data version."""
         self._lock = threading.Lock()
 
-    def state(self, *, since_own_commit: bool = False) -> ControlState:
+    def state(self) -> ControlState:
         """The current state, including entries other processes appended since the last call.
 
         The fold is current for every stop committed before this call: the store's data version
@@ -165,23 +163,13 @@ class Controller:
         Under a load of concurrent intents that is one query per group commit, not two per
         intent, and every check still sees every stop committed before it began.
 
-        ``since_own_commit``: current for every stop committed before this ledger's own last
-        commit ended, which is what a check after one's own commit needs (the stop was committed
-        before that commit, or it is a race no check closes). The last reading serves when no
-        commit of this ledger has ended since it was taken; else the data version is read again.
-        The many calls woken by one group commit then read the store once between them.
-
         Raises:
             LedgerTampered: an entry stored as a Control is not one; no stop may be dropped
                 silently, so nothing runs until the ledger is repaired.
         """
         with self._lock:
-            commits = self.ledger.commits  # before the reading: a commit ending during it counts as after
-            if since_own_commit and commits == self._commits:
-                return self._fold.state
             version = self.ledger.data_version()
             if version == self._version:
-                self._commits = commits
                 return self._fold.state
             fresh = self.ledger.of_kind("Control", after=self._seen)
             if fresh:
@@ -191,7 +179,6 @@ class Controller:
                     self._fold.add(stored.index, _control_in(stored))
                     self._seen = stored.index
             self._version = version  # only once all of it folded: a damaged entry raises again
-            self._commits = commits
             return self._fold.state
 
     def make(self, action: str, scope: Scope, by: str, reason: str) -> Control:

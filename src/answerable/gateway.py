@@ -406,18 +406,14 @@ class Gateway:
         request: Mapping[str, Any],
         entities: Sequence[Mapping[str, Any]],
         state: ControlState | None = None,
-        *,
-        since_own_commit: bool = False,
     ) -> Control | None:
         """The stop that applies to this intent (its agent, operation, operation class or its
-        resource's class) in ``state``, by default the state in force now, read from the ledger
-        (``since_own_commit``: see ``Controller.state``); None when it may run."""
+        resource's class) in ``state``, by default the state in force now, read from the ledger;
+        None when it may run."""
         topic = (
             op.name.removeprefix(SEND_PREFIX).rpartition("/")[0] if op.name.startswith(SEND_PREFIX) else None
         )
-        if state is None:
-            state = self.control.state(since_own_commit=since_own_commit)
-        return state.blocking(
+        return (state if state is not None else self.control.state()).blocking(
             agent=intent.agent,
             operation=op.name,
             resource_class=op.resource_class,
@@ -533,15 +529,10 @@ class Gateway:
         approvals: tuple[Approval, ...] = (),
         expiry: ReviewClosed | None = None,
     ) -> Outcome:
-        """Check control immediately before the call, call, record the Execution.
-
-        The check sees every stop committed before the claim (by anyone, in any process): the
-        state is read after the claim's commit ended. Intents woken by one group commit share
-        that reading; a stop committed in the instant after it is the race every check has. A
-        recovered call (rare, and maybe after a lookup that took a while) reads afresh.
-        """
+        """Check control immediately before the call (read now: a stop committed by anyone after
+        the claim still stops it), call, record the Execution."""
         approval = approvals[-1] if approvals else None
-        stop = self._stop_for(op, intent, decision.request, decision.entities, since_own_commit=not recovered)
+        stop = self._stop_for(op, intent, decision.request, decision.entities)
         if stop is not None and recovered:
             # Whether the crashed call happened is not known yet: record nothing, so the claim
             # stays open and is reconciled again (by a later epoch) once the stop is lifted.

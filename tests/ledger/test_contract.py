@@ -175,23 +175,6 @@ def test_data_version_stands_until_anyone_commits(backend: Backend, store: SQLLe
     assert store.data_version() != second
 
 
-async def test_own_commits_are_counted_before_their_callers_hear_of_them(backend: Backend, store: SQLLedger):
-    """What lets a control check after one's own commit reuse a reading taken since: the count
-    moves with each commit of this object's, and has moved by the time the appender resumes."""
-    before = store.commits
-    backend.open().append_sync(order_events(1))  # another connection's commit is not counted here
-    assert store.commits == before
-    seen: list[int] = []
-
-    async def append_and_look() -> None:
-        await store.append(order_events(1, later_ids()))
-        seen.append(store.commits)
-
-    await asyncio.gather(append_and_look(), append_and_look())
-    assert len(seen) == 2
-    assert all(after > before for after in seen)
-
-
 async def test_a_deposed_epoch_can_append_nothing(backend: Backend, store: SQLLedger):
     """Fencing is judged inside the commit: after a takeover the old holder's appends are refused."""
     old = Lease(store, ttl=5.0)

@@ -103,7 +103,6 @@ class SQLLedger(ABC):
         self._turn: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
         self._cut_at = 0
         """The size at the start of the last commit tried: a commit cut after it wrote from here."""
-        self._commits = 0
         self.recoveries = 0
         """Commits whose connection was lost, settled again on a new one (seen, not hidden)."""
         self.patience = 0.0
@@ -117,10 +116,6 @@ class SQLLedger(ABC):
         self._cv = threading.Condition()
         self._closing = False
         self._writer = threading.Thread(target=self._write_loop, name=f"ledger-writer:{name}", daemon=True)
-
-    @property
-    def commits(self) -> int:
-        return self._commits
 
     @property
     def name(self) -> str:
@@ -425,13 +420,15 @@ class SQLLedger(ABC):
         of the batch waiting for it (nothing of that batch was sent yet). Only a store out of
         reach is waited for up to :attr:`patience`; any other refusal (a wrong password, no such
         database) is tried the few ``_RETRIES`` times and then raised."""
-        for attempt, pause in enumerate(self._pauses()):
+        refused = 0  # only refusals count toward the quick retries, not waits for a store out of reach
+        for pause in self._pauses():
             try:
                 return self._writer_connection()
             except StoreUnavailable:
                 time.sleep(pause)
             except LedgerError:
-                if attempt >= len(self._RETRIES):
+                refused += 1
+                if refused > len(self._RETRIES):
                     raise
                 time.sleep(pause)
         return self._writer_connection()
@@ -594,7 +591,6 @@ class SQLLedger(ABC):
         try:
             if recovering:  # read under the head row: a late COMMIT of the cut one is seen or waited for
                 known, batch = self._split_stored(conn, batch, self._cut_at)
-                self._commits += 1  # the cut commit's, ended before its callers are told
                 _settle_all(known)  # told now: whatever becomes of the rest, these are stored
             admitted, moved, settlements = self._admit(conn, batch, size)
             flat = [row for item in admitted for row in item.rows]
@@ -623,7 +619,6 @@ class SQLLedger(ABC):
                 )
             self._end_append(conn, size + len(flat))
             conn.execute("COMMIT")
-            self._commits += 1
         except BaseException:
             with contextlib.suppress(Exception):  # a dead connection has nothing to roll back
                 conn.execute("ROLLBACK")

@@ -141,13 +141,6 @@ class LedgerStore(Protocol):
 
     def size(self) -> int: ...
 
-    @property
-    def commits(self) -> int:
-        """How many commits of appends this object has ended since it opened, counted before their
-        callers hear of them: a reading of the store taken after this number was read saw every
-        commit it counts (see ``Controller.state``)."""
-        ...
-
     def data_version(self) -> int:
         """A number that two calls return alike only if nothing was committed to the ledger in
         between, by this process or any other: what lets a reader keep a fold of the ledger in

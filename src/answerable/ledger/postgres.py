@@ -183,6 +183,7 @@ _PASSING = (
     "the database system is shutting down",
     "the database system is in recovery mode",
     "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
     "too many clients",
     "sorry, too many clients",
 )
