@@ -139,7 +139,9 @@ async def _answerable(directory: Path, seq_n: int, conc_n: int, tasks: int, warm
     try:
         await _sequential(gateway, warmup)
         seq, seq_wall, seq_failed = await _sequential(gateway, seq_n)
+        before = common.thread_cpu()
         conc, conc_wall, conc_failed = await _concurrent(gateway, conc_n, tasks)
+        cpu = _cpu_per_action(before, common.thread_cpu(), conc_n)
         governed = warmup + seq_n + conc_n
         t0 = time.perf_counter()
         report = ledger.verify()
@@ -167,6 +169,7 @@ async def _answerable(directory: Path, seq_n: int, conc_n: int, tasks: int, warm
             "latency": common.summarize_ns(conc),
             "actions_per_s": conc_n / conc_wall,
             "failed": conc_failed,
+            "cpu_us_per_action": cpu,
         },
         "ledger_check": {
             "governed_actions": governed,
@@ -180,6 +183,21 @@ async def _answerable(directory: Path, seq_n: int, conc_n: int, tasks: int, warm
             "verified_size": report.size,
         },
     }
+
+
+def _cpu_per_action(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    """CPU µs per action by the threads that did the work: the event loop (the gateway, Cedar,
+    the records and their bytes), the ledger's writer (SQLite inserts, Merkle nodes, commit) and
+    the rest; with everything on one core, their sum is what one action costs."""
+    out = {"event_loop": 0.0, "ledger_writer": 0.0, "other": 0.0}
+    for name, seconds in after.items():
+        used = (seconds - before.get(name, 0.0)) * 1e6 / max(n, 1)
+        if name == "MainThread":
+            out["event_loop"] += used
+        else:
+            out["ledger_writer" if name.startswith("ledger-writer") else "other"] += used
+    out["total"] = out["event_loop"] + out["ledger_writer"] + out["other"]
+    return out
 
 
 def measure_fsync(directory: Path, n: int) -> dict[str, Any]:
@@ -250,12 +268,14 @@ def _agt_run(n: int, warmup: int, durable_path: str | None) -> dict[str, Any]:
         call()
     clock = time.perf_counter_ns
     samples = []
+    cpu = time.process_time()
     started = clock()
     for _ in range(n):
         t0 = clock()
         call()
         samples.append(clock() - t0)
     wall = (clock() - started) / 1e9
+    cpu = time.process_time() - cpu
     expected = n + warmup + 1  # +1: the smoke call make_agt_governed_noop makes
     counted = peer.agt_audit_entries(call)
     return {
@@ -263,7 +283,12 @@ def _agt_run(n: int, warmup: int, durable_path: str | None) -> dict[str, Any]:
         if durable_path
         else features["audit_log"] + ", process memory only",
         "features": features,
-        "sequential": {"actions": n, "latency": common.summarize_ns(samples), "actions_per_s": n / wall},
+        "sequential": {
+            "actions": n,
+            "latency": common.summarize_ns(samples),
+            "actions_per_s": n / wall,
+            "cpu_us_per_action": cpu * 1e6 / max(n, 1),
+        },
         "audit_check": {
             "expected_entries": expected,
             "audit_entries": counted,
@@ -587,6 +612,18 @@ def render(doc: dict[str, Any]) -> None:
             f"goal: {comp['goal']} ({_verdict(comp['meets_goal'])}); floor {comp['floor']} "
             f"({_verdict(comp['meets_floor'])})"
         )
+    cpu = ours["concurrent"]["cpu_us_per_action"]
+    line = (
+        f"CPU per concurrent action: event loop {us(cpu['event_loop'])} + ledger writer "
+        f"{us(cpu['ledger_writer'])} + other {us(cpu['other'])} = {us(cpu['total'])}"
+    )
+    if agt["available"]:
+        theirs = agt["in_memory"]["sequential"]["cpu_us_per_action"]
+        line += (
+            f"; AGT in memory {us(theirs)} per call, so the writer alone is "
+            f"{cpu['ledger_writer'] / theirs:.0%} of it"
+        )
+    console.print(line)
     paired = comp.get("paired", {})
     if paired.get("available"):
         each = ", ".join(
