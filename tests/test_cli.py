@@ -422,3 +422,36 @@ def test_main_builds_only_the_command_named_first() -> None:
     assert list(cli.command("halt").commands) == ["halt"]
     assert list(cli.command("ledger").commands) == ["ledger"]
     assert len(cli.command("hlat").commands) == len(cli.command().commands) > 20
+
+
+def test_a_plugin_that_fails_to_load_is_one_line_and_the_core_commands_still_run(tmp_path: Path):
+    """An installed plugin whose module raises: the whole command line (`--help`, a demo) says so
+    in one line naming it, exit 2, no traceback; a command of the core never loads plugins."""
+    import os
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    (site / "broken_plugin-0.1.dist-info").mkdir(parents=True)
+    (site / "broken_plugin.py").write_text("raise RuntimeError('half installed')\n")
+    info = site / "broken_plugin-0.1.dist-info"
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[answerable.plugins]\nbroken = broken_plugin\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "answerable.cli", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+
+    for args in (["--help"], ["demo", "--help"]):
+        done = cli(*args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.count("\n") == 1, done.stderr
+        assert "the plugin broken (broken_plugin) failed to load: RuntimeError: half installed" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert cli("halt", "--help").returncode == 0

@@ -211,24 +211,27 @@ async def test_a_halt_committed_by_another_process_during_a_blocking_call_stops_
     gw = await make_gateway(ledger, people, clock, world)
     original = world.book
     calls: list[int] = []
+    halted: list[subprocess.CompletedProcess[str]] = []
 
     def book_and_halt_elsewhere(**kwargs):  # type: ignore[no-untyped-def]
         calls.append(1)
         if len(calls) == 1:
             halt = ["halt", str(ledger_path), "--by", "pager", "--reason", "stop"]
-            halted = subprocess.run(
-                [sys.executable, "-m", "answerable.cli", *halt],
-                capture_output=True,
-                text=True,
-                timeout=120,
+            halted.append(
+                subprocess.run(
+                    [sys.executable, "-m", "answerable.cli", *halt],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
             )
-            assert halted.returncode == 0, halted.stderr
         return original(**kwargs)
 
     object.__setattr__(gw.operations["carrier.book"], "call", book_and_halt_elsewhere)
     outcomes = await asyncio.gather(
         *(gw.submit(gw.intent("executor", "carrier.book", booking(shipment=f"S-{n}"))) for n in range(2))
     )
+    assert [h.returncode for h in halted] == [0], halted[0].stderr if halted else "no halt"
     assert sorted(o.status for o in outcomes) == ["not_executed", "succeeded"]
     assert len(calls) == 1
     assert world.calls == 1

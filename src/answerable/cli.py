@@ -1657,7 +1657,7 @@ def _guarded(command: Callable[..., None]) -> Callable[..., None]:
     return run
 
 
-_plugged: list[BaseException | None] = []
+_plugged: list[ConfigError | None] = []
 
 
 def _load_plugins() -> None:
@@ -1665,21 +1665,28 @@ def _load_plugins() -> None:
     none. Loaded once, and only for a command line that may need them: a command of the core
     (``answerable halt``) starts without reading every installed package's entry points. A
     plugin that failed to load fails every later use the same way, never leaving a command
-    tree without it (or with another plugin's commands registered twice)."""
+    tree without it (or with another plugin's commands registered twice).
+
+    Raises:
+        ConfigError: an installed plugin failed to load (named, with what it raised).
+    """
     if _plugged:
         if _plugged[0] is not None:
-            raise _plugged[0]
+            raise ConfigError(str(_plugged[0]))
         return
     from importlib.metadata import entry_points
 
-    try:
-        for plugin in entry_points(group="answerable.plugins"):
+    for plugin in entry_points(group="answerable.plugins"):
+        try:
             register = getattr(plugin.load(), "register_cli", None)
             if callable(register):
                 register(demo_app, _guarded)
-    except BaseException as exc:
-        _plugged.append(exc)
-        raise
+        except Exception as exc:  # a broken install: said in one line, on every use alike
+            failed = ConfigError(
+                f"the plugin {plugin.name} ({plugin.value}) failed to load: {type(exc).__name__}: {exc}"
+            )
+            _plugged.append(failed)
+            raise failed from exc
     _plugged.append(None)
 
 
@@ -1763,7 +1770,12 @@ def _name_of(info: CommandInfo) -> str:
 
 
 def main() -> None:
-    command(sys.argv[1] if len(sys.argv) > 1 else None)()
+    try:
+        cli = command(sys.argv[1] if len(sys.argv) > 1 else None)
+    except AnswerableError as exc:  # a plugin that failed to load: one line, like every error
+        _err().print(f"answerable: error: {exc}", markup=False)
+        raise SystemExit(2) from None
+    cli()
 
 
 if __name__ == "__main__":
