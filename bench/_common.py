@@ -7,6 +7,7 @@ import os
 import platform
 import sqlite3
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,25 +56,19 @@ def summarize_ns(samples: Sequence[int]) -> dict[str, float]:
 
 def thread_cpu() -> dict[str, float]:
     """CPU seconds (user + system) each live thread of this process has used, by thread name,
-    from ``/proc/self/task`` (Linux); empty where that is not available. A thread started
-    outside ``threading`` is named by its native id."""
+    read from each thread's own CPU clock (nanoseconds, not the scheduler's 10 ms ticks); empty
+    where the platform has no per-thread clock."""
     import threading
 
-    names = {t.native_id: t.name for t in threading.enumerate()}
-    tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return out
-    for tid in tasks:
-        try:
-            with open(f"/proc/self/task/{tid}/stat", encoding="utf-8") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:  # the thread ended in between
+    for thread in threading.enumerate():
+        if thread.ident is None:
             continue
-        name = names.get(int(tid), tid)
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        try:
+            seconds = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        except (AttributeError, OSError):  # no per-thread clock here, or the thread just ended
+            continue
+        out[thread.name] = out.get(thread.name, 0.0) + seconds
     return out
 
 
