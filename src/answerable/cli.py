@@ -126,10 +126,15 @@ JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout.
 ForceOpt = typer.Option(False, "--force", help="Replace the --out file if it exists.")
 
 
-def _fail(exc: AnswerableError) -> NoReturn:
+def _said(exc: AnswerableError) -> int:
+    """Say ``exc`` in one line on stderr; the exit code it means."""
     code = getattr(exc, "reason_code", "")  # stable for scripts: printed where a script can grep it
     _err().print(f"answerable: error: {f'[{code}] ' if code else ''}{exc}", markup=False)
-    raise typer.Exit(1 if isinstance(exc, _NO) else 2)
+    return 1 if isinstance(exc, _NO) else 2
+
+
+def _fail(exc: AnswerableError) -> NoReturn:
+    raise typer.Exit(_said(exc))
 
 
 def _run(fn: Callable[[], T]) -> T:
@@ -1773,8 +1778,7 @@ def main() -> None:
     try:
         cli = command(sys.argv[1] if len(sys.argv) > 1 else None)
     except AnswerableError as exc:  # a plugin that failed to load: one line, like every error
-        _err().print(f"answerable: error: {exc}", markup=False)
-        raise SystemExit(2) from None
+        raise SystemExit(_said(exc)) from None
     cli()
 
 
