@@ -42,8 +42,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Two workers, one per core: tests that share names in the machine's PostgreSQL or nats-server
+# (the storm_* schemas and streams) are one xdist group and run on one worker.
 unit: $(STAMP) gotools browser
-	$(BIN)/pytest -m 'not full'
+	$(BIN)/pytest -m 'not full' -n 2 --dist loadgroup
 
 test: lint typecheck unit
 

@@ -34,7 +34,11 @@ from answerable.logistics.distributed import DistributedStormRun
 from answerable.logistics.scenario import Mode, RunResult, run
 from answerable.logistics.world import ScenarioConfig
 
-pytestmark = [pytest.mark.slow, pytest.mark.soak]
+# Every distributed storm's schema (storm_*) and stream (answerable_storm-*) lives in the shared
+# PostgreSQL and nats-server, and these tests find what a run left by comparing the names there
+# before and after: with two pytest workers, they run one after another on one worker ("storm"),
+# so one test never takes another's run for its own leftovers.
+pytestmark = [pytest.mark.slow, pytest.mark.soak, pytest.mark.xdist_group("storm")]
 
 NATS = os.environ.get("ANSWERABLE_TEST_NATS", "nats://127.0.0.1:4222")
 CLI = [sys.executable, "-m", "answerable.cli"]
