@@ -42,10 +42,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Two workers, one per core: tests that share names in the machine's PostgreSQL or nats-server
-# (the storm_* schemas and streams) are one xdist group and run on one worker.
+# Two workers, one per core (pytest-xdist). Tests share the machine's PostgreSQL and nats-server:
+# each names its schemas and streams for itself and cleans up only those.
 unit: $(STAMP) gotools browser
-	$(BIN)/pytest -m 'not full' -n 2 --dist loadgroup
+	$(BIN)/pytest -m 'not full' -n 2
 
 test: lint typecheck unit
 

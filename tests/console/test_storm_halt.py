@@ -17,63 +17,32 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import nats
-import psycopg
 import pytest
 from backends import PG_BASE
 from playwright.sync_api import expect, sync_playwright
+from storm_leftovers import drop_runs
 
 from answerable.client import Client
 from answerable.console.accounts import set_password
 from answerable.ledger import open_ledger
-from answerable.ledger.postgres import drop_schema
 from answerable.logistics.distributed import DistributedStormRun
 from answerable.logistics.governance import RI
 from answerable.logistics.scenario import RunResult, run
 from answerable.logistics.world import ScenarioConfig
 
-# Its clean-up drops the storm_* schemas and storm streams that appeared while it ran: on the
-# worker of the distributed storm tests (see tests/logistics/test_distributed_storm.py), never beside them.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("storm")]
+pytestmark = [pytest.mark.slow]
 NATS = os.environ.get("ANSWERABLE_TEST_NATS", "nats://127.0.0.1:4222")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PASSWORD = "the-storm-ri-password-1"
 
 
-def storm_schemas() -> set[str]:
-    with psycopg.connect(PG_BASE, autocommit=True) as conn:
-        rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'storm\\_%'").fetchall()
-    return {r[0] for r in rows}
-
-
-async def storm_streams() -> set[str]:
-    connection = await nats.connect(NATS)
-    try:
-        found = await connection.jetstream().streams_info()
-    finally:
-        await connection.close()
-    return {s.config.name for s in found if s.config.name and s.config.name.startswith("answerable_storm-")}
-
-
-async def delete_streams(names: set[str]) -> None:
-    connection = await nats.connect(NATS)
-    try:
-        for name in names:
-            await connection.jetstream().delete_stream(name)
-    finally:
-        await connection.close()
-
-
 @pytest.fixture
 def clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Ledger keys in the test's folder; the schemas and streams a run made, dropped afterwards
-    (a run stopped by killing its agents does not take its stream down itself)."""
+    """Ledger keys in the test's folder; the schema and stream of its run dropped afterwards (a
+    run stopped by killing its agents does not take its stream down itself)."""
     monkeypatch.setenv("ANSWERABLE_KEY_DIR", str(tmp_path / "keys"))
-    before, streams = storm_schemas(), asyncio.run(storm_streams())
     yield
-    for schema in storm_schemas() - before:
-        drop_schema(f"{PG_BASE}?options=-csearch_path%3D{schema}")
-    asyncio.run(delete_streams(asyncio.run(storm_streams()) - streams))
+    drop_runs(tmp_path)
 
 
 def kinds(url: str, kind: str) -> list[tuple[int, dict[str, object]]]:

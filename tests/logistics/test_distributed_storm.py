@@ -20,25 +20,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
-import psycopg
 import pytest
 from backends import PG_BASE
 from natsd import NatsServer, free_port
 from procs import SOAK, seeds
+from storm_leftovers import drop_runs, storm_schemas, storm_streams
 
 from answerable.lease import DEPOSED
 from answerable.ledger import open_ledger
-from answerable.ledger.postgres import drop_schema
 from answerable.logistics.distributed import DistributedStormRun
 from answerable.logistics.scenario import Mode, RunResult, run
 from answerable.logistics.world import ScenarioConfig
 
-# Every distributed storm's schema (storm_*) and stream (answerable_storm-*) lives in the shared
-# PostgreSQL and nats-server, and these tests find what a run left by comparing the names there
-# before and after: with two pytest workers, they run one after another on one worker ("storm"),
-# so one test never takes another's run for its own leftovers.
-pytestmark = [pytest.mark.slow, pytest.mark.soak, pytest.mark.xdist_group("storm")]
+pytestmark = [pytest.mark.slow, pytest.mark.soak]
 
 NATS = os.environ.get("ANSWERABLE_TEST_NATS", "nats://127.0.0.1:4222")
 CLI = [sys.executable, "-m", "answerable.cli"]
@@ -54,29 +48,13 @@ CASES: list[tuple[int, Mode]] = (
 agent (5 seeds) and the nats-server mid-storm."""
 
 
-def storm_schemas() -> set[str]:
-    with psycopg.connect(PG_BASE, autocommit=True) as conn:
-        rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'storm\\_%'").fetchall()
-    return {r[0] for r in rows}
-
-
-async def storm_streams() -> set[str]:
-    nc = await nats.connect(NATS)
-    try:
-        names = await nc.jetstream().streams_info()
-    finally:
-        await nc.close()
-    return {s.config.name for s in names if s.config.name and s.config.name.startswith("answerable_storm-")}
-
-
 @pytest.fixture
 def clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Ledger keys in the test's folder; every schema a run made dropped afterwards."""
+    """Ledger keys in the test's folder; the schema (and stream) of each run it made, dropped
+    afterwards: only its own, as another worker's storm may be running beside it."""
     monkeypatch.setenv("ANSWERABLE_KEY_DIR", str(tmp_path / "keys"))
-    before = storm_schemas()
     yield
-    for schema in storm_schemas() - before:
-        drop_schema(f"{PG_BASE}?options=-csearch_path%3D{schema}")
+    drop_runs(tmp_path)
 
 
 def scenario() -> ScenarioConfig:
@@ -90,7 +68,6 @@ async def test_the_storm_in_processes_gives_the_outcome_table_of_the_storm_in_on
     seed: int, mode: Mode, tmp_path: Path, clean: None
 ) -> None:
     config = scenario()
-    streams_before = await storm_streams()
     here = await run(mode, seed, config, tmp_path / "one")
     spread = DistributedStormRun(mode, seed, config, tmp_path / "many", nats_url=NATS, postgres_url=PG_BASE)
     there = await run(mode, seed, config, tmp_path / "many", storm_run=spread)
@@ -118,7 +95,7 @@ async def test_the_storm_in_processes_gives_the_outcome_table_of_the_storm_in_on
         epochs = {json.loads(e.data)["epoch"] for e in ledger.of_kind("Claim")}
     assert epochs == ({2} if mode != "ungoverned" else epochs)  # the driver's install held the 1st
     assert there.metrics["ledger"].startswith(PG_BASE + "?options=-csearch_path%3Dstorm_")
-    assert await storm_streams() == streams_before  # the run took its stream down
+    assert not [s for s in await storm_streams() if spread.run_id in s]  # the run took its stream down
 
 
 _ALONE: dict[tuple[int, str], RunResult] = {}
