@@ -15,6 +15,11 @@ out of a scratch copy (``_without_claims.py``: their own cost); and the tree of
 ``--baseline-rev`` (the last commit before them, taken from git: the cost of everything changed
 since, including the exact-JSON and public-Cedar fixes). AGT's ``govern()`` evaluates its YAML policy
 and appends one entry to an in-memory audit log; see ``_agt_peer.py`` for exactly what it does.
+
+The storage floor (``measure_storage_floor``) says what part of the goal is out of any code's
+reach while an action is stored as it is now: the concurrent run's own rows, inserted again by
+raw sqlite3 into a new file of the same schema, cost this much CPU per action before any Python
+of answerable runs.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -134,14 +140,18 @@ async def _concurrent(gateway: Gateway, n: int, tasks: int) -> tuple[list[int], 
     return samples, (clock() - started) / 1e9, failed
 
 
-async def _answerable(directory: Path, seq_n: int, conc_n: int, tasks: int, warmup: int) -> dict[str, Any]:
+async def _answerable(
+    directory: Path, seq_n: int, conc_n: int, tasks: int, warmup: int, *, floor: bool = True
+) -> dict[str, Any]:
     ledger, gateway = await _setup(directory)
     try:
         await _sequential(gateway, warmup)
         seq, seq_wall, seq_failed = await _sequential(gateway, seq_n)
         before = common.thread_cpu()
+        conc_start = ledger.size()
         conc, conc_wall, conc_failed = await _concurrent(gateway, conc_n, tasks)
         cpu = _cpu_per_action(before, common.thread_cpu(), conc_n)
+        conc_stop = ledger.size()
         governed = warmup + seq_n + conc_n
         t0 = time.perf_counter()
         report = ledger.verify()
@@ -154,8 +164,14 @@ async def _answerable(directory: Path, seq_n: int, conc_n: int, tasks: int, warm
             gateway.close()
         ledger.close()
     expected = SETUP_ENTRIES + len(kinds) * governed
+    storage = (
+        measure_storage_floor(directory / "bench.db", conc_start, conc_stop, conc_n, tasks)
+        if floor
+        else {"available": False}
+    )
     return {
         "audit": OURS_AUDIT,
+        "storage_floor": storage,
         "ledger_filesystem": common.filesystem_of(directory),
         "sequential": {
             "actions": seq_n,
@@ -200,6 +216,91 @@ def _cpu_per_action(before: dict[str, float], after: dict[str, float], n: int) -
     return out
 
 
+def measure_storage_floor(path: Path, start: int, stop: int, actions: int, tasks: int) -> dict[str, Any]:
+    """What the concurrent run's rows cost SQLite alone: a lower bound of any design that stores
+    an action as these rows, as hashlib's rate is of verify in ``ledger.py``.
+
+    The rows the run committed (its entries, the tree nodes their appends made, their causes and
+    claim guards) are read back and inserted again, with raw ``sqlite3`` and no answerable code,
+    into a fresh file of the same schema (copied from the ledger's own ``sqlite_master``), WAL and
+    ``synchronous=FULL`` as the ledger is. They go in ledger order, in commits of ``2 * tasks``
+    entries: 64 submitters in step commit 64 Intents, Decisions and Claims, then 64 Executions, two
+    entries per action per commit on average. CPU is the replaying thread's own clock (user and
+    system: the WAL's writes and fsync count), per action of the run.
+    """
+    source = sqlite3.connect(path)
+    span = (start, stop)
+
+    def rows(sql: str) -> list[tuple[Any, ...]]:
+        return source.execute(sql, span).fetchall()
+
+    try:
+        schema = [
+            sql
+            for (sql,) in source.execute(
+                "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND type IN ('table', 'index') "
+                "ORDER BY rowid"
+            )
+        ]
+        entries = rows("SELECT * FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx")
+        # A node (level, i) is made by the append of the last leaf it covers, (i + 1) * 2**level - 1.
+        nodes = rows("SELECT * FROM nodes WHERE level > 0 AND ((i + 1) << level) - 1 BETWEEN ? AND ? - 1")
+        causes = rows("SELECT cause, idx FROM causes WHERE idx >= ? AND idx < ?")
+        guards = rows("SELECT key, idx FROM guards WHERE idx >= ? AND idx < ?")
+    finally:
+        source.close()
+    by_leaf: dict[int, list[tuple[Any, ...]]] = {}
+    for node in nodes:
+        by_leaf.setdefault(((node[1] + 1) << node[0]) - 1, []).append(node)
+    causes_of: dict[int, list[tuple[Any, ...]]] = {}
+    for cause in causes:
+        causes_of.setdefault(cause[1], []).append(cause)
+    guards_of = {idx: (key, idx) for key, idx in guards}
+    target = path.with_name("storage-floor.db")
+    db = sqlite3.connect(target, isolation_level=None)
+    cpu = 0.0
+    commits = 0
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        for sql in schema:
+            db.execute(sql)
+        marks = ", ".join("?" * len(entries[0])) if entries else ""
+        per_commit = 2 * tasks
+        for first in range(0, len(entries), per_commit):
+            chunk = entries[first : first + per_commit]
+            idxs = [row[0] for row in chunk]
+            made = [n for i in idxs for n in by_leaf.get(i, ())]
+            cited = [c for i in idxs for c in causes_of.get(i, ())]
+            heads = [guards_of[i] for i in idxs if i in guards_of]
+            t0 = time.thread_time()
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(f"INSERT INTO entries VALUES ({marks})", chunk)
+            db.executemany("INSERT INTO nodes VALUES (?, ?, ?)", made)
+            db.executemany("INSERT INTO causes VALUES (?, ?)", cited)
+            db.executemany(
+                "INSERT INTO guards VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET idx = excluded.idx", heads
+            )
+            db.execute("COMMIT")
+            cpu += time.thread_time() - t0
+            commits += 1
+    finally:
+        db.close()
+    n = max(actions, 1)
+    return {
+        "what": "the concurrent run's rows inserted again by raw sqlite3 into a new file of the same schema",
+        "cpu_us_per_action": cpu * 1e6 / n,
+        "rows_per_action": {
+            "entries": len(entries) / n,
+            "nodes": len(nodes) / n,
+            "causes": len(causes) / n,
+            "guards": len(guards) / n,
+        },
+        "commits": commits,
+        "entries_per_commit": 2 * tasks,
+    }
+
+
 def measure_fsync(directory: Path, n: int) -> dict[str, Any]:
     """This filesystem's fsync latency where the ledger lives: append 4 KiB, fsync, ``n`` times.
 
@@ -242,6 +343,17 @@ def compare(ours: dict[str, Any], agt: dict[str, Any], fsync: dict[str, float]) 
         ratio = out["concurrent"]["in_memory"]["ratio"]
         out["meets_goal"] = ratio >= GOAL_RATIO
         out["meets_floor"] = ratio >= FLOOR_RATIO
+        storage = ours["storage_floor"]
+        if storage.get("cpu_us_per_action") is not None:
+            call = agt["in_memory"]["sequential"]["cpu_us_per_action"]
+            out["storage_floor"] = {
+                "storage_cpu_us_per_action": storage["cpu_us_per_action"],
+                "agt_in_memory_cpu_us_per_call": call,
+                "x_agt_call": storage["cpu_us_per_action"] / call,
+                # At GOAL_RATIO times AGT's rate on one core, an action may cost this much CPU in all.
+                "goal_budget_us": call / GOAL_RATIO,
+                "floor_budget_us": call / FLOOR_RATIO,
+            }
     else:
         out["peer_missing"] = agt["reason"]
     bound = 2 * fsync["p50_us"] + SEQUENTIAL_SLACK_US
@@ -451,7 +563,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         directory = Path(tmp)
         if args.answerable_only:
             return asyncio.run(
-                _answerable(directory, args.sequential, args.concurrent, args.tasks, args.warmup)
+                _answerable(directory, args.sequential, args.concurrent, args.tasks, args.warmup, floor=False)
             )
         direct = measure_direct(args.direct)
         fsync = measure_fsync(directory, FSYNCS if not args.quick else 50)
@@ -624,6 +736,19 @@ def render(doc: dict[str, Any]) -> None:
             f"{cpu['ledger_writer'] / theirs:.0%} of it"
         )
     console.print(line)
+    storage = comp.get("storage_floor")
+    if storage is not None:
+        floor = ours["storage_floor"]
+        rows = floor["rows_per_action"]
+        console.print(
+            f"storage floor: the concurrent run's rows ({rows['entries']:g} entries, {rows['nodes']:.2f} "
+            f"tree nodes, {rows['causes']:g} causes, {rows['guards']:g} guard per action) inserted again "
+            f"by raw sqlite3 into a new file of the same schema, commits of {floor['entries_per_commit']} "
+            f"entries: {us(storage['storage_cpu_us_per_action'])} CPU per action, "
+            f"{storage['x_agt_call']:.2f}x AGT in memory's whole call "
+            f"({us(storage['agt_in_memory_cpu_us_per_call'])}); at the goal an action may cost "
+            f"{us(storage['goal_budget_us'])} in all, at the floor {us(storage['floor_budget_us'])}"
+        )
     paired = comp.get("paired", {})
     if paired.get("available"):
         each = ", ".join(

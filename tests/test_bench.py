@@ -35,8 +35,20 @@ def test_governed_call_bench_checks_its_own_ledger():
     cpu = doc["answerable"]["concurrent"]["cpu_us_per_action"]  # the writer thread is found by name
     assert cpu["ledger_writer"] > 0
     assert cpu["total"] == pytest.approx(cpu["event_loop"] + cpu["ledger_writer"] + cpu["other"])
+    # The storage floor replays exactly the concurrent run's rows: its four entries and one claim
+    # guard per action, and the tree nodes their appends made: about one per leaf (a range of n
+    # appends makes n nodes, give or take the height of the tree).
+    floor = doc["answerable"]["storage_floor"]
+    rows = floor["rows_per_action"]
+    assert (rows["entries"], rows["guards"]) == (4, 1), rows
+    assert rows["nodes"] == pytest.approx(4, abs=0.05), rows
+    assert floor["cpu_us_per_action"] > 0
     if doc["agt"]["available"]:  # `make bench` installs the peer; `make test` need not
         assert set(comparison["concurrent"]) == {"in_memory", "file_sink"}
+        storage = comparison["storage_floor"]
+        assert storage["x_agt_call"] == pytest.approx(
+            storage["storage_cpu_us_per_action"] / storage["agt_in_memory_cpu_us_per_call"]
+        )
         [pair] = comparison["paired"]["pairs"]  # --quick: one pair, measured back to back
         assert pair["ratio"] == pytest.approx(pair["answerable"] / pair["agt"])
     else:
