@@ -43,6 +43,10 @@ def test_governed_call_bench_checks_its_own_ledger():
     assert (rows["entries"], rows["guards"]) == (4, 1), rows
     assert rows["nodes"] == pytest.approx(4, abs=0.05), rows
     assert floor["cpu_us_per_action"] > 0
+    # ... and the sequential run's rows, one action at a time, in the gateway's two commits.
+    assert floor["sequential"]["available"] is True, floor["sequential"]
+    assert floor["sequential"]["actions"] == doc["answerable"]["sequential"]["actions"]
+    assert comparison["sequential_latency"]["storage_floor_p50_us"] > 0
     if doc["agt"]["available"]:  # `make bench` installs the peer; `make test` need not
         assert set(comparison["concurrent"]) == {"in_memory", "file_sink"}
         storage = comparison["storage_floor"]
