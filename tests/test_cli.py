@@ -363,19 +363,19 @@ def test_a_halt_loads_no_rich_no_cedar_and_no_event_loop(used: Path) -> None:
 def test_a_plain_line_prints_as_rich_prints_it(
     line: str, terminal: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`_say` skips Rich for plain lines; whichever path prints, the bytes are Rich's own."""
+    """`say` skips Rich for plain lines; whichever path prints, the bytes are Rich's own."""
     import io
 
     from rich.console import Console
 
-    from answerable import cli
+    from answerable import _tty
 
     expected = io.StringIO()
     Console(file=expected, highlight=False, soft_wrap=True, force_terminal=terminal).print(line)
-    monkeypatch.setattr(
-        cli, "_consoles", {False: Console(highlight=False, soft_wrap=True, force_terminal=terminal)}
+    monkeypatch.setitem(
+        _tty.CONSOLES, False, Console(highlight=False, soft_wrap=True, force_terminal=terminal)
     )
-    cli._say(line)
+    _tty.say(line)
     assert capsys.readouterr().out == expected.getvalue()
 
 

@@ -21,18 +21,22 @@ import orjson
 import typer
 from typer.core import TyperArgument, TyperOption
 
+from answerable import _stop as stops
+from answerable._tty import CONSOLES as _consoles
+from answerable._tty import err as _err
+from answerable._tty import out as _out
+from answerable._tty import print_json as _json
+from answerable._tty import said as _said
+from answerable._tty import say as _say
 from answerable.errors import (
     AnswerableError,
     ConfigError,
     LedgerTampered,
     NotAuthorized,
-    ProofInvalid,
-    SignatureInvalid,
 )
 from answerable.ledger.location import is_postgres_url, open_ledger
 
 if TYPE_CHECKING:
-    from rich.console import Console
     from typer.models import CommandInfo
 
     from answerable.keys import KeyPair
@@ -75,62 +79,13 @@ users_app = typer.Typer(
 )
 _app.add_typer(users_app, name="users")
 
-_consoles: dict[bool, Console] = {}
-
-
-def _console(stderr: bool) -> Console:
-    """The Rich console for stdout or stderr, made on first use in each invocation (see
-    :func:`_root`): importing Rich costs a command that prints nothing through it."""
-    console = _consoles.get(stderr)
-    if console is None:
-        from rich.console import Console
-
-        console = _consoles[stderr] = Console(stderr=stderr, highlight=False, soft_wrap=True)
-    return console
-
-
-def _out() -> Console:
-    return _console(stderr=False)
-
-
-def _err() -> Console:
-    return _console(stderr=True)
-
-
-_PLAIN = re.compile(r"[ -Z\\^-~]*")
-"""Printable ASCII without ``[`` and ``]``: no markup, no control code, no tab, no wide character."""
-_EMOJI = re.compile(r":\S*:")
-"""What could be an emoji code (``:smile:``), which Rich replaces."""
-
-
-def _say(line: str) -> None:
-    """Print ``line`` exactly as ``_out().print(line)`` does (markup and emoji codes on), without
-    importing Rich when it would print the line unchanged: plain printable ASCII holding no ``[``
-    and no ``:word:``. Anything else (a name with a bracket, a tab, a non-ASCII character) goes
-    through Rich, so the output never depends on which path printed it."""
-    if _PLAIN.fullmatch(line) and not _EMOJI.search(line):
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-    else:
-        _out().print(line)
-
-
 T = TypeVar("T")
-_NO = (LedgerTampered, ProofInvalid, NotAuthorized, SignatureInvalid)
-"""Errors that mean "it ran and the answer is no" (exit 1); every other AnswerableError exits 2."""
 
 LedgerArg = typer.Argument(
     ..., help="The ledger: an SQLite file, or a postgresql:// URL naming its schema (no password)."
 )
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 ForceOpt = typer.Option(False, "--force", help="Replace the --out file if it exists.")
-
-
-def _said(exc: AnswerableError) -> int:
-    """Say ``exc`` in one line on stderr; the exit code it means."""
-    code = getattr(exc, "reason_code", "")  # stable for scripts: printed where a script can grep it
-    _err().print(f"answerable: error: {f'[{code}] ' if code else ''}{exc}", markup=False)
-    return 1 if isinstance(exc, _NO) else 2
 
 
 def _fail(exc: AnswerableError) -> NoReturn:
@@ -154,10 +109,6 @@ def _async(work: Coroutine[Any, Any, T]) -> T:
 def _open(target: str) -> SQLLedger:
     """The ledger a user named: a file or a postgresql:// URL; every failure is one line."""
     return _run(lambda: open_ledger(target))
-
-
-def _json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode() + "\n")
 
 
 def _b64(data: bytes) -> str:
@@ -489,7 +440,7 @@ def _leaf_hash(data: bytes) -> bytes:
 ByOpt = typer.Option(..., "--by", help="Who you are (recorded as given).")
 ReasonOpt = typer.Option(..., "--reason", help="Why (recorded).")
 ScopeOpt = typer.Option(
-    "system",
+    stops.DEFAULT_SCOPE,
     "--scope",
     help="system, agent:NAME, operation:NAME, resource_class:NAME or channel:TOPIC (its messages).",
 )
@@ -535,6 +486,9 @@ def resume(
 def _control(
     ledger: str, action: str, by: str, reason: str, scope_text: str, key_file: Path | None, as_json: bool
 ) -> None:
+    if action in stops.STOPS:  # the same code as the halt parsed without typer (answerable._entry)
+        stops.report(_run(lambda: stops.record(ledger, action, by, reason, scope_text)), as_json)
+        return
     from answerable.control import Controller, scope_from_text
 
     scope = _run(lambda: scope_from_text(scope_text))
@@ -542,10 +496,6 @@ def _control(
         controller = Controller(store)
 
         def act() -> Control:
-            if action != "resume":  # committed before this returns, with no event loop to start
-                stop = controller.make(action, scope, by, reason)
-                store.append_sync([stop])
-                return stop
             if key_file is None:
                 raise ConfigError("resume needs --key: starting again must be proven")
             from answerable.keys import KeyPair
@@ -556,10 +506,7 @@ def _control(
             return _async(controller.resume(key=key, reason=reason, scope=scope))
 
         control = _run(act)
-    if as_json:
-        _json({"id": control.id, "action": control.action, "scope": control.scope.label(), "by": control.by})
-        return
-    _say(f"{control.action} recorded: {control.id} on {control.scope.label()} by {control.by}")
+    stops.report(control, as_json)
 
 
 @_app.command()

@@ -1,0 +1,73 @@
+"""What the command line prints: one line, one JSON document, or one error line and its exit code.
+
+Kept apart from ``answerable.cli`` so that the path that halts without typer (``answerable._entry``)
+prints exactly what the typer commands print, from the same code. Rich is imported only when a
+line needs it: importing it costs a halt more than its whole commit.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from answerable.errors import AnswerableError, LedgerTampered, NotAuthorized, ProofInvalid, SignatureInvalid
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["CONSOLES", "err", "out", "print_json", "said", "say"]
+
+CONSOLES: dict[bool, Console] = {}
+"""The Rich console for stdout (False) and stderr (True), made on first use; the CLI's root
+command clears it, so each invocation's consoles read that invocation's environment."""
+
+_NO = (LedgerTampered, ProofInvalid, NotAuthorized, SignatureInvalid)
+"""Errors that mean "it ran and the answer is no" (exit 1); every other AnswerableError exits 2."""
+_PLAIN = re.compile(r"[ -Z\\^-~]*")
+"""Printable ASCII without ``[`` and ``]``: no markup, no control code, no tab, no wide character."""
+_EMOJI = re.compile(r":\S*:")
+"""What could be an emoji code (``:smile:``), which Rich replaces."""
+
+
+def _console(stderr: bool) -> Console:
+    console = CONSOLES.get(stderr)
+    if console is None:
+        from rich.console import Console
+
+        console = CONSOLES[stderr] = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    return console
+
+
+def out() -> Console:
+    return _console(stderr=False)
+
+
+def err() -> Console:
+    return _console(stderr=True)
+
+
+def say(line: str) -> None:
+    """Print ``line`` exactly as ``out().print(line)`` does (markup and emoji codes on), without
+    importing Rich when it would print the line unchanged: plain printable ASCII holding no ``[``
+    and no ``:word:``. Anything else (a name with a bracket, a tab, a non-ASCII character) goes
+    through Rich, so the output never depends on which path printed it."""
+    if _PLAIN.fullmatch(line) and not _EMOJI.search(line):
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    else:
+        out().print(line)
+
+
+def said(exc: AnswerableError) -> int:
+    """Say ``exc`` in one line on stderr; the exit code it means."""
+    code = getattr(exc, "reason_code", "")  # stable for scripts: printed where a script can grep it
+    err().print(f"answerable: error: {f'[{code}] ' if code else ''}{exc}", markup=False)
+    return 1 if isinstance(exc, _NO) else 2
+
+
+def print_json(value: Any) -> None:
+    """One JSON document on one line of stdout, keys sorted."""
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode() + "\n")
