@@ -53,7 +53,7 @@ test: lint typecheck unit
 # every multi-process scenario under 5 seeds; `make test` runs a small seeded sample of the same.
 # ANSWERABLE_SEED=N replays one seed.
 soak: $(STAMP)
-	ANSWERABLE_SOAK=1 $(BIN)/pytest -m 'crash or soak or full' -p no:randomly
+	ANSWERABLE_SOAK=1 $(BIN)/pytest -m 'crash or soak or full' -p no:randomly -n 2
 
 # Every benchmark, each recorded in bench/README.md with the command that printed it (bench/record.py).
 RECORD := $(BIN)/python bench/record.py
