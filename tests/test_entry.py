@@ -7,6 +7,7 @@ that typer would read differently or refuse.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -233,3 +234,52 @@ def test_a_missing_ledger_at_the_front_door_is_one_line_exit_2(tmp_path: Path) -
     [line] = done.stderr.splitlines()
     assert "is not an answerable ledger" in line
     assert not (tmp_path / "none.db").exists()
+
+
+def _with_stdout(stdout: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``answerable ARGS`` as its own process, its standard output ``full`` (/dev/full),
+    ``closed`` (no descriptor 1 at all, as ``>&-`` leaves it) or ``gone`` (a pipe whose reader
+    closed before the command wrote)."""
+    command = [sys.executable, "-m", "answerable._entry", *args]
+    if stdout == "full":
+        with open("/dev/full", "w") as full:
+            return subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    if stdout == "closed":
+        return subprocess.run(
+            command, stderr=subprocess.PIPE, text=True, timeout=120, preexec_fn=lambda: os.close(1)
+        )
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        return subprocess.run(command, stdout=writer, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(writer)
+
+
+@pytest.mark.parametrize("stdout", ["full", "closed", "gone"])
+@pytest.mark.parametrize("door", ["front door", "typer"])
+def test_a_halt_whose_output_cannot_be_written_stands_and_says_so_in_one_line(
+    used: Path, stdout: str, door: str
+) -> None:
+    """The halt is committed before it is reported, so an output that fails loses the line, not
+    the halt: exit 1, one line on stderr (none for a reader that went away, as click does), never
+    a traceback."""
+    where = [str(used)] if door == "front door" else ["--", str(used)]
+    done = _with_stdout(stdout, "halt", "--by", "pager", "--reason", "storm", *where)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    if stdout == "gone":
+        assert done.stderr == ""
+    else:
+        [line] = done.stderr.splitlines()
+        assert line.startswith("answerable: error: standard output failed (")
+        assert line.endswith("the command ran, its output is lost")
+    assert len(_controls(used)) == 1
+
+
+@pytest.mark.parametrize("stdout", ["full", "closed"])
+def test_a_command_through_rich_whose_output_cannot_be_written_is_one_line(used: Path, stdout: str) -> None:
+    done = _with_stdout(stdout, "verify", str(used))
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    assert line.startswith("answerable: error: standard output failed (")

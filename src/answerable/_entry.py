@@ -24,10 +24,10 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, TextIO, cast
 
 from answerable._stop import DEFAULT_SCOPE, STOPS, record, report
-from answerable._tty import said
+from answerable._tty import Stdout, said
 from answerable.errors import AnswerableError
 
 __all__ = ["StopLine", "main", "parse"]
@@ -83,13 +83,38 @@ def parse(argv: Sequence[str]) -> StopLine | None:
 
 def main() -> None:
     """The console script ``answerable``."""
-    line = parse(sys.argv[1:])
-    if line is None:
-        from answerable.cli import main as everything
+    stdout = Stdout(sys.stdout)
+    sys.stdout = cast(TextIO, stdout)
+    try:
+        line = parse(sys.argv[1:])
+        if line is None:
+            from answerable.cli import main as everything
 
-        everything()
-        return
-    _stop(line)
+            try:
+                everything()
+            finally:  # what is still buffered fails here, not in the interpreter's teardown
+                stdout.flush()
+            return
+        _stop(line)
+    except OSError as exc:
+        if exc is not stdout.failure:
+            raise
+        _output_lost(exc)
+
+
+def _output_lost(exc: OSError) -> NoReturn:
+    """Standard output failed after the command did its work: say so in one line, exit 1.
+
+    A reader that went away (``| head``) is told nothing, as click tells it nothing; the exit code
+    is click's too. No teardown: flushing the same output again would only fail again.
+    """
+    if not isinstance(exc, BrokenPipeError):
+        sys.stderr.write(
+            f"answerable: error: standard output failed ({exc.strerror or exc}); "
+            "the command ran, its output is lost\n"
+        )
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def _stop(line: StopLine) -> NoReturn:

@@ -7,6 +7,7 @@ line needs it: importing it costs a halt more than its whole commit.
 
 from __future__ import annotations
 
+import errno
 import re
 import sys
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from answerable.errors import AnswerableError, LedgerTampered, NotAuthorized, Pr
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["CONSOLES", "err", "out", "print_json", "said", "say"]
+__all__ = ["CONSOLES", "Stdout", "err", "out", "print_json", "said", "say"]
 
 CONSOLES: dict[bool, Console] = {}
 """The Rich console for stdout (False) and stderr (True), made on first use; the CLI's root
@@ -71,3 +72,50 @@ def said(exc: AnswerableError) -> int:
 def print_json(value: Any) -> None:
     """One JSON document on one line of stdout, keys sorted."""
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode() + "\n")
+
+
+class Stdout:
+    """Standard output, remembering the write that failed; everything else is the stream's own.
+
+    A command's output comes after its work: a halt is committed before it says so. When the line
+    cannot be written (``> /dev/full``, standard output closed with ``>&-``, the reader of a pipe
+    gone) the work stands, and the console script says that in one line instead of a traceback.
+    It must tell that failure from any other ``OSError``, hence this wrapper: it records the
+    exception it passes on, and ``main`` compares. A closed standard output (Python makes it None)
+    fails on first use, as a closed descriptor does in any program.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.failure: OSError | None = None
+
+    def _stream_or_fail(self) -> Any:
+        if self._stream is None:
+            self.failure = OSError(errno.EBADF, "standard output is closed")
+            raise self.failure
+        return self._stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream_or_fail().write(text))
+        except OSError as exc:
+            self.failure = exc
+            raise
+
+    def flush(self) -> None:
+        if self._stream is None:
+            return
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            self.failure = exc
+            raise
+
+    def isatty(self) -> bool:
+        return self._stream is not None and bool(self._stream.isatty())
+
+    def fileno(self) -> int:
+        return int(self._stream_or_fail().fileno())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream_or_fail(), name)
