@@ -7,6 +7,7 @@ names it, so a command on a file starts as fast as before.
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
     from answerable.ledger.note import Signer
 
 __all__ = ["SERVING_PATIENCE", "is_postgres_url", "open_ledger"]
+
+_CONNINFO = re.compile(r"(?:^|\s)(?:host|hostaddr|port|dbname|user|password|passfile|service|sslmode)\s*=")
+"""A libpq ``keyword=value`` connection string, which names no ledger (only a URL does) and may
+carry a password: it is refused without being echoed, unlike a path that names no file."""
 
 SERVING_PATIENCE = 30.0
 """Seconds a long-running process (``answerable serve``, ``answerable agent``) waits, once its
@@ -84,6 +89,12 @@ def _open(
 
         scheme = text.split("://", 1)[0]
         raise ConfigError(f"a {scheme}:// URL names no ledger: give a file or a postgresql:// URL")
+    if _CONNINFO.search(text) and not os.path.exists(text):  # never echoed: it may hold a password
+        from answerable.errors import ConfigError
+
+        raise ConfigError(
+            "a keyword=value connection string names no ledger: give a file or a postgresql:// URL"
+        )
     if is_postgres_url(text):
         from answerable.ledger.postgres import PostgresLedger
 

@@ -103,6 +103,13 @@ def parse_url(url: str) -> tuple[str, str]:
             "a ledger URL never carries a password (it would be printed and logged): "
             "put it in PGPASSWORD or a password file (PGPASSFILE, ~/.pgpass)"
         )
+    if parts.get("sslpassword"):
+        # The passphrase of the client's TLS key is as secret as a password, and a command
+        # line is readable by every user of the machine (ps).
+        raise ConfigError(
+            "a ledger URL never carries an sslpassword (it would be printed and logged): put it in a "
+            "connection service file (PGSERVICEFILE, ~/.pg_service.conf) and name it with ?service=NAME"
+        )
     found = _SEARCH_PATH.search(str(parts.get("options", "")))
     schema = found.group(1) if found else "public"
     if not _IDENTIFIER.fullmatch(schema):
