@@ -48,6 +48,39 @@ async def test_allowed_intent_executes_after_it_is_recorded(
     assert kinds(ledger)[-4:] == ["Intent", "Decision", "Claim", "Execution"]
 
 
+async def test_the_intent_records_the_value_cedar_judged_and_the_call_received(
+    gateway: Gateway, ledger: SQLiteLedger, world: World
+):
+    """A value the schema reads as another type (1 for a bool, true for an int) is recorded as
+    read, not as sent: Python's ``1 == True`` must not leave the sent value in the Intent."""
+    received: list[object] = []
+    original = world.book
+
+    def spying_book(**kwargs):  # type: ignore[no-untyped-def]
+        received.append(kwargs["disruption"])
+        return original(**kwargs)
+
+    object.__setattr__(gateway.operations["carrier.book"], "call", spying_book)
+    outcome = await gateway.submit(gateway.intent("executor", "carrier.book", {**booking(), "disruption": 1}))
+    assert outcome.ok
+    intent = decode_entry(ledger.find(outcome.intent.id).data)
+    assert isinstance(intent, Intent)
+    assert intent.arguments["disruption"] is True
+    assert outcome.decision is not None
+    assert outcome.decision.request["context"]["disruption"] is True
+    assert received == [True]
+    assert b'"disruption":true' in ledger.find(outcome.intent.id).data
+
+    def weigh(kg: int) -> None:
+        """An operation with an integer field (Cedar knows no action for it: denied, still recorded)."""
+
+    gateway.register("weigh", weigh, resource_class="shipment")
+    weighed = await gateway.submit(gateway.intent("executor", "weigh", {"kg": True}))
+    stored = ledger.find(weighed.intent.id).data
+    assert b'"arguments":{"kg":1}' in stored
+    assert type(decode_entry(stored).arguments["kg"]) is int  # type: ignore[attr-defined]
+
+
 async def test_execution_names_the_ri_and_the_policy_that_allowed_it(gateway: Gateway, ledger: SQLiteLedger):
     """Every Execution is attributed: responsible RI, the permitting policy, the ruleset hash."""
     outcome = await gateway.submit(gateway.intent("executor", "carrier.book", booking()))

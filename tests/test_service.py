@@ -85,6 +85,41 @@ def test_an_agent_submits_a_reviewer_approves_from_the_cli_and_it_runs_with_no_h
     assert len(effects(system)) == 2
 
 
+def test_a_value_read_as_another_type_is_recorded_as_read_and_an_empty_key_is_refused(
+    system: Running,
+) -> None:
+    """``true`` for an integer field runs as 1 and the Intent records 1; the same request sent
+    again finds that intent. An empty idempotency key names no slot a restart could find again
+    (the same request would run twice), so it is refused, and nothing is recorded."""
+    first, again = agent(
+        system,
+        {"arguments": {"order": "O-7", "amount_cents": True}, "key": "refund-O-7"},
+        {"arguments": {"order": "O-7", "amount_cents": True}, "key": "refund-O-7"},
+    )
+    assert first["status"] == "succeeded"
+    assert (again["intent_id"], again["existing"]) == (first["intent_id"], True)
+    [intent] = [
+        json.loads(d)
+        for (d,) in sqlite3.connect(system.folder / "ledger.db").execute(
+            "SELECT data FROM entries WHERE kind = 'Intent'"
+        )
+    ]
+    assert intent["arguments"]["amount_cents"] == 1
+    assert type(intent["arguments"]["amount_cents"]) is int
+    assert [e["amount_cents"] for e in effects(system)] == [1]
+    [empty] = agent(system, {"arguments": {"order": "O-8", "amount_cents": 100}, "key": ""})
+    assert empty["refused"] == 422
+    kinds = [
+        k
+        for (k,) in sqlite3.connect(system.folder / "ledger.db").execute(
+            "SELECT kind FROM entries ORDER BY idx"
+        )
+    ]
+    assert kinds.count("Intent") == 1
+    assert kinds[-1] == "Refusal"  # a signed request refused is on record as a Refusal (README)
+    assert len(effects(system)) == 1
+
+
 def test_a_halt_from_the_cli_stops_the_next_call(system: Running) -> None:
     ri = KeyPair.load(system.folder / "ri.key")
     assert cli(system, "halt", "ledger.db", "--by", ri.identity, "--reason", "storm").returncode == 0

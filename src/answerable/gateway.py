@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from answerable._canonical import canonical_bytes
@@ -354,7 +355,7 @@ class Gateway:
                 agent=agent,
                 operation=operation,
                 arguments=dict(arguments),
-                idempotency_key=idempotency_key or intent_id,
+                idempotency_key=intent_id if idempotency_key is None else idempotency_key,
                 trace_id=trace_id,
                 on_behalf_of=on_behalf_of,
             )
@@ -1088,9 +1089,21 @@ def _canonical_intent(op: Operation, intent: Intent) -> tuple[Intent, BaseModel]
     """The intent with exactly the canonical arguments that are recorded, and the values the
     operation will receive, decoded from those same bytes."""
     recorded, args = canonical_arguments(op, intent.arguments)
-    if recorded == intent.arguments:
+    if _same_json(recorded, intent.arguments):
         return intent, args
     return intent.model_copy(update={"arguments": recorded}), args
+
+
+def _same_json(recorded: dict[str, Any], given: Mapping[str, Any]) -> bool:
+    """Whether ``given`` already is ``recorded`` in JSON, types included: Python's ``==`` holds
+    ``True == 1`` and ``0 == False``, so a schema that read ``true`` as 1 would leave ``true`` in
+    the Intent while Cedar judged and the operation ran 1."""
+    try:
+        return orjson.dumps(recorded, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+            given, option=orjson.OPT_SORT_KEYS
+        )
+    except (orjson.JSONEncodeError, TypeError):  # not plain JSON: certainly not what is recorded
+        return False
 
 
 def _executions_of(ledger: LedgerStore, intent_id: str) -> list[Execution]:

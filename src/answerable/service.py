@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import orjson
@@ -57,7 +57,7 @@ from answerable.ledger.base import StoredEntry, holds
 from answerable.ledger.tiles import TILE_WIDTH, entry_bundle, parse_tile_path, publish, write_atomically
 from answerable.ledger.witness import CosignatureVerifier, request_cosignature
 from answerable.monitors import Monitors, load_monitors
-from answerable.operations import arguments_as_context
+from answerable.operations import arguments_as_context, canonical_arguments
 from answerable.policy import load_ruleset
 from answerable.records import (
     Approval,
@@ -98,7 +98,9 @@ REFUSALS_EVERY = 10.0
 class SubmitBody(BaseModel):
     operation: str
     arguments: dict[str, Any]
-    idempotency_key: str | None = None
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    """Absent: the intent's id serves. Never empty: an empty key would name no slot a restart
+    could find again, and the same request would then run twice."""
     causes: tuple[str, ...] = ()
 
 
@@ -868,7 +870,9 @@ class Service:
         existing = self._by_key.get(slot)
         if existing is not None:
             doc = self.status_of(existing)
-            if _same(doc["arguments"], body.arguments) and doc["operation"] == body.operation:
+            if doc["operation"] == body.operation and _same(
+                doc["arguments"], _as_recorded(gateway, body.operation, body.arguments)
+            ):
                 return 200, {**doc, "existing": True}
             return 409, {
                 "error": f"idempotency key {body.idempotency_key!r} was used by intent {existing} "
@@ -1122,6 +1126,19 @@ def _tool_call(upstreams: Upstreams, operation: str) -> Any:
 def _key_of(arguments: Mapping[str, Any], same: tuple[str, ...]) -> bytes:
     """The values of the ``same`` arguments, as canonical bytes (absent ones as absent)."""
     return canonical_bytes({name: arguments[name] for name in same if name in arguments})
+
+
+def _as_recorded(gateway: Gateway, operation: str, arguments: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The arguments as an Intent of ``operation`` records them (``true`` read as 1 by an integer
+    field, say), so a request sent again byte for byte matches the intent it made; arguments the
+    operation refuses are compared as sent."""
+    op = gateway.operations.get(operation)
+    if op is None:
+        return arguments
+    try:
+        return canonical_arguments(op, arguments)[0]
+    except AnswerableError:
+        return arguments
 
 
 def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
