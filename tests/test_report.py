@@ -21,7 +21,7 @@ from answerable.logistics.demo import storm
 from answerable.logistics.world import ScenarioConfig
 from answerable.quickstart import run as quickstart
 from answerable.records import Approval, ExternalEvent, Record, Review, decode_entry
-from answerable.report import compare, render, write
+from answerable.report import _days_between, compare, render, write
 
 runner = CliRunner()
 CONFIG = {"days": 3, "stores_per_region": 12, "hospitals_per_region": 3, "orders_per_day": 300}
@@ -138,6 +138,25 @@ def test_report_without_a_checkpoint_says_how_to_sign_one(tmp_path: Path) -> Non
     assert "holds no stored checkpoint" in page
     assert f"answerable ledger checkpoint {path} --out checkpoint.txt" in page
     assert "No executed actions in this ledger." in page
+
+
+@pytest.mark.timeout(60)
+def test_entries_dated_centuries_apart_render_only_the_days_that_hold_entries(tmp_path: Path) -> None:
+    """Any writer dates its own Message or Event: one from 1970 and one from 2999 must not make the
+    per-day plots draw a bar for each of some 376,000 days (the report never finished, at 12 GB)."""
+    path = tmp_path / "far.db"
+    far = [("e1", "1970-01-01T00:00:00Z"), ("e2", "2026-03-04T07:00:00Z"), ("e3", "2999-01-01T00:00:00Z")]
+    with SQLiteLedger.open(path, create=True) as ledger:
+        ledger.append_sync([_event(i, "webhook", {"n": 1}).model_copy(update={"at": at}) for i, at in far])
+    page = render(path)
+    assert "1970-01-01T00:00:00Z" in page
+    assert "2999-01-01T00:00:00Z" in page
+    assert _days_between("1970-01-01", "2999-01-01", {"1970-01-01", "2026-03-04", "2999-01-01"}) == [
+        "1970-01-01",
+        "2026-03-04",
+        "2999-01-01",
+    ]
+    assert len(_days_between("2026-01-01", "2026-12-31", set())) == 365  # a year is drawn day by day
 
 
 def test_ledger_text_is_escaped(copy: Path) -> None:

@@ -6,6 +6,7 @@ is the system's folder (the ledger in it) and HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -23,8 +24,10 @@ from served import CLI, STREAMING_AGENT, Running, agent, cli, effects, entries_o
 from support import witness_process
 
 from answerable import KeyPair
-from answerable.client import Client, ServiceRefused
+from answerable.client import AsyncClient, Client, ServiceRefused
+from answerable.clock import IdSource, SystemClock, rfc3339
 from answerable.httpsig import sign_request
+from answerable.records import Message
 from answerable.scaffold import init
 from answerable.service import MAX_BODY
 
@@ -118,6 +121,38 @@ def test_a_value_read_as_another_type_is_recorded_as_read_and_an_empty_key_is_re
     assert kinds.count("Intent") == 1
     assert kinds[-1] == "Refusal"  # a signed request refused is on record as a Refusal (README)
     assert len(effects(system)) == 1
+
+
+def test_a_message_dated_ahead_of_the_service_clock_is_refused(system: Running) -> None:
+    """A writer dates its own records; one from 2999 would stand before what it caused in every
+    timeline drawn from the ledger (and once made the report draw a bar per day for centuries)."""
+    clock = SystemClock()
+    ids = IdSource(clock)
+
+    def message(at: str) -> Message:
+        return Message(
+            id=ids.new(),
+            at=at,
+            causes=(),
+            sender="refunds-agent",
+            topic="t",
+            type="note",
+            payload={"a": 1},
+            trace_id="t",
+        )
+
+    async def go() -> tuple[dict[str, object], ServiceRefused]:
+        async with AsyncClient(system.url, KeyPair.load(system.folder / "agent.key")) as sender:
+            now = await sender.send(message(rfc3339(clock.now_ns())))
+            with pytest.raises(ServiceRefused) as caught:
+                await sender.send(message("2999-01-01T00:00:00Z"))
+            return now, caught.value
+
+    now, refused = asyncio.run(go())
+    assert now["duplicate"] is False
+    assert (refused.status, refused.reason_code) == (422, "from_the_future")
+    kinds = [k for (k,) in sqlite3.connect(system.folder / "ledger.db").execute("SELECT kind FROM entries")]
+    assert kinds.count("Message") == 1
 
 
 def test_a_halt_from_the_cli_stops_the_next_call(system: Running) -> None:

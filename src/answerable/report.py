@@ -196,6 +196,7 @@ def _gather(target: str | Path) -> _Facts:
         approvals: dict[str, Approval] = {}
         decisions: list[Decision] = []
         executions: list[Execution] = []
+        active: set[str] = set()
         views = _views()
         for stored in entries:
             facts.kinds[stored.kind] += 1
@@ -221,6 +222,7 @@ def _gather(target: str | Path) -> _Facts:
             if isinstance(at, str):
                 facts.first_at = at if facts.first_at is None else min(facts.first_at, at)
                 facts.last_at = at if facts.last_at is None else max(facts.last_at, at)
+                active.add(at[:10])
             if isinstance(record, dict):
                 if stored.kind == "Alert":
                     facts.alerts.append(record)
@@ -247,7 +249,7 @@ def _gather(target: str | Path) -> _Facts:
                     facts.outside_alerts.append(record)
         facts.coordination = observe(ledger)
     if facts.first_at is not None and facts.last_at is not None:
-        facts.days = _days_between(facts.first_at[:10], facts.last_at[:10])
+        facts.days = _days_between(facts.first_at[:10], facts.last_at[:10], active)
     facts.reviewed = [_Reviewed(r, intents.get(r.intent_id), approvals.get(r.id)) for r in reviews]
     for x in executions:
         facts.statuses[x.status] += 1
@@ -397,9 +399,19 @@ def _instant(at: str) -> datetime:
     return parsed.replace(microsecond=int((fraction + "000000")[:6])) if fraction else parsed
 
 
-def _days_between(first: str, last: str) -> list[str]:
+MAX_DAYS = 366
+"""Longest run of calendar days the per-day plots draw; past it they draw only the days that hold
+entries. One entry dated in 2999 (any writer may date its own Message) would otherwise make a
+bar per day for centuries, and the report would not finish."""
+
+
+def _days_between(first: str, last: str, active: set[str]) -> list[str]:
+    """Every day from ``first`` to ``last``, so a quiet day shows as a gap; or, across more than
+    :data:`MAX_DAYS`, only the days on which an entry lies."""
     start = datetime.strptime(first, "%Y-%m-%d").replace(tzinfo=UTC).toordinal()
     stop = datetime.strptime(last, "%Y-%m-%d").replace(tzinfo=UTC).toordinal()
+    if stop - start >= MAX_DAYS:
+        return sorted(active)
     return [datetime.fromordinal(n).strftime("%Y-%m-%d") for n in range(start, stop + 1)]
 
 
@@ -684,7 +696,7 @@ def _plot_timeline(f: _Facts) -> str | None:
 _STEPS = (
     *(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800),
     *(3600 * h for h in (1, 2, 3, 6, 12)),
-    *(86_400 * d for d in (1, 2, 7, 14, 28)),
+    *(86_400 * d for d in (1, 2, 7, 14, 28, 91, 365, 3_652, 36_524, 365_242)),
 )
 """Tick spacings in seconds; a time axis takes the finest that gives at most eight ticks."""
 

@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from answerable._canonical import canonical_bytes
 from answerable.bus import MemoryBus
-from answerable.clock import rfc3339
+from answerable.clock import parse_rfc3339, rfc3339
 from answerable.config import ConsoleConfig, ServiceConfig, resolve_target
 from answerable.control import scope_from_text
 from answerable.errors import (
@@ -904,6 +904,7 @@ class Service:
                 403, "not_yours", "the Approval must be by the request's signer, for this review"
             )
         _, gateway = self._running()
+        _not_ahead(approval.at, gateway.clock.now_ns(), "Approval")
         state = await gateway.reviews.submit(approval)
         asyncio.get_running_loop().create_task(self._settle_now())
         return {"id": approval.id, "verdict": approval.verdict, "review_id": review_id, "state": state.status}
@@ -979,6 +980,8 @@ class Service:
             raise _HTTPError(
                 403, "not_sender", f"{agent} signed the request; the message names {message.sender}"
             )
+        if self.gateway is not None:
+            _not_ahead(message.at, self.gateway.clock.now_ns(), "Message")
         key = self.agent_keys().get(agent)
         try:
             verify_signature(key or "", message.signature, signing_bytes(message), who=agent)
@@ -1126,6 +1129,23 @@ def _tool_call(upstreams: Upstreams, operation: str) -> Any:
 def _key_of(arguments: Mapping[str, Any], same: tuple[str, ...]) -> bytes:
     """The values of the ``same`` arguments, as canonical bytes (absent ones as absent)."""
     return canonical_bytes({name: arguments[name] for name in same if name in arguments})
+
+
+def _not_ahead(at: str, now_ns: int, kind: str) -> None:
+    """Refuse a record its writer dated ahead of this service's clock by more than a request may
+    be (``SKEW``): a record from the future would stand before what it caused in every timeline,
+    review wait and report drawn from the ledger. A record dated in the past is kept: a message
+    sent again after an outage is late, not wrong."""
+    try:
+        ahead = (parse_rfc3339(at) - now_ns) / 1e9
+    except ValueError as exc:  # the record's pattern admits a 13th month; the calendar does not
+        raise _HTTPError(422, "bad_body", f"the {kind}'s time {at!r} is no time: {exc}") from exc
+    if ahead > SKEW:
+        raise _HTTPError(
+            422,
+            "from_the_future",
+            f"the {kind} is dated {at}, {ahead:,.0f} s ahead of this service's clock (at most {SKEW} s)",
+        )
 
 
 def _as_recorded(gateway: Gateway, operation: str, arguments: Mapping[str, Any]) -> Mapping[str, Any]:
