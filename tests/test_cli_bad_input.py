@@ -246,3 +246,22 @@ def test_otel_export_refuses_a_bad_endpoint_and_names_one_that_is_down(used: Pat
         down,
         "run the export again from --start 0",
     )
+
+
+def test_another_ledgers_key_file_signs_nothing_and_the_ledger_still_verifies(
+    used: Path, tmp_path: Path
+) -> None:
+    """A key file copied from another ledger would sign checkpoints no verifier of this one
+    accepts, and the ledger could never be vouched for again: signing is refused, reading is not."""
+    with SQLiteLedger.open(tmp_path / "other.db", create=True, origin="test.example/other"):
+        pass
+    key = used.with_name(used.name + ".key")
+    key.write_bytes((tmp_path / "other.db.key").read_bytes())
+    before = stored_checkpoints(used)
+    refused(run("ledger", "checkpoint", used), "another ledger's")
+    assert stored_checkpoints(used) == before
+    assert run("verify", used).exit_code == 0
+    key.unlink()
+    key.mkdir()
+    refused(run("ledger", "checkpoint", used), "is not a file")
+    assert run("verify", used).exit_code == 0

@@ -111,6 +111,8 @@ class SQLLedger(ABC):
         a command fails at once and says where; a long-running process (a service, an agent)
         sets it to wait out a restart of its database server. Never for the lease, whose holder
         must learn at once that it cannot beat."""
+        self.unusable_key: str | None = None
+        """Why the key file beside the ledger may not sign (another ledger's key), if it may not."""
         self._frontier: dict[tuple[int, int], bytes] = {}
         """The right edge of the tree after the last commit: the next commit's left siblings."""
         self._cv = threading.Condition()
@@ -239,7 +241,8 @@ class SQLLedger(ABC):
             ConfigError: the signing key file is missing (only the verifier key is known).
         """
         if self._signer is None:
-            raise ConfigError(f"cannot sign a checkpoint: the ledger key {self.key_path} is missing")
+            why = self.unusable_key or f"the ledger key {self.key_path} is missing"
+            raise ConfigError(f"cannot sign a checkpoint: {why}")
         cp = self._head_now()
         signed = note.sign_checkpoint(cp, self._signer)
         sql = self._sql(
@@ -859,6 +862,33 @@ class SideTables:
     lease: tuple[Any, ...] | None
     nonces: list[tuple[Any, ...]]
     meta: list[tuple[Any, ...]]
+
+
+def load_signer(key_file: Path, origin: str, verifier: str) -> tuple[note.Signer | None, str | None]:
+    """The checkpoint signer a ledger's key file holds, or None and why it may not sign.
+
+    A key file that is not this ledger's (copied from another ledger, say) is never used: every
+    checkpoint it signed would fail verification and the ledger could not be vouched for again.
+    It does not stop the ledger opening, so it can still be read and verified; only signing is
+    refused, with the reason.
+
+    Raises:
+        ConfigError: the key file cannot be read as a key.
+    """
+    if not key_file.exists():
+        return None, None
+    if not key_file.is_file():
+        return None, f"the ledger key {key_file} is not a file"
+    try:
+        signer = note.Signer.from_private_bytes(origin, bytes.fromhex(key_file.read_text("ascii").strip()))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"ledger key file {key_file} is damaged: {exc}") from exc
+    if signer.verifier_key() != verifier:
+        return None, (
+            f"the ledger key {key_file} is another ledger's: it signs as {signer.verifier_key()}, "
+            f"this ledger's checkpoints verify with {verifier}"
+        )
+    return signer, None
 
 
 def fresh_identity(origin: str) -> tuple[note.Signer | None, str]:

@@ -35,7 +35,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from answerable.errors import ConfigError, LedgerError, NotALedger, RecordInvalid, StoreUnavailable
 from answerable.ledger import _verify, merkle, note
-from answerable.ledger._sql import FORGET_NONCES, SQLLedger, SQLView, fresh_identity
+from answerable.ledger._sql import FORGET_NONCES, SQLLedger, SQLView, fresh_identity, load_signer
 from answerable.ledger.base import LeaseRow, VerifyReport
 from answerable.ledger.location import is_postgres_url
 
@@ -288,15 +288,11 @@ class PostgresLedger(SQLLedger):
         if meta.get("version") != _FORMAT_VERSION:
             raise NotALedger(where, f"format version {meta.get('version')!r} is not {_FORMAT_VERSION}")
         key_file = Path(signing_key) if signing_key else _default_key(meta["origin"])
-        signer = None
-        if key_file.exists():
-            try:
-                raw = bytes.fromhex(key_file.read_text().strip())
-                signer = note.Signer.from_private_bytes(meta["origin"], raw)
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"ledger key file {key_file} is damaged: {exc}") from exc
         origin, verifier = meta["origin"], meta["verifier_key"]
-        return cls(url, schema, signer=signer, origin=origin, verifier=verifier, key_path=key_file)
+        signer, unusable = load_signer(key_file, origin, verifier)
+        ledger = cls(url, schema, signer=signer, origin=origin, verifier=verifier, key_path=key_file)
+        ledger.unusable_key = unusable
+        return ledger
 
     @classmethod
     def _create(

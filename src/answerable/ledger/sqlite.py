@@ -25,7 +25,7 @@ from answerable.errors import (
     RecordInvalid,
 )
 from answerable.ledger import _verify, note
-from answerable.ledger._sql import FORGET_NONCES, SQLLedger, SQLView, fresh_identity
+from answerable.ledger._sql import FORGET_NONCES, SQLLedger, SQLView, fresh_identity, load_signer
 from answerable.ledger.base import LeaseRow, VerifyReport
 
 __all__ = ["SQLiteLedger"]
@@ -148,15 +148,12 @@ class SQLiteLedger(SQLLedger):
         if meta["version"] != _FORMAT_VERSION and os.access(p, os.W_OK) and os.access(p.parent, os.W_OK):
             _migrate(p, meta["version"])
         # A read-only older ledger is read as it is: verify, export and proofs need nothing new.
-        signer = None
         key_file = Path(signing_key) if signing_key else _key_path(p)
-        if key_file.exists():
-            raw = key_file.read_bytes()
-            try:
-                signer = note.Signer.from_private_bytes(meta["origin"], bytes.fromhex(raw.decode().strip()))
-            except ValueError as exc:
-                raise ConfigError(f"ledger key file {key_file} is damaged: {exc}") from exc
-        return cls(p, signer=signer, origin=meta["origin"], verifier=meta["verifier_key"], key_path=key_file)
+        origin, verifier = meta["origin"], meta["verifier_key"]
+        signer, unusable = load_signer(key_file, origin, verifier)
+        ledger = cls(p, signer=signer, origin=origin, verifier=verifier, key_path=key_file)
+        ledger.unusable_key = unusable
+        return ledger
 
     @classmethod
     def _create(
