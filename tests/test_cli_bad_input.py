@@ -265,3 +265,17 @@ def test_another_ledgers_key_file_signs_nothing_and_the_ledger_still_verifies(
     key.mkdir()
     refused(run("ledger", "checkpoint", used), "is not a file")
     assert run("verify", used).exit_code == 0
+
+
+def test_a_private_key_given_where_a_public_one_belongs_is_not_echoed(used: Path) -> None:
+    """The ledger's private key pasted as the pinned or the witness key: refused in one line that
+    does not print it back (to a terminal, a CI log)."""
+    private = used.with_name(used.name + ".key").read_text().strip()
+    pinned = run("verify", used, "--key", private)
+    refused(pinned, "not shown")
+    witness = run("ledger", "witness", used, "--url", "http://127.0.0.1:9", "--witness", private)
+    assert witness.exit_code in (1, 2)
+    assert "not shown" in witness.stderr
+    for result in (pinned, witness):
+        assert private not in result.output
+        assert private[:16] not in result.stderr

@@ -110,6 +110,8 @@ def test_ledger_copy_moves_a_ledger_between_backends_with_identical_roots(used: 
         ("postgresql://postgres:secret@127.0.0.1:5432/test", "never carries a password"),
         ("postgresql://postgres@127.0.0.1:5432/test?sslpassword=secret", "never carries an sslpassword"),
         ("host=127.0.0.1 dbname=test user=postgres password=secret", "keyword=value connection string"),
+        ("postgresql://u:secret@[bad/db", "malformed (not shown"),
+        ("postgresql://u:secret%zz@h/db", "malformed (not shown"),
         (
             "postgresql://postgres@127.0.0.1:1/test?options=-csearch_path%3Dx",
             "PostgreSQL at 127.0.0.1:1/test: cannot connect",
@@ -120,7 +122,16 @@ def test_ledger_copy_moves_a_ledger_between_backends_with_identical_roots(used: 
         ),
         ("postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3Dx%3By", "not a plain identifier"),
     ],
-    ids=["password", "sslpassword", "conninfo", "unreachable", "empty-schema", "bad-schema"],
+    ids=[
+        "password",
+        "sslpassword",
+        "conninfo",
+        "malformed",
+        "bad-escape",
+        "unreachable",
+        "empty-schema",
+        "bad-schema",
+    ],
 )
 def test_a_bad_ledger_url_is_one_line_and_exit_2(url: str, says: str):
     """Through the real command: one line on stderr, exit 2, no traceback, the password never echoed."""

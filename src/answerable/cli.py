@@ -1145,7 +1145,12 @@ def _public_key(text: str, where: str) -> str:
     except ValueError:
         raw = b""
     if len(raw) != 32:
-        _fail(ConfigError(f"{where}: {text!r} is neither a key file nor a base64 Ed25519 public key"))
+        _fail(  # the text is not echoed: given where a public key belongs, it is often the private one
+            ConfigError(
+                f"{where}: the value given ({len(text)} characters, not shown) is neither a key file nor a "
+                "base64 Ed25519 public key"
+            )
+        )
     return text
 
 

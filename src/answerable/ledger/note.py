@@ -140,8 +140,10 @@ class Verifier:
         id_hex, _, key64 = rest.partition("+")
         key = _b64decode(key64)
         if not _valid_name(name) or not _HEX8.fullmatch(id_hex) or not key:
+            # Not echoed: what was given where a public key belongs is often the private one.
             raise SignatureInvalid(
-                f"malformed verifier key {vkey!r}: want <name>+<8 hex digits>+<base64 key>"
+                f"malformed verifier key ({len(vkey)} characters, not shown: it may be a private key): "
+                "want <name>+<8 hex digits>+<base64 key>"
             )
         key_id = int(id_hex, 16)
         if _key_id(name, key) != key_id:

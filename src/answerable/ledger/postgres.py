@@ -96,8 +96,11 @@ def parse_url(url: str) -> tuple[str, str]:
         raise ConfigError(f"{url!r} is not a postgresql:// URL")
     try:
         parts = conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"the PostgreSQL URL is malformed: {exc}") from exc
+    except psycopg.ProgrammingError as exc:  # libpq's message quotes the URL, password and all
+        raise ConfigError(
+            "the PostgreSQL URL is malformed (not shown: it may hold a password); "
+            "want postgresql://USER@HOST:PORT/DB?options=-csearch_path%3DSCHEMA"
+        ) from exc
     if parts.get("password"):
         raise ConfigError(
             "a ledger URL never carries a password (it would be printed and logged): "

@@ -103,9 +103,15 @@ class CosignatureVerifier:
             typed = base64.b64decode(key64, validate=True)
             key_id = int(id_hex, 16)
         except ValueError as exc:
-            raise SignatureInvalid(f"malformed witness key {vkey!r}: want <name>+<8 hex>+<base64>") from exc
+            # Not echoed: what was given where a public key belongs is often the private one.
+            raise SignatureInvalid(
+                f"malformed witness key ({len(vkey)} characters, not shown: it may be a private key): "
+                "want <name>+<8 hex>+<base64>"
+            ) from exc
         if not name or len(id_hex) != 8 or len(typed) != 33 or typed[0] != ALG_COSIGNATURE:
-            raise SignatureInvalid(f"witness key {vkey!r} is not an Ed25519 cosignature/v1 key (type 0x04)")
+            raise SignatureInvalid(
+                f"witness key {name}+{id_hex} is not an Ed25519 cosignature/v1 key (type 0x04)"
+            )
         if _key_id(name, typed[1:]) != key_id:
             raise SignatureInvalid(f"witness key {vkey!r}: key ID {id_hex} does not match the name and key")
         return cls(name, key_id, Ed25519PublicKey.from_public_bytes(typed[1:]))
