@@ -279,3 +279,18 @@ def test_a_private_key_given_where_a_public_one_belongs_is_not_echoed(used: Path
     for result in (pinned, witness):
         assert private not in result.output
         assert private[:16] not in result.stderr
+
+
+def test_no_output_is_written_over_the_ledger_or_its_key_even_with_force(used: Path, tmp_path: Path) -> None:
+    """An --out aimed at the ledger it is made from (or at its key, or its log) would destroy the
+    evidence: refused even with --force, and nothing changes."""
+    key = used.with_name(used.name + ".key")
+    before = (digest(used), digest(key), stored_checkpoints(used))
+    refused(run("ledger", "export", used, "--out", used, "--force"), "never written over a ledger")
+    refused(run("ledger", "checkpoint", used, "--out", key, "--force"), "the key file")
+    refused(run("report", used, "--out", used, "--force"), "is a database")
+    assert (digest(used), digest(key), stored_checkpoints(used)) == before
+    named_html = tmp_path / "run.html"  # a ledger named like a report would be its own default output
+    named_html.write_bytes(used.read_bytes())
+    refused(run("report", named_html), "the report's path")
+    assert digest(named_html) == before[0]

@@ -792,9 +792,41 @@ def _out_file(path: Path, force: bool, *, makes_folder: bool = False) -> Path:
         _fail(ConfigError(f"--out {path} is a folder; give a file name"))
     if not makes_folder and not path.parent.is_dir():
         _fail(ConfigError(f"--out {path}: the folder {path.parent} does not exist"))
+    _never_over_a_ledger(path)
     if path.exists() and not force:
         _fail(ConfigError(f"--out {path} exists already; pass --force to replace it"))
     return path
+
+
+_COMPANIONS = (".key", "-wal", "-shm", "-journal")
+"""What SQLite and the ledger keep beside a database file: its key, its log, its shared memory."""
+
+
+def _never_over_a_ledger(path: Path, named: str = "--out") -> None:
+    """Refuse, even with --force, to write over a database (a ledger, say) or the key or log kept
+    beside one: an output aimed at the ledger it is made from would destroy the evidence."""
+    database = path.is_file() and _starts_with(path, b"SQLite format 3\x00")
+    companion = next(
+        (c for c in _COMPANIONS if path.name.endswith(c) and path.with_name(path.name[: -len(c)]).is_file()),
+        None,
+    )
+    if database or companion is not None:
+        what = (
+            "a database"
+            if companion is None
+            else f"the {companion.lstrip('.-')} file of the database beside it"
+        )
+        _fail(
+            ConfigError(f"{named} {path} is {what}; output is never written over a ledger: give another file")
+        )
+
+
+def _starts_with(path: Path, header: bytes) -> bool:
+    try:
+        with path.open("rb") as opened:
+            return opened.read(len(header)) == header
+    except OSError:
+        return False
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -1576,7 +1608,11 @@ def report_command(
 
     if out_file is None and is_postgres_url(ledger):
         _fail(ConfigError("a ledger in PostgreSQL has no path to put the report beside: give --out FILE"))
-    target = _out_file(out_file, force, makes_folder=True) if out_file else Path(ledger).with_suffix(".html")
+    if out_file is None:
+        target = Path(ledger).with_suffix(".html")
+        _never_over_a_ledger(target, "the report's path")  # a ledger named run.html would be its own report
+    else:
+        target = _out_file(out_file, force, makes_folder=True)
     try:
         written = _run(lambda: write(ledger, target))
     except OSError as exc:
