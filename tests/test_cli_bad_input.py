@@ -294,3 +294,28 @@ def test_no_output_is_written_over_the_ledger_or_its_key_even_with_force(used: P
     named_html.write_bytes(used.read_bytes())
     refused(run("report", named_html), "the report's path")
     assert digest(named_html) == before[0]
+
+
+def test_a_charter_changed_since_it_was_signed_is_not_amended(tmp_path: Path) -> None:
+    """The RI's signature on the amendment would vouch for whatever was changed in the file
+    before: a key swapped in is refused (exit 1, the file's signature fails), nothing written."""
+    import json
+
+    from answerable.keys import KeyPair
+    from answerable.scaffold import init
+
+    folder = tmp_path / "sys"
+    init(folder)
+    charter = folder / "charter.json"
+    signed = charter.read_text()
+    amended = run("charter", "amend", charter, "--key", folder / "ri.key", "--out", tmp_path / "ok.json")
+    assert amended.exit_code == 0, amended.output  # the file as signed amends
+    doc = json.loads(signed)
+    stranger = KeyPair.generate("mallory@example.org")
+    doc["people"][-1]["public_key"] = stranger.public_b64
+    charter.write_text(json.dumps(doc))
+    out = tmp_path / "c2.json"
+    tampered = run("charter", "amend", charter, "--key", folder / "ri.key", "--out", out)
+    assert tampered.exit_code == 1, tampered.output
+    assert "changed since it was signed" in tampered.stderr
+    assert not out.exists()

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from answerable.keys import KeyPair
     from answerable.ledger import SQLLedger
-    from answerable.records import Control
+    from answerable.records import Control, SystemCharter
 
 __all__ = ["app", "main"]  # noqa: F822 (app is served by the module's __getattr__, plugins loaded)
 
@@ -802,6 +802,28 @@ _COMPANIONS = (".key", "-wal", "-shm", "-journal")
 """What SQLite and the ledger keep beside a database file: its key, its log, its shared memory."""
 
 
+def _signed_with(charter: SystemCharter, ri: KeyPair, path: Path) -> None:
+    """Refuse to amend a charter file the RI's key did not sign as it stands: the amendment's
+    signature would vouch for whatever was changed in it since (a key swapped in, say).
+
+    Raises:
+        SignatureInvalid: the file's signature does not verify with ``ri``'s key.
+    """
+    from answerable.errors import SignatureInvalid
+    from answerable.keys import verify_signature
+    from answerable.records import signing_bytes
+
+    if ri.identity != charter.ri:
+        return  # amend_charter names who may amend
+    try:
+        verify_signature(ri.public_b64, charter.signature, signing_bytes(charter), who=ri.identity)
+    except SignatureInvalid as exc:
+        raise SignatureInvalid(
+            f"{path} was not signed with {ri.identity}'s key as it stands: it was changed since it was "
+            f"signed (or signed by the RI before a handover); nothing is amended ({exc})"
+        ) from exc
+
+
 def _never_over_a_ledger(path: Path, named: str = "--out") -> None:
     """Refuse, even with --force, to write over a database (a ledger, say) or the key or log kept
     beside one: an output aimed at the ledger it is made from would destroy the evidence."""
@@ -1233,6 +1255,7 @@ def charter_amend(
     except ValueError as exc:
         _fail(ConfigError(f"{charter_file} is not a signed SystemCharter: {str(exc).splitlines()[0]}"))
     ri = _run(lambda: KeyPair.load(key_file))
+    _run(lambda: _signed_with(charter, ri, charter_file))
     people: dict[str, tuple[str, list[str]]] = {}
     for role, values, option in (("reviewer", reviewer, "--reviewer"), ("operator", operator, "--operator")):
         for identity, key in _pairs(values, option).items():
