@@ -792,9 +792,9 @@ def _out_file(path: Path, force: bool, *, makes_folder: bool = False) -> Path:
         _fail(ConfigError(f"--out {path} is a folder; give a file name"))
     if not makes_folder and not path.parent.is_dir():
         _fail(ConfigError(f"--out {path}: the folder {path.parent} does not exist"))
-    _never_over_a_ledger(path)
     if path.exists() and not force:
         _fail(ConfigError(f"--out {path} exists already; pass --force to replace it"))
+    _never_over_a_ledger(path)
     return path
 
 
