@@ -463,3 +463,30 @@ def test_the_witness_refuses_a_length_it_cannot_trust(tmp_path: Path) -> None:
                     f"POST /add-checkpoint HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode()
                 )
                 assert conn.recv(100).startswith(b"HTTP/1.0 411"), length
+
+
+def test_a_client_gone_before_its_body_arrived_leaves_no_traceback(system: Running) -> None:
+    """A signed request whose sender closes the connection before the body it declared arrived:
+    no effect, and no traceback in the service's log (nobody is there to read an answer)."""
+    url = f"{system.url}/v1/intents"
+    body = json.dumps({"operation": "refund", "arguments": {"order": "O-1", "amount_cents": 100}}).encode()
+    headers = sign_request(
+        KeyPair.load(system.folder / "agent.key"), "POST", url, body, created=int(time.time())
+    )
+    host, port = system.url.removeprefix("http://").split(":")
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() != "content-length")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            f"POST /v1/intents HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body) + 10}\r\n{head}\r\n".encode()
+            + body
+        )
+        time.sleep(0.5)  # the service is reading the body when the sender goes
+    assert httpx.get(f"{system.url}/healthz", timeout=10).status_code == 200
+    system.proc.send_signal(signal.SIGTERM)
+    assert system.proc.wait(timeout=60) == 0
+    assert system.proc.stderr is not None
+    log = system.proc.stderr.read()
+    assert "Traceback" not in log, log
+    assert "ClientDisconnect" not in log
+    assert effects(system) == []

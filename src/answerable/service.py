@@ -29,6 +29,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field, ValidationError
+from starlette.requests import ClientDisconnect
 
 from answerable._canonical import canonical_bytes
 from answerable.bus import MemoryBus
@@ -1277,11 +1278,16 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
             )
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():  # read no further than the limit, whatever was declared
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise _HTTPError(413, "body_too_large", f"the body is over {MAX_BODY} bytes")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():  # read no further than the limit, whatever was declared
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise _HTTPError(413, "body_too_large", f"the body is over {MAX_BODY} bytes")
+                chunks.append(chunk)
+        except ClientDisconnect:  # gone before its body arrived: nobody to answer, nothing to log
+            raise _HTTPError(
+                400, "client_disconnected", "the client went away before its body arrived"
+            ) from None
         body = b"".join(chunks)
         request.state.body = body
         # The target as sent: the raw path, percent-encodings and all (a decoded path is not

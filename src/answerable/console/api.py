@@ -27,6 +27,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import ClientDisconnect
 
 from answerable.clock import IdSource, SystemClock, parse_rfc3339, rfc3339
 from answerable.config import ConsoleConfig
@@ -796,11 +797,16 @@ async def _read(request: Request) -> bytes:
     if declared is not None and (not _DIGITS.fullmatch(declared) or int(declared) > _MAX_BODY):
         raise ConsoleRefused(413, "body_too_large", f"the body is over {_MAX_BODY} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > _MAX_BODY:
-            raise ConsoleRefused(413, "body_too_large", f"the body is over {_MAX_BODY} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > _MAX_BODY:
+                raise ConsoleRefused(413, "body_too_large", f"the body is over {_MAX_BODY} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone before its body arrived: nobody to answer, nothing to log
+        raise ConsoleRefused(
+            400, "client_disconnected", "the client went away before its body arrived"
+        ) from None
     return b"".join(chunks)
 
 
