@@ -319,3 +319,12 @@ def test_a_charter_changed_since_it_was_signed_is_not_amended(tmp_path: Path) ->
     assert tampered.exit_code == 1, tampered.output
     assert "changed since it was signed" in tampered.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("out", ["/proc/version", "/proc/answerable-checkpoint.txt"], ids=["file", "folder"])
+def test_an_out_that_cannot_be_written_is_refused_before_a_checkpoint_is_stored(used: Path, out: str) -> None:
+    """A file or folder nobody may write (not even root: /proc) is found out before signing, so a
+    refused command leaves no checkpoint behind."""
+    before = stored_checkpoints(used)
+    refused(run("ledger", "checkpoint", used, "--out", out, "--force"), "cannot write --out")
+    assert stored_checkpoints(used) == before

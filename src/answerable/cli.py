@@ -795,7 +795,28 @@ def _out_file(path: Path, force: bool, *, makes_folder: bool = False) -> Path:
     if path.exists() and not force:
         _fail(ConfigError(f"--out {path} exists already; pass --force to replace it"))
     _never_over_a_ledger(path)
+    if path.parent.is_dir():
+        _can_write(path)
     return path
+
+
+def _can_write(path: Path) -> None:
+    """Fail now, not after the command stored something (a checkpoint signed, a witness's
+    cosignature), when ``path`` cannot be written: a read-only folder, an immutable file, a
+    read-only mount. Asks the file system itself, which ``os.access`` does not for root."""
+    import os
+    import tempfile
+
+    try:
+        if path.exists():
+            with path.open("ab"):  # opened for writing, nothing written: the file is unchanged
+                pass
+        else:
+            handle, probe = tempfile.mkstemp(dir=path.parent, prefix=".answerable-probe-")
+            os.close(handle)
+            os.unlink(probe)
+    except OSError as exc:
+        _fail(ConfigError(f"cannot write --out {path}: {exc.strerror}"))
 
 
 _COMPANIONS = (".key", "-wal", "-shm", "-journal")
