@@ -328,3 +328,15 @@ def test_an_out_that_cannot_be_written_is_refused_before_a_checkpoint_is_stored(
     before = stored_checkpoints(used)
     refused(run("ledger", "checkpoint", used, "--out", out, "--force"), "cannot write --out")
     assert stored_checkpoints(used) == before
+
+
+@pytest.mark.parametrize("command", ["approve", "deny"])
+@pytest.mark.parametrize("reason", ["", "   "], ids=["empty", "blank"])
+def test_a_blank_reason_on_an_answer_is_a_usage_error(used: Path, command: str, reason: str) -> None:
+    """As for halt and resume: exit 2, one line, and the ledger unchanged."""
+    before = digest(used)
+    refused(
+        run(command, used, "some-review", "--by", "r@x", "--reason", reason, "--key", used),
+        "--reason is blank",
+    )
+    assert digest(used) == before

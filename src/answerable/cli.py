@@ -613,6 +613,8 @@ def _answer(
     from answerable.keys import KeyPair
     from answerable.review import ReviewQueue
 
+    if not reason.strip():  # a usage error, as for halt and resume: exit 2, before anything is read
+        _fail(ConfigError("--reason is blank: an answer to a review needs a reason"))
     key = _run(lambda: KeyPair.load(key_file))
     if key.identity != by:
         _fail(NotAuthorized(f"--by {by!r} but the key file belongs to {key.identity!r}", who=by))
