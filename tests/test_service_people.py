@@ -136,6 +136,9 @@ def test_a_person_pauses_and_resumes_over_http_signed_as_the_cli_signs(system: R
         assert (resumed["action"], resumed["by"]) == ("resume", ri.key.identity)
         [again] = agent(system, {"arguments": {"order": "O-2", "amount_cents": 100}})
         assert again["status"] == "succeeded"
+        with pytest.raises(ServiceRefused) as nothing:  # lifts nothing: not answered as if it had
+            ri.resume("once more", scope="operation:refund")
+        assert (nothing.value.status, nothing.value.reason_code) == (409, "not_stopped")
     finally:
         ri.close()
         reviewer.close()
@@ -146,7 +149,7 @@ def test_a_person_pauses_and_resumes_over_http_signed_as_the_cli_signs(system: R
     twice = httpx.post(
         url, content=again, headers=sign_request(ri_key, "POST", url, again, created=int(time.time()))
     )
-    assert twice.status_code == 422
+    assert twice.status_code == 422, twice.text
     assert str(folder) not in twice.text  # the store's file paths are not the caller's to know
     assert "answerable.local/shop" in twice.text
     assert resume["signature"]

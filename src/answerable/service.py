@@ -938,7 +938,18 @@ class Service:
         """
         if made.by != person:
             raise _HTTPError(403, "not_yours", "the resume must be by the request's signer")
-        _, gateway = self._running()
+        ledger, gateway = self._running()
+        label = made.scope.label()
+        if not any(s.scope.label() == label and s.id in made.causes for s in gateway.control.state().stops):
+            try:  # one sent again is refused below as the entry it already is
+                ledger.find(made.id)
+            except EntryNotFound:
+                # Answered 200 it would read as lifted while the stop stays (the console says so too).
+                raise _HTTPError(
+                    409,
+                    "not_stopped",
+                    f"the resume lifts nothing: no stop in force on {label} is among its causes",
+                ) from None
         made = await gateway.control.record_resume(made)
         return {"id": made.id, "action": made.action, "scope": made.scope.label(), "by": made.by}
 
