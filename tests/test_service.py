@@ -487,6 +487,7 @@ def test_a_client_gone_before_its_body_arrived_leaves_no_traceback(system: Runni
     assert system.proc.wait(timeout=60) == 0
     assert system.proc.stderr is not None
     log = system.proc.stderr.read()
+    system.proc.stderr.close()
     assert "Traceback" not in log, log
     assert "ClientDisconnect" not in log
     assert effects(system) == []
