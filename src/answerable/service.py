@@ -29,8 +29,8 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field, ValidationError
-from starlette.requests import ClientDisconnect
 
+from answerable._body import BodyRefused, read_body
 from answerable._canonical import canonical_bytes
 from answerable.bus import MemoryBus
 from answerable.clock import parse_rfc3339, rfc3339
@@ -1282,24 +1282,10 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
         claimed = claimed_keyid(request.headers)
         if claimed is not None and service.chartered(claimed):
             request.state.claimed = claimed  # who it says it is: a refusal is recorded in their name
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
-            raise _HTTPError(
-                413, "body_too_large", f"the body is over {MAX_BODY} bytes (or its length is not a number)"
-            )
-        chunks: list[bytes] = []
-        size = 0
         try:
-            async for chunk in request.stream():  # read no further than the limit, whatever was declared
-                size += len(chunk)
-                if size > MAX_BODY:
-                    raise _HTTPError(413, "body_too_large", f"the body is over {MAX_BODY} bytes")
-                chunks.append(chunk)
-        except ClientDisconnect:  # gone before its body arrived: nobody to answer, nothing to log
-            raise _HTTPError(
-                400, "client_disconnected", "the client went away before its body arrived"
-            ) from None
-        body = b"".join(chunks)
+            body = await read_body(request, MAX_BODY)
+        except BodyRefused as exc:
+            raise _HTTPError(exc.status, exc.code, str(exc)) from None
         request.state.body = body
         # The target as sent: the raw path, percent-encodings and all (a decoded path is not
         # what the client signed), behind the public URL when a proxy terminates TLS.

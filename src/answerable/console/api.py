@@ -27,8 +27,8 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.requests import ClientDisconnect
 
+from answerable._body import BodyRefused, read_body
 from answerable.clock import IdSource, SystemClock, parse_rfc3339, rfc3339
 from answerable.config import ConsoleConfig
 from answerable.console.accounts import Account, load_accounts, unlock, verify_password
@@ -793,21 +793,10 @@ def _same_origin(request: Request, public_url: str | None) -> None:
 
 
 async def _read(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not _DIGITS.fullmatch(declared) or int(declared) > _MAX_BODY):
-        raise ConsoleRefused(413, "body_too_large", f"the body is over {_MAX_BODY} bytes")
-    chunks, size = [], 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > _MAX_BODY:
-                raise ConsoleRefused(413, "body_too_large", f"the body is over {_MAX_BODY} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:  # gone before its body arrived: nobody to answer, nothing to log
-        raise ConsoleRefused(
-            400, "client_disconnected", "the client went away before its body arrived"
-        ) from None
-    return b"".join(chunks)
+        return await read_body(request, _MAX_BODY)
+    except BodyRefused as exc:
+        raise ConsoleRefused(exc.status, exc.code, str(exc)) from None
 
 
 def _parse(model: type[Any], raw: bytes) -> Any:
