@@ -340,3 +340,21 @@ def test_a_blank_reason_on_an_answer_is_a_usage_error(used: Path, command: str, 
         "--reason is blank",
     )
     assert digest(used) == before
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["serve", "answerable.toml"], ["witness", "--key", "ri.key", "--state", "w", "--log", "x"]],
+    ids=["serve", "witness"],
+)
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_a_port_out_of_range_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], port: str
+) -> None:
+    """Refused by the option itself (exit 2, no traceback), before a folder is made or a socket opened."""
+    monkeypatch.chdir(tmp_path)
+    result = run(*command, "--port", port)
+    assert result.exit_code == 2, result.output
+    assert "'--port'" in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "w").exists()

@@ -896,7 +896,9 @@ def init_command(folder: Path = typer.Argument(..., help="A new (or empty) folde
 def serve_command(
     config_file: Path = typer.Argument(..., help="The system's answerable.toml."),
     host: str | None = typer.Option(None, "--host", help="Listen here instead of [server] host."),
-    port: int | None = typer.Option(None, "--port", help="Listen on this port instead of [server] port."),
+    port: int | None = typer.Option(
+        None, "--port", min=0, max=65535, help="Listen on this port instead of [server] port."
+    ),
     wait_for_store: float = typer.Option(
         0.0,
         "--wait-for-store",
@@ -1102,7 +1104,7 @@ def witness_command(
     ),
     logs: list[str] = typer.Option(..., "--log", metavar="VKEY", help="Verifier key of a log it witnesses."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback only)."),
-    port: int = typer.Option(7380, "--port", help="Port to listen on."),
+    port: int = typer.Option(7380, "--port", min=0, max=65535, help="Port to listen on."),
 ) -> None:
     """Run a C2SP tlog-witness: POST /add-checkpoint cosigns a checkpoint of a known log only
     after a valid consistency proof from the last one it cosigned for that log."""
