@@ -481,7 +481,10 @@ def test_a_client_gone_before_its_body_arrived_leaves_no_traceback(system: Runni
             f"Content-Length: {len(body) + 10}\r\n{head}\r\n".encode()
             + body
         )
-        time.sleep(0.5)  # the service is reading the body when the sender goes
+        sock.shutdown(socket.SHUT_WR)  # the sender goes, ten bytes short
+        sock.settimeout(30)
+        while sock.recv(4096):  # until the service has dealt with it and closed its side
+            pass
     assert httpx.get(f"{system.url}/healthz", timeout=10).status_code == 200
     system.proc.send_signal(signal.SIGTERM)
     assert system.proc.wait(timeout=60) == 0
