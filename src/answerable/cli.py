@@ -825,28 +825,6 @@ _COMPANIONS = (".key", "-wal", "-shm", "-journal")
 """What SQLite and the ledger keep beside a database file: its key, its log, its shared memory."""
 
 
-def _signed_with(charter: SystemCharter, ri: KeyPair, path: Path) -> None:
-    """Refuse to amend a charter file the RI's key did not sign as it stands: the amendment's
-    signature would vouch for whatever was changed in it since (a key swapped in, say).
-
-    Raises:
-        SignatureInvalid: the file's signature does not verify with ``ri``'s key.
-    """
-    from answerable.errors import SignatureInvalid
-    from answerable.keys import verify_signature
-    from answerable.records import signing_bytes
-
-    if ri.identity != charter.ri:
-        return  # amend_charter names who may amend
-    try:
-        verify_signature(ri.public_b64, charter.signature, signing_bytes(charter), who=ri.identity)
-    except SignatureInvalid as exc:
-        raise SignatureInvalid(
-            f"{path} was not signed with {ri.identity}'s key as it stands: it was changed since it was "
-            f"signed (or signed by the RI before a handover); nothing is amended ({exc})"
-        ) from exc
-
-
 def _never_over_a_ledger(path: Path, named: str = "--out") -> None:
     """Refuse, even with --force, to write over a database (a ledger, say) or the key or log kept
     beside one: an output aimed at the ledger it is made from would destroy the evidence."""
@@ -1241,6 +1219,28 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
             _fail(ConfigError(f"{option} {value!r}: want NAME=KEY (a key file or a base64 public key)"))
         found[name] = _public_key(key, f"{option} {name}")
     return found
+
+
+def _signed_with(charter: SystemCharter, ri: KeyPair, path: Path) -> None:
+    """Refuse to amend a charter file the RI's key did not sign as it stands: the amendment's
+    signature would vouch for whatever was changed in it since (a key swapped in, say).
+
+    Raises:
+        SignatureInvalid: the file's signature does not verify with ``ri``'s key.
+    """
+    from answerable.errors import SignatureInvalid
+    from answerable.keys import verify_signature
+    from answerable.records import signing_bytes
+
+    if ri.identity != charter.ri:
+        return  # amend_charter names who may amend
+    try:
+        verify_signature(ri.public_b64, charter.signature, signing_bytes(charter), who=ri.identity)
+    except SignatureInvalid as exc:
+        raise SignatureInvalid(
+            f"{path} was not signed with {ri.identity}'s key as it stands: it was changed since it was "
+            f"signed (or signed by the RI before a handover); nothing is amended ({exc})"
+        ) from exc
 
 
 @charter_app.command("amend")

@@ -979,7 +979,7 @@ class Service:
 
         The same message sent again (a retry after a lost answer) is published again and
         answered as recorded: JetStream drops the second copy inside its duplicate window."""
-        ledger, _ = self._running()
+        ledger, gateway = self._running()
         if self.system is None:
             raise _HTTPError(503, "starting", "the service is starting")
         try:
@@ -992,8 +992,7 @@ class Service:
             raise _HTTPError(
                 403, "not_sender", f"{agent} signed the request; the message names {message.sender}"
             )
-        if self.gateway is not None:
-            _not_ahead(message.at, self.gateway.clock.now_ns(), "Message")
+        _not_ahead(message.at, gateway.clock.now_ns(), "Message")
         key = self.agent_keys().get(agent)
         try:
             verify_signature(key or "", message.signature, signing_bytes(message), who=agent)

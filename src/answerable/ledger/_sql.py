@@ -111,8 +111,6 @@ class SQLLedger(ABC):
         a command fails at once and says where; a long-running process (a service, an agent)
         sets it to wait out a restart of its database server. Never for the lease, whose holder
         must learn at once that it cannot beat."""
-        self.unusable_key: str | None = None
-        """Why the key file beside the ledger may not sign (another ledger's key), if it may not."""
         self._frontier: dict[tuple[int, int], bytes] = {}
         """The right edge of the tree after the last commit: the next commit's left siblings."""
         self._cv = threading.Condition()
@@ -241,7 +239,9 @@ class SQLLedger(ABC):
             ConfigError: the signing key file is missing (only the verifier key is known).
         """
         if self._signer is None:
-            why = self.unusable_key or f"the ledger key {self.key_path} is missing"
+            # Why, read again from the key file: another ledger's key, or none at all.
+            why = load_signer(self.key_path, self.origin, self._verifier)[1]
+            why = why or f"the ledger key {self.key_path} is missing"
             raise ConfigError(f"cannot sign a checkpoint: {why}")
         cp = self._head_now()
         signed = note.sign_checkpoint(cp, self._signer)

@@ -292,10 +292,8 @@ class PostgresLedger(SQLLedger):
             raise NotALedger(where, f"format version {meta.get('version')!r} is not {_FORMAT_VERSION}")
         key_file = Path(signing_key) if signing_key else _default_key(meta["origin"])
         origin, verifier = meta["origin"], meta["verifier_key"]
-        signer, unusable = load_signer(key_file, origin, verifier)
-        ledger = cls(url, schema, signer=signer, origin=origin, verifier=verifier, key_path=key_file)
-        ledger.unusable_key = unusable
-        return ledger
+        signer, _ = load_signer(key_file, origin, verifier)
+        return cls(url, schema, signer=signer, origin=origin, verifier=verifier, key_path=key_file)
 
     @classmethod
     def _create(

@@ -150,10 +150,8 @@ class SQLiteLedger(SQLLedger):
         # A read-only older ledger is read as it is: verify, export and proofs need nothing new.
         key_file = Path(signing_key) if signing_key else _key_path(p)
         origin, verifier = meta["origin"], meta["verifier_key"]
-        signer, unusable = load_signer(key_file, origin, verifier)
-        ledger = cls(p, signer=signer, origin=origin, verifier=verifier, key_path=key_file)
-        ledger.unusable_key = unusable
-        return ledger
+        signer, _ = load_signer(key_file, origin, verifier)
+        return cls(p, signer=signer, origin=origin, verifier=verifier, key_path=key_file)
 
     @classmethod
     def _create(
