@@ -358,3 +358,101 @@ def test_a_port_out_of_range_is_a_usage_error(
     assert "'--port'" in result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert not (tmp_path / "w").exists()
+
+
+def test_a_name_no_file_system_takes_is_one_line_from_every_command(used: Path, tmp_path: Path) -> None:
+    """A path component over the file system's 255 bytes made ``pathlib`` raise where each command
+    first probed it: a traceback from a dozen commands. Now one line naming it, exit 2, and nothing
+    made or changed. Through the installed console script, as a person types it (the net is there)."""
+    import subprocess
+
+    from procs import CLI
+
+    long = tmp_path / ("x" * 300)
+    before = (digest(used), sorted(p.name for p in tmp_path.iterdir()))
+    lines = [
+        ["verify", long],
+        ["halt", long, "--by", "ri@example.org", "--reason", "storm"],  # the fast path, no typer
+        ["why", long, "some-id"],
+        ["init", long],
+        ["report", long],
+        ["ledger", "export", used, "--out", long],
+        ["ledger", "checkpoint", used, "--out", long],
+        ["keys", "new", "someone@example.org", "--out", long],
+        ["demo", "storm", "--out", long / "storm"],
+    ]
+    for line in lines:
+        done = subprocess.run([str(CLI), *map(str, line)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, (line, done.stderr)
+        assert "Traceback" not in done.stderr, (line, done.stderr)
+        (said,) = done.stderr.strip().splitlines()
+        assert said.startswith("answerable: error: "), (line, said)
+        assert said.endswith("characters): File name too long"), (line, said)
+    assert (digest(used), sorted(p.name for p in tmp_path.iterdir())) == before
+
+
+def test_the_storm_refuses_an_out_that_is_a_file(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    target.write_text("keep me")
+    refused(run("demo", "storm", "--days", "1", "--out", target), "is a file", "folder")
+    assert target.read_text() == "keep me"
+
+
+def _as_text(path: Path, index: int) -> None:
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE entries SET data = CAST(data AS TEXT) WHERE idx = ?", (index,))
+    assert conn.execute("SELECT typeof(data) FROM entries WHERE idx = ?", (index,)).fetchone() == ("text",)
+    conn.close()
+
+
+def test_an_entry_rewritten_as_text_is_read_as_its_bytes(used: Path, tmp_path: Path) -> None:
+    """``data`` cast to TEXT in SQL (same characters, another storage class) was a traceback in
+    export, copy and publish (str + bytes). Its bytes are still the ones hashed: verify passes,
+    and every reader serves exactly what the untouched ledger serves."""
+    twin = tmp_path / "twin.db"
+    twin.write_bytes(used.read_bytes())
+    Path(f"{twin}.key").write_bytes(Path(f"{used}.key").read_bytes())  # publish signs a checkpoint
+    _as_text(twin, 1)
+    for path in (used, twin):
+        assert run("ledger", "export", path, "--out", tmp_path / f"{path.stem}.jsonl").exit_code == 0
+        assert run("ledger", "publish", path, "--out", tmp_path / f"{path.stem}-tiles").exit_code == 0
+    assert (tmp_path / "twin.jsonl").read_bytes() == (tmp_path / "ledger.jsonl").read_bytes()
+    bundles = tmp_path / "twin-tiles" / "tile" / "entries"
+    tiles = [t for t in sorted(bundles.rglob("*")) if t.is_file()]
+    assert tiles
+    for tile in tiles:
+        theirs = tmp_path / "ledger-tiles" / tile.relative_to(tmp_path / "twin-tiles")
+        assert tile.read_bytes() == theirs.read_bytes()
+    copied = run("ledger", "copy", twin, tmp_path / "copy.db")
+    assert copied.exit_code == 0, copied.output
+    assert run("verify", tmp_path / "copy.db").exit_code == 0
+    proved = run("ledger", "prove", twin, "--index", "1")
+    assert proved.exit_code == 0, proved.output
+
+
+def test_a_damaged_page_met_halfway_through_an_export_leaves_the_out_file_as_it_was(tmp_path: Path) -> None:
+    """The first 10,000 entries were written, then a damaged page: the --out file (forced over an
+    old one) was left half written and the error was a traceback. Now one line, exit 2, the old
+    file as it was and no part file beside it."""
+    from support import order_events
+
+    path = tmp_path / "big.db"
+    with SQLiteLedger.open(path, create=True, origin="test.example/ledger") as store:
+        events = order_events(12_000)
+        for start in range(0, len(events), 2_000):
+            store.append_sync(events[start : start + 2_000])
+    conn = sqlite3.connect(path)
+    last_leaf = conn.execute(
+        "SELECT pageno FROM dbstat WHERE name = 'entries' AND pagetype = 'leaf' ORDER BY path DESC LIMIT 1"
+    ).fetchone()[0]
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with path.open("r+b") as db:  # the leaf holding the last entries: met in the second batch
+        db.seek((last_leaf - 1) * page_size)
+        db.write(b"\xff" * page_size)
+    out = tmp_path / "old.jsonl"
+    out.write_text("keep me")
+    refused(run("ledger", "export", path, "--out", out, "--force"), "malformed")
+    assert out.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.db", "big.db.key", "old.jsonl"]

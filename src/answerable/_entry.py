@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import NoReturn, TextIO, cast
 
 from answerable._stop import DEFAULT_SCOPE, STOPS, record, report
-from answerable._tty import Stdout, said
+from answerable._tty import Stdout, os_said, said
 from answerable.errors import AnswerableError
 
 __all__ = ["StopLine", "main", "parse"]
@@ -98,7 +98,7 @@ def main() -> None:
         _stop(line)
     except OSError as exc:
         if exc is not stdout.failure:
-            raise
+            raise SystemExit(os_said(exc)) from None
         _output_lost(exc)
 
 

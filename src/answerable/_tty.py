@@ -19,7 +19,7 @@ from answerable.errors import AnswerableError, LedgerTampered, NotAuthorized, Pr
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["CONSOLES", "Stdout", "err", "out", "print_json", "said", "say"]
+__all__ = ["CONSOLES", "Stdout", "err", "os_said", "out", "print_json", "said", "say"]
 
 CONSOLES: dict[bool, Console] = {}
 """The Rich console for stdout (False) and stderr (True), made on first use; the CLI's root
@@ -67,6 +67,30 @@ def said(exc: AnswerableError) -> int:
     code = getattr(exc, "reason_code", "")  # stable for scripts: printed where a script can grep it
     err().print(f"answerable: error: {f'[{code}] ' if code else ''}{exc}", markup=False)
     return 1 if isinstance(exc, _NO) else 2
+
+
+_NAME_WRONG = frozenset(
+    {errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT}
+)
+"""What a system call says of a path no file system would take as given: the user's input (exit
+2). Anything else (no permission, a full disk, an I/O error) is the machine's state (exit 1)."""
+_SHOWN = 80
+"""Characters of a file name shown: a name refused for its length is not printed whole."""
+
+
+def os_said(exc: OSError) -> int:
+    """Say in one line on stderr what the operating system refused and of which file; the exit code.
+
+    The last resort, so that no command ends in a traceback: a fault a command can name in its own
+    terms is raised where it is found. What reaches here is mostly a path refused where it was first
+    probed (``pathlib``'s ``exists()`` on this Python raises for a name over the file system's limit,
+    where ``os.path.exists`` says False), which a command does before its work.
+    """
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    shown = [n if len(n) <= _SHOWN else f"{n[:_SHOWN]}... ({len(n):,} characters)" for n in names]
+    what = exc.strerror or type(exc).__name__
+    err().print(f"answerable: error: {' -> '.join(shown) or 'a file'}: {what}", markup=False)
+    return 2 if exc.errno in _NAME_WRONG else 1
 
 
 def print_json(value: Any) -> None:

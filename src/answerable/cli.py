@@ -9,13 +9,14 @@ line without loading Rich at all when Rich would print it unchanged.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import functools
 import re
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TypeVar
 
 import orjson
 import typer
@@ -248,14 +249,39 @@ def ledger_export(
     _out_file(out_file, force)
     with _open(ledger) as store:
         try:
-            with out_file.open("wb") as handle:
+            with _written_whole(out_file) as handle:
                 size, batch = store.size(), 10_000
                 for start in range(0, size, batch):
                     for entry in store.entries(start, min(size, start + batch)):
                         handle.write(entry.data + b"\n")
         except OSError as exc:
             _fail(ConfigError(f"cannot write {out_file}: {exc.strerror}"))
+        except AnswerableError as exc:  # a damaged page met halfway: the --out file is as it was
+            _fail(exc)
     _err().print(f"wrote {size} entries to {out_file}")
+
+
+@contextlib.contextmanager
+def _written_whole(path: Path) -> Iterator[BinaryIO]:
+    """A file that appears at ``path`` only once written in full: a command failing halfway (a
+    damaged page of the ledger) leaves the file that was there, or none. A device or a pipe
+    (``/dev/stdout``) is written in place: it cannot be replaced, and need not be."""
+    import os
+    import tempfile
+
+    if path.exists() and not path.is_file():
+        with path.open("wb") as handle:
+            yield handle
+        return
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+        os.chmod(temp, 0o644)  # as open() would make it under the usual umask; mkstemp makes 0600
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
 
 
 @ledger_app.command("publish")

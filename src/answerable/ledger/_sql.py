@@ -170,7 +170,7 @@ class SQLLedger(ABC):
         row = self._read(lambda c: c.execute(sql, (digest,)).fetchone())
         if row is None:
             raise EntryNotFound(digest)
-        data = bytes(row[0])
+        data = _verify.stored_bytes(row[0])
         if _verify.blob_digest(data) != digest:
             citing_sql = self._sql(f"SELECT idx, id FROM entries WHERE {self._CONTAINS} ORDER BY idx LIMIT 1")
             citing = self._read(lambda c: c.execute(citing_sql, (digest.encode(),)).fetchone())
@@ -797,7 +797,10 @@ class SQLLedger(ABC):
 
             lease = rows("SELECT holder, epoch, beat, pid, host, since, process FROM lease")
             return SideTables(
-                blobs=rows("SELECT digest, data FROM blobs ORDER BY digest"),
+                blobs=[
+                    (digest, _verify.stored_bytes(data))
+                    for digest, data in rows("SELECT digest, data FROM blobs ORDER BY digest")
+                ],
                 checkpoints=rows("SELECT size, note FROM checkpoints WHERE size <= ? ORDER BY size", size),
                 guards=rows("SELECT key, idx FROM guards WHERE idx < ? ORDER BY key", size),
                 lease=lease[0] if lease else None,
@@ -898,7 +901,8 @@ def fresh_identity(origin: str) -> tuple[note.Signer | None, str]:
 
 
 def _stored(row: tuple[Any, ...]) -> StoredEntry:
-    return StoredEntry(*row)
+    index, entry_id, kind, data = row
+    return StoredEntry(index, entry_id, kind, data if type(data) is bytes else _verify.stored_bytes(data))
 
 
 class SQLView:

@@ -42,7 +42,7 @@ from answerable.errors import ConfigError, LedgerTampered, RecordInvalid, Signat
 from answerable.ledger import merkle, note
 from answerable.ledger.base import VerifyReport
 
-__all__ = ["altered_blob", "blob_digest", "verify"]
+__all__ = ["altered_blob", "blob_digest", "stored_bytes", "verify"]
 
 _MAX_PAIRS = 16
 """Mismatching leaf pairs searched for a move; more than this is no longer a swap to explain."""
@@ -89,6 +89,13 @@ class RawView(Protocol):
     def causes_by_index(self) -> Iterator[tuple[int, str]]: ...
 
     def blobs(self) -> Iterator[tuple[str, bytes]]: ...
+
+
+def stored_bytes(value: str | bytes) -> bytes:
+    """The bytes of an entry's or blob's stored value. Rewritten as TEXT by hand in SQL (SQLite keeps
+    what it is given), it counts as its UTF-8 bytes: it cannot match a hash unless those are the bytes
+    written, and no reader crashes on it."""
+    return value.encode("utf-8", "surrogatepass") if isinstance(value, str) else bytes(value)
 
 
 def blob_digest(data: bytes) -> str:
@@ -286,9 +293,7 @@ class _Blobs:
         sizes: dict[str, int] = {}
         altered: dict[str, str] = {}
         for digest, data in view.blobs():
-            # A blob rewritten as TEXT (by hand, in SQL) is hashed as its UTF-8 bytes: it cannot
-            # match unless those are the bytes stored, and either way verify does not crash.
-            raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+            raw = stored_bytes(data)
             actual = blob_digest(raw)
             if actual == digest:
                 sizes[digest] = len(raw)
@@ -415,8 +420,7 @@ def _check_leaf(expected: int, row: tuple[int, str, str, bytes, bytes], blobs: _
     """Raise naming the fault of the entry row expected at index ``expected``, if it has one
     (its blobs included); else return its decoded body."""
     index, entry_id, kind, stored, stored_hash = row
-    # Bytes rewritten as TEXT in SQL are judged as their UTF-8 bytes, as blobs are: never a crash.
-    data = stored.encode("utf-8", "surrogatepass") if isinstance(stored, str) else bytes(stored)
+    data = stored_bytes(stored)
     if index > expected:
         raise LedgerTampered(
             f"ledger entry {expected} is missing (the next stored entry is {index}, id {entry_id})",

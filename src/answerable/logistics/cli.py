@@ -97,6 +97,8 @@ def demo_storm(
         raise ConfigError(f"--mode {mode!r} is not one of {', '.join(modes)}")
     if seed < 0:
         raise ConfigError(f"--seed {seed} must be zero or positive")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file; the storm writes ledgers and result.json in a folder")
     backends = None
     if not distributed and (nats is not None or postgres is not None):
         raise ConfigError(f"{'--nats' if nats is not None else '--postgres'} is for --distributed runs")
