@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -402,6 +403,7 @@ def test_a_reviewer_answers_over_http_signed_as_the_cli_signs_and_the_intent_run
     with pytest.raises(ServiceRefused) as twice:
         reviewer.answer(review_id, "approve", "again")
     assert twice.value.reason_code in ("already_claimed", "already_answered")
+    assert twice.value.status == 409  # settled: a conflict, as the console answers (was 403)
     reviewer.close()
     as_agent.close()
 
@@ -494,3 +496,48 @@ def test_a_client_gone_before_its_body_arrived_leaves_no_traceback(system: Runni
     assert "Traceback" not in log, log
     assert "ClientDisconnect" not in log
     assert effects(system) == []
+
+
+def test_every_refusal_has_one_shape_and_the_status_the_console_gives(system: Running) -> None:
+    """Found by a sweep of the API: the framework's own refusals (no such path, a method a path
+    does not take, ``?wait=abc``) came as ``{"detail": ...}``, not ``{"error", "reason_code"}``; an
+    unknown review was 403 (the console says 404); a scope that does not parse was 400
+    ``ConfigError`` (the console says 422 ``bad_scope``); and a body field no version of the API
+    has (``idempotencyKey``, a typo) was dropped, so the refund ran with no idempotency key."""
+    folder = system.folder
+    ri = Client(system.url, KeyPair.load(folder / "ri.key"))
+    refunds = Client(system.url, KeyPair.load(folder / "agent.key"))
+    try:
+        for method, path, status, code in [
+            ("GET", "/v1/no-such-thing", 404, "not_found"),
+            ("DELETE", "/v1/intents", 405, "method_not_allowed"),
+        ]:
+            answered = httpx.request(method, system.url + path, timeout=30)
+            assert answered.status_code == status, answered.text
+            assert sorted(answered.json()) == ["error", "reason_code"], answered.text
+            assert answered.json()["reason_code"] == code
+        assert "allow" in httpx.request("DELETE", system.url + "/v1/intents", timeout=30).headers
+
+        def refusal(call: Any) -> tuple[int, str, str]:
+            with pytest.raises(ServiceRefused) as refused:
+                call()
+            return refused.value.status, refused.value.reason_code, str(refused.value)
+
+        assert refusal(lambda: ri._call("GET", "/v1/intents/x", wait="abc"))[:2] == (422, "bad_wait")
+        assert refusal(lambda: ri._call("GET", "/v1/reviews/nope"))[:2] == (404, "unknown_review")
+        assert refusal(lambda: ri.pause("storm", scope="galaxy:far"))[:2] == (422, "bad_scope")
+        before = entries_of(folder)
+        typo = json.dumps(
+            {"operation": "refund", "arguments": {"order": "O-1", "amount_cents": 100}, "idempotencyKey": "k"}
+        ).encode()
+        status, code, message = refusal(lambda: refunds._call("POST", "/v1/intents", typo))
+        assert (status, code) == (422, "bad_body")
+        assert "idempotencyKey" in message
+        assert effects(system) == []
+        kinds = sqlite3.connect(folder / "ledger.db").execute(
+            "SELECT kind FROM entries WHERE idx >= ?", (len(before),)
+        )
+        assert {k for (k,) in kinds} <= {"Refusal"}  # the refused write is on record; no intent is
+    finally:
+        ri.close()
+        refunds.close()

@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import httpx
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException
 
 from answerable._body import BodyRefused, read_body
 from answerable._canonical import canonical_bytes
@@ -38,6 +40,7 @@ from answerable.config import ConsoleConfig, ServiceConfig, resolve_target
 from answerable.control import scope_from_text
 from answerable.errors import (
     AnswerableError,
+    ApprovalRefused,
     ArgumentsInvalid,
     ConfigError,
     EntryNotFound,
@@ -85,7 +88,7 @@ if TYPE_CHECKING:
     from answerable.otel import SpanMaker
     from answerable.upstream import Upstreams
 
-__all__ = ["MAX_BODY", "Service", "build_app", "control_doc", "outcome_doc"]
+__all__ = ["ANSWER_STATUS", "MAX_BODY", "Service", "build_app", "control_doc", "outcome_doc"]
 
 _NOTIFY = frozenset({"Review", "Escalation", "ReviewClosed", "Control", "Alert"})
 
@@ -96,7 +99,28 @@ REFUSALS_EVERY = 10.0
 """At most one Refusal recorded per claimed identity in this many seconds; the rest are counted."""
 
 
-class SubmitBody(BaseModel):
+ANSWER_STATUS = {
+    "already_answered": 409,
+    "already_claimed": 409,
+    "already_used": 409,
+    "expired": 409,
+    "busy": 409,
+    "unknown_review": 404,
+    "not_a_reviewer": 403,
+    "own_proposal": 403,
+}
+"""HTTP status of each reason the review queue gives for refusing an answer, in the API and the
+console alike: a settled review is a conflict, an unknown one is not found."""
+
+
+class _Strict(BaseModel):
+    """A request body: a field no version of the API has (``idempotencyKey`` for
+    ``idempotency_key``) is refused, not dropped, or the request would run without what it meant."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubmitBody(_Strict):
     operation: str
     arguments: dict[str, Any]
     idempotency_key: Annotated[str, Field(min_length=1, max_length=128)] | None = None
@@ -105,18 +129,18 @@ class SubmitBody(BaseModel):
     causes: tuple[str, ...] = ()
 
 
-class EventBody(BaseModel):
+class EventBody(_Strict):
     topic: str
     source: str
     type: str
     payload: dict[str, Any]
 
 
-class EventsBody(BaseModel):
+class EventsBody(_Strict):
     events: list[EventBody] = Field(min_length=1, max_length=1000)
 
 
-class ControlBody(BaseModel):
+class ControlBody(_Strict):
     action: str
     reason: str
     scope: str = "system"
@@ -917,7 +941,10 @@ class Service:
             ConfigError: the scope does not parse; RecordInvalid: a blank reason.
         """
         _, gateway = self._running()
-        scope = scope_from_text(scope_text)
+        try:
+            scope = scope_from_text(scope_text)
+        except ConfigError as exc:
+            raise _HTTPError(422, "bad_scope", str(exc)) from exc
         if action == "halt":
             made = await gateway.control.halt(by=person, reason=reason, scope=scope)
         elif action == "pause":
@@ -1336,6 +1363,8 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
             status = 404
         elif isinstance(exc, LeaseLost | StoreUnavailable):
             status = 503  # not the caller's doing, and passing: a request safe to repeat comes again
+        elif isinstance(exc, ApprovalRefused):
+            status = ANSWER_STATUS.get(exc.reason_code, 403)
         elif isinstance(exc, NotAuthorized):
             status = 403
         code = getattr(exc, "reason_code", "") or type(exc).__name__
@@ -1347,6 +1376,28 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
         message = message.replace(str(service.config.folder), "the system's folder")
         await remember(request, status, code, message)
         return JSONResponse({"error": message, "reason_code": code}, status_code=status)
+
+    @app.exception_handler(HTTPException)
+    async def no_route(request: Request, exc: HTTPException) -> JSONResponse:
+        """The framework's own refusals (no such path, a method the path does not take) in the shape
+        every other refusal has, so a client reads one shape."""
+        path = request.url.path
+        code, message = {
+            404: ("not_found", f"no such path: {path}"),
+            405: ("method_not_allowed", f"{path} does not take {request.method}"),
+        }.get(exc.status_code, ("http_error", str(exc.detail)))
+        return JSONResponse(
+            {"error": message, "reason_code": code}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """A query parameter of the wrong type (``?wait=abc``): named, with the code its range check
+        gives (``bad_wait``), in the shape of every refusal."""
+        first = exc.errors()[0]
+        name = str(first["loc"][-1]) if first["loc"] else "request"
+        message = f"{name}={first.get('input')!r}: {first['msg']}"
+        return JSONResponse({"error": message, "reason_code": f"bad_{name}"}, status_code=422)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

@@ -49,7 +49,7 @@ from answerable.gateway import Gateway
 from answerable.keys import KeyPair
 from answerable.ledger import SQLLedger
 from answerable.review import ReviewState, unsigned_approval
-from answerable.service import Service
+from answerable.service import ANSWER_STATUS, Service
 from answerable.signing import sign
 
 __all__ = ["CSP", "ConsoleRefused", "console_router", "mount_console"]
@@ -71,17 +71,6 @@ _MAX_BODY = 16 * 1024
 _POLL = 0.5
 """Seconds between two looks at the ledger's size in a live stream."""
 _KEEPALIVE = 15.0
-_SETTLED = {
-    "already_answered": 409,
-    "already_claimed": 409,
-    "already_used": 409,
-    "expired": 409,
-    "busy": 409,
-    "unknown_review": 404,
-    "not_a_reviewer": 403,
-    "own_proposal": 403,
-}
-"""HTTP status of each reason the review queue gives for refusing an answer (else 422)."""
 
 
 class ConsoleRefused(AnswerableError):
@@ -544,7 +533,7 @@ class _Console:
             )
             return await self.service.answer(session.identity, review_id, approval)
         except ApprovalRefused as exc:
-            raise ConsoleRefused(_SETTLED.get(exc.reason_code, 422), exc.reason_code, str(exc)) from exc
+            raise ConsoleRefused(ANSWER_STATUS.get(exc.reason_code, 422), exc.reason_code, str(exc)) from exc
         except RecordInvalid as exc:
             raise ConsoleRefused(422, "bad_body", str(exc)) from exc
 
