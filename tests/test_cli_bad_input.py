@@ -456,3 +456,21 @@ def test_a_damaged_page_met_halfway_through_an_export_leaves_the_out_file_as_it_
     refused(run("ledger", "export", path, "--out", out, "--force"), "malformed")
     assert out.read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.db", "big.db.key", "old.jsonl"]
+
+
+def test_another_programs_wal_database_is_refused_and_left_as_found(tmp_path: Path) -> None:
+    """Looking at a WAL-mode database to find it is no ledger made its -wal and -shm and left them
+    beside it (a read-only connection cannot remove them). Now nothing is made."""
+    other = tmp_path / "app.db"
+    conn = sqlite3.connect(other)
+    conn.execute("PRAGMA journal_mode=WAL")
+    with conn:
+        conn.execute("CREATE TABLE users (name TEXT)")
+    conn.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
+    before = digest(other)
+    refused(run("verify", other), "not an answerable ledger")
+    refused(run("halt", other, "--by", "ri@example.org", "--reason", "storm"), "not an answerable ledger")
+    refused(run("ledger", "export", other, "--out", tmp_path / "out.jsonl"), "not an answerable ledger")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
+    assert digest(other) == before

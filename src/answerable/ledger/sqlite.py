@@ -468,7 +468,13 @@ def _probe_meta(path: Path) -> dict[str, str]:
             raise NotALedger(str(path), "Permission denied")
         if path.stat().st_size < 100:  # shorter than SQLite's own header: what open(2) would show
             raise NotALedger(str(path), "it is not an SQLite database")
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        # A read-only connection to a WAL-mode database makes its -wal and -shm, and leaves them
+        # when the file turns out to be another program's. With neither a -wal nor a -journal
+        # beside it, no connection has the database open and every page is in the file: read it
+        # as immutable, which makes nothing. Beside a live one, the files it needs are there.
+        live = any(path.with_name(path.name + end).exists() for end in ("-wal", "-journal"))
+        flags = "mode=ro" if live else "mode=ro&immutable=1"
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?{flags}", uri=True, check_same_thread=False)
         conn.execute("PRAGMA schema_version").fetchone()
     except OSError as exc:
         raise NotALedger(str(path), exc.strerror or str(exc)) from exc
