@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from support import booking
+from support import People, booking
 
 from answerable import Controller, Gateway, NotAuthorized, Scope, SignatureInvalid, SQLiteLedger
 from answerable.keys import KeyPair
@@ -83,3 +83,50 @@ def test_scope_needs_a_value_except_for_system():
         Scope(kind="agent")
     with pytest.raises(ValueError, match="scope"):
         Scope(kind="system", value="x")
+
+
+async def test_a_paused_call_is_said_to_be_stopped_not_refused_by_the_rule_that_permits_it(
+    gateway: Gateway, people: People
+):
+    """Found in review: a call denied by a pause was told to the agent framework as "the rules
+    refused it" with the permit that allowed it (``routine-bookings``), by the MCP proxy as "denied
+    by the rules (routine-bookings)", and ``why`` read "Decision deny by routine-bookings". The
+    Decision keeps what Cedar said; every reader now names the stop instead."""
+    import json
+
+    from answerable.integrations._common import ToolOutcome
+    from answerable.mcp_proxy import _answer
+    from answerable.provenance import why
+    from answerable.service import outcome_doc
+
+    await gateway.control.pause(
+        by="ops@logistics.example", reason="storm", scope=Scope(kind="operation", value="carrier.book")
+    )
+    outcome = await gateway.submit(gateway.intent("executor", "carrier.book", booking()))
+    assert outcome.status == "denied"
+    decision = outcome.decision
+    assert decision is not None
+    assert decision.policy_ids == ("routine-bookings",)  # Cedar's word, as recorded
+    assert decision.stop == "pause in force on operation:carrier.book by ops@logistics.example: storm"
+    doc = outcome_doc(outcome)
+    assert (doc["decision"]["control_id"], doc["decision"]["stop"]) == (decision.control_id, decision.stop)
+    told = json.loads(ToolOutcome.from_doc(doc, "carrier.book", booking()).for_model())
+    assert told["stop"] == decision.stop
+    assert "policy_ids" not in told
+    assert "rules" not in told["note"]
+    answered = _answer(doc, {})["content"][0]["text"]
+    assert answered.startswith(f"stopped: {decision.stop}")
+    assert "routine-bookings" not in answered
+    chain = why(gateway.ledger, decision.id).to_json()
+    said = json.dumps(chain)
+    assert "deny by routine-bookings" not in said
+    assert f"Decision deny: {decision.stop}" in said
+    assert "policy:routine-bookings" not in said  # the rule did not decide it
+
+    await gateway.control.resume(
+        key=people.ri, reason="over", scope=Scope(kind="operation", value="carrier.book")
+    )
+    allowed = await gateway.submit(gateway.intent("executor", "carrier.book", booking("S-2")))
+    assert allowed.decision is not None
+    assert allowed.decision.stop is None
+    assert "policy:routine-bookings" in json.dumps(why(gateway.ledger, allowed.decision.id).to_json())

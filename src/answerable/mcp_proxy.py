@@ -147,6 +147,9 @@ def _answer(doc: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         answer = {k: result[k] for k in ("content", "structuredContent") if k in result}
         return {"content": [], **answer, "isError": False, "_meta": meta}
     decision = doc.get("decision") or {}
+    if status == "denied" and decision.get("stop"):  # a stop overrules whatever the rules said
+        said = f"stopped: {decision['stop']}; it did not run (asked again after a resume, it may)"
+        return _text(said, True, meta)
     if status == "denied":
         policies = ", ".join(decision.get("policy_ids") or []) or "no rule permits it"
         return _text(f"denied by the rules ({policies}); it did not run", True, meta)

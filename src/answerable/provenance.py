@@ -272,7 +272,8 @@ class _Walk:
         if isinstance(r, Decision):
             if r.ruleset_id is not None:
                 yield r.ruleset_id, "under_ruleset"
-            yield from ((f"policy:{p}", "decided_by") for p in r.policy_ids)
+            if r.control_id is None:  # else the stop decided (a cause already), not the policies
+                yield from ((f"policy:{p}", "decided_by") for p in r.policy_ids)
         elif isinstance(r, Review):
             yield from ((a.id, "answered_by") for a in self.citing(r.id, *_ANSWERS))
 
@@ -446,6 +447,8 @@ def _describe(kind: str, r: _Any) -> str:
         return f"ExternalEvent {r.type} from {r.source}"
     if isinstance(r, Message):
         return f"Message {r.type} from {r.sender} on {r.topic}"
+    if isinstance(r, Decision) and r.stop is not None:
+        return f"Decision {r.effect}: {r.stop}"
     if isinstance(r, Decision):
         by = (
             f" by {', '.join(r.policy_ids)}" if r.policy_ids else "" if r.errors else " by no matching policy"

@@ -276,7 +276,9 @@ class Decision(Record):
     """The gateway's verdict on an intent and everything needed to reach it again.
 
     ``request`` and ``entities`` are the exact Cedar inputs, so a recorded run can be replayed
-    under another ruleset. A control that blocked the intent is named in ``control_id``.
+    under another ruleset. A control that blocked the intent is named in ``control_id``; then
+    ``policy_ids`` are still what Cedar said (a permit, often), which the stop overruled: read
+    :attr:`stop` before naming a rule as the reason for a deny.
     """
 
     kind: Literal["Decision"] = "Decision"
@@ -290,6 +292,12 @@ class Decision(Record):
     entities: tuple[dict[str, Any], ...]
     errors: tuple[str, ...] = ()
     control_id: _ID | None = None
+
+    @property
+    def stop(self) -> str | None:
+        """What the halt or pause that denied the intent says (in force on what, by whom, why), or
+        None when the rules alone decided. The gateway writes it as the last error."""
+        return self.errors[-1] if self.control_id is not None and self.errors else None
 
 
 class Claim(Record):

@@ -575,6 +575,8 @@ def _refusal(sender: str, topic: str, type: str, outcome: Outcome) -> MessageRef
     by = (
         f"a reviewer ({outcome.approval.by}: {outcome.approval.reason})"
         if outcome.approval is not None
+        else f"a stop ({outcome.decision.stop})"
+        if outcome.decision is not None and outcome.decision.stop is not None
         else f"the rules ({', '.join(outcome.decision.policy_ids) or 'no rule permits it'})"
         if outcome.decision is not None
         else "the gateway"

@@ -1225,6 +1225,8 @@ def _decision_doc(decision: Decision | None) -> dict[str, Any] | None:
         "effect": decision.effect,
         "policy_ids": list(decision.policy_ids),
         "errors": list(decision.errors),
+        "control_id": decision.control_id,
+        "stop": decision.stop,
     }
 
 

@@ -103,6 +103,9 @@ class ToolOutcome:
     """The operation's return value, when the answer carried it (the first submit's answer does;
     an answer read later, after a review, carries the execution's id and status only)."""
     policy_ids: tuple[str, ...] = ()
+    stop: str | None = None
+    """The halt or pause that denied it (in force on what, by whom, why), when one did: then the
+    rules did not refuse it, and it may run if asked again after a person resumes."""
     error: str | None = None
     has_result: bool = field(default=False, repr=False)
 
@@ -125,6 +128,7 @@ class ToolOutcome:
             execution_id=None if not execution.get("id") else str(execution["id"]),
             result=doc.get("result"),
             policy_ids=tuple(str(p) for p in decision.get("policy_ids") or ()),
+            stop=None if decision.get("stop") is None else str(decision["stop"]),
             error=execution.get("error") or None,
             has_result="result" in doc,
         )
@@ -146,6 +150,11 @@ class ToolOutcome:
                 "waiting for a reviewer; nothing has run. Approving this call in the agent "
                 "framework does not run it: a reviewer answers the review (answerable approve), "
                 "then the run is resumed."
+            )
+        elif self.status == "denied" and self.stop is not None:
+            said["stop"] = self.stop
+            said["note"] = (
+                "a halt or pause stopped it; nothing ran. Asked again after a person resumes, it may run"
             )
         elif self.status == "denied":
             said["policy_ids"] = list(self.policy_ids)
