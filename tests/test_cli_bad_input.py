@@ -474,3 +474,21 @@ def test_another_programs_wal_database_is_refused_and_left_as_found(tmp_path: Pa
     refused(run("ledger", "export", other, "--out", tmp_path / "out.jsonl"), "not an answerable ledger")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
     assert digest(other) == before
+
+
+def test_a_malformed_or_wrong_kind_of_witness_key_is_a_usage_error(used: Path, tmp_path: Path) -> None:
+    """A key typed wrong is bad input (exit 2), not the "no" of a signature that fails (exit 1,
+    which a script reads as a rewritten history), and nothing is signed or made first."""
+    from answerable.keys import KeyPair
+
+    ledger_key = run("ledger", "key", used).stdout.strip()
+    before = stored_checkpoints(used)
+    for witness in ("garbage", ledger_key):  # the ledger's own key is no cosignature key
+        refused(
+            run("ledger", "witness", used, "--url", "http://127.0.0.1:9", "--witness", witness), "--witness"
+        )
+    assert stored_checkpoints(used) == before
+    key = tmp_path / "witness.key"
+    KeyPair.generate("witness@example.org").save(key)
+    refused(run("witness", "--key", key, "--state", tmp_path / "state", "--log", "garbage"), "--log")
+    assert not (tmp_path / "state").exists()

@@ -34,6 +34,7 @@ from answerable.errors import (
     ConfigError,
     LedgerTampered,
     NotAuthorized,
+    SignatureInvalid,
 )
 from answerable.ledger.location import is_postgres_url, open_ledger
 
@@ -98,6 +99,15 @@ def _run(fn: Callable[[], T]) -> T:
         return fn()
     except AnswerableError as exc:
         _fail(exc)
+
+
+def _key_given(flag: str, parse: Callable[[str], T], text: str) -> T:
+    """A public key typed on the command line, parsed. A malformed one (or one of another kind) is
+    a usage error, exit 2, not the "no" of a signature that does not verify (exit 1)."""
+    try:
+        return parse(text)
+    except SignatureInvalid as exc:
+        _fail(ConfigError(f"{flag}: {exc}"))
 
 
 def _async(work: Coroutine[Any, Any, T]) -> T:
@@ -341,7 +351,7 @@ def ledger_witness(
 
     if out_file:
         _out_file(out_file, force)
-    verifier = _run(lambda: CosignatureVerifier.from_key(witness_key))
+    verifier = _key_given("--witness", CosignatureVerifier.from_key, witness_key)
     with _open(ledger) as store:
         signed = _run(store.checkpoint)
         size = int(signed.split("\n")[1])
@@ -1123,7 +1133,7 @@ def witness_command(
     if host not in ("127.0.0.1", "::1", "localhost"):
         _fail(ConfigError(f"--host {host}: the witness listens on loopback only (put a TLS proxy in front)"))
     key = _run(lambda: KeyPair.load(key_file))
-    verifiers = [_run(lambda v=v: Verifier.from_key(v)) for v in logs]  # type: ignore[misc]
+    verifiers = [_key_given("--log", Verifier.from_key, v) for v in logs]
     witness = _run(lambda: Witness(Cosigner(key.identity, key.private), verifiers, state))
 
     class Handler(BaseHTTPRequestHandler):
