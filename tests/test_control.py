@@ -130,3 +130,29 @@ async def test_a_paused_call_is_said_to_be_stopped_not_refused_by_the_rule_that_
     assert allowed.decision is not None
     assert allowed.decision.stop is None
     assert "policy:routine-bookings" in json.dumps(why(gateway.ledger, allowed.decision.id).to_json())
+
+
+async def test_a_stop_of_an_agent_the_charter_does_not_name_is_kept_and_its_typist_is_told(
+    gateway: Gateway, ledger_path
+):
+    """``agent:ruoter`` for ``agent:router`` in a storm read as a pause that holds. The stop is still
+    recorded (an agent may join later, and no stop is ever refused), after which the person is told,
+    on stderr and in the JSON, through the console script's fast path as a person types it."""
+    from procs import cli
+
+    gateway.close()
+    typo = await cli("pause", str(ledger_path), "--by", "ops", "--reason", "storm", "--scope", "agent:ruoter")
+    assert typo.code == 0, typo.err
+    assert typo.out.startswith("pause recorded: ")
+    assert typo.err == (
+        "answerable: warning: the charter names no agent 'ruoter' (it names executor, router): "
+        "this stops nothing until one joins\n"
+    )
+    right = await cli(
+        "pause", str(ledger_path), "--by", "ops", "--reason", "storm", "--scope", "agent:router", "--json"
+    )
+    assert (right.code, right.err) == (0, "")
+    assert "warning" not in right.out
+    with SQLiteLedger.open(ledger_path) as store:
+        scopes = [s.scope.label() for s in Controller(store).state().stops]
+    assert scopes == ["agent:ruoter", "agent:router"]  # both recorded

@@ -526,6 +526,10 @@ def test_every_refusal_has_one_shape_and_the_status_the_console_gives(system: Ru
         assert refusal(lambda: ri._call("GET", "/v1/intents/x", wait="abc"))[:2] == (422, "bad_wait")
         assert refusal(lambda: ri._call("GET", "/v1/reviews/nope"))[:2] == (404, "unknown_review")
         assert refusal(lambda: ri.pause("storm", scope="galaxy:far"))[:2] == (422, "bad_scope")
+        typo = ri.pause("storm", scope="agent:refunds-agnet")  # recorded, and the person is told
+        assert "the charter names no agent 'refunds-agnet' (it names refunds-agent)" in typo["warning"]
+        assert "warning" not in ri.pause("storm", scope="agent:refunds-agent")
+        ri.resume("storm over", scope="agent:refunds-agent")
         before = entries_of(folder)
         typo = json.dumps(
             {"operation": "refund", "arguments": {"order": "O-1", "amount_cents": 100}, "idempotencyKey": "k"}

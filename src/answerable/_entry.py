@@ -121,10 +121,10 @@ def _stop(line: StopLine) -> NoReturn:
     gc.disable()
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
-        control = record(line.ledger, line.action, line.by, line.reason, line.scope)
+        control, warning = record(line.ledger, line.action, line.by, line.reason, line.scope)
     except AnswerableError as exc:
         raise SystemExit(said(exc)) from None
-    report(control, line.as_json)
+    report(control, line.as_json, warning)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # committed, printed and flushed: nothing is left for the teardown to do

@@ -7,6 +7,7 @@ control and records are imported when the stop is recorded, not when this module
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 from answerable._tty import print_json, say
@@ -22,29 +23,35 @@ DEFAULT_SCOPE = "system"
 """What a stop stops when no ``--scope`` is given."""
 
 
-def record(ledger: str, action: str, by: str, reason: str, scope: str) -> Control:
+def record(ledger: str, action: str, by: str, reason: str, scope: str) -> tuple[Control, str | None]:
     """Commit a stop of ``scope`` (as the command line spells it) to ``ledger``; it is durable
     when this returns. Appended without an event loop: starting one would cost the halt time.
+    With it, what the stop does not reach (see :func:`answerable.control.names_nothing`), judged
+    after the commit: a stop is never delayed.
 
     Raises:
         AnswerableError: the scope, ``by`` or ``reason`` is refused (ConfigError, RecordInvalid),
             or the ledger cannot be opened or written (a LedgerError), each said in one line.
     """
-    from answerable.control import Controller, scope_from_text
+    from answerable.control import Controller, names_nothing, scope_from_text
     from answerable.ledger.location import open_ledger
 
     parsed = scope_from_text(scope)
     with open_ledger(ledger) as store:
-        stop = Controller(store).make(action, parsed, by, reason)
+        controller = Controller(store)
+        stop = controller.make(action, parsed, by, reason)
         store.append_sync([stop])
-    return stop
+        return stop, names_nothing(store, parsed, controller.charters)
 
 
-def report(control: Control, as_json: bool) -> None:
-    """The line a control command prints: the entry's id, action, scope and author."""
+def report(control: Control, as_json: bool, warning: str | None = None) -> None:
+    """The line a control command prints: the entry's id, action, scope and author; and on
+    stderr, a warning when the stop reaches nothing (``"warning"`` in the JSON)."""
     if as_json:
-        print_json(
-            {"id": control.id, "action": control.action, "scope": control.scope.label(), "by": control.by}
-        )
-        return
-    say(f"{control.action} recorded: {control.id} on {control.scope.label()} by {control.by}")
+        doc = {"id": control.id, "action": control.action, "scope": control.scope.label(), "by": control.by}
+        print_json(doc if warning is None else {**doc, "warning": warning})
+    else:
+        say(f"{control.action} recorded: {control.id} on {control.scope.label()} by {control.by}")
+    if warning is not None:
+        sys.stdout.flush()
+        sys.stderr.write(f"answerable: warning: {warning}\n")

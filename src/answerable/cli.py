@@ -523,7 +523,8 @@ def _control(
     ledger: str, action: str, by: str, reason: str, scope_text: str, key_file: Path | None, as_json: bool
 ) -> None:
     if action in stops.STOPS:  # the same code as the halt parsed without typer (answerable._entry)
-        stops.report(_run(lambda: stops.record(ledger, action, by, reason, scope_text)), as_json)
+        control, warning = _run(lambda: stops.record(ledger, action, by, reason, scope_text))
+        stops.report(control, as_json, warning)
         return
     from answerable.control import Controller, scope_from_text
 

@@ -24,7 +24,14 @@ from answerable.ledger.base import LedgerStore, StoredEntry
 from answerable.records import Control, Scope, SystemCharter, decode_as, decode_entry, problems
 from answerable.signing import require_role, sign, verify_signed_by
 
-__all__ = ["ControlFold", "ControlState", "Controller", "scope_from_text", "unsigned_control"]
+__all__ = [
+    "ControlFold",
+    "ControlState",
+    "Controller",
+    "names_nothing",
+    "scope_from_text",
+    "unsigned_control",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +104,40 @@ def scope_from_text(text: str) -> Scope:
             f"scope {text!r} is not one of system, agent:NAME, operation:NAME, resource_class:NAME, "
             "channel:TOPIC"
         ) from exc
+
+
+_LISTED = 8
+"""Names a warning lists of what the charter does name."""
+
+
+def names_nothing(ledger: LedgerStore, scope: Scope, charters: CharterHistory | None = None) -> str | None:
+    """Why a stop of ``scope`` stops nothing the system knows today, or None.
+
+    An agent the charter in force does not name, or a topic its coordination contract does not
+    declare. Such a stop is still recorded (an agent may join later, and a stop is never refused),
+    but whoever typed it is told: in a storm, ``agent:planer`` for ``agent:planner`` would read as
+    a pause that holds. Operations and resource classes are not judged: no record lists them all.
+    """
+    if scope.kind not in ("agent", "channel") or scope.value is None:
+        return None
+    charter = (charters or CharterHistory()).advance(ledger).latest()
+    if charter is None:
+        return None
+    if scope.kind == "agent":
+        known, what = charter.agent_names(), "agent"
+    elif charter.coordination is not None:
+        known, what = frozenset(c.topic for c in charter.coordination.channels), "topic"
+    else:
+        return None  # no contract: any topic may carry messages
+    if scope.value in known:
+        return None
+    names = sorted(known)
+    listed = ", ".join(names[:_LISTED]) + (
+        f" and {len(names) - _LISTED} more" if len(names) > _LISTED else ""
+    )
+    return (
+        f"the charter names no {what} {scope.value!r} (it names {listed}): this stops nothing until one joins"
+    )
 
 
 class ControlFold:

@@ -37,7 +37,7 @@ from answerable._canonical import canonical_bytes
 from answerable.bus import MemoryBus
 from answerable.clock import parse_rfc3339, rfc3339
 from answerable.config import ConsoleConfig, ServiceConfig, resolve_target
-from answerable.control import scope_from_text
+from answerable.control import names_nothing, scope_from_text
 from answerable.errors import (
     AnswerableError,
     ApprovalRefused,
@@ -937,10 +937,12 @@ class Service:
     async def stop_scope(self, person: str, action: str, scope_text: str, reason: str) -> dict[str, Any]:
         """Record ``person``'s halt or pause of a scope (from ``/v1`` or the console).
 
+        With ``warning`` when the stop reaches nothing the charter names (a typo in an agent's name).
+
         Raises:
-            ConfigError: the scope does not parse; RecordInvalid: a blank reason.
+            _HTTPError: ``bad_scope``, the scope does not parse; RecordInvalid: a blank reason.
         """
-        _, gateway = self._running()
+        ledger, gateway = self._running()
         try:
             scope = scope_from_text(scope_text)
         except ConfigError as exc:
@@ -955,7 +957,9 @@ class Service:
                 "bad_action",
                 f"action {action!r}: halt or pause (a resume is signed: POST /v1/control/resume)",
             )
-        return {"id": made.id, "action": made.action, "scope": made.scope.label(), "by": made.by}
+        doc = {"id": made.id, "action": made.action, "scope": made.scope.label(), "by": made.by}
+        warning = await asyncio.to_thread(names_nothing, ledger, scope, gateway.control.charters)
+        return doc if warning is None else {**doc, "warning": warning}
 
     async def resume(self, person: str, made: Control) -> dict[str, Any]:
         """Record a resume ``person`` signed (from ``/v1`` or the console).
