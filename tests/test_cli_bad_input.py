@@ -492,3 +492,30 @@ def test_a_malformed_or_wrong_kind_of_witness_key_is_a_usage_error(used: Path, t
     KeyPair.generate("witness@example.org").save(key)
     refused(run("witness", "--key", key, "--state", tmp_path / "state", "--log", "garbage"), "--log")
     assert not (tmp_path / "state").exists()
+
+
+def test_no_output_goes_over_a_ledger_through_a_link_or_over_a_private_key(
+    used: Path, tmp_path: Path
+) -> None:
+    """Found by a sweep: ``rules export --force`` wrote Cedar text through a link named
+    policies.cedar into the ledger; a link named ``k`` to the ledger's key let ``report --force``
+    replace the key; and any command's ``--out --force`` replaced a person's private key file."""
+    from answerable.keys import KeyPair
+
+    ledger_key = Path(f"{used}.key")
+    person = tmp_path / "ri.key"
+    KeyPair.generate("ri@example.org").save(person)
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    (folder / "policies.cedar").symlink_to(used)
+    (tmp_path / "k").symlink_to(ledger_key)
+    before = [digest(p) for p in (used, ledger_key, person)]
+    refused(run("rules", "export", used, "--out", folder, "--force"), "is a database")
+    refused(run("report", used, "--out", tmp_path / "k", "--force"), "a private key file")
+    refused(run("report", used, "--out", person, "--force"), "a private key file")
+    refused(run("ledger", "export", used, "--out", person, "--force"), "a private key file")
+    refused(run("ledger", "checkpoint", used, "--out", person, "--force"), "a private key file")
+    assert [digest(p) for p in (used, ledger_key, person)] == before
+    plain = tmp_path / "notes.txt"  # an ordinary file is still replaced when forced
+    plain.write_text("two words")
+    assert run("ledger", "export", used, "--out", plain, "--force").exit_code == 0

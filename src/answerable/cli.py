@@ -734,6 +734,8 @@ def rules_export(
     held = [name for name in there if (out_dir / name).exists()]
     if held and not force:
         _fail(ConfigError(f"{out_dir} already holds {', '.join(held)}; pass --force to replace"))
+    for name in there:
+        _never_over_a_ledger(out_dir / name, named=f"--out {out_dir}: its")
     policies, schema = _run(lambda: write_ruleset(record, out_dir))
     _out().print(
         f"wrote ruleset version {record.version}, signed by {record.approved_by}, to {policies} and {schema}",
@@ -863,22 +865,63 @@ _COMPANIONS = (".key", "-wal", "-shm", "-journal")
 
 
 def _never_over_a_ledger(path: Path, named: str = "--out") -> None:
-    """Refuse, even with --force, to write over a database (a ledger, say) or the key or log kept
-    beside one: an output aimed at the ledger it is made from would destroy the evidence."""
-    database = path.is_file() and _starts_with(path, b"SQLite format 3\x00")
-    companion = next(
-        (c for c in _COMPANIONS if path.name.endswith(c) and path.with_name(path.name[: -len(c)]).is_file()),
-        None,
-    )
-    if database or companion is not None:
-        what = (
-            "a database"
-            if companion is None
-            else f"the {companion.lstrip('.-')} file of the database beside it"
+    """Refuse, even with --force, to write over a database (a ledger, say), the key or log kept
+    beside one, or a private key file: an output aimed at the ledger it is made from, or at a key
+    (the RI's, the ledger's), would destroy evidence or a key that cannot be made again. A symbolic
+    link is judged by what it points at, as the write would follow it."""
+    for candidate in _and_its_target(path):
+        database = candidate.is_file() and _starts_with(candidate, b"SQLite format 3\x00")
+        companion = next(
+            (
+                c
+                for c in _COMPANIONS
+                if candidate.name.endswith(c) and candidate.with_name(candidate.name[: -len(c)]).is_file()
+            ),
+            None,
         )
-        _fail(
-            ConfigError(f"{named} {path} is {what}; output is never written over a ledger: give another file")
-        )
+        if database or companion is not None:
+            what = (
+                "a database"
+                if companion is None
+                else f"the {companion.lstrip('.-')} file of the database beside it"
+            )
+        elif _holds_a_private_key(candidate):
+            what = "a private key file"
+        else:
+            continue
+        shown = path if candidate == path else f"{path} (a link to {candidate})"
+        never = "output is never written over a ledger or a key: give another file"
+        _fail(ConfigError(f"{named} {shown} is {what}; {never}"))
+
+
+def _and_its_target(path: Path) -> list[Path]:
+    """``path`` and, when it is (or passes through) a symbolic link, the file it stands for."""
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):  # a loop of links: the write will fail on its own, changing nothing
+        return [path]
+    return [path] if target == path.absolute() else [path, target]
+
+
+def _holds_a_private_key(path: Path) -> bool:
+    """An answerable key file (identity, then base64 of 32 bytes) or a ledger's signing key (64
+    hex digits), read no further than a key file's size."""
+    import binascii
+
+    try:
+        if not path.is_file() or path.stat().st_size > 4096:
+            return False
+        words = path.read_bytes().split()
+    except OSError:
+        return False
+    if len(words) == 1 and len(words[0]) == 64:
+        return all(c in b"0123456789abcdefABCDEF" for c in words[0])
+    if len(words) == 2:
+        try:
+            return len(base64.b64decode(words[1], validate=True)) == 32
+        except (binascii.Error, ValueError):
+            return False
+    return False
 
 
 def _starts_with(path: Path, header: bytes) -> bool:
