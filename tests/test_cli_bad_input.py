@@ -519,3 +519,30 @@ def test_no_output_goes_over_a_ledger_through_a_link_or_over_a_private_key(
     plain = tmp_path / "notes.txt"  # an ordinary file is still replaced when forced
     plain.write_text("two words")
     assert run("ledger", "export", used, "--out", plain, "--force").exit_code == 0
+
+
+def test_a_private_key_pasted_as_an_agent_is_not_printed_back(tmp_path: Path) -> None:
+    """A base64 private key ends in "=", so ``--agent KEY`` split into a name and nothing and the
+    refusal quoted the whole value: the private key, on the terminal and in whatever logs it."""
+    from answerable.scaffold import init
+
+    folder = tmp_path / "sys"
+    init(folder)
+    private = (folder / "agent.key").read_text().split()[1]
+    out = tmp_path / "next.json"
+    for value in (private, f"={private}"):
+        said = run(
+            "charter",
+            "amend",
+            folder / "charter.json",
+            "--key",
+            folder / "ri.key",
+            "--out",
+            out,
+            "--agent",
+            value,
+        )
+        refused(said, "--agent", "not shown")
+        assert private not in said.output
+        assert private.rstrip("=") not in said.output
+    assert not out.exists()

@@ -1296,7 +1296,12 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
     for value in values:
         name, sep, key = value.partition("=")
         if not sep or not name or not key:
-            _fail(ConfigError(f"{option} {value!r}: want NAME=KEY (a key file or a base64 public key)"))
+            _fail(  # not echoed: a private key pasted alone ends in "=", and would be printed back
+                ConfigError(
+                    f"{option}: the value given ({len(value)} characters, not shown) is not NAME=KEY "
+                    "(a key file or a base64 public key)"
+                )
+            )
         found[name] = _public_key(key, f"{option} {name}")
     return found
 
