@@ -546,3 +546,19 @@ def test_a_private_key_pasted_as_an_agent_is_not_printed_back(tmp_path: Path) ->
         assert private not in said.output
         assert private.rstrip("=") not in said.output
     assert not out.exists()
+
+
+def test_a_copy_to_a_name_sqlite_reads_specially_is_a_file_and_a_failed_copy_leaves_no_key(
+    used: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``:memory:`` was no file at all (the copy went nowhere and a copy of the source's signing key
+    was left as ``:memory:.key``), and ``file:NAME`` a URI naming another file. Now each is a
+    file of that name. And a copy that cannot be made leaves no key behind."""
+    monkeypatch.chdir(tmp_path)
+    for name in (":memory:", "file:copy.db"):
+        copied = run("ledger", "copy", used, name)
+        assert copied.exit_code == 0, copied.output
+        assert (tmp_path / name).is_file()
+        assert run("verify", name).exit_code == 0
+    refused(run("ledger", "copy", used, "nowhere/c.db", "--signing-key", "c.key"), "nowhere/c.db")
+    assert not (tmp_path / "c.key").exists()

@@ -9,6 +9,7 @@ can write the database cannot also sign a rewritten history.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -163,10 +164,25 @@ class SQLiteLedger(SQLLedger):
     ) -> SQLiteLedger:
         origin = origin or f"answerable.local/{uuid.uuid4().hex[:16]}"
         signer, verifier = identity or fresh_identity(origin)
+        made = [key_file] if signer is not None and not key_file.exists() else []
+        try:
+            return cls._make(path, origin, key_file, signer, verifier, identity is not None)
+        except BaseException:
+            # Nothing of a ledger that could not be made stays behind: above all not a copy of
+            # another ledger's signing key beside a file that is no ledger.
+            for left in (*made, *(path.with_name(path.name + end) for end in ("", "-wal", "-shm"))):
+                with contextlib.suppress(OSError):
+                    left.unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def _make(
+        cls, path: Path, origin: str, key_file: Path, signer: note.Signer | None, verifier: str, copied: bool
+    ) -> SQLiteLedger:
         if signer is not None:
             # A copy's key (identity given) never replaces a key file that exists: it may be
             # another ledger's. A new ledger's key replaces what a deleted ledger left behind.
-            taken = identity is not None and key_file.exists()
+            taken = copied and key_file.exists()
             if taken and key_file.read_text().strip() != signer.private_bytes().hex():
                 raise ConfigError(f"{key_file} holds another ledger key; give another --signing-key path")
             try:
@@ -361,7 +377,7 @@ class SQLiteLedger(SQLLedger):
         if path.exists():
             raise ConfigError(f"backup target {path} exists already; give a new file")
         try:
-            copy = sqlite3.connect(path, isolation_level=None)
+            copy = sqlite3.connect(path.absolute(), isolation_level=None)  # see _connect
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot create backup {path}: {exc}") from exc
         try:
@@ -494,7 +510,9 @@ def _connect(path: Path) -> sqlite3.Connection:
     """A connection in WAL mode with durable commits; a failure is a LedgerError, never raw sqlite3."""
     try:
         # isolation_level=None: we issue BEGIN ourselves, so a group commit is exactly one transaction.
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        # The absolute path: SQLite reads ":memory:" as no file at all and, built to accept URIs
+        # (Debian's is), "file:NAME" as a URI that can name another file; "/here/:memory:" is a file.
+        conn = sqlite3.connect(path.absolute(), isolation_level=None, check_same_thread=False, timeout=30)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
