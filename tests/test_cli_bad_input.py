@@ -562,3 +562,33 @@ def test_a_copy_to_a_name_sqlite_reads_specially_is_a_file_and_a_failed_copy_lea
         assert run("verify", name).exit_code == 0
     refused(run("ledger", "copy", used, "nowhere/c.db", "--signing-key", "c.key"), "nowhere/c.db")
     assert not (tmp_path / "c.key").exists()
+
+
+def test_credentials_in_a_url_are_never_printed_back(used: Path, tmp_path: Path) -> None:
+    """A witness URL's user, password or token was quoted by the connection error; a config URL
+    of the wrong scheme was quoted whole, and a ``[ledger] url`` without one (user:pw@host) too;
+    a witness URL httpx cannot parse was a traceback."""
+    from answerable.keys import KeyPair
+    from answerable.ledger.witness import Cosigner
+    from answerable.scaffold import init
+
+    witness = KeyPair.generate("witness@example.org")
+    vkey = Cosigner(witness.identity, witness.private).vkey()
+    for url in ("http://u:secretpw@127.0.0.1:1/?token=tok3n", "http://[::1", "http://127.0.0.1:1/\nsecretpw"):
+        said = run("ledger", "witness", used, "--url", url, "--witness", vkey)
+        refused(said, "witness")
+        assert "secretpw" not in said.output
+        assert "tok3n" not in said.output
+    folder = tmp_path / "sys"
+    init(folder)
+    config = folder / "answerable.toml"
+    plain = config.read_text()
+    for changed in (
+        plain + '\n[notify]\nwebhook = "ftp://u:secretpw@host/x?token=tok3n"\n',
+        plain.replace('path = "ledger.db"', 'url = "u:secretpw@h/db"'),
+    ):
+        config.write_text(changed)
+        said = run("rules", "sign", config, "--key", folder / "ri.key")
+        refused(said, "answerable.toml")
+        assert "secretpw" not in said.output
+        assert "tok3n" not in said.output

@@ -29,6 +29,7 @@ from answerable._tty import out as _out
 from answerable._tty import print_json as _json
 from answerable._tty import said as _said
 from answerable._tty import say as _say
+from answerable._urls import shown
 from answerable.errors import (
     AnswerableError,
     ConfigError,
@@ -1595,10 +1596,10 @@ def otel_export(
             )
         exporter = OTLPSpanExporter(endpoint=endpoint, timeout=timeout)
         try:
-            count = _run(lambda: export_ledger(store, exporter, start=start, where=endpoint))
+            count = _run(lambda: export_ledger(store, exporter, start=start, where=shown(endpoint)))
         finally:
             exporter.shutdown()  # type: ignore[no-untyped-call]
-    _out().print(f"exported {count} spans (entries {start} to {size - 1}) to {endpoint}", markup=False)
+    _out().print(f"exported {count} spans (entries {start} to {size - 1}) to {shown(endpoint)}", markup=False)
 
 
 @_app.command("mcp-proxy")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from answerable._urls import shown
 from answerable.errors import AnswerableError, ConfigError
 
 __all__ = [
@@ -342,7 +343,13 @@ class _Reader:
         if self._get("ledger", "path", None) is not None:
             raise ConfigError(f"{self.name}: [ledger]: give path (SQLite) or url (PostgreSQL), not both")
         if not isinstance(value, str) or not value.startswith(("postgresql://", "postgres://")):
-            scheme = value.split("://")[0] if isinstance(value, str) else type(value).__name__
+            scheme = (  # never the value itself: without "://" it may be user:password@host
+                type(value).__name__
+                if not isinstance(value, str)
+                else value.split("://")[0]
+                if "://" in value
+                else "none"
+            )
             raise ConfigError(f"{self.name}: [ledger] url: want a postgresql:// URL, got one of {scheme!r}")
         from answerable.ledger.postgres import parse_url
 
@@ -380,7 +387,8 @@ class _Reader:
         if value is None:
             return None
         if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-            raise ConfigError(f"{self.name}: [{table}] {key}: want an http(s) URL, got {value!r}")
+            got = shown(value) if isinstance(value, str) else type(value).__name__
+            raise ConfigError(f"{self.name}: [{table}] {key}: want an http(s) URL, got {got}")
         return value
 
     def otel_endpoint(self) -> str | None:

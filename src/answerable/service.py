@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException
 
 from answerable._body import BodyRefused, read_body
 from answerable._canonical import canonical_bytes
+from answerable._urls import shown
 from answerable.bus import MemoryBus
 from answerable.clock import parse_rfc3339, rfc3339
 from answerable.config import ConsoleConfig, ServiceConfig, resolve_target
@@ -384,7 +385,8 @@ class Service:
             logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)
             self._traced = ledger.size()
             print(
-                f"answerable serve: otel: exporting live from entry {self._traced} to {config.otel_endpoint} "
+                f"answerable serve: otel: exporting live from entry {self._traced} to "
+                f"{shown(config.otel_endpoint)} "
                 f"(earlier entries: answerable otel-export --start 0)",
                 file=sys.stderr,
                 flush=True,
@@ -464,7 +466,7 @@ class Service:
         exporter, maker, start = self._span_exporter, self._span_maker, self._traced
 
         def one_round() -> int:
-            export_ledger(ledger, exporter, start=start, stop=size, where=endpoint, maker=maker)
+            export_ledger(ledger, exporter, start=start, stop=size, where=shown(endpoint), maker=maker)
             return size
 
         self._trace_round = asyncio.ensure_future(asyncio.to_thread(one_round))
@@ -476,7 +478,8 @@ class Service:
             self._traced = exc.start
             if not self._trace_failing:
                 print(
-                    f"answerable serve: otel: {endpoint} did not take the spans from entry {exc.start}; "
+                    f"answerable serve: otel: {shown(endpoint)} did not take the spans from entry "
+                    f"{exc.start}; "
                     "trying again every round (nothing is lost: spans are made from the ledger)",
                     file=sys.stderr,
                     flush=True,
@@ -484,7 +487,7 @@ class Service:
             self._trace_failing = True
             return
         if self._trace_failing:
-            print(f"answerable serve: otel: {endpoint} takes spans again", file=sys.stderr, flush=True)
+            print(f"answerable serve: otel: {shown(endpoint)} takes spans again", file=sys.stderr, flush=True)
         self._traced, self._trace_failing = size, False
 
     async def _stop_tracing(self) -> None:
@@ -763,7 +766,7 @@ class Service:
                 note, url, CosignatureVerifier.from_key(key), lambda old: ledger.consistency_proof(old, size)
             )
         except AnswerableError as exc:
-            print(f"answerable serve: witness {url}: {exc}", file=sys.stderr, flush=True)
+            print(f"answerable serve: witness {shown(url)}: {exc}", file=sys.stderr, flush=True)
             return note
 
     async def _watch(self) -> None:

@@ -27,6 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from answerable._urls import shown
 from answerable.errors import ConfigError, LedgerTampered, ProofInvalid, SignatureInvalid
 from answerable.ledger import merkle
 from answerable.ledger.base import LedgerStore
@@ -288,8 +289,10 @@ def request_cosignature(
         )
         try:
             answer = httpx.post(url.rstrip("/") + "/add-checkpoint", content=body.encode(), timeout=30)
-        except httpx.HTTPError as exc:
-            raise ConfigError(f"witness {url}: {exc}") from exc
+        except httpx.TransportError as exc:  # what the socket said ("Connection refused"), no URL
+            raise ConfigError(f"witness {shown(url)}: {exc}") from exc
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # these quote the URL, which is not shown
+            raise ConfigError(f"witness {shown(url)}: not a URL to reach ({type(exc).__name__})") from exc
         if answer.status_code == 409 and answer.text.strip().isdigit():
             old = int(answer.text.strip())
             proof = proof_from(old)
@@ -297,13 +300,13 @@ def request_cosignature(
         if answer.status_code == 422:
             raise ProofInvalid(f"witness {witness.name} refused the checkpoint: {answer.text.strip()}")
         if answer.status_code != 200:
-            raise ConfigError(f"witness {url} answered {answer.status_code}: {answer.text.strip()}")
+            raise ConfigError(f"witness {shown(url)} answered {answer.status_code}: {answer.text.strip()}")
         # Only this witness's verified line is kept: a faulty one cannot add others to the note.
         for line in answer.text.splitlines(keepends=True):
             if witness.timestamp(checkpoint + line) is not None:
                 return checkpoint + line
-        raise SignatureInvalid(f"witness {url} answered without a valid cosignature by {witness.name}")
-    raise ConfigError(f"witness {url} keeps changing its size; try again")
+        raise SignatureInvalid(f"witness {shown(url)} answered without a valid cosignature by {witness.name}")
+    raise ConfigError(f"witness {shown(url)} keeps changing its size; try again")
 
 
 def check_witnessed(store: LedgerStore, folder: Path, log: Verifier) -> int:
