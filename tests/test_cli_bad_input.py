@@ -592,3 +592,33 @@ def test_credentials_in_a_url_are_never_printed_back(used: Path, tmp_path: Path)
         refused(said, "answerable.toml")
         assert "secretpw" not in said.output
         assert "tok3n" not in said.output
+
+
+def test_paths_that_lead_nowhere_and_files_that_never_end_are_one_line(used: Path, tmp_path: Path) -> None:
+    """A loop of links or a NUL in a path the config names, a loop given to init, a binary file as
+    the signing key of a copy: each was a traceback. /dev/zero or a FIFO as a key file was read
+    until memory ran out, or forever. Each is now one line, exit 2, nothing made."""
+    import os
+
+    from answerable.scaffold import init
+
+    folder = tmp_path / "sys"
+    init(folder)
+    (folder / "l1").symlink_to("l2")
+    (folder / "l2").symlink_to("l1")
+    config = folder / "answerable.toml"
+    plain = config.read_text()
+    for changed, word in (
+        (plain.replace('path = "ledger.db"', 'path = "l1"'), "cannot be followed"),
+        (plain.replace('file = "charter.json"', 'file = "char\\u0000ter.json"'), "NUL"),
+    ):
+        config.write_text(changed)
+        refused(run("rules", "sign", config, "--key", folder / "ri.key"), word)
+    refused(run("init", folder / "l1"), "cannot be followed")
+    os.mkfifo(tmp_path / "fifo")
+    for device in ("/dev/zero", tmp_path / "fifo"):
+        refused(run("keys", "show", device), "not a regular file")
+    binary = tmp_path / "binary.key"
+    binary.write_bytes(bytes(range(256)))
+    refused(run("ledger", "copy", used, tmp_path / "c.db", "--signing-key", binary), "another ledger key")
+    assert not (tmp_path / "c.db").exists()

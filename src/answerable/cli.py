@@ -1090,7 +1090,7 @@ def users_set_password(
         line = getpass.getpass("password: ")
     else:
         try:
-            line = sys.stdin.readline().rstrip("\r\n")
+            line = sys.stdin.readline(1026).rstrip("\r\n")  # no further: /dev/zero has no line end
         except UnicodeDecodeError:
             line = "\udcff"  # said below, as for undecodable bytes passed through
     try:

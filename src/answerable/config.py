@@ -28,6 +28,7 @@ __all__ = [
     "endpoint_problem",
     "load_config",
     "resolve_target",
+    "resolved_path",
 ]
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -288,6 +289,18 @@ def load_config(path: Path) -> ServiceConfig:
     )
 
 
+def resolved_path(path: Path, where: str) -> Path:
+    """``path`` made absolute with its links followed, or a ConfigError naming ``where``: a name
+    with a NUL byte, or a loop of links, is no path any file system gives (Python raised
+    ValueError and RuntimeError for them, which are not what a config file's reader expects)."""
+    if "\x00" in str(path):
+        raise ConfigError(f"{where}: a path holds a NUL character")
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:  # a loop of links; a name too long
+        raise ConfigError(f"{where}: {path} cannot be followed to a file ({exc})") from exc
+
+
 def endpoint_problem(url: str) -> str | None:
     """Why ``url`` cannot be an OTLP/HTTP endpoint here, or None. A URL carrying a user, a
     password or a query (where API keys hide) is refused: it would be printed and logged; the
@@ -438,7 +451,7 @@ class _Reader:
             return None
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{self.name}: [{table}] {key}: want a path, got {value!r}")
-        resolved = (self.folder / value).resolve()
+        resolved = resolved_path(self.folder / value, f"{self.name}: [{table}] {key}")
         if must_exist and not resolved.exists():
             raise ConfigError(f"{self.name}: [{table}] {key}: {value} does not exist")
         return resolved
@@ -561,7 +574,9 @@ class _Reader:
         env = entry.get("env", [])
         if not isinstance(env, list) or not all(isinstance(e, str) and e and "=" not in e for e in env):
             raise ConfigError(f"{where} env: want a list of environment variable names (no values)")
-        return McpServerConfig(name, tuple(command or ()), url, (self.folder / cwd).resolve(), tuple(env))
+        return McpServerConfig(
+            name, tuple(command or ()), url, resolved_path(self.folder / cwd, f"{where} cwd"), tuple(env)
+        )
 
     def operation(self, i: int, entry: object) -> OperationConfig:
         where = f"{self.name}: [[operations]] #{i + 1}"

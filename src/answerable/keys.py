@@ -19,6 +19,9 @@ from answerable.errors import ConfigError, SignatureInvalid
 
 __all__ = ["KeyPair", "verify_signature"]
 
+_MAX_KEY_FILE = 4096
+"""Bytes read of a key file at most: one holds an identity and 44 characters of base64."""
+
 
 @dataclass(frozen=True, slots=True)
 class KeyPair:
@@ -82,7 +85,13 @@ class KeyPair:
         """
         path = Path(path)
         try:
-            identity, encoded = path.read_text(encoding="utf-8").split()
+            if path.exists() and not path.is_file():  # a FIFO would block, /dev/zero never end
+                raise ConfigError(f"key file {path} is not a regular file")
+            with path.open("rb") as handle:
+                text = handle.read(_MAX_KEY_FILE + 1)
+            if len(text) > _MAX_KEY_FILE:
+                raise ValueError("longer than any key file")
+            identity, encoded = text.decode("utf-8").split()
             raw = base64.b64decode(encoded, validate=True)
             return cls(identity, Ed25519PrivateKey.from_private_bytes(raw))
         except FileNotFoundError as exc:

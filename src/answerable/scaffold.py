@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 
 from answerable.charter import new_charter, new_ruleset
+from answerable.config import resolved_path
 from answerable.errors import ConfigError
 from answerable.keys import KeyPair
 
@@ -102,7 +103,7 @@ def init(folder: Path, *, system: str | None = None) -> list[Path]:
     """
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise ConfigError(f"{folder} exists and is not an empty folder; init writes a new system")
-    name = system or folder.resolve().name or "system"
+    name = system or resolved_path(folder, "init").name or "system"
     ri = KeyPair.generate(f"ri@{name}.example")
     reviewer = KeyPair.generate(f"reviewer@{name}.example")
     agent = KeyPair.generate("refunds-agent")

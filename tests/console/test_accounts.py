@@ -77,3 +77,32 @@ def test_an_accounts_file_others_can_read_is_refused(tmp_path: Path) -> None:
     users.chmod(0o644)
     with pytest.raises(ConfigError, match="chmod 600"):
         load_accounts(users)
+
+
+def test_a_password_read_from_an_endless_stream_is_refused_not_read_forever(folder: Path) -> None:
+    """``< /dev/zero`` was read to its first line end, which it never has: memory grew until the
+    kernel killed the process. Reading stops past the longest password the log-in takes."""
+    import resource
+    import subprocess
+
+    from consoled import CLI
+
+    def capped() -> None:  # were it read whole again, the child fails alone, not the machine
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    before = (folder / "console-users.json").read_bytes()
+    name = KeyPair.load(folder / "reviewer.key").identity
+    with open("/dev/zero", "rb") as zeros:
+        done = subprocess.run(
+            [*CLI, "users", "set-password", "answerable.toml", name],
+            stdin=zeros,
+            capture_output=True,
+            text=True,
+            cwd=folder,
+            timeout=60,
+            check=False,
+            preexec_fn=capped,
+        )
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert (folder / "console-users.json").read_bytes() == before

@@ -183,7 +183,7 @@ class SQLiteLedger(SQLLedger):
             # A copy's key (identity given) never replaces a key file that exists: it may be
             # another ledger's. A new ledger's key replaces what a deleted ledger left behind.
             taken = copied and key_file.exists()
-            if taken and key_file.read_text().strip() != signer.private_bytes().hex():
+            if taken and key_file.read_bytes().strip() != signer.private_bytes().hex().encode():
                 raise ConfigError(f"{key_file} holds another ledger key; give another --signing-key path")
             try:
                 fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
