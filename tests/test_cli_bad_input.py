@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from support import booking
+from support import People, booking
 from typer.testing import CliRunner
 
 from answerable import Gateway, SQLiteLedger
@@ -622,3 +622,24 @@ def test_paths_that_lead_nowhere_and_files_that_never_end_are_one_line(used: Pat
     binary.write_bytes(bytes(range(256)))
     refused(run("ledger", "copy", used, tmp_path / "c.db", "--signing-key", binary), "another ledger key")
     assert not (tmp_path / "c.db").exists()
+
+
+def test_a_resume_of_a_scope_nothing_stops_is_refused_not_recorded(
+    used: Path, tmp_path: Path, people: People
+) -> None:
+    """After a system halt, ``resume --scope agent:x`` said "resume recorded", exit 0, while the
+    halt stayed in force: the person read a resume that lifted nothing (the API says 409)."""
+    key = tmp_path / "ri.key"
+    people.ri.save(key)
+    assert run("halt", used, "--by", "ops", "--reason", "storm").exit_code == 0
+    size = SQLiteLedger.open(used)
+    before = size.size()
+    size.close()
+    said = run(
+        "resume", used, "--by", people.ri.identity, "--reason", "over", "--key", key, "--scope", "agent:x"
+    )
+    refused(said, "nothing is halted or paused on agent:x", "stopped now: system")
+    with SQLiteLedger.open(used) as store:
+        assert store.size() == before
+    lifted = run("resume", used, "--by", people.ri.identity, "--reason", "over", "--key", key)
+    assert lifted.exit_code == 0, lifted.output

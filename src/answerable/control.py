@@ -265,12 +265,19 @@ class Controller:
         Raises:
             NotAuthorized: the key's owner is not in the charter or lacks the role.
             SignatureInvalid: the key is not the one the charter holds for them.
-            ConfigError: the ledger has no charter, so nobody may resume.
+            ConfigError: the ledger has no charter, so nobody may resume; or nothing is halted
+                or paused on ``scope``: a resume there would lift nothing, while whoever asked for
+                it would read "resume recorded" (a resume lifts the stops on its own scope only).
             RecordInvalid: ``reason`` is empty.
         """
-        return await self.record_resume(
-            sign(self.make("resume", scope or Scope(kind="system"), key.identity, reason), key)
-        )
+        made = self.make("resume", scope or Scope(kind="system"), key.identity, reason)
+        if not made.causes:
+            stops = ", ".join(sorted({s.scope.label() for s in self.state().stops})) or "nothing"
+            raise ConfigError(
+                f"nothing is halted or paused on {made.scope.label()}, so a resume there lifts nothing "
+                f"(stopped now: {stops}); resume the scope that was stopped"
+            )
+        return await self.record_resume(sign(made, key))
 
     async def record_resume(self, control: Control) -> Control:
         """Record a resume its author signed elsewhere (a client of the service, the console),
