@@ -545,3 +545,41 @@ def test_every_refusal_has_one_shape_and_the_status_the_console_gives(system: Ru
     finally:
         ri.close()
         refunds.close()
+
+
+def test_serve_makes_no_ledger_for_a_config_it_refuses_and_says_the_port_it_got(tmp_path: Path) -> None:
+    """A monitors file that does not parse was refused only after the ledger and its key were
+    made; ``--port 0`` said "ready on 127.0.0.1:0", a port no client can reach."""
+    folder = tmp_path / "shop"
+    init(folder)
+    good = (folder / "monitors.json").read_text()
+    (folder / "monitors.json").write_text('{"monitors": 5}')
+    refused = subprocess.run(
+        [*CLI, "serve", "answerable.toml", "--port", "0"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "monitors.json" in refused.stderr
+    assert not (folder / "ledger.db").exists()
+    assert not (folder / "ledger.db.key").exists()
+    (folder / "monitors.json").write_text(good)
+    proc = subprocess.Popen(
+        [*CLI, "serve", "answerable.toml", "--port", "0"], cwd=folder, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        ready = next(line for line in proc.stderr if line.startswith("answerable ready on"))
+        port = int(ready.rsplit(":", 1)[1])
+        assert port != 0
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).json() == {
+            "lease": True,
+            "store": True,
+        }
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        if proc.stderr is not None:
+            proc.stderr.close()

@@ -1004,7 +1004,9 @@ def serve_command(
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
             if self.started:  # said once listening: what scripts and tests wait for
-                _err().print(f"answerable ready on {config.host}:{config.port}", markup=False)
+                bound = [s.getsockname()[1] for server in self.servers for s in server.sockets]
+                port = bound[0] if bound else config.port  # --port 0: the one the system gave
+                _err().print(f"answerable ready on {config.host}:{port}", markup=False)
 
     served = build_app(service, lifespan=False)
     if config.console is not None:

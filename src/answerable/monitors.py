@@ -144,8 +144,13 @@ class MonitorConfig(_Strict):
     monitors: tuple[MonitorSpec, ...]
 
 
-def load_monitors(source: str | Path | dict[str, Any], *, known_scopes: Iterable[str]) -> MonitorConfig:
+def load_monitors(
+    source: str | Path | dict[str, Any], *, known_scopes: Iterable[str] | None
+) -> MonitorConfig:
     """Parse and check a monitor configuration.
+
+    ``known_scopes``: the action classes a monitor may pause; None leaves that one check to a
+    later call (a service checks the file before it opens its ledger, and knows its tools after).
 
     Raises:
         ConfigError: naming the monitor and the unknown field, record kind or action class.
@@ -160,7 +165,7 @@ def load_monitors(source: str | Path | dict[str, Any], *, known_scopes: Iterable
         if isinstance(exc, ValidationError):
             raise ConfigError(f"{label}: {problems(exc, 'monitors')[0]}") from exc
         raise ConfigError(f"{label}: {exc}") from exc
-    known = set(known_scopes)
+    known = None if known_scopes is None else set(known_scopes)
     for monitor in config.monitors:
         record = _KINDS.get(monitor.source.kind)
         if record is None:
@@ -188,7 +193,7 @@ def load_monitors(source: str | Path | dict[str, Any], *, known_scopes: Iterable
                 )
         if monitor.respond.pause is not None:
             scope = scope_from_text(monitor.respond.pause)
-            if scope.kind not in ("system", "channel") and scope.label() not in known:
+            if known is not None and scope.kind not in ("system", "channel") and scope.label() not in known:
                 raise ConfigError(
                     f"monitor {monitor.name!r}: cannot pause unknown action class {scope.label()!r}; "
                     f"known: {sorted(known)}"

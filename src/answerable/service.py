@@ -275,6 +275,8 @@ class Service:
                 f"{config.policies.name} or {config.schema.name} changed since the RI signed "
                 f"{config.ruleset.name}: have the RI sign the new version"
             )
+        if config.monitors is not None:  # a file that does not parse is said before a ledger is made
+            load_monitors(config.monitors, known_scopes=None)
         ledger = open_ledger(
             config.ledger_url or config.ledger,
             create=True,
