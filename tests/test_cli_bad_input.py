@@ -643,3 +643,33 @@ def test_a_resume_of_a_scope_nothing_stops_is_refused_not_recorded(
         assert store.size() == before
     lifted = run("resume", used, "--by", people.ri.identity, "--reason", "over", "--key", key)
     assert lifted.exit_code == 0, lifted.output
+
+
+def test_a_refused_command_makes_no_key_folder_or_ledger_first(tmp_path: Path) -> None:
+    """nats-config made the service's key, then refused (no coordination contract); witness made
+    its state folder, then could not listen; a storm seed past 32 bits ran until the solver
+    refused it, leaving a ledger and a five-line error."""
+    import socket
+
+    from answerable.keys import KeyPair
+    from answerable.scaffold import init
+
+    folder = tmp_path / "sys"
+    init(folder)
+    config = folder / "answerable.toml"
+    config.write_text(config.read_text() + '\n[nats]\nkey = "nats.key"\n')
+    refused(run("nats-config", config), "coordination")
+    assert not (folder / "nats.key").exists()
+    key = tmp_path / "witness.key"
+    KeyPair.generate("witness@example.org").save(key)
+    with SQLiteLedger.open(tmp_path / "log.db", create=True, origin="example.org/log") as log:
+        vkey = log.verifier_key()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        said = run("witness", "--key", key, "--state", tmp_path / "state", "--log", vkey, "--port", port)
+    assert said.exit_code == 2, said.output
+    assert not (tmp_path / "state").exists()
+    refused(run("demo", "storm", "--seed", 1 << 32, "--days", 1, "--out", tmp_path / "storm"), "--seed")
+    assert not (tmp_path / "storm").exists()

@@ -1143,17 +1143,21 @@ def nats_config_command(
     if config.nats_key is None:
         _fail(ConfigError(f"{config.source.name}: set [nats] key (the service's key file) first"))
     key_file = config.nats_key
-    if not key_file.exists():
-        _run(lambda: KeyPair.generate("answerable-service").save(key_file, replace=False))
-        _err().print(f"made the service's NATS key {key_file} (mode 0600)", markup=False)
-    service = _run(lambda: KeyPair.load(key_file))
+    # The key is made only once everything else is known to be fine: a refusal leaves no file.
+    made = None if key_file.exists() else KeyPair.generate("answerable-service")
+    service = made or _run(lambda: KeyPair.load(key_file))
     try:
         charter = SystemCharter.model_validate_json(config.charter.read_bytes())
     except (OSError, ValueError) as exc:
         _fail(ConfigError(f"{config.charter}: not a charter: {str(exc).splitlines()[0]}"))
     text = _run(lambda: authorization(charter, service.public_b64))
     if out_file is not None:
-        _write(_out_file(out_file, force), text.encode("utf-8"))
+        _out_file(out_file, force)
+    if made is not None:
+        _run(lambda: made.save(key_file, replace=False))
+        _err().print(f"made the service's NATS key {key_file} (mode 0600)", markup=False)
+    if out_file is not None:
+        _write(out_file, text.encode("utf-8"))
     sys.stdout.write(text)
 
 
@@ -1181,7 +1185,6 @@ def witness_command(
         _fail(ConfigError(f"--host {host}: the witness listens on loopback only (put a TLS proxy in front)"))
     key = _run(lambda: KeyPair.load(key_file))
     verifiers = [_key_given("--log", Verifier.from_key, v) for v in logs]
-    witness = _run(lambda: Witness(Cosigner(key.identity, key.private), verifiers, state))
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -1214,6 +1217,11 @@ def witness_command(
         server = ThreadingHTTPServer((host, port), Handler)
     except OSError as exc:
         _fail(ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}"))
+    try:  # its state folder is made once it can listen: a refusal leaves none behind
+        witness = _run(lambda: Witness(Cosigner(key.identity, key.private), verifiers, state))
+    except BaseException:
+        server.server_close()
+        raise
     _err().print(
         f"witness {key.identity} listening on http://{host}:{server.server_address[1]}/ for "
         f"{len(verifiers)} log(s); its key: {witness.cosigner.vkey()}",

@@ -95,8 +95,8 @@ def demo_storm(
     }
     if mode not in modes:
         raise ConfigError(f"--mode {mode!r} is not one of {', '.join(modes)}")
-    if seed < 0:
-        raise ConfigError(f"--seed {seed} must be zero or positive")
+    if not 0 <= seed < 1 << 32:  # the route planner's solver takes a 32-bit seed
+        raise ConfigError(f"--seed {seed}: give a whole number from 0 to {(1 << 32) - 1}")
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file; the storm writes ledgers and result.json in a folder")
     backends = None
