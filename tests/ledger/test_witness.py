@@ -74,6 +74,14 @@ async def test_a_witness_cosigns_a_growing_log_and_refuses_a_rewritten_one(
     assert "history was rewritten" in caught.stderr
     assert cli("verify", fork).returncode == 0  # on its own, the rewritten ledger is self-consistent
 
+    # A witness record emptied (or overwritten) was skipped as "another log's": verify said the
+    # witnessed checkpoints hold, with one fewer. It is named now, and verify answers no.
+    (record,) = [p for p in state.glob("*/cosigned/*") if p.name == "10"]
+    record.write_bytes(b"")
+    damaged = cli("verify", path, "--witness", state)
+    assert damaged.returncode == 1, damaged.stderr
+    assert f"witness record {record} of this log is damaged" in damaged.stderr
+
 
 def test_the_witness_process_refuses_a_host_beyond_loopback(witness_key: Path, tmp_path: Path) -> None:
     done = cli(

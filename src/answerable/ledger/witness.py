@@ -195,7 +195,7 @@ class Witness:
             return Reply(400, f"old size {old} is past the checkpoint's size {checkpoint.size}\n")
         if checkpoint.size == 0 and checkpoint.root_hash != merkle.EMPTY_ROOT:
             return Reply(422, "a checkpoint of size 0 must have the empty tree's root\n")
-        folder = self.state / hashlib.sha256(origin.encode()).hexdigest()[:32]
+        folder = self.state / _log_folder(origin)
         folder.mkdir(exist_ok=True)
         with _locked(folder / "lock"):
             latest = _read_latest(folder / "latest", log)
@@ -254,6 +254,11 @@ def _write(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())  # persisted before the cosignature is returned
     os.replace(temp, path)
+
+
+def _log_folder(origin: str) -> str:
+    """The name of a log's folder in a witness's state: a hash of its origin (any text)."""
+    return hashlib.sha256(origin.encode()).hexdigest()[:32]
 
 
 def cosigned_checkpoints(folder: Path) -> Iterator[tuple[Path, str]]:
@@ -324,8 +329,14 @@ def check_witnessed(store: LedgerStore, folder: Path, log: Verifier) -> int:
     if not folder.is_dir():
         raise ConfigError(f"--witness {folder} is not a folder")
     size, checked = store.size(), 0
+    own = _log_folder(log.name)
     for path, text in cosigned_checkpoints(folder):
         if text.split("\n", 1)[0] != log.name:
+            if path.parent.name == "cosigned" and path.parent.parent.name == own:
+                raise LedgerTampered(  # emptied or overwritten: the root it kept cannot be held up
+                    f"witness record {path} of this log is damaged (not a checkpoint of {log.name}): the "
+                    "root it witnessed cannot be held against the ledger; restore it from the witness"
+                )
             continue  # another log's checkpoint
         try:
             checkpoint = open_checkpoint(text, log, log.name)
