@@ -359,24 +359,20 @@ def test_a_halt_loads_no_rich_no_cedar_and_no_event_loop(used: Path) -> None:
         " lead and trail ",
     ],
 )
-@pytest.mark.parametrize("terminal", [False, True])
-def test_a_plain_line_prints_as_rich_prints_it(
-    line: str, terminal: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_a_line_prints_as_typed_with_its_control_characters_escaped(
+    line: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`say` skips Rich for plain lines; whichever path prints, the bytes are Rich's own."""
-    import io
-
-    from rich.console import Console
-
+    """`say` has one path and no Rich: markup and emoji codes print as typed (a name someone
+    chose is neither styled nor turned into a picture, and nothing of it is dropped), control
+    characters as escapes, so what a line carries cannot steer the terminal and it stays one line."""
     from answerable import _tty
 
-    expected = io.StringIO()
-    Console(file=expected, highlight=False, soft_wrap=True, force_terminal=terminal).print(line)
-    monkeypatch.setitem(
-        _tty.CONSOLES, False, Console(highlight=False, soft_wrap=True, force_terminal=terminal)
-    )
     _tty.say(line)
-    assert capsys.readouterr().out == expected.getvalue()
+    printed = capsys.readouterr().out
+    assert printed.endswith("\n")
+    body = printed[:-1]
+    assert not any(ord(c) < 32 or 127 <= ord(c) < 160 for c in body)
+    assert body.replace("\\x07", "\x07").replace("\\x0d", "\r").replace("\\x09", "\t") == line
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from pathlib import Path
 
@@ -673,3 +674,23 @@ def test_a_refused_command_makes_no_key_folder_or_ledger_first(tmp_path: Path) -
     assert not (tmp_path / "state").exists()
     refused(run("demo", "storm", "--seed", 1 << 32, "--days", 1, "--out", tmp_path / "storm"), "--seed")
     assert not (tmp_path / "storm").exists()
+
+
+def test_recorded_text_reaches_the_terminal_escaped_and_names_print_as_typed(
+    used: Path, tmp_path: Path
+) -> None:
+    """A reason holding ESC sequences (a colour, an OSC 52 write to the clipboard) was printed by
+    ``why`` for the terminal to obey; ``:smile:`` in a key's identity printed as a picture; an
+    identity with ESC in it was accepted."""
+    halted = run("halt", used, "--by", "ops", "--reason", "x\x1b]52;c;ZXZpbA==\x07\x1b[31mred", "--json")
+    assert halted.exit_code == 0, halted.output
+    stop = json.loads(halted.stdout)["id"]
+    told = run("why", used, stop)
+    assert told.exit_code == 0, told.output
+    assert "\x1b" not in told.stdout
+    assert "\\x1b]52;c;ZXZpbA==\\x07\\x1b[31mred" in told.stdout
+    made = run("keys", "new", "a:smile:", "--out", tmp_path / "smile.key")
+    assert made.exit_code == 0, made.output
+    assert made.stdout.startswith("a:smile: ")
+    refused(run("keys", "new", "a\x1b[31mred", "--out", tmp_path / "red.key"), "printable")
+    assert not (tmp_path / "red.key").exists()

@@ -19,7 +19,7 @@ from answerable.errors import AnswerableError, LedgerTampered, NotAuthorized, Pr
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["CONSOLES", "Stdout", "err", "os_said", "out", "print_json", "said", "say"]
+__all__ = ["CONSOLES", "Stdout", "err", "os_said", "out", "print_json", "printable", "said", "say"]
 
 CONSOLES: dict[bool, Console] = {}
 """The Rich console for stdout (False) and stderr (True), made on first use; the CLI's root
@@ -27,10 +27,8 @@ command clears it, so each invocation's consoles read that invocation's environm
 
 _NO = (LedgerTampered, ProofInvalid, NotAuthorized, SignatureInvalid)
 """Errors that mean "it ran and the answer is no" (exit 1); every other AnswerableError exits 2."""
-_PLAIN = re.compile(r"[ -Z\\^-~]*")
-"""Printable ASCII without ``[`` and ``]``: no markup, no control code, no tab, no wide character."""
-_EMOJI = re.compile(r":\S*:")
-"""What could be an emoji code (``:smile:``), which Rich replaces."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""C0 and C1 control characters: ESC, CSI and OSC start the sequences a terminal obeys."""
 
 
 def _console(stderr: bool) -> Console:
@@ -38,7 +36,8 @@ def _console(stderr: bool) -> Console:
     if console is None:
         from rich.console import Console
 
-        console = CONSOLES[stderr] = Console(stderr=stderr, highlight=False, soft_wrap=True)
+        # No emoji codes: ":smile:" in a name someone chose is printed as typed, not as a picture.
+        console = CONSOLES[stderr] = Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
     return console
 
 
@@ -50,22 +49,27 @@ def err() -> Console:
     return _console(stderr=True)
 
 
+def printable(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\x1b``, ``\\n``).
+
+    What the ledger holds is anyone's text (an agent's message, a reason someone typed), and a
+    terminal obeys what starts with ESC: colours, a window title, a link, a write to the clipboard.
+    Escaped, a line stays one line and says what it holds.
+    """
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def say(line: str) -> None:
-    """Print ``line`` exactly as ``out().print(line)`` does (markup and emoji codes on), without
-    importing Rich when it would print the line unchanged: plain printable ASCII holding no ``[``
-    and no ``:word:``. Anything else (a name with a bracket, a tab, a non-ASCII character) goes
-    through Rich, so the output never depends on which path printed it."""
-    if _PLAIN.fullmatch(line) and not _EMOJI.search(line):
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-    else:
-        out().print(line)
+    """Print ``line`` as it is, its control characters escaped: no markup, no emoji codes (a
+    bracket or ``:word:`` in a name someone chose is printed as typed), and no Rich to import."""
+    sys.stdout.write(printable(line) + "\n")
+    sys.stdout.flush()
 
 
 def said(exc: AnswerableError) -> int:
     """Say ``exc`` in one line on stderr; the exit code it means."""
     code = getattr(exc, "reason_code", "")  # stable for scripts: printed where a script can grep it
-    err().print(f"answerable: error: {f'[{code}] ' if code else ''}{exc}", markup=False)
+    err().print(printable(f"answerable: error: {f'[{code}] ' if code else ''}{exc}"), markup=False)
     return 1 if isinstance(exc, _NO) else 2
 
 
@@ -89,7 +93,7 @@ def os_said(exc: OSError) -> int:
     names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
     shown = [n if len(n) <= _SHOWN else f"{n[:_SHOWN]}... ({len(n):,} characters)" for n in names]
     what = exc.strerror or type(exc).__name__
-    err().print(f"answerable: error: {' -> '.join(shown) or 'a file'}: {what}", markup=False)
+    err().print(printable(f"answerable: error: {' -> '.join(shown) or 'a file'}: {what}"), markup=False)
     return 2 if exc.errno in _NAME_WRONG else 1
 
 

@@ -27,6 +27,7 @@ from answerable._tty import CONSOLES as _consoles
 from answerable._tty import err as _err
 from answerable._tty import out as _out
 from answerable._tty import print_json as _json
+from answerable._tty import printable as _printable
 from answerable._tty import said as _said
 from answerable._tty import say as _say
 from answerable._urls import shown
@@ -600,7 +601,8 @@ def _compact(value: Any) -> str:
 
 
 def _text(value: Any) -> str:
-    return "; ".join(map(str, value)) if isinstance(value, list) else str(value)
+    """A recorded value as one printable line (see ``_tty.printable``): the ledger holds anyone's text."""
+    return _printable("; ".join(map(str, value)) if isinstance(value, list) else str(value))
 
 
 SimulatedOpt = typer.Option(
@@ -1253,8 +1255,13 @@ def keys_new(
     """Make a new Ed25519 key file and print its public key, which the charter lists."""
     from answerable.keys import KeyPair
 
-    if not identity or any(c.isspace() for c in identity) or len(identity) > 200:
-        _fail(ConfigError(f"identity {identity!r} must be 1 to 200 characters with no spaces"))
+    if (
+        not identity
+        or any(c.isspace() for c in identity)
+        or len(identity) > 200
+        or not identity.isprintable()
+    ):
+        _fail(ConfigError(f"identity {identity!r} must be 1 to 200 printable characters with no spaces"))
     if out_file.exists():
         _fail(ConfigError(f"--out {out_file} exists already; a key file is never written over"))
     _out_file(out_file, force=False)
@@ -1278,7 +1285,7 @@ def _print_key(key: KeyPair, path: Path, as_json: bool) -> None:
     if as_json:
         _json({"identity": key.identity, "public_key": key.public_b64, "file": str(path)})
     else:
-        _out().print(f"{key.identity} {key.public_b64} ({path})", markup=False)
+        _out().print(_printable(f"{key.identity} {key.public_b64} ({path})"), markup=False)
 
 
 def _public_key(text: str, where: str) -> str:
@@ -1522,8 +1529,9 @@ def why_command(
             text = Text()
             if relation != "caused_by":
                 text.append(f"{relation} → ", style="cyan")
-            text.append(n.summary, style="dim" if seen else "bold" if n.kind == "ExternalEvent" else "")
-            text.append(f"  {node_id}" + ("  (shown above)" if seen else ""), style="dim")
+            shown = _printable(n.summary)  # recorded text, anyone's: no terminal sequence gets through
+            text.append(shown, style="dim" if seen else "bold" if n.kind == "ExternalEvent" else "")
+            text.append(f"  {_printable(node_id)}" + ("  (shown above)" if seen else ""), style="dim")
             return text
 
         root = Tree(label(p.root, "caused_by", False))
