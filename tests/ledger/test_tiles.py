@@ -170,3 +170,25 @@ def test_what_is_not_a_tile_path_is_none(path: str) -> None:
     from answerable.ledger.tiles import parse_tile_path
 
     assert parse_tile_path(path) is None
+
+
+def test_an_atomic_write_to_a_fifo_or_device_writes_to_it_and_leaves_it_there(tmp_path: Path) -> None:
+    """Renaming a finished file over the target put a regular file where a device was: run as
+    root, ``charter amend --out /dev/null --force`` replaced the machine's /dev/null (and every
+    PostgreSQL initdb after it failed). A FIFO stands in for the device here."""
+    import os
+    import stat
+    import threading
+
+    from answerable.ledger.tiles import write_atomically
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    heard: list[bytes] = []
+    reader = threading.Thread(target=lambda: heard.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    write_atomically(fifo, b"cosigned\n")
+    reader.join(timeout=30)
+    assert heard == [b"cosigned\n"]
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]

@@ -213,6 +213,8 @@ def _write(path: Path, accounts: dict[str, Account]) -> None:
             for a in sorted(accounts.values(), key=lambda a: a.identity)
         },
     }
+    if path.exists() and not path.is_file():  # renamed over, a device would become this file
+        raise ConfigError(f"accounts file {path} is not a regular file")
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

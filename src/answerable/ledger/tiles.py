@@ -165,7 +165,16 @@ def _drop_narrower(out_dir: Path, kind: str, index: int, width: int) -> int:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a reader sees the old file or the new, never half."""
+    """Write ``data`` to ``path`` atomically: a reader sees the old file or the new, never half.
+
+    Something there that is no regular file (``/dev/null``, ``/dev/stdout``, a FIFO) is written
+    to, not replaced: renaming over it would put a file where the device was, for the whole
+    machine (``--out /dev/null --force`` run as root replaced the machine's /dev/null).
+    """
+    if path.exists() and not path.is_file():
+        with path.open("wb") as handle:
+            handle.write(data)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
