@@ -133,3 +133,40 @@ async def test_recorded_decision_replays_under_other_rules(gateway, ledger):
     assert decide(replayed, load_ruleset(POLICIES, SCHEMA)).effect == decision.effect == "review"
     stricter = POLICIES.replace('@review("a medical booking during a disruption needs a person")\n', "")
     assert decide(replayed, load_ruleset(stricter, SCHEMA)).effect == "deny"
+
+
+def test_a_schema_in_cedars_json_format_decides_as_its_text_twin() -> None:
+    """`rules export` writes schema.json for a JSON schema and replay says it takes one, but the
+    schema was parsed as Cedar text only, so every JSON schema was refused ("unexpected token")."""
+    import json
+
+    def record(**attributes: str) -> dict[str, object]:
+        return {"type": "Record", "attributes": {k: {"type": v} for k, v in attributes.items()}}
+
+    def action(resource: str, **context: str) -> dict[str, object]:
+        return {
+            "appliesTo": {
+                "principalTypes": ["Agent"],
+                "resourceTypes": [resource],
+                "context": record(**context),
+            }
+        }
+
+    twin = {
+        "": {
+            "entityTypes": {
+                "Agent": {},
+                "Shipment": {"shape": record(**{"class": "String", "region": "String"})},
+                "Resource": {"shape": record(**{"class": "String"})},
+            },
+            "actions": {
+                "carrier.book": action("Shipment", disruption="Boolean"),
+                **{name: action("Resource") for name in ("noop", "carrier.fail", "carrier.http")},
+            },
+        }
+    }
+    text, json_rules = load_ruleset(POLICIES, SCHEMA), load_ruleset(POLICIES, json.dumps(twin))
+    for asked in (request(), request(cls="medical", disruption=True), request(region="closed")):
+        assert decide(asked, json_rules) == decide(asked, text)
+    with pytest.raises(PolicyInvalid, match="does not parse"):
+        load_ruleset(POLICIES, '{"": {"entityTypes": 5}}')

@@ -749,7 +749,9 @@ def rules_export(
 @rules_app.command("check")
 def rules_check(
     policies: Path = typer.Argument(..., help="Cedar policies file."),
-    schema: Path = typer.Option(..., "--schema", help="Cedar schema file (human-readable format)."),
+    schema: Path = typer.Option(
+        ..., "--schema", help="Cedar schema file (Cedar schema text, or its JSON format)."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Parse the policies and validate them against the schema; exit 2 naming each error."""

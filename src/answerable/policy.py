@@ -169,7 +169,10 @@ def load_ruleset(policies: str, schema_text: str) -> Ruleset:
         kinds = f"{type(policies).__name__} and {type(schema_text).__name__}"
         raise PolicyInvalid(f"policies and schema must be text, not {kinds}")
     try:
-        schema = cedarpy.Schema.from_str(schema_text)
+        # Cedar's JSON schema format too: `rules export` writes schema.json for one, and replay
+        # and the storm's --rules take it.
+        json_schema = schema_text.lstrip().startswith("{")
+        schema = (cedarpy.Schema.from_json_str if json_schema else cedarpy.Schema.from_str)(schema_text)
     except ValueError as exc:
         raise PolicyInvalid(f"Cedar schema does not parse: {exc}", errors=(str(exc),)) from exc
     try:
