@@ -694,3 +694,28 @@ def test_recorded_text_reaches_the_terminal_escaped_and_names_print_as_typed(
     assert made.stdout.startswith("a:smile: ")
     refused(run("keys", "new", "a\x1b[31mred", "--out", tmp_path / "red.key"), "printable")
     assert not (tmp_path / "red.key").exists()
+
+
+def test_an_input_file_that_is_a_fifo_with_no_writer_or_endless_is_one_line(
+    used: Path, tmp_path: Path
+) -> None:
+    """``--checkpoint FIFO`` (nobody writing) waited for ever, in verify, receipt verify, rules
+    check and charter amend alike; /dev/zero was read until memory ran out. A pipe with a writer
+    (``<(answerable ledger checkpoint ...)``) is still read."""
+    import os
+    import subprocess
+
+    from procs import CLI
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    refused(run("verify", used, "--checkpoint", fifo), "not a signed checkpoint")
+    refused(run("receipt", "verify", fifo, "--key", "k"), "receipt")
+    refused(run("verify", used, "--checkpoint", "/dev/zero"), "larger than 64 MiB")
+    signed = subprocess.run(
+        ["bash", "-c", f'"{CLI}" verify "{used}" --checkpoint <("{CLI}" ledger checkpoint "{used}")'],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert signed.returncode == 0, signed.stderr

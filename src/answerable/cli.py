@@ -217,7 +217,7 @@ def _trust(key: str | None, checkpoint: Path | None) -> tuple[str, str]:
 
 def _read_checkpoint(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return _input(path).decode("utf-8")
     except OSError as exc:
         _fail(ConfigError(f"cannot read checkpoint {path}: {exc.strerror}"))
     except UnicodeDecodeError:
@@ -824,11 +824,32 @@ def _json_file(path: Path) -> dict[str, Any]:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return _input(path).decode("utf-8")
     except OSError as exc:
         _fail(ConfigError(f"cannot read {path}: {exc.strerror}"))
     except UnicodeDecodeError as exc:
-        _fail(ConfigError(f"{path} is not UTF-8 text (byte {exc.start}): give a Cedar text file"))
+        _fail(ConfigError(f"{path} is not UTF-8 text (byte {exc.start}): give a text file"))
+
+
+_MAX_INPUT = 64 << 20
+"""Bytes of a file given to a command (rules, a charter, a checkpoint, a receipt) read at most."""
+
+
+def _input(path: Path) -> bytes:
+    """The bytes of a file a command was given, at most ``_MAX_INPUT`` of them (/dev/zero never
+    ends). A pipe is read (``--checkpoint <(...)``, ``/dev/stdin``), but a FIFO nobody writes to
+    reads as empty at once instead of waiting for a writer for ever. Raises OSError with its
+    reason, which each caller says in its own words."""
+    import errno
+    import os
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO with no writer opens at once...
+    with os.fdopen(fd, "rb") as handle:
+        os.set_blocking(fd, True)  # ...and then reads to its end, which without a writer is now
+        data = handle.read(_MAX_INPUT + 1)
+    if len(data) > _MAX_INPUT:
+        raise OSError(errno.EFBIG, f"larger than {_MAX_INPUT >> 20} MiB", str(path))
+    return data
 
 
 def _out_file(path: Path, force: bool, *, makes_folder: bool = False) -> Path:
@@ -1714,7 +1735,7 @@ def receipt_verify(
     from answerable.receipt import verify_receipt
 
     try:
-        raw = receipt_file.read_bytes()
+        raw = _input(receipt_file)
     except OSError as exc:
         _fail(ConfigError(f"cannot read {receipt_file}: {exc.strerror}"))
     proven = _run(lambda: verify_receipt(raw, key))
