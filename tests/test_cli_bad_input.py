@@ -617,8 +617,8 @@ def test_paths_that_lead_nowhere_and_files_that_never_end_are_one_line(used: Pat
         refused(run("rules", "sign", config, "--key", folder / "ri.key"), word)
     refused(run("init", folder / "l1"), "cannot be followed")
     os.mkfifo(tmp_path / "fifo")
-    for device in ("/dev/zero", tmp_path / "fifo"):
-        refused(run("keys", "show", device), "not a regular file")
+    refused(run("keys", "show", "/dev/zero"), "larger than")
+    refused(run("keys", "show", tmp_path / "fifo"), "not an answerable key file")  # nobody writes
     binary = tmp_path / "binary.key"
     binary.write_bytes(bytes(range(256)))
     refused(run("ledger", "copy", used, tmp_path / "c.db", "--signing-key", binary), "another ledger key")
@@ -711,7 +711,7 @@ def test_an_input_file_that_is_a_fifo_with_no_writer_or_endless_is_one_line(
     os.mkfifo(fifo)
     refused(run("verify", used, "--checkpoint", fifo), "not a signed checkpoint")
     refused(run("receipt", "verify", fifo, "--key", "k"), "receipt")
-    refused(run("verify", used, "--checkpoint", "/dev/zero"), "larger than 64 MiB")
+    refused(run("verify", used, "--checkpoint", "/dev/zero"), "larger than 67,108,864 bytes")
     signed = subprocess.run(
         ["bash", "-c", f'"{CLI}" verify "{used}" --checkpoint <("{CLI}" ledger checkpoint "{used}")'],
         capture_output=True,
@@ -719,3 +719,72 @@ def test_an_input_file_that_is_a_fifo_with_no_writer_or_endless_is_one_line(
         timeout=120,
     )
     assert signed.returncode == 0, signed.stderr
+
+
+def test_outputs_go_through_links_keep_their_mode_and_keys_come_through_pipes(
+    used: Path, tmp_path: Path, people: People
+) -> None:
+    """Found in review of the atomic writes: an --out that is a link was replaced by a file (the
+    target left as it was; with /dev/stdout redirected to a file, the /dev link itself would be);
+    the new file was made 0644 whatever the umask; a temp name 15 characters longer than --out
+    failed for long names; --key <(...) was refused once key files had to be regular; and
+    nats-config --out on its own key path wrote the authorization block over the key just made."""
+    import os
+    import stat
+    import subprocess
+
+    from procs import CLI
+
+    target = tmp_path / "target.jsonl"
+    target.write_text("old\n")
+    os.chmod(target, 0o640)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    assert run("ledger", "export", used, "--out", link, "--force").exit_code == 0
+    assert link.is_symlink()
+    assert target.read_text() != "old\n"
+    replaced = tmp_path / "plain.jsonl"
+    replaced.write_text("old\n")
+    os.chmod(replaced, 0o640)
+    assert run("ledger", "export", used, "--out", replaced, "--force").exit_code == 0
+    assert stat.S_IMODE(replaced.stat().st_mode) == 0o640  # the mode of the file it replaced
+    fresh = tmp_path / "fresh.jsonl"
+    assert run("ledger", "export", used, "--out", fresh).exit_code == 0
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600  # every call's arguments: its owner's only
+    longest = tmp_path / ("x" * 250)
+    assert run("ledger", "export", used, "--out", longest).exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    key = tmp_path / "ri.key"
+    people.ri.save(key)
+    shown = subprocess.run(
+        ["bash", "-c", f'"{CLI}" keys show <(cat "{key}")'], capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(people.ri.identity)
+
+    from answerable.keys import KeyPair
+    from answerable.scaffold import init
+
+    folder = tmp_path / "sys"
+    init(folder)
+    config = folder / "answerable.toml"
+    config.write_text(config.read_text() + '\n[nats]\nkey = "nats.key"\n')
+    from answerable.charter import new_charter
+
+    contract = {
+        "channels": [
+            {
+                "topic": "t",
+                "publishers": ["a"],
+                "messages": [{"type": "m", "payload_schema": {"type": "object"}}],
+            }
+        ]
+    }
+    charter = new_charter("sys", people.ri, agents=["a"], coordination=contract)
+    (folder / "charter.json").write_text(charter.model_dump_json())
+    refused(run("nats-config", config, "--out", folder / "nats.key"), "the service's NATS key")
+    assert not (folder / "nats.key").exists()
+    made = run("nats-config", config, "--out", folder / "nats.conf")
+    assert made.exit_code == 0, made.output
+    assert "authorization" in (folder / "nats.conf").read_text()
+    assert KeyPair.load(folder / "nats.key").identity == "answerable-service"

@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from answerable._tty import print_json, say
+from answerable.errors import AnswerableError
 
 if TYPE_CHECKING:
     from answerable.records import Control
@@ -41,7 +42,10 @@ def record(ledger: str, action: str, by: str, reason: str, scope: str) -> tuple[
         controller = Controller(store)
         stop = controller.make(action, parsed, by, reason)
         store.append_sync([stop])
-        return stop, names_nothing(store, parsed, controller.charters)
+        try:
+            return stop, names_nothing(store, parsed, controller.charters)
+        except AnswerableError:  # the stop is recorded: a warning that cannot be judged is no error
+            return stop, None
 
 
 def report(control: Control, as_json: bool, warning: str | None = None) -> None:

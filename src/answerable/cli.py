@@ -9,20 +9,20 @@ line without loading Rich at all when Rich would print it unchanged.
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import functools
 import re
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import orjson
 import typer
 from typer.core import TyperArgument, TyperOption
 
 from answerable import _stop as stops
+from answerable._files import read_capped, written_whole
 from answerable._tty import CONSOLES as _consoles
 from answerable._tty import err as _err
 from answerable._tty import out as _out
@@ -261,7 +261,7 @@ def ledger_export(
     _out_file(out_file, force)
     with _open(ledger) as store:
         try:
-            with _written_whole(out_file) as handle:
+            with written_whole(out_file) as handle:
                 size, batch = store.size(), 10_000
                 for start in range(0, size, batch):
                     for entry in store.entries(start, min(size, start + batch)):
@@ -271,29 +271,6 @@ def ledger_export(
         except AnswerableError as exc:  # a damaged page met halfway: the --out file is as it was
             _fail(exc)
     _err().print(f"wrote {size} entries to {out_file}")
-
-
-@contextlib.contextmanager
-def _written_whole(path: Path) -> Iterator[BinaryIO]:
-    """A file that appears at ``path`` only once written in full: a command failing halfway (a
-    damaged page of the ledger) leaves the file that was there, or none. A device or a pipe
-    (``/dev/stdout``) is written in place: it cannot be replaced, and need not be."""
-    import os
-    import tempfile
-
-    if path.exists() and not path.is_file():
-        with path.open("wb") as handle:
-            yield handle
-        return
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-        os.chmod(temp, 0o644)  # as open() would make it under the usual umask; mkstemp makes 0600
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 @ledger_app.command("publish")
@@ -577,23 +554,19 @@ def reviews(
         return
     if review_id is None:
         _out().print(f"{len(rows)} review(s)")
+
+    def line(text: str) -> None:  # recorded text, anyone's: printed escaped, never as markup
+        _out().print(_printable(text), markup=False)
+
     for row in rows:
-        _out().print(f"review {row['review_id']} [{row['state']}]", markup=False)
-        _out().print(
-            f"  {row['agent']} proposes {row['operation']} {_compact(row['arguments'])}", markup=False
-        )
-        _out().print(f"  why: {_text(row['reasons'])} (policies: {_text(row['policy_ids'])})", markup=False)
-        _out().print(
-            f"  asked: {row['assignee']}; approvals {row['approvals']}; expires {row['expires_at']}",
-            markup=False,
-        )
+        line(f"review {row['review_id']} [{row['state']}]")
+        line(f"  {row['agent']} proposes {row['operation']} {_compact(row['arguments'])}")
+        line(f"  why: {_text(row['reasons'])} (policies: {_text(row['policy_ids'])})")
+        line(f"  asked: {row['assignee']}; approvals {row['approvals']}; expires {row['expires_at']}")
         if review_id is not None:
-            _out().print(f"  intent: {row['intent_id']}; resolution: {row['resolution']}", markup=False)
+            line(f"  intent: {row['intent_id']}; resolution: {row['resolution']}")
             for answer in row["answers"]:
-                _out().print(
-                    f"  {answer['verdict']} by {answer['by']} at {answer['at']}: {answer['reason']}",
-                    markup=False,
-                )
+                line(f"  {answer['verdict']} by {answer['by']} at {answer['at']}: {answer['reason']}")
 
 
 def _compact(value: Any) -> str:
@@ -836,20 +809,9 @@ _MAX_INPUT = 64 << 20
 
 
 def _input(path: Path) -> bytes:
-    """The bytes of a file a command was given, at most ``_MAX_INPUT`` of them (/dev/zero never
-    ends). A pipe is read (``--checkpoint <(...)``, ``/dev/stdin``), but a FIFO nobody writes to
-    reads as empty at once instead of waiting for a writer for ever. Raises OSError with its
+    """The bytes of a file a command was given (see ``_files.read_capped``): OSError with its
     reason, which each caller says in its own words."""
-    import errno
-    import os
-
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO with no writer opens at once...
-    with os.fdopen(fd, "rb") as handle:
-        os.set_blocking(fd, True)  # ...and then reads to its end, which without a writer is now
-        data = handle.read(_MAX_INPUT + 1)
-    if len(data) > _MAX_INPUT:
-        raise OSError(errno.EFBIG, f"larger than {_MAX_INPUT >> 20} MiB", str(path))
-    return data
+    return read_capped(path, _MAX_INPUT)
 
 
 def _out_file(path: Path, force: bool, *, makes_folder: bool = False) -> Path:
@@ -1178,6 +1140,8 @@ def nats_config_command(
     text = _run(lambda: authorization(charter, service.public_b64))
     if out_file is not None:
         _out_file(out_file, force)
+        if out_file.resolve() == key_file.resolve():
+            _fail(ConfigError(f"--out {out_file} is the service's NATS key ([nats] key): give another file"))
     if made is not None:
         _run(lambda: made.save(key_file, replace=False))
         _err().print(f"made the service's NATS key {key_file} (mode 0600)", markup=False)
@@ -1572,7 +1536,7 @@ def why_command(
         return root
 
     _out().print(tree_of(graph), soft_wrap=False)  # wrap long lines rather than crop them
-    _out().print(Text(f"accountable: {graph.accountable.line()}"))
+    _out().print(Text(_printable(f"accountable: {graph.accountable.line()}")))
 
 
 @_app.command("replay")

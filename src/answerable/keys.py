@@ -15,6 +15,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from answerable._files import read_capped
 from answerable.errors import ConfigError, SignatureInvalid
 
 __all__ = ["KeyPair", "verify_signature"]
@@ -85,12 +86,9 @@ class KeyPair:
         """
         path = Path(path)
         try:
-            if path.exists() and not path.is_file():  # a FIFO would block, /dev/zero never end
-                raise ConfigError(f"key file {path} is not a regular file")
-            with path.open("rb") as handle:
-                text = handle.read(_MAX_KEY_FILE + 1)
-            if len(text) > _MAX_KEY_FILE:
-                raise ValueError("longer than any key file")
+            # A pipe is read (a key kept off the disk: --key <(...)); /dev/zero and a FIFO nobody
+            # writes to are no key file, said at once.
+            text = read_capped(path, _MAX_KEY_FILE)
             identity, encoded = text.decode("utf-8").split()
             raw = base64.b64decode(encoded, validate=True)
             return cls(identity, Ed25519PrivateKey.from_private_bytes(raw))

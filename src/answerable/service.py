@@ -945,7 +945,7 @@ class Service:
         With ``warning`` when the stop reaches nothing the charter names (a typo in an agent's name).
 
         Raises:
-            _HTTPError: ``bad_scope``, the scope does not parse; RecordInvalid: a blank reason.
+            AnswerableError: ``bad_scope`` (422), the scope does not parse; RecordInvalid: a blank reason.
         """
         ledger, gateway = self._running()
         try:
@@ -963,7 +963,10 @@ class Service:
                 f"action {action!r}: halt or pause (a resume is signed: POST /v1/control/resume)",
             )
         doc = {"id": made.id, "action": made.action, "scope": made.scope.label(), "by": made.by}
-        warning = await asyncio.to_thread(names_nothing, ledger, scope, gateway.control.charters)
+        try:
+            warning = await asyncio.to_thread(names_nothing, ledger, scope, gateway.control.charters)
+        except AnswerableError:  # the stop is recorded: a warning that cannot be judged is no error
+            warning = None
         return doc if warning is None else {**doc, "warning": warning}
 
     async def resume(self, person: str, made: Control) -> dict[str, Any]:

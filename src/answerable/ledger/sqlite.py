@@ -168,9 +168,10 @@ class SQLiteLedger(SQLLedger):
         try:
             return cls._make(path, origin, key_file, signer, verifier, identity is not None)
         except BaseException:
-            # Nothing of a ledger that could not be made stays behind: above all not a copy of
-            # another ledger's signing key beside a file that is no ledger.
-            for left in (*made, *(path.with_name(path.name + end) for end in ("", "-wal", "-shm"))):
+            # The key this call made does not outlive the ledger it was for: a copy of another
+            # ledger's signing key beside a file that is no ledger. The database file is left:
+            # another process may have made it meanwhile (it is its ledger then, not debris).
+            for left in made:
                 with contextlib.suppress(OSError):
                     left.unlink(missing_ok=True)
             raise

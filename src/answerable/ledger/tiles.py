@@ -17,11 +17,10 @@ file is written to a temporary name and renamed, so a reader never sees half a t
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from answerable._files import written_whole
 from answerable.errors import ConfigError
 from answerable.ledger.base import LedgerStore
 from answerable.ledger.note import Checkpoint, Verifier, open_checkpoint
@@ -165,23 +164,10 @@ def _drop_narrower(out_dir: Path, kind: str, index: int, width: int) -> int:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a reader sees the old file or the new, never half.
-
-    Something there that is no regular file (``/dev/null``, ``/dev/stdout``, a FIFO) is written
-    to, not replaced: renaming over it would put a file where the device was, for the whole
-    machine (``--out /dev/null --force`` run as root replaced the machine's /dev/null).
-    """
-    if path.exists() and not path.is_file():
-        with path.open("wb") as handle:
-            handle.write(data)
-        return
+    """Write ``data`` to ``path`` atomically (a reader sees the old file or the new, never half),
+    readable by all: a published log is served as it is. See ``answerable._files.written_whole``
+    for what is written through instead (a link, a device: ``--out /dev/null --force``, run as
+    root, once replaced the machine's /dev/null)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with written_whole(path, mode=0o644) as handle:
+        handle.write(data)

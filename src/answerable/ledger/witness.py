@@ -269,8 +269,10 @@ def cosigned_checkpoints(folder: Path) -> Iterator[tuple[Path, str]]:
         if path.is_file() and not path.name.startswith("."):
             try:
                 yield path, path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
-                yield path, ""
+            except UnicodeDecodeError:
+                yield path, ""  # overwritten with bytes: a damaged record
+            except OSError as exc:  # not readable by whoever verifies: say so, never "tampered"
+                raise ConfigError(f"cannot read witness record {path}: {exc.strerror or exc}") from exc
 
 
 def request_cosignature(
