@@ -402,14 +402,51 @@ def test_the_tree_built_for_one_command_says_what_the_whole_tree_says(
     from answerable import cli
 
     monkeypatch.setattr("sys.argv", ["answerable", *argv])
-    with pytest.raises(SystemExit) as whole:
-        cli.command()()
+    whole_tree = cli.command
+    with monkeypatch.context() as patched:
+        patched.setattr(cli, "command", lambda first=None: whole_tree())
+        with pytest.raises(SystemExit) as whole:
+            cli.main()
     expected = capsys.readouterr()
     with pytest.raises(SystemExit) as one:
         cli.main()
     got = capsys.readouterr()
     assert (got.out, got.err, one.value.code) == (expected.out, expected.err, whole.value.code)
     assert expected.out or expected.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["halt", "x.db", "--by", "a", "--reason", "r", "--nope"], "No such option: --nope"),
+        (["hlat", "x.db"], "No such command 'hlat'"),
+        (["verify"], "Missing argument 'LEDGER'"),
+        (["ledger", "prove", "x.db", "--index", "many"], "Invalid value for '--index'"),
+        (["why", "x.db", "--\x1b]52;c;aGk=\x07"], "\\x1b]52"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else "",
+)
+def test_a_command_line_click_refuses_is_one_line_exit_2(argv: list[str], said: str, tmp_path: Path) -> None:
+    """Every input a user can type: one line, exit 2. Click's own report is four (usage, a hint, a
+    blank line, the error); through the console script it is one, naming the help to read and
+    with what the person typed escaped."""
+    import subprocess
+    import sys
+
+    ran = subprocess.run(
+        [str(Path(sys.executable).with_name("answerable")), *argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert ran.returncode == 2, ran.stderr
+    assert ran.stdout == ""
+    assert ran.stderr.count("\n") == 1, ran.stderr
+    assert ran.stderr.startswith("answerable: error: ")
+    assert said in ran.stderr
+    assert "--help'" in ran.stderr
+    assert "\x1b" not in ran.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_main_builds_only_the_command_named_first() -> None:

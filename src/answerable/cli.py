@@ -1906,7 +1906,35 @@ def main() -> None:
         cli = command(sys.argv[1] if len(sys.argv) > 1 else None)
     except AnswerableError as exc:  # a plugin that failed to load: one line, like every error
         raise SystemExit(_said(exc)) from None
-    cli()
+    try:
+        code = cli.main(standalone_mode=False)
+    except typer.TyperException as exc:  # the base of click's errors, which typer vendors
+        raise SystemExit(_click_said(exc)) from None
+    except typer.Abort:
+        sys.stderr.write("Aborted!\n")
+        raise SystemExit(1) from None
+    # What click does standalone: an explicit exit's code, else success (a command's return
+    # value is not an exit code).
+    raise SystemExit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
+
+
+def _click_said(exc: typer.TyperException) -> int:
+    """A command line click refused, in one line like every other error; its exit code (2).
+
+    Click's own report is four lines (usage, a hint, a blank, the error): a script reading the
+    last line of stderr read part of it. The help is named, not printed, unless nothing was
+    given at all (``answerable ledger``), where the help is the answer.
+    """
+    code = getattr(exc, "exit_code", 1)
+    if type(exc).__name__ == "NoArgsIsHelpError":  # typer's click keeps its classes private
+        exc.show()  # type: ignore[attr-defined]
+        return int(code)
+    message = " ".join(str(getattr(exc, "format_message", exc.__str__)()).split())
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", None)
+    hint = f" (see '{path} --help')" if code == 2 and path else ""
+    sys.stderr.write(_printable(f"answerable: error: {message}{hint}") + "\n")
+    return int(code)
 
 
 if __name__ == "__main__":
