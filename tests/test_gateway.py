@@ -14,6 +14,7 @@ from answerable import (
     ArgumentsInvalid,
     Controller,
     Execution,
+    ExecutionError,
     Gateway,
     Intent,
     Scope,
@@ -421,3 +422,46 @@ async def test_a_halt_committed_during_a_failed_attempt_stops_the_retry(
     assert outcome.execution is not None
     assert outcome.execution.attempts == 1
     assert "not retried" in (outcome.execution.error or "")
+
+
+async def test_an_http_operation_records_no_credential_of_its_url_and_a_cut_call_as_ambiguous(
+    gateway: Gateway, ledger: SQLiteLedger
+):
+    """A token in the endpoint's query or a password in its user information is a credential: what
+    a failed call records names the endpoint without them. A connection cut after the request was
+    sent may have booked: ambiguous, not failed. One that was never made failed."""
+    import socket
+
+    secret_url = "http://agent:pw-7731@carrier/book?token=tok-7731"
+    answers = iter(["refused", "cut"])
+
+    def carrier(request: httpx.Request) -> httpx.Response:
+        if next(answers) == "refused":
+            return httpx.Response(400, text="no such lane")
+        raise httpx.ReadError("connection reset by peer", request=request)
+
+    class Args(BaseModel):
+        shipment: str
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(carrier)) as client:
+        gateway.register(
+            "carrier.http", http_operation(secret_url, client=client), resource_class="shipment", args=Args
+        )
+        refused = await gateway.submit(gateway.intent("executor", "carrier.http", {"shipment": "S-1"}))
+        cut = await gateway.submit(gateway.intent("executor", "carrier.http", {"shipment": "S-2"}))
+    with socket.socket() as probe:  # a port nothing listens on: the connection is never made
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}/book?token=tok-7731"
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(ExecutionError) as unreached:
+            await http_operation(closed, client=client)(idempotency_key="k-3", shipment="S-3")
+    assert (refused.status, cut.status) == ("failed", "ambiguous")
+    assert refused.execution is not None
+    assert "http://(credentials hidden)@carrier/book?(query hidden) answered 400: no such lane" in str(
+        refused.execution.error
+    )
+    assert "/book?(query hidden) could not be reached" in str(unreached.value)
+    assert "7731" not in str(unreached.value)
+    stored = b"".join(e.data for e in ledger.of_kind("Execution"))
+    assert b"7731" not in stored
+    assert b"carrier/book" in stored

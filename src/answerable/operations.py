@@ -17,6 +17,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, PydanticUserError, ValidationError, create_model
 
 from answerable._canonical import canonical_bytes, json_problems, simple_json_containers
+from answerable._urls import shown
 from answerable.errors import (
     ArgumentsInvalid,
     ConfigError,
@@ -95,10 +96,16 @@ def http_operation(
 ) -> Callable[..., Awaitable[Any]]:
     """An operation that is an HTTP endpoint: JSON arguments in, JSON out, the key as a header.
 
-    The credentials live in ``headers`` inside the gateway; agents never see them.
+    The credentials live in ``headers`` inside the gateway; agents never see them. What a failure
+    records names the endpoint without the user information or query of ``url`` (a token there
+    would be in the ledger for good). A request that may have reached the partner (a timeout, a
+    connection cut after it was sent) is ambiguous, so it is retried only where the partner
+    deduplicates; one that never left (no connection made) failed.
     """
 
     import httpx
+
+    where = shown(url)
 
     async def call(idempotency_key: str, fencing_token: FencingToken | None = None, **arguments: Any) -> Any:
         fence = {} if fencing_token is None else {"Fencing-Token": fencing_token.header()}
@@ -115,11 +122,15 @@ def http_operation(
                 },
             )
         except httpx.TimeoutException as exc:
-            raise TransientError(f"{method} {url} timed out: {exc}") from exc
+            raise TransientError(f"{method} {where} timed out: {exc}") from exc
+        except httpx.ConnectError as exc:
+            raise ExecutionError(f"{method} {where} could not be reached: {exc}") from exc
+        except httpx.TransportError as exc:  # the request may have been sent: not known to have failed
+            raise TransientError(f"{method} {where} was cut off: {type(exc).__name__}: {exc}") from exc
         if response.status_code in _TRANSIENT_STATUS:
-            raise TransientError(f"{method} {url} answered {response.status_code}: {response.text[:200]}")
+            raise TransientError(f"{method} {where} answered {response.status_code}: {response.text[:200]}")
         if response.status_code >= 400:
-            raise ExecutionError(f"{method} {url} answered {response.status_code}: {response.text[:200]}")
+            raise ExecutionError(f"{method} {where} answered {response.status_code}: {response.text[:200]}")
         return response.json() if response.content else None
 
     return call
