@@ -8,6 +8,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from support import People, booking
 from typer.testing import CliRunner
 
@@ -247,6 +249,47 @@ def test_otel_export_refuses_a_bad_endpoint_and_names_one_that_is_down(used: Pat
         down,
         "run the export again from --start 0",
     )
+
+
+def test_otel_export_refuses_headers_the_exporter_would_drop_without_showing_them(
+    used: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A malformed element of OTEL_EXPORTER_OTLP_HEADERS is skipped by the exporter (with a log
+    line quoting it): the spans would go without the credential, each refused as unauthorized.
+    Refused before anything is sent, the element named by its place, never shown."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=a,authorization: Bearer tok-5521")
+    bad = run("otel-export", used, "--endpoint", "http://127.0.0.1:4318/v1/traces")
+    refused(bad, "OTEL_EXPORTER_OTLP_HEADERS", "element 2 of 2")
+    assert "tok-5521" not in bad.output
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "authorization=Bearer%20tok;x")
+    traces = run("otel-export", used, "--endpoint", "http://127.0.0.1:4318/v1/traces")
+    refused(traces, "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "element 1 of 1")
+    assert "tok" not in traces.output
+
+
+@given(st.text(alphabet=st.sampled_from('ab=,;: \t%"\\\x7f'), max_size=12))
+def test_the_headers_check_agrees_with_the_exporters_reading(value: str) -> None:
+    """The check refuses exactly what the exporter would skip (it logs each element it skips)."""
+    import logging
+
+    from opentelemetry.util.re import parse_env_headers
+
+    from answerable.config import otlp_headers_problem
+
+    skipped: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = skipped.append  # type: ignore[method-assign]
+    logger = logging.getLogger("opentelemetry.util.re")
+    level = logger.level  # otel-export quiets the opentelemetry loggers in this process
+    logger.setLevel(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        parse_env_headers(value, liberal=True)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    problem = otlp_headers_problem({"OTEL_EXPORTER_OTLP_HEADERS": value})
+    assert (problem is None) == (not skipped), (value, problem)
 
 
 def test_another_ledgers_key_file_signs_nothing_and_the_ledger_still_verifies(

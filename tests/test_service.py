@@ -296,6 +296,22 @@ def test_configuration_errors_are_one_line_and_start_nothing(tmp_path: Path, sys
     assert bad_target.returncode == 2
     assert "cannot import nowhere" in bad_target.stderr
     assert not (broken / "ledger.db").exists()
+    traced = tmp_path / "traced"
+    init(traced)
+    with (traced / "answerable.toml").open("a") as toml:
+        toml.write('\n[otel]\nendpoint = "http://127.0.0.1:4318/v1/traces"\n')
+    no_credential = subprocess.run(
+        [*CLI, "serve", str(traced / "answerable.toml")],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer;tok-6612"},
+        timeout=60,
+    )
+    assert no_credential.returncode == 2
+    assert "OTEL_EXPORTER_OTLP_HEADERS: element 1 of 1" in no_credential.stderr
+    assert "tok-6612" not in no_credential.stderr
+    assert not (traced / "ledger.db").exists()
     assert os.stat(broken / "ri.key").st_mode & 0o777 == 0o600
 
 

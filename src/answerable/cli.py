@@ -963,11 +963,14 @@ def serve_command(
 
     import uvicorn
 
-    from answerable.config import LOOPBACK, load_config
+    from answerable.config import LOOPBACK, load_config, otlp_headers_problem
     from answerable.lease import exit_when_lost
     from answerable.service import Service, build_app
 
     config = _run(lambda: load_config(config_file))
+    headers_problem = None if config.otel_endpoint is None else otlp_headers_problem()
+    if headers_problem is not None:
+        _fail(ConfigError(f"[otel] endpoint is set, but {headers_problem}"))
     if host is not None or port is not None:
         config = dataclasses.replace(
             config, host=host or config.host, port=config.port if port is None else port
@@ -1579,12 +1582,15 @@ def otel_export(
     """Export the ledger as OpenTelemetry spans over OTLP/HTTP: one span per entry, its causes as
     links, GenAI names (execute_tool, invoke_agent) where they apply. Credentials go in
     OTEL_EXPORTER_OTLP_HEADERS, never in the URL."""
-    from answerable.config import endpoint_problem
+    from answerable.config import endpoint_problem, otlp_headers_problem
     from answerable.otel import export_ledger
 
     problem = endpoint_problem(endpoint)
     if problem is not None:
         _fail(ConfigError(f"--endpoint: {problem}"))
+    problem = otlp_headers_problem()
+    if problem is not None:
+        _fail(ConfigError(problem))
     import logging
 
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -8,8 +8,10 @@ Secrets are never in the file: it names key files, which stay readable by their 
 from __future__ import annotations
 
 import importlib
+import os
+import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ __all__ = [
     "ServiceConfig",
     "endpoint_problem",
     "load_config",
+    "otlp_headers_problem",
     "resolve_target",
     "resolved_path",
 ]
@@ -320,6 +323,38 @@ def endpoint_problem(url: str) -> str | None:
         )
     if port == 0:
         return "names port 0"
+    return None
+
+
+_OTLP_HEADER = re.compile(
+    r"[ \t]*[\x21\x23-\x27\x2a\x2b\x2d\x2e\x30-\x39\x41-\x5a\x5e-\x7a\x7c\x7e]+[ \t]*="
+    r"[ \t]*[\x20\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*[ \t]*"
+)
+"""One ``name=value`` of the OTLP headers variables as the exporter takes them (the
+specification's format, values with spaces allowed as its liberal reading does)."""
+_OTLP_HEADER_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
+
+
+def otlp_headers_problem(environ: Mapping[str, str] | None = None) -> str | None:
+    """Why the OTLP exporter would drop a header of its environment variable, or None.
+
+    The exporter reads the traces variable if set and not empty, else the general one, and
+    skips an element it cannot parse with a log line quoting it: a credential the collector
+    needs is then missing (every export refused as unauthorized, for a reason nobody is told),
+    and the line would print it. The element is named by its place, never shown.
+    """
+    env = os.environ if environ is None else environ
+    variable = next((v for v in _OTLP_HEADER_VARIABLES if env.get(v)), None)
+    if variable is None:
+        return None
+    elements = re.split(r"[ \t]*,[ \t]*", env[variable])
+    for place, element in enumerate(elements, start=1):
+        if element and not _OTLP_HEADER.fullmatch(element.strip()):
+            return (
+                f"{variable}: element {place} of {len(elements)} is not name=value as the OTLP "
+                "exporter reads it (URL-encode a comma, semicolon, quote or backslash in a value); "
+                "not shown, it may hold a credential"
+            )
     return None
 
 
