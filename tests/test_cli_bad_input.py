@@ -629,6 +629,7 @@ def test_credentials_in_a_url_are_never_printed_back(used: Path, tmp_path: Path)
     plain = config.read_text()
     for changed in (
         plain + '\n[notify]\nwebhook = "ftp://u:secretpw@host/x?token=tok3n"\n',
+        plain + '\n[notify]\nwebhook = "htps://hooks.example/services/secretpw"\n',  # its path is its secret
         plain.replace('path = "ledger.db"', 'url = "u:secretpw@h/db"'),
     ):
         config.write_text(changed)

@@ -398,6 +398,57 @@ def test_the_service_notifies_a_webhook_has_its_checkpoints_witnessed_and_serves
     assert cli(running, "verify", "ledger.db", "--witness", tmp_path / "wstate").returncode == 0
 
 
+def test_a_webhook_that_refuses_an_event_is_said_once_without_its_secret_path(tmp_path: Path) -> None:
+    """A webhook that refuses (a 4xx: asked again, it says the same) or never answers leaves its
+    people untold: the service says so on stderr, once until an event goes through again, naming
+    the webhook without its path (an incoming hook's path is its token). It counted a 404 as
+    delivered, and dropped an event after six failed attempts without a word."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    posts: list[str] = []
+    third = threading.Event()
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["id"])
+            self.send_response(404 if len(posts) == 1 else 204)
+            self.end_headers()
+            if len(posts) == 3:
+                third.set()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    folder = tmp_path / "shop"
+    init(folder)
+    with (folder / "answerable.toml").open("a") as toml:
+        toml.write(f'\n[notify]\nwebhook = "http://127.0.0.1:{hook.server_address[1]}/hooks/T0/sec-4419"\n')
+    running = start(folder, free_port())
+    try:
+        ri = KeyPair.load(folder / "ri.key")
+        for scope in ("agent:a", "agent:b", "agent:c"):
+            stop = cli(running, "pause", "ledger.db", "--by", ri.identity, "--reason", "x", "--scope", scope)
+            assert stop.returncode == 0, stop.stderr
+        assert third.wait(timeout=60), posts
+    finally:
+        running.proc.send_signal(signal.SIGTERM)
+        assert running.proc.stderr is not None
+        said = running.proc.stderr.read()
+        running.proc.stderr.close()
+        running.proc.wait(timeout=60)
+        hook.shutdown()
+        hook.server_close()
+    port = hook.server_address[1]
+    assert f"webhook http://127.0.0.1:{port}/(path hidden) did not take the Control event {posts[0]}" in said
+    assert "(answered 404)" in said
+    assert said.count("did not take") == 1
+    assert f"webhook http://127.0.0.1:{port}/(path hidden) takes events again" in said
+    assert "sec-4419" not in said
+
+
 def test_a_reviewer_answers_over_http_signed_as_the_cli_signs_and_the_intent_runs(system: Running) -> None:
     from answerable.errors import ApprovalRefused
 

@@ -283,7 +283,7 @@ def load_config(path: Path) -> ServiceConfig:
         public_url=read.url("server", "public_url"),
         witnesses=read.witnesses(),
         monitors=read.maybe_path("monitors", "file", None, must_exist=True),
-        webhook=read.url("notify", "webhook"),
+        webhook=read.url("notify", "webhook", path_secret=True),
         otel_endpoint=read.otel_endpoint(),
         mcp=mcp,
         prerequisites=read.prerequisites(),
@@ -430,12 +430,12 @@ class _Reader:
             )
         return float(value)
 
-    def url(self, table: str, key: str) -> str | None:
+    def url(self, table: str, key: str, *, path_secret: bool = False) -> str | None:
         value = self._get(table, key, None)
         if value is None:
             return None
         if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-            got = shown(value) if isinstance(value, str) else type(value).__name__
+            got = shown(value, path_secret=path_secret) if isinstance(value, str) else type(value).__name__
             raise ConfigError(f"{self.name}: [{table}] {key}: want an http(s) URL, got {got}")
         return value
 

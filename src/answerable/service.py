@@ -188,6 +188,8 @@ class Service:
         """Every agent and person named by a charter this service had in force."""
         self.dropped_events = 0
         """Events not queued for the webhook because it fell 10,000 behind (said, not hidden)."""
+        self.undelivered_events = 0
+        """Events the webhook refused or never answered (said on stderr)."""
         self._hosted = False
         self._agent_keys: dict[str, str] | None = None
         self.upstreams: Upstreams | None = None
@@ -789,18 +791,48 @@ class Service:
         self._seen = size
 
     async def _notify(self, url: str) -> None:
-        """Post each event to the webhook, retrying with back-off; the gateway never waits for it."""
+        """Post each event to the webhook, retrying with back-off; the gateway never waits for it.
+
+        An event the webhook does not take (refused with a 4xx at once, or no answer or a 5xx
+        after six attempts) is counted in ``undelivered_events`` and said on stderr, once until
+        an event goes through again: the people it was to reach must learn from somewhere that
+        they were not told (the ledger holds every event). The webhook is named without its path,
+        which is often its secret.
+        """
+        where = shown(url, path_secret=True)
+        failing = False
         async with httpx.AsyncClient(timeout=10) as http:
             while True:
                 event = await self._events.get()
+                why = ""
                 for attempt in range(6):
                     try:
                         answer = await http.post(url, json=event)
-                        if answer.status_code < 500:
+                    except httpx.HTTPError as exc:
+                        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                    else:
+                        why = f"answered {answer.status_code}"
+                        if answer.status_code < 400:
+                            why = ""
                             break
-                    except httpx.HTTPError:
-                        pass
+                        if answer.status_code < 500:  # refused as asked: asking again changes nothing
+                            break
                     await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+                if why:
+                    self.undelivered_events += 1
+                    if not failing:
+                        print(
+                            f"answerable serve: webhook {where} did not take the {event['kind']} event "
+                            f"{event['id']} ({_printable(why, 300)}); the ledger holds it, and this is said "
+                            "once until an event goes through",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                elif failing:
+                    print(
+                        f"answerable serve: webhook {where} takes events again", file=sys.stderr, flush=True
+                    )
+                failing = bool(why)
 
     # --- reading -------------------------------------------------------------------------------------
 
