@@ -608,6 +608,40 @@ def test_a_copy_to_a_name_sqlite_reads_specially_is_a_file_and_a_failed_copy_lea
     assert not (tmp_path / "c.key").exists()
 
 
+def test_a_witness_url_that_names_no_place_is_refused_before_a_checkpoint_is_signed(
+    used: Path, tmp_path: Path
+) -> None:
+    """A port out of range was said as the socket's "Connection refused", after a checkpoint was
+    signed and stored for it; a mistyped scheme likewise. Now: one line saying what is wrong with
+    the URL, and no checkpoint."""
+    from answerable.keys import KeyPair
+    from answerable.ledger.witness import Cosigner
+    from answerable.scaffold import init
+
+    witness = KeyPair.generate("witness@example.org")
+    vkey = Cosigner(witness.identity, witness.private).vkey()
+    before = stored_checkpoints(used)
+    for url, said in (
+        ("http://127.0.0.1:99999", "Port out of range"),
+        ("127.0.0.1:7380", "not an http:// or https:// URL"),
+        ("http://127.0.0.1:0", "port 0"),
+    ):
+        refused(run("ledger", "witness", used, "--url", url, "--witness", vkey), "--url", said)
+    assert stored_checkpoints(used) == before
+    folder = tmp_path / "sys"
+    init(folder)
+    config = folder / "answerable.toml"
+    config.write_text(
+        config.read_text().replace(
+            "every_seconds = 10",
+            f'every_seconds = 10\nwitnesses = [{{ url = "http://127.0.0.1:99999", key = "{vkey}" }}]',
+        )
+    )
+    refused(
+        run("rules", "sign", config, "--key", folder / "ri.key"), "witnesses #1: url", "Port out of range"
+    )
+
+
 def test_credentials_in_a_url_are_never_printed_back(used: Path, tmp_path: Path) -> None:
     """A witness URL's user, password or token was quoted by the connection error; a config URL
     of the wrong scheme was quoted whole, and a ``[ledger] url`` without one (user:pw@host) too;

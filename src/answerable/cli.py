@@ -326,11 +326,14 @@ def ledger_witness(
     The witness cosigns only if the ledger extends the last checkpoint it cosigned for this log,
     so a rewritten history is refused (exit 1) whoever holds the ledger's signing key.
     """
-    from answerable.ledger.witness import CosignatureVerifier, request_cosignature
+    from answerable.ledger.witness import CosignatureVerifier, request_cosignature, witness_url_problem
 
     if out_file:
         _out_file(out_file, force)
     verifier = _key_given("--witness", CosignatureVerifier.from_key, witness_key)
+    problem = witness_url_problem(url)
+    if problem is not None:
+        _fail(ConfigError(f"--url: the witness {problem}"))
     with _open(ledger) as store:
         signed = _run(store.checkpoint)
         size = int(signed.split("\n")[1])

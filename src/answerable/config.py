@@ -459,12 +459,15 @@ class _Reader:
                 raise ConfigError(
                     f"{self.name}: [checkpoints] witnesses #{i + 1}: want {{ url = ..., key = ... }}"
                 )
-            try:
-                from answerable.ledger.witness import CosignatureVerifier
+            from answerable.ledger.witness import CosignatureVerifier, witness_url_problem
 
+            try:
                 CosignatureVerifier.from_key(entry["key"])
             except AnswerableError as exc:
                 raise ConfigError(f"{self.name}: [checkpoints] witnesses #{i + 1}: key: {exc}") from exc
+            problem = witness_url_problem(entry["url"])
+            if problem is not None:
+                raise ConfigError(f"{self.name}: [checkpoints] witnesses #{i + 1}: url: {problem}")
             found.append((entry["url"], entry["key"]))
         return tuple(found)
 

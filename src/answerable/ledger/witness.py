@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 from cryptography.exceptions import InvalidSignature
@@ -42,6 +43,7 @@ __all__ = [
     "check_witnessed",
     "cosigned_checkpoints",
     "request_cosignature",
+    "witness_url_problem",
 ]
 
 ALG_COSIGNATURE = 0x04
@@ -273,6 +275,22 @@ def cosigned_checkpoints(folder: Path) -> Iterator[tuple[Path, str]]:
                 yield path, ""  # overwritten with bytes: a damaged record
             except OSError as exc:  # not readable by whoever verifies: say so, never "tampered"
                 raise ConfigError(f"cannot read witness record {path}: {exc.strerror or exc}") from exc
+
+
+def witness_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a witness's submission prefix, or None: asked before a checkpoint
+    is signed for it, so a mistyped one changes nothing. A port out of range was said as the
+    socket's "Connection refused" after the checkpoint was stored."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a URL: {exc}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{shown(url)} is not an http:// or https:// URL naming a host"
+    if port == 0:
+        return f"{shown(url)} names port 0"
+    return None
 
 
 def request_cosignature(
