@@ -363,6 +363,17 @@ def test_a_charter_changed_since_it_was_signed_is_not_amended(tmp_path: Path) ->
     assert tampered.exit_code == 1, tampered.output
     assert "changed since it was signed" in tampered.stderr
     assert not out.exists()
+    doc = json.loads(signed)
+    doc["agents"], doc["version"] = 5, "two"
+    charter.write_text(json.dumps(doc))
+    # pydantic's first line ("2 validation errors for SystemCharter") was all it said
+    refused(
+        run("charter", "amend", charter, "--key", folder / "ri.key", "--out", out),
+        "version: Input should be a valid integer",
+        "agents: Input should be a valid array",
+    )
+    refused(run("users", "set-password", folder / "answerable.toml", "ri@x"), "agents: Input should be")
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("out", ["/proc/version", "/proc/answerable-checkpoint.txt"], ids=["file", "folder"])

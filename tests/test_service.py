@@ -312,6 +312,16 @@ def test_configuration_errors_are_one_line_and_start_nothing(tmp_path: Path, sys
     assert "OTEL_EXPORTER_OTLP_HEADERS: element 1 of 1" in no_credential.stderr
     assert "tok-6612" not in no_credential.stderr
     assert not (traced / "ledger.db").exists()
+    charter = json.loads((traced / "charter.json").read_text())
+    charter["agents"] = 5
+    (traced / "charter.json").write_text(json.dumps(charter))
+    bad_charter = subprocess.run(
+        [*CLI, "serve", str(traced / "answerable.toml")], capture_output=True, text=True, timeout=60
+    )
+    assert bad_charter.returncode == 2
+    assert "charter.json is not a signed SystemCharter: agents: Input should be a valid array" in (
+        bad_charter.stderr
+    )
     assert os.stat(broken / "ri.key").st_mode & 0o777 == 0o600
 
 

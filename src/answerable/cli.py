@@ -41,6 +41,7 @@ from answerable.errors import (
 from answerable.ledger.location import is_postgres_url, open_ledger
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
     from typer.models import CommandInfo
 
     from answerable.keys import KeyPair
@@ -1052,6 +1053,8 @@ def users_set_password(
     """Set a console password, read from the first line of standard input (never an argument).
     With --key, the person's signing key is stored encrypted under it: they can answer reviews
     and resume in the console. The accounts file is written with mode 0600."""
+    from pydantic import ValidationError
+
     from answerable.config import ConsoleConfig, load_config
     from answerable.console.accounts import MIN_PASSWORD, set_password
     from answerable.keys import KeyPair
@@ -1062,8 +1065,8 @@ def users_set_password(
     text = _read(config.charter)
     try:
         charter = SystemCharter.model_validate_json(text)
-    except ValueError as exc:
-        _fail(ConfigError(f"{config.charter.name} is not a signed SystemCharter: {str(exc).splitlines()[0]}"))
+    except ValidationError as exc:
+        _fail(ConfigError(f"{config.charter.name} is not a signed SystemCharter: {_invalid(exc)}"))
     person = charter.person(identity)
     if person is None and identity not in console.viewers:
         _fail(
@@ -1364,6 +1367,8 @@ def charter_amend(
     """Write the charter's next version, signed by the RI. KEY is a key file (only its public
     key is read) or a base64 public key. A running service puts it in force within a second
     when --out is its [charter] file; from then on, whatever a revoked key signs is refused."""
+    from pydantic import ValidationError
+
     from answerable.charter import amend_charter
     from answerable.keys import KeyPair
     from answerable.ledger.tiles import write_atomically
@@ -1373,8 +1378,8 @@ def charter_amend(
     text = _read(charter_file)
     try:
         charter = SystemCharter.model_validate_json(text)
-    except ValueError as exc:
-        _fail(ConfigError(f"{charter_file} is not a signed SystemCharter: {str(exc).splitlines()[0]}"))
+    except ValidationError as exc:
+        _fail(ConfigError(f"{charter_file} is not a signed SystemCharter: {_invalid(exc)}"))
     ri = _run(lambda: KeyPair.load(key_file))
     _run(lambda: _signed_with(charter, ri, charter_file))
     people: dict[str, tuple[str, list[str]]] = {}
@@ -1903,6 +1908,16 @@ def command(first: str | None = None) -> Any:
     built = typer.main.get_command(source)
     _plain_metavars(built)
     return built
+
+
+def _invalid(exc: ValidationError) -> str:
+    """What is wrong with a record read from a file, by field (``agents: Input should be a valid
+    array``), the first three: pydantic's own first line says only how many errors there are."""
+    from answerable.records import problems
+
+    found = problems(exc, "the document")
+    more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+    return "; ".join(found[:3]) + more
 
 
 def _name_of(info: CommandInfo) -> str:

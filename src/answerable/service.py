@@ -78,6 +78,7 @@ from answerable.records import (
     decode_entry,
     digest,
     entry_bytes,
+    problems,
     signing_bytes,
 )
 from answerable.runtime import System
@@ -1330,7 +1331,8 @@ def _record(path: Path, kind: type[SystemCharter] | type[RulesetVersion]) -> Any
     try:
         return kind.model_validate_json(_text(path))
     except ValidationError as exc:
-        raise ConfigError(f"{path.name} is not a signed {kind.__name__}: {exc.errors()[0]['msg']}") from exc
+        said = "; ".join(problems(exc, "the document")[:3])
+        raise ConfigError(f"{path.name} is not a signed {kind.__name__}: {said}") from exc
 
 
 def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
