@@ -58,7 +58,20 @@ def test_out_into_a_missing_folder_is_refused_and_no_checkpoint_is_stored(
 ) -> None:
     before = stored_checkpoints(used)
     refused(run("ledger", command, used, "--out", tmp_path / "nowhere" / "x"), "does not exist")
+    (tmp_path / "a-file").write_text("")
+    refused(
+        run("ledger", command, used, "--out", tmp_path / "a-file" / "x"), "a-file is a file, not a folder"
+    )
     assert stored_checkpoints(used) == before
+
+
+def test_a_report_under_a_file_says_the_file_is_no_folder(used: Path, tmp_path: Path) -> None:
+    """The report makes its --out folder; under a file that failed as "File exists"."""
+    (tmp_path / "a-file").write_text("kept")
+    refused(
+        run("report", used, "--out", tmp_path / "a-file" / "r" / "x.html"), "a-file is a file, not a folder"
+    )
+    assert (tmp_path / "a-file").read_text() == "kept"
 
 
 @pytest.mark.parametrize("command", ["checkpoint", "export"])

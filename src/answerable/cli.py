@@ -823,6 +823,9 @@ def _out_file(path: Path, force: bool, *, makes_folder: bool = False) -> Path:
     the command makes it), and it is not there already unless ``force`` says to replace it."""
     if path.is_dir():
         _fail(ConfigError(f"--out {path} is a folder; give a file name"))
+    nearest = next((p for p in path.parents if p.exists()), None)
+    if nearest is not None and not nearest.is_dir():  # making folders under it said "File exists"
+        _fail(ConfigError(f"--out {path}: {nearest} is a file, not a folder"))
     if not makes_folder and not path.parent.is_dir():
         _fail(ConfigError(f"--out {path}: the folder {path.parent} does not exist"))
     if path.exists() and not force:
