@@ -1292,7 +1292,11 @@ def _public_key(text: str, where: str) -> str:
     from answerable.keys import KeyPair
 
     candidate = Path(text)
-    if candidate.is_file():
+    try:
+        is_file = candidate.is_file()
+    except OSError:  # a name no file system takes (too long): not a file; then it may be a key
+        is_file = False
+    if is_file:
         return _run(lambda: KeyPair.load(candidate)).public_b64
     try:
         raw = base64.b64decode(text, validate=True)
