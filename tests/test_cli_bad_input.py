@@ -846,6 +846,35 @@ def test_an_input_file_that_is_a_fifo_with_no_writer_or_endless_is_one_line(
     assert signed.returncode == 0, signed.stderr
 
 
+def test_a_charter_file_that_never_ends_is_one_line_in_rules_sign_and_nats_config(tmp_path: Path) -> None:
+    """The config's [charter] file was read whole by ``rules sign`` and ``nats-config``: /dev/zero
+    grew until memory ran out (a MemoryError traceback). Read capped, as every other input is.
+    Run under a 2 GiB address-space cap, so a regression fails alone instead of taking the machine."""
+    import resource
+    import subprocess
+
+    from procs import CLI
+
+    from answerable.scaffold import init
+
+    folder = tmp_path / "sys"
+    init(folder)
+    config = folder / "answerable.toml"
+    text = config.read_text().replace('file = "charter.json"', 'file = "/dev/zero"')
+    config.write_text(text + '\n[nats]\nurl = "nats://127.0.0.1:4222"\nkey = "nats.key"\n')
+
+    def capped() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    for line in (["rules", "sign", config, "--key", folder / "ri.key"], ["nats-config", config]):
+        done = subprocess.run(
+            [str(CLI), *map(str, line)], capture_output=True, text=True, timeout=120, preexec_fn=capped
+        )
+        assert done.returncode == 2, (line, done.stderr)
+        assert done.stderr == "answerable: error: cannot read /dev/zero: larger than 67,108,864 bytes\n"
+    assert not (folder / "nats.key").exists()
+
+
 def test_outputs_go_through_links_keep_their_mode_and_keys_come_through_pipes(
     used: Path, tmp_path: Path, people: People
 ) -> None:

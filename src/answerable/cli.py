@@ -789,7 +789,7 @@ def rules_sign(
 
 def _json_file(path: Path) -> dict[str, Any]:
     try:
-        doc = orjson.loads(path.read_bytes())
+        doc = orjson.loads(_input(path))
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     except orjson.JSONDecodeError as exc:
@@ -1133,6 +1133,8 @@ def nats_config_command(
     """Print the nats-server authorization block for this system: the service and each agent log
     in with their own keys (NKEY); an agent may pull only the topics the charter's coordination
     contract lets it hear, and publish on none. Creates the service's key ([nats] key) if absent."""
+    from pydantic import ValidationError
+
     from answerable.bus.auth import authorization
     from answerable.config import load_config
     from answerable.keys import KeyPair
@@ -1146,9 +1148,11 @@ def nats_config_command(
     made = None if key_file.exists() else KeyPair.generate("answerable-service")
     service = made or _run(lambda: KeyPair.load(key_file))
     try:
-        charter = SystemCharter.model_validate_json(config.charter.read_bytes())
-    except (OSError, ValueError) as exc:
-        _fail(ConfigError(f"{config.charter}: not a charter: {str(exc).splitlines()[0]}"))
+        charter = SystemCharter.model_validate_json(_input(config.charter))
+    except OSError as exc:
+        _fail(ConfigError(f"cannot read {config.charter}: {exc.strerror or exc}"))
+    except ValidationError as exc:
+        _fail(ConfigError(f"{config.charter}: not a charter: {_invalid(exc)}"))
     text = _run(lambda: authorization(charter, service.public_b64))
     if out_file is not None:
         _out_file(out_file, force)
