@@ -478,3 +478,18 @@ def test_a_server_named_like_an_operation_prefix_is_refused(tmp_path: Path) -> N
         "answerable: error: answerable.toml: [mcp.servers.shop]: its tools are named shop.TOOL, "
         "as is operation 'shop.refund'; rename one"
     ]
+
+
+def test_a_server_that_cannot_be_reached_is_one_line(tmp_path: Path) -> None:
+    """A server whose process exits at once: the connection's failure was printed as it happened,
+    then again as the refusal (two lines). Said once now, with the server's name."""
+    folder = tmp_path / "gone"
+    done = _cli("init", str(folder), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    toml = folder / "answerable.toml"
+    toml.write_text(toml.read_text() + '\n[mcp.servers.gone]\ncommand = ["/bin/false"]\n')
+    said = _cli("mcp-schema", "answerable.toml", cwd=folder)
+    assert said.returncode == 2
+    assert said.stdout == ""
+    [line] = said.stderr.strip().splitlines()
+    assert line.startswith("answerable: error: [mcp.servers.gone]: cannot connect: ")

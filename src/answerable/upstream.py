@@ -80,6 +80,9 @@ class Upstream:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.error: str | None = None
+        self._started = False
+        """Connected once: from then on each lost connection is said as it happens; before, the
+        failure is :meth:`start`'s error, said once by whoever started it."""
 
     async def start(self, within: float) -> None:
         """Connect and list; a server that cannot be reached ``within`` seconds is a ConfigError."""
@@ -91,6 +94,7 @@ class Upstream:
         if self._client is None:
             await self.stop()
             raise ConfigError(f"[mcp.servers.{self.config.name}]: cannot connect: {self.error}")
+        self._started = True
 
     async def _run(self) -> None:
         from mcp import Client, StdioServerParameters
@@ -128,7 +132,8 @@ class Upstream:
                             await self._changes()
             except Exception as exc:  # the server's process died or answered nonsense: reconnect
                 self.error = _reason(exc)
-                print(f"answerable: mcp server {config.name}: {self.error}", file=sys.stderr, flush=True)
+                if self._started:
+                    print(f"answerable: mcp server {config.name}: {self.error}", file=sys.stderr, flush=True)
             finally:
                 self._client, self.offers = None, {}  # nothing is offered while it is away
                 self._up.clear()
