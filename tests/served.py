@@ -8,9 +8,12 @@ import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,3 +134,37 @@ def entries_of(folder: Path) -> list[str]:
         return [str(i) for (i,) in conn.execute("SELECT id FROM entries")]
     finally:
         conn.close()
+
+
+class Webhook:
+    """A webhook in a thread of this process: the events posted to it, in order, the n-th (from 1)
+    answered with ``status(n)``."""
+
+    def __init__(self, status: Callable[[int], int] = lambda _: 204) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._arrived = threading.Condition()
+        events, arrived = self.events, self._arrived
+
+        class Hook(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(status(len(events) + 1))
+                self.end_headers()
+                with arrived:
+                    events.append(event)
+                    arrived.notify_all()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+        self.port = int(self._server.server_address[1])
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def wait_for(self, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 30) -> bool:
+        with self._arrived:
+            return self._arrived.wait_for(lambda: done(self.events), timeout)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

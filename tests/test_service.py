@@ -21,7 +21,19 @@ from typing import Any
 
 import httpx
 import pytest
-from served import CLI, STREAMING_AGENT, Running, agent, cli, effects, entries_of, free_port, start, system
+from served import (
+    CLI,
+    STREAMING_AGENT,
+    Running,
+    Webhook,
+    agent,
+    cli,
+    effects,
+    entries_of,
+    free_port,
+    start,
+    system,
+)
 from support import witness_process
 
 from answerable import KeyPair
@@ -328,28 +340,10 @@ def test_configuration_errors_are_one_line_and_start_nothing(tmp_path: Path, sys
 def test_the_service_notifies_a_webhook_has_its_checkpoints_witnessed_and_serves_log_and_why(
     tmp_path: Path,
 ) -> None:
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from answerable.ledger.tiles import entry_bundle, tile_path
     from answerable.ledger.witness import CosignatureVerifier
 
-    events: list[dict[str, object]] = []
-    heard = threading.Event()
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            events.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-            if {"Review", "Control"} <= {e["kind"] for e in events}:
-                heard.set()
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    hook = Webhook()
     folder = tmp_path / "shop"
     init(folder)
     log_key = None
@@ -365,15 +359,15 @@ def test_the_service_notifies_a_webhook_has_its_checkpoints_witnessed_and_serves
         "every_seconds = 10",
         f'every_seconds = 0.5\nwitnesses = [{{ url = "{url}", key = "{vkey}" }}]',
     )
-    config += f'\n[notify]\nwebhook = "http://127.0.0.1:{hook.server_address[1]}/events"\n'
+    config += f'\n[notify]\nwebhook = "http://127.0.0.1:{hook.port}/events"\n'
     (folder / "answerable.toml").write_text(config)
     running = start(folder, free_port())
     try:
         [large] = agent(running, {"arguments": {"order": "O-7", "amount_cents": 50000}})
         ri = KeyPair.load(folder / "ri.key")
         assert cli(running, "halt", "ledger.db", "--by", ri.identity, "--reason", "storm").returncode == 0
-        assert heard.wait(timeout=30), events
-        halt = next(e for e in events if e["kind"] == "Control")
+        assert hook.wait_for(lambda events: {"Review", "Control"} <= {e["kind"] for e in events}), hook.events
+        halt = next(e for e in hook.events if e["kind"] == "Control")
         assert (halt["action"], halt["by"], halt["reason"]) == ("halt", ri.identity, "storm")
         served = httpx.get(f"{running.url}/log/checkpoint").text
         size = int(served.split("\n")[1])  # its partial tiles stay published, whatever comes after
@@ -403,8 +397,7 @@ def test_the_service_notifies_a_webhook_has_its_checkpoints_witnessed_and_serves
         if running.proc.poll() is None:
             running.stop(signal.SIGKILL)
         stack.close()
-        hook.shutdown()
-        hook.server_close()
+        hook.close()
     assert cli(running, "verify", "ledger.db", "--witness", tmp_path / "wstate").returncode == 0
 
 
@@ -413,46 +406,27 @@ def test_a_webhook_that_refuses_an_event_is_said_once_without_its_secret_path(tm
     people untold: the service says so on stderr, once until an event goes through again, naming
     the webhook without its path (an incoming hook's path is its token). It counted a 404 as
     delivered, and dropped an event after six failed attempts without a word."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    posts: list[str] = []
-    third = threading.Event()
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["id"])
-            self.send_response(404 if len(posts) == 1 else 204)
-            self.end_headers()
-            if len(posts) == 3:
-                third.set()
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    hook = Webhook(lambda n: 404 if n == 1 else 204)
     folder = tmp_path / "shop"
     init(folder)
     with (folder / "answerable.toml").open("a") as toml:
-        toml.write(f'\n[notify]\nwebhook = "http://127.0.0.1:{hook.server_address[1]}/hooks/T0/sec-4419"\n')
+        toml.write(f'\n[notify]\nwebhook = "http://127.0.0.1:{hook.port}/hooks/T0/sec-4419"\n')
     running = start(folder, free_port())
     try:
         ri = KeyPair.load(folder / "ri.key")
         for scope in ("agent:a", "agent:b", "agent:c"):
             stop = cli(running, "pause", "ledger.db", "--by", ri.identity, "--reason", "x", "--scope", scope)
             assert stop.returncode == 0, stop.stderr
-        assert third.wait(timeout=60), posts
+        assert hook.wait_for(lambda events: len(events) == 3, timeout=60), hook.events
     finally:
         running.proc.send_signal(signal.SIGTERM)
         assert running.proc.stderr is not None
         said = running.proc.stderr.read()
         running.proc.stderr.close()
         running.proc.wait(timeout=60)
-        hook.shutdown()
-        hook.server_close()
-    port = hook.server_address[1]
-    assert f"webhook http://127.0.0.1:{port}/(path hidden) did not take the Control event {posts[0]}" in said
+        hook.close()
+    port, first = hook.port, hook.events[0]["id"]
+    assert f"webhook http://127.0.0.1:{port}/(path hidden) did not take the Control event {first}" in said
     assert "(answered 404)" in said
     assert said.count("did not take") == 1
     assert f"webhook http://127.0.0.1:{port}/(path hidden) takes events again" in said
