@@ -40,6 +40,7 @@ from typing import Any
 import _agt_peer as peer
 import _common as common
 import _without_claims as ablation
+import orjson
 
 from answerable.charter import new_charter, new_ruleset, schema_for
 from answerable.gateway import Gateway
@@ -161,6 +162,9 @@ async def _answerable(
         kinds = _per_action()
         counts = {kind: len(ledger.of_kind(kind)) for kind in kinds}
         size = ledger.size()
+        # The last Decision of the concurrent run, for the Cedar floor (not in the trees compared).
+        last = ledger.of_kind("Decision", after=conc_start)[-1] if floor else None
+        decided = {} if last is None else orjson.loads(last.data)
     finally:
         if hasattr(gateway, "close"):
             gateway.close()
@@ -171,9 +175,11 @@ async def _answerable(
         if floor
         else {"available": False}
     )
+    cedar = measure_cedar_floor(decided, tasks, conc_n) if floor else {"available": False}
     return {
         "audit": OURS_AUDIT,
         "storage_floor": storage,
+        "cedar_floor": cedar,
         "ledger_filesystem": common.filesystem_of(directory),
         "sequential": {
             "actions": seq_n,
@@ -339,6 +345,44 @@ def measure_storage_floor(
     return out
 
 
+def measure_cedar_floor(decision: dict[str, Any], batch: int, n: int) -> dict[str, Any]:
+    """What Cedar's own decision of one action costs: a lower bound of any design that decides
+    each action under these rules with cedarpy, as the storage floor is of storing it.
+
+    The concurrent run's last Decision (its request and entities, as recorded) is decided ``n``
+    times by ``cedarpy.is_authorized_batch``, the public call the gateway makes, with the
+    ruleset's PolicySet and Schema parsed once and the context and entities handed over already
+    encoded, in batches of ``batch`` requests (as many as ``batch`` submitters can bring to one
+    loop turn: the cheapest per decision). CPU per decision. Nothing of answerable runs in the
+    timed part; every answer is checked to be the Allow the run recorded.
+    """
+    import cedarpy
+
+    from answerable.policy import load_ruleset
+
+    ruleset = load_ruleset(POLICY, schema_for([OPERATION]))
+    recorded = decision["request"]
+    request = {**recorded, "context": orjson.dumps(recorded["context"]).decode()}
+    entities = orjson.dumps(decision["entities"]).decode()
+    requests = [request] * batch
+    calls = max(n // batch, 1)
+    allowed = 0
+    started = time.thread_time_ns()
+    for _ in range(calls):
+        answers = cedarpy.is_authorized_batch(requests, ruleset.policy_set, entities, ruleset.schema)
+        allowed += sum(a.decision.name == "Allow" for a in answers)
+    cpu = time.thread_time_ns() - started
+    decisions = calls * batch
+    return {
+        "available": True,
+        "what": "cedarpy.is_authorized_batch on the run's own request, PolicySet and Schema parsed once",
+        "batch": batch,
+        "decisions": decisions,
+        "all_allowed": allowed == decisions and decision["effect"] == "allow",
+        "cpu_us_per_decision": cpu / 1e3 / decisions,
+    }
+
+
 def measure_fsync(directory: Path, n: int) -> dict[str, Any]:
     """This filesystem's fsync latency where the ledger lives: append 4 KiB, fsync, ``n`` times.
 
@@ -392,6 +436,18 @@ def compare(ours: dict[str, Any], agt: dict[str, Any], fsync: dict[str, float]) 
                 "goal_budget_us": call / GOAL_RATIO,
                 "floor_budget_us": call / FLOOR_RATIO,
             }
+            cedar = ours.get("cedar_floor", {})
+            if cedar.get("available"):
+                # Both floors are paid by every design that stores these rows and asks Cedar.
+                both = storage["cpu_us_per_action"] + cedar["cpu_us_per_decision"]
+                out["storage_floor"].update(
+                    {
+                        "cedar_cpu_us_per_decision": cedar["cpu_us_per_decision"],
+                        "storage_and_cedar_us": both,
+                        "goal_within_reach": both <= call / GOAL_RATIO,
+                        "floor_within_reach": both <= call / FLOOR_RATIO,
+                    }
+                )
     else:
         out["peer_missing"] = agt["reason"]
     bound = 2 * fsync["p50_us"] + SEQUENTIAL_SLACK_US
@@ -791,6 +847,18 @@ def render(doc: dict[str, Any]) -> None:
             f"{storage['x_agt_call']:.2f}x AGT in memory's whole call "
             f"({us(storage['agt_in_memory_cpu_us_per_call'])}); at the goal an action may cost "
             f"{us(storage['goal_budget_us'])} in all, at the floor {us(storage['floor_budget_us'])}"
+        )
+    if storage is not None and "storage_and_cedar_us" in storage:
+        cedar = ours["cedar_floor"]
+        console.print(
+            f"cedar floor: the run's own request decided by cedarpy.is_authorized_batch alone (PolicySet "
+            f"and Schema parsed once, batches of {cedar['batch']}, every answer the recorded Allow: "
+            f"{'yes' if cedar['all_allowed'] else 'NO'}): {us(storage['cedar_cpu_us_per_decision'])} CPU "
+            f"per decision; with the storage floor {us(storage['storage_and_cedar_us'])} per action "
+            f"before any other code runs: the goal's budget of {us(storage['goal_budget_us'])} is "
+            f"{'within reach' if storage['goal_within_reach'] else '[red]out of reach[/red]'}, the floor's "
+            f"{us(storage['floor_budget_us'])} "
+            f"{'within reach' if storage['floor_within_reach'] else '[red]out of reach[/red]'}"
         )
     paired = comp.get("paired", {})
     if paired.get("available"):

@@ -47,11 +47,19 @@ def test_governed_call_bench_checks_its_own_ledger():
     assert floor["sequential"]["available"] is True, floor["sequential"]
     assert floor["sequential"]["actions"] == doc["answerable"]["sequential"]["actions"]
     assert comparison["sequential_latency"]["storage_floor_p50_us"] > 0
+    # Cedar's own decision of the run's last request: the recorded Allow, every time.
+    cedar = doc["answerable"]["cedar_floor"]
+    assert cedar["all_allowed"] is True
+    assert cedar["decisions"] >= cedar["batch"] > 0
+    assert cedar["cpu_us_per_decision"] > 0
     if doc["agt"]["available"]:  # `make bench` installs the peer; `make test` need not
         assert set(comparison["concurrent"]) == {"in_memory", "file_sink"}
         storage = comparison["storage_floor"]
         assert storage["x_agt_call"] == pytest.approx(
             storage["storage_cpu_us_per_action"] / storage["agt_in_memory_cpu_us_per_call"]
+        )
+        assert storage["storage_and_cedar_us"] == pytest.approx(
+            storage["storage_cpu_us_per_action"] + storage["cedar_cpu_us_per_decision"]
         )
         [pair] = comparison["paired"]["pairs"]  # --quick: one pair, measured back to back
         assert pair["ratio"] == pytest.approx(pair["answerable"] / pair["agt"])
