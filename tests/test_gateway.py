@@ -462,6 +462,47 @@ async def test_an_http_operation_records_no_credential_of_its_url_and_a_cut_call
     )
     assert "/book?(query hidden) could not be reached" in str(unreached.value)
     assert "7731" not in str(unreached.value)
+
+
+async def test_an_http_operation_with_no_url_to_reach_is_refused_and_redirects_are_not_results(
+    gateway: Gateway, ledger: SQLiteLedger
+):
+    """A mistyped endpoint failed every call later, each recorded as ambiguous (the request "may
+    have been sent") so each waited for a person: refused when the operation is made. A redirect
+    was recorded as succeeded without being followed; a 2xx answer in words, as failed."""
+    from answerable import ConfigError
+
+    async with httpx.AsyncClient() as client:
+        for url, said in (
+            ("htp:/carrier", "want an http:// or https:// URL"),
+            ("http://carrier:99999/book", "not a URL"),
+            ("carrier/book", "want an http"),
+        ):
+            with pytest.raises(ConfigError, match=said):
+                http_operation(url, client=client)
+    answers = iter(
+        [httpx.Response(302, headers={"Location": "/v2/book"}), httpx.Response(200, text="booked")]
+    )
+
+    def carrier(request: httpx.Request) -> httpx.Response:
+        return next(answers)
+
+    class Args(BaseModel):
+        shipment: str
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(carrier)) as client:
+        gateway.register(
+            "carrier.http",
+            http_operation("http://carrier/book", client=client),
+            resource_class="shipment",
+            args=Args,
+        )
+        moved = await gateway.submit(gateway.intent("executor", "carrier.http", {"shipment": "S-1"}))
+        worded = await gateway.submit(gateway.intent("executor", "carrier.http", {"shipment": "S-2"}))
+    assert moved.status == "ambiguous"
+    assert moved.execution is not None
+    assert "answered 302, a redirect (not followed)" in str(moved.execution.error)
+    assert (worded.status, worded.result) == ("succeeded", "booked")
     stored = b"".join(e.data for e in ledger.of_kind("Execution"))
     assert b"7731" not in stored
     assert b"carrier/book" in stored

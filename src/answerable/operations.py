@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, PydanticUserError, ValidationError, create_model
@@ -106,6 +107,12 @@ def http_operation(
     import httpx
 
     where = shown(url)
+    problem = _url_problem(url)
+    if problem is not None:  # a typo here would fail every call, each recorded as a failure
+        raise ConfigError(f"http_operation: {where}: {problem}")
+    # The request never left (no connection made, or it could not be formed): such a call
+    # failed. Anything that goes wrong after sending may have acted.
+    not_sent = (httpx.ConnectError, httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError)
 
     async def call(idempotency_key: str, fencing_token: FencingToken | None = None, **arguments: Any) -> Any:
         fence = {} if fencing_token is None else {"Fencing-Token": fencing_token.header()}
@@ -123,7 +130,7 @@ def http_operation(
             )
         except httpx.TimeoutException as exc:
             raise TransientError(f"{method} {where} timed out: {exc}") from exc
-        except httpx.ConnectError as exc:
+        except not_sent as exc:
             raise ExecutionError(f"{method} {where} could not be reached: {exc}") from exc
         except httpx.TransportError as exc:  # the request may have been sent: not known to have failed
             raise TransientError(f"{method} {where} was cut off: {type(exc).__name__}: {exc}") from exc
@@ -131,9 +138,31 @@ def http_operation(
             raise TransientError(f"{method} {where} answered {response.status_code}: {response.text[:200]}")
         if response.status_code >= 400:
             raise ExecutionError(f"{method} {where} answered {response.status_code}: {response.text[:200]}")
-        return response.json() if response.content else None
+        if response.status_code >= 300:  # not followed; a 303 after a POST says it acted, others not
+            raise TransientError(
+                f"{method} {where} answered {response.status_code}, a redirect (not followed): whether it "
+                "acted is not known; is the operation's URL current?"
+            )
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:  # done, and said so in words: what it said is the result
+            return response.text
 
     return call
+
+
+def _url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be an HTTP operation's endpoint, or None."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (read to refuse a port out of range)
+    except (ValueError, TypeError) as exc:
+        return f"not a URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "want an http:// or https:// URL naming a host"
+    return None
 
 
 def _jsonable(value: Any) -> Any:
