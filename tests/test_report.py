@@ -227,6 +227,32 @@ def test_rendering_leaves_the_ledger_unchanged(runs: Path) -> None:
     assert _state(path) == before
 
 
+def test_a_report_is_never_written_over_its_ledger_or_a_key(tmp_path: Path) -> None:
+    """``write`` and ``compare``, called from Python, replaced whatever ``out`` named: the ledger
+    itself (aimed at its own path), its signing key, or the RI's key, gone for good. The command
+    line refused these; the library now refuses them too, and changes nothing."""
+    from answerable import ConfigError
+
+    with (tmp_path / "log.txt").open("w") as log:
+        quickstart(tmp_path / "qs", Console(file=log))
+    ledger = tmp_path / "qs" / "ledger.db"
+    kept = {
+        p: p.read_bytes() for p in (ledger, ledger.with_name("ledger.db.key"), tmp_path / "qs" / "ri.key")
+    }
+    for target, said in (
+        (ledger, "is a database"),
+        (ledger.with_name("ledger.db.key"), "is the key file of the database beside it"),
+        (tmp_path / "qs" / "ri.key", "is a private key file"),
+    ):
+        with pytest.raises(ConfigError, match=said):
+            write(ledger, target)
+        with pytest.raises(ConfigError, match=said):
+            compare([ledger], target)
+    assert {p: p.read_bytes() for p in kept} == kept
+    written = write(ledger, tmp_path / "qs" / "ledger.html")
+    assert written.read_text().startswith("<!DOCTYPE html>") or "<html" in written.read_text()
+
+
 def test_rendering_is_deterministic(runs: Path, governed_html: str) -> None:
     """The same ledger renders to the same bytes."""
     assert render(runs / "governed.db") == governed_html

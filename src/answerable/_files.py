@@ -10,6 +10,8 @@ once (written) or reads as empty (read).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import errno
 import os
@@ -18,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["read_capped", "written_whole"]
+__all__ = ["never_written_over", "read_capped", "written_whole"]
 
 
 @contextlib.contextmanager
@@ -66,3 +68,76 @@ def read_capped(path: Path, limit: int) -> bytes:
     if len(data) > limit:
         raise OSError(errno.EFBIG, f"larger than {limit:,} bytes", str(path))
     return data
+
+
+_COMPANIONS = (".key", "-wal", "-shm", "-journal")
+"""What SQLite and the ledger keep beside a database file: its key, its log, its shared memory."""
+
+
+def never_written_over(path: Path) -> str | None:
+    """What ``path`` is, when it must never be written over (``PATH is a database``), or None.
+
+    A database (a ledger, say), the key or log kept beside one, or a private key file: an output
+    aimed at the ledger it is made from, or at a key (the RI's, the ledger's), would destroy
+    evidence or a key that cannot be made again, whoever asked (``--force`` included). A symbolic
+    link is judged by what it points at, as the write would follow it.
+    """
+    for candidate in _and_its_target(path):
+        database = candidate.is_file() and _starts_with(candidate, b"SQLite format 3\x00")
+        companion = next(
+            (
+                c
+                for c in _COMPANIONS
+                if candidate.name.endswith(c) and candidate.with_name(candidate.name[: -len(c)]).is_file()
+            ),
+            None,
+        )
+        if database or companion is not None:
+            what = (
+                "a database"
+                if companion is None
+                else f"the {companion.lstrip('.-')} file of the database beside it"
+            )
+        elif _holds_a_private_key(candidate):
+            what = "a private key file"
+        else:
+            continue
+        shown = path if candidate == path else f"{path} (a link to {candidate})"
+        return f"{shown} is {what}"
+    return None
+
+
+def _and_its_target(path: Path) -> list[Path]:
+    """``path`` and, when it is (or passes through) a symbolic link, the file it stands for."""
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):  # a loop of links: the write will fail on its own, changing nothing
+        return [path]
+    return [path] if target == path.absolute() else [path, target]
+
+
+def _holds_a_private_key(path: Path) -> bool:
+    """An answerable key file (identity, then base64 of 32 bytes) or a ledger's signing key (64
+    hex digits), read no further than a key file's size."""
+    try:
+        if not path.is_file() or path.stat().st_size > 4096:
+            return False
+        words = path.read_bytes().split()
+    except OSError:
+        return False
+    if len(words) == 1 and len(words[0]) == 64:
+        return all(c in b"0123456789abcdefABCDEF" for c in words[0])
+    if len(words) == 2:
+        try:
+            return len(base64.b64decode(words[1], validate=True)) == 32
+        except (binascii.Error, ValueError):
+            return False
+    return False
+
+
+def _starts_with(path: Path, header: bytes) -> bool:
+    try:
+        with path.open("rb") as opened:
+            return opened.read(len(header)) == header
+    except OSError:
+        return False

@@ -22,7 +22,7 @@ import typer
 from typer.core import TyperArgument, TyperOption
 
 from answerable import _stop as stops
-from answerable._files import read_capped, written_whole
+from answerable._files import never_written_over, read_capped, written_whole
 from answerable._tty import CONSOLES as _consoles
 from answerable._tty import err as _err
 from answerable._tty import out as _out
@@ -855,76 +855,15 @@ def _can_write(path: Path) -> None:
         _fail(ConfigError(f"cannot write --out {path}: {exc.strerror}"))
 
 
-_COMPANIONS = (".key", "-wal", "-shm", "-journal")
-"""What SQLite and the ledger keep beside a database file: its key, its log, its shared memory."""
-
-
 def _never_over_a_ledger(path: Path, named: str = "--out") -> None:
-    """Refuse, even with --force, to write over a database (a ledger, say), the key or log kept
-    beside one, or a private key file: an output aimed at the ledger it is made from, or at a key
-    (the RI's, the ledger's), would destroy evidence or a key that cannot be made again. A symbolic
-    link is judged by what it points at, as the write would follow it."""
-    for candidate in _and_its_target(path):
-        database = candidate.is_file() and _starts_with(candidate, b"SQLite format 3\x00")
-        companion = next(
-            (
-                c
-                for c in _COMPANIONS
-                if candidate.name.endswith(c) and candidate.with_name(candidate.name[: -len(c)]).is_file()
-            ),
-            None,
-        )
-        if database or companion is not None:
-            what = (
-                "a database"
-                if companion is None
-                else f"the {companion.lstrip('.-')} file of the database beside it"
+    """Refuse, even with --force, to write over evidence or a key (see ``_files.never_written_over``)."""
+    problem = never_written_over(path)
+    if problem is not None:
+        _fail(
+            ConfigError(
+                f"{named} {problem}; output is never written over a ledger or a key: give another file"
             )
-        elif _holds_a_private_key(candidate):
-            what = "a private key file"
-        else:
-            continue
-        shown = path if candidate == path else f"{path} (a link to {candidate})"
-        never = "output is never written over a ledger or a key: give another file"
-        _fail(ConfigError(f"{named} {shown} is {what}; {never}"))
-
-
-def _and_its_target(path: Path) -> list[Path]:
-    """``path`` and, when it is (or passes through) a symbolic link, the file it stands for."""
-    try:
-        target = path.resolve()
-    except (OSError, RuntimeError):  # a loop of links: the write will fail on its own, changing nothing
-        return [path]
-    return [path] if target == path.absolute() else [path, target]
-
-
-def _holds_a_private_key(path: Path) -> bool:
-    """An answerable key file (identity, then base64 of 32 bytes) or a ledger's signing key (64
-    hex digits), read no further than a key file's size."""
-    import binascii
-
-    try:
-        if not path.is_file() or path.stat().st_size > 4096:
-            return False
-        words = path.read_bytes().split()
-    except OSError:
-        return False
-    if len(words) == 1 and len(words[0]) == 64:
-        return all(c in b"0123456789abcdefABCDEF" for c in words[0])
-    if len(words) == 2:
-        try:
-            return len(base64.b64decode(words[1], validate=True)) == 32
-        except (binascii.Error, ValueError):
-            return False
-    return False
-
-
-def _starts_with(path: Path, header: bytes) -> bool:
-    try:
-        with path.open("rb") as opened:
-            return opened.read(len(header)) == header
-    except OSError:
-        return False
+        )
 
 
 def _write(path: Path, data: bytes) -> None:

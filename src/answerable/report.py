@@ -1214,10 +1214,18 @@ def write(ledger_path: str | Path, out: Path) -> Path:
 
 
 def _write(out: Path, text: str) -> None:
-    """Write a page, creating its directory; a path that cannot be written is the caller's to fix."""
+    """Write a page whole, creating its directory; a path that cannot be written is the caller's
+    to fix, and one that is a ledger, the key or log beside one, or a private key is refused:
+    a report aimed at its own ledger would have replaced the evidence it reports on."""
+    from answerable._files import never_written_over, written_whole
+
+    problem = never_written_over(out)
+    if problem is not None:
+        raise ConfigError(f"the report's path {problem}; a report is never written over a ledger or a key")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
+        with written_whole(out) as page:
+            page.write(text.encode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot write the report to {out}: {exc.strerror or exc}") from exc
 
