@@ -83,10 +83,18 @@ def test_on_expiry_approve_is_read_from_its_annotation() -> None:
         '@approvals("0")',
         '@deadline_minutes("0")',
         '@deadline_minutes("30")\n@expires_minutes("29")',
+        '@expires_minutes("9999999999")',
+        '@deadline_minutes("99999999999999")\n@expires_minutes("99999999999999")',
+        '@approvals("99999999999999999999999")',
+        '@approvals("1001")',
+        '@expires_minutes("5270401")',
     ],
 )
 def test_review_terms_that_cannot_be_honoured_are_refused(annotations: str) -> None:
-    """Not a whole number, an unknown expiry default, no approver, no deadline, or expiry before deadline."""
+    """Not a whole number, an unknown expiry default, no approver, no deadline, or expiry before
+    deadline; and terms past their bounds, which were signed and then made every intent sent to
+    review fail as its Review was recorded (an expiry past the year 9999: a raw ValidationError
+    from Gateway.submit)."""
     with pytest.raises(PolicyInvalid):
         terms_of(annotations)
 
@@ -100,6 +108,8 @@ def test_review_terms_that_cannot_be_honoured_are_refused(annotations: str) -> N
             ReviewTerms(deadline_minutes=30, expires_minutes=30),
         ),
         ('@approvals("1")', ReviewTerms(approvals=1)),
+        ('@approvals("1000")', ReviewTerms(approvals=1000)),
+        ('@expires_minutes("5270400")', ReviewTerms(expires_minutes=5_270_400)),
     ],
 )
 def test_review_terms_at_their_limits_are_accepted(annotations: str, expected: ReviewTerms) -> None:

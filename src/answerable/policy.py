@@ -78,6 +78,12 @@ class CedarRequest:
         }
 
 
+_MAX_APPROVALS = 1_000
+_MAX_REVIEW_MINUTES = 10 * 366 * 24 * 60
+"""Bounds of the review annotations: a signed ruleset past them made every intent it sends to
+review fail as it was recorded (a deadline past the year 9999 has no RFC 3339 form)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ReviewTerms:
     """What the review policies that matched ask of the people answering.
@@ -107,13 +113,13 @@ class ReviewTerms:
         if notes.get("on_expiry", "deny") not in ("deny", "approve"):
             raise PolicyInvalid(f'policy {name!r}: @on_expiry must be "deny" or "approve"')
         if (
-            terms.approvals < 1
+            not 1 <= terms.approvals <= _MAX_APPROVALS
             or terms.deadline_minutes < 1
-            or terms.expires_minutes < terms.deadline_minutes
+            or not terms.deadline_minutes <= terms.expires_minutes <= _MAX_REVIEW_MINUTES
         ):
             raise PolicyInvalid(
-                f"policy {name!r}: needs approvals >= 1, deadline_minutes >= 1 and "
-                "expires_minutes >= deadline_minutes"
+                f"policy {name!r}: needs 1 <= approvals <= {_MAX_APPROVALS}, deadline_minutes >= 1 and "
+                f"deadline_minutes <= expires_minutes <= {_MAX_REVIEW_MINUTES} (ten years)"
             )
         return terms
 
