@@ -177,6 +177,21 @@ def test_saving_a_key_where_it_cannot_be_written_is_config_error(tmp_path: Path)
         KeyPair.generate("ri@example").save(tmp_path / "no" / "such" / "dir" / "ri.key")
 
 
+@pytest.mark.parametrize("identity", ["Alice Smith", "a\nb", "", "a\ud800", None, "x" * 201])
+def test_a_key_for_a_name_its_file_cannot_hold_is_refused_before_it_is_saved(
+    tmp_path: Path, identity: Any
+) -> None:
+    """A key file is its identity and the key, split by whitespace: a key made for "Alice Smith"
+    was saved, then refused by load as no key file; one with a lone surrogate left an empty file
+    behind and raised UnicodeEncodeError; None failed later as a TypeError."""
+    with pytest.raises(ConfigError, match="key identity"):
+        KeyPair.generate(identity).save(tmp_path / "k.key")
+    assert list(tmp_path.iterdir()) == []
+    made = KeyPair.generate("alice@example.org")
+    made.save(tmp_path / "k.key")
+    assert KeyPair.load(tmp_path / "k.key").identity == "alice@example.org"
+
+
 # --- operations -----------------------------------------------------------------------------------------
 
 

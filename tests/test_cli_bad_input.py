@@ -795,7 +795,7 @@ def test_recorded_text_reaches_the_terminal_escaped_and_names_print_as_typed(
     made = run("keys", "new", "a:smile:", "--out", tmp_path / "smile.key")
     assert made.exit_code == 0, made.output
     assert made.stdout.startswith("a:smile: ")
-    refused(run("keys", "new", "a\x1b[31mred", "--out", tmp_path / "red.key"), "printable")
+    refused(run("keys", "new", "a\x1b[31mred", "--out", tmp_path / "red.key"), "control character")
     assert not (tmp_path / "red.key").exists()
 
 

@@ -1195,15 +1195,11 @@ def keys_new(
     as_json: bool = JsonOpt,
 ) -> None:
     """Make a new Ed25519 key file and print its public key, which the charter lists."""
-    from answerable.keys import KeyPair
+    from answerable.keys import KeyPair, identity_problem
 
-    if (
-        not identity
-        or any(c.isspace() for c in identity)
-        or len(identity) > 200
-        or not identity.isprintable()
-    ):
-        _fail(ConfigError(f"identity {identity!r} must be 1 to 200 printable characters with no spaces"))
+    problem = identity_problem(identity)
+    if problem is not None:
+        _fail(ConfigError(f"identity {identity!r} {problem}"))
     if out_file.exists():
         _fail(ConfigError(f"--out {out_file} exists already; a key file is never written over"))
     _out_file(out_file, force=False)

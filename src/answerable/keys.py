@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from answerable._files import read_capped
 from answerable.errors import ConfigError, SignatureInvalid
 
-__all__ = ["KeyPair", "verify_signature"]
+__all__ = ["KeyPair", "identity_problem", "verify_signature"]
 
 _MAX_KEY_FILE = 4096
 """Bytes read of a key file at most: one holds an identity and 44 characters of base64."""
@@ -31,8 +31,24 @@ class KeyPair:
     identity: str
     private: Ed25519PrivateKey
 
+    def __post_init__(self) -> None:
+        """Refuse what :meth:`save` would write and :meth:`load` could not read back: a key file
+        is its identity and the key separated by whitespace, in UTF-8. A key made for such a name
+        was saved, and its owner was then told the file is no key file."""
+        problem = identity_problem(self.identity)
+        if problem is not None:
+            raise ConfigError(f"key identity {problem}")
+        if not isinstance(self.private, Ed25519PrivateKey):
+            raise ConfigError(f"a key pair holds an Ed25519 private key, not a {type(self.private).__name__}")
+
     @classmethod
     def generate(cls, identity: str) -> KeyPair:
+        """A new key for ``identity``.
+
+        Raises:
+            ConfigError: ``identity`` is empty, longer than 200 characters, holds whitespace or a
+                control character, or has no UTF-8 form.
+        """
         return cls(identity, Ed25519PrivateKey.generate())
 
     @classmethod
@@ -101,6 +117,27 @@ class KeyPair:
                 f"key file {path} is not an answerable key file (expected two lines: identity, "
                 "base64 of a 32-byte Ed25519 private key)"
             ) from exc
+
+
+_MAX_IDENTITY = 200
+"""As the charter's names: the longest identity a person or agent may have."""
+
+
+def identity_problem(identity: object) -> str | None:
+    """Why ``identity`` cannot name a key (``'' is empty``), or None."""
+    if not isinstance(identity, str):
+        return f"must be text, not {type(identity).__name__}"
+    if not identity:
+        return "is empty"
+    if len(identity) > _MAX_IDENTITY:
+        return f"is {len(identity)} characters; at most {_MAX_IDENTITY}"
+    if any(c.isspace() or not c.isprintable() for c in identity):
+        return "holds whitespace or a control character (a key file is identity and key, split by whitespace)"
+    try:
+        identity.encode("utf-8")
+    except UnicodeEncodeError:
+        return "has no UTF-8 form (a lone surrogate)"
+    return None
 
 
 def verify_signature(public_b64: str, signature_b64: str | None, data: bytes, *, who: str) -> None:
