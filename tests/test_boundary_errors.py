@@ -141,6 +141,37 @@ def test_load_ruleset_refuses_policies_that_are_not_text():
 # --- charter, control, keys ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ({"agents": "billing-bot"}, "give a list of names, not one string"),
+        ({"agents": ["a", "a"]}, "'a' is named twice"),
+        ({"agents": ["a"], "agent_keys": {"b": "AAAA"}}, "agent_keys names 'b'"),
+        ({"agents": ["a"], "agent_keys": {"a": "notakey"}}, "not a base64 Ed25519 public key"),
+        ({"agents": ["reviewer@logistics.example"]}, "both an agent and a person"),
+        ({"agents": ["a"], "reviewers": ["bob@example.org"]}, "give each as a KeyPair"),
+        ({"agents": ["a"], "simulated": "reviewer@logistics.example"}, "not one string"),
+    ],
+    ids=[
+        "one-string",
+        "twice",
+        "key-of-no-agent",
+        "bad-key",
+        "agent-and-person",
+        "name-not-key",
+        "simulated",
+    ],
+)
+def test_new_charter_refuses_what_amend_charter_refuses(people: People, given: dict[str, Any], said: str):
+    """A string for agents became one agent per character; a key for a misspelt agent was
+    dropped (the agent left keyless) and a key that is no key was signed; an agent named like a
+    person, or twice, was accepted where amend_charter refuses it; a reviewer given by name
+    failed as an AttributeError."""
+    reviewers = given.pop("reviewers", [people.reviewer])
+    with pytest.raises(ConfigError, match=said):
+        new_charter("logistics", people.ri, reviewers=reviewers, **given)
+
+
 def test_new_charter_with_a_bad_agent_name_is_config_error(people: People):
     """A name with whitespace is named as a config problem, not a pydantic ValidationError."""
     with pytest.raises(ConfigError, match=r"agents\.0\.name"):

@@ -56,20 +56,32 @@ def new_charter(
         ConfigError: a name is empty or holds whitespace, ``version`` is below 1, or the
             contract names an unknown agent or holds a bad schema (naming the field).
     """
+    agents, modelled = _names(agents, "agents"), set(_names(simulated, "simulated"))
+    if len(set(agents)) != len(agents):
+        raise ConfigError(f"agent {sorted(a for a in agents if agents.count(a) > 1)[0]!r} is named twice")
+    for name, key in (agent_keys or {}).items():
+        if name not in agents:  # a typo'd name: its key would be dropped, and the agent keyless
+            raise ConfigError(f"agent_keys names {name!r}, which is not one of the agents")
+        if not isinstance(key, str) or not _is_public_key(key):
+            raise ConfigError(f"{name}: the key given is not a base64 Ed25519 public key (32 bytes)")
     clock = clock or SystemClock()
     ids = ids or IdSource(clock)
-    modelled = set(simulated)
     if ri.identity in modelled:
         raise ConfigError(f"the RI {ri.identity} answers for the system: a real person, never simulated")
     roles: dict[str, set[str]] = {ri.identity: {"ri"}}
     keys = {ri.identity: ri}
     for role, people in (("reviewer", reviewers), ("operator", operators)):
         for person in people:
+            if not isinstance(person, KeyPair):  # the charter lists their public key, read from it
+                raise ConfigError(f"{role}s: give each as a KeyPair, not a {type(person).__name__}")
             roles.setdefault(person.identity, set()).add(role)
             keys[person.identity] = person
     unknown = modelled - set(roles)
     if unknown:
         raise ConfigError(f"simulated {sorted(unknown)[0]!r} is no reviewer or operator of this charter")
+    both = set(agents) & set(roles)
+    if both:
+        raise ConfigError(f"{sorted(both)[0]!r} would be both an agent and a person; give them two names")
     try:
         charter = SystemCharter.model_validate(
             {
@@ -211,6 +223,14 @@ def amend_charter(
     signed = sign(amended, ri)
     verify_charter(signed, charter)  # a key file that only claims the RI's name is refused here
     return signed
+
+
+def _names(given: Iterable[str], what: str) -> list[str]:
+    """``given`` as a list of names; one string is refused, not read as its characters (agents
+    ``b``, ``i``, ``l``, ... for ``agents="billing-bot"``)."""
+    if isinstance(given, str | bytes):
+        raise ConfigError(f"{what}: give a list of names, not one string ({what}=[{given!r}])")
+    return list(given)
 
 
 def _is_public_key(text: str) -> bool:
