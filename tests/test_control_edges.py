@@ -138,6 +138,28 @@ async def test_a_stop_without_who_or_why_is_refused_and_nothing_is_written(
     assert ledger.size() == 0
 
 
+async def test_a_stop_given_the_wrong_kind_of_value_is_refused_and_nothing_is_written(
+    gateway: Gateway, ledger: SQLiteLedger, people: People
+) -> None:
+    """A scope typed as text ("agent:executor"), a reason of None, a resume with no key: each was
+    an AttributeError from inside the controller. Now RecordInvalid (ConfigError for text that is
+    not a scope at all), and nothing is written."""
+    controller = Controller(ledger)
+    before = ledger.size()
+    for act in (controller.halt, controller.pause):
+        with pytest.raises(RecordInvalid, match="scope_from_text"):
+            await act(by="ops", reason="storm", scope="agent:executor")  # type: ignore[arg-type]
+        with pytest.raises(RecordInvalid, match="give a reason"):
+            await act(by="ops", reason=None)  # type: ignore[arg-type]
+    with pytest.raises(RecordInvalid, match="signed with a KeyPair"):
+        await controller.resume(key=None, reason="clear")  # type: ignore[arg-type]
+    with pytest.raises(RecordInvalid, match="is a Control"):
+        await controller.record_resume(None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="a scope is text"):
+        scope_from_text(None)  # type: ignore[arg-type]
+    assert ledger.size() == before
+
+
 async def test_nobody_may_resume_a_ledger_without_a_charter(ledger: SQLiteLedger, people: People) -> None:
     controller = Controller(ledger, clock=FakeClock())
     pause = await controller.pause(by="x", reason="y")

@@ -96,6 +96,8 @@ class ControlState:
 def scope_from_text(text: str) -> Scope:
     """Parse ``system``, ``agent:NAME``, ``operation:NAME``, ``resource_class:NAME`` or
     ``channel:TOPIC``."""
+    if not isinstance(text, str):
+        raise ConfigError(f"a scope is text like agent:NAME, not a {type(text).__name__}")
     kind, _, value = text.partition(":")
     try:
         return Scope.model_validate({"kind": kind, "value": value or None})
@@ -226,6 +228,7 @@ class Controller:
         """The control entry an action would append now, unsigned; its causes are the stops in
         force on that scope (what a resume lifts). For a caller that appends it itself: the
         command line halts without starting an event loop, which would cost it start-up time."""
+        _scope_given(action, by, scope)
         return unsigned_control(
             action,
             scope,
@@ -270,6 +273,10 @@ class Controller:
                 it would read "resume recorded" (a resume lifts the stops on its own scope only).
             RecordInvalid: ``reason`` is empty.
         """
+        if not isinstance(key, KeyPair):  # the resume is signed with it
+            raise RecordInvalid(
+                f"a resume is signed with a KeyPair, not a {type(key).__name__}", record="Control"
+            )
         made = self.make("resume", scope or Scope(kind="system"), key.identity, reason)
         if not made.causes:
             stops = ", ".join(sorted({s.scope.label() for s in self.state().stops})) or "nothing"
@@ -287,6 +294,10 @@ class Controller:
             NotAuthorized, SignatureInvalid, ConfigError: as for :meth:`resume`.
             RecordInvalid: ``control`` is not a resume.
         """
+        if not isinstance(control, Control):
+            raise RecordInvalid(
+                f"a resume to record is a Control, not a {type(control).__name__}", record="Control"
+            )
         if control.action != "resume":
             raise RecordInvalid(f"control {control.id} is a {control.action}, not a resume", record="Control")
         charter = self.charters.advance(self.ledger).latest()
@@ -318,9 +329,10 @@ def unsigned_control(
     Raises:
         RecordInvalid: a blank reason, a name with spaces, an unknown action.
     """
-    if not reason.strip():
+    if not isinstance(reason, str) or not reason.strip():
         # Checked here, not in the record: a Control written before this check still reads.
         raise RecordInvalid(f"{action} by {by!r}: give a reason; a blank one says nothing", record="Control")
+    _scope_given(action, by, scope)
     try:
         return Control.model_validate(
             {
@@ -337,6 +349,16 @@ def unsigned_control(
         raise RecordInvalid(
             f"{action} by {by!r}: {'; '.join(problems(exc, 'control'))}", record="Control"
         ) from exc
+
+
+def _scope_given(action: str, by: str, scope: object) -> None:
+    """Refuse a scope that is not a Scope: ``"agent:router"`` typed where one belongs."""
+    if not isinstance(scope, Scope):
+        raise RecordInvalid(
+            f"{action} by {by!r}: the scope is a Scope (scope_from_text('agent:NAME') makes one), "
+            f"not a {type(scope).__name__}",
+            record="Control",
+        )
 
 
 def _control_in(stored: StoredEntry) -> Control:
