@@ -16,6 +16,7 @@ from answerable import (
     Controller,
     ExternalEvent,
     FakeClock,
+    Gateway,
     IdSource,
     KeyPair,
     PolicyInvalid,
@@ -374,3 +375,31 @@ async def test_the_storm_desk_handed_a_non_review_is_config_error():
     desk = ModelledDesk(gateway=None, clock=None, config=DEFAULT_DESK, seed=0)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="answers reviews only"):
         await desk(Outcome("denied", intent, None))
+
+
+async def test_the_gateway_refuses_the_wrong_kind_of_value_and_records_nothing(
+    gateway: Gateway, ledger: SQLiteLedger, people: People
+) -> None:
+    """Arguments of None, a list or a string (dict() took a list of pairs, or failed oddly), a
+    dict where an Intent belongs, None where a charter belongs, an approval valid past the year
+    9999: each was a TypeError, ValueError, AttributeError or OverflowError from inside."""
+    from support import booking
+
+    from answerable import ApprovalRefused
+
+    before = ledger.size()
+    for arguments in (None, [("shipment", "S-1")], "S-1"):
+        with pytest.raises(RecordInvalid, match="a JSON object"):
+            gateway.intent("executor", "carrier.book", arguments)  # type: ignore[arg-type]
+    with pytest.raises(RecordInvalid, match="submit takes an Intent"):
+        await gateway.submit({"agent": "executor"})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="install takes a signed SystemCharter"):
+        await gateway.install(None, None)  # type: ignore[arg-type]
+    assert ledger.size() == before
+    medical = booking(cls="medical", disruption=True)  # the test rules send it to a person
+    review = (await gateway.submit(gateway.intent("executor", "carrier.book", medical))).review
+    assert review is not None
+    with pytest.raises(ApprovalRefused, match="one whole second to"):
+        await gateway.answer(
+            review.id, key=people.reviewer, verdict="approve", reason="ok", valid_for_seconds=10**20
+        )

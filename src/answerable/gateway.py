@@ -220,6 +220,11 @@ class Gateway:
                 schema that cannot judge a payload.
             LeaseHeld: another gateway is active on this ledger.
         """
+        if not isinstance(charter, SystemCharter) or not isinstance(ruleset, RulesetVersion):
+            raise ConfigError(
+                "install takes a signed SystemCharter and RulesetVersion (new_charter and new_ruleset "
+                f"make them), not a {type(charter).__name__} and a {type(ruleset).__name__}"
+            )
         epoch = await self.acquire()
         try:
             in_force: SystemCharter | None = charter_of(self.ledger)
@@ -346,6 +351,11 @@ class Gateway:
         ``on_behalf_of`` names the person who asked the agent for this, if one did; with
         separation of duties in the charter, they may not approve it themselves.
         """
+        if not isinstance(arguments, Mapping):  # dict() would take a list of pairs, or fail oddly
+            raise RecordInvalid(
+                f"intent: the arguments are a JSON object (a mapping), not a {type(arguments).__name__}",
+                record="Intent",
+            )
         intent_id = self.ids.new()
         try:
             return Intent(
@@ -369,6 +379,11 @@ class Gateway:
             UnknownAgent, UnknownOperation, ArgumentsInvalid: before anything is recorded.
             LeaseLost: this gateway was deposed; nothing was recorded or called.
         """
+        if not isinstance(intent, Intent):  # made by Gateway.intent, which checks what it is given
+            raise RecordInvalid(
+                f"submit takes an Intent (Gateway.intent makes one), not a {type(intent).__name__}",
+                record="Intent",
+            )
         charter = self.charter
         epoch = self.lease.epoch
         if intent.agent not in self._agents(charter):

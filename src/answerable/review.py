@@ -467,6 +467,11 @@ def _add_seconds(stamp: str, seconds: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_MAX_VALID_FOR = 366 * 24 * 3600
+"""The longest an approval stays valid: one valid past the year 9999 has no RFC 3339 form (it
+was an OverflowError from the clock); a year is more than any approval waits for the others."""
+
+
 def unsigned_approval(
     *,
     review_id: str,
@@ -499,9 +504,9 @@ def unsigned_approval(
             reason_code="bad_verdict",
             review_id=review_id,
         )
-    if not isinstance(valid_for_seconds, int) or valid_for_seconds < 1:
+    if not isinstance(valid_for_seconds, int) or not 1 <= valid_for_seconds <= _MAX_VALID_FOR:
         raise ApprovalRefused(
-            f"review {review_id}: an approval must be valid for at least one whole second",
+            f"review {review_id}: an approval is valid for one whole second to {_MAX_VALID_FOR:,} (a year)",
             reason_code="expired",
             review_id=review_id,
         )
