@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -352,6 +353,27 @@ async def test_ingesting_an_event_that_does_not_validate_is_record_invalid(ledge
     system = System(ledger, NoActuator(), agents=["router"])
     with pytest.raises(RecordInvalid, match="source"):
         await system.ingest([("weather", "two words", "storm", {})])
+    assert ledger.size() == 0
+
+
+@pytest.mark.parametrize(
+    ("event", "said"),
+    [
+        (("weather", "station-7", "storm", {"cells": {1, 2}}), "a set is not a JSON value"),
+        (("weather", "station-7", "storm", {"raw": b"ab"}), "a bytes is not a JSON value"),
+        (("weather", "station-7", "storm"), "give (topic, source, type, payload)"),
+    ],
+    ids=["set", "bytes", "three-parts"],
+)
+async def test_an_event_whose_payload_is_no_json_is_refused_not_delivered_as_given(
+    ledger: SQLiteLedger, event: tuple[Any, ...], said: str
+):
+    """A set was recorded as a list and bytes as text, while the bus carried the set and the
+    bytes themselves: what was delivered was not what was recorded. Three parts for four was a
+    ValueError from the unpacking."""
+    system = System(ledger, NoActuator(), agents=["router"])
+    with pytest.raises(RecordInvalid, match=re.escape(said)):
+        await system.ingest([event])  # type: ignore[list-item]
     assert ledger.size() == 0
 
 

@@ -269,24 +269,33 @@ class System:
             RecordInvalid: an event does not validate (naming it and the field); none is recorded.
         """
         made = []
-        for topic, source, type, payload in events:
-            try:
-                made.append(
-                    ExternalEvent(
-                        id=self.ids.new(),
-                        at=rfc3339(self.clock.now_ns()),
-                        source=source,
-                        type=type,
-                        payload=dict(payload),
-                        topic=None if brought_by is None else topic,
-                        brought_by=brought_by,
-                    )
+        for i, given in enumerate(events):
+            if not isinstance(given, tuple | list) or len(given) != 4:
+                raise RecordInvalid(
+                    f"event {i}: give (topic, source, type, payload), not {type(given).__name__} "
+                    f"{given!r:.80}",
+                    record="ExternalEvent",
                 )
-            except (ValidationError, TypeError, ValueError) as exc:  # ValueError: payload not a mapping
+            topic, source, kind, payload = given
+            try:
+                event = ExternalEvent(
+                    id=self.ids.new(),
+                    at=rfc3339(self.clock.now_ns()),
+                    source=source,
+                    type=kind,
+                    payload=dict(payload),
+                    topic=None if brought_by is None else topic,
+                    brought_by=brought_by,
+                )
+                # What is delivered is what is recorded: the record would hold a set as a list and
+                # bytes as text, while the bus carried the set and the bytes themselves.
+                canonical_bytes(event.payload)
+            except (ValidationError, TypeError, ValueError, RecordInvalid) as exc:  # ValueError: no mapping
                 why = problems(exc, "event")[0] if isinstance(exc, ValidationError) else str(exc)
                 raise RecordInvalid(
-                    f"event {type!r} from {source!r} on {topic!r}: {why}", record="ExternalEvent"
+                    f"event {kind!r} from {source!r} on {topic!r}: {why}", record="ExternalEvent"
                 ) from exc
+            made.append(event)
         self.unpublished += 1
         try:
             await self.ledger.append(made)
