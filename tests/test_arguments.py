@@ -152,6 +152,16 @@ def test_integers_outside_the_i_json_range_are_refused(number: int):
     assert error.problems[0].startswith(f"extra.n: integer {number} is outside the I-JSON range")
 
 
+def test_an_integer_python_will_not_write_is_named_by_its_size():
+    """Python writes no integer of more than 4,300 digits: quoting one in the refusal raised a
+    raw ValueError from inside the check that was refusing it."""
+    error = refused({"shipment": "S-1", "extra": {"n": 10**5000}})
+    assert (
+        error.problems[0]
+        == "extra.n: integer of 16,610 bits is outside the I-JSON range ±(2**53-1); send it as a string"
+    )
+
+
 def test_integers_at_the_edge_of_the_i_json_range_pass():
     """±(2**53-1) is still exact everywhere."""
     recorded, _ = canonical_arguments(operation(), {"shipment": "S-1", "extra": [2**53 - 1, -(2**53 - 1)]})

@@ -125,7 +125,10 @@ def json_problems(
                 problem = f"{item!r} is not a JSON number; JSON has no NaN or Infinity"
         elif isinstance(item, int):
             if strict and not -SAFE_INT <= item <= SAFE_INT:
-                problem = f"integer {item} is outside the I-JSON range ±(2**53-1); send it as a string"
+                # Python writes no integer of more than 4,300 digits (a ValueError): a long one is
+                # named by its size, and nobody reads a hundred digits anyway.
+                said = str(item) if item.bit_length() <= 128 else f"of {item.bit_length():,} bits"
+                problem = f"integer {said} is outside the I-JSON range ±(2**53-1); send it as a string"
         elif isinstance(item, dict | list | tuple):
             if depth + 1 > max_depth:
                 problem = f"nested deeper than {max_depth} objects and arrays"
