@@ -493,3 +493,30 @@ def test_a_server_that_cannot_be_reached_is_one_line(tmp_path: Path) -> None:
     assert said.stdout == ""
     [line] = said.stderr.strip().splitlines()
     assert line.startswith("answerable: error: [mcp.servers.gone]: cannot connect: ")
+
+
+def test_a_tool_call_whose_arguments_have_no_json_form_is_a_refusal_not_a_crash(shop: Running) -> None:
+    """Arguments from an MCP client can hold what no JSON carries onward (a lone surrogate from a
+    ``\\ud800`` escape, NaN): the client refuses them before sending, and the proxy answers that
+    as a refused tool call, as it answers the service's refusals. It let the error out."""
+    from answerable.config import load_config
+    from answerable.mcp_proxy import McpProxy
+
+    proxy_params(shop)  # the config names the service
+    proxy = McpProxy(load_config(shop.folder / "answerable.toml"), url=shop.url)
+    before = effects(shop.folder)
+
+    async def both() -> list[dict[str, Any]]:
+        try:
+            return [
+                await proxy.call("shop.refund", {"order": "O-\ud800", "amount_cents": 1}),
+                await proxy.call("shop.refund", {"order": "O-1", "amount_cents": float("nan")}),
+            ]
+        finally:
+            await proxy.aclose()
+
+    for refused in anyio.run(both):
+        assert refused["isError"] is True
+        assert refused["_meta"]["answerable/refused"] == "ArgumentsInvalid"
+        assert "do not match its schema" in refused["content"][0]["text"]
+    assert effects(shop.folder) == before

@@ -22,7 +22,7 @@ from typing import Any
 
 from answerable.client import AsyncClient, ServiceRefused
 from answerable.config import McpConfig, ServiceConfig
-from answerable.errors import ConfigError
+from answerable.errors import ArgumentsInvalid, ConfigError, RecordInvalid
 from answerable.keys import KeyPair
 
 __all__ = ["McpProxy", "service_url"]
@@ -94,6 +94,8 @@ class McpProxy:
             doc = await self.client.submit(name, arguments)
         except ServiceRefused as exc:  # not an intent (withheld, arguments refused, halted...)
             return _text(f"refused by answerable: {exc}", True, {"answerable/refused": exc.reason_code})
+        except (ArgumentsInvalid, RecordInvalid) as exc:  # no JSON form (a lone surrogate): never sent
+            return _text(f"refused by answerable: {exc}", True, {"answerable/refused": type(exc).__name__})
         intent_id = str(doc["intent_id"])
         deadline = time.monotonic() + self.mcp.hold_seconds
         try:
