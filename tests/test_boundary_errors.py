@@ -425,3 +425,23 @@ async def test_the_gateway_refuses_the_wrong_kind_of_value_and_records_nothing(
         await gateway.answer(
             review.id, key=people.reviewer, verdict="approve", reason="ok", valid_for_seconds=10**20
         )
+
+
+@pytest.mark.parametrize(
+    ("operations", "said"),
+    [
+        ("billing.invoice", "give the operations' names (a list)"),
+        (None, "not a NoneType"),
+        ([1], "operation 1"),
+        ({"billing.invoice": {1: "Long"}}, "is not a Cedar type name"),
+        ({"billing.invoice": {"cents": "Strng"}}, "failed to resolve type: Strng"),
+    ],
+    ids=["one-string", "none", "not-a-name", "argument-not-a-name", "unknown-type"],
+)
+def test_schema_for_refuses_what_makes_no_schema(operations: Any, said: str) -> None:
+    """One string made an action per letter; an unknown type ("Strng") passed, to fail only when
+    a ruleset was signed with it; None, a number as a name or an argument failed as TypeError or
+    AttributeError. The docstring promised ConfigError for each."""
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        schema_for(operations)
+    assert 'action "billing.invoice"' in schema_for({"billing.invoice": {"cents": "Long"}})

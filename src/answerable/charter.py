@@ -290,21 +290,38 @@ def schema_for(operations: Mapping[str, Mapping[str, str]] | Iterable[str]) -> s
     Raises:
         ConfigError: a name or type that would not make a valid schema.
     """
+    if isinstance(operations, str | bytes) or not isinstance(operations, Mapping | Iterable):
+        # One string would be read as its letters: an action per character.
+        raise ConfigError(
+            f"schema_for: give the operations' names (a list) or {{name: {{argument: Cedar type}}}}, "
+            f"not a {type(operations).__name__}"
+        )
     typed = dict(operations) if isinstance(operations, Mapping) else {name: {} for name in operations}
     actions = []
     for name, arguments in typed.items():
-        if not isinstance(arguments, Mapping) or '"' in name or "\\" in name:
+        if not isinstance(name, str) or not isinstance(arguments, Mapping) or '"' in name or "\\" in name:
             raise ConfigError(f"schema_for: operation {name!r}: give its arguments as {{name: Cedar type}}")
         fields = []
         for argument, cedar_type in arguments.items():
-            if not argument.isidentifier() or not str(cedar_type).replace("<", "").replace(">", "").isalnum():
+            if (
+                not isinstance(argument, str)
+                or not argument.isidentifier()
+                or not str(cedar_type).replace("<", "").replace(">", "").isalnum()
+            ):
                 raise ConfigError(f"schema_for: {name}.{argument}: {cedar_type!r} is not a Cedar type name")
             fields.append(f"{argument}: {cedar_type}")
         context = "{ " + ", ".join(fields) + " }" if fields else "{}"
         actions.append(
             f'action "{name}" appliesTo {{ principal: [Agent], resource: [Resource], context: {context} }};'
         )
-    return "entity Agent;\nentity Resource { class: String };\n" + "\n".join(actions) + "\n"
+    text = "entity Agent;\nentity Resource { class: String };\n" + "\n".join(actions) + "\n"
+    import cedarpy  # only where a schema is made: the halt's path imports this module
+
+    try:  # a type Cedar does not know ("Strng") is found now, not when a ruleset is signed
+        cedarpy.Schema.from_str(text)
+    except ValueError as exc:
+        raise ConfigError(f"schema_for: the schema does not parse: {exc}") from exc
+    return text
 
 
 class CharterHistory:
