@@ -445,3 +445,22 @@ def test_schema_for_refuses_what_makes_no_schema(operations: Any, said: str) -> 
     with pytest.raises(ConfigError, match=re.escape(said)):
         schema_for(operations)
     assert 'action "billing.invoice"' in schema_for({"billing.invoice": {"cents": "Long"}})
+
+
+@pytest.mark.parametrize("ttl", [float("nan"), float("inf"), "5", 0, -1, True])
+def test_a_lease_ttl_that_is_no_positive_number_is_refused(ledger: SQLiteLedger, ttl: Any) -> None:
+    """NaN passed the ``ttl <= 0`` check (a lease no standby could ever judge lost), "5" failed
+    as a TypeError."""
+    with pytest.raises(ConfigError, match="a lease ttl must be a positive number"):
+        Gateway(ledger, lease_ttl=ttl)
+
+
+async def test_waiting_for_an_outcome_without_a_pause_is_refused(gateway: Gateway) -> None:
+    """``every=0`` or less polled the ledger in a tight loop, holding a core; a string was a
+    TypeError after the first round."""
+    intent = gateway.intent(
+        "executor", "carrier.book", {"shipment": "S-1", "cls": "retail", "region": "north"}
+    )
+    for every in (0, -1, "1", float("nan")):
+        with pytest.raises(ConfigError, match="every must be a positive number"):
+            await gateway.outcome(intent.id, every=every)  # type: ignore[arg-type]

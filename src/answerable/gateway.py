@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -774,7 +775,11 @@ class Gateway:
 
         Raises:
             EntryNotFound: no intent has this id.
+            ConfigError: ``every`` is not a positive number of seconds (0 or less polled the
+                ledger without pause).
         """
+        if isinstance(every, bool) or not isinstance(every, int | float) or not 0 < every < math.inf:
+            raise ConfigError(f"outcome: every must be a positive number of seconds, not {every!r}")
         intent = _entry(self.ledger, intent_id, Intent)
         while True:
             for settled in await self.settle_reviews():

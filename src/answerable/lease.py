@@ -13,6 +13,7 @@ of a process known to be dead helps nobody.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import sys
@@ -97,8 +98,9 @@ class Lease:
         monotonic: Monotonic = time.monotonic,
         poll: float | None = None,
     ) -> None:
-        if ttl <= 0:
-            raise ConfigError(f"a lease ttl must be a positive number of seconds, not {ttl}")
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
+            # NaN passed "ttl <= 0", and a lease that never expires is no lease
+            raise ConfigError(f"a lease ttl must be a positive number of seconds, not {ttl!r}")
         self.ledger = ledger
         self.ttl = ttl
         self.host = socket.gethostname()
