@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeGuard, TypeVar
 
 from answerable._canonical import canonical_bytes
 from answerable.errors import (
@@ -41,7 +42,20 @@ from answerable.records import Record
 if TYPE_CHECKING:  # at run time asyncio is imported by append, the one coroutine: a CLI halt never is
     import asyncio
 
-__all__ = ["FORGET_NONCES", "Row", "SQLLedger", "SQLView", "SideTables", "fresh_identity"]
+__all__ = [
+    "FORGET_NONCES",
+    "Row",
+    "SQLLedger",
+    "SQLView",
+    "SideTables",
+    "blob_bytes",
+    "file_path",
+    "fresh_identity",
+    "key_text",
+    "nonce_time",
+    "stored_text",
+    "write_key",
+]
 
 _OFFLOADABLE = ("payload",)
 """Only what agents and the world say may move to a blob; an Intent's arguments are what was
@@ -166,6 +180,8 @@ class SQLLedger(ABC):
             EntryNotFound: no blob is stored under ``digest``.
             LedgerTampered: the stored bytes no longer hash to ``digest``; names the entry citing it.
         """
+        if key_text(digest) is None:  # no blob is stored under it (asked, a driver would raise)
+            raise EntryNotFound(digest)
         sql = self._sql("SELECT data FROM blobs WHERE digest = ?")
         row = self._read(lambda c: c.execute(sql, (digest,)).fetchone())
         if row is None:
@@ -198,7 +214,7 @@ class SQLLedger(ABC):
         if not keys:
             return
         sql = self._sql("INSERT INTO nonces VALUES (?, ?) ON CONFLICT DO NOTHING")
-        rows = [(key, created) for key in keys]
+        rows = [(stored_text(key, "nonce"), nonce_time(created)) for key in keys]
 
         def mark(conn: Conn) -> None:
             self._prepare_nonces(conn)
@@ -212,21 +228,31 @@ class SQLLedger(ABC):
     def put_note(self, key: str, value: str) -> None:
         """Keep a small durable note beside the entries (not an entry: neither hashed nor
         signed), replacing the one under ``key``. What a component must remember across its
-        restarts about its own progress, such as how far the bus has taken the ledger."""
+        restarts about its own progress, such as how far the bus has taken the ledger.
+
+        Raises:
+            RecordInvalid: the key or value is not text either backend can store (nothing is written).
+        """
+        row = (stored_text(f"note:{key}", "note key"), stored_text(value, "note value"))
         sql = self._sql(
             "INSERT INTO meta (key, value) VALUES (?, ?) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
         )
-        self._short_write(lambda c: c.execute(sql, (f"note:{key}", value)))
+        self._short_write(lambda c: c.execute(sql, row))
 
     def get_note(self, key: str) -> str | None:
         """The note kept under ``key``, or None."""
+        name = key_text(f"note:{key}")
+        if name is None:  # no note can be kept under it
+            return None
         sql = self._sql("SELECT value FROM meta WHERE key = ?")
-        row = self._read(lambda c: c.execute(sql, (f"note:{key}",)).fetchone())
+        row = self._read(lambda c: c.execute(sql, (name,)).fetchone())
         return None if row is None else str(row[0])
 
     def nonce_seen(self, key: str) -> bool:
         """Whether ``use_nonce`` recorded ``key`` (and it was not forgotten since)."""
+        if key_text(key) is None:  # use_nonce refuses such a key: it cannot have been recorded
+            return False
         return self._read(lambda c: self._nonce_seen(c, key))
 
     def _nonce_seen(self, conn: Conn, key: str) -> bool:
@@ -665,6 +691,8 @@ class SQLLedger(ABC):
     # --- guards and the lease -------------------------------------------------------------------
 
     def head(self, key: str) -> int | None:
+        if key_text(key) is None:  # no head can have been moved under it
+            return None
         sql = self._sql("SELECT idx FROM guards WHERE key = ?")
         row = self._read(lambda c: c.execute(sql, (key,)).fetchone())
         return None if row is None else int(row[0])
@@ -692,6 +720,14 @@ class SQLLedger(ABC):
         )
 
     def entry(self, index: int) -> StoredEntry:
+        """The entry at ``index``.
+
+        Raises:
+            EntryNotFound: no entry is there, as for any index past the end, however large, and
+                for anything that is not a whole number.
+        """
+        if not _whole(index) or not 0 <= index <= _INT64_MAX:
+            raise EntryNotFound(index)
         sql = self._sql("SELECT idx, id, kind, data FROM entries WHERE idx = ?")
         row = self._read(lambda c: c.execute(sql, (index,)).fetchone())
         if row is None:
@@ -699,6 +735,14 @@ class SQLLedger(ABC):
         return _stored(row)
 
     def find(self, entry_id: str) -> StoredEntry:
+        """The entry with id ``entry_id``.
+
+        Raises:
+            EntryNotFound: no entry has it; so for anything no id can be (not text, a NUL, a lone
+                surrogate), which the drivers would otherwise raise on each in its own way.
+        """
+        if key_text(entry_id) is None:
+            raise EntryNotFound(entry_id)
         sql = self._sql("SELECT idx, id, kind, data FROM entries WHERE id = ?")
         row = self._read(lambda c: c.execute(sql, (entry_id,)).fetchone())
         if row is None:
@@ -706,17 +750,39 @@ class SQLLedger(ABC):
         return _stored(row)
 
     def entries(self, start: int = 0, stop: int | None = None) -> list[StoredEntry]:
+        """The entries from ``start`` up to ``stop`` (None: the end); a range past the end, however
+        far, holds none.
+
+        Raises:
+            EntryNotFound: ``start`` or ``stop`` is not a whole number (no entry is there).
+        """
         stop = self.size() if stop is None else stop
+        for bound in (start, stop):
+            if not _whole(bound):
+                raise EntryNotFound(bound)
         sql = self._sql("SELECT idx, id, kind, data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx")
-        rows = self._read(lambda c: c.execute(sql, (start, stop)).fetchall())
+        rows = self._read(lambda c: c.execute(sql, (_bounded(start), _bounded(stop))).fetchall())
         return [_stored(r) for r in rows]
 
     def of_kind(self, kind: str, after: int = -1) -> list[StoredEntry]:
+        """The entries of ``kind`` after index ``after``, in order; none for a kind no entry can
+        have (see :meth:`find`) or after an index past the end, however far.
+
+        Raises:
+            EntryNotFound: ``after`` is not a whole number (no entry is there).
+        """
+        if not _whole(after):
+            raise EntryNotFound(after)
+        if key_text(kind) is None:
+            return []
         sql = self._sql("SELECT idx, id, kind, data FROM entries WHERE kind = ? AND idx > ? ORDER BY idx")
-        rows = self._read(lambda c: c.execute(sql, (kind, after)).fetchall())
+        rows = self._read(lambda c: c.execute(sql, (kind, _bounded(after))).fetchall())
         return [_stored(r) for r in rows]
 
     def caused_by(self, entry_id: str) -> list[StoredEntry]:
+        """The entries that cite ``entry_id``; none for anything no id can be (see :meth:`find`)."""
+        if key_text(entry_id) is None:
+            return []
         sql = self._sql(
             "SELECT e.idx, e.id, e.kind, e.data FROM causes k JOIN entries e ON e.idx = k.idx "
             "WHERE k.cause = ? ORDER BY e.idx"
@@ -727,16 +793,41 @@ class SQLLedger(ABC):
     # --- proofs ---------------------------------------------------------------------------------
 
     def root(self, size: int | None = None) -> bytes:
+        """The root hash of the first ``size`` entries (None: all of them).
+
+        Raises:
+            ProofRequestInvalid: ``size`` is past the ledger's size, negative or not a whole number.
+        """
         return self._read(lambda c: self._tree(c, size, merkle.root_hash))
 
     def hashes(self, height: int, start: int, stop: int) -> list[bytes]:
+        """See :meth:`LedgerStore.hashes`.
+
+        Raises:
+            ProofRequestInvalid: ``height``, ``start`` or ``stop`` is not a whole number, the range
+                is negative or reversed, or it reaches past the tree (however far).
+            LedgerError: hashes inside the tree are missing (see ``answerable verify``).
+        """
+        _check_whole("tile hashes", height=height, start=start, stop=stop)
+        if height < 0 or start < 0 or stop < start:
+            raise ProofRequestInvalid(
+                f"tile hashes of height {height} from {start} to {stop}: want a height and a start of "
+                "at least 0 and a stop no smaller than the start"
+            )
+        bounds = (_bounded(start), _bounded(stop))
         if height == 0:
-            sql, args = "SELECT leaf_hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, stop)
+            sql, args = "SELECT leaf_hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", bounds
         else:
             sql = "SELECT hash FROM nodes WHERE level = ? AND i >= ? AND i < ? ORDER BY i"
-            args = (height, start, stop)  # type: ignore[assignment]
+            args = (_bounded(height), *bounds)  # type: ignore[assignment]
         rows = self._read(lambda c: c.execute(self._sql(sql), args).fetchall())
         if len(rows) != stop - start:
+            held = self.size() >> height  # the complete subtrees of that height (the size only grows)
+            if stop > held:
+                raise ProofRequestInvalid(
+                    f"tile hashes of height {height} up to {stop} are past the tree: it holds {held} "
+                    "complete subtrees of that height"
+                )
             raise LedgerError(
                 f"ledger {self._name} holds {len(rows)} of the {stop - start} hashes of height {height} "
                 f"from {start}; run `answerable verify`"
@@ -744,9 +835,21 @@ class SQLLedger(ABC):
         return [bytes(r[0]) for r in rows]
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        """The proof that leaf ``index`` is in the tree of ``size`` entries (None: all of them).
+
+        Raises:
+            ProofRequestInvalid: ``index`` or ``size`` is outside the tree or not a whole number.
+        """
+        _check_whole("inclusion proof", index=index)
         return self._read(lambda c: self._tree(c, size, lambda n, get: merkle.inclusion_proof(index, n, get)))
 
     def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        """The proof that the tree of ``size1`` entries is a prefix of the tree of ``size2``.
+
+        Raises:
+            ProofRequestInvalid: a size is past the ledger's, out of order or not a whole number.
+        """
+        _check_whole("consistency proof", size1=size1, size2=size2)
         return self._read(
             lambda c: self._tree(c, size2, lambda n, get: merkle.consistency_proof(size1, n, get))
         )
@@ -759,6 +862,8 @@ class SQLLedger(ABC):
         """A tree size no larger than the ledger, and a reader of its nodes on ``conn``.
 
         Complete subtrees never change, so reading nodes after the size was read is consistent."""
+        if size is not None:
+            _check_whole("tree", size=size)
         current = int(conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()[0])
         n = current if size is None else size
         if n < 0 or n > current:
@@ -898,6 +1003,141 @@ def fresh_identity(origin: str) -> tuple[note.Signer | None, str]:
     """A new checkpoint signing key for a new ledger, and its verifier key."""
     signer = note.Signer.generate(origin)
     return signer, signer.verifier_key()
+
+
+_INT64_MAX = (1 << 63) - 1
+"""The largest index SQL stores (a signed 64-bit integer); SQLite refuses to bind a larger one."""
+
+
+def _whole(value: object) -> TypeGuard[int]:
+    """Whether ``value`` is a whole number (not a bool, which SQLite and PostgreSQL bind apart)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _bounded(value: int) -> int:
+    """``value`` brought within SQL's 64-bit integers: an index past them is past every entry the
+    ledger can hold, so the query answers the same, and SQLite has no OverflowError to raise."""
+    return max(-_INT64_MAX - 1, min(value, _INT64_MAX))
+
+
+def key_text(value: object) -> str | None:
+    """``value`` when a stored id, key or digest could equal it; None when none could: it is not
+    a string, holds a NUL (PostgreSQL text cannot) or is not UTF-8 (a lone surrogate, which no
+    driver can send). A lookup of such a value finds nothing, the same on both backends."""
+    if not isinstance(value, str) or "\x00" in value:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
+def _check_whole(what: str, **numbers: object) -> None:
+    """Refuse a size or index that is not a whole number, before any query or tree walk uses it.
+
+    Raises:
+        ProofRequestInvalid: naming the first that is not.
+    """
+    for name, value in numbers.items():
+        if not _whole(value):
+            kind = type(value).__name__
+            raise ProofRequestInvalid(f"{what} {name} {value!r:.40} is not a whole number ({kind})")
+
+
+def nonce_time(created: object) -> int:
+    """``created``, when it is a time in seconds a nonce row can hold.
+
+    Raises:
+        RecordInvalid: it is not a whole number, or is beyond SQL's 64-bit integers.
+    """
+    if not _whole(created) or not -_INT64_MAX - 1 <= created <= _INT64_MAX:
+        raise RecordInvalid(f"a nonce's time {created!r} is not a whole number of seconds", record="nonce")
+    return created
+
+
+def stored_text(value: object, what: str) -> str:
+    """``value``, when it can be written as text on every backend.
+
+    Raises:
+        RecordInvalid: it is not a string, holds a NUL or is not UTF-8 (nothing is written).
+    """
+    if not isinstance(value, str):
+        raise RecordInvalid(f"a {what} is text, not {type(value).__name__}", record=what)
+    if key_text(value) is None:
+        why = "a NUL" if "\x00" in value else "a lone surrogate (not UTF-8)"
+        raise RecordInvalid(f"{what} {value!r} holds {why}: only UTF-8 text without NUL is kept", record=what)
+    return value
+
+
+def blob_bytes(data: object) -> bytes:
+    """``data`` as the bytes a blob holds.
+
+    Raises:
+        RecordInvalid: it is not bytes (text must be encoded by whoever knows its encoding).
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise RecordInvalid(f"a blob holds bytes, not {type(data).__name__}: encode it first", record="blob")
+    return bytes(data)
+
+
+def file_path(value: object, what: str) -> Path:
+    """``value`` as a path this system can name, checked before anything is made there.
+
+    Raises:
+        ConfigError: it is not a path, holds a NUL byte or is not a name the file system can
+            encode (a lone surrogate): no file can have that name.
+    """
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{what} must be a file name, not {type(value).__name__}")
+    if "\x00" in value:
+        raise ConfigError(f"{what} {value!r} holds a NUL byte: no file can have that name")
+    try:
+        os.fsencode(value)
+    except UnicodeEncodeError as exc:
+        raise ConfigError(f"{what} {value!r} is not a name this system can hold ({exc.reason})") from exc
+    return Path(value)
+
+
+def write_key(key_file: Path, signer: note.Signer, *, copied: bool) -> bool:
+    """Write the signing key of a ledger being made (mode 0600); whether this call wrote it.
+
+    Never over a file: whatever sits there (a person's private key, another ledger's key, another
+    ledger) is not this call's to replace, and a signing key destroyed cannot be had again. A
+    copy's key (``copied``) may find the very same key there already: it is used as it is.
+
+    Raises:
+        ConfigError: naming the path, when a file is there or the key cannot be written.
+    """
+    text = signer.private_bytes().hex()
+    if key_file.exists() or key_file.is_symlink():
+        if copied and _holds_key(key_file, text):
+            return False
+        if copied:
+            raise ConfigError(f"{key_file} holds another ledger key; give another --signing-key path")
+        raise ConfigError(
+            f"the signing key {key_file} exists already: a new ledger never writes over a file (it may "
+            "be another key); give a new --signing-key path, or move that file away"
+        )
+    try:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.fchmod(fd, 0o600)
+    except FileExistsError as exc:  # made meanwhile by someone else: theirs, not ours to replace
+        raise ConfigError(f"the signing key {key_file} exists already; give another --signing-key") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot create the signing key {key_file}: {exc.strerror}") from exc
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text + "\n")
+    return True
+
+
+def _holds_key(key_file: Path, text: str) -> bool:
+    try:
+        return key_file.read_bytes().strip() == text.encode()
+    except OSError:  # a directory, unreadable: not this key
+        return False
 
 
 def _stored(row: tuple[Any, ...]) -> StoredEntry:

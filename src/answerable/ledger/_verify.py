@@ -158,6 +158,10 @@ def verify(view: RawView, external_checkpoint: str | None = None, *, key: str | 
 def _pinned(key: str | None) -> note.Verifier | None:
     if key is None:
         return None
+    if not isinstance(key, str):
+        raise ConfigError(
+            f"the pinned key is text, not {type(key).__name__}; give the line `answerable ledger key` printed"
+        )
     try:
         return note.Verifier.from_key(key.strip())
     except SignatureInvalid as exc:
@@ -190,7 +194,7 @@ def _open_all(
     Faults are raised only after the entries are checked, so a tampered entry is named first; the
     checkpoints that do verify serve meanwhile as evidence of where a change lies.
     """
-    if external is not None and not _is_checkpoint_note(external):
+    if external is not None and (not isinstance(external, str) or not _is_checkpoint_note(external)):
         raise ConfigError(
             "the given checkpoint is not a signed checkpoint note (origin, size and root lines, a blank "
             "line, signature lines); give a file `answerable ledger checkpoint --out` wrote"

@@ -83,7 +83,10 @@ def _open(
     signing_key: str | os.PathLike[str] | None,
     identity: tuple[Signer | None, str] | None,
 ) -> SQLLedger:
-    text = os.fspath(target)
+    if not isinstance(target, str | os.PathLike) or not isinstance(text := os.fspath(target), str):
+        from answerable.errors import ConfigError
+
+        raise ConfigError(f"a ledger is a file or a postgresql:// URL, not {type(target).__name__}")
     if "://" in text and not is_postgres_url(text):  # say the scheme, never the rest (a password)
         from answerable.errors import ConfigError
 

@@ -25,6 +25,7 @@ __all__ = [
     "Checkpoint",
     "Signer",
     "Verifier",
+    "check_origin",
     "open_checkpoint",
     "open_note",
     "sign_checkpoint",
@@ -58,8 +59,15 @@ def _b64(data: bytes) -> str:
 
 
 def _valid_name(name: str) -> bool:
-    """A key name is non-empty and has no Unicode space and no ``+`` (it delimits key strings)."""
-    return bool(name) and "+" not in name and not any(c.isspace() for c in name)
+    """A key name is non-empty UTF-8 (as Go's ``isValidName`` wants: a lone surrogate cannot be
+    hashed into a key ID) and has no Unicode space and no ``+`` (it delimits key strings)."""
+    if not name or "+" in name or any(c.isspace() for c in name):
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_name(name: str, what: str) -> None:
@@ -67,6 +75,39 @@ def _check_name(name: str, what: str) -> None:
         raise SignatureInvalid(
             f"{what} key name {name!r} is invalid: it must be non-empty, without spaces or '+'"
         )
+
+
+def check_origin(origin: object) -> str:
+    """``origin`` itself, when a ledger can be made with it; refused before anything is made.
+
+    The origin is line 1 of every checkpoint and the name of the key that signs them: one that a
+    checkpoint cannot carry (a control character) or UTF-8 cannot encode (a lone surrogate) would
+    make a ledger that is created, and then fails every checkpoint and every open after it.
+
+    Raises:
+        ConfigError: naming what is wrong with it.
+    """
+    if not isinstance(origin, str):
+        raise ConfigError(f"a ledger origin is text (such as example.com/log), not {type(origin).__name__}")
+    problem = _origin_problem(origin)
+    if problem:
+        raise ConfigError(
+            f"ledger origin {origin!r} is invalid: {problem}; it names the log on every checkpoint "
+            "(give a schema-less URL such as example.com/log)"
+        )
+    return origin
+
+
+def _origin_problem(origin: str) -> str:
+    """What keeps ``origin`` from naming a log, or "" when nothing does."""
+    try:
+        origin.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"it is not valid text ({exc.reason})"
+    if not _valid_name(origin):
+        return "it must be non-empty, without spaces or '+'"
+    match = _CONTROL.search(origin)
+    return f"it holds the control character {match.group()!r}" if match else ""
 
 
 def _key_id(name: str, typed_key: bytes) -> int:

@@ -35,7 +35,19 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from answerable.errors import ConfigError, LedgerError, NotALedger, RecordInvalid, StoreUnavailable
 from answerable.ledger import _verify, merkle, note
-from answerable.ledger._sql import FORGET_NONCES, SQLLedger, SQLView, fresh_identity, load_signer
+from answerable.ledger._sql import (
+    FORGET_NONCES,
+    SQLLedger,
+    SQLView,
+    blob_bytes,
+    file_path,
+    fresh_identity,
+    key_text,
+    load_signer,
+    nonce_time,
+    stored_text,
+    write_key,
+)
 from answerable.ledger.base import LeaseRow, VerifyReport
 from answerable.ledger.location import is_postgres_url
 
@@ -92,8 +104,15 @@ def parse_url(url: str) -> tuple[str, str]:
         ConfigError: it is not a PostgreSQL URL, carries a password, or names a schema that is
             not a plain identifier.
     """
+    if not isinstance(url, str):
+        raise ConfigError(f"a ledger URL is text (postgresql://...), not {type(url).__name__}")
     if not is_postgres_url(url):
         raise ConfigError(f"{url!r} is not a postgresql:// URL")
+    if key_text(url) is None:
+        # Not shown: it may hold a password. libpq would cut it at the NUL and open another place.
+        raise ConfigError(
+            "the PostgreSQL URL holds a NUL byte or a lone surrogate (not shown: it may hold a password)"
+        )
     try:
         parts = conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:  # libpq's message quotes the URL, password and all
@@ -273,24 +292,29 @@ class PostgresLedger(SQLLedger):
         ``identity``: the signer and verifier key of a ledger being copied here, instead of a
         fresh key (see :func:`answerable.ledger.copy.copy_ledger`).
 
+        Creating, the key is never written over a file that is there (see :meth:`SQLiteLedger.open`).
+
         Raises:
-            ConfigError: the URL is malformed or carries a password; the key file is damaged.
+            ConfigError: the URL is malformed or carries a password; the key file is damaged or
+                ``signing_key`` is no file name; creating, the origin is invalid or a file is where
+                the key would go (nothing is made then).
             LedgerError: the server cannot be reached (named, with where).
             NotALedger: the schema holds no answerable ledger and ``create`` is false.
         """
         url, schema = parse_url(url)
+        key_given = file_path(signing_key, "the signing key path") if signing_key else None
         where = f"{_where(url)} schema {schema}"
         with _connect(url) as conn:
             meta = _probe_meta(conn, schema, where)
             if meta is None:
                 if not create:
                     raise NotALedger(where, "the schema holds no answerable ledger")
-                return cls._create(conn, url, schema, origin, signing_key, identity)
+                return cls._create(conn, url, schema, origin, key_given, identity)
         if meta.get("format") != _FORMAT:
             raise NotALedger(where, "its metadata does not name the ledger format")
         if meta.get("version") != _FORMAT_VERSION:
             raise NotALedger(where, f"format version {meta.get('version')!r} is not {_FORMAT_VERSION}")
-        key_file = Path(signing_key) if signing_key else _default_key(meta["origin"])
+        key_file = key_given or _default_key(meta["origin"])
         origin, verifier = meta["origin"], meta["verifier_key"]
         signer, _ = load_signer(key_file, origin, verifier)
         return cls(url, schema, signer=signer, origin=origin, verifier=verifier, key_path=key_file)
@@ -302,14 +326,35 @@ class PostgresLedger(SQLLedger):
         url: str,
         schema: str,
         origin: str | None,
-        signing_key: str | os.PathLike[str] | None,
+        key_given: Path | None,
         identity: tuple[note.Signer | None, str] | None,
     ) -> PostgresLedger:
-        origin = origin or f"answerable.local/{uuid.uuid4().hex[:16]}"
+        # Checked before anything is made (see SQLiteLedger._create).
+        origin = f"answerable.local/{uuid.uuid4().hex[:16]}" if origin in (None, "") else origin
+        origin = note.check_origin(origin)
         signer, verifier = identity or fresh_identity(origin)
-        key_file = Path(signing_key) if signing_key else _default_key(origin)
-        if signer is not None:
-            _write_key(key_file, signer)
+        key_file = key_given or _default_key(origin)
+        made = signer is not None and _write_key(key_file, signer, copied=identity is not None)
+        try:
+            return cls._make(conn, url, schema, origin, key_file, signer, verifier)
+        except BaseException:
+            # The key this call made does not outlive the ledger it was for (as SQLite's).
+            if made:
+                with contextlib.suppress(OSError):
+                    key_file.unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def _make(
+        cls,
+        conn: psycopg.Connection[Any],
+        url: str,
+        schema: str,
+        origin: str,
+        key_file: Path,
+        signer: note.Signer | None,
+        verifier: str,
+    ) -> PostgresLedger:
         try:
             with conn.transaction():
                 conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
@@ -562,7 +607,9 @@ class PostgresLedger(SQLLedger):
 
         Raises:
             LedgerTampered: the blob stored under this digest was altered.
+            RecordInvalid: ``data`` is not bytes (nothing is stored).
         """
+        data = blob_bytes(data)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
 
         def put(conn: psycopg.Connection[Any]) -> None:
@@ -580,8 +627,14 @@ class PostgresLedger(SQLLedger):
     # --- checkpoints, nonces, verification ------------------------------------------------------
 
     def use_nonce(self, key: str, created: int, *, forget_before: int | None = None) -> bool:
-        """Record a request nonce durably; False when it was recorded before (a replay)."""
+        """Record a request nonce durably; False when it was recorded before (a replay).
 
+        Raises:
+            RecordInvalid: as SQLiteLedger.use_nonce (nothing is recorded).
+        """
+        key, created = stored_text(key, "nonce"), nonce_time(created)
+        if forget_before is not None:
+            forget_before = nonce_time(forget_before)
         self._nonce_calls += 1
         forget = forget_before is not None and self._nonce_calls % 1024 == 0
 
@@ -653,17 +706,12 @@ def _probe_meta(conn: psycopg.Connection[Any], schema: str, where: str) -> dict[
     return {str(k): str(v) for k, v in rows}
 
 
-def _write_key(key_file: Path, signer: note.Signer) -> None:
-    """Write the signing key (mode 0600); an existing file must hold this very key."""
-    text = signer.private_bytes().hex() + "\n"
-    if key_file.exists():
-        if key_file.read_text() != text:
-            raise ConfigError(f"{key_file} holds another ledger key; give another --signing-key path")
-        return
-    try:
-        key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as exc:
-        raise ConfigError(f"cannot create the signing key {key_file}: {exc.strerror}") from exc
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
+def _write_key(key_file: Path, signer: note.Signer, *, copied: bool) -> bool:
+    """Write the signing key (mode 0600) in its folder, made if need be; never over a file (see
+    :func:`answerable.ledger._sql.write_key`). Whether this call wrote it."""
+    if not key_file.exists():
+        try:
+            key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the signing key {key_file}: {exc.strerror}") from exc
+    return write_key(key_file, signer, copied=copied)

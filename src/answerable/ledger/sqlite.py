@@ -26,7 +26,19 @@ from answerable.errors import (
     RecordInvalid,
 )
 from answerable.ledger import _verify, note
-from answerable.ledger._sql import FORGET_NONCES, SQLLedger, SQLView, fresh_identity, load_signer
+from answerable.ledger._sql import (
+    FORGET_NONCES,
+    SQLLedger,
+    SQLView,
+    blob_bytes,
+    file_path,
+    fresh_identity,
+    key_text,
+    load_signer,
+    nonce_time,
+    stored_text,
+    write_key,
+)
 from answerable.ledger.base import LeaseRow, VerifyReport
 
 __all__ = ["SQLiteLedger"]
@@ -120,7 +132,9 @@ class SQLiteLedger(SQLLedger):
 
         ``signing_key`` is where the checkpoint signing key lives (created with mode 0600); by
         default beside the database as ``LEDGER.key``. It need not sit beside the database, and
-        should not where whoever can write the database must not also be able to sign.
+        should not where whoever can write the database must not also be able to sign. Creating
+        a ledger never writes over a file there: it may be someone's private key, or another
+        ledger's (a copy may find its own source's key there: that one is used as it is).
 
         A ledger of format version 1 is migrated in place to version 2 (two tables added, nothing
         in the Merkle log changes) and the migration is recorded in its metadata.
@@ -128,12 +142,16 @@ class SQLiteLedger(SQLLedger):
         Raises:
             NotALedger: the file exists but is not an answerable ledger, or does not exist and
                 ``create`` is false.
+            ConfigError: ``path`` or ``signing_key`` is no file name (a NUL, a lone surrogate, not
+                a path); creating, the origin is invalid or a file is where the key would go.
+                Nothing is made then.
         """
-        p = Path(path)
+        p = file_path(path, "the ledger path")
+        key_given = file_path(signing_key, "the signing key path") if signing_key else None
         if not p.exists():
             if not create:
                 raise NotALedger(str(p), "no such file")
-            return cls._create(p, origin, Path(signing_key) if signing_key else _key_path(p), identity)
+            return cls._create(p, origin, key_given or _key_path(p), identity)
         # Never open(2) the file outside SQLite: closing any descriptor of it drops every POSIX
         # lock this process holds on it, so a second look at a ledger the process is serving (a
         # report rendered by the console) would let another program delete its live WAL.
@@ -149,7 +167,7 @@ class SQLiteLedger(SQLLedger):
         if meta["version"] != _FORMAT_VERSION and os.access(p, os.W_OK) and os.access(p.parent, os.W_OK):
             _migrate(p, meta["version"])
         # A read-only older ledger is read as it is: verify, export and proofs need nothing new.
-        key_file = Path(signing_key) if signing_key else _key_path(p)
+        key_file = key_given or _key_path(p)
         origin, verifier = meta["origin"], meta["verifier_key"]
         signer, _ = load_signer(key_file, origin, verifier)
         return cls(p, signer=signer, origin=origin, verifier=verifier, key_path=key_file)
@@ -162,37 +180,31 @@ class SQLiteLedger(SQLLedger):
         key_file: Path,
         identity: tuple[note.Signer | None, str] | None = None,
     ) -> SQLiteLedger:
-        origin = origin or f"answerable.local/{uuid.uuid4().hex[:16]}"
+        # Checked before anything is made: an origin no checkpoint can carry would make a ledger
+        # that fails every checkpoint and every open after this one.
+        origin = f"answerable.local/{uuid.uuid4().hex[:16]}" if origin in (None, "") else origin
+        origin = note.check_origin(origin)
+        if key_file.absolute() == path.absolute():
+            raise ConfigError(f"the signing key {key_file} cannot be the ledger file itself; give another")
         signer, verifier = identity or fresh_identity(origin)
-        made = [key_file] if signer is not None and not key_file.exists() else []
+        # Never over a file that is there (someone's key, another ledger's, another ledger): the
+        # key this call writes is one it made, or none.
+        made = signer is not None and write_key(key_file, signer, copied=identity is not None)
         try:
-            return cls._make(path, origin, key_file, signer, verifier, identity is not None)
+            return cls._make(path, origin, key_file, signer, verifier)
         except BaseException:
             # The key this call made does not outlive the ledger it was for: a copy of another
             # ledger's signing key beside a file that is no ledger. The database file is left:
             # another process may have made it meanwhile (it is its ledger then, not debris).
-            for left in made:
+            if made:
                 with contextlib.suppress(OSError):
-                    left.unlink(missing_ok=True)
+                    key_file.unlink(missing_ok=True)
             raise
 
     @classmethod
     def _make(
-        cls, path: Path, origin: str, key_file: Path, signer: note.Signer | None, verifier: str, copied: bool
+        cls, path: Path, origin: str, key_file: Path, signer: note.Signer | None, verifier: str
     ) -> SQLiteLedger:
-        if signer is not None:
-            # A copy's key (identity given) never replaces a key file that exists: it may be
-            # another ledger's. A new ledger's key replaces what a deleted ledger left behind.
-            taken = copied and key_file.exists()
-            if taken and key_file.read_bytes().strip() != signer.private_bytes().hex().encode():
-                raise ConfigError(f"{key_file} holds another ledger key; give another --signing-key path")
-            try:
-                fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: set it
-            except OSError as exc:
-                raise ConfigError(f"cannot create the signing key {key_file}: {exc.strerror}") from exc
-            with os.fdopen(fd, "w") as handle:
-                handle.write(signer.private_bytes().hex() + "\n")
         conn = _connect(path)
         try:
             with conn:
@@ -235,6 +247,8 @@ class SQLiteLedger(SQLLedger):
     # --- guards and the lease -------------------------------------------------------------------
 
     def head(self, key: str) -> int | None:
+        if key_text(key) is None:  # no head can have been moved under it
+            return None
         row = self._read(lambda c: _v2_row(c, "SELECT idx FROM guards WHERE key = ?", (key,)))
         return None if row is None else int(row[0])
 
@@ -325,7 +339,9 @@ class SQLiteLedger(SQLLedger):
 
         Raises:
             LedgerTampered: the blob stored under this digest was altered.
+            RecordInvalid: ``data`` is not bytes (nothing is stored).
         """
+        data = blob_bytes(data)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         conn = _connect(self.path)
         try:
@@ -348,7 +364,14 @@ class SQLiteLedger(SQLLedger):
         Kept in the ledger's database (a table beside the log, not in it), so a request replayed
         after a restart is still refused. ``forget_before``: nonces created before it may be
         dropped (the caller refuses requests that old anyway); done once every 1,024 calls.
+
+        Raises:
+            RecordInvalid: ``key`` is not text either backend can store, or ``created`` is not a
+                whole number of seconds (nothing is recorded).
         """
+        row = (stored_text(key, "nonce"), nonce_time(created))
+        if forget_before is not None:
+            forget_before = nonce_time(forget_before)
         with self._nonce_lock:
             try:
                 if self._nonces is None:
@@ -357,7 +380,7 @@ class SQLiteLedger(SQLLedger):
                 self._nonce_calls += 1
                 if forget_before is not None and self._nonce_calls % 1024 == 0:
                     self._nonces.execute(FORGET_NONCES, (forget_before,))
-                self._nonces.execute("INSERT INTO nonces VALUES (?, ?)", (key, created))
+                self._nonces.execute("INSERT INTO nonces VALUES (?, ?)", row)
             except sqlite3.IntegrityError:
                 return False
             except sqlite3.DatabaseError as exc:
@@ -372,9 +395,10 @@ class SQLiteLedger(SQLLedger):
         signing key is not copied (it stays wherever it is kept).
 
         Raises:
-            ConfigError: ``target`` exists already or cannot be written.
+            ConfigError: ``target`` exists already, cannot be written or is no file name (nothing
+                is made then).
         """
-        path = Path(target)
+        path = file_path(target, "the backup target")
         if path.exists():
             raise ConfigError(f"backup target {path} exists already; give a new file")
         try:
