@@ -464,3 +464,28 @@ async def test_waiting_for_an_outcome_without_a_pause_is_refused(gateway: Gatewa
     for every in (0, -1, "1", float("nan")):
         with pytest.raises(ConfigError, match="every must be a positive number"):
             await gateway.outcome(intent.id, every=every)  # type: ignore[arg-type]
+
+
+async def test_a_ruleset_signed_before_review_terms_were_bounded_still_loads_and_reviews(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ruleset already in a ledger with "never" as its expiry (a hundred years, or a number past
+    the year 9999) keeps loading: the gateway holds the deadline at the last instant a record can
+    say, where a submit failed with a raw ValidationError."""
+    from support import POLICIES, SCHEMA, booking
+
+    from answerable.policy import ReviewTerms
+
+    forever = POLICIES.replace(
+        '@review("a medical booking during a disruption needs a person")',
+        '@review("a medical booking during a disruption needs a person")\n@expires_minutes("9999999999")',
+    )
+    assert forever != POLICIES
+    with monkeypatch.context() as before_bounds:  # as a version of answerable without them signed it
+        before_bounds.setattr(ReviewTerms, "bounds_problem", lambda self, name: None)
+        old = new_ruleset(forever, SCHEMA, people.ri, version=2)
+    await gateway.install(gateway.charter, old)
+    medical = booking(cls="medical", disruption=True)
+    outcome = await gateway.submit(gateway.intent("executor", "carrier.book", medical))
+    assert outcome.review is not None
+    assert outcome.review.expires_at == "9999-12-31T23:59:59.000000Z"

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
-from answerable.errors import AnswerableError, ConfigError, NotAuthorized
+from answerable.errors import AnswerableError, ConfigError, NotAuthorized, PolicyInvalid
 from answerable.keys import KeyPair
 from answerable.ledger.base import LedgerStore
 from answerable.records import Coordination, RulesetVersion, SystemCharter, decode_as, problems
@@ -252,7 +252,8 @@ def new_ruleset(
     """A RulesetVersion approved and signed by the RI; validated before it is signed.
 
     Raises:
-        PolicyInvalid: the policies do not parse or do not validate against the schema.
+        PolicyInvalid: the policies do not parse or do not validate against the schema, or their
+            review terms are out of bounds (see ``ReviewTerms.bounds_problem``).
         ConfigError: ``version`` is below 1, or the RI's identity is not a name.
     """
     clock = clock or SystemClock()
@@ -260,6 +261,10 @@ def new_ruleset(
     from answerable.policy import load_ruleset  # Cedar, only where a ruleset is made
 
     parsed = load_ruleset(policies, schema_text)
+    for name, terms in parsed.terms.items():
+        problem = terms.bounds_problem(name)
+        if problem is not None:
+            raise PolicyInvalid(problem, errors=(name,))
     try:
         record = RulesetVersion.model_validate(
             {

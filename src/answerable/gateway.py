@@ -710,9 +710,9 @@ class Gateway:
             binding=binding_of(intent, decision.ruleset_hash),
             approvals_required=terms.approvals,
             assignees=(*reviewers, charter.ri),
-            deadline=rfc3339(now + terms.deadline_minutes * 60_000_000_000),
-            escalate_every_seconds=terms.deadline_minutes * 60,
-            expires_at=rfc3339(now + terms.expires_minutes * 60_000_000_000),
+            deadline=rfc3339(min(now + terms.deadline_minutes * 60_000_000_000, _LAST_NS)),
+            escalate_every_seconds=min(terms.deadline_minutes * 60, (_LAST_NS - now) // 1_000_000_000 + 1),
+            expires_at=rfc3339(min(now + terms.expires_minutes * 60_000_000_000, _LAST_NS)),
             on_expiry=terms.on_expiry,
         )
 
@@ -1085,6 +1085,11 @@ class Gateway:
         )
         await self.ledger.append([execution, pause], fence=self.lease.epoch)
         return Outcome("ambiguous", intent, decision, execution)
+
+
+_LAST_NS = 253_402_300_799_000_000_000
+"""9999-12-31T23:59:59Z, the last instant a record's time can say: a review term of a ruleset
+signed before terms were bounded is held there (it reads as "never"), not refused at submit."""
 
 
 def _decide_all(items: Sequence[tuple[CedarRequest, Ruleset]]) -> list[Verdict]:

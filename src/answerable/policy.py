@@ -78,10 +78,11 @@ class CedarRequest:
         }
 
 
-_MAX_APPROVALS = 1_000
-_MAX_REVIEW_MINUTES = 10 * 366 * 24 * 60
-"""Bounds of the review annotations: a signed ruleset past them made every intent it sends to
-review fail as it was recorded (a deadline past the year 9999 has no RFC 3339 form)."""
+MAX_APPROVALS = 1_000
+MAX_REVIEW_MINUTES = 10 * 366 * 24 * 60
+"""Bounds of the review annotations a new ruleset may be signed with (ten years). A ruleset
+signed before them still loads: the gateway holds a deadline past the year 9999 (which has no
+RFC 3339 form) at the last instant a record can say."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,15 +114,26 @@ class ReviewTerms:
         if notes.get("on_expiry", "deny") not in ("deny", "approve"):
             raise PolicyInvalid(f'policy {name!r}: @on_expiry must be "deny" or "approve"')
         if (
-            not 1 <= terms.approvals <= _MAX_APPROVALS
+            terms.approvals < 1
             or terms.deadline_minutes < 1
-            or not terms.deadline_minutes <= terms.expires_minutes <= _MAX_REVIEW_MINUTES
+            or terms.expires_minutes < terms.deadline_minutes
         ):
             raise PolicyInvalid(
-                f"policy {name!r}: needs 1 <= approvals <= {_MAX_APPROVALS}, deadline_minutes >= 1 and "
-                f"deadline_minutes <= expires_minutes <= {_MAX_REVIEW_MINUTES} (ten years)"
+                f"policy {name!r}: needs approvals >= 1, deadline_minutes >= 1 and "
+                "expires_minutes >= deadline_minutes"
             )
         return terms
+
+    def bounds_problem(self, name: str) -> str | None:
+        """Why a new ruleset may not be signed with these terms, or None: more approvers than any
+        review gathers, or a deadline or expiry past ten years (one past the year 9999 has no
+        RFC 3339 form). Asked where a ruleset is signed, not where one is loaded."""
+        if self.approvals > MAX_APPROVALS or self.expires_minutes > MAX_REVIEW_MINUTES:
+            return (
+                f"policy {name!r}: needs approvals <= {MAX_APPROVALS:,} and expires_minutes <= "
+                f"{MAX_REVIEW_MINUTES:,} (ten years)"
+            )
+        return None
 
     def strictest(self, other: ReviewTerms) -> ReviewTerms:
         return ReviewTerms(
