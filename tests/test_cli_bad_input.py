@@ -648,7 +648,7 @@ def test_a_witness_url_that_names_no_place_is_refused_before_a_checkpoint_is_sig
     before = stored_checkpoints(used)
     for url, said in (
         ("http://127.0.0.1:99999", "Port out of range"),
-        ("127.0.0.1:7380", "not an http:// or https:// URL"),
+        ("127.0.0.1:7380", "want an http:// or https:// URL"),
         ("http://127.0.0.1:0", "port 0"),
     ):
         refused(run("ledger", "witness", used, "--url", url, "--witness", vkey), "--url", said)
@@ -689,6 +689,7 @@ def test_credentials_in_a_url_are_never_printed_back(used: Path, tmp_path: Path)
     for changed in (
         plain + '\n[notify]\nwebhook = "ftp://u:secretpw@host/x?token=tok3n"\n',
         plain + '\n[notify]\nwebhook = "htps://hooks.example/services/secretpw"\n',  # its path is its secret
+        plain + '\n[notify]\nwebhook = "https://hooks.example:99999/services/secretpw"\n',  # no port
         plain.replace('path = "ledger.db"', 'url = "u:secretpw@h/db"'),
     ):
         config.write_text(changed)

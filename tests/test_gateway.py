@@ -462,6 +462,9 @@ async def test_an_http_operation_records_no_credential_of_its_url_and_a_cut_call
     )
     assert "/book?(query hidden) could not be reached" in str(unreached.value)
     assert "7731" not in str(unreached.value)
+    stored = b"".join(e.data for e in ledger.of_kind("Execution"))
+    assert b"7731" not in stored
+    assert b"carrier/book" in stored
 
 
 async def test_an_http_operation_with_no_url_to_reach_is_refused_and_redirects_are_not_results(
@@ -480,8 +483,14 @@ async def test_an_http_operation_with_no_url_to_reach_is_refused_and_redirects_a
         ):
             with pytest.raises(ConfigError, match=said):
                 http_operation(url, client=client)
+    # A path on a client with a base_url is the endpoint httpx calls (it was refused as no URL);
+    # a body that will not decode came after the partner acted: ambiguous, not failed.
     answers = iter(
-        [httpx.Response(302, headers={"Location": "/v2/book"}), httpx.Response(200, text="booked")]
+        [
+            httpx.Response(302, headers={"Location": "/v2/book"}),
+            httpx.Response(200, text="booked"),
+            httpx.Response(200, headers={"Content-Encoding": "gzip"}, stream=httpx.ByteStream(b"not gzip")),
+        ]
     )
 
     def carrier(request: httpx.Request) -> httpx.Response:
@@ -490,19 +499,18 @@ async def test_an_http_operation_with_no_url_to_reach_is_refused_and_redirects_a
     class Args(BaseModel):
         shipment: str
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(carrier)) as client:
+    async with httpx.AsyncClient(base_url="http://carrier", transport=httpx.MockTransport(carrier)) as client:
         gateway.register(
-            "carrier.http",
-            http_operation("http://carrier/book", client=client),
-            resource_class="shipment",
-            args=Args,
+            "carrier.http", http_operation("/book", client=client), resource_class="shipment", args=Args
         )
-        moved = await gateway.submit(gateway.intent("executor", "carrier.http", {"shipment": "S-1"}))
-        worded = await gateway.submit(gateway.intent("executor", "carrier.http", {"shipment": "S-2"}))
+        moved, worded, undecoded = [
+            await gateway.submit(gateway.intent("executor", "carrier.http", {"shipment": s}))
+            for s in ("S-1", "S-2", "S-3")
+        ]
     assert moved.status == "ambiguous"
     assert moved.execution is not None
-    assert "answered 302, a redirect (not followed)" in str(moved.execution.error)
+    assert "http://carrier/book answered 302, a redirect (not followed)" in str(moved.execution.error)
     assert (worded.status, worded.result) == ("succeeded", "booked")
-    stored = b"".join(e.data for e in ledger.of_kind("Execution"))
-    assert b"7731" not in stored
-    assert b"carrier/book" in stored
+    assert undecoded.status == "ambiguous", undecoded
+    assert undecoded.execution is not None
+    assert "http://carrier/book was cut off: DecodingError" in str(undecoded.execution.error)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-__all__ = ["shown"]
+__all__ = ["problem", "shown"]
 
 
 def shown(url: str, *, path_secret: bool = False) -> str:
@@ -30,3 +30,24 @@ def shown(url: str, *, path_secret: bool = False) -> str:
     query = "?(query hidden)" if parts.query else ""
     path = "/(path hidden)" if path_secret and parts.path.strip("/") else parts.path
     return f"{parts.scheme}://{who}{where}{'' if port is None else f':{port}'}{path}{query}"
+
+
+def problem(url: str) -> str | None:
+    """Why ``url`` names no HTTP service to reach, or None: checked where a URL is given (an
+    operation's endpoint, a witness, a webhook, the service a client calls), so a typo is said
+    at once, not as a socket's "Connection refused" or an httpx error on first use. Says what is
+    wrong without quoting the URL (see :func:`shown`)."""
+    if not isinstance(url, str):
+        return f"a URL is text, not a {type(url).__name__}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # read to refuse a port out of range
+    except ValueError as exc:
+        return f"not a URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "want an http:// or https:// URL naming a host"
+    if not url.isprintable() or " " in url:
+        return "a URL holds no spaces or control characters"
+    if port == 0:
+        return "names port 0"
+    return None

@@ -334,7 +334,7 @@ def ledger_witness(
     verifier = _key_given("--witness", CosignatureVerifier.from_key, witness_key)
     problem = witness_url_problem(url)
     if problem is not None:
-        _fail(ConfigError(f"--url: the witness {problem}"))
+        _fail(ConfigError(f"--url (the witness): {problem}"))
     with _open(ledger) as store:
         signed = _run(store.checkpoint)
         size = int(signed.split("\n")[1])

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from answerable._urls import problem as url_problem
 from answerable._urls import shown
 from answerable.errors import AnswerableError, ConfigError
 
@@ -437,6 +438,9 @@ class _Reader:
         if not isinstance(value, str) or not value.startswith(("http://", "https://")):
             got = shown(value, path_secret=path_secret) if isinstance(value, str) else type(value).__name__
             raise ConfigError(f"{self.name}: [{table}] {key}: want an http(s) URL, got {got}")
+        wrong = url_problem(value)
+        if wrong is not None:  # a port out of range ended the webhook's sender at its first event
+            raise ConfigError(f"{self.name}: [{table}] {key}: {wrong}")
         return value
 
     def otel_endpoint(self) -> str | None:

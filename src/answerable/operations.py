@@ -12,12 +12,12 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, PydanticUserError, ValidationError, create_model
 
 from answerable._canonical import canonical_bytes, json_problems, simple_json_containers
+from answerable._urls import problem as url_problem
 from answerable._urls import shown
 from answerable.errors import (
     ArgumentsInvalid,
@@ -106,12 +106,19 @@ def http_operation(
 
     import httpx
 
-    where = shown(url)
-    problem = _url_problem(url)
-    if problem is not None:  # a typo here would fail every call, each recorded as a failure
-        raise ConfigError(f"http_operation: {where}: {problem}")
+    # A path is joined to the client's base_url, as httpx joins it on each call.
+    try:
+        target = str(client.base_url.join(url)) if str(client.base_url) else url
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:
+        raise ConfigError(f"http_operation: {shown(str(url))}: not a URL ({type(exc).__name__})") from None
+    where = shown(target)
+    wrong = url_problem(target)
+    if wrong is not None:  # a typo here would fail every call, each recorded as a failure
+        raise ConfigError(f"http_operation: {where}: {wrong}")
     # The request never left (no connection made, or it could not be formed): such a call
-    # failed. Anything that goes wrong after sending may have acted.
+    # failed. Anything else that goes wrong may have happened after the partner acted (a
+    # timeout, a connection cut, a body that would not decode): ambiguous, retried only where
+    # the partner deduplicates by key.
     not_sent = (httpx.ConnectError, httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError)
 
     async def call(idempotency_key: str, fencing_token: FencingToken | None = None, **arguments: Any) -> Any:
@@ -132,37 +139,34 @@ def http_operation(
             raise TransientError(f"{method} {where} timed out: {exc}") from exc
         except not_sent as exc:
             raise ExecutionError(f"{method} {where} could not be reached: {exc}") from exc
-        except httpx.TransportError as exc:  # the request may have been sent: not known to have failed
+        except httpx.RequestError as exc:  # sent, or may have been: not known to have failed
             raise TransientError(f"{method} {where} was cut off: {type(exc).__name__}: {exc}") from exc
-        if response.status_code in _TRANSIENT_STATUS:
-            raise TransientError(f"{method} {where} answered {response.status_code}: {response.text[:200]}")
-        if response.status_code >= 400:
-            raise ExecutionError(f"{method} {where} answered {response.status_code}: {response.text[:200]}")
-        if response.status_code >= 300:  # not followed; a 303 after a POST says it acted, others not
-            raise TransientError(
-                f"{method} {where} answered {response.status_code}, a redirect (not followed): whether it "
-                "acted is not known; is the operation's URL current?"
-            )
-        if not response.content:
-            return None
         try:
-            return response.json()
-        except ValueError:  # done, and said so in words: what it said is the result
-            return response.text
+            return _answer_of(response, f"{method} {where}")
+        except httpx.RequestError as exc:  # a body that will not decode: it answered, so it may have acted
+            raise TransientError(f"{method} {where} was cut off: {type(exc).__name__}: {exc}") from exc
 
     return call
 
 
-def _url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be an HTTP operation's endpoint, or None."""
+def _answer_of(response: httpx.Response, call: str) -> Any:
+    """What an HTTP operation's answer says it did: its JSON (or its words) when it succeeded."""
+    status = response.status_code
+    if status in _TRANSIENT_STATUS:
+        raise TransientError(f"{call} answered {status}: {response.text[:200]}")
+    if status >= 400:
+        raise ExecutionError(f"{call} answered {status}: {response.text[:200]}")
+    if status >= 300:  # not followed; a 303 after a POST says it acted, others not
+        raise TransientError(
+            f"{call} answered {status}, a redirect (not followed): whether it acted is not known; is "
+            "the operation's URL current?"
+        )
+    if not response.content:
+        return None
     try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 (read to refuse a port out of range)
-    except (ValueError, TypeError) as exc:
-        return f"not a URL ({exc})"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "want an http:// or https:// URL naming a host"
-    return None
+        return response.json()
+    except ValueError:  # done, and said so in words: what it said is the result
+        return response.text
 
 
 def _jsonable(value: Any) -> Any:

@@ -809,14 +809,14 @@ class Service:
                 for attempt in range(6):
                     try:
                         answer = await http.post(url, json=event)
-                    except httpx.HTTPError as exc:
+                    except Exception as exc:  # any failure is said, and the sender lives on
                         why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                     else:
                         why = f"answered {answer.status_code}"
-                        if answer.status_code < 400:
+                        if answer.status_code < 300:
                             why = ""
                             break
-                        if answer.status_code < 500:  # refused as asked: asking again changes nothing
+                        if answer.status_code < 500:  # refused or moved: asking again changes nothing
                             break
                     await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
                 if why:
@@ -824,7 +824,8 @@ class Service:
                     if not failing:
                         print(
                             f"answerable serve: webhook {where} did not take the {event['kind']} event "
-                            f"{event['id']} ({_printable(why, 300)}); the ledger holds it, and this is said "
+                            f"{event['id']} ({_printable(why.replace(url, where), 300)}); the ledger holds "
+                            "it, and this is said "
                             "once until an event goes through",
                             file=sys.stderr,
                             flush=True,

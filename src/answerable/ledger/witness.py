@@ -21,13 +21,13 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from answerable._urls import problem as url_problem
 from answerable._urls import shown
 from answerable.errors import ConfigError, LedgerTampered, ProofInvalid, SignatureInvalid
 from answerable.ledger import merkle
@@ -281,16 +281,7 @@ def witness_url_problem(url: str) -> str | None:
     """Why ``url`` cannot be a witness's submission prefix, or None: asked before a checkpoint
     is signed for it, so a mistyped one changes nothing. A port out of range was said as the
     socket's "Connection refused" after the checkpoint was stored."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        return f"not a URL: {exc}"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"{shown(url)} is not an http:// or https:// URL naming a host"
-    if port == 0:
-        return f"{shown(url)} names port 0"
-    return None
+    return url_problem(url)
 
 
 def request_cosignature(
