@@ -10,6 +10,7 @@ before anything is sent, so the ledger does not change.
 
 from __future__ import annotations
 
+import enum
 import signal
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -74,6 +75,12 @@ def agent_of(running: Running) -> Client:
     return Client(running.url, KeyPair.load(running.folder / "agent.key"))
 
 
+class _Key(enum.StrEnum):
+    """A key orjson refuses though it is a str: the intent was sent without its arguments."""
+
+    ORDER = "order"
+
+
 def reviewer_of(running: Running) -> Client:
     return Client(running.url, KeyPair.load(running.folder / "reviewer.key"))
 
@@ -88,8 +95,9 @@ def reviewer_of(running: Running) -> Client:
         ({"order": "O", "amount_cents": 10**30}, "amount_cents: integer 10"),
         ({"order": "O", "amount_cents": 10**5000}, "integer of 16,610 bits"),
         ({"order": "O", "amount_cents": float("nan")}, "amount_cents: nan is not a JSON number"),
+        ({_Key.ORDER: "O", "amount_cents": 1}, "(root): Dict key must be str"),
     ],
-    ids=["set", "bytes", "surrogate", "int-key", "huge-int", "5000-digits", "nan"],
+    ids=["set", "bytes", "surrogate", "int-key", "huge-int", "5000-digits", "nan", "str-subclass-key"],
 )
 def test_arguments_with_no_json_form_are_refused_as_the_gateway_refuses_them(
     shop: Running, arguments: dict[Any, Any], named: str

@@ -30,6 +30,7 @@ import httpx
 import orjson
 
 from answerable._canonical import json_problems
+from answerable._urls import problem as url_problem
 from answerable._urls import shown
 from answerable.clock import IdSource, SystemClock
 from answerable.control import scope_from_text, unsigned_control
@@ -92,14 +93,14 @@ def _service_url(url: object) -> str:
     if not isinstance(url, str):
         raise ConfigError(f"the service URL must be a string like http://127.0.0.1:8470, not {_kind(url)}")
     fix = "give http(s)://HOST[:PORT][/PATH], as answerable serve prints it"
+    wrong = url_problem(url)
+    if wrong is not None:
+        raise ConfigError(f"the service URL {shown(url)}: {wrong}; {fix}")
     try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - read to refuse a port out of range or not a number
         httpx.URL(url)
-    except (ValueError, httpx.InvalidURL):
+    except httpx.InvalidURL:
         raise ConfigError(f"the service URL is malformed: {shown(url)}; {fix}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or not url.isprintable() or " " in url:
-        raise ConfigError(f"the service URL is not one this client can call: {shown(url)}; {fix}")
+    parts = urlsplit(url)
     if parts.query or parts.fragment:
         raise ConfigError(
             f"the service URL has a query or fragment, which each call's path would follow: "
@@ -186,12 +187,17 @@ def _submit_body(
     }
     try:
         return orjson.dumps(doc)
-    except orjson.JSONEncodeError:
+    except orjson.JSONEncodeError as exc:
         found = _problems(arguments, strict=True)
         if found:
             raise ArgumentsInvalid(named, tuple(found)) from None
-    return _json_body(
-        {k: v for k, v in doc.items() if k != "arguments"}, f"the intent for {named!r}", "Intent"
+        try:
+            orjson.dumps(arguments)
+        except orjson.JSONEncodeError:  # a key of a str subclass, say: orjson's word is final
+            raise ArgumentsInvalid(named, (f"(root): {exc}",)) from None
+    # The arguments are JSON: what is not is the operation's name, the key or the causes.
+    raise RecordInvalid(
+        f"the intent for {named!r} has no JSON form: {_problems(doc, strict=True)}", record="Intent"
     )
 
 
