@@ -1118,18 +1118,24 @@ def write_key(key_file: Path, signer: note.Signer, *, copied: bool) -> bool:
         if copied:
             raise ConfigError(f"{key_file} holds another ledger key; give another --signing-key path")
         raise ConfigError(
-            f"the signing key {key_file} exists already: a new ledger never writes over a file (it may "
-            "be another key); give a new --signing-key path, or move that file away"
+            f"the signing key {key_file} exists already (perhaps left by a ledger deleted there): a new "
+            "ledger never writes over a file, which may be a key; move it away, or give another path "
+            "(signing_key=, --signing-key)"
         )
     try:
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.fchmod(fd, 0o600)
     except FileExistsError as exc:  # made meanwhile by someone else: theirs, not ours to replace
         raise ConfigError(f"the signing key {key_file} exists already; give another --signing-key") from exc
     except OSError as exc:
         raise ConfigError(f"cannot create the signing key {key_file}: {exc.strerror}") from exc
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text + "\n")
+    try:  # made by this call: a failure removes it, so no empty key is left to refuse the next try
+        with os.fdopen(fd, "w") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(text + "\n")
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            key_file.unlink()
+        raise ConfigError(f"cannot write the signing key {key_file}: {exc.strerror or exc}") from exc
     return True
 
 
