@@ -223,6 +223,13 @@ def test_a_key_for_a_name_its_file_cannot_hold_is_refused_before_it_is_saved(
     made = KeyPair.generate("alice@example.org")
     made.save(tmp_path / "k.key")
     assert KeyPair.load(tmp_path / "k.key").identity == "alice@example.org"
+    # A name the charter takes is a name a key takes: a soft hyphen or a joiner is no control.
+    assert KeyPair.generate("caf\u00e9\u00ad@example.org").identity == "caf\u00e9\u00ad@example.org"
+    # A file holding a name no key may have says which file it is.
+    seed = (tmp_path / "k.key").read_text().split()[1]
+    (tmp_path / "bad.key").write_text(f"a\x1bb\n{seed}\n")
+    with pytest.raises(ConfigError, match=r"key file .*bad\.key: key identity 'a.x1bb' holds"):
+        KeyPair.load(tmp_path / "bad.key")
 
 
 # --- operations -----------------------------------------------------------------------------------------

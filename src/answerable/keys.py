@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,8 @@ class KeyPair:
         was saved, and its owner was then told the file is no key file."""
         problem = identity_problem(self.identity)
         if problem is not None:
-            raise ConfigError(f"key identity {problem}")
+            shown = repr(self.identity)[:80] if isinstance(self.identity, str) else ""
+            raise ConfigError(f"key identity {shown} {problem}".replace("  ", " "))
         if not isinstance(self.private, Ed25519PrivateKey):
             raise ConfigError(f"a key pair holds an Ed25519 private key, not a {type(self.private).__name__}")
 
@@ -107,7 +109,10 @@ class KeyPair:
             text = read_capped(path, _MAX_KEY_FILE)
             identity, encoded = text.decode("utf-8").split()
             raw = base64.b64decode(encoded, validate=True)
-            return cls(identity, Ed25519PrivateKey.from_private_bytes(raw))
+            try:
+                return cls(identity, Ed25519PrivateKey.from_private_bytes(raw))
+            except ConfigError as exc:  # an identity no key may have: say which file holds it
+                raise ConfigError(f"key file {path}: {exc}") from exc
         except FileNotFoundError as exc:
             raise ConfigError(f"key file {path} does not exist") from exc
         except OSError as exc:  # a directory, no permission
@@ -131,7 +136,8 @@ def identity_problem(identity: object) -> str | None:
         return "is empty"
     if len(identity) > _MAX_IDENTITY:
         return f"is {len(identity)} characters; at most {_MAX_IDENTITY}"
-    if any(c.isspace() or not c.isprintable() for c in identity):
+    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in identity):
+        # The charter's names have no whitespace either; a control character no name needs
         return "holds whitespace or a control character (a key file is identity and key, split by whitespace)"
     try:
         identity.encode("utf-8")

@@ -91,7 +91,7 @@ def unlock(account: Account, password: str) -> KeyPair | None:
     try:
         raw = AESGCM(kek).decrypt(sealed.nonce, sealed.ciphertext, account.identity.encode("utf-8"))
         return KeyPair(account.identity, Ed25519PrivateKey.from_private_bytes(raw))
-    except (InvalidTag, ValueError):
+    except (InvalidTag, ValueError, ConfigError):  # ConfigError: an identity no key can be made for
         return None
 
 
