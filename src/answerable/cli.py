@@ -1883,8 +1883,8 @@ def main() -> None:
     except typer.Abort:
         sys.stderr.write("Aborted!\n")
         raise SystemExit(1) from None
-    # What click does standalone: an explicit exit's code, else success (a command's return
-    # value is not an exit code).
+    # Not standalone, click hands back an explicit exit's code (typer.Exit, Ctrl-C's 130) or what
+    # the command returned; the commands return None, so an int is such a code, all else success.
     raise SystemExit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
 
 
