@@ -1857,13 +1857,9 @@ def command(first: str | None = None) -> Any:
 
 
 def _invalid(exc: ValidationError) -> str:
-    """What is wrong with a record read from a file, by field (``agents: Input should be a valid
-    array``), the first three: pydantic's own first line says only how many errors there are."""
-    from answerable.records import problems
+    from answerable.records import summary
 
-    found = problems(exc, "the document")
-    more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
-    return "; ".join(found[:3]) + more
+    return summary(exc)
 
 
 def _name_of(info: CommandInfo) -> str:

@@ -60,6 +60,7 @@ __all__ = [
     "digest",
     "entry_bytes",
     "problems",
+    "summary",
 ]
 
 _R = TypeVar("_R", bound="Record")
@@ -545,6 +546,14 @@ def decode_as(data: bytes, kind: type[_R]) -> _R | None:
 def problems(exc: ValidationError, whole: str) -> tuple[str, ...]:
     """Each validation failure as ``field.path: what is wrong``; ``whole`` names a top-level one."""
     return tuple(f"{'.'.join(str(p) for p in e['loc']) or whole}: {e['msg']}" for e in exc.errors())
+
+
+def summary(exc: ValidationError, whole: str = "the document") -> str:
+    """The first three of :func:`problems` in one line, and how many more: what is wrong with a
+    record read from a file, where pydantic's own first line says only how many errors there are."""
+    found = problems(exc, whole)
+    more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+    return "; ".join(found[:3]) + more
 
 
 def digest(data: bytes) -> str:

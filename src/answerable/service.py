@@ -78,8 +78,8 @@ from answerable.records import (
     decode_entry,
     digest,
     entry_bytes,
-    problems,
     signing_bytes,
+    summary,
 )
 from answerable.runtime import System
 
@@ -1332,8 +1332,7 @@ def _record(path: Path, kind: type[SystemCharter] | type[RulesetVersion]) -> Any
     try:
         return kind.model_validate_json(_text(path))
     except ValidationError as exc:
-        said = "; ".join(problems(exc, "the document")[:3])
-        raise ConfigError(f"{path.name} is not a signed {kind.__name__}: {said}") from exc
+        raise ConfigError(f"{path.name} is not a signed {kind.__name__}: {summary(exc)}") from exc
 
 
 def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
