@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -59,9 +60,9 @@ def start(folder: Path, port: int | None = None, *extra: str, scheme: str = "htt
     raise AssertionError(f"serve exited {proc.returncode} before it was ready: {''.join(said)}")
 
 
-@pytest.fixture
-def system(tmp_path: Path) -> Iterator[Running]:
-    folder = tmp_path / "shop"
+@contextlib.contextmanager
+def serving(folder: Path) -> Iterator[Running]:
+    """A new system (``answerable init``) in ``folder``, served until the block ends."""
     init(folder)
     running = start(folder, free_port())
     try:
@@ -69,6 +70,12 @@ def system(tmp_path: Path) -> Iterator[Running]:
     finally:
         if running.proc.poll() is None:
             running.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> Iterator[Running]:
+    with serving(tmp_path / "shop") as running:
+        yield running
 
 
 AGENT = """

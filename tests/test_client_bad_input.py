@@ -11,18 +11,16 @@ before anything is sent, so the ledger does not change.
 from __future__ import annotations
 
 import enum
-import signal
 import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from served import Running, effects, free_port, start
+from served import Running, effects, serving
 
 from answerable import KeyPair
 from answerable.client import AsyncClient, Client, ServiceRefused
 from answerable.errors import AnswerableError, ApprovalRefused, ArgumentsInvalid, ConfigError, RecordInvalid
-from answerable.scaffold import init
 
 pytestmark = pytest.mark.slow
 
@@ -32,14 +30,8 @@ E = TypeVar("E", bound=AnswerableError)
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """One service for the module: every test here is refused before it sends, or only reads."""
-    folder = tmp_path_factory.mktemp("bad-input") / "shop"
-    init(folder)
-    running = start(folder, free_port())
-    try:
+    with serving(tmp_path_factory.mktemp("bad-input") / "shop") as running:
         yield running
-    finally:
-        if running.proc.poll() is None:
-            running.stop(signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
