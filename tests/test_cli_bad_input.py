@@ -921,3 +921,15 @@ def test_outputs_go_through_links_keep_their_mode_and_keys_come_through_pipes(
     assert made.exit_code == 0, made.output
     assert "authorization" in (folder / "nats.conf").read_text()
     assert KeyPair.load(folder / "nats.key").identity == "answerable-service"
+
+
+def test_init_in_a_folder_whose_name_no_person_can_carry_says_it_is_the_name(tmp_path: Path) -> None:
+    """The system is named after its folder and its people after the system (ri@NAME.example):
+    a folder "my system" was refused as "key identity ... holds whitespace", naming no folder.
+    Now the name is said to be the fault, and where it came from; nothing is made."""
+    for folder, said in (
+        (tmp_path / "my system", "holds whitespace"),
+        (tmp_path / ("x" * 190), "at most 200"),
+    ):
+        refused(run("init", folder), "the system's name", said, "the folder's name")
+        assert not folder.exists()

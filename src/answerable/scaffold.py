@@ -15,7 +15,7 @@ import orjson
 from answerable.charter import new_charter, new_ruleset
 from answerable.config import resolved_path
 from answerable.errors import ConfigError
-from answerable.keys import KeyPair
+from answerable.keys import KeyPair, identity_problem
 
 __all__ = ["POLICIES", "SCHEMA", "init"]
 
@@ -104,6 +104,15 @@ def init(folder: Path, *, system: str | None = None) -> list[Path]:
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise ConfigError(f"{folder} exists and is not an empty folder; init writes a new system")
     name = system or resolved_path(folder, "init").name or "system"
+    # The system's name is in its people's identities (the longest is the reviewer's): a name
+    # they cannot hold is said as the name's fault, and where it came from.
+    problem = identity_problem(f"reviewer@{name}.example")
+    if problem is not None:
+        source = "system=" if system else "the folder's name: give another folder"
+        raise ConfigError(
+            f"the system's name {name[:60]!r} cannot be in its people's names: reviewer@NAME.example "
+            f"{problem.split(' (')[0]}; the name comes from {source}"
+        )
     ri = KeyPair.generate(f"ri@{name}.example")
     reviewer = KeyPair.generate(f"reviewer@{name}.example")
     agent = KeyPair.generate("refunds-agent")
