@@ -11,7 +11,6 @@ import sys
 from typing import TYPE_CHECKING
 
 from answerable._tty import print_json, say
-from answerable.errors import AnswerableError
 
 if TYPE_CHECKING:
     from answerable.records import Control
@@ -42,10 +41,7 @@ def record(ledger: str, action: str, by: str, reason: str, scope: str) -> tuple[
         controller = Controller(store)
         stop = controller.make(action, parsed, by, reason)
         store.append_sync([stop])
-        try:
-            return stop, names_nothing(store, parsed, controller.charters)
-        except AnswerableError:  # the stop is recorded: a warning that cannot be judged is no error
-            return stop, None
+        return stop, names_nothing(store, parsed, controller.charters)
 
 
 def report(control: Control, as_json: bool, warning: str | None = None) -> None:

@@ -41,7 +41,6 @@ from answerable.errors import (
 from answerable.ledger.location import is_postgres_url, open_ledger
 
 if TYPE_CHECKING:
-    from pydantic import ValidationError
     from typer.models import CommandInfo
 
     from answerable.keys import KeyPair
@@ -327,12 +326,13 @@ def ledger_witness(
     The witness cosigns only if the ledger extends the last checkpoint it cosigned for this log,
     so a rewritten history is refused (exit 1) whoever holds the ledger's signing key.
     """
-    from answerable.ledger.witness import CosignatureVerifier, request_cosignature, witness_url_problem
+    from answerable._urls import problem as url_problem
+    from answerable.ledger.witness import CosignatureVerifier, request_cosignature
 
     if out_file:
         _out_file(out_file, force)
     verifier = _key_given("--witness", CosignatureVerifier.from_key, witness_key)
-    problem = witness_url_problem(url)
+    problem = url_problem(url)  # before a checkpoint is signed for it: a typo changes nothing
     if problem is not None:
         _fail(ConfigError(f"--url (the witness): {problem}"))
     with _open(ledger) as store:
@@ -1000,7 +1000,7 @@ def users_set_password(
     from answerable.config import ConsoleConfig, load_config
     from answerable.console.accounts import MIN_PASSWORD, set_password
     from answerable.keys import KeyPair
-    from answerable.records import SystemCharter
+    from answerable.records import SystemCharter, summary
 
     config = _run(lambda: load_config(config_file))
     console = config.console or ConsoleConfig(users=config.folder / "console-users.json")
@@ -1008,7 +1008,7 @@ def users_set_password(
     try:
         charter = SystemCharter.model_validate_json(text)
     except ValidationError as exc:
-        _fail(ConfigError(f"{config.charter.name} is not a signed SystemCharter: {_invalid(exc)}"))
+        _fail(ConfigError(f"{config.charter.name} is not a signed SystemCharter: {summary(exc)}"))
     person = charter.person(identity)
     if person is None and identity not in console.viewers:
         _fail(
@@ -1077,7 +1077,7 @@ def nats_config_command(
     from answerable.bus.auth import authorization
     from answerable.config import load_config
     from answerable.keys import KeyPair
-    from answerable.records import SystemCharter
+    from answerable.records import SystemCharter, summary
 
     config = _run(lambda: load_config(config_file))
     if config.nats_key is None:
@@ -1091,7 +1091,7 @@ def nats_config_command(
     except OSError as exc:
         _fail(ConfigError(f"cannot read {config.charter}: {exc.strerror or exc}"))
     except ValidationError as exc:
-        _fail(ConfigError(f"{config.charter}: not a charter: {_invalid(exc)}"))
+        _fail(ConfigError(f"{config.charter}: not a charter: {summary(exc)}"))
     text = _run(lambda: authorization(charter, service.public_b64))
     if out_file is not None:
         _out_file(out_file, force)
@@ -1318,14 +1318,14 @@ def charter_amend(
     from answerable.charter import amend_charter
     from answerable.keys import KeyPair
     from answerable.ledger.tiles import write_atomically
-    from answerable.records import SystemCharter
+    from answerable.records import SystemCharter, summary
 
     _out_file(out_file, force)
     text = _read(charter_file)
     try:
         charter = SystemCharter.model_validate_json(text)
     except ValidationError as exc:
-        _fail(ConfigError(f"{charter_file} is not a signed SystemCharter: {_invalid(exc)}"))
+        _fail(ConfigError(f"{charter_file} is not a signed SystemCharter: {summary(exc)}"))
     ri = _run(lambda: KeyPair.load(key_file))
     _run(lambda: _signed_with(charter, ri, charter_file))
     people: dict[str, tuple[str, list[str]]] = {}
@@ -1854,12 +1854,6 @@ def command(first: str | None = None) -> Any:
     built = typer.main.get_command(source)
     _plain_metavars(built)
     return built
-
-
-def _invalid(exc: ValidationError) -> str:
-    from answerable.records import summary
-
-    return summary(exc)
 
 
 def _name_of(info: CommandInfo) -> str:

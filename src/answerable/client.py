@@ -137,33 +137,38 @@ def _segment(value: object, what: str, record: str) -> str:
     return quote(value, safe="")
 
 
-def _problems(value: Any, *, strict: bool) -> list[str]:
-    """What in ``value`` is not JSON (see :func:`json_problems`), up to three."""
-    return json_problems(value, strict=strict, limit=3)
+def _encoded(doc: Any) -> bytes | list[str]:
+    """``doc`` as the JSON a request carries, or what in it is not JSON, up to three: NaN and
+    infinities (which orjson would quietly write as ``null``), lone surrogates, sets, bytes,
+    non-string keys, integers no JSON reader holds. orjson's own ``TypeError`` names no path, and
+    what only it refuses (a key of a ``str`` subclass) is named at the root."""
+    found = json_problems(doc, strict=False, limit=3)
+    if found:
+        return found
+    try:
+        return orjson.dumps(doc)
+    except orjson.JSONEncodeError as exc:
+        return json_problems(doc, strict=True, limit=3) or [f"(root): {exc}"]
 
 
 def _json_body(doc: Any, what: str, record: str) -> bytes:
-    """``doc`` as the JSON a request carries, or a refusal naming what in it is not JSON: NaN and
-    infinities (which orjson would quietly write as ``null``), lone surrogates, sets, bytes,
-    non-string keys, integers no JSON reader holds. orjson's own ``TypeError`` names no path.
+    """``doc`` as JSON (see :func:`_encoded`).
 
     Raises:
         RecordInvalid: ``doc`` has no JSON form; nothing is sent.
     """
-    found = _problems(doc, strict=False)
-    if not found:
-        try:
-            return orjson.dumps(doc)
-        except orjson.JSONEncodeError as exc:
-            found = _problems(doc, strict=True) or [f"(root): {exc}"]
-    raise RecordInvalid(f"{what}: no JSON form, so nothing was sent: {'; '.join(found)}", record=record)
+    encoded = _encoded(doc)
+    if isinstance(encoded, bytes):
+        return encoded
+    raise RecordInvalid(f"{what}: no JSON form, so nothing was sent: {'; '.join(encoded)}", record=record)
 
 
 def _submit_body(
     operation: str, arguments: dict[str, Any], idempotency_key: str | None, causes: tuple[str, ...]
 ) -> bytes:
     """The body of a proposal. Arguments with no JSON form are refused here as the in-process
-    gateway refuses them (ArgumentsInvalid, naming each path), not as orjson's bare TypeError.
+    gateway refuses them (ArgumentsInvalid, naming each path), not as orjson's bare TypeError;
+    they are encoded once, and set in the body as they are.
 
     Raises:
         ArgumentsInvalid: the arguments have no JSON form.
@@ -176,29 +181,12 @@ def _submit_body(
             record="Intent",
         )
     named = operation if isinstance(operation, str) else repr(operation)
-    found = _problems(arguments, strict=False)
-    if found:
-        raise ArgumentsInvalid(named, tuple(found))
-    doc = {
-        "operation": operation,
-        "arguments": arguments,
-        "idempotency_key": idempotency_key,
-        "causes": list(causes),
-    }
-    try:
-        return orjson.dumps(doc)
-    except orjson.JSONEncodeError as exc:
-        found = _problems(arguments, strict=True)
-        if found:
-            raise ArgumentsInvalid(named, tuple(found)) from None
-        try:
-            orjson.dumps(arguments)
-        except orjson.JSONEncodeError:  # a key of a str subclass, say: orjson's word is final
-            raise ArgumentsInvalid(named, (f"(root): {exc}",)) from None
-    # The arguments are JSON: what is not is the operation's name, the key or the causes.
-    raise RecordInvalid(
-        f"the intent for {named!r} has no JSON form: {_problems(doc, strict=True)}", record="Intent"
-    )
+    encoded = _encoded(arguments)
+    if not isinstance(encoded, bytes):
+        raise ArgumentsInvalid(named, tuple(encoded))
+    rest = {"operation": operation, "idempotency_key": idempotency_key, "causes": list(causes)}
+    _json_body(rest, f"the intent for {named!r}", "Intent")  # named by its own fields, not the arguments'
+    return orjson.dumps({**rest, "arguments": orjson.Fragment(encoded)})
 
 
 def _sign(key: KeyPair, request: httpx.Request) -> None:

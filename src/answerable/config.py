@@ -309,21 +309,14 @@ def endpoint_problem(url: str) -> str | None:
     """Why ``url`` cannot be an OTLP/HTTP endpoint here, or None. A URL carrying a user, a
     password or a query (where API keys hide) is refused: it would be printed and logged; the
     exporter reads credentials from ``OTEL_EXPORTER_OTLP_HEADERS`` instead."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        return f"not a URL: {exc}"
-    if parts.scheme not in ("http", "https"):
-        return f"want an http:// or https:// URL, got {url.split('://')[0]!r}"
-    if not parts.hostname:
-        return "names no host"
+    wrong = url_problem(url)
+    if wrong is not None:
+        return wrong
+    parts = urlsplit(url)
     if parts.username or parts.password or parts.query or parts.fragment:
         return (
             "holds a user, password or query; put credentials in OTEL_EXPORTER_OTLP_HEADERS, not in the URL"
         )
-    if port == 0:
-        return "names port 0"
     return None
 
 
@@ -463,13 +456,13 @@ class _Reader:
                 raise ConfigError(
                     f"{self.name}: [checkpoints] witnesses #{i + 1}: want {{ url = ..., key = ... }}"
                 )
-            from answerable.ledger.witness import CosignatureVerifier, witness_url_problem
+            from answerable.ledger.witness import CosignatureVerifier
 
             try:
                 CosignatureVerifier.from_key(entry["key"])
             except AnswerableError as exc:
                 raise ConfigError(f"{self.name}: [checkpoints] witnesses #{i + 1}: key: {exc}") from exc
-            problem = witness_url_problem(entry["url"])
+            problem = url_problem(entry["url"])
             if problem is not None:
                 raise ConfigError(f"{self.name}: [checkpoints] witnesses #{i + 1}: url: {problem}")
             found.append((entry["url"], entry["key"]))

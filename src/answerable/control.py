@@ -119,10 +119,15 @@ def names_nothing(ledger: LedgerStore, scope: Scope, charters: CharterHistory | 
     declare. Such a stop is still recorded (an agent may join later, and a stop is never refused),
     but whoever typed it is told: in a storm, ``agent:planer`` for ``agent:planner`` would read as
     a pause that holds. Operations and resource classes are not judged: no record lists them all.
+    Asked after the stop is recorded, so a charter history that cannot be read (a damaged entry)
+    is no error here: no warning is given, and the stop stands.
     """
     if scope.kind not in ("agent", "channel") or scope.value is None:
         return None
-    charter = (charters or CharterHistory()).advance(ledger).latest()
+    try:
+        charter = (charters or CharterHistory()).advance(ledger).latest()
+    except AnswerableError:
+        return None
     if charter is None:
         return None
     if scope.kind == "agent":

@@ -38,8 +38,8 @@ class KeyPair:
         was saved, and its owner was then told the file is no key file."""
         problem = identity_problem(self.identity)
         if problem is not None:
-            shown = repr(self.identity)[:80] if isinstance(self.identity, str) else ""
-            raise ConfigError(f"key identity {shown} {problem}".replace("  ", " "))
+            named = f" {self.identity!r:.80}" if isinstance(self.identity, str) else ""
+            raise ConfigError(f"key identity{named} {problem}")
         if not isinstance(self.private, Ed25519PrivateKey):
             raise ConfigError(f"a key pair holds an Ed25519 private key, not a {type(self.private).__name__}")
 

@@ -825,8 +825,7 @@ class Service:
                         print(
                             f"answerable serve: webhook {where} did not take the {event['kind']} event "
                             f"{event['id']} ({_printable(why.replace(url, where), 300)}); the ledger holds "
-                            "it, and this is said "
-                            "once until an event goes through",
+                            "it, and this is said once until an event goes through",
                             file=sys.stderr,
                             flush=True,
                         )
@@ -997,10 +996,7 @@ class Service:
                 f"action {action!r}: halt or pause (a resume is signed: POST /v1/control/resume)",
             )
         doc = {"id": made.id, "action": made.action, "scope": made.scope.label(), "by": made.by}
-        try:
-            warning = await asyncio.to_thread(names_nothing, ledger, scope, gateway.control.charters)
-        except AnswerableError:  # the stop is recorded: a warning that cannot be judged is no error
-            warning = None
+        warning = await asyncio.to_thread(names_nothing, ledger, scope, gateway.control.charters)
         return doc if warning is None else {**doc, "warning": warning}
 
     async def resume(self, person: str, made: Control) -> dict[str, Any]:

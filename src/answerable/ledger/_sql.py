@@ -17,6 +17,7 @@ import itertools
 import os
 import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
@@ -51,10 +52,11 @@ __all__ = [
     "blob_bytes",
     "file_path",
     "fresh_identity",
+    "key_for",
     "key_text",
+    "new_origin",
     "nonce_time",
     "stored_text",
-    "write_key",
 ]
 
 _OFFLOADABLE = ("payload",)
@@ -1101,31 +1103,66 @@ def file_path(value: object, what: str) -> Path:
     return Path(value)
 
 
-def write_key(key_file: Path, signer: note.Signer, *, copied: bool) -> bool:
+def new_origin(origin: str | None) -> str:
+    """The origin of a ledger being made: the one given, else a fresh one. Checked before anything
+    is made: an origin no checkpoint can carry would make a ledger that fails every checkpoint
+    and every open after this one.
+
+    Raises:
+        ConfigError: see :func:`note.check_origin`.
+    """
+    return note.check_origin(f"answerable.local/{uuid.uuid4().hex[:16]}" if origin in (None, "") else origin)
+
+
+@contextlib.contextmanager
+def key_for(
+    key_file: Path, signer: note.Signer | None, *, copied: bool, folder: bool = False
+) -> Iterator[None]:
+    """The signing key of a ledger being made, written for the block that makes the ledger: a
+    key this call wrote does not outlive a ledger that was not made (a copy of another ledger's
+    key beside a file that is no ledger). ``folder``: make the key's folder if need be.
+
+    Raises:
+        ConfigError: see :func:`_write_key`.
+    """
+    made = signer is not None and _write_key(key_file, signer, copied=copied, folder=folder)
+    try:
+        yield
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):
+                key_file.unlink(missing_ok=True)
+        raise
+
+
+def _write_key(key_file: Path, signer: note.Signer, *, copied: bool, folder: bool = False) -> bool:
     """Write the signing key of a ledger being made (mode 0600); whether this call wrote it.
 
     Never over a file: whatever sits there (a person's private key, another ledger's key, another
-    ledger) is not this call's to replace, and a signing key destroyed cannot be had again. A
-    copy's key (``copied``) may find the very same key there already: it is used as it is.
+    ledger, a link) is not this call's to replace, and a signing key destroyed cannot be had
+    again. A copy's key (``copied``) may find the very same key there already: it is used as it
+    is. ``folder``: make the key's folder (mode 0700) if need be.
 
     Raises:
         ConfigError: naming the path, when a file is there or the key cannot be written.
     """
     text = signer.private_bytes().hex()
-    if key_file.exists() or key_file.is_symlink():
+    try:
+        if folder:
+            key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
         if copied and _holds_key(key_file, text):
             return False
         if copied:
-            raise ConfigError(f"{key_file} holds another ledger key; give another --signing-key path")
+            raise ConfigError(
+                f"{key_file} holds another ledger key; give another --signing-key path"
+            ) from exc
         raise ConfigError(
             f"the signing key {key_file} exists already (perhaps left by a ledger deleted there): a new "
             "ledger never writes over a file, which may be a key; move it away, or give another path "
             "(signing_key=, --signing-key)"
-        )
-    try:
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError as exc:  # made meanwhile by someone else: theirs, not ours to replace
-        raise ConfigError(f"the signing key {key_file} exists already; give another --signing-key") from exc
+        ) from exc
     except OSError as exc:
         raise ConfigError(f"cannot create the signing key {key_file}: {exc.strerror}") from exc
     try:  # made by this call: a failure removes it, so no empty key is left to refuse the next try

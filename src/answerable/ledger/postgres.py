@@ -24,7 +24,6 @@ import os
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,11 +41,12 @@ from answerable.ledger._sql import (
     blob_bytes,
     file_path,
     fresh_identity,
+    key_for,
     key_text,
     load_signer,
+    new_origin,
     nonce_time,
     stored_text,
-    write_key,
 )
 from answerable.ledger.base import LeaseRow, VerifyReport
 from answerable.ledger.location import is_postgres_url
@@ -329,20 +329,11 @@ class PostgresLedger(SQLLedger):
         key_given: Path | None,
         identity: tuple[note.Signer | None, str] | None,
     ) -> PostgresLedger:
-        # Checked before anything is made (see SQLiteLedger._create).
-        origin = f"answerable.local/{uuid.uuid4().hex[:16]}" if origin in (None, "") else origin
-        origin = note.check_origin(origin)
+        origin = new_origin(origin)
         signer, verifier = identity or fresh_identity(origin)
         key_file = key_given or _default_key(origin)
-        made = signer is not None and _write_key(key_file, signer, copied=identity is not None)
-        try:
+        with key_for(key_file, signer, copied=identity is not None, folder=True):
             return cls._make(conn, url, schema, origin, key_file, signer, verifier)
-        except BaseException:
-            # The key this call made does not outlive the ledger it was for (as SQLite's).
-            if made:
-                with contextlib.suppress(OSError):
-                    key_file.unlink(missing_ok=True)
-            raise
 
     @classmethod
     def _make(
@@ -704,14 +695,3 @@ def _probe_meta(conn: psycopg.Connection[Any], schema: str, where: str) -> dict[
         unreached = StoreUnavailable if _unreachable(exc) else LedgerError
         raise unreached(f"{where}: cannot read it: {_first_line(exc)}") from exc
     return {str(k): str(v) for k, v in rows}
-
-
-def _write_key(key_file: Path, signer: note.Signer, *, copied: bool) -> bool:
-    """Write the signing key (mode 0600) in its folder, made if need be; never over a file (see
-    :func:`answerable.ledger._sql.write_key`). Whether this call wrote it."""
-    if not key_file.exists():
-        try:
-            key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise ConfigError(f"cannot create the signing key {key_file}: {exc.strerror}") from exc
-    return write_key(key_file, signer, copied=copied)

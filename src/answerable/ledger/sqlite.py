@@ -9,12 +9,10 @@ can write the database cannot also sign a rewritten history.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import sqlite3
 import threading
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,11 +31,12 @@ from answerable.ledger._sql import (
     blob_bytes,
     file_path,
     fresh_identity,
+    key_for,
     key_text,
     load_signer,
+    new_origin,
     nonce_time,
     stored_text,
-    write_key,
 )
 from answerable.ledger.base import LeaseRow, VerifyReport
 
@@ -180,26 +179,14 @@ class SQLiteLedger(SQLLedger):
         key_file: Path,
         identity: tuple[note.Signer | None, str] | None = None,
     ) -> SQLiteLedger:
-        # Checked before anything is made: an origin no checkpoint can carry would make a ledger
-        # that fails every checkpoint and every open after this one.
-        origin = f"answerable.local/{uuid.uuid4().hex[:16]}" if origin in (None, "") else origin
-        origin = note.check_origin(origin)
+        origin = new_origin(origin)
         if key_file.absolute() == path.absolute():
             raise ConfigError(f"the signing key {key_file} cannot be the ledger file itself; give another")
         signer, verifier = identity or fresh_identity(origin)
-        # Never over a file that is there (someone's key, another ledger's, another ledger): the
-        # key this call writes is one it made, or none.
-        made = signer is not None and write_key(key_file, signer, copied=identity is not None)
-        try:
+        # The database file is left if making it fails: another process may have made it
+        # meanwhile (it is its ledger then, not debris). The key is this call's alone.
+        with key_for(key_file, signer, copied=identity is not None):
             return cls._make(path, origin, key_file, signer, verifier)
-        except BaseException:
-            # The key this call made does not outlive the ledger it was for: a copy of another
-            # ledger's signing key beside a file that is no ledger. The database file is left:
-            # another process may have made it meanwhile (it is its ledger then, not debris).
-            if made:
-                with contextlib.suppress(OSError):
-                    key_file.unlink(missing_ok=True)
-            raise
 
     @classmethod
     def _make(

@@ -27,7 +27,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from answerable._urls import problem as url_problem
 from answerable._urls import shown
 from answerable.errors import ConfigError, LedgerTampered, ProofInvalid, SignatureInvalid
 from answerable.ledger import merkle
@@ -43,7 +42,6 @@ __all__ = [
     "check_witnessed",
     "cosigned_checkpoints",
     "request_cosignature",
-    "witness_url_problem",
 ]
 
 ALG_COSIGNATURE = 0x04
@@ -275,13 +273,6 @@ def cosigned_checkpoints(folder: Path) -> Iterator[tuple[Path, str]]:
                 yield path, ""  # overwritten with bytes: a damaged record
             except OSError as exc:  # not readable by whoever verifies: say so, never "tampered"
                 raise ConfigError(f"cannot read witness record {path}: {exc.strerror or exc}") from exc
-
-
-def witness_url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be a witness's submission prefix, or None: asked before a checkpoint
-    is signed for it, so a mistyped one changes nothing. A port out of range was said as the
-    socket's "Connection refused" after the checkpoint was stored."""
-    return url_problem(url)
 
 
 def request_cosignature(
