@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import orjson
@@ -18,6 +18,7 @@ __all__ = [
     "is_simple_json",
     "json_problems",
     "simple_json_containers",
+    "sorted_bytes",
 ]
 
 SAFE_INT = 2**53 - 1
@@ -175,6 +176,18 @@ def _path(path: tuple[str, ...]) -> str:
 _FAST = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 """Sorted keys, and integers outside the I-JSON range refused (sent to the exact path, which
 names them) by orjson itself, so no walk needs to look at integers."""
+
+
+def sorted_bytes(value: Any, *, default: Callable[[Any], Any]) -> bytes | None:
+    """orjson's sorted bytes of ``value``, each object orjson does not know handed to
+    ``default`` for what it dumps as (TypeError: it is none of those). When the caller knows
+    the whole of it is simple JSON (see :func:`is_simple_json`), these are its canonical bytes,
+    made in one pass with no copy of the value. None where orjson refuses: an unsafe integer, a
+    lone surrogate, nesting too deep, an object ``default`` does not take."""
+    try:
+        return orjson.dumps(value, default=default, option=_FAST)
+    except orjson.JSONEncodeError:
+        return None
 
 
 def canonical_bytes(value: Any, *, walk: Collection[str] | None = None) -> bytes:

@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from answerable._canonical import canonical_bytes
+from answerable._canonical import canonical_bytes, simple_json_containers, sorted_bytes
 from answerable.errors import RecordInvalid
 
 __all__ = [
@@ -516,8 +516,45 @@ def _entries() -> TypeAdapter[Entry]:
 
 
 def entry_bytes(record: Record) -> bytes:
-    """The canonical bytes of a record: the exact bytes hashed as its ledger leaf."""
+    """The canonical bytes of a record: the exact bytes hashed as its ledger leaf.
+
+    A record whose free-form fields hold simple JSON is written straight from its fields (see
+    :func:`_written_from_fields`); any other goes through its dump, which costs a governed
+    action more than the writing does.
+    """
+    written = _written_from_fields(record)
+    if written is not None:
+        return written
     return canonical_bytes(record.model_dump(mode="json"), walk=record.free_form)
+
+
+def _written_from_fields(record: Record) -> bytes | None:
+    """The record's canonical bytes from its fields, without a dump, or None.
+
+    Only for the models of this module whose dump is every field's value (no serializer,
+    computed field, extra, field left out or renamed: ``_dumps_every_field``). Their typed
+    fields hold simple JSON by construction (``_typed_json``), as values pydantic has made
+    exact: ``str``, ``int``, ``bool``, None, tuples, and models of this module; a model of
+    another class where one is declared (a subclass with fields of its own, which the dump
+    leaves out) sends the record to its dump. The free-form fields are walked as the dump
+    path walks them, and a float, a key that is not ASCII or anything that is not JSON sends
+    the record there. A test holds these bytes to the dump's on every kind.
+    """
+    walk = record.free_form
+    if walk is None or type(record) not in _WRITTEN_AS_FIELDS:
+        return None
+    for name in walk:
+        if simple_json_containers(getattr(record, name)) is None:
+            return None
+    return sorted_bytes(record, default=_fields_of)
+
+
+def _fields_of(value: object) -> dict[str, Any]:
+    """What a model of this module dumps as: its fields (see :func:`_written_from_fields`)."""
+    if type(value) in _WRITTEN_AS_FIELDS:
+        fields: dict[str, Any] = vars(value)
+        return fields
+    raise TypeError(f"{type(value).__name__} is not written from its fields")
 
 
 def signing_bytes(record: Record) -> bytes:
@@ -559,3 +596,27 @@ def summary(exc: ValidationError, whole: str = "the document") -> str:
 def digest(data: bytes) -> str:
     """SHA-256 hex, used for response digests and rule hashes."""
     return hashlib.sha256(data).hexdigest()
+
+
+def _dumps_every_field(model: type[BaseModel]) -> bool:
+    """A typed model whose dump holds every field under its own name: none left out when it
+    holds its default (``simulated``, ``coordination``: ``exclude_if``), none renamed."""
+    return (
+        _typed_model(model)
+        and not model.model_config.get("serialize_by_alias")
+        and not any(
+            f.exclude or f.exclude_if is not None or f.serialization_alias is not None
+            for f in model.model_fields.values()
+        )
+    )
+
+
+_WRITTEN_AS_FIELDS: frozenset[type[BaseModel]] = frozenset(
+    model
+    for model in list(globals().values())
+    if isinstance(model, type)
+    and issubclass(model, BaseModel)
+    and model.__module__ == __name__
+    and _dumps_every_field(model)
+)
+"""The models of this module whose dump is every field's value (see :func:`_written_from_fields`)."""

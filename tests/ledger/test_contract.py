@@ -38,7 +38,7 @@ from answerable.ledger import (
 )
 from answerable.ledger._sql import SQLLedger
 from answerable.ledger.base import Guard
-from answerable.records import decode_entry, entry_bytes
+from answerable.records import Intent, decode_entry, entry_bytes
 
 ORIGIN = "test.example/contract"
 
@@ -139,6 +139,26 @@ def test_a_payload_too_big_for_an_entry_moves_to_a_blob(store: SQLLedger):
     ref = decode_entry(stored.data).payload  # type: ignore[union-attr]
     assert len(store.get_blob(ref["$blob"])) == ref["bytes"]
     assert store.verify().size == 1
+
+
+async def test_a_record_too_big_with_no_payload_to_move_is_refused_and_nothing_stored(store: SQLLedger):
+    """Only an event's or message's payload moves to a blob: an Intent past the limit is refused
+    by name, as it is written, and its neighbours in the call are not stored either."""
+    [event] = order_events(1)
+    big = Intent(
+        id="i-big",
+        at=event.at,
+        agent="a",
+        operation="op",
+        arguments={"pad": "x" * MAX_ENTRY_BYTES},
+        idempotency_key="k",
+    )
+    too_big = r"Intent i-big is \d+ bytes; an entry must stay under"
+    with pytest.raises(RecordInvalid, match=too_big):
+        store.append_sync([event, big])
+    with pytest.raises(RecordInvalid, match=too_big):
+        await store.append([event, big])
+    assert store.size() == 0
 
 
 def test_an_id_used_twice_fails_only_its_caller(store: SQLLedger):

@@ -38,7 +38,7 @@ from answerable.errors import (
 )
 from answerable.ledger import _verify, merkle, note
 from answerable.ledger.base import MAX_ENTRY_BYTES, Guard, LeaseRow, StoredEntry, VerifyReport
-from answerable.records import Record
+from answerable.records import Record, entry_bytes
 
 if TYPE_CHECKING:  # at run time asyncio is imported by append, the one coroutine: a CLI halt never is
     import asyncio
@@ -366,6 +366,13 @@ class SQLLedger(ABC):
             self._cv.notify()
 
     def _row(self, record: Record) -> Row:
+        if record.free_form is not None and record.free_form.isdisjoint(_OFFLOADABLE):
+            # Nothing in it can move to a blob, or read as a blob reference: its bytes are the
+            # record's own, made without a dump when its free-form fields are simple JSON.
+            data, kind = entry_bytes(record), record.__dict__["kind"]
+            if len(data) > MAX_ENTRY_BYTES:
+                raise _too_big(kind, record.id, len(data))
+            return record.id, kind, data, merkle.leaf_hash(data), record.causes
         body = record.model_dump(mode="json")
         for field in _OFFLOADABLE:
             value = body.get(field)
@@ -386,11 +393,7 @@ class SQLLedger(ABC):
         if len(data) > MAX_ENTRY_BYTES:
             data = canonical_bytes(self._offload(body))
             if len(data) > MAX_ENTRY_BYTES:
-                raise RecordInvalid(
-                    f"{body['kind']} {body['id']} is {len(data)} bytes; an entry must stay under "
-                    f"{MAX_ENTRY_BYTES + 1} bytes (only the payload of an event or message moves to a blob)",
-                    record=body["kind"],
-                )
+                raise _too_big(body["kind"], body["id"], len(data))
         return body["id"], body["kind"], data, merkle.leaf_hash(data), tuple(body.get("causes", ()))
 
     def _offload(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -1268,6 +1271,14 @@ def _settle_all(settlements: list[_Settlement]) -> None:
     for loop, items in by_loop.items():
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
             loop.call_soon_threadsafe(_resolve_on_loop, items)
+
+
+def _too_big(kind: str, entry_id: str, size: int) -> RecordInvalid:
+    return RecordInvalid(
+        f"{kind} {entry_id} is {size} bytes; an entry must stay under "
+        f"{MAX_ENTRY_BYTES + 1} bytes (only the payload of an event or message moves to a blob)",
+        record=kind,
+    )
 
 
 def _resolve_on_loop(items: list[tuple[asyncio.Future[list[int]], _Outcome]]) -> None:
