@@ -427,10 +427,13 @@ class Gateway:
         """The stop that applies to this intent (its agent, operation, operation class or its
         resource's class) in ``state``, by default the state in force now, read from the ledger;
         None when it may run."""
+        state = state if state is not None else self.control.state()
+        if not state.stops:  # nearly always: nothing to match the action against
+            return None
         topic = (
             op.name.removeprefix(SEND_PREFIX).rpartition("/")[0] if op.name.startswith(SEND_PREFIX) else None
         )
-        return (state if state is not None else self.control.state()).blocking(
+        return state.blocking(
             agent=intent.agent,
             operation=op.name,
             resource_class=op.resource_class,
@@ -1149,11 +1152,17 @@ def _entry(ledger: LedgerStore, entry_id: str, kind: type[_T]) -> _T:
 
 
 def _response_digest(response: Any) -> str:
+    if response is None:  # most operations answer nothing
+        return _NOTHING
     try:
         data = canonical_bytes(response)
     except (TypeError, ValueError, RecordInvalid):  # a response that is not JSON: digest its repr
         data = repr(response).encode()
     return digest(data)
+
+
+_NOTHING = digest(b"null")
+"""The response digest of an operation that answered nothing (None, JSON ``null``)."""
 
 
 def _resource_classes(request: Mapping[str, Any], entities: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
