@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 
 import pydantic
@@ -277,6 +278,9 @@ async def test_every_entry_a_gateway_writes_is_the_bytes_its_dump_gives(
     assert approved.ok
     halt = await gateway.control.halt(by="pager", reason="storm")
     await gateway.control.resume(key=people.ri, reason="calm", scope=halt.scope)
+    for made in (closed.intent, closed.decision, pending.review, approved.execution, approved.approval, halt):
+        assert made is not None
+        assert entry_bytes(made) == _dumped(made), made.kind
     from_fields = set()
     for stored in ledger.entries():
         record = decode_entry(stored.data)
@@ -311,3 +315,118 @@ def test_a_model_of_another_class_in_a_typed_field_is_written_as_its_dump_writes
         warnings.simplefilter("ignore")  # pydantic says it serializes the declared class
         assert entry_bytes(execution) == _dumped(execution)
     assert b"mine" not in entry_bytes(execution)
+
+
+class _Spelled(enum.IntEnum):
+    """An enum whose value is not its integer: its dump writes "one", the integer is 1."""
+
+    def __new__(cls, number: int, spelled: str) -> _Spelled:
+        member = int.__new__(cls, number)
+        member._value_ = spelled
+        return member
+
+    ONE = (1, "one")
+
+
+class _Hidden(list):  # type: ignore[type-arg]
+    """A list that iterates otherwise than it stores: a walk and orjson would read it apart."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter([1])
+
+
+class _Keyed(dict):  # type: ignore[type-arg]
+    def keys(self):  # type: ignore[no-untyped-def]
+        return {"a": 1}.keys()
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(["a"])
+
+    def __getitem__(self, key):  # type: ignore[no-untyped-def]
+        return 1
+
+
+@pytest.mark.parametrize(
+    "value", [_Spelled.ONE, _Hidden([1.0]), _Keyed(a=1.0)], ids=["enum", "list-subclass", "dict-subclass"]
+)
+def test_a_subclass_of_a_json_type_in_a_free_form_field_is_written_as_its_dump_writes_it(
+    tmp_path, value
+) -> None:
+    """An enum is written as its value, a list or dict subclass as the dump reads it; the ledger
+    stores, and a message is published with, the same bytes."""
+    from answerable import SQLiteLedger
+    from answerable.records import Message
+
+    intent = Intent(
+        id="i-1", at=rfc3339(0), agent="a", operation="op", arguments={"x": value}, idempotency_key="k"
+    )
+    message = Message(
+        id="m-1", at=rfc3339(0), sender="s", topic="t", type="ty", payload={"x": value}, trace_id="t"
+    )
+    ledger = SQLiteLedger.open(tmp_path / "l.db", create=True)
+    try:
+        ledger.append_sync([intent, message])
+        for record in (intent, message):
+            expected = canonical_bytes(record.model_dump(mode="json"), walk=record.free_form)
+            assert records._written_from_fields(record) is None
+            assert entry_bytes(record) == expected
+            assert ledger.find(record.id).data == expected
+    finally:
+        ledger.close()
+
+
+def test_a_record_given_a_value_that_is_no_field_is_written_as_its_dump_writes_it() -> None:
+    """``model_copy(update=...)`` does not validate: a key that is no field stays out of the bytes."""
+    intent = Intent(id="i-1", at=rfc3339(0), agent="a", operation="op", arguments={}, idempotency_key="k")
+    copied = intent.model_copy(update={"bogus": 1})
+    assert records._written_from_fields(copied) is None
+    assert entry_bytes(copied) == entry_bytes(intent) == _dumped(intent)
+
+
+def _one_of_each() -> list[Record]:
+    from answerable.records import Alert, Claim, Control, Escalation, Message, Review, ReviewClosed, Scope
+
+    at = rfc3339(0)
+    return [
+        Escalation(id="e-1", at=at, review_id="r-1", to="ri@x.example", reason="unanswered é"),
+        ReviewClosed(id="c-1", at=at, review_id="r-1", resolution="deny", reason="expired"),
+        Alert(
+            id="a-1",
+            at=at,
+            monitor="late-medical",
+            invariant="medical within 4h",
+            evidence=("x-1",),
+            observed={"late_permille": 250, "region": "north"},
+            paused="resource_class:medical",
+            control_id=None,
+            escalated_to="ri@x.example",
+        ),
+        Message(
+            id="m-1",
+            at=at,
+            sender="planner",
+            topic="plans",
+            type="route",
+            payload={"stops": [{"id": "S-1", "eta": 3}], "note": "ünïcode"},
+            trace_id="t-1",
+        ),
+        Claim(id="k-1", at=at, intent_id="i-1", epoch=3, holder="gw", via="policy"),
+        Control(id="h-1", at=at, action="halt", scope=Scope(kind="system"), by="pager", reason="storm"),
+        Review(
+            id="r-1",
+            at=at,
+            intent_id="i-1",
+            decision_id="d-1",
+            operation="carrier.book",
+            reasons=("a medical booking",),
+            policy_ids=("p",),
+            binding="b" * 64,
+            assignees=("rev@x.example",),
+        ),
+    ]
+
+
+@pytest.mark.parametrize("record", _one_of_each(), ids=lambda r: r.kind)
+def test_each_kind_written_from_its_fields_is_the_bytes_its_dump_gives(record: Record) -> None:
+    assert records._written_from_fields(record) is not None
+    assert entry_bytes(record) == _dumped(record) == rfc8785.dumps(record.model_dump(mode="json"))

@@ -29,7 +29,7 @@ MAX_NESTING = 254
 to the exact path too, so a value never has canonical bytes on one path and none on the other."""
 
 
-def _simple_containers(value: Any) -> int:
+def _simple_containers(value: Any, exact: bool = False) -> int:
     """-1 when orjson's sorted output could differ from RFC 8785, or orjson would accept a value
     that has no JSON form; otherwise how many objects and arrays ``value`` holds (itself
     included), an upper bound of its nesting depth that costs nothing extra to count.
@@ -64,8 +64,8 @@ def _simple_containers(value: Any) -> int:
         elif kind is int:
             if not -SAFE_INT <= item <= SAFE_INT:
                 return -1
-        elif kind is float:
-            return -1
+        elif kind is float or exact:  # ``exact``: no subclass either (an enum, a list that
+            return -1  # iterates otherwise than it stores), read as orjson would not read it
         elif isinstance(item, str):
             continue
         elif isinstance(item, dict):
@@ -83,11 +83,12 @@ def _needs_full_jcs(value: Any) -> bool:
     return _simple_containers(value) < 0
 
 
-def simple_json_containers(value: Any) -> int | None:
+def simple_json_containers(value: Any, *, exact: bool = False) -> int | None:
     """How many objects and arrays a value that :func:`is_simple_json` holds (an upper bound of
     its depth: a caller with a depth limit above it need not measure the depth); None when the
-    value is not simple JSON."""
-    found = _simple_containers(value)
+    value is not simple JSON. ``exact``: None too for any subclass of a JSON type (a str or int
+    enum, a dict or list subclass), which orjson reads from its storage, not as the walk does."""
+    found = _simple_containers(value, exact)
     return None if found < 0 else found
 
 
@@ -178,14 +179,24 @@ _FAST = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 names them) by orjson itself, so no walk needs to look at integers."""
 
 
+_EXACT = (
+    _FAST
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+"""orjson writing only what it writes as JSON would: a subclass of a JSON type, a datetime or a
+dataclass (which it writes its own way, a dataclass's keys unsorted) goes to ``default``."""
+
+
 def sorted_bytes(value: Any, *, default: Callable[[Any], Any]) -> bytes | None:
-    """orjson's sorted bytes of ``value``, each object orjson does not know handed to
+    """orjson's sorted bytes of ``value``, each object that is not exactly a JSON type handed to
     ``default`` for what it dumps as (TypeError: it is none of those). When the caller knows
     the whole of it is simple JSON (see :func:`is_simple_json`), these are its canonical bytes,
     made in one pass with no copy of the value. None where orjson refuses: an unsafe integer, a
     lone surrogate, nesting too deep, an object ``default`` does not take."""
     try:
-        return orjson.dumps(value, default=default, option=_FAST)
+        return orjson.dumps(value, default=default, option=_EXACT)
     except orjson.JSONEncodeError:
         return None
 

@@ -534,26 +534,33 @@ def _written_from_fields(record: Record) -> bytes | None:
     Only for the models of this module whose dump is every field's value (no serializer,
     computed field, extra, field left out or renamed: ``_dumps_every_field``). Their typed
     fields hold simple JSON by construction (``_typed_json``), as values pydantic has made
-    exact: ``str``, ``int``, ``bool``, None, tuples, and models of this module; a model of
-    another class where one is declared (a subclass with fields of its own, which the dump
-    leaves out) sends the record to its dump. The free-form fields are walked as the dump
-    path walks them, and a float, a key that is not ASCII or anything that is not JSON sends
-    the record there. A test holds these bytes to the dump's on every kind.
+    exact: ``str``, ``int``, ``bool``, None, tuples, and models of this module. The free-form
+    fields are walked, and a float, a key that is not ASCII, anything that is not JSON or is a
+    subclass of a JSON type (an enum, whose dump is its value) sends the record to its dump; so
+    does anything orjson would write its own way wherever it is (a subclass, a datetime, a
+    dataclass set without validation), and a model of another class where one is declared (a
+    subclass with fields of its own, which the dump leaves out). Tests hold these bytes to the
+    dump's for each kind written this way.
     """
     walk = record.free_form
     if walk is None or type(record) not in _WRITTEN_AS_FIELDS:
         return None
     for name in walk:
-        if simple_json_containers(getattr(record, name)) is None:
+        if simple_json_containers(getattr(record, name), exact=True) is None:
             return None
     return sorted_bytes(record, default=_fields_of)
 
 
 def _fields_of(value: object) -> dict[str, Any]:
-    """What a model of this module dumps as: its fields (see :func:`_written_from_fields`)."""
-    if type(value) in _WRITTEN_AS_FIELDS:
+    """What a model of this module dumps as: its fields (see :func:`_written_from_fields`).
+
+    A model holding more or fewer values than it has fields (``model_copy(update=...)`` with a
+    key that is no field, ``model_construct`` without one) is not taken: the dump knows what to
+    write of it."""
+    if isinstance(value, BaseModel) and type(value) in _WRITTEN_AS_FIELDS:
         fields: dict[str, Any] = vars(value)
-        return fields
+        if len(fields) == len(type(value).model_fields):
+            return fields
     raise TypeError(f"{type(value).__name__} is not written from its fields")
 
 
