@@ -788,7 +788,9 @@ def render(doc: dict[str, Any]) -> None:
     if cost["available"]:
         labels = {
             "without": "this tree without the lease and claims (their own cost)",
-            "before": f"{doc['baseline']['rev']}, before the lease and claims (every change since)",
+            "before": f"{doc['baseline']['rev']}"
+            + (", before the lease and claims" if doc["baseline"]["rev"] == BASELINE_REV else "")
+            + " (every change since)",
         }
         for reference in ("without", "before"):
             against = cost[reference]
