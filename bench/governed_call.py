@@ -176,7 +176,9 @@ async def _answerable(
         else {"available": False}
     )
     cedar = measure_cedar_floor(decided, tasks, conc_n) if floor else {"available": False}
-    waking = measure_after_fsync(decided, directory, min(seq_n, 2_000)) if floor else {"available": False}
+    # As many calls as sequential actions, within 100..2,000: enough for a p50, a second or so of fsyncs.
+    calls = max(min(seq_n, 2_000), 100)
+    waking = measure_after_fsync(decided, directory, calls) if floor else {"available": False}
     return {
         "audit": OURS_AUDIT,
         "storage_floor": storage,
