@@ -400,8 +400,9 @@ def measure_after_fsync(decision: dict[str, Any], directory: Path, n: int) -> di
     work with nothing of answerable in it: the concurrent run's last request decided alone by
     ``cedarpy.is_authorized_batch`` (a batch of one, as a lone caller's turn brings), wall time
     p50, about ``n`` times back to back and as many times each right after a 4 KiB append and
-    fsync in the ledger's directory, the two in alternating blocks. The ratio says how far the sequential latency above the storage
-    floor reflects this machine's wake-up, not the work's warm cost.
+    fsync in the ledger's directory, the two in alternating blocks. The ratio says how far the
+    sequential latency above the storage floor reflects this machine's wake-up, not the work's
+    warm cost. Every answer is checked to be the Allow the run recorded, outside the timed part.
     """
     import cedarpy
 
@@ -415,31 +416,38 @@ def measure_after_fsync(decision: dict[str, Any], directory: Path, n: int) -> di
     path = directory / "after-fsync.probe"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     samples: dict[str, list[int]] = {"back_to_back": [], "after_fsync": []}
+    allowed = 0
+
+    def timed() -> int:
+        nonlocal allowed
+        t0 = clock()
+        answers = cedarpy.is_authorized_batch(requests, ruleset.policy_set, entities, ruleset.schema)
+        took = clock() - t0
+        allowed += answers[0].decision.name == "Allow"
+        return took
+
     try:
         block = b"x" * 4096
         # The two kinds in alternating blocks, so a drift of the machine's speed (minutes here)
         # weighs on both alike; each back-to-back block starts after one untimed call.
         for _ in range(-(-n // _PROBE_BLOCK)):
-            cedarpy.is_authorized_batch(requests, ruleset.policy_set, entities, ruleset.schema)
-            for _ in range(_PROBE_BLOCK):
-                t0 = clock()
-                cedarpy.is_authorized_batch(requests, ruleset.policy_set, entities, ruleset.schema)
-                samples["back_to_back"].append(clock() - t0)
+            timed()
+            samples["back_to_back"].extend(timed() for _ in range(_PROBE_BLOCK))
             for _ in range(_PROBE_BLOCK):
                 os.write(fd, block)
                 os.fsync(fd)
-                t0 = clock()
-                cedarpy.is_authorized_batch(requests, ruleset.policy_set, entities, ruleset.schema)
-                samples["after_fsync"].append(clock() - t0)
+                samples["after_fsync"].append(timed())
     finally:
         os.close(fd)
         path.unlink()
     warm = common.summarize_ns(samples["back_to_back"])
     cold = common.summarize_ns(samples["after_fsync"])
+    calls = len(samples["back_to_back"])
     return {
         "available": True,
         "what": "one cedarpy.is_authorized_batch call (batch of 1) on the run's own request, wall p50",
-        "calls": len(samples["back_to_back"]),
+        "calls": calls,
+        "all_allowed": allowed == 2 * calls + calls // _PROBE_BLOCK and decision["effect"] == "allow",
         "back_to_back": warm,
         "after_fsync": cold,
         "x_slower": cold["p50_us"] / warm["p50_us"],

@@ -50,6 +50,13 @@ def test_governed_call_bench_checks_its_own_ledger():
     # Cedar's own decision of the run's last request: the recorded Allow, every time.
     cedar = doc["answerable"]["cedar_floor"]
     assert cedar["all_allowed"] is True
+    # The same request timed back to back and right after an fsync, every answer the Allow.
+    waking = doc["answerable"]["after_fsync"]
+    assert waking["all_allowed"] is True
+    assert waking["back_to_back"]["n"] == waking["after_fsync"]["n"] == waking["calls"] >= 100
+    assert waking["x_slower"] == pytest.approx(
+        waking["after_fsync"]["p50_us"] / waking["back_to_back"]["p50_us"]
+    )
     assert cedar["decisions"] >= cedar["batch"] > 0
     assert cedar["cpu_us_per_decision"] > 0
     if doc["agt"]["available"]:  # `make bench` installs the peer; `make test` need not
