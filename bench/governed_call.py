@@ -394,15 +394,20 @@ _PROBE_BLOCK = 50
 def measure_after_fsync(decision: dict[str, Any], directory: Path, n: int) -> dict[str, Any]:
     """How much slower the same work runs right after an fsync wait than back to back.
 
-    A sequential action does its work in the instants after its two commits return; the core
-    sat idle through each fsync, and on some machines (a virtual one especially) the first tens
-    of microseconds after an idle wait run several times slower. Measured on one fixed piece of
-    work with nothing of answerable in it: the concurrent run's last request decided alone by
-    ``cedarpy.is_authorized_batch`` (a batch of one, as a lone caller's turn brings), wall time
-    p50, about ``n`` times back to back and as many times each right after a 4 KiB append and
-    fsync in the ledger's directory, the two in alternating blocks. The ratio says how far the
-    sequential latency above the storage floor reflects this machine's wake-up, not the work's
-    warm cost. Every answer is checked to be the Allow the run recorded, outside the timed part.
+    A sequential action does its work in the instants after its two commits return, and its
+    core sat idle through each fsync. On the virtual machines this was written on, a call made
+    right after such a wait ran two to four times slower than the same call back to back, and
+    repeated at once it was warm again within a few calls: what was cold is what the call
+    touches. A sequential action runs each piece of its work once per wait, so nearly all of it
+    runs at the slower speed; a concurrent run repeats each piece for many actions in a row.
+
+    Measured on one fixed piece of work with nothing of answerable in it: the concurrent run's
+    last request decided alone by ``cedarpy.is_authorized_batch`` (a batch of one, as a lone
+    caller's turn brings), wall time p50, about ``n`` times back to back and as many times each
+    right after a 4 KiB append and fsync in the ledger's directory, the two in alternating
+    blocks. The ratio says how far the sequential latency above the storage floor reflects this
+    machine, not the work's warm cost. Every answer is checked to be the Allow the run recorded,
+    outside the timed part.
     """
     import cedarpy
 
