@@ -163,8 +163,8 @@ async def _answerable(
         counts = {kind: len(ledger.of_kind(kind)) for kind in kinds}
         size = ledger.size()
         # The last Decision of the concurrent run, for the Cedar floor (not in the trees compared).
-        last = ledger.of_kind("Decision", after=conc_start)[-1] if floor else None
-        decided = {} if last is None else orjson.loads(last.data)
+        made = ledger.of_kind("Decision", after=conc_start) if floor else []
+        decided = orjson.loads(made[-1].data) if made else {}
     finally:
         if hasattr(gateway, "close"):
             gateway.close()
@@ -175,11 +175,12 @@ async def _answerable(
         if floor
         else {"available": False}
     )
-    cedar = measure_cedar_floor(decided, tasks, conc_n) if floor else {"available": False}
+    # Both probes decide the concurrent run's last request again: none without one.
+    cedar = measure_cedar_floor(decided, tasks, conc_n) if decided else {"available": False}
     # The probe is sized like the sequential run it is printed beside (--quick makes both small),
     # within 100..2,000 calls of each kind: enough for a p50, at most a second or so of fsyncs.
     calls = max(min(seq_n, 2_000), 100)
-    waking = measure_after_fsync(decided, directory, calls) if floor else {"available": False}
+    waking = measure_after_fsync(decided, directory, calls) if decided else {"available": False}
     return {
         "audit": OURS_AUDIT,
         "storage_floor": storage,
