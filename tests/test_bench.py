@@ -77,10 +77,60 @@ def test_governed_call_bench_checks_its_own_ledger():
 
 
 @pytest.mark.slow
+def test_ledger_bench_prints_the_verify_floor_of_the_tree_verify_computed():
+    """bench/ledger.py prints, beside verify(), the floor of any verify that checks the tree and
+    that floor with one parse per entry, each over the same hashlib bound; the bench itself
+    refuses a floor whose tree is not the one verify() computed."""
+    doc = bench("bench/ledger.py", "--quick", "--json", "--no-pin")
+    assert isinstance(doc, dict)
+    verified = doc["verify"]
+    floor, bound = verified["floor"], verified["hash_lower_bound_s"]
+    assert (floor["size"], floor["root"]) == (verified["size"], verified["root"]) == (20_000, floor["root"])
+    parts = floor["read_and_leaf_hashes_s"] + floor["tree_s"] + floor["stored_nodes_s"]
+    assert floor["floor_s"] == pytest.approx(parts)
+    assert floor["floor_and_parse_s"] == pytest.approx(floor["floor_s"] + floor["parse_s"])
+    assert floor["floor_x_lower_bound"] == pytest.approx(floor["floor_s"] / bound)
+    assert floor["floor_and_parse_x_lower_bound"] == pytest.approx(floor["floor_and_parse_s"] / bound)
+    assert min(parts, floor["parse_s"], verified["verify_cpu_s"]) > 0
+
+
+def test_the_verify_floor_refuses_a_ledger_whose_leaf_hash_or_node_differs(tmp_path: Path):
+    """The floor checks what it times: an altered leaf hash, or an altered stored node, stops it
+    (a floor that skipped the comparison would time less than any verify can do)."""
+    import sqlite3
+
+    from answerable.ledger import SQLiteLedger
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import ledger as ledger_bench  # bench/ledger.py
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    path = tmp_path / "floor.db"
+    ledger = SQLiteLedger.open(path, create=True, origin="test.example/floor")
+    try:
+        records = ledger_bench.Records(3)
+        ledger.append_sync(records.many(9))
+    finally:
+        ledger.close()
+    assert ledger_bench.verify_floor(path, 1.0)["size"] == 9
+    for sql in (
+        "UPDATE entries SET leaf_hash = zeroblob(32) WHERE idx = 4",
+        "UPDATE nodes SET hash = zeroblob(32) WHERE level = 2 AND i = 1",
+    ):
+        copy = tmp_path / f"altered-{len(sql)}.db"
+        copy.write_bytes(path.read_bytes())
+        with sqlite3.connect(copy) as conn:
+            conn.execute(sql)
+        conn.close()
+        with pytest.raises(RuntimeError, match="floor"):
+            ledger_bench.verify_floor(copy, 1.0)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [
-        ("bench/ledger.py", "--quick", "--json", "--no-pin"),
         ("bench/policy.py", "--quick", "--json", "--no-pin"),
         ("bench/provenance.py", "--quick", "--json"),
         ("bench/monitors.py", "--entries", "5000", "--json"),
