@@ -9,6 +9,7 @@ else heavy: Rich, pydantic and the records come in when the storm runs.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ import typer
 from answerable.errors import ConfigError
 
 __all__ = ["demo_storm", "register_cli", "service_view"]
+
+_PIPED_WIDTH = 160
+"""Columns of the storm's table when stdout is no terminal: wide enough for its longest row name."""
 
 
 def service_view() -> Any:
@@ -82,7 +86,10 @@ def demo_storm(
     from answerable.logistics.world import ScenarioConfig
     from answerable.records import problems
 
-    out = Console(highlight=False)
+    # Piped (make demo in CI, a log file), Rich would fit the table to 80 columns and cut the row
+    # names; a terminal's own width, or COLUMNS when set, still rules.
+    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    out = Console(highlight=False, width=_PIPED_WIDTH if piped else None)
     err = Console(stderr=True, highlight=False)
 
     modes: dict[str, tuple[Mode, ...]] = {
