@@ -502,6 +502,61 @@ def test_what_a_sceptical_reviewer_tried_is_refused_cleanly(system: Running, tmp
     assert shutil_copy_folder.returncode == 2
 
 
+def test_what_a_second_sweep_of_the_api_found_is_refused_and_records_nothing(system: Running) -> None:
+    """Found by a sweep of the API: a tile path too long for the filesystem was a 500 with the
+    system's folder in the log; an answer citing no review was recorded and never counted; an
+    answer valid until 9999, or until a day that does not exist, was taken (only the clients held
+    it to a year); a reason of a zero-width space halted over the API (the console refused it)."""
+    from answerable.review import unsigned_approval
+    from answerable.signing import sign
+
+    for tail in ("a" * 300, "a/" * 2100 + "x"):
+        answer = httpx.get(f"{system.url}/log/tile/{tail}", timeout=10)
+        assert (answer.status_code, answer.json()["reason_code"]) == (404, "not_published")
+    [large] = agent(system, {"arguments": {"order": "O-9", "amount_cents": 50000}, "key": "refund-O-9"})
+    review_id = str(large["review_id"])
+    key = KeyPair.load(system.folder / "reviewer.key")
+    reviewer = Client(system.url, key)
+    ri = Client(system.url, KeyPair.load(system.folder / "ri.key"))
+    try:
+        review = reviewer._call("GET", f"/v1/reviews/{review_id}")
+        made = unsigned_approval(
+            review_id=review_id,
+            intent_id=str(review["intent_id"]),
+            binding=str(review["binding"]),
+            by=key.identity,
+            verdict="approve",
+            reason="order checked",
+            approval_id=IdSource().new(),
+            at_ns=SystemClock().now_ns(),
+            valid_for_seconds=3600,
+        )
+        before = entries_of(system.folder)
+        for change, code in [
+            ({"causes": ()}, "bad_causes"),
+            ({"causes": (large["intent_id"],)}, "bad_causes"),
+            ({"expires_at": "9999-12-31T23:59:59.000000Z"}, "bad_expiry"),
+            ({"expires_at": "2099-02-30T00:00:00.000000Z"}, "bad_expiry"),
+            ({"reason": "\u200b"}, "missing_reason"),
+        ]:
+            forged = sign(made.model_copy(update=change), key).model_dump(mode="json")
+            with pytest.raises(ServiceRefused) as refused:
+                reviewer._call("POST", f"/v1/reviews/{review_id}/answer", json.dumps(forged).encode())
+            assert (refused.value.status, refused.value.reason_code) == (422, code), change
+        for reason in ("\u200b", "\u0000", " \u202e\u2066 "):
+            with pytest.raises(ServiceRefused) as refused:
+                ri.pause(reason)
+            assert refused.value.status == 422, reason
+        kinds = sqlite3.connect(system.folder / "ledger.db").execute(
+            "SELECT kind FROM entries WHERE idx >= ?", (len(before),)
+        )
+        assert {k for (k,) in kinds} <= {"Refusal"}  # no answer and no stop was recorded
+        assert reviewer.answer(review_id, "approve", "order checked")["verdict"] == "approve"
+    finally:
+        reviewer.close()
+        ri.close()
+
+
 def test_the_witness_refuses_a_length_it_cannot_trust(tmp_path: Path) -> None:
 
     from answerable.ledger.note import Signer

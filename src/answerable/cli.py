@@ -23,6 +23,7 @@ from typer.core import TyperArgument, TyperOption
 
 from answerable import _stop as stops
 from answerable._files import never_written_over, read_capped, written_whole
+from answerable._reason import says_something
 from answerable._tty import CONSOLES as _consoles
 from answerable._tty import err as _err
 from answerable._tty import out as _out
@@ -630,8 +631,8 @@ def _answer(
     from answerable.keys import KeyPair
     from answerable.review import ReviewQueue
 
-    if not reason.strip():  # a usage error, as for halt and resume: exit 2, before anything is read
-        _fail(ConfigError("--reason is blank: an answer to a review needs a reason"))
+    if not says_something(reason):  # a usage error, as for halt and resume: exit 2, before anything is read
+        _fail(ConfigError("--reason is blank: an answer to a review needs a reason, with a letter or digit"))
     key = _run(lambda: KeyPair.load(key_file))
     if key.identity != by:
         _fail(NotAuthorized(f"--by {by!r} but the key file belongs to {key.identity!r}", who=by))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from answerable._reason import says_something
 from answerable.charter import CharterHistory
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
 from answerable.errors import AnswerableError, ConfigError, LedgerTampered, RecordInvalid
@@ -334,9 +335,12 @@ def unsigned_control(
     Raises:
         RecordInvalid: a blank reason, a name with spaces, an unknown action.
     """
-    if not isinstance(reason, str) or not reason.strip():
+    if not says_something(reason):
         # Checked here, not in the record: a Control written before this check still reads.
-        raise RecordInvalid(f"{action} by {by!r}: give a reason; a blank one says nothing", record="Control")
+        raise RecordInvalid(
+            f"{action} by {by!r}: give a reason; a blank one says nothing (it needs a letter or digit)",
+            record="Control",
+        )
     _scope_given(action, by, scope)
     try:
         return Control.model_validate(

@@ -237,7 +237,9 @@ class ApprovalRefused(NotAuthorized):
     ``reason_code`` is stable for scripts: ``unknown_review``, ``not_a_reviewer``,
     ``own_proposal``, ``bad_signature``, ``args_mismatch``, ``already_used``, ``already_answered``,
     ``expired``, ``missing_reason``, ``already_claimed`` (the intent was claimed for
-    execution: nothing can change that), ``bad_verdict``, ``busy`` (the review kept changing).
+    execution: nothing can change that), ``bad_verdict``, ``busy`` (the review kept changing),
+    ``bad_causes`` (an answer that does not cite exactly its review), ``bad_expiry`` (an answer
+    whose time or expiry is no date, or valid for over a year).
     """
 
     def __init__(self, message: str, *, reason_code: str, review_id: str = "", who: str = "") -> None:

@@ -20,6 +20,7 @@ answers racing from two processes cannot both count: the loser reads again and g
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,8 +28,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from answerable._canonical import canonical_bytes
+from answerable._reason import says_something
 from answerable.charter import CharterHistory, charter_of
-from answerable.clock import Clock, IdSource, rfc3339
+from answerable.clock import Clock, IdSource, parse_rfc3339, rfc3339
 from answerable.errors import (
     ApprovalRefused,
     Conflict,
@@ -229,6 +231,18 @@ def check_approval(approval: Approval, state: ReviewState, charter: SystemCharte
         )
 
     authenticate(approval, review, state.intent, state.decision, charter)
+    # Checked when an answer is given, not when one is read: answers recorded before these
+    # checks count as they did.
+    if not says_something(approval.reason):
+        raise refuse("missing_reason", "an answer needs a reason, with at least one letter or digit")
+    if tuple(approval.causes) != (review.id,):
+        # The review finds its answers by what cites it: one that does not would be recorded
+        # and never counted.
+        raise refuse(
+            "bad_causes",
+            f"an answer cites the review it answers and nothing else, not {list(approval.causes)}",
+        )
+    _check_validity(approval, refuse)
     if any(a.id == approval.id for a in (*state.approvals, *state.lapsed)):
         raise refuse("already_used", "this approval was already used; an approval is valid once")
     if state.final:
@@ -247,6 +261,21 @@ def check_approval(approval: Approval, state: ReviewState, charter: SystemCharte
         raise refuse("expired", f"the approval expired at {approval.expires_at}")
     if review.expires_at is not None and review.expires_at <= now:
         raise refuse("expired", f"the review expired at {review.expires_at}")
+
+
+def _check_validity(approval: Approval, refuse: Callable[[str, str], ApprovalRefused]) -> None:
+    """An answer's window is real dates, at most a year long, as ``unsigned_approval`` makes it:
+    one signed elsewhere, by another client, is held to the same."""
+    try:
+        signed, expires = parse_rfc3339(approval.at), parse_rfc3339(approval.expires_at)
+    except ValueError as exc:
+        raise refuse("bad_expiry", f"its time or expiry is no date ({exc})") from exc
+    if not 0 < expires - signed <= _MAX_VALID_FOR * 1_000_000_000:
+        raise refuse(
+            "bad_expiry",
+            f"it is valid from {approval.at} to {approval.expires_at}; an approval is valid for one "
+            f"second to {_MAX_VALID_FOR:,} (a year)",
+        )
 
 
 class ReviewQueue:
@@ -494,9 +523,11 @@ def unsigned_approval(
             one second (``missing_reason``, ``bad_verdict``, ``expired``).
         RecordInvalid: a field does not validate (a name with spaces, say).
     """
-    if not reason.strip():
+    if not says_something(reason):
         raise ApprovalRefused(
-            f"review {review_id}: an answer needs a reason", reason_code="missing_reason", review_id=review_id
+            f"review {review_id}: an answer needs a reason, with at least one letter or digit",
+            reason_code="missing_reason",
+            review_id=review_id,
         )
     if verdict not in ("approve", "deny"):
         raise ApprovalRefused(

@@ -110,9 +110,15 @@ ANSWER_STATUS = {
     "unknown_review": 404,
     "not_a_reviewer": 403,
     "own_proposal": 403,
+    "bad_causes": 422,
+    "bad_expiry": 422,
+    "bad_verdict": 422,
+    "missing_reason": 422,
 }
 """HTTP status of each reason the review queue gives for refusing an answer, in the API and the
-console alike: a settled review is a conflict, an unknown one is not found."""
+console alike: a settled review is a conflict, an unknown one is not found, a malformed answer
+(no reason, no verdict, the wrong causes or window) unprocessable; missing_reason and bad_verdict
+were 403 over the API, 422 in the console, until they were listed here."""
 
 
 class _Strict(BaseModel):
@@ -1598,10 +1604,15 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
         if folder is None or not allowed:
             raise _HTTPError(404, "not_published", f"/log/{path} is not part of the published log")
         target = folder / path
-        if not target.is_file():
-            raise _HTTPError(404, "not_published", f"/log/{path} is not published")
+        try:
+            # A name too long for the filesystem is an OSError, not False, from is_file.
+            body = target.read_bytes() if target.is_file() else None
+        except OSError:
+            body = None
+        if body is None:
+            raise _HTTPError(404, "not_published", f"/log/{path[:80]} is not published")
         return Response(
-            target.read_bytes(),
+            body,
             media_type="text/plain" if path == "checkpoint" else "application/octet-stream",
         )
 

@@ -17,7 +17,6 @@ import html
 import re
 import sys
 import time
-import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from answerable._body import BodyRefused, read_body
+from answerable._reason import says_something
 from answerable.clock import IdSource, SystemClock, parse_rfc3339, rfc3339
 from answerable.config import ConsoleConfig
 from answerable.console.accounts import Account, load_accounts, unlock, verify_password
@@ -815,7 +815,7 @@ def _digest(text: str) -> str:
 
 def _reason(reason: str) -> None:
     """A reason says something: at least one letter or digit (not only spaces or invisible marks)."""
-    if not any(unicodedata.category(c)[0] in "LN" for c in reason):
+    if not says_something(reason):
         raise ConsoleRefused(422, "reason_required", "give a reason: a blank one says nothing")
 
 
