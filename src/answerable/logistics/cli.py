@@ -86,10 +86,9 @@ def demo_storm(
     from answerable.logistics.world import ScenarioConfig
     from answerable.records import problems
 
-    # Piped (make demo in CI, a log file), Rich would fit the table to 80 columns and cut the row
-    # names; a terminal's own width, or COLUMNS when set, still rules.
-    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    out = Console(highlight=False, width=_PIPED_WIDTH if piped else None)
+    # Piped (make demo in CI, a log file), Rich would fit the table to COLUMNS or 80 and cut the
+    # row names; a terminal's own width still rules.
+    out = Console(highlight=False, width=None if sys.stdout.isatty() else _PIPED_WIDTH)
     err = Console(stderr=True, highlight=False)
 
     modes: dict[str, tuple[Mode, ...]] = {
