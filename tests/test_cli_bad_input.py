@@ -526,6 +526,35 @@ def test_a_damaged_page_met_halfway_through_an_export_leaves_the_out_file_as_it_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.db", "big.db.key", "old.jsonl"]
 
 
+def test_a_damaged_page_met_by_prove_rules_diff_or_otel_export_is_one_line(tmp_path: Path) -> None:
+    """Found by a sweep of the CLI: the same damaged file that verify and export refuse in one line
+    was a 48-line traceback from ``ledger prove``, ``rules diff --ledger`` and ``otel-export``,
+    whose reads ran outside the one-line guard; and ``report-compare --out`` into a symlink loop
+    was a RuntimeError traceback."""
+    from support import order_events
+
+    path = tmp_path / "damaged.db"
+    with SQLiteLedger.open(path, create=True, origin="test.example/ledger") as store:
+        store.append_sync(order_events(2_000))
+    with path.open("r+b") as db:  # pages 3 and 4: the tables' first pages, read by any query
+        db.seek(8192)
+        db.write(b"\xab" * 8192)
+    before = digest(path)
+    for args in (
+        ("ledger", "prove", path, "--index", "0"),
+        ("rules", "diff", "1", "2", "--ledger", path),
+        ("otel-export", path, "--endpoint", "http://127.0.0.1:9/v1/traces"),
+    ):
+        refused(run(*args))  # "malformed", or what the pages it could read say
+        assert digest(path) == before, args
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    good = tmp_path / "good.db"
+    with SQLiteLedger.open(good, create=True, origin="test.example/ledger") as store:
+        store.append_sync(order_events(3))
+    refused(run("report-compare", good, "--out", tmp_path / "loop1"), "loop1")
+
+
 def test_another_programs_wal_database_is_refused_and_left_as_found(tmp_path: Path) -> None:
     """Looking at a WAL-mode database to find it is no ledger made its -wal and -shm and left them
     beside it (a read-only connection cannot remove them). Now nothing is made."""

@@ -669,6 +669,8 @@ def test_serve_makes_no_ledger_for_a_config_it_refuses_and_says_the_port_it_got(
     )
     assert refused.returncode == 2, refused.stderr
     assert "monitors.json" in refused.stderr
+    # One line: the "serving" banner came before the config was loaded, and said it too.
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert not (folder / "ledger.db").exists()
     assert not (folder / "ledger.db.key").exists()
     (folder / "monitors.json").write_text(good)

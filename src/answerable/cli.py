@@ -9,11 +9,12 @@ line without loading Rich at all when Rich would print it unchanged.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import functools
 import re
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -120,9 +121,32 @@ def _async(work: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(work)
 
 
-def _open(target: str) -> SQLLedger:
-    """The ledger a user named: a file or a postgresql:// URL; every failure is one line."""
-    return _run(lambda: open_ledger(target))
+@contextlib.contextmanager
+def _open(target: str) -> Iterator[SQLLedger]:
+    """The ledger a user named: a file or a postgresql:// URL, open for the ``with`` body; every
+    failure is one line, in opening it or in any read of it there (a page of a corrupt file
+    is found only when it is read: that was a traceback from ``ledger prove`` and others)."""
+    store = _run(lambda: open_ledger(target))
+    with store:
+        try:
+            yield store
+        except AnswerableError as exc:
+            _fail(exc)
+
+
+def _announced(say: Callable[[int], str], config: Any) -> Any:
+    """A uvicorn server that prints ``say(port)`` once it listens, and not before: the line
+    scripts and tests wait for (with ``--port 0``, the port the system gave)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[Any] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                bound = [s.getsockname()[1] for server in self.servers for s in server.sockets]
+                _err().print(say(bound[0] if bound else config.port), markup=False)
+
+    return Server(config)
 
 
 def _b64(data: bytes) -> str:
@@ -937,20 +961,13 @@ def serve_command(
         _fail(ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}"))
     service = Service(config, wait_for_store=wait_for_store)
 
-    class Server(uvicorn.Server):
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets=sockets)
-            if self.started:  # said once listening: what scripts and tests wait for
-                bound = [s.getsockname()[1] for server in self.servers for s in server.sockets]
-                port = bound[0] if bound else config.port  # --port 0: the one the system gave
-                _err().print(f"answerable ready on {config.host}:{port}", markup=False)
-
     served = build_app(service, lifespan=False)
     if config.console is not None:
         from answerable.console import mount_console
 
         mount_console(served, service)
-    server = Server(
+    server = _announced(
+        lambda port: f"answerable ready on {config.host}:{port}",
         uvicorn.Config(
             served,
             host=config.host,
@@ -960,7 +977,7 @@ def serve_command(
             ssl_keyfile=str(config.tls_key) if config.tls_key else None,
             lifespan="off",
             timeout_graceful_shutdown=30,
-        )
+        ),
     )
 
     async def main() -> None:
@@ -971,6 +988,8 @@ def serve_command(
         except BaseException:
             await service.stop()
             raise
+        # Said once the system is loaded: a refused config is one line, not this and the error.
+        _err().print(f"answerable serving {config.source} on {config.host}:{config.port}", markup=False)
         if service.gateway is not None:
             exit_when_lost(service.gateway.lease, "answerable serve")
         try:
@@ -978,7 +997,6 @@ def serve_command(
         finally:
             await service.stop()
 
-    _err().print(f"answerable serving {config.source} on {config.host}:{config.port}", markup=False)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler it
     # found installed: this one, so a clean shutdown exits 0 instead of dying of the signal.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
@@ -1587,8 +1605,11 @@ def mcp_proxy_command(
         import uvicorn
 
         app_ = server.streamable_http_app(host="127.0.0.1")
-        _err().print(f"answerable mcp-proxy on http://127.0.0.1:{port}/mcp -> {proxy.url}", markup=False)
-        uvicorn.run(app_, host="127.0.0.1", port=port, log_level="warning")
+        # Said once listening (it was said before, and a client that read it could find no one there).
+        _announced(
+            lambda bound: f"answerable mcp-proxy on http://127.0.0.1:{bound}/mcp -> {proxy.url}",
+            uvicorn.Config(app_, host="127.0.0.1", port=port, log_level="warning"),
+        ).run()
         return
     from mcp.server.stdio import stdio_server
 
@@ -1734,6 +1755,8 @@ def report_compare_command(
         written = _run(lambda: compare(ledgers, out_file))
     except OSError as exc:
         _fail(ConfigError(f"cannot write the comparison to {out_file}: {exc.strerror}"))
+    except RuntimeError as exc:  # Path.resolve on a symlink loop (Python 3.11)
+        _fail(ConfigError(f"cannot write the comparison to {out_file}: {exc}"))
     _err().print(f"wrote {written}")
 
 
