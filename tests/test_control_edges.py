@@ -222,7 +222,7 @@ def test_a_control_state_cannot_be_changed_in_place() -> None:
     assert hash(state) == hash(ControlState((stop("system"),)))
 
 
-@pytest.mark.parametrize("reason", [" ", "\t\n  ", "\u200b", "\x00", " \u202e\u2066 ", "-"])
+@pytest.mark.parametrize("reason", [" ", "\t\n  ", "\u200b", "\x00", " \u202e\u2066 "])
 async def test_a_blank_reason_is_refused_and_nothing_is_recorded(ledger: SQLiteLedger, reason: str) -> None:
     controller = Controller(ledger)
     with pytest.raises(RecordInvalid, match="give a reason; a blank one says nothing"):

@@ -2,7 +2,7 @@
 
 A halt, a pause, a resume and an answer to a review each carry a reason, because the ledger must
 say why, not only who. Text of spaces, zero-width marks or control characters passes a
-``strip()`` and says nothing, so a reason needs a letter or a digit (Unicode categories L and N),
+``strip()`` and says nothing, so a reason needs a visible sign (Unicode categories L, N, P, S),
 whichever door it comes in by: the command line, the service, the console or the library.
 
 Checked where a record is made, never where one is read: a record written before this rule
@@ -17,5 +17,6 @@ __all__ = ["says_something"]
 
 
 def says_something(reason: object) -> bool:
-    """True when ``reason`` is text holding at least one letter or digit."""
-    return isinstance(reason, str) and any(unicodedata.category(c)[0] in "LN" for c in reason)
+    """True when ``reason`` is text holding at least one visible sign: a letter, digit,
+    punctuation or symbol ("🛑" or "!!!" may stop a system in a hurry; a zero-width space may not)."""
+    return isinstance(reason, str) and any(unicodedata.category(c)[0] in "LNPS" for c in reason)

@@ -656,7 +656,7 @@ def _answer(
     from answerable.review import ReviewQueue
 
     if not says_something(reason):  # a usage error, as for halt and resume: exit 2, before anything is read
-        _fail(ConfigError("--reason is blank: an answer to a review needs a reason, with a letter or digit"))
+        _fail(ConfigError("--reason is blank: an answer to a review needs a reason, with a visible sign"))
     key = _run(lambda: KeyPair.load(key_file))
     if key.identity != by:
         _fail(NotAuthorized(f"--by {by!r} but the key file belongs to {key.identity!r}", who=by))
@@ -1755,6 +1755,8 @@ def report_compare_command(
         written = _run(lambda: compare(ledgers, out_file))
     except OSError as exc:
         _fail(ConfigError(f"cannot write the comparison to {out_file}: {exc.strerror}"))
+    except typer.Exit:  # a RuntimeError too: _run has said what was wrong
+        raise
     except RuntimeError as exc:  # Path.resolve on a symlink loop (Python 3.11)
         _fail(ConfigError(f"cannot write the comparison to {out_file}: {exc}"))
     _err().print(f"wrote {written}")

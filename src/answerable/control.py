@@ -338,7 +338,7 @@ def unsigned_control(
     if not says_something(reason):
         # Checked here, not in the record: a Control written before this check still reads.
         raise RecordInvalid(
-            f"{action} by {by!r}: give a reason; a blank one says nothing (it needs a letter or digit)",
+            f"{action} by {by!r}: give a reason; a blank one says nothing (it needs a visible sign)",
             record="Control",
         )
     _scope_given(action, by, scope)

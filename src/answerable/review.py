@@ -234,7 +234,7 @@ def check_approval(approval: Approval, state: ReviewState, charter: SystemCharte
     # Checked when an answer is given, not when one is read: answers recorded before these
     # checks count as they did.
     if not says_something(approval.reason):
-        raise refuse("missing_reason", "an answer needs a reason, with at least one letter or digit")
+        raise refuse("missing_reason", "an answer needs a reason, with at least one visible sign")
     if tuple(approval.causes) != (review.id,):
         # The review finds its answers by what cites it: one that does not would be recorded
         # and never counted.
@@ -525,7 +525,7 @@ def unsigned_approval(
     """
     if not says_something(reason):
         raise ApprovalRefused(
-            f"review {review_id}: an answer needs a reason, with at least one letter or digit",
+            f"review {review_id}: an answer needs a reason, with at least one visible sign",
             reason_code="missing_reason",
             review_id=review_id,
         )

@@ -814,7 +814,7 @@ def _digest(text: str) -> str:
 
 
 def _reason(reason: str) -> None:
-    """A reason says something: at least one letter or digit (not only spaces or invisible marks)."""
+    """A reason says something: at least one visible sign (not only spaces or invisible marks)."""
     if not says_something(reason):
         raise ConsoleRefused(422, "reason_required", "give a reason: a blank one says nothing")
 
