@@ -1755,10 +1755,6 @@ def report_compare_command(
         written = _run(lambda: compare(ledgers, out_file))
     except OSError as exc:
         _fail(ConfigError(f"cannot write the comparison to {out_file}: {exc.strerror}"))
-    except typer.Exit:  # a RuntimeError too: _run has said what was wrong
-        raise
-    except RuntimeError as exc:  # Path.resolve on a symlink loop (Python 3.11)
-        _fail(ConfigError(f"cannot write the comparison to {out_file}: {exc}"))
     _err().print(f"wrote {written}")
 
 

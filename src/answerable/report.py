@@ -1241,7 +1241,11 @@ def compare(paths: list[Path], out: Path) -> Path:
         ConfigError: matplotlib is not installed, or ``out`` cannot be written.
     """
     out = Path(out)
-    _write(out, render_compare(paths, links_from=out.resolve().parent))
+    try:
+        folder = out.resolve().parent
+    except RuntimeError as exc:  # a symlink loop: Python 3.11 raises this, not OSError
+        raise ConfigError(f"cannot write the comparison to {out}: {exc}") from exc
+    _write(out, render_compare(paths, links_from=folder))
     return out
 
 

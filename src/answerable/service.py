@@ -1605,14 +1605,13 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
             raise _HTTPError(404, "not_published", f"/log/{path} is not part of the published log")
         target = folder / path
         try:
-            # A name too long for the filesystem is an OSError, not False, from is_file.
-            body = target.read_bytes() if target.is_file() else None
-        except OSError:
-            body = None
-        if body is None:
+            on_disk = target.is_file()
+        except OSError:  # a name too long for the filesystem: is_file raises it, not False
+            on_disk = False
+        if not on_disk:
             raise _HTTPError(404, "not_published", f"/log/{path[:80]} is not published")
         return Response(
-            body,
+            target.read_bytes(),
             media_type="text/plain" if path == "checkpoint" else "application/octet-stream",
         )
 
