@@ -962,3 +962,103 @@ def test_init_in_a_folder_whose_name_no_person_can_carry_says_it_is_the_name(tmp
     ):
         refused(run("init", folder), "the system's name", said, "the folder's name")
         assert not folder.exists()
+
+
+def test_what_a_third_sweep_of_the_cli_found_is_one_line_and_changes_nothing(
+    used: Path, tmp_path: Path
+) -> None:
+    """Each was left by the last sweep: an empty path (an unset variable in a script) meant the
+    current folder and published, exported or wrote results there; a device that never ends as a
+    config, a scenario or a key's place was read forever (``ledger copy`` hung, and left its
+    ``-wal`` and ``-shm`` when killed); a copy onto a hard link of its source left an empty ``-wal``;
+    an answer to a review id that names none exited 1, where ``reviews --id`` exits 2. Through the
+    console script, as a person types it; run in a folder of its own, which must stay empty."""
+    import subprocess
+
+    from procs import CLI
+
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "link.db").hardlink_to(used)
+    key = tmp_path / "ri.key"
+    assert run("keys", "new", "ri@logistics.example", "--out", key).exit_code == 0
+    before = (digest(used), sorted(p.name for p in used.parent.iterdir()))
+    lines = [
+        (["ledger", "publish", used, "--out", ""], "--out: an empty path"),
+        (["ledger", "publish", used, "--out="], "--out: an empty path"),
+        (["rules", "export", used, "--out", ""], "--out: an empty path"),
+        (["demo", "storm", "--days", "1", "--out", ""], "--out: an empty path"),
+        (["verify", used, "--witness", ""], "--witness: an empty path"),
+        (["serve", "/dev/zero"], "larger than"),
+        (["demo", "storm", "--scenario", "/dev/zero", "--out", tmp_path / "s"], "larger than"),
+        (["ledger", "copy", used, tmp_path / "copy.db", "--signing-key", "/dev/full"], "not a file"),
+        (["ledger", "copy", used, "link.db"], "source's own file"),
+        (
+            [
+                "approve",
+                used,
+                "no-such-review",
+                "--by",
+                "ri@logistics.example",
+                "--reason",
+                "ok",
+                "--key",
+                key,
+            ],
+            "[unknown_review]",
+        ),
+    ]
+    for line, words in lines:
+        done = subprocess.run(
+            [str(CLI), *map(str, line)], capture_output=True, text=True, timeout=60, cwd=here
+        )
+        assert done.returncode == 2, (line, done.stderr)
+        (said,) = done.stderr.strip().splitlines()
+        assert said.startswith("answerable: error: "), (line, said)
+        assert words in said, (line, said)
+    assert sorted(p.name for p in here.iterdir()) == ["link.db"]
+    assert (digest(used), sorted(p.name for p in used.parent.iterdir())) == before
+    assert not (tmp_path / "copy.db").exists()
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_misspelt_key_or_table_in_the_config_is_refused_with_the_name_it_meant(tmp_path: Path) -> None:
+    """A key this version does not read was dropped: ``every_secs`` left checkpoints at their
+    default, ``[sever]`` the server on its defaults, while the operator believed them set."""
+    from answerable.config import load_config
+    from answerable.errors import ConfigError
+
+    assert run("init", tmp_path / "s").exit_code == 0
+    config = tmp_path / "s" / "answerable.toml"
+    text = config.read_text()
+    load_config(config)
+    for old, new, words in [
+        (
+            "every_seconds = 10",
+            "every_secs = 10",
+            "[checkpoints]: unknown key 'every_secs' (did you mean 'every_seconds'?)",
+        ),
+        ("[server]", "[sever]", "top level: unknown key 'sever' (did you mean 'server'?)"),
+        (
+            "[server]",
+            "[agents.bot]\nclass = 'm:C'\nkee = 'k'\n[server]",
+            "[agents.bot]: unknown key 'kee' (did you mean 'key'?)",
+        ),
+    ]:
+        config.write_text(text.replace(old, new))
+        with pytest.raises(ConfigError) as caught:
+            load_config(config)
+        assert words in str(caught.value), caught.value
+    config.write_text(text.replace("every_seconds", "every_secs"))
+    refused(run("serve", config), "did you mean 'every_seconds'?")
+
+
+def test_python_dash_m_answerable_is_the_command() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "answerable", "halt", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--reason" in done.stdout

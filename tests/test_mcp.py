@@ -520,3 +520,34 @@ def test_a_tool_call_whose_arguments_have_no_json_form_is_a_refusal_not_a_crash(
         assert refused["_meta"]["answerable/refused"] == "ArgumentsInvalid"
         assert "do not match its schema" in refused["content"][0]["text"]
     assert effects(shop.folder) == before
+
+
+def test_the_http_proxy_stops_cleanly_on_ctrl_c_and_exits_3_when_it_cannot_listen(shop: Running) -> None:
+    """As ``uvicorn.run`` had it, before the proxy announced itself only once listening: Ctrl-C
+    is a clean stop (exit 0), and a port it cannot take is exit 3 (it was 0, as if it had served)."""
+    import signal
+    import socket
+
+    proxy_params(shop)
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CLI, "mcp-proxy", "answerable.toml", "--http", "--port", str(port)],
+        cwd=shop.folder,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert "answerable mcp-proxy on http://127.0.0.1:" in line, line
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 0
+    proc.stderr.close()
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        refused = _cli("mcp-proxy", "answerable.toml", "--http", "--port", str(busy), cwd=shop.folder)
+    assert refused.returncode == 3, refused.stderr
+    assert "answerable mcp-proxy on" not in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -156,6 +156,28 @@ def test_a_person_pauses_and_resumes_over_http_signed_as_the_cli_signs(system: R
     assert resume["causes"] == [paused["id"]]
     assert [e["order"] for e in effects(system)] == ["O-2"]
     assert cli(system, "verify", "ledger.db").returncode == 0
+    # A resume signed elsewhere whose reason says nothing (the clients refuse one; the service took it).
+    from answerable.clock import IdSource, SystemClock
+    from answerable.control import scope_from_text, unsigned_control
+    from answerable.signing import sign
+
+    with Client(system.url, ri_key) as client:
+        stop = client.pause("second wave", scope="operation:refund")
+    made = unsigned_control(
+        "resume",
+        scope_from_text("operation:refund"),
+        ri_key.identity,
+        "placeholder",
+        causes=[stop["id"]],
+        control_id=IdSource().new(),
+        at_ns=SystemClock().now_ns(),
+    )
+    blank = sign(made.model_copy(update={"reason": " \u200b "}), ri_key).model_dump_json().encode()
+    refused = httpx.post(
+        url, content=blank, headers=sign_request(ri_key, "POST", url, blank, created=int(time.time()))
+    )
+    assert refused.status_code == 422, refused.text
+    assert made.id not in {c["id"] for c in kinds(folder, "Control")}
 
 
 MONITORS = {

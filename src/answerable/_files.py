@@ -20,7 +20,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["never_written_over", "read_capped", "written_whole"]
+__all__ = ["MAX_INPUT", "never_written_over", "read_capped", "written_whole"]
+
+MAX_INPUT = 64 << 20
+"""Bytes of a file a user names (a config, rules, a charter, a scenario, a receipt) read at most:
+far above any real one, and a device that never ends (``/dev/zero``) is refused, not read forever."""
 
 
 @contextlib.contextmanager
@@ -58,7 +62,7 @@ def written_whole(path: Path, *, mode: int | None = None) -> Iterator[BinaryIO]:
         raise
 
 
-def read_capped(path: Path, limit: int) -> bytes:
+def read_capped(path: Path, limit: int = MAX_INPUT) -> bytes:
     """Up to ``limit`` bytes of ``path``, or OSError(EFBIG) when it holds more (/dev/zero never
     ends). A FIFO nobody writes to opens at once and reads as empty; a pipe is read to its end."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)

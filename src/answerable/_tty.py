@@ -70,7 +70,8 @@ def said(exc: AnswerableError) -> int:
     """Say ``exc`` in one line on stderr; the exit code it means."""
     code = getattr(exc, "reason_code", "")  # stable for scripts: printed where a script can grep it
     err().print(printable(f"answerable: error: {f'[{code}] ' if code else ''}{exc}"), markup=False)
-    return 1 if isinstance(exc, _NO) else 2
+    # A review id that names none is what the user typed, as for `reviews --id`: input, not a "no".
+    return 1 if isinstance(exc, _NO) and code != "unknown_review" else 2
 
 
 _NAME_WRONG = frozenset(

@@ -14,7 +14,7 @@ import copy
 import functools
 import re
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -23,7 +23,7 @@ import typer
 from typer.core import TyperArgument, TyperOption
 
 from answerable import _stop as stops
-from answerable._files import never_written_over, read_capped, written_whole
+from answerable._files import MAX_INPUT, never_written_over, read_capped, written_whole
 from answerable._reason import says_something
 from answerable._tty import CONSOLES as _consoles
 from answerable._tty import err as _err
@@ -833,8 +833,7 @@ def _read(path: Path) -> str:
         _fail(ConfigError(f"{path} is not UTF-8 text (byte {exc.start}): give a text file"))
 
 
-_MAX_INPUT = 64 << 20
-"""Bytes of a file given to a command (rules, a charter, a checkpoint, a receipt) read at most."""
+_MAX_INPUT = MAX_INPUT
 
 
 def _input(path: Path) -> bytes:
@@ -1606,10 +1605,16 @@ def mcp_proxy_command(
 
         app_ = server.streamable_http_app(host="127.0.0.1")
         # Said once listening (it was said before, and a client that read it could find no one there).
-        _announced(
+        listening = _announced(
             lambda bound: f"answerable mcp-proxy on http://127.0.0.1:{bound}/mcp -> {proxy.url}",
             uvicorn.Config(app_, host="127.0.0.1", port=port, log_level="warning"),
-        ).run()
+        )
+        try:  # as uvicorn.run: Ctrl-C is a clean stop, and a server that never listened exits 3
+            listening.run()
+        except KeyboardInterrupt:
+            return
+        if not listening.started:
+            raise typer.Exit(3)
         return
     from mcp.server.stdio import stdio_server
 
@@ -1883,11 +1888,46 @@ def _name_of(info: CommandInfo) -> str:
     return info.name or typer.main.get_command_name(info.callback.__name__ if info.callback else "")
 
 
+def _path_options(command: Any) -> set[str]:
+    """Every option of ``command``'s tree that takes a path (``--out``, ``--witness`` ...)."""
+    found = {
+        opt
+        for param in command.params
+        if isinstance(param, TyperOption) and not param.is_flag and "path" in param.bare_type().lower()
+        for opt in param.opts
+    }
+    for sub in getattr(command, "commands", {}).values():
+        found |= _path_options(sub)
+    return found
+
+
+def _empty_path(cli: Any, argv: Sequence[str]) -> str | None:
+    """The path option given an empty value, or None. A path becomes ``Path("")``, which is the
+    current folder: ``--out ''`` (an unset variable in a script) published the log, exported the
+    rules or wrote the storm's results into wherever the command ran."""
+    options = _path_options(cli)
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return None
+        name, equals, value = arg.partition("=")
+        if name in options and (
+            (equals and not value) or (not equals and i + 1 < len(argv) and argv[i + 1] == "")
+        ):
+            return name
+    return None
+
+
 def main() -> None:
     try:
         cli = command(sys.argv[1] if len(sys.argv) > 1 else None)
     except AnswerableError as exc:  # a plugin that failed to load: one line, like every error
         raise SystemExit(_said(exc)) from None
+    empty = _empty_path(cli, sys.argv[1:])
+    if empty is not None:
+        sys.stderr.write(
+            f"answerable: error: {empty}: an empty path names nothing (for the current folder, write '.')\n"
+        )
+        raise SystemExit(2)
     try:
         code = cli.main(standalone_mode=False)
     except typer.TyperException as exc:  # the base of click's errors, which typer vendors

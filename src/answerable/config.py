@@ -7,16 +7,18 @@ Secrets are never in the file: it names key files, which stay readable by their 
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from answerable._files import read_capped
 from answerable._urls import problem as url_problem
 from answerable._urls import shown
 from answerable.errors import AnswerableError, ConfigError
@@ -180,26 +182,45 @@ class ServiceConfig:
     """``[mcp]``: upstream MCP servers whose tools are governed operations, and the proxy's settings."""
     console: ConsoleConfig | None = None
     """``[console]``: the web console; None: ``answerable serve`` serves no console."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Tables this version does not read (``[postgres]``, ``[nats]`` ...), kept for later issues."""
 
 
-_KNOWN = {
-    "ledger",
-    "charter",
-    "rules",
-    "operations",
-    "monitors",
-    "checkpoints",
-    "notify",
-    "server",
-    "nats",
-    "agents",
-    "otel",
-    "mcp",
-    "prerequisites",
-    "console",
+_KEYS = {
+    "ledger": ("path", "signing_key", "origin", "url"),
+    "charter": ("file",),
+    "rules": ("signed", "policies", "schema"),
+    "checkpoints": ("every_seconds", "publish_dir", "public_entries", "witnesses"),
+    "server": ("host", "port", "tls_cert", "tls_key", "public_url"),
+    "monitors": ("file",),
+    "notify": ("webhook",),
+    "nats": ("url", "key", "ack_wait_seconds"),
+    "otel": ("endpoint",),
 }
+"""The keys of each plain table. A key or table this version does not read is refused, not
+dropped: a misspelt ``every_secs`` would leave checkpoints at their default while the operator
+believes they set them."""
+_TABLES = (*_KEYS, "operations", "prerequisites", "agents", "mcp", "console")
+"""Every top-level table; the last five check their own keys where they are read."""
+
+
+def _unknown(name: str, given: object, known: tuple[str, ...], where: str) -> ConfigError | None:
+    """The error for a key (or table) ``given`` that is not among ``known``, or None."""
+    if given in known:
+        return None
+    close = difflib.get_close_matches(str(given), known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+    return ConfigError(f"{name}: {where}: unknown key {str(given)!r} ({hint})")
+
+
+def _check_keys(name: str, doc: dict[str, Any]) -> None:
+    for table, value in doc.items():
+        wrong = _unknown(name, table, _TABLES, "top level")
+        if wrong is not None:
+            raise wrong
+        if table in _KEYS and isinstance(value, dict):
+            for key in value:
+                wrong = _unknown(name, key, _KEYS[table], f"[{table}]")
+                if wrong is not None:
+                    raise wrong
 
 
 def load_config(path: Path) -> ServiceConfig:
@@ -210,7 +231,7 @@ def load_config(path: Path) -> ServiceConfig:
             names a file that is not there; one line naming where.
     """
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        doc = tomllib.loads(read_capped(path).decode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
@@ -218,6 +239,7 @@ def load_config(path: Path) -> ServiceConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not TOML: {exc}") from exc
     folder = path.resolve().parent
+    _check_keys(path.name, doc)
     read = _Reader(path.name, folder, doc)
     operations = doc.get("operations", [])
     if not isinstance(operations, list) or not (
@@ -289,7 +311,6 @@ def load_config(path: Path) -> ServiceConfig:
         mcp=mcp,
         prerequisites=read.prerequisites(),
         console=read.console(),
-        extra={k: v for k, v in doc.items() if k not in _KNOWN},
     )
 
 
@@ -368,6 +389,10 @@ class _Reader:
         for name, table in self._table("agents").items():
             if not isinstance(table, dict):
                 raise ConfigError(f"{self.name}: [agents.{name}] must be a table")
+            for key in table:
+                wrong = _unknown(self.name, key, ("class", "key"), f"[agents.{name}]")
+                if wrong is not None:
+                    raise wrong
             target = table.get("class")
             if not isinstance(target, str) or ":" not in target:
                 raise ConfigError(f"{self.name}: [agents.{name}] class: want module:Class, got {target!r}")

@@ -298,7 +298,7 @@ class Controller:
 
         Raises:
             NotAuthorized, SignatureInvalid, ConfigError: as for :meth:`resume`.
-            RecordInvalid: ``control`` is not a resume.
+            RecordInvalid: ``control`` is not a resume, or its reason is blank.
         """
         if not isinstance(control, Control):
             raise RecordInvalid(
@@ -306,6 +306,11 @@ class Controller:
             )
         if control.action != "resume":
             raise RecordInvalid(f"control {control.id} is a {control.action}, not a resume", record="Control")
+        if not says_something(control.reason):  # signed elsewhere, so not made by unsigned_control
+            raise RecordInvalid(
+                f"resume {control.id}: give a reason; a blank one says nothing (it needs a visible sign)",
+                record="Control",
+            )
         charter = self.charters.advance(self.ledger).latest()
         if charter is None:
             raise ConfigError(

@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal, get_args
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from answerable._files import read_capped
 from answerable.charter import CharterHistory
 from answerable.clock import Clock, IdSource, parse_rfc3339, rfc3339
 from answerable.control import ControlFold, scope_from_text
@@ -157,7 +158,7 @@ def load_monitors(
     """
     label = str(source) if isinstance(source, Path) else "monitor configuration"
     try:
-        raw = json.loads(source.read_text(encoding="utf-8")) if isinstance(source, Path) else source
+        raw = json.loads(read_capped(source).decode("utf-8")) if isinstance(source, Path) else source
         if isinstance(raw, str):
             raw = json.loads(raw)
         config = MonitorConfig.model_validate(raw)

@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException
 
 from answerable._body import BodyRefused, read_body
 from answerable._canonical import canonical_bytes
+from answerable._files import read_capped
 from answerable._urls import shown
 from answerable.bus import MemoryBus
 from answerable.clock import parse_rfc3339, rfc3339
@@ -1325,7 +1326,7 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 def _text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return read_capped(path).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
 

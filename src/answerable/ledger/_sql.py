@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeGuard, TypeVar
 
 from answerable._canonical import canonical_bytes
+from answerable._files import read_capped
 from answerable.errors import (
     ConfigError,
     Conflict,
@@ -59,6 +60,8 @@ __all__ = [
     "stored_text",
 ]
 
+_KEY_FILE_MAX = 4096
+"""A signing key file is 65 bytes; one far larger (or a device that never ends) is no key."""
 _OFFLOADABLE = ("payload",)
 """Only what agents and the world say may move to a blob; an Intent's arguments are what was
 judged and approved, so they stay in the entry (an oversized intent is refused instead)."""
@@ -993,7 +996,8 @@ def load_signer(key_file: Path, origin: str, verifier: str) -> tuple[note.Signer
     if not key_file.is_file():
         return None, f"the ledger key {key_file} is not a file"
     try:
-        signer = note.Signer.from_private_bytes(origin, bytes.fromhex(key_file.read_text("ascii").strip()))
+        hexed = read_capped(key_file, _KEY_FILE_MAX).decode("ascii").strip()
+        signer = note.Signer.from_private_bytes(origin, bytes.fromhex(hexed))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"ledger key file {key_file} is damaged: {exc}") from exc
     if signer.verifier_key() != verifier:
@@ -1157,6 +1161,8 @@ def _write_key(key_file: Path, signer: note.Signer, *, copied: bool, folder: boo
     except FileExistsError as exc:
         if copied and _holds_key(key_file, text):
             return False
+        if not key_file.is_file():  # /dev/full, a folder: nothing a key can be kept in
+            raise ConfigError(f"{key_file} is not a file a signing key can be kept in") from exc
         if copied:
             raise ConfigError(
                 f"{key_file} holds another ledger key; give another --signing-key path"
@@ -1181,8 +1187,8 @@ def _write_key(key_file: Path, signer: note.Signer, *, copied: bool, folder: boo
 
 def _holds_key(key_file: Path, text: str) -> bool:
     try:
-        return key_file.read_bytes().strip() == text.encode()
-    except OSError:  # a directory, unreadable: not this key
+        return read_capped(key_file, _KEY_FILE_MAX).strip() == text.encode()
+    except OSError:  # a directory, unreadable, endless (/dev/zero): not this key
         return False
 
 

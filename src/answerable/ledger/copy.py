@@ -43,10 +43,17 @@ def copy_ledger(
 
     Raises:
         LedgerTampered: the source does not verify (nothing is written).
-        ConfigError: the target holds a ledger already.
+        ConfigError: the target holds a ledger already, or is the source's own file.
         LedgerError: the copy came out with another root (it is left for inspection).
     """
     where = os.fspath(target)  # a URL names no password: it may be shown as it is
+    mine = getattr(source, "path", None)  # an SQLite file: a link to it is the source itself
+    try:
+        same = mine is not None and os.path.samefile(mine, where)
+    except (OSError, ValueError):  # no such file (the usual case), a URL, a NUL in the name
+        same = False
+    if same:  # opened a second time under another name, SQLite would leave that name a -wal
+        raise ConfigError(f"{where} is the source's own file ({mine}); copy into a new file")
     try:
         open_ledger(target).close()
     except NotALedger:

@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 import httpx
 from pydantic import BaseModel, ConfigDict
 
+from answerable._files import read_capped
 from answerable.bus import Bus
 from answerable.charter import charter_of, new_ruleset
 from answerable.clock import FakeClock, IdSource, parse_rfc3339, rfc3339
@@ -793,7 +794,7 @@ def _parse_day(at: str) -> int:
 def check_scenario_file(path: Path) -> ScenarioConfig:
     """Load a JSON scenario file, naming the file and the first bad field."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_capped(path).decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read scenario file {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
