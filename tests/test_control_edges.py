@@ -230,6 +230,41 @@ async def test_a_blank_reason_is_refused_and_nothing_is_recorded(ledger: SQLiteL
     assert ledger.size() == 0
 
 
+@pytest.mark.parametrize(
+    "scope",
+    [
+        "agent: ",
+        "agent:a b",
+        "agent:\u200b",
+        "agent:a\x00b",
+        "agent:\x1b[2J",
+        "channel:\n",
+        "operation:\u202e",
+    ],
+)
+async def test_a_stop_on_a_name_nothing_can_have_is_refused_and_nothing_is_recorded(
+    ledger: SQLiteLedger, scope: str
+) -> None:
+    """Found by a sweep of the console: a pause on ``agent:a b`` or ``agent:\u200b`` was recorded
+    (with a warning at most), a stop that can never match anything, read in the ledger as one
+    that holds. A well-formed unknown name is still recorded; a stop already recorded on such a
+    scope (by an earlier version) can still be lifted."""
+    controller = Controller(ledger)
+    parsed = scope_from_text(scope)
+    for act in (controller.halt, controller.pause):
+        with pytest.raises(RecordInvalid, match="the name holds a control|names have no spaces"):
+            await act(by="ri@example.com", reason="storm", scope=parsed)
+    assert ledger.size() == 0
+    assert (
+        await controller.pause(by="ri@example.com", reason="storm", scope=scope_from_text("agent:later"))
+    ).id
+    # Written as an earlier version wrote it, around the check: it lifts like any other stop.
+    old = controller.make("pause", Scope(kind="system"), "ri@example.com", "storm")
+    await ledger.append([old.model_copy(update={"scope": parsed})])
+    assert any(s.scope == parsed for s in controller.state().stops)
+    assert controller.make("resume", parsed, "ri@example.com", "clear").causes == (old.id,)
+
+
 def test_the_control_state_is_frozen_and_slotted() -> None:
     from answerable.control import ControlState
 

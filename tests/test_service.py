@@ -547,6 +547,10 @@ def test_what_a_second_sweep_of_the_api_found_is_refused_and_records_nothing(sys
             with pytest.raises(ServiceRefused) as refused:
                 ri.pause(reason)
             assert refused.value.status == 422, reason
+        for scope in ("agent:a b", "agent:\u200b", "channel:\n"):  # names nothing can have
+            with pytest.raises(ServiceRefused) as refused:
+                ri.pause("storm", scope=scope)
+            assert refused.value.status == 422, scope
         kinds = sqlite3.connect(system.folder / "ledger.db").execute(
             "SELECT kind FROM entries WHERE idx >= ?", (len(before),)
         )

@@ -11,6 +11,7 @@ wherever it came from: every process, and every restart, agrees on the state at 
 from __future__ import annotations
 
 import threading
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -107,6 +108,26 @@ def scope_from_text(text: str) -> Scope:
             f"scope {text!r} is not one of system, agent:NAME, operation:NAME, resource_class:NAME, "
             "channel:TOPIC"
         ) from exc
+
+
+def _scope_problem(scope: Scope) -> str | None:
+    """Why no stop may be recorded on ``scope``, or None: a value that nothing can ever be named.
+
+    A stop on an unknown name is recorded (with a warning: an agent may join later), but a name
+    with a control or invisible character, or an agent or topic with a space (the charter's names
+    have none), can never match anything: it would read in the ledger as a stop that holds.
+    Checked where a halt or pause is made, never where one is read, nor for a resume: whatever
+    stop a ledger holds can be lifted.
+    """
+    value = scope.value
+    if value is None:
+        return None
+    shown = ascii(value)[1:-1][:40]
+    if not says_something(value) or any(unicodedata.category(c)[0] == "C" for c in value):
+        return f"scope {scope.kind}:{shown}: the name holds a control or invisible character; no name has one"
+    if scope.kind in ("agent", "channel") and any(c.isspace() for c in value):
+        return f"scope {scope.kind}:{shown}: a charter's {scope.kind} names have no spaces"
+    return None
 
 
 _LISTED = 8
@@ -373,6 +394,9 @@ def _scope_given(action: str, by: str, scope: object) -> None:
             f"not a {type(scope).__name__}",
             record="Control",
         )
+    wrong = _scope_problem(scope) if action != "resume" else None
+    if wrong is not None:
+        raise RecordInvalid(f"{action} by {by!r}: {wrong}", record="Control")
 
 
 def _control_in(stored: StoredEntry) -> Control:

@@ -1218,6 +1218,12 @@ def _key_of(arguments: Mapping[str, Any], same: tuple[str, ...]) -> bytes:
     return canonical_bytes({name: arguments[name] for name in same if name in arguments})
 
 
+def _cut(path: str, shown: int = 80) -> str:
+    """A path a client sent, as a refusal repeats it: at most ``shown`` characters (a 7 KB path
+    came back whole in the 404's body)."""
+    return path if len(path) <= shown else f"{path[:shown]}... ({len(path):,} characters)"
+
+
 def _not_ahead(at: str, now_ns: int, kind: str) -> None:
     """Refuse a record its writer dated ahead of this service's clock by more than a request may
     be (``SKEW``): a record from the future would stand before what it caused in every timeline,
@@ -1434,8 +1440,8 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
         every other refusal has, so a client reads one shape."""
         path = request.url.path
         code, message = {
-            404: ("not_found", f"no such path: {path}"),
-            405: ("method_not_allowed", f"{path} does not take {request.method}"),
+            404: ("not_found", f"no such path: {_cut(path)}"),
+            405: ("method_not_allowed", f"{_cut(path)} does not take {request.method}"),
         }.get(exc.status_code, ("http_error", str(exc.detail)))
         return JSONResponse(
             {"error": message, "reason_code": code}, status_code=exc.status_code, headers=exc.headers

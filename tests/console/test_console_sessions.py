@@ -70,3 +70,22 @@ def test_a_session_past_its_minutes_is_gone_and_its_key_with_it() -> None:
     other, _ = sessions.open("ri@shop.example", ("ri",), None)
     assert sessions.get(other) is not None
     assert len(sessions._by_hash) == 1  # the expired one, with its unlocked key, is forgotten
+
+
+def test_a_new_password_ends_the_session_and_says_so(own_console: Console) -> None:
+    """Found by a sweep: a session ended by a password change was told the charter no longer gave
+    its roles, when the charter had not changed. Also: a path nobody serves came back whole in the
+    404 (7 KB of it), where every other refusal cuts what it repeats."""
+    from consoled import set_password
+
+    viewer = own_console.browser("viewer")
+    assert viewer.get("me").status_code == 200
+    done = set_password(own_console.running.folder, own_console.who["viewer"], PASSWORDS["viewer"])
+    assert done.returncode == 0, done.stderr
+    ended = viewer.get("me")
+    assert (ended.status_code, ended.json()["reason_code"]) == (401, "session_ended")
+    assert "password" in ended.json()["error"]
+    assert "charter" not in ended.json()["error"]
+    long = viewer.get("a" * 7000)
+    assert long.status_code == 404
+    assert len(long.text) < 400, long.text

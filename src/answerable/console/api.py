@@ -397,31 +397,28 @@ class _Console:
         found = self.sessions.get(token)
         if found is None:
             raise ConsoleRefused(401, "no_session", "not logged in: no session, or it expired or was ended")
-        if not self.standing(found):
+        ended = self.ended(found)
+        if ended is not None:
             self.sessions.end_all(found.identity)
-            raise ConsoleRefused(
-                401,
-                "session_ended",
-                f"the charter in force no longer gives {found.identity} the roles of this session; "
-                "log in again",
-            )
+            raise ConsoleRefused(401, "session_ended", f"{ended}; log in again")
         return found
 
-    def standing(self, session: Session) -> bool:
-        """Whether the charter in force still gives the person every role and the key they
-        logged in with (a removed person, a revoked role or a rotated key ends the session)."""
+    def ended(self, session: Session) -> str | None:
+        """Why the session no longer stands, or None: the charter in force no longer gives the
+        person every role or the key they logged in with (removed, a role revoked, a key rotated),
+        or their password changed since (each is said as it is, never one for the other)."""
         now = self.roles_of(session.identity)
         if not now or any(r not in now for r in session.roles):
-            return False
+            return f"the charter in force no longer gives {session.identity} the roles of this session"
         account = self.accounts().get(session.identity)
         if account is None or _digest(account.password_hash) != session.account:
-            return False  # a new password (or none) since this log-in
+            return f"the password of {session.identity} was changed or removed since this log-in"
         if session.key is not None:
             _, gateway = self.running()
             person = gateway.charter.person(session.identity)
             if person is None or person.public_key != session.key.public_b64:
-                return False
-        return True
+                return f"the charter in force holds another key for {session.identity} than this session's"
+        return None
 
     async def reading(self, request: Request) -> Session:
         return self.session(request)
@@ -585,7 +582,7 @@ class _Console:
         last, quiet = -1, time.monotonic()
         while True:
             session = self.sessions.get(token)
-            if session is None or not self.standing(session):
+            if session is None or self.ended(session) is not None:
                 if session is not None:
                     self.sessions.end_all(session.identity)
                 yield b'event: ended\ndata: {"reason_code": "session_ended"}\n\n'
