@@ -392,3 +392,50 @@ def test_a_new_ruleset_is_not_signed_with_review_terms_past_their_bounds(annotat
         new_ruleset(policies, schema_for(["noop"]), ri)
     at_bounds = policies.replace(annotations, '@approvals("1000")\n@expires_minutes("5270400")')
     assert new_ruleset(at_bounds, schema_for(["noop"]), ri).version == 1
+
+
+_DEEP = r"""
+import sys
+from answerable.errors import PolicyInvalid
+from answerable.policy import diff_policies, load_ruleset
+
+S = "entity A; entity R; action x appliesTo { principal: A, resource: R };"
+def when(body): return "permit(principal, action, resource) when {" + body + "};"
+cases = {
+    "parentheses": (when("(" * 1000 + "true" + ")" * 1000), S),
+    "sets": (when("[" * 1000 + "]" * 1000 + " == []"), S),
+    "and": (when(" && ".join(["true"] * 20000)), S),
+    "or-100": (when(" || ".join(["true"] * 100)), S),
+    "or-200": (when(" || ".join(["true"] * 200)), S),
+    "if": (when("if true then " * 5000 + "true" + " else true" * 5000), S),
+    "schema": ("permit(principal, action, resource);", "entity A { a: " + "{ a: " * 10000 + "Long" + " }" * 10000 + " };"),
+}
+for name, (policies, schema) in cases.items():
+    for attempt in (lambda: load_ruleset(policies, schema), lambda: diff_policies(policies, policies)):
+        try:
+            attempt()
+        except PolicyInvalid as exc:
+            print(name, "refused:", str(exc)[:60])
+            continue
+        if name != "schema":
+            print(name, "LOADED")
+load_ruleset(when(" && ".join(["true"] * 50)), S)
+print("fifty loads")
+"""
+
+
+def test_policies_or_a_schema_nested_too_deep_are_refused_not_a_crash() -> None:
+    """Found by a sweep of the library: Cedar recurses on the native stack, and policies nested
+    1,000 brackets deep, 20,000 ``&&`` or 5,000 ``if``s, or a schema of 10,000 nested records ended
+    the process with a segmentation fault. A chain of 100 or 200 ``||`` was a raw ValueError or
+    TypeError (Cedar and orjson refusing the depth of the JSON form the ruleset is made from). In a
+    process of its own, so a crash fails this test and not the run."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _DEEP], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stdout, done.stderr[-2000:])
+    lines = done.stdout.splitlines()
+    assert "LOADED" not in done.stdout
+    assert lines[-1] == "fifty loads"
+    assert len([line for line in lines if "refused" in line]) == 13, lines

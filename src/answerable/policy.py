@@ -20,6 +20,7 @@ import cedarpy
 import orjson
 
 from answerable._canonical import is_simple_json, json_problems
+from answerable._nesting import nesting_problem
 from answerable.errors import PolicyInvalid, RecordInvalid
 
 __all__ = [
@@ -186,6 +187,10 @@ def load_ruleset(policies: str, schema_text: str) -> Ruleset:
     if not isinstance(policies, str) or not isinstance(schema_text, str):
         kinds = f"{type(policies).__name__} and {type(schema_text).__name__}"
         raise PolicyInvalid(f"policies and schema must be text, not {kinds}")
+    for text, what, is_schema in ((schema_text, "schema", True), (policies, "policies", False)):
+        deep = nesting_problem(text, schema=is_schema)
+        if deep is not None:
+            raise PolicyInvalid(f"Cedar {what}: {deep}", errors=(deep,))
     try:
         # Cedar's JSON schema format too: `rules export` writes schema.json for one, and replay
         # and the storm's --rules take it.
@@ -195,7 +200,7 @@ def load_ruleset(policies: str, schema_text: str) -> Ruleset:
         raise PolicyInvalid(f"Cedar schema does not parse: {exc}", errors=(str(exc),)) from exc
     try:
         policy_set = cedarpy.PolicySet.from_str(policies)
-        parsed = orjson.loads(cedarpy.policies_to_json_str(policies))
+        parsed = _json_form(policies)
     except ValueError as exc:
         raise PolicyInvalid(f"Cedar policies do not parse: {exc}", errors=(str(exc),)) from exc
     result = cedarpy.validate_policies(policies, schema)
@@ -235,7 +240,7 @@ def load_ruleset(policies: str, schema_text: str) -> Ruleset:
         ruleset_hash=hashlib.sha256(policies.encode()).hexdigest(),
         schema_hash=hashlib.sha256(schema_text.encode()).hexdigest(),
         policy_set=policy_set,
-        without_review=cedarpy.PolicySet.from_json_str(orjson.dumps(plain).decode()),
+        without_review=_from_json_form(plain),
         schema=schema,
         names=names,
         review=review,
@@ -412,13 +417,61 @@ def diff_policies(old: str, new: str) -> dict[str, list[dict[str, Any]]]:
 
 
 def _policies_by_id(text: str) -> dict[str, tuple[Any, str]]:
+    deep = nesting_problem(text)
+    if deep is not None:
+        raise PolicyInvalid(f"Cedar policies: {deep}", errors=(deep,))
     try:
-        parsed = orjson.loads(cedarpy.policies_to_json_str(text))
+        parsed = _json_form(text)
     except ValueError as exc:
         raise PolicyInvalid(f"Cedar policies do not parse: {exc}", errors=(str(exc),)) from exc
     out: dict[str, tuple[Any, str]] = {}
     for internal, body in parsed.get("staticPolicies", {}).items():
         name = (body.get("annotations") or {}).get("id", internal)
         alone = {"staticPolicies": {internal: body}, "templates": {}, "templateLinks": []}
-        out[name] = (body, str(cedarpy.PolicySet.from_json_str(orjson.dumps(alone).decode())).strip())
+        out[name] = (body, str(_from_json_form(alone)).strip())
     return out
+
+
+_JSON_DEPTH = 127
+"""Levels of JSON that Cedar reads back (its parser's recursion limit is 128): about 60 operators
+chained in one condition. The ruleset without its review policies is made from that form."""
+
+
+def _json_form(policies: str) -> dict[str, Any]:
+    """Cedar's JSON form of ``policies``, refused (PolicyInvalid) when Cedar could not read it back.
+
+    Raises:
+        ValueError: the policies do not parse.
+    """
+    text = cedarpy.policies_to_json_str(policies)
+    try:
+        parsed: dict[str, Any] = orjson.loads(text)
+    except orjson.JSONDecodeError:  # Cedar's own output: it parses, unless deeper than orjson reads
+        parsed, deepest = {}, 1024
+    else:
+        deepest = 0
+    stack: list[tuple[Any, int]] = [(parsed, 1)]
+    while stack:  # no recursion: the depth is what is being measured
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    if deepest > _JSON_DEPTH:
+        levels = deepest if deepest < 1024 else "over 1,024"
+        why = (
+            f"they nest {levels} levels deep in Cedar's JSON form, which Cedar reads to {_JSON_DEPTH}: "
+            "split a long chain of &&, || or if (about 60 operators in one condition) into separate "
+            "policies, or list values in a set"
+        )
+        raise PolicyInvalid(f"Cedar policies: {why}", errors=(why,))
+    return parsed
+
+
+def _from_json_form(doc: dict[str, Any]) -> Any:
+    """The PolicySet of a JSON form :func:`_json_form` gave (and so within the depth Cedar reads)."""
+    try:
+        return cedarpy.PolicySet.from_json_str(orjson.dumps(doc).decode())
+    except (ValueError, TypeError) as exc:  # not expected within the depth checked: said, not raised raw
+        raise PolicyInvalid(f"Cedar policies: Cedar cannot read back their JSON form: {exc}") from exc

@@ -25,6 +25,7 @@ import jsonschema
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from answerable._canonical import canonical_bytes
+from answerable._nesting import nesting_problem
 from answerable.errors import ConfigError, PolicyInvalid
 
 __all__ = [
@@ -168,6 +169,9 @@ def signed_pins(schema_text: str) -> dict[str, str]:
     Raises:
         PolicyInvalid: the schema does not parse.
     """
+    deep = nesting_problem(schema_text, schema=True)
+    if deep is not None:
+        raise PolicyInvalid(f"Cedar schema: {deep}")
     try:
         rendered = str(cedarpy.Schema.from_str(schema_text))
     except ValueError as exc:
