@@ -252,7 +252,7 @@ async def test_a_stop_on_a_name_nothing_can_have_is_refused_and_nothing_is_recor
     controller = Controller(ledger)
     parsed = scope_from_text(scope)
     for act in (controller.halt, controller.pause):
-        with pytest.raises(RecordInvalid, match="the name holds a control|names have no spaces"):
+        with pytest.raises(RecordInvalid, match=r"the name holds a control|names have no spaces"):
             await act(by="ri@example.com", reason="storm", scope=parsed)
     assert ledger.size() == 0
     assert (

@@ -514,3 +514,30 @@ async def test_an_http_operation_with_no_url_to_reach_is_refused_and_redirects_a
     assert undecoded.status == "ambiguous", undecoded
     assert undecoded.execution is not None
     assert "http://carrier/book was cut off: DecodingError" in str(undecoded.execution.error)
+
+
+async def test_an_intent_built_by_hand_with_no_real_time_or_an_unknown_cause_is_refused(
+    gateway: Gateway, ledger: SQLiteLedger, world: World, tmp_path
+) -> None:
+    """Found by a sweep of the library: an Intent built by hand (not by ``Gateway.intent``) dated
+    the 99th month, or citing an entry the ledger does not hold, was recorded and run (the service
+    refused both); a report of that ledger then ended in a traceback on the date."""
+    from answerable import Intent, RecordInvalid
+    from answerable.report import write
+
+    made = gateway.intent("executor", "carrier.book", booking())
+    before = ledger.size()
+    for change, words in [
+        ({"at": "2026-99-99T99:99:99Z"}, "is no time"),
+        ({"at": "2026-02-30T10:00:00.000000Z"}, "is no time"),
+        ({"causes": ("no-such-entry",)}, "is no entry of the ledger"),
+    ]:
+        with pytest.raises(RecordInvalid, match=words):
+            await gateway.submit(made.model_copy(update=change))
+    assert (ledger.size(), world.calls) == (before, 0)
+    assert (await gateway.submit(made)).ok
+    # One written around the gateway, as an earlier version let a library caller: the report reads on.
+    odd = Intent.model_validate({**made.model_dump(mode="json"), "id": "odd-1", "at": "2026-99-99T99:99:99Z"})
+    await ledger.append([odd])
+    write(ledger.path, tmp_path / "report.html")
+    assert (tmp_path / "report.html").stat().st_size > 0

@@ -408,7 +408,10 @@ cases = {
     "or-100": (when(" || ".join(["true"] * 100)), S),
     "or-200": (when(" || ".join(["true"] * 200)), S),
     "if": (when("if true then " * 5000 + "true" + " else true" * 5000), S),
-    "schema": ("permit(principal, action, resource);", "entity A { a: " + "{ a: " * 10000 + "Long" + " }" * 10000 + " };"),
+    "schema": (
+        "permit(principal, action, resource);",
+        "entity A { a: " + "{ a: " * 10000 + "Long" + " }" * 10000 + " };",
+    ),
 }
 for name, (policies, schema) in cases.items():
     for attempt in (lambda: load_ruleset(policies, schema), lambda: diff_policies(policies, policies)):

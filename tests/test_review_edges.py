@@ -578,3 +578,30 @@ def test_the_review_state_is_frozen_and_slotted() -> None:
 
     assert "__slots__" in vars(ReviewState)
     assert getattr(ReviewState, "__dataclass_params__").frozen  # noqa: B009
+
+
+async def test_an_answer_dated_ahead_of_the_clock_is_refused_and_nothing_runs(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, world: World
+) -> None:
+    """Found by a sweep of the library: an approval dated in 2030 (valid to mid-2030) was taken by
+    ``Gateway.settle``, and the call ran; the service refused it as from_the_future. Five minutes
+    ahead (a skewed clock) is still taken."""
+    review_id = await pending_review(gateway)
+    good = gateway.reviews.approval(review_id, key=people.reviewer, verdict="approve", reason="ok")
+    before = ledger.size()
+    future = resigned(
+        good, people.reviewer, at="2030-01-01T00:00:00.000000Z", expires_at="2030-06-01T00:00:00.000000Z"
+    )
+    with pytest.raises(ApprovalRefused) as caught:
+        await gateway.settle(future)
+    assert caught.value.reason_code == "from_the_future"
+    assert ledger.size() == before
+    assert world.calls == 0
+    now = gateway.clock.now_ns()
+    skewed = resigned(
+        good,
+        people.reviewer,
+        at=rfc3339(now + 290 * 10**9),
+        expires_at=rfc3339(now + 3_600 * 10**9),
+    )
+    assert (await gateway.settle(skewed)).status == "succeeded"

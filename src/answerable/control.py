@@ -395,6 +395,8 @@ def _scope_given(action: str, by: str, scope: object) -> None:
             record="Control",
         )
     wrong = _scope_problem(scope) if action != "resume" else None
+    if action != "resume" and isinstance(by, str) and any(unicodedata.category(c)[0] == "C" for c in by):
+        wrong = f"{ascii(by)[:60]} holds a control or invisible character; no person's name has one"
     if wrong is not None:
         raise RecordInvalid(f"{action} by {by!r}: {wrong}", record="Control")
 

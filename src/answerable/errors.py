@@ -239,7 +239,8 @@ class ApprovalRefused(NotAuthorized):
     ``expired``, ``missing_reason``, ``already_claimed`` (the intent was claimed for
     execution: nothing can change that), ``bad_verdict``, ``busy`` (the review kept changing),
     ``bad_causes`` (an answer that does not cite exactly its review), ``bad_expiry`` (an answer
-    whose time or expiry is no date, or valid for over a year).
+    whose time or expiry is no date, or valid for over a year), ``from_the_future`` (an answer
+    dated more than five minutes ahead of the clock that checks it).
     """
 
     def __init__(self, message: str, *, reason_code: str, review_id: str = "", who: str = "") -> None:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 from answerable._canonical import canonical_bytes
 from answerable._turns import PerTurn
 from answerable.charter import CharterHistory, charter_of
-from answerable.clock import Clock, IdSource, SystemClock, rfc3339
+from answerable.clock import Clock, IdSource, SystemClock, on_the_calendar, rfc3339
 from answerable.contract import check_contract
 from answerable.control import Controller, ControlState
 from answerable.errors import (
@@ -378,6 +378,8 @@ class Gateway:
 
         Raises:
             UnknownAgent, UnknownOperation, ArgumentsInvalid: before anything is recorded.
+            RecordInvalid: an intent built by hand with a time the calendar lacks, or a cause
+                the ledger does not hold; nothing is recorded.
             LeaseLost: this gateway was deposed; nothing was recorded or called.
         """
         if not isinstance(intent, Intent):  # made by Gateway.intent, which checks what it is given
@@ -392,6 +394,7 @@ class Gateway:
         op = self._operations.get(intent.operation)
         if op is None:
             raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
+        self._recordable(intent)
         intent, args = _canonical_intent(op, intent)
         request, verdict, state = await self._judge(op, intent, args)
         decision = self._decision(op, intent, request, verdict, state)
@@ -415,6 +418,20 @@ class Gateway:
         self._at("recorded", intent)
         self._at("claimed", intent)
         return await self._execute(op, intent, decision, args, claim, recovered=False)
+
+    def _recordable(self, intent: Intent) -> None:
+        """Refuse an intent built by hand (not by :meth:`intent`) that would record a time the
+        calendar lacks, or cite what the ledger does not hold: the service refused both; the
+        library recorded them, and a report of the ledger then failed on the date."""
+        if not on_the_calendar(intent.at):
+            raise RecordInvalid(f"intent {intent.id}: its time {intent.at!r} is no time", record="Intent")
+        for cause in intent.causes:  # an intent cites what is in the ledger, nothing else
+            try:
+                self.ledger.find(cause)
+            except EntryNotFound:
+                raise RecordInvalid(
+                    f"intent {intent.id}: cause {cause!r} is no entry of the ledger", record="Intent"
+                ) from None
 
     def _stop_for(
         self,

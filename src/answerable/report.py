@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from answerable.charter import charter_of
+from answerable.clock import on_the_calendar
 from answerable.coordination import Observed, observe
 from answerable.errors import ConfigError, RecordInvalid
 from answerable.ledger import SQLLedger, open_ledger, payload_of
@@ -218,7 +219,9 @@ def _gather(target: str | Path) -> _Facts:
                 continue
             at = record.get("at") if isinstance(record, dict) else record.at
             if isinstance(record, dict) and not _is_time(at):
-                at = None  # known kinds validated their time; an entry of another kind may hold anything
+                at = None  # an entry of a kind this version does not know may hold anything
+            elif isinstance(at, str) and not on_the_calendar(at):
+                at = None  # a known kind's pattern admits a 13th month; a library caller could write one
             if isinstance(at, str):
                 facts.first_at = at if facts.first_at is None else min(facts.first_at, at)
                 facts.last_at = at if facts.last_at is None else max(facts.last_at, at)

@@ -242,7 +242,7 @@ def check_approval(approval: Approval, state: ReviewState, charter: SystemCharte
             "bad_causes",
             f"an answer cites the review it answers and nothing else, not {list(approval.causes)}",
         )
-    _check_validity(approval, refuse)
+    _check_validity(approval, refuse, now)
     if any(a.id == approval.id for a in (*state.approvals, *state.lapsed)):
         raise refuse("already_used", "this approval was already used; an approval is valid once")
     if state.final:
@@ -263,13 +263,22 @@ def check_approval(approval: Approval, state: ReviewState, charter: SystemCharte
         raise refuse("expired", f"the review expired at {review.expires_at}")
 
 
-def _check_validity(approval: Approval, refuse: Callable[[str, str], ApprovalRefused]) -> None:
+def _check_validity(approval: Approval, refuse: Callable[[str, str], ApprovalRefused], now: str) -> None:
     """An answer's window is real dates, at most a year long, as ``unsigned_approval`` makes it:
-    one signed elsewhere, by another client, is held to the same."""
+    one signed elsewhere, by another client, is held to the same. It may not be dated ahead of
+    ``now`` by more than a signed request may be: an answer from the future would stand before
+    the review it answers in every timeline drawn from the ledger (the service refused one; the
+    library took it, and ran the call)."""
     try:
         signed, expires = parse_rfc3339(approval.at), parse_rfc3339(approval.expires_at)
     except ValueError as exc:
         raise refuse("bad_expiry", f"its time or expiry is no date ({exc})") from exc
+    ahead = (signed - parse_rfc3339(now)) // 1_000_000_000
+    if ahead > _AHEAD:
+        raise refuse(
+            "from_the_future",
+            f"it is dated {approval.at}, {ahead:,} s ahead of this clock (at most {_AHEAD} s)",
+        )
     if not 0 < expires - signed <= _MAX_VALID_FOR * 1_000_000_000:
         raise refuse(
             "bad_expiry",
@@ -497,6 +506,9 @@ def _add_seconds(stamp: str, seconds: int) -> str:
 
 
 _MAX_VALID_FOR = 366 * 24 * 3600
+_AHEAD = 300
+"""Seconds an answer may be dated ahead of the clock it is checked by: the clock skew a signed
+request may have (``httpsig.SKEW``)."""
 """The longest an approval stays valid: one valid past the year 9999 has no RFC 3339 form (it
 was an OverflowError from the clock); a year is more than any approval waits for the others."""
 

@@ -113,6 +113,7 @@ ANSWER_STATUS = {
     "own_proposal": 403,
     "bad_causes": 422,
     "bad_expiry": 422,
+    "from_the_future": 422,
     "bad_verdict": 422,
     "missing_reason": 422,
 }

@@ -369,3 +369,19 @@ def test_many_marks_go_in_one_commit_and_again_change_nothing(backend: Backend, 
     assert all(other.nonce_seen(f"handled:g:{k}") for k in "abc")
     assert not other.nonce_seen("handled:g:d")
     assert not store.use_nonce("handled:g:a", 300)  # the same store's nonces, one table
+
+
+def test_a_closed_ledger_takes_no_nonce_blob_or_note(store: SQLLedger):
+    """Found by a sweep of the library: after ``close()`` an SQLite ledger still recorded a nonce
+    (answering True, as if the request were fresh) and stored a blob, and with its file deleted
+    it made an empty database under the name. Every backend refuses all three with LedgerError."""
+    from answerable.errors import LedgerError
+
+    store.close()
+    for write in (
+        lambda: store.use_nonce("n-after-close", 1),
+        lambda: store.put_blob(b"after close"),
+        lambda: store.put_note("after", "close"),
+    ):
+        with pytest.raises(LedgerError):
+            write()

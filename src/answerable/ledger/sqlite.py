@@ -274,11 +274,17 @@ class SQLiteLedger(SQLLedger):
             lambda c: c.execute("UPDATE lease SET released = 1 WHERE epoch = ?", (epoch,)).rowcount
         )
 
-    def _short_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """One small write transaction on its own connection (the writer thread may be busy)."""
+    def _connect_again(self) -> sqlite3.Connection:
+        """A connection of its own to this ledger's file, refused once the ledger is closed or
+        its file is gone: SQLite would make an empty database under the name (a stray file where
+        a ledger was, which then refuses to become one), and a closed ledger takes no writes."""
         if self._closing or not self.path.exists():
             raise LedgerError(f"ledger {self.path} is closed or gone")
-        conn = _connect(self.path)
+        return _connect(self.path)
+
+    def _short_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """One small write transaction on its own connection (the writer thread may be busy)."""
+        conn = self._connect_again()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -330,7 +336,7 @@ class SQLiteLedger(SQLLedger):
         """
         data = blob_bytes(data)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        conn = _connect(self.path)
+        conn = self._connect_again()
         try:
             added = conn.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?)", (digest, data)).rowcount
             if not added:
@@ -361,8 +367,10 @@ class SQLiteLedger(SQLLedger):
             forget_before = nonce_time(forget_before)
         with self._nonce_lock:
             try:
+                if self._closing:
+                    raise LedgerError(f"ledger {self.path} is closed")
                 if self._nonces is None:
-                    self._nonces = _connect(self.path)
+                    self._nonces = self._connect_again()
                     self._nonces.execute(_NONCES)
                 self._nonce_calls += 1
                 if forget_before is not None and self._nonce_calls % 1024 == 0:
@@ -422,7 +430,7 @@ class SQLiteLedger(SQLLedger):
             LedgerTampered: naming the entry by index and id as precisely as the evidence allows.
             ConfigError: ``key`` or ``checkpoint`` is malformed.
         """
-        conn = _connect(self.path)
+        conn = self._connect_again()
         try:
             conn.execute("BEGIN")  # one snapshot: a commit landing meanwhile is not seen half-way
             return _verify.verify(SQLView(conn, self._sql), checkpoint, key=key)
