@@ -496,3 +496,47 @@ async def test_a_ruleset_signed_before_review_terms_were_bounded_still_loads_and
     outcome = await gateway.submit(gateway.intent("executor", "carrier.book", medical))
     assert outcome.review is not None
     assert outcome.review.expires_at == "9999-12-31T23:59:59.000000Z"
+
+
+async def test_what_a_sweep_of_the_library_found_at_its_doors_is_a_config_error(gateway: Gateway) -> None:
+    """Each was a raw TypeError, ValueError or AttributeError from inside the library, most of
+    them only at the first call: a path given for the gateway's ledger, an operation registered
+    with no function or with ``dict`` for ``args``, a client with no key, a timeout of "x" or a CA
+    file's path as ``verify``. Each is now a ConfigError naming the setting, where it is given."""
+    from answerable.client import AsyncClient, Client
+
+    key = KeyPair.generate("agent@example.org")
+    before = set(gateway.operations)
+    doors = [
+        lambda: Gateway("ledger.db"),  # type: ignore[arg-type]
+        lambda: Gateway(None),  # type: ignore[arg-type]
+        lambda: gateway.register("", print, resource_class="x"),
+        lambda: gateway.register("a b", print, resource_class="x"),
+        lambda: gateway.register(None, print, resource_class="x"),  # type: ignore[arg-type]
+        lambda: gateway.register("x.none", None, resource_class="x"),  # type: ignore[arg-type]
+        lambda: gateway.register("x.lookup", print, resource_class="x", lookup=5),  # type: ignore[arg-type]
+        lambda: gateway.register("x.args", print, resource_class="x", args=dict),  # type: ignore[arg-type]
+        lambda: Client("http://127.0.0.1:1", None),  # type: ignore[arg-type]
+        lambda: Client("http://127.0.0.1:1", key, timeout="x"),  # type: ignore[arg-type]
+        lambda: Client("http://127.0.0.1:1", key, timeout=float("nan")),
+        lambda: Client("http://127.0.0.1:1", key, timeout=-1),
+        lambda: AsyncClient("http://127.0.0.1:1", key, verify="/etc/ssl/ca.pem"),  # type: ignore[arg-type]
+    ]
+    for door in doors:
+        with pytest.raises(ConfigError):
+            door()
+    assert set(gateway.operations) == before
+
+
+def test_a_key_file_named_by_nothing_a_file_can_be_named_is_a_config_error(tmp_path: Path) -> None:
+    """None, a number, a NUL or a lone surrogate as a key file's path were TypeError, ValueError
+    and UnicodeEncodeError (whose own message could not be printed); bytes are a path, as for open."""
+    key = KeyPair.generate("agent@example.org")
+    for name in (None, 5, str(tmp_path / "a\x00b"), str(tmp_path / "a\ud800b")):
+        with pytest.raises(ConfigError):
+            key.save(name)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError):
+            KeyPair.load(name)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+    key.save(str(tmp_path / "k").encode())  # type: ignore[arg-type]
+    assert KeyPair.load(str(tmp_path / "k").encode()).identity == "agent@example.org"  # type: ignore[arg-type]

@@ -81,6 +81,30 @@ def _cut(text: str) -> str:
     return f"{text[:_SHOWN_ID]!r}{'...' if len(text) > _SHOWN_ID else ''}"
 
 
+def _settings(key: object, timeout: object, verify: object) -> KeyPair:
+    """``key``, once the client's settings are ones it can use: otherwise every call failed with a
+    raw AttributeError (no key), TypeError or ValueError (a timeout of "x" or -1), and a CA file's
+    path given as ``verify`` (as another HTTP library takes it) was a FileNotFoundError.
+
+    Raises:
+        ConfigError: naming the setting.
+    """
+    if not isinstance(key, KeyPair):
+        raise ConfigError(f"a client signs with a KeyPair (KeyPair.load(FILE)), not {_kind(key)}")
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout < float("inf")  # NaN too
+    ):
+        raise ConfigError(f"timeout is seconds above 0, not {timeout!r}")
+    if not isinstance(verify, bool | ssl.SSLContext):
+        raise ConfigError(
+            "verify is True, False or an ssl.SSLContext "
+            f"(ssl.create_default_context(cafile=...) for a CA file), not {_kind(verify)}"
+        )
+    return key
+
+
 def _service_url(url: object) -> str:
     """``url`` without its trailing slash, refused now if no request could be made from it: a
     bad port or host would otherwise surface on the first call as a raw ``ValueError`` or
@@ -341,7 +365,7 @@ class Client:
                 without its credentials).
         """
         self.url = _service_url(url)
-        self.key = key
+        self.key = _settings(key, timeout, verify)
         self._http = httpx.Client(timeout=timeout, transport=_Transport(verify=verify))
 
     def _call(self, method: str, path: str, body: bytes = b"", **params: Any) -> Any:
@@ -465,7 +489,7 @@ class AsyncClient:
     ) -> None:
         """As :class:`Client`'s."""
         self.url = _service_url(url)
-        self.key = key
+        self.key = _settings(key, timeout, verify)
         self._http = httpx.AsyncClient(timeout=timeout, transport=_AsyncTransport(verify=verify))
 
     async def _call(self, method: str, path: str, body: bytes = b"", **params: Any) -> Any:

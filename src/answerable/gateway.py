@@ -155,6 +155,10 @@ class Gateway:
         holder: str | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        if not callable(getattr(ledger, "append", None)):  # a path given for it failed later, AttributeError
+            raise ConfigError(
+                f"a Gateway governs a ledger (open_ledger(...) makes one), not a {type(ledger).__name__}"
+            )
         self.ledger = ledger
         self.clock = clock or SystemClock()
         self.ids = ids or IdSource(self.clock)
@@ -295,8 +299,15 @@ class Gateway:
         fencing tokens; after a crash, a lookup that carries the new token and finds nothing is
         then proof that the old call never landed and never will, so the call is made again.
         """
+        if not isinstance(name, str) or not name or any(c.isspace() for c in name):
+            raise ConfigError(f"an operation is named by text without spaces, not {name!r}")
         if name in self._operations:
             raise ConfigError(f"operation {name!r} is already registered")
+        for what, given in (("call", call), ("lookup", lookup)):
+            if (given is not None or what == "call") and not callable(given):
+                raise ConfigError(f"operation {name!r}: {what} is a function, not a {type(given).__name__}")
+        if args is not None and not (isinstance(args, type) and issubclass(args, BaseModel)):
+            raise ConfigError(f"operation {name!r}: args is a pydantic model class, not {args!r}")
         parameters = inspect.signature(call).parameters
         op = Operation(
             name=name,

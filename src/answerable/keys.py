@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import sys
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,7 @@ class KeyPair:
             ConfigError: the file cannot be written (no such directory, no permission), or it
                 exists and ``replace`` is false.
         """
+        path = _key_path(path)
         raw = self.private.private_bytes_raw()
         text = f"{self.identity}\n{base64.b64encode(raw).decode('ascii')}\n"
         flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
@@ -102,7 +104,7 @@ class KeyPair:
         Raises:
             ConfigError: the file is missing, unreadable or not an answerable key file.
         """
-        path = Path(path)
+        path = _key_path(path)
         try:
             # A pipe is read (a key kept off the disk: --key <(...)); /dev/zero and a FIFO nobody
             # writes to are no key file, said at once.
@@ -157,3 +159,19 @@ def verify_signature(public_b64: str, signature_b64: str | None, data: bytes, *,
         raise SignatureInvalid(
             f"signature by {who} does not verify against their key in the charter"
         ) from exc
+
+
+def _key_path(path: object) -> Path:
+    """``path`` as a Path, or ConfigError: None or a number was a raw TypeError, a NUL a
+    ValueError, a lone surrogate a UnicodeEncodeError, each with a message about something else.
+    Bytes are a path as ``open`` reads them."""
+    if not isinstance(path, str | bytes | os.PathLike):
+        raise ConfigError(f"a key file is named by a path, not {type(path).__name__}")
+    text = os.fsdecode(path)
+    if "\x00" in text:
+        raise ConfigError("a key file's path holds a NUL character, which no file name has")
+    try:
+        text.encode(sys.getfilesystemencoding(), "surrogateescape")
+    except UnicodeEncodeError:
+        raise ConfigError("a key file's path holds a character no file name can hold") from None
+    return Path(text)
