@@ -1609,12 +1609,10 @@ def mcp_proxy_command(
             lambda bound: f"answerable mcp-proxy on http://127.0.0.1:{bound}/mcp -> {proxy.url}",
             uvicorn.Config(app_, host="127.0.0.1", port=port, log_level="warning"),
         )
-        try:  # as uvicorn.run: Ctrl-C is a clean stop, and a server that never listened exits 3
+        try:  # as uvicorn.run: Ctrl-C is a clean stop (a port it cannot take, uvicorn exits 3 itself)
             listening.run()
         except KeyboardInterrupt:
             return
-        if not listening.started:
-            raise typer.Exit(3)
         return
     from mcp.server.stdio import stdio_server
 

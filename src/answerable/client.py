@@ -92,11 +92,15 @@ def _settings(key: object, timeout: object, verify: object) -> KeyPair:
     if not isinstance(key, KeyPair):
         raise ConfigError(f"a client signs with a KeyPair (KeyPair.load(FILE)), not {_kind(key)}")
     if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not 0 < timeout < float("inf")  # NaN too
+        timeout is not None
+        and not isinstance(timeout, httpx.Timeout)
+        and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout < float("inf")  # NaN too
+        )
     ):
-        raise ConfigError(f"timeout is seconds above 0, not {timeout!r}")
+        raise ConfigError(f"timeout is seconds above 0 (None: none; or an httpx.Timeout), not {timeout!r}")
     if not isinstance(verify, bool | ssl.SSLContext):
         raise ConfigError(
             "verify is True, False or an ssl.SSLContext "
@@ -355,7 +359,12 @@ class Client:
     """A synchronous client; one per agent (or person) key."""
 
     def __init__(
-        self, url: str, key: KeyPair, *, timeout: float = 90.0, verify: ssl.SSLContext | bool = True
+        self,
+        url: str,
+        key: KeyPair,
+        *,
+        timeout: float | httpx.Timeout | None = 90.0,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         """``verify``: for an https URL, the TLS context that trusts the service's certificate
         (``ssl.create_default_context(cafile=...)`` for one of your own); the system's by default.
@@ -485,7 +494,12 @@ class AsyncClient:
     """The same calls for asyncio code (a framework's callback, an agent's event loop)."""
 
     def __init__(
-        self, url: str, key: KeyPair, *, timeout: float = 90.0, verify: ssl.SSLContext | bool = True
+        self,
+        url: str,
+        key: KeyPair,
+        *,
+        timeout: float | httpx.Timeout | None = 90.0,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         """As :class:`Client`'s."""
         self.url = _service_url(url)

@@ -123,11 +123,19 @@ def _scope_problem(scope: Scope) -> str | None:
     if value is None:
         return None
     shown = ascii(value)[1:-1][:40]
-    if not says_something(value) or any(unicodedata.category(c)[0] == "C" for c in value):
-        return f"scope {scope.kind}:{shown}: the name holds a control or invisible character; no name has one"
+    if not says_something(value) or any(_control(c) for c in value):
+        return f"scope {scope.kind}:{shown}: the name holds a control character or nothing visible"
     if scope.kind in ("agent", "channel") and any(c.isspace() for c in value):
         return f"scope {scope.kind}:{shown}: a charter's {scope.kind} names have no spaces"
     return None
+
+
+def _control(c: str) -> bool:
+    """A control character or a lone surrogate (Unicode Cc, Cs), which no charter name may hold.
+    Format marks (Cf: the zero-width joiner of an emoji sequence, the Persian non-joiner) and
+    characters newer than this Python's tables may be in a charter's names, so a stop on such a
+    name must be possible; a name of them alone has no visible sign, which is refused above."""
+    return unicodedata.category(c) in ("Cc", "Cs")
 
 
 _LISTED = 8
@@ -395,8 +403,8 @@ def _scope_given(action: str, by: str, scope: object) -> None:
             record="Control",
         )
     wrong = _scope_problem(scope) if action != "resume" else None
-    if action != "resume" and isinstance(by, str) and any(unicodedata.category(c)[0] == "C" for c in by):
-        wrong = f"{ascii(by)[:60]} holds a control or invisible character; no person's name has one"
+    if action != "resume" and isinstance(by, str) and any(_control(c) for c in by):
+        wrong = f"{ascii(by)[:60]} holds a control character, which no identity may have"
     if wrong is not None:
         raise RecordInvalid(f"{action} by {by!r}: {wrong}", record="Control")
 

@@ -436,13 +436,11 @@ class Gateway:
         library recorded them, and a report of the ledger then failed on the date."""
         if not on_the_calendar(intent.at):
             raise RecordInvalid(f"intent {intent.id}: its time {intent.at!r} is no time", record="Intent")
-        for cause in intent.causes:  # an intent cites what is in the ledger, nothing else
-            try:
-                self.ledger.find(cause)
-            except EntryNotFound:
-                raise RecordInvalid(
-                    f"intent {intent.id}: cause {cause!r} is no entry of the ledger", record="Intent"
-                ) from None
+        missing = self.ledger.unknown(intent.causes) if intent.causes else ()
+        if missing:  # an intent cites what is in the ledger, nothing else
+            raise RecordInvalid(
+                f"intent {intent.id}: cause {missing[0]!r} is no entry of the ledger", record="Intent"
+            )
 
     def _stop_for(
         self,

@@ -438,40 +438,49 @@ chained in one condition. The ruleset without its review policies is made from t
 
 
 def _json_form(policies: str) -> dict[str, Any]:
-    """Cedar's JSON form of ``policies``, refused (PolicyInvalid) when Cedar could not read it back.
+    """Cedar's JSON form of ``policies``.
 
     Raises:
         ValueError: the policies do not parse.
+        PolicyInvalid: they nest deeper than orjson reads (1,024 levels).
     """
     text = cedarpy.policies_to_json_str(policies)
     try:
         parsed: dict[str, Any] = orjson.loads(text)
-    except orjson.JSONDecodeError:  # Cedar's own output: it parses, unless deeper than orjson reads
-        parsed, deepest = {}, 1024
-    else:
-        deepest = 0
-    stack: list[tuple[Any, int]] = [(parsed, 1)]
-    while stack:  # no recursion: the depth is what is being measured
-        value, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if isinstance(value, dict):
-            stack.extend((v, depth + 1) for v in value.values())
-        elif isinstance(value, list):
-            stack.extend((v, depth + 1) for v in value)
-    if deepest > _JSON_DEPTH:
-        levels = deepest if deepest < 1024 else "over 1,024"
-        why = (
-            f"they nest {levels} levels deep in Cedar's JSON form, which Cedar reads to {_JSON_DEPTH}: "
-            "split a long chain of &&, || or if (about 60 operators in one condition) into separate "
-            "policies, or list values in a set"
-        )
-        raise PolicyInvalid(f"Cedar policies: {why}", errors=(why,))
+    except orjson.JSONDecodeError as exc:  # Cedar's own output: it parses, unless too deep
+        raise PolicyInvalid(f"Cedar policies: {_too_deep('over 1,024')}", errors=(str(exc),)) from exc
     return parsed
 
 
 def _from_json_form(doc: dict[str, Any]) -> Any:
-    """The PolicySet of a JSON form :func:`_json_form` gave (and so within the depth Cedar reads)."""
+    """The PolicySet of ``doc``, a JSON form :func:`_json_form` gave (or part of one).
+
+    Only what is read back is measured: a review policy, left out of the ruleset made without
+    them, may nest deeper, as it always could (a ruleset an earlier version recorded still loads).
+
+    Raises:
+        PolicyInvalid: deeper than Cedar reads back, said as that, not as a raw ValueError.
+    """
+    deepest, stack = 0, [(doc, 1)]
+    while stack:  # no recursion: the depth is what is being measured
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in value)
+    if deepest > _JSON_DEPTH:
+        raise PolicyInvalid(f"Cedar policies: {_too_deep(str(deepest))}")
     try:
         return cedarpy.PolicySet.from_json_str(orjson.dumps(doc).decode())
-    except (ValueError, TypeError) as exc:  # not expected within the depth checked: said, not raised raw
+    except (ValueError, TypeError) as exc:  # not expected within the depth measured: said, not raw
         raise PolicyInvalid(f"Cedar policies: Cedar cannot read back their JSON form: {exc}") from exc
+
+
+def _too_deep(levels: str) -> str:
+    return (
+        f"they nest {levels} levels deep in Cedar's JSON form, which Cedar reads to {_JSON_DEPTH}: "
+        "split a long chain of &&, || or if (about 60 operators in one condition) into separate "
+        "policies, or list values in a set"
+    )

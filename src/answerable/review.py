@@ -39,6 +39,7 @@ from answerable.errors import (
     RecordInvalid,
     SignatureInvalid,
 )
+from answerable.httpsig import SKEW
 from answerable.keys import KeyPair
 from answerable.ledger.base import Guard, LedgerStore
 from answerable.records import (
@@ -506,11 +507,11 @@ def _add_seconds(stamp: str, seconds: int) -> str:
 
 
 _MAX_VALID_FOR = 366 * 24 * 3600
-_AHEAD = 300
-"""Seconds an answer may be dated ahead of the clock it is checked by: the clock skew a signed
-request may have (``httpsig.SKEW``)."""
 """The longest an approval stays valid: one valid past the year 9999 has no RFC 3339 form (it
 was an OverflowError from the clock); a year is more than any approval waits for the others."""
+_AHEAD = SKEW
+"""Seconds an answer may be dated ahead of the clock it is checked by: the clock skew a signed
+request may have."""
 
 
 def unsigned_approval(

@@ -385,3 +385,15 @@ def test_a_closed_ledger_takes_no_nonce_blob_or_note(store: SQLLedger):
     ):
         with pytest.raises(LedgerError):
             write()
+
+
+def test_unknown_names_the_ids_no_entry_has_in_one_read(store: SQLLedger):
+    """What the gateway checks an intent's causes with: the ids no entry has, in the order asked,
+    anything no id can be among them (a NUL, a lone surrogate, not text), the same on each backend."""
+    events = order_events(3, IdSource(FakeClock()))
+    store.append_sync(events)
+    known = [e.id for e in events]
+    assert store.unknown(known) == []
+    asked = [known[1], "nothing", known[0], "a\x00b", "\ud800", 5]
+    assert store.unknown(asked) == ["nothing", "a\x00b", "\ud800", 5]  # type: ignore[list-item]
+    assert store.unknown([]) == []

@@ -757,6 +757,17 @@ class SQLLedger(ABC):
             raise EntryNotFound(entry_id)
         return _stored(row)
 
+    def unknown(self, entry_ids: Sequence[str]) -> list[str]:
+        """Those of ``entry_ids`` no entry has (anything no id can be among them), in one query:
+        what an intent's causes cost the gateway to check, however many it cites."""
+        asked = [i for i in entry_ids if key_text(i) is not None]
+        known: set[str] = set()
+        if asked:
+            marks = ", ".join("?" * len(asked))
+            sql = self._sql(f"SELECT id FROM entries WHERE id IN ({marks})")  # the ids go as parameters
+            known = {row[0] for row in self._read(lambda c: c.execute(sql, asked).fetchall())}
+        return [i for i in entry_ids if i not in known]
+
     def entries(self, start: int = 0, stop: int | None = None) -> list[StoredEntry]:
         """The entries from ``start`` up to ``stop`` (None: the end); a range past the end, however
         far, holds none.
