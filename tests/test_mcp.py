@@ -8,6 +8,7 @@ answered; receipts are verified offline against the ledger's key, and refused wi
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import subprocess
 import sys
@@ -128,14 +129,15 @@ def proxy_params(system: Running) -> StdioServerParameters:
     )
 
 
-@pytest.fixture(scope="module")
-def http_proxy(shop: Running) -> Iterator[str]:
-    """``answerable mcp-proxy --http`` beside the service: the URL of its streamable HTTP endpoint."""
-    proxy_params(shop)  # the config names the service
+@contextlib.contextmanager
+def proxy_process(system: Running) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``answerable mcp-proxy --http`` beside the service, once it says it listens: the process
+    and the URL of its streamable HTTP endpoint; stopped at the end if it still runs."""
+    proxy_params(system)  # the config names the service
     port = free_port()
     proc = subprocess.Popen(
         [*CLI, "mcp-proxy", "answerable.toml", "--http", "--port", str(port)],
-        cwd=shop.folder,
+        cwd=system.folder,
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -143,12 +145,20 @@ def http_proxy(shop: Running) -> Iterator[str]:
         assert proc.stderr is not None
         line = proc.stderr.readline()
         assert "answerable mcp-proxy on http://127.0.0.1:" in line, line
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield proc, f"http://127.0.0.1:{port}/mcp"
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def http_proxy(shop: Running) -> Iterator[str]:
+    """The proxy's URL, for the tests that call through it."""
+    with proxy_process(shop) as (_, url):
+        yield url
 
 
 def call(target: Any, calls: list[tuple[str, dict[str, Any]]]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -529,26 +539,9 @@ def test_the_http_proxy_stops_cleanly_on_ctrl_c_and_exits_3_when_it_cannot_liste
     import signal
     import socket
 
-    proxy_params(shop)
-    port = free_port()
-    proc = subprocess.Popen(
-        [*CLI, "mcp-proxy", "answerable.toml", "--http", "--port", str(port)],
-        cwd=shop.folder,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        assert "answerable mcp-proxy on http://127.0.0.1:" in line, line
+    with proxy_process(shop) as (proc, _):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-        if proc.stderr is not None:
-            proc.stderr.close()
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
