@@ -114,8 +114,8 @@ def _scope_problem(scope: Scope) -> str | None:
     """Why no stop may be recorded on ``scope``, or None: a value that nothing can ever be named.
 
     A stop on an unknown name is recorded (with a warning: an agent may join later), but a name
-    with a control or invisible character, or an agent or topic with a space (the charter's names
-    have none), can never match anything: it would read in the ledger as a stop that holds.
+    with a control character or nothing visible, or an agent or topic with a space (the charter's
+    names have none), can never match anything: it would read in the ledger as a stop that holds.
     Checked where a halt or pause is made, never where one is read, nor for a resume: whatever
     stop a ledger holds can be lifted.
     """
