@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MAX_DEPTH", "MAX_OPERATORS", "nesting_problem"]
+from answerable.errors import PolicyInvalid
+
+__all__ = ["MAX_DEPTH", "MAX_OPERATORS", "refuse_too_deep"]
 
 MAX_DEPTH = 200
 """Brackets (``(``, ``[``, ``{``; and ``<`` in a schema's ``Set<...>``) open at once: parentheses
@@ -30,7 +32,18 @@ _OPEN = frozenset("([{")
 _CLOSE = frozenset(")]}")
 
 
-def nesting_problem(text: str, *, schema: bool = False) -> str | None:
+def refuse_too_deep(text: str, *, schema: bool = False) -> None:
+    """Refuse a policy (or, with ``schema``, a schema) text Cedar must not be given.
+
+    Raises:
+        PolicyInvalid: naming the line and what is too deep there.
+    """
+    why = _nesting_problem(text, schema=schema)
+    if why is not None:
+        raise PolicyInvalid(f"Cedar {'schema' if schema else 'policies'}: {why}", errors=(why,))
+
+
+def _nesting_problem(text: str, *, schema: bool) -> str | None:
     """Why Cedar must not be given ``text``, or None. ``schema``: ``<`` and ``>`` open and close
     (``Set<Set<Long>>``); in policies they compare, and count as operators."""
     if sum(text.count(c) for c in "([{<") <= MAX_DEPTH and len(text) < MAX_OPERATORS:

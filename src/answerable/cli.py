@@ -833,13 +833,10 @@ def _read(path: Path) -> str:
         _fail(ConfigError(f"{path} is not UTF-8 text (byte {exc.start}): give a text file"))
 
 
-_MAX_INPUT = MAX_INPUT
-
-
 def _input(path: Path) -> bytes:
     """The bytes of a file a command was given (see ``_files.read_capped``): OSError with its
     reason, which each caller says in its own words."""
-    return read_capped(path, _MAX_INPUT)
+    return read_capped(path, MAX_INPUT)
 
 
 def _out_file(path: Path, force: bool, *, makes_folder: bool = False) -> Path:
@@ -1609,10 +1606,8 @@ def mcp_proxy_command(
             lambda bound: f"answerable mcp-proxy on http://127.0.0.1:{bound}/mcp -> {proxy.url}",
             uvicorn.Config(app_, host="127.0.0.1", port=port, log_level="warning"),
         )
-        try:  # as uvicorn.run: Ctrl-C is a clean stop (a port it cannot take, uvicorn exits 3 itself)
-            listening.run()
-        except KeyboardInterrupt:
-            return
+        with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C is a clean stop
+            listening.run()  # (a port it cannot take: uvicorn exits 3 itself)
         return
     from mcp.server.stdio import stdio_server
 
@@ -1922,10 +1917,8 @@ def main() -> None:
         raise SystemExit(_said(exc)) from None
     empty = _empty_path(cli, sys.argv[1:])
     if empty is not None:
-        sys.stderr.write(
-            f"answerable: error: {empty}: an empty path names nothing (for the current folder, write '.')\n"
-        )
-        raise SystemExit(2)
+        error = ConfigError(f"{empty}: an empty path names nothing (for the current folder, write '.')")
+        raise SystemExit(_said(error))
     try:
         code = cli.main(standalone_mode=False)
     except typer.TyperException as exc:  # the base of click's errors, which typer vendors

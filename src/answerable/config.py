@@ -12,7 +12,7 @@ import importlib
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,25 +202,21 @@ _TABLES = (*_KEYS, "operations", "prerequisites", "agents", "mcp", "console")
 """Every top-level table; the last five check their own keys where they are read."""
 
 
-def _unknown(name: str, given: object, known: tuple[str, ...], where: str) -> ConfigError | None:
-    """The error for a key (or table) ``given`` that is not among ``known``, or None."""
-    if given in known:
-        return None
-    close = difflib.get_close_matches(str(given), known, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
-    return ConfigError(f"{name}: {where}: unknown key {str(given)!r} ({hint})")
+def _known(name: str, keys: Iterable[object], known: tuple[str, ...], where: str) -> None:
+    """Refuse the first of ``keys`` (of a table, or tables) not among ``known``, naming the
+    closest known one."""
+    for given in keys:
+        if given not in known:
+            close = difflib.get_close_matches(str(given), known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+            raise ConfigError(f"{name}: {where}: unknown key {str(given)!r} ({hint})")
 
 
 def _check_keys(name: str, doc: dict[str, Any]) -> None:
+    _known(name, doc, _TABLES, "top level")
     for table, value in doc.items():
-        wrong = _unknown(name, table, _TABLES, "top level")
-        if wrong is not None:
-            raise wrong
         if table in _KEYS and isinstance(value, dict):
-            for key in value:
-                wrong = _unknown(name, key, _KEYS[table], f"[{table}]")
-                if wrong is not None:
-                    raise wrong
+            _known(name, value, _KEYS[table], f"[{table}]")
 
 
 def load_config(path: Path) -> ServiceConfig:
@@ -389,10 +385,7 @@ class _Reader:
         for name, table in self._table("agents").items():
             if not isinstance(table, dict):
                 raise ConfigError(f"{self.name}: [agents.{name}] must be a table")
-            for key in table:
-                wrong = _unknown(self.name, key, ("class", "key"), f"[agents.{name}]")
-                if wrong is not None:
-                    raise wrong
+            _known(self.name, table, ("class", "key"), f"[agents.{name}]")
             target = table.get("class")
             if not isinstance(target, str) or ":" not in target:
                 raise ConfigError(f"{self.name}: [agents.{name}] class: want module:Class, got {target!r}")

@@ -402,9 +402,12 @@ def _scope_given(action: str, by: str, scope: object) -> None:
             f"not a {type(scope).__name__}",
             record="Control",
         )
-    wrong = _scope_problem(scope) if action != "resume" else None
-    if action != "resume" and isinstance(by, str) and any(_control(c) for c in by):
-        wrong = f"{ascii(by)[:60]} holds a control character, which no identity may have"
+    if action == "resume":  # whatever stop a ledger holds can be lifted, and by whoever signs it
+        return
+    if isinstance(by, str) and any(_control(c) for c in by):
+        wrong: str | None = f"{ascii(by)[:60]} holds a control character, which no identity may have"
+    else:
+        wrong = _scope_problem(scope)
     if wrong is not None:
         raise RecordInvalid(f"{action} by {by!r}: {wrong}", record="Control")
 

@@ -303,9 +303,10 @@ class Gateway:
             raise ConfigError(f"an operation is named by text without spaces, not {name!r}")
         if name in self._operations:
             raise ConfigError(f"operation {name!r} is already registered")
-        for what, given in (("call", call), ("lookup", lookup)):
-            if (given is not None or what == "call") and not callable(given):
-                raise ConfigError(f"operation {name!r}: {what} is a function, not a {type(given).__name__}")
+        if not callable(call):
+            raise ConfigError(f"operation {name!r}: call is a function, not a {type(call).__name__}")
+        if lookup is not None and not callable(lookup):
+            raise ConfigError(f"operation {name!r}: lookup is a function, not a {type(lookup).__name__}")
         if args is not None and not (isinstance(args, type) and issubclass(args, BaseModel)):
             raise ConfigError(f"operation {name!r}: args is a pydantic model class, not {args!r}")
         parameters = inspect.signature(call).parameters

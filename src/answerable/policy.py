@@ -20,7 +20,7 @@ import cedarpy
 import orjson
 
 from answerable._canonical import is_simple_json, json_problems
-from answerable._nesting import nesting_problem
+from answerable._nesting import refuse_too_deep
 from answerable.errors import PolicyInvalid, RecordInvalid
 
 __all__ = [
@@ -187,10 +187,8 @@ def load_ruleset(policies: str, schema_text: str) -> Ruleset:
     if not isinstance(policies, str) or not isinstance(schema_text, str):
         kinds = f"{type(policies).__name__} and {type(schema_text).__name__}"
         raise PolicyInvalid(f"policies and schema must be text, not {kinds}")
-    for text, what, is_schema in ((schema_text, "schema", True), (policies, "policies", False)):
-        deep = nesting_problem(text, schema=is_schema)
-        if deep is not None:
-            raise PolicyInvalid(f"Cedar {what}: {deep}", errors=(deep,))
+    refuse_too_deep(schema_text, schema=True)
+    refuse_too_deep(policies)
     try:
         # Cedar's JSON schema format too: `rules export` writes schema.json for one, and replay
         # and the storm's --rules take it.
@@ -417,9 +415,7 @@ def diff_policies(old: str, new: str) -> dict[str, list[dict[str, Any]]]:
 
 
 def _policies_by_id(text: str) -> dict[str, tuple[Any, str]]:
-    deep = nesting_problem(text)
-    if deep is not None:
-        raise PolicyInvalid(f"Cedar policies: {deep}", errors=(deep,))
+    refuse_too_deep(text)
     try:
         parsed = _json_form(text)
     except ValueError as exc:

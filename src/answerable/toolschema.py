@@ -25,7 +25,7 @@ import jsonschema
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from answerable._canonical import canonical_bytes
-from answerable._nesting import nesting_problem
+from answerable._nesting import refuse_too_deep
 from answerable.errors import ConfigError, PolicyInvalid
 
 __all__ = [
@@ -169,9 +169,7 @@ def signed_pins(schema_text: str) -> dict[str, str]:
     Raises:
         PolicyInvalid: the schema does not parse.
     """
-    deep = nesting_problem(schema_text, schema=True)
-    if deep is not None:
-        raise PolicyInvalid(f"Cedar schema: {deep}")
+    refuse_too_deep(schema_text, schema=True)
     try:
         rendered = str(cedarpy.Schema.from_str(schema_text))
     except ValueError as exc:
