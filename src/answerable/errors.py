@@ -12,6 +12,7 @@ thing as attributes, so code can react without parsing text::
     ├── MessageRefused               a message outside the coordination contract, or one the rules refused
     ├── MessageHeld                  a message the rules sent to review: delivered once if approved
     ├── UnknownOperation             an intent for an operation that is not registered
+    ├── IdempotencyConflict          an idempotency key an earlier intent of the agent used otherwise
     ├── ArgumentsInvalid             arguments that do not match an operation's schema
     ├── RequestBuildFailed           an operation's Cedar resource or context builder failed
     ├── NotAuthorized                a person the charter does not authorize for this act
@@ -47,6 +48,7 @@ __all__ = [
     "EntryNotFound",
     "ExecutionError",
     "ExportFailed",
+    "IdempotencyConflict",
     "LeaseHeld",
     "LeaseLost",
     "LedgerError",
@@ -365,6 +367,31 @@ class Conflict(LedgerError):
         self.key = key
         self.expected = expected
         self.found = found
+
+
+class IdempotencyConflict(AnswerableError):
+    """An agent's idempotency key that an earlier intent of the agent already used, for another
+    operation or other arguments, or whose outcome the ledger does not hold yet.
+
+    A key names one request: the same key again is that request again, never a new one (the
+    partner's call, which carries the key, would answer for the first). ``reason_code`` is
+    ``idempotency_conflict`` (other arguments: use a new key) or ``idempotency_in_flight`` (the
+    first intent's call has no recorded outcome: it is running, or waits to be reconciled).
+    """
+
+    def __init__(self, agent: str, key: str, intent_id: str, reason_code: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} of {agent} was used by intent {intent_id} "
+            + (
+                "with another operation or other arguments: a new request needs a new key"
+                if reason_code == "idempotency_conflict"
+                else "whose outcome is not recorded yet (its call is running or waits to be reconciled)"
+            ),
+        )
+        self.key = key
+        self.agent = agent
+        self.intent_id = intent_id
+        self.reason_code = reason_code
 
 
 class ExecutionError(AnswerableError):

@@ -15,6 +15,7 @@ another shell, a restart or a standby taking over after kill -9 all see the same
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import math
 import time
@@ -26,6 +27,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from answerable._canonical import canonical_bytes
+from answerable._locks import KeyedLocks
 from answerable._turns import PerTurn
 from answerable.charter import CharterHistory, charter_of
 from answerable.clock import Clock, IdSource, SystemClock, on_the_calendar, rfc3339
@@ -36,7 +38,9 @@ from answerable.errors import (
     ConfigError,
     Conflict,
     EntryNotFound,
+    IdempotencyConflict,
     LeaseLost,
+    LedgerError,
     RecordInvalid,
     RequestBuildFailed,
     StoreUnavailable,
@@ -78,7 +82,7 @@ from answerable.records import (
 from answerable.review import ReviewQueue, ReviewState, binding_of, review_key
 from answerable.signing import verify_charter, verify_ruleset
 
-__all__ = ["Gateway", "Operation", "Outcome", "Resource", "claim_key", "http_operation", "invoke"]
+__all__ = ["Gateway", "Operation", "Outcome", "Resource", "claim_key", "http_operation", "invoke", "key_head"]
 
 SEND_PREFIX = "send:"
 """Operations named ``send:TOPIC/TYPE`` record and publish a message the rules decided (the
@@ -94,6 +98,15 @@ GATEWAY_IDENTITY = "answerable.gateway"
 def claim_key(intent_id: str) -> str:
     """The guarded head of an intent's claims: the store lets one claim through per head value."""
     return f"claim:{intent_id}"
+
+
+def key_head(agent: str, idempotency_key: str) -> str:
+    """The guarded head of an agent's idempotency key: the store lets one intent through per key.
+
+    A digest, so that any key (a NUL, a colon, 128 characters) makes a head every store can hold,
+    and an agent's name cannot run into its key."""
+    named = f"{len(agent)}:{agent}:{idempotency_key}".encode("utf-8", "surrogatepass")
+    return f"key:{hashlib.sha256(named).hexdigest()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +184,8 @@ class Gateway:
         self._settled: set[str] = set()
         """Reviews that are final in the ledger (claimed, denied, closed with deny): a cache that
         only grows with the log, never a second source of truth."""
-        self._review_locks: dict[str, asyncio.Lock] = {}
+        self._review_locks: KeyedLocks[str] = KeyedLocks()
+        self._key_locks: KeyedLocks[str] = KeyedLocks()
         self._recovery_claims: dict[str, Claim] = {}
         """Recovery claims written by the reconcile running now, until it settles their intents."""
         self._operations: dict[str, Operation] = {}
@@ -388,10 +402,19 @@ class Gateway:
     async def submit(self, intent: Intent) -> Outcome:
         """Govern one intent end to end.
 
+        An idempotency key names one request of its agent. An intent whose key an earlier intent
+        of the agent used, for the same operation and arguments, is that request again: nothing
+        is recorded or called, and the earlier intent's outcome comes back (with no ``result``:
+        the ledger keeps its digest). The store holds the key (a guarded head), so this holds
+        across restarts and processes. An intent keyed by its own id (the default) has no head.
+
         Raises:
             UnknownAgent, UnknownOperation, ArgumentsInvalid: before anything is recorded.
             RecordInvalid: an intent built by hand with a time the calendar lacks, or a cause
                 the ledger does not hold; nothing is recorded.
+            IdempotencyConflict: the key was used by an earlier intent of the agent with another
+                operation or other arguments, or that intent has no outcome yet; nothing is
+                recorded.
             LeaseLost: this gateway was deposed; nothing was recorded or called.
         """
         if not isinstance(intent, Intent):  # made by Gateway.intent, which checks what it is given
@@ -408,28 +431,71 @@ class Gateway:
             raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
         self._recordable(intent)
         intent, args = _canonical_intent(op, intent)
+        if intent.idempotency_key == intent.id:  # nearly always: no other intent can have its id
+            return await self._govern(op, intent, args, epoch, ())
+        head = key_head(intent.agent, intent.idempotency_key)
+        async with self._key_locks.hold(head):  # a second caller in this process meets the first's outcome
+            earlier = self._keyed(head, intent)
+            if earlier is not None:
+                return earlier
+            try:
+                return await self._govern(op, intent, args, epoch, (Guard(head, None),))
+            except Conflict as exc:  # another process recorded the key first
+                if exc.key != head:
+                    raise
+                earlier = self._keyed(head, intent)
+                if earlier is None:
+                    raise
+                return earlier
+
+    async def _govern(
+        self, op: Operation, intent: Intent, args: BaseModel, epoch: int, keyed: tuple[Guard, ...]
+    ) -> Outcome:
+        """Decide, record and (when allowed) run a checked intent; ``keyed``: its key's guard."""
         request, verdict, state = await self._judge(op, intent, args)
         decision = self._decision(op, intent, request, verdict, state)
         self._at("before_record", intent)
         if decision.effect == "review":
             review = self._review(intent, decision, verdict)
             await self.ledger.append(
-                [intent, decision, review], fence=epoch, guards=[Guard(review_key(review.id), None)]
+                [intent, decision, review], fence=epoch, guards=[Guard(review_key(review.id), None), *keyed]
             )
             self._at("recorded", intent)
             return Outcome("review", intent, decision, review=review)
         if decision.effect == "deny":
-            await self.ledger.append([intent, decision], fence=epoch)
+            await self.ledger.append([intent, decision], fence=epoch, guards=keyed)
             self._at("recorded", intent)
             return Outcome("denied", intent, decision)
         # Made in the instant the decision was: one clock reading serves both.
         claim = self._claim(intent, epoch, "policy", (intent.id, decision.id), at=decision.at)
         await self.ledger.append(
-            [intent, decision, claim], fence=epoch, guards=[Guard(claim_key(intent.id), None)]
+            [intent, decision, claim], fence=epoch, guards=[Guard(claim_key(intent.id), None), *keyed]
         )
         self._at("recorded", intent)
         self._at("claimed", intent)
         return await self._execute(op, intent, decision, args, claim, recovered=False)
+
+    def _keyed(self, head: str, intent: Intent) -> Outcome | None:
+        """The outcome of the earlier intent that used ``intent``'s key, if one did.
+
+        Raises:
+            IdempotencyConflict: it was for another operation or other arguments, or it has no
+                outcome in the ledger yet.
+        """
+        index = self.ledger.head(head)
+        if index is None:
+            return None
+        last = decode_entry(self.ledger.entry(index).data)  # the last entry of the earlier intent's append
+        if not isinstance(last, Decision | Claim | Review):
+            raise LedgerError(f"the head of an idempotency key points at a {type(last).__name__}")
+        earlier = _entry(self.ledger, last.intent_id, Intent)
+        agent, key = intent.agent, intent.idempotency_key
+        if earlier.operation != intent.operation or not _same_json(earlier.arguments, intent.arguments):
+            raise IdempotencyConflict(agent, key, earlier.id, "idempotency_conflict")
+        found = self._outcome_now(earlier)
+        if found is None:
+            raise IdempotencyConflict(agent, key, earlier.id, "idempotency_in_flight")
+        return found
 
     def _recordable(self, intent: Intent) -> None:
         """Refuse an intent built by hand (not by :meth:`intent`) that would record a time the
@@ -774,7 +840,7 @@ class Gateway:
         Raises:
             ApprovalRefused: with a stable reason code; nothing is recorded.
         """
-        async with self._lock_for(approval.review_id):
+        async with self._review_locks.hold(approval.review_id):
             state = await self.reviews.submit(approval)
             outcome = await self._conclude(state)
             if outcome is not None:
@@ -823,10 +889,15 @@ class Gateway:
     def recorded_outcome(self, intent: Intent) -> Outcome | None:
         """The intent's final outcome as the ledger has it, or None while it still waits. The
         ledger keeps a result's digest, not the result: ``result`` is None here."""
+        found = self._outcome_now(intent)
+        return None if found is None or found.status == "review" else found
+
+    def _outcome_now(self, intent: Intent) -> Outcome | None:
+        """The intent's outcome as the ledger has it now, ``review`` while a review is open; None
+        while its call is running or waits to be reconciled."""
         decision, review, execution = self.records_of(intent.id)
         if review is not None:
-            settled = self._as_recorded(self.reviews.state(review.id))
-            return None if settled.status == "review" else settled
+            return self._as_recorded(self.reviews.state(review.id))
         if execution is not None:
             return Outcome(execution.status, intent, decision, execution)
         if decision is not None and decision.effect == "deny":
@@ -848,11 +919,6 @@ class Gateway:
             elif isinstance(record, Execution) and record.intent_id == intent_id:
                 execution = record
         return decision, review, execution
-
-    def _lock_for(self, review_id: str) -> asyncio.Lock:
-        """Within this process, one coroutine settles a review at a time (the store's guards
-        settle races between processes)."""
-        return self._review_locks.setdefault(review_id, asyncio.Lock())
 
     async def settle_reviews(self) -> list[Outcome]:
         """Escalate and expire on the clock, then act on reviews settled since the last call.
@@ -878,7 +944,7 @@ class Gateway:
         Raises:
             ApprovalRefused: ``unknown_review``, no such review.
         """
-        async with self._lock_for(review_id):
+        async with self._review_locks.hold(review_id):
             if review_id in self._settled:
                 return None
             return await self._conclude(self.reviews.state(review_id))

@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException
 from answerable._body import BodyRefused, read_body
 from answerable._canonical import canonical_bytes
 from answerable._files import read_capped
+from answerable._locks import KeyedLocks
 from answerable._urls import shown
 from answerable.bus import MemoryBus
 from answerable.clock import parse_rfc3339, rfc3339
@@ -47,6 +48,7 @@ from answerable.errors import (
     ConfigError,
     EntryNotFound,
     ExportFailed,
+    IdempotencyConflict,
     LeaseLost,
     MessageRefused,
     NotAuthorized,
@@ -180,8 +182,8 @@ class Service:
         self._trace_failing = False
         self._by_key: dict[tuple[str, str], str] = {}
         """(agent, idempotency key) -> intent id, rebuilt from the ledger at start."""
-        self._key_locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
-        """Per (agent, idempotency key): its lock and how many requests hold or wait for it."""
+        self._key_locks: KeyedLocks[tuple[str, str]] = KeyedLocks()
+        """Per (agent, idempotency key): one request at a time."""
         self._checkpointed = -1
         self._ruleset: RulesetVersion | None = None
         self._charter_seen: tuple[int, int] | None = None
@@ -920,17 +922,8 @@ class Service:
             self._keep_result(outcome.intent.id, outcome.result)
             return 200, outcome_doc(outcome)
         slot = (agent, body.idempotency_key)
-        lock, users = self._key_locks.get(slot, (asyncio.Lock(), 0))
-        self._key_locks[slot] = (lock, users + 1)
-        try:
-            async with lock:
-                return await self._submit_once(slot, agent, body)
-        finally:
-            lock, users = self._key_locks[slot]
-            if users == 1:
-                del self._key_locks[slot]  # nobody else holds or waits for it: no lock per key forever
-            else:
-                self._key_locks[slot] = (lock, users - 1)
+        async with self._key_locks.hold(slot):
+            return await self._submit_once(slot, agent, body)
 
     async def _submit_once(
         self, slot: tuple[str, str], agent: str, body: SubmitBody
@@ -1425,6 +1418,8 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
             status = ANSWER_STATUS.get(exc.reason_code, 403)
         elif isinstance(exc, NotAuthorized):
             status = 403
+        elif isinstance(exc, IdempotencyConflict):
+            status = 409
         code = getattr(exc, "reason_code", "") or type(exc).__name__
         # The store's messages name its files for the operator; a caller over HTTP learns the
         # origin instead (the folder layout is not theirs to know).
