@@ -12,6 +12,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from backends import make_backend
 from crash_world import CRASH_EXIT, Carrier, ShiftedClock, booking, build_gateway, install
 from procs import Children
 from support import People, World
@@ -19,10 +20,11 @@ from support import booking as world_booking
 
 from answerable import Gateway, IdempotencyConflict, SQLiteLedger
 from answerable.gateway import key_head
+from answerable.ledger import SQLLedger
 from answerable.records import Intent, decode_entry
 
 
-def intents(ledger: SQLiteLedger) -> list[Intent]:
+def intents(ledger: SQLLedger) -> list[Intent]:
     return [r for r in (decode_entry(e.data) for e in ledger.of_kind("Intent")) if isinstance(r, Intent)]
 
 
@@ -150,29 +152,31 @@ async def test_the_store_refuses_a_key_recorded_by_another_writer_after_the_chec
 
 
 @pytest.mark.crash
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 @pytest.mark.parametrize("crashed", [False, True], ids=["exited", "killed_after_the_call"])
 async def test_a_key_is_met_by_the_next_process_and_the_partner_books_once(
-    tmp_path: Path, crashed: bool
+    tmp_path: Path, crashed: bool, backend: str
 ) -> None:
     """A real process books with a key at a partner that books every call (no deduplication,
     only a lookup by key), and exits or dies by ``os._exit`` right after the call; a new process
     on the same ledger submits the same key again and gets the recorded outcome."""
-    ledger_path, world_path = tmp_path / "ledger.db", tmp_path / "world.db"
-    await install(ledger_path)
-    async with Children(tmp_path) as kids:
-        first = await kids.spawn(
-            "holder", ledger=str(ledger_path), world=str(world_path), mode="lookup", flow="allowed", key="K",
-            point="executed" if crashed else None, exit=crashed,
-        )  # fmt: skip
-        if crashed:
-            assert await first.wait() == CRASH_EXIT, first
-        else:
-            assert (await first.expect("done"))["statuses"] == ["succeeded"], first
-            assert await first.wait() == 0, first
-
-    carrier = Carrier(world_path, ledger_path=ledger_path, mode="lookup")
-    ledger = SQLiteLedger.open(ledger_path)
+    store = make_backend(backend, tmp_path)
+    world_path = tmp_path / "world.db"
     try:
+        await install(store.target)
+        async with Children(tmp_path) as kids:
+            first = await kids.spawn(
+                "holder", ledger=store.target, world=str(world_path), mode="lookup", flow="allowed", key="K",
+                point="executed" if crashed else None, exit=crashed,
+            )  # fmt: skip
+            if crashed:
+                assert await first.wait() == CRASH_EXIT, first
+            else:
+                assert (await first.expect("done"))["statuses"] == ["succeeded"], first
+                assert await first.wait() == 0, first
+
+        carrier = Carrier(world_path, ledger_path=store.target, mode="lookup")
+        ledger = store.open()
         gateway = build_gateway(ledger, carrier, clock=ShiftedClock())
         await gateway.start()  # after a kill: reconcile finds the booking by key and records it
         again = await gateway.submit(booking(gateway, "K"))
@@ -184,6 +188,6 @@ async def test_a_key_is_met_by_the_next_process_and_the_partner_books_once(
         assert again.status == "succeeded"
         assert carrier.count("K") == 1
         assert len(intents(ledger)) == 1
-    finally:
-        ledger.close()
         carrier.close()
+    finally:
+        store.close()
