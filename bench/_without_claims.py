@@ -1,9 +1,10 @@
 """The "without" side of the lease-and-claims cost: this tree's gateway with them cut out.
 
 A scratch copy of ``src/answerable`` is edited in the benchmark's temporary folder, never in
-the package: the allowed path appends [Intent, Decision] with no Claim, no fence and no guard,
-builds no Claim record, and skips the pre-call lease check; everything else (Cedar, control,
-canonical arguments, the Execution) is this tree's code. Each edit must find its exact text:
+the package: the allowed path appends [Intent, Decision] with no Claim, no fence and no claim
+guard (an idempotency key's guard stays; the benchmark's intents have none), builds no Claim
+record, and skips the pre-call lease check; everything else (Cedar, control, canonical
+arguments, the Execution) is this tree's code. Each edit must find its exact text:
 when the gateway changes so that one no longer applies, the ablation says so and the cost
 against it is not printed, rather than measuring something else.
 """
@@ -18,10 +19,10 @@ EDITS: tuple[tuple[str, str, int], ...] = (
         "        # Made in the instant the decision was: one clock reading serves both.\n"
         '        claim = self._claim(intent, epoch, "policy", (intent.id, decision.id), at=decision.at)\n'
         "        await self.ledger.append(\n"
-        "            [intent, decision, claim], fence=epoch, guards=[Guard(claim_key(intent.id), None)]\n"
+        "            [intent, decision, claim], fence=epoch, guards=[Guard(claim_key(intent.id), None), *keyed]\n"
         "        )\n",
         '        claim = Claim.model_construct(id="", epoch=epoch, via="policy")\n'
-        "        await self.ledger.append([intent, decision])\n",
+        "        await self.ledger.append([intent, decision], guards=keyed)\n",
         1,
     ),
     ("        self._still_holding(claim)\n        token = FencingToken", "        token = FencingToken", 1),
