@@ -191,3 +191,33 @@ async def test_a_key_is_met_by_the_next_process_and_the_partner_books_once(
         carrier.close()
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("flow", ["allowed", "denied", "review"])
+async def test_the_same_intent_submitted_twice_is_one_request(
+    gateway: Gateway, ledger: SQLiteLedger, world: World, flow: str
+) -> None:
+    """An Intent keyed by its own id (the default) has no head to check; sent again, its id is
+    taken in the store, and it meets itself there (it was a Conflict on its claim, or an id
+    "used once", that named no intent)."""
+    arguments = {
+        "allowed": world_booking(),
+        "denied": world_booking(region="closed"),
+        "review": world_booking(cls="medical", disruption=True),
+    }[flow]
+    intent = gateway.intent("executor", "carrier.book", arguments)
+    first = await gateway.submit(intent)
+    size = ledger.size()
+    again = await gateway.submit(intent)
+    assert (
+        again.status == first.status == {"allowed": "succeeded", "denied": "denied", "review": "review"}[flow]
+    )
+    assert again.intent.id == first.intent.id
+    assert again.execution == first.execution
+    assert ledger.size() == size
+    assert world.calls == (flow == "allowed")
+    forged = intent.model_copy(update={"arguments": world_booking("S-2")})  # its id, other arguments
+    with pytest.raises(IdempotencyConflict) as refused:
+        await gateway.submit(forged)
+    assert refused.value.intent_id == intent.id
+    assert ledger.size() == size

@@ -406,7 +406,8 @@ class Gateway:
         of the agent used, for the same operation and arguments, is that request again: nothing
         is recorded or called, and the earlier intent's outcome comes back (with no ``result``:
         the ledger keeps its digest). The store holds the key (a guarded head), so this holds
-        across restarts and processes. An intent keyed by its own id (the default) has no head.
+        across restarts and processes. An intent keyed by its own id (the default) has no head:
+        submitted again, the same Intent meets itself in the ledger, as a key does.
 
         Raises:
             UnknownAgent, UnknownOperation, ArgumentsInvalid: before anything is recorded.
@@ -432,7 +433,13 @@ class Gateway:
         self._recordable(intent)
         intent, args = _canonical_intent(op, intent)
         if intent.idempotency_key == intent.id:  # nearly always: no other intent can have its id
-            return await self._govern(op, intent, args, epoch, ())
+            try:
+                return await self._govern(op, intent, args, epoch, ())
+            except (Conflict, RecordInvalid):  # its claim's head or its id is taken: submitted before?
+                earlier = self._recorded_intent(intent.id)
+                if earlier is None:
+                    raise
+                return self._met(earlier, intent)
         head = key_head(intent.agent, intent.idempotency_key)
         async with self._key_locks.hold(head):  # a second caller in this process meets the first's outcome
             earlier = self._keyed(head, intent)
@@ -488,7 +495,15 @@ class Gateway:
         last = decode_entry(self.ledger.entry(index).data)  # the last entry of the earlier intent's append
         if not isinstance(last, Decision | Claim | Review):
             raise LedgerError(f"the head of an idempotency key points at a {type(last).__name__}")
-        earlier = _entry(self.ledger, last.intent_id, Intent)
+        return self._met(_entry(self.ledger, last.intent_id, Intent), intent)
+
+    def _met(self, earlier: Intent, intent: Intent) -> Outcome:
+        """``intent`` met ``earlier``, recorded under its key: the same request, whose outcome
+        comes back, unless it asks for something else or has no outcome yet.
+
+        Raises:
+            IdempotencyConflict: another operation or other arguments, or no outcome yet.
+        """
         agent, key = intent.agent, intent.idempotency_key
         if earlier.operation != intent.operation or not _same_json(earlier.arguments, intent.arguments):
             raise IdempotencyConflict(agent, key, earlier.id, "idempotency_conflict")
@@ -496,6 +511,13 @@ class Gateway:
         if found is None:
             raise IdempotencyConflict(agent, key, earlier.id, "idempotency_in_flight")
         return found
+
+    def _recorded_intent(self, intent_id: str) -> Intent | None:
+        """The Intent the ledger holds under this id, if it holds one."""
+        if self.ledger.unknown([intent_id]):
+            return None
+        found = decode_entry(self.ledger.find(intent_id).data)
+        return found if isinstance(found, Intent) else None
 
     def _recordable(self, intent: Intent) -> None:
         """Refuse an intent built by hand (not by :meth:`intent`) that would record a time the

@@ -73,3 +73,27 @@ def test_set_password_refuses_bytes_that_are_not_text_in_one_line(own_console: C
     assert done.stderr.decode().strip().splitlines() == ["answerable: error: the password is not UTF-8 text"]
     assert PASSWORDS["viewer"]  # the old one still logs in
     assert own_console.browser().login(own_console.who["viewer"], PASSWORDS["viewer"]).status_code == 200
+
+
+def test_a_guesser_at_one_address_does_not_lock_the_ri_out(own_console: Console) -> None:
+    """Five wrong passwords for the RI from 127.0.0.2 block that address, not the RI: from
+    127.0.0.1 the RI logs in. (One count per identity let anyone keep the RI out of the console
+    with five guesses a minute.) Guesses from many addresses still block the identity."""
+    console = own_console
+    ri = console.who["ri"]
+
+    def login(address: str, password: str) -> int:
+        transport = httpx.HTTPTransport(local_address=address)
+        with httpx.Client(timeout=60, transport=transport) as http:
+            return http.post(
+                f"{console.url}/console/api/login",
+                json={"identity": ri, "password": password},
+                headers={"Origin": console.url},
+            ).status_code
+
+    assert [login("127.0.0.2", f"wrong-{n}") for n in range(5)] == [401] * 5
+    assert login("127.0.0.2", PASSWORDS["ri"]) == 429  # that address waits, right password or not
+    assert login("127.0.0.1", PASSWORDS["ri"]) == 200
+    spread = [login(f"127.0.1.{n // 5 + 1}", f"wrong-{n}") for n in range(45)]
+    assert spread == [401] * 45
+    assert login("127.0.0.1", PASSWORDS["ri"]) == 429  # fifty from ten addresses: the identity waits

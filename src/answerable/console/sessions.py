@@ -99,13 +99,25 @@ def csrf_matches(session: Session, given: str | None) -> bool:
 
 
 class LoginLimit:
-    """At most ``failures`` failed log-ins per identity and per client address within ``window``
-    seconds; past that, log-ins from them are refused until the oldest failure leaves the window."""
+    """Failed log-ins counted per client address and per identity within ``window`` seconds.
+
+    Past ``failures`` from one address, log-ins from it are refused for every identity: a
+    guesser is slowed to a few guesses a minute. An identity is refused from everywhere only past
+    ``identity_failures`` (ten times as many by default), which takes guesses from many addresses
+    at once. With one count for both, a guesser at one address could keep anyone, the RI
+    included, out of the console for good with five wrong passwords a minute.
+    """
 
     def __init__(
-        self, failures: int = 5, window: float = 60.0, *, clock: Callable[[], float] = time.monotonic
+        self,
+        failures: int = 5,
+        window: float = 60.0,
+        *,
+        identity_failures: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.failures = failures
+        self.identity_failures = failures * 10 if identity_failures is None else identity_failures
         self.window = window
         self.clock = clock
         self._seen: dict[str, deque[float]] = {}
@@ -114,10 +126,10 @@ class LoginLimit:
         """Seconds until a log-in for ``identity`` from ``address`` is heard again, or None."""
         now = self.clock()
         waits = []
-        for key in (f"id:{identity}", f"ip:{address}"):
+        for key, most in ((f"id:{identity}", self.identity_failures), (f"ip:{address}", self.failures)):
             times = self._recent(key, now)
-            if len(times) >= self.failures:  # heard again once enough have left the window
-                waits.append(times[len(times) - self.failures] + self.window - now)
+            if len(times) >= most:  # heard again once enough have left the window
+                waits.append(times[len(times) - most] + self.window - now)
         return max(waits) if waits else None
 
     def failed(self, identity: str, address: str) -> None:
