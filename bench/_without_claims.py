@@ -19,7 +19,8 @@ EDITS: tuple[tuple[str, str, int], ...] = (
         "        # Made in the instant the decision was: one clock reading serves both.\n"
         '        claim = self._claim(intent, epoch, "policy", (intent.id, decision.id), at=decision.at)\n'
         "        await self.ledger.append(\n"
-        "            [intent, decision, claim], fence=epoch, guards=[Guard(claim_key(intent.id), None), *keyed]\n"
+        "            [intent, decision, claim], fence=epoch, "
+        "guards=[Guard(claim_key(intent.id), None), *keyed]\n"
         "        )\n",
         '        claim = Claim.model_construct(id="", epoch=epoch, via="policy")\n'
         "        await self.ledger.append([intent, decision], guards=keyed)\n",
