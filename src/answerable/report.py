@@ -172,7 +172,8 @@ class _Facts:
         return dict(self.result) if self.result is not None else dict(self.derived)
 
 
-def _gather(target: str | Path) -> _Facts:
+def _gather(target: str | Path, shown_as: str | None = None) -> _Facts:
+    """``shown_as``: how the page names the ledger, where its path is not the reader's to know."""
     where = str(target)
     file = not is_postgres_url(where)
     with open_ledger(where) as ledger:
@@ -180,7 +181,7 @@ def _gather(target: str | Path) -> _Facts:
         entries = ledger.entries()
         facts = _Facts(
             path=ledger_path,
-            where=where,
+            where=where if shown_as is None else shown_as,
             file=file,
             origin=ledger.origin,
             size=len(entries),
@@ -1182,14 +1183,15 @@ def _summary(f: _Facts) -> str:
 # --- public API ---------------------------------------------------------------------------------
 
 
-def render(ledger_path: str | Path) -> str:
-    """The incident report of one ledger, as one self-contained HTML page.
+def render(ledger_path: str | Path, *, shown_as: str | None = None) -> str:
+    """The incident report of one ledger, as one self-contained HTML page; ``shown_as`` names the
+    ledger on it instead of its path (the console's readers are not the server's operators).
 
     Raises:
         NotALedger: the path is not an answerable ledger.
         ConfigError: matplotlib is not installed.
     """
-    f = _gather(ledger_path)
+    f = _gather(ledger_path, shown_as)
     return _page(
         f"Incident report: {f.label}",
         [
@@ -1252,15 +1254,21 @@ def compare(paths: list[Path], out: Path) -> Path:
     return out
 
 
-def render_compare(paths: list[Path], *, links_from: Path | None = None) -> str:
+def render_compare(
+    paths: list[Path], *, links_from: Path | None = None, shown_as: Sequence[str] | None = None
+) -> str:
     """The comparison page of ``paths`` as one self-contained HTML page; with ``links_from``,
     each run links to its own report found beside its ledger, relative to that folder.
+    ``shown_as``: a name for each ledger on the page instead of its path.
 
     Raises:
         NotALedger: a path is not an answerable ledger.
         ConfigError: matplotlib is not installed.
     """
-    runs = [_gather(Path(p)) for p in paths]
+    names_shown = list(shown_as) if shown_as is not None else [None] * len(paths)
+    if len(names_shown) != len(paths):
+        raise ConfigError(f"render_compare: {len(paths)} ledgers, {len(names_shown)} names for them")
+    runs = [_gather(Path(p), shown) for p, shown in zip(paths, names_shown, strict=True)]
     labels = _unique_labels(runs)
     outcomes = [r.outcome() for r in runs]
     names = _metric_names(outcomes)
@@ -1277,7 +1285,7 @@ def render_compare(paths: list[Path], *, links_from: Path | None = None) -> str:
         else:
             what = _e(label)
         links.append(
-            f"<li>{what}: <code>{_e(r.path)}</code>, {r.size:,} entries, figures from {_e(source)}</li>"
+            f"<li>{what}: <code>{_e(r.where)}</code>, {r.size:,} entries, figures from {_e(source)}</li>"
         )
     svg = _plot_on_time(runs, "compare-on-time")
     body = [

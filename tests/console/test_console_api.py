@@ -281,6 +281,10 @@ def test_rules_coordination_and_report_read(console: Console) -> None:
     assert report.status_code == 200
     assert report.headers["content-type"].startswith("text/html")
     assert "Incident report" in report.text
+    # Named as the system's readers know it, not by where the server keeps its files.
+    assert str(console.folder.resolve()) not in report.text
+    assert str(console.folder) not in report.text
+    assert "answerable verify ledger.db --checkpoint checkpoint.txt" in report.text
 
 
 def test_logout_ends_the_session(console: Console) -> None:
@@ -313,6 +317,8 @@ def test_the_comparison_page_sets_the_runs_the_config_names_beside_this_one(tmp_
         assert page.status_code == 200, page.text
         assert "Comparison of runs" in page.text
         assert "style-src 'self' 'sha256-" in page.headers["content-security-policy"]
+        assert str(tmp_path) not in page.text
+        assert "<code>earlier/ledger.db</code>" in page.text
         tab.http.close()
     finally:
         running.stop()

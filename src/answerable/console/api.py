@@ -316,7 +316,8 @@ def console_router(service: Service) -> APIRouter:
                 404, "no_report", "the report reads a ledger file; this ledger is in PostgreSQL"
             )
         try:
-            page = _plots_as_images(await asyncio.to_thread(render, service.config.ledger))
+            ledger = service.config.ledger
+            page = _plots_as_images(await asyncio.to_thread(render, ledger, shown_as=_shown(ledger)))
         except AnswerableError as exc:
             raise ConsoleRefused(404, "no_report", str(exc).replace(str(service.config.folder), "")) from exc
         return HTMLResponse(page, headers={"Content-Security-Policy": _allowing_its_styles(page)})
@@ -334,12 +335,23 @@ def console_router(service: Service) -> APIRouter:
                 "no [console] compare ledgers are set beside this service's own ledger file",
             )
         try:
-            page = _plots_as_images(await asyncio.to_thread(render_compare, [service.config.ledger, *others]))
+            ledgers = [service.config.ledger, *others]
+            page = _plots_as_images(
+                await asyncio.to_thread(render_compare, ledgers, shown_as=[_shown(p) for p in ledgers])
+            )
         except AnswerableError as exc:
             raise ConsoleRefused(
                 404, "no_comparison", str(exc).replace(str(service.config.folder), "")
             ) from exc
         return HTMLResponse(page, headers={"Content-Security-Policy": _allowing_its_styles(page)})
+
+    def _shown(path: Path) -> str:
+        """A ledger as the console's readers see it named: within the system's folder, relative to
+        it; elsewhere, its file name. Where the server keeps its files is its operator's to know."""
+        try:
+            return path.resolve().relative_to(service.config.folder.resolve()).as_posix()
+        except ValueError:
+            return path.name
 
     return router
 
