@@ -436,24 +436,24 @@ class Gateway:
             try:
                 return await self._govern(op, intent, args, epoch, ())
             except (Conflict, RecordInvalid):  # its claim's head or its id is taken: submitted before?
-                earlier = self._recorded_intent(intent.id)
-                if earlier is None:
+                recorded = self._recorded_intent(intent.id)
+                if recorded is None:
                     raise
-                return self._met(earlier, intent)
+                return self._met(recorded, intent)
         head = key_head(intent.agent, intent.idempotency_key)
         async with self._key_locks.hold(head):  # a second caller in this process meets the first's outcome
-            earlier = self._keyed(head, intent)
-            if earlier is not None:
-                return earlier
+            met = self._keyed(head, intent)
+            if met is not None:
+                return met
             try:
                 return await self._govern(op, intent, args, epoch, (Guard(head, None),))
             except Conflict as exc:  # another process recorded the key first
                 if exc.key != head:
                     raise
-                earlier = self._keyed(head, intent)
-                if earlier is None:
+                met = self._keyed(head, intent)
+                if met is None:
                     raise
-                return earlier
+                return met
 
     async def _govern(
         self, op: Operation, intent: Intent, args: BaseModel, epoch: int, keyed: tuple[Guard, ...]
