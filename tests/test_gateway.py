@@ -338,6 +338,38 @@ async def test_entity_builder_crash_is_a_recorded_deny(gateway: Gateway, ledger:
     assert "building the Cedar request for carrier.book2 failed" in outcome.decision.errors[0]
 
 
+async def test_an_error_too_long_to_record_is_recorded_cut_and_the_outcome_stands(
+    gateway: Gateway, ledger: SQLiteLedger
+):
+    """A partner's whole error page, or a builder's exception carrying a payload, made an entry
+    too big to record: the call's Execution went unrecorded (its claim left open) and a builder's
+    deny was a RecordInvalid. The ledger now keeps the first 4,096 characters and says how many
+    more there were."""
+    page = "<html>" + "x" * 70_000
+
+    def refuse() -> None:
+        raise RuntimeError(page)
+
+    gateway.register("carrier.fail", refuse, resource_class="shipment")
+    failed = await gateway.submit(gateway.intent("executor", "carrier.fail", {}))
+    assert failed.status == "failed"
+    assert failed.execution is not None
+    assert failed.execution.error is not None
+    assert failed.execution.error.startswith("RuntimeError: <html>xxx")
+    assert failed.execution.error.endswith("(65,924 more characters not recorded)")
+    assert kinds(ledger)[-1] == "Execution"
+
+    def broken(_args):  # type: ignore[no-untyped-def]
+        raise ValueError(page)
+
+    gateway.register("carrier.book2", lambda shipment: None, resource_class="shipment", resource=broken)
+    denied = await gateway.submit(gateway.intent("executor", "carrier.book2", {"shipment": "S"}))
+    assert denied.status == "denied"
+    assert denied.decision is not None
+    assert denied.decision.errors[0].endswith("more characters not recorded)")
+    assert kinds(ledger)[-2:] == ["Intent", "Decision"]
+
+
 async def test_http_operation_is_called_with_the_idempotency_key(gateway: Gateway):
     """An HTTP endpoint is an operation too; the key travels as a header, the credential stays inside."""
     app = FastAPI()

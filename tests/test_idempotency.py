@@ -221,3 +221,18 @@ async def test_the_same_intent_submitted_twice_is_one_request(
         await gateway.submit(forged)
     assert refused.value.intent_id == intent.id
     assert ledger.size() == size
+
+
+async def test_an_id_reused_by_hand_for_another_agent_meets_a_conflict_not_the_first_outcome(
+    gateway: Gateway, ledger: SQLiteLedger, world: World
+) -> None:
+    """An Intent built by hand with the router's name and the id of the executor's intent is not
+    the executor's request: it is refused, and the executor's outcome is not handed to it."""
+    first = await gateway.submit(gateway.intent("executor", "carrier.book", world_booking()))
+    size = ledger.size()
+    borrowed = first.intent.model_copy(update={"agent": "router"})
+    with pytest.raises(IdempotencyConflict) as refused:
+        await gateway.submit(borrowed)
+    assert refused.value.reason_code == "idempotency_conflict"
+    assert ledger.size() == size
+    assert world.calls == 1

@@ -370,13 +370,16 @@ class Conflict(LedgerError):
 
 
 class IdempotencyConflict(AnswerableError):
-    """An agent's idempotency key that an earlier intent of the agent already used, for another
-    operation or other arguments, or whose outcome the ledger does not hold yet.
+    """An intent whose request is recorded already, under its idempotency key (an earlier intent
+    of the agent used the key) or under its id (this Intent was submitted before), that asks for
+    something else, or whose first time has no outcome yet.
 
     A key names one request: the same key again is that request again, never a new one (the
-    partner's call, which carries the key, would answer for the first). ``reason_code`` is
-    ``idempotency_conflict`` (other arguments: use a new key) or ``idempotency_in_flight`` (the
-    first intent's call has no recorded outcome: it is running, or waits to be reconciled).
+    partner's call, which carries the key, would answer for the first), and its outcome, failed
+    or ambiguous ones included, is final for the key: another try is a new request with a new
+    key. ``reason_code`` is ``idempotency_conflict`` (another operation or other arguments) or
+    ``idempotency_in_flight`` (the first intent's call has no recorded outcome: it is running,
+    or it was cut off, and the next gateway to start on the ledger reconciles it).
     """
 
     def __init__(self, agent: str, key: str, intent_id: str, reason_code: str) -> None:
@@ -385,8 +388,9 @@ class IdempotencyConflict(AnswerableError):
             + (
                 "with another operation or other arguments: a new request needs a new key"
                 if reason_code == "idempotency_conflict"
-                else "whose outcome is not recorded yet (its call is running or waits to be reconciled)"
-            ),
+                else "whose outcome is not recorded yet: its call is running, or was cut off and is "
+                "reconciled when a gateway next starts on this ledger"
+            )
         )
         self.key = key
         self.agent = agent

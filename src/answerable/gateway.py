@@ -15,6 +15,7 @@ another shell, a restart or a standby taking over after kill -9 all see the same
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import math
@@ -432,33 +433,42 @@ class Gateway:
             raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
         self._recordable(intent)
         intent, args = _canonical_intent(op, intent)
-        if intent.idempotency_key == intent.id:  # nearly always: no other intent can have its id
-            try:
-                return await self._govern(op, intent, args, epoch, ())
-            except (Conflict, RecordInvalid):  # its claim's head or its id is taken: submitted before?
-                recorded = self._recorded_intent(intent.id)
-                if recorded is None:
-                    raise
-                return self._met(recorded, intent)
-        head = key_head(intent.agent, intent.idempotency_key)
-        async with self._key_locks.hold(head):  # a second caller in this process meets the first's outcome
-            met = self._keyed(head, intent)
-            if met is not None:
-                return met
-            try:
-                return await self._govern(op, intent, args, epoch, (Guard(head, None),))
-            except Conflict as exc:  # another process recorded the key first
-                if exc.key != head:
-                    raise
+        # An intent keyed by its own id (nearly always) has no head: no other intent has its id.
+        head = None if intent.idempotency_key == intent.id else key_head(intent.agent, intent.idempotency_key)
+        # A second caller of one key in this process waits here and meets the first's outcome.
+        async with contextlib.nullcontext() if head is None else self._key_locks.hold(head):
+            if head is not None:
                 met = self._keyed(head, intent)
+                if met is not None:
+                    return met
+            try:
+                recorded = await self._record(
+                    op, intent, args, epoch, () if head is None else (Guard(head, None),)
+                )
+            except (Conflict, RecordInvalid) as exc:
+                met = self._recorded_first(exc, head, intent)
                 if met is None:
                     raise
                 return met
+            if isinstance(recorded, Outcome):
+                return recorded
+            return await self._execute(op, intent, recorded[0], args, recorded[1], recovered=False)
 
-    async def _govern(
+    def _recorded_first(self, exc: AnswerableError, head: str | None, intent: Intent) -> Outcome | None:
+        """The outcome ``intent`` meets when recording it failed because its request is recorded
+        already (another process took its key first, or this very Intent was submitted before);
+        None when ``exc`` is about something else."""
+        if head is not None:
+            return self._keyed(head, intent) if isinstance(exc, Conflict) and exc.key == head else None
+        earlier = self._recorded_intent(intent.id)  # its claim's head or its id was taken
+        return None if earlier is None else self._met(earlier, intent)
+
+    async def _record(
         self, op: Operation, intent: Intent, args: BaseModel, epoch: int, keyed: tuple[Guard, ...]
-    ) -> Outcome:
-        """Decide, record and (when allowed) run a checked intent; ``keyed``: its key's guard."""
+    ) -> Outcome | tuple[Decision, Claim]:
+        """Decide a checked intent and record it (``keyed``: its key's guard): its outcome when it
+        is denied or held for review, else its Decision and the Claim to run it under. Only the
+        append of the intent raises here, so a Conflict or a taken id is about the intent."""
         request, verdict, state = await self._judge(op, intent, args)
         decision = self._decision(op, intent, request, verdict, state)
         self._at("before_record", intent)
@@ -480,7 +490,7 @@ class Gateway:
         )
         self._at("recorded", intent)
         self._at("claimed", intent)
-        return await self._execute(op, intent, decision, args, claim, recovered=False)
+        return decision, claim
 
     def _keyed(self, head: str, intent: Intent) -> Outcome | None:
         """The outcome of the earlier intent that used ``intent``'s key, if one did.
@@ -505,7 +515,13 @@ class Gateway:
             IdempotencyConflict: another operation or other arguments, or no outcome yet.
         """
         agent, key = intent.agent, intent.idempotency_key
-        if earlier.operation != intent.operation or not _same_json(earlier.arguments, intent.arguments):
+        if (earlier.agent, earlier.idempotency_key, earlier.operation) != (
+            agent,
+            key,
+            intent.operation,
+        ) or not _same_json(
+            earlier.arguments, intent.arguments
+        ):  # a key's head is its agent's; an id reused by hand may be anyone's
             raise IdempotencyConflict(agent, key, earlier.id, "idempotency_conflict")
         found = self._outcome_now(earlier)
         if found is None:
@@ -606,7 +622,7 @@ class Gateway:
             res, context = cedar_inputs(op, args)
         except RequestBuildFailed as exc:  # a broken builder denies, recorded with the error
             empty = CedarRequest(("Agent", intent.agent), op.name, ("Resource", op.name), {}, ())
-            why = f"building the Cedar request for {op.name} failed: {exc.reason}"
+            why = _said(f"building the Cedar request for {op.name} failed: {exc.reason}")
             return empty, Verdict("deny", (), (why,)), self.control.state()
         entities = (
             {"uid": {"type": "Agent", "id": intent.agent}, "attrs": {}, "parents": []},
@@ -802,7 +818,7 @@ class Gateway:
             authority=authority,
             response_digest=_response_digest(response) if status == "succeeded" else None,
             latency_us=latency_us,
-            error=error,
+            error=None if error is None else _said(error),
             recovered=recovered,
             attempts=attempts,
         )
@@ -1226,6 +1242,18 @@ def _decide_all(items: Sequence[tuple[CedarRequest, Ruleset]]) -> list[Verdict]:
         for i, verdict in zip(members, decided, strict=True):
             verdicts[i] = verdict
     return verdicts
+
+
+_MOST_SAID = 4_096
+"""Characters of an error the ledger keeps: a partner's error page or an exception carrying a
+whole payload would make an entry too big to record, and the call's outcome would go unrecorded."""
+
+
+def _said(text: str) -> str:
+    """``text`` as recorded: whole, or its first :data:`_MOST_SAID` characters and how many more."""
+    if len(text) <= _MOST_SAID:
+        return text
+    return f"{text[:_MOST_SAID]}… ({len(text) - _MOST_SAID:,} more characters not recorded)"
 
 
 def _canonical_intent(op: Operation, intent: Intent) -> tuple[Intent, BaseModel]:

@@ -952,8 +952,9 @@ class Service:
             if not self._recorded(intent.id):
                 del self._by_key[slot]
             raise
+        self._by_key[slot] = outcome.intent.id  # the gateway's own head may name an earlier intent
         self._learn_outcome(outcome)
-        self._keep_result(intent.id, outcome.result)
+        self._keep_result(outcome.intent.id, outcome.result)
         return 200, outcome_doc(outcome)
 
     async def answer(self, person: str, review_id: str, approval: Approval) -> dict[str, Any]:

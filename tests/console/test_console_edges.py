@@ -8,6 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from consoled import PASSWORDS, Console, set_password
 
+from answerable.console.sessions import LoginLimit
+
 
 def test_a_burst_of_wrong_passwords_meets_the_limit_as_a_sequence_would(own_console: Console) -> None:
     console = own_console
@@ -78,7 +80,7 @@ def test_set_password_refuses_bytes_that_are_not_text_in_one_line(own_console: C
 def test_a_guesser_at_one_address_does_not_lock_the_ri_out(own_console: Console) -> None:
     """Five wrong passwords for the RI from 127.0.0.2 block that address, not the RI: from
     127.0.0.1 the RI logs in. (One count per identity let anyone keep the RI out of the console
-    with five guesses a minute.) Guesses from many addresses still block the identity."""
+    with five guesses a minute.)"""
     console = own_console
     ri = console.who["ri"]
 
@@ -94,6 +96,27 @@ def test_a_guesser_at_one_address_does_not_lock_the_ri_out(own_console: Console)
     assert [login("127.0.0.2", f"wrong-{n}") for n in range(5)] == [401] * 5
     assert login("127.0.0.2", PASSWORDS["ri"]) == 429  # that address waits, right password or not
     assert login("127.0.0.1", PASSWORDS["ri"]) == 200
-    spread = [login(f"127.0.1.{n // 5 + 1}", f"wrong-{n}") for n in range(45)]
-    assert spread == [401] * 45
-    assert login("127.0.0.1", PASSWORDS["ri"]) == 429  # fifty from ten addresses: the identity waits
+
+
+def test_the_log_in_limit_counts_addresses_and_identities_apart() -> None:
+    """Five failures stop an address (an IPv6 /64 is one), fifty from many addresses stop an
+    identity, and both are heard again once the window has passed."""
+    now = [0.0]
+    limit = LoginLimit(clock=lambda: now[0])
+    for _ in range(5):
+        assert limit.blocked("ri", "192.0.2.1") is None
+        limit.failed("ri", "192.0.2.1")
+    assert limit.blocked("ri", "192.0.2.1") == 60.0
+    assert limit.blocked("someone", "192.0.2.1") == 60.0  # the address, for every identity
+    assert limit.blocked("ri", "192.0.2.2") is None  # the identity, from elsewhere
+    for n in range(5):
+        limit.failed("ri", f"2001:db8::{n + 1}")  # one host's /64
+    assert limit.blocked("ri", "2001:db8::ffff") is not None
+    assert limit.blocked("ri", "2001:db8:0:1::1") is None
+    assert limit.blocked("ri", "::ffff:192.0.2.1") is not None  # an IPv4 address mapped into IPv6
+    for n in range(40):
+        limit.failed("ri", f"198.51.100.{n}")
+    assert limit.blocked("ri", "203.0.113.9") is not None  # fifty from many addresses: the identity waits
+    assert limit.blocked("someone", "203.0.113.9") is None
+    now[0] = 61.0
+    assert limit.blocked("ri", "192.0.2.1") is None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import itertools
 import os
 import sys
@@ -403,7 +404,8 @@ class Executor(Agent):
                         "qty": units,
                     },
                     causes=[record.id],
-                    idempotency_key=f"transfer:d{day}:{source}:{target}:{sku}",
+                    # A key names one request: a plan that moves other units is another request.
+                    idempotency_key=f"transfer:d{day}:{source}:{target}:{sku}:{units}",
                 )
             )
         outcomes = await self._settle(proposed, ctx)
@@ -436,7 +438,7 @@ class Executor(Agent):
                     "shipment.reprioritize",
                     {"shipment": f"{customer}@d{day}", "orders": orders, "to_day": day + 1},
                     causes=[record.id, *said],
-                    idempotency_key=f"reprioritize:{customer}:d{day}:{len(orders)}",
+                    idempotency_key=f"reprioritize:{customer}:d{day}:{_orders_key(orders)}",
                 )
             )
         refused = []
@@ -494,3 +496,9 @@ class Executor(Agent):
             idempotency_key=f"dispatch:{route_id}",
         )
         await self._settle([dispatched], ctx)
+
+
+def _orders_key(orders: list[str]) -> str:
+    """A short name of these orders for an idempotency key: another set of orders is another
+    request (their count alone let two sets share a key, which the gateway refuses)."""
+    return hashlib.sha256("\n".join(orders).encode()).hexdigest()[:16]
