@@ -8,10 +8,11 @@ import httpx
 import pytest
 from fastapi import FastAPI, Header
 from pydantic import BaseModel
-from support import World, booking, make_gateway
+from support import People, World, booking, make_gateway
 
 from answerable import (
     ArgumentsInvalid,
+    ConfigError,
     Controller,
     Execution,
     ExecutionError,
@@ -22,6 +23,7 @@ from answerable import (
     UnknownAgent,
     UnknownOperation,
     http_operation,
+    new_ruleset,
 )
 from answerable.records import Decision, decode_entry
 
@@ -573,3 +575,32 @@ async def test_an_intent_built_by_hand_with_no_real_time_or_an_unknown_cause_is_
     await ledger.append([odd])
     write(ledger.path, tmp_path / "report.html")
     assert (tmp_path / "report.html").stat().st_size > 0
+
+
+async def test_a_ruleset_the_ri_replaced_is_not_put_back_by_installing_its_old_file(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, world: World
+):
+    """v2 removes the permit of noop; a replica or a restart still holding v1's file installed it
+    again, and v1 decided, with nothing new in the ledger to say the RI's revocation was undone.
+    Now that install is refused, and v2 goes on deciding; signed again, the old rules come back."""
+    from support import POLICIES, SCHEMA
+
+    charter = gateway.charter
+    v1 = gateway._rules()[1]
+    without_noop = POLICIES.replace(
+        '@id("noop-allowed")\npermit(principal, action in [Action::"noop", Action::"carrier.fail", '
+        'Action::"carrier.http"], resource);',
+        "",
+    )
+    assert without_noop != POLICIES
+    v2 = new_ruleset(without_noop, SCHEMA, people.ri, version=2, clock=gateway.clock, ids=gateway.ids)
+    await gateway.install(charter, v2)
+    size = ledger.size()
+    with pytest.raises(ConfigError, match=r"replaced in this ledger by v2"):
+        await gateway.install(charter, v1)
+    assert ledger.size() == size
+    assert (await gateway.submit(gateway.intent("executor", "noop", {}))).status == "denied"
+    await gateway.install(charter, v2)  # the one in force: installing it again is fine
+    v3 = new_ruleset(POLICIES, SCHEMA, people.ri, version=3, clock=gateway.clock, ids=gateway.ids)
+    await gateway.install(charter, v3)
+    assert (await gateway.submit(gateway.intent("executor", "noop", {}))).status == "succeeded"

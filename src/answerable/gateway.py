@@ -259,12 +259,37 @@ class Gateway:
         parsed = load_ruleset(ruleset.policies, ruleset.schema_text)
         if parsed.ruleset_hash != ruleset.ruleset_hash or parsed.schema_hash != ruleset.schema_hash:
             raise ConfigError(f"ruleset v{ruleset.version}: its recorded hashes do not match its text")
+        self._not_replaced(ruleset, charter)
         missing = [r for r in (charter, ruleset) if not _has(self.ledger, r.id)]
         if missing:
             await self.ledger.append(missing, fence=epoch)
         self._charter, self._ruleset, self._ruleset_record = charter, parsed, ruleset
         for hook in self._on_install:
             hook(charter)
+
+    def _not_replaced(self, ruleset: RulesetVersion, charter: SystemCharter) -> None:
+        """Refuse a ruleset the ledger records a later one after: the RI replaced it, and a
+        replica or a restart still holding its old file would put a revoked rule back in force
+        without a word in the ledger. A rule comes back only signed again, as a new version.
+
+        Raises:
+            ConfigError: a later ruleset signed by the charter's RI is recorded after it.
+        """
+        if not _has(self.ledger, ruleset.id):
+            return  # new to this ledger: recorded now, so it is the latest
+        for stored in self.ledger.of_kind("RulesetVersion", after=self.ledger.find(ruleset.id).index):
+            later = decode_entry(stored.data)
+            if not isinstance(later, RulesetVersion):
+                continue
+            try:
+                verify_ruleset(later, charter)
+            except AnswerableError:
+                continue  # not signed by the RI in force: it never took effect
+            raise ConfigError(
+                f"ruleset v{ruleset.version} ({ruleset.id}) was replaced in this ledger by "
+                f"v{later.version} ({later.id}), which the RI signed after it; to put its rules back "
+                "in force, have the RI sign them again as a new version"
+            )
 
     async def resume_from_ledger(self) -> None:
         """Load the charter and the last ruleset its RI signed from the ledger (a restart)."""

@@ -342,7 +342,8 @@ class Service:
             if isinstance(named, SystemCharter):
                 self._learn_names(named)
         self._ruleset = ruleset
-        await gateway.reconcile()
+        for recovered in await gateway.reconcile():  # a call a crash cut off counts once it is settled
+            self._learn_outcome(recovered)
         self._learn_keys()
         self._seen = ledger.size()
         if config.nats_url is not None:
