@@ -49,7 +49,8 @@ def shop(folder: Path) -> Path:
     init(folder)
     (folder / "policies.cedar").write_text(POLICIES)
     (folder / "schema.cedarschema").write_text(SCHEMA)
-    (folder / "operations.py").write_text(OPERATIONS)
+    # A module name no other test's folder uses: one process imports a name once.
+    (folder / "prerequisite_operations.py").write_text(OPERATIONS)
     ri = KeyPair.load(folder / "ri.key")
     (folder / "ruleset.json").write_bytes(
         orjson.dumps(new_ruleset(POLICIES, SCHEMA, ri).model_dump(mode="json"))
@@ -61,6 +62,7 @@ def shop(folder: Path) -> Path:
         '[[operations]]\nname = "lookup"\ntarget = "operations:lookup"\nidempotent = true\n\n[[operations]]',
         1,
     )
+    text = text.replace('target = "operations:', 'target = "prerequisite_operations:')
     toml.write_text(text + '\n[[prerequisites]]\noperation = "refund"\nafter = "lookup"\nsame = ["order"]\n')
     return toml
 
@@ -81,7 +83,7 @@ async def test_a_lookup_reconcile_settled_at_start_lets_the_refund_through(tmp_p
     folder = toml.parent
     gateway.register(
         "lookup",
-        resolve_target("operations:lookup", folder, "lookup"),
+        resolve_target("prerequisite_operations:lookup", folder, "lookup"),
         resource_class="lookup",
         idempotent=True,
         context=arguments_as_context,

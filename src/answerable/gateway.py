@@ -20,7 +20,7 @@ import hashlib
 import inspect
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -277,34 +277,32 @@ class Gateway:
         """
         if not _has(self.ledger, ruleset.id):
             return  # new to this ledger: recorded now, so it is the latest
-        for stored in self.ledger.of_kind("RulesetVersion", after=self.ledger.find(ruleset.id).index):
-            later = decode_entry(stored.data)
-            if not isinstance(later, RulesetVersion):
-                continue
-            try:
-                verify_ruleset(later, charter)
-            except AnswerableError:
-                continue  # not signed by the RI in force: it never took effect
+        later = next(self._signed_rulesets(charter, after=self.ledger.find(ruleset.id).index), None)
+        if later is not None:
             raise ConfigError(
                 f"ruleset v{ruleset.version} ({ruleset.id}) was replaced in this ledger by "
                 f"v{later.version} ({later.id}), which the RI signed after it; to put its rules back "
                 "in force, have the RI sign them again as a new version"
             )
 
-    async def resume_from_ledger(self) -> None:
-        """Load the charter and the last ruleset its RI signed from the ledger (a restart)."""
-        await self.acquire()
-        charter = charter_of(self.ledger)
-        signed = []
-        for stored in self.ledger.of_kind("RulesetVersion"):
+    def _signed_rulesets(self, charter: SystemCharter, *, after: int = -1) -> Iterator[RulesetVersion]:
+        """The rulesets recorded after index ``after`` that the charter's RI signed, in order;
+        one signed by anyone else never took effect."""
+        for stored in self.ledger.of_kind("RulesetVersion", after=after):
             ruleset = decode_entry(stored.data)
             if not isinstance(ruleset, RulesetVersion):
                 continue
             try:
                 verify_ruleset(ruleset, charter)
             except AnswerableError:
-                continue  # not signed by the RI in force: it never took effect
-            signed.append(ruleset)
+                continue
+            yield ruleset
+
+    async def resume_from_ledger(self) -> None:
+        """Load the charter and the last ruleset its RI signed from the ledger (a restart)."""
+        await self.acquire()
+        charter = charter_of(self.ledger)
+        signed = list(self._signed_rulesets(charter))
         if not signed:
             raise ConfigError(
                 f"ledger {self.ledger.origin} has no RulesetVersion signed by the RI {charter.ri}"
