@@ -303,7 +303,10 @@ def test_configuration_errors_are_one_line_and_start_nothing(tmp_path: Path, sys
     )
     (broken / "answerable.toml").write_text(config)
     bad_target = subprocess.run(
-        [*CLI, "serve", str(broken / "answerable.toml")], capture_output=True, text=True, check=False
+        [*CLI, "serve", str(broken / "answerable.toml"), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert bad_target.returncode == 2
     assert "cannot import nowhere" in bad_target.stderr
@@ -313,7 +316,7 @@ def test_configuration_errors_are_one_line_and_start_nothing(tmp_path: Path, sys
     with (traced / "answerable.toml").open("a") as toml:
         toml.write('\n[otel]\nendpoint = "http://127.0.0.1:4318/v1/traces"\n')
     no_credential = subprocess.run(
-        [*CLI, "serve", str(traced / "answerable.toml")],
+        [*CLI, "serve", str(traced / "answerable.toml"), "--port", str(free_port())],
         capture_output=True,
         text=True,
         check=False,
@@ -328,7 +331,10 @@ def test_configuration_errors_are_one_line_and_start_nothing(tmp_path: Path, sys
     charter["agents"] = 5
     (traced / "charter.json").write_text(json.dumps(charter))
     bad_charter = subprocess.run(
-        [*CLI, "serve", str(traced / "answerable.toml")], capture_output=True, text=True, timeout=60
+        [*CLI, "serve", str(traced / "answerable.toml"), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert bad_charter.returncode == 2
     assert "charter.json is not a signed SystemCharter: agents: Input should be a valid array" in (
