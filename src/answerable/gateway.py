@@ -275,9 +275,11 @@ class Gateway:
         Raises:
             ConfigError: a later ruleset signed by the charter's RI is recorded after it.
         """
-        if not _has(self.ledger, ruleset.id):
+        try:
+            at = self.ledger.find(ruleset.id).index
+        except EntryNotFound:
             return  # new to this ledger: recorded now, so it is the latest
-        later = next(self._signed_rulesets(charter, after=self.ledger.find(ruleset.id).index), None)
+        later = next(self._signed_rulesets(charter, after=at), None)
         if later is not None:
             raise ConfigError(
                 f"ruleset v{ruleset.version} ({ruleset.id}) was replaced in this ledger by "
@@ -538,13 +540,9 @@ class Gateway:
             IdempotencyConflict: another operation or other arguments, or no outcome yet.
         """
         agent, key = intent.agent, intent.idempotency_key
-        if (earlier.agent, earlier.idempotency_key, earlier.operation) != (
-            agent,
-            key,
-            intent.operation,
-        ) or not _same_json(
-            earlier.arguments, intent.arguments
-        ):  # a key's head is its agent's; an id reused by hand may be anyone's
+        # A key's head is its agent's; an id reused by hand may be anyone's.
+        same = (earlier.agent, earlier.idempotency_key, earlier.operation) == (agent, key, intent.operation)
+        if not same or not _same_json(earlier.arguments, intent.arguments):
             raise IdempotencyConflict(agent, key, earlier.id, "idempotency_conflict")
         found = self._outcome_now(earlier)
         if found is None:
@@ -553,9 +551,10 @@ class Gateway:
 
     def _recorded_intent(self, intent_id: str) -> Intent | None:
         """The Intent the ledger holds under this id, if it holds one."""
-        if self.ledger.unknown([intent_id]):
+        try:
+            found = decode_entry(self.ledger.find(intent_id).data)
+        except EntryNotFound:
             return None
-        found = decode_entry(self.ledger.find(intent_id).data)
         return found if isinstance(found, Intent) else None
 
     def _recordable(self, intent: Intent) -> None:
