@@ -10,7 +10,12 @@ go, so a failure replays with the same seed:
   SIGKILL at the gateway's named point of that last one (``claimed``: before its message is
   recorded; ``executed``: after it is recorded and published, before its Execution);
 - ``recover``: start a gateway on the ledger (its reconcile settles what the dead one left) and
-  print each recovered outcome.
+  print each recovered outcome;
+- ``stream``: send plans the rules allow and notes they do not decide, from 2 to 6 concurrent
+  tasks, until a dozen are refused (a halt from another process, by the CLI, refuses them), and
+  print how many went and how many were refused, by reason.
+
+LEDGER is a SQLite file or a PostgreSQL URL.
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ from answerable import (
     Gateway,
     KeyPair,
     MessageHeld,
+    MessageRefused,
     SQLiteLedger,
     System,
     new_charter,
     new_ruleset,
 )
+from answerable.ledger import SQLLedger, open_ledger
 from answerable.records import ExternalEvent, Intent, Message
 
 RI = KeyPair.from_seed("ri@example.com", b"\x01" * 32)
@@ -62,7 +69,13 @@ CONTRACT: dict[str, Any] = {
             "publishers": ["router"],
             "subscribers": ["executor"],
             "messages": [{"type": "route.plan", "payload_schema": {"type": "object"}, "decide": True}],
-        }
+        },
+        {
+            "topic": "notes",
+            "publishers": ["router"],
+            "subscribers": ["executor"],
+            "messages": [{"type": "note", "payload_schema": {"type": "object"}}],
+        },
     ]
 }
 
@@ -83,8 +96,8 @@ def say(**what: Any) -> None:
     sys.stdout.flush()
 
 
-async def build(path: Path, *, fault: Any = None) -> tuple[SQLiteLedger, Gateway, System, Executor]:
-    ledger = SQLiteLedger.open(path, create=True)
+async def build(target: Path | str, *, fault: Any = None) -> tuple[SQLLedger, Gateway, System, Executor]:
+    ledger = open_ledger(target, create=True)
     gateway = Gateway(ledger, fault=fault, lease_ttl=1.0)
     system = System(ledger, gateway, agents=AGENTS)
     system.message_context("plans", "route.plan", lambda p: {"urgent": bool(p.get("urgent"))})
@@ -149,8 +162,43 @@ async def recover(path: Path) -> None:
     ledger.close()
 
 
+async def stream(target: str, seed: int) -> None:
+    draw = random.Random(f"stream:{seed}")
+    workers = draw.randint(2, 6)
+    ledger, gateway, system, _executor = await build(target)
+    went = 0
+    refused: dict[str, int] = {}
+
+    async def work(worker: int) -> None:
+        nonlocal went
+        pick = random.Random(f"stream:{seed}:{worker}")
+        n = 0
+        while sum(refused.values()) < 12:
+            n += 1
+            try:
+                if pick.random() < 0.5:
+                    await system.send("router", "notes", "note", {"w": worker, "n": n}, (), (), "t")
+                else:
+                    payload = {"urgent": False, "w": worker, "n": n}
+                    await system.send("router", "plans", "route.plan", payload, (), (), "t")
+                went += 1
+            except MessageRefused as exc:
+                refused[exc.reason_code] = refused.get(exc.reason_code, 0) + 1
+            if n % 50 == 0:
+                await system.run_until_idle()  # the executor hears them: the bus's queue stays short
+
+    say(ready=True, workers=workers)
+    await asyncio.wait_for(asyncio.gather(*(work(w) for w in range(workers))), 120)
+    say(went=went, refused=refused)
+    gateway.close()
+    ledger.close()
+
+
 def main() -> None:
     path, role, seed = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    if role == "stream":
+        asyncio.run(stream(sys.argv[1], seed))
+        return
     if role == "hold":
         asyncio.run(hold(path, seed))
     elif role == "send":

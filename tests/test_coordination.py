@@ -655,6 +655,70 @@ async def test_a_halt_or_a_paused_channel_stops_messages_until_resumed(system: A
     assert len(heard["executor"].heard) == 1
 
 
+def halt_at_check(monkeypatch: pytest.MonkeyPatch, gateway: Gateway, at: int) -> list[str]:
+    """Make another connection commit a halt right after the ``at``-th control check a message
+    makes (counted from 1), before its append: the window two processes found. Returns the
+    halt's id once it is written."""
+    from answerable.control import unsigned_control
+    from answerable.records import Scope
+
+    real = gateway.control.guarded_state
+    calls: list[int] = []
+    halted: list[str] = []
+
+    def late() -> Any:
+        state = real()
+        calls.append(1)
+        if len(calls) == at:
+            stop = unsigned_control(
+                "halt", Scope(kind="system"), "pager@ops", "storm", causes=[],
+                control_id=gateway.ids.new(), at_ns=gateway.clock.now_ns(),
+            )  # fmt: skip
+            with SQLiteLedger.open(gateway.ledger.path) as other:
+                other.append_sync([stop])
+            halted.append(stop.id)
+        return state
+
+    monkeypatch.setattr(gateway.control, "guarded_state", late)
+    return halted
+
+
+async def test_a_halt_between_a_messages_check_and_its_append_keeps_it_out(
+    system: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check said go; a halt landed before the append: the store refuses the append (the
+    control head moved) and the message, judged again, is refused, not recorded after the halt."""
+    sys_, gateway, heard = system
+    halted = halt_at_check(monkeypatch, gateway, 1)
+    with pytest.raises(MessageRefused) as refused:
+        await sys_.send("router", "plans", "route.plan", {"shipment": "S", "day": 1}, (), (), "t")
+    assert refused.value.reason_code == "halt"
+    assert kinds(sys_.ledger, "Message") == []
+    (refusal,) = kinds(sys_.ledger, "Refusal")
+    assert refusal.causes == tuple(halted)
+    await sys_.run_until_idle()
+    assert heard["executor"].heard == []
+
+
+async def test_a_halt_after_the_gateways_check_keeps_a_decided_message_out(
+    decided: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decided message passed the gateway's check after its claim; a halt landed before the
+    message's own append: its execution fails naming the halt, and no message is recorded."""
+    system, gateway, _router, executor = decided
+    halted = halt_at_check(monkeypatch, gateway, 2)  # the first is publish_message's own
+    with pytest.raises(MessageRefused) as refused:
+        await system.send("router", "plans", "route.plan", {"n": 1, "urgent": False}, (), (), "t")
+    assert refused.value.reason_code == "failed"
+    assert halted[0] in str(refused.value)
+    (execution,) = kinds(system.ledger, "Execution")
+    assert execution.status == "failed"
+    assert halted[0] in (execution.error or "")
+    assert plans_of(system.ledger) == []
+    await system.run_until_idle()
+    assert executor.heard == []
+
+
 def test_a_monitor_may_pause_a_channel() -> None:
     spec = {**NEW_EDGE["monitors"][0], "respond": {"pause": "channel:hints"}}
     (monitor,) = load_monitors({"monitors": [spec]}, known_scopes=()).monitors

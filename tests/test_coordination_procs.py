@@ -1,21 +1,24 @@
-"""Decided messages across real OS processes: answers given by the CLI in another process deliver
-held messages exactly once, and a kill -9 at a named point of a delivery leaves every message
-recorded exactly once after a restart. The seed draws how many messages go (``ANSWERABLE_SEED=N``
-replays one; ``make soak`` runs more seeds)."""
+"""Messages across real OS processes: answers given by the CLI in another process deliver held
+messages exactly once, a kill -9 at a named point of a delivery leaves every message recorded
+exactly once after a restart, and a halt from the CLI lets no message land after it. The seed
+draws how many messages go (``ANSWERABLE_SEED=N`` replays one; ``make soak`` runs more seeds)."""
 
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from backends import make_backend
 from coordination_child import REVIEWER
 from procs import seeds
 
 from answerable import SQLiteLedger
-from answerable.records import Execution, Intent, Message, decode_entry
+from answerable.records import Execution, Intent, Message, Refusal, decode_entry
 
 pytestmark = pytest.mark.crash
 CHILD = Path(__file__).with_name("coordination_child.py")
@@ -96,3 +99,50 @@ def test_a_kill_at_a_named_point_of_delivery_leaves_every_message_recorded_once(
     for send in sends:
         assert len([m for m in messages if send.id in m.causes]) == 1, seed
         assert [x.status for x in executions if x.intent_id == send.id] == ["succeeded"], seed
+
+
+@pytest.mark.parametrize("seed", seeds())
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_halt_from_another_process_lets_no_message_land_after_it(
+    tmp_path: Path, backend: str, seed: int
+) -> None:
+    """A sender streams messages from several tasks (notes no rule decides, plans the rules
+    allow); `answerable halt`, another process, commits a halt at a moment the seed draws. No
+    Message may stand in the ledger after the halt: a message checked against control before the
+    halt and appended after it was recorded and published after the halt (33 in 6 trials before
+    the store's control head guarded the append). The sender's later messages are refused."""
+    store = make_backend(backend, tmp_path)
+    try:
+        child = subprocess.Popen(
+            [sys.executable, str(CHILD), store.target, "stream", str(seed)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert child.stdout is not None
+        ready = json.loads(child.stdout.readline() or "{}")
+        assert ready.get("ready"), (seed, child.communicate(timeout=TIMEOUT))
+        ledger = store.open()
+        wanted = random.Random(f"halt:{seed}").randint(20, 120)
+        deadline = time.monotonic() + TIMEOUT
+        while len(ledger.of_kind("Message")) < wanted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        halted = subprocess.run(
+            [str(CLI), "halt", store.target, "--by", "pager@ops.example", "--reason", "storm"],
+            capture_output=True, text=True, timeout=TIMEOUT, check=False,
+        )  # fmt: skip
+        assert halted.returncode == 0, (seed, halted.stderr)
+        out, err = child.communicate(timeout=TIMEOUT)
+        assert child.returncode == 0, (seed, err)
+        said = lines(out)[-1]
+        senders = ready["workers"]
+        where = f"seed {seed} on {backend}, halted after {wanted} messages, {senders} senders: {said}"
+        [halt] = [e.index for e in ledger.of_kind("Control") if decode_entry(e.data).action == "halt"]
+        messages = ledger.of_kind("Message")
+        late = [e.index for e in messages if e.index > halt]
+        assert late == [], f"{where}: messages recorded after the halt at {halt}: {late}"
+        assert len(messages) >= wanted, where
+        refusals = [e for e in ledger.of_kind("Refusal") if e.index > halt]
+        assert sum(said["refused"].values()) >= 12, where
+        assert refusals, where  # the notes after the halt were refused, and the refusals recorded
+        assert all(isinstance(decode_entry(r.data), Refusal) for r in refusals), where
+    finally:
+        store.close()

@@ -22,7 +22,7 @@ from answerable.charter import CharterHistory
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
 from answerable.errors import AnswerableError, ConfigError, LedgerTampered, RecordInvalid
 from answerable.keys import KeyPair
-from answerable.ledger.base import LedgerStore, StoredEntry
+from answerable.ledger.base import CONTROL_HEAD, Guard, LedgerStore, StoredEntry
 from answerable.records import Control, Scope, SystemCharter, decode_as, decode_entry, problems
 from answerable.signing import require_role, sign, verify_signed_by
 
@@ -258,6 +258,16 @@ class Controller:
                     self._seen = stored.index
             self._version = version  # only once all of it folded: a damaged entry raises again
             return self._fold.state
+
+    def guarded_state(self) -> tuple[ControlState, Guard]:
+        """The state now, and the guard under which an append lands only while it still holds.
+
+        The head is read before the state, so the state folds every stop up to the head at
+        least; a stop committed after the head was read moves it (the store moves it to every
+        Control entry), and the guarded append fails with Conflict instead of landing after it.
+        """
+        head = self.ledger.head(CONTROL_HEAD)
+        return self.state(), Guard(CONTROL_HEAD, head)
 
     def make(self, action: str, scope: Scope, by: str, reason: str) -> Control:
         """The control entry an action would append now, unsigned; its causes are the stops in

@@ -23,13 +23,14 @@ from answerable.errors import (
     ConfigError,
     Conflict,
     EntryNotFound,
+    ExecutionError,
     MessageHeld,
     MessageRefused,
     RecordInvalid,
     UnknownAgent,
 )
 from answerable.gateway import SEND_PREFIX, Gateway, Outcome, Resource
-from answerable.ledger.base import Guard, LedgerStore
+from answerable.ledger.base import CONTROL_HEAD, Guard, LedgerStore
 from answerable.operations import FencingToken
 from answerable.records import (
     Control,
@@ -218,11 +219,16 @@ class System:
     def _charter_installed(self, _charter: SystemCharter) -> None:
         self._contract_check()
 
-    def _stop_for(self, sender: str, topic: str) -> Control | None:
-        """A halt, or a pause of the sender or of the channel, in force now: the message stops."""
+    def _stop_for(self, sender: str, topic: str) -> tuple[Control | None, tuple[Guard, ...]]:
+        """A halt, or a pause of the sender or of the channel, in force now: the message stops;
+        and the guards its append carries, so that a stop committed by anyone after this reading
+        refuses the append (Conflict on the control head) instead of letting it land after the
+        stop. Checking and then appending unguarded let another process's halt fall in between:
+        the message was recorded and published after the halt."""
         if not isinstance(self.actuator, Gateway):
-            return None
-        return self.actuator.control.state().blocking_message(sender=sender, topic=topic)
+            return None, ()
+        state, guard = self.actuator.control.guarded_state()
+        return state.blocking_message(sender=sender, topic=topic), (guard,)
 
     def _may_receive(self, agent: str, message: Message) -> bool:
         """Under a contract, a message reaches only the topic's declared subscribers, and of those
@@ -362,7 +368,7 @@ class System:
         Raises:
             as :meth:`send`.
         """
-        sender, topic, type = message.sender, message.topic, message.type
+        sender, topic = message.sender, message.topic
         if sender not in self.known:
             raise UnknownAgent(sender)
         try:
@@ -372,8 +378,18 @@ class System:
                 f"message from {sender} on {topic}: payload is not JSON ({exc}); nothing was recorded",
                 record="Message",
             ) from exc
+        while True:
+            published = await self._publish_once(message, body, decided=decided)
+            if published is not None:
+                return published
+
+    async def _publish_once(self, message: Message, body: bytes, *, decided: bool) -> Message | None:
+        """One try of :meth:`publish_message`: the message as published, or None when a stop
+        committed after its check refused the append, so that it is judged again under the stop
+        (and refused, unless a resume came too)."""
+        sender, topic, type = message.sender, message.topic, message.type
         check = self._contract_check()
-        stop = self._stop_for(sender, topic)
+        stop, guards = self._stop_for(sender, topic)
         if stop is not None:
             refused: Refused | None = Refused(
                 stop.action, f"{stop.action} {stop.id} by {stop.by}: {stop.reason}"
@@ -411,7 +427,12 @@ class System:
             return await self._decided(message)
         self.unpublished += 1
         try:
-            await self.ledger.append([message])
+            try:
+                await self.ledger.append([message], guards=guards)
+            except Conflict as exc:
+                if exc.key != CONTROL_HEAD:
+                    raise
+                return None
             await self.bus.publish(topic, message)
         finally:
             self.unpublished -= 1
@@ -502,15 +523,28 @@ class System:
             )
             self.unpublished += 1
             try:
-                try:
-                    await self.ledger.append(
-                        [message], fence=fencing_token.epoch, guards=[Guard(f"message:{intent.id}", None)]
-                    )
-                except Conflict:  # another process recorded it first: that one is the message
-                    found = self._message_of(intent.id)
-                    if found is None:
-                        raise
-                    message = found
+                while True:
+                    # The gateway checked control before this call; a stop committed since, by
+                    # anyone, still keeps the message out of the ledger (the control head guard).
+                    stop, guards = self._stop_for(intent.agent, topic)
+                    if stop is not None:
+                        why = f"{stop.action} {stop.id} by {stop.by}: {stop.reason}"
+                        raise ExecutionError(f"{why}; the message was not recorded")
+                    try:
+                        await self.ledger.append(
+                            [message],
+                            fence=fencing_token.epoch,
+                            guards=[Guard(f"message:{intent.id}", None), *guards],
+                        )
+                        break
+                    except Conflict as exc:
+                        if exc.key == CONTROL_HEAD:
+                            continue  # a stop landed after the check: judged again under it
+                        found = self._message_of(intent.id)  # another process recorded it first
+                        if found is None:
+                            raise
+                        message = found
+                        break
                 await self.bus.publish(topic, message)
             finally:
                 self.unpublished -= 1
@@ -587,7 +621,9 @@ def _refusal(sender: str, topic: str, type: str, outcome: Outcome) -> MessageRef
     """A decided message that will not be delivered, naming the entry that refused it."""
     evidence = outcome.approval or outcome.execution or outcome.decision
     by = (
-        f"a reviewer ({outcome.approval.by}: {outcome.approval.reason})"
+        f"its execution ({outcome.execution.error})"
+        if outcome.execution is not None and outcome.execution.error and outcome.status != "denied"
+        else f"a reviewer ({outcome.approval.by}: {outcome.approval.reason})"
         if outcome.approval is not None
         else f"a stop ({outcome.decision.stop})"
         if outcome.decision is not None and outcome.decision.stop is not None

@@ -18,6 +18,7 @@ from backends import Backend
 from support import order_events
 
 from answerable.clock import FakeClock, IdSource
+from answerable.control import unsigned_control
 from answerable.errors import (
     Conflict,
     EntryNotFound,
@@ -37,8 +38,8 @@ from answerable.ledger import (
     verify_inclusion,
 )
 from answerable.ledger._sql import SQLLedger
-from answerable.ledger.base import Guard
-from answerable.records import Intent, decode_entry, entry_bytes
+from answerable.ledger.base import CONTROL_HEAD, Guard
+from answerable.records import Control, Intent, Scope, decode_entry, entry_bytes
 
 ORIGIN = "test.example/contract"
 
@@ -234,6 +235,41 @@ async def test_a_guard_lets_one_of_two_writers_through(backend: Backend, store: 
     assert [0] in outcomes
     assert store.head("review:R") == other.head("review:R") == 0
     assert await store.append(order_events(1, later_ids(2)), guards=[Guard("review:R", 0)]) == [1]
+
+
+def a_stop(action: str, n: int) -> Control:
+    return unsigned_control(
+        action, Scope(kind="system"), "pager@ops.example", "storm", causes=[],
+        control_id=f"01K0000000000000000000000{n}", at_ns=1_767_225_600_000_000_000 + n,
+    )  # fmt: skip
+
+
+async def test_the_store_moves_the_control_head_to_every_control_entry(backend: Backend, store: SQLLedger):
+    """A stop asks for no guard, so it never waits on or fails for a writer; a writer that read
+    the head before the stop landed gets Conflict, through another connection too, and inside one
+    group commit (items judged in order: the stop, then the append guarded on the old head)."""
+    assert store.head(CONTROL_HEAD) is None
+    await store.append(order_events(2))
+    assert store.head(CONTROL_HEAD) is None  # other kinds leave it where it is
+    other = backend.open()
+    [halt] = other.append_sync([*order_events(1, later_ids(9)), a_stop("halt", 1)])[-1:]
+    assert store.head(CONTROL_HEAD) == halt == 3
+    with pytest.raises(Conflict):
+        await store.append(order_events(1, later_ids()), guards=[Guard(CONTROL_HEAD, None)])
+    stop, late = await asyncio.gather(
+        store.append([a_stop("pause", 2)]),
+        store.append(order_events(1, later_ids(2)), guards=[Guard(CONTROL_HEAD, halt)]),
+        return_exceptions=True,
+    )
+    assert stop == [4], stop
+    assert isinstance(late, Conflict), late
+    assert other.head(CONTROL_HEAD) == 4
+    together = await asyncio.gather(  # a guard on it is checked, and moves nothing: both land
+        store.append(order_events(1, later_ids(3)), guards=[Guard(CONTROL_HEAD, 4)]),
+        store.append(order_events(1, later_ids(4)), guards=[Guard(CONTROL_HEAD, 4)]),
+    )
+    assert together == [[5], [6]]
+    assert store.head(CONTROL_HEAD) == 4
 
 
 def test_a_nonce_is_accepted_once_even_through_another_connection(backend: Backend, store: SQLLedger):

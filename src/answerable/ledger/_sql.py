@@ -38,7 +38,7 @@ from answerable.errors import (
     StoreUnavailable,
 )
 from answerable.ledger import _verify, merkle, note
-from answerable.ledger.base import MAX_ENTRY_BYTES, Guard, LeaseRow, StoredEntry, VerifyReport
+from answerable.ledger.base import CONTROL_HEAD, MAX_ENTRY_BYTES, Guard, LeaseRow, StoredEntry, VerifyReport
 from answerable.records import Record, entry_bytes
 
 if TYPE_CHECKING:  # at run time asyncio is imported by append, the one coroutine: a CLI halt never is
@@ -615,9 +615,13 @@ class SQLLedger(ABC):
             if conflict is not None:
                 refused.append((item.waiter, None, conflict))
                 continue
-            at += len(item.rows)
             for guard in item.guards:
-                heads[guard.key] = moved[guard.key] = at - 1
+                if guard.key != CONTROL_HEAD:  # checked only: writers guarded on it do not race
+                    heads[guard.key] = moved[guard.key] = at + len(item.rows) - 1
+            for n, row in enumerate(item.rows):
+                if row[1] == "Control":  # moved unasked, so no stop waits on a writer's guard
+                    heads[CONTROL_HEAD] = moved[CONTROL_HEAD] = at + n
+            at += len(item.rows)
             admitted.append(item)
         return admitted, moved, refused
 

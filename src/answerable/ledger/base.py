@@ -14,6 +14,7 @@ from answerable.errors import EntryNotFound, RecordInvalid
 from answerable.records import Record
 
 __all__ = [
+    "CONTROL_HEAD",
     "MAX_ENTRY_BYTES",
     "Guard",
     "LeaseRow",
@@ -26,6 +27,15 @@ __all__ = [
 
 MAX_ENTRY_BYTES = 65_535
 """An entry stays under 64 KiB, the C2SP tlog-tiles limit; larger payloads go by digest."""
+
+CONTROL_HEAD = "control"
+"""The head the store itself moves to every Control entry it appends, with no guard asked for,
+so a halt never waits on or fails for anyone; a guard on it is checked, never moves it (two
+messages guarded on one head both land). A writer whose record must not land after a stop
+(a message) reads the head, then the control state, and appends guarded on the head as read: a
+halt committed in between, by any process, refuses the append with Conflict, and the writer
+judges again under the halt. A ledger written before the head existed has none (None) until its
+next Control entry: the head only has to move when a stop lands, not name the last one before."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +65,8 @@ class Guard:
     (``expect``: the index of the last entry written under that key, None if none was); it then
     points at the append's last entry. Two processes answering one review, or claiming one
     intent, cannot both pass: that uniqueness lives in the store, not in any process.
+    :data:`CONTROL_HEAD` is the one head the store moves unasked (to every Control entry), and
+    the one a guard only checks.
     """
 
     key: str
