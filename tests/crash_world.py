@@ -626,6 +626,34 @@ async def _role_inflight(cfg: dict[str, Any]) -> None:
     )
 
 
+async def _role_lapse(cfg: dict[str, Any]) -> None:
+    """Two processes, two clocks, one approval. ``phase`` ``approve``: a booking goes to review, a
+    sixty-second approval is given, this clock moves past it, another booking is recorded (the
+    ledger now holds that later time) and the reviews are settled: the approval has lapsed.
+    ``phase`` ``settle``: a gateway whose clock was not moved, so it is ``EXPIRE`` seconds behind
+    the first, settles the reviews it finds."""
+    ledger, carrier, clock = _open(cfg)
+    gateway = build_gateway(ledger, carrier, clock=clock)
+    await gateway.start()
+    report: dict[str, Any] = {"done": True}
+    if cfg["phase"] == "approve":
+        first = await gateway.submit(booking(gateway, cfg["key"], "approved"))
+        if first.review is None:
+            raise RuntimeError(f"the booking was {first.status}, not sent to review")
+        await approve(gateway, first.review.id, valid_for=60)
+        clock.shift(EXPIRE)
+        report["later"] = (await gateway.submit(booking(gateway, cfg["key"] + "-later"))).status
+        report["settled"] = [o.status for o in await gateway.settle_reviews()]
+        review_id = report["review"] = first.review.id
+    else:
+        report["settled"] = [o.status for o in await gateway.settle_reviews()]
+        review_id = cfg["review"]
+    report["status"] = gateway.reviews.state(review_id).status
+    gateway.close()
+    ledger.close()
+    say(**report)
+
+
 def _role_cli(cfg: dict[str, Any]) -> None:
     """The ``answerable`` command, loaded in advance, run when the go file appears: two of these
     released together answer at the same moment, with no interpreter start-up between them."""
@@ -645,6 +673,7 @@ ROLES = {
     "service": _role_service,
     "stream": _role_stream,
     "inflight": _role_inflight,
+    "lapse": _role_lapse,
 }
 
 

@@ -298,3 +298,30 @@ async def test_a_halt_from_the_cli_stops_every_call_claimed_after_it(
     assert all(e.claim_index is not None and e.claim_index < halt for e in result.effects), where
     assert any(i > halt for i, _ in result.intents.values()), where  # the stream went on
     assert not result.problems, where
+
+
+async def test_an_approval_that_lapsed_does_not_count_again_in_a_process_whose_clock_is_behind(
+    tmp_path: Path,
+) -> None:
+    """One process sees a sixty-second approval lapse, and records more after it; the next
+    gateway's clock is two minutes behind (each process has its own clock, as machines do). It
+    judges the approval by the ledger's newest time, not only its own clock, so the approval stays
+    lapsed and nothing is booked (before, it saw "approved" and ran the call)."""
+    ledger_path, world_path = paths(tmp_path)
+    await install(ledger_path)
+    common = {"ledger": str(ledger_path), "world": str(world_path), "key": "lapse"}
+    async with Children(tmp_path) as kids:
+        first = await kids.spawn("lapse", **common, phase="approve")
+        approved = await first.expect("done")
+        assert await first.wait() == 0, first
+        assert approved["later"] == "succeeded", approved
+        assert approved["status"] == "reopened", approved
+        behind = await kids.spawn("lapse", **common, phase="settle", review=approved["review"])
+        settled = await behind.expect("done")
+        assert await behind.wait() == 0, behind
+    assert settled["settled"] == [], settled
+    assert settled["status"] == "reopened", settled
+    carrier = Carrier(world_path)
+    assert carrier.count("lapse") == 0
+    assert carrier.count("lapse-later") == 1
+    carrier.close()

@@ -19,7 +19,8 @@ from support import (
 )
 
 from answerable import ApprovalRefused, FakeClock, Gateway, IdSource, SQLiteLedger, new_charter
-from answerable.records import Claim, Execution, decode_entry
+from answerable.clock import rfc3339
+from answerable.records import Claim, Execution, ExternalEvent, decode_entry
 from answerable.review import ReviewQueue
 
 MEDICAL = {"cls": "medical", "disruption": True}
@@ -56,6 +57,33 @@ async def test_an_approval_that_expires_unused_reopens_the_review(
     assert done.execution.authority is not None
     assert done.execution.authority.ids == (done.approval.id,)  # type: ignore[union-attr]
     assert gateway.reviews.state(review_id).status == "claimed"
+
+
+def dated(seconds_ahead: int, clock: FakeClock) -> ExternalEvent:
+    return ExternalEvent(
+        id="01K00000000000000000000001",
+        at=rfc3339(clock.now_ns() + seconds_ahead * 1_000_000_000),
+        source="elsewhere", type="tick", payload={},
+    )  # fmt: skip
+
+
+async def test_the_review_clock_is_never_behind_the_ledger_by_more_than_the_skew(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+):
+    """An entry dated later than this clock (another process's, whose clock is ahead) moves the
+    review clock to it, so an approval that lapsed there lapses here; an entry dated a year ahead
+    moves it by the skew a signed request may have (300 s) and no more."""
+    review_id = await pending_review(gateway)
+    queue = ReviewQueue(ledger, clock=clock, ids=gateway.ids)
+    await queue.submit(
+        queue.approval(review_id, key=people.reviewer, verdict="approve", reason="ok", valid_for_seconds=600)
+    )
+    await ledger.append([dated(366 * 24 * 3600, clock)])
+    assert gateway.reviews.state(review_id).status == "approved"  # 300 s on, not a year
+    clock.advance(400)  # this clock says 200 s of the approval are left; the ledger, 100 s past it
+    assert gateway.reviews.state(review_id).status == "reopened"
+    assert await gateway.settle_reviews() == []
+    assert world.calls == 0
 
 
 async def test_a_claimed_review_stays_settled_after_its_approval_expires(

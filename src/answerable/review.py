@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from answerable._canonical import canonical_bytes
@@ -301,6 +302,8 @@ class ReviewQueue:
         self._latest_ns = 0
         """Each answer is judged by the charter in force where it stands in the ledger, so every
         process and every restart count the same answers."""
+        self._dated: tuple[int, int | None] = (0, None)
+        """The ledger's size when last read, and its newest entry's time then."""
 
     def state(self, review_id: str) -> ReviewState:
         """Everything recorded about one review.
@@ -426,10 +429,31 @@ class ReviewQueue:
         )
 
     def _now_ns(self) -> int:
-        """The clock, never earlier than it already said in this process: an approval that lapsed
-        does not come back when the wall clock steps backwards."""
-        self._latest_ns = max(self._latest_ns, self.clock.now_ns())
+        """The clock, never earlier than it already said in this process, nor than the ledger's
+        newest entry says (trusted up to ``SKEW`` seconds ahead of this clock): an approval that
+        lapsed does not come back when the wall clock steps backwards, nor count again in another
+        process whose clock is behind (a standby 100 s behind saw "approved" and ran the call
+        after the first gateway had seen the approval lapse and written on). An entry dated
+        further ahead moves this clock by ``SKEW`` at most: a writer whose clock is wrong by a
+        year cannot expire every review at once. Past the newest entry and ``SKEW`` it is the
+        machine's clock that is trusted; keep the gateways' clocks in step (NTP)."""
+        now = self.clock.now_ns()
+        newest = self._ledger_ns()
+        if newest is not None:
+            now = max(now, min(newest, now + _AHEAD * 1_000_000_000))
+        self._latest_ns = max(self._latest_ns, now)
         return self._latest_ns
+
+    def _ledger_ns(self) -> int | None:
+        """When the ledger's newest entry says it was written (read again only when it grew)."""
+        size = self.ledger.size()
+        if size != self._dated[0]:
+            try:
+                at = orjson.loads(self.ledger.entry(size - 1).data).get("at") if size else None
+                self._dated = (size, parse_rfc3339(at) if isinstance(at, str) else None)
+            except (orjson.JSONDecodeError, ValueError, AttributeError):  # verify names a bad entry
+                self._dated = (size, None)
+        return self._dated[1]
 
     def _charter_now(self) -> SystemCharter:
         in_force = self.charters.advance(self.ledger).latest()
