@@ -36,7 +36,7 @@ from served import (
 )
 from support import witness_process
 
-from answerable import KeyPair
+from answerable import KeyPair, SQLiteLedger
 from answerable.client import AsyncClient, Client, ServiceRefused
 from answerable.clock import IdSource, SystemClock, rfc3339
 from answerable.httpsig import sign_request
@@ -437,6 +437,45 @@ def test_a_webhook_that_refuses_an_event_is_said_once_without_its_secret_path(tm
     assert said.count("did not take") == 1
     assert f"webhook http://127.0.0.1:{port}/(path hidden) takes events again" in said
     assert "sec-4419" not in said
+
+
+def test_events_written_while_no_service_ran_are_told_to_the_webhook_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """The webhook's position was in memory, so a halt by the CLI while the service was down
+    (here: killed with SIGKILL) reached nobody; it is now kept in the ledger's notes, and the next
+    service tells what came after it, once (an event posted and not yet noted when the service
+    died would be told again: at least once, each with its entry's id)."""
+    hook = Webhook()
+    folder = tmp_path / "shop"
+    init(folder)
+    with (folder / "answerable.toml").open("a") as toml:
+        toml.write(f'\n[notify]\nwebhook = "http://127.0.0.1:{hook.port}/hooks/T0/sec"\n')
+    ri = KeyPair.load(folder / "ri.key")
+    try:
+        first = start(folder, free_port())
+        by = ("--by", ri.identity)
+        pause = cli(first, "pause", "ledger.db", *by, "--reason", "look", "--scope", "agent:a")
+        assert pause.returncode == 0, pause.stderr
+        assert hook.wait_for(lambda events: len(events) == 1), hook.events
+        told = hook.events[0]["index"] + 1
+        with SQLiteLedger.open(folder / "ledger.db") as ledger:  # posted, then noted: wait for both
+            deadline = time.monotonic() + 30
+            while int(ledger.get_note("notified:webhook") or 0) < told and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+        while_down = cli(first, "halt", "ledger.db", "--by", ri.identity, "--reason", "storm", "--json")
+        assert while_down.returncode == 0, while_down.stderr
+        halt_id = json.loads(while_down.stdout)["id"]
+        second = start(folder, free_port())
+        try:
+            assert hook.wait_for(lambda events: any(e["id"] == halt_id for e in events)), hook.events
+            time.sleep(1.5)  # a round of the watch or two: nothing is told twice
+        finally:
+            assert second.stop() == 0
+    finally:
+        hook.close()
+    assert [(e["kind"], e.get("action")) for e in hook.events] == [("Control", "pause"), ("Control", "halt")]
 
 
 def test_a_reviewer_answers_over_http_signed_as_the_cli_signs_and_the_intent_runs(system: Running) -> None:

@@ -96,6 +96,8 @@ if TYPE_CHECKING:
 __all__ = ["ANSWER_STATUS", "MAX_BODY", "Service", "build_app", "control_doc", "outcome_doc"]
 
 _NOTIFY = frozenset({"Review", "Escalation", "ReviewClosed", "Control", "Alert"})
+_NOTIFIED = "notified:webhook"
+"""The ledger note of how far the webhook was told (events before it were posted or given up)."""
 
 MAX_BODY = 64 * 1024
 """Largest request body accepted; an intent's arguments are far smaller."""
@@ -193,6 +195,10 @@ class Service:
         """The ledger size the stream is known to have taken all of (see :meth:`_publish_again`)."""
         self._published_key = ""
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10_000)
+        self._untold = 0
+        """Events queued for the webhook and not yet posted (or given up on)."""
+        self._noted = 0
+        """The position last noted in the ledger's notes as told to the webhook."""
         self._refusals: dict[tuple[str, bool], _Bucket] = {}
         """(claimed identity, verified) -> the rate limit of its Refusal entries."""
         self._names: set[str] = set()
@@ -301,6 +307,7 @@ class Service:
         # anything starts); from here on, a restart of the database server is waited out.
         ledger.patience = SERVING_PATIENCE
         self.ledger = ledger
+        opened = ledger.size()  # what the webhook is told starts here, start-up pauses included
         gateway = Gateway(ledger)
         self.gateway = gateway
         for op in config.operations:
@@ -345,7 +352,15 @@ class Service:
         for recovered in await gateway.reconcile():  # a call a crash cut off counts once it is settled
             self._learn_outcome(recovered)
         self._learn_keys()
-        self._seen = ledger.size()
+        if config.webhook is not None:
+            # Told from where the last service's webhook was told up to: events written while no
+            # service ran (a halt by the CLI, say) are told now, not lost with a position kept in
+            # memory. A ledger with no note yet (new, or kept by an earlier version) starts here.
+            noted = ledger.get_note(_NOTIFIED)
+            self._seen = opened if noted is None or not noted.isdigit() else min(int(noted), ledger.size())
+            if noted is None:  # noted now: a service killed before its first event still says where
+                ledger.put_note(_NOTIFIED, str(self._seen))
+            self._noted = self._seen
         if config.nats_url is not None:
             from answerable.bus.nats import NatsBus  # nats-py only where a system runs on NATS
 
@@ -798,9 +813,24 @@ class Service:
                         event[field_name] = record[field_name]
                 try:
                     self._events.put_nowait(event)
+                    self._untold += 1
                 except asyncio.QueueFull:
                     self.dropped_events += 1
         self._seen = size
+        if not self._untold:
+            await self._note_told(size)
+
+    async def _note_told(self, position: int) -> None:
+        """Note in the ledger that the webhook was told of everything before ``position``: the
+        next service starts there. Only the lease's holder notes (a deposed one is behind)."""
+        ledger, gateway = self.ledger, self.gateway
+        if ledger is None or gateway is None or position <= self._noted or not gateway.lease.held:
+            return
+        try:
+            await asyncio.to_thread(ledger.put_note, _NOTIFIED, str(position))
+        except AnswerableError:  # the store away: noted next time, and told again at worst
+            return
+        self._noted = position
 
     async def _notify(self, url: str) -> None:
         """Post each event to the webhook, retrying with back-off; the gateway never waits for it.
@@ -845,6 +875,8 @@ class Service:
                         f"answerable serve: webhook {where} takes events again", file=sys.stderr, flush=True
                     )
                 failing = bool(why)
+                self._untold -= 1
+                await self._note_told(self._seen if not self._untold else int(event["index"]) + 1)
 
     # --- reading -------------------------------------------------------------------------------------
 
