@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from backends import make_backend
-from crash_world import CRASH_EXIT, Carrier, ShiftedClock, booking, build_gateway, install
-from procs import Children
+from crash_world import CRASH_EXIT, RI, Carrier, ShiftedClock, booking, build_gateway, install
+from procs import Children, cli
 from support import People, World
 from support import booking as world_booking
 
@@ -236,3 +236,48 @@ async def test_an_id_reused_by_hand_for_another_agent_meets_a_conflict_not_the_f
     assert refused.value.reason_code == "idempotency_conflict"
     assert ledger.size() == size
     assert world.calls == 1
+
+
+@pytest.mark.crash
+async def test_a_claim_a_stop_held_at_start_is_settled_once_the_stop_is_lifted(tmp_path: Path) -> None:
+    """A process dies (``os._exit``) right after its claim; the CLI halts the ledger; the next
+    gateway's reconcile leaves the claim open (whether the call happened is unknown, and the halt
+    is in force), so the key answers ``idempotency_in_flight``. The RI resumes with the CLI: the
+    running gateway reconciles again and the call is made once. Before, the claim stayed open, and
+    the key in flight, until the next start."""
+    ledger_path, world_path = tmp_path / "ledger.db", tmp_path / "world.db"
+    await install(ledger_path)
+    async with Children(tmp_path) as kids:
+        first = await kids.spawn(
+            "holder", ledger=str(ledger_path), world=str(world_path), flow="allowed", key="H",
+            point="claimed", exit=True,
+        )  # fmt: skip
+        assert await first.wait() == CRASH_EXIT, first
+    halted = await cli("halt", str(ledger_path), "--by", "pager@ops.example", "--reason", "storm")
+    assert halted.code == 0, halted
+    carrier = Carrier(world_path, ledger_path=ledger_path)
+    ledger = SQLiteLedger.open(ledger_path)
+    gateway = build_gateway(ledger, carrier, clock=ShiftedClock())
+    try:
+        [held] = await gateway.start()
+        assert (held.status, held.execution) == ("not_executed", None)
+        assert await gateway.reconcile_held() == []  # nothing changed: no scan, nothing done
+        with pytest.raises(IdempotencyConflict) as in_flight:
+            await gateway.submit(booking(gateway, "H"))
+        assert in_flight.value.reason_code == "idempotency_in_flight"
+        RI.save(tmp_path / "ri.key")
+        resumed = await cli(
+            "resume", str(ledger_path), "--by", RI.identity, "--reason", "storm over",
+            "--key", str(tmp_path / "ri.key"),
+        )  # fmt: skip
+        assert resumed.code == 0, resumed
+        [settled] = await gateway.reconcile_held()
+        assert settled.status == "succeeded"
+        assert await gateway.reconcile_held() == []
+        again = await gateway.submit(booking(gateway, "H"))
+        assert again.status == "succeeded"
+        assert carrier.count("H") == 1
+    finally:
+        gateway.close()
+        ledger.close()
+        carrier.close()

@@ -189,6 +189,8 @@ class Gateway:
         self._key_locks: KeyedLocks[str] = KeyedLocks()
         self._recovery_claims: dict[str, Claim] = {}
         """Recovery claims written by the reconcile running now, until it settles their intents."""
+        self._held_back: tuple[ControlState, frozenset[str]] | None = None
+        """The intents the last reconcile left open for a stop, and the control state then."""
         self._operations: dict[str, Operation] = {}
         self._fault = fault
         self._on_install: list[Callable[[SystemCharter], None]] = []
@@ -1137,7 +1139,23 @@ class Gateway:
                 self._recovery_claims.pop(left.intent.id, None)
             if outcome is not None:
                 outcomes.append(outcome)
+        held = frozenset(o.intent.id for o in outcomes if o.status == "not_executed" and o.execution is None)
+        self._held_back = (self.control.state(), held) if held else None
         return outcomes
+
+    async def reconcile_held(self) -> list[Outcome]:
+        """Reconcile again once the stops changed, when the last reconcile left claims open for a
+        stop (whether their call happened is unknown, so nothing was recorded). Without this they
+        stayed open until the next start: their keys answered ``idempotency_in_flight`` and
+        their calls were neither done nor settled. Costs nothing while nothing is held or no
+        control entry came since (a service calls it every round).
+
+        Raises:
+            as :meth:`reconcile`.
+        """
+        if self._held_back is None or self._held_back[0] is self.control.state():
+            return []
+        return await self.reconcile()
 
     async def _recover(self, left: _Open, epoch: int) -> Outcome | None:
         intent, decision = left.intent, left.decision

@@ -717,6 +717,8 @@ class Service:
     async def _settle(self) -> None:
         await self._follow_charter()
         if self.gateway is not None:
+            for recovered in await self.gateway.reconcile_held():  # a stop that held a claim lifted
+                self._learn_outcome(recovered)
             for outcome in await self.gateway.settle_reviews():
                 self._learn_outcome(outcome)
                 self._keep_result(outcome.intent.id, outcome.result)
