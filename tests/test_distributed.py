@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -371,6 +372,36 @@ def test_agents_in_their_own_processes_refund_each_order_once_across_a_kill(
     distributed: Distributed, seed: int, point: str
 ) -> None:
     scenario(distributed, seed, point)
+
+
+def test_one_message_sent_eight_times_at_once_is_recorded_once_and_every_send_is_answered(
+    distributed: Distributed,
+) -> None:
+    """An agent's retries can overlap (a lost answer, a second replica): all eight copies get 200,
+    one recorded, seven as duplicates. Two at once were both new, and the second got a 422 (its
+    id used twice) and a Refusal recorded in the agent's name."""
+    from answerable.signing import sign
+
+    run = distributed
+    ids = IdSource()
+    message = sign(
+        Message(
+            id=ids.new(), at=rfc3339(ids.clock.now_ns()), sender="intake", topic="refunds",
+            type="refund.request", payload={"order": "O-9", "amount_cents": 900}, trace_id="t-9",
+        ),
+        run.intake,
+    )  # fmt: skip
+
+    async def send_all() -> list[dict[str, Any]]:
+        async with AsyncClient(run.service.url, run.intake) as client:
+            return list(await asyncio.gather(*(client.send(message) for _ in range(8))))
+
+    answers = asyncio.run(send_all())
+    assert sorted(a["duplicate"] for a in answers) == [False] + [True] * 7, answers
+    assert {(a["message_id"], a["index"]) for a in answers} == {(message.id, answers[0]["index"])}
+    with open_ledger(run.ledger_url) as ledger:
+        assert [e.id for e in ledger.of_kind("Message")] == [message.id]
+        assert ledger.of_kind("Refusal") == []
 
 
 def test_work_a_halt_cut_is_not_done_after_the_resume_when_the_agent_rebuilds_its_state(

@@ -186,6 +186,8 @@ class Service:
         """(agent, idempotency key) -> intent id, rebuilt from the ledger at start."""
         self._key_locks: KeyedLocks[tuple[str, str]] = KeyedLocks()
         """Per (agent, idempotency key): one request at a time."""
+        self._message_locks: KeyedLocks[str] = KeyedLocks()
+        """Per message id: one copy of a message recorded or answered at a time."""
         self._checkpointed = -1
         self._ruleset: RulesetVersion | None = None
         self._charter_seen: tuple[int, int] | None = None
@@ -1109,23 +1111,40 @@ class Service:
                 ledger.find(cause)
             except EntryNotFound:
                 raise _HTTPError(422, "unknown_cause", f"cause {cause!r} is no entry of the ledger") from None
+        # One copy of a message at a time: two resends at once were both "new", and the second's
+        # append was refused as an id used twice (a 422, and a Refusal in the sender's name).
+        async with self._message_locks.hold(message.id):
+            answer = await self._published_before(message)
+            if answer is not None:
+                return answer
+            try:
+                await self.system.publish_message(message, decided=False)
+            except MessageRefused as exc:
+                return 409, {"error": str(exc), "reason_code": exc.reason_code, "refusal_id": exc.refusal_id}
+            except RecordInvalid:
+                answer = await self._published_before(message)  # another process recorded it first
+                if answer is None:
+                    raise
+                return answer
+        return 200, {"message_id": message.id, "index": ledger.find(message.id).index, "duplicate": False}
+
+    async def _published_before(self, message: Message) -> tuple[int, dict[str, Any]] | None:
+        """The answer to a message recorded already (published again: its first publish may not
+        have reached the stream), or None when it is new."""
+        ledger, _ = self._running()
+        if self.system is None:
+            raise _HTTPError(503, "starting", "the service is starting")
         try:
             stored = ledger.find(message.id)
         except EntryNotFound:
-            stored = None
-        if stored is not None:
-            if not holds(stored.data, entry_bytes(message)):
-                first = decode_entry(stored.data)
-                if not (isinstance(first, Message) and _same_message(first, message)):
-                    raise _HTTPError(409, "id_used", f"message id {message.id} is used by another entry")
-                message = first  # made again by a handler run again: the one recorded is the message
-            await self.system.bus.publish(message.topic, message)
-            return 200, {"message_id": message.id, "index": stored.index, "duplicate": True}
-        try:
-            await self.system.publish_message(message, decided=False)
-        except MessageRefused as exc:
-            return 409, {"error": str(exc), "reason_code": exc.reason_code, "refusal_id": exc.refusal_id}
-        return 200, {"message_id": message.id, "index": ledger.find(message.id).index, "duplicate": False}
+            return None
+        if not holds(stored.data, entry_bytes(message)):
+            first = decode_entry(stored.data)
+            if not (isinstance(first, Message) and _same_message(first, message)):
+                raise _HTTPError(409, "id_used", f"message id {message.id} is used by another entry")
+            message = first  # made again by a handler run again: the one recorded is the message
+        await self.system.bus.publish(message.topic, message)
+        return 200, {"message_id": message.id, "index": stored.index, "duplicate": True}
 
     async def ingest(self, agent: str, body: EventsBody) -> tuple[int, dict[str, Any]]:
         """Record outside events brought by ``agent`` (a driver, a connector) and publish them."""
