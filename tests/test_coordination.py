@@ -486,6 +486,32 @@ async def test_a_denied_message_never_arrives_and_its_sender_hears_why(decided: 
     assert plans_of(system.ledger) == []
 
 
+async def test_a_message_held_before_a_restart_and_denied_after_it_is_told_to_its_sender(
+    decided: Any,
+) -> None:
+    """Which messages wait for review was kept only in the first system's memory: after a
+    restart, a denial reached no ``on_refusal``. The new system reads them from the ledger."""
+    system, gateway, _router, _executor = decided
+    with pytest.raises(MessageHeld) as held:
+        await system.send("router", "plans", "route.plan", {"n": 5, "urgent": True}, (), (), "t")
+    gateway.close()
+    again = Gateway(system.ledger, clock=gateway.clock, ids=gateway.ids)
+    await again.start()
+    restarted = System(system.ledger, again, agents=AGENTS, clock=gateway.clock, ids=gateway.ids)
+    router, executor = Sender(), Heard("executor")
+    restarted.add(router)
+    restarted.add(executor)
+    await restarted.run_until_idle()  # still open: nobody is told anything yet
+    assert router.refusals == []
+    denied = await again.answer(held.value.review_id, key=REVIEWER, verdict="deny", reason="not urgent")
+    await restarted.run_until_idle()
+    (refusal,) = router.refusals
+    assert denied.approval is not None
+    assert (refusal.reason_code, refusal.refusal_id) == ("denied", denied.approval.id)
+    assert restarted.held == {}
+    again.close()
+
+
 def _monitor(spec: dict[str, Any]) -> Monitors:
     config = load_monitors({"monitors": [{"name": "m", "invariant": "i", **spec}]}, known_scopes=())
     return Monitors(config, ledger=None, clock=FakeClock(), ids=IdSource())  # type: ignore[arg-type]

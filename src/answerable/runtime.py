@@ -38,6 +38,7 @@ from answerable.records import (
     Intent,
     Message,
     Refusal,
+    Review,
     SystemCharter,
     decode_entry,
     digest,
@@ -180,7 +181,9 @@ class System:
         self._check: ContractCheck | None = None
         self._contexts: dict[tuple[str, str], Callable[[Mapping[str, Any]], Mapping[str, Any]]] = {}
         self.held: dict[str, tuple[str, str, str]] = {}
-        """Intents of messages waiting for review -> (sender, topic, type), until settled."""
+        """Intents of messages waiting for review -> (sender, topic, type), until settled; those
+        an earlier system held are read from the ledger at the first :meth:`run_until_idle`."""
+        self._held_read = False
         self.watcher = watcher
         self.unpublished = 0
         """Records this system is appending whose publish has not returned yet: while none is,
@@ -594,11 +597,38 @@ class System:
                     if not exc.ends_handling:
                         raise
 
+    def _read_held(self) -> None:
+        """Messages an earlier system (a process before a restart) held for review that are still
+        open: their senders hear of a denial from this one. ``held`` was only in memory, so a
+        denial after a restart reached no ``on_refusal``. One decided while no system ran is
+        not told (nothing records that a sender was told)."""
+        gateway, check = self.actuator, self._contract_check()
+        if not isinstance(gateway, Gateway) or check is None:
+            return
+        kinds = {
+            f"{SEND_PREFIX}{c.topic}/{k.type}": (c.topic, k.type)
+            for c in check.contract.channels
+            for k in c.messages
+            if k.decide
+        }
+        for stored in self.ledger.of_kind("Review"):
+            review = decode_entry(stored.data)
+            if not isinstance(review, Review) or review.intent_id in self.held:
+                continue
+            intent = decode_entry(self.ledger.find(review.intent_id).data)
+            if not isinstance(intent, Intent) or intent.operation not in kinds:
+                continue
+            if gateway.recorded_outcome(intent) is None:
+                self.held[intent.id] = (intent.agent, *kinds[intent.operation])
+        self._held_read = True
+
     async def run_until_idle(self) -> None:
         """Deliver until no agent has anything left to say, then let the watcher catch up.
 
         With messages waiting for review, answers given anywhere (``answerable approve`` in
         another process) are acted on first: an approved message is delivered now."""
+        if not self._held_read:
+            self._read_held()
         if self.held and isinstance(self.actuator, Gateway):
             await self.actuator.settle_reviews()
         await self.settle_held()
