@@ -180,6 +180,18 @@ def test_new_charter_with_a_bad_agent_name_is_config_error(people: People):
         new_charter("logistics", people.ri, agents=["two words"])
 
 
+def test_a_charter_or_ruleset_signed_by_no_key_pair_is_config_error(people: People):
+    """``ri=None`` (a key file not loaded, say) failed as an AttributeError ('NoneType' object
+    has no attribute 'identity'), and ``agents=None`` as a TypeError; new_ruleset with no key
+    was said to be policies that do not validate."""
+    with pytest.raises(ConfigError, match="KeyPair"):
+        new_charter("logistics", None, agents=["executor"])  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="list of names, not NoneType"):
+        new_charter("logistics", people.ri, agents=None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="KeyPair"):
+        new_ruleset("permit(principal, action, resource);", schema_for(["op"]), "ri@example.com")  # type: ignore[arg-type]
+
+
 def test_new_ruleset_with_version_zero_is_config_error(people: People):
     """Versions start at 1."""
     with pytest.raises(ConfigError, match="version"):

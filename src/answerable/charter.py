@@ -53,9 +53,11 @@ def new_charter(
     agents may talk freely and every message is still recorded.
 
     Raises:
-        ConfigError: a name is empty or holds whitespace, ``version`` is below 1, or the
-            contract names an unknown agent or holds a bad schema (naming the field).
+        ConfigError: a name is empty or holds whitespace, ``version`` is below 1, the
+            contract names an unknown agent or holds a bad schema (naming the field), or ``ri``
+            is not a KeyPair.
     """
+    ri = _key_of(ri, f"charter of {system!r}")
     agents, modelled = _names(agents, "agents"), set(_names(simulated, "simulated"))
     if len(set(agents)) != len(agents):
         raise ConfigError(f"agent {sorted(a for a in agents if agents.count(a) > 1)[0]!r} is named twice")
@@ -230,7 +232,19 @@ def _names(given: Iterable[str], what: str) -> list[str]:
     ``b``, ``i``, ``l``, ... for ``agents="billing-bot"``)."""
     if isinstance(given, str | bytes):
         raise ConfigError(f"{what}: give a list of names, not one string ({what}=[{given!r}])")
+    if not isinstance(given, Iterable):
+        raise ConfigError(f"{what}: give a list of names, not {type(given).__name__}")
     return list(given)
+
+
+def _key_of(ri: object, what: str) -> KeyPair:
+    """The RI's key, or a ConfigError naming what was given instead (its identity and signature
+    are read from it: anything else failed deep inside as an AttributeError)."""
+    if not isinstance(ri, KeyPair):
+        raise ConfigError(
+            f"{what}: the RI signs with a KeyPair (KeyPair.load(path)), not {type(ri).__name__}"
+        )
+    return ri
 
 
 def _is_public_key(text: str) -> bool:
@@ -254,8 +268,10 @@ def new_ruleset(
     Raises:
         PolicyInvalid: the policies do not parse or do not validate against the schema, or their
             review terms are out of bounds (see ``ReviewTerms.bounds_problem``).
-        ConfigError: ``version`` is below 1, or the RI's identity is not a name.
+        ConfigError: ``version`` is below 1, the RI's identity is not a name, or ``ri`` is not
+            a KeyPair.
     """
+    ri = _key_of(ri, f"ruleset v{version}")
     clock = clock or SystemClock()
     ids = ids or IdSource(clock)
     from answerable.policy import load_ruleset  # Cedar, only where a ruleset is made

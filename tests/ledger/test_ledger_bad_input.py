@@ -191,6 +191,18 @@ def test_an_index_that_is_not_a_whole_number_is_refused_typed(store: SQLLedger, 
             store.inclusion_proof(0, bad)
 
 
+@pytest.mark.parametrize("bad", [None, [None], "x", [1], {"kind": "Control"}], ids=repr)
+async def test_appending_what_is_no_list_of_records_is_record_invalid(store: SQLLedger, bad: Any) -> None:
+    """Raised TypeError or AttributeError ('NoneType' object has no attribute 'free_form') from
+    inside the encoder; nothing is written either way."""
+    size = store.size()
+    with pytest.raises(RecordInvalid, match="append takes"):
+        await store.append(bad)
+    with pytest.raises(RecordInvalid, match="append takes"):
+        store.append_sync(bad)
+    assert store.size() == size
+
+
 def test_verify_refuses_a_checkpoint_or_key_that_is_not_text(store: SQLLedger) -> None:
     """Both raised AttributeError ('int' object has no attribute 'rfind' / 'strip')."""
     with pytest.raises(ConfigError, match="not a signed checkpoint"):

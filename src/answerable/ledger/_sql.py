@@ -307,7 +307,7 @@ class SQLLedger(ABC):
     ) -> Future[list[int]]:
         """Queue records for the next group commit; the future resolves to their indexes."""
         future: Future[list[int]] = Future()
-        self._enqueue([_Item([self._row(r) for r in records], future, fence, tuple(guards))])
+        self._enqueue([_Item(self._rows(records), future, fence, tuple(guards))])
         return future
 
     async def append(
@@ -327,7 +327,7 @@ class SQLLedger(ABC):
 
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[list[int]] = loop.create_future()
-        rows = [self._row(r) for r in records]
+        rows = self._rows(records)
         batch = self._turn.get(loop)
         if batch is None:
             batch = self._turn[loop] = []
@@ -368,7 +368,16 @@ class SQLLedger(ABC):
             self._pending.extend(items)
             self._cv.notify()
 
+    def _rows(self, records: Sequence[Record]) -> list[Row]:
+        if not isinstance(records, list | tuple) and (
+            isinstance(records, Record) or not isinstance(records, Sequence)
+        ):
+            raise RecordInvalid(f"append takes a list of records, not {type(records).__name__}")
+        return [self._row(r) for r in records]
+
     def _row(self, record: Record) -> Row:
+        if not isinstance(record, Record):  # a raw AttributeError deep in the encoder, before
+            raise RecordInvalid(f"append takes records (Intent, Control, ...), not {type(record).__name__}")
         if record.free_form is not None and record.free_form.isdisjoint(_OFFLOADABLE):
             # Nothing in it can move to a blob, or read as a blob reference: its bytes are the
             # record's own, made without a dump when its free-form fields are simple JSON.
