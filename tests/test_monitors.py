@@ -258,3 +258,51 @@ def test_rate_gap_keeps_its_running_counts_equal_to_its_windows() -> None:
         state = monitors._state["gap"]
         for group, window in state.samples.items():
             assert state.ok[group] == sum(ok for ok, _ in window), (n, group)
+
+
+async def test_a_breach_whose_alert_could_not_be_stored_is_answered_by_the_next_poll(
+    ledger: SQLiteLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store is away when the Alert is appended (past its patience): the poll raises, and
+    the next one alerts and pauses. The monitor was latched on the breach and its entries read,
+    so nothing was alerted or paused in that process again, however many more events came."""
+    from answerable.clock import IdSource, SystemClock, rfc3339
+    from answerable.errors import StoreUnavailable
+
+    config = {
+        "monitors": [
+            {
+                "name": "too-many", "shape": "count", "invariant": "at most 2 events",
+                "source": {"kind": "ExternalEvent"}, "max": 2, "window_seconds": 3600,
+                "respond": {"pause": "system"},
+            }
+        ]
+    }  # fmt: skip
+    clock = SystemClock()
+    ids = IdSource(clock)
+    watch = Monitors(load_monitors(config, known_scopes=None), ledger, clock=clock, ids=ids)
+
+    def events(n: int) -> list[ExternalEvent]:
+        at = rfc3339(clock.now_ns())
+        return [ExternalEvent(id=ids.new(), at=at, source="s", type="t", payload={}) for _ in range(n)]
+
+    real = ledger.append
+    away: list[int] = []
+
+    async def once_away(records, **kw):  # type: ignore[no-untyped-def]
+        if not away and any(r.kind == "Alert" for r in records):
+            away.append(1)
+            raise StoreUnavailable("the database is away for longer than its patience")
+        return await real(records, **kw)
+
+    monkeypatch.setattr(ledger, "append", once_away)
+    ledger.append_sync(events(3))
+    with pytest.raises(StoreUnavailable):
+        await watch.poll()
+    assert ledger.of_kind("Alert") == []
+    ledger.append_sync(events(5))
+    (alert,) = await watch.poll()
+    assert alert.monitor == "too-many"
+    assert [decode_entry(e.data).id for e in ledger.of_kind("Alert")] == [alert.id]
+    assert len(ledger.of_kind("Control")) == 1
+    assert await watch.poll() == []  # answered once

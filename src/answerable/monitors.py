@@ -256,6 +256,9 @@ class Monitors:
         self.ids = ids
         self._next = 0
         self._state = {m.name: _State() for m in config.monitors}
+        self._unanswered: dict[tuple[str, tuple[str, ...]], Breach] = {}
+        """Breaches found whose Alert is not stored yet: the monitor is latched and its entries
+        read, so a failed append must leave them here for the next poll to answer, not lose them."""
         self._by_name = {m.name: m for m in config.monitors}
         self._read = frozenset(
             {m.source.kind for m in config.monitors}
@@ -272,13 +275,15 @@ class Monitors:
         """Read the entries appended since the last poll and respond to any breach.
 
         A breach whose Alert is further on in the ledger was answered already (a restarted
-        service reads the whole ledger again), so it is not alerted twice.
+        service reads the whole ledger again), so it is not alerted twice. One whose Alert could
+        not be stored (the store away) is answered by the next poll: before, the monitor stayed
+        latched on it with its entries read, and nothing was alerted or paused until a restart.
         """
         size = self.ledger.size()
         if not self.config.monitors:
             self._next = size
             return []
-        pending: dict[tuple[str, tuple[str, ...]], Breach] = {}
+        pending = self._unanswered
         while self._next < size:
             stop = min(size, self._next + 2048)
             batch = self.ledger.entries(self._next, stop)
@@ -297,7 +302,10 @@ class Monitors:
                 for breach in self.observe(entry, index=stored.index):
                     pending[self._key(breach.monitor.name, breach.observed)] = breach
             self._next = stop
-        written = [await self._respond(b) for b in pending.values()]
+        written = []
+        for key, breach in list(pending.items()):
+            written.append(await self._respond(breach))  # raises with the rest still unanswered
+            del pending[key]
         return written
 
     def observe(self, entry: dict[str, Any], *, index: int | None = None) -> list[Breach]:
