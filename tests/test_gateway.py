@@ -340,6 +340,38 @@ async def test_entity_builder_crash_is_a_recorded_deny(gateway: Gateway, ledger:
     assert "building the Cedar request for carrier.book2 failed" in outcome.decision.errors[0]
 
 
+async def test_a_calls_execution_that_met_a_store_error_is_recorded_when_the_store_answers(
+    gateway: Gateway, ledger: SQLiteLedger, monkeypatch: pytest.MonkeyPatch
+):
+    """The call ran; its Execution's append met the store away (past its patience). It was given
+    up: the claim stayed open for the process's life (its reconcile leaves its own epoch alone),
+    the key answered idempotency_in_flight, and the next epoch called the call ambiguous and
+    paused its operation. Now the append is made again until it lands."""
+    from answerable.errors import StoreUnavailable
+
+    calls: list[int] = []
+    gateway.register("carrier.fail", lambda: calls.append(1) or {"paid": len(calls)}, resource_class="bench")
+    real = ledger.append
+    away: list[int] = []
+
+    async def once_away(records, **kw):  # type: ignore[no-untyped-def]
+        if not away and any(r.kind == "Execution" for r in records):
+            away.append(1)
+            raise StoreUnavailable("the database is away for longer than its patience")
+        return await real(records, **kw)
+
+    monkeypatch.setattr(ledger, "append", once_away)
+    outcome = await gateway.submit(gateway.intent("executor", "carrier.fail", {}, idempotency_key="pay-1"))
+    assert away == [1]
+    assert outcome.status == "succeeded"
+    assert calls == [1]
+    [execution] = [decode_entry(e.data) for e in ledger.of_kind("Execution")]
+    assert execution.status == "succeeded"
+    again = await gateway.submit(gateway.intent("executor", "carrier.fail", {}, idempotency_key="pay-1"))
+    assert again.status == "succeeded"
+    assert calls == [1]
+
+
 async def test_an_error_too_long_to_record_is_recorded_cut_and_the_outcome_stands(
     gateway: Gateway, ledger: SQLiteLedger
 ):

@@ -596,6 +596,29 @@ class Gateway:
             channel=topic,
         )
 
+    async def _record_execution(self, execution: Execution, claim: Claim) -> None:
+        """Append what became of a claimed call, again after a store error (with back-off),
+        until it lands or the claim's lease is lost. Given up after one error, the claim stayed
+        open for this process's life (its reconcile leaves its own epoch's claims alone): the
+        key answered ``idempotency_in_flight``, and the next epoch judged a call this process
+        knew the outcome of to be ambiguous. A store that never comes back holds the caller here,
+        as it holds the lease's heartbeat; losing the lease ends it with LeaseLost."""
+        delay = 0.05
+        while True:
+            try:
+                await self.ledger.append([execution], fence=claim.epoch)
+                return
+            except RecordInvalid:
+                if not _has(self.ledger, execution.id):  # stored by the try whose answer was lost
+                    raise
+                return
+            except LedgerError as exc:
+                if type(exc) is not LedgerError and not isinstance(exc, StoreUnavailable):
+                    raise  # LeaseLost, a tampered ledger: no retry changes them
+                self._still_holding(claim)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     def _still_holding(self, claim: Claim) -> None:
         """Refuse to call out unless the lease held now is the one the claim was made under.
 
@@ -725,7 +748,7 @@ class Gateway:
                 approvals=approvals,
                 expiry=expiry,
             )
-            await self.ledger.append([execution], fence=claim.epoch)
+            await self._record_execution(execution, claim)
             self._at("finished", intent)
             return Outcome("not_executed", intent, decision, execution, approval=approval)
         self._still_holding(claim)
@@ -768,7 +791,7 @@ class Gateway:
                 expiry=expiry,
                 attempts=attempts,
             )
-            await self.ledger.append([execution], fence=claim.epoch)
+            await self._record_execution(execution, claim)
             self._at("finished", intent)
             return Outcome(status, intent, decision, execution, approval=approval)
         latency = (self.clock.now_ns() - started) // 1000
@@ -786,7 +809,7 @@ class Gateway:
             expiry=expiry,
             attempts=attempts,
         )
-        await self.ledger.append([execution], fence=claim.epoch)
+        await self._record_execution(execution, claim)
         self._at("finished", intent)
         return Outcome("succeeded", intent, decision, execution, result, approval=approval)
 
