@@ -232,3 +232,40 @@ def test_the_incident_report_opens_styled_under_the_consoles_policy(
     # Its one inline stylesheet is allowed by hash (the policy names it), nothing else inline.
     assert report.evaluate("() => document.styleSheets.length") >= 1
     assert report.evaluate("() => document.styleSheets[0].cssRules.length") > 0
+
+
+def test_resume_in_the_browser_lifts_only_what_the_page_showed(browser: Browser, console: Console) -> None:
+    """The page shows one pause; `answerable pause`, another process, adds a second on the same
+    scope; Resume on the old page is refused and lifts nothing; on the page loaded again it lifts
+    both."""
+    import subprocess
+    import sys
+
+    cli = Path(sys.executable).with_name("answerable")
+    page = log_in(browser, console, "ri")
+    page.goto(f"{console.url}/console/#/control")
+    page.fill("#pause-scope", "operation:refund")
+    page.fill("#pause-reason", "maintenance")
+    page.click("#pause")
+    expect(page.locator("#message")).to_contain_text("pause of operation:refund recorded")
+    expect(page.locator("#view")).to_contain_text("maintenance")
+    ri = KeyPair.load(console.folder / "ri.key")
+    added = subprocess.run(
+        [str(cli), "pause", str(console.folder / "ledger.db"), "--by", ri.identity,
+         "--reason", "outcome unknown", "--scope", "operation:refund"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    page.fill("#pause-scope", "operation:refund")
+    page.fill("#pause-reason", "done")
+    page.click("#resume")
+    expect(page.locator("#message")).to_contain_text("you were not shown")
+    api = console.browser("ri")
+    assert len(api.get("control").json()["stops"]) == 2
+    page.reload()
+    expect(page.locator("#view")).to_contain_text("outcome unknown")
+    page.fill("#pause-scope", "operation:refund")
+    page.fill("#pause-reason", "both looked at")
+    page.click("#resume")
+    expect(page.locator("#message")).to_contain_text("resume of operation:refund recorded")
+    assert api.get("control").json()["stops"] == []

@@ -180,6 +180,27 @@ def test_halt_needs_a_reason_and_is_recorded_in_the_ris_name_then_the_ri_resumes
     assert (nothing.status_code, nothing.json()["reason_code"]) == (409, "not_stopped")
 
 
+def test_a_resume_lifts_only_the_stops_the_page_showed(console: Console) -> None:
+    """The page showed the operator's own pause; a second stop on the scope landed meanwhile (a
+    reconcile's "outcome unknown" pause, a monitor's): Resume, sent with the ids shown, is refused
+    and lifts nothing. It lifted both, the one nobody had looked at too."""
+    ri = console.browser("ri")
+    first = ri.post("control", {"action": "pause", "scope": "operation:refund", "reason": "maintenance"})
+    assert first.status_code == 200, first.text
+    shown = [s["id"] for s in ri.get("control").json()["stops"]]
+    meanwhile = ri.post("control", {"action": "pause", "scope": "operation:refund", "reason": "unknown call"})
+    assert meanwhile.status_code == 200, meanwhile.text
+    before = console.kinds("Control")
+    refused = ri.post("resume", {"scope": "operation:refund", "reason": "done", "seen": shown})
+    assert (refused.status_code, refused.json()["reason_code"]) == (409, "stops_changed"), refused.text
+    assert meanwhile.json()["id"] in refused.json()["error"]
+    assert console.kinds("Control") == before
+    shown = [s["id"] for s in ri.get("control").json()["stops"]]
+    resumed = ri.post("resume", {"scope": "operation:refund", "reason": "both looked at", "seen": shown})
+    assert resumed.status_code == 200, resumed.text
+    assert ri.get("control").json()["stops"] == []
+
+
 def test_pages_and_api_carry_the_strict_csp(console: Console) -> None:
     """Every console response, pages and errors included, has the CSP and no-store headers."""
     tab = console.browser("viewer")

@@ -105,6 +105,9 @@ class ControlBody(_Body):
 class ResumeBody(_Body):
     scope: str = Field(default="system", max_length=300)
     reason: str = Field(max_length=2000)
+    seen: list[str] | None = Field(default=None, max_length=1000)
+    """The ids of the stops the person was shown (the console's page sends them): the resume
+    lifts those, and is refused when the stops on its scope are no longer those."""
 
 
 def mount_console(app: FastAPI, service: Service) -> None:
@@ -561,6 +564,13 @@ class _Console:
         lifted = [s.id for s in gateway.control.state().stops if s.scope.label() == scope.label()]
         if not lifted:
             raise ConsoleRefused(409, "not_stopped", f"nothing is halted or paused on {scope.label()}")
+        unseen = [s for s in lifted if body.seen is not None and s not in body.seen]
+        if unseen:  # a reconcile's "outcome unknown" pause, or a monitor's, landed after the page
+            raise ConsoleRefused(
+                409,
+                "stops_changed",
+                f"{scope.label()} has stops you were not shown ({', '.join(unseen)}): look, then resume",
+            )
         clock = SystemClock()
         try:
             made = sign(

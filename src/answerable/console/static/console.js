@@ -150,8 +150,9 @@ const views = {
     const act = (action) => async () => {
       try {
         const path = action === "resume" ? "/resume" : "/control";
+        // A resume lifts the stops this page showed, and is refused if others came since.
         const body = action === "resume"
-          ? { scope: scope.value, reason: reason.value }
+          ? { scope: scope.value, reason: reason.value, seen: state.stops.map((stop) => stop.id) }
           : { action, scope: scope.value, reason: reason.value };
         await call("POST", path, body);
         say(`${action} of ${scope.value} recorded.`);
