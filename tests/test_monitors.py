@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import booking
 
 from answerable import ConfigError, Gateway, SQLiteLedger
+from answerable.clock import rfc3339
 from answerable.monitors import Monitors, load_monitors
 from answerable.records import Alert, Control, ExternalEvent, decode_entry
 
@@ -306,3 +308,48 @@ async def test_a_breach_whose_alert_could_not_be_stored_is_answered_by_the_next_
     assert [decode_entry(e.data).id for e in ledger.of_kind("Alert")] == [alert.id]
     assert len(ledger.of_kind("Control")) == 1
     assert await watch.poll() == []  # answered once
+
+
+async def test_a_resume_rearms_only_the_monitors_whose_pause_it_lifted(
+    gateway: Gateway, ledger: SQLiteLedger, people: Any
+) -> None:
+    """Two monitors pause one scope. An operator signs a resume of the pause they see (m1's);
+    m2 pauses before it lands. It lifts m1's pause alone, and re-armed both: m2 alerted and paused
+    a second time while its first pause stood, and the RI was called twice for it."""
+    from answerable.control import unsigned_control
+    from answerable.signing import sign
+
+    def count(name: str, kind: str) -> dict[str, Any]:
+        return {
+            "name": name, "shape": "count", "invariant": f"at most 1 {kind}", "max": 1,
+            "source": {"kind": "ExternalEvent", "types": [kind]}, "window_seconds": 100_000,
+            "respond": {"pause": "operation:noop"},
+        }  # fmt: skip
+
+    config = load_monitors({"monitors": [count("m1", "a"), count("m2", "b")]}, known_scopes=None)
+    watch = Monitors(config, ledger, clock=gateway.clock, ids=gateway.ids)
+    now = rfc3339(gateway.clock.now_ns())
+
+    def events(kind: str) -> list[ExternalEvent]:
+        return [
+            ExternalEvent(id=gateway.ids.new(), at=now, source="s", type=kind, payload={}) for _ in range(2)
+        ]
+
+    ledger.append_sync(events("a"))
+    assert [a.monitor for a in await watch.poll()] == ["m1"]
+    [m1_pause] = gateway.control.state().stops
+    resume = sign(
+        unsigned_control(
+            "resume", m1_pause.scope, people.operator.identity, "checked a", causes=[m1_pause.id],
+            control_id=gateway.ids.new(), at_ns=gateway.clock.now_ns(),
+        ),
+        people.operator,
+    )  # fmt: skip
+    ledger.append_sync(events("b"))
+    assert [a.monitor for a in await watch.poll()] == ["m2"]
+    await gateway.control.record_resume(resume)
+    assert [s.by for s in gateway.control.state().stops] == ["answerable.monitor:m2"]
+    ledger.append_sync(events("b") + events("a"))
+    assert [a.monitor for a in await watch.poll()] == ["m1"]  # m1 re-armed; m2 still paused, latched
+    alerts = [decode_entry(e.data).monitor for e in ledger.of_kind("Alert")]
+    assert alerts == ["m1", "m2", "m1"]

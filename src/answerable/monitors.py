@@ -405,9 +405,17 @@ class Monitors:
         if not self._controls.add(index, control) or control.action != "resume":
             return
         label = control.scope.label()
+        # Only a monitor whose own pause the resume lifted: a resume signed before another
+        # monitor's pause on the scope leaves that pause in force, and re-armed, that monitor
+        # alerted and paused a second time with its first pause still standing.
+        standing = {s.by for s in self._controls.state.stops if s.scope.label() == label}
         for monitor in self.config.monitors:
             pause = monitor.respond.pause
-            if pause is not None and scope_from_text(pause).label() == label:
+            if (
+                pause is not None
+                and scope_from_text(pause).label() == label
+                and f"answerable.monitor:{monitor.name}" not in standing
+            ):
                 self._state[monitor.name] = _State()
 
     async def _respond(self, breach: Breach) -> Alert:
