@@ -17,6 +17,10 @@ file is written to a temporary name and renamed, so a reader never sees half a t
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,15 +111,30 @@ def publish(store: LedgerStore, out_dir: Path, *, hashes_only: bool = False) -> 
     Raises:
         ConfigError: ``out_dir`` cannot be written, or the ledger cannot sign (no key).
     """
-    signed = store.checkpoint()
-    checkpoint = open_checkpoint(signed, Verifier.from_key(store.verifier_key()), store.origin)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        written, removed = _tiles(store, out_dir, checkpoint, hashes_only)
-        write_atomically(out_dir / "checkpoint", signed.encode("utf-8"))
+        with _publishing(out_dir):
+            # Signed under the folder's lock: publishers take turns, so the checkpoint file only
+            # grows. Two processes publishing one folder (`ledger publish` beside `serve`) made it
+            # go back (35 then 28) and one failed removing a partial tile the other had removed.
+            signed = store.checkpoint()
+            checkpoint = open_checkpoint(signed, Verifier.from_key(store.verifier_key()), store.origin)
+            written, removed = _tiles(store, out_dir, checkpoint, hashes_only)
+            write_atomically(out_dir / "checkpoint", signed.encode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot publish into {out_dir}: {exc.strerror or exc}") from exc
     return Publication(checkpoint.size, checkpoint.root_hash, written + 1, removed, not hashes_only)
+
+
+@contextlib.contextmanager
+def _publishing(out_dir: Path) -> Iterator[None]:
+    """An exclusive lock on the folder itself (no lock file to be served with the tiles)."""
+    fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing lets go of the lock
 
 
 def _tiles(store: LedgerStore, out_dir: Path, checkpoint: Checkpoint, hashes_only: bool) -> tuple[int, int]:
