@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from answerable import FakeClock, Gateway, IdSource, KeyPair, Resource, SQLiteLedger, new_charter, new_ruleset
 from answerable.clock import rfc3339
@@ -200,3 +201,22 @@ def witness_process(key_file: Path, state: Path, *logs: str) -> Iterator[tuple[s
         proc.stderr.close()
         if code != 0:
             raise AssertionError(f"the witness exited {code} on SIGTERM")
+
+
+def store_away_once(monkeypatch: Any, ledger: Any, kind: str) -> list[int]:
+    """Make the ledger's next append holding a ``kind`` record fail as a store away for longer
+    than its patience (StoreUnavailable), as a fault at that one point; the real store does the
+    rest. Returns a list that holds 1 once the fault was met."""
+    from answerable.errors import StoreUnavailable
+
+    real = ledger.append
+    away: list[int] = []
+
+    async def once_away(records: Any, **kw: Any) -> Any:
+        if not away and any(r.kind == kind for r in records):
+            away.append(1)
+            raise StoreUnavailable("the database is away for longer than its patience")
+        return await real(records, **kw)
+
+    monkeypatch.setattr(ledger, "append", once_away)
+    return away

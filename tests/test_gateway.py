@@ -8,7 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Header
 from pydantic import BaseModel
-from support import People, World, booking, make_gateway
+from support import People, World, booking, make_gateway, store_away_once
 
 from answerable import (
     ArgumentsInvalid,
@@ -347,20 +347,10 @@ async def test_a_calls_execution_that_met_a_store_error_is_recorded_when_the_sto
     up: the claim stayed open for the process's life (its reconcile leaves its own epoch alone),
     the key answered idempotency_in_flight, and the next epoch called the call ambiguous and
     paused its operation. Now the append is made again until it lands."""
-    from answerable.errors import StoreUnavailable
 
     calls: list[int] = []
     gateway.register("carrier.fail", lambda: calls.append(1) or {"paid": len(calls)}, resource_class="bench")
-    real = ledger.append
-    away: list[int] = []
-
-    async def once_away(records, **kw):  # type: ignore[no-untyped-def]
-        if not away and any(r.kind == "Execution" for r in records):
-            away.append(1)
-            raise StoreUnavailable("the database is away for longer than its patience")
-        return await real(records, **kw)
-
-    monkeypatch.setattr(ledger, "append", once_away)
+    away = store_away_once(monkeypatch, ledger, "Execution")
     outcome = await gateway.submit(gateway.intent("executor", "carrier.fail", {}, idempotency_key="pay-1"))
     assert away == [1]
     assert outcome.status == "succeeded"

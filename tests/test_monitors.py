@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import booking
+from support import booking, store_away_once
 
 from answerable import ConfigError, Gateway, SQLiteLedger
 from answerable.clock import rfc3339
@@ -288,19 +288,11 @@ async def test_a_breach_whose_alert_could_not_be_stored_is_answered_by_the_next_
         at = rfc3339(clock.now_ns())
         return [ExternalEvent(id=ids.new(), at=at, source="s", type="t", payload={}) for _ in range(n)]
 
-    real = ledger.append
-    away: list[int] = []
-
-    async def once_away(records, **kw):  # type: ignore[no-untyped-def]
-        if not away and any(r.kind == "Alert" for r in records):
-            away.append(1)
-            raise StoreUnavailable("the database is away for longer than its patience")
-        return await real(records, **kw)
-
-    monkeypatch.setattr(ledger, "append", once_away)
+    away = store_away_once(monkeypatch, ledger, "Alert")
     ledger.append_sync(events(3))
     with pytest.raises(StoreUnavailable):
         await watch.poll()
+    assert away == [1]
     assert ledger.of_kind("Alert") == []
     ledger.append_sync(events(5))
     (alert,) = await watch.poll()
