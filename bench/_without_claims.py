@@ -30,7 +30,7 @@ EDITS: tuple[tuple[str, str, int], ...] = (
     (
         "await self.ledger.append([execution], fence=claim.epoch)",
         "await self.ledger.append([execution])",
-        3,
+        1,  # in _record_execution, which every claimed call's Execution goes through
     ),
     (
         "        if claim is not None:\n            causes = (claim.id, *causes)",
