@@ -730,15 +730,17 @@ async def test_a_halt_after_the_gateways_check_keeps_a_decided_message_out(
     decided: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A decided message passed the gateway's check after its claim; a halt landed before the
-    message's own append: its execution fails naming the halt, and no message is recorded."""
+    message's own append: its execution is recorded not executed, citing the halt (the call
+    did nothing; it did not fail), and no message is recorded."""
     system, gateway, _router, executor = decided
     halted = halt_at_check(monkeypatch, gateway, 2)  # the first is publish_message's own
     with pytest.raises(MessageRefused) as refused:
         await system.send("router", "plans", "route.plan", {"n": 1, "urgent": False}, (), (), "t")
-    assert refused.value.reason_code == "failed"
+    assert refused.value.reason_code == "not_executed"
     assert halted[0] in str(refused.value)
     (execution,) = kinds(system.ledger, "Execution")
-    assert execution.status == "failed"
+    assert execution.status == "not_executed"
+    assert halted[0] in execution.causes
     assert halted[0] in (execution.error or "")
     assert plans_of(system.ledger) == []
     await system.run_until_idle()

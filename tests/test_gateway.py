@@ -12,6 +12,7 @@ from support import People, World, booking, make_gateway, store_away_once
 
 from answerable import (
     ArgumentsInvalid,
+    CallStopped,
     ConfigError,
     Controller,
     Execution,
@@ -204,6 +205,47 @@ async def test_halt_committed_between_record_and_call_stops_the_call(
     assert outcome.execution is not None
     assert outcome.execution.status == "not_executed"
     assert world.calls == 0
+
+
+async def test_a_call_that_found_a_stop_itself_is_not_executed_and_cites_the_stop(
+    ledger: SQLiteLedger, ledger_path, people, clock, world: World
+):
+    """A tool that checks control itself and finds a stop that came after the gateway's check
+    raises CallStopped: the call did nothing, so it is recorded not executed, citing the stop
+    the gateway reads again (not failed, as any other error would be)."""
+    gw = await make_gateway(ledger, people, clock, world)
+    stops: list[str] = []
+
+    def book_unless_stopped(**kwargs):  # type: ignore[no-untyped-def]
+        with SQLiteLedger.open(ledger_path) as other:  # the pause comes from another connection
+            pause = Controller(other).make("pause", Scope(kind="operation", value="carrier.book"), "ops", "wait")
+            other.append_sync([pause])
+        stops.append(pause.id)
+        raise CallStopped(f"pause {pause.id} in force; nothing booked")
+
+    object.__setattr__(gw.operations["carrier.book"], "call", book_unless_stopped)
+    outcome = await gw.submit(gw.intent("executor", "carrier.book", booking()))
+    assert outcome.status == "not_executed"
+    assert outcome.execution is not None
+    assert outcome.execution.status == "not_executed"
+    assert stops[0] in outcome.execution.causes
+    assert world.calls == 0
+
+
+async def test_a_call_that_says_it_was_stopped_when_no_stop_is_in_force_failed(
+    gateway: Gateway, world: World
+):
+    """CallStopped with no stop the gateway can find (none applies to the call) is a failure:
+    a not-executed call cites the stop that kept it, and there is none to cite."""
+
+    def claims_a_stop(**kwargs):  # type: ignore[no-untyped-def]
+        raise CallStopped("a halt, it says")
+
+    object.__setattr__(gateway.operations["carrier.book"], "call", claims_a_stop)
+    outcome = await gateway.submit(gateway.intent("executor", "carrier.book", booking()))
+    assert outcome.status == "failed"
+    assert outcome.execution is not None
+    assert "CallStopped: a halt, it says" in (outcome.execution.error or "")
 
 
 @pytest.mark.parametrize("point", ["before_record", "claimed"])

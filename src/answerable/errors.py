@@ -31,6 +31,7 @@ thing as attributes, so code can react without parsing text::
     │   └── Conflict                 a guarded append lost a race: read again and decide again
     └── ExecutionError               an operation failed or its outcome is unknown
         ├── TransientError           a timeout or overload: the same call with the same key may work
+        ├── CallStopped              an operation that found a stop in force and did nothing
         └── OutcomeAmbiguous         a crash left an intent whose effect cannot be established
 """
 
@@ -43,6 +44,7 @@ __all__ = [
     "ApprovalRefused",
     "ArgumentsInvalid",
     "BusError",
+    "CallStopped",
     "ConfigError",
     "Conflict",
     "EntryNotFound",
@@ -404,6 +406,13 @@ class ExecutionError(AnswerableError):
 
 class TransientError(ExecutionError):
     """A timeout or an overloaded partner: trying again with the same idempotency key may work."""
+
+
+class CallStopped(ExecutionError):
+    """Raised by an operation that checked control itself, found a stop in force and did
+    nothing. The gateway reads control again: where a stop applies to the call it records the
+    call ``not_executed``, citing that stop, as its own check before the call does; otherwise
+    (no stop it can name) the call ``failed``."""
 
 
 class OutcomeAmbiguous(ExecutionError):

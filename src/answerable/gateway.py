@@ -36,6 +36,7 @@ from answerable.contract import check_contract
 from answerable.control import Controller, ControlState
 from answerable.errors import (
     AnswerableError,
+    CallStopped,
     ConfigError,
     Conflict,
     EntryNotFound,
@@ -736,21 +737,7 @@ class Gateway:
             # stays open and is reconciled again (by a later epoch) once the stop is lifted.
             return Outcome("not_executed", intent, decision, approval=approval)
         if stop is not None:
-            execution = self._execution(
-                op.name,
-                intent,
-                decision,
-                claim,
-                "not_executed",
-                error=f"{stop.action} {stop.id} by {stop.by}: {stop.reason}",
-                causes=(stop.id,),
-                recovered=recovered,
-                approvals=approvals,
-                expiry=expiry,
-            )
-            await self._record_execution(execution, claim)
-            self._at("finished", intent)
-            return Outcome("not_executed", intent, decision, execution, approval=approval)
+            return await self._stopped(op, intent, decision, claim, stop, recovered, approvals, expiry)
         self._still_holding(claim)
         token = FencingToken(claim.epoch, intent.idempotency_key)
         # Latency is read from the injected clock like every other time, so a replayed run with a
@@ -776,6 +763,11 @@ class Gateway:
                     failure = TransientError(
                         f"{exc}; not retried: {halted.action} {halted.id} by {halted.by} came first"
                     )
+            except CallStopped as exc:  # it found a stop and did nothing: the stop it names, if any
+                stop = self._stop_for(op, intent, decision.request, decision.entities)
+                if stop is not None:
+                    return await self._stopped(op, intent, decision, claim, stop, recovered, approvals, expiry)
+                failure, status = exc, "failed"
             except Exception as exc:  # the world said no: a value to record, not a crash
                 failure, status = exc, "failed"
             execution = self._execution(
@@ -812,6 +804,34 @@ class Gateway:
         await self._record_execution(execution, claim)
         self._at("finished", intent)
         return Outcome("succeeded", intent, decision, execution, result, approval=approval)
+
+    async def _stopped(
+        self,
+        op: Operation,
+        intent: Intent,
+        decision: Decision,
+        claim: Claim,
+        stop: Control,
+        recovered: bool,
+        approvals: tuple[Approval, ...],
+        expiry: ReviewClosed | None,
+    ) -> Outcome:
+        """Record a claimed call that a stop kept from acting as ``not_executed``, citing the stop."""
+        execution = self._execution(
+            op.name,
+            intent,
+            decision,
+            claim,
+            "not_executed",
+            error=f"{stop.action} {stop.id} by {stop.by}: {stop.reason}",
+            causes=(stop.id,),
+            recovered=recovered,
+            approvals=approvals,
+            expiry=expiry,
+        )
+        await self._record_execution(execution, claim)
+        self._at("finished", intent)
+        return Outcome("not_executed", intent, decision, execution, approval=approvals[-1] if approvals else None)
 
     def _execution(
         self,

@@ -20,10 +20,10 @@ from answerable.clock import Clock, IdSource, SystemClock, rfc3339
 from answerable.contract import ContractCheck, Refused
 from answerable.errors import (
     AgentFailed,
+    CallStopped,
     ConfigError,
     Conflict,
     EntryNotFound,
-    ExecutionError,
     MessageHeld,
     MessageRefused,
     RecordInvalid,
@@ -532,7 +532,7 @@ class System:
                     stop, guards = self._stop_for(intent.agent, topic)
                     if stop is not None:
                         why = f"{stop.action} {stop.id} by {stop.by}: {stop.reason}"
-                        raise ExecutionError(f"{why}; the message was not recorded")
+                        raise CallStopped(f"{why}; the message was not recorded")
                     try:
                         await self.ledger.append(
                             [message],
