@@ -11,6 +11,11 @@ go, so a failure replays with the same seed:
   recorded; ``executed``: after it is recorded and published, before its Execution);
 - ``recover``: start a gateway on the ledger (its reconcile settles what the dead one left) and
   print each recovered outcome;
+- ``park``: send 1 to 3 urgent plans (each held for review), print the reviews' ids and kill
+  this process with SIGKILL before the system runs again: the answers (by the CLI) come while
+  no system runs;
+- ``listen``: start a gateway and a system with the router on the ledger, run it, and print the
+  refusals the router was told of and how many plans the executor heard;
 - ``stream``: send plans the rules allow and notes they do not decide, from 2 to 6 concurrent
   tasks, until a dozen are refused (a halt from another process, by the CLI, refuses them), and
   print how many went and how many were refused, by reason.
@@ -91,6 +96,20 @@ class Executor(Agent):
         self.heard.append(record.id)
 
 
+class Router(Agent):
+    name = "router"
+    subscriptions = ()
+
+    def __init__(self) -> None:
+        self.told: list[str] = []
+
+    async def handle(self, record: Message | ExternalEvent, ctx: Context) -> None:
+        return None
+
+    async def on_refusal(self, refusal: MessageRefused, ctx: Context) -> None:
+        self.told.append(refusal.refusal_id)
+
+
 def say(**what: Any) -> None:
     sys.stdout.write(json.dumps(what) + "\n")
     sys.stdout.flush()
@@ -162,6 +181,34 @@ async def recover(path: Path) -> None:
     ledger.close()
 
 
+async def park(path: Path, seed: int) -> None:
+    _ledger, _gateway, system, _executor = await build(path)
+    reviews = []
+    for n in range(random.Random(f"park:{seed}").randint(1, 3)):
+        try:
+            await system.send("router", "plans", "route.plan", {"urgent": True, "n": n}, (), (), "t")
+        except MessageHeld as held:
+            reviews.append(held.review_id)
+    say(reviews=reviews)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def listen(path: Path) -> None:
+    ledger = SQLiteLedger.open(path)
+    gateway = Gateway(ledger, lease_ttl=1.0, standby=True)
+    system = System(ledger, gateway, agents=AGENTS)
+    system.message_context("plans", "route.plan", lambda p: {"urgent": bool(p.get("urgent"))})
+    executor, router = Executor(), Router()
+    system.add(executor)
+    system.add(router)
+    await gateway.start(wait_seconds=30)
+    for _ in range(3):
+        await system.run_until_idle()
+    say(told=router.told, heard=len(executor.heard))
+    gateway.close()
+    ledger.close()
+
+
 async def stream(target: str, seed: int) -> None:
     draw = random.Random(f"stream:{seed}")
     workers = draw.randint(2, 6)
@@ -205,6 +252,10 @@ def main() -> None:
         asyncio.run(send(path, sys.argv[4], seed))
     elif role == "recover":
         asyncio.run(recover(path))
+    elif role == "park":
+        asyncio.run(park(path, seed))
+    elif role == "listen":
+        asyncio.run(listen(path))
     else:
         raise SystemExit(f"unknown role {role!r}")
 

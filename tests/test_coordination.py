@@ -3,6 +3,7 @@ the observed graph counts every message once; drift on a channel nobody declared
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -510,6 +511,56 @@ async def test_a_message_held_before_a_restart_and_denied_after_it_is_told_to_it
     assert (refusal.reason_code, refusal.refusal_id) == ("denied", denied.approval.id)
     assert restarted.held == {}
     again.close()
+
+
+def _restarted(system: System, gateway: Gateway) -> tuple[System, Sender]:
+    """A new system on the same ledger and gateway (a process started later), with its router."""
+    again = System(system.ledger, gateway, agents=AGENTS, clock=gateway.clock, ids=gateway.ids)
+    router = Sender()
+    again.add(router)
+    again.add(Heard("executor"))
+    return again, router
+
+
+async def test_a_held_message_denied_while_no_system_ran_is_told_once_at_the_next_start(
+    decided: Any,
+) -> None:
+    """Denied while no system ran (``answerable deny`` with the agents down), the sender heard
+    nothing: nothing recorded that it was told. The next system tells it, notes it, and the one
+    after that does not tell it again."""
+    system, gateway, router, _executor = decided
+    with pytest.raises(MessageHeld) as held:
+        await system.send("router", "plans", "route.plan", {"n": 7, "urgent": True}, (), (), "t")
+    denied = await gateway.answer(held.value.review_id, key=REVIEWER, verdict="deny", reason="not urgent")
+    assert denied.approval is not None
+    second, told = _restarted(system, gateway)  # the first system never ran again
+    await second.run_until_idle()
+    assert [(r.reason_code, r.refusal_id) for r in told.refusals] == [("denied", denied.approval.id)]
+    third, again = _restarted(system, gateway)
+    await third.run_until_idle()
+    await system.run_until_idle()  # the first one, still in memory, was told by the ledger too
+    assert (again.refusals, router.refusals) == ([], [])
+
+
+async def test_denials_in_a_ledger_from_before_senders_were_noted_are_not_told_again(
+    decided: Any,
+) -> None:
+    """A ledger an earlier version wrote has no notes of senders told: its denials were told
+    then (or lost then), and an upgrade must not tell them a second time."""
+    import sqlite3
+
+    system, gateway, router, _executor = decided
+    with pytest.raises(MessageHeld) as held:
+        await system.send("router", "plans", "route.plan", {"n": 8, "urgent": True}, (), (), "t")
+    await system.run_until_idle()
+    await gateway.answer(held.value.review_id, key=REVIEWER, verdict="deny", reason="not urgent")
+    await system.run_until_idle()
+    assert len(router.refusals) == 1
+    with contextlib.closing(sqlite3.connect(system.ledger.path)) as db, db:  # as the earlier version left it
+        db.execute("DELETE FROM meta WHERE key LIKE 'note:held:%'")
+    upgraded, told = _restarted(system, gateway)
+    await upgraded.run_until_idle()
+    assert told.refusals == []
 
 
 def _monitor(spec: dict[str, Any]) -> Monitors:

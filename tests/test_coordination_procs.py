@@ -70,6 +70,51 @@ def test_approvals_from_another_process_deliver_held_messages_exactly_once(tmp_p
 
 
 @pytest.mark.parametrize("seed", seeds())
+def test_answers_given_while_no_system_ran_reach_the_sender_once_at_the_next_start(
+    tmp_path: Path, seed: int
+) -> None:
+    """Plans held for review, their process killed with SIGKILL; the desk answers each with the
+    CLI (the seed draws which it denies) while nothing runs. The next system delivers the
+    approved ones and tells the router of each denial, citing the desk's answer; the one after
+    tells it nothing again."""
+    ledger = tmp_path / "parked.db"
+    key = tmp_path / "desk.key"
+    REVIEWER.save(key)
+    parked = subprocess.run(
+        [sys.executable, str(CHILD), str(ledger), "park", str(seed)],
+        capture_output=True, text=True, timeout=TIMEOUT, check=False,
+    )  # fmt: skip
+    assert parked.returncode == -9, (seed, parked.stderr)
+    reviews = lines(parked.stdout)[0]["reviews"]
+    assert isinstance(reviews, list), seed
+    assert reviews, seed
+    draw = random.Random(f"answers:{seed}")
+    verdicts = {review: draw.choice(["approve", "deny"]) for review in reviews}
+    for review, verdict in verdicts.items():
+        answered = subprocess.run(
+            [str(CLI), verdict, str(ledger), str(review), "--by", REVIEWER.identity,
+             "--reason", f"the desk says {verdict}", "--key", str(key)],
+            capture_output=True, text=True, timeout=TIMEOUT, check=False,
+        )  # fmt: skip
+        assert answered.returncode == 0, (seed, answered.stderr)
+    with SQLiteLedger.open(ledger) as read:
+        answers = [decode_entry(e.data) for e in read.of_kind("Approval")]
+    denials = sorted(a.id for a in answers if getattr(a, "verdict", None) == "deny")  # type: ignore[attr-defined]
+    assert len(denials) == list(verdicts.values()).count("deny"), seed
+    heard = []
+    for _ in range(2):
+        listened = subprocess.run(
+            [sys.executable, str(CHILD), str(ledger), "listen", str(seed)],
+            capture_output=True, text=True, timeout=TIMEOUT, check=False,
+        )  # fmt: skip
+        assert listened.returncode == 0, (seed, listened.stderr)
+        heard.append(lines(listened.stdout)[-1])
+    first, second = heard
+    assert (sorted(first["told"]), first["heard"]) == (denials, len(reviews) - len(denials)), (seed, verdicts)  # type: ignore[arg-type]
+    assert second == {"told": [], "heard": 0}, (seed, verdicts)
+
+
+@pytest.mark.parametrize("seed", seeds())
 @pytest.mark.parametrize("point", ["claimed", "executed"])
 def test_a_kill_at_a_named_point_of_delivery_leaves_every_message_recorded_once(
     tmp_path: Path, point: str, seed: int

@@ -218,7 +218,8 @@ async def test_a_call_that_found_a_stop_itself_is_not_executed_and_cites_the_sto
 
     def book_unless_stopped(**kwargs):  # type: ignore[no-untyped-def]
         with SQLiteLedger.open(ledger_path) as other:  # the pause comes from another connection
-            pause = Controller(other).make("pause", Scope(kind="operation", value="carrier.book"), "ops", "wait")
+            scope = Scope(kind="operation", value="carrier.book")
+            pause = Controller(other).make("pause", scope, "ops", "wait")
             other.append_sync([pause])
         stops.append(pause.id)
         raise CallStopped(f"pause {pause.id} in force; nothing booked")

@@ -766,7 +766,8 @@ class Gateway:
             except CallStopped as exc:  # it found a stop and did nothing: the stop it names, if any
                 stop = self._stop_for(op, intent, decision.request, decision.entities)
                 if stop is not None:
-                    return await self._stopped(op, intent, decision, claim, stop, recovered, approvals, expiry)
+                    stopped = (op, intent, decision, claim, stop, recovered, approvals, expiry)
+                    return await self._stopped(*stopped)
                 failure, status = exc, "failed"
             except Exception as exc:  # the world said no: a value to record, not a crash
                 failure, status = exc, "failed"
@@ -831,7 +832,8 @@ class Gateway:
         )
         await self._record_execution(execution, claim)
         self._at("finished", intent)
-        return Outcome("not_executed", intent, decision, execution, approval=approvals[-1] if approvals else None)
+        approval = approvals[-1] if approvals else None
+        return Outcome("not_executed", intent, decision, execution, approval=approval)
 
     def _execution(
         self,

@@ -7,8 +7,9 @@ was derived from, so the chain from any execution back to the outside events can
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,6 +21,7 @@ from answerable.clock import Clock, IdSource, SystemClock, rfc3339
 from answerable.contract import ContractCheck, Refused
 from answerable.errors import (
     AgentFailed,
+    AnswerableError,
     CallStopped,
     ConfigError,
     Conflict,
@@ -184,6 +186,8 @@ class System:
         """Intents of messages waiting for review -> (sender, topic, type), until settled; those
         an earlier system held are read from the ledger at the first :meth:`run_until_idle`."""
         self._held_read = False
+        self._tracked = False
+        """Whether the ledger is known to note senders told (see :meth:`_track`)."""
         self.watcher = watcher
         self.unpublished = 0
         """Records this system is appending whose publish has not returned yet: while none is,
@@ -476,6 +480,9 @@ class System:
         if outcome.ok and isinstance(outcome.result, Message):
             return outcome.result
         if outcome.status == "review" and outcome.review is not None:
+            check = self._contract_check()
+            if check is not None and not self._tracked:
+                self._track(gateway, _decided_kinds(check))
             self.held[intent.id] = (message.sender, message.topic, message.type)
             raise MessageHeld(message.sender, message.topic, message.type, intent.id, outcome.review.id)
         raise _refusal(message.sender, message.topic, message.type, outcome)
@@ -574,7 +581,9 @@ class System:
 
     async def settle_held(self) -> None:
         """Tell the senders of held messages that were denied (approved ones were delivered when
-        the approval was acted on); run by :meth:`run_until_idle`."""
+        the approval was acted on); run by :meth:`run_until_idle`. Each sender told is noted in
+        the ledger (:func:`_told`), so a system started later does not tell it again; one that
+        fails before the note tells it again (at least once, as the webhook)."""
         gateway = self.actuator
         if not self.held or not isinstance(gateway, Gateway):
             return
@@ -587,30 +596,50 @@ class System:
                 continue
             del self.held[intent_id]
             agent = self.agents.get(sender)
-            if not outcome.ok and agent is not None:
-                trace = intent.trace_id or intent.id
-                try:
-                    await agent.on_refusal(
-                        _refusal(sender, topic, type_, outcome), Context(self, sender, trace)
-                    )
-                except MessageRefused as exc:  # what it said in answer met a halt: as in a handler
-                    if not exc.ends_handling:
-                        raise
+            if outcome.ok or agent is None:  # delivered; or its sender lives in another system
+                continue
+            if self.ledger.get_note(_told(intent_id)) is not None:  # by another system first
+                continue
+            trace = intent.trace_id or intent.id
+            try:
+                await agent.on_refusal(_refusal(sender, topic, type_, outcome), Context(self, sender, trace))
+            except MessageRefused as exc:  # what it said in answer met a halt: as in a handler
+                if not exc.ends_handling:
+                    raise
+            await self._note_told(intent_id)
+
+    async def _note_told(self, intent_id: str) -> None:
+        import asyncio  # loaded already: this is a coroutine
+
+        with contextlib.suppress(AnswerableError):  # the store away: told again by the next start
+            await asyncio.to_thread(self.ledger.put_note, _told(intent_id), "1")
 
     def _read_held(self) -> None:
-        """Messages an earlier system (a process before a restart) held for review that are still
-        open: their senders hear of a denial from this one. ``held`` was only in memory, so a
-        denial after a restart reached no ``on_refusal``. One decided while no system ran is
-        not told (nothing records that a sender was told)."""
+        """Messages held for review by an earlier system (a process before a restart) whose
+        senders were not told their fate: those still open, and those denied since without a
+        sender told (:func:`_told`), such as one denied by ``answerable deny`` while no system ran.
+        ``held`` was only in memory, so a denial after a restart reached no ``on_refusal``.
+
+        The first system to read a ledger written before senders were noted (no
+        ``held:tracked`` note) counts every denial already there as told, as it was then, so an
+        upgrade does not tell old news again.
+        """
         gateway, check = self.actuator, self._contract_check()
         if not isinstance(gateway, Gateway) or check is None:
             return
-        kinds = {
-            f"{SEND_PREFIX}{c.topic}/{k.type}": (c.topic, k.type)
-            for c in check.contract.channels
-            for k in c.messages
-            if k.decide
-        }
+        kinds = _decided_kinds(check)
+        for intent, outcome in self._held_messages(gateway, kinds):
+            if outcome is None or self.ledger.get_note(_told(intent.id)) is None:
+                self.held[intent.id] = (intent.agent, *kinds[intent.operation])
+        self._held_read = True
+
+    def _held_messages(
+        self, gateway: Gateway, kinds: Mapping[str, tuple[str, str]]
+    ) -> Iterator[tuple[Intent, Outcome | None]]:
+        """Each message ever held for review that was not delivered, with its outcome (None
+        while its review is open); held ones this system knows of already are left out. First,
+        see :meth:`_track`."""
+        self._track(gateway, kinds)
         for stored in self.ledger.of_kind("Review"):
             review = decode_entry(stored.data)
             if not isinstance(review, Review) or review.intent_id in self.held:
@@ -618,9 +647,28 @@ class System:
             intent = decode_entry(self.ledger.find(review.intent_id).data)
             if not isinstance(intent, Intent) or intent.operation not in kinds:
                 continue
-            if gateway.recorded_outcome(intent) is None:
-                self.held[intent.id] = (intent.agent, *kinds[intent.operation])
-        self._held_read = True
+            outcome = gateway.recorded_outcome(intent)
+            if outcome is None or not outcome.ok:
+                yield intent, outcome
+
+    def _track(self, gateway: Gateway, kinds: Mapping[str, tuple[str, str]]) -> None:
+        """Make sure the ledger notes senders told (the ``held:tracked`` note), before this
+        system holds a message or reads those held. In a ledger an earlier version wrote, every
+        held message already refused was told then (or lost then), so each is noted as told
+        first: an upgrade tells no old news. Every held message after the note is this version's."""
+        if self._tracked:
+            return
+        if self.ledger.get_note(_TRACKED) is None:
+            self._tracked = True  # the walk below must not start this again
+            try:
+                for intent, outcome in self._held_messages(gateway, kinds):
+                    if outcome is not None:
+                        self.ledger.put_note(_told(intent.id), "1")
+                self.ledger.put_note(_TRACKED, "1")
+            except BaseException:
+                self._tracked = False
+                raise
+        self._tracked = True
 
     async def run_until_idle(self) -> None:
         """Deliver until no agent has anything left to say, then let the watcher catch up.
@@ -635,6 +683,26 @@ class System:
         await self.bus.drain()
         if self.watcher is not None:
             await self.watcher.poll()
+
+
+def _decided_kinds(check: ContractCheck) -> dict[str, tuple[str, str]]:
+    """The operation of each message type the rules decide -> (topic, type)."""
+    return {
+        f"{SEND_PREFIX}{c.topic}/{k.type}": (c.topic, k.type)
+        for c in check.contract.channels
+        for k in c.messages
+        if k.decide
+    }
+
+
+_TRACKED = "held:tracked"
+"""The ledger note that senders of denied held messages are noted when told (see :func:`_told`)."""
+
+
+def _told(intent_id: str) -> str:
+    """The ledger note that the sender of the held message of ``intent_id`` was told it was
+    refused: a system started later, in this process or another, does not tell it again."""
+    return f"held:told:{intent_id}"
 
 
 class _SendArgs(BaseModel):
