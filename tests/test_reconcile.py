@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import People, World, make_gateway
+from support import People, World, booking, make_gateway, register_world
 
 from answerable import FakeClock, Gateway, IdSource, RecordInvalid, SQLiteLedger
-from answerable.records import Claim, Control, Execution, decode_entry
+from answerable.control import Controller
+from answerable.records import Claim, Control, Execution, Intent, Scope, decode_entry
+from answerable.signing import sign
 
 
 class Crash(BaseException):
@@ -118,3 +120,48 @@ async def test_bad_input_to_the_public_api_is_a_typed_error(gateway: Gateway):
     with pytest.raises(RecordInvalid) as refused:
         gateway.intent("two words", "noop", {})
     assert "agent" in str(refused.value)
+
+
+async def test_a_resume_that_lands_while_reconcile_runs_still_settles_the_claim_the_stop_held(
+    ledger: SQLiteLedger, ledger_path: Path, people: People, clock: FakeClock, world: World
+):
+    """Reconcile leaves a claim open while a stop applies to it, and ``reconcile_held`` runs it
+    again once the stops change. Before, the stops were read after the loop: a resume landing
+    while a later claim was recovered counted as already seen, and the held claim stayed open
+    (its key answering ``idempotency_in_flight``) until the next start."""
+
+    def crash(point: str, _intent: object) -> None:
+        if point == "claimed":
+            raise Crash
+
+    first = await make_gateway(ledger, people, clock, world, fault=crash)
+    held = first.intent("router", "carrier.book", booking("S-HELD"))
+    other = first.intent("executor", "carrier.book", booking("S-OTHER"))
+    for intent in (held, other):
+        with pytest.raises(Crash):
+            await first.submit(intent)
+    first.lease.release()  # the process is gone; its epoch is dead
+    router = Scope(kind="agent", value="router")
+    await first.control.pause(by=people.operator.identity, reason="look at the router", scope=router)
+    elsewhere = SQLiteLedger.open(ledger_path)
+    desk = Controller(elsewhere, clock=clock, ids=IdSource(clock))
+
+    def resume_meanwhile(point: str, intent: Intent) -> None:
+        if point == "claimed" and intent.id == other.id:  # the held one was judged already
+            made = desk.make("resume", router, people.operator.identity, "router checked")
+            elsewhere.append_sync([sign(made, people.operator)])
+
+    try:
+        second = Gateway(ledger, clock=clock, ids=IdSource(clock), fault=resume_meanwhile)
+        register_world(second, world)
+        outcomes = await second.start()
+        assert sorted((o.intent.id, o.status) for o in outcomes) == sorted(
+            [(held.id, "not_executed"), (other.id, "succeeded")]
+        )
+        assert not second.control.state().stops  # the resume is in force
+        [settled] = await second.reconcile_held()
+        assert (settled.intent.id, settled.status) == (held.id, "succeeded")
+        assert world.calls == 2
+        assert await second.reconcile_held() == []
+    finally:
+        elsewhere.close()

@@ -1169,6 +1169,10 @@ class Gateway:
         operation for a person. Run it at start-up (``start()`` does).
         """
         epoch = self.lease.epoch
+        # The stops as read before any claim was judged: a resume landing while the loop runs
+        # then differs from them, and reconcile_held runs again (read after the loop, it counted
+        # as seen, and a claim it held stayed open until the next start).
+        seen = self.control.state()
         outcomes = []
         for left in self._dead_claims(epoch):
             try:
@@ -1185,7 +1189,7 @@ class Gateway:
             if outcome is not None:
                 outcomes.append(outcome)
         held = frozenset(o.intent.id for o in outcomes if o.status == "not_executed" and o.execution is None)
-        self._held_back = (self.control.state(), held) if held else None
+        self._held_back = (seen, held) if held else None
         return outcomes
 
     async def reconcile_held(self) -> list[Outcome]:
