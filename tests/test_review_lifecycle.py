@@ -20,7 +20,7 @@ from support import (
 
 from answerable import ApprovalRefused, FakeClock, Gateway, IdSource, SQLiteLedger, new_charter
 from answerable.clock import rfc3339
-from answerable.records import Claim, Execution, ExternalEvent, decode_entry
+from answerable.records import Claim, Execution, ExternalEvent, Message, decode_entry
 from answerable.review import ReviewQueue
 
 MEDICAL = {"cls": "medical", "disruption": True}
@@ -59,9 +59,9 @@ async def test_an_approval_that_expires_unused_reopens_the_review(
     assert gateway.reviews.state(review_id).status == "claimed"
 
 
-def dated(seconds_ahead: int, clock: FakeClock) -> ExternalEvent:
+def dated(seconds_ahead: int, clock: FakeClock, n: int = 1) -> ExternalEvent:
     return ExternalEvent(
-        id="01K00000000000000000000001",
+        id=f"01K0000000000000000000000{n}",
         at=rfc3339(clock.now_ns() + seconds_ahead * 1_000_000_000),
         source="elsewhere", type="tick", payload={},
     )  # fmt: skip
@@ -72,18 +72,67 @@ async def test_the_review_clock_is_never_behind_the_ledger_by_more_than_the_skew
 ):
     """An entry dated later than this clock (another process's, whose clock is ahead) moves the
     review clock to it, so an approval that lapsed there lapses here; an entry dated a year ahead
-    moves it by the skew a signed request may have (300 s) and no more."""
+    is a clock out of step and moves it not at all, nor stops the next entry from moving it."""
     review_id = await pending_review(gateway)
     queue = ReviewQueue(ledger, clock=clock, ids=gateway.ids)
     await queue.submit(
         queue.approval(review_id, key=people.reviewer, verdict="approve", reason="ok", valid_for_seconds=600)
     )
     await ledger.append([dated(366 * 24 * 3600, clock)])
-    assert gateway.reviews.state(review_id).status == "approved"  # 300 s on, not a year
-    clock.advance(400)  # this clock says 200 s of the approval are left; the ledger, 100 s past it
+    assert gateway.reviews.state(review_id).status == "approved"  # not a year on
+    clock.advance(400)
+    assert gateway.reviews.state(review_id).status == "approved"  # nor 300 s on: 200 s are left
+    await ledger.append([dated(250, clock, n=2)])  # this clock says 200 s are left; the ledger, 50 s past
     assert gateway.reviews.state(review_id).status == "reopened"
     assert await gateway.settle_reviews() == []
     assert world.calls == 0
+
+
+async def test_a_writer_whose_clock_is_behind_does_not_bring_a_lapsed_approval_back(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+):
+    """The review clock is floored at the latest time any runtime clock gave an entry, not at
+    the newest entry's: before, a process two minutes behind appending after the lapse let a
+    gateway whose clock is behind too count the lapsed approval, and run the call."""
+    review_id = await pending_review(gateway)
+    queue = ReviewQueue(ledger, clock=clock, ids=gateway.ids)
+    await queue.submit(
+        queue.approval(review_id, key=people.reviewer, verdict="approve", reason="ok", valid_for_seconds=60)
+    )
+    await ledger.append([dated(90, clock)])  # a clock 90 s ahead saw the approval lapse
+    await ledger.append([dated(-30, clock, n=2)])  # then a writer behind wrote on
+    assert gateway.reviews.state(review_id).status == "reopened"
+    assert await gateway.settle_reviews() == []
+    assert world.calls == 0
+
+
+async def test_a_message_its_sender_dated_ahead_does_not_close_a_review_early(
+    ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+):
+    """An agent's message may be dated up to the signed-request skew ahead (the service takes
+    it); before, its time moved every review's clock, and a review whose safe default is
+    ``approve`` closed, and its call ran, minutes before its expiry. A person's answer dated
+    ahead moves it no more. Only times the runtime's own clocks gave count."""
+    gw = await reviewing_gateway(ledger, people, clock, world, policies=APPROVE_ON_EXPIRY)
+    review_id = await pending_review(gw)
+    clock.advance(28 * 60)  # two minutes before the review expires
+    message = Message(
+        id=gw.ids.new(),
+        at=rfc3339(clock.now_ns() + 299 * 1_000_000_000),
+        sender="router",
+        topic="plans",
+        type="plan",
+        payload={},
+        trace_id=gw.ids.new(),
+    )
+    await ledger.append([message])
+    assert gw.reviews.state(review_id).resolution is None
+    await gw.settle_reviews()
+    assert world.calls == 0
+    assert gw.reviews.state(review_id).resolution is None
+    clock.advance(3 * 60)
+    [outcome] = await gw.settle_reviews()
+    assert (outcome.status, world.calls) == ("succeeded", 1)
 
 
 async def test_a_claimed_review_stays_settled_after_its_approval_expires(

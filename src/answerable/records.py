@@ -129,6 +129,14 @@ class Record(BaseModel):
     at: _TIME
     causes: tuple[_ID, ...] = ()
 
+    @property
+    def dated_by_signer(self) -> bool:
+        """Its ``at`` is the word of whoever signed it (an agent's message, a person's answer or
+        resume, the RI's charter or rules), not a clock the runtime read: the ledger's clock
+        (``LedgerStore.latest_time``) leaves it out, so nobody moves every review's clock by
+        dating what they sign ahead."""
+        return False
+
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
@@ -218,6 +226,10 @@ class SystemCharter(Record):
     def agent_names(self) -> frozenset[str]:
         return frozenset(a.name for a in self.agents)
 
+    @property
+    def dated_by_signer(self) -> bool:
+        return True
+
 
 class RulesetVersion(Record):
     """The Cedar policies and schema in force, approved and signed by the RI."""
@@ -232,6 +244,10 @@ class RulesetVersion(Record):
     approved_by: _NAME
     signature: _B64 = ""
 
+    @property
+    def dated_by_signer(self) -> bool:
+        return True
+
 
 class Message(Record):
     """One agent telling others something; ``causes`` says what it was derived from."""
@@ -244,6 +260,10 @@ class Message(Record):
     payload: dict[str, Any]
     trace_id: _ID
     signature: _B64 | None = None
+
+    @property
+    def dated_by_signer(self) -> bool:
+        return True
 
 
 class ExternalEvent(Record):
@@ -381,6 +401,10 @@ class Control(Record):
     reason: Annotated[str, Field(min_length=1)]
     signature: _B64 | None = None
 
+    @property
+    def dated_by_signer(self) -> bool:
+        return self.signature is not None  # a resume; halts and pauses are dated by the runtime
+
 
 class Review(Record):
     """An intent waiting for a person: why it was sent to review and what an answer must bind to."""
@@ -438,6 +462,10 @@ class Approval(Record):
     simulated: bool = Field(default=False, exclude_if=lambda v: v is False)
     """Given by a modelled person, not a human (it must match the charter's mark on them); left
     out of the bytes when false, so answers written before it keep their signatures."""
+
+    @property
+    def dated_by_signer(self) -> bool:
+        return True
 
 
 class Alert(Record):

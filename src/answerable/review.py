@@ -20,12 +20,12 @@ answers racing from two processes cannot both count: the loser reads again and g
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
 from answerable._canonical import canonical_bytes
@@ -302,8 +302,9 @@ class ReviewQueue:
         self._latest_ns = 0
         """Each answer is judged by the charter in force where it stands in the ledger, so every
         process and every restart count the same answers."""
-        self._dated: tuple[int, int | None] = (0, None)
-        """The ledger's size when last read, and its newest entry's time then."""
+        self._dated: tuple[int, int | None, int | None] = (0, None, _UNREAD)
+        """The ledger's size when last read, its latest time then, and its newest entry's
+        time (``_UNREAD`` until needed)."""
 
     def state(self, review_id: str) -> ReviewState:
         """Everything recorded about one review.
@@ -429,31 +430,47 @@ class ReviewQueue:
         )
 
     def _now_ns(self) -> int:
-        """The clock, never earlier than it already said in this process, nor than the ledger's
-        newest entry says (trusted up to ``SKEW`` seconds ahead of this clock): an approval that
-        lapsed does not come back when the wall clock steps backwards, nor count again in another
-        process whose clock is behind (a standby 100 s behind saw "approved" and ran the call
-        after the first gateway had seen the approval lapse and written on). An entry dated
-        further ahead moves this clock by ``SKEW`` at most: a writer whose clock is wrong by a
-        year cannot expire every review at once. Past the newest entry and ``SKEW`` it is the
-        machine's clock that is trusted; keep the gateways' clocks in step (NTP)."""
+        """The clock, never earlier than it already said in this process, nor than the latest
+        time any runtime clock gave an entry of the ledger (``LedgerStore.latest_time``): an
+        approval that lapsed does not come back when the wall clock steps backwards, nor count
+        again in another process whose clock is behind (a standby 100 s behind saw "approved"
+        and ran the call after the first gateway had seen the approval lapse and written on),
+        even after a third process, behind too, wrote on.
+
+        Times their signers chose (a message, an answer) do not count: an agent dating its
+        message 299 s ahead moved every review's clock, and closed reviews with ``approve`` as
+        their safe default five minutes early. A latest time more than ``SKEW`` ahead of this
+        clock is ignored, not trusted in part: it is kept as a maximum, so a writer once a year
+        off would have kept every review clock ``SKEW`` ahead for a year; the newest entry's
+        time stands in for it then, as it did before the store kept one. Clocks further apart
+        than ``SKEW`` are out of step, and it is this machine's clock that is trusted; keep the
+        gateways' clocks in step (NTP)."""
         now = self.clock.now_ns()
-        newest = self._ledger_ns()
-        if newest is not None:
-            now = max(now, min(newest, now + _AHEAD * 1_000_000_000))
+        latest = self._ledger_ns(now + _AHEAD * 1_000_000_000)
+        if latest is not None:
+            now = max(now, latest)
         self._latest_ns = max(self._latest_ns, now)
         return self._latest_ns
 
-    def _ledger_ns(self) -> int | None:
-        """When the ledger's newest entry says it was written (read again only when it grew)."""
+    def _ledger_ns(self, trusted_to: int) -> int | None:
+        """The ledger's latest time if it is no later than ``trusted_to``; else (a writer's
+        clock was far ahead once, or the ledger was written before the store kept a latest
+        time) its newest entry's time, if the runtime dated it and it is no later. Read again
+        only when the ledger grew."""
         size = self.ledger.size()
         if size != self._dated[0]:
-            try:
-                at = orjson.loads(self.ledger.entry(size - 1).data).get("at") if size else None
-                self._dated = (size, parse_rfc3339(at) if isinstance(at, str) else None)
-            except (orjson.JSONDecodeError, ValueError, AttributeError):  # verify names a bad entry
-                self._dated = (size, None)
-        return self._dated[1]
+            self._dated = (size, self.ledger.latest_time(), _UNREAD)
+        _, latest, newest = self._dated
+        if latest is not None and latest <= trusted_to:
+            return latest
+        if newest == _UNREAD:
+            newest = None
+            if size:
+                with contextlib.suppress(RecordInvalid, ValueError):  # verify names a bad entry
+                    entry = decode_entry(self.ledger.entry(size - 1).data)
+                    newest = None if entry.dated_by_signer else parse_rfc3339(entry.at)
+            self._dated = (size, latest, newest)
+        return newest if newest is not None and newest <= trusted_to else None
 
     def _charter_now(self) -> SystemCharter:
         in_force = self.charters.advance(self.ledger).latest()
@@ -534,6 +551,7 @@ _MAX_VALID_FOR = 366 * 24 * 3600
 """The longest an approval stays valid: one valid past the year 9999 has no RFC 3339 form (it
 was an OverflowError from the clock); a year is more than any approval waits for the others."""
 _AHEAD = SKEW
+_UNREAD = -1
 """Seconds an answer may be dated ahead of the clock it is checked by: the clock skew a signed
 request may have."""
 

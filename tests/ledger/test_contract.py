@@ -17,7 +17,7 @@ import pytest
 from backends import Backend
 from support import order_events
 
-from answerable.clock import FakeClock, IdSource
+from answerable.clock import FakeClock, IdSource, rfc3339
 from answerable.control import unsigned_control
 from answerable.errors import (
     Conflict,
@@ -39,7 +39,16 @@ from answerable.ledger import (
 )
 from answerable.ledger._sql import SQLLedger
 from answerable.ledger.base import CONTROL_HEAD, Guard
-from answerable.records import Control, Intent, Scope, decode_entry, entry_bytes
+from answerable.records import (
+    Control,
+    ExternalEvent,
+    Intent,
+    Message,
+    Record,
+    Scope,
+    decode_entry,
+    entry_bytes,
+)
 
 ORIGIN = "test.example/contract"
 
@@ -308,7 +317,7 @@ WRITER = """
 import sys, threading
 sys.path.insert(0, {tests!r})
 from support import order_events
-from answerable.clock import FakeClock, IdSource
+from answerable.clock import FakeClock, IdSource, rfc3339
 from answerable.ledger import open_ledger
 
 store = open_ledger({target!r})
@@ -433,3 +442,39 @@ def test_unknown_names_the_ids_no_entry_has_in_one_read(store: SQLLedger):
     asked = [known[1], "nothing", known[0], "a\x00b", "\ud800", 5]
     assert store.unknown(asked) == ["nothing", "a\x00b", "\ud800", 5]  # type: ignore[list-item]
     assert store.unknown([]) == []
+
+
+def test_the_latest_time_is_the_furthest_a_runtime_clock_came_and_no_signer_moves_it(
+    backend: Backend, store: SQLLedger
+):
+    """What floors the review clock in every process: the latest ``at`` of an entry the runtime
+    dated, kept by the store as a maximum. An entry appended later with an earlier time (a
+    writer whose clock is behind) does not lower it; a message, an answer or a signed resume,
+    dated by whoever signed it, does not raise it; a refused append moves nothing."""
+    base, ids = 1_767_225_600_000_000_000, IdSource(FakeClock())
+
+    def event(seconds: int) -> ExternalEvent:
+        return ExternalEvent(
+            id=ids.new(), at=rfc3339(base + seconds * 1_000_000_000), source="s", type="t", payload={}
+        )
+
+    def dated(record: Record, seconds: int) -> Record:
+        return record.model_copy(update={"id": ids.new(), "at": rfc3339(base + seconds * 1_000_000_000)})
+
+    assert store.latest_time() is None  # nothing appended: no time to floor at
+    store.append_sync([event(100), event(50)])
+    assert store.latest_time() == base + 100 * 1_000_000_000
+    store.append_sync([event(10)])
+    assert store.latest_time() == base + 100 * 1_000_000_000
+    message = Message(
+        id=ids.new(), at=rfc3339(base), sender="a", topic="t", type="t", payload={}, trace_id=ids.new()
+    )
+    resume = a_stop("resume", 1).model_copy(update={"signature": "c2lnbmVk"})
+    store.append_sync([dated(message, 500), dated(resume, 500)])
+    assert store.latest_time() == base + 100 * 1_000_000_000
+    with pytest.raises(Conflict):
+        store.append_sync([event(400)], guards=[Guard("review:none", 7)])
+    assert store.latest_time() == base + 100 * 1_000_000_000
+    store.append_sync([dated(a_stop("halt", 2), 200), event(20)])
+    assert store.latest_time() == base + 200 * 1_000_000_000
+    assert backend.open().latest_time() == base + 200 * 1_000_000_000  # another connection reads it

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeGuard, TypeVar
 
 from answerable._canonical import canonical_bytes
 from answerable._files import read_capped
+from answerable.clock import parse_rfc3339
 from answerable.errors import (
     ConfigError,
     Conflict,
@@ -71,6 +72,10 @@ FORGET_NONCES = "DELETE FROM nonces WHERE created < ? AND key NOT LIKE 'handled:
 """Request nonces too old to matter are forgotten; a subscriber group's handled marks never are
 (a record can be delivered again long after, when its agent comes back)."""
 Row = tuple[str, str, bytes, bytes, tuple[str, ...]]
+_LATEST_TIME = (
+    "INSERT INTO meta (key, value) VALUES ('latest_time', ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE meta.value < excluded.value"
+)
 """One entry on its way in: id, kind, the exact bytes, their leaf hash, the ids it cites."""
 Conn = Any
 """A DB-API connection of either driver: both have ``execute(sql, args)`` returning a cursor."""
@@ -84,6 +89,8 @@ class _Item:
     waiter: _Waiter
     fence: int | None = None
     guards: tuple[Guard, ...] = ()
+    dated: int | None = None
+    """The latest time the runtime's clock gave any of its records (see :meth:`SQLLedger.latest_time`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +314,7 @@ class SQLLedger(ABC):
     ) -> Future[list[int]]:
         """Queue records for the next group commit; the future resolves to their indexes."""
         future: Future[list[int]] = Future()
-        self._enqueue([_Item(self._rows(records), future, fence, tuple(guards))])
+        self._enqueue([_Item(self._rows(records), future, fence, tuple(guards), _dated(records))])
         return future
 
     async def append(
@@ -332,7 +339,7 @@ class SQLLedger(ABC):
         if batch is None:
             batch = self._turn[loop] = []
             loop.call_soon(self._end_of_turn, loop)
-        batch.append(_Item(rows, _LoopWaiter(loop, waiter), fence, tuple(guards)))
+        batch.append(_Item(rows, _LoopWaiter(loop, waiter), fence, tuple(guards), _dated(records)))
         return await waiter
 
     def append_sync(
@@ -660,6 +667,9 @@ class SQLLedger(ABC):
             self._insert(
                 cur, "causes", list(dict.fromkeys((c, size + n) for n, r in enumerate(flat) for c in r[4]))
             )
+            dated = max((i.dated for i in admitted if i.dated is not None), default=None)
+            if dated is not None:  # zero-padded, so the text compares as the number does
+                cur.execute(self._sql(_LATEST_TIME), (f"{dated:020d}",))
             if moved:
                 cur.executemany(
                     self._sql(
@@ -708,6 +718,22 @@ class SQLLedger(ABC):
             return bytes(row[0])
 
         return get_node
+
+    def latest_time(self) -> int | None:
+        """The latest time, in nanoseconds since the epoch, that the runtime's clock gave an
+        entry it appended (records their signers date are left out: ``Record.dated_by_signer``);
+        None for a ledger that has appended nothing since the store began keeping it.
+
+        Kept by the store in each commit's own transaction, as a maximum: an entry appended
+        later by a process whose clock is behind does not lower it, so every process reads the
+        furthest any clock writing here had come (the review clock is floored at it)."""
+        row = self._read(lambda c: c.execute("SELECT value FROM meta WHERE key = 'latest_time'").fetchone())
+        if row is None:
+            return None
+        try:
+            return int(row[0])
+        except (TypeError, ValueError):
+            return None  # not written by this code: no floor rather than a wrong one
 
     # --- guards and the lease -------------------------------------------------------------------
 
@@ -1319,3 +1345,20 @@ def _resolve_on_loop(items: list[tuple[asyncio.Future[list[int]], _Outcome]]) ->
             future.set_exception(error)
         else:
             future.set_result(result or [])
+
+
+_FIXED = len("2026-01-01T00:00:00.000000Z")
+
+
+def _dated(records: Sequence[Record]) -> int | None:
+    """The latest ``at`` among records the runtime dated itself; None if it dated none."""
+    times = [r.at for r in records if not r.dated_by_signer]
+    if not times:
+        return None
+    if all(len(t) == _FIXED for t in times):  # as rfc3339 writes them: the text sorts as the time
+        times = [max(times)]
+    latest = None
+    for text in times:
+        with contextlib.suppress(ValueError):  # a date no calendar has: it moves nothing
+            latest = max(latest or 0, parse_rfc3339(text))
+    return latest

@@ -160,6 +160,13 @@ class LedgerStore(Protocol):
         number on every call."""
         ...
 
+    def latest_time(self) -> int | None:
+        """The latest time (ns since the epoch) the runtime's clock gave an entry appended here,
+        kept as a maximum in each append's own transaction; records their signers date
+        (``Record.dated_by_signer``) are left out. None if nothing was appended since the store
+        began keeping it (a ledger an earlier version wrote)."""
+        ...
+
     def entry(self, index: int) -> StoredEntry: ...
 
     def find(self, entry_id: str) -> StoredEntry: ...
