@@ -740,3 +740,58 @@ def test_serve_makes_no_ledger_for_a_config_it_refuses_and_says_the_port_it_got(
         proc.wait(timeout=60)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+async def test_a_witnessed_checkpoint_does_not_replace_a_larger_one_published_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """The service publishes a checkpoint, has the witness cosign it, then puts the cosigned one
+    in its place. Before, it did so outside the folder's lock, after the witness's round trip:
+    a checkpoint another publisher (``answerable ledger publish``) wrote meanwhile, of a larger
+    tree, was replaced by the smaller one, and the published log went back."""
+    from dataclasses import replace
+
+    from support import order_events
+
+    from answerable.config import load_config
+    from answerable.ledger.location import open_ledger
+    from answerable.ledger.tiles import publish
+    from answerable.service import Service
+
+    folder = tmp_path / "shop"
+    init(folder)
+    config = load_config(folder / "answerable.toml")
+    first = Service(config)
+    await first.start()
+    if first.ledger is None:
+        raise AssertionError("the service did not open its ledger")
+    log_key = first.ledger.verifier_key()
+    await first.stop()
+    KeyPair.generate("witness.example/w9").save(tmp_path / "w.key")
+    with witness_process(tmp_path / "w.key", tmp_path / "wstate", log_key) as (url, vkey):
+        service = Service(replace(config, witnesses=((url, vkey),)))
+        await service.start()
+        other = open_ledger(config.ledger, origin=config.origin)
+        published = folder / "log" / "checkpoint"
+        try:
+            cosign = service._cosigned
+
+            def meanwhile(note: str, url: str, key: str) -> str:
+                cosigned = cosign(note, url, key)
+                if cosigned == note:
+                    raise AssertionError("the witness did not cosign")
+                other.append_sync(order_events(3, IdSource(SystemClock())))
+                publish(other, folder / "log")  # another publisher, while the witness answered
+                return cosigned
+
+            service._cosigned = meanwhile  # type: ignore[method-assign]
+            other.append_sync(order_events(2, IdSource(SystemClock())))
+            witnessed = other.size()
+            await service.checkpoint()
+            larger = other.size()
+            assert witnessed < larger
+            assert int(published.read_text().split("\n")[1]) == larger
+        finally:
+            other.close()
+            await service.stop()
+    assert int(published.read_text().split("\n")[1]) == larger  # the final one is all of it

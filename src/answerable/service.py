@@ -62,7 +62,7 @@ from answerable.httpsig import SKEW, claimed_keyid, verify_request
 from answerable.keys import KeyPair, verify_signature
 from answerable.ledger import SERVING_PATIENCE, SQLLedger, open_ledger, payload_of
 from answerable.ledger.base import StoredEntry, holds
-from answerable.ledger.tiles import TILE_WIDTH, entry_bundle, parse_tile_path, publish, write_atomically
+from answerable.ledger.tiles import TILE_WIDTH, entry_bundle, parse_tile_path, publish, republish_checkpoint
 from answerable.ledger.witness import CosignatureVerifier, request_cosignature
 from answerable.monitors import Monitors, load_monitors
 from answerable.operations import arguments_as_context, canonical_arguments
@@ -782,14 +782,14 @@ class Service:
                 publish, ledger, self.config.publish_dir, hashes_only=not self.config.public_entries
             )
             self._checkpointed = done.size
-            note = (self.config.publish_dir / "checkpoint").read_text(encoding="utf-8")
+            note = done.note
         else:
             note = await asyncio.to_thread(ledger.checkpoint)
             self._checkpointed = int(note.split("\n")[1])
         for url, key in self.config.witnesses:
             note = await asyncio.to_thread(self._cosigned, note, url, key)
         if self.config.witnesses and self.config.publish_dir is not None:
-            write_atomically(self.config.publish_dir / "checkpoint", note.encode("utf-8"))
+            await asyncio.to_thread(republish_checkpoint, self.config.publish_dir, note)
 
     def _cosigned(self, note: str, url: str, key: str) -> str:
         """``note`` with the witness's cosignature added, or as it was if the witness is away

@@ -103,6 +103,8 @@ class Publication:
     """Partial tiles removed because their full tile now exists."""
     entries: bool
     """Whether entry bundles were published (not with ``hashes_only``)."""
+    note: str = ""
+    """The signed checkpoint published (read back from the folder, it may be another publisher's)."""
 
 
 def publish(store: LedgerStore, out_dir: Path, *, hashes_only: bool = False) -> Publication:
@@ -123,7 +125,30 @@ def publish(store: LedgerStore, out_dir: Path, *, hashes_only: bool = False) -> 
             write_atomically(out_dir / "checkpoint", signed.encode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot publish into {out_dir}: {exc.strerror or exc}") from exc
-    return Publication(checkpoint.size, checkpoint.root_hash, written + 1, removed, not hashes_only)
+    return Publication(checkpoint.size, checkpoint.root_hash, written + 1, removed, not hashes_only, signed)
+
+
+def republish_checkpoint(out_dir: Path, signed: str) -> bool:
+    """Put ``signed``, a checkpoint :func:`publish` wrote here and a witness has since cosigned,
+    back in its place; False (nothing written) when a publisher published a larger tree
+    meanwhile. Under the folder's lock, as ``publish`` writes it, so the checkpoint file only
+    grows: written after the witness's round trip, outside the lock, it once went back.
+
+    Raises:
+        ConfigError: ``out_dir`` cannot be written.
+    """
+    try:
+        with _publishing(out_dir):
+            try:
+                there = int((out_dir / "checkpoint").read_text(encoding="utf-8").split("\n")[1])
+            except (OSError, UnicodeDecodeError, ValueError, IndexError):
+                there = -1  # none, or none that reads as one: ours takes its place
+            if there > int(signed.split("\n")[1]):
+                return False
+            write_atomically(out_dir / "checkpoint", signed.encode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot publish into {out_dir}: {exc.strerror or exc}") from exc
+    return True
 
 
 @contextlib.contextmanager
