@@ -22,7 +22,7 @@ def test_top_level_exports_are_pinned():
             "load_ruleset", "new_charter", "new_ruleset", "schema_for", "Provenance", "why",
             "Claim", "Conflict", "LeaseHeld", "LeaseLost", "amend_charter", "arguments_as_context",
             "Channel", "Coordination", "MessageKind", "MessageRefused", "MessageHeld", "StoreUnavailable",
-            "IdempotencyConflict", "CallStopped",
+            "IdempotencyConflict", "CallStopped", "LedgerClosed",
         ]
     )  # fmt: skip
     for name in answerable.__all__:

@@ -19,6 +19,7 @@ from answerable import (
     ExecutionError,
     Gateway,
     Intent,
+    LedgerClosed,
     Scope,
     SQLiteLedger,
     UnknownAgent,
@@ -669,3 +670,21 @@ async def test_a_ruleset_the_ri_replaced_is_not_put_back_by_installing_its_old_f
     v3 = new_ruleset(POLICIES, SCHEMA, people.ri, version=3, clock=gateway.clock, ids=gateway.ids)
     await gateway.install(charter, v3)
     assert (await gateway.submit(gateway.intent("executor", "noop", {}))).status == "succeeded"
+
+
+async def test_an_outcome_that_cannot_be_recorded_on_a_closed_ledger_is_not_retried_forever(
+    gateway: Gateway, ledger: SQLiteLedger
+):
+    """The Execution is appended again after a store error, until it lands or the lease is lost:
+    a store away comes back. A ledger this process closed does not: the append raises
+    LedgerClosed at once (it was retried, with back-off, for as long as the lease held)."""
+
+    def book_and_close(shipment: str) -> dict[str, str]:
+        ledger.close()  # the process shutting its ledger while a call was out
+        return {"booked": shipment}
+
+    gateway.register("carrier.fail", book_and_close, resource_class="shipment")
+    with pytest.raises(LedgerClosed):
+        await asyncio.wait_for(
+            gateway.submit(gateway.intent("executor", "carrier.fail", {"shipment": "S-9"})), 30
+        )

@@ -282,6 +282,13 @@ class StoreUnavailable(LedgerError):
     reason_code = "store_unavailable"
 
 
+class LedgerClosed(LedgerError):
+    """The ledger was closed by this process (or its file is gone): nothing more is written
+    through this handle, so whoever retries a write on it waits for nothing."""
+
+    reason_code = "ledger_closed"
+
+
 class NotALedger(LedgerError):
     """A file that is not an answerable ledger."""
 

@@ -33,6 +33,7 @@ from answerable.errors import (
     Conflict,
     EntryNotFound,
     LeaseLost,
+    LedgerClosed,
     LedgerError,
     ProofRequestInvalid,
     RecordInvalid,
@@ -371,7 +372,7 @@ class SQLLedger(ABC):
     def _enqueue(self, items: list[_Item]) -> None:
         with self._cv:
             if self._closing:
-                raise LedgerError(f"ledger {self._name} is closed")
+                raise LedgerClosed(f"ledger {self._name} is closed")
             self._pending.extend(items)
             self._cv.notify()
 

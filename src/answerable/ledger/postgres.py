@@ -32,7 +32,14 @@ import psycopg
 from psycopg import conninfo, errors, sql
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from answerable.errors import ConfigError, LedgerError, NotALedger, RecordInvalid, StoreUnavailable
+from answerable.errors import (
+    ConfigError,
+    LedgerClosed,
+    LedgerError,
+    NotALedger,
+    RecordInvalid,
+    StoreUnavailable,
+)
 from answerable.ledger import _verify, merkle, note
 from answerable.ledger._sql import (
     FORGET_NONCES,
@@ -398,7 +405,7 @@ class PostgresLedger(SQLLedger):
         if isinstance(exc, errors.UniqueViolation):
             return RecordInvalid(f"ledger {self._name} refused an entry: {_first_line(exc)}")
         if isinstance(exc, PoolClosed):
-            return LedgerError(f"ledger {self._name} is closed")
+            return LedgerClosed(f"ledger {self._name} is closed")
         if _unreachable(exc):  # the server away, or the pool waiting for it
             return StoreUnavailable(f"{self._name}: {_first_line(exc)}")
         if isinstance(exc, psycopg.Error):
@@ -462,7 +469,7 @@ class PostgresLedger(SQLLedger):
         appends, never beside one. ``again``: see :meth:`_read` (only for a write that may run
         twice)."""
         if self._closing:
-            raise LedgerError(f"ledger {self._name} is closed")
+            raise LedgerClosed(f"ledger {self._name} is closed")
 
         def run(conn: psycopg.Connection[Any]) -> T:
             with conn.transaction():
@@ -532,7 +539,7 @@ class PostgresLedger(SQLLedger):
         never beside one whose fence was read before it (and which would commit after it)."""
         with self._lease_lock:
             if self._closing:
-                raise LedgerError(f"ledger {self._name} is closed")
+                raise LedgerClosed(f"ledger {self._name} is closed")
             for attempt in (1, 2):
                 conn, fresh = self._lease_conn, self._lease_conn is None
                 try:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from answerable.errors import (
     ConfigError,
+    LedgerClosed,
     LedgerError,
     NotALedger,
     RecordInvalid,
@@ -279,7 +280,7 @@ class SQLiteLedger(SQLLedger):
         its file is gone: SQLite would make an empty database under the name (a stray file where
         a ledger was, which then refuses to become one), and a closed ledger takes no writes."""
         if self._closing or not self.path.exists():
-            raise LedgerError(f"ledger {self.path} is closed or gone")
+            raise LedgerClosed(f"ledger {self.path} is closed or gone")
         return _connect(self.path)
 
     def _short_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -368,7 +369,7 @@ class SQLiteLedger(SQLLedger):
         with self._nonce_lock:
             try:
                 if self._closing:
-                    raise LedgerError(f"ledger {self.path} is closed")
+                    raise LedgerClosed(f"ledger {self.path} is closed")
                 if self._nonces is None:
                     self._nonces = self._connect_again()
                     self._nonces.execute(_NONCES)
