@@ -16,6 +16,7 @@ from backends import Backend
 from support import order_events
 
 from answerable import SQLiteLedger
+from answerable.clock import FakeClock, IdSource
 from answerable.errors import (
     ApprovalRefused,
     ConfigError,
@@ -201,6 +202,18 @@ async def test_appending_what_is_no_list_of_records_is_record_invalid(store: SQL
     with pytest.raises(RecordInvalid, match="append takes"):
         store.append_sync(bad)
     assert store.size() == size
+
+
+async def test_any_iterable_of_records_is_appended_but_one_record_alone_is_refused(store: SQLLedger) -> None:
+    """A generator was taken before the check above came in; it still is (read once). One record
+    alone is iterable too (pydantic iterates its fields), and is refused by name."""
+    first, second, third = order_events(3, IdSource(FakeClock(ns=10**24)))
+    size = store.size()
+    assert await store.append(e for e in [first, second]) == [size, size + 1]
+    assert store.append_sync(iter([third])) == [size + 2]
+    with pytest.raises(RecordInvalid, match="append takes a list of records, not ExternalEvent"):
+        await store.append(first)  # type: ignore[arg-type]
+    assert store.size() == size + 3
 
 
 def test_verify_refuses_a_checkpoint_or_key_that_is_not_text(store: SQLLedger) -> None:

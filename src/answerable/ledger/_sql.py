@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,7 +315,8 @@ class SQLLedger(ABC):
     ) -> Future[list[int]]:
         """Queue records for the next group commit; the future resolves to their indexes."""
         future: Future[list[int]] = Future()
-        self._enqueue([_Item(self._rows(records), future, fence, tuple(guards), _dated(records))])
+        rows, dated = self._rows(records)
+        self._enqueue([_Item(rows, future, fence, tuple(guards), dated)])
         return future
 
     async def append(
@@ -335,12 +336,12 @@ class SQLLedger(ABC):
 
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[list[int]] = loop.create_future()
-        rows = self._rows(records)
+        rows, dated = self._rows(records)
         batch = self._turn.get(loop)
         if batch is None:
             batch = self._turn[loop] = []
             loop.call_soon(self._end_of_turn, loop)
-        batch.append(_Item(rows, _LoopWaiter(loop, waiter), fence, tuple(guards), _dated(records)))
+        batch.append(_Item(rows, _LoopWaiter(loop, waiter), fence, tuple(guards), dated))
         return await waiter
 
     def append_sync(
@@ -376,12 +377,14 @@ class SQLLedger(ABC):
             self._pending.extend(items)
             self._cv.notify()
 
-    def _rows(self, records: Sequence[Record]) -> list[Row]:
-        if not isinstance(records, list | tuple) and (
-            isinstance(records, Record) or not isinstance(records, Sequence)
-        ):
+    def _rows(self, records: Sequence[Record]) -> tuple[list[Row], int | None]:
+        """The rows to store, and the latest time the runtime gave them (see :func:`_dated`).
+        Any iterable of records is taken (a generator too, read once); one record alone is not,
+        though pydantic makes it iterable (its fields), nor text."""
+        if isinstance(records, Record | str | bytes | dict) or not isinstance(records, Iterable):
             raise RecordInvalid(f"append takes a list of records, not {type(records).__name__}")
-        return [self._row(r) for r in records]
+        listed = records if isinstance(records, list | tuple) else list(records)
+        return [self._row(r) for r in listed], _dated(listed)
 
     def _row(self, record: Record) -> Row:
         if not isinstance(record, Record):  # a raw AttributeError deep in the encoder, before
