@@ -795,3 +795,43 @@ async def test_a_witnessed_checkpoint_does_not_replace_a_larger_one_published_me
             other.close()
             await service.stop()
     assert int(published.read_text().split("\n")[1]) == larger  # the final one is all of it
+
+
+async def test_events_the_webhook_queue_has_no_room_for_wait_in_the_ledger(
+    tmp_path: Path,
+) -> None:
+    """The service queues webhook events as it reads them from the ledger. Before, an event that
+    found the queue full was dropped (only counted), and the position told to the webhook moved
+    past it with the rest. Now it waits in the ledger and is queued in a later round: with room
+    for one event at a time, each of five stops reaches the webhook, in order."""
+    from dataclasses import replace
+
+    from answerable.config import load_config
+    from answerable.records import Scope
+    from answerable.service import Service
+
+    hook = Webhook()
+    folder = tmp_path / "shop"
+    init(folder)
+    config = load_config(folder / "answerable.toml")
+    service = Service(replace(config, webhook=f"http://127.0.0.1:{hook.port}/events"))
+    service._events = asyncio.Queue(maxsize=1)  # the 10,000 of a real backlog, made small
+    await service.start()
+    try:
+        if service.gateway is None:
+            raise AssertionError("the service did not start its gateway")
+        ri = KeyPair.load(folder / "ri.key")
+        stops = [
+            await service.gateway.control.pause(
+                by=ri.identity, reason="look", scope=Scope(kind="operation", value=f"op-{n}")
+            )
+            for n in range(5)
+        ]
+        arrived = await asyncio.to_thread(
+            hook.wait_for, lambda events: len([e for e in events if e["kind"] == "Control"]) >= 5
+        )
+        assert arrived, hook.events
+        assert [e["id"] for e in hook.events if e["kind"] == "Control"] == [s.id for s in stops]
+    finally:
+        await service.stop()
+        hook.close()

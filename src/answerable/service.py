@@ -197,6 +197,7 @@ class Service:
         """The ledger size the stream is known to have taken all of (see :meth:`_publish_again`)."""
         self._published_key = ""
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10_000)
+        """Events for the webhook; when it is full, what comes after waits in the ledger."""
         self._untold = 0
         """Events queued for the webhook and not yet posted (or given up on)."""
         self._noted = 0
@@ -205,8 +206,6 @@ class Service:
         """(claimed identity, verified) -> the rate limit of its Refusal entries."""
         self._names: set[str] = set()
         """Every agent and person named by a charter this service had in force."""
-        self.dropped_events = 0
-        """Events not queued for the webhook because it fell 10,000 behind (said, not hidden)."""
         self.undelivered_events = 0
         """Events the webhook refused or never answered (said on stderr)."""
         self._hosted = False
@@ -817,9 +816,12 @@ class Service:
                         event[field_name] = record[field_name]
                 try:
                     self._events.put_nowait(event)
-                    self._untold += 1
                 except asyncio.QueueFull:
-                    self.dropped_events += 1
+                    # The webhook is far behind: this event and the rest wait in the ledger, for
+                    # a later round. Dropped here, they were noted as told with the events around them.
+                    self._seen = stored.index
+                    return
+                self._untold += 1
         self._seen = size
         if not self._untold:
             await self._note_told(size)
