@@ -301,3 +301,25 @@ async def test_a_lapsed_approval_does_not_come_back_when_the_clock_steps_back(
     assert await gateway.settle_reviews() == []
     assert gateway.reviews.state(review_id).status == "reopened"
     assert world.calls == 0
+
+
+async def test_a_ledger_written_before_the_store_kept_its_latest_time_floors_at_its_newest_entry(
+    gateway: Gateway, ledger: SQLiteLedger, ledger_path: Path, people: People, clock: FakeClock, world: World
+):
+    """An earlier version kept no latest time; until the next append, the newest entry's time
+    (if the runtime dated it) floors the review clock, as it did then. Signed answers never do."""
+    import sqlite3
+    from contextlib import closing
+
+    review_id = await pending_review(gateway)
+    queue = ReviewQueue(ledger, clock=clock, ids=gateway.ids)
+    await queue.submit(
+        queue.approval(review_id, key=people.reviewer, verdict="approve", reason="ok", valid_for_seconds=60)
+    )
+    await ledger.append([dated(90, clock)])
+    with closing(sqlite3.connect(ledger_path)) as db, db:
+        db.execute("DELETE FROM meta WHERE key = 'latest_time'")
+    with SQLiteLedger.open(ledger_path) as old:
+        assert old.latest_time() is None
+        assert ReviewQueue(old, clock=clock, ids=gateway.ids).state(review_id).status == "reopened"
+    assert world.calls == 0
