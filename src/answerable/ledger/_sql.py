@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeGuard, TypeVar
 
 from answerable._canonical import canonical_bytes
 from answerable._files import read_capped
-from answerable.clock import parse_rfc3339
+from answerable.clock import parse_rfc3339, rfc3339
 from answerable.errors import (
     ConfigError,
     Conflict,
@@ -90,7 +90,7 @@ class _Item:
     waiter: _Waiter
     fence: int | None = None
     guards: tuple[Guard, ...] = ()
-    dated: int | None = None
+    dated: str | None = None
     """The latest time the runtime's clock gave any of its records (see :meth:`SQLLedger.latest_time`)."""
 
 
@@ -377,7 +377,7 @@ class SQLLedger(ABC):
             self._pending.extend(items)
             self._cv.notify()
 
-    def _rows(self, records: Sequence[Record]) -> tuple[list[Row], int | None]:
+    def _rows(self, records: Sequence[Record]) -> tuple[list[Row], str | None]:
         """The rows to store, and the latest time the runtime gave them (see :func:`_dated`).
         Any iterable of records is taken (a generator too, read once); one record alone is not,
         though pydantic makes it iterable (its fields), nor text."""
@@ -672,8 +672,8 @@ class SQLLedger(ABC):
                 cur, "causes", list(dict.fromkeys((c, size + n) for n, r in enumerate(flat) for c in r[4]))
             )
             dated = max((i.dated for i in admitted if i.dated is not None), default=None)
-            if dated is not None:  # zero-padded, so the text compares as the number does
-                cur.execute(self._sql(_LATEST_TIME), (f"{dated:020d}",))
+            if dated is not None:
+                cur.execute(self._sql(_LATEST_TIME), (dated,))
             if moved:
                 cur.executemany(
                     self._sql(
@@ -735,8 +735,8 @@ class SQLLedger(ABC):
         if row is None:
             return None
         try:
-            return int(row[0])
-        except (TypeError, ValueError):
+            return parse_rfc3339(str(row[0]))
+        except ValueError:
             return None  # not written by this code: no floor rather than a wrong one
 
     # --- guards and the lease -------------------------------------------------------------------
@@ -1354,15 +1354,19 @@ def _resolve_on_loop(items: list[tuple[asyncio.Future[list[int]], _Outcome]]) ->
 _FIXED = len("2026-01-01T00:00:00.000000Z")
 
 
-def _dated(records: Sequence[Record]) -> int | None:
-    """The latest ``at`` among records the runtime dated itself; None if it dated none."""
-    times = [r.at for r in records if not r.dated_by_signer]
-    if not times:
-        return None
-    if all(len(t) == _FIXED for t in times):  # as rfc3339 writes them: the text sorts as the time
-        times = [max(times)]
+def _dated(records: Sequence[Record]) -> str | None:
+    """The latest ``at`` among records the runtime dated itself, as :func:`rfc3339` writes it
+    (fixed width, so the text sorts as the time, in Python and in SQL); None if it dated none.
+    Compared as text, not parsed: parsing cost 4 µs an append, on the event loop."""
     latest = None
-    for text in times:
-        with contextlib.suppress(ValueError):  # a date no calendar has: it moves nothing
-            latest = max(latest or 0, parse_rfc3339(text))
+    for record in records:
+        if not record.dated_by_signer:
+            at = record.at
+            if len(at) != _FIXED:  # dated by hand, not by rfc3339: made so
+                try:
+                    at = rfc3339(parse_rfc3339(at))
+                except ValueError:  # a date no calendar has: it moves nothing
+                    continue
+            if latest is None or at > latest:
+                latest = at
     return latest
