@@ -835,3 +835,45 @@ async def test_events_the_webhook_queue_has_no_room_for_wait_in_the_ledger(
     finally:
         await service.stop()
         hook.close()
+
+
+async def test_refusals_held_back_are_recorded_within_an_interval_not_only_at_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refusals in one identity's name past the first of an interval are counted, and the count
+    goes into the ledger with the last of them. Before, that was at the next refusal recorded or
+    at stop: a process killed lost every count since. Now the settle round records what an
+    interval held back once the interval is over (the interval made short here)."""
+    from answerable import service as service_module
+    from answerable.config import load_config
+    from answerable.records import Refusal, decode_entry
+    from answerable.service import Service
+
+    monkeypatch.setattr(service_module, "REFUSALS_EVERY", 0.3)
+    folder = tmp_path / "shop"
+    init(folder)
+    service = Service(load_config(folder / "answerable.toml"))
+    await service.start()
+    try:
+        ledger = service.ledger
+        if ledger is None:
+            raise AssertionError("the service did not open its ledger")
+        for n in range(4):
+            await service.record_refusal(
+                "refunds-agent", verified=False, target="POST /v1/intents", reason_code="bad_signature",
+                detail=f"forgery {n}", body=None,
+            )  # fmt: skip
+
+        def recorded() -> list[tuple[str, int]]:
+            found = [decode_entry(e.data) for e in ledger.of_kind("Refusal")]
+            return [(r.detail, r.suppressed) for r in found if isinstance(r, Refusal)]
+
+        for _ in range(100):  # the settle round runs every half second
+            if len(recorded()) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert recorded() == [("forgery 0", 0), ("forgery 3", 2)]
+    finally:
+        await service.stop()
+    with SQLiteLedger.open(folder / "ledger.db") as after:
+        assert len(after.of_kind("Refusal")) == 2  # nothing was left for the stop to record

@@ -723,6 +723,7 @@ class Service:
             for outcome in await self.gateway.settle_reviews():
                 self._learn_outcome(outcome)
                 self._keep_result(outcome.intent.id, outcome.result)
+        await self._flush_refusals(due=True)
         await self._watch_invariants()
 
     async def _follow_charter(self) -> None:
@@ -1193,15 +1194,25 @@ class Service:
         ledger, gateway = self._running()
         await ledger.append([refusal], fence=gateway.lease.epoch)
 
-    async def _flush_refusals(self) -> None:
-        """At stop: record the last refusal each limit held back, with the count before it."""
-        for bucket in self._refusals.values():
-            if bucket.latest is not None:
-                with contextlib.suppress(AnswerableError):
-                    await self._append_refusal(
-                        bucket.latest.model_copy(update={"suppressed": bucket.suppressed - 1})
-                    )
-        self._refusals.clear()
+    async def _flush_refusals(self, *, due: bool = False) -> None:
+        """Record the last refusal each limit held back, with the count before it: at stop all of
+        them; in each settle round (``due``) those whose interval has passed. A process killed
+        then loses the count of one interval at most: before, held back until the next refusal
+        or the stop, every count since the last one recorded was lost with it."""
+        now = time.monotonic()
+        for key, bucket in list(self._refusals.items()):
+            latest, count = bucket.latest, bucket.suppressed
+            if latest is None or (due and now - bucket.last < REFUSALS_EVERY):
+                continue
+            self._refusals[key] = _Bucket(last=now)  # before the await: refusals meanwhile count anew
+            try:
+                await self._append_refusal(latest.model_copy(update={"suppressed": count - 1}))
+            except AnswerableError:  # the store away: kept for the next round (at stop, lost)
+                kept = self._refusals.setdefault(key, _Bucket(last=now))
+                kept.suppressed += count
+                kept.latest = kept.latest or latest
+        if not due:
+            self._refusals.clear()
 
     def _recorded(self, intent_id: str) -> bool:
         ledger, _ = self._running()
