@@ -73,11 +73,13 @@ FORGET_NONCES = "DELETE FROM nonces WHERE created < ? AND key NOT LIKE 'handled:
 """Request nonces too old to matter are forgotten; a subscriber group's handled marks never are
 (a record can be delivered again long after, when its agent comes back)."""
 Row = tuple[str, str, bytes, bytes, tuple[str, ...]]
+"""One entry on its way in: id, kind, the exact bytes, their leaf hash, the ids it cites."""
 _LATEST_TIME = (
     "INSERT INTO meta (key, value) VALUES ('latest_time', ?) "
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE meta.value < excluded.value"
 )
-"""One entry on its way in: id, kind, the exact bytes, their leaf hash, the ids it cites."""
+"""Raise the latest time to a commit's, never lower it: fixed-width rfc3339 text compares as the
+time it says (the punctuation stands in the same places in every value)."""
 Conn = Any
 """A DB-API connection of either driver: both have ``execute(sql, args)`` returning a cursor."""
 
