@@ -17,8 +17,9 @@ go, so a failure replays with the same seed:
 - ``listen``: start a gateway and a system with the router on the ledger, run it, and print the
   refusals the router was told of and how many plans the executor heard;
 - ``stream``: send plans the rules allow and notes they do not decide, from 2 to 6 concurrent
-  tasks, until a dozen are refused (a halt from another process, by the CLI, refuses them), and
-  print how many went and how many were refused, by reason.
+  tasks, until a dozen are refused (a halt from another process, by the CLI, refuses them);
+  print the count sent after each of the first 120, then how many went and how many were
+  refused, by reason.
 
 LEDGER is a SQLite file or a PostgreSQL URL.
 """
@@ -229,6 +230,8 @@ async def stream(target: str, seed: int) -> None:
                     payload = {"urgent": False, "w": worker, "n": n}
                     await system.send("router", "plans", "route.plan", payload, (), (), "t")
                 went += 1
+                if went <= 120:  # the test halts after a count it draws up to 120: say each
+                    say(sent=went)
             except MessageRefused as exc:
                 refused[exc.reason_code] = refused.get(exc.reason_code, 0) + 1
             if n % 50 == 0:

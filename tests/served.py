@@ -145,21 +145,28 @@ def entries_of(folder: Path) -> list[str]:
 
 class Webhook:
     """A webhook in a thread of this process: the events posted to it, in order, the n-th (from 1)
-    answered with ``status(n)``."""
+    answered with ``status(n)``; ``None`` holds the answer until the hook closes, then drops the
+    connection unanswered (a post the sender never learns the fate of)."""
 
-    def __init__(self, status: Callable[[int], int] = lambda _: 204) -> None:
+    def __init__(self, status: Callable[[int], int | None] = lambda _: 204) -> None:
         self.events: list[dict[str, Any]] = []
         self._arrived = threading.Condition()
-        events, arrived = self.events, self._arrived
+        self._closing = threading.Event()
+        events, arrived, closing = self.events, self._arrived, self._closing
 
         class Hook(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                self.send_response(status(len(events) + 1))
-                self.end_headers()
+                answer = status(len(events) + 1)
+                if answer is not None:
+                    self.send_response(answer)
+                    self.end_headers()
                 with arrived:
                     events.append(event)
                     arrived.notify_all()
+                if answer is None:
+                    closing.wait()
+                    self.close_connection = True
 
             def log_message(self, *_: object) -> None:
                 pass
@@ -173,5 +180,6 @@ class Webhook:
             return self._arrived.wait_for(lambda: done(self.events), timeout)
 
     def close(self) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
