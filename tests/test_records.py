@@ -174,6 +174,19 @@ def test_free_form_fields_are_every_field_a_person_or_agent_fills_freely():
         assert kind.free_form == loose, kind.__name__
 
 
+def test_every_kind_someone_signs_says_whether_its_signer_dated_it():
+    """A signed record's time is its signer's word, which the ledger's clock (the review clock's
+    floor) must leave out: a kind added with a signature and no ``dated_by_signer`` of its own
+    would let its signers move every review's clock by dating ahead. A kind nobody signs is
+    dated by the runtime and keeps the default."""
+    kinds = [
+        c for c in vars(records).values() if isinstance(c, type) and issubclass(c, Record) and c is not Record
+    ]
+    for kind in kinds:
+        signed = "signature" in kind.model_fields
+        assert ("dated_by_signer" in vars(kind)) == signed, kind.__name__
+
+
 def test_a_record_whose_dump_code_could_write_anything_is_walked_whole():
     """A serializer on a typed field, or a computed field, can put a float or NaN into a record's
     dump: such a field, or such a record, is walked, so its bytes stay RFC 8785's or are refused."""
