@@ -892,3 +892,40 @@ async def test_refusals_held_back_are_recorded_within_an_interval_not_only_at_st
         await service.stop()
     with SQLiteLedger.open(folder / "ledger.db") as after:
         assert len(after.of_kind("Refusal")) == 2  # nothing was left for the stop to record
+
+
+@pytest.mark.parametrize(
+    ("ahead", "said"), [(0, None), (60, "keep the clocks in step"), (900, "more than the 300 s")]
+)
+async def test_a_clock_behind_the_ledgers_latest_time_is_said_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ahead: int, said: str | None
+) -> None:
+    """Reviews run on the later of this machine's clock and the ledger's latest time, so a
+    machine whose clock is behind sees reviews close before its clock says they should (past
+    300 s, the ledger's time is not trusted at all). Said once at start, with how far behind,
+    so its owner learns it before a review does something they did not expect."""
+    from answerable.config import load_config
+    from answerable.records import ExternalEvent
+    from answerable.service import Service
+
+    folder = tmp_path / "shop"
+    init(folder)
+    first = Service(load_config(folder / "answerable.toml"))  # makes the ledger
+    await first.start()
+    await first.stop()
+    with SQLiteLedger.open(folder / "ledger.db") as ledger:  # an entry a clock ahead dated
+        ids = IdSource(SystemClock())
+        at = rfc3339(time.time_ns() + ahead * 1_000_000_000)
+        await ledger.append([ExternalEvent(id=ids.new(), at=at, source="s", type="t", payload={})])
+    capsys.readouterr()
+    again = Service(load_config(folder / "answerable.toml"))
+    await again.start()
+    await again.stop()
+    err = capsys.readouterr().err
+    if said is None:
+        assert "behind" not in err
+    else:
+        [line] = [line for line in err.splitlines() if "behind the latest time" in line]
+        behind = float(line.split("clock is ")[1].split(" s behind")[0].replace(",", ""))
+        assert ahead - 5 < behind <= ahead, line
+        assert said in line, line

@@ -308,6 +308,9 @@ class Service:
         # anything starts); from here on, a restart of the database server is waited out.
         ledger.patience = SERVING_PATIENCE
         self.ledger = ledger
+        said = _clock_behind(ledger.latest_time(), time.time_ns())
+        if said is not None:
+            print(f"answerable serve: {said}", file=sys.stderr, flush=True)
         opened = ledger.size()  # what the webhook is told starts here, start-up pauses included
         gateway = Gateway(ledger)
         self.gateway = gateway
@@ -1284,6 +1287,35 @@ def _cut(path: str, shown: int = 80) -> str:
     """A path a client sent, as a refusal repeats it: at most ``shown`` characters (a 7 KB path
     came back whole in the 404's body)."""
     return path if len(path) <= shown else f"{path[:shown]}... ({len(path):,} characters)"
+
+
+CLOCK_BEHIND_SAID = 2.0
+"""Seconds this machine's clock may be behind the ledger's latest time before the service says
+so at start (closer than that is the ordinary drift of clocks kept by NTP)."""
+
+
+def _clock_behind(latest_ns: int | None, now_ns: int) -> str | None:
+    """What to say at start when this machine's clock is behind the latest time another
+    runtime's clock gave the ledger (``LedgerStore.latest_time``), else None.
+
+    Reviews run on the later of the two, so a clock behind is harmless up to ``SKEW``, but its
+    owner should learn of it before a review closes minutes earlier than their clock says; past
+    ``SKEW`` the ledger's time is not trusted, and gateways on either clock may judge a lapse
+    differently."""
+    if latest_ns is None or latest_ns - now_ns <= CLOCK_BEHIND_SAID * 1e9:
+        return None
+    behind = (latest_ns - now_ns) / 1e9
+    if behind <= SKEW:
+        return (
+            f"this machine's clock is {behind:,.1f} s behind the latest time a clock gave the ledger; "
+            "reviews here keep the ledger's time, so they escalate, close and lapse by the clock "
+            "that is ahead; keep the clocks in step (NTP)"
+        )
+    return (
+        f"this machine's clock is {behind:,.0f} s behind the latest time a clock gave the ledger, more "
+        f"than the {SKEW} s trusted: reviews here keep this machine's time, and a gateway on the "
+        "other clock may judge an approval lapsed that this one counts; set the clocks right (NTP)"
+    )
 
 
 def _not_ahead(at: str, now_ns: int, kind: str) -> None:
