@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,16 +166,6 @@ async def cli(*args: str, within: float = TIMEOUT) -> Ran:
     )
     out, err = await asyncio.wait_for(proc.communicate(), within)
     return Ran(proc.returncode if proc.returncode is not None else -1, out.decode(), err.decode())
-
-
-async def until(condition: Callable[[], bool], what: str, within: float = TIMEOUT) -> None:
-    """Wait for a condition another process makes true (a guard, not a pace)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"seed {SEED}: timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class Tally:

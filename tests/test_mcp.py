@@ -20,7 +20,7 @@ import anyio
 import orjson
 import pytest
 from mcp import Client, StdioServerParameters
-from served import CLI, Running, free_port, start
+from served import CLI, Running, Webhook, free_port, start
 
 from answerable.client import Client as Answerable
 from answerable.errors import ProofInvalid
@@ -95,10 +95,22 @@ def make_system(folder: Path, *, pending: str = "hold", receipt: str = "wait") -
 
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+def hook() -> Iterator[Webhook]:
+    """The shop's webhook: what a test waits on for a review to open, instead of asking."""
+    webhook = Webhook()
+    try:
+        yield webhook
+    finally:
+        webhook.close()
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory, hook: Webhook) -> Iterator[Running]:
     folder = tmp_path_factory.mktemp("mcp") / "shop"
     folder.parent.mkdir(exist_ok=True)
     make_system(folder)
+    with (folder / "answerable.toml").open("a") as toml:
+        toml.write(f'\n[notify]\nwebhook = "http://127.0.0.1:{hook.port}/hook"\n')
     running = start(folder)
     try:
         yield running
@@ -268,13 +280,14 @@ def test_a_receipt_with_one_byte_changed_is_refused(shop: Running, where: str) -
 
 @pytest.mark.parametrize("transport", ["stdio", "http"])
 def test_a_reviewed_call_is_held_until_a_reviewer_approves_it_from_the_cli(
-    shop: Running, transport: str, request: pytest.FixtureRequest
+    shop: Running, hook: Webhook, transport: str, request: pytest.FixtureRequest
 ) -> None:
     target = proxy_params(shop) if transport == "stdio" else request.getfixturevalue("http_proxy")
     order = f"R-{transport}"
     before = effects(shop.folder)
     reviewer = KeyPair.load(shop.folder / "reviewer.key")
     seen: dict[str, Any] = {}
+    reviews_before = sum(e["kind"] == "Review" for e in hook.events)
 
     async def main() -> None:
         async with Client(target, cache=None) as client, anyio.create_task_group() as group:
@@ -286,12 +299,19 @@ def test_a_reviewed_call_is_held_until_a_reviewer_approves_it_from_the_cli(
 
             group.start_soon(held)
             with Answerable(shop.url, reviewer) as people:
-                # The call reaches the service from the proxy's process: ask until its review is open.
-                with anyio.fail_after(30):
+                # The call reaches the service from the proxy's process: each review opened is
+                # told to the webhook; look at the reviews each time one is (an earlier test's
+                # may be told late), never on a timer.
+                mine: list[dict[str, Any]] = []
+                told = reviews_before
+                while not mine:
+                    told += 1
+
+                    def opened(events: list[dict[str, Any]], told: int = told) -> bool:
+                        return sum(e["kind"] == "Review" for e in events) >= told
+
+                    assert await anyio.to_thread.run_sync(hook.wait_for, opened), hook.events
                     mine = [r for r in people.reviews() if r["arguments"].get("order") == order]
-                    while not mine:
-                        await anyio.sleep(0.05)
-                        mine = [r for r in people.reviews() if r["arguments"].get("order") == order]
                 review = mine[0]
                 # Held: nothing ran, and nothing the MCP side could answer would run it.
                 assert effects(shop.folder) == before
