@@ -135,6 +135,35 @@ async def test_a_message_its_sender_dated_ahead_does_not_close_a_review_early(
     assert (outcome.status, world.calls) == ("succeeded", 1)
 
 
+async def test_a_message_dated_ahead_and_refused_does_not_close_a_review_early(
+    ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+):
+    """The same message refused (its sender paused): its Refusal was dated with the time the
+    sender chose, and the Refusal, dated by the runtime, moved every review's clock 299 s ahead
+    (found by an independent review). A refusal is dated when it was refused."""
+    from answerable import MessageRefused, Scope, System
+
+    gw = await reviewing_gateway(ledger, people, clock, world, policies=APPROVE_ON_EXPIRY)
+    review_id = await pending_review(gw)
+    system = System(ledger, gw, agents=["router"], clock=clock, ids=gw.ids)
+    await gw.control.pause(by=people.ri.identity, reason="x", scope=Scope(kind="agent", value="router"))
+    clock.advance(28 * 60)
+    message = Message(
+        id=gw.ids.new(),
+        at=rfc3339(clock.now_ns() + 299 * 1_000_000_000),
+        sender="router",
+        topic="plans",
+        type="plan",
+        payload={},
+        trace_id=gw.ids.new(),
+    )
+    with pytest.raises(MessageRefused):
+        await system.publish_message(message, decided=False)
+    await gw.settle_reviews()
+    assert world.calls == 0
+    assert gw.reviews.state(review_id).resolution is None
+
+
 async def test_a_claimed_review_stays_settled_after_its_approval_expires(
     gateway: Gateway, ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
 ):

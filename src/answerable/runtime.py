@@ -410,7 +410,7 @@ class System:
         if refused is not None:
             refusal = Refusal(
                 id=self.ids.new(),
-                at=message.at,
+                at=rfc3339(self.clock.now_ns()),  # when it was refused: the sender chose the message's time
                 causes=(*message.causes, *((stop.id,) if stop is not None else ())),
                 claimed=sender,
                 verified=True,
