@@ -847,6 +847,61 @@ async def test_events_the_webhook_queue_has_no_room_for_wait_in_the_ledger(
         hook.close()
 
 
+async def test_a_full_webhook_queue_costs_a_round_no_reading_of_the_backlog(tmp_path: Path) -> None:
+    """Behind a webhook that does not answer, the backlog waits in the ledger. A round that found
+    the queue full used to read every entry from the first untold one to the end, on the event
+    loop, each half second: a cost growing with the backlog (found by an independent review).
+    Now a round reads nothing while the queue is full."""
+    from dataclasses import replace
+
+    from answerable.config import load_config
+    from answerable.records import ExternalEvent, Scope
+    from answerable.service import Service
+
+    hook = Webhook(lambda _: None)  # takes the first post and never answers it
+    folder = tmp_path / "shop"
+    init(folder)
+    config = load_config(folder / "answerable.toml")
+    webhook = f"http://127.0.0.1:{hook.port}/events"
+    service = Service(replace(config, webhook=webhook, settle_every=3600))  # rounds run by hand here
+    service._events = asyncio.Queue(maxsize=1)
+    await service.start()
+    try:
+        ledger, gateway = service._running()
+        ri = KeyPair.load(folder / "ri.key")
+
+        async def pause(name: str) -> None:
+            scope = Scope(kind="operation", value=name)
+            await gateway.control.pause(by=ri.identity, reason="look", scope=scope)
+
+        await pause("op-0")
+        await service._watch()
+        assert await asyncio.to_thread(hook.wait_for, lambda events: len(events) == 1)  # the sender waits
+        await pause("op-1")
+        await service._watch()  # queued: the queue is full
+        ids = IdSource(SystemClock())
+        backlog = [
+            ExternalEvent(id=ids.new(), at=rfc3339(time.time_ns()), source="s", type="t", payload={"n": n})
+            for n in range(2000)
+        ]
+        await ledger.append(backlog)
+        await pause("op-2")
+        read: list[int] = []
+        entries = ledger.entries
+
+        def counted(start: int, stop: int | None = None) -> Any:
+            found = list(entries(start, stop))
+            read.append(len(found))
+            return found
+
+        ledger.entries = counted  # type: ignore[method-assign]
+        await service._watch()
+        assert sum(read) == 0, read
+    finally:
+        await service.stop()
+        hook.close()
+
+
 async def test_refusals_held_back_are_recorded_within_an_interval_not_only_at_stop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

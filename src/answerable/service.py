@@ -96,6 +96,8 @@ if TYPE_CHECKING:
 __all__ = ["ANSWER_STATUS", "MAX_BODY", "Service", "build_app", "control_doc", "outcome_doc"]
 
 _NOTIFY = frozenset({"Review", "Escalation", "ReviewClosed", "Control", "Alert"})
+_WATCH_PAGE = 512
+"""Entries the webhook's watch reads at a time."""
 _NOTIFIED = "notified:webhook"
 """The ledger note of how far the webhook was told (events before it were posted or given up)."""
 
@@ -811,22 +813,24 @@ class Service:
         """Queue a webhook event for each review opened, escalated or closed, halt, pause and alert."""
         ledger, _ = self._running()
         size = ledger.size()
-        for stored in ledger.entries(self._seen, size):
-            if stored.kind in _NOTIFY:
-                record = orjson.loads(stored.data)
-                event = {"kind": stored.kind, "id": stored.id, "index": stored.index, "at": record.get("at")}
-                for field_name in ("action", "scope", "by", "reason", "operation", "review_id", "monitor"):
-                    if field_name in record:
-                        event[field_name] = record[field_name]
-                try:
-                    self._events.put_nowait(event)
-                except asyncio.QueueFull:
-                    # The webhook is far behind: this event and the rest wait in the ledger, for
-                    # a later round. Dropped here, they were noted as told with the events around them.
-                    self._seen = stored.index
-                    return
-                self._untold += 1
-        self._seen = size
+        # A page at a time, and none while the queue is full: behind a webhook that is down, the
+        # backlog waits in the ledger, and a round reads no more of it than the queue takes
+        # (reading all of it, on the loop, each round, grew with the backlog).
+        while self._seen < size and not self._events.full():
+            page_end = min(size, self._seen + _WATCH_PAGE)
+            for stored in ledger.entries(self._seen, page_end):
+                if stored.kind in _NOTIFY:
+                    try:
+                        self._events.put_nowait(_event_of(stored))
+                    except asyncio.QueueFull:
+                        # The webhook is far behind: this event and the rest wait in the ledger,
+                        # for a later round. Dropped, they were noted as told with those around them.
+                        self._seen = stored.index
+                        return
+                    self._untold += 1
+            self._seen = page_end
+        if self._seen < size:
+            return
         if not self._untold:
             await self._note_told(size)
 
@@ -1287,6 +1291,17 @@ def _cut(path: str, shown: int = 80) -> str:
     """A path a client sent, as a refusal repeats it: at most ``shown`` characters (a 7 KB path
     came back whole in the 404's body)."""
     return path if len(path) <= shown else f"{path[:shown]}... ({len(path):,} characters)"
+
+
+def _event_of(stored: StoredEntry) -> dict[str, Any]:
+    """The webhook event for an entry: its kind, id, index and time, and what names the stop,
+    review or alert (never its arguments)."""
+    record = orjson.loads(stored.data)
+    event = {"kind": stored.kind, "id": stored.id, "index": stored.index, "at": record.get("at")}
+    for field_name in ("action", "scope", "by", "reason", "operation", "review_id", "monitor"):
+        if field_name in record:
+            event[field_name] = record[field_name]
+    return event
 
 
 CLOCK_BEHIND_SAID = 2.0
