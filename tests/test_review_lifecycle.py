@@ -352,3 +352,43 @@ async def test_a_ledger_written_before_the_store_kept_its_latest_time_floors_at_
         assert old.latest_time() is None
         assert ReviewQueue(old, clock=clock, ids=gateway.ids).state(review_id).status == "reopened"
     assert world.calls == 0
+
+
+async def test_the_first_append_to_a_ledger_without_a_latest_time_does_not_take_the_floor_back(
+    gateway: Gateway, ledger: SQLiteLedger, ledger_path: Path, people: People, clock: FakeClock, world: World
+):
+    """The first append by this version to a ledger an earlier one wrote, from a clock behind,
+    set the latest time below the newest entry that floored the clock until then: the lapsed
+    approval counted again (found by an independent review). The store's latest time starts at
+    the newest time the runtime gave an entry already there."""
+    import sqlite3
+    from contextlib import closing
+
+    review_id = await pending_review(gateway)
+    queue = ReviewQueue(ledger, clock=clock, ids=gateway.ids)
+    await queue.submit(
+        queue.approval(review_id, key=people.reviewer, verdict="approve", reason="ok", valid_for_seconds=60)
+    )
+    await ledger.append([dated(90, clock)])
+    with closing(sqlite3.connect(ledger_path)) as db, db:
+        db.execute("DELETE FROM meta WHERE key = 'latest_time'")
+    with SQLiteLedger.open(ledger_path) as old:  # this version, opening it afresh
+        await old.append([dated(-30, clock, n=2)])  # a writer whose clock is behind
+        assert old.latest_time() == clock.now_ns() + 90 * 1_000_000_000
+        assert ReviewQueue(old, clock=clock, ids=gateway.ids).state(review_id).status == "reopened"
+    assert world.calls == 0
+
+
+async def test_a_time_in_other_digits_moves_nothing_for_good(ledger: SQLiteLedger, clock: FakeClock):
+    """A record's time may be written in any script's digits (the pattern's \\d); compared as
+    text, such a time sorted above every ASCII one and held the latest time for good, unreadable.
+    It is read as the time it says, or moves nothing."""
+    arabic = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+    at = rfc3339(clock.now_ns())
+    event = ExternalEvent(
+        id="01K00000000000000000000009", at=at.translate(arabic), source="s", type="t", payload={}
+    )
+    await ledger.append([event])
+    await ledger.append([dated(5, clock)])
+    assert ledger.latest_time() == clock.now_ns() + 5 * 1_000_000_000
+

@@ -41,7 +41,7 @@ from answerable.errors import (
 )
 from answerable.ledger import _verify, merkle, note
 from answerable.ledger.base import CONTROL_HEAD, MAX_ENTRY_BYTES, Guard, LeaseRow, StoredEntry, VerifyReport
-from answerable.records import Record, entry_bytes
+from answerable.records import Record, decode_entry, entry_bytes
 
 if TYPE_CHECKING:  # at run time asyncio is imported by append, the one coroutine: a CLI halt never is
     import asyncio
@@ -142,6 +142,8 @@ class SQLLedger(ABC):
         must learn at once that it cannot beat."""
         self._frontier: dict[tuple[int, int], bytes] = {}
         """The right edge of the tree after the last commit: the next commit's left siblings."""
+        self._latest_kept = False
+        """Whether this process has seen the store keep a latest time (see :func:`_seeded`)."""
         self._cv = threading.Condition()
         self._closing = False
         self._writer = threading.Thread(target=self._write_loop, name=f"ledger-writer:{name}", daemon=True)
@@ -313,7 +315,7 @@ class SQLLedger(ABC):
     # --- appending ------------------------------------------------------------------------------
 
     def append_nowait(
-        self, records: Sequence[Record], *, fence: int | None = None, guards: Sequence[Guard] = ()
+        self, records: Iterable[Record], *, fence: int | None = None, guards: Sequence[Guard] = ()
     ) -> Future[list[int]]:
         """Queue records for the next group commit; the future resolves to their indexes."""
         future: Future[list[int]] = Future()
@@ -322,7 +324,7 @@ class SQLLedger(ABC):
         return future
 
     async def append(
-        self, records: Sequence[Record], *, fence: int | None = None, guards: Sequence[Guard] = ()
+        self, records: Iterable[Record], *, fence: int | None = None, guards: Sequence[Guard] = ()
     ) -> list[int]:
         """Append and wait until the records are durably committed (or refused, all of them).
 
@@ -347,7 +349,7 @@ class SQLLedger(ABC):
         return await waiter
 
     def append_sync(
-        self, records: Sequence[Record], *, fence: int | None = None, guards: Sequence[Guard] = ()
+        self, records: Iterable[Record], *, fence: int | None = None, guards: Sequence[Guard] = ()
     ) -> list[int]:
         return self.append_nowait(records, fence=fence, guards=guards).result()
 
@@ -379,13 +381,17 @@ class SQLLedger(ABC):
             self._pending.extend(items)
             self._cv.notify()
 
-    def _rows(self, records: Sequence[Record]) -> tuple[list[Row], str | None]:
+    def _rows(self, records: Iterable[Record]) -> tuple[list[Row], str | None]:
         """The rows to store, and the latest time the runtime gave them (see :func:`_dated`).
         Any iterable of records is taken (a generator too, read once); one record alone is not,
         though pydantic makes it iterable (its fields), nor text."""
-        if isinstance(records, Record | str | bytes | dict) or not isinstance(records, Iterable):
+        listed: Sequence[Record]
+        if type(records) is list or type(records) is tuple:  # nearly always: no ABC check on the loop
+            listed = records
+        elif isinstance(records, Record | str | bytes | dict) or not isinstance(records, Iterable):
             raise RecordInvalid(f"append takes a list of records, not {type(records).__name__}")
-        listed = records if isinstance(records, list | tuple) else list(records)
+        else:
+            listed = list(records)
         return [self._row(r) for r in listed], _dated(listed)
 
     def _row(self, record: Record) -> Row:
@@ -675,6 +681,8 @@ class SQLLedger(ABC):
             )
             dated = max((i.dated for i in admitted if i.dated is not None), default=None)
             if dated is not None:
+                if not self._latest_kept:
+                    dated = _seeded(conn, self._sql, size, dated)
                 cur.execute(self._sql(_LATEST_TIME), (dated,))
             if moved:
                 cur.executemany(
@@ -685,6 +693,7 @@ class SQLLedger(ABC):
                 )
             self._end_append(conn, size + len(flat))
             conn.execute("COMMIT")
+            self._latest_kept = self._latest_kept or dated is not None
         except BaseException:
             with contextlib.suppress(Exception):  # a dead connection has nothing to roll back
                 conn.execute("ROLLBACK")
@@ -1354,6 +1363,30 @@ def _resolve_on_loop(items: list[tuple[asyncio.Future[list[int]], _Outcome]]) ->
 
 
 _FIXED = len("2026-01-01T00:00:00.000000Z")
+_SEED_SCAN = 256
+"""Entries read back from the end, once, for the latest time of a ledger that keeps none yet."""
+
+
+def _seeded(conn: Conn, sql: Callable[[str], str], size: int, dated: str) -> str:
+    """The latest time to keep in a store that keeps none yet (a ledger an earlier version
+    wrote, appended to by this one for the first time): the later of ``dated`` and the newest
+    time the runtime gave one of its last entries. Unseeded, the first append by a clock behind
+    set the floor below what the ledger already said (the newest entry floored review clocks
+    until then), and a lapsed approval counted again (found by an independent review)."""
+    if conn.execute("SELECT value FROM meta WHERE key = 'latest_time'").fetchone() is not None:
+        return dated
+    rows = conn.execute(  # those before this commit's own
+        sql("SELECT data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx DESC"),
+        (max(0, size - _SEED_SCAN), size),
+    ).fetchall()
+    for (data,) in rows:
+        try:
+            newest = _dated([decode_entry(_verify.stored_bytes(data))])
+        except (RecordInvalid, ValueError):  # verify names a damaged entry; it dates nothing
+            continue
+        if newest is not None:
+            return max(newest, dated)
+    return dated
 
 
 def _dated(records: Sequence[Record]) -> str | None:
@@ -1364,7 +1397,7 @@ def _dated(records: Sequence[Record]) -> str | None:
     for record in records:
         if not record.dated_by_signer:
             at = record.at
-            if len(at) != _FIXED:  # dated by hand, not by rfc3339: made so
+            if len(at) != _FIXED or not at.isascii():  # dated by hand, not by rfc3339: made so
                 try:
                     at = rfc3339(parse_rfc3339(at))
                 except ValueError:  # a date no calendar has: it moves nothing

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -103,9 +103,10 @@ class LedgerStore(Protocol):
     origin: str
 
     async def append(
-        self, records: Sequence[Record], *, fence: int | None = None, guards: Sequence[Guard] = ()
+        self, records: Iterable[Record], *, fence: int | None = None, guards: Sequence[Guard] = ()
     ) -> list[int]:
-        """Commit ``records`` durably, or none of them.
+        """Commit ``records`` durably, or none of them: a list, or any iterable of records (a
+        generator is read once); a record alone is refused with RecordInvalid.
 
         ``fence``: the writer's lease epoch; refused with LeaseLost unless it is the epoch in force
         (writers that are not gateways, such as the CLI, pass None). ``guards``: refused with
