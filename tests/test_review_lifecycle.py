@@ -391,4 +391,3 @@ async def test_a_time_in_other_digits_moves_nothing_for_good(ledger: SQLiteLedge
     await ledger.append([event])
     await ledger.append([dated(5, clock)])
     assert ledger.latest_time() == clock.now_ns() + 5 * 1_000_000_000
-

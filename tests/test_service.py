@@ -984,3 +984,29 @@ async def test_a_clock_behind_the_ledgers_latest_time_is_said_at_start(
         behind = float(line.split("clock is ")[1].split(" s behind")[0].replace(",", ""))
         assert ahead - 5 < behind <= ahead, line
         assert said in line, line
+
+
+async def test_a_request_to_a_service_whose_ledger_is_closing_is_answered_503(tmp_path: Path) -> None:
+    """A write through a ledger the stopping service closed raises LedgerClosed, which the API
+    answered as the caller's fault (400); it is the service's, and passing: 503, so a caller's
+    retry goes on to the service restarted or its standby."""
+    from answerable.config import load_config
+    from answerable.service import Service, build_app
+
+    folder = tmp_path / "shop"
+    init(folder)
+    service = Service(load_config(folder / "answerable.toml"))
+    await service.start()
+    try:
+        ledger, _ = service._running()
+        agent_key = KeyPair.load(folder / "agent.key")
+        async with AsyncClient("http://shop.test", agent_key) as client:
+            client._http = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=build_app(service, lifespan=False))
+            )
+            ledger.close()
+            with pytest.raises(ServiceRefused) as refused:
+                await client.submit("refund", {"order": "O-1", "amount_cents": 100})
+        assert (refused.value.status, refused.value.reason_code) == (503, "ledger_closed")
+    finally:
+        await service.stop()

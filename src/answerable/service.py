@@ -50,6 +50,7 @@ from answerable.errors import (
     ExportFailed,
     IdempotencyConflict,
     LeaseLost,
+    LedgerClosed,
     MessageRefused,
     NotAuthorized,
     RecordInvalid,
@@ -1527,8 +1528,10 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
             status = exc.status
         elif isinstance(exc, EntryNotFound):
             status = 404
-        elif isinstance(exc, LeaseLost | StoreUnavailable):
-            status = 503  # not the caller's doing, and passing: a request safe to repeat comes again
+        elif isinstance(exc, LeaseLost | StoreUnavailable | LedgerClosed):
+            # Not the caller's doing (LedgerClosed: the service is stopping), and passing: a
+            # request safe to repeat comes again, to this service restarted or its standby.
+            status = 503
         elif isinstance(exc, ApprovalRefused):
             status = ANSWER_STATUS.get(exc.reason_code, 403)
         elif isinstance(exc, NotAuthorized):
