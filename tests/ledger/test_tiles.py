@@ -247,3 +247,28 @@ def test_publishers_in_three_processes_never_move_the_checkpoint_back(tmp_path: 
     backs = [(a, b) for a, b in itertools.pairwise(sizes) if b < a]
     assert len(set(sizes)) > 3, sizes[-5:]  # it grew while we looked
     assert backs == [], backs[:5]
+
+
+async def test_a_cosigned_checkpoint_put_back_keeps_the_cosignatures_of_the_same_tree(
+    store: SQLiteLedger, ids: IdSource, tmp_path: Path
+) -> None:
+    """Put back after a witness's round trip, the checkpoint replaced one of the same tree that
+    another publisher had had cosigned meanwhile, and its cosignatures were lost (found by an
+    independent review); now a line by a key ours lacks is kept, and ours stand for the rest.
+    A note that is no checkpoint is refused by name (it raised a bare IndexError)."""
+    import base64
+
+    from answerable.ledger.tiles import republish_checkpoint
+
+    await fill(store, ids, 10)
+    out = tmp_path / "log"
+    signed = publish(store, out).note
+
+    def line(name: str, fill: bytes) -> str:
+        return f"\u2014 {name} {base64.b64encode(fill * 68).decode()}\n"
+
+    (out / "checkpoint").write_text(signed + line("witness-b", b"b") + line("witness-a", b"0"))
+    assert republish_checkpoint(out, signed + line("witness-a", b"a"))
+    assert (out / "checkpoint").read_text() == signed + line("witness-a", b"a") + line("witness-b", b"b")
+    with pytest.raises(ConfigError, match="not a checkpoint note"):
+        republish_checkpoint(out, "no note")

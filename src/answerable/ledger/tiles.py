@@ -36,6 +36,7 @@ __all__ = [
     "entry_bundle",
     "parse_tile_path",
     "publish",
+    "republish_checkpoint",
     "tile_path",
     "write_atomically",
 ]
@@ -104,7 +105,8 @@ class Publication:
     entries: bool
     """Whether entry bundles were published (not with ``hashes_only``)."""
     note: str = ""
-    """The signed checkpoint published (read back from the folder, it may be another publisher's)."""
+    """The checkpoint this call signed and published (another publisher may since have published
+    a larger one in the folder)."""
 
 
 def publish(store: LedgerStore, out_dir: Path, *, hashes_only: bool = False) -> Publication:
@@ -132,23 +134,48 @@ def republish_checkpoint(out_dir: Path, signed: str) -> bool:
     """Put ``signed``, a checkpoint :func:`publish` wrote here and a witness has since cosigned,
     back in its place; False (nothing written) when a publisher published a larger tree
     meanwhile. Under the folder's lock, as ``publish`` writes it, so the checkpoint file only
-    grows: written after the witness's round trip, outside the lock, it once went back.
+    grows: written after the witness's round trip, outside the lock, it once went back. The
+    same tree published there with cosignatures of other witnesses keeps them.
 
     Raises:
-        ConfigError: ``out_dir`` cannot be written.
+        ConfigError: ``signed`` is not a checkpoint note, or ``out_dir`` cannot be written.
     """
+    size = _note_size(signed)
+    if size is None:
+        raise ConfigError("not a checkpoint note: its second line is no tree size")
     try:
         with _publishing(out_dir):
             try:
-                there = int((out_dir / "checkpoint").read_text(encoding="utf-8").split("\n")[1])
-            except (OSError, UnicodeDecodeError, ValueError, IndexError):
-                there = -1  # none, or none that reads as one: ours takes its place
-            if there > int(signed.split("\n")[1]):
+                there = (out_dir / "checkpoint").read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                there = ""  # none, or none that reads as one: ours takes its place
+            if (_note_size(there) or -1) > size:
                 return False
-            write_atomically(out_dir / "checkpoint", signed.encode("utf-8"))
+            write_atomically(out_dir / "checkpoint", _with_cosignatures(signed, there).encode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot publish into {out_dir}: {exc.strerror or exc}") from exc
     return True
+
+
+def _note_size(note: str) -> int | None:
+    """The tree size a checkpoint note states (its second line), or None."""
+    lines = note.split("\n", 2)
+    return int(lines[1]) if len(lines) > 2 and lines[1].isdigit() and lines[1].isascii() else None
+
+
+def _with_cosignatures(ours: str, there: str) -> str:
+    """``ours``, with the signature lines of ``there`` by keys ``ours`` lacks when both sign the
+    same text (the same tree): a witness's cosignature another publisher added is not lost."""
+    cut, cut_there = ours.rfind("\n\n"), there.rfind("\n\n")
+    if cut < 0 or cut_there < 0 or ours[:cut] != there[:cut_there] or not there.endswith("\n"):
+        return ours
+    signers = {line.split(" ")[1] for line in ours[cut + 2 :].splitlines() if line.count(" ") >= 2}
+    kept = [
+        line + "\n"
+        for line in there[cut_there + 2 :].splitlines()
+        if line.startswith("\u2014 ") and line.count(" ") == 2 and line.split(" ")[1] not in signers
+    ]
+    return ours + "".join(kept)
 
 
 @contextlib.contextmanager
