@@ -1010,3 +1010,35 @@ async def test_a_request_to_a_service_whose_ledger_is_closing_is_answered_503(tm
         assert (refused.value.status, refused.value.reason_code) == (503, "ledger_closed")
     finally:
         await service.stop()
+
+
+async def test_a_clock_ahead_writing_while_the_service_runs_is_said_in_the_next_round(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A writer whose clock is far ahead turns the review clock's floor off for as long as it
+    was ahead (a time past the skew is not trusted); the running service says so in the round
+    it first sees it, once, not only at its next start (found by an independent review)."""
+    from dataclasses import replace
+
+    from answerable.config import load_config
+    from answerable.records import ExternalEvent
+    from answerable.service import Service
+
+    folder = tmp_path / "shop"
+    init(folder)
+    service = Service(replace(load_config(folder / "answerable.toml"), settle_every=3600))
+    await service.start()
+    try:
+        ledger, _ = service._running()
+        await service._settle()
+        assert "behind" not in capsys.readouterr().err
+        ids = IdSource(SystemClock())
+        at = rfc3339(time.time_ns() + 3600 * 1_000_000_000)  # a laptop an hour fast
+        await ledger.append([ExternalEvent(id=ids.new(), at=at, source="s", type="t", payload={})])
+        await service._settle()
+        await service._settle()
+        said = [line for line in capsys.readouterr().err.splitlines() if "behind the latest time" in line]
+        assert len(said) == 1, said
+        assert "more than the 300 s trusted" in said[0]
+    finally:
+        await service.stop()

@@ -206,6 +206,9 @@ class Service:
         self._noted = 0
         """The position last noted in the ledger's notes as told to the webhook."""
         self._refusals: dict[tuple[str, bool], _Bucket] = {}
+        self._clock_said: bool | None = None
+        """How this machine's clock last stood against the ledger's latest time, as said: None
+        in step, False behind within the skew, True further behind than the skew."""
         """(claimed identity, verified) -> the rate limit of its Refusal entries."""
         self._names: set[str] = set()
         """Every agent and person named by a charter this service had in force."""
@@ -311,9 +314,7 @@ class Service:
         # anything starts); from here on, a restart of the database server is waited out.
         ledger.patience = SERVING_PATIENCE
         self.ledger = ledger
-        said = _clock_behind(ledger.latest_time(), time.time_ns())
-        if said is not None:
-            print(f"answerable serve: {said}", file=sys.stderr, flush=True)
+        self._say_clock()
         opened = ledger.size()  # what the webhook is told starts here, start-up pauses included
         gateway = Gateway(ledger)
         self.gateway = gateway
@@ -731,6 +732,21 @@ class Service:
                 self._keep_result(outcome.intent.id, outcome.result)
         await self._flush_refusals(due=True)
         await self._watch_invariants()
+        self._say_clock()
+
+    def _say_clock(self) -> None:
+        """Say on stderr when this machine's clock falls behind the latest time another clock gave
+        the ledger, or further behind than the skew: at start, and in the round it first happens
+        (a writer's clock far ahead turns the review clock's floor off for as long as it was
+        ahead; its owner learns it here, not from a lapsed approval counting again)."""
+        if self.ledger is None:
+            return
+        with contextlib.suppress(AnswerableError):  # the store away: said in a later round
+            said = _clock_behind(self.ledger.latest_time(), time.time_ns())
+            stands = None if said is None else said[0]
+            if said is not None and stands != self._clock_said:
+                print(f"answerable serve: {said[1]}", file=sys.stderr, flush=True)
+            self._clock_said = stands
 
     async def _follow_charter(self) -> None:
         """Put a new charter version in force when the RI writes one to the ``[charter]`` file
@@ -1310,9 +1326,10 @@ CLOCK_BEHIND_SAID = 2.0
 so at start (closer than that is the ordinary drift of clocks kept by NTP)."""
 
 
-def _clock_behind(latest_ns: int | None, now_ns: int) -> str | None:
-    """What to say at start when this machine's clock is behind the latest time another
-    runtime's clock gave the ledger (``LedgerStore.latest_time``), else None.
+def _clock_behind(latest_ns: int | None, now_ns: int) -> tuple[bool, str] | None:
+    """How far this machine's clock is behind the latest time another runtime's clock gave the
+    ledger (``LedgerStore.latest_time``), as what to say and whether it is past ``SKEW``; None
+    when it is not behind by more than :data:`CLOCK_BEHIND_SAID`.
 
     Reviews run on the later of the two, so a clock behind is harmless up to ``SKEW``, but its
     owner should learn of it before a review closes minutes earlier than their clock says; past
@@ -1322,12 +1339,12 @@ def _clock_behind(latest_ns: int | None, now_ns: int) -> str | None:
         return None
     behind = (latest_ns - now_ns) / 1e9
     if behind <= SKEW:
-        return (
+        return False, (
             f"this machine's clock is {behind:,.1f} s behind the latest time a clock gave the ledger; "
             "reviews here keep the ledger's time, so they escalate, close and lapse by the clock "
             "that is ahead; keep the clocks in step (NTP)"
         )
-    return (
+    return True, (
         f"this machine's clock is {behind:,.0f} s behind the latest time a clock gave the ledger, more "
         f"than the {SKEW} s trusted: reviews here keep this machine's time, and a gateway on the "
         "other clock may judge an approval lapsed that this one counts; set the clocks right (NTP)"
