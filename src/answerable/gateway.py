@@ -1171,7 +1171,8 @@ class Gateway:
         epoch = self.lease.epoch
         # The stops as read before any claim was judged: a resume landing while the loop runs
         # then differs from them, and reconcile_held runs again (read after the loop, it counted
-        # as seen, and a claim it held stayed open until the next start).
+        # as seen, and a claim it held stayed open until the next start). A pause the loop
+        # writes itself, for an ambiguous call, differs too: one more pass, which finds nothing.
         seen = self.control.state()
         outcomes = []
         for left in self._dead_claims(epoch):

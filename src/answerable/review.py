@@ -551,9 +551,10 @@ _MAX_VALID_FOR = 366 * 24 * 3600
 """The longest an approval stays valid: one valid past the year 9999 has no RFC 3339 form (it
 was an OverflowError from the clock); a year is more than any approval waits for the others."""
 _AHEAD = SKEW
-_UNREAD = -1
 """Seconds an answer may be dated ahead of the clock it is checked by: the clock skew a signed
 request may have."""
+_UNREAD = -1
+"""The newest entry's time not read yet (see ``ReviewQueue._ledger_ns``)."""
 
 
 def unsigned_approval(
