@@ -370,6 +370,19 @@ async def test_the_first_append_to_a_ledger_without_a_latest_time_does_not_take_
         queue.approval(review_id, key=people.reviewer, verdict="approve", reason="ok", valid_for_seconds=60)
     )
     await ledger.append([dated(90, clock)])
+    chatter = [  # the last few hundred entries all dated by their senders, as in a busy system
+        Message(
+            id=gateway.ids.new(),
+            at=rfc3339(clock.now_ns()),
+            sender="router",
+            topic="plans",
+            type="plan",
+            payload={"n": n},
+            trace_id=gateway.ids.new(),
+        )
+        for n in range(300)
+    ]
+    await ledger.append(chatter)
     with closing(sqlite3.connect(ledger_path)) as db, db:
         db.execute("DELETE FROM meta WHERE key = 'latest_time'")
     with SQLiteLedger.open(ledger_path) as old:  # this version, opening it afresh
@@ -380,14 +393,17 @@ async def test_the_first_append_to_a_ledger_without_a_latest_time_does_not_take_
 
 
 async def test_a_time_in_other_digits_moves_nothing_for_good(ledger: SQLiteLedger, clock: FakeClock):
-    """A record's time may be written in any script's digits (the pattern's \\d); compared as
-    text, such a time sorted above every ASCII one and held the latest time for good, unreadable.
-    It is read as the time it says, or moves nothing."""
+    """A record's time may be written in any script's digits (the pattern's \\d), or with an hour
+    99; compared as text, such a time sorted above the ASCII ones after it and held the latest
+    time, unreadable. It is read as the time it says, or moves nothing."""
     arabic = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
     at = rfc3339(clock.now_ns())
     event = ExternalEvent(
         id="01K00000000000000000000009", at=at.translate(arabic), source="s", type="t", payload={}
     )
-    await ledger.append([event])
+    impossible = ExternalEvent(
+        id="01K00000000000000000000008", at=at[:11] + "99:99:99.000000Z", source="s", type="t", payload={}
+    )
+    await ledger.append([event, impossible])
     await ledger.append([dated(5, clock)])
     assert ledger.latest_time() == clock.now_ns() + 5 * 1_000_000_000

@@ -1042,3 +1042,33 @@ async def test_a_clock_ahead_writing_while_the_service_runs_is_said_in_the_next_
         assert "more than the 300 s trusted" in said[0]
     finally:
         await service.stop()
+
+
+async def test_a_clock_gap_hovering_about_a_threshold_is_said_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer whose clock is 2.3 s ahead and writes now and then moves the gap back and forth
+    across the 2 s threshold: each return to "behind" was said again, some 60,000 lines a day
+    (found by an independent review). Each standing is said once, the worse one too."""
+    from dataclasses import replace
+
+    from answerable import service as service_module
+    from answerable.config import load_config
+    from answerable.service import Service
+
+    folder = tmp_path / "shop"
+    init(folder)
+    service = Service(replace(load_config(folder / "answerable.toml"), settle_every=3600))
+    await service.start()
+    try:
+        gaps = iter(
+            [None, (False, "behind-a"), None, (False, "behind-a"), (True, "far-b"), None, (True, "far-b")]
+        )
+        monkeypatch.setattr(service_module, "_clock_behind", lambda *_: next(gaps))
+        capsys.readouterr()
+        for _ in range(7):
+            service._say_clock()
+        said = capsys.readouterr().err.splitlines()
+        assert said == ["answerable serve: behind-a", "answerable serve: far-b"], said
+    finally:
+        await service.stop()

@@ -206,10 +206,10 @@ class Service:
         self._noted = 0
         """The position last noted in the ledger's notes as told to the webhook."""
         self._refusals: dict[tuple[str, bool], _Bucket] = {}
-        self._clock_said: bool | None = None
-        """How this machine's clock last stood against the ledger's latest time, as said: None
-        in step, False behind within the skew, True further behind than the skew."""
         """(claimed identity, verified) -> the rate limit of its Refusal entries."""
+        self._clock_said: bool | None = None
+        """The furthest behind the ledger's latest time this machine's clock was said to be: None
+        not yet, False within the skew, True further than the skew."""
         self._names: set[str] = set()
         """Every agent and person named by a charter this service had in force."""
         self.undelivered_events = 0
@@ -738,15 +738,15 @@ class Service:
         """Say on stderr when this machine's clock falls behind the latest time another clock gave
         the ledger, or further behind than the skew: at start, and in the round it first happens
         (a writer's clock far ahead turns the review clock's floor off for as long as it was
-        ahead; its owner learns it here, not from a lapsed approval counting again)."""
-        if self.ledger is None:
+        ahead; its owner learns it here, not from a lapsed approval counting again). Each once
+        in the process's life: a gap that hovers about a threshold is not said every round."""
+        if self.ledger is None or self._clock_said:
             return
         with contextlib.suppress(AnswerableError):  # the store away: said in a later round
             said = _clock_behind(self.ledger.latest_time(), time.time_ns())
-            stands = None if said is None else said[0]
-            if said is not None and stands != self._clock_said:
+            if said is not None and (self._clock_said is None or said[0]):
                 print(f"answerable serve: {said[1]}", file=sys.stderr, flush=True)
-            self._clock_said = stands
+                self._clock_said = said[0]
 
     async def _follow_charter(self) -> None:
         """Put a new charter version in force when the RI writes one to the ``[charter]`` file
@@ -831,8 +831,9 @@ class Service:
         ledger, _ = self._running()
         size = ledger.size()
         # A page at a time, and none while the queue is full: behind a webhook that is down, the
-        # backlog waits in the ledger, and a round reads no more of it than the queue takes
-        # (reading all of it, on the loop, each round, grew with the backlog).
+        # events wait in the ledger, and a round that finds the queue full reads nothing (it
+        # read from the first untold event to the end, on the loop, each round). Entries the
+        # webhook is not told of are read once, in the round after they were written.
         while self._seen < size and not self._events.full():
             page_end = min(size, self._seen + _WATCH_PAGE)
             for stored in ledger.entries(self._seen, page_end):

@@ -254,21 +254,41 @@ async def test_a_cosigned_checkpoint_put_back_keeps_the_cosignatures_of_the_same
 ) -> None:
     """Put back after a witness's round trip, the checkpoint replaced one of the same tree that
     another publisher had had cosigned meanwhile, and its cosignatures were lost (found by an
-    independent review); now a line by a key ours lacks is kept, and ours stand for the rest.
-    A note that is no checkpoint is refused by name (it raised a bare IndexError)."""
+    independent review). Now a signature by a key ours lacks (name and key ID: a witness's
+    rotated key is another) is kept, up to the note's limit of lines; ours stand for the rest;
+    a folder note that does not parse is replaced whole. A note that is no checkpoint is refused
+    by name (it raised a bare IndexError, or ValueError for a size of 5,000 digits)."""
     import base64
 
+    from answerable.ledger.note import MAX_SIGNATURES
     from answerable.ledger.tiles import republish_checkpoint
 
     await fill(store, ids, 10)
     out = tmp_path / "log"
     signed = publish(store, out).note
 
-    def line(name: str, fill: bytes) -> str:
-        return f"\u2014 {name} {base64.b64encode(fill * 68).decode()}\n"
+    def line(name: str, key: bytes, sig: bytes) -> str:
+        return f"\u2014 {name} {base64.b64encode(key * 4 + sig * 64).decode()}\n"
 
-    (out / "checkpoint").write_text(signed + line("witness-b", b"b") + line("witness-a", b"0"))
-    assert republish_checkpoint(out, signed + line("witness-a", b"a"))
-    assert (out / "checkpoint").read_text() == signed + line("witness-a", b"a") + line("witness-b", b"b")
-    with pytest.raises(ConfigError, match="not a checkpoint note"):
-        republish_checkpoint(out, "no note")
+    mine, stale = line("witness-a", b"a", b"a"), line("witness-a", b"a", b"0")
+    rotated, other = line("witness-a", b"r", b"r"), line("witness-b", b"b", b"b")
+    (out / "checkpoint").write_text(signed + other + stale + rotated)
+    assert republish_checkpoint(out, signed + mine)
+    assert (out / "checkpoint").read_text() == signed + mine + other + rotated
+
+    many = "".join(
+        line(f"w{n}", bytes([n]), b"x") for n in range(MAX_SIGNATURES - 1)
+    )  # with the log's own: 100
+    (out / "checkpoint").write_text(signed + many)
+    assert republish_checkpoint(out, signed + mine)
+    assert (out / "checkpoint").read_text().count("\u2014 ") == MAX_SIGNATURES
+
+    (out / "checkpoint").write_text(signed + "\u2014 w !!!notbase64\n" + other)
+    assert republish_checkpoint(out, signed + mine)
+    assert (out / "checkpoint").read_text() == signed + mine
+
+    for bad in ("no note", "origin\n" + "9" * 5000 + "\nroot\n"):
+        with pytest.raises(ConfigError, match="not a checkpoint note"):
+            republish_checkpoint(out, bad)
+    (out / "checkpoint").write_text("origin\n" + "9" * 5000 + "\nroot\n")
+    assert republish_checkpoint(out, signed + mine)  # a folder note past reading: ours takes its place

@@ -26,6 +26,7 @@ __all__ = [
     "Signer",
     "Verifier",
     "check_origin",
+    "merge_signatures",
     "open_checkpoint",
     "open_note",
     "sign_checkpoint",
@@ -372,6 +373,27 @@ def _parse_note(note: str | bytes) -> tuple[str, list[tuple[str, int, bytes]]]:
             )
         sigs.append((name, int.from_bytes(raw[:4], "big"), raw[4:]))
     return text, sigs
+
+
+def merge_signatures(ours: str, theirs: str) -> str:
+    """``ours`` with the signatures of ``theirs`` by keys (name and key ID) it lacks, when both
+    sign the same text, up to :data:`MAX_SIGNATURES` in all; ``ours`` as it is when either is
+    malformed or their texts differ. Nothing is verified: a line kept is as good as the folder
+    it came from, and verifiers ignore signatures by keys they do not know."""
+    try:
+        text, signed = _parse_note(ours)
+        their_text, their_signed = _parse_note(theirs)
+    except SignatureInvalid:
+        return ours
+    if text != their_text:
+        return ours
+    have = {(name, key_id) for name, key_id, _ in signed}
+    kept = [
+        f"{_SIG_PREFIX}{name} {_b64(key_id.to_bytes(4, 'big') + sig)}\n"
+        for name, key_id, sig in their_signed
+        if (name, key_id) not in have
+    ]
+    return ours + "".join(kept[: MAX_SIGNATURES - len(signed)])
 
 
 def open_note(note: str | bytes, verifiers: Iterable[Verifier]) -> tuple[str, list[str]]:

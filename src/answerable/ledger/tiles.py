@@ -27,7 +27,7 @@ from pathlib import Path
 from answerable._files import written_whole
 from answerable.errors import ConfigError
 from answerable.ledger.base import LedgerStore
-from answerable.ledger.note import Checkpoint, Verifier, open_checkpoint
+from answerable.ledger.note import Checkpoint, Verifier, merge_signatures, open_checkpoint
 
 __all__ = [
     "TILE_HEIGHT",
@@ -151,7 +151,7 @@ def republish_checkpoint(out_dir: Path, signed: str) -> bool:
                 there = ""  # none, or none that reads as one: ours takes its place
             if (_note_size(there) or -1) > size:
                 return False
-            write_atomically(out_dir / "checkpoint", _with_cosignatures(signed, there).encode("utf-8"))
+            write_atomically(out_dir / "checkpoint", merge_signatures(signed, there).encode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot publish into {out_dir}: {exc.strerror or exc}") from exc
     return True
@@ -160,22 +160,9 @@ def republish_checkpoint(out_dir: Path, signed: str) -> bool:
 def _note_size(note: str) -> int | None:
     """The tree size a checkpoint note states (its second line), or None."""
     lines = note.split("\n", 2)
-    return int(lines[1]) if len(lines) > 2 and lines[1].isdigit() and lines[1].isascii() else None
-
-
-def _with_cosignatures(ours: str, there: str) -> str:
-    """``ours``, with the signature lines of ``there`` by keys ``ours`` lacks when both sign the
-    same text (the same tree): a witness's cosignature another publisher added is not lost."""
-    cut, cut_there = ours.rfind("\n\n"), there.rfind("\n\n")
-    if cut < 0 or cut_there < 0 or ours[:cut] != there[:cut_there] or not there.endswith("\n"):
-        return ours
-    signers = {line.split(" ")[1] for line in ours[cut + 2 :].splitlines() if line.count(" ") >= 2}
-    kept = [
-        line + "\n"
-        for line in there[cut_there + 2 :].splitlines()
-        if line.startswith("\u2014 ") and line.count(" ") == 2 and line.split(" ")[1] not in signers
-    ]
-    return ours + "".join(kept)
+    if len(lines) < 3 or not (lines[1].isascii() and lines[1].isdigit() and len(lines[1]) <= 20):
+        return None
+    return int(lines[1])
 
 
 @contextlib.contextmanager
