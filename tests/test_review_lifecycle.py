@@ -106,6 +106,19 @@ async def test_a_writer_whose_clock_is_behind_does_not_bring_a_lapsed_approval_b
     assert world.calls == 0
 
 
+def message_ahead(gw: Gateway, clock: FakeClock, seconds: int) -> Message:
+    """A router's plan its sender dated ``seconds`` ahead of ``clock``."""
+    return Message(
+        id=gw.ids.new(),
+        at=rfc3339(clock.now_ns() + seconds * 1_000_000_000),
+        sender="router",
+        topic="plans",
+        type="plan",
+        payload={},
+        trace_id=gw.ids.new(),
+    )
+
+
 async def test_a_message_its_sender_dated_ahead_does_not_close_a_review_early(
     ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
 ):
@@ -116,15 +129,7 @@ async def test_a_message_its_sender_dated_ahead_does_not_close_a_review_early(
     gw = await reviewing_gateway(ledger, people, clock, world, policies=APPROVE_ON_EXPIRY)
     review_id = await pending_review(gw)
     clock.advance(28 * 60)  # two minutes before the review expires
-    message = Message(
-        id=gw.ids.new(),
-        at=rfc3339(clock.now_ns() + 299 * 1_000_000_000),
-        sender="router",
-        topic="plans",
-        type="plan",
-        payload={},
-        trace_id=gw.ids.new(),
-    )
+    message = message_ahead(gw, clock, 299)
     await ledger.append([message])
     assert gw.reviews.state(review_id).resolution is None
     await gw.settle_reviews()
@@ -148,15 +153,7 @@ async def test_a_message_dated_ahead_and_refused_does_not_close_a_review_early(
     system = System(ledger, gw, agents=["router"], clock=clock, ids=gw.ids)
     await gw.control.pause(by=people.ri.identity, reason="x", scope=Scope(kind="agent", value="router"))
     clock.advance(28 * 60)
-    message = Message(
-        id=gw.ids.new(),
-        at=rfc3339(clock.now_ns() + 299 * 1_000_000_000),
-        sender="router",
-        topic="plans",
-        type="plan",
-        payload={},
-        trace_id=gw.ids.new(),
-    )
+    message = message_ahead(gw, clock, 299)
     with pytest.raises(MessageRefused):
         await system.publish_message(message, decided=False)
     await gw.settle_reviews()
