@@ -391,8 +391,8 @@ async def test_the_first_append_to_a_ledger_without_a_latest_time_does_not_take_
 
 async def test_a_time_in_other_digits_moves_nothing_for_good(ledger: SQLiteLedger, clock: FakeClock):
     """A record's time may be written in any script's digits (the pattern's \\d), or with an hour
-    99; compared as text, such a time sorted above the ASCII ones after it and held the latest
-    time, unreadable. It is read as the time it says, or moves nothing."""
+    99 or on February 30; compared as text, such a time sorted above the ASCII ones after it
+    and held the latest time, unreadable. It is read as the time it says, or moves nothing."""
     arabic = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
     at = rfc3339(clock.now_ns())
     event = ExternalEvent(
@@ -401,6 +401,9 @@ async def test_a_time_in_other_digits_moves_nothing_for_good(ledger: SQLiteLedge
     impossible = ExternalEvent(
         id="01K00000000000000000000008", at=at[:11] + "99:99:99.000000Z", source="s", type="t", payload={}
     )
-    await ledger.append([event, impossible])
+    no_such_day = ExternalEvent(
+        id="01K00000000000000000000007", at="2026-02-30" + at[10:], source="s", type="t", payload={}
+    )
+    await ledger.append([event, impossible, no_such_day])
     await ledger.append([dated(5, clock)])
     assert ledger.latest_time() == clock.now_ns() + 5 * 1_000_000_000

@@ -13,6 +13,7 @@ SQL here uses ``?`` for parameters; :meth:`SQLLedger._sql` turns them into the d
 from __future__ import annotations
 
 import contextlib
+import datetime
 import itertools
 import os
 import threading
@@ -1417,16 +1418,24 @@ def _dated(records: Sequence[Record]) -> str | None:
 
 
 def _looks_written(at: str) -> bool:
-    """Whether fixed-width ``at`` reads as :func:`rfc3339` writes a time, by its fields' ranges,
-    without the parse (4 µs an append). A time in other digits or with an hour 99 sorted, as
-    text, above the times after it, and held the latest time unreadable: those are parsed (and
-    moved nothing if they do not). A day the month lacks (February 30) still passes: it is
-    passed, as text, within a day or two."""
-    return (
-        at.isascii()
-        and "01" <= at[5:7] <= "12"
-        and "01" <= at[8:10] <= "31"
-        and at[11:13] <= "23"
-        and at[14:16] <= "59"
-        and at[17:19] <= "59"
-    )
+    """Whether fixed-width ``at`` reads as :func:`rfc3339` writes a time, by its fields' ranges
+    and its day on the calendar, without the parse (4 µs an append). A time in other digits, or
+    with an hour 99 or a February 30, sorted as text above the times after it, and held the
+    latest time unreadable: those are parsed (and move nothing, as they do not parse). The
+    day is checked once per day seen, not once per record."""
+    if not (at.isascii() and at[11:13] <= "23" and at[14:16] <= "59" and at[17:19] <= "59"):
+        return False
+    day = at[:10]
+    if day == _DAY_SEEN[0]:
+        return True
+    try:
+        datetime.date(int(day[:4]), int(day[5:7]), int(day[8:10]))
+    except ValueError:
+        return False
+    _DAY_SEEN[0] = day
+    return True
+
+
+_DAY_SEEN = [""]
+"""The last day :func:`_looks_written` found on the calendar (the runtime writes one day for a
+day's appends; a race between threads only checks a day again)."""
