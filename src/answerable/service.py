@@ -847,9 +847,7 @@ class Service:
                         return
                     self._untold += 1
             self._seen = page_end
-        if self._seen < size:
-            return
-        if not self._untold:
+        if self._seen == size and not self._untold:
             await self._note_told(size)
 
     async def _note_told(self, position: int) -> None:

@@ -13,7 +13,6 @@ SQL here uses ``?`` for parameters; :meth:`SQLLedger._sql` turns them into the d
 from __future__ import annotations
 
 import contextlib
-import datetime
 import itertools
 import os
 import threading
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeGuard, TypeVar
 
 from answerable._canonical import canonical_bytes
 from answerable._files import read_capped
-from answerable.clock import parse_rfc3339, rfc3339
+from answerable.clock import on_the_calendar, parse_rfc3339, rfc3339
 from answerable.errors import (
     ConfigError,
     Conflict,
@@ -1407,7 +1406,10 @@ def _dated(records: Sequence[Record]) -> str | None:
     for record in records:
         if not record.dated_by_signer:
             at = record.at
-            if len(at) != _FIXED or not _looks_written(at):  # dated by hand, not by rfc3339: made so
+            # Dated by hand, not by rfc3339: made so. A time in other digits, or one the calendar
+            # lacks (an hour 99, February 30), sorted as text above the times after it and held
+            # the latest time unreadable: parsed, it moves nothing.
+            if len(at) != _FIXED or not (at.isascii() and on_the_calendar(at)):
                 try:
                     at = rfc3339(parse_rfc3339(at))
                 except ValueError:  # a date no calendar has: it moves nothing
@@ -1415,27 +1417,3 @@ def _dated(records: Sequence[Record]) -> str | None:
             if latest is None or at > latest:
                 latest = at
     return latest
-
-
-def _looks_written(at: str) -> bool:
-    """Whether fixed-width ``at`` reads as :func:`rfc3339` writes a time, by its fields' ranges
-    and its day on the calendar, without the parse (4 µs an append). A time in other digits, or
-    with an hour 99 or a February 30, sorted as text above the times after it, and held the
-    latest time unreadable: those are parsed (and move nothing, as they do not parse). The
-    day is checked once per day seen, not once per record."""
-    if not (at.isascii() and at[11:13] <= "23" and at[14:16] <= "59" and at[17:19] <= "59"):
-        return False
-    day = at[:10]
-    if day == _DAY_SEEN[0]:
-        return True
-    try:
-        datetime.date(int(day[:4]), int(day[5:7]), int(day[8:10]))
-    except ValueError:
-        return False
-    _DAY_SEEN[0] = day
-    return True
-
-
-_DAY_SEEN = [""]
-"""The last day :func:`_looks_written` found on the calendar (the runtime writes one day for a
-day's appends; a race between threads only checks a day again)."""

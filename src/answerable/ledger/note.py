@@ -483,7 +483,7 @@ class Checkpoint:
                 f"malformed checkpoint: {len(lines)} lines, want origin, size and root hash"
             )
         origin, size, root, *extensions = lines
-        if not _TREE_SIZE.fullmatch(size) or int(size) > _MAX_TREE_SIZE:
+        if len(size) > 20 or not _TREE_SIZE.fullmatch(size) or int(size) > _MAX_TREE_SIZE:
             raise SignatureInvalid(
                 f"malformed checkpoint: tree size {size!r} is not a decimal without leading zeros below 2**64"
             )

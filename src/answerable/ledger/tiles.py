@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from answerable._files import written_whole
-from answerable.errors import ConfigError
+from answerable.errors import ConfigError, SignatureInvalid
 from answerable.ledger.base import LedgerStore
 from answerable.ledger.note import Checkpoint, Verifier, merge_signatures, open_checkpoint
 
@@ -157,12 +157,12 @@ def republish_checkpoint(out_dir: Path, signed: str) -> bool:
     return True
 
 
-def _note_size(note: str) -> int | None:
-    """The tree size a checkpoint note states (its second line), or None."""
-    lines = note.split("\n", 2)
-    if len(lines) < 3 or not (lines[1].isascii() and lines[1].isdigit() and len(lines[1]) <= 20):
+def _note_size(signed: str) -> int | None:
+    """The tree size a checkpoint note states, or None when it is no checkpoint note."""
+    try:
+        return Checkpoint.parse(signed[: signed.rfind("\n\n") + 1]).size
+    except SignatureInvalid:
         return None
-    return int(lines[1])
 
 
 @contextlib.contextmanager
