@@ -242,3 +242,32 @@ def test_a_context_that_is_no_mapping_or_entities_that_are_no_sequence_are_named
     assert verdict.errors == (
         "the Cedar request is malformed: context must be a mapping and entities a sequence",
     )
+
+
+def test_the_verdicts_a_ruleset_keeps_are_the_ones_it_would_make_and_stay_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cedar's answers without errors are turned into verdicts once per ruleset; an answer with
+    errors is never kept (its text is its own), and the memory starts again when full."""
+    from answerable import policy
+
+    fresh = load_ruleset(POLICIES, SCHEMA)
+    requests = mixed()
+    first = decide_many(requests, fresh)
+    kept = dict(fresh.verdicts)
+    said = {e for v, _ in kept.values() if v is not None for e in v.errors}
+    assert kept
+    assert said <= {"no policy permits this request"}
+    assert any("context" in e for v in first for e in v.errors)  # though one answer had one
+    again = decide_many(requests, fresh)
+    assert again == first == decide_many(requests, load_ruleset(POLICIES, SCHEMA))
+    assert fresh.verdicts == kept  # nothing new to keep: the same answers came back
+
+    monkeypatch.setattr(policy, "_VERDICTS_KEPT", 2)
+    small = load_ruleset(POLICIES, SCHEMA)
+    sizes = []
+    for request in requests * 2:
+        assert decide(request, small) == decide(request, fresh)
+        sizes.append(len(small.verdicts))
+    assert max(sizes) == 2
+    assert 1 in sizes[1:]

@@ -47,17 +47,18 @@ def _simple_containers(value: Any, exact: bool = False) -> int:
     while stack:
         item = stack.pop()
         kind = type(item)
-        if kind is str or kind is bool or item is None:
-            continue
         if kind is dict:
             containers += 1
             try:
                 for key, child in item.items():
                     if not key.isascii():
                         return -1
-                    stack.append(child)
+                    if type(child) is not str:  # most values are text: no trip through the stack
+                        stack.append(child)
             except AttributeError:  # a key that is not a string (bytes keys orjson refuses itself)
                 return -1
+        elif kind is str or kind is bool or item is None:
+            continue
         elif kind is list or kind is tuple:
             containers += 1
             stack.extend(item)

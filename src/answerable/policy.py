@@ -176,6 +176,12 @@ class Ruleset:
     terms: Mapping[str, ReviewTerms] = field(repr=False)
     """Stable policy id of each review policy to how its reviews are answered."""
     annotations: Mapping[str, Mapping[str, str]] = field(repr=False)
+    verdicts: dict[tuple[str, tuple[str, ...]], tuple[Verdict | None, tuple[str, ...]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    """Cedar's answers without errors (decision and policies), each turned into its verdict once:
+    a gateway decides the same few combinations all day, and the turning costs more than the
+    look-up. Bounded by :data:`_VERDICTS_KEPT`."""
 
 
 def load_ruleset(policies: str, schema_text: str) -> Ruleset:
@@ -366,14 +372,33 @@ def _evaluate(
         answers = cedarpy.is_authorized_batch(requests, policy_set, entities, ruleset.schema)
         if len(answers) != len(requests):
             raise ValueError(f"Cedar answered {len(answers)} of {len(requests)} requests")
-        return [
-            _verdict_of(a.decision.name, a.diagnostics.reasons, a.diagnostics.errors, ruleset)
-            for a in answers
-        ]
+        return [_verdict_of_answer(a, ruleset) for a in answers]
     except (ValueError, RuntimeError, TypeError, KeyError, AttributeError) as exc:
         if len(requests) > 1:
             return [_evaluate([r], entities, policy_set, ruleset)[0] for r in requests]
         return [(Verdict("deny", (), (f"Cedar could not evaluate the request: {exc}",)), ())]
+
+
+_VERDICTS_KEPT = 256
+"""How many of Cedar's answers a ruleset keeps turned into verdicts; past it, it starts again."""
+
+
+def _verdict_of_answer(
+    answer: cedarpy.AuthzResult, ruleset: Ruleset
+) -> tuple[Verdict | None, tuple[str, ...]]:
+    """:func:`_verdict_of` one of Cedar's answers, through the ruleset's memory of the answers
+    without errors (an error's text is its own; those are turned every time)."""
+    errors = answer.diagnostics.errors
+    if errors:
+        return _verdict_of(answer.decision.name, answer.diagnostics.reasons, errors, ruleset)
+    key = (answer.decision.name, tuple(answer.diagnostics.reasons))
+    found = ruleset.verdicts.get(key)
+    if found is None:
+        found = _verdict_of(key[0], key[1], (), ruleset)
+        if len(ruleset.verdicts) >= _VERDICTS_KEPT:
+            ruleset.verdicts.clear()
+        ruleset.verdicts[key] = found
+    return found
 
 
 def _verdict_of(
