@@ -1072,3 +1072,15 @@ async def test_a_clock_gap_hovering_about_a_threshold_is_said_once(
         assert said == ["answerable serve: behind-a", "answerable serve: far-b"], said
     finally:
         await service.stop()
+
+
+def test_a_published_checkpoint_replaced_by_something_else_publishes_nothing() -> None:
+    """The /log/ route reads the folder's checkpoint for its size: a file replaced by hand with
+    three lines of anything raised ValueError there (a 500); now nothing counts as published."""
+    from answerable.ledger.note import Checkpoint, Signer, sign_checkpoint
+    from answerable.service import _published_size
+
+    signed = sign_checkpoint(Checkpoint("log.example/a", 300, bytes(32)), Signer.generate("log.example/a"))
+    assert _published_size(signed) == 300
+    for replaced in ("", "a\nb\nc\nd\n", "log.example/a\n12x\nAAAA\n\n"):
+        assert _published_size(replaced) == 0

@@ -352,6 +352,7 @@ def ledger_witness(
     so a rewritten history is refused (exit 1) whoever holds the ledger's signing key.
     """
     from answerable._urls import problem as url_problem
+    from answerable.ledger.note import checkpoint_size
     from answerable.ledger.witness import CosignatureVerifier, request_cosignature
 
     if out_file:
@@ -362,7 +363,7 @@ def ledger_witness(
         _fail(ConfigError(f"--url (the witness): {problem}"))
     with _open(ledger) as store:
         signed = _run(store.checkpoint)
-        size = int(signed.split("\n")[1])
+        size = _run(lambda: checkpoint_size(signed))
         cosigned = _run(
             lambda: request_cosignature(signed, url, verifier, lambda old: store.consistency_proof(old, size))
         )

@@ -63,6 +63,7 @@ from answerable.httpsig import SKEW, claimed_keyid, verify_request
 from answerable.keys import KeyPair, verify_signature
 from answerable.ledger import SERVING_PATIENCE, SQLLedger, open_ledger, payload_of
 from answerable.ledger.base import StoredEntry, holds
+from answerable.ledger.note import checkpoint_size
 from answerable.ledger.tiles import TILE_WIDTH, entry_bundle, parse_tile_path, publish, republish_checkpoint
 from answerable.ledger.witness import CosignatureVerifier, request_cosignature
 from answerable.monitors import Monitors, load_monitors
@@ -807,7 +808,7 @@ class Service:
             note = done.note
         else:
             note = await asyncio.to_thread(ledger.checkpoint)
-            self._checkpointed = int(note.split("\n")[1])
+            self._checkpointed = checkpoint_size(note)
         for url, key in self.config.witnesses:
             note = await asyncio.to_thread(self._cosigned, note, url, key)
         if self.config.witnesses and self.config.publish_dir is not None:
@@ -817,7 +818,7 @@ class Service:
         """``note`` with the witness's cosignature added, or as it was if the witness is away
         (the next checkpoint asks again; a refusal is said on stderr: it means a rewrite)."""
         ledger, _ = self._running()
-        size = int(note.split("\n")[1])
+        size = checkpoint_size(note)
         try:
             return request_cosignature(
                 note, url, CosignatureVerifier.from_key(key), lambda old: ledger.consistency_proof(old, size)
@@ -1091,7 +1092,7 @@ class Service:
         """The latest signed checkpoint note, signing one first if none covers the whole ledger."""
         ledger, _ = self._running()
         note = ledger.latest_checkpoint()
-        if note is None or int(note.split("\n")[1]) < ledger.size():
+        if note is None or checkpoint_size(note) < ledger.size():
             await self._checkpoint()
             note = ledger.latest_checkpoint()
         if note is None:
@@ -1448,6 +1449,15 @@ def _printable(text: str, limit: int) -> str:
     return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
+def _published_size(published: str) -> int:
+    """The tree size of the checkpoint in the publish folder; 0 when there is none, or when the
+    file holds no checkpoint note (replaced by hand, say): nothing is then served as published."""
+    try:
+        return checkpoint_size(published) if published else 0
+    except SignatureInvalid:
+        return 0
+
+
 def _stamp(path: Path) -> tuple[int, int] | None:
     try:
         found = path.stat()
@@ -1727,7 +1737,7 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
                 if (folder / "checkpoint").is_file()
                 else ""
             )
-            size = int(published.split("\n")[1]) if published.count("\n") > 2 else 0
+            size = _published_size(published)
             start = index * TILE_WIDTH
             if start + width > size:  # entries never change: any tile within the checkpoint is served
                 raise _HTTPError(404, "not_published", f"/log/{path} is not part of the published checkpoint")

@@ -17,6 +17,7 @@ from answerable.ledger.note import (
     Checkpoint,
     Signer,
     Verifier,
+    checkpoint_size,
     open_checkpoint,
     open_note,
     sign_checkpoint,
@@ -322,3 +323,14 @@ def test_checkpoint_for_another_origin_is_rejected() -> None:
     note = sign_checkpoint(Checkpoint("log.example/a", 1, bytes(32)), signer)
     with pytest.raises(SignatureInvalid, match=re.escape("log.example/b")):
         open_checkpoint(note, signer.verifier(), origin="log.example/b")
+
+
+def test_a_checkpoint_size_is_read_from_a_note_and_anything_else_is_named() -> None:
+    """The size a note states, for the service and the command line, which read it from notes
+    they signed or published; a note replaced by something else is a SignatureInvalid, never
+    a raw ValueError or IndexError (it was ``int(note.split("\\n")[1])`` in five places)."""
+    signer = Signer.generate("log.example/a")
+    assert checkpoint_size(sign_checkpoint(Checkpoint("log.example/a", 12345, bytes(32)), signer)) == 12345
+    for junk in ("", "x", "a\nb\nc\nd\n", "log.example/a\n" + "9" * 5000 + "\nAAAA\n\n— sig\n", "a\n-1\nx\n"):
+        with pytest.raises(SignatureInvalid):
+            checkpoint_size(junk)

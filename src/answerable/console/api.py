@@ -48,6 +48,7 @@ from answerable.errors import (
 from answerable.gateway import Gateway
 from answerable.keys import KeyPair
 from answerable.ledger import SQLLedger
+from answerable.ledger.note import checkpoint_size
 from answerable.review import ReviewState, unsigned_approval
 from answerable.service import ANSWER_STATUS, Service
 from answerable.signing import sign
@@ -634,7 +635,7 @@ class _Console:
             note = await self.service.checkpoint()
         except AnswerableError as exc:
             raise ConsoleRefused(409, "no_checkpoint", f"no checkpoint can be signed now: {exc}") from exc
-        size = int(note.split("\n")[1])
+        size = checkpoint_size(note)
         proof = await asyncio.to_thread(ledger.inclusion_proof, stored.index, size)
         return {
             "index": stored.index,

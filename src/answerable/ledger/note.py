@@ -26,6 +26,7 @@ __all__ = [
     "Signer",
     "Verifier",
     "check_origin",
+    "checkpoint_size",
     "merge_signatures",
     "open_checkpoint",
     "open_note",
@@ -496,6 +497,17 @@ class Checkpoint:
 def sign_checkpoint(checkpoint: Checkpoint, signer: Signer) -> str:
     """The signed note of ``checkpoint``."""
     return signer.sign(checkpoint.to_text())
+
+
+def checkpoint_size(signed: str) -> int:
+    """The tree size a signed checkpoint note states, its signatures unchecked: for a note this
+    process signed or stored, or to compare two notes before verifying either.
+
+    Raises:
+        SignatureInvalid: ``signed`` is no checkpoint note (a file that was replaced, a row that
+            was altered), named as :meth:`Checkpoint.parse` names it.
+    """
+    return Checkpoint.parse(signed[: signed.rfind("\n\n") + 1]).size
 
 
 def open_checkpoint(note: str | bytes, verifier: Verifier, origin: str | None = None) -> Checkpoint:

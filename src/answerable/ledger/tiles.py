@@ -27,7 +27,7 @@ from pathlib import Path
 from answerable._files import written_whole
 from answerable.errors import ConfigError, SignatureInvalid
 from answerable.ledger.base import LedgerStore
-from answerable.ledger.note import Checkpoint, Verifier, merge_signatures, open_checkpoint
+from answerable.ledger.note import Checkpoint, Verifier, checkpoint_size, merge_signatures, open_checkpoint
 
 __all__ = [
     "TILE_HEIGHT",
@@ -160,7 +160,7 @@ def republish_checkpoint(out_dir: Path, signed: str) -> bool:
 def _note_size(signed: str) -> int | None:
     """The tree size a checkpoint note states, or None when it is no checkpoint note."""
     try:
-        return Checkpoint.parse(signed[: signed.rfind("\n\n") + 1]).size
+        return checkpoint_size(signed)
     except SignatureInvalid:
         return None
 
