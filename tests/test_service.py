@@ -1070,17 +1070,52 @@ async def test_a_clock_gap_hovering_about_a_threshold_is_said_once(
             service._say_clock()
         said = capsys.readouterr().err.splitlines()
         assert said == ["answerable serve: behind-a", "answerable serve: far-b"], said
+        # An hour on (the interval made nothing here), a clock that falls behind again is said
+        # again: it was said once in the process's life, and a new incident went unsaid.
+        monkeypatch.setattr(service_module, "CLOCK_SAID_EVERY", 0.0)
+        gaps = iter([None, (False, "behind-c")])
+        for _ in range(2):
+            service._say_clock()
+        assert capsys.readouterr().err.splitlines() == ["answerable serve: behind-c"]
     finally:
         await service.stop()
 
 
-def test_a_published_checkpoint_replaced_by_something_else_publishes_nothing() -> None:
+async def test_a_published_checkpoint_replaced_by_something_else_publishes_nothing(tmp_path: Path) -> None:
     """The /log/ route reads the folder's checkpoint for its size: a file replaced by hand with
-    three lines of anything raised ValueError there (a 500); now nothing counts as published."""
-    from answerable.ledger.note import Checkpoint, Signer, sign_checkpoint
-    from answerable.service import _published_size
+    three lines of anything, or bytes that are not UTF-8, or one that cannot be read, was a raw
+    ValueError there (a 500); now nothing counts as published (404), and the real note serves."""
+    from answerable.config import load_config
+    from answerable.ledger.tiles import tile_path
+    from answerable.service import Service, build_app
 
-    signed = sign_checkpoint(Checkpoint("log.example/a", 300, bytes(32)), Signer.generate("log.example/a"))
-    assert _published_size(signed) == 300
-    for replaced in ("", "a\nb\nc\nd\n", "log.example/a\n12x\nAAAA\n\n"):
-        assert _published_size(replaced) == 0
+    folder = tmp_path / "shop"
+    init(folder)
+    service = Service(load_config(folder / "answerable.toml"))
+    await service.start()
+    try:
+        await service._checkpoint(final=True)
+        published = service.config.publish_dir
+        assert published is not None
+        ri = KeyPair.load(folder / "ri.key")
+        url = f"http://shop.test/log/{tile_path('entries', 0, 1)}"
+        transport = httpx.ASGITransport(app=build_app(service, lifespan=False), raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as client:
+
+            async def status() -> int:
+                signed = sign_request(ri, "GET", url, b"", created=int(time.time()))
+                return (await client.get(url, headers=signed)).status_code
+
+            real = (published / "checkpoint").read_bytes()
+            assert await status() == 200
+            for replaced in (b"a\nb\nc\nd\n", b"\xff\xfe\n1\n2\n", b"log.example/a\n12x\nAAAA\n\n"):
+                (published / "checkpoint").write_bytes(replaced)
+                assert await status() == 404, replaced
+            (published / "checkpoint").unlink()
+            (published / "checkpoint").mkdir()  # read_text: IsADirectoryError
+            assert await status() == 404
+            (published / "checkpoint").rmdir()
+            (published / "checkpoint").write_bytes(real)
+            assert await status() == 200
+    finally:
+        await service.stop()

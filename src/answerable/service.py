@@ -208,9 +208,9 @@ class Service:
         """The position last noted in the ledger's notes as told to the webhook."""
         self._refusals: dict[tuple[str, bool], _Bucket] = {}
         """(claimed identity, verified) -> the rate limit of its Refusal entries."""
-        self._clock_said: bool | None = None
-        """The furthest behind the ledger's latest time this machine's clock was said to be: None
-        not yet, False within the skew, True further than the skew."""
+        self._clock_said: dict[bool, float] = {}
+        """When (``time.monotonic``) this machine's clock was last said to be behind the ledger's
+        latest time: under ``False`` within the skew, under ``True`` further than the skew."""
         self._names: set[str] = set()
         """Every agent and person named by a charter this service had in force."""
         self.undelivered_events = 0
@@ -739,15 +739,19 @@ class Service:
         """Say on stderr when this machine's clock falls behind the latest time another clock gave
         the ledger, or further behind than the skew: at start, and in the round it first happens
         (a writer's clock far ahead turns the review clock's floor off for as long as it was
-        ahead; its owner learns it here, not from a lapsed approval counting again). Each once
-        in the process's life: a gap that hovers about a threshold is not said every round."""
-        if self.ledger is None or self._clock_said:
+        ahead; its owner learns it here, not from a lapsed approval counting again). Each
+        standing at most once in :data:`CLOCK_SAID_EVERY`, and "behind" not within it of "far
+        behind": a gap that hovers about a threshold is not said every round, and a clock that
+        falls behind again next week is said again."""
+        if self.ledger is None:
             return
         with contextlib.suppress(AnswerableError):  # the store away: said in a later round
             said = _clock_behind(self.ledger.latest_time(), time.time_ns())
-            if said is not None and (self._clock_said is None or said[0]):
+            now = time.monotonic()
+            told = [self._clock_said.get(far) for far in ((True,) if said and said[0] else (True, False))]
+            if said is not None and all(t is None or now - t >= CLOCK_SAID_EVERY for t in told):
                 print(f"answerable serve: {said[1]}", file=sys.stderr, flush=True)
-                self._clock_said = said[0]
+                self._clock_said[said[0]] = now
 
     async def _follow_charter(self) -> None:
         """Put a new charter version in force when the RI writes one to the ``[charter]`` file
@@ -1325,6 +1329,9 @@ CLOCK_BEHIND_SAID = 2.0
 """Seconds this machine's clock may be behind the ledger's latest time before the service says
 so at start (closer than that is the ordinary drift of clocks kept by NTP)."""
 
+CLOCK_SAID_EVERY = 3600.0
+"""Seconds before the service says again that its clock is behind (as far as it said last)."""
+
 
 def _clock_behind(latest_ns: int | None, now_ns: int) -> tuple[bool, str] | None:
     """How far this machine's clock is behind the latest time another runtime's clock gave the
@@ -1449,12 +1456,13 @@ def _printable(text: str, limit: int) -> str:
     return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
-def _published_size(published: str) -> int:
-    """The tree size of the checkpoint in the publish folder; 0 when there is none, or when the
-    file holds no checkpoint note (replaced by hand, say): nothing is then served as published."""
+def _published_size(path: Path) -> int:
+    """The tree size of the checkpoint published at ``path``; 0 when there is none, or the file
+    cannot be read or holds no checkpoint note (replaced by hand, say): nothing is then served
+    as published, where a raw ValueError made a 500."""
     try:
-        return checkpoint_size(published) if published else 0
-    except SignatureInvalid:
+        return checkpoint_size(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, SignatureInvalid):
         return 0
 
 
@@ -1732,12 +1740,7 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
         ):
             await reader(request)
             _, index, width = tile
-            published = (
-                (folder / "checkpoint").read_text(encoding="utf-8")
-                if (folder / "checkpoint").is_file()
-                else ""
-            )
-            size = _published_size(published)
+            size = _published_size(folder / "checkpoint")
             start = index * TILE_WIDTH
             if start + width > size:  # entries never change: any tile within the checkpoint is served
                 raise _HTTPError(404, "not_published", f"/log/{path} is not part of the published checkpoint")

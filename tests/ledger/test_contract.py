@@ -478,3 +478,39 @@ def test_the_latest_time_is_the_furthest_a_runtime_clock_came_and_no_signer_move
     store.append_sync([dated(a_stop("halt", 2), 200), event(20)])
     assert store.latest_time() == base + 200 * 1_000_000_000
     assert backend.open().latest_time() == base + 200 * 1_000_000_000  # another connection reads it
+
+
+def test_a_ledger_without_a_latest_time_is_seeded_from_behind_pages_of_signed_entries(
+    backend: Backend, store: SQLLedger
+):
+    """A ledger an earlier version wrote keeps no latest time: the first append of a process
+    seeds it from the newest entry the runtime dated, read back a page at a time. Here that
+    entry stands behind 300 signed resumes (a kind the seed's query cannot skip, so it reads
+    them and asks each who dated it): a seed that read one page missed it, and the clock behind
+    set the latest time 90 s low (found by an independent review)."""
+    base, ids = 1_767_225_600_000_000_000, IdSource(FakeClock())
+    ahead = rfc3339(base + 90 * 1_000_000_000)
+    store.append_sync([ExternalEvent(id=ids.new(), at=ahead, source="s", type="t", payload={})])
+    resumes = [
+        a_stop("resume", n).model_copy(
+            update={"id": ids.new(), "at": rfc3339(base + 500 * 1_000_000_000), "signature": "c2lnbmVk"}
+        )
+        for n in range(300)
+    ]
+    store.append_sync(resumes)
+    forget = "DELETE FROM meta WHERE key = 'latest_time'"
+    if backend.name == "sqlite":
+        import sqlite3
+        from contextlib import closing
+
+        with closing(sqlite3.connect(backend.target)) as db, db:
+            db.execute(forget)
+    else:
+        import psycopg
+
+        with psycopg.connect(backend.target, autocommit=True) as db:
+            db.execute(forget)
+    fresh = backend.open()  # another process, as it were: it has not seen the store keep a time
+    late = ExternalEvent(id=ids.new(), at=rfc3339(base), source="s", type="t", payload={})
+    fresh.append_sync([late])  # from a clock 90 s behind the newest entry the runtime dated
+    assert fresh.latest_time() == base + 90 * 1_000_000_000
