@@ -391,8 +391,9 @@ async def test_the_first_append_to_a_ledger_without_a_latest_time_does_not_take_
 
 async def test_a_time_in_other_digits_moves_nothing_for_good(ledger: SQLiteLedger, clock: FakeClock):
     """A record's time may be written in any script's digits (the pattern's \\d), or with an hour
-    99 or on February 30; compared as text, such a time sorted above the ASCII ones after it
-    and held the latest time, unreadable. It is read as the time it says, or moves nothing."""
+    99 or on February 30, or in another shape by a record made without validation; compared as
+    text, such a time sorted above the ASCII ones after it and held the latest time, unreadable.
+    It is read as the time it says, or moves nothing."""
     arabic = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
     at = rfc3339(clock.now_ns())
     event = ExternalEvent(
@@ -404,6 +405,11 @@ async def test_a_time_in_other_digits_moves_nothing_for_good(ledger: SQLiteLedge
     no_such_day = ExternalEvent(
         id="01K00000000000000000000007", at="2026-02-30" + at[10:], source="s", type="t", payload={}
     )
-    await ledger.append([event, impossible, no_such_day])
+    # Made without validation (model_construct skips the pattern): a tilde for a colon sorted
+    # above every real time of its hour (found by an independent review).
+    misshapen = ExternalEvent.model_construct(
+        id="01K00000000000000000000006", at=at[:13] + "~" + at[14:], source="s", type="t", payload={}
+    )
+    await ledger.append([event, impossible, no_such_day, misshapen])
     await ledger.append([dated(5, clock)])
     assert ledger.latest_time() == clock.now_ns() + 5 * 1_000_000_000

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import threading
 import time
 import uuid
@@ -1362,6 +1363,8 @@ def _resolve_on_loop(items: list[tuple[asyncio.Future[list[int]], _Outcome]]) ->
 
 
 _FIXED = len("2026-01-01T00:00:00.000000Z")
+_WRITTEN_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z")
+"""The shape :func:`rfc3339` writes, ASCII digits only (the records' pattern takes any script's)."""
 _SEED_PAGE = 256
 """Entries read back at a time, once, for the latest time of a ledger that keeps none yet."""
 _SIGNED_KINDS = "('Message', 'Approval', 'SystemCharter', 'RulesetVersion')"
@@ -1406,10 +1409,11 @@ def _dated(records: Sequence[Record]) -> str | None:
     for record in records:
         if not record.dated_by_signer:
             at = record.at
-            # Dated by hand, not by rfc3339: made so. A time in other digits, or one the calendar
-            # lacks (an hour 99, February 30), sorted as text above the times after it and held
+            # Dated by hand, not by rfc3339: made so. A time in other digits, one the calendar
+            # lacks (an hour 99, February 30), or one of another shape (a record made with
+            # model_construct skips the pattern) sorted as text above the times after it and held
             # the latest time unreadable: parsed, it moves nothing.
-            if len(at) != _FIXED or not (at.isascii() and on_the_calendar(at)):
+            if len(at) != _FIXED or not (_WRITTEN_TIME.fullmatch(at) and on_the_calendar(at)):
                 try:
                     at = rfc3339(parse_rfc3339(at))
                 except ValueError:  # a date no calendar has: it moves nothing
