@@ -596,7 +596,7 @@ def _agt_run(n: int, warmup: int, durable_path: str | None) -> dict[str, Any]:
     return {
         "audit": features["audit_durable"]
         if durable_path
-        else features["audit_log"] + ", process memory only",
+        else f"{features['audit_log']}, process memory only",
         "features": features,
         "sequential": {
             "actions": n,
