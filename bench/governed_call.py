@@ -467,45 +467,29 @@ def measure_after_fsync(decision: dict[str, Any], directory: Path, n: int) -> di
     }
 
 
-FSYNC_SPACED_US = 500
-"""CPU microseconds before each fsync of the spaced series: about what a sequential action
-computes between its two commits here."""
-
-
 def measure_fsync(directory: Path, n: int) -> dict[str, Any]:
     """This filesystem's fsync latency where the ledger lives: append 4 KiB, fsync, ``n`` times.
 
     The sequential goal is stated in fsyncs because a durable action commits twice (its Intent,
     Decision and Claim before the call; its Execution after), so no code can go below two.
-
-    Measured twice, in alternating blocks of 50 so a drift of the machine weighs on both: back to
-    back (the figure the goal's bound uses), and each fsync after :data:`FSYNC_SPACED_US` of CPU
-    work, as a sequential action's fsyncs come. On this VM the second is several times the first
-    (a vCPU busy up to the write pays more for its fsync), so the bound from the first is lower
-    than what any code running between its commits can meet; printed beside it, not instead.
     """
     path = directory / "fsync.probe"
-    kept: dict[bool, list[int]] = {False: [], True: []}
+    samples = []
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         block = b"x" * 4096
-        for i in range(2 * n):
-            spaced = (i // 50) % 2 == 1
-            if spaced:
-                until = time.perf_counter_ns() + FSYNC_SPACED_US * 1000
-                while time.perf_counter_ns() < until:  # CPU work, not a sleep: the vCPU stays busy
-                    pass
+        for _ in range(n):
             os.write(fd, block)
             t0 = time.perf_counter_ns()
             os.fsync(fd)
-            kept[spaced].append(time.perf_counter_ns() - t0)
+            samples.append(time.perf_counter_ns() - t0)
     finally:
         os.close(fd)
         path.unlink()
-    return {**common.summarize_ns(kept[False]), "after_cpu": common.summarize_ns(kept[True])}
+    return common.summarize_ns(samples)
 
 
-def compare(ours: dict[str, Any], agt: dict[str, Any], fsync: dict[str, Any]) -> dict[str, Any]:
+def compare(ours: dict[str, Any], agt: dict[str, Any], fsync: dict[str, float]) -> dict[str, Any]:
     """answerable's rates over AGT's, from this one run, and the sequential latency goal."""
     out: dict[str, Any] = {
         "goal": f"{GOAL_RATIO:g}x AGT in-memory govern(), concurrent, on one core, every entry durable",
@@ -556,10 +540,6 @@ def compare(ours: dict[str, Any], agt: dict[str, Any], fsync: dict[str, Any]) ->
         "goal": f"added p50 <= 2 fsyncs + {SEQUENTIAL_SLACK_US} us",
         "fsync_p50_us": fsync["p50_us"],
         "fsync_p99_us": fsync["p99_us"],
-        "fsync_after_cpu_p50_us": fsync["after_cpu"]["p50_us"],
-        "fsync_after_cpu_us": FSYNC_SPACED_US,
-        # The same bound from fsyncs as a sequential action meets them: context, not the goal.
-        "bound_after_cpu_us": 2 * fsync["after_cpu"]["p50_us"] + SEQUENTIAL_SLACK_US,
         "bound_us": bound,
         "added_p50_us": added,
         "over_two_fsyncs_us": added - 2 * fsync["p50_us"],
@@ -982,17 +962,14 @@ def render(doc: dict[str, Any]) -> None:
         f"sequential: added p50 {us(lat['added_p50_us'])}; fsync here p50 {us(lat['fsync_p50_us'])} "
         f"(p99 {us(lat['fsync_p99_us'])}), so 2 fsyncs + {SEQUENTIAL_SLACK_US} µs = {us(lat['bound_us'])}: "
         f"{_verdict(lat['meets'])} "
-        f"({us(lat['over_two_fsyncs_us'])} above two fsyncs); an fsync after {lat['fsync_after_cpu_us']} µs "
-        f"of CPU work, as a sequential action's come, p50 {us(lat['fsync_after_cpu_p50_us'])}: two of those "
-        f"+ {SEQUENTIAL_SLACK_US} µs = {us(lat['bound_after_cpu_us'])} (context; the goal is the first bound)"
+        f"({us(lat['over_two_fsyncs_us'])} above two fsyncs)"
     )
     if "storage_floor_p50_us" in lat:
         console.print(
             f"sequential storage floor: the sequential run's rows inserted again by raw sqlite3, two commits "
             f"per action as the gateway makes them: p50 {us(lat['storage_floor_p50_us'])} per action "
-            f"({_verdict(lat['storage_floor_meets'])} the bound of {us(lat['bound_us'])}); its commits come "
-            f"back to back: the rest of the added p50 is answerable's own work, and its fsyncs coming "
-            f"after that work"
+            f"({_verdict(lat['storage_floor_meets'])} the bound of {us(lat['bound_us'])}); the rest of the "
+            f"added p50 is answerable's own"
         )
     waking = ours.get("after_fsync", {})
     if waking.get("available"):

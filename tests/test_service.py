@@ -1077,6 +1077,13 @@ async def test_a_clock_gap_hovering_about_a_threshold_is_said_once(
         for _ in range(2):
             service._say_clock()
         assert capsys.readouterr().err.splitlines() == ["answerable serve: behind-c"]
+        # Within the hour of a "far behind", a mere "behind" is not said: the worse was said.
+        monkeypatch.setattr(service_module, "CLOCK_SAID_EVERY", 3600.0)
+        service._clock_said.clear()
+        gaps = iter([(True, "far-e"), (False, "behind-f")])
+        for _ in range(2):
+            service._say_clock()
+        assert capsys.readouterr().err.splitlines() == ["answerable serve: far-e"]
     finally:
         await service.stop()
 
@@ -1112,9 +1119,14 @@ async def test_a_published_checkpoint_replaced_by_something_else_publishes_nothi
                 (published / "checkpoint").write_bytes(replaced)
                 assert await status() == 404, replaced
             (published / "checkpoint").unlink()
-            (published / "checkpoint").mkdir()  # read_text: IsADirectoryError
+            (published / "checkpoint").mkdir()  # IsADirectoryError
             assert await status() == 404
             (published / "checkpoint").rmdir()
+            os.mkfifo(published / "checkpoint")  # nobody writes to it: read at once, as empty
+            assert await asyncio.wait_for(status(), 10) == 404
+            (published / "checkpoint").unlink()
+            (published / "checkpoint").write_bytes(real + b"x" * (1 << 17))  # too big to be a note
+            assert await status() == 404
             (published / "checkpoint").write_bytes(real)
             assert await status() == 200
     finally:

@@ -1456,12 +1456,17 @@ def _printable(text: str, limit: int) -> str:
     return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
+_MOST_NOTE = 1 << 16
+"""Bytes of a published checkpoint read at most: a note of 100 signature lines is a few KiB."""
+
+
 def _published_size(path: Path) -> int:
     """The tree size of the checkpoint published at ``path``; 0 when there is none, or the file
     cannot be read or holds no checkpoint note (replaced by hand, say): nothing is then served
-    as published, where a raw ValueError made a 500."""
+    as published, where a raw ValueError made a 500. Read capped and without waiting (a FIFO
+    put there would have held the event loop, and every request with it)."""
     try:
-        return checkpoint_size(path.read_text(encoding="utf-8"))
+        return checkpoint_size(read_capped(path, _MOST_NOTE).decode("utf-8"))
     except (OSError, UnicodeDecodeError, SignatureInvalid):
         return 0
 
