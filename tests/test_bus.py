@@ -9,6 +9,7 @@ of its own and deletes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -139,6 +140,30 @@ async def test_a_record_whose_handler_failed_is_delivered_again(nats_bus: Open):
         await bus.drain()
     await bus.drain()  # the nak'ed record comes back and is handled
     assert calls == [event.id, event.id]
+
+
+async def test_close_ends_a_pull_whose_fetch_swallowed_its_cancellation(nats_bus: Open):
+    """Python 3.11's wait_for may turn a cancellation that meets its timeout into the timeout:
+    the pull loop took it for an idle fetch and went on, and close() waited on it for ever (a
+    test's teardown hung 120 s under load). A fetch that always does so stands in for the race."""
+    await nats_bus()  # the first opened deletes the stream at the end: it stays open till then
+    bus = await nats_bus()
+    bus.subscribe("orders", Inbox(), group="planner")
+    await bus.start()
+    [s] = bus._subs
+    swallowing = asyncio.Event()
+
+    async def fetch(**_: Any) -> list[Any]:  # the pull loop passes batch and timeout by name
+        swallowing.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.05)
+        raise TimeoutError
+
+    s.sub.fetch = fetch
+    await asyncio.wait_for(swallowing.wait(), 10)  # the real fetch in flight has timed out
+    await asyncio.wait_for(bus.close(), 5)
+    assert s.task is not None
+    assert s.task.done()
 
 
 async def test_replicas_of_one_group_share_the_records_each_handled_once(nats_bus: Open):

@@ -132,6 +132,10 @@ class NatsBus:
     """Handlers' exceptions since the last drain(), which raises the first of them."""
     held_back: int = 0
     """Records that waited in the outbox because the stream did not take them at once."""
+    _closing: bool = False
+    """Set by :meth:`close`: the pull loops end at their next turn, even one whose cancellation
+    a fetch swallowed (Python 3.11's ``wait_for`` may turn it into a timeout when both come at
+    once), which left ``close`` waiting on it for ever."""
 
     @classmethod
     async def connect(
@@ -335,7 +339,7 @@ class NatsBus:
         return out
 
     async def _pull(self, s: _Subscription) -> None:
-        while True:
+        while not self._closing:
             try:
                 msgs = await s.sub.fetch(batch=16, timeout=1.0)
             except TimeoutError:
@@ -472,6 +476,7 @@ class NatsBus:
         return not any(info.num_pending or info.num_ack_pending for info in infos)
 
     async def close(self) -> None:
+        self._closing = True
         if self._outbox:
             print(
                 f"answerable: NATS: closing with {len(self._outbox)} recorded records not published; "
