@@ -64,7 +64,14 @@ from answerable.keys import KeyPair, verify_signature
 from answerable.ledger import SERVING_PATIENCE, SQLLedger, open_ledger, payload_of
 from answerable.ledger.base import StoredEntry, holds
 from answerable.ledger.note import checkpoint_size
-from answerable.ledger.tiles import TILE_WIDTH, entry_bundle, parse_tile_path, publish, republish_checkpoint
+from answerable.ledger.tiles import (
+    TILE_WIDTH,
+    entry_bundle,
+    parse_tile_path,
+    publish,
+    published_size,
+    republish_checkpoint,
+)
 from answerable.ledger.witness import CosignatureVerifier, request_cosignature
 from answerable.monitors import Monitors, load_monitors
 from answerable.operations import arguments_as_context, canonical_arguments
@@ -747,11 +754,14 @@ class Service:
             return
         with contextlib.suppress(AnswerableError):  # the store away: said in a later round
             said = _clock_behind(self.ledger.latest_time(), time.time_ns())
+            if said is None:
+                return
+            far, text = said
             now = time.monotonic()
-            told = [self._clock_said.get(far) for far in ((True,) if said and said[0] else (True, False))]
-            if said is not None and all(t is None or now - t >= CLOCK_SAID_EVERY for t in told):
-                print(f"answerable serve: {said[1]}", file=sys.stderr, flush=True)
-                self._clock_said[said[0]] = now
+            waits_on = (True,) if far else (True, False)  # "behind" waits on "far behind" too
+            if all(now - self._clock_said.get(s, -math.inf) >= CLOCK_SAID_EVERY for s in waits_on):
+                print(f"answerable serve: {text}", file=sys.stderr, flush=True)
+                self._clock_said[far] = now
 
     async def _follow_charter(self) -> None:
         """Put a new charter version in force when the RI writes one to the ``[charter]`` file
@@ -1456,21 +1466,6 @@ def _printable(text: str, limit: int) -> str:
     return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
-_MOST_NOTE = 1 << 16
-"""Bytes of a published checkpoint read at most: a note of 100 signature lines is a few KiB."""
-
-
-def _published_size(path: Path) -> int:
-    """The tree size of the checkpoint published at ``path``; 0 when there is none, or the file
-    cannot be read or holds no checkpoint note (replaced by hand, say): nothing is then served
-    as published, where a raw ValueError made a 500. Read capped and without waiting (a FIFO
-    put there would have held the event loop, and every request with it)."""
-    try:
-        return checkpoint_size(read_capped(path, _MOST_NOTE).decode("utf-8"))
-    except (OSError, UnicodeDecodeError, SignatureInvalid):
-        return 0
-
-
 def _stamp(path: Path) -> tuple[int, int] | None:
     try:
         found = path.stat()
@@ -1745,7 +1740,7 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
         ):
             await reader(request)
             _, index, width = tile
-            size = _published_size(folder / "checkpoint")
+            size = published_size(folder)
             start = index * TILE_WIDTH
             if start + width > size:  # entries never change: any tile within the checkpoint is served
                 raise _HTTPError(404, "not_published", f"/log/{path} is not part of the published checkpoint")

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from answerable._files import written_whole
+from answerable._files import read_capped, written_whole
 from answerable.errors import ConfigError, SignatureInvalid
 from answerable.ledger.base import LedgerStore
 from answerable.ledger.note import Checkpoint, Verifier, checkpoint_size, merge_signatures, open_checkpoint
@@ -36,6 +36,7 @@ __all__ = [
     "entry_bundle",
     "parse_tile_path",
     "publish",
+    "published_size",
     "republish_checkpoint",
     "tile_path",
     "write_atomically",
@@ -145,16 +146,34 @@ def republish_checkpoint(out_dir: Path, signed: str) -> bool:
         raise ConfigError("not a checkpoint note: its second line is no tree size")
     try:
         with _publishing(out_dir):
-            try:
-                there = (out_dir / "checkpoint").read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
-                there = ""  # none, or none that reads as one: ours takes its place
+            there = _published_note(out_dir)  # none, or none that reads as one: ours takes its place
             if (_note_size(there) or -1) > size:
                 return False
             write_atomically(out_dir / "checkpoint", merge_signatures(signed, there).encode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot publish into {out_dir}: {exc.strerror or exc}") from exc
     return True
+
+
+_MOST_NOTE = 1 << 16
+"""Bytes of a published checkpoint read at most: a note of 100 signature lines is a few KiB."""
+
+
+def published_size(out_dir: Path) -> int:
+    """The tree size of the checkpoint published in ``out_dir``; 0 when there is none, or the
+    file cannot be read or holds no checkpoint note (replaced by hand, say): nothing counts as
+    published then."""
+    return _note_size(_published_note(out_dir)) or 0
+
+
+def _published_note(out_dir: Path) -> str:
+    """The checkpoint file of ``out_dir``, or "" when there is none that reads as text. Read
+    capped and without waiting: a FIFO put there would have held the caller (a service's event
+    loop, and every request with it)."""
+    try:
+        return read_capped(out_dir / "checkpoint", _MOST_NOTE).decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def _note_size(signed: str) -> int | None:
