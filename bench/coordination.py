@@ -89,7 +89,7 @@ def main() -> None:
                 rounds[contract].append(asyncio.run(sends(folder / f"{contract}-{n}.db", count, contract)))
         fs = filesystem_of(folder)
     with_s, without_s = (sorted(rounds[c])[1] for c in (True, False))
-    doc = {
+    doc: dict[str, Any] = {
         "machine": describe_machine(),
         "pinned": pinned,
         "filesystem": fs,

@@ -49,7 +49,7 @@ def _cli(*args: str, cwd: Path) -> str:
 def _system(folder: Path, port: int) -> str:
     _cli("init", str(folder), cwd=folder.parent)
     (folder / "shop_server.py").write_text(SHOP.read_text())
-    agent = json.loads((folder / "charter.json").read_text())["agents"][0]["name"]
+    agent = str(json.loads((folder / "charter.json").read_text())["agents"][0]["name"])
     toml = folder / "answerable.toml"
     toml.write_text(
         toml.read_text().replace("port = 8470", f"port = {port}")

@@ -11,6 +11,7 @@ import argparse
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 from _common import describe_machine, emit, pin_to_one_core
@@ -94,7 +95,7 @@ def main() -> None:
         breaches += len(monitors.observe(entry))
     observe_ns = time.perf_counter_ns() - started
     n = len(data)
-    result = {
+    result: dict[str, Any] = {
         "machine": describe_machine(),
         "pinned": pinned,
         "entries": n,

@@ -1091,8 +1091,11 @@ async def test_a_clock_gap_hovering_about_a_threshold_is_said_once(
 async def test_a_published_checkpoint_replaced_by_something_else_publishes_nothing(tmp_path: Path) -> None:
     """The /log/ route reads the folder's checkpoint for its size: a file replaced by hand with
     three lines of anything, or bytes that are not UTF-8, or one that cannot be read, was a raw
-    ValueError there (a 500); now nothing counts as published (404), and the real note serves."""
+    ValueError there (a 500); now nothing counts as published (404), and the real note serves.
+    A note this ledger's key did not sign for its origin publishes nothing either: one made up
+    to claim a million entries had every tile up to there served, short or empty (200)."""
     from answerable.config import load_config
+    from answerable.ledger.note import Checkpoint, Signer, sign_checkpoint
     from answerable.ledger.tiles import tile_path
     from answerable.service import Service, build_app
 
@@ -1127,6 +1130,22 @@ async def test_a_published_checkpoint_replaced_by_something_else_publishes_nothi
             (published / "checkpoint").unlink()
             (published / "checkpoint").write_bytes(real + b"x" * (1 << 17))  # too big to be a note
             assert await status() == 404
+            # A checkpoint this ledger's key did not sign, or signed for another log, publishes
+            # nothing of it: a note made up to claim a million entries served short tiles (200).
+            ours = Checkpoint.parse(real.decode()[: real.decode().rfind("\n\n") + 1])
+            claims = Checkpoint(ours.origin, 1_000_000, ours.root_hash)
+            for signed in (
+                sign_checkpoint(claims, Signer.generate(ours.origin)),
+                sign_checkpoint(
+                    Checkpoint("other.example/log", ours.size, ours.root_hash), Signer.generate("x")
+                ),
+                real.decode().replace(f"\n{ours.size}\n", "\n1000000\n", 1),  # its signature no longer holds
+            ):
+                (published / "checkpoint").write_text(signed)
+                assert await status() == 404, signed
+                beyond = f"http://shop.test/log/{tile_path('entries', 3, 1)}"
+                made = sign_request(ri, "GET", beyond, b"", created=int(time.time()))
+                assert (await client.get(beyond, headers=made)).status_code == 404, signed
             (published / "checkpoint").write_bytes(real)
             assert await status() == 200
     finally:

@@ -1740,11 +1740,11 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
         ):
             await reader(request)
             _, index, width = tile
-            size = published_size(folder)
+            ledger, _ = service._running()
+            size = published_size(folder, ledger)
             start = index * TILE_WIDTH
             if start + width > size:  # entries never change: any tile within the checkpoint is served
                 raise _HTTPError(404, "not_published", f"/log/{path} is not part of the published checkpoint")
-            ledger, _ = service._running()
             bundle = entry_bundle([e.data for e in ledger.entries(start, start + width)])
             return Response(bundle, media_type="application/octet-stream")
         parts = path.split("/")

@@ -159,11 +159,20 @@ _MOST_NOTE = 1 << 16
 """Bytes of a published checkpoint read at most: a note of 100 signature lines is a few KiB."""
 
 
-def published_size(out_dir: Path) -> int:
+def published_size(out_dir: Path, log: LedgerStore | None = None) -> int:
     """The tree size of the checkpoint published in ``out_dir``; 0 when there is none, or the
     file cannot be read or holds no checkpoint note (replaced by hand, say): nothing counts as
-    published then."""
-    return _note_size(_published_note(out_dir)) or 0
+    published then. With ``log``, 0 too unless that ledger's key signed it for its origin, and
+    never more than the ledger holds: a note of another log, or one made up, publishes nothing
+    of this one."""
+    signed = _published_note(out_dir)
+    if log is None:
+        return _note_size(signed) or 0
+    try:
+        size = open_checkpoint(signed, Verifier.from_key(log.verifier_key()), log.origin).size
+    except SignatureInvalid:
+        return 0
+    return min(size, log.size())
 
 
 def _published_note(out_dir: Path) -> str:
