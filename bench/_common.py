@@ -72,6 +72,21 @@ def thread_cpu() -> dict[str, float]:
     return out
 
 
+def cpu_per_action(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    """CPU µs per action by the threads that did the work: the event loop (the gateway, Cedar,
+    the records and their bytes), the ledger's writer (SQLite inserts, Merkle nodes, commit) and
+    the rest; with everything on one core, their sum is what one action costs."""
+    out = {"event_loop": 0.0, "ledger_writer": 0.0, "other": 0.0}
+    for name, seconds in after.items():
+        used = (seconds - before.get(name, 0.0)) * 1e6 / max(n, 1)
+        if name == "MainThread":
+            out["event_loop"] += used
+        else:
+            out["ledger_writer" if name.startswith("ledger-writer") else "other"] += used
+    out["total"] = out["event_loop"] + out["ledger_writer"] + out["other"]
+    return out
+
+
 def filesystem_of(path: Path) -> str:
     """The filesystem type under ``path`` (tmpfs would make fsync free and the figures lie)."""
     best, kind = "", "unknown"

@@ -19,7 +19,9 @@ and appends one entry to an in-memory audit log; see ``_agt_peer.py`` for exactl
 The storage floor (``measure_storage_floor``) says what part of the goal is out of any code's
 reach while an action is stored as it is now: the concurrent run's own rows, inserted again by
 raw sqlite3 into a new file of the same schema, cost this much CPU per action before any Python
-of answerable runs.
+of answerable runs. The lean reference (``_lean_action.py``) says how much is the gateway's own:
+the same concurrent loop writing the same four entries through the same writer, Cedar call and
+control reads, its records built as plain dicts and nothing checked.
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ async def _answerable(
         before = common.thread_cpu()
         conc_start = ledger.size()
         conc, conc_wall, conc_failed = await _concurrent(gateway, conc_n, tasks)
-        cpu = _cpu_per_action(before, common.thread_cpu(), conc_n)
+        cpu = common.cpu_per_action(before, common.thread_cpu(), conc_n)
         conc_stop = ledger.size()
         governed = warmup + seq_n + conc_n
         t0 = time.perf_counter()
@@ -213,21 +215,6 @@ async def _answerable(
             "verified_size": report.size,
         },
     }
-
-
-def _cpu_per_action(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
-    """CPU µs per action by the threads that did the work: the event loop (the gateway, Cedar,
-    the records and their bytes), the ledger's writer (SQLite inserts, Merkle nodes, commit) and
-    the rest; with everything on one core, their sum is what one action costs."""
-    out = {"event_loop": 0.0, "ledger_writer": 0.0, "other": 0.0}
-    for name, seconds in after.items():
-        used = (seconds - before.get(name, 0.0)) * 1e6 / max(n, 1)
-        if name == "MainThread":
-            out["event_loop"] += used
-        else:
-            out["ledger_writer" if name.startswith("ledger-writer") else "other"] += used
-    out["total"] = out["event_loop"] + out["ledger_writer"] + out["other"]
-    return out
 
 
 def _stored_rows(path: Path, start: int, stop: int) -> dict[str, Any]:
@@ -509,6 +496,14 @@ def compare(ours: dict[str, Any], agt: dict[str, Any], fsync: dict[str, float]) 
         ratio = out["concurrent"]["in_memory"]["ratio"]
         out["meets_goal"] = ratio >= GOAL_RATIO
         out["meets_floor"] = ratio >= FLOOR_RATIO
+        lean = ours.get("lean_reference", {})
+        if lean.get("available"):
+            loop = ours["concurrent"]["cpu_us_per_action"]["event_loop"]
+            out["lean_reference"] = {
+                "ratio_in_memory": lean["actions_per_s"] / agt["in_memory"]["sequential"]["actions_per_s"],
+                # What the gateway's own Python (records, checks, glue) adds to the event loop.
+                "gateway_loop_us_over_lean": loop - lean["cpu_us_per_action"]["event_loop"],
+            }
         storage = ours["storage_floor"]
         if storage.get("cpu_us_per_action") is not None:
             call = agt["in_memory"]["sequential"]["cpu_us_per_action"]
@@ -751,6 +746,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         direct = measure_direct(args.direct)
         fsync = measure_fsync(directory, FSYNCS if not args.quick else 50)
         ours = asyncio.run(_answerable(directory, args.sequential, args.concurrent, args.tasks, args.warmup))
+        import _lean_action as lean_action  # not in the subprocesses: older trees lack what it uses
+
+        (directory / "lean").mkdir()
+        ours["lean_reference"] = asyncio.run(
+            lean_action.measure(
+                _setup, directory / "lean", AGENT, OPERATION, args.concurrent, args.tasks, args.warmup
+            )
+        )
         baseline = measure_baseline(args, directory) if args.baseline_rev else {"available": False}
         agt = measure_agt(args.agt, args.warmup, directory)
         paired = measure_paired(args, directory)
@@ -921,6 +924,18 @@ def render(doc: dict[str, Any]) -> None:
             f"{cpu['ledger_writer'] / theirs:.0%} of it"
         )
     console.print(line)
+    lean = ours.get("lean_reference", {})
+    if lean.get("available") and "lean_reference" in comp:
+        lc = lean["cpu_us_per_action"]
+        console.print(
+            f"lean reference (bench/_lean_action.py: the same four entries, writer, Cedar call per turn and "
+            f"control reads, the records built as plain dicts, no checks): {lean['actions_per_s']:,.0f}/s = "
+            f"{comp['lean_reference']['ratio_in_memory']:.2f}x AGT in memory, CPU per action event loop "
+            f"{us(lc['event_loop'])} + ledger writer {us(lc['ledger_writer'])} = {us(lc['total'])}; the "
+            f"gateway's own Python adds {us(comp['lean_reference']['gateway_loop_us_over_lean'])} of event "
+            f"loop per action; ledger {lean['entries_written']:,} of {lean['entries_expected']:,} entries "
+            f"written, verified to {lean['verified_size']:,}"
+        )
     storage = comp.get("storage_floor")
     if storage is not None:
         floor = ours["storage_floor"]

@@ -1,0 +1,217 @@
+"""A lean reference for the governed call: what this design costs in Python without the gateway.
+
+The concurrent loop of ``governed_call.py`` again, on a ledger of its own set up the same way,
+with each action's four entries (Intent, Decision, Claim, Execution) built as plain dicts and
+written as orjson's sorted bytes (canonical for these values), instead of through the gateway's
+records and checks. Everything else is what the gateway does: the same ledger writer and group
+commit (the lease's fence, the claim's guard, the latest time), one Cedar batch per loop turn
+through the same public call with the same parsed policies and schema, the control state's data
+version read once per turn and once before each call. The ledger verifies afterwards.
+
+Not a floor: a leaner program may exist, and this one checks nothing an agent sends (the bench's
+no-op takes no arguments and no stop is in force, so the gateway's checks decide nothing here).
+It says how much of an action's CPU is the gateway's own Python: the event loop's CPU per action
+here beside the gateway's, in the same run. It reaches into the ledger's writer queue
+(``_sql._Item``), which no user code may: a bench of this package reading its own internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import _common as common
+import cedarpy
+import orjson
+
+from answerable.clock import rfc3339
+from answerable.gateway import Gateway, claim_key
+from answerable.ledger import SQLiteLedger, _sql, merkle
+from answerable.ledger.base import Guard
+from answerable.policy import CedarRequest
+
+Row = tuple[str, str, bytes, bytes, tuple[str, ...]]
+
+
+def _row(record: dict[str, Any]) -> Row:
+    data = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    return record["id"], record["kind"], data, merkle.leaf_hash(data), tuple(record["causes"])
+
+
+async def measure(
+    setup: Callable[[Path], Awaitable[tuple[SQLiteLedger, Gateway]]],
+    directory: Path,
+    agent: str,
+    operation: str,
+    actions: int,
+    tasks: int,
+    warmup: int,
+) -> dict[str, Any]:
+    """Actions per second and CPU per action by thread of the lean loop (see the module);
+    ``directory`` exists and holds no ledger yet."""
+    ledger, gateway = await setup(directory)
+    try:
+        for _ in range(2):  # the gateway's own actions first: the lease, the caches, the tables
+            await gateway.submit(gateway.intent(agent, operation, {}))
+        ruleset, version = gateway._rules()
+        ri = gateway.charter.ri
+        epoch, holder = gateway.lease.epoch, gateway.lease.holder
+        ids, clock = gateway.ids, gateway.clock
+        loop = asyncio.get_running_loop()
+        entities = (
+            {"uid": {"type": "Agent", "id": agent}, "attrs": {}, "parents": []},
+            {"uid": {"type": "Resource", "id": operation}, "attrs": {"class": "bench"}, "parents": []},
+        )
+        request = CedarRequest(("Agent", agent), operation, ("Resource", operation), {}, entities)
+        recorded = request.to_json()
+        asked = {
+            "principal": {"type": "Agent", "id": agent},
+            "action": {"type": "Action", "id": operation},
+            "resource": {"type": "Resource", "id": operation},
+            "context": "{}",
+        }
+        given = orjson.dumps(entities).decode()
+        turn: dict[str, list[Any]] = {}
+
+        def decide_turn() -> None:
+            waiting = turn.pop("decide", [])
+            answers = cedarpy.is_authorized_batch(
+                [asked] * len(waiting), ruleset.policy_set, given, ruleset.schema
+            )
+            ledger.data_version()
+            for future, answer in zip(waiting, answers, strict=True):
+                reasons = tuple(sorted(ruleset.names.get(r, r) for r in answer.diagnostics.reasons))
+                future.set_result((answer.decision.name == "Allow", reasons))
+
+        async def decide() -> tuple[bool, tuple[str, ...]]:
+            future: asyncio.Future[tuple[bool, tuple[str, ...]]] = loop.create_future()
+            if "decide" not in turn:
+                turn["decide"] = []
+                loop.call_soon(decide_turn)
+            turn["decide"].append(future)
+            return await future
+
+        def append_turn() -> None:
+            ledger._enqueue(turn.pop("append", []))
+
+        async def append(rows: list[Row], guards: tuple[Guard, ...], dated: str) -> list[int]:
+            future: asyncio.Future[list[int]] = loop.create_future()
+            if "append" not in turn:
+                turn["append"] = []
+                loop.call_soon(append_turn)
+            turn["append"].append(_sql._Item(rows, _sql._LoopWaiter(loop, future), epoch, guards, dated))
+            return await future
+
+        async def action() -> None:
+            intent_id = ids.new()
+            intent: dict[str, Any] = {
+                "kind": "Intent",
+                "id": intent_id,
+                "at": rfc3339(clock.now_ns()),
+                "causes": [],
+                "agent": agent,
+                "operation": operation,
+                "arguments": {},
+                "idempotency_key": intent_id,
+                "trace_id": None,
+                "on_behalf_of": None,
+            }
+            allowed, policies = await decide()
+            if not allowed:
+                raise RuntimeError(f"Cedar did not allow the lean reference's {operation}")
+            decision_id, at = ids.new(), rfc3339(clock.now_ns())
+            decision: dict[str, Any] = {
+                "kind": "Decision",
+                "id": decision_id,
+                "at": at,
+                "causes": [intent_id],
+                "intent_id": intent_id,
+                "effect": "allow",
+                "policy_ids": policies,
+                "ruleset_id": version.id,
+                "ruleset_hash": ruleset.ruleset_hash,
+                "schema_hash": ruleset.schema_hash,
+                "request": recorded,
+                "entities": entities,
+                "errors": [],
+                "control_id": None,
+            }
+            claim: dict[str, Any] = {
+                "kind": "Claim",
+                "id": ids.new(),
+                "at": at,
+                "causes": [intent_id, decision_id],
+                "intent_id": intent_id,
+                "epoch": epoch,
+                "holder": holder,
+                "via": "policy",
+                "takes_over": None,
+            }
+            rows = [_row(intent), _row(decision), _row(claim)]
+            await append(rows, (Guard(claim_key(intent_id), None),), at)
+            ledger.data_version()  # the control check before the call
+            started = clock.now_ns()
+            gateway.operations[operation].call()
+            done = rfc3339(clock.now_ns())
+            execution: dict[str, Any] = {
+                "kind": "Execution",
+                "id": ids.new(),
+                "at": done,
+                "causes": [intent_id, decision_id, claim["id"]],
+                "intent_id": intent_id,
+                "decision_id": decision_id,
+                "operation": operation,
+                "status": "succeeded",
+                "authority": {
+                    "responsible": ri,
+                    "via": "policy",
+                    "ids": policies,
+                    "ruleset_hash": ruleset.ruleset_hash,
+                },
+                "response_digest": None,
+                "latency_us": (clock.now_ns() - started) // 1000,
+                "error": None,
+                "recovered": False,
+                "attempts": 1,
+            }
+            await append([_row(execution)], (), done)
+
+        async def run(count: int) -> float:
+            remaining = count
+
+            async def submitter() -> None:
+                nonlocal remaining
+                while remaining > 0:
+                    remaining -= 1
+                    await action()
+
+            started = time.perf_counter()
+            async with asyncio.TaskGroup() as group:
+                for _ in range(tasks):
+                    group.create_task(submitter())
+            return time.perf_counter() - started
+
+        await run(warmup)
+        start = ledger.size()
+        before = common.thread_cpu()
+        wall = await run(actions)
+        after = common.thread_cpu()
+        report = ledger.verify()
+        written = ledger.size() - start
+    finally:
+        gateway.close()
+        ledger.close()
+    cpu = common.cpu_per_action(before, after, actions)
+    return {
+        "available": True,
+        "actions": actions,
+        "submitters": tasks,
+        "actions_per_s": actions / wall,
+        "cpu_us_per_action": cpu,
+        "entries_written": written,
+        "entries_expected": 4 * actions,
+        "verified_size": report.size,
+    }
