@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,13 @@ import _common as common
 import cedarpy
 import orjson
 
+from answerable._turns import PerTurn
 from answerable.clock import rfc3339
 from answerable.gateway import Gateway, claim_key
 from answerable.ledger import SQLiteLedger, _sql, merkle
 from answerable.ledger.base import Guard
 from answerable.policy import CedarRequest
+from answerable.records import decode_entry, digest, entry_bytes
 
 Row = tuple[str, str, bytes, bytes, tuple[str, ...]]
 
@@ -60,49 +62,41 @@ async def measure(
         ri = gateway.charter.ri
         epoch, holder = gateway.lease.epoch, gateway.lease.holder
         ids, clock = gateway.ids, gateway.clock
+        nothing = digest(b"null")
         loop = asyncio.get_running_loop()
-        entities = (
-            {"uid": {"type": "Agent", "id": agent}, "attrs": {}, "parents": []},
-            {"uid": {"type": "Resource", "id": operation}, "attrs": {"class": "bench"}, "parents": []},
-        )
-        request = CedarRequest(("Agent", agent), operation, ("Resource", operation), {}, entities)
-        recorded = request.to_json()
-        asked = {
-            "principal": {"type": "Agent", "id": agent},
-            "action": {"type": "Action", "id": operation},
-            "resource": {"type": "Resource", "id": operation},
-            "context": "{}",
-        }
-        given = orjson.dumps(entities).decode()
-        turn: dict[str, list[Any]] = {}
 
-        def decide_turn() -> None:
-            waiting = turn.pop("decide", [])
-            answers = cedarpy.is_authorized_batch(
-                [asked] * len(waiting), ruleset.policy_set, given, ruleset.schema
-            )
-            ledger.data_version()
-            for future, answer in zip(waiting, answers, strict=True):
-                reasons = tuple(sorted(ruleset.names.get(r, r) for r in answer.diagnostics.reasons))
-                future.set_result((answer.decision.name == "Allow", reasons))
+        def decide_turn(asked: Sequence[tuple[dict[str, Any], str]]) -> list[tuple[bool, tuple[str, ...]]]:
+            answers: list[tuple[bool, tuple[str, ...]]] = [(False, ())] * len(asked)
+            groups: dict[str, list[int]] = {}
+            for i, (_, given) in enumerate(asked):  # one call per set of entities, as the gateway makes
+                groups.setdefault(given, []).append(i)
+            for given, members in groups.items():
+                requests = [asked[i][0] for i in members]
+                found = cedarpy.is_authorized_batch(requests, ruleset.policy_set, given, ruleset.schema)
+                for i, answer in zip(members, found, strict=True):
+                    reasons = tuple(sorted(ruleset.names.get(r, r) for r in answer.diagnostics.reasons))
+                    answers[i] = (answer.decision.name == "Allow", reasons)
+            ledger.data_version()  # the control state, read once per turn after Cedar
+            return answers
 
-        async def decide() -> tuple[bool, tuple[str, ...]]:
-            future: asyncio.Future[tuple[bool, tuple[str, ...]]] = loop.create_future()
-            if "decide" not in turn:
-                turn["decide"] = []
-                loop.call_soon(decide_turn)
-            turn["decide"].append(future)
-            return await future
+        decide = PerTurn(decide_turn)
+        turn: dict[str, list[tuple[_sql._Item, asyncio.Future[list[int]]]]] = {}
 
         def append_turn() -> None:
-            ledger._enqueue(turn.pop("append", []))
+            items = turn.pop("append", [])
+            try:
+                ledger._enqueue([item for item, _ in items])
+            except Exception as exc:  # a closed ledger: every caller of the turn is told
+                for _, future in items:
+                    future.set_exception(exc)
 
         async def append(rows: list[Row], guards: tuple[Guard, ...], dated: str) -> list[int]:
             future: asyncio.Future[list[int]] = loop.create_future()
             if "append" not in turn:
                 turn["append"] = []
                 loop.call_soon(append_turn)
-            turn["append"].append(_sql._Item(rows, _sql._LoopWaiter(loop, future), epoch, guards, dated))
+            item = _sql._Item(rows, _sql._LoopWaiter(loop, future), epoch, guards, dated)
+            turn["append"].append((item, future))
             return await future
 
         async def action() -> None:
@@ -119,7 +113,19 @@ async def measure(
                 "trace_id": None,
                 "on_behalf_of": None,
             }
-            allowed, policies = await decide()
+            # The Cedar request and its entities, as the gateway builds them for each action.
+            entities = (
+                {"uid": {"type": "Agent", "id": agent}, "attrs": {}, "parents": []},
+                {"uid": {"type": "Resource", "id": operation}, "attrs": {"class": "bench"}, "parents": []},
+            )
+            request = CedarRequest(("Agent", agent), operation, ("Resource", operation), {}, entities)
+            asked = {
+                "principal": {"type": "Agent", "id": agent},
+                "action": {"type": "Action", "id": operation},
+                "resource": {"type": "Resource", "id": operation},
+                "context": orjson.dumps(request.context).decode(),
+            }
+            allowed, policies = await decide((asked, orjson.dumps(entities).decode()))
             if not allowed:
                 raise RuntimeError(f"Cedar did not allow the lean reference's {operation}")
             decision_id, at = ids.new(), rfc3339(clock.now_ns())
@@ -134,7 +140,7 @@ async def measure(
                 "ruleset_id": version.id,
                 "ruleset_hash": ruleset.ruleset_hash,
                 "schema_hash": ruleset.schema_hash,
-                "request": recorded,
+                "request": request.to_json(),
                 "entities": entities,
                 "errors": [],
                 "control_id": None,
@@ -171,7 +177,7 @@ async def measure(
                     "ids": policies,
                     "ruleset_hash": ruleset.ruleset_hash,
                 },
-                "response_digest": None,
+                "response_digest": nothing,  # the gateway's digest of a None answer
                 "latency_us": (clock.now_ns() - started) // 1000,
                 "error": None,
                 "recovered": False,
@@ -201,6 +207,8 @@ async def measure(
         after = common.thread_cpu()
         report = ledger.verify()
         written = ledger.size() - start
+        # Each entry read back as the record it says it is, its bytes that record's own.
+        decoded = sum(entry_bytes(decode_entry(e.data)) == e.data for e in ledger.entries(start))
     finally:
         gateway.close()
         ledger.close()
@@ -214,4 +222,5 @@ async def measure(
         "entries_written": written,
         "entries_expected": 4 * actions,
         "verified_size": report.size,
+        "decoded_as_records": decoded,
     }

@@ -933,8 +933,9 @@ def render(doc: dict[str, Any]) -> None:
             f"{comp['lean_reference']['ratio_in_memory']:.2f}x AGT in memory, CPU per action event loop "
             f"{us(lc['event_loop'])} + ledger writer {us(lc['ledger_writer'])} = {us(lc['total'])}; the "
             f"gateway's own Python adds {us(comp['lean_reference']['gateway_loop_us_over_lean'])} of event "
-            f"loop per action; ledger {lean['entries_written']:,} of {lean['entries_expected']:,} entries "
-            f"written, verified to {lean['verified_size']:,}"
+            f"loop per action (one run each, not paired); ledger {lean['entries_written']:,} of "
+            f"{lean['entries_expected']:,} entries written, {lean['decoded_as_records']:,} read back as "
+            f"their records, verified to {lean['verified_size']:,}"
         )
     storage = comp.get("storage_floor")
     if storage is not None:

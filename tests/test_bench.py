@@ -47,12 +47,13 @@ def test_governed_call_bench_checks_its_own_ledger():
     assert floor["sequential"]["available"] is True, floor["sequential"]
     assert floor["sequential"]["actions"] == doc["answerable"]["sequential"]["actions"]
     assert comparison["sequential_latency"]["storage_floor_p50_us"] > 0
-    # The lean reference wrote its four entries per action into a ledger that verifies, and its
-    # event loop is cheaper than the gateway's (it checks nothing): what the gateway's own costs.
+    # The lean reference wrote its four entries per action, each read back as the record it
+    # says it is with that record's own canonical bytes (a field the records lack, or a value
+    # of another type, would not be), into a ledger that verifies.
     lean = doc["answerable"]["lean_reference"]
-    assert lean["entries_written"] == lean["entries_expected"] == 4 * lean["actions"], lean
+    assert lean["entries_written"] == lean["decoded_as_records"] == 4 * lean["actions"], lean
     assert lean["verified_size"] >= lean["entries_written"]
-    assert 0 < lean["cpu_us_per_action"]["event_loop"] < cpu["event_loop"], (lean, cpu)
+    assert lean["cpu_us_per_action"]["event_loop"] > 0
     # Cedar's own decision of the run's last request: the recorded Allow, every time.
     cedar = doc["answerable"]["cedar_floor"]
     assert cedar["all_allowed"] is True

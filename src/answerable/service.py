@@ -1743,10 +1743,10 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
             ledger, _ = service._running()
             size = published_size(folder, ledger)
             start = index * TILE_WIDTH
-            if start + width > size:  # entries never change: any tile within the checkpoint is served
+            held = ledger.entries(start, start + width) if start + width <= size else []
+            if len(held) != width:  # entries never change: any tile within the checkpoint is served
                 raise _HTTPError(404, "not_published", f"/log/{path} is not part of the published checkpoint")
-            bundle = entry_bundle([e.data for e in ledger.entries(start, start + width)])
-            return Response(bundle, media_type="application/octet-stream")
+            return Response(entry_bundle([e.data for e in held]), media_type="application/octet-stream")
         parts = path.split("/")
         allowed = path == "checkpoint" or (
             parts[0] == "tile" and all(p and p not in (".", "..") for p in parts)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -162,17 +163,24 @@ _MOST_NOTE = 1 << 16
 def published_size(out_dir: Path, log: LedgerStore | None = None) -> int:
     """The tree size of the checkpoint published in ``out_dir``; 0 when there is none, or the
     file cannot be read or holds no checkpoint note (replaced by hand, say): nothing counts as
-    published then. With ``log``, 0 too unless that ledger's key signed it for its origin, and
-    never more than the ledger holds: a note of another log, or one made up, publishes nothing
-    of this one."""
+    published then. With ``log``, 0 too unless that ledger's key signed it for its origin: a
+    note of another log, or one made up, publishes nothing of this one. (A note the key did
+    sign may still state more than the ledger holds, restored from an older copy say: a
+    caller serving entries checks it has them.)"""
     signed = _published_note(out_dir)
     if log is None:
         return _note_size(signed) or 0
+    return _signed_size(signed, log.verifier_key(), log.origin)
+
+
+@functools.lru_cache(maxsize=8)
+def _signed_size(signed: str, key: str, origin: str) -> int:
+    """The size ``signed`` states if ``key`` signed it for ``origin``, else 0: kept for the few
+    notes a folder holds in turn, as a service asks once per request of an entries tile."""
     try:
-        size = open_checkpoint(signed, Verifier.from_key(log.verifier_key()), log.origin).size
+        return open_checkpoint(signed, Verifier.from_key(key), origin).size
     except SignatureInvalid:
         return 0
-    return min(size, log.size())
 
 
 def _published_note(out_dir: Path) -> str:
