@@ -252,7 +252,12 @@ def _events(lines):  # type: ignore[no-untyped-def]
 
 
 def test_the_ledger_explorer_lists_entries_and_proves_one_against_the_checkpoint(console: Console) -> None:
-    """Entries newest first with a filter; an entry whole with an inclusion proof that verifies."""
+    """Entries newest first with a filter; an entry whole with an inclusion proof that verifies.
+    Its own two refunds first: the module's service is shared, and under ``-n 2`` the tests that
+    made Executions before it may run on the other worker (alone, it listed none)."""
+    with Client(console.url, KeyPair.load(console.folder / "agent.key")) as agent:
+        for order in ("O-ex-1", "O-ex-2"):
+            agent.submit("refund", {"order": order, "amount_cents": 500})
     tab = console.browser("viewer")
     listed = tab.get("entries", kind="Execution", limit="2").json()
     assert listed["entries"]
