@@ -8,6 +8,10 @@ commit (the lease's fence, the claim's guard, the latest time), one Cedar batch 
 through the same public call with the same parsed policies and schema, the control state's data
 version read once per turn and once before each call. The ledger verifies afterwards.
 
+With ``records``, the same loop makes its entries as the gateway's records instead (validated
+pydantic models, their bytes encoded by the ledger): the difference between the two is what the
+records cost; the rest of the gateway's excess is its checks and glue.
+
 Not a floor: a leaner program may exist, and this one checks nothing an agent sends (the bench's
 no-op takes no arguments and no stop is in force, so the gateway's checks decide nothing here).
 It says how much of an action's CPU is the gateway's own Python: the event loop's CPU per action
@@ -33,7 +37,16 @@ from answerable.gateway import Gateway, claim_key
 from answerable.ledger import SQLiteLedger, _sql, merkle
 from answerable.ledger.base import Guard
 from answerable.policy import CedarRequest
-from answerable.records import decode_entry, digest, entry_bytes
+from answerable.records import (
+    Authority,
+    Claim,
+    Decision,
+    Execution,
+    Intent,
+    decode_entry,
+    digest,
+    entry_bytes,
+)
 
 Row = tuple[str, str, bytes, bytes, tuple[str, ...]]
 
@@ -51,9 +64,13 @@ async def measure(
     actions: int,
     tasks: int,
     warmup: int,
+    *,
+    records: bool = False,
 ) -> dict[str, Any]:
     """Actions per second and CPU per action by thread of the lean loop (see the module);
-    ``directory`` exists and holds no ledger yet."""
+    ``directory`` exists and holds no ledger yet. ``records``: the same loop, its entries made
+    the gateway's way, as validated records (Intent, Decision, Claim, Execution) whose bytes the
+    ledger encodes itself: what the records cost, apart from the gateway's checks and glue."""
     ledger, gateway = await setup(directory)
     try:
         for _ in range(2):  # the gateway's own actions first: the lease, the caches, the tables
@@ -156,7 +173,11 @@ async def measure(
                 "via": "policy",
                 "takes_over": None,
             }
-            rows = [_row(intent), _row(decision), _row(claim)]
+            if records:
+                made = [Intent(**intent), Decision(**decision), Claim(**claim)]
+                rows = ledger._rows(made)[0]
+            else:
+                rows = [_row(intent), _row(decision), _row(claim)]
             await append(rows, (Guard(claim_key(intent_id), None),), at)
             ledger.data_version()  # the control check before the call
             started = clock.now_ns()
@@ -183,7 +204,11 @@ async def measure(
                 "recovered": False,
                 "attempts": 1,
             }
-            await append([_row(execution)], (), done)
+            if records:
+                execution["authority"] = Authority(**execution["authority"])
+                await append(ledger._rows([Execution(**execution)])[0], (), done)
+            else:
+                await append([_row(execution)], (), done)
 
         async def run(count: int) -> float:
             remaining = count

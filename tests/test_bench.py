@@ -54,6 +54,9 @@ def test_governed_call_bench_checks_its_own_ledger():
     assert lean["entries_written"] == lean["decoded_as_records"] == 4 * lean["actions"], lean
     assert lean["verified_size"] >= lean["entries_written"]
     assert lean["cpu_us_per_action"]["event_loop"] > 0
+    made = doc["answerable"]["lean_with_records"]  # the same loop, its entries the gateway's records
+    assert made["entries_written"] == made["decoded_as_records"] == 4 * made["actions"], made
+    assert "records_loop_us" in doc["comparison"]["lean_reference"]
     # Cedar's own decision of the run's last request: the recorded Allow, every time.
     cedar = doc["answerable"]["cedar_floor"]
     assert cedar["all_allowed"] is True
