@@ -35,7 +35,7 @@ from answerable._turns import PerTurn
 from answerable.clock import rfc3339
 from answerable.gateway import Gateway, claim_key
 from answerable.ledger import SQLiteLedger, _sql, merkle
-from answerable.ledger.base import Guard
+from answerable.ledger.base import Guard, StoredEntry
 from answerable.policy import CedarRequest
 from answerable.records import (
     Authority,
@@ -175,7 +175,7 @@ async def measure(
             }
             if records:
                 made = [Intent(**intent), Decision(**decision), Claim(**claim)]
-                rows = ledger._rows(made)[0]
+                rows = [ledger._row(record) for record in made]  # dated as the dicts are: by ``at``
             else:
                 rows = [_row(intent), _row(decision), _row(claim)]
             await append(rows, (Guard(claim_key(intent_id), None),), at)
@@ -206,7 +206,7 @@ async def measure(
             }
             if records:
                 execution["authority"] = Authority(**execution["authority"])
-                await append(ledger._rows([Execution(**execution)])[0], (), done)
+                await append([ledger._row(Execution(**execution))], (), done)
             else:
                 await append([_row(execution)], (), done)
 
@@ -232,8 +232,13 @@ async def measure(
         after = common.thread_cpu()
         report = ledger.verify()
         written = ledger.size() - start
-        # Each entry read back as the record it says it is, its bytes that record's own.
-        decoded = sum(entry_bytes(decode_entry(e.data)) == e.data for e in ledger.entries(start))
+        # Each entry read back as the record it says it is, its bytes that record's own; and one
+        # action's four alike, field for field, to the gateway's own first action's.
+        made_here = ledger.entries(start)
+        decoded = sum(entry_bytes(decode_entry(e.data)) == e.data for e in made_here)
+        first = made_here[:3]  # one append's Intent, Decision and Claim lie together
+        done_first = [e for e in made_here if e.kind == "Execution" and first[0].id.encode() in e.data]
+        differs = _differences(ledger.entries(0, 6)[2:], [*first, *done_first[:1]])
     finally:
         gateway.close()
         ledger.close()
@@ -248,4 +253,21 @@ async def measure(
         "entries_expected": 4 * actions,
         "verified_size": report.size,
         "decoded_as_records": decoded,
+        "differs_from_gateway": differs,
     }
+
+
+_OWN = frozenset({"id", "at", "causes", "intent_id", "decision_id", "idempotency_key", "latency_us"})
+"""Fields each action has its own values of: compared by presence, not value."""
+
+
+def _differences(theirs: list[StoredEntry], ours: list[StoredEntry]) -> list[str]:
+    """Where the lean entries differ from the gateway's of one action (kind by kind, in order),
+    ids, times and causes aside: empty when they are the same entries but for those."""
+    found = []
+    for gateway, lean in zip(theirs, ours, strict=True):
+        a, b = orjson.loads(gateway.data), orjson.loads(lean.data)
+        for key in sorted(a.keys() | b.keys()):
+            if key not in a or key not in b or (key not in _OWN and a[key] != b[key]):
+                found.append(f"{a.get('kind')}.{key}: {a.get(key)!r} / {b.get(key)!r}")
+    return found

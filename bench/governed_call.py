@@ -507,9 +507,7 @@ def compare(ours: dict[str, Any], agt: dict[str, Any], fsync: dict[str, float]) 
             with_records = ours.get("lean_with_records", {})
             if with_records.get("available"):
                 # Of that excess, what making the entries as validated records costs.
-                out["lean_reference"]["records_loop_us"] = (
-                    with_records["cpu_us_per_action"]["event_loop"] - lean["cpu_us_per_action"]["event_loop"]
-                )
+                out["lean_reference"]["records_loop_us"] = with_records["records_loop_us"]
         storage = ours["storage_floor"]
         if storage.get("cpu_us_per_action") is not None:
             call = agt["in_memory"]["sequential"]["cpu_us_per_action"]
@@ -732,6 +730,52 @@ def measure_paired(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     }
 
 
+def measure_lean(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
+    """The lean reference and the same with the gateway's records (``_lean_action.py``), each
+    run ``--paired`` times with ``--paired-actions`` actions on a ledger of its own, the two in
+    alternating order; each figure their median, the records' cost the median of the rounds'
+    differences (one unlucky pair of runs moves it by half)."""
+    import _lean_action as lean_action  # not in the subprocesses: older trees lack what it uses
+
+    runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    for n in range(max(args.paired, 1)):
+        for records in (False, True) if n % 2 == 0 else (True, False):
+            where = directory / f"lean-{n}-{'records' if records else 'dicts'}"
+            where.mkdir()
+            made = lean_action.measure(
+                _setup, where, AGENT, OPERATION, args.paired_actions, args.tasks, args.warmup, records=records
+            )
+            runs[records].append(asyncio.run(made))
+    out: dict[str, Any] = {}
+    for key, records in (("lean_reference", False), ("lean_with_records", True)):
+        each = runs[records]
+        cpu = {
+            part: statistics.median(r["cpu_us_per_action"][part] for r in each)
+            for part in each[0]["cpu_us_per_action"]
+        }
+        out[key] = {
+            "available": True,
+            "rounds": len(each),
+            "actions": each[0]["actions"],
+            "actions_per_s": statistics.median(r["actions_per_s"] for r in each),
+            "each_per_s": [r["actions_per_s"] for r in each],
+            "cpu_us_per_action": cpu,
+            "each_event_loop_us": [r["cpu_us_per_action"]["event_loop"] for r in each],
+            "entries_written": sum(r["entries_written"] for r in each),
+            "entries_expected": sum(r["entries_expected"] for r in each),
+            "decoded_as_records": sum(r["decoded_as_records"] for r in each),
+            "verified": all(r["verified_size"] >= r["entries_written"] for r in each),
+            "differs_from_gateway": sorted({d for r in each for d in r["differs_from_gateway"]}),
+        }
+    differences = [
+        b["cpu_us_per_action"]["event_loop"] - a["cpu_us_per_action"]["event_loop"]
+        for a, b in zip(runs[False], runs[True], strict=True)
+    ]
+    out["lean_with_records"]["records_loop_us_each"] = differences
+    out["lean_with_records"]["records_loop_us"] = statistics.median(differences)
+    return out
+
+
 def peer_available() -> bool:
     try:
         peer._import_agt()
@@ -752,22 +796,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         direct = measure_direct(args.direct)
         fsync = measure_fsync(directory, FSYNCS if not args.quick else 50)
         ours = asyncio.run(_answerable(directory, args.sequential, args.concurrent, args.tasks, args.warmup))
-        import _lean_action as lean_action  # not in the subprocesses: older trees lack what it uses
-
-        for key, records in (("lean_reference", False), ("lean_with_records", True)):
-            (directory / key).mkdir()
-            ours[key] = asyncio.run(
-                lean_action.measure(
-                    _setup,
-                    directory / key,
-                    AGENT,
-                    OPERATION,
-                    args.concurrent,
-                    args.tasks,
-                    args.warmup,
-                    records=records,
-                )
-            )
+        ours.update(measure_lean(args, directory))
         baseline = measure_baseline(args, directory) if args.baseline_rev else {"available": False}
         agt = measure_agt(args.agt, args.warmup, directory)
         paired = measure_paired(args, directory)
@@ -940,28 +969,37 @@ def render(doc: dict[str, Any]) -> None:
     console.print(line)
     lean = ours.get("lean_reference", {})
     if lean.get("available") and "lean_reference" in comp:
-        lc = lean["cpu_us_per_action"]
+        lc, lr = lean["cpu_us_per_action"], comp["lean_reference"]
         console.print(
-            f"lean reference (bench/_lean_action.py: the same four entries, writer, Cedar call per turn and "
-            f"control reads, the records built as plain dicts, no checks): {lean['actions_per_s']:,.0f}/s = "
-            f"{comp['lean_reference']['ratio_in_memory']:.2f}x AGT in memory, CPU per action event loop "
-            f"{us(lc['event_loop'])} + ledger writer {us(lc['ledger_writer'])} = {us(lc['total'])}; the "
-            f"gateway's own Python adds {us(comp['lean_reference']['gateway_loop_us_over_lean'])} of event "
-            f"loop per action (one run each, not paired); ledger {lean['entries_written']:,} of "
-            f"{lean['entries_expected']:,} entries written, {lean['decoded_as_records']:,} read back as "
-            f"their records, verified to {lean['verified_size']:,}"
+            "lean reference (bench/_lean_action.py: the same four entries, writer, Cedar call per turn "
+            "and control reads, the records built as plain dicts, no checks; medians of "
+            f"{lean['rounds']} runs of {lean['actions']:,} actions, alternated with the next line's): "
+            f"{lean['actions_per_s']:,.0f}/s = {lr['ratio_in_memory']:.2f}x AGT in memory, CPU per "
+            f"action event loop {us(lc['event_loop'])} + ledger writer {us(lc['ledger_writer'])} = "
+            f"{us(lc['total'])}; the gateway's own Python adds {us(lr['gateway_loop_us_over_lean'])} "
+            "of event loop per action"
         )
-        if "records_loop_us" in comp["lean_reference"]:
-            wr = ours["lean_with_records"]
-            console.print(
-                f"lean with the gateway's records (the same loop, its entries made as validated records "
-                f"whose bytes the ledger encodes): {wr['actions_per_s']:,.0f}/s, event loop "
-                f"{us(wr['cpu_us_per_action']['event_loop'])} per action: the records cost "
-                f"{us(comp['lean_reference']['records_loop_us'])} of the gateway's "
-                f"{us(comp['lean_reference']['gateway_loop_us_over_lean'])}, its checks and glue the "
-                f"rest ({wr['decoded_as_records']:,} of {wr['entries_written']:,} entries read back as "
-                "their records)"
-            )
+        wr = ours["lean_with_records"]
+        each = ", ".join(f"{d:.1f}" for d in wr["records_loop_us_each"])
+        glue = lr["gateway_loop_us_over_lean"] - lr["records_loop_us"]
+        console.print(
+            "lean with the gateway's records (the same loop, its entries made as validated records "
+            f"whose bytes the ledger encodes): {wr['actions_per_s']:,.0f}/s, event loop "
+            f"{us(wr['cpu_us_per_action']['event_loop'])} per action: the records cost "
+            f"{us(lr['records_loop_us'])} (median of the rounds' differences: {each} µs) of the "
+            f"gateway's {us(lr['gateway_loop_us_over_lean'])}, its checks and glue {us(glue)}"
+        )
+        bad = sorted(set(lean["differs_from_gateway"]) | set(wr["differs_from_gateway"]))
+        written = lean["entries_written"] + wr["entries_written"]
+        expected = lean["entries_expected"] + wr["entries_expected"]
+        read = lean["decoded_as_records"] + wr["decoded_as_records"]
+        verified = "yes" if lean["verified"] and wr["verified"] else "NO"
+        alike = "yes" if not bad else "NO: " + "; ".join(bad)
+        console.print(
+            f"lean ledgers: {written:,} of {expected:,} entries written, {read:,} read back as their "
+            f"records, every ledger verified: {verified}; an action's four entries as the gateway's "
+            f"but for ids, times and causes: {alike}"
+        )
     storage = comp.get("storage_floor")
     if storage is not None:
         floor = ours["storage_floor"]

@@ -1158,6 +1158,20 @@ async def test_a_published_checkpoint_replaced_by_something_else_publishes_nothi
             # (an older copy of the ledger restored under it, say): what it has is served.
             (published / "checkpoint").write_text(sign_checkpoint(claims, key))
             assert (await status(), await status_beyond()) == (200, 404)
+
+            async def status_of(width: int) -> int:  # the first ``width`` entries, as one tile
+                there = f"http://shop.test/log/{tile_path('entries', 0, width)}"
+                made = sign_request(ri, "GET", there, b"", created=int(time.time()))
+                return (await client.get(there, headers=made)).status_code
+
+            held = ledger.size()
+            assert 2 <= held < 255
+            # A tile reaching past the ledger's end, though within what the note states: not short.
+            assert (await status_of(held), await status_of(held + 1)) == (200, 404)
+            # A tile reaching past a checkpoint's end, though the ledger holds it: not published.
+            smaller = Checkpoint(ours.origin, held - 1, ours.root_hash)
+            (published / "checkpoint").write_text(sign_checkpoint(smaller, key))
+            assert (await status_of(held - 1), await status_of(held)) == (200, 404)
             (published / "checkpoint").write_bytes(real)
             assert await status() == 200
     finally:
