@@ -210,14 +210,19 @@ async def measure(
             else:
                 await append([_row(execution)], (), done)
 
+        samples: list[int] = []
+
         async def run(count: int) -> float:
             remaining = count
+            samples.clear()
 
             async def submitter() -> None:
                 nonlocal remaining
                 while remaining > 0:
                     remaining -= 1
+                    began = time.perf_counter_ns()
                     await action()
+                    samples.append(time.perf_counter_ns() - began)
 
             started = time.perf_counter()
             async with asyncio.TaskGroup() as group:
@@ -248,6 +253,7 @@ async def measure(
         "actions": actions,
         "submitters": tasks,
         "actions_per_s": actions / wall,
+        "latency": common.summarize_ns(samples),
         "cpu_us_per_action": cpu,
         "entries_written": written,
         "entries_expected": 4 * actions,

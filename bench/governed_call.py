@@ -549,6 +549,11 @@ def compare(ours: dict[str, Any], agt: dict[str, Any], fsync: dict[str, float]) 
         # The same two commits of the same rows by raw sqlite3: what of the bound storage takes.
         out["sequential_latency"]["storage_floor_p50_us"] = sequential_floor["latency"]["p50_us"]
         out["sequential_latency"]["storage_floor_meets"] = sequential_floor["latency"]["p50_us"] <= bound
+    alone = ours.get("lean_sequential", {})
+    if alone.get("available"):
+        # The lean loop one at a time: whether this design, without the gateway's own, meets it.
+        out["sequential_latency"]["lean_p50_us"] = alone["latency"]["p50_us"]
+        out["sequential_latency"]["lean_meets"] = alone["latency"]["p50_us"] <= bound
     return out
 
 
@@ -773,6 +778,13 @@ def measure_lean(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     ]
     out["lean_with_records"]["records_loop_us_each"] = differences
     out["lean_with_records"]["records_loop_us"] = statistics.median(differences)
+    # One at a time, as the sequential run: its latency beside the sequential goal's bound.
+    where = directory / "lean-sequential"
+    where.mkdir()
+    alone = lean_action.measure(
+        _setup, where, AGENT, OPERATION, args.sequential, 1, min(args.warmup, 200), records=False
+    )
+    out["lean_sequential"] = asyncio.run(alone)
     return out
 
 
@@ -1049,6 +1061,13 @@ def render(doc: dict[str, Any]) -> None:
             f"per action as the gateway makes them: p50 {us(lat['storage_floor_p50_us'])} per action "
             f"({_verdict(lat['storage_floor_meets'])} the bound of {us(lat['bound_us'])}); the rest of the "
             f"added p50 is answerable's own"
+        )
+    if "lean_p50_us" in lat:
+        console.print(
+            f"sequential lean reference (the lean loop above, one action at a time, "
+            f"{ours['lean_sequential']['actions']:,} actions): p50 {us(lat['lean_p50_us'])} per action "
+            f"({_verdict(lat['lean_meets'])} the bound of {us(lat['bound_us'])}), against the gateway's "
+            f"{us(lat['added_p50_us'])}"
         )
     waking = ours.get("after_fsync", {})
     if waking.get("available"):

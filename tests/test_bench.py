@@ -58,6 +58,10 @@ def test_governed_call_bench_checks_its_own_ledger():
         assert lean["entries_expected"] == 4 * lean["actions"] * lean["rounds"], lean
         assert lean["verified"] is True
         assert lean["differs_from_gateway"] == [], lean["differs_from_gateway"]
+    alone = doc["answerable"]["lean_sequential"]  # one at a time, beside the sequential goal
+    assert alone["entries_written"] == alone["decoded_as_records"] == 4 * alone["actions"], alone
+    assert alone["latency"]["n"] == alone["actions"] == doc["answerable"]["sequential"]["actions"]
+    assert "lean_p50_us" in comparison["sequential_latency"]
     made = doc["answerable"]["lean_with_records"]
     assert len(made["records_loop_us_each"]) == made["rounds"]
     assert "records_loop_us" in doc["comparison"]["lean_reference"]
