@@ -769,6 +769,7 @@ def measure_lean(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             "entries_written": sum(r["entries_written"] for r in each),
             "entries_expected": sum(r["entries_expected"] for r in each),
             "decoded_as_records": sum(r["decoded_as_records"] for r in each),
+            "records_built": sum(r["records_built"] for r in each),
             "verified": all(r["verified_size"] >= r["entries_written"] for r in each),
             "differs_from_gateway": sorted({d for r in each for d in r["differs_from_gateway"]}),
         }

@@ -58,6 +58,8 @@ def test_governed_call_bench_checks_its_own_ledger():
         assert lean["entries_expected"] == 4 * lean["actions"] * lean["rounds"], lean
         assert lean["verified"] is True
         assert lean["differs_from_gateway"] == [], lean["differs_from_gateway"]
+        # Only the variant with records builds them, all four per action.
+        assert lean["records_built"] == (lean["entries_written"] if key == "lean_with_records" else 0)
     alone = doc["answerable"]["lean_sequential"]  # one at a time, beside the sequential goal
     assert alone["entries_written"] == alone["decoded_as_records"] == 4 * alone["actions"], alone
     assert alone["latency"]["n"] == alone["actions"] == doc["answerable"]["sequential"]["actions"]
