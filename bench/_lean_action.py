@@ -16,7 +16,7 @@ Not a floor: a leaner program may exist, and this one checks nothing an agent se
 no-op takes no arguments and no stop is in force, so the gateway's checks decide nothing here).
 It says how much of an action's CPU is the gateway's own Python: the event loop's CPU per action
 here beside the gateway's, in the same run. It reaches into the ledger's writer queue
-(``_sql._Item``), which no user code may: a bench of this package reading its own internals.
+(``SQLLedger._in_turn``), which no user code may: a bench of this package reading its own internals.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import orjson
 from answerable._turns import PerTurn
 from answerable.clock import rfc3339
 from answerable.gateway import Gateway, claim_key
-from answerable.ledger import SQLiteLedger, _sql, merkle
+from answerable.ledger import SQLiteLedger, merkle
 from answerable.ledger.base import Guard, StoredEntry
 from answerable.policy import CedarRequest
 from answerable.records import (
@@ -80,7 +80,6 @@ async def measure(
         epoch, holder = gateway.lease.epoch, gateway.lease.holder
         ids, clock = gateway.ids, gateway.clock
         nothing = digest(b"null")
-        loop = asyncio.get_running_loop()
 
         def decide_turn(asked: Sequence[tuple[dict[str, Any], str]]) -> list[tuple[bool, tuple[str, ...]]]:
             answers: list[tuple[bool, tuple[str, ...]]] = [(False, ())] * len(asked)
@@ -97,24 +96,9 @@ async def measure(
             return answers
 
         decide = PerTurn(decide_turn)
-        turn: dict[str, list[tuple[_sql._Item, asyncio.Future[list[int]]]]] = {}
-
-        def append_turn() -> None:
-            items = turn.pop("append", [])
-            try:
-                ledger._enqueue([item for item, _ in items])
-            except Exception as exc:  # a closed ledger: every caller of the turn is told
-                for _, future in items:
-                    future.set_exception(exc)
 
         async def append(rows: list[Row], guards: tuple[Guard, ...], dated: str) -> list[int]:
-            future: asyncio.Future[list[int]] = loop.create_future()
-            if "append" not in turn:
-                turn["append"] = []
-                loop.call_soon(append_turn)
-            item = _sql._Item(rows, _sql._LoopWaiter(loop, future), epoch, guards, dated)
-            turn["append"].append((item, future))
-            return await future
+            return await ledger._in_turn(rows, dated, epoch, guards)  # the ledger's own turn batching
 
         async def action() -> None:
             intent_id = ids.new()

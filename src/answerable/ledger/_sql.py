@@ -44,7 +44,7 @@ from answerable.ledger import _verify, merkle, note
 from answerable.ledger.base import CONTROL_HEAD, MAX_ENTRY_BYTES, Guard, LeaseRow, StoredEntry, VerifyReport
 from answerable.records import Record, decode_entry, entry_bytes
 
-if TYPE_CHECKING:  # at run time asyncio is imported by append, the one coroutine: a CLI halt never is
+if TYPE_CHECKING:  # at run time asyncio is imported by _in_turn, on a running loop: a CLI halt never is
     import asyncio
 
 __all__ = [
@@ -338,17 +338,24 @@ class SQLLedger(ABC):
             LeaseLost: ``fence`` is not the lease epoch in force when the commit runs.
             Conflict: a guarded head moved since the caller read it.
         """
-        import asyncio  # loaded already: this is a coroutine
+        rows, dated = self._rows(records)
+        return await self._in_turn(rows, dated, fence, tuple(guards))
+
+    def _in_turn(
+        self, rows: list[Row], dated: str | None, fence: int | None, guards: tuple[Guard, ...]
+    ) -> asyncio.Future[list[int]]:
+        """Queue rows with this turn's other appends; the future resolves to their indexes. A
+        plain call, not a coroutine: ``append`` awaits what it returns, one frame the fewer."""
+        import asyncio  # loaded already: called on a running loop
 
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[list[int]] = loop.create_future()
-        rows, dated = self._rows(records)
         batch = self._turn.get(loop)
         if batch is None:
             batch = self._turn[loop] = []
             loop.call_soon(self._end_of_turn, loop)
-        batch.append(_Item(rows, _LoopWaiter(loop, waiter), fence, tuple(guards), dated))
-        return await waiter
+        batch.append(_Item(rows, _LoopWaiter(loop, waiter), fence, guards, dated))
+        return waiter
 
     def append_sync(
         self, records: Iterable[Record], *, fence: int | None = None, guards: Sequence[Guard] = ()

@@ -160,17 +160,13 @@ _MOST_NOTE = 1 << 16
 """Bytes of a published checkpoint read at most: a note of 100 signature lines is a few KiB."""
 
 
-def published_size(out_dir: Path, log: LedgerStore | None = None) -> int:
-    """The tree size of the checkpoint published in ``out_dir``; 0 when there is none, or the
-    file cannot be read or holds no checkpoint note (replaced by hand, say): nothing counts as
-    published then. With ``log``, 0 too unless that ledger's key signed it for its origin: a
-    note of another log, or one made up, publishes nothing of this one. (A note the key did
-    sign may still state more than the ledger holds, restored from an older copy say: a
-    caller serving entries checks it has them.)"""
-    signed = _published_note(out_dir)
-    if log is None:
-        return _note_size(signed) or 0
-    return _signed_size(signed, log.verifier_key(), log.origin)
+def published_size(out_dir: Path, log: LedgerStore) -> int:
+    """The tree size of the checkpoint published in ``out_dir`` if ``log``'s key signed it for
+    its origin; 0 when there is none, or the file cannot be read or holds no such note (replaced
+    by hand, or another log's): nothing of ``log`` counts as published then. (A note the key did
+    sign may still state more than the ledger holds, restored from an older copy say: a caller
+    serving entries checks it has them.)"""
+    return _signed_size(_published_note(out_dir), log.verifier_key(), log.origin)
 
 
 @functools.lru_cache(maxsize=8)
