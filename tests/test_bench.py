@@ -90,8 +90,12 @@ def test_governed_call_bench_checks_its_own_ledger():
         )
         [pair] = comparison["paired"]["pairs"]  # --quick: one pair, measured back to back
         assert pair["ratio"] == pytest.approx(pair["answerable"] / pair["agt"])
+        lean = doc["answerable"]["lean_reference"]
+        rate = doc["agt"]["in_memory"]["sequential"]["actions_per_s"]
+        assert comparison["lean_reference"]["ratio_in_memory"] == pytest.approx(lean["actions_per_s"] / rate)
     else:
         assert "concurrent" not in comparison, comparison
+        assert "ratio_in_memory" not in comparison["lean_reference"]
         assert comparison["peer_missing"]
         assert comparison["paired"] == {"available": False}
 
