@@ -27,6 +27,7 @@ from answerable import (
     http_operation,
     new_ruleset,
 )
+from answerable.clock import FakeClock
 from answerable.records import Decision, decode_entry
 
 
@@ -688,3 +689,30 @@ async def test_an_outcome_that_cannot_be_recorded_on_a_closed_ledger_is_not_retr
         await asyncio.wait_for(
             gateway.submit(gateway.intent("executor", "carrier.fail", {"shipment": "S-9"})), 30
         )
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["succeeded", "failed"])
+async def test_a_wall_clock_stepped_back_during_the_call_still_records_its_execution(
+    gateway: Gateway, ledger: SQLiteLedger, clock: FakeClock, world: World, fails: bool
+):
+    """The wall clock may step back (NTP, a VM resumed) while a call runs: the call happened, so
+    its Execution is recorded, with no latency rather than a negative one, which no Execution may
+    hold. Before, the Execution failed its own validation after the call: a raw pydantic error
+    from submit, the world changed and the ledger silent about it (a claim left open)."""
+    original = world.book
+
+    def book_while_the_clock_steps_back(**kwargs):  # type: ignore[no-untyped-def]
+        clock.ns -= 2_000_000_000
+        if fails:
+            raise ValueError("carrier refused")
+        return original(**kwargs)
+
+    object.__setattr__(gateway.operations["carrier.book"], "call", book_while_the_clock_steps_back)
+    outcome = await gateway.submit(gateway.intent("executor", "carrier.book", booking()))
+    assert outcome.status == ("failed" if fails else "succeeded")
+    assert outcome.execution is not None
+    assert outcome.execution.latency_us == 0
+    recorded = decode_entry(ledger.entries()[-1].data)
+    assert isinstance(recorded, Execution)
+    assert recorded.id == outcome.execution.id
+    assert ledger.verify().size == ledger.size()

@@ -886,7 +886,9 @@ class Gateway:
             status=status,
             authority=authority,
             response_digest=_response_digest(response) if status == "succeeded" else None,
-            latency_us=latency_us,
+            # The wall clock steps back at times (NTP, a resumed VM): a call that took negative
+            # time took none, and its Execution must still be recorded.
+            latency_us=max(latency_us, 0),
             error=None if error is None else _said(error),
             recovered=recovered,
             attempts=attempts,

@@ -167,7 +167,7 @@ class Ungoverned(Gateway):
             status=status,
             authority=None,
             response_digest=digest(repr(result).encode()) if status == "succeeded" else None,
-            latency_us=(self.clock.now_ns() - started) // 1000,
+            latency_us=max((self.clock.now_ns() - started) // 1000, 0),  # the clock may step back
             error=error,
         )
         await self.ledger.append([execution])
