@@ -716,3 +716,81 @@ async def test_a_wall_clock_stepped_back_during_the_call_still_records_its_execu
     assert isinstance(recorded, Execution)
     assert recorded.id == outcome.execution.id
     assert ledger.verify().size == ledger.size()
+
+
+class _Unreadable(Exception):
+    """A partner's exception whose message cannot be read (its __str__ looks up what is not there)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]["error"])
+
+
+class _NoRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("detached")
+
+
+def _cyclic() -> dict[str, object]:
+    answer: dict[str, object] = {"booking": "B-1"}
+    answer["parent"] = answer
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "error"),
+    [
+        (_Unreadable({}), "failed", "_Unreadable: (its message could not be read: KeyError)"),
+        (
+            RuntimeError(b"refused \xff".decode("utf-8", "surrogateescape")),
+            "failed",
+            "RuntimeError: refused \\udcff",
+        ),
+        (lambda: _NoRepr(), "succeeded", None),
+        (lambda: 10**5000, "succeeded", None),  # no JSON form, and too long for repr
+        (_cyclic, "succeeded", None),  # walked for ever before
+    ],
+    ids=["unreadable-error", "surrogate-error", "no-repr", "huge-int", "cyclic"],
+)
+async def test_whatever_a_partner_hands_back_after_the_call_its_execution_is_recorded(
+    gateway: Gateway, ledger: SQLiteLedger, world: World, answer: object, status: str, error: str | None
+):
+    """An error or a response is read after the call, when the world may have changed: reading it
+    must not fail, nor what is read fail to be recorded. Before, each of these raised from submit
+    (a raw KeyError, ValueError, RuntimeError, or RecordInvalid for a lone surrogate), or hung the
+    event loop (a response holding itself), with the Execution unwritten and the claim open."""
+    made: list[int] = []
+
+    def call() -> object:
+        made.append(1)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer() if callable(answer) else answer
+
+    gateway.register("carrier.fail", call, resource_class="bench")  # the test rules allow it
+    outcome = await gateway.submit(gateway.intent("executor", "carrier.fail", {}))
+    assert made == [1]
+    assert outcome.status == status
+    assert outcome.execution is not None
+    assert outcome.execution.error == error
+    recorded = decode_entry(ledger.entries()[-1].data)
+    assert isinstance(recorded, Execution)
+    assert recorded.id == outcome.execution.id
+    assert (recorded.response_digest is not None) is (status == "succeeded")
+
+
+async def test_a_builder_error_with_a_lone_surrogate_is_a_recorded_deny(
+    gateway: Gateway, ledger: SQLiteLedger
+):
+    """A builder's error is recorded in the Decision: a lone surrogate in it (bytes decoded with
+    surrogateescape) made the Decision unrecordable, and submit raised RecordInvalid about a
+    record instead of recording the deny."""
+
+    def broken(_args):  # type: ignore[no-untyped-def]
+        raise ValueError(b"no r\xe9gion".decode("utf-8", "surrogateescape"))
+
+    gateway.register("carrier.book3", lambda shipment: None, resource_class="shipment", resource=broken)
+    outcome = await gateway.submit(gateway.intent("executor", "carrier.book3", {"shipment": "S"}))
+    assert outcome.status == "denied"
+    assert outcome.decision is not None
+    assert "\\udce9" in outcome.decision.errors[0]
+    assert kinds(ledger)[-2:] == ["Intent", "Decision"]

@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import People, World, make_gateway
+from support import People, World, make_gateway, register_world
 
 from answerable import FakeClock, Gateway, SQLiteLedger
-from answerable.errors import Conflict, LeaseHeld, LeaseLost
+from answerable.errors import ConfigError, Conflict, LeaseHeld, LeaseLost
 from answerable.lease import Lease
 from answerable.ledger.base import Guard
-from answerable.records import Control, ExternalEvent, Scope
+from answerable.records import Claim, Control, ExternalEvent, Scope, decode_entry
 
 DATA = Path(__file__).with_name("data")
 
@@ -290,3 +290,29 @@ def test_a_heartbeat_of_an_old_epoch_never_marks_a_new_one_lost(ledger: SQLiteLe
     assert lease.held
     assert lease.check() == 2
     lease.release()
+
+
+@pytest.mark.parametrize("holder", ["gateway one", "", "g" * 201, "tab\there"])
+def test_a_holder_no_claim_could_name_is_refused_when_the_gateway_is_made(ledger: SQLiteLedger, holder: str):
+    """Every Claim names its gateway's holder, as a name (1 to 200 characters, no spaces). A
+    holder that is none was taken, and then every allowed intent raised pydantic's raw error
+    about a Claim; now the Gateway is refused at once, saying what a holder is."""
+    with pytest.raises(ConfigError, match="a lease holder is 1 to 200 characters with no spaces"):
+        Gateway(ledger, holder=holder)
+    assert ledger.size() == 0
+
+
+async def test_a_named_holder_is_the_one_its_claims_name(
+    ledger: SQLiteLedger, people: People, clock: FakeClock, world: World
+):
+    gateway = await make_gateway(ledger, people, clock, world)
+    gateway.close()
+    named = Gateway(ledger, clock=clock, holder="gateway-one@north")
+    register_world(named, world)
+    await named.resume_from_ledger()
+    outcome = await named.submit(named.intent("executor", "noop", {}))
+    assert outcome.ok
+    [claim] = [decode_entry(e.data) for e in ledger.of_kind("Claim")]
+    assert isinstance(claim, Claim)
+    assert claim.holder == "gateway-one@north"
+    named.close()

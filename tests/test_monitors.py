@@ -154,6 +154,44 @@ async def test_count_and_budget_shapes(gateway, ledger):
     assert sorted(a.monitor for a in await watch.poll()) == ["spend", "too-many-bookings"]
 
 
+async def test_a_budget_whose_total_passes_the_json_integer_range_still_alerts(gateway, ledger):
+    """Each amount is a JSON integer (±(2**53-1)), but their total may pass that range: such a
+    total has no canonical JSON, and every poll raised RecordInvalid, so the breach was never
+    recorded and nothing paused. The total is now recorded as text; a limit past the range is
+    refused when the monitors are loaded."""
+    top = 2**53 - 1
+    config = {
+        "monitors": [
+            {
+                "name": "spend",
+                "shape": "budget",
+                "invariant": "spend at most the most JSON can say",
+                "source": {"kind": "ExternalEvent", "types": ["invoice"]},
+                "amount": "payload.cents",
+                "limit": top,
+            }
+        ]
+    }
+    watch = Monitors(load_monitors(config, known_scopes=KNOWN), ledger, clock=gateway.clock, ids=gateway.ids)
+    invoices = [
+        ExternalEvent(
+            id=gateway.ids.new(),
+            at="2026-01-01T00:00:00.000000Z",
+            source="x",
+            type="invoice",
+            payload={"cents": top},
+        )
+        for _ in range(2)
+    ]
+    ledger.append_sync(invoices)
+    [alert] = await watch.poll()
+    assert alert.observed == {"total": str(2 * top), "limit": top}
+    assert [decode_entry(e.data).id for e in ledger.of_kind("Alert")] == [alert.id]
+    config["monitors"][0]["limit"] = top + 1
+    with pytest.raises(ConfigError, match="limit"):
+        load_monitors(config, known_scopes=KNOWN)
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [

@@ -405,11 +405,21 @@ async def test_a_time_in_other_digits_moves_nothing_for_good(ledger: SQLiteLedge
     no_such_day = ExternalEvent(
         id="01K00000000000000000000007", at="2026-02-30" + at[10:], source="s", type="t", payload={}
     )
+    # Only the microseconds in other digits, in the second of the latest time to come: the rest
+    # is checked once a second, these each time.
+    ahead = rfc3339(clock.now_ns() + 5 * 1_000_000_000)
+    other_fraction = ExternalEvent(
+        id="01K00000000000000000000005",
+        at=ahead[:20] + ahead[20:26].translate(arabic) + "Z",
+        source="s",
+        type="t",
+        payload={},
+    )
     # Made without validation (model_construct skips the pattern): a tilde for a colon sorted
     # above every real time of its hour (found by an independent review).
     misshapen = ExternalEvent.model_construct(
         id="01K00000000000000000000006", at=at[:13] + "~" + at[14:], source="s", type="t", payload={}
     )
-    await ledger.append([event, impossible, no_such_day, misshapen])
+    await ledger.append([event, impossible, no_such_day, misshapen, other_fraction])
     await ledger.append([dated(5, clock)])
     assert ledger.latest_time() == clock.now_ns() + 5 * 1_000_000_000

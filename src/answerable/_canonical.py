@@ -29,6 +29,13 @@ MAX_NESTING = 254
 to the exact path too, so a value never has canonical bytes on one path and none on the other."""
 
 
+_MOST_CONTAINERS = 1_000_000
+"""Objects and arrays the fast walk counts before it leaves a value to the exact path. A value
+that holds itself (a dict in its own values) would keep the walk going for ever, after a call
+whose response it was; a value of a million containers is megabytes of JSON, for which the
+exact path's cost hardly matters."""
+
+
 def _simple_containers(value: Any, exact: bool = False) -> int:
     """-1 when orjson's sorted output could differ from RFC 8785, or orjson would accept a value
     that has no JSON form; otherwise how many objects and arrays ``value`` holds (itself
@@ -49,6 +56,8 @@ def _simple_containers(value: Any, exact: bool = False) -> int:
         kind = type(item)
         if kind is dict:
             containers += 1
+            if containers > _MOST_CONTAINERS:  # or a cycle: the exact path's depth limit names it
+                return -1
             try:
                 for key, child in item.items():
                     if not key.isascii():
@@ -61,6 +70,8 @@ def _simple_containers(value: Any, exact: bool = False) -> int:
             continue
         elif kind is list or kind is tuple:
             containers += 1
+            if containers > _MOST_CONTAINERS:
+                return -1
             stack.extend(item)
         elif kind is int:
             if not -SAFE_INT <= item <= SAFE_INT:

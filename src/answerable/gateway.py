@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from answerable._canonical import canonical_bytes
 from answerable._locks import KeyedLocks
+from answerable._text import exception_text, message_of, recordable
 from answerable._turns import PerTurn
 from answerable.charter import CharterHistory, charter_of
 from answerable.clock import Clock, IdSource, SystemClock, on_the_calendar, rfc3339
@@ -66,7 +67,6 @@ from answerable.operations import (
 from answerable.policy import CedarRequest, ReviewTerms, Ruleset, Verdict, decide_many, load_ruleset
 from answerable.records import (
     Approval,
-    Authority,
     Claim,
     Control,
     Decision,
@@ -80,6 +80,7 @@ from answerable.records import (
     decode_entry,
     digest,
     problems,
+    validated,
 )
 from answerable.review import ReviewQueue, ReviewState, binding_of, review_key
 from answerable.signing import verify_charter, verify_ruleset
@@ -414,16 +415,19 @@ class Gateway:
             )
         intent_id = self.ids.new()
         try:
-            return Intent(
-                id=intent_id,
-                at=rfc3339(self.clock.now_ns()),
-                causes=causes,
-                agent=agent,
-                operation=operation,
-                arguments=dict(arguments),
-                idempotency_key=intent_id if idempotency_key is None else idempotency_key,
-                trace_id=trace_id,
-                on_behalf_of=on_behalf_of,
+            return validated(
+                Intent,
+                {
+                    "id": intent_id,
+                    "at": rfc3339(self.clock.now_ns()),
+                    "causes": causes,
+                    "agent": agent,
+                    "operation": operation,
+                    "arguments": dict(arguments),
+                    "idempotency_key": intent_id if idempotency_key is None else idempotency_key,
+                    "trace_id": trace_id,
+                    "on_behalf_of": on_behalf_of,
+                },
             )
         except ValidationError as exc:
             raise RecordInvalid(f"intent: {'; '.join(problems(exc, 'intent'))}", record="Intent") from exc
@@ -648,7 +652,8 @@ class Gateway:
         at: str | None = None,
         **extra: Any,
     ) -> Claim:
-        return Claim.model_validate(
+        return validated(
+            Claim,
             {
                 "id": self.ids.new(),
                 "at": at or rfc3339(self.clock.now_ns()),
@@ -658,7 +663,7 @@ class Gateway:
                 "holder": self.lease.holder,
                 "via": via,
                 **extra,
-            }
+            },
         )
 
     async def _judge(
@@ -670,7 +675,7 @@ class Gateway:
             res, context = cedar_inputs(op, args)
         except RequestBuildFailed as exc:  # a broken builder denies, recorded with the error
             empty = CedarRequest(("Agent", intent.agent), op.name, ("Resource", op.name), {}, ())
-            why = _said(f"building the Cedar request for {op.name} failed: {exc.reason}")
+            why = recordable(f"building the Cedar request for {op.name} failed: {exc.reason}")
             return empty, Verdict("deny", (), (why,)), self.control.state()
         entities = (
             {"uid": {"type": "Agent", "id": intent.agent}, "attrs": {}, "parents": []},
@@ -700,20 +705,23 @@ class Gateway:
         if stop is not None:
             effect = "deny"
             errors = (*errors, f"{stop.action} in force on {stop.scope.label()} by {stop.by}: {stop.reason}")
-        return Decision(
-            id=self.ids.new(),
-            at=rfc3339(self.clock.now_ns()),
-            causes=(intent.id,) if stop is None else (intent.id, stop.id),
-            intent_id=intent.id,
-            effect=effect,
-            policy_ids=verdict.policy_ids,
-            ruleset_id=record.id,
-            ruleset_hash=ruleset.ruleset_hash,
-            schema_hash=ruleset.schema_hash,
-            request=recorded,
-            entities=request.entities,
-            errors=errors,
-            control_id=None if stop is None else stop.id,
+        return validated(
+            Decision,
+            {
+                "id": self.ids.new(),
+                "at": rfc3339(self.clock.now_ns()),
+                "causes": (intent.id,) if stop is None else (intent.id, stop.id),
+                "intent_id": intent.id,
+                "effect": effect,
+                "policy_ids": verdict.policy_ids,
+                "ruleset_id": record.id,
+                "ruleset_hash": ruleset.ruleset_hash,
+                "schema_hash": ruleset.schema_hash,
+                "request": recorded,
+                "entities": request.entities,
+                "errors": errors,
+                "control_id": None if stop is None else stop.id,
+            },
         )
 
     async def _execute(
@@ -760,9 +768,8 @@ class Gateway:
                     halted = self._stop_for(op, intent, decision.request, decision.entities)
                     if halted is None:
                         continue
-                    failure = TransientError(
-                        f"{exc}; not retried: {halted.action} {halted.id} by {halted.by} came first"
-                    )
+                    came = f"{halted.action} {halted.id} by {halted.by} came first"
+                    failure = TransientError(f"{message_of(exc)}; not retried: {came}")
             except CallStopped as exc:  # it found a stop and did nothing: the stop it names, if any
                 stop = self._stop_for(op, intent, decision.request, decision.entities)
                 if stop is not None:
@@ -777,7 +784,7 @@ class Gateway:
                 decision,
                 claim,
                 status,
-                error=f"{type(failure).__name__}: {failure}",
+                error=exception_text(failure),
                 latency_us=(self.clock.now_ns() - started) // 1000,
                 recovered=recovered,
                 approvals=approvals,
@@ -854,44 +861,41 @@ class Gateway:
     ) -> Execution:
         if claim is not None:
             causes = (claim.id, *causes)
+        via: Literal["policy", "approval", "expiry"]
+        ids: tuple[str, ...]
         if expiry is not None:
-            authority = Authority(
-                responsible=self.charter.ri,
-                via="expiry",
-                ids=(expiry.id,),
-                ruleset_hash=decision.ruleset_hash,
-            )
-            causes = (intent.id, decision.id, expiry.id, *causes)
+            via, ids = "expiry", (expiry.id,)
         elif not approvals:
-            authority = Authority(
-                responsible=self.charter.ri,
-                via="policy",
-                ids=decision.policy_ids,
-                ruleset_hash=decision.ruleset_hash,
-            )
-            causes = (intent.id, decision.id, *causes)
+            via, ids = "policy", decision.policy_ids
         else:
-            ids = tuple(a.id for a in approvals)
-            authority = Authority(
-                responsible=self.charter.ri, via="approval", ids=ids, ruleset_hash=decision.ruleset_hash
-            )
-            causes = (intent.id, decision.id, *ids, *causes)
-        return Execution(
-            id=self.ids.new(),
-            at=rfc3339(self.clock.now_ns()),
-            causes=causes,
-            intent_id=intent.id,
-            decision_id=decision.id,
-            operation=operation,
-            status=status,
-            authority=authority,
-            response_digest=_response_digest(response) if status == "succeeded" else None,
-            # The wall clock steps back at times (NTP, a resumed VM): a call that took negative
-            # time took none, and its Execution must still be recorded.
-            latency_us=max(latency_us, 0),
-            error=None if error is None else _said(error),
-            recovered=recovered,
-            attempts=attempts,
+            via, ids = "approval", tuple(a.id for a in approvals)
+        authority = {
+            "responsible": self.charter.ri,
+            "via": via,
+            "ids": ids,
+            "ruleset_hash": decision.ruleset_hash,
+        }
+        # A policy's ids name rules, not entries: only approvals and an expiry are causes.
+        cited = ids if via != "policy" else ()
+        return validated(
+            Execution,
+            {
+                "id": self.ids.new(),
+                "at": rfc3339(self.clock.now_ns()),
+                "causes": (intent.id, decision.id, *cited, *causes),
+                "intent_id": intent.id,
+                "decision_id": decision.id,
+                "operation": operation,
+                "status": status,
+                "authority": authority,
+                "response_digest": _response_digest(response) if status == "succeeded" else None,
+                # The wall clock steps back at times (NTP, a resumed VM): a call that took
+                # negative time took none, and its Execution must still be recorded.
+                "latency_us": max(latency_us, 0),
+                "error": None if error is None else recordable(error),
+                "recovered": recovered,
+                "attempts": attempts,
+            },
         )
 
     # --- review ---------------------------------------------------------------------------------
@@ -1249,7 +1253,7 @@ class Gateway:
             else:
                 found = await op.lookup(intent.idempotency_key)
         except Exception as exc:  # a failing lookup settles nothing: this intent needs a person
-            return await self._ambiguous(left, claim, f"lookup by key failed: {type(exc).__name__}: {exc}")
+            return await self._ambiguous(left, claim, f"lookup by key failed: {exception_text(exc)}")
         if found is None and fenced_lookup:
             # The partner has seen this epoch: the old holder's call can no longer land, and it
             # has not landed. Making it now is the one call.
@@ -1336,18 +1340,6 @@ def _decide_all(items: Sequence[tuple[CedarRequest, Ruleset]]) -> list[Verdict]:
     return verdicts
 
 
-_MOST_SAID = 4_096
-"""Characters of an error the ledger keeps: a partner's error page or an exception carrying a
-whole payload would make an entry too big to record, and the call's outcome would go unrecorded."""
-
-
-def _said(text: str) -> str:
-    """``text`` as recorded: whole, or its first :data:`_MOST_SAID` characters and how many more."""
-    if len(text) <= _MOST_SAID:
-        return text
-    return f"{text[:_MOST_SAID]}… ({len(text) - _MOST_SAID:,} more characters not recorded)"
-
-
 def _canonical_intent(op: Operation, intent: Intent) -> tuple[Intent, BaseModel]:
     """The intent with exactly the canonical arguments that are recorded, and the values the
     operation will receive, decoded from those same bytes."""
@@ -1387,13 +1379,20 @@ def _entry(ledger: LedgerStore, entry_id: str, kind: type[_T]) -> _T:
 
 
 def _response_digest(response: Any) -> str:
+    """The digest of what a call answered: of its canonical JSON, or of its ``repr`` when it has
+    none. Never failing, for it is taken after the call: a response whose ``repr`` raises (or an
+    integer too long for one) is digested as its type's name."""
     if response is None:  # most operations answer nothing
         return _NOTHING
     try:
-        data = canonical_bytes(response)
-    except (TypeError, ValueError, RecordInvalid):  # a response that is not JSON: digest its repr
-        data = repr(response).encode()
-    return digest(data)
+        return digest(canonical_bytes(response))
+    except Exception:  # not JSON (RecordInvalid), or foreign code failing inside: its repr
+        pass
+    try:
+        text = repr(response)
+    except Exception:  # foreign code: its __repr__ may raise anything
+        text = f"<{type(response).__name__} with no repr>"
+    return digest(text.encode("utf-8", "backslashreplace"))
 
 
 _NOTHING = digest(b"null")

@@ -79,6 +79,15 @@ def process_alive(pid: int, token: str) -> bool:
     return not token or process_token(pid) == token
 
 
+_MOST_HOLDER = 200
+"""The longest name a record's name field holds (a Claim's ``holder``)."""
+
+
+def _a_name(text: object) -> bool:
+    """What a record's name field takes: 1 to 200 characters, none of them whitespace."""
+    return isinstance(text, str) and 0 < len(text) <= _MOST_HOLDER and not any(c.isspace() for c in text)
+
+
 class Lease:
     """This process's claim to be the ledger's one active gateway.
 
@@ -105,7 +114,12 @@ class Lease:
         self.ttl = ttl
         self.host = socket.gethostname()
         self.pid = os.getpid()
-        self.holder = holder or f"gateway@{self.host}:{self.pid}"
+        if holder is not None and not _a_name(holder):
+            # A Claim names its holder: refused here, not by every claim's validation later.
+            raise ConfigError(
+                f"a lease holder is 1 to {_MOST_HOLDER} characters with no spaces, not {holder!r:.80}"
+            )
+        self.holder = holder or f"gateway@{self.host[: _MOST_HOLDER - 30]}:{self.pid}"
         self._monotonic = monotonic
         self._poll = poll if poll is not None else min(ttl / 4, 0.5)
         self._epoch: int | None = None

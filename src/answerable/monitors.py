@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal, get_args
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from answerable._canonical import SAFE_INT
 from answerable._files import read_capped
 from answerable.charter import CharterHistory
 from answerable.clock import Clock, IdSource, parse_rfc3339, rfc3339
@@ -93,7 +94,8 @@ class Budget(_Monitor):
 
     shape: Literal["budget"]
     amount: str
-    limit: int
+    limit: int = Field(ge=-SAFE_INT, le=SAFE_INT)
+    """Within JSON's integer range (±(2**53-1)), so an Alert can record it."""
 
 
 class Count(_Monitor):
@@ -633,7 +635,10 @@ def _update(monitor: RateGap | Budget | Count, state: _State, entry: dict[str, A
         state.total += amount
         if state.total <= monitor.limit:
             return None
-        return Breach(monitor, (entry_id,), {"total": state.total, "limit": monitor.limit})
+        # Amounts within JSON's integer range may add up past it: such a total is written as
+        # text, so the Alert is still recorded (an integer past it has no canonical JSON).
+        total = state.total if -SAFE_INT <= state.total <= SAFE_INT else str(state.total)
+        return Breach(monitor, (entry_id,), {"total": total, "limit": monitor.limit})
     at = _seconds(entry.get("at"))
     if at is None:
         return None

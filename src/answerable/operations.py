@@ -17,6 +17,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, PydanticUserError, ValidationError, create_model
 
 from answerable._canonical import canonical_bytes, json_problems, simple_json_containers
+from answerable._text import exception_text
 from answerable._urls import problem as url_problem
 from answerable._urls import shown
 from answerable.errors import (
@@ -368,11 +369,11 @@ def cedar_inputs(op: Operation, args: BaseModel) -> tuple[Resource, dict[str, An
     try:
         resource = op.resource(args)
     except Exception as exc:  # a builder is the operation author's code: any failure refuses
-        raise RequestBuildFailed(op.name, f"the resource builder raised {type(exc).__name__}: {exc}") from exc
+        raise RequestBuildFailed(op.name, f"the resource builder raised {exception_text(exc)}") from exc
     try:
         context = op.context(args)
     except Exception as exc:
-        raise RequestBuildFailed(op.name, f"the context builder raised {type(exc).__name__}: {exc}") from exc
+        raise RequestBuildFailed(op.name, f"the context builder raised {exception_text(exc)}") from exc
     if not isinstance(resource, Resource):
         raise RequestBuildFailed(
             op.name, f"the resource builder returned a {type(resource).__name__}, not a Resource"

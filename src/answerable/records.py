@@ -61,9 +61,11 @@ __all__ = [
     "entry_bytes",
     "problems",
     "summary",
+    "validated",
 ]
 
 _R = TypeVar("_R", bound="Record")
+_M = TypeVar("_M", bound=BaseModel)
 _ID = Annotated[str, Field(min_length=1, max_length=128)]
 _TIME = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")]
 _NAME = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s]+$")]
@@ -543,6 +545,19 @@ def _entries() -> TypeAdapter[Entry]:
     return TypeAdapter(Entry)
 
 
+def validated(kind: type[_M], values: dict[str, Any]) -> _M:
+    """``kind(**values)``: the same validation and the same model, through the model's own
+    validator called directly, without the keyword arguments and checks of ``__init__`` and
+    ``model_validate`` around it: about 1 µs less a record, and the gateway makes five records
+    an action.
+
+    Raises:
+        pydantic.ValidationError: as ``kind(**values)`` would.
+    """
+    made: _M = kind.__pydantic_validator__.validate_python(values)
+    return made
+
+
 def entry_bytes(record: Record) -> bytes:
     """The canonical bytes of a record: the exact bytes hashed as its ledger leaf.
 
@@ -571,12 +586,16 @@ def _written_from_fields(record: Record) -> bytes | None:
     dump's for each kind written this way.
     """
     walk = record.free_form
-    if walk is None or type(record) not in _WRITTEN_AS_FIELDS:
+    if walk is None:
+        return None
+    try:  # the record's own fields handed over, not the record: one call of ``default`` less
+        fields = _fields_of(record)
+    except TypeError:
         return None
     for name in walk:
         if simple_json_containers(getattr(record, name), exact=True) is None:
             return None
-    return sorted_bytes(record, default=_fields_of)
+    return sorted_bytes(fields, default=_fields_of)
 
 
 def _fields_of(value: object) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from answerable._files import read_capped
+from answerable._text import exception_text, recordable
 from answerable.bus import Bus
 from answerable.charter import charter_of, new_ruleset
 from answerable.clock import FakeClock, IdSource, parse_rfc3339, rfc3339
@@ -156,7 +157,7 @@ class Ungoverned(Gateway):
             status: Literal["succeeded", "failed"] = "succeeded"
             error = None
         except Exception as exc:  # recorded as it happened, like any outcome
-            result, status, error = None, "failed", f"{type(exc).__name__}: {exc}"
+            result, status, error = None, "failed", recordable(exception_text(exc))
         execution = Execution(
             id=self.ids.new(),
             at=rfc3339(self.clock.now_ns()),
