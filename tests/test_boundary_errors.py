@@ -552,3 +552,18 @@ def test_a_key_file_named_by_nothing_a_file_can_be_named_is_a_config_error(tmp_p
     assert list(tmp_path.iterdir()) == []
     key.save(str(tmp_path / "k").encode())  # type: ignore[arg-type]
     assert KeyPair.load(str(tmp_path / "k").encode()).identity == "agent@example.org"  # type: ignore[arg-type]
+
+
+def test_an_agent_failure_whose_message_cannot_be_read_is_still_an_agent_failure():
+    """AgentFailed names the agent, the record and what it raised. A handler's exception whose
+    message cannot be read made building it raise that exception's own error instead, so the
+    in-process runtime let a raw RuntimeError out of run_until_idle."""
+    from answerable.errors import AgentFailed
+
+    class Unreadable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no message for you")
+
+    failed = AgentFailed("router", "event-1", "order.created", Unreadable())
+    assert "agent 'router' failed while handling order.created event-1" in str(failed)
+    assert "Unreadable: (its message could not be read: RuntimeError)" in str(failed)

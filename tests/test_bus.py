@@ -142,6 +142,40 @@ async def test_a_record_whose_handler_failed_is_delivered_again(nats_bus: Open):
     assert calls == [event.id, event.id]
 
 
+class _Unreadable(Exception):
+    """A handler's exception whose message cannot be read."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no message for you")
+
+
+async def test_a_failure_its_teller_cannot_tell_does_not_stop_the_topic(nats_bus: Open):
+    """A long-running agent is told of each handler failure (``on_failure`` prints it). Telling
+    one whose message cannot be read raised inside the pull task, which ended: the agent stopped
+    hearing the topic, silently, until a restart. Now the failure is kept for drain(), and the
+    next record is handled."""
+    told: list[str] = []
+    bus = await nats_bus()
+    bus.on_failure = lambda exc: told.append(f"{exc}")  # as serve_agent's printing teller does
+    calls: list[str] = []
+
+    async def fails_once(record: Message | ExternalEvent) -> None:
+        calls.append(record.id)
+        if len(calls) == 1:
+            raise _Unreadable
+
+    bus.subscribe("orders", fails_once, group="planner")
+    await bus.start()
+    first, second = order_events(2)
+    await bus.publish("orders", first)
+    await bus.publish("orders", second)
+    with pytest.raises(_Unreadable):
+        await bus.drain()
+    await bus.drain()  # the first comes again; the second was heard too
+    assert sorted(calls) == sorted([first.id, first.id, second.id])
+    assert told == []
+
+
 async def test_close_ends_a_pull_whose_fetch_swallowed_its_cancellation(nats_bus: Open):
     """Python 3.11's wait_for may turn a cancellation that meets its timeout into the timeout:
     the pull loop took it for an idle fetch and went on, and close() waited on it for ever (a

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import os
 import signal
@@ -1174,5 +1175,55 @@ async def test_a_published_checkpoint_replaced_by_something_else_publishes_nothi
             assert (await status_of(held - 1), await status_of(held)) == (200, 404)
             (published / "checkpoint").write_bytes(real)
             assert await status() == 200
+    finally:
+        await service.stop()
+
+
+@pytest.mark.parametrize(
+    ("answer", "kept"),
+    [
+        (lambda: {"refund": "R-1", "at": datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)}, False),
+        (lambda: {"refund": "R-1", "n": 2**60}, False),  # past I-JSON: orjson writes it, JCS does not
+        (lambda: {"refund": "R-1", "n": 2**70}, False),
+        (lambda: {"refund": "R-1", "note": "\udcff"}, False),
+        (lambda: {"refund": "R-1", "n": 7}, True),
+    ],
+    ids=["datetime", "2**60", "2**70", "surrogate", "json"],
+)
+async def test_a_result_with_no_json_form_leaves_the_status_and_the_receipt_readable(
+    tmp_path: Path, answer: Any, kept: bool
+) -> None:
+    """The service kept a call's raw result for the intent's status and its receipt: a result
+    JSON cannot hold failed every later status read and the receipt with a 500, and one past
+    I-JSON's integers made a genuine receipt fail verification as if tampered with. Now the
+    result is kept only as the JSON value its Execution's digest was taken of."""
+    from answerable.config import load_config
+    from answerable.receipt import result_digest, verify_receipt
+    from answerable.service import Service, build_app
+
+    folder = tmp_path / "shop"
+    init(folder)
+    service = Service(load_config(folder / "answerable.toml"))
+    await service.start()
+    try:
+        ledger, gateway = service._running()
+        object.__setattr__(gateway.operations["refund"], "call", lambda **_: answer())
+        async with AsyncClient("http://shop.test", KeyPair.load(folder / "agent.key")) as client:
+            client._http = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=build_app(service, lifespan=False))
+            )
+            done = await client.submit("refund", {"order": "O-1", "amount_cents": 100})
+            assert done["status"] == "succeeded"
+            status = await client.wait(done["intent_id"], seconds=0)
+            receipt = await client.receipt(done["intent_id"], seconds=5)
+        assert ("result" in status) is kept
+        assert ("result" in receipt) is kept
+        assert (done["result"] is not None) is kept
+        if kept:
+            assert status["result"] == receipt["result"] == done["result"] == answer()
+            assert result_digest(receipt["result"]) == status["execution"]["response_digest"]
+        proven = verify_receipt(receipt, ledger.verifier_key())
+        assert proven.execution is not None
+        assert proven.execution.status == "succeeded"
     finally:
         await service.stop()

@@ -37,6 +37,8 @@ thing as attributes, so code can react without parsing text::
 
 from __future__ import annotations
 
+from answerable._text import exception_text
+
 __all__ = [
     "AgentFailed",
     "AgentLost",
@@ -122,7 +124,7 @@ class AgentFailed(AnswerableError):
     def __init__(self, agent: str, record_id: str, record_type: str, cause: BaseException) -> None:
         super().__init__(
             f"agent {agent!r} failed while handling {record_type} {record_id}: "
-            f"{type(cause).__name__}: {cause}; what it received is in the ledger: restart it and "
+            f"{exception_text(cause)}; what it received is in the ledger: restart it and "
             "deliver that record again (its intents carry the same idempotency keys, so nothing runs twice)"
         )
         self.agent = agent

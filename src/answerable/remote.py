@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from answerable._text import exception_text
 from answerable.bus.auth import nkey_seed
 from answerable.bus.nats import NatsBus, handled_mark
 from answerable.charter import charter_of
@@ -349,7 +350,7 @@ async def serve_agent(
 
     def failed(exc: Exception) -> None:
         print(
-            f"answerable agent {name}: {type(exc).__name__}: {exc} (the record comes again)",
+            f"answerable agent {name}: {exception_text(exc)} (the record comes again)",
             file=sys.stderr,
             flush=True,
         )

@@ -647,6 +647,10 @@ class Service:
                 self._succeeded.add((p.after, _key_of(outcome.intent.arguments, p.same)))
 
     def _keep_result(self, intent_id: str, result: Any) -> None:
+        """Keep a call's answer for its status and its receipt: as the JSON value its recorded
+        digest was taken of, or not at all when it has none (the digest is then of its repr, and
+        a raw value put in a document failed the status read and the receipt with a 500)."""
+        result = json_result(result)
         if result is None:
             return
         self._results[intent_id] = result
@@ -1445,11 +1449,21 @@ def outcome_doc(outcome: Outcome) -> dict[str, Any]:
     if outcome.approval is not None:
         approval = outcome.approval
         doc["approval"] = {"id": approval.id, "by": approval.by, "verdict": approval.verdict}
-    try:
-        doc["result"] = orjson.loads(orjson.dumps(outcome.result))
-    except (TypeError, orjson.JSONDecodeError):
-        doc["result"] = None
+    doc["result"] = json_result(outcome.result)
     return doc
+
+
+def json_result(result: Any) -> Any:
+    """A call's answer as the JSON value its Execution's digest was taken of (decoded from its
+    canonical bytes), or None when it has no JSON form (NaN, a datetime, an integer past
+    ±(2**53-1), a lone surrogate, a value that holds itself): a verifier recomputes that digest
+    from what it is shown."""
+    if result is None:
+        return None
+    try:
+        return orjson.loads(canonical_bytes(result))
+    except Exception:  # foreign code's value: RecordInvalid, or its own types failing inside
+        return None
 
 
 @dataclass

@@ -197,12 +197,16 @@ def test_bad_calls_are_precise_answers_and_nothing_unrecorded_runs(shop: Running
         ("lg-bad-type", {"order": "LG-6", "amount_cents": "lots"}),
         ("lg-too-much", {"order": "LG-7", "amount_cents": 900000}),
         ("lg-not-json", '{"order": "LG-8", "amount_cents": '),
+        ("lg-split-emoji", {"order": "LG-9 \ud83d", "amount_cents": 100}),  # half a surrogate pair
     )
     message.tool_calls.append({"name": "transfer", "args": {}, "id": "lg-unknown", "type": "tool_call"})
     graph = graph_of(client, message)
     out = graph.invoke({"messages": [HumanMessage("refund")]}, {"configurable": {"thread_id": "lg-5"}})
-    not_json, bad, too_much, unknown = told(out)
+    not_json, bad, too_much, split, unknown = told(out)
     assert not_json["status"] == "invalid"
+    # json.loads took it; the run failed in the client's UnicodeEncodeError before
+    assert split["status"] == "invalid"
+    assert "lone surrogate" in split["error"]
     assert (bad["status"], bad["reason_code"]) == ("refused", "ArgumentsInvalid")
     assert too_much["status"] == "denied"
     assert unknown["status"] == "invalid"

@@ -362,10 +362,7 @@ class NatsBus:
             try:
                 mark = await self._deliver(s, msg, {m for _, m in handled})
             except Exception as exc:  # a handler's failure: the record is delivered again
-                if self.on_failure is not None:
-                    self.on_failure(exc)
-                else:
-                    self.failures.append(exc)  # raised by the next drain()
+                self._failed(exc)
                 continue
             if mark is not None:
                 handled.append((msg, mark))
@@ -375,16 +372,25 @@ class NatsBus:
             try:
                 await self._mark([mark for _, mark in handled])
             except Exception as exc:  # unmarked and unacknowledged: they come again
-                if self.on_failure is not None:
-                    self.on_failure(exc)
-                else:
-                    self.failures.append(exc)
+                self._failed(exc)
                 return
         with contextlib.suppress(NatsError, TimeoutError):  # lost: redelivered, then dropped as handled
             for msg, _ in handled:
                 await msg.ack()
             await self.nc.flush(timeout=5)
         self.delivered += len(handled)
+
+    def _failed(self, exc: Exception) -> None:
+        """Tell ``on_failure`` of a failure, else keep it for the next drain(). A teller that
+        fails itself (a handler's exception whose message cannot be read, say) must not end the
+        pull task: the agent would stop hearing the topic, silently, until a restart."""
+        if self.on_failure is not None:
+            try:
+                self.on_failure(exc)
+                return
+            except Exception:  # told nobody: drain() raises it
+                pass
+        self.failures.append(exc)
 
     async def _mark(self, marks: list[str]) -> None:
         """Write the handled marks of records whose handlers returned, waiting out a store that
@@ -402,7 +408,7 @@ class NatsBus:
                 return
             except StoreUnavailable as exc:
                 if pause == 0.1 and self.on_failure is not None:
-                    self.on_failure(exc)
+                    self._failed(exc)
             await asyncio.sleep(pause)
             pause = min(2 * pause, 2.0)
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from answerable._canonical import json_problems
 from answerable.client import ServiceRefused
 from answerable.errors import AnswerableError
 
@@ -55,7 +56,9 @@ def call_key(operation: str, call_id: str, arguments: Mapping[str, Any]) -> str:
     inherits the first one's approval.
     """
     canonical = json.dumps([operation, arguments], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    digest = hashlib.sha256(canonical.encode()).hexdigest()[:24]
+    # A lone surrogate (half an emoji pair a model split) has no UTF-8: its code point's bytes
+    # stand in, and the gateway refuses the arguments by name, as it refuses any not JSON.
+    digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:24]
     if len(call_id) > 96:  # the service takes keys up to 128 characters: a long id by its digest
         call_id = "sha256-" + hashlib.sha256(call_id.encode()).hexdigest()[:64]
     return f"{call_id}:{digest}"
@@ -75,15 +78,22 @@ def parse_arguments(tool: str, call_id: str, raw: str | Mapping[str, Any] | None
     if raw is None or raw == "":
         return {}
     if isinstance(raw, Mapping):
-        return dict(raw)
-    try:
-        parsed = json.loads(raw, parse_constant=_no_constant)
-    except ValueError as exc:
-        raise ToolCallInvalid(tool, call_id, f"its arguments are not JSON ({exc})") from exc
+        parsed: Any = dict(raw)
+    else:
+        try:
+            parsed = json.loads(raw, parse_constant=_no_constant)
+        except ValueError as exc:
+            raise ToolCallInvalid(tool, call_id, f"its arguments are not JSON ({exc})") from exc
     if not isinstance(parsed, dict):
         raise ToolCallInvalid(
             tool, call_id, f"its arguments are a JSON {type(parsed).__name__}, not an object"
         )
+    # json.loads takes "\ud83d", half of an emoji pair a model split, which no UTF-8 (so no
+    # JSON sent on) can carry; a framework's dict may hold a NaN: the model is told, as for any
+    # arguments that are not JSON, instead of the run failing in the client.
+    found = json_problems(parsed, strict=False, limit=3)
+    if found:
+        raise ToolCallInvalid(tool, call_id, f"its arguments are not JSON ({'; '.join(found)})")
     return parsed
 
 

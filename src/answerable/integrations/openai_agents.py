@@ -86,6 +86,10 @@ class _Governed:
         Submitting here, before the SDK decides, is what makes the interruption carry a real
         review; a call the rules allow has run (once) by the time this returns False."""
         try:
+            parse_arguments(self.tool, call_id, params)
+        except ToolCallInvalid:
+            return False  # nothing to review: the invocation parses them again and tells the model
+        try:
             outcome = await self.submit(call_id, params)
         except ServiceRefused as exc:
             if exc.status in MODEL_VISIBLE_REFUSALS:
