@@ -114,6 +114,20 @@ async def test_monitor_fires_once_until_resumed(gateway, ledger, monitors):
     assert len(ledger.of_kind("Alert")) == 1
 
 
+def invoices(gateway: Gateway, *cents: int) -> list[ExternalEvent]:
+    """One invoice event of each amount, at one time."""
+    return [
+        ExternalEvent(
+            id=gateway.ids.new(),
+            at="2026-01-01T00:00:00.000000Z",
+            source="x",
+            type="invoice",
+            payload={"cents": amount},
+        )
+        for amount in cents
+    ]
+
+
 async def test_count_and_budget_shapes(gateway, ledger):
     """A count per time and a running budget each fire when crossed."""
     config = {
@@ -140,17 +154,7 @@ async def test_count_and_budget_shapes(gateway, ledger):
     watch = Monitors(load_monitors(config, known_scopes=KNOWN), ledger, clock=gateway.clock, ids=gateway.ids)
     for n in range(3):
         await gateway.submit(gateway.intent("executor", "carrier.book", booking(shipment=f"S{n}")))
-    invoices = [
-        ExternalEvent(
-            id=gateway.ids.new(),
-            at="2026-01-01T00:00:00.000000Z",
-            source="x",
-            type="invoice",
-            payload={"cents": 60},
-        )
-        for _ in range(2)
-    ]
-    ledger.append_sync(invoices)
+    ledger.append_sync(invoices(gateway, 60, 60))
     assert sorted(a.monitor for a in await watch.poll()) == ["spend", "too-many-bookings"]
 
 
@@ -173,17 +177,7 @@ async def test_a_budget_whose_total_passes_the_json_integer_range_still_alerts(g
         ]
     }
     watch = Monitors(load_monitors(config, known_scopes=KNOWN), ledger, clock=gateway.clock, ids=gateway.ids)
-    invoices = [
-        ExternalEvent(
-            id=gateway.ids.new(),
-            at="2026-01-01T00:00:00.000000Z",
-            source="x",
-            type="invoice",
-            payload={"cents": top},
-        )
-        for _ in range(2)
-    ]
-    ledger.append_sync(invoices)
+    ledger.append_sync(invoices(gateway, top, top))
     [alert] = await watch.poll()
     assert alert.observed == {"total": str(2 * top), "limit": top}
     assert [decode_entry(e.data).id for e in ledger.of_kind("Alert")] == [alert.id]

@@ -987,12 +987,21 @@ async def test_a_clock_behind_the_ledgers_latest_time_is_said_at_start(
         assert said in line, line
 
 
+def agent_in_process(service: Any, folder: Path) -> AsyncClient:
+    """The scaffold's agent, talking to ``service`` in this process (no socket between)."""
+    from answerable.service import build_app
+
+    client = AsyncClient("http://shop.test", KeyPair.load(folder / "agent.key"))
+    client._http = httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(service, lifespan=False)))
+    return client
+
+
 async def test_a_request_to_a_service_whose_ledger_is_closing_is_answered_503(tmp_path: Path) -> None:
     """A write through a ledger the stopping service closed raises LedgerClosed, which the API
     answered as the caller's fault (400); it is the service's, and passing: 503, so a caller's
     retry goes on to the service restarted or its standby."""
     from answerable.config import load_config
-    from answerable.service import Service, build_app
+    from answerable.service import Service
 
     folder = tmp_path / "shop"
     init(folder)
@@ -1000,11 +1009,7 @@ async def test_a_request_to_a_service_whose_ledger_is_closing_is_answered_503(tm
     await service.start()
     try:
         ledger, _ = service._running()
-        agent_key = KeyPair.load(folder / "agent.key")
-        async with AsyncClient("http://shop.test", agent_key) as client:
-            client._http = httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=build_app(service, lifespan=False))
-            )
+        async with agent_in_process(service, folder) as client:
             ledger.close()
             with pytest.raises(ServiceRefused) as refused:
                 await client.submit("refund", {"order": "O-1", "amount_cents": 100})
@@ -1199,7 +1204,7 @@ async def test_a_result_with_no_json_form_leaves_the_status_and_the_receipt_read
     result is kept only as the JSON value its Execution's digest was taken of."""
     from answerable.config import load_config
     from answerable.receipt import result_digest, verify_receipt
-    from answerable.service import Service, build_app
+    from answerable.service import Service
 
     folder = tmp_path / "shop"
     init(folder)
@@ -1208,10 +1213,7 @@ async def test_a_result_with_no_json_form_leaves_the_status_and_the_receipt_read
     try:
         ledger, gateway = service._running()
         object.__setattr__(gateway.operations["refund"], "call", lambda **_: answer())
-        async with AsyncClient("http://shop.test", KeyPair.load(folder / "agent.key")) as client:
-            client._http = httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=build_app(service, lifespan=False))
-            )
+        async with agent_in_process(service, folder) as client:
             done = await client.submit("refund", {"order": "O-1", "amount_cents": 100})
             assert done["status"] == "succeeded"
             status = await client.wait(done["intent_id"], seconds=0)
