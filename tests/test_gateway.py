@@ -736,6 +736,13 @@ def _cyclic() -> dict[str, object]:
     return answer
 
 
+def _cyclic_wide() -> list[object]:
+    """A list holding itself 100 times: each visit of the walk took 100 more references."""
+    answer: list[object] = []
+    answer.extend([answer] * 100)
+    return answer
+
+
 @pytest.mark.parametrize(
     ("answer", "status", "error"),
     [
@@ -748,8 +755,9 @@ def _cyclic() -> dict[str, object]:
         (lambda: _NoRepr(), "succeeded", None),
         (lambda: 10**5000, "succeeded", None),  # no JSON form, and too long for repr
         (_cyclic, "succeeded", None),  # walked for ever before
+        (_cyclic_wide, "succeeded", None),  # a bound on containers walked still took 800 MB
     ],
-    ids=["unreadable-error", "surrogate-error", "no-repr", "huge-int", "cyclic"],
+    ids=["unreadable-error", "surrogate-error", "no-repr", "huge-int", "cyclic", "cyclic-wide"],
 )
 async def test_whatever_a_partner_hands_back_after_the_call_its_execution_is_recorded(
     gateway: Gateway, ledger: SQLiteLedger, world: World, answer: object, status: str, error: str | None

@@ -292,14 +292,22 @@ def test_a_heartbeat_of_an_old_epoch_never_marks_a_new_one_lost(ledger: SQLiteLe
     lease.release()
 
 
-@pytest.mark.parametrize("holder", ["gateway one", "", "g" * 201, "tab\there"])
+@pytest.mark.parametrize("holder", ["gateway one", "g" * 201, "tab\there", "gw\udcff"])
 def test_a_holder_no_claim_could_name_is_refused_when_the_gateway_is_made(ledger: SQLiteLedger, holder: str):
-    """Every Claim names its gateway's holder, as a name (1 to 200 characters, no spaces). A
-    holder that is none was taken, and then every allowed intent raised pydantic's raw error
-    about a Claim; now the Gateway is refused at once, saying what a holder is."""
-    with pytest.raises(ConfigError, match="a lease holder is 1 to 200 characters with no spaces"):
+    """Every Claim names its gateway's holder, as a name (1 to 200 characters, no whitespace, no
+    lone surrogate: the records' own check). A holder that is none was taken, and then every
+    allowed intent raised pydantic's raw error about a Claim (a lone surrogate: SQLite's raw
+    UnicodeEncodeError at start); now the Gateway is refused at once, saying what a holder is."""
+    with pytest.raises(ConfigError, match="a lease holder is a name of 1 to 200 characters"):
         Gateway(ledger, holder=holder)
     assert ledger.size() == 0
+
+
+@pytest.mark.parametrize("holder", [None, ""])
+def test_no_holder_given_is_this_process_by_its_host_and_pid(ledger: SQLiteLedger, holder: str | None):
+    gateway = Gateway(ledger, holder=holder)
+    assert gateway.lease.holder == f"gateway@{gateway.lease.host}:{gateway.lease.pid}"
+    gateway.close()
 
 
 async def test_a_named_holder_is_the_one_its_claims_name(

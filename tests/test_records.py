@@ -443,3 +443,40 @@ def _one_of_each() -> list[Record]:
 def test_each_kind_written_from_its_fields_is_the_bytes_its_dump_gives(record: Record) -> None:
     assert records._written_from_fields(record) is not None
     assert entry_bytes(record) == _dumped(record) == rfc8785.dumps(record.model_dump(mode="json"))
+
+
+def test_a_value_holding_itself_is_refused_in_bounded_time_and_memory():
+    """A response that holds itself has no JSON form: the fast walk must give it up, not walk it
+    for ever (a dict in itself) or hold a reference per member it met (a list in itself 100
+    times: a bound on containers alone still took 800 MB before it gave up)."""
+    import tracemalloc
+
+    from answerable._canonical import simple_json_containers
+
+    wide: list[object] = []
+    wide.extend([wide] * 100)
+    deep: dict[str, object] = {"booking": "B-1"}
+    deep["parent"] = deep
+    assert simple_json_containers(deep) is None
+    tracemalloc.start()
+    try:
+        assert simple_json_containers(wide) is None
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MiB"
+    with pytest.raises(RecordInvalid, match="nested deeper than 254"):
+        canonical_bytes(wide)
+
+
+def test_foreign_text_is_recorded_escaped_and_cut_to_its_limit():
+    """A lone surrogate has no UTF-8, so no JSON: it is recorded as its escape. The cut comes
+    after the escapes, which are six characters each, so what is kept stays within the limit."""
+    from answerable._text import MOST_SAID, recordable
+
+    assert recordable("refused \udcff") == "refused \\udcff"
+    kept = recordable("\udcff" * MOST_SAID)
+    assert kept.startswith("\\udcff" * 10)
+    assert kept.endswith(f"… ({5 * MOST_SAID:,} more characters not recorded)")
+    assert len(kept) < MOST_SAID + 60
+    assert recordable("ok ✓") == "ok ✓"

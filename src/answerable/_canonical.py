@@ -29,11 +29,12 @@ MAX_NESTING = 254
 to the exact path too, so a value never has canonical bytes on one path and none on the other."""
 
 
-_MOST_CONTAINERS = 1_000_000
-"""Objects and arrays the fast walk counts before it leaves a value to the exact path. A value
-that holds itself (a dict in its own values) would keep the walk going for ever, after a call
-whose response it was; a value of a million containers is megabytes of JSON, for which the
-exact path's cost hardly matters."""
+_MOST_MEMBERS = 4_000_000
+"""Members of objects and arrays the fast walk takes before it leaves a value to the exact path.
+A value that holds itself (a dict in its own values, a list in itself many times over) would keep
+the walk going for ever, or fill memory, after a call whose response it was; bounding what the
+walk takes bounds both (at most this many references held, 32 MB). Four million members is
+megabytes of JSON: such a value is written by the exact path, the same bytes, more slowly."""
 
 
 def _simple_containers(value: Any, exact: bool = False) -> int:
@@ -50,13 +51,14 @@ def _simple_containers(value: Any, exact: bool = False) -> int:
     this runs on every record the ledger writes.
     """
     stack = [value]
-    containers = 0
+    containers = walked = 0
     while stack:
         item = stack.pop()
         kind = type(item)
         if kind is dict:
             containers += 1
-            if containers > _MOST_CONTAINERS:  # or a cycle: the exact path's depth limit names it
+            walked += len(item)
+            if walked > _MOST_MEMBERS:  # or a cycle: the exact path's depth limit names it
                 return -1
             try:
                 for key, child in item.items():
@@ -70,7 +72,8 @@ def _simple_containers(value: Any, exact: bool = False) -> int:
             continue
         elif kind is list or kind is tuple:
             containers += 1
-            if containers > _MOST_CONTAINERS:
+            walked += len(item)
+            if walked > _MOST_MEMBERS:
                 return -1
             stack.extend(item)
         elif kind is int:

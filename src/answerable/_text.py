@@ -33,11 +33,11 @@ def message_of(exc: BaseException) -> str:
 def recordable(text: str) -> str:
     """``text`` as recorded: its first :data:`MOST_SAID` characters (and how many more there
     were), with any lone surrogate written as its escape (``\\udcff``), which JSON can hold."""
-    if len(text) > MOST_SAID:
-        text = f"{text[:MOST_SAID]}… ({len(text) - MOST_SAID:,} more characters not recorded)"
-    if not text.isascii():
+    if not text.isascii():  # escaped first, so the cut holds whatever the escapes add
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
             text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) > MOST_SAID:
+        text = f"{text[:MOST_SAID]}… ({len(text) - MOST_SAID:,} more characters not recorded)"
     return text

@@ -83,9 +83,18 @@ _MOST_HOLDER = 200
 """The longest name a record's name field holds (a Claim's ``holder``)."""
 
 
-def _a_name(text: object) -> bool:
-    """What a record's name field takes: 1 to 200 characters, none of them whitespace."""
-    return isinstance(text, str) and 0 < len(text) <= _MOST_HOLDER and not any(c.isspace() for c in text)
+def _a_name(text: str) -> bool:
+    """Whether a Claim could name ``text`` as its holder: the records' own check of a name (no
+    whitespace, no lone surrogate, 1 to 200 characters), so the two cannot disagree."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from answerable.records import _NAME
+
+    try:
+        TypeAdapter(_NAME).validate_python(text)
+    except ValidationError:
+        return False
+    return True
 
 
 class Lease:
@@ -114,10 +123,11 @@ class Lease:
         self.ttl = ttl
         self.host = socket.gethostname()
         self.pid = os.getpid()
-        if holder is not None and not _a_name(holder):
+        if holder and not _a_name(holder):  # "" or None: this process's default name
             # A Claim names its holder: refused here, not by every claim's validation later.
             raise ConfigError(
-                f"a lease holder is 1 to {_MOST_HOLDER} characters with no spaces, not {holder!r:.80}"
+                f"a lease holder is a name of 1 to {_MOST_HOLDER} characters, with no whitespace and no "
+                f"lone surrogate, not {holder!r:.80}"
             )
         self.holder = holder or f"gateway@{self.host[: _MOST_HOLDER - 30]}:{self.pid}"
         self._monotonic = monotonic
