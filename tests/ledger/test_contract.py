@@ -82,6 +82,27 @@ def test_entries_are_the_exact_bytes_hashed_and_found_every_way(store: SQLLedger
         store.find("no-such-id")
 
 
+def test_commits_of_every_size_store_each_row_in_order(store: SQLLedger):
+    """A commit's rows go in through statements of several rows each (SQLite): batches on both
+    sides of each statement's size keep every entry, its tree and its causes, in order."""
+    sizes = [1, 2, 3, 63, 64, 65, 127, 128, 129, 200]
+    made: list[Record] = []
+    for event in order_events(sum(sizes)):  # each cites the one before it
+        made.append(event.model_copy(update={"causes": (made[-1].id,)}) if made else event)
+    start = 0
+    for n in sizes:
+        assert store.append_sync(made[start : start + n]) == list(range(start, start + n))
+        start += n
+    assert [e.data for e in store.entries()] == [entry_bytes(e) for e in made]
+    for i in (0, 62, 63, 64, 192, len(made) - 2):
+        assert [e.id for e in store.caused_by(made[i].id)] == [made[i + 1].id]
+    assert store.verify().size == len(made)
+    size, root = len(made), store.root(len(made))
+    for index in (0, 63, 64, 65, 128, size - 1):
+        proof = store.inclusion_proof(index, size)
+        verify_inclusion(index, size, leaf_hash(store.entry(index).data), proof, root)
+
+
 def test_every_proof_verifies_and_a_proof_past_the_size_is_refused(store: SQLLedger):
     store.append_sync(order_events(13))
     n = store.size()

@@ -82,6 +82,9 @@ LATEST_TIME = (
 )
 """Raise the latest time to a commit's, never lower it: fixed-width rfc3339 text compares as the
 time it says (the punctuation stands in the same places in every value)."""
+_MOST_ROWS = 64
+"""Rows one INSERT statement takes at most (see :meth:`SQLLedger._insert`): 320 parameters for
+the widest table, far below SQLite's limit (32,766 since 3.32; 999 before)."""
 Conn = Any
 """A DB-API connection of either driver: both have ``execute(sql, args)`` returning a cursor."""
 
@@ -146,6 +149,7 @@ class SQLLedger(ABC):
         """The right edge of the tree after the last commit: the next commit's left siblings."""
         self._latest_kept = False
         """Whether this process has seen the store keep a latest time (see :func:`_seeded`)."""
+        self._insert_texts: dict[tuple[str, int, int], str] = {}
         self._cv = threading.Condition()
         self._closing = False
         self._writer = threading.Thread(target=self._write_loop, name=f"ledger-writer:{name}", daemon=True)
@@ -720,10 +724,27 @@ class SQLLedger(ABC):
         return settlements
 
     def _insert(self, cur: Any, table: str, rows: list[tuple[Any, ...]]) -> None:
-        """Insert new rows into one of the log's tables (a backend may stream them instead)."""
-        if rows:
-            marks = ", ".join("?" * len(rows[0]))
-            cur.executemany(self._sql(f"INSERT INTO {table} VALUES ({marks})"), rows)
+        """Insert new rows into one of the log's tables (a backend may stream them instead).
+
+        Many rows to a statement, not one: ``executemany`` runs the statement once per row, and
+        a group commit of a governed load writes some fifteen rows an action. Statements take a
+        power of two of rows, at most 64, so a handful of statement texts serve every batch (the
+        driver caches each prepared one) and no statement nears SQLite's limit on parameters."""
+        start, count = 0, len(rows)
+        while start < count:
+            size = min(_MOST_ROWS, 1 << ((count - start).bit_length() - 1))
+            chunk = rows[start : start + size]
+            cur.execute(self._insert_sql(table, len(chunk[0]), size), [v for row in chunk for v in row])
+            start += size
+
+    def _insert_sql(self, table: str, width: int, size: int) -> str:
+        key = (table, width, size)
+        found = self._insert_texts.get(key)
+        if found is None:
+            one = "(" + ", ".join("?" * width) + ")"
+            found = self._sql(f"INSERT INTO {table} VALUES {', '.join([one] * size)}")
+            self._insert_texts[key] = found
+        return found
 
     def _getter(self, conn: Conn) -> merkle.GetNode:
         leaf = self._sql("SELECT leaf_hash FROM entries WHERE idx = ?")
