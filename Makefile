@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit soak bench clean gotools browser
+.PHONY: demo test lint typecheck unit soak bench clean gotools browser valgrind
 
 # Go and golang.org/x/mod from Debian's packages, offline: the independent auditor of published
 # tiles (tests/tlogcheck) is built against them by the tests.
@@ -18,6 +18,12 @@ gotools:
 browser:
 	@command -v chromium >/dev/null || (apt-get install -y -q chromium || \
 		(apt-get update -q && apt-get install -y -q chromium))
+
+# Debian's valgrind: bench/instructions.py counts instructions per governed action with callgrind
+# (its quick run is tested).
+valgrind:
+	@command -v valgrind >/dev/null && command -v callgrind_control >/dev/null || \
+		(apt-get install -y -q valgrind || (apt-get update -q && apt-get install -y -q valgrind))
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -44,7 +50,7 @@ typecheck: $(STAMP)
 
 # Two workers, one per core (pytest-xdist). Tests share the machine's PostgreSQL and nats-server:
 # each names its schemas and streams for itself and cleans up only those.
-unit: $(STAMP) gotools browser
+unit: $(STAMP) gotools browser valgrind
 	$(BIN)/pytest -m 'not full' -n 2
 
 test: lint typecheck unit
@@ -57,9 +63,10 @@ soak: $(STAMP)
 
 # Every benchmark, each recorded in bench/README.md with the command that printed it (bench/record.py).
 RECORD := $(BIN)/python bench/record.py
-bench: $(STAMP)
+bench: $(STAMP) valgrind
 	$(BIN)/python -m pip install --quiet -e '.[dev,logistics,report,bench,integrations]'
 	$(RECORD) governed_call -- $(BIN)/python bench/governed_call.py
+	$(RECORD) instructions -- $(BIN)/python bench/instructions.py
 	$(RECORD) cli_latency -- $(BIN)/python bench/cli_latency.py
 	$(RECORD) ledger -- $(BIN)/python bench/ledger.py
 	$(RECORD) policy -- $(BIN)/python bench/policy.py

@@ -66,11 +66,14 @@ async def measure(
     warmup: int,
     *,
     records: bool = False,
+    on_timed: Callable[[bool], None] | None = None,
 ) -> dict[str, Any]:
     """Actions per second and CPU per action by thread of the lean loop (see the module);
     ``directory`` exists and holds no ledger yet. ``records``: the same loop, its entries made
     the gateway's way, as validated records (Intent, Decision, Claim, Execution) whose bytes the
-    ledger encodes itself: what the records cost, apart from the gateway's checks and glue."""
+    ledger encodes itself: what the records cost, apart from the gateway's checks and glue.
+    ``on_timed`` is called with True right before the timed run and False right after it (the
+    instruction counter of ``instructions.py`` starts and stops there)."""
     ledger, gateway = await setup(directory)
     try:
         for _ in range(2):  # the gateway's own actions first: the lease, the caches, the tables
@@ -220,9 +223,13 @@ async def measure(
         await run(warmup)
         built[0] = 0
         start = ledger.size()
+        if on_timed is not None:
+            on_timed(True)
         before = common.thread_cpu()
         wall = await run(actions)
         after = common.thread_cpu()
+        if on_timed is not None:
+            on_timed(False)
         report = ledger.verify()
         written = ledger.size() - start
         # Each entry read back as the record it says it is, its bytes that record's own; and one

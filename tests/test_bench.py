@@ -12,9 +12,9 @@ import pytest
 ROOT = Path(__file__).parents[1]
 
 
-def bench(*args: str) -> object:
+def bench(*args: str, timeout: float = 120) -> object:
     result = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout)
@@ -98,6 +98,35 @@ def test_governed_call_bench_checks_its_own_ledger():
         assert "ratio_in_memory" not in comparison["lean_reference"]
         assert comparison["peer_missing"]
         assert comparison["paired"] == {"available": False}
+
+
+@pytest.mark.slow
+def test_instruction_counts_are_taken_of_the_measured_actions_of_each_tree():
+    """bench/instructions.py counts each variant under callgrind after its warm-up, each wrote
+    every entry it should, and ``--rev`` counts that revision's own gateway, not this tree's."""
+    doc = bench("bench/instructions.py", "--quick", "--json", "--rev", "HEAD", timeout=600)
+    assert isinstance(doc, dict)
+    assert doc["available"] is True, doc
+    variants = doc["variants"]
+    for key in ("gateway", "lean", "rev"):
+        found = variants[key]
+        assert found["entries_written"] == found["entries_expected"] == 4 * found["actions"], found
+        assert found["failed"] == 0
+        # Start-up and imports alone are tens of millions of instructions: a count of the
+        # measured actions only is far below that per action.
+        assert 100_000 < found["per_action"] < 20_000_000, found
+    assert variants["rev"]["answerable"].endswith("tree-HEAD/src/answerable"), variants["rev"]
+    assert variants["gateway"]["answerable"] == str(ROOT / "src" / "answerable")
+    comparison = doc["comparison"]
+    assert comparison["gateway_over_lean"] == pytest.approx(
+        variants["gateway"]["per_action"] / variants["lean"]["per_action"]
+    )
+    if "per_action" in variants["agt"]:  # the bench extra installed
+        assert variants["agt"]["entries_written"] == variants["agt"]["entries_expected"]
+        assert "gateway_over_agt" in comparison
+    else:
+        assert "not installed" in variants["agt"]["reason"]
+        assert "gateway_over_agt" not in comparison
 
 
 @pytest.mark.slow
