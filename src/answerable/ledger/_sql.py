@@ -85,6 +85,9 @@ time it says (the punctuation stands in the same places in every value)."""
 _MOST_ROWS = 64
 """Rows one INSERT statement takes at most (see :meth:`SQLLedger._insert`): 320 parameters for
 the widest table, far below SQLite's limit (32,766 since 3.32; 999 before)."""
+_MOST_KEYS = 500
+"""Guarded keys one query reads at most (see :meth:`SQLLedger._heads`), within every SQLite's
+limit on parameters (999 before 3.32)."""
 Conn = Any
 """A DB-API connection of either driver: both have ``execute(sql, args)`` returning a cursor."""
 
@@ -629,7 +632,7 @@ class SQLLedger(ABC):
         of one group commit guarding the same head cannot both pass.
         """
         admitted: list[_Item] = []
-        heads: dict[str, int | None] = {}
+        heads = self._heads(conn, {guard.key for item in batch for guard in item.guards})
         moved: dict[str, int] = {}
         refused: list[_Settlement] = []
         epoch: int | None = None
@@ -646,11 +649,6 @@ class SQLLedger(ABC):
                     continue
             conflict = None
             for guard in item.guards:
-                if guard.key not in heads:
-                    found = conn.execute(
-                        self._sql("SELECT idx FROM guards WHERE key = ?"), (guard.key,)
-                    ).fetchone()
-                    heads[guard.key] = None if found is None else int(found[0])
                 if heads[guard.key] != guard.expect:
                     conflict = Conflict(guard.key, guard.expect, heads[guard.key])
                     break
@@ -666,6 +664,19 @@ class SQLLedger(ABC):
             at += len(item.rows)
             admitted.append(item)
         return admitted, moved, refused
+
+    def _heads(self, conn: Conn, keys: set[str]) -> dict[str, int | None]:
+        """Where each guarded key's head stands (None: never moved), read in one query for a
+        commit's guards rather than one per guard: a governed load guards one key an action."""
+        heads: dict[str, int | None] = dict.fromkeys(keys)
+        listed = sorted(keys)
+        for start in range(0, len(listed), _MOST_KEYS):
+            chunk = listed[start : start + _MOST_KEYS]
+            marks = ", ".join("?" * len(chunk))
+            query = self._sql(f"SELECT key, idx FROM guards WHERE key IN ({marks})")
+            for key, idx in conn.execute(query, chunk).fetchall():
+                heads[key] = int(idx)
+        return heads
 
     def _commit(self, conn: Conn, batch: list[_Item], *, recovering: bool = False) -> list[_Settlement]:
         size = self._begin_append(conn)
