@@ -568,6 +568,55 @@ async def test_an_http_operation_records_no_credential_of_its_url_and_a_cut_call
     assert b"carrier/book" in stored
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Bearer sk-live-SECRET-4242\n",
+        "Bearer sk-live-SECRET-4242\r\nX: y",
+        " Bearer sk-live-SECRET-4242",
+        "Bearer sk-SECRET-4242\x00",
+        "Bearer sk-SECRET-4242é",
+    ],
+)
+async def test_an_http_operation_refuses_a_header_value_http_cannot_carry_without_showing_it(value: str):
+    """A credential read from a file keeps its line end: every call failed, and the client's error
+    quoted the whole header value into each Execution, and to the agent (found by an audit). It is
+    refused when the operation is made, the value never shown."""
+    from answerable import ConfigError
+
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(ConfigError, match="header Authorization: its value \\(not shown\\)") as refused:
+            http_operation("http://carrier/book", client=client, headers={"Authorization": value})
+        with pytest.raises(ConfigError, match="header name must be an HTTP token"):
+            http_operation("http://carrier/book", client=client, headers={"Bad Name": "x"})
+    assert "SECRET" not in str(refused.value)
+
+
+async def test_an_http_operation_records_no_header_value_when_the_request_cannot_be_sent(
+    gateway: Gateway, ledger: SQLiteLedger
+):
+    """Should the client refuse to send a request (its own protocol error), the error's text may
+    quote a header's value: the Execution records the kind of error only."""
+
+    def carrier(request: httpx.Request) -> httpx.Response:
+        raise httpx.LocalProtocolError("Illegal header value b'Bearer sk-live-SECRET-4242'")
+
+    class Args(BaseModel):
+        shipment: str
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(carrier)) as client:
+        operation = http_operation("http://carrier/book", client=client)
+        gateway.register("carrier.http", operation, resource_class="shipment", args=Args)
+        outcome = await gateway.submit(gateway.intent("executor", "carrier.http", {"shipment": "S-1"}))
+    assert outcome.status == "failed"
+    assert outcome.execution is not None
+    assert (
+        outcome.execution.error
+        == "ExecutionError: POST http://carrier/book could not be sent: LocalProtocolError"
+    )
+    assert b"SECRET" not in b"".join(e.data for e in ledger.entries())
+
+
 async def test_an_http_operation_with_no_url_to_reach_is_refused_and_redirects_are_not_results(
     gateway: Gateway, ledger: SQLiteLedger
 ):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -116,6 +117,7 @@ def http_operation(
     wrong = url_problem(target)
     if wrong is not None:  # a typo here would fail every call, each recorded as a failure
         raise ConfigError(f"http_operation: {where}: {wrong}")
+    fixed = _headers(where, headers)
     # The request never left (no connection made, or it could not be formed): such a call
     # failed. Anything else that goes wrong may have happened after the partner acted (a
     # timeout, a connection cut, a body that would not decode): ambiguous, retried only where
@@ -130,7 +132,7 @@ def http_operation(
                 url,
                 content=orjson.dumps(arguments, default=_jsonable),
                 headers={
-                    **(headers or {}),
+                    **fixed,
                     **fence,
                     "Idempotency-Key": idempotency_key,
                     "Content-Type": "application/json",
@@ -138,6 +140,8 @@ def http_operation(
             )
         except httpx.TimeoutException as exc:
             raise TransientError(f"{method} {where} timed out: {exc}") from exc
+        except httpx.LocalProtocolError as exc:  # its text may quote a header's value: a credential
+            raise ExecutionError(f"{method} {where} could not be sent: {type(exc).__name__}") from exc
         except not_sent as exc:
             raise ExecutionError(f"{method} {where} could not be reached: {exc}") from exc
         except httpx.RequestError as exc:  # sent, or may have been: not known to have failed
@@ -148,6 +152,36 @@ def http_operation(
             raise TransientError(f"{method} {where} was cut off: {type(exc).__name__}: {exc}") from exc
 
     return call
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""An HTTP header name (RFC 9110 5.1)."""
+
+
+def _headers(where: str, headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The headers every call sends, copied once and checked now: a value HTTP cannot carry (a
+    token read from a file keeps its line end) failed every call, and the client's error quoted
+    the value, credential and all, into each Execution. Never quoted here either.
+
+    Raises:
+        ConfigError: a name that is no header name, or a value that is not printable ASCII
+            without whitespace at either end.
+    """
+    fixed = dict(headers or {})
+    for name, value in fixed.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            said = repr(str(name)[:60])
+            raise ConfigError(f"http_operation: {where}: a header name must be an HTTP token, not {said}")
+        if not isinstance(value, str):
+            kind = type(value).__name__
+            raise ConfigError(f"http_operation: {where}: header {name}: its value is a {kind}, not text")
+        if not (value.isascii() and value.isprintable()) or value != value.strip():
+            raise ConfigError(
+                f"http_operation: {where}: header {name}: its value (not shown) holds a line break, a "
+                "control character, whitespace at an end or a character outside ASCII; a secret read "
+                "from a file keeps its line end: strip it"
+            )
+    return fixed
 
 
 def _answer_of(response: httpx.Response, call: str) -> Any:
