@@ -1502,6 +1502,10 @@ def _record(path: Path, kind: type[SystemCharter] | type[RulesetVersion]) -> Any
         raise ConfigError(f"{path.name} is not a signed {kind.__name__}: {summary(exc)}") from exc
 
 
+_SIGNED_HEADERS = ("signature", "signature-input", "content-digest")
+"""The headers a request's signature stands on: each may come once."""
+
+
 def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
     """The HTTP API, versioned under ``/v1``, and ``/healthz``. With ``lifespan`` the app starts
     and stops the service itself; ``answerable serve`` starts it first, to refuse with one line."""
@@ -1520,6 +1524,12 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
         """The signer and body of a request signed (RFC 9421) by one of ``keys``. ``once``: its
         nonce is spent in the store, so it is refused if sent again, even after a restart (reads
         are not: a read sent again within the clock window reads again, which changes nothing)."""
+        # Each signature header once: two copies of one are read one way by the check and
+        # another by whoever names the signer, and a request could be verified as one agent's
+        # while its refusal was recorded, as verified, in another's name.
+        doubled = [name for name in _SIGNED_HEADERS if len(request.headers.getlist(name)) > 1]
+        if doubled:
+            raise _HTTPError(401, "bad_signature_input", f"the request carries {doubled[0]} more than once")
         claimed = claimed_keyid(request.headers)
         if claimed is not None and service.chartered(claimed):
             request.state.claimed = claimed  # who it says it is: a refusal is recorded in their name
@@ -1542,6 +1552,7 @@ def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
             )
         except NotAuthorized as exc:
             raise _HTTPError(401, exc.reason_code, str(exc)) from exc
+        request.state.claimed = who.keyid  # the signer, whatever was claimed before the check
         if not once:
             request.state.verified = True
             return who.keyid, body

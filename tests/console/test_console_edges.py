@@ -3,12 +3,15 @@ not ASCII, reasons that say nothing, a password that is not text."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from consoled import PASSWORDS, Console, set_password
 
 from answerable.console.sessions import LoginLimit
+from answerable.httpsig import sign_request
+from answerable.keys import KeyPair
 
 
 def test_a_burst_of_wrong_passwords_meets_the_limit_as_a_sequence_would(own_console: Console) -> None:
@@ -120,3 +123,41 @@ def test_the_log_in_limit_counts_addresses_and_identities_apart() -> None:
     assert limit.blocked("someone", "203.0.113.9") is None
     now[0] = 61.0
     assert limit.blocked("ri", "192.0.2.1") is None
+
+
+def test_a_signature_header_sent_twice_is_refused_and_no_refusal_names_who_did_not_sign(
+    own_console: Console,
+) -> None:
+    """Two Signature-Input headers were read two ways: the check took the first (the agent's own,
+    genuine), the record of the refusal the last (naming the RI), so the ledger held a Refusal
+    verified in the name of someone who signed nothing (found by an audit). A signature header
+    sent twice is refused before anything is read, and a refusal names only the signer."""
+    console = own_console
+    agent = KeyPair.load(console.folder / "agent.key")
+    ri = console.who["ri"]
+    url = f"{console.url}/v1/intents"
+    body = b'{"operation": "no-such-operation", "arguments": {}}'
+    signed = sign_request(agent, "POST", url, body, created=int(time.time()))
+    forged = signed["Signature-Input"].replace(f'keyid="{agent.identity}"', f'keyid="{ri}"')
+    base = [("Content-Type", "application/json"), ("Content-Digest", signed["Content-Digest"])]
+    for doubled in (
+        [
+            ("Signature", signed["Signature"]),
+            ("Signature-Input", signed["Signature-Input"]),
+            ("Signature-Input", forged),
+        ],
+        [("Signature", signed["Signature"]), ("Signature", signed["Signature"]), ("Signature-Input", forged)],
+    ):
+        answer = httpx.post(url, content=body, headers=[*base, *doubled], timeout=30)
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["reason_code"] == "bad_signature_input"
+    # The agent's own request, signed once, is refused for what it asks, in its own name.
+    again = sign_request(agent, "POST", url, body, created=int(time.time()))
+    answer = httpx.post(url, content=body, headers={**again, "Content-Type": "application/json"}, timeout=30)
+    assert answer.status_code == 422, answer.text
+    deadline = time.monotonic() + 10
+    while not console.kinds("Refusal") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    refusals = [(r["claimed"], r["verified"]) for r in console.kinds("Refusal") if r.get("channel") == "http"]
+    assert (agent.identity, True) in refusals, refusals
+    assert not [r for r in refusals if r[0] == ri], refusals
