@@ -302,3 +302,33 @@ def _state(path: Path) -> tuple[int, str, str]:
 def _row(name: str, value: int) -> str:
     """The outcome table's row for a figure: its label (key as tooltip), then its value."""
     return rf"<td><span title=\"{name}\">[^<]+</span></td><td class=\"n\">{value:,}</td>"
+
+
+async def test_a_topic_an_agent_chose_is_drawn_as_written_not_read_as_mathematics(tmp_path: Path):
+    """matplotlib read a ``$`` pair in a label as mathematics and failed at savefig on what it could
+    not parse: a message topic ``$\\foo$`` (refused, and recorded all the same) made every report of
+    the ledger fail for good, and `answerable report` print a traceback (found by an audit)."""
+    from support import POLICIES, SCHEMA
+    from test_coordination import AGENTS, RI, Heard, charter
+
+    from answerable import FakeClock, Gateway, IdSource, MessageRefused, System, new_ruleset
+
+    db = tmp_path / "run.db"
+    clock = FakeClock()
+    ids = IdSource(clock)
+    ledger = SQLiteLedger.open(db, create=True)
+    gateway = Gateway(ledger, clock=clock, ids=ids)
+    gateway.register("noop", lambda: None, resource_class="bench")
+    await gateway.install(charter(), new_ruleset(POLICIES, SCHEMA, RI, clock=clock, ids=ids))
+    system = System(ledger, gateway, agents=AGENTS, clock=clock, ids=ids)
+    for name in AGENTS:
+        system.add(Heard(name))
+    for topic in (r"$\foo$", "$x^{$"):
+        with pytest.raises(MessageRefused):
+            await system.send("router", topic, "t", {}, (), (), "trace")
+    gateway.close()
+    ledger.close()
+    page = render(db)
+    assert r"$\foo$" in page
+    result = CliRunner().invoke(app, ["report", str(db), "--out", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output

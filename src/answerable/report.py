@@ -16,12 +16,12 @@ import math
 import os
 import shlex
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol
 
 import orjson
 
@@ -41,6 +41,8 @@ from answerable.records import (
     Review,
     decode_entry,
 )
+
+_P = ParamSpec("_P")
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -422,6 +424,22 @@ def _days_between(first: str, last: str, active: set[str]) -> list[str]:
 # --- plots --------------------------------------------------------------------------------------
 
 
+def _plain_text(plot: Callable[_P, str | None]) -> Callable[_P, str | None]:
+    """Draw ``plot`` with every label shown as written: agents name the topics, types and
+    operations on the axes, and matplotlib read a ``$`` pair in one as mathematics, failing at
+    ``savefig`` on text it could not parse (a message topic ``$\\foo$`` made every later report
+    of the ledger fail, found by an audit; the ledger keeps it for good)."""
+
+    @functools.wraps(plot)
+    def drawn(*args: _P.args, **kwargs: _P.kwargs) -> str | None:
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return plot(*args, **kwargs)
+
+    return drawn
+
+
 def _figure(width: float = 7.5, height: float = 2.8) -> Figure:
     try:
         from matplotlib.figure import Figure
@@ -482,6 +500,7 @@ def _mark_span(ax: Axes, origin: datetime, days: set[str]) -> None:
         ax.axvspan(start, start + 86_400, color=_ALERT_COLOUR, alpha=0.13, lw=0, label=label)
 
 
+@_plain_text
 def _plot_on_time(runs: Sequence[_Facts], name: str) -> str | None:
     series = [(f, cls, days) for f in runs for cls, days in f.on_time.items() if days]
     if not series:
@@ -539,6 +558,7 @@ def _coordination_rows(runs: Sequence[_Facts]) -> list[tuple[str, str, tuple[str
     return out
 
 
+@_plain_text
 def _plot_coordination(runs: Sequence[_Facts], name: str) -> str | None:
     """Messages per day on each (sender, topic, type), one panel per run side by side: a person
     sees a channel open, grow or fall silent during the run, and refused attempts in grey."""
@@ -599,6 +619,7 @@ def _plot_coordination(runs: Sequence[_Facts], name: str) -> str | None:
     return _svg(fig, name)
 
 
+@_plain_text
 def _plot_actions(f: _Facts) -> str | None:
     if not f.executed:
         return None
@@ -616,6 +637,7 @@ def _plot_actions(f: _Facts) -> str | None:
     return _svg(fig, "actions")
 
 
+@_plain_text
 def _plot_reviews(f: _Facts) -> str | None:
     if not f.reviewed:
         return None
@@ -639,6 +661,7 @@ def _plot_reviews(f: _Facts) -> str | None:
     return _svg(fig, "reviews")
 
 
+@_plain_text
 def _plot_waits(f: _Facts) -> str | None:
     answered = [r for r in f.reviewed if r.approval is not None]
     if not answered:
@@ -665,6 +688,7 @@ def _plot_waits(f: _Facts) -> str | None:
     return _svg(fig, "waits")
 
 
+@_plain_text
 def _plot_timeline(f: _Facts) -> str | None:
     if not (f.outside_alerts or f.alerts or f.controls):
         return None
