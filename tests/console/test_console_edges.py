@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 from consoled import PASSWORDS, Console, set_password
 
 from answerable.console.sessions import LoginLimit
@@ -161,3 +162,52 @@ def test_a_signature_header_sent_twice_is_refused_and_no_refusal_names_who_did_n
     refusals = [(r["claimed"], r["verified"]) for r in console.kinds("Refusal") if r.get("channel") == "http"]
     assert (agent.identity, True) in refusals, refusals
     assert not [r for r in refusals if r[0] == ri], refusals
+
+
+def test_log_ins_refused_while_blocked_take_no_room() -> None:
+    """A log-in refused at the limit is not counted, and took an entry of the limit's table all
+    the same, one per new name tried, never dropped (found by an audit): 300,000 held 296 MiB."""
+    now = [0.0]
+    limit = LoginLimit(clock=lambda: now[0])
+    for n in range(5):
+        limit.failed(f"guess{n}", "203.0.113.9")
+    held = len(limit._seen)
+    for n in range(1000):
+        assert limit.blocked(f"name{n}", "203.0.113.9") is not None
+    assert len(limit._seen) == held
+    now[0] = 61.0  # the window passed: reading the address again lets go of it
+    assert limit.blocked("ri", "203.0.113.9") is None
+    assert "ip:203.0.113.9" not in limit._seen
+
+
+@pytest.mark.parametrize(
+    "public_url",
+    [
+        "https://console.example.com",
+        "https://console.example.com:443",
+        "https://Console.Example.com/",
+        "https://console.example.com:443/path",
+    ],
+)
+def test_a_browsers_origin_matches_the_public_url_however_it_is_written(public_url: str) -> None:
+    """Browsers send Origin lower-case and without a default port; the console compared it with
+    the configured public URL as written, and refused every log-in and POST (found by an audit)."""
+    from starlette.requests import Request
+
+    from answerable.console.api import ConsoleRefused, _same_origin
+
+    def request(origin: str) -> Request:
+        headers = [(b"host", b"console.example.com"), (b"origin", origin.encode())]
+        scope = {"type": "http", "method": "POST", "path": "/console/api/login", "scheme": "https"}
+        return Request({**scope, "server": ("x", 443), "query_string": b"", "headers": headers})
+
+    _same_origin(request("https://console.example.com"), public_url)
+    for other in (
+        "https://console.example.com:8443",
+        "http://console.example.com",
+        "https://evil.example",
+        "null",
+    ):
+        with pytest.raises(ConsoleRefused) as refused:
+            _same_origin(request(other), public_url)
+        assert refused.value.reason_code == "cross_origin"

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.exceptions import HashingError, InvalidHashError, VerificationError, VerifyMismatchError
 from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -87,11 +87,17 @@ def unlock(account: Account, password: str) -> KeyPair | None:
     sealed = account.key
     if sealed is None:
         return None
-    kek = _derive(password, sealed.salt, sealed.time_cost, sealed.memory_cost, sealed.parallelism)
     try:
+        # HashingError: argon2 parameters out of its range (a file damaged or edited by hand)
+        kek = _derive(password, sealed.salt, sealed.time_cost, sealed.memory_cost, sealed.parallelism)
         raw = AESGCM(kek).decrypt(sealed.nonce, sealed.ciphertext, account.identity.encode("utf-8"))
         return KeyPair(account.identity, Ed25519PrivateKey.from_private_bytes(raw))
-    except (InvalidTag, ValueError, ConfigError):  # ConfigError: an identity no key can be made for
+    except (
+        InvalidTag,
+        ValueError,
+        ConfigError,
+        HashingError,
+    ):  # ConfigError: an identity no key can be made for
         return None
 
 

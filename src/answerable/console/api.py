@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
@@ -46,6 +47,7 @@ from answerable.errors import (
     SignatureInvalid,
 )
 from answerable.gateway import Gateway
+from answerable.httpsig import normalized_uri
 from answerable.keys import KeyPair
 from answerable.ledger import SQLLedger
 from answerable.ledger.note import checkpoint_size
@@ -779,16 +781,27 @@ def _me(session: Session) -> dict[str, Any]:
     }
 
 
+def _origin_of(url: str) -> str | None:
+    """The web origin of ``url`` as browsers send it in ``Origin``, or None for no http(s) one."""
+    try:
+        parts = urlsplit(normalized_uri(url))
+    except ValueError:  # a port that is no number, a broken IPv6 host
+        return None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def _same_origin(request: Request, public_url: str | None) -> None:
     """Refuse a request another site's page made: its ``Origin`` must be this server's own,
     or, when a browser sends none, ``Sec-Fetch-Site`` must say same-origin."""
     origin = request.headers.get("origin")
-    own = {f"{request.url.scheme}://{request.headers.get('host', '')}"}
-    if public_url is not None:  # the one origin people use: a Host header can be anything
-        parts = public_url.split("/")
-        own = {f"{parts[0]}//{parts[2]}"} if len(parts) > 2 else own
+    # The one origin people use when it is configured (a Host header can be anything), each
+    # side as a browser writes it: lower-case, no default port (`https://Console.Example:443/`
+    # in the configuration refused every log-in, found by an audit).
+    own = _origin_of(public_url or f"{request.url.scheme}://{request.headers.get('host', '')}")
     if origin is not None:
-        if origin not in own:
+        if own is None or _origin_of(origin) != own:
             raise ConsoleRefused(
                 403, "cross_origin", f"a request from {origin[:100]!r} is not from this console's origin"
             )

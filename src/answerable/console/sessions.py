@@ -131,8 +131,15 @@ class LoginLimit:
         now = self.clock()
         waits = []
         for key, most in zip(_keys(identity, address), (self.identity_failures, self.failures), strict=True):
-            times = self._recent(key, now)
-            if len(times) >= most:  # heard again once enough have left the window
+            # Read, never made: a log-in refused here is not counted, so it must not take room
+            # either (each new name tried from a blocked address took an entry, never dropped).
+            times = self._seen.get(key)
+            if times is None:
+                continue
+            self._trim(times, now)
+            if not times:
+                del self._seen[key]
+            elif len(times) >= most:  # heard again once enough have left the window
                 waits.append(times[len(times) - most] + self.window - now)
         return max(waits) if waits else None
 
@@ -153,9 +160,12 @@ class LoginLimit:
 
     def _recent(self, key: str, now: float) -> deque[float]:
         times = self._seen.setdefault(key, deque())
+        self._trim(times, now)
+        return times
+
+    def _trim(self, times: deque[float], now: float) -> None:
         while times and times[0] <= now - self.window:
             times.popleft()
-        return times
 
 
 def _keys(identity: str, address: str) -> tuple[str, str]:
