@@ -101,6 +101,7 @@ def test_governed_call_bench_checks_its_own_ledger():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(660)
 def test_instruction_counts_are_taken_of_the_measured_actions_of_each_tree():
     """bench/instructions.py counts each variant under callgrind after its warm-up, each wrote
     every entry it should, and ``--rev`` counts that revision's own gateway, not this tree's."""

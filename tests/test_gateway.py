@@ -589,6 +589,8 @@ async def test_an_http_operation_refuses_a_header_value_http_cannot_carry_withou
             http_operation("http://carrier/book", client=client, headers={"Authorization": value})
         with pytest.raises(ConfigError, match="header name must be an HTTP token"):
             http_operation("http://carrier/book", client=client, headers={"Bad Name": "x"})
+        for fine in ("Bearer\tabc", "a b", "", "x"):  # HTTP carries a tab or a space inside a value
+            http_operation("http://carrier/book", client=client, headers={"Authorization": fine})
     assert "SECRET" not in str(refused.value)
 
 

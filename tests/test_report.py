@@ -332,3 +332,52 @@ async def test_a_topic_an_agent_chose_is_drawn_as_written_not_read_as_mathematic
     assert r"$\foo$" in page
     result = CliRunner().invoke(app, ["report", str(db), "--out", str(tmp_path / "r.html")])
     assert result.exit_code == 0, result.output
+
+
+def test_a_plot_drawn_in_another_thread_still_draws_labels_as_written():
+    """matplotlib's settings are the process's, and the console draws reports in worker threads:
+    one plot ending its drawing put mathematics back on under another mid-draw, and a `$` topic
+    failed it again (found by a review). Plots are drawn one at a time."""
+    import io
+    import threading
+
+    from answerable.report import _plain_text
+
+    a_in, a_go, b_in, b_go = (threading.Event() for _ in range(4))
+    errors: list[BaseException] = []
+
+    @_plain_text
+    def plot_a() -> str | None:
+        a_in.set()
+        a_go.wait(10)
+        return None
+
+    @_plain_text
+    def plot_b() -> str | None:
+        from matplotlib.figure import Figure
+
+        b_in.set()
+        b_go.wait(10)
+        fig = Figure()
+        fig.add_subplot().set_yticks([0], labels=[r"$\foo$"])  # an agent's topic
+        fig.savefig(io.StringIO(), format="svg")
+        return None
+
+    def run(plot: Any) -> None:
+        try:
+            plot()
+        except Exception as exc:
+            errors.append(exc)
+
+    first = threading.Thread(target=run, args=(plot_a,))
+    first.start()
+    assert a_in.wait(10)
+    second = threading.Thread(target=run, args=(plot_b,))
+    second.start()
+    b_in.wait(0.5)  # the second plot starts drawing now, or (one at a time) once the first is done
+    a_go.set()
+    first.join()
+    assert b_in.wait(10)
+    b_go.set()
+    second.join()
+    assert not errors, errors

@@ -156,6 +156,9 @@ def http_operation(
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 """An HTTP header name (RFC 9110 5.1)."""
+_FIELD_VALUE = re.compile(r"(?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?")
+"""An HTTP header value httpx sends (RFC 9110 5.5, ASCII only): printable, spaces and tabs
+inside, none at either end."""
 
 
 def _headers(where: str, headers: Mapping[str, str] | None) -> dict[str, str]:
@@ -175,11 +178,11 @@ def _headers(where: str, headers: Mapping[str, str] | None) -> dict[str, str]:
         if not isinstance(value, str):
             kind = type(value).__name__
             raise ConfigError(f"http_operation: {where}: header {name}: its value is a {kind}, not text")
-        if not (value.isascii() and value.isprintable()) or value != value.strip():
+        if not _FIELD_VALUE.fullmatch(value):
             raise ConfigError(
                 f"http_operation: {where}: header {name}: its value (not shown) holds a line break, a "
-                "control character, whitespace at an end or a character outside ASCII; a secret read "
-                "from a file keeps its line end: strip it"
+                "control character other than a tab, whitespace at an end or a character outside "
+                "ASCII; a secret read from a file keeps its line end: strip it"
             )
     return fixed
 

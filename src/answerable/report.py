@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shlex
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -424,6 +425,10 @@ def _days_between(first: str, last: str, active: set[str]) -> list[str]:
 # --- plots --------------------------------------------------------------------------------------
 
 
+_DRAWING = threading.RLock()
+"""Held while a plot is drawn: see :func:`_plain_text`."""
+
+
 def _plain_text(plot: Callable[_P, str | None]) -> Callable[_P, str | None]:
     """Draw ``plot`` with every label shown as written: agents name the topics, types and
     operations on the axes, and matplotlib read a ``$`` pair in one as mathematics, failing at
@@ -434,7 +439,10 @@ def _plain_text(plot: Callable[_P, str | None]) -> Callable[_P, str | None]:
     def drawn(*args: _P.args, **kwargs: _P.kwargs) -> str | None:
         import matplotlib
 
-        with matplotlib.rc_context({"text.parse_math": False}):
+        # matplotlib's settings are the process's: a plot drawn in another thread (the console
+        # renders reports in worker threads) ending its context would put mathematics back
+        # under this one mid-draw, so plots are drawn one at a time.
+        with _DRAWING, matplotlib.rc_context({"text.parse_math": False}):
             return plot(*args, **kwargs)
 
     return drawn

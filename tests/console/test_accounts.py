@@ -48,7 +48,14 @@ def test_the_accounts_file_is_0600_with_argon2id_hashes_and_keys_only_sealed(fol
     assert unlock(account, "reviewer-password-2") is None
     # A sealed key whose argon2 parameters are out of argon2's range (a file damaged or edited by
     # hand) opens nothing: argon2's HashingError made the log-in a 500 (found by an audit).
-    for damage in ({"memory_cost": 1}, {"time_cost": 0}, {"salt": b""}, {"parallelism": 0}):
+    damages = (
+        {"memory_cost": 1},
+        {"time_cost": 0},
+        {"salt": b""},
+        {"parallelism": 0},
+        {"memory_cost": 2**32},
+    )
+    for damage in (*damages, {"time_cost": -1}, {"parallelism": -1}):
         assert account.key is not None
         damaged = dataclasses.replace(account, key=dataclasses.replace(account.key, **damage))
         assert unlock(damaged, "reviewer-password-1") is None, damage

@@ -207,6 +207,10 @@ def test_a_browsers_origin_matches_the_public_url_however_it_is_written(public_u
         "http://console.example.com",
         "https://evil.example",
         "null",
+        "https://Console.example.com",  # forms no browser sends
+        "https://x@console.example.com",
+        "https://console.example.com:443",
+        "https://console.example.com/",
     ):
         with pytest.raises(ConsoleRefused) as refused:
             _same_origin(request(other), public_url)

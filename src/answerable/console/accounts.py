@@ -88,17 +88,13 @@ def unlock(account: Account, password: str) -> KeyPair | None:
     if sealed is None:
         return None
     try:
-        # HashingError: argon2 parameters out of its range (a file damaged or edited by hand)
+        # HashingError, OverflowError: argon2 parameters out of its range (a file damaged or
+        # edited by hand: a cost of 0, or one past 32 bits)
         kek = _derive(password, sealed.salt, sealed.time_cost, sealed.memory_cost, sealed.parallelism)
         raw = AESGCM(kek).decrypt(sealed.nonce, sealed.ciphertext, account.identity.encode("utf-8"))
         return KeyPair(account.identity, Ed25519PrivateKey.from_private_bytes(raw))
-    except (
-        InvalidTag,
-        ValueError,
-        ConfigError,
-        HashingError,
-    ):  # ConfigError: an identity no key can be made for
-        return None
+    except (InvalidTag, ValueError, ConfigError, HashingError, OverflowError):
+        return None  # ConfigError: an identity no key can be made for
 
 
 def set_password(path: Path, identity: str, password: str, key: KeyPair | None) -> Account:

@@ -85,7 +85,7 @@ time it says (the punctuation stands in the same places in every value)."""
 _MOST_ROWS = 64
 """Rows one INSERT statement takes at most (see :meth:`SQLLedger._insert`): 320 parameters for
 the widest table, far below SQLite's limit (32,766 since 3.32; 999 before)."""
-_MOST_KEYS = 500
+_MOST_KEYS = 512
 """Guarded keys one query reads at most (see :meth:`SQLLedger._heads`), within every SQLite's
 limit on parameters (999 before 3.32)."""
 Conn = Any
@@ -153,6 +153,7 @@ class SQLLedger(ABC):
         self._latest_kept = False
         """Whether this process has seen the store keep a latest time (see :func:`_seeded`)."""
         self._insert_texts: dict[tuple[str, int, int], str] = {}
+        self._heads_texts: dict[int, str] = {}
         self._cv = threading.Condition()
         self._closing = False
         self._writer = threading.Thread(target=self._write_loop, name=f"ledger-writer:{name}", daemon=True)
@@ -672,8 +673,14 @@ class SQLLedger(ABC):
         listed = sorted(keys)
         for start in range(0, len(listed), _MOST_KEYS):
             chunk = listed[start : start + _MOST_KEYS]
-            marks = ", ".join("?" * len(chunk))
-            query = self._sql(f"SELECT key, idx FROM guards WHERE key IN ({marks})")
+            # Padded to a power of two with its last key again: a handful of query texts, not one
+            # per count, so the drivers' statement caches keep the writer's other statements.
+            width = 1 << (len(chunk) - 1).bit_length()
+            chunk += chunk[-1:] * (width - len(chunk))
+            query = self._heads_texts.get(width)
+            if query is None:
+                query = self._sql(f"SELECT key, idx FROM guards WHERE key IN ({', '.join('?' * width)})")
+                self._heads_texts[width] = query
             for key, idx in conn.execute(query, chunk).fetchall():
                 heads[key] = int(idx)
         return heads
