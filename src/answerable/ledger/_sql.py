@@ -133,6 +133,8 @@ class SQLLedger(ABC):
     _MARK = "?"
     _CONTAINS = "instr(data, ?) > 0"
     """SQL true when an entry's bytes contain the parameter."""
+    _INSERT_ROWS = "INSERT"
+    """How :meth:`_insert` begins its statements of many rows."""
 
     def __init__(self, name: str) -> None:
         self._name = name
@@ -760,7 +762,7 @@ class SQLLedger(ABC):
         found = self._insert_texts.get(key)
         if found is None:
             one = "(" + ", ".join("?" * width) + ")"
-            found = self._sql(f"INSERT INTO {table} VALUES {', '.join([one] * size)}")
+            found = self._sql(f"{self._INSERT_ROWS} INTO {table} VALUES {', '.join([one] * size)}")
             self._insert_texts[key] = found
         return found
 
