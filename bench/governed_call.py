@@ -298,7 +298,8 @@ def _insert_all(db: sqlite3.Connection, table: str, rows: list[tuple[Any, ...]])
         chunk = rows[start : start + 150]
         one = "(" + ", ".join("?" * len(chunk[0])) + ")"
         values = [v for row in chunk for v in row]
-        db.execute(f"INSERT INTO {table} VALUES {', '.join([one] * len(chunk))}", values)
+        # OR FAIL: no statement journal (under ABORT it spilled to a file), as the ledger writes.
+        db.execute(f"INSERT OR FAIL INTO {table} VALUES {', '.join([one] * len(chunk))}", values)
 
 
 def measure_storage_floor(
