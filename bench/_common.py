@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ __all__ = [
     "pin_to_one_core",
     "summarize_ns",
     "thread_cpu",
+    "tree_of",
 ]
 
 
@@ -139,3 +141,20 @@ def emit(doc: dict[str, Any], as_json: bool) -> bool:
         sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
         return True
     return False
+
+
+def tree_of(rev: str, directory: Path) -> Path:
+    """The ``src`` holding ``src/answerable`` of git revision ``rev``, extracted under ``directory``.
+
+    Raises:
+        RuntimeError: git could not give that revision's tree.
+        OSError: the tree could not be written.
+    """
+    root = Path(__file__).resolve().parent.parent
+    tree = directory / f"tree-{rev}"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(root), "archive", rev, "src/answerable"], capture_output=True)
+    if archive.returncode != 0:
+        raise RuntimeError(f"git archive {rev}: {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree / "src"

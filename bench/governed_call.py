@@ -640,18 +640,6 @@ def _added(latency: dict[str, float], direct: dict[str, float]) -> dict[str, flo
     }
 
 
-def _tree_of(rev: str, directory: Path) -> Path:
-    """The ``src/answerable`` of git revision ``rev``, extracted under ``directory``."""
-    root = Path(__file__).resolve().parent.parent
-    tree = directory / f"tree-{rev}"
-    tree.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(root), "archive", rev, "src/answerable"], capture_output=True, check=True
-    )
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
-    return tree / "src"
-
-
 def _loop_in_subprocess(src: Path, args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(Path(__file__).parent)])}
     command = [
@@ -688,8 +676,8 @@ def measure_baseline(args: argparse.Namespace, directory: Path) -> dict[str, Any
     trees: dict[str, Path] = {"after": here}
     notes: dict[str, str] = {}
     try:
-        trees["before"] = _tree_of(args.baseline_rev, directory)
-    except (OSError, subprocess.CalledProcessError) as exc:
+        trees["before"] = common.tree_of(args.baseline_rev, directory)
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
         notes["before"] = f"{type(exc).__name__}: {exc}"
     try:
         trees["without"] = ablation.make_tree(here, directory)

@@ -112,18 +112,6 @@ def child(what: str, actions: int, warmup: int, directory: Path) -> None:
 # --- the parent ------------------------------------------------------------------------------------
 
 
-def _tree_of(rev: str, directory: Path) -> Path:
-    """The ``src/answerable`` of git revision ``rev``, extracted under ``directory``."""
-    root = Path(__file__).resolve().parent.parent
-    tree = directory / f"tree-{rev}"
-    tree.mkdir()
-    archive = subprocess.run(["git", "-C", str(root), "archive", rev, "src/answerable"], capture_output=True)
-    if archive.returncode != 0:
-        raise RuntimeError(f"git archive {rev}: {archive.stderr.decode(errors='replace').strip()}")
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
-    return tree / "src"
-
-
 def count(what: str, actions: int, warmup: int, directory: Path, src: Path | None = None) -> dict[str, Any]:
     """Run one variant under callgrind; its instructions per action, read from the one dump."""
     work = Path(tempfile.mkdtemp(dir=directory, prefix=f"{what}-"))
@@ -180,7 +168,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             variants[AGT] = count(AGT, args.agt, args.agt_warmup, directory)
         if args.rev:
-            tree = _tree_of(args.rev, directory)
+            tree = common.tree_of(args.rev, directory)
             variants["rev"] = count(GATEWAY, args.actions, args.warmup, directory, tree)
             variants["rev"]["rev"] = args.rev
     doc: dict[str, Any] = {"available": True, "machine": common.describe_machine(), "variants": variants}
