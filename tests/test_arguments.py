@@ -9,10 +9,12 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from answerable import ArgumentsInvalid
-from answerable._canonical import canonical_bytes
+from answerable._canonical import canonical_bytes, is_simple_json
 from answerable.errors import RequestBuildFailed
 from answerable.operations import (
     MAX_DEPTH,
@@ -21,6 +23,7 @@ from answerable.operations import (
     args_model,
     canonical_arguments,
     cedar_inputs,
+    cedar_inputs_simple,
 )
 
 
@@ -212,6 +215,40 @@ def test_cedar_inputs_are_plain_json_decoded_from_their_canonical_form():
     assert resource == Resource("Shipment", "S-1", {"region": "north", "tags": ["a", "b"]})
     assert context == {"delay": 30, "disruption": True}
     assert type(context) is dict
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**60), 2**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=4),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@pytest.mark.property
+@given(
+    st.dictionaries(st.text(max_size=4), _json, max_size=3),
+    st.dictionaries(st.text(max_size=4), _json, max_size=3),
+)
+def test_cedar_inputs_are_called_simple_only_when_both_are_simple_json(attrs: Any, context: Any):
+    """The gateway writes a Decision's bytes without walking its Cedar inputs again when this
+    says they are simple: it must never say so of a float, a key that is not ASCII or an
+    unsafe integer, whose orjson bytes are not RFC 8785's."""
+    op = operation(resource=lambda a: Resource("Shipment", a.shipment, attrs), context=lambda _a: context)
+    try:
+        resource, built, simple = cedar_inputs_simple(op, validated(op))
+    except RequestBuildFailed:
+        return  # refused (an unsafe integer): nothing is recorded of it
+    assert (resource, built) == cedar_inputs(op, validated(op))
+    assert simple == (is_simple_json(attrs) and is_simple_json(context))
+    if simple:
+        assert is_simple_json(resource.attrs)
+        assert is_simple_json(built)
 
 
 def broken_builder(_a: Any) -> Any:

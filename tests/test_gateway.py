@@ -28,6 +28,7 @@ from answerable import (
     new_ruleset,
 )
 from answerable.clock import FakeClock
+from answerable.operations import Resource
 from answerable.records import Decision, decode_entry
 
 
@@ -371,6 +372,37 @@ async def test_failing_operation_is_recorded_as_failed(gateway: Gateway, ledger:
     assert outcome.execution is not None
     assert outcome.execution.error == "RuntimeError: carrier capacity exhausted"
     assert kinds(ledger)[-1] == "Execution"
+
+
+@pytest.mark.parametrize(
+    ("attrs", "context"),
+    [
+        ({"region": "n\u00f6rd", "tags": ["a", 1]}, {"disruption": True}),  # simple: written unwalked
+        ({"weight": 2.5e-6}, {"delay": 1.5}),  # floats: orjson writes 2.5e-6, RFC 8785 0.0000025
+        ({"\U0001f600": 1, "\ufb01": 2}, {}),  # keys RFC 8785 sorts by UTF-16, orjson by code point
+        ({"region": "north"}, {"nested": {"\U0001f600": 1, "\ufb01": 2}}),
+    ],
+)
+async def test_a_decisions_bytes_are_rfc8785s_whatever_its_cedar_inputs_hold(
+    gateway: Gateway, ledger: SQLiteLedger, attrs: dict[str, object], context: dict[str, object]
+):
+    """A Decision whose Cedar inputs took the fast path is written without walking them again;
+    one holding a float or a key that is not ASCII is walked and written by the exact path.
+    Either way its stored bytes are RFC 8785's of what it holds."""
+    import rfc8785
+
+    gateway.register(
+        "carrier.quote",
+        lambda shipment: None,
+        resource_class="shipment",
+        resource=lambda a: Resource("Shipment", a.shipment, attrs),  # type: ignore[attr-defined]
+        context=lambda _a: context,
+    )
+    outcome = await gateway.submit(gateway.intent("executor", "carrier.quote", {"shipment": "S"}))
+    assert outcome.decision is not None
+    assert outcome.decision.entities[1]["attrs"] == attrs
+    stored = ledger.find(outcome.decision.id).data
+    assert stored == rfc8785.dumps(decode_entry(stored).model_dump(mode="json"))
 
 
 async def test_entity_builder_crash_is_a_recorded_deny(gateway: Gateway, ledger: SQLiteLedger):

@@ -60,7 +60,7 @@ from answerable.operations import (
     Resource,
     args_model,
     canonical_arguments,
-    cedar_inputs,
+    cedar_inputs_simple,
     http_operation,
     invoke,
 )
@@ -81,6 +81,7 @@ from answerable.records import (
     digest,
     problems,
     validated,
+    vouched_simple,
 )
 from answerable.review import ReviewQueue, ReviewState, binding_of, review_key
 from answerable.signing import verify_charter, verify_ruleset
@@ -501,8 +502,10 @@ class Gateway:
         """Decide a checked intent and record it (``keyed``: its key's guard): its outcome when it
         is denied or held for review, else its Decision and the Claim to run it under. Only the
         append of the intent raises here, so a Conflict or a taken id is about the intent."""
-        request, verdict, state = await self._judge(op, intent, args)
+        request, verdict, state, simple = await self._judge(op, intent, args)
         decision = self._decision(op, intent, request, verdict, state)
+        if simple:  # its request and entities: walked already, or the gateway's own strings
+            vouched_simple(decision)
         self._at("before_record", intent)
         if decision.effect == "review":
             review = self._review(intent, decision, verdict)
@@ -668,22 +671,23 @@ class Gateway:
 
     async def _judge(
         self, op: Operation, intent: Intent, args: BaseModel
-    ) -> tuple[CedarRequest, Verdict, ControlState]:
-        """The Cedar request, its verdict and the control state in force when it was decided."""
+    ) -> tuple[CedarRequest, Verdict, ControlState, bool]:
+        """The Cedar request, its verdict, the control state in force when it was decided, and
+        whether the request's context and attributes are simple JSON (``cedar_inputs_simple``)."""
         ruleset, _ = self._rules()
         try:
-            res, context = cedar_inputs(op, args)
+            res, context, simple = cedar_inputs_simple(op, args)
         except RequestBuildFailed as exc:  # a broken builder denies, recorded with the error
             empty = CedarRequest(("Agent", intent.agent), op.name, ("Resource", op.name), {}, ())
             why = recordable(f"building the Cedar request for {op.name} failed: {exc.reason}")
-            return empty, Verdict("deny", (), (why,)), self.control.state()
+            return empty, Verdict("deny", (), (why,)), self.control.state(), False
         entities = (
             {"uid": {"type": "Agent", "id": intent.agent}, "attrs": {}, "parents": []},
             {"uid": {"type": res.type, "id": res.id}, "attrs": dict(res.attrs), "parents": []},
         )
         request = CedarRequest(("Agent", intent.agent), op.name, (res.type, res.id), context, entities)
         verdict, state = await self._decide((request, ruleset))
-        return request, verdict, state
+        return request, verdict, state, simple
 
     def _judge_turn(
         self, items: Sequence[tuple[CedarRequest, Ruleset]]

@@ -43,6 +43,7 @@ __all__ = [
     "arguments_as_context",
     "canonical_arguments",
     "cedar_inputs",
+    "cedar_inputs_simple",
     "http_operation",
     "invoke",
     "validate_arguments",
@@ -403,6 +404,18 @@ def cedar_inputs(op: Operation, args: BaseModel) -> tuple[Resource, dict[str, An
         RequestBuildFailed: a builder raised, or returned something that is not a Resource with
             string type and id, or not JSON (a NaN, a set, a non-string key, an object ...).
     """
+    resource, context, _ = cedar_inputs_simple(op, args)
+    return resource, context
+
+
+def cedar_inputs_simple(op: Operation, args: BaseModel) -> tuple[Resource, dict[str, Any], bool]:
+    """:func:`cedar_inputs`, and whether the attributes and context are both simple JSON (see
+    ``is_simple_json``: no float, only ASCII keys), as the fast path found them: a Decision
+    made of them and of plain strings may have its bytes written without a second walk.
+
+    Raises:
+        RequestBuildFailed: as :func:`cedar_inputs`.
+    """
     try:
         resource = op.resource(args)
     except Exception as exc:  # a builder is the operation author's code: any failure refuses
@@ -417,12 +430,14 @@ def cedar_inputs(op: Operation, args: BaseModel) -> tuple[Resource, dict[str, An
         )
     if not isinstance(resource.type, str) or not isinstance(resource.id, str):
         raise RequestBuildFailed(op.name, "the resource's type and id must be strings")
-    attrs = _json_object(op.name, "resource attributes", resource.attrs)
-    return Resource(resource.type, resource.id, attrs), _json_object(op.name, "context", context)
+    attrs, plain_attrs = _json_object(op.name, "resource attributes", resource.attrs)
+    context, plain_context = _json_object(op.name, "context", context)
+    return Resource(resource.type, resource.id, attrs), context, plain_attrs and plain_context
 
 
-def _json_object(operation: str, what: str, value: object) -> dict[str, Any]:
-    """``value`` as a plain JSON object decoded from its canonical bytes."""
+def _json_object(operation: str, what: str, value: object) -> tuple[dict[str, Any], bool]:
+    """``value`` as a plain JSON object decoded from its canonical bytes, and whether it is
+    simple JSON (taken by the fast path)."""
     if not isinstance(value, Mapping):
         raise RequestBuildFailed(operation, f"the {what} are a {type(value).__name__}, not a mapping")
     plain = dict(value)
@@ -433,7 +448,7 @@ def _json_object(operation: str, what: str, value: object) -> dict[str, Any]:
         except orjson.JSONEncodeError:  # a lone surrogate: the exact path below names it
             pass
         else:
-            return simple
+            return simple, True
     found = json_problems(plain, max_depth=MAX_DEPTH, limit=3)
     if found:
         raise RequestBuildFailed(operation, f"the {what} are not JSON: {'; '.join(found)}")
@@ -441,7 +456,7 @@ def _json_object(operation: str, what: str, value: object) -> dict[str, Any]:
         decoded: dict[str, Any] = orjson.loads(canonical_bytes(plain))
     except RecordInvalid as exc:
         raise RequestBuildFailed(operation, f"the {what} are not JSON: {exc}") from exc
-    return decoded
+    return decoded, False
 
 
 @dataclass(frozen=True, slots=True)
