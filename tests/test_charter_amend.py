@@ -39,7 +39,7 @@ def test_revoking_an_agent_keeps_it_named_without_a_key_and_a_person_leaves() ->
 @pytest.mark.parametrize(
     ("change", "error"),
     [
-        ({"revoke": ["ri@shop.example"]}, NotAuthorized),  # the RI changes by a handover
+        ({"revoke": ["ri@shop.example"]}, ConfigError),  # the RI changes by a handover: input, exit 2
         ({"revoke": ["nobody"]}, ConfigError),
         ({"agents": {"bot": "AAAA"}}, ConfigError),  # three bytes are no public key
         ({"people": {"bot": (CLERK.public_b64, ["reviewer"])}}, ConfigError),  # agent and person at once

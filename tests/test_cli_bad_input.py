@@ -1062,3 +1062,64 @@ def test_python_dash_m_answerable_is_the_command() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "--reason" in done.stdout
+
+
+def test_a_config_naming_one_file_for_two_roles_is_refused_and_rules_sign_writes_over_nothing(
+    tmp_path: Path,
+) -> None:
+    """Found by an audit: with ``[rules] signed`` naming the charter, ``rules sign`` wrote a
+    signed ruleset over the charter (its integer version passed the check) and exited 0."""
+    assert run("init", tmp_path / "s").exit_code == 0
+    folder = tmp_path / "s"
+    config = folder / "answerable.toml"
+    text = config.read_text()
+    charter = (folder / "charter.json").read_bytes()
+    config.write_text(text.replace('signed = "ruleset.json"', 'signed = "charter.json"'))
+    refused(run("rules", "sign", config, "--key", folder / "ri.key"), "[rules] signed", "[charter] file")
+    refused(run("serve", config), "name one file")
+    assert (folder / "charter.json").read_bytes() == charter
+    config.write_text(
+        text.replace("[server]\n", '[server]\ntls_cert = "schema.cedarschema"\ntls_key = "k.pem"\n')
+    )
+    (folder / "k.pem").write_text("")
+    refused(run("serve", config), "[server] tls_cert", "[rules] schema", "name one file")
+    # One PEM file may hold a certificate and its key: not two roles.
+    pem = folder / "server.pem"
+    pem.write_text("not checked here")
+    config.write_text(
+        text.replace("[server]\n", '[server]\ntls_cert = "server.pem"\ntls_key = "server.pem"\n')
+    )
+    from answerable.config import load_config
+
+    assert load_config(config).tls_cert == pem.resolve()
+    # A signed ruleset file that holds something else is not written over either.
+    config.write_text(text)
+    (folder / "ruleset.json").write_bytes(charter)
+    refused(run("rules", "sign", config, "--key", folder / "ri.key"), "holds no signed ruleset")
+    assert (folder / "ruleset.json").read_bytes() == charter
+
+
+@pytest.mark.parametrize(
+    "table", ['[agents.bot]\nclass = "m:C"\nkey = "a\\u0000b"\n', '[console]\ncompare = ["a\\u0000b"]\n']
+)
+def test_a_nul_in_an_agents_key_or_a_console_ledger_path_is_one_line(tmp_path: Path, table: str) -> None:
+    """Found by an audit: these two paths were resolved with ``Path.resolve``, whose ValueError
+    (embedded null byte) ended ``serve`` in a traceback."""
+    assert run("init", tmp_path / "s").exit_code == 0
+    config = tmp_path / "s" / "answerable.toml"
+    config.write_text(config.read_text() + "\n" + table)
+    refused(run("serve", config), "NUL")
+    assert not (tmp_path / "s" / "ledger.db").exists()
+
+
+@pytest.mark.parametrize("name", ['a"b', "e\\", "c\\u0041d"])
+def test_init_writes_a_config_that_reads_back_whatever_the_folder_is_named(tmp_path: Path, name: str) -> None:
+    """Found by an audit: the folder's name went into the config's TOML unescaped, so ``init
+    'a"b'`` wrote a config ``serve`` refused as not TOML and ``init 'c\\u0041d'`` named its
+    origin ``cAd``; a line break in the parent folder's name ended the comment early."""
+    from answerable.config import load_config
+
+    folder = tmp_path / "p\nq" / name
+    assert run("init", folder).exit_code == 0
+    config = load_config(folder / "answerable.toml")
+    assert config.origin == f"answerable.local/{name}"

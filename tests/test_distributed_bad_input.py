@@ -87,6 +87,31 @@ def test_an_agent_needs_its_table_and_nats(folder: Path):
     one_line(run(folder, "agent", str(config), "ghost"), "is not an Agent")
 
 
+def test_an_agent_class_that_cannot_be_made_with_no_arguments_is_one_line(folder: Path):
+    """Found by an audit: a class whose constructor takes arguments (or raises) ended ``answerable
+    agent`` in a TypeError traceback."""
+    (folder / "needy.py").write_text(
+        "from answerable.runtime import Agent\n\n"
+        "class Needy(Agent):\n"
+        "    def __init__(self, level):\n"
+        "        super().__init__()\n\n"
+        "class Broken(Agent):\n"
+        "    def __init__(self):\n"
+        "        raise RuntimeError('no model file')\n\n"
+        "    async def handle(self, message, ctx):\n"
+        "        return None\n"
+    )
+    config = edit(
+        folder, "", "", '\n[nats]\nurl = "nats://127.0.0.1:4222"\n[agents.needy]\nclass = "needy:Needy"\n'
+    )
+    one_line(
+        run(folder, "agent", str(config), "needy"),
+        "[agents.needy] class needy:Needy could not be made (with no arguments): TypeError",
+    )
+    edit(folder, 'class = "needy:Needy"', 'class = "needy:Broken"')
+    one_line(run(folder, "agent", str(config), "needy"), "RuntimeError: no model file")
+
+
 def test_a_url_of_another_scheme_is_no_ledger_and_its_password_is_not_echoed(folder: Path):
     done = run(folder, "verify", "postgresql+psycopg://bob:hunter2@127.0.0.1/db")
     one_line(done, "names no ledger")

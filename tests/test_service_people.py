@@ -109,6 +109,11 @@ def test_an_amendment_the_ri_did_not_sign_is_refused_and_the_charter_in_force_st
     assert (fake.returncode, (folder / "c3.json").exists()) == (1, False), fake.stderr  # name, not key
     bad = amend(system, "ri.key", "c2.json", "--agent", "x=nokey")
     assert (bad.returncode, len(bad.stderr.strip().splitlines())) == (2, 1), bad.stderr
+    # Found by an audit: asking to revoke the RI was exit 1 (a refusal), not 2 (bad input).
+    touched = amend(system, "ri.key", "c4.json", "--revoke", KeyPair.load(folder / "ri.key").identity)
+    assert (touched.returncode, (folder / "c4.json").exists()) == (2, False), touched.stderr
+    assert touched.stderr.count("\n") == 1, touched.stderr
+    assert "is the RI: the RI's key changes by a handover" in touched.stderr, touched.stderr
     # A charter written over the file that does not chain (signed afresh, superseding nothing).
     from answerable.charter import new_charter
 

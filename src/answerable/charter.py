@@ -148,10 +148,10 @@ def amend_charter(
     judged by the charter in force at its position. The RI's own key changes only by a handover.
 
     Raises:
-        NotAuthorized: ``ri`` is not the charter's RI, or a change would touch the RI.
+        NotAuthorized: ``ri`` is not the charter's RI.
         SignatureInvalid: ``ri`` bears the RI's name but not the RI's key.
-        ConfigError: a revoked name is in neither list, a role is unknown, a key is not a
-            public key, or a name would be both an agent and a person.
+        ConfigError: a change would touch the RI, a revoked name is in neither list, a role is
+            unknown, a key is not a public key, or a name would be both an agent and a person.
     """
     if ri.identity != charter.ri:
         raise NotAuthorized(
@@ -165,12 +165,8 @@ def amend_charter(
         p.identity: (p.public_key, tuple(p.roles)) for p in charter.people
     }
     for name in (*(people or {}), *revoke):
-        if name == charter.ri:
-            raise NotAuthorized(
-                f"{name} is the RI: the RI's key changes by a handover, not an amendment",
-                who=ri.identity,
-                reason_code="not_the_ri",
-            )
+        if name == charter.ri:  # the RI asking for what cannot be: input, not a refusal of who asks
+            raise ConfigError(f"{name} is the RI: the RI's key changes by a handover, not an amendment")
     for name in revoke:
         if name in persons:
             del persons[name]

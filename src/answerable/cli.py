@@ -800,7 +800,14 @@ def rules_sign(
         )
     version = 1
     if config.ruleset.exists():
-        old = _run(lambda: _json_file(config.ruleset)).get("version")
+        before = _run(lambda: _json_file(config.ruleset))
+        if before.get("kind") != "RulesetVersion":  # it is written over: never another kind of file
+            _fail(
+                ConfigError(
+                    f"{config.ruleset.name}: [rules] signed holds no signed ruleset; not written over"
+                )
+            )
+        old = before.get("version")
         if not isinstance(old, int) or isinstance(old, bool) or old < 1:
             _fail(ConfigError(f"{config.ruleset.name}: its version is {old!r}, not a number from 1"))
         version = old + 1

@@ -276,7 +276,7 @@ def load_config(path: Path) -> ServiceConfig:
     ):
         scheme = nats_url.split("://")[0] if isinstance(nats_url, str) else type(nats_url).__name__
         raise ConfigError(f"{path.name}: [nats] url: want a nats:// URL, got one of {scheme!r}")
-    return ServiceConfig(
+    made = ServiceConfig(
         nats_ack_wait=read.number("nats", "ack_wait_seconds", 30.0),
         nats_key=read.maybe_path("nats", "key", None, must_exist=False),
         agents=read.agents(),
@@ -308,6 +308,36 @@ def load_config(path: Path) -> ServiceConfig:
         prerequisites=read.prerequisites(),
         console=read.console(),
     )
+    _each_file_once(path.name, made)
+    return made
+
+
+def _each_file_once(name: str, config: ServiceConfig) -> None:
+    """Refuse a config that names one file for two roles: ``rules sign`` writes the signed
+    ruleset over what is there, so a ``[rules] signed`` that was the charter lost the charter
+    (found by an audit), and a ledger that was a key file would be overwritten by a ledger."""
+    roles = {
+        "[charter] file": config.charter,
+        "[rules] signed": config.ruleset,
+        "[rules] policies": config.policies,
+        "[rules] schema": config.schema,
+        "[monitors] file": config.monitors,
+        "[ledger] path": None if config.ledger_url else config.ledger,
+        "[ledger] signing_key": config.signing_key,
+        "[nats] key": config.nats_key,
+        "[server] tls_cert": config.tls_cert,
+        # One PEM file may hold both the certificate and its key, as ssl.load_cert_chain takes it.
+        "[server] tls_key": None if config.tls_key == config.tls_cert else config.tls_key,
+        "[console] users": config.console.users if config.console else None,
+        **{f"[agents.{a.name}] key": a.key for a in config.agents},
+    }
+    seen: dict[Path, str] = {}
+    for role, file in roles.items():
+        if file is None:
+            continue
+        if file in seen:
+            raise ConfigError(f"{name}: {role} and {seen[file]} name one file ({file}); give each its own")
+        seen[file] = role
 
 
 def resolved_path(path: Path, where: str) -> Path:
@@ -392,7 +422,8 @@ class _Reader:
             key = table.get("key", f"keys/{name}.key")
             if not isinstance(key, str) or not key:
                 raise ConfigError(f"{self.name}: [agents.{name}] key: want a path, got {key!r}")
-            made.append(AgentConfig(name=name, target=target, key=(self.folder / key).resolve()))
+            where = f"{self.name}: [agents.{name}] key"
+            made.append(AgentConfig(name=name, target=target, key=resolved_path(self.folder / key, where)))
         return tuple(made)
 
     def ledger_url(self) -> str | None:
@@ -533,7 +564,7 @@ class _Reader:
             raise ConfigError(f"{where} compare: want a list of ledger files")
         others = []
         for given in compare:
-            other = (self.folder / given).resolve()
+            other = resolved_path(self.folder / given, f"{where} compare")
             if not other.is_file():
                 raise ConfigError(f"{where} compare: {given} is not a file")
             others.append(other)

@@ -223,7 +223,16 @@ def load_agent(config: ServiceConfig, name: str) -> tuple[Agent, KeyPair]:
         known = ", ".join(a.name for a in config.agents) or "none"
         raise ConfigError(f"{config.source.name}: no [agents.{name}] table (agents configured: {known})")
     made = resolve_target(found.target, config.folder, f"agents.{name}")
-    agent = made() if isinstance(made, type) else made
+    if isinstance(made, type):
+        try:
+            agent = made()
+        except Exception as exc:  # the agent author's constructor: any failure is the config's
+            raise ConfigError(
+                f"{config.source.name}: [agents.{name}] class {found.target} could not be made "
+                f"(with no arguments): {exception_text(exc)}"
+            ) from exc
+    else:
+        agent = made
     if not isinstance(agent, Agent):
         raise ConfigError(f"{config.source.name}: [agents.{name}] class {found.target} is not an Agent")
     if not agent.name:

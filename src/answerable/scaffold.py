@@ -67,7 +67,7 @@ CONFIG = """\
 # answerable serve {folder}/answerable.toml
 [ledger]
 path = "ledger.db"
-origin = "answerable.local/{name}"
+origin = {origin}
 
 [charter]
 file = "charter.json"          # signed by the RI ({ri}); keys of people and agents
@@ -93,6 +93,23 @@ publish_dir = "log"             # the C2SP tlog-tiles tree, also served under /l
 host = "127.0.0.1"
 port = 8470
 """
+
+
+def _toml_string(text: str) -> str:
+    """``text`` as a TOML basic string: a quote, a backslash or a control character in a
+    folder's name ended the string early or escaped what followed (found by an audit: ``init
+    'a"b'`` wrote a config ``serve`` could not read, ``init 'c\\u0041d'`` an origin ``cAd``)."""
+    escaped = "".join(
+        f"\\u{ord(c):04x}" if c in '"\\' or ord(c) < 0x20 or ord(c) == 0x7F else c for c in text
+    )
+    return f'"{escaped}"'
+
+
+def _in_comment(text: str) -> str:
+    """``text`` shown in a TOML comment: a line break in a folder's name ended the comment and
+    made the rest of the line TOML; a name that is not UTF-8 could not be written at all."""
+    shown = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join("?" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in shown)
 
 
 def init(folder: Path, *, system: str | None = None) -> list[Path]:
@@ -127,7 +144,11 @@ def init(folder: Path, *, system: str | None = None) -> list[Path]:
             key.save(folder / file, replace=False)
             written.append(folder / file)
         files = {
-            "answerable.toml": CONFIG.format(folder=folder, name=name, ri=ri.identity),
+            "answerable.toml": CONFIG.format(
+                folder=_in_comment(str(folder)),
+                origin=_toml_string(f"answerable.local/{name}"),
+                ri=_in_comment(ri.identity),
+            ),
             "charter.json": orjson.dumps(
                 charter.model_dump(mode="json"), option=orjson.OPT_INDENT_2
             ).decode(),
