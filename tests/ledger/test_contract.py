@@ -11,10 +11,12 @@ import asyncio
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from backends import Backend
+from backends import PG_BASE, Backend, make_backend
 from support import order_events
 
 from answerable.clock import FakeClock, IdSource, rfc3339
@@ -23,6 +25,7 @@ from answerable.errors import (
     Conflict,
     EntryNotFound,
     LeaseLost,
+    LedgerError,
     LedgerTampered,
     NotALedger,
     ProofRequestInvalid,
@@ -34,6 +37,7 @@ from answerable.ledger import (
     Verifier,
     leaf_hash,
     open_checkpoint,
+    open_ledger,
     verify_consistency,
     verify_inclusion,
 )
@@ -416,6 +420,186 @@ async def test_a_copy_carries_guards_lease_epoch_and_nonces(
         assert Lease(moved, ttl=5.0).acquire() == 2
         assert moved.nonce_seen("agent:n1")
         assert moved.root() == store.root()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def copy_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Where a copy goes, on either backend whatever the source's: a file in a folder of its own,
+    or a schema of its own (its key under the source's ANSWERABLE_KEY_DIR, the backend's place)."""
+    folder = tmp_path / "target"
+    folder.mkdir()
+    made = make_backend(request.param, folder)
+    yield made
+    made.close()
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def schema_tables(target: Backend) -> list[str] | None:
+    """The tables in the target's schema; None when there is no such schema."""
+    import psycopg
+
+    from answerable.ledger.postgres import parse_url
+
+    _, schema = parse_url(target.target)
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is None:
+            return None
+        rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)).fetchall()
+    return sorted(r[0] for r in rows)
+
+
+def assert_copied(store: SQLLedger, target: Backend) -> None:
+    """The target holds the source's ledger, verifies with its root and signs with its key (0600)."""
+    with open_ledger(target.target) as moved:
+        assert moved.verify().root == store.root()
+        assert moved.verifier_key() == store.verifier_key()
+        signed = open_checkpoint(moved.checkpoint(), Verifier.from_key(store.verifier_key()), store.origin)
+        assert signed.size == store.size()
+        assert moved.key_path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("fault", [KeyboardInterrupt, LedgerError], ids=["ctrl-c", "error"])
+@pytest.mark.parametrize("call", [1, 3], ids=["first-batch", "last-batch"])
+def test_an_interrupted_copy_leaves_nothing_and_the_next_copy_succeeds(
+    store: SQLLedger,
+    copy_target: Backend,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: type[BaseException],
+    call: int,
+):
+    """A copy stopped at any batch (Ctrl-C, a failing store) changes nothing: no file, -wal, -shm
+    or key at the target, no schema or table; so no fork signed with the source's key remains,
+    and copying again is not refused."""
+    from answerable.ledger import copy as copying
+
+    store.append_sync(order_events(5))
+    store.checkpoint()
+    before = files_under(tmp_path)
+    monkeypatch.setattr(copying, "_BATCH", 2)  # 5 entries: 3 batches
+    original = SQLLedger.append_rows
+    calls: list[int] = []
+
+    def failing(self: SQLLedger, rows: list[Any]) -> list[int]:
+        calls.append(len(rows))
+        if len(calls) == call:
+            raise fault("stopped")
+        return original(self, rows)
+
+    monkeypatch.setattr(SQLLedger, "append_rows", failing)
+    with pytest.raises(fault):
+        copying.copy_ledger(store, copy_target.target)
+    assert len(calls) == call
+    assert files_under(tmp_path) == before
+    if copy_target.name == "postgres":
+        assert schema_tables(copy_target) is None
+    monkeypatch.setattr(SQLLedger, "append_rows", original)
+    report = copying.copy_ledger(store, copy_target.target)
+    assert (report.size, report.root) == (5, store.root())
+    assert_copied(store, copy_target)
+
+
+def test_a_copy_with_another_root_leaves_nothing(
+    store: SQLLedger, copy_target: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A copy whose root is not the source's is not left where it could be used as the ledger."""
+    from answerable.ledger.copy import copy_ledger
+
+    store.append_sync(order_events(3))
+    before = files_under(tmp_path)
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "root", lambda size=None: bytes(32))
+        with pytest.raises(LedgerError, match="another root"):
+            copy_ledger(store, copy_target.target)
+    assert files_under(tmp_path) == before
+    if copy_target.name == "postgres":
+        assert schema_tables(copy_target) is None
+    copy_ledger(store, copy_target.target)
+    assert_copied(store, copy_target)
+
+
+def test_a_failed_copy_into_an_empty_schema_keeps_the_schema(
+    store: SQLLedger, pg: Backend, monkeypatch: pytest.MonkeyPatch
+):
+    """A schema that was there before the copy (made for it by whoever runs the database) stays,
+    empty; only the tables the copy made are dropped."""
+    import psycopg
+
+    from answerable.ledger.copy import copy_ledger
+    from answerable.ledger.postgres import parse_url
+
+    store.append_sync(order_events(3))
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {parse_url(pg.target)[1]}")
+
+    def interrupted(self: SQLLedger, rows: list[Any]) -> list[int]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SQLLedger, "append_rows", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        copy_ledger(store, pg.target)
+    assert schema_tables(pg) == []
+
+
+COPIER = """
+import sys
+from answerable.ledger import copy as copying, open_ledger
+from answerable.ledger._sql import SQLLedger
+
+copying._BATCH = 2
+original = SQLLedger.append_rows
+calls = []
+
+def held(self, rows):
+    calls.append(len(rows))
+    if len(calls) == 2:  # one batch in: say so, and wait to be killed
+        print("copying", flush=True)
+        sys.stdin.readline()
+    return original(self, rows)
+
+SQLLedger.append_rows = held
+with open_ledger(sys.argv[1]) as source:
+    copying.copy_ledger(source, sys.argv[2])
+"""
+
+
+def test_a_copy_killed_mid_way_leaves_nothing_under_the_target_name(
+    backend: Backend, store: SQLLedger, tmp_path: Path
+):
+    """kill -9 in the middle of a copy into a file: the target's name holds nothing (no file, no
+    key), what is left under the copy's own temporary name refuses to open as a ledger, and the
+    next copy succeeds."""
+    from answerable.ledger.copy import copy_ledger
+
+    store.append_sync(order_events(5))
+    folder = tmp_path / "target"
+    folder.mkdir()
+    target = folder / "copy.db"
+    with subprocess.Popen(
+        [sys.executable, "-c", COPIER, backend.target, str(target)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline() == "copying\n"
+        finally:
+            child.kill()
+            child.wait(timeout=60)
+    left = files_under(folder)
+    assert not target.exists()
+    assert not any(name.endswith(".key") for name in left), left
+    assert all(name.startswith("copy.db.copying-") for name in left), left
+    for name in left:
+        if not name.endswith(("-wal", "-shm")):
+            with pytest.raises(NotALedger, match="a copy that did not finish"):
+                open_ledger(folder / name)
+    copy_ledger(store, target)
+    assert_copied(store, Backend("sqlite", str(target), folder))
 
 
 def test_an_altered_blob_is_named_with_the_entry_citing_it(backend: Backend, store: SQLLedger):

@@ -50,11 +50,14 @@ if TYPE_CHECKING:  # at run time asyncio is imported by _in_turn, on a running l
 
 __all__ = [
     "FORGET_NONCES",
+    "LEDGER_FORMAT",
+    "UNFINISHED_COPY",
     "Row",
     "SQLLedger",
     "SQLView",
     "SideTables",
     "blob_bytes",
+    "check_key_place",
     "file_path",
     "fresh_identity",
     "key_for",
@@ -62,6 +65,7 @@ __all__ = [
     "new_origin",
     "nonce_time",
     "stored_text",
+    "write_key",
 ]
 
 _KEY_FILE_MAX = 4096
@@ -74,6 +78,11 @@ T = TypeVar("T")
 FORGET_NONCES = "DELETE FROM nonces WHERE created < ? AND key NOT LIKE 'handled:%'"
 """Request nonces too old to matter are forgotten; a subscriber group's handled marks never are
 (a record can be delivered again long after, when its agent comes back)."""
+LEDGER_FORMAT = "answerable-ledger"
+"""What a ledger's ``meta`` names as its format."""
+UNFINISHED_COPY = "answerable-ledger-unfinished-copy"
+"""What a copy's ``meta`` names as its format until the copy is whole and verified: every open
+refuses it, so a copy cut short by kill -9 is never taken for the ledger (nor forks it)."""
 Row = tuple[str, str, bytes, bytes, tuple[str, ...]]
 """One entry on its way in: id, kind, the exact bytes, their leaf hash, the ids it cites."""
 LATEST_TIME = (
@@ -1040,6 +1049,21 @@ class SQLLedger(ABC):
 
         return self._read(read)
 
+    def mark_copying(self, copying: bool) -> None:
+        """Name this ledger an unfinished copy (``copying``), or a ledger again once it is whole.
+
+        Raises:
+            LedgerError: its format was not the one expected (nothing is changed).
+        """
+        was, now = (LEDGER_FORMAT, UNFINISHED_COPY) if copying else (UNFINISHED_COPY, LEDGER_FORMAT)
+        sql = self._sql("UPDATE meta SET value = ? WHERE key = 'format' AND value = ?")
+        if self._short_write(lambda c: c.execute(sql, (now, was)).rowcount) != 1:
+            raise LedgerError(f"ledger {self._name}: its format is not {was!r}; nothing was changed")
+
+    @abstractmethod
+    def discard(self) -> None:
+        """Remove, once closed, what creating this ledger made: for a copy that did not finish."""
+
     def _nonce_rows(self, conn: Conn) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in conn.execute("SELECT key, created FROM nonces ORDER BY key").fetchall()]
 
@@ -1244,9 +1268,9 @@ def key_for(
     key beside a file that is no ledger). ``folder``: make the key's folder if need be.
 
     Raises:
-        ConfigError: see :func:`_write_key`.
+        ConfigError: see :func:`write_key`.
     """
-    made = signer is not None and _write_key(key_file, signer, copied=copied, folder=folder)
+    made = signer is not None and write_key(key_file, signer, copied=copied, folder=folder)
     try:
         yield
     except BaseException:
@@ -1256,7 +1280,7 @@ def key_for(
         raise
 
 
-def _write_key(key_file: Path, signer: note.Signer, *, copied: bool, folder: bool = False) -> bool:
+def write_key(key_file: Path, signer: note.Signer, *, copied: bool, folder: bool = False) -> bool:
     """Write the signing key of a ledger being made (mode 0600); whether this call wrote it.
 
     Never over a file: whatever sits there (a person's private key, another ledger's key, another
@@ -1273,30 +1297,49 @@ def _write_key(key_file: Path, signer: note.Signer, *, copied: bool, folder: boo
             key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError as exc:
-        if copied and _holds_key(key_file, text):
-            return False
-        if not key_file.is_file():  # /dev/full, a folder: nothing a key can be kept in
-            raise ConfigError(f"{key_file} is not a file a signing key can be kept in") from exc
-        if copied:
-            raise ConfigError(
-                f"{key_file} holds another ledger key; give another --signing-key path"
-            ) from exc
-        raise ConfigError(
-            f"the signing key {key_file} exists already (perhaps left by a ledger deleted there): a new "
-            "ledger never writes over a file, which may be a key; move it away, or give another path "
-            "(signing_key=, --signing-key)"
-        ) from exc
+        _refuse_taken(key_file, text, copied=copied, cause=exc)
+        return False
     except OSError as exc:
         raise ConfigError(f"cannot create the signing key {key_file}: {exc.strerror}") from exc
     try:  # made by this call: a failure removes it, so no empty key is left to refuse the next try
         with os.fdopen(fd, "w") as handle:
             os.fchmod(handle.fileno(), 0o600)
             handle.write(text + "\n")
-    except OSError as exc:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             key_file.unlink()
-        raise ConfigError(f"cannot write the signing key {key_file}: {exc.strerror or exc}") from exc
+        if isinstance(exc, OSError):
+            raise ConfigError(f"cannot write the signing key {key_file}: {exc.strerror or exc}") from exc
+        raise
     return True
+
+
+def check_key_place(key_file: Path, signer: note.Signer, *, folder: bool = False) -> None:
+    """Refuse now a place :func:`write_key` would refuse for a copy's key, so that a copy whose
+    key is written only once its ledger is whole is refused before it begins, not after.
+
+    Raises:
+        ConfigError: as :func:`write_key`.
+    """
+    if os.path.lexists(key_file):
+        _refuse_taken(key_file, signer.private_bytes().hex(), copied=True, cause=None)
+    elif not folder and not key_file.absolute().parent.is_dir():
+        raise ConfigError(f"cannot create the signing key {key_file}: its folder does not exist")
+
+
+def _refuse_taken(key_file: Path, text: str, *, copied: bool, cause: BaseException | None) -> None:
+    """Return when a copy's key finds its very key there already; else refuse the place."""
+    if copied and _holds_key(key_file, text):
+        return
+    if not key_file.is_file():  # /dev/full, a folder: nothing a key can be kept in
+        raise ConfigError(f"{key_file} is not a file a signing key can be kept in") from cause
+    if copied:
+        raise ConfigError(f"{key_file} holds another ledger key; give another --signing-key path") from cause
+    raise ConfigError(
+        f"the signing key {key_file} exists already (perhaps left by a ledger deleted there): a new "
+        "ledger never writes over a file, which may be a key; move it away, or give another path "
+        "(signing_key=, --signing-key)"
+    ) from cause
 
 
 def _holds_key(key_file: Path, text: str) -> bool:

@@ -44,6 +44,8 @@ from answerable.ledger import _verify, merkle, note
 from answerable.ledger._sql import (
     FORGET_NONCES,
     LATEST_TIME,
+    LEDGER_FORMAT,
+    UNFINISHED_COPY,
     SQLLedger,
     SQLView,
     blob_bytes,
@@ -61,7 +63,7 @@ from answerable.ledger.location import is_postgres_url
 
 __all__ = ["PostgresLedger", "drop_schema", "is_postgres_url", "key_dir"]
 
-_FORMAT = "answerable-ledger"
+_FORMAT = LEDGER_FORMAT
 _FORMAT_VERSION = "2"
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -87,6 +89,8 @@ CREATE TABLE lease (
 CREATE TABLE guards (key TEXT PRIMARY KEY, idx BIGINT NOT NULL);
 CREATE TABLE nonces (key TEXT PRIMARY KEY, created BIGINT NOT NULL);
 """
+_TABLES = tuple(re.findall(r"CREATE TABLE (\w+)", _SCHEMA))
+"""Every table a ledger is made of: what :meth:`PostgresLedger.discard` drops."""
 _SEARCH_PATH = re.compile(r"-c\s*search_path=([^\s,]+)")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 T = TypeVar("T")
@@ -271,6 +275,9 @@ class PostgresLedger(SQLLedger):
         self._nonce_calls = 0
         self._lease_lock = threading.Lock()
         self._lease_conn: psycopg.Connection[Any] | None = None
+        self.made_schema = False
+        """Whether creating this ledger made its schema too (else it was there, perhaps granted to
+        us by whoever runs the database, and :meth:`discard` leaves it)."""
         try:
             self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
                 url,
@@ -321,6 +328,12 @@ class PostgresLedger(SQLLedger):
                 if not create:
                     raise NotALedger(where, "the schema holds no answerable ledger")
                 return cls._create(conn, url, schema, origin, key_given, identity)
+        if meta.get("format") == UNFINISHED_COPY:
+            raise NotALedger(
+                where,
+                "it is a copy that did not finish (`answerable ledger copy` was killed); "
+                "drop its tables (or its schema) and copy again",
+            )
         if meta.get("format") != _FORMAT:
             raise NotALedger(where, "its metadata does not name the ledger format")
         if meta.get("version") != _FORMAT_VERSION:
@@ -359,6 +372,7 @@ class PostgresLedger(SQLLedger):
     ) -> PostgresLedger:
         try:
             with conn.transaction():
+                there = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
                 conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
                 conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
                 for statement in filter(str.strip, _SCHEMA.split(";")):
@@ -379,7 +393,9 @@ class PostgresLedger(SQLLedger):
             ) from exc
         except psycopg.Error as exc:
             raise LedgerError(f"{_where(url)} schema {schema}: cannot create it: {_first_line(exc)}") from exc
-        return cls(url, schema, signer=signer, origin=origin, verifier=verifier, key_path=key_file)
+        ledger = cls(url, schema, signer=signer, origin=origin, verifier=verifier, key_path=key_file)
+        ledger.made_schema = there is None
+        return ledger
 
     # --- the sequencer's hooks ------------------------------------------------------------------
 
@@ -673,6 +689,23 @@ class PostgresLedger(SQLLedger):
                 with contextlib.suppress(psycopg.Error):
                     self._lease_conn.close()
                 self._lease_conn = None
+
+    def discard(self) -> None:
+        """Drop this ledger's tables, and its schema when creating the ledger made it (the key is
+        not this ledger's to delete: a copy writes it only once it is whole).
+
+        Raises:
+            StoreUnavailable, LedgerError: the server could not be reached or refused.
+        """
+        tables = sql.SQL(", ").join(sql.Identifier(self.schema, t) for t in _TABLES)
+        try:
+            with _connect(self.url) as conn:
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(tables))
+                if self.made_schema:  # RESTRICT: whatever else is in it by now is not ours
+                    with contextlib.suppress(errors.DependentObjectsStillExist):
+                        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {}").format(sql.Identifier(self.schema)))
+        except psycopg.Error as exc:
+            raise self._translate(exc) from exc
 
 
 class _StreamingView(SQLView):

@@ -9,6 +9,7 @@ can write the database cannot also sign a rewritten history.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -28,6 +29,8 @@ from answerable.ledger import _verify, note
 from answerable.ledger._sql import (
     FORGET_NONCES,
     LATEST_TIME,
+    LEDGER_FORMAT,
+    UNFINISHED_COPY,
     SQLLedger,
     SQLView,
     blob_bytes,
@@ -44,7 +47,7 @@ from answerable.ledger.base import LeaseRow, VerifyReport
 
 __all__ = ["SQLiteLedger"]
 
-_FORMAT = "answerable-ledger"
+_FORMAT = LEDGER_FORMAT
 _FORMAT_VERSION = "2"
 _READABLE_VERSIONS = ("1", "2")
 """Version 1 (before leases and claims) is migrated in place on open; see :func:`_migrate`."""
@@ -75,6 +78,11 @@ CREATE TABLE blobs (digest TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
 """
     + _V2_TABLES
 )
+_UNFINISHED = (
+    "it is a copy that did not finish (`answerable ledger copy` was killed); delete it and copy again"
+)
+_BESIDE = ("-wal", "-shm", "-journal")
+"""The files SQLite keeps beside a database while it is open or was left open."""
 _NONCES = "CREATE TABLE IF NOT EXISTS nonces (key TEXT PRIMARY KEY, created INTEGER NOT NULL) WITHOUT ROWID"
 T = TypeVar("T")
 
@@ -163,6 +171,8 @@ class SQLiteLedger(SQLLedger):
         # lock this process holds on it, so a second look at a ledger the process is serving (a
         # report rendered by the console) would let another program delete its live WAL.
         meta = _probe_meta(p)
+        if meta.get("format") == UNFINISHED_COPY:
+            raise NotALedger(str(p), _UNFINISHED)
         if meta.get("format") != _FORMAT:
             raise NotALedger(str(p), "its metadata does not name the answerable ledger format")
         if meta.get("version") not in _READABLE_VERSIONS:
@@ -454,6 +464,13 @@ class SQLiteLedger(SQLLedger):
         self._reader.close()
         if self._nonces is not None:
             self._nonces.close()
+
+    def discard(self) -> None:
+        """Delete the file and what SQLite keeps beside it (the key is not this ledger's to delete:
+        a copy writes it only once it is whole)."""
+        for name in (self.path, *(self.path.with_name(self.path.name + end) for end in _BESIDE)):
+            with contextlib.suppress(FileNotFoundError):
+                name.unlink()
 
 
 def _v2_row(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> Any:
