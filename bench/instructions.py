@@ -13,7 +13,9 @@ start-up, imports and compilation are not in it.
 
 Variants, each the same loop as ``governed_call.py``'s: the gateway, 64 concurrent submitters of
 a governed no-op on a fresh SQLite ledger (every thread counted: the event loop and the ledger
-writer); the lean reference (``_lean_action.py``, the same four entries with nothing checked);
+writer); the lean reference (``_lean_action.py``, the same four entries with nothing checked), and
+the same with its entries made as the gateway's records (what the records cost, apart from the
+gateway's checks and glue);
 AGT's ``govern()`` with its in-memory audit log, one call at a time (its ceiling); and with
 ``--rev``, the gateway of that revision's ``src/answerable`` on the same loop.
 
@@ -38,7 +40,7 @@ from typing import Any
 
 import _common as common
 
-GATEWAY, LEAN, AGT = "gateway", "lean", "agt"
+GATEWAY, LEAN, RECORDS, AGT = "gateway", "lean", "lean-records", "agt"
 TASKS = 64
 
 
@@ -68,12 +70,20 @@ async def _gateway(directory: Path, actions: int, warmup: int) -> dict[str, Any]
     return {"failed": failed, "entries_written": written, "entries_expected": 4 * actions}
 
 
-async def _lean(directory: Path, actions: int, warmup: int) -> dict[str, Any]:
+async def _lean(directory: Path, actions: int, warmup: int, *, records: bool = False) -> dict[str, Any]:
     import _lean_action as lean
     import governed_call as bench
 
     found = await lean.measure(
-        bench._setup, directory, bench.AGENT, bench.OPERATION, actions, TASKS, warmup, on_timed=_counting
+        bench._setup,
+        directory,
+        bench.AGENT,
+        bench.OPERATION,
+        actions,
+        TASKS,
+        warmup,
+        records=records,
+        on_timed=_counting,
     )
     return {
         "failed": 0,
@@ -102,9 +112,10 @@ def child(what: str, actions: int, warmup: int, directory: Path) -> None:
 
     if what == AGT:
         found = _agt(actions, warmup)
+    elif what == GATEWAY:
+        found = asyncio.run(_gateway(directory, actions, warmup))
     else:
-        run = _gateway if what == GATEWAY else _lean
-        found = asyncio.run(run(directory, actions, warmup))
+        found = asyncio.run(_lean(directory, actions, warmup, records=what == RECORDS))
     found["answerable"] = str(Path(answerable.__file__).parent)
     print(json.dumps(found))
 
@@ -157,7 +168,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         directory = Path(tmp)
         variants: dict[str, Any] = {}
-        for what in (GATEWAY, LEAN):
+        for what in (GATEWAY, LEAN, RECORDS):
             variants[what] = count(what, args.actions, args.warmup, directory)
         try:
             import _agt_peer as peer
@@ -178,7 +189,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _compare(variants: dict[str, Any]) -> dict[str, Any]:
     ours = variants[GATEWAY]["per_action"]
-    out: dict[str, Any] = {"gateway_over_lean": ours / variants[LEAN]["per_action"]}
+    lean, records = variants[LEAN]["per_action"], variants[RECORDS]["per_action"]
+    out: dict[str, Any] = {
+        "gateway_over_lean": ours / lean,
+        # What the gateway's records (validated models, bytes from their fields) cost over plain
+        # dicts in the same loop, and what its checks and glue cost beyond them.
+        "records_per_action": records - lean,
+        "checks_and_glue_per_action": ours - records,
+    }
     if "per_action" in variants[AGT]:
         out["gateway_over_agt"] = ours / variants[AGT]["per_action"]
         out["lean_over_agt"] = variants[LEAN]["per_action"] / variants[AGT]["per_action"]
@@ -203,6 +221,7 @@ def report(doc: dict[str, Any]) -> None:
     names = {
         GATEWAY: "answerable gateway, 64 concurrent submitters (this tree)",
         LEAN: "lean reference, same loop, nothing checked",
+        RECORDS: "lean reference, its entries made as the gateway's records",
         AGT: "AGT govern(), in-memory audit log, sequential",
         "rev": f"answerable gateway at {variants.get('rev', {}).get('rev')}",
     }
@@ -214,6 +233,10 @@ def report(doc: dict[str, Any]) -> None:
         table.add_row(names[key], f"{found['actions']:,}", f"{found['per_action']:,.0f}", written)
     console.print(table)
     console.print(f"gateway over lean: {comparison['gateway_over_lean']:.2f}x the instructions")
+    console.print(
+        f"of the gateway's excess over lean: its records {comparison['records_per_action']:,.0f} per action, "
+        f"its checks and glue {comparison['checks_and_glue_per_action']:,.0f}"
+    )
     if "gateway_over_agt" in comparison:
         console.print(
             f"gateway over AGT in memory: {comparison['gateway_over_agt']:.2f}x the instructions "
@@ -235,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agt-warmup", type=int, default=1000)
     parser.add_argument("--rev", default="", help="also count the gateway of this git revision")
     parser.add_argument("--dir", type=Path, default=None, help="where the ledgers go (default: a temp dir)")
-    parser.add_argument("--child", choices=(GATEWAY, LEAN, AGT), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=(GATEWAY, LEAN, RECORDS, AGT), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(args.child, args.actions, args.warmup, args.dir)

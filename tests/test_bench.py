@@ -109,7 +109,7 @@ def test_instruction_counts_are_taken_of_the_measured_actions_of_each_tree():
     assert isinstance(doc, dict)
     assert doc["available"] is True, doc
     variants = doc["variants"]
-    for key in ("gateway", "lean", "rev"):
+    for key in ("gateway", "lean", "lean-records", "rev"):
         found = variants[key]
         assert found["entries_written"] == found["entries_expected"] == 4 * found["actions"], found
         assert found["failed"] == 0
@@ -121,6 +121,9 @@ def test_instruction_counts_are_taken_of_the_measured_actions_of_each_tree():
     comparison = doc["comparison"]
     assert comparison["gateway_over_lean"] == pytest.approx(
         variants["gateway"]["per_action"] / variants["lean"]["per_action"]
+    )
+    assert comparison["records_per_action"] == pytest.approx(
+        variants["lean-records"]["per_action"] - variants["lean"]["per_action"]
     )
     if "per_action" in variants["agt"]:  # the bench extra installed
         assert variants["agt"]["entries_written"] == variants["agt"]["entries_expected"]
