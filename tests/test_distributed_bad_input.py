@@ -3,11 +3,16 @@ started, no password echoed."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
+from backends import pg_url
+from served import start
 
 from answerable.scaffold import init
 
@@ -116,3 +121,179 @@ def test_a_url_of_another_scheme_is_no_ledger_and_its_password_is_not_echoed(fol
     done = run(folder, "verify", "postgresql+psycopg://bob:hunter2@127.0.0.1/db")
     one_line(done, "names no ledger")
     assert "hunter2" not in done.stderr + done.stdout
+
+
+_BAD_PEM = "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n"
+_TLS = 'port = 8470\ntls_cert = "{0}"\ntls_key = "{0}"'
+_REFUSED_BEFORE_A_LEDGER = [
+    ("", "", '\n[[prerequisites]]\noperation = "refund"\nafter = "nosuch"\n', "'nosuch' is neither"),
+    ("", "", '\n[nats]\nurl = "nats://127.0.0.1:99999"\n', "[nats] url nats://127.0.0.1:99999: its port"),
+    ("", "", '\n[nats]\nurl = "nats://127.0.0.1:abc"\n', "[nats] url nats://127.0.0.1:abc: its port"),
+    ("", "", '\n[nats]\nurl = "nats://[::1"\n', "[nats] url nats://[::1: not a URL"),
+    ("", "", '\n[nats]\nurl = "nats://127.0.0.1:1"\n', "NATS at nats://127.0.0.1:1: cannot connect"),
+    ("", "", '\n[nats]\nurl = "nats://127.0.0.1:4222"\nkey = "nosuch.key"\n', "[nats] key: key file"),
+    ("", "", '\n[nats]\nurl = "nats://127.0.0.1:4222"\nkey = "bad.pem"\n', "is not an answerable key"),
+    ("port = 8470", _TLS.format("bad.pem"), "", "[server] tls_cert"),
+    ("port = 8470", _TLS.format("pems"), "", "Is a directory"),
+]
+_CASE_IDS = [
+    "prerequisite",
+    "nats-port",
+    "nats-port-text",
+    "nats-bracket",
+    "nats-down",
+    "nats-no-key",
+    "nats-not-a-key",
+    "tls-garbage",
+    "tls-folder",
+]
+
+
+def _bad_files(folder: Path) -> None:
+    """What the cases point at: a PEM file that holds nothing PEM, and a folder."""
+    (folder / "bad.pem").write_text(_BAD_PEM)
+    (folder / "pems").mkdir()
+
+
+def refused_alone(done: subprocess.CompletedProcess[str], says: str) -> None:
+    """Exit 2 and exactly one line on stderr: nothing started, not even the "serving" line."""
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("answerable: error: "), done.stderr
+    assert says in lines[0], done.stderr
+
+
+def ledger_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("ledger.db"))
+
+
+@pytest.mark.parametrize(("old", "new", "extra", "says"), _REFUSED_BEFORE_A_LEDGER, ids=_CASE_IDS)
+def test_a_refused_serve_makes_no_ledger(folder: Path, old: str, new: str, extra: str, says: str):
+    """A serve refused for its config leaves no ledger file, journal or signing key behind."""
+    _bad_files(folder)
+    config = edit(folder, old, new, extra)
+    refused_alone(run(folder, "serve", str(config), "--port", "0"), says)
+    assert ledger_files(folder) == []
+
+
+def _schema_exists(url: str) -> bool:
+    import psycopg
+
+    from answerable.ledger.postgres import parse_url
+
+    base, schema = parse_url(url)
+    with psycopg.connect(base) as conn:
+        found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+    return found is not None
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "extra", "says"),
+    [_REFUSED_BEFORE_A_LEDGER[i] for i in (0, 1, 4, 7)],
+    ids=[_CASE_IDS[i] for i in (0, 1, 4, 7)],
+)
+def test_a_refused_serve_makes_no_postgres_schema(
+    folder: Path, tmp_path: Path, old: str, new: str, extra: str, says: str
+):
+    """On PostgreSQL a refused serve creates no schema, no tables and no signing key."""
+    from answerable.ledger.postgres import drop_schema
+
+    url = pg_url(f"answerable_t_{uuid.uuid4().hex[:12]}")
+    keys = tmp_path / "keys"
+    _bad_files(folder)
+    edit(folder, 'path = "ledger.db"', f'url = "{url}"')
+    config = edit(folder, old, new, extra)
+    try:
+        done = subprocess.run(
+            [*CLI, "serve", str(config), "--port", "0"],
+            capture_output=True,
+            text=True,
+            cwd=folder,
+            timeout=60,
+            check=False,
+            env={**os.environ, "ANSWERABLE_KEY_DIR": str(keys)},
+        )
+        refused_alone(done, says)
+        assert not _schema_exists(url)
+        assert not keys.exists() or list(keys.iterdir()) == []
+    finally:
+        drop_schema(url)
+
+
+def _mcp_away(folder: Path) -> Path:
+    """A config whose MCP server cannot be started: found only once the ledger is open."""
+    return edit(
+        folder,
+        "",
+        "",
+        '\n[mcp]\nconnect_timeout_seconds = 0.5\n[mcp.servers.away]\ncommand = ["/nonexistent/mcp"]\n',
+    )
+
+
+def test_a_start_that_fails_after_making_its_ledger_removes_it(folder: Path):
+    """A step that can fail only once the ledger is made (an MCP server that will not start)
+    removes the ledger that start made: its file, journal and key."""
+    done = run(folder, "serve", str(_mcp_away(folder)), "--port", "0")
+    refused_alone(done, "[mcp.servers.away]: cannot connect")
+    assert ledger_files(folder) == []
+
+
+def test_a_start_that_fails_after_making_its_postgres_ledger_drops_it(folder: Path, tmp_path: Path):
+    """On PostgreSQL, the schema that start made is dropped and its signing key removed."""
+    from answerable.ledger.postgres import drop_schema
+
+    url = pg_url(f"answerable_t_{uuid.uuid4().hex[:12]}")
+    keys = tmp_path / "keys"
+    edit(folder, 'path = "ledger.db"', f'url = "{url}"')
+    config = _mcp_away(folder)
+    try:
+        done = subprocess.run(
+            [*CLI, "serve", str(config), "--port", "0"],
+            capture_output=True,
+            text=True,
+            cwd=folder,
+            timeout=60,
+            check=False,
+            env={**os.environ, "ANSWERABLE_KEY_DIR": str(keys)},
+        )
+        refused_alone(done, "[mcp.servers.away]: cannot connect")
+        assert not _schema_exists(url)
+        assert list(keys.iterdir()) == []
+    finally:
+        drop_schema(url)
+
+
+def _state(folder: Path) -> tuple[dict[str, bytes], str]:
+    """Every ledger file's bytes, and what ``answerable verify`` says of it (size and root)."""
+    files = {name: (folder / name).read_bytes() for name in ledger_files(folder)}
+    verified = run(folder, "verify", "ledger.db", "--json")
+    assert verified.returncode == 0, verified.stderr
+    report = json.loads(verified.stdout)
+    return files, f"{report['size']} {report['root']}"
+
+
+def _served_once(folder: Path) -> tuple[dict[str, bytes], str]:
+    """A ledger made by a serve that started and stopped, as it is then."""
+    served = start(folder)
+    assert served.stop() == 0
+    return _state(folder)
+
+
+@pytest.mark.parametrize(("old", "new", "extra", "says"), _REFUSED_BEFORE_A_LEDGER[1:], ids=_CASE_IDS[1:])
+def test_a_refused_serve_leaves_an_existing_ledger_byte_for_byte(
+    folder: Path, old: str, new: str, extra: str, says: str
+):
+    """A serve refused for its config on a ledger that was there before leaves every byte of it,
+    and its size and root, as they were."""
+    before = _served_once(folder)
+    _bad_files(folder)
+    refused_alone(run(folder, "serve", str(edit(folder, old, new, extra)), "--port", "0"), says)
+    assert _state(folder) == before
+
+
+def test_a_start_that_fails_on_an_existing_ledger_never_removes_it(folder: Path):
+    """Only a ledger this very start made is removed: one there before stays, size and root."""
+    before = _served_once(folder)
+    refused_alone(run(folder, "serve", str(_mcp_away(folder)), "--port", "0"), "cannot connect")
+    assert _state(folder)[1] == before[1]  # (its lease row changed: it was opened)

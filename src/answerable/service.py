@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import functools
 import math
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -52,6 +53,7 @@ from answerable.errors import (
     LeaseLost,
     LedgerClosed,
     MessageRefused,
+    NotALedger,
     NotAuthorized,
     RecordInvalid,
     SignatureInvalid,
@@ -291,14 +293,34 @@ class Service:
     # --- life ------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the ledger, take the lease, install or resume, reconcile, start the duties.
+        """Check what needs no ledger, connect NATS, then open (or make) the ledger, take the
+        lease, install or resume, reconcile, start the duties.
+
+        A start refused leaves no ledger it made: every check that needs none comes before it
+        is made, and a ledger this start made is removed again if a later step fails.
 
         Raises:
-            ConfigError: the signed charter or ruleset does not match the files, an operation
-                cannot be imported; LeaseHeld: another live gateway holds the ledger.
+            ConfigError: the signed charter or ruleset does not match the files, a prerequisite
+                names no operation, the TLS files or the NATS URL or key are unusable;
+            BusError: NATS cannot be reached; LeaseHeld: another live gateway holds the ledger.
         """
         if self._hosted:
             return
+        config = self.config
+        charter, ruleset = self._checked()
+        if config.nats_url is not None:
+            self.bus = await self._connect_bus(config.nats_url, charter.system)
+        ledger, made = self._open_ledger()
+        try:
+            await self._start_on(ledger, charter, ruleset)
+        except BaseException:
+            if made:
+                await self._unmake(ledger)
+            raise
+
+    def _checked(self) -> tuple[SystemCharter, RulesetVersion]:
+        """The signed charter and ruleset, once everything a start checks without a ledger holds:
+        said before one is made, since a refused start must leave none behind."""
         config = self.config
         self._charter_seen = _stamp(config.charter)  # before reading: a later write is followed
         charter = _record(config.charter, SystemCharter)
@@ -309,15 +331,83 @@ class Service:
                 f"{config.policies.name} or {config.schema.name} changed since the RI signed "
                 f"{config.ruleset.name}: have the RI sign the new version"
             )
-        if config.monitors is not None:  # a file that does not parse is said before a ledger is made
-            load_monitors(config.monitors, known_scopes=None)
+        if config.monitors is not None:
+            load_monitors(config.monitors, known_scopes=_scopes(config, charter, ruleset))
+        _check_prerequisites(config, ruleset)
+        _check_tls(config)
+        return charter, ruleset
+
+    async def _connect_bus(self, url: str, system: str) -> NatsBus:
+        """NATS, connected before the ledger is made: the bus needs only the charter's system
+        name, and a server that cannot be reached is then said with nothing left behind."""
+        from answerable.bus.nats import NatsBus, shown, url_problem  # nats-py only for NATS
+
+        config = self.config
+        problem = url_problem(url)
+        if problem is not None:
+            raise ConfigError(f"{config.source.name}: [nats] url {shown(url)}: {problem}")
+        seed = None
+        if config.nats_key is not None:  # logins on: the service has rights no agent has
+            from answerable.bus.auth import nkey_seed
+
+            try:
+                seed = nkey_seed(KeyPair.load(config.nats_key))
+            except ConfigError as exc:
+                raise ConfigError(f"{config.source.name}: [nats] key: {exc}") from exc
+        return await NatsBus.connect(url, system, name=f"answerable serve {system}", nkey_seed=seed)
+
+    def _open_ledger(self) -> tuple[SQLLedger, bool]:
+        """The ledger, and whether this start made it (only a ledger it made may it remove).
+
+        Opened as it is first, so a ledger that exists is never taken for one made here; one
+        made counts only while it has no entry. (Another process that made it between the two
+        opens writes only under the lease, which :meth:`_unmake` checks before removing it.)"""
+        config = self.config
+        target = config.ledger_url or config.ledger
+        try:
+            return open_ledger(target, signing_key=config.signing_key, patience=self.wait_for_store), False
+        except NotALedger:
+            pass  # none there yet (a file that is no ledger is refused again below)
         ledger = open_ledger(
-            config.ledger_url or config.ledger,
+            target,
             create=True,
             origin=config.origin,
             signing_key=config.signing_key,
             patience=self.wait_for_store,
         )
+        try:
+            return ledger, ledger.size() == 0
+        except BaseException:
+            ledger.close()
+            raise
+
+    async def _unmake(self, ledger: SQLLedger) -> None:
+        """Remove the ledger this start made, its start having failed: a refused serve leaves
+        no ledger, key or schema. Left alone if any lease on it is not this gateway's (another
+        gateway made it at the same moment and writes there). Never raises: the failure that
+        brought this here is the one to say."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        with contextlib.suppress(AnswerableError):
+            row = ledger.lease()
+            lease = None if self.gateway is None else self.gateway.lease
+            if row is not None and (lease is None or (row.holder, row.pid) != (lease.holder, lease.pid)):
+                return
+            if self.gateway is not None:
+                self.gateway.close()
+            ledger.close()
+            self.ledger = self.gateway = None
+            self.system = None
+            self.monitors = None
+            _remove_ledger(ledger)
+
+    async def _start_on(self, ledger: SQLLedger, charter: SystemCharter, ruleset: RulesetVersion) -> None:
+        """Take the lease, install or resume, reconcile, start the duties, on the opened ledger."""
+        config = self.config
         # Opened within wait_for_store or not at all (by default a wrong address is said before
         # anything starts); from here on, a restart of the database server is waited out.
         ledger.patience = SERVING_PATIENCE
@@ -347,16 +437,6 @@ class Service:
                 config.mcp, signed_pins(ruleset.schema_text), self._offer_tools, extra_context=extra
             )
             await self.upstreams.start()
-        known = {op.name for op in config.operations} | (
-            set(self.upstreams.pins) if self.upstreams else set()
-        )
-        for p in config.prerequisites:
-            for name in (p.operation, p.after):
-                if name not in known:
-                    raise ConfigError(
-                        f"{config.source.name}: [[prerequisites]]: {name!r} is neither an [[operations]] "
-                        "name nor a tool the signed rules declare"
-                    )
         if ledger.of_kind("SystemCharter"):
             await gateway.resume_from_ledger()
         await gateway.install(charter, ruleset)
@@ -377,17 +457,6 @@ class Service:
             if noted is None:  # noted now: a service killed before its first event still says where
                 ledger.put_note(_NOTIFIED, str(self._seen))
             self._noted = self._seen
-        if config.nats_url is not None:
-            from answerable.bus.nats import NatsBus  # nats-py only where a system runs on NATS
-
-            seed = None
-            if config.nats_key is not None:  # logins on: the service has rights no agent has
-                from answerable.bus.auth import nkey_seed
-
-                seed = nkey_seed(KeyPair.load(config.nats_key))
-            self.bus = await NatsBus.connect(
-                config.nats_url, charter.system, name=f"answerable serve {charter.system}", nkey_seed=seed
-            )
         self.system = System(
             ledger,
             gateway,
@@ -399,16 +468,8 @@ class Service:
         if self.bus is not None:
             await self._publish_again(ledger, self.bus, charter.system)
         if config.monitors is not None:
-            tools = set(self.upstreams.pins) if self.upstreams is not None else set()
-            known = (
-                {f"operation:{op.name}" for op in config.operations}
-                | {f"resource_class:{op.resource_class}" for op in config.operations}
-                | {f"operation:{t}" for t in tools}
-                | {f"resource_class:{t}" for t in tools}
-                | {f"agent:{a.name}" for a in charter.agents}
-            )
             self.monitors = Monitors(
-                load_monitors(config.monitors, known_scopes=known),
+                load_monitors(config.monitors, known_scopes=_scopes(config, charter, ruleset)),
                 ledger,
                 clock=gateway.clock,
                 ids=gateway.ids,
@@ -1478,6 +1539,98 @@ class _Bucket:
 def _printable(text: str, limit: int) -> str:
     """``text`` cut to ``limit`` with anything unprintable (a NUL, a newline) shown as ``?``."""
     return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
+def _pinned_tools(config: ServiceConfig, ruleset: RulesetVersion) -> set[str]:
+    """The MCP tools that may become operations: those the signed schema pins, when the config
+    names MCP servers. Known without a ledger or a server: a tool a server lists later is
+    exposed only under such a pin."""
+    if config.mcp is None or not config.mcp.servers:
+        return set()
+    from answerable.toolschema import signed_pins
+
+    return set(signed_pins(ruleset.schema_text))
+
+
+def _scopes(config: ServiceConfig, charter: SystemCharter, ruleset: RulesetVersion) -> set[str]:
+    """The action classes a monitor may pause."""
+    tools = _pinned_tools(config, ruleset)
+    return (
+        {f"operation:{op.name}" for op in config.operations}
+        | {f"resource_class:{op.resource_class}" for op in config.operations}
+        | {f"operation:{t}" for t in tools}
+        | {f"resource_class:{t}" for t in tools}
+        | {f"agent:{a.name}" for a in charter.agents}
+    )
+
+
+def _check_prerequisites(config: ServiceConfig, ruleset: RulesetVersion) -> None:
+    """Each ``[[prerequisites]]`` names operations there are: ``[[operations]]`` or pinned tools."""
+    known = {op.name for op in config.operations} | _pinned_tools(config, ruleset)
+    for p in config.prerequisites:
+        for name in (p.operation, p.after):
+            if name not in known:
+                raise ConfigError(
+                    f"{config.source.name}: [[prerequisites]]: {name!r} is neither an [[operations]] "
+                    "name nor a tool the signed rules declare"
+                )
+
+
+def _check_tls(config: ServiceConfig) -> None:
+    """Load ``[server] tls_cert`` and ``tls_key`` as uvicorn will, before a ledger is made: a
+    pair it cannot load is said naming the file (its contents never shown), where uvicorn
+    raised OpenSSL's "PEM lib" once the ledger was made."""
+    cert, key = config.tls_cert, config.tls_key
+    where = f"{config.source.name}: [server]"
+    if cert is None:
+        if key is not None:
+            raise ConfigError(f"{where} tls_key is set without tls_cert: give both")
+        return
+    for name, path in (("tls_cert", cert), ("tls_key", key)):
+        if path is not None:
+            try:
+                with path.open("rb"):
+                    pass
+            except OSError as exc:
+                raise ConfigError(f"{where} {name} {path}: {exc.strerror or exc}") from exc
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"{where} {_tls_fault(cert, key, exc)}") from exc
+
+
+def _tls_fault(cert: Path, key: Path | None, exc: OSError) -> str:
+    """Which of the two files OpenSSL refused, and why, in words (its own name no file)."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert)
+    except (ssl.SSLError, OSError):
+        return f"tls_cert {cert}: holds no PEM certificate"
+    if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+        return f"tls_key {key or cert}: is not the private key of the certificate in tls_cert {cert}"
+    return f"tls_key {key or cert}: holds no PEM private key (or one encrypted with a password)"
+
+
+def _remove_ledger(ledger: SQLLedger) -> None:
+    """Delete a ledger just made and closed: its file (SQLite's journal beside it) or its
+    PostgreSQL schema, and its signing key. A schema in ``public`` is not dropped (that would
+    take the database's own with it): its tables stay."""
+    from answerable.ledger import SQLiteLedger
+
+    if isinstance(ledger, SQLiteLedger):
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(OSError):
+                Path(f"{ledger.path}{suffix}").unlink(missing_ok=True)
+    else:
+        from answerable.ledger.postgres import PostgresLedger, drop_schema
+
+        if not isinstance(ledger, PostgresLedger) or ledger.schema == "public":
+            return
+        try:
+            drop_schema(ledger.url)
+        except Exception:  # the driver's own too: the start's failure is the one said
+            return  # and the key stays with the schema it signs for
+    with contextlib.suppress(OSError):
+        ledger.key_path.unlink(missing_ok=True)
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import nats
 from nats.errors import Error as NatsError
@@ -64,6 +65,28 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 def shown(url: str) -> str:
     """A server URL as messages may show it: any user and password taken out."""
     return re.sub(r"//[^/?#]*@", "//", url)
+
+
+def url_problem(url: str) -> str | None:
+    """What keeps ``url`` from naming one server (host, and a port from 1 to 65535), or None.
+
+    Asked before anything is made: nats-py says only "invalid connect url option" of every such
+    URL, and says it after the caller may have made what a refusal must not leave behind.
+    """
+    # The reasons are this function's own: the URL's text may hold a password, never repeated.
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "not a URL (an IPv6 address's bracket not closed?): want nats://HOST:PORT"
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        return "its port is not a number from 1 to 65535"
+    if not parts.hostname:
+        return "names no host: want nats://HOST:PORT"
+    return None
 
 
 def stream_name(system: str) -> str:
