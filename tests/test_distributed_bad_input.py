@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from backends import pg_url
+from backends import PG_BASE, pg_url
 from served import start
 
 from answerable.scaffold import init
@@ -243,7 +243,8 @@ def test_a_start_that_fails_after_making_its_postgres_ledger_drops_it(folder: Pa
     """On PostgreSQL, the schema that start made is dropped and its signing key removed."""
     from answerable.ledger.postgres import drop_schema
 
-    url = pg_url(f"answerable_t_{uuid.uuid4().hex[:12]}")
+    schema = f"answerable_t_{uuid.uuid4().hex[:12]}"
+    url = pg_url(schema)
     keys = tmp_path / "keys"
     edit(folder, 'path = "ledger.db"', f'url = "{url}"')
     config = _mcp_away(folder)
@@ -259,6 +260,29 @@ def test_a_start_that_fails_after_making_its_postgres_ledger_drops_it(folder: Pa
         )
         refused_alone(done, "[mcp.servers.away]: cannot connect")
         assert not _schema_exists(url)
+        assert list(keys.iterdir()) == []
+        # A schema that was there (granted by whoever runs the database) stays, and so does
+        # whatever else it holds: only the ledger's own tables go.
+        import psycopg
+
+        with psycopg.connect(PG_BASE, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+            conn.execute(f"CREATE TABLE {schema}.theirs (x int)")
+        again = subprocess.run(
+            [*CLI, "serve", str(config), "--port", "0"],
+            capture_output=True,
+            text=True,
+            cwd=folder,
+            timeout=60,
+            check=False,
+            env={**os.environ, "ANSWERABLE_KEY_DIR": str(keys)},
+        )
+        refused_alone(again, "[mcp.servers.away]: cannot connect")
+        with psycopg.connect(PG_BASE, autocommit=True) as conn:
+            tables = conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+            ).fetchall()
+        assert tables == [("theirs",)]
         assert list(keys.iterdir()) == []
     finally:
         drop_schema(url)

@@ -447,9 +447,9 @@ def test_a_denied_review_is_in_the_receipt_and_bad_receipts_are_one_line(
 ) -> None:
     reviewer = KeyPair.load(shop.folder / "reviewer.key")
     toml = shop.folder / "answerable.toml"
+    params = proxy_params(shop)  # first: it names the service in the config copied next
     answer_mode = shop.folder / "answer.toml"  # the same system, its proxy answering pending at once
     answer_mode.write_text(toml.read_text().replace('pending = "hold"', 'pending = "answer"'))
-    params = proxy_params(shop)
     params = StdioServerParameters(
         command=params.command, args=[*params.args[:-1], str(answer_mode)], cwd=params.cwd
     )

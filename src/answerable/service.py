@@ -1611,24 +1611,14 @@ def _tls_fault(cert: Path, key: Path | None, exc: OSError) -> str:
 
 
 def _remove_ledger(ledger: SQLLedger) -> None:
-    """Delete a ledger just made and closed: its file (SQLite's journal beside it) or its
-    PostgreSQL schema, and its signing key. A schema in ``public`` is not dropped (that would
-    take the database's own with it): its tables stay."""
-    from answerable.ledger import SQLiteLedger
-
-    if isinstance(ledger, SQLiteLedger):
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            with contextlib.suppress(OSError):
-                Path(f"{ledger.path}{suffix}").unlink(missing_ok=True)
-    else:
-        from answerable.ledger.postgres import PostgresLedger, drop_schema
-
-        if not isinstance(ledger, PostgresLedger) or ledger.schema == "public":
-            return
-        try:
-            drop_schema(ledger.url)
-        except Exception:  # the driver's own too: the start's failure is the one said
-            return  # and the key stays with the schema it signs for
+    """Delete a ledger just made and closed: its file (and what SQLite keeps beside it) or its
+    PostgreSQL tables, with its schema only if making the ledger made it (a schema someone
+    granted, and whatever else is in it, stays: ``SQLLedger.discard``), then its signing key,
+    which making it wrote (a new ledger never takes a key file that is there)."""
+    try:
+        ledger.discard()
+    except Exception:  # the driver's own too: the start's failure is the one said
+        return  # and the key stays with the tables it signs for
     with contextlib.suppress(OSError):
         ledger.key_path.unlink(missing_ok=True)
 
