@@ -46,6 +46,7 @@ from answerable.records import (
     decode_entry,
     digest,
     entry_bytes,
+    vouched_simple,
 )
 
 Row = tuple[str, str, bytes, bytes, tuple[str, ...]]
@@ -161,7 +162,9 @@ async def measure(
                 "takes_over": None,
             }
             if records:
-                made = [Intent(**intent), Decision(**decision), Claim(**claim)]
+                # The Decision vouched for as the gateway vouches for one whose Cedar inputs are
+                # simple JSON (these are): its bytes are written without walking them again.
+                made = [Intent(**intent), vouched_simple(Decision(**decision)), Claim(**claim)]
                 rows = [ledger._row(record) for record in made]  # dated as the dicts are: by ``at``
                 built[0] += len(made)
             else:
