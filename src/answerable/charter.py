@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from answerable.clock import Clock, IdSource, SystemClock, rfc3339
 from answerable.errors import AnswerableError, ConfigError, NotAuthorized, PolicyInvalid
-from answerable.keys import KeyPair
+from answerable.keys import KeyPair, public_key_problem
 from answerable.ledger.base import LedgerStore
 from answerable.records import Coordination, RulesetVersion, SystemCharter, decode_as, problems
 from answerable.signing import sign, verify_charter
@@ -65,7 +65,9 @@ def new_charter(
         if name not in agents:  # a typo'd name: its key would be dropped, and the agent keyless
             raise ConfigError(f"agent_keys names {name!r}, which is not one of the agents")
         if not isinstance(key, str) or not _is_public_key(key):
-            raise ConfigError(f"{name}: the key given is not a base64 Ed25519 public key (32 bytes)")
+            raise ConfigError(
+                f"{name}: the key given is not a base64 Ed25519 public key (32 bytes, not of small order)"
+            )
     clock = clock or SystemClock()
     ids = ids or IdSource(clock)
     if ri.identity in modelled:
@@ -183,7 +185,9 @@ def amend_charter(
         persons[identity] = (public_key, tuple(sorted(kept | given)))
     for name, key in [*agent_keys.items(), *((n, k) for n, (k, _) in persons.items())]:
         if key is not None and not _is_public_key(key):
-            raise ConfigError(f"{name}: {key!r} is not a base64 Ed25519 public key (32 bytes)")
+            raise ConfigError(
+                f"{name}: {key!r} is not a base64 Ed25519 public key (32 bytes, not of small order)"
+            )
     both = set(agent_keys) & set(persons)
     if both:
         raise ConfigError(f"{sorted(both)[0]!r} would be both an agent and a person; give them two names")
@@ -244,8 +248,11 @@ def _key_of(ri: object, what: str) -> KeyPair:
 
 
 def _is_public_key(text: str) -> bool:
+    """A base64 Ed25519 public key someone can hold the private half of: 32 bytes, a point of
+    the curve, not of small order (``keys.public_key_problem``; an audit found a key of zeros
+    taken, under which anyone could forge that agent's signatures)."""
     try:
-        return len(base64.b64decode(text, validate=True)) == 32
+        return public_key_problem(base64.b64decode(text, validate=True)) is None
     except ValueError:
         return False
 

@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from answerable.errors import NotAuthorized
-from answerable.keys import KeyPair
+from answerable.keys import KeyPair, public_key_problem
 
 __all__ = [
     "COVERED",
@@ -145,7 +145,10 @@ def verify_request(
         raise _refuse("bad_digest", "Content-Digest is not the SHA-256 of the body", keyid)
     params = signature_input.strip()[len(LABEL) + 1 :]
     try:
-        Ed25519PublicKey.from_public_bytes(base64.b64decode(public)).verify(
+        raw = base64.b64decode(public)
+        if public_key_problem(raw) is not None:  # a charter from before keys of small order were refused
+            raise ValueError("not a key anyone signs with alone")
+        Ed25519PublicKey.from_public_bytes(raw).verify(
             base64.b64decode(sig.group(1)), _base(method, target_uri, digest, params)
         )
     except (InvalidSignature, ValueError) as exc:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from answerable._files import read_capped
 from answerable.errors import ConfigError, SignatureInvalid
 
-__all__ = ["KeyPair", "identity_problem", "verify_signature"]
+__all__ = ["KeyPair", "identity_problem", "public_key_problem", "verify_signature"]
 
 _MAX_KEY_FILE = 4096
 """Bytes read of a key file at most: one holds an identity and 44 characters of base64."""
@@ -148,12 +148,48 @@ def identity_problem(identity: object) -> str | None:
     return None
 
 
+_SMALL_ORDER = frozenset(
+    bytes.fromhex(h)
+    for h in (
+        "0000000000000000000000000000000000000000000000000000000000000000",  # order 4
+        "0100000000000000000000000000000000000000000000000000000000000000",  # order 1
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # p - 1: order 2
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # p: 0 again, order 4
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # p + 1: 1 again
+    )
+)
+"""The Ed25519 public keys of small order, as libsodium lists them (``ge25519_has_small_order``),
+the sign bit of x cleared. Under such a key a signature made by nobody verifies for a share of all
+messages (R the neutral point, S zero: for the key 0x01 00..00 every message), so a charter that
+held one would let anyone speak as that agent or person; cryptography takes them as keys."""
+
+
+def public_key_problem(raw: bytes) -> str | None:
+    """Why ``raw`` cannot be someone's Ed25519 public key, or None: not 32 bytes, no point of the
+    curve, or a point of small order, under which anyone forges signatures (see ``_SMALL_ORDER``)."""
+    if len(raw) != 32:
+        return f"is {len(raw)} bytes, not 32"
+    if raw[:31] + bytes([raw[31] & 0x7F]) in _SMALL_ORDER:
+        return "is a point of small order, under which anyone can forge signatures"
+    try:
+        Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError:
+        return "is no point of the curve"
+    return None
+
+
 def verify_signature(public_b64: str, signature_b64: str | None, data: bytes, *, who: str) -> None:
-    """Raise SignatureInvalid unless ``signature_b64`` is ``who``'s Ed25519 signature over ``data``."""
+    """Raise SignatureInvalid unless ``signature_b64`` is ``who``'s Ed25519 signature over ``data``
+    (never under a key of small order, whatever an older charter holds)."""
     if not signature_b64:
         raise SignatureInvalid(f"missing signature by {who}")
     try:
-        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_b64, validate=True))
+        raw = base64.b64decode(public_b64, validate=True)
+        if public_key_problem(raw) is not None:
+            raise ValueError("not a key anyone signs with alone")
+        key = Ed25519PublicKey.from_public_bytes(raw)
         key.verify(base64.b64decode(signature_b64, validate=True), data)
     except (InvalidSignature, ValueError, TypeError) as exc:
         raise SignatureInvalid(
