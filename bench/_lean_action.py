@@ -38,7 +38,6 @@ from answerable.ledger import SQLiteLedger, merkle
 from answerable.ledger.base import Guard, StoredEntry
 from answerable.policy import CedarRequest
 from answerable.records import (
-    Authority,
     Claim,
     Decision,
     Execution,
@@ -46,6 +45,7 @@ from answerable.records import (
     decode_entry,
     digest,
     entry_bytes,
+    validated,
     vouched_simple,
 )
 
@@ -164,7 +164,11 @@ async def measure(
             if records:
                 # The Decision vouched for as the gateway vouches for one whose Cedar inputs are
                 # simple JSON (these are): its bytes are written without walking them again.
-                made = [Intent(**intent), vouched_simple(Decision(**decision)), Claim(**claim)]
+                made = [
+                    validated(Intent, intent),
+                    vouched_simple(validated(Decision, decision)),
+                    validated(Claim, claim),
+                ]
                 rows = [ledger._row(record) for record in made]  # dated as the dicts are: by ``at``
                 built[0] += len(made)
             else:
@@ -196,8 +200,9 @@ async def measure(
                 "attempts": 1,
             }
             if records:
-                execution["authority"] = Authority(**execution["authority"])
-                await append([ledger._row(Execution(**execution))], (), done)
+                await append(
+                    [ledger._row(validated(Execution, execution))], (), done
+                )  # as the gateway makes it
                 built[0] += 1
             else:
                 await append([_row(execution)], (), done)

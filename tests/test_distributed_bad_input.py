@@ -321,3 +321,81 @@ def test_a_start_that_fails_on_an_existing_ledger_never_removes_it(folder: Path)
     before = _served_once(folder)
     refused_alone(run(folder, "serve", str(_mcp_away(folder)), "--port", "0"), "cannot connect")
     assert _state(folder)[1] == before[1]  # (its lease row changed: it was opened)
+
+
+def test_a_serve_refused_for_its_ledger_makes_no_nats_stream(tmp_path: Path):
+    """Found in review: NATS was connected (which makes the system's stream) before the ledger
+    was opened, so a serve refused for its ledger (a file there that is no ledger) left a
+    stream behind. NATS now connects only once the ledger is open."""
+    import asyncio
+
+    import nats
+    from nats.js.errors import NotFoundError
+
+    from answerable.bus.nats import stream_name
+
+    system = f"nostream{uuid.uuid4().hex[:10]}"
+    folder = tmp_path / system
+    init(folder)
+    (folder / "ledger.db").write_text("not a ledger\n")
+    config = edit(folder, "", "", '\n[nats]\nurl = "nats://127.0.0.1:4222"\n')
+    refused_alone(run(folder, "serve", str(config), "--port", "0"), "ledger")
+
+    async def stream_there() -> bool:
+        connection = await nats.connect("nats://127.0.0.1:4222")
+        try:
+            await connection.jetstream().stream_info(stream_name(system))
+        except NotFoundError:
+            return False
+        finally:
+            await connection.close()
+        return True
+
+    assert not asyncio.run(stream_there())
+    assert (folder / "ledger.db").read_text() == "not a ledger\n"
+
+
+def test_the_tls_check_asks_for_no_password_of_an_encrypted_key(tmp_path: Path):
+    """Found in review: checking the TLS pair before the ledger is made asked for an encrypted
+    key's password on the terminal, and uvicorn asked again. The check now stops at such a key
+    and leaves the asking to uvicorn; a pair that does not load is still refused."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from answerable.errors import ConfigError
+    from answerable.service import _check_tls
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "k.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    (tmp_path / "bad.pem").write_text(_BAD_PEM)
+    config = SimpleNamespace(
+        source=tmp_path / "answerable.toml", tls_cert=tmp_path / "c.pem", tls_key=tmp_path / "k.pem"
+    )
+    _check_tls(config)  # type: ignore[arg-type]  # no prompt, no refusal: uvicorn asks
+    config.tls_cert = tmp_path / "bad.pem"
+    with pytest.raises(ConfigError, match="holds no PEM certificate"):
+        _check_tls(config)  # type: ignore[arg-type]

@@ -374,6 +374,29 @@ async def test_failing_operation_is_recorded_as_failed(gateway: Gateway, ledger:
     assert kinds(ledger)[-1] == "Execution"
 
 
+class _HidingList(list):  # type: ignore[type-arg]
+    """Iterates as integers over what it stores (a float orjson writes as it is)."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter([1] * len(self))
+
+
+class _HidingDict(dict):  # type: ignore[type-arg]
+    """Shows a copy an integer where it stores a float."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(["x"])
+
+    def keys(self):  # type: ignore[no-untyped-def]
+        return ["x"]
+
+    def __getitem__(self, key):  # type: ignore[no-untyped-def]
+        return 1
+
+    def items(self):  # type: ignore[no-untyped-def]
+        return [("x", 1)]
+
+
 @pytest.mark.parametrize(
     ("attrs", "context"),
     [
@@ -381,6 +404,9 @@ async def test_failing_operation_is_recorded_as_failed(gateway: Gateway, ledger:
         ({"weight": 2.5e-6}, {"delay": 1.5}),  # floats: orjson writes 2.5e-6, RFC 8785 0.0000025
         ({"\U0001f600": 1, "\ufb01": 2}, {}),  # keys RFC 8785 sorts by UTF-16, orjson by code point
         ({"region": "north"}, {"nested": {"\U0001f600": 1, "\ufb01": 2}}),
+        # Found in review: a subclass shows the walk other values than orjson writes.
+        ({"region": "north"}, {"w": _HidingList([2.5e-6])}),
+        ({"region": "north"}, {"w": _HidingDict({"x": 2.5e-6})}),
     ],
 )
 async def test_a_decisions_bytes_are_rfc8785s_whatever_its_cedar_inputs_hold(
@@ -402,6 +428,7 @@ async def test_a_decisions_bytes_are_rfc8785s_whatever_its_cedar_inputs_hold(
     assert outcome.decision is not None
     assert outcome.decision.entities[1]["attrs"] == attrs
     stored = ledger.find(outcome.decision.id).data
+    assert b"0.0000025" in stored or b"2.5e" not in stored
     assert stored == rfc8785.dumps(decode_entry(stored).model_dump(mode="json"))
 
 

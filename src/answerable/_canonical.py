@@ -62,7 +62,7 @@ def _simple_containers(value: Any, exact: bool = False) -> int:
                 return -1
             try:
                 for key, child in item.items():
-                    if not key.isascii():
+                    if not key.isascii() or (exact and type(key) is not str):  # a str subclass may lie
                         return -1
                     if type(child) is not str:  # most values are text: no trip through the stack
                         stack.append(child)

@@ -364,10 +364,11 @@ def _already_canonical(
     return (recorded, args) if again == data else None
 
 
-def _simple_within(value: Any, limit: int) -> bool:
+def _simple_within(value: Any, limit: int, *, exact: bool = False) -> bool:
     """Simple JSON (see ``is_simple_json``) nested at most ``limit`` deep; the depth is walked
-    only when the value holds more objects and arrays than ``limit``."""
-    containers = simple_json_containers(value)
+    only when the value holds more objects and arrays than ``limit``. ``exact``: and nothing in
+    it a subclass of a JSON type (see ``simple_json_containers``)."""
+    containers = simple_json_containers(value, exact=exact)
     return containers is not None and (containers <= limit or not _deeper_than(value, limit))
 
 
@@ -441,14 +442,19 @@ def _json_object(operation: str, what: str, value: object) -> tuple[dict[str, An
     if not isinstance(value, Mapping):
         raise RequestBuildFailed(operation, f"the {what} are a {type(value).__name__}, not a mapping")
     plain = dict(value)
-    if _simple_within(plain, MAX_DEPTH):
+    # Simple only if nothing in it is a subclass of a JSON type: the walk reads a list or dict
+    # subclass through its own iteration, orjson through what it stores, and a subclass could
+    # show the one no float and hand the other one (found in review), so only an exact walk
+    # may vouch for what orjson then decodes. One walk either way, unless a subclass is there.
+    exact = _simple_within(plain, MAX_DEPTH, exact=True)
+    if exact or _simple_within(plain, MAX_DEPTH):
         # Plain JSON already: orjson's bytes are canonical, and a decoded copy is what is recorded.
         try:
             simple: dict[str, Any] = orjson.loads(orjson.dumps(plain))
         except orjson.JSONEncodeError:  # a lone surrogate: the exact path below names it
             pass
         else:
-            return simple, True
+            return simple, exact
     found = json_problems(plain, max_depth=MAX_DEPTH, limit=3)
     if found:
         raise RequestBuildFailed(operation, f"the {what} are not JSON: {'; '.join(found)}")

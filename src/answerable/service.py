@@ -293,11 +293,13 @@ class Service:
     # --- life ------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Check what needs no ledger, connect NATS, then open (or make) the ledger, take the
-        lease, install or resume, reconcile, start the duties.
+        """Check what needs no ledger, open (or make) the ledger, connect NATS, take the lease,
+        install or resume, reconcile, start the duties.
 
         A start refused leaves no ledger it made: every check that needs none comes before it
-        is made, and a ledger this start made is removed again if a later step fails.
+        is made, and a ledger this start made is removed again if a later step fails. NATS is
+        connected only once the ledger is open (connecting makes the system's stream), and
+        closed again if the start fails.
 
         Raises:
             ConfigError: the signed charter or ruleset does not match the files, a prerequisite
@@ -308,14 +310,28 @@ class Service:
             return
         config = self.config
         charter, ruleset = self._checked()
-        if config.nats_url is not None:
-            self.bus = await self._connect_bus(config.nats_url, charter.system)
+        login = self._bus_login()
         ledger, made = self._open_ledger()
         try:
+            if config.nats_url is not None:
+                from answerable.bus.nats import NatsBus  # nats-py only where a system runs on NATS
+
+                self.bus = await NatsBus.connect(
+                    config.nats_url,
+                    charter.system,
+                    name=f"answerable serve {charter.system}",
+                    nkey_seed=login,
+                )
             await self._start_on(ledger, charter, ruleset)
         except BaseException:
             if made:
                 await self._unmake(ledger)
+            elif self.ledger is None:  # refused before the start took the ledger (stop closes it after)
+                ledger.close()
+            if self.bus is not None:
+                with contextlib.suppress(Exception):
+                    await self.bus.close()
+                self.bus = None
             raise
 
     def _checked(self) -> tuple[SystemCharter, RulesetVersion]:
@@ -337,24 +353,25 @@ class Service:
         _check_tls(config)
         return charter, ruleset
 
-    async def _connect_bus(self, url: str, system: str) -> NatsBus:
-        """NATS, connected before the ledger is made: the bus needs only the charter's system
-        name, and a server that cannot be reached is then said with nothing left behind."""
-        from answerable.bus.nats import NatsBus, shown, url_problem  # nats-py only for NATS
-
+    def _bus_login(self) -> str | None:
+        """The NATS URL checked and the service's NATS seed loaded (None without logins), before
+        a ledger is made: nats-py says only "invalid connect url option" of a bad URL."""
         config = self.config
-        problem = url_problem(url)
-        if problem is not None:
-            raise ConfigError(f"{config.source.name}: [nats] url {shown(url)}: {problem}")
-        seed = None
-        if config.nats_key is not None:  # logins on: the service has rights no agent has
-            from answerable.bus.auth import nkey_seed
+        if config.nats_url is None:
+            return None
+        from answerable.bus.nats import shown, url_problem  # nats-py only for NATS
 
-            try:
-                seed = nkey_seed(KeyPair.load(config.nats_key))
-            except ConfigError as exc:
-                raise ConfigError(f"{config.source.name}: [nats] key: {exc}") from exc
-        return await NatsBus.connect(url, system, name=f"answerable serve {system}", nkey_seed=seed)
+        problem = url_problem(config.nats_url)
+        if problem is not None:
+            raise ConfigError(f"{config.source.name}: [nats] url {shown(config.nats_url)}: {problem}")
+        if config.nats_key is None:
+            return None
+        from answerable.bus.auth import nkey_seed  # logins on: the service has rights no agent has
+
+        try:
+            return nkey_seed(KeyPair.load(config.nats_key))
+        except ConfigError as exc:
+            raise ConfigError(f"{config.source.name}: [nats] key: {exc}") from exc
 
     def _open_ledger(self) -> tuple[SQLLedger, bool]:
         """The ledger, and whether this start made it (only a ledger it made may it remove).
@@ -1594,9 +1611,19 @@ def _check_tls(config: ServiceConfig) -> None:
             except OSError as exc:
                 raise ConfigError(f"{where} {name} {path}: {exc.strerror or exc}") from exc
     try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=_encrypted)
+    except _KeyEncrypted:
+        return  # its password is uvicorn's to ask for, once (asked here too, it was asked twice)
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(f"{where} {_tls_fault(cert, key, exc)}") from exc
+
+
+class _KeyEncrypted(Exception):
+    """The TLS key asks for a password: the check stops there, asking for none."""
+
+
+def _encrypted() -> bytes:
+    raise _KeyEncrypted
 
 
 def _tls_fault(cert: Path, key: Path | None, exc: OSError) -> str:

@@ -50,7 +50,9 @@ def copy_ledger(
     once it verifies, a schema's tables are dropped if the copy fails, and the key is written
     last. Until it is whole, the copy's metadata names it an unfinished copy, which no command
     opens: kill -9 can leave one (under the file's temporary name, or in the schema), never a
-    ledger.
+    ledger with the source's key. (In a schema, a kill in the instant between making the tables
+    and marking them leaves an empty ledger with no key: it signs nothing, and the next copy
+    into that schema is refused until its tables are dropped.)
 
     Raises:
         LedgerTampered: the source does not verify (nothing is written).
