@@ -205,20 +205,24 @@ def test_a_refused_serve_makes_no_postgres_schema(
     edit(folder, 'path = "ledger.db"', f'url = "{url}"')
     config = edit(folder, old, new, extra)
     try:
-        done = subprocess.run(
-            [*CLI, "serve", str(config), "--port", "0"],
-            capture_output=True,
-            text=True,
-            cwd=folder,
-            timeout=60,
-            check=False,
-            env={**os.environ, "ANSWERABLE_KEY_DIR": str(keys)},
-        )
-        refused_alone(done, says)
+        refused_alone(_serve_keys_in(folder, config, keys), says)
         assert not _schema_exists(url)
         assert not keys.exists() or list(keys.iterdir()) == []
     finally:
         drop_schema(url)
+
+
+def _serve_keys_in(folder: Path, config: Path, keys: Path) -> subprocess.CompletedProcess[str]:
+    """``answerable serve`` of ``config`` with ledger keys kept in ``keys`` (a PostgreSQL ledger's)."""
+    return subprocess.run(
+        [*CLI, "serve", str(config), "--port", "0"],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        timeout=60,
+        check=False,
+        env={**os.environ, "ANSWERABLE_KEY_DIR": str(keys)},
+    )
 
 
 def _mcp_away(folder: Path) -> Path:
@@ -249,16 +253,7 @@ def test_a_start_that_fails_after_making_its_postgres_ledger_drops_it(folder: Pa
     edit(folder, 'path = "ledger.db"', f'url = "{url}"')
     config = _mcp_away(folder)
     try:
-        done = subprocess.run(
-            [*CLI, "serve", str(config), "--port", "0"],
-            capture_output=True,
-            text=True,
-            cwd=folder,
-            timeout=60,
-            check=False,
-            env={**os.environ, "ANSWERABLE_KEY_DIR": str(keys)},
-        )
-        refused_alone(done, "[mcp.servers.away]: cannot connect")
+        refused_alone(_serve_keys_in(folder, config, keys), "[mcp.servers.away]: cannot connect")
         assert not _schema_exists(url)
         assert list(keys.iterdir()) == []
         # A schema that was there (granted by whoever runs the database) stays, and so does
@@ -268,16 +263,7 @@ def test_a_start_that_fails_after_making_its_postgres_ledger_drops_it(folder: Pa
         with psycopg.connect(PG_BASE, autocommit=True) as conn:
             conn.execute(f"CREATE SCHEMA {schema}")
             conn.execute(f"CREATE TABLE {schema}.theirs (x int)")
-        again = subprocess.run(
-            [*CLI, "serve", str(config), "--port", "0"],
-            capture_output=True,
-            text=True,
-            cwd=folder,
-            timeout=60,
-            check=False,
-            env={**os.environ, "ANSWERABLE_KEY_DIR": str(keys)},
-        )
-        refused_alone(again, "[mcp.servers.away]: cannot connect")
+        refused_alone(_serve_keys_in(folder, config, keys), "[mcp.servers.away]: cannot connect")
         with psycopg.connect(PG_BASE, autocommit=True) as conn:
             tables = conn.execute(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
@@ -359,42 +345,16 @@ def test_the_tls_check_asks_for_no_password_of_an_encrypted_key(tmp_path: Path):
     """Found in review: checking the TLS pair before the ledger is made asked for an encrypted
     key's password on the terminal, and uvicorn asked again. The check now stops at such a key
     and leaves the asking to uvicorn; a pair that does not load is still refused."""
-    import datetime as dt
     from types import SimpleNamespace
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from served import self_signed
 
     from answerable.errors import ConfigError
     from answerable.service import _check_tls
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "k.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(b"secret"),
-        )
-    )
+    cert, key = self_signed(tmp_path, password=b"secret")
     (tmp_path / "bad.pem").write_text(_BAD_PEM)
-    config = SimpleNamespace(
-        source=tmp_path / "answerable.toml", tls_cert=tmp_path / "c.pem", tls_key=tmp_path / "k.pem"
-    )
+    config = SimpleNamespace(source=tmp_path / "answerable.toml", tls_cert=cert, tls_key=key)
     _check_tls(config)  # type: ignore[arg-type]  # no prompt, no refusal: uvicorn asks
     config.tls_cert = tmp_path / "bad.pem"
     with pytest.raises(ConfigError, match="holds no PEM certificate"):

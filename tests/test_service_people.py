@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from served import Running, agent, cli, effects, start, system
+from served import Running, agent, cli, effects, self_signed, start, system
 
 from answerable import KeyPair
 from answerable.client import Client, ServiceRefused
@@ -256,44 +256,6 @@ def test_refusals_in_a_chartered_name_are_recorded_once_per_interval_per_kind_an
         (False, "bad_signature", 3)
     ]
     assert cli(system, "verify", "ledger.db").returncode == 0
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key, as an operator would make for a test bed."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "tls.crt", folder / "tls.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    key_file.chmod(0o600)
-    return cert_file, key_file
 
 
 def test_the_service_speaks_tls_and_refuses_to_listen_beyond_loopback_without_it(tmp_path: Path) -> None:
