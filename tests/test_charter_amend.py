@@ -124,6 +124,12 @@ def test_a_real_key_is_still_a_key() -> None:
 
     assert public_key_problem(CLERK.private.public_key().public_bytes_raw()) is None
     assert public_key_problem(b"\x01" * 31) == "is 31 bytes, not 32"
+    # cryptography decodes a key only when it verifies with it: a mistyped key is caught here.
+    assert public_key_problem(b"\x02" + bytes(31)) == "is no point of the curve (mistyped?)"
+    assert public_key_problem(bytes(31) + b"\x80") is not None  # x = 0 with its sign bit set
+    for _ in range(500):
+        real = KeyPair.generate("x@shop.example").private.public_key().public_bytes_raw()
+        assert public_key_problem(real) is None
     amended = amend_charter(charter(), RI, agents={"bot": CLERK.public_b64})
     assert [a.public_key for a in amended.agents if a.name == "bot"] == [CLERK.public_b64]
 

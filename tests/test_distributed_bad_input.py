@@ -341,21 +341,25 @@ def test_a_serve_refused_for_its_ledger_makes_no_nats_stream(tmp_path: Path):
     assert (folder / "ledger.db").read_text() == "not a ledger\n"
 
 
-def test_the_tls_check_asks_for_no_password_of_an_encrypted_key(tmp_path: Path):
-    """Found in review: checking the TLS pair before the ledger is made asked for an encrypted
-    key's password on the terminal, and uvicorn asked again. The check now stops at such a key
-    and leaves the asking to uvicorn; a pair that does not load is still refused."""
-    from types import SimpleNamespace
-
+def test_an_encrypted_tls_key_no_terminal_can_unlock_is_refused_before_a_ledger_is_made(folder: Path):
+    """Checked before the ledger is made, an encrypted key is unlocked as uvicorn unlocks it (a
+    password asked on the terminal). With no terminal (a service manager, a container) it is
+    refused in one line and nothing is made; skipping the check (tried in review) crashed uvicorn
+    after the ledger was made."""
     from served import self_signed
 
-    from answerable.errors import ConfigError
-    from answerable.service import _check_tls
-
-    cert, key = self_signed(tmp_path, password=b"secret")
-    (tmp_path / "bad.pem").write_text(_BAD_PEM)
-    config = SimpleNamespace(source=tmp_path / "answerable.toml", tls_cert=cert, tls_key=key)
-    _check_tls(config)  # type: ignore[arg-type]  # no prompt, no refusal: uvicorn asks
-    config.tls_cert = tmp_path / "bad.pem"
-    with pytest.raises(ConfigError, match="holds no PEM certificate"):
-        _check_tls(config)  # type: ignore[arg-type]
+    self_signed(folder, password=b"secret")
+    config = edit(folder, "port = 8470", 'port = 8470\ntls_cert = "tls.crt"\ntls_key = "tls.key"')
+    done = subprocess.run(  # a session of its own: no terminal to ask on, whoever runs the tests
+        [*CLI, "serve", str(config), "--port", "0"],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    refused_alone(done, "[server] tls_key")
+    assert "is encrypted with a password, and no terminal is there to ask for it" in done.stderr
+    assert ledger_files(folder) == []

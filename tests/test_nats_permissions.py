@@ -131,3 +131,20 @@ async def test_an_agent_hears_its_topics_only_and_publishes_on_none(
 async def test_a_key_the_charter_does_not_name_cannot_log_in(server: str):
     with pytest.raises(BusError, match="cannot connect"):
         await NatsBus.connect(server, CHARTER.system, nkey_seed=nkey_seed(KEYS["mallory"]), connect_wait=2.0)
+
+
+def test_no_nats_login_is_made_for_a_charter_key_of_small_order():
+    """Found in review: a charter written before keys of small order were refused gave such an
+    agent a NATS user, and nats-server took a nonce signed by nobody (R the neutral point, S
+    zero) as its login: anyone could pull and ack what was meant for that agent."""
+    import base64
+
+    agents = tuple(
+        a.model_copy(update={"public_key": base64.b64encode(b"\x01" + bytes(31)).decode()})
+        if a.name == "refunder"
+        else a
+        for a in CHARTER.agents
+    )
+    older = CHARTER.model_copy(update={"agents": agents})
+    with pytest.raises(ConfigError, match=r"point of small order.*no NATS login is made for it"):
+        authorization(older, KEYS["service"].public_b64)

@@ -992,6 +992,7 @@ def serve_command(
         except BaseException:
             await service.stop()
             raise
+        server.config.ssl_keyfile_password = service.tls_password  # asked once, at start
         # Said once the system is loaded: a refused config is one line, not this and the error.
         _err().print(f"answerable serving {config.source} on {config.host}:{config.port}", markup=False)
         if service.gateway is not None:

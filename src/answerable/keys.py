@@ -173,11 +173,27 @@ def public_key_problem(raw: bytes) -> str | None:
         return f"is {len(raw)} bytes, not 32"
     if raw[:31] + bytes([raw[31] & 0x7F]) in _SMALL_ORDER:
         return "is a point of small order, under which anyone can forge signatures"
-    try:
-        Ed25519PublicKey.from_public_bytes(raw)
-    except ValueError:
-        return "is no point of the curve"
+    if not _on_the_curve(raw):
+        return "is no point of the curve (mistyped?)"
     return None
+
+
+_P = 2**255 - 19
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+
+
+def _on_the_curve(raw: bytes) -> bool:
+    """Whether ``raw`` decodes to a point as RFC 8032 (5.1.3) decodes one: y below p, and
+    x^2 = (y^2 - 1) / (d y^2 + 1) a square (x = 0 with its sign bit set is no point).
+    cryptography decodes a key only when it verifies with it, so a mistyped key was taken."""
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    if y >= _P:
+        return False
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
+    x2 = u * pow(v, _P - 2, _P) % _P
+    if x2 == 0:
+        return not raw[31] >> 7
+    return pow(x2, (_P - 1) // 2, _P) == 1
 
 
 def verify_signature(public_b64: str, signature_b64: str | None, data: bytes, *, who: str) -> None:

@@ -187,6 +187,8 @@ class Service:
         self.system: System | None = None
         """Records and publishes what agents in other processes say (``POST /v1/messages``)."""
         self.bus: NatsBus | None = None
+        self.tls_password: str | None = None
+        """The encrypted TLS key's password, asked for once at start; never recorded or shown."""
         self._tasks: list[asyncio.Task[None]] = []
         self._traced = 0
         """``[otel]``: entries before this index are exported as spans."""
@@ -350,7 +352,7 @@ class Service:
         if config.monitors is not None:
             load_monitors(config.monitors, known_scopes=_scopes(config, charter, ruleset))
         _check_prerequisites(config, ruleset)
-        _check_tls(config)
+        self.tls_password = _check_tls(config)  # for uvicorn, which loads the key again
         return charter, ruleset
 
     def _bus_login(self) -> str | None:
@@ -1593,16 +1595,18 @@ def _check_prerequisites(config: ServiceConfig, ruleset: RulesetVersion) -> None
                 )
 
 
-def _check_tls(config: ServiceConfig) -> None:
+def _check_tls(config: ServiceConfig) -> str | None:
     """Load ``[server] tls_cert`` and ``tls_key`` as uvicorn will, before a ledger is made: a
     pair it cannot load is said naming the file (its contents never shown), where uvicorn
-    raised OpenSSL's "PEM lib" once the ledger was made."""
+    raised OpenSSL's "PEM lib" once the ledger was made. The password of an encrypted key, asked
+    for here once on a terminal, is returned for uvicorn (which asked again); with no terminal
+    to ask on, such a key is refused in one line (OpenSSL's own prompts were two more lines)."""
     cert, key = config.tls_cert, config.tls_key
     where = f"{config.source.name}: [server]"
     if cert is None:
         if key is not None:
             raise ConfigError(f"{where} tls_key is set without tls_cert: give both")
-        return
+        return None
     for name, path in (("tls_cert", cert), ("tls_key", key)):
         if path is not None:
             try:
@@ -1610,20 +1614,30 @@ def _check_tls(config: ServiceConfig) -> None:
                     pass
             except OSError as exc:
                 raise ConfigError(f"{where} {name} {path}: {exc.strerror or exc}") from exc
+    asked: list[str] = []
+
+    def password() -> str:
+        if not sys.stdin.isatty():
+            raise _NoTerminal
+        import getpass
+
+        asked.append(getpass.getpass(f"password of the TLS key {key or cert}: "))
+        return asked[-1]
+
     try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=_encrypted)
-    except _KeyEncrypted:
-        return  # its password is uvicorn's to ask for, once (asked here too, it was asked twice)
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=password)
+    except _NoTerminal:
+        raise ConfigError(
+            f"{where} tls_key {key or cert}: is encrypted with a password, and no terminal is there "
+            "to ask for it"
+        ) from None
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(f"{where} {_tls_fault(cert, key, exc)}") from exc
+    return asked[-1] if asked else None
 
 
-class _KeyEncrypted(Exception):
-    """The TLS key asks for a password: the check stops there, asking for none."""
-
-
-def _encrypted() -> bytes:
-    raise _KeyEncrypted
+class _NoTerminal(Exception):
+    """An encrypted TLS key, and no terminal to ask its password on."""
 
 
 def _tls_fault(cert: Path, key: Path | None, exc: OSError) -> str:

@@ -22,7 +22,7 @@ import nkeys
 
 from answerable.bus.nats import durable_name, stream_name, subject_of
 from answerable.errors import ConfigError
-from answerable.keys import KeyPair
+from answerable.keys import KeyPair, public_key_problem
 from answerable.records import SystemCharter
 
 __all__ = ["authorization", "nkey_public", "nkey_seed"]
@@ -37,8 +37,9 @@ def nkey_seed(key: KeyPair) -> str:
 def nkey_public(public_b64: str) -> str:
     """The NKEY user (``U...``) of a public key as the charter holds it."""
     raw = base64.b64decode(public_b64, validate=True)
-    if len(raw) != 32:
-        raise ConfigError("an Ed25519 public key is 32 bytes")
+    problem = public_key_problem(raw)
+    if problem is not None:  # a charter written before such keys were refused may hold one
+        raise ConfigError(f"the public key {public_b64[:12]}... {problem}: no NATS login is made for it")
     prefixed = bytes([nkeys.PREFIX_BYTE_USER]) + raw
     crc = nkeys.crc16(bytearray(prefixed))
     return base64.b32encode(prefixed + crc.to_bytes(2, "little")).decode().rstrip("=")
