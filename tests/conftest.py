@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,6 +17,20 @@ from answerable import FakeClock, Gateway, KeyPair, SQLiteLedger
 # cannot turn a slow example into a failure.
 settings.register_profile("answerable", deadline=None)
 settings.load_profile("answerable")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ledger_keys_of_the_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Signing keys of ledgers made with no place given (a PostgreSQL ledger's default is the
+    user's ~/.local/share) go to a folder of this run, and so do those of every child process:
+    a test run never writes keys into the home of whoever runs it (found at the end of stop 47:
+    fifteen keys there after make test and make soak)."""
+    given = os.environ.get("ANSWERABLE_KEY_DIR")
+    if given is None:
+        os.environ["ANSWERABLE_KEY_DIR"] = str(tmp_path_factory.mktemp("ledger-keys"))
+    yield
+    if given is None:
+        os.environ.pop("ANSWERABLE_KEY_DIR", None)
 
 
 @pytest.fixture(scope="session")
