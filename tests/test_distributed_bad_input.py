@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from backends import PG_BASE, pg_url
@@ -212,8 +213,9 @@ def test_a_refused_serve_makes_no_postgres_schema(
         drop_schema(url)
 
 
-def _serve_keys_in(folder: Path, config: Path, keys: Path) -> subprocess.CompletedProcess[str]:
-    """``answerable serve`` of ``config`` with ledger keys kept in ``keys`` (a PostgreSQL ledger's)."""
+def _serve(folder: Path, config: Path, **options: Any) -> subprocess.CompletedProcess[str]:
+    """``answerable serve`` of ``config`` on any free port, run to its end (``options``: more of
+    ``subprocess.run``'s, such as the environment or a session of its own)."""
     return subprocess.run(
         [*CLI, "serve", str(config), "--port", "0"],
         capture_output=True,
@@ -221,8 +223,13 @@ def _serve_keys_in(folder: Path, config: Path, keys: Path) -> subprocess.Complet
         cwd=folder,
         timeout=60,
         check=False,
-        env={**os.environ, "ANSWERABLE_KEY_DIR": str(keys)},
+        **options,
     )
+
+
+def _serve_keys_in(folder: Path, config: Path, keys: Path) -> subprocess.CompletedProcess[str]:
+    """``answerable serve`` of ``config`` with ledger keys kept in ``keys`` (a PostgreSQL ledger's)."""
+    return _serve(folder, config, env={**os.environ, "ANSWERABLE_KEY_DIR": str(keys)})
 
 
 def _mcp_away(folder: Path) -> Path:
@@ -350,16 +357,8 @@ def test_an_encrypted_tls_key_no_terminal_can_unlock_is_refused_before_a_ledger_
 
     self_signed(folder, password=b"secret")
     config = edit(folder, "port = 8470", 'port = 8470\ntls_cert = "tls.crt"\ntls_key = "tls.key"')
-    done = subprocess.run(  # a session of its own: no terminal to ask on, whoever runs the tests
-        [*CLI, "serve", str(config), "--port", "0"],
-        capture_output=True,
-        text=True,
-        cwd=folder,
-        timeout=60,
-        check=False,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    # A session of its own: no terminal to ask on, whoever runs the tests.
+    done = _serve(folder, config, stdin=subprocess.DEVNULL, start_new_session=True)
     refused_alone(done, "[server] tls_key")
     assert "is encrypted with a password, and no terminal is there to ask for it" in done.stderr
     assert ledger_files(folder) == []

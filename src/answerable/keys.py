@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from answerable._files import read_capped
 from answerable.errors import ConfigError, SignatureInvalid
 
-__all__ = ["KeyPair", "identity_problem", "public_key_problem", "verify_signature"]
+__all__ = ["KeyPair", "identity_problem", "public_key_of", "public_key_problem", "verify_signature"]
 
 _MAX_KEY_FILE = 4096
 """Bytes read of a key file at most: one holds an identity and 44 characters of base64."""
@@ -196,17 +196,27 @@ def _on_the_curve(raw: bytes) -> bool:
     return pow(x2, (_P - 1) // 2, _P) == 1
 
 
+def public_key_of(public_b64: str) -> Ed25519PublicKey:
+    """The key a charter holds (base64), to verify with: never one of small order or off the
+    curve, whatever an older charter holds (see :func:`public_key_problem`).
+
+    Raises:
+        ValueError: not base64, or no key anyone signs with alone.
+    """
+    raw = base64.b64decode(public_b64, validate=True)
+    problem = public_key_problem(raw)
+    if problem is not None:
+        raise ValueError(f"the public key {problem}")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
 def verify_signature(public_b64: str, signature_b64: str | None, data: bytes, *, who: str) -> None:
     """Raise SignatureInvalid unless ``signature_b64`` is ``who``'s Ed25519 signature over ``data``
     (never under a key of small order, whatever an older charter holds)."""
     if not signature_b64:
         raise SignatureInvalid(f"missing signature by {who}")
     try:
-        raw = base64.b64decode(public_b64, validate=True)
-        if public_key_problem(raw) is not None:
-            raise ValueError("not a key anyone signs with alone")
-        key = Ed25519PublicKey.from_public_bytes(raw)
-        key.verify(base64.b64decode(signature_b64, validate=True), data)
+        public_key_of(public_b64).verify(base64.b64decode(signature_b64, validate=True), data)
     except (InvalidSignature, ValueError, TypeError) as exc:
         raise SignatureInvalid(
             f"signature by {who} does not verify against their key in the charter"

@@ -75,7 +75,7 @@ from answerable.ledger.tiles import (
     republish_checkpoint,
 )
 from answerable.ledger.witness import CosignatureVerifier, request_cosignature
-from answerable.monitors import Monitors, load_monitors
+from answerable.monitors import MonitorConfig, Monitors, load_monitors
 from answerable.operations import arguments_as_context, canonical_arguments
 from answerable.policy import load_ruleset
 from answerable.records import (
@@ -187,6 +187,8 @@ class Service:
         self.system: System | None = None
         """Records and publishes what agents in other processes say (``POST /v1/messages``)."""
         self.bus: NatsBus | None = None
+        self._monitor_rules: MonitorConfig | None = None
+        """``[monitors] file``, loaded once, when the start checks what it can without a ledger."""
         self.tls_password: str | None = None
         """The encrypted TLS key's password, asked for once at start; never recorded or shown."""
         self._tasks: list[asyncio.Task[None]] = []
@@ -349,8 +351,10 @@ class Service:
                 f"{config.policies.name} or {config.schema.name} changed since the RI signed "
                 f"{config.ruleset.name}: have the RI sign the new version"
             )
-        if config.monitors is not None:
-            load_monitors(config.monitors, known_scopes=_scopes(config, charter, ruleset))
+        if config.monitors is not None:  # loaded, and so checked, before a ledger is made
+            self._monitor_rules = load_monitors(
+                config.monitors, known_scopes=_scopes(config, charter, ruleset)
+            )
         _check_prerequisites(config, ruleset)
         self.tls_password = _check_tls(config)  # for uvicorn, which loads the key again
         return charter, ruleset
@@ -486,9 +490,9 @@ class Service:
         )
         if self.bus is not None:
             await self._publish_again(ledger, self.bus, charter.system)
-        if config.monitors is not None:
+        if self._monitor_rules is not None:
             self.monitors = Monitors(
-                load_monitors(config.monitors, known_scopes=_scopes(config, charter, ruleset)),
+                self._monitor_rules,
                 ledger,
                 clock=gateway.clock,
                 ids=gateway.ids,
