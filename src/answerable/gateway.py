@@ -67,6 +67,7 @@ from answerable.operations import (
 from answerable.policy import CedarRequest, ReviewTerms, Ruleset, Verdict, decide_many, load_ruleset
 from answerable.records import (
     Approval,
+    Authority,
     Claim,
     Control,
     Decision,
@@ -77,8 +78,12 @@ from answerable.records import (
     RulesetVersion,
     Scope,
     SystemCharter,
+    assembled,
     decode_entry,
     digest,
+    is_id,
+    is_name,
+    is_written_time,
     problems,
     validated,
     vouched_simple,
@@ -94,6 +99,7 @@ runtime registers them); a pause of the channel ``TOPIC`` stops them as it stops
 
 
 _T = TypeVar("_T")
+_Made = TypeVar("_Made", bound=BaseModel)
 
 GATEWAY_IDENTITY = "answerable.gateway"
 """Who the gateway says it is when it pauses an operation on its own (an ambiguous crash)."""
@@ -415,21 +421,35 @@ class Gateway:
                 record="Intent",
             )
         intent_id = self.ids.new()
+        given = dict(arguments)
+        values = {
+            "id": intent_id,
+            "at": rfc3339(self.clock.now_ns()),
+            "causes": causes,
+            "kind": "Intent",
+            "agent": agent,
+            "operation": operation,
+            "arguments": given,
+            "idempotency_key": intent_id if idempotency_key is None else idempotency_key,
+            "trace_id": trace_id,
+            "on_behalf_of": on_behalf_of,
+        }
+        # The common intent, checked field by field as validation would; any other is validated.
+        if (
+            is_id(intent_id)
+            and is_written_time(values["at"])
+            and causes == ()
+            and type(causes) is tuple
+            and is_name(agent)
+            and is_name(operation)
+            and all(type(k) is str for k in given)
+            and (idempotency_key is None or is_id(idempotency_key))
+            and (trace_id is None or is_id(trace_id))
+            and (on_behalf_of is None or is_name(on_behalf_of))
+        ):
+            return assembled(Intent, values)
         try:
-            return validated(
-                Intent,
-                {
-                    "id": intent_id,
-                    "at": rfc3339(self.clock.now_ns()),
-                    "causes": causes,
-                    "agent": agent,
-                    "operation": operation,
-                    "arguments": dict(arguments),
-                    "idempotency_key": intent_id if idempotency_key is None else idempotency_key,
-                    "trace_id": trace_id,
-                    "on_behalf_of": on_behalf_of,
-                },
-            )
+            return validated(Intent, values)
         except ValidationError as exc:
             raise RecordInvalid(f"intent: {'; '.join(problems(exc, 'intent'))}", record="Intent") from exc
 
@@ -503,9 +523,7 @@ class Gateway:
         is denied or held for review, else its Decision and the Claim to run it under. Only the
         append of the intent raises here, so a Conflict or a taken id is about the intent."""
         request, verdict, state, simple = await self._judge(op, intent, args)
-        decision = self._decision(op, intent, request, verdict, state)
-        if simple:  # its request and entities: walked already, or the gateway's own strings
-            vouched_simple(decision)
+        decision = self._decision(op, intent, request, verdict, state, simple=simple)
         self._at("before_record", intent)
         if decision.effect == "review":
             review = self._review(intent, decision, verdict)
@@ -653,21 +671,31 @@ class Gateway:
         causes: tuple[str, ...],
         *,
         at: str | None = None,
-        **extra: Any,
+        takes_over: str | None = None,
     ) -> Claim:
-        return validated(
-            Claim,
-            {
-                "id": self.ids.new(),
-                "at": at or rfc3339(self.clock.now_ns()),
-                "causes": causes,
-                "intent_id": intent.id,
-                "epoch": epoch,
-                "holder": self.lease.holder,
-                "via": via,
-                **extra,
-            },
+        holder = self.lease.holder
+        values = {
+            "id": self.ids.new(),
+            "at": at or rfc3339(self.clock.now_ns()),
+            "causes": causes,
+            "kind": "Claim",
+            "intent_id": intent.id,
+            "epoch": epoch,
+            "holder": holder,
+            "via": via,
+            "takes_over": takes_over,
+        }
+        # The causes are the intent's id and records' ids; the rest is the gateway's own or
+        # checked here. Anything else is validated.
+        sure = (
+            _new_parts(values, intent)
+            and type(epoch) is int
+            and epoch >= 0
+            and is_name(holder)
+            and via in _CLAIMED_VIA
+            and (takes_over is None or is_id(takes_over))
         )
+        return assembled(Claim, values) if sure else _validated(Claim, values)
 
     async def _judge(
         self, op: Operation, intent: Intent, args: BaseModel
@@ -699,9 +727,18 @@ class Gateway:
         return [(verdict, state) for verdict in verdicts]
 
     def _decision(
-        self, op: Operation, intent: Intent, request: CedarRequest, verdict: Verdict, state: ControlState
+        self,
+        op: Operation,
+        intent: Intent,
+        request: CedarRequest,
+        verdict: Verdict,
+        state: ControlState,
+        *,
+        simple: bool = False,
     ) -> Decision:
-        """The Decision on an intent: Cedar's verdict, unless a stop in ``state`` applies to it."""
+        """The Decision on an intent: Cedar's verdict, unless a stop in ``state`` applies to it.
+        ``simple``: the request's context and attributes are simple JSON, walked already
+        (``cedar_inputs_simple``); the Decision is then vouched for and assembled, not validated."""
         ruleset, record = self._rules()
         recorded = request.to_json()
         stop = self._stop_for(op, intent, recorded, request.entities, state)
@@ -709,24 +746,37 @@ class Gateway:
         if stop is not None:
             effect = "deny"
             errors = (*errors, f"{stop.action} in force on {stop.scope.label()} by {stop.by}: {stop.reason}")
-        return validated(
-            Decision,
-            {
-                "id": self.ids.new(),
-                "at": rfc3339(self.clock.now_ns()),
-                "causes": (intent.id,) if stop is None else (intent.id, stop.id),
-                "intent_id": intent.id,
-                "effect": effect,
-                "policy_ids": verdict.policy_ids,
-                "ruleset_id": record.id,
-                "ruleset_hash": ruleset.ruleset_hash,
-                "schema_hash": ruleset.schema_hash,
-                "request": recorded,
-                "entities": request.entities,
-                "errors": errors,
-                "control_id": None if stop is None else stop.id,
-            },
+        entities = request.entities
+        values = {
+            "id": self.ids.new(),
+            "at": rfc3339(self.clock.now_ns()),
+            "causes": (intent.id,) if stop is None else (intent.id, stop.id),
+            "kind": "Decision",
+            "intent_id": intent.id,
+            "effect": effect,
+            "policy_ids": verdict.policy_ids,
+            "ruleset_id": record.id,
+            "ruleset_hash": ruleset.ruleset_hash,
+            "schema_hash": ruleset.schema_hash,
+            "request": recorded,
+            "entities": entities,
+            "errors": errors,
+            "control_id": None if stop is None else stop.id,
+        }
+        # The request and entities are simple JSON the gateway built (dicts of text keys); the
+        # rest is the gateway's own text, the ledger's ids, and what is checked here.
+        sure = (
+            simple
+            and _new_parts(values, intent)
+            and effect in _EFFECTS
+            and _texts(verdict.policy_ids)
+            and _texts(errors)
+            and type(entities) is tuple
+            and all(type(e) is dict for e in entities)
         )
+        if not sure:
+            return _validated(Decision, values)
+        return vouched_simple(assembled(Decision, values))
 
     async def _execute(
         self,
@@ -881,26 +931,41 @@ class Gateway:
         }
         # A policy's ids name rules, not entries: only approvals and an expiry are causes.
         cited = ids if via != "policy" else ()
-        return validated(
-            Execution,
-            {
-                "id": self.ids.new(),
-                "at": rfc3339(self.clock.now_ns()),
-                "causes": (intent.id, decision.id, *cited, *causes),
-                "intent_id": intent.id,
-                "decision_id": decision.id,
-                "operation": operation,
-                "status": status,
-                "authority": authority,
-                "response_digest": _response_digest(response) if status == "succeeded" else None,
-                # The wall clock steps back at times (NTP, a resumed VM): a call that took
-                # negative time took none, and its Execution must still be recorded.
-                "latency_us": max(latency_us, 0),
-                "error": None if error is None else recordable(error),
-                "recovered": recovered,
-                "attempts": attempts,
-            },
+        values: dict[str, Any] = {
+            "id": self.ids.new(),
+            "at": rfc3339(self.clock.now_ns()),
+            "causes": (intent.id, decision.id, *cited, *causes),
+            "kind": "Execution",
+            "intent_id": intent.id,
+            "decision_id": decision.id,
+            "operation": operation,
+            "status": status,
+            "authority": authority,
+            "response_digest": _response_digest(response) if status == "succeeded" else None,
+            # The wall clock steps back at times (NTP, a resumed VM): a call that took
+            # negative time took none, and its Execution must still be recorded.
+            "latency_us": max(latency_us, 0),
+            "error": None if error is None else recordable(error),
+            "recovered": recovered,
+            "attempts": attempts,
+        }
+        # The causes are the intent's id and records' ids; the rest is the gateway's own, a
+        # record's, or checked here. Anything else is validated.
+        sure = (
+            _new_parts(values, intent)
+            and is_name(operation)
+            and is_name(authority["responsible"])
+            and _texts(ids)
+            and type(authority["ruleset_hash"]) is str
+            and type(values["latency_us"]) is int
+            and type(attempts) is int
+            and attempts >= 1
+            and type(recovered) is bool
         )
+        if not sure:
+            return _validated(Execution, values)
+        values["authority"] = assembled(Authority, authority)
+        return assembled(Execution, values)
 
     # --- review ---------------------------------------------------------------------------------
 
@@ -1419,3 +1484,33 @@ def _has(ledger: LedgerStore, entry_id: str) -> bool:
     except EntryNotFound:
         return False
     return True
+
+
+_CLAIMED_VIA = frozenset(("policy", "approval", "expiry", "recovery"))
+_EFFECTS = frozenset(("allow", "deny", "review"))
+
+
+def _validated(kind: type[_Made], values: dict[str, Any]) -> _Made:
+    """A record the gateway makes, validated: only an id source or a clock of the caller's (or an
+    intent built without validation) gives it what a record cannot hold, and that is said as a
+    RecordInvalid naming the field, before anything of the intent is recorded."""
+    try:
+        return validated(kind, values)
+    except ValidationError as exc:
+        raise RecordInvalid(
+            f"the gateway's {kind.__name__} cannot be recorded: {problems(exc, 'record')[0]} (an id "
+            "source or a clock that gives what no record can hold?)",
+            record=kind.__name__,
+        ) from exc
+
+
+def _new_parts(values: dict[str, Any], intent: Intent) -> bool:
+    """Whether what a record the gateway makes takes from outside its own code is as validation
+    would make it: its new id and time (an id source or a clock can be anyone's), and the id of
+    its intent, which a caller may have built without validation."""
+    return is_id(values["id"]) and is_written_time(values["at"]) and is_id(intent.id)
+
+
+def _texts(values: object) -> bool:
+    """A tuple of plain text, as a record's ``tuple[str, ...]`` field holds it validated."""
+    return type(values) is tuple and all(type(v) is str for v in values)

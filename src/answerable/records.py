@@ -558,6 +558,66 @@ def validated(kind: type[_M], values: dict[str, Any]) -> _M:
     return made
 
 
+def assembled(kind: type[_M], values: dict[str, Any]) -> _M:
+    """The ``kind`` record holding ``values`` as given, not validated: for a record its maker
+    assembles from parts it has checked already (the gateway's Decision, Claim and Execution of a
+    governed action, whose validation cost a third of the records' share of an action).
+
+    ``values`` must be what validation would make of them, the record as decoding its bytes
+    gives it back: every field, in the model's order, each of the type validation makes (tuples,
+    not lists; nested models, not dicts) and within the field's constraints. Nothing here checks
+    that: a maker that cannot be sure of a value validates instead (:func:`validated`). Tests
+    hold every kind made this way equal to the validated record and to its decoded bytes, field
+    for field and in order, so a change of pydantic's instance layout fails them. The instance is
+    laid out as pydantic's own ``model_construct`` lays it out (``__dict__``, the fields set,
+    no extra, no private values), without the per-field default and alias handling that made
+    that call cost more than validation.
+    """
+    made = kind.__new__(kind)
+    _set_attribute(made, "__dict__", values)
+    _set_attribute(made, "__pydantic_fields_set__", set(values))
+    _set_attribute(made, "__pydantic_extra__", None)
+    _set_attribute(made, "__pydantic_private__", None)
+    return made
+
+
+_set_attribute = object.__setattr__
+"""How a frozen model's attributes are set once, when it is made (pydantic's own way)."""
+
+
+def is_id(value: object) -> bool:
+    """Whether ``value`` is what a record's id field holds as validated: text of 1 to 128
+    characters (a subclass of ``str`` is not: validation makes it plain text)."""
+    return type(value) is str and 0 < len(value) <= 128
+
+
+def is_written_time(value: object) -> bool:
+    """Whether ``value`` is a time as :func:`answerable.clock.rfc3339` writes it and a record's
+    ``at`` holds it: 27 characters, from a year of four digits on (its format pads the year to four
+    digits, so a clock far off the calendar writes a fifth, or a sign)."""
+    return type(value) is str and len(value) == 27 and value[0] != "-"
+
+
+def is_name(value: object) -> bool:
+    """Whether ``value`` is what a name field (an agent, an operation, a lease's holder) holds as
+    validated, by the field's own validation, once per name."""
+    return type(value) is str and _a_name(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _a_name(value: str) -> bool:
+    try:
+        _names().validate_python(value)
+    except ValidationError:
+        return False
+    return True
+
+
+@functools.cache
+def _names() -> TypeAdapter[str]:
+    return TypeAdapter(_NAME)
+
+
 def entry_bytes(record: Record) -> bytes:
     """The canonical bytes of a record: the exact bytes hashed as its ledger leaf.
 

@@ -342,7 +342,11 @@ class SQLiteLedger(SQLLedger):
     def data_version(self) -> int:
         """SQLite's ``data_version`` of the reading connection, which never writes: it moves with
         every commit by another connection, this store's own writer thread included."""
-        return int(self._read(lambda c: c.execute("PRAGMA data_version").fetchone()[0]))
+        with self._read_lock:  # _read spelled out: read before every governed call
+            try:
+                return int(self._reader.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.DatabaseError as exc:
+                raise _translate(exc, self.path) from exc
 
     def put_blob(self, data: bytes) -> str:
         """Store ``data`` under its digest (see ``_verify.blob_digest``) and return the digest.
