@@ -83,10 +83,11 @@ from answerable.records import (
     digest,
     is_id,
     is_name,
-    is_written_time,
+    is_rfc3339_in_range,
     problems,
     validated,
     vouched_simple,
+    whole_fields,
 )
 from answerable.review import ReviewQueue, ReviewState, binding_of, review_key
 from answerable.signing import verify_charter, verify_ruleset
@@ -437,7 +438,7 @@ class Gateway:
         # The common intent, checked field by field as validation would; any other is validated.
         if (
             is_id(intent_id)
-            and is_written_time(values["at"])
+            and is_rfc3339_in_range(values["at"])
             and causes == ()
             and type(causes) is tuple
             and is_name(agent)
@@ -1411,11 +1412,21 @@ def _decide_all(items: Sequence[tuple[CedarRequest, Ruleset]]) -> list[Verdict]:
 
 def _canonical_intent(op: Operation, intent: Intent) -> tuple[Intent, BaseModel]:
     """The intent with exactly the canonical arguments that are recorded, and the values the
-    operation will receive, decoded from those same bytes."""
-    recorded, args = canonical_arguments(op, intent.arguments)
-    if _same_json(recorded, intent.arguments):
+    operation will receive, decoded from those same bytes.
+
+    A copy holding the decoded arguments unless the given ones are those already and hold no
+    list or object: nested ones may be the caller's own (an Intent copies only the top level),
+    and a caller's task changing one while the intent awaited its decision changed what the
+    ledger recorded, but not what Cedar judged or the operation received (found by an
+    independent review)."""
+    given = intent.arguments
+    recorded, args = canonical_arguments(op, given)
+    if all(type(v) in _SCALARS for v in given.values()) and _same_json(recorded, given):
         return intent, args
-    return intent.model_copy(update={"arguments": recorded}), args
+    values = whole_fields(intent)
+    if values is None:  # not as a record of this package holds its fields: pydantic copies it
+        return intent.model_copy(update={"arguments": recorded}), args
+    return assembled(Intent, {**values, "arguments": recorded}), args
 
 
 def _same_json(recorded: dict[str, Any], given: Mapping[str, Any]) -> bool:
@@ -1486,6 +1497,8 @@ def _has(ledger: LedgerStore, entry_id: str) -> bool:
     return True
 
 
+_SCALARS = frozenset((str, int, bool, type(None)))
+"""What an argument can be that nobody can change once it is in an Intent's own dict."""
 _CLAIMED_VIA = frozenset(("policy", "approval", "expiry", "recovery"))
 _EFFECTS = frozenset(("allow", "deny", "review"))
 
@@ -1508,7 +1521,7 @@ def _new_parts(values: dict[str, Any], intent: Intent) -> bool:
     """Whether what a record the gateway makes takes from outside its own code is as validation
     would make it: its new id and time (an id source or a clock can be anyone's), and the id of
     its intent, which a caller may have built without validation."""
-    return is_id(values["id"]) and is_written_time(values["at"]) and is_id(intent.id)
+    return is_id(values["id"]) and is_rfc3339_in_range(values["at"]) and is_id(intent.id)
 
 
 def _texts(values: object) -> bool:

@@ -560,8 +560,8 @@ def validated(kind: type[_M], values: dict[str, Any]) -> _M:
 
 def assembled(kind: type[_M], values: dict[str, Any]) -> _M:
     """The ``kind`` record holding ``values`` as given, not validated: for a record its maker
-    assembles from parts it has checked already (the gateway's Decision, Claim and Execution of a
-    governed action, whose validation cost a third of the records' share of an action).
+    assembles from parts it has checked already (the gateway's Intent, Decision, Claim and
+    Execution of a governed action, and an Execution's Authority).
 
     ``values`` must be what validation would make of them, the record as decoding its bytes
     gives it back: every field, in the model's order, each of the type validation makes (tuples,
@@ -587,14 +587,16 @@ _set_attribute = object.__setattr__
 
 def is_id(value: object) -> bool:
     """Whether ``value`` is what a record's id field holds as validated: text of 1 to 128
-    characters (a subclass of ``str`` is not: validation makes it plain text)."""
-    return type(value) is str and 0 < len(value) <= 128
+    characters (a subclass of ``str`` is not: validation makes it plain text) that UTF-8 can
+    carry (validation refuses a lone surrogate; text that is not ASCII is validated)."""
+    return type(value) is str and 0 < len(value) <= 128 and (value.isascii() or _validates(_ids(), value))
 
 
-def is_written_time(value: object) -> bool:
-    """Whether ``value`` is a time as :func:`answerable.clock.rfc3339` writes it and a record's
-    ``at`` holds it: 27 characters, from a year of four digits on (its format pads the year to four
-    digits, so a clock far off the calendar writes a fifth, or a sign)."""
+def is_rfc3339_in_range(value: object) -> bool:
+    """Whether a time :func:`answerable.clock.rfc3339` wrote is one a record's ``at`` holds:
+    its format pads the year to four digits, so only a clock off the calendar's four-digit years
+    writes one that is not (a fifth digit, or a sign). Only for what that function wrote: the
+    shape of other text is not checked here."""
     return type(value) is str and len(value) == 27 and value[0] != "-"
 
 
@@ -606,8 +608,12 @@ def is_name(value: object) -> bool:
 
 @functools.lru_cache(maxsize=1024)
 def _a_name(value: str) -> bool:
+    return _validates(_names(), value)
+
+
+def _validates(adapter: TypeAdapter[str], value: str) -> bool:
     try:
-        _names().validate_python(value)
+        adapter.validate_python(value)
     except ValidationError:
         return False
     return True
@@ -616,6 +622,11 @@ def _a_name(value: str) -> bool:
 @functools.cache
 def _names() -> TypeAdapter[str]:
     return TypeAdapter(_NAME)
+
+
+@functools.cache
+def _ids() -> TypeAdapter[str]:
+    return TypeAdapter(_ID)
 
 
 def entry_bytes(record: Record) -> bytes:
@@ -682,6 +693,16 @@ def vouched_simple(record: _R) -> _R:
         _VOUCHED.clear()
     _VOUCHED[id(record)] = record
     return record
+
+
+def whole_fields(record: Record) -> dict[str, Any] | None:
+    """The dict a record holds its fields in, when it holds exactly its model's fields and is of
+    a model of this module (see :func:`_fields_of`); None for any other (a subclass, one made by
+    ``model_construct`` without a field): a copy of it is then pydantic's to make."""
+    try:
+        return _fields_of(record)
+    except TypeError:
+        return None
 
 
 def _fields_of(value: object) -> dict[str, Any]:
