@@ -8,9 +8,10 @@ commit (the lease's fence, the claim's guard, the latest time), one Cedar batch 
 through the same public call with the same parsed policies and schema, the control state's data
 version read once per turn and once before each call. The ledger verifies afterwards.
 
-With ``records``, the same loop makes its entries as the gateway's records instead (validated
-pydantic models, their bytes encoded by the ledger): the difference between the two is what the
-records cost; the rest of the gateway's excess is its checks and glue.
+With ``records``, the same loop makes its entries as the gateway's records instead (pydantic
+models assembled from their parts as the gateway assembles its own, their bytes encoded by the
+ledger): the difference between the two is what the records cost; the rest of the gateway's
+excess is its checks (of those parts too) and glue.
 
 Not a floor: a leaner program may exist, and this one checks nothing an agent sends (the bench's
 no-op takes no arguments and no stop is in force, so the gateway's checks decide nothing here).
@@ -38,14 +39,15 @@ from answerable.ledger import SQLiteLedger, merkle
 from answerable.ledger.base import Guard, StoredEntry
 from answerable.policy import CedarRequest
 from answerable.records import (
+    Authority,
     Claim,
     Decision,
     Execution,
     Intent,
+    assembled,
     decode_entry,
     digest,
     entry_bytes,
-    validated,
     vouched_simple,
 )
 
@@ -71,7 +73,7 @@ async def measure(
 ) -> dict[str, Any]:
     """Actions per second and CPU per action by thread of the lean loop (see the module);
     ``directory`` exists and holds no ledger yet. ``records``: the same loop, its entries made
-    the gateway's way, as validated records (Intent, Decision, Claim, Execution) whose bytes the
+    the gateway's way, as assembled records (Intent, Decision, Claim, Execution) whose bytes the
     ledger encodes itself: what the records cost, apart from the gateway's checks and glue.
     ``on_timed`` is called with True right before the timed run and False right after it (the
     instruction counter of ``instructions.py`` starts and stops there)."""
@@ -106,11 +108,11 @@ async def measure(
 
         async def action() -> None:
             intent_id = ids.new()
-            intent: dict[str, Any] = {
-                "kind": "Intent",
+            intent: dict[str, Any] = {  # each entry's fields in its record's order, tuples for arrays
                 "id": intent_id,
                 "at": rfc3339(clock.now_ns()),
-                "causes": [],
+                "causes": (),
+                "kind": "Intent",
                 "agent": agent,
                 "operation": operation,
                 "arguments": {},
@@ -135,10 +137,10 @@ async def measure(
                 raise RuntimeError(f"Cedar did not allow the lean reference's {operation}")
             decision_id, at = ids.new(), rfc3339(clock.now_ns())
             decision: dict[str, Any] = {
-                "kind": "Decision",
                 "id": decision_id,
                 "at": at,
-                "causes": [intent_id],
+                "causes": (intent_id,),
+                "kind": "Decision",
                 "intent_id": intent_id,
                 "effect": "allow",
                 "policy_ids": policies,
@@ -147,14 +149,14 @@ async def measure(
                 "schema_hash": ruleset.schema_hash,
                 "request": request.to_json(),
                 "entities": entities,
-                "errors": [],
+                "errors": (),
                 "control_id": None,
             }
             claim: dict[str, Any] = {
-                "kind": "Claim",
                 "id": ids.new(),
                 "at": at,
-                "causes": [intent_id, decision_id],
+                "causes": (intent_id, decision_id),
+                "kind": "Claim",
                 "intent_id": intent_id,
                 "epoch": epoch,
                 "holder": holder,
@@ -162,12 +164,13 @@ async def measure(
                 "takes_over": None,
             }
             if records:
-                # The Decision vouched for as the gateway vouches for one whose Cedar inputs are
-                # simple JSON (these are): its bytes are written without walking them again.
+                # Assembled from their parts, as the gateway makes its records (its checks of
+                # those parts are not made here: they are its glue); the Decision vouched for as
+                # the gateway vouches for one whose Cedar inputs are simple JSON (these are).
                 made = [
-                    validated(Intent, intent),
-                    vouched_simple(validated(Decision, decision)),
-                    validated(Claim, claim),
+                    assembled(Intent, intent),
+                    vouched_simple(assembled(Decision, decision)),
+                    assembled(Claim, claim),
                 ]
                 rows = [ledger._row(record) for record in made]  # dated as the dicts are: by ``at``
                 built[0] += len(made)
@@ -179,10 +182,10 @@ async def measure(
             gateway.operations[operation].call()
             done = rfc3339(clock.now_ns())
             execution: dict[str, Any] = {
-                "kind": "Execution",
                 "id": ids.new(),
                 "at": done,
-                "causes": [intent_id, decision_id, claim["id"]],
+                "causes": (intent_id, decision_id, claim["id"]),
+                "kind": "Execution",
                 "intent_id": intent_id,
                 "decision_id": decision_id,
                 "operation": operation,
@@ -200,9 +203,9 @@ async def measure(
                 "attempts": 1,
             }
             if records:
-                await append(
-                    [ledger._row(validated(Execution, execution))], (), done
-                )  # as the gateway makes it
+                execution["authority"] = assembled(Authority, execution["authority"])
+                made_execution = assembled(Execution, execution)
+                await append([ledger._row(made_execution)], (), done)  # as the gateway makes it
                 built[0] += 1
             else:
                 await append([_row(execution)], (), done)

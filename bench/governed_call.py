@@ -546,7 +546,7 @@ def compare(ours: dict[str, Any], agt: dict[str, Any], fsync: dict[str, float]) 
             out["lean_reference"]["ratio_in_memory"] = lean["actions_per_s"] / rate
         with_records = ours.get("lean_with_records", {})
         if with_records.get("available"):
-            # Of that excess, what making the entries as validated records costs.
+            # Of that excess, what making the entries as the gateway's records costs.
             out["lean_reference"]["records_loop_us"] = with_records["records_loop_us"]
     bound = 2 * fsync["p50_us"] + SEQUENTIAL_SLACK_US
     added = ours["sequential"]["added"]["p50_us"]
@@ -1000,7 +1000,7 @@ def render(doc: dict[str, Any]) -> None:
         each = ", ".join(f"{d:.1f}" for d in wr["records_loop_us_each"])
         glue = lr["gateway_loop_us_over_lean"] - lr["records_loop_us"]
         console.print(
-            "lean with the gateway's records (the same loop, its entries made as validated records "
+            "lean with the gateway's records (the same loop, its entries made as assembled records "
             f"whose bytes the ledger encodes): {wr['actions_per_s']:,.0f}/s, event loop "
             f"{us(wr['cpu_us_per_action']['event_loop'])} per action: the records cost "
             f"{us(lr['records_loop_us'])} (median of the rounds' differences: {each} µs) of the "

@@ -192,7 +192,7 @@ def _compare(variants: dict[str, Any]) -> dict[str, Any]:
     lean, records = variants[LEAN]["per_action"], variants[RECORDS]["per_action"]
     out: dict[str, Any] = {
         "gateway_over_lean": ours / lean,
-        # What the gateway's records (validated models, bytes from their fields) cost over plain
+        # What the gateway's records (assembled models, bytes from their fields) cost over plain
         # dicts in the same loop, and what its checks and glue cost beyond them.
         "records_per_action": records - lean,
         "checks_and_glue_per_action": ours - records,
