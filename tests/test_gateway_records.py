@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import types
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 from support import People, World, booking
 
-from answerable import Gateway, RecordInvalid, SQLiteLedger
+from answerable import Gateway, RecordInvalid, Scope, SQLiteLedger
 from answerable.clock import FakeClock, _uuid7, parse_rfc3339, rfc3339
 from answerable.ledger import _sql
 from answerable.records import Intent, Record, decode_entry, entry_bytes, validated
@@ -110,18 +110,12 @@ async def test_a_claim_and_execution_of_a_call_stopped_after_its_claim_are_what_
 
     def halt_now(point: str, _intent: object) -> None:
         if point == "claimed":
-            gateway.ledger.append_sync([gateway.control.make("halt", _everything(), "ops", "now")])
+            gateway.ledger.append_sync([gateway.control.make("halt", Scope(kind="system"), "ops", "now")])
 
     gateway._fault = halt_now
     outcome = await gateway.submit(gateway.intent("executor", "carrier.book", booking()))
     assert outcome.status == "not_executed"
     _as_stored([r for r in appended if type(r).__name__ != "Control"], ledger)
-
-
-def _everything() -> Any:
-    from answerable import Scope
-
-    return Scope(kind="system")
 
 
 @pytest.mark.parametrize(
@@ -194,15 +188,16 @@ def test_an_id_is_the_text_of_its_uuid(ms: int, tail: int) -> None:
         assert _uuid7(ms, tail) == str(uuid.UUID(int=value))
 
 
-_BARE: list[Gateway] = []
-
-
-def _bare_gateway(tmp: Any) -> Gateway:
-    """A gateway whose intents are all that is asked of it: made once for the property test."""
-    if not _BARE:
-        ledger = SQLiteLedger.open(tmp / "bare.db", create=True, origin="test.example/bare")
-        _BARE.append(Gateway(ledger, clock=FakeClock()))
-    return _BARE[0]
+@pytest.fixture(scope="module")
+def bare_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway whose intents are all that is asked of it, one for every example."""
+    ledger = SQLiteLedger.open(
+        tmp_path_factory.mktemp("bare") / "bare.db", create=True, origin="test.example/bare"
+    )
+    gateway = Gateway(ledger, clock=FakeClock())
+    yield gateway
+    gateway.close()
+    ledger.close()
 
 
 _LONE = "k\ud800"
@@ -232,7 +227,7 @@ _keys = st.one_of(
 @example(agent="executor", operation="carrier.book", arguments={}, key="é" * 128, trace=None, behalf=_LONE)
 @example(agent="executor", operation="carrier.book", arguments={0: 1}, key=None, trace=None, behalf=None)
 def test_an_intent_is_what_validation_makes_of_its_fields_or_refused_as_validation_refuses(
-    tmp_path_factory: pytest.TempPathFactory,
+    bare_gateway: Gateway,
     agent: str,
     operation: str,
     arguments: dict[str, Any],
@@ -240,7 +235,7 @@ def test_an_intent_is_what_validation_makes_of_its_fields_or_refused_as_validati
     trace: str | None,
     behalf: str | None,
 ) -> None:
-    gateway = _bare_gateway(tmp_path_factory.getbasetemp())
+    gateway = bare_gateway
     fields = {"agent": agent, "operation": operation, "arguments": arguments, "trace_id": trace}
     try:
         made = gateway.intent(

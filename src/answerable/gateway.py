@@ -439,8 +439,8 @@ class Gateway:
         if (
             is_id(intent_id)
             and is_rfc3339_in_range(values["at"])
-            and causes == ()
             and type(causes) is tuple
+            and not causes
             and is_name(agent)
             and is_name(operation)
             and all(type(k) is str for k in given)
@@ -686,16 +686,9 @@ class Gateway:
             "via": via,
             "takes_over": takes_over,
         }
-        # The causes are the intent's id and records' ids; the rest is the gateway's own or
-        # checked here. Anything else is validated.
-        sure = (
-            _new_parts(values, intent)
-            and type(epoch) is int
-            and epoch >= 0
-            and is_name(holder)
-            and via in _CLAIMED_VIA
-            and (takes_over is None or is_id(takes_over))
-        )
+        # The causes are the intent's id and records' ids, the epoch the store's, the way the
+        # gateway's own; the holder was given to it. Anything else is validated.
+        sure = _new_parts(values, intent) and is_name(holder) and (takes_over is None or is_id(takes_over))
         return assembled(Claim, values) if sure else _validated(Claim, values)
 
     async def _judge(
@@ -747,7 +740,6 @@ class Gateway:
         if stop is not None:
             effect = "deny"
             errors = (*errors, f"{stop.action} in force on {stop.scope.label()} by {stop.by}: {stop.reason}")
-        entities = request.entities
         values = {
             "id": self.ids.new(),
             "at": rfc3339(self.clock.now_ns()),
@@ -760,22 +752,13 @@ class Gateway:
             "ruleset_hash": ruleset.ruleset_hash,
             "schema_hash": ruleset.schema_hash,
             "request": recorded,
-            "entities": entities,
+            "entities": request.entities,
             "errors": errors,
             "control_id": None if stop is None else stop.id,
         }
-        # The request and entities are simple JSON the gateway built (dicts of text keys); the
-        # rest is the gateway's own text, the ledger's ids, and what is checked here.
-        sure = (
-            simple
-            and _new_parts(values, intent)
-            and effect in _EFFECTS
-            and _texts(verdict.policy_ids)
-            and _texts(errors)
-            and type(entities) is tuple
-            and all(type(e) is dict for e in entities)
-        )
-        if not sure:
+        # The request and entities are simple JSON the gateway built (a tuple of dicts of text
+        # keys); the verdict and errors its own, the rest records' ids and hashes.
+        if not (simple and _new_parts(values, intent)):
             return _validated(Decision, values)
         return vouched_simple(assembled(Decision, values))
 
@@ -950,19 +933,10 @@ class Gateway:
             "recovered": recovered,
             "attempts": attempts,
         }
-        # The causes are the intent's id and records' ids; the rest is the gateway's own, a
-        # record's, or checked here. Anything else is validated.
-        sure = (
-            _new_parts(values, intent)
-            and is_name(operation)
-            and is_name(authority["responsible"])
-            and _texts(ids)
-            and type(authority["ruleset_hash"]) is str
-            and type(values["latency_us"]) is int
-            and type(attempts) is int
-            and attempts >= 1
-            and type(recovered) is bool
-        )
+        # The causes and the authority are records' ids, hashes and names, the status, attempts
+        # and error the gateway's own; an operation's name is its registrant's, and the latency
+        # the clock's. Anything else is validated.
+        sure = _new_parts(values, intent) and is_name(operation) and type(values["latency_us"]) is int
         if not sure:
             return _validated(Execution, values)
         values["authority"] = assembled(Authority, authority)
@@ -1499,8 +1473,6 @@ def _has(ledger: LedgerStore, entry_id: str) -> bool:
 
 _SCALARS = frozenset((str, int, bool, type(None)))
 """What an argument can be that nobody can change once it is in an Intent's own dict."""
-_CLAIMED_VIA = frozenset(("policy", "approval", "expiry", "recovery"))
-_EFFECTS = frozenset(("allow", "deny", "review"))
 
 
 def _validated(kind: type[_Made], values: dict[str, Any]) -> _Made:
@@ -1522,8 +1494,3 @@ def _new_parts(values: dict[str, Any], intent: Intent) -> bool:
     would make it: its new id and time (an id source or a clock can be anyone's), and the id of
     its intent, which a caller may have built without validation."""
     return is_id(values["id"]) and is_rfc3339_in_range(values["at"]) and is_id(intent.id)
-
-
-def _texts(values: object) -> bool:
-    """A tuple of plain text, as a record's ``tuple[str, ...]`` field holds it validated."""
-    return type(values) is tuple and all(type(v) is str for v in values)
