@@ -154,7 +154,8 @@ async def _answerable(
         seq_stop = ledger.size()
         before = common.thread_cpu()
         conc_start = ledger.size()
-        conc, conc_wall, conc_failed = await _concurrent(gateway, conc_n, tasks)
+        with common.GcTime() as gc_time:
+            conc, conc_wall, conc_failed = await _concurrent(gateway, conc_n, tasks)
         cpu = common.cpu_per_action(before, common.thread_cpu(), conc_n)
         conc_stop = ledger.size()
         governed = warmup + seq_n + conc_n
@@ -202,6 +203,7 @@ async def _answerable(
             "actions_per_s": conc_n / conc_wall,
             "failed": conc_failed,
             "cpu_us_per_action": cpu,
+            "gc": gc_time.per_action(conc_n),
         },
         "ledger_check": {
             "governed_actions": governed,
@@ -584,10 +586,11 @@ def _agt_run(n: int, warmup: int, durable_path: str | None) -> dict[str, Any]:
     samples = []
     cpu = time.process_time()
     started = clock()
-    for _ in range(n):
-        t0 = clock()
-        call()
-        samples.append(clock() - t0)
+    with common.GcTime() as gc_time:
+        for _ in range(n):
+            t0 = clock()
+            call()
+            samples.append(clock() - t0)
     wall = (clock() - started) / 1e9
     cpu = time.process_time() - cpu
     expected = n + warmup + 1  # +1: the smoke call make_agt_governed_noop makes
@@ -602,6 +605,7 @@ def _agt_run(n: int, warmup: int, durable_path: str | None) -> dict[str, Any]:
             "latency": common.summarize_ns(samples),
             "actions_per_s": n / wall,
             "cpu_us_per_action": cpu * 1e6 / max(n, 1),
+            "gc": gc_time.per_action(n),
         },
         "audit_check": {
             "expected_entries": expected,
@@ -983,6 +987,20 @@ def render(doc: dict[str, Any]) -> None:
             f"{cpu['ledger_writer'] / theirs:.0%} of it"
         )
     console.print(line)
+    collected = ours["concurrent"].get("gc")
+    if collected is not None:
+        gens = collected["us_per_action_by_generation"]
+        counts = collected["collections_by_generation"]
+        line = (
+            "of which garbage collection (CPython's cyclic collector, wall time): "
+            f"{us(collected['us_per_action'])} per concurrent action: {counts[0]:,} young collections "
+            f"{us(gens[0])}, {counts[1]:,} middle {us(gens[1])}, {counts[2]:,} full {us(gens[2])}; "
+            f"{collected['collected']:,} objects freed"
+        )
+        theirs_gc = agt["in_memory"]["sequential"].get("gc") if agt["available"] else None
+        if theirs_gc is not None:
+            line += f"; AGT in memory {us(theirs_gc['us_per_action'])} per call"
+        console.print(line)
     lean = ours.get("lean_reference", {})
     if lean.get("available") and "lean_reference" in comp:
         lc, lr = lean["cpu_us_per_action"], comp["lean_reference"]

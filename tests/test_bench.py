@@ -35,6 +35,7 @@ def test_governed_call_bench_checks_its_own_ledger():
     cpu = doc["answerable"]["concurrent"]["cpu_us_per_action"]  # the writer thread is found by name
     assert cpu["ledger_writer"] > 0
     assert cpu["total"] == pytest.approx(cpu["event_loop"] + cpu["ledger_writer"] + cpu["other"])
+    assert set(doc["answerable"]["concurrent"]["gc"]) >= {"us_per_action", "collections_by_generation"}
     # The storage floor replays exactly the concurrent run's rows: its four entries and one claim
     # guard per action, and the tree nodes their appends made: about one per leaf (a range of n
     # appends makes n nodes, give or take the height of the tree).
@@ -259,3 +260,27 @@ def test_record_replaces_its_section_and_records_nothing_from_a_failed_run(tmp_p
     failed = record(sys.executable, "-c", "print('third'); raise SystemExit(3)")
     assert failed.returncode == 3
     assert readme.read_text(encoding="utf-8") == text
+
+
+def test_the_garbage_collection_figure_counts_each_collection_and_what_it_freed():
+    """The GC time the governed-call bench prints beside CPU per action comes from every
+    collection in the block, by generation, with the objects it freed: a forced full collection
+    of a cycle is counted as one, and nothing after the block is."""
+    import gc
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import _common as common  # bench/_common.py
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    with common.GcTime() as timed:
+        cycle: list[object] = []
+        cycle.append(cycle)
+        del cycle
+        gc.collect()
+    gc.collect()  # after the block: not counted
+    found = timed.per_action(4)
+    assert found["collections_by_generation"][2] == 1, found
+    assert found["collected"] >= 1, found
+    assert found["us_per_action_by_generation"][2] > 0, found
+    assert found["us_per_action"] == pytest.approx(sum(found["us_per_action_by_generation"]))
