@@ -90,27 +90,32 @@ def cpu_per_action(before: dict[str, float], after: dict[str, float], n: int) ->
 
 
 class GcTime:
-    """The time CPython's cyclic garbage collector spends while a block runs, by generation, read
-    from ``gc.callbacks`` (each collection's start and stop, wall time on the thread that ran
-    it): how many collections of each generation, their µs per action, and how many objects they
-    freed. Part of what an action costs that no line of its code shows; it grows with the objects
-    alive at once (64 actions in flight keep more alive than one call at a time).
+    """The CPU time CPython's cyclic garbage collector takes while a block runs, by generation,
+    read from ``gc.callbacks``: each collection's start and stop, on the CPU clock of the thread
+    that runs it (a collection starts and stops on one thread, and two never overlap), so a
+    collection preempted by another thread or process is not charged for their time. How many
+    collections of each generation, their CPU µs per action, and how many objects they freed:
+    part of what an action costs that no line of its code shows.
 
-    Use as ``with GcTime() as gc_time: ...``, then ``gc_time.per_action(n)``.
+    Use as ``with GcTime() as gc_time: ...``, then ``gc_time.per_action(n)``. A collection under
+    way when the block begins is not counted (its stop has no start).
     """
 
     def __init__(self) -> None:
         self.ns = [0, 0, 0]
         self.collections = [0, 0, 0]
         self.collected = 0
-        self._started = 0
+        self._started: int | None = None
 
     def _callback(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            self._started = time.perf_counter_ns()
+            self._started = time.thread_time_ns()
+            return
+        started, self._started = self._started, None
+        if started is None:  # entered while this collection ran: its start was not seen
             return
         generation = info["generation"]
-        self.ns[generation] += time.perf_counter_ns() - self._started
+        self.ns[generation] += time.thread_time_ns() - started
         self.collections[generation] += 1
         self.collected += info["collected"]
 
@@ -128,8 +133,8 @@ class GcTime:
     def per_action(self, n: int) -> dict[str, Any]:
         n = max(n, 1)
         return {
-            "us_per_action": sum(self.ns) / 1000 / n,
-            "us_per_action_by_generation": [ns / 1000 / n for ns in self.ns],
+            "cpu_us_per_action": sum(self.ns) / 1000 / n,
+            "cpu_us_per_action_by_generation": [ns / 1000 / n for ns in self.ns],
             "collections_by_generation": list(self.collections),
             "collected": self.collected,
         }
