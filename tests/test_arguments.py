@@ -117,6 +117,28 @@ def test_a_schema_that_changes_values_on_each_pass_is_refused():
     assert "idempotent" in str(error)
 
 
+def test_a_schema_that_makes_of_its_own_json_what_json_cannot_hold_is_arguments_invalid():
+    """Validated again from the recorded bytes, a validator that doubles an integer each pass makes
+    one past the I-JSON range: refused as the arguments' fault, naming the pass, not a raw
+    RecordInvalid from inside the check (as it was)."""
+
+    class Doubling(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        shipment: str
+        n: int
+
+        @field_validator("n")
+        @classmethod
+        def double(cls, value: int) -> int:
+            return value * 2
+
+    error = refused({"shipment": "S-1", "n": 2**51}, operation(args=Doubling))
+    assert error.problems == (
+        "(root): validated again from its JSON form, value has no canonical JSON form: n: integer "
+        f"{2**53} is outside the I-JSON range ±(2**53-1); send it as a string",
+    )
+
+
 # --- refused rather than changed ----------------------------------------------------------------
 
 
@@ -153,6 +175,60 @@ def test_integers_outside_the_i_json_range_are_refused(number: int):
     """Integers past ±(2**53-1) are not read back exactly by every JSON reader."""
     error = refused({"shipment": "S-1", "extra": {"n": number}})
     assert error.problems[0].startswith(f"extra.n: integer {number} is outside the I-JSON range")
+
+
+@pytest.mark.parametrize("number", [2.0**53, -(2.0**53), 1e20, -1e20, 2.0**60, 9.999999999999999e20])
+def test_floats_canonical_json_writes_as_integers_outside_the_i_json_range_are_refused(number: float):
+    """Below 1e21, canonical JSON writes a number with no fraction in whole digits: such a float
+    past ±(2**53-1) reads back as an integer outside the I-JSON range, which the ledger refuses to
+    write. It was taken, then refused as a RecordInvalid after Cedar had decided it (2**60), or
+    recorded as bytes that read back as an integer no record may hold (1e20)."""
+    for field in ("weight_kg", "extra"):  # a typed float and an untyped value
+        error = refused({"shipment": "S-1", field: number})
+        assert error.problems == (
+            f"{field}: {number!r} is written in canonical JSON as an integer outside the I-JSON range "
+            "±(2**53-1), and read back as one; send it as a string",
+        )
+
+
+@pytest.mark.parametrize("number", [2.0**53 - 1, 1e21, -1e21, 1.5e300, 123.25])
+def test_floats_canonical_json_reads_back_as_themselves_pass(number: float):
+    """At ±(2**53-1), from 1e21 on (written with an exponent) and with a fraction, a float's
+    canonical JSON reads back as the same number."""
+    recorded, args = canonical_arguments(operation(), {"shipment": "S-1", "weight_kg": number})
+    assert float(recorded["weight_kg"]) == number
+    assert args.weight_kg == number  # type: ignore[attr-defined]
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False), st.sampled_from(["weight_kg", "extra"]))
+def test_a_float_argument_is_refused_or_recorded_as_json_that_reads_back_as_what_writes_it_again(
+    number: float, field: str
+):
+    """The recorded arguments, their canonical JSON read back by a reader that keeps integers
+    whole (as the ledger's decoder does), write the same bytes again; or the float is refused,
+    naming its field, as one whose canonical JSON is an integer past the I-JSON range."""
+    import json
+
+    refusal: ArgumentsInvalid | None = None
+    try:
+        recorded, _ = canonical_arguments(operation(), {"shipment": "S-1", field: number})
+    except ArgumentsInvalid as exc:
+        refusal = exc
+    if refusal is not None:
+        assert refusal.problems == (
+            f"{field}: {number!r} is written in canonical JSON as an integer outside the I-JSON range "
+            "±(2**53-1), and read back as one; send it as a string",
+        )
+        assert abs(number) > 2**53 - 1
+        return
+    data = canonical_bytes(recorded)
+    assert canonical_bytes(json.loads(data)) == data
+
+
+def test_a_float_only_written_or_hashed_is_written_as_before():
+    """A value that is not read back as what runs (an event's payload, a response's digest) keeps
+    the bytes earlier versions wrote and digested: receipts and digests made before still match."""
+    assert canonical_bytes({"got": 1e20}) == b'{"got":100000000000000000000}'
 
 
 def test_an_integer_python_will_not_write_is_named_by_its_size():
@@ -275,6 +351,7 @@ def test_a_builder_that_raises_is_request_build_failed(which: str):
         ({"regions": {"north"}}, "regions: a set is not a JSON value"),
         ({"who": object()}, "who: an object is not a JSON value"),
         ({"big": 2**60}, "big: integer 1152921504606846976 is outside the I-JSON range"),
+        ({"big": 1e20}, "big: 1e+20 is written in canonical JSON as an integer outside the I-JSON range"),
         ({"text": "\ud800"}, "text: string holds a lone surrogate"),
         (["not", "a", "mapping"], "the context are a list, not a mapping"),
     ],

@@ -27,6 +27,8 @@ def nested(depth: int) -> Any:
         ("nan", "the text NaN a float field would parse"),
         (2**53, "an integer past the I-JSON range"),
         (-(2**53), "a negative integer past the I-JSON range"),
+        (1e20, "a float canonical JSON writes as an integer past the I-JSON range"),
+        (-(2.0**60), "a negative one"),
         ("\ud800", "a lone surrogate"),
         (nested(MAX_DEPTH + 1), "nesting past the documented limit"),
     ],

@@ -23,6 +23,9 @@ __all__ = [
 
 SAFE_INT = 2**53 - 1
 """The I-JSON (RFC 7493) integer range: every JSON reader, JavaScript included, holds it exactly."""
+_EXPONENT_FROM = 1e21
+"""The magnitude from which RFC 8785 (ECMAScript's number format) writes a number with an
+exponent; below it, a number with no fraction is written in whole digits."""
 
 MAX_NESTING = 254
 """The deepest nesting of objects and arrays canonical JSON accepts: orjson's own limit, applied
@@ -116,7 +119,7 @@ def is_simple_json(value: Any) -> bool:
 
 
 def json_problems(
-    value: Any, *, max_depth: int = MAX_NESTING, strict: bool = True, limit: int = 10
+    value: Any, *, max_depth: int = MAX_NESTING, strict: bool = True, limit: int = 10, read_back: bool = False
 ) -> list[str]:
     """Why ``value`` has no canonical JSON form, each as ``path: what is wrong`` (empty if it has one).
 
@@ -125,7 +128,13 @@ def json_problems(
     arrays, and with ``strict`` also integers outside the I-JSON range, keys that are not strings
     and values that are not JSON (sets, bytes, datetimes, objects). ``strict=False`` looks only
     at what no JSON form can carry, for Python values still to be converted by a schema. Paths
-    are dotted like pydantic's (``items.3.weight``); the value itself is ``(root)``. Stops after
+    are dotted like pydantic's (``items.3.weight``); the value itself is ``(root)``.
+
+    ``read_back``: also floats that canonical JSON writes as integers outside the I-JSON range
+    (whole numbers past it and below 1e21, written in whole digits), which read back as such
+    integers: for values that are recorded and read back as what runs (an operation's arguments,
+    Cedar's inputs), not for values that are only written or hashed (a payload, a response), whose
+    bytes earlier versions wrote and digested as they are. Stops after
     ``limit`` problems. Iterative, so a deep value cannot exhaust the stack.
     """
     found: list[str] = []
@@ -140,6 +149,13 @@ def json_problems(
         elif isinstance(item, float):
             if not math.isfinite(item):
                 problem = f"{item!r} is not a JSON number; JSON has no NaN or Infinity"
+            elif read_back and SAFE_INT < abs(item) < _EXPONENT_FROM:
+                # Canonical JSON writes such a number in whole digits, no fraction, no exponent:
+                # read back, it is an integer past the I-JSON range, which is refused above.
+                problem = (
+                    f"{item!r} is written in canonical JSON as an integer outside the I-JSON range "
+                    "±(2**53-1), and read back as one; send it as a string"
+                )
         elif isinstance(item, int):
             if strict and not -SAFE_INT <= item <= SAFE_INT:
                 # Python writes no integer of more than 4,300 digits (a ValueError): a long one is

@@ -295,8 +295,9 @@ def canonical_arguments(op: Operation, arguments: Mapping[str, Any]) -> tuple[di
     records and what the operation is called with are the same values, and a replay of the ledger
     sees what ran. Refused rather than silently changed: NaN and infinities (which JSON writers
     turn into ``null``), strings or keys with a lone surrogate, integers outside the I-JSON range
-    ±(2**53-1), nesting deeper than :data:`MAX_DEPTH`, and a schema whose values do not survive
-    their own JSON form.
+    ±(2**53-1) and floats that canonical JSON writes as such integers (whole numbers past it and
+    below 1e21, which read back as integers), nesting deeper than :data:`MAX_DEPTH`, and a schema
+    whose values do not survive their own JSON form.
 
     Returns:
         ``(recorded, args)``: the dict decoded from the canonical bytes, for the Intent, and the
@@ -318,7 +319,7 @@ def canonical_arguments(op: Operation, arguments: Mapping[str, Any]) -> tuple[di
         found = _json_problems(model.model_dump(by_alias=True), max_depth=MAX_DEPTH, strict=False)
     except (ValueError, TypeError) as exc:  # pydantic's PydanticSerializationError is a ValueError
         raise ArgumentsInvalid(op.name, (f"(root): the arguments have no JSON form: {exc}",)) from exc
-    found = found or _json_problems(dumped, max_depth=MAX_DEPTH, strict=True)
+    found = found or _json_problems(dumped, max_depth=MAX_DEPTH, strict=True, read_back=True)
     if found:
         raise ArgumentsInvalid(op.name, found)
     try:
@@ -331,7 +332,11 @@ def canonical_arguments(op: Operation, arguments: Mapping[str, Any]) -> tuple[di
         raise ArgumentsInvalid(
             op.name, tuple(f"{p} (after reducing the arguments to JSON)" for p in problems(exc, "arguments"))
         ) from exc
-    if canonical_bytes(args.model_dump(mode="json", by_alias=True)) != data:
+    try:
+        again = canonical_bytes(args.model_dump(mode="json", by_alias=True))
+    except RecordInvalid as exc:  # a validator that makes, of JSON it was given, what JSON cannot hold
+        raise ArgumentsInvalid(op.name, (f"(root): validated again from its JSON form, {exc}",)) from exc
+    if again != data:
         raise ArgumentsInvalid(
             op.name,
             (
@@ -391,8 +396,8 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
-def _json_problems(value: Any, *, max_depth: int, strict: bool) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(json_problems(value, max_depth=max_depth, strict=strict)))
+def _json_problems(value: Any, *, max_depth: int, strict: bool, read_back: bool = False) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(json_problems(value, max_depth=max_depth, strict=strict, read_back=read_back)))
 
 
 def cedar_inputs(op: Operation, args: BaseModel) -> tuple[Resource, dict[str, Any]]:
@@ -455,7 +460,7 @@ def _json_object(operation: str, what: str, value: object) -> tuple[dict[str, An
             pass
         else:
             return simple, exact
-    found = json_problems(plain, max_depth=MAX_DEPTH, limit=3)
+    found = json_problems(plain, max_depth=MAX_DEPTH, limit=3, read_back=True)
     if found:
         raise RequestBuildFailed(operation, f"the {what} are not JSON: {'; '.join(found)}")
     try:
