@@ -219,7 +219,7 @@ def test_a_float_argument_is_refused_or_recorded_as_json_that_reads_back_as_what
             f"{field}: {number!r} is written in canonical JSON as an integer outside the I-JSON range "
             "±(2**53-1), and read back as one; send it as a string",
         )
-        assert abs(number) > 2**53 - 1
+        assert 2**53 - 1 < abs(number) < 1e21
         return
     data = canonical_bytes(recorded)
     assert canonical_bytes(json.loads(data)) == data
@@ -362,6 +362,30 @@ def test_a_context_that_is_not_json_is_request_build_failed(context: Any, compla
     with pytest.raises(RequestBuildFailed) as caught:
         cedar_inputs(op, validated(op))
     assert complaint in caught.value.reason
+
+
+def test_a_list_that_hides_such_a_float_from_its_own_iteration_is_request_build_failed():
+    """A subclass of list iterating otherwise than it stores: orjson writes what it stores (1e20),
+    so the decoded copy Cedar judges and the Decision records is checked, not the walk's view of
+    it (found in review: it reached the ledger)."""
+
+    class Hiding(list[Any]):
+        def __iter__(self) -> Any:
+            return iter([1])
+
+    op = operation(context=lambda _a: {"w": Hiding([1e20])})
+    with pytest.raises(RequestBuildFailed, match=r"w\.0: 1e\+20 is written in canonical JSON"):
+        cedar_inputs(op, validated(op))
+
+
+def test_arguments_recorded_already_are_taken_as_they_were_decided():
+    """Recovered or reviewed, an intent's recorded arguments are not judged again by the read-back
+    rule: a float field recorded as 1e20 (read back as the integer 10**20) runs as 1e20."""
+    arguments = {"shipment": "S-1", "weight_kg": 10**20}
+    refused(arguments)
+    recorded, args = canonical_arguments(operation(), arguments, read_back=False)
+    assert args.weight_kg == 1e20  # type: ignore[attr-defined]
+    assert recorded["weight_kg"] == 1e20
 
 
 def test_resource_attributes_that_are_not_json_are_request_build_failed():

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from support import People, World, booking, make_gateway, register_world
 
-from answerable import FakeClock, Gateway, IdSource, RecordInvalid, SQLiteLedger
+from answerable import ArgumentsInvalid, FakeClock, Gateway, IdSource, RecordInvalid, SQLiteLedger
 from answerable.control import Controller
 from answerable.records import Claim, Control, Execution, Intent, Scope, decode_entry
 from answerable.signing import sign
@@ -165,3 +165,60 @@ async def test_a_resume_that_lands_while_reconcile_runs_still_settles_the_claim_
         assert await second.reconcile_held() == []
     finally:
         elsewhere.close()
+
+
+async def test_an_intent_recorded_with_a_float_the_gateway_now_refuses_is_still_recovered_as_decided(
+    ledger: SQLiteLedger,
+    ledger_path: Path,
+    people: People,
+    clock: FakeClock,
+    world: World,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """A float that canonical JSON writes as an integer past the I-JSON range (1e20) was
+    recordable before the gateway refused it as an argument. An intent claimed with one by an
+    earlier version, whose process died before the call, is run on recovery as it was decided:
+    the recorded arguments are not judged again by the newer rule (found in review: they were,
+    and the intent became ambiguous, with a pause)."""
+    from answerable import gateway as gateway_module
+    from answerable.operations import canonical_arguments
+
+    ran: list[float] = []
+
+    def weigh(shipment: str, weight: float) -> None:
+        ran.append(weight)
+
+    def crash(point: str, _intent: object) -> None:
+        if point == "claimed":
+            raise Crash
+
+    # The earlier version, which recorded such a float.
+    def as_before(op: Any, arguments: Any, *, read_back: bool = True) -> Any:
+        return canonical_arguments(op, arguments, read_back=False)
+
+    monkeypatch.setattr(gateway_module, "canonical_arguments", as_before)
+    earlier = await make_gateway(ledger, people, clock, world, fault=crash)
+    earlier.register("carrier.fail", weigh, resource_class="shipment", idempotent=True)
+    intent = earlier.intent("executor", "carrier.fail", {"shipment": "S-1", "weight": 1e20})
+    with pytest.raises(Crash):
+        await earlier.submit(intent)
+    earlier.lease.release()
+    monkeypatch.undo()
+    assert ran == []
+
+    with SQLiteLedger.open(ledger_path) as store:
+        gw = Gateway(store, clock=clock, ids=IdSource(clock))
+        gw.register("carrier.book", lambda **_: None, resource_class="shipment")
+        gw.register("noop", lambda: None, resource_class="bench")
+        gw.register("carrier.http", lambda shipment: None, resource_class="shipment")
+        gw.register("carrier.fail", weigh, resource_class="shipment", idempotent=True)
+        [outcome] = await gw.start()
+        assert (outcome.intent.id, outcome.status) == (intent.id, "succeeded")
+        assert ran == [1e20]
+        # A new intent with the same float is refused before anything is decided.
+        size = store.size()
+        with pytest.raises(ArgumentsInvalid, match="weight: 1e\\+20 is written in canonical JSON"):
+            await gw.submit(gw.intent("executor", "carrier.fail", {"shipment": "S-2", "weight": 1e20}))
+        assert store.size() == size
+        gw.close()
+    assert not [e for e in ledger.of_kind("Control") if "carrier.fail" in e.data.decode()]

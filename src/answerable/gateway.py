@@ -1124,7 +1124,7 @@ class Gateway:
         op = self._operations.get(intent.operation)
         if op is None:
             raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
-        _, args = _canonical_intent(op, intent)
+        _, args = _canonical_intent(op, intent, read_back=False)  # recorded already, as it was decided
         approvals = state.live_approvals if state.closed is None else ()
         expiry = state.closed
         used = (expiry.id,) if expiry is not None else tuple(a.id for a in approvals)
@@ -1262,7 +1262,7 @@ class Gateway:
         op = self._operations.get(intent.operation)
         if op is None:
             raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
-        _, args = _canonical_intent(op, intent)
+        _, args = _canonical_intent(op, intent, read_back=False)  # recorded already, as it was decided
         stop = self._stop_for(op, intent, decision.request, decision.entities)
         if stop is not None:
             # Whether the old call happened is unknown: leave the claim open until the stop is lifted.
@@ -1384,7 +1384,7 @@ def _decide_all(items: Sequence[tuple[CedarRequest, Ruleset]]) -> list[Verdict]:
     return verdicts
 
 
-def _canonical_intent(op: Operation, intent: Intent) -> tuple[Intent, BaseModel]:
+def _canonical_intent(op: Operation, intent: Intent, *, read_back: bool = True) -> tuple[Intent, BaseModel]:
     """The intent with exactly the canonical arguments that are recorded, and the values the
     operation will receive, decoded from those same bytes.
 
@@ -1394,7 +1394,7 @@ def _canonical_intent(op: Operation, intent: Intent) -> tuple[Intent, BaseModel]
     ledger recorded, but not what Cedar judged or the operation received (found by an
     independent review)."""
     given = intent.arguments
-    recorded, args = canonical_arguments(op, given)
+    recorded, args = canonical_arguments(op, given, read_back=read_back)
     if all(type(v) in _SCALARS for v in given.values()) and _same_json(recorded, given):
         return intent, args
     values = whole_fields(intent)

@@ -287,7 +287,9 @@ counting as one, and in a Cedar context or resource's attributes. Real arguments
 deep; this bounds the work of validating, hashing and storing what an agent sends."""
 
 
-def canonical_arguments(op: Operation, arguments: Mapping[str, Any]) -> tuple[dict[str, Any], BaseModel]:
+def canonical_arguments(
+    op: Operation, arguments: Mapping[str, Any], *, read_back: bool = True
+) -> tuple[dict[str, Any], BaseModel]:
     """The arguments as they will be recorded, and the same arguments as the operation receives them.
 
     Validated by the operation's schema, then reduced to canonical JSON (RFC 8785), and the
@@ -298,6 +300,10 @@ def canonical_arguments(op: Operation, arguments: Mapping[str, Any]) -> tuple[di
     ±(2**53-1) and floats that canonical JSON writes as such integers (whole numbers past it and
     below 1e21, which read back as integers), nesting deeper than :data:`MAX_DEPTH`, and a schema
     whose values do not survive their own JSON form.
+
+    ``read_back=False`` for arguments the ledger holds already (a claimed intent recovered, a
+    reviewed one run): a float that canonical JSON writes as an integer past the I-JSON range was
+    recordable before this check, and an intent recorded so must still run as it was decided.
 
     Returns:
         ``(recorded, args)``: the dict decoded from the canonical bytes, for the Intent, and the
@@ -319,7 +325,7 @@ def canonical_arguments(op: Operation, arguments: Mapping[str, Any]) -> tuple[di
         found = _json_problems(model.model_dump(by_alias=True), max_depth=MAX_DEPTH, strict=False)
     except (ValueError, TypeError) as exc:  # pydantic's PydanticSerializationError is a ValueError
         raise ArgumentsInvalid(op.name, (f"(root): the arguments have no JSON form: {exc}",)) from exc
-    found = found or _json_problems(dumped, max_depth=MAX_DEPTH, strict=True, read_back=True)
+    found = found or _json_problems(dumped, max_depth=MAX_DEPTH, strict=True, read_back=read_back)
     if found:
         raise ArgumentsInvalid(op.name, found)
     try:
@@ -459,6 +465,11 @@ def _json_object(operation: str, what: str, value: object) -> tuple[dict[str, An
         except orjson.JSONEncodeError:  # a lone surrogate: the exact path below names it
             pass
         else:
+            # A subclass's own iteration may have hidden from the loose walk what orjson wrote:
+            # the decoded copy holds plain values only, and is what Cedar judges and is recorded.
+            found = [] if exact else json_problems(simple, max_depth=MAX_DEPTH, limit=3, read_back=True)
+            if found:
+                raise RequestBuildFailed(operation, f"the {what} are not JSON: {'; '.join(found)}")
             return simple, exact
     found = json_problems(plain, max_depth=MAX_DEPTH, limit=3, read_back=True)
     if found:
