@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
@@ -120,14 +121,10 @@ class GcTime:
         self.collected += info["collected"]
 
     def __enter__(self) -> GcTime:
-        import gc
-
         gc.callbacks.append(self._callback)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        import gc
-
         gc.callbacks.remove(self._callback)
 
     def per_action(self, n: int) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,17 @@ def bench(*args: str, timeout: float = 120) -> object:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout)
+
+
+def bench_module(name: str) -> Any:
+    """A module of bench/ (``bench/NAME.py``), imported as the scripts import each other."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
 
 
 @pytest.mark.slow
@@ -159,11 +171,7 @@ def test_the_verify_floor_refuses_a_ledger_whose_leaf_hash_or_node_differs(tmp_p
 
     from answerable.ledger import SQLiteLedger
 
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import ledger as ledger_bench  # bench/ledger.py
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    ledger_bench = bench_module("ledger")
     path = tmp_path / "floor.db"
     ledger = SQLiteLedger.open(path, create=True, origin="test.example/floor")
     try:
@@ -262,15 +270,6 @@ def test_record_replaces_its_section_and_records_nothing_from_a_failed_run(tmp_p
     assert readme.read_text(encoding="utf-8") == text
 
 
-def _gc_time() -> type:
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import _common as common  # bench/_common.py
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
-    return common.GcTime  # type: ignore[no-any-return]
-
-
 def test_the_garbage_collection_figure_counts_each_collection_and_what_it_freed():
     """The GC time the governed-call bench prints beside CPU per action comes from every
     collection in the block, by generation, with the objects it freed, on the collecting
@@ -279,7 +278,7 @@ def test_the_garbage_collection_figure_counts_each_collection_and_what_it_freed(
     import gc
     import time
 
-    gc_time = _gc_time()
+    gc_time = bench_module("_common").GcTime
     began = time.thread_time_ns()
     with gc_time() as timed:
         cycle: list[object] = []
@@ -300,7 +299,7 @@ def test_a_collection_under_way_when_the_timer_starts_is_not_counted():
     than the clock's whole reading."""
     import gc
 
-    gc_time = _gc_time()
+    gc_time = bench_module("_common").GcTime
     timers: list[object] = []
 
     class StartsATimer:

@@ -465,12 +465,11 @@ def _json_object(operation: str, what: str, value: object) -> tuple[dict[str, An
         except orjson.JSONEncodeError:  # a lone surrogate: the exact path below names it
             pass
         else:
+            if exact:
+                return simple, True
             # A subclass's own iteration may have hidden from the loose walk what orjson wrote:
-            # the decoded copy holds plain values only, and is what Cedar judges and is recorded.
-            found = [] if exact else json_problems(simple, max_depth=MAX_DEPTH, limit=3, read_back=True)
-            if found:
-                raise RequestBuildFailed(operation, f"the {what} are not JSON: {'; '.join(found)}")
-            return simple, exact
+            # the decoded copy, plain values only, is what Cedar would judge: checked below.
+            plain = simple
     found = json_problems(plain, max_depth=MAX_DEPTH, limit=3, read_back=True)
     if found:
         raise RequestBuildFailed(operation, f"the {what} are not JSON: {'; '.join(found)}")
