@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+from pydantic import BaseModel, field_validator
 from support import People, World, booking, make_gateway, register_world
 
 from answerable import ArgumentsInvalid, FakeClock, Gateway, IdSource, RecordInvalid, SQLiteLedger
@@ -70,6 +71,85 @@ async def test_a_failing_lookup_makes_that_intent_ambiguous_and_reconcile_goes_o
         c for c in map(decode_entry, (e.data for e in ledger.of_kind("Control"))) if isinstance(c, Control)
     ]
     assert [p.scope.label() for p in pauses] == ["operation:carrier.fail"]
+
+
+class Shipments(BaseModel):
+    """An argument schema whose validator looks the shipment up in a table that no longer holds
+    the ones claimed before the crash (the schema changed since): pydantic passes on what the
+    validator raises unless it is a ValueError or an AssertionError."""
+
+    shipment: str
+    raised: ClassVar[BaseException] = KeyError("carrier.fail")
+
+    @field_validator("shipment")
+    @classmethod
+    def known(cls, value: str) -> str:
+        raise cls.raised
+
+
+@pytest.mark.parametrize("raised", [KeyError("carrier.fail"), RuntimeError("table not loaded")])
+async def test_an_argument_schema_raising_any_error_makes_that_intent_ambiguous_and_reconcile_goes_on(
+    raised: Exception,
+    ledger: SQLiteLedger,
+    ledger_path: Path,
+    people: People,
+    clock: FakeClock,
+    world: World,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Arguments recorded under an earlier schema are validated again to run the call; a
+    validator raising something other than an answerable error escaped reconcile and start raw
+    (found in review: the later claim stayed open, and every start failed the same way). Now
+    that intent is ambiguous, citing the error, and the other is still settled."""
+    failing, found = await leave_claims_behind(ledger, people, clock, world)
+    monkeypatch.setattr(Shipments, "raised", raised)
+
+    async def finds(key: str) -> Any:
+        return {"booked": "earlier", "key": key}
+
+    with SQLiteLedger.open(ledger_path) as store:
+        gw = Gateway(store, clock=clock, ids=IdSource(clock))
+        gw.register("carrier.book", lambda **_: None, resource_class="shipment")
+        gw.register("noop", lambda: None, resource_class="bench")
+        gw.register("carrier.fail", lambda shipment: None, resource_class="shipment", args=Shipments)
+        gw.register("carrier.http", lambda shipment: None, resource_class="shipment", lookup=finds)
+        outcomes = {o.intent.id: o for o in await gw.start()}
+        assert outcomes[failing].status == "ambiguous"
+        assert outcomes[failing].execution is not None
+        error = outcomes[failing].execution.error or ""
+        assert error == f"could not reconcile: {type(raised).__name__}: {raised}"
+        assert outcomes[found].status == "succeeded"
+        assert await gw.reconcile() == []  # the claim is closed: no later start tries it again
+        gw.close()
+    pauses = [
+        c for c in map(decode_entry, (e.data for e in ledger.of_kind("Control"))) if isinstance(c, Control)
+    ]
+    assert [p.scope.label() for p in pauses] == ["operation:carrier.fail"]
+
+
+async def test_an_interrupt_while_reconciling_is_not_taken_for_an_ambiguous_call(
+    ledger: SQLiteLedger,
+    ledger_path: Path,
+    people: People,
+    clock: FakeClock,
+    world: World,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """What is not an Exception (an interrupt, a cancellation, the process dying) ends the
+    reconcile, recording nothing for the claim: it stays open for the next start."""
+    await leave_claims_behind(ledger, people, clock, world)
+    monkeypatch.setattr(Shipments, "raised", Crash())
+    with SQLiteLedger.open(ledger_path) as store:
+        gw = Gateway(store, clock=clock, ids=IdSource(clock))
+        gw.register("carrier.book", lambda **_: None, resource_class="shipment")
+        gw.register("noop", lambda: None, resource_class="bench")
+        gw.register("carrier.fail", lambda shipment: None, resource_class="shipment", args=Shipments)
+        gw.register("carrier.http", lambda shipment: None, resource_class="shipment")
+        with pytest.raises(Crash):
+            await gw.start()
+        gw.close()
+    assert not list(ledger.of_kind("Execution"))
+    assert not list(ledger.of_kind("Control"))
 
 
 async def test_an_operation_no_longer_registered_is_ambiguous_not_fatal(

@@ -1230,11 +1230,16 @@ class Gateway:
                 outcome = await self._recover(left, epoch)
             except (LeaseLost, Conflict, StoreUnavailable):
                 raise  # (a store away is no verdict on the call: it is settled on a later try)
-            except AnswerableError as exc:
+            except Exception as exc:
+                # Not only answerable's errors: the operation's own code fails here too (an
+                # argument model's validator raising KeyError on arguments recorded under an
+                # earlier schema). Raised on, it stopped the start, left every later claim open
+                # and failed again at each start; this intent needs a person, the rest go on.
+                said = str(exc) if isinstance(exc, AnswerableError) else exception_text(exc)
                 # Cite the newest claim: the recovery claim, if it was written, so that claim is
                 # closed by this Execution and no later epoch recovers the intent a second time.
                 newest = self._recovery_claims.get(left.intent.id, left.claim)
-                outcome = await self._ambiguous(left, newest, f"could not reconcile: {exc}")
+                outcome = await self._ambiguous(left, newest, f"could not reconcile: {said}")
             finally:
                 self._recovery_claims.pop(left.intent.id, None)
             if outcome is not None:
