@@ -117,7 +117,10 @@ async def test_an_argument_schema_raising_any_error_makes_that_intent_ambiguous_
         assert outcomes[failing].status == "ambiguous"
         assert outcomes[failing].execution is not None
         error = outcomes[failing].execution.error or ""
-        assert error == f"could not reconcile: {type(raised).__name__}: {raised}"
+        assert error == (
+            "could not reconcile: arguments for 'carrier.fail' do not match its schema: (root): the "
+            f"operation's argument schema failed on them: {type(raised).__name__}: {raised}"
+        )
         assert outcomes[found].status == "succeeded"
         assert await gw.reconcile() == []  # the claim is closed: no later start tries it again
         gw.close()
@@ -125,6 +128,42 @@ async def test_an_argument_schema_raising_any_error_makes_that_intent_ambiguous_
         c for c in map(decode_entry, (e.data for e in ledger.of_kind("Control"))) if isinstance(c, Control)
     ]
     assert [p.scope.label() for p in pauses] == ["operation:carrier.fail"]
+
+
+async def test_any_error_recovering_one_claim_makes_that_intent_ambiguous_and_reconcile_goes_on(
+    ledger: SQLiteLedger, ledger_path: Path, people: People, clock: FakeClock, world: World
+):
+    """Not only answerable's errors: whatever else goes wrong recovering one claim (here raised
+    right after its recovery claim is committed) makes that intent ambiguous, closing the
+    recovery claim, and the other claims are still settled. Raised on, it stopped the start and
+    every later one the same way, with the rest of the claims left open."""
+    failing, found = await leave_claims_behind(ledger, people, clock, world)
+
+    def broken(point: str, intent: Intent) -> None:
+        if point == "claimed" and intent.id == failing:
+            raise RuntimeError("unforeseen")
+
+    async def finds(key: str) -> Any:
+        return {"booked": "earlier", "key": key}
+
+    with SQLiteLedger.open(ledger_path) as store:
+        gw = Gateway(store, clock=clock, ids=IdSource(clock), fault=broken)
+        gw.register("carrier.book", lambda **_: None, resource_class="shipment")
+        gw.register("noop", lambda: None, resource_class="bench")
+        gw.register("carrier.fail", lambda shipment: None, resource_class="shipment", lookup=finds)
+        gw.register("carrier.http", lambda shipment: None, resource_class="shipment", lookup=finds)
+        outcomes = {o.intent.id: o for o in await gw.start()}
+        assert outcomes[failing].status == "ambiguous"
+        execution = outcomes[failing].execution
+        assert execution is not None
+        assert execution.error == "could not reconcile: RuntimeError: unforeseen"
+        assert outcomes[found].status == "succeeded"
+        assert await gw.reconcile() == []  # the recovery claim is closed: no later start tries again
+        gw.close()
+    claims = [c for c in map(decode_entry, (e.data for e in ledger.of_kind("Claim"))) if isinstance(c, Claim)]
+    recovery = [c for c in claims if c.intent_id == failing and c.takes_over is not None]
+    assert len(recovery) == 1
+    assert recovery[0].id in execution.causes
 
 
 async def test_an_interrupt_while_reconciling_is_not_taken_for_an_ambiguous_call(
