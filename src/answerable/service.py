@@ -302,8 +302,19 @@ class Service:
 
         A start refused leaves no ledger it made: every check that needs none comes before it
         is made, and a ledger this start made is removed again if a later step fails. NATS is
-        connected only once the ledger is open (connecting makes the system's stream), and
-        closed again if the start fails.
+        connected only once the ledger is open (connecting makes the system's stream if it is
+        not there), and closed again if the start fails.
+
+        A stream this start made is deleted again if it fails, whether or not it made the ledger
+        (the stream of a ledger that was there comes back with the next start that succeeds), but
+        only while nothing else uses it: no consumer on it (no agent subscribed) and no record on
+        it that this start did not publish. A stream that was there before is never deleted.
+        The cost, accepted over a stream left by every refused start: another gateway of the
+        system starting at the same moment (the one holding the lease here), which has neither
+        published nor been subscribed to yet, finds the stream gone, and what it publishes waits
+        in its outbox until a process that may make the stream connects (with NATS logins, only
+        a gateway may). The stream is looked at before the lease is given back, so no gateway of
+        the system publishes meanwhile.
 
         Raises:
             ConfigError: the signed charter or ruleset does not match the files, a prerequisite
@@ -328,14 +339,13 @@ class Service:
                 )
             await self._start_on(ledger, charter, ruleset)
         except BaseException:
+            if self.bus is not None:  # first: the stream is looked at while the lease is still held
+                await self.bus.close(unmake=True)
+                self.bus = None
             if made:
                 await self._unmake(ledger)
             elif self.ledger is None:  # refused before the start took the ledger (stop closes it after)
                 ledger.close()
-            if self.bus is not None:
-                with contextlib.suppress(Exception):
-                    await self.bus.close()
-                self.bus = None
             raise
 
     def _checked(self) -> tuple[SystemCharter, RulesetVersion]:
@@ -1696,11 +1706,19 @@ _SIGNED_HEADERS = ("signature", "signature-input", "content-digest")
 
 def build_app(service: Service, *, lifespan: bool = True) -> FastAPI:
     """The HTTP API, versioned under ``/v1``, and ``/healthz``. With ``lifespan`` the app starts
-    and stops the service itself; ``answerable serve`` starts it first, to refuse with one line."""
+    and stops the service itself (a start refused there is said as the ASGI server says a failed
+    startup, uvicorn with a traceback); ``answerable serve`` starts it first, to refuse with one
+    line."""
 
     @contextlib.asynccontextmanager
     async def running(_app: FastAPI) -> AsyncIterator[None]:
-        await service.start()
+        try:
+            await service.start()
+        except BaseException:
+            # As ``answerable serve`` does: a start refused once it took the lease (a charter
+            # that does not supersede the one in force) kept it, beating, and the ledger open.
+            await service.stop()
+            raise
         try:
             yield
         finally:

@@ -155,6 +155,10 @@ class NatsBus:
     """Handlers' exceptions since the last drain(), which raises the first of them."""
     held_back: int = 0
     """Records that waited in the outbox because the stream did not take them at once."""
+    made_stream: bool = False
+    """Whether :meth:`connect` made the system's stream (it was not on the server before)."""
+    _taken: int = 0
+    """Records the stream took from this bus as new (not dropped as a repeat of one it held)."""
     _closing: bool = False
     """Set by :meth:`close`: the pull loops end at their next turn, even one whose cancellation
     a fetch swallowed (Python 3.11's ``wait_for`` may turn it into a timeout when both come at
@@ -231,6 +235,7 @@ class NatsBus:
                 await bus._js.stream_info(config.name)
             except NotFoundError:
                 await bus._js.add_stream(config)
+                bus.made_stream = True
         except (NatsError, JetStreamError, TimeoutError) as exc:
             await nc.close()
             raise BusError(
@@ -273,7 +278,7 @@ class NatsBus:
 
     async def _send(self, topic: str, record: Message | ExternalEvent, data: bytes) -> bool:
         try:
-            await self._js.publish(
+            ack = await self._js.publish(
                 subject_of(self.system, topic),
                 data,
                 headers={"Nats-Msg-Id": record.id, "Answerable-Topic": topic},
@@ -283,6 +288,8 @@ class NatsBus:
             said = f"answerable: NATS: {record.kind} {record.id} on {topic!r} waits to be published: {exc}"
             print(said, file=sys.stderr, flush=True)
             return False
+        if not ack.duplicate:
+            self._taken += 1
         return True
 
     async def _flush(self) -> None:
@@ -504,7 +511,12 @@ class NatsBus:
             return False
         return not any(info.num_pending or info.num_ack_pending for info in infos)
 
-    async def close(self) -> None:
+    async def close(self, *, unmake: bool = False) -> None:
+        """Stop pulling and publishing, and disconnect. Never raises.
+
+        ``unmake`` (a start that failed): first delete the stream if :meth:`connect` made it and
+        nothing shows anyone else using it, see :meth:`_unmake_stream`.
+        """
         self._closing = True
         if self._outbox:
             print(
@@ -520,8 +532,37 @@ class NatsBus:
                 s.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await s.task
+        if unmake:
+            with contextlib.suppress(Exception):  # left on the server: the failure said is the start's
+                await self._unmake_stream()
         with contextlib.suppress(Exception):
             await self.nc.close()
+
+    async def _unmake_stream(self) -> bool:
+        """Delete the stream :meth:`connect` made, unless something else uses it already: a
+        consumer on it (an agent subscribed) or a record on it this bus did not publish (every
+        sequence number the stream gave out was given to this bus). Whether it was deleted.
+
+        JetStream makes a stream for whoever asks first and tells each asker alike, so another
+        process starting at the same moment may count on the stream too; one that has left no
+        trace on it yet (nothing published, no consumer) finds it gone, and what it publishes
+        waits in its outbox until the stream is made again (by the next process to connect that
+        may make it).
+        """
+        if not self.made_stream:
+            return False
+        name = stream_name(self.system)
+        try:
+            state = (await self._js.stream_info(name)).state
+            if state.consumer_count or state.last_seq != self._taken:
+                return False
+            await self._js.delete_stream(name)
+        except NotFoundError:
+            return False  # gone already (an operator): nothing of this start's is left
+        except (NatsError, JetStreamError, TimeoutError) as exc:
+            raise BusError(f"NATS: cannot remove stream {name} that this process made: {exc}") from exc
+        self.made_stream = False
+        return True
 
     async def delete_stream(self) -> None:
         """Drop this system's stream (tests and throw-away runs)."""

@@ -1,0 +1,160 @@
+"""What a refused ``Service.start`` leaves: on NATS, the stream it made goes again unless
+something else already uses it, and a stream that was there before stays; under ``build_app``'s
+lifespan, no lease or open ledger.
+
+Runs against the machine's nats-server (127.0.0.1:4222, JetStream on); each test names a
+system (so a stream) of its own and deletes the stream after, whatever happened.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import nats
+import orjson
+import pytest
+from nats.js.errors import NotFoundError
+from support import order_events
+
+from answerable.bus.nats import NatsBus, stream_name
+from answerable.charter import new_charter
+from answerable.config import load_config
+from answerable.errors import LeaseHeld, NotAuthorized
+from answerable.keys import KeyPair
+from answerable.scaffold import init
+from answerable.service import Service, build_app
+
+NATS = os.environ.get("ANSWERABLE_TEST_NATS", "nats://127.0.0.1:4222")
+
+
+async def stream_there(system: str) -> bool:
+    connection = await nats.connect(NATS)
+    try:
+        await connection.jetstream().stream_info(stream_name(system))
+    except NotFoundError:
+        return False
+    finally:
+        await connection.close()
+    return True
+
+
+@pytest.fixture
+async def system() -> AsyncIterator[str]:
+    """A system name of the test's own; its stream is deleted after, if anything left one."""
+    name = f"startleft-{uuid.uuid4().hex[:10]}"
+    yield name
+    connection = await nats.connect(NATS)
+    try:
+        await connection.jetstream().delete_stream(stream_name(name))
+    except NotFoundError:
+        pass
+    finally:
+        await connection.close()
+
+
+async def refused_by_the_lease(folder: Path) -> None:
+    """Serve ``folder``'s system on NATS while another gateway (one on no bus) holds its ledger."""
+    config = load_config(folder / "answerable.toml")
+    holder = Service(config)
+    await holder.start()
+    try:
+        refused = Service(replace(config, nats_url=NATS))
+        with pytest.raises(LeaseHeld):
+            await refused.start()
+        assert refused.bus is None
+        await refused.stop()
+    finally:
+        await holder.stop()
+
+
+async def test_a_start_refused_after_making_the_stream_deletes_it(tmp_path: Path, system: str) -> None:
+    """Connecting made the system's stream, then the lease was refused: the stream was left on
+    the server by every such start. Now the start that made it deletes it again."""
+    init(tmp_path / "shop", system=system)
+    assert not await stream_there(system)
+    await refused_by_the_lease(tmp_path / "shop")
+    assert not await stream_there(system)
+
+
+async def test_a_stream_that_was_there_before_a_refused_start_stays(tmp_path: Path, system: str) -> None:
+    init(tmp_path / "shop", system=system)
+    before = await NatsBus.connect(NATS, system)
+    [event] = order_events(1)
+    await before.publish("orders", event)
+    await before.close()
+    await refused_by_the_lease(tmp_path / "shop")
+    assert await stream_there(system)
+
+
+async def test_a_bus_unmakes_only_a_stream_it_made_and_nothing_else_uses(system: str) -> None:
+    """What it published itself does not keep it; a consumer, or another's record, does."""
+    first, second, third = order_events(3)
+
+    alone = await NatsBus.connect(NATS, system)
+    assert alone.made_stream
+    await alone.publish("orders", first)
+    await alone.publish("orders", first)  # a repeat the stream drops
+    await alone.close(unmake=True)
+    assert not await stream_there(system)
+
+    maker = await NatsBus.connect(NATS, system)
+    other = await NatsBus.connect(NATS, system)
+    assert not other.made_stream
+    await other.publish("orders", second)
+    await other.publish("orders", first)
+    await maker.publish("orders", first)  # a repeat of the other's: not the maker's record
+    await maker.close(unmake=True)
+    await other.close(unmake=True)  # it made nothing: never deletes
+    assert await stream_there(system)
+
+    async def nothing(_record: object) -> None:
+        return None
+
+    connection = await nats.connect(NATS)
+    await connection.jetstream().delete_stream(stream_name(system))
+    await connection.close()
+    maker = await NatsBus.connect(NATS, system)
+    agent = await NatsBus.connect(NATS, system)
+    agent.subscribe("orders", nothing, group="planner")
+    await agent.start()
+    await maker.publish("orders", third)
+    await maker.close(unmake=True)
+    await agent.close()
+    assert await stream_there(system)  # an agent is subscribed: it stays
+
+
+async def test_an_app_whose_start_is_refused_gives_the_ledger_back(tmp_path: Path) -> None:
+    """``build_app``'s lifespan started the service and stopped it only once started: a start
+    refused after it took the lease (a charter that does not supersede the one in force) kept
+    the lease beating and the ledger open for as long as the process lived, and every other
+    gateway was refused with LeaseHeld. It stops the service as ``answerable serve`` does."""
+    folder = tmp_path / "shop"
+    init(folder, system="shop")
+    config = load_config(folder / "answerable.toml")
+    first = Service(config)
+    await first.start()
+    await first.stop()
+    agent = KeyPair.load(folder / "agent.key")
+    another = new_charter(
+        "shop",
+        KeyPair.load(folder / "ri.key"),
+        agents=[agent.identity],
+        reviewers=[KeyPair.load(folder / "reviewer.key")],
+        agent_keys={agent.identity: agent.public_b64},
+    )
+    kept = (folder / "charter.json").read_text()
+    (folder / "charter.json").write_text(orjson.dumps(another.model_dump(mode="json")).decode())
+    refused = Service(config)
+    app = build_app(refused)
+    with pytest.raises(NotAuthorized, match="does not supersede"):
+        async with app.router.lifespan_context(app):
+            raise AssertionError("the app started")
+    assert refused.gateway is None or not refused.gateway.lease.held
+    (folder / "charter.json").write_text(kept)
+    again = Service(config)
+    await again.start()  # LeaseHeld before: the refused one still held the lease
+    await again.stop()
