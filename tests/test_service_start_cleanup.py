@@ -1,6 +1,6 @@
-"""What a refused ``Service.start`` leaves: on NATS, the stream it made goes again unless
-something else already uses it, and a stream that was there before stays; under ``build_app``'s
-lifespan, no lease or open ledger.
+"""What a refused ``Service.start`` leaves: on NATS, the stream it made goes with the ledger it
+made, unless something else already uses it; beside a ledger that stays, the stream stays; under
+``build_app``'s lifespan, no lease or open ledger.
 
 Runs against the machine's nats-server (127.0.0.1:4222, JetStream on); each test names a
 system (so a stream) of its own and deletes the stream after, whatever happened.
@@ -23,7 +23,8 @@ from support import order_events
 from answerable.bus.nats import NatsBus, stream_name
 from answerable.charter import new_charter
 from answerable.config import load_config
-from answerable.errors import LeaseHeld, NotAuthorized
+from answerable.errors import ConfigError, LeaseHeld, NotAuthorized
+from answerable.gateway import Gateway
 from answerable.keys import KeyPair
 from answerable.scaffold import init
 from answerable.service import Service, build_app
@@ -71,13 +72,35 @@ async def refused_by_the_lease(folder: Path) -> None:
         await holder.stop()
 
 
-async def test_a_start_refused_after_making_the_stream_deletes_it(tmp_path: Path, system: str) -> None:
-    """Connecting made the system's stream, then the lease was refused: the stream was left on
-    the server by every such start. Now the start that made it deletes it again."""
+async def test_a_start_that_fails_after_making_the_ledger_and_the_stream_leaves_neither(
+    tmp_path: Path, system: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first start that fails late (here its reconcile raises, standing for any step after
+    NATS is connected) removed the ledger it made and left the stream it made on the server.
+    Both go now."""
+    init(tmp_path / "shop", system=system)
+    config = replace(load_config(tmp_path / "shop" / "answerable.toml"), nats_url=NATS)
+
+    async def fails(_gateway: Gateway) -> list[object]:
+        raise ConfigError("a step after NATS connected failed")
+
+    monkeypatch.setattr(Gateway, "reconcile", fails)
+    refused = Service(config)
+    with pytest.raises(ConfigError, match="after NATS connected"):
+        await refused.start()
+    assert refused.bus is None
+    assert not (tmp_path / "shop" / "ledger.db").exists()
+    assert not await stream_there(system)
+
+
+async def test_a_stream_made_beside_a_ledger_that_stays_stays(tmp_path: Path, system: str) -> None:
+    """Refused by the lease of another gateway on a ledger that was there: the stream this start
+    made is the system's (that gateway may have connected to it, and would publish into a stream
+    nobody makes again), so it stays, as the ledger does."""
     init(tmp_path / "shop", system=system)
     assert not await stream_there(system)
     await refused_by_the_lease(tmp_path / "shop")
-    assert not await stream_there(system)
+    assert await stream_there(system)
 
 
 async def test_a_stream_that_was_there_before_a_refused_start_stays(tmp_path: Path, system: str) -> None:

@@ -305,16 +305,12 @@ class Service:
         connected only once the ledger is open (connecting makes the system's stream if it is
         not there), and closed again if the start fails.
 
-        A stream this start made is deleted again if it fails, whether or not it made the ledger
-        (the stream of a ledger that was there comes back with the next start that succeeds), but
-        only while nothing else uses it: no consumer on it (no agent subscribed) and no record on
-        it that this start did not publish. A stream that was there before is never deleted.
-        The cost, accepted over a stream left by every refused start: another gateway of the
-        system starting at the same moment (the one holding the lease here), which has neither
-        published nor been subscribed to yet, finds the stream gone, and what it publishes waits
-        in its outbox until a process that may make the stream connects (with NATS logins, only
-        a gateway may). The stream is looked at before the lease is given back, so no gateway of
-        the system publishes meanwhile.
+        The stream goes with the ledger: a start that fails and removes the ledger it made also
+        deletes the stream it made, unless something else uses it already (a consumer on it, or
+        a record on it that this start did not publish). Beside a ledger that stays (one that
+        was there, or one another gateway made at the same moment and holds the lease of), the
+        stream is the system's and stays: another gateway of the system may have connected to it
+        and not published yet, and its publishes would wait for a stream nobody makes again.
 
         Raises:
             ConfigError: the signed charter or ruleset does not match the files, a prerequisite
@@ -340,7 +336,7 @@ class Service:
             await self._start_on(ledger, charter, ruleset)
         except BaseException:
             if self.bus is not None:  # first: the stream is looked at while the lease is still held
-                await self.bus.close(unmake=True)
+                await self.bus.close(unmake=made and self._alone_on(ledger))
                 self.bus = None
             if made:
                 await self._unmake(ledger)
@@ -414,6 +410,16 @@ class Service:
             ledger.close()
             raise
 
+    def _alone_on(self, ledger: SQLLedger) -> bool:
+        """Whether no other gateway's lease is on ``ledger`` (none is, or this start's own is):
+        a ledger this start made, and its stream, are then this start's alone to remove."""
+        try:
+            row = ledger.lease()
+        except AnswerableError:
+            return False
+        lease = None if self.gateway is None else self.gateway.lease
+        return row is None or (lease is not None and (row.holder, row.pid) == (lease.holder, lease.pid))
+
     async def _unmake(self, ledger: SQLLedger) -> None:
         """Remove the ledger this start made, its start having failed: a refused serve leaves
         no ledger, key or schema. Left alone if any lease on it is not this gateway's (another
@@ -426,9 +432,7 @@ class Service:
                 await task
         self._tasks = []
         with contextlib.suppress(AnswerableError):
-            row = ledger.lease()
-            lease = None if self.gateway is None else self.gateway.lease
-            if row is not None and (lease is None or (row.holder, row.pid) != (lease.holder, lease.pid)):
+            if not self._alone_on(ledger):
                 return
             if self.gateway is not None:
                 self.gateway.close()
