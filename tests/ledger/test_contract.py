@@ -602,6 +602,76 @@ def test_a_copy_killed_mid_way_leaves_nothing_under_the_target_name(
     assert_copied(store, Backend("sqlite", str(target), folder))
 
 
+MADE = """
+import sys
+from answerable.ledger import copy as copying, open_ledger
+from answerable.ledger.postgres import PostgresLedger
+from answerable.ledger.sqlite import SQLiteLedger
+
+with open_ledger(sys.argv[1]) as source:
+    made = PostgresLedger if "://" in sys.argv[2] else SQLiteLedger
+    original = made.__init__
+
+    def held(self, *args, **kwargs):  # the copy's tables are committed; its object is not built
+        print("made", flush=True)
+        sys.stdin.readline()
+        original(self, *args, **kwargs)
+
+    made.__init__ = held
+    copying.copy_ledger(source, sys.argv[2])
+"""
+
+
+def test_a_copy_killed_as_its_tables_are_made_is_no_ledger(
+    backend: Backend, store: SQLLedger, copy_target: Backend
+):
+    """kill -9 the instant after a copy made its tables, before any entry: what is left is an
+    unfinished copy every open refuses, never an empty ledger of the source's origin and key (in
+    a schema whose key's place is the source's, it signed as the source: a fork). Copying into the
+    schema again is refused in one line (exit 2) until its tables are dropped; into a file, it
+    succeeds at once."""
+    from typer.testing import CliRunner
+
+    from answerable.cli import app
+    from answerable.ledger.copy import copy_ledger
+    from answerable.ledger.postgres import drop_schema
+
+    store.append_sync(order_events(5))
+    store.checkpoint()
+    with subprocess.Popen(
+        [sys.executable, "-c", MADE, backend.target, copy_target.target],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline() == "made\n"
+        finally:
+            child.kill()
+            child.wait(timeout=60)
+    if copy_target.name == "sqlite":
+        folder = Path(copy_target.target).parent
+        [left] = [
+            p for p in folder.iterdir() if ".copying-" in p.name and not p.name.endswith(("-wal", "-shm"))
+        ]
+        with pytest.raises(NotALedger, match="a copy that did not finish"):
+            open_ledger(left)
+        copy_ledger(store, copy_target.target)
+        assert_copied(store, copy_target)
+        return
+    with pytest.raises(NotALedger, match="a copy that did not finish"):
+        open_ledger(copy_target.target)
+    again = CliRunner().invoke(app, ["ledger", "copy", backend.target, copy_target.target])
+    assert again.exit_code == 2, again.output
+    [line] = again.stderr.splitlines()
+    assert "a copy that did not finish" in line, line
+    assert "drop its tables" in line, line
+    drop_schema(copy_target.target)
+    copy_ledger(store, copy_target.target)
+    assert_copied(store, copy_target)
+
+
 def test_an_altered_blob_is_named_with_the_entry_citing_it(backend: Backend, store: SQLLedger):
     [big] = order_events(1, size=100_000)
     store.append_sync([big])

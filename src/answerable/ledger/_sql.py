@@ -81,8 +81,9 @@ FORGET_NONCES = "DELETE FROM nonces WHERE created < ? AND key NOT LIKE 'handled:
 LEDGER_FORMAT = "answerable-ledger"
 """What a ledger's ``meta`` names as its format."""
 UNFINISHED_COPY = "answerable-ledger-unfinished-copy"
-"""What a copy's ``meta`` names as its format until the copy is whole and verified: every open
-refuses it, so a copy cut short by kill -9 is never taken for the ledger (nor forks it)."""
+"""What a copy's ``meta`` names as its format from the commit that makes its tables until the copy
+is whole and verified: every open refuses it, so a copy cut short by kill -9 is never taken for
+the ledger (nor forks it)."""
 Row = tuple[str, str, bytes, bytes, tuple[str, ...]]
 """One entry on its way in: id, kind, the exact bytes, their leaf hash, the ids it cites."""
 LATEST_TIME = (
@@ -1049,16 +1050,15 @@ class SQLLedger(ABC):
 
         return self._read(read)
 
-    def mark_copying(self, copying: bool) -> None:
-        """Name this ledger an unfinished copy (``copying``), or a ledger again once it is whole.
+    def mark_copied(self) -> None:
+        """Name this copy (made an unfinished copy, see ``identity`` in ``open``) a ledger, once whole.
 
         Raises:
-            LedgerError: its format was not the one expected (nothing is changed).
+            LedgerError: it was not an unfinished copy (nothing is changed).
         """
-        was, now = (LEDGER_FORMAT, UNFINISHED_COPY) if copying else (UNFINISHED_COPY, LEDGER_FORMAT)
         sql = self._sql("UPDATE meta SET value = ? WHERE key = 'format' AND value = ?")
-        if self._short_write(lambda c: c.execute(sql, (now, was)).rowcount) != 1:
-            raise LedgerError(f"ledger {self._name}: its format is not {was!r}; nothing was changed")
+        if self._short_write(lambda c: c.execute(sql, (LEDGER_FORMAT, UNFINISHED_COPY)).rowcount) != 1:
+            raise LedgerError(f"ledger {self._name}: it is not an unfinished copy; nothing was changed")
 
     @abstractmethod
     def discard(self) -> None:

@@ -48,11 +48,11 @@ def copy_ledger(
     origin, beside its key, would verify, take appends and sign another tree as the same log (a
     fork). So a file is built under a name of its own beside ``target`` and moved into place
     once it verifies, a schema's tables are dropped if the copy fails, and the key is written
-    last. Until it is whole, the copy's metadata names it an unfinished copy, which no command
-    opens: kill -9 can leave one (under the file's temporary name, or in the schema), never a
-    ledger with the source's key. (In a schema, a kill in the instant between making the tables
-    and marking them leaves an empty ledger with no key: it signs nothing, and the next copy
-    into that schema is refused until its tables are dropped.)
+    last. From the commit that makes its tables until it is whole, the copy's metadata names it
+    an unfinished copy, which no command opens: kill -9 can leave one (under the file's temporary
+    name, or in the schema, where the next copy is refused until its tables are dropped), never a
+    ledger of the source's origin, and never one with its key (in a schema, the key's default
+    place may be the source's own key file).
 
     Raises:
         LedgerTampered: the source does not verify (nothing is written).
@@ -69,16 +69,16 @@ def copy_ledger(
     signer, verifier = source.identity()
     key = signing_key if signing_key or final is None else final.with_name(final.name + ".key")
     staged = where if final is None else final.with_name(f"{final.name}.copying-{uuid.uuid4().hex[:12]}")
-    # Made without a key (signer None): nothing can sign as the source beside a part of it.
+    # Made an unfinished copy, without a key (signer None): nothing can sign as the source beside
+    # a part of it, nor open it as a ledger.
     copy = open_ledger(staged, create=True, origin=source.origin, signing_key=key, identity=(None, verifier))
     moved = False
     try:
         try:
-            copy.mark_copying(True)
             if signer is not None:
                 check_key_place(copy.key_path, signer, folder=final is None)
             size, root, side = _fill(source, copy, size, where)
-            copy.mark_copying(False)
+            copy.mark_copied()
         finally:
             copy.close()
         if final is not None:

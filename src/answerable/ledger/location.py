@@ -51,7 +51,8 @@ def open_ledger(
     """Open (or with ``create``, create) the ledger at ``target``.
 
     ``identity``: the signer and verifier key to create it with instead of a fresh key, for a
-    ledger being copied (:func:`answerable.ledger.copy.copy_ledger`). ``patience``: seconds to
+    ledger being copied (:func:`answerable.ledger.copy.copy_ledger`): it is made an unfinished
+    copy, which no open takes, until its ``mark_copied``. ``patience``: seconds to
     wait, trying again with back-off, for a database server that does not answer, now and for
     every read and append afterwards (``SQLLedger.patience``): for a long-running process, which
     outlives a restart of its server; a command fails at once instead (the default).

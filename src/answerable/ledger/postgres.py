@@ -308,7 +308,8 @@ class PostgresLedger(SQLLedger):
         """Open the ledger in the schema ``url`` names, creating it when ``create`` is set.
 
         ``identity``: the signer and verifier key of a ledger being copied here, instead of a
-        fresh key (see :func:`answerable.ledger.copy.copy_ledger`).
+        fresh key (see :func:`answerable.ledger.copy.copy_ledger`); its tables are made an
+        unfinished copy, which no open takes, until :meth:`mark_copied`.
 
         Creating, the key is never written over a file that is there (see :meth:`SQLiteLedger.open`).
 
@@ -357,7 +358,8 @@ class PostgresLedger(SQLLedger):
         signer, verifier = identity or fresh_identity(origin)
         key_file = key_given or _default_key(origin)
         with key_for(key_file, signer, copied=identity is not None, folder=True):
-            return cls._make(conn, url, schema, origin, key_file, signer, verifier)
+            form = _FORMAT if identity is None else UNFINISHED_COPY
+            return cls._make(conn, url, schema, origin, key_file, signer, verifier, form)
 
     @classmethod
     def _make(
@@ -369,6 +371,7 @@ class PostgresLedger(SQLLedger):
         key_file: Path,
         signer: note.Signer | None,
         verifier: str,
+        form: str,
     ) -> PostgresLedger:
         try:
             with conn.transaction():
@@ -380,7 +383,7 @@ class PostgresLedger(SQLLedger):
                 conn.cursor().executemany(
                     "INSERT INTO meta VALUES (%s, %s)",
                     [
-                        ("format", _FORMAT),
+                        ("format", form),  # a copy is unfinished from the commit that makes it
                         ("version", _FORMAT_VERSION),
                         ("origin", origin),
                         ("verifier_key", verifier),

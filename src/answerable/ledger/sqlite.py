@@ -143,7 +143,8 @@ class SQLiteLedger(SQLLedger):
         """Open a ledger, creating it (and its signing key) when ``create`` is set and it is absent.
 
         ``identity``: the signer and verifier key of a ledger being copied here, instead of a
-        fresh key (see :func:`answerable.ledger.copy.copy_ledger`).
+        fresh key (see :func:`answerable.ledger.copy.copy_ledger`); it is made an unfinished copy,
+        which no open takes, until :meth:`mark_copied`.
 
         ``signing_key`` is where the checkpoint signing key lives (created with mode 0600); by
         default beside the database as ``LEDGER.key``. It need not sit beside the database, and
@@ -204,11 +205,12 @@ class SQLiteLedger(SQLLedger):
         # The database file is left if making it fails: another process may have made it
         # meanwhile (it is its ledger then, not debris). The key is this call's alone.
         with key_for(key_file, signer, copied=identity is not None):
-            return cls._make(path, origin, key_file, signer, verifier)
+            form = _FORMAT if identity is None else UNFINISHED_COPY
+            return cls._make(path, origin, key_file, signer, verifier, form)
 
     @classmethod
     def _make(
-        cls, path: Path, origin: str, key_file: Path, signer: note.Signer | None, verifier: str
+        cls, path: Path, origin: str, key_file: Path, signer: note.Signer | None, verifier: str, form: str
     ) -> SQLiteLedger:
         conn = _connect(path)
         try:
@@ -217,7 +219,7 @@ class SQLiteLedger(SQLLedger):
                 conn.executemany(
                     "INSERT INTO meta VALUES (?, ?)",
                     [
-                        ("format", _FORMAT),
+                        ("format", form),  # a copy is unfinished from the commit that makes it
                         ("version", _FORMAT_VERSION),
                         ("origin", origin),
                         ("verifier_key", verifier),
