@@ -672,6 +672,72 @@ def test_a_copy_killed_as_its_tables_are_made_is_no_ledger(
     assert_copied(store, copy_target)
 
 
+MARKED = """
+import sys
+from answerable.ledger import copy as copying, open_ledger
+from answerable.ledger._sql import SQLLedger
+
+with open_ledger(sys.argv[1]) as source:
+    original = SQLLedger.mark_copied
+    when = sys.argv[3]
+
+    def held(self):  # the copy is whole; held just before, or just after, it is named a ledger
+        if when == "after":
+            original(self)
+        print("held", flush=True)
+        sys.stdin.readline()
+        if when == "before":
+            original(self)
+
+    SQLLedger.mark_copied = held
+    copying.copy_ledger(source, sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_copy_killed_as_it_is_named_a_ledger_is_whole_with_its_key_or_no_ledger(
+    backend: Backend, store: SQLLedger, copy_target: Backend, when: str
+):
+    """kill -9 at the instant a whole copy is named a ledger. The key was written after the
+    mark: killed between, a schema held the whole ledger with no key, which could not sign, and
+    the next copy was refused as "holds a ledger already" (found in review). The key is written
+    while the copy is still unfinished: killed before the mark, what is left is refused and the
+    next copy takes the key as its own; killed after it, the schema is the copy, key and all.
+    Into a file, the whole copy lies under its temporary name until the move, and the next copy
+    goes on beside it."""
+    from answerable.ledger.copy import copy_ledger
+    from answerable.ledger.postgres import drop_schema
+
+    store.append_sync(order_events(5))
+    store.checkpoint()
+    with subprocess.Popen(
+        [sys.executable, "-c", MARKED, backend.target, copy_target.target, when],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline() == "held\n"
+        finally:
+            child.kill()
+            child.wait(timeout=60)
+    if copy_target.name == "sqlite":
+        with pytest.raises(NotALedger):
+            open_ledger(copy_target.target)  # nothing under the target's name before the move
+        copy_ledger(store, copy_target.target)
+        assert_copied(store, copy_target)
+        return
+    if when == "after":
+        assert_copied(store, copy_target)
+        return
+    with pytest.raises(NotALedger, match="a copy that did not finish"):
+        open_ledger(copy_target.target)
+    drop_schema(copy_target.target)
+    copy_ledger(store, copy_target.target)  # the key left beside the unfinished copy is taken
+    assert_copied(store, copy_target)
+
+
 def test_an_altered_blob_is_named_with_the_entry_citing_it(backend: Backend, store: SQLLedger):
     [big] = order_events(1, size=100_000)
     store.append_sync([big])

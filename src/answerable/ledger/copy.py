@@ -47,12 +47,15 @@ def copy_ledger(
     A copy either completes or leaves nothing at ``target``: a part of the source under its
     origin, beside its key, would verify, take appends and sign another tree as the same log (a
     fork). So a file is built under a name of its own beside ``target`` and moved into place
-    once it verifies, a schema's tables are dropped if the copy fails, and the key is written
-    last. From the commit that makes its tables until it is whole, the copy's metadata names it
-    an unfinished copy, which no command opens: kill -9 can leave one (under the file's temporary
-    name, or in the schema, where the next copy is refused until its tables are dropped), never a
-    ledger of the source's origin, and never one with its key (in a schema, the key's default
-    place may be the source's own key file).
+    once it verifies, and a schema's tables are dropped if the copy fails. From the commit that
+    makes its tables until it is whole, the copy's metadata names it an unfinished copy, which no
+    command opens; the key is written just before the copy is named a ledger (and removed again
+    if this call wrote it and the copy fails). So kill -9 leaves an unfinished copy (under the
+    file's temporary name, or in the schema, where the next copy is refused until its tables are
+    dropped), perhaps with the key beside it, which the next copy takes as its own; or, killed
+    after the mark, a schema that is the whole copy with its key, or a file's whole copy under
+    its temporary name (the kill came before the move; the next copy goes on beside it). Never a
+    part of the source that opens as a ledger, and never the copy at ``target`` without its key.
 
     Raises:
         LedgerTampered: the source does not verify (nothing is written).
@@ -72,12 +75,16 @@ def copy_ledger(
     # Made an unfinished copy, without a key (signer None): nothing can sign as the source beside
     # a part of it, nor open it as a ledger.
     copy = open_ledger(staged, create=True, origin=source.origin, signing_key=key, identity=(None, verifier))
-    moved = False
+    moved = wrote = False
     try:
         try:
             if signer is not None:
                 check_key_place(copy.key_path, signer, folder=final is None)
             size, root, side = _fill(source, copy, size, where)
+            if signer is not None:  # while the copy is unfinished: its key never stands beside
+                # a ledger that cannot sign (killed after the mark and before the key, a whole
+                # copy refused the key's writing and the next copy alike), nor beside a part
+                wrote = write_key(copy.key_path, signer, copied=True, folder=final is None)
             copy.mark_copied()
         finally:
             copy.close()
@@ -85,13 +92,14 @@ def copy_ledger(
             _link(Path(staged), final)
             moved = True
             Path(staged).unlink()
-        if signer is not None:  # last: a key never stands beside less than the whole copy
-            write_key(copy.key_path, signer, copied=True, folder=final is None)
     except BaseException:
         if moved and final is not None:
             final.unlink(missing_ok=True)
         with contextlib.suppress(LedgerError, OSError):  # the first failure is the one to tell
             copy.discard()
+        if wrote:  # this call's alone (the same key found there, the source's say, is kept)
+            with contextlib.suppress(OSError):
+                copy.key_path.unlink()
         raise
     return CopyReport(
         size=size,

@@ -214,8 +214,13 @@ class SQLiteLedger(SQLLedger):
     ) -> SQLiteLedger:
         conn = _connect(path)
         try:
-            with conn:
-                conn.executescript(_SCHEMA)
+            # One transaction (the connection commits each statement by itself otherwise, and
+            # executescript would commit the open one): a ledger, or a copy that names itself
+            # unfinished, appears whole, with its metadata, or not at all.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(statement)
                 conn.executemany(
                     "INSERT INTO meta VALUES (?, ?)",
                     [
@@ -225,6 +230,11 @@ class SQLiteLedger(SQLLedger):
                         ("verifier_key", verifier),
                     ],
                 )
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
         finally:
             conn.close()
         return cls(path, signer=signer, origin=origin, verifier=verifier, key_path=key_file)
