@@ -139,51 +139,6 @@ def test_a_schema_that_makes_of_its_own_json_what_json_cannot_hold_is_arguments_
     )
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["plain-json", "typed-pass"])
-@pytest.mark.parametrize("raised", [KeyError("table"), RuntimeError("rates not loaded"), TypeError("no")])
-def test_a_validator_that_raises_what_pydantic_passes_on_is_arguments_invalid(raised: Exception, fast: bool):
-    """pydantic turns only a validator's ValueError and AssertionError into a ValidationError;
-    anything else it lets through. A registrant's validator raising KeyError reached the agent
-    (and a service's caller) as that raw error out of ``submit``; it is the arguments' refusal,
-    naming what the validator raised, and nothing is recorded (the gateway records after this)."""
-
-    class Picky(BaseModel):
-        model_config = ConfigDict(extra="forbid", frozen=True)
-        shipment: str
-        when: dt.date | None = None
-
-        @field_validator("shipment")
-        @classmethod
-        def look_up(cls, value: str) -> str:
-            raise raised
-
-    # Plain JSON takes the fast path; a date takes the full one (validated, dumped, validated again).
-    arguments: dict[str, Any] = {"shipment": "S-1"}
-    if not fast:
-        arguments["when"] = dt.date(2026, 1, 2)
-    error = refused(arguments, operation(args=Picky))
-    assert error.problems == (
-        f"(root): the operation's argument schema failed on them: {type(raised).__name__}: {raised}",
-    )
-    assert error.__cause__ is raised
-
-
-def test_an_interrupt_inside_a_validator_is_not_taken_for_bad_arguments():
-    """Only errors are refusals: an interrupt or a cancellation raised in a validator goes on up."""
-
-    class Interrupted(BaseModel):
-        model_config = ConfigDict(extra="forbid", frozen=True)
-        shipment: str
-
-        @field_validator("shipment")
-        @classmethod
-        def stop(cls, value: str) -> str:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        canonical_arguments(operation(args=Interrupted), {"shipment": "S-1"})
-
-
 # --- refused rather than changed ----------------------------------------------------------------
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, field_validator
 
 from answerable import ArgumentsInvalid, Gateway, SQLiteLedger
 from answerable.operations import MAX_DEPTH
@@ -88,28 +87,3 @@ async def test_a_context_builder_returning_something_not_json_is_a_recorded_deny
     assert calls == []
     assert [e.kind for e in ledger.entries()][-2:] == ["Intent", "Decision"]
     assert (await gateway.submit(gateway.intent("executor", "noop", {}))).status == "succeeded"
-
-
-async def test_arguments_an_operations_validator_fails_on_are_refused_and_nothing_is_recorded(
-    gateway: Gateway, ledger: SQLiteLedger
-):
-    """A validator of the operation's schema raising what pydantic passes on (a KeyError of a
-    table look-up) came out of ``submit`` raw; it is the arguments' refusal, and the ledger is
-    exactly as it was."""
-    calls: list[Any] = []
-
-    class Rates(BaseModel):
-        lane: str
-
-        @field_validator("lane")
-        @classmethod
-        def known(cls, value: str) -> str:
-            return {"north": value}[value]  # KeyError for any other lane
-
-    gateway.register("carrier.rate", lambda lane: calls.append(lane), resource_class="bench", args=Rates)
-    size = ledger.size()
-    with pytest.raises(ArgumentsInvalid) as refused:
-        await gateway.submit(gateway.intent("executor", "carrier.rate", {"lane": "south"}))
-    assert "KeyError: 'south'" in str(refused.value)
-    assert ledger.size() == size
-    assert calls == []

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from pydantic import field_validator
 from support import (
     POLICIES,
     People,
@@ -605,3 +606,34 @@ async def test_an_answer_dated_ahead_of_the_clock_is_refused_and_nothing_runs(
         expires_at=rfc3339(now + 3_600 * 10**9),
     )
     assert (await gateway.settle(skewed)).status == "succeeded"
+
+
+async def test_an_approved_review_that_can_no_longer_run_fails_and_the_others_still_run(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, world: World
+) -> None:
+    """Approved, but its recorded arguments no longer pass the operation's schema (a validator
+    raising KeyError here): raised out of ``settle_reviews``, it stopped every later review of
+    the round, at every round, and a service's monitors and refusals with it (found in review).
+    It is claimed and recorded as failed, nothing called, and the next review still runs."""
+    stuck = await pending_review(gateway, shipment="S-1")
+    runs = await pending_review(gateway, shipment="S-2")
+    for review_id in (stuck, runs):
+        approval = gateway.reviews.approval(review_id, key=people.reviewer, verdict="approve", reason="ok")
+        ledger.append_sync([approval])  # answered from another process: found by the next round
+    op = gateway.operations["carrier.book"]
+
+    class Picky(op.args):  # type: ignore[misc,name-defined]
+        @field_validator("shipment")
+        @classmethod
+        def known(cls, value: str) -> str:
+            return {"S-2": value}[value]  # KeyError for S-1
+
+    gateway._operations["carrier.book"] = dataclasses.replace(op, args=Picky)
+    outcomes = {o.review.id: o for o in await gateway.settle_reviews() if o.review is not None}
+    assert outcomes[stuck].status == "failed"
+    execution = outcomes[stuck].execution
+    assert execution is not None
+    assert execution.error == "not run as approved: KeyError: 'S-1'"
+    assert outcomes[runs].status == "succeeded"
+    assert world.calls == 1
+    assert await gateway.settle_reviews() == []  # claimed: settled for good

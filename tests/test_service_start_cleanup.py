@@ -26,6 +26,7 @@ from answerable.config import load_config
 from answerable.errors import ConfigError, LeaseHeld, NotAuthorized
 from answerable.gateway import Gateway
 from answerable.keys import KeyPair
+from answerable.ledger.sqlite import SQLiteLedger
 from answerable.scaffold import init
 from answerable.service import Service, build_app
 
@@ -91,6 +92,37 @@ async def test_a_start_that_fails_after_making_the_ledger_and_the_stream_leaves_
     assert refused.bus is None
     assert not (tmp_path / "shop" / "ledger.db").exists()
     assert not await stream_there(system)
+
+
+async def test_a_failed_start_leaves_the_ledger_and_stream_it_made_to_a_gateway_that_holds_it(
+    tmp_path: Path, system: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This start made the ledger and the stream, but by the time it fails another gateway holds
+    the ledger's lease (it opened the new ledger at the same moment): that gateway writes there
+    and may publish, so neither the ledger nor the stream is this start's to remove."""
+    init(tmp_path / "shop", system=system)
+    config = replace(load_config(tmp_path / "shop" / "answerable.toml"), nats_url=NATS)
+    others: list[Gateway] = []
+
+    async def taken_over(gateway: Gateway) -> list[object]:
+        gateway.lease.release()
+        other = Gateway(SQLiteLedger.open(tmp_path / "shop" / "ledger.db"), holder="gateway@elsewhere:1")
+        await other.acquire()
+        others.append(other)
+        raise ConfigError("a step after NATS connected failed")
+
+    monkeypatch.setattr(Gateway, "reconcile", taken_over)
+    refused = Service(config)
+    try:
+        with pytest.raises(ConfigError, match="after NATS connected"):
+            await refused.start()
+        assert (tmp_path / "shop" / "ledger.db").exists()
+        assert await stream_there(system)
+    finally:
+        await refused.stop()
+        for other in others:
+            other.close()
+            other.ledger.close()
 
 
 async def test_a_stream_made_beside_a_ledger_that_stays_stays(tmp_path: Path, system: str) -> None:

@@ -1122,9 +1122,18 @@ class Gateway:
             return Outcome("denied", intent, decision, review=review, approval=last)
         epoch = self.lease.epoch
         op = self._operations.get(intent.operation)
-        if op is None:
-            raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
-        _, args = _canonical_intent(op, intent, read_back=False)  # recorded already, as it was decided
+        # What cannot run as approved (its operation is gone, or its recorded arguments no longer
+        # pass the operation's schema) is claimed and recorded as failed, nothing called: raised
+        # instead, it stopped every later review of the round, and a service's round (monitors,
+        # refusals) with it, at each round, for good.
+        unrunnable: Exception | None = None
+        args: BaseModel | None = None
+        try:
+            if op is None:
+                raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
+            _, args = _canonical_intent(op, intent, read_back=False)  # as it was decided
+        except Exception as exc:
+            unrunnable = exc
         approvals = state.live_approvals if state.closed is None else ()
         expiry = state.closed
         used = (expiry.id,) if expiry is not None else tuple(a.id for a in approvals)
@@ -1145,6 +1154,22 @@ class Gateway:
             return None  # the review changed or was claimed meanwhile: the next round decides again
         self._settled.add(review.id)
         self._at("claimed", intent)
+        if op is None or args is None:
+            failure = unrunnable or UnknownOperation(intent.operation, tuple(sorted(self._operations)))
+            said = str(failure) if isinstance(failure, AnswerableError) else exception_text(failure)
+            execution = self._execution(
+                intent.operation,
+                intent,
+                decision,
+                claim,
+                "failed",
+                error=f"not run as approved: {said}",
+                approvals=approvals,
+                expiry=expiry,
+            )
+            await self._record_execution(execution, claim)
+            self._at("finished", intent)
+            return Outcome("failed", intent, decision, execution, None, review, last)
         outcome = await self._execute(
             op,
             intent,
@@ -1239,6 +1264,13 @@ class Gateway:
                 # Cite the newest claim: the recovery claim, if it was written, so that claim is
                 # closed by this Execution and no later epoch recovers the intent a second time.
                 newest = self._recovery_claims.get(left.intent.id, left.claim)
+                if newest is not None and any(
+                    newest.id in x.causes for x in _executions_of(self.ledger, left.intent.id)
+                ):
+                    # What became of the call is recorded already (the failure came after): a
+                    # second, contradicting Execution would be a lie. Raised on; the claim is
+                    # closed, so the next start does not meet it again.
+                    raise
                 outcome = await self._ambiguous(left, newest, f"could not reconcile: {said}")
             finally:
                 self._recovery_claims.pop(left.intent.id, None)

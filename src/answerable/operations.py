@@ -22,7 +22,6 @@ from answerable._text import exception_text
 from answerable._urls import problem as url_problem
 from answerable._urls import shown
 from answerable.errors import (
-    AnswerableError,
     ArgumentsInvalid,
     ConfigError,
     ExecutionError,
@@ -280,10 +279,6 @@ def validate_arguments(op: Operation, arguments: Mapping[str, Any]) -> BaseModel
         raise ArgumentsInvalid(op.name, problems(exc, "arguments")) from exc
     except PydanticUserError as exc:  # e.g. a model naming a type that was never defined
         raise ConfigError(f"operation {op.name!r}: its argument schema cannot be used: {exc}") from exc
-    except AnswerableError:
-        raise
-    except Exception as exc:  # the schema's own code failed on them (see _schema_failed)
-        raise _schema_failed(op, exc) from exc
 
 
 MAX_DEPTH = 32
@@ -315,34 +310,8 @@ def canonical_arguments(
         model the operation's fields are read from.
 
     Raises:
-        ArgumentsInvalid: naming each field path that is wrong, or what the schema's own code
-            raised on them.
+        ArgumentsInvalid: naming each field path that is wrong.
     """
-    try:
-        return _canonical_arguments(op, arguments, read_back=read_back)
-    except AnswerableError:
-        raise
-    except Exception as exc:
-        raise _schema_failed(op, exc) from exc
-
-
-def _schema_failed(op: Operation, exc: Exception) -> ArgumentsInvalid:
-    """The refusal of arguments on which the operation's schema raised what pydantic passes on.
-
-    pydantic makes a ValidationError only of a validator's ValueError and AssertionError; any
-    other error of the registrant's code (a KeyError of a table look-up, say) came out raw, out
-    of ``Gateway.submit`` to the agent and out of reconcile at start-up. These arguments cannot be
-    taken, so they are refused like any others, naming what was raised; an interrupt or a
-    cancellation is no error and goes on up.
-    """
-    return ArgumentsInvalid(
-        op.name, (f"(root): the operation's argument schema failed on them: {exception_text(exc)}",)
-    )
-
-
-def _canonical_arguments(
-    op: Operation, arguments: Mapping[str, Any], *, read_back: bool
-) -> tuple[dict[str, Any], BaseModel]:
     fast = _already_canonical(op, arguments)
     if fast is not None:
         return fast

@@ -335,11 +335,12 @@ class Service:
                 )
             await self._start_on(ledger, charter, ruleset)
         except BaseException:
+            alone = made and self._alone_on(ledger)  # read once: the stream goes with the ledger
             if self.bus is not None:  # first: the stream is looked at while the lease is still held
-                await self.bus.close(unmake=made and self._alone_on(ledger))
+                await self.bus.close(unmake=alone)
                 self.bus = None
             if made:
-                await self._unmake(ledger)
+                await self._unmake(ledger, alone=alone)
             elif self.ledger is None:  # refused before the start took the ledger (stop closes it after)
                 ledger.close()
             raise
@@ -420,9 +421,9 @@ class Service:
         lease = None if self.gateway is None else self.gateway.lease
         return row is None or (lease is not None and (row.holder, row.pid) == (lease.holder, lease.pid))
 
-    async def _unmake(self, ledger: SQLLedger) -> None:
+    async def _unmake(self, ledger: SQLLedger, *, alone: bool) -> None:
         """Remove the ledger this start made, its start having failed: a refused serve leaves
-        no ledger, key or schema. Left alone if any lease on it is not this gateway's (another
+        no ledger, key or schema. Left alone unless ``alone`` (see :meth:`_alone_on`: another
         gateway made it at the same moment and writes there). Never raises: the failure that
         brought this here is the one to say."""
         for task in self._tasks:
@@ -432,7 +433,7 @@ class Service:
                 await task
         self._tasks = []
         with contextlib.suppress(AnswerableError):
-            if not self._alone_on(ledger):
+            if not alone:
                 return
             if self.gateway is not None:
                 self.gateway.close()

@@ -532,11 +532,13 @@ class NatsBus:
                 s.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await s.task
-        if unmake:
-            with contextlib.suppress(Exception):  # left on the server: the failure said is the start's
-                await self._unmake_stream()
-        with contextlib.suppress(Exception):
-            await self.nc.close()
+        try:
+            if unmake:
+                with contextlib.suppress(Exception):  # left on the server: the failure said is the start's
+                    await self._unmake_stream()
+        finally:  # a cancellation while the stream is looked at still disconnects
+            with contextlib.suppress(Exception):
+                await self.nc.close()
 
     async def _unmake_stream(self) -> bool:
         """Delete the stream :meth:`connect` made, unless something else uses it already: a
@@ -545,9 +547,10 @@ class NatsBus:
 
         JetStream makes a stream for whoever asks first and tells each asker alike, so another
         process starting at the same moment may count on the stream too; one that has left no
-        trace on it yet (nothing published, no consumer) finds it gone, and what it publishes
-        waits in its outbox until the stream is made again (by the next process to connect that
-        may make it).
+        trace on it yet (nothing published, no consumer) finds it gone: what it publishes waits
+        in its outbox until the stream is made again (by the next process to connect that may
+        make it), and a subscriber's start fails with "stream not found". The service deletes
+        only with the ledger it made, which no other gateway holds a lease on.
         """
         if not self.made_stream:
             return False
