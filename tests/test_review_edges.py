@@ -608,13 +608,13 @@ async def test_an_answer_dated_ahead_of_the_clock_is_refused_and_nothing_runs(
     assert (await gateway.settle(skewed)).status == "succeeded"
 
 
-async def test_an_approved_review_that_can_no_longer_run_fails_and_the_others_still_run(
+async def test_an_approved_review_whose_arguments_the_schema_now_refuses_fails_and_the_others_run(
     gateway: Gateway, ledger: SQLiteLedger, people: People, world: World
 ) -> None:
-    """Approved, but its recorded arguments no longer pass the operation's schema (a validator
-    raising KeyError here): raised out of ``settle_reviews``, it stopped every later review of
-    the round, at every round, and a service's monitors and refusals with it (found in review).
-    It is claimed and recorded as failed, nothing called, and the next review still runs."""
+    """Approved, but its recorded arguments no longer pass the operation's schema (it changed
+    since): raised out of ``settle_reviews``, it came up again at every round and stopped every
+    later review of it (found in review). It can never run as approved: claimed, with a failed
+    Execution in the same append (nothing called), and the next review still runs."""
     stuck = await pending_review(gateway, shipment="S-1")
     runs = await pending_review(gateway, shipment="S-2")
     for review_id in (stuck, runs):
@@ -622,18 +622,52 @@ async def test_an_approved_review_that_can_no_longer_run_fails_and_the_others_st
         ledger.append_sync([approval])  # answered from another process: found by the next round
     op = gateway.operations["carrier.book"]
 
-    class Picky(op.args):  # type: ignore[misc,name-defined]
+    class Stricter(op.args):  # type: ignore[misc,name-defined]
         @field_validator("shipment")
         @classmethod
         def known(cls, value: str) -> str:
-            return {"S-2": value}[value]  # KeyError for S-1
+            if value == "S-1":
+                raise ValueError("no such shipment any more")
+            return value
 
-    gateway._operations["carrier.book"] = dataclasses.replace(op, args=Picky)
+    gateway._operations["carrier.book"] = dataclasses.replace(op, args=Stricter)
     outcomes = {o.review.id: o for o in await gateway.settle_reviews() if o.review is not None}
     assert outcomes[stuck].status == "failed"
     execution = outcomes[stuck].execution
     assert execution is not None
-    assert execution.error == "not run as approved: KeyError: 'S-1'"
+    assert (execution.error or "").startswith(
+        "not run as approved: arguments for 'carrier.book' do not match its schema: shipment:"
+    )
     assert outcomes[runs].status == "succeeded"
     assert world.calls == 1
     assert await gateway.settle_reviews() == []  # claimed: settled for good
+
+
+async def test_a_validators_own_error_on_an_approved_review_claims_nothing_and_the_next_round_runs_it(
+    gateway: Gateway, ledger: SQLiteLedger, people: People, world: World
+) -> None:
+    """A validator's own error (a look-up that fails for now) is no verdict on the arguments:
+    nothing is claimed, the error is raised, and once it passes the review runs as approved."""
+    review_id = await pending_review(gateway, shipment="S-1")
+    approval = gateway.reviews.approval(review_id, key=people.reviewer, verdict="approve", reason="ok")
+    ledger.append_sync([approval])
+    op = gateway.operations["carrier.book"]
+    down = [True]
+
+    class LooksUp(op.args):  # type: ignore[misc,name-defined]
+        @field_validator("shipment")
+        @classmethod
+        def known(cls, value: str) -> str:
+            if down[0]:
+                raise ConnectionError("rates service unreachable")
+            return value
+
+    gateway._operations["carrier.book"] = dataclasses.replace(op, args=LooksUp)
+    size = ledger.size()
+    with pytest.raises(ConnectionError):
+        await gateway.settle_reviews()
+    assert ledger.size() == size
+    down[0] = False
+    [outcome] = await gateway.settle_reviews()
+    assert outcome.status == "succeeded"
+    assert world.calls == 1

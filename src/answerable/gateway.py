@@ -37,6 +37,7 @@ from answerable.contract import check_contract
 from answerable.control import Controller, ControlState
 from answerable.errors import (
     AnswerableError,
+    ArgumentsInvalid,
     CallStopped,
     ConfigError,
     Conflict,
@@ -1122,18 +1123,17 @@ class Gateway:
             return Outcome("denied", intent, decision, review=review, approval=last)
         epoch = self.lease.epoch
         op = self._operations.get(intent.operation)
-        # What cannot run as approved (its operation is gone, or its recorded arguments no longer
-        # pass the operation's schema) is claimed and recorded as failed, nothing called: raised
-        # instead, it stopped every later review of the round, and a service's round (monitors,
-        # refusals) with it, at each round, for good.
-        unrunnable: Exception | None = None
-        args: BaseModel | None = None
+        if op is None:  # perhaps not registered yet: nothing is claimed, a later round decides
+            raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
+        # Recorded arguments the operation's schema now refuses (it changed since) can never
+        # run as approved: claimed, and recorded as failed with nothing called. Raised instead,
+        # the review came up again at every round. Any other error (a validator's own, which
+        # may pass) is raised, nothing claimed: the next round tries again.
+        refused: ArgumentsInvalid | None = None
         try:
-            if op is None:
-                raise UnknownOperation(intent.operation, tuple(sorted(self._operations)))
             _, args = _canonical_intent(op, intent, read_back=False)  # as it was decided
-        except Exception as exc:
-            unrunnable = exc
+        except ArgumentsInvalid as exc:
+            refused = exc
         approvals = state.live_approvals if state.closed is None else ()
         expiry = state.closed
         used = (expiry.id,) if expiry is not None else tuple(a.id for a in approvals)
@@ -1144,9 +1144,22 @@ class Gateway:
             (intent.id, decision.id, review.id, *used),
             at=state.now,
         )
+        records: list[Claim | Execution] = [claim]
+        if refused is not None:  # with its claim: a crash between the two left an "ambiguous" call
+            failed = self._execution(
+                intent.operation,
+                intent,
+                decision,
+                claim,
+                "failed",
+                error=f"not run as approved: {refused}",
+                approvals=approvals,
+                expiry=expiry,
+            )
+            records.append(failed)
         try:
             await self.ledger.append(
-                [claim],
+                records,
                 fence=epoch,
                 guards=[Guard(claim_key(intent.id), None), Guard(review_key(review.id), state.head)],
             )
@@ -1154,22 +1167,9 @@ class Gateway:
             return None  # the review changed or was claimed meanwhile: the next round decides again
         self._settled.add(review.id)
         self._at("claimed", intent)
-        if op is None or args is None:
-            failure = unrunnable or UnknownOperation(intent.operation, tuple(sorted(self._operations)))
-            said = str(failure) if isinstance(failure, AnswerableError) else exception_text(failure)
-            execution = self._execution(
-                intent.operation,
-                intent,
-                decision,
-                claim,
-                "failed",
-                error=f"not run as approved: {said}",
-                approvals=approvals,
-                expiry=expiry,
-            )
-            await self._record_execution(execution, claim)
+        if refused is not None:
             self._at("finished", intent)
-            return Outcome("failed", intent, decision, execution, None, review, last)
+            return Outcome("failed", intent, decision, failed, None, review, last)
         outcome = await self._execute(
             op,
             intent,

@@ -423,9 +423,9 @@ class Service:
 
     async def _unmake(self, ledger: SQLLedger, *, alone: bool) -> None:
         """Remove the ledger this start made, its start having failed: a refused serve leaves
-        no ledger, key or schema. Left alone unless ``alone`` (see :meth:`_alone_on`: another
-        gateway made it at the same moment and writes there). Never raises: the failure that
-        brought this here is the one to say."""
+        no ledger, key or schema. Left alone unless ``alone`` and, read again now, no other
+        gateway's lease is on it (see :meth:`_alone_on`): one may have taken the new ledger while
+        the bus closed. Never raises: the failure that brought this here is the one to say."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -433,7 +433,7 @@ class Service:
                 await task
         self._tasks = []
         with contextlib.suppress(AnswerableError):
-            if not alone:
+            if not (alone and self._alone_on(ledger)):
                 return
             if self.gateway is not None:
                 self.gateway.close()
@@ -835,14 +835,16 @@ class Service:
 
     async def _settle(self) -> None:
         await self._follow_charter()
-        if self.gateway is not None:
-            for recovered in await self.gateway.reconcile_held():  # a stop that held a claim lifted
-                self._learn_outcome(recovered)
-            for outcome in await self.gateway.settle_reviews():
-                self._learn_outcome(outcome)
-                self._keep_result(outcome.intent.id, outcome.result)
-        await self._flush_refusals(due=True)
-        await self._watch_invariants()
+        try:
+            if self.gateway is not None:
+                for recovered in await self.gateway.reconcile_held():  # a stop that held a claim lifted
+                    self._learn_outcome(recovered)
+                for outcome in await self.gateway.settle_reviews():
+                    self._learn_outcome(outcome)
+                    self._keep_result(outcome.intent.id, outcome.result)
+        finally:  # a review that cannot be acted on this round stops neither refusals nor monitors
+            await self._flush_refusals(due=True)
+            await self._watch_invariants()
         self._say_clock()
 
     def _say_clock(self) -> None:
