@@ -8,6 +8,26 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import nats
+from nats.js.errors import NotFoundError
+
+from answerable.bus.nats import stream_name
+
+SHARED = "nats://127.0.0.1:4222"
+"""The machine's own nats-server, which every test shares (each with streams of its own)."""
+
+
+async def stream_there(system: str, url: str = SHARED) -> bool:
+    """Whether the server at ``url`` holds ``system``'s stream."""
+    connection = await nats.connect(url)
+    try:
+        await connection.jetstream().stream_info(stream_name(system))
+    except NotFoundError:
+        return False
+    finally:
+        await connection.close()
+    return True
+
 
 def free_port() -> int:
     with socket.socket() as probe:

@@ -322,10 +322,7 @@ def test_a_serve_refused_for_its_ledger_makes_no_nats_stream(tmp_path: Path):
     stream behind. NATS now connects only once the ledger is open."""
     import asyncio
 
-    import nats
-    from nats.js.errors import NotFoundError
-
-    from answerable.bus.nats import stream_name
+    from natsd import stream_there
 
     system = f"nostream{uuid.uuid4().hex[:10]}"
     folder = tmp_path / system
@@ -334,17 +331,7 @@ def test_a_serve_refused_for_its_ledger_makes_no_nats_stream(tmp_path: Path):
     config = edit(folder, "", "", '\n[nats]\nurl = "nats://127.0.0.1:4222"\n')
     refused_alone(run(folder, "serve", str(config), "--port", "0"), "ledger")
 
-    async def stream_there() -> bool:
-        connection = await nats.connect("nats://127.0.0.1:4222")
-        try:
-            await connection.jetstream().stream_info(stream_name(system))
-        except NotFoundError:
-            return False
-        finally:
-            await connection.close()
-        return True
-
-    assert not asyncio.run(stream_there())
+    assert not asyncio.run(stream_there(system))
     assert (folder / "ledger.db").read_text() == "not a ledger\n"
 
 

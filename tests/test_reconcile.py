@@ -42,6 +42,29 @@ async def leave_claims_behind(
     return ids
 
 
+async def finds(key: str) -> Any:
+    """A lookup that finds the effect of any key: the call happened before the crash."""
+    return {"booked": "earlier", "key": key}
+
+
+def recovering(
+    store: SQLiteLedger,
+    clock: FakeClock,
+    fault: Any = None,
+    *,
+    fail: dict[str, Any],
+    http: dict[str, Any],
+) -> Gateway:
+    """A later process's gateway over what ``leave_claims_behind`` left: the world's other
+    operations, and the two claimed ones registered with ``fail``'s and ``http``'s options."""
+    gw = Gateway(store, clock=clock, ids=IdSource(clock), fault=fault)
+    gw.register("carrier.book", lambda **_: None, resource_class="shipment")
+    gw.register("noop", lambda: None, resource_class="bench")
+    gw.register("carrier.fail", lambda shipment: None, resource_class="shipment", **fail)
+    gw.register("carrier.http", lambda shipment: None, resource_class="shipment", **http)
+    return gw
+
+
 async def test_a_failing_lookup_makes_that_intent_ambiguous_and_reconcile_goes_on(
     ledger: SQLiteLedger, ledger_path: Path, people: People, clock: FakeClock, world: World
 ):
@@ -51,15 +74,8 @@ async def test_a_failing_lookup_makes_that_intent_ambiguous_and_reconcile_goes_o
     async def broken(_key: str) -> Any:
         raise ConnectionError("partner unreachable")
 
-    async def finds(key: str) -> Any:
-        return {"booked": "earlier", "key": key}
-
     with SQLiteLedger.open(ledger_path) as store:
-        gw = Gateway(store, clock=clock, ids=IdSource(clock))
-        gw.register("carrier.book", lambda **_: None, resource_class="shipment")
-        gw.register("noop", lambda: None, resource_class="bench")
-        gw.register("carrier.fail", lambda shipment: None, resource_class="shipment", lookup=broken)
-        gw.register("carrier.http", lambda shipment: None, resource_class="shipment", lookup=finds)
+        gw = recovering(store, clock, fail={"lookup": broken}, http={"lookup": finds})
         outcomes = {o.intent.id: o for o in await gw.start()}
         assert outcomes[failing].status == "ambiguous"
         assert outcomes[failing].execution is not None
@@ -104,15 +120,8 @@ async def test_an_argument_schema_raising_any_error_makes_that_intent_ambiguous_
     failing, found = await leave_claims_behind(ledger, people, clock, world)
     monkeypatch.setattr(Shipments, "raised", raised)
 
-    async def finds(key: str) -> Any:
-        return {"booked": "earlier", "key": key}
-
     with SQLiteLedger.open(ledger_path) as store:
-        gw = Gateway(store, clock=clock, ids=IdSource(clock))
-        gw.register("carrier.book", lambda **_: None, resource_class="shipment")
-        gw.register("noop", lambda: None, resource_class="bench")
-        gw.register("carrier.fail", lambda shipment: None, resource_class="shipment", args=Shipments)
-        gw.register("carrier.http", lambda shipment: None, resource_class="shipment", lookup=finds)
+        gw = recovering(store, clock, fail={"args": Shipments}, http={"lookup": finds})
         outcomes = {o.intent.id: o for o in await gw.start()}
         assert outcomes[failing].status == "ambiguous"
         assert outcomes[failing].execution is not None
@@ -140,15 +149,8 @@ async def test_any_error_recovering_one_claim_makes_that_intent_ambiguous_and_re
         if point == "claimed" and intent.id == failing:
             raise RuntimeError("unforeseen")
 
-    async def finds(key: str) -> Any:
-        return {"booked": "earlier", "key": key}
-
     with SQLiteLedger.open(ledger_path) as store:
-        gw = Gateway(store, clock=clock, ids=IdSource(clock), fault=broken)
-        gw.register("carrier.book", lambda **_: None, resource_class="shipment")
-        gw.register("noop", lambda: None, resource_class="bench")
-        gw.register("carrier.fail", lambda shipment: None, resource_class="shipment", lookup=finds)
-        gw.register("carrier.http", lambda shipment: None, resource_class="shipment", lookup=finds)
+        gw = recovering(store, clock, fault=broken, fail={"lookup": finds}, http={"lookup": finds})
         outcomes = {o.intent.id: o for o in await gw.start()}
         assert outcomes[failing].status == "ambiguous"
         execution = outcomes[failing].execution
@@ -222,11 +224,7 @@ async def test_an_interrupt_while_reconciling_is_not_taken_for_an_ambiguous_call
     await leave_claims_behind(ledger, people, clock, world)
     monkeypatch.setattr(Shipments, "raised", Crash())
     with SQLiteLedger.open(ledger_path) as store:
-        gw = Gateway(store, clock=clock, ids=IdSource(clock))
-        gw.register("carrier.book", lambda **_: None, resource_class="shipment")
-        gw.register("noop", lambda: None, resource_class="bench")
-        gw.register("carrier.fail", lambda shipment: None, resource_class="shipment", args=Shipments)
-        gw.register("carrier.http", lambda shipment: None, resource_class="shipment")
+        gw = recovering(store, clock, fail={"args": Shipments}, http={})
         with pytest.raises(Crash):
             await gw.start()
         gw.close()

@@ -643,14 +643,18 @@ async def test_an_approved_review_whose_arguments_the_schema_now_refuses_fails_a
     assert await gateway.settle_reviews() == []  # claimed: settled for good
 
 
-async def test_a_validators_own_error_on_an_approved_review_claims_nothing_and_the_next_round_runs_it(
+async def test_a_review_that_cannot_be_acted_on_now_claims_nothing_and_holds_back_no_other(
     gateway: Gateway, ledger: SQLiteLedger, people: People, world: World
 ) -> None:
     """A validator's own error (a look-up that fails for now) is no verdict on the arguments:
-    nothing is claimed, the error is raised, and once it passes the review runs as approved."""
-    review_id = await pending_review(gateway, shipment="S-1")
-    approval = gateway.reviews.approval(review_id, key=people.reviewer, verdict="approve", reason="ok")
-    ledger.append_sync([approval])
+    nothing is claimed for that review and a later round tries it again. Raised at once, it
+    kept every review after it from running, round after round (found in review): they run
+    first, and the error is raised in the next round, which has nothing else to give."""
+    later = await pending_review(gateway, shipment="S-1")
+    runs = await pending_review(gateway, shipment="S-2")
+    for review_id in (later, runs):
+        approval = gateway.reviews.approval(review_id, key=people.reviewer, verdict="approve", reason="ok")
+        ledger.append_sync([approval])
     op = gateway.operations["carrier.book"]
     down = [True]
 
@@ -658,16 +662,18 @@ async def test_a_validators_own_error_on_an_approved_review_claims_nothing_and_t
         @field_validator("shipment")
         @classmethod
         def known(cls, value: str) -> str:
-            if down[0]:
-                raise ConnectionError("rates service unreachable")
+            if down[0] and value == "S-1":
+                raise LookupError("no rate for S-1 yet")
             return value
 
     gateway._operations["carrier.book"] = dataclasses.replace(op, args=LooksUp)
+    [ran] = await gateway.settle_reviews()
+    assert (ran.review is not None and ran.review.id, ran.status) == (runs, "succeeded")
     size = ledger.size()
-    with pytest.raises(ConnectionError):
+    with pytest.raises(LookupError):
         await gateway.settle_reviews()
-    assert ledger.size() == size
+    assert ledger.size() == size  # nothing claimed for it
     down[0] = False
     [outcome] = await gateway.settle_reviews()
-    assert outcome.status == "succeeded"
-    assert world.calls == 1
+    assert (outcome.review is not None and outcome.review.id, outcome.status) == (later, "succeeded")
+    assert world.calls == 2

@@ -18,6 +18,7 @@ import nats
 import orjson
 import pytest
 from nats.js.errors import NotFoundError
+from natsd import stream_there
 from support import order_events
 
 from answerable.bus.nats import NatsBus, stream_name
@@ -31,17 +32,6 @@ from answerable.scaffold import init
 from answerable.service import Service, build_app
 
 NATS = os.environ.get("ANSWERABLE_TEST_NATS", "nats://127.0.0.1:4222")
-
-
-async def stream_there(system: str) -> bool:
-    connection = await nats.connect(NATS)
-    try:
-        await connection.jetstream().stream_info(stream_name(system))
-    except NotFoundError:
-        return False
-    finally:
-        await connection.close()
-    return True
 
 
 @pytest.fixture

@@ -1083,15 +1083,32 @@ class Gateway:
 
         Answers given from another process (``answerable approve``) are found here. A review
         is acted on once across every process and restart: its claim is a guarded head.
+
+        Raises:
+            UnknownOperation, or what an operation's argument validator raised of its own: a
+                review that cannot be acted on now (nothing is claimed for it; a later round
+                tries again). The reviews after it are acted on first, and the error is raised
+                in a round that has no other outcome to give, so it is never lost.
         """
         await self.reviews.tick(fence=self.lease.epoch)
         outcomes = []
+        stuck: Exception | None = None
         for stored in self.ledger.of_kind("Review"):
             if stored.id in self._settled:
                 continue
-            outcome = await self.settle_review(stored.id)
+            try:
+                outcome = await self.settle_review(stored.id)
+            except (LeaseLost, StoreUnavailable):
+                raise  # nothing more is acted on here
+            except Exception as exc:  # its operation not registered, a validator's own error
+                # Not claimed: a later round tries it again. Raised at once, it kept every
+                # review after it from running, at every round, for as long as it lasted.
+                stuck = stuck or exc
+                continue
             if outcome is not None:
                 outcomes.append(outcome)
+        if stuck is not None and not outcomes:
+            raise stuck  # told once no other review has an outcome to give: by the next round
         return outcomes
 
     async def settle_review(self, review_id: str) -> Outcome | None:

@@ -566,6 +566,20 @@ with open_ledger(sys.argv[1]) as source:
 """
 
 
+def kill_copy_when_held(script: str, *args: str, says: str = "held") -> None:
+    """Run ``script`` (a copy whose child says ``says`` and waits at a point of its own) in a
+    process of its own and kill -9 it there."""
+    with subprocess.Popen(
+        [sys.executable, "-c", script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline() == says + "\n"
+        finally:
+            child.kill()
+            child.wait(timeout=60)
+
+
 def test_a_copy_killed_mid_way_leaves_nothing_under_the_target_name(
     backend: Backend, store: SQLLedger, tmp_path: Path
 ):
@@ -578,18 +592,7 @@ def test_a_copy_killed_mid_way_leaves_nothing_under_the_target_name(
     folder = tmp_path / "target"
     folder.mkdir()
     target = folder / "copy.db"
-    with subprocess.Popen(
-        [sys.executable, "-c", COPIER, backend.target, str(target)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as child:
-        try:
-            assert child.stdout is not None
-            assert child.stdout.readline() == "copying\n"
-        finally:
-            child.kill()
-            child.wait(timeout=60)
+    kill_copy_when_held(COPIER, backend.target, str(target), says="copying")
     left = files_under(folder)
     assert not target.exists()
     assert not any(name.endswith(".key") for name in left), left
@@ -613,7 +616,7 @@ with open_ledger(sys.argv[1]) as source:
     original = made.__init__
 
     def held(self, *args, **kwargs):  # the copy's tables are committed; its object is not built
-        print("made", flush=True)
+        print("held", flush=True)
         sys.stdin.readline()
         original(self, *args, **kwargs)
 
@@ -638,18 +641,7 @@ def test_a_copy_killed_as_its_tables_are_made_is_no_ledger(
 
     store.append_sync(order_events(5))
     store.checkpoint()
-    with subprocess.Popen(
-        [sys.executable, "-c", MADE, backend.target, copy_target.target],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as child:
-        try:
-            assert child.stdout is not None
-            assert child.stdout.readline() == "made\n"
-        finally:
-            child.kill()
-            child.wait(timeout=60)
+    kill_copy_when_held(MADE, backend.target, copy_target.target)
     if copy_target.name == "sqlite":
         folder = Path(copy_target.target).parent
         [left] = [
@@ -710,18 +702,7 @@ def test_a_copy_killed_as_it_is_named_a_ledger_is_whole_with_its_key_or_no_ledge
 
     store.append_sync(order_events(5))
     store.checkpoint()
-    with subprocess.Popen(
-        [sys.executable, "-c", MARKED, backend.target, copy_target.target, when],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as child:
-        try:
-            assert child.stdout is not None
-            assert child.stdout.readline() == "held\n"
-        finally:
-            child.kill()
-            child.wait(timeout=60)
+    kill_copy_when_held(MARKED, backend.target, copy_target.target, when)
     if copy_target.name == "sqlite":
         with pytest.raises(NotALedger):
             open_ledger(copy_target.target)  # nothing under the target's name before the move
