@@ -335,7 +335,7 @@ class Service:
                 )
             await self._start_on(ledger, charter, ruleset)
         except BaseException:
-            alone = made and self._alone_on(ledger)  # read once: the stream goes with the ledger
+            alone = made and self._alone_on(ledger)  # the stream goes with the ledger it made
             if self.bus is not None:  # first: the stream is looked at while the lease is still held
                 await self.bus.close(unmake=alone)
                 self.bus = None
